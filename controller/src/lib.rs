@@ -1,1 +1,7 @@
+//! Fledge's controller: the Canary API, the pure rollout core and its statistics, and (with the
+//! default feature `cluster`) the Kubernetes shell that carries the core's decisions out.
+#![forbid(unsafe_code)]
 
+pub mod analysis;
+pub mod rollout;
+pub mod spec;

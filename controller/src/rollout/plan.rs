@@ -1,0 +1,133 @@
+//! The steps a rollout would take if everything went well: the core itself, driven with
+//! observations in which every workload is ready, every metric passes and every hook says yes.
+
+use std::collections::BTreeMap;
+
+use serde::Serialize;
+
+use super::{HookOutcome, Millis, Observation, Phase, Readiness, RolloutState, advance, wants};
+use crate::analysis::MetricReading;
+use crate::spec::{MetricKind, RolloutSpec};
+
+/// One decision of the ideal rollout.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct PlanStep {
+    /// Time since the new revision was detected.
+    pub at: Millis,
+    pub phase: Phase,
+    pub canary_weight: u8,
+    pub mirror: Option<u8>,
+    pub matched: bool,
+    /// The hooks called before this decision, by type.
+    pub hooks: Vec<String>,
+    /// Whether the metrics were analysed for this decision.
+    pub analysed: bool,
+    pub message: String,
+}
+
+/// The ideal rollout of a spec.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct RolloutPlan {
+    pub steps: Vec<PlanStep>,
+    /// The shortest time from a new revision to a promoted, finalised rollout.
+    pub shortest_promotion: Millis,
+    /// Analysis ticks that check metrics on the way.
+    pub analyses: u32,
+}
+
+const REVISION: &str = "planned";
+
+/// Runs the core on ideal observations, one tick per interval, from a new revision until the
+/// rollout has succeeded.
+pub fn plan(spec: &RolloutSpec) -> RolloutPlan {
+    let mut spec = spec.clone();
+    spec.suspend = false;
+    let mut obs = Observation {
+        revision: "initial".into(),
+        canary: Readiness::all(1),
+        primary: Readiness::all(1),
+        ..Observation::default()
+    };
+    let (mut state, _) = advance(&RolloutState::default(), &spec, &obs, 0);
+    debug_assert_eq!(state.phase, Phase::Initialized);
+    obs.revision = REVISION.into();
+
+    let mut steps = Vec::new();
+    let mut analyses = 0;
+    let interval = spec.interval.millis();
+    // Every tick either advances or is gated by the interval, so this bound is never reached
+    // by a valid spec; it only guards against a core bug looping forever.
+    let max_ticks = 4 * (200 + spec.threshold as u64 + iterations(&spec));
+    let mut now = 0;
+    for _ in 0..max_ticks {
+        let w = wants(&state, &spec, now);
+        obs.metrics = if w.metrics {
+            ideal_readings(&spec)
+        } else {
+            BTreeMap::new()
+        };
+        obs.hooks = w
+            .hooks
+            .iter()
+            .flat_map(|g| spec.hooks(*g))
+            .map(|h| (h.name.clone(), HookOutcome::Passed))
+            .collect();
+        let (next, actions) = advance(&state, &spec, &obs, now);
+        if !actions.is_empty() {
+            analyses += u32::from(w.metrics);
+            steps.push(PlanStep {
+                at: now,
+                phase: next.phase,
+                canary_weight: next.canary_weight,
+                mirror: next.mirror,
+                matched: next.matched,
+                hooks: w
+                    .hooks
+                    .iter()
+                    .filter(|g| spec.hooks(**g).next().is_some())
+                    .map(|g| g.to_string())
+                    .collect(),
+                analysed: w.metrics,
+                message: next.message.clone(),
+            });
+        }
+        state = next;
+        if state.phase == Phase::Succeeded {
+            break;
+        }
+        // Flagger's shells tick once per interval; ticks in between would change nothing here
+        // except finishing Promoting and Finalising, which the next interval does too.
+        now += interval;
+    }
+    let shortest_promotion = steps.last().map_or(0, |s| s.at);
+    RolloutPlan {
+        steps,
+        shortest_promotion,
+        analyses,
+    }
+}
+
+fn iterations(spec: &RolloutSpec) -> u64 {
+    match &spec.strategy {
+        crate::spec::Strategy::BlueGreen { iterations, .. }
+        | crate::spec::Strategy::AbTesting { iterations, .. } => *iterations as u64,
+        crate::spec::Strategy::Canary { .. } => 0,
+    }
+}
+
+/// A reading that passes each metric's check.
+fn ideal_readings(spec: &RolloutSpec) -> BTreeMap<String, MetricReading> {
+    spec.metrics
+        .iter()
+        .map(|m| {
+            let value = match (m.min, m.max, &m.kind) {
+                (Some(lo), Some(hi), _) => (lo + hi) / 2.0,
+                (Some(lo), None, MetricKind::RequestSuccessRate) => lo.max(100.0),
+                (Some(lo), None, _) => lo,
+                (None, Some(hi), _) => hi,
+                (None, None, _) => 0.0,
+            };
+            (m.name.clone(), MetricReading::Value { value })
+        })
+        .collect()
+}

@@ -1,0 +1,335 @@
+//! The `Canary` and `MetricTemplate` custom resources.
+//!
+//! Field names, types and defaults follow Flagger's `flagger.app/v1beta1` API so that a manifest
+//! written for Flagger parses as it is; only the group differs (`fledge.dev/v1alpha1`). The raw
+//! types here mirror what a user writes; [`validate`] turns them into a [`RolloutSpec`], the typed
+//! and normalised form the rollout core runs on.
+
+mod duration;
+mod load;
+mod validate;
+
+pub use duration::{Duration, DurationError};
+pub use load::{LoadError, LoadedManifests, load_manifests};
+pub use validate::{
+    FieldError, HookGate, Judge, MetricCheck, MetricKind, RolloutSpec, Strategy, ValidationErrors,
+    WebhookRef, validate,
+};
+
+use std::collections::BTreeMap;
+
+use kube::CustomResource;
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+
+/// The API group of Fledge's resources.
+pub const GROUP: &str = "fledge.dev";
+/// Flagger's API group: manifests in it are accepted as they are.
+pub const FLAGGER_GROUP: &str = "flagger.app";
+
+/// A progressive rollout of a workload behind a service mesh.
+#[derive(CustomResource, Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[kube(
+    group = "fledge.dev",
+    version = "v1alpha1",
+    kind = "Canary",
+    namespaced,
+    status = "CanaryStatus",
+    shortname = "canary",
+    printcolumn = r#"{"name":"Phase","type":"string","jsonPath":".status.phase"}"#,
+    printcolumn = r#"{"name":"Weight","type":"integer","jsonPath":".status.canaryWeight"}"#,
+    printcolumn = r#"{"name":"FailedChecks","type":"integer","jsonPath":".status.failedChecks"}"#,
+    printcolumn = r#"{"name":"LastTransitionTime","type":"string","jsonPath":".status.lastTransitionTime"}"#
+)]
+#[serde(rename_all = "camelCase")]
+pub struct CanarySpec {
+    /// Traffic provider: `istio`, `linkerd`, `smi:v1alpha1|v1alpha2|v1alpha3`, `gatewayapi:v1`.
+    /// Empty means the controller-wide default.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub provider: Option<String>,
+    /// The workload under rollout; it becomes the canary and is cloned into `<name>-primary`.
+    pub target_ref: LocalObjectReference,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub autoscaler_ref: Option<LocalObjectReference>,
+    pub service: CanaryService,
+    #[serde(default)]
+    pub analysis: CanaryAnalysis,
+    /// Seconds a rollout may make no progress (workloads not ready) before it is rolled back.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub progress_deadline_seconds: Option<i64>,
+    /// Promote without analysis.
+    #[serde(default)]
+    pub skip_analysis: bool,
+    /// Pause the rollout where it is.
+    #[serde(default)]
+    pub suspend: bool,
+    /// On deletion, route to and restore the original workload.
+    #[serde(default)]
+    pub revert_on_deletion: bool,
+}
+
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct LocalObjectReference {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub api_version: Option<String>,
+    #[serde(default)]
+    pub kind: String,
+    pub name: String,
+}
+
+/// The Services Fledge generates and the routing it manages (Flagger's `service` block).
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct CanaryService {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+    pub port: i32,
+    /// A port number or name on the pods.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub target_port: Option<IntOrString>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub port_name: Option<String>,
+    #[serde(default)]
+    pub port_discovery: bool,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub hosts: Vec<String>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub gateways: Vec<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub gateway_refs: Option<Vec<serde_json::Value>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub apex: Option<ObjectMetadata>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub primary: Option<ObjectMetadata>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub canary: Option<ObjectMetadata>,
+    /// Istio header operations, copied into the generated routes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub headers: Option<serde_json::Value>,
+    /// Istio traffic policy for the generated DestinationRules.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub traffic_policy: Option<serde_json::Value>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub retries: Option<serde_json::Value>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub timeout: Option<String>,
+}
+
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
+#[serde(untagged)]
+pub enum IntOrString {
+    Int(i32),
+    String(String),
+}
+
+/// Labels and annotations added to a generated object.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+pub struct ObjectMetadata {
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub labels: BTreeMap<String, String>,
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub annotations: BTreeMap<String, String>,
+}
+
+/// How the rollout advances and what it checks (Flagger's `analysis` block, plus `judge`).
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct CanaryAnalysis {
+    /// Time between analysis ticks, e.g. `1m` (default `1m`; below `10s` is raised to `10s`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub interval: Option<String>,
+    /// Failed checks before rollback (default 1; values below 1 become 1).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub threshold: Option<i64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_weight: Option<i64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub step_weight: Option<i64>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub step_weights: Vec<i64>,
+    /// Traffic moved back to the primary per interval while promoting (default: all at once).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub step_weight_promotion: Option<i64>,
+    /// Blue/green (or A/B with `match`): the number of analysis iterations.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub iterations: Option<i64>,
+    /// A/B testing: Istio `HTTPMatchRequest`s routed to the canary.
+    #[serde(default, rename = "match", skip_serializing_if = "Vec::is_empty")]
+    pub match_: Vec<serde_json::Value>,
+    /// Mirror traffic to the canary for the first step.
+    #[serde(default)]
+    pub mirror: bool,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mirror_weight: Option<i64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub primary_ready_threshold: Option<i64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub canary_ready_threshold: Option<i64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub session_affinity: Option<serde_json::Value>,
+    /// `threshold` (Flagger's, the default) or `statistical` (canary judged against primary).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub judge: Option<String>,
+    /// Settings of the statistical judge.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub statistical: Option<StatisticalSettings>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub metrics: Vec<CanaryMetric>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub webhooks: Vec<CanaryWebhook>,
+    /// Alert providers (accepted for compatibility; Fledge reports through events and `event` hooks).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub alerts: Vec<serde_json::Value>,
+}
+
+/// Settings of the statistical judge (Fledge only).
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct StatisticalSettings {
+    /// Probability of rolling back a canary that is no worse than primary (default 0.01).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub alpha: Option<f64>,
+    /// Requests the canary must serve in a step before it is judged (default 100).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub min_requests: Option<i64>,
+}
+
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct CanaryMetric {
+    pub name: String,
+    /// The query window, e.g. `1m` (default `1m`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub interval: Option<String>,
+    /// Legacy single bound: minimum for `request-success-rate`, maximum otherwise.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub threshold: Option<f64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub threshold_range: Option<ThresholdRange>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub query: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub template_ref: Option<CrossNamespaceReference>,
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub template_variables: BTreeMap<String, String>,
+    /// Statistical judge: the smallest regression worth catching. For error rates an absolute
+    /// margin in percentage points, or relative when written as `20%` of the primary's rate;
+    /// for latency a relative effect size (`20%` means 1.2x slower).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub margin: Option<String>,
+}
+
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+pub struct ThresholdRange {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub min: Option<f64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max: Option<f64>,
+}
+
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+pub struct CrossNamespaceReference {
+    pub name: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub namespace: Option<String>,
+}
+
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct CanaryWebhook {
+    pub name: String,
+    /// One of Flagger's hook types; default `rollout`.
+    #[serde(default, rename = "type", skip_serializing_if = "Option::is_none")]
+    pub type_: Option<String>,
+    pub url: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub timeout: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mute_alert: Option<bool>,
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub metadata: BTreeMap<String, String>,
+    /// Retries after a failed call (hooks whose call has no side effect only).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub retries: Option<i64>,
+}
+
+/// What the controller records about a rollout; the rollout state lives in `state` so that a
+/// restarted controller resumes exactly where it stopped.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct CanaryStatus {
+    #[serde(default)]
+    pub phase: String,
+    #[serde(default)]
+    pub canary_weight: i64,
+    #[serde(default)]
+    pub failed_checks: i64,
+    #[serde(default)]
+    pub iterations: i64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_applied_spec: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_promoted_spec: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_transition_time: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub message: Option<String>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub conditions: Vec<CanaryCondition>,
+    /// The rollout core's full state, as JSON.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(schema_with = "preserve_unknown_object")]
+    pub state: Option<serde_json::Value>,
+}
+
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct CanaryCondition {
+    #[serde(rename = "type")]
+    pub type_: String,
+    pub status: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_update_time: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_transition_time: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub message: Option<String>,
+}
+
+fn preserve_unknown_object(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
+    schemars::json_schema!({
+        "type": "object",
+        "x-kubernetes-preserve-unknown-fields": true
+    })
+}
+
+/// A reusable metric query (Flagger's `MetricTemplate`).
+#[derive(CustomResource, Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[kube(
+    group = "fledge.dev",
+    version = "v1alpha1",
+    kind = "MetricTemplate",
+    namespaced
+)]
+#[serde(rename_all = "camelCase")]
+pub struct MetricTemplateSpec {
+    pub provider: MetricProvider,
+    pub query: String,
+}
+
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct MetricProvider {
+    /// Only `prometheus` is supported.
+    #[serde(rename = "type", default)]
+    pub type_: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub address: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub secret_ref: Option<serde_json::Value>,
+    #[serde(default)]
+    pub insecure_skip_verify: bool,
+}
