@@ -12,7 +12,8 @@ mod validate;
 pub use duration::{Duration, DurationError};
 pub use load::{LoadError, LoadedManifests, load_manifests};
 pub use validate::{
-    FieldError, HookGate, Judge, MetricCheck, MetricKind, RolloutSpec, Strategy, ValidationErrors,
+    FieldError, HookGate, Judge, Margin, MetricCheck, MetricKind, RolloutSpec, Strategy,
+    ValidationErrors,
     WebhookRef, validate,
 };
 
