@@ -15,8 +15,13 @@ fn a_healthy_canary_climbs_every_step_then_is_promoted_and_finalised() {
     assert_eq!(d.state.phase, Phase::Succeeded);
     assert_eq!(d.state.promoted_revision.as_deref(), Some("v2"));
     assert!(d.actions().contains(&Action::PromotePrimary));
-    assert!(d.messages().iter().any(|m| m.starts_with("Advance app canary weight 20% (request-success-rate 100.00% within [99%, ∞)")));
-    assert_eq!(d.messages().last().unwrap(), "Promotion completed! Scaling down app");
+    assert!(d.messages().iter().any(|m| m.starts_with(
+        "Advance app canary weight 20% (request-success-rate 100.00% within [99%, ∞)"
+    )));
+    assert_eq!(
+        d.messages().last().unwrap(),
+        "Promotion completed! Scaling down app"
+    );
 }
 
 #[test]
@@ -52,11 +57,15 @@ fn a_failing_metric_rolls_back_after_exactly_threshold_failed_checks_with_the_re
 #[test]
 fn no_values_is_a_failed_check_that_says_the_canary_gets_no_traffic() {
     let mut d = Driver::new(canary_spec("stepWeight: 20\n    threshold: 2"));
-    d.reading = Some(MetricReading::NoData { reason: "empty result".into() });
+    d.reading = Some(MetricReading::NoData {
+        reason: "empty result".into(),
+    });
     d.deploy("v2");
     d.run_until_done();
     assert_eq!(d.state.phase, Phase::Failed);
-    assert!(d.messages().iter().any(|m| m.contains("no values found for metric request-success-rate: probably app is not receiving traffic")));
+    assert!(d.messages().iter().any(|m| m.contains(
+        "no values found for metric request-success-rate: probably app is not receiving traffic"
+    )));
 }
 
 #[test]
@@ -75,13 +84,17 @@ fn a_canary_that_never_becomes_ready_is_rolled_back_at_the_progress_deadline() {
 #[test]
 fn confirm_rollout_holds_the_new_revision_in_waiting_until_the_hook_says_yes() {
     let mut d = Driver::new(canary_spec("stepWeight: 50").with_hook("gate", "confirm-rollout"));
-    d.hook_answers.insert("gate".into(), HookOutcome::Failed("403 Forbidden".into()));
+    d.hook_answers
+        .insert("gate".into(), HookOutcome::Failed("403 Forbidden".into()));
     d.deploy("v2");
     for _ in 0..3 {
         d.tick();
     }
     assert_eq!(d.state.phase, Phase::Waiting);
-    assert_eq!(d.state.message, "waiting for approval: confirm-rollout hook gate said no: 403 Forbidden");
+    assert_eq!(
+        d.state.message,
+        "waiting for approval: confirm-rollout hook gate said no: 403 Forbidden"
+    );
     d.hook_answers.insert("gate".into(), HookOutcome::Passed);
     d.run_until_done();
     assert_eq!(d.state.phase, Phase::Succeeded);
@@ -90,7 +103,8 @@ fn confirm_rollout_holds_the_new_revision_in_waiting_until_the_hook_says_yes() {
 #[test]
 fn confirm_promotion_waits_and_an_operator_approval_opens_it() {
     let mut d = Driver::new(canary_spec("stepWeight: 50").with_hook("gate", "confirm-promotion"));
-    d.hook_answers.insert("gate".into(), HookOutcome::Failed("closed".into()));
+    d.hook_answers
+        .insert("gate".into(), HookOutcome::Failed("closed".into()));
     d.deploy("v2");
     for _ in 0..6 {
         d.tick();
@@ -104,21 +118,27 @@ fn confirm_promotion_waits_and_an_operator_approval_opens_it() {
 
 #[test]
 fn confirm_traffic_increase_holds_the_weight_where_it_is() {
-    let mut d = Driver::new(canary_spec("stepWeight: 25").with_hook("more", "confirm-traffic-increase"));
+    let mut d =
+        Driver::new(canary_spec("stepWeight: 25").with_hook("more", "confirm-traffic-increase"));
     d.deploy("v2");
     d.tick();
     assert_eq!(d.state.canary_weight, 25);
-    d.hook_answers.insert("more".into(), HookOutcome::Failed("not yet".into()));
+    d.hook_answers
+        .insert("more".into(), HookOutcome::Failed("not yet".into()));
     for _ in 0..4 {
         d.tick();
     }
-    assert_eq!((d.state.phase, d.state.canary_weight), (Phase::Progressing, 25));
+    assert_eq!(
+        (d.state.phase, d.state.canary_weight),
+        (Phase::Progressing, 25)
+    );
 }
 
 #[test]
 fn a_rollback_hook_that_answers_success_rolls_back_at_once() {
     let mut d = Driver::new(canary_spec("stepWeight: 10").with_hook("stop", "rollback"));
-    d.hook_answers.insert("stop".into(), HookOutcome::Failed("no".into()));
+    d.hook_answers
+        .insert("stop".into(), HookOutcome::Failed("no".into()));
     d.deploy("v2");
     d.tick();
     d.tick();
@@ -126,7 +146,10 @@ fn a_rollback_hook_that_answers_success_rolls_back_at_once() {
     d.hook_answers.insert("stop".into(), HookOutcome::Passed);
     d.tick();
     assert_eq!(d.state.phase, Phase::Failed);
-    assert_eq!(d.messages().last().unwrap(), "Rolling back app: rollback hook stop asked for a rollback");
+    assert_eq!(
+        d.messages().last().unwrap(),
+        "Rolling back app: rollback hook stop asked for a rollback"
+    );
 }
 
 #[test]
@@ -142,13 +165,20 @@ fn an_abort_command_rolls_back_now() {
 
 #[test]
 fn a_failing_pre_rollout_hook_is_a_failed_check_before_any_traffic_moves() {
-    let mut d = Driver::new(canary_spec("stepWeight: 10\n    threshold: 2").with_hook("smoke", "pre-rollout"));
-    d.hook_answers.insert("smoke".into(), HookOutcome::Failed("exit status 1".into()));
+    let mut d = Driver::new(
+        canary_spec("stepWeight: 10\n    threshold: 2").with_hook("smoke", "pre-rollout"),
+    );
+    d.hook_answers
+        .insert("smoke".into(), HookOutcome::Failed("exit status 1".into()));
     d.deploy("v2");
     d.run_until_done();
     assert_eq!(d.state.phase, Phase::Failed);
     assert!(d.route_weights().iter().all(|&w| w == 0));
-    assert!(d.messages().iter().any(|m| m.contains("pre-rollout hook smoke failed: exit status 1")));
+    assert!(
+        d.messages()
+            .iter()
+            .any(|m| m.contains("pre-rollout hook smoke failed: exit status 1"))
+    );
 }
 
 #[test]
@@ -172,7 +202,9 @@ fn a_new_revision_during_analysis_restarts_from_weight_zero() {
 
 #[test]
 fn mirroring_comes_first_then_weights_shift() {
-    let mut d = Driver::new(canary_spec("stepWeight: 50\n    mirror: true\n    mirrorWeight: 30"));
+    let mut d = Driver::new(canary_spec(
+        "stepWeight: 50\n    mirror: true\n    mirrorWeight: 30",
+    ));
     d.deploy("v2");
     d.run_until_done();
     let routes: Vec<_> = d
@@ -193,13 +225,19 @@ fn blue_green_runs_its_iterations_then_switches_all_traffic_then_promotes() {
     let weights = d.run_until_done();
     assert_eq!(weights, [0, 100, 0]);
     assert_eq!(d.state.iterations, 3);
-    assert!(d.messages().iter().any(|m| m == "Routing all traffic to canary app"));
+    assert!(
+        d.messages()
+            .iter()
+            .any(|m| m == "Routing all traffic to canary app")
+    );
     assert_eq!(d.state.phase, Phase::Succeeded);
 }
 
 #[test]
 fn ab_testing_routes_matching_requests_to_the_canary_for_its_iterations() {
-    let mut d = Driver::new(canary_spec("iterations: 2\n    match: [{headers: {x-canary: {exact: insider}}}]"));
+    let mut d = Driver::new(canary_spec(
+        "iterations: 2\n    match: [{headers: {x-canary: {exact: insider}}}]",
+    ));
     d.deploy("v2");
     d.tick();
     d.tick();
@@ -238,7 +276,11 @@ fn a_suspended_canary_does_nothing_and_says_so_once() {
         d.tick();
     }
     assert_eq!(d.state.canary_weight, before);
-    let said = d.messages().iter().filter(|m| m.starts_with("rollout suspended")).count();
+    let said = d
+        .messages()
+        .iter()
+        .filter(|m| m.starts_with("rollout suspended"))
+        .count();
     assert_eq!(said, 1);
     d.spec.suspend = false;
     d.run_until_done();
@@ -269,10 +311,15 @@ fn warnings_are_only_given_for_failed_checks_and_rollbacks() {
         .actions()
         .into_iter()
         .filter_map(|a| match a {
-            Action::Event { severity: Severity::Warning, message } => Some(message),
+            Action::Event {
+                severity: Severity::Warning,
+                message,
+            } => Some(message),
             _ => None,
         })
         .collect();
     assert_eq!(warnings.len(), 2);
-    assert!(warnings[0].starts_with("Halt app advancement: request-success-rate 98.00% < 99% (min) (failed checks 1/2)"));
+    assert!(warnings[0].starts_with(
+        "Halt app advancement: request-success-rate 98.00% < 99% (min) (failed checks 1/2)"
+    ));
 }

@@ -28,12 +28,20 @@ fn only_canary(text: &str) -> CanarySpec {
 
 #[test]
 fn flagger_manifests_parse_into_the_same_types_under_either_api_version() {
-    for name in ["podinfo-canary.yaml", "podinfo-blue-green.yaml", "podinfo-ab.yaml"] {
+    for name in [
+        "podinfo-canary.yaml",
+        "podinfo-blue-green.yaml",
+        "podinfo-ab.yaml",
+    ] {
         let text = fixture(name);
         let flagger = load_manifests(&text).unwrap();
         let fledge = load_manifests(&as_fledge(&text)).unwrap();
         assert_eq!(json(&flagger.canaries), json(&fledge.canaries), "{name}");
-        assert_eq!(json(&flagger.metric_templates), json(&fledge.metric_templates), "{name}");
+        assert_eq!(
+            json(&flagger.metric_templates),
+            json(&fledge.metric_templates),
+            "{name}"
+        );
         for canary in &flagger.canaries {
             validate(&canary.spec).unwrap_or_else(|e| panic!("{name} does not validate:\n{e}"));
         }
@@ -45,15 +53,28 @@ fn the_progressive_canary_fixture_gives_a_ladder_to_max_weight_and_its_hooks() {
     let text = fixture("podinfo-canary.yaml");
     let loaded = load_manifests(&text).unwrap();
     assert_eq!(loaded.metric_templates.len(), 1);
-    assert!(loaded.metric_templates[0].spec.query.contains("{{ target }}"));
+    assert!(
+        loaded.metric_templates[0]
+            .spec
+            .query
+            .contains("{{ target }}")
+    );
     let spec = validate(&loaded.canaries[0].spec).unwrap();
-    assert_eq!(spec.strategy, Rollout::Canary { steps: vec![10, 20, 30, 40, 50], mirror: None });
+    assert_eq!(
+        spec.strategy,
+        Rollout::Canary {
+            steps: vec![10, 20, 30, 40, 50],
+            mirror: None
+        }
+    );
     assert_eq!(spec.threshold, 5);
     assert_eq!(spec.interval.millis(), 60_000);
     assert_eq!(spec.progress_deadline.millis(), 60_000);
     assert_eq!(spec.metrics[0].kind, MetricKind::RequestSuccessRate);
     assert_eq!(spec.metrics[1].window.millis(), 30_000);
-    assert!(matches!(&spec.metrics[2].kind, MetricKind::Template { name, .. } if name == "not-found-percentage"));
+    assert!(
+        matches!(&spec.metrics[2].kind, MetricKind::Template { name, .. } if name == "not-found-percentage")
+    );
     let gates: Vec<HookGate> = spec.webhooks.iter().map(|h| h.gate).collect();
     assert_eq!(gates, [HookGate::PreRollout, HookGate::Rollout]);
 }
@@ -61,9 +82,21 @@ fn the_progressive_canary_fixture_gives_a_ladder_to_max_weight_and_its_hooks() {
 #[test]
 fn iterations_without_match_is_blue_green_and_with_match_is_ab_testing() {
     let bg = validate(&only_canary(&fixture("podinfo-blue-green.yaml"))).unwrap();
-    assert_eq!(bg.strategy, Rollout::BlueGreen { iterations: 10, mirror: None });
+    assert_eq!(
+        bg.strategy,
+        Rollout::BlueGreen {
+            iterations: 10,
+            mirror: None
+        }
+    );
     let ab = validate(&only_canary(&fixture("podinfo-ab.yaml"))).unwrap();
-    let Rollout::AbTesting { iterations, matches } = &ab.strategy else { panic!("{ab:?}") };
+    let Rollout::AbTesting {
+        iterations,
+        matches,
+    } = &ab.strategy
+    else {
+        panic!("{ab:?}")
+    };
     assert_eq!((*iterations, matches.len()), (10, 2));
     assert_eq!(ab.hooks(HookGate::ConfirmPromotion).count(), 1);
     assert_eq!(ab.hooks(HookGate::PostRollout).count(), 1);
@@ -87,15 +120,21 @@ fn a_broken_canary_gets_every_error_with_its_field_path() {
         "spec.analysis.webhooks[0].type: unknown webhook type `confirm-everything`",
         "spec.analysis.webhooks[0].url: must be an http:// or https:// URL",
     ] {
-        assert!(errors.contains(expected), "missing `{expected}` in:\n{errors}");
+        assert!(
+            errors.contains(expected),
+            "missing `{expected}` in:\n{errors}"
+        );
     }
 }
 
 #[test]
 fn a_wrongly_typed_field_is_named_by_its_path() {
-    let text = as_fledge(&fixture("podinfo-canary.yaml")).replace("stepWeight: 10", "stepWeight: ten");
+    let text =
+        as_fledge(&fixture("podinfo-canary.yaml")).replace("stepWeight: 10", "stepWeight: ten");
     let err = load_manifests(&text).unwrap_err();
-    let LoadError::Field { document, path, .. } = &err else { panic!("{err}") };
+    let LoadError::Field { document, path, .. } = &err else {
+        panic!("{err}")
+    };
     assert_eq!((*document, path.as_str()), (2, "spec.analysis.stepWeight"));
     assert!(err.to_string().contains("Canary podinfo"), "{err}");
 }
@@ -106,10 +145,19 @@ fn other_kinds_and_groups_are_skipped_and_unknown_versions_rejected() {
         + &fixture("podinfo-blue-green.yaml");
     let loaded = load_manifests(&text).unwrap();
     assert_eq!(loaded.canaries.len(), 1);
-    assert_eq!(loaded.skipped, [(1, "v1".to_string(), "Service".to_string())]);
+    assert_eq!(
+        loaded.skipped,
+        [(1, "v1".to_string(), "Service".to_string())]
+    );
     let wrong = fixture("podinfo-blue-green.yaml").replace("v1beta1", "v1alpha3");
-    assert!(matches!(load_manifests(&wrong), Err(LoadError::ApiVersion { .. })));
-    assert!(matches!(load_manifests("a: [b"), Err(LoadError::Yaml { .. })));
+    assert!(matches!(
+        load_manifests(&wrong),
+        Err(LoadError::ApiVersion { .. })
+    ));
+    assert!(matches!(
+        load_manifests("a: [b"),
+        Err(LoadError::Yaml { .. })
+    ));
 }
 
 #[test]
@@ -118,21 +166,51 @@ fn flagger_defaults_apply_to_a_minimal_canary() {
         "apiVersion: flagger.app/v1beta1\nkind: Canary\nmetadata: {name: m}\nspec:\n  targetRef: {kind: Deployment, name: m}\n  service: {port: 80}\n  analysis:\n    interval: 5s\n    threshold: 0\n    stepWeight: 30\n    metrics: [{name: request-success-rate}]\n",
     ))
     .unwrap();
-    assert_eq!(spec.interval.millis(), 10_000, "intervals below 10s are raised to 10s");
+    assert_eq!(
+        spec.interval.millis(),
+        10_000,
+        "intervals below 10s are raised to 10s"
+    );
     assert_eq!(spec.threshold, 1, "a threshold below 1 becomes 1");
-    assert_eq!(spec.strategy, Rollout::Canary { steps: vec![30, 60, 90, 100], mirror: None });
+    assert_eq!(
+        spec.strategy,
+        Rollout::Canary {
+            steps: vec![30, 60, 90, 100],
+            mirror: None
+        }
+    );
     assert_eq!(spec.progress_deadline.millis(), 600_000);
-    assert_eq!((spec.primary_ready_threshold, spec.canary_ready_threshold), (100, 100));
+    assert_eq!(
+        (spec.primary_ready_threshold, spec.canary_ready_threshold),
+        (100, 100)
+    );
     assert_eq!(spec.metrics[0].min, Some(99.0));
 }
 
 /// Documents built from plausible and implausible values for every field the core reads.
 fn arbitrary_canary() -> impl Strategy<Value = String> {
-    let weight = prop_oneof![Just("null".to_string()), (-20i64..130).prop_map(|w| w.to_string())];
-    let weights = prop::collection::vec(-10i64..120, 0..6)
-        .prop_map(|v| format!("[{}]", v.iter().map(|w| w.to_string()).collect::<Vec<_>>().join(",")));
+    let weight = prop_oneof![
+        Just("null".to_string()),
+        (-20i64..130).prop_map(|w| w.to_string())
+    ];
+    let weights = prop::collection::vec(-10i64..120, 0..6).prop_map(|v| {
+        format!(
+            "[{}]",
+            v.iter()
+                .map(|w| w.to_string())
+                .collect::<Vec<_>>()
+                .join(",")
+        )
+    });
     let duration = prop_oneof![
-        Just("null"), Just("30s"), Just("1m"), Just("0s"), Just("5 minutes"), Just("1h30m"), Just("x"), Just("99999999999999999999h")
+        Just("null"),
+        Just("30s"),
+        Just("1m"),
+        Just("0s"),
+        Just("5 minutes"),
+        Just("1h30m"),
+        Just("x"),
+        Just("99999999999999999999h")
     ];
     let metric = prop_oneof![
         Just("{name: request-success-rate, thresholdRange: {min: 99}}"),

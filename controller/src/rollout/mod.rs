@@ -759,7 +759,7 @@ impl Tick<'_> {
         if self.s.iterations < iterations {
             self.s.iterations += 1;
             let n = self.s.iterations;
-            self.event(
+            return self.event(
                 Severity::Normal,
                 format!(
                     "Advance {} iteration {n}/{iterations}{}",
@@ -767,9 +767,6 @@ impl Tick<'_> {
                     self.analysis_summary()
                 ),
             );
-            if n < iterations {
-                return;
-            }
         }
         self.await_promotion();
     }

@@ -13,8 +13,7 @@ pub use duration::{Duration, DurationError};
 pub use load::{LoadError, LoadedManifests, load_manifests};
 pub use validate::{
     FieldError, HookGate, Judge, Margin, MetricCheck, MetricKind, RolloutSpec, Strategy,
-    ValidationErrors,
-    WebhookRef, validate,
+    ValidationErrors, WebhookRef, validate,
 };
 
 use std::collections::BTreeMap;

@@ -33,7 +33,10 @@ pub trait SpecExt {
 
 impl SpecExt for RolloutSpec {
     fn with_hook(mut self, name: &str, gate: &str) -> Self {
-        let gate = HookGate::ALL.into_iter().find(|g| g.as_str() == gate).expect("a hook type");
+        let gate = HookGate::ALL
+            .into_iter()
+            .find(|g| g.as_str() == gate)
+            .expect("a hook type");
         self.webhooks.push(WebhookRef {
             name: name.into(),
             gate,
@@ -59,7 +62,6 @@ impl SpecExt for RolloutSpec {
     }
 }
 
-
 pub struct Driver {
     pub spec: RolloutSpec,
     pub state: RolloutState,
@@ -72,7 +74,7 @@ pub struct Driver {
     pub success_rate: f64,
     /// Overrides every metric reading when set.
     pub reading: Option<MetricReading>,
-    /// Hooks not listed here answer success.
+    /// Hooks not listed here answer success (rollback hooks: no rollback).
     pub hook_answers: BTreeMap<String, HookOutcome>,
     /// Sent with the next tick only.
     pub command: Option<Command>,
@@ -116,7 +118,9 @@ impl Driver {
                 .metrics
                 .iter()
                 .map(|m| {
-                    let r = self.reading.clone().unwrap_or(MetricReading::Value { value: self.success_rate });
+                    let r = self.reading.clone().unwrap_or(MetricReading::Value {
+                        value: self.success_rate,
+                    });
                     (m.name.clone(), r)
                 })
                 .collect()
@@ -127,15 +131,36 @@ impl Driver {
             .hooks
             .iter()
             .flat_map(|g| self.spec.hooks(*g))
-            .map(|h| (h.name.clone(), self.hook_answers.get(&h.name).cloned().unwrap_or(HookOutcome::Passed)))
+            .map(|h| {
+                // Unlisted hooks say yes, except rollback hooks, for which yes means "roll back".
+                let default = match h.gate {
+                    HookGate::Rollback => HookOutcome::Failed("no rollback asked".into()),
+                    _ => HookOutcome::Passed,
+                };
+                (
+                    h.name.clone(),
+                    self.hook_answers.get(&h.name).cloned().unwrap_or(default),
+                )
+            })
             .collect();
         Observation {
             revision: self.revision.clone(),
             canary: Readiness {
-                ready: if self.canary_ready { self.canary_replicas } else { 0 },
+                ready: if self.canary_ready {
+                    self.canary_replicas
+                } else {
+                    0
+                },
                 desired: self.canary_replicas,
             },
-            primary: if self.primary_ready { Readiness::all(2) } else { Readiness { ready: 0, desired: 2 } },
+            primary: if self.primary_ready {
+                Readiness::all(2)
+            } else {
+                Readiness {
+                    ready: 0,
+                    desired: 2,
+                }
+            },
             metrics,
             hooks,
             deleting: self.deleting,
