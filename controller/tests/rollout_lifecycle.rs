@@ -15,9 +15,15 @@ fn a_healthy_canary_climbs_every_step_then_is_promoted_and_finalised() {
     assert_eq!(d.state.phase, Phase::Succeeded);
     assert_eq!(d.state.promoted_revision.as_deref(), Some("v2"));
     assert!(d.actions().contains(&Action::PromotePrimary));
-    assert!(d.messages().iter().any(|m| m.starts_with(
-        "Advance app canary weight 20% (request-success-rate 100.00% within [99%, ∞)"
-    )));
+    assert!(
+        d.messages()
+            .iter()
+            .any(|m| m == "Advance app canary weight 20%")
+    );
+    assert_eq!(
+        d.state.analysis[0].reason,
+        "request-success-rate 100.00% within [99%, ∞)"
+    );
     assert_eq!(
         d.messages().last().unwrap(),
         "Promotion completed! Scaling down app"

@@ -288,11 +288,20 @@ pub fn wants(state: &RolloutState, spec: &RolloutSpec, now: Millis) -> Wants {
                     w.hooks.push(HookGate::PreRollout);
                 } else if analysing(state, spec) {
                     w.metrics = !spec.metrics.is_empty();
-                    w.hooks
-                        .extend([HookGate::Rollout, HookGate::ConfirmPromotion]);
+                    w.hooks.push(HookGate::Rollout);
                 }
-                if matches!(spec.strategy, Strategy::Canary { .. }) {
-                    w.hooks.push(HookGate::ConfirmTrafficIncrease);
+                let top = state.canary_weight >= spec.strategy.max_weight();
+                match &spec.strategy {
+                    Strategy::Canary { .. } if !top => {
+                        w.hooks.push(HookGate::ConfirmTrafficIncrease)
+                    }
+                    Strategy::Canary { .. } => w.hooks.push(HookGate::ConfirmPromotion),
+                    Strategy::BlueGreen { iterations, .. }
+                    | Strategy::AbTesting { iterations, .. } => {
+                        if state.iterations >= *iterations && top {
+                            w.hooks.push(HookGate::ConfirmPromotion);
+                        }
+                    }
                 }
             }
         }
@@ -453,7 +462,7 @@ impl Tick<'_> {
             self.event(
                 Severity::Normal,
                 format!(
-                    "New revision detected! Starting a {} rollout of {}",
+                    "New revision detected! Starting {} rollout of {}",
                     self.spec.strategy.name(),
                     self.target()
                 ),
@@ -718,11 +727,7 @@ impl Tick<'_> {
         self.set_routes(next, None, false);
         self.event(
             Severity::Normal,
-            format!(
-                "Advance {} canary weight {next}%{}",
-                self.target(),
-                self.analysis_summary()
-            ),
+            format!("Advance {} canary weight {next}%", self.target()),
         );
     }
 
@@ -737,11 +742,7 @@ impl Tick<'_> {
             let n = self.s.iterations;
             return self.event(
                 Severity::Normal,
-                format!(
-                    "Advance {} iteration {n}/{iterations}{}",
-                    self.target(),
-                    self.analysis_summary()
-                ),
+                format!("Advance {} iteration {n}/{iterations}", self.target()),
             );
         }
         if self.s.canary_weight < 100 {
@@ -761,11 +762,7 @@ impl Tick<'_> {
             let n = self.s.iterations;
             return self.event(
                 Severity::Normal,
-                format!(
-                    "Advance {} iteration {n}/{iterations}{}",
-                    self.target(),
-                    self.analysis_summary()
-                ),
+                format!("Advance {} iteration {n}/{iterations}", self.target()),
             );
         }
         self.await_promotion();
@@ -897,13 +894,5 @@ impl Tick<'_> {
                 );
             }
         }
-    }
-
-    fn analysis_summary(&self) -> String {
-        if self.s.analysis.is_empty() {
-            return String::new();
-        }
-        let parts: Vec<&str> = self.s.analysis.iter().map(|r| r.reason.as_str()).collect();
-        format!(" ({})", parts.join(", "))
     }
 }

@@ -5,7 +5,9 @@ use std::collections::BTreeMap;
 
 use serde::Serialize;
 
-use super::{HookOutcome, Millis, Observation, Phase, Readiness, RolloutState, advance, wants};
+use super::{
+    Action, HookOutcome, Millis, Observation, Phase, Readiness, RolloutState, advance, wants,
+};
 use crate::analysis::MetricReading;
 use crate::spec::{MetricKind, RolloutSpec};
 
@@ -88,7 +90,7 @@ pub fn plan(spec: &RolloutSpec) -> RolloutPlan {
                     .map(|g| g.to_string())
                     .collect(),
                 analysed: w.metrics,
-                message: next.message.clone(),
+                message: events(&actions).unwrap_or_else(|| next.message.clone()),
             });
         }
         state = next;
@@ -105,6 +107,18 @@ pub fn plan(spec: &RolloutSpec) -> RolloutPlan {
         shortest_promotion,
         analyses,
     }
+}
+
+/// The events of one tick, joined.
+fn events(actions: &[Action]) -> Option<String> {
+    let messages: Vec<&str> = actions
+        .iter()
+        .filter_map(|a| match a {
+            Action::Event { message, .. } => Some(message.as_str()),
+            _ => None,
+        })
+        .collect();
+    (!messages.is_empty()).then(|| messages.join("; "))
 }
 
 fn iterations(spec: &RolloutSpec) -> u64 {

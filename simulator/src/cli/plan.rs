@@ -1,0 +1,214 @@
+//! `fledge-sim plan CANARY.yaml`: what a rollout would do, step by step.
+
+use std::fmt::Write as _;
+use std::path::Path;
+use std::process::ExitCode;
+
+use fledge_controller::rollout::{RolloutPlan, plan};
+use fledge_controller::spec::{
+    Canary, Duration, Judge, MetricKind, RolloutSpec, Strategy, load_manifests, validate,
+};
+
+use super::EXIT_BAD_INPUT;
+
+pub fn run(file: &Path) -> ExitCode {
+    let text = match std::fs::read_to_string(file) {
+        Ok(t) => t,
+        Err(e) => {
+            eprintln!("error: {}: {e}", file.display());
+            return ExitCode::from(EXIT_BAD_INPUT);
+        }
+    };
+    let loaded = match load_manifests(&text) {
+        Ok(l) => l,
+        Err(e) => {
+            eprintln!("error: {}: {e}", file.display());
+            return ExitCode::from(EXIT_BAD_INPUT);
+        }
+    };
+    if loaded.canaries.is_empty() {
+        eprintln!(
+            "error: {}: no Canary document (apiVersion fledge.dev/v1alpha1 or flagger.app/v1beta1)",
+            file.display()
+        );
+        return ExitCode::from(EXIT_BAD_INPUT);
+    }
+    let mut failed = false;
+    for canary in &loaded.canaries {
+        let name = canary_name(canary);
+        match validate(&canary.spec) {
+            Ok(spec) => print!("{}", render(&name, &spec, &plan(&spec))),
+            Err(errors) => {
+                failed = true;
+                eprintln!("error: {}: Canary {name} is not valid:", file.display());
+                for e in &errors.0 {
+                    eprintln!("  {e}");
+                }
+            }
+        }
+    }
+    if failed {
+        ExitCode::from(EXIT_BAD_INPUT)
+    } else {
+        ExitCode::SUCCESS
+    }
+}
+
+fn canary_name(c: &Canary) -> String {
+    let name = c.metadata.name.as_deref().unwrap_or("(unnamed)");
+    match &c.metadata.namespace {
+        Some(ns) => format!("{ns}/{name}"),
+        None => name.to_string(),
+    }
+}
+
+/// The plan as text: the settings that shape it, then one line per decision.
+pub fn render(name: &str, spec: &RolloutSpec, plan: &RolloutPlan) -> String {
+    let mut out = String::new();
+    let _ = writeln!(out, "Canary {name}: target {}", spec.target);
+    let _ = writeln!(out, "  strategy   {}", strategy(spec));
+    let _ = writeln!(
+        out,
+        "  analysis   every {}; rollback after {} failed check{}; progress deadline {}",
+        spec.interval,
+        spec.threshold,
+        if spec.threshold == 1 { "" } else { "s" },
+        spec.progress_deadline
+    );
+    let judge = match spec.judge {
+        Judge::Threshold => "threshold (each metric against its range)".to_string(),
+        Judge::Statistical {
+            alpha,
+            min_requests,
+        } => format!(
+            "statistical (canary against primary, alpha {alpha}, at least {min_requests} requests)"
+        ),
+    };
+    let _ = writeln!(out, "  judge      {judge}");
+    for (i, m) in spec.metrics.iter().enumerate() {
+        let label = if i == 0 { "metrics" } else { "" };
+        let _ = writeln!(out, "  {label:<10} {}", metric(m));
+    }
+    for (i, h) in spec.webhooks.iter().enumerate() {
+        let label = if i == 0 { "webhooks" } else { "" };
+        let _ = writeln!(
+            out,
+            "  {label:<10} {} {} -> {} (timeout {})",
+            h.gate, h.name, h.url, h.timeout
+        );
+    }
+    let rows: Vec<[String; 5]> = plan
+        .steps
+        .iter()
+        .map(|step| {
+            let mut routing = format!("{}%", step.canary_weight);
+            if let Some(m) = step.mirror {
+                routing = format!("{routing}+m{m}");
+            }
+            if step.matched {
+                routing = "match".to_string();
+            }
+            let mut checked: Vec<String> = Vec::new();
+            if step.analysed {
+                let n = spec.metrics.len();
+                checked.push(format!("{n} metric{}", if n == 1 { "" } else { "s" }));
+            }
+            if !step.hooks.is_empty() {
+                checked.push(format!("hooks: {}", step.hooks.join(", ")));
+            }
+            let checked = if checked.is_empty() {
+                "-".to_string()
+            } else {
+                checked.join("; ")
+            };
+            [
+                Duration(step.at).to_string(),
+                step.phase.to_string(),
+                routing,
+                checked,
+                step.message.clone(),
+            ]
+        })
+        .collect();
+    let width = rows.iter().map(|r| r[3].len()).max().unwrap_or(0).max(7);
+    let _ = writeln!(
+        out,
+        "\n  {:>8}  {:<16} {:>6}  {:<width$}  decision",
+        "at", "phase", "canary", "checked"
+    );
+    for [at, phase, routing, checked, message] in rows {
+        let _ = writeln!(
+            out,
+            "  {at:>8}  {phase:<16} {routing:>6}  {checked:<width$}  {message}"
+        );
+    }
+    let _ = writeln!(
+        out,
+        "\n  shortest time to promotion: {} ({} analyses)\n",
+        Duration(plan.shortest_promotion),
+        plan.analyses
+    );
+    out
+}
+
+fn strategy(spec: &RolloutSpec) -> String {
+    let promotion = match spec.step_weight_promotion {
+        Some(step) => format!("promotion moves {step}% back to primary per interval"),
+        None => "promotion moves all traffic back at once".to_string(),
+    };
+    match &spec.strategy {
+        Strategy::Canary { steps, mirror } => {
+            let ladder: Vec<String> = steps.iter().map(|w| format!("{w}%")).collect();
+            let mirror = mirror
+                .map(|m| format!("mirror {m}% first, then "))
+                .unwrap_or_default();
+            format!(
+                "canary: {mirror}weights {}; {promotion}",
+                ladder.join(" -> ")
+            )
+        }
+        Strategy::BlueGreen { iterations, mirror } => {
+            let mirror = mirror
+                .map(|m| format!(", {m}% mirrored for the first half"))
+                .unwrap_or_default();
+            format!(
+                "blue/green: {iterations} iterations{mirror}, then all traffic to the canary; {promotion}"
+            )
+        }
+        Strategy::AbTesting {
+            iterations,
+            matches,
+        } => format!(
+            "A/B testing: {} match rule{} to the canary for {iterations} iterations; {promotion}",
+            matches.len(),
+            if matches.len() == 1 { "" } else { "s" }
+        ),
+    }
+}
+
+fn metric(m: &fledge_controller::spec::MetricCheck) -> String {
+    let (unit, what) = match &m.kind {
+        MetricKind::RequestSuccessRate => ("%", "built-in".to_string()),
+        MetricKind::RequestDuration => ("ms", "built-in, p99".to_string()),
+        MetricKind::Query { .. } => ("", "inline query".to_string()),
+        MetricKind::Template {
+            name, namespace, ..
+        } => (
+            "",
+            format!(
+                "template {}{name}",
+                namespace
+                    .as_deref()
+                    .map(|n| format!("{n}/"))
+                    .unwrap_or_default()
+            ),
+        ),
+    };
+    let bounds = match (m.min, m.max) {
+        (Some(lo), Some(hi)) => format!("in [{lo}{unit}, {hi}{unit}]"),
+        (Some(lo), None) => format!(">= {lo}{unit}"),
+        (None, Some(hi)) => format!("<= {hi}{unit}"),
+        (None, None) => "compared with primary".to_string(),
+    };
+    format!("{} {bounds} over {} ({what})", m.name, m.window)
+}
