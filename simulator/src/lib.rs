@@ -1,1 +1,9 @@
+//! Fledge's service-mesh simulator: a deterministic discrete-event model of sidecar proxies.
+#![forbid(unsafe_code)]
 
+pub mod bench;
+pub mod cli;
+pub mod engine;
+pub mod manifest;
+pub mod mesh;
+pub mod telemetry;

@@ -1,0 +1,217 @@
+//! Throughput and memory benchmark on the reference mesh, and an M/M/c run matching the SimPy
+//! model in `simulator/bench/mmc_simpy.py`. The CLI exposes [`bench`] as `fledge-sim bench`.
+//!
+//! Wall-clock time is read here only to measure the simulator; it never enters a simulation.
+
+use std::time::Instant;
+
+use crate::engine::{MILLIS, SECONDS, SimTime};
+use crate::manifest;
+use crate::mesh::{
+    Behaviour, ClientConfig, Mesh, MeshConfig, MeshError, NetworkConfig, ServiceConfig, ServiceTime,
+    VersionConfig,
+};
+
+/// The reference mesh's manifests: outlier detection, retries and STRICT mTLS.
+pub const REFERENCE_MANIFESTS: &str = r#"
+apiVersion: security.istio.io/v1beta1
+kind: PeerAuthentication
+metadata:
+  name: default
+  namespace: istio-system
+spec:
+  mtls:
+    mode: STRICT
+---
+apiVersion: networking.istio.io/v1beta1
+kind: DestinationRule
+metadata:
+  name: podinfo
+spec:
+  host: podinfo
+  trafficPolicy:
+    loadBalancer:
+      simple: LEAST_REQUEST
+    tls:
+      mode: ISTIO_MUTUAL
+    connectionPool:
+      tcp:
+        maxConnections: 1000
+      http:
+        http1MaxPendingRequests: 1000
+        http2MaxRequests: 1000
+        maxRetries: 100
+    outlierDetection:
+      consecutive5xxErrors: 5
+      interval: 10s
+      baseEjectionTime: 30s
+      maxEjectionPercent: 50
+  subsets:
+    - name: primary
+      labels:
+        version: primary
+    - name: canary
+      labels:
+        version: canary
+---
+apiVersion: networking.istio.io/v1beta1
+kind: VirtualService
+metadata:
+  name: podinfo
+spec:
+  hosts:
+    - podinfo
+  http:
+    - route:
+        - destination:
+            host: podinfo
+            subset: primary
+          weight: 90
+        - destination:
+            host: podinfo
+            subset: canary
+          weight: 10
+      retries:
+        attempts: 2
+        perTryTimeout: 2s
+        retryOn: 5xx,connect-failure,reset
+"#;
+
+/// What to run.
+#[derive(Clone, Debug, PartialEq)]
+pub struct BenchOptions {
+    /// Seed.
+    pub seed: u64,
+    /// Client request rate.
+    pub rps: f64,
+    /// Simulated duration.
+    pub duration: SimTime,
+}
+
+impl Default for BenchOptions {
+    fn default() -> Self {
+        Self { seed: 1, rps: 1000.0, duration: 3600 * SECONDS }
+    }
+}
+
+/// Measured figures.
+#[derive(Clone, Debug, PartialEq)]
+pub struct BenchReport {
+    /// Simulated seconds.
+    pub simulated_seconds: f64,
+    /// Client requests simulated.
+    pub requests: u64,
+    /// Events processed.
+    pub events: u64,
+    /// Wall-clock seconds.
+    pub wall_seconds: f64,
+    /// Simulated requests per wall second.
+    pub requests_per_second: f64,
+    /// Events per wall second.
+    pub events_per_second: f64,
+    /// Peak resident memory of the process in KiB (`VmHWM`), if readable.
+    pub peak_rss_kib: Option<u64>,
+}
+
+impl std::fmt::Display for BenchReport {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        writeln!(f, "simulated:  {:.0} s, {} requests, {} events", self.simulated_seconds, self.requests, self.events)?;
+        writeln!(f, "wall:       {:.2} s", self.wall_seconds)?;
+        writeln!(f, "requests/s: {:.0}", self.requests_per_second)?;
+        writeln!(f, "events/s:   {:.0}", self.events_per_second)?;
+        match self.peak_rss_kib {
+            Some(k) => write!(f, "peak RSS:   {:.1} MiB", k as f64 / 1024.0),
+            None => write!(f, "peak RSS:   unavailable"),
+        }
+    }
+}
+
+/// Peak resident set size (`VmHWM` from /proc/self/status), in KiB.
+pub fn peak_rss_kib() -> Option<u64> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
+    line.split_whitespace().nth(1)?.parse().ok()
+}
+
+/// The reference mesh: one client, one service with primary (9 pods) and canary (1 pod),
+/// LEAST_REQUEST, outlier detection, retries and STRICT mTLS; the canary fails 1% of requests.
+pub fn reference_mesh(seed: u64, rps: f64) -> Result<Mesh, MeshError> {
+    let behaviour = Behaviour {
+        workers: 8,
+        service_time: ServiceTime::LogNormal { p50: 5 * MILLIS, p99: 50 * MILLIS },
+        error_rate: 0.0,
+        error_code: 500,
+    };
+    let canary = Behaviour { error_rate: 0.01, ..behaviour.clone() };
+    let cfg = MeshConfig {
+        seed,
+        services: vec![ServiceConfig::new(
+            "podinfo",
+            vec![VersionConfig::new("primary", 9, behaviour), VersionConfig::new("canary", 1, canary)],
+        )],
+        clients: vec![ClientConfig::new("loadtester", "podinfo", rps)],
+        ..Default::default()
+    };
+    let mut mesh = Mesh::new(cfg)?;
+    let manifests = manifest::parse(REFERENCE_MANIFESTS)
+        .map_err(|e| MeshError::InvalidConfig { what: "reference manifests".into(), reason: e.to_string() })?;
+    mesh.apply_manifests(&manifests)?;
+    Ok(mesh)
+}
+
+/// Runs the reference mesh for `opts.duration` and measures it.
+pub fn bench(opts: &BenchOptions) -> Result<BenchReport, MeshError> {
+    let mut mesh = reference_mesh(opts.seed, opts.rps)?;
+    let start = Instant::now();
+    // Advance in slices so the harness pattern (run, read, adjust) is what gets measured.
+    let step = 60 * SECONDS;
+    let mut t = 0;
+    while t < opts.duration {
+        t = (t + step).min(opts.duration);
+        mesh.run_until(t);
+    }
+    Ok(report(&mesh, start, opts.duration))
+}
+
+fn report(mesh: &Mesh, start: Instant, duration: SimTime) -> BenchReport {
+    let wall = start.elapsed().as_secs_f64().max(1e-9);
+    let stats = mesh.stats();
+    BenchReport {
+        simulated_seconds: duration as f64 / SECONDS as f64,
+        requests: stats.requests,
+        events: stats.events,
+        wall_seconds: wall,
+        requests_per_second: stats.requests as f64 / wall,
+        events_per_second: stats.events as f64 / wall,
+        peak_rss_kib: peak_rss_kib(),
+    }
+}
+
+/// An M/M/c queue as a mesh: one pod with `c` workers, Poisson arrivals at `load * c * mu`,
+/// exponential service with rate `mu` per second, no network or sidecar latency, plaintext.
+pub fn mmc_mesh(seed: u64, c: u32, load: f64, mu: f64) -> Result<Mesh, MeshError> {
+    let mean = (SECONDS as f64 / mu) as SimTime;
+    let cfg = MeshConfig {
+        seed,
+        services: vec![ServiceConfig::new(
+            "mmc",
+            vec![VersionConfig::new(
+                "primary",
+                1,
+                Behaviour { workers: c, service_time: ServiceTime::Exponential { mean }, error_rate: 0.0, error_code: 500 },
+            )],
+        )],
+        clients: vec![ClientConfig { sidecar: false, ..ClientConfig::new("arrivals", "mmc", load * f64::from(c) * mu) }],
+        network: NetworkConfig { one_way: 0, sidecar_latency: 0, handshake_cpu: 0, ..Default::default() },
+        ..Default::default()
+    };
+    Mesh::new(cfg)
+}
+
+/// Runs M/M/c for `duration` and measures it (the Rust side of the SimPy comparison).
+pub fn bench_mmc(seed: u64, c: u32, load: f64, mu: f64, duration: SimTime) -> Result<BenchReport, MeshError> {
+    let mut mesh = mmc_mesh(seed, c, load, mu)?;
+    let start = Instant::now();
+    mesh.run_until(duration);
+    Ok(report(&mesh, start, duration))
+}

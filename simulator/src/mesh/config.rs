@@ -1,0 +1,257 @@
+//! Configuration of a simulated mesh: services, versions, pods, clients and the network.
+
+use std::collections::BTreeMap;
+
+use crate::engine::{MICROS, MILLIS, SECONDS, SimTime};
+use crate::manifest::{HeaderMatch, MtlsMode};
+use crate::mesh::dist::ServiceTime;
+use crate::mesh::outlier::{AccrualConfig, EjectionRule};
+
+/// What a pod of a version does with a request.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Behaviour {
+    /// Requests served in parallel by one pod (workers); more wait in a FIFO queue.
+    pub workers: u32,
+    /// Service-time distribution.
+    pub service_time: ServiceTime,
+    /// Probability that a request fails with `error_code`.
+    pub error_rate: f64,
+    /// Status returned by failing requests (500 unless set).
+    pub error_code: u16,
+}
+
+impl Default for Behaviour {
+    fn default() -> Self {
+        Self {
+            workers: 16,
+            service_time: ServiceTime::Exponential { mean: 10 * MILLIS },
+            error_rate: 0.0,
+            error_code: 500,
+        }
+    }
+}
+
+/// One version (subset) of a service, e.g. `primary` or `canary`.
+#[derive(Clone, Debug, PartialEq)]
+pub struct VersionConfig {
+    /// Version / subset name.
+    pub name: String,
+    /// Workload (Deployment) name used as `destination_workload`; default `<service>-<name>`.
+    pub workload: Option<String>,
+    /// Number of pods.
+    pub pods: u32,
+    /// Pod behaviour.
+    pub behaviour: Behaviour,
+    /// Pod labels (DestinationRule subsets and PeerAuthentication selectors match on them);
+    /// `app: <service>` and `version: <name>` are added when absent.
+    pub labels: BTreeMap<String, String>,
+    /// Whether the pods have a sidecar (no sidecar: plaintext only).
+    pub sidecar: bool,
+}
+
+impl VersionConfig {
+    /// A version with `pods` pods of the given behaviour.
+    pub fn new(name: &str, pods: u32, behaviour: Behaviour) -> Self {
+        Self { name: name.into(), workload: None, pods, behaviour, labels: BTreeMap::new(), sidecar: true }
+    }
+}
+
+/// A service and its versions.
+#[derive(Clone, Debug, PartialEq)]
+pub struct ServiceConfig {
+    /// Service name (short name; the FQDN is `<name>.<namespace>.svc.cluster.local`).
+    pub name: String,
+    /// Namespace; the mesh's default when absent.
+    pub namespace: Option<String>,
+    /// Versions.
+    pub versions: Vec<VersionConfig>,
+    /// Name of the version [`Split::primary`](crate::mesh::Split) addresses.
+    pub primary: String,
+    /// Name of the version [`Split::canary`](crate::mesh::Split) addresses.
+    pub canary: String,
+    /// Linkerd failure accrual for clients of this service (Linkerd data plane only).
+    pub failure_accrual: Option<AccrualConfig>,
+}
+
+impl ServiceConfig {
+    /// A service with the given versions; `primary` / `canary` name the split targets.
+    pub fn new(name: &str, versions: Vec<VersionConfig>) -> Self {
+        Self {
+            name: name.into(),
+            namespace: None,
+            versions,
+            primary: "primary".into(),
+            canary: "canary".into(),
+            failure_accrual: None,
+        }
+    }
+}
+
+/// How arrivals are spaced.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum ArrivalShape {
+    /// Poisson process (exponential gaps).
+    #[default]
+    Poisson,
+    /// Evenly spaced.
+    Constant,
+}
+
+/// A set of request headers sent by a fraction of a client's requests.
+#[derive(Clone, Debug, PartialEq)]
+pub struct HeaderProfile {
+    /// Relative weight among the client's profiles.
+    pub weight: f64,
+    /// Headers (name, value); names are matched case-insensitively.
+    pub headers: Vec<(String, String)>,
+}
+
+/// A client workload sending requests to one service through its sidecar.
+#[derive(Clone, Debug, PartialEq)]
+pub struct ClientConfig {
+    /// Workload name (`source_workload`).
+    pub name: String,
+    /// Namespace; the mesh's default when absent.
+    pub namespace: Option<String>,
+    /// Target service name.
+    pub target: String,
+    /// Requests per second.
+    pub rate: f64,
+    /// Arrival process.
+    pub shape: ArrivalShape,
+    /// Header mix; empty means every request carries no header.
+    pub headers: Vec<HeaderProfile>,
+    /// Whether the client has a sidecar (no sidecar: plaintext, no retries, no balancing rules).
+    pub sidecar: bool,
+    /// Pod labels of the client workload.
+    pub labels: BTreeMap<String, String>,
+}
+
+impl ClientConfig {
+    /// A Poisson client at `rate` requests per second to `target`.
+    pub fn new(name: &str, target: &str, rate: f64) -> Self {
+        Self {
+            name: name.into(),
+            namespace: None,
+            target: target.into(),
+            rate,
+            shape: ArrivalShape::Poisson,
+            headers: Vec::new(),
+            sidecar: true,
+            labels: BTreeMap::new(),
+        }
+    }
+}
+
+/// Network and proxy timing.
+#[derive(Clone, Debug, PartialEq)]
+pub struct NetworkConfig {
+    /// One-way network latency between pods.
+    pub one_way: SimTime,
+    /// Latency added by one traversal of a sidecar (a request crosses four per round trip).
+    pub sidecar_latency: SimTime,
+    /// CPU time of a full TLS 1.3 handshake, per side.
+    pub handshake_cpu: SimTime,
+    /// Delay until an endpoint change (crash, restart, scale) reaches the client proxies.
+    pub endpoint_delay: SimTime,
+    /// Envoy's stream idle timeout: ends requests a black-holed pod never answers when no
+    /// route or per-try timeout is set.
+    pub stream_idle_timeout: SimTime,
+}
+
+impl Default for NetworkConfig {
+    fn default() -> Self {
+        Self {
+            one_way: 100 * MICROS,
+            sidecar_latency: 250 * MICROS,
+            handshake_cpu: 300 * MICROS,
+            endpoint_delay: SECONDS,
+            stream_idle_timeout: 300 * SECONDS,
+        }
+    }
+}
+
+/// Workload certificate lifetime and rotation (Istio agent defaults).
+#[derive(Clone, Debug, PartialEq)]
+pub struct CertConfig {
+    /// Certificate lifetime (`SECRET_TTL`, 24 h).
+    pub ttl: SimTime,
+    /// Rotate after this fraction of the lifetime (`SECRET_GRACE_PERIOD_RATIO`, 0.5).
+    pub grace_ratio: f64,
+    /// Relative jitter of the rotation time (0.01).
+    pub jitter: f64,
+}
+
+impl Default for CertConfig {
+    fn default() -> Self {
+        Self { ttl: 24 * 3600 * SECONDS, grace_ratio: 0.5, jitter: 0.01 }
+    }
+}
+
+/// Which data plane the client proxies model.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum DataPlane {
+    /// Envoy as Istio configures it.
+    #[default]
+    Istio,
+    /// linkerd2-proxy: peak-EWMA balancing, no default retries, always mTLS, failure accrual.
+    Linkerd,
+}
+
+/// Everything needed to build a [`Mesh`](crate::mesh::Mesh).
+#[derive(Clone, Debug, PartialEq)]
+pub struct MeshConfig {
+    /// Run seed.
+    pub seed: u64,
+    /// Default namespace.
+    pub namespace: String,
+    /// Services.
+    pub services: Vec<ServiceConfig>,
+    /// Client workloads.
+    pub clients: Vec<ClientConfig>,
+    /// Network timing.
+    pub network: NetworkConfig,
+    /// Certificates.
+    pub certs: CertConfig,
+    /// Data plane.
+    pub data_plane: DataPlane,
+    /// Max-ejection-percent rule.
+    pub ejection_rule: EjectionRule,
+    /// Mesh-wide mTLS mode when no PeerAuthentication applies (Istio: PERMISSIVE).
+    pub default_mtls: MtlsMode,
+    /// Telemetry scrape interval.
+    pub scrape_interval: SimTime,
+    /// How long snapshots are kept.
+    pub retention: SimTime,
+}
+
+impl Default for MeshConfig {
+    fn default() -> Self {
+        Self {
+            seed: 1,
+            namespace: "default".into(),
+            services: Vec::new(),
+            clients: Vec::new(),
+            network: NetworkConfig::default(),
+            certs: CertConfig::default(),
+            data_plane: DataPlane::Istio,
+            ejection_rule: EjectionRule::Current,
+            default_mtls: MtlsMode::Permissive,
+            scrape_interval: 5 * SECONDS,
+            retention: 3600 * SECONDS,
+        }
+    }
+}
+
+/// The traffic split of a service under test, as a rollout sets it.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct Split {
+    /// Weight of the primary version.
+    pub primary: u8,
+    /// Weight of the canary version.
+    pub canary: u8,
+    /// Percentage of requests mirrored to the canary (responses ignored).
+    pub mirror: Option<u8>,
+    /// Requests matching all of these headers go to the canary (A/B testing).
+    pub canary_match: Vec<HeaderMatch>,
+}

@@ -1,0 +1,107 @@
+//! Service-time distributions.
+
+use crate::engine::{SimTime, Stream};
+
+/// A service-time distribution for one request at a pod.
+#[derive(Clone, Debug, PartialEq)]
+pub enum ServiceTime {
+    /// Always the same.
+    Constant(SimTime),
+    /// Exponential with this mean.
+    Exponential {
+        /// Mean.
+        mean: SimTime,
+    },
+    /// Log-normal fitted to a median and a 99th percentile.
+    LogNormal {
+        /// Median.
+        p50: SimTime,
+        /// 99th percentile (must be at least the median).
+        p99: SimTime,
+    },
+    /// A mixture: each component is drawn with probability weight / sum of weights.
+    Mixture(Vec<(f64, ServiceTime)>),
+}
+
+/// z-score of the 99th percentile of the standard normal.
+const Z99: f64 = 2.326_347_874_040_841;
+
+impl ServiceTime {
+    /// Draws one service time.
+    pub fn sample(&self, rng: &mut Stream) -> SimTime {
+        match self {
+            ServiceTime::Constant(t) => *t,
+            ServiceTime::Exponential { mean } => rng.exp(*mean as f64) as SimTime,
+            ServiceTime::LogNormal { p50, p99 } => {
+                let mu = (*p50.max(&1) as f64).ln();
+                let sigma = ((*p99.max(p50) as f64).ln() - mu).max(0.0) / Z99;
+                (mu + sigma * rng.std_normal()).exp() as SimTime
+            }
+            ServiceTime::Mixture(parts) => {
+                let total: f64 = parts.iter().map(|p| p.0.max(0.0)).sum();
+                let mut x = rng.uniform() * total;
+                for (w, d) in parts {
+                    let w = w.max(0.0);
+                    if x < w {
+                        return d.sample(rng);
+                    }
+                    x -= w;
+                }
+                parts.last().map_or(0, |p| p.1.sample(rng))
+            }
+        }
+    }
+
+    /// Mean of the distribution in nanoseconds.
+    pub fn mean(&self) -> f64 {
+        match self {
+            ServiceTime::Constant(t) => *t as f64,
+            ServiceTime::Exponential { mean } => *mean as f64,
+            ServiceTime::LogNormal { p50, p99 } => {
+                let mu = (*p50.max(&1) as f64).ln();
+                let sigma = ((*p99.max(p50) as f64).ln() - mu).max(0.0) / Z99;
+                (mu + sigma * sigma / 2.0).exp()
+            }
+            ServiceTime::Mixture(parts) => {
+                let total: f64 = parts.iter().map(|p| p.0.max(0.0)).sum();
+                if total <= 0.0 {
+                    return 0.0;
+                }
+                parts.iter().map(|(w, d)| w.max(0.0) / total * d.mean()).sum()
+            }
+        }
+    }
+
+    /// Checks parameters; returns what is wrong.
+    pub fn validate(&self) -> Result<(), String> {
+        match self {
+            ServiceTime::LogNormal { p50, p99 } if p99 < p50 => Err("log-normal p99 is below p50".into()),
+            ServiceTime::Mixture(parts) if parts.is_empty() => Err("mixture without components".into()),
+            ServiceTime::Mixture(parts) => {
+                if parts.iter().any(|p| !(p.0.is_finite() && p.0 >= 0.0)) || parts.iter().all(|p| p.0 <= 0.0) {
+                    return Err("mixture weights must be non-negative and not all zero".into());
+                }
+                parts.iter().try_for_each(|p| p.1.validate())
+            }
+            _ => Ok(()),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::engine::MILLIS;
+
+    #[test]
+    fn log_normal_hits_its_median_and_p99() {
+        let d = ServiceTime::LogNormal { p50: 10 * MILLIS, p99: 100 * MILLIS };
+        let mut rng = Stream::new(3, "t");
+        let mut v: Vec<SimTime> = (0..200_000).map(|_| d.sample(&mut rng)).collect();
+        v.sort_unstable();
+        let p50 = v[100_000] as f64 / MILLIS as f64;
+        let p99 = v[198_000] as f64 / MILLIS as f64;
+        assert!((p50 - 10.0).abs() < 0.3, "p50 {p50}");
+        assert!((p99 - 100.0).abs() < 5.0, "p99 {p99}");
+    }
+}
