@@ -1,0 +1,992 @@
+//! The sequential error-rate test of canary against primary, valid under continuous monitoring.
+//!
+//! Flagger compares the canary's success rate with a fixed threshold every interval; Kayenta runs
+//! a fixed-horizon test. Both break when looked at again and again: with enough looks, noise alone
+//! crosses any fixed threshold. This test is *always valid* (Johari, Koomen, Pekelis & Walsh,
+//! "Always valid inference: continuous monitoring of A/B tests", Operations Research 2022): the
+//! probability that it *ever* rolls back a canary that is no worse than primary stays at or below
+//! `alpha`, however often it is evaluated and whenever the rollout stops.
+//!
+//! # Two one-sided questions
+//!
+//! - **Regressed** answers "is the canary's error rate higher than the primary's?" by a mixture
+//!   sequential probability ratio test (mSPRT: Robbins 1970; Johari et al. 2022). We do not use
+//!   the Gaussian approximation of the difference of proportions that Johari et al. use: with
+//!   error rates of a fraction of a percent and a canary at 5% of the traffic, the counts are far
+//!   too small for it (zero failures on both sides gives a zero variance, and a single early canary
+//!   failure a huge z). Instead, within each look, we condition on the number of failures seen on
+//!   both sides together and ask which side each came from, the way Lindon & Malek ("Anytime-valid
+//!   inference for multinomial count data", NeurIPS 2022) compare Poisson counting processes. If
+//!   the canary served a fraction `q` of the look's requests and fails `r` times as often as
+//!   primary, each failure comes from the canary with probability `r q / (1 + (r - 1) q)`. The
+//!   likelihood ratio of `r` against `r = 1`, mixed over a fixed prior on `r > 1`
+//!   ([`REGRESSION_RATIOS`]), is a nonnegative supermartingale whenever the canary's error rate is
+//!   at most the primary's: exactly under independent requests, because given the look's failure
+//!   total the canary's share is hypergeometric, which Hoeffding (1963, Theorem 4) showed is
+//!   dominated in convex order by the binomial the ratio is computed under, and a lower canary rate
+//!   only shifts that share down. Ville's inequality then bounds the chance that it ever reaches
+//!   `1/alpha` by `alpha`. Conditioning look by look keeps this exact while the canary's weight
+//!   changes between steps, and the traffic volume itself carries no information.
+//! - **NoWorse** answers "is the canary's error rate below primary's plus the margin?" with
+//!   always-valid confidence sequences (Howard, Ramdas, McAuliffe & Sekhon, "Time-uniform,
+//!   nonparametric, nonasymptotic confidence sequences", Annals of Statistics 2021): for each side
+//!   the beta-binomial mixture martingale of Robbins (1970), exact for Bernoulli requests, gives a
+//!   bound valid at every look at once; the canary's upper bound minus the primary's lower bound
+//!   (each at level `beta / 2`) is an always-valid upper bound of `p_canary - p_primary` at level
+//!   `beta`. A canary that is worse than primary by the margin or more is therefore declared
+//!   NoWorse with probability at most `beta`, however often it is looked at. Zero failures are
+//!   evidence here: 0 failures in 1,000 requests bounds the canary's rate below 0.7%.
+//!
+//! Between the two lies the indifference zone (worse than primary, but by less than the margin):
+//! either answer is acceptable there, as in Wald's SPRT.
+//!
+//! # What accumulates, and since when
+//!
+//! The rollback evidence ([`ErrorRateEvidence::e_value`]) accumulates over the whole rollout, so
+//! `alpha` bounds the false-rollback probability of the rollout, not of each step. The NoWorse
+//! bounds use only the current step's traffic (reset by [`ErrorRateEvidence::begin_step`]): each
+//! weight must earn its advance on its own traffic, so a canary that only fails under load is not
+//! waved through on the evidence of a lighter step.
+//!
+//! All state lives in [`ErrorRateEvidence`], which serialises into the Canary's status; a
+//! controller that restarts resumes exactly.
+
+use std::fmt;
+
+use serde::{Deserialize, Serialize};
+use statrs::function::beta::checked_ln_beta;
+use thiserror::Error;
+
+use super::Counts;
+
+/// The alternatives of the rollback test's mixture: canary-to-primary failure-rate ratios, each
+/// with the same prior weight.
+///
+/// A fixed grid (not fitted to the data) keeps the mixture a supermartingale. It spans the
+/// regressions worth a rollback from the barely visible (1.5x, caught only with plenty of traffic)
+/// to outright breakage (25x and beyond, caught from a handful of failures); spreading the prior
+/// over them costs at most `ln(len)` nats of evidence against a test tuned to the one true ratio.
+/// In the `judge_rates` example, grids from `[2, 3, 5, 10]` to `[1.25 .. 100]` changed detection
+/// rates by about a percentage point, so the grid is not tuned to the margin.
+pub const REGRESSION_RATIOS: [f64; 7] = [1.5, 2.0, 3.0, 4.0, 6.0, 10.0, 25.0];
+
+/// Shape parameters of the Beta prior of the NoWorse confidence sequences.
+///
+/// Beta(0.5, 50) has its mean at 1% and most of its mass below 5%, where services' error rates
+/// live; this tightens the bounds of a healthy canary by about a third compared with the uniform
+/// or Jeffreys prior, and any fixed prior keeps the sequences valid.
+const PRIOR_A: f64 = 0.5;
+const PRIOR_B: f64 = 50.0;
+
+/// Lowest value a stored log likelihood ratio may take: keeps the status JSON finite (JSON has no
+/// infinities) while being, for any practical purpose, zero evidence.
+const LOG_LR_FLOOR: f64 = -1.0e6;
+
+/// The smallest regression worth catching in an error rate.
+#[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", tag = "kind", content = "value")]
+pub enum RateMargin {
+    /// Percentage points of error rate: 1.0 lets the canary fail on 1% more of its requests.
+    Absolute(f64),
+    /// A fraction of primary's error rate: 1.0 lets the canary fail twice as often.
+    Relative(f64),
+}
+
+/// Settings of the sequential error-rate test.
+#[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ErrorRateConfig {
+    /// Highest acceptable probability of ever rolling back a canary that is no worse than
+    /// primary. Default 0.01.
+    pub alpha: f64,
+    /// Highest acceptable probability of declaring NoWorse (advancing) at a step when the
+    /// canary is worse than primary by the margin or more. Default: `alpha`.
+    pub beta: f64,
+    /// The smallest regression worth catching. `Absolute` is in percentage points of error rate
+    /// (1.0: the canary may fail on 1% more of its requests than primary); `Relative` is a
+    /// fraction of primary's error rate (1.0: twice primary's error rate). Default
+    /// `Absolute(1.0)`, the same slack as Flagger's usual "success rate at least 99%". A relative
+    /// margin can only be shown with failures on the primary's side, so a very healthy primary
+    /// holds a canary until its traffic gives enough of them.
+    pub margin: RateMargin,
+    /// Canary requests needed in a step before it can be declared NoWorse. Default 100. The
+    /// rollback side does not wait for it: its error bound holds from the first request.
+    pub min_requests: u64,
+}
+
+impl Default for ErrorRateConfig {
+    fn default() -> Self {
+        ErrorRateConfig::new(0.01, RateMargin::Absolute(1.0), 100)
+    }
+}
+
+impl ErrorRateConfig {
+    /// A configuration with `beta` equal to `alpha`.
+    pub fn new(alpha: f64, margin: RateMargin, min_requests: u64) -> Self {
+        ErrorRateConfig {
+            alpha,
+            beta: alpha,
+            margin,
+            min_requests,
+        }
+    }
+
+    /// Checks the settings; [`ErrorRateEvidence::observe`] refuses to judge with invalid ones.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        for (field, value) in [("alpha", self.alpha), ("beta", self.beta)] {
+            if !(value > 0.0 && value < 1.0) {
+                return Err(ConfigError::Level {
+                    field: field.to_string(),
+                    value,
+                });
+            }
+        }
+        match self.margin {
+            RateMargin::Absolute(m) if !(m > 0.0 && m < 100.0) => Err(ConfigError::Margin {
+                value: m,
+                expected: "between 0 and 100 percentage points".to_string(),
+            }),
+            RateMargin::Relative(m) if !(m > 0.0 && m.is_finite()) => Err(ConfigError::Margin {
+                value: m,
+                expected: "a positive finite fraction".to_string(),
+            }),
+            _ => Ok(()),
+        }
+    }
+}
+
+/// An invalid [`ErrorRateConfig`].
+#[derive(Clone, Debug, Error, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", tag = "kind")]
+pub enum ConfigError {
+    #[error("{field} is {value}; expected a probability strictly between 0 and 1")]
+    Level { field: String, value: f64 },
+    #[error("margin is {value}; expected {expected}")]
+    Margin { value: f64, expected: String },
+}
+
+/// Why a look's counts could not be used.
+#[derive(Clone, Debug, Error, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", tag = "kind")]
+pub enum InputError {
+    #[error("{what} is {value}; expected a finite count at least 0")]
+    NotACount { what: String, value: f64 },
+    #[error("{side} failures ({failures}) exceed its requests ({requests})")]
+    MoreFailuresThanRequests {
+        side: String,
+        failures: f64,
+        requests: f64,
+    },
+    #[error(
+        "{what} went down from {before} to {after} (counter reset?); the counts since then are the new baseline"
+    )]
+    CounterDecreased {
+        what: String,
+        before: f64,
+        after: f64,
+    },
+    #[error(
+        "the stored evidence has {found} alternatives, expected {expected}; rollback evidence restarts"
+    )]
+    CorruptEvidence { found: usize, expected: usize },
+    #[error("invalid settings: {0}")]
+    Config(ConfigError),
+}
+
+/// The test's answer at one look.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub enum Decision {
+    /// The canary fails more often than primary: roll back.
+    Regressed,
+    /// The canary is not worse than primary by the margin: this step may advance.
+    NoWorse,
+    /// Not enough evidence either way: hold.
+    Undecided,
+}
+
+impl fmt::Display for Decision {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Decision::Regressed => "regressed",
+            Decision::NoWorse => "no worse",
+            Decision::Undecided => "undecided",
+        })
+    }
+}
+
+/// What one look concluded, with the numbers behind it.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ErrorRateJudgement {
+    pub decision: Decision,
+    /// Evidence that the canary fails more often than primary, accumulated over the rollout
+    /// (an e-value: 1 is none, `1/alpha` rolls back).
+    pub e_value: f64,
+    /// The e-value at which the test rolls back, `1/alpha`.
+    pub rollback_at: f64,
+    /// Always-valid upper bound, at level `beta`, of `p_canary - p_primary` in percentage points
+    /// (absolute margin) or of `p_canary / p_primary` (relative margin) over this step's traffic;
+    /// `None` until the step has `min_requests` canary requests. May be infinite for a relative
+    /// margin while primary has had no failures.
+    pub upper_bound: Option<f64>,
+    /// Canary requests in this step, and the number needed before NoWorse.
+    pub step_canary_requests: f64,
+    pub min_requests: u64,
+    /// Set when this look's input was unusable; the look added no evidence.
+    pub input_error: Option<InputError>,
+    /// One line for a person: the decision, the statistic and the bound.
+    pub reason: String,
+}
+
+impl ErrorRateJudgement {
+    /// Whether the step is held only because the canary has not yet served `min_requests` in it
+    /// (the rollout core's "not enough traffic to judge").
+    pub fn is_short_of_traffic(&self) -> bool {
+        self.decision == Decision::Undecided
+            && self.input_error.is_none()
+            && self.step_canary_requests < self.min_requests as f64
+    }
+}
+
+/// Everything the test needs to resume: serialises into the Canary's status.
+///
+/// Create one per rollout with [`ErrorRateEvidence::default`], call
+/// [`begin_step`](Self::begin_step) whenever the canary's weight changes, and
+/// [`observe`](Self::observe) (cumulative counts) or
+/// [`observe_increment`](Self::observe_increment) (disjoint windows) at every look.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ErrorRateEvidence {
+    /// Natural log of the likelihood ratio of each of [`REGRESSION_RATIOS`] against "canary no
+    /// worse", over the rollout.
+    log_lr: Vec<f64>,
+    /// The last cumulative counts accepted by `observe` in this step (the baseline of the next
+    /// look's increment).
+    baseline: Side2,
+    /// Counts used as evidence in this step, and in the whole rollout.
+    step: Side2,
+    rollout: Side2,
+    /// Looks that added evidence.
+    looks: u64,
+}
+
+/// Canary and primary counts together.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct Side2 {
+    canary: Counts,
+    primary: Counts,
+}
+
+impl Side2 {
+    fn add(&mut self, other: Side2) {
+        self.canary.requests += other.canary.requests;
+        self.canary.failures += other.canary.failures;
+        self.primary.requests += other.primary.requests;
+        self.primary.failures += other.primary.failures;
+    }
+}
+
+impl Default for ErrorRateEvidence {
+    fn default() -> Self {
+        ErrorRateEvidence {
+            log_lr: vec![0.0; REGRESSION_RATIOS.len()],
+            baseline: Side2::default(),
+            step: Side2::default(),
+            rollout: Side2::default(),
+            looks: 0,
+        }
+    }
+}
+
+impl ErrorRateEvidence {
+    /// Starts a new step (the canary's weight changed): the NoWorse bounds start again from this
+    /// step's traffic, and the counts given to [`observe`](Self::observe) must from now on be
+    /// cumulative since this moment (they start again from zero). The rollback evidence carries
+    /// on.
+    pub fn begin_step(&mut self) {
+        self.baseline = Side2::default();
+        self.step = Side2::default();
+    }
+
+    /// Evidence that the canary fails more often than primary, over the rollout so far.
+    pub fn e_value(&self) -> f64 {
+        log_mean_exp(&self.log_lr).exp()
+    }
+
+    /// Canary and primary counts used as evidence in the current step.
+    pub fn step_counts(&self) -> (Counts, Counts) {
+        (self.step.canary, self.step.primary)
+    }
+
+    /// Canary and primary counts used as evidence since the rollout began.
+    pub fn rollout_counts(&self) -> (Counts, Counts) {
+        (self.rollout.canary, self.rollout.primary)
+    }
+
+    /// Looks that added evidence.
+    pub fn looks(&self) -> u64 {
+        self.looks
+    }
+
+    /// Judges after a look, given counts *cumulative since the current step began* (for
+    /// Prometheus, `increase(...)` over the time since [`begin_step`](Self::begin_step); for the
+    /// simulator, counters minus their value at the step's start). Cumulative counts cannot
+    /// count a request twice however the looks are timed, which windows can.
+    ///
+    /// A count that goes down is taken as a counter reset: the look adds no evidence and its
+    /// counts become the baseline for the next.
+    pub fn observe(
+        &mut self,
+        config: &ErrorRateConfig,
+        canary: Counts,
+        primary: Counts,
+    ) -> ErrorRateJudgement {
+        let now = Side2 { canary, primary };
+        let increment = validate_counts(&now).and_then(|()| {
+            let b = self.baseline;
+            let pairs = [
+                ("canary requests", b.canary.requests, now.canary.requests),
+                ("canary failures", b.canary.failures, now.canary.failures),
+                ("primary requests", b.primary.requests, now.primary.requests),
+                ("primary failures", b.primary.failures, now.primary.failures),
+            ];
+            if let Some((what, before, after)) = pairs.into_iter().find(|(_, b, a)| a < b) {
+                self.baseline = now;
+                return Err(InputError::CounterDecreased {
+                    what: what.to_string(),
+                    before,
+                    after,
+                });
+            }
+            let increment = Side2 {
+                canary: Counts {
+                    requests: now.canary.requests - b.canary.requests,
+                    failures: now.canary.failures - b.canary.failures,
+                },
+                primary: Counts {
+                    requests: now.primary.requests - b.primary.requests,
+                    failures: now.primary.failures - b.primary.failures,
+                },
+            };
+            validate_counts(&increment)?;
+            Ok(increment)
+        });
+        match increment {
+            Ok(increment) => {
+                self.baseline = now;
+                self.judge(config, Ok(increment))
+            }
+            Err(e) => self.judge(config, Err(e)),
+        }
+    }
+
+    /// Judges after a look, given the counts of a window that does not overlap any window given
+    /// before (the simulator's per-interval counters). Overlapping windows would count requests
+    /// twice and void the error bound; prefer [`observe`](Self::observe) for Prometheus.
+    pub fn observe_increment(
+        &mut self,
+        config: &ErrorRateConfig,
+        canary: Counts,
+        primary: Counts,
+    ) -> ErrorRateJudgement {
+        let increment = Side2 { canary, primary };
+        let checked = validate_counts(&increment).map(|()| increment);
+        self.judge(config, checked)
+    }
+
+    fn judge(
+        &mut self,
+        config: &ErrorRateConfig,
+        increment: Result<Side2, InputError>,
+    ) -> ErrorRateJudgement {
+        let rollback_at = 1.0 / config.alpha;
+        if let Err(e) = config.validate() {
+            return self.verdict(
+                config,
+                Decision::Undecided,
+                None,
+                Some(InputError::Config(e)),
+            );
+        }
+        let mut input_error = increment.as_ref().err().cloned();
+        if self.log_lr.len() != REGRESSION_RATIOS.len() {
+            input_error = Some(InputError::CorruptEvidence {
+                found: self.log_lr.len(),
+                expected: REGRESSION_RATIOS.len(),
+            });
+            self.log_lr = vec![0.0; REGRESSION_RATIOS.len()];
+        } else if let Ok(increment) = increment {
+            self.add_evidence(increment);
+        }
+        if self.e_value() >= rollback_at {
+            return self.verdict(config, Decision::Regressed, None, input_error);
+        }
+        if input_error.is_some() || self.step.canary.requests < config.min_requests as f64 {
+            return self.verdict(config, Decision::Undecided, None, input_error);
+        }
+        let bound = no_worse_bound(config, &self.step);
+        let decision = if bound < margin_value(config.margin) {
+            Decision::NoWorse
+        } else {
+            Decision::Undecided
+        };
+        self.verdict(config, decision, Some(bound), None)
+    }
+
+    fn add_evidence(&mut self, inc: Side2) {
+        self.step.add(inc);
+        self.rollout.add(inc);
+        self.looks += 1;
+        let failures = inc.canary.failures + inc.primary.failures;
+        let traffic = inc.canary.requests + inc.primary.requests;
+        // A look with no failures, or with traffic on one side only, says nothing about which
+        // side fails more.
+        if failures <= 0.0 || inc.canary.requests <= 0.0 || inc.primary.requests <= 0.0 {
+            return;
+        }
+        let share = inc.canary.requests / traffic;
+        for (log_lr, &ratio) in self.log_lr.iter_mut().zip(REGRESSION_RATIOS.iter()) {
+            // Binomial log likelihood ratio of the canary's share of the failures: each failure is
+            // the canary's with probability r q / (1 + (r - 1) q) instead of q.
+            let step =
+                inc.canary.failures * ratio.ln() - failures * ((ratio - 1.0) * share).ln_1p();
+            *log_lr = (*log_lr + step).max(LOG_LR_FLOOR);
+            if !log_lr.is_finite() {
+                *log_lr = LOG_LR_FLOOR;
+            }
+        }
+    }
+
+    fn verdict(
+        &self,
+        config: &ErrorRateConfig,
+        decision: Decision,
+        upper_bound: Option<f64>,
+        input_error: Option<InputError>,
+    ) -> ErrorRateJudgement {
+        let e_value = self.e_value();
+        let rollback_at = 1.0 / config.alpha;
+        let step_canary_requests = self.step.canary.requests;
+        let evidence = format!(
+            "canary {} vs primary {} in the rollout, e-value {} (rolls back at {})",
+            rate(self.rollout.canary),
+            rate(self.rollout.primary),
+            number(e_value),
+            number(rollback_at),
+        );
+        let reason = match (&input_error, decision) {
+            (Some(e @ InputError::Config(_)), _) => format!("cannot judge the error rate: {e}"),
+            (Some(e), Decision::Regressed) => {
+                format!(
+                    "canary fails more often than primary: {evidence}; this look's counts are unusable: {e}"
+                )
+            }
+            (Some(e), _) => format!("this look's counts are unusable: {e}; holding; {evidence}"),
+            (None, Decision::Regressed) => {
+                format!("canary fails more often than primary: {evidence}")
+            }
+            (None, _) if upper_bound.is_none() => format!(
+                "not enough traffic to judge: {} canary requests in this step, need {}; {evidence}",
+                number(step_canary_requests),
+                config.min_requests,
+            ),
+            (None, decision) => {
+                let comparison = if decision == Decision::NoWorse {
+                    "<"
+                } else {
+                    "≥"
+                };
+                let (bound, margin) = match config.margin {
+                    RateMargin::Absolute(m) => (
+                        format!(
+                            "p_canary - p_primary ≤ {} pp",
+                            number(upper_bound.unwrap_or(f64::NAN))
+                        ),
+                        format!("{} pp", number(m)),
+                    ),
+                    RateMargin::Relative(m) => (
+                        format!(
+                            "p_canary / p_primary ≤ {}",
+                            number(upper_bound.unwrap_or(f64::NAN))
+                        ),
+                        number(1.0 + m),
+                    ),
+                };
+                let verb = if decision == Decision::NoWorse {
+                    "no worse than primary"
+                } else {
+                    "undecided"
+                };
+                format!(
+                    "canary {verb}: in this step canary {} vs primary {}, {bound} ({}% always-valid bound) {comparison} margin {margin}; {evidence}",
+                    rate(self.step.canary),
+                    rate(self.step.primary),
+                    number(100.0 * (1.0 - config.beta)),
+                )
+            }
+        };
+        ErrorRateJudgement {
+            decision,
+            e_value,
+            rollback_at,
+            upper_bound,
+            step_canary_requests,
+            min_requests: config.min_requests,
+            input_error,
+            reason,
+        }
+    }
+}
+
+fn validate_counts(counts: &Side2) -> Result<(), InputError> {
+    let fields = [
+        ("canary requests", counts.canary.requests),
+        ("canary failures", counts.canary.failures),
+        ("primary requests", counts.primary.requests),
+        ("primary failures", counts.primary.failures),
+    ];
+    if let Some((what, value)) = fields
+        .into_iter()
+        .find(|(_, v)| !(v.is_finite() && *v >= 0.0))
+    {
+        return Err(InputError::NotACount {
+            what: what.to_string(),
+            value,
+        });
+    }
+    for (side, c) in [("canary", counts.canary), ("primary", counts.primary)] {
+        if c.failures > c.requests {
+            return Err(InputError::MoreFailuresThanRequests {
+                side: side.to_string(),
+                failures: c.failures,
+                requests: c.requests,
+            });
+        }
+    }
+    Ok(())
+}
+
+/// The margin in the unit of [`ErrorRateJudgement::upper_bound`].
+fn margin_value(margin: RateMargin) -> f64 {
+    match margin {
+        RateMargin::Absolute(m) => m,
+        RateMargin::Relative(m) => 1.0 + m,
+    }
+}
+
+/// Always-valid upper bound at level `beta` of the difference (percentage points) or ratio of the
+/// error rates, from the two sides' confidence sequences at `beta / 2` each.
+fn no_worse_bound(config: &ErrorRateConfig, step: &Side2) -> f64 {
+    let level = config.beta / 2.0;
+    let canary_upper = BetaBinomialSequence::new(step.canary).upper(level);
+    let primary_lower = BetaBinomialSequence::new(step.primary).lower(level);
+    match config.margin {
+        RateMargin::Absolute(_) => 100.0 * (canary_upper - primary_lower),
+        RateMargin::Relative(_) if primary_lower > 0.0 => canary_upper / primary_lower,
+        RateMargin::Relative(_) => f64::INFINITY,
+    }
+}
+
+/// The beta-binomial mixture confidence sequence for one side's failure probability.
+///
+/// For a fixed `p`, `M(p) = B(a + f, b + n - f) / B(a, b) / (p^f (1 - p)^(n - f))` is the
+/// Beta(a, b) mixture of likelihood ratios against `p`: a martingale under `p` (Robbins 1970),
+/// so `{p : M(p) < 1/level}` contains the true `p` at every `n` at once with probability at
+/// least `1 - level` (Ville). `ln M` is convex in `p` with its minimum at `f / n`, so the set is
+/// an interval found by bisection on each side.
+struct BetaBinomialSequence {
+    requests: f64,
+    failures: f64,
+    /// `ln B(a + f, b + n - f) - ln B(a, b)`.
+    log_marginal: f64,
+}
+
+impl BetaBinomialSequence {
+    fn new(counts: Counts) -> Self {
+        let (n, f) = (counts.requests, counts.failures.min(counts.requests));
+        let log_marginal = match (
+            checked_ln_beta(PRIOR_A + f, PRIOR_B + n - f),
+            checked_ln_beta(PRIOR_A, PRIOR_B),
+        ) {
+            (Ok(mixed), Ok(prior)) => mixed - prior,
+            // Unreachable with validated counts; no evidence is the safe answer.
+            _ => 0.0,
+        };
+        BetaBinomialSequence {
+            requests: n,
+            failures: f,
+            log_marginal,
+        }
+    }
+
+    /// `ln M(p) - ln(1/level)`: negative inside the confidence sequence.
+    fn excess(&self, p: f64, level: f64) -> f64 {
+        let ok = self.requests - self.failures;
+        let mut log_likelihood = 0.0;
+        if self.failures > 0.0 {
+            log_likelihood += self.failures * p.ln();
+        }
+        if ok > 0.0 {
+            log_likelihood += ok * (-p).ln_1p();
+        }
+        self.log_marginal - log_likelihood + level.ln()
+    }
+
+    fn estimate(&self) -> f64 {
+        if self.requests > 0.0 {
+            self.failures / self.requests
+        } else {
+            0.0
+        }
+    }
+
+    /// Upper end of the interval (1 when nothing excludes high rates).
+    fn upper(&self, level: f64) -> f64 {
+        let (mut inside, mut outside) = (self.estimate(), 1.0);
+        if self.excess(inside, level) >= 0.0 {
+            return 1.0;
+        }
+        for _ in 0..60 {
+            let mid = 0.5 * (inside + outside);
+            if self.excess(mid, level) < 0.0 {
+                inside = mid;
+            } else {
+                outside = mid;
+            }
+        }
+        // Rounding outwards keeps the bound conservative.
+        outside
+    }
+
+    /// Lower end of the interval (0 when nothing excludes low rates).
+    fn lower(&self, level: f64) -> f64 {
+        let (mut outside, mut inside) = (0.0, self.estimate());
+        if self.failures <= 0.0 || self.excess(inside, level) >= 0.0 {
+            return 0.0;
+        }
+        // ln M(p) grows without bound as p -> 0 when f > 0, so 0 is outside.
+        for _ in 0..60 {
+            let mid = 0.5 * (inside + outside);
+            if self.excess(mid, level) < 0.0 {
+                inside = mid;
+            } else {
+                outside = mid;
+            }
+        }
+        outside
+    }
+}
+
+/// `ln(mean(exp(x)))` without overflow.
+fn log_mean_exp(xs: &[f64]) -> f64 {
+    let max = xs.iter().copied().fold(f64::NEG_INFINITY, f64::max);
+    if !max.is_finite() {
+        return 0.0;
+    }
+    let sum: f64 = xs.iter().map(|x| (x - max).exp()).sum();
+    max + (sum / xs.len() as f64).ln()
+}
+
+/// `1.52% (46/3021)`.
+fn rate(c: Counts) -> String {
+    if c.requests > 0.0 {
+        format!(
+            "{:.2}% ({}/{})",
+            100.0 * c.failures / c.requests,
+            number(c.failures),
+            number(c.requests)
+        )
+    } else {
+        "no requests".to_string()
+    }
+}
+
+/// Three significant digits, without trailing noise; integers as integers; huge values in
+/// scientific notation.
+fn number(x: f64) -> String {
+    if !x.is_finite() {
+        return if x.is_nan() {
+            "NaN".into()
+        } else if x > 0.0 {
+            "∞".into()
+        } else {
+            "-∞".into()
+        };
+    }
+    if x.abs() >= 1e7 {
+        return format!("{x:.2e}");
+    }
+    if x == x.trunc() {
+        return format!("{x:.0}");
+    }
+    let magnitude = x.abs().log10().floor() as i32;
+    let decimals = (2 - magnitude).clamp(0, 12) as usize;
+    format!("{x:.decimals$}")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn counts(requests: f64, failures: f64) -> Counts {
+        Counts { requests, failures }
+    }
+
+    fn config() -> ErrorRateConfig {
+        ErrorRateConfig::default()
+    }
+
+    #[test]
+    fn defaults_are_alpha_one_percent_one_point_margin_and_100_requests() {
+        let c = ErrorRateConfig::default();
+        assert_eq!((c.alpha, c.beta, c.min_requests), (0.01, 0.01, 100));
+        assert_eq!(c.margin, RateMargin::Absolute(1.0));
+        assert_eq!(c.validate(), Ok(()));
+    }
+
+    #[test]
+    fn the_e_value_is_the_mean_over_the_grid_of_binomial_likelihood_ratios() {
+        // Equal traffic (q = 1/2), 3 canary and 1 primary failures. Under ratio r each failure is
+        // the canary's with probability r/(1+r) instead of 1/2, so the likelihood ratio is
+        // (2r/(1+r))^3 * (2/(1+r)) = 16 r^3 / (1+r)^4; for r = 3: 16 * 27 / 256 = 1.6875.
+        let mut evidence = ErrorRateEvidence::default();
+        let j = evidence.observe(&config(), counts(1000.0, 3.0), counts(1000.0, 1.0));
+        let lr = |r: f64| 16.0 * r.powi(3) / (1.0 + r).powi(4);
+        assert!((lr(3.0) - 1.6875).abs() < 1e-12);
+        let expected: f64 =
+            REGRESSION_RATIOS.iter().map(|&r| lr(r)).sum::<f64>() / REGRESSION_RATIOS.len() as f64;
+        assert!((j.e_value - expected).abs() < 1e-9, "{} vs {expected}", j.e_value);
+        assert_eq!(j.decision, Decision::Undecided);
+    }
+
+    #[test]
+    fn unequal_traffic_enters_through_the_canarys_share_of_requests() {
+        // Canary 100 of 1000 requests (q = 0.1) and the only failure is the canary's: under r it
+        // is the canary's with probability r q / (1 + (r-1) q) = r / (r + 9), so LR = 10 r / (r + 9).
+        // For r = 25: 250 / 34 = 7.35.
+        let mut evidence = ErrorRateEvidence::default();
+        let j = evidence.observe(&config(), counts(100.0, 1.0), counts(900.0, 0.0));
+        let expected: f64 = REGRESSION_RATIOS.iter().map(|&r| 10.0 * r / (r + 9.0)).sum::<f64>()
+            / REGRESSION_RATIOS.len() as f64;
+        assert!((j.e_value - expected).abs() < 1e-9);
+    }
+
+    #[test]
+    fn a_clear_regression_rolls_back_with_the_evidence_in_the_reason() {
+        let mut evidence = ErrorRateEvidence::default();
+        let j = evidence.observe(&config(), counts(1000.0, 40.0), counts(9000.0, 45.0));
+        assert_eq!(j.decision, Decision::Regressed);
+        assert!(j.e_value >= 100.0);
+        assert!(j.reason.starts_with("canary fails more often than primary"), "{}", j.reason);
+        assert!(j.reason.contains("4.00% (40/1000)"), "{}", j.reason);
+        assert!(j.reason.contains("rolls back at 100"), "{}", j.reason);
+    }
+
+    #[test]
+    fn zero_failures_on_both_sides_give_no_rollback_evidence_and_no_nan() {
+        let mut evidence = ErrorRateEvidence::default();
+        let j = evidence.observe(&config(), counts(50.0, 0.0), counts(450.0, 0.0));
+        assert_eq!(j.e_value, 1.0);
+        assert_eq!(j.decision, Decision::Undecided);
+        assert!(j.is_short_of_traffic());
+        assert!(
+            j.reason.starts_with("not enough traffic to judge: 50 canary requests in this step, need 100"),
+            "{}",
+            j.reason
+        );
+    }
+
+    #[test]
+    fn zero_failures_in_enough_canary_requests_is_no_worse_under_an_absolute_margin() {
+        let mut evidence = ErrorRateEvidence::default();
+        let j = evidence.observe(&config(), counts(1500.0, 0.0), counts(13500.0, 0.0));
+        assert_eq!(j.decision, Decision::NoWorse, "{}", j.reason);
+        let bound = j.upper_bound.unwrap();
+        assert!(bound > 0.0 && bound < 1.0, "{bound}");
+        assert!(j.reason.starts_with("canary no worse than primary"), "{}", j.reason);
+    }
+
+    #[test]
+    fn a_relative_margin_needs_primary_failures_before_no_worse() {
+        let cfg = ErrorRateConfig::new(0.01, RateMargin::Relative(1.0), 100);
+        let mut evidence = ErrorRateEvidence::default();
+        let j = evidence.observe(&cfg, counts(100_000.0, 0.0), counts(900_000.0, 0.0));
+        assert_eq!(j.decision, Decision::Undecided);
+        assert_eq!(j.upper_bound, Some(f64::INFINITY));
+        let j = evidence.observe(&cfg, counts(200_000.0, 400.0), counts(1_800_000.0, 3600.0));
+        assert_eq!(j.decision, Decision::NoWorse, "{}", j.reason);
+        assert!(j.upper_bound.unwrap() < 2.0);
+    }
+
+    #[test]
+    fn no_worse_is_withheld_when_the_canary_is_clearly_worse_by_the_margin() {
+        // Canary 2.5%, primary 0.5%: 2 points worse, beyond the 1-point margin; the rollback side
+        // fires long before, so check the bound directly.
+        let step = Side2 { canary: counts(100_000.0, 2500.0), primary: counts(900_000.0, 4500.0) };
+        let bound = no_worse_bound(&config(), &step);
+        assert!(bound > 2.0 && bound < 2.5, "{bound}");
+    }
+
+    #[test]
+    fn the_confidence_sequence_brackets_the_estimate_and_is_tight_at_its_ends() {
+        for (n, f) in [(1.0, 0.0), (10.0, 1.0), (1000.0, 5.0), (1e6, 5000.0), (50.0, 50.0)] {
+            let cs = BetaBinomialSequence::new(counts(n, f));
+            let (lo, hi) = (cs.lower(0.005), cs.upper(0.005));
+            let estimate = f / n;
+            assert!(lo <= estimate && estimate <= hi, "{n} {f}: {lo} {estimate} {hi}");
+            if hi < 1.0 {
+                assert!(cs.excess(hi, 0.005).abs() < 1e-6, "{n} {f}");
+            }
+            if lo > 0.0 {
+                assert!(cs.excess(lo, 0.005).abs() < 1e-6, "{n} {f}");
+            }
+        }
+        // No requests: nothing is excluded.
+        let empty = BetaBinomialSequence::new(counts(0.0, 0.0));
+        assert_eq!((empty.lower(0.005), empty.upper(0.005)), (0.0, 1.0));
+    }
+
+    #[test]
+    fn a_decreasing_counter_adds_no_evidence_and_becomes_the_new_baseline() {
+        let mut evidence = ErrorRateEvidence::default();
+        evidence.observe(&config(), counts(500.0, 2.0), counts(4500.0, 20.0));
+        let j = evidence.observe(&config(), counts(300.0, 2.0), counts(4600.0, 21.0));
+        assert_eq!(j.decision, Decision::Undecided);
+        assert!(matches!(j.input_error, Some(InputError::CounterDecreased { .. })));
+        assert!(j.reason.contains("canary requests went down from 500 to 300"), "{}", j.reason);
+        assert_eq!(evidence.step_counts().0, counts(500.0, 2.0));
+        // The next look counts from the reset value.
+        evidence.observe(&config(), counts(400.0, 2.0), counts(4700.0, 21.0));
+        assert_eq!(evidence.step_counts().0, counts(600.0, 2.0));
+        assert_eq!(evidence.step_counts().1, counts(4600.0, 20.0));
+    }
+
+    #[test]
+    fn unusable_counts_hold_and_never_advance() {
+        let bad = [
+            (counts(f64::NAN, 0.0), counts(1e6, 0.0)),
+            (counts(1e6, -1.0), counts(1e6, 0.0)),
+            (counts(1e6, 0.0), counts(f64::INFINITY, 0.0)),
+            (counts(1e6, 0.0), counts(1e6, 2e6)),
+        ];
+        for (canary, primary) in bad {
+            let mut evidence = ErrorRateEvidence::default();
+            let j = evidence.observe(&config(), canary, primary);
+            assert_eq!(j.decision, Decision::Undecided, "{canary:?} {primary:?}");
+            assert!(j.input_error.is_some());
+            assert!(j.reason.starts_with("this look's counts are unusable"), "{}", j.reason);
+            assert_eq!(evidence.looks(), 0);
+        }
+    }
+
+    #[test]
+    fn invalid_settings_never_judge() {
+        for cfg in [
+            ErrorRateConfig { alpha: 0.0, ..config() },
+            ErrorRateConfig { beta: f64::NAN, ..config() },
+            ErrorRateConfig { margin: RateMargin::Absolute(-1.0), ..config() },
+            ErrorRateConfig { margin: RateMargin::Relative(f64::INFINITY), ..config() },
+        ] {
+            let mut evidence = ErrorRateEvidence::default();
+            let j = evidence.observe(&cfg, counts(1e5, 0.0), counts(1e5, 0.0));
+            assert_eq!(j.decision, Decision::Undecided);
+            assert!(j.reason.starts_with("cannot judge the error rate: invalid settings"), "{}", j.reason);
+        }
+    }
+
+    #[test]
+    fn rollback_evidence_carries_across_steps_but_no_worse_starts_again() {
+        let mut evidence = ErrorRateEvidence::default();
+        evidence.observe(&config(), counts(2000.0, 10.0), counts(18000.0, 90.0));
+        let e = evidence.e_value();
+        evidence.begin_step();
+        assert_eq!(evidence.e_value(), e);
+        assert_eq!(evidence.step_counts().0, Counts::default());
+        assert_eq!(evidence.rollout_counts().0, counts(2000.0, 10.0));
+        let j = evidence.observe(&config(), counts(50.0, 0.0), counts(450.0, 2.0));
+        assert!(j.is_short_of_traffic());
+        assert_eq!(evidence.rollout_counts().0, counts(2050.0, 10.0));
+    }
+
+    #[test]
+    fn cumulative_and_incremental_looks_accumulate_the_same_evidence() {
+        let looks = [(100.0, 1.0, 900.0, 3.0), (150.0, 0.0, 800.0, 5.0), (120.0, 4.0, 1000.0, 2.0)];
+        let (mut cumulative, mut incremental) =
+            (ErrorRateEvidence::default(), ErrorRateEvidence::default());
+        let (mut canary, mut primary) = (Counts::default(), Counts::default());
+        for (n_c, f_c, n_p, f_p) in looks {
+            canary = counts(canary.requests + n_c, canary.failures + f_c);
+            primary = counts(primary.requests + n_p, primary.failures + f_p);
+            let a = cumulative.observe(&config(), canary, primary);
+            let b = incremental.observe_increment(&config(), counts(n_c, f_c), counts(n_p, f_p));
+            assert_eq!(a.decision, b.decision);
+            assert!((a.e_value - b.e_value).abs() < 1e-12);
+        }
+    }
+
+    #[test]
+    fn evidence_resumes_exactly_from_its_serialised_form() {
+        let mut evidence = ErrorRateEvidence::default();
+        evidence.observe(&config(), counts(700.0, 9.0), counts(6300.0, 30.0));
+        let json = serde_json::to_string(&evidence).unwrap();
+        let mut resumed: ErrorRateEvidence = serde_json::from_str(&json).unwrap();
+        assert_eq!(resumed, evidence);
+        let a = evidence.observe(&config(), counts(1400.0, 15.0), counts(12600.0, 61.0));
+        let b = resumed.observe(&config(), counts(1400.0, 15.0), counts(12600.0, 61.0));
+        assert_eq!(a, b);
+    }
+
+    #[test]
+    fn corrupt_stored_evidence_is_reported_and_restarted_without_panic() {
+        let json = r#"{"logLr":[1.0],"baseline":{"canary":{"requests":0.0,"failures":0.0},"primary":{"requests":0.0,"failures":0.0}},"step":{"canary":{"requests":0.0,"failures":0.0},"primary":{"requests":0.0,"failures":0.0}},"rollout":{"canary":{"requests":0.0,"failures":0.0},"primary":{"requests":0.0,"failures":0.0}},"looks":0}"#;
+        let mut evidence: ErrorRateEvidence = serde_json::from_str(json).unwrap();
+        let j = evidence.observe(&config(), counts(1e4, 0.0), counts(1e4, 0.0));
+        assert_eq!(j.decision, Decision::Undecided);
+        assert!(matches!(j.input_error, Some(InputError::CorruptEvidence { found: 1, .. })));
+    }
+
+    #[test]
+    fn numbers_print_with_three_significant_digits() {
+        assert_eq!(number(100.0), "100");
+        assert_eq!(number(1.6875), "1.69");
+        assert_eq!(number(0.012345), "0.0123");
+        assert_eq!(number(1234.5), "1234");
+        assert_eq!(number(f64::INFINITY), "∞");
+        assert_eq!(number(4982453655196670.0), "4.98e15");
+    }
+
+    fn any_count() -> impl Strategy<Value = f64> {
+        prop_oneof![
+            4 => 0.0..1e4f64,
+            1 => (0u32..50).prop_map(f64::from),
+            1 => Just(f64::NAN),
+            1 => Just(f64::INFINITY),
+            1 => -1e3..0.0f64,
+            1 => 1e250..1e300f64,
+        ]
+    }
+
+    proptest! {
+        #[test]
+        fn any_counts_give_a_finite_judgement_and_bad_ones_never_advance(
+            looks in prop::collection::vec((any_count(), any_count(), any_count(), any_count()), 1..8)
+        ) {
+            let mut evidence = ErrorRateEvidence::default();
+            for (n_c, f_c, n_p, f_p) in looks {
+                let j = evidence.observe(&config(), counts(n_c, f_c), counts(n_p, f_p));
+                prop_assert!(!j.e_value.is_nan());
+                prop_assert!(j.upper_bound.is_none_or(|b| !b.is_nan()));
+                if j.input_error.is_some() {
+                    prop_assert_ne!(j.decision, Decision::NoWorse);
+                }
+                // Whatever came in, the stored evidence serialises to JSON and back unchanged.
+                let json = serde_json::to_string(&evidence).unwrap();
+                let back: ErrorRateEvidence = serde_json::from_str(&json).unwrap();
+                prop_assert_eq!(back, evidence.clone());
+            }
+        }
+    }
+}
