@@ -202,6 +202,21 @@ pub struct RunStats {
     pub completed: u64,
     /// Upstream attempts started (first tries, retries and mirrors).
     pub attempts: u64,
+    /// Certificate rotations performed.
+    pub cert_rotations: u64,
+}
+
+/// Queueing counters of one version's pods (for checking the queueing model).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct QueueStats {
+    /// Requests that reached a pod.
+    pub arrivals: u64,
+    /// Of those, requests that found every worker busy and waited.
+    pub queued: u64,
+    /// Requests that started service.
+    pub started: u64,
+    /// Total time waited before service, in nanoseconds.
+    pub total_wait: u128,
 }
 
 #[derive(Clone, Debug)]
@@ -262,6 +277,7 @@ struct Version {
     sidecar: bool,
     server_mode: MtlsMode,
     stream: Stream,
+    queue_stats: QueueStats,
 }
 
 struct Pod {
@@ -349,6 +365,7 @@ struct Cluster {
     pending: u32,
     open_conns: u32,
     retries_active: u32,
+    peak_retries: u32,
     lb_rng: Stream,
     scratch: Vec<u32>,
 }
@@ -528,6 +545,7 @@ impl Mesh {
                     pods: Vec::new(),
                     sidecar: vc.sidecar,
                     server_mode: cfg.default_mtls,
+                    queue_stats: QueueStats::default(),
                     stream: Stream::new(cfg.seed, &format!("pods/{}/{}", sc.name, vc.name)),
                 };
                 for _ in 0..vc.pods {
@@ -659,6 +677,7 @@ impl Mesh {
             pending: 0,
             open_conns: 0,
             retries_active: 0,
+            peak_retries: 0,
             lb_rng: Stream::new(self.seed, &format!("lb/{}/{}", client, version)),
             scratch: Vec::new(),
         }
@@ -742,6 +761,16 @@ impl Mesh {
         self.cluster_of(client.0, v.0)
             .and_then(|c| self.clusters[c as usize].od.as_ref().map(|o| o.ejected_count()))
             .unwrap_or(0)
+    }
+
+    /// Highest number of retries in flight at once from `client` to `v` so far.
+    pub fn peak_retries_in_flight(&self, client: ClientId, v: VersionId) -> u32 {
+        self.cluster_of(client.0, v.0).map_or(0, |c| self.clusters[c as usize].peak_retries)
+    }
+
+    /// Queueing counters of a version's pods.
+    pub fn queue_stats(&self, v: VersionId) -> QueueStats {
+        self.versions.get(v.0 as usize).map_or_else(QueueStats::default, |x| x.queue_stats)
     }
 
     /// Upstream requests in flight from `client` to `v`, and retries in flight.
@@ -1484,6 +1513,7 @@ impl Mesh {
             }
             Ev::CertRotate(i) => {
                 if self.certs[i as usize].rotating {
+                    self.stats.cert_rotations += 1;
                     self.certs[i as usize].expires_at = self.now().saturating_add(self.certs_cfg.ttl);
                     self.schedule_rotation(i);
                 }
@@ -2034,6 +2064,11 @@ impl Mesh {
         at.stage = Stage::AtPod;
         at.at_pod = now;
         at.pod_epoch = epoch;
+        let ver = &mut self.versions[pod.version as usize];
+        ver.queue_stats.arrivals += 1;
+        if pod.busy >= ver.behaviour.workers || !pod.queue.is_empty() {
+            ver.queue_stats.queued += 1;
+        }
         pod.queue.push_back(a);
         self.start_work(p);
     }
@@ -2049,6 +2084,8 @@ impl Mesh {
             let Some(a) = pod.queue.pop_front() else { return };
             pod.busy += 1;
             pod.in_service.push(a);
+            ver.queue_stats.started += 1;
+            ver.queue_stats.total_wait += u128::from(now - self.atts[a as usize].at_pod);
             let st = ver.behaviour.service_time.sample(&mut ver.stream);
             let g = self.atts[a as usize].tag;
             self.q.schedule_at(now.saturating_add(st), Ev::Done(a, g));
@@ -2197,6 +2234,7 @@ impl Mesh {
                 return;
             }
             cl.retries_active += 1;
+            cl.peak_retries = cl.peak_retries.max(cl.retries_active);
             let n = r.retries_done + 1;
             let rr = &mut self.reqs[req as usize];
             rr.retries_done = n;
