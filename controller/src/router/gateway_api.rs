@@ -1,0 +1,426 @@
+//! Gateway API: an `HTTPRoute` named like the apex service.
+//!
+//! It attaches to `service.gatewayRefs`, or, when none are given, to the apex Service itself
+//! (the GAMMA way meshes such as Istio and Linkerd route east-west traffic with HTTPRoutes).
+//! Its rule sends `primary`/`canary` weight to the two Services, mirrors with a
+//! `RequestMirror` filter, turns the Istio-style `headers` block into header modifier filters
+//! and `timeout` into the rule's request timeout. For A/B testing the first rule carries the
+//! Canary's `analysis.match` converted to HTTPRoute matches, and a second rule sends the rest
+//! to the primary.
+
+use serde_json::{Map, Value, json};
+
+use super::{
+    Objects, RouterError, Routes, ServiceNames, namespace, object_metadata, percentages,
+    service_names,
+};
+use crate::spec::Canary;
+
+pub const GROUP: &str = "gateway.networking.k8s.io";
+
+/// The HTTPRoute API versions Fledge writes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum GatewayVersion {
+    V1,
+    V1Beta1,
+}
+
+impl GatewayVersion {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            GatewayVersion::V1 => "v1",
+            GatewayVersion::V1Beta1 => "v1beta1",
+        }
+    }
+}
+
+/// Writes HTTPRoutes.
+#[derive(Clone)]
+pub struct GatewayApi {
+    routes: Objects,
+    version: GatewayVersion,
+}
+
+impl GatewayApi {
+    pub fn new(client: kube::Client, version: GatewayVersion) -> Self {
+        GatewayApi {
+            routes: Objects::new(client, GROUP, version.as_str(), "HTTPRoute"),
+            version,
+        }
+    }
+
+    pub(super) async fn reconcile(&self, canary: &Canary) -> Result<(), RouterError> {
+        let ns = namespace(canary)?;
+        let existing = self.routes.get(&ns, &service_names(canary).apex).await?;
+        // Keep a rollout's current split: reconcile runs at every tick, not only at the start.
+        let routes = existing
+            .as_ref()
+            .and_then(|r| read_routes(canary, &r.data["spec"]).ok())
+            .filter(|r| !r.matched || !canary.spec.analysis.match_.is_empty())
+            .unwrap_or(Routes::PRIMARY_ONLY);
+        let desired = http_route(canary, &routes, self.version)?;
+        self.routes.apply(canary, existing.as_ref(), desired).await
+    }
+
+    pub(super) async fn set_routes(
+        &self,
+        canary: &Canary,
+        routes: &Routes,
+    ) -> Result<(), RouterError> {
+        let desired = http_route(canary, routes, self.version)?;
+        let ns = namespace(canary)?;
+        let existing = self.routes.get(&ns, &service_names(canary).apex).await?;
+        self.routes.apply(canary, existing.as_ref(), desired).await
+    }
+
+    pub(super) async fn get_routes(&self, canary: &Canary) -> Result<Routes, RouterError> {
+        let ns = namespace(canary)?;
+        let route = self
+            .routes
+            .get_existing(&ns, &service_names(canary).apex)
+            .await?;
+        read_routes(canary, &route.data["spec"]).map_err(|why| self.routes.malformed(&route, why))
+    }
+
+    pub(super) async fn finalize(&self, canary: &Canary) -> Result<(), RouterError> {
+        let ns = namespace(canary)?;
+        let Some(existing) = self.routes.get(&ns, &service_names(canary).apex).await? else {
+            return Ok(());
+        };
+        let desired = http_route(canary, &Routes::PRIMARY_ONLY, self.version)?;
+        self.routes.apply(canary, Some(&existing), desired).await
+    }
+}
+
+/// The HTTPRoute for `routes`, exactly as applied.
+pub fn http_route(
+    canary: &Canary,
+    routes: &Routes,
+    version: GatewayVersion,
+) -> Result<Value, RouterError> {
+    super::check_weights(routes)?;
+    let names = service_names(canary);
+    let service = &canary.spec.service;
+    let port = service.port;
+
+    let parent_refs = match &service.gateway_refs {
+        Some(refs) if !refs.is_empty() => json!(refs),
+        _ => json!([{ "group": "", "kind": "Service", "name": names.apex, "port": port }]),
+    };
+
+    let mut weighted = rule_options(canary)?;
+    weighted.insert(
+        "backendRefs".into(),
+        json!([
+            backend(&names.primary, port, routes.primary),
+            backend(&names.canary, port, routes.canary),
+        ]),
+    );
+    if let Some(pct) = routes.mirror {
+        let mut mirror = json!({
+            "backendRef": { "group": "", "kind": "Service", "name": names.canary, "port": port },
+        });
+        // `percent` is recent; leaving it out at 100% keeps older CRDs working.
+        if pct < 100 {
+            mirror["percent"] = json!(pct);
+        }
+        push_filter(
+            &mut weighted,
+            json!({ "type": "RequestMirror", "requestMirror": mirror }),
+        );
+    }
+
+    let rules = if routes.matched {
+        let matches = ab_matches(canary)?;
+        let mut matched = Map::new();
+        matched.insert("matches".into(), Value::Array(matches));
+        matched.extend(weighted);
+        let mut rest = rule_options(canary)?;
+        rest.insert(
+            "backendRefs".into(),
+            json!([backend(&names.primary, port, 100)]),
+        );
+        vec![Value::Object(matched), Value::Object(rest)]
+    } else {
+        vec![Value::Object(weighted)]
+    };
+
+    let mut spec = json!({ "parentRefs": parent_refs });
+    if !service.hosts.is_empty() {
+        spec["hostnames"] = json!(service.hosts);
+    }
+    spec["rules"] = Value::Array(rules);
+    Ok(json!({
+        "apiVersion": format!("{GROUP}/{}", version.as_str()),
+        "kind": "HTTPRoute",
+        "metadata": object_metadata(canary, &names.apex),
+        "spec": spec,
+    }))
+}
+
+/// Reads the split from an HTTPRoute's `spec`: the first rule with the canary as a backend is
+/// the one the router writes.
+pub fn read_routes(canary: &Canary, spec: &Value) -> Result<Routes, String> {
+    let ServiceNames {
+        primary: primary_name,
+        canary: canary_name,
+        ..
+    } = service_names(canary);
+    let rules = spec["rules"].as_array().ok_or("it has no rules")?;
+    let rule = rules
+        .iter()
+        .find(|r| {
+            r["backendRefs"]
+                .as_array()
+                .is_some_and(|bs| bs.iter().any(|b| b["name"] == canary_name.as_str()))
+        })
+        .ok_or_else(|| format!("no rule has {canary_name} as a backend"))?;
+    let (mut primary, mut canary_weight) = (0u64, 0u64);
+    for b in rule["backendRefs"]
+        .as_array()
+        .map(Vec::as_slice)
+        .unwrap_or(&[])
+    {
+        let name = b["name"].as_str().unwrap_or_default();
+        // The Gateway API default weight is 1.
+        let weight = match &b["weight"] {
+            Value::Null => 1,
+            w => super::integer_weight(w)
+                .ok_or_else(|| format!("weight {w} of {name} is not a whole number"))?,
+        };
+        if name == primary_name {
+            primary += weight;
+        } else if name == canary_name {
+            canary_weight += weight;
+        } else if weight > 0 {
+            return Err(format!("the canary rule also sends traffic to {name}"));
+        }
+    }
+    let (primary, canary) = percentages(primary as f64, canary_weight as f64)
+        .ok_or_else(|| format!("weights {primary} and {canary_weight} cannot be split"))?;
+    let mirror = rule["filters"]
+        .as_array()
+        .and_then(|fs| {
+            fs.iter().find(|f| {
+                f["type"] == "RequestMirror"
+                    && f["requestMirror"]["backendRef"]["name"] == canary_name.as_str()
+            })
+        })
+        .map(|f| mirror_percent(&f["requestMirror"]))
+        .transpose()?;
+    // The API server fills in a `/` path match on every rule; only header, query or method
+    // matches make an A/B rule.
+    let matched = rule["matches"].as_array().is_some_and(|ms| {
+        ms.iter().any(|m| {
+            ["headers", "queryParams", "method"]
+                .iter()
+                .any(|k| !m[*k].is_null())
+        })
+    });
+    Ok(Routes {
+        primary,
+        canary,
+        mirror,
+        matched,
+    })
+}
+
+fn mirror_percent(mirror: &Value) -> Result<u8, String> {
+    let pct = if let Some(p) = mirror.get("percent") {
+        p.as_f64()
+            .ok_or_else(|| format!("mirror percent {p} is not a number"))?
+    } else if let Some(f) = mirror.get("fraction") {
+        let numerator = f["numerator"].as_f64().unwrap_or(0.0);
+        let denominator = f["denominator"].as_f64().unwrap_or(100.0);
+        if denominator <= 0.0 {
+            return Err(format!("mirror fraction {f} has no positive denominator"));
+        }
+        100.0 * numerator / denominator
+    } else {
+        100.0
+    };
+    if !(0.0..=100.0).contains(&pct) {
+        return Err(format!("mirror percentage {pct} is not between 0 and 100"));
+    }
+    Ok(pct.round() as u8)
+}
+
+fn backend(name: &str, port: i32, weight: u8) -> Value {
+    json!({ "group": "", "kind": "Service", "name": name, "port": port, "weight": weight })
+}
+
+fn push_filter(rule: &mut Map<String, Value>, filter: Value) {
+    match rule.get_mut("filters") {
+        Some(Value::Array(filters)) => filters.push(filter),
+        _ => {
+            rule.insert("filters".into(), json!([filter]));
+        }
+    }
+}
+
+/// Header modifiers and the request timeout from the Canary's service block.
+fn rule_options(canary: &Canary) -> Result<Map<String, Value>, RouterError> {
+    let service = &canary.spec.service;
+    let mut rule = Map::new();
+    if let Some(headers) = &service.headers {
+        for (side, filter, field) in [
+            ("request", "RequestHeaderModifier", "requestHeaderModifier"),
+            (
+                "response",
+                "ResponseHeaderModifier",
+                "responseHeaderModifier",
+            ),
+        ] {
+            let Some(ops) = headers.get(side) else {
+                continue;
+            };
+            let modifier = header_modifier(ops, &format!("spec.service.headers.{side}"))?;
+            push_filter(&mut rule, json!({ "type": filter, field: modifier }));
+        }
+    }
+    if let Some(timeout) = &service.timeout {
+        rule.insert("timeouts".into(), json!({ "request": timeout }));
+    }
+    Ok(rule)
+}
+
+/// Istio's `{set: {k: v}, add: {k: v}, remove: [k]}` as an HTTPHeaderFilter.
+fn header_modifier(ops: &Value, field: &str) -> Result<Value, RouterError> {
+    let invalid = |reason: &str| RouterError::InvalidSpec {
+        field: field.to_string(),
+        reason: reason.to_string(),
+    };
+    let mut modifier = Map::new();
+    for op in ["set", "add"] {
+        if let Some(pairs) = ops.get(op) {
+            let pairs = pairs
+                .as_object()
+                .ok_or_else(|| invalid("`set` and `add` must map header names to values"))?;
+            let mut list: Vec<(&String, &Value)> = pairs.iter().collect();
+            list.sort_by(|a, b| a.0.cmp(b.0));
+            let list = list
+                .into_iter()
+                .map(|(name, value)| {
+                    value
+                        .as_str()
+                        .map(|v| json!({ "name": name, "value": v }))
+                        .ok_or_else(|| invalid("header values must be strings"))
+                })
+                .collect::<Result<Vec<_>, _>>()?;
+            modifier.insert(op.into(), Value::Array(list));
+        }
+    }
+    if let Some(remove) = ops.get("remove") {
+        if !remove
+            .as_array()
+            .is_some_and(|r| r.iter().all(Value::is_string))
+        {
+            return Err(invalid("`remove` must list header names"));
+        }
+        modifier.insert("remove".into(), remove.clone());
+    }
+    Ok(Value::Object(modifier))
+}
+
+/// The Canary's Istio-style `analysis.match` as HTTPRoute matches.
+fn ab_matches(canary: &Canary) -> Result<Vec<Value>, RouterError> {
+    let matches = &canary.spec.analysis.match_;
+    if matches.is_empty() {
+        return Err(RouterError::InvalidSpec {
+            field: "spec.analysis.match".into(),
+            reason: "A/B routing was asked for but no match is set".into(),
+        });
+    }
+    matches
+        .iter()
+        .enumerate()
+        .map(|(i, m)| convert_match(m, &format!("spec.analysis.match[{i}]")))
+        .collect()
+}
+
+fn convert_match(m: &Value, path: &str) -> Result<Value, RouterError> {
+    let invalid = |field: String, reason: String| RouterError::InvalidSpec { field, reason };
+    let object = m
+        .as_object()
+        .ok_or_else(|| invalid(path.to_string(), "must be an object".into()))?;
+    let mut out = Map::new();
+    let mut keys: Vec<&String> = object.keys().collect();
+    keys.sort();
+    for key in keys {
+        let value = &object[key];
+        let field = format!("{path}.{key}");
+        match key.as_str() {
+            "headers" | "queryParams" => {
+                let pairs = value
+                    .as_object()
+                    .ok_or_else(|| invalid(field.clone(), "must map names to matches".into()))?;
+                let mut list = Vec::new();
+                let mut names: Vec<&String> = pairs.keys().collect();
+                names.sort();
+                for name in names {
+                    let (kind, value) = string_match(&pairs[name], &format!("{field}.{name}"))?;
+                    list.push(json!({ "type": kind, "name": name, "value": value }));
+                }
+                out.insert(key.clone(), Value::Array(list));
+            }
+            "uri" => {
+                let (kind, value) =
+                    match (value.get("prefix"), value.get("exact"), value.get("regex")) {
+                        (Some(Value::String(p)), None, None) => ("PathPrefix", p.clone()),
+                        _ => string_match(value, &field)?,
+                    };
+                out.insert("path".into(), json!({ "type": kind, "value": value }));
+            }
+            "method" => match value.get("exact").and_then(Value::as_str) {
+                Some(method) => {
+                    out.insert("method".into(), json!(method.to_ascii_uppercase()));
+                }
+                None => {
+                    return Err(invalid(
+                        field,
+                        "only `exact` methods exist in HTTPRoute".into(),
+                    ));
+                }
+            },
+            // A label for the match, not a condition.
+            "name" => {}
+            other => {
+                return Err(invalid(
+                    field,
+                    format!(
+                        "`{other}` has no HTTPRoute equivalent; use headers, queryParams, uri or method"
+                    ),
+                ));
+            }
+        }
+    }
+    Ok(Value::Object(out))
+}
+
+/// Istio's StringMatch as an HTTPRoute match type and value. HTTPRoute has no prefix match on
+/// headers, so a prefix becomes an anchored regular expression.
+fn string_match(m: &Value, field: &str) -> Result<(&'static str, String), RouterError> {
+    let exact = m.get("exact").and_then(Value::as_str);
+    let regex = m.get("regex").and_then(Value::as_str);
+    let prefix = m.get("prefix").and_then(Value::as_str);
+    match (exact, regex, prefix) {
+        (Some(v), None, None) => Ok(("Exact", v.to_string())),
+        (None, Some(v), None) => Ok(("RegularExpression", v.to_string())),
+        (None, None, Some(v)) => Ok(("RegularExpression", format!("^{}.*", escape_regex(v)))),
+        _ => Err(RouterError::InvalidSpec {
+            field: field.to_string(),
+            reason: "must have exactly one of exact, regex or prefix (a string)".into(),
+        }),
+    }
+}
+
+fn escape_regex(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    for c in text.chars() {
+        if "\\.+*?()|[]{}^$".contains(c) {
+            out.push('\\');
+        }
+        out.push(c);
+    }
+    out
+}
