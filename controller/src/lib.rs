@@ -5,3 +5,9 @@
 pub mod analysis;
 pub mod rollout;
 pub mod spec;
+#[cfg(feature = "cluster")]
+pub mod metrics;
+#[cfg(feature = "cluster")]
+pub mod router;
+#[cfg(feature = "cluster")]
+pub mod webhook;
