@@ -1,0 +1,132 @@
+//! Mesh manifests load as users write them.
+
+use fledge_simulator::manifest::{self, Manifest, ManifestError, MtlsMode, StringMatch};
+use fledge_simulator::mesh::{Behaviour, ClientConfig, HeaderProfile, Mesh, MeshConfig, ServiceConfig, VersionConfig};
+use fledge_simulator::engine::SECONDS;
+
+const SEED: &str = include_str!("fixtures/seed-service-mesh.yaml");
+
+#[test]
+fn every_manifest_of_the_seed_guide_loads() {
+    let m = manifest::parse(SEED).expect("seed manifests parse");
+    assert_eq!(m.items.len(), 6);
+    assert!(m.warnings.is_empty(), "unexpected warnings: {:?}", m.warnings);
+    let split = m.items.iter().find_map(|i| match i {
+        Manifest::TrafficSplit(ts) => Some(ts),
+        _ => None,
+    });
+    let split = split.expect("a TrafficSplit");
+    assert_eq!(split.backends, vec![("my-service-v1".to_string(), 900), ("my-service-v2".to_string(), 100)]);
+    let pa = m.items.iter().find_map(|i| match i {
+        Manifest::PeerAuthentication(p) => Some(p),
+        _ => None,
+    });
+    assert_eq!(pa.expect("a PeerAuthentication").mode, MtlsMode::Strict);
+    let vs = m.items.iter().find_map(|i| match i {
+        Manifest::VirtualService(v) if v.name == "reviews-route" => Some(v),
+        _ => None,
+    });
+    let header = &vs.expect("reviews-route").http[0].matches[0][0];
+    assert_eq!(header.name, "end-user");
+    assert_eq!(header.matcher, StringMatch::Exact("jason".into()));
+}
+
+#[test]
+fn unknown_fields_are_ignored_with_a_warning() {
+    let yaml = "apiVersion: networking.istio.io/v1beta1\nkind: DestinationRule\nmetadata:\n  name: d\nspec:\n  host: x\n  trafficPolicy:\n    outlierDetection:\n      consecutive5xxErrors: 3\n      flavour: spicy\n";
+    let m = manifest::parse(yaml).expect("parses");
+    assert_eq!(m.items.len(), 1);
+    assert_eq!(m.warnings.len(), 1);
+    assert!(m.warnings[0].contains("spec.trafficPolicy.outlierDetection.flavour"), "{}", m.warnings[0]);
+}
+
+#[test]
+fn a_wrong_type_names_the_document_the_field_and_the_expected_type() {
+    let yaml = "kind: VirtualService\napiVersion: networking.istio.io/v1beta1\nmetadata:\n  name: ok\nspec:\n  hosts: [a]\n---\nkind: DestinationRule\napiVersion: networking.istio.io/v1beta1\nmetadata:\n  name: broken\nspec:\n  host: a\n  trafficPolicy:\n    connectionPool:\n      tcp:\n        maxConnections: lots\n";
+    let err = manifest::parse(yaml).expect_err("wrong type");
+    match &err {
+        ManifestError::WrongType { doc, kind, name, field, expected } => {
+            assert_eq!(*doc, 1);
+            assert_eq!(kind, "DestinationRule");
+            assert_eq!(name, "broken");
+            assert_eq!(field, "spec.trafficPolicy.connectionPool.tcp.maxConnections");
+            assert!(expected.contains("integer"));
+        }
+        other => panic!("unexpected error {other:?}"),
+    }
+    assert!(err.to_string().contains("document 1"));
+}
+
+#[test]
+fn invalid_yaml_and_bad_durations_are_errors_not_panics() {
+    assert!(matches!(manifest::parse("kind: [unclosed"), Err(ManifestError::Yaml { .. })));
+    let yaml = "kind: VirtualService\nmetadata:\n  name: v\nspec:\n  http:\n    - timeout: soon\n";
+    assert!(matches!(manifest::parse(yaml), Err(ManifestError::WrongType { .. })));
+}
+
+#[test]
+fn older_integer_percent_and_quantity_weights_are_accepted() {
+    let yaml = "kind: VirtualService\nmetadata:\n  name: v\nspec:\n  hosts: [s]\n  http:\n    - fault:\n        abort:\n          httpStatus: 503\n          percent: 20\n      route:\n        - destination:\n            host: s\n---\nkind: TrafficSplit\nmetadata:\n  name: t\nspec:\n  service: s\n  backends:\n    - service: s-a\n      weight: 1\n    - service: s-b\n      weight: 0.5\n";
+    let m = manifest::parse(yaml).expect("parses");
+    match &m.items[0] {
+        Manifest::VirtualService(v) => assert_eq!(v.http[0].fault.as_ref().and_then(|f| f.abort), Some((503, 20.0))),
+        _ => panic!("expected a VirtualService"),
+    }
+    match &m.items[1] {
+        Manifest::TrafficSplit(t) => assert_eq!(t.backends[1].1, 500),
+        _ => panic!("expected a TrafficSplit"),
+    }
+}
+
+#[test]
+fn the_seed_header_route_sends_jason_to_v2_and_everyone_else_to_v1() {
+    let cfg = MeshConfig {
+        services: vec![ServiceConfig::new(
+            "reviews",
+            vec![VersionConfig::new("v1", 2, Behaviour::default()), VersionConfig::new("v2", 2, Behaviour::default())],
+        )],
+        clients: vec![ClientConfig {
+            headers: vec![
+                HeaderProfile { weight: 1.0, headers: vec![("End-User".into(), "jason".into())] },
+                HeaderProfile { weight: 3.0, headers: vec![] },
+            ],
+            ..ClientConfig::new("productpage", "reviews", 200.0)
+        }],
+        ..Default::default()
+    };
+    let mut mesh = Mesh::new(cfg).expect("mesh");
+    let m = manifest::parse(SEED).expect("parses");
+    mesh.apply_manifests(&m).expect("applies");
+    mesh.run_until(60 * SECONDS);
+    let v1 = mesh.version_id("reviews", "v1").expect("v1");
+    let v2 = mesh.version_id("reviews", "v2").expect("v2");
+    let n1 = mesh.source_stats(v1, 0, mesh.now()).requests as f64;
+    let n2 = mesh.source_stats(v2, 0, mesh.now()).requests as f64;
+    let share = n2 / (n1 + n2);
+    assert!((share - 0.25).abs() < 0.03, "jason share {share}");
+}
+
+#[test]
+fn a_traffic_split_with_milli_weights_routes_ninety_ten() {
+    let cfg = MeshConfig {
+        services: vec![ServiceConfig::new(
+            "my-service",
+            vec![VersionConfig::new("v1", 3, Behaviour::default()), VersionConfig::new("v2", 1, Behaviour::default())],
+        )],
+        clients: vec![ClientConfig::new("client", "my-service", 500.0)],
+        ..Default::default()
+    };
+    let mut mesh = Mesh::new(cfg).expect("mesh");
+    let m = manifest::parse(SEED).expect("parses");
+    let only_split = manifest::Manifests {
+        items: m.items.into_iter().filter(|i| matches!(i, Manifest::TrafficSplit(_))).collect(),
+        warnings: vec![],
+    };
+    mesh.apply_manifests(&only_split).expect("applies");
+    mesh.run_until(60 * SECONDS);
+    let v2 = mesh.version_id("my-service", "v2").expect("v2");
+    let v1 = mesh.version_id("my-service", "v1").expect("v1");
+    let n1 = mesh.destination_stats(v1, 0, mesh.now()).requests as f64;
+    let n2 = mesh.destination_stats(v2, 0, mesh.now()).requests as f64;
+    assert!((n2 / (n1 + n2) - 0.1).abs() < 0.015, "v2 share {}", n2 / (n1 + n2));
+}
