@@ -1,0 +1,109 @@
+//! The Kubernetes shell around the rollout core: it reads each Canary's recorded state, gathers
+//! what the core wants to see (workload readiness, metrics, webhook answers), calls
+//! [`crate::rollout::advance`] and carries out the returned actions on the cluster.
+//!
+//! - [`reconciler`]: the kube-runtime reconcile loop, the finalizer and the operator commands;
+//! - [`workloads`]: the primary Deployment, the generated Services, the HPA, scaling, revisions;
+//! - [`status`]: the Canary's status and its `Promoted` condition;
+//! - [`providers`]: the narrow seams to traffic routers, metrics and webhooks;
+//! - [`lease`]: leader election with a `coordination.k8s.io` Lease;
+//! - [`telemetry`]: Prometheus metrics, the ops HTTP server and JSON logs;
+//! - [`cli`]: `status`, `promote`, `abort` and `resume` for people.
+
+pub mod cli;
+pub mod lease;
+pub mod providers;
+pub mod reconciler;
+pub mod status;
+pub mod telemetry;
+pub mod workloads;
+
+pub use providers::{HookCall, Observer, Routing, Weights};
+pub use reconciler::{Config, Context, error_policy, reconcile, run};
+
+/// The finalizer that holds a Canary until its routing has been restored.
+pub const FINALIZER: &str = "fledge.dev/finalizer";
+/// The annotation through which an operator sends a command (`promote` or `abort`).
+pub const COMMAND_ANNOTATION: &str = "fledge.dev/command";
+/// The field manager of every write the controller makes.
+pub const FIELD_MANAGER: &str = "fledge";
+
+/// Everything that can go wrong in the cluster shell. Bad input from a user (a missing target, a
+/// Deployment without a selector, an invalid spec) is not an error: it becomes an Event and a
+/// status message. These variants are failures of the cluster or of a provider, retried with
+/// backoff by [`error_policy`].
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// Reading an object from the API server failed.
+    #[error("reading {kind} {name}: {source}")]
+    Read {
+        kind: &'static str,
+        name: String,
+        #[source]
+        source: kube::Error,
+    },
+    /// Writing (creating, patching, deleting) an object failed.
+    #[error("writing {kind} {name}: {source}")]
+    Write {
+        kind: &'static str,
+        name: String,
+        #[source]
+        source: kube::Error,
+    },
+    /// The Canary's status changed under us and still differs after a fresh read.
+    #[error("status of Canary {name} was changed by someone else; will retry")]
+    StatusConflict { name: String },
+    /// An object the controller builds could not be serialised (a bug, reported not panicked).
+    #[error("serialising {what}: {source}")]
+    Serialize {
+        what: &'static str,
+        #[source]
+        source: serde_json::Error,
+    },
+    /// The traffic router failed.
+    #[error("routing with {provider}: {message}")]
+    Route { provider: String, message: String },
+    /// Publishing a Kubernetes Event failed.
+    #[error("publishing an event: {0}")]
+    PublishEvent(#[source] kube::Error),
+    /// Adding or removing the finalizer failed.
+    #[error("finalizer: {0}")]
+    Finalizer(#[source] Box<kube::runtime::finalizer::Error<Error>>),
+    /// The object has no name or namespace (the API server never sends such a Canary).
+    #[error("Canary without {0}")]
+    Unnamed(&'static str),
+    /// The Lease could not be read, created or renewed.
+    #[error("leader election lease {name}: {source}")]
+    Lease {
+        name: String,
+        #[source]
+        source: kube::Error,
+    },
+    /// The ops HTTP server could not start.
+    #[error("ops server on {address}: {source}")]
+    Serve {
+        address: String,
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+impl Error {
+    /// A short label for the `fledge_reconcile_errors_total` metric.
+    pub fn metric_label(&self) -> &'static str {
+        match self {
+            Error::Read { .. } => "read",
+            Error::Write { .. } => "write",
+            Error::StatusConflict { .. } => "status_conflict",
+            Error::Serialize { .. } => "serialize",
+            Error::Route { .. } => "route",
+            Error::PublishEvent(_) => "event",
+            Error::Finalizer(_) => "finalizer",
+            Error::Unnamed(_) => "unnamed",
+            Error::Lease { .. } => "lease",
+            Error::Serve { .. } => "serve",
+        }
+    }
+}
+
+pub type Result<T, E = Error> = std::result::Result<T, E>;

@@ -1,0 +1,241 @@
+//! The seams between the reconciler and the IO providers: traffic routers, metric sources and
+//! webhooks. The reconciler sees only these traits, so tests drive it with fakes and the
+//! simulator's live mode can plug in its own.
+
+use futures::FutureExt;
+use futures::future::BoxFuture;
+
+use crate::analysis::MetricReading;
+use crate::metrics::{Mesh, Prometheus, QueryContext};
+use crate::rollout::HookOutcome;
+use crate::router::{Router, Routes};
+use crate::spec::{Canary, HookGate, MetricCheck, MetricTemplateSpec, WebhookRef};
+use crate::webhook::{Payload, Webhooks};
+
+/// Traffic split between the primary and the canary, as the router holds it.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Weights {
+    pub primary: u8,
+    pub canary: u8,
+    /// Percentage of traffic mirrored to the canary.
+    pub mirror: Option<u8>,
+    /// A/B: requests matching the Canary's rules go to the canary.
+    pub matched: bool,
+}
+
+impl std::fmt::Display for Weights {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "primary {}%, canary {}%", self.primary, self.canary)?;
+        if let Some(m) = self.mirror {
+            write!(f, ", mirror {m}%")?;
+        }
+        if self.matched {
+            f.write_str(", A/B match rules on")?;
+        }
+        Ok(())
+    }
+}
+
+/// A traffic router for every provider (`istio`, `linkerd`, `smi:*`, `gatewayapi:*`). Errors are
+/// the router's own messages; the reconciler wraps them with the provider's name.
+pub trait Routing: Send + Sync {
+    /// Creates or updates the routing objects (all traffic to the primary when new).
+    fn reconcile<'a>(
+        &'a self,
+        provider: &'a str,
+        canary: &'a Canary,
+    ) -> BoxFuture<'a, Result<(), String>>;
+    fn set_routes<'a>(
+        &'a self,
+        provider: &'a str,
+        canary: &'a Canary,
+        weights: Weights,
+    ) -> BoxFuture<'a, Result<(), String>>;
+    fn get_routes<'a>(
+        &'a self,
+        provider: &'a str,
+        canary: &'a Canary,
+    ) -> BoxFuture<'a, Result<Weights, String>>;
+    /// Routes everything back to the primary for good: the Canary is going away.
+    fn finalize<'a>(
+        &'a self,
+        provider: &'a str,
+        canary: &'a Canary,
+    ) -> BoxFuture<'a, Result<(), String>>;
+}
+
+/// What a webhook is told about the rollout (Flagger's payload).
+#[derive(Clone, Debug, PartialEq)]
+pub struct HookCall {
+    pub name: String,
+    pub namespace: String,
+    /// The rollout's phase when the hook is called.
+    pub phase: String,
+    /// The target revision under rollout.
+    pub checksum: String,
+    pub gate: HookGate,
+    /// For `event` hooks: the event's message.
+    pub message: Option<String>,
+}
+
+/// Where metric readings and webhook answers come from. Failures are values (a reading of kind
+/// `Error` or `NoData`, a failed hook outcome) because the rollout core decides what they mean.
+pub trait Observer: Send + Sync {
+    fn read_metric<'a>(
+        &'a self,
+        provider: &'a str,
+        canary: &'a Canary,
+        check: &'a MetricCheck,
+        template: Option<&'a MetricTemplateSpec>,
+    ) -> BoxFuture<'a, MetricReading>;
+    fn call_hook<'a>(
+        &'a self,
+        hook: &'a WebhookRef,
+        call: &'a HookCall,
+    ) -> BoxFuture<'a, HookOutcome>;
+}
+
+/// The cluster's traffic routers ([`crate::router::Router`]), one per provider string.
+pub struct LiveRouting {
+    client: kube::Client,
+}
+
+impl LiveRouting {
+    pub fn new(client: kube::Client) -> Self {
+        LiveRouting { client }
+    }
+
+    fn router(&self, provider: &str) -> Result<Router, String> {
+        Router::for_provider(provider, self.client.clone()).map_err(|e| e.to_string())
+    }
+}
+
+fn to_routes(w: Weights) -> Routes {
+    Routes {
+        primary: w.primary,
+        canary: w.canary,
+        mirror: w.mirror,
+        matched: w.matched,
+    }
+}
+
+impl Routing for LiveRouting {
+    fn reconcile<'a>(
+        &'a self,
+        provider: &'a str,
+        canary: &'a Canary,
+    ) -> BoxFuture<'a, Result<(), String>> {
+        async move {
+            let router = self.router(provider)?;
+            router.reconcile(canary).await.map_err(|e| e.to_string())
+        }
+        .boxed()
+    }
+
+    fn set_routes<'a>(
+        &'a self,
+        provider: &'a str,
+        canary: &'a Canary,
+        weights: Weights,
+    ) -> BoxFuture<'a, Result<(), String>> {
+        async move {
+            let router = self.router(provider)?;
+            router
+                .set_routes(canary, &to_routes(weights))
+                .await
+                .map_err(|e| e.to_string())
+        }
+        .boxed()
+    }
+
+    fn get_routes<'a>(
+        &'a self,
+        provider: &'a str,
+        canary: &'a Canary,
+    ) -> BoxFuture<'a, Result<Weights, String>> {
+        async move {
+            let router = self.router(provider)?;
+            let r = router.get_routes(canary).await.map_err(|e| e.to_string())?;
+            Ok(Weights {
+                primary: r.primary,
+                canary: r.canary,
+                mirror: r.mirror,
+                matched: r.matched,
+            })
+        }
+        .boxed()
+    }
+
+    fn finalize<'a>(
+        &'a self,
+        provider: &'a str,
+        canary: &'a Canary,
+    ) -> BoxFuture<'a, Result<(), String>> {
+        async move {
+            let router = self.router(provider)?;
+            router.finalize(canary).await.map_err(|e| e.to_string())
+        }
+        .boxed()
+    }
+}
+
+/// Prometheus ([`crate::metrics::Prometheus`]) and HTTP webhooks ([`crate::webhook::Webhooks`]).
+pub struct LiveObserver {
+    prometheus: Prometheus,
+    webhooks: Webhooks,
+}
+
+impl LiveObserver {
+    pub fn new(prometheus: Prometheus, webhooks: Webhooks) -> Self {
+        LiveObserver {
+            prometheus,
+            webhooks,
+        }
+    }
+}
+
+impl Observer for LiveObserver {
+    fn read_metric<'a>(
+        &'a self,
+        provider: &'a str,
+        canary: &'a Canary,
+        check: &'a MetricCheck,
+        template: Option<&'a MetricTemplateSpec>,
+    ) -> BoxFuture<'a, MetricReading> {
+        async move {
+            let Some(mesh) = Mesh::for_provider(provider) else {
+                return MetricReading::Error {
+                    reason: format!("no metrics are known for provider {provider}"),
+                };
+            };
+            let ctx = QueryContext {
+                namespace: canary.metadata.namespace.clone().unwrap_or_default(),
+                target: canary.spec.target_ref.name.clone(),
+                mesh,
+                statistical: canary.spec.analysis.judge.as_deref() == Some("statistical"),
+            };
+            self.prometheus.read(&ctx, check, template).await
+        }
+        .boxed()
+    }
+
+    fn call_hook<'a>(
+        &'a self,
+        hook: &'a WebhookRef,
+        call: &'a HookCall,
+    ) -> BoxFuture<'a, HookOutcome> {
+        async move {
+            let payload = Payload {
+                name: call.name.clone(),
+                namespace: call.namespace.clone(),
+                phase: call.phase.clone(),
+                checksum: call.checksum.clone(),
+                gate: call.gate,
+                metadata: Default::default(),
+                message: call.message.clone(),
+            };
+            self.webhooks.call(hook, &payload).await
+        }
+        .boxed()
+    }
+}

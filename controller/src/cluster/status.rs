@@ -1,0 +1,238 @@
+//! The Canary's status: the rollout core's state as JSON in `status.state`, mirrored into the
+//! fields Flagger users read (`phase`, `canaryWeight`, `failedChecks`, ...) and a `Promoted`
+//! condition.
+//!
+//! Every timestamp comes from the state, not from the clock, so the same state always gives the
+//! same status and a reconcile that changes nothing writes nothing.
+
+use kube::api::{Api, Patch, PatchParams};
+use serde_json::{Map, Value};
+
+use super::{Error, Result};
+use crate::rollout::{Millis, Phase, RolloutState};
+use crate::spec::{Canary, CanaryCondition, CanaryStatus};
+
+/// The condition type Flagger users watch.
+pub const PROMOTED: &str = "Promoted";
+
+/// RFC 3339 time of a millisecond timestamp.
+pub fn rfc3339(ms: Millis) -> String {
+    i64::try_from(ms)
+        .ok()
+        .and_then(chrono::DateTime::from_timestamp_millis)
+        .unwrap_or_default()
+        .to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
+}
+
+/// The rollout state recorded in a status, `Ok(None)` when there is none yet.
+pub fn recorded_state(status: Option<&CanaryStatus>) -> Result<Option<RolloutState>, String> {
+    match status.and_then(|s| s.state.as_ref()) {
+        None => Ok(None),
+        Some(v) => serde_json::from_value(v.clone())
+            .map(Some)
+            .map_err(|e| e.to_string()),
+    }
+}
+
+/// The `Promoted` condition for a state: `True` once promoted (or initialised), `False` after a
+/// rollback, `Unknown` while a rollout is under way.
+pub fn promoted_condition(state: &RolloutState) -> CanaryCondition {
+    let (status, reason) = match state.phase {
+        Phase::Initialized | Phase::Succeeded => ("True", state.phase.to_string()),
+        Phase::Failed => ("False", "Failed".to_string()),
+        Phase::Terminating | Phase::Terminated => ("Unknown", state.phase.to_string()),
+        Phase::Initializing => ("Unknown", "Initializing".to_string()),
+        _ => ("Unknown", "Progressing".to_string()),
+    };
+    let at = rfc3339(state.phase_since);
+    CanaryCondition {
+        type_: PROMOTED.into(),
+        status: status.into(),
+        last_update_time: Some(at.clone()),
+        last_transition_time: Some(at),
+        reason: Some(reason),
+        message: Some(state.message.clone()),
+    }
+}
+
+/// The status a state is recorded as.
+pub fn status_of(state: &RolloutState) -> CanaryStatus {
+    CanaryStatus {
+        phase: state.phase.to_string(),
+        canary_weight: i64::from(state.canary_weight),
+        failed_checks: i64::from(state.failed_checks),
+        iterations: i64::from(state.iterations),
+        last_applied_spec: state.revision.clone(),
+        last_promoted_spec: state.promoted_revision.clone(),
+        last_transition_time: Some(rfc3339(state.phase_since)),
+        message: (!state.message.is_empty()).then(|| state.message.clone()),
+        conditions: vec![promoted_condition(state)],
+        state: serde_json::to_value(state).ok(),
+    }
+}
+
+/// A status carrying only a message, for a Canary the controller cannot act on (its previous
+/// state, if any, is kept).
+pub fn with_message(status: Option<&CanaryStatus>, message: &str) -> CanaryStatus {
+    let mut s = status.cloned().unwrap_or_default();
+    if s.phase.is_empty() {
+        s.phase = Phase::Initializing.to_string();
+    }
+    s.message = Some(message.to_string());
+    s
+}
+
+/// `new` as a JSON merge patch over `old`: keys `old` has and `new` lacks become `null`, so
+/// that optional fields cleared in the state are cleared in the status too.
+pub fn merge_patch(old: &Value, new: &Value) -> Value {
+    match (old, new) {
+        (Value::Object(o), Value::Object(n)) => {
+            let mut out = Map::new();
+            for (k, v) in n {
+                let patched = match o.get(k) {
+                    Some(ov) => merge_patch(ov, v),
+                    None => v.clone(),
+                };
+                out.insert(k.clone(), patched);
+            }
+            for k in o.keys().filter(|k| !n.contains_key(*k)) {
+                out.insert(k.clone(), Value::Null);
+            }
+            Value::Object(out)
+        }
+        _ => new.clone(),
+    }
+}
+
+/// Writes `new` as the Canary's status when it differs from what the Canary holds.
+///
+/// The patch carries the Canary's `resourceVersion`, so a write racing another one gets a 409.
+/// On a conflict the Canary is read again: if its status is still the one this reconcile started
+/// from (someone changed its spec or metadata), the write is retried once on the fresh version;
+/// otherwise another writer has moved the rollout on and the reconcile is retried from scratch.
+/// Returns whether anything was written.
+pub async fn write(api: &Api<Canary>, canary: &Canary, new: &CanaryStatus) -> Result<bool> {
+    let name = canary.metadata.name.clone().ok_or(Error::Unnamed("name"))?;
+    if canary.status.as_ref() == Some(new) {
+        return Ok(false);
+    }
+    match patch(api, canary, new).await {
+        Err(Error::Write {
+            source: kube::Error::Api(s),
+            ..
+        }) if s.code == 409 => {
+            let fresh = api.get(&name).await.map_err(|source| Error::Read {
+                kind: "Canary",
+                name: name.clone(),
+                source,
+            })?;
+            if fresh.status != canary.status {
+                return Err(Error::StatusConflict { name });
+            }
+            match patch(api, &fresh, new).await {
+                Err(Error::Write {
+                    source: kube::Error::Api(s),
+                    ..
+                }) if s.code == 409 => Err(Error::StatusConflict { name }),
+                other => other.map(|()| true),
+            }
+        }
+        other => other.map(|()| true),
+    }
+}
+
+async fn patch(api: &Api<Canary>, canary: &Canary, new: &CanaryStatus) -> Result<()> {
+    let name = canary.metadata.name.clone().ok_or(Error::Unnamed("name"))?;
+    let to_json = |s: &CanaryStatus| {
+        serde_json::to_value(s).map_err(|source| Error::Serialize {
+            what: "Canary status",
+            source,
+        })
+    };
+    let old = match &canary.status {
+        Some(s) => to_json(s)?,
+        None => Value::Object(Map::new()),
+    };
+    let body = serde_json::json!({
+        "metadata": { "resourceVersion": canary.metadata.resource_version },
+        "status": merge_patch(&old, &to_json(new)?),
+    });
+    api.patch_status(&name, &PatchParams::default(), &Patch::Merge(&body))
+        .await
+        .map_err(|source| Error::Write {
+            kind: "Canary status",
+            name,
+            source,
+        })?;
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn fields_cleared_in_the_state_are_nulled_in_the_patch() {
+        let old = json!({"phase": "Progressing", "state": {"mirror": 10, "canaryWeight": 0}});
+        let new = json!({"phase": "Progressing", "state": {"canaryWeight": 10}});
+        assert_eq!(
+            merge_patch(&old, &new),
+            json!({"phase": "Progressing", "state": {"mirror": null, "canaryWeight": 10}})
+        );
+    }
+
+    #[test]
+    fn the_status_mirrors_the_state_in_flagger_field_names() {
+        let state = RolloutState {
+            phase: Phase::Progressing,
+            canary_weight: 20,
+            failed_checks: 1,
+            revision: Some("abc".into()),
+            phase_since: 1_700_000_000_000,
+            message: "Advance podinfo canary weight 20%".into(),
+            ..RolloutState::default()
+        };
+        let s = status_of(&state);
+        assert_eq!(s.phase, "Progressing");
+        assert_eq!(s.canary_weight, 20);
+        assert_eq!(s.failed_checks, 1);
+        assert_eq!(s.last_applied_spec.as_deref(), Some("abc"));
+        assert_eq!(
+            s.last_transition_time.as_deref(),
+            Some("2023-11-14T22:13:20Z")
+        );
+        let c = &s.conditions[0];
+        assert_eq!(
+            (c.status.as_str(), c.reason.as_deref()),
+            ("Unknown", Some("Progressing"))
+        );
+        let back = recorded_state(Some(&s)).unwrap().unwrap();
+        assert_eq!(back, state);
+    }
+
+    #[test]
+    fn a_rolled_back_canary_is_not_promoted() {
+        let state = RolloutState {
+            phase: Phase::Failed,
+            message: "Rolling back podinfo: failed checks threshold reached".into(),
+            ..RolloutState::default()
+        };
+        let c = promoted_condition(&state);
+        assert_eq!(
+            (c.status.as_str(), c.reason.as_deref()),
+            ("False", Some("Failed"))
+        );
+        assert_eq!(c.message, Some(state.message));
+    }
+
+    #[test]
+    fn a_state_that_is_not_a_rollout_state_is_reported_not_panicked_on() {
+        let status = CanaryStatus {
+            state: Some(json!({"phase": 42})),
+            ..CanaryStatus::default()
+        };
+        assert!(recorded_state(Some(&status)).is_err());
+        assert_eq!(recorded_state(None), Ok(None));
+    }
+}

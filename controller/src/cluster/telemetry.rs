@@ -1,0 +1,300 @@
+//! Observability: Prometheus metrics under the `fledge_` prefix (Flagger's names where Flagger
+//! has one), the ops HTTP server (`/metrics`, `/healthz`, `/readyz`) and JSON logs.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::Instant;
+
+use axum::Router;
+use axum::extract::State;
+use axum::http::{StatusCode, header};
+use axum::response::IntoResponse;
+use axum::routing::get;
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
+use prometheus_client::registry::Registry;
+
+use super::Error;
+use crate::rollout::{Phase, RolloutState};
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct CanaryLabels {
+    pub namespace: String,
+    pub name: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct MetricLabels {
+    pub namespace: String,
+    pub name: String,
+    pub metric: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ErrorLabels {
+    pub error: String,
+}
+
+fn reconcile_histogram() -> Histogram {
+    Histogram::new(exponential_buckets(0.01, 2.0, 12))
+}
+
+/// The controller's metrics.
+pub struct Metrics {
+    registry: Registry,
+    /// Flagger's `canary_status`: 0 running, 1 succeeded, 2 failed.
+    status: Family<CanaryLabels, Gauge>,
+    weight: Family<CanaryLabels, Gauge>,
+    failed_checks: Family<CanaryLabels, Gauge>,
+    analysis: Family<MetricLabels, Gauge<f64, AtomicU64>>,
+    successes: Family<CanaryLabels, Counter>,
+    failures: Family<CanaryLabels, Counter>,
+    reconciles: Counter,
+    errors: Family<ErrorLabels, Counter>,
+    duration: Histogram,
+    ready: AtomicBool,
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Metrics {
+    pub fn new() -> Self {
+        let mut m = Metrics {
+            registry: Registry::with_prefix("fledge"),
+            status: Family::default(),
+            weight: Family::default(),
+            failed_checks: Family::default(),
+            analysis: Family::default(),
+            successes: Family::default(),
+            failures: Family::default(),
+            reconciles: Counter::default(),
+            errors: Family::default(),
+            duration: reconcile_histogram(),
+            ready: AtomicBool::new(false),
+        };
+        let r = &mut m.registry;
+        r.register(
+            "canary_status",
+            "Last canary analysis result: 0 running, 1 succeeded, 2 failed",
+            m.status.clone(),
+        );
+        r.register(
+            "canary_weight",
+            "Percentage of traffic on the canary",
+            m.weight.clone(),
+        );
+        r.register(
+            "canary_failed_checks",
+            "Failed checks of the current rollout",
+            m.failed_checks.clone(),
+        );
+        r.register(
+            "canary_metric_analysis",
+            "The canary's value of each metric at the last analysis",
+            m.analysis.clone(),
+        );
+        r.register("canary_successes", "Rollouts promoted", m.successes.clone());
+        r.register(
+            "canary_failures",
+            "Rollouts rolled back",
+            m.failures.clone(),
+        );
+        r.register("reconcile", "Reconciles started", m.reconciles.clone());
+        r.register(
+            "reconcile_errors",
+            "Reconciles failed, by what failed",
+            m.errors.clone(),
+        );
+        r.register(
+            "reconcile_duration_seconds",
+            "Time spent in a reconcile",
+            m.duration.clone(),
+        );
+        m
+    }
+
+    /// Counts a reconcile; the guard records its duration when dropped.
+    #[must_use]
+    pub fn reconcile_started(&self) -> ReconcileTimer<'_> {
+        self.reconciles.inc();
+        ReconcileTimer {
+            histogram: &self.duration,
+            start: Instant::now(),
+        }
+    }
+
+    pub fn reconcile_failed(&self, error: &Error) {
+        self.errors
+            .get_or_create(&ErrorLabels {
+                error: error.metric_label().into(),
+            })
+            .inc();
+    }
+
+    /// Records a Canary's state after a reconcile; `before` tells a transition from a repeat.
+    pub fn record_canary(
+        &self,
+        namespace: &str,
+        name: &str,
+        before: &RolloutState,
+        after: &RolloutState,
+    ) {
+        let labels = CanaryLabels {
+            namespace: namespace.into(),
+            name: name.into(),
+        };
+        let status = match after.phase {
+            Phase::Succeeded | Phase::Initialized => 1,
+            Phase::Failed => 2,
+            _ => 0,
+        };
+        self.status.get_or_create(&labels).set(status);
+        self.weight
+            .get_or_create(&labels)
+            .set(i64::from(after.canary_weight));
+        self.failed_checks
+            .get_or_create(&labels)
+            .set(i64::from(after.failed_checks));
+        for result in &after.analysis {
+            if let Some(value) = result.value {
+                self.analysis
+                    .get_or_create(&MetricLabels {
+                        namespace: namespace.into(),
+                        name: name.into(),
+                        metric: result.name.clone(),
+                    })
+                    .set(value);
+            }
+        }
+        if before.phase != after.phase {
+            match after.phase {
+                Phase::Succeeded => {
+                    self.successes.get_or_create(&labels).inc();
+                }
+                Phase::Failed => {
+                    self.failures.get_or_create(&labels).inc();
+                }
+                _ => {}
+            }
+        }
+    }
+
+    /// Marks the controller ready (it leads and its watches have started, or it stands by).
+    pub fn set_ready(&self, ready: bool) {
+        self.ready.store(ready, Ordering::SeqCst);
+    }
+
+    /// The metrics in Prometheus' text format.
+    pub fn encode(&self) -> String {
+        let mut out = String::new();
+        // Writing into a String cannot fail.
+        let _ = prometheus_client::encoding::text::encode(&mut out, &self.registry);
+        out
+    }
+}
+
+/// Records a reconcile's duration when dropped, however the reconcile ends.
+pub struct ReconcileTimer<'a> {
+    histogram: &'a Histogram,
+    start: Instant,
+}
+
+impl Drop for ReconcileTimer<'_> {
+    fn drop(&mut self) {
+        self.histogram.observe(self.start.elapsed().as_secs_f64());
+    }
+}
+
+/// The ops HTTP routes.
+pub fn router(metrics: Arc<Metrics>) -> Router {
+    Router::new()
+        .route("/metrics", get(serve_metrics))
+        .route("/healthz", get(|| async { "ok" }))
+        .route("/readyz", get(serve_ready))
+        .with_state(metrics)
+}
+
+async fn serve_metrics(State(m): State<Arc<Metrics>>) -> impl IntoResponse {
+    (
+        [(
+            header::CONTENT_TYPE,
+            "application/openmetrics-text; version=1.0.0; charset=utf-8",
+        )],
+        m.encode(),
+    )
+}
+
+async fn serve_ready(State(m): State<Arc<Metrics>>) -> impl IntoResponse {
+    if m.ready.load(Ordering::SeqCst) {
+        (StatusCode::OK, "ready")
+    } else {
+        (StatusCode::SERVICE_UNAVAILABLE, "not ready")
+    }
+}
+
+/// Serves the ops routes on `address` until `shutdown` resolves.
+pub async fn serve(
+    address: SocketAddr,
+    metrics: Arc<Metrics>,
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+) -> Result<(), Error> {
+    let err = |source| Error::Serve {
+        address: address.to_string(),
+        source,
+    };
+    let listener = tokio::net::TcpListener::bind(address).await.map_err(err)?;
+    axum::serve(listener, router(metrics))
+        .with_graceful_shutdown(shutdown)
+        .await
+        .map_err(err)
+}
+
+/// JSON logs on stdout; `filter` is an `EnvFilter` directive such as `info` or
+/// `fledge_controller=debug`. Each line carries the reconcile span's namespace and canary.
+pub fn init_logs(filter: &str, json: bool) {
+    let filter = tracing_subscriber::EnvFilter::try_new(filter)
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt().with_env_filter(filter);
+    // A second initialisation (in tests) keeps the first subscriber.
+    let _ = if json {
+        builder
+            .json()
+            .with_current_span(true)
+            .with_span_list(false)
+            .try_init()
+    } else {
+        builder.try_init()
+    };
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn metrics_carry_the_fledge_prefix_and_the_canary_labels() {
+        let m = Metrics::new();
+        let before = RolloutState::default();
+        let after = RolloutState {
+            phase: Phase::Failed,
+            canary_weight: 0,
+            failed_checks: 2,
+            ..RolloutState::default()
+        };
+        m.record_canary("test", "podinfo", &before, &after);
+        let text = m.encode();
+        assert!(text.contains(r#"fledge_canary_status{namespace="test",name="podinfo"} 2"#));
+        assert!(
+            text.contains(r#"fledge_canary_failures_total{namespace="test",name="podinfo"} 1"#)
+        );
+        assert!(text.contains(r#"fledge_canary_failed_checks{namespace="test",name="podinfo"} 2"#));
+    }
+}

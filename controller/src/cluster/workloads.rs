@@ -1,0 +1,505 @@
+//! The workloads of a rollout, the way Flagger arranges them: the target Deployment is the canary;
+//! its clone `<target>-primary` serves the stable version; the Services `<svc>`, `<svc>-primary`
+//! and `<svc>-canary` select them; an HPA on the target is mirrored by `<hpa>-primary`.
+//!
+//! The objects are built by pure functions (tested without a cluster) and written with
+//! server-side apply under the field manager `fledge`, so a write repeated after a restart changes
+//! nothing.
+
+use std::collections::BTreeMap;
+use std::fmt;
+
+use k8s_openapi::api::apps::v1::Deployment;
+use k8s_openapi::api::autoscaling::v2::HorizontalPodAutoscaler;
+use k8s_openapi::api::core::v1::{Service, ServicePort, ServiceSpec};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta, OwnerReference};
+use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString as K8sIntOrString;
+use kube::api::{Api, DeleteParams, Patch, PatchParams};
+use kube::{Client, Resource};
+
+use super::{Error, FIELD_MANAGER, Result};
+use crate::rollout::Readiness;
+use crate::spec::{Canary, IntOrString, ObjectMetadata};
+
+/// Annotations that belong to the target's own history and must not be copied to the primary.
+const NOT_COPIED: &[&str] = &[
+    "kubectl.kubernetes.io/last-applied-configuration",
+    "deployment.kubernetes.io/revision",
+];
+
+/// Something wrong with the user's workload: reported, never retried blindly.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum WorkloadProblem {
+    /// The target Deployment has no `spec.selector.matchLabels`.
+    NoSelector { target: String },
+    /// The target kind is not a Deployment.
+    UnsupportedKind { target: String, kind: String },
+}
+
+impl fmt::Display for WorkloadProblem {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            WorkloadProblem::NoSelector { target } => write!(
+                f,
+                "Deployment {target} has no spec.selector.matchLabels; Fledge needs them to select \
+                 the primary and canary pods apart"
+            ),
+            WorkloadProblem::UnsupportedKind { target, kind } => write!(
+                f,
+                "spec.targetRef {target} has kind {kind}; only Deployment is supported"
+            ),
+        }
+    }
+}
+
+/// The name of the primary clone of `target`.
+pub fn primary_name(target: &str) -> String {
+    format!("{target}-primary")
+}
+
+/// The apex Service's name: `spec.service.name`, or the target's name.
+pub fn service_name(canary: &Canary) -> String {
+    canary
+        .spec
+        .service
+        .name
+        .clone()
+        .unwrap_or_else(|| canary.spec.target_ref.name.clone())
+}
+
+/// A stable hash of the Deployment's pod template: it changes exactly when the pods would.
+pub fn revision(target: &Deployment) -> String {
+    let template = target.spec.as_ref().map(|s| &s.template);
+    // Struct fields serialise in declaration order and maps are ordered: the bytes are stable.
+    let bytes = serde_json::to_vec(&template).unwrap_or_default();
+    format!("{:016x}", fnv1a(&bytes))
+}
+
+fn fnv1a(bytes: &[u8]) -> u64 {
+    bytes.iter().fold(0xcbf2_9ce4_8422_2325, |h, b| {
+        (h ^ u64::from(*b)).wrapping_mul(0x0000_0100_0000_01b3)
+    })
+}
+
+/// Ready replicas against desired ones, counting only pods of the current template: a
+/// Deployment whose rollout has not finished is not ready, which is what promotion waits on.
+pub fn readiness(dep: &Deployment) -> Readiness {
+    let desired = dep.spec.as_ref().and_then(|s| s.replicas).unwrap_or(1);
+    let status = dep.status.clone().unwrap_or_default();
+    let observed = status.observed_generation.unwrap_or(0) >= dep.metadata.generation.unwrap_or(0);
+    let ready = if observed {
+        status
+            .ready_replicas
+            .unwrap_or(0)
+            .min(status.updated_replicas.unwrap_or(0))
+    } else {
+        0
+    };
+    Readiness {
+        ready: u32::try_from(ready).unwrap_or(0),
+        desired: u32::try_from(desired).unwrap_or(0),
+    }
+}
+
+/// The target's selector labels, which Fledge rewrites to tell the primary apart.
+pub fn selector_labels(target: &Deployment) -> Result<BTreeMap<String, String>, WorkloadProblem> {
+    let labels = target
+        .spec
+        .as_ref()
+        .and_then(|s| s.selector.match_labels.clone())
+        .unwrap_or_default();
+    if labels.is_empty() {
+        return Err(WorkloadProblem::NoSelector {
+            target: target.metadata.name.clone().unwrap_or_default(),
+        });
+    }
+    Ok(labels)
+}
+
+/// The selector labels of the primary: every value `v` becomes `v-primary`.
+pub fn primary_labels(selector: &BTreeMap<String, String>) -> BTreeMap<String, String> {
+    selector
+        .iter()
+        .map(|(k, v)| (k.clone(), format!("{v}-primary")))
+        .collect()
+}
+
+fn owner(canary: &Canary) -> Vec<OwnerReference> {
+    canary.controller_owner_ref(&()).into_iter().collect()
+}
+
+fn relabel(
+    labels: Option<&BTreeMap<String, String>>,
+    primary: &BTreeMap<String, String>,
+) -> BTreeMap<String, String> {
+    let mut out = labels.cloned().unwrap_or_default();
+    out.extend(primary.iter().map(|(k, v)| (k.clone(), v.clone())));
+    out
+}
+
+/// The primary Deployment: the target's spec with its selector and pod labels rewritten, owned
+/// by the Canary. `replicas` is the primary's own count (the target's when it is created).
+pub fn primary_deployment(
+    canary: &Canary,
+    target: &Deployment,
+    replicas: Option<i32>,
+) -> Result<Deployment, WorkloadProblem> {
+    let selector = selector_labels(target)?;
+    let primary = primary_labels(&selector);
+    let name = primary_name(&canary.spec.target_ref.name);
+    let mut spec = target.spec.clone().unwrap_or_default();
+    spec.replicas = replicas;
+    spec.selector = LabelSelector {
+        match_labels: Some(primary.clone()),
+        match_expressions: None,
+    };
+    let mut template_meta = spec.template.metadata.take().unwrap_or_default();
+    template_meta.labels = Some(relabel(template_meta.labels.as_ref(), &primary));
+    spec.template.metadata = Some(template_meta);
+    let annotations: BTreeMap<String, String> = target
+        .metadata
+        .annotations
+        .iter()
+        .flatten()
+        .filter(|(k, _)| !NOT_COPIED.contains(&k.as_str()))
+        .map(|(k, v)| (k.clone(), v.clone()))
+        .collect();
+    Ok(Deployment {
+        metadata: ObjectMeta {
+            name: Some(name),
+            namespace: canary.metadata.namespace.clone(),
+            labels: Some(relabel(target.metadata.labels.as_ref(), &primary)),
+            annotations: (!annotations.is_empty()).then_some(annotations),
+            owner_references: Some(owner(canary)),
+            ..ObjectMeta::default()
+        },
+        spec: Some(spec),
+        status: None,
+    })
+}
+
+/// The Services `<svc>` (apex, to the primary), `<svc>-primary` and `<svc>-canary`.
+pub fn services(canary: &Canary, selector: &BTreeMap<String, String>) -> Vec<Service> {
+    let svc = &canary.spec.service;
+    let name = service_name(canary);
+    let primary = primary_labels(selector);
+    let port = ServicePort {
+        name: Some(svc.port_name.clone().unwrap_or_else(|| "http".into())),
+        port: svc.port,
+        protocol: Some("TCP".into()),
+        target_port: Some(match &svc.target_port {
+            Some(IntOrString::Int(p)) => K8sIntOrString::Int(*p),
+            Some(IntOrString::String(s)) => K8sIntOrString::String(s.clone()),
+            None => K8sIntOrString::Int(svc.port),
+        }),
+        ..ServicePort::default()
+    };
+    let build =
+        |name: String, selector: &BTreeMap<String, String>, meta: Option<&ObjectMetadata>| {
+            let meta = meta.cloned().unwrap_or_default();
+            Service {
+                metadata: ObjectMeta {
+                    name: Some(name),
+                    namespace: canary.metadata.namespace.clone(),
+                    labels: (!meta.labels.is_empty()).then_some(meta.labels),
+                    annotations: (!meta.annotations.is_empty()).then_some(meta.annotations),
+                    owner_references: Some(owner(canary)),
+                    ..ObjectMeta::default()
+                },
+                spec: Some(ServiceSpec {
+                    type_: Some("ClusterIP".into()),
+                    selector: Some(selector.clone()),
+                    ports: Some(vec![port.clone()]),
+                    ..ServiceSpec::default()
+                }),
+                status: None,
+            }
+        };
+    vec![
+        build(name.clone(), &primary, svc.apex.as_ref()),
+        build(format!("{name}-primary"), &primary, svc.primary.as_ref()),
+        build(format!("{name}-canary"), selector, svc.canary.as_ref()),
+    ]
+}
+
+/// The primary's HPA: the target's, pointed at the primary Deployment.
+pub fn primary_hpa(canary: &Canary, hpa: &HorizontalPodAutoscaler) -> HorizontalPodAutoscaler {
+    let mut spec = hpa.spec.clone().unwrap_or_default();
+    spec.scale_target_ref.name = primary_name(&canary.spec.target_ref.name);
+    HorizontalPodAutoscaler {
+        metadata: ObjectMeta {
+            name: Some(primary_name(
+                hpa.metadata.name.as_deref().unwrap_or_default(),
+            )),
+            namespace: canary.metadata.namespace.clone(),
+            labels: hpa.metadata.labels.clone(),
+            owner_references: Some(owner(canary)),
+            ..ObjectMeta::default()
+        },
+        spec: Some(spec),
+        status: None,
+    }
+}
+
+/// Reads and writes the workloads of one namespace.
+pub struct Workloads {
+    deployments: Api<Deployment>,
+    services: Api<Service>,
+    hpas: Api<HorizontalPodAutoscaler>,
+}
+
+fn read(kind: &'static str, name: &str) -> impl FnOnce(kube::Error) -> Error {
+    let name = name.to_string();
+    move |source| Error::Read { kind, name, source }
+}
+
+fn write(kind: &'static str, name: &str) -> impl FnOnce(kube::Error) -> Error {
+    let name = name.to_string();
+    move |source| Error::Write { kind, name, source }
+}
+
+impl Workloads {
+    pub fn new(client: Client, namespace: &str) -> Self {
+        Workloads {
+            deployments: Api::namespaced(client.clone(), namespace),
+            services: Api::namespaced(client.clone(), namespace),
+            hpas: Api::namespaced(client, namespace),
+        }
+    }
+
+    /// A Deployment, or `None` when it does not exist.
+    pub async fn deployment(&self, name: &str) -> Result<Option<Deployment>> {
+        self.deployments
+            .get_opt(name)
+            .await
+            .map_err(read("Deployment", name))
+    }
+
+    pub async fn hpa(&self, name: &str) -> Result<Option<HorizontalPodAutoscaler>> {
+        self.hpas
+            .get_opt(name)
+            .await
+            .map_err(read("HorizontalPodAutoscaler", name))
+    }
+
+    pub async fn apply_deployment(&self, dep: &Deployment) -> Result<()> {
+        let name = dep.metadata.name.clone().unwrap_or_default();
+        self.deployments
+            .patch(&name, &apply(), &Patch::Apply(dep))
+            .await
+            .map_err(write("Deployment", &name))?;
+        Ok(())
+    }
+
+    pub async fn apply_service(&self, svc: &Service) -> Result<()> {
+        let name = svc.metadata.name.clone().unwrap_or_default();
+        self.services
+            .patch(&name, &apply(), &Patch::Apply(svc))
+            .await
+            .map_err(write("Service", &name))?;
+        Ok(())
+    }
+
+    pub async fn apply_hpa(&self, hpa: &HorizontalPodAutoscaler) -> Result<()> {
+        let name = hpa.metadata.name.clone().unwrap_or_default();
+        self.hpas
+            .patch(&name, &apply(), &Patch::Apply(hpa))
+            .await
+            .map_err(write("HorizontalPodAutoscaler", &name))?;
+        Ok(())
+    }
+
+    /// Sets a Deployment's replicas (a merge patch: the user keeps ownership of the rest).
+    pub async fn scale(&self, name: &str, replicas: i32) -> Result<()> {
+        let patch = serde_json::json!({ "spec": { "replicas": replicas } });
+        self.deployments
+            .patch(name, &PatchParams::default(), &Patch::Merge(&patch))
+            .await
+            .map_err(write("Deployment", name))?;
+        Ok(())
+    }
+
+    /// Deletes a Deployment; one already gone is fine.
+    pub async fn delete_deployment(&self, name: &str) -> Result<()> {
+        match self
+            .deployments
+            .delete(name, &DeleteParams::default())
+            .await
+        {
+            Ok(_) => Ok(()),
+            Err(kube::Error::Api(s)) if s.code == 404 => Ok(()),
+            Err(source) => Err(Error::Write {
+                kind: "Deployment",
+                name: name.into(),
+                source,
+            }),
+        }
+    }
+
+    /// Deletes an HPA; one already gone is fine.
+    pub async fn delete_hpa(&self, name: &str) -> Result<()> {
+        match self.hpas.delete(name, &DeleteParams::default()).await {
+            Ok(_) => Ok(()),
+            Err(kube::Error::Api(s)) if s.code == 404 => Ok(()),
+            Err(source) => Err(Error::Write {
+                kind: "HorizontalPodAutoscaler",
+                name: name.into(),
+                source,
+            }),
+        }
+    }
+}
+
+fn apply() -> PatchParams {
+    PatchParams::apply(FIELD_MANAGER).force()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::spec::{CanarySpec, LocalObjectReference};
+    use k8s_openapi::api::apps::v1::DeploymentSpec;
+    use k8s_openapi::api::core::v1::{Container, PodSpec, PodTemplateSpec};
+
+    fn target(image: &str) -> Deployment {
+        let labels = BTreeMap::from([("app".to_string(), "podinfo".to_string())]);
+        Deployment {
+            metadata: ObjectMeta {
+                name: Some("podinfo".into()),
+                namespace: Some("test".into()),
+                labels: Some(labels.clone()),
+                annotations: Some(BTreeMap::from([
+                    (NOT_COPIED[0].to_string(), "{}".to_string()),
+                    ("team".to_string(), "a".to_string()),
+                ])),
+                ..ObjectMeta::default()
+            },
+            spec: Some(DeploymentSpec {
+                replicas: Some(2),
+                selector: LabelSelector {
+                    match_labels: Some(labels.clone()),
+                    match_expressions: None,
+                },
+                template: PodTemplateSpec {
+                    metadata: Some(ObjectMeta {
+                        labels: Some(labels),
+                        ..ObjectMeta::default()
+                    }),
+                    spec: Some(PodSpec {
+                        containers: vec![Container {
+                            name: "app".into(),
+                            image: Some(image.into()),
+                            ..Container::default()
+                        }],
+                        ..PodSpec::default()
+                    }),
+                },
+                ..DeploymentSpec::default()
+            }),
+            status: None,
+        }
+    }
+
+    fn canary() -> Canary {
+        let mut c = Canary::new(
+            "podinfo",
+            CanarySpec {
+                target_ref: LocalObjectReference {
+                    api_version: Some("apps/v1".into()),
+                    kind: "Deployment".into(),
+                    name: "podinfo".into(),
+                },
+                ..CanarySpec::default()
+            },
+        );
+        c.metadata.namespace = Some("test".into());
+        c.metadata.uid = Some("uid-1".into());
+        c
+    }
+
+    #[test]
+    fn the_revision_changes_with_the_pod_template_and_only_with_it() {
+        let a = target("podinfo:1");
+        let mut scaled = a.clone();
+        scaled.spec.as_mut().unwrap().replicas = Some(7);
+        assert_eq!(revision(&a), revision(&scaled));
+        assert_ne!(revision(&a), revision(&target("podinfo:2")));
+        assert_eq!(revision(&a), revision(&target("podinfo:1")));
+    }
+
+    #[test]
+    fn the_primary_selects_its_own_pods_and_is_owned_by_the_canary() {
+        let p = primary_deployment(&canary(), &target("podinfo:1"), Some(2)).unwrap();
+        let spec = p.spec.unwrap();
+        let want = BTreeMap::from([("app".to_string(), "podinfo-primary".to_string())]);
+        assert_eq!(spec.selector.match_labels, Some(want.clone()));
+        assert_eq!(spec.template.metadata.unwrap().labels, Some(want));
+        assert_eq!(p.metadata.name.as_deref(), Some("podinfo-primary"));
+        let owners = p.metadata.owner_references.unwrap();
+        assert_eq!(owners[0].kind, "Canary");
+        assert_eq!(owners[0].controller, Some(true));
+        let annotations = p.metadata.annotations.unwrap();
+        assert!(!annotations.contains_key(NOT_COPIED[0]));
+        assert_eq!(annotations.get("team").map(String::as_str), Some("a"));
+    }
+
+    #[test]
+    fn a_deployment_without_match_labels_is_reported_not_cloned() {
+        let mut t = target("podinfo:1");
+        t.spec.as_mut().unwrap().selector = LabelSelector::default();
+        assert_eq!(
+            primary_deployment(&canary(), &t, None),
+            Err(WorkloadProblem::NoSelector {
+                target: "podinfo".into()
+            })
+        );
+    }
+
+    #[test]
+    fn the_apex_and_primary_services_select_the_primary_and_the_canary_service_the_target() {
+        let selector = selector_labels(&target("podinfo:1")).unwrap();
+        let mut c = canary();
+        c.spec.service.port = 9898;
+        let svcs = services(&c, &selector);
+        let names: Vec<_> = svcs
+            .iter()
+            .map(|s| s.metadata.name.clone().unwrap())
+            .collect();
+        assert_eq!(names, ["podinfo", "podinfo-primary", "podinfo-canary"]);
+        let sel = |i: usize| svcs[i].spec.as_ref().unwrap().selector.clone().unwrap();
+        assert_eq!(sel(0)["app"], "podinfo-primary");
+        assert_eq!(sel(1)["app"], "podinfo-primary");
+        assert_eq!(sel(2)["app"], "podinfo");
+        let port = &svcs[0].spec.as_ref().unwrap().ports.as_ref().unwrap()[0];
+        assert_eq!(port.target_port, Some(K8sIntOrString::Int(9898)));
+    }
+
+    #[test]
+    fn readiness_counts_only_pods_of_a_finished_rollout() {
+        let mut d = target("podinfo:1");
+        d.metadata.generation = Some(3);
+        d.status = Some(k8s_openapi::api::apps::v1::DeploymentStatus {
+            observed_generation: Some(2),
+            ready_replicas: Some(2),
+            updated_replicas: Some(2),
+            ..Default::default()
+        });
+        assert_eq!(
+            readiness(&d),
+            Readiness {
+                ready: 0,
+                desired: 2
+            }
+        );
+        let status = d.status.as_mut().unwrap();
+        status.observed_generation = Some(3);
+        status.updated_replicas = Some(1);
+        assert_eq!(
+            readiness(&d),
+            Readiness {
+                ready: 1,
+                desired: 2
+            }
+        );
+    }
+}

@@ -1,0 +1,420 @@
+//! The reconciler against a fake API server: every request it makes, in order, for each stage
+//! of a rollout, and what it does when the API server says no.
+#![cfg(feature = "cluster")]
+
+mod cluster_support;
+
+use std::time::Duration;
+
+use cluster_support::*;
+use fledge_controller::analysis::MetricReading;
+use fledge_controller::cluster::{Error, error_policy};
+use kube::runtime::controller::Action;
+use serde_json::json;
+
+const SERVICES: &str = "/api/v1/namespaces/test/services";
+
+/// The writes since the last `clear_calls`, as `METHOD path` (routers and hooks by their call).
+fn write_paths(c: &FakeCluster) -> Vec<String> {
+    c.calls()
+        .iter()
+        .filter(|call| call.is_write())
+        .map(|call| format!("{} {}", call.method, call.path))
+        .collect()
+}
+
+fn last_write_to(c: &FakeCluster, path: &str) -> serde_json::Value {
+    c.calls()
+        .into_iter()
+        .rev()
+        .find(|call| call.is_write() && call.path == path)
+        .map(|call| call.body)
+        .unwrap_or_else(|| panic!("no write to {path}"))
+}
+
+fn events(c: &FakeCluster) -> Vec<String> {
+    c.writes()
+        .into_iter()
+        .filter(|w| w.starts_with("EVENT"))
+        .collect()
+}
+
+/// A cluster whose rollout of `podinfo:2` has reached `weight` percent on the canary.
+async fn progressing_at(weight: i64) -> FakeCluster {
+    let c = cluster_with(canary(json!({})), Some(deployment("podinfo:1")));
+    run_until(&c, "Initialized", 5).await;
+    set_image(&c, "podinfo:2");
+    c.advance_clock(Duration::from_secs(60));
+    for _ in 0..10 {
+        let ctx = c.context();
+        c.reconcile(&ctx).await.unwrap();
+        c.settle();
+        c.advance_clock(Duration::from_secs(60));
+        let status = c.get(CANARY).unwrap()["status"].clone();
+        if status["phase"] == "Progressing" && status["canaryWeight"] == weight {
+            c.clear_calls();
+            return c;
+        }
+    }
+    panic!("weight {weight} not reached");
+}
+
+#[tokio::test]
+async fn a_new_canary_gets_the_finalizer_before_anything_else() {
+    let mut obj = canary(json!({}));
+    obj["metadata"]["finalizers"] = json!(null);
+    let c = cluster_with(obj, Some(deployment("podinfo:1")));
+    let action = c.reconcile(&c.context()).await.unwrap();
+    assert_eq!(action, Action::await_change());
+    assert_eq!(write_paths(&c), [format!("PATCH {CANARY}")]);
+    assert_eq!(
+        c.get(CANARY).unwrap()["metadata"]["finalizers"],
+        json!(["fledge.dev/finalizer"])
+    );
+}
+
+#[tokio::test]
+async fn initialisation_clones_the_primary_creates_the_services_and_routes_all_to_it() {
+    let c = cluster_with(canary(json!({})), Some(deployment("podinfo:1")));
+    c.reconcile(&c.context()).await.unwrap();
+    assert_eq!(
+        write_paths(&c),
+        [
+            format!("PATCH {PRIMARY}"),
+            format!("PATCH {SERVICES}/podinfo"),
+            format!("PATCH {SERVICES}/podinfo-primary"),
+            format!("PATCH {SERVICES}/podinfo-canary"),
+            "ROUTER reconcile istio".into(),
+            "ROUTER set_routes istio primary 100%, canary 0%".into(),
+            format!("PATCH {CANARY}/status"),
+        ]
+    );
+    let primary = last_write_to(&c, PRIMARY);
+    assert_eq!(
+        primary["spec"]["selector"]["matchLabels"]["app"],
+        "podinfo-primary"
+    );
+    assert_eq!(primary["spec"]["replicas"], 2);
+    assert_eq!(primary["metadata"]["ownerReferences"][0]["kind"], "Canary");
+    assert_eq!(
+        primary["spec"]["template"]["spec"]["containers"][0]["image"],
+        "podinfo:1"
+    );
+    let apex = last_write_to(&c, &format!("{SERVICES}/podinfo"));
+    assert_eq!(apex["spec"]["selector"]["app"], "podinfo-primary");
+    let canary_svc = last_write_to(&c, &format!("{SERVICES}/podinfo-canary"));
+    assert_eq!(canary_svc["spec"]["selector"]["app"], "podinfo");
+    assert_eq!(c.phase(), "Initializing");
+
+    // The primary becomes ready: the target (now the canary) is scaled to zero.
+    c.settle();
+    c.clear_calls();
+    c.reconcile(&c.context()).await.unwrap();
+    assert_eq!(
+        write_paths(&c),
+        [
+            format!("PATCH {TARGET}"),
+            format!("POST {EVENTS}"),
+            format!("PATCH {CANARY}/status"),
+        ]
+    );
+    assert_eq!(last_write_to(&c, TARGET), json!({"spec": {"replicas": 0}}));
+    assert_eq!(
+        events(&c),
+        [
+            "EVENT Normal Initialized: Initialization done! podinfo-primary is ready and serves all traffic"
+        ]
+    );
+    let status = c.get(CANARY).unwrap()["status"].clone();
+    assert_eq!(status["phase"], "Initialized");
+    assert_eq!(status["conditions"][0]["type"], "Promoted");
+    assert_eq!(status["conditions"][0]["status"], "True");
+}
+
+#[tokio::test]
+async fn a_passing_step_raises_the_weight_and_records_it() {
+    let c = progressing_at(10).await;
+    c.reconcile(&c.context()).await.unwrap();
+    assert_eq!(
+        write_paths(&c),
+        [
+            "ROUTER set_routes istio primary 80%, canary 20%".to_string(),
+            format!("POST {EVENTS}"),
+            format!("PATCH {CANARY}/status"),
+        ]
+    );
+    assert_eq!(
+        events(&c),
+        ["EVENT Normal Progressing: Advance podinfo canary weight 20%"]
+    );
+    let patch = last_write_to(&c, &format!("{CANARY}/status"));
+    assert_eq!(patch["status"]["canaryWeight"], 20);
+    assert_eq!(patch["status"]["state"]["canaryWeight"], 20);
+    assert!(patch["metadata"]["resourceVersion"].is_string());
+}
+
+#[tokio::test]
+async fn promotion_copies_the_template_then_returns_traffic_then_scales_the_canary_down() {
+    let c = progressing_at(30).await;
+    c.reconcile(&c.context()).await.unwrap();
+    assert_eq!(
+        write_paths(&c),
+        [
+            format!("PATCH {PRIMARY}"),
+            format!("POST {EVENTS}"),
+            format!("PATCH {CANARY}/status"),
+        ]
+    );
+    let primary = last_write_to(&c, PRIMARY);
+    assert_eq!(
+        primary["spec"]["template"]["spec"]["containers"][0]["image"],
+        "podinfo:2"
+    );
+    assert_eq!(
+        primary["spec"]["template"]["metadata"]["labels"]["app"],
+        "podinfo-primary"
+    );
+    assert_eq!(c.phase(), "Promoting");
+
+    // The primary's rollout of the new template completes: traffic goes back to it.
+    c.settle();
+    c.clear_calls();
+    c.reconcile(&c.context()).await.unwrap();
+    assert_eq!(
+        write_paths(&c),
+        [
+            "ROUTER set_routes istio primary 100%, canary 0%".to_string(),
+            format!("POST {EVENTS}"),
+            format!("PATCH {CANARY}/status"),
+        ]
+    );
+    assert_eq!(c.phase(), "Finalising");
+
+    c.clear_calls();
+    c.reconcile(&c.context()).await.unwrap();
+    assert_eq!(
+        write_paths(&c),
+        [
+            format!("PATCH {TARGET}"),
+            format!("POST {EVENTS}"),
+            format!("PATCH {CANARY}/status"),
+        ]
+    );
+    assert_eq!(last_write_to(&c, TARGET), json!({"spec": {"replicas": 0}}));
+    let status = c.get(CANARY).unwrap()["status"].clone();
+    assert_eq!(status["phase"], "Succeeded");
+    assert_eq!(status["conditions"][0]["status"], "True");
+    assert_eq!(status["lastPromotedSpec"], status["lastAppliedSpec"]);
+}
+
+#[tokio::test]
+async fn a_failing_metric_halts_then_rolls_back_at_the_threshold() {
+    let c = progressing_at(10).await;
+    c.set_metric("request-success-rate", MetricReading::Value { value: 90.0 });
+    c.reconcile(&c.context()).await.unwrap();
+    assert_eq!(
+        events(&c),
+        [
+            "EVENT Warning Halted: Halt podinfo advancement: request-success-rate 90.00% < 99% (min) (failed checks 1/2)"
+        ]
+    );
+    assert_eq!(c.routes().unwrap().canary, 10);
+
+    c.clear_calls();
+    c.advance_clock(Duration::from_secs(60));
+    c.reconcile(&c.context()).await.unwrap();
+    assert_eq!(
+        write_paths(&c),
+        [
+            "ROUTER set_routes istio primary 100%, canary 0%".to_string(),
+            format!("PATCH {TARGET}"),
+            format!("POST {EVENTS}"),
+            format!("PATCH {CANARY}/status"),
+        ]
+    );
+    assert_eq!(
+        events(&c),
+        [
+            "EVENT Warning RolledBack: Rolling back podinfo: failed checks threshold reached (2/2): request-success-rate 90.00% < 99% (min)"
+        ]
+    );
+    let status = c.get(CANARY).unwrap()["status"].clone();
+    assert_eq!(status["phase"], "Failed");
+    assert_eq!(status["conditions"][0]["status"], "False");
+    assert_eq!(status["conditions"][0]["reason"], "Failed");
+}
+
+#[tokio::test]
+async fn deleting_a_canary_restores_routing_then_removes_the_finalizer() {
+    let c = progressing_at(10).await;
+    let mut obj = c.get(CANARY).unwrap();
+    obj["metadata"]["deletionTimestamp"] = json!("2023-11-14T22:20:00Z");
+    c.put(CANARY, obj);
+    let action = c.reconcile(&c.context()).await.unwrap();
+    assert_eq!(action, Action::await_change());
+    assert_eq!(
+        write_paths(&c),
+        [
+            "ROUTER finalize istio".to_string(),
+            format!("POST {EVENTS}"),
+            format!("PATCH {CANARY}/status"),
+            format!("PATCH {CANARY}"),
+        ]
+    );
+    assert_eq!(c.routes().unwrap().primary, 100);
+    let obj = c.get(CANARY).unwrap();
+    assert_eq!(obj["status"]["phase"], "Terminated");
+    assert_eq!(obj["metadata"]["finalizers"], json!([]));
+}
+
+#[tokio::test]
+async fn deleting_with_revert_on_deletion_restores_the_original_workload() {
+    let c = cluster_with(
+        canary(json!({"revertOnDeletion": true})),
+        Some(deployment("podinfo:1")),
+    );
+    run_until(&c, "Initialized", 5).await;
+    let mut obj = c.get(CANARY).unwrap();
+    obj["metadata"]["deletionTimestamp"] = json!("2023-11-14T22:20:00Z");
+    c.put(CANARY, obj);
+    c.clear_calls();
+    c.reconcile(&c.context()).await.unwrap();
+    assert_eq!(
+        write_paths(&c),
+        [
+            "ROUTER finalize istio".to_string(),
+            format!("PATCH {TARGET}"),
+            format!("PATCH {SERVICES}/podinfo"),
+            format!("DELETE {PRIMARY}"),
+            format!("POST {EVENTS}"),
+            format!("PATCH {CANARY}/status"),
+            format!("PATCH {CANARY}"),
+        ]
+    );
+    assert_eq!(last_write_to(&c, TARGET), json!({"spec": {"replicas": 2}}));
+    let apex = last_write_to(&c, &format!("{SERVICES}/podinfo"));
+    assert_eq!(apex["spec"]["selector"]["app"], "podinfo");
+    assert!(c.get(PRIMARY).is_none());
+}
+
+#[tokio::test]
+async fn a_status_write_that_conflicts_is_retried_on_a_fresh_read() {
+    let c = progressing_at(10).await;
+    c.fail("PATCH", &format!("{CANARY}/status"), 409, 1);
+    c.reconcile(&c.context()).await.unwrap();
+    let tail: Vec<String> = c
+        .calls()
+        .iter()
+        .rev()
+        .take(3)
+        .rev()
+        .map(|call| format!("{} {}", call.method, call.path))
+        .collect();
+    assert_eq!(
+        tail,
+        [
+            format!("PATCH {CANARY}/status"),
+            format!("GET {CANARY}"),
+            format!("PATCH {CANARY}/status"),
+        ]
+    );
+    assert_eq!(c.get(CANARY).unwrap()["status"]["canaryWeight"], 20);
+}
+
+#[tokio::test]
+async fn a_conflict_with_another_writer_of_the_status_is_left_to_the_next_reconcile() {
+    let c = progressing_at(10).await;
+    c.fail("PATCH", &format!("{CANARY}/status"), 409, 1);
+    // Another writer records a different status before the retry reads it.
+    let ctx = c.context();
+    let stale = c.canary();
+    let mut obj = c.get(CANARY).unwrap();
+    obj["status"]["message"] = json!("written by someone else");
+    c.put(CANARY, obj);
+    let err = fledge_controller::cluster::reconcile(std::sync::Arc::new(stale), ctx)
+        .await
+        .unwrap_err();
+    assert!(matches!(err, Error::StatusConflict { .. }), "{err}");
+}
+
+#[tokio::test]
+async fn a_server_error_fails_the_reconcile_which_backs_off_and_then_succeeds() {
+    let c = cluster_with(canary(json!({})), Some(deployment("podinfo:1")));
+    c.fail("PATCH", PRIMARY, 500, 1);
+    let ctx = c.context();
+    let err = c.reconcile(&ctx).await.unwrap_err();
+    assert!(
+        matches!(
+            err,
+            Error::Write {
+                kind: "Deployment",
+                ..
+            }
+        ),
+        "{err}"
+    );
+    // Nothing after the failed write was attempted, and no state was recorded.
+    assert_eq!(write_paths(&c), [format!("PATCH {PRIMARY}")]);
+    assert!(c.get(CANARY).unwrap()["status"].is_null());
+    let action = error_policy(std::sync::Arc::new(c.canary()), &err, ctx.clone());
+    assert_eq!(action, Action::requeue(Duration::from_secs(5)));
+    assert!(
+        ctx.metrics
+            .encode()
+            .contains(r#"fledge_reconcile_errors_total{error="write"} 1"#)
+    );
+    c.reconcile(&ctx).await.unwrap();
+    assert_eq!(c.phase(), "Initializing");
+    assert!(c.get(PRIMARY).is_some());
+}
+
+#[tokio::test]
+async fn an_operator_abort_rolls_back_at_once_and_clears_the_command() {
+    let c = progressing_at(20).await;
+    let mut obj = c.get(CANARY).unwrap();
+    obj["metadata"]["annotations"] = json!({"fledge.dev/command": "abort"});
+    c.put(CANARY, obj);
+    c.reconcile(&c.context()).await.unwrap();
+    assert_eq!(c.phase(), "Failed");
+    assert_eq!(c.routes().unwrap().canary, 0);
+    assert_eq!(
+        last_write_to(&c, CANARY),
+        json!({"metadata": {"annotations": {"fledge.dev/command": null}}})
+    );
+    assert!(
+        c.get(CANARY).unwrap()["metadata"]["annotations"]
+            .get("fledge.dev/command")
+            .is_none()
+    );
+}
+
+#[tokio::test]
+async fn an_operator_promote_opens_a_confirm_promotion_gate() {
+    let spec = json!({"analysis": {"webhooks": [
+        {"name": "gate", "type": "confirm-promotion", "url": "http://gate/approve"}
+    ]}});
+    let c = cluster_with(canary(spec), Some(deployment("podinfo:1")));
+    c.set_hook(
+        "gate",
+        fledge_controller::rollout::HookOutcome::Failed("closed".into()),
+    );
+    run_until(&c, "Initialized", 5).await;
+    set_image(&c, "podinfo:2");
+    run_until(&c, "WaitingPromotion", 10).await;
+    let mut obj = c.get(CANARY).unwrap();
+    obj["metadata"]["annotations"] = json!({"fledge.dev/command": "promote"});
+    c.put(CANARY, obj);
+    c.reconcile(&c.context()).await.unwrap();
+    assert_eq!(c.phase(), "Promoting");
+}
+
+#[tokio::test]
+async fn the_requeue_is_shorter_while_waiting_on_workloads_than_between_steps() {
+    let c = cluster_with(canary(json!({})), Some(deployment("podinfo:1")));
+    let ctx = c.context();
+    let waiting = c.reconcile(&ctx).await.unwrap();
+    assert_eq!(waiting, Action::requeue(Duration::from_secs(10)));
+    c.settle();
+    let idle = c.reconcile(&ctx).await.unwrap();
+    assert_eq!(idle, Action::requeue(Duration::from_secs(60)));
+}
