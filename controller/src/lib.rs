@@ -6,6 +6,8 @@ pub mod analysis;
 pub mod rollout;
 pub mod spec;
 #[cfg(feature = "cluster")]
+pub mod cluster;
+#[cfg(feature = "cluster")]
 pub mod metrics;
 #[cfg(feature = "cluster")]
 pub mod router;
