@@ -12,12 +12,17 @@ use sim::{Flagger, Outcome, Scenario, binomial, median_look, rate, run_rollout};
 
 const ROLLOUTS: usize = 2000;
 const PRIMARY_ERROR_RATE: f64 = 0.005;
-const FLAGGER: Flagger = Flagger { min_success_rate: 99.0, threshold: 5 };
+const FLAGGER: Flagger = Flagger {
+    min_success_rate: 99.0,
+    threshold: 5,
+};
 
 fn run(scenario: &Scenario, seed: u64) -> Vec<Outcome> {
     let config = ErrorRateConfig::default();
     let mut rng = Pcg64Mcg::seed_from_u64(seed);
-    (0..ROLLOUTS).map(|_| run_rollout(&mut rng, scenario, &config, FLAGGER)).collect()
+    (0..ROLLOUTS)
+        .map(|_| run_rollout(&mut rng, scenario, &config, FLAGGER))
+        .collect()
 }
 
 /// alpha plus three binomial standard errors at `ROLLOUTS` runs.
@@ -30,7 +35,10 @@ fn identical_canary_and_primary_are_rolled_back_in_at_most_alpha_of_2000_rollout
     // The canary's weight climbs 10% to 50% in five steps of ten looks, 2,000 requests a look,
     // and every look is judged, even after NoWorse: the most looks a rollout could take.
     let scenario = Scenario {
-        steps: [0.1, 0.2, 0.3, 0.4, 0.5].iter().map(|w| (2000.0 * w, 2000.0 * (1.0 - w))).collect(),
+        steps: [0.1, 0.2, 0.3, 0.4, 0.5]
+            .iter()
+            .map(|w| (2000.0 * w, 2000.0 * (1.0 - w)))
+            .collect(),
         looks_per_step: 10,
         poisson_traffic: false,
         primary_error_rate: PRIMARY_ERROR_RATE,
@@ -39,7 +47,10 @@ fn identical_canary_and_primary_are_rolled_back_in_at_most_alpha_of_2000_rollout
     let outcomes = run(&scenario, 11);
     let false_rollbacks = rate(&outcomes, |o| o.first_regressed.is_some());
     let bound = alpha_with_sampling_margin(ErrorRateConfig::default().alpha);
-    assert!(false_rollbacks <= bound, "false rollbacks {false_rollbacks} > {bound}");
+    assert!(
+        false_rollbacks <= bound,
+        "false rollbacks {false_rollbacks} > {bound}"
+    );
 }
 
 #[test]
@@ -50,11 +61,15 @@ fn identical_canary_and_primary_at_low_traffic_are_rolled_back_in_at_most_alpha(
     let outcomes = run(&scenario, 12);
     let false_rollbacks = rate(&outcomes, |o| o.first_regressed.is_some());
     let bound = alpha_with_sampling_margin(ErrorRateConfig::default().alpha);
-    assert!(false_rollbacks <= bound, "false rollbacks {false_rollbacks} > {bound}");
+    assert!(
+        false_rollbacks <= bound,
+        "false rollbacks {false_rollbacks} > {bound}"
+    );
 }
 
 #[test]
-fn a_canary_failing_three_times_as_often_at_1000_requests_a_look_is_rolled_back_in_over_99_percent() {
+fn a_canary_failing_three_times_as_often_at_1000_requests_a_look_is_rolled_back_in_over_99_percent()
+{
     let scenario = Scenario::single_step(1000.0, 1000.0, 50, PRIMARY_ERROR_RATE, 3.0);
     let outcomes = run(&scenario, 13);
     // Detected means rolled back before the step was ever declared NoWorse.
@@ -66,7 +81,10 @@ fn a_canary_failing_three_times_as_often_at_1000_requests_a_look_is_rolled_back_
     assert!(detected > 0.99, "detected {detected}");
     // About 20 canary failures a look against 5 expected: a handful of looks is enough.
     let median = median_look(&outcomes, |o| o.first_regressed);
-    assert!(median.is_some_and(|m| m <= 6), "median look of rollback {median:?}");
+    assert!(
+        median.is_some_and(|m| m <= 6),
+        "median look of rollback {median:?}"
+    );
 }
 
 #[test]

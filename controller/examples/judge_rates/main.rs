@@ -22,9 +22,14 @@ fn main() {
     let rollouts: usize = args.next().and_then(|a| a.parse().ok()).unwrap_or(2000);
     let seed: u64 = args.next().and_then(|a| a.parse().ok()).unwrap_or(7);
     let config = ErrorRateConfig::new(0.01, RateMargin::Absolute(1.0), 100);
-    let flagger = Flagger { min_success_rate: 99.0, threshold: 5 };
+    let flagger = Flagger {
+        min_success_rate: 99.0,
+        threshold: 5,
+    };
 
-    println!("Error-rate judges on simulated rollouts: {rollouts} rollouts x {LOOKS} intervals per cell, seed {seed}.");
+    println!(
+        "Error-rate judges on simulated rollouts: {rollouts} rollouts x {LOOKS} intervals per cell, seed {seed}."
+    );
     println!(
         "Each interval: Poisson(N) canary requests and Poisson({}N) primary requests (canary at {:.0}% weight),",
         (1.0 - CANARY_SHARE) / CANARY_SHARE,
@@ -38,7 +43,12 @@ fn main() {
     );
     println!(
         "Sequential: alpha {}, beta {}, margin {:?}, min {} canary requests per step (one step). Flagger: success rate >= {}%, threshold {}, no requests = failed check.",
-        config.alpha, config.beta, config.margin, config.min_requests, flagger.min_success_rate, flagger.threshold
+        config.alpha,
+        config.beta,
+        config.margin,
+        config.min_requests,
+        flagger.min_success_rate,
+        flagger.threshold
     );
     println!(
         "False rollback: rolled back within {LOOKS} intervals on A/A (every interval judged, even after NoWorse). Detection: rolled back within {LOOKS} intervals on {REGRESSION}x."
@@ -46,7 +56,13 @@ fn main() {
     println!();
     println!(
         "{:>12} | {:<10} | {:>14} | {:>9} | {:>17} | {:>22} | {:>17}",
-        "N/interval", "judge", "false rollback", "detection", "median to detect", "A/A NoWorse (median)", "3x NoWorse first"
+        "N/interval",
+        "judge",
+        "false rollback",
+        "detection",
+        "median to detect",
+        "A/A NoWorse (median)",
+        "3x NoWorse first"
     );
     println!("{}", "-".repeat(120));
     for (i, n) in [5.0, 50.0, 500.0].into_iter().enumerate() {
@@ -57,7 +73,9 @@ fn main() {
                 poisson_traffic: true,
                 ..Scenario::single_step(n, primary, LOOKS, PRIMARY_ERROR_RATE, ratio)
             };
-            (0..rollouts).map(|_| run_rollout(&mut rng, &scenario, &config, flagger)).collect()
+            (0..rollouts)
+                .map(|_| run_rollout(&mut rng, &scenario, &config, flagger))
+                .collect()
         };
         let healthy = run(1.0, 1);
         let regressed = run(REGRESSION, 2);
@@ -72,10 +90,12 @@ fn main() {
             100.0 * rate(&healthy, |o| o.first_no_worse.is_some()),
             looks(median_look(&healthy, |o| o.first_no_worse)),
             100.0
-                * rate(&regressed, |o| match (o.first_no_worse, o.first_regressed) {
-                    (Some(nw), Some(r)) => nw < r,
-                    (Some(_), None) => true,
-                    _ => false,
+                * rate(&regressed, |o| {
+                    match (o.first_no_worse, o.first_regressed) {
+                        (Some(nw), Some(r)) => nw < r,
+                        (Some(_), None) => true,
+                        _ => false,
+                    }
                 }),
         );
         println!(

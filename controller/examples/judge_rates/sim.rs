@@ -22,7 +22,13 @@ pub struct Scenario {
 
 impl Scenario {
     /// One step of `looks` looks at a fixed split.
-    pub fn single_step(canary: f64, primary: f64, looks: u32, primary_rate: f64, ratio: f64) -> Self {
+    pub fn single_step(
+        canary: f64,
+        primary: f64,
+        looks: u32,
+        primary_rate: f64,
+        ratio: f64,
+    ) -> Self {
         Scenario {
             steps: vec![(canary, primary)],
             looks_per_step: looks,
@@ -88,8 +94,7 @@ pub fn run_rollout(
                 }
                 Decision::Undecided => {}
             }
-            let check_failed =
-                n_c == 0.0 || 100.0 * (1.0 - f_c / n_c) < flagger.min_success_rate;
+            let check_failed = n_c == 0.0 || 100.0 * (1.0 - f_c / n_c) < flagger.min_success_rate;
             if check_failed {
                 failed_checks += 1;
                 if failed_checks >= flagger.threshold {

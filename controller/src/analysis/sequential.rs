@@ -758,7 +758,11 @@ mod tests {
         assert!((lr(3.0) - 1.6875).abs() < 1e-12);
         let expected: f64 =
             REGRESSION_RATIOS.iter().map(|&r| lr(r)).sum::<f64>() / REGRESSION_RATIOS.len() as f64;
-        assert!((j.e_value - expected).abs() < 1e-9, "{} vs {expected}", j.e_value);
+        assert!(
+            (j.e_value - expected).abs() < 1e-9,
+            "{} vs {expected}",
+            j.e_value
+        );
         assert_eq!(j.decision, Decision::Undecided);
     }
 
@@ -769,7 +773,10 @@ mod tests {
         // For r = 25: 250 / 34 = 7.35.
         let mut evidence = ErrorRateEvidence::default();
         let j = evidence.observe(&config(), counts(100.0, 1.0), counts(900.0, 0.0));
-        let expected: f64 = REGRESSION_RATIOS.iter().map(|&r| 10.0 * r / (r + 9.0)).sum::<f64>()
+        let expected: f64 = REGRESSION_RATIOS
+            .iter()
+            .map(|&r| 10.0 * r / (r + 9.0))
+            .sum::<f64>()
             / REGRESSION_RATIOS.len() as f64;
         assert!((j.e_value - expected).abs() < 1e-9);
     }
@@ -780,7 +787,11 @@ mod tests {
         let j = evidence.observe(&config(), counts(1000.0, 40.0), counts(9000.0, 45.0));
         assert_eq!(j.decision, Decision::Regressed);
         assert!(j.e_value >= 100.0);
-        assert!(j.reason.starts_with("canary fails more often than primary"), "{}", j.reason);
+        assert!(
+            j.reason.starts_with("canary fails more often than primary"),
+            "{}",
+            j.reason
+        );
         assert!(j.reason.contains("4.00% (40/1000)"), "{}", j.reason);
         assert!(j.reason.contains("rolls back at 100"), "{}", j.reason);
     }
@@ -793,7 +804,9 @@ mod tests {
         assert_eq!(j.decision, Decision::Undecided);
         assert!(j.is_short_of_traffic());
         assert!(
-            j.reason.starts_with("not enough traffic to judge: 50 canary requests in this step, need 100"),
+            j.reason.starts_with(
+                "not enough traffic to judge: 50 canary requests in this step, need 100"
+            ),
             "{}",
             j.reason
         );
@@ -806,7 +819,11 @@ mod tests {
         assert_eq!(j.decision, Decision::NoWorse, "{}", j.reason);
         let bound = j.upper_bound.unwrap();
         assert!(bound > 0.0 && bound < 1.0, "{bound}");
-        assert!(j.reason.starts_with("canary no worse than primary"), "{}", j.reason);
+        assert!(
+            j.reason.starts_with("canary no worse than primary"),
+            "{}",
+            j.reason
+        );
     }
 
     #[test]
@@ -825,18 +842,30 @@ mod tests {
     fn no_worse_is_withheld_when_the_canary_is_clearly_worse_by_the_margin() {
         // Canary 2.5%, primary 0.5%: 2 points worse, beyond the 1-point margin; the rollback side
         // fires long before, so check the bound directly.
-        let step = Side2 { canary: counts(100_000.0, 2500.0), primary: counts(900_000.0, 4500.0) };
+        let step = Side2 {
+            canary: counts(100_000.0, 2500.0),
+            primary: counts(900_000.0, 4500.0),
+        };
         let bound = no_worse_bound(&config(), &step);
         assert!(bound > 2.0 && bound < 2.5, "{bound}");
     }
 
     #[test]
     fn the_confidence_sequence_brackets_the_estimate_and_is_tight_at_its_ends() {
-        for (n, f) in [(1.0, 0.0), (10.0, 1.0), (1000.0, 5.0), (1e6, 5000.0), (50.0, 50.0)] {
+        for (n, f) in [
+            (1.0, 0.0),
+            (10.0, 1.0),
+            (1000.0, 5.0),
+            (1e6, 5000.0),
+            (50.0, 50.0),
+        ] {
             let cs = BetaBinomialSequence::new(counts(n, f));
             let (lo, hi) = (cs.lower(0.005), cs.upper(0.005));
             let estimate = f / n;
-            assert!(lo <= estimate && estimate <= hi, "{n} {f}: {lo} {estimate} {hi}");
+            assert!(
+                lo <= estimate && estimate <= hi,
+                "{n} {f}: {lo} {estimate} {hi}"
+            );
             if hi < 1.0 {
                 assert!(cs.excess(hi, 0.005).abs() < 1e-6, "{n} {f}");
             }
@@ -855,8 +884,16 @@ mod tests {
         evidence.observe(&config(), counts(500.0, 2.0), counts(4500.0, 20.0));
         let j = evidence.observe(&config(), counts(300.0, 2.0), counts(4600.0, 21.0));
         assert_eq!(j.decision, Decision::Undecided);
-        assert!(matches!(j.input_error, Some(InputError::CounterDecreased { .. })));
-        assert!(j.reason.contains("canary requests went down from 500 to 300"), "{}", j.reason);
+        assert!(matches!(
+            j.input_error,
+            Some(InputError::CounterDecreased { .. })
+        ));
+        assert!(
+            j.reason
+                .contains("canary requests went down from 500 to 300"),
+            "{}",
+            j.reason
+        );
         assert_eq!(evidence.step_counts().0, counts(500.0, 2.0));
         // The next look counts from the reset value.
         evidence.observe(&config(), counts(400.0, 2.0), counts(4700.0, 21.0));
@@ -877,7 +914,11 @@ mod tests {
             let j = evidence.observe(&config(), canary, primary);
             assert_eq!(j.decision, Decision::Undecided, "{canary:?} {primary:?}");
             assert!(j.input_error.is_some());
-            assert!(j.reason.starts_with("this look's counts are unusable"), "{}", j.reason);
+            assert!(
+                j.reason.starts_with("this look's counts are unusable"),
+                "{}",
+                j.reason
+            );
             assert_eq!(evidence.looks(), 0);
         }
     }
@@ -885,15 +926,32 @@ mod tests {
     #[test]
     fn invalid_settings_never_judge() {
         for cfg in [
-            ErrorRateConfig { alpha: 0.0, ..config() },
-            ErrorRateConfig { beta: f64::NAN, ..config() },
-            ErrorRateConfig { margin: RateMargin::Absolute(-1.0), ..config() },
-            ErrorRateConfig { margin: RateMargin::Relative(f64::INFINITY), ..config() },
+            ErrorRateConfig {
+                alpha: 0.0,
+                ..config()
+            },
+            ErrorRateConfig {
+                beta: f64::NAN,
+                ..config()
+            },
+            ErrorRateConfig {
+                margin: RateMargin::Absolute(-1.0),
+                ..config()
+            },
+            ErrorRateConfig {
+                margin: RateMargin::Relative(f64::INFINITY),
+                ..config()
+            },
         ] {
             let mut evidence = ErrorRateEvidence::default();
             let j = evidence.observe(&cfg, counts(1e5, 0.0), counts(1e5, 0.0));
             assert_eq!(j.decision, Decision::Undecided);
-            assert!(j.reason.starts_with("cannot judge the error rate: invalid settings"), "{}", j.reason);
+            assert!(
+                j.reason
+                    .starts_with("cannot judge the error rate: invalid settings"),
+                "{}",
+                j.reason
+            );
         }
     }
 
@@ -913,7 +971,11 @@ mod tests {
 
     #[test]
     fn cumulative_and_incremental_looks_accumulate_the_same_evidence() {
-        let looks = [(100.0, 1.0, 900.0, 3.0), (150.0, 0.0, 800.0, 5.0), (120.0, 4.0, 1000.0, 2.0)];
+        let looks = [
+            (100.0, 1.0, 900.0, 3.0),
+            (150.0, 0.0, 800.0, 5.0),
+            (120.0, 4.0, 1000.0, 2.0),
+        ];
         let (mut cumulative, mut incremental) =
             (ErrorRateEvidence::default(), ErrorRateEvidence::default());
         let (mut canary, mut primary) = (Counts::default(), Counts::default());
@@ -945,7 +1007,10 @@ mod tests {
         let mut evidence: ErrorRateEvidence = serde_json::from_str(json).unwrap();
         let j = evidence.observe(&config(), counts(1e4, 0.0), counts(1e4, 0.0));
         assert_eq!(j.decision, Decision::Undecided);
-        assert!(matches!(j.input_error, Some(InputError::CorruptEvidence { found: 1, .. })));
+        assert!(matches!(
+            j.input_error,
+            Some(InputError::CorruptEvidence { found: 1, .. })
+        ));
     }
 
     #[test]
