@@ -192,6 +192,11 @@ impl FakeCluster {
         s.objects.insert(path.into(), object);
     }
 
+    /// Someone deletes an object (not logged: it is not the controller's call).
+    pub fn delete(&self, path: &str) {
+        self.store.lock().unwrap().objects.remove(path);
+    }
+
     pub fn get(&self, path: &str) -> Option<Value> {
         self.store.lock().unwrap().objects.get(path).cloned()
     }
@@ -320,6 +325,19 @@ impl FakeCluster {
                 Some(o) => (200, o.clone()),
                 None => (404, status(404, "NotFound", &format!("{path} not found"))),
             },
+            "PUT" => {
+                let Some(current) = s.objects.get(&object_path) else {
+                    return (404, status(404, "NotFound", "not found"));
+                };
+                if body["metadata"]["resourceVersion"] != current["metadata"]["resourceVersion"] {
+                    return (409, status(409, "Conflict", "the object has been modified"));
+                }
+                s.version += 1;
+                let mut obj = body.clone();
+                obj["metadata"]["resourceVersion"] = json!(s.version.to_string());
+                s.objects.insert(object_path, obj.clone());
+                (200, obj)
+            }
             "DELETE" => match s.objects.remove(&object_path) {
                 Some(_) => (200, status(200, "", "deleted")),
                 None => (404, status(404, "NotFound", "not found")),
@@ -411,11 +429,16 @@ impl FakeCluster {
 
     /// A fresh controller context (as after a restart) over this cluster.
     pub fn context(&self) -> Arc<Context> {
+        self.context_with(Arc::new(FakeObserver(self.clone())))
+    }
+
+    /// A fresh context whose metrics and hooks come from `observer`.
+    pub fn context_with(&self, observer: Arc<dyn Observer>) -> Arc<Context> {
         let clock = self.clock.clone();
         Arc::new(Context {
             client: self.client(),
             routing: Arc::new(FakeRouting(self.clone())),
-            observer: Arc::new(FakeObserver(self.clone())),
+            observer,
             clock: Arc::new(move || clock.load(Ordering::SeqCst)),
             config: Config::default(),
             metrics: Arc::new(Metrics::new()),

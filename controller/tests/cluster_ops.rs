@@ -1,0 +1,151 @@
+//! Operations: leader election on a Lease, the operator CLI, and the ops HTTP server.
+#![cfg(feature = "cluster")]
+
+mod cluster_support;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use cluster_support::*;
+use fledge_controller::cluster::cli::{self, Request};
+use fledge_controller::cluster::lease::{LeaderElection, LeaseConfig};
+use fledge_controller::cluster::telemetry::{self, Metrics};
+use k8s_openapi::jiff::Timestamp;
+use serde_json::json;
+
+const LEASE: &str = "/apis/coordination.k8s.io/v1/namespaces/fledge-system/leases/fledge-leader";
+
+fn replica(c: &FakeCluster, identity: &str) -> LeaderElection {
+    LeaderElection::new(
+        c.client(),
+        LeaseConfig {
+            name: "fledge-leader".into(),
+            namespace: "fledge-system".into(),
+            identity: identity.into(),
+            duration: Duration::from_secs(15),
+            renew: Duration::from_secs(5),
+        },
+    )
+}
+
+fn at(seconds: i64) -> Timestamp {
+    Timestamp::from_second(1_700_000_000 + seconds).unwrap()
+}
+
+#[tokio::test]
+async fn one_of_two_replicas_leads_and_the_other_takes_over_when_it_stops_renewing() {
+    let c = FakeCluster::new();
+    let (a, b) = (replica(&c, "a"), replica(&c, "b"));
+    assert!(a.try_hold(at(0)).await.unwrap());
+    assert!(!b.try_hold(at(1)).await.unwrap());
+    assert!(a.try_hold(at(5)).await.unwrap());
+    assert!(!b.try_hold(at(19)).await.unwrap());
+    // a stops renewing: 15 s after its last renewal the Lease passes to b.
+    assert!(b.try_hold(at(20)).await.unwrap());
+    assert!(!a.try_hold(at(21)).await.unwrap());
+    let lease = c.get(LEASE).unwrap();
+    assert_eq!(lease["spec"]["holderIdentity"], "b");
+    assert_eq!(lease["spec"]["leaseTransitions"], 1);
+}
+
+#[tokio::test]
+async fn two_replicas_racing_for_an_expired_lease_do_not_both_win() {
+    let c = FakeCluster::new();
+    let (a, b) = (replica(&c, "a"), replica(&c, "b"));
+    assert!(a.try_hold(at(0)).await.unwrap());
+    // b read the expired Lease, then someone else wrote it before b's write landed.
+    c.fail("PUT", LEASE, 409, 1);
+    assert!(!b.try_hold(at(30)).await.unwrap());
+    assert_eq!(c.get(LEASE).unwrap()["spec"]["holderIdentity"], "a");
+}
+
+#[tokio::test]
+async fn a_leader_that_shuts_down_releases_the_lease_for_a_standby() {
+    let c = FakeCluster::new();
+    let (a, b) = (replica(&c, "a"), replica(&c, "b"));
+    assert!(a.try_hold(at(0)).await.unwrap());
+    a.release().await.unwrap();
+    assert!(b.try_hold(at(1)).await.unwrap());
+}
+
+#[tokio::test]
+async fn promote_and_abort_leave_a_command_for_the_controller_and_resume_clears_suspend() {
+    let c = cluster_with(canary(json!({"suspend": true})), None);
+    let out = cli::send(c.client(), Some(NS), "podinfo", Request::Promote)
+        .await
+        .unwrap();
+    assert_eq!(out, "test/podinfo: promotion requested (phase -)");
+    assert_eq!(
+        c.get(CANARY).unwrap()["metadata"]["annotations"]["fledge.dev/command"],
+        "promote"
+    );
+    cli::send(c.client(), Some(NS), "podinfo", Request::Abort)
+        .await
+        .unwrap();
+    assert_eq!(
+        c.get(CANARY).unwrap()["metadata"]["annotations"]["fledge.dev/command"],
+        "abort"
+    );
+    cli::send(c.client(), Some(NS), "podinfo", Request::Resume)
+        .await
+        .unwrap();
+    assert_eq!(c.get(CANARY).unwrap()["spec"]["suspend"], false);
+}
+
+#[tokio::test]
+async fn status_shows_the_phase_weight_and_last_decision_of_a_rollout() {
+    let c = cluster_with(canary(json!({})), Some(deployment("podinfo:1")));
+    run_until(&c, "Initialized", 5).await;
+    let out = cli::status(c.client(), Some(NS), Some("podinfo"), false)
+        .await
+        .unwrap();
+    assert!(out.contains("Phase:          Initialized"), "{out}");
+    assert!(
+        out.contains("Last decision:  Initialization done! podinfo-primary is ready"),
+        "{out}"
+    );
+}
+
+#[tokio::test]
+async fn a_missing_canary_is_an_error_naming_it_not_a_panic() {
+    let c = FakeCluster::new();
+    let err = cli::send(c.client(), Some(NS), "nope", Request::Abort)
+        .await
+        .unwrap_err();
+    assert!(err.to_string().contains("Canary nope"), "{err}");
+}
+
+#[tokio::test]
+async fn the_ops_server_serves_metrics_health_and_readiness() {
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let address = std::net::SocketAddr::from(([127, 0, 0, 1], port));
+    let metrics = Arc::new(Metrics::new());
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let server = tokio::spawn(telemetry::serve(address, metrics.clone(), async {
+        let _ = stopped.await;
+    }));
+    let http = reqwest::Client::new();
+    let get = async |path: &str| {
+        for _ in 0..100 {
+            if let Ok(r) = http.get(format!("http://{address}{path}")).send().await {
+                return (r.status().as_u16(), r.text().await.unwrap_or_default());
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        panic!("ops server not listening");
+    };
+    assert_eq!(get("/healthz").await, (200, "ok".into()));
+    assert_eq!(get("/readyz").await.0, 503);
+    metrics.set_ready(true);
+    assert_eq!(get("/readyz").await.0, 200);
+    let _timer = metrics.reconcile_started();
+    let (code, body) = get("/metrics").await;
+    assert_eq!(code, 200);
+    assert!(body.contains("fledge_reconcile_total 1"), "{body}");
+    stop.send(()).unwrap();
+    server.await.unwrap().unwrap();
+}
