@@ -4,6 +4,10 @@
 pub mod bench;
 pub mod cli;
 pub mod engine;
+pub mod expect;
+pub mod harness;
 pub mod manifest;
 pub mod mesh;
+pub mod report;
+pub mod scenario;
 pub mod telemetry;

@@ -1,0 +1,211 @@
+//! `fledge-sim sweep`: one scenario over many seeds, in parallel.
+
+use std::io::IsTerminal;
+use std::path::Path;
+use std::process::ExitCode;
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Instant;
+
+use serde::Serialize;
+
+use super::EXIT_BAD_INPUT;
+use crate::harness;
+use crate::scenario::{Outcome, Scenario, Variant};
+
+/// The distribution of outcomes of one variant over the seeds.
+#[derive(Debug, Serialize)]
+pub struct SweepSummary {
+    pub variant: String,
+    pub runs: u64,
+    pub promoted: u64,
+    pub rolled_back: u64,
+    pub undecided: u64,
+    /// Runs whose expectations all held.
+    pub passed: u64,
+    /// Time from deploy to decision, in seconds: median and 95th percentile.
+    pub decision_p50_s: Option<f64>,
+    pub decision_p95_s: Option<f64>,
+    /// Failed requests served by the canary: mean and maximum.
+    pub blast_radius_mean: f64,
+    pub blast_radius_max: u64,
+    /// Rollbacks of a canary the scenario says must not be rolled back.
+    pub false_rollbacks: u64,
+}
+
+struct Tally {
+    outcome: Outcome,
+    passed: bool,
+    decision_ms: Option<u64>,
+    canary_failures: u64,
+    false_rollback: bool,
+}
+
+pub fn sweep(file: &Path, first: u64, count: u64, threads: Option<usize>, json: bool) -> ExitCode {
+    let scenario = match Scenario::load(file) {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return ExitCode::from(EXIT_BAD_INPUT);
+        }
+    };
+    let threads = threads
+        .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()))
+        .max(1);
+    let started = Instant::now();
+    let mut summaries = Vec::new();
+    for variant in &scenario.variants {
+        match sweep_variant(
+            &scenario,
+            variant,
+            first,
+            count,
+            threads,
+            !json && std::io::stderr().is_terminal(),
+        ) {
+            Ok(s) => summaries.push(s),
+            Err(e) => {
+                eprintln!("error: {e}");
+                return ExitCode::from(EXIT_BAD_INPUT);
+            }
+        }
+    }
+    let wall = started.elapsed().as_secs_f64();
+    if json {
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&summaries).unwrap_or_default()
+        );
+    } else {
+        println!(
+            "{}: {count} seeds from {first} on {threads} thread{} in {wall:.2} s",
+            scenario.name,
+            if threads == 1 { "" } else { "s" }
+        );
+        for s in &summaries {
+            print!("{}", render(s));
+        }
+    }
+    ExitCode::SUCCESS
+}
+
+fn sweep_variant(
+    scenario: &Scenario,
+    variant: &Variant,
+    first: u64,
+    count: u64,
+    threads: usize,
+    progress: bool,
+) -> Result<SweepSummary, harness::HarnessError> {
+    let next = AtomicU64::new(0);
+    let done = AtomicU64::new(0);
+    let tallies = Mutex::new(Vec::with_capacity(count as usize));
+    let error = Mutex::new(None);
+    std::thread::scope(|s| {
+        for _ in 0..threads {
+            s.spawn(|| {
+                loop {
+                    let i = next.fetch_add(1, Ordering::Relaxed);
+                    if i >= count {
+                        break;
+                    }
+                    match harness::run(scenario, variant, first + i) {
+                        Ok(r) => {
+                            let tally = Tally {
+                                outcome: r.outcome,
+                                passed: r.passed(),
+                                decision_ms: r
+                                    .deployed_at_ms
+                                    .zip(r.decided_at_ms)
+                                    .map(|(d, t)| t - d),
+                                canary_failures: r.failed_requests_canary,
+                                false_rollback: variant.expect.no_false_rollback
+                                    && r.outcome == Outcome::RolledBack,
+                            };
+                            tallies
+                                .lock()
+                                .expect("no worker panics holding the lock")
+                                .push(tally);
+                        }
+                        Err(e) => {
+                            *error.lock().expect("no worker panics holding the lock") = Some(e);
+                            next.store(count, Ordering::Relaxed);
+                        }
+                    }
+                    let n = done.fetch_add(1, Ordering::Relaxed) + 1;
+                    if progress && (n % 10 == 0 || n == count) {
+                        eprint!("  {n}/{count} runs\r");
+                    }
+                }
+            });
+        }
+    });
+    if let Some(e) = error.into_inner().expect("workers have finished") {
+        return Err(e);
+    }
+    Ok(summarise(
+        &variant.name,
+        tallies.into_inner().expect("workers have finished"),
+    ))
+}
+
+fn summarise(variant: &str, tallies: Vec<Tally>) -> SweepSummary {
+    let runs = tallies.len() as u64;
+    let count = |o: Outcome| tallies.iter().filter(|t| t.outcome == o).count() as u64;
+    let mut decisions: Vec<u64> = tallies.iter().filter_map(|t| t.decision_ms).collect();
+    decisions.sort_unstable();
+    let quantile = |q: f64| -> Option<f64> {
+        (!decisions.is_empty())
+            .then(|| decisions[((decisions.len() - 1) as f64 * q).round() as usize] as f64 / 1000.0)
+    };
+    SweepSummary {
+        variant: variant.to_string(),
+        runs,
+        promoted: count(Outcome::Promoted),
+        rolled_back: count(Outcome::RolledBack),
+        undecided: count(Outcome::Undecided),
+        passed: tallies.iter().filter(|t| t.passed).count() as u64,
+        decision_p50_s: quantile(0.5),
+        decision_p95_s: quantile(0.95),
+        blast_radius_mean: if runs == 0 {
+            0.0
+        } else {
+            tallies.iter().map(|t| t.canary_failures).sum::<u64>() as f64 / runs as f64
+        },
+        blast_radius_max: tallies.iter().map(|t| t.canary_failures).max().unwrap_or(0),
+        false_rollbacks: tallies.iter().filter(|t| t.false_rollback).count() as u64,
+    }
+}
+
+fn render(s: &SweepSummary) -> String {
+    let pct = |n: u64| {
+        if s.runs == 0 {
+            0.0
+        } else {
+            100.0 * n as f64 / s.runs as f64
+        }
+    };
+    let secs = |v: Option<f64>| {
+        v.map_or("-".to_string(), |v| {
+            fledge_controller::spec::Duration((v * 1000.0) as u64).to_string()
+        })
+    };
+    let name = if s.variant.is_empty() {
+        String::new()
+    } else {
+        format!("[{}] ", s.variant)
+    };
+    format!(
+        "  {name}promoted {:.1}%, rolled back {:.1}%, undecided {:.1}%; expectations met in {:.1}%\n  {name}time to decision p50 {}, p95 {}; failed requests served by the canary: mean {:.1}, max {}; false rollbacks {} ({:.1}%)\n",
+        pct(s.promoted),
+        pct(s.rolled_back),
+        pct(s.undecided),
+        pct(s.passed),
+        secs(s.decision_p50_s),
+        secs(s.decision_p95_s),
+        s.blast_radius_mean,
+        s.blast_radius_max,
+        s.false_rollbacks,
+        pct(s.false_rollbacks)
+    )
+}

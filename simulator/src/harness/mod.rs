@@ -1,0 +1,776 @@
+//! The harness: the controller's own rollout core, driven over the simulated mesh.
+//!
+//! It plays the cluster shell's part in virtual time. Every `interval` it asks the core what to
+//! observe, reads it from the simulated telemetry the way Flagger's built-in Istio and Linkerd
+//! queries read Prometheus (the destination sidecars' `istio_requests_total` and duration
+//! histogram over the metric's window), answers webhooks as the scenario says, calls `advance`,
+//! and carries out the actions on the mesh: weights, header matches and mirroring become the
+//! service's split; scaling and promotion change the versions' pods and behaviour.
+//!
+//! Simplifications: pods are ready as soon as they are scaled up, and a promotion replaces the
+//! primary's behaviour at once (no rolling update); webhooks answer instantly.
+
+mod observe;
+
+use std::collections::BTreeMap;
+
+use fledge_controller::analysis::MetricResult;
+use fledge_controller::rollout::{
+    Action, HookOutcome, Observation, Phase, Readiness, RolloutState, Severity, advance, wants,
+};
+use fledge_controller::spec::HookGate;
+use serde::Serialize;
+
+use crate::engine::{MILLIS, SECONDS, SimTime};
+use crate::mesh::{
+    self, ClientConfig, HeaderProfile, Mesh, MeshConfig, MeshError, ServiceConfig, ServiceId,
+    Split, VersionConfig, VersionId,
+};
+use crate::scenario::{
+    Event, HookAnswer, Outcome, RateShape, Scenario, Side, TimelineEntry, Trigger, Variant,
+    header_matches,
+};
+
+/// Revisions of the target: before and after the scenario's `deploy`.
+const OLD_REVISION: &str = "rev-1";
+const NEW_REVISION: &str = "rev-2";
+/// Rate shapes are applied as a step function at this resolution.
+const SHAPE_STEP: SimTime = 10 * SECONDS;
+
+#[derive(Debug, thiserror::Error)]
+pub enum HarnessError {
+    #[error("{file}: the mesh could not be built: {source}")]
+    Mesh { file: String, source: MeshError },
+}
+
+/// One line of the timeline: what the controller decided on a tick, or what the scenario did.
+#[derive(Clone, Debug, Serialize)]
+pub struct Decision {
+    /// Virtual time in milliseconds.
+    pub at_ms: u64,
+    pub phase: Phase,
+    pub canary_weight: u8,
+    pub mirror: Option<u8>,
+    pub matched: bool,
+    /// The metrics analysed on this tick.
+    pub metrics: Vec<MetricResult>,
+    pub messages: Vec<String>,
+    pub warning: bool,
+    /// A timeline event of the scenario rather than a controller decision.
+    pub scenario_event: bool,
+}
+
+/// Per-interval figures for the report's plots.
+#[derive(Clone, Debug, Serialize)]
+pub struct Sample {
+    pub at_ms: u64,
+    pub canary_weight: u8,
+    pub primary: WindowFigures,
+    pub canary: WindowFigures,
+    /// Requests per second the clients sent over the interval.
+    pub rps: f64,
+}
+
+#[derive(Clone, Copy, Debug, Default, Serialize)]
+pub struct WindowFigures {
+    pub requests: u64,
+    /// Percentage of non-5xx responses, when there was traffic.
+    pub success_rate: Option<f64>,
+    pub p99_ms: Option<f64>,
+}
+
+/// A check of the scenario's `expect`, and how it came out.
+#[derive(Clone, Debug, Serialize)]
+pub struct Check {
+    pub name: String,
+    pub expected: String,
+    pub actual: String,
+    pub passed: bool,
+}
+
+/// Everything a run produced.
+#[derive(Clone, Debug, Serialize)]
+pub struct RunResult {
+    pub scenario: String,
+    pub variant: String,
+    pub seed: u64,
+    pub outcome: Outcome,
+    /// When the new revision was deployed, and when the rollout was decided.
+    pub deployed_at_ms: Option<u64>,
+    pub decided_at_ms: Option<u64>,
+    pub max_canary_weight: u8,
+    pub final_phase: Phase,
+    pub final_message: String,
+    /// Client requests, and those that failed after retries.
+    pub requests: u64,
+    pub failed_requests: u64,
+    /// Failed client requests answered by the canary (the blast radius).
+    pub failed_requests_canary: u64,
+    pub success_rate: f64,
+    pub decisions: Vec<Decision>,
+    pub samples: Vec<Sample>,
+    pub checks: Vec<Check>,
+    pub events_processed: u64,
+    pub warnings: Vec<String>,
+}
+
+impl RunResult {
+    pub fn passed(&self) -> bool {
+        self.checks.iter().all(|c| c.passed)
+    }
+}
+
+/// Runs one variant of a scenario with a seed.
+pub fn run(scenario: &Scenario, variant: &Variant, seed: u64) -> Result<RunResult, HarnessError> {
+    Harness::new(scenario, variant, seed)?.run()
+}
+
+struct Harness<'a> {
+    scenario: &'a Scenario,
+    variant: &'a Variant,
+    seed: u64,
+    mesh: Mesh,
+    service: ServiceId,
+    primary: VersionId,
+    canary: VersionId,
+    canary_desired: u32,
+    revision: &'static str,
+    deleting: bool,
+    state: RolloutState,
+    pending: Vec<TimelineEntry>,
+    decisions: Vec<Decision>,
+    samples: Vec<Sample>,
+    deployed_at: Option<SimTime>,
+    decided_at: Option<SimTime>,
+    max_weight: u8,
+    warnings: Vec<String>,
+}
+
+impl<'a> Harness<'a> {
+    fn new(scenario: &'a Scenario, variant: &'a Variant, seed: u64) -> Result<Self, HarnessError> {
+        let mesh_error = |source| HarnessError::Mesh {
+            file: scenario.file.display().to_string(),
+            source,
+        };
+        let (target, primary_workload) = scenario.workloads();
+        let mut primary = VersionConfig::new(
+            "primary",
+            scenario.primary.pods,
+            scenario.primary.behaviour.clone(),
+        );
+        primary.workload = Some(primary_workload);
+        // The target starts as the current revision and is scaled to zero by initialisation.
+        let mut canary = VersionConfig::new("canary", 0, scenario.primary.behaviour.clone());
+        canary.workload = Some(target);
+        let mut service = ServiceConfig::new(&scenario.service, vec![primary, canary]);
+        service.namespace = Some(scenario.namespace.clone());
+        let clients = scenario
+            .clients
+            .iter()
+            .map(|c| {
+                let mut cfg = ClientConfig::new(&c.name, &scenario.service, c.rate);
+                cfg.namespace = c.namespace.clone();
+                cfg.shape = c.arrivals;
+                cfg.sidecar = c.sidecar;
+                cfg.headers = c
+                    .headers
+                    .iter()
+                    .map(|(weight, headers)| HeaderProfile {
+                        weight: *weight,
+                        headers: headers.clone(),
+                    })
+                    .collect();
+                cfg
+            })
+            .collect();
+        let config = MeshConfig {
+            seed,
+            namespace: scenario.namespace.clone(),
+            services: vec![service],
+            clients,
+            data_plane: scenario.data_plane,
+            ..MeshConfig::default()
+        };
+        let mut mesh = Mesh::new(config).map_err(mesh_error)?;
+        let warnings = mesh
+            .apply_manifests(&scenario.manifests)
+            .map_err(mesh_error)?;
+        let service = mesh
+            .service_id(&scenario.service)
+            .expect("the service was just built");
+        let (primary, canary) = mesh
+            .primary_canary(service)
+            .expect("the service has both versions");
+        let mut h = Harness {
+            scenario,
+            variant,
+            seed,
+            mesh,
+            service,
+            primary,
+            canary,
+            canary_desired: 0,
+            revision: OLD_REVISION,
+            deleting: false,
+            state: RolloutState::default(),
+            pending: scenario.timeline.clone(),
+            decisions: Vec::new(),
+            samples: Vec::new(),
+            deployed_at: None,
+            decided_at: None,
+            max_weight: 0,
+            warnings: scenario
+                .manifests
+                .warnings
+                .iter()
+                .cloned()
+                .chain(warnings)
+                .collect(),
+        };
+        h.schedule_rate_shapes().map_err(mesh_error)?;
+        Ok(h)
+    }
+
+    fn schedule_rate_shapes(&mut self) -> Result<(), MeshError> {
+        for c in &self.scenario.clients {
+            if c.shape == RateShape::Constant {
+                continue;
+            }
+            let id = self
+                .mesh
+                .client_id(&c.name)
+                .expect("clients are built from the scenario");
+            let mut t = 0;
+            while t < self.scenario.duration {
+                let rps = shaped_rate(c.rate, &c.shape, t);
+                self.mesh
+                    .schedule(t, mesh::Action::SetRate { client: id, rps })?;
+                t += SHAPE_STEP;
+            }
+        }
+        Ok(())
+    }
+
+    fn run(mut self) -> Result<RunResult, HarnessError> {
+        let interval = self.variant.spec.interval.millis() * MILLIS;
+        let end = self.scenario.duration;
+        let mut next_tick = 0;
+        loop {
+            let next_event = self
+                .pending
+                .iter()
+                .filter_map(|e| match e.when {
+                    Trigger::At(t) => Some(t),
+                    Trigger::Weight(_) => None,
+                })
+                .min()
+                .unwrap_or(SimTime::MAX);
+            let t = next_tick.min(next_event);
+            if t > end {
+                break;
+            }
+            self.mesh.run_until(t);
+            if next_event <= next_tick {
+                self.fire_due_events(t);
+            } else {
+                self.tick(t);
+                self.sample(t, interval);
+                next_tick += interval;
+            }
+        }
+        self.mesh.run_until(end);
+        Ok(self.finish())
+    }
+
+    fn fire_due_events(&mut self, now: SimTime) {
+        let (due, rest): (Vec<_>, Vec<_>) = std::mem::take(&mut self.pending)
+            .into_iter()
+            .partition(|e| matches!(e.when, Trigger::At(t) if t <= now));
+        self.pending = rest;
+        for e in due {
+            self.fire(now, &e);
+        }
+    }
+
+    fn fire_weight_events(&mut self, now: SimTime) {
+        let weight = self.state.canary_weight;
+        let (due, rest): (Vec<_>, Vec<_>) = std::mem::take(&mut self.pending)
+            .into_iter()
+            .partition(|e| matches!(e.when, Trigger::Weight(w) if weight >= w));
+        self.pending = rest;
+        for e in due {
+            self.fire(now, &e);
+        }
+    }
+
+    /// Carries out a timeline event and records it.
+    fn fire(&mut self, now: SimTime, entry: &TimelineEntry) {
+        let version = |side: Side| match side {
+            Side::Primary => self.primary,
+            Side::Canary => self.canary,
+        };
+        let (message, result) = match &entry.event {
+            Event::Deploy => {
+                self.revision = NEW_REVISION;
+                self.deployed_at.get_or_insert(now);
+                ("scenario: new revision deployed".to_string(), Ok(()))
+            }
+            Event::Delete => {
+                self.deleting = true;
+                ("scenario: Canary deleted".to_string(), Ok(()))
+            }
+            Event::ErrorRate {
+                version: side,
+                rate,
+            } => (
+                format!(
+                    "scenario: {} error rate set to {:.2}%",
+                    side_name(*side),
+                    rate * 100.0
+                ),
+                self.mesh.apply(mesh::Action::SetErrorRate {
+                    version: version(*side),
+                    rate: *rate,
+                }),
+            ),
+            Event::Latency {
+                version: side,
+                service_time,
+            } => (
+                format!("scenario: {} latency changed", side_name(*side)),
+                self.mesh.apply(mesh::Action::SetServiceTime {
+                    version: version(*side),
+                    service_time: service_time.clone(),
+                }),
+            ),
+            Event::PodErrorRate {
+                version: side,
+                pod,
+                rate,
+            } => (
+                format!(
+                    "scenario: {} pod {pod} error rate {}",
+                    side_name(*side),
+                    rate.map_or("cleared".into(), |r| format!("{:.2}%", r * 100.0))
+                ),
+                self.mesh.apply(mesh::Action::SetPodErrorRate {
+                    version: version(*side),
+                    pod: *pod,
+                    rate: *rate,
+                }),
+            ),
+            Event::Crash {
+                version: side,
+                pods,
+                restart_after,
+            } => {
+                let v = version(*side);
+                let pods: Vec<u32> = if pods.is_empty() {
+                    (0..self.mesh.ready_pods(v)).collect()
+                } else {
+                    pods.clone()
+                };
+                let result = pods.iter().try_for_each(|&pod| {
+                    self.mesh.apply(mesh::Action::CrashPod {
+                        version: v,
+                        pod,
+                        restart_after: *restart_after,
+                    })
+                });
+                (
+                    format!("scenario: {} pods {pods:?} crash", side_name(*side)),
+                    result,
+                )
+            }
+            Event::BlackHole {
+                version: side,
+                pod,
+                on,
+            } => (
+                format!(
+                    "scenario: {} pod {pod} {}",
+                    side_name(*side),
+                    if *on {
+                        "becomes a black hole"
+                    } else {
+                        "recovers"
+                    }
+                ),
+                self.mesh.apply(mesh::Action::BlackHole {
+                    version: version(*side),
+                    pod: *pod,
+                    on: *on,
+                }),
+            ),
+            Event::Rate { client, rps } => {
+                let id = self
+                    .mesh
+                    .client_id(client)
+                    .expect("clients are checked by the scenario loader");
+                (
+                    format!("scenario: {client} sends {rps} rps"),
+                    self.mesh.apply(mesh::Action::SetRate {
+                        client: id,
+                        rps: *rps,
+                    }),
+                )
+            }
+            Event::CertRotation {
+                version: side,
+                enabled,
+            } => (
+                format!(
+                    "scenario: certificate rotation of {} {}",
+                    side_name(*side),
+                    if *enabled { "resumed" } else { "stopped" }
+                ),
+                self.mesh.apply(mesh::Action::CertRotation {
+                    workload: mesh::Workload::Version(version(*side)),
+                    enabled: *enabled,
+                }),
+            ),
+        };
+        let mut messages = vec![message];
+        if let Err(e) = result {
+            let warning = format!("line {}: event not applied: {e}", entry.line);
+            self.warnings.push(warning.clone());
+            messages.push(warning);
+        }
+        self.record(now, Vec::new(), messages, false, true);
+    }
+
+    fn tick(&mut self, now: SimTime) {
+        let now_ms = now / MILLIS;
+        let spec = &self.variant.spec;
+        let w = wants(&self.state, spec, now_ms);
+        let obs = Observation {
+            revision: self.revision.to_string(),
+            canary: Readiness {
+                ready: self.mesh.ready_pods(self.canary),
+                desired: self.canary_desired,
+            },
+            primary: Readiness {
+                ready: self.mesh.ready_pods(self.primary),
+                desired: self.scenario.primary.pods,
+            },
+            metrics: if w.metrics {
+                observe::metrics(&self.mesh, spec, self.primary, self.canary, now)
+            } else {
+                BTreeMap::new()
+            },
+            hooks: w
+                .hooks
+                .iter()
+                .flat_map(|g| self.answer_hooks(*g, now))
+                .collect(),
+            deleting: self.deleting,
+            command: None,
+        };
+        let before = self.state.clone();
+        let (state, actions) = advance(&self.state, spec, &obs, now_ms);
+        self.state = state;
+        let mut messages = Vec::new();
+        let mut warning = false;
+        for action in &actions {
+            match action {
+                Action::Event { severity, message } => {
+                    warning |= *severity == Severity::Warning;
+                    messages.push(message.clone());
+                }
+                other => self.carry_out(other),
+            }
+        }
+        if self.state.phase.is_active() {
+            self.max_weight = self.max_weight.max(self.state.canary_weight);
+        }
+        if self.deployed_at.is_some()
+            && self.decided_at.is_none()
+            && matches!(self.state.phase, Phase::Succeeded | Phase::Failed)
+        {
+            self.decided_at = Some(now);
+        }
+        if !messages.is_empty() || self.state.message != before.message {
+            if messages.is_empty() {
+                messages.push(self.state.message.clone());
+            }
+            let metrics = if w.metrics {
+                self.state.analysis.clone()
+            } else {
+                Vec::new()
+            };
+            self.record(now, metrics, messages, warning, false);
+        }
+        self.fire_weight_events(now);
+    }
+
+    fn answer_hooks(&self, gate: HookGate, now: SimTime) -> Vec<(String, HookOutcome)> {
+        self.variant
+            .spec
+            .hooks(gate)
+            .map(|hook| {
+                let outcome = match self
+                    .scenario
+                    .hooks
+                    .get(&hook.name)
+                    .unwrap_or(&HookAnswer::Pass)
+                {
+                    HookAnswer::Pass => HookOutcome::Passed,
+                    HookAnswer::Fail => HookOutcome::Failed("HTTP 500 from the scenario".into()),
+                    HookAnswer::Timeout => {
+                        HookOutcome::Failed(format!("no answer within {}", hook.timeout))
+                    }
+                    HookAnswer::OpenAt(t) if now >= *t => HookOutcome::Passed,
+                    HookAnswer::OpenAt(t) => HookOutcome::Failed(format!(
+                        "gate closed until {}",
+                        fledge_controller::spec::Duration(t / MILLIS)
+                    )),
+                };
+                (hook.name.clone(), outcome)
+            })
+            .collect()
+    }
+
+    fn carry_out(&mut self, action: &Action) {
+        let result = match action {
+            Action::InitializePrimary | Action::RunHooks { .. } | Action::Event { .. } => Ok(()),
+            Action::ScaleCanary { up } => {
+                self.canary_desired = if *up { self.scenario.canary.pods } else { 0 };
+                if *up {
+                    // The target now runs the revision the scenario deployed.
+                    let behaviour = if self.revision == NEW_REVISION {
+                        self.scenario.canary.behaviour.clone()
+                    } else {
+                        self.scenario.primary.behaviour.clone()
+                    };
+                    self.mesh
+                        .apply(mesh::Action::SetBehaviour {
+                            version: self.canary,
+                            behaviour,
+                        })
+                        .and_then(|()| {
+                            self.mesh.apply(mesh::Action::Scale {
+                                version: self.canary,
+                                pods: self.canary_desired,
+                            })
+                        })
+                } else {
+                    self.mesh.apply(mesh::Action::Scale {
+                        version: self.canary,
+                        pods: 0,
+                    })
+                }
+            }
+            Action::SetRoutes {
+                primary,
+                canary,
+                mirror,
+                matched,
+            } => {
+                let canary_match = if *matched {
+                    match &self.variant.spec.strategy {
+                        fledge_controller::spec::Strategy::AbTesting { matches, .. } => {
+                            header_matches(matches)
+                                .into_iter()
+                                .next()
+                                .unwrap_or_default()
+                        }
+                        _ => Vec::new(),
+                    }
+                } else {
+                    Vec::new()
+                };
+                let split = Split {
+                    primary: *primary,
+                    canary: *canary,
+                    mirror: *mirror,
+                    canary_match,
+                };
+                self.mesh.set_split(self.service, &split)
+            }
+            Action::PromotePrimary => {
+                let behaviour = self
+                    .mesh
+                    .behaviour(self.canary)
+                    .cloned()
+                    .unwrap_or_default();
+                self.mesh.apply(mesh::Action::SetBehaviour {
+                    version: self.primary,
+                    behaviour,
+                })
+            }
+            Action::Finalize { .. } => self.mesh.set_split(
+                self.service,
+                &Split {
+                    primary: 100,
+                    ..Split::default()
+                },
+            ),
+        };
+        if let Err(e) = result {
+            self.warnings
+                .push(format!("{action:?} could not be carried out: {e}"));
+        }
+    }
+
+    fn sample(&mut self, now: SimTime, interval: SimTime) {
+        let from = now.saturating_sub(interval);
+        let figures = |stats: crate::telemetry::WindowStats| WindowFigures {
+            requests: stats.requests,
+            success_rate: stats.success_rate().map(|r| r * 100.0),
+            p99_ms: stats.quantile_ms(0.99),
+        };
+        let primary = figures(self.mesh.destination_stats(self.primary, from, now));
+        let canary = figures(self.mesh.destination_stats(self.canary, from, now));
+        let sent: u64 = [self.primary, self.canary]
+            .iter()
+            .map(|v| self.mesh.source_stats(*v, from, now).requests)
+            .sum();
+        let seconds = ((now - from) as f64 / SECONDS as f64).max(1e-9);
+        self.samples.push(Sample {
+            at_ms: now / MILLIS,
+            canary_weight: self.state.canary_weight,
+            primary,
+            canary,
+            rps: if now == from {
+                0.0
+            } else {
+                sent as f64 / seconds
+            },
+        });
+    }
+
+    fn record(
+        &mut self,
+        now: SimTime,
+        metrics: Vec<MetricResult>,
+        messages: Vec<String>,
+        warning: bool,
+        scenario_event: bool,
+    ) {
+        self.decisions.push(Decision {
+            at_ms: now / MILLIS,
+            phase: self.state.phase,
+            canary_weight: self.state.canary_weight,
+            mirror: self.state.mirror,
+            matched: self.state.matched,
+            metrics,
+            messages,
+            warning,
+            scenario_event,
+        });
+    }
+
+    fn finish(self) -> RunResult {
+        let end = self.scenario.duration;
+        let outcome = match (self.deployed_at, self.state.phase) {
+            (Some(_), Phase::Succeeded)
+                if self.state.promoted_revision.as_deref() == Some(NEW_REVISION) =>
+            {
+                Outcome::Promoted
+            }
+            (Some(_), Phase::Failed) => Outcome::RolledBack,
+            _ => Outcome::Undecided,
+        };
+        let mut requests = 0;
+        let mut failed = 0;
+        for v in [self.primary, self.canary] {
+            let s = self.mesh.source_stats(v, 0, end);
+            requests += s.requests;
+            failed += s.failures;
+        }
+        let failed_canary = self.mesh.source_stats(self.canary, 0, end).failures;
+        let mut result = RunResult {
+            scenario: self.scenario.name.clone(),
+            variant: self.variant.name.clone(),
+            seed: self.seed,
+            outcome,
+            deployed_at_ms: self.deployed_at.map(|t| t / MILLIS),
+            decided_at_ms: self.decided_at.map(|t| t / MILLIS),
+            max_canary_weight: self.max_weight,
+            final_phase: self.state.phase,
+            final_message: self.state.message.clone(),
+            requests,
+            failed_requests: failed,
+            failed_requests_canary: failed_canary,
+            success_rate: if requests == 0 {
+                100.0
+            } else {
+                100.0 * (1.0 - failed as f64 / requests as f64)
+            },
+            decisions: self.decisions,
+            samples: self.samples,
+            checks: Vec::new(),
+            events_processed: self.mesh.stats().events,
+            warnings: self.warnings,
+        };
+        result.checks = crate::expect::check(&self.variant.expect, &result);
+        result
+    }
+}
+
+fn side_name(side: Side) -> &'static str {
+    match side {
+        Side::Primary => "primary",
+        Side::Canary => "canary",
+    }
+}
+
+/// A client's rate at time `t` under its shape.
+pub fn shaped_rate(base: f64, shape: &RateShape, t: SimTime) -> f64 {
+    match *shape {
+        RateShape::Constant => base,
+        RateShape::Ramp { from, to, over } => {
+            if t <= from {
+                base
+            } else if over == 0 || t >= from + over {
+                to
+            } else {
+                base + (to - base) * (t - from) as f64 / over as f64
+            }
+        }
+        RateShape::Diurnal { amplitude, period } => {
+            let phase = (t % period) as f64 / period as f64;
+            (base * (1.0 + amplitude * (2.0 * std::f64::consts::PI * phase).sin())).max(0.0)
+        }
+        RateShape::Bursts {
+            every,
+            length,
+            factor,
+        } => {
+            if t % every < length {
+                base * factor
+            } else {
+                base
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rate_shapes_follow_their_definitions() {
+        let ramp = RateShape::Ramp {
+            from: 10 * SECONDS,
+            to: 300.0,
+            over: 100 * SECONDS,
+        };
+        assert_eq!(shaped_rate(100.0, &ramp, 0), 100.0);
+        assert_eq!(shaped_rate(100.0, &ramp, 60 * SECONDS), 200.0);
+        assert_eq!(shaped_rate(100.0, &ramp, 500 * SECONDS), 300.0);
+        let diurnal = RateShape::Diurnal {
+            amplitude: 0.5,
+            period: 400 * SECONDS,
+        };
+        assert!((shaped_rate(100.0, &diurnal, 100 * SECONDS) - 150.0).abs() < 1e-9);
+        let bursts = RateShape::Bursts {
+            every: 60 * SECONDS,
+            length: 10 * SECONDS,
+            factor: 4.0,
+        };
+        assert_eq!(shaped_rate(50.0, &bursts, 65 * SECONDS), 200.0);
+        assert_eq!(shaped_rate(50.0, &bursts, 75 * SECONDS), 50.0);
+    }
+}

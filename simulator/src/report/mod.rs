@@ -1,0 +1,122 @@
+//! Views of a run: a readable timeline, JSON, and a self-contained HTML page with plots.
+
+mod html;
+
+pub use html::html;
+
+use std::fmt::Write as _;
+
+use fledge_controller::analysis::Verdict;
+use fledge_controller::spec::Duration;
+
+use crate::expect::outcome_name;
+use crate::harness::RunResult;
+
+fn clock(ms: u64) -> String {
+    let s = ms / 1000;
+    format!("{:02}:{:02}:{:02}", s / 3600, s / 60 % 60, s % 60)
+}
+
+/// One line per decision, then the outcome and the checks.
+pub fn timeline(run: &RunResult, description: &str) -> String {
+    let mut out = String::new();
+    let variant = if run.variant.is_empty() {
+        String::new()
+    } else {
+        format!(" [{}]", run.variant)
+    };
+    let _ = writeln!(out, "{}{variant} (seed {})", run.scenario, run.seed);
+    if !description.is_empty() {
+        let _ = writeln!(out, "  {}", description.trim());
+    }
+    let _ = writeln!(
+        out,
+        "\n  {:<8}  {:<16} {:>7}  {:<44}  decision",
+        "time", "phase", "canary", "analysis"
+    );
+    for d in &run.decisions {
+        let mut routing = format!("{}%", d.canary_weight);
+        if let Some(m) = d.mirror {
+            routing = format!("m{m}%");
+        }
+        if d.matched {
+            routing = "match".into();
+        }
+        let metrics: Vec<String> = d
+            .metrics
+            .iter()
+            .map(|m| {
+                let value = m.value.map_or("-".to_string(), |v| format!("{v:.2}"));
+                let verdict = match m.verdict {
+                    Verdict::Pass => "ok",
+                    Verdict::Fail => "FAIL",
+                    Verdict::Low => "low",
+                    Verdict::Undecided => "wait",
+                    Verdict::NoData => "NODATA",
+                };
+                format!("{} {value} {verdict}", short(&m.name))
+            })
+            .collect();
+        let (phase, routing) = if d.scenario_event {
+            ("(scenario)".to_string(), String::new())
+        } else {
+            (d.phase.to_string(), routing)
+        };
+        let mark = if d.warning { "!" } else { " " };
+        let _ = writeln!(
+            out,
+            "{mark} {:<8}  {:<16} {:>7}  {:<44}  {}",
+            clock(d.at_ms),
+            phase,
+            routing,
+            metrics.join(", "),
+            d.messages.join("; ")
+        );
+    }
+    let _ = writeln!(out, "\n{}", summary(run));
+    out
+}
+
+/// Metric names shortened for the timeline's column.
+fn short(name: &str) -> &str {
+    match name {
+        "request-success-rate" => "success%",
+        "request-duration" => "p99ms",
+        other => other,
+    }
+}
+
+pub fn summary(run: &RunResult) -> String {
+    let mut out = String::new();
+    let decided = match (run.deployed_at_ms, run.decided_at_ms) {
+        (Some(d), Some(t)) => format!(" at {} ({} after the deploy)", clock(t), Duration(t - d)),
+        _ => String::new(),
+    };
+    let _ = writeln!(
+        out,
+        "outcome: {}{decided}; highest canary weight {}%",
+        outcome_name(run.outcome),
+        run.max_canary_weight
+    );
+    let _ = writeln!(out, "  last decision: {}", run.final_message);
+    let _ = writeln!(
+        out,
+        "requests: {} sent, {} failed ({:.3}% success); {} failures served by the canary",
+        run.requests, run.failed_requests, run.success_rate, run.failed_requests_canary
+    );
+    for w in &run.warnings {
+        let _ = writeln!(out, "warning: {w}");
+    }
+    if !run.checks.is_empty() {
+        let _ = writeln!(out, "expectations:");
+        for c in &run.checks {
+            let mark = if c.passed { "pass" } else { "FAIL" };
+            let _ = writeln!(
+                out,
+                "  {mark}  {}: expected {}, got {}",
+                c.name, c.expected, c.actual
+            );
+        }
+    }
+    out
+}

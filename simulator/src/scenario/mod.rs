@@ -1,0 +1,871 @@
+//! Scenario files: one YAML document describing a mesh, its traffic, a Canary, what happens on
+//! a timeline, and what must come out. See `scenarios/README.md` for the format.
+//!
+//! Loading is strict: unknown keys are errors, and every error names the file, the line and the
+//! field. A loaded [`Scenario`] is fully checked: the harness runs it without further validation.
+
+mod locate;
+mod raw;
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use fledge_controller::spec::{Canary, HookGate, RolloutSpec, load_manifests, validate};
+
+use crate::engine::SimTime;
+use crate::manifest::{self, HeaderMatch, Manifests, StringMatch};
+use crate::mesh::config::{ArrivalShape, Behaviour, DataPlane};
+use crate::mesh::dist::ServiceTime;
+
+pub use raw::Outcome;
+
+/// A scenario, checked and ready to run.
+#[derive(Clone, Debug)]
+pub struct Scenario {
+    pub name: String,
+    pub description: String,
+    pub file: PathBuf,
+    pub seed: u64,
+    pub duration: SimTime,
+    pub data_plane: DataPlane,
+    pub namespace: String,
+    pub service: String,
+    pub primary: Version,
+    /// The new revision's behaviour (deployed by the timeline's `deploy`).
+    pub canary: Version,
+    pub clients: Vec<Client>,
+    pub manifests: Manifests,
+    pub canary_resource: Canary,
+    pub spec: RolloutSpec,
+    pub timeline: Vec<TimelineEntry>,
+    pub hooks: BTreeMap<String, HookAnswer>,
+    /// Runs of the scenario: one, or one per judge variant.
+    pub variants: Vec<Variant>,
+}
+
+#[derive(Clone, Debug)]
+pub struct Version {
+    pub pods: u32,
+    pub behaviour: Behaviour,
+}
+
+#[derive(Clone, Debug)]
+pub struct Client {
+    pub name: String,
+    pub namespace: Option<String>,
+    pub rate: f64,
+    pub arrivals: ArrivalShape,
+    pub shape: RateShape,
+    pub headers: Vec<(f64, Vec<(String, String)>)>,
+    pub sidecar: bool,
+}
+
+/// How a client's rate changes over time.
+#[derive(Clone, Debug, PartialEq)]
+pub enum RateShape {
+    Constant,
+    /// Linear from the base rate to `to` over `over`, starting at `from`.
+    Ramp {
+        from: SimTime,
+        to: f64,
+        over: SimTime,
+    },
+    /// `rate * (1 + amplitude * sin(2π t / period))`.
+    Diurnal {
+        amplitude: f64,
+        period: SimTime,
+    },
+    /// `factor` times the rate for `length` every `every`.
+    Bursts {
+        every: SimTime,
+        length: SimTime,
+        factor: f64,
+    },
+}
+
+/// When a timeline entry fires.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub enum Trigger {
+    At(SimTime),
+    /// The first time the canary's weight reaches this percentage.
+    Weight(u8),
+}
+
+#[derive(Clone, Debug)]
+pub struct TimelineEntry {
+    pub when: Trigger,
+    pub event: Event,
+    /// Where it was written, for messages.
+    pub line: usize,
+}
+
+/// What the timeline can do to the world.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Event {
+    /// A new revision of the target: the canary takes the scenario's `canary` behaviour.
+    Deploy,
+    ErrorRate {
+        version: Side,
+        rate: f64,
+    },
+    Latency {
+        version: Side,
+        service_time: ServiceTime,
+    },
+    PodErrorRate {
+        version: Side,
+        pod: u32,
+        rate: Option<f64>,
+    },
+    Crash {
+        version: Side,
+        pods: Vec<u32>,
+        restart_after: Option<SimTime>,
+    },
+    BlackHole {
+        version: Side,
+        pod: u32,
+        on: bool,
+    },
+    Rate {
+        client: String,
+        rps: f64,
+    },
+    CertRotation {
+        version: Side,
+        enabled: bool,
+    },
+    /// The Canary is deleted.
+    Delete,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Side {
+    Primary,
+    Canary,
+}
+
+/// How the scenario answers a webhook.
+#[derive(Clone, Debug, PartialEq)]
+pub enum HookAnswer {
+    Pass,
+    Fail,
+    Timeout,
+    /// Fails until this time, passes after.
+    OpenAt(SimTime),
+}
+
+/// One run of the scenario and the checks it must pass.
+#[derive(Clone, Debug)]
+pub struct Variant {
+    /// Empty for a scenario without variants.
+    pub name: String,
+    pub spec: RolloutSpec,
+    pub expect: Expectations,
+}
+
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct Expectations {
+    pub outcome: Option<Outcome>,
+    /// From the deploy to promotion or rollback.
+    pub decided_within: Option<SimTime>,
+    pub max_canary_weight_before_rollback: Option<u8>,
+    /// Failed requests the clients saw that the canary served (the blast radius).
+    pub max_failed_requests: Option<u64>,
+    /// Percentage of client requests that succeeded over the whole run.
+    pub min_success_rate: Option<f64>,
+    /// The canary must not be rolled back.
+    pub no_false_rollback: bool,
+    /// The rollback must name this metric.
+    pub rolled_back_by: Option<String>,
+    /// Some decision's message must contain this text.
+    pub message_contains: Option<String>,
+}
+
+/// A scenario that cannot be used, with where and why.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+#[error("{file}:{line}: {field}: {message}", line = line.map_or("?".to_string(), |l| l.to_string()))]
+pub struct ScenarioError {
+    pub file: String,
+    pub line: Option<usize>,
+    pub field: String,
+    pub message: String,
+}
+
+impl Scenario {
+    /// Reads and checks a scenario file.
+    pub fn load(path: &Path) -> Result<Scenario, ScenarioError> {
+        let text = std::fs::read_to_string(path).map_err(|e| ScenarioError {
+            file: path.display().to_string(),
+            line: None,
+            field: "(file)".into(),
+            message: e.to_string(),
+        })?;
+        Scenario::parse(&text, path)
+    }
+
+    /// Checks a scenario given as text; `path` names it in errors and anchors relative paths.
+    pub fn parse(text: &str, path: &Path) -> Result<Scenario, ScenarioError> {
+        let mut cx = Context {
+            text,
+            file: path.display().to_string(),
+            dir: path.parent().map(Path::to_path_buf),
+        };
+        let raw = raw::parse(text)
+            .map_err(|(field, line, message)| cx.error_at(&field, line, message))?;
+        cx.build(raw, path)
+    }
+
+    /// The Canary's target workload name (the canary), and the primary's.
+    pub fn workloads(&self) -> (String, String) {
+        (
+            self.spec.target.clone(),
+            format!("{}-primary", self.spec.target),
+        )
+    }
+}
+
+struct Context<'a> {
+    text: &'a str,
+    file: String,
+    dir: Option<PathBuf>,
+}
+
+impl Context<'_> {
+    fn error_at(
+        &self,
+        field: &str,
+        line: Option<usize>,
+        message: impl Into<String>,
+    ) -> ScenarioError {
+        ScenarioError {
+            file: self.file.clone(),
+            line: line.or_else(|| locate::line_of(self.text, field)),
+            field: field.to_string(),
+            message: message.into(),
+        }
+    }
+
+    fn error(&self, field: &str, message: impl Into<String>) -> ScenarioError {
+        self.error_at(field, None, message)
+    }
+
+    fn duration(&self, field: &str, text: &str) -> Result<SimTime, ScenarioError> {
+        manifest::parse_duration(text).ok_or_else(|| {
+            self.error(
+                field,
+                format!("`{text}` is not a duration: expected e.g. `30s`, `10m`, `1h30m`, `250ms`"),
+            )
+        })
+    }
+
+    fn build(&mut self, raw: raw::Scenario, path: &Path) -> Result<Scenario, ScenarioError> {
+        let duration = self.duration("duration", &raw.duration)?;
+        if duration == 0 {
+            return Err(self.error("duration", "must be longer than 0s"));
+        }
+        let primary = self.version("service.primary", &raw.service.primary, None)?;
+        let canary = self.version("service.canary", &raw.service.canary, Some(&primary))?;
+
+        let (canary_resource, spec) = self.canary(&raw)?;
+        if spec.target != raw.service.name {
+            return Err(self.error(
+                "canary.spec.targetRef.name",
+                format!(
+                    "targets `{}`, but the scenario's service is `{}`",
+                    spec.target, raw.service.name
+                ),
+            ));
+        }
+        let manifests = self.manifests(&raw)?;
+
+        let mut clients = Vec::new();
+        for (i, c) in raw.traffic.iter().enumerate() {
+            clients.push(self.client(&format!("traffic[{i}]"), c)?);
+        }
+        if clients.is_empty() {
+            return Err(self.error("traffic", "needs at least one client"));
+        }
+        let mut timeline = Vec::new();
+        for (i, e) in raw.timeline.iter().enumerate() {
+            timeline.push(self.timeline_entry(&format!("timeline[{i}]"), e, &clients)?);
+        }
+        if !timeline.iter().any(|e| e.event == Event::Deploy) {
+            return Err(self.error(
+                "timeline",
+                "needs a `deploy` entry: the new revision the Canary rolls out",
+            ));
+        }
+        let hooks = self.hooks(&raw, &spec)?;
+        let variants = self.variants(&raw, &spec, &canary_resource)?;
+
+        Ok(Scenario {
+            name: raw.name,
+            description: raw.description.unwrap_or_default(),
+            file: path.to_path_buf(),
+            seed: raw.seed.unwrap_or(1),
+            duration,
+            data_plane: match raw.mesh.as_deref().unwrap_or("istio") {
+                "istio" => DataPlane::Istio,
+                "linkerd" => DataPlane::Linkerd,
+                other => {
+                    return Err(self.error(
+                        "mesh",
+                        format!("must be `istio` or `linkerd`, got `{other}`"),
+                    ));
+                }
+            },
+            namespace: raw.namespace.unwrap_or_else(|| "default".into()),
+            service: raw.service.name,
+            primary,
+            canary,
+            clients,
+            manifests,
+            canary_resource,
+            spec,
+            timeline,
+            hooks,
+            variants,
+        })
+    }
+
+    fn version(
+        &self,
+        field: &str,
+        raw: &raw::Version,
+        base: Option<&Version>,
+    ) -> Result<Version, ScenarioError> {
+        let mut v = base.cloned().unwrap_or(Version {
+            pods: 2,
+            behaviour: Behaviour::default(),
+        });
+        if let Some(pods) = raw.pods {
+            if !(1..=1000).contains(&pods) {
+                return Err(self.error(
+                    &format!("{field}.pods"),
+                    format!("must be between 1 and 1000, got {pods}"),
+                ));
+            }
+            v.pods = pods;
+        }
+        if let Some(workers) = raw.workers {
+            if !(1..=100_000).contains(&workers) {
+                return Err(self.error(
+                    &format!("{field}.workers"),
+                    format!("must be between 1 and 100000, got {workers}"),
+                ));
+            }
+            v.behaviour.workers = workers;
+        }
+        if let Some(rate) = raw.error_rate {
+            v.behaviour.error_rate = self.probability(&format!("{field}.error_rate"), rate)?;
+        }
+        if let Some(code) = raw.error_code {
+            if !(500..=599).contains(&code) {
+                return Err(self.error(
+                    &format!("{field}.error_code"),
+                    format!("must be a 5xx status, got {code}"),
+                ));
+            }
+            v.behaviour.error_code = code;
+        }
+        if let Some(latency) = &raw.latency {
+            v.behaviour.service_time = self.latency(&format!("{field}.latency"), latency)?;
+        }
+        Ok(v)
+    }
+
+    fn probability(&self, field: &str, p: f64) -> Result<f64, ScenarioError> {
+        if (0.0..=1.0).contains(&p) {
+            Ok(p)
+        } else {
+            Err(self.error(
+                field,
+                format!("must be a probability between 0 and 1, got {p}"),
+            ))
+        }
+    }
+
+    fn latency(&self, field: &str, l: &raw::Latency) -> Result<ServiceTime, ScenarioError> {
+        let d = |name: &str, t: &Option<String>| -> Result<Option<SimTime>, ScenarioError> {
+            t.as_deref()
+                .map(|t| self.duration(&format!("{field}.{name}"), t))
+                .transpose()
+        };
+        let forms = [
+            l.mean.is_some(),
+            l.constant.is_some(),
+            l.p50.is_some() || l.p99.is_some(),
+            l.mixture.is_some(),
+        ];
+        if forms.iter().filter(|f| **f).count() != 1 {
+            return Err(self.error(field, "give exactly one of `mean` (exponential), `constant`, `p50` with `p99` (log-normal) or `mixture`"));
+        }
+        if let Some(mean) = d("mean", &l.mean)? {
+            return Ok(ServiceTime::Exponential { mean });
+        }
+        if let Some(c) = d("constant", &l.constant)? {
+            return Ok(ServiceTime::Constant(c));
+        }
+        if let Some(parts) = &l.mixture {
+            if parts.is_empty() {
+                return Err(self.error(&format!("{field}.mixture"), "needs at least one component"));
+            }
+            let mut out = Vec::new();
+            for (i, p) in parts.iter().enumerate() {
+                let path = format!("{field}.mixture[{i}]");
+                if !(p.weight.is_finite() && p.weight > 0.0) {
+                    return Err(self.error(
+                        &format!("{path}.weight"),
+                        format!("must be positive, got {}", p.weight),
+                    ));
+                }
+                out.push((p.weight, self.latency(&path, &p.latency)?));
+            }
+            return Ok(ServiceTime::Mixture(out));
+        }
+        match (d("p50", &l.p50)?, d("p99", &l.p99)?) {
+            (Some(p50), Some(p99)) if p99 >= p50 => Ok(ServiceTime::LogNormal { p50, p99 }),
+            (Some(_), Some(_)) => Err(self.error(&format!("{field}.p99"), "must be at least p50")),
+            _ => Err(self.error(field, "a log-normal latency needs both `p50` and `p99`")),
+        }
+    }
+
+    fn canary(&self, raw: &raw::Scenario) -> Result<(Canary, RolloutSpec), ScenarioError> {
+        let (text, origin) = match (&raw.canary, &raw.canary_file) {
+            (Some(v), None) => (
+                match v {
+                    serde_norway::Value::String(s) => s.clone(),
+                    other => serde_norway::to_string(other)
+                        .map_err(|e| self.error("canary", e.to_string()))?,
+                },
+                "canary".to_string(),
+            ),
+            (None, Some(file)) => (
+                self.read_relative("canary_file", file)?,
+                format!("canary_file ({file})"),
+            ),
+            _ => {
+                return Err(self.error(
+                    "canary",
+                    "give the Canary manifest in `canary` or its path in `canary_file`",
+                ));
+            }
+        };
+        let loaded = load_manifests(&text).map_err(|e| self.error(&origin, e.to_string()))?;
+        let [canary] = <[Canary; 1]>::try_from(loaded.canaries).map_err(|v| {
+            self.error(
+                &origin,
+                format!("must hold exactly one Canary, found {}", v.len()),
+            )
+        })?;
+        let spec = validate(&canary.spec).map_err(|errors| {
+            let first = &errors.0[0];
+            let all: Vec<String> = errors.0.iter().map(ToString::to_string).collect();
+            self.error(
+                &format!("{origin}.{}", first.path),
+                format!("the Canary does not validate:\n  {}", all.join("\n  ")),
+            )
+        })?;
+        for m in &spec.metrics {
+            if !m.kind.is_builtin() {
+                return Err(self.error(
+                    &format!("{origin}.spec.analysis.metrics"),
+                    format!("metric `{}` is a custom query; the simulator computes only the built-in request-success-rate and request-duration", m.name),
+                ));
+            }
+        }
+        Ok((canary, spec))
+    }
+
+    fn read_relative(&self, field: &str, file: &str) -> Result<String, ScenarioError> {
+        let path = match &self.dir {
+            Some(dir) => dir.join(file),
+            None => PathBuf::from(file),
+        };
+        std::fs::read_to_string(&path)
+            .map_err(|e| self.error(field, format!("{}: {e}", path.display())))
+    }
+
+    fn manifests(&self, raw: &raw::Scenario) -> Result<Manifests, ScenarioError> {
+        let mut text = raw.manifests.clone().unwrap_or_default();
+        for (i, file) in raw.manifest_files.iter().enumerate() {
+            text.push_str("\n---\n");
+            text.push_str(&self.read_relative(&format!("manifest_files[{i}]"), file)?);
+        }
+        manifest::parse(&text).map_err(|e| self.error("manifests", e.to_string()))
+    }
+
+    fn client(&self, field: &str, c: &raw::Traffic) -> Result<Client, ScenarioError> {
+        if !(c.rate.is_finite() && c.rate >= 0.0 && c.rate <= 1_000_000.0) {
+            return Err(self.error(
+                &format!("{field}.rate"),
+                format!(
+                    "must be between 0 and 1000000 requests per second, got {}",
+                    c.rate
+                ),
+            ));
+        }
+        let arrivals = match c.arrivals.as_deref().unwrap_or("poisson") {
+            "poisson" => ArrivalShape::Poisson,
+            "constant" => ArrivalShape::Constant,
+            other => {
+                return Err(self.error(
+                    &format!("{field}.arrivals"),
+                    format!("must be `poisson` or `constant`, got `{other}`"),
+                ));
+            }
+        };
+        let shapes = [c.ramp.is_some(), c.diurnal.is_some(), c.bursts.is_some()];
+        if shapes.iter().filter(|s| **s).count() > 1 {
+            return Err(self.error(field, "give at most one of `ramp`, `diurnal`, `bursts`"));
+        }
+        let shape = if let Some(r) = &c.ramp {
+            RateShape::Ramp {
+                from: r
+                    .from
+                    .as_deref()
+                    .map(|t| self.duration(&format!("{field}.ramp.from"), t))
+                    .transpose()?
+                    .unwrap_or(0),
+                to: r.to,
+                over: self.duration(&format!("{field}.ramp.over"), &r.over)?,
+            }
+        } else if let Some(d) = &c.diurnal {
+            if !(0.0..=1.0).contains(&d.amplitude) {
+                return Err(self.error(
+                    &format!("{field}.diurnal.amplitude"),
+                    "must be between 0 and 1",
+                ));
+            }
+            RateShape::Diurnal {
+                amplitude: d.amplitude,
+                period: self
+                    .duration(&format!("{field}.diurnal.period"), &d.period)?
+                    .max(1),
+            }
+        } else if let Some(b) = &c.bursts {
+            let every = self.duration(&format!("{field}.bursts.every"), &b.every)?;
+            let length = self.duration(&format!("{field}.bursts.length"), &b.length)?;
+            if every == 0 || length >= every {
+                return Err(self.error(
+                    &format!("{field}.bursts"),
+                    "`length` must be shorter than `every`",
+                ));
+            }
+            RateShape::Bursts {
+                every,
+                length,
+                factor: b.factor,
+            }
+        } else {
+            RateShape::Constant
+        };
+        let mut headers = Vec::new();
+        for (i, h) in c.headers.iter().enumerate() {
+            if !(h.weight.is_finite() && h.weight >= 0.0) {
+                return Err(self.error(
+                    &format!("{field}.headers[{i}].weight"),
+                    "must not be negative",
+                ));
+            }
+            headers.push((
+                h.weight,
+                h.set
+                    .iter()
+                    .map(|(k, v)| (k.to_ascii_lowercase(), v.clone()))
+                    .collect(),
+            ));
+        }
+        Ok(Client {
+            name: c.client.clone(),
+            namespace: c.namespace.clone(),
+            rate: c.rate,
+            arrivals,
+            shape,
+            headers,
+            sidecar: c.sidecar.unwrap_or(true),
+        })
+    }
+
+    fn timeline_entry(
+        &self,
+        field: &str,
+        e: &raw::TimelineEntry,
+        clients: &[Client],
+    ) -> Result<TimelineEntry, ScenarioError> {
+        let when = match (&e.at, e.when_weight) {
+            (Some(at), None) => Trigger::At(self.duration(&format!("{field}.at"), at)?),
+            (None, Some(w)) if (1..=100).contains(&w) => Trigger::Weight(w as u8),
+            (None, Some(w)) => {
+                return Err(self.error(
+                    &format!("{field}.when_weight"),
+                    format!("must be a weight between 1 and 100, got {w}"),
+                ));
+            }
+            _ => {
+                return Err(self.error(
+                    field,
+                    "give exactly one of `at` (a time) or `when_weight` (a canary weight)",
+                ));
+            }
+        };
+        let side = |path: &str, s: &str| match s {
+            "primary" => Ok(Side::Primary),
+            "canary" => Ok(Side::Canary),
+            other => Err(self.error(
+                path,
+                format!("must be `primary` or `canary`, got `{other}`"),
+            )),
+        };
+        let mut events = Vec::new();
+        if e.deploy.is_some() {
+            events.push(Event::Deploy);
+        }
+        if e.delete.is_some() {
+            events.push(Event::Delete);
+        }
+        if let Some(f) = &e.error_rate {
+            events.push(Event::ErrorRate {
+                version: side(&format!("{field}.error_rate.version"), &f.version)?,
+                rate: self.probability(&format!("{field}.error_rate.rate"), f.rate)?,
+            });
+        }
+        if let Some(f) = &e.latency {
+            events.push(Event::Latency {
+                version: side(&format!("{field}.latency.version"), &f.version)?,
+                service_time: self.latency(&format!("{field}.latency"), &f.latency)?,
+            });
+        }
+        if let Some(f) = &e.pod_error_rate {
+            let rate = f
+                .rate
+                .map(|r| self.probability(&format!("{field}.pod_error_rate.rate"), r))
+                .transpose()?;
+            events.push(Event::PodErrorRate {
+                version: side(&format!("{field}.pod_error_rate.version"), &f.version)?,
+                pod: f.pod,
+                rate,
+            });
+        }
+        if let Some(f) = &e.crash {
+            let restart_after = f
+                .restart_after
+                .as_deref()
+                .map(|t| self.duration(&format!("{field}.crash.restart_after"), t))
+                .transpose()?;
+            let pods = match (&f.pod, &f.pods) {
+                (Some(p), None) => vec![*p],
+                (None, Some(ps)) => ps.clone(),
+                (None, None) => Vec::new(), // every pod
+                _ => {
+                    return Err(
+                        self.error(&format!("{field}.crash"), "give `pod` or `pods`, not both")
+                    );
+                }
+            };
+            events.push(Event::Crash {
+                version: side(&format!("{field}.crash.version"), &f.version)?,
+                pods,
+                restart_after,
+            });
+        }
+        if let Some(f) = &e.black_hole {
+            events.push(Event::BlackHole {
+                version: side(&format!("{field}.black_hole.version"), &f.version)?,
+                pod: f.pod,
+                on: f.on.unwrap_or(true),
+            });
+        }
+        if let Some(f) = &e.rate {
+            if !clients.iter().any(|c| c.name == f.client) {
+                return Err(self.error(
+                    &format!("{field}.rate.client"),
+                    format!("no client named `{}` in `traffic`", f.client),
+                ));
+            }
+            if !(f.rps.is_finite() && f.rps >= 0.0) {
+                return Err(self.error(&format!("{field}.rate.rps"), "must not be negative"));
+            }
+            events.push(Event::Rate {
+                client: f.client.clone(),
+                rps: f.rps,
+            });
+        }
+        if let Some(f) = &e.cert_rotation {
+            events.push(Event::CertRotation {
+                version: side(&format!("{field}.cert_rotation.version"), &f.version)?,
+                enabled: f.enabled,
+            });
+        }
+        match <[Event; 1]>::try_from(events) {
+            Ok([event]) => Ok(TimelineEntry { when, event, line: locate::line_of(self.text, field).unwrap_or(0) }),
+            Err(v) => Err(self.error(field, format!("needs exactly one event (deploy, delete, error_rate, latency, pod_error_rate, crash, black_hole, rate, cert_rotation), found {}", v.len()))),
+        }
+    }
+
+    fn hooks(
+        &self,
+        raw: &raw::Scenario,
+        spec: &RolloutSpec,
+    ) -> Result<BTreeMap<String, HookAnswer>, ScenarioError> {
+        let mut out = BTreeMap::new();
+        for (name, answer) in &raw.webhooks {
+            let field = format!("webhooks.{name}");
+            let Some(hook) = spec.webhooks.iter().find(|h| &h.name == name) else {
+                return Err(self.error(&field, format!("the Canary has no webhook named `{name}`")));
+            };
+            let answer =
+                match answer {
+                    raw::HookAnswer::Word(w) => match w.as_str() {
+                        "pass" => HookAnswer::Pass,
+                        "fail" => HookAnswer::Fail,
+                        "timeout" => HookAnswer::Timeout,
+                        other => return Err(self.error(
+                            &field,
+                            format!(
+                                "must be pass, fail, timeout or {{open_at: TIME}}, got `{other}`"
+                            ),
+                        )),
+                    },
+                    raw::HookAnswer::Gate { open_at } => {
+                        HookAnswer::OpenAt(self.duration(&format!("{field}.open_at"), open_at)?)
+                    }
+                };
+            if hook.gate == HookGate::Event && answer != HookAnswer::Pass {
+                return Err(self.error(
+                    &field,
+                    "event hooks are notifications; their answer changes nothing",
+                ));
+            }
+            out.insert(name.clone(), answer);
+        }
+        Ok(out)
+    }
+
+    fn variants(
+        &self,
+        raw: &raw::Scenario,
+        spec: &RolloutSpec,
+        canary: &Canary,
+    ) -> Result<Vec<Variant>, ScenarioError> {
+        if raw.variants.is_empty() {
+            let Some(expect) = &raw.expect else {
+                return Err(self.error(
+                    "expect",
+                    "a scenario states what must happen: add `expect:`",
+                ));
+            };
+            return Ok(vec![Variant {
+                name: String::new(),
+                spec: spec.clone(),
+                expect: self.expectations("expect", expect, spec)?,
+            }]);
+        }
+        if raw.expect.is_some() {
+            return Err(self.error(
+                "expect",
+                "with `variants`, each variant has its own `expect`",
+            ));
+        }
+        let mut out = Vec::new();
+        for (i, v) in raw.variants.iter().enumerate() {
+            let field = format!("variants[{i}]");
+            let mut resource = canary.spec.clone();
+            resource.analysis.judge = Some(v.judge.clone());
+            if v.alpha.is_some() || v.min_requests.is_some() {
+                let s = resource
+                    .analysis
+                    .statistical
+                    .get_or_insert_with(Default::default);
+                s.alpha = v.alpha.or(s.alpha);
+                s.min_requests = v.min_requests.or(s.min_requests);
+            }
+            let spec = validate(&resource)
+                .map_err(|e| self.error(&format!("{field}.judge"), e.to_string()))?;
+            out.push(Variant {
+                name: v.name.clone(),
+                expect: self.expectations(&format!("{field}.expect"), &v.expect, &spec)?,
+                spec,
+            });
+        }
+        Ok(out)
+    }
+
+    fn expectations(
+        &self,
+        field: &str,
+        e: &raw::Expect,
+        spec: &RolloutSpec,
+    ) -> Result<Expectations, ScenarioError> {
+        if let Some(m) = &e.rolled_back_by
+            && !spec.metrics.iter().any(|c| &c.name == m)
+        {
+            let known: Vec<&str> = spec.metrics.iter().map(|c| c.name.as_str()).collect();
+            return Err(self.error(
+                &format!("{field}.rolled_back_by"),
+                format!(
+                    "unknown metric `{m}`; the Canary's metrics are: {}",
+                    known.join(", ")
+                ),
+            ));
+        }
+        if let Some(w) = e.max_canary_weight_before_rollback
+            && !(0..=100).contains(&w)
+        {
+            return Err(self.error(
+                &format!("{field}.max_canary_weight_before_rollback"),
+                format!("must be a weight between 0 and 100, got {w}"),
+            ));
+        }
+        if let Some(r) = e.min_success_rate
+            && !(0.0..=100.0).contains(&r)
+        {
+            return Err(self.error(
+                &format!("{field}.min_success_rate"),
+                format!("must be a percentage, got {r}"),
+            ));
+        }
+        Ok(Expectations {
+            outcome: e.outcome,
+            decided_within: e
+                .decided_within
+                .as_deref()
+                .map(|t| self.duration(&format!("{field}.decided_within"), t))
+                .transpose()?,
+            max_canary_weight_before_rollback: e.max_canary_weight_before_rollback.map(|w| w as u8),
+            max_failed_requests: e.max_failed_requests,
+            min_success_rate: e.min_success_rate,
+            no_false_rollback: e.no_false_rollback.unwrap_or(false),
+            rolled_back_by: e.rolled_back_by.clone(),
+            message_contains: e.message_contains.clone(),
+        })
+    }
+}
+
+/// Header matches for A/B routing, from the spec's Istio `HTTPMatchRequest`s: each block is a
+/// conjunction, blocks are alternatives. Only headers are simulated (requests carry no URI).
+pub fn header_matches(matches: &[serde_json::Value]) -> Vec<Vec<HeaderMatch>> {
+    matches
+        .iter()
+        .filter_map(|m| m.get("headers")?.as_object())
+        .map(|headers| {
+            headers
+                .iter()
+                .filter_map(|(name, cond)| {
+                    let matcher = if let Some(v) = cond.get("exact").and_then(|v| v.as_str()) {
+                        StringMatch::Exact(v.to_string())
+                    } else if let Some(v) = cond.get("prefix").and_then(|v| v.as_str()) {
+                        StringMatch::Prefix(v.to_string())
+                    } else {
+                        StringMatch::regex(cond.get("regex")?.as_str()?).ok()?
+                    };
+                    Some(HeaderMatch {
+                        name: name.to_ascii_lowercase(),
+                        matcher,
+                    })
+                })
+                .collect()
+        })
+        .collect()
+}

@@ -1,0 +1,252 @@
+//! The scenario file as written: strict serde types, snake_case keys.
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+
+#[derive(Deserialize, Debug)]
+#[serde(deny_unknown_fields)]
+pub struct Scenario {
+    pub name: String,
+    pub description: Option<String>,
+    pub seed: Option<u64>,
+    pub duration: String,
+    /// `istio` (default) or `linkerd`.
+    pub mesh: Option<String>,
+    pub namespace: Option<String>,
+    pub service: Service,
+    pub traffic: Vec<Traffic>,
+    /// Mesh manifests as multi-document YAML.
+    pub manifests: Option<String>,
+    /// Mesh manifest files, relative to the scenario.
+    #[serde(default)]
+    pub manifest_files: Vec<String>,
+    /// The Canary manifest: a YAML mapping, or a string holding one.
+    pub canary: Option<serde_norway::Value>,
+    pub canary_file: Option<String>,
+    #[serde(default)]
+    pub timeline: Vec<TimelineEntry>,
+    #[serde(default)]
+    pub webhooks: BTreeMap<String, HookAnswer>,
+    pub expect: Option<Expect>,
+    #[serde(default)]
+    pub variants: Vec<Variant>,
+}
+
+#[derive(Deserialize, Debug)]
+#[serde(deny_unknown_fields)]
+pub struct Service {
+    pub name: String,
+    pub primary: Version,
+    #[serde(default)]
+    pub canary: Version,
+}
+
+#[derive(Deserialize, Debug, Default)]
+#[serde(deny_unknown_fields)]
+pub struct Version {
+    pub pods: Option<u32>,
+    pub workers: Option<u32>,
+    pub latency: Option<Latency>,
+    pub error_rate: Option<f64>,
+    pub error_code: Option<u16>,
+}
+
+#[derive(Deserialize, Debug, Default)]
+#[serde(deny_unknown_fields)]
+pub struct Latency {
+    pub mean: Option<String>,
+    pub constant: Option<String>,
+    pub p50: Option<String>,
+    pub p99: Option<String>,
+    pub mixture: Option<Vec<MixturePart>>,
+}
+
+#[derive(Deserialize, Debug)]
+#[serde(deny_unknown_fields)]
+pub struct MixturePart {
+    pub weight: f64,
+    #[serde(flatten)]
+    pub latency: Latency,
+}
+
+#[derive(Deserialize, Debug)]
+#[serde(deny_unknown_fields)]
+pub struct Traffic {
+    pub client: String,
+    pub namespace: Option<String>,
+    pub rate: f64,
+    /// `poisson` (default) or `constant`.
+    pub arrivals: Option<String>,
+    pub ramp: Option<Ramp>,
+    pub diurnal: Option<Diurnal>,
+    pub bursts: Option<Bursts>,
+    #[serde(default)]
+    pub headers: Vec<HeaderProfile>,
+    pub sidecar: Option<bool>,
+}
+
+#[derive(Deserialize, Debug)]
+#[serde(deny_unknown_fields)]
+pub struct Ramp {
+    pub from: Option<String>,
+    pub to: f64,
+    pub over: String,
+}
+
+#[derive(Deserialize, Debug)]
+#[serde(deny_unknown_fields)]
+pub struct Diurnal {
+    pub amplitude: f64,
+    pub period: String,
+}
+
+#[derive(Deserialize, Debug)]
+#[serde(deny_unknown_fields)]
+pub struct Bursts {
+    pub every: String,
+    pub length: String,
+    pub factor: f64,
+}
+
+#[derive(Deserialize, Debug)]
+#[serde(deny_unknown_fields)]
+pub struct HeaderProfile {
+    pub weight: f64,
+    #[serde(default)]
+    pub set: BTreeMap<String, String>,
+}
+
+#[derive(Deserialize, Debug)]
+#[serde(deny_unknown_fields)]
+pub struct TimelineEntry {
+    pub at: Option<String>,
+    pub when_weight: Option<i64>,
+    pub deploy: Option<serde_norway::Value>,
+    pub delete: Option<serde_norway::Value>,
+    pub error_rate: Option<ErrorRate>,
+    pub latency: Option<LatencyChange>,
+    pub pod_error_rate: Option<PodErrorRate>,
+    pub crash: Option<Crash>,
+    pub black_hole: Option<BlackHole>,
+    pub rate: Option<RateChange>,
+    pub cert_rotation: Option<CertRotation>,
+}
+
+#[derive(Deserialize, Debug)]
+#[serde(deny_unknown_fields)]
+pub struct ErrorRate {
+    pub version: String,
+    pub rate: f64,
+}
+
+#[derive(Deserialize, Debug)]
+#[serde(deny_unknown_fields)]
+pub struct LatencyChange {
+    pub version: String,
+    #[serde(flatten)]
+    pub latency: Latency,
+}
+
+#[derive(Deserialize, Debug)]
+#[serde(deny_unknown_fields)]
+pub struct PodErrorRate {
+    pub version: String,
+    pub pod: u32,
+    pub rate: Option<f64>,
+}
+
+#[derive(Deserialize, Debug)]
+#[serde(deny_unknown_fields)]
+pub struct Crash {
+    pub version: String,
+    pub pod: Option<u32>,
+    pub pods: Option<Vec<u32>>,
+    pub restart_after: Option<String>,
+}
+
+#[derive(Deserialize, Debug)]
+#[serde(deny_unknown_fields)]
+pub struct BlackHole {
+    pub version: String,
+    pub pod: u32,
+    pub on: Option<bool>,
+}
+
+#[derive(Deserialize, Debug)]
+#[serde(deny_unknown_fields)]
+pub struct RateChange {
+    pub client: String,
+    pub rps: f64,
+}
+
+#[derive(Deserialize, Debug)]
+#[serde(deny_unknown_fields)]
+pub struct CertRotation {
+    pub version: String,
+    pub enabled: bool,
+}
+
+#[derive(Deserialize, Debug)]
+#[serde(untagged)]
+pub enum HookAnswer {
+    Word(String),
+    Gate { open_at: String },
+}
+
+/// How a rollout ended.
+#[derive(Deserialize, Serialize, Debug, Clone, Copy, PartialEq, Eq)]
+#[serde(rename_all = "kebab-case")]
+pub enum Outcome {
+    Promoted,
+    RolledBack,
+    /// Neither by the end of the run.
+    Undecided,
+}
+
+#[derive(Deserialize, Debug, Default)]
+#[serde(deny_unknown_fields)]
+pub struct Expect {
+    pub outcome: Option<Outcome>,
+    pub decided_within: Option<String>,
+    pub max_canary_weight_before_rollback: Option<i64>,
+    pub max_failed_requests: Option<u64>,
+    pub min_success_rate: Option<f64>,
+    pub no_false_rollback: Option<bool>,
+    pub rolled_back_by: Option<String>,
+    pub message_contains: Option<String>,
+}
+
+#[derive(Deserialize, Debug)]
+#[serde(deny_unknown_fields)]
+pub struct Variant {
+    pub name: String,
+    pub judge: String,
+    pub alpha: Option<f64>,
+    pub min_requests: Option<i64>,
+    pub expect: Expect,
+}
+
+/// Parses the text; on failure returns (field path, line, message).
+pub fn parse(text: &str) -> Result<Scenario, (String, Option<usize>, String)> {
+    let de = serde_norway::Deserializer::from_str(text);
+    serde_path_to_error::deserialize(de).map_err(|e| {
+        let path = e.path().to_string();
+        let inner = e.into_inner();
+        let line = inner.location().map(|l| l.line());
+        let mut message = inner.to_string();
+        // The location is reported separately.
+        if let Some(i) = message.find(" at line ") {
+            message.truncate(i);
+        }
+        (
+            if path == "." {
+                "(document)".to_string()
+            } else {
+                path
+            },
+            line,
+            message,
+        )
+    })
+}
