@@ -5,10 +5,17 @@
 #[path = "../examples/judge_rates/sim.rs"]
 mod sim;
 
+use fledge_controller::analysis::Histogram;
+use fledge_controller::analysis::mann_whitney::{
+    Classification, LatencyConfig, always_valid_level, judge_latency,
+};
 use fledge_controller::analysis::sequential::ErrorRateConfig;
 use rand::SeedableRng;
 use rand_pcg::Pcg64Mcg;
-use sim::{Flagger, Outcome, Scenario, binomial, median_look, rate, run_rollout};
+use sim::{
+    Flagger, LATENCY_BOUNDS, Outcome, Scenario, binomial, cumulative, median_look, observe_latency,
+    rate, run_rollout,
+};
 
 const ROLLOUTS: usize = 2000;
 const PRIMARY_ERROR_RATE: f64 = 0.005;
@@ -97,4 +104,46 @@ fn the_binomial_sampler_has_the_binomial_mean_and_variance() {
     // Standard errors: sqrt(np(1-p)/draws) = 0.016 for the mean, about 0.05 for the variance.
     assert!((mean - n * p).abs() < 0.08, "mean {mean}");
     assert!((var - n * p * (1.0 - p)).abs() < 0.25, "variance {var}");
+}
+
+#[test]
+fn latency_judged_at_every_look_with_the_spent_level_flags_identical_versions_within_the_level() {
+    // 1,000 A/A rollouts of 20 looks, 10 canary and 90 primary observations a look, histograms
+    // cumulative since the start. Kayenta's effect gate (ratio at least 1) leaves the test alone.
+    let config = LatencyConfig {
+        allowed_increase: 1.0,
+        ..LatencyConfig::default()
+    };
+    let rollouts = 1000;
+    let mut rng = Pcg64Mcg::seed_from_u64(14);
+    let mut false_highs = 0;
+    for _ in 0..rollouts {
+        let mut canary = vec![0.0; LATENCY_BOUNDS.len()];
+        let mut primary = vec![0.0; LATENCY_BOUNDS.len()];
+        for look in 1..=20 {
+            (0..10).for_each(|_| observe_latency(&mut rng, &mut canary, 50.0, 0.6));
+            (0..90).for_each(|_| observe_latency(&mut rng, &mut primary, 50.0, 0.6));
+            let c = Histogram {
+                bounds: LATENCY_BOUNDS.to_vec(),
+                cumulative: cumulative(&canary),
+            };
+            let p = Histogram {
+                bounds: LATENCY_BOUNDS.to_vec(),
+                cumulative: cumulative(&primary),
+            };
+            let level = always_valid_level(config.confidence_level, look);
+            let cfg = LatencyConfig {
+                confidence_level: level,
+                ..config
+            };
+            if judge_latency(&cfg, &c, &p).classification == Classification::High {
+                false_highs += 1;
+                break;
+            }
+        }
+    }
+    // High is one side of the two-sided 2%: at most 1%, plus three standard errors.
+    let rate = false_highs as f64 / rollouts as f64;
+    let bound = 0.01 + 3.0 * (0.01f64 * 0.99 / rollouts as f64).sqrt();
+    assert!(rate <= bound, "false highs {rate} > {bound}");
 }

@@ -158,3 +158,43 @@ pub fn median_look(outcomes: &[Outcome], at: impl Fn(&Outcome) -> Option<u32>) -
     looks.sort_unstable();
     looks.get(looks.len() / 2).copied()
 }
+
+/// Istio's default latency buckets (ms) up to 10 s, then +Inf.
+pub const LATENCY_BOUNDS: [f64; 12] = [
+    5.0,
+    10.0,
+    25.0,
+    50.0,
+    100.0,
+    250.0,
+    500.0,
+    1000.0,
+    2500.0,
+    5000.0,
+    10000.0,
+    f64::INFINITY,
+];
+
+/// One latency observation, log-normal with the given median (ms) and log-scale spread, counted
+/// into its `le` bucket.
+pub fn observe_latency(rng: &mut Pcg64Mcg, counts: &mut [f64], median: f64, sigma: f64) {
+    let (u1, u2): (f64, f64) = (1.0 - rng.random::<f64>(), rng.random::<f64>());
+    let z = (-2.0 * u1.ln()).sqrt() * (std::f64::consts::TAU * u2).cos();
+    let x = median * (sigma * z).exp();
+    let bucket = LATENCY_BOUNDS
+        .iter()
+        .position(|&le| x <= le)
+        .unwrap_or(LATENCY_BOUNDS.len() - 1);
+    counts[bucket] += 1.0;
+}
+
+/// Cumulative counts, as Prometheus returns them.
+pub fn cumulative(counts: &[f64]) -> Vec<f64> {
+    counts
+        .iter()
+        .scan(0.0, |sum, c| {
+            *sum += c;
+            Some(*sum)
+        })
+        .collect()
+}
