@@ -507,15 +507,15 @@ pub fn judge_latency(
         _ => "no significant difference worth flagging",
     };
     let reason = format!(
-        "{verdict}: Mann-Whitney U {} of {} pairs, z {:.2}, two-sided p {} (flags below {}), CLES {:.3}, {effect_text} (allowed {}..{}); p50 canary {} vs primary {}, p99 canary {} vs primary {}",
+        "{verdict}: Mann-Whitney U {} of {} pairs, z {:.2}, two-sided p {} (flags below {}), CLES {:.3}, {effect_text} (flags from {:.3} up or {:.3} down); p50 canary {} vs primary {}, p99 canary {} vs primary {}",
         count(test.u),
         count(test.n_canary * test.n_primary),
         test.z,
         probability(test.p_two_sided),
         probability(alpha),
         test.cles,
-        config.allowed_decrease.min(config.allowed_increase),
         config.allowed_increase,
+        config.allowed_decrease,
         value(canary_p50),
         value(primary_p50),
         value(canary_p99),

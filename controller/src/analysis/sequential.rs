@@ -343,6 +343,10 @@ impl ErrorRateEvidence {
         canary: Counts,
         primary: Counts,
     ) -> ErrorRateJudgement {
+        if config.validate().is_err() {
+            // Leave the baseline alone: the counts are judged once the settings are fixed.
+            return self.judge(config, Ok(Side2::default()));
+        }
         let now = Side2 { canary, primary };
         let increment = validate_counts(&now).and_then(|()| {
             let b = self.baseline;
@@ -703,8 +707,8 @@ fn rate(c: Counts) -> String {
     }
 }
 
-/// Three significant digits, without trailing noise; integers as integers; huge values in
-/// scientific notation.
+/// Three significant digits, without trailing noise; integers as integers; huge and tiny values
+/// in scientific notation.
 fn number(x: f64) -> String {
     if !x.is_finite() {
         return if x.is_nan() {
@@ -715,7 +719,7 @@ fn number(x: f64) -> String {
             "-∞".into()
         };
     }
-    if x.abs() >= 1e7 {
+    if x.abs() >= 1e7 || (x != 0.0 && x.abs() < 1e-3) {
         return format!("{x:.2e}");
     }
     if x == x.trunc() {
@@ -956,6 +960,18 @@ mod tests {
     }
 
     #[test]
+    fn counts_seen_under_invalid_settings_are_judged_once_the_settings_are_fixed() {
+        let mut evidence = ErrorRateEvidence::default();
+        let bad = ErrorRateConfig {
+            alpha: 2.0,
+            ..config()
+        };
+        evidence.observe(&bad, counts(1000.0, 40.0), counts(9000.0, 45.0));
+        let j = evidence.observe(&config(), counts(1000.0, 40.0), counts(9000.0, 45.0));
+        assert_eq!(j.decision, Decision::Regressed);
+    }
+
+    #[test]
     fn rollback_evidence_carries_across_steps_but_no_worse_starts_again() {
         let mut evidence = ErrorRateEvidence::default();
         evidence.observe(&config(), counts(2000.0, 10.0), counts(18000.0, 90.0));
@@ -1021,6 +1037,7 @@ mod tests {
         assert_eq!(number(1234.5), "1234");
         assert_eq!(number(f64::INFINITY), "∞");
         assert_eq!(number(4982453655196670.0), "4.98e15");
+        assert_eq!(number(0.0000376), "3.76e-5");
     }
 
     fn any_count() -> impl Strategy<Value = f64> {
