@@ -5,6 +5,7 @@
 
 pub mod mann_whitney;
 pub mod sequential;
+pub mod statistical;
 
 use std::fmt;
 

@@ -34,6 +34,7 @@ use std::fmt;
 
 use serde::{Deserialize, Serialize};
 
+use crate::analysis::statistical::Evidence;
 use crate::analysis::{MetricReading, MetricResult, Verdict, check_threshold};
 use crate::spec::{HookGate, Judge, RolloutSpec, Strategy};
 
@@ -121,6 +122,15 @@ pub struct RolloutState {
     /// Since when the rollout has been unable to progress (workloads not ready).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub stalled_since: Option<Millis>,
+    /// When the current step began: the canary's weight or iteration last changed.
+    #[serde(default)]
+    pub step_since: Millis,
+    /// Since when the statistical judge has held the current step undecided.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub held_since: Option<Millis>,
+    /// The statistical judge's evidence.
+    #[serde(default, skip_serializing_if = "Evidence::is_empty")]
+    pub evidence: Evidence,
     /// The pre-rollout hooks of this rollout have passed.
     #[serde(default)]
     pub pre_rollout_done: bool,
@@ -215,6 +225,9 @@ pub struct Observation {
 pub struct Wants {
     /// Query every metric of the spec.
     pub metrics: bool,
+    /// Statistical judge: read counts and histograms over `[since, now]` (the current step)
+    /// rather than each metric's own window.
+    pub since: Option<Millis>,
     /// Call every hook of these types and report each answer by name.
     pub hooks: Vec<HookGate>,
 }
@@ -288,6 +301,9 @@ pub fn wants(state: &RolloutState, spec: &RolloutSpec, now: Millis) -> Wants {
                     w.hooks.push(HookGate::PreRollout);
                 } else if analysing(state, spec) {
                     w.metrics = !spec.metrics.is_empty();
+                    if matches!(spec.judge, Judge::Statistical { .. }) {
+                        w.since = Some(state.step_since);
+                    }
                     w.hooks.push(HookGate::Rollout);
                 }
                 let top = state.canary_weight >= spec.strategy.max_weight();
@@ -328,8 +344,15 @@ fn step_due(state: &RolloutState, spec: &RolloutSpec, now: Millis) -> bool {
 /// How a tick's analysis came out.
 enum Analysis {
     Passed,
+    /// A failed check (threshold mode, hooks, scalar metrics).
     Failed(String),
-    Held(String),
+    /// The statistical judge found the canary worse than primary: roll back now.
+    Regressed(String),
+    /// The statistical judge cannot decide yet: hold the step.
+    Held {
+        why: String,
+        short_of_traffic: Option<(f64, u64)>,
+    },
 }
 
 struct Tick<'a> {
@@ -388,6 +411,7 @@ impl Tick<'_> {
     }
 
     fn set_routes(&mut self, canary: u8, mirror: Option<u8>, matched: bool) {
+        self.new_step();
         self.s.canary_weight = canary;
         self.s.mirror = mirror;
         self.s.matched = matched;
@@ -397,6 +421,13 @@ impl Tick<'_> {
             mirror,
             matched,
         });
+    }
+
+    /// The traffic the canary gets changes: the statistical judge starts judging afresh.
+    fn new_step(&mut self) {
+        self.s.step_since = self.now;
+        self.s.held_since = None;
+        self.s.evidence.begin_step();
     }
 
     fn new_revision(&self) -> bool {
@@ -449,6 +480,8 @@ impl Tick<'_> {
         self.s.stalled_since = None;
         self.s.pre_rollout_done = false;
         self.s.analysis.clear();
+        self.s.evidence = Evidence::default();
+        self.new_step();
         if restarting {
             self.set_routes(0, None, false);
             self.event(
@@ -564,8 +597,22 @@ impl Tick<'_> {
             return self.canary_step();
         }
         match self.analyse() {
-            Analysis::Passed => {}
-            Analysis::Held(why) => {
+            Analysis::Passed => self.s.held_since = None,
+            Analysis::Regressed(why) => return self.rollback(format!("canary regressed: {why}")),
+            Analysis::Held {
+                why,
+                short_of_traffic,
+            } => {
+                let since = *self.s.held_since.get_or_insert(self.now);
+                if self.now.saturating_sub(since) >= self.spec.progress_deadline.millis() {
+                    let deadline = self.spec.progress_deadline;
+                    return self.rollback(match short_of_traffic {
+                        Some((seen, need)) => format!(
+                            "not enough traffic to judge: {seen:.0} requests, need {need}; held for the progress deadline of {deadline}"
+                        ),
+                        None => format!("no decision within the progress deadline of {deadline}: {why}"),
+                    });
+                }
                 self.s.message = why;
                 return;
             }
@@ -667,27 +714,81 @@ impl Tick<'_> {
 
     /// Metrics and rollout hooks for this tick.
     fn analyse(&mut self) -> Analysis {
-        let results: Vec<MetricResult> = self
-            .spec
-            .metrics
-            .iter()
-            .map(|m| check_threshold(m, self.obs.metrics.get(&m.name), &self.spec.target))
-            .collect();
-        self.s.analysis = results;
+        let (spec, obs) = (self.spec, self.obs);
+        let mut short_of_traffic = None;
+        self.s.analysis = match spec.judge {
+            Judge::Threshold => spec
+                .metrics
+                .iter()
+                .map(|m| check_threshold(m, obs.metrics.get(&m.name), &spec.target))
+                .collect(),
+            Judge::Statistical {
+                alpha,
+                min_requests,
+            } => spec
+                .metrics
+                .iter()
+                .map(|m| {
+                    let judged = self.s.evidence.judge(
+                        m,
+                        obs.metrics.get(&m.name),
+                        alpha,
+                        min_requests,
+                        &spec.target,
+                    );
+                    short_of_traffic = short_of_traffic.or(judged.short_of_traffic);
+                    judged.result
+                })
+                .collect(),
+        };
         if let Err(why) = self.hooks_pass(HookGate::Rollout) {
             return Analysis::Failed(why);
         }
-        let failures: Vec<&str> = self
-            .s
-            .analysis
-            .iter()
-            .filter(|r| matches!(r.verdict, Verdict::Fail | Verdict::NoData))
-            .map(|r| r.reason.as_str())
-            .collect();
-        match (&self.spec.judge, failures.is_empty()) {
-            (_, true) => Analysis::Passed,
-            (Judge::Threshold, false) => Analysis::Failed(failures.join("; ")),
-            (Judge::Statistical { .. }, false) => Analysis::Held(failures.join("; ")),
+        let reasons = |keep: &dyn Fn(&MetricResult) -> bool| -> String {
+            let picked: Vec<&str> = self
+                .s
+                .analysis
+                .iter()
+                .filter(|r| keep(r))
+                .map(|r| r.reason.as_str())
+                .collect();
+            picked.join("; ")
+        };
+        let failed = |r: &MetricResult| r.verdict == Verdict::Fail;
+        let builtin = |name: &str| {
+            spec.metrics
+                .iter()
+                .any(|m| m.name == name && m.kind.is_builtin())
+        };
+        match spec.judge {
+            Judge::Threshold => {
+                let why = reasons(&|r| matches!(r.verdict, Verdict::Fail | Verdict::NoData));
+                if why.is_empty() {
+                    Analysis::Passed
+                } else {
+                    Analysis::Failed(why)
+                }
+            }
+            Judge::Statistical { .. } => {
+                // A comparison that regressed rolls back at once; a scalar out of range is a
+                // failed check, as in threshold mode.
+                let regressed = reasons(&|r| failed(r) && builtin(&r.name));
+                let out_of_range = reasons(&|r| failed(r) && !builtin(&r.name));
+                let waiting =
+                    reasons(&|r| matches!(r.verdict, Verdict::Undecided | Verdict::NoData));
+                if !regressed.is_empty() {
+                    Analysis::Regressed(regressed)
+                } else if !out_of_range.is_empty() {
+                    Analysis::Failed(out_of_range)
+                } else if !waiting.is_empty() {
+                    Analysis::Held {
+                        why: waiting,
+                        short_of_traffic,
+                    }
+                } else {
+                    Analysis::Passed
+                }
+            }
         }
     }
 
@@ -734,6 +835,7 @@ impl Tick<'_> {
     fn blue_green_step(&mut self, iterations: u32, mirror: Option<u8>) {
         if self.s.iterations < iterations {
             self.s.iterations += 1;
+            self.new_step();
             // Flagger mirrors for the first half of the iterations only.
             let mirror = mirror.filter(|_| self.s.iterations < iterations.div_ceil(2));
             if mirror != self.s.mirror {
@@ -759,6 +861,7 @@ impl Tick<'_> {
     fn ab_step(&mut self, iterations: u32) {
         if self.s.iterations < iterations {
             self.s.iterations += 1;
+            self.new_step();
             let n = self.s.iterations;
             return self.event(
                 Severity::Normal,

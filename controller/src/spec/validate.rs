@@ -400,6 +400,22 @@ pub fn validate(spec: &CanarySpec) -> Result<RolloutSpec, ValidationErrors> {
             );
         }
     }
+    for (i, m) in metrics.iter().enumerate() {
+        let path = format!("spec.analysis.metrics[{i}].margin");
+        match (&judge, &m.kind, m.margin) {
+            (Judge::Threshold, _, Some(_)) => p.add(
+                path,
+                "is only used by the statistical judge (`judge: statistical`)",
+            ),
+            (Judge::Statistical { .. }, MetricKind::RequestDuration, Some(Margin::Absolute(_))) => {
+                p.add(
+                    path,
+                    "a latency margin is relative: write it as a percentage such as `20%`",
+                )
+            }
+            _ => {}
+        }
+    }
     let webhooks = webhooks(&mut p, &a.webhooks);
 
     if !p.0.is_empty() {

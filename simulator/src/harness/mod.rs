@@ -454,7 +454,7 @@ impl<'a> Harness<'a> {
                 desired: self.scenario.primary.pods,
             },
             metrics: if w.metrics {
-                observe::metrics(&self.mesh, spec, self.primary, self.canary, now)
+                observe::metrics(&self.mesh, spec, self.primary, self.canary, w.since.map(|ms| ms * MILLIS), now)
             } else {
                 BTreeMap::new()
             },

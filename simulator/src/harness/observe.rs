@@ -11,20 +11,22 @@ use crate::telemetry::{DURATION_BUCKETS_MS, WindowStats};
 
 /// Readings for every metric of `spec` over each metric's window ending at `now`: scalars for
 /// the threshold judge (Flagger's success rate in percent and p99 in milliseconds, from the
-/// destination sidecars' reports), counts and histograms of canary and primary for the
-/// statistical judge.
+/// destination sidecars' reports), counts and histograms of canary and primary since `since`
+/// for the statistical judge.
 pub fn metrics(
     mesh: &Mesh,
     spec: &RolloutSpec,
     primary: VersionId,
     canary: VersionId,
+    since: Option<SimTime>,
     now: SimTime,
 ) -> BTreeMap<String, MetricReading> {
     let statistical = matches!(spec.judge, Judge::Statistical { .. });
     spec.metrics
         .iter()
         .map(|m| {
-            let from = now.saturating_sub(m.window.millis() * MILLIS);
+            // The statistical judge compares everything since its step began.
+            let from = since.unwrap_or_else(|| now.saturating_sub(m.window.millis() * MILLIS));
             let c = mesh.destination_stats(canary, from, now);
             let reading = match (&m.kind, statistical) {
                 (MetricKind::RequestSuccessRate, true) => MetricReading::Counts {

@@ -1,0 +1,149 @@
+//! The rollout core under the statistical judge: adaptive pacing, holds, and rollbacks.
+
+mod support;
+
+use fledge_controller::analysis::{Counts, MetricReading};
+use fledge_controller::rollout::{Phase, wants};
+use support::{Driver, SpecExt, canary_spec};
+
+/// Requests per second reaching the service, split by the current weight, and error rates.
+struct Traffic {
+    rps: f64,
+    canary_errors: f64,
+    primary_errors: f64,
+}
+
+impl Traffic {
+    /// Counts since the current step began, as the shell reads them for the statistical judge.
+    fn reading(&self, d: &Driver) -> MetricReading {
+        let since = wants(&d.state, &d.spec, d.now)
+            .since
+            .unwrap_or(d.state.step_since);
+        let seconds = d.now.saturating_sub(since) as f64 / 1000.0;
+        let share = d.state.canary_weight as f64 / 100.0;
+        let canary = self.rps * share * seconds;
+        let primary = self.rps * (1.0 - share) * seconds;
+        MetricReading::Counts {
+            canary: Counts {
+                requests: canary.floor(),
+                failures: (canary * self.canary_errors).floor(),
+            },
+            primary: Counts {
+                requests: primary.floor(),
+                failures: (primary * self.primary_errors).floor(),
+            },
+        }
+    }
+
+    fn run(&self, d: &mut Driver) {
+        for _ in 0..500 {
+            if matches!(d.state.phase, Phase::Succeeded | Phase::Failed) {
+                break;
+            }
+            d.reading = Some(self.reading(d));
+            d.tick();
+        }
+    }
+}
+
+fn statistical(extra: &str) -> fledge_controller::spec::RolloutSpec {
+    canary_spec(&format!(
+        "stepWeight: 20\n    judge: statistical\n    statistical: {{minRequests: 200}}{extra}"
+    ))
+}
+
+#[test]
+fn a_canary_as_good_as_primary_is_promoted_step_by_step() {
+    let mut d = Driver::new(statistical(""));
+    d.deploy("v2");
+    Traffic {
+        rps: 100.0,
+        canary_errors: 0.001,
+        primary_errors: 0.001,
+    }
+    .run(&mut d);
+    assert_eq!(d.state.phase, Phase::Succeeded, "{}", d.state.message);
+    assert_eq!(d.state.failed_checks, 0);
+    assert_eq!(d.route_weights(), [20, 40, 60, 80, 100, 0]);
+}
+
+#[test]
+fn a_canary_failing_ten_times_as_often_is_rolled_back_at_once_without_waiting_for_threshold() {
+    let mut d = Driver::new(statistical("\n    threshold: 10"));
+    d.deploy("v2");
+    Traffic {
+        rps: 100.0,
+        canary_errors: 0.05,
+        primary_errors: 0.005,
+    }
+    .run(&mut d);
+    assert_eq!(d.state.phase, Phase::Failed);
+    assert_eq!(d.state.failed_checks, 0);
+    let last = d.messages().last().unwrap().clone();
+    assert!(last.starts_with("Rolling back app: canary regressed: request-success-rate: canary fails more often than primary"), "{last}");
+    assert_eq!(d.route_weights(), [20, 0]);
+}
+
+#[test]
+fn too_little_traffic_holds_without_failed_checks_until_the_progress_deadline() {
+    let mut d = Driver::new(statistical("").with_deadline_seconds(600));
+    d.deploy("v2");
+    Traffic {
+        rps: 0.5,
+        canary_errors: 0.0,
+        primary_errors: 0.0,
+    }
+    .run(&mut d);
+    assert_eq!(d.state.phase, Phase::Failed);
+    assert_eq!(d.state.failed_checks, 0);
+    assert_eq!(d.route_weights(), [20, 0]);
+    let last = d.messages().last().unwrap().clone();
+    assert!(
+        last.contains("not enough traffic to judge: 66 requests, need 200"),
+        "{last}"
+    );
+}
+
+#[test]
+fn unusable_counts_hold_the_step_and_never_promote() {
+    let mut d = Driver::new(statistical(""));
+    d.deploy("v2");
+    d.tick();
+    for _ in 0..5 {
+        d.reading = Some(MetricReading::Counts {
+            canary: Counts {
+                requests: f64::NAN,
+                failures: 0.0,
+            },
+            primary: Counts {
+                requests: -3.0,
+                failures: 0.0,
+            },
+        });
+        d.tick();
+    }
+    assert_eq!(
+        (d.state.phase, d.state.canary_weight),
+        (Phase::Progressing, 20)
+    );
+    assert!(d.state.message.contains("unusable"), "{}", d.state.message);
+}
+
+#[test]
+fn the_judges_evidence_survives_a_restart_through_json() {
+    let mut d = Driver::new(statistical(""));
+    d.deploy("v2");
+    let traffic = Traffic {
+        rps: 100.0,
+        canary_errors: 0.02,
+        primary_errors: 0.002,
+    };
+    d.reading = Some(traffic.reading(&d));
+    d.tick();
+    d.reading = Some(traffic.reading(&d));
+    d.tick();
+    let json = serde_json::to_string(&d.state).unwrap();
+    assert!(json.contains("evidence"));
+    let restored = serde_json::from_str(&json).unwrap();
+    assert_eq!(d.state, restored);
+}
