@@ -41,6 +41,9 @@ use super::Histogram;
 /// forces monotonicity the same way); anything larger is an error.
 const MONOTONIC_TOLERANCE: f64 = 1e-6;
 
+/// Most observations the test accepts (2^53: counts stay exact and the tie term finite).
+const MAX_OBSERVATIONS: f64 = 9_007_199_254_740_992.0;
+
 /// Why a histogram cannot be used.
 #[derive(Clone, Debug, Error, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase", tag = "kind")]
@@ -55,6 +58,8 @@ pub enum HistogramError {
     DuplicateBound { bound: f64 },
     #[error("the last bucket bound is {bound}; expected +Inf")]
     NoInfBucket { bound: f64 },
+    #[error("only the +Inf bucket; a latency histogram needs finite bounds too")]
+    OnlyInfBucket,
     #[error("count {value} at le={le} is not a finite count at least 0")]
     NotACount { le: f64, value: f64 },
     #[error("cumulative count goes down from {before} to {after} at le={le}")]
@@ -75,6 +80,9 @@ pub enum CompareError {
     BoundsDiffer { canary: Vec<f64>, primary: Vec<f64> },
     #[error("no observations on the {side} side")]
     NoObservations { side: String },
+    /// Beyond 2^53 observations counts are no longer exact in `f64`; no real window has that many.
+    #[error("{total} observations in all; expected at most 2^53")]
+    TooManyObservations { total: f64 },
 }
 
 /// A validated histogram: bucket upper bounds, increasing and ending at `+Inf`, with the count of
@@ -115,6 +123,7 @@ impl Buckets {
             Some(&(bound, _)) if bound != f64::INFINITY => {
                 return Err(HistogramError::NoInfBucket { bound });
             }
+            Some(_) if pairs.len() < 2 => return Err(HistogramError::OnlyInfBucket),
             Some(_) => {}
         }
         let total = pairs.last().map_or(0.0, |p| p.1);
@@ -240,6 +249,9 @@ pub fn u_test(canary: &Buckets, primary: &Buckets) -> Result<UTest, CompareError
                 side: side.to_string(),
             });
         }
+    }
+    if n1 + n2 > MAX_OBSERVATIONS {
+        return Err(CompareError::TooManyObservations { total: n1 + n2 });
     }
     let mut u = 0.0;
     let mut primary_below = 0.0;
@@ -454,6 +466,13 @@ pub fn judge_latency(
         Ok(test) => test,
         Err(e) => return no_data(format!("cannot compare latency: {e}")),
     };
+    let last = canary.counts.len() - 1;
+    if canary.counts[last] == test.n_canary && primary.counts[last] == test.n_primary {
+        return no_data(format!(
+            "cannot compare latency: every observation is above the largest finite bucket bound {}",
+            canary.bounds[last - 1]
+        ));
+    }
     let quantiles = |q: f64| (canary.quantile(q), primary.quantile(q));
     let (canary_p50, primary_p50) = quantiles(0.5);
     let (canary_p99, primary_p99) = quantiles(0.99);
@@ -760,8 +779,9 @@ mod tests {
 
     #[test]
     fn malformed_histograms_are_errors_not_panics() {
-        let cases: [(&[f64], &[f64]); 7] = [
+        let cases: [(&[f64], &[f64]); 8] = [
             (&[1.0, INF], &[1.0]),
+            (&[INF], &[5.0]),
             (&[], &[]),
             (&[1.0, 2.0], &[1.0, 2.0]),
             (&[f64::NAN, INF], &[1.0, 2.0]),
@@ -815,6 +835,14 @@ mod tests {
                 j.reason
             );
         }
+        let beyond = histogram(&[1.0, 2.0, INF], &[0.0, 0.0, 60.0]);
+        let j = judge_latency(&config, &beyond, &beyond);
+        assert_eq!(j.classification, Classification::NoData);
+        assert!(
+            j.reason.contains("above the largest finite bucket bound 2"),
+            "{}",
+            j.reason
+        );
         let j = judge_latency(&config, &good, &Histogram::default());
         assert!(
             j.reason.contains("primary histogram: no buckets"),
@@ -874,6 +902,20 @@ mod tests {
         assert_eq!(
             judge_latency(&cles, &canary, &primary).classification,
             Classification::High
+        );
+    }
+
+    #[test]
+    fn absurdly_large_counts_are_no_data_not_nan() {
+        let good = histogram(&[1.0, 2.0, INF], &[30.0, 30.0, 0.0]);
+        let huge = histogram(&[1.0, 2.0, INF], &[1e200, 1e200, 0.0]);
+        let j = judge_latency(&LatencyConfig::default(), &huge, &good);
+        assert_eq!(j.classification, Classification::NoData);
+        assert!(
+            j.reason
+                .contains("observations in all; expected at most 2^53"),
+            "{}",
+            j.reason
         );
     }
 
@@ -939,7 +981,7 @@ mod tests {
     }
 
     fn two_histograms(max: u32) -> impl Strategy<Value = (Vec<u32>, Vec<u32>)> {
-        (1usize..8).prop_flat_map(move |k| {
+        (2usize..8).prop_flat_map(move |k| {
             (
                 prop::collection::vec(0..max, k),
                 prop::collection::vec(0..max, k),
@@ -979,7 +1021,10 @@ mod tests {
         #[test]
         fn any_input_is_judged_without_panic_and_bad_input_is_no_data(
             bounds in prop::collection::vec(prop_oneof![Just(INF), Just(f64::NAN), -10.0..100.0f64], 0..6),
-            canary in prop::collection::vec(prop_oneof![Just(f64::NAN), Just(-1.0), 0.0..1e6f64], 0..6),
+            canary in prop::collection::vec(
+                prop_oneof![Just(f64::NAN), Just(-1.0), 0.0..1e6f64, 1e100..1e300f64],
+                0..6,
+            ),
             primary in prop::collection::vec(0.0..1e6f64, 0..6),
         ) {
             let c = Histogram { bounds: bounds.clone(), cumulative: canary };
@@ -990,6 +1035,7 @@ mod tests {
             }
             if let Some(t) = j.test {
                 prop_assert!(!t.u.is_nan() && !t.z.is_nan() && !t.p_two_sided.is_nan());
+                prop_assert!(!t.cles.is_nan());
             }
         }
     }
