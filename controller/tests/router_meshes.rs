@@ -1,0 +1,848 @@
+//! The traffic routers against a fake API server: the exact object each mesh gets, the
+//! requests the router makes, and that fields other managers own survive a write.
+//!
+//! The fake (a `tower_test` mock behind `kube::Client`) keeps objects by path, answers GET and
+//! server-side apply PATCH, and merges an apply the way the API server does for the fields
+//! involved here: maps merge key by key, lists are replaced whole. It records every request.
+#![cfg(feature = "cluster")]
+
+use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use fledge_controller::router::{Router, RouterError, Routes, gateway_api, istio, smi};
+use fledge_controller::spec::Canary;
+use http::{Request, Response, StatusCode};
+use kube::client::Body;
+use serde_json::{Value, json};
+
+type Handle = tower_test::mock::Handle<Request<Body>, Response<Body>>;
+
+/// One request as the fake API server saw it.
+#[derive(Clone, Debug)]
+struct Seen {
+    method: String,
+    path: String,
+    query: String,
+    content_type: String,
+    body: Option<Value>,
+}
+
+#[derive(Clone, Default)]
+struct FakeApi {
+    objects: Arc<Mutex<BTreeMap<String, Value>>>,
+    seen: Arc<Mutex<Vec<Seen>>>,
+    /// Answer every request with this status instead.
+    fail_with: Option<u16>,
+}
+
+impl FakeApi {
+    fn with(objects: &[(&str, Value)]) -> Self {
+        let fake = FakeApi::default();
+        for (path, object) in objects {
+            lock(&fake.objects).insert(path.to_string(), object.clone());
+        }
+        fake
+    }
+
+    fn client(&self) -> kube::Client {
+        let (service, handle) = tower_test::mock::pair::<Request<Body>, Response<Body>>();
+        tokio::spawn(self.clone().serve(handle));
+        kube::Client::new(service, "default")
+    }
+
+    async fn serve(self, mut handle: Handle) {
+        while let Some((request, send)) = handle.next_request().await {
+            let (parts, body) = request.into_parts();
+            let bytes = body.collect_bytes().await.unwrap_or_default();
+            let body: Option<Value> = serde_json::from_slice(&bytes).ok();
+            let path = parts.uri.path().to_string();
+            lock(&self.seen).push(Seen {
+                method: parts.method.to_string(),
+                path: path.clone(),
+                query: parts.uri.query().unwrap_or_default().to_string(),
+                content_type: parts
+                    .headers
+                    .get(http::header::CONTENT_TYPE)
+                    .and_then(|v| v.to_str().ok())
+                    .unwrap_or_default()
+                    .to_string(),
+                body: body.clone(),
+            });
+            let (status, answer) = match (self.fail_with, parts.method.as_str()) {
+                (Some(code), _) => (code, status_body(code, "the API server is unwell")),
+                (None, "GET") => match lock(&self.objects).get(&path) {
+                    Some(o) => (200, o.clone()),
+                    None => (404, status_body(404, "not found")),
+                },
+                (None, "PATCH") => {
+                    let mut objects = lock(&self.objects);
+                    let stored = objects.entry(path).or_insert_with(|| json!({}));
+                    merge(stored, body.unwrap_or(Value::Null));
+                    (200, stored.clone())
+                }
+                (None, _) => (405, status_body(405, "not allowed")),
+            };
+            let mut response =
+                Response::new(Body::from(serde_json::to_vec(&answer).unwrap_or_default()));
+            *response.status_mut() =
+                StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+            response.headers_mut().insert(
+                http::header::CONTENT_TYPE,
+                http::HeaderValue::from_static("application/json"),
+            );
+            send.send_response(response);
+        }
+    }
+
+    fn seen(&self) -> Vec<Seen> {
+        lock(&self.seen).clone()
+    }
+
+    fn object(&self, path: &str) -> Value {
+        lock(&self.objects)
+            .get(path)
+            .cloned()
+            .unwrap_or(Value::Null)
+    }
+
+    /// Method and path of every request, in order.
+    fn calls(&self) -> Vec<String> {
+        self.seen()
+            .iter()
+            .map(|s| format!("{} {}", s.method, s.path))
+            .collect()
+    }
+
+    /// Bodies of the applies, in order.
+    fn applied(&self) -> Vec<Value> {
+        self.seen()
+            .into_iter()
+            .filter(|s| s.method == "PATCH")
+            .filter_map(|s| s.body)
+            .collect()
+    }
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+fn status_body(code: u16, message: &str) -> Value {
+    let reason = match code {
+        404 => "NotFound",
+        _ => "InternalError",
+    };
+    json!({
+        "kind": "Status", "apiVersion": "v1", "metadata": {},
+        "status": "Failure", "message": message, "reason": reason, "code": code,
+    })
+}
+
+/// Server-side apply, as far as these objects need it: maps merge, lists are atomic.
+fn merge(into: &mut Value, applied: Value) {
+    match (into, applied) {
+        (Value::Object(into), Value::Object(applied)) => {
+            for (k, v) in applied {
+                merge(into.entry(k).or_insert(Value::Null), v);
+            }
+        }
+        (into, applied) => *into = applied,
+    }
+}
+
+/// Every test finishes in bounded time, even if a request never comes back.
+async fn bounded<T>(f: impl std::future::Future<Output = T>) -> T {
+    match tokio::time::timeout(Duration::from_secs(10), f).await {
+        Ok(v) => v,
+        Err(_) => panic!("the router did not finish within 10s"),
+    }
+}
+
+fn canary(extra_spec: Value) -> Canary {
+    let mut spec = json!({
+        "targetRef": { "apiVersion": "apps/v1", "kind": "Deployment", "name": "podinfo" },
+        "service": { "port": 9898 },
+        "analysis": { "interval": "1m", "stepWeight": 10, "maxWeight": 50 },
+    });
+    merge(&mut spec, extra_spec);
+    let object = json!({
+        "apiVersion": "fledge.dev/v1alpha1",
+        "kind": "Canary",
+        "metadata": { "name": "podinfo", "namespace": "test", "uid": "c0ffee" },
+        "spec": spec,
+    });
+    match serde_json::from_value(object) {
+        Ok(c) => c,
+        Err(e) => panic!("fixture is not a Canary: {e}"),
+    }
+}
+
+fn owner() -> Value {
+    json!([{
+        "apiVersion": "fledge.dev/v1alpha1", "kind": "Canary", "name": "podinfo", "uid": "c0ffee",
+        "controller": true,
+    }])
+}
+
+fn weights(primary: u8, canary: u8) -> Routes {
+    Routes {
+        primary,
+        canary,
+        mirror: None,
+        matched: false,
+    }
+}
+
+const VS: &str = "/apis/networking.istio.io/v1beta1/namespaces/test/virtualservices/podinfo";
+const DR_PRIMARY: &str =
+    "/apis/networking.istio.io/v1beta1/namespaces/test/destinationrules/podinfo-primary";
+const DR_CANARY: &str =
+    "/apis/networking.istio.io/v1beta1/namespaces/test/destinationrules/podinfo-canary";
+const TS: &str = "/apis/split.smi-spec.io/v1alpha2/namespaces/test/trafficsplits/podinfo";
+const HR: &str = "/apis/gateway.networking.k8s.io/v1/namespaces/test/httproutes/podinfo";
+
+fn istio_destination(host: &str, weight: u8) -> Value {
+    json!({ "destination": { "host": host, "port": { "number": 9898 } }, "weight": weight })
+}
+
+// ---------------------------------------------------------------- Istio: exact objects
+
+#[test]
+fn istio_gets_a_virtual_service_with_weighted_primary_and_canary_destinations() {
+    let c = canary(json!({
+        "service": {
+            "hosts": ["app.example.com"],
+            "gateways": ["public-gateway.istio-system.svc.cluster.local"],
+            "headers": { "request": { "add": { "x-envoy-upstream-rq-timeout-ms": "15000" } } },
+            "retries": { "attempts": 3, "perTryTimeout": "1s", "retryOn": "gateway-error" },
+            "timeout": "30s",
+            "apex": { "labels": { "team": "web" } },
+        }
+    }));
+    let vs = istio::virtual_service(&c, &weights(90, 10)).ok();
+    assert_eq!(
+        vs,
+        Some(json!({
+            "apiVersion": "networking.istio.io/v1beta1",
+            "kind": "VirtualService",
+            "metadata": { "name": "podinfo", "namespace": "test", "labels": { "team": "web" } },
+            "spec": {
+                "hosts": ["app.example.com", "podinfo"],
+                "gateways": ["public-gateway.istio-system.svc.cluster.local"],
+                "http": [{
+                    "headers": { "request": { "add": { "x-envoy-upstream-rq-timeout-ms": "15000" } } },
+                    "retries": { "attempts": 3, "perTryTimeout": "1s", "retryOn": "gateway-error" },
+                    "timeout": "30s",
+                    "route": [
+                        istio_destination("podinfo-primary", 90),
+                        istio_destination("podinfo-canary", 10),
+                    ],
+                }],
+            },
+        }))
+    );
+}
+
+#[test]
+fn istio_routes_the_mesh_gateway_when_no_gateway_is_given() {
+    let vs = istio::virtual_service(&canary(json!({})), &Routes::PRIMARY_ONLY).ok();
+    assert_eq!(
+        vs.map(|v| v["spec"].clone()),
+        Some(json!({
+            "hosts": ["podinfo"],
+            "gateways": ["mesh"],
+            "http": [{ "route": [
+                istio_destination("podinfo-primary", 100),
+                istio_destination("podinfo-canary", 0),
+            ] }],
+        }))
+    );
+}
+
+#[test]
+fn istio_ab_testing_sends_matching_requests_to_the_canary_and_the_rest_to_the_primary() {
+    let c = canary(json!({
+        "analysis": { "iterations": 10, "match": [
+            { "headers": { "x-canary": { "exact": "insider" } } },
+            { "headers": { "cookie": { "regex": "^(.*?;)?(canary=always)(;.*)?$" } } },
+        ] }
+    }));
+    let routes = Routes {
+        primary: 0,
+        canary: 100,
+        mirror: None,
+        matched: true,
+    };
+    let vs = istio::virtual_service(&c, &routes).ok();
+    assert_eq!(
+        vs.map(|v| v["spec"]["http"].clone()),
+        Some(json!([
+            {
+                "match": [
+                    { "headers": { "x-canary": { "exact": "insider" } } },
+                    { "headers": { "cookie": { "regex": "^(.*?;)?(canary=always)(;.*)?$" } } },
+                ],
+                "route": [
+                    istio_destination("podinfo-primary", 0),
+                    istio_destination("podinfo-canary", 100),
+                ],
+            },
+            { "route": [istio_destination("podinfo-primary", 100)] },
+        ]))
+    );
+}
+
+#[test]
+fn istio_mirrors_a_percentage_of_primary_traffic_to_the_canary() {
+    let routes = Routes {
+        primary: 100,
+        canary: 0,
+        mirror: Some(25),
+        matched: false,
+    };
+    let vs = istio::virtual_service(&canary(json!({})), &routes).ok();
+    assert_eq!(
+        vs.map(|v| v["spec"]["http"].clone()),
+        Some(json!([{
+            "route": [
+                istio_destination("podinfo-primary", 100),
+                istio_destination("podinfo-canary", 0),
+            ],
+            "mirror": { "host": "podinfo-canary", "port": { "number": 9898 } },
+            "mirrorPercentage": { "value": 25.0 },
+        }]))
+    );
+}
+
+#[test]
+fn istio_destination_rules_carry_the_service_traffic_policy() {
+    let c =
+        canary(json!({ "service": { "trafficPolicy": { "tls": { "mode": "ISTIO_MUTUAL" } } } }));
+    assert_eq!(
+        istio::destination_rule(&c, "podinfo-canary"),
+        json!({
+            "apiVersion": "networking.istio.io/v1beta1",
+            "kind": "DestinationRule",
+            "metadata": { "name": "podinfo-canary", "namespace": "test" },
+            "spec": { "host": "podinfo-canary", "trafficPolicy": { "tls": { "mode": "ISTIO_MUTUAL" } } },
+        })
+    );
+}
+
+#[test]
+fn a_split_that_does_not_add_up_to_one_hundred_is_refused_before_any_write() {
+    let e = istio::virtual_service(&canary(json!({})), &weights(90, 20)).err();
+    assert!(matches!(e, Some(RouterError::InvalidSpec { .. })), "{e:?}");
+}
+
+#[test]
+fn the_service_name_overrides_the_target_name_for_every_object() {
+    let c = canary(json!({ "service": { "name": "frontend" } }));
+    let vs = istio::virtual_service(&c, &Routes::PRIMARY_ONLY).ok();
+    assert_eq!(
+        vs.map(|v| (
+            v["metadata"]["name"].clone(),
+            v["spec"]["http"][0]["route"][1].clone()
+        )),
+        Some((json!("frontend"), istio_destination("frontend-canary", 0)))
+    );
+}
+
+// ---------------------------------------------------------------- Istio: requests
+
+#[tokio::test]
+async fn istio_reconcile_creates_destination_rules_and_a_virtual_service_all_to_primary() {
+    let fake = FakeApi::default();
+    let c = canary(json!({}));
+    let result = match Router::for_provider("istio", fake.client()) {
+        Ok(r) => bounded(r.reconcile(&c)).await,
+        Err(e) => panic!("{e}"),
+    };
+    assert!(result.is_ok(), "{result:?}");
+    assert_eq!(
+        fake.calls(),
+        vec![
+            format!("GET {DR_PRIMARY}"),
+            format!("PATCH {DR_PRIMARY}"),
+            format!("GET {DR_CANARY}"),
+            format!("PATCH {DR_CANARY}"),
+            format!("GET {VS}"),
+            format!("PATCH {VS}"),
+        ]
+    );
+    for seen in fake.seen().iter().filter(|s| s.method == "PATCH") {
+        let mut params: Vec<&str> = seen.query.split('&').filter(|p| !p.is_empty()).collect();
+        params.sort();
+        assert_eq!(params, vec!["fieldManager=fledge", "force=true"]);
+        assert_eq!(seen.content_type, "application/apply-patch+yaml");
+    }
+    let mut expected = istio::virtual_service(&c, &Routes::PRIMARY_ONLY).unwrap_or_default();
+    expected["metadata"]["ownerReferences"] = owner();
+    assert_eq!(fake.applied().last(), Some(&expected));
+}
+
+#[tokio::test]
+async fn istio_reconcile_keeps_the_weights_of_a_rollout_in_progress() {
+    let c = canary(json!({}));
+    let mut live = istio::virtual_service(&c, &weights(70, 30)).unwrap_or_default();
+    live["metadata"]["ownerReferences"] = owner();
+    let fake = FakeApi::with(&[(VS, live)]);
+    let router = Router::for_provider("istio", fake.client()).ok();
+    if let Some(r) = &router {
+        let result = bounded(r.reconcile(&c)).await;
+        assert!(result.is_ok(), "{result:?}");
+    }
+    let applied = fake.applied();
+    assert_eq!(
+        applied
+            .last()
+            .map(|v| v["spec"]["http"][0]["route"].clone()),
+        Some(json!([
+            istio_destination("podinfo-primary", 70),
+            istio_destination("podinfo-canary", 30),
+        ]))
+    );
+}
+
+#[tokio::test]
+async fn istio_set_routes_leaves_fields_other_managers_own_alone() {
+    let c = canary(json!({}));
+    // A VirtualService someone else created, with their own labels and exportTo.
+    let live = json!({
+        "apiVersion": "networking.istio.io/v1beta1",
+        "kind": "VirtualService",
+        "metadata": {
+            "name": "podinfo", "namespace": "test", "resourceVersion": "41",
+            "labels": { "owner": "platform-team" },
+            "annotations": { "note": "hands off" },
+        },
+        "spec": {
+            "hosts": ["podinfo"],
+            "exportTo": ["."],
+            "http": [{ "route": [istio_destination("podinfo-primary", 100)] }],
+        },
+    });
+    let fake = FakeApi::with(&[(VS, live)]);
+    let router = Router::for_provider("istio", fake.client()).ok();
+    if let Some(r) = &router {
+        let result = bounded(r.set_routes(&c, &weights(60, 40))).await;
+        assert!(result.is_ok(), "{result:?}");
+    }
+    assert_eq!(
+        fake.calls(),
+        vec![format!("GET {VS}"), format!("PATCH {VS}")]
+    );
+    // The apply names only what Fledge owns, and does not adopt the user's object.
+    assert_eq!(
+        fake.applied(),
+        vec![istio::virtual_service(&c, &weights(60, 40)).unwrap_or_default()]
+    );
+    let after = fake.object(VS);
+    assert_eq!(
+        after["metadata"]["labels"],
+        json!({ "owner": "platform-team" })
+    );
+    assert_eq!(
+        after["metadata"]["annotations"],
+        json!({ "note": "hands off" })
+    );
+    assert_eq!(after["spec"]["exportTo"], json!(["."]));
+    assert_eq!(
+        after["spec"]["http"][0]["route"][1],
+        istio_destination("podinfo-canary", 40)
+    );
+}
+
+#[tokio::test]
+async fn istio_get_routes_reads_weights_mirror_and_match_back() {
+    let c = canary(
+        json!({ "analysis": { "iterations": 5, "match": [ { "headers": { "x": { "exact": "1" } } } ] } }),
+    );
+    let routes = Routes {
+        primary: 0,
+        canary: 100,
+        mirror: None,
+        matched: true,
+    };
+    let live = istio::virtual_service(&c, &routes).unwrap_or_default();
+    let fake = FakeApi::with(&[(VS, live)]);
+    let got = match Router::for_provider("istio", fake.client()) {
+        Ok(r) => bounded(r.get_routes(&c)).await.ok(),
+        Err(e) => panic!("{e}"),
+    };
+    assert_eq!(got, Some(routes));
+
+    let mirrored = Routes {
+        primary: 100,
+        canary: 0,
+        mirror: Some(50),
+        matched: false,
+    };
+    let spec = istio::virtual_service(&canary(json!({})), &mirrored).unwrap_or_default();
+    assert_eq!(
+        istio::read_routes(&canary(json!({})), &spec["spec"]),
+        Ok(mirrored)
+    );
+}
+
+#[tokio::test]
+async fn a_hand_edited_virtual_service_is_reported_not_misread() {
+    let c = canary(json!({}));
+    let mut live = istio::virtual_service(&c, &weights(90, 10)).unwrap_or_default();
+    live["spec"]["http"][0]["route"][0]["weight"] = json!(70);
+    let fake = FakeApi::with(&[(VS, live)]);
+    let got = match Router::for_provider("istio", fake.client()) {
+        Ok(r) => bounded(r.get_routes(&c)).await,
+        Err(e) => panic!("{e}"),
+    };
+    match got {
+        Err(RouterError::Malformed {
+            kind, name, reason, ..
+        }) => {
+            assert_eq!((kind, name.as_str()), ("VirtualService", "podinfo"));
+            assert!(reason.contains("do not add up to 100"), "{reason}");
+        }
+        other => panic!("expected a malformed VirtualService, got {other:?}"),
+    }
+}
+
+#[tokio::test]
+async fn get_routes_says_when_the_object_is_gone() {
+    let fake = FakeApi::default();
+    let got = match Router::for_provider("istio", fake.client()) {
+        Ok(r) => bounded(r.get_routes(&canary(json!({})))).await,
+        Err(e) => panic!("{e}"),
+    };
+    assert!(
+        matches!(
+            &got,
+            Err(RouterError::NotFound {
+                kind: "VirtualService",
+                ..
+            })
+        ),
+        "{got:?}"
+    );
+}
+
+#[tokio::test]
+async fn finalize_sends_everything_to_the_primary_and_writes_nothing_when_the_object_is_gone() {
+    let c = canary(json!({}));
+    let mut live = istio::virtual_service(&c, &weights(50, 50)).unwrap_or_default();
+    live["metadata"]["ownerReferences"] = owner();
+    let fake = FakeApi::with(&[(VS, live)]);
+    if let Ok(r) = Router::for_provider("istio", fake.client()) {
+        let result = bounded(r.finalize(&c)).await;
+        assert!(result.is_ok(), "{result:?}");
+    }
+    let mut expected = istio::virtual_service(&c, &Routes::PRIMARY_ONLY).unwrap_or_default();
+    expected["metadata"]["ownerReferences"] = owner();
+    assert_eq!(fake.applied(), vec![expected]);
+
+    let empty = FakeApi::default();
+    if let Ok(r) = Router::for_provider("istio", empty.client()) {
+        let result = bounded(r.finalize(&c)).await;
+        assert!(result.is_ok(), "{result:?}");
+    }
+    assert_eq!(empty.calls(), vec![format!("GET {VS}")]);
+}
+
+#[tokio::test]
+async fn an_api_server_error_names_the_object_that_could_not_be_written() {
+    let fake = FakeApi {
+        fail_with: Some(500),
+        ..FakeApi::default()
+    };
+    let got = match Router::for_provider("istio", fake.client()) {
+        Ok(r) => bounded(r.set_routes(&canary(json!({})), &weights(90, 10))).await,
+        Err(e) => panic!("{e}"),
+    };
+    let message = got.err().map(|e| e.to_string()).unwrap_or_default();
+    assert!(message.contains("VirtualService test/podinfo"), "{message}");
+}
+
+#[tokio::test]
+async fn unknown_providers_are_refused() {
+    let fake = FakeApi::default();
+    assert!(matches!(
+        Router::for_provider("nginx", fake.client()),
+        Err(RouterError::UnknownProvider(p)) if p == "nginx"
+    ));
+}
+
+// ---------------------------------------------------------------- SMI
+
+#[test]
+fn linkerd_gets_a_v1alpha2_traffic_split_with_integer_weights() {
+    let c = canary(json!({}));
+    let ts = smi::traffic_split(&c, &weights(80, 20), smi::SmiVersion::V1Alpha2).ok();
+    assert_eq!(
+        ts,
+        Some(json!({
+            "apiVersion": "split.smi-spec.io/v1alpha2",
+            "kind": "TrafficSplit",
+            "metadata": { "name": "podinfo", "namespace": "test" },
+            "spec": {
+                "service": "podinfo",
+                "backends": [
+                    { "service": "podinfo-primary", "weight": 80 },
+                    { "service": "podinfo-canary", "weight": 20 },
+                ],
+            },
+        }))
+    );
+}
+
+#[test]
+fn smi_v1alpha1_writes_weights_as_quantities_and_reads_any_units_back() {
+    let c = canary(json!({}));
+    let ts =
+        smi::traffic_split(&c, &weights(90, 10), smi::SmiVersion::V1Alpha1).unwrap_or_default();
+    assert_eq!(
+        ts["spec"]["backends"],
+        json!([
+            { "service": "podinfo-primary", "weight": "900m" },
+            { "service": "podinfo-canary", "weight": "100m" },
+        ])
+    );
+    assert_eq!(smi::read_routes(&c, &ts["spec"]), Ok(weights(90, 10)));
+    let hand_written = json!({ "backends": [
+        { "service": "podinfo-primary", "weight": "3" },
+        { "service": "podinfo-canary", "weight": 1 },
+    ] });
+    assert_eq!(smi::read_routes(&c, &hand_written), Ok(weights(75, 25)));
+}
+
+#[test]
+fn smi_refuses_mirroring_and_ab_routing_it_cannot_express() {
+    let c = canary(json!({}));
+    let mirror = Routes {
+        mirror: Some(10),
+        ..Routes::PRIMARY_ONLY
+    };
+    assert!(matches!(
+        smi::traffic_split(&c, &mirror, smi::SmiVersion::V1Alpha2),
+        Err(RouterError::Unsupported { .. })
+    ));
+    let matched = Routes {
+        matched: true,
+        ..Routes::PRIMARY_ONLY
+    };
+    assert!(matches!(
+        smi::traffic_split(&c, &matched, smi::SmiVersion::V1Alpha2),
+        Err(RouterError::Unsupported { .. })
+    ));
+}
+
+#[tokio::test]
+async fn linkerd_set_routes_applies_the_traffic_split_and_keeps_foreign_fields() {
+    let c = canary(json!({}));
+    let live = json!({
+        "apiVersion": "split.smi-spec.io/v1alpha2",
+        "kind": "TrafficSplit",
+        "metadata": { "name": "podinfo", "namespace": "test", "labels": { "app": "podinfo" },
+                      "ownerReferences": owner() },
+        "spec": { "service": "podinfo", "backends": [] },
+    });
+    let fake = FakeApi::with(&[(TS, live)]);
+    if let Ok(r) = Router::for_provider("linkerd", fake.client()) {
+        let result = bounded(r.set_routes(&c, &weights(60, 40))).await;
+        assert!(result.is_ok(), "{result:?}");
+        assert_eq!(bounded(r.get_routes(&c)).await.ok(), Some(weights(60, 40)));
+    }
+    let mut expected =
+        smi::traffic_split(&c, &weights(60, 40), smi::SmiVersion::V1Alpha2).unwrap_or_default();
+    expected["metadata"]["ownerReferences"] = owner();
+    assert_eq!(fake.applied(), vec![expected]);
+    assert_eq!(
+        fake.object(TS)["metadata"]["labels"],
+        json!({ "app": "podinfo" })
+    );
+}
+
+// ---------------------------------------------------------------- Gateway API
+
+fn backend(name: &str, weight: u8) -> Value {
+    json!({ "group": "", "kind": "Service", "name": name, "port": 9898, "weight": weight })
+}
+
+#[test]
+fn gateway_api_gets_an_http_route_attached_to_the_given_gateways() {
+    let c = canary(json!({
+        "service": {
+            "hosts": ["app.example.com"],
+            "gatewayRefs": [{ "name": "public", "namespace": "gateways" }],
+            "timeout": "15s",
+        }
+    }));
+    let route = gateway_api::http_route(&c, &weights(70, 30), gateway_api::GatewayVersion::V1).ok();
+    assert_eq!(
+        route,
+        Some(json!({
+            "apiVersion": "gateway.networking.k8s.io/v1",
+            "kind": "HTTPRoute",
+            "metadata": { "name": "podinfo", "namespace": "test" },
+            "spec": {
+                "parentRefs": [{ "name": "public", "namespace": "gateways" }],
+                "hostnames": ["app.example.com"],
+                "rules": [{
+                    "timeouts": { "request": "15s" },
+                    "backendRefs": [backend("podinfo-primary", 70), backend("podinfo-canary", 30)],
+                }],
+            },
+        }))
+    );
+}
+
+#[test]
+fn gateway_api_without_gateways_attaches_to_the_service_for_mesh_routing() {
+    let route = gateway_api::http_route(
+        &canary(json!({})),
+        &Routes::PRIMARY_ONLY,
+        gateway_api::GatewayVersion::V1Beta1,
+    )
+    .unwrap_or_default();
+    assert_eq!(
+        route["apiVersion"],
+        json!("gateway.networking.k8s.io/v1beta1")
+    );
+    assert_eq!(
+        route["spec"]["parentRefs"],
+        json!([{ "group": "", "kind": "Service", "name": "podinfo", "port": 9898 }])
+    );
+}
+
+#[test]
+fn gateway_api_ab_testing_turns_istio_matches_into_header_matches() {
+    let c = canary(json!({
+        "analysis": { "iterations": 10, "match": [
+            { "headers": { "x-canary": { "exact": "insider" }, "user-agent": { "prefix": "Mozilla/5.0 (X" } } },
+            { "uri": { "prefix": "/beta" }, "method": { "exact": "get" } },
+        ] }
+    }));
+    let routes = Routes {
+        primary: 0,
+        canary: 100,
+        mirror: None,
+        matched: true,
+    };
+    let route =
+        gateway_api::http_route(&c, &routes, gateway_api::GatewayVersion::V1).unwrap_or_default();
+    assert_eq!(
+        route["spec"]["rules"],
+        json!([
+            {
+                "matches": [
+                    { "headers": [
+                        { "type": "RegularExpression", "name": "user-agent", "value": "^Mozilla/5\\.0 \\(X.*" },
+                        { "type": "Exact", "name": "x-canary", "value": "insider" },
+                    ] },
+                    { "method": "GET", "path": { "type": "PathPrefix", "value": "/beta" } },
+                ],
+                "backendRefs": [backend("podinfo-primary", 0), backend("podinfo-canary", 100)],
+            },
+            { "backendRefs": [backend("podinfo-primary", 100)] },
+        ])
+    );
+    assert_eq!(gateway_api::read_routes(&c, &route["spec"]), Ok(routes));
+}
+
+#[test]
+fn gateway_api_refuses_an_istio_match_it_cannot_express_and_names_the_field() {
+    let c = canary(json!({
+        "analysis": { "iterations": 1, "match": [ { "sourceLabels": { "app": "web" } } ] }
+    }));
+    let routes = Routes {
+        primary: 0,
+        canary: 100,
+        mirror: None,
+        matched: true,
+    };
+    match gateway_api::http_route(&c, &routes, gateway_api::GatewayVersion::V1) {
+        Err(RouterError::InvalidSpec { field, .. }) => {
+            assert_eq!(field, "spec.analysis.match[0].sourceLabels")
+        }
+        other => panic!("expected an invalid spec, got {other:?}"),
+    }
+}
+
+#[test]
+fn gateway_api_mirrors_with_a_request_mirror_filter() {
+    let routes = Routes {
+        primary: 100,
+        canary: 0,
+        mirror: Some(20),
+        matched: false,
+    };
+    let c = canary(
+        json!({ "service": { "headers": { "request": { "set": { "x-b": "2", "x-a": "1" }, "remove": ["x-debug"] } } } }),
+    );
+    let route =
+        gateway_api::http_route(&c, &routes, gateway_api::GatewayVersion::V1).unwrap_or_default();
+    assert_eq!(
+        route["spec"]["rules"],
+        json!([{
+            "filters": [
+                { "type": "RequestHeaderModifier", "requestHeaderModifier": {
+                    "set": [ { "name": "x-a", "value": "1" }, { "name": "x-b", "value": "2" } ],
+                    "remove": ["x-debug"],
+                } },
+                { "type": "RequestMirror", "requestMirror": {
+                    "backendRef": { "group": "", "kind": "Service", "name": "podinfo-canary", "port": 9898 },
+                    "percent": 20,
+                } },
+            ],
+            "backendRefs": [backend("podinfo-primary", 100), backend("podinfo-canary", 0)],
+        }])
+    );
+    assert_eq!(gateway_api::read_routes(&c, &route["spec"]), Ok(routes));
+}
+
+#[test]
+fn the_default_path_match_the_api_server_adds_is_not_taken_for_ab_routing() {
+    let c = canary(json!({}));
+    let spec = json!({ "rules": [{
+        "matches": [ { "path": { "type": "PathPrefix", "value": "/" } } ],
+        "backendRefs": [
+            { "name": "podinfo-primary", "port": 9898, "weight": 9 },
+            { "name": "podinfo-canary", "port": 9898, "weight": 1 },
+        ],
+    }] });
+    assert_eq!(gateway_api::read_routes(&c, &spec), Ok(weights(90, 10)));
+}
+
+#[tokio::test]
+async fn gateway_api_reconcile_creates_the_route_and_set_routes_keeps_foreign_parent_status() {
+    let c = canary(json!({ "service": { "gatewayRefs": [{ "name": "public" }] } }));
+    let fake = FakeApi::default();
+    let router = Router::for_provider("gatewayapi:v1", fake.client());
+    if let Ok(r) = &router {
+        assert!(bounded(r.reconcile(&c)).await.is_ok());
+    }
+    // The gateway controller writes status; Fledge never sends it.
+    lock(&fake.objects).entry(HR.to_string()).and_modify(|o| {
+        o["status"] = json!({ "parents": [{ "controllerName": "example.com/gw" }] })
+    });
+    if let Ok(r) = &router {
+        assert!(bounded(r.set_routes(&c, &weights(50, 50))).await.is_ok());
+    }
+    assert_eq!(
+        fake.calls(),
+        vec![
+            format!("GET {HR}"),
+            format!("PATCH {HR}"),
+            format!("GET {HR}"),
+            format!("PATCH {HR}"),
+        ]
+    );
+    let mut expected =
+        gateway_api::http_route(&c, &weights(50, 50), gateway_api::GatewayVersion::V1)
+            .unwrap_or_default();
+    expected["metadata"]["ownerReferences"] = owner();
+    assert_eq!(fake.applied().last(), Some(&expected));
+    assert_eq!(
+        fake.object(HR)["status"],
+        json!({ "parents": [{ "controllerName": "example.com/gw" }] })
+    );
+}
