@@ -66,8 +66,8 @@ use super::Counts;
 /// regressions worth a rollback from the barely visible (1.5x, caught only with plenty of traffic)
 /// to outright breakage (25x and beyond, caught from a handful of failures); spreading the prior
 /// over them costs at most `ln(len)` nats of evidence against a test tuned to the one true ratio.
-/// In the `judge_rates` example, grids from `[2, 3, 5, 10]` to `[1.25 .. 100]` changed detection
-/// rates by about a percentage point, so the grid is not tuned to the margin.
+/// In the `judge_rates` example, grids from `[2, 3, 5, 10]` to `[1.25 .. 100]` moved detection
+/// rates by one or two percentage points, so the grid is not tuned to the margin.
 pub const REGRESSION_RATIOS: [f64; 7] = [1.5, 2.0, 3.0, 4.0, 6.0, 10.0, 25.0];
 
 /// Shape parameters of the Beta prior of the NoWorse confidence sequences.
