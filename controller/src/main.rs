@@ -99,7 +99,7 @@ struct RunArgs {
     #[arg(long, env = "FLEDGE_LISTEN", default_value = "0.0.0.0:8080")]
     listen: SocketAddr,
     /// Elect a leader among replicas with a Lease.
-    #[arg(long, env = "FLEDGE_LEADER_ELECT")]
+    #[arg(long, env = "FLEDGE_LEADER_ELECT", value_parser = clap::builder::FalseyValueParser::new())]
     leader_elect: bool,
     #[arg(long, env = "FLEDGE_LEASE_NAME", default_value = "fledge-leader")]
     lease_name: String,
@@ -190,8 +190,10 @@ async fn terminated() {
     }
 }
 
-async fn run(args: RunArgs) -> Result<()> {
+async fn run(mut args: RunArgs) -> Result<()> {
     telemetry::init_logs(&args.log_level, args.log_format == "json");
+    // FLEDGE_NAMESPACES="" (the chart's default) means every namespace.
+    args.namespaces.retain(|ns| !ns.trim().is_empty());
     let prometheus = Prometheus::new(
         &args.prometheus_address,
         Duration::from_secs(args.prometheus_timeout_seconds),
@@ -287,4 +289,48 @@ async fn finish(
     server.await.context("ops server task")??;
     info!("stopped");
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn no_subcommand_runs_the_controller_and_subcommands_take_their_flags() {
+        assert!(
+            Cli::try_parse_from(["fledge-controller"])
+                .unwrap()
+                .command
+                .is_none()
+        );
+        let cli = Cli::try_parse_from([
+            "fledge-controller",
+            "run",
+            "--namespace",
+            "a,b",
+            "--leader-elect",
+            "--provider",
+            "linkerd",
+        ])
+        .unwrap();
+        let Some(Cmd::Run(args)) = cli.command else {
+            panic!("not run");
+        };
+        assert_eq!(args.namespaces, ["a", "b"]);
+        assert!(args.leader_elect);
+        assert_eq!(args.provider, "linkerd");
+        let cli =
+            Cli::try_parse_from(["fledge-controller", "status", "-n", "test", "podinfo"]).unwrap();
+        assert!(matches!(
+            cli.command,
+            Some(Cmd::Status { name: Some(n), .. }) if n == "podinfo"
+        ));
+    }
+
+    #[test]
+    fn the_crd_output_holds_both_resources() {
+        let text = crds().unwrap();
+        assert!(text.contains("name: canaries.fledge.dev"));
+        assert!(text.contains("name: metrictemplates.fledge.dev"));
+    }
 }

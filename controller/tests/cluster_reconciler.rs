@@ -13,6 +13,8 @@ use kube::runtime::controller::Action;
 use serde_json::json;
 
 const SERVICES: &str = "/api/v1/namespaces/test/services";
+/// Every reconcile of an initialised Canary first brings the routing objects up to date.
+const ROUTER_RECONCILE: &str = "ROUTER reconcile istio";
 
 /// The writes since the last `clear_calls`, as `METHOD path` (routers and hooks by their call).
 fn write_paths(c: &FakeCluster) -> Vec<String> {
@@ -138,6 +140,7 @@ async fn a_passing_step_raises_the_weight_and_records_it() {
     assert_eq!(
         write_paths(&c),
         [
+            ROUTER_RECONCILE.to_string(),
             "ROUTER set_routes istio primary 80%, canary 20%".to_string(),
             format!("POST {EVENTS}"),
             format!("PATCH {CANARY}/status"),
@@ -160,6 +163,7 @@ async fn promotion_copies_the_template_then_returns_traffic_then_scales_the_cana
     assert_eq!(
         write_paths(&c),
         [
+            ROUTER_RECONCILE.to_string(),
             format!("PATCH {PRIMARY}"),
             format!("POST {EVENTS}"),
             format!("PATCH {CANARY}/status"),
@@ -183,6 +187,7 @@ async fn promotion_copies_the_template_then_returns_traffic_then_scales_the_cana
     assert_eq!(
         write_paths(&c),
         [
+            ROUTER_RECONCILE.to_string(),
             "ROUTER set_routes istio primary 100%, canary 0%".to_string(),
             format!("POST {EVENTS}"),
             format!("PATCH {CANARY}/status"),
@@ -195,6 +200,7 @@ async fn promotion_copies_the_template_then_returns_traffic_then_scales_the_cana
     assert_eq!(
         write_paths(&c),
         [
+            ROUTER_RECONCILE.to_string(),
             format!("PATCH {TARGET}"),
             format!("POST {EVENTS}"),
             format!("PATCH {CANARY}/status"),
@@ -226,6 +232,7 @@ async fn a_failing_metric_halts_then_rolls_back_at_the_threshold() {
     assert_eq!(
         write_paths(&c),
         [
+            ROUTER_RECONCILE.to_string(),
             "ROUTER set_routes istio primary 100%, canary 0%".to_string(),
             format!("PATCH {TARGET}"),
             format!("POST {EVENTS}"),

@@ -301,6 +301,12 @@ impl<'a> Tick<'a> {
         let primary_name = workloads::primary_name(&spec.target);
         let primary = self.workloads.deployment(&primary_name).await?;
         if state.revision.is_some() && state.phase != Phase::Initializing {
+            // Picks up edits of the Canary's service and match rules; keeps the weights.
+            self.ctx
+                .routing
+                .reconcile(&self.provider, self.canary)
+                .await
+                .map_err(|m| self.route_error(m))?;
             self.restore_drifted_routes(&state).await?;
         }
         let obs = self
@@ -445,14 +451,7 @@ impl<'a> Tick<'a> {
         let found = match found {
             Ok(found) if found == want => return Ok(()),
             Ok(found) => found.to_string(),
-            Err(e) => {
-                self.ctx
-                    .routing
-                    .reconcile(&self.provider, self.canary)
-                    .await
-                    .map_err(|message| self.route_error(message))?;
-                format!("unreadable ({e})")
-            }
+            Err(e) => format!("unreadable ({e})"),
         };
         let message = format!(
             "routes of {} were changed outside Fledge (found {found}); restored to {want}",
