@@ -13,13 +13,17 @@ fn arg<T: std::str::FromStr>(args: &[String], i: usize, default: T) -> T {
 
 fn main() {
     // cargo passes `--bench`; keep only our positional arguments.
-    let args: Vec<String> = std::env::args().skip(1).filter(|a| !a.starts_with("--")).collect();
+    let args: Vec<String> = std::env::args()
+        .skip(1)
+        .filter(|a| !a.starts_with("--"))
+        .collect();
     match args.first().map(String::as_str) {
         Some("mmc") => {
             let c: u32 = arg(&args, 1, 4);
             let load: f64 = arg(&args, 2, 0.8);
             let seconds: f64 = arg(&args, 3, 100_000.0);
-            let r = bench_mmc(1, c, load, 1.0, (seconds * SECONDS as f64) as u64).expect("valid M/M/c model");
+            let r = bench_mmc(1, c, load, 1.0, (seconds * SECONDS as f64) as u64)
+                .expect("valid M/M/c model");
             println!(
                 "{{\"engine\":\"fledge\",\"c\":{c},\"load\":{load},\"requests\":{},\"wall_seconds\":{:.4},\"requests_per_second\":{:.0}}}",
                 r.requests, r.wall_seconds, r.requests_per_second
@@ -28,7 +32,11 @@ fn main() {
         _ => {
             let hours: f64 = arg(&args, 1, 24.0);
             let rps: f64 = arg(&args, 2, 1000.0);
-            let opts = BenchOptions { seed: 1, rps, duration: (hours * 3600.0 * SECONDS as f64) as u64 };
+            let opts = BenchOptions {
+                seed: 1,
+                rps,
+                duration: (hours * 3600.0 * SECONDS as f64) as u64,
+            };
             let r = bench(&opts).expect("reference mesh builds");
             println!("{r}");
         }

@@ -8,8 +8,8 @@ use std::time::Instant;
 use crate::engine::{MILLIS, SECONDS, SimTime};
 use crate::manifest;
 use crate::mesh::{
-    Behaviour, ClientConfig, Mesh, MeshConfig, MeshError, NetworkConfig, ServiceConfig, ServiceTime,
-    VersionConfig,
+    Behaviour, ClientConfig, Mesh, MeshConfig, MeshError, NetworkConfig, ServiceConfig,
+    ServiceTime, VersionConfig,
 };
 
 /// The reference mesh's manifests: outlier detection, retries and STRICT mTLS.
@@ -90,7 +90,11 @@ pub struct BenchOptions {
 
 impl Default for BenchOptions {
     fn default() -> Self {
-        Self { seed: 1, rps: 1000.0, duration: 3600 * SECONDS }
+        Self {
+            seed: 1,
+            rps: 1000.0,
+            duration: 3600 * SECONDS,
+        }
     }
 }
 
@@ -115,7 +119,11 @@ pub struct BenchReport {
 
 impl std::fmt::Display for BenchReport {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        writeln!(f, "simulated:  {:.0} s, {} requests, {} events", self.simulated_seconds, self.requests, self.events)?;
+        writeln!(
+            f,
+            "simulated:  {:.0} s, {} requests, {} events",
+            self.simulated_seconds, self.requests, self.events
+        )?;
         writeln!(f, "wall:       {:.2} s", self.wall_seconds)?;
         writeln!(f, "requests/s: {:.0}", self.requests_per_second)?;
         writeln!(f, "events/s:   {:.0}", self.events_per_second)?;
@@ -138,23 +146,34 @@ pub fn peak_rss_kib() -> Option<u64> {
 pub fn reference_mesh(seed: u64, rps: f64) -> Result<Mesh, MeshError> {
     let behaviour = Behaviour {
         workers: 8,
-        service_time: ServiceTime::LogNormal { p50: 5 * MILLIS, p99: 50 * MILLIS },
+        service_time: ServiceTime::LogNormal {
+            p50: 5 * MILLIS,
+            p99: 50 * MILLIS,
+        },
         error_rate: 0.0,
         error_code: 500,
     };
-    let canary = Behaviour { error_rate: 0.01, ..behaviour.clone() };
+    let canary = Behaviour {
+        error_rate: 0.01,
+        ..behaviour.clone()
+    };
     let cfg = MeshConfig {
         seed,
         services: vec![ServiceConfig::new(
             "podinfo",
-            vec![VersionConfig::new("primary", 9, behaviour), VersionConfig::new("canary", 1, canary)],
+            vec![
+                VersionConfig::new("primary", 9, behaviour),
+                VersionConfig::new("canary", 1, canary),
+            ],
         )],
         clients: vec![ClientConfig::new("loadtester", "podinfo", rps)],
         ..Default::default()
     };
     let mut mesh = Mesh::new(cfg)?;
-    let manifests = manifest::parse(REFERENCE_MANIFESTS)
-        .map_err(|e| MeshError::InvalidConfig { what: "reference manifests".into(), reason: e.to_string() })?;
+    let manifests = manifest::parse(REFERENCE_MANIFESTS).map_err(|e| MeshError::InvalidConfig {
+        what: "reference manifests".into(),
+        reason: e.to_string(),
+    })?;
     mesh.apply_manifests(&manifests)?;
     Ok(mesh)
 }
@@ -198,18 +217,37 @@ pub fn mmc_mesh(seed: u64, c: u32, load: f64, mu: f64) -> Result<Mesh, MeshError
             vec![VersionConfig::new(
                 "primary",
                 1,
-                Behaviour { workers: c, service_time: ServiceTime::Exponential { mean }, error_rate: 0.0, error_code: 500 },
+                Behaviour {
+                    workers: c,
+                    service_time: ServiceTime::Exponential { mean },
+                    error_rate: 0.0,
+                    error_code: 500,
+                },
             )],
         )],
-        clients: vec![ClientConfig { sidecar: false, ..ClientConfig::new("arrivals", "mmc", load * f64::from(c) * mu) }],
-        network: NetworkConfig { one_way: 0, sidecar_latency: 0, handshake_cpu: 0, ..Default::default() },
+        clients: vec![ClientConfig {
+            sidecar: false,
+            ..ClientConfig::new("arrivals", "mmc", load * f64::from(c) * mu)
+        }],
+        network: NetworkConfig {
+            one_way: 0,
+            sidecar_latency: 0,
+            handshake_cpu: 0,
+            ..Default::default()
+        },
         ..Default::default()
     };
     Mesh::new(cfg)
 }
 
 /// Runs M/M/c for `duration` and measures it (the Rust side of the SimPy comparison).
-pub fn bench_mmc(seed: u64, c: u32, load: f64, mu: f64, duration: SimTime) -> Result<BenchReport, MeshError> {
+pub fn bench_mmc(
+    seed: u64,
+    c: u32,
+    load: f64,
+    mu: f64,
+    duration: SimTime,
+) -> Result<BenchReport, MeshError> {
     let mut mesh = mmc_mesh(seed, c, load, mu)?;
     let start = Instant::now();
     mesh.run_until(duration);

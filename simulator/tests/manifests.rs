@@ -1,8 +1,10 @@
 //! Mesh manifests load as users write them.
 
-use fledge_simulator::manifest::{self, Manifest, ManifestError, MtlsMode, StringMatch};
-use fledge_simulator::mesh::{Behaviour, ClientConfig, HeaderProfile, Mesh, MeshConfig, ServiceConfig, VersionConfig};
 use fledge_simulator::engine::SECONDS;
+use fledge_simulator::manifest::{self, Manifest, ManifestError, MtlsMode, StringMatch};
+use fledge_simulator::mesh::{
+    Behaviour, ClientConfig, HeaderProfile, Mesh, MeshConfig, ServiceConfig, VersionConfig,
+};
 
 const SEED: &str = include_str!("fixtures/seed-service-mesh.yaml");
 
@@ -10,13 +12,23 @@ const SEED: &str = include_str!("fixtures/seed-service-mesh.yaml");
 fn every_manifest_of_the_seed_guide_loads() {
     let m = manifest::parse(SEED).expect("seed manifests parse");
     assert_eq!(m.items.len(), 6);
-    assert!(m.warnings.is_empty(), "unexpected warnings: {:?}", m.warnings);
+    assert!(
+        m.warnings.is_empty(),
+        "unexpected warnings: {:?}",
+        m.warnings
+    );
     let split = m.items.iter().find_map(|i| match i {
         Manifest::TrafficSplit(ts) => Some(ts),
         _ => None,
     });
     let split = split.expect("a TrafficSplit");
-    assert_eq!(split.backends, vec![("my-service-v1".to_string(), 900), ("my-service-v2".to_string(), 100)]);
+    assert_eq!(
+        split.backends,
+        vec![
+            ("my-service-v1".to_string(), 900),
+            ("my-service-v2".to_string(), 100)
+        ]
+    );
     let pa = m.items.iter().find_map(|i| match i {
         Manifest::PeerAuthentication(p) => Some(p),
         _ => None,
@@ -37,7 +49,11 @@ fn unknown_fields_are_ignored_with_a_warning() {
     let m = manifest::parse(yaml).expect("parses");
     assert_eq!(m.items.len(), 1);
     assert_eq!(m.warnings.len(), 1);
-    assert!(m.warnings[0].contains("spec.trafficPolicy.outlierDetection.flavour"), "{}", m.warnings[0]);
+    assert!(
+        m.warnings[0].contains("spec.trafficPolicy.outlierDetection.flavour"),
+        "{}",
+        m.warnings[0]
+    );
 }
 
 #[test]
@@ -45,11 +61,20 @@ fn a_wrong_type_names_the_document_the_field_and_the_expected_type() {
     let yaml = "kind: VirtualService\napiVersion: networking.istio.io/v1beta1\nmetadata:\n  name: ok\nspec:\n  hosts: [a]\n---\nkind: DestinationRule\napiVersion: networking.istio.io/v1beta1\nmetadata:\n  name: broken\nspec:\n  host: a\n  trafficPolicy:\n    connectionPool:\n      tcp:\n        maxConnections: lots\n";
     let err = manifest::parse(yaml).expect_err("wrong type");
     match &err {
-        ManifestError::WrongType { doc, kind, name, field, expected } => {
+        ManifestError::WrongType {
+            doc,
+            kind,
+            name,
+            field,
+            expected,
+        } => {
             assert_eq!(*doc, 1);
             assert_eq!(kind, "DestinationRule");
             assert_eq!(name, "broken");
-            assert_eq!(field, "spec.trafficPolicy.connectionPool.tcp.maxConnections");
+            assert_eq!(
+                field,
+                "spec.trafficPolicy.connectionPool.tcp.maxConnections"
+            );
             assert!(expected.contains("integer"));
         }
         other => panic!("unexpected error {other:?}"),
@@ -59,9 +84,15 @@ fn a_wrong_type_names_the_document_the_field_and_the_expected_type() {
 
 #[test]
 fn invalid_yaml_and_bad_durations_are_errors_not_panics() {
-    assert!(matches!(manifest::parse("kind: [unclosed"), Err(ManifestError::Yaml { .. })));
+    assert!(matches!(
+        manifest::parse("kind: [unclosed"),
+        Err(ManifestError::Yaml { .. })
+    ));
     let yaml = "kind: VirtualService\nmetadata:\n  name: v\nspec:\n  http:\n    - timeout: soon\n";
-    assert!(matches!(manifest::parse(yaml), Err(ManifestError::WrongType { .. })));
+    assert!(matches!(
+        manifest::parse(yaml),
+        Err(ManifestError::WrongType { .. })
+    ));
 }
 
 #[test]
@@ -69,7 +100,10 @@ fn older_integer_percent_and_quantity_weights_are_accepted() {
     let yaml = "kind: VirtualService\nmetadata:\n  name: v\nspec:\n  hosts: [s]\n  http:\n    - fault:\n        abort:\n          httpStatus: 503\n          percent: 20\n      route:\n        - destination:\n            host: s\n---\nkind: TrafficSplit\nmetadata:\n  name: t\nspec:\n  service: s\n  backends:\n    - service: s-a\n      weight: 1\n    - service: s-b\n      weight: 0.5\n";
     let m = manifest::parse(yaml).expect("parses");
     match &m.items[0] {
-        Manifest::VirtualService(v) => assert_eq!(v.http[0].fault.as_ref().and_then(|f| f.abort), Some((503, 20.0))),
+        Manifest::VirtualService(v) => assert_eq!(
+            v.http[0].fault.as_ref().and_then(|f| f.abort),
+            Some((503, 20.0))
+        ),
         _ => panic!("expected a VirtualService"),
     }
     match &m.items[1] {
@@ -83,12 +117,21 @@ fn the_seed_header_route_sends_jason_to_v2_and_everyone_else_to_v1() {
     let cfg = MeshConfig {
         services: vec![ServiceConfig::new(
             "reviews",
-            vec![VersionConfig::new("v1", 2, Behaviour::default()), VersionConfig::new("v2", 2, Behaviour::default())],
+            vec![
+                VersionConfig::new("v1", 2, Behaviour::default()),
+                VersionConfig::new("v2", 2, Behaviour::default()),
+            ],
         )],
         clients: vec![ClientConfig {
             headers: vec![
-                HeaderProfile { weight: 1.0, headers: vec![("End-User".into(), "jason".into())] },
-                HeaderProfile { weight: 3.0, headers: vec![] },
+                HeaderProfile {
+                    weight: 1.0,
+                    headers: vec![("End-User".into(), "jason".into())],
+                },
+                HeaderProfile {
+                    weight: 3.0,
+                    headers: vec![],
+                },
             ],
             ..ClientConfig::new("productpage", "reviews", 200.0)
         }],
@@ -111,7 +154,10 @@ fn a_traffic_split_with_milli_weights_routes_ninety_ten() {
     let cfg = MeshConfig {
         services: vec![ServiceConfig::new(
             "my-service",
-            vec![VersionConfig::new("v1", 3, Behaviour::default()), VersionConfig::new("v2", 1, Behaviour::default())],
+            vec![
+                VersionConfig::new("v1", 3, Behaviour::default()),
+                VersionConfig::new("v2", 1, Behaviour::default()),
+            ],
         )],
         clients: vec![ClientConfig::new("client", "my-service", 500.0)],
         ..Default::default()
@@ -119,7 +165,11 @@ fn a_traffic_split_with_milli_weights_routes_ninety_ten() {
     let mut mesh = Mesh::new(cfg).expect("mesh");
     let m = manifest::parse(SEED).expect("parses");
     let only_split = manifest::Manifests {
-        items: m.items.into_iter().filter(|i| matches!(i, Manifest::TrafficSplit(_))).collect(),
+        items: m
+            .items
+            .into_iter()
+            .filter(|i| matches!(i, Manifest::TrafficSplit(_)))
+            .collect(),
         warnings: vec![],
     };
     mesh.apply_manifests(&only_split).expect("applies");
@@ -128,5 +178,9 @@ fn a_traffic_split_with_milli_weights_routes_ninety_ten() {
     let v1 = mesh.version_id("my-service", "v1").expect("v1");
     let n1 = mesh.destination_stats(v1, 0, mesh.now()).requests as f64;
     let n2 = mesh.destination_stats(v2, 0, mesh.now()).requests as f64;
-    assert!((n2 / (n1 + n2) - 0.1).abs() < 0.015, "v2 share {}", n2 / (n1 + n2));
+    assert!(
+        (n2 / (n1 + n2) - 0.1).abs() < 0.015,
+        "v2 share {}",
+        n2 / (n1 + n2)
+    );
 }

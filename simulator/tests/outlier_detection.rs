@@ -3,8 +3,9 @@
 use fledge_simulator::engine::{SECONDS, Stream};
 use fledge_simulator::manifest::{self, OutlierDetectionSpec};
 use fledge_simulator::mesh::{
-    Accrual, AccrualConfig, Action, Behaviour, ClientConfig, EjectionRule, FailurePercentageDetector, Mesh,
-    MeshConfig, OutlierConfig, OutlierDetector, ServiceConfig, SuccessRateDetector, VersionConfig,
+    Accrual, AccrualConfig, Action, Behaviour, ClientConfig, EjectionRule,
+    FailurePercentageDetector, Mesh, MeshConfig, OutlierConfig, OutlierDetector, ServiceConfig,
+    SuccessRateDetector, VersionConfig,
 };
 
 fn istio(max_pct: u32, rule: EjectionRule) -> OutlierConfig {
@@ -101,7 +102,10 @@ fn the_ejection_multiplier_decays_while_the_host_is_healthy() {
     d.tick(70 * SECONDS, &mut rng);
     assert!(d.is_ejected(0));
     d.tick(80 * SECONDS, &mut rng);
-    assert!(!d.is_ejected(0), "second ejection should last 30 s after decay");
+    assert!(
+        !d.is_ejected(0),
+        "second ejection should last 30 s after decay"
+    );
 }
 
 #[test]
@@ -125,8 +129,16 @@ fn max_ejection_percent_caps_ejections_under_each_rule() {
                 overflow += d.on_response(h, 500, 0).overflow;
             }
         }
-        assert_eq!(d.ejected_count(), expected, "{hosts} hosts, {pct}%, {rule:?}");
-        assert_eq!(overflow, failing as u32 - expected, "overflow count, {hosts} hosts, {pct}%, {rule:?}");
+        assert_eq!(
+            d.ejected_count(),
+            expected,
+            "{hosts} hosts, {pct}%, {rule:?}"
+        );
+        assert_eq!(
+            overflow,
+            failing as u32 - expected,
+            "overflow count, {hosts} hosts, {pct}%, {rule:?}"
+        );
     }
 }
 
@@ -189,7 +201,10 @@ fn linkerd_failure_accrual_opens_after_seven_failures_then_probes() {
     assert!(a.available(SECONDS * 3 / 2 + 1));
     a.on_dispatch();
     assert!(!a.available(SECONDS * 2), "one probe at a time");
-    assert!(a.on_result(true, 2 * SECONDS, &cfg, &mut rng), "failed probe re-opens with backoff");
+    assert!(
+        a.on_result(true, 2 * SECONDS, &cfg, &mut rng),
+        "failed probe re-opens with backoff"
+    );
     assert!(!a.available(3 * SECONDS), "second penalty is at least 2 s");
     assert!(a.available(5 * SECONDS + 1));
     a.on_dispatch();
@@ -200,21 +215,33 @@ fn linkerd_failure_accrual_opens_after_seven_failures_then_probes() {
 #[test]
 fn a_failing_pod_is_ejected_in_the_mesh_and_stops_receiving_requests() {
     let cfg = MeshConfig {
-        services: vec![ServiceConfig::new("svc", vec![VersionConfig::new("primary", 10, Behaviour::default())])],
+        services: vec![ServiceConfig::new(
+            "svc",
+            vec![VersionConfig::new("primary", 10, Behaviour::default())],
+        )],
         clients: vec![ClientConfig::new("client", "svc", 500.0)],
         ..Default::default()
     };
     let mut mesh = Mesh::new(cfg).expect("mesh");
     let dr = "kind: DestinationRule\nmetadata:\n  name: svc\nspec:\n  host: svc\n  trafficPolicy:\n    outlierDetection:\n      consecutive5xxErrors: 5\n      interval: 10s\n      baseEjectionTime: 30s\n      maxEjectionPercent: 50\n";
-    mesh.apply_manifests(&manifest::parse(dr).expect("dr")).expect("applies");
+    mesh.apply_manifests(&manifest::parse(dr).expect("dr"))
+        .expect("applies");
     let v = mesh.version_id("svc", "primary").expect("v");
     let c = mesh.client_id("client").expect("c");
-    mesh.apply(Action::SetPodErrorRate { version: v, pod: 3, rate: Some(1.0) }).expect("fault");
+    mesh.apply(Action::SetPodErrorRate {
+        version: v,
+        pod: 3,
+        rate: Some(1.0),
+    })
+    .expect("fault");
     mesh.run_until(5 * SECONDS);
     assert_eq!(mesh.ejected_hosts(c, v), 1);
     let failed_before = mesh.destination_stats(v, 0, mesh.now()).failures;
     mesh.run_until(25 * SECONDS);
     let failed_during = mesh.destination_stats(v, 5 * SECONDS, mesh.now()).failures;
-    assert_eq!(failed_during, 0, "no request reaches the ejected pod ({failed_before} failed before)");
+    assert_eq!(
+        failed_during, 0,
+        "no request reaches the ejected pod ({failed_before} failed before)"
+    );
     assert!(mesh.proxy_counters(c, v).ejections_enforced >= 1);
 }

@@ -3,13 +3,19 @@
 use fledge_simulator::engine::{MILLIS, SECONDS};
 use fledge_simulator::manifest::{self, HeaderMatch};
 use fledge_simulator::mesh::{
-    Action, Behaviour, CertConfig, ClientConfig, HeaderProfile, Mesh, MeshConfig, ServiceConfig, ServiceTime, Split,
-    VersionConfig, VersionId, Workload,
+    Action, Behaviour, CertConfig, ClientConfig, HeaderProfile, Mesh, MeshConfig, ServiceConfig,
+    ServiceTime, Split, VersionConfig, VersionId, Workload,
 };
 use fledge_simulator::telemetry::{Reporter, Selector, flags};
 
 fn behaviour(mean_ms: u64, workers: u32) -> Behaviour {
-    Behaviour { workers, service_time: ServiceTime::Exponential { mean: mean_ms * MILLIS }, ..Default::default() }
+    Behaviour {
+        workers,
+        service_time: ServiceTime::Exponential {
+            mean: mean_ms * MILLIS,
+        },
+        ..Default::default()
+    }
 }
 
 fn canary_mesh(seed: u64, rps: f64, manifests: &str) -> Mesh {
@@ -17,25 +23,42 @@ fn canary_mesh(seed: u64, rps: f64, manifests: &str) -> Mesh {
         seed,
         services: vec![ServiceConfig::new(
             "podinfo",
-            vec![VersionConfig::new("primary", 4, behaviour(10, 8)), VersionConfig::new("canary", 2, behaviour(10, 8))],
+            vec![
+                VersionConfig::new("primary", 4, behaviour(10, 8)),
+                VersionConfig::new("canary", 2, behaviour(10, 8)),
+            ],
         )],
         clients: vec![ClientConfig::new("client", "podinfo", rps)],
         ..Default::default()
     };
     let mut mesh = Mesh::new(cfg).expect("mesh builds");
     if !manifests.is_empty() {
-        mesh.apply_manifests(&manifest::parse(manifests).expect("manifests parse")).expect("manifests apply");
+        mesh.apply_manifests(&manifest::parse(manifests).expect("manifests parse"))
+            .expect("manifests apply");
     }
     mesh
 }
 
 fn count_flag(mesh: &Mesh, flag: u16) -> u64 {
-    let sel = Selector { reporter: Reporter::Source, source: None, dest: None };
-    mesh.telemetry().by_code(&sel, 0, mesh.now(), mesh.now()).iter().filter(|(_, f, _)| f & flag != 0).map(|x| x.2).sum()
+    let sel = Selector {
+        reporter: Reporter::Source,
+        source: None,
+        dest: None,
+    };
+    mesh.telemetry()
+        .by_code(&sel, 0, mesh.now(), mesh.now())
+        .iter()
+        .filter(|(_, f, _)| f & flag != 0)
+        .map(|x| x.2)
+        .sum()
 }
 
 fn total(mesh: &Mesh, reporter: Reporter) -> (u64, u64) {
-    let w = mesh.telemetry().totals(&Selector { reporter, source: None, dest: None });
+    let w = mesh.telemetry().totals(&Selector {
+        reporter,
+        source: None,
+        dest: None,
+    });
     (w.requests, w.failures)
 }
 
@@ -49,21 +72,38 @@ fn overflow_answers_503_uo_only_when_the_pool_limits_are_exceeded() {
     assert_eq!(count_flag(&light, flags::UO), 0);
     // Heavy load on slow pods: more than 4 in flight + 2 pending per cluster overflow at once.
     let mut heavy = canary_mesh(1, 2000.0, TIGHT_POOL);
-    heavy.apply(Action::SetServiceTime { version: VersionId(0), service_time: ServiceTime::Constant(50 * MILLIS) }).unwrap();
+    heavy
+        .apply(Action::SetServiceTime {
+            version: VersionId(0),
+            service_time: ServiceTime::Constant(50 * MILLIS),
+        })
+        .unwrap();
     heavy.run_until(10 * SECONDS);
     let uo = count_flag(&heavy, flags::UO);
     assert!(uo > 0);
-    let sel = Selector { reporter: Reporter::Source, source: None, dest: None };
+    let sel = Selector {
+        reporter: Reporter::Source,
+        source: None,
+        dest: None,
+    };
     for (code, f, _) in heavy.telemetry().by_code(&sel, 0, heavy.now(), heavy.now()) {
         if f & flags::UO != 0 {
             assert_eq!(code, 503);
         }
     }
     let c = heavy.client_id("client").unwrap();
-    assert_eq!(heavy.proxy_counters(c, VersionId(0)).pending_overflow + heavy.proxy_counters(c, VersionId(1)).pending_overflow, uo);
+    assert_eq!(
+        heavy.proxy_counters(c, VersionId(0)).pending_overflow
+            + heavy.proxy_counters(c, VersionId(1)).pending_overflow,
+        uo
+    );
     // The same load without limits never overflows.
     let mut open = canary_mesh(1, 2000.0, "");
-    open.apply(Action::SetServiceTime { version: VersionId(0), service_time: ServiceTime::Constant(50 * MILLIS) }).unwrap();
+    open.apply(Action::SetServiceTime {
+        version: VersionId(0),
+        service_time: ServiceTime::Constant(50 * MILLIS),
+    })
+    .unwrap();
     open.run_until(10 * SECONDS);
     assert_eq!(count_flag(&open, flags::UO), 0);
 }
@@ -73,13 +113,20 @@ fn retries_in_flight_never_exceed_max_retries() {
     let m = "kind: DestinationRule\nmetadata:\n  name: p\nspec:\n  host: podinfo\n  trafficPolicy:\n    connectionPool:\n      http:\n        maxRetries: 3\n---\nkind: VirtualService\nmetadata:\n  name: p\nspec:\n  hosts: [podinfo]\n  http:\n    - route:\n        - destination:\n            host: podinfo\n            subset: primary\n      retries:\n        attempts: 5\n        retryOn: 5xx\n";
     let mut mesh = canary_mesh(3, 1000.0, m);
     let v = mesh.version_id("podinfo", "primary").unwrap();
-    mesh.apply(Action::SetErrorRate { version: v, rate: 0.5 }).unwrap();
+    mesh.apply(Action::SetErrorRate {
+        version: v,
+        rate: 0.5,
+    })
+    .unwrap();
     mesh.run_until(30 * SECONDS);
     let c = mesh.client_id("client").unwrap();
     let peak = mesh.peak_retries_in_flight(c, v);
     assert!(peak <= 3 && peak > 0, "peak retries in flight {peak}");
     let counters = mesh.proxy_counters(c, v);
-    assert!(counters.retry_overflow > 0, "the limit was actually reached");
+    assert!(
+        counters.retry_overflow > 0,
+        "the limit was actually reached"
+    );
     assert!(count_flag(&mesh, flags::URX) > 0);
 }
 
@@ -88,7 +135,11 @@ fn retries_turn_transient_errors_into_successes_and_attempts_are_bounded() {
     let m = "kind: VirtualService\nmetadata:\n  name: p\nspec:\n  hosts: [podinfo]\n  http:\n    - route:\n        - destination:\n            host: podinfo\n            subset: primary\n      retries:\n        attempts: 2\n        retryOn: 5xx\n";
     let mut mesh = canary_mesh(4, 200.0, m);
     let v = mesh.version_id("podinfo", "primary").unwrap();
-    mesh.apply(Action::SetErrorRate { version: v, rate: 0.1 }).unwrap();
+    mesh.apply(Action::SetErrorRate {
+        version: v,
+        rate: 0.1,
+    })
+    .unwrap();
     mesh.run_until(120 * SECONDS);
     let client = mesh.source_stats(v, 0, mesh.now());
     let server = mesh.destination_stats(v, 0, mesh.now());
@@ -103,7 +154,11 @@ fn retries_turn_transient_errors_into_successes_and_attempts_are_bounded() {
 fn istio_default_retries_do_not_retry_a_500() {
     let mut mesh = canary_mesh(5, 200.0, "");
     let v = mesh.version_id("podinfo", "primary").unwrap();
-    mesh.apply(Action::SetErrorRate { version: v, rate: 0.2 }).unwrap();
+    mesh.apply(Action::SetErrorRate {
+        version: v,
+        rate: 0.2,
+    })
+    .unwrap();
     mesh.run_until(60 * SECONDS);
     let client = mesh.source_stats(v, 0, mesh.now());
     let server = mesh.destination_stats(v, 0, mesh.now());
@@ -115,7 +170,9 @@ const STRICT: &str = "kind: PeerAuthentication\nmetadata:\n  name: default\n  na
 
 #[test]
 fn handshakes_equal_connections_opened_with_mutual_tls() {
-    let m = format!("{STRICT}---\nkind: DestinationRule\nmetadata:\n  name: p\nspec:\n  host: podinfo\n  trafficPolicy:\n    tls:\n      mode: ISTIO_MUTUAL\n    connectionPool:\n      http:\n        maxRequestsPerConnection: 10\n");
+    let m = format!(
+        "{STRICT}---\nkind: DestinationRule\nmetadata:\n  name: p\nspec:\n  host: podinfo\n  trafficPolicy:\n    tls:\n      mode: ISTIO_MUTUAL\n    connectionPool:\n      http:\n        maxRequestsPerConnection: 10\n"
+    );
     let mut mesh = canary_mesh(6, 300.0, &m);
     mesh.run_until(60 * SECONDS);
     let c = mesh.client_id("client").unwrap();
@@ -129,23 +186,37 @@ fn handshakes_equal_connections_opened_with_mutual_tls() {
     // Ten requests per connection: about a tenth as many connections as requests.
     let (requests, failures) = total(&mesh, Reporter::Source);
     assert_eq!(failures, 0);
-    assert!(opened * 10 >= requests && opened * 8 < requests, "{opened} connections for {requests} requests");
+    assert!(
+        opened * 10 >= requests && opened * 8 < requests,
+        "{opened} connections for {requests} requests"
+    );
 }
 
 #[test]
 fn reused_connections_pay_no_handshake_and_new_ones_pay_tls_round_trips() {
     let slow_net = |tls: &str| {
         let cfg = MeshConfig {
-            services: vec![ServiceConfig::new("podinfo", vec![VersionConfig::new("primary", 1, behaviour(1, 64))])],
+            services: vec![ServiceConfig::new(
+                "podinfo",
+                vec![VersionConfig::new("primary", 1, behaviour(1, 64))],
+            )],
             clients: vec![ClientConfig::new("client", "podinfo", 50.0)],
-            network: fledge_simulator::mesh::NetworkConfig { one_way: 5 * MILLIS, sidecar_latency: 0, ..Default::default() },
+            network: fledge_simulator::mesh::NetworkConfig {
+                one_way: 5 * MILLIS,
+                sidecar_latency: 0,
+                ..Default::default()
+            },
             ..Default::default()
         };
         let mut mesh = Mesh::new(cfg).unwrap();
-        let m = format!("kind: DestinationRule\nmetadata:\n  name: p\nspec:\n  host: podinfo\n  trafficPolicy:\n    tls:\n      mode: {tls}\n    connectionPool:\n      http:\n        maxRequestsPerConnection: 1\n");
+        let m = format!(
+            "kind: DestinationRule\nmetadata:\n  name: p\nspec:\n  host: podinfo\n  trafficPolicy:\n    tls:\n      mode: {tls}\n    connectionPool:\n      http:\n        maxRequestsPerConnection: 1\n"
+        );
         mesh.apply_manifests(&manifest::parse(&m).unwrap()).unwrap();
         mesh.run_until(60 * SECONDS);
-        mesh.source_stats(VersionId(0), 0, mesh.now()).mean_ms().unwrap()
+        mesh.source_stats(VersionId(0), 0, mesh.now())
+            .mean_ms()
+            .unwrap()
     };
     let mtls = slow_net("ISTIO_MUTUAL");
     let plain = slow_net("DISABLE");
@@ -156,36 +227,60 @@ fn reused_connections_pay_no_handshake_and_new_ones_pay_tls_round_trips() {
 
 #[test]
 fn a_plaintext_client_against_strict_fails_every_request_with_uc() {
-    let m = format!("{STRICT}---\nkind: DestinationRule\nmetadata:\n  name: p\nspec:\n  host: podinfo\n  trafficPolicy:\n    tls:\n      mode: DISABLE\n");
+    let m = format!(
+        "{STRICT}---\nkind: DestinationRule\nmetadata:\n  name: p\nspec:\n  host: podinfo\n  trafficPolicy:\n    tls:\n      mode: DISABLE\n"
+    );
     let mut mesh = canary_mesh(7, 100.0, &m);
     mesh.run_until(30 * SECONDS);
     let (requests, failures) = total(&mesh, Reporter::Source);
     assert!(requests > 2000);
     assert_eq!(failures, requests);
     assert_eq!(count_flag(&mesh, flags::UC), requests);
-    assert_eq!(total(&mesh, Reporter::Destination).0, 0, "nothing reaches a pod");
+    assert_eq!(
+        total(&mesh, Reporter::Destination).0,
+        0,
+        "nothing reaches a pod"
+    );
 }
 
 #[test]
 fn workload_peer_authentication_overrides_namespace_and_mesh() {
-    let m = format!("{STRICT}---\nkind: PeerAuthentication\nmetadata:\n  name: canary-open\n  namespace: default\nspec:\n  selector:\n    matchLabels:\n      version: canary\n  mtls:\n    mode: PERMISSIVE\n---\nkind: DestinationRule\nmetadata:\n  name: p\nspec:\n  host: podinfo\n  trafficPolicy:\n    tls:\n      mode: DISABLE\n");
+    let m = format!(
+        "{STRICT}---\nkind: PeerAuthentication\nmetadata:\n  name: canary-open\n  namespace: default\nspec:\n  selector:\n    matchLabels:\n      version: canary\n  mtls:\n    mode: PERMISSIVE\n---\nkind: DestinationRule\nmetadata:\n  name: p\nspec:\n  host: podinfo\n  trafficPolicy:\n    tls:\n      mode: DISABLE\n"
+    );
     let mut mesh = canary_mesh(8, 100.0, &m);
     mesh.run_until(30 * SECONDS);
-    assert_eq!(mesh.source_stats(VersionId(1), 0, mesh.now()).failures, 0, "PERMISSIVE canary accepts plaintext");
+    assert_eq!(
+        mesh.source_stats(VersionId(1), 0, mesh.now()).failures,
+        0,
+        "PERMISSIVE canary accepts plaintext"
+    );
     let primary = mesh.source_stats(VersionId(0), 0, mesh.now());
-    assert_eq!(primary.failures, primary.requests, "STRICT primary rejects it");
+    assert_eq!(
+        primary.failures, primary.requests,
+        "STRICT primary rejects it"
+    );
 }
 
 fn rotating_mesh(seed: u64) -> Mesh {
     let cfg = MeshConfig {
         seed,
-        services: vec![ServiceConfig::new("podinfo", vec![VersionConfig::new("primary", 3, behaviour(5, 8))])],
+        services: vec![ServiceConfig::new(
+            "podinfo",
+            vec![VersionConfig::new("primary", 3, behaviour(5, 8))],
+        )],
         clients: vec![ClientConfig::new("client", "podinfo", 200.0)],
-        certs: CertConfig { ttl: 60 * SECONDS, grace_ratio: 0.5, jitter: 0.01 },
+        certs: CertConfig {
+            ttl: 60 * SECONDS,
+            grace_ratio: 0.5,
+            jitter: 0.01,
+        },
         ..Default::default()
     };
     let mut mesh = Mesh::new(cfg).unwrap();
-    let m = format!("{STRICT}---\nkind: DestinationRule\nmetadata:\n  name: p\nspec:\n  host: podinfo\n  trafficPolicy:\n    connectionPool:\n      http:\n        maxRequestsPerConnection: 5\n");
+    let m = format!(
+        "{STRICT}---\nkind: DestinationRule\nmetadata:\n  name: p\nspec:\n  host: podinfo\n  trafficPolicy:\n    connectionPool:\n      http:\n        maxRequestsPerConnection: 5\n"
+    );
     mesh.apply_manifests(&manifest::parse(&m).unwrap()).unwrap();
     mesh
 }
@@ -194,7 +289,11 @@ fn rotating_mesh(seed: u64) -> Mesh {
 fn certificate_rotation_causes_no_failed_request() {
     let mut mesh = rotating_mesh(9);
     mesh.run_until(600 * SECONDS);
-    assert!(mesh.stats().cert_rotations >= 30, "rotations {}", mesh.stats().cert_rotations);
+    assert!(
+        mesh.stats().cert_rotations >= 30,
+        "rotations {}",
+        mesh.stats().cert_rotations
+    );
     let (requests, failures) = total(&mesh, Reporter::Source);
     assert!(requests > 100_000);
     assert_eq!(failures, 0);
@@ -204,7 +303,11 @@ fn certificate_rotation_causes_no_failed_request() {
 fn an_expired_certificate_fails_new_handshakes() {
     let mut mesh = rotating_mesh(10);
     let v = mesh.version_id("podinfo", "primary").unwrap();
-    mesh.apply(Action::CertRotation { workload: Workload::Version(v), enabled: false }).unwrap();
+    mesh.apply(Action::CertRotation {
+        workload: Workload::Version(v),
+        enabled: false,
+    })
+    .unwrap();
     mesh.run_until(59 * SECONDS);
     assert_eq!(total(&mesh, Reporter::Source).1, 0, "valid until the TTL");
     mesh.run_until(120 * SECONDS);
@@ -225,12 +328,21 @@ fn a_split_sends_the_canary_its_weight_and_header_matches_all_go_to_the_canary()
         seed: 12,
         services: vec![ServiceConfig::new(
             "podinfo",
-            vec![VersionConfig::new("primary", 4, behaviour(5, 8)), VersionConfig::new("canary", 2, behaviour(5, 8))],
+            vec![
+                VersionConfig::new("primary", 4, behaviour(5, 8)),
+                VersionConfig::new("canary", 2, behaviour(5, 8)),
+            ],
         )],
         clients: vec![ClientConfig {
             headers: vec![
-                HeaderProfile { weight: 1.0, headers: vec![("x-canary".into(), "insider".into())] },
-                HeaderProfile { weight: 9.0, headers: vec![] },
+                HeaderProfile {
+                    weight: 1.0,
+                    headers: vec![("x-canary".into(), "insider".into())],
+                },
+                HeaderProfile {
+                    weight: 9.0,
+                    headers: vec![],
+                },
             ],
             ..ClientConfig::new("client", "podinfo", 1000.0)
         }],
@@ -239,18 +351,44 @@ fn a_split_sends_the_canary_its_weight_and_header_matches_all_go_to_the_canary()
     let mut mesh = Mesh::new(cfg).unwrap();
     let s = mesh.service_id("podinfo").unwrap();
     let (p, c) = mesh.primary_canary(s).unwrap();
-    mesh.set_split(s, &Split { primary: 80, canary: 20, mirror: None, canary_match: vec![] }).unwrap();
+    mesh.set_split(
+        s,
+        &Split {
+            primary: 80,
+            canary: 20,
+            mirror: None,
+            canary_match: vec![],
+        },
+    )
+    .unwrap();
     mesh.run_until(60 * SECONDS);
     let np = mesh.destination_stats(p, 0, 60 * SECONDS).requests as f64;
     let nc = mesh.destination_stats(c, 0, 60 * SECONDS).requests as f64;
     assert!((nc / (np + nc) - 0.2).abs() < 0.01);
     // A/B: only the header goes to the canary.
-    mesh.set_split(s, &Split { primary: 100, canary: 0, mirror: None, canary_match: vec![HeaderMatch::exact("x-canary", "insider")] }).unwrap();
+    mesh.set_split(
+        s,
+        &Split {
+            primary: 100,
+            canary: 0,
+            mirror: None,
+            canary_match: vec![HeaderMatch::exact("x-canary", "insider")],
+        },
+    )
+    .unwrap();
     mesh.run_until(61 * SECONDS); // let in-flight requests finish
     mesh.run_until(121 * SECONDS);
-    let np = mesh.destination_stats(p, 61 * SECONDS, 121 * SECONDS).requests as f64;
-    let nc = mesh.destination_stats(c, 61 * SECONDS, 121 * SECONDS).requests as f64;
-    assert!((nc / (np + nc) - 0.1).abs() < 0.01, "header share {}", nc / (np + nc));
+    let np = mesh
+        .destination_stats(p, 61 * SECONDS, 121 * SECONDS)
+        .requests as f64;
+    let nc = mesh
+        .destination_stats(c, 61 * SECONDS, 121 * SECONDS)
+        .requests as f64;
+    assert!(
+        (nc / (np + nc) - 0.1).abs() < 0.01,
+        "header share {}",
+        nc / (np + nc)
+    );
 }
 
 #[test]
@@ -258,14 +396,31 @@ fn mirrored_requests_reach_the_canary_but_clients_only_see_the_primary() {
     let mut mesh = canary_mesh(13, 500.0, "");
     let s = mesh.service_id("podinfo").unwrap();
     let (p, c) = mesh.primary_canary(s).unwrap();
-    mesh.apply(Action::SetErrorRate { version: c, rate: 1.0 }).unwrap();
-    mesh.set_split(s, &Split { primary: 100, canary: 0, mirror: Some(50), canary_match: vec![] }).unwrap();
+    mesh.apply(Action::SetErrorRate {
+        version: c,
+        rate: 1.0,
+    })
+    .unwrap();
+    mesh.set_split(
+        s,
+        &Split {
+            primary: 100,
+            canary: 0,
+            mirror: Some(50),
+            canary_match: vec![],
+        },
+    )
+    .unwrap();
     mesh.run_until(60 * SECONDS);
     let to_primary = mesh.destination_stats(p, 0, mesh.now()).requests as f64;
     let mirrored = mesh.destination_stats(c, 0, mesh.now());
     assert!((mirrored.requests as f64 / to_primary - 0.5).abs() < 0.03);
     assert_eq!(mirrored.failures, mirrored.requests);
-    assert_eq!(total(&mesh, Reporter::Source).1, 0, "mirror failures never reach clients");
+    assert_eq!(
+        total(&mesh, Reporter::Source).1,
+        0,
+        "mirror failures never reach clients"
+    );
     let failures = mesh.client_failures_by_version(0, mesh.now());
     assert!(failures.iter().all(|(_, n)| *n == 0));
 }
@@ -277,7 +432,10 @@ fn injected_aborts_and_delays_follow_their_percentages() {
     mesh.run_until(100 * SECONDS);
     let (requests, failures) = total(&mesh, Reporter::Source);
     let abort_share = failures as f64 / requests as f64;
-    assert!((abort_share - 0.1).abs() < 0.01, "abort share {abort_share}");
+    assert!(
+        (abort_share - 0.1).abs() < 0.01,
+        "abort share {abort_share}"
+    );
     assert_eq!(count_flag(&mesh, flags::FI), failures);
     let delayed = count_flag(&mesh, flags::DI) as f64 / requests as f64;
     assert!((delayed - 0.045).abs() < 0.01, "delayed share {delayed}");
@@ -288,12 +446,22 @@ fn a_route_timeout_ends_slow_requests_with_504_ut() {
     let m = "kind: VirtualService\nmetadata:\n  name: p\nspec:\n  hosts: [podinfo]\n  http:\n    - route:\n        - destination:\n            host: podinfo\n            subset: primary\n      timeout: 100ms\n";
     let mut mesh = canary_mesh(15, 100.0, m);
     let v = mesh.version_id("podinfo", "primary").unwrap();
-    mesh.apply(Action::SetServiceTime { version: v, service_time: ServiceTime::Mixture(vec![(0.9, ServiceTime::Constant(10 * MILLIS)), (0.1, ServiceTime::Constant(500 * MILLIS))]) }).unwrap();
+    mesh.apply(Action::SetServiceTime {
+        version: v,
+        service_time: ServiceTime::Mixture(vec![
+            (0.9, ServiceTime::Constant(10 * MILLIS)),
+            (0.1, ServiceTime::Constant(500 * MILLIS)),
+        ]),
+    })
+    .unwrap();
     mesh.run_until(100 * SECONDS);
     let w = mesh.source_stats(v, 0, mesh.now());
     let timeouts = count_flag(&mesh, flags::UT) as f64 / w.requests as f64;
     assert!((timeouts - 0.1).abs() < 0.02, "timeout share {timeouts}");
-    assert!(w.quantile_ms(0.999).unwrap() <= 250.0, "nothing waits past the timeout");
+    assert!(
+        w.quantile_ms(0.999).unwrap() <= 250.0,
+        "nothing waits past the timeout"
+    );
 }
 
 #[test]
@@ -301,7 +469,15 @@ fn a_crashed_pod_fails_in_flight_requests_and_recovers_after_restart() {
     let none = "kind: VirtualService\nmetadata:\n  name: p\nspec:\n  hosts: [podinfo]\n  http:\n    - route:\n        - destination:\n            host: podinfo\n            subset: primary\n      retries:\n        attempts: 0\n";
     let mut mesh = canary_mesh(16, 500.0, none);
     let v = mesh.version_id("podinfo", "primary").unwrap();
-    mesh.schedule(10 * SECONDS, Action::CrashPod { version: v, pod: 0, restart_after: Some(5 * SECONDS) }).unwrap();
+    mesh.schedule(
+        10 * SECONDS,
+        Action::CrashPod {
+            version: v,
+            pod: 0,
+            restart_after: Some(5 * SECONDS),
+        },
+    )
+    .unwrap();
     mesh.run_until(30 * SECONDS);
     let during = mesh.source_stats(v, 10 * SECONDS, 16 * SECONDS).failures;
     assert!(during > 0, "some requests fail while the pod is down");
@@ -314,10 +490,18 @@ fn a_crashed_pod_fails_in_flight_requests_and_recovers_after_restart() {
 fn scaling_adds_and_removes_pods() {
     let mut mesh = canary_mesh(17, 200.0, "");
     let c = mesh.version_id("podinfo", "canary").unwrap();
-    mesh.apply(Action::Scale { version: c, pods: 5 }).unwrap();
+    mesh.apply(Action::Scale {
+        version: c,
+        pods: 5,
+    })
+    .unwrap();
     assert_eq!(mesh.ready_pods(c), 5);
     mesh.run_until(10 * SECONDS);
-    mesh.apply(Action::Scale { version: c, pods: 0 }).unwrap();
+    mesh.apply(Action::Scale {
+        version: c,
+        pods: 0,
+    })
+    .unwrap();
     mesh.run_until(20 * SECONDS);
     assert_eq!(mesh.ready_pods(c), 0);
     // With no pods the canary's share fails as "no healthy upstream".
@@ -327,25 +511,82 @@ fn scaling_adds_and_removes_pods() {
 #[test]
 fn bad_input_is_an_error_not_a_panic() {
     let mut mesh = canary_mesh(18, 10.0, "");
-    assert!(mesh.apply(Action::SetErrorRate { version: VersionId(99), rate: 0.1 }).is_err());
-    assert!(mesh.apply(Action::SetErrorRate { version: VersionId(0), rate: 1.5 }).is_err());
-    assert!(mesh.apply(Action::CrashPod { version: VersionId(0), pod: 42, restart_after: None }).is_err());
+    assert!(
+        mesh.apply(Action::SetErrorRate {
+            version: VersionId(99),
+            rate: 0.1
+        })
+        .is_err()
+    );
+    assert!(
+        mesh.apply(Action::SetErrorRate {
+            version: VersionId(0),
+            rate: 1.5
+        })
+        .is_err()
+    );
+    assert!(
+        mesh.apply(Action::CrashPod {
+            version: VersionId(0),
+            pod: 42,
+            restart_after: None
+        })
+        .is_err()
+    );
     let s = mesh.service_id("podinfo").unwrap();
-    assert!(mesh.set_split(s, &Split { primary: 0, canary: 0, mirror: None, canary_match: vec![] }).is_err());
+    assert!(
+        mesh.set_split(
+            s,
+            &Split {
+                primary: 0,
+                canary: 0,
+                mirror: None,
+                canary_match: vec![]
+            }
+        )
+        .is_err()
+    );
     let bad = MeshConfig {
-        services: vec![ServiceConfig::new("x", vec![VersionConfig::new("v", 1, Behaviour { workers: 0, ..Default::default() })])],
+        services: vec![ServiceConfig::new(
+            "x",
+            vec![VersionConfig::new(
+                "v",
+                1,
+                Behaviour {
+                    workers: 0,
+                    ..Default::default()
+                },
+            )],
+        )],
         ..Default::default()
     };
     assert!(Mesh::new(bad).is_err());
-    let unknown = MeshConfig { clients: vec![ClientConfig::new("c", "nowhere", 1.0)], ..Default::default() };
+    let unknown = MeshConfig {
+        clients: vec![ClientConfig::new("c", "nowhere", 1.0)],
+        ..Default::default()
+    };
     assert!(Mesh::new(unknown).is_err());
 }
 
 fn fingerprint(seed: u64) -> (u64, u64) {
-    let m = format!("{STRICT}---\nkind: DestinationRule\nmetadata:\n  name: p\nspec:\n  host: podinfo\n  trafficPolicy:\n    outlierDetection:\n      consecutive5xxErrors: 3\n      maxEjectionPercent: 50\n");
+    let m = format!(
+        "{STRICT}---\nkind: DestinationRule\nmetadata:\n  name: p\nspec:\n  host: podinfo\n  trafficPolicy:\n    outlierDetection:\n      consecutive5xxErrors: 3\n      maxEjectionPercent: 50\n"
+    );
     let mut mesh = canary_mesh(seed, 800.0, &m);
-    mesh.apply(Action::SetErrorRate { version: VersionId(1), rate: 0.05 }).unwrap();
-    mesh.schedule(20 * SECONDS, Action::CrashPod { version: VersionId(0), pod: 1, restart_after: Some(3 * SECONDS) }).unwrap();
+    mesh.apply(Action::SetErrorRate {
+        version: VersionId(1),
+        rate: 0.05,
+    })
+    .unwrap();
+    mesh.schedule(
+        20 * SECONDS,
+        Action::CrashPod {
+            version: VersionId(0),
+            pod: 1,
+            restart_after: Some(3 * SECONDS),
+        },
+    )
+    .unwrap();
     mesh.run_until(60 * SECONDS);
     (mesh.telemetry().fingerprint(), mesh.stats().events)
 }
@@ -361,7 +602,9 @@ fn prometheus_text_uses_istio_names_and_labels() {
     let mut mesh = canary_mesh(19, 50.0, "");
     mesh.run_until(10 * SECONDS);
     let text = mesh.render_prometheus();
-    assert!(text.contains("istio_requests_total{reporter=\"destination\",source_workload=\"client\""));
+    assert!(
+        text.contains("istio_requests_total{reporter=\"destination\",source_workload=\"client\"")
+    );
     assert!(text.contains("destination_workload=\"podinfo-canary\""));
     assert!(text.contains("istio_request_duration_milliseconds_bucket{"));
     assert!(text.contains("le=\"3600000\""));
@@ -374,7 +617,9 @@ fn windows_read_from_scrapes_add_up_to_the_total() {
     mesh.run_until(120 * SECONDS);
     let v = VersionId(0);
     let a = mesh.destination_stats(v, 0, 60 * SECONDS).requests;
-    let b = mesh.destination_stats(v, 60 * SECONDS, 120 * SECONDS).requests;
+    let b = mesh
+        .destination_stats(v, 60 * SECONDS, 120 * SECONDS)
+        .requests;
     assert_eq!(a + b, mesh.destination_stats(v, 0, 120 * SECONDS).requests);
     assert!(a > 0 && b > 0);
 }

@@ -34,14 +34,20 @@ fn run(c: u32, load: f64, seed: u64) -> Batches {
     let lambda = load * f64::from(c) * mu;
     // Each batch holds about 10,000 arrivals; the first is warm-up.
     let batch = (10_000.0 / lambda * SECONDS as f64) as u64;
-    let mut out = Batches { p_wait: vec![], wait: vec![] };
+    let mut out = Batches {
+        p_wait: vec![],
+        wait: vec![],
+    };
     mesh.run_until(batch);
     let mut prev = mesh.queue_stats(v);
     for i in 2..=31 {
         mesh.run_until(batch * i);
         let s = mesh.queue_stats(v);
-        out.p_wait.push((s.queued - prev.queued) as f64 / (s.arrivals - prev.arrivals) as f64);
-        out.wait.push((s.total_wait - prev.total_wait) as f64 / 1e9 / (s.started - prev.started) as f64);
+        out.p_wait
+            .push((s.queued - prev.queued) as f64 / (s.arrivals - prev.arrivals) as f64);
+        out.wait.push(
+            (s.total_wait - prev.total_wait) as f64 / 1e9 / (s.started - prev.started) as f64,
+        );
         prev = s;
     }
     out
@@ -60,10 +66,19 @@ fn check(c: u32, load: f64) {
     let (p, p_se) = mean_and_se(&b.p_wait);
     let (w, w_se) = mean_and_se(&b.wait);
     // Four standard errors of the batch means: the run's own statistical margin.
-    assert!((p - p_theory).abs() <= 4.0 * p_se, "c={c} load={load}: P(wait) {p:.4} vs Erlang C {p_theory:.4} (se {p_se:.4})");
-    assert!((w - w_theory).abs() <= 4.0 * w_se, "c={c} load={load}: mean wait {w:.5}s vs {w_theory:.5}s (se {w_se:.5})");
+    assert!(
+        (p - p_theory).abs() <= 4.0 * p_se,
+        "c={c} load={load}: P(wait) {p:.4} vs Erlang C {p_theory:.4} (se {p_se:.4})"
+    );
+    assert!(
+        (w - w_theory).abs() <= 4.0 * w_se,
+        "c={c} load={load}: mean wait {w:.5}s vs {w_theory:.5}s (se {w_se:.5})"
+    );
     // The margin must be tight enough to mean something.
-    assert!(w_se < 0.1 * w_theory, "c={c} load={load}: run too short, se {w_se} for {w_theory}");
+    assert!(
+        w_se < 0.1 * w_theory,
+        "c={c} load={load}: run too short, se {w_se} for {w_theory}"
+    );
 }
 
 #[test]

@@ -28,7 +28,11 @@ pub fn secs_f64(s: f64) -> SimTime {
         0
     } else {
         let ns = s * 1e9;
-        if ns >= u64::MAX as f64 { u64::MAX } else { ns.round() as u64 }
+        if ns >= u64::MAX as f64 {
+            u64::MAX
+        } else {
+            ns.round() as u64
+        }
     }
 }
 
@@ -52,7 +56,10 @@ impl<E> PartialOrd for Entry<E> {
 impl<E> Ord for Entry<E> {
     // Reversed so that BinaryHeap (a max-heap) pops the earliest (time, seq) first.
     fn cmp(&self, other: &Self) -> Ordering {
-        other.time.cmp(&self.time).then_with(|| other.seq.cmp(&self.seq))
+        other
+            .time
+            .cmp(&self.time)
+            .then_with(|| other.seq.cmp(&self.seq))
     }
 }
 
@@ -76,7 +83,12 @@ impl<E> Default for EventQueue<E> {
 impl<E> EventQueue<E> {
     /// An empty queue at time zero.
     pub fn new() -> Self {
-        Self { heap: BinaryHeap::with_capacity(1024), now: 0, seq: 0, popped: 0 }
+        Self {
+            heap: BinaryHeap::with_capacity(1024),
+            now: 0,
+            seq: 0,
+            popped: 0,
+        }
     }
 
     /// Current virtual time.
@@ -90,7 +102,11 @@ impl<E> EventQueue<E> {
     pub fn schedule_at(&mut self, at: SimTime, event: E) {
         let time = at.max(self.now);
         self.seq += 1;
-        self.heap.push(Entry { time, seq: self.seq, event });
+        self.heap.push(Entry {
+            time,
+            seq: self.seq,
+            event,
+        });
     }
 
     /// Schedules `event` after `delay` from now.
@@ -166,7 +182,9 @@ pub struct Stream {
 impl Stream {
     /// The stream called `name` under run seed `seed`.
     pub fn new(seed: u64, name: &str) -> Self {
-        Self { rng: Pcg64Mcg::seed_from_u64(stream_seed(seed, name)) }
+        Self {
+            rng: Pcg64Mcg::seed_from_u64(stream_seed(seed, name)),
+        }
     }
 
     /// A raw 64-bit draw.
@@ -236,7 +254,10 @@ mod tests {
         let _other = Stream::new(7, "a-new-component");
         let mut a2 = Stream::new(7, "arrivals");
         assert_eq!(a1.next_u64(), a2.next_u64());
-        assert_ne!(Stream::new(7, "x").next_u64(), Stream::new(8, "x").next_u64());
+        assert_ne!(
+            Stream::new(7, "x").next_u64(),
+            Stream::new(8, "x").next_u64()
+        );
     }
 
     #[test]

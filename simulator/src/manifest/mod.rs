@@ -102,7 +102,10 @@ pub struct HeaderMatch {
 impl HeaderMatch {
     /// `name: exact value`.
     pub fn exact(name: &str, value: &str) -> Self {
-        Self { name: name.to_ascii_lowercase(), matcher: StringMatch::Exact(value.to_string()) }
+        Self {
+            name: name.to_ascii_lowercase(),
+            matcher: StringMatch::Exact(value.to_string()),
+        }
     }
 }
 
@@ -149,8 +152,14 @@ impl RetryOn {
                 "refused-stream" => r.refused_stream = true,
                 "retriable-status-codes" => r.retriable_status_codes = true,
                 // Conditions that never arise in the model.
-                "unavailable" | "cancelled" | "deadline-exceeded" | "resource-exhausted"
-                | "retriable-4xx" | "retriable-headers" | "envoy-ratelimited" | "http3-post-connect-failure" => {}
+                "unavailable"
+                | "cancelled"
+                | "deadline-exceeded"
+                | "resource-exhausted"
+                | "retriable-4xx"
+                | "retriable-headers"
+                | "envoy-ratelimited"
+                | "http3-post-connect-failure" => {}
                 other => match other.parse::<u16>() {
                     Ok(code) => {
                         r.codes.push(code);
@@ -307,7 +316,10 @@ impl TrafficPolicy {
     pub fn overlay(&self, subset: &TrafficPolicy) -> TrafficPolicy {
         TrafficPolicy {
             load_balancer: subset.load_balancer.or(self.load_balancer),
-            connection_pool: subset.connection_pool.clone().or_else(|| self.connection_pool.clone()),
+            connection_pool: subset
+                .connection_pool
+                .clone()
+                .or_else(|| self.connection_pool.clone()),
             outlier_detection: subset
                 .outlier_detection
                 .clone()
@@ -502,13 +514,17 @@ pub fn parse_duration(s: &str) -> Option<SimTime> {
     let mut total: f64 = 0.0;
     let mut rest = s;
     while !rest.is_empty() {
-        let num_end = rest.find(|c: char| !(c.is_ascii_digit() || c == '.')).unwrap_or(rest.len());
+        let num_end = rest
+            .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+            .unwrap_or(rest.len());
         if num_end == 0 {
             return None;
         }
         let n: f64 = rest[..num_end].parse().ok()?;
         rest = &rest[num_end..];
-        let unit_end = rest.find(|c: char| c.is_ascii_digit() || c == '.').unwrap_or(rest.len());
+        let unit_end = rest
+            .find(|c: char| c.is_ascii_digit() || c == '.')
+            .unwrap_or(rest.len());
         let mult = match &rest[..unit_end] {
             "h" => 3.6e12,
             "m" => 6e10,
@@ -557,7 +573,10 @@ impl Doc<'_> {
     }
 
     fn warn(&mut self, msg: String) {
-        self.warnings.push(format!("document {} ({} {:?}): {msg}", self.index, self.kind, self.name));
+        self.warnings.push(format!(
+            "document {} ({} {:?}): {msg}",
+            self.index, self.kind, self.name
+        ));
     }
 
     /// Checks `n` is a mapping and warns about keys outside `known`.
@@ -567,7 +586,9 @@ impl Doc<'_> {
         path: &str,
         known: &[&str],
     ) -> Result<&'a serde_json::Map<String, Value>, ManifestError> {
-        let m = n.v.as_object().ok_or_else(|| self.wrong(path, "a mapping"))?;
+        let m =
+            n.v.as_object()
+                .ok_or_else(|| self.wrong(path, "a mapping"))?;
         for k in m.keys() {
             if !known.contains(&k.as_str()) {
                 let p = join(path, k);
@@ -600,7 +621,8 @@ impl Doc<'_> {
 
     fn duration(&self, n: Node<'_>, path: &str) -> Result<SimTime, ManifestError> {
         match n.v {
-            Value::String(s) => parse_duration(s).ok_or_else(|| self.wrong(path, "a duration such as `10s` or `250ms`")),
+            Value::String(s) => parse_duration(s)
+                .ok_or_else(|| self.wrong(path, "a duration such as `10s` or `250ms`")),
             _ => Err(self.wrong(path, "a duration such as `10s` or `250ms`")),
         }
     }
@@ -609,8 +631,14 @@ impl Doc<'_> {
         n.v.as_array().ok_or_else(|| self.wrong(path, "a list"))
     }
 
-    fn labels(&mut self, n: Node<'_>, path: &str) -> Result<BTreeMap<String, String>, ManifestError> {
-        let m = n.v.as_object().ok_or_else(|| self.wrong(path, "a mapping of strings"))?;
+    fn labels(
+        &mut self,
+        n: Node<'_>,
+        path: &str,
+    ) -> Result<BTreeMap<String, String>, ManifestError> {
+        let m =
+            n.v.as_object()
+                .ok_or_else(|| self.wrong(path, "a mapping of strings"))?;
         let mut out = BTreeMap::new();
         for (k, v) in m {
             let s = match v {
@@ -626,7 +654,11 @@ impl Doc<'_> {
 }
 
 fn join(path: &str, key: &str) -> String {
-    if path.is_empty() { key.to_string() } else { format!("{path}.{key}") }
+    if path.is_empty() {
+        key.to_string()
+    } else {
+        format!("{path}.{key}")
+    }
 }
 
 fn idx(path: &str, i: usize) -> String {
@@ -641,7 +673,10 @@ fn get<'a>(m: &'a serde_json::Map<String, Value>, key: &str) -> Option<Node<'a>>
 pub fn parse(yaml: &str) -> Result<Manifests, ManifestError> {
     let mut out = Manifests::default();
     for (index, de) in serde_norway::Deserializer::from_str(yaml).enumerate() {
-        let value = Value::deserialize(de).map_err(|e| ManifestError::Yaml { doc: index, message: e.to_string() })?;
+        let value = Value::deserialize(de).map_err(|e| ManifestError::Yaml {
+            doc: index,
+            message: e.to_string(),
+        })?;
         if value.is_null() {
             continue; // empty document, e.g. a trailing `---`
         }
@@ -654,14 +689,23 @@ pub fn parse(yaml: &str) -> Result<Manifests, ManifestError> {
                 expected: "a mapping with apiVersion, kind, metadata and spec".into(),
             });
         };
-        let kind = map.get("kind").and_then(Value::as_str).unwrap_or("").to_string();
+        let kind = map
+            .get("kind")
+            .and_then(Value::as_str)
+            .unwrap_or("")
+            .to_string();
         let name = map
             .get("metadata")
             .and_then(|m| m.get("name"))
             .and_then(Value::as_str)
             .unwrap_or("")
             .to_string();
-        let mut doc = Doc { index, kind: kind.clone(), name, warnings: &mut out.warnings };
+        let mut doc = Doc {
+            index,
+            kind: kind.clone(),
+            name,
+            warnings: &mut out.warnings,
+        };
         if let Some(item) = parse_doc(&mut doc, map)? {
             out.items.push(item);
         }
@@ -669,23 +713,56 @@ pub fn parse(yaml: &str) -> Result<Manifests, ManifestError> {
     Ok(out)
 }
 
-fn parse_doc(doc: &mut Doc<'_>, map: &serde_json::Map<String, Value>) -> Result<Option<Manifest>, ManifestError> {
-    let top = Node { v: map.get("kind").unwrap_or(&Value::Null) };
+fn parse_doc(
+    doc: &mut Doc<'_>,
+    map: &serde_json::Map<String, Value>,
+) -> Result<Option<Manifest>, ManifestError> {
+    let top = Node {
+        v: map.get("kind").unwrap_or(&Value::Null),
+    };
     if !map.contains_key("kind") {
         return Err(doc.missing("kind"));
     }
     doc.str(top, "kind")?;
-    doc.obj(Node { v: &Value::Object(map.clone()) }, "", &["apiVersion", "kind", "metadata", "spec", "status"])?;
+    doc.obj(
+        Node {
+            v: &Value::Object(map.clone()),
+        },
+        "",
+        &["apiVersion", "kind", "metadata", "spec", "status"],
+    )?;
     let meta = get(map, "metadata").ok_or_else(|| doc.missing("metadata"))?;
-    let meta = doc.obj(meta, "metadata", &["name", "namespace", "labels", "annotations", "generation", "resourceVersion", "uid", "creationTimestamp"])?;
-    let name = doc.str(get(meta, "name").ok_or_else(|| doc.missing("metadata.name"))?, "metadata.name")?;
-    let namespace = get(meta, "namespace").map(|n| doc.str(n, "metadata.namespace")).transpose()?;
+    let meta = doc.obj(
+        meta,
+        "metadata",
+        &[
+            "name",
+            "namespace",
+            "labels",
+            "annotations",
+            "generation",
+            "resourceVersion",
+            "uid",
+            "creationTimestamp",
+        ],
+    )?;
+    let name = doc.str(
+        get(meta, "name").ok_or_else(|| doc.missing("metadata.name"))?,
+        "metadata.name",
+    )?;
+    let namespace = get(meta, "namespace")
+        .map(|n| doc.str(n, "metadata.namespace"))
+        .transpose()?;
     let spec = get(map, "spec").ok_or_else(|| doc.missing("spec"));
     let kind = doc.kind.clone();
     Ok(Some(match kind.as_str() {
         "VirtualService" => Manifest::VirtualService(virtual_service(doc, spec?, name, namespace)?),
-        "DestinationRule" => Manifest::DestinationRule(destination_rule(doc, spec?, name, namespace)?),
-        "PeerAuthentication" => Manifest::PeerAuthentication(peer_authentication(doc, spec?, name, namespace)?),
+        "DestinationRule" => {
+            Manifest::DestinationRule(destination_rule(doc, spec?, name, namespace)?)
+        }
+        "PeerAuthentication" => {
+            Manifest::PeerAuthentication(peer_authentication(doc, spec?, name, namespace)?)
+        }
         "ServiceProfile" => Manifest::ServiceProfile(service_profile(doc, spec?, name, namespace)?),
         "TrafficSplit" => Manifest::TrafficSplit(traffic_split(doc, spec?, name, namespace)?),
         "HTTPRoute" => Manifest::HttpRoute(http_route(doc, spec?, name, namespace)?),
@@ -712,18 +789,38 @@ fn string_match(doc: &mut Doc<'_>, n: Node<'_>, path: &str) -> Result<StringMatc
     Err(doc.wrong(path, "one of exact, prefix or regex"))
 }
 
-fn destination(doc: &mut Doc<'_>, n: Node<'_>, path: &str, weight: Option<u32>) -> Result<RouteDestination, ManifestError> {
+fn destination(
+    doc: &mut Doc<'_>,
+    n: Node<'_>,
+    path: &str,
+    weight: Option<u32>,
+) -> Result<RouteDestination, ManifestError> {
     let m = doc.obj(n, path, &["host", "subset", "port"])?;
-    let host = doc.str(get(m, "host").ok_or_else(|| doc.missing(&join(path, "host")))?, &join(path, "host"))?;
-    let subset = get(m, "subset").map(|s| doc.str(s, &join(path, "subset"))).transpose()?;
-    Ok(RouteDestination { host, subset, weight })
+    let host = doc.str(
+        get(m, "host").ok_or_else(|| doc.missing(&join(path, "host")))?,
+        &join(path, "host"),
+    )?;
+    let subset = get(m, "subset")
+        .map(|s| doc.str(s, &join(path, "subset")))
+        .transpose()?;
+    Ok(RouteDestination {
+        host,
+        subset,
+        weight,
+    })
 }
 
-fn percentage(doc: &mut Doc<'_>, m: &serde_json::Map<String, Value>, path: &str) -> Result<Option<f64>, ManifestError> {
+fn percentage(
+    doc: &mut Doc<'_>,
+    m: &serde_json::Map<String, Value>,
+    path: &str,
+) -> Result<Option<f64>, ManifestError> {
     if let Some(p) = get(m, "percentage") {
         let pp = join(path, "percentage");
         let pm = doc.obj(p, &pp, &["value"])?;
-        return get(pm, "value").map(|v| doc.f64(v, &join(&pp, "value"))).transpose();
+        return get(pm, "value")
+            .map(|v| doc.f64(v, &join(&pp, "value")))
+            .transpose();
     }
     if let Some(p) = get(m, "percent") {
         return Ok(Some(f64::from(doc.u32(p, &join(path, "percent"))?)));
@@ -731,8 +828,17 @@ fn percentage(doc: &mut Doc<'_>, m: &serde_json::Map<String, Value>, path: &str)
     Ok(None)
 }
 
-fn virtual_service(doc: &mut Doc<'_>, spec: Node<'_>, name: String, namespace: Option<String>) -> Result<VirtualService, ManifestError> {
-    let s = doc.obj(spec, "spec", &["hosts", "gateways", "http", "tcp", "tls", "exportTo"])?;
+fn virtual_service(
+    doc: &mut Doc<'_>,
+    spec: Node<'_>,
+    name: String,
+    namespace: Option<String>,
+) -> Result<VirtualService, ManifestError> {
+    let s = doc.obj(
+        spec,
+        "spec",
+        &["hosts", "gateways", "http", "tcp", "tls", "exportTo"],
+    )?;
     let mut hosts = Vec::new();
     if let Some(h) = get(s, "hosts") {
         for (i, v) in doc.list(h, "spec.hosts")?.iter().enumerate() {
@@ -746,31 +852,89 @@ fn virtual_service(doc: &mut Doc<'_>, spec: Node<'_>, name: String, namespace: O
             http.push(http_route_vs(doc, Node { v }, &path)?);
         }
     }
-    Ok(VirtualService { name, namespace, hosts, http })
+    Ok(VirtualService {
+        name,
+        namespace,
+        hosts,
+        http,
+    })
 }
 
 fn http_route_vs(doc: &mut Doc<'_>, n: Node<'_>, path: &str) -> Result<HttpRoute, ManifestError> {
     let m = doc.obj(
         n,
         path,
-        &["name", "match", "route", "timeout", "retries", "fault", "mirror", "mirrorPercentage", "mirror_percent", "mirrorPercent", "headers", "rewrite", "redirect", "corsPolicy", "directResponse", "delegate", "mirrors"],
+        &[
+            "name",
+            "match",
+            "route",
+            "timeout",
+            "retries",
+            "fault",
+            "mirror",
+            "mirrorPercentage",
+            "mirror_percent",
+            "mirrorPercent",
+            "headers",
+            "rewrite",
+            "redirect",
+            "corsPolicy",
+            "directResponse",
+            "delegate",
+            "mirrors",
+        ],
     )?;
-    let mut r = HttpRoute { name: get(m, "name").map(|v| doc.str(v, &join(path, "name"))).transpose()?, ..Default::default() };
+    let mut r = HttpRoute {
+        name: get(m, "name")
+            .map(|v| doc.str(v, &join(path, "name")))
+            .transpose()?,
+        ..Default::default()
+    };
     if let Some(ms) = get(m, "match") {
         let mp = join(path, "match");
         for (i, v) in doc.list(ms, &mp)?.iter().enumerate() {
             let bp = idx(&mp, i);
-            let b = doc.obj(Node { v }, &bp, &["name", "headers", "uri", "method", "scheme", "authority", "port", "queryParams", "sourceLabels", "ignoreUriCase", "withoutHeaders", "gateways", "sourceNamespace"])?;
+            let b = doc.obj(
+                Node { v },
+                &bp,
+                &[
+                    "name",
+                    "headers",
+                    "uri",
+                    "method",
+                    "scheme",
+                    "authority",
+                    "port",
+                    "queryParams",
+                    "sourceLabels",
+                    "ignoreUriCase",
+                    "withoutHeaders",
+                    "gateways",
+                    "sourceNamespace",
+                ],
+            )?;
             let mut block = Vec::new();
             if let Some(h) = get(b, "headers") {
                 let hp = join(&bp, "headers");
-                let hm = h.v.as_object().ok_or_else(|| doc.wrong(&hp, "a mapping of header name to match"))?;
+                let hm =
+                    h.v.as_object()
+                        .ok_or_else(|| doc.wrong(&hp, "a mapping of header name to match"))?;
                 for (hn, hv) in hm {
                     let matcher = string_match(doc, Node { v: hv }, &join(&hp, hn))?;
-                    block.push(HeaderMatch { name: hn.to_ascii_lowercase(), matcher });
+                    block.push(HeaderMatch {
+                        name: hn.to_ascii_lowercase(),
+                        matcher,
+                    });
                 }
             }
-            for other in ["uri", "method", "authority", "queryParams", "sourceLabels", "withoutHeaders"] {
+            for other in [
+                "uri",
+                "method",
+                "authority",
+                "queryParams",
+                "sourceLabels",
+                "withoutHeaders",
+            ] {
                 if b.contains_key(other) {
                     doc.warn(format!("`{bp}.{other}` is not simulated: requests carry only headers; condition ignored"));
                 }
@@ -783,9 +947,13 @@ fn http_route_vs(doc: &mut Doc<'_>, n: Node<'_>, path: &str) -> Result<HttpRoute
         for (i, v) in doc.list(rs, &rp)?.iter().enumerate() {
             let dp = idx(&rp, i);
             let d = doc.obj(Node { v }, &dp, &["destination", "weight", "headers"])?;
-            let weight = get(d, "weight").map(|w| doc.u32(w, &join(&dp, "weight"))).transpose()?;
-            let dest = get(d, "destination").ok_or_else(|| doc.missing(&join(&dp, "destination")))?;
-            r.route.push(destination(doc, dest, &join(&dp, "destination"), weight)?);
+            let weight = get(d, "weight")
+                .map(|w| doc.u32(w, &join(&dp, "weight")))
+                .transpose()?;
+            let dest =
+                get(d, "destination").ok_or_else(|| doc.missing(&join(&dp, "destination")))?;
+            r.route
+                .push(destination(doc, dest, &join(&dp, "destination"), weight)?);
         }
     }
     if let Some(t) = get(m, "timeout") {
@@ -793,9 +961,25 @@ fn http_route_vs(doc: &mut Doc<'_>, n: Node<'_>, path: &str) -> Result<HttpRoute
     }
     if let Some(rt) = get(m, "retries") {
         let rp = join(path, "retries");
-        let rm = doc.obj(rt, &rp, &["attempts", "perTryTimeout", "retryOn", "retryRemoteLocalities", "retryIgnorePreviousHosts", "backoff"])?;
-        let attempts = get(rm, "attempts").map(|a| doc.u32(a, &join(&rp, "attempts"))).transpose()?.unwrap_or(0);
-        let per_try_timeout = get(rm, "perTryTimeout").map(|a| doc.duration(a, &join(&rp, "perTryTimeout"))).transpose()?;
+        let rm = doc.obj(
+            rt,
+            &rp,
+            &[
+                "attempts",
+                "perTryTimeout",
+                "retryOn",
+                "retryRemoteLocalities",
+                "retryIgnorePreviousHosts",
+                "backoff",
+            ],
+        )?;
+        let attempts = get(rm, "attempts")
+            .map(|a| doc.u32(a, &join(&rp, "attempts")))
+            .transpose()?
+            .unwrap_or(0);
+        let per_try_timeout = get(rm, "perTryTimeout")
+            .map(|a| doc.duration(a, &join(&rp, "perTryTimeout")))
+            .transpose()?;
         let retry_on = match get(rm, "retryOn") {
             Some(v) => {
                 let s = doc.str(v, &join(&rp, "retryOn"))?;
@@ -808,7 +992,11 @@ fn http_route_vs(doc: &mut Doc<'_>, n: Node<'_>, path: &str) -> Result<HttpRoute
             }
             None => None,
         };
-        r.retries = Some(Retries { attempts, per_try_timeout, retry_on });
+        r.retries = Some(Retries {
+            attempts,
+            per_try_timeout,
+            retry_on,
+        });
     }
     if let Some(f) = get(m, "fault") {
         let fp = join(path, "fault");
@@ -816,8 +1004,13 @@ fn http_route_vs(doc: &mut Doc<'_>, n: Node<'_>, path: &str) -> Result<HttpRoute
         let mut fault = FaultInjection::default();
         if let Some(d) = get(fm, "delay") {
             let dp = join(&fp, "delay");
-            let dm = doc.obj(d, &dp, &["fixedDelay", "percentage", "percent", "exponentialDelay"])?;
-            let fixed = get(dm, "fixedDelay").ok_or_else(|| doc.missing(&join(&dp, "fixedDelay")))?;
+            let dm = doc.obj(
+                d,
+                &dp,
+                &["fixedDelay", "percentage", "percent", "exponentialDelay"],
+            )?;
+            let fixed =
+                get(dm, "fixedDelay").ok_or_else(|| doc.missing(&join(&dp, "fixedDelay")))?;
             let fixed = doc.duration(fixed, &join(&dp, "fixedDelay"))?;
             // No percentage: Istio delays nothing.
             let pct = percentage(doc, dm, &dp)?.unwrap_or(0.0);
@@ -825,10 +1018,29 @@ fn http_route_vs(doc: &mut Doc<'_>, n: Node<'_>, path: &str) -> Result<HttpRoute
         }
         if let Some(a) = get(fm, "abort") {
             let ap = join(&fp, "abort");
-            let am = doc.obj(a, &ap, &["httpStatus", "percentage", "percent", "grpcStatus", "http2Error"])?;
-            let status = get(am, "httpStatus").ok_or_else(|| doc.missing(&join(&ap, "httpStatus")))?;
+            let am = doc.obj(
+                a,
+                &ap,
+                &[
+                    "httpStatus",
+                    "percentage",
+                    "percent",
+                    "grpcStatus",
+                    "http2Error",
+                ],
+            )?;
+            let status =
+                get(am, "httpStatus").ok_or_else(|| doc.missing(&join(&ap, "httpStatus")))?;
             let status = doc.u32(status, &join(&ap, "httpStatus"))?;
-            let status = u16::try_from(status).ok().filter(|s| (100..600).contains(s)).ok_or_else(|| doc.wrong(&join(&ap, "httpStatus"), "an HTTP status between 100 and 599"))?;
+            let status = u16::try_from(status)
+                .ok()
+                .filter(|s| (100..600).contains(s))
+                .ok_or_else(|| {
+                    doc.wrong(
+                        &join(&ap, "httpStatus"),
+                        "an HTTP status between 100 and 599",
+                    )
+                })?;
             let pct = percentage(doc, am, &ap)?.unwrap_or(0.0);
             fault.abort = Some((status, pct));
         }
@@ -841,19 +1053,39 @@ fn http_route_vs(doc: &mut Doc<'_>, n: Node<'_>, path: &str) -> Result<HttpRoute
     if let Some(mp) = get(m, "mirrorPercentage") {
         let p = join(path, "mirrorPercentage");
         let pm = doc.obj(mp, &p, &["value"])?;
-        r.mirror_percentage = get(pm, "value").map(|v| doc.f64(v, &join(&p, "value"))).transpose()?;
+        r.mirror_percentage = get(pm, "value")
+            .map(|v| doc.f64(v, &join(&p, "value")))
+            .transpose()?;
     } else if let Some(mp) = get(m, "mirrorPercent").or_else(|| get(m, "mirror_percent")) {
         r.mirror_percentage = Some(f64::from(doc.u32(mp, &join(path, "mirrorPercent"))?));
     }
     Ok(r)
 }
 
-fn lb_policy(doc: &mut Doc<'_>, n: Node<'_>, path: &str) -> Result<Option<LbPolicy>, ManifestError> {
-    let m = doc.obj(n, path, &["simple", "consistentHash", "localityLbSetting", "warmupDurationSecs", "warmup"])?;
+fn lb_policy(
+    doc: &mut Doc<'_>,
+    n: Node<'_>,
+    path: &str,
+) -> Result<Option<LbPolicy>, ManifestError> {
+    let m = doc.obj(
+        n,
+        path,
+        &[
+            "simple",
+            "consistentHash",
+            "localityLbSetting",
+            "warmupDurationSecs",
+            "warmup",
+        ],
+    )?;
     if m.contains_key("consistentHash") {
-        doc.warn(format!("`{path}.consistentHash` is not simulated; LEAST_REQUEST used"));
+        doc.warn(format!(
+            "`{path}.consistentHash` is not simulated; LEAST_REQUEST used"
+        ));
     }
-    let Some(s) = get(m, "simple") else { return Ok(None) };
+    let Some(s) = get(m, "simple") else {
+        return Ok(None);
+    };
     let p = join(path, "simple");
     Ok(Some(match doc.str(s, &p)?.as_str() {
         "UNSPECIFIED" | "LEAST_REQUEST" | "LEAST_CONN" => LbPolicy::LeastRequest,
@@ -863,12 +1095,33 @@ fn lb_policy(doc: &mut Doc<'_>, n: Node<'_>, path: &str) -> Result<Option<LbPoli
             doc.warn(format!("`{p}: PASSTHROUGH` is simulated as RANDOM"));
             LbPolicy::Random
         }
-        _ => return Err(doc.wrong(&p, "one of UNSPECIFIED, LEAST_REQUEST, LEAST_CONN, ROUND_ROBIN, RANDOM, PASSTHROUGH")),
+        _ => {
+            return Err(doc.wrong(
+                &p,
+                "one of UNSPECIFIED, LEAST_REQUEST, LEAST_CONN, ROUND_ROBIN, RANDOM, PASSTHROUGH",
+            ));
+        }
     }))
 }
 
-fn traffic_policy(doc: &mut Doc<'_>, n: Node<'_>, path: &str) -> Result<TrafficPolicy, ManifestError> {
-    let m = doc.obj(n, path, &["loadBalancer", "connectionPool", "outlierDetection", "tls", "portLevelSettings", "tunnel", "proxyProtocol"])?;
+fn traffic_policy(
+    doc: &mut Doc<'_>,
+    n: Node<'_>,
+    path: &str,
+) -> Result<TrafficPolicy, ManifestError> {
+    let m = doc.obj(
+        n,
+        path,
+        &[
+            "loadBalancer",
+            "connectionPool",
+            "outlierDetection",
+            "tls",
+            "portLevelSettings",
+            "tunnel",
+            "proxyProtocol",
+        ],
+    )?;
     let mut tp = TrafficPolicy::default();
     if let Some(lb) = get(m, "loadBalancer") {
         tp.load_balancer = lb_policy(doc, lb, &join(path, "loadBalancer"))?;
@@ -879,18 +1132,55 @@ fn traffic_policy(doc: &mut Doc<'_>, n: Node<'_>, path: &str) -> Result<TrafficP
         let mut pool = ConnectionPool::default();
         if let Some(t) = get(cm, "tcp") {
             let tp_ = join(&p, "tcp");
-            let tm = doc.obj(t, &tp_, &["maxConnections", "connectTimeout", "tcpKeepalive", "maxConnectionDuration", "idleTimeout"])?;
-            pool.max_connections = get(tm, "maxConnections").map(|v| doc.u32(v, &join(&tp_, "maxConnections"))).transpose()?;
-            pool.connect_timeout = get(tm, "connectTimeout").map(|v| doc.duration(v, &join(&tp_, "connectTimeout"))).transpose()?;
-            pool.idle_timeout = get(tm, "idleTimeout").map(|v| doc.duration(v, &join(&tp_, "idleTimeout"))).transpose()?;
+            let tm = doc.obj(
+                t,
+                &tp_,
+                &[
+                    "maxConnections",
+                    "connectTimeout",
+                    "tcpKeepalive",
+                    "maxConnectionDuration",
+                    "idleTimeout",
+                ],
+            )?;
+            pool.max_connections = get(tm, "maxConnections")
+                .map(|v| doc.u32(v, &join(&tp_, "maxConnections")))
+                .transpose()?;
+            pool.connect_timeout = get(tm, "connectTimeout")
+                .map(|v| doc.duration(v, &join(&tp_, "connectTimeout")))
+                .transpose()?;
+            pool.idle_timeout = get(tm, "idleTimeout")
+                .map(|v| doc.duration(v, &join(&tp_, "idleTimeout")))
+                .transpose()?;
         }
         if let Some(h) = get(cm, "http") {
             let hp = join(&p, "http");
-            let hm = doc.obj(h, &hp, &["http1MaxPendingRequests", "http2MaxRequests", "maxRequestsPerConnection", "maxRetries", "idleTimeout", "h2UpgradePolicy", "useClientProtocol", "maxConcurrentStreams"])?;
-            pool.http1_max_pending_requests = get(hm, "http1MaxPendingRequests").map(|v| doc.u32(v, &join(&hp, "http1MaxPendingRequests"))).transpose()?;
-            pool.http2_max_requests = get(hm, "http2MaxRequests").map(|v| doc.u32(v, &join(&hp, "http2MaxRequests"))).transpose()?;
-            pool.max_requests_per_connection = get(hm, "maxRequestsPerConnection").map(|v| doc.u32(v, &join(&hp, "maxRequestsPerConnection"))).transpose()?;
-            pool.max_retries = get(hm, "maxRetries").map(|v| doc.u32(v, &join(&hp, "maxRetries"))).transpose()?;
+            let hm = doc.obj(
+                h,
+                &hp,
+                &[
+                    "http1MaxPendingRequests",
+                    "http2MaxRequests",
+                    "maxRequestsPerConnection",
+                    "maxRetries",
+                    "idleTimeout",
+                    "h2UpgradePolicy",
+                    "useClientProtocol",
+                    "maxConcurrentStreams",
+                ],
+            )?;
+            pool.http1_max_pending_requests = get(hm, "http1MaxPendingRequests")
+                .map(|v| doc.u32(v, &join(&hp, "http1MaxPendingRequests")))
+                .transpose()?;
+            pool.http2_max_requests = get(hm, "http2MaxRequests")
+                .map(|v| doc.u32(v, &join(&hp, "http2MaxRequests")))
+                .transpose()?;
+            pool.max_requests_per_connection = get(hm, "maxRequestsPerConnection")
+                .map(|v| doc.u32(v, &join(&hp, "maxRequestsPerConnection")))
+                .transpose()?;
+            pool.max_retries = get(hm, "maxRetries")
+                .map(|v| doc.u32(v, &join(&hp, "maxRetries")))
+                .transpose()?;
             if let Some(v) = get(hm, "idleTimeout") {
                 pool.idle_timeout = Some(doc.duration(v, &join(&hp, "idleTimeout"))?);
             }
@@ -907,9 +1197,28 @@ fn traffic_policy(doc: &mut Doc<'_>, n: Node<'_>, path: &str) -> Result<TrafficP
     }
     if let Some(od) = get(m, "outlierDetection") {
         let p = join(path, "outlierDetection");
-        let om = doc.obj(od, &p, &["consecutiveErrors", "consecutive5xxErrors", "consecutiveGatewayErrors", "consecutiveLocalOriginFailures", "splitExternalLocalOriginErrors", "interval", "baseEjectionTime", "maxEjectionPercent", "minHealthPercent"])?;
-        let u = |doc: &mut Doc<'_>, k: &str| get(om, k).map(|v| doc.u32(v, &join(&p, k))).transpose();
-        let d = |doc: &mut Doc<'_>, k: &str| get(om, k).map(|v| doc.duration(v, &join(&p, k))).transpose();
+        let om = doc.obj(
+            od,
+            &p,
+            &[
+                "consecutiveErrors",
+                "consecutive5xxErrors",
+                "consecutiveGatewayErrors",
+                "consecutiveLocalOriginFailures",
+                "splitExternalLocalOriginErrors",
+                "interval",
+                "baseEjectionTime",
+                "maxEjectionPercent",
+                "minHealthPercent",
+            ],
+        )?;
+        let u =
+            |doc: &mut Doc<'_>, k: &str| get(om, k).map(|v| doc.u32(v, &join(&p, k))).transpose();
+        let d = |doc: &mut Doc<'_>, k: &str| {
+            get(om, k)
+                .map(|v| doc.duration(v, &join(&p, k)))
+                .transpose()
+        };
         let mut spec = OutlierDetectionSpec {
             consecutive_5xx_errors: u(doc, "consecutive5xxErrors")?,
             consecutive_gateway_errors: u(doc, "consecutiveGatewayErrors")?,
@@ -928,7 +1237,20 @@ fn traffic_policy(doc: &mut Doc<'_>, n: Node<'_>, path: &str) -> Result<TrafficP
     }
     if let Some(t) = get(m, "tls") {
         let p = join(path, "tls");
-        let tm = doc.obj(t, &p, &["mode", "clientCertificate", "privateKey", "caCertificates", "credentialName", "subjectAltNames", "sni", "insecureSkipVerify"])?;
+        let tm = doc.obj(
+            t,
+            &p,
+            &[
+                "mode",
+                "clientCertificate",
+                "privateKey",
+                "caCertificates",
+                "credentialName",
+                "subjectAltNames",
+                "sni",
+                "insecureSkipVerify",
+            ],
+        )?;
         if let Some(mode) = get(tm, "mode") {
             let mp = join(&p, "mode");
             tp.tls = Some(match doc.str(mode, &mp)?.as_str() {
@@ -945,30 +1267,79 @@ fn traffic_policy(doc: &mut Doc<'_>, n: Node<'_>, path: &str) -> Result<TrafficP
     Ok(tp)
 }
 
-fn destination_rule(doc: &mut Doc<'_>, spec: Node<'_>, name: String, namespace: Option<String>) -> Result<DestinationRule, ManifestError> {
-    let s = doc.obj(spec, "spec", &["host", "trafficPolicy", "subsets", "exportTo", "workloadSelector"])?;
-    let host = doc.str(get(s, "host").ok_or_else(|| doc.missing("spec.host"))?, "spec.host")?;
-    let top_policy = get(s, "trafficPolicy").map(|t| traffic_policy(doc, t, "spec.trafficPolicy")).transpose()?.unwrap_or_default();
+fn destination_rule(
+    doc: &mut Doc<'_>,
+    spec: Node<'_>,
+    name: String,
+    namespace: Option<String>,
+) -> Result<DestinationRule, ManifestError> {
+    let s = doc.obj(
+        spec,
+        "spec",
+        &[
+            "host",
+            "trafficPolicy",
+            "subsets",
+            "exportTo",
+            "workloadSelector",
+        ],
+    )?;
+    let host = doc.str(
+        get(s, "host").ok_or_else(|| doc.missing("spec.host"))?,
+        "spec.host",
+    )?;
+    let top_policy = get(s, "trafficPolicy")
+        .map(|t| traffic_policy(doc, t, "spec.trafficPolicy"))
+        .transpose()?
+        .unwrap_or_default();
     let mut subsets = Vec::new();
     if let Some(ss) = get(s, "subsets") {
         for (i, v) in doc.list(ss, "spec.subsets")?.iter().enumerate() {
             let p = idx("spec.subsets", i);
             let sm = doc.obj(Node { v }, &p, &["name", "labels", "trafficPolicy"])?;
-            let name = doc.str(get(sm, "name").ok_or_else(|| doc.missing(&join(&p, "name")))?, &join(&p, "name"))?;
-            let labels = get(sm, "labels").map(|l| doc.labels(l, &join(&p, "labels"))).transpose()?.unwrap_or_default();
-            let tp = get(sm, "trafficPolicy").map(|t| traffic_policy(doc, t, &join(&p, "trafficPolicy"))).transpose()?;
-            subsets.push(Subset { name, labels, traffic_policy: tp });
+            let name = doc.str(
+                get(sm, "name").ok_or_else(|| doc.missing(&join(&p, "name")))?,
+                &join(&p, "name"),
+            )?;
+            let labels = get(sm, "labels")
+                .map(|l| doc.labels(l, &join(&p, "labels")))
+                .transpose()?
+                .unwrap_or_default();
+            let tp = get(sm, "trafficPolicy")
+                .map(|t| traffic_policy(doc, t, &join(&p, "trafficPolicy")))
+                .transpose()?;
+            subsets.push(Subset {
+                name,
+                labels,
+                traffic_policy: tp,
+            });
         }
     }
-    Ok(DestinationRule { name, namespace, host, traffic_policy: top_policy, subsets })
+    Ok(DestinationRule {
+        name,
+        namespace,
+        host,
+        traffic_policy: top_policy,
+        subsets,
+    })
 }
 
-fn peer_authentication(doc: &mut Doc<'_>, spec: Node<'_>, name: String, namespace: Option<String>) -> Result<PeerAuthentication, ManifestError> {
+fn peer_authentication(
+    doc: &mut Doc<'_>,
+    spec: Node<'_>,
+    name: String,
+    namespace: Option<String>,
+) -> Result<PeerAuthentication, ManifestError> {
     let s = doc.obj(spec, "spec", &["selector", "mtls", "portLevelMtls"])?;
     let selector = match get(s, "selector") {
         Some(sel) => {
             let sm = doc.obj(sel, "spec.selector", &["matchLabels"])?;
-            Some(get(sm, "matchLabels").map(|l| doc.labels(l, "spec.selector.matchLabels")).transpose()?.unwrap_or_default())
+            Some(
+                get(sm, "matchLabels")
+                    .map(|l| doc.labels(l, "spec.selector.matchLabels"))
+                    .transpose()?
+                    .unwrap_or_default(),
+            )
         }
         None => None,
     };
@@ -981,27 +1352,63 @@ fn peer_authentication(doc: &mut Doc<'_>, spec: Node<'_>, name: String, namespac
                 "DISABLE" => MtlsMode::Disable,
                 "PERMISSIVE" => MtlsMode::Permissive,
                 "STRICT" => MtlsMode::Strict,
-                _ => return Err(doc.wrong("spec.mtls.mode", "one of UNSET, DISABLE, PERMISSIVE, STRICT")),
+                _ => {
+                    return Err(doc.wrong(
+                        "spec.mtls.mode",
+                        "one of UNSET, DISABLE, PERMISSIVE, STRICT",
+                    ));
+                }
             };
         }
     }
-    Ok(PeerAuthentication { name, namespace, selector, mode })
+    Ok(PeerAuthentication {
+        name,
+        namespace,
+        selector,
+        mode,
+    })
 }
 
-fn service_profile(doc: &mut Doc<'_>, spec: Node<'_>, name: String, namespace: Option<String>) -> Result<ServiceProfile, ManifestError> {
-    let s = doc.obj(spec, "spec", &["routes", "retryBudget", "dstOverrides", "opaquePorts"])?;
+fn service_profile(
+    doc: &mut Doc<'_>,
+    spec: Node<'_>,
+    name: String,
+    namespace: Option<String>,
+) -> Result<ServiceProfile, ManifestError> {
+    let s = doc.obj(
+        spec,
+        "spec",
+        &["routes", "retryBudget", "dstOverrides", "opaquePorts"],
+    )?;
     let mut routes = Vec::new();
     if let Some(rs) = get(s, "routes") {
         for (i, v) in doc.list(rs, "spec.routes")?.iter().enumerate() {
             let p = idx("spec.routes", i);
-            let rm = doc.obj(Node { v }, &p, &["name", "condition", "responseClasses", "isRetryable", "timeout"])?;
-            let rname = doc.str(get(rm, "name").ok_or_else(|| doc.missing(&join(&p, "name")))?, &join(&p, "name"))?;
+            let rm = doc.obj(
+                Node { v },
+                &p,
+                &[
+                    "name",
+                    "condition",
+                    "responseClasses",
+                    "isRetryable",
+                    "timeout",
+                ],
+            )?;
+            let rname = doc.str(
+                get(rm, "name").ok_or_else(|| doc.missing(&join(&p, "name")))?,
+                &join(&p, "name"),
+            )?;
             let (mut method, mut path_regex) = (None, None);
             if let Some(c) = get(rm, "condition") {
                 let cp = join(&p, "condition");
                 let cm = doc.obj(c, &cp, &["method", "pathRegex", "all", "any", "not"])?;
-                method = get(cm, "method").map(|v| doc.str(v, &join(&cp, "method"))).transpose()?;
-                path_regex = get(cm, "pathRegex").map(|v| doc.str(v, &join(&cp, "pathRegex"))).transpose()?;
+                method = get(cm, "method")
+                    .map(|v| doc.str(v, &join(&cp, "method")))
+                    .transpose()?;
+                path_regex = get(cm, "pathRegex")
+                    .map(|v| doc.str(v, &join(&cp, "pathRegex")))
+                    .transpose()?;
             }
             let mut failure_ranges = Vec::new();
             if let Some(rc) = get(rm, "responseClasses") {
@@ -1009,11 +1416,18 @@ fn service_profile(doc: &mut Doc<'_>, spec: Node<'_>, name: String, namespace: O
                 for (j, v) in doc.list(rc, &rcp)?.iter().enumerate() {
                     let cp = idx(&rcp, j);
                     let cm = doc.obj(Node { v }, &cp, &["condition", "isFailure"])?;
-                    let is_failure = get(cm, "isFailure").map(|v| doc.bool(v, &join(&cp, "isFailure"))).transpose()?.unwrap_or(false);
+                    let is_failure = get(cm, "isFailure")
+                        .map(|v| doc.bool(v, &join(&cp, "isFailure")))
+                        .transpose()?
+                        .unwrap_or(false);
                     let mut range = (100u16, 599u16);
                     if let Some(c) = get(cm, "condition") {
                         let ccp = join(&cp, "condition");
-                        let ccm = doc.obj(c, &ccp, &["status", "all", "any", "not", "method", "pathRegex"])?;
+                        let ccm = doc.obj(
+                            c,
+                            &ccp,
+                            &["status", "all", "any", "not", "method", "pathRegex"],
+                        )?;
                         if let Some(st) = get(ccm, "status") {
                             let sp = join(&ccp, "status");
                             let sm = doc.obj(st, &sp, &["min", "max"])?;
@@ -1030,87 +1444,189 @@ fn service_profile(doc: &mut Doc<'_>, spec: Node<'_>, name: String, namespace: O
                     }
                 }
             }
-            let is_retryable = get(rm, "isRetryable").map(|v| doc.bool(v, &join(&p, "isRetryable"))).transpose()?.unwrap_or(false);
-            let timeout = get(rm, "timeout").map(|v| doc.duration(v, &join(&p, "timeout"))).transpose()?;
-            routes.push(ProfileRoute { name: rname, method, path_regex, failure_ranges, is_retryable, timeout });
+            let is_retryable = get(rm, "isRetryable")
+                .map(|v| doc.bool(v, &join(&p, "isRetryable")))
+                .transpose()?
+                .unwrap_or(false);
+            let timeout = get(rm, "timeout")
+                .map(|v| doc.duration(v, &join(&p, "timeout")))
+                .transpose()?;
+            routes.push(ProfileRoute {
+                name: rname,
+                method,
+                path_regex,
+                failure_ranges,
+                is_retryable,
+                timeout,
+            });
         }
     }
     let retry_budget = match get(s, "retryBudget") {
         Some(b) => {
-            let bm = doc.obj(b, "spec.retryBudget", &["retryRatio", "minRetriesPerSecond", "ttl"])?;
+            let bm = doc.obj(
+                b,
+                "spec.retryBudget",
+                &["retryRatio", "minRetriesPerSecond", "ttl"],
+            )?;
             Some(RetryBudget {
-                retry_ratio: get(bm, "retryRatio").map(|v| doc.f64(v, "spec.retryBudget.retryRatio")).transpose()?.unwrap_or(0.2),
-                min_retries_per_second: get(bm, "minRetriesPerSecond").map(|v| doc.u32(v, "spec.retryBudget.minRetriesPerSecond")).transpose()?.unwrap_or(10),
-                ttl: get(bm, "ttl").map(|v| doc.duration(v, "spec.retryBudget.ttl")).transpose()?.unwrap_or(10 * crate::engine::SECONDS),
+                retry_ratio: get(bm, "retryRatio")
+                    .map(|v| doc.f64(v, "spec.retryBudget.retryRatio"))
+                    .transpose()?
+                    .unwrap_or(0.2),
+                min_retries_per_second: get(bm, "minRetriesPerSecond")
+                    .map(|v| doc.u32(v, "spec.retryBudget.minRetriesPerSecond"))
+                    .transpose()?
+                    .unwrap_or(10),
+                ttl: get(bm, "ttl")
+                    .map(|v| doc.duration(v, "spec.retryBudget.ttl"))
+                    .transpose()?
+                    .unwrap_or(10 * crate::engine::SECONDS),
             })
         }
         None => None,
     };
-    Ok(ServiceProfile { name, namespace, routes, retry_budget })
+    Ok(ServiceProfile {
+        name,
+        namespace,
+        routes,
+        retry_budget,
+    })
 }
 
-fn traffic_split(doc: &mut Doc<'_>, spec: Node<'_>, name: String, namespace: Option<String>) -> Result<TrafficSplit, ManifestError> {
+fn traffic_split(
+    doc: &mut Doc<'_>,
+    spec: Node<'_>,
+    name: String,
+    namespace: Option<String>,
+) -> Result<TrafficSplit, ManifestError> {
     let s = doc.obj(spec, "spec", &["service", "backends", "matches"])?;
-    let service = doc.str(get(s, "service").ok_or_else(|| doc.missing("spec.service"))?, "spec.service")?;
+    let service = doc.str(
+        get(s, "service").ok_or_else(|| doc.missing("spec.service"))?,
+        "spec.service",
+    )?;
     let mut backends = Vec::new();
     if let Some(b) = get(s, "backends") {
         for (i, v) in doc.list(b, "spec.backends")?.iter().enumerate() {
             let p = idx("spec.backends", i);
             let bm = doc.obj(Node { v }, &p, &["service", "weight"])?;
-            let svc = doc.str(get(bm, "service").ok_or_else(|| doc.missing(&join(&p, "service")))?, &join(&p, "service"))?;
+            let svc = doc.str(
+                get(bm, "service").ok_or_else(|| doc.missing(&join(&p, "service")))?,
+                &join(&p, "service"),
+            )?;
             let wp = join(&p, "weight");
             let weight = match get(bm, "weight").map(|n| n.v) {
                 None => 0,
-                Some(Value::Number(n)) => n.as_f64().filter(|x| *x >= 0.0).map(|x| (x * 1000.0).round() as u64).ok_or_else(|| doc.wrong(&wp, "a quantity such as `900m` or `1`"))?,
-                Some(Value::String(q)) => parse_quantity_milli(q).ok_or_else(|| doc.wrong(&wp, "a quantity such as `900m` or `1`"))?,
+                Some(Value::Number(n)) => n
+                    .as_f64()
+                    .filter(|x| *x >= 0.0)
+                    .map(|x| (x * 1000.0).round() as u64)
+                    .ok_or_else(|| doc.wrong(&wp, "a quantity such as `900m` or `1`"))?,
+                Some(Value::String(q)) => parse_quantity_milli(q)
+                    .ok_or_else(|| doc.wrong(&wp, "a quantity such as `900m` or `1`"))?,
                 Some(_) => return Err(doc.wrong(&wp, "a quantity such as `900m` or `1`")),
             };
             backends.push((svc, weight));
         }
     }
-    Ok(TrafficSplit { name, namespace, service, backends })
+    Ok(TrafficSplit {
+        name,
+        namespace,
+        service,
+        backends,
+    })
 }
 
-fn http_route(doc: &mut Doc<'_>, spec: Node<'_>, name: String, namespace: Option<String>) -> Result<HttpRouteSpec, ManifestError> {
+fn http_route(
+    doc: &mut Doc<'_>,
+    spec: Node<'_>,
+    name: String,
+    namespace: Option<String>,
+) -> Result<HttpRouteSpec, ManifestError> {
     let s = doc.obj(spec, "spec", &["parentRefs", "hostnames", "rules"])?;
     let mut parents = Vec::new();
     if let Some(pr) = get(s, "parentRefs") {
         for (i, v) in doc.list(pr, "spec.parentRefs")?.iter().enumerate() {
             let p = idx("spec.parentRefs", i);
-            let pm = doc.obj(Node { v }, &p, &["group", "kind", "name", "namespace", "port", "sectionName"])?;
-            parents.push(doc.str(get(pm, "name").ok_or_else(|| doc.missing(&join(&p, "name")))?, &join(&p, "name"))?);
+            let pm = doc.obj(
+                Node { v },
+                &p,
+                &["group", "kind", "name", "namespace", "port", "sectionName"],
+            )?;
+            parents.push(doc.str(
+                get(pm, "name").ok_or_else(|| doc.missing(&join(&p, "name")))?,
+                &join(&p, "name"),
+            )?);
         }
     }
     let mut rules = Vec::new();
     if let Some(rs) = get(s, "rules") {
         for (i, v) in doc.list(rs, "spec.rules")?.iter().enumerate() {
             let p = idx("spec.rules", i);
-            let rm = doc.obj(Node { v }, &p, &["matches", "backendRefs", "filters", "timeouts", "name", "retry", "sessionPersistence"])?;
+            let rm = doc.obj(
+                Node { v },
+                &p,
+                &[
+                    "matches",
+                    "backendRefs",
+                    "filters",
+                    "timeouts",
+                    "name",
+                    "retry",
+                    "sessionPersistence",
+                ],
+            )?;
             let mut rule = GatewayRule::default();
             if let Some(ms) = get(rm, "matches") {
                 let mp = join(&p, "matches");
                 for (j, v) in doc.list(ms, &mp)?.iter().enumerate() {
                     let bp = idx(&mp, j);
-                    let bm = doc.obj(Node { v }, &bp, &["path", "headers", "queryParams", "method"])?;
+                    let bm = doc.obj(
+                        Node { v },
+                        &bp,
+                        &["path", "headers", "queryParams", "method"],
+                    )?;
                     let mut block = Vec::new();
                     if let Some(hs) = get(bm, "headers") {
                         let hp = join(&bp, "headers");
                         for (k, v) in doc.list(hs, &hp)?.iter().enumerate() {
                             let ep = idx(&hp, k);
                             let em = doc.obj(Node { v }, &ep, &["type", "name", "value"])?;
-                            let hn = doc.str(get(em, "name").ok_or_else(|| doc.missing(&join(&ep, "name")))?, &join(&ep, "name"))?;
-                            let hv = doc.str(get(em, "value").ok_or_else(|| doc.missing(&join(&ep, "value")))?, &join(&ep, "value"))?;
-                            let ty = get(em, "type").map(|t| doc.str(t, &join(&ep, "type"))).transpose()?.unwrap_or_else(|| "Exact".into());
+                            let hn = doc.str(
+                                get(em, "name").ok_or_else(|| doc.missing(&join(&ep, "name")))?,
+                                &join(&ep, "name"),
+                            )?;
+                            let hv = doc.str(
+                                get(em, "value").ok_or_else(|| doc.missing(&join(&ep, "value")))?,
+                                &join(&ep, "value"),
+                            )?;
+                            let ty = get(em, "type")
+                                .map(|t| doc.str(t, &join(&ep, "type")))
+                                .transpose()?
+                                .unwrap_or_else(|| "Exact".into());
                             let matcher = match ty.as_str() {
                                 "Exact" => StringMatch::Exact(hv),
-                                "RegularExpression" => StringMatch::regex(&hv).map_err(|_| doc.wrong(&join(&ep, "value"), "a valid regular expression"))?,
-                                _ => return Err(doc.wrong(&join(&ep, "type"), "Exact or RegularExpression")),
+                                "RegularExpression" => StringMatch::regex(&hv).map_err(|_| {
+                                    doc.wrong(&join(&ep, "value"), "a valid regular expression")
+                                })?,
+                                _ => {
+                                    return Err(
+                                        doc.wrong(&join(&ep, "type"), "Exact or RegularExpression")
+                                    );
+                                }
                             };
-                            block.push(HeaderMatch { name: hn.to_ascii_lowercase(), matcher });
+                            block.push(HeaderMatch {
+                                name: hn.to_ascii_lowercase(),
+                                matcher,
+                            });
                         }
                     }
-                    if bm.contains_key("path") || bm.contains_key("method") || bm.contains_key("queryParams") {
-                        doc.warn(format!("`{bp}` path, method and query conditions are not simulated; ignored"));
+                    if bm.contains_key("path")
+                        || bm.contains_key("method")
+                        || bm.contains_key("queryParams")
+                    {
+                        doc.warn(format!(
+                            "`{bp}` path, method and query conditions are not simulated; ignored"
+                        ));
                     }
                     rule.matches.push(block);
                 }
@@ -1119,22 +1635,49 @@ fn http_route(doc: &mut Doc<'_>, spec: Node<'_>, name: String, namespace: Option
                 let bp = join(&p, "backendRefs");
                 for (j, v) in doc.list(br, &bp)?.iter().enumerate() {
                     let ep = idx(&bp, j);
-                    let em = doc.obj(Node { v }, &ep, &["group", "kind", "name", "namespace", "port", "weight", "filters"])?;
-                    let bn = doc.str(get(em, "name").ok_or_else(|| doc.missing(&join(&ep, "name")))?, &join(&ep, "name"))?;
-                    let w = get(em, "weight").map(|w| doc.u32(w, &join(&ep, "weight"))).transpose()?.unwrap_or(1);
+                    let em = doc.obj(
+                        Node { v },
+                        &ep,
+                        &[
+                            "group",
+                            "kind",
+                            "name",
+                            "namespace",
+                            "port",
+                            "weight",
+                            "filters",
+                        ],
+                    )?;
+                    let bn = doc.str(
+                        get(em, "name").ok_or_else(|| doc.missing(&join(&ep, "name")))?,
+                        &join(&ep, "name"),
+                    )?;
+                    let w = get(em, "weight")
+                        .map(|w| doc.u32(w, &join(&ep, "weight")))
+                        .transpose()?
+                        .unwrap_or(1);
                     rule.backends.push((bn, w));
                 }
             }
             if let Some(t) = get(rm, "timeouts") {
                 let tp = join(&p, "timeouts");
                 let tm = doc.obj(t, &tp, &["request", "backendRequest"])?;
-                rule.request_timeout = get(tm, "request").map(|v| doc.duration(v, &join(&tp, "request"))).transpose()?;
-                rule.backend_request_timeout = get(tm, "backendRequest").map(|v| doc.duration(v, &join(&tp, "backendRequest"))).transpose()?;
+                rule.request_timeout = get(tm, "request")
+                    .map(|v| doc.duration(v, &join(&tp, "request")))
+                    .transpose()?;
+                rule.backend_request_timeout = get(tm, "backendRequest")
+                    .map(|v| doc.duration(v, &join(&tp, "backendRequest")))
+                    .transpose()?;
             }
             rules.push(rule);
         }
     }
-    Ok(HttpRouteSpec { name, namespace, parents, rules })
+    Ok(HttpRouteSpec {
+        name,
+        namespace,
+        parents,
+        rules,
+    })
 }
 
 #[cfg(test)]

@@ -52,7 +52,14 @@ pub struct VersionConfig {
 impl VersionConfig {
     /// A version with `pods` pods of the given behaviour.
     pub fn new(name: &str, pods: u32, behaviour: Behaviour) -> Self {
-        Self { name: name.into(), workload: None, pods, behaviour, labels: BTreeMap::new(), sidecar: true }
+        Self {
+            name: name.into(),
+            workload: None,
+            pods,
+            behaviour,
+            labels: BTreeMap::new(),
+            sidecar: true,
+        }
     }
 }
 
@@ -184,7 +191,11 @@ pub struct CertConfig {
 
 impl Default for CertConfig {
     fn default() -> Self {
-        Self { ttl: 24 * 3600 * SECONDS, grace_ratio: 0.5, jitter: 0.01 }
+        Self {
+            ttl: 24 * 3600 * SECONDS,
+            grace_ratio: 0.5,
+            jitter: 0.01,
+        }
     }
 }
 

@@ -67,7 +67,10 @@ impl ServiceTime {
                 if total <= 0.0 {
                     return 0.0;
                 }
-                parts.iter().map(|(w, d)| w.max(0.0) / total * d.mean()).sum()
+                parts
+                    .iter()
+                    .map(|(w, d)| w.max(0.0) / total * d.mean())
+                    .sum()
             }
         }
     }
@@ -75,10 +78,16 @@ impl ServiceTime {
     /// Checks parameters; returns what is wrong.
     pub fn validate(&self) -> Result<(), String> {
         match self {
-            ServiceTime::LogNormal { p50, p99 } if p99 < p50 => Err("log-normal p99 is below p50".into()),
-            ServiceTime::Mixture(parts) if parts.is_empty() => Err("mixture without components".into()),
+            ServiceTime::LogNormal { p50, p99 } if p99 < p50 => {
+                Err("log-normal p99 is below p50".into())
+            }
+            ServiceTime::Mixture(parts) if parts.is_empty() => {
+                Err("mixture without components".into())
+            }
             ServiceTime::Mixture(parts) => {
-                if parts.iter().any(|p| !(p.0.is_finite() && p.0 >= 0.0)) || parts.iter().all(|p| p.0 <= 0.0) {
+                if parts.iter().any(|p| !(p.0.is_finite() && p.0 >= 0.0))
+                    || parts.iter().all(|p| p.0 <= 0.0)
+                {
                     return Err("mixture weights must be non-negative and not all zero".into());
                 }
                 parts.iter().try_for_each(|p| p.1.validate())
@@ -95,7 +104,10 @@ mod tests {
 
     #[test]
     fn log_normal_hits_its_median_and_p99() {
-        let d = ServiceTime::LogNormal { p50: 10 * MILLIS, p99: 100 * MILLIS };
+        let d = ServiceTime::LogNormal {
+            p50: 10 * MILLIS,
+            p99: 100 * MILLIS,
+        };
         let mut rng = Stream::new(3, "t");
         let mut v: Vec<SimTime> = (0..200_000).map(|_| d.sample(&mut rng)).collect();
         v.sort_unstable();

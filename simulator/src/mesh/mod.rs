@@ -37,20 +37,29 @@ use std::collections::{BTreeMap, VecDeque};
 pub use config::*;
 pub use dist::ServiceTime;
 pub use outlier::{
-    Accrual, AccrualConfig, EjectionRule, FailurePercentageDetector, OutlierConfig, OutlierDetector,
-    SuccessRateDetector,
+    Accrual, AccrualConfig, EjectionRule, FailurePercentageDetector, OutlierConfig,
+    OutlierDetector, SuccessRateDetector,
 };
 
 use crate::engine::{EventQueue, MILLIS, SECONDS, SimTime, Stream};
 use crate::manifest::{
-    FaultInjection, HeaderMatch, Manifest, Manifests, MtlsMode, PeerAuthentication, RetryOn, TlsMode,
-    TrafficPolicy,
+    FaultInjection, HeaderMatch, Manifest, Manifests, MtlsMode, PeerAuthentication, RetryOn,
+    TlsMode, TrafficPolicy,
 };
 use crate::telemetry::{
     DestLabels, ProxyCounters, Reporter, Selector, SourceLabels, Telemetry, WindowStats, flags,
 };
 
 const NONE: u32 = u32::MAX;
+
+/// A manifest rule before compilation: match blocks, (version, weight) destinations, the route
+/// timeout and the per-try timeout.
+type WeightedRule = (
+    Vec<Vec<HeaderMatch>>,
+    Vec<(u32, u32)>,
+    Option<SimTime>,
+    Option<SimTime>,
+);
 
 /// Index of a service.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -107,7 +116,10 @@ pub enum MeshError {
 }
 
 fn invalid(what: impl Into<String>, reason: impl Into<String>) -> MeshError {
-    MeshError::InvalidConfig { what: what.into(), reason: reason.into() }
+    MeshError::InvalidConfig {
+        what: what.into(),
+        reason: reason.into(),
+    }
 }
 
 /// A change to the mesh, applied now ([`Mesh::apply`]) or at a virtual time ([`Mesh::schedule`]).
@@ -228,10 +240,18 @@ struct RetryPolicy {
 
 impl RetryPolicy {
     fn none() -> Self {
-        Self { attempts: 0, per_try_timeout: None, on: RetryOn::default() }
+        Self {
+            attempts: 0,
+            per_try_timeout: None,
+            on: RetryOn::default(),
+        }
     }
     fn istio_default() -> Self {
-        Self { attempts: 2, per_try_timeout: None, on: RetryOn::istio_default() }
+        Self {
+            attempts: 2,
+            per_try_timeout: None,
+            on: RetryOn::istio_default(),
+        }
     }
 }
 
@@ -499,7 +519,10 @@ impl Mesh {
             if cfg.services[..si].iter().any(|o| o.name == sc.name) {
                 return Err(invalid(format!("service {}", sc.name), "declared twice"));
             }
-            let namespace = sc.namespace.clone().unwrap_or_else(|| cfg.namespace.clone());
+            let namespace = sc
+                .namespace
+                .clone()
+                .unwrap_or_else(|| cfg.namespace.clone());
             let mut svc = Service {
                 name: sc.name.clone(),
                 namespace: namespace.clone(),
@@ -523,14 +546,25 @@ impl Mesh {
             for vc in &sc.versions {
                 let what = format!("service {} version {}", sc.name, vc.name);
                 validate_behaviour(&vc.behaviour).map_err(|r| invalid(&what, r))?;
-                if svc.versions.iter().any(|&v| versions.get(v as usize).is_some_and(|x: &Version| x.name == vc.name)) {
+                if svc.versions.iter().any(|&v| {
+                    versions
+                        .get(v as usize)
+                        .is_some_and(|x: &Version| x.name == vc.name)
+                }) {
                     return Err(invalid(&what, "declared twice"));
                 }
                 let vid = versions.len() as u32;
                 let mut labels = vc.labels.clone();
-                labels.entry("app".into()).or_insert_with(|| sc.name.clone());
-                labels.entry("version".into()).or_insert_with(|| vc.name.clone());
-                let workload = vc.workload.clone().unwrap_or_else(|| format!("{}-{}", sc.name, vc.name));
+                labels
+                    .entry("app".into())
+                    .or_insert_with(|| sc.name.clone());
+                labels
+                    .entry("version".into())
+                    .or_insert_with(|| vc.name.clone());
+                let workload = vc
+                    .workload
+                    .clone()
+                    .unwrap_or_else(|| format!("{}-{}", sc.name, vc.name));
                 dest_labels.push(DestLabels {
                     workload,
                     namespace: namespace.clone(),
@@ -569,25 +603,46 @@ impl Mesh {
             let service = services
                 .iter()
                 .position(|s| s.name == cc.target)
-                .ok_or_else(|| MeshError::UnknownService(cc.target.clone()))? as u32;
+                .ok_or_else(|| MeshError::UnknownService(cc.target.clone()))?
+                as u32;
             if !(cc.rate.is_finite() && cc.rate >= 0.0) {
-                return Err(invalid(format!("client {}", cc.name), "rate must be a non-negative number"));
+                return Err(invalid(
+                    format!("client {}", cc.name),
+                    "rate must be a non-negative number",
+                ));
             }
             let mut profiles: Vec<(f64, Vec<(String, String)>)> = cc
                 .headers
                 .iter()
-                .map(|p| (p.weight, p.headers.iter().map(|(k, v)| (k.to_ascii_lowercase(), v.clone())).collect()))
+                .map(|p| {
+                    (
+                        p.weight,
+                        p.headers
+                            .iter()
+                            .map(|(k, v)| (k.to_ascii_lowercase(), v.clone()))
+                            .collect(),
+                    )
+                })
                 .collect();
             if profiles.iter().any(|p| !(p.0.is_finite() && p.0 >= 0.0)) {
-                return Err(invalid(format!("client {}", cc.name), "header weights must be non-negative"));
+                return Err(invalid(
+                    format!("client {}", cc.name),
+                    "header weights must be non-negative",
+                ));
             }
             let mut total: f64 = profiles.iter().map(|p| p.0).sum();
             if total <= 0.0 {
                 profiles = vec![(1.0, Vec::new())];
                 total = 1.0;
             }
-            let namespace = cc.namespace.clone().unwrap_or_else(|| cfg.namespace.clone());
-            source_labels.push(SourceLabels { workload: cc.name.clone(), namespace: namespace.clone() });
+            let namespace = cc
+                .namespace
+                .clone()
+                .unwrap_or_else(|| cfg.namespace.clone());
+            source_labels.push(SourceLabels {
+                workload: cc.name.clone(),
+                namespace: namespace.clone(),
+            });
             clients.push(Client {
                 service,
                 rate: cc.rate,
@@ -605,7 +660,12 @@ impl Mesh {
             });
         }
         let n_certs = clients.len() + versions.len();
-        let telemetry = Telemetry::new(source_labels, dest_labels, cfg.scrape_interval, cfg.retention);
+        let telemetry = Telemetry::new(
+            source_labels,
+            dest_labels,
+            cfg.scrape_interval,
+            cfg.retention,
+        );
         let mut mesh = Mesh {
             q: EventQueue::new(),
             seed: cfg.seed,
@@ -624,7 +684,12 @@ impl Mesh {
             free_reqs: Vec::new(),
             atts: Vec::with_capacity(1024),
             free_atts: Vec::new(),
-            certs: (0..n_certs).map(|_| Cert { expires_at: cfg.certs.ttl, rotating: true }).collect(),
+            certs: (0..n_certs)
+                .map(|_| Cert {
+                    expires_at: cfg.certs.ttl,
+                    rotating: true,
+                })
+                .collect(),
             actions: Vec::new(),
             peer_auth: Vec::new(),
             subset_labels: Vec::new(),
@@ -710,7 +775,10 @@ impl Mesh {
 
     /// Service by name.
     pub fn service_id(&self, name: &str) -> Option<ServiceId> {
-        self.services.iter().position(|s| s.name == name).map(|i| ServiceId(i as u32))
+        self.services
+            .iter()
+            .position(|s| s.name == name)
+            .map(|i| ServiceId(i as u32))
     }
 
     /// Version of a service by name.
@@ -725,12 +793,20 @@ impl Mesh {
 
     /// Client by workload name.
     pub fn client_id(&self, name: &str) -> Option<ClientId> {
-        self.telemetry.sources().iter().position(|s| s.workload == name).map(|i| ClientId(i as u32))
+        self.telemetry
+            .sources()
+            .iter()
+            .position(|s| s.workload == name)
+            .map(|i| ClientId(i as u32))
     }
 
     /// Versions of a service.
     pub fn versions_of(&self, service: ServiceId) -> Vec<VersionId> {
-        self.services.get(service.0 as usize).map_or_else(Vec::new, |s| s.versions.iter().map(|&v| VersionId(v)).collect())
+        self.services
+            .get(service.0 as usize)
+            .map_or_else(Vec::new, |s| {
+                s.versions.iter().map(|&v| VersionId(v)).collect()
+            })
     }
 
     /// The primary and canary versions of a service, when it has versions with those names.
@@ -752,25 +828,36 @@ impl Mesh {
     /// Pods of a version that are running and not scaled away.
     pub fn ready_pods(&self, v: VersionId) -> u32 {
         self.versions.get(v.0 as usize).map_or(0, |x| {
-            x.pods.iter().filter(|&&p| !self.pods[p as usize].removed && self.pods[p as usize].alive).count() as u32
+            x.pods
+                .iter()
+                .filter(|&&p| !self.pods[p as usize].removed && self.pods[p as usize].alive)
+                .count() as u32
         })
     }
 
     /// Hosts of (client, version) currently ejected by outlier detection.
     pub fn ejected_hosts(&self, client: ClientId, v: VersionId) -> u32 {
         self.cluster_of(client.0, v.0)
-            .and_then(|c| self.clusters[c as usize].od.as_ref().map(|o| o.ejected_count()))
+            .and_then(|c| {
+                self.clusters[c as usize]
+                    .od
+                    .as_ref()
+                    .map(|o| o.ejected_count())
+            })
             .unwrap_or(0)
     }
 
     /// Highest number of retries in flight at once from `client` to `v` so far.
     pub fn peak_retries_in_flight(&self, client: ClientId, v: VersionId) -> u32 {
-        self.cluster_of(client.0, v.0).map_or(0, |c| self.clusters[c as usize].peak_retries)
+        self.cluster_of(client.0, v.0)
+            .map_or(0, |c| self.clusters[c as usize].peak_retries)
     }
 
     /// Queueing counters of a version's pods.
     pub fn queue_stats(&self, v: VersionId) -> QueueStats {
-        self.versions.get(v.0 as usize).map_or_else(QueueStats::default, |x| x.queue_stats)
+        self.versions
+            .get(v.0 as usize)
+            .map_or_else(QueueStats::default, |x| x.queue_stats)
     }
 
     /// Upstream requests in flight from `client` to `v`, and retries in flight.
@@ -792,7 +879,10 @@ impl Mesh {
 
     /// Run counters.
     pub fn stats(&self) -> RunStats {
-        RunStats { events: self.q.events_processed(), ..self.stats }
+        RunStats {
+            events: self.q.events_processed(),
+            ..self.stats
+        }
     }
 
     /// The telemetry store.
@@ -807,20 +897,33 @@ impl Mesh {
 
     /// What the destination sidecars of `v` reported over `[from, to]` (all clients).
     pub fn destination_stats(&self, v: VersionId, from: SimTime, to: SimTime) -> WindowStats {
-        let sel = Selector { reporter: Reporter::Destination, source: None, dest: Some(v.0) };
+        let sel = Selector {
+            reporter: Reporter::Destination,
+            source: None,
+            dest: Some(v.0),
+        };
         self.telemetry.window(&sel, from, to, self.now())
     }
 
     /// What clients saw (after retries) from requests answered by `v` over `[from, to]`.
     pub fn source_stats(&self, v: VersionId, from: SimTime, to: SimTime) -> WindowStats {
-        let sel = Selector { reporter: Reporter::Source, source: None, dest: Some(v.0) };
+        let sel = Selector {
+            reporter: Reporter::Source,
+            source: None,
+            dest: Some(v.0),
+        };
         self.telemetry.window(&sel, from, to, self.now())
     }
 
     /// Failed (5xx) client requests over `[from, to]`, after retries, by the version that answered.
     pub fn client_failures_by_version(&self, from: SimTime, to: SimTime) -> Vec<(VersionId, u64)> {
         (0..self.versions.len() as u32)
-            .map(|v| (VersionId(v), self.source_stats(VersionId(v), from, to).failures))
+            .map(|v| {
+                (
+                    VersionId(v),
+                    self.source_stats(VersionId(v), from, to).failures,
+                )
+            })
             .collect()
     }
 
@@ -851,11 +954,19 @@ impl Mesh {
     /// Sets the weights, header matches and mirroring of a service's route, keeping the timeout,
     /// retries and fault injection of its current default route.
     pub fn set_split(&mut self, service: ServiceId, split: &Split) -> Result<(), MeshError> {
-        self.apply(Action::SetSplit { service, split: split.clone() })
+        self.apply(Action::SetSplit {
+            service,
+            split: split.clone(),
+        })
     }
 
     fn version_check(&self, v: VersionId) -> Result<&Version, MeshError> {
-        self.versions.get(v.0 as usize).ok_or(MeshError::UnknownVersion { service: "?".into(), version: v.0.to_string() })
+        self.versions
+            .get(v.0 as usize)
+            .ok_or(MeshError::UnknownVersion {
+                service: "?".into(),
+                version: v.0.to_string(),
+            })
     }
 
     fn check_action(&self, a: &Action) -> Result<(), MeshError> {
@@ -867,9 +978,14 @@ impl Mesh {
                     return Err(invalid("error rate", "must be within [0, 1]"));
                 }
             }
-            Action::SetServiceTime { version, service_time } => {
+            Action::SetServiceTime {
+                version,
+                service_time,
+            } => {
                 self.version_check(*version)?;
-                service_time.validate().map_err(|r| invalid("service time", r))?;
+                service_time
+                    .validate()
+                    .map_err(|r| invalid("service time", r))?;
             }
             Action::SetBehaviour { version, behaviour } => {
                 self.version_check(*version)?;
@@ -899,9 +1015,15 @@ impl Mesh {
                 self.cert_index(*workload)?;
             }
             Action::SetSplit { service, split } => {
-                let s = self.services.get(service.0 as usize).ok_or(MeshError::UnknownService(service.0.to_string()))?;
+                let s = self
+                    .services
+                    .get(service.0 as usize)
+                    .ok_or(MeshError::UnknownService(service.0.to_string()))?;
                 if s.primary.is_none() || s.canary.is_none() {
-                    return Err(invalid(format!("service {}", s.name), "a split needs versions named as its primary and canary"));
+                    return Err(invalid(
+                        format!("service {}", s.name),
+                        "a split needs versions named as its primary and canary",
+                    ));
                 }
                 if split.primary == 0 && split.canary == 0 {
                     return Err(invalid("split", "primary and canary weights are both zero"));
@@ -916,7 +1038,13 @@ impl Mesh {
 
     fn pod_check(&self, v: VersionId, pod: u32) -> Result<u32, MeshError> {
         let ver = self.version_check(v)?;
-        ver.pods.get(pod as usize).copied().ok_or(MeshError::UnknownPod { version: ver.name.clone(), pod })
+        ver.pods
+            .get(pod as usize)
+            .copied()
+            .ok_or(MeshError::UnknownPod {
+                version: ver.name.clone(),
+                pod,
+            })
     }
 
     fn cert_index(&self, w: Workload) -> Result<usize, MeshError> {
@@ -940,8 +1068,13 @@ impl Mesh {
     fn do_action(&mut self, action: Action) {
         let now = self.now();
         match action {
-            Action::SetErrorRate { version, rate } => self.versions[version.0 as usize].behaviour.error_rate = rate,
-            Action::SetServiceTime { version, service_time } => {
+            Action::SetErrorRate { version, rate } => {
+                self.versions[version.0 as usize].behaviour.error_rate = rate
+            }
+            Action::SetServiceTime {
+                version,
+                service_time,
+            } => {
                 self.versions[version.0 as usize].behaviour.service_time = service_time;
             }
             Action::SetBehaviour { version, behaviour } => {
@@ -955,12 +1088,17 @@ impl Mesh {
                 let p = self.versions[version.0 as usize].pods[pod as usize];
                 self.pods[p as usize].error_rate = rate;
             }
-            Action::CrashPod { version, pod, restart_after } => {
+            Action::CrashPod {
+                version,
+                pod,
+                restart_after,
+            } => {
                 let p = self.versions[version.0 as usize].pods[pod as usize];
                 self.crash(p);
                 if let Some(d) = restart_after {
                     let epoch = self.pods[p as usize].epoch;
-                    self.q.schedule_at(now.saturating_add(d), Ev::Restart(p, epoch));
+                    self.q
+                        .schedule_at(now.saturating_add(d), Ev::Restart(p, epoch));
                 }
             }
             Action::BlackHole { version, pod, on } => {
@@ -989,7 +1127,9 @@ impl Mesh {
 
     fn install_split(&mut self, s: u32, split: &Split) {
         let svc = &self.services[s as usize];
-        let (Some(p), Some(c)) = (svc.primary, svc.canary) else { return };
+        let (Some(p), Some(c)) = (svc.primary, svc.canary) else {
+            return;
+        };
         let base = svc.base.clone();
         let mut rules = Vec::new();
         if !split.canary_match.is_empty() {
@@ -1035,7 +1175,11 @@ impl Mesh {
 
     fn reset_default_route(&mut self, s: u32) {
         let svc = &self.services[s as usize];
-        let dests: Vec<(u32, u32)> = svc.versions.iter().map(|&v| (v, self.versions[v as usize].pods.len() as u32)).collect();
+        let dests: Vec<(u32, u32)> = svc
+            .versions
+            .iter()
+            .map(|&v| (v, self.versions[v as usize].pods.len() as u32))
+            .collect();
         let rule = RouteRule {
             matches: Vec::new(),
             total_weight: dests.iter().map(|d| d.1).sum(),
@@ -1075,7 +1219,10 @@ impl Mesh {
             match item {
                 Manifest::DestinationRule(dr) => {
                     let Some(s) = self.find_service(&dr.host, dr.namespace.as_deref()) else {
-                        warnings.push(format!("DestinationRule {}: host `{}` is not simulated", dr.name, dr.host));
+                        warnings.push(format!(
+                            "DestinationRule {}: host `{}` is not simulated",
+                            dr.name, dr.host
+                        ));
                         continue;
                     };
                     self.services[s as usize].policy = dr.traffic_policy.clone();
@@ -1084,15 +1231,21 @@ impl Mesh {
                         match self.resolve_subset(s, &sub.name, Some(&sub.labels)) {
                             Some(v) => {
                                 if let Some(tp) = &sub.traffic_policy {
-                                    self.services[s as usize].subset_policy.insert(v, tp.clone());
+                                    self.services[s as usize]
+                                        .subset_policy
+                                        .insert(v, tp.clone());
                                 }
                             }
-                            None => warnings.push(format!("DestinationRule {}: subset `{}` selects no version", dr.name, sub.name)),
+                            None => warnings.push(format!(
+                                "DestinationRule {}: subset `{}` selects no version",
+                                dr.name, sub.name
+                            )),
                         }
                     }
                     self.subset_labels.retain(|(svc, _, _)| *svc != s);
                     for sub in &dr.subsets {
-                        self.subset_labels.push((s, sub.name.clone(), sub.labels.clone()));
+                        self.subset_labels
+                            .push((s, sub.name.clone(), sub.labels.clone()));
                     }
                     self.refresh_policies(s);
                 }
@@ -1108,14 +1261,20 @@ impl Mesh {
                 Manifest::VirtualService(vs) => self.apply_virtual_service(vs, &mut warnings)?,
                 Manifest::TrafficSplit(ts) => {
                     let Some(s) = self.find_service(&ts.service, ts.namespace.as_deref()) else {
-                        warnings.push(format!("TrafficSplit {}: service `{}` is not simulated", ts.name, ts.service));
+                        warnings.push(format!(
+                            "TrafficSplit {}: service `{}` is not simulated",
+                            ts.name, ts.service
+                        ));
                         continue;
                     };
                     let mut dests = Vec::new();
                     for (b, w) in &ts.backends {
                         match self.resolve_backend(s, b) {
                             Some(v) => dests.push((v, u32::try_from(*w).unwrap_or(u32::MAX))),
-                            None => warnings.push(format!("TrafficSplit {}: backend `{b}` matches no version", ts.name)),
+                            None => warnings.push(format!(
+                                "TrafficSplit {}: backend `{b}` matches no version",
+                                ts.name
+                            )),
                         }
                     }
                     self.install_weighted(s, vec![(Vec::new(), dests, None, None)]);
@@ -1123,7 +1282,10 @@ impl Mesh {
                 Manifest::HttpRoute(hr) => {
                     for parent in &hr.parents {
                         let Some(s) = self.find_service(parent, hr.namespace.as_deref()) else {
-                            warnings.push(format!("HTTPRoute {}: parent `{parent}` is not a simulated service", hr.name));
+                            warnings.push(format!(
+                                "HTTPRoute {}: parent `{parent}` is not a simulated service",
+                                hr.name
+                            ));
                             continue;
                         };
                         let mut rules = Vec::new();
@@ -1132,11 +1294,23 @@ impl Mesh {
                             for (b, w) in &r.backends {
                                 match self.resolve_backend(s, b) {
                                     Some(v) => dests.push((v, *w)),
-                                    None => warnings.push(format!("HTTPRoute {}: backend `{b}` matches no version", hr.name)),
+                                    None => warnings.push(format!(
+                                        "HTTPRoute {}: backend `{b}` matches no version",
+                                        hr.name
+                                    )),
                                 }
                             }
-                            let matches = if r.matches.iter().any(Vec::is_empty) { Vec::new() } else { r.matches.clone() };
-                            rules.push((matches, dests, r.request_timeout, r.backend_request_timeout));
+                            let matches = if r.matches.iter().any(Vec::is_empty) {
+                                Vec::new()
+                            } else {
+                                r.matches.clone()
+                            };
+                            rules.push((
+                                matches,
+                                dests,
+                                r.request_timeout,
+                                r.backend_request_timeout,
+                            ));
                         }
                         self.install_weighted(s, rules);
                     }
@@ -1144,7 +1318,10 @@ impl Mesh {
                 Manifest::ServiceProfile(sp) => {
                     let short = sp.name.split('.').next().unwrap_or(&sp.name);
                     let Some(s) = self.find_service(short, sp.namespace.as_deref()) else {
-                        warnings.push(format!("ServiceProfile {}: service is not simulated", sp.name));
+                        warnings.push(format!(
+                            "ServiceProfile {}: service is not simulated",
+                            sp.name
+                        ));
                         continue;
                     };
                     // Requests carry no path or method, so the first route stands for all.
@@ -1155,7 +1332,10 @@ impl Mesh {
                             svc.base.retry = RetryPolicy {
                                 attempts: 1,
                                 per_try_timeout: None,
-                                on: RetryOn { five_xx: true, ..Default::default() },
+                                on: RetryOn {
+                                    five_xx: true,
+                                    ..Default::default()
+                                },
                             };
                         }
                         let ids = svc.rules.clone();
@@ -1164,10 +1344,14 @@ impl Mesh {
                             self.rules[id as usize].timeout = t;
                             self.rules[id as usize].retry = rp.clone();
                         }
-                        self.services[s as usize].epoch = self.services[s as usize].epoch.wrapping_add(1);
+                        self.services[s as usize].epoch =
+                            self.services[s as usize].epoch.wrapping_add(1);
                     }
                     if sp.retry_budget.is_some() {
-                        warnings.push(format!("ServiceProfile {}: retryBudget is not modelled", sp.name));
+                        warnings.push(format!(
+                            "ServiceProfile {}: retryBudget is not modelled",
+                            sp.name
+                        ));
                     }
                 }
                 _ => {}
@@ -1176,7 +1360,7 @@ impl Mesh {
         Ok(warnings)
     }
 
-    fn install_weighted(&mut self, s: u32, rules: Vec<(Vec<Vec<HeaderMatch>>, Vec<(u32, u32)>, Option<SimTime>, Option<SimTime>)>) {
+    fn install_weighted(&mut self, s: u32, rules: Vec<WeightedRule>) {
         let base = self.services[s as usize].base.clone();
         let compiled = rules
             .into_iter()
@@ -1199,10 +1383,17 @@ impl Mesh {
         self.install_rules(s, compiled);
     }
 
-    fn apply_virtual_service(&mut self, vs: &crate::manifest::VirtualService, warnings: &mut Vec<String>) -> Result<(), MeshError> {
+    fn apply_virtual_service(
+        &mut self,
+        vs: &crate::manifest::VirtualService,
+        warnings: &mut Vec<String>,
+    ) -> Result<(), MeshError> {
         for host in &vs.hosts {
             let Some(s) = self.find_service(host, vs.namespace.as_deref()) else {
-                warnings.push(format!("VirtualService {}: host `{host}` is not simulated", vs.name));
+                warnings.push(format!(
+                    "VirtualService {}: host `{host}` is not simulated",
+                    vs.name
+                ));
                 continue;
             };
             let mut rules = Vec::new();
@@ -1218,11 +1409,18 @@ impl Mesh {
                     match &d.subset {
                         Some(sub) => match self.resolve_subset(s, sub, None) {
                             Some(v) => dests.push((v, w)),
-                            None => warnings.push(format!("VirtualService {}: subset `{sub}` matches no version", vs.name)),
+                            None => warnings.push(format!(
+                                "VirtualService {}: subset `{sub}` matches no version",
+                                vs.name
+                            )),
                         },
                         None => {
                             // No subset: the whole service, spread by pod count.
-                            let total: u32 = self.services[s as usize].versions.iter().map(|&v| self.versions[v as usize].pods.len() as u32).sum();
+                            let total: u32 = self.services[s as usize]
+                                .versions
+                                .iter()
+                                .map(|&v| self.versions[v as usize].pods.len() as u32)
+                                .sum();
                             for &v in &self.services[s as usize].versions {
                                 let pods = self.versions[v as usize].pods.len() as u32;
                                 if total > 0 {
@@ -1244,17 +1442,31 @@ impl Mesh {
                     },
                 };
                 let mirror = match &r.mirror {
-                    Some(m) => match m.subset.as_deref().and_then(|sub| self.resolve_subset(s, sub, None)) {
-                        Some(v) => Some((v, r.mirror_percentage.unwrap_or(100.0).clamp(0.0, 100.0))),
+                    Some(m) => match m
+                        .subset
+                        .as_deref()
+                        .and_then(|sub| self.resolve_subset(s, sub, None))
+                    {
+                        Some(v) => {
+                            Some((v, r.mirror_percentage.unwrap_or(100.0).clamp(0.0, 100.0)))
+                        }
                         None => {
-                            warnings.push(format!("VirtualService {}: mirror `{}` is not a simulated subset", vs.name, m.host));
+                            warnings.push(format!(
+                                "VirtualService {}: mirror `{}` is not a simulated subset",
+                                vs.name, m.host
+                            ));
                             None
                         }
                     },
                     None => None,
                 };
                 let rule = RouteRule {
-                    matches: r.matches.iter().filter(|b| !b.is_empty()).cloned().collect(),
+                    matches: r
+                        .matches
+                        .iter()
+                        .filter(|b| !b.is_empty())
+                        .cloned()
+                        .collect(),
                     total_weight: dests.iter().map(|d| d.1).sum(),
                     dests,
                     mirror,
@@ -1264,13 +1476,23 @@ impl Mesh {
                 };
                 // A match list whose blocks were all dropped (uri-only, ...) would match everything;
                 // keep Istio's meaning by leaving an empty block only when the route had no match.
-                let rule = if !r.matches.is_empty() && rule.matches.is_empty() && r.matches.iter().all(Vec::is_empty) {
-                    RouteRule { matches: Vec::new(), ..rule }
+                let rule = if !r.matches.is_empty()
+                    && rule.matches.is_empty()
+                    && r.matches.iter().all(Vec::is_empty)
+                {
+                    RouteRule {
+                        matches: Vec::new(),
+                        ..rule
+                    }
                 } else {
                     rule
                 };
                 if i + 1 == vs.http.len() && rule.matches.is_empty() {
-                    self.services[s as usize].base = RouteBase { timeout: r.timeout, retry, fault: r.fault.clone() };
+                    self.services[s as usize].base = RouteBase {
+                        timeout: r.timeout,
+                        retry,
+                        fault: r.fault.clone(),
+                    };
                 }
                 rules.push(rule);
             }
@@ -1282,47 +1504,79 @@ impl Mesh {
     fn find_service(&self, host: &str, namespace: Option<&str>) -> Option<u32> {
         self.services
             .iter()
-            .position(|s| host_matches(host, &s.name, namespace.unwrap_or(&s.namespace)) || host_matches(host, &s.name, &s.namespace))
+            .position(|s| {
+                host_matches(host, &s.name, namespace.unwrap_or(&s.namespace))
+                    || host_matches(host, &s.name, &s.namespace)
+            })
             .map(|i| i as u32)
     }
 
-    fn resolve_subset(&self, s: u32, subset: &str, labels: Option<&BTreeMap<String, String>>) -> Option<u32> {
+    fn resolve_subset(
+        &self,
+        s: u32,
+        subset: &str,
+        labels: Option<&BTreeMap<String, String>>,
+    ) -> Option<u32> {
         let svc = &self.services[s as usize];
         let by_labels = |sel: &BTreeMap<String, String>| {
-            svc.versions.iter().copied().find(|&v| !sel.is_empty() && labels_match(sel, &self.versions[v as usize].labels))
+            svc.versions
+                .iter()
+                .copied()
+                .find(|&v| !sel.is_empty() && labels_match(sel, &self.versions[v as usize].labels))
         };
         if let Some(l) = labels
             && let Some(v) = by_labels(l)
         {
             return Some(v);
         }
-        if let Some((_, _, l)) = self.subset_labels.iter().find(|(sv, n, _)| *sv == s && n == subset)
+        if let Some((_, _, l)) = self
+            .subset_labels
+            .iter()
+            .find(|(sv, n, _)| *sv == s && n == subset)
             && let Some(v) = by_labels(l)
         {
             return Some(v);
         }
-        svc.versions.iter().copied().find(|&v| self.versions[v as usize].name == subset)
+        svc.versions
+            .iter()
+            .copied()
+            .find(|&v| self.versions[v as usize].name == subset)
     }
 
     fn resolve_backend(&self, s: u32, backend: &str) -> Option<u32> {
         let svc = &self.services[s as usize];
         svc.versions.iter().copied().find(|&v| {
             let d = &self.telemetry.dests()[v as usize];
-            d.workload == backend || format!("{}-{}", svc.name, self.versions[v as usize].name) == backend || self.versions[v as usize].name == backend
+            d.workload == backend
+                || format!("{}-{}", svc.name, self.versions[v as usize].name) == backend
+                || self.versions[v as usize].name == backend
         })
     }
 
     fn resolve_peer_auth(&mut self) {
         for v in 0..self.versions.len() {
-            let ns = self.services[self.versions[v].service as usize].namespace.clone();
+            let ns = self.services[self.versions[v].service as usize]
+                .namespace
+                .clone();
             let labels = &self.versions[v].labels;
             let find = |pred: &dyn Fn(&PeerAuthentication) -> bool| {
-                self.peer_auth.iter().rev().find(|p| pred(p) && p.mode != MtlsMode::Unset).map(|p| p.mode)
+                self.peer_auth
+                    .iter()
+                    .rev()
+                    .find(|p| pred(p) && p.mode != MtlsMode::Unset)
+                    .map(|p| p.mode)
             };
-            let workload = find(&|p| p.namespace.as_deref().unwrap_or("default") == ns && p.selector.as_ref().is_some_and(|s| labels_match(s, labels)));
-            let namespace = find(&|p| p.namespace.as_deref().unwrap_or("default") == ns && p.selector.is_none());
-            let mesh = find(&|p| p.namespace.as_deref() == Some("istio-system") && p.selector.is_none());
-            self.versions[v].server_mode = workload.or(namespace).or(mesh).unwrap_or(self.default_mtls);
+            let workload = find(&|p| {
+                p.namespace.as_deref().unwrap_or("default") == ns
+                    && p.selector.as_ref().is_some_and(|s| labels_match(s, labels))
+            });
+            let namespace = find(&|p| {
+                p.namespace.as_deref().unwrap_or("default") == ns && p.selector.is_none()
+            });
+            let mesh =
+                find(&|p| p.namespace.as_deref() == Some("istio-system") && p.selector.is_none());
+            self.versions[v].server_mode =
+                workload.or(namespace).or(mesh).unwrap_or(self.default_mtls);
         }
     }
 
@@ -1380,7 +1634,11 @@ impl Mesh {
             let cl = &mut self.clusters[ci];
             cl.policy = p;
             cl.od = od;
-            cl.accrual = if self.data_plane == DataPlane::Linkerd { accrual } else { None };
+            cl.accrual = if self.data_plane == DataPlane::Linkerd {
+                accrual
+            } else {
+                None
+            };
             let interval = cl.od.as_ref().map(|o| o.cfg.interval);
             let arm = interval.is_some() && !cl.tick_armed;
             if arm {
@@ -1395,8 +1653,15 @@ impl Mesh {
 
     /// Replaces the outlier-detection settings of (client, version); for tests and what-if runs
     /// that need detectors Istio does not expose (success rate, failure percentage).
-    pub fn set_outlier_detection(&mut self, client: ClientId, v: VersionId, cfg: OutlierConfig) -> Result<(), MeshError> {
-        let ci = self.cluster_of(client.0, v.0).ok_or(MeshError::UnknownClient(client.0))?;
+    pub fn set_outlier_detection(
+        &mut self,
+        client: ClientId,
+        v: VersionId,
+        cfg: OutlierConfig,
+    ) -> Result<(), MeshError> {
+        let ci = self
+            .cluster_of(client.0, v.0)
+            .ok_or(MeshError::UnknownClient(client.0))?;
         let interval = cfg.interval.max(1);
         let n = self.clusters[ci as usize].hosts.len();
         self.clusters[ci as usize].od = Some(OutlierDetector::new(cfg, n));
@@ -1479,7 +1744,8 @@ impl Mesh {
             Ev::Scrape => {
                 let now = self.now();
                 self.telemetry.scrape(now);
-                self.q.schedule_in(self.telemetry.scrape_interval(), Ev::Scrape);
+                self.q
+                    .schedule_in(self.telemetry.scrape_interval(), Ev::Scrape);
             }
             Ev::Action(i) => {
                 if let Some(a) = self.actions[i as usize].take() {
@@ -1508,13 +1774,15 @@ impl Mesh {
                     pod.alive = true;
                     pod.epoch += 1;
                     let epoch = pod.epoch;
-                    self.q.schedule_in(self.net.endpoint_delay, Ev::EndpointIn(p, epoch));
+                    self.q
+                        .schedule_in(self.net.endpoint_delay, Ev::EndpointIn(p, epoch));
                 }
             }
             Ev::CertRotate(i) => {
                 if self.certs[i as usize].rotating {
                     self.stats.cert_rotations += 1;
-                    self.certs[i as usize].expires_at = self.now().saturating_add(self.certs_cfg.ttl);
+                    self.certs[i as usize].expires_at =
+                        self.now().saturating_add(self.certs_cfg.ttl);
                     self.schedule_rotation(i);
                 }
             }
@@ -1629,7 +1897,11 @@ impl Mesh {
                 let r = &self.rules[rid as usize];
                 r.matches.is_empty()
                     || r.matches.iter().any(|block| {
-                        block.iter().all(|m| headers.iter().any(|(k, v)| *k == m.name && m.matcher.matches(v)))
+                        block.iter().all(|m| {
+                            headers
+                                .iter()
+                                .any(|(k, v)| *k == m.name && m.matcher.matches(v))
+                        })
                     })
             });
             cache.push(hit.unwrap_or(NONE));
@@ -1697,8 +1969,12 @@ impl Mesh {
     }
 
     fn send_mirror(&mut self, client: u32, version: u32) {
-        let Some(ci) = self.cluster_of(client, version) else { return };
-        let Some(h) = self.pick_host(ci, &[NONE; 4], 0) else { return };
+        let Some(ci) = self.cluster_of(client, version) else {
+            return;
+        };
+        let Some(h) = self.pick_host(ci, &[NONE; 4], 0) else {
+            return;
+        };
         let pod = self.versions[version as usize].pods[h as usize];
         let now = self.now();
         let a = self.alloc_att(Attempt {
@@ -1720,7 +1996,10 @@ impl Mesh {
         self.stats.attempts += 1;
         self.telemetry.proxy_mut(client, version).mirrored += 1;
         let g = self.atts[a as usize].tag;
-        self.q.schedule_in(self.net.one_way + 2 * self.net.sidecar_latency, Ev::AtPod(a, g));
+        self.q.schedule_in(
+            self.net.one_way + 2 * self.net.sidecar_latency,
+            Ev::AtPod(a, g),
+        );
     }
 
     fn pick_host(&mut self, ci: u32, tried: &[u32; 4], ntried: u8) -> Option<u32> {
@@ -1729,7 +2008,8 @@ impl Mesh {
         // Panic mode (Envoy) balances over all hosts when too few are healthy; Istio sets the
         // threshold to 0 whenever outlier detection is configured.
         let min_health = cl.od.as_ref().map_or(50, |o| o.cfg.min_health_percent);
-        let panic = (cl.candidates.len() as u64) * 100 < u64::from(min_health) * cl.in_lb.len() as u64;
+        let panic =
+            (cl.candidates.len() as u64) * 100 < u64::from(min_health) * cl.in_lb.len() as u64;
         let mut list: &Vec<u32> = if panic { &cl.in_lb } else { &cl.candidates };
         if cl.accrual.is_some() {
             cl.scratch.clear();
@@ -1756,7 +2036,11 @@ impl Mesh {
                 crate::manifest::LbPolicy::LeastRequest => {
                     let a = list[cl.lb_rng.below(n) as usize];
                     let b = list[cl.lb_rng.below(n) as usize];
-                    if cl.hosts[b as usize].active < cl.hosts[a as usize].active { b } else { a }
+                    if cl.hosts[b as usize].active < cl.hosts[a as usize].active {
+                        b
+                    } else {
+                        a
+                    }
                 }
                 crate::manifest::LbPolicy::PeakEwma => {
                     let a = list[cl.lb_rng.below(n) as usize];
@@ -1788,8 +2072,13 @@ impl Mesh {
             self.complete(req, 503, flags::UH);
             return;
         };
-        let (client, version) = (self.clusters[ci as usize].client, self.clusters[ci as usize].version);
-        if self.clusters[ci as usize].active_requests >= self.clusters[ci as usize].policy.max_requests {
+        let (client, version) = (
+            self.clusters[ci as usize].client,
+            self.clusters[ci as usize].version,
+        );
+        if self.clusters[ci as usize].active_requests
+            >= self.clusters[ci as usize].policy.max_requests
+        {
             self.telemetry.proxy_mut(client, version).pending_overflow += 1;
             self.release_retry_hold(req);
             self.complete(req, 503, flags::UO);
@@ -1854,7 +2143,11 @@ impl Mesh {
         let at = self.atts[a as usize];
         let ci = at.cluster as usize;
         let (client, version) = (self.clusters[ci].client, self.clusters[ci].version);
-        let policy_streams = if self.clusters[ci].policy.http2 { u32::MAX } else { 1 };
+        let policy_streams = if self.clusters[ci].policy.http2 {
+            u32::MAX
+        } else {
+            1
+        };
         let per_conn = self.clusters[ci].policy.max_requests_per_connection;
         let idle = self.clusters[ci].policy.idle_timeout;
         let mut closed = 0;
@@ -1900,7 +2193,10 @@ impl Mesh {
         let at = &mut self.atts[a as usize];
         at.stage = Stage::Wire;
         let g = at.tag;
-        self.q.schedule_at(depart + self.net.one_way + 2 * self.net.sidecar_latency, Ev::AtPod(a, g));
+        self.q.schedule_at(
+            depart + self.net.one_way + 2 * self.net.sidecar_latency,
+            Ev::AtPod(a, g),
+        );
         true
     }
 
@@ -1919,7 +2215,10 @@ impl Mesh {
             ClientTls::Mutual => cli.sidecar,
             ClientTls::Plain => false,
             ClientTls::Auto => {
-                cli.sidecar && ver.sidecar && (self.data_plane == DataPlane::Linkerd || ver.server_mode != MtlsMode::Disable)
+                cli.sidecar
+                    && ver.sidecar
+                    && (self.data_plane == DataPlane::Linkerd
+                        || ver.server_mode != MtlsMode::Disable)
             }
         };
         let server_mode = if !ver.sidecar {
@@ -1933,7 +2232,11 @@ impl Mesh {
         if !pod.alive {
             fail = Some((now + rtt, flags::UF, false));
         } else if pod.black_hole {
-            fail = Some((now + self.clusters[ci].policy.connect_timeout, flags::UF, false));
+            fail = Some((
+                now + self.clusters[ci].policy.connect_timeout,
+                flags::UF,
+                false,
+            ));
         } else if !client_mtls && server_mode == MtlsMode::Strict {
             // The server sidecar resets a plaintext connection: 503 UC.
             fail = Some((now + rtt + rtt / 2, flags::UC, true));
@@ -1973,7 +2276,15 @@ impl Mesh {
         let slot = match host.conns.iter().position(|c| !c.open) {
             Some(i) => i,
             None => {
-                host.conns.push(Conn { open: false, tag: 0, streams: 0, served: 0, ready_at: 0, last_used: 0, closing: false });
+                host.conns.push(Conn {
+                    open: false,
+                    tag: 0,
+                    streams: 0,
+                    served: 0,
+                    ready_at: 0,
+                    last_used: 0,
+                    closing: false,
+                });
                 host.conns.len() - 1
             }
         };
@@ -2038,7 +2349,8 @@ impl Mesh {
         let pod = &mut self.pods[p as usize];
         if !pod.alive {
             let g = self.atts[a as usize].tag;
-            self.q.schedule_in(self.net.one_way, Ev::Fail(a, g, flags::UC));
+            self.q
+                .schedule_in(self.net.one_way, Ev::Fail(a, g, flags::UC));
             return;
         }
         if pod.black_hole {
@@ -2055,7 +2367,8 @@ impl Mesh {
             };
             if !has_timeout {
                 let g = at.tag;
-                self.q.schedule_in(self.net.stream_idle_timeout, Ev::StreamIdle(a, g));
+                self.q
+                    .schedule_in(self.net.stream_idle_timeout, Ev::StreamIdle(a, g));
             }
             return;
         }
@@ -2081,7 +2394,9 @@ impl Mesh {
             if !pod.alive || pod.busy >= ver.behaviour.workers {
                 return;
             }
-            let Some(a) = pod.queue.pop_front() else { return };
+            let Some(a) = pod.queue.pop_front() else {
+                return;
+            };
             pod.busy += 1;
             pod.in_service.push(a);
             ver.queue_stats.started += 1;
@@ -2105,7 +2420,11 @@ impl Mesh {
         }
         let ver = &mut self.versions[pod.version as usize];
         let rate = pod.error_rate.unwrap_or(ver.behaviour.error_rate);
-        let code = if ver.stream.chance(rate) { ver.behaviour.error_code } else { 200 };
+        let code = if ver.stream.chance(rate) {
+            ver.behaviour.error_code
+        } else {
+            200
+        };
         let source = if at.mirror {
             self.clusters[at.cluster as usize].client
         } else {
@@ -2129,7 +2448,10 @@ impl Mesh {
         at.code = code;
         at.stage = Stage::Returning;
         let g = at.tag;
-        self.q.schedule_in(self.net.one_way + 2 * self.net.sidecar_latency, Ev::Response(a, g));
+        self.q.schedule_in(
+            self.net.one_way + 2 * self.net.sidecar_latency,
+            Ev::Response(a, g),
+        );
     }
 
     fn on_response(&mut self, a: u32) {
@@ -2190,14 +2512,17 @@ impl Mesh {
                 if rtt > host.ewma {
                     host.ewma = rtt;
                 } else {
-                    let w = (-(now.saturating_sub(host.ewma_at) as f64) / (10.0 * SECONDS as f64)).exp();
+                    let w = (-(now.saturating_sub(host.ewma_at) as f64) / (10.0 * SECONDS as f64))
+                        .exp();
                     host.ewma = host.ewma * w + rtt * (1.0 - w);
                 }
                 host.ewma_at = now;
             }
             if let Some(acc) = cl.accrual {
                 let rng = &mut cl.lb_rng;
-                cl.hosts[at.host as usize].accrual.on_result(code >= 500, now, &acc, rng);
+                cl.hosts[at.host as usize]
+                    .accrual
+                    .on_result(code >= 500, now, &acc, rng);
             }
         }
         let change = match self.clusters[ci].od.as_mut() {
@@ -2215,7 +2540,10 @@ impl Mesh {
         }
         let stage = self.atts[a as usize].stage;
         // An abandoned attempt still on the wire or at the pod is freed when it comes back.
-        if local && matches!(stage, Stage::Wire | Stage::AtPod | Stage::Returning) && f & (flags::UT) != 0 {
+        if local
+            && matches!(stage, Stage::Wire | Stage::AtPod | Stage::Returning)
+            && f & (flags::UT) != 0
+        {
             self.atts[a as usize].cancelled = true;
         } else {
             self.free_att(a);
@@ -2244,7 +2572,11 @@ impl Mesh {
             self.q.schedule_in(backoff, Ev::Retry(req, r.tag));
             return;
         }
-        let extra = if retriable && rule.retry.attempts > 0 { flags::URX } else { 0 };
+        let extra = if retriable && rule.retry.attempts > 0 {
+            flags::URX
+        } else {
+            0
+        };
         self.complete(req, code, f | extra);
     }
 
@@ -2319,7 +2651,14 @@ impl Mesh {
         }
         if r.cluster != NONE {
             let version = self.clusters[r.cluster as usize].version;
-            self.telemetry.record(Reporter::Source, r.client, version, code, f | r.flags, now - r.start);
+            self.telemetry.record(
+                Reporter::Source,
+                r.client,
+                version,
+                code,
+                f | r.flags,
+                now - r.start,
+            );
         }
         self.stats.completed += 1;
         let rr = &mut self.reqs[req as usize];
@@ -2370,9 +2709,14 @@ impl Mesh {
             }
             at.pod_epoch = u32::MAX;
             let g = at.tag;
-            self.q.schedule_at(now + self.net.one_way, Ev::Fail(a, g, flags::UC));
+            self.q
+                .schedule_at(now + self.net.one_way, Ev::Fail(a, g, flags::UC));
         }
-        let h = self.versions[v as usize].pods.iter().position(|&x| x == p).unwrap_or(0);
+        let h = self.versions[v as usize]
+            .pods
+            .iter()
+            .position(|&x| x == p)
+            .unwrap_or(0);
         for ci in 0..self.clusters.len() {
             if self.clusters[ci].version != v {
                 continue;
@@ -2394,16 +2738,25 @@ impl Mesh {
                 self.q.schedule_at(now, Ev::Fail(a, g, flags::UF));
             }
         }
-        self.q.schedule_in(self.net.endpoint_delay, Ev::EndpointOut(p, epoch));
+        self.q
+            .schedule_in(self.net.endpoint_delay, Ev::EndpointOut(p, epoch));
     }
 
     fn scale(&mut self, v: u32, target: u32) {
-        let live: Vec<u32> = self.versions[v as usize].pods.iter().copied().filter(|&p| !self.pods[p as usize].removed).collect();
+        let live: Vec<u32> = self.versions[v as usize]
+            .pods
+            .iter()
+            .copied()
+            .filter(|&p| !self.pods[p as usize].removed)
+            .collect();
         let n = live.len() as u32;
         if target > n {
             for _ in n..target {
                 let p = self.pods.len() as u32;
-                self.pods.push(Pod { in_lb: false, ..new_pod(v) });
+                self.pods.push(Pod {
+                    in_lb: false,
+                    ..new_pod(v)
+                });
                 self.versions[v as usize].pods.push(p);
                 for ci in 0..self.clusters.len() {
                     if self.clusters[ci].version == v {
@@ -2413,14 +2766,19 @@ impl Mesh {
                         }
                     }
                 }
-                self.q.schedule_in(self.net.endpoint_delay, Ev::EndpointIn(p, 0));
+                self.q
+                    .schedule_in(self.net.endpoint_delay, Ev::EndpointIn(p, 0));
             }
         } else {
             // Remove the newest pods first, as a ReplicaSet scale-down usually does.
             for &p in live.iter().rev().take((n - target) as usize) {
                 self.pods[p as usize].removed = true;
                 self.pods[p as usize].in_lb = false;
-                let h = self.versions[v as usize].pods.iter().position(|&x| x == p).unwrap_or(0);
+                let h = self.versions[v as usize]
+                    .pods
+                    .iter()
+                    .position(|&x| x == p)
+                    .unwrap_or(0);
                 for ci in 0..self.clusters.len() {
                     if self.clusters[ci].version == v
                         && let Some(od) = self.clusters[ci].od.as_mut()

@@ -31,7 +31,12 @@ pub struct SuccessRateDetector {
 
 impl Default for SuccessRateDetector {
     fn default() -> Self {
-        Self { minimum_hosts: 5, request_volume: 100, stdev_factor: 1.9, enforcing: 100 }
+        Self {
+            minimum_hosts: 5,
+            request_volume: 100,
+            stdev_factor: 1.9,
+            enforcing: 100,
+        }
     }
 }
 
@@ -50,7 +55,12 @@ pub struct FailurePercentageDetector {
 
 impl Default for FailurePercentageDetector {
     fn default() -> Self {
-        Self { threshold: 85, minimum_hosts: 5, request_volume: 50, enforcing: 100 }
+        Self {
+            threshold: 85,
+            minimum_hosts: 5,
+            request_volume: 50,
+            enforcing: 100,
+        }
     }
 }
 
@@ -149,12 +159,25 @@ pub struct OutlierDetector {
 impl OutlierDetector {
     /// A detector for `hosts` hosts.
     pub fn new(cfg: OutlierConfig, hosts: usize) -> Self {
-        Self { cfg, hosts: vec![HostOutlier { active: true, ..Default::default() }; hosts], ejected: 0 }
+        Self {
+            cfg,
+            hosts: vec![
+                HostOutlier {
+                    active: true,
+                    ..Default::default()
+                };
+                hosts
+            ],
+            ejected: 0,
+        }
     }
 
     /// Adds a host (scale-up); returns its index.
     pub fn add_host(&mut self) -> usize {
-        self.hosts.push(HostOutlier { active: true, ..Default::default() });
+        self.hosts.push(HostOutlier {
+            active: true,
+            ..Default::default()
+        });
         self.hosts.len() - 1
     }
 
@@ -201,8 +224,10 @@ impl OutlierDetector {
                 host.consecutive_gateway = 0;
             }
             host.consecutive_5xx += 1;
-            let gw = self.cfg.consecutive_gateway > 0 && host.consecutive_gateway == self.cfg.consecutive_gateway;
-            let fx = self.cfg.consecutive_5xx > 0 && host.consecutive_5xx == self.cfg.consecutive_5xx;
+            let gw = self.cfg.consecutive_gateway > 0
+                && host.consecutive_gateway == self.cfg.consecutive_gateway;
+            let fx =
+                self.cfg.consecutive_5xx > 0 && host.consecutive_5xx == self.cfg.consecutive_5xx;
             if gw {
                 self.hosts[h].consecutive_gateway = 0;
                 self.eject(h, now, 100, &mut change, None);
@@ -219,7 +244,14 @@ impl OutlierDetector {
         change
     }
 
-    fn eject(&mut self, h: usize, now: SimTime, enforcing: u32, change: &mut OutlierChange, rng: Option<&mut Stream>) {
+    fn eject(
+        &mut self,
+        h: usize,
+        now: SimTime,
+        enforcing: u32,
+        change: &mut OutlierChange,
+        rng: Option<&mut Stream>,
+    ) {
         if self.hosts[h].ejected || !self.hosts[h].active {
             return;
         }
@@ -227,7 +259,9 @@ impl OutlierDetector {
         let max = self.cfg.max_ejection_percent;
         let allowed = match self.cfg.rule {
             EjectionRule::Current => 100 * (self.ejected + 1) / n <= max,
-            EjectionRule::AlwaysEjectOneHost => 100 * (self.ejected + 1) / n <= max || self.ejected == 0,
+            EjectionRule::AlwaysEjectOneHost => {
+                100 * (self.ejected + 1) / n <= max || self.ejected == 0
+            }
             EjectionRule::Legacy => 100 * self.ejected / n < max,
         };
         if !allowed {
@@ -243,7 +277,9 @@ impl OutlierDetector {
         let host = &mut self.hosts[h];
         host.ejected = true;
         host.times_ejected += 1;
-        if u64::from(host.backoff) * cfg.base_ejection_time < cfg.max_ejection_time + cfg.base_ejection_time {
+        if u64::from(host.backoff) * cfg.base_ejection_time
+            < cfg.max_ejection_time + cfg.base_ejection_time
+        {
             host.backoff += 1;
         }
         host.last_ejection = now;
@@ -257,7 +293,8 @@ impl OutlierDetector {
         let mut change = OutlierChange::default();
         for host in self.hosts.iter_mut().filter(|h| h.active) {
             if host.ejected {
-                let dur = (self.cfg.base_ejection_time * u64::from(host.backoff)).min(self.cfg.max_ejection_time);
+                let dur = (self.cfg.base_ejection_time * u64::from(host.backoff))
+                    .min(self.cfg.max_ejection_time);
                 if now.saturating_sub(host.last_ejection) >= dur {
                     host.ejected = false;
                     host.last_unejection = Some(now);
@@ -282,10 +319,14 @@ impl OutlierDetector {
             if valid.len() as u32 >= sr.minimum_hosts && !valid.is_empty() {
                 let rates: Vec<f64> = valid
                     .iter()
-                    .map(|&i| 100.0 * f64::from(self.hosts[i].prev_ok) / f64::from(self.hosts[i].prev_total))
+                    .map(|&i| {
+                        100.0 * f64::from(self.hosts[i].prev_ok)
+                            / f64::from(self.hosts[i].prev_total)
+                    })
                     .collect();
                 let mean = rates.iter().sum::<f64>() / rates.len() as f64;
-                let var = rates.iter().map(|r| (r - mean).powi(2)).sum::<f64>() / rates.len() as f64;
+                let var =
+                    rates.iter().map(|r| (r - mean).powi(2)).sum::<f64>() / rates.len() as f64;
                 let threshold = mean - sr.stdev_factor * var.sqrt();
                 for (k, &i) in valid.iter().enumerate() {
                     if rates[k] < threshold {
@@ -304,7 +345,8 @@ impl OutlierDetector {
             if valid.len() as u32 >= fp.minimum_hosts {
                 for i in valid {
                     let h = &self.hosts[i];
-                    let failed = 100.0 * f64::from(h.prev_total - h.prev_ok) / f64::from(h.prev_total);
+                    let failed =
+                        100.0 * f64::from(h.prev_total - h.prev_ok) / f64::from(h.prev_total);
                     if failed >= f64::from(fp.threshold) {
                         self.eject(i, now, fp.enforcing, &mut change, Some(rng));
                     }
@@ -314,7 +356,9 @@ impl OutlierDetector {
         for host in self.hosts.iter_mut() {
             if !host.ejected
                 && host.backoff > 0
-                && host.last_unejection.is_some_and(|t| now.saturating_sub(t) >= self.cfg.interval)
+                && host
+                    .last_unejection
+                    .is_some_and(|t| now.saturating_sub(t) >= self.cfg.interval)
             {
                 host.backoff -= 1;
             }
@@ -338,7 +382,12 @@ pub struct AccrualConfig {
 
 impl Default for AccrualConfig {
     fn default() -> Self {
-        Self { max_failures: 7, min_penalty: SECONDS, max_penalty: 60 * SECONDS, jitter_ratio: 0.5 }
+        Self {
+            max_failures: 7,
+            min_penalty: SECONDS,
+            max_penalty: 60 * SECONDS,
+            jitter_ratio: 0.5,
+        }
     }
 }
 
@@ -378,7 +427,10 @@ impl Accrual {
         match *self {
             Accrual::Closed { .. } => true,
             Accrual::Open { until, penalties } if now >= until => {
-                *self = Accrual::Probation { probing: false, penalties };
+                *self = Accrual::Probation {
+                    probing: false,
+                    penalties,
+                };
                 true
             }
             Accrual::Open { .. } => false,
@@ -394,23 +446,40 @@ impl Accrual {
     }
 
     /// Records a result; returns true when the endpoint became unavailable.
-    pub fn on_result(&mut self, failure: bool, now: SimTime, cfg: &AccrualConfig, rng: &mut Stream) -> bool {
+    pub fn on_result(
+        &mut self,
+        failure: bool,
+        now: SimTime,
+        cfg: &AccrualConfig,
+        rng: &mut Stream,
+    ) -> bool {
         let penalty = |n: u32, rng: &mut Stream| {
-            let base = cfg.min_penalty.saturating_mul(1u64 << n.min(30)).min(cfg.max_penalty);
+            let base = cfg
+                .min_penalty
+                .saturating_mul(1u64 << n.min(30))
+                .min(cfg.max_penalty);
             let jittered = base as f64 * (1.0 + cfg.jitter_ratio * rng.uniform());
             (jittered as SimTime).min(cfg.max_penalty)
         };
         match *self {
             Accrual::Closed { failures } if failure => {
                 if failures + 1 >= cfg.max_failures {
-                    *self = Accrual::Open { until: now + penalty(0, rng), penalties: 1 };
+                    *self = Accrual::Open {
+                        until: now + penalty(0, rng),
+                        penalties: 1,
+                    };
                     return true;
                 }
-                *self = Accrual::Closed { failures: failures + 1 };
+                *self = Accrual::Closed {
+                    failures: failures + 1,
+                };
             }
             Accrual::Closed { .. } => *self = Accrual::Closed { failures: 0 },
             Accrual::Probation { penalties, .. } if failure => {
-                *self = Accrual::Open { until: now + penalty(penalties, rng), penalties: penalties + 1 };
+                *self = Accrual::Open {
+                    until: now + penalty(penalties, rng),
+                    penalties: penalties + 1,
+                };
                 return true;
             }
             Accrual::Probation { .. } => *self = Accrual::Closed { failures: 0 },

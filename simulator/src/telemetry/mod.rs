@@ -161,6 +161,9 @@ struct SeriesKey {
     flags: u16,
 }
 
+/// A proxy counter's metric name and accessor.
+type ProxyMetric = (&'static str, fn(&ProxyCounters) -> u64);
+
 // requests, sum in microseconds, then NUM_BUCKETS non-cumulative bucket counts
 const STRIDE: usize = 2 + NUM_BUCKETS;
 
@@ -249,7 +252,11 @@ pub fn histogram_quantile(q: f64, buckets: &[u64; NUM_BUCKETS]) -> Option<f64> {
                 return Some(DURATION_BUCKETS_MS[NUM_BUCKETS - 2]);
             }
             let upper = DURATION_BUCKETS_MS[i];
-            let lower = if i == 0 { 0.0 } else { DURATION_BUCKETS_MS[i - 1] };
+            let lower = if i == 0 {
+                0.0
+            } else {
+                DURATION_BUCKETS_MS[i - 1]
+            };
             return Some(lower + (upper - lower) * (rank - prev as f64) / n as f64);
         }
     }
@@ -322,11 +329,20 @@ impl Telemetry {
         duration: SimTime,
     ) {
         let slot = self.slot(reporter, source, dest);
-        let series = match self.slots[slot].iter().find(|s| s.0 == code && s.1 == flags) {
+        let series = match self.slots[slot]
+            .iter()
+            .find(|s| s.0 == code && s.1 == flags)
+        {
             Some(s) => s.2 as usize,
             None => {
                 let idx = self.keys.len();
-                self.keys.push(SeriesKey { reporter, source, dest, code, flags });
+                self.keys.push(SeriesKey {
+                    reporter,
+                    source,
+                    dest,
+                    code,
+                    flags,
+                });
                 self.data.resize(self.data.len() + STRIDE, 0);
                 self.slots[slot].push((code, flags, idx as u32));
                 idx
@@ -388,7 +404,12 @@ impl Telemetry {
             && sel.dest.is_none_or(|d| d == k.dest)
     }
 
-    fn sum(&self, sel: &Selector, data: &[u64], filter: impl Fn(&SeriesKey) -> bool) -> WindowStats {
+    fn sum(
+        &self,
+        sel: &Selector,
+        data: &[u64],
+        filter: impl Fn(&SeriesKey) -> bool,
+    ) -> WindowStats {
         let mut w = WindowStats::default();
         for (i, k) in self.keys.iter().enumerate() {
             if !self.matches(sel, k) || !filter(k) {
@@ -417,7 +438,13 @@ impl Telemetry {
     }
 
     /// Totals as of the last snapshot taken at or before `t`; live counters when `t >= now`.
-    fn at(&self, sel: &Selector, t: SimTime, now: SimTime, filter: impl Fn(&SeriesKey) -> bool) -> WindowStats {
+    fn at(
+        &self,
+        sel: &Selector,
+        t: SimTime,
+        now: SimTime,
+        filter: impl Fn(&SeriesKey) -> bool,
+    ) -> WindowStats {
         if t >= now {
             return self.sum(sel, &self.data, filter);
         }
@@ -457,7 +484,13 @@ impl Telemetry {
     }
 
     /// Requests per (code, flags) over a window, for the given selector, sorted by code then flags.
-    pub fn by_code(&self, sel: &Selector, from: SimTime, to: SimTime, now: SimTime) -> Vec<(u16, u16, u64)> {
+    pub fn by_code(
+        &self,
+        sel: &Selector,
+        from: SimTime,
+        to: SimTime,
+        now: SimTime,
+    ) -> Vec<(u16, u16, u64)> {
         let mut seen: Vec<(u16, u16)> = self
             .keys
             .iter()
@@ -530,7 +563,12 @@ impl Telemetry {
         };
         out.push_str("# TYPE istio_requests_total counter\n");
         for &i in &order {
-            let _ = writeln!(out, "istio_requests_total{{{}}} {}", labels(&self.keys[i]), self.data[i * STRIDE]);
+            let _ = writeln!(
+                out,
+                "istio_requests_total{{{}}} {}",
+                labels(&self.keys[i]),
+                self.data[i * STRIDE]
+            );
         }
         out.push_str("# TYPE istio_request_duration_milliseconds histogram\n");
         for &i in &order {
@@ -539,29 +577,47 @@ impl Telemetry {
             let mut cum = 0;
             for b in 0..NUM_BUCKETS {
                 cum += self.data[base + 2 + b];
-                let le = if b < DURATION_BUCKETS_MS.len() {
-                    format!("{}", DURATION_BUCKETS_MS[b])
-                } else {
-                    "+Inf".to_string()
-                };
-                let _ = writeln!(out, "istio_request_duration_milliseconds_bucket{{{l},le=\"{le}\"}} {cum}");
+                let le = DURATION_BUCKETS_MS
+                    .get(b)
+                    .map_or_else(|| "+Inf".to_string(), |ms| format!("{ms}"));
+                let _ = writeln!(
+                    out,
+                    "istio_request_duration_milliseconds_bucket{{{l},le=\"{le}\"}} {cum}"
+                );
             }
             let _ = writeln!(
                 out,
                 "istio_request_duration_milliseconds_sum{{{l}}} {}",
                 self.data[base + 1] as f64 / 1_000.0
             );
-            let _ = writeln!(out, "istio_request_duration_milliseconds_count{{{l}}} {}", self.data[base]);
+            let _ = writeln!(
+                out,
+                "istio_request_duration_milliseconds_count{{{l}}} {}",
+                self.data[base]
+            );
         }
-        let proxy_metrics: [(&str, fn(&ProxyCounters) -> u64); 9] = [
+        let proxy_metrics: [ProxyMetric; 9] = [
             ("envoy_cluster_upstream_cx_total", |p| p.connections_opened),
-            ("envoy_cluster_upstream_cx_destroy", |p| p.connections_closed),
-            ("envoy_cluster_upstream_cx_connect_fail", |p| p.connect_failures),
+            ("envoy_cluster_upstream_cx_destroy", |p| {
+                p.connections_closed
+            }),
+            ("envoy_cluster_upstream_cx_connect_fail", |p| {
+                p.connect_failures
+            }),
             ("fledge_sim_tls_handshakes_total", |p| p.handshakes),
-            ("fledge_sim_tls_handshake_failures_total", |p| p.handshake_failures),
-            ("envoy_cluster_outlier_detection_ejections_enforced_total", |p| p.ejections_enforced),
-            ("envoy_cluster_outlier_detection_ejections_overflow", |p| p.ejections_overflow),
-            ("envoy_cluster_upstream_rq_pending_overflow", |p| p.pending_overflow),
+            ("fledge_sim_tls_handshake_failures_total", |p| {
+                p.handshake_failures
+            }),
+            (
+                "envoy_cluster_outlier_detection_ejections_enforced_total",
+                |p| p.ejections_enforced,
+            ),
+            ("envoy_cluster_outlier_detection_ejections_overflow", |p| {
+                p.ejections_overflow
+            }),
+            ("envoy_cluster_upstream_rq_pending_overflow", |p| {
+                p.pending_overflow
+            }),
             ("envoy_cluster_upstream_rq_retry", |p| p.retries),
         ];
         for (name, get) in proxy_metrics {
@@ -590,7 +646,10 @@ mod tests {
 
     fn store() -> Telemetry {
         Telemetry::new(
-            vec![SourceLabels { workload: "client".into(), namespace: "test".into() }],
+            vec![SourceLabels {
+                workload: "client".into(),
+                namespace: "test".into(),
+            }],
             vec![DestLabels {
                 workload: "svc-primary".into(),
                 namespace: "test".into(),
@@ -616,14 +675,22 @@ mod tests {
     fn a_duration_on_a_bucket_bound_falls_in_that_bucket() {
         let mut t = store();
         t.record(Reporter::Destination, 0, 0, 200, 0, 5 * MILLIS);
-        let sel = Selector { reporter: Reporter::Destination, source: None, dest: Some(0) };
+        let sel = Selector {
+            reporter: Reporter::Destination,
+            source: None,
+            dest: Some(0),
+        };
         assert_eq!(t.totals(&sel).buckets[2], 1);
     }
 
     #[test]
     fn window_is_the_difference_between_scrapes() {
         let mut t = store();
-        let sel = Selector { reporter: Reporter::Destination, source: None, dest: None };
+        let sel = Selector {
+            reporter: Reporter::Destination,
+            source: None,
+            dest: None,
+        };
         t.record(Reporter::Destination, 0, 0, 200, 0, MILLIS);
         t.scrape(10);
         t.record(Reporter::Destination, 0, 0, 503, 0, MILLIS);
