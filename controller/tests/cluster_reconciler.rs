@@ -425,3 +425,41 @@ async fn the_requeue_is_shorter_while_waiting_on_workloads_than_between_steps() 
     let idle = c.reconcile(&ctx).await.unwrap();
     assert_eq!(idle, Action::requeue(Duration::from_secs(60)));
 }
+
+#[tokio::test]
+async fn an_hpa_on_the_target_is_mirrored_for_the_primary_and_sizes_the_canary() {
+    const HPA: &str = "/apis/autoscaling/v2/namespaces/test/horizontalpodautoscalers/podinfo";
+    let spec = json!({"autoscalerRef": {
+        "apiVersion": "autoscaling/v2", "kind": "HorizontalPodAutoscaler", "name": "podinfo"
+    }});
+    let c = cluster_with(canary(spec), Some(deployment("podinfo:1")));
+    c.put(
+        HPA,
+        json!({
+            "apiVersion": "autoscaling/v2",
+            "kind": "HorizontalPodAutoscaler",
+            "metadata": {"name": "podinfo", "namespace": NS},
+            "spec": {
+                "scaleTargetRef": {"apiVersion": "apps/v1", "kind": "Deployment", "name": "podinfo"},
+                "minReplicas": 3,
+                "maxReplicas": 6
+            }
+        }),
+    );
+    run_until(&c, "Initialized", 5).await;
+    let primary_hpa = c.get(&format!("{HPA}-primary")).expect("primary HPA");
+    assert_eq!(
+        primary_hpa["spec"]["scaleTargetRef"]["name"],
+        "podinfo-primary"
+    );
+    assert_eq!(primary_hpa["spec"]["minReplicas"], 3);
+    assert_eq!(
+        primary_hpa["metadata"]["ownerReferences"][0]["kind"],
+        "Canary"
+    );
+
+    set_image(&c, "podinfo:2");
+    c.clear_calls();
+    c.reconcile(&c.context()).await.unwrap();
+    assert_eq!(last_write_to(&c, TARGET), json!({"spec": {"replicas": 3}}));
+}
