@@ -223,7 +223,7 @@ mod tests {
         ));
         assert!(matches!(
             render_template("up{a=\"{{ target \"}", &ctx(), Duration(1000), &empty),
-            Err(MetricsError::UnclosedPlaceholder { at: 7 })
+            Err(MetricsError::UnclosedPlaceholder { at: 6 })
         ));
     }
 

@@ -77,7 +77,7 @@ pub enum RouterError {
         namespace: String,
         name: String,
         #[source]
-        source: kube::Error,
+        source: Box<kube::Error>,
     },
     /// The routing object does not exist.
     #[error("{kind} {namespace}/{name} does not exist")]
@@ -109,7 +109,8 @@ pub enum RouterError {
 /// The router for one Canary's provider. Enum dispatch: the set of meshes is closed.
 #[derive(Clone)]
 pub enum Router {
-    Istio(istio::Istio),
+    // Boxed: it holds two object clients, the others one.
+    Istio(Box<istio::Istio>),
     Smi(smi::Smi),
     GatewayApi(gateway_api::GatewayApi),
 }
@@ -120,7 +121,7 @@ impl Router {
     /// TrafficSplits); `gatewayapi`, `gatewayapi:v1`, `gatewayapi:v1beta1`.
     pub fn for_provider(provider: &str, client: kube::Client) -> Result<Router, RouterError> {
         let router = match provider {
-            "istio" => Router::Istio(istio::Istio::new(client)),
+            "istio" => Router::Istio(Box::new(istio::Istio::new(client))),
             "linkerd" | "smi" | "smi:v1alpha2" => {
                 Router::Smi(smi::Smi::new(client, smi::SmiVersion::V1Alpha2))
             }
@@ -268,7 +269,7 @@ impl Objects {
                 kind: self.kind,
                 namespace: namespace.to_string(),
                 name: name.to_string(),
-                source,
+                source: Box::new(source),
             })
     }
 
@@ -315,7 +316,7 @@ impl Objects {
                 kind: self.kind,
                 namespace,
                 name,
-                source,
+                source: Box::new(source),
             })
     }
 
