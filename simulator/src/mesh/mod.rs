@@ -1058,6 +1058,21 @@ impl Mesh {
         }
     }
 
+    /// Promotion: the primary's pods take the canary's current behaviour.
+    pub fn promote(&mut self, service: ServiceId) -> Result<(), MeshError> {
+        let (p, c) = self.primary_canary(service).ok_or_else(|| {
+            invalid(
+                "promote",
+                "the service needs versions named as its primary and canary",
+            )
+        })?;
+        let behaviour = self.versions[c.0 as usize].behaviour.clone();
+        self.apply(Action::SetBehaviour {
+            version: p,
+            behaviour,
+        })
+    }
+
     /// Performs `action` now.
     pub fn apply(&mut self, action: Action) -> Result<(), MeshError> {
         self.check_action(&action)?;

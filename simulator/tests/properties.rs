@@ -1,0 +1,67 @@
+//! Invariants of the proxy model over generated meshes.
+
+use fledge_simulator::engine::{MILLIS, SECONDS};
+use fledge_simulator::manifest;
+use fledge_simulator::mesh::{
+    Action, Behaviour, ClientConfig, Mesh, MeshConfig, ServiceConfig, ServiceTime, Split,
+    VersionConfig,
+};
+use fledge_simulator::telemetry::{Reporter, Selector, flags};
+use proptest::prelude::*;
+
+fn manifests(max_conn: u32, pending: u32, max_retries: u32, attempts: u32) -> String {
+    format!(
+        "kind: DestinationRule\nmetadata:\n  name: p\nspec:\n  host: svc\n  trafficPolicy:\n    connectionPool:\n      tcp:\n        maxConnections: {max_conn}\n      http:\n        http1MaxPendingRequests: {pending}\n        maxRetries: {max_retries}\n    outlierDetection:\n      consecutive5xxErrors: 5\n      maxEjectionPercent: 50\n---\nkind: VirtualService\nmetadata:\n  name: p\nspec:\n  hosts: [svc]\n  http:\n    - route:\n        - destination:\n            host: svc\n            subset: primary\n      retries:\n        attempts: {attempts}\n        perTryTimeout: 200ms\n        retryOn: 5xx,reset,connect-failure\n"
+    )
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(24))]
+
+    #[test]
+    fn the_proxy_keeps_its_books_balanced_under_any_load_and_limits(
+        seed in 0u64..1000,
+        rate in 50.0f64..1500.0,
+        error in 0.0f64..0.6,
+        mean_ms in 1u64..40,
+        max_conn in 1u32..20,
+        pending in 1u32..20,
+        max_retries in 1u32..5,
+        attempts in 0u32..4,
+        canary in 0u8..=100,
+    ) {
+        let b = Behaviour { workers: 4, service_time: ServiceTime::Exponential { mean: mean_ms * MILLIS }, error_rate: error, error_code: 503 };
+        let cfg = MeshConfig {
+            seed,
+            services: vec![ServiceConfig::new("svc", vec![VersionConfig::new("primary", 3, b.clone()), VersionConfig::new("canary", 1, b)])],
+            clients: vec![ClientConfig::new("client", "svc", rate)],
+            ..Default::default()
+        };
+        let mut mesh = Mesh::new(cfg).unwrap();
+        mesh.apply_manifests(&manifest::parse(&manifests(max_conn, pending, max_retries, attempts)).unwrap()).unwrap();
+        let s = mesh.service_id("svc").unwrap();
+        let (p, c) = mesh.primary_canary(s).unwrap();
+        mesh.set_split(s, &Split { primary: 100 - canary, canary, mirror: Some(10), canary_match: vec![] }).unwrap();
+        mesh.schedule(5 * SECONDS, Action::CrashPod { version: p, pod: 0, restart_after: Some(2 * SECONDS) }).unwrap();
+        mesh.run_until(15 * SECONDS);
+        let client = mesh.client_id("client").unwrap();
+        for v in [p, c] {
+            prop_assert!(mesh.peak_retries_in_flight(client, v) <= max_retries);
+        }
+        let st = mesh.stats();
+        prop_assert!(st.completed <= st.requests);
+        let source = mesh.telemetry().totals(&Selector { reporter: Reporter::Source, source: None, dest: None });
+        prop_assert_eq!(source.requests, st.completed);
+        // Retries never exceed the configured attempts per request (mirrors aside).
+        let dest = mesh.telemetry().totals(&Selector { reporter: Reporter::Destination, source: None, dest: None });
+        prop_assert!(dest.requests <= st.attempts);
+        prop_assert!(st.attempts <= st.requests * u64::from(attempts + 1) + st.requests);
+        // UO answers are always 503.
+        let sel = Selector { reporter: Reporter::Source, source: None, dest: None };
+        for (code, f, _) in mesh.telemetry().by_code(&sel, 0, mesh.now(), mesh.now()) {
+            if f & flags::UO != 0 {
+                prop_assert_eq!(code, 503);
+            }
+        }
+    }
+}
