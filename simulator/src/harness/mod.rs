@@ -493,7 +493,10 @@ impl<'a> Harness<'a> {
             if messages.is_empty() {
                 messages.push(self.state.message.clone());
             }
-            let metrics = if w.metrics {
+            // The core analysed on this tick only if it took a step; otherwise (workloads not
+            // ready, a hook's rollback) its last analysis is stale and is not shown again.
+            let analysed = w.metrics && self.state.last_step != before.last_step;
+            let metrics = if analysed {
                 self.state.analysis.clone()
             } else {
                 Vec::new()
