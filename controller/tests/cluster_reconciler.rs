@@ -365,14 +365,25 @@ async fn a_server_error_fails_the_reconcile_which_backs_off_and_then_succeeds() 
     assert!(c.get(CANARY).unwrap()["status"].is_null());
     let action = error_policy(std::sync::Arc::new(c.canary()), &err, ctx.clone());
     assert_eq!(action, Action::requeue(Duration::from_secs(5)));
+    // A second failure in a row waits twice as long.
+    c.fail("PATCH", PRIMARY, 500, 1);
+    let err = c.reconcile(&ctx).await.unwrap_err();
+    let action = error_policy(std::sync::Arc::new(c.canary()), &err, ctx.clone());
+    assert_eq!(action, Action::requeue(Duration::from_secs(10)));
     assert!(
         ctx.metrics
             .encode()
-            .contains(r#"fledge_reconcile_errors_total{error="write"} 1"#)
+            .contains(r#"fledge_reconcile_errors_total{error="write"} 2"#)
     );
     c.reconcile(&ctx).await.unwrap();
     assert_eq!(c.phase(), "Initializing");
     assert!(c.get(PRIMARY).is_some());
+    // Success resets the backoff.
+    c.fail("PATCH", &format!("{CANARY}/status"), 500, 1);
+    c.settle();
+    let err = c.reconcile(&ctx).await.unwrap_err();
+    let action = error_policy(std::sync::Arc::new(c.canary()), &err, ctx.clone());
+    assert_eq!(action, Action::requeue(Duration::from_secs(5)));
 }
 
 #[tokio::test]

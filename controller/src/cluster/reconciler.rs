@@ -75,6 +75,31 @@ pub struct Context {
     pub config: Config,
     pub metrics: Arc<Metrics>,
     pub reporter: Reporter,
+    pub backoff: Backoff,
+}
+
+/// Consecutive failed reconciles per Canary, for an exponential backoff.
+#[derive(Debug, Default)]
+pub struct Backoff(std::sync::Mutex<BTreeMap<(String, String), u32>>);
+
+impl Backoff {
+    /// The wait after another failure of `key`: `base`, doubled per consecutive failure, at
+    /// most five minutes.
+    fn failed(&self, key: (String, String), base: Duration) -> Duration {
+        let mut map = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        let n = map.entry(key).or_insert(0);
+        *n = n.saturating_add(1);
+        let factor = 2u32.saturating_pow(n.saturating_sub(1).min(16));
+        base.saturating_mul(factor).min(Duration::from_secs(300))
+    }
+
+    fn succeeded(&self, key: &(String, String)) {
+        self.0.lock().unwrap_or_else(|e| e.into_inner()).remove(key);
+    }
+}
+
+fn key(canary: &Canary) -> (String, String) {
+    (canary.namespace().unwrap_or_default(), canary.name_any())
 }
 
 impl Context {
@@ -102,6 +127,7 @@ impl Context {
                 controller: "fledge".into(),
                 instance: std::env::var("POD_NAME").ok(),
             },
+            backoff: Backoff::default(),
         }
     }
 }
@@ -113,7 +139,8 @@ pub async fn reconcile(canary: Arc<Canary>, ctx: Arc<Context>) -> Result<Requeue
     let span = info_span!("reconcile", namespace = %namespace, canary = %name);
     let _timer = ctx.metrics.reconcile_started();
     let api: Api<Canary> = Api::namespaced(ctx.client.clone(), &namespace);
-    finalizer(&api, FINALIZER, canary, |event| async {
+    let key = key(&canary);
+    let result = finalizer(&api, FINALIZER, canary, |event| async {
         match event {
             Finalizing::Apply(c) => Tick::new(&c, &ctx)?.apply().await,
             Finalizing::Cleanup(c) => Tick::new(&c, &ctx)?.cleanup().await,
@@ -124,14 +151,18 @@ pub async fn reconcile(canary: Arc<Canary>, ctx: Arc<Context>) -> Result<Requeue
     .map_err(|e| match e {
         finalizer::Error::ApplyFailed(e) | finalizer::Error::CleanupFailed(e) => e,
         other => Error::Finalizer(Box::new(other)),
-    })
+    });
+    if result.is_ok() {
+        ctx.backoff.succeeded(&key);
+    }
+    result
 }
 
-/// Counts the failure and retries after a pause.
+/// Counts the failure and retries after a pause that doubles with each consecutive failure.
 pub fn error_policy(canary: Arc<Canary>, error: &Error, ctx: Arc<Context>) -> Requeue {
     warn!(namespace = ?canary.namespace(), canary = %canary.name_any(), %error, "reconcile failed");
     ctx.metrics.reconcile_failed(error);
-    Requeue::requeue(ctx.config.retry)
+    Requeue::requeue(ctx.backoff.failed(key(&canary), ctx.config.retry))
 }
 
 /// Runs the controller over `namespaces` (all when empty) until `shutdown` resolves.

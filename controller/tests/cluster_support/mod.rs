@@ -446,6 +446,7 @@ impl FakeCluster {
                 controller: "fledge".into(),
                 instance: Some("test".into()),
             },
+            backoff: Default::default(),
         })
     }
 
