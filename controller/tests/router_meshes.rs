@@ -846,3 +846,99 @@ async fn gateway_api_reconcile_creates_the_route_and_set_routes_keeps_foreign_pa
         json!({ "parents": [{ "controllerName": "example.com/gw" }] })
     );
 }
+
+// ---------------------------------------------------------------- properties
+
+mod properties {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn ab_canary() -> Canary {
+        canary(json!({ "analysis": { "iterations": 3, "match": [
+            { "headers": { "x-canary": { "exact": "insider" } } },
+        ] } }))
+    }
+
+    /// Any JSON, with keys the routers look for among the random ones.
+    fn any_json() -> impl Strategy<Value = Value> {
+        let leaf = prop_oneof![
+            Just(Value::Null),
+            any::<bool>().prop_map(Value::from),
+            any::<i64>().prop_map(Value::from),
+            any::<f64>().prop_map(|f| json!(f)),
+            "[a-z0-9.m-]{0,8}".prop_map(Value::from),
+            Just(json!("podinfo-canary")),
+            Just(json!("podinfo-primary")),
+        ];
+        leaf.prop_recursive(4, 48, 5, |inner| {
+            prop_oneof![
+                prop::collection::vec(inner.clone(), 0..4).prop_map(Value::from),
+                prop::collection::btree_map(
+                    "host|weight|route|destination|backends|service|rules|backendRefs|name|http|mirror|mirrorPercentage|value|filters|type|requestMirror|backendRef|percent|fraction|match|matches|headers",
+                    inner,
+                    0..5
+                )
+                .prop_map(|m| Value::Object(m.into_iter().collect())),
+            ]
+        })
+    }
+
+    proptest! {
+        #[test]
+        fn every_split_a_router_writes_reads_back_the_same(
+            canary_weight in 0u8..=100,
+            mirror in proptest::option::of(0u8..=100),
+            matched in any::<bool>(),
+        ) {
+            let routes = Routes { primary: 100 - canary_weight, canary: canary_weight, mirror, matched };
+            let c = ab_canary();
+            let vs = istio::virtual_service(&c, &routes).unwrap_or_default();
+            prop_assert_eq!(istio::read_routes(&c, &vs["spec"]), Ok(routes));
+            let hr = gateway_api::http_route(&c, &routes, gateway_api::GatewayVersion::V1)
+                .unwrap_or_default();
+            prop_assert_eq!(gateway_api::read_routes(&c, &hr["spec"]), Ok(routes));
+            if mirror.is_none() && !matched {
+                for version in [smi::SmiVersion::V1Alpha1, smi::SmiVersion::V1Alpha2, smi::SmiVersion::V1Alpha3] {
+                    let ts = smi::traffic_split(&c, &routes, version).unwrap_or_default();
+                    prop_assert_eq!(smi::read_routes(&c, &ts["spec"]), Ok(routes));
+                }
+            }
+        }
+
+        #[test]
+        fn reading_any_hand_edited_object_never_panics(spec in any_json()) {
+            let c = ab_canary();
+            let _ = istio::read_routes(&c, &spec);
+            let _ = smi::read_routes(&c, &spec);
+            let _ = gateway_api::read_routes(&c, &spec);
+        }
+
+        #[test]
+        fn any_weight_written_by_hand_is_read_or_refused_without_a_panic(
+            primary in any_json(),
+            canary_weight in any_json(),
+        ) {
+            let c = ab_canary();
+            let mut vs = istio::virtual_service(&c, &weights(50, 50)).unwrap_or_default();
+            vs["spec"]["http"][0]["route"][0]["weight"] = primary.clone();
+            vs["spec"]["http"][0]["route"][1]["weight"] = canary_weight.clone();
+            if let Ok(r) = istio::read_routes(&c, &vs["spec"]) {
+                prop_assert_eq!(u16::from(r.primary) + u16::from(r.canary), 100);
+            }
+            let mut ts = smi::traffic_split(&c, &weights(50, 50), smi::SmiVersion::V1Alpha2)
+                .unwrap_or_default();
+            ts["spec"]["backends"][0]["weight"] = primary.clone();
+            ts["spec"]["backends"][1]["weight"] = canary_weight.clone();
+            if let Ok(r) = smi::read_routes(&c, &ts["spec"]) {
+                prop_assert_eq!(u16::from(r.primary) + u16::from(r.canary), 100);
+            }
+            let mut hr = gateway_api::http_route(&c, &weights(50, 50), gateway_api::GatewayVersion::V1)
+                .unwrap_or_default();
+            hr["spec"]["rules"][0]["backendRefs"][0]["weight"] = primary;
+            hr["spec"]["rules"][0]["backendRefs"][1]["weight"] = canary_weight;
+            if let Ok(r) = gateway_api::read_routes(&c, &hr["spec"]) {
+                prop_assert_eq!(u16::from(r.primary) + u16::from(r.canary), 100);
+            }
+        }
+    }
+}

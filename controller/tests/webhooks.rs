@@ -246,3 +246,18 @@ async fn an_event_hook_gets_the_event_message() {
         Some(json!("event"))
     );
 }
+
+#[tokio::test]
+async fn an_https_hook_on_a_plain_http_port_fails_without_a_panic() {
+    let hooks = Hooks::default();
+    let base = hooks.serve().await.replace("http://", "https://");
+    let outcome = bounded(Webhooks::new().call(
+        &hook(format!("{base}/ok"), HookGate::ConfirmRollout, 2_000, 0),
+        &payload(HookGate::ConfirmRollout),
+    ))
+    .await;
+    assert!(
+        failure(&outcome).starts_with("confirm-rollout hook acceptance-test at https://"),
+        "{outcome:?}"
+    );
+}

@@ -323,4 +323,12 @@ mod tests {
             None
         );
     }
+
+    proptest::proptest! {
+        #[test]
+        fn rendering_any_text_never_panics(query in ".{0,64}", name in "[a-z{} .]{0,12}") {
+            let vars = BTreeMap::from([(name, "v".to_string())]);
+            let _ = render_template(&query, &ctx(), Duration(1000), &vars);
+        }
+    }
 }
