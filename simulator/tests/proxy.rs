@@ -489,6 +489,7 @@ fn a_crashed_pod_fails_in_flight_requests_and_recovers_after_restart() {
 #[test]
 fn scaling_adds_and_removes_pods() {
     let mut mesh = canary_mesh(17, 200.0, "");
+    let s = mesh.service_id("podinfo").unwrap();
     let c = mesh.version_id("podinfo", "canary").unwrap();
     mesh.apply(Action::Scale {
         version: c,
@@ -497,6 +498,13 @@ fn scaling_adds_and_removes_pods() {
     .unwrap();
     assert_eq!(mesh.ready_pods(c), 5);
     mesh.run_until(10 * SECONDS);
+    let split = Split {
+        primary: 50,
+        canary: 50,
+        mirror: None,
+        canary_match: vec![],
+    };
+    mesh.set_split(s, &split).unwrap();
     mesh.apply(Action::Scale {
         version: c,
         pods: 0,
@@ -504,7 +512,7 @@ fn scaling_adds_and_removes_pods() {
     .unwrap();
     mesh.run_until(20 * SECONDS);
     assert_eq!(mesh.ready_pods(c), 0);
-    // With no pods the canary's share fails as "no healthy upstream".
+    // A route that still sends half the traffic to a version without pods: no healthy upstream.
     assert!(count_flag(&mesh, flags::UH) > 0);
 }
 
@@ -622,4 +630,116 @@ fn windows_read_from_scrapes_add_up_to_the_total() {
         .requests;
     assert_eq!(a + b, mesh.destination_stats(v, 0, 120 * SECONDS).requests);
     assert!(a > 0 && b > 0);
+}
+
+fn balanced(lb: &str, seed: u64) -> Vec<u64> {
+    let cfg = MeshConfig {
+        seed,
+        services: vec![ServiceConfig::new(
+            "podinfo",
+            vec![VersionConfig::new("primary", 4, behaviour(20, 4))],
+        )],
+        clients: vec![ClientConfig::new("client", "podinfo", 200.0)],
+        ..Default::default()
+    };
+    let mut mesh = Mesh::new(cfg).unwrap();
+    let m = format!(
+        "kind: DestinationRule\nmetadata:\n  name: p\nspec:\n  host: podinfo\n  trafficPolicy:\n    loadBalancer:\n      simple: {lb}\n"
+    );
+    mesh.apply_manifests(&manifest::parse(&m).unwrap()).unwrap();
+    let v = VersionId(0);
+    mesh.apply(Action::SetPodSlowdown {
+        version: v,
+        pod: 0,
+        factor: 3.0,
+    })
+    .unwrap();
+    mesh.run_until(120 * SECONDS);
+    mesh.pod_requests(v)
+}
+
+#[test]
+fn round_robin_spreads_evenly_and_least_request_steers_away_from_a_slow_pod() {
+    let rr = balanced("ROUND_ROBIN", 30);
+    let total: u64 = rr.iter().sum();
+    assert!(
+        rr.iter()
+            .all(|&n| (n as f64 / total as f64 - 0.25).abs() < 0.01),
+        "{rr:?}"
+    );
+    let random = balanced("RANDOM", 30);
+    let least = balanced("LEAST_REQUEST", 30);
+    let share = |v: &[u64]| v[0] as f64 / v.iter().sum::<u64>() as f64;
+    assert!((share(&random) - 0.25).abs() < 0.02, "random {random:?}");
+    assert!(
+        share(&least) < 0.2,
+        "least request gives the slow pod {}",
+        share(&least)
+    );
+}
+
+#[test]
+fn linkerd_peak_ewma_steers_away_from_a_slow_pod_and_accrual_removes_a_failing_one() {
+    let cfg = MeshConfig {
+        seed: 31,
+        data_plane: fledge_simulator::mesh::DataPlane::Linkerd,
+        services: vec![ServiceConfig {
+            failure_accrual: Some(fledge_simulator::mesh::AccrualConfig::default()),
+            ..ServiceConfig::new(
+                "podinfo",
+                vec![VersionConfig::new("primary", 4, behaviour(20, 4))],
+            )
+        }],
+        clients: vec![ClientConfig::new("client", "podinfo", 400.0)],
+        ..Default::default()
+    };
+    let mut mesh = Mesh::new(cfg).unwrap();
+    let v = VersionId(0);
+    mesh.apply(Action::SetPodSlowdown {
+        version: v,
+        pod: 0,
+        factor: 4.0,
+    })
+    .unwrap();
+    mesh.apply(Action::SetPodErrorRate {
+        version: v,
+        pod: 1,
+        rate: Some(1.0),
+    })
+    .unwrap();
+    mesh.run_until(120 * SECONDS);
+    let served = mesh.pod_requests(v);
+    let total: u64 = served.iter().sum();
+    assert!(
+        (served[0] as f64 / total as f64) < 0.2,
+        "slow pod share {served:?}"
+    );
+    // The failing pod only sees its 7 failures per penalty and then single probes.
+    assert!(
+        (served[1] as f64 / total as f64) < 0.05,
+        "failing pod share {served:?}"
+    );
+}
+
+#[test]
+fn without_a_route_traffic_follows_pod_counts_as_versions_scale() {
+    let mut mesh = canary_mesh(32, 500.0, "");
+    let (p, c) = (VersionId(0), VersionId(1));
+    mesh.apply(Action::Scale {
+        version: c,
+        pods: 4,
+    })
+    .unwrap();
+    mesh.run_until(60 * SECONDS);
+    let np = mesh
+        .destination_stats(p, 10 * SECONDS, 60 * SECONDS)
+        .requests as f64;
+    let nc = mesh
+        .destination_stats(c, 10 * SECONDS, 60 * SECONDS)
+        .requests as f64;
+    assert!(
+        (nc / (np + nc) - 0.5).abs() < 0.03,
+        "canary share {}",
+        nc / (np + nc)
+    );
 }

@@ -155,6 +155,15 @@ pub enum Action {
         /// Probability.
         rate: Option<f64>,
     },
+    /// Multiplies one pod's service times by `factor` (a slow node); 1.0 restores it.
+    SetPodSlowdown {
+        /// Version.
+        version: VersionId,
+        /// Pod index within the version.
+        pod: u32,
+        /// Service-time multiplier.
+        factor: f64,
+    },
     /// Crashes a pod: its connections reset, in-flight requests fail; it restarts later if set.
     CrashPod {
         /// Version.
@@ -283,6 +292,7 @@ struct Service {
     rules: Vec<u32>,
     epoch: u32,
     base: RouteBase,
+    explicit_route: bool,
     policy: TrafficPolicy,
     subset_policy: BTreeMap<u32, TrafficPolicy>,
     accrual: Option<AccrualConfig>,
@@ -311,6 +321,8 @@ struct Pod {
     in_service: Vec<u32>,
     epoch: u32,
     error_rate: Option<f64>,
+    slowdown: f64,
+    served: u64,
 }
 
 struct Client {
@@ -539,6 +551,7 @@ impl Mesh {
                     },
                     fault: None,
                 },
+                explicit_route: false,
                 policy: TrafficPolicy::default(),
                 subset_policy: BTreeMap::new(),
                 accrual: sc.failure_accrual,
@@ -853,6 +866,16 @@ impl Mesh {
             .map_or(0, |c| self.clusters[c as usize].peak_retries)
     }
 
+    /// Requests each pod of a version has served so far, in pod order (scaled-away pods included).
+    pub fn pod_requests(&self, v: VersionId) -> Vec<u64> {
+        self.versions.get(v.0 as usize).map_or_else(Vec::new, |x| {
+            x.pods
+                .iter()
+                .map(|&p| self.pods[p as usize].served)
+                .collect()
+        })
+    }
+
     /// Queueing counters of a version's pods.
     pub fn queue_stats(&self, v: VersionId) -> QueueStats {
         self.versions
@@ -997,6 +1020,16 @@ impl Mesh {
                     return Err(invalid("error rate", "must be within [0, 1]"));
                 }
             }
+            Action::SetPodSlowdown {
+                version,
+                pod,
+                factor,
+            } => {
+                self.pod_check(*version, *pod)?;
+                if !(factor.is_finite() && *factor > 0.0) {
+                    return Err(invalid("slowdown", "must be a positive number"));
+                }
+            }
             Action::CrashPod { version, pod, .. } | Action::BlackHole { version, pod, .. } => {
                 self.pod_check(*version, *pod)?;
             }
@@ -1103,6 +1136,14 @@ impl Mesh {
                 let p = self.versions[version.0 as usize].pods[pod as usize];
                 self.pods[p as usize].error_rate = rate;
             }
+            Action::SetPodSlowdown {
+                version,
+                pod,
+                factor,
+            } => {
+                let p = self.versions[version.0 as usize].pods[pod as usize];
+                self.pods[p as usize].slowdown = factor;
+            }
             Action::CrashPod {
                 version,
                 pod,
@@ -1186,6 +1227,7 @@ impl Mesh {
         let svc = &mut self.services[s as usize];
         svc.rules = ids;
         svc.epoch = svc.epoch.wrapping_add(1);
+        svc.explicit_route = true;
     }
 
     fn reset_default_route(&mut self, s: u32) {
@@ -1193,7 +1235,14 @@ impl Mesh {
         let dests: Vec<(u32, u32)> = svc
             .versions
             .iter()
-            .map(|&v| (v, self.versions[v as usize].pods.len() as u32))
+            .map(|&v| {
+                let pods = &self.versions[v as usize].pods;
+                let live = pods
+                    .iter()
+                    .filter(|&&p| !self.pods[p as usize].removed)
+                    .count();
+                (v, live as u32)
+            })
             .collect();
         let rule = RouteRule {
             matches: Vec::new(),
@@ -1205,6 +1254,8 @@ impl Mesh {
             fault: svc.base.fault.clone(),
         };
         self.install_rules(s, vec![rule]);
+        // Without a route of its own the service spreads by pod count, as a Kubernetes Service does.
+        self.services[s as usize].explicit_route = false;
     }
 
     fn schedule_rotation(&mut self, cert: u32) {
@@ -2416,7 +2467,10 @@ impl Mesh {
             pod.in_service.push(a);
             ver.queue_stats.started += 1;
             ver.queue_stats.total_wait += u128::from(now - self.atts[a as usize].at_pod);
-            let st = ver.behaviour.service_time.sample(&mut ver.stream);
+            let mut st = ver.behaviour.service_time.sample(&mut ver.stream);
+            if pod.slowdown != 1.0 {
+                st = (st as f64 * pod.slowdown) as SimTime;
+            }
             let g = self.atts[a as usize].tag;
             self.q.schedule_at(now.saturating_add(st), Ev::Done(a, g));
         }
@@ -2430,6 +2484,7 @@ impl Mesh {
             return; // the pod crashed meanwhile; the crash already failed this attempt
         }
         pod.busy -= 1;
+        pod.served += 1;
         if let Some(i) = pod.in_service.iter().position(|&x| x == a) {
             pod.in_service.swap_remove(i);
         }
@@ -2804,6 +2859,10 @@ impl Mesh {
             }
             self.endpoints_changed(v);
         }
+        let s = self.versions[v as usize].service;
+        if !self.services[s as usize].explicit_route {
+            self.reset_default_route(s);
+        }
     }
 }
 
@@ -2832,6 +2891,8 @@ fn new_pod(version: u32) -> Pod {
         in_service: Vec::new(),
         epoch: 0,
         error_rate: None,
+        slowdown: 1.0,
+        served: 0,
     }
 }
 
