@@ -474,3 +474,46 @@ async fn an_hpa_on_the_target_is_mirrored_for_the_primary_and_sizes_the_canary()
     c.reconcile(&c.context()).await.unwrap();
     assert_eq!(last_write_to(&c, TARGET), json!({"spec": {"replicas": 3}}));
 }
+
+#[tokio::test]
+async fn an_approval_sent_between_steps_waits_for_the_gate_it_opens() {
+    let spec = json!({"analysis": {"webhooks": [
+        {"name": "more", "type": "confirm-traffic-increase", "url": "http://gate/more"}
+    ]}});
+    let c = cluster_with(canary(spec), Some(deployment("podinfo:1")));
+    c.set_hook(
+        "more",
+        fledge_controller::rollout::HookOutcome::Failed("closed".into()),
+    );
+    run_until(&c, "Initialized", 5).await;
+    set_image(&c, "podinfo:2");
+    for _ in 0..3 {
+        c.reconcile(&c.context()).await.unwrap();
+        c.settle();
+        c.advance_clock(Duration::from_secs(60));
+    }
+    assert_eq!(
+        c.routes().unwrap().canary,
+        0,
+        "the gate holds the first step"
+    );
+    // The approval arrives while no step is due: it is kept.
+    c.reconcile(&c.context()).await.unwrap();
+    let mut obj = c.get(CANARY).unwrap();
+    obj["metadata"]["annotations"] = json!({"fledge.dev/command": "promote"});
+    c.put(CANARY, obj);
+    c.reconcile(&c.context()).await.unwrap();
+    assert_eq!(
+        c.get(CANARY).unwrap()["metadata"]["annotations"]["fledge.dev/command"],
+        "promote"
+    );
+    // At the next step it opens the gate once, and is cleared.
+    c.advance_clock(Duration::from_secs(60));
+    c.reconcile(&c.context()).await.unwrap();
+    assert_eq!(c.routes().unwrap().canary, 10);
+    assert!(
+        c.get(CANARY).unwrap()["metadata"]["annotations"]
+            .get("fledge.dev/command")
+            .is_none()
+    );
+}

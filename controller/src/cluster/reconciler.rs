@@ -7,8 +7,9 @@
 //! 4. writes the new state into the status (only when it changed) and requeues: after the
 //!    analysis interval, or sooner while it waits on workloads or gates.
 //!
-//! Nothing is remembered between reconciles: a controller restarted at any point rebuilds
-//! everything from the cluster and makes the same writes it would have made.
+//! Nothing a decision depends on is remembered between reconciles (only the retry backoff is): a
+//! controller restarted at any point rebuilds everything from the cluster and makes the same
+//! writes it would have made.
 //!
 //! Bad input (an invalid spec, a missing target, a Deployment without selector, a status that is
 //! not a rollout state) is reported with a Warning Event and a status message, once, and the
@@ -349,7 +350,7 @@ impl<'a> Tick<'a> {
                 .await?;
         }
         status::write(&self.api, self.canary, &status::status_of(&next)).await?;
-        if command.is_some() {
+        if command.is_some_and(|c| command_used(c, &state, &next)) {
             self.clear_command().await?;
         }
         self.ctx
@@ -802,6 +803,16 @@ impl<'a> Tick<'a> {
     }
 }
 
+/// Whether a command has done its work and can be cleared. An approval sent between two steps
+/// waits for the gate it opens; one sent when no rollout is under way is dropped.
+fn command_used(command: Command, before: &RolloutState, after: &RolloutState) -> bool {
+    let changed = before.phase != after.phase
+        || before.canary_weight != after.canary_weight
+        || before.mirror != after.mirror
+        || before.iterations != after.iterations;
+    command == Command::Abort || changed || !before.phase.is_active()
+}
+
 /// The Event reason for a decision: the phase it led to, or why it halted.
 fn event_reason(severity: Severity, phase: Phase) -> (EventType, &'static str) {
     match (severity, phase) {
@@ -825,6 +836,25 @@ fn event_reason(severity: Severity, phase: Phase) -> (EventType, &'static str) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn an_approval_is_kept_until_the_rollout_moves_and_an_abort_is_used_at_once() {
+        let at = |phase, canary_weight| RolloutState {
+            phase,
+            canary_weight,
+            ..RolloutState::default()
+        };
+        let waiting = at(Phase::Progressing, 10);
+        assert!(!command_used(Command::Approve, &waiting, &waiting));
+        assert!(command_used(
+            Command::Approve,
+            &waiting,
+            &at(Phase::Progressing, 20)
+        ));
+        assert!(command_used(Command::Abort, &waiting, &waiting));
+        let idle = at(Phase::Succeeded, 0);
+        assert!(command_used(Command::Approve, &idle, &idle));
+    }
 
     #[test]
     fn a_rollback_is_reported_as_a_warning_named_rolled_back() {
