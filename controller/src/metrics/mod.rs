@@ -6,6 +6,12 @@
 //! it could not be asked or answered nonsense (unreachable, timed out, rejected the query, a
 //! result of the wrong type). The reason says which, for the Canary's events and status.
 //!
+//! A scalar metric must come back as one value: a vector of several series is an error
+//! ("aggregate the query, e.g. with sum()") where Flagger silently takes the last series.
+//! Failures that may pass (unreachable, timed out, HTTP 5xx or 429, Prometheus' own
+//! `timeout`/`unavailable`/`internal`) are retried with exponential backoff from 100 ms;
+//! a rejected query or an answer of the wrong type is not.
+//!
 //! [`MetricReading`]: crate::analysis::MetricReading
 
 mod prometheus;
