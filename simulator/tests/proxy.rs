@@ -743,3 +743,41 @@ fn without_a_route_traffic_follows_pod_counts_as_versions_scale() {
         nc / (np + nc)
     );
 }
+
+#[test]
+fn linkerd_retries_stay_within_the_service_profile_budget() {
+    let cfg = MeshConfig {
+        seed: 33,
+        data_plane: fledge_simulator::mesh::DataPlane::Linkerd,
+        services: vec![ServiceConfig::new(
+            "podinfo",
+            vec![VersionConfig::new("primary", 4, behaviour(5, 8))],
+        )],
+        clients: vec![ClientConfig::new("client", "podinfo", 500.0)],
+        ..Default::default()
+    };
+    let mut mesh = Mesh::new(cfg).unwrap();
+    let sp = "apiVersion: linkerd.io/v1alpha2\nkind: ServiceProfile\nmetadata:\n  name: podinfo.default.svc.cluster.local\nspec:\n  routes:\n    - name: all\n      condition:\n        pathRegex: /.*\n      isRetryable: true\n  retryBudget:\n    retryRatio: 0.2\n    minRetriesPerSecond: 10\n    ttl: 10s\n";
+    let w = mesh.apply_manifests(&manifest::parse(sp).unwrap()).unwrap();
+    assert!(w.is_empty(), "{w:?}");
+    let v = VersionId(0);
+    mesh.apply(Action::SetErrorRate {
+        version: v,
+        rate: 0.5,
+    })
+    .unwrap();
+    mesh.run_until(100 * SECONDS);
+    let c = mesh.client_id("client").unwrap();
+    let retries = mesh.proxy_counters(c, v).retries as f64;
+    let requests = mesh.stats().requests as f64;
+    // 20% of requests plus 10/s over each ttl window, windows overlapping by at most one ttl.
+    assert!(
+        retries <= 0.2 * requests * 2.0 + 10.0 * 100.0,
+        "{retries} retries for {requests}"
+    );
+    assert!(
+        retries >= 0.2 * requests * 0.9,
+        "the budget is used: {retries} for {requests}"
+    );
+    assert!(mesh.proxy_counters(c, v).retry_overflow > 0);
+}

@@ -23,10 +23,14 @@
 //! picks a host, takes or opens a connection (TCP + TLS round trips and handshake CPU for a new
 //! one), crosses the network to the pod, waits for a worker, is served, and the response returns.
 //!
-//! Simplifications: requests carry headers only (no path or method); one proxy per client
-//! workload (not per pod); mirrored requests skip connection-pool accounting; a black-holed pod
-//! accepts requests on existing connections and never answers; Linkerd retry budgets are not
-//! modelled (a ServiceProfile `isRetryable` route retries once on failure).
+//! Simplifications: requests carry headers only (no path or method), so a ServiceProfile's first
+//! route stands for all requests and VirtualService `uri`/`method` matches are ignored with a
+//! warning; one proxy per client workload (not per pod); mirrored requests skip connection-pool
+//! accounting; a black-holed pod accepts requests on existing connections and never answers
+//! (Envoy's 5-minute stream idle timeout ends them when no route timeout is set); routing to a
+//! different service from a VirtualService is not simulated; requests without a matching route
+//! (404 `NR`) are counted in [`RunStats`] but not in telemetry; a Linkerd retry budget is shared by
+//! the client's requests to the service and counted over one to two `ttl` windows.
 
 pub mod config;
 pub mod dist;
@@ -240,6 +244,62 @@ pub struct QueueStats {
     pub total_wait: u128,
 }
 
+/// Linkerd's retry budget: retries may add `ratio` of the requests plus `min_per_sec` per second,
+/// counted over the last one to two `ttl` windows.
+#[derive(Clone, Debug)]
+struct RetryBudget {
+    ratio: f64,
+    min_per_sec: f64,
+    ttl: SimTime,
+    window_start: SimTime,
+    requests: [u64; 2],
+    retries: [u64; 2],
+}
+
+impl RetryBudget {
+    fn new(b: &crate::manifest::RetryBudget) -> Self {
+        Self {
+            ratio: b.retry_ratio.max(0.0),
+            min_per_sec: f64::from(b.min_retries_per_second),
+            ttl: b.ttl.max(1),
+            window_start: 0,
+            requests: [0; 2],
+            retries: [0; 2],
+        }
+    }
+
+    fn roll(&mut self, now: SimTime) {
+        while now >= self.window_start + self.ttl {
+            self.window_start += self.ttl;
+            self.requests = [self.requests[1], 0];
+            self.retries = [self.retries[1], 0];
+            if now >= self.window_start + 2 * self.ttl {
+                // Idle for long: skip ahead without looping once per window.
+                self.window_start = now - (now - self.window_start) % self.ttl;
+                self.requests = [0; 2];
+                self.retries = [0; 2];
+            }
+        }
+    }
+
+    fn deposit(&mut self, now: SimTime) {
+        self.roll(now);
+        self.requests[1] += 1;
+    }
+
+    fn withdraw(&mut self, now: SimTime) -> bool {
+        self.roll(now);
+        let reqs = (self.requests[0] + self.requests[1]) as f64;
+        let allowed = self.min_per_sec * self.ttl as f64 / SECONDS as f64 + self.ratio * reqs;
+        if ((self.retries[0] + self.retries[1]) as f64) < allowed {
+            self.retries[1] += 1;
+            true
+        } else {
+            false
+        }
+    }
+}
+
 #[derive(Clone, Debug)]
 struct RetryPolicy {
     attempts: u32,
@@ -338,6 +398,7 @@ struct Client {
     arrivals: Stream,
     routing: Stream,
     retry: Stream,
+    budget: Option<RetryBudget>,
     running: bool,
 }
 
@@ -669,6 +730,7 @@ impl Mesh {
                 arrivals: Stream::new(cfg.seed, &format!("arrivals/{}", cc.name)),
                 routing: Stream::new(cfg.seed, &format!("routing/{}", cc.name)),
                 retry: Stream::new(cfg.seed, &format!("retry/{}", cc.name)),
+                budget: None,
                 running: false,
             });
         }
@@ -1392,16 +1454,24 @@ impl Mesh {
                     };
                     // Requests carry no path or method, so the first route stands for all.
                     if let Some(r) = sp.routes.first() {
+                        let budget = RetryBudget::new(sp.retry_budget.as_ref().unwrap_or(
+                            &crate::manifest::RetryBudget {
+                                retry_ratio: 0.2,
+                                min_retries_per_second: 10,
+                                ttl: 10 * SECONDS,
+                            },
+                        ));
+                        for c in self.clients.iter_mut().filter(|c| c.service == s) {
+                            c.budget = r.is_retryable.then(|| budget.clone());
+                        }
                         let svc = &mut self.services[s as usize];
                         svc.base.timeout = r.timeout.or(svc.base.timeout);
                         if r.is_retryable {
+                            // Linkerd bounds retries by the budget, not by a count.
                             svc.base.retry = RetryPolicy {
-                                attempts: 1,
+                                attempts: u32::MAX,
                                 per_try_timeout: None,
-                                on: RetryOn {
-                                    five_xx: true,
-                                    ..Default::default()
-                                },
+                                on: failure_classes(&r.failure_ranges),
                             };
                         }
                         let ids = svc.rules.clone();
@@ -1412,12 +1482,6 @@ impl Mesh {
                         }
                         self.services[s as usize].epoch =
                             self.services[s as usize].epoch.wrapping_add(1);
-                    }
-                    if sp.retry_budget.is_some() {
-                        warnings.push(format!(
-                            "ServiceProfile {}: retryBudget is not modelled",
-                            sp.name
-                        ));
                     }
                 }
                 _ => {}
@@ -1873,6 +1937,9 @@ impl Mesh {
         let gap = next_gap(cl);
         self.q.schedule_at(now.saturating_add(gap), Ev::Arrival(c));
         self.stats.requests += 1;
+        if let Some(b) = self.clients[c as usize].budget.as_mut() {
+            b.deposit(now);
+        }
 
         // Route: header profile -> rule (cached per route epoch) -> weighted version.
         let svc_idx = self.clients[c as usize].service as usize;
@@ -2631,6 +2698,14 @@ impl Mesh {
                 self.complete(req, code, f | flags::URX);
                 return;
             }
+            if let Some(b) = self.clients[client as usize].budget.as_mut()
+                && !b.withdraw(now)
+            {
+                self.telemetry.proxy_mut(client, version).retry_overflow += 1;
+                self.complete(req, code, f);
+                return;
+            }
+            let cl = &mut self.clusters[ci];
             cl.retries_active += 1;
             cl.peak_retries = cl.peak_retries.max(cl.retries_active);
             let n = r.retries_done + 1;
@@ -2923,6 +2998,25 @@ fn retry_backoff(n: u32, rng: &mut Stream) -> SimTime {
     let mult = (1u64 << n.min(20)) - 1;
     let limit = (mult * base).min(cap);
     (rng.uniform() * limit as f64) as SimTime
+}
+
+/// Retry conditions from ServiceProfile response classes (default: 5xx is a failure).
+fn failure_classes(ranges: &[(u16, u16)]) -> RetryOn {
+    if ranges.is_empty() || ranges.iter().any(|&(lo, hi)| lo <= 500 && hi >= 599) {
+        return RetryOn {
+            five_xx: true,
+            ..Default::default()
+        };
+    }
+    let codes = ranges
+        .iter()
+        .flat_map(|&(lo, hi)| lo..=hi.min(599))
+        .collect();
+    RetryOn {
+        retriable_status_codes: true,
+        codes,
+        ..Default::default()
+    }
 }
 
 fn is_retriable(on: &RetryOn, code: u16, f: u16) -> bool {
