@@ -942,3 +942,51 @@ mod properties {
         }
     }
 }
+
+#[tokio::test]
+async fn each_provider_reads_the_object_of_its_own_api_version() {
+    let cases = [
+        ("istio", VS),
+        ("linkerd", TS),
+        ("smi", TS),
+        (
+            "smi:v1alpha1",
+            "/apis/split.smi-spec.io/v1alpha1/namespaces/test/trafficsplits/podinfo",
+        ),
+        (
+            "smi:v1alpha3",
+            "/apis/split.smi-spec.io/v1alpha3/namespaces/test/trafficsplits/podinfo",
+        ),
+        ("gatewayapi", HR),
+        ("gatewayapi:v1", HR),
+        (
+            "gatewayapi:v1beta1",
+            "/apis/gateway.networking.k8s.io/v1beta1/namespaces/test/httproutes/podinfo",
+        ),
+    ];
+    for (provider, path) in cases {
+        let fake = FakeApi::default();
+        let got = match Router::for_provider(provider, fake.client()) {
+            Ok(r) => bounded(r.get_routes(&canary(json!({})))).await,
+            Err(e) => panic!("{provider}: {e}"),
+        };
+        assert!(
+            matches!(got, Err(RouterError::NotFound { .. })),
+            "{provider}: {got:?}"
+        );
+        assert_eq!(fake.calls(), vec![format!("GET {path}")], "{provider}");
+    }
+}
+
+#[tokio::test]
+async fn a_canary_without_a_namespace_is_an_error_not_a_request() {
+    let mut c = canary(json!({}));
+    c.metadata.namespace = None;
+    let fake = FakeApi::default();
+    let got = match Router::for_provider("istio", fake.client()) {
+        Ok(r) => bounded(r.set_routes(&c, &Routes::PRIMARY_ONLY)).await,
+        Err(e) => panic!("{e}"),
+    };
+    assert!(matches!(got, Err(RouterError::NoNamespace(_))), "{got:?}");
+    assert!(fake.calls().is_empty());
+}
