@@ -365,7 +365,7 @@ struct Tick<'a> {
 
 impl Tick<'_> {
     fn run(&mut self) {
-        if self.obs.deleting || matches!(self.s.phase, Phase::Terminating | Phase::Terminated) {
+        if self.obs.deleting {
             return self.terminate();
         }
         if self.spec.suspend {
@@ -390,7 +390,7 @@ impl Tick<'_> {
             Phase::Progressing | Phase::WaitingPromotion => self.progressing(),
             Phase::Promoting => self.promoting(),
             Phase::Finalising => self.finalising(),
-            Phase::Terminating | Phase::Terminated => unreachable!("handled above"),
+            Phase::Terminating | Phase::Terminated => self.terminate(),
         }
     }
 
