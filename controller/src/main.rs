@@ -191,7 +191,7 @@ async fn terminated() {
 }
 
 async fn run(mut args: RunArgs) -> Result<()> {
-    telemetry::init_logs(&args.log_level, args.log_format == "json");
+    telemetry::init_logs(&args.log_level, args.log_format == "json").context("--log-level")?;
     // FLEDGE_NAMESPACES="" (the chart's default) means every namespace.
     args.namespaces.retain(|ns| !ns.trim().is_empty());
     let prometheus = Prometheus::new(

@@ -79,6 +79,13 @@ async fn a_new_canary_gets_the_finalizer_before_anything_else() {
 async fn initialisation_clones_the_primary_creates_the_services_and_routes_all_to_it() {
     let c = cluster_with(canary(json!({})), Some(deployment("podinfo:1")));
     c.reconcile(&c.context()).await.unwrap();
+    let reads: Vec<String> = c
+        .calls()
+        .iter()
+        .filter(|call| !call.is_write())
+        .map(|call| format!("{} {}", call.method, call.path))
+        .collect();
+    assert_eq!(reads, [format!("GET {TARGET}"), format!("GET {PRIMARY}")]);
     assert_eq!(
         write_paths(&c),
         [
@@ -515,5 +522,42 @@ async fn an_approval_sent_between_steps_waits_for_the_gate_it_opens() {
         c.get(CANARY).unwrap()["metadata"]["annotations"]
             .get("fledge.dev/command")
             .is_none()
+    );
+}
+
+#[tokio::test]
+async fn event_hooks_hear_every_decision_and_post_rollout_hooks_run_after_promotion() {
+    let spec = json!({"analysis": {"webhooks": [
+        {"name": "notify", "type": "event", "url": "http://hooks/event"},
+        {"name": "after", "type": "post-rollout", "url": "http://hooks/after"}
+    ]}});
+    let c = cluster_with(canary(spec), Some(deployment("podinfo:1")));
+    run_until(&c, "Initialized", 5).await;
+    set_image(&c, "podinfo:2");
+    run_until(&c, "Succeeded", 20).await;
+    let hooks: Vec<(String, serde_json::Value)> = c
+        .calls()
+        .into_iter()
+        .filter(|call| call.method == "HOOK")
+        .map(|call| (call.path, call.body))
+        .collect();
+    let calls = c.calls();
+    let events: Vec<&str> = calls
+        .iter()
+        .filter(|call| call.path == EVENTS)
+        .map(|call| call.body["note"].as_str().unwrap_or(""))
+        .collect();
+    let notified: Vec<&str> = hooks
+        .iter()
+        .filter(|(path, _)| path.starts_with("event notify"))
+        .map(|(_, body)| body.as_str().unwrap_or(""))
+        .collect();
+    assert_eq!(notified, events);
+    assert_eq!(
+        hooks
+            .iter()
+            .filter(|(path, _)| path == "post-rollout after Succeeded")
+            .count(),
+        1
     );
 }

@@ -79,6 +79,9 @@ pub enum Error {
         #[source]
         source: kube::Error,
     },
+    /// The log filter given is not an `EnvFilter` directive.
+    #[error("log level `{filter}`: {message}")]
+    LogFilter { filter: String, message: String },
     /// The ops HTTP server could not start.
     #[error("ops server on {address}: {source}")]
     Serve {
@@ -101,6 +104,7 @@ impl Error {
             Error::Finalizer(_) => "finalizer",
             Error::Unnamed(_) => "unnamed",
             Error::Lease { .. } => "lease",
+            Error::LogFilter { .. } => "log_filter",
             Error::Serve { .. } => "serve",
         }
     }

@@ -22,6 +22,7 @@ use std::time::Duration;
 use futures::StreamExt;
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::autoscaling::v2::HorizontalPodAutoscaler;
+use k8s_openapi::api::core::v1::Service;
 use kube::api::{Api, Patch, PatchParams};
 use kube::runtime::controller::Action as Requeue;
 use kube::runtime::events::{Event as KubeEvent, EventType, Recorder, Reporter};
@@ -189,8 +190,14 @@ pub async fn run(
         };
         let controller = Controller::new(canaries, watcher::Config::default());
         let store = controller.store();
+        let services: Api<Service> = match &ns {
+            Some(ns) => Api::namespaced(ctx.client.clone(), ns),
+            None => Api::all(ctx.client.clone()),
+        };
         controller
+            // The primary and the generated Services: a change by hand is seen at once.
             .owns(deployments.clone(), watcher::Config::default())
+            .owns(services, watcher::Config::default())
             // A change to a target Deployment (a new revision, readiness) wakes its Canaries.
             .watches(deployments, watcher::Config::default(), move |dep| {
                 let (ns, name) = (dep.namespace(), dep.name_any());
@@ -261,7 +268,6 @@ struct Tick<'a> {
     provider: String,
     api: Api<Canary>,
     workloads: Workloads,
-    recorder: Recorder,
     now: Millis,
 }
 
@@ -280,9 +286,6 @@ impl<'a> Tick<'a> {
             ctx,
             api: Api::namespaced(ctx.client.clone(), &namespace),
             workloads: Workloads::new(ctx.client.clone(), &namespace),
-            // A recorder per reconcile: events are not deduplicated across reconciles, so the
-            // same decisions give the same writes after a restart.
-            recorder: Recorder::new(ctx.client.clone(), ctx.reporter.clone()),
             now: (ctx.clock)(),
             namespace,
             name,
@@ -458,7 +461,9 @@ impl<'a> Tick<'a> {
             action: "Reconcile".into(),
             secondary: None,
         };
-        self.recorder
+        // A recorder per Event: a recorder merges Events of the same reason into a series and
+        // drops the later note, and two decisions of one reconcile often share a reason.
+        Recorder::new(self.ctx.client.clone(), self.ctx.reporter.clone())
             .publish(&event, &self.canary.object_ref(&()))
             .await
             .map_err(Error::PublishEvent)

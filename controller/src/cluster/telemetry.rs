@@ -257,22 +257,40 @@ pub async fn serve(
         .map_err(err)
 }
 
-/// JSON logs on stdout; `filter` is an `EnvFilter` directive such as `info` or
-/// `fledge_controller=debug`. Each line carries the reconcile span's namespace and canary.
-pub fn init_logs(filter: &str, json: bool) {
-    let filter = tracing_subscriber::EnvFilter::try_new(filter)
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    let builder = tracing_subscriber::fmt().with_env_filter(filter);
-    // A second initialisation (in tests) keeps the first subscriber.
+/// The JSON log format: one object per line, with the fields of the current span (the
+/// reconcile span carries the Canary's `namespace` and `canary`).
+pub fn json_logs<W>(
+    filter: tracing_subscriber::EnvFilter,
+    writer: W,
+) -> impl tracing::Subscriber + Send + Sync
+where
+    W: for<'w> tracing_subscriber::fmt::MakeWriter<'w> + Send + Sync + 'static,
+{
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .json()
+        .with_current_span(true)
+        .with_span_list(false)
+        .with_writer(writer)
+        .finish()
+}
+
+/// Logs on stdout, as JSON lines or as text; `filter` is an `EnvFilter` directive such as
+/// `info` or `fledge_controller=debug,kube=info`.
+pub fn init_logs(filter: &str, json: bool) -> Result<(), Error> {
+    let parsed = tracing_subscriber::EnvFilter::try_new(filter).map_err(|e| Error::LogFilter {
+        filter: filter.to_string(),
+        message: e.to_string(),
+    })?;
+    // A subscriber already installed (by an embedding program) is kept.
     let _ = if json {
-        builder
-            .json()
-            .with_current_span(true)
-            .with_span_list(false)
-            .try_init()
+        tracing::subscriber::set_global_default(json_logs(parsed, std::io::stdout))
     } else {
-        builder.try_init()
+        tracing::subscriber::set_global_default(
+            tracing_subscriber::fmt().with_env_filter(parsed).finish(),
+        )
     };
+    Ok(())
 }
 
 #[cfg(test)]
