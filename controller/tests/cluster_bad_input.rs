@@ -231,3 +231,21 @@ async fn an_unreachable_metric_source_is_a_failed_check_not_a_crash() {
     c.reconcile(&c.context()).await.unwrap();
     assert!(events(&c)[0].contains("Prometheus unreachable"));
 }
+
+#[tokio::test]
+async fn a_canary_deleted_after_its_spec_was_broken_still_gets_its_routing_restored() {
+    let c = cluster_with(canary(json!({})), Some(deployment("podinfo:1")));
+    progressing(&c).await;
+    let mut obj = c.get(CANARY).unwrap();
+    obj["spec"]["analysis"]["stepWeight"] = json!(500);
+    obj["metadata"]["deletionTimestamp"] = json!("2023-11-14T22:20:00Z");
+    c.put(CANARY, obj);
+    c.reconcile(&c.context()).await.unwrap();
+    assert_eq!(c.routes().unwrap().primary, 100);
+    assert_eq!(
+        c.writes(),
+        ["ROUTER finalize istio".to_string(), c.writes()[1].clone()]
+    );
+    assert!(c.writes()[1].starts_with(&format!("PATCH {CANARY}")));
+    assert_eq!(c.get(CANARY).unwrap()["metadata"]["finalizers"], json!([]));
+}

@@ -365,16 +365,22 @@ impl<'a> Tick<'a> {
     /// The Canary is being deleted: routing goes back to the primary (and, with
     /// `revertOnDeletion`, the target is restored) before the finalizer is removed.
     async fn cleanup(&self) -> Result<Requeue> {
-        let (Ok(spec), Ok(Some(mut state))) = (
-            validate(&self.canary.spec),
-            status::recorded_state(self.canary.status.as_ref()),
-        ) else {
+        let Ok(Some(mut state)) = status::recorded_state(self.canary.status.as_ref()) else {
             // Never initialised (or unreadable): there is no routing of ours to restore.
             return Ok(Requeue::await_change());
         };
         if state.revision.is_none() {
             return Ok(Requeue::await_change());
         }
+        let Ok(spec) = validate(&self.canary.spec) else {
+            // The spec was broken after initialisation: routing can still be restored.
+            self.ctx
+                .routing
+                .finalize(&self.provider, self.canary)
+                .await
+                .map_err(|m| self.route_error(m))?;
+            return Ok(Requeue::await_change());
+        };
         let target = self.workloads.deployment(&spec.target).await?;
         let primary = self
             .workloads

@@ -1045,6 +1045,23 @@ impl Mesh {
         })
     }
 
+    /// Like [`Mesh::set_split`], with A/B match blocks that are alternatives, as Istio ORs a
+    /// route's `match` blocks: a request matching every condition of any block goes to the
+    /// canary. `split.canary_match` is ignored.
+    pub fn set_split_matching(
+        &mut self,
+        service: ServiceId,
+        split: &Split,
+        blocks: &[Vec<HeaderMatch>],
+    ) -> Result<(), MeshError> {
+        self.check_action(&Action::SetSplit {
+            service,
+            split: split.clone(),
+        })?;
+        self.install_split_blocks(service.0, split, blocks);
+        Ok(())
+    }
+
     fn version_check(&self, v: VersionId) -> Result<&Version, MeshError> {
         self.versions
             .get(v.0 as usize)
@@ -1244,15 +1261,22 @@ impl Mesh {
     }
 
     fn install_split(&mut self, s: u32, split: &Split) {
+        self.install_split_blocks(s, split, std::slice::from_ref(&split.canary_match));
+    }
+
+    fn install_split_blocks(&mut self, s: u32, split: &Split, blocks: &[Vec<HeaderMatch>]) {
         let svc = &self.services[s as usize];
         let (Some(p), Some(c)) = (svc.primary, svc.canary) else {
             return;
         };
         let base = svc.base.clone();
         let mut rules = Vec::new();
-        if !split.canary_match.is_empty() {
+        // An empty block would match every request.
+        let blocks: Vec<Vec<HeaderMatch>> =
+            blocks.iter().filter(|b| !b.is_empty()).cloned().collect();
+        if !blocks.is_empty() {
             rules.push(RouteRule {
-                matches: vec![split.canary_match.clone()],
+                matches: blocks,
                 dests: vec![(c, 100)],
                 total_weight: 100,
                 mirror: None,
