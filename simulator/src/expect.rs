@@ -4,6 +4,27 @@ use fledge_controller::spec::Duration;
 
 use crate::harness::{Check, RunResult};
 use crate::scenario::{Expectations, Outcome};
+use crate::telemetry::ProxyCounters;
+
+/// A proxy counter's name in `expect.proxy` and how to read it.
+pub type ProxyCounter = (&'static str, fn(&ProxyCounters) -> u64);
+
+/// The clients' proxy counters a scenario can bound (Envoy's stats, named in snake case).
+pub const PROXY_COUNTERS: [ProxyCounter; 13] = [
+    ("connections_opened", |p| p.connections_opened),
+    ("connections_closed", |p| p.connections_closed),
+    ("handshakes", |p| p.handshakes),
+    ("handshake_failures", |p| p.handshake_failures),
+    ("connect_failures", |p| p.connect_failures),
+    ("ejections_enforced", |p| p.ejections_enforced),
+    ("ejections_overflow", |p| p.ejections_overflow),
+    ("ejections_detected", |p| p.ejections_detected),
+    ("pending_overflow", |p| p.pending_overflow),
+    ("retry_overflow", |p| p.retry_overflow),
+    ("retries", |p| p.retries),
+    ("timeouts", |p| p.timeouts),
+    ("mirrored", |p| p.mirrored),
+];
 
 /// One [`Check`] per expectation the scenario states.
 pub fn check(expect: &Expectations, run: &RunResult) -> Vec<Check> {
@@ -90,6 +111,43 @@ pub fn check(expect: &Expectations, run: &RunResult) -> Vec<Check> {
             format!("a decision mentioning `{text}`"),
             if found { "found" } else { "not found" }.into(),
             found,
+        );
+    }
+    for b in &expect.proxy {
+        let actual = run.proxy.get(&b.counter).copied().unwrap_or(0);
+        let expected = match (b.min, b.max) {
+            (Some(lo), Some(hi)) => format!("between {lo} and {hi}"),
+            (Some(lo), None) => format!(">= {lo}"),
+            (None, Some(hi)) => format!("<= {hi}"),
+            (None, None) => "anything".into(),
+        };
+        add(
+            &format!("proxy.{}", b.counter),
+            expected,
+            actual.to_string(),
+            b.min.is_none_or(|lo| actual >= lo) && b.max.is_none_or(|hi| actual <= hi),
+        );
+    }
+    for b in &expect.clients {
+        let seen = run.clients.iter().find(|c| c.name == b.client);
+        let rate = seen.map_or(100.0, |c| c.success_rate);
+        let expected = match (b.min_success_rate, b.max_success_rate) {
+            (Some(lo), Some(hi)) => format!("success between {lo}% and {hi}%"),
+            (Some(lo), None) => format!("success >= {lo}%"),
+            (None, Some(hi)) => format!("success <= {hi}%"),
+            (None, None) => "anything".into(),
+        };
+        add(
+            &format!("clients.{}", b.client),
+            expected,
+            seen.map_or("no requests".into(), |c| {
+                format!(
+                    "{:.3}% ({} of {} failed)",
+                    c.success_rate, c.failed, c.requests
+                )
+            }),
+            b.min_success_rate.is_none_or(|lo| rate >= lo)
+                && b.max_success_rate.is_none_or(|hi| rate <= hi),
         );
     }
     checks

@@ -1,8 +1,9 @@
 //! `fledge-sim run` and `fledge-sim validate`.
 
-use std::io::IsTerminal;
+use std::io::{IsTerminal, Write};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
+use std::time::{Duration, Instant};
 
 use super::{EXIT_BAD_INPUT, EXIT_EXPECTATION_FAILED};
 use crate::harness::{self, RunResult};
@@ -20,6 +21,7 @@ pub fn run(file: &Path, seed: Option<u64>, json: bool, report_file: Option<&Path
     let seed = seed.unwrap_or(scenario.seed);
     let progress = std::io::stderr().is_terminal() && !json;
     let mut runs: Vec<RunResult> = Vec::new();
+    let mut walls: Vec<Duration> = Vec::new();
     for variant in &scenario.variants {
         if progress {
             eprint!(
@@ -32,8 +34,12 @@ pub fn run(file: &Path, seed: Option<u64>, json: bool, report_file: Option<&Path
                 }
             );
         }
+        let started = Instant::now();
         match harness::run(&scenario, variant, seed) {
-            Ok(r) => runs.push(r),
+            Ok(r) => {
+                walls.push(started.elapsed());
+                runs.push(r);
+            }
             Err(e) => {
                 eprintln!("error: {e}");
                 return ExitCode::from(EXIT_BAD_INPUT);
@@ -42,18 +48,24 @@ pub fn run(file: &Path, seed: Option<u64>, json: bool, report_file: Option<&Path
     }
     if json {
         match serde_json::to_string_pretty(&runs) {
-            Ok(text) => println!("{text}"),
+            Ok(text) => emit(&format!("{text}\n")),
             Err(e) => {
                 eprintln!("error: {e}");
                 return ExitCode::FAILURE;
             }
         }
     } else {
-        for r in &runs {
-            println!("{}", report::timeline(r, &scenario.description));
+        for (r, wall) in runs.iter().zip(&walls) {
+            emit(&format!(
+                "{}simulated {} ({} events) in {:.3} s of wall time\n\n",
+                report::timeline(r, &scenario.description),
+                fledge_controller::spec::Duration(scenario.duration / crate::engine::MILLIS),
+                r.events_processed,
+                wall.as_secs_f64()
+            ));
         }
         if runs.len() > 1 {
-            println!("{}", compare(&runs));
+            emit(&format!("{}\n", compare(&runs)));
         }
     }
     if let Some(path) = report_file {
@@ -68,6 +80,12 @@ pub fn run(file: &Path, seed: Option<u64>, json: bool, report_file: Option<&Path
     } else {
         ExitCode::from(EXIT_EXPECTATION_FAILED)
     }
+}
+
+/// Writes to stdout; a reader that went away (`| head`) is not an error worth a panic.
+pub(super) fn emit(text: &str) {
+    let mut out = std::io::stdout().lock();
+    let _ = out.write_all(text.as_bytes()).and_then(|()| out.flush());
 }
 
 /// Variants side by side.
@@ -97,13 +115,13 @@ pub fn validate(files: &[PathBuf]) -> ExitCode {
     let mut bad = false;
     for file in files {
         match Scenario::load(file) {
-            Ok(s) => println!(
-                "{}: ok ({}, {} variant{})",
+            Ok(s) => emit(&format!(
+                "{}: ok ({}, {} variant{})\n",
                 file.display(),
                 s.name,
                 s.variants.len(),
                 if s.variants.len() == 1 { "" } else { "s" }
-            ),
+            )),
             Err(e) => {
                 bad = true;
                 eprintln!("error: {e}");

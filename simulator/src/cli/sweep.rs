@@ -10,6 +10,7 @@ use std::time::Instant;
 use serde::Serialize;
 
 use super::EXIT_BAD_INPUT;
+use super::run::emit;
 use crate::harness;
 use crate::scenario::{Outcome, Scenario, Variant};
 
@@ -72,19 +73,20 @@ pub fn sweep(file: &Path, first: u64, count: u64, threads: Option<usize>, json: 
     }
     let wall = started.elapsed().as_secs_f64();
     if json {
-        println!(
-            "{}",
+        emit(&format!(
+            "{}\n",
             serde_json::to_string_pretty(&summaries).unwrap_or_default()
-        );
+        ));
     } else {
-        println!(
-            "{}: {count} seeds from {first} on {threads} thread{} in {wall:.2} s",
+        let mut text = format!(
+            "{}: {count} seeds from {first} on {threads} thread{} in {wall:.2} s\n",
             scenario.name,
             if threads == 1 { "" } else { "s" }
         );
         for s in &summaries {
-            print!("{}", render(s));
+            text.push_str(&render(s));
         }
+        emit(&text);
     }
     ExitCode::SUCCESS
 }
@@ -133,7 +135,7 @@ fn sweep_variant(
                         }
                     }
                     let n = done.fetch_add(1, Ordering::Relaxed) + 1;
-                    if progress && (n % 10 == 0 || n == count) {
+                    if progress && (n.is_multiple_of(10) || n == count) {
                         eprint!("  {n}/{count} runs\r");
                     }
                 }

@@ -22,6 +22,7 @@ use fledge_controller::spec::HookGate;
 use serde::Serialize;
 
 use crate::engine::{MILLIS, SECONDS, SimTime};
+use crate::manifest::{HeaderMatch, Manifest};
 use crate::mesh::{
     self, ClientConfig, HeaderProfile, Mesh, MeshConfig, MeshError, ServiceConfig, ServiceId,
     Split, VersionConfig, VersionId,
@@ -30,6 +31,7 @@ use crate::scenario::{
     Event, HookAnswer, Outcome, RateShape, Scenario, Side, TimelineEntry, Trigger, Variant,
     header_matches,
 };
+use crate::telemetry::{Reporter, Selector};
 
 /// Revisions of the target: before and after the scenario's `deploy`.
 const OLD_REVISION: &str = "rev-1";
@@ -111,7 +113,22 @@ pub struct RunResult {
     pub samples: Vec<Sample>,
     pub checks: Vec<Check>,
     pub events_processed: u64,
+    /// What each client saw over the whole run, after retries.
+    pub clients: Vec<ClientFigures>,
+    /// The clients' proxy counters for the service, summed over clients and versions, by the
+    /// names of [`crate::expect::PROXY_COUNTERS`].
+    pub proxy: BTreeMap<String, u64>,
     pub warnings: Vec<String>,
+}
+
+/// One client's requests over the run.
+#[derive(Clone, Debug, Serialize)]
+pub struct ClientFigures {
+    pub name: String,
+    pub requests: u64,
+    pub failed: u64,
+    /// Percentage of requests that succeeded (100 without requests).
+    pub success_rate: f64,
 }
 
 impl RunResult {
@@ -137,6 +154,8 @@ struct Harness<'a> {
     revision: &'static str,
     deleting: bool,
     state: RolloutState,
+    /// The routes the controller last set, kept over manifests applied mid-run.
+    routes: Option<(Split, Vec<Vec<HeaderMatch>>)>,
     pending: Vec<TimelineEntry>,
     decisions: Vec<Decision>,
     samples: Vec<Sample>,
@@ -213,6 +232,7 @@ impl<'a> Harness<'a> {
             revision: OLD_REVISION,
             deleting: false,
             state: RolloutState::default(),
+            routes: None,
             pending: scenario.timeline.clone(),
             decisions: Vec::new(),
             samples: Vec::new(),
@@ -318,6 +338,22 @@ impl<'a> Harness<'a> {
             Event::Delete => {
                 self.deleting = true;
                 ("scenario: Canary deleted".to_string(), Ok(()))
+            }
+            Event::ApplyManifests(m) => {
+                let kinds: Vec<String> = m.items.iter().map(manifest_label).collect();
+                let result = self.mesh.apply_manifests(m).and_then(|warnings| {
+                    self.warnings
+                        .extend(m.warnings.iter().cloned().chain(warnings));
+                    // The controller owns its service's routes and writes them back on its
+                    // next reconcile; the harness does so at once.
+                    match &self.routes {
+                        Some((split, blocks)) => {
+                            self.mesh.set_split_matching(self.service, split, blocks)
+                        }
+                        None => Ok(()),
+                    }
+                });
+                (format!("scenario: applied {}", kinds.join(", ")), result)
             }
             Event::ErrorRate {
                 version: side,
@@ -454,7 +490,14 @@ impl<'a> Harness<'a> {
                 desired: self.scenario.primary.pods,
             },
             metrics: if w.metrics {
-                observe::metrics(&self.mesh, spec, self.primary, self.canary, w.since.map(|ms| ms * MILLIS), now)
+                observe::metrics(
+                    &self.mesh,
+                    spec,
+                    self.primary,
+                    self.canary,
+                    w.since.map(|ms| ms * MILLIS),
+                    now,
+                )
             } else {
                 BTreeMap::new()
             },
@@ -569,26 +612,22 @@ impl<'a> Harness<'a> {
                 mirror,
                 matched,
             } => {
-                let canary_match = if *matched {
-                    match &self.variant.spec.strategy {
-                        fledge_controller::spec::Strategy::AbTesting { matches, .. } => {
-                            header_matches(matches)
-                                .into_iter()
-                                .next()
-                                .unwrap_or_default()
-                        }
-                        _ => Vec::new(),
+                // Match blocks are alternatives: a request matching any goes to the canary.
+                let blocks = match (&self.variant.spec.strategy, *matched) {
+                    (fledge_controller::spec::Strategy::AbTesting { matches, .. }, true) => {
+                        header_matches(matches)
                     }
-                } else {
-                    Vec::new()
+                    _ => Vec::new(),
                 };
                 let split = Split {
                     primary: *primary,
                     canary: *canary,
                     mirror: *mirror,
-                    canary_match,
+                    canary_match: Vec::new(),
                 };
-                self.mesh.set_split(self.service, &split)
+                let result = self.mesh.set_split_matching(self.service, &split, &blocks);
+                self.routes = Some((split, blocks));
+                result
             }
             Action::PromotePrimary => {
                 let behaviour = self
@@ -601,13 +640,15 @@ impl<'a> Harness<'a> {
                     behaviour,
                 })
             }
-            Action::Finalize { .. } => self.mesh.set_split(
-                self.service,
-                &Split {
+            Action::Finalize { .. } => {
+                let split = Split {
                     primary: 100,
                     ..Split::default()
-                },
-            ),
+                };
+                let result = self.mesh.set_split(self.service, &split);
+                self.routes = Some((split, Vec::new()));
+                result
+            }
         };
         if let Err(e) = result {
             self.warnings
@@ -682,6 +723,40 @@ impl<'a> Harness<'a> {
             failed += s.failures;
         }
         let failed_canary = self.mesh.source_stats(self.canary, 0, end).failures;
+        let clients = self
+            .scenario
+            .clients
+            .iter()
+            .filter_map(|c| {
+                let id = self.mesh.client_id(&c.name)?;
+                let s = self.mesh.telemetry().totals(&Selector {
+                    reporter: Reporter::Source,
+                    source: Some(id.0),
+                    dest: None,
+                });
+                Some(ClientFigures {
+                    name: c.name.clone(),
+                    requests: s.requests,
+                    failed: s.failures,
+                    success_rate: s.success_rate().map_or(100.0, |r| r * 100.0),
+                })
+            })
+            .collect();
+        let mut proxy: BTreeMap<String, u64> = crate::expect::PROXY_COUNTERS
+            .iter()
+            .map(|(name, _)| (name.to_string(), 0))
+            .collect();
+        for c in &self.scenario.clients {
+            let Some(id) = self.mesh.client_id(&c.name) else {
+                continue;
+            };
+            for v in [self.primary, self.canary] {
+                let counters = self.mesh.proxy_counters(id, v);
+                for (name, get) in crate::expect::PROXY_COUNTERS {
+                    *proxy.entry(name.to_string()).or_default() += get(&counters);
+                }
+            }
+        }
         let mut result = RunResult {
             scenario: self.scenario.name.clone(),
             variant: self.variant.name.clone(),
@@ -704,10 +779,24 @@ impl<'a> Harness<'a> {
             samples: self.samples,
             checks: Vec::new(),
             events_processed: self.mesh.stats().events,
+            clients,
+            proxy,
             warnings: self.warnings,
         };
         result.checks = crate::expect::check(&self.variant.expect, &result);
         result
+    }
+}
+
+/// `Kind name` of a manifest, for the timeline.
+fn manifest_label(m: &Manifest) -> String {
+    match m {
+        Manifest::VirtualService(x) => format!("VirtualService {}", x.name),
+        Manifest::DestinationRule(x) => format!("DestinationRule {}", x.name),
+        Manifest::PeerAuthentication(x) => format!("PeerAuthentication {}", x.name),
+        Manifest::ServiceProfile(x) => format!("ServiceProfile {}", x.name),
+        Manifest::TrafficSplit(x) => format!("TrafficSplit {}", x.name),
+        Manifest::HttpRoute(x) => format!("HTTPRoute {}", x.name),
     }
 }
 

@@ -13,7 +13,7 @@ use std::path::{Path, PathBuf};
 use fledge_controller::spec::{Canary, HookGate, RolloutSpec, load_manifests, validate};
 
 use crate::engine::SimTime;
-use crate::manifest::{self, HeaderMatch, Manifests, StringMatch};
+use crate::manifest::{self, HeaderMatch, Manifest, Manifests, StringMatch};
 use crate::mesh::config::{ArrivalShape, Behaviour, DataPlane};
 use crate::mesh::dist::ServiceTime;
 
@@ -135,6 +135,9 @@ pub enum Event {
         version: Side,
         enabled: bool,
     },
+    /// Mesh manifests applied mid-run (a PeerAuthentication switched to STRICT, a new
+    /// DestinationRule). The controller keeps owning its service's routes.
+    ApplyManifests(Manifests),
     /// The Canary is deleted.
     Delete,
 }
@@ -180,6 +183,26 @@ pub struct Expectations {
     pub rolled_back_by: Option<String>,
     /// Some decision's message must contain this text.
     pub message_contains: Option<String>,
+    /// Bounds on proxy counters (names from [`crate::expect::PROXY_COUNTERS`]).
+    pub proxy: Vec<CounterBound>,
+    /// Bounds on what each named client saw.
+    pub clients: Vec<ClientBound>,
+}
+
+/// `counter` must lie within `[min, max]`.
+#[derive(Clone, Debug, PartialEq)]
+pub struct CounterBound {
+    pub counter: String,
+    pub min: Option<u64>,
+    pub max: Option<u64>,
+}
+
+/// The success rate (percent, after retries) a client saw must lie within `[min, max]`.
+#[derive(Clone, Debug, PartialEq)]
+pub struct ClientBound {
+    pub client: String,
+    pub min_success_rate: Option<f64>,
+    pub max_success_rate: Option<f64>,
 }
 
 /// A scenario that cannot be used, with where and why.
@@ -210,6 +233,8 @@ impl Scenario {
             text,
             file: path.display().to_string(),
             dir: path.parent().map(Path::to_path_buf),
+            service: String::new(),
+            namespace: String::new(),
         };
         let raw = raw::parse(text)
             .map_err(|(field, line, message)| cx.error_at(&field, line, message))?;
@@ -229,6 +254,9 @@ struct Context<'a> {
     text: &'a str,
     file: String,
     dir: Option<PathBuf>,
+    /// The simulated service and its namespace, for checking the manifests' routes.
+    service: String,
+    namespace: String,
 }
 
 impl Context<'_> {
@@ -260,6 +288,8 @@ impl Context<'_> {
     }
 
     fn build(&mut self, raw: raw::Scenario, path: &Path) -> Result<Scenario, ScenarioError> {
+        self.service = raw.service.name.clone();
+        self.namespace = raw.namespace.clone().unwrap_or_else(|| "default".into());
         let duration = self.duration("duration", &raw.duration)?;
         if duration == 0 {
             return Err(self.error("duration", "must be longer than 0s"));
@@ -297,7 +327,7 @@ impl Context<'_> {
             ));
         }
         let hooks = self.hooks(&raw, &spec)?;
-        let variants = self.variants(&raw, &spec, &canary_resource)?;
+        let variants = self.variants(&raw, &spec, &canary_resource, &clients)?;
 
         Ok(Scenario {
             name: raw.name,
@@ -478,22 +508,158 @@ impl Context<'_> {
         Ok((canary, spec))
     }
 
-    fn read_relative(&self, field: &str, file: &str) -> Result<String, ScenarioError> {
-        let path = match &self.dir {
+    fn relative(&self, file: &str) -> PathBuf {
+        match &self.dir {
             Some(dir) => dir.join(file),
             None => PathBuf::from(file),
-        };
+        }
+    }
+
+    fn read_relative(&self, field: &str, file: &str) -> Result<String, ScenarioError> {
+        let path = self.relative(file);
         std::fs::read_to_string(&path)
             .map_err(|e| self.error(field, format!("{}: {e}", path.display())))
     }
 
     fn manifests(&self, raw: &raw::Scenario) -> Result<Manifests, ScenarioError> {
-        let mut text = raw.manifests.clone().unwrap_or_default();
-        for (i, file) in raw.manifest_files.iter().enumerate() {
-            text.push_str("\n---\n");
-            text.push_str(&self.read_relative(&format!("manifest_files[{i}]"), file)?);
+        let mut all = Manifests::default();
+        if let Some(text) = &raw.manifests {
+            all.extend(self.manifest_text(&self.embedded("manifests", text))?);
         }
-        manifest::parse(&text).map_err(|e| self.error("manifests", e.to_string()))
+        for (i, file) in raw.manifest_files.iter().enumerate() {
+            let field = format!("manifest_files[{i}]");
+            let text = self.read_relative(&field, file)?;
+            let source = Source {
+                file: self.relative(file).display().to_string(),
+                field,
+                text: &text,
+                first_line: 1,
+            };
+            all.extend(self.manifest_text(&source)?);
+        }
+        Ok(all)
+    }
+
+    /// Manifests written inside the scenario under `field` (a YAML string, usually `|`).
+    fn embedded<'t>(&self, field: &str, text: &'t str) -> Source<'t> {
+        Source {
+            file: self.file.clone(),
+            field: field.to_string(),
+            text,
+            // A block scalar's content starts on the line after its key.
+            first_line: locate::line_of(self.text, field).map_or(1, |l| l + 1),
+        }
+    }
+
+    /// Parses and checks one manifest text; errors point into it.
+    fn manifest_text(&self, src: &Source<'_>) -> Result<Manifests, ScenarioError> {
+        let m = manifest::parse(src.text)
+            .map_err(|e| src.error(manifest_error_line(src.text, &e), e.to_string()))?;
+        self.check_routes(src, &m)?;
+        Ok(m)
+    }
+
+    /// Routes must lead to the simulated service (or the primary and canary Services Flagger
+    /// generates for it), and weighted Istio routes must add up to 100, as Istio's validation
+    /// demands. Anything else is most likely a typo that would silently route nowhere.
+    fn check_routes(&self, src: &Source<'_>, m: &Manifests) -> Result<(), ScenarioError> {
+        let known = |host: &str| self.is_service(host);
+        let unknown = |kind: &str, name: &str, what: &str, host: &str| {
+            src.error(
+                src.line_of(host),
+                format!(
+                    "{kind} {name}: unknown service `{host}` in {what}; the scenario simulates `{svc}` (and `{svc}-primary`, `{svc}-canary`)",
+                    svc = self.service
+                ),
+            )
+        };
+        for item in &m.items {
+            match item {
+                Manifest::VirtualService(vs) => {
+                    for (i, r) in vs.http.iter().enumerate() {
+                        for d in r.route.iter().chain(&r.mirror) {
+                            if !known(&d.host) {
+                                return Err(unknown(
+                                    "VirtualService",
+                                    &vs.name,
+                                    &format!("http[{i}]"),
+                                    &d.host,
+                                ));
+                            }
+                        }
+                        if r.route.len() > 1 {
+                            let total: u64 = r
+                                .route
+                                .iter()
+                                .map(|d| u64::from(d.weight.unwrap_or(0)))
+                                .sum();
+                            if total != 100 {
+                                return Err(src.error(
+                                    src.line_of("weight:"),
+                                    format!(
+                                        "VirtualService {}: http[{i}] route weights add up to {total}, expected 100",
+                                        vs.name
+                                    ),
+                                ));
+                            }
+                        }
+                    }
+                }
+                Manifest::TrafficSplit(ts) => {
+                    if !known(&ts.service) {
+                        return Err(unknown(
+                            "TrafficSplit",
+                            &ts.name,
+                            "spec.service",
+                            &ts.service,
+                        ));
+                    }
+                    for (b, _) in &ts.backends {
+                        if !known(b) {
+                            return Err(unknown("TrafficSplit", &ts.name, "spec.backends", b));
+                        }
+                    }
+                    if ts.backends.iter().all(|(_, w)| *w == 0) {
+                        return Err(src.error(
+                            src.line_of("backends:"),
+                            format!(
+                                "TrafficSplit {}: no backend has a weight above zero",
+                                ts.name
+                            ),
+                        ));
+                    }
+                }
+                Manifest::HttpRoute(hr) => {
+                    for (i, r) in hr.rules.iter().enumerate() {
+                        for (b, _) in &r.backends {
+                            if !known(b) {
+                                return Err(unknown(
+                                    "HTTPRoute",
+                                    &hr.name,
+                                    &format!("rules[{i}].backendRefs"),
+                                    b,
+                                ));
+                            }
+                        }
+                    }
+                }
+                _ => {}
+            }
+        }
+        Ok(())
+    }
+
+    /// Whether `host` names the simulated service or one of its generated Services, short or
+    /// qualified with the namespace.
+    fn is_service(&self, host: &str) -> bool {
+        let ns = &self.namespace;
+        ["", "-primary", "-canary"].iter().any(|suffix| {
+            let name = format!("{}{suffix}", self.service);
+            host == name
+                || host == format!("{name}.{ns}")
+                || host == format!("{name}.{ns}.svc")
+                || host == format!("{name}.{ns}.svc.cluster.local")
+        })
     }
 
     fn client(&self, field: &str, c: &raw::Traffic) -> Result<Client, ScenarioError> {
@@ -698,9 +864,14 @@ impl Context<'_> {
                 enabled: f.enabled,
             });
         }
+        if let Some(text) = &e.apply_manifests {
+            let m =
+                self.manifest_text(&self.embedded(&format!("{field}.apply_manifests"), text))?;
+            events.push(Event::ApplyManifests(m));
+        }
         match <[Event; 1]>::try_from(events) {
             Ok([event]) => Ok(TimelineEntry { when, event, line: locate::line_of(self.text, field).unwrap_or(0) }),
-            Err(v) => Err(self.error(field, format!("needs exactly one event (deploy, delete, error_rate, latency, pod_error_rate, crash, black_hole, rate, cert_rotation), found {}", v.len()))),
+            Err(v) => Err(self.error(field, format!("needs exactly one event (deploy, delete, error_rate, latency, pod_error_rate, crash, black_hole, rate, cert_rotation, apply_manifests), found {}", v.len()))),
         }
     }
 
@@ -748,6 +919,7 @@ impl Context<'_> {
         raw: &raw::Scenario,
         spec: &RolloutSpec,
         canary: &Canary,
+        clients: &[Client],
     ) -> Result<Vec<Variant>, ScenarioError> {
         if raw.variants.is_empty() {
             let Some(expect) = &raw.expect else {
@@ -759,7 +931,7 @@ impl Context<'_> {
             return Ok(vec![Variant {
                 name: String::new(),
                 spec: spec.clone(),
-                expect: self.expectations("expect", expect, spec)?,
+                expect: self.expectations("expect", expect, spec, clients)?,
             }]);
         }
         if raw.expect.is_some() {
@@ -785,7 +957,7 @@ impl Context<'_> {
                 .map_err(|e| self.error(&format!("{field}.judge"), e.to_string()))?;
             out.push(Variant {
                 name: v.name.clone(),
-                expect: self.expectations(&format!("{field}.expect"), &v.expect, &spec)?,
+                expect: self.expectations(&format!("{field}.expect"), &v.expect, &spec, clients)?,
                 spec,
             });
         }
@@ -797,7 +969,72 @@ impl Context<'_> {
         field: &str,
         e: &raw::Expect,
         spec: &RolloutSpec,
+        clients: &[Client],
     ) -> Result<Expectations, ScenarioError> {
+        let mut proxy = Vec::new();
+        for (name, b) in &e.proxy {
+            let path = format!("{field}.proxy.{name}");
+            if !crate::expect::PROXY_COUNTERS.iter().any(|(n, _)| n == name) {
+                let known: Vec<&str> = crate::expect::PROXY_COUNTERS.iter().map(|c| c.0).collect();
+                return Err(self.error(
+                    &path,
+                    format!(
+                        "unknown proxy counter `{name}`; known counters: {}",
+                        known.join(", ")
+                    ),
+                ));
+            }
+            if b.min.is_none() && b.max.is_none() {
+                return Err(self.error(&path, "give `min`, `max` or both"));
+            }
+            if let (Some(lo), Some(hi)) = (b.min, b.max)
+                && lo > hi
+            {
+                return Err(self.error(&path, format!("`min` ({lo}) is above `max` ({hi})")));
+            }
+            proxy.push(CounterBound {
+                counter: name.clone(),
+                min: b.min,
+                max: b.max,
+            });
+        }
+        let mut client_bounds = Vec::new();
+        for (name, b) in &e.clients {
+            let path = format!("{field}.clients.{name}");
+            if !clients.iter().any(|c| &c.name == name) {
+                let known: Vec<&str> = clients.iter().map(|c| c.name.as_str()).collect();
+                return Err(self.error(
+                    &path,
+                    format!(
+                        "no client named `{name}` in `traffic`; clients: {}",
+                        known.join(", ")
+                    ),
+                ));
+            }
+            for (key, v) in [
+                ("min_success_rate", b.min_success_rate),
+                ("max_success_rate", b.max_success_rate),
+            ] {
+                if let Some(r) = v
+                    && !(0.0..=100.0).contains(&r)
+                {
+                    return Err(self.error(
+                        &format!("{path}.{key}"),
+                        format!("must be a percentage, got {r}"),
+                    ));
+                }
+            }
+            if b.min_success_rate.is_none() && b.max_success_rate.is_none() {
+                return Err(
+                    self.error(&path, "give `min_success_rate`, `max_success_rate` or both")
+                );
+            }
+            client_bounds.push(ClientBound {
+                client: name.clone(),
+                min_success_rate: b.min_success_rate,
+                max_success_rate: b.max_success_rate,
+            });
+        }
         if let Some(m) = &e.rolled_back_by
             && !spec.metrics.iter().any(|c| &c.name == m)
         {
@@ -839,8 +1076,70 @@ impl Context<'_> {
             no_false_rollback: e.no_false_rollback.unwrap_or(false),
             rolled_back_by: e.rolled_back_by.clone(),
             message_contains: e.message_contains.clone(),
+            proxy,
+            clients: client_bounds,
         })
     }
+}
+
+/// A manifest text and where it was written.
+struct Source<'t> {
+    file: String,
+    field: String,
+    text: &'t str,
+    /// The line of `file` that holds the text's first line.
+    first_line: usize,
+}
+
+impl Source<'_> {
+    /// An error at a 1-based line of the text (or at its start).
+    fn error(&self, line: Option<usize>, message: String) -> ScenarioError {
+        ScenarioError {
+            file: self.file.clone(),
+            line: Some(self.first_line + line.unwrap_or(1) - 1),
+            field: self.field.clone(),
+            message,
+        }
+    }
+
+    /// The 1-based line of the text's first mention of `needle`.
+    fn line_of(&self, needle: &str) -> Option<usize> {
+        self.text
+            .lines()
+            .position(|l| l.contains(needle))
+            .map(|i| i + 1)
+    }
+}
+
+/// The 1-based line of a manifest error within the multi-document text that was parsed.
+fn manifest_error_line(text: &str, e: &manifest::ManifestError) -> Option<usize> {
+    use manifest::ManifestError as E;
+    let lines: Vec<&str> = text.lines().collect();
+    let is_separator = |l: &str| l.trim_end() == "---" || l.starts_with("--- ");
+    // A stream that opens with `---` has no document before it.
+    let first_content = lines
+        .iter()
+        .position(|l| !l.trim().is_empty() && !l.trim_start().starts_with('#'));
+    let mut starts = vec![0];
+    for (i, l) in lines.iter().enumerate() {
+        if is_separator(l) {
+            if Some(i) == first_content {
+                starts[0] = i + 1;
+            } else {
+                starts.push(i + 1);
+            }
+        }
+    }
+    let (doc, field) = match e {
+        E::Yaml { doc, .. } => (*doc, None),
+        E::WrongType { doc, field, .. } | E::Missing { doc, field, .. } => (*doc, Some(field)),
+    };
+    let start = *starts.get(doc)?;
+    let end = starts.get(doc + 1).map_or(lines.len(), |n| n - 1);
+    let within = field
+        .and_then(|f| locate::line_of(&lines[start..end.max(start)].join("\n"), f))
+        .unwrap_or(1);
+    Some(start + within)
 }
 
 /// Header matches for A/B routing, from the spec's Istio `HTTPMatchRequest`s: each block is a

@@ -131,6 +131,8 @@ pub struct TimelineEntry {
     pub black_hole: Option<BlackHole>,
     pub rate: Option<RateChange>,
     pub cert_rotation: Option<CertRotation>,
+    /// Mesh manifests applied at this point, as multi-document YAML.
+    pub apply_manifests: Option<String>,
 }
 
 #[derive(Deserialize, Debug)]
@@ -215,6 +217,26 @@ pub struct Expect {
     pub no_false_rollback: Option<bool>,
     pub rolled_back_by: Option<String>,
     pub message_contains: Option<String>,
+    /// Bounds on the clients' proxy counters (summed over clients and versions), by name.
+    #[serde(default)]
+    pub proxy: BTreeMap<String, Bounds>,
+    /// Per-client success rates, by client name.
+    #[serde(default)]
+    pub clients: BTreeMap<String, ClientExpect>,
+}
+
+#[derive(Deserialize, Debug, Default)]
+#[serde(deny_unknown_fields)]
+pub struct Bounds {
+    pub min: Option<u64>,
+    pub max: Option<u64>,
+}
+
+#[derive(Deserialize, Debug, Default)]
+#[serde(deny_unknown_fields)]
+pub struct ClientExpect {
+    pub min_success_rate: Option<f64>,
+    pub max_success_rate: Option<f64>,
 }
 
 #[derive(Deserialize, Debug)]
