@@ -193,3 +193,48 @@ fn a_log_level_that_is_not_a_filter_is_an_error_naming_it() {
     let err = telemetry::init_logs("info,[", true).unwrap_err();
     assert!(err.to_string().contains("log level `info,[`"), "{err}");
 }
+
+#[tokio::test]
+async fn the_controller_watches_reconciles_and_stops_when_asked() {
+    let c = cluster_with(canary(json!({})), Some(deployment("podinfo:1")));
+    let ctx = c.context();
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let controller = tokio::spawn(async move {
+        fledge_controller::cluster::run(ctx, &[], async {
+            let _ = stopped.await;
+        })
+        .await;
+    });
+    let mut phase = String::new();
+    for _ in 0..500 {
+        phase = c.phase_opt().unwrap_or_default();
+        if !phase.is_empty() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert_eq!(phase, "Initializing");
+    assert!(c.get(PRIMARY).is_some());
+    stop.send(()).unwrap();
+    // A guard against a hang, not a measure of speed.
+    tokio::time::timeout(Duration::from_secs(60), controller)
+        .await
+        .expect("the controller stops")
+        .unwrap();
+    let lists: Vec<String> = c
+        .calls()
+        .iter()
+        .filter(|call| call.method == "GET" && !call.path.contains("/namespaces/"))
+        .map(|call| call.path.clone())
+        .collect();
+    for watched in [
+        "/apis/fledge.dev/v1alpha1/canaries",
+        "/apis/apps/v1/deployments",
+        "/api/v1/services",
+    ] {
+        assert!(
+            lists.iter().any(|p| p == watched),
+            "{watched} not listed: {lists:?}"
+        );
+    }
+}

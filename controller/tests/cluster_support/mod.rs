@@ -123,6 +123,39 @@ pub fn merge(target: &mut Value, patch: &Value) {
     }
 }
 
+/// Collections are the paths the controller lists: `.../<resource>` with no name after it.
+fn is_collection(path: &str) -> bool {
+    let segments: Vec<&str> = path.trim_matches('/').split('/').collect();
+    let base = if segments.first() == Some(&"api") {
+        2
+    } else {
+        3
+    };
+    match segments.get(base) {
+        Some(&"namespaces") => segments.len() == base + 3,
+        Some(_) => segments.len() == base + 1,
+        None => false,
+    }
+}
+
+/// Whether the object at `object` is an item of the collection `list` (namespaced or across
+/// namespaces).
+fn in_collection(list: &str, object: &str) -> bool {
+    let Some((parent, _name)) = object.rsplit_once('/') else {
+        return false;
+    };
+    if parent == list {
+        return true;
+    }
+    // `/apis/g/v/deployments` lists `/apis/g/v/namespaces/*/deployments/*`.
+    let Some((prefix, resource)) = list.rsplit_once('/') else {
+        return false;
+    };
+    parent.starts_with(&format!("{prefix}/namespaces/"))
+        && parent.ends_with(&format!("/{resource}"))
+        && parent.matches('/').count() == list.matches('/').count() + 2
+}
+
 fn pointer_parent<'a>(doc: &'a mut Value, path: &str) -> Option<(&'a mut Value, String)> {
     let (parent, last) = path.rsplit_once('/')?;
     Some((doc.pointer_mut(parent)?, last.to_string()))
@@ -323,6 +356,20 @@ impl FakeCluster {
         match method {
             "GET" => match s.objects.get(&object_path) {
                 Some(o) => (200, o.clone()),
+                None if is_collection(path) => {
+                    let items: Vec<Value> = s
+                        .objects
+                        .iter()
+                        .filter(|(p, _)| in_collection(path, p))
+                        .map(|(_, o)| o.clone())
+                        .collect();
+                    let version = s.version.to_string();
+                    (
+                        200,
+                        json!({"apiVersion": "v1", "kind": "List",
+                               "metadata": {"resourceVersion": version}, "items": items}),
+                    )
+                }
                 None => (404, status(404, "NotFound", &format!("{path} not found"))),
             },
             "PUT" => {
@@ -404,6 +451,7 @@ impl FakeCluster {
             while let Some((request, send)) = handle.next_request().await {
                 let method = request.method().to_string();
                 let path = request.uri().path().to_string();
+                let query = request.uri().query().unwrap_or("").to_string();
                 let content_type = request
                     .headers()
                     .get(http::header::CONTENT_TYPE)
@@ -416,6 +464,14 @@ impl FakeCluster {
                     .await
                     .unwrap_or_default();
                 let body: Value = serde_json::from_slice(&bytes).unwrap_or(Value::Null);
+                if query.contains("watch=true") {
+                    // A watch that stays open and quiet until the client goes away.
+                    tokio::spawn(async move {
+                        tokio::time::sleep(Duration::from_secs(3600)).await;
+                        send.send_response(Response::new(Body::empty()));
+                    });
+                    continue;
+                }
                 let (code, answer) = cluster.answer(&method, &path, &content_type, body);
                 let response = Response::builder()
                     .status(code)
@@ -456,6 +512,12 @@ impl FakeCluster {
         ctx: &Arc<Context>,
     ) -> Result<kube::runtime::controller::Action, fledge_controller::cluster::Error> {
         fledge_controller::cluster::reconcile(Arc::new(self.canary()), ctx.clone()).await
+    }
+
+    /// The recorded rollout phase, if any.
+    pub fn phase_opt(&self) -> Option<String> {
+        let canary = self.get(CANARY)?;
+        canary["status"]["phase"].as_str().map(String::from)
     }
 
     /// The recorded rollout phase.
