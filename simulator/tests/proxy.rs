@@ -781,3 +781,39 @@ fn linkerd_retries_stay_within_the_service_profile_budget() {
     );
     assert!(mesh.proxy_counters(c, v).retry_overflow > 0);
 }
+
+#[test]
+fn a_black_holed_pod_times_out_and_retries_move_requests_to_healthy_pods() {
+    let m = "kind: DestinationRule\nmetadata:\n  name: p\nspec:\n  host: podinfo\n  trafficPolicy:\n    connectionPool:\n      tcp:\n        connectTimeout: 1s\n---\nkind: VirtualService\nmetadata:\n  name: p\nspec:\n  hosts: [podinfo]\n  http:\n    - route:\n        - destination:\n            host: podinfo\n            subset: primary\n      timeout: 3s\n      retries:\n        attempts: 3\n        perTryTimeout: 500ms\n        retryOn: 5xx,connect-failure,reset\n";
+    let mut mesh = canary_mesh(34, 200.0, m);
+    let v = mesh.version_id("podinfo", "primary").unwrap();
+    mesh.run_until(10 * SECONDS);
+    mesh.apply(Action::BlackHole {
+        version: v,
+        pod: 2,
+        on: true,
+    })
+    .unwrap();
+    // Requests already at the pod finish; nothing new is answered after that.
+    mesh.run_until(11 * SECONDS);
+    let answered = mesh.pod_requests(v)[2];
+    mesh.run_until(70 * SECONDS);
+    let w = mesh.source_stats(v, 10 * SECONDS, 70 * SECONDS);
+    // Every request that met the black hole timed out after 500 ms and was retried elsewhere.
+    assert!(
+        count_flag(&mesh, flags::UT) == 0,
+        "no request ran out of retries"
+    );
+    assert_eq!(w.failures, 0);
+    let c = mesh.client_id("client").unwrap();
+    assert!(mesh.proxy_counters(c, v).timeouts > 0);
+    assert!(
+        w.quantile_ms(0.999).unwrap() > 400.0,
+        "the timed-out tries show in the tail"
+    );
+    assert_eq!(
+        mesh.pod_requests(v)[2],
+        answered,
+        "pod 2 answers nothing new"
+    );
+}

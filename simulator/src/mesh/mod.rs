@@ -541,6 +541,7 @@ pub struct Mesh {
     data_plane: DataPlane,
     ejection_rule: EjectionRule,
     default_mtls: MtlsMode,
+    default_namespace: String,
     services: Vec<Service>,
     versions: Vec<Version>,
     pods: Vec<Pod>,
@@ -749,6 +750,7 @@ impl Mesh {
             data_plane: cfg.data_plane,
             ejection_rule: cfg.ejection_rule,
             default_mtls: cfg.default_mtls,
+            default_namespace: cfg.namespace.clone(),
             services,
             versions,
             pods,
@@ -1713,6 +1715,7 @@ impl Mesh {
                 .namespace
                 .clone();
             let labels = &self.versions[v].labels;
+            let home = self.default_namespace.as_str();
             let find = |pred: &dyn Fn(&PeerAuthentication) -> bool| {
                 self.peer_auth
                     .iter()
@@ -1721,12 +1724,11 @@ impl Mesh {
                     .map(|p| p.mode)
             };
             let workload = find(&|p| {
-                p.namespace.as_deref().unwrap_or("default") == ns
+                p.namespace.as_deref().unwrap_or(home) == ns
                     && p.selector.as_ref().is_some_and(|s| labels_match(s, labels))
             });
-            let namespace = find(&|p| {
-                p.namespace.as_deref().unwrap_or("default") == ns && p.selector.is_none()
-            });
+            let namespace =
+                find(&|p| p.namespace.as_deref().unwrap_or(home) == ns && p.selector.is_none());
             let mesh =
                 find(&|p| p.namespace.as_deref() == Some("istio-system") && p.selector.is_none());
             self.versions[v].server_mode =

@@ -549,7 +549,7 @@ impl Telemetry {
             let s = &self.sources[k.source as usize];
             let d = &self.dests[k.dest as usize];
             format!(
-                "reporter=\"{}\",source_workload=\"{}\",source_workload_namespace=\"{}\",destination_workload=\"{}\",destination_workload_namespace=\"{}\",destination_service=\"{}\",destination_version=\"{}\",response_code=\"{}\",response_flags=\"{}\",connection_security_policy=\"mutual_tls\"",
+                "reporter=\"{}\",source_workload=\"{}\",source_workload_namespace=\"{}\",destination_workload=\"{}\",destination_workload_namespace=\"{}\",destination_service=\"{}\",destination_version=\"{}\",response_code=\"{}\",response_flags=\"{}\"",
                 k.reporter.label(),
                 s.workload,
                 s.namespace,
