@@ -150,44 +150,6 @@ async fn the_ops_server_serves_metrics_health_and_readiness() {
     server.await.unwrap().unwrap();
 }
 
-/// Log lines written into memory.
-#[derive(Clone, Default)]
-struct Lines(Arc<std::sync::Mutex<Vec<u8>>>);
-
-impl std::io::Write for Lines {
-    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        self.0.lock().unwrap().extend_from_slice(buf);
-        Ok(buf.len())
-    }
-
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
-    }
-}
-
-#[tokio::test]
-async fn every_log_line_of_a_reconcile_is_json_naming_the_canary() {
-    let lines = Lines::default();
-    let writer = lines.clone();
-    let subscriber = telemetry::json_logs(
-        tracing_subscriber::EnvFilter::new("fledge_controller=info"),
-        move || writer.clone(),
-    );
-    let _guard = tracing::subscriber::set_default(subscriber);
-    let c = cluster_with(canary(json!({})), Some(deployment("podinfo:1")));
-    c.reconcile(&c.context()).await.unwrap();
-    let text = String::from_utf8(lines.0.lock().unwrap().clone()).unwrap();
-    let parsed: Vec<serde_json::Value> = text
-        .lines()
-        .map(|l| serde_json::from_str(l).expect("a JSON line"))
-        .collect();
-    assert!(!parsed.is_empty());
-    for line in &parsed {
-        assert_eq!(line["span"]["namespace"], "test", "{line}");
-        assert_eq!(line["span"]["canary"], "podinfo", "{line}");
-    }
-}
-
 #[test]
 fn a_log_level_that_is_not_a_filter_is_an_error_naming_it() {
     let err = telemetry::init_logs("info,[", true).unwrap_err();
