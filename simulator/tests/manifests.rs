@@ -184,3 +184,83 @@ fn a_traffic_split_with_milli_weights_routes_ninety_ten() {
         n2 / (n1 + n2)
     );
 }
+
+fn podinfo_mesh(headers: Vec<HeaderProfile>) -> Mesh {
+    let cfg = MeshConfig {
+        services: vec![ServiceConfig::new(
+            "podinfo",
+            vec![
+                VersionConfig::new("primary", 3, Behaviour::default()),
+                VersionConfig::new("canary", 1, Behaviour::default()),
+            ],
+        )],
+        clients: vec![ClientConfig {
+            headers,
+            ..ClientConfig::new("client", "podinfo", 400.0)
+        }],
+        ..Default::default()
+    };
+    Mesh::new(cfg).expect("mesh")
+}
+
+#[test]
+fn a_gateway_api_http_route_splits_by_weight_and_matches_headers() {
+    let yaml = "apiVersion: gateway.networking.k8s.io/v1\nkind: HTTPRoute\nmetadata:\n  name: podinfo\nspec:\n  parentRefs:\n    - group: \"\"\n      kind: Service\n      name: podinfo\n  rules:\n    - matches:\n        - headers:\n            - name: x-canary\n              value: always\n      backendRefs:\n        - name: podinfo-canary\n          port: 9898\n    - backendRefs:\n        - name: podinfo-primary\n          port: 9898\n          weight: 75\n        - name: podinfo-canary\n          port: 9898\n          weight: 25\n";
+    let mut mesh = podinfo_mesh(vec![
+        HeaderProfile {
+            weight: 1.0,
+            headers: vec![("x-canary".into(), "always".into())],
+        },
+        HeaderProfile {
+            weight: 1.0,
+            headers: vec![],
+        },
+    ]);
+    let m = manifest::parse(yaml).expect("parses");
+    assert!(m.warnings.is_empty(), "{:?}", m.warnings);
+    let w = mesh.apply_manifests(&m).expect("applies");
+    assert!(w.is_empty(), "{w:?}");
+    mesh.run_until(60 * SECONDS);
+    let p = mesh.version_id("podinfo", "primary").unwrap();
+    let c = mesh.version_id("podinfo", "canary").unwrap();
+    let np = mesh.destination_stats(p, 0, mesh.now()).requests as f64;
+    let nc = mesh.destination_stats(c, 0, mesh.now()).requests as f64;
+    // Half the requests carry the header; the other half split 75/25: canary share 62.5%.
+    assert!(
+        (nc / (np + nc) - 0.625).abs() < 0.02,
+        "canary share {}",
+        nc / (np + nc)
+    );
+}
+
+#[test]
+fn a_virtual_service_mirror_copies_traffic_to_the_canary() {
+    let yaml = "apiVersion: networking.istio.io/v1beta1\nkind: VirtualService\nmetadata:\n  name: podinfo\nspec:\n  hosts: [podinfo]\n  http:\n    - route:\n        - destination:\n            host: podinfo\n            subset: primary\n      mirror:\n        host: podinfo\n        subset: canary\n      mirrorPercentage:\n        value: 25.0\n";
+    let mut mesh = podinfo_mesh(vec![]);
+    let w = mesh
+        .apply_manifests(&manifest::parse(yaml).expect("parses"))
+        .expect("applies");
+    assert!(w.is_empty(), "{w:?}");
+    mesh.run_until(60 * SECONDS);
+    let p = mesh.version_id("podinfo", "primary").unwrap();
+    let c = mesh.version_id("podinfo", "canary").unwrap();
+    let np = mesh.destination_stats(p, 0, mesh.now()).requests as f64;
+    let nc = mesh.destination_stats(c, 0, mesh.now()).requests as f64;
+    assert!((nc / np - 0.25).abs() < 0.02, "mirrored share {}", nc / np);
+    assert_eq!(
+        mesh.source_stats(c, 0, mesh.now()).requests,
+        0,
+        "clients never see the mirror"
+    );
+}
+
+#[test]
+fn manifests_for_services_outside_the_mesh_are_reported_not_fatal() {
+    let mut mesh = podinfo_mesh(vec![]);
+    let m = manifest::parse(SEED).expect("parses");
+    let warnings = mesh.apply_manifests(&m).expect("applies");
+    assert!(
+        warnings.iter().any(|w| w.contains("reviews")),
+        "{warnings:?}"
+    );
+}
