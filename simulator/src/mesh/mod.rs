@@ -1405,7 +1405,16 @@ impl Mesh {
                 }
                 Manifest::PeerAuthentication(pa) => {
                     self.peer_auth.push(pa.clone());
+                    let before: Vec<MtlsMode> =
+                        self.versions.iter().map(|v| v.server_mode).collect();
                     self.resolve_peer_auth();
+                    // A sidecar whose mTLS mode changes gets a new inbound listener, and Envoy
+                    // drains the old one's connections: clients reconnect under the new mode.
+                    for (v, mode) in before.into_iter().enumerate() {
+                        if self.versions[v].server_mode != mode {
+                            self.drain_connections_to(v as u32);
+                        }
+                    }
                 }
                 _ => {}
             }
@@ -2489,6 +2498,33 @@ impl Mesh {
             self.telemetry.proxy_mut(client, version).connections_closed += 1;
         }
         self.drain_pending(at.cluster, at.host);
+    }
+
+    /// Closes idle connections to version `v` now and busy ones after their last stream.
+    fn drain_connections_to(&mut self, v: u32) {
+        for ci in 0..self.clusters.len() {
+            if self.clusters[ci].version != v {
+                continue;
+            }
+            let client = self.clusters[ci].client;
+            let cl = &mut self.clusters[ci];
+            let mut closed = 0;
+            for c in cl
+                .hosts
+                .iter_mut()
+                .flat_map(|h| h.conns.iter_mut())
+                .filter(|c| c.open)
+            {
+                if c.streams == 0 {
+                    c.open = false;
+                    closed += 1;
+                } else {
+                    c.closing = true;
+                }
+            }
+            cl.open_conns -= closed;
+            self.telemetry.proxy_mut(client, v).connections_closed += u64::from(closed);
+        }
     }
 
     fn drain_pending(&mut self, ci: u32, h: u32) {
