@@ -99,6 +99,12 @@ async fn initialisation_clones_the_primary_creates_the_services_and_routes_all_t
         ]
     );
     let primary = last_write_to(&c, PRIMARY);
+    // Server-side apply needs the type in the body.
+    assert_eq!(
+        (&primary["apiVersion"], &primary["kind"]),
+        (&json!("apps/v1"), &json!("Deployment"))
+    );
+    assert!(primary.get("status").is_none());
     assert_eq!(
         primary["spec"]["selector"]["matchLabels"]["app"],
         "podinfo-primary"
@@ -110,7 +116,12 @@ async fn initialisation_clones_the_primary_creates_the_services_and_routes_all_t
         "podinfo:1"
     );
     let apex = last_write_to(&c, &format!("{SERVICES}/podinfo"));
+    assert_eq!(apex["kind"], "Service");
     assert_eq!(apex["spec"]["selector"]["app"], "podinfo-primary");
+    assert_eq!(
+        apex["spec"]["ports"],
+        json!([{"name": "http", "port": 9898, "protocol": "TCP", "targetPort": 9898}])
+    );
     let canary_svc = last_write_to(&c, &format!("{SERVICES}/podinfo-canary"));
     assert_eq!(canary_svc["spec"]["selector"]["app"], "podinfo");
     assert_eq!(c.phase(), "Initializing");
