@@ -12,6 +12,11 @@ use serde_json::json;
 /// Drives a full rollout (initialisation, then `podinfo:2` to promotion), one reconcile per
 /// analysis interval; with `restart`, every reconcile runs in a freshly built controller.
 async fn full_rollout(c: &FakeCluster, restart: bool) {
+    rollout_to(c, restart, "Succeeded").await;
+}
+
+/// Like [`full_rollout`], until the rollout ends in `end`.
+async fn rollout_to(c: &FakeCluster, restart: bool, end: &str) {
     let mut ctx = c.context();
     let mut drive = async |phase: &str| {
         for _ in 0..30 {
@@ -30,7 +35,7 @@ async fn full_rollout(c: &FakeCluster, restart: bool) {
     };
     drive("Initialized").await;
     set_image(c, "podinfo:2");
-    drive("Succeeded").await;
+    drive(end).await;
 }
 
 #[tokio::test]
@@ -92,5 +97,57 @@ async fn a_controller_stopped_before_any_single_write_resumes_to_the_same_promot
         for w in c.writes() {
             assert!(!w.contains("canary 40%"), "stopped before write {n}: {w}");
         }
+    }
+}
+
+#[tokio::test]
+async fn every_strategy_and_a_rollback_make_the_same_writes_across_restarts() {
+    // (strategy, spec, the phase it ends in, a write it must have made on the way)
+    let cases = [
+        (
+            "blue/green",
+            json!({"analysis": {"iterations": 3, "stepWeight": null, "maxWeight": null}}),
+            "Succeeded",
+            "primary 0%, canary 100%",
+        ),
+        (
+            "A/B",
+            json!({"analysis": {"iterations": 2, "stepWeight": null, "maxWeight": null,
+                                "match": [{"headers": {"x-canary": {"exact": "insider"}}}]}}),
+            "Succeeded",
+            "A/B match rules on",
+        ),
+        (
+            "mirroring",
+            json!({"analysis": {"mirror": true, "mirrorWeight": 50}}),
+            "Succeeded",
+            "mirror 50%",
+        ),
+        (
+            "progressive promotion",
+            json!({"analysis": {"stepWeightPromotion": 10}}),
+            "Succeeded",
+            "Promoting podinfo: primary weight 80%",
+        ),
+        ("rollback", json!({}), "Failed", "primary 90%, canary 10%"),
+    ];
+    for (name, spec, end, route) in cases {
+        let run = async |restart: bool| {
+            let c = cluster_with(canary(spec.clone()), Some(deployment("podinfo:1")));
+            if end == "Failed" {
+                c.set_metric(
+                    "request-success-rate",
+                    fledge_controller::analysis::MetricReading::Value { value: 50.0 },
+                );
+            }
+            rollout_to(&c, restart, end).await;
+            c.writes()
+        };
+        let steady = run(false).await;
+        assert_eq!(steady, run(true).await, "{name}");
+        assert!(
+            steady.iter().any(|w| w.contains(route)),
+            "{name}: {steady:#?}"
+        );
     }
 }
