@@ -12,7 +12,7 @@ use fledge_controller::cluster::lease::{LeaderElection, LeaseConfig};
 use fledge_controller::cluster::providers::{LiveObserver, LiveRouting};
 use fledge_controller::cluster::telemetry::{self, Metrics};
 use fledge_controller::cluster::{self as cluster, Config, Context};
-use fledge_controller::metrics::Prometheus;
+use fledge_controller::metrics::{Mesh, Prometheus};
 use fledge_controller::router::Router;
 use fledge_controller::spec::{Canary, MetricTemplate};
 use fledge_controller::webhook::Webhooks;
@@ -194,6 +194,13 @@ async fn run(mut args: RunArgs) -> Result<()> {
     telemetry::init_logs(&args.log_level, args.log_format == "json").context("--log-level")?;
     // FLEDGE_NAMESPACES="" (the chart's default) means every namespace.
     args.namespaces.retain(|ns| !ns.trim().is_empty());
+    if Mesh::for_provider(&args.provider).is_none() {
+        bail!(
+            "--provider {}: expected istio, linkerd, smi[:v1alpha1|v1alpha2|v1alpha3] or \
+             gatewayapi[:v1|v1beta1]",
+            args.provider
+        );
+    }
     let prometheus = Prometheus::new(
         &args.prometheus_address,
         Duration::from_secs(args.prometheus_timeout_seconds),
