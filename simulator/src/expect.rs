@@ -6,7 +6,7 @@ use crate::harness::{Check, RunResult};
 use crate::scenario::{Expectations, Outcome};
 use crate::telemetry::ProxyCounters;
 
-/// A proxy counter's name in `expect.proxy` and how to read it.
+/// A proxy counter's name in `expect.counters` and how to read it.
 pub type ProxyCounter = (&'static str, fn(&ProxyCounters) -> u64);
 
 /// The clients' proxy counters a scenario can bound (Envoy's stats, named in snake case).
@@ -25,6 +25,17 @@ pub const PROXY_COUNTERS: [ProxyCounter; 13] = [
     ("timeouts", |p| p.timeouts),
     ("mirrored", |p| p.mirrored),
 ];
+
+/// Counters of the whole mesh rather than of a proxy.
+pub const MESH_COUNTERS: [&str; 1] = ["cert_rotations"];
+
+/// Every name `expect.counters` accepts.
+pub fn counter_names() -> impl Iterator<Item = &'static str> {
+    PROXY_COUNTERS
+        .iter()
+        .map(|c| c.0)
+        .chain(MESH_COUNTERS.iter().copied())
+}
 
 /// One [`Check`] per expectation the scenario states.
 pub fn check(expect: &Expectations, run: &RunResult) -> Vec<Check> {
@@ -113,8 +124,8 @@ pub fn check(expect: &Expectations, run: &RunResult) -> Vec<Check> {
             found,
         );
     }
-    for b in &expect.proxy {
-        let actual = run.proxy.get(&b.counter).copied().unwrap_or(0);
+    for b in &expect.counters {
+        let actual = run.counters.get(&b.counter).copied().unwrap_or(0);
         let expected = match (b.min, b.max) {
             (Some(lo), Some(hi)) => format!("between {lo} and {hi}"),
             (Some(lo), None) => format!(">= {lo}"),
@@ -122,7 +133,7 @@ pub fn check(expect: &Expectations, run: &RunResult) -> Vec<Check> {
             (None, None) => "anything".into(),
         };
         add(
-            &format!("proxy.{}", b.counter),
+            &format!("counters.{}", b.counter),
             expected,
             actual.to_string(),
             b.min.is_none_or(|lo| actual >= lo) && b.max.is_none_or(|hi| actual <= hi),

@@ -115,9 +115,9 @@ pub struct RunResult {
     pub events_processed: u64,
     /// What each client saw over the whole run, after retries.
     pub clients: Vec<ClientFigures>,
-    /// The clients' proxy counters for the service, summed over clients and versions, by the
-    /// names of [`crate::expect::PROXY_COUNTERS`].
-    pub proxy: BTreeMap<String, u64>,
+    /// The clients' proxy counters for the service, summed over clients and versions, and the
+    /// mesh's own counters, by the names of [`crate::expect::counter_names`].
+    pub counters: BTreeMap<String, u64>,
     pub warnings: Vec<String>,
 }
 
@@ -204,6 +204,7 @@ impl<'a> Harness<'a> {
             .collect();
         let config = MeshConfig {
             seed,
+            certs: scenario.certificates.clone(),
             namespace: scenario.namespace.clone(),
             services: vec![service],
             clients,
@@ -742,18 +743,18 @@ impl<'a> Harness<'a> {
                 })
             })
             .collect();
-        let mut proxy: BTreeMap<String, u64> = crate::expect::PROXY_COUNTERS
-            .iter()
-            .map(|(name, _)| (name.to_string(), 0))
+        let mut counters: BTreeMap<String, u64> = crate::expect::counter_names()
+            .map(|name| (name.to_string(), 0))
             .collect();
+        counters.insert("cert_rotations".into(), self.mesh.stats().cert_rotations);
         for c in &self.scenario.clients {
             let Some(id) = self.mesh.client_id(&c.name) else {
                 continue;
             };
             for v in [self.primary, self.canary] {
-                let counters = self.mesh.proxy_counters(id, v);
+                let proxy = self.mesh.proxy_counters(id, v);
                 for (name, get) in crate::expect::PROXY_COUNTERS {
-                    *proxy.entry(name.to_string()).or_default() += get(&counters);
+                    *counters.entry(name.to_string()).or_default() += get(&proxy);
                 }
             }
         }
@@ -780,7 +781,7 @@ impl<'a> Harness<'a> {
             checks: Vec::new(),
             events_processed: self.mesh.stats().events,
             clients,
-            proxy,
+            counters,
             warnings: self.warnings,
         };
         result.checks = crate::expect::check(&self.variant.expect, &result);

@@ -14,7 +14,7 @@ use fledge_controller::spec::{Canary, HookGate, RolloutSpec, load_manifests, val
 
 use crate::engine::SimTime;
 use crate::manifest::{self, HeaderMatch, Manifest, Manifests, StringMatch};
-use crate::mesh::config::{ArrivalShape, Behaviour, DataPlane};
+use crate::mesh::config::{ArrivalShape, Behaviour, CertConfig, DataPlane};
 use crate::mesh::dist::ServiceTime;
 
 pub use raw::Outcome;
@@ -41,6 +41,8 @@ pub struct Scenario {
     pub hooks: BTreeMap<String, HookAnswer>,
     /// Runs of the scenario: one, or one per judge variant.
     pub variants: Vec<Variant>,
+    /// Workload certificate lifetime and rotation.
+    pub certificates: CertConfig,
 }
 
 #[derive(Clone, Debug)]
@@ -183,8 +185,8 @@ pub struct Expectations {
     pub rolled_back_by: Option<String>,
     /// Some decision's message must contain this text.
     pub message_contains: Option<String>,
-    /// Bounds on proxy counters (names from [`crate::expect::PROXY_COUNTERS`]).
-    pub proxy: Vec<CounterBound>,
+    /// Bounds on counters (names from [`crate::expect::COUNTERS`]).
+    pub counters: Vec<CounterBound>,
     /// Bounds on what each named client saw.
     pub clients: Vec<ClientBound>,
 }
@@ -326,6 +328,7 @@ impl Context<'_> {
                 "needs a `deploy` entry: the new revision the Canary rolls out",
             ));
         }
+        let certificates = self.certificates(raw.certificates.as_ref())?;
         let hooks = self.hooks(&raw, &spec)?;
         let variants = self.variants(&raw, &spec, &canary_resource, &clients)?;
 
@@ -356,7 +359,29 @@ impl Context<'_> {
             timeline,
             hooks,
             variants,
+            certificates,
         })
+    }
+
+    fn certificates(&self, raw: Option<&raw::Certificates>) -> Result<CertConfig, ScenarioError> {
+        let mut c = CertConfig::default();
+        let Some(raw) = raw else { return Ok(c) };
+        if let Some(ttl) = &raw.ttl {
+            c.ttl = self.duration("certificates.ttl", ttl)?;
+            if c.ttl < crate::engine::SECONDS {
+                return Err(self.error("certificates.ttl", "must be at least 1s"));
+            }
+        }
+        if let Some(r) = raw.grace_ratio {
+            if !(r > 0.0 && r < 1.0) {
+                return Err(self.error(
+                    "certificates.grace_ratio",
+                    format!("must be between 0 and 1 (exclusive), got {r}"),
+                ));
+            }
+            c.grace_ratio = r;
+        }
+        Ok(c)
     }
 
     fn version(
@@ -971,15 +996,15 @@ impl Context<'_> {
         spec: &RolloutSpec,
         clients: &[Client],
     ) -> Result<Expectations, ScenarioError> {
-        let mut proxy = Vec::new();
-        for (name, b) in &e.proxy {
-            let path = format!("{field}.proxy.{name}");
-            if !crate::expect::PROXY_COUNTERS.iter().any(|(n, _)| n == name) {
-                let known: Vec<&str> = crate::expect::PROXY_COUNTERS.iter().map(|c| c.0).collect();
+        let mut counters = Vec::new();
+        for (name, b) in &e.counters {
+            let path = format!("{field}.counters.{name}");
+            if !crate::expect::counter_names().any(|n| n == name) {
+                let known: Vec<&str> = crate::expect::counter_names().collect();
                 return Err(self.error(
                     &path,
                     format!(
-                        "unknown proxy counter `{name}`; known counters: {}",
+                        "unknown counter `{name}`; known counters: {}",
                         known.join(", ")
                     ),
                 ));
@@ -992,7 +1017,7 @@ impl Context<'_> {
             {
                 return Err(self.error(&path, format!("`min` ({lo}) is above `max` ({hi})")));
             }
-            proxy.push(CounterBound {
+            counters.push(CounterBound {
                 counter: name.clone(),
                 min: b.min,
                 max: b.max,
@@ -1076,7 +1101,7 @@ impl Context<'_> {
             no_false_rollback: e.no_false_rollback.unwrap_or(false),
             rolled_back_by: e.rolled_back_by.clone(),
             message_contains: e.message_contains.clone(),
-            proxy,
+            counters,
             clients: client_bounds,
         })
     }

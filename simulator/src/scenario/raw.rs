@@ -31,6 +31,17 @@ pub struct Scenario {
     pub expect: Option<Expect>,
     #[serde(default)]
     pub variants: Vec<Variant>,
+    /// Workload certificates (Istio's SDS settings).
+    pub certificates: Option<Certificates>,
+}
+
+#[derive(Deserialize, Debug)]
+#[serde(deny_unknown_fields)]
+pub struct Certificates {
+    /// `SECRET_TTL` (24h).
+    pub ttl: Option<String>,
+    /// `SECRET_GRACE_PERIOD_RATIO` (0.5): rotate after this fraction of the lifetime.
+    pub grace_ratio: Option<f64>,
 }
 
 #[derive(Deserialize, Debug)]
@@ -217,9 +228,10 @@ pub struct Expect {
     pub no_false_rollback: Option<bool>,
     pub rolled_back_by: Option<String>,
     pub message_contains: Option<String>,
-    /// Bounds on the clients' proxy counters (summed over clients and versions), by name.
+    /// Bounds on the mesh's counters (proxy counters summed over clients and versions,
+    /// certificate rotations), by name.
     #[serde(default)]
-    pub proxy: BTreeMap<String, Bounds>,
+    pub counters: BTreeMap<String, Bounds>,
     /// Per-client success rates, by client name.
     #[serde(default)]
     pub clients: BTreeMap<String, ClientExpect>,
