@@ -134,8 +134,9 @@ async fn routes_edited_by_hand_between_steps_are_restored_with_an_event() {
     c.reconcile(&c.context()).await.unwrap();
     assert_eq!(
         events(&c)[0],
-        "EVENT Warning RoutesRestored: routes of podinfo were changed outside Fledge (found \
-         primary 50%, canary 50%); restored to primary 90%, canary 10%"
+        "EVENT Warning RoutesRestored: routes of podinfo differ from the recorded state (found \
+         primary 50%, canary 50%: edited by hand, or left by an interrupted reconcile); restored \
+         to primary 90%, canary 10%"
     );
     assert_eq!(
         c.writes()[..3],

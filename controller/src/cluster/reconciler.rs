@@ -497,7 +497,8 @@ impl<'a> Tick<'a> {
             Err(e) => format!("unreadable ({e})"),
         };
         let message = format!(
-            "routes of {} were changed outside Fledge (found {found}); restored to {want}",
+            "routes of {} differ from the recorded state (found {found}: edited by hand, or left \
+             by an interrupted reconcile); restored to {want}",
             workloads::service_name(self.canary)
         );
         self.publish(EventType::Warning, "RoutesRestored", &message)
