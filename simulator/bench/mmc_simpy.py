@@ -58,5 +58,5 @@ def run(c: int, load: float, duration: float, mu: float = 1.0, seed: int = 1) ->
 if __name__ == "__main__":
     c = int(sys.argv[1]) if len(sys.argv) > 1 else 4
     load = float(sys.argv[2]) if len(sys.argv) > 2 else 0.8
-    seconds = float(sys.argv[3]) if len(sys.argv) > 3 else 100_000.0
+    seconds = float(sys.argv[3]) if len(sys.argv) > 3 else 1_000_000.0
     print(json.dumps(run(c, load, seconds)))

@@ -8,7 +8,7 @@ set -euo pipefail
 
 C="${1:-4}"
 LOAD="${2:-0.8}"
-SECONDS_SIM="${3:-100000}"
+SECONDS_SIM="${3:-1000000}"
 HERE="$(cd "$(dirname "$0")" && pwd)"
 ROOT="$(cd "$HERE/../.." && pwd)"
 VENV="${SIMPY_VENV:-/tmp/fledge-simpy-venv}"

@@ -21,7 +21,7 @@ fn main() {
         Some("mmc") => {
             let c: u32 = arg(&args, 1, 4);
             let load: f64 = arg(&args, 2, 0.8);
-            let seconds: f64 = arg(&args, 3, 100_000.0);
+            let seconds: f64 = arg(&args, 3, 1_000_000.0);
             let r = bench_mmc(1, c, load, 1.0, (seconds * SECONDS as f64) as u64)
                 .expect("valid M/M/c model");
             println!(

@@ -817,3 +817,53 @@ fn a_black_holed_pod_times_out_and_retries_move_requests_to_healthy_pods() {
         "pod 2 answers nothing new"
     );
 }
+
+#[test]
+fn a_retry_prefers_a_host_not_tried_before() {
+    let m = "kind: DestinationRule\nmetadata:\n  name: p\nspec:\n  host: podinfo\n  trafficPolicy:\n    loadBalancer:\n      simple: RANDOM\n---\nkind: VirtualService\nmetadata:\n  name: p\nspec:\n  hosts: [podinfo]\n  http:\n    - route:\n        - destination:\n            host: podinfo\n            subset: canary\n      retries:\n        attempts: 1\n        retryOn: 5xx\n";
+    let mut mesh = canary_mesh(35, 300.0, m);
+    let c = mesh.version_id("podinfo", "canary").unwrap();
+    mesh.apply(Action::SetPodErrorRate {
+        version: c,
+        pod: 0,
+        rate: Some(1.0),
+    })
+    .unwrap();
+    mesh.run_until(60 * SECONDS);
+    let w = mesh.source_stats(c, 0, mesh.now());
+    // Half the requests first hit the bad pod; the retry re-picks up to five times to avoid it,
+    // so about 0.5 * 2^-5 fail (a retry to the same host would make that 25%).
+    let failed = w.failures as f64 / w.requests as f64;
+    assert!(failed < 0.03, "failed share {failed}");
+}
+
+fn all_bad(min_health: Option<u32>) -> (u64, u64) {
+    let extra = min_health.map_or(String::new(), |p| format!("      minHealthPercent: {p}\n"));
+    let m = format!(
+        "kind: DestinationRule\nmetadata:\n  name: p\nspec:\n  host: podinfo\n  trafficPolicy:\n    outlierDetection:\n      consecutive5xxErrors: 5\n      maxEjectionPercent: 100\n{extra}"
+    );
+    let mut mesh = canary_mesh(36, 200.0, &m);
+    let c = mesh.version_id("podinfo", "canary").unwrap();
+    mesh.apply(Action::SetErrorRate {
+        version: c,
+        rate: 1.0,
+    })
+    .unwrap();
+    mesh.run_until(20 * SECONDS);
+    (
+        count_flag(&mesh, flags::UH),
+        mesh.destination_stats(c, 5 * SECONDS, 20 * SECONDS)
+            .requests,
+    )
+}
+
+#[test]
+fn with_istios_panic_threshold_off_ejecting_every_host_leaves_no_healthy_upstream() {
+    let (no_healthy, reached) = all_bad(None);
+    assert!(no_healthy > 0);
+    assert_eq!(reached, 0, "ejected hosts get nothing");
+    // With minHealthPercent set, Envoy panics and balances over all hosts again.
+    let (no_healthy, reached) = all_bad(Some(50));
+    assert_eq!(no_healthy, 0);
+    assert!(reached > 0);
+}
