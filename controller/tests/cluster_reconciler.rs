@@ -491,6 +491,20 @@ async fn an_hpa_on_the_target_is_mirrored_for_the_primary_and_sizes_the_canary()
     c.clear_calls();
     c.reconcile(&c.context()).await.unwrap();
     assert_eq!(last_write_to(&c, TARGET), json!({"spec": {"replicas": 3}}));
+    // An unchanged HPA is not written again; a change to the target's is carried over.
+    assert!(
+        c.calls()
+            .iter()
+            .all(|call| !(call.is_write() && call.path.contains("horizontal")))
+    );
+    let mut hpa = c.get(HPA).unwrap();
+    hpa["spec"]["maxReplicas"] = json!(10);
+    c.put(HPA, hpa);
+    c.reconcile(&c.context()).await.unwrap();
+    assert_eq!(
+        c.get(&format!("{HPA}-primary")).unwrap()["spec"]["maxReplicas"],
+        10
+    );
 }
 
 #[tokio::test]

@@ -343,6 +343,7 @@ impl<'a> Tick<'a> {
                 .await
                 .map_err(|m| self.route_error(m))?;
             self.restore_drifted_routes(&state).await?;
+            self.sync_autoscaler().await?;
         }
         let obs = self
             .observe(&state, &spec, &target, primary.as_ref(), command)
@@ -731,15 +732,19 @@ impl<'a> Tick<'a> {
         }
     }
 
-    /// Keeps `<hpa>-primary` in step with the HPA on the target.
+    /// Keeps `<hpa>-primary` in step with the HPA on the target; writes only a difference.
     async fn sync_autoscaler(&self) -> Result<()> {
-        match self.target_hpa().await? {
-            Some(hpa) => {
-                let primary = workloads::primary_hpa(self.canary, &hpa);
-                self.workloads.apply_hpa(&primary).await
-            }
-            None => Ok(()),
+        let Some(hpa) = self.target_hpa().await? else {
+            return Ok(());
+        };
+        let desired = workloads::primary_hpa(self.canary, &hpa);
+        let name = desired.metadata.name.clone().unwrap_or_default();
+        if let Some(current) = self.workloads.hpa(&name).await?
+            && current.spec == desired.spec
+        {
+            return Ok(());
         }
+        self.workloads.apply_hpa(&desired).await
     }
 
     /// The canary's size while analysed: its HPA's minimum, else the primary's size.
