@@ -1,5 +1,5 @@
 //! Throughput and memory benchmark on the reference mesh, and an M/M/c run matching the SimPy
-//! model in `simulator/bench/mmc_simpy.py`. The CLI exposes [`bench`] as `fledge-sim bench`.
+//! model in `simulator/bench/mmc_simpy.py`. The CLI exposes [`bench()`] as `fledge-sim bench`.
 //!
 //! Wall-clock time is read here only to measure the simulator; it never enters a simulation.
 

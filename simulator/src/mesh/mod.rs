@@ -4,7 +4,7 @@
 //! # Using it from a harness
 //! 1. Build: [`Mesh::new`] with a [`MeshConfig`] (services, versions with pod count and
 //!    [`Behaviour`], clients with a rate and header mix), then [`Mesh::apply_manifests`] with
-//!    parsed [`Manifests`](crate::manifest::Manifests) (VirtualService, DestinationRule, ...).
+//!    parsed [`Manifests`] (VirtualService, DestinationRule, ...).
 //! 2. Look up ids once: [`Mesh::service_id`], [`Mesh::version_id`], [`Mesh::client_id`].
 //! 3. Drive: [`Mesh::run_until`] advances virtual time; between calls, [`Mesh::set_split`] sets
 //!    primary/canary weights, header matches and mirroring; [`Mesh::apply`] performs an
@@ -14,6 +14,32 @@
 //!    Istio queries read), [`Mesh::source_stats`] (what clients saw after retries),
 //!    [`Mesh::client_failures_by_version`], and [`Mesh::telemetry`] for everything else
 //!    (Prometheus text, raw buckets). Windows are read from scrape snapshots.
+//!
+//! ```
+//! use fledge_simulator::engine::SECONDS;
+//! use fledge_simulator::mesh::*;
+//!
+//! let versions = vec![
+//!     VersionConfig::new("primary", 3, Behaviour::default()),
+//!     VersionConfig::new("canary", 1, Behaviour { error_rate: 0.05, ..Behaviour::default() }),
+//! ];
+//! let cfg = MeshConfig {
+//!     seed: 7,
+//!     services: vec![ServiceConfig::new("podinfo", versions)],
+//!     clients: vec![ClientConfig::new("loadtester", "podinfo", 100.0)],
+//!     ..Default::default()
+//! };
+//! let mut mesh = Mesh::new(cfg)?;
+//! let svc = mesh.service_id("podinfo").expect("declared above");
+//! let (_primary, canary) = mesh.primary_canary(svc).expect("primary and canary exist");
+//! mesh.set_split(svc, &Split { primary: 90, canary: 10, mirror: None, canary_match: vec![] })?;
+//! mesh.run_until(60 * SECONDS);
+//! let w = mesh.destination_stats(canary, 0, 60 * SECONDS);
+//! assert!(w.requests > 0);
+//! let (_success_rate, _p99_ms) = (w.success_rate(), w.quantile_ms(0.99));
+//! mesh.promote(svc)?; // primary pods now behave like the canary
+//! # Ok::<(), MeshError>(())
+//! ```
 //!
 //! # Model
 //! Each client workload has one proxy with one Envoy cluster per destination version (as Istio
