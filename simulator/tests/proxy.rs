@@ -867,3 +867,9 @@ fn with_istios_panic_threshold_off_ejecting_every_host_leaves_no_healthy_upstrea
     assert_eq!(no_healthy, 0);
     assert!(reached > 0);
 }
+
+#[test]
+fn a_mesh_can_move_to_another_thread_for_parallel_sweeps() {
+    fn assert_send<T: Send + 'static>() {}
+    assert_send::<Mesh>();
+}
