@@ -26,8 +26,9 @@ pub const PROXY_COUNTERS: [ProxyCounter; 13] = [
     ("mirrored", |p| p.mirrored),
 ];
 
-/// Counters of the whole mesh rather than of a proxy.
-pub const MESH_COUNTERS: [&str; 1] = ["cert_rotations"];
+/// Counters of the whole run rather than of a proxy: certificate rotations, and the client
+/// requests each version answered (after retries).
+pub const MESH_COUNTERS: [&str; 3] = ["cert_rotations", "requests_primary", "requests_canary"];
 
 /// Every name `expect.counters` accepts.
 pub fn counter_names() -> impl Iterator<Item = &'static str> {

@@ -24,8 +24,8 @@ use serde::Serialize;
 use crate::engine::{MILLIS, SECONDS, SimTime};
 use crate::manifest::{HeaderMatch, Manifest};
 use crate::mesh::{
-    self, ClientConfig, HeaderProfile, Mesh, MeshConfig, MeshError, ServiceConfig, ServiceId,
-    Split, VersionConfig, VersionId,
+    self, ClientConfig, ClientId, HeaderProfile, Mesh, MeshConfig, MeshError, ServiceConfig,
+    ServiceId, Split, VersionConfig, VersionId,
 };
 use crate::scenario::{
     Event, HookAnswer, Outcome, RateShape, Scenario, Side, TimelineEntry, Trigger, Variant,
@@ -36,6 +36,9 @@ use crate::telemetry::{Reporter, Selector};
 /// Revisions of the target: before and after the scenario's `deploy`.
 const OLD_REVISION: &str = "rev-1";
 const NEW_REVISION: &str = "rev-2";
+/// The header the harness puts on a load tester's requests, so that a route sends them to the
+/// canary as if they were addressed to its own Service.
+const LOAD_TEST_HEADER: &str = "x-fledge-sim-target";
 /// Rate shapes are applied as a step function at this resolution.
 const SHAPE_STEP: SimTime = 10 * SECONDS;
 
@@ -156,6 +159,8 @@ struct Harness<'a> {
     state: RolloutState,
     /// The routes the controller last set, kept over manifests applied mid-run.
     routes: Option<(Split, Vec<Vec<HeaderMatch>>)>,
+    /// Load testers: client, the rate it sends at when on, and whether it is on.
+    load_testers: Vec<(ClientId, f64, bool)>,
     pending: Vec<TimelineEntry>,
     decisions: Vec<Decision>,
     samples: Vec<Sample>,
@@ -187,7 +192,9 @@ impl<'a> Harness<'a> {
             .clients
             .iter()
             .map(|c| {
-                let mut cfg = ClientConfig::new(&c.name, &scenario.service, c.rate);
+                // A load tester is off until a rollout progresses.
+                let rate = if c.load_tester { 0.0 } else { c.rate };
+                let mut cfg = ClientConfig::new(&c.name, &scenario.service, rate);
                 cfg.namespace = c.namespace.clone();
                 cfg.shape = c.arrivals;
                 cfg.sidecar = c.sidecar;
@@ -199,6 +206,17 @@ impl<'a> Harness<'a> {
                         headers: headers.clone(),
                     })
                     .collect();
+                if c.load_tester {
+                    if cfg.headers.is_empty() {
+                        cfg.headers.push(HeaderProfile {
+                            weight: 1.0,
+                            headers: Vec::new(),
+                        });
+                    }
+                    for p in &mut cfg.headers {
+                        p.headers.push((LOAD_TEST_HEADER.into(), "canary".into()));
+                    }
+                }
                 cfg
             })
             .collect();
@@ -234,6 +252,7 @@ impl<'a> Harness<'a> {
             deleting: false,
             state: RolloutState::default(),
             routes: None,
+            load_testers: Vec::new(),
             pending: scenario.timeline.clone(),
             decisions: Vec::new(),
             samples: Vec::new(),
@@ -248,6 +267,12 @@ impl<'a> Harness<'a> {
                 .chain(warnings)
                 .collect(),
         };
+        h.load_testers = scenario
+            .clients
+            .iter()
+            .filter(|c| c.load_tester)
+            .filter_map(|c| Some((h.mesh.client_id(&c.name)?, c.rate, false)))
+            .collect();
         h.schedule_rate_shapes().map_err(mesh_error)?;
         Ok(h)
     }
@@ -347,10 +372,8 @@ impl<'a> Harness<'a> {
                         .extend(m.warnings.iter().cloned().chain(warnings));
                     // The controller owns its service's routes and writes them back on its
                     // next reconcile; the harness does so at once.
-                    match &self.routes {
-                        Some((split, blocks)) => {
-                            self.mesh.set_split_matching(self.service, split, blocks)
-                        }
+                    match self.routes.clone() {
+                        Some((split, blocks)) => self.install_routes(split, blocks),
                         None => Ok(()),
                     }
                 });
@@ -444,11 +467,16 @@ impl<'a> Harness<'a> {
                     .mesh
                     .client_id(client)
                     .expect("clients are checked by the scenario loader");
+                let mut send = Some(*rps);
+                if let Some(lt) = self.load_testers.iter_mut().find(|l| l.0 == id) {
+                    // A load tester keeps the new rate for when it is on.
+                    lt.1 = *rps;
+                    send = lt.2.then_some(*rps);
+                }
                 (
                     format!("scenario: {client} sends {rps} rps"),
-                    self.mesh.apply(mesh::Action::SetRate {
-                        client: id,
-                        rps: *rps,
+                    send.map_or(Ok(()), |rps| {
+                        self.mesh.apply(mesh::Action::SetRate { client: id, rps })
                     }),
                 )
             }
@@ -547,6 +575,7 @@ impl<'a> Harness<'a> {
             };
             self.record(now, metrics, messages, warning, false);
         }
+        self.switch_load_testers();
         self.fire_weight_events(now);
     }
 
@@ -626,9 +655,7 @@ impl<'a> Harness<'a> {
                     mirror: *mirror,
                     canary_match: Vec::new(),
                 };
-                let result = self.mesh.set_split_matching(self.service, &split, &blocks);
-                self.routes = Some((split, blocks));
-                result
+                self.install_routes(split, blocks)
             }
             Action::PromotePrimary => {
                 let behaviour = self
@@ -646,14 +673,43 @@ impl<'a> Harness<'a> {
                     primary: 100,
                     ..Split::default()
                 };
-                let result = self.mesh.set_split(self.service, &split);
-                self.routes = Some((split, Vec::new()));
-                result
+                self.install_routes(split, Vec::new())
             }
         };
         if let Err(e) = result {
             self.warnings
                 .push(format!("{action:?} could not be carried out: {e}"));
+        }
+    }
+
+    /// Sets the service's routes: the split, A/B match blocks to the canary, and the canary's
+    /// own Service for load testers.
+    fn install_routes(
+        &mut self,
+        split: Split,
+        blocks: Vec<Vec<HeaderMatch>>,
+    ) -> Result<(), MeshError> {
+        let mut all = blocks.clone();
+        if !self.load_testers.is_empty() {
+            all.push(vec![HeaderMatch::exact(LOAD_TEST_HEADER, "canary")]);
+        }
+        let result = self.mesh.set_split_matching(self.service, &split, &all);
+        self.routes = Some((split, blocks));
+        result
+    }
+
+    /// Load testers send while a rollout progresses (Flagger runs them from rollout hooks).
+    fn switch_load_testers(&mut self) {
+        let on = self.state.phase == Phase::Progressing;
+        for i in 0..self.load_testers.len() {
+            let (client, rps, was) = self.load_testers[i];
+            if was != on {
+                self.load_testers[i].2 = on;
+                let rps = if on { rps } else { 0.0 };
+                if let Err(e) = self.mesh.apply(mesh::Action::SetRate { client, rps }) {
+                    self.warnings.push(format!("load tester not switched: {e}"));
+                }
+            }
         }
     }
 
@@ -747,6 +803,14 @@ impl<'a> Harness<'a> {
             .map(|name| (name.to_string(), 0))
             .collect();
         counters.insert("cert_rotations".into(), self.mesh.stats().cert_rotations);
+        counters.insert(
+            "requests_primary".into(),
+            self.mesh.source_stats(self.primary, 0, end).requests,
+        );
+        counters.insert(
+            "requests_canary".into(),
+            self.mesh.source_stats(self.canary, 0, end).requests,
+        );
         for c in &self.scenario.clients {
             let Some(id) = self.mesh.client_id(&c.name) else {
                 continue;

@@ -60,6 +60,9 @@ pub struct Client {
     pub shape: RateShape,
     pub headers: Vec<(f64, Vec<(String, String)>)>,
     pub sidecar: bool,
+    /// A load tester: sends straight to the canary's Service (`<service>-canary`), and only
+    /// while a rollout progresses, as Flagger's load tester does from a rollout webhook.
+    pub load_tester: bool,
 }
 
 /// How a client's rate changes over time.
@@ -313,7 +316,14 @@ impl Context<'_> {
 
         let mut clients = Vec::new();
         for (i, c) in raw.traffic.iter().enumerate() {
-            clients.push(self.client(&format!("traffic[{i}]"), c)?);
+            let client = self.client(&format!("traffic[{i}]"), c)?;
+            if clients.iter().any(|o: &Client| o.name == client.name) {
+                return Err(self.error(
+                    &format!("traffic[{i}].client"),
+                    format!("client `{}` is named twice", client.name),
+                ));
+            }
+            clients.push(client);
         }
         if clients.is_empty() {
             return Err(self.error("traffic", "needs at least one client"));
@@ -768,6 +778,22 @@ impl Context<'_> {
                     .collect(),
             ));
         }
+        let load_tester = match c.target.as_deref().unwrap_or("service") {
+            "service" => false,
+            "canary" => true,
+            other => {
+                return Err(self.error(
+                    &format!("{field}.target"),
+                    format!("must be `service` or `canary`, got `{other}`"),
+                ));
+            }
+        };
+        if load_tester && shape != RateShape::Constant {
+            return Err(self.error(
+                &format!("{field}.target"),
+                "a load tester (`target: canary`) sends at a constant rate: drop `ramp`, `diurnal` or `bursts`",
+            ));
+        }
         Ok(Client {
             name: c.client.clone(),
             namespace: c.namespace.clone(),
@@ -776,6 +802,7 @@ impl Context<'_> {
             shape,
             headers,
             sidecar: c.sidecar.unwrap_or(true),
+            load_tester,
         })
     }
 

@@ -95,6 +95,8 @@ pub struct Traffic {
     #[serde(default)]
     pub headers: Vec<HeaderProfile>,
     pub sidecar: Option<bool>,
+    /// `service` (default) or `canary`: a load tester sending to the canary's own Service.
+    pub target: Option<String>,
 }
 
 #[derive(Deserialize, Debug)]
