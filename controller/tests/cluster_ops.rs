@@ -157,7 +157,7 @@ fn a_log_level_that_is_not_a_filter_is_an_error_naming_it() {
 }
 
 #[tokio::test]
-async fn the_controller_watches_reconciles_and_stops_when_asked() {
+async fn the_controller_watches_its_objects_reconciles_and_stops_when_asked() {
     let c = cluster_with(canary(json!({})), Some(deployment("podinfo:1")));
     let ctx = c.context();
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
@@ -193,6 +193,7 @@ async fn the_controller_watches_reconciles_and_stops_when_asked() {
         "/apis/fledge.dev/v1alpha1/canaries",
         "/apis/apps/v1/deployments",
         "/api/v1/services",
+        "/apis/networking.istio.io/v1beta1/virtualservices",
     ] {
         assert!(
             lists.iter().any(|p| p == watched),

@@ -23,7 +23,7 @@ use futures::StreamExt;
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::autoscaling::v2::HorizontalPodAutoscaler;
 use k8s_openapi::api::core::v1::Service;
-use kube::api::{Api, Patch, PatchParams};
+use kube::api::{Api, ApiResource, DynamicObject, Patch, PatchParams};
 use kube::runtime::controller::Action as Requeue;
 use kube::runtime::events::{Event as KubeEvent, EventType, Recorder, Reporter};
 use kube::runtime::finalizer::{self, Event as Finalizing, finalizer};
@@ -188,7 +188,16 @@ pub async fn run(
             ),
             None => (Api::all(client.clone()), Api::all(client)),
         };
-        let controller = Controller::new(canaries, watcher::Config::default());
+        let mut controller = Controller::new(canaries, watcher::Config::default());
+        // The default provider's routing objects (owned by their Canaries): an edit by hand is
+        // put back at once rather than at the next analysis tick.
+        if let Some(resource) = routing_resource(&ctx.config.default_provider) {
+            let routes: Api<DynamicObject> = match &ns {
+                Some(ns) => Api::namespaced_with(ctx.client.clone(), ns, &resource),
+                None => Api::all_with(ctx.client.clone(), &resource),
+            };
+            controller = controller.owns_with(routes, resource, watcher::Config::default());
+        }
         let store = controller.store();
         let services: Api<Service> = match &ns {
             Some(ns) => Api::namespaced(ctx.client.clone(), ns),
@@ -217,6 +226,27 @@ pub async fn run(
             })
     });
     futures::future::join_all(controllers).await;
+}
+
+/// The kind of routing object a provider writes.
+fn routing_resource(provider: &str) -> Option<ApiResource> {
+    use crate::router::{gateway_api, istio, smi};
+    let (group, version, kind) = match provider {
+        "istio" => (istio::GROUP, istio::VERSION, "VirtualService"),
+        "linkerd" | "smi" | "smi:v1alpha2" => (smi::GROUP, "v1alpha2", "TrafficSplit"),
+        "smi:v1alpha1" => (smi::GROUP, "v1alpha1", "TrafficSplit"),
+        "smi:v1alpha3" => (smi::GROUP, "v1alpha3", "TrafficSplit"),
+        "gatewayapi" | "gatewayapi:v1" => (gateway_api::GROUP, "v1", "HTTPRoute"),
+        "gatewayapi:v1beta1" => (gateway_api::GROUP, "v1beta1", "HTTPRoute"),
+        _ => return None,
+    };
+    Some(ApiResource {
+        group: group.into(),
+        version: version.into(),
+        api_version: format!("{group}/{version}"),
+        kind: kind.into(),
+        plural: format!("{}s", kind.to_ascii_lowercase()),
+    })
 }
 
 /// Why a Canary cannot be acted on; reported, not retried as an error.
@@ -871,6 +901,27 @@ mod tests {
         assert!(command_used(Command::Abort, &waiting, &waiting));
         let idle = at(Phase::Succeeded, 0);
         assert!(command_used(Command::Approve, &idle, &idle));
+    }
+
+    #[test]
+    fn each_provider_watches_the_kind_of_routing_object_it_writes() {
+        let api_version = |p: &str| routing_resource(p).map(|r| (r.api_version, r.plural));
+        assert_eq!(
+            api_version("istio"),
+            Some((
+                "networking.istio.io/v1beta1".into(),
+                "virtualservices".into()
+            ))
+        );
+        assert_eq!(
+            api_version("linkerd"),
+            Some(("split.smi-spec.io/v1alpha2".into(), "trafficsplits".into()))
+        );
+        assert_eq!(
+            api_version("gatewayapi:v1"),
+            Some(("gateway.networking.k8s.io/v1".into(), "httproutes".into()))
+        );
+        assert_eq!(api_version("nginx"), None);
     }
 
     #[test]
