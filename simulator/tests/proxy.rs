@@ -873,3 +873,15 @@ fn a_mesh_can_move_to_another_thread_for_parallel_sweeps() {
     fn assert_send<T: Send + 'static>() {}
     assert_send::<Mesh>();
 }
+
+#[test]
+fn idle_connections_to_other_hosts_do_not_starve_a_host_at_the_connection_limit() {
+    let m = "kind: DestinationRule\nmetadata:\n  name: p\nspec:\n  host: podinfo\n  trafficPolicy:\n    connectionPool:\n      tcp:\n        maxConnections: 1\n";
+    let mut mesh = canary_mesh(37, 20.0, m);
+    mesh.run_until(60 * SECONDS);
+    let st = mesh.stats();
+    assert!(st.requests > 1000);
+    // Only the last few requests may still be in flight; none waits forever on a pool.
+    assert!(st.requests - st.completed < 5, "{st:?}");
+    assert_eq!(total(&mesh, Reporter::Source).1, 0);
+}

@@ -2376,7 +2376,9 @@ impl Mesh {
             at.conn = i as u32;
             at.conn_gen = c.tag;
             c.ready_at.max(now)
-        } else if self.clusters[ci].open_conns < self.clusters[ci].policy.max_connections {
+        } else if self.clusters[ci].open_conns < self.clusters[ci].policy.max_connections
+            || self.close_idle_conn(ci, now)
+        {
             match self.open_conn(a) {
                 Some(t) => t,
                 None => return true,
@@ -2392,6 +2394,26 @@ impl Mesh {
             Ev::AtPod(a, g),
         );
         true
+    }
+
+    /// At the connection limit, idle keep-alive connections to other hosts would starve this
+    /// host's requests; close one (the first found, for determinism) to make room.
+    fn close_idle_conn(&mut self, ci: usize, now: SimTime) -> bool {
+        let cl = &mut self.clusters[ci];
+        for host in cl.hosts.iter_mut() {
+            if let Some(c) = host
+                .conns
+                .iter_mut()
+                .find(|c| c.open && c.streams == 0 && c.ready_at <= now)
+            {
+                c.open = false;
+                cl.open_conns -= 1;
+                let (client, version) = (cl.client, cl.version);
+                self.telemetry.proxy_mut(client, version).connections_closed += 1;
+                return true;
+            }
+        }
+        false
     }
 
     /// Opens a connection for attempt `a`. Returns when it is ready, or None after scheduling
