@@ -230,9 +230,13 @@ impl<'a> Harness<'a> {
             ..MeshConfig::default()
         };
         let mut mesh = Mesh::new(config).map_err(mesh_error)?;
-        let warnings = mesh
+        let mut warnings = mesh
             .apply_manifests(&scenario.manifests)
             .map_err(mesh_error)?;
+        warnings.extend(
+            mesh.apply_manifests(&scenario.generated_routes)
+                .map_err(mesh_error)?,
+        );
         let service = mesh
             .service_id(&scenario.service)
             .expect("the service was just built");
@@ -263,6 +267,7 @@ impl<'a> Harness<'a> {
                 .manifests
                 .warnings
                 .iter()
+                .chain(&scenario.generated_routes.warnings)
                 .cloned()
                 .chain(warnings)
                 .collect(),

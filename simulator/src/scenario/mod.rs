@@ -35,6 +35,9 @@ pub struct Scenario {
     pub canary: Version,
     pub clients: Vec<Client>,
     pub manifests: Manifests,
+    /// The route options the controller's router writes from the Canary's `service` block
+    /// (`timeout`, and for Istio `retries`), applied after `manifests`.
+    pub generated_routes: Manifests,
     pub canary_resource: Canary,
     pub spec: RolloutSpec,
     pub timeline: Vec<TimelineEntry>,
@@ -313,6 +316,17 @@ impl Context<'_> {
             ));
         }
         let manifests = self.manifests(&raw)?;
+        let data_plane = match raw.mesh.as_deref().unwrap_or("istio") {
+            "istio" => DataPlane::Istio,
+            "linkerd" => DataPlane::Linkerd,
+            other => {
+                return Err(self.error(
+                    "mesh",
+                    format!("must be `istio` or `linkerd`, got `{other}`"),
+                ));
+            }
+        };
+        let generated_routes = self.generated_routes(&canary_resource, &manifests, data_plane)?;
 
         let mut clients = Vec::new();
         for (i, c) in raw.traffic.iter().enumerate() {
@@ -348,22 +362,14 @@ impl Context<'_> {
             file: path.to_path_buf(),
             seed: raw.seed.unwrap_or(1),
             duration,
-            data_plane: match raw.mesh.as_deref().unwrap_or("istio") {
-                "istio" => DataPlane::Istio,
-                "linkerd" => DataPlane::Linkerd,
-                other => {
-                    return Err(self.error(
-                        "mesh",
-                        format!("must be `istio` or `linkerd`, got `{other}`"),
-                    ));
-                }
-            },
+            data_plane,
             namespace: raw.namespace.unwrap_or_else(|| "default".into()),
             service: raw.service.name,
             primary,
             canary,
             clients,
             manifests,
+            generated_routes,
             canary_resource,
             spec,
             timeline,
@@ -371,6 +377,73 @@ impl Context<'_> {
             variants,
             certificates,
         })
+    }
+
+    /// What the controller's router writes from the Canary's `service` block: Istio routes
+    /// carry its `timeout` and `retries`, Gateway API routes its `timeout`; SMI and Linkerd
+    /// carry neither (a ServiceProfile sets them). As a VirtualService for the mesh, keeping the
+    /// fault injection of a default route the scenario's own manifests give the service.
+    fn generated_routes(
+        &self,
+        canary: &Canary,
+        manifests: &Manifests,
+        data_plane: DataPlane,
+    ) -> Result<Manifests, ScenarioError> {
+        let service = &canary.spec.service;
+        let provider = canary.spec.provider.as_deref().unwrap_or(match data_plane {
+            DataPlane::Istio => "istio",
+            DataPlane::Linkerd => "linkerd",
+        });
+        let (timeout, retries) = if provider == "istio" {
+            (service.timeout.as_ref(), service.retries.as_ref())
+        } else if provider.starts_with("gatewayapi") {
+            (service.timeout.as_ref(), None)
+        } else {
+            (None, None)
+        };
+        if timeout.is_none() && retries.is_none() {
+            return Ok(Manifests::default());
+        }
+        let mut route = serde_json::json!({
+            "route": [{"destination": {"host": self.service}}],
+        });
+        if let Some(t) = timeout {
+            route["timeout"] = serde_json::json!(t);
+        }
+        if let Some(r) = retries {
+            route["retries"] = r.clone();
+        }
+        let vs = serde_json::json!({
+            "apiVersion": "networking.istio.io/v1beta1",
+            "kind": "VirtualService",
+            "metadata": {"name": format!("{}-generated", self.service), "namespace": self.namespace},
+            "spec": {"hosts": [self.service], "http": [route]},
+        });
+        let field = if retries.is_some() {
+            "canary.spec.service.retries"
+        } else {
+            "canary.spec.service.timeout"
+        };
+        let text = serde_norway::to_string(&vs).map_err(|e| self.error(field, e.to_string()))?;
+        let mut generated = manifest::parse(&text)
+            .map_err(|e| self.error(field, format!("the route it generates does not load: {e}")))?;
+        let fault = manifests.items.iter().rev().find_map(|m| match m {
+            Manifest::VirtualService(vs) if vs.hosts.iter().any(|h| self.is_service(h)) => vs
+                .http
+                .iter()
+                .rev()
+                .find(|r| r.matches.is_empty())
+                .and_then(|r| r.fault.clone()),
+            _ => None,
+        });
+        for item in &mut generated.items {
+            if let Manifest::VirtualService(vs) = item {
+                for r in &mut vs.http {
+                    r.fault = fault.clone();
+                }
+            }
+        }
+        Ok(generated)
     }
 
     fn certificates(&self, raw: Option<&raw::Certificates>) -> Result<CertConfig, ScenarioError> {
