@@ -264,3 +264,44 @@ fn manifests_for_services_outside_the_mesh_are_reported_not_fatal() {
         "{warnings:?}"
     );
 }
+
+mod never_panics {
+    use super::*;
+    use proptest::prelude::*;
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(256))]
+
+        #[test]
+        fn arbitrary_text_is_an_error_or_manifests_never_a_panic(text in "\\PC{0,400}") {
+            let _ = manifest::parse(&text);
+        }
+
+        #[test]
+        fn any_value_of_the_seed_manifests_replaced_by_junk_is_handled(
+            line in 0usize..120,
+            junk in prop_oneof![
+                Just("[]".to_string()),
+                Just("{}".to_string()),
+                Just("-1".to_string()),
+                Just("1e99".to_string()),
+                Just("~".to_string()),
+                Just("\"\"".to_string()),
+                Just("[a, {b: c}]".to_string()),
+                "[a-z0-9.]{0,12}",
+            ],
+        ) {
+            let mut lines: Vec<String> = SEED.lines().map(str::to_string).collect();
+            let i = line % lines.len();
+            if let Some(pos) = lines[i].find(": ") {
+                lines[i] = format!("{}: {junk}", &lines[i][..pos]);
+            }
+            let text = lines.join("\n");
+            if let Ok(m) = manifest::parse(&text) {
+                let mut mesh = podinfo_mesh(vec![]);
+                let _ = mesh.apply_manifests(&m);
+                mesh.run_until(SECONDS);
+            }
+        }
+    }
+}

@@ -647,6 +647,12 @@ impl Mesh {
             for vc in &sc.versions {
                 let what = format!("service {} version {}", sc.name, vc.name);
                 validate_behaviour(&vc.behaviour).map_err(|r| invalid(&what, r))?;
+                if vc.pods > MAX_PODS {
+                    return Err(invalid(
+                        &what,
+                        format!("at most {MAX_PODS} pods per version"),
+                    ));
+                }
                 if svc.versions.iter().any(|&v| {
                     versions
                         .get(v as usize)
@@ -706,11 +712,8 @@ impl Mesh {
                 .position(|s| s.name == cc.target)
                 .ok_or_else(|| MeshError::UnknownService(cc.target.clone()))?
                 as u32;
-            if !(cc.rate.is_finite() && cc.rate >= 0.0) {
-                return Err(invalid(
-                    format!("client {}", cc.name),
-                    "rate must be a non-negative number",
-                ));
+            if !valid_rate(cc.rate) {
+                return Err(invalid(format!("client {}", cc.name), RATE_RULE));
             }
             let mut profiles: Vec<(f64, Vec<(String, String)>)> = cc
                 .headers
@@ -1140,15 +1143,21 @@ impl Mesh {
             Action::CrashPod { version, pod, .. } | Action::BlackHole { version, pod, .. } => {
                 self.pod_check(*version, *pod)?;
             }
-            Action::Scale { version, .. } => {
+            Action::Scale { version, pods } => {
                 self.version_check(*version)?;
+                if *pods > MAX_PODS {
+                    return Err(invalid(
+                        "scale",
+                        format!("at most {MAX_PODS} pods per version"),
+                    ));
+                }
             }
             Action::SetRate { client, rps } => {
                 if client.0 as usize >= self.clients.len() {
                     return Err(MeshError::UnknownClient(client.0));
                 }
-                if !(rps.is_finite() && *rps >= 0.0) {
-                    return Err(invalid("rate", "must be a non-negative number"));
+                if !valid_rate(*rps) {
+                    return Err(invalid("rate", RATE_RULE));
                 }
             }
             Action::CertRotation { workload, .. } => {
@@ -1322,7 +1331,7 @@ impl Mesh {
         }
         rules.push(RouteRule {
             matches: Vec::new(),
-            total_weight: dests.iter().map(|d| d.1).sum(),
+            total_weight: weight_sum(&dests),
             dests,
             mirror: split.mirror.filter(|m| *m > 0).map(|m| (c, f64::from(m))),
             timeout: base.timeout,
@@ -1360,7 +1369,7 @@ impl Mesh {
             .collect();
         let rule = RouteRule {
             matches: Vec::new(),
-            total_weight: dests.iter().map(|d| d.1).sum(),
+            total_weight: weight_sum(&dests),
             dests,
             mirror: None,
             timeout: svc.base.timeout,
@@ -1562,7 +1571,7 @@ impl Mesh {
                 }
                 RouteRule {
                     matches,
-                    total_weight: dests.iter().map(|d| d.1).sum(),
+                    total_weight: weight_sum(&dests),
                     dests,
                     mirror: None,
                     timeout: timeout.or(base.timeout),
@@ -1658,7 +1667,7 @@ impl Mesh {
                         .filter(|b| !b.is_empty())
                         .cloned()
                         .collect(),
-                    total_weight: dests.iter().map(|d| d.1).sum(),
+                    total_weight: weight_sum(&dests),
                     dests,
                     mirror,
                     timeout: r.timeout,
@@ -3049,6 +3058,21 @@ impl Mesh {
             self.reset_default_route(s);
         }
     }
+}
+
+/// Pods per version a mesh accepts: far beyond any real Deployment, small enough to allocate.
+const MAX_PODS: u32 = 100_000;
+/// Requests per second a client may send: beyond it a run would not finish in useful time.
+const MAX_RATE: f64 = 10_000_000.0;
+const RATE_RULE: &str = "rate must be a number between 0 and 10,000,000 requests per second";
+
+fn valid_rate(r: f64) -> bool {
+    r.is_finite() && (0.0..=MAX_RATE).contains(&r)
+}
+
+/// Sum of route weights; saturates so absurd user weights cannot overflow.
+fn weight_sum(dests: &[(u32, u32)]) -> u32 {
+    dests.iter().fold(0u32, |a, d| a.saturating_add(d.1))
 }
 
 fn validate_behaviour(b: &Behaviour) -> Result<(), String> {
