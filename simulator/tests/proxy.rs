@@ -541,6 +541,28 @@ fn bad_input_is_an_error_not_a_panic() {
         })
         .is_err()
     );
+    assert!(
+        mesh.apply(Action::Scale {
+            version: VersionId(0),
+            pods: u32::MAX
+        })
+        .is_err()
+    );
+    let c = mesh.client_id("client").unwrap();
+    assert!(
+        mesh.apply(Action::SetRate {
+            client: c,
+            rps: 1e15
+        })
+        .is_err()
+    );
+    assert!(
+        mesh.apply(Action::SetRate {
+            client: c,
+            rps: f64::NAN
+        })
+        .is_err()
+    );
     let s = mesh.service_id("podinfo").unwrap();
     assert!(
         mesh.set_split(
