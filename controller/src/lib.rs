@@ -3,13 +3,13 @@
 #![forbid(unsafe_code)]
 
 pub mod analysis;
-pub mod rollout;
-pub mod spec;
 #[cfg(feature = "cluster")]
 pub mod cluster;
 #[cfg(feature = "cluster")]
 pub mod metrics;
+pub mod rollout;
 #[cfg(feature = "cluster")]
 pub mod router;
+pub mod spec;
 #[cfg(feature = "cluster")]
 pub mod webhook;
