@@ -6,6 +6,8 @@ pub mod analysis;
 #[cfg(feature = "cluster")]
 pub mod cluster;
 #[cfg(feature = "cluster")]
+mod http_errors;
+#[cfg(feature = "cluster")]
 pub mod metrics;
 pub mod rollout;
 #[cfg(feature = "cluster")]

@@ -13,12 +13,11 @@ use serde_json::Value;
 use super::queries::{Side, builtin_query, render_template, side_queries};
 use super::{MetricsError, QueryContext};
 use crate::analysis::{Counts, Histogram, MetricReading};
+use crate::http_errors::{error_chain, excerpt};
 use crate::spec::{Duration, MetricCheck, MetricKind, MetricTemplateSpec};
 
 const FIRST_BACKOFF: StdDuration = StdDuration::from_millis(100);
 const MAX_BACKOFF: StdDuration = StdDuration::from_secs(2);
-/// Longest piece of a non-JSON answer quoted in a reason.
-const EXCERPT: usize = 200;
 
 /// A Prometheus server.
 #[derive(Clone)]
@@ -497,28 +496,5 @@ fn transport_failure(e: &reqwest::Error) -> Failure {
         Failure::TimedOut
     } else {
         Failure::Unreachable(error_chain(e))
-    }
-}
-
-/// An error and its causes on one line: reqwest's own message hides "connection refused".
-fn error_chain(e: &dyn std::error::Error) -> String {
-    let mut text = e.to_string();
-    let mut source = e.source();
-    while let Some(s) = source {
-        let part = s.to_string();
-        if !text.contains(&part) {
-            text.push_str(": ");
-            text.push_str(&part);
-        }
-        source = s.source();
-    }
-    text
-}
-
-fn excerpt(body: &str) -> String {
-    let body = body.trim();
-    match body.char_indices().nth(EXCERPT) {
-        Some((i, _)) => format!("{}…", &body[..i]),
-        None => body.to_string(),
     }
 }

@@ -19,13 +19,12 @@ use std::time::Duration as StdDuration;
 
 use serde::Serialize;
 
+use crate::http_errors::{error_chain, excerpt};
 use crate::rollout::HookOutcome;
 use crate::spec::{HookGate, WebhookRef};
 
 const FIRST_BACKOFF: StdDuration = StdDuration::from_millis(200);
 const MAX_BACKOFF: StdDuration = StdDuration::from_secs(2);
-/// Longest piece of an answer's body quoted in a failure.
-const EXCERPT: usize = 200;
 
 /// What a hook is told about the rollout.
 #[derive(Clone, Debug, PartialEq)]
@@ -207,29 +206,6 @@ impl Failure {
             }
             Failure::Other(detail) => detail.clone(),
         }
-    }
-}
-
-/// An error and its causes on one line: reqwest's own message hides "connection refused".
-fn error_chain(e: &dyn std::error::Error) -> String {
-    let mut text = e.to_string();
-    let mut source = e.source();
-    while let Some(s) = source {
-        let part = s.to_string();
-        if !text.contains(&part) {
-            text.push_str(": ");
-            text.push_str(&part);
-        }
-        source = s.source();
-    }
-    text
-}
-
-fn excerpt(body: &str) -> String {
-    let body = body.trim();
-    match body.char_indices().nth(EXCERPT) {
-        Some((i, _)) => format!("{}…", &body[..i]),
-        None => body.to_string(),
     }
 }
 
