@@ -1,0 +1,82 @@
+//! Every scenario in `scenarios/` is a test case: it must load, and every variant must meet its
+//! `expect:` checks at the file's own seed. The files are found at run time, so a new scenario
+//! is a new test with no code change (`cargo test --test scenarios -- low-traffic` runs one).
+
+use std::path::{Path, PathBuf};
+
+use fledge_simulator::harness;
+use fledge_simulator::scenario::Scenario;
+use libtest_mimic::{Arguments, Failed, Trial};
+
+fn scenario_files() -> Vec<PathBuf> {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("scenarios");
+    let mut files: Vec<PathBuf> = std::fs::read_dir(&dir)
+        .unwrap_or_else(|e| panic!("{}: {e}", dir.display()))
+        .filter_map(|entry| entry.ok().map(|e| e.path()))
+        .filter(|p| p.extension().is_some_and(|x| x == "yaml" || x == "yml"))
+        .collect();
+    files.sort();
+    files
+}
+
+/// Runs every variant of the file; on failure, says which checks failed and what happened.
+fn meets_its_expectations(file: &Path) -> Result<(), Failed> {
+    let shown = file
+        .strip_prefix(env!("CARGO_MANIFEST_DIR"))
+        .unwrap_or(file)
+        .display()
+        .to_string();
+    let scenario = Scenario::load(file).map_err(|e| format!("{shown} does not load: {e}"))?;
+    let mut failures = Vec::new();
+    for variant in &scenario.variants {
+        let run = harness::run(&scenario, variant, scenario.seed)
+            .map_err(|e| format!("{shown} does not run: {e}"))?;
+        let label = if variant.name.is_empty() {
+            String::new()
+        } else {
+            format!(" [{}]", variant.name)
+        };
+        for check in run.checks.iter().filter(|c| !c.passed) {
+            failures.push(format!(
+                "{shown}{label}: {} expected {}, got {}",
+                check.name, check.expected, check.actual
+            ));
+        }
+        if !run.passed() {
+            failures.push(format!(
+                "{shown}{label}: outcome {:?}; last decision: {}{}",
+                run.outcome,
+                run.final_message,
+                run.warnings
+                    .iter()
+                    .map(|w| format!("\n  warning: {w}"))
+                    .collect::<String>()
+            ));
+        }
+    }
+    if failures.is_empty() {
+        Ok(())
+    } else {
+        Err(failures.join("\n").into())
+    }
+}
+
+fn main() {
+    let args = Arguments::from_args();
+    let files = scenario_files();
+    assert!(
+        !files.is_empty(),
+        "no scenario files found in scenarios/: the library is part of the test suite"
+    );
+    let trials = files
+        .into_iter()
+        .map(|file| {
+            let name = format!(
+                "scenarios/{} meets its expectations",
+                file.file_name().unwrap_or_default().to_string_lossy()
+            );
+            Trial::test(name, move || meets_its_expectations(&file))
+        })
+        .collect();
+    libtest_mimic::run(&args, trials).exit();
+}
