@@ -275,6 +275,13 @@ pub fn parse(text: &str) -> Result<Scenario, (String, Option<usize>, String)> {
         if let Some(i) = message.find(" at line ") {
             message.truncate(i);
         }
+        // So is the field: drop the parser's own `path: ` prefix.
+        if let Some((prefix, rest)) = message.split_once(": ")
+            && !prefix.contains(' ')
+            && path.starts_with(prefix)
+        {
+            message = rest.to_string();
+        }
         (
             if path == "." {
                 "(document)".to_string()

@@ -1,0 +1,415 @@
+//! `fledge-sim run`, `validate` and `sweep` on scenario files: exit codes (0 pass, 1 an
+//! expectation failed, 2 bad input), errors that name the file, line and field, determinism.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+/// A small valid scenario; the bad-input tests each break one thing in it.
+const BASE: &str = r#"name: cli-base
+description: A healthy canary, short.
+seed: 5
+duration: 8m
+namespace: test
+service:
+  name: podinfo
+  primary:
+    pods: 2
+    latency: {p50: 10ms, p99: 40ms}
+traffic:
+  - client: frontend
+    rate: 50
+manifests: |
+  apiVersion: networking.istio.io/v1beta1
+  kind: DestinationRule
+  metadata:
+    name: podinfo
+    namespace: test
+  spec:
+    host: podinfo
+canary:
+  apiVersion: flagger.app/v1beta1
+  kind: Canary
+  metadata:
+    name: podinfo
+    namespace: test
+  spec:
+    targetRef:
+      apiVersion: apps/v1
+      kind: Deployment
+      name: podinfo
+    service:
+      port: 9898
+    analysis:
+      interval: 30s
+      threshold: 2
+      maxWeight: 30
+      stepWeight: 10
+      metrics:
+        - name: request-success-rate
+          thresholdRange:
+            min: 99
+          interval: 1m
+timeline:
+  - at: 30s
+    deploy: {}
+expect:
+  outcome: promoted
+"#;
+
+struct Output {
+    code: i32,
+    stdout: String,
+    stderr: String,
+}
+
+fn sim(args: &[&str]) -> Output {
+    let out = Command::new(env!("CARGO_BIN_EXE_fledge-sim"))
+        .args(args)
+        .output()
+        .expect("fledge-sim runs");
+    Output {
+        code: out.status.code().unwrap_or(-1),
+        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+    }
+}
+
+/// Writes `text` to a file of this test process's own directory.
+fn write(name: &str, text: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("fledge-sim-cli-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("temp dir");
+    let path = dir.join(name);
+    std::fs::write(&path, text).expect("write scenario");
+    path
+}
+
+fn path_str(p: &Path) -> &str {
+    p.to_str().expect("temp paths are UTF-8")
+}
+
+/// BASE with `from` replaced by `to` (which must be there).
+fn base_with(from: &str, to: &str) -> String {
+    assert!(BASE.contains(from), "BASE has no `{from}`");
+    BASE.replacen(from, to, 1)
+}
+
+/// The 1-based line of the first line of `text` containing `needle`.
+fn line_of(text: &str, needle: &str) -> usize {
+    text.lines()
+        .position(|l| l.contains(needle))
+        .unwrap_or_else(|| panic!("no `{needle}` in the text"))
+        + 1
+}
+
+/// Runs `validate` and `run` on a bad scenario: both exit 2 and name the file, the line and
+/// the field, with nothing on stdout from `run`.
+fn assert_bad_input(name: &str, text: &str, line: usize, field: &str, message: &str) {
+    let file = write(name, text);
+    for command in ["validate", "run"] {
+        let out = sim(&[command, path_str(&file)]);
+        assert_eq!(out.code, 2, "{command} {name}: {}", out.stderr);
+        let prefix = format!("{}:{line}: {field}: ", file.display());
+        assert!(
+            out.stderr.contains(&prefix),
+            "{command} {name}: expected `{prefix}` in:\n{}",
+            out.stderr
+        );
+        assert!(
+            out.stderr.contains(message),
+            "{command} {name}: expected `{message}` in:\n{}",
+            out.stderr
+        );
+        assert!(!out.stderr.contains("panicked"), "{}", out.stderr);
+        if command == "run" {
+            assert!(out.stdout.is_empty(), "{}", out.stdout);
+        }
+    }
+}
+
+#[test]
+fn the_base_scenario_passes_and_exits_0_with_a_timeline_and_the_wall_time() {
+    let file = write("base.yaml", BASE);
+    let out = sim(&["run", path_str(&file)]);
+    assert_eq!(out.code, 0, "{}{}", out.stdout, out.stderr);
+    assert!(
+        out.stdout
+            .contains("Promotion completed! Scaling down podinfo"),
+        "{}",
+        out.stdout
+    );
+    assert!(out.stdout.contains("pass  outcome"), "{}", out.stdout);
+    assert!(out.stdout.contains("s of wall time"), "{}", out.stdout);
+}
+
+#[test]
+fn a_failed_expectation_exits_1_and_marks_the_check() {
+    let text = base_with("  outcome: promoted", "  outcome: rolled-back");
+    let file = write("expect-fails.yaml", &text);
+    let out = sim(&["run", path_str(&file)]);
+    assert_eq!(out.code, 1, "{}{}", out.stdout, out.stderr);
+    assert!(
+        out.stdout
+            .contains("FAIL  outcome: expected rolled-back, got promoted"),
+        "{}",
+        out.stdout
+    );
+}
+
+#[test]
+fn a_yaml_syntax_error_names_the_file_the_line_and_what_the_parser_expected() {
+    let text = base_with("    rate: 50", "    rate: 50\n  oops: {unclosed");
+    assert_bad_input(
+        "yaml-error.yaml",
+        &text,
+        line_of(&text, "oops:"),
+        "traffic",
+        "did not find expected '-' indicator",
+    );
+}
+
+#[test]
+fn an_unknown_key_is_rejected_with_its_line_and_the_keys_expected() {
+    let text = base_with("    pods: 2", "    pods: 2\n    colour: blue");
+    assert_bad_input(
+        "unknown-key.yaml",
+        &text,
+        line_of(&text, "colour: blue"),
+        "service.primary.colour",
+        "unknown field `colour`, expected one of `pods`, `workers`",
+    );
+}
+
+#[test]
+fn a_rate_event_for_an_unknown_client_is_rejected() {
+    let text = base_with(
+        "    deploy: {}",
+        "    deploy: {}\n  - at: 2m\n    rate: {client: backend, rps: 10}",
+    );
+    assert_bad_input(
+        "unknown-client.yaml",
+        &text,
+        line_of(&text, "client: backend"),
+        "timeline[1].rate.client",
+        "no client named `backend` in `traffic`",
+    );
+}
+
+#[test]
+fn route_weights_that_do_not_add_up_to_100_are_rejected_at_their_line() {
+    let vs = r#"  ---
+  apiVersion: networking.istio.io/v1beta1
+  kind: VirtualService
+  metadata:
+    name: podinfo
+    namespace: test
+  spec:
+    hosts: [podinfo]
+    http:
+      - route:
+          - destination: {host: podinfo-primary}
+            weight: 90
+          - destination: {host: podinfo-canary}
+            weight: 20
+canary:"#;
+    let text = base_with("canary:", vs);
+    assert_bad_input(
+        "weights.yaml",
+        &text,
+        line_of(&text, "weight: 90"),
+        "manifests",
+        "route weights add up to 110, expected 100",
+    );
+}
+
+#[test]
+fn a_route_to_a_service_the_scenario_does_not_simulate_is_rejected() {
+    let vs = r#"  ---
+  apiVersion: networking.istio.io/v1beta1
+  kind: VirtualService
+  metadata:
+    name: podinfo
+    namespace: test
+  spec:
+    hosts: [podinfo]
+    http:
+      - route:
+          - destination: {host: ratings}
+canary:"#;
+    let text = base_with("canary:", vs);
+    assert_bad_input(
+        "unknown-service.yaml",
+        &text,
+        line_of(&text, "host: ratings"),
+        "manifests",
+        "unknown service `ratings`",
+    );
+}
+
+#[test]
+fn a_manifest_field_of_the_wrong_type_is_located_inside_the_embedded_manifests() {
+    let text = base_with("    host: podinfo", "    host: podinfo\n    subsets: 7");
+    assert_bad_input(
+        "manifest-type.yaml",
+        &text,
+        line_of(&text, "subsets: 7"),
+        "manifests",
+        "spec.subsets",
+    );
+}
+
+#[test]
+fn a_canary_that_does_not_validate_is_rejected_with_the_canary_field() {
+    let text = base_with("      maxWeight: 30", "      maxWeight: 130");
+    assert_bad_input(
+        "bad-canary.yaml",
+        &text,
+        line_of(&text, "maxWeight: 130"),
+        "canary.spec.analysis.maxWeight",
+        "the Canary does not validate",
+    );
+}
+
+#[test]
+fn an_expectation_naming_an_unknown_metric_is_rejected() {
+    let text = base_with(
+        "  outcome: promoted",
+        "  outcome: promoted\n  rolled_back_by: error-rate",
+    );
+    assert_bad_input(
+        "unknown-metric.yaml",
+        &text,
+        line_of(&text, "rolled_back_by"),
+        "expect.rolled_back_by",
+        "unknown metric `error-rate`; the Canary's metrics are: request-success-rate",
+    );
+}
+
+#[test]
+fn an_expectation_naming_an_unknown_counter_is_rejected() {
+    let text = base_with(
+        "  outcome: promoted",
+        "  outcome: promoted\n  counters:\n    ejections: {min: 1}",
+    );
+    assert_bad_input(
+        "unknown-counter.yaml",
+        &text,
+        line_of(&text, "ejections:"),
+        "expect.counters.ejections",
+        "unknown counter `ejections`; known counters: ",
+    );
+}
+
+#[test]
+fn an_answer_for_a_webhook_the_canary_lacks_is_rejected() {
+    let text = base_with("expect:", "webhooks:\n  smoke-test: pass\nexpect:");
+    assert_bad_input(
+        "unknown-hook.yaml",
+        &text,
+        line_of(&text, "smoke-test: pass"),
+        "webhooks.smoke-test",
+        "the Canary has no webhook named `smoke-test`",
+    );
+}
+
+#[test]
+fn an_error_in_a_manifest_file_names_that_file_and_its_line() {
+    let manifest = "apiVersion: networking.istio.io/v1beta1\nkind: VirtualService\nmetadata:\n  name: podinfo\nspec:\n  hosts: [podinfo]\n  http:\n    - route:\n        - destination: {host: reviews}\n";
+    let manifest_file = write("routes.yaml", manifest);
+    let text = base_with("canary:", "manifest_files: [routes.yaml]\ncanary:");
+    let file = write("manifest-file.yaml", &text);
+    let out = sim(&["validate", path_str(&file)]);
+    assert_eq!(out.code, 2, "{}", out.stderr);
+    let prefix = format!(
+        "{}:{}: manifest_files[0]: ",
+        manifest_file.display(),
+        line_of(manifest, "host: reviews")
+    );
+    assert!(out.stderr.contains(&prefix), "{prefix}\n{}", out.stderr);
+}
+
+#[test]
+fn a_missing_scenario_file_exits_2_naming_it() {
+    let out = sim(&["run", "/nonexistent/scenario.yaml"]);
+    assert_eq!(out.code, 2);
+    assert!(
+        out.stderr.contains("/nonexistent/scenario.yaml"),
+        "{}",
+        out.stderr
+    );
+}
+
+#[test]
+fn the_same_seed_gives_an_identical_json_result_and_another_seed_a_different_one() {
+    let file = write("determinism.yaml", BASE);
+    let a = sim(&["run", path_str(&file), "--json", "--seed", "3"]);
+    let b = sim(&["run", path_str(&file), "--json", "--seed", "3"]);
+    let c = sim(&["run", path_str(&file), "--json", "--seed", "4"]);
+    assert_eq!(a.code, 0, "{}", a.stderr);
+    assert!(a.stdout.trim_start().starts_with('['), "{}", a.stdout);
+    assert_eq!(a.stdout, b.stdout);
+    assert_ne!(a.stdout, c.stdout);
+}
+
+#[test]
+fn a_sweep_on_two_threads_counts_the_same_outcomes_as_on_one() {
+    // A canary that fails 1.5% of requests: some seeds roll it back, some promote it.
+    let text = base_with(
+        "    latency: {p50: 10ms, p99: 40ms}",
+        "    latency: {p50: 10ms, p99: 40ms}\n  canary:\n    error_rate: 0.012",
+    );
+    let file = write("sweep.yaml", &text);
+    let one = sim(&[
+        "sweep",
+        path_str(&file),
+        "--seeds",
+        "12",
+        "--threads",
+        "1",
+        "--json",
+    ]);
+    let two = sim(&[
+        "sweep",
+        path_str(&file),
+        "--seeds",
+        "12",
+        "--threads",
+        "2",
+        "--json",
+    ]);
+    assert_eq!(one.code, 0, "{}", one.stderr);
+    assert_eq!(two.code, 0, "{}", two.stderr);
+    let parse = |s: &str| -> serde_json::Value { serde_json::from_str(s).expect("sweep JSON") };
+    let (a, b) = (parse(&one.stdout), parse(&two.stdout));
+    assert_eq!(a, b);
+    assert_eq!(a[0]["runs"], 12);
+}
+
+#[test]
+fn run_writes_a_self_contained_html_report() {
+    let file = write("report.yaml", BASE);
+    let report = file.with_extension("html");
+    let out = sim(&["run", path_str(&file), "--report", path_str(&report)]);
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    let html = std::fs::read_to_string(&report).expect("report written");
+    assert!(html.starts_with("<!DOCTYPE html>"));
+    assert!(html.contains("<svg"), "the report has plots");
+    assert!(!html.contains("http://") && !html.contains("https://"));
+}
+
+#[test]
+fn every_scenario_of_the_library_validates() {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../scenarios");
+    let mut files: Vec<String> = std::fs::read_dir(&dir)
+        .expect("scenarios/")
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| p.extension().is_some_and(|x| x == "yaml"))
+        .map(|p| p.display().to_string())
+        .collect();
+    files.sort();
+    assert!(!files.is_empty());
+    let mut args = vec!["validate"];
+    args.extend(files.iter().map(String::as_str));
+    let out = sim(&args);
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    assert_eq!(out.stdout.lines().count(), files.len(), "{}", out.stdout);
+}
