@@ -794,6 +794,29 @@ impl Context<'_> {
         if shapes.iter().filter(|s| **s).count() > 1 {
             return Err(self.error(field, "give at most one of `ramp`, `diurnal`, `bursts`"));
         }
+        let rate_ok = |r: f64| r.is_finite() && (0.0..=1_000_000.0).contains(&r);
+        if let Some(r) = &c.ramp
+            && !rate_ok(r.to)
+        {
+            return Err(self.error(
+                &format!("{field}.ramp.to"),
+                format!(
+                    "must be between 0 and 1000000 requests per second, got {}",
+                    r.to
+                ),
+            ));
+        }
+        if let Some(b) = &c.bursts
+            && !(b.factor.is_finite() && b.factor >= 0.0 && rate_ok(c.rate * b.factor))
+        {
+            return Err(self.error(
+                &format!("{field}.bursts.factor"),
+                format!(
+                    "must be a non-negative factor that keeps the rate within 1000000 requests per second, got {}",
+                    b.factor
+                ),
+            ));
+        }
         let shape = if let Some(r) = &c.ramp {
             RateShape::Ramp {
                 from: r
@@ -975,8 +998,14 @@ impl Context<'_> {
                     format!("no client named `{}` in `traffic`", f.client),
                 ));
             }
-            if !(f.rps.is_finite() && f.rps >= 0.0) {
-                return Err(self.error(&format!("{field}.rate.rps"), "must not be negative"));
+            if !(f.rps.is_finite() && (0.0..=1_000_000.0).contains(&f.rps)) {
+                return Err(self.error(
+                    &format!("{field}.rate.rps"),
+                    format!(
+                        "must be between 0 and 1000000 requests per second, got {}",
+                        f.rps
+                    ),
+                ));
             }
             events.push(Event::Rate {
                 client: f.client.clone(),

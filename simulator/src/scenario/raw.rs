@@ -282,14 +282,49 @@ pub fn parse(text: &str) -> Result<Scenario, (String, Option<usize>, String)> {
         {
             message = rest.to_string();
         }
-        (
-            if path == "." {
-                "(document)".to_string()
-            } else {
-                path
-            },
-            line,
-            message,
-        )
+        // A syntax error leaves the parser in an unnamed place (`?`): name where it was.
+        let path = path.trim_end_matches('?').trim_end_matches('.');
+        let path = if path.is_empty() || path == "." {
+            "(document)".to_string()
+        } else {
+            path.to_string()
+        };
+        let line = match message.strip_prefix("duplicate field `") {
+            // The parser points at the mapping; the second key is the one to remove.
+            Some(rest) => rest
+                .split('`')
+                .next()
+                .and_then(|key| second_key_line(text, line.unwrap_or(1), key))
+                .or(line),
+            None if message.contains("more than one document") => text
+                .lines()
+                .enumerate()
+                .skip(1)
+                .find(|(_, l)| l.trim_end() == "---" || l.starts_with("--- "))
+                .map(|(i, _)| i + 1)
+                .or(line),
+            None => line,
+        };
+        (path, line, message)
     })
+}
+
+/// The line of the second `key:` at the indentation of its first occurrence at or after
+/// `from` (1-based).
+fn second_key_line(text: &str, from: usize, key: &str) -> Option<usize> {
+    let mut indent = None;
+    for (i, line) in text.lines().enumerate().skip(from.saturating_sub(1)) {
+        let trimmed = line.trim_start();
+        let content = trimmed.strip_prefix("- ").unwrap_or(trimmed);
+        let at = line.len() - content.len();
+        if !content.starts_with(key) || !content[key.len()..].starts_with(':') {
+            continue;
+        }
+        match indent {
+            None => indent = Some(at),
+            Some(first) if first == at => return Some(i + 1),
+            Some(_) => {}
+        }
+    }
+    None
 }
