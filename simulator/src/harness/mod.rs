@@ -7,8 +7,14 @@
 //! and carries out the actions on the mesh: weights, header matches and mirroring become the
 //! service's split; scaling and promotion change the versions' pods and behaviour.
 //!
+//! Like the cluster's routers, it owns the service's routes: the Canary's `service.timeout` (and
+//! for Istio `service.retries`) go on every route it sets, and routes a scenario applies
+//! mid-run are overwritten by the controller's at once. Load testers (`target: canary`) reach
+//! the canary through a header only they send, and send only while a rollout progresses.
+//!
 //! Simplifications: pods are ready as soon as they are scaled up, and a promotion replaces the
-//! primary's behaviour at once (no rolling update); webhooks answer instantly.
+//! primary's behaviour at once (no rolling update); webhooks answer instantly, and a load-test
+//! webhook generates no traffic by itself (a `target: canary` client does).
 
 mod observe;
 
