@@ -80,6 +80,9 @@ pub struct Sample {
     pub canary: WindowFigures,
     /// Requests per second the clients sent over the interval.
     pub rps: f64,
+    /// Percentage of the clients' requests that succeeded over the interval, after retries:
+    /// what users saw, including failures no destination reported.
+    pub clients_success_rate: Option<f64>,
 }
 
 #[derive(Clone, Copy, Debug, Default, Serialize)]
@@ -733,10 +736,10 @@ impl<'a> Harness<'a> {
         };
         let primary = figures(self.mesh.destination_stats(self.primary, from, now));
         let canary = figures(self.mesh.destination_stats(self.canary, from, now));
-        let sent: u64 = [self.primary, self.canary]
+        let (sent, failed) = [self.primary, self.canary]
             .iter()
-            .map(|v| self.mesh.source_stats(*v, from, now).requests)
-            .sum();
+            .map(|v| self.mesh.source_stats(*v, from, now))
+            .fold((0, 0), |(r, f), s| (r + s.requests, f + s.failures));
         let seconds = ((now - from) as f64 / SECONDS as f64).max(1e-9);
         self.samples.push(Sample {
             at_ms: now / MILLIS,
@@ -748,6 +751,7 @@ impl<'a> Harness<'a> {
             } else {
                 sent as f64 / seconds
             },
+            clients_success_rate: (sent > 0).then(|| 100.0 * (1.0 - failed as f64 / sent as f64)),
         });
     }
 

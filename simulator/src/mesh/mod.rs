@@ -2809,7 +2809,9 @@ impl Mesh {
         self.release_retry_hold(req);
         let r = self.reqs[req as usize];
         let rule = &self.rules[r.rule as usize];
-        let retriable = is_retriable(&rule.retry.on, code, f);
+        // A client without a sidecar has no proxy to retry for it.
+        let retriable =
+            self.clients[client as usize].sidecar && is_retriable(&rule.retry.on, code, f);
         if retriable && r.retries_done < rule.retry.attempts {
             let cl = &mut self.clusters[ci];
             if cl.retries_active >= cl.policy.max_retries {

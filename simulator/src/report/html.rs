@@ -13,6 +13,7 @@ const PAD_TOP: f64 = 20.0;
 const PAD_BOTTOM: f64 = 30.0;
 const PRIMARY: &str = "#2f6fb0";
 const CANARY: &str = "#d9822b";
+const CLIENTS: &str = "#6b6b6b";
 
 /// The report for one or more runs of a scenario.
 pub fn html(runs: &[RunResult], description: &str) -> String {
@@ -84,19 +85,25 @@ fn section(out: &mut String, run: &RunResult) {
     };
     let sr_p = series(|s| s.primary.success_rate);
     let sr_c = series(|s| s.canary.success_rate);
+    let sr_clients = series(|s| s.clients_success_rate);
     let lo = sr_p
         .iter()
         .chain(&sr_c)
+        .chain(&sr_clients)
         .map(|p| p.1)
         .fold(100.0f64, f64::min)
         .clamp(0.0, 99.0)
         .floor();
     plot(
         out,
-        "Success rate (%), destination-reported, per interval",
+        "Success rate (%) per interval: reported by each version's sidecars (what the analysis reads), and seen by the clients after retries",
         end,
         (lo, 100.0),
-        &[("primary", PRIMARY, sr_p), ("canary", CANARY, sr_c)],
+        &[
+            ("primary", PRIMARY, sr_p),
+            ("canary", CANARY, sr_c),
+            ("clients", CLIENTS, sr_clients),
+        ],
         &marks,
     );
     let p99_p = series(|s| s.primary.p99_ms);
@@ -116,6 +123,31 @@ fn section(out: &mut String, run: &RunResult) {
         &marks,
     );
 
+    let clients: Vec<String> = run
+        .clients
+        .iter()
+        .map(|c| {
+            format!(
+                "{}: {} requests, {} failed ({:.3}% success)",
+                escape(&c.name),
+                c.requests,
+                c.failed,
+                c.success_rate
+            )
+        })
+        .collect();
+    let counters: Vec<String> = run
+        .counters
+        .iter()
+        .filter(|(_, v)| **v > 0)
+        .map(|(k, v)| format!("{} {v}", escape(k)))
+        .collect();
+    let _ = writeln!(
+        out,
+        "<p>Clients: {}.</p>\n<p class=\"counters\">Counters: {}.</p>",
+        clients.join("; "),
+        counters.join(", ")
+    );
     out.push_str("<h3>Expectations</h3><table><tr><th></th><th>check</th><th>expected</th><th>actual</th></tr>\n");
     for c in &run.checks {
         let _ = writeln!(
