@@ -104,6 +104,15 @@ pub fn summary(run: &RunResult) -> String {
         "requests: {} sent, {} failed ({:.3}% success); {} failures served by the canary",
         run.requests, run.failed_requests, run.success_rate, run.failed_requests_canary
     );
+    if run.clients.len() > 1 {
+        for c in &run.clients {
+            let _ = writeln!(
+                out,
+                "  {}: {} sent, {} failed ({:.3}% success)",
+                c.name, c.requests, c.failed, c.success_rate
+            );
+        }
+    }
     for w in &run.warnings {
         let _ = writeln!(out, "warning: {w}");
     }
