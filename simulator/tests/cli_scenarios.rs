@@ -328,6 +328,33 @@ fn an_error_in_a_manifest_file_names_that_file_and_its_line() {
 }
 
 #[test]
+fn a_canary_file_that_does_not_validate_is_named_with_its_own_line() {
+    let canary_start = BASE.find("canary:\n").expect("BASE has a canary");
+    let canary_end = BASE.find("timeline:").expect("BASE has a timeline");
+    let canary: String = BASE[canary_start..canary_end]
+        .lines()
+        .skip(1)
+        .map(|l| format!("{}\n", l.strip_prefix("  ").unwrap_or(l)))
+        .collect::<String>()
+        .replace("maxWeight: 30", "maxWeight: 0");
+    let canary_file = write("podinfo-canary.yaml", &canary);
+    let text = format!(
+        "{}canary_file: podinfo-canary.yaml\n{}",
+        &BASE[..canary_start],
+        &BASE[canary_end..]
+    );
+    let file = write("canary-file.yaml", &text);
+    let out = sim(&["validate", path_str(&file)]);
+    assert_eq!(out.code, 2, "{}", out.stderr);
+    let prefix = format!(
+        "{}:{}: spec.analysis.maxWeight: the Canary does not validate",
+        canary_file.display(),
+        line_of(&canary, "maxWeight: 0")
+    );
+    assert!(out.stderr.contains(&prefix), "{prefix}\n{}", out.stderr);
+}
+
+#[test]
 fn a_missing_scenario_file_exits_2_naming_it() {
     let out = sim(&["run", "/nonexistent/scenario.yaml"]);
     assert_eq!(out.code, 2);

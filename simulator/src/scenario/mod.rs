@@ -570,18 +570,18 @@ impl Context<'_> {
     }
 
     fn canary(&self, raw: &raw::Scenario) -> Result<(Canary, RolloutSpec), ScenarioError> {
-        let (text, origin) = match (&raw.canary, &raw.canary_file) {
+        let (text, file) = match (&raw.canary, &raw.canary_file) {
             (Some(v), None) => (
                 match v {
                     serde_norway::Value::String(s) => s.clone(),
                     other => serde_norway::to_string(other)
                         .map_err(|e| self.error("canary", e.to_string()))?,
                 },
-                "canary".to_string(),
+                None,
             ),
             (None, Some(file)) => (
                 self.read_relative("canary_file", file)?,
-                format!("canary_file ({file})"),
+                Some(self.relative(file)),
             ),
             _ => {
                 return Err(self.error(
@@ -590,26 +590,45 @@ impl Context<'_> {
                 ));
             }
         };
-        let loaded = load_manifests(&text).map_err(|e| self.error(&origin, e.to_string()))?;
+        // An error at a field of the Canary (`spec.analysis...`, or "" for the whole): in the
+        // scenario under `canary`, or in the Canary's own file.
+        let error = |field: &str, message: String| match &file {
+            None if field.is_empty() => self.error("canary", message),
+            None => self.error(&format!("canary.{field}"), message),
+            Some(path) => ScenarioError {
+                file: path.display().to_string(),
+                line: locate::line_of(&text, field).or(Some(1)),
+                field: if field.is_empty() {
+                    "(document)".into()
+                } else {
+                    field.to_string()
+                },
+                message,
+            },
+        };
+        let loaded = load_manifests(&text).map_err(|e| error("", e.to_string()))?;
         let [canary] = <[Canary; 1]>::try_from(loaded.canaries).map_err(|v| {
-            self.error(
-                &origin,
+            error(
+                "",
                 format!("must hold exactly one Canary, found {}", v.len()),
             )
         })?;
         let spec = validate(&canary.spec).map_err(|errors| {
-            let first = &errors.0[0];
+            let path = errors.0.first().map_or(String::new(), |e| e.path.clone());
             let all: Vec<String> = errors.0.iter().map(ToString::to_string).collect();
-            self.error(
-                &format!("{origin}.{}", first.path),
+            error(
+                &path,
                 format!("the Canary does not validate:\n  {}", all.join("\n  ")),
             )
         })?;
         for m in &spec.metrics {
             if !m.kind.is_builtin() {
-                return Err(self.error(
-                    &format!("{origin}.spec.analysis.metrics"),
-                    format!("metric `{}` is a custom query; the simulator computes only the built-in request-success-rate and request-duration", m.name),
+                return Err(error(
+                    "spec.analysis.metrics",
+                    format!(
+                        "metric `{}` is a custom query; the simulator computes only the built-in request-success-rate and request-duration",
+                        m.name
+                    ),
                 ));
             }
         }
