@@ -46,6 +46,10 @@ pub fn run(file: &Path, seed: Option<u64>, json: bool, report_file: Option<&Path
             }
         }
     }
+    if progress {
+        // Clear the progress line before the timeline.
+        eprint!("\r\x1b[K");
+    }
     if json {
         match serde_json::to_string_pretty(&runs) {
             Ok(text) => emit(&format!("{text}\n")),

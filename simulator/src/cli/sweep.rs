@@ -72,6 +72,9 @@ pub fn sweep(file: &Path, first: u64, count: u64, threads: Option<usize>, json: 
         }
     }
     let wall = started.elapsed().as_secs_f64();
+    if !json && std::io::stderr().is_terminal() {
+        eprint!("\r\x1b[K");
+    }
     if json {
         emit(&format!(
             "{}\n",
