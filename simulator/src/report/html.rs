@@ -245,9 +245,15 @@ fn plot(
                 .iter()
                 .map(|(t, v)| format!("{:.1},{:.1}", x(*t), y(*v)))
                 .collect();
+            // What clients saw is dashed, so the versions' lines show through where they agree.
+            let dash = if *color == CLIENTS {
+                " stroke-dasharray=\"5 4\""
+            } else {
+                ""
+            };
             let _ = write!(
                 out,
-                "<polyline fill=\"none\" stroke=\"{color}\" stroke-width=\"2\" points=\"{}\"/>",
+                "<polyline fill=\"none\" stroke=\"{color}\" stroke-width=\"2\"{dash} points=\"{}\"/>",
                 path.join(" ")
             );
         }
