@@ -712,9 +712,10 @@ impl<'a> Harness<'a> {
         result
     }
 
-    /// Load testers send while a rollout progresses (Flagger runs them from rollout hooks).
+    /// Load testers send while a rollout progresses, from its first step on (Flagger runs them
+    /// from rollout hooks, which start with the analysis).
     fn switch_load_testers(&mut self) {
-        let on = self.state.phase == Phase::Progressing;
+        let on = self.state.phase == Phase::Progressing && self.state.pre_rollout_done;
         for i in 0..self.load_testers.len() {
             let (client, rps, was) = self.load_testers[i];
             if was != on {

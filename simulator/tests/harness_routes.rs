@@ -1,0 +1,152 @@
+//! The harness owns the service's routes as the controller's routers do: A/B match blocks are
+//! alternatives, manifests applied mid-run do not take the canary's traffic away, load testers
+//! reach the canary only while a rollout progresses.
+
+use std::path::Path;
+
+use fledge_simulator::harness::{self, RunResult};
+use fledge_simulator::scenario::{Outcome, Scenario};
+
+const HEAD: &str = r#"name: routes
+seed: 3
+duration: 10m
+namespace: test
+service:
+  name: podinfo
+  primary:
+    pods: 2
+    latency: {p50: 10ms, p99: 40ms}
+"#;
+
+fn canary(analysis: &str) -> String {
+    format!(
+        r#"canary:
+  apiVersion: flagger.app/v1beta1
+  kind: Canary
+  metadata: {{name: podinfo, namespace: test}}
+  spec:
+    targetRef: {{apiVersion: apps/v1, kind: Deployment, name: podinfo}}
+    service: {{port: 9898}}
+    analysis:
+      interval: 30s
+      threshold: 2
+{analysis}      metrics:
+        - name: request-success-rate
+          thresholdRange: {{min: 90}}
+          interval: 1m
+"#
+    )
+}
+
+fn run(text: &str) -> RunResult {
+    let s = Scenario::parse(text, Path::new("routes.yaml")).unwrap_or_else(|e| panic!("{e}"));
+    harness::run(&s, &s.variants[0], s.seed).expect("runs")
+}
+
+#[test]
+fn a_b_match_blocks_are_alternatives_and_each_sends_its_requests_to_the_canary() {
+    let text = format!(
+        r#"{HEAD}traffic:
+  - client: web
+    rate: 100
+    headers:
+      - {{weight: 1, set: {{x-canary: insider}}}}
+      - {{weight: 1, set: {{cookie: canary=always}}}}
+      - {{weight: 2, set: {{}}}}
+{}timeline:
+  - {{at: 30s, deploy: {{}}}}
+expect: {{outcome: promoted}}
+"#,
+        canary(
+            "      iterations: 4\n      match:\n        - headers: {x-canary: {exact: insider}}\n        - headers: {cookie: {regex: \"^(.*?;)?(canary=always)(;.*)?$\"}}\n"
+        )
+    );
+    let r = run(&text);
+    assert_eq!(r.outcome, Outcome::Promoted, "{}", r.final_message);
+    let canary = r.counters["requests_canary"] as f64;
+    let total = (r.counters["requests_primary"] + r.counters["requests_canary"]) as f64;
+    // Half the requests match one block or the other, for about 2.5 of the 10 minutes.
+    let share = canary / total;
+    assert!(
+        (0.09..0.16).contains(&share),
+        "canary share {share:.3} of {total} requests"
+    );
+}
+
+#[test]
+fn a_virtual_service_applied_mid_rollout_does_not_take_the_canarys_weight() {
+    let text = format!(
+        r#"{HEAD}traffic:
+  - client: web
+    rate: 100
+{}timeline:
+  - {{at: 30s, deploy: {{}}}}
+  - at: 1m45s
+    apply_manifests: |
+      apiVersion: networking.istio.io/v1beta1
+      kind: VirtualService
+      metadata: {{name: podinfo, namespace: test}}
+      spec:
+        hosts: [podinfo]
+        http:
+          - route:
+              - destination: {{host: podinfo-primary}}
+expect: {{outcome: promoted}}
+"#,
+        canary("      maxWeight: 50\n      stepWeight: 25\n")
+    );
+    let r = run(&text);
+    assert_eq!(r.outcome, Outcome::Promoted, "{}", r.final_message);
+    assert!(
+        r.decisions.iter().any(|d| d
+            .messages
+            .iter()
+            .any(|m| m.contains("applied VirtualService podinfo"))),
+        "the event is on the timeline"
+    );
+    // After the event the canary still got its 25%, then 50%, until the promotion.
+    let after: u64 = r
+        .samples
+        .iter()
+        .filter(|s| (110_000..=200_000).contains(&s.at_ms))
+        .map(|s| s.canary.requests)
+        .sum();
+    assert!(after > 1000, "canary requests after the event: {after}");
+}
+
+#[test]
+fn a_load_tester_sends_only_while_the_rollout_progresses() {
+    let text = format!(
+        r#"{HEAD}traffic:
+  - client: web
+    rate: 50
+  - client: tester
+    rate: 20
+    target: canary
+{}timeline:
+  - {{at: 1m, deploy: {{}}}}
+expect: {{outcome: promoted}}
+"#,
+        canary("      iterations: 3\n")
+    );
+    let r = run(&text);
+    assert_eq!(r.outcome, Outcome::Promoted, "{}", r.final_message);
+    let tester = r
+        .clients
+        .iter()
+        .find(|c| c.name == "tester")
+        .expect("the tester's figures");
+    let progressing_s =
+        (r.decided_at_ms.expect("decided") - r.deployed_at_ms.expect("deployed")) as f64 / 1000.0;
+    // 20 rps for (at most) the time from the deploy to the decision, not the 10 minutes.
+    assert!(tester.requests > 0);
+    assert!(
+        (tester.requests as f64) < 20.0 * progressing_s * 1.2,
+        "{} tester requests in {progressing_s}s",
+        tester.requests
+    );
+    assert_eq!(
+        tester.failed, 0,
+        "the tester never hits a scaled-down canary"
+    );
+}
