@@ -355,6 +355,20 @@ fn a_canary_file_that_does_not_validate_is_named_with_its_own_line() {
 }
 
 #[test]
+fn a_threshold_variant_of_a_statistical_canary_drops_the_settings_only_that_judge_reads() {
+    let text = base_with("      interval: 30s\n", "      interval: 30s\n      judge: statistical\n")
+        .replace("          interval: 1m\n", "          interval: 1m\n          margin: \"5\"\n")
+        .replace(
+            "expect:\n  outcome: promoted\n",
+            "variants:\n  - {name: threshold, judge: threshold, expect: {no_false_rollback: true}}\n  - {name: statistical, judge: statistical, alpha: 0.05, expect: {no_false_rollback: true}}\n",
+        );
+    let file = write("variants.yaml", &text);
+    let out = sim(&["validate", path_str(&file)]);
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    assert!(out.stdout.contains("2 variants"), "{}", out.stdout);
+}
+
+#[test]
 fn a_missing_scenario_file_exits_2_naming_it() {
     let out = sim(&["run", "/nonexistent/scenario.yaml"]);
     assert_eq!(out.code, 2);

@@ -1118,6 +1118,13 @@ impl Context<'_> {
             let field = format!("variants[{i}]");
             let mut resource = canary.spec.clone();
             resource.analysis.judge = Some(v.judge.clone());
+            if v.judge == "threshold" {
+                // What only the statistical judge reads would not validate under this one.
+                resource.analysis.statistical = None;
+                for m in &mut resource.analysis.metrics {
+                    m.margin = None;
+                }
+            }
             if v.alpha.is_some() || v.min_requests.is_some() {
                 let s = resource
                     .analysis
