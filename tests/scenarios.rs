@@ -1,5 +1,5 @@
-//! Every scenario in `scenarios/` is a test case: it must load, and every variant must meet its
-//! `expect:` checks at the file's own seed. The files are found at run time, so a new scenario
+//! Every scenario in `scenarios/` is a test case: it must load, tell its story in
+//! `description`, and every variant must meet its `expect:` checks at the file's own seed. The files are found at run time, so a new scenario
 //! is a new test with no code change (`cargo test --test scenarios -- low-traffic` runs one).
 
 use std::path::{Path, PathBuf};
@@ -27,6 +27,9 @@ fn meets_its_expectations(file: &Path) -> Result<(), Failed> {
         .display()
         .to_string();
     let scenario = Scenario::load(file).map_err(|e| format!("{shown} does not load: {e}"))?;
+    if scenario.description.trim().is_empty() {
+        return Err(format!("{shown}: a library scenario tells its story in `description`").into());
+    }
     let mut failures = Vec::new();
     for variant in &scenario.variants {
         let run = harness::run(&scenario, variant, scenario.seed)
