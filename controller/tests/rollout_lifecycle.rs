@@ -329,3 +329,21 @@ fn warnings_are_only_given_for_failed_checks_and_rollbacks() {
         "Halt app advancement: request-success-rate 98.00% < 99% (min) (failed checks 1/2)"
     ));
 }
+
+#[test]
+fn a_regression_while_waiting_for_promotion_still_rolls_back() {
+    let mut d = Driver::new(
+        canary_spec("stepWeight: 50\n    threshold: 2").with_hook("gate", "confirm-promotion"),
+    );
+    d.hook_answers
+        .insert("gate".into(), HookOutcome::Failed("closed".into()));
+    d.deploy("v2");
+    for _ in 0..4 {
+        d.tick();
+    }
+    assert_eq!(d.state.phase, Phase::WaitingPromotion);
+    d.success_rate = 90.0;
+    d.run_until_done();
+    assert_eq!((d.state.phase, d.state.failed_checks), (Phase::Failed, 2));
+    assert!(!d.actions().contains(&Action::PromotePrimary));
+}

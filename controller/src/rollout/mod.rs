@@ -294,9 +294,7 @@ pub fn wants(state: &RolloutState, spec: &RolloutSpec, now: Millis) -> Wants {
         Phase::Waiting => w.hooks.push(HookGate::ConfirmRollout),
         Phase::Progressing | Phase::WaitingPromotion => {
             w.hooks.push(HookGate::Rollback);
-            if state.phase == Phase::WaitingPromotion {
-                w.hooks.push(HookGate::ConfirmPromotion);
-            } else if !spec.skip_analysis && step_due(state, spec, now) {
+            if !spec.skip_analysis && step_due(state, spec, now) {
                 if !state.pre_rollout_done {
                     w.hooks.push(HookGate::PreRollout);
                 } else if analysing(state, spec) {
@@ -583,8 +581,10 @@ impl Tick<'_> {
             );
             return self.promote();
         }
-        if self.s.phase == Phase::WaitingPromotion {
-            return self.await_promotion();
+        // An operator's approval does not wait for the next analysis; the gate's hooks do,
+        // and the analysis keeps running while they say no (a regression still rolls back).
+        if self.s.phase == Phase::WaitingPromotion && self.obs.command == Some(Command::Approve) {
+            return self.promote();
         }
         if !step_due(&self.s, self.spec, self.now) {
             return;
