@@ -275,3 +275,30 @@ proptest! {
         }
     }
 }
+
+#[test]
+fn fields_fledge_does_not_know_are_listed_not_silently_dropped() {
+    let text = fixture("podinfo-blue-green.yaml")
+        .replace(
+            "  progressDeadlineSeconds: 60",
+            "  progressDeadlineSeconds: 60\n  ingressRef: {name: x}",
+        )
+        .replace(
+            "    iterations: 10",
+            "    iterations: 10\n    stepWeigth: 5",
+        );
+    let loaded = load_manifests(&text).unwrap();
+    assert_eq!(
+        loaded.ignored,
+        [
+            "document 1 (Canary podinfo): spec.ingressRef",
+            "document 1 (Canary podinfo): spec.analysis.stepWeigth"
+        ]
+    );
+    assert!(
+        load_manifests(&fixture("podinfo-ab.yaml"))
+            .unwrap()
+            .ignored
+            .is_empty()
+    );
+}

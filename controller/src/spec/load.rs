@@ -12,6 +12,8 @@ pub struct LoadedManifests {
     pub metric_templates: Vec<MetricTemplate>,
     /// Documents of other kinds, skipped: `(document index, apiVersion, kind)`.
     pub skipped: Vec<(usize, String, String)>,
+    /// Fields Fledge does not know, ignored: `document N (Kind name): path`.
+    pub ignored: Vec<String>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -79,36 +81,46 @@ pub fn load_manifests(text: &str) -> Result<LoadedManifests, LoadError> {
             .get("metadata")
             .map(|m| field(m, "name"))
             .unwrap_or_default();
+        let ignored = &mut out.ignored;
         if kind == "Canary" {
-            out.canaries.push(parse(value, document, &kind, &name)?);
+            out.canaries
+                .push(parse(value, document, &kind, &name, ignored)?);
         } else {
             out.metric_templates
-                .push(parse(value, document, &kind, &name)?);
+                .push(parse(value, document, &kind, &name, ignored)?);
         }
     }
     Ok(out)
 }
 
-/// Deserialises one resource, naming the field path of any type error, and moves it into
-/// Fledge's API group.
+/// Deserialises one resource, naming the field path of any type error and listing the fields
+/// it ignores, and moves it into Fledge's API group.
 fn parse<T: DeserializeOwned + kube::Resource<DynamicType = ()>>(
     mut value: serde_norway::Value,
     document: usize,
     kind: &str,
     name: &str,
+    ignored: &mut Vec<String>,
 ) -> Result<T, LoadError> {
     if let Some(map) = value.as_mapping_mut() {
         map.insert("apiVersion".into(), T::api_version(&()).into_owned().into());
     }
-    serde_path_to_error::deserialize(value).map_err(|e| LoadError::Field {
-        document,
-        kind: kind.to_string(),
-        name: if name.is_empty() {
-            "(unnamed)".to_string()
-        } else {
-            name.to_string()
-        },
-        path: e.path().to_string(),
-        message: e.into_inner().to_string(),
-    })
+    let name = if name.is_empty() { "(unnamed)" } else { name };
+    let parsed: T =
+        serde_path_to_error::deserialize(value.clone()).map_err(|e| LoadError::Field {
+            document,
+            kind: kind.to_string(),
+            name: name.to_string(),
+            path: e.path().to_string(),
+            message: e.into_inner().to_string(),
+        })?;
+    // A second, typed pass only to learn which fields serde skipped (it cannot fail now).
+    let _: Result<T, _> = serde_ignored::deserialize(value, |path| {
+        let path = path.to_string();
+        // kube's generated types read the type fields apart.
+        if path != "apiVersion" && path != "kind" {
+            ignored.push(format!("document {document} ({kind} {name}): {path}"));
+        }
+    });
+    Ok(parsed)
 }

@@ -26,6 +26,12 @@ pub fn run(file: &Path) -> ExitCode {
             return ExitCode::from(EXIT_BAD_INPUT);
         }
     };
+    for field in &loaded.ignored {
+        eprintln!(
+            "warning: {}: {field}: not a field Fledge knows; ignored",
+            file.display()
+        );
+    }
     if loaded.canaries.is_empty() {
         eprintln!(
             "error: {}: no Canary document (apiVersion fledge.dev/v1alpha1 or flagger.app/v1beta1)",

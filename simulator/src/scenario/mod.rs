@@ -305,7 +305,7 @@ impl Context<'_> {
         let primary = self.version("service.primary", &raw.service.primary, None)?;
         let canary = self.version("service.canary", &raw.service.canary, Some(&primary))?;
 
-        let (canary_resource, spec) = self.canary(&raw)?;
+        let (canary_resource, spec, ignored) = self.canary(&raw)?;
         if spec.target != raw.service.name {
             return Err(self.error(
                 "canary.spec.targetRef.name",
@@ -315,7 +315,12 @@ impl Context<'_> {
                 ),
             ));
         }
-        let manifests = self.manifests(&raw)?;
+        let mut manifests = self.manifests(&raw)?;
+        manifests.warnings.extend(
+            ignored
+                .into_iter()
+                .map(|f| format!("canary: {f}: not a field Fledge knows; ignored")),
+        );
         let data_plane = match raw.mesh.as_deref().unwrap_or("istio") {
             "istio" => DataPlane::Istio,
             "linkerd" => DataPlane::Linkerd,
@@ -569,7 +574,11 @@ impl Context<'_> {
         }
     }
 
-    fn canary(&self, raw: &raw::Scenario) -> Result<(Canary, RolloutSpec), ScenarioError> {
+    /// The Canary, its validated spec, and the fields of it Fledge ignores.
+    fn canary(
+        &self,
+        raw: &raw::Scenario,
+    ) -> Result<(Canary, RolloutSpec, Vec<String>), ScenarioError> {
         let (text, file) = match (&raw.canary, &raw.canary_file) {
             (Some(v), None) => (
                 match v {
@@ -607,6 +616,7 @@ impl Context<'_> {
             },
         };
         let loaded = load_manifests(&text).map_err(|e| error("", e.to_string()))?;
+        let ignored = loaded.ignored;
         let [canary] = <[Canary; 1]>::try_from(loaded.canaries).map_err(|v| {
             error(
                 "",
@@ -632,7 +642,7 @@ impl Context<'_> {
                 ));
             }
         }
-        Ok((canary, spec))
+        Ok((canary, spec, ignored))
     }
 
     fn relative(&self, file: &str) -> PathBuf {
