@@ -4,7 +4,7 @@ mod support;
 
 use fledge_controller::analysis::MetricReading;
 use fledge_controller::rollout::{
-    Action, Command, HookOutcome, Phase, RolloutState, advance, wants,
+    Action, Command, HookOutcome, Phase, RolloutState, advance, plan, wants,
 };
 use fledge_controller::spec::{RolloutSpec, Strategy as Rollout};
 use proptest::prelude::*;
@@ -220,5 +220,16 @@ proptest! {
         prop_assert_eq!(d.state.failed_checks, 0);
         prop_assert_eq!(d.actions().iter().filter(|a| **a == Action::PromotePrimary).count(), 1);
         prop_assert_eq!(d.state.canary_weight, 0);
+    }
+
+    #[test]
+    fn the_plan_of_any_valid_spec_ends_promoted_with_its_last_step_as_the_shortest_time(
+        spec in arbitrary_spec(),
+    ) {
+        let p = plan(&spec);
+        let last = p.steps.last().expect("a plan has steps");
+        prop_assert_eq!(last.phase, Phase::Succeeded);
+        prop_assert_eq!(last.at, p.shortest_promotion);
+        prop_assert!(p.steps.windows(2).all(|w| w[0].at <= w[1].at));
     }
 }

@@ -9,7 +9,7 @@ use super::{
     Action, HookOutcome, Millis, Observation, Phase, Readiness, RolloutState, advance, wants,
 };
 use crate::analysis::MetricReading;
-use crate::spec::{MetricKind, RolloutSpec};
+use crate::spec::{HookGate, MetricKind, RolloutSpec};
 
 /// One decision of the ideal rollout.
 #[derive(Clone, Debug, PartialEq, Serialize)]
@@ -72,7 +72,14 @@ pub fn plan(spec: &RolloutSpec) -> RolloutPlan {
             .hooks
             .iter()
             .flat_map(|g| spec.hooks(*g))
-            .map(|h| (h.name.clone(), HookOutcome::Passed))
+            .map(|h| {
+                // Every hook says yes, except rollback hooks, for which yes means "roll back".
+                let answer = match h.gate {
+                    HookGate::Rollback => HookOutcome::Failed("no rollback asked".into()),
+                    _ => HookOutcome::Passed,
+                };
+                (h.name.clone(), answer)
+            })
             .collect();
         let (next, actions) = advance(&state, &spec, &obs, now);
         if !actions.is_empty() {
