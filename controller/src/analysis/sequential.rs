@@ -648,29 +648,26 @@ impl BetaBinomialSequence {
 
     /// Upper end of the interval (1 when nothing excludes high rates).
     fn upper(&self, level: f64) -> f64 {
-        let (mut inside, mut outside) = (self.estimate(), 1.0);
+        let inside = self.estimate();
         if self.excess(inside, level) >= 0.0 {
             return 1.0;
         }
-        for _ in 0..60 {
-            let mid = 0.5 * (inside + outside);
-            if self.excess(mid, level) < 0.0 {
-                inside = mid;
-            } else {
-                outside = mid;
-            }
-        }
-        // Rounding outwards keeps the bound conservative.
-        outside
+        self.boundary(inside, 1.0, level)
     }
 
     /// Lower end of the interval (0 when nothing excludes low rates).
     fn lower(&self, level: f64) -> f64 {
-        let (mut outside, mut inside) = (0.0, self.estimate());
+        let inside = self.estimate();
         if self.failures <= 0.0 || self.excess(inside, level) >= 0.0 {
             return 0.0;
         }
         // ln M(p) grows without bound as p -> 0 when f > 0, so 0 is outside.
+        self.boundary(inside, 0.0, level)
+    }
+
+    /// Bisects between a rate inside the interval and one outside it, and returns the end on
+    /// the outside: rounding outwards keeps the bound conservative.
+    fn boundary(&self, mut inside: f64, mut outside: f64, level: f64) -> f64 {
         for _ in 0..60 {
             let mid = 0.5 * (inside + outside);
             if self.excess(mid, level) < 0.0 {

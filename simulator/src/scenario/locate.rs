@@ -50,54 +50,41 @@ fn indent_of(line: &str) -> isize {
     (line.len() - line.trim_start().len()) as isize
 }
 
-/// A line below `start` whose content is `key:` (possibly after `- `), deeper than the parent,
-/// before the parent's block ends.
+/// The lines of the block that starts at `start` and lasts while lines are indented deeper than
+/// `parent`, without blanks and comments: `(index, indent, text without the indent)`.
+fn block<'a>(
+    lines: &'a [&'a str],
+    start: usize,
+    parent: isize,
+) -> impl Iterator<Item = (usize, isize, &'a str)> {
+    lines
+        .iter()
+        .enumerate()
+        .skip(start)
+        .map(|(i, line)| (i, indent_of(line), line.trim_start()))
+        .filter(|(_, _, text)| !text.is_empty() && !text.starts_with('#'))
+        .take_while(move |&(i, indent, _)| indent > parent || i == start)
+}
+
+/// A line of the block whose content is `key:` (possibly after `- `), deeper than the parent.
 fn find_key(lines: &[&str], start: usize, parent: isize, key: &str) -> Option<(usize, isize)> {
-    for (i, line) in lines.iter().enumerate().skip(start) {
-        let trimmed = line.trim_start();
-        if trimmed.is_empty() || trimmed.starts_with('#') {
-            continue;
-        }
-        let indent = indent_of(line);
-        if indent <= parent && i > start {
-            return None;
-        }
-        let content = trimmed.strip_prefix("- ").unwrap_or(trimmed);
-        let content_indent = indent + (trimmed.len() - content.len()) as isize;
-        if content_indent > parent
-            && let Some(rest) = content.strip_prefix(key)
-            && (rest.starts_with(':') || rest.starts_with("\":"))
-        {
-            return Some((i, content_indent));
-        }
-    }
-    None
+    block(lines, start, parent).find_map(|(i, indent, text)| {
+        let content = text.strip_prefix("- ").unwrap_or(text);
+        let content_indent = indent + (text.len() - content.len()) as isize;
+        let rest = content.strip_prefix(key)?;
+        (content_indent > parent && (rest.starts_with(':') || rest.starts_with("\":")))
+            .then_some((i, content_indent))
+    })
 }
 
 /// The `index`-th list item (`- `) of the block that starts at `start`.
 fn find_item(lines: &[&str], start: usize, parent: isize, index: usize) -> Option<(usize, isize)> {
-    let mut seen = 0;
     let mut item_indent = None;
-    for (i, line) in lines.iter().enumerate().skip(start) {
-        let trimmed = line.trim_start();
-        if trimmed.is_empty() || trimmed.starts_with('#') {
-            continue;
-        }
-        let indent = indent_of(line);
-        if indent <= parent && i > start {
-            return None;
-        }
-        if trimmed.starts_with("- ") || trimmed == "-" {
-            if *item_indent.get_or_insert(indent) != indent {
-                continue;
-            }
-            if seen == index {
-                return Some((i, indent));
-            }
-            seen += 1;
-        }
-    }
-    None
+    block(lines, start, parent)
+        .filter(|(_, _, text)| text.starts_with("- ") || *text == "-")
+        .filter(|&(_, indent, _)| *item_indent.get_or_insert(indent) == indent)
+        .nth(index)
+        .map(|(i, indent, _)| (i, indent))
 }
 
 #[cfg(test)]
