@@ -147,3 +147,60 @@ fn the_judges_evidence_survives_a_restart_through_json() {
     let restored = serde_json::from_str(&json).unwrap();
     assert_eq!(d.state, restored);
 }
+
+#[test]
+fn looks_between_steps_roll_a_regression_back_before_the_interval_ends() {
+    let mut spec = statistical("");
+    spec.interval = fledge_controller::spec::Duration::from_secs(120);
+    let look = fledge_controller::rollout::look_interval(&spec);
+    assert_eq!(look, 30_000);
+    let mut d = Driver::new(spec);
+    d.tick_ms = look;
+    d.deploy("v2");
+    let traffic = Traffic {
+        rps: 100.0,
+        canary_errors: 0.05,
+        primary_errors: 0.005,
+    };
+    traffic.run(&mut d);
+    assert_eq!(d.state.phase, Phase::Failed);
+    assert_eq!(d.route_weights(), [20, 0]);
+    let step = d.state.step_since;
+    let rolled_back = d.state.phase_since;
+    assert!(
+        rolled_back - step < 120_000,
+        "rolled back {}s into a 2m step",
+        (rolled_back - step) / 1000
+    );
+}
+
+#[test]
+fn looks_between_steps_never_advance_a_step_early() {
+    let mut spec = statistical("");
+    spec.interval = fledge_controller::spec::Duration::from_secs(120);
+    let mut d = Driver::new(spec);
+    d.tick_ms = 10_000;
+    d.deploy("v2");
+    let traffic = Traffic {
+        rps: 100.0,
+        canary_errors: 0.0,
+        primary_errors: 0.0,
+    };
+    let mut changes = Vec::new();
+    for _ in 0..200 {
+        if d.state.phase == Phase::Succeeded {
+            break;
+        }
+        let before = d.state.canary_weight;
+        d.reading = Some(traffic.reading(&d));
+        d.tick();
+        if d.state.canary_weight != before {
+            changes.push(d.now);
+        }
+    }
+    assert_eq!(d.state.phase, Phase::Succeeded);
+    assert!(
+        changes.windows(2).take(4).all(|w| w[1] - w[0] >= 120_000),
+        "{changes:?}"
+    );
+}

@@ -5,8 +5,10 @@
 //!   Regressed rolls back at once; NoWorse lets the step advance; Undecided holds.
 //! - `request-duration` (histograms): Mann-Whitney U from the buckets
 //!   ([`super::mann_whitney`]), at a per-look confidence level that keeps the chance of any
-//!   false High over the rollout within Kayenta's 2%. High rolls back; Pass and Low advance;
+//!   false High over the rollout within `alpha`. High rolls back; Pass and Low advance;
 //!   NoData holds.
+//!
+//! `alpha` here is each metric's share of the rollout's false-rollback level.
 //! - Any other metric (a scalar from a query) is checked against its threshold range, as in
 //!   threshold mode: a failure is a failed check.
 
@@ -21,8 +23,6 @@ use super::sequential::{Decision, ErrorRateConfig, ErrorRateEvidence, RateMargin
 use super::{MetricReading, MetricResult, Verdict, check_threshold};
 use crate::spec::{Margin, MetricCheck, MetricKind};
 
-/// Kayenta's confidence level for the latency test, spread over all looks of a rollout.
-const LATENCY_CONFIDENCE: f64 = 0.98;
 /// Default smallest latency regression worth a rollback: the canary's median 10% slower.
 const DEFAULT_LATENCY_INCREASE: f64 = 0.1;
 /// Default smallest error-rate regression: one percentage point, Flagger's usual 99% slack.
@@ -115,7 +115,7 @@ impl Evidence {
                         _ => DEFAULT_LATENCY_INCREASE,
                     };
                 let config = LatencyConfig {
-                    confidence_level: always_valid_level(LATENCY_CONFIDENCE, self.latency_looks),
+                    confidence_level: always_valid_level(1.0 - alpha, self.latency_looks),
                     effect: EffectMeasure::QuantileRatio { quantile: 0.5 },
                     allowed_increase: allowed,
                     allowed_decrease: 1.0 / allowed,

@@ -38,7 +38,7 @@ use super::{COMMAND_ANNOTATION, Error, FINALIZER, Result, status};
 use crate::analysis::MetricReading;
 use crate::rollout::{
     Action, Command, HookOutcome, Millis, Observation, Phase, RolloutState, Severity, advance,
-    wants,
+    next_analysis, wants,
 };
 use crate::spec::{
     Canary, HookGate, MetricKind, MetricTemplate, MetricTemplateSpec, RolloutSpec, validate,
@@ -836,12 +836,10 @@ impl<'a> Tick<'a> {
         let poll = self.ctx.config.poll.min(interval);
         let waiting = state.message.starts_with("waiting");
         match state.phase {
-            Phase::Progressing if !waiting => match state.last_step {
-                Some(last) => {
-                    let due = last.saturating_add(spec.interval.millis());
-                    Duration::from_millis(due.saturating_sub(self.now))
-                        .clamp(poll.min(Duration::from_secs(1)), interval)
-                }
+            // The next step, or the statistical judge's next look in between.
+            Phase::Progressing if !waiting => match next_analysis(state, spec) {
+                Some(due) => Duration::from_millis(due.saturating_sub(self.now))
+                    .clamp(poll.min(Duration::from_secs(1)), interval),
                 None => poll,
             },
             Phase::Initialized | Phase::Succeeded | Phase::Failed => interval,

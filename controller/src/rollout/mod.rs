@@ -119,6 +119,9 @@ pub struct RolloutState {
     /// When the last analysis step ran.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last_step: Option<Millis>,
+    /// When the statistical judge last looked (at a step or between steps).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_look: Option<Millis>,
     /// Since when the rollout has been unable to progress (workloads not ready).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub stalled_since: Option<Millis>,
@@ -294,7 +297,12 @@ pub fn wants(state: &RolloutState, spec: &RolloutSpec, now: Millis) -> Wants {
         Phase::Waiting => w.hooks.push(HookGate::ConfirmRollout),
         Phase::Progressing | Phase::WaitingPromotion => {
             w.hooks.push(HookGate::Rollback);
-            if !spec.skip_analysis && step_due(state, spec, now) {
+            if !spec.skip_analysis && !step_due(state, spec, now) {
+                if look_due(state, spec, now) {
+                    w.metrics = !spec.metrics.is_empty();
+                    w.since = Some(state.step_since);
+                }
+            } else if !spec.skip_analysis {
                 if !state.pre_rollout_done {
                     w.hooks.push(HookGate::PreRollout);
                 } else if analysing(state, spec) {
@@ -331,6 +339,46 @@ fn analysing(state: &RolloutState, spec: &RolloutSpec) -> bool {
     !matches!(spec.strategy, Strategy::Canary { .. })
         || state.canary_weight > 0
         || state.mirror.is_some()
+}
+
+/// The shortest time between two looks of the statistical judge.
+const MIN_LOOK: Millis = 5_000;
+
+/// How often the judge looks at the canary. The threshold judge looks once per `interval`, as
+/// Flagger does. The statistical judge's tests stay valid however often they look, so it also
+/// looks between steps (four times per interval, at least 5s apart) and rolls back at the first
+/// look that shows a regression; a step still lasts at least `interval`.
+pub fn look_interval(spec: &RolloutSpec) -> Millis {
+    match spec.judge {
+        Judge::Threshold => spec.interval.millis(),
+        Judge::Statistical { .. } => (spec.interval.millis() / 4).max(MIN_LOOK),
+    }
+}
+
+/// When the core next wants to analyse, once a rollout has taken its first step: the next step,
+/// or the statistical judge's next look if that comes first. Shells schedule their ticks by it.
+pub fn next_analysis(state: &RolloutState, spec: &RolloutSpec) -> Option<Millis> {
+    let step = state.last_step? + spec.interval.millis();
+    let look = state.last_look.map_or(step, |l| l + look_interval(spec));
+    Some(step.min(look))
+}
+
+/// The false-rollback level of each comparison: `alpha` is shared between the compared metrics
+/// (Bonferroni), so the chance that any of them rolls back a canary no worse than primary stays
+/// within `alpha`.
+fn comparison_alpha(spec: &RolloutSpec, alpha: f64) -> f64 {
+    let compared = spec.metrics.iter().filter(|m| m.kind.is_builtin()).count();
+    alpha / compared.max(1) as f64
+}
+
+/// A look between steps is due (statistical judge, once the canary gets traffic).
+fn look_due(state: &RolloutState, spec: &RolloutSpec, now: Millis) -> bool {
+    matches!(spec.judge, Judge::Statistical { .. })
+        && state.pre_rollout_done
+        && analysing(state, spec)
+        && state
+            .last_look
+            .is_some_and(|l| now.saturating_sub(l) >= look_interval(spec))
 }
 
 fn step_due(state: &RolloutState, spec: &RolloutSpec, now: Millis) -> bool {
@@ -475,6 +523,7 @@ impl Tick<'_> {
         self.s.failed_checks = 0;
         self.s.iterations = 0;
         self.s.last_step = None;
+        self.s.last_look = None;
         self.s.stalled_since = None;
         self.s.pre_rollout_done = false;
         self.s.analysis.clear();
@@ -587,9 +636,13 @@ impl Tick<'_> {
             return self.promote();
         }
         if !step_due(&self.s, self.spec, self.now) {
+            if look_due(&self.s, self.spec, self.now) {
+                self.look_between_steps();
+            }
             return;
         }
         self.s.last_step = Some(self.now);
+        self.s.last_look = Some(self.now);
         if !self.s.pre_rollout_done {
             return self.first_step();
         }
@@ -732,7 +785,7 @@ impl Tick<'_> {
                     let judged = self.s.evidence.judge(
                         m,
                         obs.metrics.get(&m.name),
-                        alpha,
+                        comparison_alpha(spec, alpha),
                         min_requests,
                         &spec.target,
                     );
@@ -789,6 +842,45 @@ impl Tick<'_> {
                     Analysis::Passed
                 }
             }
+        }
+    }
+
+    /// The statistical judge's look between steps: the comparisons only (hooks and scalar
+    /// metrics keep their once-per-interval checks), acting only on a regression.
+    fn look_between_steps(&mut self) {
+        self.s.last_look = Some(self.now);
+        let Judge::Statistical {
+            alpha,
+            min_requests,
+        } = self.spec.judge
+        else {
+            return;
+        };
+        let (spec, obs) = (self.spec, self.obs);
+        let looked: Vec<MetricResult> = spec
+            .metrics
+            .iter()
+            .filter(|m| m.kind.is_builtin())
+            .map(|m| {
+                let judged = self.s.evidence.judge(
+                    m,
+                    obs.metrics.get(&m.name),
+                    comparison_alpha(spec, alpha),
+                    min_requests,
+                    &spec.target,
+                );
+                judged.result
+            })
+            .collect();
+        let regressed: Vec<&str> = looked
+            .iter()
+            .filter(|r| r.verdict == Verdict::Fail)
+            .map(|r| r.reason.as_str())
+            .collect();
+        if !regressed.is_empty() {
+            let why = regressed.join("; ");
+            self.s.analysis = looked;
+            self.rollback(format!("canary regressed: {why}"));
         }
     }
 

@@ -84,6 +84,8 @@ pub struct Driver {
     pub rollout_start: usize,
     /// When a tick last produced actions.
     pub last_change: Millis,
+    /// Time between ticks (the spec's interval unless a test sets it).
+    pub tick_ms: Millis,
 }
 
 impl Driver {
@@ -105,7 +107,9 @@ impl Driver {
             log: Vec::new(),
             rollout_start: 0,
             last_change: 0,
+            tick_ms: 0,
         };
+        d.tick_ms = d.spec.interval.millis();
         d.tick();
         assert_eq!(d.state.phase, Phase::Initialized, "{}", d.state.message);
         d
@@ -182,7 +186,7 @@ impl Driver {
         }
         self.state = state;
         self.log.extend(actions.iter().cloned());
-        self.now += self.spec.interval.millis();
+        self.now += self.tick_ms;
         actions
     }
 

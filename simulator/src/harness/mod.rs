@@ -1,9 +1,10 @@
 //! The harness: the controller's own rollout core, driven over the simulated mesh.
 //!
-//! It plays the cluster shell's part in virtual time. Every `interval` it asks the core what to
-//! observe, reads it from the simulated telemetry the way Flagger's built-in Istio and Linkerd
-//! queries read Prometheus (the destination sidecars' `istio_requests_total` and duration
-//! histogram over the metric's window), answers webhooks as the scenario says, calls `advance`,
+//! It plays the cluster shell's part in virtual time. Every `interval` (and, for the statistical
+//! judge, at each of its looks in between) it asks the core what to observe, reads it from the
+//! simulated telemetry the way Flagger's built-in Istio and Linkerd queries read Prometheus (the
+//! destination sidecars' `istio_requests_total` and duration histogram over the metric's
+//! window), answers webhooks as the scenario says, calls `advance`,
 //! and carries out the actions on the mesh: weights, header matches and mirroring become the
 //! service's split; scaling and promotion change the versions' pods and behaviour.
 //!
@@ -22,7 +23,8 @@ use std::collections::BTreeMap;
 
 use fledge_controller::analysis::MetricResult;
 use fledge_controller::rollout::{
-    Action, HookOutcome, Observation, Phase, Readiness, RolloutState, Severity, advance, wants,
+    Action, HookOutcome, Observation, Phase, Readiness, RolloutState, Severity, advance,
+    look_interval, wants,
 };
 use fledge_controller::spec::HookGate;
 use serde::Serialize;
@@ -313,8 +315,11 @@ impl<'a> Harness<'a> {
 
     fn run(mut self) -> Result<RunResult, HarnessError> {
         let interval = self.variant.spec.interval.millis() * MILLIS;
+        // Ticks come as often as the judge looks (the cluster shell requeues the same way);
+        // the plots sample once per interval.
+        let look = look_interval(&self.variant.spec) * MILLIS;
         let end = self.scenario.duration;
-        let mut next_tick = 0;
+        let (mut next_tick, mut next_sample) = (0, 0);
         loop {
             let next_event = self
                 .pending
@@ -334,8 +339,11 @@ impl<'a> Harness<'a> {
                 self.fire_due_events(t);
             } else {
                 self.tick(t);
-                self.sample(t, interval);
-                next_tick += interval;
+                if t >= next_sample {
+                    self.sample(t, interval);
+                    next_sample += interval;
+                }
+                next_tick += look;
             }
         }
         self.mesh.run_until(end);
