@@ -299,17 +299,17 @@ pub fn validate(spec: &CanarySpec) -> Result<RolloutSpec, ValidationErrors> {
     if spec.target_ref.name.trim().is_empty() {
         p.add("spec.targetRef.name", "must name the workload to roll out");
     }
-    if !matches!(
-        spec.target_ref.kind.as_str(),
-        "" | "Deployment" | "DaemonSet"
-    ) {
-        p.add(
+    match spec.target_ref.kind.as_str() {
+        "" | "Deployment" => {}
+        // Flagger rolls DaemonSets out too; Fledge's cluster shell does not yet.
+        "DaemonSet" => p.add(
             "spec.targetRef.kind",
-            format!(
-                "must be Deployment or DaemonSet, got `{}`",
-                spec.target_ref.kind
-            ),
-        );
+            "DaemonSet targets are not supported yet; only Deployment",
+        ),
+        other => p.add(
+            "spec.targetRef.kind",
+            format!("must be Deployment, got `{other}`"),
+        ),
     }
     if let Some(provider) = &spec.provider
         && !provider.is_empty()
