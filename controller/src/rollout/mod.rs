@@ -36,7 +36,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::analysis::statistical::Evidence;
 use crate::analysis::{MetricReading, MetricResult, Verdict, check_threshold};
-use crate::spec::{HookGate, Judge, RolloutSpec, Strategy};
+use crate::spec::{HookGate, Judge, MetricCheck, RolloutSpec, Strategy};
 
 /// Milliseconds on the shell's clock (Unix time in a cluster, virtual time in the simulator).
 pub type Millis = u64;
@@ -586,24 +586,27 @@ impl Tick<'_> {
         if self.obs.command == Some(Command::Approve) {
             return Ok(());
         }
-        for hook in self.spec.hooks(gate) {
-            match self.obs.hooks.get(&hook.name) {
-                Some(HookOutcome::Passed) => {}
-                Some(HookOutcome::Failed(why)) => {
-                    return Err(format!(
-                        "waiting for approval: {gate} hook {} said no: {why}",
-                        hook.name
-                    ));
-                }
-                None => {
-                    return Err(format!(
-                        "waiting for approval: {gate} hook {} has not answered",
-                        hook.name
-                    ));
-                }
-            }
+        match self.refusal(gate) {
+            None => Ok(()),
+            Some((hook, Some(why))) => Err(format!(
+                "waiting for approval: {gate} hook {hook} said no: {why}"
+            )),
+            Some((hook, None)) => Err(format!(
+                "waiting for approval: {gate} hook {hook} has not answered"
+            )),
         }
-        Ok(())
+    }
+
+    /// The first hook of a type that did not answer success: its name, and its reason when it
+    /// answered at all.
+    fn refusal(&self, gate: HookGate) -> Option<(&str, Option<&str>)> {
+        self.spec
+            .hooks(gate)
+            .find_map(|hook| match self.obs.hooks.get(&hook.name) {
+                Some(HookOutcome::Passed) => None,
+                Some(HookOutcome::Failed(why)) => Some((hook.name.as_str(), Some(why.as_str()))),
+                None => Some((hook.name.as_str(), None)),
+            })
     }
 
     fn progressing(&mut self) {
@@ -698,6 +701,12 @@ impl Tick<'_> {
             self.s.stalled_since = None;
             return true;
         };
+        self.stalled(problem);
+        false
+    }
+
+    /// The rollout cannot progress: wait, or roll back once the progress deadline has passed.
+    fn stalled(&mut self, problem: String) {
         let since = *self.s.stalled_since.get_or_insert(self.now);
         if self.now.saturating_sub(since) >= self.spec.progress_deadline.millis() {
             self.rollback(format!(
@@ -707,7 +716,6 @@ impl Tick<'_> {
         } else {
             self.s.message = format!("waiting: {problem}");
         }
-        false
     }
 
     /// Weight 0: pre-rollout hooks, then the strategy's first routing.
@@ -753,47 +761,27 @@ impl Tick<'_> {
 
     /// All hooks of a blocking type answered success.
     fn hooks_pass(&self, gate: HookGate) -> Result<(), String> {
-        for hook in self.spec.hooks(gate) {
-            match self.obs.hooks.get(&hook.name) {
-                Some(HookOutcome::Passed) => {}
-                Some(HookOutcome::Failed(why)) => {
-                    return Err(format!("{gate} hook {} failed: {why}", hook.name));
-                }
-                None => return Err(format!("{gate} hook {} did not answer", hook.name)),
-            }
+        match self.refusal(gate) {
+            None => Ok(()),
+            Some((hook, Some(why))) => Err(format!("{gate} hook {hook} failed: {why}")),
+            Some((hook, None)) => Err(format!("{gate} hook {hook} did not answer")),
         }
-        Ok(())
     }
 
     /// Metrics and rollout hooks for this tick.
     fn analyse(&mut self) -> Analysis {
         let (spec, obs) = (self.spec, self.obs);
-        let mut short_of_traffic = None;
-        self.s.analysis = match spec.judge {
-            Judge::Threshold => spec
-                .metrics
-                .iter()
-                .map(|m| check_threshold(m, obs.metrics.get(&m.name), &spec.target))
-                .collect(),
-            Judge::Statistical {
-                alpha,
-                min_requests,
-            } => spec
-                .metrics
-                .iter()
-                .map(|m| {
-                    let judged = self.s.evidence.judge(
-                        m,
-                        obs.metrics.get(&m.name),
-                        comparison_alpha(spec, alpha),
-                        min_requests,
-                        &spec.target,
-                    );
-                    short_of_traffic = short_of_traffic.or(judged.short_of_traffic);
-                    judged.result
-                })
-                .collect(),
+        let (results, short_of_traffic) = match spec.judge {
+            Judge::Threshold => (
+                spec.metrics
+                    .iter()
+                    .map(|m| check_threshold(m, obs.metrics.get(&m.name), &spec.target))
+                    .collect(),
+                None,
+            ),
+            Judge::Statistical { .. } => self.compare(|_| true),
         };
+        self.s.analysis = results;
         if let Err(why) = self.hooks_pass(HookGate::Rollout) {
             return Analysis::Failed(why);
         }
@@ -845,22 +833,25 @@ impl Tick<'_> {
         }
     }
 
-    /// The statistical judge's look between steps: the comparisons only (hooks and scalar
-    /// metrics keep their once-per-interval checks), acting only on a regression.
-    fn look_between_steps(&mut self) {
-        self.s.last_look = Some(self.now);
+    /// The statistical judge on the metrics `include` picks: their results, and whether a hold is
+    /// for lack of traffic (canary requests seen, requests needed).
+    fn compare(
+        &mut self,
+        include: impl Fn(&MetricCheck) -> bool,
+    ) -> (Vec<MetricResult>, Option<(f64, u64)>) {
         let Judge::Statistical {
             alpha,
             min_requests,
         } = self.spec.judge
         else {
-            return;
+            return (Vec::new(), None);
         };
         let (spec, obs) = (self.spec, self.obs);
-        let looked: Vec<MetricResult> = spec
+        let mut short_of_traffic = None;
+        let results = spec
             .metrics
             .iter()
-            .filter(|m| m.kind.is_builtin())
+            .filter(|m| include(m))
             .map(|m| {
                 let judged = self.s.evidence.judge(
                     m,
@@ -869,9 +860,18 @@ impl Tick<'_> {
                     min_requests,
                     &spec.target,
                 );
+                short_of_traffic = short_of_traffic.or(judged.short_of_traffic);
                 judged.result
             })
             .collect();
+        (results, short_of_traffic)
+    }
+
+    /// The statistical judge's look between steps: the comparisons only (hooks and scalar
+    /// metrics keep their once-per-interval checks), acting only on a regression.
+    fn look_between_steps(&mut self) {
+        self.s.last_look = Some(self.now);
+        let (looked, _) = self.compare(|m| m.kind.is_builtin());
         let regressed: Vec<&str> = looked
             .iter()
             .filter(|r| r.verdict == Verdict::Fail)
@@ -995,16 +995,10 @@ impl Tick<'_> {
     fn promoting(&mut self) {
         let primary = self.obs.primary;
         if !primary.meets(self.spec.primary_ready_threshold) {
-            let since = *self.s.stalled_since.get_or_insert(self.now);
-            let problem = format!("{}-primary rollout not finished: {primary}", self.target());
-            if self.now.saturating_sub(since) >= self.spec.progress_deadline.millis() {
-                return self.rollback(format!(
-                    "{problem}; progress deadline of {} exceeded",
-                    self.spec.progress_deadline
-                ));
-            }
-            self.s.message = format!("waiting: {problem}");
-            return;
+            return self.stalled(format!(
+                "{}-primary rollout not finished: {primary}",
+                self.target()
+            ));
         }
         self.s.stalled_since = None;
         let step = self.spec.step_weight_promotion.unwrap_or(100);
