@@ -336,7 +336,7 @@ impl<'a> Harness<'a> {
             }
             self.mesh.run_until(t);
             if next_event <= next_tick {
-                self.fire_due_events(t);
+                self.fire_pending(t);
             } else {
                 self.tick(t);
                 if t >= next_sample {
@@ -350,21 +350,15 @@ impl<'a> Harness<'a> {
         Ok(self.finish())
     }
 
-    fn fire_due_events(&mut self, now: SimTime) {
-        let (due, rest): (Vec<_>, Vec<_>) = std::mem::take(&mut self.pending)
-            .into_iter()
-            .partition(|e| matches!(e.when, Trigger::At(t) if t <= now));
-        self.pending = rest;
-        for e in due {
-            self.fire(now, &e);
-        }
-    }
-
-    fn fire_weight_events(&mut self, now: SimTime) {
+    /// Fires, in timeline order, the pending events whose trigger has come.
+    fn fire_pending(&mut self, now: SimTime) {
         let weight = self.state.canary_weight;
         let (due, rest): (Vec<_>, Vec<_>) = std::mem::take(&mut self.pending)
             .into_iter()
-            .partition(|e| matches!(e.when, Trigger::Weight(w) if weight >= w));
+            .partition(|e| match e.when {
+                Trigger::At(t) => t <= now,
+                Trigger::Weight(w) => weight >= w,
+            });
         self.pending = rest;
         for e in due {
             self.fire(now, &e);
@@ -598,7 +592,7 @@ impl<'a> Harness<'a> {
             self.record(now, metrics, messages, warning, false);
         }
         self.switch_load_testers();
-        self.fire_weight_events(now);
+        self.fire_pending(now);
     }
 
     fn answer_hooks(&self, gate: HookGate, now: SimTime) -> Vec<(String, HookOutcome)> {

@@ -532,6 +532,28 @@ struct Attempt {
     pod_epoch: u32,
 }
 
+impl Attempt {
+    /// An attempt that has just left the client's proxy for `pod` (no connection yet).
+    fn on_wire(req: u32, cluster: u32, host: u32, pod: u32, sent: SimTime, mirror: bool) -> Self {
+        Attempt {
+            req,
+            cluster,
+            host,
+            pod,
+            conn: NONE,
+            conn_gen: 0,
+            tag: 0,
+            sent,
+            at_pod: 0,
+            code: 0,
+            stage: Stage::Wire,
+            cancelled: false,
+            mirror,
+            pod_epoch: 0,
+        }
+    }
+}
+
 struct Cert {
     expires_at: SimTime,
     rotating: bool,
@@ -2180,22 +2202,7 @@ impl Mesh {
         };
         let pod = self.versions[version as usize].pods[h as usize];
         let now = self.now();
-        let a = self.alloc_att(Attempt {
-            req: NONE,
-            cluster: ci,
-            host: h,
-            pod,
-            conn: NONE,
-            conn_gen: 0,
-            tag: 0,
-            sent: now,
-            at_pod: 0,
-            code: 0,
-            stage: Stage::Wire,
-            cancelled: false,
-            mirror: true,
-            pod_epoch: 0,
-        });
+        let a = self.alloc_att(Attempt::on_wire(NONE, ci, h, pod, now, true));
         self.stats.attempts += 1;
         self.telemetry.proxy_mut(client, version).mirrored += 1;
         let g = self.atts[a as usize].tag;
@@ -2288,22 +2295,7 @@ impl Mesh {
             return;
         }
         let pod = self.versions[version as usize].pods[h as usize];
-        let a = self.alloc_att(Attempt {
-            req,
-            cluster: ci,
-            host: h,
-            pod,
-            conn: NONE,
-            conn_gen: 0,
-            tag: 0,
-            sent: now,
-            at_pod: 0,
-            code: 0,
-            stage: Stage::Wire,
-            cancelled: false,
-            mirror: false,
-            pod_epoch: 0,
-        });
+        let a = self.alloc_att(Attempt::on_wire(req, ci, h, pod, now, false));
         self.stats.attempts += 1;
         {
             let rr = &mut self.reqs[req as usize];
