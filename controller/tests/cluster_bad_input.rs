@@ -9,9 +9,9 @@ use std::time::Duration;
 
 use cluster_support::*;
 use fledge_controller::analysis::MetricReading;
-use fledge_controller::cluster::Weights;
 use fledge_controller::cluster::providers::LiveObserver;
 use fledge_controller::metrics::Prometheus;
+use fledge_controller::router::Routes;
 use fledge_controller::webhook::Webhooks;
 use serde_json::json;
 
@@ -125,7 +125,7 @@ async fn a_status_state_that_is_not_a_rollout_state_stops_the_rollout_and_says_s
 async fn routes_edited_by_hand_between_steps_are_restored_with_an_event() {
     let c = cluster_with(canary(json!({})), Some(deployment("podinfo:1")));
     progressing(&c).await;
-    c.edit_routes(Weights {
+    c.edit_routes(Routes {
         primary: 50,
         canary: 50,
         mirror: None,

@@ -62,7 +62,7 @@ fn outcome(
     String,
     Option<String>,
     i64,
-    Option<fledge_controller::cluster::Weights>,
+    Option<fledge_controller::router::Routes>,
 ) {
     let status = c.get(CANARY).unwrap()["status"].clone();
     let primary = c.get(PRIMARY).unwrap();

@@ -18,7 +18,7 @@ pub mod status;
 pub mod telemetry;
 pub mod workloads;
 
-pub use providers::{HookCall, Observer, Routing, Weights};
+pub use providers::{HookCall, Observer, Routing};
 pub use reconciler::{Config, Context, error_policy, reconcile, run};
 
 /// The finalizer that holds a Canary until its routing has been restored.

@@ -12,30 +12,6 @@ use crate::router::{Router, Routes};
 use crate::spec::{Canary, HookGate, MetricCheck, MetricTemplateSpec, WebhookRef};
 use crate::webhook::{Payload, Webhooks};
 
-/// Traffic split between the primary and the canary, as the router holds it.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub struct Weights {
-    pub primary: u8,
-    pub canary: u8,
-    /// Percentage of traffic mirrored to the canary.
-    pub mirror: Option<u8>,
-    /// A/B: requests matching the Canary's rules go to the canary.
-    pub matched: bool,
-}
-
-impl std::fmt::Display for Weights {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "primary {}%, canary {}%", self.primary, self.canary)?;
-        if let Some(m) = self.mirror {
-            write!(f, ", mirror {m}%")?;
-        }
-        if self.matched {
-            f.write_str(", A/B match rules on")?;
-        }
-        Ok(())
-    }
-}
-
 /// A traffic router for every provider (`istio`, `linkerd`, `smi:*`, `gatewayapi:*`). Errors are
 /// the router's own messages; the reconciler wraps them with the provider's name.
 pub trait Routing: Send + Sync {
@@ -49,13 +25,13 @@ pub trait Routing: Send + Sync {
         &'a self,
         provider: &'a str,
         canary: &'a Canary,
-        weights: Weights,
+        weights: Routes,
     ) -> BoxFuture<'a, Result<(), String>>;
     fn get_routes<'a>(
         &'a self,
         provider: &'a str,
         canary: &'a Canary,
-    ) -> BoxFuture<'a, Result<Weights, String>>;
+    ) -> BoxFuture<'a, Result<Routes, String>>;
     /// Routes everything back to the primary for good: the Canary is going away.
     fn finalize<'a>(
         &'a self,
@@ -110,15 +86,6 @@ impl LiveRouting {
     }
 }
 
-fn to_routes(w: Weights) -> Routes {
-    Routes {
-        primary: w.primary,
-        canary: w.canary,
-        mirror: w.mirror,
-        matched: w.matched,
-    }
-}
-
 impl Routing for LiveRouting {
     fn reconcile<'a>(
         &'a self,
@@ -136,12 +103,12 @@ impl Routing for LiveRouting {
         &'a self,
         provider: &'a str,
         canary: &'a Canary,
-        weights: Weights,
+        weights: Routes,
     ) -> BoxFuture<'a, Result<(), String>> {
         async move {
             let router = self.router(provider)?;
             router
-                .set_routes(canary, &to_routes(weights))
+                .set_routes(canary, &weights)
                 .await
                 .map_err(|e| e.to_string())
         }
@@ -152,16 +119,10 @@ impl Routing for LiveRouting {
         &'a self,
         provider: &'a str,
         canary: &'a Canary,
-    ) -> BoxFuture<'a, Result<Weights, String>> {
+    ) -> BoxFuture<'a, Result<Routes, String>> {
         async move {
             let router = self.router(provider)?;
-            let r = router.get_routes(canary).await.map_err(|e| e.to_string())?;
-            Ok(Weights {
-                primary: r.primary,
-                canary: r.canary,
-                mirror: r.mirror,
-                matched: r.matched,
-            })
+            router.get_routes(canary).await.map_err(|e| e.to_string())
         }
         .boxed()
     }

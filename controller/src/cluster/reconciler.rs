@@ -31,7 +31,7 @@ use kube::runtime::{Controller, watcher};
 use kube::{Client, Resource, ResourceExt};
 use tracing::{Instrument, info, info_span, warn};
 
-use super::providers::{HookCall, Observer, Routing, Weights};
+use super::providers::{HookCall, Observer, Routing};
 use super::telemetry::Metrics;
 use super::workloads::{self, WorkloadProblem, Workloads};
 use super::{COMMAND_ANNOTATION, Error, FINALIZER, Result, status};
@@ -40,6 +40,7 @@ use crate::rollout::{
     Action, Command, HookOutcome, Millis, Observation, Phase, RolloutState, Severity, advance,
     next_analysis, wants,
 };
+use crate::router::Routes;
 use crate::spec::{
     Canary, HookGate, MetricKind, MetricTemplate, MetricTemplateSpec, RolloutSpec, validate,
 };
@@ -343,11 +344,7 @@ impl<'a> Tick<'a> {
         let Some(target) = self.workloads.deployment(&spec.target).await? else {
             // Never leave traffic on a canary that has gone.
             if state.canary_weight > 0 || state.mirror.is_some() || state.matched {
-                self.set_routes(Weights {
-                    primary: 100,
-                    ..Weights::default()
-                })
-                .await?;
+                self.set_routes(Routes::PRIMARY_ONLY).await?;
             }
             return self
                 .report(Problem::TargetNotFound(spec.target.clone()))
@@ -511,7 +508,7 @@ impl<'a> Tick<'a> {
         if matches!(state.phase, Phase::Terminating | Phase::Terminated) {
             return Ok(());
         }
-        let want = Weights {
+        let want = Routes {
             primary: state.primary_weight(),
             canary: state.canary_weight,
             mirror: state.mirror,
@@ -544,7 +541,7 @@ impl<'a> Tick<'a> {
         }
     }
 
-    async fn set_routes(&self, weights: Weights) -> Result<()> {
+    async fn set_routes(&self, weights: Routes) -> Result<()> {
         self.ctx
             .routing
             .set_routes(&self.provider, self.canary, weights)
@@ -674,7 +671,7 @@ impl<'a> Tick<'a> {
                 mirror,
                 matched,
             } => {
-                self.set_routes(Weights {
+                self.set_routes(Routes {
                     primary,
                     canary,
                     mirror,
@@ -711,13 +708,7 @@ impl<'a> Tick<'a> {
                 self.publish(type_, reason, &message).await
             }
             Action::Finalize { revert } => self.finalize(revert, None, None).await,
-            Action::SetRoutes { .. } => {
-                self.set_routes(Weights {
-                    primary: 100,
-                    ..Weights::default()
-                })
-                .await
-            }
+            Action::SetRoutes { .. } => self.set_routes(Routes::PRIMARY_ONLY).await,
             _ => Ok(()),
         }
     }

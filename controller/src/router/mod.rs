@@ -58,6 +58,19 @@ impl Routes {
     };
 }
 
+impl std::fmt::Display for Routes {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "primary {}%, canary {}%", self.primary, self.canary)?;
+        if let Some(m) = self.mirror {
+            write!(f, ", mirror {m}%")?;
+        }
+        if self.matched {
+            f.write_str(", A/B match rules on")?;
+        }
+        Ok(())
+    }
+}
+
 /// What went wrong while routing, naming the object involved.
 #[derive(Debug, thiserror::Error)]
 pub enum RouterError {

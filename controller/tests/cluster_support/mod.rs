@@ -15,8 +15,9 @@ use std::time::Duration;
 
 use fledge_controller::analysis::MetricReading;
 use fledge_controller::cluster::telemetry::Metrics;
-use fledge_controller::cluster::{Config, Context, HookCall, Observer, Routing, Weights};
+use fledge_controller::cluster::{Config, Context, HookCall, Observer, Routing};
 use fledge_controller::rollout::HookOutcome;
+use fledge_controller::router::Routes;
 use fledge_controller::spec::{Canary, MetricCheck, MetricTemplateSpec, WebhookRef};
 use futures::FutureExt;
 use futures::future::BoxFuture;
@@ -75,7 +76,7 @@ struct Store {
     calls: Vec<Call>,
     failures: Vec<Failure>,
     version: u64,
-    routes: BTreeMap<String, Weights>,
+    routes: BTreeMap<String, Routes>,
     metrics: BTreeMap<String, MetricReading>,
     hooks: BTreeMap<String, HookOutcome>,
     /// Writes (API writes and router calls) so far, and the one that fails as if the
@@ -291,12 +292,12 @@ impl FakeCluster {
             .insert(name.into(), outcome);
     }
 
-    pub fn routes(&self) -> Option<Weights> {
+    pub fn routes(&self) -> Option<Routes> {
         self.store.lock().unwrap().routes.get("podinfo").copied()
     }
 
     /// Someone edits the routing object by hand.
-    pub fn edit_routes(&self, weights: Weights) {
+    pub fn edit_routes(&self, weights: Routes) {
         self.store
             .lock()
             .unwrap()
@@ -546,10 +547,7 @@ impl Routing for FakeRouting {
             if s.crash_now() {
                 return Err("crashed".into());
             }
-            s.routes.entry(name).or_insert(Weights {
-                primary: 100,
-                ..Weights::default()
-            });
+            s.routes.entry(name).or_insert(Routes::PRIMARY_ONLY);
             Ok(())
         }
         .boxed()
@@ -559,7 +557,7 @@ impl Routing for FakeRouting {
         &'a self,
         provider: &'a str,
         canary: &'a Canary,
-        weights: Weights,
+        weights: Routes,
     ) -> BoxFuture<'a, Result<(), String>> {
         let name = canary.spec.target_ref.name.clone();
         async move {
@@ -587,7 +585,7 @@ impl Routing for FakeRouting {
         &'a self,
         _provider: &'a str,
         canary: &'a Canary,
-    ) -> BoxFuture<'a, Result<Weights, String>> {
+    ) -> BoxFuture<'a, Result<Routes, String>> {
         let name = canary.spec.target_ref.name.clone();
         async move {
             let s = self.0.store.lock().unwrap();
@@ -612,13 +610,7 @@ impl Routing for FakeRouting {
             if s.crash_now() {
                 return Err("crashed".into());
             }
-            s.routes.insert(
-                name,
-                Weights {
-                    primary: 100,
-                    ..Weights::default()
-                },
-            );
+            s.routes.insert(name, Routes::PRIMARY_ONLY);
             Ok(())
         }
         .boxed()
