@@ -12,6 +12,7 @@ pub mod metrics;
 pub mod rollout;
 #[cfg(feature = "cluster")]
 pub mod router;
+pub mod routes;
 pub mod spec;
 #[cfg(feature = "cluster")]
 pub mod webhook;

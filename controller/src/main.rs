@@ -12,8 +12,8 @@ use fledge_controller::cluster::lease::{LeaderElection, LeaseConfig};
 use fledge_controller::cluster::providers::{LiveObserver, LiveRouting};
 use fledge_controller::cluster::telemetry::{self, Metrics};
 use fledge_controller::cluster::{self as cluster, Config, Context};
-use fledge_controller::metrics::{Mesh, Prometheus};
-use fledge_controller::router::Router;
+use fledge_controller::metrics::Prometheus;
+use fledge_controller::routes::Provider;
 use fledge_controller::spec::{Canary, MetricTemplate};
 use fledge_controller::webhook::Webhooks;
 use kube::CustomResourceExt;
@@ -85,7 +85,7 @@ struct RunArgs {
     prometheus_retries: u32,
     /// Traffic provider of Canaries that name none.
     #[arg(long, env = "FLEDGE_PROVIDER", default_value = "istio")]
-    provider: String,
+    provider: Provider,
     /// Namespaces to watch (comma-separated or repeated); all when empty.
     #[arg(long = "namespace", env = "FLEDGE_NAMESPACES", value_delimiter = ',')]
     namespaces: Vec<String>,
@@ -194,13 +194,6 @@ async fn run(mut args: RunArgs) -> Result<()> {
     telemetry::init_logs(&args.log_level, args.log_format == "json").context("--log-level")?;
     // FLEDGE_NAMESPACES="" (the chart's default) means every namespace.
     args.namespaces.retain(|ns| !ns.trim().is_empty());
-    if Mesh::for_provider(&args.provider).is_none() {
-        bail!(
-            "--provider {}: expected istio, linkerd, smi[:v1alpha1|v1alpha2|v1alpha3] or \
-             gatewayapi[:v1|v1beta1]",
-            args.provider
-        );
-    }
     let prometheus = Prometheus::new(
         &args.prometheus_address,
         Duration::from_secs(args.prometheus_timeout_seconds),
@@ -208,15 +201,13 @@ async fn run(mut args: RunArgs) -> Result<()> {
     )
     .with_context(|| format!("--prometheus-address {}", args.prometheus_address))?;
     let client = client().await?;
-    Router::for_provider(&args.provider, client.clone())
-        .with_context(|| format!("--provider {}", args.provider))?;
     let metrics = Arc::new(Metrics::new());
     let ctx = Arc::new(Context::new(
         client.clone(),
         Arc::new(LiveRouting::new(client.clone())),
         Arc::new(LiveObserver::new(prometheus, Webhooks::new())),
         Config {
-            default_provider: args.provider.clone(),
+            default_provider: args.provider,
             ..Config::default()
         },
         metrics.clone(),
@@ -325,7 +316,7 @@ mod tests {
         };
         assert_eq!(args.namespaces, ["a", "b"]);
         assert!(args.leader_elect);
-        assert_eq!(args.provider, "linkerd");
+        assert_eq!(args.provider.to_string(), "smi:v1alpha2");
         let cli =
             Cli::try_parse_from(["fledge-controller", "status", "-n", "test", "podinfo"]).unwrap();
         assert!(matches!(

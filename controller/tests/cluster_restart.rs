@@ -115,7 +115,7 @@ async fn every_strategy_and_a_rollback_make_the_same_writes_across_restarts() {
             json!({"analysis": {"iterations": 2, "stepWeight": null, "maxWeight": null,
                                 "match": [{"headers": {"x-canary": {"exact": "insider"}}}]}}),
             "Succeeded",
-            "A/B match rules on",
+            "A/B matches to the canary",
         ),
         (
             "mirroring",

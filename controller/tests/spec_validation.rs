@@ -302,3 +302,29 @@ fn fields_fledge_does_not_know_are_listed_not_silently_dropped() {
             .is_empty()
     );
 }
+
+#[test]
+fn smi_providers_refuse_ab_matches_and_mirroring_at_validation_naming_the_field() {
+    for provider in ["linkerd", "smi:v1alpha1"] {
+        let mut ab = only_canary(&fixture("podinfo-ab.yaml"));
+        ab.provider = Some(provider.into());
+        let e = validate(&ab).unwrap_err().to_string();
+        assert!(
+            e.contains("spec.analysis.match: A/B routing on request matches is not supported"),
+            "{provider}: {e}"
+        );
+        let mut mirrored = only_canary(&fixture("podinfo-canary.yaml"));
+        mirrored.provider = Some(provider.into());
+        mirrored.analysis.mirror = true;
+        let e = validate(&mirrored).unwrap_err().to_string();
+        assert!(
+            e.contains("spec.analysis.mirror: traffic mirroring is not supported"),
+            "{provider}: {e}"
+        );
+    }
+    let mut ab = only_canary(&fixture("podinfo-ab.yaml"));
+    for provider in ["istio", "gatewayapi:v1"] {
+        ab.provider = Some(provider.into());
+        assert!(validate(&ab).is_ok(), "{provider}");
+    }
+}

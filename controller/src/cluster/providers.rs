@@ -9,33 +9,34 @@ use crate::analysis::MetricReading;
 use crate::metrics::{Mesh, Prometheus, QueryContext};
 use crate::rollout::HookOutcome;
 use crate::router::{Router, Routes};
+use crate::routes::Provider;
 use crate::spec::{Canary, HookGate, MetricCheck, MetricTemplateSpec, WebhookRef};
 use crate::webhook::{Payload, Webhooks};
 
-/// A traffic router for every provider (`istio`, `linkerd`, `smi:*`, `gatewayapi:*`). Errors are
-/// the router's own messages; the reconciler wraps them with the provider's name.
+/// A traffic router for every provider. Errors are the router's own messages; the reconciler
+/// wraps them with the provider's name.
 pub trait Routing: Send + Sync {
     /// Creates or updates the routing objects (all traffic to the primary when new).
     fn reconcile<'a>(
         &'a self,
-        provider: &'a str,
+        provider: Provider,
         canary: &'a Canary,
     ) -> BoxFuture<'a, Result<(), String>>;
     fn set_routes<'a>(
         &'a self,
-        provider: &'a str,
+        provider: Provider,
         canary: &'a Canary,
         weights: Routes,
     ) -> BoxFuture<'a, Result<(), String>>;
     fn get_routes<'a>(
         &'a self,
-        provider: &'a str,
+        provider: Provider,
         canary: &'a Canary,
     ) -> BoxFuture<'a, Result<Routes, String>>;
     /// Routes everything back to the primary for good: the Canary is going away.
     fn finalize<'a>(
         &'a self,
-        provider: &'a str,
+        provider: Provider,
         canary: &'a Canary,
     ) -> BoxFuture<'a, Result<(), String>>;
 }
@@ -59,7 +60,7 @@ pub struct HookCall {
 pub trait Observer: Send + Sync {
     fn read_metric<'a>(
         &'a self,
-        provider: &'a str,
+        provider: Provider,
         canary: &'a Canary,
         check: &'a MetricCheck,
         template: Option<&'a MetricTemplateSpec>,
@@ -71,7 +72,7 @@ pub trait Observer: Send + Sync {
     ) -> BoxFuture<'a, HookOutcome>;
 }
 
-/// The cluster's traffic routers ([`crate::router::Router`]), one per provider string.
+/// The cluster's traffic routers ([`crate::router::Router`]), one per provider.
 pub struct LiveRouting {
     client: kube::Client,
 }
@@ -81,19 +82,19 @@ impl LiveRouting {
         LiveRouting { client }
     }
 
-    fn router(&self, provider: &str) -> Result<Router, String> {
-        Router::for_provider(provider, self.client.clone()).map_err(|e| e.to_string())
+    fn router(&self, provider: Provider) -> Router {
+        Router::new(provider, self.client.clone())
     }
 }
 
 impl Routing for LiveRouting {
     fn reconcile<'a>(
         &'a self,
-        provider: &'a str,
+        provider: Provider,
         canary: &'a Canary,
     ) -> BoxFuture<'a, Result<(), String>> {
         async move {
-            let router = self.router(provider)?;
+            let router = self.router(provider);
             router.reconcile(canary).await.map_err(|e| e.to_string())
         }
         .boxed()
@@ -101,12 +102,12 @@ impl Routing for LiveRouting {
 
     fn set_routes<'a>(
         &'a self,
-        provider: &'a str,
+        provider: Provider,
         canary: &'a Canary,
         weights: Routes,
     ) -> BoxFuture<'a, Result<(), String>> {
         async move {
-            let router = self.router(provider)?;
+            let router = self.router(provider);
             router
                 .set_routes(canary, &weights)
                 .await
@@ -117,11 +118,11 @@ impl Routing for LiveRouting {
 
     fn get_routes<'a>(
         &'a self,
-        provider: &'a str,
+        provider: Provider,
         canary: &'a Canary,
     ) -> BoxFuture<'a, Result<Routes, String>> {
         async move {
-            let router = self.router(provider)?;
+            let router = self.router(provider);
             router.get_routes(canary).await.map_err(|e| e.to_string())
         }
         .boxed()
@@ -129,11 +130,11 @@ impl Routing for LiveRouting {
 
     fn finalize<'a>(
         &'a self,
-        provider: &'a str,
+        provider: Provider,
         canary: &'a Canary,
     ) -> BoxFuture<'a, Result<(), String>> {
         async move {
-            let router = self.router(provider)?;
+            let router = self.router(provider);
             router.finalize(canary).await.map_err(|e| e.to_string())
         }
         .boxed()
@@ -158,17 +159,13 @@ impl LiveObserver {
 impl Observer for LiveObserver {
     fn read_metric<'a>(
         &'a self,
-        provider: &'a str,
+        provider: Provider,
         canary: &'a Canary,
         check: &'a MetricCheck,
         template: Option<&'a MetricTemplateSpec>,
     ) -> BoxFuture<'a, MetricReading> {
         async move {
-            let Some(mesh) = Mesh::for_provider(provider) else {
-                return MetricReading::Error {
-                    reason: format!("no metrics are known for provider {provider}"),
-                };
-            };
+            let mesh = Mesh::for_provider(provider);
             let ctx = QueryContext {
                 namespace: canary.metadata.namespace.clone().unwrap_or_default(),
                 target: canary.spec.target_ref.name.clone(),

@@ -23,7 +23,7 @@ use futures::StreamExt;
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::autoscaling::v2::HorizontalPodAutoscaler;
 use k8s_openapi::api::core::v1::Service;
-use kube::api::{Api, ApiResource, DynamicObject, Patch, PatchParams};
+use kube::api::{Api, DynamicObject, Patch, PatchParams};
 use kube::runtime::controller::Action as Requeue;
 use kube::runtime::events::{Event as KubeEvent, EventType, Recorder, Reporter};
 use kube::runtime::finalizer::{self, Event as Finalizing, finalizer};
@@ -40,16 +40,18 @@ use crate::rollout::{
     Action, Command, HookOutcome, Millis, Observation, Phase, RolloutState, Severity, advance,
     next_analysis, wants,
 };
-use crate::router::Routes;
+use crate::router::{Routes, api_resource};
+use crate::routes::{Provider, UnknownProvider, service_names};
 use crate::spec::{
-    Canary, HookGate, MetricKind, MetricTemplate, MetricTemplateSpec, RolloutSpec, validate,
+    Canary, HookGate, MetricKind, MetricTemplate, MetricTemplateSpec, RolloutSpec,
+    ValidationErrors, validate,
 };
 
 /// Controller-wide settings.
 #[derive(Clone, Debug)]
 pub struct Config {
     /// The traffic provider of Canaries that name none.
-    pub default_provider: String,
+    pub default_provider: Provider,
     /// The longest wait between reconciles while a rollout waits on workloads or gates.
     pub poll: Duration,
     /// How long to wait after a failed reconcile.
@@ -59,7 +61,7 @@ pub struct Config {
 impl Default for Config {
     fn default() -> Self {
         Config {
-            default_provider: "istio".into(),
+            default_provider: Provider::Istio,
             poll: Duration::from_secs(10),
             retry: Duration::from_secs(5),
         }
@@ -192,13 +194,12 @@ pub async fn run(
         let mut controller = Controller::new(canaries, watcher::Config::default());
         // The default provider's routing objects (owned by their Canaries): an edit by hand is
         // put back at once rather than at the next analysis tick.
-        if let Some(resource) = routing_resource(&ctx.config.default_provider) {
-            let routes: Api<DynamicObject> = match &ns {
-                Some(ns) => Api::namespaced_with(ctx.client.clone(), ns, &resource),
-                None => Api::all_with(ctx.client.clone(), &resource),
-            };
-            controller = controller.owns_with(routes, resource, watcher::Config::default());
-        }
+        let resource = api_resource(ctx.config.default_provider.routing_kind());
+        let routes: Api<DynamicObject> = match &ns {
+            Some(ns) => Api::namespaced_with(ctx.client.clone(), ns, &resource),
+            None => Api::all_with(ctx.client.clone(), &resource),
+        };
+        controller = controller.owns_with(routes, resource, watcher::Config::default());
         let store = controller.store();
         let services: Api<Service> = match &ns {
             Some(ns) => Api::namespaced(ctx.client.clone(), ns),
@@ -227,27 +228,6 @@ pub async fn run(
             })
     });
     futures::future::join_all(controllers).await;
-}
-
-/// The kind of routing object a provider writes.
-fn routing_resource(provider: &str) -> Option<ApiResource> {
-    use crate::router::{gateway_api, istio, smi};
-    let (group, version, kind) = match provider {
-        "istio" => (istio::GROUP, istio::VERSION, "VirtualService"),
-        "linkerd" | "smi" | "smi:v1alpha2" => (smi::GROUP, "v1alpha2", "TrafficSplit"),
-        "smi:v1alpha1" => (smi::GROUP, "v1alpha1", "TrafficSplit"),
-        "smi:v1alpha3" => (smi::GROUP, "v1alpha3", "TrafficSplit"),
-        "gatewayapi" | "gatewayapi:v1" => (gateway_api::GROUP, "v1", "HTTPRoute"),
-        "gatewayapi:v1beta1" => (gateway_api::GROUP, "v1beta1", "HTTPRoute"),
-        _ => return None,
-    };
-    Some(ApiResource {
-        group: group.into(),
-        version: version.into(),
-        api_version: format!("{group}/{version}"),
-        kind: kind.into(),
-        plural: format!("{}s", kind.to_ascii_lowercase()),
-    })
 }
 
 /// Why a Canary cannot be acted on; reported, not retried as an error.
@@ -296,7 +276,8 @@ struct Tick<'a> {
     ctx: &'a Context,
     namespace: String,
     name: String,
-    provider: String,
+    /// `spec.provider`, or the controller's default; unknown names fail every routing call.
+    provider: std::result::Result<Provider, UnknownProvider>,
     api: Api<Canary>,
     workloads: Workloads,
     now: Millis,
@@ -306,12 +287,10 @@ impl<'a> Tick<'a> {
     fn new(canary: &'a Canary, ctx: &'a Context) -> Result<Self> {
         let namespace = canary.namespace().ok_or(Error::Unnamed("namespace"))?;
         let name = canary.metadata.name.clone().ok_or(Error::Unnamed("name"))?;
-        let provider = canary
-            .spec
-            .provider
-            .clone()
-            .filter(|p| !p.is_empty())
-            .unwrap_or_else(|| ctx.config.default_provider.clone());
+        let provider = match canary.spec.provider.as_deref().filter(|p| !p.is_empty()) {
+            Some(name) => name.parse(),
+            None => Ok(ctx.config.default_provider),
+        };
         Ok(Tick {
             canary,
             ctx,
@@ -329,6 +308,12 @@ impl<'a> Tick<'a> {
             Ok(spec) => spec,
             Err(e) => return self.report(Problem::InvalidSpec(e.to_string())).await,
         };
+        // Validation checked an explicit provider; the default one is checked here.
+        let unroutable = spec.strategy.unroutable_by(self.provider()?);
+        if !unroutable.is_empty() {
+            let e = ValidationErrors(unroutable).to_string();
+            return self.report(Problem::InvalidSpec(e)).await;
+        }
         let state = match status::recorded_state(self.canary.status.as_ref()) {
             Ok(state) => state.unwrap_or_default(),
             Err(e) => return self.report(Problem::UnreadableState(e)).await,
@@ -366,7 +351,7 @@ impl<'a> Tick<'a> {
             // Picks up edits of the Canary's service and match rules; keeps the weights.
             self.ctx
                 .routing
-                .reconcile(&self.provider, self.canary)
+                .reconcile(self.provider()?, self.canary)
                 .await
                 .map_err(|m| self.route_error(m))?;
             self.restore_drifted_routes(&state).await?;
@@ -404,7 +389,7 @@ impl<'a> Tick<'a> {
             // The spec was broken after initialisation: routing can still be restored.
             self.ctx
                 .routing
-                .finalize(&self.provider, self.canary)
+                .finalize(self.provider()?, self.canary)
                 .await
                 .map_err(|m| self.route_error(m))?;
             return Ok(Requeue::await_change());
@@ -517,7 +502,7 @@ impl<'a> Tick<'a> {
         let found = self
             .ctx
             .routing
-            .get_routes(&self.provider, self.canary)
+            .get_routes(self.provider()?, self.canary)
             .await;
         let found = match found {
             Ok(found) if found == want => return Ok(()),
@@ -527,7 +512,7 @@ impl<'a> Tick<'a> {
         let message = format!(
             "routes of {} differ from the recorded state (found {found}: edited by hand, or left \
              by an interrupted reconcile); restored to {want}",
-            workloads::service_name(self.canary)
+            service_names(self.canary).apex
         );
         self.publish(EventType::Warning, "RoutesRestored", &message)
             .await?;
@@ -535,16 +520,23 @@ impl<'a> Tick<'a> {
     }
 
     fn route_error(&self, message: String) -> Error {
-        Error::Route {
-            provider: self.provider.clone(),
-            message,
-        }
+        let provider = match &self.provider {
+            Ok(p) => p.to_string(),
+            Err(e) => e.0.clone(),
+        };
+        Error::Route { provider, message }
+    }
+
+    fn provider(&self) -> Result<Provider> {
+        self.provider
+            .clone()
+            .map_err(|e| self.route_error(e.to_string()))
     }
 
     async fn set_routes(&self, weights: Routes) -> Result<()> {
         self.ctx
             .routing
-            .set_routes(&self.provider, self.canary, weights)
+            .set_routes(self.provider()?, self.canary, weights)
             .await
             .map_err(|m| self.route_error(m))
     }
@@ -613,7 +605,7 @@ impl<'a> Tick<'a> {
         Ok(self
             .ctx
             .observer
-            .read_metric(&self.provider, self.canary, check, template.as_ref())
+            .read_metric(self.provider()?, self.canary, check, template.as_ref())
             .await)
     }
 
@@ -730,7 +722,7 @@ impl<'a> Tick<'a> {
         self.sync_autoscaler().await?;
         self.ctx
             .routing
-            .reconcile(&self.provider, self.canary)
+            .reconcile(self.provider()?, self.canary)
             .await
             .map_err(|m| self.route_error(m))
     }
@@ -789,7 +781,7 @@ impl<'a> Tick<'a> {
     ) -> Result<()> {
         self.ctx
             .routing
-            .finalize(&self.provider, self.canary)
+            .finalize(self.provider()?, self.canary)
             .await
             .map_err(|m| self.route_error(m))?;
         let Some(target) = target.filter(|_| revert) else {
@@ -894,7 +886,10 @@ mod tests {
 
     #[test]
     fn each_provider_watches_the_kind_of_routing_object_it_writes() {
-        let api_version = |p: &str| routing_resource(p).map(|r| (r.api_version, r.plural));
+        let api_version = |p: &str| {
+            let r = api_resource(p.parse::<Provider>().ok()?.routing_kind());
+            Some((r.api_version, r.plural))
+        };
         assert_eq!(
             api_version("istio"),
             Some((

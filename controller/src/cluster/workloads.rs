@@ -19,6 +19,7 @@ use kube::{Client, Resource};
 
 use super::{Error, FIELD_MANAGER, Result};
 use crate::rollout::Readiness;
+use crate::routes::service_names;
 use crate::spec::{Canary, IntOrString, ObjectMetadata};
 
 /// Annotations that belong to the target's own history and must not be copied to the primary.
@@ -55,16 +56,6 @@ impl fmt::Display for WorkloadProblem {
 /// The name of the primary clone of `target`.
 pub fn primary_name(target: &str) -> String {
     format!("{target}-primary")
-}
-
-/// The apex Service's name: `spec.service.name`, or the target's name.
-pub fn service_name(canary: &Canary) -> String {
-    canary
-        .spec
-        .service
-        .name
-        .clone()
-        .unwrap_or_else(|| canary.spec.target_ref.name.clone())
 }
 
 /// A stable hash of the Deployment's pod template: it changes exactly when the pods would.
@@ -181,7 +172,7 @@ pub fn primary_deployment(
 /// The Services `<svc>` (apex, to the primary), `<svc>-primary` and `<svc>-canary`.
 pub fn services(canary: &Canary, selector: &BTreeMap<String, String>) -> Vec<Service> {
     let svc = &canary.spec.service;
-    let name = service_name(canary);
+    let name = service_names(canary).apex;
     let primary = primary_labels(selector);
     let port = ServicePort {
         name: Some(svc.port_name.clone().unwrap_or_else(|| "http".into())),

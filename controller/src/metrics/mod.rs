@@ -20,6 +20,8 @@ mod queries;
 pub use prometheus::Prometheus;
 pub use queries::{Side, SideQueries, builtin_query, render_template, side_queries};
 
+use crate::routes::Provider;
+
 /// The mesh whose telemetry the built-in queries read.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Mesh {
@@ -33,14 +35,11 @@ pub enum Mesh {
 
 impl Mesh {
     /// The mesh of a traffic provider: SMI TrafficSplits are read by Linkerd.
-    pub fn for_provider(provider: &str) -> Option<Mesh> {
+    pub fn for_provider(provider: Provider) -> Mesh {
         match provider {
-            "istio" => Some(Mesh::Istio),
-            "linkerd" | "smi" => Some(Mesh::Linkerd),
-            p if p.starts_with("smi:") => Some(Mesh::Linkerd),
-            "gatewayapi" => Some(Mesh::GatewayApi),
-            p if p.starts_with("gatewayapi:") => Some(Mesh::GatewayApi),
-            _ => None,
+            Provider::Istio => Mesh::Istio,
+            Provider::Smi(_) => Mesh::Linkerd,
+            Provider::GatewayApi(_) => Mesh::GatewayApi,
         }
     }
 }

@@ -1,11 +1,9 @@
-//! Traffic routers: the mesh objects that split traffic between primary and canary.
+//! Traffic routers: apply the mesh objects that split traffic between primary and canary.
 //!
-//! One [`Router`] per mesh, chosen from the Canary's provider: Istio (`VirtualService` and two
-//! `DestinationRule`s), SMI (`TrafficSplit`, what Linkerd reads) and the Gateway API
-//! (`HTTPRoute`). Each mesh module has pure builders that return the exact object for a set of
-//! [`Routes`]; the router writes them with server-side apply under the field manager `fledge`,
-//! so fields that other managers own on the same object (labels, annotations, `exportTo`, a
-//! user's DestinationRule subsets) survive every write.
+//! The objects themselves are built by the pure [`crate::routes`] (the simulator loads the same
+//! ones); a [`Router`] only applies them with server-side apply under the field manager
+//! `fledge`, so fields that other managers own on the same object (labels, annotations,
+//! `exportTo`, a user's DestinationRule subsets) survive every write, and reads them back.
 //!
 //! # Expected flow
 //! 1. [`Router::reconcile`] when the Canary is initialised and on every reconcile: creates the
@@ -20,65 +18,21 @@
 //! removes it with the Canary. An object that existed before (a user's own VirtualService named
 //! like the service) gets no owner reference: it stays when the Canary goes.
 
-pub mod gateway_api;
-pub mod istio;
-pub mod smi;
-
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference;
 use kube::api::{Api, ApiResource, DynamicObject, Patch, PatchParams};
 use kube::{Resource, ResourceExt};
 use serde_json::{Value, json};
 
+pub use crate::routes::Routes;
+use crate::routes::{Provider, RouteError, RoutingKind, istio, service_names};
 use crate::spec::Canary;
 
 /// The field manager of every write, as shown in `managedFields`.
 pub const FIELD_MANAGER: &str = "fledge";
 
-/// A traffic split between primary and canary.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct Routes {
-    /// Percentage of traffic served by the primary.
-    pub primary: u8,
-    /// Percentage of traffic served by the canary.
-    pub canary: u8,
-    /// Percentage of the primary's traffic copied to the canary (responses discarded).
-    pub mirror: Option<u8>,
-    /// A/B: requests matching the Canary's `analysis.match` take the weighted route, the
-    /// others go to the primary.
-    pub matched: bool,
-}
-
-impl Routes {
-    /// Everything to the primary, nothing mirrored or matched.
-    pub const PRIMARY_ONLY: Routes = Routes {
-        primary: 100,
-        canary: 0,
-        mirror: None,
-        matched: false,
-    };
-}
-
-impl std::fmt::Display for Routes {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "primary {}%, canary {}%", self.primary, self.canary)?;
-        if let Some(m) = self.mirror {
-            write!(f, ", mirror {m}%")?;
-        }
-        if self.matched {
-            f.write_str(", A/B match rules on")?;
-        }
-        Ok(())
-    }
-}
-
 /// What went wrong while routing, naming the object involved.
 #[derive(Debug, thiserror::Error)]
 pub enum RouterError {
-    /// The provider names no mesh Fledge can route with.
-    #[error(
-        "unknown traffic provider `{0}`; expected istio, linkerd, smi, smi:v1alpha1, smi:v1alpha2, smi:v1alpha3, gatewayapi, gatewayapi:v1 or gatewayapi:v1beta1"
-    )]
-    UnknownProvider(String),
     /// The Canary has no namespace (it was not read from the cluster).
     #[error("Canary {0} has no namespace")]
     NoNamespace(String),
@@ -108,133 +62,92 @@ pub enum RouterError {
         name: String,
         reason: String,
     },
-    /// The Canary asks for something the object cannot express.
-    #[error("{field}: {reason}")]
-    InvalidSpec { field: String, reason: String },
-    /// The mesh cannot do what was asked (mirroring or A/B with SMI).
-    #[error("{provider} does not support {feature}")]
-    Unsupported {
-        provider: &'static str,
-        feature: &'static str,
-    },
+    /// The split cannot be written as the provider's object.
+    #[error(transparent)]
+    Build(#[from] RouteError),
 }
 
-/// The router for one Canary's provider. Enum dispatch: the set of meshes is closed.
+/// Applies one provider's routing objects for a Canary and reads them back.
 #[derive(Clone)]
-pub enum Router {
-    // Boxed: it holds two object clients, the others one.
-    Istio(Box<istio::Istio>),
-    Smi(smi::Smi),
-    GatewayApi(gateway_api::GatewayApi),
+pub struct Router {
+    provider: Provider,
+    /// The object that carries the split (VirtualService, TrafficSplit, HTTPRoute).
+    routing: Objects,
+    /// Istio's DestinationRules beside it.
+    destination_rules: Option<Objects>,
 }
 
 impl Router {
-    /// The router for a provider string as written in `spec.provider` (or the controller-wide
-    /// default): `istio`; `linkerd`, `smi`, `smi:v1alpha1|2|3` (Linkerd reads SMI
-    /// TrafficSplits); `gatewayapi`, `gatewayapi:v1`, `gatewayapi:v1beta1`.
-    pub fn for_provider(provider: &str, client: kube::Client) -> Result<Router, RouterError> {
-        let router = match provider {
-            "istio" => Router::Istio(Box::new(istio::Istio::new(client))),
-            "linkerd" | "smi" | "smi:v1alpha2" => {
-                Router::Smi(smi::Smi::new(client, smi::SmiVersion::V1Alpha2))
-            }
-            "smi:v1alpha1" => Router::Smi(smi::Smi::new(client, smi::SmiVersion::V1Alpha1)),
-            "smi:v1alpha3" => Router::Smi(smi::Smi::new(client, smi::SmiVersion::V1Alpha3)),
-            "gatewayapi" | "gatewayapi:v1" => Router::GatewayApi(gateway_api::GatewayApi::new(
-                client,
-                gateway_api::GatewayVersion::V1,
-            )),
-            "gatewayapi:v1beta1" => Router::GatewayApi(gateway_api::GatewayApi::new(
-                client,
-                gateway_api::GatewayVersion::V1Beta1,
-            )),
-            other => return Err(RouterError::UnknownProvider(other.to_string())),
-        };
-        Ok(router)
+    pub fn new(provider: Provider, client: kube::Client) -> Router {
+        let destination_rules = (provider == Provider::Istio).then(|| {
+            let kind = RoutingKind {
+                group: istio::GROUP,
+                version: istio::VERSION,
+                kind: "DestinationRule",
+            };
+            Objects::new(client.clone(), kind)
+        });
+        Router {
+            provider,
+            routing: Objects::new(client, provider.routing_kind()),
+            destination_rules,
+        }
     }
 
     /// Creates the routing objects if absent (all traffic to the primary) and updates the
     /// parts the controller owns, keeping the current weights. Idempotent.
     pub async fn reconcile(&self, canary: &Canary) -> Result<(), RouterError> {
-        match self {
-            Router::Istio(r) => r.reconcile(canary).await,
-            Router::Smi(r) => r.reconcile(canary).await,
-            Router::GatewayApi(r) => r.reconcile(canary).await,
+        let ns = namespace(canary)?;
+        if let Some(rules) = &self.destination_rules {
+            for desired in self.provider.companion_objects(canary) {
+                let name = desired["metadata"]["name"].as_str().unwrap_or_default();
+                let existing = rules.get(&ns, name).await?;
+                rules.apply(canary, existing.as_ref(), desired).await?;
+            }
         }
+        let existing = self.routing.get(&ns, &service_names(canary).apex).await?;
+        // Keep a rollout's current split: reconcile runs at every tick, not only at the start.
+        let routes = existing
+            .as_ref()
+            .and_then(|o| self.provider.read_routes(canary, &o.data["spec"]).ok())
+            .filter(|r| !r.matched || !canary.spec.analysis.match_.is_empty())
+            .unwrap_or(Routes::PRIMARY_ONLY);
+        let desired = self.provider.routing_object(canary, &routes)?;
+        self.routing.apply(canary, existing.as_ref(), desired).await
     }
 
     /// Routes traffic as `routes` says.
     pub async fn set_routes(&self, canary: &Canary, routes: &Routes) -> Result<(), RouterError> {
-        match self {
-            Router::Istio(r) => r.set_routes(canary, routes).await,
-            Router::Smi(r) => r.set_routes(canary, routes).await,
-            Router::GatewayApi(r) => r.set_routes(canary, routes).await,
-        }
+        let desired = self.provider.routing_object(canary, routes)?;
+        let ns = namespace(canary)?;
+        let existing = self.routing.get(&ns, &service_names(canary).apex).await?;
+        self.routing.apply(canary, existing.as_ref(), desired).await
     }
 
     /// The split as the live object has it, so hand edits are seen.
     pub async fn get_routes(&self, canary: &Canary) -> Result<Routes, RouterError> {
-        match self {
-            Router::Istio(r) => r.get_routes(canary).await,
-            Router::Smi(r) => r.get_routes(canary).await,
-            Router::GatewayApi(r) => r.get_routes(canary).await,
-        }
+        let ns = namespace(canary)?;
+        let object = self
+            .routing
+            .get_existing(&ns, &service_names(canary).apex)
+            .await?;
+        self.provider
+            .read_routes(canary, &object.data["spec"])
+            .map_err(|why| self.routing.malformed(&object, why))
     }
 
     /// All traffic back to the primary; objects stay (the user's) or go with the Canary
     /// through their owner reference (ours).
     pub async fn finalize(&self, canary: &Canary) -> Result<(), RouterError> {
-        match self {
-            Router::Istio(r) => r.finalize(canary).await,
-            Router::Smi(r) => r.finalize(canary).await,
-            Router::GatewayApi(r) => r.finalize(canary).await,
-        }
+        let ns = namespace(canary)?;
+        let Some(existing) = self.routing.get(&ns, &service_names(canary).apex).await? else {
+            return Ok(());
+        };
+        let desired = self
+            .provider
+            .routing_object(canary, &Routes::PRIMARY_ONLY)?;
+        self.routing.apply(canary, Some(&existing), desired).await
     }
-}
-
-/// The three Services of a Canary, named as Flagger names them.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct ServiceNames {
-    /// `service.name`, or the target's name.
-    pub apex: String,
-    /// `<apex>-primary`.
-    pub primary: String,
-    /// `<apex>-canary`.
-    pub canary: String,
-}
-
-/// The Services a Canary routes between.
-pub fn service_names(canary: &Canary) -> ServiceNames {
-    let apex = canary
-        .spec
-        .service
-        .name
-        .clone()
-        .filter(|n| !n.is_empty())
-        .unwrap_or_else(|| canary.spec.target_ref.name.clone());
-    ServiceNames {
-        primary: format!("{apex}-primary"),
-        canary: format!("{apex}-canary"),
-        apex,
-    }
-}
-
-/// `metadata` for a generated object: name, the Canary's namespace, and the labels and
-/// annotations of `service.apex`.
-fn object_metadata(canary: &Canary, name: &str) -> Value {
-    let mut meta = json!({ "name": name });
-    if let Some(ns) = canary.metadata.namespace.as_deref() {
-        meta["namespace"] = json!(ns);
-    }
-    if let Some(apex) = &canary.spec.service.apex {
-        if !apex.labels.is_empty() {
-            meta["labels"] = json!(apex.labels);
-        }
-        if !apex.annotations.is_empty() {
-            meta["annotations"] = json!(apex.annotations);
-        }
-    }
-    meta
 }
 
 fn namespace(canary: &Canary) -> Result<String, RouterError> {
@@ -254,18 +167,11 @@ struct Objects {
 }
 
 impl Objects {
-    fn new(client: kube::Client, group: &str, version: &str, kind: &'static str) -> Self {
-        let resource = ApiResource {
-            group: group.to_string(),
-            version: version.to_string(),
-            api_version: format!("{group}/{version}"),
-            kind: kind.to_string(),
-            plural: format!("{}s", kind.to_ascii_lowercase()),
-        };
+    fn new(client: kube::Client, kind: RoutingKind) -> Self {
         Objects {
             client,
-            resource,
-            kind,
+            resource: api_resource(kind),
+            kind: kind.kind,
         }
     }
 
@@ -347,60 +253,18 @@ fn owner_reference(canary: &Canary) -> Option<OwnerReference> {
     canary.controller_owner_ref(&())
 }
 
-/// Turns two relative weights into percentages that add up to 100.
-fn percentages(primary: f64, canary: f64) -> Option<(u8, u8)> {
-    let total = primary + canary;
-    if !(primary >= 0.0 && canary >= 0.0 && total > 0.0 && total.is_finite()) {
-        return None;
-    }
-    let canary_pct = (100.0 * canary / total).round().clamp(0.0, 100.0) as u8;
-    Some((100 - canary_pct, canary_pct))
-}
-
-/// Refuses a split that does not add up, before anything is written.
-fn check_weights(routes: &Routes) -> Result<(), RouterError> {
-    let bad = |reason: String| {
-        Err(RouterError::InvalidSpec {
-            field: "routes".into(),
-            reason,
-        })
-    };
-    if u16::from(routes.primary) + u16::from(routes.canary) != 100 {
-        return bad(format!(
-            "weights {} (primary) and {} (canary) must add up to 100",
-            routes.primary, routes.canary
-        ));
-    }
-    if routes.mirror.is_some_and(|m| m > 100) {
-        return bad(format!(
-            "mirror percentage {} is above 100",
-            routes.mirror.unwrap_or_default()
-        ));
-    }
-    Ok(())
-}
-
-/// A non-negative integer weight; anything else is a hand edit the router cannot read.
-fn integer_weight(value: &Value) -> Option<u64> {
-    value.as_u64()
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn relative_weights_become_percentages_that_add_up_to_one_hundred() {
-        assert_eq!(percentages(900.0, 100.0), Some((90, 10)));
-        assert_eq!(percentages(1.0, 2.0), Some((33, 67)));
-        assert_eq!(percentages(0.0, 0.0), None);
-        assert_eq!(percentages(-1.0, 2.0), None);
-        assert_eq!(percentages(f64::NAN, 2.0), None);
-    }
-
-    #[test]
-    fn unknown_providers_are_refused_by_name() {
-        let e = RouterError::UnknownProvider("nginx".into()).to_string();
-        assert!(e.contains("`nginx`"), "{e}");
+/// The dynamic API resource of a routing object's kind.
+pub fn api_resource(kind: RoutingKind) -> ApiResource {
+    let RoutingKind {
+        group,
+        version,
+        kind,
+    } = kind;
+    ApiResource {
+        group: group.into(),
+        version: version.into(),
+        api_version: format!("{group}/{version}"),
+        kind: kind.into(),
+        plural: format!("{}s", kind.to_ascii_lowercase()),
     }
 }

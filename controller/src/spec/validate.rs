@@ -10,6 +10,7 @@ use std::fmt;
 use serde::{Deserialize, Serialize};
 
 use super::{CanaryMetric, CanarySpec, CanaryWebhook, Duration};
+use crate::routes::Provider;
 
 /// Flagger's defaults, kept in one place.
 const DEFAULT_INTERVAL: Duration = Duration::from_secs(60);
@@ -20,23 +21,11 @@ const DEFAULT_WEBHOOK_TIMEOUT: Duration = Duration::from_secs(10);
 const DEFAULT_ALPHA: f64 = 0.01;
 const DEFAULT_MIN_REQUESTS: u64 = 100;
 
-/// Traffic providers Fledge can route with.
-pub const PROVIDERS: &[&str] = &[
-    "istio",
-    "linkerd",
-    "smi",
-    "smi:v1alpha1",
-    "smi:v1alpha2",
-    "smi:v1alpha3",
-    "gatewayapi",
-    "gatewayapi:v1",
-    "gatewayapi:v1beta1",
-];
-
 /// A Canary checked and normalised: what the rollout core needs, in its own units.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct RolloutSpec {
-    pub provider: Option<String>,
+    /// `spec.provider`; `None` takes the controller's default.
+    pub provider: Option<Provider>,
     /// The target workload (the canary); the primary is `<target>-primary`.
     pub target: String,
     /// Time between analysis ticks.
@@ -77,6 +66,40 @@ pub enum Strategy {
 }
 
 impl Strategy {
+    /// What `provider` cannot route for this strategy (SMI can neither match nor mirror), as
+    /// errors at the fields that ask for it. Validation checks an explicit `spec.provider`; a
+    /// shell checks its default provider with the same function.
+    pub fn unroutable_by(&self, provider: Provider) -> Vec<FieldError> {
+        let refuse = |path: &str, feature: &str| FieldError {
+            path: path.into(),
+            message: format!(
+                "{feature} is not supported by provider {provider} (a TrafficSplit can only \
+                 weigh backends); use istio or gatewayapi"
+            ),
+        };
+        let mut errors = Vec::new();
+        let mirrors = matches!(
+            self,
+            Strategy::Canary {
+                mirror: Some(_),
+                ..
+            } | Strategy::BlueGreen {
+                mirror: Some(_),
+                ..
+            }
+        );
+        if mirrors && !provider.can_mirror() {
+            errors.push(refuse("spec.analysis.mirror", "traffic mirroring"));
+        }
+        if matches!(self, Strategy::AbTesting { .. }) && !provider.can_match() {
+            errors.push(refuse(
+                "spec.analysis.match",
+                "A/B routing on request matches",
+            ));
+        }
+        errors
+    }
+
     /// The canary weight at which promotion follows (100 for blue/green's switch-over).
     pub fn max_weight(&self) -> u8 {
         match self {
@@ -311,18 +334,16 @@ pub fn validate(spec: &CanarySpec) -> Result<RolloutSpec, ValidationErrors> {
             format!("must be Deployment, got `{other}`"),
         ),
     }
-    if let Some(provider) = &spec.provider
-        && !provider.is_empty()
-        && !PROVIDERS.contains(&provider.as_str())
-    {
-        p.add(
-            "spec.provider",
-            format!(
-                "unknown provider `{provider}`; expected one of {}",
-                PROVIDERS.join(", ")
-            ),
-        );
-    }
+    let provider = match spec.provider.as_deref().filter(|s| !s.is_empty()) {
+        None => None,
+        Some(name) => match name.parse::<Provider>() {
+            Ok(provider) => Some(provider),
+            Err(e) => {
+                p.add("spec.provider", e.to_string());
+                None
+            }
+        },
+    };
     if !(1..=65535).contains(&spec.service.port) {
         p.add(
             "spec.service.port",
@@ -417,12 +438,15 @@ pub fn validate(spec: &CanarySpec) -> Result<RolloutSpec, ValidationErrors> {
         }
     }
     let webhooks = webhooks(&mut p, &a.webhooks);
+    if let (Some(provider), Some(strategy)) = (provider, &strategy) {
+        p.0.extend(strategy.unroutable_by(provider));
+    }
 
     if !p.0.is_empty() {
         return Err(ValidationErrors(p.0));
     }
     Ok(RolloutSpec {
-        provider: spec.provider.clone().filter(|s| !s.is_empty()),
+        provider,
         target: spec.target_ref.name.clone(),
         interval,
         threshold,

@@ -18,6 +18,7 @@ use fledge_controller::cluster::telemetry::Metrics;
 use fledge_controller::cluster::{Config, Context, HookCall, Observer, Routing};
 use fledge_controller::rollout::HookOutcome;
 use fledge_controller::router::Routes;
+use fledge_controller::routes::Provider;
 use fledge_controller::spec::{Canary, MetricCheck, MetricTemplateSpec, WebhookRef};
 use futures::FutureExt;
 use futures::future::BoxFuture;
@@ -536,7 +537,7 @@ pub struct FakeRouting(pub FakeCluster);
 impl Routing for FakeRouting {
     fn reconcile<'a>(
         &'a self,
-        provider: &'a str,
+        provider: Provider,
         canary: &'a Canary,
     ) -> BoxFuture<'a, Result<(), String>> {
         let name = canary.spec.target_ref.name.clone();
@@ -555,7 +556,7 @@ impl Routing for FakeRouting {
 
     fn set_routes<'a>(
         &'a self,
-        provider: &'a str,
+        provider: Provider,
         canary: &'a Canary,
         weights: Routes,
     ) -> BoxFuture<'a, Result<(), String>> {
@@ -583,7 +584,7 @@ impl Routing for FakeRouting {
 
     fn get_routes<'a>(
         &'a self,
-        _provider: &'a str,
+        _provider: Provider,
         canary: &'a Canary,
     ) -> BoxFuture<'a, Result<Routes, String>> {
         let name = canary.spec.target_ref.name.clone();
@@ -599,7 +600,7 @@ impl Routing for FakeRouting {
 
     fn finalize<'a>(
         &'a self,
-        provider: &'a str,
+        provider: Provider,
         canary: &'a Canary,
     ) -> BoxFuture<'a, Result<(), String>> {
         let name = canary.spec.target_ref.name.clone();
@@ -624,7 +625,7 @@ pub struct FakeObserver(pub FakeCluster);
 impl Observer for FakeObserver {
     fn read_metric<'a>(
         &'a self,
-        _provider: &'a str,
+        _provider: Provider,
         _canary: &'a Canary,
         check: &'a MetricCheck,
         _template: Option<&'a MetricTemplateSpec>,

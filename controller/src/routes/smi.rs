@@ -5,13 +5,13 @@
 
 use serde_json::{Value, json};
 
-use super::{Objects, RouterError, Routes, namespace, object_metadata, percentages, service_names};
+use super::{RouteError, Routes, object_metadata, percentages, service_names};
 use crate::spec::Canary;
 
 pub const GROUP: &str = "split.smi-spec.io";
 
 /// The TrafficSplit API versions Fledge writes.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum SmiVersion {
     V1Alpha1,
     V1Alpha2,
@@ -28,78 +28,21 @@ impl SmiVersion {
     }
 }
 
-/// Writes TrafficSplits.
-#[derive(Clone)]
-pub struct Smi {
-    splits: Objects,
-    version: SmiVersion,
-}
-
-impl Smi {
-    pub fn new(client: kube::Client, version: SmiVersion) -> Self {
-        Smi {
-            splits: Objects::new(client, GROUP, version.as_str(), "TrafficSplit"),
-            version,
-        }
-    }
-
-    pub(super) async fn reconcile(&self, canary: &Canary) -> Result<(), RouterError> {
-        let ns = namespace(canary)?;
-        let existing = self.splits.get(&ns, &service_names(canary).apex).await?;
-        // Keep a rollout's current split: reconcile runs at every tick, not only at the start.
-        let routes = existing
-            .as_ref()
-            .and_then(|ts| read_routes(canary, &ts.data["spec"]).ok())
-            .unwrap_or(Routes::PRIMARY_ONLY);
-        let desired = traffic_split(canary, &routes, self.version)?;
-        self.splits.apply(canary, existing.as_ref(), desired).await
-    }
-
-    pub(super) async fn set_routes(
-        &self,
-        canary: &Canary,
-        routes: &Routes,
-    ) -> Result<(), RouterError> {
-        let desired = traffic_split(canary, routes, self.version)?;
-        let ns = namespace(canary)?;
-        let existing = self.splits.get(&ns, &service_names(canary).apex).await?;
-        self.splits.apply(canary, existing.as_ref(), desired).await
-    }
-
-    pub(super) async fn get_routes(&self, canary: &Canary) -> Result<Routes, RouterError> {
-        let ns = namespace(canary)?;
-        let ts = self
-            .splits
-            .get_existing(&ns, &service_names(canary).apex)
-            .await?;
-        read_routes(canary, &ts.data["spec"]).map_err(|why| self.splits.malformed(&ts, why))
-    }
-
-    pub(super) async fn finalize(&self, canary: &Canary) -> Result<(), RouterError> {
-        let ns = namespace(canary)?;
-        let Some(existing) = self.splits.get(&ns, &service_names(canary).apex).await? else {
-            return Ok(());
-        };
-        let desired = traffic_split(canary, &Routes::PRIMARY_ONLY, self.version)?;
-        self.splits.apply(canary, Some(&existing), desired).await
-    }
-}
-
 /// The TrafficSplit for `routes`, exactly as applied.
 pub fn traffic_split(
     canary: &Canary,
     routes: &Routes,
     version: SmiVersion,
-) -> Result<Value, RouterError> {
+) -> Result<Value, RouteError> {
     super::check_weights(routes)?;
     if routes.mirror.is_some() {
-        return Err(RouterError::Unsupported {
+        return Err(RouteError::Unsupported {
             provider: "SMI TrafficSplit",
             feature: "traffic mirroring (use istio or gatewayapi)",
         });
     }
     if routes.matched {
-        return Err(RouterError::Unsupported {
+        return Err(RouteError::Unsupported {
             provider: "SMI TrafficSplit",
             feature: "A/B routing on request matches (use istio or gatewayapi)",
         });

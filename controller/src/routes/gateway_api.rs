@@ -4,22 +4,22 @@
 //! (the GAMMA way meshes such as Istio and Linkerd route east-west traffic with HTTPRoutes).
 //! Its rule sends `primary`/`canary` weight to the two Services, mirrors with a
 //! `RequestMirror` filter, turns the Istio-style `headers` block into header modifier filters
-//! and `timeout` into the rule's request timeout. For A/B testing the first rule carries the
-//! Canary's `analysis.match` converted to HTTPRoute matches, and a second rule sends the rest
-//! to the primary.
+//! and `timeout` into the rule's request timeout. For A/B testing a first rule carries the
+//! Canary's `analysis.match` converted to HTTPRoute matches and sends every matching request to
+//! the canary (primary 0, canary 100, as Flagger writes it); the second, general rule carries the
+//! split.
 
 use serde_json::{Map, Value, json};
 
 use super::{
-    Objects, RouterError, Routes, ServiceNames, namespace, object_metadata, percentages,
-    service_names,
+    RouteError, Routes, ServiceNames, object_metadata, percentages, required_matches, service_names,
 };
 use crate::spec::Canary;
 
 pub const GROUP: &str = "gateway.networking.k8s.io";
 
 /// The HTTPRoute API versions Fledge writes.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum GatewayVersion {
     V1,
     V1Beta1,
@@ -34,70 +34,12 @@ impl GatewayVersion {
     }
 }
 
-/// Writes HTTPRoutes.
-#[derive(Clone)]
-pub struct GatewayApi {
-    routes: Objects,
-    version: GatewayVersion,
-}
-
-impl GatewayApi {
-    pub fn new(client: kube::Client, version: GatewayVersion) -> Self {
-        GatewayApi {
-            routes: Objects::new(client, GROUP, version.as_str(), "HTTPRoute"),
-            version,
-        }
-    }
-
-    pub(super) async fn reconcile(&self, canary: &Canary) -> Result<(), RouterError> {
-        let ns = namespace(canary)?;
-        let existing = self.routes.get(&ns, &service_names(canary).apex).await?;
-        // Keep a rollout's current split: reconcile runs at every tick, not only at the start.
-        let routes = existing
-            .as_ref()
-            .and_then(|r| read_routes(canary, &r.data["spec"]).ok())
-            .filter(|r| !r.matched || !canary.spec.analysis.match_.is_empty())
-            .unwrap_or(Routes::PRIMARY_ONLY);
-        let desired = http_route(canary, &routes, self.version)?;
-        self.routes.apply(canary, existing.as_ref(), desired).await
-    }
-
-    pub(super) async fn set_routes(
-        &self,
-        canary: &Canary,
-        routes: &Routes,
-    ) -> Result<(), RouterError> {
-        let desired = http_route(canary, routes, self.version)?;
-        let ns = namespace(canary)?;
-        let existing = self.routes.get(&ns, &service_names(canary).apex).await?;
-        self.routes.apply(canary, existing.as_ref(), desired).await
-    }
-
-    pub(super) async fn get_routes(&self, canary: &Canary) -> Result<Routes, RouterError> {
-        let ns = namespace(canary)?;
-        let route = self
-            .routes
-            .get_existing(&ns, &service_names(canary).apex)
-            .await?;
-        read_routes(canary, &route.data["spec"]).map_err(|why| self.routes.malformed(&route, why))
-    }
-
-    pub(super) async fn finalize(&self, canary: &Canary) -> Result<(), RouterError> {
-        let ns = namespace(canary)?;
-        let Some(existing) = self.routes.get(&ns, &service_names(canary).apex).await? else {
-            return Ok(());
-        };
-        let desired = http_route(canary, &Routes::PRIMARY_ONLY, self.version)?;
-        self.routes.apply(canary, Some(&existing), desired).await
-    }
-}
-
 /// The HTTPRoute for `routes`, exactly as applied.
 pub fn http_route(
     canary: &Canary,
     routes: &Routes,
     version: GatewayVersion,
-) -> Result<Value, RouterError> {
+) -> Result<Value, RouteError> {
     super::check_weights(routes)?;
     let names = service_names(canary);
     let service = &canary.spec.service;
@@ -108,8 +50,8 @@ pub fn http_route(
         _ => json!([{ "group": "", "kind": "Service", "name": names.apex, "port": port }]),
     };
 
-    let mut weighted = rule_options(canary)?;
-    weighted.insert(
+    let mut general = rule_options(canary)?;
+    general.insert(
         "backendRefs".into(),
         json!([
             backend(&names.primary, port, routes.primary),
@@ -125,24 +67,25 @@ pub fn http_route(
             mirror["percent"] = json!(pct);
         }
         push_filter(
-            &mut weighted,
+            &mut general,
             json!({ "type": "RequestMirror", "requestMirror": mirror }),
         );
     }
 
     let rules = if routes.matched {
-        let matches = ab_matches(canary)?;
         let mut matched = Map::new();
-        matched.insert("matches".into(), Value::Array(matches));
-        matched.extend(weighted);
-        let mut rest = rule_options(canary)?;
-        rest.insert(
+        matched.insert("matches".into(), Value::Array(ab_matches(canary)?));
+        matched.extend(rule_options(canary)?);
+        matched.insert(
             "backendRefs".into(),
-            json!([backend(&names.primary, port, 100)]),
+            json!([
+                backend(&names.primary, port, 0),
+                backend(&names.canary, port, 100),
+            ]),
         );
-        vec![Value::Object(matched), Value::Object(rest)]
+        vec![Value::Object(matched), Value::Object(general)]
     } else {
-        vec![Value::Object(weighted)]
+        vec![Value::Object(general)]
     };
 
     let mut spec = json!({ "parentRefs": parent_refs });
@@ -158,24 +101,73 @@ pub fn http_route(
     }))
 }
 
-/// Reads the split from an HTTPRoute's `spec`: the first rule with the canary as a backend is
-/// the one the router writes.
+/// Reads the split from an HTTPRoute's `spec`: the general split from the first rule without an
+/// A/B match that has the canary as a backend, and A/B from a matching rule before it that sends
+/// everything to the canary.
 pub fn read_routes(canary: &Canary, spec: &Value) -> Result<Routes, String> {
-    let ServiceNames {
-        primary: primary_name,
-        canary: canary_name,
-        ..
-    } = service_names(canary);
+    let names = service_names(canary);
     let rules = spec["rules"].as_array().ok_or("it has no rules")?;
-    let rule = rules
-        .iter()
-        .find(|r| {
-            r["backendRefs"]
-                .as_array()
-                .is_some_and(|bs| bs.iter().any(|b| b["name"] == canary_name.as_str()))
+    let ours = |r: &Value| {
+        r["backendRefs"].as_array().is_some_and(|bs| {
+            bs.iter()
+                .any(|b| b["name"] == names.canary.as_str() || b["name"] == names.primary.as_str())
         })
-        .ok_or_else(|| format!("no rule has {canary_name} as a backend"))?;
-    let (mut primary, mut canary_weight) = (0u64, 0u64);
+    };
+    let general_at = rules
+        .iter()
+        .position(|r| !has_ab_match(r) && ours(r))
+        .ok_or_else(|| {
+            format!(
+                "no rule without a header, query or method match has {} or {} as a backend",
+                names.primary, names.canary
+            )
+        })?;
+    let rule = &rules[general_at];
+    let (primary, canary_weight) = weights(rule, &names)?;
+    let mut matched = false;
+    for r in rules[..general_at].iter().filter(|r| ours(r)) {
+        let (p, c) = weights(r, &names)?;
+        if (p, c) != (0, 100) {
+            return Err(format!(
+                "its A/B rule sends {p}% to the primary and {c}% to the canary; Fledge sends \
+                 matched requests all to the canary"
+            ));
+        }
+        matched = true;
+    }
+    let mirror = rule["filters"]
+        .as_array()
+        .and_then(|fs| {
+            fs.iter().find(|f| {
+                f["type"] == "RequestMirror"
+                    && f["requestMirror"]["backendRef"]["name"] == names.canary.as_str()
+            })
+        })
+        .map(|f| mirror_percent(&f["requestMirror"]))
+        .transpose()?;
+    Ok(Routes {
+        primary,
+        canary: canary_weight,
+        mirror,
+        matched,
+    })
+}
+
+/// The API server fills in a `/` path match on every rule; only header, query or method
+/// matches make an A/B rule.
+fn has_ab_match(rule: &Value) -> bool {
+    rule["matches"].as_array().is_some_and(|ms| {
+        ms.iter().any(|m| {
+            ["headers", "queryParams", "method"]
+                .iter()
+                .any(|k| !m[*k].is_null())
+        })
+    })
+}
+
+/// The primary and canary weights of one rule, as percentages.
+fn weights(rule: &Value, names: &ServiceNames) -> Result<(u8, u8), String> {
+    let (mut primary, mut canary) = (0u64, 0u64);
     for b in rule["backendRefs"]
         .as_array()
         .map(Vec::as_slice)
@@ -188,41 +180,16 @@ pub fn read_routes(canary: &Canary, spec: &Value) -> Result<Routes, String> {
             w => super::integer_weight(w)
                 .ok_or_else(|| format!("weight {w} of {name} is not a whole number"))?,
         };
-        if name == primary_name {
+        if name == names.primary {
             primary += weight;
-        } else if name == canary_name {
-            canary_weight += weight;
+        } else if name == names.canary {
+            canary += weight;
         } else if weight > 0 {
             return Err(format!("the canary rule also sends traffic to {name}"));
         }
     }
-    let (primary, canary) = percentages(primary as f64, canary_weight as f64)
-        .ok_or_else(|| format!("weights {primary} and {canary_weight} cannot be split"))?;
-    let mirror = rule["filters"]
-        .as_array()
-        .and_then(|fs| {
-            fs.iter().find(|f| {
-                f["type"] == "RequestMirror"
-                    && f["requestMirror"]["backendRef"]["name"] == canary_name.as_str()
-            })
-        })
-        .map(|f| mirror_percent(&f["requestMirror"]))
-        .transpose()?;
-    // The API server fills in a `/` path match on every rule; only header, query or method
-    // matches make an A/B rule.
-    let matched = rule["matches"].as_array().is_some_and(|ms| {
-        ms.iter().any(|m| {
-            ["headers", "queryParams", "method"]
-                .iter()
-                .any(|k| !m[*k].is_null())
-        })
-    });
-    Ok(Routes {
-        primary,
-        canary,
-        mirror,
-        matched,
-    })
+    percentages(primary as f64, canary as f64)
+        .ok_or_else(|| format!("weights {primary} and {canary} cannot be split"))
 }
 
 fn mirror_percent(mirror: &Value) -> Result<u8, String> {
@@ -259,7 +226,7 @@ fn push_filter(rule: &mut Map<String, Value>, filter: Value) {
 }
 
 /// Header modifiers and the request timeout from the Canary's service block.
-fn rule_options(canary: &Canary) -> Result<Map<String, Value>, RouterError> {
+fn rule_options(canary: &Canary) -> Result<Map<String, Value>, RouteError> {
     let service = &canary.spec.service;
     let mut rule = Map::new();
     if let Some(headers) = &service.headers {
@@ -285,8 +252,8 @@ fn rule_options(canary: &Canary) -> Result<Map<String, Value>, RouterError> {
 }
 
 /// Istio's `{set: {k: v}, add: {k: v}, remove: [k]}` as an HTTPHeaderFilter.
-fn header_modifier(ops: &Value, field: &str) -> Result<Value, RouterError> {
-    let invalid = |reason: &str| RouterError::InvalidSpec {
+fn header_modifier(ops: &Value, field: &str) -> Result<Value, RouteError> {
+    let invalid = |reason: &str| RouteError::InvalidSpec {
         field: field.to_string(),
         reason: reason.to_string(),
     };
@@ -323,23 +290,16 @@ fn header_modifier(ops: &Value, field: &str) -> Result<Value, RouterError> {
 }
 
 /// The Canary's Istio-style `analysis.match` as HTTPRoute matches.
-fn ab_matches(canary: &Canary) -> Result<Vec<Value>, RouterError> {
-    let matches = &canary.spec.analysis.match_;
-    if matches.is_empty() {
-        return Err(RouterError::InvalidSpec {
-            field: "spec.analysis.match".into(),
-            reason: "A/B routing was asked for but no match is set".into(),
-        });
-    }
-    matches
+fn ab_matches(canary: &Canary) -> Result<Vec<Value>, RouteError> {
+    required_matches(canary)?
         .iter()
         .enumerate()
         .map(|(i, m)| convert_match(m, &format!("spec.analysis.match[{i}]")))
         .collect()
 }
 
-fn convert_match(m: &Value, path: &str) -> Result<Value, RouterError> {
-    let invalid = |field: String, reason: String| RouterError::InvalidSpec { field, reason };
+fn convert_match(m: &Value, path: &str) -> Result<Value, RouteError> {
+    let invalid = |field: String, reason: String| RouteError::InvalidSpec { field, reason };
     let object = m
         .as_object()
         .ok_or_else(|| invalid(path.to_string(), "must be an object".into()))?;
@@ -399,7 +359,7 @@ fn convert_match(m: &Value, path: &str) -> Result<Value, RouterError> {
 
 /// Istio's StringMatch as an HTTPRoute match type and value. HTTPRoute has no prefix match on
 /// headers, so a prefix becomes an anchored regular expression.
-fn string_match(m: &Value, field: &str) -> Result<(&'static str, String), RouterError> {
+fn string_match(m: &Value, field: &str) -> Result<(&'static str, String), RouteError> {
     let exact = m.get("exact").and_then(Value::as_str);
     let regex = m.get("regex").and_then(Value::as_str);
     let prefix = m.get("prefix").and_then(Value::as_str);
@@ -407,7 +367,7 @@ fn string_match(m: &Value, field: &str) -> Result<(&'static str, String), Router
         (Some(v), None, None) => Ok(("Exact", v.to_string())),
         (None, Some(v), None) => Ok(("RegularExpression", v.to_string())),
         (None, None, Some(v)) => Ok(("RegularExpression", format!("^{}.*", escape_regex(v)))),
-        _ => Err(RouterError::InvalidSpec {
+        _ => Err(RouteError::InvalidSpec {
             field: field.to_string(),
             reason: "must have exactly one of exact, regex or prefix (a string)".into(),
         }),

@@ -1,0 +1,216 @@
+//! Istio: a `VirtualService` named like the apex service, and `DestinationRule`s for the
+//! primary and canary services, as Flagger writes them.
+//!
+//! The VirtualService answers for `service.hosts` plus the apex service, on `service.gateways`
+//! (the `mesh` gateway when none is given). Its HTTP route sends `primary`/`canary` percent to
+//! `<svc>-primary`/`<svc>-canary`, carries the `headers`, `retries` and `timeout` of the
+//! Canary's service block, and mirrors to the canary when asked. For A/B testing a first route
+//! with `analysis.match` sends every matching request to the canary (primary 0, canary 100, as
+//! Flagger writes it) and the second, general route carries the split.
+
+use serde_json::{Map, Value, json};
+
+use super::{RouteError, Routes, ServiceNames, object_metadata, required_matches, service_names};
+use crate::spec::Canary;
+
+pub const GROUP: &str = "networking.istio.io";
+/// Served by every Istio release since 1.5, so older meshes work too.
+pub const VERSION: &str = "v1beta1";
+
+/// The VirtualService for `routes`, exactly as applied.
+pub fn virtual_service(canary: &Canary, routes: &Routes) -> Result<Value, RouteError> {
+    super::check_weights(routes)?;
+    let names = service_names(canary);
+    let service = &canary.spec.service;
+
+    let mut hosts = service.hosts.clone();
+    if !hosts.iter().any(|h| h == &names.apex || h == "*") {
+        hosts.push(names.apex.clone());
+    }
+    let gateways = if service.gateways.is_empty() {
+        vec!["mesh".to_string()]
+    } else {
+        service.gateways.clone()
+    };
+
+    let general = weighted_route(canary, &names, routes);
+    let http = if routes.matched {
+        let mut matched = Map::new();
+        matched.insert("match".into(), json!(required_matches(canary)?));
+        matched.extend(route_options(canary));
+        matched.insert(
+            "route".into(),
+            json!([
+                destination(canary, &names.primary, 0),
+                destination(canary, &names.canary, 100),
+            ]),
+        );
+        vec![Value::Object(matched), Value::Object(general)]
+    } else {
+        vec![Value::Object(general)]
+    };
+
+    Ok(json!({
+        "apiVersion": format!("{GROUP}/{VERSION}"),
+        "kind": "VirtualService",
+        "metadata": object_metadata(canary, &names.apex),
+        "spec": {
+            "hosts": hosts,
+            "gateways": gateways,
+            "http": http,
+        }
+    }))
+}
+
+/// The DestinationRule for one of the generated services, with `service.trafficPolicy`.
+pub fn destination_rule(canary: &Canary, host: &str) -> Value {
+    let mut spec = json!({ "host": host });
+    if let Some(policy) = &canary.spec.service.traffic_policy {
+        spec["trafficPolicy"] = policy.clone();
+    }
+    let mut metadata = json!({ "name": host });
+    if let Some(ns) = canary.metadata.namespace.as_deref() {
+        metadata["namespace"] = json!(ns);
+    }
+    json!({
+        "apiVersion": format!("{GROUP}/{VERSION}"),
+        "kind": "DestinationRule",
+        "metadata": metadata,
+        "spec": spec,
+    })
+}
+
+/// Reads the split from a VirtualService's `spec`: the general split from the first HTTP route
+/// without a match that sends traffic to the primary or canary service, and A/B from a matched
+/// route before it that sends everything to the canary.
+pub fn read_routes(canary: &Canary, spec: &Value) -> Result<Routes, String> {
+    let names = service_names(canary);
+    let http = spec["http"].as_array().ok_or("it has no HTTP routes")?;
+    let ours = |r: &Value| {
+        r["route"].as_array().is_some_and(|ds| {
+            ds.iter().any(|d| {
+                let host = &d["destination"]["host"];
+                same_host(host, &names.canary) || same_host(host, &names.primary)
+            })
+        })
+    };
+    let has_match = |r: &Value| r["match"].as_array().is_some_and(|m| !m.is_empty());
+    let general_at = http
+        .iter()
+        .position(|r| !has_match(r) && ours(r))
+        .ok_or_else(|| {
+            format!(
+                "no HTTP route without a match sends traffic to {} or {}",
+                names.primary, names.canary
+            )
+        })?;
+    let route = &http[general_at];
+    let (primary, canary_weight) = weights(route, &names)?;
+    let mut matched = false;
+    for r in http[..general_at].iter().filter(|r| ours(r)) {
+        let (p, c) = weights(r, &names)?;
+        if (p, c) != (0, 100) {
+            return Err(format!(
+                "its A/B route sends {p}% to the primary and {c}% to the canary; Fledge sends \
+                 matched requests all to the canary"
+            ));
+        }
+        matched = true;
+    }
+    let mirror = if same_host(&route["mirror"]["host"], &names.canary) {
+        let pct = route["mirrorPercentage"]["value"].as_f64().unwrap_or(100.0);
+        if !(0.0..=100.0).contains(&pct) {
+            return Err(format!("mirror percentage {pct} is not between 0 and 100"));
+        }
+        Some(pct.round() as u8)
+    } else {
+        None
+    };
+    Ok(Routes {
+        primary,
+        canary: canary_weight,
+        mirror,
+        matched,
+    })
+}
+
+/// The primary and canary weights of one HTTP route, which must add up to 100.
+fn weights(route: &Value, names: &ServiceNames) -> Result<(u8, u8), String> {
+    let destinations = route["route"].as_array().map(Vec::as_slice).unwrap_or(&[]);
+    let (mut primary, mut canary) = (0u64, 0u64);
+    for d in destinations {
+        let host = &d["destination"]["host"];
+        // Istio: a lone destination takes all traffic whatever its weight; without a weight,
+        // others take none.
+        let weight = match &d["weight"] {
+            _ if destinations.len() == 1 => 100,
+            Value::Null => 0,
+            w => super::integer_weight(w)
+                .ok_or_else(|| format!("weight {w} of {host} is not a whole number"))?,
+        };
+        if same_host(host, &names.primary) {
+            primary += weight;
+        } else if same_host(host, &names.canary) {
+            canary += weight;
+        } else if weight > 0 {
+            return Err(format!("the canary route also sends {weight}% to {host}"));
+        }
+    }
+    if primary + canary != 100 {
+        return Err(format!(
+            "weights {primary} (primary) and {canary} (canary) do not add up to 100"
+        ));
+    }
+    Ok((primary as u8, canary as u8))
+}
+
+/// `name`, or a longer form of it (`name.ns`, `name.ns.svc.cluster.local`).
+fn same_host(host: &Value, name: &str) -> bool {
+    host.as_str()
+        .is_some_and(|h| h == name || h.strip_prefix(name).is_some_and(|r| r.starts_with('.')))
+}
+
+fn weighted_route(canary: &Canary, names: &ServiceNames, routes: &Routes) -> Map<String, Value> {
+    let mut route = route_options(canary);
+    route.insert(
+        "route".into(),
+        json!([
+            destination(canary, &names.primary, routes.primary),
+            destination(canary, &names.canary, routes.canary),
+        ]),
+    );
+    if let Some(pct) = routes.mirror {
+        route.insert(
+            "mirror".into(),
+            json!({ "host": names.canary, "port": { "number": canary.spec.service.port } }),
+        );
+        route.insert(
+            "mirrorPercentage".into(),
+            json!({ "value": f64::from(pct) }),
+        );
+    }
+    route
+}
+
+/// Headers, retries and timeout from the Canary's service block, on every route.
+fn route_options(canary: &Canary) -> Map<String, Value> {
+    let service = &canary.spec.service;
+    let mut options = Map::new();
+    if let Some(headers) = &service.headers {
+        options.insert("headers".into(), headers.clone());
+    }
+    if let Some(retries) = &service.retries {
+        options.insert("retries".into(), retries.clone());
+    }
+    if let Some(timeout) = &service.timeout {
+        options.insert("timeout".into(), json!(timeout));
+    }
+    options
+}
+
+fn destination(canary: &Canary, host: &str, weight: u8) -> Value {
+    json!({
+        "destination": { "host": host, "port": { "number": canary.spec.service.port } },
+        "weight": weight,
+    })
+}
