@@ -328,3 +328,71 @@ fn smi_providers_refuse_ab_matches_and_mirroring_at_validation_naming_the_field(
         assert!(validate(&ab).is_ok(), "{provider}");
     }
 }
+
+#[test]
+fn a_missing_required_field_is_reported_with_every_other_error() {
+    let text = as_fledge(&fixture("podinfo-canary.yaml"))
+        .replace("    port: 9898\n", "")
+        .replace("maxWeight: 50", "maxWeight: 130");
+    assert!(!text.contains("port: 9898"), "{text}");
+    let err = load_manifests(&text).unwrap_err();
+    let LoadError::Invalid {
+        document, errors, ..
+    } = &err
+    else {
+        panic!("{err}")
+    };
+    assert_eq!(*document, 2);
+    let paths: Vec<&str> = errors.0.iter().map(|e| e.path.as_str()).collect();
+    assert_eq!(
+        paths,
+        ["spec.service.port", "spec.analysis.maxWeight"],
+        "{err}"
+    );
+    assert!(
+        err.to_string()
+            .contains("spec.service.port: missing required field"),
+        "{err}"
+    );
+}
+
+#[test]
+fn a_missing_block_is_reported_once_not_with_each_field_it_lacks() {
+    let text = "apiVersion: flagger.app/v1beta1\nkind: Canary\nmetadata: {name: x}\nspec:\n  service: {port: 80}\n  analysis: {interval: 1m, stepWeight: 10, threshold: 0}\n";
+    let err = load_manifests(text).unwrap_err();
+    let LoadError::Invalid { errors, .. } = &err else {
+        panic!("{err}")
+    };
+    let paths: Vec<&str> = errors.0.iter().map(|e| e.path.as_str()).collect();
+    assert_eq!(paths, ["spec.targetRef"], "{err}");
+}
+
+#[test]
+fn settings_flagger_changes_quietly_are_warned_about() {
+    let text = as_fledge(&fixture("podinfo-canary.yaml"));
+    assert!(load_manifests(&text).unwrap().warnings.is_empty());
+    let changed = text
+        .replace(
+            "interval: 1m\n    threshold: 5",
+            "interval: 5s\n    threshold: 0",
+        )
+        .replace("stepWeight: 10", "stepWeights: [20, 60, 80]");
+    let warnings = load_manifests(&changed).unwrap().warnings;
+    let all = warnings.join("\n");
+    assert_eq!(warnings.len(), 3, "{all}\n{changed}");
+    assert!(
+        all.contains(
+            "spec.analysis.interval: 5s is shorter than the shortest interval; raised to 10s"
+        ),
+        "{all}"
+    );
+    assert!(
+        all.contains("spec.analysis.threshold: 0 is below 1; raised to 1"),
+        "{all}"
+    );
+    assert!(
+        all.contains("spec.analysis.stepWeights: go up to 80%, above maxWeight (50%)"),
+        "{all}"
+    );
+    assert!(all.starts_with("document 2 (Canary podinfo): "), "{all}");
+}
