@@ -12,13 +12,17 @@ use fledge_controller::spec::{
 use super::EXIT_BAD_INPUT;
 
 pub fn run(file: &Path) -> ExitCode {
-    let text = match std::fs::read_to_string(file) {
+    let text = match crate::scenario::read_bounded(file) {
         Ok(t) => t,
         Err(e) => {
-            eprintln!("error: {}: {e}", file.display());
+            eprintln!("error: {e}");
             return ExitCode::from(EXIT_BAD_INPUT);
         }
     };
+    if let Err(deep) = crate::manifest::yaml::check_depth(&text) {
+        eprintln!("error: {}:{}: {deep}", file.display(), deep.line);
+        return ExitCode::from(EXIT_BAD_INPUT);
+    }
     let loaded = match load_manifests(&text) {
         Ok(l) => l,
         Err(e) => {
@@ -31,6 +35,9 @@ pub fn run(file: &Path) -> ExitCode {
             "warning: {}: {field}: not a field Fledge knows; ignored",
             file.display()
         );
+    }
+    for w in &loaded.warnings {
+        eprintln!("warning: {}: {w}", file.display());
     }
     if loaded.canaries.is_empty() {
         eprintln!(

@@ -18,6 +18,7 @@ pub fn run(file: &Path, seed: Option<u64>, json: bool, report_file: Option<&Path
             return ExitCode::from(EXIT_BAD_INPUT);
         }
     };
+    warn(file, &scenario);
     let seed = seed.unwrap_or(scenario.seed);
     let progress = std::io::stderr().is_terminal() && !json;
     let mut runs: Vec<RunResult> = Vec::new();
@@ -86,6 +87,13 @@ pub fn run(file: &Path, seed: Option<u64>, json: bool, report_file: Option<&Path
     }
 }
 
+/// The scenario's questionable input, once, on stderr (as `plan` shows a Canary's).
+fn warn(file: &Path, scenario: &Scenario) {
+    for w in &scenario.warnings {
+        eprintln!("warning: {}: {w}", file.display());
+    }
+}
+
 /// Writes to stdout; a reader that went away (`| head`) is not an error worth a panic.
 pub(super) fn emit(text: &str) {
     let mut out = std::io::stdout().lock();
@@ -119,13 +127,16 @@ pub fn validate(files: &[PathBuf]) -> ExitCode {
     let mut bad = false;
     for file in files {
         match Scenario::load(file) {
-            Ok(s) => emit(&format!(
-                "{}: ok ({}, {} variant{})\n",
-                file.display(),
-                s.name,
-                s.variants.len(),
-                if s.variants.len() == 1 { "" } else { "s" }
-            )),
+            Ok(s) => {
+                warn(file, &s);
+                emit(&format!(
+                    "{}: ok ({}, {} variant{})\n",
+                    file.display(),
+                    s.name,
+                    s.variants.len(),
+                    if s.variants.len() == 1 { "" } else { "s" }
+                ));
+            }
             Err(e) => {
                 bad = true;
                 eprintln!("error: {e}");

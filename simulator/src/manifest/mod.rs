@@ -7,6 +7,8 @@
 //! with a warning. Values keep Istio's meaning: absent fields stay `None` and the mesh applies
 //! Istio's defaults when it resolves them.
 
+pub(crate) mod yaml;
+
 use std::collections::BTreeMap;
 
 use serde::Deserialize;
@@ -17,11 +19,13 @@ use crate::engine::SimTime;
 /// Why manifests could not be read.
 #[derive(Debug, thiserror::Error, PartialEq)]
 pub enum ManifestError {
-    /// The text is not valid YAML.
+    /// The text is not valid YAML (a syntax error, a key written twice, too deep a nesting).
     #[error("document {doc}: invalid YAML: {message}")]
     Yaml {
         /// Zero-based document index.
         doc: usize,
+        /// The 1-based line of the text, when known.
+        line: Option<usize>,
         /// Parser message.
         message: String,
     },
@@ -671,11 +675,50 @@ fn get<'a>(m: &'a serde_json::Map<String, Value>, key: &str) -> Option<Node<'a>>
 
 /// Parses multi-document YAML into manifests.
 pub fn parse(yaml: &str) -> Result<Manifests, ManifestError> {
+    if let Err(deep) = yaml::check_depth(yaml) {
+        return Err(ManifestError::Yaml {
+            doc: yaml::Outline::of(yaml).documents().saturating_sub(1),
+            line: Some(deep.line),
+            message: deep.to_string(),
+        });
+    }
     let mut out = Manifests::default();
     for (index, de) in serde_norway::Deserializer::from_str(yaml).enumerate() {
-        let value = Value::deserialize(de).map_err(|e| ManifestError::Yaml {
+        // Through YAML's own value first: it refuses a key written twice, as kubectl does.
+        let value = serde_norway::Value::deserialize(de).map_err(|e| {
+            let mut line = e.location().map(|l| l.line());
+            let mut message = e.to_string();
+            if let Some(i) = message.find(" at line ") {
+                message.truncate(i);
+            }
+            if message.contains("duplicate entry") {
+                // The parser points at the mapping; the second key is the one to remove.
+                let outline = yaml::Outline::of(yaml);
+                line = outline.duplicate(index).map(|(_, l)| l).or(line);
+            }
+            ManifestError::Yaml {
+                doc: index,
+                line,
+                message,
+            }
+        })?;
+        let kind = value
+            .get("kind")
+            .and_then(serde_norway::Value::as_str)
+            .unwrap_or("")
+            .to_string();
+        let name = value
+            .get("metadata")
+            .and_then(|m| m.get("name"))
+            .and_then(serde_norway::Value::as_str)
+            .unwrap_or("")
+            .to_string();
+        let value = to_json(value, "").map_err(|(field, expected)| ManifestError::WrongType {
             doc: index,
-            message: e.to_string(),
+            kind: kind.clone(),
+            name: name.clone(),
+            field,
+            expected: expected.into(),
         })?;
         if value.is_null() {
             continue; // empty document, e.g. a trailing `---`
@@ -689,17 +732,6 @@ pub fn parse(yaml: &str) -> Result<Manifests, ManifestError> {
                 expected: "a mapping with apiVersion, kind, metadata and spec".into(),
             });
         };
-        let kind = map
-            .get("kind")
-            .and_then(Value::as_str)
-            .unwrap_or("")
-            .to_string();
-        let name = map
-            .get("metadata")
-            .and_then(|m| m.get("name"))
-            .and_then(Value::as_str)
-            .unwrap_or("")
-            .to_string();
         let mut doc = Doc {
             index,
             kind: kind.clone(),
@@ -711,6 +743,51 @@ pub fn parse(yaml: &str) -> Result<Manifests, ManifestError> {
         }
     }
     Ok(out)
+}
+
+/// A YAML value as the JSON Kubernetes reads: mapping keys become strings, tags are dropped,
+/// and a number JSON cannot hold (`.nan`, `.inf`) is a type error at its path.
+fn to_json(v: serde_norway::Value, path: &str) -> Result<Value, (String, &'static str)> {
+    use serde_norway::Value as Y;
+    Ok(match v {
+        Y::Null => Value::Null,
+        Y::Bool(b) => Value::Bool(b),
+        Y::Number(n) => {
+            if let Some(i) = n.as_i64() {
+                Value::from(i)
+            } else if let Some(u) = n.as_u64() {
+                Value::from(u)
+            } else {
+                let f = n.as_f64().unwrap_or(f64::NAN);
+                serde_json::Number::from_f64(f)
+                    .map(Value::Number)
+                    .ok_or_else(|| (path.to_string(), "a finite number"))?
+            }
+        }
+        Y::String(s) => Value::String(s),
+        Y::Sequence(items) => Value::Array(
+            items
+                .into_iter()
+                .enumerate()
+                .map(|(i, item)| to_json(item, &idx(path, i)))
+                .collect::<Result<_, _>>()?,
+        ),
+        Y::Mapping(m) => {
+            let mut out = serde_json::Map::new();
+            for (k, v) in m {
+                let key = match k {
+                    Y::String(s) => s,
+                    Y::Number(n) => n.to_string(),
+                    Y::Bool(b) => b.to_string(),
+                    _ => return Err((path.to_string(), "a mapping with string keys")),
+                };
+                let value = to_json(v, &join(path, &key))?;
+                out.insert(key, value);
+            }
+            Value::Object(out)
+        }
+        Y::Tagged(t) => to_json(t.value, path)?,
+    })
 }
 
 fn parse_doc(

@@ -4,20 +4,24 @@
 //! Loading is strict: unknown keys are errors, and every error names the file, the line and the
 //! field. A loaded [`Scenario`] is fully checked: the harness runs it without further validation.
 
-mod locate;
+mod canary;
+mod manifests;
 mod raw;
+mod source;
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
-use fledge_controller::spec::{Canary, HookGate, RolloutSpec, load_manifests, validate};
+use fledge_controller::spec::{Canary, HookGate, RolloutSpec, validate};
 
 use crate::engine::SimTime;
+use crate::manifest::yaml::Outline;
 use crate::manifest::{self, HeaderMatch, Manifest, Manifests, StringMatch};
 use crate::mesh::config::{ArrivalShape, Behaviour, CertConfig, DataPlane};
 use crate::mesh::dist::ServiceTime;
 
 pub use raw::Outcome;
+pub use source::{MAX_FILE_BYTES, read_bounded};
 
 /// A scenario, checked and ready to run.
 #[derive(Clone, Debug)]
@@ -46,6 +50,9 @@ pub struct Scenario {
     pub variants: Vec<Variant>,
     /// Workload certificate lifetime and rotation.
     pub certificates: CertConfig,
+    /// Input that loads but is questionable: a setting changed or unused, a resource the
+    /// scenario's mesh would not read, an event after the end. Shown once per command.
+    pub warnings: Vec<String>,
 }
 
 #[derive(Clone, Debug)]
@@ -226,11 +233,11 @@ pub struct ScenarioError {
 impl Scenario {
     /// Reads and checks a scenario file.
     pub fn load(path: &Path) -> Result<Scenario, ScenarioError> {
-        let text = std::fs::read_to_string(path).map_err(|e| ScenarioError {
+        let text = read_bounded(path).map_err(|message| ScenarioError {
             file: path.display().to_string(),
             line: None,
             field: "(file)".into(),
-            message: e.to_string(),
+            message,
         })?;
         Scenario::parse(&text, path)
     }
@@ -238,11 +245,13 @@ impl Scenario {
     /// Checks a scenario given as text; `path` names it in errors and anchors relative paths.
     pub fn parse(text: &str, path: &Path) -> Result<Scenario, ScenarioError> {
         let mut cx = Context {
-            text,
+            outline: Outline::of(text),
             file: path.display().to_string(),
             dir: path.parent().map(Path::to_path_buf),
             service: String::new(),
             namespace: String::new(),
+            data_plane: DataPlane::Istio,
+            warnings: Vec::new(),
         };
         let raw = raw::parse(text)
             .map_err(|(field, line, message)| cx.error_at(&field, line, message))?;
@@ -258,16 +267,19 @@ impl Scenario {
     }
 }
 
-struct Context<'a> {
-    text: &'a str,
+struct Context {
+    /// Where each field of the scenario is written.
+    outline: Outline,
     file: String,
     dir: Option<PathBuf>,
     /// The simulated service and its namespace, for checking the manifests' routes.
     service: String,
     namespace: String,
+    data_plane: DataPlane,
+    warnings: Vec<String>,
 }
 
-impl Context<'_> {
+impl Context {
     fn error_at(
         &self,
         field: &str,
@@ -276,7 +288,7 @@ impl Context<'_> {
     ) -> ScenarioError {
         ScenarioError {
             file: self.file.clone(),
-            line: line.or_else(|| locate::line_of(self.text, field)),
+            line: line.or_else(|| self.outline.line(0, field)),
             field: field.to_string(),
             message: message.into(),
         }
@@ -305,23 +317,7 @@ impl Context<'_> {
         let primary = self.version("service.primary", &raw.service.primary, None)?;
         let canary = self.version("service.canary", &raw.service.canary, Some(&primary))?;
 
-        let (canary_resource, spec, ignored) = self.canary(&raw)?;
-        if spec.target != raw.service.name {
-            return Err(self.error(
-                "canary.spec.targetRef.name",
-                format!(
-                    "targets `{}`, but the scenario's service is `{}`",
-                    spec.target, raw.service.name
-                ),
-            ));
-        }
-        let mut manifests = self.manifests(&raw)?;
-        manifests.warnings.extend(
-            ignored
-                .into_iter()
-                .map(|f| format!("canary: {f}: not a field Fledge knows; ignored")),
-        );
-        let data_plane = match raw.mesh.as_deref().unwrap_or("istio") {
+        self.data_plane = match raw.mesh.as_deref().unwrap_or("istio") {
             "istio" => DataPlane::Istio,
             "linkerd" => DataPlane::Linkerd,
             other => {
@@ -331,6 +327,18 @@ impl Context<'_> {
                 ));
             }
         };
+        let data_plane = self.data_plane;
+        let (canary_resource, spec) = self.canary(&raw)?;
+        if spec.target != raw.service.name {
+            return Err(self.error(
+                "canary.spec.targetRef.name",
+                format!(
+                    "targets `{}`, but the scenario's service is `{}`",
+                    spec.target, raw.service.name
+                ),
+            ));
+        }
+        let manifests = self.manifests(&raw)?;
         let generated_routes = self.generated_routes(&canary_resource, &manifests, data_plane)?;
 
         let mut clients = Vec::new();
@@ -357,6 +365,23 @@ impl Context<'_> {
                 "needs a `deploy` entry: the new revision the Canary rolls out",
             ));
         }
+        for (i, e) in timeline.iter().enumerate() {
+            if let Trigger::At(at) = e.when
+                && at >= duration
+            {
+                let what = if e.event == Event::Deploy {
+                    "the rollout it starts is not simulated"
+                } else {
+                    "nothing it changes is simulated"
+                };
+                self.warnings.push(format!(
+                    "timeline[{i}] (line {}): at {} is not before the end of the run ({}): {what}",
+                    e.line,
+                    fledge_controller::spec::Duration(at / crate::engine::MILLIS),
+                    fledge_controller::spec::Duration(duration / crate::engine::MILLIS)
+                ));
+            }
+        }
         let certificates = self.certificates(raw.certificates.as_ref())?;
         let hooks = self.hooks(&raw, &spec)?;
         let variants = self.variants(&raw, &spec, &canary_resource, &clients)?;
@@ -381,6 +406,7 @@ impl Context<'_> {
             hooks,
             variants,
             certificates,
+            warnings: std::mem::take(&mut self.warnings),
         })
     }
 
@@ -574,231 +600,6 @@ impl Context<'_> {
         }
     }
 
-    /// The Canary, its validated spec, and the fields of it Fledge ignores.
-    fn canary(
-        &self,
-        raw: &raw::Scenario,
-    ) -> Result<(Canary, RolloutSpec, Vec<String>), ScenarioError> {
-        let (text, file) = match (&raw.canary, &raw.canary_file) {
-            (Some(v), None) => (
-                match v {
-                    serde_norway::Value::String(s) => s.clone(),
-                    other => serde_norway::to_string(other)
-                        .map_err(|e| self.error("canary", e.to_string()))?,
-                },
-                None,
-            ),
-            (None, Some(file)) => (
-                self.read_relative("canary_file", file)?,
-                Some(self.relative(file)),
-            ),
-            _ => {
-                return Err(self.error(
-                    "canary",
-                    "give the Canary manifest in `canary` or its path in `canary_file`",
-                ));
-            }
-        };
-        // An error at a field of the Canary (`spec.analysis...`, or "" for the whole): in the
-        // scenario under `canary`, or in the Canary's own file.
-        let error = |field: &str, message: String| match &file {
-            None if field.is_empty() => self.error("canary", message),
-            None => self.error(&format!("canary.{field}"), message),
-            Some(path) => ScenarioError {
-                file: path.display().to_string(),
-                line: locate::line_of(&text, field).or(Some(1)),
-                field: if field.is_empty() {
-                    "(document)".into()
-                } else {
-                    field.to_string()
-                },
-                message,
-            },
-        };
-        let loaded = load_manifests(&text).map_err(|e| error("", e.to_string()))?;
-        let ignored = loaded.ignored;
-        let [canary] = <[Canary; 1]>::try_from(loaded.canaries).map_err(|v| {
-            error(
-                "",
-                format!("must hold exactly one Canary, found {}", v.len()),
-            )
-        })?;
-        let spec = validate(&canary.spec).map_err(|errors| {
-            let path = errors.0.first().map_or(String::new(), |e| e.path.clone());
-            let all: Vec<String> = errors.0.iter().map(ToString::to_string).collect();
-            error(
-                &path,
-                format!("the Canary does not validate:\n  {}", all.join("\n  ")),
-            )
-        })?;
-        for m in &spec.metrics {
-            if !m.kind.is_builtin() {
-                return Err(error(
-                    "spec.analysis.metrics",
-                    format!(
-                        "metric `{}` is a custom query; the simulator computes only the built-in request-success-rate and request-duration",
-                        m.name
-                    ),
-                ));
-            }
-        }
-        Ok((canary, spec, ignored))
-    }
-
-    fn relative(&self, file: &str) -> PathBuf {
-        match &self.dir {
-            Some(dir) => dir.join(file),
-            None => PathBuf::from(file),
-        }
-    }
-
-    fn read_relative(&self, field: &str, file: &str) -> Result<String, ScenarioError> {
-        let path = self.relative(file);
-        std::fs::read_to_string(&path)
-            .map_err(|e| self.error(field, format!("{}: {e}", path.display())))
-    }
-
-    fn manifests(&self, raw: &raw::Scenario) -> Result<Manifests, ScenarioError> {
-        let mut all = Manifests::default();
-        if let Some(text) = &raw.manifests {
-            all.extend(self.manifest_text(&self.embedded("manifests", text))?);
-        }
-        for (i, file) in raw.manifest_files.iter().enumerate() {
-            let field = format!("manifest_files[{i}]");
-            let text = self.read_relative(&field, file)?;
-            let source = Source {
-                file: self.relative(file).display().to_string(),
-                field,
-                text: &text,
-                first_line: 1,
-            };
-            all.extend(self.manifest_text(&source)?);
-        }
-        Ok(all)
-    }
-
-    /// Manifests written inside the scenario under `field` (a YAML string, usually `|`).
-    fn embedded<'t>(&self, field: &str, text: &'t str) -> Source<'t> {
-        Source {
-            file: self.file.clone(),
-            field: field.to_string(),
-            text,
-            // A block scalar's content starts on the line after its key.
-            first_line: locate::line_of(self.text, field).map_or(1, |l| l + 1),
-        }
-    }
-
-    /// Parses and checks one manifest text; errors point into it.
-    fn manifest_text(&self, src: &Source<'_>) -> Result<Manifests, ScenarioError> {
-        let m = manifest::parse(src.text)
-            .map_err(|e| src.error(manifest_error_line(src.text, &e), e.to_string()))?;
-        self.check_routes(src, &m)?;
-        Ok(m)
-    }
-
-    /// Routes must lead to the simulated service (or the primary and canary Services Flagger
-    /// generates for it), and weighted Istio routes must add up to 100, as Istio's validation
-    /// demands. Anything else is most likely a typo that would silently route nowhere.
-    fn check_routes(&self, src: &Source<'_>, m: &Manifests) -> Result<(), ScenarioError> {
-        let known = |host: &str| self.is_service(host);
-        let unknown = |kind: &str, name: &str, what: &str, host: &str| {
-            src.error(
-                src.line_of(host),
-                format!(
-                    "{kind} {name}: unknown service `{host}` in {what}; the scenario simulates `{svc}` (and `{svc}-primary`, `{svc}-canary`)",
-                    svc = self.service
-                ),
-            )
-        };
-        for item in &m.items {
-            match item {
-                Manifest::VirtualService(vs) => {
-                    for (i, r) in vs.http.iter().enumerate() {
-                        for d in r.route.iter().chain(&r.mirror) {
-                            if !known(&d.host) {
-                                return Err(unknown(
-                                    "VirtualService",
-                                    &vs.name,
-                                    &format!("http[{i}]"),
-                                    &d.host,
-                                ));
-                            }
-                        }
-                        if r.route.len() > 1 {
-                            let total: u64 = r
-                                .route
-                                .iter()
-                                .map(|d| u64::from(d.weight.unwrap_or(0)))
-                                .sum();
-                            if total != 100 {
-                                return Err(src.error(
-                                    src.line_of("weight:"),
-                                    format!(
-                                        "VirtualService {}: http[{i}] route weights add up to {total}, expected 100",
-                                        vs.name
-                                    ),
-                                ));
-                            }
-                        }
-                    }
-                }
-                Manifest::TrafficSplit(ts) => {
-                    if !known(&ts.service) {
-                        return Err(unknown(
-                            "TrafficSplit",
-                            &ts.name,
-                            "spec.service",
-                            &ts.service,
-                        ));
-                    }
-                    for (b, _) in &ts.backends {
-                        if !known(b) {
-                            return Err(unknown("TrafficSplit", &ts.name, "spec.backends", b));
-                        }
-                    }
-                    if ts.backends.iter().all(|(_, w)| *w == 0) {
-                        return Err(src.error(
-                            src.line_of("backends:"),
-                            format!(
-                                "TrafficSplit {}: no backend has a weight above zero",
-                                ts.name
-                            ),
-                        ));
-                    }
-                }
-                Manifest::HttpRoute(hr) => {
-                    for (i, r) in hr.rules.iter().enumerate() {
-                        for (b, _) in &r.backends {
-                            if !known(b) {
-                                return Err(unknown(
-                                    "HTTPRoute",
-                                    &hr.name,
-                                    &format!("rules[{i}].backendRefs"),
-                                    b,
-                                ));
-                            }
-                        }
-                    }
-                }
-                _ => {}
-            }
-        }
-        Ok(())
-    }
-
-    /// Whether `host` names the simulated service or one of its generated Services, short or
-    /// qualified with the namespace.
-    fn is_service(&self, host: &str) -> bool {
-        let ns = &self.namespace;
-        ["", "-primary", "-canary"].iter().any(|suffix| {
-            let name = format!("{}{suffix}", self.service);
-            host == name
-                || host == format!("{name}.{ns}")
-                || host == format!("{name}.{ns}.svc")
-                || host == format!("{name}.{ns}.svc.cluster.local")
-        })
-    }
-
     fn client(&self, field: &str, c: &raw::Traffic) -> Result<Client, ScenarioError> {
         if !(c.rate.is_finite() && c.rate >= 0.0 && c.rate <= 1_000_000.0) {
             return Err(self.error(
@@ -932,7 +733,7 @@ impl Context<'_> {
     }
 
     fn timeline_entry(
-        &self,
+        &mut self,
         field: &str,
         e: &raw::TimelineEntry,
         clients: &[Client],
@@ -1053,7 +854,7 @@ impl Context<'_> {
             events.push(Event::ApplyManifests(m));
         }
         match <[Event; 1]>::try_from(events) {
-            Ok([event]) => Ok(TimelineEntry { when, event, line: locate::line_of(self.text, field).unwrap_or(0) }),
+            Ok([event]) => Ok(TimelineEntry { when, event, line: self.outline.line(0, field).unwrap_or(0) }),
             Err(v) => Err(self.error(field, format!("needs exactly one event (deploy, delete, error_rate, latency, pod_error_rate, crash, black_hole, rate, cert_rotation, apply_manifests), found {}", v.len()))),
         }
     }
@@ -1270,66 +1071,6 @@ impl Context<'_> {
             clients: client_bounds,
         })
     }
-}
-
-/// A manifest text and where it was written.
-struct Source<'t> {
-    file: String,
-    field: String,
-    text: &'t str,
-    /// The line of `file` that holds the text's first line.
-    first_line: usize,
-}
-
-impl Source<'_> {
-    /// An error at a 1-based line of the text (or at its start).
-    fn error(&self, line: Option<usize>, message: String) -> ScenarioError {
-        ScenarioError {
-            file: self.file.clone(),
-            line: Some(self.first_line + line.unwrap_or(1) - 1),
-            field: self.field.clone(),
-            message,
-        }
-    }
-
-    /// The 1-based line of the text's first mention of `needle`.
-    fn line_of(&self, needle: &str) -> Option<usize> {
-        self.text
-            .lines()
-            .position(|l| l.contains(needle))
-            .map(|i| i + 1)
-    }
-}
-
-/// The 1-based line of a manifest error within the multi-document text that was parsed.
-fn manifest_error_line(text: &str, e: &manifest::ManifestError) -> Option<usize> {
-    use manifest::ManifestError as E;
-    let lines: Vec<&str> = text.lines().collect();
-    let is_separator = |l: &str| l.trim_end() == "---" || l.starts_with("--- ");
-    // A stream that opens with `---` has no document before it.
-    let first_content = lines
-        .iter()
-        .position(|l| !l.trim().is_empty() && !l.trim_start().starts_with('#'));
-    let mut starts = vec![0];
-    for (i, l) in lines.iter().enumerate() {
-        if is_separator(l) {
-            if Some(i) == first_content {
-                starts[0] = i + 1;
-            } else {
-                starts.push(i + 1);
-            }
-        }
-    }
-    let (doc, field) = match e {
-        E::Yaml { doc, .. } => (*doc, None),
-        E::WrongType { doc, field, .. } | E::Missing { doc, field, .. } => (*doc, Some(field)),
-    };
-    let start = *starts.get(doc)?;
-    let end = starts.get(doc + 1).map_or(lines.len(), |n| n - 1);
-    let within = field
-        .and_then(|f| locate::line_of(&lines[start..end.max(start)].join("\n"), f))
-        .unwrap_or(1);
-    Some(start + within)
 }
 
 /// Header matches for A/B routing, from the spec's Istio `HTTPMatchRequest`s: each block is a

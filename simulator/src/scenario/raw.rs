@@ -4,6 +4,8 @@ use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
+use crate::manifest::yaml::{Outline, check_depth};
+
 #[derive(Deserialize, Debug)]
 #[serde(deny_unknown_fields)]
 pub struct Scenario {
@@ -265,6 +267,9 @@ pub struct Variant {
 
 /// Parses the text; on failure returns (field path, line, message).
 pub fn parse(text: &str) -> Result<Scenario, (String, Option<usize>, String)> {
+    if let Err(deep) = check_depth(text) {
+        return Err(("(document)".into(), Some(deep.line), deep.to_string()));
+    }
     let de = serde_norway::Deserializer::from_str(text);
     serde_path_to_error::deserialize(de).map_err(|e| {
         let path = e.path().to_string();
@@ -289,42 +294,21 @@ pub fn parse(text: &str) -> Result<Scenario, (String, Option<usize>, String)> {
         } else {
             path.to_string()
         };
-        let line = match message.strip_prefix("duplicate field `") {
+        let duplicate =
+            message.starts_with("duplicate field `") || message.starts_with("duplicate entry");
+        let line = if duplicate {
             // The parser points at the mapping; the second key is the one to remove.
-            Some(rest) => rest
-                .split('`')
-                .next()
-                .and_then(|key| second_key_line(text, line.unwrap_or(1), key))
-                .or(line),
-            None if message.contains("more than one document") => text
-                .lines()
+            Outline::of(text).duplicate(0).map(|(_, l)| l).or(line)
+        } else if message.contains("more than one document") {
+            text.lines()
                 .enumerate()
                 .skip(1)
                 .find(|(_, l)| l.trim_end() == "---" || l.starts_with("--- "))
                 .map(|(i, _)| i + 1)
-                .or(line),
-            None => line,
+                .or(line)
+        } else {
+            line
         };
         (path, line, message)
     })
-}
-
-/// The line of the second `key:` at the indentation of its first occurrence at or after
-/// `from` (1-based).
-fn second_key_line(text: &str, from: usize, key: &str) -> Option<usize> {
-    let mut indent = None;
-    for (i, line) in text.lines().enumerate().skip(from.saturating_sub(1)) {
-        let trimmed = line.trim_start();
-        let content = trimmed.strip_prefix("- ").unwrap_or(trimmed);
-        let at = line.len() - content.len();
-        if !content.starts_with(key) || !content[key.len()..].starts_with(':') {
-            continue;
-        }
-        match indent {
-            None => indent = Some(at),
-            Some(first) if first == at => return Some(i + 1),
-            Some(_) => {}
-        }
-    }
-    None
 }

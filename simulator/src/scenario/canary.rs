@@ -1,0 +1,150 @@
+//! The scenario's Canary: a mapping under `canary`, a string holding one, or a `canary_file`;
+//! loaded as the controller loads it, with errors at the line of the Canary's own field.
+
+use std::path::PathBuf;
+
+use fledge_controller::spec::{Canary, LoadError, RolloutSpec, load_manifests, validate};
+
+use super::{Context, ScenarioError, raw};
+use crate::manifest::yaml::{Outline, check_depth};
+
+/// Where the Canary's text was written.
+enum Place {
+    /// A mapping under `canary`: its fields are the scenario's own, under `canary.`.
+    Mapping,
+    /// A string under `canary` whose first line is this line of the scenario.
+    Embedded(usize),
+    File(PathBuf),
+}
+
+impl Context {
+    /// The Canary and its validated spec; ignored fields and questionable settings become
+    /// warnings.
+    pub(super) fn canary(
+        &mut self,
+        raw: &raw::Scenario,
+    ) -> Result<(Canary, RolloutSpec), ScenarioError> {
+        let (text, place) = match (&raw.canary, &raw.canary_file) {
+            (Some(serde_norway::Value::String(s)), None) => {
+                let first = self.outline.line(0, "canary").map_or(1, |l| l + 1);
+                (s.clone(), Place::Embedded(first))
+            }
+            (Some(other), None) => (
+                serde_norway::to_string(other).map_err(|e| self.error("canary", e.to_string()))?,
+                Place::Mapping,
+            ),
+            (None, Some(file)) => (
+                self.read_relative("canary_file", file)?,
+                Place::File(self.relative(file)),
+            ),
+            _ => {
+                return Err(self.error(
+                    "canary",
+                    "give the Canary manifest in `canary` or its path in `canary_file`",
+                ));
+            }
+        };
+        let outline = Outline::of(&text);
+        let canary_doc = outline.document("Canary", None).unwrap_or(0);
+        // An error at a field of the Canary's document (`spec.analysis...`, or "" for the
+        // whole), or at a line of its text.
+        let error = |doc: usize, field: &str, line: Option<usize>, message: String| {
+            let line = line.or_else(|| outline.line(doc, field));
+            match &place {
+                Place::Mapping if field.is_empty() => self.error("canary", message),
+                Place::Mapping => self.error(&format!("canary.{field}"), message),
+                Place::Embedded(first) => ScenarioError {
+                    file: self.file.clone(),
+                    line: Some(first + line.unwrap_or(1) - 1),
+                    field: if field.is_empty() {
+                        "canary".into()
+                    } else {
+                        format!("canary.{field}")
+                    },
+                    message,
+                },
+                Place::File(path) => ScenarioError {
+                    file: path.display().to_string(),
+                    line: line.or(Some(1)),
+                    field: if field.is_empty() {
+                        "(document)".into()
+                    } else {
+                        field.to_string()
+                    },
+                    message,
+                },
+            }
+        };
+        // A mapping is part of the scenario, whose depth was checked with it.
+        if !matches!(place, Place::Mapping)
+            && let Err(deep) = check_depth(&text)
+        {
+            return Err(error(0, "", Some(deep.line), deep.to_string()));
+        }
+        let loaded = load_manifests(&text).map_err(|e| {
+            let (doc, field, line) = match &e {
+                LoadError::Yaml { document, line, .. } => (document - 1, String::new(), *line),
+                LoadError::Field { document, path, .. } => (document - 1, path.clone(), None),
+                LoadError::Invalid {
+                    document, errors, ..
+                } => (
+                    document - 1,
+                    errors.0.first().map_or(String::new(), |e| e.path.clone()),
+                    None,
+                ),
+                LoadError::ApiVersion { document, .. } => {
+                    (document - 1, "apiVersion".to_string(), None)
+                }
+            };
+            error(doc, &field, line, e.to_string())
+        })?;
+        let [canary] = <[Canary; 1]>::try_from(loaded.canaries).map_err(|v| {
+            error(
+                0,
+                "",
+                None,
+                format!("must hold exactly one Canary, found {}", v.len()),
+            )
+        })?;
+        let spec = validate(&canary.spec).map_err(|errors| {
+            let path = errors.0.first().map_or(String::new(), |e| e.path.clone());
+            let all: Vec<String> = errors.0.iter().map(ToString::to_string).collect();
+            error(
+                canary_doc,
+                &path,
+                None,
+                format!("the Canary does not validate:\n  {}", all.join("\n  ")),
+            )
+        })?;
+        for (i, m) in spec.metrics.iter().enumerate() {
+            if !m.kind.is_builtin() {
+                return Err(error(
+                    canary_doc,
+                    &format!("spec.analysis.metrics[{i}]"),
+                    None,
+                    format!(
+                        "metric `{}` is a custom query; the simulator computes only the built-in request-success-rate and request-duration",
+                        m.name
+                    ),
+                ));
+            }
+        }
+        self.warnings.extend(
+            loaded
+                .ignored
+                .iter()
+                .map(|f| format!("canary: {f}: not a field Fledge knows; ignored")),
+        );
+        self.warnings
+            .extend(loaded.warnings.iter().map(|w| format!("canary: {w}")));
+        if let Some(ns) = &canary.metadata.namespace
+            && *ns != self.namespace
+        {
+            self.warnings.push(format!(
+                "canary: metadata.namespace is `{ns}`, the scenario's namespace is `{}`: the simulator runs the Canary in `{}`, a cluster would look for its target in `{ns}`",
+                self.namespace, self.namespace
+            ));
+        }
+        Ok((canary, spec))
+    }
+}

@@ -1,0 +1,86 @@
+//! Where a scenario's texts come from: files read within a size bound, and texts (the scenario,
+//! embedded manifests, manifest and Canary files) whose errors point at their own lines.
+
+use std::io::Read;
+use std::path::Path;
+
+use super::ScenarioError;
+use crate::manifest::yaml::Outline;
+
+/// The largest scenario, manifest or Canary file read: far above any real one, and a bound on
+/// the memory a wrong path (`/dev/zero`, a log file) can take.
+pub const MAX_FILE_BYTES: u64 = 4 << 20;
+
+/// A file's text, read no further than [`MAX_FILE_BYTES`]; the error names the file.
+pub fn read_bounded(path: &Path) -> Result<String, String> {
+    let shown = path.display();
+    let file = std::fs::File::open(path).map_err(|e| format!("{shown}: {e}"))?;
+    let mut bytes = Vec::new();
+    file.take(MAX_FILE_BYTES + 1)
+        .read_to_end(&mut bytes)
+        .map_err(|e| format!("{shown}: {e}"))?;
+    if bytes.len() as u64 > MAX_FILE_BYTES {
+        return Err(format!(
+            "{shown}: larger than {} MiB, the most a scenario, manifest or Canary file may hold",
+            MAX_FILE_BYTES >> 20
+        ));
+    }
+    String::from_utf8(bytes).map_err(|e| {
+        format!(
+            "{shown}: not UTF-8 text (byte {})",
+            e.utf8_error().valid_up_to()
+        )
+    })
+}
+
+/// A YAML text inside a scenario or beside it, and where it was written.
+pub(super) struct Source<'t> {
+    /// The file errors name.
+    pub(super) file: String,
+    /// The scenario field it came from (`manifests`, `manifest_files[1]`).
+    pub(super) field: String,
+    pub(super) text: &'t str,
+    /// The line of `file` that holds the text's first line.
+    pub(super) first_line: usize,
+    pub(super) outline: Outline,
+}
+
+impl<'t> Source<'t> {
+    pub(super) fn new(file: String, field: String, text: &'t str, first_line: usize) -> Self {
+        Source {
+            file,
+            field,
+            text,
+            first_line,
+            outline: Outline::of(text),
+        }
+    }
+
+    /// An error at a 1-based line of the text (or at its start).
+    pub(super) fn error(&self, line: Option<usize>, message: String) -> ScenarioError {
+        ScenarioError {
+            file: self.file.clone(),
+            line: Some(self.first_line + line.unwrap_or(1) - 1),
+            field: self.field.clone(),
+            message,
+        }
+    }
+
+    /// The line of the first mention of `needle` from where `path` (or its nearest ancestor)
+    /// is written to the end of document `doc`, or that line itself. Without a document, the
+    /// first mention in the text.
+    pub(super) fn line_at(&self, doc: Option<usize>, path: &str, needle: &str) -> Option<usize> {
+        let (from, last) = match doc {
+            Some(doc) => (self.outline.line(doc, path)?, self.outline.span(doc)?.1),
+            None => (1, usize::MAX),
+        };
+        self.text
+            .lines()
+            .enumerate()
+            .skip(from.saturating_sub(1))
+            .take_while(|(i, _)| *i < last)
+            .find(|(_, l)| l.contains(needle))
+            .map(|(i, _)| i + 1)
+            .or(doc.map(|_| from))
+    }
+}

@@ -1,0 +1,130 @@
+//! What the CLI tests share: a small valid scenario, and running `fledge-sim` on files of a
+//! test process's own directory.
+
+// Each test binary uses a part of this.
+#![allow(dead_code)]
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+/// A small valid scenario; the bad-input tests each break one thing in it.
+pub const BASE: &str = r#"name: cli-base
+description: A healthy canary, short.
+seed: 5
+duration: 8m
+namespace: test
+service:
+  name: podinfo
+  primary:
+    pods: 2
+    latency: {p50: 10ms, p99: 40ms}
+traffic:
+  - client: frontend
+    rate: 50
+manifests: |
+  apiVersion: networking.istio.io/v1beta1
+  kind: DestinationRule
+  metadata:
+    name: podinfo
+    namespace: test
+  spec:
+    host: podinfo
+canary:
+  apiVersion: flagger.app/v1beta1
+  kind: Canary
+  metadata:
+    name: podinfo
+    namespace: test
+  spec:
+    targetRef:
+      apiVersion: apps/v1
+      kind: Deployment
+      name: podinfo
+    service:
+      port: 9898
+    analysis:
+      interval: 30s
+      threshold: 2
+      maxWeight: 30
+      stepWeight: 10
+      metrics:
+        - name: request-success-rate
+          thresholdRange:
+            min: 99
+          interval: 1m
+timeline:
+  - at: 30s
+    deploy: {}
+expect:
+  outcome: promoted
+"#;
+
+pub struct Output {
+    pub code: i32,
+    pub stdout: String,
+    pub stderr: String,
+}
+
+pub fn sim(args: &[&str]) -> Output {
+    let out = Command::new(env!("CARGO_BIN_EXE_fledge-sim"))
+        .args(args)
+        .output()
+        .expect("fledge-sim runs");
+    Output {
+        code: out.status.code().unwrap_or(-1),
+        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+    }
+}
+
+/// Writes `text` to a file of this test process's own directory.
+pub fn write(name: &str, text: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("fledge-sim-cli-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("temp dir");
+    let path = dir.join(name);
+    std::fs::write(&path, text).expect("write scenario");
+    path
+}
+
+pub fn path_str(p: &Path) -> &str {
+    p.to_str().expect("temp paths are UTF-8")
+}
+
+/// BASE with `from` replaced by `to` (which must be there).
+pub fn base_with(from: &str, to: &str) -> String {
+    assert!(BASE.contains(from), "BASE has no `{from}`");
+    BASE.replacen(from, to, 1)
+}
+
+/// The 1-based line of the first line of `text` containing `needle`.
+pub fn line_of(text: &str, needle: &str) -> usize {
+    text.lines()
+        .position(|l| l.contains(needle))
+        .unwrap_or_else(|| panic!("no `{needle}` in the text"))
+        + 1
+}
+
+/// Runs `validate` and `run` on a bad scenario: both exit 2 and name the file, the line and
+/// the field, with nothing on stdout from `run`.
+pub fn assert_bad_input(name: &str, text: &str, line: usize, field: &str, message: &str) {
+    let file = write(name, text);
+    for command in ["validate", "run"] {
+        let out = sim(&[command, path_str(&file)]);
+        assert_eq!(out.code, 2, "{command} {name}: {}", out.stderr);
+        let prefix = format!("{}:{line}: {field}: ", file.display());
+        assert!(
+            out.stderr.contains(&prefix),
+            "{command} {name}: expected `{prefix}` in:\n{}",
+            out.stderr
+        );
+        assert!(
+            out.stderr.contains(message),
+            "{command} {name}: expected `{message}` in:\n{}",
+            out.stderr
+        );
+        assert!(!out.stderr.contains("panicked"), "{}", out.stderr);
+        if command == "run" {
+            assert!(out.stdout.is_empty(), "{}", out.stdout);
+        }
+    }
+}
