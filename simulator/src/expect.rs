@@ -1,5 +1,6 @@
 //! Checking a run against the scenario's `expect`.
 
+use fledge_controller::analysis::{MetricResult, Verdict};
 use fledge_controller::spec::Duration;
 
 use crate::harness::{Check, RunResult};
@@ -91,8 +92,9 @@ pub fn check(expect: &Expectations, run: &RunResult) -> Vec<Check> {
         add(
             "min_success_rate",
             format!(">= {min}%"),
-            format!("{:.3}%", run.success_rate),
-            run.success_rate >= min,
+            run.success_rate
+                .map_or("no requests".into(), |r| format!("{r:.3}%")),
+            run.success_rate.is_some_and(|r| r >= min),
         );
     }
     if expect.no_false_rollback {
@@ -104,12 +106,21 @@ pub fn check(expect: &Expectations, run: &RunResult) -> Vec<Check> {
         );
     }
     if let Some(metric) = &expect.rolled_back_by {
-        let reason = rollback_reason(run);
+        let (actual, passed) = rollback_by(run, metric, Verdict::Fail);
         add(
             "rolled_back_by",
-            format!("a rollback naming {metric}"),
-            reason.clone().unwrap_or_else(|| "no rollback".into()),
-            reason.is_some_and(|r| r.contains(metric.as_str())),
+            format!("a rollback because {metric} breached its bound or regressed"),
+            actual,
+            passed,
+        );
+    }
+    if let Some(metric) = &expect.rolled_back_for_no_data {
+        let (actual, passed) = rollback_by(run, metric, Verdict::NoData);
+        add(
+            "rolled_back_for_no_data",
+            format!("a rollback because {metric} had no data"),
+            actual,
+            passed,
         );
     }
     if let Some(text) = &expect.message_contains {
@@ -142,7 +153,7 @@ pub fn check(expect: &Expectations, run: &RunResult) -> Vec<Check> {
     }
     for b in &expect.clients {
         let seen = run.clients.iter().find(|c| c.name == b.client);
-        let rate = seen.map_or(100.0, |c| c.success_rate);
+        let rate = seen.and_then(|c| c.success_rate);
         let expected = match (b.min_success_rate, b.max_success_rate) {
             (Some(lo), Some(hi)) => format!("success between {lo}% and {hi}%"),
             (Some(lo), None) => format!("success >= {lo}%"),
@@ -152,25 +163,52 @@ pub fn check(expect: &Expectations, run: &RunResult) -> Vec<Check> {
         add(
             &format!("clients.{}", b.client),
             expected,
-            seen.map_or("no requests".into(), |c| {
-                format!(
-                    "{:.3}% ({} of {} failed)",
-                    c.success_rate, c.failed, c.requests
-                )
+            match (seen, rate) {
+                (Some(c), Some(r)) => format!("{r:.3}% ({} of {} failed)", c.failed, c.requests),
+                _ => "no requests".into(),
+            },
+            rate.is_some_and(|r| {
+                b.min_success_rate.is_none_or(|lo| r >= lo)
+                    && b.max_success_rate.is_none_or(|hi| r <= hi)
             }),
-            b.min_success_rate.is_none_or(|lo| rate >= lo)
-                && b.max_success_rate.is_none_or(|hi| rate <= hi),
         );
     }
     checks
 }
 
-fn rollback_reason(run: &RunResult) -> Option<String> {
-    run.decisions
+/// Whether the rollback's own analysis gave `metric` this verdict (Fail: a value beyond its
+/// bound, or a regression against the primary; NoData: no value), and what the rollback was.
+/// A message merely naming the metric does not count.
+fn rollback_by(run: &RunResult, metric: &str, verdict: Verdict) -> (String, bool) {
+    let Some(rollback) = run
+        .decisions
         .iter()
-        .flat_map(|d| &d.messages)
-        .find(|m| m.starts_with("Rolling back"))
-        .cloned()
+        .find(|d| d.messages.iter().any(|m| m.starts_with("Rolling back")))
+    else {
+        return ("no rollback".into(), false);
+    };
+    let judged: Vec<String> = rollback.metrics.iter().map(judged).collect();
+    let actual = if judged.is_empty() {
+        format!(
+            "a rollback without an analysis: {}",
+            rollback.messages.join("; ")
+        )
+    } else {
+        format!("a rollback on {}", judged.join(", "))
+    };
+    let passed = rollback
+        .metrics
+        .iter()
+        .any(|m| m.name == metric && m.verdict == verdict);
+    (actual, passed)
+}
+
+/// `request-success-rate 95.87 (fail)`, `request-duration (no data)`.
+fn judged(m: &MetricResult) -> String {
+    match m.value {
+        Some(v) => format!("{} {v:.2} ({})", m.name, m.verdict),
+        None => format!("{} ({})", m.name, m.verdict),
+    }
 }
 
 pub fn outcome_name(o: Outcome) -> &'static str {

@@ -6,6 +6,7 @@ use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
 use super::{EXIT_BAD_INPUT, EXIT_EXPECTATION_FAILED};
+use crate::engine::SimTime;
 use crate::harness::{self, RunResult};
 use crate::report;
 use crate::scenario::Scenario;
@@ -20,23 +21,33 @@ pub fn run(file: &Path, seed: Option<u64>, json: bool, report_file: Option<&Path
     };
     warn(file, &scenario);
     let seed = seed.unwrap_or(scenario.seed);
-    let progress = std::io::stderr().is_terminal() && !json;
+    // Progress goes to stderr, and only to a terminal: stdout stays the timeline or JSON.
+    let terminal = std::io::stderr().is_terminal();
     let mut runs: Vec<RunResult> = Vec::new();
     let mut walls: Vec<Duration> = Vec::new();
     for variant in &scenario.variants {
-        if progress {
-            eprint!(
-                "running {}{} ...\r",
-                scenario.name,
-                if variant.name.is_empty() {
-                    String::new()
-                } else {
-                    format!(" [{}]", variant.name)
-                }
-            );
-        }
+        let label = if variant.name.is_empty() {
+            scenario.name.clone()
+        } else {
+            format!("{} [{}]", scenario.name, variant.name)
+        };
         let started = Instant::now();
-        match harness::run(&scenario, variant, seed) {
+        let mut shown: Option<Instant> = None;
+        let mut show = |done: SimTime| {
+            if !terminal || shown.is_some_and(|t| t.elapsed() < PROGRESS_EVERY) {
+                return;
+            }
+            if let Some(line) = progress_line(&label, done, scenario.duration, started.elapsed()) {
+                eprint!("\r{line}\x1b[K");
+                shown = Some(Instant::now());
+            }
+        };
+        let result = harness::run_watched(&scenario, variant, seed, &mut show);
+        if shown.is_some() {
+            // Clear the progress line before the timeline.
+            eprint!("\r\x1b[K");
+        }
+        match result {
             Ok(r) => {
                 walls.push(started.elapsed());
                 runs.push(r);
@@ -46,10 +57,6 @@ pub fn run(file: &Path, seed: Option<u64>, json: bool, report_file: Option<&Path
                 return ExitCode::from(EXIT_BAD_INPUT);
             }
         }
-    }
-    if progress {
-        // Clear the progress line before the timeline.
-        eprint!("\r\x1b[K");
     }
     if json {
         match serde_json::to_string_pretty(&runs) {
@@ -74,7 +81,7 @@ pub fn run(file: &Path, seed: Option<u64>, json: bool, report_file: Option<&Path
         }
     }
     if let Some(path) = report_file {
-        if let Err(e) = std::fs::write(path, report::html(&runs, &scenario.description)) {
+        if let Err(e) = std::fs::write(path, report::html(&scenario, &runs)) {
             eprintln!("error: {}: {e}", path.display());
             return ExitCode::from(EXIT_BAD_INPUT);
         }
@@ -85,6 +92,27 @@ pub fn run(file: &Path, seed: Option<u64>, json: bool, report_file: Option<&Path
     } else {
         ExitCode::from(EXIT_EXPECTATION_FAILED)
     }
+}
+
+/// A run shows its progress once it has taken this long: most finish before.
+const PROGRESS_AFTER: Duration = Duration::from_secs(2);
+/// How often the progress line is rewritten.
+const PROGRESS_EVERY: Duration = Duration::from_millis(250);
+
+/// `label: 35% of 2h simulated, about 12s left`, once the run has taken [`PROGRESS_AFTER`];
+/// the estimate assumes the rest goes as fast as what is done.
+fn progress_line(label: &str, done: SimTime, total: SimTime, elapsed: Duration) -> Option<String> {
+    if elapsed < PROGRESS_AFTER || done == 0 || total == 0 {
+        return None;
+    }
+    let fraction = (done as f64 / total as f64).min(1.0);
+    let left = elapsed.as_secs_f64() * (1.0 - fraction) / fraction;
+    Some(format!(
+        "{label}: {:.0}% of {} simulated, about {} left",
+        fraction * 100.0,
+        fledge_controller::spec::Duration(total / crate::engine::MILLIS),
+        fledge_controller::spec::Duration((left.ceil() as u64).max(1) * 1000)
+    ))
 }
 
 /// The scenario's questionable input, once, on stderr (as `plan` shows a Canary's).
@@ -147,5 +175,26 @@ pub fn validate(files: &[PathBuf]) -> ExitCode {
         ExitCode::from(EXIT_BAD_INPUT)
     } else {
         ExitCode::SUCCESS
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::engine::SECONDS;
+
+    #[test]
+    fn progress_shows_after_a_few_seconds_with_an_estimate_of_the_time_left() {
+        let hour = 3600 * SECONDS;
+        let quick = progress_line("x", hour / 2, hour, Duration::from_millis(1500));
+        assert_eq!(quick, None, "a run that ends within seconds shows nothing");
+        assert_eq!(
+            progress_line("x [b]", hour / 4, hour, Duration::from_secs(3)).as_deref(),
+            Some("x [b]: 25% of 1h simulated, about 9s left")
+        );
+        assert_eq!(
+            progress_line("x", 9 * hour / 10, hour, Duration::from_secs(600)).as_deref(),
+            Some("x: 90% of 1h simulated, about 1m7s left")
+        );
     }
 }

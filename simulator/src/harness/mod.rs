@@ -73,17 +73,18 @@ pub struct Decision {
     pub scenario_event: bool,
 }
 
-/// Per-interval figures for the report's plots.
+/// Figures for the report's plots, at every tick, over the time since the previous sample.
 #[derive(Clone, Debug, Serialize)]
 pub struct Sample {
     pub at_ms: u64,
     pub canary_weight: u8,
     pub primary: WindowFigures,
     pub canary: WindowFigures,
-    /// Requests per second the clients sent over the interval.
+    /// Requests per second the clients sent over the window.
     pub rps: f64,
-    /// Percentage of the clients' requests that succeeded over the interval, after retries:
+    /// The clients' requests over the window, and the percentage that succeeded after retries:
     /// what users saw, including failures no destination reported.
+    pub clients_requests: u64,
     pub clients_success_rate: Option<f64>,
 }
 
@@ -122,7 +123,8 @@ pub struct RunResult {
     pub failed_requests: u64,
     /// Failed client requests answered by the canary (the blast radius).
     pub failed_requests_canary: u64,
-    pub success_rate: f64,
+    /// Percentage of client requests that succeeded; none without requests.
+    pub success_rate: Option<f64>,
     pub decisions: Vec<Decision>,
     pub samples: Vec<Sample>,
     pub checks: Vec<Check>,
@@ -141,8 +143,8 @@ pub struct ClientFigures {
     pub name: String,
     pub requests: u64,
     pub failed: u64,
-    /// Percentage of requests that succeeded (100 without requests).
-    pub success_rate: f64,
+    /// Percentage of requests that succeeded; none without requests.
+    pub success_rate: Option<f64>,
 }
 
 impl RunResult {
@@ -153,7 +155,17 @@ impl RunResult {
 
 /// Runs one variant of a scenario with a seed.
 pub fn run(scenario: &Scenario, variant: &Variant, seed: u64) -> Result<RunResult, HarnessError> {
-    Harness::new(scenario, variant, seed)?.run()
+    run_watched(scenario, variant, seed, &mut |_| {})
+}
+
+/// [`run`], telling `progress` the virtual time reached at every tick.
+pub fn run_watched(
+    scenario: &Scenario,
+    variant: &Variant,
+    seed: u64,
+    progress: &mut dyn FnMut(SimTime),
+) -> Result<RunResult, HarnessError> {
+    Harness::new(scenario, variant, seed)?.run(progress)
 }
 
 struct Harness<'a> {
@@ -313,13 +325,12 @@ impl<'a> Harness<'a> {
         Ok(())
     }
 
-    fn run(mut self) -> Result<RunResult, HarnessError> {
-        let interval = self.variant.spec.interval.millis() * MILLIS;
-        // Ticks come as often as the judge looks (the cluster shell requeues the same way);
-        // the plots sample once per interval.
+    fn run(mut self, progress: &mut dyn FnMut(SimTime)) -> Result<RunResult, HarnessError> {
+        // Ticks come as often as the judge looks (the cluster shell requeues the same way), and
+        // the plots sample at every tick, so that a short step is seen.
         let look = look_interval(&self.variant.spec) * MILLIS;
         let end = self.scenario.duration;
-        let (mut next_tick, mut next_sample) = (0, 0);
+        let (mut next_tick, mut last_sample) = (0, 0);
         loop {
             let next_event = self
                 .pending
@@ -339,11 +350,10 @@ impl<'a> Harness<'a> {
                 self.fire_pending(t);
             } else {
                 self.tick(t);
-                if t >= next_sample {
-                    self.sample(t, interval);
-                    next_sample += interval;
-                }
+                self.sample(last_sample, t);
+                last_sample = t;
                 next_tick += look;
+                progress(t);
             }
         }
         self.mesh.run_until(end);
@@ -581,9 +591,13 @@ impl<'a> Harness<'a> {
             if messages.is_empty() {
                 messages.push(self.state.message.clone());
             }
-            // The core analysed on this tick only if it took a step; otherwise (workloads not
-            // ready, a hook's rollback) its last analysis is stale and is not shown again.
-            let analysed = w.metrics && self.state.last_step != before.last_step;
+            // The core analysed on this tick only if it took a step, or if a look between steps
+            // saw a regression and rolled back; otherwise (workloads not ready, a hook's
+            // rollback, a look that changed nothing) its last analysis is stale and not shown.
+            let looked_back = self.state.last_look != before.last_look
+                && self.state.phase == Phase::Failed
+                && before.phase != Phase::Failed;
+            let analysed = w.metrics && (self.state.last_step != before.last_step || looked_back);
             let metrics = if analysed {
                 self.state.analysis.clone()
             } else {
@@ -730,8 +744,7 @@ impl<'a> Harness<'a> {
         }
     }
 
-    fn sample(&mut self, now: SimTime, interval: SimTime) {
-        let from = now.saturating_sub(interval);
+    fn sample(&mut self, from: SimTime, now: SimTime) {
         let figures = |stats: crate::telemetry::WindowStats| WindowFigures {
             requests: stats.requests,
             success_rate: stats.success_rate().map(|r| r * 100.0),
@@ -754,6 +767,7 @@ impl<'a> Harness<'a> {
             } else {
                 sent as f64 / seconds
             },
+            clients_requests: sent,
             clients_success_rate: (sent > 0).then(|| 100.0 * (1.0 - failed as f64 / sent as f64)),
         });
     }
@@ -813,7 +827,7 @@ impl<'a> Harness<'a> {
                     name: c.name.clone(),
                     requests: s.requests,
                     failed: s.failures,
-                    success_rate: s.success_rate().map_or(100.0, |r| r * 100.0),
+                    success_rate: s.success_rate().map(|r| r * 100.0),
                 })
             })
             .collect();
@@ -840,6 +854,13 @@ impl<'a> Harness<'a> {
                 }
             }
         }
+        let mut warnings = self.warnings;
+        if self.mesh.destination_stats(self.canary, 0, end).requests == 0 {
+            warnings.push(
+                "the canary never received a request: nothing was judged on its traffic (check the clients' rates, the routes and the time of the deploy)"
+                    .into(),
+            );
+        }
         let mut result = RunResult {
             scenario: self.scenario.name.clone(),
             variant: self.variant.name.clone(),
@@ -853,18 +874,14 @@ impl<'a> Harness<'a> {
             requests,
             failed_requests: failed,
             failed_requests_canary: failed_canary,
-            success_rate: if requests == 0 {
-                100.0
-            } else {
-                100.0 * (1.0 - failed as f64 / requests as f64)
-            },
+            success_rate: (requests > 0).then(|| 100.0 * (1.0 - failed as f64 / requests as f64)),
             decisions: self.decisions,
             samples: self.samples,
             checks: Vec::new(),
             events_processed: self.mesh.stats().events,
             clients,
             counters,
-            warnings: self.warnings,
+            warnings,
         };
         result.checks = crate::expect::check(&self.variant.expect, &result);
         result

@@ -1,22 +1,32 @@
 //! A self-contained HTML report: inline SVG plots and the timeline, no scripts, no network.
+//!
+//! The plots sample at every tick of the harness (each point covers the time since the one
+//! before), so a step shorter than the analysis interval is seen. A rate from a handful of
+//! requests says nothing, so a window with fewer than [`MIN_REQUESTS`] is not drawn (the
+//! legend says so). Under the threshold judge each metric's bound is drawn, with the values the
+//! analysis read over its own window as dots; decisions are marked and labelled.
 
 use std::fmt::Write as _;
 
-use crate::expect::outcome_name;
-use crate::harness::{RunResult, Sample};
+use fledge_controller::analysis::Verdict;
+use fledge_controller::rollout::Phase;
+use fledge_controller::spec::{Judge, MetricKind, RolloutSpec};
 
-const WIDTH: f64 = 900.0;
-const HEIGHT: f64 = 220.0;
-const PAD_LEFT: f64 = 60.0;
-const PAD_RIGHT: f64 = 20.0;
-const PAD_TOP: f64 = 20.0;
-const PAD_BOTTOM: f64 = 30.0;
+use super::plot::{Bound, Dots, Mark, Plot, Series};
+use super::success;
+use crate::expect::outcome_name;
+use crate::harness::{Decision, RunResult, Sample};
+use crate::scenario::Scenario;
+
 const PRIMARY: &str = "#2f6fb0";
 const CANARY: &str = "#d9822b";
 const CLIENTS: &str = "#6b6b6b";
 
-/// The report for one or more runs of a scenario.
-pub fn html(runs: &[RunResult], description: &str) -> String {
+/// Fewest requests in a window for its success rate or latency to be drawn.
+pub const MIN_REQUESTS: u64 = 20;
+
+/// The report for the runs of a scenario (one per variant).
+pub fn html(scenario: &Scenario, runs: &[RunResult]) -> String {
     let title = runs.first().map_or("fledge-sim", |r| r.scenario.as_str());
     let mut out = String::new();
     let _ = write!(
@@ -25,16 +35,28 @@ pub fn html(runs: &[RunResult], description: &str) -> String {
         escape(title),
         STYLE,
         escape(title),
-        escape(description.trim())
+        escape(scenario.description.trim())
     );
+    if !scenario.warnings.is_empty() {
+        out.push_str("<ul class=\"warnings\">");
+        for w in &scenario.warnings {
+            let _ = write!(out, "<li>warning: {}</li>", escape(w));
+        }
+        out.push_str("</ul>\n");
+    }
     for run in runs {
-        section(&mut out, run);
+        let spec = scenario
+            .variants
+            .iter()
+            .find(|v| v.name == run.variant)
+            .map_or(&scenario.spec, |v| &v.spec);
+        section(&mut out, run, spec);
     }
     out.push_str("</body></html>\n");
     out
 }
 
-fn section(out: &mut String, run: &RunResult) {
+fn section(out: &mut String, run: &RunResult, spec: &RolloutSpec) {
     let name = if run.variant.is_empty() {
         format!("seed {}", run.seed)
     } else {
@@ -43,7 +65,7 @@ fn section(out: &mut String, run: &RunResult) {
     let verdict = if run.passed() { "pass" } else { "fail" };
     let _ = write!(
         out,
-        "<section><h2>{} <span class=\"{verdict}\">{}</span></h2>\n<p>Outcome <b>{}</b>; highest canary weight {}%; {} requests, {} failed ({:.3}% success), {} failures served by the canary.</p>\n",
+        "<section><h2>{} <span class=\"{verdict}\">{}</span></h2>\n<p>Outcome <b>{}</b>; highest canary weight {}%; {} requests, {} failed ({}), {} failures served by the canary.</p>\n",
         escape(&name),
         if run.passed() {
             "expectations met"
@@ -54,85 +76,258 @@ fn section(out: &mut String, run: &RunResult) {
         run.max_canary_weight,
         run.requests,
         run.failed_requests,
-        run.success_rate,
+        success(run.success_rate),
         run.failed_requests_canary
     );
+    if !run.warnings.is_empty() {
+        out.push_str("<ul class=\"warnings\">");
+        for w in &run.warnings {
+            let _ = write!(out, "<li>warning: {}</li>", escape(w));
+        }
+        out.push_str("</ul>\n");
+    }
+    plots(out, run, spec);
+    tables(out, run);
+    out.push_str("</section>\n");
+}
+
+fn plots(out: &mut String, run: &RunResult, spec: &RolloutSpec) {
     let end = run.samples.last().map_or(1, |s| s.at_ms).max(1) as f64;
-    let marks: Vec<(f64, String, bool)> = run
+    // Decisions at the same time share one marker.
+    let mut marks: Vec<Mark> = Vec::new();
+    for d in run
         .decisions
         .iter()
         .filter(|d| !d.scenario_event || d.messages.iter().any(|m| m.contains("deployed")))
-        .map(|d| (d.at_ms as f64, d.messages.join("; "), d.warning))
-        .collect();
-    let weight: Vec<(f64, f64)> = run
-        .samples
-        .iter()
-        .map(|s| (s.at_ms as f64, s.canary_weight as f64))
-        .collect();
-    plot(
-        out,
-        "Canary traffic weight (%)",
-        end,
-        (0.0, 100.0),
-        &[("canary weight", CANARY, weight)],
-        &marks,
-    );
-    let series = |f: fn(&Sample) -> Option<f64>| -> Vec<(f64, f64)> {
-        run.samples
+    {
+        let (label, text) = (mark_label(d), d.messages.join("; "));
+        match marks.last_mut() {
+            Some(m) if m.at_ms == d.at_ms as f64 => {
+                m.label = format!("{}, {label}", m.label);
+                m.text = format!("{}; {text}", m.text);
+                m.warning |= d.warning;
+            }
+            _ => marks.push(Mark {
+                at_ms: d.at_ms as f64,
+                label,
+                text,
+                warning: d.warning,
+            }),
+        }
+    }
+    let weight = Series {
+        name: "canary weight".into(),
+        color: CANARY,
+        dashed: false,
+        steps: true,
+        points: run
+            .samples
             .iter()
-            .filter_map(|s| f(s).map(|v| (s.at_ms as f64, v)))
-            .collect()
+            .map(|s| (s.at_ms as f64, Some(f64::from(s.canary_weight))))
+            .collect(),
     };
-    let sr_p = series(|s| s.primary.success_rate);
-    let sr_c = series(|s| s.canary.success_rate);
-    let sr_clients = series(|s| s.clients_success_rate);
-    let lo = sr_p
-        .iter()
-        .chain(&sr_c)
-        .chain(&sr_clients)
-        .map(|p| p.1)
-        .fold(100.0f64, f64::min)
-        .clamp(0.0, 99.0)
-        .floor();
-    plot(
-        out,
-        "Success rate (%) per interval: reported by each version's sidecars (what the analysis reads), and seen by the clients after retries",
-        end,
-        (lo, 100.0),
-        &[
-            ("primary", PRIMARY, sr_p),
-            ("canary", CANARY, sr_c),
-            ("clients", CLIENTS, sr_clients),
-        ],
-        &marks,
-    );
-    let p99_p = series(|s| s.primary.p99_ms);
-    let p99_c = series(|s| s.canary.p99_ms);
-    let hi = p99_p
-        .iter()
-        .chain(&p99_c)
-        .map(|p| p.1)
-        .fold(1.0f64, f64::max)
-        * 1.1;
-    plot(
-        out,
-        "p99 latency (ms), per interval",
-        end,
-        (0.0, hi),
-        &[("primary", PRIMARY, p99_p), ("canary", CANARY, p99_c)],
-        &marks,
-    );
+    Plot {
+        title: "Canary traffic weight (%), with the controller's decisions",
+        end_ms: end,
+        range: (0.0, 100.0),
+        series: vec![weight],
+        bounds: Vec::new(),
+        dots: None,
+        marks: &marks,
+        labelled: true,
+        note: "",
+    }
+    .render(out);
 
+    let threshold = matches!(spec.judge, Judge::Threshold);
+    let note = format!(
+        "Each point covers the time since the one before (a tick: {}); windows with fewer than {MIN_REQUESTS} requests are not drawn.",
+        tick(run)
+    );
+    let rate = |s: &Sample, side: fn(&Sample) -> (u64, Option<f64>)| {
+        let (n, v) = side(s);
+        (s.at_ms as f64, drawable(n, v))
+    };
+    let success_series = vec![
+        series("primary", PRIMARY, false, run, |s| {
+            rate(s, |s| (s.primary.requests, s.primary.success_rate))
+        }),
+        series("canary", CANARY, false, run, |s| {
+            rate(s, |s| (s.canary.requests, s.canary.success_rate))
+        }),
+        series("clients (after retries)", CLIENTS, true, run, |s| {
+            rate(s, |s| (s.clients_requests, s.clients_success_rate))
+        }),
+    ];
+    let (bounds, dots) = analysis(run, spec, &MetricKind::RequestSuccessRate, threshold);
+    let lo = lowest(&success_series, &bounds, &dots).clamp(0.0, 99.0);
+    Plot {
+        title: "Success rate (%): reported by each version's sidecars (what the analysis reads), and seen by the clients",
+        end_ms: end,
+        range: (lo, 100.0),
+        series: success_series,
+        bounds,
+        dots,
+        marks: &marks,
+        labelled: false,
+        note: &note,
+    }
+    .render(out);
+
+    let latency_series = vec![
+        series("primary", PRIMARY, false, run, |s| {
+            rate(s, |s| (s.primary.requests, s.primary.p99_ms))
+        }),
+        series("canary", CANARY, false, run, |s| {
+            rate(s, |s| (s.canary.requests, s.canary.p99_ms))
+        }),
+    ];
+    let (bounds, dots) = analysis(run, spec, &MetricKind::RequestDuration, threshold);
+    let hi = highest(&latency_series, &bounds, &dots).max(1.0);
+    Plot {
+        title: "p99 latency (ms), at the destination sidecars",
+        end_ms: end,
+        range: (0.0, hi),
+        series: latency_series,
+        bounds,
+        dots,
+        marks: &marks,
+        labelled: false,
+        note: &note,
+    }
+    .render(out);
+}
+
+/// A window's value, if it holds enough requests to mean something.
+fn drawable(requests: u64, value: Option<f64>) -> Option<f64> {
+    value.filter(|_| requests >= MIN_REQUESTS)
+}
+
+fn series(
+    name: &str,
+    color: &'static str,
+    dashed: bool,
+    run: &RunResult,
+    point: impl Fn(&Sample) -> (f64, Option<f64>),
+) -> Series {
+    Series {
+        name: name.into(),
+        color,
+        dashed,
+        steps: false,
+        points: run.samples.iter().map(point).collect(),
+    }
+}
+
+/// The tick of the run's samples, for the legend.
+fn tick(run: &RunResult) -> String {
+    let step = run
+        .samples
+        .windows(2)
+        .map(|w| w[1].at_ms - w[0].at_ms)
+        .min()
+        .unwrap_or(0);
+    fledge_controller::spec::Duration(step).to_string()
+}
+
+/// The bounds of the metrics of this kind (threshold judge), and the values the analysis read
+/// for them at each decision, failed checks marked.
+fn analysis(
+    run: &RunResult,
+    spec: &RolloutSpec,
+    kind: &MetricKind,
+    threshold: bool,
+) -> (Vec<Bound>, Option<Dots>) {
+    let metrics: Vec<_> = spec.metrics.iter().filter(|m| &m.kind == kind).collect();
+    let mut bounds = Vec::new();
+    if threshold {
+        for m in &metrics {
+            if let Some(min) = m.min {
+                bounds.push(Bound {
+                    label: format!("{} min {min}", m.name),
+                    value: min,
+                });
+            }
+            if let Some(max) = m.max {
+                bounds.push(Bound {
+                    label: format!("{} max {max}", m.name),
+                    value: max,
+                });
+            }
+        }
+    }
+    let points: Vec<(f64, f64, bool)> = run
+        .decisions
+        .iter()
+        .flat_map(|d| d.metrics.iter().map(move |r| (d, r)))
+        .filter(|(_, r)| metrics.iter().any(|m| m.name == r.name))
+        .filter_map(|(d, r)| Some((d.at_ms as f64, r.value?, r.verdict == Verdict::Fail)))
+        .collect();
+    // The statistical judge reads everything since its step began.
+    let window = match (threshold, metrics.first()) {
+        (true, Some(m)) => format!(" ({} window)", m.window),
+        _ => " (since the step began)".to_string(),
+    };
+    let dots = (!points.is_empty()).then(|| Dots {
+        name: format!("analysis read{window}"),
+        points,
+    });
+    (bounds, dots)
+}
+
+fn values<'a>(
+    series: &'a [Series],
+    bounds: &'a [Bound],
+    dots: &'a Option<Dots>,
+) -> impl Iterator<Item = f64> + 'a {
+    series
+        .iter()
+        .flat_map(|s| s.points.iter().filter_map(|p| p.1))
+        .chain(bounds.iter().map(|b| b.value))
+        .chain(dots.iter().flat_map(|d| d.points.iter().map(|p| p.1)))
+}
+
+fn lowest(series: &[Series], bounds: &[Bound], dots: &Option<Dots>) -> f64 {
+    values(series, bounds, dots).fold(100.0, f64::min)
+}
+
+fn highest(series: &[Series], bounds: &[Bound], dots: &Option<Dots>) -> f64 {
+    values(series, bounds, dots).fold(0.0, f64::max)
+}
+
+/// A decision in a word or two, from what it did: the weight it set, a halt, a rollback.
+fn mark_label(d: &Decision) -> String {
+    if d.scenario_event {
+        return "deploy".into();
+    }
+    match d.phase {
+        Phase::Failed => "rollback".into(),
+        _ if d.warning => "halt".into(),
+        Phase::Progressing if d.matched => "match".into(),
+        Phase::Progressing => match (d.mirror, d.canary_weight) {
+            (Some(m), _) => format!("mirror {m}%"),
+            (None, 0) => "start".into(),
+            (None, w) => format!("{w}%"),
+        },
+        Phase::WaitingPromotion => "gate".into(),
+        Phase::Promoting => "promote".into(),
+        Phase::Finalising => "finalise".into(),
+        Phase::Succeeded => "promoted".into(),
+        other => other.to_string().to_lowercase(),
+    }
+}
+
+fn tables(out: &mut String, run: &RunResult) {
     let clients: Vec<String> = run
         .clients
         .iter()
         .map(|c| {
             format!(
-                "{}: {} requests, {} failed ({:.3}% success)",
+                "{}: {} requests, {} failed ({})",
                 escape(&c.name),
                 c.requests,
                 c.failed,
-                c.success_rate
+                success(c.success_rate)
             )
         })
         .collect();
@@ -182,100 +377,10 @@ fn section(out: &mut String, run: &RunResult) {
             escape(&d.messages.join("; "))
         );
     }
-    out.push_str("</table></section>\n");
+    out.push_str("</table>\n");
 }
 
-type Series = (&'static str, &'static str, Vec<(f64, f64)>);
-
-/// A line plot over time with decisions marked as vertical lines (their text as tooltips).
-fn plot(
-    out: &mut String,
-    title: &str,
-    end_ms: f64,
-    (lo, hi): (f64, f64),
-    series: &[Series],
-    marks: &[(f64, String, bool)],
-) {
-    let hi = if hi <= lo { lo + 1.0 } else { hi };
-    let x = |t: f64| PAD_LEFT + (WIDTH - PAD_LEFT - PAD_RIGHT) * t / end_ms;
-    let y = |v: f64| {
-        PAD_TOP + (HEIGHT - PAD_TOP - PAD_BOTTOM) * (1.0 - (v.clamp(lo, hi) - lo) / (hi - lo))
-    };
-    let _ = write!(
-        out,
-        "<figure><figcaption>{}</figcaption><svg viewBox=\"0 0 {WIDTH} {HEIGHT}\" role=\"img\">",
-        escape(title)
-    );
-    for i in 0..=4 {
-        let v = lo + (hi - lo) * i as f64 / 4.0;
-        let _ = write!(
-            out,
-            "<line x1=\"{PAD_LEFT}\" x2=\"{}\" y1=\"{y:.1}\" y2=\"{y:.1}\" class=\"grid\"/><text x=\"{}\" y=\"{:.1}\" class=\"axis\" text-anchor=\"end\">{}</text>",
-            WIDTH - PAD_RIGHT,
-            PAD_LEFT - 6.0,
-            y(v) + 4.0,
-            trim(v),
-            y = y(v)
-        );
-    }
-    for i in 0..=6 {
-        let t = end_ms * i as f64 / 6.0;
-        let _ = write!(
-            out,
-            "<text x=\"{:.1}\" y=\"{}\" class=\"axis\" text-anchor=\"middle\">{}</text>",
-            x(t),
-            HEIGHT - 8.0,
-            fledge_controller::spec::Duration((t / 1000.0).round() as u64 * 1000)
-        );
-    }
-    for (t, text, warning) in marks {
-        let _ = write!(
-            out,
-            "<line x1=\"{x:.1}\" x2=\"{x:.1}\" y1=\"{PAD_TOP}\" y2=\"{}\" class=\"{}\"><title>{} {}</title></line>",
-            HEIGHT - PAD_BOTTOM,
-            if *warning { "mark warn" } else { "mark" },
-            fledge_controller::spec::Duration(*t as u64),
-            escape(text),
-            x = x(*t)
-        );
-    }
-    for (i, (name, color, points)) in series.iter().enumerate() {
-        if !points.is_empty() {
-            let path: Vec<String> = points
-                .iter()
-                .map(|(t, v)| format!("{:.1},{:.1}", x(*t), y(*v)))
-                .collect();
-            // What clients saw is dashed, so the versions' lines show through where they agree.
-            let dash = if *color == CLIENTS {
-                " stroke-dasharray=\"5 4\""
-            } else {
-                ""
-            };
-            let _ = write!(
-                out,
-                "<polyline fill=\"none\" stroke=\"{color}\" stroke-width=\"2\"{dash} points=\"{}\"/>",
-                path.join(" ")
-            );
-        }
-        let _ = write!(
-            out,
-            "<rect x=\"{}\" y=\"4\" width=\"10\" height=\"10\" fill=\"{color}\"/><text x=\"{}\" y=\"13\" class=\"axis\">{name}</text>",
-            PAD_LEFT + 10.0 + 120.0 * i as f64,
-            PAD_LEFT + 24.0 + 120.0 * i as f64
-        );
-    }
-    out.push_str("</svg></figure>\n");
-}
-
-fn trim(v: f64) -> String {
-    if v.fract() == 0.0 {
-        format!("{v:.0}")
-    } else {
-        format!("{v:.2}")
-    }
-}
-
-fn escape(s: &str) -> String {
+pub(super) fn escape(s: &str) -> String {
     s.replace('&', "&amp;")
         .replace('<', "&lt;")
         .replace('>', "&gt;")
@@ -285,7 +390,26 @@ fn escape(s: &str) -> String {
 const STYLE: &str = "body{font-family:system-ui,sans-serif;margin:2em;max-width:1000px;color:#222}\
 h2 span{font-size:.6em;padding:.2em .5em;border-radius:4px}\
 .pass{color:#1a7f37}.fail{color:#c62828}span.pass{background:#e6f4ea}span.fail{background:#fdecea}\
+ul.warnings{color:#b3261e;font-weight:600}\
 figure{margin:1em 0}figcaption{font-weight:600;margin-bottom:.3em}svg{width:100%;height:auto;background:#fafafa}\
-.grid{stroke:#e2e2e2}.axis{font-size:11px;fill:#555}.mark{stroke:#999;stroke-dasharray:3 3}.mark.warn{stroke:#c62828}\
+.grid{stroke:#e2e2e2}.axis-tick{stroke:#999}.axis{font-size:11px;fill:#555}.note{font-size:10px;fill:#777}\
+.mark{stroke:#999;stroke-dasharray:3 3}.mark.warn{stroke:#c62828}\
+.mark-label{font-size:10px;fill:#444}.mark-label.warn{fill:#c62828}\
+.bound{stroke:#c62828;stroke-width:1.5;stroke-dasharray:8 4}.bound-label{font-size:10px;fill:#c62828}\
+.dot{fill:#fff;stroke:#222;stroke-width:1.5}.dot.fail{fill:#c62828;stroke:#c62828}\
 table{border-collapse:collapse;font-size:13px;margin-bottom:1em}td,th{border-bottom:1px solid #eee;padding:3px 8px;text-align:left;vertical-align:top}\
 tr.warn td{background:#fff4f4}";
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_window_with_fewer_requests_than_the_minimum_is_not_drawn() {
+        // One stray failure among a few requests is not a 0% success rate.
+        assert_eq!(drawable(1, Some(0.0)), None);
+        assert_eq!(drawable(MIN_REQUESTS - 1, Some(94.7)), None);
+        assert_eq!(drawable(MIN_REQUESTS, Some(95.0)), Some(95.0));
+        assert_eq!(drawable(500, None), None);
+    }
+}

@@ -1,6 +1,7 @@
 //! Views of a run: a readable timeline, JSON, and a self-contained HTML page with plots.
 
 mod html;
+mod plot;
 
 pub use html::html;
 
@@ -77,6 +78,13 @@ pub fn timeline(run: &RunResult, description: &str) -> String {
     out
 }
 
+/// `99.928% success`, or why there is no rate.
+pub(crate) fn success(rate: Option<f64>) -> String {
+    rate.map_or("no success rate: no requests".into(), |r| {
+        format!("{r:.3}% success")
+    })
+}
+
 /// Metric names shortened for the timeline's column.
 fn short(name: &str) -> &str {
     match name {
@@ -101,15 +109,21 @@ pub fn summary(run: &RunResult) -> String {
     let _ = writeln!(out, "  last decision: {}", run.final_message);
     let _ = writeln!(
         out,
-        "requests: {} sent, {} failed ({:.3}% success); {} failures served by the canary",
-        run.requests, run.failed_requests, run.success_rate, run.failed_requests_canary
+        "requests: {} sent, {} failed ({}); {} failures served by the canary",
+        run.requests,
+        run.failed_requests,
+        success(run.success_rate),
+        run.failed_requests_canary
     );
     if run.clients.len() > 1 {
         for c in &run.clients {
             let _ = writeln!(
                 out,
-                "  {}: {} sent, {} failed ({:.3}% success)",
-                c.name, c.requests, c.failed, c.success_rate
+                "  {}: {} sent, {} failed ({})",
+                c.name,
+                c.requests,
+                c.failed,
+                success(c.success_rate)
             );
         }
     }

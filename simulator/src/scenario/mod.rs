@@ -194,8 +194,11 @@ pub struct Expectations {
     pub min_success_rate: Option<f64>,
     /// The canary must not be rolled back.
     pub no_false_rollback: bool,
-    /// The rollback must name this metric.
+    /// The rollback's analysis must have failed this metric on its value (threshold judge)
+    /// or found it regressed (statistical judge).
     pub rolled_back_by: Option<String>,
+    /// The rollback's analysis must have found no value for this metric.
+    pub rolled_back_for_no_data: Option<String>,
     /// Some decision's message must contain this text.
     pub message_contains: Option<String>,
     /// Bounds on counters (names from [`crate::expect::COUNTERS`]).
@@ -1026,17 +1029,22 @@ impl Context {
                 max_success_rate: b.max_success_rate,
             });
         }
-        if let Some(m) = &e.rolled_back_by
-            && !spec.metrics.iter().any(|c| &c.name == m)
-        {
-            let known: Vec<&str> = spec.metrics.iter().map(|c| c.name.as_str()).collect();
-            return Err(self.error(
-                &format!("{field}.rolled_back_by"),
-                format!(
-                    "unknown metric `{m}`; the Canary's metrics are: {}",
-                    known.join(", ")
-                ),
-            ));
+        for (key, metric) in [
+            ("rolled_back_by", &e.rolled_back_by),
+            ("rolled_back_for_no_data", &e.rolled_back_for_no_data),
+        ] {
+            if let Some(m) = metric
+                && !spec.metrics.iter().any(|c| &c.name == m)
+            {
+                let known: Vec<&str> = spec.metrics.iter().map(|c| c.name.as_str()).collect();
+                return Err(self.error(
+                    &format!("{field}.{key}"),
+                    format!(
+                        "unknown metric `{m}`; the Canary's metrics are: {}",
+                        known.join(", ")
+                    ),
+                ));
+            }
         }
         if let Some(w) = e.max_canary_weight_before_rollback
             && !(0..=100).contains(&w)
@@ -1066,6 +1074,7 @@ impl Context {
             min_success_rate: e.min_success_rate,
             no_false_rollback: e.no_false_rollback.unwrap_or(false),
             rolled_back_by: e.rolled_back_by.clone(),
+            rolled_back_for_no_data: e.rolled_back_for_no_data.clone(),
             message_contains: e.message_contains.clone(),
             counters,
             clients: client_bounds,

@@ -231,6 +231,7 @@ pub struct Expect {
     pub min_success_rate: Option<f64>,
     pub no_false_rollback: Option<bool>,
     pub rolled_back_by: Option<String>,
+    pub rolled_back_for_no_data: Option<String>,
     pub message_contains: Option<String>,
     /// Bounds on the mesh's counters (proxy counters summed over clients and versions,
     /// certificate rotations), by name.
