@@ -277,7 +277,7 @@ fn a_file_that_never_ends_is_refused_at_the_size_limit_naming_it() {
         let out = sim(&[command, "/dev/zero"]);
         assert_eq!(out.code, 2, "{command}: {}", out.stderr);
         assert!(
-            out.stderr.contains("/dev/zero: ") && out.stderr.contains(limit),
+            out.stderr.contains("error: /dev/zero:") && out.stderr.contains(limit),
             "{}",
             out.stderr
         );
@@ -313,4 +313,19 @@ fn a_hundred_thousand_deep_nesting_is_refused_wherever_it_is_written() {
     let out = sim(&["plan", path_str(&write("deep-plan.yaml", &deep))]);
     assert_eq!(out.code, 2, "{}", out.stderr);
     assert!(out.stderr.contains(message), "{}", out.stderr);
+}
+
+#[test]
+fn a_scenario_number_that_is_not_finite_is_a_type_error() {
+    let text = base_with(
+        "    rate: 50",
+        "    rate: 50\n    headers:\n      - weight: .nan\n        set: {a: b}",
+    );
+    assert_bad_input(
+        "nan-header-weight.yaml",
+        &text,
+        line_of(&text, "weight: .nan"),
+        "traffic[0].headers[0].weight",
+        "expected a finite number",
+    );
 }

@@ -15,7 +15,7 @@ pub fn run(file: &Path) -> ExitCode {
     let text = match crate::scenario::read_bounded(file) {
         Ok(t) => t,
         Err(e) => {
-            eprintln!("error: {e}");
+            eprintln!("error: {}: {e}", file.display());
             return ExitCode::from(EXIT_BAD_INPUT);
         }
     };

@@ -18,7 +18,8 @@ impl Context {
 
     /// A file named by the scenario, relative to it, read within the size bound.
     pub(super) fn read_relative(&self, field: &str, file: &str) -> Result<String, ScenarioError> {
-        read_bounded(&self.relative(file)).map_err(|message| self.error(field, message))
+        let path = self.relative(file);
+        read_bounded(&path).map_err(|e| self.error(field, format!("{}: {e}", path.display())))
     }
 
     pub(super) fn manifests(&mut self, raw: &raw::Scenario) -> Result<Manifests, ScenarioError> {

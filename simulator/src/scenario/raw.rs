@@ -2,7 +2,8 @@
 
 use std::collections::BTreeMap;
 
-use serde::{Deserialize, Serialize};
+use serde::de::{Error as _, Unexpected};
+use serde::{Deserialize, Deserializer, Serialize};
 
 use crate::manifest::yaml::{Outline, check_depth};
 
@@ -43,6 +44,7 @@ pub struct Certificates {
     /// `SECRET_TTL` (24h).
     pub ttl: Option<String>,
     /// `SECRET_GRACE_PERIOD_RATIO` (0.5): rotate after this fraction of the lifetime.
+    #[serde(default, deserialize_with = "finite_or_none")]
     pub grace_ratio: Option<f64>,
 }
 
@@ -61,6 +63,7 @@ pub struct Version {
     pub pods: Option<u32>,
     pub workers: Option<u32>,
     pub latency: Option<Latency>,
+    #[serde(default, deserialize_with = "finite_or_none")]
     pub error_rate: Option<f64>,
     pub error_code: Option<u16>,
 }
@@ -78,6 +81,7 @@ pub struct Latency {
 #[derive(Deserialize, Debug)]
 #[serde(deny_unknown_fields)]
 pub struct MixturePart {
+    #[serde(deserialize_with = "finite")]
     pub weight: f64,
     #[serde(flatten)]
     pub latency: Latency,
@@ -88,6 +92,7 @@ pub struct MixturePart {
 pub struct Traffic {
     pub client: String,
     pub namespace: Option<String>,
+    #[serde(deserialize_with = "finite")]
     pub rate: f64,
     /// `poisson` (default) or `constant`.
     pub arrivals: Option<String>,
@@ -105,6 +110,7 @@ pub struct Traffic {
 #[serde(deny_unknown_fields)]
 pub struct Ramp {
     pub from: Option<String>,
+    #[serde(deserialize_with = "finite")]
     pub to: f64,
     pub over: String,
 }
@@ -112,6 +118,7 @@ pub struct Ramp {
 #[derive(Deserialize, Debug)]
 #[serde(deny_unknown_fields)]
 pub struct Diurnal {
+    #[serde(deserialize_with = "finite")]
     pub amplitude: f64,
     pub period: String,
 }
@@ -121,12 +128,14 @@ pub struct Diurnal {
 pub struct Bursts {
     pub every: String,
     pub length: String,
+    #[serde(deserialize_with = "finite")]
     pub factor: f64,
 }
 
 #[derive(Deserialize, Debug)]
 #[serde(deny_unknown_fields)]
 pub struct HeaderProfile {
+    #[serde(deserialize_with = "finite")]
     pub weight: f64,
     #[serde(default)]
     pub set: BTreeMap<String, String>,
@@ -154,6 +163,7 @@ pub struct TimelineEntry {
 #[serde(deny_unknown_fields)]
 pub struct ErrorRate {
     pub version: String,
+    #[serde(deserialize_with = "finite")]
     pub rate: f64,
 }
 
@@ -170,6 +180,7 @@ pub struct LatencyChange {
 pub struct PodErrorRate {
     pub version: String,
     pub pod: u32,
+    #[serde(default, deserialize_with = "finite_or_none")]
     pub rate: Option<f64>,
 }
 
@@ -194,6 +205,7 @@ pub struct BlackHole {
 #[serde(deny_unknown_fields)]
 pub struct RateChange {
     pub client: String,
+    #[serde(deserialize_with = "finite")]
     pub rps: f64,
 }
 
@@ -228,6 +240,7 @@ pub struct Expect {
     pub decided_within: Option<String>,
     pub max_canary_weight_before_rollback: Option<i64>,
     pub max_failed_requests: Option<u64>,
+    #[serde(default, deserialize_with = "finite_or_none")]
     pub min_success_rate: Option<f64>,
     pub no_false_rollback: Option<bool>,
     pub rolled_back_by: Option<String>,
@@ -252,7 +265,9 @@ pub struct Bounds {
 #[derive(Deserialize, Debug, Default)]
 #[serde(deny_unknown_fields)]
 pub struct ClientExpect {
+    #[serde(default, deserialize_with = "finite_or_none")]
     pub min_success_rate: Option<f64>,
+    #[serde(default, deserialize_with = "finite_or_none")]
     pub max_success_rate: Option<f64>,
 }
 
@@ -261,9 +276,30 @@ pub struct ClientExpect {
 pub struct Variant {
     pub name: String,
     pub judge: String,
+    #[serde(default, deserialize_with = "finite_or_none")]
     pub alpha: Option<f64>,
     pub min_requests: Option<i64>,
     pub expect: Expect,
+}
+
+/// A number: YAML's `.nan` and `.inf` are refused as the type errors they are (no JSON number
+/// holds them, and no range check would name them well).
+fn finite<'de, D: Deserializer<'de>>(d: D) -> Result<f64, D::Error> {
+    let v = f64::deserialize(d)?;
+    if v.is_finite() {
+        Ok(v)
+    } else {
+        Err(D::Error::invalid_value(
+            Unexpected::Float(v),
+            &"a finite number",
+        ))
+    }
+}
+
+fn finite_or_none<'de, D: Deserializer<'de>>(d: D) -> Result<Option<f64>, D::Error> {
+    Option::<f64>::deserialize(d)?
+        .map(|v| finite(serde::de::value::F64Deserializer::<D::Error>::new(v)))
+        .transpose()
 }
 
 /// Parses the text; on failure returns (field path, line, message).

@@ -11,26 +11,22 @@ use crate::manifest::yaml::Outline;
 /// the memory a wrong path (`/dev/zero`, a log file) can take.
 pub const MAX_FILE_BYTES: u64 = 4 << 20;
 
-/// A file's text, read no further than [`MAX_FILE_BYTES`]; the error names the file.
+/// A file's text, read no further than [`MAX_FILE_BYTES`]; the error says what went wrong
+/// (the caller names the file).
 pub fn read_bounded(path: &Path) -> Result<String, String> {
-    let shown = path.display();
-    let file = std::fs::File::open(path).map_err(|e| format!("{shown}: {e}"))?;
+    let file = std::fs::File::open(path).map_err(|e| e.to_string())?;
     let mut bytes = Vec::new();
     file.take(MAX_FILE_BYTES + 1)
         .read_to_end(&mut bytes)
-        .map_err(|e| format!("{shown}: {e}"))?;
+        .map_err(|e| e.to_string())?;
     if bytes.len() as u64 > MAX_FILE_BYTES {
         return Err(format!(
-            "{shown}: larger than {} MiB, the most a scenario, manifest or Canary file may hold",
+            "larger than {} MiB, the most a scenario, manifest or Canary file may hold",
             MAX_FILE_BYTES >> 20
         ));
     }
-    String::from_utf8(bytes).map_err(|e| {
-        format!(
-            "{shown}: not UTF-8 text (byte {})",
-            e.utf8_error().valid_up_to()
-        )
-    })
+    String::from_utf8(bytes)
+        .map_err(|e| format!("not UTF-8 text (byte {})", e.utf8_error().valid_up_to()))
 }
 
 /// A YAML text inside a scenario or beside it, and where it was written.
