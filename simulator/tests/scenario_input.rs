@@ -329,3 +329,25 @@ fn a_scenario_number_that_is_not_finite_is_a_type_error() {
         "expected a finite number",
     );
 }
+
+#[test]
+fn a_deploy_that_can_never_fire_is_warned_about() {
+    let text = base_with(
+        "  - at: 30s\n    deploy: {}\n",
+        "  - when_weight: 10\n    deploy: {}\n",
+    );
+    let out = sim(&["validate", path_str(&write("deploy-on-weight.yaml", &text))]);
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    assert!(
+        out.stderr.contains("timeline[0] (line ") && out.stderr.contains("never fires"),
+        "{}",
+        out.stderr
+    );
+    // After a timed deploy, a deploy at a weight is a new revision mid-rollout: it fires.
+    let second = base_with(
+        "  - at: 30s\n    deploy: {}\n",
+        "  - at: 30s\n    deploy: {}\n  - when_weight: 10\n    deploy: {}\n",
+    );
+    let out = sim(&["validate", path_str(&write("second-deploy.yaml", &second))]);
+    assert!(!out.stderr.contains("never fires"), "{}", out.stderr);
+}

@@ -73,7 +73,8 @@ pub struct Decision {
     pub scenario_event: bool,
 }
 
-/// Figures for the report's plots, at every tick, over the time since the previous sample.
+/// Figures for the report's plots, at every tick, over the time since the previous sample (from
+/// the last scrape at or before it).
 #[derive(Clone, Debug, Serialize)]
 pub struct Sample {
     pub at_ms: u64,
@@ -745,6 +746,10 @@ impl<'a> Harness<'a> {
     }
 
     fn sample(&mut self, from: SimTime, now: SimTime) {
+        // Counts before `now` come from scrapes, as Prometheus has them: the window starts at
+        // the last scrape at or before `from`, and rates are over that window.
+        let scrape = self.mesh.telemetry().scrape_interval().max(1);
+        let from = from - from % scrape;
         let figures = |stats: crate::telemetry::WindowStats| WindowFigures {
             requests: stats.requests,
             success_rate: stats.success_rate().map(|r| r * 100.0),

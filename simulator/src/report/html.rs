@@ -1,7 +1,7 @@
 //! A self-contained HTML report: inline SVG plots and the timeline, no scripts, no network.
 //!
 //! The plots sample at every tick of the harness (each point covers the time since the one
-//! before), so a step shorter than the analysis interval is seen. A rate from a handful of
+//! before, from the scrape before it), so a step shorter than the analysis interval is seen. A rate from a handful of
 //! requests says nothing, so a window with fewer than [`MIN_REQUESTS`] is not drawn (the
 //! legend says so). Under the threshold judge each metric's bound is drawn, with the values the
 //! analysis read over its own window as dots; decisions are marked and labelled.
@@ -141,7 +141,7 @@ fn plots(out: &mut String, run: &RunResult, spec: &RolloutSpec) {
 
     let threshold = matches!(spec.judge, Judge::Threshold);
     let note = format!(
-        "Each point covers the time since the one before (a tick: {}); windows with fewer than {MIN_REQUESTS} requests are not drawn.",
+        "Each point covers the time since the one before (a tick: {}; from the scrape before it); windows with fewer than {MIN_REQUESTS} requests are not drawn.",
         tick(run)
     );
     let rate = |s: &Sample, side: fn(&Sample) -> (u64, Option<f64>)| {

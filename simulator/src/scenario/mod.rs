@@ -369,21 +369,33 @@ impl Context {
             ));
         }
         for (i, e) in timeline.iter().enumerate() {
-            if let Trigger::At(at) = e.when
-                && at >= duration
-            {
-                let what = if e.event == Event::Deploy {
-                    "the rollout it starts is not simulated"
-                } else {
-                    "nothing it changes is simulated"
-                };
-                self.warnings.push(format!(
-                    "timeline[{i}] (line {}): at {} is not before the end of the run ({}): {what}",
-                    e.line,
+            let never = match e.when {
+                Trigger::At(at) if at >= duration => format!(
+                    "at {} is not before the end of the run ({}): {}",
                     fledge_controller::spec::Duration(at / crate::engine::MILLIS),
-                    fledge_controller::spec::Duration(duration / crate::engine::MILLIS)
-                ));
-            }
+                    fledge_controller::spec::Duration(duration / crate::engine::MILLIS),
+                    if e.event == Event::Deploy {
+                        "the rollout it starts is not simulated"
+                    } else {
+                        "nothing it changes is simulated"
+                    }
+                ),
+                // The canary has no weight before a new revision: without a timed deploy,
+                // none fires.
+                Trigger::Weight(w)
+                    if e.event == Event::Deploy
+                        && !timeline.iter().any(|e| {
+                            e.event == Event::Deploy && matches!(e.when, Trigger::At(_))
+                        }) =>
+                {
+                    format!(
+                        "a deploy at when_weight {w} never fires: no deploy at a time gives the canary a weight first"
+                    )
+                }
+                _ => continue,
+            };
+            self.warnings
+                .push(format!("timeline[{i}] (line {}): {never}", e.line));
         }
         let certificates = self.certificates(raw.certificates.as_ref())?;
         let hooks = self.hooks(&raw, &spec)?;
