@@ -163,12 +163,18 @@ impl Plot<'_> {
         }
         for b in &self.bounds {
             let yb = y(b.value);
+            // Above its line, or below it at the top of the plot where the legend is.
+            let label_y = if yb - 4.0 < PAD_TOP + 8.0 {
+                yb + 12.0
+            } else {
+                yb - 4.0
+            };
             let _ = write!(
                 out,
                 "<line x1=\"{PAD_LEFT}\" x2=\"{}\" y1=\"{yb:.1}\" y2=\"{yb:.1}\" class=\"bound\"/><text x=\"{}\" y=\"{:.1}\" class=\"bound-label\" text-anchor=\"end\">{}</text>",
                 WIDTH - PAD_RIGHT,
                 WIDTH - PAD_RIGHT - 4.0,
-                yb - 4.0,
+                label_y,
                 escape(&b.label)
             );
         }
