@@ -1,0 +1,91 @@
+//! Load balancing over a cluster's hosts, as Envoy does it: the healthy candidates are the
+//! endpoints in the load-balancing set minus the hosts outlier detection has ejected, with Envoy's
+//! panic mode (balance over all hosts when too few are healthy); `ROUND_ROBIN`, `RANDOM`,
+//! `LEAST_REQUEST` (power of two choices on active requests) and Linkerd's peak-EWMA (two choices on
+//! latency times load); and a retry avoids hosts already tried, re-picking up to five times as Envoy's
+//! `previous_hosts` predicate does.
+
+use super::{Mesh, NONE};
+
+impl Mesh {
+    pub(super) fn endpoints_changed(&mut self, v: u32) {
+        for ci in 0..self.clusters.len() {
+            if self.clusters[ci].version == v {
+                self.rebuild_candidates(ci as u32);
+            }
+        }
+    }
+
+    pub(super) fn rebuild_candidates(&mut self, ci: u32) {
+        let cl = &mut self.clusters[ci as usize];
+        let ver = &self.versions[cl.version as usize];
+        cl.in_lb.clear();
+        cl.candidates.clear();
+        for (h, &p) in ver.pods.iter().enumerate() {
+            let pod = &self.pods[p as usize];
+            if pod.in_lb && !pod.removed {
+                cl.in_lb.push(h as u32);
+                if !cl.od.as_ref().is_some_and(|o| o.is_ejected(h)) {
+                    cl.candidates.push(h as u32);
+                }
+            }
+        }
+    }
+
+    pub(super) fn pick_host(&mut self, ci: u32, tried: &[u32; 4], ntried: u8) -> Option<u32> {
+        let now = self.now();
+        let cl = &mut self.clusters[ci as usize];
+        // Panic mode (Envoy) balances over all hosts when too few are healthy; Istio sets the
+        // threshold to 0 whenever outlier detection is configured.
+        let min_health = cl.od.as_ref().map_or(50, |o| o.cfg.min_health_percent);
+        let panic =
+            (cl.candidates.len() as u64) * 100 < u64::from(min_health) * cl.in_lb.len() as u64;
+        let mut list: &Vec<u32> = if panic { &cl.in_lb } else { &cl.candidates };
+        if cl.accrual.is_some() {
+            cl.scratch.clear();
+            for &h in list {
+                if cl.hosts[h as usize].accrual.available(now) {
+                    cl.scratch.push(h);
+                }
+            }
+            list = &cl.scratch;
+        }
+        let n = list.len() as u32;
+        if n == 0 {
+            return None;
+        }
+        let mut choice = NONE;
+        // Envoy's previous_hosts predicate re-picks up to 5 times to avoid a host already tried.
+        for _ in 0..5 {
+            choice = match cl.policy.lb {
+                crate::manifest::LbPolicy::RoundRobin => {
+                    cl.rr = cl.rr.wrapping_add(1);
+                    list[(cl.rr % n) as usize]
+                }
+                crate::manifest::LbPolicy::Random => list[cl.lb_rng.below(n) as usize],
+                crate::manifest::LbPolicy::LeastRequest => {
+                    let a = list[cl.lb_rng.below(n) as usize];
+                    let b = list[cl.lb_rng.below(n) as usize];
+                    if cl.hosts[b as usize].active < cl.hosts[a as usize].active {
+                        b
+                    } else {
+                        a
+                    }
+                }
+                crate::manifest::LbPolicy::PeakEwma => {
+                    let a = list[cl.lb_rng.below(n) as usize];
+                    let b = list[cl.lb_rng.below(n) as usize];
+                    let cost = |h: u32| {
+                        let x = &cl.hosts[h as usize];
+                        x.ewma * f64::from(x.active + 1)
+                    };
+                    if cost(b) < cost(a) { b } else { a }
+                }
+            };
+            if ntried == 0 || n == 1 || !tried[..usize::from(ntried.min(4))].contains(&choice) {
+                break;
+            }
+        }
+        Some(choice)
+    }
+}

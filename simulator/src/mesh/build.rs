@@ -1,0 +1,304 @@
+//! Building the mesh from its configuration, as a cluster starts: every service with its versions
+//! (Deployments whose pods carry `app` and `version` labels, as Istio's subsets select them), every
+//! client workload with its sidecar, and one Envoy cluster per (client, version), the way istiod
+//! builds an `outbound|port|subset|host` cluster for each subset a client can reach. Without manifests
+//! each service routes like a Kubernetes Service (spread by pod count) and, on Istio, with Istio's
+//! default retry policy.
+
+use super::config::{Behaviour, DataPlane, MeshConfig};
+use super::event::Ev;
+use super::outlier::AccrualConfig;
+use super::pod::new_pod;
+use super::request::Client;
+use super::retry::RetryPolicy;
+use super::routes::RouteBase;
+use super::tls::Cert;
+use super::{Mesh, MeshError, NONE, QueueStats, RunStats, invalid};
+use crate::engine::{EventQueue, Stream};
+use crate::manifest::{MtlsMode, TrafficPolicy};
+use crate::telemetry::{DestLabels, SourceLabels, Telemetry};
+use std::collections::BTreeMap;
+
+pub(super) struct Service {
+    pub(super) name: String,
+    pub(super) namespace: String,
+    pub(super) versions: Vec<u32>,
+    pub(super) primary: Option<u32>,
+    pub(super) canary: Option<u32>,
+    pub(super) rules: Vec<u32>,
+    pub(super) epoch: u32,
+    pub(super) base: RouteBase,
+    pub(super) explicit_route: bool,
+    pub(super) policy: TrafficPolicy,
+    pub(super) subset_policy: BTreeMap<u32, TrafficPolicy>,
+    pub(super) accrual: Option<AccrualConfig>,
+}
+
+pub(super) struct Version {
+    pub(super) service: u32,
+    pub(super) name: String,
+    pub(super) labels: BTreeMap<String, String>,
+    pub(super) behaviour: Behaviour,
+    pub(super) pods: Vec<u32>,
+    pub(super) sidecar: bool,
+    pub(super) server_mode: MtlsMode,
+    pub(super) stream: Stream,
+    pub(super) queue_stats: QueueStats,
+}
+
+impl Mesh {
+    /// Builds a mesh. Routes default to spreading requests over all versions by pod count, with
+    /// Istio's default retry policy; apply manifests or a split to change that.
+    pub fn new(cfg: MeshConfig) -> Result<Self, MeshError> {
+        if cfg.scrape_interval == 0 {
+            return Err(invalid("scrape_interval", "must be positive"));
+        }
+        let mut services = Vec::new();
+        let mut versions = Vec::new();
+        let mut pods = Vec::new();
+        let mut dest_labels = Vec::new();
+        for (si, sc) in cfg.services.iter().enumerate() {
+            if sc.versions.is_empty() {
+                return Err(invalid(format!("service {}", sc.name), "has no versions"));
+            }
+            if cfg.services[..si].iter().any(|o| o.name == sc.name) {
+                return Err(invalid(format!("service {}", sc.name), "declared twice"));
+            }
+            let namespace = sc
+                .namespace
+                .clone()
+                .unwrap_or_else(|| cfg.namespace.clone());
+            let mut svc = Service {
+                name: sc.name.clone(),
+                namespace: namespace.clone(),
+                versions: Vec::new(),
+                primary: None,
+                canary: None,
+                rules: Vec::new(),
+                epoch: 0,
+                base: RouteBase {
+                    timeout: None,
+                    retry: match cfg.data_plane {
+                        DataPlane::Istio => RetryPolicy::istio_default(),
+                        DataPlane::Linkerd => RetryPolicy::none(),
+                    },
+                    fault: None,
+                },
+                explicit_route: false,
+                policy: TrafficPolicy::default(),
+                subset_policy: BTreeMap::new(),
+                accrual: sc.failure_accrual,
+            };
+            for vc in &sc.versions {
+                let what = format!("service {} version {}", sc.name, vc.name);
+                validate_behaviour(&vc.behaviour).map_err(|r| invalid(&what, r))?;
+                if vc.pods > MAX_PODS {
+                    return Err(invalid(
+                        &what,
+                        format!("at most {MAX_PODS} pods per version"),
+                    ));
+                }
+                if svc.versions.iter().any(|&v| {
+                    versions
+                        .get(v as usize)
+                        .is_some_and(|x: &Version| x.name == vc.name)
+                }) {
+                    return Err(invalid(&what, "declared twice"));
+                }
+                let vid = versions.len() as u32;
+                let mut labels = vc.labels.clone();
+                labels
+                    .entry("app".into())
+                    .or_insert_with(|| sc.name.clone());
+                labels
+                    .entry("version".into())
+                    .or_insert_with(|| vc.name.clone());
+                let workload = vc
+                    .workload
+                    .clone()
+                    .unwrap_or_else(|| format!("{}-{}", sc.name, vc.name));
+                dest_labels.push(DestLabels {
+                    workload,
+                    namespace: namespace.clone(),
+                    service: format!("{}.{}.svc.cluster.local", sc.name, namespace),
+                    version: vc.name.clone(),
+                });
+                let mut v = Version {
+                    service: si as u32,
+                    name: vc.name.clone(),
+                    labels,
+                    behaviour: vc.behaviour.clone(),
+                    pods: Vec::new(),
+                    sidecar: vc.sidecar,
+                    server_mode: cfg.default_mtls,
+                    queue_stats: QueueStats::default(),
+                    stream: Stream::new(cfg.seed, &format!("pods/{}/{}", sc.name, vc.name)),
+                };
+                for _ in 0..vc.pods {
+                    v.pods.push(pods.len() as u32);
+                    pods.push(new_pod(vid));
+                }
+                if vc.name == sc.primary {
+                    svc.primary = Some(vid);
+                }
+                if vc.name == sc.canary {
+                    svc.canary = Some(vid);
+                }
+                svc.versions.push(vid);
+                versions.push(v);
+            }
+            services.push(svc);
+        }
+        let mut clients = Vec::new();
+        let mut source_labels = Vec::new();
+        for cc in &cfg.clients {
+            let service = services
+                .iter()
+                .position(|s| s.name == cc.target)
+                .ok_or_else(|| MeshError::UnknownService(cc.target.clone()))?
+                as u32;
+            if !valid_rate(cc.rate) {
+                return Err(invalid(format!("client {}", cc.name), RATE_RULE));
+            }
+            let mut profiles: Vec<(f64, Vec<(String, String)>)> = cc
+                .headers
+                .iter()
+                .map(|p| {
+                    (
+                        p.weight,
+                        p.headers
+                            .iter()
+                            .map(|(k, v)| (k.to_ascii_lowercase(), v.clone()))
+                            .collect(),
+                    )
+                })
+                .collect();
+            if profiles.iter().any(|p| !(p.0.is_finite() && p.0 >= 0.0)) {
+                return Err(invalid(
+                    format!("client {}", cc.name),
+                    "header weights must be non-negative",
+                ));
+            }
+            let mut total: f64 = profiles.iter().map(|p| p.0).sum();
+            if total <= 0.0 {
+                profiles = vec![(1.0, Vec::new())];
+                total = 1.0;
+            }
+            let namespace = cc
+                .namespace
+                .clone()
+                .unwrap_or_else(|| cfg.namespace.clone());
+            source_labels.push(SourceLabels {
+                workload: cc.name.clone(),
+                namespace: namespace.clone(),
+            });
+            clients.push(Client {
+                service,
+                rate: cc.rate,
+                shape: cc.shape,
+                cache: vec![NONE; profiles.len()],
+                profiles,
+                profile_total: total,
+                sidecar: cc.sidecar,
+                cache_epoch: NONE,
+                clusters: Vec::new(),
+                arrivals: Stream::new(cfg.seed, &format!("arrivals/{}", cc.name)),
+                routing: Stream::new(cfg.seed, &format!("routing/{}", cc.name)),
+                retry: Stream::new(cfg.seed, &format!("retry/{}", cc.name)),
+                budget: None,
+                running: false,
+            });
+        }
+        let n_certs = clients.len() + versions.len();
+        let telemetry = Telemetry::new(
+            source_labels,
+            dest_labels,
+            cfg.scrape_interval,
+            cfg.retention,
+        );
+        let mut mesh = Mesh {
+            q: EventQueue::new(),
+            seed: cfg.seed,
+            net: cfg.network.clone(),
+            certs_cfg: cfg.certs.clone(),
+            data_plane: cfg.data_plane,
+            ejection_rule: cfg.ejection_rule,
+            default_mtls: cfg.default_mtls,
+            default_namespace: cfg.namespace.clone(),
+            services,
+            versions,
+            pods,
+            clients,
+            clusters: Vec::new(),
+            rules: Vec::new(),
+            reqs: Vec::with_capacity(1024),
+            free_reqs: Vec::new(),
+            atts: Vec::with_capacity(1024),
+            free_atts: Vec::new(),
+            certs: (0..n_certs)
+                .map(|_| Cert {
+                    expires_at: cfg.certs.ttl,
+                    rotating: true,
+                })
+                .collect(),
+            actions: Vec::new(),
+            peer_auth: Vec::new(),
+            subset_labels: Vec::new(),
+            telemetry,
+            stats: RunStats::default(),
+            mirror_rng: Stream::new(cfg.seed, "mirror"),
+            od_rng: Stream::new(cfg.seed, "outlier"),
+            fault_rng: Stream::new(cfg.seed, "fault-injection"),
+            cert_rng: Stream::new(cfg.seed, "certs"),
+        };
+        // One cluster per (client, version), as Istio builds one Envoy cluster per subset.
+        for c in 0..mesh.clients.len() {
+            let svc = mesh.clients[c].service as usize;
+            let vs = mesh.services[svc].versions.clone();
+            for v in vs {
+                let id = mesh.clusters.len() as u32;
+                let cluster = mesh.new_cluster(c as u32, v);
+                mesh.clusters.push(cluster);
+                mesh.clients[c].clusters.push(id);
+            }
+        }
+        for s in 0..mesh.services.len() {
+            mesh.reset_default_route(s as u32);
+            mesh.refresh_policies(s as u32);
+        }
+        for i in 0..mesh.certs.len() {
+            mesh.schedule_rotation(i as u32);
+        }
+        mesh.q.schedule_at(cfg.scrape_interval, Ev::Scrape);
+        for c in 0..mesh.clients.len() {
+            mesh.arm_client(c as u32);
+        }
+        Ok(mesh)
+    }
+}
+
+/// Pods per version a mesh accepts: far beyond any real Deployment, small enough to allocate.
+pub(super) const MAX_PODS: u32 = 100_000;
+
+/// Requests per second a client may send: beyond it a run would not finish in useful time.
+pub(super) const MAX_RATE: f64 = 10_000_000.0;
+
+pub(super) const RATE_RULE: &str =
+    "rate must be a number between 0 and 10,000,000 requests per second";
+
+pub(super) fn valid_rate(r: f64) -> bool {
+    r.is_finite() && (0.0..=MAX_RATE).contains(&r)
+}
+
+pub(super) fn validate_behaviour(b: &Behaviour) -> Result<(), String> {
+    if b.workers == 0 {
+        return Err("workers must be at least 1".into());
+    }
+    if !(0.0..=1.0).contains(&b.error_rate) {
+        return Err("error rate must be within [0, 1]".into());
+    }
+    if !(100..600).contains(&b.error_code) {
+        return Err("error code must be an HTTP status".into());
+    }
+    b.service_time.validate()
+}

@@ -1,0 +1,234 @@
+//! Envoy clusters: one per (client, version), holding what a DestinationRule's `trafficPolicy`
+//! (overlaid by its subset's) sets there: the load-balancing policy, the connection-pool limits that
+//! act as Envoy's circuit breakers, the client TLS mode, and outlier detection with its periodic
+//! ejection sweep. Linkerd's failure accrual rides on the same cluster when the data plane is
+//! Linkerd.
+
+use super::config::DataPlane;
+use super::event::Ev;
+use super::outlier::{Accrual, AccrualConfig, OutlierConfig, OutlierDetector};
+use super::pool::Conn;
+use super::tls::ClientTls;
+use super::{ClientId, Mesh, MeshError, VersionId};
+use crate::engine::{MILLIS, SECONDS, SimTime, Stream};
+use crate::manifest::TlsMode;
+use std::collections::VecDeque;
+
+#[derive(Clone, Debug)]
+pub(super) struct ClusterPolicy {
+    pub(super) lb: crate::manifest::LbPolicy,
+    pub(super) max_connections: u32,
+    pub(super) max_pending: u32,
+    pub(super) max_requests: u32,
+    pub(super) max_requests_per_connection: u32,
+    pub(super) max_retries: u32,
+    pub(super) http2: bool,
+    pub(super) connect_timeout: SimTime,
+    pub(super) idle_timeout: SimTime,
+    pub(super) tls: ClientTls,
+}
+
+pub(super) struct Host {
+    pub(super) active: u32,
+    pub(super) conns: Vec<Conn>,
+    pub(super) pending: VecDeque<u32>,
+    pub(super) ewma: f64,
+    pub(super) ewma_at: SimTime,
+    pub(super) accrual: Accrual,
+}
+
+pub(super) struct Cluster {
+    pub(super) client: u32,
+    pub(super) version: u32,
+    pub(super) policy: ClusterPolicy,
+    pub(super) hosts: Vec<Host>,
+    pub(super) in_lb: Vec<u32>,
+    pub(super) candidates: Vec<u32>,
+    pub(super) od: Option<OutlierDetector>,
+    pub(super) accrual: Option<AccrualConfig>,
+    pub(super) tick_armed: bool,
+    pub(super) rr: u32,
+    pub(super) active_requests: u32,
+    pub(super) pending: u32,
+    pub(super) open_conns: u32,
+    pub(super) retries_active: u32,
+    pub(super) peak_retries: u32,
+    pub(super) lb_rng: Stream,
+    pub(super) scratch: Vec<u32>,
+}
+
+impl Mesh {
+    pub(super) fn new_cluster(&self, client: u32, version: u32) -> Cluster {
+        let n = self.versions[version as usize].pods.len();
+        Cluster {
+            client,
+            version,
+            policy: self.default_policy(),
+            hosts: (0..n).map(|_| new_host()).collect(),
+            in_lb: (0..n as u32).collect(),
+            candidates: (0..n as u32).collect(),
+            od: None,
+            accrual: None,
+            tick_armed: false,
+            rr: 0,
+            active_requests: 0,
+            pending: 0,
+            open_conns: 0,
+            retries_active: 0,
+            peak_retries: 0,
+            lb_rng: Stream::new(self.seed, &format!("lb/{}/{}", client, version)),
+            scratch: Vec::new(),
+        }
+    }
+
+    pub(super) fn default_policy(&self) -> ClusterPolicy {
+        ClusterPolicy {
+            lb: match self.data_plane {
+                DataPlane::Istio => crate::manifest::LbPolicy::LeastRequest,
+                DataPlane::Linkerd => crate::manifest::LbPolicy::PeakEwma,
+            },
+            max_connections: u32::MAX,
+            max_pending: u32::MAX,
+            max_requests: u32::MAX,
+            max_requests_per_connection: 0,
+            max_retries: u32::MAX,
+            http2: false,
+            connect_timeout: 10 * SECONDS,
+            idle_timeout: 3600 * SECONDS,
+            tls: ClientTls::Auto,
+        }
+    }
+
+    pub(super) fn cluster_of(&self, client: u32, version: u32) -> Option<u32> {
+        self.clients
+            .get(client as usize)?
+            .clusters
+            .iter()
+            .copied()
+            .find(|&c| self.clusters[c as usize].version == version)
+    }
+
+    pub(super) fn refresh_policies(&mut self, s: u32) {
+        let svc = &self.services[s as usize];
+        let accrual = svc.accrual;
+        let mut updates = Vec::new();
+        for (ci, cl) in self.clusters.iter().enumerate() {
+            if self.versions[cl.version as usize].service != s {
+                continue;
+            }
+            let tp = match svc.subset_policy.get(&cl.version) {
+                Some(sub) => svc.policy.overlay(sub),
+                None => svc.policy.clone(),
+            };
+            updates.push((ci, tp));
+        }
+        for (ci, tp) in updates {
+            let mut p = self.default_policy();
+            if let Some(lb) = tp.load_balancer {
+                p.lb = lb;
+            }
+            if let Some(cp) = &tp.connection_pool {
+                let lim = |x: Option<u32>| x.filter(|v| *v > 0).unwrap_or(u32::MAX);
+                p.max_connections = lim(cp.max_connections);
+                p.max_pending = lim(cp.http1_max_pending_requests);
+                p.max_requests = lim(cp.http2_max_requests);
+                p.max_requests_per_connection = cp.max_requests_per_connection.unwrap_or(0);
+                p.max_retries = lim(cp.max_retries);
+                p.http2 = cp.h2_upgrade.unwrap_or(false);
+                p.connect_timeout = cp.connect_timeout.unwrap_or(p.connect_timeout);
+                p.idle_timeout = cp.idle_timeout.unwrap_or(p.idle_timeout);
+            }
+            p.tls = match tp.tls {
+                Some(TlsMode::IstioMutual) => ClientTls::Mutual,
+                Some(TlsMode::Disable) => ClientTls::Plain,
+                None => ClientTls::Auto,
+            };
+            let n = self.clusters[ci].hosts.len();
+            let od = match (&tp.outlier_detection, self.data_plane) {
+                (Some(spec), DataPlane::Istio) => {
+                    let cfg = OutlierConfig::from_istio(spec, self.ejection_rule);
+                    let mut d = OutlierDetector::new(cfg, n);
+                    for (h, host) in self.clusters[ci].hosts.iter().enumerate() {
+                        let _ = host;
+                        let pod = self.versions[self.clusters[ci].version as usize].pods[h];
+                        if self.pods[pod as usize].removed {
+                            d.remove_host(h);
+                        }
+                    }
+                    Some(d)
+                }
+                _ => None,
+            };
+            let cl = &mut self.clusters[ci];
+            cl.policy = p;
+            cl.od = od;
+            cl.accrual = if self.data_plane == DataPlane::Linkerd {
+                accrual
+            } else {
+                None
+            };
+            let interval = cl.od.as_ref().map(|o| o.cfg.interval);
+            let arm = interval.is_some() && !cl.tick_armed;
+            if arm {
+                cl.tick_armed = true;
+            }
+            if let (true, Some(i)) = (arm, interval) {
+                self.q.schedule_in(i, Ev::OdTick(ci as u32));
+            }
+            self.rebuild_candidates(ci as u32);
+        }
+    }
+
+    /// Replaces the outlier-detection settings of (client, version); for tests and what-if runs
+    /// that need detectors Istio does not expose (success rate, failure percentage).
+    pub fn set_outlier_detection(
+        &mut self,
+        client: ClientId,
+        v: VersionId,
+        cfg: OutlierConfig,
+    ) -> Result<(), MeshError> {
+        let ci = self
+            .cluster_of(client.0, v.0)
+            .ok_or(MeshError::UnknownClient(client.0))?;
+        let interval = cfg.interval.max(1);
+        let n = self.clusters[ci as usize].hosts.len();
+        self.clusters[ci as usize].od = Some(OutlierDetector::new(cfg, n));
+        if !self.clusters[ci as usize].tick_armed {
+            self.clusters[ci as usize].tick_armed = true;
+            self.q.schedule_in(interval, Ev::OdTick(ci));
+        }
+        self.rebuild_candidates(ci);
+        Ok(())
+    }
+
+    pub(super) fn on_od_tick(&mut self, ci: u32) {
+        let now = self.now();
+        let cl = &mut self.clusters[ci as usize];
+        let Some(od) = cl.od.as_mut() else {
+            cl.tick_armed = false;
+            return;
+        };
+        let change = od.tick(now, &mut self.od_rng);
+        let interval = od.cfg.interval;
+        let (c, v) = (cl.client, cl.version);
+        self.q.schedule_in(interval, Ev::OdTick(ci));
+        let pc = self.telemetry.proxy_mut(c, v);
+        pc.ejections_enforced += u64::from(change.ejected);
+        pc.ejections_overflow += u64::from(change.overflow);
+        pc.ejections_detected += u64::from(change.detected);
+        if change.membership_changed() {
+            self.rebuild_candidates(ci);
+        }
+    }
+}
+
+pub(super) fn new_host() -> Host {
+    Host {
+        active: 0,
+        conns: Vec::new(),
+        pending: VecDeque::new(),
+        ewma: 30.0 * MILLIS as f64,
+        ewma_at: 0,
+        accrual: Accrual::default(),
+    }
+}

@@ -1,0 +1,175 @@
+//! What a harness may read from the mesh: ids by name, versions, pod and proxy counters, and the
+//! telemetry windows that answer the questions Flagger's Istio and Linkerd queries ask of Prometheus
+//! (what the destination sidecars reported, what the clients saw after retries).
+
+use super::config::Behaviour;
+use super::{ClientId, Mesh, QueueStats, RunStats, ServiceId, VersionId};
+use crate::engine::SimTime;
+use crate::telemetry::{ProxyCounters, Reporter, Selector, Telemetry, WindowStats};
+
+impl Mesh {
+    /// Current virtual time.
+    pub fn now(&self) -> SimTime {
+        self.q.now()
+    }
+
+    /// Service by name.
+    pub fn service_id(&self, name: &str) -> Option<ServiceId> {
+        self.services
+            .iter()
+            .position(|s| s.name == name)
+            .map(|i| ServiceId(i as u32))
+    }
+
+    /// Version of a service by name.
+    pub fn version_id(&self, service: &str, version: &str) -> Option<VersionId> {
+        let s = self.service_id(service)?;
+        self.services[s.0 as usize]
+            .versions
+            .iter()
+            .find(|&&v| self.versions[v as usize].name == version)
+            .map(|&v| VersionId(v))
+    }
+
+    /// Client by workload name.
+    pub fn client_id(&self, name: &str) -> Option<ClientId> {
+        self.telemetry
+            .sources()
+            .iter()
+            .position(|s| s.workload == name)
+            .map(|i| ClientId(i as u32))
+    }
+
+    /// Versions of a service.
+    pub fn versions_of(&self, service: ServiceId) -> Vec<VersionId> {
+        self.services
+            .get(service.0 as usize)
+            .map_or_else(Vec::new, |s| {
+                s.versions.iter().map(|&v| VersionId(v)).collect()
+            })
+    }
+
+    /// The primary and canary versions of a service, when it has versions with those names.
+    pub fn primary_canary(&self, service: ServiceId) -> Option<(VersionId, VersionId)> {
+        let s = self.services.get(service.0 as usize)?;
+        Some((VersionId(s.primary?), VersionId(s.canary?)))
+    }
+
+    /// Name of a version.
+    pub fn version_name(&self, v: VersionId) -> Option<&str> {
+        self.versions.get(v.0 as usize).map(|x| x.name.as_str())
+    }
+
+    /// Current behaviour of a version.
+    pub fn behaviour(&self, v: VersionId) -> Option<&Behaviour> {
+        self.versions.get(v.0 as usize).map(|x| &x.behaviour)
+    }
+
+    /// Pods of a version that are running and not scaled away.
+    pub fn ready_pods(&self, v: VersionId) -> u32 {
+        self.versions.get(v.0 as usize).map_or(0, |x| {
+            x.pods
+                .iter()
+                .filter(|&&p| !self.pods[p as usize].removed && self.pods[p as usize].alive)
+                .count() as u32
+        })
+    }
+
+    /// Hosts of (client, version) currently ejected by outlier detection.
+    pub fn ejected_hosts(&self, client: ClientId, v: VersionId) -> u32 {
+        self.cluster_of(client.0, v.0)
+            .and_then(|c| {
+                self.clusters[c as usize]
+                    .od
+                    .as_ref()
+                    .map(|o| o.ejected_count())
+            })
+            .unwrap_or(0)
+    }
+
+    /// Highest number of retries in flight at once from `client` to `v` so far.
+    pub fn peak_retries_in_flight(&self, client: ClientId, v: VersionId) -> u32 {
+        self.cluster_of(client.0, v.0)
+            .map_or(0, |c| self.clusters[c as usize].peak_retries)
+    }
+
+    /// Requests each pod of a version has served so far, in pod order (scaled-away pods included).
+    pub fn pod_requests(&self, v: VersionId) -> Vec<u64> {
+        self.versions.get(v.0 as usize).map_or_else(Vec::new, |x| {
+            x.pods
+                .iter()
+                .map(|&p| self.pods[p as usize].served)
+                .collect()
+        })
+    }
+
+    /// Queueing counters of a version's pods.
+    pub fn queue_stats(&self, v: VersionId) -> QueueStats {
+        self.versions
+            .get(v.0 as usize)
+            .map_or_else(QueueStats::default, |x| x.queue_stats)
+    }
+
+    /// Upstream requests in flight from `client` to `v`, and retries in flight.
+    pub fn in_flight(&self, client: ClientId, v: VersionId) -> (u32, u32) {
+        self.cluster_of(client.0, v.0).map_or((0, 0), |c| {
+            let c = &self.clusters[c as usize];
+            (c.active_requests, c.retries_active)
+        })
+    }
+
+    /// Run counters.
+    pub fn stats(&self) -> RunStats {
+        RunStats {
+            events: self.q.events_processed(),
+            ..self.stats
+        }
+    }
+
+    /// The telemetry store.
+    pub fn telemetry(&self) -> &Telemetry {
+        &self.telemetry
+    }
+
+    /// Proxy counters of (client, version).
+    pub fn proxy_counters(&self, client: ClientId, v: VersionId) -> ProxyCounters {
+        self.telemetry.proxy(client.0, v.0)
+    }
+
+    /// What the destination sidecars of `v` reported over `[from, to]` (all clients).
+    pub fn destination_stats(&self, v: VersionId, from: SimTime, to: SimTime) -> WindowStats {
+        let sel = Selector {
+            reporter: Reporter::Destination,
+            source: None,
+            dest: Some(v.0),
+        };
+        self.telemetry.window(&sel, from, to, self.now())
+    }
+
+    /// What clients saw (after retries) from requests answered by `v` over `[from, to]`.
+    pub fn source_stats(&self, v: VersionId, from: SimTime, to: SimTime) -> WindowStats {
+        let sel = Selector {
+            reporter: Reporter::Source,
+            source: None,
+            dest: Some(v.0),
+        };
+        self.telemetry.window(&sel, from, to, self.now())
+    }
+
+    /// Failed (5xx) client requests over `[from, to]`, after retries, by the version that answered.
+    pub fn client_failures_by_version(&self, from: SimTime, to: SimTime) -> Vec<(VersionId, u64)> {
+        (0..self.versions.len() as u32)
+            .map(|v| {
+                (
+                    VersionId(v),
+                    self.source_stats(VersionId(v), from, to).failures,
+                )
+            })
+            .collect()
+    }
+
+    /// Live counters in the Prometheus text format.
+    pub fn render_prometheus(&self) -> String {
+        self.telemetry.render_prometheus()
+    }
+}

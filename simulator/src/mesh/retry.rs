@@ -1,0 +1,209 @@
+//! Retries and timeouts: Istio's retry policy (`attempts`, `perTryTimeout`, `retryOn`, by default
+//! two retries on connect failures, refused streams and unavailable/cancelled gRPC), Envoy's jittered
+//! exponential backoff and its `maxRetries` circuit breaker, Linkerd's retry budget from a
+//! ServiceProfile, and the route timeout that ends a request with 504 `UT` however many attempts are
+//! still under way.
+
+use super::request::Stage;
+use super::{Mesh, NONE};
+use crate::engine::{MILLIS, SECONDS, SimTime, Stream};
+use crate::manifest::RetryOn;
+use crate::telemetry::flags;
+
+/// Linkerd's retry budget: retries may add `ratio` of the requests plus `min_per_sec` per second,
+/// counted over the last one to two `ttl` windows.
+#[derive(Clone, Debug)]
+pub(super) struct RetryBudget {
+    pub(super) ratio: f64,
+    pub(super) min_per_sec: f64,
+    pub(super) ttl: SimTime,
+    pub(super) window_start: SimTime,
+    pub(super) requests: [u64; 2],
+    pub(super) retries: [u64; 2],
+}
+
+impl RetryBudget {
+    pub(super) fn new(b: &crate::manifest::RetryBudget) -> Self {
+        Self {
+            ratio: b.retry_ratio.max(0.0),
+            min_per_sec: f64::from(b.min_retries_per_second),
+            ttl: b.ttl.max(1),
+            window_start: 0,
+            requests: [0; 2],
+            retries: [0; 2],
+        }
+    }
+
+    fn roll(&mut self, now: SimTime) {
+        while now >= self.window_start + self.ttl {
+            self.window_start += self.ttl;
+            self.requests = [self.requests[1], 0];
+            self.retries = [self.retries[1], 0];
+            if now >= self.window_start + 2 * self.ttl {
+                // Idle for long: skip ahead without looping once per window.
+                self.window_start = now - (now - self.window_start) % self.ttl;
+                self.requests = [0; 2];
+                self.retries = [0; 2];
+            }
+        }
+    }
+
+    pub(super) fn deposit(&mut self, now: SimTime) {
+        self.roll(now);
+        self.requests[1] += 1;
+    }
+
+    pub(super) fn withdraw(&mut self, now: SimTime) -> bool {
+        self.roll(now);
+        let reqs = (self.requests[0] + self.requests[1]) as f64;
+        let allowed = self.min_per_sec * self.ttl as f64 / SECONDS as f64 + self.ratio * reqs;
+        if ((self.retries[0] + self.retries[1]) as f64) < allowed {
+            self.retries[1] += 1;
+            true
+        } else {
+            false
+        }
+    }
+}
+
+#[derive(Clone, Debug)]
+pub(super) struct RetryPolicy {
+    pub(super) attempts: u32,
+    pub(super) per_try_timeout: Option<SimTime>,
+    pub(super) on: RetryOn,
+}
+
+impl RetryPolicy {
+    pub(super) fn none() -> Self {
+        Self {
+            attempts: 0,
+            per_try_timeout: None,
+            on: RetryOn::default(),
+        }
+    }
+    pub(super) fn istio_default() -> Self {
+        Self {
+            attempts: 2,
+            per_try_timeout: None,
+            on: RetryOn::istio_default(),
+        }
+    }
+}
+
+impl Mesh {
+    pub(super) fn release_retry_hold(&mut self, req: u32) {
+        // The retry slot is held from scheduling the retry until the retried attempt ends.
+        let r = &mut self.reqs[req as usize];
+        if r.holds_retry && r.cluster != NONE && r.attempt == NONE {
+            r.holds_retry = false;
+            self.clusters[r.cluster as usize].retries_active -= 1;
+        }
+    }
+
+    pub(super) fn on_route_timeout(&mut self, req: u32) {
+        let r = self.reqs[req as usize];
+        let ci = r.cluster;
+        if ci != NONE {
+            let cl = &self.clusters[ci as usize];
+            self.telemetry.proxy_mut(cl.client, cl.version).timeouts += 1;
+        }
+        if r.attempt != NONE {
+            let a = r.attempt;
+            // Abandon the attempt without retrying: the route deadline is over.
+            let at = self.atts[a as usize];
+            if at.stage == Stage::Pending {
+                let cl = &mut self.clusters[at.cluster as usize];
+                let q = &mut cl.hosts[at.host as usize].pending;
+                if let Some(i) = q.iter().position(|&x| x == a) {
+                    q.remove(i);
+                    cl.pending -= 1;
+                }
+            }
+            self.release_conn(a, true);
+            let cl = &mut self.clusters[at.cluster as usize];
+            cl.active_requests -= 1;
+            cl.hosts[at.host as usize].active -= 1;
+            let change = match cl.od.as_mut() {
+                Some(od) => od.on_response(at.host as usize, 504, self.q.now()),
+                None => Default::default(),
+            };
+            if change.membership_changed() {
+                let (c, v) = (cl.client, cl.version);
+                let pc = self.telemetry.proxy_mut(c, v);
+                pc.ejections_enforced += u64::from(change.ejected);
+                self.rebuild_candidates(at.cluster);
+            }
+            if matches!(at.stage, Stage::Wire | Stage::AtPod | Stage::Returning) {
+                self.atts[a as usize].cancelled = true;
+            } else {
+                self.free_att(a);
+            }
+            self.reqs[req as usize].attempt = NONE;
+        }
+        self.release_retry_hold(req);
+        self.complete(req, 504, flags::UT);
+    }
+}
+
+/// Envoy's fully jittered exponential backoff: retry n waits uniformly in [0, (2^n - 1) * 25 ms),
+/// capped at 250 ms.
+pub(super) fn retry_backoff(n: u32, rng: &mut Stream) -> SimTime {
+    let base = 25 * MILLIS;
+    let cap = 250 * MILLIS;
+    let mult = (1u64 << n.min(20)) - 1;
+    let limit = (mult * base).min(cap);
+    (rng.uniform() * limit as f64) as SimTime
+}
+
+/// Retry conditions from ServiceProfile response classes (default: 5xx is a failure).
+pub(super) fn failure_classes(ranges: &[(u16, u16)]) -> RetryOn {
+    if ranges.is_empty() || ranges.iter().any(|&(lo, hi)| lo <= 500 && hi >= 599) {
+        return RetryOn {
+            five_xx: true,
+            ..Default::default()
+        };
+    }
+    let codes = ranges
+        .iter()
+        .flat_map(|&(lo, hi)| lo..=hi.min(599))
+        .collect();
+    RetryOn {
+        retriable_status_codes: true,
+        codes,
+        ..Default::default()
+    }
+}
+
+pub(super) fn is_retriable(on: &RetryOn, code: u16, f: u16) -> bool {
+    let connect_failure = f & flags::UF != 0;
+    let reset = f & flags::UC != 0;
+    let timeout = f & flags::UT != 0;
+    (on.five_xx && code >= 500 && f & flags::UO == 0)
+        || (on.gateway_error && (502..=504).contains(&code) && f & flags::UO == 0)
+        || (on.connect_failure && (connect_failure || reset))
+        || (on.reset && reset)
+        || (on.retriable_status_codes && f == 0 && on.codes.contains(&code))
+        // A per-try timeout counts as "no response": retried under 5xx, gateway-error and reset.
+        || (timeout && (on.five_xx || on.gateway_error || on.reset))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backoff_stays_within_envoys_jittered_bounds() {
+        let mut rng = Stream::new(1, "b");
+        for _ in 0..1000 {
+            assert!(retry_backoff(1, &mut rng) < 25 * MILLIS);
+            assert!(retry_backoff(2, &mut rng) < 75 * MILLIS);
+            assert!(retry_backoff(9, &mut rng) < 250 * MILLIS);
+        }
+    }
+
+    #[test]
+    fn istio_default_retry_policy_does_not_retry_503_responses() {
+        assert!(!is_retriable(&RetryOn::istio_default(), 503, 0));
+        assert!(is_retriable(&RetryOn::istio_default(), 503, flags::UF));
+    }
+}

@@ -1,0 +1,529 @@
+//! Routes: VirtualService `http` routes, SMI TrafficSplits, Gateway API HTTPRoutes and Flagger's
+//! splits compiled into the rules a client proxy walks, as istiod compiles them into Envoy route
+//! configuration: the first rule whose match blocks (ORed, each an AND of header conditions) fit the
+//! request wins, then a weighted pick chooses the version (subset). Rules also carry the route's
+//! timeout, retry policy, fault injection and mirror. A client caches its matching rule per header
+//! profile until the service's routes change.
+
+use super::config::{DataPlane, Split};
+use super::retry::{RetryBudget, RetryPolicy, failure_classes};
+use super::{Mesh, MeshError, NONE};
+use crate::engine::{SECONDS, SimTime};
+use crate::manifest::{FaultInjection, HeaderMatch, Manifest, Manifests, MtlsMode, RetryOn};
+use std::collections::BTreeMap;
+
+/// A manifest rule before compilation: match blocks, (version, weight) destinations, the route
+/// timeout and the per-try timeout.
+pub(super) type WeightedRule = (
+    Vec<Vec<HeaderMatch>>,
+    Vec<(u32, u32)>,
+    Option<SimTime>,
+    Option<SimTime>,
+);
+
+/// Route settings that a split keeps when it replaces the weights.
+#[derive(Clone, Debug)]
+pub(super) struct RouteBase {
+    pub(super) timeout: Option<SimTime>,
+    pub(super) retry: RetryPolicy,
+    pub(super) fault: Option<FaultInjection>,
+}
+
+#[derive(Clone, Debug)]
+pub(super) struct RouteRule {
+    pub(super) matches: Vec<Vec<HeaderMatch>>,
+    pub(super) dests: Vec<(u32, u32)>,
+    pub(super) total_weight: u32,
+    pub(super) mirror: Option<(u32, f64)>,
+    pub(super) timeout: Option<SimTime>,
+    pub(super) retry: RetryPolicy,
+    pub(super) fault: Option<FaultInjection>,
+}
+
+impl Mesh {
+    pub(super) fn install_split(&mut self, s: u32, split: &Split) {
+        self.install_split_blocks(s, split, std::slice::from_ref(&split.canary_match));
+    }
+
+    pub(super) fn install_split_blocks(
+        &mut self,
+        s: u32,
+        split: &Split,
+        blocks: &[Vec<HeaderMatch>],
+    ) {
+        let svc = &self.services[s as usize];
+        let (Some(p), Some(c)) = (svc.primary, svc.canary) else {
+            return;
+        };
+        let base = svc.base.clone();
+        let mut rules = Vec::new();
+        // An empty block would match every request.
+        let blocks: Vec<Vec<HeaderMatch>> =
+            blocks.iter().filter(|b| !b.is_empty()).cloned().collect();
+        if !blocks.is_empty() {
+            rules.push(RouteRule {
+                matches: blocks,
+                dests: vec![(c, 100)],
+                total_weight: 100,
+                mirror: None,
+                timeout: base.timeout,
+                retry: base.retry.clone(),
+                fault: base.fault.clone(),
+            });
+        }
+        let mut dests = Vec::new();
+        if split.primary > 0 {
+            dests.push((p, u32::from(split.primary)));
+        }
+        if split.canary > 0 {
+            dests.push((c, u32::from(split.canary)));
+        }
+        rules.push(RouteRule {
+            matches: Vec::new(),
+            total_weight: weight_sum(&dests),
+            dests,
+            mirror: split.mirror.filter(|m| *m > 0).map(|m| (c, f64::from(m))),
+            timeout: base.timeout,
+            retry: base.retry,
+            fault: base.fault,
+        });
+        self.install_rules(s, rules);
+    }
+
+    pub(super) fn install_rules(&mut self, s: u32, rules: Vec<RouteRule>) {
+        let mut ids = Vec::with_capacity(rules.len());
+        for r in rules {
+            ids.push(self.rules.len() as u32);
+            self.rules.push(r);
+        }
+        let svc = &mut self.services[s as usize];
+        svc.rules = ids;
+        svc.epoch = svc.epoch.wrapping_add(1);
+        svc.explicit_route = true;
+    }
+
+    pub(super) fn reset_default_route(&mut self, s: u32) {
+        let svc = &self.services[s as usize];
+        let dests: Vec<(u32, u32)> = svc
+            .versions
+            .iter()
+            .map(|&v| {
+                let pods = &self.versions[v as usize].pods;
+                let live = pods
+                    .iter()
+                    .filter(|&&p| !self.pods[p as usize].removed)
+                    .count();
+                (v, live as u32)
+            })
+            .collect();
+        let rule = RouteRule {
+            matches: Vec::new(),
+            total_weight: weight_sum(&dests),
+            dests,
+            mirror: None,
+            timeout: svc.base.timeout,
+            retry: svc.base.retry.clone(),
+            fault: svc.base.fault.clone(),
+        };
+        self.install_rules(s, vec![rule]);
+        // Without a route of its own the service spreads by pod count, as a Kubernetes Service does.
+        self.services[s as usize].explicit_route = false;
+    }
+
+    /// Applies parsed manifests: DestinationRules and PeerAuthentications set policies, then
+    /// VirtualServices, TrafficSplits, HTTPRoutes and ServiceProfiles set routes. Returns
+    /// warnings for what the mesh cannot use (hosts it does not simulate, unknown subsets).
+    pub fn apply_manifests(&mut self, m: &Manifests) -> Result<Vec<String>, MeshError> {
+        let mut warnings = Vec::new();
+        for item in &m.items {
+            match item {
+                Manifest::DestinationRule(dr) => {
+                    let Some(s) = self.find_service(&dr.host, dr.namespace.as_deref()) else {
+                        warnings.push(format!(
+                            "DestinationRule {}: host `{}` is not simulated",
+                            dr.name, dr.host
+                        ));
+                        continue;
+                    };
+                    self.services[s as usize].policy = dr.traffic_policy.clone();
+                    self.services[s as usize].subset_policy.clear();
+                    for sub in &dr.subsets {
+                        match self.resolve_subset(s, &sub.name, Some(&sub.labels)) {
+                            Some(v) => {
+                                if let Some(tp) = &sub.traffic_policy {
+                                    self.services[s as usize]
+                                        .subset_policy
+                                        .insert(v, tp.clone());
+                                }
+                            }
+                            None => warnings.push(format!(
+                                "DestinationRule {}: subset `{}` selects no version",
+                                dr.name, sub.name
+                            )),
+                        }
+                    }
+                    self.subset_labels.retain(|(svc, _, _)| *svc != s);
+                    for sub in &dr.subsets {
+                        self.subset_labels
+                            .push((s, sub.name.clone(), sub.labels.clone()));
+                    }
+                    self.refresh_policies(s);
+                }
+                Manifest::PeerAuthentication(pa) => {
+                    self.peer_auth.push(pa.clone());
+                    let before: Vec<MtlsMode> =
+                        self.versions.iter().map(|v| v.server_mode).collect();
+                    self.resolve_peer_auth();
+                    // A sidecar whose mTLS mode changes gets a new inbound listener, and Envoy
+                    // drains the old one's connections: clients reconnect under the new mode.
+                    for (v, mode) in before.into_iter().enumerate() {
+                        if self.versions[v].server_mode != mode {
+                            self.drain_connections_to(v as u32);
+                        }
+                    }
+                }
+                _ => {}
+            }
+        }
+        for item in &m.items {
+            match item {
+                Manifest::VirtualService(vs) => self.apply_virtual_service(vs, &mut warnings)?,
+                Manifest::TrafficSplit(ts) => {
+                    let Some(s) = self.find_service(&ts.service, ts.namespace.as_deref()) else {
+                        warnings.push(format!(
+                            "TrafficSplit {}: service `{}` is not simulated",
+                            ts.name, ts.service
+                        ));
+                        continue;
+                    };
+                    let mut dests = Vec::new();
+                    for (b, w) in &ts.backends {
+                        match self.resolve_backend(s, b) {
+                            Some(v) => dests.push((v, u32::try_from(*w).unwrap_or(u32::MAX))),
+                            None => warnings.push(format!(
+                                "TrafficSplit {}: backend `{b}` matches no version",
+                                ts.name
+                            )),
+                        }
+                    }
+                    self.install_weighted(s, vec![(Vec::new(), dests, None, None)]);
+                }
+                Manifest::HttpRoute(hr) => {
+                    for parent in &hr.parents {
+                        let Some(s) = self.find_service(parent, hr.namespace.as_deref()) else {
+                            warnings.push(format!(
+                                "HTTPRoute {}: parent `{parent}` is not a simulated service",
+                                hr.name
+                            ));
+                            continue;
+                        };
+                        let mut rules = Vec::new();
+                        for r in &hr.rules {
+                            let mut dests = Vec::new();
+                            for (b, w) in &r.backends {
+                                match self.resolve_backend(s, b) {
+                                    Some(v) => dests.push((v, *w)),
+                                    None => warnings.push(format!(
+                                        "HTTPRoute {}: backend `{b}` matches no version",
+                                        hr.name
+                                    )),
+                                }
+                            }
+                            let matches = if r.matches.iter().any(Vec::is_empty) {
+                                Vec::new()
+                            } else {
+                                r.matches.clone()
+                            };
+                            rules.push((
+                                matches,
+                                dests,
+                                r.request_timeout,
+                                r.backend_request_timeout,
+                            ));
+                        }
+                        self.install_weighted(s, rules);
+                    }
+                }
+                Manifest::ServiceProfile(sp) => {
+                    let short = sp.name.split('.').next().unwrap_or(&sp.name);
+                    let Some(s) = self.find_service(short, sp.namespace.as_deref()) else {
+                        warnings.push(format!(
+                            "ServiceProfile {}: service is not simulated",
+                            sp.name
+                        ));
+                        continue;
+                    };
+                    // Requests carry no path or method, so the first route stands for all.
+                    if let Some(r) = sp.routes.first() {
+                        let budget = RetryBudget::new(sp.retry_budget.as_ref().unwrap_or(
+                            &crate::manifest::RetryBudget {
+                                retry_ratio: 0.2,
+                                min_retries_per_second: 10,
+                                ttl: 10 * SECONDS,
+                            },
+                        ));
+                        for c in self.clients.iter_mut().filter(|c| c.service == s) {
+                            c.budget = r.is_retryable.then(|| budget.clone());
+                        }
+                        let svc = &mut self.services[s as usize];
+                        svc.base.timeout = r.timeout.or(svc.base.timeout);
+                        if r.is_retryable {
+                            // Linkerd bounds retries by the budget, not by a count.
+                            svc.base.retry = RetryPolicy {
+                                attempts: u32::MAX,
+                                per_try_timeout: None,
+                                on: failure_classes(&r.failure_ranges),
+                            };
+                        }
+                        let ids = svc.rules.clone();
+                        let (t, rp) = (svc.base.timeout, svc.base.retry.clone());
+                        for id in ids {
+                            self.rules[id as usize].timeout = t;
+                            self.rules[id as usize].retry = rp.clone();
+                        }
+                        self.services[s as usize].epoch =
+                            self.services[s as usize].epoch.wrapping_add(1);
+                    }
+                }
+                _ => {}
+            }
+        }
+        Ok(warnings)
+    }
+
+    pub(super) fn install_weighted(&mut self, s: u32, rules: Vec<WeightedRule>) {
+        let base = self.services[s as usize].base.clone();
+        let compiled = rules
+            .into_iter()
+            .map(|(matches, dests, timeout, per_try)| {
+                let mut retry = base.retry.clone();
+                if per_try.is_some() {
+                    retry.per_try_timeout = per_try;
+                }
+                RouteRule {
+                    matches,
+                    total_weight: weight_sum(&dests),
+                    dests,
+                    mirror: None,
+                    timeout: timeout.or(base.timeout),
+                    retry,
+                    fault: base.fault.clone(),
+                }
+            })
+            .collect();
+        self.install_rules(s, compiled);
+    }
+
+    pub(super) fn apply_virtual_service(
+        &mut self,
+        vs: &crate::manifest::VirtualService,
+        warnings: &mut Vec<String>,
+    ) -> Result<(), MeshError> {
+        for host in &vs.hosts {
+            let Some(s) = self.find_service(host, vs.namespace.as_deref()) else {
+                warnings.push(format!(
+                    "VirtualService {}: host `{host}` is not simulated",
+                    vs.name
+                ));
+                continue;
+            };
+            let mut rules = Vec::new();
+            for (i, r) in vs.http.iter().enumerate() {
+                let mut dests = Vec::new();
+                let single = r.route.len() == 1;
+                for d in &r.route {
+                    if self.find_service(&d.host, vs.namespace.as_deref()) != Some(s) {
+                        warnings.push(format!("VirtualService {}: destination `{}` is another service; routing to it is not simulated", vs.name, d.host));
+                        continue;
+                    }
+                    let w = d.weight.unwrap_or(if single { 100 } else { 0 });
+                    match &d.subset {
+                        Some(sub) => match self.resolve_subset(s, sub, None) {
+                            Some(v) => dests.push((v, w)),
+                            None => warnings.push(format!(
+                                "VirtualService {}: subset `{sub}` matches no version",
+                                vs.name
+                            )),
+                        },
+                        None => {
+                            // No subset: the whole service, spread by pod count.
+                            let total: u32 = self.services[s as usize]
+                                .versions
+                                .iter()
+                                .map(|&v| self.versions[v as usize].pods.len() as u32)
+                                .sum();
+                            for &v in &self.services[s as usize].versions {
+                                let pods = self.versions[v as usize].pods.len() as u32;
+                                if total > 0 {
+                                    dests.push((v, w.saturating_mul(pods) / total.max(1)));
+                                }
+                            }
+                        }
+                    }
+                }
+                let retry = match &r.retries {
+                    None => match self.data_plane {
+                        DataPlane::Istio => RetryPolicy::istio_default(),
+                        DataPlane::Linkerd => RetryPolicy::none(),
+                    },
+                    Some(rt) => RetryPolicy {
+                        attempts: rt.attempts,
+                        per_try_timeout: rt.per_try_timeout,
+                        on: rt.retry_on.clone().unwrap_or_else(RetryOn::istio_default),
+                    },
+                };
+                let mirror = match &r.mirror {
+                    Some(m) => match m
+                        .subset
+                        .as_deref()
+                        .and_then(|sub| self.resolve_subset(s, sub, None))
+                    {
+                        Some(v) => {
+                            Some((v, r.mirror_percentage.unwrap_or(100.0).clamp(0.0, 100.0)))
+                        }
+                        None => {
+                            warnings.push(format!(
+                                "VirtualService {}: mirror `{}` is not a simulated subset",
+                                vs.name, m.host
+                            ));
+                            None
+                        }
+                    },
+                    None => None,
+                };
+                let rule = RouteRule {
+                    matches: r
+                        .matches
+                        .iter()
+                        .filter(|b| !b.is_empty())
+                        .cloned()
+                        .collect(),
+                    total_weight: weight_sum(&dests),
+                    dests,
+                    mirror,
+                    timeout: r.timeout,
+                    retry: retry.clone(),
+                    fault: r.fault.clone(),
+                };
+                // A match list whose blocks were all dropped (uri-only, ...) would match everything;
+                // keep Istio's meaning by leaving an empty block only when the route had no match.
+                let rule = if !r.matches.is_empty()
+                    && rule.matches.is_empty()
+                    && r.matches.iter().all(Vec::is_empty)
+                {
+                    RouteRule {
+                        matches: Vec::new(),
+                        ..rule
+                    }
+                } else {
+                    rule
+                };
+                if i + 1 == vs.http.len() && rule.matches.is_empty() {
+                    self.services[s as usize].base = RouteBase {
+                        timeout: r.timeout,
+                        retry,
+                        fault: r.fault.clone(),
+                    };
+                }
+                rules.push(rule);
+            }
+            self.install_rules(s, rules);
+        }
+        Ok(())
+    }
+
+    pub(super) fn find_service(&self, host: &str, namespace: Option<&str>) -> Option<u32> {
+        self.services
+            .iter()
+            .position(|s| {
+                host_matches(host, &s.name, namespace.unwrap_or(&s.namespace))
+                    || host_matches(host, &s.name, &s.namespace)
+            })
+            .map(|i| i as u32)
+    }
+
+    pub(super) fn resolve_subset(
+        &self,
+        s: u32,
+        subset: &str,
+        labels: Option<&BTreeMap<String, String>>,
+    ) -> Option<u32> {
+        let svc = &self.services[s as usize];
+        let by_labels = |sel: &BTreeMap<String, String>| {
+            svc.versions
+                .iter()
+                .copied()
+                .find(|&v| !sel.is_empty() && labels_match(sel, &self.versions[v as usize].labels))
+        };
+        if let Some(l) = labels
+            && let Some(v) = by_labels(l)
+        {
+            return Some(v);
+        }
+        if let Some((_, _, l)) = self
+            .subset_labels
+            .iter()
+            .find(|(sv, n, _)| *sv == s && n == subset)
+            && let Some(v) = by_labels(l)
+        {
+            return Some(v);
+        }
+        svc.versions
+            .iter()
+            .copied()
+            .find(|&v| self.versions[v as usize].name == subset)
+    }
+
+    pub(super) fn resolve_backend(&self, s: u32, backend: &str) -> Option<u32> {
+        let svc = &self.services[s as usize];
+        svc.versions.iter().copied().find(|&v| {
+            let d = &self.telemetry.dests()[v as usize];
+            d.workload == backend
+                || format!("{}-{}", svc.name, self.versions[v as usize].name) == backend
+                || self.versions[v as usize].name == backend
+        })
+    }
+
+    pub(super) fn refresh_route_cache(&mut self, c: u32) {
+        let svc = &self.services[self.clients[c as usize].service as usize];
+        let cl = &self.clients[c as usize];
+        let mut cache = Vec::with_capacity(cl.profiles.len());
+        for (_, headers) in &cl.profiles {
+            let hit = svc.rules.iter().copied().find(|&rid| {
+                let r = &self.rules[rid as usize];
+                r.matches.is_empty()
+                    || r.matches.iter().any(|block| {
+                        block.iter().all(|m| {
+                            headers
+                                .iter()
+                                .any(|(k, v)| *k == m.name && m.matcher.matches(v))
+                        })
+                    })
+            });
+            cache.push(hit.unwrap_or(NONE));
+        }
+        let epoch = svc.epoch;
+        let cl = &mut self.clients[c as usize];
+        cl.cache = cache;
+        cl.cache_epoch = epoch;
+    }
+}
+
+pub(super) fn labels_match(
+    selector: &BTreeMap<String, String>,
+    labels: &BTreeMap<String, String>,
+) -> bool {
+    selector.iter().all(|(k, v)| labels.get(k) == Some(v))
+}
+
+pub(super) fn host_matches(host: &str, name: &str, namespace: &str) -> bool {
+    host == name
+        || host == format!("{name}.{namespace}")
+        || host == format!("{name}.{namespace}.svc")
+        || host == format!("{name}.{namespace}.svc.cluster.local")
+}
+
+/// Sum of route weights; saturates so absurd user weights cannot overflow.
+pub(super) fn weight_sum(dests: &[(u32, u32)]) -> u32 {
+    dests.iter().fold(0u32, |a, d| a.saturating_add(d.1))
+}
