@@ -5,9 +5,57 @@
 //! latency times load); and a retry avoids hosts already tried, re-picking up to five times as Envoy's
 //! `previous_hosts` predicate does.
 
+use super::cluster::Host;
 use super::{Mesh, NONE};
+use crate::engine::{SECONDS, SimTime};
+use crate::manifest::LbPolicy;
+
+impl Host {
+    /// Linkerd's peak-EWMA: a slower response raises the estimate at once, faster ones pull it
+    /// down with a 10 s decay.
+    pub(super) fn observe_latency(&mut self, rtt: f64, now: SimTime) {
+        if rtt > self.ewma {
+            self.ewma = rtt;
+        } else {
+            let w = (-(now.saturating_sub(self.ewma_at) as f64) / (10.0 * SECONDS as f64)).exp();
+            self.ewma = self.ewma * w + rtt * (1.0 - w);
+        }
+        self.ewma_at = now;
+    }
+}
 
 impl Mesh {
+    /// What the balancer learns from a response of host `h` of cluster `ci`: its latency
+    /// (peak-EWMA), and its success or failure (Linkerd's failure accrual, Envoy's outlier
+    /// detection, which may eject it).
+    pub(super) fn record_response(&mut self, ci: usize, h: u32, sent: SimTime, code: u16) {
+        let now = self.now();
+        let (client, version) = (self.clusters[ci].client, self.clusters[ci].version);
+        let cl = &mut self.clusters[ci];
+        if cl.policy.lb == LbPolicy::PeakEwma {
+            cl.hosts[h as usize].observe_latency(now.saturating_sub(sent) as f64, now);
+        }
+        if let Some(acc) = cl.accrual {
+            let rng = &mut cl.lb_rng;
+            cl.hosts[h as usize]
+                .accrual
+                .on_result(code >= 500, now, &acc, rng);
+        }
+        let change = match cl.od.as_mut() {
+            Some(od) => od.on_response(h as usize, code, now),
+            None => Default::default(),
+        };
+        if change != Default::default() {
+            let c = self.telemetry.proxy_mut(client, version);
+            c.ejections_enforced += u64::from(change.ejected);
+            c.ejections_overflow += u64::from(change.overflow);
+            c.ejections_detected += u64::from(change.detected);
+            if change.membership_changed() {
+                self.rebuild_candidates(ci as u32);
+            }
+        }
+    }
+
     pub(super) fn endpoints_changed(&mut self, v: u32) {
         for ci in 0..self.clusters.len() {
             if self.clusters[ci].version == v {

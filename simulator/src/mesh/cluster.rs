@@ -11,7 +11,7 @@ use super::pool::Conn;
 use super::tls::ClientTls;
 use super::{ClientId, Mesh, MeshError, VersionId};
 use crate::engine::{MILLIS, SECONDS, SimTime, Stream};
-use crate::manifest::TlsMode;
+use crate::manifest::{DestinationRule, TlsMode};
 use std::collections::VecDeque;
 
 #[derive(Clone, Debug)]
@@ -230,5 +230,46 @@ pub(super) fn new_host() -> Host {
         ewma: 30.0 * MILLIS as f64,
         ewma_at: 0,
         accrual: Accrual::default(),
+    }
+}
+
+impl Mesh {
+    /// A DestinationRule: the service's traffic policy and its subsets' overlays, then the
+    /// clusters' settings rebuilt from them.
+    pub(super) fn apply_destination_rule(
+        &mut self,
+        dr: &DestinationRule,
+        warnings: &mut Vec<String>,
+    ) {
+        let Some(s) = self.find_service(&dr.host, dr.namespace.as_deref()) else {
+            warnings.push(format!(
+                "DestinationRule {}: host `{}` is not simulated",
+                dr.name, dr.host
+            ));
+            return;
+        };
+        self.services[s as usize].policy = dr.traffic_policy.clone();
+        self.services[s as usize].subset_policy.clear();
+        for sub in &dr.subsets {
+            match self.resolve_subset(s, &sub.name, Some(&sub.labels)) {
+                Some(v) => {
+                    if let Some(tp) = &sub.traffic_policy {
+                        self.services[s as usize]
+                            .subset_policy
+                            .insert(v, tp.clone());
+                    }
+                }
+                None => warnings.push(format!(
+                    "DestinationRule {}: subset `{}` selects no version",
+                    dr.name, sub.name
+                )),
+            }
+        }
+        self.subset_labels.retain(|(svc, _, _)| *svc != s);
+        for sub in &dr.subsets {
+            self.subset_labels
+                .push((s, sub.name.clone(), sub.labels.clone()));
+        }
+        self.refresh_policies(s);
     }
 }

@@ -65,6 +65,7 @@ mod cluster;
 pub mod config;
 pub mod dist;
 mod event;
+mod faults;
 mod observe;
 pub mod outlier;
 mod pod;

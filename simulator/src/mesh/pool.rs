@@ -5,13 +5,11 @@
 //! `UO`. A new connection costs TCP and TLS round trips; idle ones close after the idle timeout, and a
 //! mode change on the server's sidecar drains them.
 
-use super::config::DataPlane;
 use super::event::Ev;
 use super::request::Stage;
-use super::tls::ClientTls;
+use super::tls::{Handshake, Peers, handshake};
 use super::{Mesh, NONE};
 use crate::engine::SimTime;
-use crate::manifest::MtlsMode;
 use crate::telemetry::flags;
 
 #[derive(Clone, Copy, Debug)]
@@ -119,68 +117,45 @@ impl Mesh {
         let at = self.atts[a as usize];
         let ci = at.cluster as usize;
         let (client, version) = (self.clusters[ci].client, self.clusters[ci].version);
-        let rtt = 2 * self.net.one_way;
         let pod = &self.pods[at.pod as usize];
         let ver = &self.versions[version as usize];
-        let cli = &self.clients[client as usize];
-        let client_mtls = match self.clusters[ci].policy.tls {
-            ClientTls::Mutual => cli.sidecar,
-            ClientTls::Plain => false,
-            ClientTls::Auto => {
-                cli.sidecar
-                    && ver.sidecar
-                    && (self.data_plane == DataPlane::Linkerd
-                        || ver.server_mode != MtlsMode::Disable)
-            }
+        let peers = Peers {
+            data_plane: self.data_plane,
+            client_sidecar: self.clients[client as usize].sidecar,
+            client_tls: self.clusters[ci].policy.tls,
+            server_sidecar: ver.sidecar,
+            server_mode: ver.server_mode,
+            certs_valid: self.certs[client as usize].expires_at > now
+                && self.certs[self.clients.len() + version as usize].expires_at > now,
         };
-        let server_mode = if !ver.sidecar {
-            MtlsMode::Disable
-        } else if self.data_plane == DataPlane::Linkerd {
-            MtlsMode::Permissive
-        } else {
-            ver.server_mode
+        // (after how long, flags, whether the TLS handshake failed)
+        let outcome = match (pod.alive, pod.black_hole, handshake(&peers, &self.net)) {
+            (false, _, _) => Err((2 * self.net.one_way, flags::UF, false)),
+            (true, true, _) => Err((self.clusters[ci].policy.connect_timeout, flags::UF, false)),
+            (true, false, Handshake::Fails { after, flags }) => Err((after, flags, true)),
+            (true, false, Handshake::Ready { after, mutual }) => Ok((after, mutual)),
         };
-        let mut fail: Option<(SimTime, u16, bool)> = None; // (at, flags, tls failure)
-        if !pod.alive {
-            fail = Some((now + rtt, flags::UF, false));
-        } else if pod.black_hole {
-            fail = Some((
-                now + self.clusters[ci].policy.connect_timeout,
-                flags::UF,
-                false,
-            ));
-        } else if !client_mtls && server_mode == MtlsMode::Strict {
-            // The server sidecar resets a plaintext connection: 503 UC.
-            fail = Some((now + rtt + rtt / 2, flags::UC, true));
-        } else if client_mtls && server_mode == MtlsMode::Disable {
-            fail = Some((now + 2 * rtt, flags::UF, true));
-        } else if client_mtls {
-            let ccert = &self.certs[client as usize];
-            let scert = &self.certs[self.clients.len() + version as usize];
-            if ccert.expires_at <= now || scert.expires_at <= now {
-                fail = Some((now + 2 * rtt + self.net.handshake_cpu, flags::UF, true));
-            }
-        }
         let counters = self.telemetry.proxy_mut(client, version);
         counters.connections_opened += 1;
-        if let Some((when, f, tls)) = fail {
-            counters.connect_failures += 1;
-            counters.connections_closed += 1;
-            if tls {
-                counters.handshake_failures += 1;
+        let (after, mutual) = match outcome {
+            Ok(ready) => ready,
+            Err((after, f, tls)) => {
+                counters.connect_failures += 1;
+                counters.connections_closed += 1;
+                if tls {
+                    counters.handshake_failures += 1;
+                }
+                let at = &mut self.atts[a as usize];
+                at.stage = Stage::Wire;
+                let g = at.tag;
+                self.q.schedule_at(now + after, Ev::Fail(a, g, f));
+                return None;
             }
-            let at = &mut self.atts[a as usize];
-            at.stage = Stage::Wire;
-            let g = at.tag;
-            self.q.schedule_at(when, Ev::Fail(a, g, f));
-            return None;
-        }
-        let ready = if client_mtls {
-            counters.handshakes += 1;
-            now + 2 * rtt + 2 * self.net.handshake_cpu
-        } else {
-            now + rtt
         };
+        if mutual {
+            counters.handshakes += 1;
+        }
+        let ready = now + after;
         let per_conn = self.clusters[ci].policy.max_requests_per_connection;
         let cl = &mut self.clusters[ci];
         cl.open_conns += 1;

@@ -7,9 +7,9 @@
 
 use super::config::ArrivalShape;
 use super::event::Ev;
-use super::retry::{RetryBudget, is_retriable, retry_backoff};
+use super::retry::RetryBudget;
 use super::{Mesh, NONE};
-use crate::engine::{SECONDS, SimTime, Stream};
+use crate::engine::{SimTime, Stream};
 use crate::telemetry::{ProxyCounters, Reporter, flags};
 
 pub(super) struct Client {
@@ -177,23 +177,8 @@ impl Mesh {
         {
             self.send_mirror(c, mv);
         }
-        let rule = &self.rules[rule_id as usize];
-        if let Some(f) = &rule.fault {
-            if let Some((status, pct)) = f.abort
-                && self.fault_rng.chance(pct / 100.0)
-            {
-                self.complete(req, status, flags::FI);
-                return;
-            }
-            if let Some((delay, pct)) = f.delay
-                && self.fault_rng.chance(pct / 100.0)
-            {
-                let r = &mut self.reqs[req as usize];
-                r.flags |= flags::DI;
-                let g = r.tag;
-                self.q.schedule_in(delay, Ev::FaultDelay(req, g));
-                return;
-            }
+        if self.inject_fault(req, rule_id) {
+            return;
         }
         self.forward(req);
     }
@@ -374,51 +359,17 @@ impl Mesh {
         self.finish_attempt(a, code, f, true);
     }
 
-    /// Client-side end of an attempt: frees its resources, feeds outlier detection, then retries
-    /// or completes the request.
+    /// Client-side end of an attempt: frees its resources, tells the balancer (latency, outlier
+    /// detection), then retries or completes the request.
     pub(super) fn finish_attempt(&mut self, a: u32, code: u16, f: u16, local: bool) {
-        let now = self.now();
         let at = self.atts[a as usize];
         let reset = local && f & flags::UT != 0;
         self.release_conn(a, reset || f & flags::UC != 0);
         let ci = at.cluster as usize;
-        let (client, version) = (self.clusters[ci].client, self.clusters[ci].version);
-        {
-            let cl = &mut self.clusters[ci];
-            cl.active_requests -= 1;
-            let host = &mut cl.hosts[at.host as usize];
-            host.active -= 1;
-            if cl.policy.lb == crate::manifest::LbPolicy::PeakEwma {
-                let rtt = now.saturating_sub(at.sent) as f64;
-                if rtt > host.ewma {
-                    host.ewma = rtt;
-                } else {
-                    let w = (-(now.saturating_sub(host.ewma_at) as f64) / (10.0 * SECONDS as f64))
-                        .exp();
-                    host.ewma = host.ewma * w + rtt * (1.0 - w);
-                }
-                host.ewma_at = now;
-            }
-            if let Some(acc) = cl.accrual {
-                let rng = &mut cl.lb_rng;
-                cl.hosts[at.host as usize]
-                    .accrual
-                    .on_result(code >= 500, now, &acc, rng);
-            }
-        }
-        let change = match self.clusters[ci].od.as_mut() {
-            Some(od) => od.on_response(at.host as usize, code, now),
-            None => Default::default(),
-        };
-        if change != Default::default() {
-            let c = self.telemetry.proxy_mut(client, version);
-            c.ejections_enforced += u64::from(change.ejected);
-            c.ejections_overflow += u64::from(change.overflow);
-            c.ejections_detected += u64::from(change.detected);
-            if change.membership_changed() {
-                self.rebuild_candidates(ci as u32);
-            }
-        }
+        let cl = &mut self.clusters[ci];
+        cl.active_requests -= 1;
+        cl.hosts[at.host as usize].active -= 1;
+        self.record_response(ci, at.host, at.sent, code);
         let stage = self.atts[a as usize].stage;
         // An abandoned attempt still on the wire or at the pod is freed when it comes back.
         if local
@@ -432,43 +383,7 @@ impl Mesh {
         let req = at.req;
         self.reqs[req as usize].attempt = NONE;
         self.release_retry_hold(req);
-        let r = self.reqs[req as usize];
-        let rule = &self.rules[r.rule as usize];
-        // A client without a sidecar has no proxy to retry for it.
-        let retriable =
-            self.clients[client as usize].sidecar && is_retriable(&rule.retry.on, code, f);
-        if retriable && r.retries_done < rule.retry.attempts {
-            let cl = &mut self.clusters[ci];
-            if cl.retries_active >= cl.policy.max_retries {
-                self.telemetry.proxy_mut(client, version).retry_overflow += 1;
-                self.complete(req, code, f | flags::URX);
-                return;
-            }
-            if let Some(b) = self.clients[client as usize].budget.as_mut()
-                && !b.withdraw(now)
-            {
-                self.telemetry.proxy_mut(client, version).retry_overflow += 1;
-                self.complete(req, code, f);
-                return;
-            }
-            let cl = &mut self.clusters[ci];
-            cl.retries_active += 1;
-            cl.peak_retries = cl.peak_retries.max(cl.retries_active);
-            let n = r.retries_done + 1;
-            let rr = &mut self.reqs[req as usize];
-            rr.retries_done = n;
-            rr.holds_retry = true;
-            let backoff = retry_backoff(n, &mut self.clients[client as usize].retry);
-            self.telemetry.proxy_mut(client, version).retries += 1;
-            self.q.schedule_in(backoff, Ev::Retry(req, r.tag));
-            return;
-        }
-        let extra = if retriable && rule.retry.attempts > 0 {
-            flags::URX
-        } else {
-            0
-        };
-        self.complete(req, code, f | extra);
+        self.retry_or_complete(req, ci, code, f);
     }
 
     pub(super) fn complete_unrouted(&mut self, req: u32, code: u16, f: u16) {

@@ -4,10 +4,11 @@
 //! ServiceProfile, and the route timeout that ends a request with 504 `UT` however many attempts are
 //! still under way.
 
+use super::event::Ev;
 use super::request::Stage;
 use super::{Mesh, NONE};
 use crate::engine::{MILLIS, SECONDS, SimTime, Stream};
-use crate::manifest::RetryOn;
+use crate::manifest::{RetryOn, ServiceProfile};
 use crate::telemetry::flags;
 
 /// Linkerd's retry budget: retries may add `ratio` of the requests plus `min_per_sec` per second,
@@ -91,6 +92,51 @@ impl RetryPolicy {
 }
 
 impl Mesh {
+    /// After an attempt of `req` through cluster `ci` ended with `code` and flags `f`: retries
+    /// when the policy, the `maxRetries` circuit breaker and the retry budget allow it,
+    /// otherwise completes the request (flag `URX` when retries ran out).
+    pub(super) fn retry_or_complete(&mut self, req: u32, ci: usize, code: u16, f: u16) {
+        let now = self.now();
+        let (client, version) = (self.clusters[ci].client, self.clusters[ci].version);
+        let r = self.reqs[req as usize];
+        let rule = &self.rules[r.rule as usize];
+        // A client without a sidecar has no proxy to retry for it.
+        let retriable =
+            self.clients[client as usize].sidecar && is_retriable(&rule.retry.on, code, f);
+        if retriable && r.retries_done < rule.retry.attempts {
+            let cl = &mut self.clusters[ci];
+            if cl.retries_active >= cl.policy.max_retries {
+                self.telemetry.proxy_mut(client, version).retry_overflow += 1;
+                self.complete(req, code, f | flags::URX);
+                return;
+            }
+            if let Some(b) = self.clients[client as usize].budget.as_mut()
+                && !b.withdraw(now)
+            {
+                self.telemetry.proxy_mut(client, version).retry_overflow += 1;
+                self.complete(req, code, f);
+                return;
+            }
+            let cl = &mut self.clusters[ci];
+            cl.retries_active += 1;
+            cl.peak_retries = cl.peak_retries.max(cl.retries_active);
+            let n = r.retries_done + 1;
+            let rr = &mut self.reqs[req as usize];
+            rr.retries_done = n;
+            rr.holds_retry = true;
+            let backoff = retry_backoff(n, &mut self.clients[client as usize].retry);
+            self.telemetry.proxy_mut(client, version).retries += 1;
+            self.q.schedule_in(backoff, Ev::Retry(req, r.tag));
+            return;
+        }
+        let extra = if retriable && rule.retry.attempts > 0 {
+            flags::URX
+        } else {
+            0
+        };
+        self.complete(req, code, f | extra);
+    }
+
     pub(super) fn release_retry_hold(&mut self, req: u32) {
         // The retry slot is held from scheduling the retry until the retried attempt ends.
         let r = &mut self.reqs[req as usize];
@@ -185,6 +231,55 @@ pub(super) fn is_retriable(on: &RetryOn, code: u16, f: u16) -> bool {
         || (on.retriable_status_codes && f == 0 && on.codes.contains(&code))
         // A per-try timeout counts as "no response": retried under 5xx, gateway-error and reset.
         || (timeout && (on.five_xx || on.gateway_error || on.reset))
+}
+
+impl Mesh {
+    /// A Linkerd ServiceProfile: its route's timeout, and retries bounded by its retry budget
+    /// when the route is retryable.
+    pub(super) fn apply_service_profile(
+        &mut self,
+        sp: &ServiceProfile,
+        warnings: &mut Vec<String>,
+    ) {
+        let short = sp.name.split('.').next().unwrap_or(&sp.name);
+        let Some(s) = self.find_service(short, sp.namespace.as_deref()) else {
+            warnings.push(format!(
+                "ServiceProfile {}: service is not simulated",
+                sp.name
+            ));
+            return;
+        };
+        // Requests carry no path or method, so the first route stands for all.
+        if let Some(r) = sp.routes.first() {
+            let budget = RetryBudget::new(sp.retry_budget.as_ref().unwrap_or(
+                &crate::manifest::RetryBudget {
+                    retry_ratio: 0.2,
+                    min_retries_per_second: 10,
+                    ttl: 10 * SECONDS,
+                },
+            ));
+            for c in self.clients.iter_mut().filter(|c| c.service == s) {
+                c.budget = r.is_retryable.then(|| budget.clone());
+            }
+            let svc = &mut self.services[s as usize];
+            svc.base.timeout = r.timeout.or(svc.base.timeout);
+            if r.is_retryable {
+                // Linkerd bounds retries by the budget, not by a count.
+                svc.base.retry = RetryPolicy {
+                    attempts: u32::MAX,
+                    per_try_timeout: None,
+                    on: failure_classes(&r.failure_ranges),
+                };
+            }
+            let ids = svc.rules.clone();
+            let (t, rp) = (svc.base.timeout, svc.base.retry.clone());
+            for id in ids {
+                self.rules[id as usize].timeout = t;
+                self.rules[id as usize].retry = rp.clone();
+            }
+            self.services[s as usize].epoch = self.services[s as usize].epoch.wrapping_add(1);
+        }
+    }
 }
 
 #[cfg(test)]

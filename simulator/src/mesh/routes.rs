@@ -6,10 +6,12 @@
 //! profile until the service's routes change.
 
 use super::config::{DataPlane, Split};
-use super::retry::{RetryBudget, RetryPolicy, failure_classes};
+use super::retry::RetryPolicy;
 use super::{Mesh, MeshError, NONE};
-use crate::engine::{SECONDS, SimTime};
-use crate::manifest::{FaultInjection, HeaderMatch, Manifest, Manifests, MtlsMode, RetryOn};
+use crate::engine::SimTime;
+use crate::manifest::{
+    FaultInjection, HeaderMatch, HttpRouteSpec, Manifest, Manifests, RetryOn, TrafficSplit,
+};
 use std::collections::BTreeMap;
 
 /// A manifest rule before compilation: match blocks, (version, weight) destinations, the route
@@ -137,158 +139,77 @@ impl Mesh {
         let mut warnings = Vec::new();
         for item in &m.items {
             match item {
-                Manifest::DestinationRule(dr) => {
-                    let Some(s) = self.find_service(&dr.host, dr.namespace.as_deref()) else {
-                        warnings.push(format!(
-                            "DestinationRule {}: host `{}` is not simulated",
-                            dr.name, dr.host
-                        ));
-                        continue;
-                    };
-                    self.services[s as usize].policy = dr.traffic_policy.clone();
-                    self.services[s as usize].subset_policy.clear();
-                    for sub in &dr.subsets {
-                        match self.resolve_subset(s, &sub.name, Some(&sub.labels)) {
-                            Some(v) => {
-                                if let Some(tp) = &sub.traffic_policy {
-                                    self.services[s as usize]
-                                        .subset_policy
-                                        .insert(v, tp.clone());
-                                }
-                            }
-                            None => warnings.push(format!(
-                                "DestinationRule {}: subset `{}` selects no version",
-                                dr.name, sub.name
-                            )),
-                        }
-                    }
-                    self.subset_labels.retain(|(svc, _, _)| *svc != s);
-                    for sub in &dr.subsets {
-                        self.subset_labels
-                            .push((s, sub.name.clone(), sub.labels.clone()));
-                    }
-                    self.refresh_policies(s);
-                }
-                Manifest::PeerAuthentication(pa) => {
-                    self.peer_auth.push(pa.clone());
-                    let before: Vec<MtlsMode> =
-                        self.versions.iter().map(|v| v.server_mode).collect();
-                    self.resolve_peer_auth();
-                    // A sidecar whose mTLS mode changes gets a new inbound listener, and Envoy
-                    // drains the old one's connections: clients reconnect under the new mode.
-                    for (v, mode) in before.into_iter().enumerate() {
-                        if self.versions[v].server_mode != mode {
-                            self.drain_connections_to(v as u32);
-                        }
-                    }
-                }
+                Manifest::DestinationRule(dr) => self.apply_destination_rule(dr, &mut warnings),
+                Manifest::PeerAuthentication(pa) => self.apply_peer_authentication(pa),
                 _ => {}
             }
         }
         for item in &m.items {
             match item {
                 Manifest::VirtualService(vs) => self.apply_virtual_service(vs, &mut warnings)?,
-                Manifest::TrafficSplit(ts) => {
-                    let Some(s) = self.find_service(&ts.service, ts.namespace.as_deref()) else {
-                        warnings.push(format!(
-                            "TrafficSplit {}: service `{}` is not simulated",
-                            ts.name, ts.service
-                        ));
-                        continue;
-                    };
-                    let mut dests = Vec::new();
-                    for (b, w) in &ts.backends {
-                        match self.resolve_backend(s, b) {
-                            Some(v) => dests.push((v, u32::try_from(*w).unwrap_or(u32::MAX))),
-                            None => warnings.push(format!(
-                                "TrafficSplit {}: backend `{b}` matches no version",
-                                ts.name
-                            )),
-                        }
-                    }
-                    self.install_weighted(s, vec![(Vec::new(), dests, None, None)]);
-                }
-                Manifest::HttpRoute(hr) => {
-                    for parent in &hr.parents {
-                        let Some(s) = self.find_service(parent, hr.namespace.as_deref()) else {
-                            warnings.push(format!(
-                                "HTTPRoute {}: parent `{parent}` is not a simulated service",
-                                hr.name
-                            ));
-                            continue;
-                        };
-                        let mut rules = Vec::new();
-                        for r in &hr.rules {
-                            let mut dests = Vec::new();
-                            for (b, w) in &r.backends {
-                                match self.resolve_backend(s, b) {
-                                    Some(v) => dests.push((v, *w)),
-                                    None => warnings.push(format!(
-                                        "HTTPRoute {}: backend `{b}` matches no version",
-                                        hr.name
-                                    )),
-                                }
-                            }
-                            let matches = if r.matches.iter().any(Vec::is_empty) {
-                                Vec::new()
-                            } else {
-                                r.matches.clone()
-                            };
-                            rules.push((
-                                matches,
-                                dests,
-                                r.request_timeout,
-                                r.backend_request_timeout,
-                            ));
-                        }
-                        self.install_weighted(s, rules);
-                    }
-                }
-                Manifest::ServiceProfile(sp) => {
-                    let short = sp.name.split('.').next().unwrap_or(&sp.name);
-                    let Some(s) = self.find_service(short, sp.namespace.as_deref()) else {
-                        warnings.push(format!(
-                            "ServiceProfile {}: service is not simulated",
-                            sp.name
-                        ));
-                        continue;
-                    };
-                    // Requests carry no path or method, so the first route stands for all.
-                    if let Some(r) = sp.routes.first() {
-                        let budget = RetryBudget::new(sp.retry_budget.as_ref().unwrap_or(
-                            &crate::manifest::RetryBudget {
-                                retry_ratio: 0.2,
-                                min_retries_per_second: 10,
-                                ttl: 10 * SECONDS,
-                            },
-                        ));
-                        for c in self.clients.iter_mut().filter(|c| c.service == s) {
-                            c.budget = r.is_retryable.then(|| budget.clone());
-                        }
-                        let svc = &mut self.services[s as usize];
-                        svc.base.timeout = r.timeout.or(svc.base.timeout);
-                        if r.is_retryable {
-                            // Linkerd bounds retries by the budget, not by a count.
-                            svc.base.retry = RetryPolicy {
-                                attempts: u32::MAX,
-                                per_try_timeout: None,
-                                on: failure_classes(&r.failure_ranges),
-                            };
-                        }
-                        let ids = svc.rules.clone();
-                        let (t, rp) = (svc.base.timeout, svc.base.retry.clone());
-                        for id in ids {
-                            self.rules[id as usize].timeout = t;
-                            self.rules[id as usize].retry = rp.clone();
-                        }
-                        self.services[s as usize].epoch =
-                            self.services[s as usize].epoch.wrapping_add(1);
-                    }
-                }
+                Manifest::TrafficSplit(ts) => self.apply_traffic_split(ts, &mut warnings),
+                Manifest::HttpRoute(hr) => self.apply_http_route(hr, &mut warnings),
+                Manifest::ServiceProfile(sp) => self.apply_service_profile(sp, &mut warnings),
                 _ => {}
             }
         }
         Ok(warnings)
+    }
+
+    /// An SMI TrafficSplit: one rule, backends by Service name, weights as given.
+    fn apply_traffic_split(&mut self, ts: &TrafficSplit, warnings: &mut Vec<String>) {
+        let Some(s) = self.find_service(&ts.service, ts.namespace.as_deref()) else {
+            warnings.push(format!(
+                "TrafficSplit {}: service `{}` is not simulated",
+                ts.name, ts.service
+            ));
+            return;
+        };
+        let mut dests = Vec::new();
+        for (b, w) in &ts.backends {
+            match self.resolve_backend(s, b) {
+                Some(v) => dests.push((v, u32::try_from(*w).unwrap_or(u32::MAX))),
+                None => warnings.push(format!(
+                    "TrafficSplit {}: backend `{b}` matches no version",
+                    ts.name
+                )),
+            }
+        }
+        self.install_weighted(s, vec![(Vec::new(), dests, None, None)]);
+    }
+
+    /// A Gateway API HTTPRoute: one rule per route rule on each parent Service (the GAMMA
+    /// mesh binding); a rule with an empty match matches every request.
+    fn apply_http_route(&mut self, hr: &HttpRouteSpec, warnings: &mut Vec<String>) {
+        for parent in &hr.parents {
+            let Some(s) = self.find_service(parent, hr.namespace.as_deref()) else {
+                warnings.push(format!(
+                    "HTTPRoute {}: parent `{parent}` is not a simulated service",
+                    hr.name
+                ));
+                continue;
+            };
+            let mut rules = Vec::new();
+            for r in &hr.rules {
+                let mut dests = Vec::new();
+                for (b, w) in &r.backends {
+                    match self.resolve_backend(s, b) {
+                        Some(v) => dests.push((v, *w)),
+                        None => warnings.push(format!(
+                            "HTTPRoute {}: backend `{b}` matches no version",
+                            hr.name
+                        )),
+                    }
+                }
+                let matches = if r.matches.iter().any(Vec::is_empty) {
+                    Vec::new()
+                } else {
+                    r.matches.clone()
+                };
+                rules.push((matches, dests, r.request_timeout, r.backend_request_timeout));
+            }
+            self.install_weighted(s, rules);
+        }
     }
 
     pub(super) fn install_weighted(&mut self, s: u32, rules: Vec<WeightedRule>) {

@@ -6,10 +6,12 @@
 //! identity controller renew them; a workload whose rotation stops lets its certificate expire.
 
 use super::Mesh;
+use super::config::{DataPlane, NetworkConfig};
 use super::event::Ev;
 use super::routes::labels_match;
 use crate::engine::SimTime;
 use crate::manifest::{MtlsMode, PeerAuthentication};
+use crate::telemetry::flags;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(super) enum ClientTls {
@@ -21,6 +23,68 @@ pub(super) enum ClientTls {
 pub(super) struct Cert {
     pub(super) expires_at: SimTime,
     pub(super) rotating: bool,
+}
+
+/// What the two ends of a new connection bring to its TLS negotiation.
+pub(super) struct Peers {
+    pub(super) data_plane: DataPlane,
+    pub(super) client_sidecar: bool,
+    /// The DestinationRule's client TLS mode for this cluster.
+    pub(super) client_tls: ClientTls,
+    pub(super) server_sidecar: bool,
+    /// The server sidecar's mode as PeerAuthentication resolved it.
+    pub(super) server_mode: MtlsMode,
+    /// Neither side's certificate has expired.
+    pub(super) certs_valid: bool,
+}
+
+/// How the connection set-up ends, counted from the connect.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(super) enum Handshake {
+    /// Usable after this long; `mutual` when the connection is mTLS.
+    Ready { after: SimTime, mutual: bool },
+    /// Fails after this long with these response flags.
+    Fails { after: SimTime, flags: u16 },
+}
+
+/// The TCP and TLS part of opening a connection to a live pod. Auto mTLS (Istio) speaks mTLS
+/// when both ends have a sidecar and the server does not disable it; Linkerd's proxies always
+/// do, and accept plaintext too (permissive). A STRICT server resets plaintext after the
+/// client's first bytes (503 `UC`); a plaintext server fails the client's TLS hello, and an
+/// expired certificate fails the handshake after the CPU for one side (503 `UF`).
+pub(super) fn handshake(p: &Peers, net: &NetworkConfig) -> Handshake {
+    let rtt = 2 * net.one_way;
+    let mutual = match p.client_tls {
+        ClientTls::Mutual => p.client_sidecar,
+        ClientTls::Plain => false,
+        ClientTls::Auto => {
+            p.client_sidecar
+                && p.server_sidecar
+                && (p.data_plane == DataPlane::Linkerd || p.server_mode != MtlsMode::Disable)
+        }
+    };
+    let server_mode = if !p.server_sidecar {
+        MtlsMode::Disable
+    } else if p.data_plane == DataPlane::Linkerd {
+        MtlsMode::Permissive
+    } else {
+        p.server_mode
+    };
+    let fails = |after, flags| Handshake::Fails { after, flags };
+    if !mutual && server_mode == MtlsMode::Strict {
+        fails(rtt + rtt / 2, flags::UC)
+    } else if mutual && server_mode == MtlsMode::Disable {
+        fails(2 * rtt, flags::UF)
+    } else if mutual && !p.certs_valid {
+        fails(2 * rtt + net.handshake_cpu, flags::UF)
+    } else if mutual {
+        Handshake::Ready {
+            after: 2 * rtt + 2 * net.handshake_cpu,
+            mutual,
+        }
+    } else {
+        Handshake::Ready { after: rtt, mutual }
+    }
 }
 
 impl Mesh {
@@ -55,6 +119,22 @@ impl Mesh {
                 find(&|p| p.namespace.as_deref() == Some("istio-system") && p.selector.is_none());
             self.versions[v].server_mode =
                 workload.or(namespace).or(mesh).unwrap_or(self.default_mtls);
+        }
+    }
+}
+
+impl Mesh {
+    /// A PeerAuthentication: every workload's server mode is resolved again.
+    pub(super) fn apply_peer_authentication(&mut self, pa: &PeerAuthentication) {
+        self.peer_auth.push(pa.clone());
+        let before: Vec<MtlsMode> = self.versions.iter().map(|v| v.server_mode).collect();
+        self.resolve_peer_auth();
+        // A sidecar whose mTLS mode changes gets a new inbound listener, and Envoy
+        // drains the old one's connections: clients reconnect under the new mode.
+        for (v, mode) in before.into_iter().enumerate() {
+            if self.versions[v].server_mode != mode {
+                self.drain_connections_to(v as u32);
+            }
         }
     }
 }
