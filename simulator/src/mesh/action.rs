@@ -8,7 +8,7 @@ use super::build::{MAX_PODS, RATE_RULE, Version, valid_rate, validate_behaviour}
 use super::config::{Behaviour, Split};
 use super::dist::ServiceTime;
 use super::event::Ev;
-use super::{ClientId, Mesh, MeshError, ServiceId, VersionId, Workload, invalid};
+use super::{CertId, ClientId, Mesh, MeshError, PodId, ServiceId, VersionId, Workload, invalid};
 use crate::engine::SimTime;
 use crate::manifest::HeaderMatch;
 
@@ -108,7 +108,7 @@ impl Mesh {
         self.check_action(&action)?;
         let idx = self.actions.len() as u32;
         self.actions.push(Some(action));
-        self.q.schedule_at(at, Ev::Action(idx));
+        self.q.schedule_at(at, Ev::Action { index: idx });
         Ok(())
     }
 
@@ -134,7 +134,7 @@ impl Mesh {
             service,
             split: split.clone(),
         })?;
-        self.install_split_blocks(service.0, split, blocks);
+        self.install_split_blocks(service, split, blocks);
         Ok(())
     }
 
@@ -230,7 +230,7 @@ impl Mesh {
         Ok(())
     }
 
-    pub(super) fn pod_check(&self, v: VersionId, pod: u32) -> Result<u32, MeshError> {
+    pub(super) fn pod_check(&self, v: VersionId, pod: u32) -> Result<PodId, MeshError> {
         let ver = self.version_check(v)?;
         ver.pods
             .get(pod as usize)
@@ -241,13 +241,13 @@ impl Mesh {
             })
     }
 
-    pub(super) fn cert_index(&self, w: Workload) -> Result<usize, MeshError> {
+    pub(super) fn cert_index(&self, w: Workload) -> Result<CertId, MeshError> {
         match w {
-            Workload::Client(c) if (c.0 as usize) < self.clients.len() => Ok(c.0 as usize),
+            Workload::Client(c) if (c.0 as usize) < self.clients.len() => Ok(self.client_cert(c)),
             Workload::Client(c) => Err(MeshError::UnknownClient(c.0)),
             Workload::Version(v) => {
                 self.version_check(v)?;
-                Ok(self.clients.len() + v.0 as usize)
+                Ok(self.version_cert(v))
             }
         }
     }
@@ -260,7 +260,7 @@ impl Mesh {
                 "the service needs versions named as its primary and canary",
             )
         })?;
-        let behaviour = self.versions[c.0 as usize].behaviour.clone();
+        let behaviour = self.versions[c].behaviour.clone();
         self.apply(Action::SetBehaviour {
             version: p,
             behaviour,
@@ -278,54 +278,54 @@ impl Mesh {
         let now = self.now();
         match action {
             Action::SetErrorRate { version, rate } => {
-                self.versions[version.0 as usize].behaviour.error_rate = rate
+                self.versions[version].behaviour.error_rate = rate
             }
             Action::SetServiceTime {
                 version,
                 service_time,
             } => {
-                self.versions[version.0 as usize].behaviour.service_time = service_time;
+                self.versions[version].behaviour.service_time = service_time;
             }
             Action::SetBehaviour { version, behaviour } => {
-                self.versions[version.0 as usize].behaviour = behaviour;
-                let pods = self.versions[version.0 as usize].pods.clone();
+                self.versions[version].behaviour = behaviour;
+                let pods = self.versions[version].pods.clone();
                 for p in pods {
                     self.start_work(p);
                 }
             }
             Action::SetPodErrorRate { version, pod, rate } => {
-                let p = self.versions[version.0 as usize].pods[pod as usize];
-                self.pods[p as usize].error_rate = rate;
+                let p = self.versions[version].pods[pod as usize];
+                self.pods[p].error_rate = rate;
             }
             Action::SetPodSlowdown {
                 version,
                 pod,
                 factor,
             } => {
-                let p = self.versions[version.0 as usize].pods[pod as usize];
-                self.pods[p as usize].slowdown = factor;
+                let p = self.versions[version].pods[pod as usize];
+                self.pods[p].slowdown = factor;
             }
             Action::CrashPod {
                 version,
                 pod,
                 restart_after,
             } => {
-                let p = self.versions[version.0 as usize].pods[pod as usize];
+                let p = self.versions[version].pods[pod as usize];
                 self.crash(p);
                 if let Some(d) = restart_after {
-                    let epoch = self.pods[p as usize].epoch;
+                    let epoch = self.pods[p].epoch;
                     self.q
-                        .schedule_at(now.saturating_add(d), Ev::Restart(p, epoch));
+                        .schedule_at(now.saturating_add(d), Ev::Restart { pod: p, epoch });
                 }
             }
             Action::BlackHole { version, pod, on } => {
-                let p = self.versions[version.0 as usize].pods[pod as usize];
-                self.pods[p as usize].black_hole = on;
+                let p = self.versions[version].pods[pod as usize];
+                self.pods[p].black_hole = on;
             }
-            Action::Scale { version, pods } => self.scale(version.0, pods),
+            Action::Scale { version, pods } => self.scale(version, pods),
             Action::SetRate { client, rps } => {
-                self.clients[client.0 as usize].rate = rps;
-                self.arm_client(client.0);
+                self.clients[client].rate = rps;
+                self.arm_client(client);
             }
             Action::CertRotation { workload, enabled } => {
                 if let Ok(i) = self.cert_index(workload) {
@@ -334,11 +334,11 @@ impl Mesh {
                     if enabled && !was {
                         // A resumed agent fetches a fresh certificate at once.
                         self.certs[i].expires_at = now.saturating_add(self.certs_cfg.ttl);
-                        self.schedule_rotation(i as u32);
+                        self.schedule_rotation(i);
                     }
                 }
             }
-            Action::SetSplit { service, split } => self.install_split(service.0, &split),
+            Action::SetSplit { service, split } => self.install_split(service, &split),
         }
     }
 }

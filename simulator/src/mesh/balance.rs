@@ -6,7 +6,7 @@
 //! `previous_hosts` predicate does.
 
 use super::cluster::Host;
-use super::{Mesh, NONE};
+use super::{ClusterId, Mesh, VersionId};
 use crate::engine::{SECONDS, SimTime};
 use crate::manifest::LbPolicy;
 
@@ -28,7 +28,7 @@ impl Mesh {
     /// What the balancer learns from a response of host `h` of cluster `ci`: its latency
     /// (peak-EWMA), and its success or failure (Linkerd's failure accrual, Envoy's outlier
     /// detection, which may eject it).
-    pub(super) fn record_response(&mut self, ci: usize, h: u32, sent: SimTime, code: u16) {
+    pub(super) fn record_response(&mut self, ci: ClusterId, h: u32, sent: SimTime, code: u16) {
         let now = self.now();
         let (client, version) = (self.clusters[ci].client, self.clusters[ci].version);
         let cl = &mut self.clusters[ci];
@@ -46,31 +46,31 @@ impl Mesh {
             None => Default::default(),
         };
         if change != Default::default() {
-            let c = self.telemetry.proxy_mut(client, version);
+            let c = self.telemetry.proxy_mut(client.0, version.0);
             c.ejections_enforced += u64::from(change.ejected);
             c.ejections_overflow += u64::from(change.overflow);
             c.ejections_detected += u64::from(change.detected);
             if change.membership_changed() {
-                self.rebuild_candidates(ci as u32);
+                self.rebuild_candidates(ci);
             }
         }
     }
 
-    pub(super) fn endpoints_changed(&mut self, v: u32) {
-        for ci in 0..self.clusters.len() {
+    pub(super) fn endpoints_changed(&mut self, v: VersionId) {
+        for ci in self.cluster_ids() {
             if self.clusters[ci].version == v {
-                self.rebuild_candidates(ci as u32);
+                self.rebuild_candidates(ci);
             }
         }
     }
 
-    pub(super) fn rebuild_candidates(&mut self, ci: u32) {
-        let cl = &mut self.clusters[ci as usize];
-        let ver = &self.versions[cl.version as usize];
+    pub(super) fn rebuild_candidates(&mut self, ci: ClusterId) {
+        let cl = &mut self.clusters[ci];
+        let ver = &self.versions[cl.version];
         cl.in_lb.clear();
         cl.candidates.clear();
         for (h, &p) in ver.pods.iter().enumerate() {
-            let pod = &self.pods[p as usize];
+            let pod = &self.pods[p];
             if pod.in_lb && !pod.removed {
                 cl.in_lb.push(h as u32);
                 if !cl.od.as_ref().is_some_and(|o| o.is_ejected(h)) {
@@ -80,9 +80,9 @@ impl Mesh {
         }
     }
 
-    pub(super) fn pick_host(&mut self, ci: u32, tried: &[u32; 4], ntried: u8) -> Option<u32> {
+    pub(super) fn pick_host(&mut self, ci: ClusterId, tried: &[u32; 4], ntried: u8) -> Option<u32> {
         let now = self.now();
-        let cl = &mut self.clusters[ci as usize];
+        let cl = &mut self.clusters[ci];
         // Panic mode (Envoy) balances over all hosts when too few are healthy; Istio sets the
         // threshold to 0 whenever outlier detection is configured.
         let min_health = cl.od.as_ref().map_or(50, |o| o.cfg.min_health_percent);
@@ -102,37 +102,40 @@ impl Mesh {
         if n == 0 {
             return None;
         }
-        let mut choice = NONE;
+        let hosts = &cl.hosts;
+        let (rr, rng) = (&mut cl.rr, &mut cl.lb_rng);
+        let mut pick = || match cl.policy.lb {
+            LbPolicy::RoundRobin => {
+                *rr = rr.wrapping_add(1);
+                list[(*rr % n) as usize]
+            }
+            LbPolicy::Random => list[rng.below(n) as usize],
+            LbPolicy::LeastRequest => {
+                let a = list[rng.below(n) as usize];
+                let b = list[rng.below(n) as usize];
+                if hosts[b as usize].active < hosts[a as usize].active {
+                    b
+                } else {
+                    a
+                }
+            }
+            LbPolicy::PeakEwma => {
+                let a = list[rng.below(n) as usize];
+                let b = list[rng.below(n) as usize];
+                let cost = |h: u32| {
+                    let x = &hosts[h as usize];
+                    x.ewma * f64::from(x.active + 1)
+                };
+                if cost(b) < cost(a) { b } else { a }
+            }
+        };
+        let mut choice = pick();
         // Envoy's previous_hosts predicate re-picks up to 5 times to avoid a host already tried.
-        for _ in 0..5 {
-            choice = match cl.policy.lb {
-                crate::manifest::LbPolicy::RoundRobin => {
-                    cl.rr = cl.rr.wrapping_add(1);
-                    list[(cl.rr % n) as usize]
-                }
-                crate::manifest::LbPolicy::Random => list[cl.lb_rng.below(n) as usize],
-                crate::manifest::LbPolicy::LeastRequest => {
-                    let a = list[cl.lb_rng.below(n) as usize];
-                    let b = list[cl.lb_rng.below(n) as usize];
-                    if cl.hosts[b as usize].active < cl.hosts[a as usize].active {
-                        b
-                    } else {
-                        a
-                    }
-                }
-                crate::manifest::LbPolicy::PeakEwma => {
-                    let a = list[cl.lb_rng.below(n) as usize];
-                    let b = list[cl.lb_rng.below(n) as usize];
-                    let cost = |h: u32| {
-                        let x = &cl.hosts[h as usize];
-                        x.ewma * f64::from(x.active + 1)
-                    };
-                    if cost(b) < cost(a) { b } else { a }
-                }
-            };
+        for _ in 1..5 {
             if ntried == 0 || n == 1 || !tried[..usize::from(ntried.min(4))].contains(&choice) {
                 break;
             }
+            choice = pick();
         }
         Some(choice)
     }

@@ -13,7 +13,10 @@ use super::request::Client;
 use super::retry::RetryPolicy;
 use super::routes::RouteBase;
 use super::tls::Cert;
-use super::{Mesh, MeshError, NONE, QueueStats, RunStats, invalid};
+use super::{
+    CertId, ClientId, ClusterId, Mesh, MeshError, PodId, QueueStats, RuleId, RunStats, ServiceId,
+    VersionId, invalid,
+};
 use crate::engine::{EventQueue, Stream};
 use crate::manifest::{MtlsMode, TrafficPolicy};
 use crate::telemetry::{DestLabels, SourceLabels, Telemetry};
@@ -22,24 +25,24 @@ use std::collections::BTreeMap;
 pub(super) struct Service {
     pub(super) name: String,
     pub(super) namespace: String,
-    pub(super) versions: Vec<u32>,
-    pub(super) primary: Option<u32>,
-    pub(super) canary: Option<u32>,
-    pub(super) rules: Vec<u32>,
+    pub(super) versions: Vec<VersionId>,
+    pub(super) primary: Option<VersionId>,
+    pub(super) canary: Option<VersionId>,
+    pub(super) rules: Vec<RuleId>,
     pub(super) epoch: u32,
     pub(super) base: RouteBase,
     pub(super) explicit_route: bool,
     pub(super) policy: TrafficPolicy,
-    pub(super) subset_policy: BTreeMap<u32, TrafficPolicy>,
+    pub(super) subset_policy: BTreeMap<VersionId, TrafficPolicy>,
     pub(super) accrual: Option<AccrualConfig>,
 }
 
 pub(super) struct Version {
-    pub(super) service: u32,
+    pub(super) service: ServiceId,
     pub(super) name: String,
     pub(super) labels: BTreeMap<String, String>,
     pub(super) behaviour: Behaviour,
-    pub(super) pods: Vec<u32>,
+    pub(super) pods: Vec<PodId>,
     pub(super) sidecar: bool,
     pub(super) server_mode: MtlsMode,
     pub(super) stream: Stream,
@@ -100,12 +103,12 @@ impl Mesh {
                 }
                 if svc.versions.iter().any(|&v| {
                     versions
-                        .get(v as usize)
+                        .get(v.0 as usize)
                         .is_some_and(|x: &Version| x.name == vc.name)
                 }) {
                     return Err(invalid(&what, "declared twice"));
                 }
-                let vid = versions.len() as u32;
+                let vid = VersionId(versions.len() as u32);
                 let mut labels = vc.labels.clone();
                 labels
                     .entry("app".into())
@@ -124,7 +127,7 @@ impl Mesh {
                     version: vc.name.clone(),
                 });
                 let mut v = Version {
-                    service: si as u32,
+                    service: ServiceId(si as u32),
                     name: vc.name.clone(),
                     labels,
                     behaviour: vc.behaviour.clone(),
@@ -135,7 +138,7 @@ impl Mesh {
                     stream: Stream::new(cfg.seed, &format!("pods/{}/{}", sc.name, vc.name)),
                 };
                 for _ in 0..vc.pods {
-                    v.pods.push(pods.len() as u32);
+                    v.pods.push(PodId(pods.len() as u32));
                     pods.push(new_pod(vid));
                 }
                 if vc.name == sc.primary {
@@ -155,8 +158,8 @@ impl Mesh {
             let service = services
                 .iter()
                 .position(|s| s.name == cc.target)
-                .ok_or_else(|| MeshError::UnknownService(cc.target.clone()))?
-                as u32;
+                .ok_or_else(|| MeshError::UnknownService(cc.target.clone()))?;
+            let service = ServiceId(service as u32);
             if !valid_rate(cc.rate) {
                 return Err(invalid(format!("client {}", cc.name), RATE_RULE));
             }
@@ -196,11 +199,11 @@ impl Mesh {
                 service,
                 rate: cc.rate,
                 shape: cc.shape,
-                cache: vec![NONE; profiles.len()],
+                cache: vec![None; profiles.len()],
                 profiles,
                 profile_total: total,
                 sidecar: cc.sidecar,
-                cache_epoch: NONE,
+                cache_epoch: None,
                 clusters: Vec::new(),
                 arrivals: Stream::new(cfg.seed, &format!("arrivals/{}", cc.name)),
                 routing: Stream::new(cfg.seed, &format!("routing/{}", cc.name)),
@@ -252,26 +255,26 @@ impl Mesh {
             cert_rng: Stream::new(cfg.seed, "certs"),
         };
         // One cluster per (client, version), as Istio builds one Envoy cluster per subset.
-        for c in 0..mesh.clients.len() {
-            let svc = mesh.clients[c].service as usize;
+        for c in (0..mesh.clients.len() as u32).map(ClientId) {
+            let svc = mesh.clients[c].service;
             let vs = mesh.services[svc].versions.clone();
             for v in vs {
-                let id = mesh.clusters.len() as u32;
-                let cluster = mesh.new_cluster(c as u32, v);
+                let id = ClusterId(mesh.clusters.len() as u32);
+                let cluster = mesh.new_cluster(c, v);
                 mesh.clusters.push(cluster);
                 mesh.clients[c].clusters.push(id);
             }
         }
-        for s in 0..mesh.services.len() {
-            mesh.reset_default_route(s as u32);
-            mesh.refresh_policies(s as u32);
+        for s in (0..mesh.services.len() as u32).map(ServiceId) {
+            mesh.reset_default_route(s);
+            mesh.refresh_policies(s);
         }
-        for i in 0..mesh.certs.len() {
-            mesh.schedule_rotation(i as u32);
+        for i in (0..mesh.certs.len() as u32).map(CertId) {
+            mesh.schedule_rotation(i);
         }
         mesh.q.schedule_at(cfg.scrape_interval, Ev::Scrape);
-        for c in 0..mesh.clients.len() {
-            mesh.arm_client(c as u32);
+        for c in (0..mesh.clients.len() as u32).map(ClientId) {
+            mesh.arm_client(c);
         }
         Ok(mesh)
     }

@@ -9,7 +9,7 @@ use super::event::Ev;
 use super::outlier::{Accrual, AccrualConfig, OutlierConfig, OutlierDetector};
 use super::pool::Conn;
 use super::tls::ClientTls;
-use super::{ClientId, Mesh, MeshError, VersionId};
+use super::{AttemptId, ClientId, ClusterId, Mesh, MeshError, ServiceId, VersionId};
 use crate::engine::{MILLIS, SECONDS, SimTime, Stream};
 use crate::manifest::{DestinationRule, TlsMode};
 use std::collections::VecDeque;
@@ -31,15 +31,15 @@ pub(super) struct ClusterPolicy {
 pub(super) struct Host {
     pub(super) active: u32,
     pub(super) conns: Vec<Conn>,
-    pub(super) pending: VecDeque<u32>,
+    pub(super) pending: VecDeque<AttemptId>,
     pub(super) ewma: f64,
     pub(super) ewma_at: SimTime,
     pub(super) accrual: Accrual,
 }
 
 pub(super) struct Cluster {
-    pub(super) client: u32,
-    pub(super) version: u32,
+    pub(super) client: ClientId,
+    pub(super) version: VersionId,
     pub(super) policy: ClusterPolicy,
     pub(super) hosts: Vec<Host>,
     pub(super) in_lb: Vec<u32>,
@@ -58,8 +58,8 @@ pub(super) struct Cluster {
 }
 
 impl Mesh {
-    pub(super) fn new_cluster(&self, client: u32, version: u32) -> Cluster {
-        let n = self.versions[version as usize].pods.len();
+    pub(super) fn new_cluster(&self, client: ClientId, version: VersionId) -> Cluster {
+        let n = self.versions[version].pods.len();
         Cluster {
             client,
             version,
@@ -76,7 +76,7 @@ impl Mesh {
             open_conns: 0,
             retries_active: 0,
             peak_retries: 0,
-            lb_rng: Stream::new(self.seed, &format!("lb/{}/{}", client, version)),
+            lb_rng: Stream::new(self.seed, &format!("lb/{}/{}", client.0, version.0)),
             scratch: Vec::new(),
         }
     }
@@ -99,21 +99,21 @@ impl Mesh {
         }
     }
 
-    pub(super) fn cluster_of(&self, client: u32, version: u32) -> Option<u32> {
+    pub(super) fn cluster_of(&self, client: ClientId, version: VersionId) -> Option<ClusterId> {
         self.clients
-            .get(client as usize)?
+            .get(client.0 as usize)?
             .clusters
             .iter()
             .copied()
-            .find(|&c| self.clusters[c as usize].version == version)
+            .find(|&c| self.clusters[c].version == version)
     }
 
-    pub(super) fn refresh_policies(&mut self, s: u32) {
-        let svc = &self.services[s as usize];
+    pub(super) fn refresh_policies(&mut self, s: ServiceId) {
+        let svc = &self.services[s];
         let accrual = svc.accrual;
         let mut updates = Vec::new();
         for (ci, cl) in self.clusters.iter().enumerate() {
-            if self.versions[cl.version as usize].service != s {
+            if self.versions[cl.version].service != s {
                 continue;
             }
             let tp = match svc.subset_policy.get(&cl.version) {
@@ -150,8 +150,8 @@ impl Mesh {
                     let mut d = OutlierDetector::new(cfg, n);
                     for (h, host) in self.clusters[ci].hosts.iter().enumerate() {
                         let _ = host;
-                        let pod = self.versions[self.clusters[ci].version as usize].pods[h];
-                        if self.pods[pod as usize].removed {
+                        let pod = self.versions[self.clusters[ci].version].pods[h];
+                        if self.pods[pod].removed {
                             d.remove_host(h);
                         }
                     }
@@ -173,9 +173,10 @@ impl Mesh {
                 cl.tick_armed = true;
             }
             if let (true, Some(i)) = (arm, interval) {
-                self.q.schedule_in(i, Ev::OdTick(ci as u32));
+                let cluster = ClusterId(ci as u32);
+                self.q.schedule_in(i, Ev::OdTick { cluster });
             }
-            self.rebuild_candidates(ci as u32);
+            self.rebuild_candidates(ClusterId(ci as u32));
         }
     }
 
@@ -188,22 +189,22 @@ impl Mesh {
         cfg: OutlierConfig,
     ) -> Result<(), MeshError> {
         let ci = self
-            .cluster_of(client.0, v.0)
+            .cluster_of(client, v)
             .ok_or(MeshError::UnknownClient(client.0))?;
         let interval = cfg.interval.max(1);
-        let n = self.clusters[ci as usize].hosts.len();
-        self.clusters[ci as usize].od = Some(OutlierDetector::new(cfg, n));
-        if !self.clusters[ci as usize].tick_armed {
-            self.clusters[ci as usize].tick_armed = true;
-            self.q.schedule_in(interval, Ev::OdTick(ci));
+        let n = self.clusters[ci].hosts.len();
+        self.clusters[ci].od = Some(OutlierDetector::new(cfg, n));
+        if !self.clusters[ci].tick_armed {
+            self.clusters[ci].tick_armed = true;
+            self.q.schedule_in(interval, Ev::OdTick { cluster: ci });
         }
         self.rebuild_candidates(ci);
         Ok(())
     }
 
-    pub(super) fn on_od_tick(&mut self, ci: u32) {
+    pub(super) fn on_od_tick(&mut self, ci: ClusterId) {
         let now = self.now();
-        let cl = &mut self.clusters[ci as usize];
+        let cl = &mut self.clusters[ci];
         let Some(od) = cl.od.as_mut() else {
             cl.tick_armed = false;
             return;
@@ -211,8 +212,8 @@ impl Mesh {
         let change = od.tick(now, &mut self.od_rng);
         let interval = od.cfg.interval;
         let (c, v) = (cl.client, cl.version);
-        self.q.schedule_in(interval, Ev::OdTick(ci));
-        let pc = self.telemetry.proxy_mut(c, v);
+        self.q.schedule_in(interval, Ev::OdTick { cluster: ci });
+        let pc = self.telemetry.proxy_mut(c.0, v.0);
         pc.ejections_enforced += u64::from(change.ejected);
         pc.ejections_overflow += u64::from(change.overflow);
         pc.ejections_detected += u64::from(change.detected);
@@ -248,15 +249,13 @@ impl Mesh {
             ));
             return;
         };
-        self.services[s as usize].policy = dr.traffic_policy.clone();
-        self.services[s as usize].subset_policy.clear();
+        self.services[s].policy = dr.traffic_policy.clone();
+        self.services[s].subset_policy.clear();
         for sub in &dr.subsets {
             match self.resolve_subset(s, &sub.name, Some(&sub.labels)) {
                 Some(v) => {
                     if let Some(tp) = &sub.traffic_policy {
-                        self.services[s as usize]
-                            .subset_policy
-                            .insert(v, tp.clone());
+                        self.services[s].subset_policy.insert(v, tp.clone());
                     }
                 }
                 None => warnings.push(format!(

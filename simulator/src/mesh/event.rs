@@ -3,29 +3,52 @@
 //! they were scheduled, so an event for a slot that was freed and reused meanwhile is ignored, the
 //! way Envoy cancels a timer when its stream ends.
 
-use super::Mesh;
+use super::{AttemptId, CertId, ClientId, ClusterId, Mesh, PodId, RequestId};
 use crate::engine::SimTime;
 use crate::telemetry::flags;
 
+/// An event on the virtual clock. `tag` is the generation of the attempt's or request's slot
+/// when the event was scheduled; `epoch` the pod's life (it grows on every crash and restart).
 #[derive(Clone, Copy, Debug)]
 pub(super) enum Ev {
-    Arrival(u32),
-    AtPod(u32, u32),
-    Done(u32, u32),
-    Response(u32, u32),
-    Fail(u32, u32, u16),
-    PerTry(u32, u32),
-    RouteTimeout(u32, u32),
-    Retry(u32, u32),
-    FaultDelay(u32, u32),
-    StreamIdle(u32, u32),
-    OdTick(u32),
+    /// The client's next request arrives (and schedules the one after).
+    Arrival { client: ClientId },
+    /// The attempt reaches its pod through both sidecars.
+    AtPod { attempt: AttemptId, tag: u32 },
+    /// The pod has served the attempt.
+    Done { attempt: AttemptId, tag: u32 },
+    /// The attempt's response is back at the client's proxy.
+    Response { attempt: AttemptId, tag: u32 },
+    /// The attempt fails locally with these response flags (connect failure, reset, ...).
+    Fail {
+        attempt: AttemptId,
+        tag: u32,
+        flags: u16,
+    },
+    /// The route's per-try timeout of the attempt expires.
+    PerTry { attempt: AttemptId, tag: u32 },
+    /// Envoy's stream idle timeout ends an attempt a black-holed pod never answers.
+    StreamIdle { attempt: AttemptId, tag: u32 },
+    /// The route's timeout of the request expires.
+    RouteTimeout { request: RequestId, tag: u32 },
+    /// The request's retry backoff is over.
+    Retry { request: RequestId, tag: u32 },
+    /// The request's injected delay is over.
+    FaultDelay { request: RequestId, tag: u32 },
+    /// Outlier detection's periodic sweep of a cluster.
+    OdTick { cluster: ClusterId },
+    /// Telemetry takes its periodic snapshot (as Prometheus scrapes).
     Scrape,
-    Action(u32),
-    EndpointIn(u32, u32),
-    EndpointOut(u32, u32),
-    Restart(u32, u32),
-    CertRotate(u32),
+    /// A scheduled [`Action`](super::Action), by its index in the mesh's list.
+    Action { index: u32 },
+    /// The pod joins its clients' endpoint sets.
+    EndpointIn { pod: PodId, epoch: u32 },
+    /// The pod leaves its clients' endpoint sets.
+    EndpointOut { pod: PodId, epoch: u32 },
+    /// A crashed pod starts again.
+    Restart { pod: PodId, epoch: u32 },
+    /// The workload's agent renews its certificate.
+    CertRotate { cert: CertId },
 }
 
 impl Mesh {
@@ -37,101 +60,68 @@ impl Mesh {
         self.q.advance_to(t);
     }
 
-    pub(super) fn handle(&mut self, ev: Ev) {
+    fn handle(&mut self, ev: Ev) {
+        let attempt_is = |m: &Mesh, a: AttemptId, tag: u32| m.atts[a].tag == tag;
+        let live_request =
+            |m: &Mesh, r: RequestId, tag: u32| m.reqs[r].tag == tag && m.reqs[r].live;
         match ev {
-            Ev::Arrival(c) => self.on_arrival(c),
-            Ev::AtPod(a, g) => {
-                if self.atts[a as usize].tag == g {
-                    self.on_at_pod(a);
-                }
+            Ev::Arrival { client } => self.on_arrival(client),
+            Ev::AtPod { attempt, tag } if attempt_is(self, attempt, tag) => self.on_at_pod(attempt),
+            Ev::Done { attempt, tag } if attempt_is(self, attempt, tag) => self.on_done(attempt),
+            Ev::Response { attempt, tag } if attempt_is(self, attempt, tag) => {
+                self.on_response(attempt)
             }
-            Ev::Done(a, g) => {
-                if self.atts[a as usize].tag == g {
-                    self.on_done(a);
-                }
+            Ev::Fail {
+                attempt,
+                tag,
+                flags,
+            } if attempt_is(self, attempt, tag) => self.on_fail(attempt, flags),
+            Ev::PerTry { attempt, tag }
+                if attempt_is(self, attempt, tag) && !self.atts[attempt].cancelled =>
+            {
+                self.telemetry_proxy(attempt).timeouts += 1;
+                self.cancel_attempt(attempt, 504, flags::UT);
             }
-            Ev::Response(a, g) => {
-                if self.atts[a as usize].tag == g {
-                    self.on_response(a);
-                }
+            Ev::StreamIdle { attempt, tag }
+                if attempt_is(self, attempt, tag) && !self.atts[attempt].cancelled =>
+            {
+                self.cancel_attempt(attempt, 504, flags::UT);
             }
-            Ev::Fail(a, g, f) => {
-                if self.atts[a as usize].tag == g {
-                    self.on_fail(a, f);
-                }
+            Ev::RouteTimeout { request, tag } if live_request(self, request, tag) => {
+                self.on_route_timeout(request)
             }
-            Ev::PerTry(a, g) => {
-                if self.atts[a as usize].tag == g && !self.atts[a as usize].cancelled {
-                    self.telemetry_proxy(a).timeouts += 1;
-                    self.cancel_attempt(a, 504, flags::UT);
-                }
+            Ev::Retry { request, tag } if live_request(self, request, tag) => {
+                self.start_attempt(request)
             }
-            Ev::StreamIdle(a, g) => {
-                if self.atts[a as usize].tag == g && !self.atts[a as usize].cancelled {
-                    self.cancel_attempt(a, 504, flags::UT);
-                }
+            Ev::FaultDelay { request, tag } if live_request(self, request, tag) => {
+                self.forward(request)
             }
-            Ev::RouteTimeout(r, g) => {
-                if self.reqs[r as usize].tag == g && self.reqs[r as usize].live {
-                    self.on_route_timeout(r);
-                }
-            }
-            Ev::Retry(r, g) => {
-                if self.reqs[r as usize].tag == g && self.reqs[r as usize].live {
-                    self.start_attempt(r);
-                }
-            }
-            Ev::FaultDelay(r, g) => {
-                if self.reqs[r as usize].tag == g && self.reqs[r as usize].live {
-                    self.forward(r);
-                }
-            }
-            Ev::OdTick(ci) => self.on_od_tick(ci),
+            Ev::OdTick { cluster } => self.on_od_tick(cluster),
             Ev::Scrape => {
                 let now = self.now();
                 self.telemetry.scrape(now);
                 self.q
                     .schedule_in(self.telemetry.scrape_interval(), Ev::Scrape);
             }
-            Ev::Action(i) => {
-                if let Some(a) = self.actions[i as usize].take() {
+            Ev::Action { index } => {
+                if let Some(a) = self.actions[index as usize].take() {
                     self.do_action(a);
                 }
             }
-            Ev::EndpointIn(p, e) => {
-                let pod = &mut self.pods[p as usize];
-                if pod.epoch == e && pod.alive && !pod.removed && !pod.in_lb {
-                    pod.in_lb = true;
-                    let v = pod.version;
-                    self.endpoints_changed(v);
-                }
-            }
-            Ev::EndpointOut(p, e) => {
-                let pod = &mut self.pods[p as usize];
-                if pod.epoch == e && pod.in_lb {
-                    pod.in_lb = false;
-                    let v = pod.version;
-                    self.endpoints_changed(v);
-                }
-            }
-            Ev::Restart(p, e) => {
-                let pod = &mut self.pods[p as usize];
-                if pod.epoch == e && !pod.alive {
-                    pod.alive = true;
-                    pod.epoch += 1;
-                    let epoch = pod.epoch;
-                    self.q
-                        .schedule_in(self.net.endpoint_delay, Ev::EndpointIn(p, epoch));
-                }
-            }
-            Ev::CertRotate(i) => {
-                if self.certs[i as usize].rotating {
-                    self.stats.cert_rotations += 1;
-                    self.certs[i as usize].expires_at =
-                        self.now().saturating_add(self.certs_cfg.ttl);
-                    self.schedule_rotation(i);
-                }
-            }
+            Ev::EndpointIn { pod, epoch } => self.on_endpoint_in(pod, epoch),
+            Ev::EndpointOut { pod, epoch } => self.on_endpoint_out(pod, epoch),
+            Ev::Restart { pod, epoch } => self.on_restart(pod, epoch),
+            Ev::CertRotate { cert } => self.on_cert_rotate(cert),
+            // A stale event: its attempt or request has ended (and its slot may be reused).
+            Ev::AtPod { .. }
+            | Ev::Done { .. }
+            | Ev::Response { .. }
+            | Ev::Fail { .. }
+            | Ev::PerTry { .. }
+            | Ev::StreamIdle { .. }
+            | Ev::RouteTimeout { .. }
+            | Ev::Retry { .. }
+            | Ev::FaultDelay { .. } => {}
         }
     }
 }

@@ -5,8 +5,8 @@
 //! then routed as usual. Faults of pods themselves (crashes, black holes, slow nodes) are the
 //! harness's actions, modelled with the pods.
 
-use super::Mesh;
 use super::event::Ev;
+use super::{Mesh, RequestId, RuleId};
 use crate::engine::{SimTime, Stream};
 use crate::manifest::FaultInjection;
 use crate::telemetry::flags;
@@ -41,8 +41,8 @@ pub(super) fn inject(fault: &FaultInjection, rng: &mut Stream) -> Injected {
 impl Mesh {
     /// Applies the fault of the request's rule, if any. Returns true when the request was
     /// aborted or delayed (so it is not forwarded now).
-    pub(super) fn inject_fault(&mut self, req: u32, rule: u32) -> bool {
-        let Some(fault) = &self.rules[rule as usize].fault else {
+    pub(super) fn inject_fault(&mut self, req: RequestId, rule: RuleId) -> bool {
+        let Some(fault) = &self.rules[rule].fault else {
             return false;
         };
         match inject(fault, &mut self.fault_rng) {
@@ -51,10 +51,16 @@ impl Mesh {
                 true
             }
             Injected::Delay(delay) => {
-                let r = &mut self.reqs[req as usize];
+                let r = &mut self.reqs[req];
                 r.flags |= flags::DI;
                 let g = r.tag;
-                self.q.schedule_in(delay, Ev::FaultDelay(req, g));
+                self.q.schedule_in(
+                    delay,
+                    Ev::FaultDelay {
+                        request: req,
+                        tag: g,
+                    },
+                );
                 true
             }
             Injected::Nothing => false,

@@ -98,7 +98,47 @@ use request::{Attempt, Client, Request};
 use routes::RouteRule;
 use tls::Cert;
 
-const NONE: u32 = u32::MAX;
+/// Internal ids: each indexes its own vector of the mesh (`mesh.pods[pod]`), so an id of one
+/// kind cannot index another's.
+macro_rules! ids {
+    ($($(#[$doc:meta])* $id:ident => $elem:ty;)*) => {$(
+        $(#[$doc])*
+        #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+        struct $id(u32);
+        ids!(@index $id => $elem);
+    )*};
+    (@index $id:ty => $elem:ty) => {
+        impl std::ops::Index<$id> for Vec<$elem> {
+            type Output = $elem;
+            fn index(&self, i: $id) -> &$elem {
+                &self[i.0 as usize]
+            }
+        }
+        impl std::ops::IndexMut<$id> for Vec<$elem> {
+            fn index_mut(&mut self, i: $id) -> &mut $elem {
+                &mut self[i.0 as usize]
+            }
+        }
+    };
+}
+
+ids! {
+    /// A pod (across all versions; scaled-away pods keep theirs).
+    PodId => Pod;
+    /// An Envoy cluster: one per (client, version).
+    ClusterId => Cluster;
+    /// A compiled route rule.
+    RuleId => RouteRule;
+    /// A slot for a client request in flight (reused once it completes).
+    RequestId => Request;
+    /// A slot for an upstream attempt in flight (reused once it ends).
+    AttemptId => Attempt;
+    /// A workload's certificate: clients first, then versions.
+    CertId => Cert;
+}
+ids!(@index ServiceId => Service);
+ids!(@index VersionId => Version);
+ids!(@index ClientId => Client);
 
 /// Index of a service.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -208,17 +248,24 @@ pub struct Mesh {
     clusters: Vec<Cluster>,
     rules: Vec<RouteRule>,
     reqs: Vec<Request>,
-    free_reqs: Vec<u32>,
+    free_reqs: Vec<RequestId>,
     atts: Vec<Attempt>,
-    free_atts: Vec<u32>,
+    free_atts: Vec<AttemptId>,
     certs: Vec<Cert>,
     actions: Vec<Option<Action>>,
     peer_auth: Vec<PeerAuthentication>,
-    subset_labels: Vec<(u32, String, BTreeMap<String, String>)>,
+    subset_labels: Vec<(ServiceId, String, BTreeMap<String, String>)>,
     telemetry: Telemetry,
     stats: RunStats,
     mirror_rng: Stream,
     od_rng: Stream,
     fault_rng: Stream,
     cert_rng: Stream,
+}
+
+impl Mesh {
+    /// Every cluster, in creation order.
+    fn cluster_ids(&self) -> impl Iterator<Item = ClusterId> + use<> {
+        (0..self.clusters.len() as u32).map(ClusterId)
+    }
 }

@@ -24,11 +24,11 @@ impl Mesh {
     /// Version of a service by name.
     pub fn version_id(&self, service: &str, version: &str) -> Option<VersionId> {
         let s = self.service_id(service)?;
-        self.services[s.0 as usize]
+        self.services[s]
             .versions
             .iter()
-            .find(|&&v| self.versions[v as usize].name == version)
-            .map(|&v| VersionId(v))
+            .find(|&&v| self.versions[v].name == version)
+            .copied()
     }
 
     /// Client by workload name.
@@ -44,15 +44,13 @@ impl Mesh {
     pub fn versions_of(&self, service: ServiceId) -> Vec<VersionId> {
         self.services
             .get(service.0 as usize)
-            .map_or_else(Vec::new, |s| {
-                s.versions.iter().map(|&v| VersionId(v)).collect()
-            })
+            .map_or_else(Vec::new, |s| s.versions.clone())
     }
 
     /// The primary and canary versions of a service, when it has versions with those names.
     pub fn primary_canary(&self, service: ServiceId) -> Option<(VersionId, VersionId)> {
         let s = self.services.get(service.0 as usize)?;
-        Some((VersionId(s.primary?), VersionId(s.canary?)))
+        Some((s.primary?, s.canary?))
     }
 
     /// Name of a version.
@@ -70,36 +68,28 @@ impl Mesh {
         self.versions.get(v.0 as usize).map_or(0, |x| {
             x.pods
                 .iter()
-                .filter(|&&p| !self.pods[p as usize].removed && self.pods[p as usize].alive)
+                .filter(|&&p| !self.pods[p].removed && self.pods[p].alive)
                 .count() as u32
         })
     }
 
     /// Hosts of (client, version) currently ejected by outlier detection.
     pub fn ejected_hosts(&self, client: ClientId, v: VersionId) -> u32 {
-        self.cluster_of(client.0, v.0)
-            .and_then(|c| {
-                self.clusters[c as usize]
-                    .od
-                    .as_ref()
-                    .map(|o| o.ejected_count())
-            })
+        self.cluster_of(client, v)
+            .and_then(|c| self.clusters[c].od.as_ref().map(|o| o.ejected_count()))
             .unwrap_or(0)
     }
 
     /// Highest number of retries in flight at once from `client` to `v` so far.
     pub fn peak_retries_in_flight(&self, client: ClientId, v: VersionId) -> u32 {
-        self.cluster_of(client.0, v.0)
-            .map_or(0, |c| self.clusters[c as usize].peak_retries)
+        self.cluster_of(client, v)
+            .map_or(0, |c| self.clusters[c].peak_retries)
     }
 
     /// Requests each pod of a version has served so far, in pod order (scaled-away pods included).
     pub fn pod_requests(&self, v: VersionId) -> Vec<u64> {
         self.versions.get(v.0 as usize).map_or_else(Vec::new, |x| {
-            x.pods
-                .iter()
-                .map(|&p| self.pods[p as usize].served)
-                .collect()
+            x.pods.iter().map(|&p| self.pods[p].served).collect()
         })
     }
 
@@ -112,8 +102,8 @@ impl Mesh {
 
     /// Upstream requests in flight from `client` to `v`, and retries in flight.
     pub fn in_flight(&self, client: ClientId, v: VersionId) -> (u32, u32) {
-        self.cluster_of(client.0, v.0).map_or((0, 0), |c| {
-            let c = &self.clusters[c as usize];
+        self.cluster_of(client, v).map_or((0, 0), |c| {
+            let c = &self.clusters[c];
             (c.active_requests, c.retries_active)
         })
     }

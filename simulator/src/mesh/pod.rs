@@ -4,23 +4,23 @@
 //! Crashes reset connections and fail requests in flight; a restarted pod comes back with a new
 //! epoch; scaling a version adds pods or removes the newest first, as a ReplicaSet does.
 
-use super::Mesh;
 use super::cluster::new_host;
 use super::event::Ev;
 use super::request::Stage;
+use super::{AttemptId, Mesh, PodId, VersionId};
 use crate::engine::SimTime;
 use crate::telemetry::{Reporter, flags};
 use std::collections::VecDeque;
 
 pub(super) struct Pod {
-    pub(super) version: u32,
+    pub(super) version: VersionId,
     pub(super) alive: bool,
     pub(super) black_hole: bool,
     pub(super) in_lb: bool,
     pub(super) removed: bool,
     pub(super) busy: u32,
-    pub(super) queue: VecDeque<u32>,
-    pub(super) in_service: Vec<u32>,
+    pub(super) queue: VecDeque<AttemptId>,
+    pub(super) in_service: Vec<AttemptId>,
     pub(super) epoch: u32,
     pub(super) error_rate: Option<f64>,
     pub(super) slowdown: f64,
@@ -28,41 +28,79 @@ pub(super) struct Pod {
 }
 
 impl Mesh {
-    pub(super) fn on_at_pod(&mut self, a: u32) {
-        let now = self.now();
-        let p = self.atts[a as usize].pod;
-        let pod = &mut self.pods[p as usize];
-        if !pod.alive {
-            let g = self.atts[a as usize].tag;
+    pub(super) fn on_endpoint_in(&mut self, p: PodId, epoch: u32) {
+        let pod = &mut self.pods[p];
+        if pod.epoch == epoch && pod.alive && !pod.removed && !pod.in_lb {
+            pod.in_lb = true;
+            let v = pod.version;
+            self.endpoints_changed(v);
+        }
+    }
+
+    pub(super) fn on_endpoint_out(&mut self, p: PodId, epoch: u32) {
+        let pod = &mut self.pods[p];
+        if pod.epoch == epoch && pod.in_lb {
+            pod.in_lb = false;
+            let v = pod.version;
+            self.endpoints_changed(v);
+        }
+    }
+
+    pub(super) fn on_restart(&mut self, p: PodId, epoch: u32) {
+        let pod = &mut self.pods[p];
+        if pod.epoch == epoch && !pod.alive {
+            pod.alive = true;
+            pod.epoch += 1;
+            let epoch = pod.epoch;
             self.q
-                .schedule_in(self.net.one_way, Ev::Fail(a, g, flags::UC));
+                .schedule_in(self.net.endpoint_delay, Ev::EndpointIn { pod: p, epoch });
+        }
+    }
+
+    pub(super) fn on_at_pod(&mut self, a: AttemptId) {
+        let now = self.now();
+        let p = self.atts[a].pod;
+        let pod = &mut self.pods[p];
+        if !pod.alive {
+            let g = self.atts[a].tag;
+            self.q.schedule_in(
+                self.net.one_way,
+                Ev::Fail {
+                    attempt: a,
+                    tag: g,
+                    flags: flags::UC,
+                },
+            );
             return;
         }
         if pod.black_hole {
-            let at = &mut self.atts[a as usize];
+            let at = &mut self.atts[a];
             at.stage = Stage::Dropped;
-            if at.mirror {
+            let Some(req) = at.req else {
+                // A mirrored copy: nobody waits for it.
                 self.free_att(a);
                 return;
-            }
+            };
             let has_timeout = {
-                let r = &self.reqs[at.req as usize];
-                let rule = &self.rules[r.rule as usize];
+                let r = &self.reqs[req];
+                let rule = &self.rules[r.rule];
                 rule.timeout.is_some() || rule.retry.per_try_timeout.is_some()
             };
             if !has_timeout {
                 let g = at.tag;
-                self.q
-                    .schedule_in(self.net.stream_idle_timeout, Ev::StreamIdle(a, g));
+                self.q.schedule_in(
+                    self.net.stream_idle_timeout,
+                    Ev::StreamIdle { attempt: a, tag: g },
+                );
             }
             return;
         }
         let epoch = pod.epoch;
-        let at = &mut self.atts[a as usize];
+        let at = &mut self.atts[a];
         at.stage = Stage::AtPod;
         at.at_pod = now;
         at.pod_epoch = epoch;
-        let ver = &mut self.versions[pod.version as usize];
+        let ver = &mut self.versions[pod.version];
         ver.queue_stats.arrivals += 1;
         if pod.busy >= ver.behaviour.workers || !pod.queue.is_empty() {
             ver.queue_stats.queued += 1;
@@ -71,11 +109,11 @@ impl Mesh {
         self.start_work(p);
     }
 
-    pub(super) fn start_work(&mut self, p: u32) {
+    pub(super) fn start_work(&mut self, p: PodId) {
         let now = self.now();
         loop {
-            let pod = &mut self.pods[p as usize];
-            let ver = &mut self.versions[pod.version as usize];
+            let pod = &mut self.pods[p];
+            let ver = &mut self.versions[pod.version];
             if !pod.alive || pod.busy >= ver.behaviour.workers {
                 return;
             }
@@ -85,20 +123,21 @@ impl Mesh {
             pod.busy += 1;
             pod.in_service.push(a);
             ver.queue_stats.started += 1;
-            ver.queue_stats.total_wait += u128::from(now - self.atts[a as usize].at_pod);
+            ver.queue_stats.total_wait += u128::from(now - self.atts[a].at_pod);
             let mut st = ver.behaviour.service_time.sample(&mut ver.stream);
             if pod.slowdown != 1.0 {
                 st = (st as f64 * pod.slowdown) as SimTime;
             }
-            let g = self.atts[a as usize].tag;
-            self.q.schedule_at(now.saturating_add(st), Ev::Done(a, g));
+            let g = self.atts[a].tag;
+            self.q
+                .schedule_at(now.saturating_add(st), Ev::Done { attempt: a, tag: g });
         }
     }
 
-    pub(super) fn on_done(&mut self, a: u32) {
+    pub(super) fn on_done(&mut self, a: AttemptId) {
         let now = self.now();
-        let at = self.atts[a as usize];
-        let pod = &mut self.pods[at.pod as usize];
+        let at = self.atts[a];
+        let pod = &mut self.pods[at.pod];
         if pod.epoch != at.pod_epoch {
             return; // the pod crashed meanwhile; the crash already failed this attempt
         }
@@ -107,73 +146,78 @@ impl Mesh {
         if let Some(i) = pod.in_service.iter().position(|&x| x == a) {
             pod.in_service.swap_remove(i);
         }
-        let ver = &mut self.versions[pod.version as usize];
+        let ver = &mut self.versions[pod.version];
         let rate = pod.error_rate.unwrap_or(ver.behaviour.error_rate);
         let code = if ver.stream.chance(rate) {
             ver.behaviour.error_code
         } else {
             200
         };
-        let source = if at.mirror {
-            self.clusters[at.cluster as usize].client
-        } else {
-            self.reqs[at.req as usize].client
+        let source = match at.req {
+            Some(req) => self.reqs[req].client,
+            None => self.clusters[at.cluster].client,
         };
         let version = pod.version;
         self.telemetry.record(
             Reporter::Destination,
-            source,
-            version,
+            source.0,
+            version.0,
             code,
             0,
             now - at.at_pod + self.net.sidecar_latency,
         );
         self.start_work(at.pod);
-        if at.mirror {
+        if at.is_mirror() {
             self.free_att(a);
             return;
         }
-        let at = &mut self.atts[a as usize];
+        let at = &mut self.atts[a];
         at.code = code;
         at.stage = Stage::Returning;
         let g = at.tag;
         self.q.schedule_in(
             self.net.one_way + 2 * self.net.sidecar_latency,
-            Ev::Response(a, g),
+            Ev::Response { attempt: a, tag: g },
         );
     }
 
-    pub(super) fn crash(&mut self, p: u32) {
+    pub(super) fn crash(&mut self, p: PodId) {
         let now = self.now();
-        let pod = &mut self.pods[p as usize];
+        let pod = &mut self.pods[p];
         if !pod.alive {
             return;
         }
         pod.alive = false;
         pod.busy = 0;
-        let mut victims: Vec<u32> = pod.queue.drain(..).collect();
+        let mut victims: Vec<AttemptId> = pod.queue.drain(..).collect();
         victims.append(&mut pod.in_service);
         pod.epoch += 1;
         let epoch = pod.epoch;
         let v = pod.version;
         // In-flight requests see the connection reset.
         for a in victims {
-            let at = &mut self.atts[a as usize];
-            if at.mirror {
+            let at = &mut self.atts[a];
+            if at.is_mirror() {
                 self.free_att(a);
                 continue;
             }
             at.pod_epoch = u32::MAX;
             let g = at.tag;
-            self.q
-                .schedule_at(now + self.net.one_way, Ev::Fail(a, g, flags::UC));
+            self.q.schedule_at(
+                now + self.net.one_way,
+                Ev::Fail {
+                    attempt: a,
+                    tag: g,
+                    flags: flags::UC,
+                },
+            );
         }
-        let h = self.versions[v as usize]
+        let h = self.versions[v]
             .pods
             .iter()
             .position(|&x| x == p)
             .unwrap_or(0);
-        for ci in 0..self.clusters.len() {
+        for ci in self.cluster_ids() {
             if self.clusters[ci].version != v {
                 continue;
             }
@@ -185,35 +229,44 @@ impl Mesh {
                 closed += 1;
             }
             cl.open_conns -= closed;
-            let waiting: Vec<u32> = cl.hosts[h].pending.drain(..).collect();
+            let waiting: Vec<AttemptId> = cl.hosts[h].pending.drain(..).collect();
             cl.pending -= waiting.len() as u32;
-            self.telemetry.proxy_mut(client, version).connections_closed += u64::from(closed);
+            self.telemetry
+                .proxy_mut(client.0, version.0)
+                .connections_closed += u64::from(closed);
             for a in waiting {
-                let g = self.atts[a as usize].tag;
-                self.atts[a as usize].stage = Stage::Wire;
-                self.q.schedule_at(now, Ev::Fail(a, g, flags::UF));
+                let g = self.atts[a].tag;
+                self.atts[a].stage = Stage::Wire;
+                self.q.schedule_at(
+                    now,
+                    Ev::Fail {
+                        attempt: a,
+                        tag: g,
+                        flags: flags::UF,
+                    },
+                );
             }
         }
         self.q
-            .schedule_in(self.net.endpoint_delay, Ev::EndpointOut(p, epoch));
+            .schedule_in(self.net.endpoint_delay, Ev::EndpointOut { pod: p, epoch });
     }
 
-    pub(super) fn scale(&mut self, v: u32, target: u32) {
-        let live: Vec<u32> = self.versions[v as usize]
+    pub(super) fn scale(&mut self, v: VersionId, target: u32) {
+        let live: Vec<PodId> = self.versions[v]
             .pods
             .iter()
             .copied()
-            .filter(|&p| !self.pods[p as usize].removed)
+            .filter(|&p| !self.pods[p].removed)
             .collect();
         let n = live.len() as u32;
         if target > n {
             for _ in n..target {
-                let p = self.pods.len() as u32;
+                let p = PodId(self.pods.len() as u32);
                 self.pods.push(Pod {
                     in_lb: false,
                     ..new_pod(v)
                 });
-                self.versions[v as usize].pods.push(p);
+                self.versions[v].pods.push(p);
                 for ci in 0..self.clusters.len() {
                     if self.clusters[ci].version == v {
                         self.clusters[ci].hosts.push(new_host());
@@ -223,14 +276,14 @@ impl Mesh {
                     }
                 }
                 self.q
-                    .schedule_in(self.net.endpoint_delay, Ev::EndpointIn(p, 0));
+                    .schedule_in(self.net.endpoint_delay, Ev::EndpointIn { pod: p, epoch: 0 });
             }
         } else {
             // Remove the newest pods first, as a ReplicaSet scale-down usually does.
             for &p in live.iter().rev().take((n - target) as usize) {
-                self.pods[p as usize].removed = true;
-                self.pods[p as usize].in_lb = false;
-                let h = self.versions[v as usize]
+                self.pods[p].removed = true;
+                self.pods[p].in_lb = false;
+                let h = self.versions[v]
                     .pods
                     .iter()
                     .position(|&x| x == p)
@@ -245,14 +298,14 @@ impl Mesh {
             }
             self.endpoints_changed(v);
         }
-        let s = self.versions[v as usize].service;
-        if !self.services[s as usize].explicit_route {
+        let s = self.versions[v].service;
+        if !self.services[s].explicit_route {
             self.reset_default_route(s);
         }
     }
 }
 
-pub(super) fn new_pod(version: u32) -> Pod {
+pub(super) fn new_pod(version: VersionId) -> Pod {
     Pod {
         version,
         alive: true,

@@ -8,7 +8,7 @@
 use super::event::Ev;
 use super::request::Stage;
 use super::tls::{Handshake, Peers, handshake};
-use super::{Mesh, NONE};
+use super::{AttemptId, ClusterId, Mesh, VersionId};
 use crate::engine::SimTime;
 use crate::telemetry::flags;
 
@@ -24,12 +24,26 @@ pub(super) struct Conn {
 }
 
 impl Mesh {
+    /// Takes a waiting attempt out of its host's pending queue (it timed out there).
+    pub(super) fn unqueue_pending(&mut self, a: AttemptId) {
+        let at = self.atts[a];
+        if at.stage != Stage::Pending {
+            return;
+        }
+        let cl = &mut self.clusters[at.cluster];
+        let q = &mut cl.hosts[at.host as usize].pending;
+        if let Some(i) = q.iter().position(|&x| x == a) {
+            q.remove(i);
+            cl.pending -= 1;
+        }
+    }
+
     /// Sends attempt `a` on a usable connection of its host, opening one if the limits allow.
     /// Returns false when it has to wait.
-    pub(super) fn try_dispatch(&mut self, a: u32) -> bool {
+    pub(super) fn try_dispatch(&mut self, a: AttemptId) -> bool {
         let now = self.now();
-        let at = self.atts[a as usize];
-        let ci = at.cluster as usize;
+        let at = self.atts[a];
+        let ci = at.cluster;
         let (client, version) = (self.clusters[ci].client, self.clusters[ci].version);
         let policy_streams = if self.clusters[ci].policy.http2 {
             u32::MAX
@@ -57,7 +71,9 @@ impl Mesh {
         }
         if closed > 0 {
             self.clusters[ci].open_conns -= closed;
-            self.telemetry.proxy_mut(client, version).connections_closed += u64::from(closed);
+            self.telemetry
+                .proxy_mut(client.0, version.0)
+                .connections_closed += u64::from(closed);
         }
         let depart = if let Some(i) = found {
             let c = &mut self.clusters[ci].hosts[at.host as usize].conns[i];
@@ -66,8 +82,8 @@ impl Mesh {
             if per_conn > 0 && c.served >= per_conn {
                 c.closing = true;
             }
-            let at = &mut self.atts[a as usize];
-            at.conn = i as u32;
+            let at = &mut self.atts[a];
+            at.conn = Some(i as u32);
             at.conn_gen = c.tag;
             c.ready_at.max(now)
         } else if self.clusters[ci].open_conns < self.clusters[ci].policy.max_connections
@@ -80,19 +96,19 @@ impl Mesh {
         } else {
             return false;
         };
-        let at = &mut self.atts[a as usize];
+        let at = &mut self.atts[a];
         at.stage = Stage::Wire;
         let g = at.tag;
         self.q.schedule_at(
             depart + self.net.one_way + 2 * self.net.sidecar_latency,
-            Ev::AtPod(a, g),
+            Ev::AtPod { attempt: a, tag: g },
         );
         true
     }
 
     /// At the connection limit, idle keep-alive connections to other hosts would starve this
     /// host's requests; close one (the first found, for determinism) to make room.
-    pub(super) fn close_idle_conn(&mut self, ci: usize, now: SimTime) -> bool {
+    pub(super) fn close_idle_conn(&mut self, ci: ClusterId, now: SimTime) -> bool {
         let cl = &mut self.clusters[ci];
         for host in cl.hosts.iter_mut() {
             if let Some(c) = host
@@ -103,7 +119,9 @@ impl Mesh {
                 c.open = false;
                 cl.open_conns -= 1;
                 let (client, version) = (cl.client, cl.version);
-                self.telemetry.proxy_mut(client, version).connections_closed += 1;
+                self.telemetry
+                    .proxy_mut(client.0, version.0)
+                    .connections_closed += 1;
                 return true;
             }
         }
@@ -112,21 +130,21 @@ impl Mesh {
 
     /// Opens a connection for attempt `a`. Returns when it is ready, or None after scheduling
     /// the attempt's failure (refused, timed out, mTLS mismatch, expired certificate).
-    pub(super) fn open_conn(&mut self, a: u32) -> Option<SimTime> {
+    pub(super) fn open_conn(&mut self, a: AttemptId) -> Option<SimTime> {
         let now = self.now();
-        let at = self.atts[a as usize];
-        let ci = at.cluster as usize;
+        let at = self.atts[a];
+        let ci = at.cluster;
         let (client, version) = (self.clusters[ci].client, self.clusters[ci].version);
-        let pod = &self.pods[at.pod as usize];
-        let ver = &self.versions[version as usize];
+        let pod = &self.pods[at.pod];
+        let ver = &self.versions[version];
         let peers = Peers {
             data_plane: self.data_plane,
-            client_sidecar: self.clients[client as usize].sidecar,
+            client_sidecar: self.clients[client].sidecar,
             client_tls: self.clusters[ci].policy.tls,
             server_sidecar: ver.sidecar,
             server_mode: ver.server_mode,
-            certs_valid: self.certs[client as usize].expires_at > now
-                && self.certs[self.clients.len() + version as usize].expires_at > now,
+            certs_valid: self.certs[self.client_cert(client)].expires_at > now
+                && self.certs[self.version_cert(version)].expires_at > now,
         };
         // (after how long, flags, whether the TLS handshake failed)
         let outcome = match (pod.alive, pod.black_hole, handshake(&peers, &self.net)) {
@@ -135,7 +153,7 @@ impl Mesh {
             (true, false, Handshake::Fails { after, flags }) => Err((after, flags, true)),
             (true, false, Handshake::Ready { after, mutual }) => Ok((after, mutual)),
         };
-        let counters = self.telemetry.proxy_mut(client, version);
+        let counters = self.telemetry.proxy_mut(client.0, version.0);
         counters.connections_opened += 1;
         let (after, mutual) = match outcome {
             Ok(ready) => ready,
@@ -145,10 +163,17 @@ impl Mesh {
                 if tls {
                     counters.handshake_failures += 1;
                 }
-                let at = &mut self.atts[a as usize];
+                let at = &mut self.atts[a];
                 at.stage = Stage::Wire;
                 let g = at.tag;
-                self.q.schedule_at(now + after, Ev::Fail(a, g, f));
+                self.q.schedule_at(
+                    now + after,
+                    Ev::Fail {
+                        attempt: a,
+                        tag: g,
+                        flags: f,
+                    },
+                );
                 return None;
             }
         };
@@ -185,26 +210,26 @@ impl Mesh {
             last_used: now,
             closing: per_conn == 1,
         };
-        let at = &mut self.atts[a as usize];
-        at.conn = slot as u32;
+        let at = &mut self.atts[a];
+        at.conn = Some(slot as u32);
         at.conn_gen = c.tag;
         Some(ready)
     }
 
     /// Gives back the attempt's stream; closes the connection when asked (reset) or exhausted,
     /// then lets waiting attempts of the host use the capacity.
-    pub(super) fn release_conn(&mut self, a: u32, reset: bool) {
+    pub(super) fn release_conn(&mut self, a: AttemptId, reset: bool) {
         let now = self.now();
-        let at = self.atts[a as usize];
-        if at.conn == NONE {
+        let at = self.atts[a];
+        let Some(conn) = at.conn else {
             return;
-        }
-        self.atts[a as usize].conn = NONE;
-        let ci = at.cluster as usize;
+        };
+        self.atts[a].conn = None;
+        let ci = at.cluster;
         let (client, version) = (self.clusters[ci].client, self.clusters[ci].version);
         let http2 = self.clusters[ci].policy.http2;
         let cl = &mut self.clusters[ci];
-        let c = &mut cl.hosts[at.host as usize].conns[at.conn as usize];
+        let c = &mut cl.hosts[at.host as usize].conns[conn as usize];
         if !c.open || c.tag != at.conn_gen {
             return;
         }
@@ -214,13 +239,15 @@ impl Mesh {
         if (reset && !http2) || (c.closing && c.streams == 0) {
             c.open = false;
             cl.open_conns -= 1;
-            self.telemetry.proxy_mut(client, version).connections_closed += 1;
+            self.telemetry
+                .proxy_mut(client.0, version.0)
+                .connections_closed += 1;
         }
         self.drain_pending(at.cluster, at.host);
     }
 
     /// Closes idle connections to version `v` now and busy ones after their last stream.
-    pub(super) fn drain_connections_to(&mut self, v: u32) {
+    pub(super) fn drain_connections_to(&mut self, v: VersionId) {
         for ci in 0..self.clusters.len() {
             if self.clusters[ci].version != v {
                 continue;
@@ -242,16 +269,16 @@ impl Mesh {
                 }
             }
             cl.open_conns -= closed;
-            self.telemetry.proxy_mut(client, v).connections_closed += u64::from(closed);
+            self.telemetry.proxy_mut(client.0, v.0).connections_closed += u64::from(closed);
         }
     }
 
-    pub(super) fn drain_pending(&mut self, ci: u32, h: u32) {
-        while let Some(&next) = self.clusters[ci as usize].hosts[h as usize].pending.front() {
+    pub(super) fn drain_pending(&mut self, ci: ClusterId, h: u32) {
+        while let Some(&next) = self.clusters[ci].hosts[h as usize].pending.front() {
             if !self.try_dispatch(next) {
                 break;
             }
-            let cl = &mut self.clusters[ci as usize];
+            let cl = &mut self.clusters[ci];
             cl.hosts[h as usize].pending.pop_front();
             cl.pending -= 1;
         }

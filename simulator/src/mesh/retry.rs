@@ -6,7 +6,7 @@
 
 use super::event::Ev;
 use super::request::Stage;
-use super::{Mesh, NONE};
+use super::{ClusterId, Mesh, RequestId};
 use crate::engine::{MILLIS, SECONDS, SimTime, Stream};
 use crate::manifest::{RetryOn, ServiceProfile};
 use crate::telemetry::flags;
@@ -95,25 +95,24 @@ impl Mesh {
     /// After an attempt of `req` through cluster `ci` ended with `code` and flags `f`: retries
     /// when the policy, the `maxRetries` circuit breaker and the retry budget allow it,
     /// otherwise completes the request (flag `URX` when retries ran out).
-    pub(super) fn retry_or_complete(&mut self, req: u32, ci: usize, code: u16, f: u16) {
+    pub(super) fn retry_or_complete(&mut self, req: RequestId, ci: ClusterId, code: u16, f: u16) {
         let now = self.now();
         let (client, version) = (self.clusters[ci].client, self.clusters[ci].version);
-        let r = self.reqs[req as usize];
-        let rule = &self.rules[r.rule as usize];
+        let r = self.reqs[req];
+        let rule = &self.rules[r.rule];
         // A client without a sidecar has no proxy to retry for it.
-        let retriable =
-            self.clients[client as usize].sidecar && is_retriable(&rule.retry.on, code, f);
+        let retriable = self.clients[client].sidecar && is_retriable(&rule.retry.on, code, f);
         if retriable && r.retries_done < rule.retry.attempts {
             let cl = &mut self.clusters[ci];
             if cl.retries_active >= cl.policy.max_retries {
-                self.telemetry.proxy_mut(client, version).retry_overflow += 1;
+                self.telemetry.proxy_mut(client.0, version.0).retry_overflow += 1;
                 self.complete(req, code, f | flags::URX);
                 return;
             }
-            if let Some(b) = self.clients[client as usize].budget.as_mut()
+            if let Some(b) = self.clients[client].budget.as_mut()
                 && !b.withdraw(now)
             {
-                self.telemetry.proxy_mut(client, version).retry_overflow += 1;
+                self.telemetry.proxy_mut(client.0, version.0).retry_overflow += 1;
                 self.complete(req, code, f);
                 return;
             }
@@ -121,12 +120,18 @@ impl Mesh {
             cl.retries_active += 1;
             cl.peak_retries = cl.peak_retries.max(cl.retries_active);
             let n = r.retries_done + 1;
-            let rr = &mut self.reqs[req as usize];
+            let rr = &mut self.reqs[req];
             rr.retries_done = n;
             rr.holds_retry = true;
-            let backoff = retry_backoff(n, &mut self.clients[client as usize].retry);
-            self.telemetry.proxy_mut(client, version).retries += 1;
-            self.q.schedule_in(backoff, Ev::Retry(req, r.tag));
+            let backoff = retry_backoff(n, &mut self.clients[client].retry);
+            self.telemetry.proxy_mut(client.0, version.0).retries += 1;
+            self.q.schedule_in(
+                backoff,
+                Ev::Retry {
+                    request: req,
+                    tag: r.tag,
+                },
+            );
             return;
         }
         let extra = if retriable && rule.retry.attempts > 0 {
@@ -137,36 +142,30 @@ impl Mesh {
         self.complete(req, code, f | extra);
     }
 
-    pub(super) fn release_retry_hold(&mut self, req: u32) {
+    pub(super) fn release_retry_hold(&mut self, req: RequestId) {
         // The retry slot is held from scheduling the retry until the retried attempt ends.
-        let r = &mut self.reqs[req as usize];
-        if r.holds_retry && r.cluster != NONE && r.attempt == NONE {
+        let r = &mut self.reqs[req];
+        if r.holds_retry
+            && r.attempt.is_none()
+            && let Some(ci) = r.cluster
+        {
             r.holds_retry = false;
-            self.clusters[r.cluster as usize].retries_active -= 1;
+            self.clusters[ci].retries_active -= 1;
         }
     }
 
-    pub(super) fn on_route_timeout(&mut self, req: u32) {
-        let r = self.reqs[req as usize];
-        let ci = r.cluster;
-        if ci != NONE {
-            let cl = &self.clusters[ci as usize];
-            self.telemetry.proxy_mut(cl.client, cl.version).timeouts += 1;
+    pub(super) fn on_route_timeout(&mut self, req: RequestId) {
+        let r = self.reqs[req];
+        if let Some(ci) = r.cluster {
+            let cl = &self.clusters[ci];
+            self.telemetry.proxy_mut(cl.client.0, cl.version.0).timeouts += 1;
         }
-        if r.attempt != NONE {
-            let a = r.attempt;
+        if let Some(a) = r.attempt {
             // Abandon the attempt without retrying: the route deadline is over.
-            let at = self.atts[a as usize];
-            if at.stage == Stage::Pending {
-                let cl = &mut self.clusters[at.cluster as usize];
-                let q = &mut cl.hosts[at.host as usize].pending;
-                if let Some(i) = q.iter().position(|&x| x == a) {
-                    q.remove(i);
-                    cl.pending -= 1;
-                }
-            }
+            let at = self.atts[a];
+            self.unqueue_pending(a);
             self.release_conn(a, true);
-            let cl = &mut self.clusters[at.cluster as usize];
+            let cl = &mut self.clusters[at.cluster];
             cl.active_requests -= 1;
             cl.hosts[at.host as usize].active -= 1;
             let change = match cl.od.as_mut() {
@@ -175,16 +174,16 @@ impl Mesh {
             };
             if change.membership_changed() {
                 let (c, v) = (cl.client, cl.version);
-                let pc = self.telemetry.proxy_mut(c, v);
+                let pc = self.telemetry.proxy_mut(c.0, v.0);
                 pc.ejections_enforced += u64::from(change.ejected);
                 self.rebuild_candidates(at.cluster);
             }
             if matches!(at.stage, Stage::Wire | Stage::AtPod | Stage::Returning) {
-                self.atts[a as usize].cancelled = true;
+                self.atts[a].cancelled = true;
             } else {
                 self.free_att(a);
             }
-            self.reqs[req as usize].attempt = NONE;
+            self.reqs[req].attempt = None;
         }
         self.release_retry_hold(req);
         self.complete(req, 504, flags::UT);
@@ -261,7 +260,7 @@ impl Mesh {
             for c in self.clients.iter_mut().filter(|c| c.service == s) {
                 c.budget = r.is_retryable.then(|| budget.clone());
             }
-            let svc = &mut self.services[s as usize];
+            let svc = &mut self.services[s];
             svc.base.timeout = r.timeout.or(svc.base.timeout);
             if r.is_retryable {
                 // Linkerd bounds retries by the budget, not by a count.
@@ -274,10 +273,10 @@ impl Mesh {
             let ids = svc.rules.clone();
             let (t, rp) = (svc.base.timeout, svc.base.retry.clone());
             for id in ids {
-                self.rules[id as usize].timeout = t;
-                self.rules[id as usize].retry = rp.clone();
+                self.rules[id].timeout = t;
+                self.rules[id].retry = rp.clone();
             }
-            self.services[s as usize].epoch = self.services[s as usize].epoch.wrapping_add(1);
+            self.services[s].epoch = self.services[s].epoch.wrapping_add(1);
         }
     }
 }

@@ -7,21 +7,25 @@
 
 use super::config::{DataPlane, Split};
 use super::retry::RetryPolicy;
-use super::{Mesh, MeshError, NONE};
+use super::{ClientId, Mesh, MeshError, RuleId, ServiceId, VersionId};
 use crate::engine::SimTime;
 use crate::manifest::{
     FaultInjection, HeaderMatch, HttpRouteSpec, Manifest, Manifests, RetryOn, TrafficSplit,
 };
 use std::collections::BTreeMap;
 
-/// A manifest rule before compilation: match blocks, (version, weight) destinations, the route
-/// timeout and the per-try timeout.
-pub(super) type WeightedRule = (
-    Vec<Vec<HeaderMatch>>,
-    Vec<(u32, u32)>,
-    Option<SimTime>,
-    Option<SimTime>,
-);
+/// A TrafficSplit or HTTPRoute rule before compilation; the rest of the rule (retries, fault)
+/// comes from the service's default route.
+pub(super) struct WeightedRule {
+    /// Alternative blocks of header conditions; none matches every request.
+    pub(super) matches: Vec<Vec<HeaderMatch>>,
+    /// (version, weight) pairs.
+    pub(super) dests: Vec<(VersionId, u32)>,
+    /// The route timeout, if the rule sets one.
+    pub(super) timeout: Option<SimTime>,
+    /// The per-try timeout, if the rule sets one.
+    pub(super) per_try_timeout: Option<SimTime>,
+}
 
 /// Route settings that a split keeps when it replaces the weights.
 #[derive(Clone, Debug)]
@@ -34,26 +38,28 @@ pub(super) struct RouteBase {
 #[derive(Clone, Debug)]
 pub(super) struct RouteRule {
     pub(super) matches: Vec<Vec<HeaderMatch>>,
-    pub(super) dests: Vec<(u32, u32)>,
+    /// (version, weight) pairs.
+    pub(super) dests: Vec<(VersionId, u32)>,
     pub(super) total_weight: u32,
-    pub(super) mirror: Option<(u32, f64)>,
+    /// The version mirrored to, and the percentage.
+    pub(super) mirror: Option<(VersionId, f64)>,
     pub(super) timeout: Option<SimTime>,
     pub(super) retry: RetryPolicy,
     pub(super) fault: Option<FaultInjection>,
 }
 
 impl Mesh {
-    pub(super) fn install_split(&mut self, s: u32, split: &Split) {
+    pub(super) fn install_split(&mut self, s: ServiceId, split: &Split) {
         self.install_split_blocks(s, split, std::slice::from_ref(&split.canary_match));
     }
 
     pub(super) fn install_split_blocks(
         &mut self,
-        s: u32,
+        s: ServiceId,
         split: &Split,
         blocks: &[Vec<HeaderMatch>],
     ) {
-        let svc = &self.services[s as usize];
+        let svc = &self.services[s];
         let (Some(p), Some(c)) = (svc.primary, svc.canary) else {
             return;
         };
@@ -92,29 +98,26 @@ impl Mesh {
         self.install_rules(s, rules);
     }
 
-    pub(super) fn install_rules(&mut self, s: u32, rules: Vec<RouteRule>) {
+    pub(super) fn install_rules(&mut self, s: ServiceId, rules: Vec<RouteRule>) {
         let mut ids = Vec::with_capacity(rules.len());
         for r in rules {
-            ids.push(self.rules.len() as u32);
+            ids.push(RuleId(self.rules.len() as u32));
             self.rules.push(r);
         }
-        let svc = &mut self.services[s as usize];
+        let svc = &mut self.services[s];
         svc.rules = ids;
         svc.epoch = svc.epoch.wrapping_add(1);
         svc.explicit_route = true;
     }
 
-    pub(super) fn reset_default_route(&mut self, s: u32) {
-        let svc = &self.services[s as usize];
-        let dests: Vec<(u32, u32)> = svc
+    pub(super) fn reset_default_route(&mut self, s: ServiceId) {
+        let svc = &self.services[s];
+        let dests: Vec<(VersionId, u32)> = svc
             .versions
             .iter()
             .map(|&v| {
-                let pods = &self.versions[v as usize].pods;
-                let live = pods
-                    .iter()
-                    .filter(|&&p| !self.pods[p as usize].removed)
-                    .count();
+                let pods = &self.versions[v].pods;
+                let live = pods.iter().filter(|&&p| !self.pods[p].removed).count();
                 (v, live as u32)
             })
             .collect();
@@ -129,7 +132,7 @@ impl Mesh {
         };
         self.install_rules(s, vec![rule]);
         // Without a route of its own the service spreads by pod count, as a Kubernetes Service does.
-        self.services[s as usize].explicit_route = false;
+        self.services[s].explicit_route = false;
     }
 
     /// Applies parsed manifests: DestinationRules and PeerAuthentications set policies, then
@@ -175,7 +178,13 @@ impl Mesh {
                 )),
             }
         }
-        self.install_weighted(s, vec![(Vec::new(), dests, None, None)]);
+        let rule = WeightedRule {
+            matches: Vec::new(),
+            dests,
+            timeout: None,
+            per_try_timeout: None,
+        };
+        self.install_weighted(s, vec![rule]);
     }
 
     /// A Gateway API HTTPRoute: one rule per route rule on each parent Service (the GAMMA
@@ -206,27 +215,32 @@ impl Mesh {
                 } else {
                     r.matches.clone()
                 };
-                rules.push((matches, dests, r.request_timeout, r.backend_request_timeout));
+                rules.push(WeightedRule {
+                    matches,
+                    dests,
+                    timeout: r.request_timeout,
+                    per_try_timeout: r.backend_request_timeout,
+                });
             }
             self.install_weighted(s, rules);
         }
     }
 
-    pub(super) fn install_weighted(&mut self, s: u32, rules: Vec<WeightedRule>) {
-        let base = self.services[s as usize].base.clone();
+    pub(super) fn install_weighted(&mut self, s: ServiceId, rules: Vec<WeightedRule>) {
+        let base = self.services[s].base.clone();
         let compiled = rules
             .into_iter()
-            .map(|(matches, dests, timeout, per_try)| {
+            .map(|r| {
                 let mut retry = base.retry.clone();
-                if per_try.is_some() {
-                    retry.per_try_timeout = per_try;
+                if r.per_try_timeout.is_some() {
+                    retry.per_try_timeout = r.per_try_timeout;
                 }
                 RouteRule {
-                    matches,
-                    total_weight: weight_sum(&dests),
-                    dests,
+                    matches: r.matches,
+                    total_weight: weight_sum(&r.dests),
+                    dests: r.dests,
                     mirror: None,
-                    timeout: timeout.or(base.timeout),
+                    timeout: r.timeout.or(base.timeout),
                     retry,
                     fault: base.fault.clone(),
                 }
@@ -268,13 +282,13 @@ impl Mesh {
                         },
                         None => {
                             // No subset: the whole service, spread by pod count.
-                            let total: u32 = self.services[s as usize]
+                            let total: u32 = self.services[s]
                                 .versions
                                 .iter()
-                                .map(|&v| self.versions[v as usize].pods.len() as u32)
+                                .map(|&v| self.versions[v].pods.len() as u32)
                                 .sum();
-                            for &v in &self.services[s as usize].versions {
-                                let pods = self.versions[v as usize].pods.len() as u32;
+                            for &v in &self.services[s].versions {
+                                let pods = self.versions[v].pods.len() as u32;
                                 if total > 0 {
                                     dests.push((v, w.saturating_mul(pods) / total.max(1)));
                                 }
@@ -340,7 +354,7 @@ impl Mesh {
                     rule
                 };
                 if i + 1 == vs.http.len() && rule.matches.is_empty() {
-                    self.services[s as usize].base = RouteBase {
+                    self.services[s].base = RouteBase {
                         timeout: r.timeout,
                         retry,
                         fault: r.fault.clone(),
@@ -353,28 +367,28 @@ impl Mesh {
         Ok(())
     }
 
-    pub(super) fn find_service(&self, host: &str, namespace: Option<&str>) -> Option<u32> {
+    pub(super) fn find_service(&self, host: &str, namespace: Option<&str>) -> Option<ServiceId> {
         self.services
             .iter()
             .position(|s| {
                 host_matches(host, &s.name, namespace.unwrap_or(&s.namespace))
                     || host_matches(host, &s.name, &s.namespace)
             })
-            .map(|i| i as u32)
+            .map(|i| ServiceId(i as u32))
     }
 
     pub(super) fn resolve_subset(
         &self,
-        s: u32,
+        s: ServiceId,
         subset: &str,
         labels: Option<&BTreeMap<String, String>>,
-    ) -> Option<u32> {
-        let svc = &self.services[s as usize];
+    ) -> Option<VersionId> {
+        let svc = &self.services[s];
         let by_labels = |sel: &BTreeMap<String, String>| {
             svc.versions
                 .iter()
                 .copied()
-                .find(|&v| !sel.is_empty() && labels_match(sel, &self.versions[v as usize].labels))
+                .find(|&v| !sel.is_empty() && labels_match(sel, &self.versions[v].labels))
         };
         if let Some(l) = labels
             && let Some(v) = by_labels(l)
@@ -392,26 +406,26 @@ impl Mesh {
         svc.versions
             .iter()
             .copied()
-            .find(|&v| self.versions[v as usize].name == subset)
+            .find(|&v| self.versions[v].name == subset)
     }
 
-    pub(super) fn resolve_backend(&self, s: u32, backend: &str) -> Option<u32> {
-        let svc = &self.services[s as usize];
+    pub(super) fn resolve_backend(&self, s: ServiceId, backend: &str) -> Option<VersionId> {
+        let svc = &self.services[s];
         svc.versions.iter().copied().find(|&v| {
-            let d = &self.telemetry.dests()[v as usize];
+            let d = &self.telemetry.dests()[v.0 as usize];
             d.workload == backend
-                || format!("{}-{}", svc.name, self.versions[v as usize].name) == backend
-                || self.versions[v as usize].name == backend
+                || format!("{}-{}", svc.name, self.versions[v].name) == backend
+                || self.versions[v].name == backend
         })
     }
 
-    pub(super) fn refresh_route_cache(&mut self, c: u32) {
-        let svc = &self.services[self.clients[c as usize].service as usize];
-        let cl = &self.clients[c as usize];
+    pub(super) fn refresh_route_cache(&mut self, c: ClientId) {
+        let svc = &self.services[self.clients[c].service];
+        let cl = &self.clients[c];
         let mut cache = Vec::with_capacity(cl.profiles.len());
         for (_, headers) in &cl.profiles {
             let hit = svc.rules.iter().copied().find(|&rid| {
-                let r = &self.rules[rid as usize];
+                let r = &self.rules[rid];
                 r.matches.is_empty()
                     || r.matches.iter().any(|block| {
                         block.iter().all(|m| {
@@ -421,12 +435,12 @@ impl Mesh {
                         })
                     })
             });
-            cache.push(hit.unwrap_or(NONE));
+            cache.push(hit);
         }
         let epoch = svc.epoch;
-        let cl = &mut self.clients[c as usize];
+        let cl = &mut self.clients[c];
         cl.cache = cache;
-        cl.cache_epoch = epoch;
+        cl.cache_epoch = Some(epoch);
     }
 }
 
@@ -445,6 +459,6 @@ pub(super) fn host_matches(host: &str, name: &str, namespace: &str) -> bool {
 }
 
 /// Sum of route weights; saturates so absurd user weights cannot overflow.
-pub(super) fn weight_sum(dests: &[(u32, u32)]) -> u32 {
+pub(super) fn weight_sum(dests: &[(VersionId, u32)]) -> u32 {
     dests.iter().fold(0u32, |a, d| a.saturating_add(d.1))
 }

@@ -5,10 +5,10 @@
 //! expired certificate. Certificates rotate before they expire, as the Istio agent and Linkerd's
 //! identity controller renew them; a workload whose rotation stops lets its certificate expire.
 
-use super::Mesh;
 use super::config::{DataPlane, NetworkConfig};
 use super::event::Ev;
 use super::routes::labels_match;
+use super::{CertId, ClientId, Mesh, VersionId};
 use crate::engine::SimTime;
 use crate::manifest::{MtlsMode, PeerAuthentication};
 use crate::telemetry::flags;
@@ -88,18 +88,34 @@ pub(super) fn handshake(p: &Peers, net: &NetworkConfig) -> Handshake {
 }
 
 impl Mesh {
-    pub(super) fn schedule_rotation(&mut self, cert: u32) {
+    /// A client workload's certificate.
+    pub(super) fn client_cert(&self, c: ClientId) -> CertId {
+        CertId(c.0)
+    }
+
+    /// A version's certificate (its pods share one, as they share a service account).
+    pub(super) fn version_cert(&self, v: VersionId) -> CertId {
+        CertId(self.clients.len() as u32 + v.0)
+    }
+
+    pub(super) fn on_cert_rotate(&mut self, cert: CertId) {
+        if self.certs[cert].rotating {
+            self.stats.cert_rotations += 1;
+            self.certs[cert].expires_at = self.now().saturating_add(self.certs_cfg.ttl);
+            self.schedule_rotation(cert);
+        }
+    }
+
+    pub(super) fn schedule_rotation(&mut self, cert: CertId) {
         let c = &self.certs_cfg;
         let jitter = 1.0 + c.jitter * (2.0 * self.cert_rng.uniform() - 1.0);
         let after = (c.ttl as f64 * c.grace_ratio * jitter).max(1.0) as SimTime;
-        self.q.schedule_in(after, Ev::CertRotate(cert));
+        self.q.schedule_in(after, Ev::CertRotate { cert });
     }
 
     pub(super) fn resolve_peer_auth(&mut self) {
-        for v in 0..self.versions.len() {
-            let ns = self.services[self.versions[v].service as usize]
-                .namespace
-                .clone();
+        for v in (0..self.versions.len() as u32).map(VersionId) {
+            let ns = self.services[self.versions[v].service].namespace.clone();
             let labels = &self.versions[v].labels;
             let home = self.default_namespace.as_str();
             let find = |pred: &dyn Fn(&PeerAuthentication) -> bool| {
@@ -132,8 +148,9 @@ impl Mesh {
         // A sidecar whose mTLS mode changes gets a new inbound listener, and Envoy
         // drains the old one's connections: clients reconnect under the new mode.
         for (v, mode) in before.into_iter().enumerate() {
+            let v = VersionId(v as u32);
             if self.versions[v].server_mode != mode {
-                self.drain_connections_to(v as u32);
+                self.drain_connections_to(v);
             }
         }
     }
