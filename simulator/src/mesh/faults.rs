@@ -67,3 +67,35 @@ impl Mesh {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::engine::MILLIS;
+
+    #[test]
+    fn a_certain_abort_wins_over_a_certain_delay() {
+        let fault = FaultInjection {
+            delay: Some((100 * MILLIS, 100.0)),
+            abort: Some((503, 100.0)),
+        };
+        let mut rng = Stream::new(1, "faults");
+        assert_eq!(inject(&fault, &mut rng), Injected::Abort(503));
+        let delay_only = FaultInjection {
+            abort: None,
+            ..fault
+        };
+        assert_eq!(inject(&delay_only, &mut rng), Injected::Delay(100 * MILLIS));
+    }
+
+    #[test]
+    fn a_route_without_fault_draws_nothing_from_the_stream() {
+        let mut rng = Stream::new(1, "faults");
+        let mut fresh = Stream::new(1, "faults");
+        assert_eq!(
+            inject(&FaultInjection::default(), &mut rng),
+            Injected::Nothing
+        );
+        assert_eq!(rng.uniform().to_bits(), fresh.uniform().to_bits());
+    }
+}

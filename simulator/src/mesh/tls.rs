@@ -155,3 +155,73 @@ impl Mesh {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn istio_peers(client_tls: ClientTls, server_mode: MtlsMode) -> Peers {
+        Peers {
+            data_plane: DataPlane::Istio,
+            client_sidecar: true,
+            client_tls,
+            server_sidecar: true,
+            server_mode,
+            certs_valid: true,
+        }
+    }
+
+    #[test]
+    fn strict_server_resets_a_plaintext_client_after_one_and_a_half_round_trips() {
+        let net = NetworkConfig::default();
+        let rtt = 2 * net.one_way;
+        let p = istio_peers(ClientTls::Plain, MtlsMode::Strict);
+        assert_eq!(
+            handshake(&p, &net),
+            Handshake::Fails {
+                after: rtt + rtt / 2,
+                flags: flags::UC
+            }
+        );
+    }
+
+    #[test]
+    fn auto_mtls_costs_two_round_trips_and_both_sides_handshake_cpu() {
+        let net = NetworkConfig::default();
+        let p = istio_peers(ClientTls::Auto, MtlsMode::Permissive);
+        assert_eq!(
+            handshake(&p, &net),
+            Handshake::Ready {
+                after: 4 * net.one_way + 2 * net.handshake_cpu,
+                mutual: true
+            }
+        );
+        let plain = Peers {
+            server_sidecar: false,
+            ..p
+        };
+        assert_eq!(
+            handshake(&plain, &net),
+            Handshake::Ready {
+                after: 2 * net.one_way,
+                mutual: false
+            }
+        );
+    }
+
+    #[test]
+    fn expired_certificate_fails_the_mtls_handshake_with_uf() {
+        let net = NetworkConfig::default();
+        let p = Peers {
+            certs_valid: false,
+            ..istio_peers(ClientTls::Mutual, MtlsMode::Strict)
+        };
+        assert_eq!(
+            handshake(&p, &net),
+            Handshake::Fails {
+                after: 4 * net.one_way + net.handshake_cpu,
+                flags: flags::UF
+            }
+        );
+    }
+}
