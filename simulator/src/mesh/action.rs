@@ -230,6 +230,11 @@ impl Mesh {
         Ok(())
     }
 
+    /// The pod of a checked action: `pod` is its index within `version`.
+    fn pod_at(&self, version: VersionId, pod: u32) -> PodId {
+        self.versions[version].pods[pod as usize]
+    }
+
     pub(super) fn pod_check(&self, v: VersionId, pod: u32) -> Result<PodId, MeshError> {
         let ver = self.version_check(v)?;
         ver.pods
@@ -294,7 +299,7 @@ impl Mesh {
                 }
             }
             Action::SetPodErrorRate { version, pod, rate } => {
-                let p = self.versions[version].pods[pod as usize];
+                let p = self.pod_at(version, pod);
                 self.pods[p].error_rate = rate;
             }
             Action::SetPodSlowdown {
@@ -302,7 +307,7 @@ impl Mesh {
                 pod,
                 factor,
             } => {
-                let p = self.versions[version].pods[pod as usize];
+                let p = self.pod_at(version, pod);
                 self.pods[p].slowdown = factor;
             }
             Action::CrashPod {
@@ -310,7 +315,7 @@ impl Mesh {
                 pod,
                 restart_after,
             } => {
-                let p = self.versions[version].pods[pod as usize];
+                let p = self.pod_at(version, pod);
                 self.crash(p);
                 if let Some(d) = restart_after {
                     let epoch = self.pods[p].epoch;
@@ -319,7 +324,7 @@ impl Mesh {
                 }
             }
             Action::BlackHole { version, pod, on } => {
-                let p = self.versions[version].pods[pod as usize];
+                let p = self.pod_at(version, pod);
                 self.pods[p].black_hole = on;
             }
             Action::Scale { version, pods } => self.scale(version, pods),
