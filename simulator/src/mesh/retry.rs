@@ -1,6 +1,6 @@
 //! Retries and timeouts: Istio's retry policy (`attempts`, `perTryTimeout`, `retryOn`, by default
-//! two retries on connect failures, refused streams and unavailable/cancelled gRPC), Envoy's jittered
-//! exponential backoff and its `maxRetries` circuit breaker, Linkerd's retry budget from a
+//! two retries on connect failures and refused streams; requests here are HTTP, so the default's
+//! gRPC conditions never apply), Envoy's jittered exponential backoff and its `maxRetries` circuit breaker, Linkerd's retry budget from a
 //! ServiceProfile, and the route timeout that ends a request with 504 `UT` however many attempts are
 //! still under way.
 
