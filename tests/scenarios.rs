@@ -4,8 +4,8 @@
 
 use std::path::{Path, PathBuf};
 
-use fledge_simulator::harness;
 use fledge_simulator::scenario::Scenario;
+use fledge_simulator::{expect, harness};
 use libtest_mimic::{Arguments, Failed, Trial};
 
 fn scenario_files() -> Vec<PathBuf> {
@@ -33,12 +33,21 @@ fn meets_its_expectations(file: &Path) -> Result<(), Failed> {
     let mut failures = Vec::new();
     for variant in &scenario.variants {
         let run = harness::run(&scenario, variant, scenario.seed)
+            .map(|r| expect::checked(r, &variant.expect))
             .map_err(|e| format!("{shown} does not run: {e}"))?;
         let label = if variant.name.is_empty() {
             String::new()
         } else {
             format!(" [{}]", variant.name)
         };
+        // What the controller would write on a cluster is what the mesh routed by.
+        for w in run
+            .warnings
+            .iter()
+            .filter(|w| w.starts_with(harness::ROUTES_NOT_UNDERSTOOD))
+        {
+            failures.push(format!("{shown}{label}: {w}"));
+        }
         for check in run.checks.iter().filter(|c| !c.passed) {
             failures.push(format!(
                 "{shown}{label}: {} expected {}, got {}",

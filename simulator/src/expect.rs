@@ -3,40 +3,13 @@
 use fledge_controller::analysis::{MetricResult, Verdict};
 use fledge_controller::spec::Duration;
 
-use crate::harness::{Check, RunResult};
-use crate::scenario::{Expectations, Outcome};
-use crate::telemetry::ProxyCounters;
+use crate::result::{Check, Outcome, RunResult};
+use crate::scenario::Expectations;
 
-/// A proxy counter's name in `expect.counters` and how to read it.
-pub type ProxyCounter = (&'static str, fn(&ProxyCounters) -> u64);
-
-/// The clients' proxy counters a scenario can bound (Envoy's stats, named in snake case).
-pub const PROXY_COUNTERS: [ProxyCounter; 13] = [
-    ("connections_opened", |p| p.connections_opened),
-    ("connections_closed", |p| p.connections_closed),
-    ("handshakes", |p| p.handshakes),
-    ("handshake_failures", |p| p.handshake_failures),
-    ("connect_failures", |p| p.connect_failures),
-    ("ejections_enforced", |p| p.ejections_enforced),
-    ("ejections_overflow", |p| p.ejections_overflow),
-    ("ejections_detected", |p| p.ejections_detected),
-    ("pending_overflow", |p| p.pending_overflow),
-    ("retry_overflow", |p| p.retry_overflow),
-    ("retries", |p| p.retries),
-    ("timeouts", |p| p.timeouts),
-    ("mirrored", |p| p.mirrored),
-];
-
-/// Counters of the whole run rather than of a proxy: certificate rotations, and the client
-/// requests each version answered (after retries).
-pub const MESH_COUNTERS: [&str; 3] = ["cert_rotations", "requests_primary", "requests_canary"];
-
-/// Every name `expect.counters` accepts.
-pub fn counter_names() -> impl Iterator<Item = &'static str> {
-    PROXY_COUNTERS
-        .iter()
-        .map(|c| c.0)
-        .chain(MESH_COUNTERS.iter().copied())
+/// The run with its checks against `expect` filled in.
+pub fn checked(mut run: RunResult, expect: &Expectations) -> RunResult {
+    run.checks = check(expect, &run);
+    run
 }
 
 /// One [`Check`] per expectation the scenario states.
@@ -53,8 +26,8 @@ pub fn check(expect: &Expectations, run: &RunResult) -> Vec<Check> {
     if let Some(outcome) = expect.outcome {
         add(
             "outcome",
-            outcome_name(outcome).into(),
-            outcome_name(run.outcome).into(),
+            Outcome::name(outcome).into(),
+            Outcome::name(run.outcome).into(),
             run.outcome == outcome,
         );
     }
@@ -76,7 +49,7 @@ pub fn check(expect: &Expectations, run: &RunResult) -> Vec<Check> {
         add(
             "max_canary_weight_before_rollback",
             format!("<= {max}% and rolled back"),
-            format!("{}%, {}", run.max_canary_weight, outcome_name(run.outcome)),
+            format!("{}%, {}", run.max_canary_weight, Outcome::name(run.outcome)),
             rolled_back && run.max_canary_weight <= max,
         );
     }
@@ -101,7 +74,7 @@ pub fn check(expect: &Expectations, run: &RunResult) -> Vec<Check> {
         add(
             "no_false_rollback",
             "not rolled back".into(),
-            outcome_name(run.outcome).into(),
+            Outcome::name(run.outcome).into(),
             run.outcome != Outcome::RolledBack,
         );
     }
@@ -208,13 +181,5 @@ fn judged(m: &MetricResult) -> String {
     match m.value {
         Some(v) => format!("{} {v:.2} ({})", m.name, m.verdict),
         None => format!("{} ({})", m.name, m.verdict),
-    }
-}
-
-pub fn outcome_name(o: Outcome) -> &'static str {
-    match o {
-        Outcome::Promoted => "promoted",
-        Outcome::RolledBack => "rolled-back",
-        Outcome::Undecided => "undecided",
     }
 }

@@ -9,5 +9,6 @@ pub mod harness;
 pub mod manifest;
 pub mod mesh;
 pub mod report;
+pub mod result;
 pub mod scenario;
 pub mod telemetry;

@@ -1,10 +1,13 @@
-//! The harness owns the service's routes as the controller's routers do: A/B match blocks are
-//! alternatives, manifests applied mid-run do not take the canary's traffic away, load testers
-//! reach the canary only while a rollout progresses.
+//! The harness routes by the controller's own routing objects, as its routers write them: A/B
+//! match blocks are alternatives, manifests applied mid-run do not take the canary's traffic
+//! away, load testers call the canary's own Service and only while a rollout progresses.
 
 use std::path::Path;
 
-use fledge_simulator::harness::{self, RunResult};
+use fledge_controller::routes::Provider;
+use fledge_simulator::expect;
+use fledge_simulator::harness;
+use fledge_simulator::result::RunResult;
 use fledge_simulator::scenario::{Outcome, Scenario};
 
 const HEAD: &str = r#"name: routes
@@ -40,7 +43,8 @@ fn canary(analysis: &str) -> String {
 
 fn run(text: &str) -> RunResult {
     let s = Scenario::parse(text, Path::new("routes.yaml")).unwrap_or_else(|e| panic!("{e}"));
-    harness::run(&s, &s.variants[0], s.seed).expect("runs")
+    let run = harness::run(&s, &s.variants[0], s.seed).expect("runs");
+    expect::checked(run, &s.variants[0].expect)
 }
 
 #[test]
@@ -148,5 +152,86 @@ expect: {{outcome: promoted}}
     assert_eq!(
         tester.failed, 0,
         "the tester never hits a scaled-down canary"
+    );
+}
+
+#[test]
+fn every_routing_decision_is_applied_as_the_builders_objects_for_its_provider() {
+    let library = Path::new(env!("CARGO_MANIFEST_DIR")).join("../scenarios");
+    for (file, provider) in [
+        ("ab-testing-header.yaml", "istio"),
+        ("blue-green.yaml", "istio"),
+        ("mirroring.yaml", "istio"),
+        ("linkerd-trafficsplit.yaml", "linkerd"),
+        ("gateway-api-httproute.yaml", "gatewayapi:v1"),
+    ] {
+        let s = Scenario::load(&library.join(file)).unwrap_or_else(|e| panic!("{e}"));
+        let r = harness::run(&s, &s.variants[0], s.seed).expect("runs");
+        let provider: Provider = provider.parse().unwrap();
+        assert!(
+            r.applied_routes.len() >= 3,
+            "{file}: {:?}",
+            r.applied_routes
+        );
+        for applied in &r.applied_routes {
+            assert_eq!(
+                Ok(applied.objects.clone()),
+                provider.objects(&s.canary_resource, &applied.routes),
+                "{file}"
+            );
+            let routing = applied.objects.last().expect("a routing object");
+            assert_eq!(
+                provider.read_routes(&s.canary_resource, &routing["spec"]),
+                Ok(applied.routes),
+                "{file}"
+            );
+        }
+        // Each routing decision on the timeline was applied, in order.
+        let decided: Vec<(u8, Option<u8>, bool)> = r
+            .decisions
+            .iter()
+            .filter(|d| !d.scenario_event)
+            .map(|d| (d.canary_weight, d.mirror, d.matched))
+            .fold(Vec::new(), |mut seen, w| {
+                if seen.last() != Some(&w) {
+                    seen.push(w);
+                }
+                seen
+            });
+        let applied: Vec<(u8, Option<u8>, bool)> = r
+            .applied_routes
+            .iter()
+            .map(|a| (a.routes.canary, a.routes.mirror, a.routes.matched))
+            .fold(Vec::new(), |mut seen, w| {
+                if seen.last() != Some(&w) {
+                    seen.push(w);
+                }
+                seen
+            });
+        assert_eq!(applied, decided, "{file}");
+        let unrouted: Vec<&String> = r
+            .warnings
+            .iter()
+            .filter(|w| w.starts_with(harness::ROUTES_NOT_UNDERSTOOD))
+            .collect();
+        assert!(unrouted.is_empty(), "{file}: {unrouted:?}");
+    }
+}
+
+#[test]
+fn a_linkerd_scenario_refuses_ab_testing_its_traffic_split_cannot_express() {
+    let text = format!(
+        "{}mesh: linkerd\ntraffic:\n  - {{client: web, rate: 10}}\n{}",
+        HEAD,
+        canary(
+            "      iterations: 2\n      match:\n        - headers: {x-canary: {exact: insider}}\n"
+        )
+    );
+    let e = Scenario::parse(&text, Path::new("routes.yaml"))
+        .expect_err("refused")
+        .to_string();
+    assert!(
+        e.contains("spec.analysis.match: A/B routing on request matches is not supported by provider smi:v1alpha2"),
+        "{e}"
     );
 }

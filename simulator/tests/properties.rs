@@ -3,15 +3,17 @@
 use fledge_simulator::engine::{MILLIS, SECONDS};
 use fledge_simulator::manifest;
 use fledge_simulator::mesh::{
-    Action, Behaviour, ClientConfig, Mesh, MeshConfig, ServiceConfig, ServiceTime, Split,
-    VersionConfig,
+    Action, Behaviour, ClientConfig, Mesh, MeshConfig, ServiceConfig, ServiceTime, VersionConfig,
 };
 use fledge_simulator::telemetry::{Reporter, Selector, flags};
 use proptest::prelude::*;
 
-fn manifests(max_conn: u32, pending: u32, max_retries: u32, attempts: u32) -> String {
+/// Pool limits for the service, and the controller's kind of route: `canary` percent to the
+/// canary's own Service, 10% mirrored to it, with retries.
+fn manifests(max_conn: u32, pending: u32, max_retries: u32, attempts: u32, canary: u8) -> String {
+    let primary = 100 - canary;
     format!(
-        "kind: DestinationRule\nmetadata:\n  name: p\nspec:\n  host: svc\n  trafficPolicy:\n    connectionPool:\n      tcp:\n        maxConnections: {max_conn}\n      http:\n        http1MaxPendingRequests: {pending}\n        maxRetries: {max_retries}\n    outlierDetection:\n      consecutive5xxErrors: 5\n      maxEjectionPercent: 50\n---\nkind: VirtualService\nmetadata:\n  name: p\nspec:\n  hosts: [svc]\n  http:\n    - route:\n        - destination:\n            host: svc\n            subset: primary\n      retries:\n        attempts: {attempts}\n        perTryTimeout: 200ms\n        retryOn: 5xx,reset,connect-failure\n"
+        "kind: DestinationRule\nmetadata:\n  name: p\nspec:\n  host: svc\n  trafficPolicy:\n    connectionPool:\n      tcp:\n        maxConnections: {max_conn}\n      http:\n        http1MaxPendingRequests: {pending}\n        maxRetries: {max_retries}\n    outlierDetection:\n      consecutive5xxErrors: 5\n      maxEjectionPercent: 50\n---\nkind: VirtualService\nmetadata:\n  name: p\nspec:\n  hosts: [svc]\n  http:\n    - route:\n        - destination:\n            host: svc-primary\n          weight: {primary}\n        - destination:\n            host: svc-canary\n          weight: {canary}\n      mirror:\n        host: svc-canary\n      mirrorPercentage:\n        value: 10\n      retries:\n        attempts: {attempts}\n        perTryTimeout: 200ms\n        retryOn: 5xx,reset,connect-failure\n"
     )
 }
 
@@ -38,10 +40,10 @@ proptest! {
             ..Default::default()
         };
         let mut mesh = Mesh::new(cfg).unwrap();
-        mesh.apply_manifests(&manifest::parse(&manifests(max_conn, pending, max_retries, attempts)).unwrap()).unwrap();
+        let warnings = mesh.apply_manifests(&manifest::parse(&manifests(max_conn, pending, max_retries, attempts, canary)).unwrap()).unwrap();
+        prop_assert!(warnings.is_empty(), "{:?}", warnings);
         let s = mesh.service_id("svc").unwrap();
         let (p, c) = mesh.primary_canary(s).unwrap();
-        mesh.set_split(s, &Split { primary: 100 - canary, canary, mirror: Some(10), canary_match: vec![] }).unwrap();
         mesh.schedule(5 * SECONDS, Action::CrashPod { version: p, pod: 0, restart_after: Some(2 * SECONDS) }).unwrap();
         mesh.run_until(15 * SECONDS);
         let client = mesh.client_id("client").unwrap();

@@ -1,10 +1,10 @@
 //! Client-side proxy behaviour: connection pools, retries, mTLS, routing, faults, determinism.
 
 use fledge_simulator::engine::{MILLIS, SECONDS};
-use fledge_simulator::manifest::{self, HeaderMatch};
+use fledge_simulator::manifest;
 use fledge_simulator::mesh::{
     Action, Behaviour, CertConfig, ClientConfig, HeaderProfile, Mesh, MeshConfig, ServiceConfig,
-    ServiceTime, Split, VersionConfig, VersionId, Workload,
+    ServiceTime, VersionConfig, VersionId, Workload,
 };
 use fledge_simulator::telemetry::{Reporter, Selector, flags};
 
@@ -16,6 +16,34 @@ fn behaviour(mean_ms: u64, workers: u32) -> Behaviour {
         },
         ..Default::default()
     }
+}
+
+/// Routes `podinfo` as the controller's Istio router does: `primary`/`canary` percent to the
+/// versions' own Services, requests with `header` all to the canary, `mirror` percent copied.
+fn route(
+    mesh: &mut Mesh,
+    primary: u8,
+    canary: u8,
+    mirror: Option<u8>,
+    header: Option<(&str, &str)>,
+) {
+    let general = format!(
+        "      - route:\n          - {{destination: {{host: podinfo-primary}}, weight: {primary}}}\n          - {{destination: {{host: podinfo-canary}}, weight: {canary}}}\n{}",
+        mirror.map_or(String::new(), |m| format!(
+            "        mirror: {{host: podinfo-canary}}\n        mirrorPercentage: {{value: {m}}}\n"
+        ))
+    );
+    let matched = header.map_or(String::new(), |(k, v)| {
+        format!(
+            "      - match: [{{headers: {{{k}: {{exact: {v}}}}}}}]\n        route:\n          - {{destination: {{host: podinfo-canary}}, weight: 100}}\n"
+        )
+    });
+    let vs = format!(
+        "apiVersion: networking.istio.io/v1beta1\nkind: VirtualService\nmetadata: {{name: podinfo}}\nspec:\n  hosts: [podinfo]\n  http:\n{matched}{general}"
+    );
+    let manifests = manifest::parse(&vs).unwrap_or_else(|e| panic!("{e}\n{vs}"));
+    let warnings = mesh.apply_manifests(&manifests).unwrap();
+    assert!(warnings.is_empty(), "{warnings:?}");
 }
 
 fn canary_mesh(seed: u64, rps: f64, manifests: &str) -> Mesh {
@@ -351,31 +379,13 @@ fn a_split_sends_the_canary_its_weight_and_header_matches_all_go_to_the_canary()
     let mut mesh = Mesh::new(cfg).unwrap();
     let s = mesh.service_id("podinfo").unwrap();
     let (p, c) = mesh.primary_canary(s).unwrap();
-    mesh.set_split(
-        s,
-        &Split {
-            primary: 80,
-            canary: 20,
-            mirror: None,
-            canary_match: vec![],
-        },
-    )
-    .unwrap();
+    route(&mut mesh, 80, 20, None, None);
     mesh.run_until(60 * SECONDS);
     let np = mesh.destination_stats(p, 0, 60 * SECONDS).requests as f64;
     let nc = mesh.destination_stats(c, 0, 60 * SECONDS).requests as f64;
     assert!((nc / (np + nc) - 0.2).abs() < 0.01);
     // A/B: only the header goes to the canary.
-    mesh.set_split(
-        s,
-        &Split {
-            primary: 100,
-            canary: 0,
-            mirror: None,
-            canary_match: vec![HeaderMatch::exact("x-canary", "insider")],
-        },
-    )
-    .unwrap();
+    route(&mut mesh, 100, 0, None, Some(("x-canary", "insider")));
     mesh.run_until(61 * SECONDS); // let in-flight requests finish
     mesh.run_until(121 * SECONDS);
     let np = mesh
@@ -401,16 +411,7 @@ fn mirrored_requests_reach_the_canary_but_clients_only_see_the_primary() {
         rate: 1.0,
     })
     .unwrap();
-    mesh.set_split(
-        s,
-        &Split {
-            primary: 100,
-            canary: 0,
-            mirror: Some(50),
-            canary_match: vec![],
-        },
-    )
-    .unwrap();
+    route(&mut mesh, 100, 0, Some(50), None);
     mesh.run_until(60 * SECONDS);
     let to_primary = mesh.destination_stats(p, 0, mesh.now()).requests as f64;
     let mirrored = mesh.destination_stats(c, 0, mesh.now());
@@ -489,7 +490,6 @@ fn a_crashed_pod_fails_in_flight_requests_and_recovers_after_restart() {
 #[test]
 fn scaling_adds_and_removes_pods() {
     let mut mesh = canary_mesh(17, 200.0, "");
-    let s = mesh.service_id("podinfo").unwrap();
     let c = mesh.version_id("podinfo", "canary").unwrap();
     mesh.apply(Action::Scale {
         version: c,
@@ -498,13 +498,7 @@ fn scaling_adds_and_removes_pods() {
     .unwrap();
     assert_eq!(mesh.ready_pods(c), 5);
     mesh.run_until(10 * SECONDS);
-    let split = Split {
-        primary: 50,
-        canary: 50,
-        mirror: None,
-        canary_match: vec![],
-    };
-    mesh.set_split(s, &split).unwrap();
+    route(&mut mesh, 50, 50, None, None);
     mesh.apply(Action::Scale {
         version: c,
         pods: 0,
@@ -561,19 +555,6 @@ fn bad_input_is_an_error_not_a_panic() {
             client: c,
             rps: f64::NAN
         })
-        .is_err()
-    );
-    let s = mesh.service_id("podinfo").unwrap();
-    assert!(
-        mesh.set_split(
-            s,
-            &Split {
-                primary: 0,
-                canary: 0,
-                mirror: None,
-                canary_match: vec![]
-            }
-        )
         .is_err()
     );
     let bad = MeshConfig {

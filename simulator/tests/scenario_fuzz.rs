@@ -6,8 +6,8 @@
 use std::path::{Path, PathBuf};
 
 use fledge_simulator::engine::SECONDS;
-use fledge_simulator::harness;
 use fledge_simulator::scenario::{Event, RateShape, Scenario};
+use fledge_simulator::{expect, harness};
 use proptest::prelude::*;
 
 const FILE: &str = "fuzz/scenario.yaml";
@@ -169,9 +169,11 @@ fn check(text: &str, run: bool) -> Result<(), TestCaseError> {
                     }
                 }
                 for v in &s.variants {
-                    let r = harness::run(&s, v, s.seed).map_err(|e| {
-                        TestCaseError::fail(format!("a loaded scenario did not run: {e}"))
-                    })?;
+                    let r = harness::run(&s, v, s.seed)
+                        .map(|r| expect::checked(r, &v.expect))
+                        .map_err(|e| {
+                            TestCaseError::fail(format!("a loaded scenario did not run: {e}"))
+                        })?;
                     // A scenario states what must happen, and every statement is checked.
                     prop_assert!(
                         !r.checks.is_empty() || v.expect == Default::default(),

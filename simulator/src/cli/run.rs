@@ -7,9 +7,10 @@ use std::time::{Duration, Instant};
 
 use super::{EXIT_BAD_INPUT, EXIT_EXPECTATION_FAILED};
 use crate::engine::SimTime;
-use crate::harness::{self, RunResult};
 use crate::report;
+use crate::result::{Outcome, RunResult};
 use crate::scenario::Scenario;
+use crate::{expect, harness};
 
 pub fn run(file: &Path, seed: Option<u64>, json: bool, report_file: Option<&Path>) -> ExitCode {
     let scenario = match Scenario::load(file) {
@@ -42,7 +43,8 @@ pub fn run(file: &Path, seed: Option<u64>, json: bool, report_file: Option<&Path
                 shown = Some(Instant::now());
             }
         };
-        let result = harness::run_watched(&scenario, variant, seed, &mut show);
+        let result = harness::run_watched(&scenario, variant, seed, &mut show)
+            .map(|r| expect::checked(r, &variant.expect));
         if shown.is_some() {
             // Clear the progress line before the timeline.
             eprint!("\r\x1b[K");
@@ -142,7 +144,7 @@ fn compare(runs: &[RunResult]) -> String {
         out.push_str(&format!(
             "{:<14} {:<12} {:>10} {:>11}% {:>16}\n",
             r.variant,
-            crate::expect::outcome_name(r.outcome),
+            Outcome::name(r.outcome),
             decided,
             r.max_canary_weight,
             r.failed_requests_canary

@@ -11,8 +11,8 @@ use serde::Serialize;
 
 use super::EXIT_BAD_INPUT;
 use super::run::emit;
-use crate::harness;
 use crate::scenario::{Outcome, Scenario, Variant};
+use crate::{expect, harness};
 
 /// The distribution of outcomes of one variant over the seeds.
 #[derive(Debug, Serialize)]
@@ -114,7 +114,9 @@ fn sweep_variant(
                     if i >= count {
                         break;
                     }
-                    match harness::run(scenario, variant, first + i) {
+                    let run = harness::run(scenario, variant, first + i)
+                        .map(|r| expect::checked(r, &variant.expect));
+                    match run {
                         Ok(r) => {
                             let tally = Tally {
                                 outcome: r.outcome,

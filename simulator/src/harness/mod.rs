@@ -26,27 +26,29 @@ use fledge_controller::rollout::{
     Action, HookOutcome, Observation, Phase, Readiness, RolloutState, Severity, advance,
     look_interval, wants,
 };
+use fledge_controller::routes::{Provider, Routes};
 use fledge_controller::spec::HookGate;
-use serde::Serialize;
 
 use crate::engine::{MILLIS, SECONDS, SimTime};
-use crate::manifest::{HeaderMatch, Manifest};
+use crate::manifest::{self, Manifest, Manifests};
 use crate::mesh::{
     self, ClientConfig, ClientId, HeaderProfile, Mesh, MeshConfig, MeshError, ServiceConfig,
-    ServiceId, Split, VersionConfig, VersionId,
+    VersionConfig, VersionId,
+};
+use crate::result::{
+    AppliedObject, ClientFigures, Decision, Outcome, RunResult, Sample, WindowFigures,
 };
 use crate::scenario::{
-    Event, HookAnswer, Outcome, RateShape, Scenario, Side, TimelineEntry, Trigger, Variant,
-    header_matches,
+    Event, HookAnswer, RateShape, Scenario, Side, TimelineEntry, Trigger, Variant,
 };
 use crate::telemetry::{Reporter, Selector};
 
 /// Revisions of the target: before and after the scenario's `deploy`.
 const OLD_REVISION: &str = "rev-1";
 const NEW_REVISION: &str = "rev-2";
-/// The header the harness puts on a load tester's requests, so that a route sends them to the
-/// canary as if they were addressed to its own Service.
-const LOAD_TEST_HEADER: &str = "x-fledge-sim-target";
+/// The start of a warning about a routing object of the controller's that the mesh could not
+/// use (a host or backend it does not simulate): the rehearsal then differs from the cluster.
+pub const ROUTES_NOT_UNDERSTOOD: &str = "the controller's routing objects: ";
 /// Rate shapes are applied as a step function at this resolution.
 const SHAPE_STEP: SimTime = 10 * SECONDS;
 
@@ -56,105 +58,8 @@ pub enum HarnessError {
     Mesh { file: String, source: MeshError },
 }
 
-/// One line of the timeline: what the controller decided on a tick, or what the scenario did.
-#[derive(Clone, Debug, Serialize)]
-pub struct Decision {
-    /// Virtual time in milliseconds.
-    pub at_ms: u64,
-    pub phase: Phase,
-    pub canary_weight: u8,
-    pub mirror: Option<u8>,
-    pub matched: bool,
-    /// The metrics analysed on this tick.
-    pub metrics: Vec<MetricResult>,
-    pub messages: Vec<String>,
-    pub warning: bool,
-    /// A timeline event of the scenario rather than a controller decision.
-    pub scenario_event: bool,
-}
-
-/// Figures for the report's plots, at every tick, over the time since the previous sample (from
-/// the last scrape at or before it).
-#[derive(Clone, Debug, Serialize)]
-pub struct Sample {
-    pub at_ms: u64,
-    pub canary_weight: u8,
-    pub primary: WindowFigures,
-    pub canary: WindowFigures,
-    /// Requests per second the clients sent over the window.
-    pub rps: f64,
-    /// The clients' requests over the window, and the percentage that succeeded after retries:
-    /// what users saw, including failures no destination reported.
-    pub clients_requests: u64,
-    pub clients_success_rate: Option<f64>,
-}
-
-#[derive(Clone, Copy, Debug, Default, Serialize)]
-pub struct WindowFigures {
-    pub requests: u64,
-    /// Percentage of non-5xx responses, when there was traffic.
-    pub success_rate: Option<f64>,
-    pub p99_ms: Option<f64>,
-}
-
-/// A check of the scenario's `expect`, and how it came out.
-#[derive(Clone, Debug, Serialize)]
-pub struct Check {
-    pub name: String,
-    pub expected: String,
-    pub actual: String,
-    pub passed: bool,
-}
-
-/// Everything a run produced.
-#[derive(Clone, Debug, Serialize)]
-pub struct RunResult {
-    pub scenario: String,
-    pub variant: String,
-    pub seed: u64,
-    pub outcome: Outcome,
-    /// When the new revision was deployed, and when the rollout was decided.
-    pub deployed_at_ms: Option<u64>,
-    pub decided_at_ms: Option<u64>,
-    pub max_canary_weight: u8,
-    pub final_phase: Phase,
-    pub final_message: String,
-    /// Client requests, and those that failed after retries.
-    pub requests: u64,
-    pub failed_requests: u64,
-    /// Failed client requests answered by the canary (the blast radius).
-    pub failed_requests_canary: u64,
-    /// Percentage of client requests that succeeded; none without requests.
-    pub success_rate: Option<f64>,
-    pub decisions: Vec<Decision>,
-    pub samples: Vec<Sample>,
-    pub checks: Vec<Check>,
-    pub events_processed: u64,
-    /// What each client saw over the whole run, after retries.
-    pub clients: Vec<ClientFigures>,
-    /// The clients' proxy counters for the service, summed over clients and versions, and the
-    /// mesh's own counters, by the names of [`crate::expect::counter_names`].
-    pub counters: BTreeMap<String, u64>,
-    pub warnings: Vec<String>,
-}
-
-/// One client's requests over the run.
-#[derive(Clone, Debug, Serialize)]
-pub struct ClientFigures {
-    pub name: String,
-    pub requests: u64,
-    pub failed: u64,
-    /// Percentage of requests that succeeded; none without requests.
-    pub success_rate: Option<f64>,
-}
-
-impl RunResult {
-    pub fn passed(&self) -> bool {
-        self.checks.iter().all(|c| c.passed)
-    }
-}
-
-/// Runs one variant of a scenario with a seed.
+/// Runs one variant of a scenario with a seed. The result's `checks` are empty: the caller
+/// checks them with [`crate::expect::check`].
 pub fn run(scenario: &Scenario, variant: &Variant, seed: u64) -> Result<RunResult, HarnessError> {
     run_watched(scenario, variant, seed, &mut |_| {})
 }
@@ -174,7 +79,8 @@ struct Harness<'a> {
     variant: &'a Variant,
     seed: u64,
     mesh: Mesh,
-    service: ServiceId,
+    /// The provider whose objects carry the routes.
+    provider: Provider,
     primary: VersionId,
     canary: VersionId,
     canary_desired: u32,
@@ -182,7 +88,10 @@ struct Harness<'a> {
     deleting: bool,
     state: RolloutState,
     /// The routes the controller last set, kept over manifests applied mid-run.
-    routes: Option<(Split, Vec<Vec<HeaderMatch>>)>,
+    routes: Option<Routes>,
+    /// Every routing object applied, with the time: what a cluster's API server would have
+    /// received.
+    applied_routes: Vec<AppliedObject>,
     /// Load testers: client, the rate it sends at when on, and whether it is on.
     load_testers: Vec<(ClientId, f64, bool)>,
     pending: Vec<TimelineEntry>,
@@ -218,7 +127,14 @@ impl<'a> Harness<'a> {
             .map(|c| {
                 // A load tester is off until a rollout progresses.
                 let rate = if c.load_tester { 0.0 } else { c.rate };
-                let mut cfg = ClientConfig::new(&c.name, &scenario.service, rate);
+                // A load tester calls the canary's own Service, which no route of the apex
+                // service governs.
+                let service = if c.load_tester {
+                    format!("{}-canary", scenario.service)
+                } else {
+                    scenario.service.clone()
+                };
+                let mut cfg = ClientConfig::new(&c.name, &service, rate);
                 cfg.namespace = c.namespace.clone();
                 cfg.shape = c.arrivals;
                 cfg.sidecar = c.sidecar;
@@ -230,17 +146,6 @@ impl<'a> Harness<'a> {
                         headers: headers.clone(),
                     })
                     .collect();
-                if c.load_tester {
-                    if cfg.headers.is_empty() {
-                        cfg.headers.push(HeaderProfile {
-                            weight: 1.0,
-                            headers: Vec::new(),
-                        });
-                    }
-                    for p in &mut cfg.headers {
-                        p.headers.push((LOAD_TEST_HEADER.into(), "canary".into()));
-                    }
-                }
                 cfg
             })
             .collect();
@@ -254,16 +159,14 @@ impl<'a> Harness<'a> {
             ..MeshConfig::default()
         };
         let mut mesh = Mesh::new(config).map_err(mesh_error)?;
-        let mut warnings = mesh
+        let warnings = mesh
             .apply_manifests(&scenario.manifests)
             .map_err(mesh_error)?;
-        warnings.extend(
-            mesh.apply_manifests(&scenario.generated_routes)
-                .map_err(mesh_error)?,
-        );
         let service = mesh
             .service_id(&scenario.service)
             .expect("the service was just built");
+        // The scenario loader resolved the provider (the data plane's when the Canary names none).
+        let provider = variant.spec.provider.unwrap_or(Provider::Istio);
         let (primary, canary) = mesh
             .primary_canary(service)
             .expect("the service has both versions");
@@ -272,7 +175,7 @@ impl<'a> Harness<'a> {
             variant,
             seed,
             mesh,
-            service,
+            provider,
             primary,
             canary,
             canary_desired: 0,
@@ -280,6 +183,7 @@ impl<'a> Harness<'a> {
             deleting: false,
             state: RolloutState::default(),
             routes: None,
+            applied_routes: Vec::new(),
             load_testers: Vec::new(),
             pending: scenario.timeline.clone(),
             decisions: Vec::new(),
@@ -291,7 +195,6 @@ impl<'a> Harness<'a> {
                 .manifests
                 .warnings
                 .iter()
-                .chain(&scenario.generated_routes.warnings)
                 .cloned()
                 .chain(warnings)
                 .collect(),
@@ -399,8 +302,8 @@ impl<'a> Harness<'a> {
                         .extend(m.warnings.iter().cloned().chain(warnings));
                     // The controller owns its service's routes and writes them back on its
                     // next reconcile; the harness does so at once.
-                    match self.routes.clone() {
-                        Some((split, blocks)) => self.install_routes(split, blocks),
+                    match self.routes {
+                        Some(routes) => self.apply_routes(routes),
                         None => Ok(()),
                     }
                 });
@@ -639,7 +542,9 @@ impl<'a> Harness<'a> {
 
     fn carry_out(&mut self, action: &Action) {
         let result = match action {
-            Action::InitializePrimary | Action::RunHooks { .. } | Action::Event { .. } => Ok(()),
+            // The router creates its objects, all traffic on the primary, as the primary starts.
+            Action::InitializePrimary => self.apply_routes(Routes::PRIMARY_ONLY),
+            Action::RunHooks { .. } | Action::Event { .. } => Ok(()),
             Action::ScaleCanary { up } => {
                 self.canary_desired = if *up { self.scenario.canary.pods } else { 0 };
                 if *up {
@@ -672,22 +577,12 @@ impl<'a> Harness<'a> {
                 canary,
                 mirror,
                 matched,
-            } => {
-                // Match blocks are alternatives: a request matching any goes to the canary.
-                let blocks = match (&self.variant.spec.strategy, *matched) {
-                    (fledge_controller::spec::Strategy::AbTesting { matches, .. }, true) => {
-                        header_matches(matches)
-                    }
-                    _ => Vec::new(),
-                };
-                let split = Split {
-                    primary: *primary,
-                    canary: *canary,
-                    mirror: *mirror,
-                    canary_match: Vec::new(),
-                };
-                self.install_routes(split, blocks)
-            }
+            } => self.apply_routes(Routes {
+                primary: *primary,
+                canary: *canary,
+                mirror: *mirror,
+                matched: *matched,
+            }),
             Action::PromotePrimary => {
                 let behaviour = self
                     .mesh
@@ -699,13 +594,7 @@ impl<'a> Harness<'a> {
                     behaviour,
                 })
             }
-            Action::Finalize { .. } => {
-                let split = Split {
-                    primary: 100,
-                    ..Split::default()
-                };
-                self.install_routes(split, Vec::new())
-            }
+            Action::Finalize { .. } => self.apply_routes(Routes::PRIMARY_ONLY),
         };
         if let Err(e) = result {
             self.warnings
@@ -713,20 +602,41 @@ impl<'a> Harness<'a> {
         }
     }
 
-    /// Sets the service's routes: the split, A/B match blocks to the canary, and the canary's
-    /// own Service for load testers.
-    fn install_routes(
-        &mut self,
-        split: Split,
-        blocks: Vec<Vec<HeaderMatch>>,
-    ) -> Result<(), MeshError> {
-        let mut all = blocks.clone();
-        if !self.load_testers.is_empty() {
-            all.push(vec![HeaderMatch::exact(LOAD_TEST_HEADER, "canary")]);
-        }
-        let result = self.mesh.set_split_matching(self.service, &split, &all);
-        self.routes = Some((split, blocks));
-        result
+    /// Routes as the cluster's router would: the provider's objects for `routes`, built by the
+    /// controller's own builders and loaded through the manifest loader.
+    fn apply_routes(&mut self, routes: Routes) -> Result<(), MeshError> {
+        self.routes = Some(routes);
+        let objects = match self
+            .provider
+            .objects(&self.scenario.canary_resource, &routes)
+        {
+            Ok(objects) => objects,
+            Err(e) => return Err(routing_error(format!("the router refuses {routes}: {e}"))),
+        };
+        let text = objects
+            .iter()
+            .map(|o| serde_json::to_string(o).unwrap_or_default())
+            .collect::<Vec<_>>()
+            .join("\n---\n");
+        let mut loaded = manifest::parse(&text)
+            .map_err(|e| routing_error(format!("the router's objects do not load: {e}")))?;
+        lend_default_route(
+            &mut loaded,
+            &self.scenario.manifests,
+            &self.scenario.service,
+        );
+        self.applied_routes.push(AppliedObject {
+            at_ms: self.mesh.now() / MILLIS,
+            routes,
+            objects,
+        });
+        let warnings = self.mesh.apply_manifests(&loaded)?;
+        self.warnings.extend(
+            warnings
+                .into_iter()
+                .map(|w| format!("{ROUTES_NOT_UNDERSTOOD}{w}")),
+        );
+        Ok(())
     }
 
     /// Load testers send while a rollout progresses, from its first step on (Flagger runs them
@@ -799,6 +709,7 @@ impl<'a> Harness<'a> {
     }
 
     fn finish(self) -> RunResult {
+        let applied_routes = self.applied_routes.clone();
         let end = self.scenario.duration;
         let outcome = match (self.deployed_at, self.state.phase) {
             (Some(_), Phase::Succeeded)
@@ -836,7 +747,7 @@ impl<'a> Harness<'a> {
                 })
             })
             .collect();
-        let mut counters: BTreeMap<String, u64> = crate::expect::counter_names()
+        let mut counters: BTreeMap<String, u64> = crate::telemetry::counter_names()
             .map(|name| (name.to_string(), 0))
             .collect();
         counters.insert("cert_rotations".into(), self.mesh.stats().cert_rotations);
@@ -854,7 +765,7 @@ impl<'a> Harness<'a> {
             };
             for v in [self.primary, self.canary] {
                 let proxy = self.mesh.proxy_counters(id, v);
-                for (name, get) in crate::expect::PROXY_COUNTERS {
+                for (name, get) in crate::telemetry::PROXY_COUNTERS {
                     *counters.entry(name.to_string()).or_default() += get(&proxy);
                 }
             }
@@ -866,7 +777,7 @@ impl<'a> Harness<'a> {
                     .into(),
             );
         }
-        let mut result = RunResult {
+        RunResult {
             scenario: self.scenario.name.clone(),
             variant: self.variant.name.clone(),
             seed: self.seed,
@@ -887,10 +798,53 @@ impl<'a> Harness<'a> {
             clients,
             counters,
             warnings,
-        };
-        result.checks = crate::expect::check(&self.variant.expect, &result);
-        result
+            applied_routes,
+        }
     }
+}
+
+fn routing_error(reason: String) -> MeshError {
+    MeshError::InvalidConfig {
+        what: "routes".into(),
+        reason,
+    }
+}
+
+/// The scenario's default route for the service (its last VirtualService route without a
+/// match) lends its fault injection, timeout and retries to the controller's routes that set
+/// none: the way a scenario injects faults under the controller's routing. On a cluster the
+/// controller's apply replaces `spec.http` and these would be gone.
+fn lend_default_route(controller: &mut Manifests, scenario: &Manifests, service: &str) {
+    let default = scenario.items.iter().rev().find_map(|m| match m {
+        Manifest::VirtualService(vs) if vs.hosts.iter().any(|h| names_service(h, service)) => {
+            vs.http.iter().rev().find(|r| r.matches.is_empty())
+        }
+        _ => None,
+    });
+    let Some(default) = default else { return };
+    for item in &mut controller.items {
+        if let Manifest::VirtualService(vs) = item {
+            for r in &mut vs.http {
+                if r.fault.is_none() {
+                    r.fault = default.fault.clone();
+                }
+                if r.timeout.is_none() {
+                    r.timeout = default.timeout;
+                }
+                if r.retries.is_none() {
+                    r.retries = default.retries.clone();
+                }
+            }
+        }
+    }
+}
+
+/// `service`, or a longer form of it (`service.ns`, `service.ns.svc.cluster.local`).
+fn names_service(host: &str, service: &str) -> bool {
+    host == service
+        || host
+            .strip_prefix(service)
+            .is_some_and(|r| r.starts_with('.'))
 }
 
 /// `Kind name` of a manifest, for the timeline.

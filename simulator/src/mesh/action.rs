@@ -5,12 +5,11 @@
 //! scheduled one cannot fail later.
 
 use super::build::{MAX_PODS, RATE_RULE, Version, valid_rate, validate_behaviour};
-use super::config::{Behaviour, Split};
+use super::config::Behaviour;
 use super::dist::ServiceTime;
 use super::event::Ev;
 use super::{CertId, ClientId, Mesh, MeshError, PodId, ServiceId, VersionId, Workload, invalid};
 use crate::engine::SimTime;
-use crate::manifest::HeaderMatch;
 
 /// A change to the mesh, applied now ([`Mesh::apply`]) or at a virtual time ([`Mesh::schedule`]).
 #[derive(Clone, Debug, PartialEq)]
@@ -93,13 +92,6 @@ pub enum Action {
         /// Rotation enabled.
         enabled: bool,
     },
-    /// Sets a service's split.
-    SetSplit {
-        /// Service.
-        service: ServiceId,
-        /// Split.
-        split: Split,
-    },
 }
 
 impl Mesh {
@@ -109,32 +101,6 @@ impl Mesh {
         let idx = self.actions.len() as u32;
         self.actions.push(Some(action));
         self.q.schedule_at(at, Ev::Action { index: idx });
-        Ok(())
-    }
-
-    /// Sets the weights, header matches and mirroring of a service's route, keeping the timeout,
-    /// retries and fault injection of its current default route.
-    pub fn set_split(&mut self, service: ServiceId, split: &Split) -> Result<(), MeshError> {
-        self.apply(Action::SetSplit {
-            service,
-            split: split.clone(),
-        })
-    }
-
-    /// Like [`Mesh::set_split`], with A/B match blocks that are alternatives, as Istio ORs a
-    /// route's `match` blocks: a request matching every condition of any block goes to the
-    /// canary. `split.canary_match` is ignored.
-    pub fn set_split_matching(
-        &mut self,
-        service: ServiceId,
-        split: &Split,
-        blocks: &[Vec<HeaderMatch>],
-    ) -> Result<(), MeshError> {
-        self.check_action(&Action::SetSplit {
-            service,
-            split: split.clone(),
-        })?;
-        self.install_split_blocks(service, split, blocks);
         Ok(())
     }
 
@@ -207,24 +173,6 @@ impl Mesh {
             }
             Action::CertRotation { workload, .. } => {
                 self.cert_index(*workload)?;
-            }
-            Action::SetSplit { service, split } => {
-                let s = self
-                    .services
-                    .get(service.0 as usize)
-                    .ok_or(MeshError::UnknownService(service.0.to_string()))?;
-                if s.primary.is_none() || s.canary.is_none() {
-                    return Err(invalid(
-                        format!("service {}", s.name),
-                        "a split needs versions named as its primary and canary",
-                    ));
-                }
-                if split.primary == 0 && split.canary == 0 {
-                    return Err(invalid("split", "primary and canary weights are both zero"));
-                }
-                if split.mirror.is_some_and(|m| m > 100) {
-                    return Err(invalid("split", "mirror percentage above 100"));
-                }
             }
         }
         Ok(())
@@ -343,7 +291,6 @@ impl Mesh {
                     }
                 }
             }
-            Action::SetSplit { service, split } => self.install_split(service, &split),
         }
     }
 }

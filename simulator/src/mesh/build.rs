@@ -155,11 +155,19 @@ impl Mesh {
         let mut clients = Vec::new();
         let mut source_labels = Vec::new();
         for cc in &cfg.clients {
-            let service = services
-                .iter()
-                .position(|s| s.name == cc.target)
-                .ok_or_else(|| MeshError::UnknownService(cc.target.clone()))?;
-            let service = ServiceId(service as u32);
+            let (service, direct) = match services.iter().position(|s| s.name == cc.target) {
+                Some(s) => (ServiceId(s as u32), None),
+                None => services
+                    .iter()
+                    .enumerate()
+                    .find_map(|(si, s)| {
+                        let v = s.versions.iter().copied().find(|&v| {
+                            format!("{}-{}", s.name, versions[v.0 as usize].name) == cc.target
+                        })?;
+                        Some((ServiceId(si as u32), Some((v, None))))
+                    })
+                    .ok_or_else(|| MeshError::UnknownService(cc.target.clone()))?,
+            };
             if !valid_rate(cc.rate) {
                 return Err(invalid(format!("client {}", cc.name), RATE_RULE));
             }
@@ -197,6 +205,7 @@ impl Mesh {
             });
             clients.push(Client {
                 service,
+                direct,
                 rate: cc.rate,
                 shape: cc.shape,
                 cache: vec![None; profiles.len()],
@@ -268,6 +277,12 @@ impl Mesh {
         for s in (0..mesh.services.len() as u32).map(ServiceId) {
             mesh.reset_default_route(s);
             mesh.refresh_policies(s);
+        }
+        for c in (0..mesh.clients.len() as u32).map(ClientId) {
+            if let Some((v, None)) = mesh.clients[c].direct {
+                let rule = mesh.direct_rule(v);
+                mesh.clients[c].direct = Some((v, Some(rule)));
+            }
         }
         for i in (0..mesh.certs.len() as u32).map(CertId) {
             mesh.schedule_rotation(i);

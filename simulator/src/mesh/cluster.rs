@@ -243,6 +243,15 @@ impl Mesh {
         warnings: &mut Vec<String>,
     ) {
         let Some(s) = self.find_service(&dr.host, dr.namespace.as_deref()) else {
+            // A version's own Service (the controller's `-primary` and `-canary`): its policy
+            // is that version's.
+            if let Some((s, v)) = self.find_version_service(&dr.host, dr.namespace.as_deref()) {
+                self.services[s]
+                    .subset_policy
+                    .insert(v, dr.traffic_policy.clone());
+                self.refresh_policies(s);
+                return;
+            }
             warnings.push(format!(
                 "DestinationRule {}: host `{}` is not simulated",
                 dr.name, dr.host

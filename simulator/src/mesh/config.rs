@@ -3,7 +3,7 @@
 use std::collections::BTreeMap;
 
 use crate::engine::{MICROS, MILLIS, SECONDS, SimTime};
-use crate::manifest::{HeaderMatch, MtlsMode};
+use crate::manifest::MtlsMode;
 use crate::mesh::dist::ServiceTime;
 use crate::mesh::outlier::{AccrualConfig, EjectionRule};
 
@@ -72,9 +72,9 @@ pub struct ServiceConfig {
     pub namespace: Option<String>,
     /// Versions.
     pub versions: Vec<VersionConfig>,
-    /// Name of the version [`Split::primary`](crate::mesh::Split) addresses.
+    /// Name of the stable version ([`Mesh::primary_canary`](crate::mesh::Mesh::primary_canary)).
     pub primary: String,
-    /// Name of the version [`Split::canary`](crate::mesh::Split) addresses.
+    /// Name of the version under test.
     pub canary: String,
     /// Linkerd failure accrual for clients of this service (Linkerd data plane only).
     pub failure_accrual: Option<AccrualConfig>,
@@ -120,7 +120,8 @@ pub struct ClientConfig {
     pub name: String,
     /// Namespace; the mesh's default when absent.
     pub namespace: Option<String>,
-    /// Target service name.
+    /// Target Service: a service's name, or `<service>-<version>` for the Service that selects
+    /// only that version's pods (as the controller's `<svc>-primary` and `<svc>-canary` do).
     pub target: String,
     /// Requests per second.
     pub rate: f64,
@@ -252,17 +253,4 @@ impl Default for MeshConfig {
             retention: 3600 * SECONDS,
         }
     }
-}
-
-/// The traffic split of a service under test, as a rollout sets it.
-#[derive(Clone, Debug, Default, PartialEq)]
-pub struct Split {
-    /// Weight of the primary version.
-    pub primary: u8,
-    /// Weight of the canary version.
-    pub canary: u8,
-    /// Percentage of requests mirrored to the canary (responses ignored).
-    pub mirror: Option<u8>,
-    /// Requests matching all of these headers go to the canary (A/B testing).
-    pub canary_match: Vec<HeaderMatch>,
 }

@@ -6,8 +6,9 @@
 //!    [`Behaviour`], clients with a rate and header mix), then [`Mesh::apply_manifests`] with
 //!    parsed [`Manifests`] (VirtualService, DestinationRule, ...).
 //! 2. Look up ids once: [`Mesh::service_id`], [`Mesh::version_id`], [`Mesh::client_id`].
-//! 3. Drive: [`Mesh::run_until`] advances virtual time; between calls, [`Mesh::set_split`] sets
-//!    primary/canary weights, header matches and mirroring; [`Mesh::apply`] performs an
+//! 3. Drive: [`Mesh::run_until`] advances virtual time; between calls,
+//!    [`Mesh::apply_manifests`] routes (the controller's own routing objects, loaded as
+//!    `kubectl apply` would: the mesh builds no routes of its own); [`Mesh::apply`] performs an
 //!    [`Action`] now (scale, behaviour change for promotion, faults, rate), [`Mesh::schedule`]
 //!    queues one for later.
 //! 4. Observe: [`Mesh::destination_stats`] (what the destination sidecars report, as Flagger's
@@ -32,7 +33,20 @@
 //! let mut mesh = Mesh::new(cfg)?;
 //! let svc = mesh.service_id("podinfo").expect("declared above");
 //! let (_primary, canary) = mesh.primary_canary(svc).expect("primary and canary exist");
-//! mesh.set_split(svc, &Split { primary: 90, canary: 10, mirror: None, canary_match: vec![] })?;
+//! // The Services `podinfo-primary` and `podinfo-canary` select one version's pods each.
+//! let route = r#"
+//! apiVersion: networking.istio.io/v1beta1
+//! kind: VirtualService
+//! metadata: {name: podinfo}
+//! spec:
+//!   hosts: [podinfo]
+//!   http:
+//!     - route:
+//!         - {destination: {host: podinfo-primary}, weight: 90}
+//!         - {destination: {host: podinfo-canary}, weight: 10}
+//! "#;
+//! let manifests = fledge_simulator::manifest::parse(route).expect("a VirtualService");
+//! assert!(mesh.apply_manifests(&manifests)?.is_empty(), "every host is simulated");
 //! mesh.run_until(60 * SECONDS);
 //! let w = mesh.destination_stats(canary, 0, 60 * SECONDS);
 //! assert!(w.requests > 0);

@@ -15,6 +15,9 @@ use crate::telemetry::{ProxyCounters, Reporter, flags};
 
 pub(super) struct Client {
     pub(super) service: ServiceId,
+    /// Set when the client calls a version's own Service (`<service>-<version>`): no route of
+    /// the service governs it, only this one (built with the mesh).
+    pub(super) direct: Option<(VersionId, Option<RuleId>)>,
     pub(super) rate: f64,
     pub(super) shape: ArrivalShape,
     pub(super) profiles: Vec<(f64, Vec<(String, String)>)>,

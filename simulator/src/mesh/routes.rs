@@ -5,7 +5,7 @@
 //! timeout, retry policy, fault injection and mirror. A client caches its matching rule per header
 //! profile until the service's routes change.
 
-use super::config::{DataPlane, Split};
+use super::config::DataPlane;
 use super::retry::RetryPolicy;
 use super::{ClientId, Mesh, MeshError, RuleId, ServiceId, VersionId};
 use crate::engine::SimTime;
@@ -49,55 +49,6 @@ pub(super) struct RouteRule {
 }
 
 impl Mesh {
-    pub(super) fn install_split(&mut self, s: ServiceId, split: &Split) {
-        self.install_split_blocks(s, split, std::slice::from_ref(&split.canary_match));
-    }
-
-    pub(super) fn install_split_blocks(
-        &mut self,
-        s: ServiceId,
-        split: &Split,
-        blocks: &[Vec<HeaderMatch>],
-    ) {
-        let svc = &self.services[s];
-        let (Some(p), Some(c)) = (svc.primary, svc.canary) else {
-            return;
-        };
-        let base = svc.base.clone();
-        let mut rules = Vec::new();
-        // An empty block would match every request.
-        let blocks: Vec<Vec<HeaderMatch>> =
-            blocks.iter().filter(|b| !b.is_empty()).cloned().collect();
-        if !blocks.is_empty() {
-            rules.push(RouteRule {
-                matches: blocks,
-                dests: vec![(c, 100)],
-                total_weight: 100,
-                mirror: None,
-                timeout: base.timeout,
-                retry: base.retry.clone(),
-                fault: base.fault.clone(),
-            });
-        }
-        let mut dests = Vec::new();
-        if split.primary > 0 {
-            dests.push((p, u32::from(split.primary)));
-        }
-        if split.canary > 0 {
-            dests.push((c, u32::from(split.canary)));
-        }
-        rules.push(RouteRule {
-            matches: Vec::new(),
-            total_weight: weight_sum(&dests),
-            dests,
-            mirror: split.mirror.filter(|m| *m > 0).map(|m| (c, f64::from(m))),
-            timeout: base.timeout,
-            retry: base.retry,
-            fault: base.fault,
-        });
-        self.install_rules(s, rules);
-    }
-
     pub(super) fn install_rules(&mut self, s: ServiceId, rules: Vec<RouteRule>) {
         let mut ids = Vec::with_capacity(rules.len());
         for r in rules {
@@ -267,11 +218,15 @@ impl Mesh {
                 let mut dests = Vec::new();
                 let single = r.route.len() == 1;
                 for d in &r.route {
+                    let w = d.weight.unwrap_or(if single { 100 } else { 0 });
                     if self.find_service(&d.host, vs.namespace.as_deref()) != Some(s) {
-                        warnings.push(format!("VirtualService {}: destination `{}` is another service; routing to it is not simulated", vs.name, d.host));
+                        match self.find_version_service(&d.host, vs.namespace.as_deref()) {
+                            // A version's own Service selects that version's pods.
+                            Some((ds, v)) if ds == s => dests.push((v, w)),
+                            _ => warnings.push(format!("VirtualService {}: destination `{}` is another service; routing to it is not simulated", vs.name, d.host)),
+                        }
                         continue;
                     }
-                    let w = d.weight.unwrap_or(if single { 100 } else { 0 });
                     match &d.subset {
                         Some(sub) => match self.resolve_subset(s, sub, None) {
                             Some(v) => dests.push((v, w)),
@@ -297,10 +252,7 @@ impl Mesh {
                     }
                 }
                 let retry = match &r.retries {
-                    None => match self.data_plane {
-                        DataPlane::Istio => RetryPolicy::istio_default(),
-                        DataPlane::Linkerd => RetryPolicy::none(),
-                    },
+                    None => self.default_retry(),
                     Some(rt) => RetryPolicy {
                         attempts: rt.attempts,
                         per_try_timeout: rt.per_try_timeout,
@@ -312,7 +264,11 @@ impl Mesh {
                         .subset
                         .as_deref()
                         .and_then(|sub| self.resolve_subset(s, sub, None))
-                    {
+                        .or_else(|| {
+                            self.find_version_service(&m.host, vs.namespace.as_deref())
+                                .filter(|(ms, _)| *ms == s)
+                                .map(|(_, v)| v)
+                        }) {
                         Some(v) => {
                             Some((v, r.mirror_percentage.unwrap_or(100.0).clamp(0.0, 100.0)))
                         }
@@ -419,10 +375,57 @@ impl Mesh {
         })
     }
 
+    /// The route of a version's own Service, which no VirtualService names: all to that
+    /// version, with the data plane's default retries.
+    pub(super) fn direct_rule(&mut self, v: VersionId) -> RuleId {
+        let id = RuleId(self.rules.len() as u32);
+        self.rules.push(RouteRule {
+            matches: Vec::new(),
+            dests: vec![(v, 100)],
+            total_weight: 100,
+            mirror: None,
+            timeout: None,
+            retry: self.default_retry(),
+            fault: None,
+        });
+        id
+    }
+
+    fn default_retry(&self) -> RetryPolicy {
+        match self.data_plane {
+            DataPlane::Istio => RetryPolicy::istio_default(),
+            DataPlane::Linkerd => RetryPolicy::none(),
+        }
+    }
+
+    /// The service and version a host names when it is a version's own Service
+    /// (`<service>-<version>`, e.g. the controller's `podinfo-primary` and `podinfo-canary`).
+    pub(super) fn find_version_service(
+        &self,
+        host: &str,
+        namespace: Option<&str>,
+    ) -> Option<(ServiceId, VersionId)> {
+        self.services.iter().enumerate().find_map(|(si, s)| {
+            let v = s.versions.iter().copied().find(|&v| {
+                let name = format!("{}-{}", s.name, self.versions[v].name);
+                host_matches(host, &name, namespace.unwrap_or(&s.namespace))
+                    || host_matches(host, &name, &s.namespace)
+            })?;
+            Some((ServiceId(si as u32), v))
+        })
+    }
+
     pub(super) fn refresh_route_cache(&mut self, c: ClientId) {
         let svc = &self.services[self.clients[c].service];
         let cl = &self.clients[c];
         let mut cache = Vec::with_capacity(cl.profiles.len());
+        if let Some((_, rule)) = cl.direct {
+            let epoch = svc.epoch;
+            let cl = &mut self.clients[c];
+            cl.cache = vec![rule; cl.profiles.len()];
+            cl.cache_epoch = Some(epoch);
+            return;
+        }
         for (_, headers) in &cl.profiles {
             let hit = svc.rules.iter().copied().find(|&rid| {
                 let r = &self.rules[rid];

@@ -14,8 +14,7 @@ use fledge_controller::spec::{Judge, MetricKind, RolloutSpec};
 
 use super::plot::{Bound, Dots, Mark, Plot, Series};
 use super::success;
-use crate::expect::outcome_name;
-use crate::harness::{Decision, RunResult, Sample};
+use crate::result::{Decision, Outcome, RunResult, Sample};
 use crate::scenario::Scenario;
 
 const PRIMARY: &str = "#2f6fb0";
@@ -72,7 +71,7 @@ fn section(out: &mut String, run: &RunResult, spec: &RolloutSpec) {
         } else {
             "expectations failed"
         },
-        outcome_name(run.outcome),
+        Outcome::name(run.outcome),
         run.max_canary_weight,
         run.requests,
         run.failed_requests,

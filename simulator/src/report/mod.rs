@@ -10,8 +10,7 @@ use std::fmt::Write as _;
 use fledge_controller::analysis::Verdict;
 use fledge_controller::spec::Duration;
 
-use crate::expect::outcome_name;
-use crate::harness::RunResult;
+use crate::result::{Outcome, RunResult};
 
 fn clock(ms: u64) -> String {
     let s = ms / 1000;
@@ -103,7 +102,7 @@ pub fn summary(run: &RunResult) -> String {
     let _ = writeln!(
         out,
         "outcome: {}{decided}; highest canary weight {}%",
-        outcome_name(run.outcome),
+        Outcome::name(run.outcome),
         run.max_canary_weight
     );
     let _ = writeln!(out, "  last decision: {}", run.final_message);

@@ -3,10 +3,12 @@
 
 use std::path::PathBuf;
 
+use fledge_controller::routes::{Provider, SmiVersion};
 use fledge_controller::spec::{Canary, LoadError, RolloutSpec, load_manifests, validate};
 
 use super::{Context, ScenarioError, raw};
 use crate::manifest::yaml::{Outline, check_depth};
+use crate::mesh::config::DataPlane;
 
 /// Where the Canary's text was written.
 enum Place {
@@ -106,7 +108,7 @@ impl Context {
                 format!("must hold exactly one Canary, found {}", v.len()),
             )
         })?;
-        let spec = validate(&canary.spec).map_err(|errors| {
+        let mut spec = validate(&canary.spec).map_err(|errors| {
             let path = errors.0.first().map_or(String::new(), |e| e.path.clone());
             let all: Vec<String> = errors.0.iter().map(ToString::to_string).collect();
             error(
@@ -116,6 +118,19 @@ impl Context {
                 format!("the Canary does not validate:\n  {}", all.join("\n  ")),
             )
         })?;
+        // The data plane's provider when the Canary names none, as the controller's default.
+        let provider = *spec.provider.get_or_insert(match self.data_plane {
+            DataPlane::Istio => Provider::Istio,
+            DataPlane::Linkerd => Provider::Smi(SmiVersion::V1Alpha2),
+        });
+        if let Some(e) = spec.strategy.unroutable_by(provider).first() {
+            return Err(error(
+                canary_doc,
+                &e.path,
+                None,
+                format!("the Canary does not validate:\n  {e}"),
+            ));
+        }
         for (i, m) in spec.metrics.iter().enumerate() {
             if !m.kind.is_builtin() {
                 return Err(error(

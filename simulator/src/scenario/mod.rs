@@ -16,11 +16,11 @@ use fledge_controller::spec::{Canary, HookGate, RolloutSpec, validate};
 
 use crate::engine::SimTime;
 use crate::manifest::yaml::Outline;
-use crate::manifest::{self, HeaderMatch, Manifest, Manifests, StringMatch};
+use crate::manifest::{self, Manifests};
 use crate::mesh::config::{ArrivalShape, Behaviour, CertConfig, DataPlane};
 use crate::mesh::dist::ServiceTime;
 
-pub use raw::Outcome;
+pub use crate::result::Outcome;
 pub use source::{MAX_FILE_BYTES, read_bounded};
 
 /// A scenario, checked and ready to run.
@@ -39,9 +39,6 @@ pub struct Scenario {
     pub canary: Version,
     pub clients: Vec<Client>,
     pub manifests: Manifests,
-    /// The route options the controller's router writes from the Canary's `service` block
-    /// (`timeout`, and for Istio `retries`), applied after `manifests`.
-    pub generated_routes: Manifests,
     pub canary_resource: Canary,
     pub spec: RolloutSpec,
     pub timeline: Vec<TimelineEntry>,
@@ -201,7 +198,7 @@ pub struct Expectations {
     pub rolled_back_for_no_data: Option<String>,
     /// Some decision's message must contain this text.
     pub message_contains: Option<String>,
-    /// Bounds on counters (names from [`crate::expect::COUNTERS`]).
+    /// Bounds on counters (names from [`crate::telemetry::counter_names`]).
     pub counters: Vec<CounterBound>,
     /// Bounds on what each named client saw.
     pub clients: Vec<ClientBound>,
@@ -342,7 +339,6 @@ impl Context {
             ));
         }
         let manifests = self.manifests(&raw)?;
-        let generated_routes = self.generated_routes(&canary_resource, &manifests, data_plane)?;
 
         let mut clients = Vec::new();
         for (i, c) in raw.traffic.iter().enumerate() {
@@ -414,7 +410,6 @@ impl Context {
             canary,
             clients,
             manifests,
-            generated_routes,
             canary_resource,
             spec,
             timeline,
@@ -423,73 +418,6 @@ impl Context {
             certificates,
             warnings: std::mem::take(&mut self.warnings),
         })
-    }
-
-    /// What the controller's router writes from the Canary's `service` block: Istio routes
-    /// carry its `timeout` and `retries`, Gateway API routes its `timeout`; SMI and Linkerd
-    /// carry neither (a ServiceProfile sets them). As a VirtualService for the mesh, keeping the
-    /// fault injection of a default route the scenario's own manifests give the service.
-    fn generated_routes(
-        &self,
-        canary: &Canary,
-        manifests: &Manifests,
-        data_plane: DataPlane,
-    ) -> Result<Manifests, ScenarioError> {
-        let service = &canary.spec.service;
-        let provider = canary.spec.provider.as_deref().unwrap_or(match data_plane {
-            DataPlane::Istio => "istio",
-            DataPlane::Linkerd => "linkerd",
-        });
-        let (timeout, retries) = if provider == "istio" {
-            (service.timeout.as_ref(), service.retries.as_ref())
-        } else if provider.starts_with("gatewayapi") {
-            (service.timeout.as_ref(), None)
-        } else {
-            (None, None)
-        };
-        if timeout.is_none() && retries.is_none() {
-            return Ok(Manifests::default());
-        }
-        let mut route = serde_json::json!({
-            "route": [{"destination": {"host": self.service}}],
-        });
-        if let Some(t) = timeout {
-            route["timeout"] = serde_json::json!(t);
-        }
-        if let Some(r) = retries {
-            route["retries"] = r.clone();
-        }
-        let vs = serde_json::json!({
-            "apiVersion": "networking.istio.io/v1beta1",
-            "kind": "VirtualService",
-            "metadata": {"name": format!("{}-generated", self.service), "namespace": self.namespace},
-            "spec": {"hosts": [self.service], "http": [route]},
-        });
-        let field = if retries.is_some() {
-            "canary.spec.service.retries"
-        } else {
-            "canary.spec.service.timeout"
-        };
-        let text = serde_norway::to_string(&vs).map_err(|e| self.error(field, e.to_string()))?;
-        let mut generated = manifest::parse(&text)
-            .map_err(|e| self.error(field, format!("the route it generates does not load: {e}")))?;
-        let fault = manifests.items.iter().rev().find_map(|m| match m {
-            Manifest::VirtualService(vs) if vs.hosts.iter().any(|h| self.is_service(h)) => vs
-                .http
-                .iter()
-                .rev()
-                .find(|r| r.matches.is_empty())
-                .and_then(|r| r.fault.clone()),
-            _ => None,
-        });
-        for item in &mut generated.items {
-            if let Manifest::VirtualService(vs) = item {
-                for r in &mut vs.http {
-                    r.fault = fault.clone();
-                }
-            }
-        }
-        Ok(generated)
     }
 
     fn certificates(&self, raw: Option<&raw::Certificates>) -> Result<CertConfig, ScenarioError> {
@@ -980,8 +908,8 @@ impl Context {
         let mut counters = Vec::new();
         for (name, b) in &e.counters {
             let path = format!("{field}.counters.{name}");
-            if !crate::expect::counter_names().any(|n| n == name) {
-                let known: Vec<&str> = crate::expect::counter_names().collect();
+            if !crate::telemetry::counter_names().any(|n| n == name) {
+                let known: Vec<&str> = crate::telemetry::counter_names().collect();
                 return Err(self.error(
                     &path,
                     format!(
@@ -1092,31 +1020,4 @@ impl Context {
             clients: client_bounds,
         })
     }
-}
-
-/// Header matches for A/B routing, from the spec's Istio `HTTPMatchRequest`s: each block is a
-/// conjunction, blocks are alternatives. Only headers are simulated (requests carry no URI).
-pub fn header_matches(matches: &[serde_json::Value]) -> Vec<Vec<HeaderMatch>> {
-    matches
-        .iter()
-        .filter_map(|m| m.get("headers")?.as_object())
-        .map(|headers| {
-            headers
-                .iter()
-                .filter_map(|(name, cond)| {
-                    let matcher = if let Some(v) = cond.get("exact").and_then(|v| v.as_str()) {
-                        StringMatch::Exact(v.to_string())
-                    } else if let Some(v) = cond.get("prefix").and_then(|v| v.as_str()) {
-                        StringMatch::Prefix(v.to_string())
-                    } else {
-                        StringMatch::regex(cond.get("regex")?.as_str()?).ok()?
-                    };
-                    Some(HeaderMatch {
-                        name: name.to_ascii_lowercase(),
-                        matcher,
-                    })
-                })
-                .collect()
-        })
-        .collect()
 }

@@ -3,9 +3,10 @@
 use std::collections::BTreeMap;
 
 use serde::de::{Error as _, Unexpected};
-use serde::{Deserialize, Deserializer, Serialize};
+use serde::{Deserialize, Deserializer};
 
 use crate::manifest::yaml::{Outline, check_depth};
+use crate::result::Outcome;
 
 #[derive(Deserialize, Debug)]
 #[serde(deny_unknown_fields)]
@@ -221,16 +222,6 @@ pub struct CertRotation {
 pub enum HookAnswer {
     Word(String),
     Gate { open_at: String },
-}
-
-/// How a rollout ended.
-#[derive(Deserialize, Serialize, Debug, Clone, Copy, PartialEq, Eq)]
-#[serde(rename_all = "kebab-case")]
-pub enum Outcome {
-    Promoted,
-    RolledBack,
-    /// Neither by the end of the run.
-    Undecided,
 }
 
 #[derive(Deserialize, Debug, Default)]

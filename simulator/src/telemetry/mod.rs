@@ -11,6 +11,9 @@
 //! - [`Reporter::Source`]: one sample per client request after retries, with the code and flags the
 //!   client saw and the end-to-end duration, labelled with the version that produced the answer.
 
+mod counter_names;
+pub use counter_names::{MESH_COUNTERS, PROXY_COUNTERS, ProxyCounter, counter_names};
+
 use std::collections::VecDeque;
 use std::fmt::Write as _;
 

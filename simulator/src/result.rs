@@ -1,0 +1,141 @@
+//! What a run produced: its outcome, timeline, samples and checks. A leaf: every module may use
+//! it, it uses none of the crate's.
+
+use std::collections::BTreeMap;
+
+use fledge_controller::analysis::MetricResult;
+use fledge_controller::rollout::Phase;
+use fledge_controller::routes::Routes;
+use serde::{Deserialize, Serialize};
+
+/// How a rollout ended.
+#[derive(Deserialize, Serialize, Debug, Clone, Copy, PartialEq, Eq)]
+#[serde(rename_all = "kebab-case")]
+pub enum Outcome {
+    Promoted,
+    RolledBack,
+    /// Neither by the end of the run.
+    Undecided,
+}
+
+impl Outcome {
+    /// The name scenarios and reports use.
+    pub fn name(self) -> &'static str {
+        match self {
+            Outcome::Promoted => "promoted",
+            Outcome::RolledBack => "rolled-back",
+            Outcome::Undecided => "undecided",
+        }
+    }
+}
+
+/// One line of the timeline: what the controller decided on a tick, or what the scenario did.
+#[derive(Clone, Debug, Serialize)]
+pub struct Decision {
+    /// Virtual time in milliseconds.
+    pub at_ms: u64,
+    pub phase: Phase,
+    pub canary_weight: u8,
+    pub mirror: Option<u8>,
+    pub matched: bool,
+    /// The metrics analysed on this tick.
+    pub metrics: Vec<MetricResult>,
+    pub messages: Vec<String>,
+    pub warning: bool,
+    /// A timeline event of the scenario rather than a controller decision.
+    pub scenario_event: bool,
+}
+
+/// Figures for the report's plots, at every tick, over the time since the previous sample (from
+/// the last scrape at or before it).
+#[derive(Clone, Debug, Serialize)]
+pub struct Sample {
+    pub at_ms: u64,
+    pub canary_weight: u8,
+    pub primary: WindowFigures,
+    pub canary: WindowFigures,
+    /// Requests per second the clients sent over the window.
+    pub rps: f64,
+    /// The clients' requests over the window, and the percentage that succeeded after retries:
+    /// what users saw, including failures no destination reported.
+    pub clients_requests: u64,
+    pub clients_success_rate: Option<f64>,
+}
+
+#[derive(Clone, Copy, Debug, Default, Serialize)]
+pub struct WindowFigures {
+    pub requests: u64,
+    /// Percentage of non-5xx responses, when there was traffic.
+    pub success_rate: Option<f64>,
+    pub p99_ms: Option<f64>,
+}
+
+/// A check of the scenario's `expect`, and how it came out.
+#[derive(Clone, Debug, Serialize)]
+pub struct Check {
+    pub name: String,
+    pub expected: String,
+    pub actual: String,
+    pub passed: bool,
+}
+
+/// Everything a run produced.
+#[derive(Clone, Debug, Serialize)]
+pub struct RunResult {
+    pub scenario: String,
+    pub variant: String,
+    pub seed: u64,
+    pub outcome: Outcome,
+    /// When the new revision was deployed, and when the rollout was decided.
+    pub deployed_at_ms: Option<u64>,
+    pub decided_at_ms: Option<u64>,
+    pub max_canary_weight: u8,
+    pub final_phase: Phase,
+    pub final_message: String,
+    /// Client requests, and those that failed after retries.
+    pub requests: u64,
+    pub failed_requests: u64,
+    /// Failed client requests answered by the canary (the blast radius).
+    pub failed_requests_canary: u64,
+    /// Percentage of client requests that succeeded; none without requests.
+    pub success_rate: Option<f64>,
+    pub decisions: Vec<Decision>,
+    pub samples: Vec<Sample>,
+    pub checks: Vec<Check>,
+    pub events_processed: u64,
+    /// What each client saw over the whole run, after retries.
+    pub clients: Vec<ClientFigures>,
+    /// The clients' proxy counters for the service, summed over clients and versions, and the
+    /// mesh's own counters, by the names of [`crate::telemetry::counter_names`].
+    pub counters: BTreeMap<String, u64>,
+    pub warnings: Vec<String>,
+    /// The routing objects the controller applied, in order.
+    #[serde(skip)]
+    pub applied_routes: Vec<AppliedObject>,
+}
+
+/// Routing objects as the controller's router applied them for a decision.
+#[derive(Clone, Debug)]
+pub struct AppliedObject {
+    /// Virtual time in milliseconds.
+    pub at_ms: u64,
+    pub routes: Routes,
+    /// The builders' objects, exactly as a cluster's API server would receive them.
+    pub objects: Vec<serde_json::Value>,
+}
+
+/// One client's requests over the run.
+#[derive(Clone, Debug, Serialize)]
+pub struct ClientFigures {
+    pub name: String,
+    pub requests: u64,
+    pub failed: u64,
+    /// Percentage of requests that succeeded; none without requests.
+    pub success_rate: Option<f64>,
+}
+
+impl RunResult {
+    pub fn passed(&self) -> bool {
+        self.checks.iter().all(|c| c.passed)
+    }
+}
