@@ -121,11 +121,13 @@ impl Controller {
         panic!("/readyz never answered {code}; last {last:?} (hang guard)");
     }
 
+    /// Sends SIGTERM or SIGINT through the shell's `kill` builtin (no procps needed).
     fn signal(&self, name: &str) {
-        let status = Command::new("kill")
-            .args([&format!("-{name}"), &self.child.id().to_string()])
+        let status = Command::new("sh")
+            .arg("-c")
+            .arg(format!("kill -{name} {}", self.child.id()))
             .status()
-            .expect("kill runs");
+            .expect("sh runs");
         assert!(status.success(), "kill -{name}");
     }
 
