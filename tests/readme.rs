@@ -12,6 +12,7 @@
 //!   shown, line by line (trailing spaces ignored), with the wall time masked (`in 0.054 s of
 //!   wall time`). A command starting with `fledge-sim` runs as
 //!   `cargo run -q --bin fledge-sim -- ...`: the binary the README's first command builds.
+//!   `cargo` in any command is the cargo running this test.
 //! - `text`: output or a listing, shown only.
 //! - `yaml`: a file's content, shown only.
 //!
@@ -23,7 +24,7 @@
 //!
 //! The Makefile's `run` and `test` targets must be commands of README.md's runnable blocks.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 
 use libtest_mimic::{Arguments, Failed, Trial};
@@ -109,6 +110,22 @@ fn is_test_command(command: &str) -> bool {
     command == "cargo test" || command.starts_with("cargo test ")
 }
 
+/// `PATH` with the directory of the cargo running this test first, so that `cargo` in a README
+/// command is that cargo (the same toolchain, hence the same build), even when it is not the
+/// first `cargo` on the caller's `PATH`.
+fn path_with_this_cargo() -> std::ffi::OsString {
+    let cargo = std::env::var_os("CARGO").unwrap_or_else(|| env!("CARGO").into());
+    let mut dirs: Vec<PathBuf> = Path::new(&cargo)
+        .parent()
+        .map(Path::to_path_buf)
+        .into_iter()
+        .collect();
+    dirs.extend(std::env::split_paths(
+        &std::env::var_os("PATH").unwrap_or_default(),
+    ));
+    std::env::join_paths(dirs).unwrap_or_else(|_| std::env::var_os("PATH").unwrap_or_default())
+}
+
 fn sh(script: &str, exit_on_error: bool) -> Output {
     let mut command = Command::new("sh");
     if exit_on_error {
@@ -117,6 +134,7 @@ fn sh(script: &str, exit_on_error: bool) -> Output {
     command
         .arg("-c")
         .arg(script)
+        .env("PATH", path_with_this_cargo())
         .current_dir(root())
         .stdin(Stdio::null())
         .output()
