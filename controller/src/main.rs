@@ -253,6 +253,8 @@ async fn run(mut args: RunArgs) -> Result<()> {
             _ = election.acquire() => {},
             _ = stopped() => return finish(server, None).await,
         }
+        // The leader is ready again once its watches have synced.
+        metrics.set_ready(false);
         let lost_tx = stop_tx.clone();
         let controller = cluster::run(ctx, &args.namespaces, stopped());
         tokio::select! {
@@ -264,7 +266,6 @@ async fn run(mut args: RunArgs) -> Result<()> {
             }
         }
     } else {
-        metrics.set_ready(true);
         cluster::run(ctx, &args.namespaces, stopped()).await;
     }
     let _ = stop_tx.send(true);

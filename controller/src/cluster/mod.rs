@@ -111,3 +111,46 @@ impl Error {
 }
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// Whether a reflector's store holds its first complete list.
+fn synced<K>(store: &kube::runtime::reflector::Store<K>) -> bool
+where
+    K: kube::Resource + Clone + 'static,
+    K::DynamicType: Eq + std::hash::Hash + Clone,
+{
+    futures::FutureExt::now_or_never(store.wait_until_ready()).is_some_and(|r| r.is_ok())
+}
+
+/// Resolves once `shutdown` has, if `store` has not synced by then. kube-runtime's graceful
+/// shutdown waits for the store before it lets the controller end, and a store never syncs
+/// while the API server cannot be reached: without this a stop request would wait forever.
+/// Nothing has been reconciled before the store syncs, so there is nothing to wait for.
+pub(crate) async fn stop_if_unsynced<K>(
+    store: kube::runtime::reflector::Store<K>,
+    shutdown: impl std::future::Future<Output = ()>,
+) where
+    K: kube::Resource + Clone + 'static,
+    K::DynamicType: Eq + std::hash::Hash + Clone,
+{
+    shutdown.await;
+    if synced(&store) {
+        // The graceful shutdown ends the controller once its reconciles finish.
+        std::future::pending::<()>().await;
+    }
+}
+
+/// Marks the controller ready once every store has its first complete list, then stays
+/// pending (run it beside the controllers, not after them).
+pub(crate) async fn ready_when_synced<K>(
+    stores: Vec<kube::runtime::reflector::Store<K>>,
+    metrics: std::sync::Arc<telemetry::Metrics>,
+) where
+    K: kube::Resource + Clone + 'static,
+    K::DynamicType: Eq + std::hash::Hash + Clone,
+{
+    let all = futures::future::join_all(stores.iter().map(|s| s.wait_until_ready())).await;
+    if all.iter().all(Result::is_ok) {
+        metrics.set_ready(true);
+    }
+    std::future::pending::<()>().await;
+}

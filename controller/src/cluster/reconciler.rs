@@ -170,7 +170,8 @@ pub fn error_policy(canary: Arc<Canary>, error: &Error, ctx: Arc<Context>) -> Re
     Requeue::requeue(ctx.backoff.failed(key(&canary), ctx.config.retry))
 }
 
-/// Runs the controller over `namespaces` (all when empty) until `shutdown` resolves.
+/// Runs the controller over `namespaces` (all when empty) until `shutdown` resolves; marks
+/// `ctx.metrics` ready once the Canary lists of every namespace have synced.
 pub async fn run(
     ctx: Arc<Context>,
     namespaces: &[String],
@@ -182,6 +183,7 @@ pub async fn run(
     } else {
         namespaces.iter().cloned().map(Some).collect()
     };
+    let mut stores = Vec::new();
     let controllers = scopes.into_iter().map(|ns| {
         let client = ctx.client.clone();
         let (canaries, deployments): (Api<Canary>, Api<Deployment>) = match &ns {
@@ -201,6 +203,8 @@ pub async fn run(
         };
         controller = controller.owns_with(routes, resource, watcher::Config::default());
         let store = controller.store();
+        stores.push(store.clone());
+        let unsynced_stop = super::stop_if_unsynced(store.clone(), shutdown.clone());
         let services: Api<Service> = match &ns {
             Some(ns) => Api::namespaced(ctx.client.clone(), ns),
             None => Api::all(ctx.client.clone()),
@@ -221,13 +225,16 @@ pub async fn run(
             })
             .graceful_shutdown_on(shutdown.clone())
             .run(reconcile, error_policy, ctx.clone())
+            .take_until(unsynced_stop)
             .for_each(|res| async move {
                 if let Err(e) = res {
                     warn!(error = %e, "controller");
                 }
             })
     });
-    futures::future::join_all(controllers).await;
+    let controllers = futures::future::join_all(controllers);
+    let ready = super::ready_when_synced(stores, ctx.metrics.clone());
+    futures::future::select(Box::pin(controllers), Box::pin(ready)).await;
 }
 
 /// Why a Canary cannot be acted on; reported, not retried as an error.

@@ -187,7 +187,8 @@ impl Metrics {
         }
     }
 
-    /// Marks the controller ready (it leads and its watches have started, or it stands by).
+    /// Marks the controller ready (it leads and its Canary watches have their first complete
+    /// list, or it stands by for the Lease).
     pub fn set_ready(&self, ready: bool) {
         self.ready.store(ready, Ordering::SeqCst);
     }

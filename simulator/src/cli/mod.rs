@@ -14,11 +14,29 @@ pub const EXIT_BAD_INPUT: u8 = 2;
 /// Exit code for a run whose expectations failed.
 pub const EXIT_EXPECTATION_FAILED: u8 = 1;
 
+/// The end of a help page: the command's exit codes, then where the file format is documented.
+/// (`concat!` takes only literals, hence a macro rather than a function.)
+macro_rules! after_help {
+    ($($code:literal),+ $(,)?) => {
+        concat!(
+            "Exit codes:\n",
+            $("  ", $code, "\n",)+
+            "\nScenario files, their expectations and the exit codes are documented in \
+             scenarios/README.md."
+        )
+    };
+}
+
 #[derive(Parser, Debug)]
 #[command(
     name = "fledge-sim",
     version,
-    about = "Rehearse Fledge rollouts in a simulated service mesh"
+    about = "Rehearse Fledge rollouts in a simulated service mesh",
+    after_help = after_help!(
+        "0  success",
+        "1  `run`: the scenario ran and an expectation failed",
+        "2  bad input: a file that does not load, a Canary that does not validate, a bad flag",
+    )
 )]
 pub struct Cli {
     #[command(subcommand)]
@@ -28,6 +46,11 @@ pub struct Cli {
 #[derive(Subcommand, Debug)]
 enum Command {
     /// Run a scenario: print the timeline and check its expectations.
+    #[command(after_help = after_help!(
+        "0  every expectation of every variant held",
+        "1  the scenario ran and an expectation failed (marked FAIL)",
+        "2  bad input: the file does not load, the report cannot be written, or a bad flag",
+    ))]
     Run {
         file: PathBuf,
         /// Override the scenario's seed.
@@ -41,11 +64,19 @@ enum Command {
         report: Option<PathBuf>,
     },
     /// Check scenario files without running them.
+    #[command(after_help = after_help!(
+        "0  every file loads",
+        "2  a file does not load (each error is printed), or a bad flag",
+    ))]
     Validate {
         #[arg(required = true)]
         files: Vec<PathBuf>,
     },
     /// Run a scenario over many seeds on all cores and report the distribution of outcomes.
+    #[command(after_help = after_help!(
+        "0  the sweep ran (runs whose expectations failed are counted, not an error)",
+        "2  bad input: the file does not load, or a bad flag",
+    ))]
     Sweep {
         file: PathBuf,
         /// Number of seeds (1..=N, or from --first-seed).
@@ -60,11 +91,21 @@ enum Command {
         json: bool,
     },
     /// Print the steps a Canary's rollout would take if everything went well.
+    #[command(after_help = after_help!(
+        "0  every Canary in the file validates; its plan is printed",
+        "2  the file does not load or a Canary does not validate (every error is printed), \
+         or a bad flag",
+    ))]
     Plan {
         /// A YAML file with one or more Canary documents (fledge.dev or flagger.app).
         file: PathBuf,
     },
     /// Measure the simulator on the reference mesh (10 pods, retries, outlier detection, mTLS).
+    #[command(after_help = after_help!(
+        "0  measured; the figures are printed",
+        "1  the reference run failed",
+        "2  a bad flag",
+    ))]
     Bench {
         /// Simulated duration, e.g. `1h`, `24h`.
         #[arg(long, default_value = "1h")]
@@ -129,7 +170,7 @@ fn bench(duration: &str, rps: f64, seed: u64) -> ExitCode {
         duration,
     }) {
         Ok(report) => {
-            println!("{report}");
+            run::emit(&format!("{report}\n"));
             ExitCode::SUCCESS
         }
         Err(e) => {

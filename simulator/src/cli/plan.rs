@@ -50,7 +50,7 @@ pub fn run(file: &Path) -> ExitCode {
     for canary in &loaded.canaries {
         let name = canary_name(canary);
         match validate(&canary.spec) {
-            Ok(spec) => print!("{}", render(&name, &spec, &plan(&spec))),
+            Ok(spec) => super::run::emit(&render(&name, &spec, &plan(&spec))),
             Err(errors) => {
                 failed = true;
                 eprintln!("error: {}: Canary {name} is not valid:", file.display());

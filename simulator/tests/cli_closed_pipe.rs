@@ -1,0 +1,44 @@
+//! `fledge-sim ... | head -1`: a reader that went away is no reason to panic. Each command runs
+//! with its stdout on a pipe whose reading end is closed before the command starts, so every
+//! write fails (as after `head` has exited), whatever the timing.
+#![cfg(unix)]
+
+use std::process::{Command, Stdio};
+
+/// Runs `fledge-sim args` with stdout on a closed pipe; returns the exit code and stderr.
+fn with_closed_stdout(args: &[&str]) -> (Option<i32>, String) {
+    let (reader, writer) = std::io::pipe().expect("a pipe");
+    drop(reader);
+    let out = Command::new(env!("CARGO_BIN_EXE_fledge-sim"))
+        .args(args)
+        .current_dir(concat!(env!("CARGO_MANIFEST_DIR"), "/.."))
+        .stdin(Stdio::null())
+        .stdout(writer)
+        .stderr(Stdio::piped())
+        .output()
+        .expect("fledge-sim runs");
+    (
+        out.status.code(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+#[test]
+fn run_plan_sweep_validate_and_bench_exit_normally_when_stdout_is_closed() {
+    let cases: [(&[&str], i32); 6] = [
+        (&["run", "scenarios/error-regression.yaml"], 0),
+        (&["run", "scenarios/error-regression.yaml", "--json"], 0),
+        (&["plan", "tests/fixtures/podinfo-canary.yaml"], 0),
+        (&["sweep", "scenarios/low-traffic.yaml", "--seeds", "2"], 0),
+        (&["validate", "scenarios/low-traffic.yaml"], 0),
+        (&["bench", "--duration", "1s", "--rps", "10"], 0),
+    ];
+    for (args, code) in cases {
+        let (status, stderr) = with_closed_stdout(args);
+        assert!(
+            !stderr.contains("panicked"),
+            "fledge-sim {args:?}:\n{stderr}"
+        );
+        assert_eq!(status, Some(code), "fledge-sim {args:?}:\n{stderr}");
+    }
+}
