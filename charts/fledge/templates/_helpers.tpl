@@ -27,3 +27,66 @@ app.kubernetes.io/instance: {{ .Release.Name }}
 {{- default "default" .Values.serviceAccount.name -}}
 {{- end -}}
 {{- end -}}
+
+{{/* The image: repository@digest when a digest is set, else repository:tag. */}}
+{{- define "fledge.image" -}}
+{{- if .Values.image.digest -}}
+{{- printf "%s@%s" .Values.image.repository .Values.image.digest -}}
+{{- else -}}
+{{- printf "%s:%s" .Values.image.repository (.Values.image.tag | default .Chart.AppVersion) -}}
+{{- end -}}
+{{- end -}}
+
+{{/*
+The rules granted where Canaries are reconciled, from rbac/permissions.yaml: the Canary rules,
+the MetricTemplate rules, the routing rules of `provider` and of `extraProviders` (each family
+once), and the watch rules of `provider`.
+*/}}
+{{- define "fledge.watchedRules" -}}
+{{- $perms := .Files.Get "rbac/permissions.yaml" | fromYaml -}}
+{{- $rules := concat $perms.canaries $perms.metricTemplates -}}
+{{- $wanted := prepend .Values.extraProviders .Values.provider -}}
+{{- range $name, $family := $perms.routing -}}
+{{- $used := false -}}
+{{- range $wanted -}}{{- if has . $family.providers -}}{{- $used = true -}}{{- end -}}{{- end -}}
+{{- if $used -}}{{- $rules = concat $rules $family.rules -}}{{- end -}}
+{{- if has $.Values.provider $family.providers -}}{{- $rules = concat $rules $family.watch -}}{{- end -}}
+{{- end -}}
+{{- include "fledge.rules" $rules -}}
+{{- end -}}
+
+{{/* Rules as RBAC YAML, each under a comment saying why it is needed. */}}
+{{- define "fledge.rules" -}}
+rules:
+{{- range . }}
+  # {{ .why }}
+  - apiGroups: {{ toJson .apiGroups }}
+    resources: {{ toJson .resources }}
+    verbs: {{ toJson .verbs }}
+{{- end }}
+{{- end -}}
+
+{{/* A binding of the controller's ServiceAccount: (list root kind name namespace). */}}
+{{- define "fledge.binding" -}}
+{{- $root := index . 0 -}}
+{{- $kind := index . 1 -}}
+{{- $name := index . 2 -}}
+{{- $namespace := index . 3 -}}
+apiVersion: rbac.authorization.k8s.io/v1
+kind: {{ $kind }}Binding
+metadata:
+  name: {{ $name }}
+  {{- with $namespace }}
+  namespace: {{ . }}
+  {{- end }}
+  labels:
+    {{- include "fledge.labels" $root | nindent 4 }}
+roleRef:
+  apiGroup: rbac.authorization.k8s.io
+  kind: {{ $kind }}
+  name: {{ $name }}
+subjects:
+  - kind: ServiceAccount
+    name: {{ include "fledge.serviceAccountName" $root }}
+    namespace: {{ $root.Release.Namespace }}
+{{- end -}}

@@ -42,8 +42,9 @@ pub struct Call {
 }
 
 impl Call {
+    /// Watches are logged as `WATCH` (they are reads, answered with a quiet open stream).
     pub fn is_write(&self) -> bool {
-        self.method != "GET"
+        self.method != "GET" && self.method != "WATCH"
     }
 
     /// A one-line summary: method, path and, for events, reason and note; stable across runs
@@ -467,6 +468,7 @@ impl FakeCluster {
                     .unwrap_or_default();
                 let body: Value = serde_json::from_slice(&bytes).unwrap_or(Value::Null);
                 if query.contains("watch=true") {
+                    cluster.log("WATCH", &path, Value::Null);
                     // A watch that stays open and quiet until the client goes away.
                     tokio::spawn(async move {
                         tokio::time::sleep(Duration::from_secs(3600)).await;

@@ -1,0 +1,452 @@
+//! The Helm chart's RBAC against what the controller really asks of the API server.
+//!
+//! Each test drives the controller, with its real traffic routers, through initialisation, a
+//! promotion, a rollback, an operator abort, deletion with `revertOnDeletion`, the watches of
+//! `run` (all namespaces and a namespace list) and leader election, against the fake API server
+//! of the mock-API suite. Every request it records is turned into the permission the API
+//! server's authorizer checks: GET of a named object is `get`, of a collection `list`, a watch
+//! `watch`; POST `create`, PUT `update`, PATCH `patch`, DELETE `delete` (of a collection
+//! `deletecollection`), for the API group and resource (with subresource) of the path. That set
+//! must equal what `charts/fledge/rbac/permissions.yaml` grants for the same settings, scope by
+//! scope: a permission missing from the chart would fail on a real cluster, an extra one is
+//! privilege nobody uses.
+#![cfg(feature = "cluster")]
+
+mod cluster_support;
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+use cluster_support::*;
+use fledge_controller::analysis::MetricReading;
+use fledge_controller::cluster::lease::{LeaderElection, LeaseConfig};
+use fledge_controller::cluster::providers::LiveRouting;
+use fledge_controller::cluster::telemetry::Metrics;
+use fledge_controller::cluster::{Config, Context};
+use fledge_controller::routes::{PROVIDER_NAMES, Provider};
+use k8s_openapi::jiff::Timestamp;
+use kube::runtime::events::Reporter;
+use serde::Deserialize;
+use serde_json::{Value, json};
+
+/// Where the Lease lives (the release's namespace) and where a MetricTemplate outside the
+/// Canary's namespace lives.
+const RELEASE_NS: &str = "fledge-system";
+const TEMPLATES_NS: &str = "istio-system";
+/// A MetricTemplate in another namespace, and one in the Canary's.
+const TEMPLATE: &str =
+    "/apis/fledge.dev/v1alpha1/namespaces/istio-system/metrictemplates/not-found-percentage";
+const LOCAL_TEMPLATE: &str = "/apis/fledge.dev/v1alpha1/namespaces/test/metrictemplates/errors";
+const HPA: &str = "/apis/autoscaling/v2/namespaces/test/horizontalpodautoscalers/podinfo";
+
+/// Where a permission is needed, as the chart's Roles are scoped.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+enum Scope {
+    /// Where Canaries are reconciled (their namespace, or cluster-wide for all namespaces).
+    Watched,
+    /// A namespace that only MetricTemplates are read from.
+    Templates,
+    /// The release's namespace (the Lease).
+    Release,
+}
+
+/// One permission: scope, API group, resource (with subresource), verb.
+type Permission = (Scope, String, String, String);
+
+// ---- what the chart grants ----
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Rule {
+    why: String,
+    #[serde(rename = "apiGroups")]
+    api_groups: Vec<String>,
+    resources: Vec<String>,
+    verbs: Vec<String>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Family {
+    providers: Vec<String>,
+    rules: Vec<Rule>,
+    watch: Vec<Rule>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Permissions {
+    canaries: Vec<Rule>,
+    #[serde(rename = "metricTemplates")]
+    metric_templates: Vec<Rule>,
+    routing: BTreeMap<String, Family>,
+    #[serde(rename = "leaderElection")]
+    leader_election: Vec<Rule>,
+}
+
+fn chart_file(name: &str) -> String {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../charts/fledge")
+        .join(name);
+    std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
+}
+
+fn permissions() -> Permissions {
+    serde_norway::from_str(&chart_file("rbac/permissions.yaml"))
+        .unwrap_or_else(|e| panic!("charts/fledge/rbac/permissions.yaml: {e}"))
+}
+
+impl Permissions {
+    fn family(&self, provider: &str) -> &Family {
+        self.routing
+            .values()
+            .find(|f| f.providers.iter().any(|p| p == provider))
+            .unwrap_or_else(|| panic!("no routing family lists provider `{provider}`"))
+    }
+
+    /// The rules rendered into each scope for a default provider and extra providers, as
+    /// templates/rbac.yaml selects them.
+    fn rendered(&self, default: &str, extra: &[&str]) -> Vec<(Scope, &Rule)> {
+        let mut out: Vec<(Scope, &Rule)> = Vec::new();
+        let watched = self.canaries.iter().chain(&self.metric_templates);
+        out.extend(watched.map(|r| (Scope::Watched, r)));
+        let mut families: Vec<&Family> = Vec::new();
+        for p in std::iter::once(&default).chain(extra) {
+            let f = self.family(p);
+            if !families.iter().any(|g| std::ptr::eq(*g, f)) {
+                families.push(f);
+            }
+        }
+        for f in families {
+            out.extend(f.rules.iter().map(|r| (Scope::Watched, r)));
+        }
+        out.extend(
+            self.family(default)
+                .watch
+                .iter()
+                .map(|r| (Scope::Watched, r)),
+        );
+        out.extend(self.metric_templates.iter().map(|r| (Scope::Templates, r)));
+        out.extend(self.leader_election.iter().map(|r| (Scope::Release, r)));
+        out
+    }
+
+    fn granted(&self, default: &str, extra: &[&str]) -> BTreeSet<Permission> {
+        let mut out = BTreeSet::new();
+        for (scope, rule) in self.rendered(default, extra) {
+            for group in &rule.api_groups {
+                for resource in &rule.resources {
+                    for verb in &rule.verbs {
+                        out.insert((scope, group.clone(), resource.clone(), verb.clone()));
+                    }
+                }
+            }
+        }
+        out
+    }
+}
+
+// ---- what the controller requests ----
+
+/// The permission a recorded request needs; `None` for the fake's own calls (router, hooks).
+fn permission(call: &Call) -> Option<Permission> {
+    let segments: Vec<&str> = call.path.trim_matches('/').split('/').collect();
+    let (group, rest) = match segments.as_slice() {
+        ["api", _version, rest @ ..] => ("", rest),
+        ["apis", group, _version, rest @ ..] => (*group, rest),
+        _ => return None,
+    };
+    let (namespace, rest) = match rest {
+        ["namespaces", ns, rest @ ..] if !rest.is_empty() => (Some(*ns), rest),
+        _ => (None, rest),
+    };
+    let (resource, named) = match rest {
+        [resource] => (resource.to_string(), false),
+        [resource, _name] => (resource.to_string(), true),
+        [resource, _name, sub] => (format!("{resource}/{sub}"), true),
+        _ => panic!("unexpected API path {}", call.path),
+    };
+    let verb = match (call.method.as_str(), named) {
+        ("GET", true) => "get",
+        ("GET", false) => "list",
+        ("WATCH", _) => "watch",
+        ("POST", _) => "create",
+        ("PUT", _) => "update",
+        ("PATCH", _) => "patch",
+        ("DELETE", true) => "delete",
+        ("DELETE", false) => "deletecollection",
+        _ => return None,
+    };
+    let scope = match namespace {
+        None | Some(NS) => Scope::Watched,
+        Some(TEMPLATES_NS) => Scope::Templates,
+        Some(RELEASE_NS) => Scope::Release,
+        Some(other) => panic!("request in unexpected namespace {other}: {}", call.path),
+    };
+    Some((scope, group.into(), resource, verb.into()))
+}
+
+fn requested(c: &FakeCluster) -> BTreeSet<Permission> {
+    c.calls().iter().filter_map(permission).collect()
+}
+
+/// A context like the controller's own: the real routers over the fake API server.
+fn live_context(c: &FakeCluster, default: Provider) -> Arc<Context> {
+    let client = c.client();
+    let clock = c.clock.clone();
+    Arc::new(Context {
+        client: client.clone(),
+        routing: Arc::new(LiveRouting::new(client)),
+        observer: Arc::new(FakeObserver(c.clone())),
+        clock: Arc::new(move || clock.load(std::sync::atomic::Ordering::SeqCst)),
+        config: Config {
+            default_provider: default,
+            ..Config::default()
+        },
+        metrics: Arc::new(Metrics::new()),
+        reporter: Reporter {
+            controller: "fledge".into(),
+            instance: Some("test".into()),
+        },
+        backoff: Default::default(),
+    })
+}
+
+/// Reconciles until the phase is `phase`, settling workloads and moving the clock a minute
+/// each time.
+async fn drive(c: &FakeCluster, default: Provider, phase: &str) {
+    for _ in 0..40 {
+        c.reconcile(&live_context(c, default))
+            .await
+            .expect("reconcile");
+        c.settle();
+        if c.phase() == phase {
+            return;
+        }
+        c.advance_clock(Duration::from_secs(60));
+    }
+    panic!("phase {phase} not reached; at {}", c.phase());
+}
+
+/// `run` over `namespaces` until it has reconciled the Canary once, then stopped.
+async fn run_once(c: &FakeCluster, default: Provider, namespaces: &[String]) {
+    let ctx = live_context(c, default);
+    let namespaces = namespaces.to_vec();
+    let before = c.get(CANARY).unwrap()["metadata"]["resourceVersion"].clone();
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let controller = tokio::spawn(async move {
+        fledge_controller::cluster::run(ctx, &namespaces, async {
+            let _ = stopped.await;
+        })
+        .await;
+    });
+    // Bounded polling for the first write to the Canary, not a measure of speed.
+    for _ in 0..1000 {
+        if c.get(CANARY).unwrap()["metadata"]["resourceVersion"] != before {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    stop.send(()).unwrap();
+    tokio::time::timeout(Duration::from_secs(60), controller)
+        .await
+        .expect("the controller stops")
+        .unwrap();
+}
+
+/// Everything the controller does to a Canary in its life, with `default` as the controller's
+/// provider and `named` as the Canary's `spec.provider` (none: the default).
+async fn a_life(default: &str, named: Option<&str>) -> FakeCluster {
+    let default: Provider = default.parse().unwrap();
+    let mut canary = canary(json!({
+        "provider": named,
+        "autoscalerRef": {
+            "apiVersion": "autoscaling/v2", "kind": "HorizontalPodAutoscaler", "name": "podinfo"
+        },
+        "analysis": {"metrics": [
+            {"name": "request-success-rate", "thresholdRange": {"min": 99}, "interval": "1m"},
+            {"name": "not-found", "interval": "1m", "thresholdRange": {"max": 5},
+             "templateRef": {"name": "not-found-percentage", "namespace": TEMPLATES_NS}},
+            {"name": "errors", "interval": "1m", "thresholdRange": {"max": 5},
+             "templateRef": {"name": "errors"}}
+        ]}
+    }));
+    // A new Canary: the controller adds its finalizer.
+    canary["metadata"]
+        .as_object_mut()
+        .unwrap()
+        .remove("finalizers");
+    let c = cluster_with(canary, Some(deployment("podinfo:1")));
+    c.put(
+        HPA,
+        json!({
+            "apiVersion": "autoscaling/v2", "kind": "HorizontalPodAutoscaler",
+            "metadata": {"name": "podinfo", "namespace": NS},
+            "spec": {
+                "scaleTargetRef": {"apiVersion": "apps/v1", "kind": "Deployment", "name": "podinfo"},
+                "minReplicas": 2, "maxReplicas": 4
+            }
+        }),
+    );
+    for (path, name, ns) in [
+        (TEMPLATE, "not-found-percentage", TEMPLATES_NS),
+        (LOCAL_TEMPLATE, "errors", NS),
+    ] {
+        c.put(
+            path,
+            json!({
+                "apiVersion": "fledge.dev/v1alpha1", "kind": "MetricTemplate",
+                "metadata": {"name": name, "namespace": ns},
+                "spec": {"provider": {"type": "prometheus", "address": "http://prometheus:9090"},
+                         "query": "1"}
+            }),
+        );
+    }
+    for metric in ["not-found", "errors"] {
+        c.set_metric(metric, MetricReading::Value { value: 1.0 });
+    }
+
+    run_once(&c, default, &[]).await;
+    run_once(&c, default, &[NS.to_string()]).await;
+    drive(&c, default, "Initialized").await;
+
+    set_image(&c, "podinfo:2");
+    // A status write that conflicts is retried on a fresh read of the Canary.
+    c.fail("PATCH", &format!("{CANARY}/status"), 409, 1);
+    drive(&c, default, "Succeeded").await;
+
+    set_image(&c, "podinfo:3");
+    c.set_metric("request-success-rate", MetricReading::Value { value: 90.0 });
+    drive(&c, default, "Failed").await;
+
+    c.set_metric(
+        "request-success-rate",
+        MetricReading::Value { value: 100.0 },
+    );
+    set_image(&c, "podinfo:4");
+    drive(&c, default, "Progressing").await;
+    let mut obj = c.get(CANARY).unwrap();
+    obj["metadata"]["annotations"] = json!({"fledge.dev/command": "abort"});
+    c.put(CANARY, obj);
+    drive(&c, default, "Failed").await;
+
+    let mut obj = c.get(CANARY).unwrap();
+    obj["spec"]["revertOnDeletion"] = json!(true);
+    obj["metadata"]["deletionTimestamp"] = json!("2023-11-14T22:20:00Z");
+    c.put(CANARY, obj);
+    drive(&c, default, "Terminated").await;
+    assert!(c.get(PRIMARY).is_none(), "the primary is deleted");
+
+    let election = LeaderElection::new(
+        c.client(),
+        LeaseConfig {
+            name: "fledge-leader".into(),
+            namespace: RELEASE_NS.into(),
+            identity: "fledge-0".into(),
+            duration: Duration::from_secs(15),
+            renew: Duration::from_secs(5),
+        },
+    );
+    let now = Timestamp::from_second(1_700_000_000).unwrap();
+    assert!(election.try_hold(now).await.unwrap(), "takes the Lease");
+    assert!(election.try_hold(now).await.unwrap(), "renews it");
+    election.release().await.unwrap();
+    c
+}
+
+fn show(set: &BTreeSet<Permission>) -> String {
+    set.iter()
+        .map(|(s, g, r, v)| format!("  {s:?} {g:?} {r} {v}"))
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
+fn assert_grants_exactly(default: &str, extra: &[&str], requested: &BTreeSet<Permission>) {
+    let granted = permissions().granted(default, extra);
+    let missing: BTreeSet<_> = requested.difference(&granted).cloned().collect();
+    let unused: BTreeSet<_> = granted.difference(requested).cloned().collect();
+    assert!(
+        missing.is_empty() && unused.is_empty(),
+        "provider {default} (extra {extra:?}): charts/fledge/rbac/permissions.yaml\n\
+         misses what the controller requests:\n{}\ngrants what it never requests:\n{}",
+        show(&missing),
+        show(&unused)
+    );
+}
+
+#[tokio::test]
+async fn the_chart_grants_exactly_what_the_controller_requests_with_each_default_provider() {
+    for &provider in PROVIDER_NAMES {
+        let c = a_life(provider, None).await;
+        assert_grants_exactly(provider, &[], &requested(&c));
+    }
+}
+
+#[tokio::test]
+async fn a_canary_naming_another_provider_needs_the_rules_of_an_extra_provider() {
+    // Two Canaries on an Istio controller: one on the default, one naming the Gateway API.
+    let mut both = requested(&a_life("istio", None).await);
+    both.extend(requested(&a_life("istio", Some("gatewayapi:v1")).await));
+    assert_grants_exactly("istio", &["gatewayapi:v1"], &both);
+}
+
+#[test]
+fn every_rule_says_why_and_none_has_a_wildcard_or_repeats_a_permission() {
+    let perms = permissions();
+    let words = |r: &Rule| -> Vec<String> {
+        r.api_groups
+            .iter()
+            .chain(&r.resources)
+            .chain(&r.verbs)
+            .cloned()
+            .collect()
+    };
+    for provider in PROVIDER_NAMES {
+        let mut seen = BTreeSet::new();
+        for (scope, rule) in perms.rendered(provider, PROVIDER_NAMES) {
+            assert!(
+                !rule.why.trim().is_empty(),
+                "a rule without `why`: {:?}",
+                words(rule)
+            );
+            assert!(
+                words(rule).iter().all(|w| !w.contains('*')),
+                "a wildcard in {:?}",
+                words(rule)
+            );
+            for g in &rule.api_groups {
+                for r in &rule.resources {
+                    for v in &rule.verbs {
+                        assert!(
+                            seen.insert((scope, g, r, v)),
+                            "{scope:?} {g:?} {r} {v} is granted twice"
+                        );
+                    }
+                }
+            }
+        }
+    }
+}
+
+#[test]
+fn the_values_schema_knows_exactly_the_providers_the_controller_knows() {
+    let schema: Value = serde_json::from_str(&chart_file("values.schema.json")).unwrap();
+    let names = |v: &Value| -> BTreeSet<String> {
+        v.as_array()
+            .unwrap_or_else(|| panic!("not an enum: {v}"))
+            .iter()
+            .map(|s| s.as_str().unwrap().to_string())
+            .collect()
+    };
+    let known: BTreeSet<String> = PROVIDER_NAMES.iter().map(|s| s.to_string()).collect();
+    let providers = &schema["$defs"]["provider"]["enum"];
+    assert_eq!(names(providers), known, "values.schema.json $defs.provider");
+    let listed: BTreeSet<String> = permissions()
+        .routing
+        .values()
+        .flat_map(|f| f.providers.clone())
+        .collect();
+    assert_eq!(listed, known, "rbac/permissions.yaml routing providers");
+}
