@@ -8,7 +8,7 @@ use std::time::Duration;
 use anyhow::{Context as _, Result, bail};
 use clap::{Parser, Subcommand};
 use fledge_controller::cluster::cli::{self, Request};
-use fledge_controller::cluster::lease::{LeaderElection, LeaseConfig};
+use fledge_controller::cluster::lease::{LeaderElection, LeaseConfig, Timing};
 use fledge_controller::cluster::providers::{LiveObserver, LiveRouting};
 use fledge_controller::cluster::telemetry::{self, Metrics};
 use fledge_controller::cluster::{self as cluster, Config, Context};
@@ -34,7 +34,7 @@ struct Cli {
 #[derive(Subcommand, Debug)]
 enum Cmd {
     /// Run the controller (the default).
-    Run(RunArgs),
+    Run(Box<RunArgs>),
     /// Print the CustomResourceDefinitions (Canary, MetricTemplate) as YAML.
     Crd,
     /// Show rollouts: one in detail, or a table.
@@ -109,6 +109,40 @@ struct RunArgs {
     /// Seconds after which a Lease not renewed passes to another replica.
     #[arg(long, env = "FLEDGE_LEASE_DURATION_SECONDS", default_value_t = 15)]
     lease_duration_seconds: u64,
+    /// Seconds the leader keeps trying to renew before it stops leading; shorter than the
+    /// lease duration (default: two thirds of it).
+    #[arg(long, env = "FLEDGE_LEASE_RENEW_DEADLINE_SECONDS")]
+    lease_renew_deadline_seconds: Option<f64>,
+    /// Seconds between tries to take or renew the Lease (default: two fifteenths of the lease
+    /// duration).
+    #[arg(long, env = "FLEDGE_LEASE_RETRY_PERIOD_SECONDS")]
+    lease_retry_period_seconds: Option<f64>,
+}
+
+impl RunArgs {
+    /// The election's timing; the defaults keep Kubernetes' proportions (15 s, 10 s, 2 s).
+    fn lease_timing(&self) -> Result<Timing> {
+        let lease = Duration::from_secs(self.lease_duration_seconds);
+        let seconds = |flag: &str, value: Option<f64>, default: Duration| match value {
+            None => Ok(default),
+            Some(s) => Duration::try_from_secs_f64(s)
+                .with_context(|| format!("--{flag} {s}: expected a number of seconds")),
+        };
+        let renew = seconds(
+            "lease-renew-deadline-seconds",
+            self.lease_renew_deadline_seconds,
+            lease.mul_f64(2.0 / 3.0),
+        )?;
+        let retry = seconds(
+            "lease-retry-period-seconds",
+            self.lease_retry_period_seconds,
+            lease.mul_f64(2.0 / 15.0),
+        )?;
+        Timing::new(lease, renew, retry).context(
+            "--lease-duration-seconds, --lease-renew-deadline-seconds and \
+             --lease-retry-period-seconds",
+        )
+    }
 }
 
 fn main() -> Result<()> {
@@ -116,7 +150,7 @@ fn main() -> Result<()> {
     let runtime = tokio::runtime::Runtime::new().context("starting the async runtime")?;
     match cli.command {
         None => runtime.block_on(run(RunArgs::parse_from(["fledge-controller"]))),
-        Some(Cmd::Run(args)) => runtime.block_on(run(args)),
+        Some(Cmd::Run(args)) => runtime.block_on(run(*args)),
         Some(Cmd::Crd) => {
             print!("{}", crds()?);
             Ok(())
@@ -200,6 +234,10 @@ async fn run(mut args: RunArgs) -> Result<()> {
         args.prometheus_retries,
     )
     .with_context(|| format!("--prometheus-address {}", args.prometheus_address))?;
+    let lease_timing = match args.leader_elect {
+        true => Some(args.lease_timing()?),
+        false => None,
+    };
     let client = client().await?;
     let metrics = Arc::new(Metrics::new());
     let ctx = Arc::new(Context::new(
@@ -230,7 +268,7 @@ async fn run(mut args: RunArgs) -> Result<()> {
     let server = tokio::spawn(telemetry::serve(args.listen, metrics.clone(), stopped()));
     info!(listen = %args.listen, provider = %args.provider, namespaces = ?args.namespaces, "starting");
 
-    let election = args.leader_elect.then(|| {
+    let election = lease_timing.map(|timing| {
         let identity = std::env::var("POD_NAME")
             .or_else(|_| std::env::var("HOSTNAME"))
             .unwrap_or_else(|_| "fledge-controller".into());
@@ -240,8 +278,7 @@ async fn run(mut args: RunArgs) -> Result<()> {
                 name: args.lease_name.clone(),
                 namespace: args.lease_namespace.clone(),
                 identity,
-                duration: Duration::from_secs(args.lease_duration_seconds),
-                renew: Duration::from_secs((args.lease_duration_seconds / 3).max(1)),
+                timing,
             },
         )
     });
@@ -249,18 +286,18 @@ async fn run(mut args: RunArgs) -> Result<()> {
     if let Some(election) = &election {
         // A standby replica is ready (it serves metrics) while it waits for the Lease.
         metrics.set_ready(true);
-        tokio::select! {
-            _ = election.acquire() => {},
+        let renewed = tokio::select! {
+            renewed = election.acquire() => renewed,
             _ = stopped() => return finish(server, None).await,
-        }
+        };
         // The leader is ready again once its watches have synced.
         metrics.set_ready(false);
         let lost_tx = stop_tx.clone();
         let controller = cluster::run(ctx, &args.namespaces, stopped());
         tokio::select! {
             _ = controller => {},
-            _ = election.keep() => {
-                error!("leadership lost; stopping");
+            why = election.keep(renewed) => {
+                error!(reason = ?why, "leadership lost; stopping");
                 lost = true;
                 let _ = lost_tx.send(true);
             }
@@ -324,6 +361,43 @@ mod tests {
             cli.command,
             Some(Cmd::Status { name: Some(n), .. }) if n == "podinfo"
         ));
+    }
+
+    #[test]
+    fn the_lease_timing_keeps_kubernetes_proportions_and_refuses_a_deadline_not_under_the_lease() {
+        let args = |extra: &[&str]| {
+            let mut argv = vec!["fledge-controller", "run", "--leader-elect"];
+            argv.extend_from_slice(extra);
+            match Cli::try_parse_from(argv).unwrap().command {
+                Some(Cmd::Run(args)) => args,
+                other => panic!("{other:?}"),
+            }
+        };
+        assert_eq!(args(&[]).lease_timing().unwrap(), Timing::default());
+        let timing = args(&["--lease-duration-seconds", "30"])
+            .lease_timing()
+            .unwrap();
+        assert_eq!(timing.renew_deadline(), Duration::from_secs(20));
+        assert_eq!(timing.retry_period(), Duration::from_secs(4));
+        let err = args(&["--lease-renew-deadline-seconds", "15"])
+            .lease_timing()
+            .unwrap_err();
+        let text = format!("{err:#}");
+        assert!(text.contains("--lease-renew-deadline-seconds"), "{text}");
+        assert!(
+            text.contains("must be longer than the renew deadline"),
+            "{text}"
+        );
+        assert!(
+            args(&["--lease-retry-period-seconds=-1"])
+                .lease_timing()
+                .is_err()
+        );
+        assert!(
+            args(&["--lease-retry-period-seconds", "NaN"])
+                .lease_timing()
+                .is_err()
+        );
     }
 
     #[test]

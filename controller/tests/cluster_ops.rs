@@ -1,4 +1,4 @@
-//! Operations: leader election on a Lease, the operator CLI, and the ops HTTP server.
+//! Operations: the operator CLI and the ops HTTP server (leader election: `cluster_lease.rs`).
 #![cfg(feature = "cluster")]
 
 mod cluster_support;
@@ -8,65 +8,8 @@ use std::time::Duration;
 
 use cluster_support::*;
 use fledge_controller::cluster::cli::{self, Request};
-use fledge_controller::cluster::lease::{LeaderElection, LeaseConfig};
 use fledge_controller::cluster::telemetry::{self, Metrics};
-use k8s_openapi::jiff::Timestamp;
 use serde_json::json;
-
-const LEASE: &str = "/apis/coordination.k8s.io/v1/namespaces/fledge-system/leases/fledge-leader";
-
-fn replica(c: &FakeCluster, identity: &str) -> LeaderElection {
-    LeaderElection::new(
-        c.client(),
-        LeaseConfig {
-            name: "fledge-leader".into(),
-            namespace: "fledge-system".into(),
-            identity: identity.into(),
-            duration: Duration::from_secs(15),
-            renew: Duration::from_secs(5),
-        },
-    )
-}
-
-fn at(seconds: i64) -> Timestamp {
-    Timestamp::from_second(1_700_000_000 + seconds).unwrap()
-}
-
-#[tokio::test]
-async fn one_of_two_replicas_leads_and_the_other_takes_over_when_it_stops_renewing() {
-    let c = FakeCluster::new();
-    let (a, b) = (replica(&c, "a"), replica(&c, "b"));
-    assert!(a.try_hold(at(0)).await.unwrap());
-    assert!(!b.try_hold(at(1)).await.unwrap());
-    assert!(a.try_hold(at(5)).await.unwrap());
-    assert!(!b.try_hold(at(19)).await.unwrap());
-    // a stops renewing: 15 s after its last renewal the Lease passes to b.
-    assert!(b.try_hold(at(20)).await.unwrap());
-    assert!(!a.try_hold(at(21)).await.unwrap());
-    let lease = c.get(LEASE).unwrap();
-    assert_eq!(lease["spec"]["holderIdentity"], "b");
-    assert_eq!(lease["spec"]["leaseTransitions"], 1);
-}
-
-#[tokio::test]
-async fn two_replicas_racing_for_an_expired_lease_do_not_both_win() {
-    let c = FakeCluster::new();
-    let (a, b) = (replica(&c, "a"), replica(&c, "b"));
-    assert!(a.try_hold(at(0)).await.unwrap());
-    // b read the expired Lease, then someone else wrote it before b's write landed.
-    c.fail("PUT", LEASE, 409, 1);
-    assert!(!b.try_hold(at(30)).await.unwrap());
-    assert_eq!(c.get(LEASE).unwrap()["spec"]["holderIdentity"], "a");
-}
-
-#[tokio::test]
-async fn a_leader_that_shuts_down_releases_the_lease_for_a_standby() {
-    let c = FakeCluster::new();
-    let (a, b) = (replica(&c, "a"), replica(&c, "b"));
-    assert!(a.try_hold(at(0)).await.unwrap());
-    a.release().await.unwrap();
-    assert!(b.try_hold(at(1)).await.unwrap());
-}
 
 #[tokio::test]
 async fn promote_and_abort_leave_a_command_for_the_controller_and_resume_clears_suspend() {

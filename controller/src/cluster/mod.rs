@@ -72,13 +72,6 @@ pub enum Error {
     /// The object has no name or namespace (the API server never sends such a Canary).
     #[error("Canary without {0}")]
     Unnamed(&'static str),
-    /// The Lease could not be read, created or renewed.
-    #[error("leader election lease {name}: {source}")]
-    Lease {
-        name: String,
-        #[source]
-        source: kube::Error,
-    },
     /// The log filter given is not an `EnvFilter` directive.
     #[error("log level `{filter}`: {message}")]
     LogFilter { filter: String, message: String },
@@ -103,7 +96,6 @@ impl Error {
             Error::PublishEvent(_) => "event",
             Error::Finalizer(_) => "finalizer",
             Error::Unnamed(_) => "unnamed",
-            Error::Lease { .. } => "lease",
             Error::LogFilter { .. } => "log_filter",
             Error::Serve { .. } => "serve",
         }

@@ -28,7 +28,7 @@ pub fn rfc3339(ms: Millis) -> String {
 pub fn recorded_state(status: Option<&CanaryStatus>) -> Result<Option<RolloutState>, String> {
     match status.and_then(|s| s.state.as_ref()) {
         None => Ok(None),
-        Some(v) => serde_json::from_value(v.clone())
+        Some(v) => RolloutState::restore(v)
             .map(Some)
             .map_err(|e| e.to_string()),
     }

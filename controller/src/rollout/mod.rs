@@ -26,8 +26,10 @@
 //! or the readiness figures behind it.
 
 mod plan;
+mod record;
 
 pub use plan::{PlanStep, RolloutPlan, plan};
+pub use record::{StateError, StateVersion};
 
 use std::collections::BTreeMap;
 use std::fmt;
@@ -93,6 +95,9 @@ impl fmt::Display for Phase {
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct RolloutState {
+    /// The format this state is recorded in; see [`RolloutState::restore`].
+    #[serde(default = "unversioned")]
+    pub version: StateVersion,
     pub phase: Phase,
     /// Percentage of live traffic on the canary; the primary has the rest.
     pub canary_weight: u8,
@@ -146,6 +151,10 @@ pub struct RolloutState {
     /// The last analysis, metric by metric.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub analysis: Vec<MetricResult>,
+}
+
+fn unversioned() -> StateVersion {
+    StateVersion::UNVERSIONED
 }
 
 impl RolloutState {

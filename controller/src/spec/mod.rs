@@ -97,6 +97,7 @@ pub struct CanaryService {
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub gateways: Vec<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(schema_with = "free_form_objects")]
     pub gateway_refs: Option<Vec<serde_json::Value>>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub apex: Option<ObjectMetadata>,
@@ -106,21 +107,38 @@ pub struct CanaryService {
     pub canary: Option<ObjectMetadata>,
     /// Istio header operations, copied into the generated routes.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(schema_with = "free_form_object")]
     pub headers: Option<serde_json::Value>,
     /// Istio traffic policy for the generated DestinationRules.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(schema_with = "free_form_object")]
     pub traffic_policy: Option<serde_json::Value>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(schema_with = "free_form_object")]
     pub retries: Option<serde_json::Value>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub timeout: Option<String>,
 }
 
-#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq)]
 #[serde(untagged)]
 pub enum IntOrString {
     Int(i32),
     String(String),
+}
+
+// Written by hand: the derived `anyOf` is not structural. The extension alone is the form
+// Kubernetes' own types use; the API server then accepts exactly an integer or a string.
+impl JsonSchema for IntOrString {
+    fn schema_name() -> std::borrow::Cow<'static, str> {
+        "IntOrString".into()
+    }
+
+    fn json_schema(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
+        schemars::json_schema!({
+            "x-kubernetes-int-or-string": true
+        })
+    }
 }
 
 /// Labels and annotations added to a generated object.
@@ -156,6 +174,7 @@ pub struct CanaryAnalysis {
     pub iterations: Option<i64>,
     /// A/B testing: Istio `HTTPMatchRequest`s routed to the canary.
     #[serde(default, rename = "match", skip_serializing_if = "Vec::is_empty")]
+    #[schemars(schema_with = "free_form_objects")]
     pub match_: Vec<serde_json::Value>,
     /// Mirror traffic to the canary for the first step.
     #[serde(default)]
@@ -167,6 +186,7 @@ pub struct CanaryAnalysis {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub canary_ready_threshold: Option<i64>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(schema_with = "free_form_object")]
     pub session_affinity: Option<serde_json::Value>,
     /// `threshold` (Flagger's, the default) or `statistical` (canary judged against primary).
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -180,6 +200,7 @@ pub struct CanaryAnalysis {
     pub webhooks: Vec<CanaryWebhook>,
     /// Alert providers (accepted for compatibility; Fledge reports through events and `event` hooks).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(schema_with = "free_form_objects")]
     pub alerts: Vec<serde_json::Value>,
 }
 
@@ -279,7 +300,7 @@ pub struct CanaryStatus {
     pub conditions: Vec<CanaryCondition>,
     /// The rollout core's full state, as JSON.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schemars(schema_with = "preserve_unknown_object")]
+    #[schemars(schema_with = "free_form_object")]
     pub state: Option<serde_json::Value>,
 }
 
@@ -299,10 +320,20 @@ pub struct CanaryCondition {
     pub message: Option<String>,
 }
 
-fn preserve_unknown_object(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
+// A v1 CRD must be structural: every node typed. Fields Fledge passes through to a mesh object
+// (Istio's headers, retries, matches...) are objects whose content the API server must keep as
+// written, not prune.
+fn free_form_object(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
     schemars::json_schema!({
         "type": "object",
         "x-kubernetes-preserve-unknown-fields": true
+    })
+}
+
+fn free_form_objects(generator: &mut schemars::SchemaGenerator) -> schemars::Schema {
+    schemars::json_schema!({
+        "type": "array",
+        "items": free_form_object(generator)
     })
 }
 
@@ -329,6 +360,7 @@ pub struct MetricProvider {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub address: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(schema_with = "free_form_object")]
     pub secret_ref: Option<serde_json::Value>,
     #[serde(default)]
     pub insecure_skip_verify: bool,
