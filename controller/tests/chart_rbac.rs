@@ -21,12 +21,11 @@ use std::time::Duration;
 
 use cluster_support::*;
 use fledge_controller::analysis::MetricReading;
-use fledge_controller::cluster::lease::{LeaderElection, LeaseConfig};
+use fledge_controller::cluster::lease::{Attempt, LeaderElection, LeaseConfig, Timing};
 use fledge_controller::cluster::providers::LiveRouting;
 use fledge_controller::cluster::telemetry::Metrics;
 use fledge_controller::cluster::{Config, Context};
 use fledge_controller::routes::{PROVIDER_NAMES, Provider};
-use k8s_openapi::jiff::Timestamp;
 use kube::runtime::events::Reporter;
 use serde::Deserialize;
 use serde_json::{Value, json};
@@ -345,13 +344,19 @@ async fn a_life(default: &str, named: Option<&str>) -> FakeCluster {
             name: "fledge-leader".into(),
             namespace: RELEASE_NS.into(),
             identity: "fledge-0".into(),
-            duration: Duration::from_secs(15),
-            renew: Duration::from_secs(5),
+            timing: Timing::for_lease_duration(Duration::from_secs(15)).unwrap(),
         },
     );
-    let now = Timestamp::from_second(1_700_000_000).unwrap();
-    assert!(election.try_hold(now).await.unwrap(), "takes the Lease");
-    assert!(election.try_hold(now).await.unwrap(), "renews it");
+    assert_eq!(
+        election.try_hold().await.unwrap(),
+        Attempt::Holding,
+        "takes the Lease"
+    );
+    assert_eq!(
+        election.try_hold().await.unwrap(),
+        Attempt::Holding,
+        "renews it"
+    );
     election.release().await.unwrap();
     c
 }
