@@ -12,7 +12,8 @@
 use serde_json::{Map, Value, json};
 
 use super::{
-    RouteError, Routes, ServiceNames, object_metadata, percentages, required_matches, service_names,
+    RouteError, Routes, RuleShape, ServiceNames, general_rule, object_metadata, percentages,
+    required_matches, service_names,
 };
 use crate::spec::Canary;
 
@@ -113,28 +114,17 @@ pub fn read_routes(canary: &Canary, spec: &Value) -> Result<Routes, String> {
                 .any(|b| b["name"] == names.canary.as_str() || b["name"] == names.primary.as_str())
         })
     };
-    let general_at = rules
-        .iter()
-        .position(|r| !has_ab_match(r) && ours(r))
-        .ok_or_else(|| {
-            format!(
-                "no rule without a header, query or method match has {} or {} as a backend",
-                names.primary, names.canary
-            )
-        })?;
-    let rule = &rules[general_at];
-    let (primary, canary_weight) = weights(rule, &names)?;
-    let mut matched = false;
-    for r in rules[..general_at].iter().filter(|r| ours(r)) {
-        let (p, c) = weights(r, &names)?;
-        if (p, c) != (0, 100) {
-            return Err(format!(
-                "its A/B rule sends {p}% to the primary and {c}% to the canary; Fledge sends \
-                 matched requests all to the canary"
-            ));
-        }
-        matched = true;
-    }
+    let shape = RuleShape {
+        ours: &ours,
+        matched: &has_ab_match,
+        weights: &|r: &Value| weights(r, &names),
+    };
+    let (rule, (primary, canary_weight), matched) = general_rule(rules, &shape, || {
+        format!(
+            "no rule without a header, query or method match has {} or {} as a backend",
+            names.primary, names.canary
+        )
+    })?;
     let mirror = rule["filters"]
         .as_array()
         .and_then(|fs| {

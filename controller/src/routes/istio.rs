@@ -10,7 +10,10 @@
 
 use serde_json::{Map, Value, json};
 
-use super::{RouteError, Routes, ServiceNames, object_metadata, required_matches, service_names};
+use super::{
+    RouteError, Routes, RuleShape, ServiceNames, general_rule, object_metadata, required_matches,
+    service_names,
+};
 use crate::spec::Canary;
 
 pub const GROUP: &str = "networking.istio.io";
@@ -94,29 +97,17 @@ pub fn read_routes(canary: &Canary, spec: &Value) -> Result<Routes, String> {
             })
         })
     };
-    let has_match = |r: &Value| r["match"].as_array().is_some_and(|m| !m.is_empty());
-    let general_at = http
-        .iter()
-        .position(|r| !has_match(r) && ours(r))
-        .ok_or_else(|| {
-            format!(
-                "no HTTP route without a match sends traffic to {} or {}",
-                names.primary, names.canary
-            )
-        })?;
-    let route = &http[general_at];
-    let (primary, canary_weight) = weights(route, &names)?;
-    let mut matched = false;
-    for r in http[..general_at].iter().filter(|r| ours(r)) {
-        let (p, c) = weights(r, &names)?;
-        if (p, c) != (0, 100) {
-            return Err(format!(
-                "its A/B route sends {p}% to the primary and {c}% to the canary; Fledge sends \
-                 matched requests all to the canary"
-            ));
-        }
-        matched = true;
-    }
+    let shape = RuleShape {
+        ours: &ours,
+        matched: &|r: &Value| r["match"].as_array().is_some_and(|m| !m.is_empty()),
+        weights: &|r: &Value| weights(r, &names),
+    };
+    let (route, (primary, canary_weight), matched) = general_rule(http, &shape, || {
+        format!(
+            "no HTTP route without a match sends traffic to {} or {}",
+            names.primary, names.canary
+        )
+    })?;
     let mirror = if same_host(&route["mirror"]["host"], &names.canary) {
         let pct = route["mirrorPercentage"]["value"].as_f64().unwrap_or(100.0);
         if !(0.0..=100.0).contains(&pct) {

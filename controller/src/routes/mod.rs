@@ -322,6 +322,45 @@ fn required_matches(canary: &Canary) -> Result<&[Value], RouteError> {
     Ok(matches)
 }
 
+/// A route's or rule's primary and canary percentages, or why they cannot be read.
+type Weights = Result<(u8, u8), String>;
+
+/// A route or rule of ours, as the readers see it.
+struct RuleShape<'a> {
+    /// It sends traffic to the primary or canary Service.
+    ours: &'a dyn Fn(&Value) -> bool,
+    /// It carries an A/B match.
+    matched: &'a dyn Fn(&Value) -> bool,
+    /// Its primary and canary percentages.
+    weights: &'a dyn Fn(&Value) -> Weights,
+}
+
+/// The general rule (the first of ours without an A/B match) with its weights, and whether the
+/// rules of ours before it send their matched requests all to the canary, as the builders write
+/// A/B. `missing` says what is absent when there is no general rule.
+fn general_rule<'v>(
+    rules: &'v [Value],
+    shape: &RuleShape<'_>,
+    missing: impl FnOnce() -> String,
+) -> Result<(&'v Value, (u8, u8), bool), String> {
+    let at = rules
+        .iter()
+        .position(|r| !(shape.matched)(r) && (shape.ours)(r))
+        .ok_or_else(missing)?;
+    let mut matched = false;
+    for r in rules[..at].iter().filter(|r| (shape.ours)(r)) {
+        let (p, c) = (shape.weights)(r)?;
+        if (p, c) != (0, 100) {
+            return Err(format!(
+                "its A/B route sends {p}% to the primary and {c}% to the canary; Fledge sends \
+                 matched requests all to the canary"
+            ));
+        }
+        matched = true;
+    }
+    Ok((&rules[at], (shape.weights)(&rules[at])?, matched))
+}
+
 /// A non-negative integer weight; anything else is a hand edit the reader cannot read.
 fn integer_weight(value: &Value) -> Option<u64> {
     value.as_u64()
