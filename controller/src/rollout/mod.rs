@@ -937,8 +937,8 @@ impl Tick<'_> {
         if self.s.iterations < iterations {
             self.s.iterations += 1;
             self.new_step();
-            // Flagger mirrors for the first half of the iterations only.
-            let mirror = mirror.filter(|_| self.s.iterations < iterations.div_ceil(2));
+            // Like Flagger: mirrored during the whole blue/green test (its scheduler's "mirror
+            // requests during the entire B/G canary test").
             if mirror != self.s.mirror {
                 self.set_routes(0, mirror, false);
             }

@@ -143,16 +143,20 @@ pub fn read_routes(canary: &Canary, spec: &Value) -> Result<Routes, String> {
     })
 }
 
-/// The API server fills in a `/` path match on every rule; only header, query or method
-/// matches make an A/B rule.
+/// The API server fills in a `/` path prefix match on a rule without matches; any other match
+/// (headers, query, method, another path) makes an A/B rule.
 fn has_ab_match(rule: &Value) -> bool {
-    rule["matches"].as_array().is_some_and(|ms| {
-        ms.iter().any(|m| {
-            ["headers", "queryParams", "method"]
-                .iter()
-                .any(|k| !m[*k].is_null())
+    let defaulted = |m: &Value| {
+        m.as_object().is_some_and(|o| {
+            o.keys().all(|k| k == "path")
+                && (o.get("path").is_none_or(|p| {
+                    p["value"] == "/" && matches!(p["type"].as_str(), None | Some("PathPrefix"))
+                }))
         })
-    })
+    };
+    rule["matches"]
+        .as_array()
+        .is_some_and(|ms| ms.iter().any(|m| !defaulted(m)))
 }
 
 /// The primary and canary weights of one rule, as percentages.
@@ -288,7 +292,8 @@ fn ab_matches(canary: &Canary) -> Result<Vec<Value>, RouteError> {
         .collect()
 }
 
-fn convert_match(m: &Value, path: &str) -> Result<Value, RouteError> {
+/// One Istio-style match as an HTTPRoute match, or the field it cannot express.
+pub(crate) fn convert_match(m: &Value, path: &str) -> Result<Value, RouteError> {
     let invalid = |field: String, reason: String| RouteError::InvalidSpec { field, reason };
     let object = m
         .as_object()

@@ -65,6 +65,53 @@ pub enum Strategy {
     },
 }
 
+/// An Istio HTTPMatchRequest as A/B testing uses it: at least one condition (one without any
+/// matches every request), and string matches with exactly one of exact, prefix or regex.
+fn check_match(p: &mut Problems, path: &str, m: &serde_json::Value) {
+    let Some(object) = m.as_object() else {
+        p.add(
+            path,
+            "must be an HTTP match (an object such as `headers:` or `uri:`)",
+        );
+        return;
+    };
+    if object.keys().all(|k| k == "name") {
+        p.add(
+            path,
+            "has no condition, so it would match every request: give headers, queryParams, uri or method",
+        );
+    }
+    let string_match = |p: &mut Problems, field: String, v: &serde_json::Value| {
+        let kinds = ["exact", "prefix", "regex"];
+        let ok = v.as_object().is_some_and(|o| {
+            o.len() == 1
+                && o.iter()
+                    .all(|(k, v)| kinds.contains(&k.as_str()) && v.is_string())
+        });
+        if !ok {
+            p.add(
+                field,
+                "must have exactly one of exact, prefix or regex (a string)",
+            );
+        }
+    };
+    for (key, value) in object {
+        let field = format!("{path}.{key}");
+        match key.as_str() {
+            "headers" | "queryParams" => match value.as_object() {
+                Some(pairs) => {
+                    for (name, cond) in pairs {
+                        string_match(p, format!("{field}.{name}"), cond);
+                    }
+                }
+                None => p.add(field, "must map names to string matches"),
+            },
+            "uri" | "method" | "scheme" | "authority" => string_match(p, field, value),
+            _ => {}
+        }
+    }
+}
+
 impl Strategy {
     /// What `provider` cannot route for this strategy (SMI can neither match nor mirror), as
     /// errors at the fields that ask for it. Validation checks an explicit `spec.provider`; a
@@ -470,12 +517,7 @@ fn strategy(p: &mut Problems, spec: &CanarySpec, mirror: Option<u8>) -> Option<S
     let a = &spec.analysis;
     let before = p.0.len();
     for (i, m) in a.match_.iter().enumerate() {
-        if !m.is_object() {
-            p.add(
-                format!("spec.analysis.match[{i}]"),
-                "must be an HTTP match (an object such as `headers:` or `uri:`)",
-            );
-        }
+        check_match(p, &format!("spec.analysis.match[{i}]"), m);
     }
     if let Some(iterations) = a.iterations {
         if iterations < 1 {

@@ -5,13 +5,18 @@
 //! simulated telemetry the way Flagger's built-in Istio and Linkerd queries read Prometheus (the
 //! destination sidecars' `istio_requests_total` and duration histogram over the metric's
 //! window), answers webhooks as the scenario says, calls `advance`,
-//! and carries out the actions on the mesh: weights, header matches and mirroring become the
-//! service's split; scaling and promotion change the versions' pods and behaviour.
+//! and carries out the actions on the mesh: a routing decision becomes the very objects the
+//! cluster's router applies (built by `fledge_controller::routes` for the Canary's provider),
+//! loaded through the manifest loader as `kubectl apply` would load them; scaling and promotion
+//! change the versions' pods and behaviour.
 //!
-//! Like the cluster's routers, it owns the service's routes: the Canary's `service.timeout` (and
-//! for Istio `service.retries`) go on every route it sets, and routes a scenario applies
-//! mid-run are overwritten by the controller's at once. Load testers (`target: canary`) reach
-//! the canary through a header only they send, and send only while a rollout progresses.
+//! Like the cluster's routers, it owns the service's routes: its objects replace the routes of
+//! the scenario's manifests for the service, and routes a scenario applies mid-run are
+//! overwritten by the controller's at once. So that a scenario can inject faults, the
+//! scenario's default route for the service lends its fault injection, timeout and retries to
+//! the controller's routes where they set none. Load testers (`target: canary`) call the
+//! canary's own Service (`<service>-canary`), as Flagger's load tester does, and send only while
+//! a rollout progresses.
 //!
 //! Simplifications: pods are ready as soon as they are scaled up, and a promotion replaces the
 //! primary's behaviour at once (no rolling update); webhooks answer instantly, and a load-test
@@ -631,11 +636,12 @@ impl<'a> Harness<'a> {
             objects,
         });
         let warnings = self.mesh.apply_manifests(&loaded)?;
-        self.warnings.extend(
-            warnings
-                .into_iter()
-                .map(|w| format!("{ROUTES_NOT_UNDERSTOOD}{w}")),
-        );
+        for w in loaded.warnings.iter().cloned().chain(warnings) {
+            let w = format!("{ROUTES_NOT_UNDERSTOOD}{w}");
+            if !self.warnings.contains(&w) {
+                self.warnings.push(w);
+            }
+        }
         Ok(())
     }
 

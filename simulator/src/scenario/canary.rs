@@ -4,7 +4,7 @@
 use std::path::PathBuf;
 
 use fledge_controller::routes::{Provider, SmiVersion};
-use fledge_controller::spec::{Canary, LoadError, RolloutSpec, load_manifests, validate};
+use fledge_controller::spec::{Canary, LoadError, RolloutSpec, Strategy, load_manifests, validate};
 
 use super::{Context, ScenarioError, raw};
 use crate::manifest::yaml::{Outline, check_depth};
@@ -130,6 +130,24 @@ impl Context {
                 None,
                 format!("the Canary does not validate:\n  {e}"),
             ));
+        }
+        if let Strategy::AbTesting { matches, .. } = &spec.strategy {
+            for (i, m) in matches.iter().enumerate() {
+                let keys = m.as_object().into_iter().flat_map(|o| o.keys());
+                if let Some(key) = keys
+                    .into_iter()
+                    .find(|k| !["headers", "name"].contains(&k.as_str()))
+                {
+                    return Err(error(
+                        canary_doc,
+                        &format!("spec.analysis.match[{i}].{key}"),
+                        None,
+                        format!(
+                            "the simulator's requests carry headers only (no path, method or query), so a match on `{key}` cannot be rehearsed"
+                        ),
+                    ));
+                }
+            }
         }
         for (i, m) in spec.metrics.iter().enumerate() {
             if !m.kind.is_builtin() {
