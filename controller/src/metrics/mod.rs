@@ -1,10 +1,21 @@
-//! Metrics from Prometheus: Flagger's built-in queries per mesh, the counts and histograms of
-//! the statistical judge (canary and primary side by side), and `MetricTemplate` queries.
+//! Metrics from Prometheus: an observation plan ([`crate::observe`]) executed as PromQL.
+//!
+//! The PromQL ([`queries`]) and the arithmetic on raw counter samples ([`counters`]) are pure,
+//! so the simulator and the tests use the very same builders. The client ([`Prometheus`],
+//! feature `cluster`) sends them:
+//!
+//! - Flagger's scalar queries (threshold judge, custom queries and `MetricTemplate`s) as instant
+//!   queries at the measured range's end, with `{{ interval }}` the range's length;
+//! - the statistical judge's counts and histograms as the raw samples of every matching counter
+//!   series over the range (and [`SERIES_LOOKBACK`] before it), diffed per series with
+//!   counter-reset handling ([`counters`] says why not `increase()`, and its known error).
 //!
 //! [`Prometheus::read`] never fails: whatever happens becomes a [`MetricReading`], with
-//! `NoData` when Prometheus answered but had nothing to say (no series, NaN) and `Error` when
-//! it could not be asked or answered nonsense (unreachable, timed out, rejected the query, a
-//! result of the wrong type). The reason says which, for the Canary's events and status.
+//! `NoData` when Prometheus answered but had nothing to say (no request series, NaN) and `Error`
+//! when it could not be asked or answered nonsense (unreachable, timed out, rejected the query, a
+//! result of the wrong type, more failures than requests). The reason says which, for the
+//! Canary's events and status. No failure series while requests exist is 0 failures: Istio and
+//! Linkerd create a 5xx series only at the first failure.
 //!
 //! A scalar metric must come back as one value: a vector of several series is an error
 //! ("aggregate the query, e.g. with sum()") where Flagger silently takes the last series.
@@ -14,11 +25,14 @@
 //!
 //! [`MetricReading`]: crate::analysis::MetricReading
 
+pub mod counters;
+#[cfg(feature = "cluster")]
 mod prometheus;
 mod queries;
 
+#[cfg(feature = "cluster")]
 pub use prometheus::Prometheus;
-pub use queries::{Side, SideQueries, builtin_query, render_template, side_queries};
+pub use queries::{SERIES_LOOKBACK, SideQueries, builtin_query, evaluation_time, side_queries};
 
 use crate::routes::Provider;
 
@@ -44,32 +58,10 @@ impl Mesh {
     }
 }
 
-/// What a query is about.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct QueryContext {
-    pub namespace: String,
-    /// The canary workload (the Canary's target); the primary is `<target>-primary`.
-    pub target: String,
-    pub mesh: Mesh,
-    /// Read counts and histograms of canary and primary instead of the canary's scalar.
-    pub statistical: bool,
-}
-
-/// A problem with a query before it is sent.
+/// A problem with the Prometheus client before anything is sent.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum MetricsError {
     /// The Prometheus address is not a URL, or the HTTP client could not be built.
     #[error("Prometheus address `{address}` cannot be used: {reason}")]
     InvalidAddress { address: String, reason: String },
-    /// A template uses `{{ variables.NAME }}` and the Canary sets no such variable.
-    #[error("the query uses variable `{name}`, which the metric's templateVariables do not set")]
-    UnknownVariable { name: String },
-    /// A template uses a placeholder Fledge does not know.
-    #[error(
-        "the query uses placeholder `{{{{ {name} }}}}`; known are namespace, target, interval and variables.NAME"
-    )]
-    UnknownPlaceholder { name: String },
-    /// `{{` without a matching `}}`.
-    #[error("the query opens a placeholder with `{{{{` at byte {at} and never closes it")]
-    UnclosedPlaceholder { at: usize },
 }
