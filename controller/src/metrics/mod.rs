@@ -34,7 +34,32 @@ mod queries;
 pub use prometheus::Prometheus;
 pub use queries::{SERIES_LOOKBACK, SideQueries, builtin_query, evaluation_time, side_queries};
 
+use crate::analysis::MetricReading;
 use crate::routes::Provider;
+
+/// Why a range vector cannot be a scalar metric's value.
+pub const RANGE_VECTOR_FOR_A_SCALAR: &str = "wrong result type: a range vector (matrix) where one value was expected; apply e.g. rate() and sum()";
+
+/// What a scalar query's answer means, wherever it was evaluated: `values` holds one value per
+/// series of the answer (a scalar answer is one). No series or NaN is no data; several series
+/// are an error, where Flagger silently takes the last.
+pub fn scalar_reading(values: &[f64]) -> MetricReading {
+    match values {
+        [] => MetricReading::NoData {
+            reason: "no values found: the query returned no series".into(),
+        },
+        [v] if v.is_nan() => MetricReading::NoData {
+            reason: "the query returned NaN (a division by zero: no requests in the window)".into(),
+        },
+        [value] => MetricReading::Value { value: *value },
+        more => MetricReading::Error {
+            reason: format!(
+                "wrong result type: {} series where one value was expected; aggregate the query, e.g. with sum()",
+                more.len()
+            ),
+        },
+    }
+}
 
 /// The mesh whose telemetry the built-in queries read.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

@@ -12,7 +12,7 @@ use serde_json::Value;
 
 use super::counters::{Series, total_since, totals_by};
 use super::queries::{builtin_query, evaluation_time, side_queries};
-use super::{Mesh, MetricsError};
+use super::{Mesh, MetricsError, RANGE_VECTOR_FOR_A_SCALAR, scalar_reading};
 use crate::analysis::{Counts, Histogram, MetricReading};
 use crate::http_errors::{error_chain, excerpt};
 use crate::observe::{Measure, Measurement, Range, ResolvedQuery, Side, Subject, resolve_query};
@@ -121,16 +121,14 @@ impl Prometheus {
                 };
             }
         };
-        match single_value(data) {
-            Err(reason) => MetricReading::Error { reason },
-            Ok(None) => MetricReading::NoData {
-                reason: "no values found: the query returned no series".into(),
+        match data {
+            Data::Scalar(v) => scalar_reading(&[v]),
+            Data::Vector(series) => {
+                scalar_reading(&series.iter().map(|(_, v)| *v).collect::<Vec<_>>())
+            }
+            Data::Matrix(_) => MetricReading::Error {
+                reason: RANGE_VECTOR_FOR_A_SCALAR.into(),
             },
-            Ok(Some(v)) if v.is_nan() => MetricReading::NoData {
-                reason: "the query returned NaN (a division by zero: no requests in the window)"
-                    .into(),
-            },
-            Ok(Some(value)) => MetricReading::Value { value },
         }
     }
 
@@ -341,25 +339,6 @@ fn sample(value: &Value) -> Result<(Millis, f64), String> {
         _ => Err(format!(
             "wrong result type: sample {value} is not a time and a numeric value"
         )),
-    }
-}
-
-/// The one value of a result: `None` for no series, an error for several.
-fn single_value(data: Data) -> Result<Option<f64>, String> {
-    match data {
-        Data::Scalar(v) => Ok(Some(v)),
-        Data::Vector(series) => match series.as_slice() {
-            [] => Ok(None),
-            [(_, v)] => Ok(Some(*v)),
-            more => Err(format!(
-                "wrong result type: {} series where one value was expected; aggregate the query, e.g. with sum()",
-                more.len()
-            )),
-        },
-        Data::Matrix(_) => Err(
-            "wrong result type: a range vector (matrix) where one value was expected; apply e.g. rate() and sum()"
-                .into(),
-        ),
     }
 }
 
