@@ -56,10 +56,14 @@ fn increase_extrapolates_to_the_ranges_ends_as_prometheus_does() {
 }
 
 #[test]
-fn a_series_born_in_the_range_is_extrapolated_by_half_an_interval_or_to_zero() {
+fn a_series_born_in_the_range_is_extrapolated_at_most_to_where_it_was_zero() {
+    let m = Memory(vec![series("x_total", &[], &[(40, 1.0), (55, 5.0)])]);
+    // 4 counted over 15 s: towards the start only 3.75 s (where the counter would be zero),
+    // 5 s to the end.
+    let expected = 4.0 * (15.0 + 3.75 + 5.0) / 15.0;
+    assert!(close(scalar_at("increase(x_total[1m])", &m, 60), expected));
+    // Born long before the zero point: half a sample interval (7.5 s) towards the start.
     let m = Memory(vec![series("x_total", &[], &[(40, 3.0), (55, 5.0)])]);
-    // 2 counted over 15 s; towards the start only to where the counter would be zero (22.5 s,
-    // beyond 1.1 intervals: half an interval, 7.5 s); 5 s to the end.
     let expected = 2.0 * (15.0 + 7.5 + 5.0) / 15.0;
     assert!(close(scalar_at("increase(x_total[1m])", &m, 60), expected));
 }
