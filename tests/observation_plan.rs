@@ -20,12 +20,13 @@ use fledge_controller::observe::{Measure, Measurement, Range, Subject, plan};
 use fledge_controller::rollout::{
     Action, Observation, Phase, Readiness, RolloutState, advance, look_interval, wants,
 };
+use fledge_controller::routes::{Provider, Routes};
 use fledge_controller::spec::{Canary, validate};
 use fledge_simulator::engine::{MILLIS, SECONDS};
 use fledge_simulator::harness::observe;
+use fledge_simulator::manifest;
 use fledge_simulator::mesh::{
-    Behaviour, ClientConfig, Mesh, MeshConfig, ServiceConfig, ServiceId, ServiceTime, Split,
-    VersionConfig, VersionId,
+    Behaviour, ClientConfig, Mesh, MeshConfig, ServiceConfig, ServiceTime, VersionConfig, VersionId,
 };
 use fledge_simulator::promql::{self, Labels, Ms, Scraped, Series, Storage, Value};
 use fledge_simulator::telemetry::{Naming, Reporter, Selector};
@@ -37,7 +38,6 @@ const RATE: f64 = 200.0;
 /// their requests; `rate` requests per second from `frontend`; `canary`% to the canary.
 struct Rig {
     mesh: Mesh,
-    service: ServiceId,
     primary: VersionId,
     canary: VersionId,
 }
@@ -70,16 +70,14 @@ impl Rig {
         };
         let mesh = Mesh::new(cfg).expect("the mesh builds");
         let ids = (
-            mesh.service_id("podinfo"),
             mesh.version_id("podinfo", "primary"),
             mesh.version_id("podinfo", "canary"),
         );
-        let (Some(service), Some(primary), Some(canary)) = ids else {
-            panic!("the service and its versions exist");
+        let (Some(primary), Some(canary)) = ids else {
+            panic!("the service's versions exist");
         };
         let mut rig = Rig {
             mesh,
-            service,
             primary,
             canary,
         };
@@ -87,14 +85,22 @@ impl Rig {
         rig
     }
 
+    /// Routes `canary`% to the canary with the objects the controller's Istio router writes.
     fn route(&mut self, canary: u8) {
-        let split = Split {
+        let routes = Routes {
             primary: 100 - canary,
             canary,
             mirror: None,
-            canary_match: Vec::new(),
+            matched: false,
         };
-        self.mesh.set_split(self.service, &split).expect("a split");
+        let objects = Provider::Istio
+            .objects(&podinfo("threshold"), &routes)
+            .expect("the router's objects");
+        let text: Vec<String> = objects.iter().map(|o| o.to_string()).collect();
+        let loaded = manifest::parse(&text.join("\n---\n")).expect("the objects load");
+        self.mesh
+            .apply_manifests(&loaded)
+            .expect("the objects apply");
     }
 
     /// What the destination sidecars of `v` reported up to now, exactly (the live counters).
