@@ -7,8 +7,8 @@ pub mod analysis;
 pub mod cluster;
 #[cfg(feature = "cluster")]
 mod http_errors;
-#[cfg(feature = "cluster")]
 pub mod metrics;
+pub mod observe;
 pub mod rollout;
 #[cfg(feature = "cluster")]
 pub mod router;

@@ -1,6 +1,6 @@
-//! The Prometheus client against a fake query API on 127.0.0.1: the exact PromQL sent, and
-//! what empty results, NaN, error answers, wrong result types, timeouts and a closed port
-//! become.
+//! The Prometheus client against a fake query API on 127.0.0.1: the exact PromQL sent and the
+//! time it is evaluated at, and what empty results, NaN, error answers, wrong result types,
+//! timeouts and a closed port become.
 #![cfg(feature = "cluster")]
 
 use std::collections::{BTreeMap, HashMap};
@@ -12,10 +12,10 @@ use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use fledge_controller::analysis::{Counts, Histogram, MetricReading};
-use fledge_controller::metrics::{Mesh, Prometheus, QueryContext};
-use fledge_controller::spec::{
-    Duration, MetricCheck, MetricKind, MetricProvider, MetricTemplateSpec,
-};
+use fledge_controller::metrics::{Mesh, Prometheus};
+use fledge_controller::observe::{Measure, Measurement, QuerySource, Range, Subject, Workload};
+use fledge_controller::rollout::Millis;
+use fledge_controller::spec::{MetricProvider, MetricTemplateSpec};
 use serde_json::{Value, json};
 
 /// How the fake answers one query.
@@ -35,6 +35,7 @@ enum Answer {
 struct Fake {
     answers: Arc<Mutex<HashMap<String, Answer>>>,
     received: Arc<Mutex<Vec<String>>>,
+    times: Arc<Mutex<Vec<String>>>,
 }
 
 impl Fake {
@@ -64,6 +65,11 @@ impl Fake {
     fn received(&self) -> Vec<String> {
         lock(&self.received).clone()
     }
+
+    /// The `time` each query was evaluated at.
+    fn times(&self) -> Vec<String> {
+        lock(&self.times).clone()
+    }
 }
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
@@ -76,6 +82,7 @@ async fn answer(
 ) -> Response {
     let query = params.get("query").cloned().unwrap_or_default();
     lock(&fake.received).push(query.clone());
+    lock(&fake.times).push(params.get("time").cloned().unwrap_or_default());
     let found = lock(&fake.answers).get(&query).cloned();
     let answer = match found {
         Some(Answer::Then(first, rest)) => {
@@ -119,23 +126,33 @@ fn one(value: &str) -> Answer {
     Answer::Json(200, vector(&[(json!({}), value)]))
 }
 
-fn ctx(mesh: Mesh, statistical: bool) -> QueryContext {
-    QueryContext {
+fn subject() -> Subject {
+    Subject {
         namespace: "test".into(),
         target: "podinfo".into(),
-        mesh,
-        statistical,
+        service: "podinfo".into(),
+        canary: Workload {
+            deployment: "podinfo".into(),
+            service: "podinfo-canary".into(),
+        },
+        primary: Workload {
+            deployment: "podinfo-primary".into(),
+            service: "podinfo-primary".into(),
+        },
     }
 }
 
-fn check(name: &str, kind: MetricKind) -> MetricCheck {
-    MetricCheck {
-        name: name.into(),
-        kind,
-        window: Duration::from_secs(60),
-        min: None,
-        max: None,
-        margin: None,
+/// The end of every measured range: 2023-11-14T22:13:20.250Z.
+const NOW: Millis = 1_700_000_000_250;
+
+fn measure(name: &str, measure: Measure) -> Measurement {
+    Measurement {
+        metric: name.into(),
+        measure,
+        range: Range {
+            from: NOW - 60_000,
+            to: NOW,
+        },
     }
 }
 
@@ -156,15 +173,21 @@ async fn bounded<T>(f: impl std::future::Future<Output = T>) -> T {
 const ISTIO_SUCCESS_RATE: &str = r#"sum(rate(istio_requests_total{reporter="destination",destination_workload_namespace="test",destination_workload=~"podinfo",response_code!~"5.*"}[1m])) / sum(rate(istio_requests_total{reporter="destination",destination_workload_namespace="test",destination_workload=~"podinfo"}[1m])) * 100"#;
 
 async fn read_success_rate(answer: Answer) -> (MetricReading, Vec<String>) {
+    let (reading, received, _) = read_success_rate_at(answer).await;
+    (reading, received)
+}
+
+async fn read_success_rate_at(answer: Answer) -> (MetricReading, Vec<String>, Vec<String>) {
     let fake = Fake::answering(vec![(ISTIO_SUCCESS_RATE.to_string(), answer)]);
     let address = fake.serve().await;
     let reading = bounded(prometheus(&address, 2_000, 0).read(
-        &ctx(Mesh::Istio, false),
-        &check("request-success-rate", MetricKind::RequestSuccessRate),
+        Mesh::Istio,
+        &subject(),
+        &measure("request-success-rate", Measure::SuccessRate),
         None,
     ))
     .await;
-    (reading, fake.received())
+    (reading, fake.received(), fake.times())
 }
 
 fn reason(reading: &MetricReading) -> &str {
@@ -175,10 +198,11 @@ fn reason(reading: &MetricReading) -> &str {
 }
 
 #[tokio::test]
-async fn the_istio_success_rate_sends_flaggers_query_and_returns_its_value() {
-    let (reading, received) = read_success_rate(one("99.5")).await;
+async fn the_istio_success_rate_sends_flaggers_query_at_the_ranges_end_and_returns_its_value() {
+    let (reading, received, times) = read_success_rate_at(one("99.5")).await;
     assert_eq!(reading, MetricReading::Value { value: 99.5 });
     assert_eq!(received, vec![ISTIO_SUCCESS_RATE.to_string()]);
+    assert_eq!(times, vec!["1700000000.250".to_string()]);
 }
 
 #[tokio::test]
@@ -255,8 +279,9 @@ async fn a_slow_prometheus_times_out_with_a_reason_that_says_so() {
     )]);
     let address = fake.serve().await;
     let reading = bounded(prometheus(&address, 200, 0).read(
-        &ctx(Mesh::Istio, false),
-        &check("request-success-rate", MetricKind::RequestSuccessRate),
+        Mesh::Istio,
+        &subject(),
+        &measure("request-success-rate", Measure::SuccessRate),
         None,
     ))
     .await;
@@ -274,8 +299,9 @@ async fn a_closed_port_is_prometheus_unreachable() {
         Err(e) => panic!("{e}"),
     };
     let reading = bounded(prometheus(&format!("http://{address}"), 1_000, 0).read(
-        &ctx(Mesh::Istio, false),
-        &check("request-success-rate", MetricKind::RequestSuccessRate),
+        Mesh::Istio,
+        &subject(),
+        &measure("request-success-rate", Measure::SuccessRate),
         None,
     ))
     .await;
@@ -300,8 +326,9 @@ async fn a_passing_failure_is_retried_with_backoff() {
     )]);
     let address = fake.serve().await;
     let reading = bounded(prometheus(&address, 2_000, 2).read(
-        &ctx(Mesh::Istio, false),
-        &check("request-success-rate", MetricKind::RequestSuccessRate),
+        Mesh::Istio,
+        &subject(),
+        &measure("request-success-rate", Measure::SuccessRate),
         None,
     ))
     .await;
@@ -318,115 +345,168 @@ async fn a_proxy_error_page_is_reported_with_its_status_and_an_excerpt() {
     );
 }
 
-#[tokio::test]
-async fn statistical_success_rate_reads_request_and_failure_counts_of_both_sides() {
-    let sel = |w: &str| {
-        format!(
-            r#"reporter="destination",destination_workload_namespace="test",destination_workload=~"{w}""#
-        )
+/// A matrix answer: one series per `(labels, [(seconds, value)])`.
+fn matrix(series: &[(Value, &[(f64, &str)])]) -> Answer {
+    let result: Vec<Value> = series
+        .iter()
+        .map(|(labels, values)| {
+            let values: Vec<Value> = values.iter().map(|(t, v)| json!([t, v])).collect();
+            json!({ "metric": labels, "values": values })
+        })
+        .collect();
+    Answer::Json(
+        200,
+        json!({ "status": "success", "data": { "resultType": "matrix", "result": result } }),
+    )
+}
+
+/// Seconds on the fake's clock, relative to the start of the measured range.
+fn at(offset_s: f64) -> f64 {
+    (NOW - 60_000) as f64 / 1000.0 + offset_s
+}
+
+fn istio_counters(workload: &str, failures: bool) -> String {
+    let code = if failures {
+        r#",response_code=~"5.*""#
+    } else {
+        ""
     };
-    let fake = Fake::answering(vec![
-        (
-            format!(
-                "sum(increase(istio_requests_total{{{}}}[1m]))",
-                sel("podinfo")
-            ),
-            one("1000"),
-        ),
-        (
-            format!(
-                r#"sum(increase(istio_requests_total{{{},response_code=~"5.*"}}[1m]))"#,
-                sel("podinfo")
-            ),
-            one("5"),
-        ),
-        (
-            format!(
-                "sum(increase(istio_requests_total{{{}}}[1m]))",
-                sel("podinfo-primary")
-            ),
-            one("9000"),
-        ),
-        // The primary had no 5xx: no series at all.
-        (
-            format!(
-                r#"sum(increase(istio_requests_total{{{},response_code=~"5.*"}}[1m]))"#,
-                sel("podinfo-primary")
-            ),
-            Answer::Json(200, vector(&[])),
-        ),
-    ]);
+    // The range (60 s) and the 5 minutes before it.
+    format!(
+        r#"istio_requests_total{{reporter="destination",destination_workload_namespace="test",destination_workload="{workload}"{code}}}[360000ms]"#
+    )
+}
+
+async fn read_counts(answers: Vec<(String, Answer)>) -> (MetricReading, Fake) {
+    let fake = Fake::answering(answers);
     let address = fake.serve().await;
     let reading = bounded(prometheus(&address, 2_000, 0).read(
-        &ctx(Mesh::Istio, true),
-        &check("request-success-rate", MetricKind::RequestSuccessRate),
+        Mesh::Istio,
+        &subject(),
+        &measure("request-success-rate", Measure::Counts),
         None,
     ))
+    .await;
+    (reading, fake)
+}
+
+#[tokio::test]
+async fn statistical_counts_are_each_series_diffed_from_its_first_sample_in_the_range() {
+    let pod = |p: &str| json!({ "destination_workload": "podinfo", "pod": p });
+    let (reading, fake) = read_counts(vec![
+        // Two pods scraped every 15 s; the first scrape after the range began is the baseline,
+        // so the 40 requests of pod a before it do not leak in.
+        (
+            istio_counters("podinfo", false),
+            matrix(&[
+                (
+                    pod("a"),
+                    &[
+                        (at(-10.0), "100"),
+                        (at(5.0), "140"),
+                        (at(20.0), "540"),
+                        (at(35.0), "940"),
+                    ],
+                ),
+                (
+                    pod("b"),
+                    &[(at(-5.0), "7"), (at(10.0), "7"), (at(25.0), "107")],
+                ),
+            ]),
+        ),
+        // The 5xx series was created in the range: its first sample counts in full.
+        (
+            istio_counters("podinfo", true),
+            matrix(&[(pod("a"), &[(at(20.0), "3"), (at(35.0), "5")])]),
+        ),
+        (
+            istio_counters("podinfo-primary", false),
+            // A counter reset (a restarted proxy): counting goes on from zero.
+            matrix(&[(
+                json!({}),
+                &[
+                    (at(-1.0), "50"),
+                    (at(14.0), "1050"),
+                    (at(29.0), "30"),
+                    (at(44.0), "530"),
+                ],
+            )]),
+        ),
+        // The primary had no 5xx: no series at all.
+        (istio_counters("podinfo-primary", true), matrix(&[])),
+    ])
     .await;
     assert_eq!(
         reading,
         MetricReading::Counts {
             canary: Counts {
-                requests: 1000.0,
+                requests: 900.0,
                 failures: 5.0
             },
             primary: Counts {
-                requests: 9000.0,
+                requests: 530.0,
                 failures: 0.0
             },
         }
     );
     assert_eq!(fake.received().len(), 4);
+    assert!(fake.times().iter().all(|t| t == "1700000000.250"));
 }
 
 #[tokio::test]
-async fn statistical_success_rate_without_canary_traffic_is_no_data() {
-    let fake = Fake::default();
-    // Every query unknown to the fake gets a 400; give the requests queries empty vectors.
-    for w in ["podinfo", "podinfo-primary"] {
-        lock(&fake.answers).insert(
-            format!(
-                r#"sum(increase(response_total{{namespace="test",deployment=~"{w}",direction="inbound"}}[1m]))"#
-            ),
-            Answer::Json(200, vector(&[])),
-        );
-        lock(&fake.answers).insert(
-            format!(
-                r#"sum(increase(response_total{{namespace="test",deployment=~"{w}",direction="inbound",classification="failure"}}[1m]))"#
-            ),
-            Answer::Json(200, vector(&[])),
-        );
-    }
-    let address = fake.serve().await;
-    let reading = bounded(prometheus(&address, 2_000, 0).read(
-        &ctx(Mesh::Linkerd, true),
-        &check("request-success-rate", MetricKind::RequestSuccessRate),
-        None,
-    ))
-    .await;
+async fn no_canary_request_series_is_no_data_naming_the_canary() {
+    let mut answers: Vec<(String, Answer)> = ["podinfo", "podinfo-primary"]
+        .iter()
+        .flat_map(|w| {
+            [
+                (istio_counters(w, false), matrix(&[])),
+                (istio_counters(w, true), matrix(&[])),
+            ]
+        })
+        .collect();
+    answers[2].1 = matrix(&[(json!({}), &[(at(1.0), "10")])]);
+    let (reading, _) = read_counts(answers).await;
     assert!(
         matches!(reading, MetricReading::NoData { .. }),
         "{reading:?}"
     );
-    assert!(reason(&reading).contains("canary"), "{reading:?}");
+    assert!(reason(&reading).contains("for the canary"), "{reading:?}");
 }
 
 #[tokio::test]
-async fn statistical_duration_reads_both_histograms_sorted_by_bucket() {
+async fn more_failures_than_requests_is_an_error_that_says_so() {
+    let one_series = |v: &'static str| matrix(&[(json!({}), &[(at(1.0), v)])]);
+    let (reading, _) = read_counts(vec![
+        (istio_counters("podinfo", false), one_series("10")),
+        (istio_counters("podinfo", true), one_series("12")),
+        (istio_counters("podinfo-primary", false), one_series("10")),
+        (istio_counters("podinfo-primary", true), matrix(&[])),
+    ])
+    .await;
+    assert!(
+        matches!(reading, MetricReading::Error { .. }),
+        "{reading:?}"
+    );
+    assert!(
+        reason(&reading).contains("12 5xx answers but 10 requests"),
+        "{reading:?}"
+    );
+}
+
+#[tokio::test]
+async fn statistical_duration_reads_both_histograms_summed_per_bucket() {
     let query = |w: &str| {
         format!(
-            r#"sum(increase(envoy_cluster_upstream_rq_time_bucket{{envoy_cluster_name=~"test_podinfo-{w}_[0-9a-zA-Z-]+"}}[1m])) by (le)"#
+            r#"envoy_cluster_upstream_rq_time_bucket{{envoy_cluster_name=~"test_podinfo-{w}_[0-9a-zA-Z-]+"}}[360000ms]"#
         )
     };
     let buckets = |values: [&'static str; 3]| {
-        Answer::Json(
-            200,
-            vector(&[
-                (json!({ "le": "+Inf" }), values[2]),
-                (json!({ "le": "5" }), values[0]),
-                (json!({ "le": "25" }), values[1]),
-            ]),
-        )
+        let le = |b: &str| json!({ "le": b });
+        matrix(&[
+            (le("+Inf"), &[(at(1.0), values[2])]),
+            (le("5"), &[(at(1.0), values[0])]),
+            (le("25"), &[(at(1.0), values[1])]),
+        ])
     };
     let fake = Fake::answering(vec![
         (query("canary"), buckets(["10", "80", "100"])),
@@ -434,8 +514,9 @@ async fn statistical_duration_reads_both_histograms_sorted_by_bucket() {
     ]);
     let address = fake.serve().await;
     let reading = bounded(prometheus(&address, 2_000, 0).read(
-        &ctx(Mesh::GatewayApi, true),
-        &check("request-duration", MetricKind::RequestDuration),
+        Mesh::GatewayApi,
+        &subject(),
+        &measure("request-duration", Measure::Histograms),
         None,
     ))
     .await;
@@ -466,24 +547,31 @@ fn template(query: &str, address: Option<String>) -> MetricTemplateSpec {
     }
 }
 
+fn by_template(variables: &[(&str, &str)]) -> Measure {
+    Measure::Query(QuerySource::Template {
+        namespace: "flagger-system".into(),
+        name: "errors".into(),
+        variables: variables
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect::<BTreeMap<_, _>>(),
+    })
+}
+
 #[tokio::test]
 async fn a_metric_template_is_rendered_with_variables_and_sent_to_its_own_prometheus() {
     let rendered = r#"sum(rate(http_errors{ns="test",app="podinfo",code="503"}[1m]))"#;
     let fake = Fake::answering(vec![(rendered.to_string(), one("0.5"))]);
     let template_address = fake.serve().await;
-    let kind = MetricKind::Template {
-        name: "errors".into(),
-        namespace: Some("flagger-system".into()),
-        variables: BTreeMap::from([("code".to_string(), "503".to_string())]),
-    };
     let spec = template(
         r#"sum(rate(http_errors{ns="{{ namespace }}",app="{{target}}",code="{{ variables.code }}"}[{{ interval }}]))"#,
         Some(template_address),
     );
     // The controller-wide Prometheus is a closed port: the template's own address is used.
     let reading = bounded(prometheus("http://127.0.0.1:9", 2_000, 0).read(
-        &ctx(Mesh::Istio, false),
-        &check("errors", kind),
+        Mesh::Istio,
+        &subject(),
+        &measure("errors", by_template(&[("code", "503")])),
         Some(&spec),
     ))
     .await;
@@ -495,15 +583,11 @@ async fn a_metric_template_is_rendered_with_variables_and_sent_to_its_own_promet
 async fn a_template_with_an_unknown_variable_is_an_error_naming_it_and_sends_nothing() {
     let fake = Fake::default();
     let address = fake.serve().await;
-    let kind = MetricKind::Template {
-        name: "errors".into(),
-        namespace: None,
-        variables: BTreeMap::new(),
-    };
     let spec = template(r#"up{job="{{ variables.job }}"}"#, None);
     let reading = bounded(prometheus(&address, 2_000, 0).read(
-        &ctx(Mesh::Istio, false),
-        &check("errors", kind),
+        Mesh::Istio,
+        &subject(),
+        &measure("errors", by_template(&[])),
         Some(&spec),
     ))
     .await;
@@ -517,21 +601,17 @@ async fn a_template_with_an_unknown_variable_is_an_error_naming_it_and_sends_not
 
 #[tokio::test]
 async fn a_missing_template_is_an_error_naming_it() {
-    let kind = MetricKind::Template {
-        name: "errors".into(),
-        namespace: Some("flagger-system".into()),
-        variables: BTreeMap::new(),
-    };
     let reading = bounded(prometheus("http://127.0.0.1:9", 1_000, 0).read(
-        &ctx(Mesh::Istio, false),
-        &check("errors", kind),
+        Mesh::Istio,
+        &subject(),
+        &measure("errors", by_template(&[])),
         None,
     ))
     .await;
     assert_eq!(
         reading,
         MetricReading::Error {
-            reason: "MetricTemplate flagger-system/errors was not found".into()
+            reason: "MetricTemplate flagger-system/errors not found".into()
         }
     );
 }
@@ -543,12 +623,11 @@ async fn an_inline_query_is_rendered_and_sent_as_is() {
         one("0.25"),
     )]);
     let address = fake.serve().await;
-    let kind = MetricKind::Query {
-        query: r#"avg(cpu{namespace="{{ namespace }}",pod=~"{{ target }}-.*"})"#.into(),
-    };
+    let query = r#"avg(cpu{namespace="{{ namespace }}",pod=~"{{ target }}-.*"})"#;
     let reading = bounded(prometheus(&address, 2_000, 0).read(
-        &ctx(Mesh::Linkerd, true),
-        &check("cpu", kind),
+        Mesh::Linkerd,
+        &subject(),
+        &measure("cpu", Measure::Query(QuerySource::Inline(query.into()))),
         None,
     ))
     .await;

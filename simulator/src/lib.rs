@@ -8,6 +8,7 @@ pub mod expect;
 pub mod harness;
 pub mod manifest;
 pub mod mesh;
+pub mod promql;
 pub mod report;
 pub mod result;
 pub mod scenario;

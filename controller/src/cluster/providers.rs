@@ -6,11 +6,12 @@ use futures::FutureExt;
 use futures::future::BoxFuture;
 
 use crate::analysis::MetricReading;
-use crate::metrics::{Mesh, Prometheus, QueryContext};
+use crate::metrics::{Mesh, Prometheus};
+use crate::observe::{Measurement, Subject};
 use crate::rollout::HookOutcome;
 use crate::router::{Router, Routes};
 use crate::routes::Provider;
-use crate::spec::{Canary, HookGate, MetricCheck, MetricTemplateSpec, WebhookRef};
+use crate::spec::{Canary, HookGate, MetricTemplateSpec, WebhookRef};
 use crate::webhook::{Payload, Webhooks};
 
 /// A traffic router for every provider. Errors are the router's own messages; the reconciler
@@ -58,11 +59,14 @@ pub struct HookCall {
 /// Where metric readings and webhook answers come from. Failures are values (a reading of kind
 /// `Error` or `NoData`, a failed hook outcome) because the rollout core decides what they mean.
 pub trait Observer: Send + Sync {
+    /// Executes one measurement of the observation plan ([`crate::observe::plan`]) about
+    /// `subject`, with the `MetricTemplate` it names when it names one (`None` when that does
+    /// not exist).
     fn read_metric<'a>(
         &'a self,
         provider: Provider,
-        canary: &'a Canary,
-        check: &'a MetricCheck,
+        subject: &'a Subject,
+        measurement: &'a Measurement,
         template: Option<&'a MetricTemplateSpec>,
     ) -> BoxFuture<'a, MetricReading>;
     fn call_hook<'a>(
@@ -160,21 +164,14 @@ impl Observer for LiveObserver {
     fn read_metric<'a>(
         &'a self,
         provider: Provider,
-        canary: &'a Canary,
-        check: &'a MetricCheck,
+        subject: &'a Subject,
+        measurement: &'a Measurement,
         template: Option<&'a MetricTemplateSpec>,
     ) -> BoxFuture<'a, MetricReading> {
-        async move {
-            let mesh = Mesh::for_provider(provider);
-            let ctx = QueryContext {
-                namespace: canary.metadata.namespace.clone().unwrap_or_default(),
-                target: canary.spec.target_ref.name.clone(),
-                mesh,
-                statistical: canary.spec.analysis.judge.as_deref() == Some("statistical"),
-            };
-            self.prometheus.read(&ctx, check, template).await
-        }
-        .boxed()
+        let mesh = Mesh::for_provider(provider);
+        self.prometheus
+            .read(mesh, subject, measurement, template)
+            .boxed()
     }
 
     fn call_hook<'a>(

@@ -36,6 +36,7 @@ use super::telemetry::Metrics;
 use super::workloads::{self, WorkloadProblem, Workloads};
 use super::{COMMAND_ANNOTATION, Error, FINALIZER, Result, status};
 use crate::analysis::MetricReading;
+use crate::observe::{Measure, Measurement, QuerySource, Subject, plan, template_not_found};
 use crate::rollout::{
     Action, Command, HookOutcome, Millis, Observation, Phase, RolloutState, Severity, advance,
     next_analysis, wants,
@@ -43,8 +44,7 @@ use crate::rollout::{
 use crate::router::{Routes, api_resource};
 use crate::routes::{Provider, UnknownProvider, service_names};
 use crate::spec::{
-    Canary, HookGate, MetricKind, MetricTemplate, MetricTemplateSpec, RolloutSpec,
-    ValidationErrors, validate,
+    Canary, HookGate, MetricTemplate, MetricTemplateSpec, RolloutSpec, ValidationErrors, validate,
 };
 
 /// Controller-wide settings.
@@ -557,12 +557,11 @@ impl<'a> Tick<'a> {
         command: Option<Command>,
     ) -> Result<Observation> {
         let want = wants(state, spec, self.now);
+        let subject = Subject::of(self.canary);
         let mut metrics = BTreeMap::new();
-        if want.metrics {
-            for check in &spec.metrics {
-                let reading = self.read_metric(check).await?;
-                metrics.insert(check.name.clone(), reading);
-            }
+        for measurement in plan(&want, spec, &subject, self.now) {
+            let reading = self.read_metric(&subject, &measurement).await?;
+            metrics.insert(measurement.metric, reading);
         }
         let revision = workloads::revision(target);
         let mut hooks = BTreeMap::new();
@@ -584,24 +583,23 @@ impl<'a> Tick<'a> {
         })
     }
 
-    async fn read_metric(&self, check: &crate::spec::MetricCheck) -> Result<MetricReading> {
-        let template: Option<MetricTemplateSpec> = match &check.kind {
-            MetricKind::Template {
-                name, namespace, ..
-            } => {
-                let ns = namespace.as_deref().unwrap_or(&self.namespace);
-                let api: Api<MetricTemplate> = Api::namespaced(self.ctx.client.clone(), ns);
+    /// One measurement, with the `MetricTemplate` it names read from the API.
+    async fn read_metric(&self, subject: &Subject, m: &Measurement) -> Result<MetricReading> {
+        let template: Option<MetricTemplateSpec> = match &m.measure {
+            Measure::Query(QuerySource::Template {
+                namespace, name, ..
+            }) => {
+                let api: Api<MetricTemplate> = Api::namespaced(self.ctx.client.clone(), namespace);
                 match api.get_opt(name).await {
                     Ok(Some(t)) => Some(t.spec),
                     Ok(None) => {
-                        return Ok(MetricReading::Error {
-                            reason: format!("MetricTemplate {ns}/{name} not found"),
-                        });
+                        let reason = template_not_found(namespace, name);
+                        return Ok(MetricReading::Error { reason });
                     }
                     Err(source) => {
                         return Err(Error::Read {
                             kind: "MetricTemplate",
-                            name: format!("{ns}/{name}"),
+                            name: format!("{namespace}/{name}"),
                             source,
                         });
                     }
@@ -612,7 +610,7 @@ impl<'a> Tick<'a> {
         Ok(self
             .ctx
             .observer
-            .read_metric(self.provider()?, self.canary, check, template.as_ref())
+            .read_metric(self.provider()?, subject, m, template.as_ref())
             .await)
     }
 

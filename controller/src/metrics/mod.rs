@@ -1,10 +1,21 @@
-//! Metrics from Prometheus: Flagger's built-in queries per mesh, the counts and histograms of
-//! the statistical judge (canary and primary side by side), and `MetricTemplate` queries.
+//! Metrics from Prometheus: an observation plan ([`crate::observe`]) executed as PromQL.
+//!
+//! The PromQL ([`queries`]) and the arithmetic on raw counter samples ([`counters`]) are pure,
+//! so the simulator and the tests use the very same builders. The client ([`Prometheus`],
+//! feature `cluster`) sends them:
+//!
+//! - Flagger's scalar queries (threshold judge, custom queries and `MetricTemplate`s) as instant
+//!   queries at the measured range's end, with `{{ interval }}` the range's length;
+//! - the statistical judge's counts and histograms as the raw samples of every matching counter
+//!   series over the range (and [`SERIES_LOOKBACK`] before it), diffed per series with
+//!   counter-reset handling ([`counters`] says why not `increase()`, and its known error).
 //!
 //! [`Prometheus::read`] never fails: whatever happens becomes a [`MetricReading`], with
-//! `NoData` when Prometheus answered but had nothing to say (no series, NaN) and `Error` when
-//! it could not be asked or answered nonsense (unreachable, timed out, rejected the query, a
-//! result of the wrong type). The reason says which, for the Canary's events and status.
+//! `NoData` when Prometheus answered but had nothing to say (no request series, NaN) and `Error`
+//! when it could not be asked or answered nonsense (unreachable, timed out, rejected the query, a
+//! result of the wrong type, more failures than requests). The reason says which, for the
+//! Canary's events and status. No failure series while requests exist is 0 failures: Istio and
+//! Linkerd create a 5xx series only at the first failure.
 //!
 //! A scalar metric must come back as one value: a vector of several series is an error
 //! ("aggregate the query, e.g. with sum()") where Flagger silently takes the last series.
@@ -14,13 +25,41 @@
 //!
 //! [`MetricReading`]: crate::analysis::MetricReading
 
+pub mod counters;
+#[cfg(feature = "cluster")]
 mod prometheus;
 mod queries;
 
+#[cfg(feature = "cluster")]
 pub use prometheus::Prometheus;
-pub use queries::{Side, SideQueries, builtin_query, render_template, side_queries};
+pub use queries::{SERIES_LOOKBACK, SideQueries, builtin_query, evaluation_time, side_queries};
 
+use crate::analysis::MetricReading;
 use crate::routes::Provider;
+
+/// Why a range vector cannot be a scalar metric's value.
+pub const RANGE_VECTOR_FOR_A_SCALAR: &str = "wrong result type: a range vector (matrix) where one value was expected; apply e.g. rate() and sum()";
+
+/// What a scalar query's answer means, wherever it was evaluated: `values` holds one value per
+/// series of the answer (a scalar answer is one). No series or NaN is no data; several series
+/// are an error, where Flagger silently takes the last.
+pub fn scalar_reading(values: &[f64]) -> MetricReading {
+    match values {
+        [] => MetricReading::NoData {
+            reason: "no values found: the query returned no series".into(),
+        },
+        [v] if v.is_nan() => MetricReading::NoData {
+            reason: "the query returned NaN (a division by zero: no requests in the window)".into(),
+        },
+        [value] => MetricReading::Value { value: *value },
+        more => MetricReading::Error {
+            reason: format!(
+                "wrong result type: {} series where one value was expected; aggregate the query, e.g. with sum()",
+                more.len()
+            ),
+        },
+    }
+}
 
 /// The mesh whose telemetry the built-in queries read.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -44,32 +83,10 @@ impl Mesh {
     }
 }
 
-/// What a query is about.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct QueryContext {
-    pub namespace: String,
-    /// The canary workload (the Canary's target); the primary is `<target>-primary`.
-    pub target: String,
-    pub mesh: Mesh,
-    /// Read counts and histograms of canary and primary instead of the canary's scalar.
-    pub statistical: bool,
-}
-
-/// A problem with a query before it is sent.
+/// A problem with the Prometheus client before anything is sent.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum MetricsError {
     /// The Prometheus address is not a URL, or the HTTP client could not be built.
     #[error("Prometheus address `{address}` cannot be used: {reason}")]
     InvalidAddress { address: String, reason: String },
-    /// A template uses `{{ variables.NAME }}` and the Canary sets no such variable.
-    #[error("the query uses variable `{name}`, which the metric's templateVariables do not set")]
-    UnknownVariable { name: String },
-    /// A template uses a placeholder Fledge does not know.
-    #[error(
-        "the query uses placeholder `{{{{ {name} }}}}`; known are namespace, target, interval and variables.NAME"
-    )]
-    UnknownPlaceholder { name: String },
-    /// `{{` without a matching `}}`.
-    #[error("the query opens a placeholder with `{{{{` at byte {at} and never closes it")]
-    UnclosedPlaceholder { at: usize },
 }

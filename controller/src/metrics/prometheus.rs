@@ -10,11 +10,14 @@ use std::time::Duration as StdDuration;
 use serde::Deserialize;
 use serde_json::Value;
 
-use super::queries::{Side, builtin_query, render_template, side_queries};
-use super::{MetricsError, QueryContext};
+use super::counters::{Series, total_since, totals_by};
+use super::queries::{builtin_query, evaluation_time, side_queries};
+use super::{Mesh, MetricsError, RANGE_VECTOR_FOR_A_SCALAR, scalar_reading};
 use crate::analysis::{Counts, Histogram, MetricReading};
 use crate::http_errors::{error_chain, excerpt};
-use crate::spec::{Duration, MetricCheck, MetricKind, MetricTemplateSpec};
+use crate::observe::{Measure, Measurement, Range, ResolvedQuery, Side, Subject, resolve_query};
+use crate::rollout::Millis;
+use crate::spec::MetricTemplateSpec;
 
 const FIRST_BACKOFF: StdDuration = StdDuration::from_millis(100);
 const MAX_BACKOFF: StdDuration = StdDuration::from_secs(2);
@@ -52,92 +55,54 @@ impl Prometheus {
         })
     }
 
-    /// Reads one metric for one tick. Never fails: problems become `NoData` or `Error` with
-    /// a reason.
+    /// Executes one measurement of an observation plan. Never fails: problems become `NoData`
+    /// or `Error` with a reason. `template` is the `MetricTemplate` a template query names, as
+    /// the shell found it (`None` when it does not exist).
     pub async fn read(
         &self,
-        ctx: &QueryContext,
-        check: &MetricCheck,
+        mesh: Mesh,
+        subject: &Subject,
+        measurement: &Measurement,
         template: Option<&MetricTemplateSpec>,
     ) -> MetricReading {
-        match &check.kind {
-            kind @ (MetricKind::RequestSuccessRate | MetricKind::RequestDuration) => {
-                if ctx.statistical {
-                    return match kind {
-                        MetricKind::RequestSuccessRate => self.counts(ctx, check.window).await,
-                        _ => self.histograms(ctx, check.window).await,
-                    };
-                }
-                match builtin_query(ctx.mesh, kind, &ctx.namespace, &ctx.target, check.window) {
-                    Some(query) => self.scalar(&self.client, &self.address, &query).await,
+        let range = measurement.range;
+        match &measurement.measure {
+            Measure::Counts => self.counts(mesh, subject, range).await,
+            Measure::Histograms => self.histograms(mesh, subject, range).await,
+            measure @ (Measure::SuccessRate | Measure::Latency) => {
+                match builtin_query(mesh, measure, subject, range) {
+                    Some(query) => {
+                        self.scalar(&self.client, &self.address, &query, range)
+                            .await
+                    }
                     None => MetricReading::Error {
-                        reason: format!("no built-in query for {}", check.name),
+                        reason: format!("no built-in query for {}", measurement.metric),
                     },
                 }
             }
-            MetricKind::Query { query } => {
-                match render_template(query, ctx, check.window, &BTreeMap::new()) {
-                    Ok(query) => self.scalar(&self.client, &self.address, &query).await,
-                    Err(e) => MetricReading::Error {
-                        reason: e.to_string(),
-                    },
+            Measure::Query(source) => match resolve_query(source, subject, range, template) {
+                Err(reason) => MetricReading::Error { reason },
+                // A template may name its own Prometheus, as in Flagger.
+                Ok(ResolvedQuery {
+                    promql,
+                    address: Some(address),
+                }) if address != self.address => {
+                    match prometheus_http_query::Client::from(self.http.clone(), &address) {
+                        Ok(client) => self.scalar(&client, &address, &promql, range).await,
+                        Err(e) => MetricReading::Error {
+                            reason: format!(
+                                "{}: address `{address}` cannot be used: {}",
+                                measurement.metric,
+                                error_chain(&e)
+                            ),
+                        },
+                    }
                 }
-            }
-            MetricKind::Template {
-                name,
-                namespace,
-                variables,
-            } => {
-                let ns = namespace.as_deref().unwrap_or(&ctx.namespace);
-                let Some(template) = template else {
-                    return MetricReading::Error {
-                        reason: format!("MetricTemplate {ns}/{name} was not found"),
-                    };
-                };
-                self.template(ctx, check.window, name, template, variables)
-                    .await
-            }
-        }
-    }
-
-    async fn template(
-        &self,
-        ctx: &QueryContext,
-        window: Duration,
-        name: &str,
-        template: &MetricTemplateSpec,
-        variables: &BTreeMap<String, String>,
-    ) -> MetricReading {
-        let provider = template.provider.type_.as_str();
-        if !(provider.is_empty() || provider == "prometheus") {
-            return MetricReading::Error {
-                reason: format!(
-                    "MetricTemplate {name} uses provider `{provider}`; only prometheus is supported"
-                ),
-            };
-        }
-        let query = match render_template(&template.query, ctx, window, variables) {
-            Ok(q) => q,
-            Err(e) => {
-                return MetricReading::Error {
-                    reason: format!("MetricTemplate {name}: {e}"),
-                };
-            }
-        };
-        // A template may name its own Prometheus, as in Flagger.
-        match template.provider.address.as_deref() {
-            Some(address) if !address.is_empty() && address != self.address => {
-                match prometheus_http_query::Client::from(self.http.clone(), address) {
-                    Ok(client) => self.scalar(&client, address, &query).await,
-                    Err(e) => MetricReading::Error {
-                        reason: format!(
-                            "MetricTemplate {name}: address `{address}` cannot be used: {}",
-                            error_chain(&e)
-                        ),
-                    },
+                Ok(q) => {
+                    self.scalar(&self.client, &self.address, &q.promql, range)
+                        .await
                 }
-            }
-            _ => self.scalar(&self.client, &self.address, &query).await,
+            },
         }
     }
 
@@ -146,8 +111,9 @@ impl Prometheus {
         client: &prometheus_http_query::Client,
         address: &str,
         query: &str,
+        range: Range,
     ) -> MetricReading {
-        let data = match self.query(client, query).await {
+        let data = match self.query(client, query, range.to).await {
             Ok(data) => data,
             Err(f) => {
                 return MetricReading::Error {
@@ -155,108 +121,76 @@ impl Prometheus {
                 };
             }
         };
-        match single_value(data) {
-            Err(reason) => MetricReading::Error { reason },
-            Ok(None) => MetricReading::NoData {
-                reason: "no values found: the query returned no series".into(),
+        match data {
+            Data::Scalar(v) => scalar_reading(&[v]),
+            Data::Vector(series) => {
+                scalar_reading(&series.iter().map(|(_, v)| *v).collect::<Vec<_>>())
+            }
+            Data::Matrix(_) => MetricReading::Error {
+                reason: RANGE_VECTOR_FOR_A_SCALAR.into(),
             },
-            Ok(Some(v)) if v.is_nan() => MetricReading::NoData {
-                reason: "the query returned NaN (a division by zero: no requests in the window)"
-                    .into(),
-            },
-            Ok(Some(value)) => MetricReading::Value { value },
         }
     }
 
-    /// Requests and 5xx failures of canary and primary, for the sequential error-rate test.
-    async fn counts(&self, ctx: &QueryContext, window: Duration) -> MetricReading {
-        let c = side_queries(ctx.mesh, &ctx.namespace, &ctx.target, Side::Canary, window);
-        let p = side_queries(ctx.mesh, &ctx.namespace, &ctx.target, Side::Primary, window);
+    /// The raw counter samples of one query (see [`side_queries`]).
+    async fn matrix(&self, query: &str, range: Range) -> Result<Vec<Series>, MetricReading> {
+        let data = self
+            .query(&self.client, query, range.to)
+            .await
+            .map_err(|f| MetricReading::Error {
+                reason: f.reason(&self.address, self.timeout, query),
+            })?;
+        match data {
+            Data::Matrix(series) => Ok(series),
+            // What Prometheus returns for a range selector whose series have no samples.
+            Data::Vector(v) if v.is_empty() => Ok(Vec::new()),
+            _ => Err(MetricReading::Error {
+                reason: format!(
+                    "wrong result type: expected the raw samples of a range selector (a matrix) for {query}"
+                ),
+            }),
+        }
+    }
+
+    /// Requests and 5xx failures of canary and primary since the range began, for the
+    /// sequential error-rate test.
+    async fn counts(&self, mesh: Mesh, subject: &Subject, range: Range) -> MetricReading {
+        let c = side_queries(mesh, subject, Side::Canary, range);
+        let p = side_queries(mesh, subject, Side::Primary, range);
         let (cr, cf, pr, pf) = futures::join!(
-            self.query(&self.client, &c.requests),
-            self.query(&self.client, &c.failures),
-            self.query(&self.client, &p.requests),
-            self.query(&self.client, &p.failures),
+            self.matrix(&c.requests, range),
+            self.matrix(&c.failures, range),
+            self.matrix(&p.requests, range),
+            self.matrix(&p.failures, range),
         );
-        let side = |side: Side, requests, failures, q: &super::SideQueries| {
-            self.side_counts(side, requests, failures, q)
-        };
-        let canary = match side(Side::Canary, cr, cf, &c) {
+        let canary = match side_counts(Side::Canary, cr, cf, range) {
             Ok(counts) => counts,
             Err(reading) => return reading,
         };
-        let primary = match side(Side::Primary, pr, pf, &p) {
+        let primary = match side_counts(Side::Primary, pr, pf, range) {
             Ok(counts) => counts,
             Err(reading) => return reading,
         };
         MetricReading::Counts { canary, primary }
     }
 
-    fn side_counts(
-        &self,
-        side: Side,
-        requests: Result<Data, Failure>,
-        failures: Result<Data, Failure>,
-        queries: &super::SideQueries,
-    ) -> Result<Counts, MetricReading> {
-        let value =
-            |result: Result<Data, Failure>, query: &str| -> Result<Option<f64>, MetricReading> {
-                let data = result.map_err(|f| MetricReading::Error {
-                    reason: f.reason(&self.address, self.timeout, query),
-                })?;
-                single_value(data).map_err(|reason| MetricReading::Error { reason })
-            };
-        let requests = match value(requests, &queries.requests)? {
-            Some(r) if !r.is_nan() => r,
-            Some(_) => {
-                return Err(MetricReading::NoData {
-                    reason: format!("the {} request count is NaN", side.as_str()),
-                });
-            }
-            None => {
-                return Err(MetricReading::NoData {
-                    reason: format!(
-                        "no values found for the {}: it served no requests in the window",
-                        side.as_str()
-                    ),
-                });
-            }
-        };
-        // No failure series means no request failed.
-        let failures = value(failures, &queries.failures)?
-            .filter(|f| !f.is_nan())
-            .unwrap_or(0.0);
-        Ok(Counts { requests, failures })
-    }
-
-    /// Latency histograms of canary and primary, for the Mann-Whitney test.
-    async fn histograms(&self, ctx: &QueryContext, window: Duration) -> MetricReading {
-        let c = side_queries(ctx.mesh, &ctx.namespace, &ctx.target, Side::Canary, window);
-        let p = side_queries(ctx.mesh, &ctx.namespace, &ctx.target, Side::Primary, window);
+    /// Latency histograms of canary and primary since the range began, for the Mann-Whitney
+    /// test.
+    async fn histograms(&self, mesh: Mesh, subject: &Subject, range: Range) -> MetricReading {
+        let c = side_queries(mesh, subject, Side::Canary, range);
+        let p = side_queries(mesh, subject, Side::Primary, range);
         let (cd, pd) = futures::join!(
-            self.query(&self.client, &c.histogram),
-            self.query(&self.client, &p.histogram),
+            self.matrix(&c.histogram, range),
+            self.matrix(&p.histogram, range),
         );
-        let mut sides = Vec::with_capacity(2);
-        for (side, result, query) in [
-            (Side::Canary, cd, &c.histogram),
-            (Side::Primary, pd, &p.histogram),
-        ] {
-            let data = match result {
-                Ok(data) => data,
-                Err(f) => {
-                    return MetricReading::Error {
-                        reason: f.reason(&self.address, self.timeout, query),
-                    };
-                }
-            };
-            match histogram(side, data) {
-                Ok(h) => sides.push(h),
-                Err(reading) => return reading,
-            }
-        }
-        let primary = sides.pop().unwrap_or_default();
-        let canary = sides.pop().unwrap_or_default();
+        let canary = match cd.and_then(|s| histogram(Side::Canary, &s, range)) {
+            Ok(h) => h,
+            Err(reading) => return reading,
+        };
+        let primary = match pd.and_then(|s| histogram(Side::Primary, &s, range)) {
+            Ok(h) => h,
+            Err(reading) => return reading,
+        };
         MetricReading::Histograms { canary, primary }
     }
 
@@ -265,11 +199,12 @@ impl Prometheus {
         &self,
         client: &prometheus_http_query::Client,
         query: &str,
+        at: Millis,
     ) -> Result<Data, Failure> {
         let mut backoff = FIRST_BACKOFF;
         let mut attempt = 0;
         loop {
-            match self.query_once(client, query).await {
+            match self.query_once(client, query, at).await {
                 Err(f) if f.retryable() && attempt < self.retries => {
                     tracing::debug!(attempt, error = ?f, "Prometheus query failed; retrying");
                     tokio::time::sleep(backoff).await;
@@ -285,10 +220,12 @@ impl Prometheus {
         &self,
         client: &prometheus_http_query::Client,
         query: &str,
+        at: Millis,
     ) -> Result<Data, Failure> {
         let timeout_ms = i64::try_from(self.timeout.as_millis()).unwrap_or(i64::MAX);
         let response = client
             .query(query)
+            .query("time", evaluation_time(at))
             .timeout(timeout_ms)
             .get_raw()
             .await
@@ -343,86 +280,122 @@ struct Answer {
 enum Data {
     Vector(Vec<(BTreeMap<String, String>, f64)>),
     Scalar(f64),
+    /// The raw samples of a range selector.
+    Matrix(Vec<Series>),
 }
 
 fn parse_data(data: Value) -> Result<Data, String> {
     let kind = data["resultType"].as_str().unwrap_or("none").to_string();
+    let list = |what: &str| {
+        data["result"]
+            .as_array()
+            .ok_or_else(|| format!("wrong result type: a {what} without a result list"))
+    };
     match kind.as_str() {
-        "vector" => {
-            let series = data["result"]
-                .as_array()
-                .ok_or("wrong result type: a vector without a result list")?;
-            series
-                .iter()
-                .map(|s| {
-                    let labels = s["metric"]
-                        .as_object()
-                        .map(|m| {
-                            m.iter()
-                                .map(|(k, v)| {
-                                    (k.clone(), v.as_str().unwrap_or_default().to_string())
-                                })
-                                .collect()
-                        })
-                        .unwrap_or_default();
-                    Ok((labels, sample(&s["value"])?))
+        "vector" => list("vector")?
+            .iter()
+            .map(|s| Ok((labels(&s["metric"]), sample(&s["value"])?.1)))
+            .collect::<Result<Vec<_>, String>>()
+            .map(Data::Vector),
+        "matrix" => list("matrix")?
+            .iter()
+            .map(|s| {
+                let values = s["values"].as_array().map(Vec::as_slice).unwrap_or(&[]);
+                Ok(Series {
+                    labels: labels(&s["metric"]),
+                    samples: values.iter().map(sample).collect::<Result<_, String>>()?,
                 })
-                .collect::<Result<Vec<_>, String>>()
-                .map(Data::Vector)
-        }
-        "scalar" => sample(&data["result"]).map(Data::Scalar),
+            })
+            .collect::<Result<Vec<_>, String>>()
+            .map(Data::Matrix),
+        "scalar" => sample(&data["result"]).map(|(_, v)| Data::Scalar(v)),
         other => Err(format!(
             "wrong result type: `{other}`, expected a vector or a scalar"
         )),
     }
 }
 
-/// `[timestamp, "value"]`, the value as Prometheus prints floats (`NaN`, `+Inf` included).
-fn sample(value: &Value) -> Result<f64, String> {
-    value[1]
-        .as_str()
-        .and_then(|s| s.parse::<f64>().ok())
-        .ok_or_else(|| format!("wrong result type: sample {value} has no numeric value"))
+fn labels(metric: &Value) -> BTreeMap<String, String> {
+    metric
+        .as_object()
+        .map(|m| {
+            m.iter()
+                .map(|(k, v)| (k.clone(), v.as_str().unwrap_or_default().to_string()))
+                .collect()
+        })
+        .unwrap_or_default()
 }
 
-/// The one value of a result: `None` for no series, an error for several.
-fn single_value(data: Data) -> Result<Option<f64>, String> {
-    match data {
-        Data::Scalar(v) => Ok(Some(v)),
-        Data::Vector(series) => match series.as_slice() {
-            [] => Ok(None),
-            [(_, v)] => Ok(Some(*v)),
-            more => Err(format!(
-                "wrong result type: {} series where one value was expected; aggregate the query, e.g. with sum()",
-                more.len()
-            )),
-        },
+/// `[timestamp, "value"]`: Unix seconds, and the value as Prometheus prints floats (`NaN`,
+/// `+Inf` included). The time comes back in milliseconds.
+fn sample(value: &Value) -> Result<(Millis, f64), String> {
+    let number = value[1].as_str().and_then(|s| s.parse::<f64>().ok());
+    let time = value[0]
+        .as_f64()
+        .filter(|t| t.is_finite() && *t >= 0.0)
+        .map(|t| (t * 1000.0).round() as Millis);
+    match (time, number) {
+        (Some(t), Some(v)) => Ok((t, v)),
+        _ => Err(format!(
+            "wrong result type: sample {value} is not a time and a numeric value"
+        )),
     }
 }
 
-fn histogram(side: Side, data: Data) -> Result<Histogram, MetricReading> {
+/// One side's requests and failures over the range. No request series (or NaN) is no data; no
+/// failure series while requests exist is no failure; more failures than requests is an
+/// error, since the two cannot both be right.
+fn side_counts(
+    side: Side,
+    requests: Result<Vec<Series>, MetricReading>,
+    failures: Result<Vec<Series>, MetricReading>,
+    range: Range,
+) -> Result<Counts, MetricReading> {
+    let name = side.as_str();
+    let requests = match total_since(&requests?, range.from) {
+        Some(r) if r.is_nan() => {
+            return Err(MetricReading::NoData {
+                reason: format!("the {name} request count is NaN"),
+            });
+        }
+        Some(r) => r,
+        None => {
+            return Err(MetricReading::NoData {
+                reason: format!("no values found for the {name}: no request series in {range}"),
+            });
+        }
+    };
+    let failures = total_since(&failures?, range.from)
+        .filter(|f| !f.is_nan())
+        .unwrap_or(0.0);
+    if failures > requests {
+        return Err(MetricReading::Error {
+            reason: format!(
+                "the {name} has {failures} 5xx answers but {requests} requests in {range}: its failure and request series disagree"
+            ),
+        });
+    }
+    Ok(Counts { requests, failures })
+}
+
+/// One side's latency histogram over the range, cumulative per bucket, from its bucket series.
+fn histogram(side: Side, series: &[Series], range: Range) -> Result<Histogram, MetricReading> {
     let wrong = |what: String| MetricReading::Error {
         reason: format!(
             "wrong result type for the {} histogram: {what}",
             side.as_str()
         ),
     };
-    let Data::Vector(series) = data else {
-        return Err(wrong("a scalar, expected one series per bucket".into()));
-    };
     if series.is_empty() {
         return Err(MetricReading::NoData {
             reason: format!(
-                "no values found for the {} latency histogram: it served no requests in the window",
+                "no values found for the {} latency histogram: no bucket series in {range}",
                 side.as_str()
             ),
         });
     }
-    let mut buckets = Vec::with_capacity(series.len());
-    for (labels, count) in series {
-        let le = labels
-            .get("le")
-            .ok_or_else(|| wrong("a series without an `le` label".into()))?;
+    let mut buckets = Vec::new();
+    for (le, count) in totals_by(series, "le", range.from).map_err(wrong)? {
         let bound = le
             .parse::<f64>()
             .ok()

@@ -16,10 +16,11 @@ use std::time::Duration;
 use fledge_controller::analysis::MetricReading;
 use fledge_controller::cluster::telemetry::Metrics;
 use fledge_controller::cluster::{Config, Context, HookCall, Observer, Routing};
+use fledge_controller::observe::{Measurement, Subject};
 use fledge_controller::rollout::HookOutcome;
 use fledge_controller::router::Routes;
 use fledge_controller::routes::Provider;
-use fledge_controller::spec::{Canary, MetricCheck, MetricTemplateSpec, WebhookRef};
+use fledge_controller::spec::{Canary, MetricTemplateSpec, WebhookRef};
 use futures::FutureExt;
 use futures::future::BoxFuture;
 use http::{Request, Response};
@@ -628,14 +629,14 @@ impl Observer for FakeObserver {
     fn read_metric<'a>(
         &'a self,
         _provider: Provider,
-        _canary: &'a Canary,
-        check: &'a MetricCheck,
+        _subject: &'a Subject,
+        measurement: &'a Measurement,
         _template: Option<&'a MetricTemplateSpec>,
     ) -> BoxFuture<'a, MetricReading> {
         async move {
             let s = self.0.store.lock().unwrap();
             s.metrics
-                .get(&check.name)
+                .get(&measurement.metric)
                 .cloned()
                 .unwrap_or(MetricReading::Value { value: 100.0 })
         }

@@ -22,7 +22,7 @@
 //! primary's behaviour at once (no rolling update); webhooks answer instantly, and a load-test
 //! webhook generates no traffic by itself (a `target: canary` client does).
 
-mod observe;
+pub mod observe;
 
 use std::collections::BTreeMap;
 
@@ -453,18 +453,14 @@ impl<'a> Harness<'a> {
                 ready: self.mesh.ready_pods(self.primary),
                 desired: self.scenario.primary.pods,
             },
-            metrics: if w.metrics {
-                observe::metrics(
-                    &self.mesh,
-                    spec,
-                    self.primary,
-                    self.canary,
-                    w.since.map(|ms| ms * MILLIS),
-                    now,
-                )
-            } else {
-                BTreeMap::new()
-            },
+            metrics: observe::metrics(
+                &self.mesh,
+                self.scenario,
+                spec,
+                &w,
+                (self.primary, self.canary),
+                now,
+            ),
             hooks: w
                 .hooks
                 .iter()

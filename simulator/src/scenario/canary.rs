@@ -4,7 +4,9 @@
 use std::path::PathBuf;
 
 use fledge_controller::routes::{Provider, SmiVersion};
-use fledge_controller::spec::{Canary, LoadError, RolloutSpec, Strategy, load_manifests, validate};
+use fledge_controller::spec::{
+    Canary, LoadError, MetricTemplate, RolloutSpec, Strategy, load_manifests, validate,
+};
 
 use super::{Context, ScenarioError, raw};
 use crate::manifest::yaml::{Outline, check_depth};
@@ -20,12 +22,12 @@ enum Place {
 }
 
 impl Context {
-    /// The Canary and its validated spec; ignored fields and questionable settings become
-    /// warnings.
+    /// The Canary, its validated spec and the MetricTemplates given beside it; ignored fields
+    /// and questionable settings become warnings.
     pub(super) fn canary(
         &mut self,
         raw: &raw::Scenario,
-    ) -> Result<(Canary, RolloutSpec), ScenarioError> {
+    ) -> Result<(Canary, RolloutSpec, Vec<MetricTemplate>), ScenarioError> {
         let (text, place) = match (&raw.canary, &raw.canary_file) {
             (Some(serde_norway::Value::String(s)), None) => {
                 let first = self.outline.line(0, "canary").map_or(1, |l| l + 1);
@@ -149,19 +151,12 @@ impl Context {
                 }
             }
         }
-        for (i, m) in spec.metrics.iter().enumerate() {
-            if !m.kind.is_builtin() {
-                return Err(error(
-                    canary_doc,
-                    &format!("spec.analysis.metrics[{i}]"),
-                    None,
-                    format!(
-                        "metric `{}` is a custom query; the simulator computes only the built-in request-success-rate and request-duration",
-                        m.name
-                    ),
-                ));
-            }
-        }
+        // Custom metrics run as on a cluster: their templates must be here and evaluable.
+        let subject = crate::promql::subject(&canary, &self.namespace);
+        crate::promql::check_metrics(&spec, &subject, &loaded.metric_templates).map_err(|p| {
+            let field = format!("spec.analysis.metrics[{}]", p.index);
+            error(canary_doc, &field, None, p.message)
+        })?;
         self.warnings.extend(
             loaded
                 .ignored
@@ -178,6 +173,6 @@ impl Context {
                 self.namespace, self.namespace
             ));
         }
-        Ok((canary, spec))
+        Ok((canary, spec, loaded.metric_templates))
     }
 }

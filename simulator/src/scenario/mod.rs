@@ -12,7 +12,7 @@ mod source;
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
-use fledge_controller::spec::{Canary, HookGate, RolloutSpec, validate};
+use fledge_controller::spec::{Canary, HookGate, MetricTemplate, RolloutSpec, validate};
 
 use crate::engine::SimTime;
 use crate::manifest::yaml::Outline;
@@ -40,6 +40,8 @@ pub struct Scenario {
     pub clients: Vec<Client>,
     pub manifests: Manifests,
     pub canary_resource: Canary,
+    /// The MetricTemplates given beside the Canary, for its `templateRef` metrics.
+    pub metric_templates: Vec<MetricTemplate>,
     pub spec: RolloutSpec,
     pub timeline: Vec<TimelineEntry>,
     pub hooks: BTreeMap<String, HookAnswer>,
@@ -328,7 +330,7 @@ impl Context {
             }
         };
         let data_plane = self.data_plane;
-        let (canary_resource, spec) = self.canary(&raw)?;
+        let (canary_resource, spec, metric_templates) = self.canary(&raw)?;
         if spec.target != raw.service.name {
             return Err(self.error(
                 "canary.spec.targetRef.name",
@@ -411,6 +413,7 @@ impl Context {
             clients,
             manifests,
             canary_resource,
+            metric_templates,
             spec,
             timeline,
             hooks,

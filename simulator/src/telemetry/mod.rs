@@ -12,7 +12,10 @@
 //!   client saw and the end-to-end duration, labelled with the version that produced the answer.
 
 mod counter_names;
+mod series;
+
 pub use counter_names::{MESH_COUNTERS, PROXY_COUNTERS, ProxyCounter, counter_names};
+pub use series::{LabelledSeries, Naming};
 
 use std::collections::VecDeque;
 use std::fmt::Write as _;
@@ -540,63 +543,27 @@ impl Telemetry {
         h
     }
 
-    /// Renders the live counters in the Prometheus text exposition format.
+    /// Renders the live counters in the Prometheus text exposition format: the labelled view
+    /// of the request series (Istio's names), then the proxies' own counters.
     pub fn render_prometheus(&self) -> String {
         let mut out = String::new();
-        let mut order: Vec<usize> = (0..self.keys.len()).collect();
-        order.sort_by_key(|&i| {
-            let k = &self.keys[i];
-            (k.reporter, k.source, k.dest, k.code, k.flags)
-        });
-        let labels = |k: &SeriesKey| {
-            let s = &self.sources[k.source as usize];
-            let d = &self.dests[k.dest as usize];
-            format!(
-                "reporter=\"{}\",source_workload=\"{}\",source_workload_namespace=\"{}\",destination_workload=\"{}\",destination_workload_namespace=\"{}\",destination_service=\"{}\",destination_version=\"{}\",response_code=\"{}\",response_flags=\"{}\"",
-                k.reporter.label(),
-                s.workload,
-                s.namespace,
-                d.workload,
-                d.namespace,
-                d.service,
-                d.version,
-                k.code,
-                flags::render(k.flags)
-            )
-        };
-        out.push_str("# TYPE istio_requests_total counter\n");
-        for &i in &order {
-            let _ = writeln!(
-                out,
-                "istio_requests_total{{{}}} {}",
-                labels(&self.keys[i]),
-                self.data[i * STRIDE]
-            );
-        }
-        out.push_str("# TYPE istio_request_duration_milliseconds histogram\n");
-        for &i in &order {
-            let l = labels(&self.keys[i]);
-            let base = i * STRIDE;
-            let mut cum = 0;
-            for b in 0..NUM_BUCKETS {
-                cum += self.data[base + 2 + b];
-                let le = DURATION_BUCKETS_MS
-                    .get(b)
-                    .map_or_else(|| "+Inf".to_string(), |ms| format!("{ms}"));
-                let _ = writeln!(
-                    out,
-                    "istio_request_duration_milliseconds_bucket{{{l},le=\"{le}\"}} {cum}"
-                );
+        let mut family = "";
+        for series in self.labelled_series(Naming::Istio) {
+            if series.family.0 != family {
+                family = series.family.0;
+                let _ = writeln!(out, "# TYPE {family} {}", series.family.1);
             }
+            let labels: Vec<String> = series
+                .labels
+                .iter()
+                .map(|(name, value)| format!("{name}=\"{value}\""))
+                .collect();
             let _ = writeln!(
                 out,
-                "istio_request_duration_milliseconds_sum{{{l}}} {}",
-                self.data[base + 1] as f64 / 1_000.0
-            );
-            let _ = writeln!(
-                out,
-                "istio_request_duration_milliseconds_count{{{l}}} {}",
-                self.data[base]
+                "{}{{{}}} {}",
+                series.name,
+                labels.join(","),
+                self.live_value(&series)
             );
         }
         let proxy_metrics: [ProxyMetric; 9] = [

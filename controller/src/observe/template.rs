@@ -1,0 +1,127 @@
+//! Flagger's query templates: the placeholders of a `MetricTemplate` (or a metric's inline
+//! `query`) filled for one measurement. The cluster sends the result to Prometheus; the simulator
+//! evaluates the very same text over its own series.
+
+use std::collections::BTreeMap;
+
+use super::{QuerySource, Range, Subject};
+use crate::spec::{Duration, MetricTemplateSpec};
+
+/// A problem with a query's placeholders.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum RenderError {
+    /// A template uses `{{ variables.NAME }}` and the Canary sets no such variable.
+    #[error("the query uses variable `{name}`, which the metric's templateVariables do not set")]
+    UnknownVariable { name: String },
+    /// A template uses a placeholder Fledge does not know.
+    #[error(
+        "the query uses placeholder `{{{{ {name} }}}}`; known are namespace, target, service, interval and variables.NAME"
+    )]
+    UnknownPlaceholder { name: String },
+    /// `{{` without a matching `}}`.
+    #[error("the query opens a placeholder with `{{{{` at byte {at} and never closes it")]
+    UnclosedPlaceholder { at: usize },
+}
+
+/// Fills Flagger's placeholders in `query`: `{{ namespace }}`, `{{ target }}`, `{{ service }}`,
+/// `{{ interval }}` (the measured range's length) and `{{ variables.NAME }}`. Spaces inside the
+/// braces are optional. Any other placeholder, or a variable the Canary does not set, is an error
+/// that names it.
+pub fn render_template(
+    query: &str,
+    subject: &Subject,
+    interval: Duration,
+    variables: &BTreeMap<String, String>,
+) -> Result<String, RenderError> {
+    let mut out = String::with_capacity(query.len() + 32);
+    let mut rest = query;
+    while let Some(start) = rest.find("{{") {
+        out.push_str(&rest[..start]);
+        let after = &rest[start + 2..];
+        let Some(end) = after.find("}}") else {
+            return Err(RenderError::UnclosedPlaceholder {
+                at: query.len() - rest.len() + start,
+            });
+        };
+        let name = after[..end].trim();
+        match name {
+            "namespace" => out.push_str(&subject.namespace),
+            "target" => out.push_str(&subject.target),
+            "service" => out.push_str(&subject.service),
+            "interval" => out.push_str(&interval.to_string()),
+            _ => match name.strip_prefix("variables.").map(str::trim) {
+                Some(var) => match variables.get(var) {
+                    Some(value) => out.push_str(value),
+                    None => {
+                        return Err(RenderError::UnknownVariable {
+                            name: var.to_string(),
+                        });
+                    }
+                },
+                None => {
+                    return Err(RenderError::UnknownPlaceholder {
+                        name: name.to_string(),
+                    });
+                }
+            },
+        }
+        rest = &after[end + 2..];
+    }
+    out.push_str(rest);
+    Ok(out)
+}
+
+/// Why a measurement has no reading when the `MetricTemplate` it names does not exist.
+pub fn template_not_found(namespace: &str, name: &str) -> String {
+    format!("MetricTemplate {namespace}/{name} not found")
+}
+
+/// A user's query, ready to evaluate at the range's end.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ResolvedQuery {
+    pub promql: String,
+    /// The template's own Prometheus, when it names one.
+    pub address: Option<String>,
+}
+
+/// The PromQL of a user's query for one measurement: the inline query, or the `template` the
+/// source names (looked up by the shell: `None` when it does not exist), rendered for `subject`
+/// over `range`. The error is the reason a person reads in the Canary's status.
+pub fn resolve_query(
+    source: &QuerySource,
+    subject: &Subject,
+    range: Range,
+    template: Option<&MetricTemplateSpec>,
+) -> Result<ResolvedQuery, String> {
+    match source {
+        QuerySource::Inline(query) => {
+            render_template(query, subject, range.length(), &BTreeMap::new())
+                .map(|promql| ResolvedQuery {
+                    promql,
+                    address: None,
+                })
+                .map_err(|e| e.to_string())
+        }
+        QuerySource::Template {
+            namespace,
+            name,
+            variables,
+        } => {
+            let Some(template) = template else {
+                return Err(template_not_found(namespace, name));
+            };
+            let provider = template.provider.type_.as_str();
+            if !(provider.is_empty() || provider == "prometheus") {
+                return Err(format!(
+                    "MetricTemplate {namespace}/{name} uses provider `{provider}`; only prometheus is supported"
+                ));
+            }
+            let promql = render_template(&template.query, subject, range.length(), variables)
+                .map_err(|e| format!("MetricTemplate {namespace}/{name}: {e}"))?;
+            Ok(ResolvedQuery {
+                promql,
+                address: template.provider.address.clone().filter(|a| !a.is_empty()),
+            })
+        }
+    }
+}

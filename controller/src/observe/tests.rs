@@ -1,0 +1,232 @@
+use std::collections::BTreeMap;
+
+use serde_json::json;
+
+use super::*;
+use crate::spec::{MetricProvider, MetricTemplateSpec, validate};
+
+fn canary(judge: &str, service_name: Option<&str>) -> Canary {
+    let mut c: Canary = serde_json::from_value(json!({
+        "apiVersion": "fledge.dev/v1alpha1",
+        "kind": "Canary",
+        "metadata": {"name": "podinfo", "namespace": "test"},
+        "spec": {
+            "targetRef": {"kind": "Deployment", "name": "podinfo"},
+            "service": {"port": 9898},
+            "analysis": {
+                "interval": "30s", "maxWeight": 50, "stepWeight": 10, "judge": judge,
+                "metrics": [
+                    {"name": "request-success-rate", "interval": "1m"},
+                    {"name": "request-duration", "interval": "30s"},
+                    {"name": "latency", "interval": "2m", "thresholdRange": {"max": 500},
+                     "templateRef": {"name": "latency"}},
+                    {"name": "cpu", "interval": "1m", "thresholdRange": {"max": 1},
+                     "query": "avg(cpu{pod=~\"{{ target }}-.*\"})"}
+                ]
+            }
+        }
+    }))
+    .expect("a valid Canary");
+    c.spec.service.name = service_name.map(String::from);
+    c
+}
+
+fn spec(c: &Canary) -> RolloutSpec {
+    validate(&c.spec).expect("the Canary validates")
+}
+
+const NOW: Millis = 1_000_000;
+
+fn wanted(since: Option<Millis>) -> Wants {
+    Wants {
+        metrics: true,
+        since,
+        hooks: Vec::new(),
+    }
+}
+
+#[test]
+fn the_statistical_judge_measures_its_built_in_metrics_since_the_step_began() {
+    let c = canary("statistical", None);
+    let p = plan(&wanted(Some(900_000)), &spec(&c), &Subject::of(&c), NOW);
+    let step = Range {
+        from: 900_000,
+        to: NOW,
+    };
+    assert_eq!(
+        p.iter()
+            .map(|m| (m.metric.as_str(), &m.measure, m.range))
+            .take(2)
+            .collect::<Vec<_>>(),
+        vec![
+            ("request-success-rate", &Measure::Counts, step),
+            ("request-duration", &Measure::Histograms, step),
+        ]
+    );
+}
+
+#[test]
+fn custom_queries_are_measured_over_their_own_window_under_either_judge() {
+    for judge in ["statistical", "threshold"] {
+        let c = canary(judge, None);
+        let p = plan(&wanted(Some(900_000)), &spec(&c), &Subject::of(&c), NOW);
+        assert_eq!(
+            p[2],
+            Measurement {
+                metric: "latency".into(),
+                measure: Measure::Query(QuerySource::Template {
+                    namespace: "test".into(),
+                    name: "latency".into(),
+                    variables: BTreeMap::new(),
+                }),
+                range: Range {
+                    from: NOW - 120_000,
+                    to: NOW
+                },
+            },
+            "{judge}"
+        );
+        assert_eq!(p[3].range.length(), Duration::from_secs(60), "{judge}");
+    }
+}
+
+#[test]
+fn the_threshold_judge_reads_flaggers_scalars_over_each_window() {
+    let c = canary("threshold", None);
+    let p = plan(&wanted(None), &spec(&c), &Subject::of(&c), NOW);
+    assert_eq!(p[0].measure, Measure::SuccessRate);
+    assert_eq!(p[0].range.length(), Duration::from_secs(60));
+    assert_eq!(p[1].measure, Measure::Latency);
+    assert_eq!(p[1].range.length(), Duration::from_secs(30));
+}
+
+#[test]
+fn no_metrics_wanted_is_an_empty_plan() {
+    let c = canary("statistical", None);
+    let none = Wants::default();
+    assert!(plan(&none, &spec(&c), &Subject::of(&c), NOW).is_empty());
+}
+
+#[test]
+fn the_sides_are_the_target_and_its_primary_behind_the_canarys_services() {
+    let s = Subject::of(&canary("threshold", Some("frontend")));
+    assert_eq!(
+        (s.canary.deployment.as_str(), s.canary.service.as_str()),
+        ("podinfo", "frontend-canary")
+    );
+    assert_eq!(
+        (s.primary.deployment.as_str(), s.primary.service.as_str()),
+        ("podinfo-primary", "frontend-primary")
+    );
+    assert_eq!(
+        (s.target.as_str(), s.service.as_str()),
+        ("podinfo", "frontend")
+    );
+    // An empty service name is the target's (one function names the Services).
+    let s = Subject::of(&canary("threshold", Some("")));
+    assert_eq!(s.canary.service, "podinfo-canary");
+}
+
+fn subject() -> Subject {
+    Subject::of(&canary("threshold", None))
+}
+
+#[test]
+fn placeholders_are_filled_with_or_without_spaces() {
+    let vars = BTreeMap::from([("direction".to_string(), "inbound".to_string())]);
+    let q = render_template(
+        r#"rate(x{ns="{{ namespace }}",w="{{target}}",s="{{ service }}",d="{{  variables.direction }}"}[{{interval }}])"#,
+        &subject(),
+        Duration::from_secs(90),
+        &vars,
+    );
+    assert_eq!(
+        q.as_deref().ok(),
+        Some(r#"rate(x{ns="test",w="podinfo",s="podinfo",d="inbound"}[1m30s])"#)
+    );
+}
+
+#[test]
+fn an_unknown_variable_is_an_error_that_names_it() {
+    let e = render_template(
+        "{{ variables.missing }}",
+        &subject(),
+        Duration(1000),
+        &BTreeMap::new(),
+    );
+    assert!(
+        e.as_ref()
+            .is_err_and(|e| e.to_string().contains("`missing`")),
+        "{e:?}"
+    );
+}
+
+#[test]
+fn unknown_and_unclosed_placeholders_are_errors() {
+    let empty = BTreeMap::new();
+    assert!(matches!(
+        render_template("{{ ingress }}", &subject(), Duration(1000), &empty),
+        Err(RenderError::UnknownPlaceholder { name }) if name == "ingress"
+    ));
+    assert!(matches!(
+        render_template("up{a=\"{{ target \"}", &subject(), Duration(1000), &empty),
+        Err(RenderError::UnclosedPlaceholder { at: 6 })
+    ));
+}
+
+fn template(kind: &str, query: &str) -> MetricTemplateSpec {
+    MetricTemplateSpec {
+        provider: MetricProvider {
+            type_: kind.into(),
+            address: Some(String::new()),
+            secret_ref: None,
+            insecure_skip_verify: false,
+        },
+        query: query.into(),
+    }
+}
+
+#[test]
+fn a_template_is_rendered_over_the_measured_range() {
+    let source = QuerySource::Template {
+        namespace: "istio-system".into(),
+        name: "latency".into(),
+        variables: BTreeMap::new(),
+    };
+    let range = Range {
+        from: 0,
+        to: 120_000,
+    };
+    let t = template("prometheus", "p99{w=\"{{ target }}\"}[{{ interval }}]");
+    assert_eq!(
+        resolve_query(&source, &subject(), range, Some(&t)),
+        Ok(ResolvedQuery {
+            promql: "p99{w=\"podinfo\"}[2m]".into(),
+            // An empty address is the controller's Prometheus.
+            address: None,
+        })
+    );
+    assert_eq!(
+        resolve_query(&source, &subject(), range, None),
+        Err("MetricTemplate istio-system/latency not found".into())
+    );
+    let datadog = template("datadog", "avg:x");
+    assert!(
+        resolve_query(&source, &subject(), range, Some(&datadog))
+            .is_err_and(|e| e.contains("provider `datadog`"))
+    );
+    let bad = template("", "{{ variables.code }}");
+    assert!(
+        resolve_query(&source, &subject(), range, Some(&bad)).is_err_and(|e| e
+            .starts_with("MetricTemplate istio-system/latency: ")
+            && e.contains("`code`"))
+    );
+}
+
+proptest::proptest! {
+    #[test]
+    fn rendering_any_text_never_panics(query in ".{0,64}", name in "[a-z{} .]{0,12}") {
+        let vars = BTreeMap::from([(name, "v".to_string())]);
+        let _ = render_template(&query, &subject(), Duration(1000), &vars);
+    }
+}

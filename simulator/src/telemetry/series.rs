@@ -1,0 +1,196 @@
+//! The one labelled view of the request telemetry: every series as a Prometheus scraping the
+//! simulated proxies would store it (metric name, labels, value at each scrape). The text
+//! exposition ([`Telemetry::render_prometheus`]) prints it, and the PromQL evaluator
+//! ([`crate::promql`]) reads it, so a template evaluated in the simulator sees what the live mode
+//! serves on `/metrics`.
+//!
+//! Series appear at the first request with their labels, as Istio and Linkerd create them; a
+//! scrape taken before a series existed has no sample of it.
+
+use super::{DURATION_BUCKETS_MS, NUM_BUCKETS, Reporter, STRIDE, SeriesKey, Telemetry, flags};
+use crate::engine::{MILLIS, SimTime};
+
+/// Whose metric names and labels the view uses: those of the mesh whose proxies are simulated.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Naming {
+    /// `istio_requests_total`, `istio_request_duration_milliseconds_*`, from both reporters.
+    Istio,
+    /// Linkerd's inbound `response_total` and `response_latency_ms_*` (from the destination
+    /// proxies; outbound series are not simulated). The latency buckets are Istio's bounds.
+    Linkerd,
+}
+
+/// Which counter of a request series a labelled series reads.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Field {
+    Requests,
+    SumMs,
+    /// The cumulative count of the buckets up to and including this one.
+    Bucket(usize),
+}
+
+/// One series of the labelled view.
+#[derive(Clone, Debug, PartialEq)]
+pub struct LabelledSeries {
+    /// The metric name, e.g. `istio_requests_total`.
+    pub name: &'static str,
+    /// The family it belongs to, with its type (`counter`, `histogram`), for the exposition.
+    pub family: (&'static str, &'static str),
+    /// Label names and values, in exposition order.
+    pub labels: Vec<(&'static str, String)>,
+    key: usize,
+    field: Field,
+}
+
+impl LabelledSeries {
+    /// The value of one label, if the series has it.
+    pub fn label(&self, name: &str) -> Option<&str> {
+        self.labels
+            .iter()
+            .find(|(n, _)| *n == name)
+            .map(|(_, v)| v.as_str())
+    }
+}
+
+impl Telemetry {
+    /// Every series created so far, named as `naming`'s proxies name them; in exposition order
+    /// (each family together, series sorted by reporter, source, destination, code and flags).
+    pub fn labelled_series(&self, naming: Naming) -> Vec<LabelledSeries> {
+        let mut order: Vec<usize> = (0..self.keys.len())
+            .filter(|&i| naming == Naming::Istio || self.keys[i].reporter == Reporter::Destination)
+            .collect();
+        order.sort_by_key(|&i| {
+            let k = &self.keys[i];
+            (k.reporter, k.source, k.dest, k.code, k.flags)
+        });
+        let (total, histogram) = match naming {
+            Naming::Istio => (
+                "istio_requests_total",
+                "istio_request_duration_milliseconds",
+            ),
+            Naming::Linkerd => ("response_total", "response_latency_ms"),
+        };
+        let (bucket, sum, count) = match naming {
+            Naming::Istio => (
+                "istio_request_duration_milliseconds_bucket",
+                "istio_request_duration_milliseconds_sum",
+                "istio_request_duration_milliseconds_count",
+            ),
+            Naming::Linkerd => (
+                "response_latency_ms_bucket",
+                "response_latency_ms_sum",
+                "response_latency_ms_count",
+            ),
+        };
+        let series = |name, family, labels, key, field| LabelledSeries {
+            name,
+            family,
+            labels,
+            key,
+            field,
+        };
+        let mut out: Vec<LabelledSeries> = order
+            .iter()
+            .map(|&i| {
+                let labels = self.labels(naming, &self.keys[i], true);
+                series(total, (total, "counter"), labels, i, Field::Requests)
+            })
+            .collect();
+        for &i in &order {
+            let labels = self.labels(naming, &self.keys[i], false);
+            for b in 0..NUM_BUCKETS {
+                let le = DURATION_BUCKETS_MS
+                    .get(b)
+                    .map_or_else(|| "+Inf".to_string(), |ms| format!("{ms}"));
+                let mut with_le = labels.clone();
+                with_le.push(("le", le));
+                out.push(series(
+                    bucket,
+                    (histogram, "histogram"),
+                    with_le,
+                    i,
+                    Field::Bucket(b),
+                ));
+            }
+            out.push(series(
+                sum,
+                (histogram, "histogram"),
+                labels.clone(),
+                i,
+                Field::SumMs,
+            ));
+            out.push(series(
+                count,
+                (histogram, "histogram"),
+                labels,
+                i,
+                Field::Requests,
+            ));
+        }
+        out
+    }
+
+    fn labels(&self, naming: Naming, k: &SeriesKey, counter: bool) -> Vec<(&'static str, String)> {
+        let s = &self.sources[k.source as usize];
+        let d = &self.dests[k.dest as usize];
+        match naming {
+            Naming::Istio => vec![
+                ("reporter", k.reporter.label().to_string()),
+                ("source_workload", s.workload.clone()),
+                ("source_workload_namespace", s.namespace.clone()),
+                ("destination_workload", d.workload.clone()),
+                ("destination_workload_namespace", d.namespace.clone()),
+                ("destination_service", d.service.clone()),
+                ("destination_version", d.version.clone()),
+                ("response_code", k.code.to_string()),
+                ("response_flags", flags::render(k.flags)),
+            ],
+            Naming::Linkerd => {
+                let mut labels = vec![
+                    ("direction", "inbound".to_string()),
+                    ("namespace", d.namespace.clone()),
+                    ("deployment", d.workload.clone()),
+                    ("status_code", k.code.to_string()),
+                ];
+                if counter {
+                    let class = if k.code >= 500 { "failure" } else { "success" };
+                    labels.push(("classification", class.to_string()));
+                }
+                labels
+            }
+        }
+    }
+
+    /// The value of `series` in `data` (the live counters or a scrape); `None` when the series
+    /// did not exist yet.
+    fn value_in(&self, series: &LabelledSeries, data: &[u64]) -> Option<f64> {
+        let base = series.key * STRIDE;
+        let fields = data.get(base..base + STRIDE)?;
+        Some(match series.field {
+            Field::Requests => fields[0] as f64,
+            Field::SumMs => fields[1] as f64 / 1_000.0,
+            Field::Bucket(b) => fields[2..=2 + b].iter().sum::<u64>() as f64,
+        })
+    }
+
+    /// The value of `series` in the live counters.
+    pub fn live_value(&self, series: &LabelledSeries) -> f64 {
+        self.value_in(series, &self.data).unwrap_or(0.0)
+    }
+
+    /// The samples of `series` at the retained scrapes taken within `[from, to]` (milliseconds,
+    /// both ends included), oldest first.
+    pub fn scraped(&self, series: &LabelledSeries, from: u64, to: u64) -> Vec<(u64, f64)> {
+        self.snapshots
+            .iter()
+            .map(|s| (s.time / MILLIS, s))
+            .filter(|(ms, _)| (from..=to).contains(ms))
+            .filter_map(|(ms, s)| Some((ms, self.value_in(series, &s.data)?)))
+            .collect()
+    }
+
+    /// The time of the newest retained scrape.
+    pub fn last_scrape(&self) -> Option<SimTime> {
+        self.snapshots.back().map(|s| s.time)
+    }
+}
