@@ -235,3 +235,24 @@ fn a_linkerd_scenario_refuses_ab_testing_its_traffic_split_cannot_express() {
         "{e}"
     );
 }
+
+#[test]
+fn gateway_api_mirroring_reaches_the_canary_as_the_request_mirror_filter_says() {
+    // Blue/green with mirroring and no load tester: only the mirror feeds the analysis.
+    let text = format!(
+        "{HEAD}traffic:\n  - {{client: web, rate: 50}}\ntimeline:\n  - {{at: 30s, deploy: {{}}}}\nexpect: {{outcome: promoted}}\n{}",
+        canary("      iterations: 3\n      mirror: true\n").replace(
+            "    service: {port: 9898}",
+            "    provider: gatewayapi:v1\n    service: {port: 9898}"
+        )
+    );
+    let r = run(&text);
+    assert_eq!(r.outcome, Outcome::Promoted, "{}", r.final_message);
+    assert!(r.counters["mirrored"] > 1000, "{:?}", r.counters);
+    let unrouted: Vec<&String> = r
+        .warnings
+        .iter()
+        .filter(|w| w.starts_with(harness::ROUTES_NOT_UNDERSTOOD))
+        .collect();
+    assert!(unrouted.is_empty(), "{unrouted:?}");
+}

@@ -450,6 +450,8 @@ pub struct GatewayRule {
     pub request_timeout: Option<SimTime>,
     /// `timeouts.backendRequest`.
     pub backend_request_timeout: Option<SimTime>,
+    /// A `RequestMirror` filter: the backend copied to and the percentage (100 by default).
+    pub mirror: Option<(String, f64)>,
 }
 
 /// A Gateway API HTTPRoute.
@@ -1736,6 +1738,13 @@ fn http_route(
                     rule.backends.push((bn, w));
                 }
             }
+            if let Some(fs) = get(rm, "filters") {
+                let fp = join(&p, "filters");
+                for (j, v) in doc.list(fs, &fp)?.iter().enumerate() {
+                    let ep = idx(&fp, j);
+                    rule.mirror = request_mirror(doc, Node { v }, &ep)?.or(rule.mirror);
+                }
+            }
             if let Some(t) = get(rm, "timeouts") {
                 let tp = join(&p, "timeouts");
                 let tm = doc.obj(t, &tp, &["request", "backendRequest"])?;
@@ -1755,6 +1764,78 @@ fn http_route(
         parents,
         rules,
     })
+}
+
+/// An HTTPRoute filter: a `RequestMirror` as (backend, percent); any other type is warned about,
+/// since the simulator does not model it.
+fn request_mirror(
+    doc: &mut Doc<'_>,
+    n: Node<'_>,
+    path: &str,
+) -> Result<Option<(String, f64)>, ManifestError> {
+    let m = doc.obj(
+        n,
+        path,
+        &[
+            "type",
+            "requestMirror",
+            "requestHeaderModifier",
+            "responseHeaderModifier",
+            "requestRedirect",
+            "urlRewrite",
+            "extensionRef",
+            "cors",
+            "externalAuth",
+        ],
+    )?;
+    let ty = doc.str(
+        get(m, "type").ok_or_else(|| doc.missing(&join(path, "type")))?,
+        &join(path, "type"),
+    )?;
+    if ty != "RequestMirror" {
+        doc.warn(format!("`{path}`: filter {ty} is not simulated; ignored"));
+        return Ok(None);
+    }
+    let rp = join(path, "requestMirror");
+    let rm = doc.obj(
+        get(m, "requestMirror").ok_or_else(|| doc.missing(&rp))?,
+        &rp,
+        &["backendRef", "percent", "fraction"],
+    )?;
+    let bp = join(&rp, "backendRef");
+    let br = doc.obj(
+        get(rm, "backendRef").ok_or_else(|| doc.missing(&bp))?,
+        &bp,
+        &["group", "kind", "name", "namespace", "port"],
+    )?;
+    let backend = doc.str(
+        get(br, "name").ok_or_else(|| doc.missing(&join(&bp, "name")))?,
+        &join(&bp, "name"),
+    )?;
+    let percent = match (get(rm, "percent"), get(rm, "fraction")) {
+        (Some(p), _) => doc.f64(p, &join(&rp, "percent"))?,
+        (None, Some(f)) => {
+            let fp = join(&rp, "fraction");
+            let fm = doc.obj(f, &fp, &["numerator", "denominator"])?;
+            let num = get(fm, "numerator")
+                .map(|v| doc.f64(v, &join(&fp, "numerator")))
+                .transpose()?
+                .unwrap_or(0.0);
+            let den = get(fm, "denominator")
+                .map(|v| doc.f64(v, &join(&fp, "denominator")))
+                .transpose()?
+                .unwrap_or(100.0);
+            if den <= 0.0 {
+                return Err(doc.wrong(&join(&fp, "denominator"), "a positive number"));
+            }
+            100.0 * num / den
+        }
+        (None, None) => 100.0,
+    };
+    if !(0.0..=100.0).contains(&percent) {
+        return Err(doc.wrong(&join(&rp, "percent"), "a percentage from 0 to 100"));
+    }
+    Ok(Some((backend, percent)))
 }
 
 #[cfg(test)]

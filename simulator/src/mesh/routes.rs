@@ -25,6 +25,8 @@ pub(super) struct WeightedRule {
     pub(super) timeout: Option<SimTime>,
     /// The per-try timeout, if the rule sets one.
     pub(super) per_try_timeout: Option<SimTime>,
+    /// The version requests are copied to, and the percentage copied.
+    pub(super) mirror: Option<(VersionId, f64)>,
 }
 
 /// Route settings that a split keeps when it replaces the weights.
@@ -134,6 +136,7 @@ impl Mesh {
             dests,
             timeout: None,
             per_try_timeout: None,
+            mirror: None,
         };
         self.install_weighted(s, vec![rule]);
     }
@@ -166,11 +169,22 @@ impl Mesh {
                 } else {
                     r.matches.clone()
                 };
+                let mirror = r.mirror.as_ref().and_then(|(b, pct)| {
+                    let v = self.resolve_backend(s, b);
+                    if v.is_none() {
+                        warnings.push(format!(
+                            "HTTPRoute {}: mirror backend `{b}` matches no version",
+                            hr.name
+                        ));
+                    }
+                    Some((v?, *pct))
+                });
                 rules.push(WeightedRule {
                     matches,
                     dests,
                     timeout: r.request_timeout,
                     per_try_timeout: r.backend_request_timeout,
+                    mirror,
                 });
             }
             self.install_weighted(s, rules);
@@ -190,7 +204,7 @@ impl Mesh {
                     matches: r.matches,
                     total_weight: weight_sum(&r.dests),
                     dests: r.dests,
-                    mirror: None,
+                    mirror: r.mirror.filter(|(_, pct)| *pct > 0.0),
                     timeout: r.timeout.or(base.timeout),
                     retry,
                     fault: base.fault.clone(),
