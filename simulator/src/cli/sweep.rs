@@ -114,7 +114,7 @@ fn sweep_variant(
                     if i >= count {
                         break;
                     }
-                    let run = harness::run(scenario, variant, first + i)
+                    let run = harness::run(scenario, variant, first.wrapping_add(i))
                         .map(|r| expect::checked(r, &variant.expect));
                     match run {
                         Ok(r) => {
