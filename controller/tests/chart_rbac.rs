@@ -6,7 +6,9 @@
 //! of the mock-API suite. Every request it records is turned into the permission the API
 //! server's authorizer checks: GET of a named object is `get`, of a collection `list`, a watch
 //! `watch`; POST `create`, PUT `update`, PATCH `patch`, DELETE `delete` (of a collection
-//! `deletecollection`), for the API group and resource (with subresource) of the path. That set
+//! `deletecollection`), for the API group and resource (with subresource) of the path. A
+//! server-side apply that creates its object needs `create` as well as `patch`: the API server
+//! authorises an apply patch of a missing object as a create. That set
 //! must equal what `charts/fledge/rbac/permissions.yaml` grants for the same settings, scope by
 //! scope: a permission missing from the chart would fail on a real cluster, an extra one is
 //! privilege nobody uses.
@@ -149,13 +151,13 @@ impl Permissions {
 
 // ---- what the controller requests ----
 
-/// The permission a recorded request needs; `None` for the fake's own calls (router, hooks).
-fn permission(call: &Call) -> Option<Permission> {
+/// The permissions a recorded request needs; none for the fake's own calls (router, hooks).
+fn permissions_of(call: &Call) -> Vec<Permission> {
     let segments: Vec<&str> = call.path.trim_matches('/').split('/').collect();
     let (group, rest) = match segments.as_slice() {
         ["api", _version, rest @ ..] => ("", rest),
         ["apis", group, _version, rest @ ..] => (*group, rest),
-        _ => return None,
+        _ => return vec![],
     };
     let (namespace, rest) = match rest {
         ["namespaces", ns, rest @ ..] if !rest.is_empty() => (Some(*ns), rest),
@@ -176,7 +178,7 @@ fn permission(call: &Call) -> Option<Permission> {
         ("PATCH", _) => "patch",
         ("DELETE", true) => "delete",
         ("DELETE", false) => "deletecollection",
-        _ => return None,
+        _ => return vec![],
     };
     let scope = match namespace {
         None | Some(NS) => Scope::Watched,
@@ -184,11 +186,19 @@ fn permission(call: &Call) -> Option<Permission> {
         Some(RELEASE_NS) => Scope::Release,
         Some(other) => panic!("request in unexpected namespace {other}: {}", call.path),
     };
-    Some((scope, group.into(), resource, verb.into()))
+    let mut verbs = vec![verb];
+    if call.created {
+        // An apply of a missing object passes the API server's create authorisation too.
+        verbs.push("create");
+    }
+    verbs
+        .into_iter()
+        .map(|v| (scope, group.to_string(), resource.clone(), v.to_string()))
+        .collect()
 }
 
 fn requested(c: &FakeCluster) -> BTreeSet<Permission> {
-    c.calls().iter().filter_map(permission).collect()
+    c.calls().iter().flat_map(permissions_of).collect()
 }
 
 /// A context like the controller's own: the real routers over the fake API server.
@@ -387,6 +397,32 @@ async fn the_chart_grants_exactly_what_the_controller_requests_with_each_default
         let c = a_life(provider, None).await;
         assert_grants_exactly(provider, &[], &requested(&c));
     }
+}
+
+#[tokio::test]
+async fn an_apply_that_creates_its_object_needs_create_as_well_as_patch() {
+    use k8s_openapi::api::core::v1::Service;
+    use kube::api::{Api, Patch, PatchParams};
+    let c = FakeCluster::new();
+    let services: Api<Service> = Api::namespaced(c.client(), NS);
+    let svc = json!({"apiVersion": "v1", "kind": "Service", "metadata": {"name": "podinfo"}});
+    let params = PatchParams::apply("fledge").force();
+    for _ in 0..2 {
+        services
+            .patch("podinfo", &params, &Patch::Apply(&svc))
+            .await
+            .expect("apply");
+    }
+    let perms: Vec<Vec<String>> = c
+        .calls()
+        .iter()
+        .map(|call| permissions_of(call).into_iter().map(|p| p.3).collect())
+        .collect();
+    assert_eq!(
+        perms,
+        [vec!["patch", "create"], vec!["patch"]],
+        "the first apply creates the Service, the second only patches it"
+    );
 }
 
 #[tokio::test]

@@ -40,6 +40,9 @@ pub struct Call {
     pub method: String,
     pub path: String,
     pub body: Value,
+    /// A server-side apply that created the object: the API server authorises it as `create`
+    /// as well as `patch`.
+    pub created: bool,
 }
 
 impl Call {
@@ -332,15 +335,18 @@ impl FakeCluster {
             method: method.into(),
             path: path.into(),
             body,
+            created: false,
         });
     }
 
     fn answer(&self, method: &str, path: &str, content_type: &str, body: Value) -> (u16, Value) {
         let mut s = self.store.lock().unwrap();
+        let call = s.calls.len();
         s.calls.push(Call {
             method: method.into(),
             path: path.into(),
             body: body.clone(),
+            created: false,
         });
         if let Some(f) = s
             .failures
@@ -437,6 +443,7 @@ impl FakeCluster {
                     result["metadata"]["generation"] = json!(g + 1);
                 } else if existing.is_none() {
                     result["metadata"]["generation"] = json!(1);
+                    s.calls[call].created = true;
                 }
                 s.version += 1;
                 result["metadata"]["resourceVersion"] = json!(s.version.to_string());
