@@ -23,6 +23,7 @@ import re
 import subprocess
 import sys
 import time
+import urllib.parse
 
 import helm_python as helm
 import jsonschema
@@ -129,6 +130,41 @@ def check_restricted(where: str, pod: dict) -> None:
             fail(at, "resources without requests or limits")
 
 
+def merged(defaults: dict, values: dict) -> dict:
+    """The values as Helm merges them: `values` over the chart's defaults, map by map."""
+    out = dict(defaults)
+    for key, value in values.items():
+        if isinstance(value, dict) and isinstance(out.get(key), dict):
+            out[key] = merged(out[key], value)
+        else:
+            out[key] = value
+    return out
+
+
+def check_prometheus_egress(label: str, policy: dict, values: dict) -> None:
+    """The NetworkPolicy lets the controller reach the Prometheus of `prometheus.address`."""
+    values = merged(yaml.safe_load((CHART / "values.yaml").read_text()), values)
+    url = urllib.parse.urlsplit(values["prometheus"]["address"])
+    wanted = values["networkPolicy"]["prometheus"]
+    port = wanted["port"] or url.port or {"http": 80, "https": 443}[url.scheme]
+    if wanted["to"]:
+        peers = wanted["to"]
+    else:
+        # A Service name: <svc> (the release's namespace), <svc>.<namespace>[.svc[.<domain>]].
+        labels = url.hostname.split(".")
+        if not (len(labels) == 1 or len(labels) == 2 or labels[2] == "svc"):
+            fail(f"[{label}] values", f"{url.hostname} is not a Service name: no namespace to expect")
+            return
+        namespace = wanted["namespace"] or (labels[1] if len(labels) > 1 else NAMESPACE)
+        peer = {"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": namespace}}}
+        if wanted["podSelector"]:
+            peer["podSelector"] = {"matchLabels": wanted["podSelector"]}
+        peers = [peer]
+    rule = {"to": peers, "ports": [{"port": port, "protocol": "TCP"}]}
+    if rule not in policy["spec"]["egress"]:
+        fail(f"[{label}] NetworkPolicy", f"no egress to Prometheus ({values['prometheus']['address']}): {rule}")
+
+
 def check_controller(label: str, objects: list[dict], values: dict) -> None:
     [deployment] = by_kind(objects, "Deployment")
     pod = deployment["spec"]["template"]["spec"]
@@ -172,6 +208,8 @@ def check_controller(label: str, objects: list[dict], values: dict) -> None:
     for kind, wanted in expected.items():
         if bool(by_kind(objects, kind)) != wanted:
             fail(f"[{label}] {kind}", f"rendered: {not wanted}, expected: {wanted}")
+    for policy in by_kind(objects, "NetworkPolicy"):
+        check_prometheus_egress(label, policy, values)
 
 
 def expected_rules(values: dict) -> dict[str, list[dict]]:

@@ -90,3 +90,42 @@ subjects:
     name: {{ include "fledge.serviceAccountName" $root }}
     namespace: {{ $root.Release.Namespace }}
 {{- end -}}
+
+{{/*
+The NetworkPolicy egress rule to the Prometheus of `prometheus.address`: to
+`networkPolicy.prometheus.to` if set, else to the pods (`podSelector`) of its namespace
+(`namespace`, else the one the address names as a Service: `<svc>.<ns>`, `<svc>.<ns>.svc...`,
+or a bare `<svc>` in the release's namespace), on `port` or the address's port.
+*/}}
+{{- define "fledge.prometheusEgress" -}}
+{{- $np := .Values.networkPolicy.prometheus -}}
+{{- $url := urlParse .Values.prometheus.address -}}
+{{- $port := $np.port | int -}}
+{{- if not $port -}}
+{{- $port = regexFind ":[0-9]+$" $url.host | trimPrefix ":" | default (ternary 443 80 (eq $url.scheme "https")) | int -}}
+{{- end -}}
+{{- $peers := $np.to -}}
+{{- if not $peers -}}
+{{- $namespace := $np.namespace -}}
+{{- $service := "^[^.:]+\\.([^.:]+)(\\.svc(\\.[^:]+)?)?$" -}}
+{{- if $namespace -}}
+{{- /* set by the user */ -}}
+{{- else if regexMatch "^[a-z0-9]([-a-z0-9]*[a-z0-9])?$" $url.hostname -}}
+{{- $namespace = .Release.Namespace -}}
+{{- else if regexMatch $service $url.hostname -}}
+{{- $namespace = regexReplaceAll $service $url.hostname "${1}" -}}
+{{- else -}}
+{{- fail (printf "networkPolicy.prometheus: cannot tell the namespace of Prometheus from prometheus.address %q (its host is not a Service name <svc>.<namespace>): set networkPolicy.prometheus.namespace, or networkPolicy.prometheus.to for a Prometheus outside the cluster" .Values.prometheus.address) -}}
+{{- end -}}
+{{- $peer := dict "namespaceSelector" (dict "matchLabels" (dict "kubernetes.io/metadata.name" $namespace)) -}}
+{{- with $np.podSelector -}}
+{{- $_ := set $peer "podSelector" (dict "matchLabels" .) -}}
+{{- end -}}
+{{- $peers = list $peer -}}
+{{- end -}}
+- to:
+    {{- toYaml $peers | nindent 4 }}
+  ports:
+    - port: {{ $port }}
+      protocol: TCP
+{{- end -}}
