@@ -129,3 +129,13 @@ or a bare `<svc>` in the release's namespace), on `port` or the address's port.
     - port: {{ $port }}
       protocol: TCP
 {{- end -}}
+
+{{/* A Prometheus duration of the schema's form (1h2m3s4ms) in milliseconds. */}}
+{{- define "fledge.durationMs" -}}
+{{- $parts := regexReplaceAll "^(?:([0-9]+)h)?(?:([0-9]+)m)?(?:([0-9]+)s)?(?:([0-9]+)ms)?$" . "${1} ${2} ${3} ${4}" | splitList " " -}}
+{{- $ms := 0 -}}
+{{- range $i, $unit := list 3600000 60000 1000 1 -}}
+{{- $ms = add $ms (mul (index $parts $i | default "0" | int64) $unit) -}}
+{{- end -}}
+{{- $ms -}}
+{{- end -}}
