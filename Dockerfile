@@ -19,8 +19,8 @@ RUN cargo build --release --locked \
  && install -D -m 0755 target/release/fledge-controller /out/fledge-controller \
  && install -D -m 0755 target/release/fledge-sim /out/fledge-sim
 
-# The simulator: `fledge-sim sweep /scenarios/low-traffic.yaml --seeds 1000`, one shard of a
-# sweep per pod (an Indexed Job). The scenario library is included; mount your own over it.
+# The simulator: `fledge-sim sweep /scenarios/low-traffic.yaml --seeds 1000` runs a whole sweep
+# in one container, on all its cores. The scenario library is included; mount your own over it.
 FROM gcr.io/distroless/cc-debian12:nonroot AS fledge-sim
 COPY --from=build /out/fledge-sim /usr/local/bin/fledge-sim
 COPY scenarios /scenarios
