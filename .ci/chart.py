@@ -9,7 +9,8 @@ controller is built against, and asserts the restricted Pod Security Standard, t
 leader election and the RBAC rules. Then: every file in ci/bad/ must fail with the message its
 first line expects; the CRDs and the examples validate (Canaries and MetricTemplates against
 the CRDs' own schemas); the example Canaries are rehearsed in fledge-sim; the Dockerfile agrees
-with the chart; every environment variable the chart sets is one the controller reads.
+with the chart, and the commands its comments show exist (subcommand, flags, scenario); every
+environment variable the chart sets is one the controller reads.
 
 Run by .ci/chart, which creates the virtualenv. Exits non-zero naming every failed check.
 """
@@ -424,6 +425,17 @@ def check_image_and_binary() -> None:
     expose = re.search(r"^EXPOSE (\d+)", final.get("fledge-controller", ""), re.M)
     if not expose or int(expose.group(1)) != values["service"]["port"]:
         fail("Dockerfile fledge-controller", f"EXPOSE {expose and expose.group(1)}, the chart's port is {values['service']['port']}")
+    # The commands the Dockerfile's comments show exist: their subcommand, flags and scenario.
+    for command in re.findall(r"`((?:fledge-sim|fledge-controller) [^`]*)`", dockerfile):
+        binary, sub, *words = command.split()
+        usage = subprocess.run([TARGET / binary, sub, "--help"], capture_output=True, text=True)
+        known = set(re.findall(r"--[a-z][a-z-]*", usage.stdout))
+        unknown = [w for w in words if w.startswith("--") and w not in known]
+        if usage.returncode != 0 or unknown:
+            fail("Dockerfile", f"`{command}`: {binary} {sub} knows no {unknown or 'such subcommand'}")
+        for path in (w for w in words if w.startswith("/scenarios/")):
+            if not (ROOT / path.lstrip("/")).is_file():
+                fail("Dockerfile", f"`{command}`: no {path.lstrip('/')} in the repository")
     # Every variable the chart sets is one `fledge-controller run` reads (clap shows [env: X]).
     manifest = render({})
     [deployment] = by_kind(load_yaml_docs(manifest), "Deployment")
