@@ -16,9 +16,11 @@ use fledge_controller::metrics::Prometheus;
 use fledge_controller::routes::Provider;
 use fledge_controller::spec::{Canary, MetricTemplate};
 use fledge_controller::webhook::Webhooks;
+use k8s_openapi::api::coordination::v1::Lease;
 use kube::CustomResourceExt;
+use kube::api::{Api, ListParams};
 use tokio::sync::watch;
-use tracing::{error, info};
+use tracing::{error, info, warn};
 
 #[derive(Parser, Debug)]
 #[command(
@@ -226,6 +228,8 @@ async fn terminated() {
 
 async fn run(mut args: RunArgs) -> Result<()> {
     telemetry::init_logs(&args.log_level, args.log_format == "json").context("--log-level")?;
+    // First: a port in use stops the controller here, with the address, not unnoticed later.
+    let listener = telemetry::bind(args.listen).await.context("--listen")?;
     // FLEDGE_NAMESPACES="" (the chart's default) means every namespace.
     args.namespaces.retain(|ns| !ns.trim().is_empty());
     let prometheus = Prometheus::new(
@@ -265,7 +269,7 @@ async fn run(mut args: RunArgs) -> Result<()> {
         info!("termination requested");
         let _ = signal_tx.send(true);
     });
-    let server = tokio::spawn(telemetry::serve(args.listen, metrics.clone(), stopped()));
+    let server = tokio::spawn(telemetry::serve_on(listener, metrics.clone(), stopped()));
     info!(listen = %args.listen, provider = %args.provider, namespaces = ?args.namespaces, "starting");
 
     let election = lease_timing.map(|timing| {
@@ -283,11 +287,17 @@ async fn run(mut args: RunArgs) -> Result<()> {
         )
     });
     let mut lost = false;
-    if let Some(election) = &election {
-        // A standby replica is ready (it serves metrics) while it waits for the Lease.
-        metrics.set_ready(true);
+    if let (Some(election), Some(timing)) = (&election, lease_timing) {
+        let standby = Standby {
+            client: client.clone(),
+            lease_name: args.lease_name.clone(),
+            lease_namespace: args.lease_namespace.clone(),
+            namespaces: args.namespaces.clone(),
+            timing,
+        };
         let renewed = tokio::select! {
             renewed = election.acquire() => renewed,
+            never = standby.ready(&metrics) => match never {},
             _ = stopped() => return finish(server, None).await,
         };
         // The leader is ready again once its watches have synced.
@@ -311,6 +321,59 @@ async fn run(mut args: RunArgs) -> Result<()> {
         bail!("leadership lost");
     }
     Ok(())
+}
+
+/// What a replica waiting for the Lease must reach to be ready.
+struct Standby {
+    client: kube::Client,
+    lease_name: String,
+    lease_namespace: String,
+    namespaces: Vec<String>,
+    timing: Timing,
+}
+
+impl Standby {
+    /// Marks a standby replica ready once the API server has answered a read of the Lease and
+    /// a list of the Canaries it would watch (as a leader is ready once its watches have
+    /// synced), retrying every retry period; then stays pending.
+    async fn ready(&self, metrics: &Metrics) -> std::convert::Infallible {
+        loop {
+            match self.answers().await {
+                Ok(()) => {
+                    metrics.set_ready(true);
+                    info!(lease = %self.lease_name, "standing by for the Lease; ready");
+                    return std::future::pending().await;
+                }
+                Err(e) => warn!(error = %format!("{e:#}"), "standby replica not ready"),
+            }
+            tokio::time::sleep(self.timing.retry_period()).await;
+        }
+    }
+
+    async fn answers(&self) -> Result<()> {
+        let within = self.timing.call_timeout();
+        let leases: Api<Lease> = Api::namespaced(self.client.clone(), &self.lease_namespace);
+        tokio::time::timeout(within, leases.get_opt(&self.lease_name))
+            .await
+            .map_err(|_| anyhow::anyhow!("no answer within {within:?}"))?
+            .with_context(|| {
+                format!("reading Lease {}/{}", self.lease_namespace, self.lease_name)
+            })?;
+        let scopes: Vec<Api<Canary>> = match self.namespaces.as_slice() {
+            [] => vec![Api::all(self.client.clone())],
+            some => some
+                .iter()
+                .map(|ns| Api::namespaced(self.client.clone(), ns))
+                .collect(),
+        };
+        for canaries in scopes {
+            tokio::time::timeout(within, canaries.list(&ListParams::default().limit(1)))
+                .await
+                .map_err(|_| anyhow::anyhow!("no answer within {within:?}"))?
+                .context("listing Canaries")?;
+        }
+        Ok(())
+    }
 }
 
 async fn finish(

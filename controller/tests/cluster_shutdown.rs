@@ -1,7 +1,9 @@
-//! `fledge-controller run` as a process: `/readyz` says 503 until the Canary watches have
-//! synced and 200 after, and SIGTERM or SIGINT stops it whether or not the API server can be
-//! reached. Every wait here is a hang guard (the test fails instead of hanging), not a timing
-//! assertion.
+//! `fledge-controller run` as a process: `/readyz` says 503 until the API server has answered
+//! (the Canary watches have synced; with `--leader-elect`, the Lease and the Canary list have
+//! answered too) and 200 after; SIGTERM or SIGINT stops it whether or not the API server can be
+//! reached; a port in use for the ops server stops it at start; text logs carry no colour
+//! codes into a pipe. Every wait here is a hang guard (the test fails instead of hanging), not
+//! a timing assertion.
 #![cfg(all(feature = "cluster", unix))]
 
 use std::io::{BufRead, BufReader, Read, Write};
@@ -11,8 +13,11 @@ use std::process::{Child, Command, Stdio};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
-use axum::body::Body;
-use axum::http::Uri;
+use std::sync::{Arc, Mutex};
+
+use axum::body::{Body, Bytes};
+use axum::extract::State;
+use axum::http::{Method, StatusCode, Uri};
 use axum::response::{IntoResponse, Response};
 
 /// How long any single wait may take before the test gives up.
@@ -52,42 +57,48 @@ struct Controller {
 
 impl Controller {
     fn start(name: &str, api_server: &str) -> Controller {
+        Controller::start_with(name, api_server, &[], free_port())
+    }
+
+    /// Starts `fledge-controller run --listen 127.0.0.1:ops_port` with `extra` flags; its
+    /// stdout and stderr lines arrive on `logs`.
+    fn start_with(name: &str, api_server: &str, extra: &[&str], ops_port: u16) -> Controller {
         let config = kubeconfig(name, api_server);
-        let ops = SocketAddr::from(([127, 0, 0, 1], free_port()));
+        let ops = SocketAddr::from(([127, 0, 0, 1], ops_port));
         let mut command = Command::new(env!("CARGO_BIN_EXE_fledge-controller"));
         command
             .args(["run", "--listen", &ops.to_string(), "--log-level", "info"])
+            .args(extra)
             .env("KUBECONFIG", &config)
             .env("HOME", config.parent().expect("a directory"))
+            .env("POD_NAME", "test-replica")
+            .env_remove("POD_NAMESPACE")
+            .env_remove("NO_COLOR")
             .env_remove("KUBERNETES_SERVICE_HOST")
             .env_remove("KUBERNETES_SERVICE_PORT")
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
-            .stderr(Stdio::inherit());
+            .stderr(Stdio::piped());
         for (key, _) in std::env::vars() {
             if key.starts_with("FLEDGE_") {
                 command.env_remove(key);
             }
         }
         let mut child = command.spawn().expect("fledge-controller starts");
-        let stdout = child.stdout.take().expect("piped stdout");
         let (tx, logs) = mpsc::channel();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-                if tx.send(line).is_err() {
-                    break;
-                }
-            }
-        });
+        let stdout = child.stdout.take().expect("piped stdout");
+        let stderr = child.stderr.take().expect("piped stderr");
+        forward_lines(stdout, tx.clone());
+        forward_lines(stderr, tx);
         Controller { child, ops, logs }
     }
 
-    /// Waits for a log line containing `text`.
-    fn wait_for_log(&self, text: &str) {
+    /// Waits for a log line containing `text` and returns it.
+    fn wait_for_log(&self, text: &str) -> String {
         let deadline = Instant::now() + HANG_GUARD;
         while let Some(left) = deadline.checked_duration_since(Instant::now()) {
             match self.logs.recv_timeout(left) {
-                Ok(line) if line.contains(text) => return,
+                Ok(line) if line.contains(text) => return line,
                 Ok(_) => {}
                 Err(_) => break,
             }
@@ -155,6 +166,17 @@ impl Drop for Controller {
     }
 }
 
+/// Sends each line `from` gives to `to`, from a thread of its own.
+fn forward_lines(from: impl Read + Send + 'static, to: mpsc::Sender<String>) {
+    std::thread::spawn(move || {
+        for line in BufReader::new(from).lines().map_while(Result::ok) {
+            if to.send(line).is_err() {
+                break;
+            }
+        }
+    });
+}
+
 /// A closed port on 127.0.0.1: every connection is refused.
 fn unreachable_api_server() -> String {
     format!("http://127.0.0.1:{}", free_port())
@@ -179,8 +201,71 @@ fn run_exits_on_sigint_while_the_api_server_is_unreachable() {
     stops_on_signal_while_the_api_server_is_unreachable("INT");
 }
 
-/// An API server with nothing in it: every list is empty, every watch stays open and quiet.
-async fn empty_api(uri: Uri) -> Response {
+/// How the fake API server answers about the Lease and the Canaries.
+#[derive(Clone, Copy)]
+enum Api {
+    /// No Lease yet: the first replica to ask creates it.
+    NoLease,
+    /// Another replica holds the Lease (and wins every race to write it).
+    LeaseHeldByOther,
+    /// As [`Api::LeaseHeldByOther`], and every Canary list is forbidden.
+    LeaseHeldByOtherCanariesForbidden,
+}
+
+/// The fake API server's state: what it was told to be, and the Lease once created.
+#[derive(Clone)]
+struct Fake {
+    api: Api,
+    lease: Arc<Mutex<Option<serde_json::Value>>>,
+}
+
+fn status(code: u16, reason: &str) -> Response {
+    let body = serde_json::json!({
+        "apiVersion": "v1", "kind": "Status", "status": "Failure",
+        "reason": reason, "code": code, "message": reason,
+    });
+    (
+        StatusCode::from_u16(code).expect("a status code"),
+        axum::Json(body),
+    )
+        .into_response()
+}
+
+/// An API server with nothing in it but (as `fake.api` says) a Lease: every list is empty,
+/// every watch stays open and quiet.
+async fn fake_api(State(fake): State<Fake>, method: Method, uri: Uri, body: Bytes) -> Response {
+    let path = uri.path();
+    if path.contains("/leases/") || path.ends_with("/leases") {
+        let mut lease = fake.lease.lock().expect("lease");
+        return match (fake.api, method.as_str()) {
+            (Api::NoLease, "GET") => match &*lease {
+                Some(l) => axum::Json(l.clone()).into_response(),
+                None => status(404, "NotFound"),
+            },
+            (Api::NoLease, "POST" | "PUT") => {
+                let mut written: serde_json::Value =
+                    serde_json::from_slice(&body).expect("a Lease");
+                written["metadata"]["resourceVersion"] = "1".into();
+                *lease = Some(written.clone());
+                axum::Json(written).into_response()
+            }
+            (_, "GET") => axum::Json(serde_json::json!({
+                "apiVersion": "coordination.k8s.io/v1",
+                "kind": "Lease",
+                "metadata": {"name": "fledge-leader", "namespace": "fledge-system",
+                             "resourceVersion": "7"},
+                "spec": {"holderIdentity": "other-replica", "leaseDurationSeconds": 15,
+                         "renewTime": "2026-01-01T00:00:00.000000Z"},
+            }))
+            .into_response(),
+            _ => status(409, "Conflict"),
+        };
+    }
+    if path.starts_with("/apis/fledge.dev/")
+        && matches!(fake.api, Api::LeaseHeldByOtherCanariesForbidden)
+    {
+        return status(403, "Forbidden");
+    }
     let watch = uri
         .query()
         .is_some_and(|q| q.split('&').any(|kv| kv == "watch=true" || kv == "watch=1"));
@@ -197,11 +282,15 @@ async fn empty_api(uri: Uri) -> Response {
     .into_response()
 }
 
-/// Serves [`empty_api`] on 127.0.0.1 from a thread of its own while the test runs.
-fn empty_api_server() -> String {
+/// Serves [`fake_api`] on 127.0.0.1 from a thread of its own while the test runs.
+fn fake_api_server(api: Api) -> String {
     let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
     listener.set_nonblocking(true).expect("nonblocking");
     let address = listener.local_addr().expect("address");
+    let fake = Fake {
+        api,
+        lease: Arc::default(),
+    };
     std::thread::spawn(move || {
         let runtime = tokio::runtime::Builder::new_current_thread()
             .enable_all()
@@ -209,17 +298,112 @@ fn empty_api_server() -> String {
             .expect("runtime");
         runtime.block_on(async move {
             let listener = tokio::net::TcpListener::from_std(listener).expect("listener");
-            let app = axum::Router::new().fallback(empty_api);
+            let app = axum::Router::new().fallback(fake_api).with_state(fake);
             let _ = axum::serve(listener, app).await;
         });
     });
     format!("http://{address}")
 }
 
+/// An API server with nothing in it.
+fn empty_api_server() -> String {
+    fake_api_server(Api::NoLease)
+}
+
 #[test]
 fn run_answers_readyz_200_once_the_canary_list_has_synced_and_exits_on_sigterm() {
     let controller = Controller::start("synced", &empty_api_server());
     controller.wait_for_readyz(200);
+    controller.signal("TERM");
+    let status = controller.wait_for_exit("TERM");
+    assert!(status.success(), "exit status after TERM: {status}");
+}
+
+#[test]
+fn with_leader_election_readyz_answers_503_while_no_lease_read_succeeds() {
+    let controller = Controller::start_with(
+        "elect-unreachable",
+        &unreachable_api_server(),
+        &["--leader-elect"],
+        free_port(),
+    );
+    controller.wait_for_log("leader election");
+    // The ops server is bound before anything else: it answers by now.
+    assert_eq!(controller.readyz(), Some(503));
+    controller.signal("TERM");
+    let status = controller.wait_for_exit("TERM");
+    assert!(status.success(), "exit status after TERM: {status}");
+}
+
+#[test]
+fn with_leader_election_the_leader_answers_readyz_200_once_its_canary_list_has_synced() {
+    let controller = Controller::start_with(
+        "elect-leader",
+        &fake_api_server(Api::NoLease),
+        &["--leader-elect"],
+        free_port(),
+    );
+    controller.wait_for_log("became the leader");
+    controller.wait_for_readyz(200);
+    controller.signal("TERM");
+    let status = controller.wait_for_exit("TERM");
+    assert!(status.success(), "exit status after TERM: {status}");
+}
+
+#[test]
+fn a_standby_replica_answers_readyz_200_once_the_lease_and_the_canary_list_have_answered() {
+    let controller = Controller::start_with(
+        "elect-standby",
+        &fake_api_server(Api::LeaseHeldByOther),
+        &["--leader-elect"],
+        free_port(),
+    );
+    controller.wait_for_log("standing by for the Lease; ready");
+    assert_eq!(controller.readyz(), Some(200));
+    controller.signal("TERM");
+    let status = controller.wait_for_exit("TERM");
+    assert!(status.success(), "exit status after TERM: {status}");
+}
+
+#[test]
+fn a_standby_replica_that_cannot_list_canaries_answers_readyz_503() {
+    let controller = Controller::start_with(
+        "elect-forbidden",
+        &fake_api_server(Api::LeaseHeldByOtherCanariesForbidden),
+        &["--leader-elect"],
+        free_port(),
+    );
+    let line = controller.wait_for_log("standby replica not ready");
+    assert!(line.contains("listing Canaries"), "{line}");
+    assert_eq!(controller.readyz(), Some(503));
+    controller.signal("TERM");
+    let status = controller.wait_for_exit("TERM");
+    assert!(status.success(), "exit status after TERM: {status}");
+}
+
+#[test]
+fn an_ops_port_in_use_stops_the_controller_at_start_with_exit_1_naming_the_address() {
+    let taken = TcpListener::bind("127.0.0.1:0").expect("bind");
+    let port = taken.local_addr().expect("address").port();
+    let controller = Controller::start_with("port-in-use", &empty_api_server(), &[], port);
+    let line = controller.wait_for_log("ops server on");
+    assert!(line.contains(&format!("127.0.0.1:{port}")), "{line}");
+    assert!(line.contains("in use"), "{line}");
+    let status = controller.wait_for_exit("a port in use");
+    assert_eq!(status.code(), Some(1), "{status}");
+    drop(taken);
+}
+
+#[test]
+fn text_logs_into_a_pipe_carry_no_colour_codes() {
+    let controller = Controller::start_with(
+        "text-logs",
+        &unreachable_api_server(),
+        &["--log-format", "text"],
+        free_port(),
+    );
+    let line = controller.wait_for_log("starting");
+    assert!(!line.contains('\x1b'), "{line:?}");
     controller.signal("TERM");
     let status = controller.wait_for_exit("TERM");
     assert!(status.success(), "exit status after TERM: {status}");

@@ -1,6 +1,7 @@
 //! Observability: Prometheus metrics under the `fledge_` prefix (Flagger's names where Flagger
 //! has one), the ops HTTP server (`/metrics`, `/healthz`, `/readyz`) and JSON logs.
 
+use std::io::IsTerminal;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -241,21 +242,39 @@ async fn serve_ready(State(m): State<Arc<Metrics>>) -> impl IntoResponse {
     }
 }
 
-/// Serves the ops routes on `address` until `shutdown` resolves.
+/// Binds the ops server's address. The controller does so before anything else: a port in use
+/// must stop it at start, not leave it running without health checks or metrics.
+pub async fn bind(address: SocketAddr) -> Result<tokio::net::TcpListener, Error> {
+    tokio::net::TcpListener::bind(address)
+        .await
+        .map_err(|source| Error::Serve {
+            address: address.to_string(),
+            source,
+        })
+}
+
+/// Serves the ops routes on a bound `listener` until `shutdown` resolves.
+pub async fn serve_on(
+    listener: tokio::net::TcpListener,
+    metrics: Arc<Metrics>,
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+) -> Result<(), Error> {
+    let address = listener
+        .local_addr()
+        .map_or_else(|_| "the ops address".to_string(), |a| a.to_string());
+    axum::serve(listener, router(metrics))
+        .with_graceful_shutdown(shutdown)
+        .await
+        .map_err(|source| Error::Serve { address, source })
+}
+
+/// Binds `address` and serves the ops routes there until `shutdown` resolves.
 pub async fn serve(
     address: SocketAddr,
     metrics: Arc<Metrics>,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> Result<(), Error> {
-    let err = |source| Error::Serve {
-        address: address.to_string(),
-        source,
-    };
-    let listener = tokio::net::TcpListener::bind(address).await.map_err(err)?;
-    axum::serve(listener, router(metrics))
-        .with_graceful_shutdown(shutdown)
-        .await
-        .map_err(err)
+    serve_on(bind(address).await?, metrics, shutdown).await
 }
 
 /// The JSON log format: one object per line, with the fields of the current span (the
@@ -276,6 +295,23 @@ where
         .finish()
 }
 
+/// The text log format, coloured only for a terminal: escape codes in a log file or a log
+/// collector are noise.
+fn text_logs<W>(
+    filter: tracing_subscriber::EnvFilter,
+    writer: W,
+    colour: bool,
+) -> impl tracing::Subscriber + Send + Sync
+where
+    W: for<'w> tracing_subscriber::fmt::MakeWriter<'w> + Send + Sync + 'static,
+{
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_ansi(colour)
+        .with_writer(writer)
+        .finish()
+}
+
 /// Logs on stdout, as JSON lines or as text; `filter` is an `EnvFilter` directive such as
 /// `info` or `fledge_controller=debug,kube=info`.
 pub fn init_logs(filter: &str, json: bool) -> Result<(), Error> {
@@ -287,9 +323,11 @@ pub fn init_logs(filter: &str, json: bool) -> Result<(), Error> {
     let _ = if json {
         tracing::subscriber::set_global_default(json_logs(parsed, std::io::stdout))
     } else {
-        tracing::subscriber::set_global_default(
-            tracing_subscriber::fmt().with_env_filter(parsed).finish(),
-        )
+        tracing::subscriber::set_global_default(text_logs(
+            parsed,
+            std::io::stdout,
+            std::io::stdout().is_terminal(),
+        ))
     };
     Ok(())
 }
