@@ -42,3 +42,37 @@ fn run_plan_sweep_validate_and_bench_exit_normally_when_stdout_is_closed() {
         assert_eq!(status, Some(code), "fledge-sim {args:?}:\n{stderr}");
     }
 }
+
+/// Runs `fledge-sim args` with stdout and stderr on one closed pipe (`2>&1 | head` after
+/// `head` has exited); returns the exit code.
+fn with_closed_stdout_and_stderr(args: &[&str]) -> Option<i32> {
+    let (reader, writer) = std::io::pipe().expect("a pipe");
+    drop(reader);
+    let status = Command::new(env!("CARGO_BIN_EXE_fledge-sim"))
+        .args(args)
+        .current_dir(concat!(env!("CARGO_MANIFEST_DIR"), "/.."))
+        .stdin(Stdio::null())
+        .stdout(writer.try_clone().expect("a second writer"))
+        .stderr(writer)
+        .status()
+        .expect("fledge-sim runs");
+    status.code()
+}
+
+#[test]
+fn errors_and_warnings_on_a_closed_stderr_end_with_their_exit_code_not_a_panic() {
+    let cases: [(&[&str], i32); 5] = [
+        (&["run", "/nonexistent/scenario.yaml"], 2),
+        (&["validate", "/nonexistent/scenario.yaml"], 2),
+        (&["plan", "tests/fixtures/bad-canary.yaml"], 2),
+        (&["sweep", "/nonexistent/scenario.yaml"], 2),
+        (&["bench", "--duration", "1s", "--rps", "10"], 0),
+    ];
+    for (args, code) in cases {
+        assert_eq!(
+            with_closed_stdout_and_stderr(args),
+            Some(code),
+            "fledge-sim {args:?}"
+        );
+    }
+}

@@ -1,5 +1,22 @@
 //! The `fledge-sim` command line.
 
+/// `eprint!` that ignores a stderr gone away (`fledge-sim ... 2>&1 | head`): nobody is left to
+/// read the message, and a panic would only change the exit code.
+macro_rules! say {
+    ($($arg:tt)*) => {{
+        use std::io::Write as _;
+        let _ = write!(std::io::stderr().lock(), $($arg)*);
+    }};
+}
+
+/// `eprintln!` that ignores a stderr gone away, as [`say!`].
+macro_rules! sayln {
+    ($($arg:tt)*) => {{
+        use std::io::Write as _;
+        let _ = writeln!(std::io::stderr().lock(), $($arg)*);
+    }};
+}
+
 mod plan;
 mod run;
 mod sweep;
@@ -154,14 +171,14 @@ pub fn main() -> ExitCode {
 
 fn bench(duration: &str, rps: f64, seed: u64) -> ExitCode {
     let Some(duration) = crate::manifest::parse_duration(duration).filter(|d| *d > 0) else {
-        eprintln!("error: --duration: `{duration}` is not a duration such as `1h` or `30m`");
+        sayln!("error: --duration: `{duration}` is not a duration such as `1h` or `30m`");
         return ExitCode::from(EXIT_BAD_INPUT);
     };
     if !(rps.is_finite() && rps > 0.0) {
-        eprintln!("error: --rps: must be a positive number, got {rps}");
+        sayln!("error: --rps: must be a positive number, got {rps}");
         return ExitCode::from(EXIT_BAD_INPUT);
     }
-    eprintln!(
+    sayln!(
         "reference mesh: 1 client, primary + canary, 10 pods, LEAST_REQUEST, outlier detection, retries, mTLS; {rps} rps"
     );
     match crate::bench::bench(&crate::bench::BenchOptions {
@@ -174,7 +191,7 @@ fn bench(duration: &str, rps: f64, seed: u64) -> ExitCode {
             ExitCode::SUCCESS
         }
         Err(e) => {
-            eprintln!("error: {e}");
+            sayln!("error: {e}");
             ExitCode::FAILURE
         }
     }

@@ -15,32 +15,32 @@ pub fn run(file: &Path) -> ExitCode {
     let text = match crate::scenario::read_bounded(file) {
         Ok(t) => t,
         Err(e) => {
-            eprintln!("error: {}: {e}", file.display());
+            sayln!("error: {}: {e}", file.display());
             return ExitCode::from(EXIT_BAD_INPUT);
         }
     };
     if let Err(deep) = crate::manifest::yaml::check_depth(&text) {
-        eprintln!("error: {}:{}: {deep}", file.display(), deep.line);
+        sayln!("error: {}:{}: {deep}", file.display(), deep.line);
         return ExitCode::from(EXIT_BAD_INPUT);
     }
     let loaded = match load_manifests(&text) {
         Ok(l) => l,
         Err(e) => {
-            eprintln!("error: {}: {e}", file.display());
+            sayln!("error: {}: {e}", file.display());
             return ExitCode::from(EXIT_BAD_INPUT);
         }
     };
     for field in &loaded.ignored {
-        eprintln!(
+        sayln!(
             "warning: {}: {field}: not a field Fledge knows; ignored",
             file.display()
         );
     }
     for w in &loaded.warnings {
-        eprintln!("warning: {}: {w}", file.display());
+        sayln!("warning: {}: {w}", file.display());
     }
     if loaded.canaries.is_empty() {
-        eprintln!(
+        sayln!(
             "error: {}: no Canary document (apiVersion fledge.dev/v1alpha1 or flagger.app/v1beta1)",
             file.display()
         );
@@ -53,9 +53,9 @@ pub fn run(file: &Path) -> ExitCode {
             Ok(spec) => super::run::emit(&render(&name, &spec, &plan(&spec))),
             Err(errors) => {
                 failed = true;
-                eprintln!("error: {}: Canary {name} is not valid:", file.display());
+                sayln!("error: {}: Canary {name} is not valid:", file.display());
                 for e in &errors.0 {
-                    eprintln!("  {e}");
+                    sayln!("  {e}");
                 }
             }
         }

@@ -16,7 +16,7 @@ pub fn run(file: &Path, seed: Option<u64>, json: bool, report_file: Option<&Path
     let scenario = match Scenario::load(file) {
         Ok(s) => s,
         Err(e) => {
-            eprintln!("error: {e}");
+            sayln!("error: {e}");
             return ExitCode::from(EXIT_BAD_INPUT);
         }
     };
@@ -39,7 +39,7 @@ pub fn run(file: &Path, seed: Option<u64>, json: bool, report_file: Option<&Path
                 return;
             }
             if let Some(line) = progress_line(&label, done, scenario.duration, started.elapsed()) {
-                eprint!("\r{line}\x1b[K");
+                say!("\r{line}\x1b[K");
                 shown = Some(Instant::now());
             }
         };
@@ -47,7 +47,7 @@ pub fn run(file: &Path, seed: Option<u64>, json: bool, report_file: Option<&Path
             .map(|r| expect::checked(r, &variant.expect));
         if shown.is_some() {
             // Clear the progress line before the timeline.
-            eprint!("\r\x1b[K");
+            say!("\r\x1b[K");
         }
         match result {
             Ok(r) => {
@@ -55,7 +55,7 @@ pub fn run(file: &Path, seed: Option<u64>, json: bool, report_file: Option<&Path
                 runs.push(r);
             }
             Err(e) => {
-                eprintln!("error: {e}");
+                sayln!("error: {e}");
                 return ExitCode::from(EXIT_BAD_INPUT);
             }
         }
@@ -64,7 +64,7 @@ pub fn run(file: &Path, seed: Option<u64>, json: bool, report_file: Option<&Path
         match serde_json::to_string_pretty(&runs) {
             Ok(text) => emit(&format!("{text}\n")),
             Err(e) => {
-                eprintln!("error: {e}");
+                sayln!("error: {e}");
                 return ExitCode::FAILURE;
             }
         }
@@ -84,10 +84,10 @@ pub fn run(file: &Path, seed: Option<u64>, json: bool, report_file: Option<&Path
     }
     if let Some(path) = report_file {
         if let Err(e) = std::fs::write(path, report::html(&scenario, &runs)) {
-            eprintln!("error: {}: {e}", path.display());
+            sayln!("error: {}: {e}", path.display());
             return ExitCode::from(EXIT_BAD_INPUT);
         }
-        eprintln!("report written to {}", path.display());
+        sayln!("report written to {}", path.display());
     }
     if runs.iter().all(RunResult::passed) {
         ExitCode::SUCCESS
@@ -120,7 +120,7 @@ fn progress_line(label: &str, done: SimTime, total: SimTime, elapsed: Duration) 
 /// The scenario's questionable input, once, on stderr (as `plan` shows a Canary's).
 fn warn(file: &Path, scenario: &Scenario) {
     for w in &scenario.warnings {
-        eprintln!("warning: {}: {w}", file.display());
+        sayln!("warning: {}: {w}", file.display());
     }
 }
 
@@ -169,7 +169,7 @@ pub fn validate(files: &[PathBuf]) -> ExitCode {
             }
             Err(e) => {
                 bad = true;
-                eprintln!("error: {e}");
+                sayln!("error: {e}");
             }
         }
     }

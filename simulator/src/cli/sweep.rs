@@ -46,7 +46,7 @@ pub fn sweep(file: &Path, first: u64, count: u64, threads: Option<usize>, json: 
     let scenario = match Scenario::load(file) {
         Ok(s) => s,
         Err(e) => {
-            eprintln!("error: {e}");
+            sayln!("error: {e}");
             return ExitCode::from(EXIT_BAD_INPUT);
         }
     };
@@ -66,14 +66,14 @@ pub fn sweep(file: &Path, first: u64, count: u64, threads: Option<usize>, json: 
         ) {
             Ok(s) => summaries.push(s),
             Err(e) => {
-                eprintln!("error: {e}");
+                sayln!("error: {e}");
                 return ExitCode::from(EXIT_BAD_INPUT);
             }
         }
     }
     let wall = started.elapsed().as_secs_f64();
     if !json && std::io::stderr().is_terminal() {
-        eprint!("\r\x1b[K");
+        say!("\r\x1b[K");
     }
     if json {
         emit(&format!(
@@ -141,7 +141,7 @@ fn sweep_variant(
                     }
                     let n = done.fetch_add(1, Ordering::Relaxed) + 1;
                     if progress && (n.is_multiple_of(10) || n == count) {
-                        eprint!("  {n}/{count} runs\r");
+                        say!("  {n}/{count} runs\r");
                     }
                 }
             });
