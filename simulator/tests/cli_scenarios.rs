@@ -335,3 +335,18 @@ fn every_scenario_of_the_library_validates() {
     assert_eq!(out.code, 0, "{}", out.stderr);
     assert_eq!(out.stdout.lines().count(), files.len(), "{}", out.stdout);
 }
+
+#[test]
+fn a_report_path_that_cannot_be_created_exits_2_before_simulating() {
+    let file = write("report-nowhere.yaml", BASE);
+    let out = sim(&["run", path_str(&file), "--report", "/nonexistent/x.html"]);
+    assert_eq!(out.code, 2, "{}{}", out.stdout, out.stderr);
+    assert!(
+        out.stderr
+            .contains("error: --report /nonexistent/x.html: No such file or directory"),
+        "{}",
+        out.stderr
+    );
+    // Nothing was simulated: no timeline, no result.
+    assert!(out.stdout.is_empty(), "{}", out.stdout);
+}

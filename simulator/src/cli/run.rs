@@ -1,5 +1,6 @@
 //! `fledge-sim run` and `fledge-sim validate`.
 
+use std::fs::OpenOptions;
 use std::io::{IsTerminal, Write};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -21,6 +22,14 @@ pub fn run(file: &Path, seed: Option<u64>, json: bool, report_file: Option<&Path
         }
     };
     warn(file, &scenario);
+    // Before the simulation, which may take long: a report that cannot be written fails now.
+    let mut report_out = match report_file.map(ReportFile::open).transpose() {
+        Ok(r) => r,
+        Err((path, e)) => {
+            sayln!("error: --report {}: {e}", path.display());
+            return ExitCode::from(EXIT_BAD_INPUT);
+        }
+    };
     let seed = seed.unwrap_or(scenario.seed);
     // Progress goes to stderr, and only to a terminal: stdout stays the timeline or JSON.
     let terminal = std::io::stderr().is_terminal();
@@ -82,17 +91,67 @@ pub fn run(file: &Path, seed: Option<u64>, json: bool, report_file: Option<&Path
             emit(&format!("{}\n", compare(&runs)));
         }
     }
-    if let Some(path) = report_file {
-        if let Err(e) = std::fs::write(path, report::html(&scenario, &runs)) {
-            sayln!("error: {}: {e}", path.display());
+    if let Some(out) = &mut report_out {
+        if let Err(e) = out.write(&report::html(&scenario, &runs)) {
+            sayln!("error: --report {}: {e}", out.path.display());
             return ExitCode::from(EXIT_BAD_INPUT);
         }
-        sayln!("report written to {}", path.display());
+        sayln!("report written to {}", out.path.display());
     }
     if runs.iter().all(RunResult::passed) {
         ExitCode::SUCCESS
     } else {
         ExitCode::from(EXIT_EXPECTATION_FAILED)
+    }
+}
+
+/// The `--report` file, opened before the run. A file this run created is removed again if
+/// the run ends without writing it, so a run that fails leaves no empty report behind.
+struct ReportFile {
+    path: PathBuf,
+    file: std::fs::File,
+    created: bool,
+    written: bool,
+}
+
+impl ReportFile {
+    /// Opens `path` for writing without truncating it (an existing report stays until the
+    /// new one is written); the error comes with the path.
+    fn open(path: &Path) -> Result<ReportFile, (PathBuf, std::io::Error)> {
+        let fail = |e| (path.to_path_buf(), e);
+        let (file, created) = match OpenOptions::new().write(true).create_new(true).open(path) {
+            Ok(f) => (f, true),
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => (
+                OpenOptions::new()
+                    .write(true)
+                    .truncate(false)
+                    .open(path)
+                    .map_err(fail)?,
+                false,
+            ),
+            Err(e) => return Err(fail(e)),
+        };
+        Ok(ReportFile {
+            path: path.to_path_buf(),
+            file,
+            created,
+            written: false,
+        })
+    }
+
+    fn write(&mut self, html: &str) -> std::io::Result<()> {
+        self.written = true;
+        self.file.set_len(0)?;
+        self.file.write_all(html.as_bytes())?;
+        self.file.flush()
+    }
+}
+
+impl Drop for ReportFile {
+    fn drop(&mut self) {
+        if self.created && !self.written {
+            let _ = std::fs::remove_file(&self.path);
+        }
     }
 }
 
