@@ -66,3 +66,19 @@ fn plan_exits_2_on_a_missing_file_or_a_file_without_a_canary() {
     assert_eq!(code, 2);
     assert!(err.contains("no Canary document"), "{err}");
 }
+
+#[test]
+fn plan_reads_a_canary_file_starting_with_a_byte_order_mark_as_without_it() {
+    let dir = std::env::temp_dir().join(format!("fledge-plan-bom-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let file = dir.join("canary.yaml");
+    let file = file.to_str().unwrap();
+    for fixture_name in ["podinfo-canary.yaml", "bad-canary.yaml"] {
+        let text = std::fs::read_to_string(fixture(fixture_name)).unwrap();
+        std::fs::write(file, format!("\u{feff}{text}")).unwrap();
+        let with = plan(file);
+        std::fs::write(file, &text).unwrap();
+        let without = plan(file);
+        assert_eq!(with, without, "{fixture_name}");
+    }
+}

@@ -350,3 +350,62 @@ fn a_report_path_that_cannot_be_created_exits_2_before_simulating() {
     // Nothing was simulated: no timeline, no result.
     assert!(out.stdout.is_empty(), "{}", out.stdout);
 }
+
+/// `fledge-sim args FILE` on `text` written to FILE with and without a UTF-8 byte order mark.
+fn with_and_without_bom(command: &str, name: &str, text: &str) -> (Output, Output) {
+    let file = write(name, &format!("\u{feff}{text}"));
+    let with = sim(&[command, path_str(&file)]);
+    let file = write(name, text);
+    let without = sim(&[command, path_str(&file)]);
+    (with, without)
+}
+
+#[test]
+fn a_scenario_starting_with_a_byte_order_mark_loads_and_its_errors_are_where_they_are_without() {
+    let (with, without) = with_and_without_bom("validate", "bom.yaml", BASE);
+    assert_eq!(with.code, 0, "{}", with.stderr);
+    assert_eq!(with.stdout, without.stdout);
+    let cases = [
+        base_with("    pods: 2", "    pods: 2\n    colour: blue"),
+        format!("name: [unclosed\n{BASE}"),
+        format!("colour: blue\n{BASE}"),
+    ];
+    for text in cases {
+        let (with, without) = with_and_without_bom("validate", "bom-bad.yaml", &text);
+        assert_eq!(without.code, 2, "{}", without.stderr);
+        assert_eq!(
+            (with.code, &with.stderr),
+            (without.code, &without.stderr),
+            "{text}"
+        );
+    }
+}
+
+#[test]
+fn a_canary_file_starting_with_a_byte_order_mark_loads_as_without_it() {
+    let canary_start = BASE.find("canary:\n").expect("BASE has a canary");
+    let canary_end = BASE.find("timeline:").expect("BASE has a timeline");
+    let canary: String = BASE[canary_start..canary_end]
+        .lines()
+        .skip(1)
+        .map(|l| format!("{}\n", l.strip_prefix("  ").unwrap_or(l)))
+        .collect::<String>()
+        .replace("maxWeight: 30", "maxWeight: 0");
+    let scenario = format!(
+        "{}canary_file: bom-canary.yaml\n{}",
+        &BASE[..canary_start],
+        &BASE[canary_end..]
+    );
+    let file = write("bom-canary-file.yaml", &scenario);
+    let canary_file = write("bom-canary.yaml", &format!("\u{feff}{canary}"));
+    let with = sim(&["validate", path_str(&file)]);
+    write("bom-canary.yaml", &canary);
+    let without = sim(&["validate", path_str(&file)]);
+    let prefix = format!(
+        "{}:{}: spec.analysis.maxWeight: ",
+        canary_file.display(),
+        line_of(&canary, "maxWeight: 0")
+    );
+    assert!(without.stderr.contains(&prefix), "{}", without.stderr);
+    assert_eq!((with.code, with.stderr), (without.code, without.stderr));
+}

@@ -11,8 +11,9 @@ use crate::manifest::yaml::Outline;
 /// the memory a wrong path (`/dev/zero`, a log file) can take.
 pub const MAX_FILE_BYTES: u64 = 4 << 20;
 
-/// A file's text, read no further than [`MAX_FILE_BYTES`]; the error says what went wrong
-/// (the caller names the file).
+/// A file's text, read no further than [`MAX_FILE_BYTES`], without the byte order mark some
+/// editors write first (it is no part of the YAML, and lines and columns are counted as if it
+/// were not there); the error says what went wrong (the caller names the file).
 pub fn read_bounded(path: &Path) -> Result<String, String> {
     let file = std::fs::File::open(path).map_err(|e| e.to_string())?;
     let mut bytes = Vec::new();
@@ -25,8 +26,12 @@ pub fn read_bounded(path: &Path) -> Result<String, String> {
             MAX_FILE_BYTES >> 20
         ));
     }
-    String::from_utf8(bytes)
-        .map_err(|e| format!("not UTF-8 text (byte {})", e.utf8_error().valid_up_to()))
+    let mut text = String::from_utf8(bytes)
+        .map_err(|e| format!("not UTF-8 text (byte {})", e.utf8_error().valid_up_to()))?;
+    if text.starts_with('\u{feff}') {
+        text.drain(..'\u{feff}'.len_utf8());
+    }
+    Ok(text)
 }
 
 /// A YAML text inside a scenario or beside it, and where it was written.
