@@ -409,3 +409,43 @@ fn a_canary_file_starting_with_a_byte_order_mark_loads_as_without_it() {
     assert!(without.stderr.contains(&prefix), "{}", without.stderr);
     assert_eq!((with.code, with.stderr), (without.code, without.stderr));
 }
+
+#[test]
+fn manifest_and_canary_errors_both_count_documents_from_1() {
+    let manifests = "apiVersion: v1\nkind: Service\nmetadata: {name: other}\n---\napiVersion: networking.istio.io/v1beta1\nkind: DestinationRule\nmetadata: {name: podinfo}\nspec:\n  host: podinfo\n  trafficPolicy:\n    connectionPool:\n      tcp: {maxConnections: lots}\n";
+    write("two-docs-routes.yaml", manifests);
+    let text = base_with("canary:", "manifest_files: [two-docs-routes.yaml]\ncanary:");
+    let out = sim(&["validate", path_str(&write("two-docs.yaml", &text))]);
+    assert_eq!(out.code, 2, "{}", out.stderr);
+    assert!(
+        out.stderr
+            .contains("document 2 (DestinationRule \"podinfo\")"),
+        "{}",
+        out.stderr
+    );
+
+    let canary_start = BASE.find("canary:\n").expect("BASE has a canary");
+    let canary_end = BASE.find("timeline:").expect("BASE has a timeline");
+    let canary: String = BASE[canary_start..canary_end]
+        .lines()
+        .skip(1)
+        .map(|l| format!("{}\n", l.strip_prefix("  ").unwrap_or(l)))
+        .collect::<String>()
+        .replace("maxWeight: 30", "maxWeight: lots");
+    write(
+        "two-docs-canary.yaml",
+        &format!("apiVersion: v1\nkind: Service\nmetadata: {{name: other}}\n---\n{canary}"),
+    );
+    let text = format!(
+        "{}canary_file: two-docs-canary.yaml\n{}",
+        &BASE[..canary_start],
+        &BASE[canary_end..]
+    );
+    let out = sim(&["validate", path_str(&write("two-docs-c.yaml", &text))]);
+    assert_eq!(out.code, 2, "{}", out.stderr);
+    assert!(
+        out.stderr.contains("document 2 (Canary podinfo)"),
+        "{}",
+        out.stderr
+    );
+}

@@ -79,7 +79,11 @@ fn a_wrong_type_names_the_document_the_field_and_the_expected_type() {
         }
         other => panic!("unexpected error {other:?}"),
     }
-    assert!(err.to_string().contains("document 1"));
+    // The index counts from 0, the message from 1.
+    assert!(
+        err.to_string().contains("document 2 (DestinationRule"),
+        "{err}"
+    );
 }
 
 #[test]

@@ -14,7 +14,8 @@ use super::{
 pub struct LoadedManifests {
     pub canaries: Vec<Canary>,
     pub metric_templates: Vec<MetricTemplate>,
-    /// Documents of other kinds, skipped: `(document index, apiVersion, kind)`.
+    /// Documents of other kinds, skipped: `(document number, apiVersion, kind)`; documents
+    /// count from 1 here and in every message, as in the simulator's manifest errors.
     pub skipped: Vec<(usize, String, String)>,
     /// Fields Fledge does not know, ignored: `document N (Kind name): path`.
     pub ignored: Vec<String>,

@@ -16,11 +16,11 @@ use serde_json::Value;
 
 use crate::engine::SimTime;
 
-/// Why manifests could not be read.
+/// Why manifests could not be read. Messages count documents from 1, as the Canary loader does.
 #[derive(Debug, thiserror::Error, PartialEq)]
 pub enum ManifestError {
     /// The text is not valid YAML (a syntax error, a key written twice, too deep a nesting).
-    #[error("document {doc}: invalid YAML: {message}")]
+    #[error("document {}: invalid YAML: {message}", .doc + 1)]
     Yaml {
         /// Zero-based document index.
         doc: usize,
@@ -30,7 +30,7 @@ pub enum ManifestError {
         message: String,
     },
     /// A field has the wrong type or an invalid value.
-    #[error("document {doc} ({kind} {name:?}): field `{field}`: expected {expected}")]
+    #[error("document {} ({kind} {name:?}): field `{field}`: expected {expected}", .doc + 1)]
     WrongType {
         /// Zero-based document index.
         doc: usize,
@@ -44,7 +44,7 @@ pub enum ManifestError {
         expected: String,
     },
     /// A required field is absent.
-    #[error("document {doc} ({kind} {name:?}): missing required field `{field}`")]
+    #[error("document {} ({kind} {name:?}): missing required field `{field}`", .doc + 1)]
     Missing {
         /// Zero-based document index.
         doc: usize,
@@ -581,7 +581,9 @@ impl Doc<'_> {
     fn warn(&mut self, msg: String) {
         self.warnings.push(format!(
             "document {} ({} {:?}): {msg}",
-            self.index, self.kind, self.name
+            self.index + 1,
+            self.kind,
+            self.name
         ));
     }
 
