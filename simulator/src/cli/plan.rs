@@ -6,10 +6,11 @@ use std::process::ExitCode;
 
 use fledge_controller::rollout::{RolloutPlan, plan};
 use fledge_controller::spec::{
-    Canary, Duration, Judge, MetricKind, RolloutSpec, Strategy, load_manifests, validate,
+    Canary, Duration, Judge, LoadError, MetricKind, RolloutSpec, Strategy, load_manifests, validate,
 };
 
 use super::EXIT_BAD_INPUT;
+use crate::manifest::yaml::Outline;
 
 pub fn run(file: &Path) -> ExitCode {
     let text = match crate::scenario::read_bounded(file) {
@@ -23,10 +24,37 @@ pub fn run(file: &Path) -> ExitCode {
         sayln!("error: {}:{}: {deep}", file.display(), deep.line);
         return ExitCode::from(EXIT_BAD_INPUT);
     }
+    let outline = Outline::of(&text);
+    // `FILE:LINE` of a field of a document (0-based), as `run` and `validate` name places.
+    let at = |doc: usize, field: &str| {
+        let line = outline.line(doc, field).unwrap_or(1);
+        format!("{}:{line}", file.display())
+    };
     let loaded = match load_manifests(&text) {
         Ok(l) => l,
+        Err(LoadError::Invalid {
+            document,
+            kind,
+            name,
+            errors,
+        }) => {
+            let doc = document.saturating_sub(1);
+            sayln!(
+                "error: {}: document {document} ({kind} {name}) does not validate:",
+                at(doc, "")
+            );
+            for e in &errors.0 {
+                sayln!("  {}: {e}", at(doc, &e.path));
+            }
+            return ExitCode::from(EXIT_BAD_INPUT);
+        }
         Err(e) => {
-            sayln!("error: {}: {e}", file.display());
+            let (doc, field, line) = crate::scenario::load_error_place(&e);
+            let place = match line {
+                Some(line) => format!("{}:{line}", file.display()),
+                None => at(doc, field),
+            };
+            sayln!("error: {place}: {e}");
             return ExitCode::from(EXIT_BAD_INPUT);
         }
     };
@@ -53,9 +81,12 @@ pub fn run(file: &Path) -> ExitCode {
             Ok(spec) => super::run::emit(&render(&name, &spec, &plan(&spec))),
             Err(errors) => {
                 failed = true;
-                sayln!("error: {}: Canary {name} is not valid:", file.display());
+                let doc = outline
+                    .document("Canary", canary.metadata.name.as_deref())
+                    .unwrap_or(0);
+                sayln!("error: {}: Canary {name} is not valid:", at(doc, ""));
                 for e in &errors.0 {
-                    sayln!("  {e}");
+                    sayln!("  {}: {e}", at(doc, &e.path));
                 }
             }
         }

@@ -5,9 +5,10 @@ use std::path::PathBuf;
 
 use fledge_controller::routes::{Provider, SmiVersion};
 use fledge_controller::spec::{
-    Canary, LoadError, MetricTemplate, RolloutSpec, Strategy, load_manifests, validate,
+    Canary, MetricTemplate, RolloutSpec, Strategy, load_manifests, validate,
 };
 
+use super::source::load_error_place;
 use super::{Context, ScenarioError, raw};
 use crate::manifest::yaml::{Outline, check_depth};
 use crate::mesh::config::DataPlane;
@@ -86,21 +87,8 @@ impl Context {
             return Err(error(0, "", Some(deep.line), deep.to_string()));
         }
         let loaded = load_manifests(&text).map_err(|e| {
-            let (doc, field, line) = match &e {
-                LoadError::Yaml { document, line, .. } => (document - 1, String::new(), *line),
-                LoadError::Field { document, path, .. } => (document - 1, path.clone(), None),
-                LoadError::Invalid {
-                    document, errors, ..
-                } => (
-                    document - 1,
-                    errors.0.first().map_or(String::new(), |e| e.path.clone()),
-                    None,
-                ),
-                LoadError::ApiVersion { document, .. } => {
-                    (document - 1, "apiVersion".to_string(), None)
-                }
-            };
-            error(doc, &field, line, e.to_string())
+            let (doc, field, line) = load_error_place(&e);
+            error(doc, field, line, e.to_string())
         })?;
         let [canary] = <[Canary; 1]>::try_from(loaded.canaries).map_err(|v| {
             error(

@@ -21,6 +21,7 @@ use crate::mesh::config::{ArrivalShape, Behaviour, CertConfig, DataPlane};
 use crate::mesh::dist::ServiceTime;
 
 pub use crate::result::Outcome;
+pub(crate) use source::load_error_place;
 pub use source::{MAX_FILE_BYTES, read_bounded};
 
 /// A scenario, checked and ready to run.

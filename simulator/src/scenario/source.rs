@@ -4,6 +4,8 @@
 use std::io::Read;
 use std::path::Path;
 
+use fledge_controller::spec::LoadError;
+
 use super::ScenarioError;
 use crate::manifest::yaml::Outline;
 
@@ -32,6 +34,23 @@ pub fn read_bounded(path: &Path) -> Result<String, String> {
         text.drain(..'\u{feff}'.len_utf8());
     }
     Ok(text)
+}
+
+/// Where an error of the Canary loader points in the text it read: the 0-based document, the
+/// field path (empty for the whole document) and the 1-based line when the parser knows it.
+pub(crate) fn load_error_place(e: &LoadError) -> (usize, &str, Option<usize>) {
+    match e {
+        LoadError::Yaml { document, line, .. } => (document.saturating_sub(1), "", *line),
+        LoadError::Field { document, path, .. } => (document.saturating_sub(1), path, None),
+        LoadError::Invalid {
+            document, errors, ..
+        } => (
+            document.saturating_sub(1),
+            errors.0.first().map_or("", |e| e.path.as_str()),
+            None,
+        ),
+        LoadError::ApiVersion { document, .. } => (document.saturating_sub(1), "apiVersion", None),
+    }
 }
 
 /// A YAML text inside a scenario or beside it, and where it was written.
