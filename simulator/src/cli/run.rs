@@ -44,15 +44,18 @@ pub fn run(file: &Path, seed: Option<u64>, json: bool, report_file: Option<&Path
         let started = Instant::now();
         let mut shown: Option<Instant> = None;
         let mut show = |done: SimTime| {
-            if !terminal || shown.is_some_and(|t| t.elapsed() < PROGRESS_EVERY) {
+            let now = Instant::now();
+            if !terminal || !progress_due(shown, now) {
                 return;
             }
-            if let Some(line) = progress_line(&label, done, scenario.duration, started.elapsed()) {
+            if let Some(line) = progress_line(&label, done, scenario.duration, now - started) {
                 say!("\r{line}\x1b[K");
-                shown = Some(Instant::now());
+                shown = Some(now);
             }
         };
-        let result = harness::run_watched(&scenario, variant, seed, &mut show)
+        // Without a terminal nobody sees progress: no slices, no clock readings.
+        let every = if terminal { PROGRESS_EVENTS } else { u64::MAX };
+        let result = harness::run_watched(&scenario, variant, seed, every, &mut show)
             .map(|r| expect::checked(r, &variant.expect));
         if shown.is_some() {
             // Clear the progress line before the timeline.
@@ -159,6 +162,14 @@ impl Drop for ReportFile {
 const PROGRESS_AFTER: Duration = Duration::from_secs(2);
 /// How often the progress line is rewritten.
 const PROGRESS_EVERY: Duration = Duration::from_millis(250);
+/// Simulated events between two looks at the clock within a tick: a few milliseconds of wall
+/// time, so the line moves however long a tick takes, for a clock reading now and then.
+const PROGRESS_EVENTS: u64 = 100_000;
+
+/// Whether the progress line, last written at `shown`, is rewritten at `now`.
+fn progress_due(shown: Option<Instant>, now: Instant) -> bool {
+    shown.is_none_or(|t| now.saturating_duration_since(t) >= PROGRESS_EVERY)
+}
 
 /// `label: 35% of 2h simulated, about 12s left`, once the run has taken [`PROGRESS_AFTER`];
 /// the estimate assumes the rest goes as fast as what is done.
@@ -243,6 +254,15 @@ pub fn validate(files: &[PathBuf]) -> ExitCode {
 mod tests {
     use super::*;
     use crate::engine::SECONDS;
+
+    #[test]
+    fn the_progress_line_is_rewritten_at_most_every_quarter_second() {
+        let now = Instant::now();
+        assert!(progress_due(None, now), "the first look may show it");
+        assert!(!progress_due(Some(now), now));
+        assert!(!progress_due(Some(now), now + PROGRESS_EVERY / 2));
+        assert!(progress_due(Some(now), now + PROGRESS_EVERY));
+    }
 
     #[test]
     fn progress_shows_after_a_few_seconds_with_an_estimate_of_the_time_left() {

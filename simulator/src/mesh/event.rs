@@ -60,6 +60,21 @@ impl Mesh {
         self.q.advance_to(t);
     }
 
+    /// [`Mesh::run_until`] for at most `budget` events: true once `t` is reached, false when
+    /// the budget ran out first (call again to go on). Lets a caller look up between slices.
+    pub fn run_until_within(&mut self, t: SimTime, budget: u64) -> bool {
+        for _ in 0..budget {
+            match self.q.pop_until(t) {
+                Some(ev) => self.handle(ev),
+                None => {
+                    self.q.advance_to(t);
+                    return true;
+                }
+            }
+        }
+        false
+    }
+
     fn handle(&mut self, ev: Ev) {
         let attempt_is = |m: &Mesh, a: AttemptId, tag: u32| m.atts[a].tag == tag;
         let live_request =
