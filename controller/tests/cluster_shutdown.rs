@@ -96,14 +96,18 @@ impl Controller {
     /// Waits for a log line containing `text` and returns it.
     fn wait_for_log(&self, text: &str) -> String {
         let deadline = Instant::now() + HANG_GUARD;
+        let mut seen = Vec::new();
         while let Some(left) = deadline.checked_duration_since(Instant::now()) {
             match self.logs.recv_timeout(left) {
                 Ok(line) if line.contains(text) => return line,
-                Ok(_) => {}
+                Ok(line) => seen.push(line),
                 Err(_) => break,
             }
         }
-        panic!("no log line with `{text}` (hang guard)");
+        panic!(
+            "no log line with `{text}` (hang guard); the lines:\n{}",
+            seen.join("\n")
+        );
     }
 
     /// The status code of `GET /readyz`, or None while the ops server does not answer.
