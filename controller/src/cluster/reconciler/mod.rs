@@ -1,0 +1,76 @@
+//! The reconcile loop. Each reconcile of a Canary:
+//!
+//! 1. reads the rollout state recorded in its status (a new Canary starts from the default);
+//! 2. reads the target, the primary and the routes, and gathers what [`wants`] asks for:
+//!    metric readings, webhook answers, an operator's command;
+//! 3. calls the pure [`advance`] and carries out its actions in order;
+//! 4. writes the new state into the status (only when it changed) and requeues: after the
+//!    analysis interval, or sooner while it waits on workloads or gates.
+//!
+//! Nothing a decision depends on is remembered between reconciles (only the retry backoff is): a
+//! controller restarted at any point rebuilds everything from the cluster and makes the same
+//! writes it would have made.
+//!
+//! Bad input (an invalid spec, a missing target, a Deployment without selector, a status that is
+//! not a rollout state) is reported with a Warning Event and a status message, once, and the
+//! Canary is looked at again later. Routes edited by hand are put back, with an Event.
+//!
+//! The rooms: [`context`] (what every reconcile needs), [`wiring`] (the watches), `tick` (one
+//! reconcile), `observing` (the observation plan's executor), `actions` (carrying out the core's
+//! actions) and `problems` (conditions and Events).
+
+mod actions;
+mod context;
+mod observing;
+mod problems;
+mod tick;
+mod wiring;
+
+use std::sync::Arc;
+
+use kube::ResourceExt;
+use kube::api::Api;
+use kube::runtime::controller::Action as Requeue;
+use kube::runtime::finalizer::{self, Event as Finalizing, finalizer};
+use tracing::{Instrument, info_span, warn};
+
+use super::{Error, FINALIZER, Result};
+use crate::spec::Canary;
+use context::key;
+use tick::Tick;
+
+pub use context::{Backoff, Clock, Config, Context};
+pub use wiring::run;
+
+/// Reconciles one Canary: the finalizer first, then a tick of the rollout (or its cleanup).
+pub async fn reconcile(canary: Arc<Canary>, ctx: Arc<Context>) -> Result<Requeue> {
+    let namespace = canary.namespace().ok_or(Error::Unnamed("namespace"))?;
+    let name = canary.name_any();
+    let span = info_span!("reconcile", namespace = %namespace, canary = %name);
+    let _timer = ctx.metrics.reconcile_started();
+    let api: Api<Canary> = Api::namespaced(ctx.client.clone(), &namespace);
+    let key = key(&canary);
+    let result = finalizer(&api, FINALIZER, canary, |event| async {
+        match event {
+            Finalizing::Apply(c) => Tick::new(&c, &ctx)?.apply().await,
+            Finalizing::Cleanup(c) => Tick::new(&c, &ctx)?.cleanup().await,
+        }
+    })
+    .instrument(span)
+    .await
+    .map_err(|e| match e {
+        finalizer::Error::ApplyFailed(e) | finalizer::Error::CleanupFailed(e) => e,
+        other => Error::Finalizer(Box::new(other)),
+    });
+    if result.is_ok() {
+        ctx.backoff.succeeded(&key);
+    }
+    result
+}
+
+/// Counts the failure and retries after a pause that doubles with each consecutive failure.
+pub fn error_policy(canary: Arc<Canary>, error: &Error, ctx: Arc<Context>) -> Requeue {
+    warn!(namespace = ?canary.namespace(), canary = %canary.name_any(), %error, "reconcile failed");
+    ctx.metrics.reconcile_failed(error);
+    Requeue::requeue(ctx.backoff.failed(key(&canary), ctx.config.retry))
+}

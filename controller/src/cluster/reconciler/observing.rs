@@ -1,0 +1,102 @@
+//! Observing: the executor of the pure observation plan ([`crate::observe::plan`]) on the
+//! cluster, the twin of the simulator's. It reads workloads, metrics and webhook answers into the
+//! [`Observation`] the core decides on.
+
+use std::collections::BTreeMap;
+
+use k8s_openapi::api::apps::v1::Deployment;
+use kube::api::Api;
+
+use super::super::providers::HookCall;
+use super::super::workloads;
+use super::super::{Error, Result};
+use super::tick::Tick;
+use crate::analysis::MetricReading;
+use crate::observe::{Measure, Measurement, QuerySource, Subject, plan, template_not_found};
+use crate::rollout::{Command, Observation, RolloutState, wants};
+use crate::spec::{HookGate, MetricTemplate, MetricTemplateSpec, RolloutSpec};
+
+impl Tick<'_> {
+    pub(super) async fn observe(
+        &self,
+        state: &RolloutState,
+        spec: &RolloutSpec,
+        target: &Deployment,
+        primary: Option<&Deployment>,
+        command: Option<Command>,
+    ) -> Result<Observation> {
+        let want = wants(state, spec, self.now);
+        let subject = Subject::of(self.canary);
+        let mut metrics = BTreeMap::new();
+        for measurement in plan(&want, spec, &subject, self.now) {
+            let reading = self.read_metric(&subject, &measurement).await?;
+            metrics.insert(measurement.metric, reading);
+        }
+        let revision = workloads::revision(target);
+        let mut hooks = BTreeMap::new();
+        for gate in want.hooks {
+            for hook in spec.hooks(gate) {
+                let call = self.hook_call(gate, state, &revision, None);
+                let outcome = self.ctx.observer.call_hook(hook, &call).await;
+                hooks.insert(hook.name.clone(), outcome);
+            }
+        }
+        Ok(Observation {
+            revision,
+            canary: workloads::readiness(target),
+            primary: primary.map(workloads::readiness).unwrap_or_default(),
+            metrics,
+            hooks,
+            deleting: false,
+            command,
+        })
+    }
+
+    /// One measurement, with the `MetricTemplate` it names read from the API.
+    async fn read_metric(&self, subject: &Subject, m: &Measurement) -> Result<MetricReading> {
+        let template: Option<MetricTemplateSpec> = match &m.measure {
+            Measure::Query(QuerySource::Template {
+                namespace, name, ..
+            }) => {
+                let api: Api<MetricTemplate> = Api::namespaced(self.ctx.client.clone(), namespace);
+                match api.get_opt(name).await {
+                    Ok(Some(t)) => Some(t.spec),
+                    Ok(None) => {
+                        let reason = template_not_found(namespace, name);
+                        return Ok(MetricReading::Error { reason });
+                    }
+                    Err(source) => {
+                        return Err(Error::Read {
+                            kind: "MetricTemplate",
+                            name: format!("{namespace}/{name}"),
+                            source,
+                        });
+                    }
+                }
+            }
+            _ => None,
+        };
+        Ok(self
+            .ctx
+            .observer
+            .read_metric(self.provider()?, subject, m, template.as_ref())
+            .await)
+    }
+
+    pub(super) fn hook_call(
+        &self,
+        gate: HookGate,
+        state: &RolloutState,
+        revision: &str,
+        message: Option<String>,
+    ) -> HookCall {
+        HookCall {
+            name: self.name.clone(),
+            namespace: self.namespace.clone(),
+            phase: state.phase.to_string(),
+            checksum: revision.to_string(),
+            gate,
+            message,
+        }
+    }
+}

@@ -1,0 +1,132 @@
+//! Problem reporting: what cannot be acted on becomes a Warning Event and a status message,
+//! and decisions become Events.
+
+use kube::Resource;
+use kube::runtime::controller::Action as Requeue;
+use kube::runtime::events::{Event as KubeEvent, EventType, Recorder};
+use tracing::warn;
+
+use super::super::workloads::WorkloadProblem;
+use super::super::{COMMAND_ANNOTATION, Error, Result, status};
+use super::tick::Tick;
+use crate::rollout::{Phase, Severity};
+
+/// Why a Canary cannot be acted on; reported, not retried as an error.
+#[derive(Debug)]
+pub(super) enum Problem {
+    InvalidSpec(String),
+    UnreadableState(String),
+    TargetNotFound(String),
+    Workload(WorkloadProblem),
+    UnknownCommand(String),
+}
+
+impl Problem {
+    fn reason(&self) -> &'static str {
+        match self {
+            Problem::InvalidSpec(_) => "InvalidSpec",
+            Problem::UnreadableState(_) => "UnreadableStatus",
+            Problem::TargetNotFound(_) => "TargetNotFound",
+            Problem::Workload(WorkloadProblem::NoSelector { .. }) => "TargetWithoutSelector",
+            Problem::Workload(WorkloadProblem::UnsupportedKind { .. }) => "UnsupportedTarget",
+            Problem::UnknownCommand(_) => "UnknownCommand",
+        }
+    }
+
+    fn message(&self) -> String {
+        match self {
+            Problem::InvalidSpec(e) => format!("the Canary's spec is invalid:\n{e}"),
+            Problem::UnreadableState(e) => format!(
+                "status.state is not a rollout state ({e}); nothing is changed until it is \
+                 cleared or fixed"
+            ),
+            Problem::TargetNotFound(name) => {
+                format!("target Deployment {name} not found (spec.targetRef.name)")
+            }
+            Problem::Workload(p) => p.to_string(),
+            Problem::UnknownCommand(c) => format!(
+                "annotation {COMMAND_ANNOTATION}: unknown command `{c}`; expected promote or abort"
+            ),
+        }
+    }
+}
+
+impl Tick<'_> {
+    /// A Warning Event and a status message, the first time this problem is seen.
+    pub(super) async fn report(&self, problem: Problem) -> Result<Requeue> {
+        let message = problem.message();
+        warn!(reason = problem.reason(), %message, "cannot act on canary");
+        let current = self.canary.status.as_ref();
+        if current.and_then(|s| s.message.as_deref()) != Some(message.as_str()) {
+            self.publish(EventType::Warning, problem.reason(), &message)
+                .await?;
+            status::write(
+                &self.api,
+                self.canary,
+                &status::with_message(current, &message),
+            )
+            .await?;
+        }
+        Ok(Requeue::requeue(self.ctx.config.poll * 6))
+    }
+
+    pub(super) async fn publish(
+        &self,
+        type_: EventType,
+        reason: &str,
+        message: &str,
+    ) -> Result<()> {
+        // The Events API caps a note at 1 kB.
+        let note: String = message.chars().take(1000).collect();
+        let event = KubeEvent {
+            type_,
+            reason: reason.into(),
+            note: Some(note),
+            action: "Reconcile".into(),
+            secondary: None,
+        };
+        // A recorder per Event: a recorder merges Events of the same reason into a series and
+        // drops the later note, and two decisions of one reconcile often share a reason.
+        Recorder::new(self.ctx.client.clone(), self.ctx.reporter.clone())
+            .publish(&event, &self.canary.object_ref(&()))
+            .await
+            .map_err(Error::PublishEvent)
+    }
+}
+
+/// The Event reason for a decision: the phase it led to, or why it halted.
+pub(super) fn event_reason(severity: Severity, phase: Phase) -> (EventType, &'static str) {
+    match (severity, phase) {
+        (Severity::Warning, Phase::Failed) => (EventType::Warning, "RolledBack"),
+        (Severity::Warning, _) => (EventType::Warning, "Halted"),
+        (Severity::Normal, Phase::Initializing) => (EventType::Normal, "Initializing"),
+        (Severity::Normal, Phase::Initialized) => (EventType::Normal, "Initialized"),
+        (Severity::Normal, Phase::Waiting) => (EventType::Normal, "Waiting"),
+        (Severity::Normal, Phase::Progressing) => (EventType::Normal, "Progressing"),
+        (Severity::Normal, Phase::WaitingPromotion) => (EventType::Normal, "WaitingPromotion"),
+        (Severity::Normal, Phase::Promoting) => (EventType::Normal, "Promoting"),
+        (Severity::Normal, Phase::Finalising) => (EventType::Normal, "Finalising"),
+        (Severity::Normal, Phase::Succeeded) => (EventType::Normal, "Succeeded"),
+        (Severity::Normal, Phase::Failed) => (EventType::Normal, "Failed"),
+        (Severity::Normal, Phase::Terminating | Phase::Terminated) => {
+            (EventType::Normal, "Terminating")
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_rollback_is_reported_as_a_warning_named_rolled_back() {
+        assert_eq!(
+            event_reason(Severity::Warning, Phase::Failed),
+            (EventType::Warning, "RolledBack")
+        );
+        assert_eq!(
+            event_reason(Severity::Warning, Phase::Progressing),
+            (EventType::Warning, "Halted")
+        );
+    }
+}

@@ -1,0 +1,264 @@
+//! One reconcile of one Canary: read the recorded state, check the input, observe, call the pure
+//! core, carry out its actions, record the new state.
+
+use std::time::Duration;
+
+use kube::ResourceExt;
+use kube::api::{Api, Patch, PatchParams};
+use kube::runtime::controller::Action as Requeue;
+
+use super::super::workloads::{self, WorkloadProblem, Workloads};
+use super::super::{COMMAND_ANNOTATION, Error, Result, status};
+use super::Context;
+use super::problems::Problem;
+use crate::rollout::{Command, Millis, Observation, Phase, RolloutState, advance, next_analysis};
+use crate::router::Routes;
+use crate::routes::{Provider, UnknownProvider};
+use crate::spec::{Canary, RolloutSpec, ValidationErrors, validate};
+
+/// One reconcile of one Canary.
+pub(super) struct Tick<'a> {
+    pub(super) canary: &'a Canary,
+    pub(super) ctx: &'a Context,
+    pub(super) namespace: String,
+    pub(super) name: String,
+    /// `spec.provider`, or the controller's default; unknown names fail every routing call.
+    pub(super) provider: std::result::Result<Provider, UnknownProvider>,
+    pub(super) api: Api<Canary>,
+    pub(super) workloads: Workloads,
+    pub(super) now: Millis,
+}
+
+impl<'a> Tick<'a> {
+    pub(super) fn new(canary: &'a Canary, ctx: &'a Context) -> Result<Self> {
+        let namespace = canary.namespace().ok_or(Error::Unnamed("namespace"))?;
+        let name = canary.metadata.name.clone().ok_or(Error::Unnamed("name"))?;
+        let provider = match canary.spec.provider.as_deref().filter(|p| !p.is_empty()) {
+            Some(name) => name.parse(),
+            None => Ok(ctx.config.default_provider),
+        };
+        Ok(Tick {
+            canary,
+            ctx,
+            api: Api::namespaced(ctx.client.clone(), &namespace),
+            workloads: Workloads::new(ctx.client.clone(), &namespace),
+            now: (ctx.clock)(),
+            namespace,
+            name,
+            provider,
+        })
+    }
+
+    pub(super) async fn apply(&self) -> Result<Requeue> {
+        let spec = match validate(&self.canary.spec) {
+            Ok(spec) => spec,
+            Err(e) => return self.report(Problem::InvalidSpec(e.to_string())).await,
+        };
+        // Validation checked an explicit provider; the default one is checked here.
+        let unroutable = spec.strategy.unroutable_by(self.provider()?);
+        if !unroutable.is_empty() {
+            let e = ValidationErrors(unroutable).to_string();
+            return self.report(Problem::InvalidSpec(e)).await;
+        }
+        let state = match status::recorded_state(self.canary.status.as_ref()) {
+            Ok(state) => state.unwrap_or_default(),
+            Err(e) => return self.report(Problem::UnreadableState(e)).await,
+        };
+        let kind = &self.canary.spec.target_ref.kind;
+        if !kind.is_empty() && kind != "Deployment" {
+            let problem = WorkloadProblem::UnsupportedKind {
+                target: spec.target.clone(),
+                kind: kind.clone(),
+            };
+            return self.report(Problem::Workload(problem)).await;
+        }
+        let Some(target) = self.workloads.deployment(&spec.target).await? else {
+            // Never leave traffic on a canary that has gone.
+            if state.canary_weight > 0 || state.mirror.is_some() || state.matched {
+                self.set_routes(Routes::PRIMARY_ONLY).await?;
+            }
+            return self
+                .report(Problem::TargetNotFound(spec.target.clone()))
+                .await;
+        };
+        if let Err(p) = workloads::selector_labels(&target) {
+            return self.report(Problem::Workload(p)).await;
+        }
+        let command = match self.command() {
+            Ok(c) => c,
+            Err(p) => {
+                self.clear_command().await?;
+                return self.report(p).await;
+            }
+        };
+        let primary_name = workloads::primary_name(&spec.target);
+        let primary = self.workloads.deployment(&primary_name).await?;
+        if state.revision.is_some() && state.phase != Phase::Initializing {
+            // Picks up edits of the Canary's service and match rules; keeps the weights.
+            self.ctx
+                .routing
+                .reconcile(self.provider()?, self.canary)
+                .await
+                .map_err(|m| self.route_error(m))?;
+            self.restore_drifted_routes(&state).await?;
+            self.sync_autoscaler().await?;
+        }
+        let obs = self
+            .observe(&state, &spec, &target, primary.as_ref(), command)
+            .await?;
+        let (next, actions) = advance(&state, &spec, &obs, self.now);
+        for action in actions {
+            self.carry_out(action, &spec, &next, &target, primary.as_ref())
+                .await?;
+        }
+        status::write(&self.api, self.canary, &status::status_of(&next)).await?;
+        if command.is_some_and(|c| command_used(c, &state, &next)) {
+            self.clear_command().await?;
+        }
+        self.ctx
+            .metrics
+            .record_canary(&self.namespace, &self.name, &state, &next);
+        Ok(Requeue::requeue(self.requeue_after(&next, &spec)))
+    }
+
+    /// The Canary is being deleted: routing goes back to the primary (and, with
+    /// `revertOnDeletion`, the target is restored) before the finalizer is removed.
+    pub(super) async fn cleanup(&self) -> Result<Requeue> {
+        let Ok(Some(mut state)) = status::recorded_state(self.canary.status.as_ref()) else {
+            // Never initialised (or unreadable): there is no routing of ours to restore.
+            return Ok(Requeue::await_change());
+        };
+        if state.revision.is_none() {
+            return Ok(Requeue::await_change());
+        }
+        let Ok(spec) = validate(&self.canary.spec) else {
+            // The spec was broken after initialisation: routing can still be restored.
+            self.ctx
+                .routing
+                .finalize(self.provider()?, self.canary)
+                .await
+                .map_err(|m| self.route_error(m))?;
+            return Ok(Requeue::await_change());
+        };
+        let target = self.workloads.deployment(&spec.target).await?;
+        let primary = self
+            .workloads
+            .deployment(&workloads::primary_name(&spec.target))
+            .await?;
+        let obs = Observation {
+            revision: state.revision.clone().unwrap_or_default(),
+            deleting: true,
+            ..Observation::default()
+        };
+        // Terminating carries out the finalisation; the next step records it as Terminated.
+        for _ in 0..2 {
+            if state.phase == Phase::Terminated {
+                break;
+            }
+            let (next, actions) = advance(&state, &spec, &obs, self.now);
+            for action in actions {
+                match &target {
+                    Some(t) => {
+                        self.carry_out(action, &spec, &next, t, primary.as_ref())
+                            .await?
+                    }
+                    None => self.carry_out_without_target(action, &next).await?,
+                }
+            }
+            state = next;
+        }
+        status::write(&self.api, self.canary, &status::status_of(&state)).await?;
+        Ok(Requeue::await_change())
+    }
+
+    pub(super) fn command(&self) -> Result<Option<Command>, Problem> {
+        match self
+            .canary
+            .annotations()
+            .get(COMMAND_ANNOTATION)
+            .map(|s| s.trim())
+        {
+            None | Some("") => Ok(None),
+            Some("promote" | "approve") => Ok(Some(Command::Approve)),
+            Some("abort") => Ok(Some(Command::Abort)),
+            Some(other) => Err(Problem::UnknownCommand(other.to_string())),
+        }
+    }
+
+    pub(super) async fn clear_command(&self) -> Result<()> {
+        let patch = serde_json::json!({"metadata": {"annotations": {COMMAND_ANNOTATION: null}}});
+        self.api
+            .patch(&self.name, &PatchParams::default(), &Patch::Merge(&patch))
+            .await
+            .map_err(|source| Error::Write {
+                kind: "Canary",
+                name: self.name.clone(),
+                source,
+            })?;
+        Ok(())
+    }
+
+    pub(super) fn route_error(&self, message: String) -> Error {
+        let provider = match &self.provider {
+            Ok(p) => p.to_string(),
+            Err(e) => e.0.clone(),
+        };
+        Error::Route { provider, message }
+    }
+
+    pub(super) fn provider(&self) -> Result<Provider> {
+        self.provider
+            .clone()
+            .map_err(|e| self.route_error(e.to_string()))
+    }
+
+    pub(super) fn requeue_after(&self, state: &RolloutState, spec: &RolloutSpec) -> Duration {
+        let interval = Duration::from_millis(spec.interval.millis());
+        let poll = self.ctx.config.poll.min(interval);
+        let waiting = state.message.starts_with("waiting");
+        match state.phase {
+            // The next step, or the statistical judge's next look in between.
+            Phase::Progressing if !waiting => match next_analysis(state, spec) {
+                Some(due) => Duration::from_millis(due.saturating_sub(self.now))
+                    .clamp(poll.min(Duration::from_secs(1)), interval),
+                None => poll,
+            },
+            Phase::Initialized | Phase::Succeeded | Phase::Failed => interval,
+            _ => poll,
+        }
+    }
+}
+
+/// Whether a command has done its work and can be cleared. An approval sent between two steps
+/// waits for the gate it opens; one sent when no rollout is under way is dropped.
+fn command_used(command: Command, before: &RolloutState, after: &RolloutState) -> bool {
+    let changed = before.phase != after.phase
+        || before.canary_weight != after.canary_weight
+        || before.mirror != after.mirror
+        || before.iterations != after.iterations;
+    command == Command::Abort || changed || !before.phase.is_active()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    pub(super) fn an_approval_is_kept_until_the_rollout_moves_and_an_abort_is_used_at_once() {
+        let at = |phase, canary_weight| RolloutState {
+            phase,
+            canary_weight,
+            ..RolloutState::default()
+        };
+        let waiting = at(Phase::Progressing, 10);
+        assert!(!command_used(Command::Approve, &waiting, &waiting));
+        assert!(command_used(
+            Command::Approve,
+            &waiting,
+            &at(Phase::Progressing, 20)
+        ));
+        assert!(command_used(Command::Abort, &waiting, &waiting));
+        let idle = at(Phase::Succeeded, 0);
+        assert!(command_used(Command::Approve, &idle, &idle));
+    }
+}
