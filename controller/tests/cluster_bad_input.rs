@@ -15,13 +15,6 @@ use fledge_controller::router::Routes;
 use fledge_controller::webhook::Webhooks;
 use serde_json::json;
 
-fn events(c: &FakeCluster) -> Vec<String> {
-    c.writes()
-        .into_iter()
-        .filter(|w| w.starts_with("EVENT"))
-        .collect()
-}
-
 fn status_message(c: &FakeCluster) -> String {
     c.get(CANARY).unwrap()["status"]["message"]
         .as_str()

@@ -12,7 +12,6 @@ use fledge_controller::cluster::{Error, error_policy};
 use kube::runtime::controller::Action;
 use serde_json::json;
 
-const SERVICES: &str = "/api/v1/namespaces/test/services";
 /// Every reconcile of an initialised Canary first brings the routing objects up to date.
 const ROUTER_RECONCILE: &str = "ROUTER reconcile istio";
 
@@ -32,13 +31,6 @@ fn last_write_to(c: &FakeCluster, path: &str) -> serde_json::Value {
         .find(|call| call.is_write() && call.path == path)
         .map(|call| call.body)
         .unwrap_or_else(|| panic!("no write to {path}"))
-}
-
-fn events(c: &FakeCluster) -> Vec<String> {
-    c.writes()
-        .into_iter()
-        .filter(|w| w.starts_with("EVENT"))
-        .collect()
 }
 
 /// A cluster whose rollout of `podinfo:2` has reached `weight` percent on the canary.
@@ -76,7 +68,7 @@ async fn a_new_canary_gets_the_finalizer_before_anything_else() {
 }
 
 #[tokio::test]
-async fn initialisation_clones_the_primary_creates_the_services_and_routes_all_to_it() {
+async fn initialisation_clones_the_primary_then_moves_the_apex_service_and_routes_to_it() {
     let c = cluster_with(canary(json!({})), Some(deployment("podinfo:1")));
     c.reconcile(&c.context()).await.unwrap();
     let reads: Vec<String> = c
@@ -90,11 +82,8 @@ async fn initialisation_clones_the_primary_creates_the_services_and_routes_all_t
         write_paths(&c),
         [
             format!("PATCH {PRIMARY}"),
-            format!("PATCH {SERVICES}/podinfo"),
             format!("PATCH {SERVICES}/podinfo-primary"),
             format!("PATCH {SERVICES}/podinfo-canary"),
-            "ROUTER reconcile istio".into(),
-            "ROUTER set_routes istio primary 100%, canary 0%".into(),
             format!("PATCH {CANARY}/status"),
         ]
     );
@@ -115,28 +104,32 @@ async fn initialisation_clones_the_primary_creates_the_services_and_routes_all_t
         primary["spec"]["template"]["spec"]["containers"][0]["image"],
         "podinfo:1"
     );
-    let apex = last_write_to(&c, &format!("{SERVICES}/podinfo"));
-    assert_eq!(apex["kind"], "Service");
-    assert_eq!(apex["spec"]["selector"]["app"], "podinfo-primary");
-    assert_eq!(
-        apex["spec"]["ports"],
-        json!([{"name": "http", "port": 9898, "protocol": "TCP", "targetPort": 9898}])
-    );
     let canary_svc = last_write_to(&c, &format!("{SERVICES}/podinfo-canary"));
     assert_eq!(canary_svc["spec"]["selector"]["app"], "podinfo");
     assert_eq!(c.phase(), "Initializing");
 
-    // The primary becomes ready: the target (now the canary) is scaled to zero.
+    // The primary becomes ready: the apex Service and the routes move to it, then the target
+    // (now the canary) is scaled to zero.
     c.settle();
     c.clear_calls();
     c.reconcile(&c.context()).await.unwrap();
     assert_eq!(
         write_paths(&c),
         [
+            format!("PATCH {SERVICES}/podinfo"),
+            ROUTER_RECONCILE.into(),
+            "ROUTER set_routes istio primary 100%, canary 0%".into(),
             format!("PATCH {TARGET}"),
             format!("POST {EVENTS}"),
             format!("PATCH {CANARY}/status"),
         ]
+    );
+    let apex = last_write_to(&c, &format!("{SERVICES}/podinfo"));
+    assert_eq!(apex["kind"], "Service");
+    assert_eq!(apex["spec"]["selector"]["app"], "podinfo-primary");
+    assert_eq!(
+        apex["spec"]["ports"],
+        json!([{"name": "http", "port": 9898, "protocol": "TCP", "targetPort": 9898}])
     );
     assert_eq!(last_write_to(&c, TARGET), json!({"spec": {"replicas": 0}}));
     assert_eq!(
@@ -303,12 +296,20 @@ async fn deleting_with_revert_on_deletion_restores_the_original_workload() {
     obj["metadata"]["deletionTimestamp"] = json!("2023-11-14T22:20:00Z");
     c.put(CANARY, obj);
     c.clear_calls();
+    // The target is scaled back up first; traffic moves once it is ready.
+    c.reconcile(&c.context()).await.unwrap();
+    assert_eq!(
+        write_paths(&c),
+        [format!("PATCH {TARGET}"), format!("PATCH {CANARY}/status")]
+    );
+    assert_eq!(last_write_to(&c, TARGET), json!({"spec": {"replicas": 2}}));
+    c.settle();
+    c.clear_calls();
     c.reconcile(&c.context()).await.unwrap();
     assert_eq!(
         write_paths(&c),
         [
             "ROUTER finalize istio".to_string(),
-            format!("PATCH {TARGET}"),
             format!("PATCH {SERVICES}/podinfo"),
             format!("DELETE {PRIMARY}"),
             format!("POST {EVENTS}"),
@@ -316,7 +317,6 @@ async fn deleting_with_revert_on_deletion_restores_the_original_workload() {
             format!("PATCH {CANARY}"),
         ]
     );
-    assert_eq!(last_write_to(&c, TARGET), json!({"spec": {"replicas": 2}}));
     let apex = last_write_to(&c, &format!("{SERVICES}/podinfo"));
     assert_eq!(apex["spec"]["selector"]["app"], "podinfo");
     assert!(c.get(PRIMARY).is_none());

@@ -91,8 +91,11 @@ async fn a_controller_stopped_before_any_single_write_resumes_to_the_same_promot
         c.crash_at_write(n);
         full_rollout(&c, true).await;
         assert_eq!(outcome(&c), expected, "stopped before write {n}");
-        // The interrupted write was made again after the restart.
-        assert!(c.writes().len() > total, "stopped before write {n}");
+        // The interrupted write was made again after the restart; but an Event that failed is
+        // logged and counted, not retried (it must not undo the writes before it).
+        if !steady.writes()[n - 1].starts_with("EVENT") {
+            assert!(c.writes().len() > total, "stopped before write {n}");
+        }
         // Traffic never went further than the healthy rollout sends it.
         for w in c.writes() {
             assert!(!w.contains("canary 40%"), "stopped before write {n}: {w}");

@@ -21,7 +21,8 @@ pub mod workloads;
 pub use providers::{HookCall, Observer, Routing};
 pub use reconciler::{Config, Context, error_policy, reconcile, run};
 
-/// The finalizer that holds a Canary until its routing has been restored.
+/// The finalizer that holds a deleted Canary until its routing and the user's objects have been
+/// restored; added only once there is something to clean up.
 pub const FINALIZER: &str = "fledge.dev/finalizer";
 /// The annotation through which an operator sends a command (`promote` or `abort`).
 pub const COMMAND_ANNOTATION: &str = "fledge.dev/command";
@@ -66,9 +67,6 @@ pub enum Error {
     /// Publishing a Kubernetes Event failed.
     #[error("publishing an event: {0}")]
     PublishEvent(#[source] kube::Error),
-    /// Adding or removing the finalizer failed.
-    #[error("finalizer: {0}")]
-    Finalizer(#[source] Box<kube::runtime::finalizer::Error<Error>>),
     /// The object has no name or namespace (the API server never sends such a Canary).
     #[error("Canary without {0}")]
     Unnamed(&'static str),
@@ -94,7 +92,6 @@ impl Error {
             Error::Serialize { .. } => "serialize",
             Error::Route { .. } => "route",
             Error::PublishEvent(_) => "event",
-            Error::Finalizer(_) => "finalizer",
             Error::Unnamed(_) => "unnamed",
             Error::LogFilter { .. } => "log_filter",
             Error::Serve { .. } => "serve",

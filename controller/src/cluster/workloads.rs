@@ -169,8 +169,52 @@ pub fn primary_deployment(
     })
 }
 
-/// The Services `<svc>` (apex, to the primary), `<svc>-primary` and `<svc>-canary`.
-pub fn services(canary: &Canary, selector: &BTreeMap<String, String>) -> Vec<Service> {
+/// Containers that are a mesh's proxy, not the app: their ports are never discovered.
+const SIDECARS: &[&str] = &["istio-proxy", "envoy"];
+
+/// `service.portDiscovery`, as Flagger does it: every port of the target's containers (proxies
+/// left out) except the Service's own, named by its name or `tcp-<container>-<index>`.
+pub fn discovered_ports(canary: &Canary, target: &Deployment) -> BTreeMap<String, i32> {
+    let svc = &canary.spec.service;
+    if !svc.port_discovery {
+        return BTreeMap::new();
+    }
+    let containers = target
+        .spec
+        .as_ref()
+        .and_then(|s| s.template.spec.as_ref())
+        .map(|p| p.containers.as_slice())
+        .unwrap_or_default();
+    let mut ports = BTreeMap::new();
+    for c in containers
+        .iter()
+        .filter(|c| !SIDECARS.contains(&c.name.as_str()))
+    {
+        for (i, p) in c.ports.iter().flatten().enumerate() {
+            let own = match &svc.target_port {
+                None => p.container_port == svc.port,
+                Some(IntOrString::Int(t)) => p.container_port == *t,
+                Some(IntOrString::String(t)) => p.name.as_deref() == Some(t.as_str()),
+            };
+            if !own {
+                let name = p
+                    .name
+                    .clone()
+                    .unwrap_or_else(|| format!("tcp-{}-{i}", c.name));
+                ports.insert(name, p.container_port);
+            }
+        }
+    }
+    ports
+}
+
+/// The Services `<svc>` (apex, to the primary), `<svc>-primary` and `<svc>-canary`, with the
+/// Canary's port first and then the `discovered` ones.
+pub fn services(
+    canary: &Canary,
+    selector: &BTreeMap<String, String>,
+    discovered: &BTreeMap<String, i32>,
+) -> Vec<Service> {
     let svc = &canary.spec.service;
     let name = service_names(canary).apex;
     let primary = primary_labels(selector);
@@ -185,6 +229,15 @@ pub fn services(canary: &Canary, selector: &BTreeMap<String, String>) -> Vec<Ser
         }),
         ..ServicePort::default()
     };
+    let ports: Vec<ServicePort> = std::iter::once(port)
+        .chain(discovered.iter().map(|(name, p)| ServicePort {
+            name: Some(name.clone()),
+            port: *p,
+            protocol: Some("TCP".into()),
+            target_port: Some(K8sIntOrString::Int(*p)),
+            ..ServicePort::default()
+        }))
+        .collect();
     let build =
         |name: String, selector: &BTreeMap<String, String>, meta: Option<&ObjectMetadata>| {
             let meta = meta.cloned().unwrap_or_default();
@@ -200,7 +253,7 @@ pub fn services(canary: &Canary, selector: &BTreeMap<String, String>) -> Vec<Ser
                 spec: Some(ServiceSpec {
                     type_: Some("ClusterIP".into()),
                     selector: Some(selector.clone()),
-                    ports: Some(vec![port.clone()]),
+                    ports: Some(ports.clone()),
                     ..ServiceSpec::default()
                 }),
                 status: None,
@@ -264,6 +317,24 @@ impl Workloads {
             .get_opt(name)
             .await
             .map_err(read("Deployment", name))
+    }
+
+    /// A Service, or `None` when it does not exist.
+    pub async fn service(&self, name: &str) -> Result<Option<Service>> {
+        self.services
+            .get_opt(name)
+            .await
+            .map_err(read("Service", name))
+    }
+
+    /// A JSON merge patch of a Service: for fields other managers own as well (a user's
+    /// Service), where an apply would leave their values in place.
+    pub async fn merge_service(&self, name: &str, body: &serde_json::Value) -> Result<()> {
+        self.services
+            .patch(name, &PatchParams::default(), &Patch::Merge(body))
+            .await
+            .map_err(write("Service", name))?;
+        Ok(())
     }
 
     pub async fn hpa(&self, name: &str) -> Result<Option<HorizontalPodAutoscaler>> {
@@ -451,7 +522,7 @@ mod tests {
         let selector = selector_labels(&target("podinfo:1")).unwrap();
         let mut c = canary();
         c.spec.service.port = 9898;
-        let svcs = services(&c, &selector);
+        let svcs = services(&c, &selector, &BTreeMap::new());
         let names: Vec<_> = svcs
             .iter()
             .map(|s| s.metadata.name.clone().unwrap())

@@ -255,7 +255,8 @@ pub enum Severity {
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase", tag = "action")]
 pub enum Action {
-    /// Clone the target into the primary, create the Services and the routes (all to primary).
+    /// Clone the target into the primary (and its Services); the apex Service and the routes
+    /// move to it with the `SetRoutes` that follows once it is ready.
     InitializePrimary,
     /// Scale the canary up to its desired replicas, or down to zero.
     ScaleCanary { up: bool },
@@ -493,8 +494,8 @@ impl Tick<'_> {
         if self.s.revision.is_none() {
             self.s.revision = Some(self.obs.revision.clone());
             self.s.phase_since = self.now;
+            // The primary alone: traffic keeps reaching the original pods until it is ready.
             self.actions.push(Action::InitializePrimary);
-            self.set_routes(0, None, false);
         }
         let primary = self.obs.primary;
         if !primary.meets(self.spec.primary_ready_threshold) {
@@ -508,6 +509,8 @@ impl Tick<'_> {
         // The primary runs the revision it was cloned from: that revision counts as promoted.
         self.s.revision = Some(self.obs.revision.clone());
         self.s.promoted_revision = self.s.revision.clone();
+        // Traffic moves to the ready primary first; only then does the target stop serving.
+        self.set_routes(0, None, false);
         self.actions.push(Action::ScaleCanary { up: false });
         self.set_phase(Phase::Initialized);
         self.event(

@@ -748,3 +748,31 @@ pub async fn run_until(c: &FakeCluster, phase: &str, limit: usize) -> usize {
         c.phase()
     );
 }
+
+/// The Services of the test Canary.
+pub const SERVICES: &str = "/api/v1/namespaces/test/services";
+
+/// The Warning and Normal Events written since the last `clear_calls`, as summaries.
+pub fn events(c: &FakeCluster) -> Vec<String> {
+    c.writes()
+        .into_iter()
+        .filter(|w| w.starts_with("EVENT"))
+        .collect()
+}
+
+/// Initialises the Canary, deploys `podinfo:2` and reconciles (an interval apart) until the
+/// canary gets `weight` percent; the call log is cleared and the clock stands at the step.
+pub async fn progressing_at(c: &FakeCluster, weight: u8) {
+    run_until(c, "Initialized", 5).await;
+    set_image(c, "podinfo:2");
+    for _ in 0..10 {
+        c.advance_clock(Duration::from_secs(60));
+        c.reconcile(&c.context()).await.expect("reconcile");
+        c.settle();
+        if c.phase() == "Progressing" && c.routes().is_some_and(|r| r.canary == weight) {
+            c.clear_calls();
+            return;
+        }
+    }
+    panic!("no {weight}% step; at {}", c.phase());
+}

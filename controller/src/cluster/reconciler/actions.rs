@@ -3,7 +3,6 @@
 
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::autoscaling::v2::HorizontalPodAutoscaler;
-use kube::runtime::events::EventType;
 use tracing::{info, warn};
 
 use super::super::Result;
@@ -12,41 +11,9 @@ use super::problems::event_reason;
 use super::tick::Tick;
 use crate::rollout::{Action, HookOutcome, Phase, RolloutState};
 use crate::router::Routes;
-use crate::routes::service_names;
-use crate::spec::{HookGate, RolloutSpec};
+use crate::spec::{HookGate, RolloutSpec, validate};
 
 impl Tick<'_> {
-    /// Puts routes edited by hand (or deleted) back to what the state says they are.
-    pub(super) async fn restore_drifted_routes(&self, state: &RolloutState) -> Result<()> {
-        if matches!(state.phase, Phase::Terminating | Phase::Terminated) {
-            return Ok(());
-        }
-        let want = Routes {
-            primary: state.primary_weight(),
-            canary: state.canary_weight,
-            mirror: state.mirror,
-            matched: state.matched,
-        };
-        let found = self
-            .ctx
-            .routing
-            .get_routes(self.provider()?, self.canary)
-            .await;
-        let found = match found {
-            Ok(found) if found == want => return Ok(()),
-            Ok(found) => found.to_string(),
-            Err(e) => format!("unreadable ({e})"),
-        };
-        let message = format!(
-            "routes of {} differ from the recorded state (found {found}: edited by hand, or left \
-             by an interrupted reconcile); restored to {want}",
-            service_names(self.canary).apex
-        );
-        self.publish(EventType::Warning, "RoutesRestored", &message)
-            .await?;
-        self.set_routes(want).await
-    }
-
     pub(super) async fn set_routes(&self, weights: Routes) -> Result<()> {
         self.ctx
             .routing
@@ -98,6 +65,10 @@ impl Tick<'_> {
                 mirror,
                 matched,
             } => {
+                // Only onboarding ends in `Initialized`: the primary is ready, traffic moves.
+                if next.phase == Phase::Initialized {
+                    self.route_to_primary(target).await?;
+                }
                 self.set_routes(Routes {
                     primary,
                     canary,
@@ -119,11 +90,15 @@ impl Tick<'_> {
             }
             Action::Event { severity, message } => {
                 let (type_, reason) = event_reason(severity, next.phase);
-                self.publish(type_, reason, &message).await?;
+                self.publish(type_, reason, &message).await;
                 self.notify(spec, HookGate::Event, next, &message).await;
                 Ok(())
             }
-            Action::Finalize { revert } => self.finalize(revert, Some(target), primary).await,
+            // Only a deleted Canary is finalised; its cleanup carries this action out itself,
+            // for it may have to wait for the target.
+            Action::Finalize { revert } => {
+                self.finalize(revert, Some(target), primary).await.map(drop)
+            }
         }
     }
 
@@ -136,15 +111,18 @@ impl Tick<'_> {
         match action {
             Action::Event { severity, message } => {
                 let (type_, reason) = event_reason(severity, next.phase);
-                self.publish(type_, reason, &message).await
+                self.publish(type_, reason, &message).await;
+                Ok(())
             }
-            Action::Finalize { revert } => self.finalize(revert, None, None).await,
+            Action::Finalize { revert } => self.finalize(revert, None, None).await.map(drop),
             Action::SetRoutes { .. } => self.set_routes(Routes::PRIMARY_ONLY).await,
             _ => Ok(()),
         }
     }
 
-    /// The primary, the Services, the primary's HPA and the routes (all to the primary).
+    /// The primary, its HPA and the `-primary` and `-canary` Services. The apex Service and the
+    /// routes wait for the primary to be ready ([`Tick::keep_services`]), so that traffic keeps
+    /// reaching the original pods until then.
     pub(super) async fn initialize(&self, target: &Deployment) -> Result<()> {
         let replicas = target
             .spec
@@ -153,17 +131,10 @@ impl Tick<'_> {
             .filter(|r| *r > 0)
             .or(Some(1));
         self.apply_primary(target, replicas).await?;
-        // The selector was checked before the core ran.
-        let selector = workloads::selector_labels(target).unwrap_or_default();
-        for svc in workloads::services(self.canary, &selector) {
+        for svc in self.desired_services(target).into_iter().skip(1) {
             self.workloads.apply_service(&svc).await?;
         }
-        self.sync_autoscaler().await?;
-        self.ctx
-            .routing
-            .reconcile(self.provider()?, self.canary)
-            .await
-            .map_err(|m| self.route_error(m))
+        self.sync_autoscaler().await
     }
 
     pub(super) async fn apply_primary(
@@ -216,37 +187,49 @@ impl Tick<'_> {
         Ok(from_hpa.or(from_primary).unwrap_or(1).max(1))
     }
 
+    /// The Canary goes: all traffic back to the primary and a user's apex Service given back.
+    /// With `revert`, the original workload serves again: the target is scaled up and, only
+    /// once it is ready, traffic and the apex Service move to it and the primary goes. Returns
+    /// `Ok(false)` while waiting for the target.
     pub(super) async fn finalize(
         &self,
         revert: bool,
         target: Option<&Deployment>,
         primary: Option<&Deployment>,
-    ) -> Result<()> {
-        self.ctx
-            .routing
-            .finalize(self.provider()?, self.canary)
-            .await
-            .map_err(|m| self.route_error(m))?;
+    ) -> Result<bool> {
         let Some(target) = target.filter(|_| revert) else {
-            return Ok(());
+            self.ctx
+                .routing
+                .finalize(self.provider()?, self.canary)
+                .await
+                .map_err(|m| self.route_error(m))?;
+            self.give_back_apex(false, target).await?;
+            return Ok(true);
         };
-        // Restore the original workload: the target serves again, the apex Service selects it,
-        // and the primary goes.
         let replicas = primary
             .and_then(|p| p.spec.as_ref())
             .and_then(|s| s.replicas)
             .unwrap_or(1)
             .max(1);
-        self.workloads
-            .scale(&self.canary.spec.target_ref.name, replicas)
-            .await?;
-        if let Ok(selector) = workloads::selector_labels(target) {
-            let mut apex = workloads::services(self.canary, &selector).remove(0);
-            if let Some(spec) = apex.spec.as_mut() {
-                spec.selector = Some(selector);
-            }
-            self.workloads.apply_service(&apex).await?;
+        let current = target.spec.as_ref().and_then(|s| s.replicas);
+        if current != Some(replicas) {
+            self.workloads
+                .scale(&self.canary.spec.target_ref.name, replicas)
+                .await?;
+            return Ok(false);
         }
+        let threshold = validate(&self.canary.spec)
+            .map(|s| s.canary_ready_threshold)
+            .unwrap_or(100);
+        if !workloads::readiness(target).meets(threshold) {
+            return Ok(false);
+        }
+        self.ctx
+            .routing
+            .finalize(self.provider()?, self.canary)
+            .await
+            .map_err(|m| self.route_error(m))?;
+        self.give_back_apex(true, Some(target)).await?;
         if let Some(r) = &self.canary.spec.autoscaler_ref {
             self.workloads
                 .delete_hpa(&workloads::primary_name(&r.name))
@@ -254,6 +237,7 @@ impl Tick<'_> {
         }
         self.workloads
             .delete_deployment(&workloads::primary_name(&self.canary.spec.target_ref.name))
-            .await
+            .await?;
+        Ok(true)
     }
 }

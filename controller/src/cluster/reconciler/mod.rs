@@ -16,25 +16,25 @@
 //! Canary is looked at again later. Routes edited by hand are put back, with an Event.
 //!
 //! The rooms: [`context`] (what every reconcile needs), [`wiring`] (the watches), `tick` (one
-//! reconcile), `observing` (the observation plan's executor), `actions` (carrying out the core's
-//! actions) and `problems` (conditions and Events).
+//! reconcile), `finalizer` (held only while there is something to clean up), `observing` (the observation plan's executor), `actions` (carrying out the core's
+//! actions), `repairs` (what is put back every tick) and `problems` (conditions and Events).
 
 mod actions;
 mod context;
+mod finalizer;
 mod observing;
 mod problems;
+mod repairs;
 mod tick;
 mod wiring;
 
 use std::sync::Arc;
 
 use kube::ResourceExt;
-use kube::api::Api;
 use kube::runtime::controller::Action as Requeue;
-use kube::runtime::finalizer::{self, Event as Finalizing, finalizer};
 use tracing::{Instrument, info_span, warn};
 
-use super::{Error, FINALIZER, Result};
+use super::{Error, Result};
 use crate::spec::Canary;
 use context::key;
 use tick::Tick;
@@ -42,26 +42,29 @@ use tick::Tick;
 pub use context::{Backoff, Clock, Config, Context};
 pub use wiring::run;
 
-/// Reconciles one Canary: the finalizer first, then a tick of the rollout (or its cleanup).
+/// Reconciles one Canary: a tick of the rollout or, once it is deleted, its cleanup and then
+/// the finalizer's removal.
 pub async fn reconcile(canary: Arc<Canary>, ctx: Arc<Context>) -> Result<Requeue> {
     let namespace = canary.namespace().ok_or(Error::Unnamed("namespace"))?;
     let name = canary.name_any();
     let span = info_span!("reconcile", namespace = %namespace, canary = %name);
     let _timer = ctx.metrics.reconcile_started();
-    let api: Api<Canary> = Api::namespaced(ctx.client.clone(), &namespace);
     let key = key(&canary);
-    let result = finalizer(&api, FINALIZER, canary, |event| async {
-        match event {
-            Finalizing::Apply(c) => Tick::new(&c, &ctx)?.apply().await,
-            Finalizing::Cleanup(c) => Tick::new(&c, &ctx)?.cleanup().await,
+    let result = async {
+        let tick = Tick::new(&canary, &ctx)?;
+        if canary.metadata.deletion_timestamp.is_none() {
+            tick.apply().await
+        } else if !tick.held() {
+            Ok(Requeue::await_change())
+        } else {
+            match tick.cleanup().await? {
+                Some(wait) => Ok(wait),
+                None => tick.release().await.map(|()| Requeue::await_change()),
+            }
         }
-    })
+    }
     .instrument(span)
-    .await
-    .map_err(|e| match e {
-        finalizer::Error::ApplyFailed(e) | finalizer::Error::CleanupFailed(e) => e,
-        other => Error::Finalizer(Box::new(other)),
-    });
+    .await;
     if result.is_ok() {
         ctx.backoff.succeeded(&key);
     }

@@ -19,6 +19,8 @@ pub(super) enum Problem {
     TargetNotFound(String),
     Workload(WorkloadProblem),
     UnknownCommand(String),
+    /// Objects of the rollout deleted or edited by hand, and put back (one line each).
+    PutBack(Vec<String>),
 }
 
 impl Problem {
@@ -30,6 +32,7 @@ impl Problem {
             Problem::Workload(WorkloadProblem::NoSelector { .. }) => "TargetWithoutSelector",
             Problem::Workload(WorkloadProblem::UnsupportedKind { .. }) => "UnsupportedTarget",
             Problem::UnknownCommand(_) => "UnknownCommand",
+            Problem::PutBack(_) => "PutBack",
         }
     }
 
@@ -47,6 +50,9 @@ impl Problem {
             Problem::UnknownCommand(c) => format!(
                 "annotation {COMMAND_ANNOTATION}: unknown command `{c}`; expected promote or abort"
             ),
+            Problem::PutBack(what) => {
+                format!("{}; the rollout holds for this tick", what.join("; "))
+            }
         }
     }
 }
@@ -59,7 +65,7 @@ impl Tick<'_> {
         let current = self.canary.status.as_ref();
         if current.and_then(|s| s.message.as_deref()) != Some(message.as_str()) {
             self.publish(EventType::Warning, problem.reason(), &message)
-                .await?;
+                .await;
             status::write(
                 &self.api,
                 self.canary,
@@ -70,12 +76,10 @@ impl Tick<'_> {
         Ok(Requeue::requeue(self.ctx.config.poll * 6))
     }
 
-    pub(super) async fn publish(
-        &self,
-        type_: EventType,
-        reason: &str,
-        message: &str,
-    ) -> Result<()> {
+    /// Publishes an Event. A failure is logged and counted (`fledge_reconcile_errors_total`
+    /// with `error="event"`), never returned: by the time an Event is due, routes may have been
+    /// written, and aborting would leave them unrecorded in the status.
+    pub(super) async fn publish(&self, type_: EventType, reason: &str, message: &str) {
         // The Events API caps a note at 1 kB.
         let note: String = message.chars().take(1000).collect();
         let event = KubeEvent {
@@ -87,10 +91,14 @@ impl Tick<'_> {
         };
         // A recorder per Event: a recorder merges Events of the same reason into a series and
         // drops the later note, and two decisions of one reconcile often share a reason.
-        Recorder::new(self.ctx.client.clone(), self.ctx.reporter.clone())
+        let published = Recorder::new(self.ctx.client.clone(), self.ctx.reporter.clone())
             .publish(&event, &self.canary.object_ref(&()))
-            .await
-            .map_err(Error::PublishEvent)
+            .await;
+        if let Err(e) = published {
+            let error = Error::PublishEvent(e);
+            warn!(%error, reason, message, "event not published");
+            self.ctx.metrics.reconcile_failed(&error);
+        }
     }
 }
 

@@ -7,11 +7,15 @@ use kube::ResourceExt;
 use kube::api::{Api, Patch, PatchParams};
 use kube::runtime::controller::Action as Requeue;
 
+use k8s_openapi::api::apps::v1::Deployment;
+
 use super::super::workloads::{self, WorkloadProblem, Workloads};
 use super::super::{COMMAND_ANNOTATION, Error, Result, status};
 use super::Context;
 use super::problems::Problem;
-use crate::rollout::{Command, Millis, Observation, Phase, RolloutState, advance, next_analysis};
+use crate::rollout::{
+    Action, Command, Millis, Observation, Phase, RolloutState, advance, next_analysis,
+};
 use crate::router::Routes;
 use crate::routes::{Provider, UnknownProvider};
 use crate::spec::{Canary, RolloutSpec, ValidationErrors, validate};
@@ -91,16 +95,29 @@ impl<'a> Tick<'a> {
                 return self.report(p).await;
             }
         };
+        if !self.held() {
+            // Before the first write a deletion would have to undo; the update wakes us again.
+            self.hold().await?;
+            return Ok(Requeue::await_change());
+        }
         let primary_name = workloads::primary_name(&spec.target);
-        let primary = self.workloads.deployment(&primary_name).await?;
-        if state.revision.is_some() && state.phase != Phase::Initializing {
-            // Picks up edits of the Canary's service and match rules; keeps the weights.
-            self.ctx
-                .routing
-                .reconcile(self.provider()?, self.canary)
-                .await
-                .map_err(|m| self.route_error(m))?;
-            self.restore_drifted_routes(&state).await?;
+        let mut primary = self.workloads.deployment(&primary_name).await?;
+        // Repairs, once initialisation has begun; none while the rollout is suspended.
+        if state.revision.is_some() && !spec.suspend {
+            let (kept, recreated) = self.keep_primary(&state, &target, primary).await?;
+            primary = kept;
+            // The apex Service and the routes move to the primary once it is ready, with the
+            // core's first `SetRoutes` (see `carry_out`).
+            let routed = state.phase != Phase::Initializing;
+            let mut put_back: Vec<String> = recreated.into_iter().collect();
+            put_back.extend(self.keep_services(&target, routed).await?);
+            if !put_back.is_empty() {
+                return self.report(Problem::PutBack(put_back)).await;
+            }
+            if routed {
+                self.reconcile_routing().await?;
+                self.restore_drifted_routes(&state, &spec).await?;
+            }
             self.sync_autoscaler().await?;
         }
         let obs = self
@@ -121,24 +138,22 @@ impl<'a> Tick<'a> {
         Ok(Requeue::requeue(self.requeue_after(&next, &spec)))
     }
 
-    /// The Canary is being deleted: routing goes back to the primary (and, with
-    /// `revertOnDeletion`, the target is restored) before the finalizer is removed.
-    pub(super) async fn cleanup(&self) -> Result<Requeue> {
+    /// The Canary is being deleted: routing goes back to the primary, a user's apex Service is
+    /// given back (and, with `revertOnDeletion`, the target restored) before the finalizer is
+    /// removed. Returns when to look again while the restored target is not ready yet, `None`
+    /// once the finalizer can go.
+    pub(super) async fn cleanup(&self) -> Result<Option<Requeue>> {
         let Ok(Some(mut state)) = status::recorded_state(self.canary.status.as_ref()) else {
             // Never initialised (or unreadable): there is no routing of ours to restore.
-            return Ok(Requeue::await_change());
+            return Ok(None);
         };
         if state.revision.is_none() {
-            return Ok(Requeue::await_change());
+            return Ok(None);
         }
         let Ok(spec) = validate(&self.canary.spec) else {
             // The spec was broken after initialisation: routing can still be restored.
-            self.ctx
-                .routing
-                .finalize(self.provider()?, self.canary)
-                .await
-                .map_err(|m| self.route_error(m))?;
-            return Ok(Requeue::await_change());
+            self.finalize(false, None, None).await?;
+            return Ok(None);
         };
         let target = self.workloads.deployment(&spec.target).await?;
         let primary = self
@@ -157,6 +172,15 @@ impl<'a> Tick<'a> {
             }
             let (next, actions) = advance(&state, &spec, &obs, self.now);
             for action in actions {
+                if let Action::Finalize { revert } = action {
+                    if !self
+                        .finalize(revert, target.as_ref(), primary.as_ref())
+                        .await?
+                    {
+                        return self.wait_for_target(&spec, target.as_ref()).await;
+                    }
+                    continue;
+                }
                 match &target {
                     Some(t) => {
                         self.carry_out(action, &spec, &next, t, primary.as_ref())
@@ -168,7 +192,30 @@ impl<'a> Tick<'a> {
             state = next;
         }
         status::write(&self.api, self.canary, &status::status_of(&state)).await?;
-        Ok(Requeue::await_change())
+        Ok(None)
+    }
+
+    /// `revertOnDeletion` waits for the target before traffic moves back: said in the status
+    /// (the recorded state is left as it is, so the finalisation is asked for again).
+    async fn wait_for_target(
+        &self,
+        spec: &RolloutSpec,
+        target: Option<&Deployment>,
+    ) -> Result<Option<Requeue>> {
+        let readiness = target.map(workloads::readiness).unwrap_or_default();
+        let message = format!(
+            "Canary deleted: waiting for {} to be ready ({readiness}) before traffic moves back \
+             to it (spec.revertOnDeletion)",
+            spec.target
+        );
+        let current = self.canary.status.as_ref();
+        status::write(
+            &self.api,
+            self.canary,
+            &status::with_message(current, &message),
+        )
+        .await?;
+        Ok(Some(Requeue::requeue(self.ctx.config.poll)))
     }
 
     pub(super) fn command(&self) -> Result<Option<Command>, Problem> {

@@ -1,0 +1,163 @@
+//! Onboarding and offboarding never hurt the app: traffic moves to the primary only once it is
+//! ready, what the user owned before the Canary is never given an owner nor deleted and is given
+//! back as it was, and `revertOnDeletion` moves traffic back only to a ready target.
+#![cfg(feature = "cluster")]
+
+mod cluster_support;
+
+use cluster_support::*;
+use serde_json::json;
+
+const APEX: &str = "/api/v1/namespaces/test/services/podinfo";
+
+/// The Service the user had before the Canary: the original pods, on a port named `web`.
+fn user_service() -> serde_json::Value {
+    json!({
+        "apiVersion": "v1", "kind": "Service",
+        "metadata": {"name": "podinfo", "namespace": NS, "labels": {"team": "a"}},
+        "spec": {"type": "LoadBalancer", "selector": {"app": "podinfo", "tier": "web"},
+                 "ports": [{"name": "web", "port": 9898, "targetPort": 9898,
+                            "protocol": "TCP", "nodePort": 31000}]}
+    })
+}
+
+fn write_paths(c: &FakeCluster) -> Vec<String> {
+    c.calls()
+        .iter()
+        .filter(|call| call.is_write())
+        .map(|call| format!("{} {}", call.method, call.path))
+        .collect()
+}
+
+fn delete_canary(c: &FakeCluster) {
+    let mut obj = c.get(CANARY).unwrap();
+    obj["metadata"]["deletionTimestamp"] = json!("2023-11-14T22:20:00Z");
+    c.put(CANARY, obj);
+    c.clear_calls();
+}
+
+#[tokio::test]
+async fn the_apex_service_and_the_routes_move_to_the_primary_only_once_it_is_ready() {
+    let c = cluster_with(canary(json!({})), Some(deployment("podinfo:1")));
+    c.put(APEX, user_service());
+    c.reconcile(&c.context()).await.unwrap();
+    assert_eq!(
+        write_paths(&c),
+        [
+            format!("PATCH {PRIMARY}"),
+            format!("PATCH {SERVICES}/podinfo-primary"),
+            format!("PATCH {SERVICES}/podinfo-canary"),
+            format!("PATCH {CANARY}/status"),
+        ]
+    );
+    assert_eq!(c.get(APEX).unwrap()["spec"]["selector"]["app"], "podinfo");
+    // Not ready yet: still nothing moves.
+    c.clear_calls();
+    c.reconcile(&c.context()).await.unwrap();
+    assert!(
+        write_paths(&c)
+            .iter()
+            .all(|w| !w.contains("ROUTER") && !w.ends_with(APEX))
+    );
+    c.settle();
+    c.clear_calls();
+    c.reconcile(&c.context()).await.unwrap();
+    assert_eq!(
+        write_paths(&c)[..5],
+        [
+            format!("PATCH {APEX}"),
+            "ROUTER reconcile istio".into(),
+            "ROUTER set_routes istio primary 100%, canary 0%".into(),
+            format!("PATCH {TARGET}"),
+            format!("POST {EVENTS}"),
+        ]
+    );
+    assert_eq!(
+        c.get(APEX).unwrap()["spec"]["selector"]["app"],
+        "podinfo-primary"
+    );
+}
+
+#[tokio::test]
+async fn a_service_that_existed_before_the_canary_gets_no_owner_and_is_given_back_when_it_goes() {
+    let c = cluster_with(canary(json!({})), Some(deployment("podinfo:1")));
+    c.put(APEX, user_service());
+    run_until(&c, "Initialized", 5).await;
+    let apex = c.get(APEX).unwrap();
+    assert_eq!(apex["metadata"].get("ownerReferences"), None);
+    assert_eq!(apex["spec"]["type"], "LoadBalancer");
+    assert_eq!(apex["metadata"]["labels"], json!({"team": "a"}));
+    delete_canary(&c);
+    c.reconcile(&c.context()).await.unwrap();
+    let apex = c.get(APEX).expect("the user's Service stays");
+    let original = user_service();
+    assert_eq!(apex["spec"]["selector"], original["spec"]["selector"]);
+    assert_eq!(apex["spec"]["ports"], original["spec"]["ports"]);
+    assert_eq!(apex["metadata"].get("annotations"), Some(&json!({})));
+    assert_eq!(c.get(CANARY).unwrap()["metadata"]["finalizers"], json!([]));
+}
+
+#[tokio::test]
+async fn revert_on_deletion_moves_traffic_back_only_once_the_target_is_ready() {
+    let c = cluster_with(
+        canary(json!({"revertOnDeletion": true})),
+        Some(deployment("podinfo:1")),
+    );
+    run_until(&c, "Initialized", 5).await;
+    delete_canary(&c);
+    c.reconcile(&c.context()).await.unwrap();
+    // The target is scaled up; nothing else moves while its pods start.
+    assert_eq!(write_paths(&c)[0], format!("PATCH {TARGET}"));
+    assert!(
+        write_paths(&c)
+            .iter()
+            .all(|w| !w.contains("ROUTER") && !w.ends_with(APEX) && !w.starts_with("DELETE")),
+        "{:?}",
+        write_paths(&c)
+    );
+    assert!(c.get(PRIMARY).is_some());
+    assert_eq!(
+        c.get(CANARY).unwrap()["metadata"]["finalizers"],
+        json!(["fledge.dev/finalizer"])
+    );
+    c.settle();
+    c.clear_calls();
+    c.reconcile(&c.context()).await.unwrap();
+    let writes = write_paths(&c);
+    let at = |w: &str| writes.iter().position(|x| x == w).unwrap_or(usize::MAX);
+    assert!(
+        at("ROUTER finalize istio") < at(&format!("DELETE {PRIMARY}")),
+        "{writes:?}"
+    );
+    assert!(
+        at(&format!("PATCH {APEX}")) < at(&format!("DELETE {PRIMARY}")),
+        "{writes:?}"
+    );
+    assert_eq!(c.get(APEX).unwrap()["spec"]["selector"]["app"], "podinfo");
+    // Left to the user, so that the app keeps its Service when the Canary goes.
+    assert_eq!(
+        c.get(APEX).unwrap()["metadata"].get("ownerReferences"),
+        None
+    );
+    assert!(c.get(PRIMARY).is_none());
+    assert_eq!(c.get(CANARY).unwrap()["metadata"]["finalizers"], json!([]));
+}
+
+#[tokio::test]
+async fn a_canary_with_nothing_to_clean_up_gets_no_finalizer() {
+    let mut obj = canary(json!({}));
+    obj["metadata"]["finalizers"] = json!(null);
+    let c = cluster_with(obj, None);
+    c.reconcile(&c.context()).await.unwrap();
+    assert!(!write_paths(&c).contains(&format!("PATCH {CANARY}")));
+    assert!(c.get(CANARY).unwrap()["metadata"]["finalizers"].is_null());
+    // Once there is something to clean up, the finalizer comes first.
+    c.put(TARGET, deployment("podinfo:1"));
+    c.clear_calls();
+    c.reconcile(&c.context()).await.unwrap();
+    assert_eq!(write_paths(&c), [format!("PATCH {CANARY}")]);
+    assert_eq!(
+        c.get(CANARY).unwrap()["metadata"]["finalizers"],
+        json!(["fledge.dev/finalizer"])
+    );
+}
