@@ -115,10 +115,20 @@ async fn revert_on_deletion_moves_traffic_back_only_once_the_target_is_ready() {
         "{:?}",
         write_paths(&c)
     );
+    // Looked at again while its pods start: still waiting.
+    c.clear_calls();
+    c.reconcile(&c.context()).await.unwrap();
+    assert_eq!(write_paths(&c), [format!("PATCH {CANARY}/status")]);
     assert!(c.get(PRIMARY).is_some());
     assert_eq!(
         c.get(CANARY).unwrap()["metadata"]["finalizers"],
         json!(["fledge.dev/finalizer"])
+    );
+    assert!(
+        c.get(CANARY).unwrap()["status"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("waiting for podinfo to be ready (0/2 ready)")
     );
     c.settle();
     c.clear_calls();

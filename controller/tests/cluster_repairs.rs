@@ -25,9 +25,10 @@ async fn the_route_drift_repair_is_skipped_while_the_rollout_is_suspended() {
     let mut obj = c.get(CANARY).unwrap();
     obj["spec"]["suspend"] = json!(true);
     c.put(CANARY, obj);
+    // More than recorded: a repair would bring it down; suspended, it is left alone.
     let edited = Routes {
-        primary: 100,
-        canary: 0,
+        primary: 50,
+        canary: 50,
         mirror: None,
         matched: false,
     };
