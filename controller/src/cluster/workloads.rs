@@ -11,14 +11,14 @@ use std::fmt;
 
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::autoscaling::v2::HorizontalPodAutoscaler;
-use k8s_openapi::api::core::v1::{Service, ServicePort, ServiceSpec};
+use k8s_openapi::api::core::v1::{Pod, Service, ServicePort, ServiceSpec};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta, OwnerReference};
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString as K8sIntOrString;
-use kube::api::{Api, DeleteParams, Patch, PatchParams};
+use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams};
 use kube::{Client, Resource};
 
 use super::{Error, FIELD_MANAGER, Result};
-use crate::rollout::Readiness;
+use crate::rollout::{PodState, Readiness};
 use crate::routes::service_names;
 use crate::spec::{Canary, IntOrString, ObjectMetadata};
 
@@ -105,6 +105,52 @@ pub fn selector_labels(target: &Deployment) -> Result<BTreeMap<String, String>, 
         });
     }
     Ok(labels)
+}
+
+/// The containers of `pods` that are not ready, and why, for the core to judge: a waiting
+/// container by the kubelet's reason, a running one whose readiness probe fails (its startup
+/// probe, if any, passed) as `NotReady` since it started.
+pub fn pod_states(pods: &[Pod]) -> Vec<PodState> {
+    let mut states = Vec::new();
+    for pod in pods {
+        let name = pod.metadata.name.clone().unwrap_or_default();
+        let statuses = pod
+            .status
+            .iter()
+            .flat_map(|s| s.container_statuses.iter().flatten());
+        for c in statuses.filter(|c| !c.ready) {
+            let state = c.state.clone().unwrap_or_default();
+            let (reason, message, running_since) = if let Some(w) = state.waiting {
+                (
+                    w.reason.unwrap_or_default(),
+                    w.message.unwrap_or_default(),
+                    None,
+                )
+            } else if let Some(r) = state.running.filter(|_| c.started != Some(false)) {
+                let since = r
+                    .started_at
+                    .and_then(|t| u64::try_from(t.0.as_millisecond()).ok());
+                (
+                    "NotReady".to_string(),
+                    "readiness probe failing".to_string(),
+                    since,
+                )
+            } else {
+                continue;
+            };
+            if reason.is_empty() {
+                continue;
+            }
+            states.push(PodState {
+                pod: name.clone(),
+                container: c.name.clone(),
+                reason,
+                message,
+                running_since,
+            });
+        }
+    }
+    states
 }
 
 /// The selector labels of the primary: every value `v` becomes `v-primary`.
@@ -288,6 +334,7 @@ pub fn primary_hpa(canary: &Canary, hpa: &HorizontalPodAutoscaler) -> Horizontal
 /// Reads and writes the workloads of one namespace.
 pub struct Workloads {
     deployments: Api<Deployment>,
+    pods: Api<Pod>,
     services: Api<Service>,
     hpas: Api<HorizontalPodAutoscaler>,
 }
@@ -306,6 +353,7 @@ impl Workloads {
     pub fn new(client: Client, namespace: &str) -> Self {
         Workloads {
             deployments: Api::namespaced(client.clone(), namespace),
+            pods: Api::namespaced(client.clone(), namespace),
             services: Api::namespaced(client.clone(), namespace),
             hpas: Api::namespaced(client, namespace),
         }
@@ -317,6 +365,18 @@ impl Workloads {
             .get_opt(name)
             .await
             .map_err(read("Deployment", name))
+    }
+
+    /// The pods a Deployment's selector labels select.
+    pub async fn pods(&self, selector: &BTreeMap<String, String>) -> Result<Vec<Pod>> {
+        let labels: Vec<String> = selector.iter().map(|(k, v)| format!("{k}={v}")).collect();
+        let params = ListParams::default().labels(&labels.join(","));
+        let list = self
+            .pods
+            .list(&params)
+            .await
+            .map_err(read("Pod", &labels.join(",")))?;
+        Ok(list.items)
     }
 
     /// A Service, or `None` when it does not exist.

@@ -190,6 +190,33 @@ impl fmt::Display for Readiness {
     }
 }
 
+/// A container of a canary pod that is not ready.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct PodState {
+    pub pod: String,
+    pub container: String,
+    /// The kubelet's reason: why the container waits (`CrashLoopBackOff`, `ImagePullBackOff`,
+    /// ...), or `NotReady` for one that runs and fails its readiness probe.
+    pub reason: String,
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub message: String,
+    /// For `NotReady`: since when it has been running (its startup probe, if any, passed).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub running_since: Option<Millis>,
+}
+
+/// Waiting reasons from which a container does not recover by waiting longer.
+const FATAL_REASONS: &[&str] = &[
+    "CrashLoopBackOff",
+    "ImagePullBackOff",
+    "ErrImagePull",
+    "InvalidImageName",
+    "CreateContainerConfigError",
+    "CreateContainerError",
+    "RunContainerError",
+];
+
 /// A webhook's answer.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase", tag = "outcome", content = "reason")]
@@ -225,6 +252,10 @@ pub struct Observation {
     /// Answers by webhook name, for the hooks [`wants`] asked for.
     #[serde(default)]
     pub hooks: BTreeMap<String, HookOutcome>,
+    /// The canary's containers that are not ready and why, as the shell saw them (only asked
+    /// for while a rollout waits on the canary): the core decides which ones fail the rollout.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub canary_pods: Vec<PodState>,
     /// The Canary is being deleted.
     #[serde(default)]
     pub deleting: bool,
@@ -635,6 +666,9 @@ impl Tick<'_> {
         if let Some(hook) = triggered {
             return self.rollback(format!("rollback hook {} asked for a rollback", hook.name));
         }
+        if let Some(why) = self.failing_canary() {
+            return self.rollback(why);
+        }
         if !self.workloads_ready() {
             return;
         }
@@ -691,6 +725,40 @@ impl Tick<'_> {
             Strategy::BlueGreen { iterations, mirror } => self.blue_green_step(iterations, mirror),
             Strategy::AbTesting { iterations, .. } => self.ab_step(iterations),
         }
+    }
+
+    /// A canary that will not become ready by waiting (flagger#1533): a container that
+    /// crash-loops or cannot be pulled or created, or one that has run an `interval` without
+    /// passing its readiness probe. Rolled back at once rather than at the progress deadline.
+    fn failing_canary(&self) -> Option<String> {
+        if self.obs.canary.meets(self.spec.canary_ready_threshold) {
+            return None;
+        }
+        let interval = self.spec.interval.millis();
+        let fatal = |p: &PodState| FATAL_REASONS.contains(&p.reason.as_str());
+        let failing = |p: &&PodState| {
+            fatal(p)
+                || p.running_since
+                    .is_some_and(|t| self.now.saturating_sub(t) >= interval)
+        };
+        let p = self.obs.canary_pods.iter().find(failing)?;
+        let what = if fatal(p) {
+            p.reason.clone()
+        } else {
+            format!(
+                "not ready after running for the analysis interval of {}",
+                self.spec.interval
+            )
+        };
+        let detail = if p.message.is_empty() || !fatal(p) {
+            String::new()
+        } else {
+            format!(" ({})", p.message)
+        };
+        Some(format!(
+            "canary pod {} container {}: {what}{detail}",
+            p.pod, p.container
+        ))
     }
 
     /// Both workloads must be ready for the analysis to mean anything; a rollout that stays

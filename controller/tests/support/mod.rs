@@ -167,6 +167,7 @@ impl Driver {
             },
             metrics,
             hooks,
+            canary_pods: Vec::new(),
             deleting: self.deleting,
             command: self.command,
         }

@@ -480,6 +480,8 @@ impl<'a> Harness<'a> {
                 .iter()
                 .flat_map(|g| self.answer_hooks(*g, now))
                 .collect(),
+            // The simulated pods never report container states (yet).
+            canary_pods: Vec::new(),
             deleting: self.deleting,
             command: None,
         };

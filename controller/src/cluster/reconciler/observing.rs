@@ -13,7 +13,7 @@ use super::super::{Error, Result};
 use super::tick::Tick;
 use crate::analysis::MetricReading;
 use crate::observe::{Measure, Measurement, QuerySource, Subject, plan, template_not_found};
-use crate::rollout::{Command, Observation, RolloutState, wants};
+use crate::rollout::{Command, Observation, Phase, RolloutState, wants};
 use crate::spec::{HookGate, MetricTemplate, MetricTemplateSpec, RolloutSpec};
 
 impl Tick<'_> {
@@ -41,12 +41,23 @@ impl Tick<'_> {
                 hooks.insert(hook.name.clone(), outcome);
             }
         }
+        let canary = workloads::readiness(target);
+        // Pods are read only while a rollout waits on a canary that is not ready.
+        let waiting = matches!(state.phase, Phase::Progressing | Phase::WaitingPromotion)
+            && !canary.meets(spec.canary_ready_threshold);
+        let canary_pods = match workloads::selector_labels(target) {
+            Ok(selector) if waiting => {
+                workloads::pod_states(&self.workloads.pods(&selector).await?)
+            }
+            _ => Vec::new(),
+        };
         Ok(Observation {
             revision,
-            canary: workloads::readiness(target),
+            canary,
             primary: primary.map(workloads::readiness).unwrap_or_default(),
             metrics,
             hooks,
+            canary_pods,
             deleting: false,
             command,
         })

@@ -1,0 +1,118 @@
+//! Fail fast, with the reason (fluxcd/flagger#1533): a canary whose pods crash-loop, cannot pull
+//! their image or fail readiness is rolled back within one interval, not at the progress
+//! deadline, and the pod's reason is in the Event and the status condition.
+#![cfg(feature = "cluster")]
+
+mod cluster_support;
+
+use std::time::Duration;
+
+use cluster_support::*;
+use serde_json::{Value, json};
+
+const PODS: &str = "/api/v1/namespaces/test/pods";
+
+fn pod(name: &str, container_status: Value) -> Value {
+    json!({
+        "apiVersion": "v1", "kind": "Pod",
+        "metadata": {"name": name, "namespace": NS, "labels": {"app": "podinfo"}},
+        "status": {"containerStatuses": [container_status]}
+    })
+}
+
+/// A rollout of `podinfo:2` that has just scaled the canary up; its pods have not started.
+async fn scaled_up(c: &FakeCluster) {
+    run_until(c, "Initialized", 5).await;
+    set_image(c, "podinfo:2");
+    c.advance_clock(Duration::from_secs(60));
+    c.reconcile(&c.context()).await.unwrap();
+    assert_eq!(c.phase(), "Progressing");
+    c.clear_calls();
+}
+
+fn rolled_back_with(c: &FakeCluster, reason: &str) {
+    let status = c.get(CANARY).unwrap()["status"].clone();
+    assert_eq!(status["phase"], "Failed");
+    let condition = status["conditions"][0]["message"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    assert!(condition.contains(reason), "{condition}");
+    let events = events(c);
+    assert!(
+        events
+            .iter()
+            .any(|e| e.starts_with("EVENT Warning RolledBack") && e.contains(reason)),
+        "{events:?}"
+    );
+    assert_eq!(c.routes().map(|r| r.canary), Some(0));
+}
+
+#[tokio::test]
+async fn a_crash_looping_canary_is_rolled_back_at_the_next_look_with_the_pods_reason() {
+    let c = cluster_with(canary(json!({})), Some(deployment("podinfo:1")));
+    scaled_up(&c).await;
+    c.put(
+        &format!("{PODS}/podinfo-7f9c-abcde"),
+        pod(
+            "podinfo-7f9c-abcde",
+            json!({"name": "podinfo", "ready": false, "restartCount": 3, "image": "podinfo:2",
+                   "imageID": "", "state": {"waiting": {"reason": "CrashLoopBackOff",
+                   "message": "back-off 40s restarting failed container"}}}),
+        ),
+    );
+    c.advance_clock(Duration::from_secs(10));
+    c.reconcile(&c.context()).await.unwrap();
+    rolled_back_with(
+        &c,
+        "canary pod podinfo-7f9c-abcde container podinfo: CrashLoopBackOff (back-off 40s \
+         restarting failed container)",
+    );
+}
+
+#[tokio::test]
+async fn a_canary_whose_image_cannot_be_pulled_is_rolled_back_with_the_reason() {
+    let c = cluster_with(canary(json!({})), Some(deployment("podinfo:1")));
+    scaled_up(&c).await;
+    c.put(
+        &format!("{PODS}/podinfo-7f9c-fghij"),
+        pod(
+            "podinfo-7f9c-fghij",
+            json!({"name": "podinfo", "ready": false, "restartCount": 0, "image": "podinfo:2",
+                   "imageID": "", "state": {"waiting": {"reason": "ImagePullBackOff"}}}),
+        ),
+    );
+    c.reconcile(&c.context()).await.unwrap();
+    rolled_back_with(&c, "container podinfo: ImagePullBackOff");
+}
+
+#[tokio::test]
+async fn a_canary_failing_readiness_for_an_interval_is_rolled_back_but_not_before() {
+    let c = cluster_with(canary(json!({})), Some(deployment("podinfo:1")));
+    scaled_up(&c).await;
+    // Running since the scale-up (the fake clock's time), never ready.
+    let started = "2023-11-14T22:15:20Z";
+    c.put(
+        &format!("{PODS}/podinfo-7f9c-klmno"),
+        pod(
+            "podinfo-7f9c-klmno",
+            json!({"name": "podinfo", "ready": false, "started": true, "restartCount": 0,
+                   "image": "podinfo:2", "imageID": "",
+                   "state": {"running": {"startedAt": started}}}),
+        ),
+    );
+    c.advance_clock(Duration::from_secs(30));
+    c.reconcile(&c.context()).await.unwrap();
+    assert_eq!(
+        c.phase(),
+        "Progressing",
+        "still starting within the interval"
+    );
+    c.advance_clock(Duration::from_secs(30));
+    c.reconcile(&c.context()).await.unwrap();
+    rolled_back_with(
+        &c,
+        "canary pod podinfo-7f9c-klmno container podinfo: not ready after running for the \
+         analysis interval of 1m",
+    );
+}
