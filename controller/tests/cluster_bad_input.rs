@@ -243,3 +243,48 @@ async fn a_canary_deleted_after_its_spec_was_broken_still_gets_its_routing_resto
     assert!(c.writes()[1].starts_with(&format!("PATCH {CANARY}")));
     assert_eq!(c.get(CANARY).unwrap()["metadata"]["finalizers"], json!([]));
 }
+
+fn stalled(c: &FakeCluster) -> Option<serde_json::Value> {
+    let status = c.get(CANARY).unwrap()["status"].clone();
+    status["conditions"]
+        .as_array()?
+        .iter()
+        .find(|cond| cond["type"] == "Stalled")
+        .cloned()
+}
+
+#[tokio::test]
+async fn bad_input_is_a_stalled_condition_naming_the_object_and_field_until_it_is_fixed() {
+    let c = cluster_with(canary(json!({})), None);
+    c.reconcile(&c.context()).await.unwrap();
+    let cond = stalled(&c).expect("a Stalled condition");
+    assert_eq!(
+        (&cond["status"], &cond["reason"], &cond["message"]),
+        (
+            &json!("True"),
+            &json!("TargetNotFound"),
+            &json!("target Deployment podinfo not found (spec.targetRef.name)")
+        )
+    );
+    // A target without a selector: named with its field; nothing is written for it.
+    let mut target = deployment("podinfo:1");
+    target["spec"]["selector"] = json!({});
+    c.put(TARGET, target);
+    c.clear_calls();
+    c.reconcile(&c.context()).await.unwrap();
+    let cond = stalled(&c).expect("a Stalled condition");
+    assert_eq!(cond["reason"], "TargetWithoutSelector");
+    assert!(
+        cond["message"]
+            .as_str()
+            .unwrap()
+            .contains("Deployment podinfo has no spec.selector.matchLabels")
+    );
+    assert!(c.get(PRIMARY).is_none());
+    assert!(c.routes().is_none());
+    // Fixed: the rollout starts and the condition goes.
+    c.put(TARGET, deployment("podinfo:1"));
+    c.settle();
+    run_until(&c, "Initialized", 5).await;
+    assert_eq!(stalled(&c), None);
+}

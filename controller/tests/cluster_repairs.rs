@@ -129,6 +129,19 @@ async fn a_hand_edited_service_is_put_back_naming_the_field_and_the_rollout_hold
     );
     let status = c.get(CANARY).unwrap()["status"].clone();
     assert_eq!(status["canaryWeight"], 10, "held, not advanced");
+    let stalled = status["conditions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|cond| cond["type"] == "Stalled")
+        .expect("a Stalled condition");
+    assert_eq!(stalled["reason"], "PutBack");
+    assert!(
+        stalled["message"]
+            .as_str()
+            .unwrap()
+            .contains("Service podinfo: spec.selector")
+    );
     assert_eq!(route_writes(&c), Vec::<String>::new());
 }
 

@@ -71,14 +71,39 @@ pub fn status_of(state: &RolloutState) -> CanaryStatus {
     }
 }
 
-/// A status carrying only a message, for a Canary the controller cannot act on (its previous
-/// state, if any, is kept).
+/// The condition of a Canary the controller cannot act on (kstatus's `Stalled`): why, naming
+/// the object and field. The next status recorded from a state no longer has it.
+pub const STALLED: &str = "Stalled";
+
+/// A status carrying only a message, for a Canary the controller cannot act on or waits on
+/// (its previous state, if any, is kept).
 pub fn with_message(status: Option<&CanaryStatus>, message: &str) -> CanaryStatus {
     let mut s = status.cloned().unwrap_or_default();
     if s.phase.is_empty() {
         s.phase = Phase::Initializing.to_string();
     }
     s.message = Some(message.to_string());
+    s
+}
+
+/// [`with_message`] and a `Stalled` condition with `reason`, set at `now`.
+pub fn stalled(
+    status: Option<&CanaryStatus>,
+    reason: &str,
+    message: &str,
+    now: Millis,
+) -> CanaryStatus {
+    let mut s = with_message(status, message);
+    s.conditions.retain(|c| c.type_ != STALLED);
+    let at = rfc3339(now);
+    s.conditions.push(CanaryCondition {
+        type_: STALLED.into(),
+        status: "True".into(),
+        last_update_time: Some(at.clone()),
+        last_transition_time: Some(at),
+        reason: Some(reason.into()),
+        message: Some(message.into()),
+    });
     s
 }
 

@@ -69,7 +69,7 @@ impl Tick<'_> {
             status::write(
                 &self.api,
                 self.canary,
-                &status::with_message(current, &message),
+                &status::stalled(current, problem.reason(), &message, self.now),
             )
             .await?;
         }
