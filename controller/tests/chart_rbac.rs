@@ -336,6 +336,13 @@ async fn a_life(default: &str, named: Option<&str>) -> FakeCluster {
     );
     set_image(&c, "podinfo:4");
     drive(&c, default, "Progressing").await;
+    // A canary not ready yet: the controller reads its pods for a reason to roll back at once.
+    let mut target = c.get(TARGET).unwrap();
+    target["status"]["readyReplicas"] = json!(0);
+    c.put(TARGET, target);
+    c.reconcile(&live_context(&c, default))
+        .await
+        .expect("reconcile");
     let mut obj = c.get(CANARY).unwrap();
     obj["metadata"]["annotations"] = json!({"fledge.dev/command": "abort"});
     c.put(CANARY, obj);
