@@ -435,3 +435,43 @@ fn flaggers_built_in_queries_evaluated_in_the_simulator_give_the_built_in_checks
         }
     }
 }
+
+/// Review of issue 11, defect 5: the two executors use different baselines when a step does not
+/// begin on a scrape (the simulator the last scrape at or before the step's start, so the
+/// previous step's traffic leaks in; the cluster the first scrape after it), so the same plan
+/// gives different counts (here canary +0.7% against -5.4%, primary +3.6% against -5.8%).
+#[tokio::test]
+#[ignore = "review r11 defect 5: fails until both executors count a step from the same scrape"]
+async fn both_executors_count_the_same_requests_when_the_step_begins_between_scrapes() {
+    let s = measure_a_step(62_500, 152_500).await;
+    assert_eq!(s.simulator, s.cluster);
+}
+
+/// Review of issue 11, defect 6: the simulator answers the threshold judge's built-in success
+/// rate exactly, but the cluster sends Flagger's `rate()` ratio, which drops a series with one
+/// sample in the window and extrapolates young ones. Right after traffic reaches a new canary
+/// (its series are young), the two disagree; the simulator does not rehearse the number the
+/// cluster decides on.
+#[test]
+#[ignore = "review r11 defect 6: fails until the simulator evaluates the built-in queries it rehearses"]
+fn the_built_in_success_rate_is_flaggers_query_while_the_canarys_series_are_young() {
+    let mut rig = Rig::new(3, 20.0, 0.03, 0);
+    rig.mesh.run_until(150 * SECONDS);
+    rig.route(20);
+    rig.mesh.run_until(180 * SECONDS);
+    let subject = Subject::of(&podinfo("threshold"));
+    let storage = Scraped::new(rig.mesh.telemetry(), Naming::Istio);
+    let m = Measurement {
+        metric: "request-success-rate".into(),
+        measure: Measure::SuccessRate,
+        range: Range {
+            from: 120_000,
+            to: 180_000,
+        },
+    };
+    let query =
+        builtin_query(metrics::Mesh::Istio, &m.measure, &subject, m.range).unwrap_or_default();
+    let cluster = promql::reading(promql::evaluate(&query, &storage, m.range.to));
+    let simulator = rig.read(&subject, &m);
+    assert_eq!(simulator, cluster);
+}

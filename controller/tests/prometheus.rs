@@ -638,3 +638,23 @@ async fn an_inline_query_is_rendered_and_sent_as_is() {
 fn an_address_that_is_not_a_url_is_refused() {
     assert!(Prometheus::new("not a url", StdDuration::from_secs(1), 0).is_err());
 }
+
+/// Review of issue 11, defect 7: a NaN failure count reads as 0 failures (`.filter(|f| !f.is_nan())
+/// .unwrap_or(0.0)` in `side_counts`), so garbage from Prometheus becomes evidence that the
+/// canary is healthy. A NaN request count is no data; a NaN failure count should be too.
+#[tokio::test]
+#[ignore = "review r11 defect 7: fails until a NaN failure count is no data, not 0 failures"]
+async fn a_nan_failure_count_is_no_data_not_zero_failures() {
+    let one_series = |v: &'static str| matrix(&[(json!({}), &[(at(1.0), v)])]);
+    let (reading, _) = read_counts(vec![
+        (istio_counters("podinfo", false), one_series("10")),
+        (istio_counters("podinfo", true), one_series("NaN")),
+        (istio_counters("podinfo-primary", false), one_series("10")),
+        (istio_counters("podinfo-primary", true), matrix(&[])),
+    ])
+    .await;
+    assert!(
+        matches!(reading, MetricReading::NoData { .. }),
+        "{reading:?}"
+    );
+}
