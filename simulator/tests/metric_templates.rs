@@ -59,9 +59,9 @@ fn a_missing_template_is_an_error_naming_it() {
 
 #[test]
 fn a_template_with_an_unknown_placeholder_is_an_error_naming_it() {
-    let e = load_edited(|t| t.replacen("{{ target }}", "{{ ingress }}", 1))
+    let e = load_edited(|t| t.replacen("{{ target }}", "{{ pod }}", 1))
         .err()
         .map(|e| e.to_string())
         .unwrap_or_default();
-    assert!(e.contains("`{{ ingress }}`"), "{e}");
+    assert!(e.contains("`{{ pod }}`"), "{e}");
 }

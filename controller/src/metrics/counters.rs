@@ -23,6 +23,8 @@
 
 use std::collections::BTreeMap;
 
+use crate::analysis::{Counts, Histogram, MetricReading};
+use crate::observe::{Range, Side};
 use crate::rollout::Millis;
 
 /// One series of a matrix: its labels and its samples, oldest first.
@@ -46,7 +48,11 @@ pub fn increase_since(samples: &[(Millis, f64)], from: Millis) -> f64 {
     };
     let mut total = 0.0;
     for value in inside {
-        // NaN compares false and makes the total NaN: the caller reports it as no data.
+        // A NaN anywhere, the baseline included, makes the count NaN: the caller reports it as
+        // no data (compared as numbers, a NaN baseline would make every later sample a reset).
+        if value.is_nan() || previous.is_nan() {
+            return f64::NAN;
+        }
         total += if value >= previous {
             value - previous
         } else {
@@ -54,7 +60,30 @@ pub fn increase_since(samples: &[(Millis, f64)], from: Millis) -> f64 {
         };
         previous = value;
     }
-    total
+    if previous.is_nan() { f64::NAN } else { total }
+}
+
+/// How often one counter series went down within the range that starts at `from`: each is a
+/// reset (a restarted proxy), which [`increase_since`] counts on from zero.
+fn resets_since(samples: &[(Millis, f64)], from: Millis) -> usize {
+    let inside: Vec<f64> = samples
+        .iter()
+        .filter(|(t, _)| *t >= from)
+        .map(|(_, v)| *v)
+        .collect();
+    inside.windows(2).filter(|w| w[1] < w[0]).count()
+}
+
+/// Reports the resets of `series` in the range, as what they are.
+fn log_resets(series: &Series, from: Millis) {
+    let resets = resets_since(&series.samples, from);
+    if resets > 0 {
+        tracing::info!(
+            labels = ?series.labels,
+            resets,
+            "a counter went down: a reset (a restarted proxy); counted on from zero"
+        );
+    }
 }
 
 /// The summed increase of every series over the range from `from`; `None` when there is no
@@ -63,7 +92,10 @@ pub fn total_since(series: &[Series], from: Millis) -> Option<f64> {
     (!series.is_empty()).then(|| {
         series
             .iter()
-            .map(|s| increase_since(&s.samples, from))
+            .map(|s| {
+                log_resets(s, from);
+                increase_since(&s.samples, from)
+            })
             .sum()
     })
 }
@@ -83,9 +115,131 @@ pub fn totals_by(
                 s.labels
             ));
         };
+        log_resets(s, from);
         *out.entry(value.clone()).or_insert(0.0) += increase_since(&s.samples, from);
     }
     Ok(out)
+}
+
+/// The statistical success rate's reading over `range` from the raw samples of the counter
+/// series (the matrices of [`super::side_queries`], or why one could not be had): canary's
+/// requests and failures, then the primary's. Both executors, the cluster's Prometheus client
+/// and the simulator's PromQL evaluator, end here.
+pub fn counts_reading(
+    [
+        canary_requests,
+        canary_failures,
+        primary_requests,
+        primary_failures,
+    ]: [Result<Vec<Series>, MetricReading>; 4],
+    range: Range,
+) -> MetricReading {
+    let canary = match side_counts(Side::Canary, canary_requests, canary_failures, range) {
+        Ok(counts) => counts,
+        Err(reading) => return reading,
+    };
+    match side_counts(Side::Primary, primary_requests, primary_failures, range) {
+        Ok(primary) => MetricReading::Counts { canary, primary },
+        Err(reading) => reading,
+    }
+}
+
+/// The statistical request duration's reading over `range` from the bucket series of the
+/// canary and the primary (see [`counts_reading`]).
+pub fn histograms_reading(
+    canary: Result<Vec<Series>, MetricReading>,
+    primary: Result<Vec<Series>, MetricReading>,
+    range: Range,
+) -> MetricReading {
+    let canary = match canary.and_then(|s| histogram(Side::Canary, &s, range)) {
+        Ok(h) => h,
+        Err(reading) => return reading,
+    };
+    match primary.and_then(|s| histogram(Side::Primary, &s, range)) {
+        Ok(primary) => MetricReading::Histograms { canary, primary },
+        Err(reading) => reading,
+    }
+}
+
+/// One side's requests and failures over the range. No request series (or NaN) is no data; no
+/// failure series while requests exist is no failure; more failures than requests is an
+/// error, since the two cannot both be right.
+fn side_counts(
+    side: Side,
+    requests: Result<Vec<Series>, MetricReading>,
+    failures: Result<Vec<Series>, MetricReading>,
+    range: Range,
+) -> Result<Counts, MetricReading> {
+    let name = side.as_str();
+    let requests = match total_since(&requests?, range.from) {
+        Some(r) if r.is_nan() => {
+            return Err(MetricReading::NoData {
+                reason: format!("the {name} request count is NaN"),
+            });
+        }
+        Some(r) => r,
+        None => {
+            return Err(MetricReading::NoData {
+                reason: format!("no values found for the {name}: no request series in {range}"),
+            });
+        }
+    };
+    // No failure series is no failure (the 5xx series appear at the first one); a NaN count is
+    // no data, never 0 failures.
+    let failures = match total_since(&failures?, range.from) {
+        Some(f) if f.is_nan() => {
+            return Err(MetricReading::NoData {
+                reason: format!("the {name} failure count is NaN"),
+            });
+        }
+        f => f.unwrap_or(0.0),
+    };
+    if failures > requests {
+        return Err(MetricReading::Error {
+            reason: format!(
+                "the {name} has {failures} 5xx answers but {requests} requests in {range}: its failure and request series disagree"
+            ),
+        });
+    }
+    Ok(Counts { requests, failures })
+}
+
+/// One side's latency histogram over the range, cumulative per bucket, from its bucket series.
+fn histogram(side: Side, series: &[Series], range: Range) -> Result<Histogram, MetricReading> {
+    let wrong = |what: String| MetricReading::Error {
+        reason: format!(
+            "wrong result type for the {} histogram: {what}",
+            side.as_str()
+        ),
+    };
+    if series.is_empty() {
+        return Err(MetricReading::NoData {
+            reason: format!(
+                "no values found for the {} latency histogram: no bucket series in {range}",
+                side.as_str()
+            ),
+        });
+    }
+    let mut buckets = Vec::new();
+    for (le, count) in totals_by(series, "le", range.from).map_err(wrong)? {
+        let bound = le
+            .parse::<f64>()
+            .ok()
+            .filter(|b| !b.is_nan())
+            .ok_or_else(|| wrong(format!("bucket bound `{le}` is not a number")))?;
+        if count.is_nan() {
+            return Err(MetricReading::NoData {
+                reason: format!("the {} histogram has NaN counts", side.as_str()),
+            });
+        }
+        buckets.push((bound, count));
+    }
+    buckets.sort_by(|a, b| a.0.total_cmp(&b.0));
+    if buckets.last().is_none_or(|(b, _)| *b != f64::INFINITY) {
+        return Err(wrong("no `+Inf` bucket".into()));
+    }
+    let (bounds, cumulative) = buckets.into_iter().unzip();
+    Ok(Histogram { bounds, cumulative })
 }
 
 #[cfg(test)]
@@ -142,6 +296,27 @@ mod tests {
     #[test]
     fn a_nan_sample_makes_the_count_nan() {
         assert!(increase_since(&[(75_000, 1.0), (90_000, f64::NAN)], STEP).is_nan());
+    }
+
+    #[test]
+    fn a_nan_baseline_makes_the_count_nan_not_a_reset() {
+        // Read as numbers, every sample after a NaN baseline would look like a reset and the
+        // count would be the counter's whole value (100,000 requests).
+        let samples = [(45_000, 99_000.0), (60_000, f64::NAN), (75_000, 100_000.0)];
+        assert!(increase_since(&samples, STEP).is_nan());
+        assert!(increase_since(&samples[..2], STEP).is_nan());
+    }
+
+    #[test]
+    fn a_counter_going_down_is_counted_as_a_reset() {
+        let samples = [
+            (60_000, 50.0),
+            (75_000, 70.0),
+            (90_000, 5.0),
+            (105_000, 3.0),
+        ];
+        assert_eq!(resets_since(&samples, STEP), 2);
+        assert_eq!(resets_since(&samples, 80_000), 1);
     }
 
     #[test]

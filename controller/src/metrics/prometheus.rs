@@ -10,10 +10,10 @@ use std::time::Duration as StdDuration;
 use serde::Deserialize;
 use serde_json::Value;
 
-use super::counters::{Series, total_since, totals_by};
+use super::counters::{Series, counts_reading, histograms_reading};
 use super::queries::{builtin_query, evaluation_time, side_queries};
 use super::{Mesh, MetricsError, RANGE_VECTOR_FOR_A_SCALAR, scalar_reading};
-use crate::analysis::{Counts, Histogram, MetricReading};
+use crate::analysis::MetricReading;
 use crate::http_errors::{error_chain, excerpt};
 use crate::observe::{Measure, Measurement, Range, ResolvedQuery, Side, Subject, resolve_query};
 use crate::rollout::Millis;
@@ -163,15 +163,7 @@ impl Prometheus {
             self.matrix(&p.requests, range),
             self.matrix(&p.failures, range),
         );
-        let canary = match side_counts(Side::Canary, cr, cf, range) {
-            Ok(counts) => counts,
-            Err(reading) => return reading,
-        };
-        let primary = match side_counts(Side::Primary, pr, pf, range) {
-            Ok(counts) => counts,
-            Err(reading) => return reading,
-        };
-        MetricReading::Counts { canary, primary }
+        counts_reading([cr, cf, pr, pf], range)
     }
 
     /// Latency histograms of canary and primary since the range began, for the Mann-Whitney
@@ -183,15 +175,7 @@ impl Prometheus {
             self.matrix(&c.histogram, range),
             self.matrix(&p.histogram, range),
         );
-        let canary = match cd.and_then(|s| histogram(Side::Canary, &s, range)) {
-            Ok(h) => h,
-            Err(reading) => return reading,
-        };
-        let primary = match pd.and_then(|s| histogram(Side::Primary, &s, range)) {
-            Ok(h) => h,
-            Err(reading) => return reading,
-        };
-        MetricReading::Histograms { canary, primary }
+        histograms_reading(cd, pd, range)
     }
 
     /// One query, retried with backoff while the failure may pass.
@@ -340,80 +324,6 @@ fn sample(value: &Value) -> Result<(Millis, f64), String> {
             "wrong result type: sample {value} is not a time and a numeric value"
         )),
     }
-}
-
-/// One side's requests and failures over the range. No request series (or NaN) is no data; no
-/// failure series while requests exist is no failure; more failures than requests is an
-/// error, since the two cannot both be right.
-fn side_counts(
-    side: Side,
-    requests: Result<Vec<Series>, MetricReading>,
-    failures: Result<Vec<Series>, MetricReading>,
-    range: Range,
-) -> Result<Counts, MetricReading> {
-    let name = side.as_str();
-    let requests = match total_since(&requests?, range.from) {
-        Some(r) if r.is_nan() => {
-            return Err(MetricReading::NoData {
-                reason: format!("the {name} request count is NaN"),
-            });
-        }
-        Some(r) => r,
-        None => {
-            return Err(MetricReading::NoData {
-                reason: format!("no values found for the {name}: no request series in {range}"),
-            });
-        }
-    };
-    let failures = total_since(&failures?, range.from)
-        .filter(|f| !f.is_nan())
-        .unwrap_or(0.0);
-    if failures > requests {
-        return Err(MetricReading::Error {
-            reason: format!(
-                "the {name} has {failures} 5xx answers but {requests} requests in {range}: its failure and request series disagree"
-            ),
-        });
-    }
-    Ok(Counts { requests, failures })
-}
-
-/// One side's latency histogram over the range, cumulative per bucket, from its bucket series.
-fn histogram(side: Side, series: &[Series], range: Range) -> Result<Histogram, MetricReading> {
-    let wrong = |what: String| MetricReading::Error {
-        reason: format!(
-            "wrong result type for the {} histogram: {what}",
-            side.as_str()
-        ),
-    };
-    if series.is_empty() {
-        return Err(MetricReading::NoData {
-            reason: format!(
-                "no values found for the {} latency histogram: no bucket series in {range}",
-                side.as_str()
-            ),
-        });
-    }
-    let mut buckets = Vec::new();
-    for (le, count) in totals_by(series, "le", range.from).map_err(wrong)? {
-        let bound = le
-            .parse::<f64>()
-            .ok()
-            .filter(|b| !b.is_nan())
-            .ok_or_else(|| wrong(format!("bucket bound `{le}` is not a number")))?;
-        if count.is_nan() {
-            return Err(MetricReading::NoData {
-                reason: format!("the {} histogram has NaN counts", side.as_str()),
-            });
-        }
-        buckets.push((bound, count));
-    }
-    buckets.sort_by(|a, b| a.0.total_cmp(&b.0));
-    if buckets.last().is_none_or(|(b, _)| *b != f64::INFINITY) {
-        return Err(wrong("no `+Inf` bucket".into()));
-    }
-    let (bounds, cumulative) = buckets.into_iter().unzip();
-    Ok(Histogram { bounds, cumulative })
 }
 
 /// Why a query got no usable answer.

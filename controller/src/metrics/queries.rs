@@ -14,10 +14,14 @@ const ISTIO_DURATION: &str = r#"histogram_quantile(0.99, sum(rate(istio_request_
 const LINKERD_SUCCESS_RATE: &str = r#"sum(rate(response_total{namespace="{{ namespace }}",deployment=~"{{ target }}",classification!="failure",direction="inbound"}[{{ interval }}])) / sum(rate(response_total{namespace="{{ namespace }}",deployment=~"{{ target }}",direction="inbound"}[{{ interval }}])) * 100"#;
 const LINKERD_DURATION: &str = r#"histogram_quantile(0.99, sum(rate(response_latency_ms_bucket{namespace="{{ namespace }}",deployment=~"{{ target }}",direction="inbound"}[{{ interval }}])) by (le))"#;
 // Envoy (Contour, Envoy Gateway) names upstream clusters `<namespace>_<service>_<port>`; the
-// canary's is `<ns>_<svc>-canary_<port>`, as in Flagger's Gateway API guide. `rq_time` is in
-// milliseconds already.
-const ENVOY_SUCCESS_RATE: &str = r#"sum(rate(envoy_cluster_upstream_rq{envoy_cluster_name=~"{{ namespace }}_{{ target }}-canary_[0-9a-zA-Z-]+",envoy_response_code!~"5.*"}[{{ interval }}])) / sum(rate(envoy_cluster_upstream_rq{envoy_cluster_name=~"{{ namespace }}_{{ target }}-canary_[0-9a-zA-Z-]+"}[{{ interval }}])) * 100"#;
-const ENVOY_DURATION: &str = r#"histogram_quantile(0.99, sum(rate(envoy_cluster_upstream_rq_time_bucket{envoy_cluster_name=~"{{ namespace }}_{{ target }}-canary_[0-9a-zA-Z-]+"}[{{ interval }}])) by (le))"#;
+// canary's is `<ns>_<svc>-canary_<port>` where `<svc>` is the apex Service (`{{ service }}`, the
+// name `routes::service_names` gives), not the target. These are Flagger's Contour queries:
+// Flagger's own `gatewayapi` provider reads an app's `http_request_duration_seconds` instead
+// (its `kubernetes`/HTTP observer), which a mesh-less Gateway API install rarely has; Fledge
+// reads the gateway's Envoy, as Flagger's Gateway API guide does with a MetricTemplate.
+// `rq_time` is in milliseconds already.
+const ENVOY_SUCCESS_RATE: &str = r#"sum(rate(envoy_cluster_upstream_rq{envoy_cluster_name=~"{{ namespace }}_{{ service }}-canary_[0-9a-zA-Z-]+",envoy_response_code!~"5.*"}[{{ interval }}])) / sum(rate(envoy_cluster_upstream_rq{envoy_cluster_name=~"{{ namespace }}_{{ service }}-canary_[0-9a-zA-Z-]+"}[{{ interval }}])) * 100"#;
+const ENVOY_DURATION: &str = r#"histogram_quantile(0.99, sum(rate(envoy_cluster_upstream_rq_time_bucket{envoy_cluster_name=~"{{ namespace }}_{{ service }}-canary_[0-9a-zA-Z-]+"}[{{ interval }}])) by (le))"#;
 
 /// How far before a range the counter queries reach, to tell a series that existed when the
 /// range began from one created in it: Prometheus' default lookback delta, the horizon within
@@ -114,6 +118,7 @@ mod tests {
 
     fn subject() -> Subject {
         Subject {
+            name: "podinfo".into(),
             namespace: "test".into(),
             target: "podinfo".into(),
             service: "frontend".into(),
@@ -193,6 +198,21 @@ mod tests {
             linkerd.failures,
             r#"response_total{namespace="test",deployment="podinfo",direction="inbound",classification="failure"}[360000ms]"#
         );
+    }
+
+    #[test]
+    fn gateway_api_built_ins_read_the_envoy_cluster_of_the_canarys_service_not_the_target() {
+        // The Service is `frontend`, the target `podinfo`: Envoy names the canary's cluster
+        // after the Service.
+        for measure in [Measure::SuccessRate, Measure::Latency] {
+            let q =
+                builtin_query(Mesh::GatewayApi, &measure, &subject(), last(60)).unwrap_or_default();
+            assert!(
+                q.contains(r#"envoy_cluster_name=~"test_frontend-canary_"#),
+                "{q}"
+            );
+            assert!(!q.contains("podinfo"), "{q}");
+        }
     }
 
     #[test]

@@ -40,6 +40,8 @@ pub struct Workload {
 /// What the measurements are about: the Canary's namespace, target and both sides.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Subject {
+    /// The Canary's own name (Flagger's `{{ name }}`).
+    pub name: String,
     pub namespace: String,
     /// The target Deployment (Flagger's `{{ target }}`).
     pub target: String,
@@ -56,6 +58,7 @@ impl Subject {
         let names = service_names(canary);
         let target = canary.spec.target_ref.name.clone();
         Subject {
+            name: canary.metadata.name.clone().unwrap_or_default(),
             namespace: canary.metadata.namespace.clone().unwrap_or_default(),
             canary: Workload {
                 deployment: target.clone(),

@@ -15,7 +15,7 @@ pub enum RenderError {
     UnknownVariable { name: String },
     /// A template uses a placeholder Fledge does not know.
     #[error(
-        "the query uses placeholder `{{{{ {name} }}}}`; known are namespace, target, service, interval and variables.NAME"
+        "the query uses placeholder `{{{{ {name} }}}}`; known are name, namespace, target, service, ingress, route, interval and variables.NAME"
     )]
     UnknownPlaceholder { name: String },
     /// `{{` without a matching `}}`.
@@ -23,9 +23,11 @@ pub enum RenderError {
     UnclosedPlaceholder { at: usize },
 }
 
-/// Fills Flagger's placeholders in `query`: `{{ namespace }}`, `{{ target }}`, `{{ service }}`,
-/// `{{ interval }}` (the measured range's length) and `{{ variables.NAME }}`. Spaces inside the
-/// braces are optional. Any other placeholder, or a variable the Canary does not set, is an error
+/// Fills Flagger's placeholders in `query`: `{{ name }}` (the Canary), `{{ namespace }}`,
+/// `{{ target }}`, `{{ service }}`, `{{ ingress }}`, `{{ route }}`, `{{ interval }}` (the measured
+/// range's length) and `{{ variables.NAME }}`. Spaces inside the braces are optional. Flagger
+/// sets `ingress` and `route` to the target's name unless the Canary has an `ingressRef` or
+/// `routeRef`; Fledge's Canary has neither, so both are the target. Any other placeholder, or a variable the Canary does not set, is an error
 /// that names it.
 pub fn render_template(
     query: &str,
@@ -45,8 +47,9 @@ pub fn render_template(
         };
         let name = after[..end].trim();
         match name {
+            "name" => out.push_str(&subject.name),
             "namespace" => out.push_str(&subject.namespace),
-            "target" => out.push_str(&subject.target),
+            "target" | "ingress" | "route" => out.push_str(&subject.target),
             "service" => out.push_str(&subject.service),
             "interval" => out.push_str(&interval.to_string()),
             _ => match name.strip_prefix("variables.").map(str::trim) {

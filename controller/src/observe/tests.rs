@@ -132,6 +132,23 @@ fn subject() -> Subject {
 }
 
 #[test]
+fn flaggers_name_ingress_and_route_placeholders_render_as_flagger_fills_them() {
+    // The Canary's name, and the target for ingress and route (no ingressRef/routeRef).
+    let mut canary = canary("threshold", Some("frontend"));
+    canary.metadata.name = Some("podinfo-canary-object".into());
+    let s = Subject::of(&canary);
+    for (placeholder, value) in [
+        ("{{ name }}", "podinfo-canary-object"),
+        ("{{ ingress }}", "podinfo"),
+        ("{{ route }}", "podinfo"),
+        ("{{ service }}", "frontend"),
+    ] {
+        let rendered = render_template(placeholder, &s, Duration::from_secs(60), &BTreeMap::new());
+        assert_eq!(rendered.as_deref(), Ok(value), "{placeholder}");
+    }
+}
+
+#[test]
 fn placeholders_are_filled_with_or_without_spaces() {
     let vars = BTreeMap::from([("direction".to_string(), "inbound".to_string())]);
     let q = render_template(
@@ -165,8 +182,8 @@ fn an_unknown_variable_is_an_error_that_names_it() {
 fn unknown_and_unclosed_placeholders_are_errors() {
     let empty = BTreeMap::new();
     assert!(matches!(
-        render_template("{{ ingress }}", &subject(), Duration(1000), &empty),
-        Err(RenderError::UnknownPlaceholder { name }) if name == "ingress"
+        render_template("{{ pod }}", &subject(), Duration(1000), &empty),
+        Err(RenderError::UnknownPlaceholder { name }) if name == "pod"
     ));
     assert!(matches!(
         render_template("up{a=\"{{ target \"}", &subject(), Duration(1000), &empty),

@@ -467,14 +467,7 @@ impl<'a> Harness<'a> {
                 ready: self.mesh.ready_pods(self.primary),
                 desired: self.scenario.primary.pods,
             },
-            metrics: observe::metrics(
-                &self.mesh,
-                self.scenario,
-                spec,
-                &w,
-                (self.primary, self.canary),
-                now,
-            ),
+            metrics: observe::metrics(&self.mesh, self.scenario, spec, &w, now),
             hooks: w
                 .hooks
                 .iter()

@@ -1,25 +1,38 @@
-//! The observation plan executed from simulated telemetry, as the cluster shell executes it
-//! against Prometheus: the same plan ([`fledge_controller::observe::plan`]), the same ranges.
+//! The observation plan executed from simulated telemetry by the cluster's own code: the same
+//! plan ([`fledge_controller::observe::plan`]), the same PromQL, the same arithmetic. Only the data
+//! source differs: the cluster asks Prometheus, the simulator evaluates the very same query
+//! with [`crate::promql`] over its scraped series (the labelled view a Prometheus scraping the
+//! proxies would hold).
 //!
-//! Built-in measurements read what the destination sidecars reported (Flagger's Istio and
-//! Linkerd queries read those): counts and histograms are exact over the range (the counters at
-//! its end minus those at the last scrape at or before its start, which is its start whenever
-//! the scrape interval divides the look interval). A user's query (inline or a
-//! `MetricTemplate`) is rendered by the controller's renderer and evaluated by
-//! [`crate::promql`] over the scraped series, as Prometheus would evaluate it.
+//! - Counts and histograms (the statistical judge): the raw counter samples the cluster's
+//!   [`side_queries`] select, diffed per series by the cluster's [`counts_reading`] and
+//!   [`histograms_reading`]. So both count a step from the same scrapes, with the same known
+//!   error against the exact counters (see `fledge_controller::metrics::counters`).
+//! - Flagger's built-in success rate and p99 (the threshold judge): Flagger's query
+//!   ([`builtin_query`]), `rate()` extrapolation and all.
+//! - A user's query (inline or a `MetricTemplate`): rendered by the controller's renderer and
+//!   evaluated the same way.
+//!
+//! The queries are those of the simulated data plane's mesh (Istio or Linkerd). A Canary whose
+//! provider is a Gateway API gateway reads Envoy's cluster series on a cluster; the simulator
+//! has no gateway Envoy, so it rehearses the data plane's series for the same traffic instead.
 
 use std::collections::BTreeMap;
 
-use fledge_controller::analysis::{Counts, Histogram, MetricReading};
-use fledge_controller::observe::{Measure, Measurement, QuerySource, Subject, plan, resolve_query};
+use fledge_controller::analysis::MetricReading;
+use fledge_controller::metrics::counters::{self, counts_reading, histograms_reading};
+use fledge_controller::metrics::{self, builtin_query, side_queries};
+use fledge_controller::observe::{
+    Measure, Measurement, QuerySource, Side, Subject, plan, resolve_query,
+};
 use fledge_controller::rollout::Wants;
 use fledge_controller::spec::{MetricTemplate, RolloutSpec};
 
 use crate::engine::{MILLIS, SimTime};
-use crate::mesh::{DataPlane, Mesh, VersionId};
-use crate::promql::{self, Scraped};
+use crate::mesh::{DataPlane, Mesh};
+use crate::promql::{self, Scraped, Value};
 use crate::scenario::Scenario;
-use crate::telemetry::{DURATION_BUCKETS_MS, Naming, WindowStats};
+use crate::telemetry::Naming;
 
 /// The readings of every measurement the plan names for what `wants` asks at `now`.
 pub fn metrics(
@@ -27,7 +40,6 @@ pub fn metrics(
     scenario: &Scenario,
     spec: &RolloutSpec,
     wants: &Wants,
-    sides: (VersionId, VersionId),
     now: SimTime,
 ) -> BTreeMap<String, MetricReading> {
     let subject = promql::subject(&scenario.canary_resource, &scenario.namespace);
@@ -35,56 +47,79 @@ pub fn metrics(
         DataPlane::Istio => Naming::Istio,
         DataPlane::Linkerd => Naming::Linkerd,
     };
-    plan(wants, spec, &subject, now / MILLIS)
+    let measurements = plan(wants, spec, &subject, now / MILLIS);
+    if measurements.is_empty() {
+        return BTreeMap::new();
+    }
+    let storage = Scraped::new(mesh.telemetry(), naming);
+    measurements
         .into_iter()
         .map(|m| {
-            let reading = read(
-                mesh,
-                &scenario.metric_templates,
-                naming,
-                &subject,
-                &m,
-                sides,
-            );
+            let reading = read(&storage, &scenario.metric_templates, &subject, &m);
             (m.metric, reading)
         })
         .collect()
 }
 
-/// One measurement: `templates` are the scenario's MetricTemplates, `naming` the names its
-/// proxies give their series, `sides` the primary's and the canary's versions.
+/// One measurement over `storage` (the scraped series, named as one mesh names them):
+/// `templates` are the scenario's MetricTemplates.
 pub fn read(
-    mesh: &Mesh,
+    storage: &Scraped<'_>,
     templates: &[MetricTemplate],
-    naming: Naming,
     subject: &Subject,
     m: &Measurement,
-    (primary, canary): (VersionId, VersionId),
 ) -> MetricReading {
-    let (from, to) = (m.range.from * MILLIS, m.range.to * MILLIS);
-    let stats = |v: VersionId| mesh.destination_stats(v, from, to);
-    let no_requests = || MetricReading::NoData {
-        reason: format!("the canary served no requests in {}", m.range),
+    let mesh = match storage.naming() {
+        Naming::Istio => metrics::Mesh::Istio,
+        Naming::Linkerd => metrics::Mesh::Linkerd,
+    };
+    let at = m.range.to;
+    let samples = |query: &str| -> Result<Vec<counters::Series>, MetricReading> {
+        match promql::evaluate(query, storage, at) {
+            Ok(Value::Matrix(series)) => Ok(series
+                .into_iter()
+                .map(|(labels, samples)| counters::Series { labels, samples })
+                .collect()),
+            Ok(Value::Vector(v)) if v.is_empty() => Ok(Vec::new()),
+            Ok(_) => Err(MetricReading::Error {
+                reason: format!("expected the raw samples of a range selector for {query}"),
+            }),
+            Err(e) => Err(MetricReading::Error {
+                reason: e.to_string(),
+            }),
+        }
+    };
+    let sides = || {
+        (
+            side_queries(mesh, subject, Side::Canary, m.range),
+            side_queries(mesh, subject, Side::Primary, m.range),
+        )
     };
     match &m.measure {
-        Measure::Counts => MetricReading::Counts {
-            canary: counts(&stats(canary)),
-            primary: counts(&stats(primary)),
-        },
-        Measure::Histograms => MetricReading::Histograms {
-            canary: histogram(&stats(canary)),
-            primary: histogram(&stats(primary)),
-        },
-        Measure::SuccessRate => match stats(canary).success_rate() {
-            Some(rate) => MetricReading::Value {
-                value: rate * 100.0,
-            },
-            None => no_requests(),
-        },
-        Measure::Latency => match stats(canary).quantile_ms(0.99) {
-            Some(p99) => MetricReading::Value { value: p99 },
-            None => no_requests(),
-        },
+        Measure::Counts => {
+            let (c, p) = sides();
+            counts_reading(
+                [
+                    samples(&c.requests),
+                    samples(&c.failures),
+                    samples(&p.requests),
+                    samples(&p.failures),
+                ],
+                m.range,
+            )
+        }
+        Measure::Histograms => {
+            let (c, p) = sides();
+            histograms_reading(samples(&c.histogram), samples(&p.histogram), m.range)
+        }
+        measure @ (Measure::SuccessRate | Measure::Latency) => {
+            match builtin_query(mesh, measure, subject, m.range) {
+                Some(query) => promql::reading(promql::evaluate(&query, storage, at)),
+                None => MetricReading::Error {
+                    reason: format!("no built-in query for {}", m.metric),
+                },
+            }
+        }
         Measure::Query(source) => {
             let template = match source {
                 QuerySource::Template {
@@ -94,27 +129,8 @@ pub fn read(
             };
             match resolve_query(source, subject, m.range, template) {
                 Err(reason) => MetricReading::Error { reason },
-                Ok(q) => {
-                    let storage = Scraped::new(mesh.telemetry(), naming);
-                    promql::reading(promql::evaluate(&q.promql, &storage, m.range.to))
-                }
+                Ok(q) => promql::reading(promql::evaluate(&q.promql, storage, at)),
             }
         }
-    }
-}
-
-fn counts(s: &WindowStats) -> Counts {
-    Counts {
-        requests: s.requests as f64,
-        failures: s.failures as f64,
-    }
-}
-
-fn histogram(s: &WindowStats) -> Histogram {
-    let mut bounds: Vec<f64> = DURATION_BUCKETS_MS.to_vec();
-    bounds.push(f64::INFINITY);
-    Histogram {
-        bounds,
-        cumulative: s.cumulative_buckets().iter().map(|&c| c as f64).collect(),
     }
 }

@@ -16,6 +16,7 @@
 //! Anything else (offsets, `@`, subqueries, other functions, comparisons, set operators,
 //! `group_left`) is an error that names the part, never a silent wrong number.
 
+mod depth;
 mod scraped;
 mod templates;
 #[cfg(test)]
@@ -69,6 +70,8 @@ pub enum PromqlError {
     Unsupported { part: String, why: String },
     #[error("`{part}`: {why}")]
     Invalid { part: String, why: String },
+    #[error("the query nests deeper than {limit} levels, the most the simulator evaluates")]
+    TooDeep { limit: usize },
 }
 
 fn unsupported(part: impl ToString, why: &str) -> PromqlError {
@@ -88,6 +91,12 @@ fn invalid(part: impl ToString, why: impl ToString) -> PromqlError {
 /// Evaluates `query` at `at` over `storage`.
 pub fn evaluate(query: &str, storage: &dyn Storage, at: Ms) -> Result<Value, PromqlError> {
     let expr = parser::parse(query).map_err(PromqlError::Parse)?;
+    if depth::too_deep(&expr) {
+        depth::dismantle(expr);
+        return Err(PromqlError::TooDeep {
+            limit: depth::MAX_DEPTH,
+        });
+    }
     match &expr {
         // A range selector is a valid instant query: its raw samples.
         Expr::MatrixSelector(m) => matrix(m, storage, at).map(Value::Matrix),
@@ -166,7 +175,9 @@ impl Eval<'_> {
                 let range = millis(m.range);
                 let samples = matrix(m, self.storage, self.at)?;
                 let end = self.at;
-                let start = end.saturating_sub(range);
+                // Signed: a range reaching back before t = 0 keeps its true start, as in
+                // Prometheus, so that extrapolation and the division see the whole range.
+                let start = signed(end) - signed(range);
                 Ok(Value::Vector(
                     samples
                         .into_iter()
@@ -330,6 +341,10 @@ fn millis(d: std::time::Duration) -> Ms {
     u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
 }
 
+fn signed(ms: Ms) -> i64 {
+    i64::try_from(ms).unwrap_or(i64::MAX)
+}
+
 fn without_name(mut labels: Labels) -> Labels {
     labels.remove(NAME);
     labels
@@ -378,7 +393,7 @@ fn matrix(m: &MatrixSelector, storage: &dyn Storage, at: Ms) -> Result<Vec<Serie
 /// between the first and last sample (resets counted as restarts from zero), extrapolated
 /// towards the range's ends by at most half a sample interval where the series goes on, and not
 /// below zero. `None` with fewer than two samples.
-fn extrapolated(samples: &[(Ms, f64)], start: Ms, end: Ms, per_second: bool) -> Option<f64> {
+fn extrapolated(samples: &[(Ms, f64)], start: i64, end: Ms, per_second: bool) -> Option<f64> {
     let (&(t0, first), &(t1, last)) = (samples.first()?, samples.last()?);
     if t1 <= t0 {
         return None;
@@ -390,7 +405,7 @@ fn extrapolated(samples: &[(Ms, f64)], start: Ms, end: Ms, per_second: bool) -> 
         }
     }
     let secs = |ms: Ms| ms as f64 / 1000.0;
-    let mut to_start = secs(t0.saturating_sub(start));
+    let mut to_start = (signed(t0) - start) as f64 / 1000.0;
     let to_end = secs(end.saturating_sub(t1));
     let sampled = secs(t1 - t0);
     let average = sampled / (samples.len() - 1) as f64;
@@ -412,7 +427,7 @@ fn extrapolated(samples: &[(Ms, f64)], start: Ms, end: Ms, per_second: bool) -> 
     };
     let mut value = result * (interval / sampled);
     if per_second {
-        value /= secs(end - start);
+        value /= (signed(end) - start) as f64 / 1000.0;
     }
     Some(value)
 }

@@ -7,6 +7,7 @@ use crate::telemetry::{LabelledSeries, Naming, Telemetry};
 /// The scraped series of a run so far.
 pub struct Scraped<'a> {
     telemetry: &'a Telemetry,
+    naming: Naming,
     series: Vec<(Labels, LabelledSeries)>,
 }
 
@@ -26,7 +27,16 @@ impl<'a> Scraped<'a> {
                 (labels, s)
             })
             .collect();
-        Scraped { telemetry, series }
+        Scraped {
+            telemetry,
+            naming,
+            series,
+        }
+    }
+
+    /// Whose names the series carry.
+    pub fn naming(&self) -> Naming {
+        self.naming
     }
 }
 

@@ -193,3 +193,19 @@ fn unsupported_forms_are_errors_naming_the_part() {
     ));
     assert_eq!(check("sum(rate(x{a=~\"b.*\"}[1m])) by (le)"), Ok(()));
 }
+
+#[test]
+fn a_query_nested_thousands_of_levels_deep_is_an_error_not_a_stack_overflow() {
+    let depth = 20_000;
+    let parens = format!("{}1{}", "(".repeat(depth), ")".repeat(depth));
+    let chain = format!("1{}", "+1".repeat(depth));
+    for query in [parens, chain] {
+        assert!(
+            matches!(check(&query), Err(PromqlError::TooDeep { .. })),
+            "{}",
+            &query[..20]
+        );
+    }
+    // Flagger's own templates nest a handful of levels.
+    assert_eq!(check("sum(rate(x[1m])) / sum(rate(y[1m])) * 100"), Ok(()));
+}

@@ -1,13 +1,8 @@
-//! Review of issue 11: the simulator's PromQL set beside Prometheus 2.42's own answers, and
-//! defects shown by tests that fail until they are fixed (`#[ignore]`d so that `main` stays
-//! green; run them with `cargo test -p fledge --test review_r11 -- --ignored`).
+//! The simulator's PromQL beside Prometheus 2.42's own answers: the cases and the answers
+//! promtool recorded are in `tests/fixtures/promql/prometheus-2.42.yaml`, one test group each.
 
 use std::collections::BTreeMap;
 
-use fledge_controller::metrics::counters::increase_since;
-use fledge_controller::metrics::{Mesh, builtin_query};
-use fledge_controller::observe::{Measure, Range, Subject, Workload, render_template};
-use fledge_controller::spec::Duration;
 use fledge_simulator::promql::{Labels, Ms, Series, Storage, Value, evaluate};
 use serde_json::Value as Json;
 
@@ -125,66 +120,10 @@ fn the_simulators_promql_gives_prometheus_2_42s_answers() {
     assert!(wrong.is_empty(), "{}", wrong.join("\n"));
 }
 
-/// Defect 1: `rate`/`increase` cut the range at t = 0 (`end.saturating_sub(range)`,
-/// simulator/src/promql/mod.rs:169): a window longer than the run so far reads up to
-/// range/elapsed times the rate Prometheus gives.
+/// A range longer than the run so far keeps its true start (before t = 0): extrapolated and
+/// divided by the whole range, not cut at t = 0.
 #[test]
-#[ignore = "review r11 defect 1: fails until the simulator's rate() keeps the range's true start"]
 fn a_range_reaching_back_before_the_first_sample_is_extrapolated_and_divided_as_prometheus_does() {
     let wrong = disagreements(1);
     assert!(wrong.is_empty(), "{}", wrong.join("\n"));
-}
-
-fn subject() -> Subject {
-    Subject {
-        namespace: "test".into(),
-        target: "podinfo".into(),
-        service: "frontend".into(),
-        canary: Workload {
-            deployment: "podinfo".into(),
-            service: "frontend-canary".into(),
-        },
-        primary: Workload {
-            deployment: "podinfo-primary".into(),
-            service: "frontend-primary".into(),
-        },
-    }
-}
-
-/// Defect 2: the Gateway API built-in queries select the Envoy cluster `<ns>_<target>-canary_*`
-/// but the canary's Service (and Envoy's cluster) is `<service>-canary` (Flagger's Contour
-/// observer uses `{{ service }}`; the statistical path here uses the Service too).
-#[test]
-#[ignore = "review r11 defect 2: fails until the Gateway API built-ins select the canary's Service"]
-fn the_gateway_api_built_in_success_rate_reads_the_canary_services_envoy_cluster() {
-    let range = Range {
-        from: 0,
-        to: 60_000,
-    };
-    for measure in [Measure::SuccessRate, Measure::Latency] {
-        let q = builtin_query(Mesh::GatewayApi, &measure, &subject(), range).unwrap_or_default();
-        assert!(q.contains("test_frontend-canary_"), "{q}");
-    }
-}
-
-/// Defect 3: Flagger's template model also has `name` (the Canary), `ingress` and `route`
-/// (the target's name unless an ingressRef/routeRef is set); a Flagger template using them
-/// is refused.
-#[test]
-#[ignore = "review r11 defect 3: fails until {{ name }}, {{ ingress }} and {{ route }} render"]
-fn flaggers_name_ingress_and_route_placeholders_render() {
-    for placeholder in ["{{ name }}", "{{ ingress }}", "{{ route }}"] {
-        let rendered = render_template(placeholder, &subject(), Duration(60_000), &BTreeMap::new());
-        assert_eq!(rendered.as_deref(), Ok("podinfo"), "{placeholder}");
-    }
-}
-
-/// Defect 4: a NaN baseline makes every later sample look like a reset: the count becomes the
-/// counter's whole value (here 100_000 requests instead of NaN, i.e. no data).
-#[test]
-#[ignore = "review r11 defect 4: fails until a NaN sample makes the count NaN wherever it is"]
-fn a_nan_baseline_makes_the_count_nan() {
-    let samples = [(45_000, 99_000.0), (60_000, f64::NAN), (75_000, 100_000.0)];
-    let count = increase_since(&samples, 60_000);
-    assert!(count.is_nan(), "{count}");
 }
