@@ -17,6 +17,14 @@
 //! Canary's events and status. No failure series while requests exist is 0 failures: Istio and
 //! Linkerd create a 5xx series only at the first failure.
 //!
+//! The mesh whose series the built-in queries read follows the traffic provider
+//! ([`Mesh::for_provider`]): `istio` reads Istio's, `linkerd` and every `smi:*` read Linkerd's
+//! (`response_total`), `gatewayapi:*` the gateway Envoy's. Flagger differs for `smi:*`: it reads
+//! Linkerd's only when its controller-wide mesh provider is Linkerd and falls back to Istio's
+//! queries otherwise (its observer factory's default). Fledge routes SMI TrafficSplits for
+//! Linkerd only (the simulator's Linkerd data plane reads them), so it reads Linkerd's series
+//! whatever the default provider is.
+//!
 //! A scalar metric must come back as one value: a vector of several series is an error
 //! ("aggregate the query, e.g. with sum()") where Flagger silently takes the last series.
 //! Failures that may pass (unreachable, timed out, HTTP 5xx or 429, Prometheus' own

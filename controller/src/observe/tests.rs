@@ -247,3 +247,32 @@ proptest::proptest! {
         let _ = render_template(&query, &subject(), Duration(1000), &vars);
     }
 }
+
+#[test]
+fn a_template_with_a_secret_ref_or_insecure_skip_verify_is_refused_naming_the_field() {
+    let source = QuerySource::Template {
+        namespace: "istio-system".into(),
+        name: "latency".into(),
+        variables: BTreeMap::new(),
+    };
+    let range = Range {
+        from: 0,
+        to: 60_000,
+    };
+    let mut with_secret = template("prometheus", "up");
+    with_secret.provider.secret_ref = Some(json!({"name": "prom-auth"}));
+    let mut insecure = template("prometheus", "up");
+    insecure.provider.insecure_skip_verify = true;
+    for (t, field) in [
+        (with_secret, "provider.secretRef"),
+        (insecure, "provider.insecureSkipVerify"),
+    ] {
+        let e = resolve_query(&source, &subject(), range, Some(&t));
+        assert!(
+            e.as_ref().is_err_and(
+                |e| e.starts_with("MetricTemplate istio-system/latency sets") && e.contains(field)
+            ),
+            "{e:?}"
+        );
+    }
+}
