@@ -10,13 +10,14 @@ use fledge_controller::spec::{Canary, MetricTemplate, MetricTemplateSpec, Rollou
 
 use super::{PromqlError, Value, check};
 
-/// The subject of the scenario's Canary; a Canary that names no namespace is in the scenario's.
+/// The subject of the scenario's Canary, in the scenario's namespace: the simulator runs the
+/// Canary there whatever namespace it names (loading warns when they differ), so that is where
+/// its series are labelled and where its queries must look.
 pub fn subject(canary: &Canary, namespace: &str) -> Subject {
-    let mut subject = Subject::of(canary);
-    if subject.namespace.is_empty() {
-        subject.namespace = namespace.to_string();
+    Subject {
+        namespace: namespace.to_string(),
+        ..Subject::of(canary)
     }
-    subject
 }
 
 /// The `MetricTemplate` `namespace/name` among `templates`; a template that names no namespace
