@@ -37,6 +37,9 @@ CHART = ROOT / "charts" / "fledge"
 # The chart's kubeVersion floor, and the API the controller is built against.
 KUBE_VERSIONS = ["1.25.0", "1.33.0"]
 RELEASE, NAMESPACE = "fledge", "fledge-system"
+# The port the controller's container listens on, whatever service.port says (a port below 1024
+# needs a capability a non-root process may not keep); the Dockerfile EXPOSEs it.
+OPS_PORT = 8080
 # The debug binaries (.ci/chart builds them).
 TARGET = pathlib.Path(os.environ.get("FLEDGE_BIN_DIR", ROOT / "target" / "debug"))
 
@@ -81,7 +84,7 @@ def validate_objects(label: str, objects: list[dict]) -> None:
             try:
                 kubernetes_validate.validate(obj, version, strict=True)
             except SchemaNotFoundError:
-                if obj["kind"] != "ServiceMonitor":
+                if obj["kind"] not in ("ServiceMonitor", "CiliumNetworkPolicy"):
                     fail(f"[{label}] {name}", f"no Kubernetes {version} schema for this kind")
             except kubernetes_validate.ValidationError as e:
                 path = ".".join(str(p) for p in e.path)
@@ -92,8 +95,40 @@ def by_kind(objects: list[dict], kind: str) -> list[dict]:
     return [o for o in objects if o["kind"] == kind]
 
 
-def check_restricted(where: str, pod: dict) -> None:
+# What the baseline Pod Security Standard (part of restricted) allows, on every Kubernetes
+# version the chart supports (1.25 on; later versions allow a few more sysctls).
+SAFE_SYSCTLS = {
+    "kernel.shm_rmid_forced",
+    "net.ipv4.ip_local_port_range",
+    "net.ipv4.ip_unprivileged_port_start",
+    "net.ipv4.tcp_syncookies",
+    "net.ipv4.ping_group_range",
+}
+SELINUX_TYPES = {None, "", "container_t", "container_init_t", "container_kvm_t", "container_engine_t"}
+APPARMOR_ANNOTATION = "container.apparmor.security.beta.kubernetes.io/"
+
+
+def check_context(at: str, sc: dict) -> None:
+    """The fields a pod's and a container's security context share: seccomp, SELinux,
+    AppArmor and Windows options."""
+    seccomp = sc.get("seccompProfile", {})
+    if seccomp.get("type") == "Localhost" and not seccomp.get("localhostProfile"):
+        fail(at, "seccompProfile Localhost without localhostProfile")
+    selinux = sc.get("seLinuxOptions", {})
+    if selinux.get("type") not in SELINUX_TYPES:
+        fail(at, f"seLinuxOptions type {selinux['type']}")
+    for field in ("user", "role"):
+        if selinux.get(field):
+            fail(at, f"seLinuxOptions {field} is set")
+    if sc.get("appArmorProfile", {}).get("type") not in (None, "RuntimeDefault", "Localhost"):
+        fail(at, f"appArmorProfile {sc['appArmorProfile']['type']}")
+    if sc.get("windowsOptions", {}).get("hostProcess"):
+        fail(at, "windowsOptions hostProcess")
+
+
+def check_restricted(where: str, template: dict) -> None:
     """The restricted Pod Security Standard's rules (Kubernetes docs, 'Pod Security Standards')."""
+    pod = template["spec"]
     psc = pod.get("securityContext", {})
     for field in ("hostNetwork", "hostPID", "hostIPC"):
         if pod.get(field):
@@ -103,9 +138,19 @@ def check_restricted(where: str, pod: dict) -> None:
             fail(where, f"volume {volume['name']} is a hostPath")
     if psc.get("seccompProfile", {}).get("type") not in ("RuntimeDefault", "Localhost"):
         fail(where, "pod seccompProfile is not RuntimeDefault")
+    check_context(f"{where} pod", psc)
+    for sysctl in psc.get("sysctls", []):
+        if sysctl["name"] not in SAFE_SYSCTLS:
+            fail(where, f"unsafe sysctl {sysctl['name']}")
+    for key, value in template["metadata"].get("annotations", {}).items():
+        if key.startswith(APPARMOR_ANNOTATION) and not (
+            value == "runtime/default" or value.startswith("localhost/")
+        ):
+            fail(where, f"AppArmor annotation {key}: {value}")
     for c in pod.get("initContainers", []) + pod["containers"]:
         sc = c.get("securityContext", {})
         at = f"{where} container {c['name']}"
+        check_context(at, sc)
         if sc.get("privileged"):
             fail(at, "privileged")
         if sc.get("allowPrivilegeEscalation") is not False:
@@ -168,9 +213,13 @@ def check_prometheus_egress(label: str, policy: dict, values: dict) -> None:
 
 def check_controller(label: str, objects: list[dict], values: dict) -> None:
     [deployment] = by_kind(objects, "Deployment")
-    pod = deployment["spec"]["template"]["spec"]
+    template = deployment["spec"]["template"]
+    pod = template["spec"]
     where = f"[{label}] Deployment"
-    check_restricted(where, pod)
+    check_restricted(where, template)
+    selector = deployment["spec"]["selector"]["matchLabels"]
+    if any(template["metadata"]["labels"].get(k) != v for k, v in selector.items()):
+        fail(where, f"pod labels {template['metadata']['labels']} do not match the selector {selector}")
     [c] = pod["containers"]
     env = {e["name"]: e.get("value") for e in c["env"]}
     port = {p["name"]: p["containerPort"] for p in c["ports"]}["http"]
@@ -186,13 +235,24 @@ def check_controller(label: str, objects: list[dict], values: dict) -> None:
     elect = env.get("FLEDGE_LEADER_ELECT")
     if replicas > 1 and elect != "true":
         fail(where, f"{replicas} replicas with FLEDGE_LEADER_ELECT={elect}")
-    strategy = deployment["spec"].get("strategy", {}).get("type", "RollingUpdate")
-    if elect != "true" and strategy != "Recreate":
-        fail(where, "without leader election the update strategy must be Recreate")
+    # Written out both ways: a Recreate over a defaulted rollingUpdate is refused on upgrade.
+    strategy = deployment["spec"].get("strategy")
+    wanted = (
+        {"type": "RollingUpdate", "rollingUpdate": {"maxSurge": 1, "maxUnavailable": 0}}
+        if elect == "true"
+        else {"type": "Recreate", "rollingUpdate": None}
+    )
+    if strategy != wanted:
+        fail(where, f"update strategy {strategy}, expected {wanted}")
+    if port != OPS_PORT:
+        fail(where, f"container port {port}, not {OPS_PORT}")
+    if env.get("FLEDGE_LISTEN") != f"0.0.0.0:{port}":
+        fail(where, f"FLEDGE_LISTEN {env.get('FLEDGE_LISTEN')} is not the container port {port}")
     [service] = by_kind(objects, "Service")
     [service_port] = service["spec"]["ports"]
-    if service_port["targetPort"] != "http" or service_port["port"] != port:
-        fail(f"[{label}] Service", f"port {service_port} does not lead to the ops port {port}")
+    service_value = merged(yaml.safe_load((CHART / "values.yaml").read_text()), values)["service"]["port"]
+    if service_port["targetPort"] != "http" or service_port["port"] != service_value:
+        fail(f"[{label}] Service", f"port {service_port} is not service.port {service_value} to the ops port")
     for monitor in by_kind(objects, "ServiceMonitor"):
         # No schema offline for the Prometheus Operator's kinds: check what ties it to us.
         endpoint_ports = [e.get("port") for e in monitor["spec"]["endpoints"]]
@@ -211,6 +271,20 @@ def check_controller(label: str, objects: list[dict], values: dict) -> None:
             fail(f"[{label}] {kind}", f"rendered: {not wanted}, expected: {wanted}")
     for policy in by_kind(objects, "NetworkPolicy"):
         check_prometheus_egress(label, policy, values)
+        dns = merged(yaml.safe_load((CHART / "values.yaml").read_text()), values)["networkPolicy"]["dns"]
+        if {"to": dns["to"], "ports": dns["ports"]} not in policy["spec"]["egress"]:
+            fail(f"[{label}] NetworkPolicy", f"no egress to DNS as networkPolicy.dns sets it: {dns}")
+    cilium = values.get("networkPolicy", {})
+    cilium = cilium.get("enabled", False) and cilium.get("ciliumApiServer", False)
+    policies = by_kind(objects, "CiliumNetworkPolicy")
+    if bool(policies) != cilium:
+        fail(f"[{label}] CiliumNetworkPolicy", f"rendered: {bool(policies)}, expected: {cilium}")
+    for policy in policies:
+        # No schema offline for Cilium's kinds either: what ties it to the controller's pods.
+        if policy["spec"]["endpointSelector"]["matchLabels"] != selector:
+            fail(f"[{label}] CiliumNetworkPolicy", "does not select the controller's pods")
+        if [e.get("toEntities") for e in policy["spec"]["egress"]] != [["kube-apiserver"]]:
+            fail(f"[{label}] CiliumNetworkPolicy", "egress is not to the kube-apiserver entity")
 
 
 def expected_rules(values: dict) -> dict[str, list[dict]]:
@@ -234,14 +308,23 @@ def expected_rules(values: dict) -> dict[str, list[dict]]:
                 out[f"Role {ns}"] = perms["metricTemplates"]
     else:
         out["ClusterRole"] = watched
-    if values.get("leaderElection", {}).get("enabled", True):
-        out[f"Role {NAMESPACE}"] = perms["leaderElection"]
+    election = values.get("leaderElection", {})
+    if election.get("enabled", True):
+        # `{leaseName}` stands for the Lease's name.
+        lease = election.get("leaseName", "fledge-leader")
+        out[f"Role {NAMESPACE}"] = [
+            {**r, "resourceNames": [n.replace("{leaseName}", lease) for n in r["resourceNames"]]}
+            if "resourceNames" in r
+            else r
+            for r in perms["leaderElection"]
+        ]
     return out
 
 
 def rule_set(rules: list[dict]) -> list[str]:
     """Rules without their reasons, in a canonical order (RBAC does not depend on order)."""
-    return sorted(json.dumps({k: r[k] for k in ("apiGroups", "resources", "verbs")}) for r in rules)
+    keys = ("apiGroups", "resources", "verbs", "resourceNames")
+    return sorted(json.dumps({k: r[k] for k in keys if k in r}) for r in rules)
 
 
 def check_rbac(label: str, objects: list[dict], manifest: str, values: dict) -> None:
@@ -274,7 +357,10 @@ def check_rbac(label: str, objects: list[dict], manifest: str, values: dict) -> 
         by_kind(objects, "ClusterRole") or by_kind(objects, "ClusterRoleBinding")
     ):
         fail(f"[{label}] RBAC", "cluster-wide RBAC with a namespace list")
+    account = merged(yaml.safe_load((CHART / "values.yaml").read_text()), values)["serviceAccount"]
     sa = [o["metadata"]["name"] for o in by_kind(objects, "ServiceAccount")]
+    if not account["create"]:
+        sa = [account["name"]] if account["name"] else []
     for binding in by_kind(objects, "RoleBinding") + by_kind(objects, "ClusterRoleBinding"):
         for subject in binding["subjects"]:
             if subject["name"] not in sa or subject["namespace"] != NAMESPACE:
@@ -283,7 +369,11 @@ def check_rbac(label: str, objects: list[dict], manifest: str, values: dict) -> 
 
 def check_value_set(label: str, values: dict) -> None:
     lint(label, values)
-    manifest = render(values)
+    try:
+        manifest = render(values)
+    except helm.HelmError as e:
+        fail(f"[{label}]", f"does not render: {e}")
+        return
     objects = load_yaml_docs(manifest)
     print(f"--- [{label}] {len(objects)} objects: {', '.join(sorted({o['kind'] for o in objects}))}")
     validate_objects(label, objects)
@@ -311,6 +401,59 @@ def check_bad_values() -> None:
                 print(f"ok   {where} fails: {expect.group(1)}")
             continue
         fail(where, "was accepted")
+
+
+# Log filters, and whether `fledge-controller run` (tracing's EnvFilter) takes each: the schema
+# must agree. None: EnvFilter takes it as a target name, which the schema refuses as a typo (a
+# target with a space in it).
+LOG_FILTERS = {
+    "info": True,
+    "INFO": True,
+    "Warn": True,
+    "3": True,
+    "fledge_controller": True,
+    "fledge_controller=DEBUG,kube=info,warn": True,
+    "kube::client=warn": True,
+    "fledge_controller[reconcile{canary=podinfo}]=debug": True,
+    "[reconcile]=trace": True,
+    "fledge_controller=verbose": False,
+    "=info": False,
+    "a=b=c": False,
+    "info debug": None,
+}
+
+
+def controller_takes_log_filter(log_filter: str) -> bool:
+    """Whether `fledge-controller run` gets past its log filter: it reads it first, then fails
+    on the (absent) cluster."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("FLEDGE_", "KUBERNETES_"))}
+    env["KUBECONFIG"] = "/nonexistent"
+    try:
+        run = subprocess.run(
+            [TARGET / "fledge-controller", "run", "--log-level", log_filter,
+             "--prometheus-address", "http://127.0.0.1:9"],
+            capture_output=True, text=True, env=env, timeout=30,
+        )
+    except subprocess.TimeoutExpired:
+        return True
+    return "--log-level" not in run.stderr
+
+
+def check_log_filters() -> None:
+    for log_filter, controller in LOG_FILTERS.items():
+        where = f"log.level {log_filter!r}"
+        try:
+            render({"log": {"level": log_filter}})
+            schema = True
+        except helm.HelmError as e:
+            if "/log/level" not in str(e):
+                fail(where, f"fails to render, not on log.level: {e}")
+            schema = False
+        if controller_takes_log_filter(log_filter) != (controller is not False):
+            fail(where, f"the controller's verdict is not the expected {controller}")
+        if schema != bool(controller):
+            fail(where, f"the schema {'accepts' if schema else 'refuses'} it, the controller {'takes' if controller else 'does not'}")
+    print(f"ok   {len(LOG_FILTERS)} log filters: the schema agrees with the controller's EnvFilter")
 
 
 # ---- CRDs and examples ----
@@ -422,9 +565,17 @@ def check_image_and_binary() -> None:
             fail(f"Dockerfile {name}", f"{entry.group(1)} is not where the binary is copied")
     if not dockerfile.rstrip().split("\nFROM ")[-1].split()[2] == "fledge-controller":
         fail("Dockerfile", "the last (default) stage is not fledge-controller")
+    try:
+        manifest = render({})
+    except helm.HelmError as e:
+        fail("chart", f"the default values do not render: {e}")
+        return
+    [deployment] = by_kind(load_yaml_docs(manifest), "Deployment")
+    [container] = deployment["spec"]["template"]["spec"]["containers"]
+    [port] = [p["containerPort"] for p in container["ports"]]
     expose = re.search(r"^EXPOSE (\d+)", final.get("fledge-controller", ""), re.M)
-    if not expose or int(expose.group(1)) != values["service"]["port"]:
-        fail("Dockerfile fledge-controller", f"EXPOSE {expose and expose.group(1)}, the chart's port is {values['service']['port']}")
+    if not expose or int(expose.group(1)) != port or port != OPS_PORT:
+        fail("Dockerfile fledge-controller", f"EXPOSE {expose and expose.group(1)}, the chart's container port is {port}")
     # The commands the Dockerfile's comments show exist: their subcommand, flags and scenario.
     for command in re.findall(r"`((?:fledge-sim|fledge-controller) [^`]*)`", dockerfile):
         binary, sub, *words = command.split()
@@ -437,9 +588,6 @@ def check_image_and_binary() -> None:
             if not (ROOT / path.lstrip("/")).is_file():
                 fail("Dockerfile", f"`{command}`: no {path.lstrip('/')} in the repository")
     # Every variable the chart sets is one `fledge-controller run` reads (clap shows [env: X]).
-    manifest = render({})
-    [deployment] = by_kind(load_yaml_docs(manifest), "Deployment")
-    [container] = deployment["spec"]["template"]["spec"]["containers"]
     help_text = subprocess.run(
         [TARGET / "fledge-controller", *container["args"], "--help"], capture_output=True, text=True
     )
@@ -461,6 +609,7 @@ def main() -> int:
     for label, values in value_sets.items():
         check_value_set(label, values)
     check_bad_values()
+    check_log_filters()
     schemas = crd_schemas()
     check_rehearsals(check_examples(schemas))
     check_image_and_binary()

@@ -11,12 +11,15 @@
 //! authorises an apply patch of a missing object as a create. That set
 //! must equal what `charts/fledge/rbac/permissions.yaml` grants for the same settings, scope by
 //! scope: a permission missing from the chart would fail on a real cluster, an extra one is
-//! privilege nobody uses.
+//! privilege nobody uses. A rule with `resourceNames` covers only requests for those names (a
+//! create, whose name the authorizer does not know, never), and a request outside any namespace
+//! only where the chart grants a ClusterRole: with a namespace list it has Roles only.
 #![cfg(feature = "cluster")]
 
 mod cluster_support;
 
 use std::collections::{BTreeMap, BTreeSet};
+use std::ops::Range;
 use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
@@ -45,6 +48,8 @@ const HPA: &str = "/apis/autoscaling/v2/namespaces/test/horizontalpodautoscalers
 /// Where a permission is needed, as the chart's Roles are scoped.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
 enum Scope {
+    /// Outside any namespace (a cluster-wide list or watch): only a ClusterRole grants it.
+    Cluster,
     /// Where Canaries are reconciled (their namespace, or cluster-wide for all namespaces).
     Watched,
     /// A namespace that only MetricTemplates are read from.
@@ -53,8 +58,14 @@ enum Scope {
     Release,
 }
 
-/// One permission: scope, API group, resource (with subresource), verb.
-type Permission = (Scope, String, String, String);
+/// One permission: scope, API group, resource (with subresource), verb, and the object's name:
+/// in a grant, one of the rule's `resourceNames` (none: any object); in a request, the name in
+/// its path (none for a collection or a create).
+type Permission = (Scope, String, String, String, Option<String>);
+
+/// The Lease the test elects with; `{leaseName}` in permissions.yaml stands for it (the chart
+/// puts `leaderElection.leaseName` there).
+const LEASE: &str = "fledge-leader";
 
 // ---- what the chart grants ----
 
@@ -66,6 +77,8 @@ struct Rule {
     api_groups: Vec<String>,
     resources: Vec<String>,
     verbs: Vec<String>,
+    #[serde(rename = "resourceNames", default)]
+    resource_names: Vec<String>,
 }
 
 #[derive(Deserialize)]
@@ -137,10 +150,20 @@ impl Permissions {
     fn granted(&self, default: &str, extra: &[&str]) -> BTreeSet<Permission> {
         let mut out = BTreeSet::new();
         for (scope, rule) in self.rendered(default, extra) {
+            let names: Vec<Option<String>> = match rule.resource_names.as_slice() {
+                [] => vec![None],
+                names => names
+                    .iter()
+                    .map(|n| Some(n.replace("{leaseName}", LEASE)))
+                    .collect(),
+            };
             for group in &rule.api_groups {
                 for resource in &rule.resources {
                     for verb in &rule.verbs {
-                        out.insert((scope, group.clone(), resource.clone(), verb.clone()));
+                        for name in &names {
+                            let (g, r, v) = (group.clone(), resource.clone(), verb.clone());
+                            out.insert((scope, g, r, v, name.clone()));
+                        }
                     }
                 }
             }
@@ -163,13 +186,13 @@ fn permissions_of(call: &Call) -> Vec<Permission> {
         ["namespaces", ns, rest @ ..] if !rest.is_empty() => (Some(*ns), rest),
         _ => (None, rest),
     };
-    let (resource, named) = match rest {
-        [resource] => (resource.to_string(), false),
-        [resource, _name] => (resource.to_string(), true),
-        [resource, _name, sub] => (format!("{resource}/{sub}"), true),
+    let (resource, name) = match rest {
+        [resource] => (resource.to_string(), None),
+        [resource, name] => (resource.to_string(), Some(name.to_string())),
+        [resource, name, sub] => (format!("{resource}/{sub}"), Some(name.to_string())),
         _ => panic!("unexpected API path {}", call.path),
     };
-    let verb = match (call.method.as_str(), named) {
+    let verb = match (call.method.as_str(), name.is_some()) {
         ("GET", true) => "get",
         ("GET", false) => "list",
         ("WATCH", _) => "watch",
@@ -181,24 +204,66 @@ fn permissions_of(call: &Call) -> Vec<Permission> {
         _ => return vec![],
     };
     let scope = match namespace {
-        None | Some(NS) => Scope::Watched,
+        None => Scope::Cluster,
+        Some(NS) => Scope::Watched,
         Some(TEMPLATES_NS) => Scope::Templates,
         Some(RELEASE_NS) => Scope::Release,
         Some(other) => panic!("request in unexpected namespace {other}: {}", call.path),
     };
-    let mut verbs = vec![verb];
+    let mut out = vec![(
+        scope,
+        group.to_string(),
+        resource.clone(),
+        verb.to_string(),
+        name,
+    )];
     if call.created {
-        // An apply of a missing object passes the API server's create authorisation too.
-        verbs.push("create");
+        // An apply of a missing object passes the API server's create authorisation too; a
+        // create is never matched by name (RBAC cannot limit it with resourceNames).
+        out.push((
+            scope,
+            group.to_string(),
+            resource,
+            "create".to_string(),
+            None,
+        ));
     }
-    verbs
-        .into_iter()
-        .map(|v| (scope, group.to_string(), resource.clone(), v.to_string()))
-        .collect()
+    out
 }
 
-fn requested(c: &FakeCluster) -> BTreeSet<Permission> {
-    c.calls().iter().flat_map(permissions_of).collect()
+/// The requests of a Canary's life on the fake cluster, and which of them `run` made over all
+/// namespaces (what a controller with a namespace list never does).
+struct Life {
+    calls: Vec<Call>,
+    all_namespaces: Range<usize>,
+}
+
+/// The chart's two RBAC layouts.
+#[derive(Clone, Copy, Debug, PartialEq)]
+enum Layout {
+    /// `namespaces` empty: a ClusterRole, which also grants requests outside any namespace.
+    ClusterRole,
+    /// `namespaces` set: Roles only.
+    Roles,
+}
+
+/// What the controller requests under `layout`: with Roles, every call but those of `run` over
+/// all namespaces; with a ClusterRole, every call (it grants the namespaced ones too), a
+/// cluster-wide one granted by the watched rules.
+fn requested(life: &Life, layout: Layout) -> BTreeSet<Permission> {
+    let mut out = BTreeSet::new();
+    for (i, call) in life.calls.iter().enumerate() {
+        if layout == Layout::Roles && life.all_namespaces.contains(&i) {
+            continue;
+        }
+        for mut p in permissions_of(call) {
+            if layout == Layout::ClusterRole && p.0 == Scope::Cluster {
+                p.0 = Scope::Watched;
+            }
+            out.insert(p);
+        }
+    }
+    out
 }
 
 /// A context like the controller's own: the real routers over the fake API server.
@@ -267,7 +332,7 @@ async fn run_once(c: &FakeCluster, default: Provider, namespaces: &[String]) {
 
 /// Everything the controller does to a Canary in its life, with `default` as the controller's
 /// provider and `named` as the Canary's `spec.provider` (none: the default).
-async fn a_life(default: &str, named: Option<&str>) -> FakeCluster {
+async fn a_life(default: &str, named: Option<&str>) -> Life {
     let default: Provider = default.parse().unwrap();
     let mut canary = canary(json!({
         "provider": named,
@@ -317,7 +382,9 @@ async fn a_life(default: &str, named: Option<&str>) -> FakeCluster {
         c.set_metric(metric, MetricReading::Value { value: 1.0 });
     }
 
+    let start = c.calls().len();
     run_once(&c, default, &[]).await;
+    let all_namespaces = start..c.calls().len();
     run_once(&c, default, &[NS.to_string()]).await;
     drive(&c, default, "Initialized").await;
 
@@ -358,7 +425,7 @@ async fn a_life(default: &str, named: Option<&str>) -> FakeCluster {
     let election = LeaderElection::new(
         c.client(),
         LeaseConfig {
-            name: "fledge-leader".into(),
+            name: LEASE.into(),
             namespace: RELEASE_NS.into(),
             identity: "fledge-0".into(),
             timing: Timing::for_lease_duration(Duration::from_secs(15)).unwrap(),
@@ -375,34 +442,70 @@ async fn a_life(default: &str, named: Option<&str>) -> FakeCluster {
         "renews it"
     );
     election.release().await.unwrap();
-    c
+    Life {
+        calls: c.calls(),
+        all_namespaces,
+    }
 }
 
-fn show(set: &BTreeSet<Permission>) -> String {
-    set.iter()
-        .map(|(s, g, r, v)| format!("  {s:?} {g:?} {r} {v}"))
+fn show<'a>(set: impl IntoIterator<Item = &'a Permission>) -> String {
+    set.into_iter()
+        .map(|(s, g, r, v, n)| format!("  {s:?} {g:?} {r} {v} {}", n.as_deref().unwrap_or("")))
         .collect::<Vec<_>>()
         .join("\n")
 }
 
-fn assert_grants_exactly(default: &str, extra: &[&str], requested: &BTreeSet<Permission>) {
+/// Whether a grant lets a request through: the same scope, group, resource and verb, and a
+/// rule without resourceNames or naming the requested object.
+fn covers(grant: &Permission, request: &Permission) -> bool {
+    grant.0 == request.0
+        && grant.1 == request.1
+        && grant.2 == request.2
+        && grant.3 == request.3
+        && (grant.4.is_none() || grant.4 == request.4)
+}
+
+/// The chart's grants against the requests: nothing missing, nothing unused.
+fn check_grants(
+    default: &str,
+    extra: &[&str],
+    layout: Layout,
+    requested: &BTreeSet<Permission>,
+) -> Result<(), String> {
     let granted = permissions().granted(default, extra);
-    let missing: BTreeSet<_> = requested.difference(&granted).cloned().collect();
-    let unused: BTreeSet<_> = granted.difference(requested).cloned().collect();
-    assert!(
-        missing.is_empty() && unused.is_empty(),
-        "provider {default} (extra {extra:?}): charts/fledge/rbac/permissions.yaml\n\
+    let missing: Vec<_> = requested
+        .iter()
+        .filter(|r| !granted.iter().any(|g| covers(g, r)))
+        .collect();
+    let unused: Vec<_> = granted
+        .iter()
+        .filter(|g| !requested.iter().any(|r| covers(g, r)))
+        .collect();
+    if missing.is_empty() && unused.is_empty() {
+        return Ok(());
+    }
+    Err(format!(
+        "provider {default} (extra {extra:?}, {layout:?}): charts/fledge/rbac/permissions.yaml\n\
          misses what the controller requests:\n{}\ngrants what it never requests:\n{}",
-        show(&missing),
-        show(&unused)
-    );
+        show(missing),
+        show(unused)
+    ))
+}
+
+fn assert_grants_exactly(default: &str, extra: &[&str], lives: &[Life]) {
+    for layout in [Layout::ClusterRole, Layout::Roles] {
+        let requested = lives.iter().flat_map(|l| requested(l, layout)).collect();
+        if let Err(e) = check_grants(default, extra, layout, &requested) {
+            panic!("{e}");
+        }
+    }
 }
 
 #[tokio::test]
 async fn the_chart_grants_exactly_what_the_controller_requests_with_each_default_provider() {
     for &provider in PROVIDER_NAMES {
-        let c = a_life(provider, None).await;
-        assert_grants_exactly(provider, &[], &requested(&c));
+        let life = a_life(provider, None).await;
+        assert_grants_exactly(provider, &[], &[life]);
     }
 }
 
@@ -435,9 +538,52 @@ async fn an_apply_that_creates_its_object_needs_create_as_well_as_patch() {
 #[tokio::test]
 async fn a_canary_naming_another_provider_needs_the_rules_of_an_extra_provider() {
     // Two Canaries on an Istio controller: one on the default, one naming the Gateway API.
-    let mut both = requested(&a_life("istio", None).await);
-    both.extend(requested(&a_life("istio", Some("gatewayapi:v1")).await));
-    assert_grants_exactly("istio", &["gatewayapi:v1"], &both);
+    let lives = [
+        a_life("istio", None).await,
+        a_life("istio", Some("gatewayapi:v1")).await,
+    ];
+    assert_grants_exactly("istio", &["gatewayapi:v1"], &lives);
+}
+
+/// A request the controller would make, as the fake records it.
+fn call(method: &str, path: &str) -> Call {
+    Call {
+        method: method.into(),
+        path: path.into(),
+        body: Value::Null,
+        created: false,
+    }
+}
+
+#[tokio::test]
+async fn a_cluster_wide_request_fails_under_a_namespace_list_but_not_under_a_cluster_role() {
+    let mut life = a_life("istio", None).await;
+    // As if reconciling in namespace `test` listed Deployments in every namespace.
+    life.calls.push(call("GET", "/apis/apps/v1/deployments"));
+    let roles = requested(&life, Layout::Roles);
+    let err = check_grants("istio", &[], Layout::Roles, &roles)
+        .expect_err("a Role cannot grant a cluster-wide list");
+    assert!(
+        err.contains("Cluster \"apps\" deployments list"),
+        "names the request: {err}"
+    );
+    let cluster = requested(&life, Layout::ClusterRole);
+    check_grants("istio", &[], Layout::ClusterRole, &cluster)
+        .expect("the ClusterRole grants it (list deployments everywhere)");
+}
+
+#[tokio::test]
+async fn the_lease_rules_name_the_lease_so_another_lease_is_refused() {
+    let mut life = a_life("istio", None).await;
+    let other = "/apis/coordination.k8s.io/v1/namespaces/fledge-system/leases/other";
+    life.calls.push(call("PUT", other));
+    let requested = requested(&life, Layout::Roles);
+    let err = check_grants("istio", &[], Layout::Roles, &requested)
+        .expect_err("update of another Lease is not granted");
+    assert!(
+        err.contains("Release \"coordination.k8s.io\" leases update other"),
+        "names the request: {err}"
+    );
 }
 
 #[test]

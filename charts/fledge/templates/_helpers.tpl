@@ -24,9 +24,16 @@ app.kubernetes.io/instance: {{ .Release.Name }}
 {{- if .Values.serviceAccount.create -}}
 {{- default (include "fledge.fullname" .) .Values.serviceAccount.name -}}
 {{- else -}}
-{{- default "default" .Values.serviceAccount.name -}}
+{{- required "serviceAccount.name: with serviceAccount.create false, name the existing ServiceAccount to run as" .Values.serviceAccount.name -}}
 {{- end -}}
 {{- end -}}
+
+{{/*
+The port the ops server listens on in the container, fixed: `service.port` is the Service's
+only. A port below 1024 would need NET_BIND_SERVICE, which a non-root process does not keep on
+every runtime; the Dockerfile EXPOSEs the same port.
+*/}}
+{{- define "fledge.opsPort" -}}8080{{- end -}}
 
 {{/* The image: repository@digest when a digest is set, else repository:tag. */}}
 {{- define "fledge.image" -}}
@@ -63,6 +70,9 @@ rules:
   - apiGroups: {{ toJson .apiGroups }}
     resources: {{ toJson .resources }}
     verbs: {{ toJson .verbs }}
+    {{- with .resourceNames }}
+    resourceNames: {{ toJson . }}
+    {{- end }}
 {{- end }}
 {{- end -}}
 
