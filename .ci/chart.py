@@ -10,7 +10,9 @@ leader election and the RBAC rules. Then: every file in ci/bad/ must fail with t
 first line expects; the CRDs and the examples validate (Canaries and MetricTemplates against
 the CRDs' own schemas); the example Canaries are rehearsed in fledge-sim; the Dockerfile agrees
 with the chart, and the commands its comments show exist (subcommand, flags, scenario); every
-environment variable the chart sets is one the controller reads.
+environment variable the chart sets is one the controller reads; the schema's verdict on log
+filters agrees with the controller's; the READMEs' helm commands set the image and do not
+--reuse-values.
 
 Run by .ci/chart, which creates the virtualenv. Exits non-zero naming every failed check.
 """
@@ -601,6 +603,47 @@ def check_image_and_binary() -> None:
     print(f"ok   image USER {uid}:{gid}, entrypoints and port agree with the chart; {len(container['env'])} env vars checked")
 
 
+def helm_commands(markdown: str) -> list[str]:
+    """The `helm install` and `helm upgrade` commands of a Markdown file's code blocks, each
+    with its continuation lines joined."""
+    commands, current, in_block = [], "", False
+    for line in markdown.splitlines():
+        if line.lstrip().startswith("```"):
+            in_block = not in_block
+            continue
+        if not in_block:
+            continue
+        current += line.strip()
+        if current.endswith("\\"):
+            current = current[:-1] + " "
+            continue
+        if re.match(r"helm (install|upgrade) ", current):
+            commands.append(current)
+        current = ""
+    return commands
+
+
+def check_install_docs() -> None:
+    """The READMEs' install commands set the image (nothing publishes the default), and their
+    upgrades do not reuse the old release's values (a value a new chart adds would be missing)."""
+    before = len(failures)
+    for doc in (ROOT / "README.md", CHART / "README.md"):
+        where = str(doc.relative_to(ROOT))
+        commands = helm_commands(doc.read_text())
+        if not any(c.startswith("helm install ") for c in commands):
+            fail(where, "no `helm install` command")
+        for command in commands:
+            with_file = re.search(r" (-f|--values) ", command)
+            if command.startswith("helm install ") and not with_file and not (
+                "image.repository=" in command and "image.tag=" in command
+            ):
+                fail(where, f"`{command}` installs the unpublished default image")
+            if "--reuse-values" in command:
+                fail(where, f"`{command}`: --reuse-values drops the values a new chart adds")
+    if len(failures) == before:
+        print("ok   the READMEs' helm commands set the image and do not --reuse-values")
+
+
 def main() -> int:
     start = time.monotonic()
     value_sets = {"default": {}}
@@ -613,6 +656,7 @@ def main() -> int:
     schemas = crd_schemas()
     check_rehearsals(check_examples(schemas))
     check_image_and_binary()
+    check_install_docs()
     took = time.monotonic() - start
     if failures:
         print(f"\n{len(failures)} chart checks failed ({took:.1f} s):")
