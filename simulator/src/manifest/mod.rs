@@ -238,8 +238,19 @@ pub struct VirtualService {
     pub namespace: Option<String>,
     /// `spec.hosts`.
     pub hosts: Vec<String>,
+    /// `spec.gateways`: empty means `mesh`, the sidecars.
+    pub gateways: Vec<String>,
     /// `spec.http`.
     pub http: Vec<HttpRoute>,
+}
+
+impl VirtualService {
+    /// Whether the sidecars apply it: Istio binds a VirtualService to the reserved gateway
+    /// `mesh` when `gateways` is absent; one bound to named gateways only routes at those
+    /// gateways, not for the mesh's clients.
+    pub fn binds_mesh(&self) -> bool {
+        self.gateways.is_empty() || self.gateways.iter().any(|g| g == "mesh")
+    }
 }
 
 /// Load-balancing algorithm.
@@ -926,6 +937,12 @@ fn virtual_service(
             hosts.push(doc.str(Node { v }, &idx("spec.hosts", i))?);
         }
     }
+    let mut gateways = Vec::new();
+    if let Some(g) = get(s, "gateways") {
+        for (i, v) in doc.list(g, "spec.gateways")?.iter().enumerate() {
+            gateways.push(doc.str(Node { v }, &idx("spec.gateways", i))?);
+        }
+    }
     let mut http = Vec::new();
     if let Some(h) = get(s, "http") {
         for (i, v) in doc.list(h, "spec.http")?.iter().enumerate() {
@@ -937,6 +954,7 @@ fn virtual_service(
         name,
         namespace,
         hosts,
+        gateways,
         http,
     })
 }

@@ -341,6 +341,17 @@ impl Context {
                 ),
             ));
         }
+        let apex = fledge_controller::routes::service_names(&canary_resource).apex;
+        if apex != raw.service.name {
+            // The router's objects would route `apex`, which no client of the scenario calls.
+            return Err(self.error(
+                "canary.spec.service.name",
+                format!(
+                    "names the Canary's Services `{apex}`, `{apex}-primary` and `{apex}-canary`, but the scenario's service is `{}`: the controller's routes would govern a Service no client calls. Name the scenario's service `{apex}`, or leave service.name out",
+                    raw.service.name
+                ),
+            ));
+        }
         let manifests = self.manifests(&raw)?;
 
         let mut clients = Vec::new();
