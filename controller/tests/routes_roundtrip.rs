@@ -1,7 +1,7 @@
 //! The pure routing vocabulary: every provider's reader inverts its builder, and the objects
 //! read the way Flagger writes them. No cluster needed: these run without default features.
 
-use fledge_controller::routes::{PROVIDER_NAMES, Provider, Routes, service_names};
+use fledge_controller::routes::{PROVIDER_NAMES, Provider, RouteError, Routes, service_names};
 use fledge_controller::spec::Canary;
 use proptest::prelude::*;
 use serde_json::{Value, json};
@@ -36,27 +36,157 @@ fn written(provider: Provider, c: &Canary, routes: &Routes) -> Value {
     provider.routing_object(c, routes).expect("buildable")["spec"].clone()
 }
 
+/// A string match as a Canary writes it.
+fn string_match() -> impl Strategy<Value = Value> {
+    prop_oneof![
+        "[a-z]{1,6}".prop_map(|v| json!({ "exact": v })),
+        "[a-z]{1,6}".prop_map(|v| json!({ "prefix": v })),
+        "[a-z]{1,4}\\.\\*".prop_map(|v| json!({ "regex": v })),
+    ]
+}
+
+/// One A/B match block: headers, and sometimes a path or a method.
+fn ab_match() -> impl Strategy<Value = Value> {
+    (
+        proptest::collection::btree_map("x-[a-z]{1,5}", string_match(), 0..3),
+        proptest::option::of(prop_oneof![Just("/"), Just("/api"), Just("/v2/")]),
+        proptest::option::of(prop_oneof![Just("GET"), Just("post")]),
+    )
+        .prop_map(|(headers, uri, method)| {
+            let mut m = json!({});
+            if !headers.is_empty() {
+                m["headers"] = json!(headers);
+            }
+            if let Some(prefix) = uri {
+                m["uri"] = json!({ "prefix": prefix });
+            }
+            if let Some(method) = method {
+                m["method"] = json!({ "exact": method });
+            }
+            if m.as_object().is_some_and(|o| o.is_empty()) {
+                m["headers"] = json!({ "x-canary": { "exact": "insider" } });
+            }
+            m
+        })
+}
+
+/// Canaries as users write them: service names (absent, empty, other than the target), ports,
+/// hosts, gateways and gatewayRefs, header rewrites, retries, timeouts and A/B matches.
+fn any_canary() -> impl Strategy<Value = Canary> {
+    (
+        prop_oneof![Just(None), Just(Some("")), Just(Some("frontend"))],
+        1i32..65536,
+        proptest::sample::subsequence(vec!["app.example.com", "podinfo.test.svc"], 0..=2),
+        prop_oneof![
+            Just(vec![]),
+            Just(vec!["public-gateway"]),
+            Just(vec!["mesh", "ingress/public"])
+        ],
+        any::<bool>(),
+        proptest::option::of(prop_oneof![
+            Just(json!({ "request": { "set": { "x-a": "1" }, "remove": ["x-b"] } })),
+            Just(json!({ "response": { "add": { "x-c": "2", "x-b": "3" } } })),
+        ]),
+        proptest::option::of(prop_oneof![Just("2s"), Just("500ms")]),
+        any::<bool>(),
+        proptest::collection::vec(ab_match(), 0..3),
+    )
+        .prop_map(
+            |(name, port, hosts, gateways, gateway_refs, headers, timeout, retries, matches)| {
+                let mut service = json!({ "port": port, "hosts": hosts, "gateways": gateways });
+                if let Some(name) = name {
+                    service["name"] = json!(name);
+                }
+                if gateway_refs {
+                    service["gatewayRefs"] = json!([{ "name": "public", "namespace": "ingress" }]);
+                }
+                if let Some(headers) = headers {
+                    service["headers"] = headers;
+                }
+                if let Some(timeout) = timeout {
+                    service["timeout"] = json!(timeout);
+                }
+                if retries {
+                    service["retries"] = json!({ "attempts": 3, "perTryTimeout": "1s" });
+                }
+                canary(json!({
+                    "targetRef": { "apiVersion": "apps/v1", "kind": "Deployment", "name": "podinfo" },
+                    "service": service,
+                    "analysis": { "iterations": 3, "match": matches },
+                }))
+            },
+        )
+}
+
+/// Splits as the rollout core asks for them.
+fn any_routes(can_match: bool) -> impl Strategy<Value = Routes> {
+    (0u8..=100, proptest::option::of(0u8..=100), any::<bool>()).prop_map(
+        move |(canary, mirror, matched)| Routes {
+            primary: 100 - canary,
+            canary,
+            mirror,
+            matched: matched && can_match,
+        },
+    )
+}
+
 proptest! {
     #[test]
-    fn every_provider_reads_back_exactly_the_split_it_wrote(
-        canary_weight in 0u8..=100,
-        mirror in proptest::option::of(0u8..=100),
-        matched in any::<bool>(),
+    fn every_provider_reads_back_exactly_the_split_it_wrote_for_any_canary(
+        (c, routes) in any_canary().prop_flat_map(|c| {
+            let can_match = !c.spec.analysis.match_.is_empty();
+            (Just(c), any_routes(can_match))
+        }),
     ) {
-        let routes = Routes { primary: 100 - canary_weight, canary: canary_weight, mirror, matched };
-        let c = ab_canary();
         for provider in providers() {
-            let supported = (mirror.is_none() || provider.can_mirror())
-                && (!matched || provider.can_match());
-            match provider.routing_object(&c, &routes) {
-                Ok(object) => {
+            let supported = (routes.mirror.is_none() || provider.can_mirror())
+                && (!routes.matched || provider.can_match());
+            match provider.objects(&c, &routes) {
+                Ok(objects) => {
                     prop_assert!(supported, "{provider} built what it cannot express");
-                    prop_assert_eq!(provider.read_routes(&c, &object["spec"]), Ok(routes));
+                    let spec = &objects.last().expect("a routing object")["spec"];
+                    prop_assert_eq!(provider.read_routes(&c, spec), Ok(routes));
+                    prop_assert_eq!(provider.check_stored(&c, &routes, spec), Ok(()));
                 }
-                Err(e) => prop_assert!(!supported, "{provider}: {e}"),
+                Err(RouteError::Unsupported { .. }) => prop_assert!(!supported, "{provider}"),
+                // Only an A/B match an HTTPRoute cannot tell from its defaulted match may be
+                // refused, at the field that holds it.
+                Err(RouteError::InvalidSpec { field, reason }) => prop_assert!(
+                    matches!(provider, Provider::GatewayApi(_))
+                        && routes.matched
+                        && field.starts_with("spec.analysis.match["),
+                    "{provider}: {field}: {reason}"
+                ),
             }
         }
     }
+}
+
+#[test]
+fn a_gateway_route_whose_mirror_percent_the_api_server_pruned_is_refused_naming_the_cause() {
+    let c = ab_canary();
+    let provider: Provider = "gatewayapi:v1".parse().unwrap();
+    let routes = Routes {
+        mirror: Some(50),
+        ..Routes::PRIMARY_ONLY
+    };
+    let mut spec = written(provider, &c, &routes);
+    assert_eq!(provider.check_stored(&c, &routes, &spec), Ok(()));
+    // What an HTTPRoute CRD older than v1.2 keeps of the filter.
+    let filter = &mut spec["rules"][0]["filters"];
+    let mirror = filter
+        .as_array_mut()
+        .and_then(|fs| fs.iter_mut().find(|f| f["type"] == "RequestMirror"))
+        .expect("a mirror filter");
+    mirror["requestMirror"]
+        .as_object_mut()
+        .unwrap()
+        .remove("percent");
+    let e = provider.check_stored(&c, &routes, &spec).unwrap_err();
+    assert!(
+        e.contains("requestMirror.percent") && e.contains("v1.2"),
+        "{e}"
+    );
 }
 
 #[test]

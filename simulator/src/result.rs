@@ -122,6 +122,19 @@ pub struct AppliedObject {
     pub routes: Routes,
     /// The builders' objects, exactly as a cluster's API server would receive them.
     pub objects: Vec<serde_json::Value>,
+    /// The service's route table in the mesh once they were applied: what clients walk.
+    pub mesh_routes: Vec<RuleView>,
+}
+
+/// One rule of a service's route table in the mesh, in the order clients try them.
+#[derive(Clone, Debug, PartialEq)]
+pub struct RuleView {
+    /// Whether the rule takes only the requests that match it (A/B); one without takes all.
+    pub matched: bool,
+    /// Relative weights by version name (`primary`, `canary`).
+    pub weights: Vec<(String, u32)>,
+    /// The version requests are also copied to, and the percentage copied.
+    pub mirror: Option<(String, f64)>,
 }
 
 /// One client's requests over the run.

@@ -4,10 +4,9 @@
 
 use std::path::Path;
 
-use fledge_controller::routes::Provider;
 use fledge_simulator::expect;
 use fledge_simulator::harness;
-use fledge_simulator::result::RunResult;
+use fledge_simulator::result::{RuleView, RunResult};
 use fledge_simulator::scenario::{Outcome, Scenario};
 
 const HEAD: &str = r#"name: routes
@@ -155,36 +154,59 @@ expect: {{outcome: promoted}}
     );
 }
 
+/// The percentages a rule of the mesh sends to the primary and the canary.
+fn shares(rule: &RuleView) -> (u8, u8) {
+    let weight = |name: &str| -> u64 {
+        rule.weights
+            .iter()
+            .filter(|(v, _)| v == name)
+            .map(|(_, w)| u64::from(*w))
+            .sum()
+    };
+    let (primary, canary) = (weight("primary"), weight("canary"));
+    let total = (primary + canary).max(1);
+    let canary = (100 * canary + total / 2) / total;
+    (100 - canary as u8, canary as u8)
+}
+
 #[test]
-fn every_routing_decision_is_applied_as_the_builders_objects_for_its_provider() {
+fn every_routing_decision_is_what_the_mesh_routes_by_once_applied() {
     let library = Path::new(env!("CARGO_MANIFEST_DIR")).join("../scenarios");
-    for (file, provider) in [
-        ("ab-testing-header.yaml", "istio"),
-        ("blue-green.yaml", "istio"),
-        ("mirroring.yaml", "istio"),
-        ("linkerd-trafficsplit.yaml", "linkerd"),
-        ("gateway-api-httproute.yaml", "gatewayapi:v1"),
+    for file in [
+        "ab-testing-header.yaml",
+        "blue-green.yaml",
+        "mirroring.yaml",
+        "linkerd-trafficsplit.yaml",
+        "gateway-api-httproute.yaml",
     ] {
         let s = Scenario::load(&library.join(file)).unwrap_or_else(|e| panic!("{e}"));
         let r = harness::run(&s, &s.variants[0], s.seed).expect("runs");
-        let provider: Provider = provider.parse().unwrap();
         assert!(
             r.applied_routes.len() >= 3,
             "{file}: {:?}",
             r.applied_routes
         );
         for applied in &r.applied_routes {
-            assert_eq!(
-                Ok(applied.objects.clone()),
-                provider.objects(&s.canary_resource, &applied.routes),
-                "{file}"
-            );
-            let routing = applied.objects.last().expect("a routing object");
-            assert_eq!(
-                provider.read_routes(&s.canary_resource, &routing["spec"]),
-                Ok(applied.routes),
-                "{file}"
-            );
+            let routes = applied.routes;
+            let table = &applied.mesh_routes;
+            let at = format!("{file} at {}ms, {routes}: {table:?}", applied.at_ms);
+            // A/B: a first rule takes the matching requests, all to the canary.
+            let general = if routes.matched {
+                assert!(table.len() >= 2 && table[0].matched, "{at}");
+                assert_eq!(shares(&table[0]), (0, 100), "{at}");
+                assert_eq!(table[0].mirror, None, "{at}");
+                &table[1]
+            } else {
+                &table[0]
+            };
+            assert!(!general.matched, "{at}");
+            assert_eq!(shares(general), (routes.primary, routes.canary), "{at}");
+            let mirror = general.mirror.as_ref().map(|(v, pct)| (v.as_str(), *pct));
+            let want = routes
+                .mirror
+                .filter(|m| *m > 0)
+                .map(|m| ("canary", f64::from(m)));
+            assert_eq!(mirror, want, "{at}");
         }
         // Each routing decision on the timeline was applied, in order.
         let decided: Vec<(u8, Option<u8>, bool)> = r
@@ -216,6 +238,122 @@ fn every_routing_decision_is_applied_as_the_builders_objects_for_its_provider() 
             .collect();
         assert!(unrouted.is_empty(), "{file}: {unrouted:?}");
     }
+}
+
+#[test]
+fn a_canary_whose_service_name_is_not_the_scenarios_service_is_refused_at_load() {
+    let text = format!(
+        "{HEAD}traffic:\n  - {{client: web, rate: 10}}\ntimeline:\n  - {{at: 30s, deploy: {{}}}}\n{}",
+        canary("      iterations: 2\n").replace(
+            "    service: {port: 9898}",
+            "    service: {name: frontend, port: 9898}"
+        )
+    );
+    let e = Scenario::parse(&text, Path::new("routes.yaml"))
+        .expect_err("refused")
+        .to_string();
+    assert!(
+        e.contains("canary.spec.service.name")
+            && e.contains("`frontend`")
+            && e.contains("`podinfo`"),
+        "{e}"
+    );
+}
+
+#[test]
+fn routes_bound_to_a_gateway_only_leave_the_mesh_clients_on_the_primary_the_apex_service_selects() {
+    // The controller's VirtualService binds only the gateway: sidecars do not apply it, and
+    // the apex Service, which the controller points at the primary, takes their requests.
+    let text = format!(
+        "{HEAD}traffic:\n  - {{client: web, rate: 50}}\ntimeline:\n  - {{at: 30s, deploy: {{}}}}\nexpect: {{outcome: rolled-back}}\n{}",
+        canary("      maxWeight: 50\n      stepWeight: 25\n").replace(
+            "    service: {port: 9898}",
+            "    service: {port: 9898, gateways: [ingress/public]}"
+        )
+    );
+    let r = run(&text);
+    assert!(r.counters["requests_primary"] > 1000, "{:?}", r.counters);
+    assert_eq!(r.counters["requests_canary"], 0, "{:?}", r.counters);
+    assert!(
+        r.warnings
+            .iter()
+            .any(|w| w.starts_with(harness::ROUTES_NOT_UNDERSTOOD)
+                && w.contains("bound to gateways ingress/public and not to `mesh`")),
+        "{:?}",
+        r.warnings
+    );
+}
+
+/// A scenario VirtualService for `podinfo` named `name`, bound to `gateways`, that sends
+/// everything to the primary and aborts `abort`% of the requests with a 503.
+fn scenario_virtual_service(name: &str, gateways: &str, abort: u32) -> String {
+    format!(
+        r#"manifests: |
+  apiVersion: networking.istio.io/v1beta1
+  kind: VirtualService
+  metadata: {{name: {name}, namespace: test}}
+  spec:
+    hosts: [podinfo]
+    gateways: {gateways}
+    http:
+      - fault: {{abort: {{httpStatus: 503, percentage: {{value: {abort}}}}}}}
+        route:
+          - destination: {{host: podinfo-primary}}
+"#
+    )
+}
+
+#[test]
+fn a_scenario_virtual_service_bound_to_a_gateway_only_routes_no_mesh_client() {
+    let text = format!(
+        "{HEAD}{}traffic:\n  - {{client: web, rate: 50}}\ntimeline:\n  - {{at: 30s, deploy: {{}}}}\nexpect: {{outcome: rolled-back}}\n{}",
+        scenario_virtual_service("podinfo-edge", "[ingress/public]", 100),
+        canary("      maxWeight: 50\n      stepWeight: 25\n")
+    );
+    let r = run(&text);
+    let web = r.clients.iter().find(|c| c.name == "web").expect("web");
+    assert!(web.requests > 1000, "{web:?}");
+    assert_eq!(web.failed, 0, "the edge's fault is not the mesh's: {web:?}");
+    assert!(r.counters["requests_canary"] > 0, "{:?}", r.counters);
+}
+
+#[test]
+fn of_two_virtual_services_for_one_host_the_older_routes_it_and_a_warning_names_both_once() {
+    let text = format!(
+        "{HEAD}{}traffic:\n  - {{client: web, rate: 50}}\ntimeline:\n  - {{at: 30s, deploy: {{}}}}\nexpect: {{outcome: rolled-back}}\n{}",
+        scenario_virtual_service("podinfo-legacy", "[mesh]", 0),
+        canary("      maxWeight: 50\n      stepWeight: 25\n")
+    );
+    let r = run(&text);
+    // The scenario's VirtualService is older than the controller's: it keeps the host.
+    assert!(r.counters["requests_primary"] > 1000, "{:?}", r.counters);
+    assert_eq!(r.counters["requests_canary"], 0, "{:?}", r.counters);
+    let conflicts: Vec<&String> = r
+        .warnings
+        .iter()
+        .filter(|w| w.contains("IST0109"))
+        .collect();
+    assert_eq!(conflicts.len(), 1, "{:?}", r.warnings);
+    assert!(
+        conflicts[0].contains("VirtualService test/podinfo-legacy")
+            && conflicts[0].contains("VirtualService test/podinfo "),
+        "{}",
+        conflicts[0]
+    );
+}
+
+#[test]
+fn only_the_virtual_service_the_controllers_replaces_lends_its_default_route() {
+    // Same name as the controller's: its fault stays under the controller's routes.
+    let same = format!(
+        "{HEAD}{}traffic:\n  - {{client: web, rate: 50}}\ntimeline:\n  - {{at: 30s, deploy: {{}}}}\nexpect: {{outcome: rolled-back}}\n{}",
+        scenario_virtual_service("podinfo", "[mesh]", 100),
+        canary("      maxWeight: 50\n      stepWeight: 25\n")
+    );
+    let r = run(&same);
+    let web = r.clients.iter().find(|c| c.name == "web").expect("web");
+    assert_eq!(web.failed, web.requests, "{web:?}");
+    assert!(r.counters["requests_canary"] > 0, "{:?}", r.counters);
 }
 
 #[test]

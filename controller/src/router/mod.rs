@@ -62,6 +62,14 @@ pub enum RouterError {
         name: String,
         reason: String,
     },
+    /// The API server did not keep the split as applied (a CRD that prunes a field).
+    #[error("{kind} {namespace}/{name} was not stored as applied: {reason}")]
+    NotKept {
+        kind: &'static str,
+        namespace: String,
+        name: String,
+        reason: String,
+    },
     /// The split cannot be written as the provider's object.
     #[error(transparent)]
     Build(#[from] RouteError),
@@ -112,16 +120,33 @@ impl Router {
             .and_then(|o| self.provider.read_routes(canary, &o.data["spec"]).ok())
             .filter(|r| !r.matched || !canary.spec.analysis.match_.is_empty())
             .unwrap_or(Routes::PRIMARY_ONLY);
-        let desired = self.provider.routing_object(canary, &routes)?;
-        self.routing.apply(canary, existing.as_ref(), desired).await
+        self.write_routes(canary, existing.as_ref(), &routes).await
     }
 
     /// Routes traffic as `routes` says.
     pub async fn set_routes(&self, canary: &Canary, routes: &Routes) -> Result<(), RouterError> {
-        let desired = self.provider.routing_object(canary, routes)?;
         let ns = namespace(canary)?;
         let existing = self.routing.get(&ns, &service_names(canary).apex).await?;
-        self.routing.apply(canary, existing.as_ref(), desired).await
+        self.write_routes(canary, existing.as_ref(), routes).await
+    }
+
+    /// Applies the routing object for `routes` and checks what the API server kept of it.
+    async fn write_routes(
+        &self,
+        canary: &Canary,
+        existing: Option<&DynamicObject>,
+        routes: &Routes,
+    ) -> Result<(), RouterError> {
+        let desired = self.provider.routing_object(canary, routes)?;
+        let stored = self.routing.apply(canary, existing, desired).await?;
+        self.provider
+            .check_stored(canary, routes, &stored.data["spec"])
+            .map_err(|reason| RouterError::NotKept {
+                kind: self.routing.kind,
+                namespace: stored.namespace().unwrap_or_default(),
+                name: stored.name_any(),
+                reason,
+            })
     }
 
     /// The split as the live object has it, so hand edits are seen.
@@ -143,10 +168,8 @@ impl Router {
         let Some(existing) = self.routing.get(&ns, &service_names(canary).apex).await? else {
             return Ok(());
         };
-        let desired = self
-            .provider
-            .routing_object(canary, &Routes::PRIMARY_ONLY)?;
-        self.routing.apply(canary, Some(&existing), desired).await
+        self.write_routes(canary, Some(&existing), &Routes::PRIMARY_ONLY)
+            .await
     }
 }
 
@@ -214,7 +237,7 @@ impl Objects {
         canary: &Canary,
         existing: Option<&DynamicObject>,
         mut desired: Value,
-    ) -> Result<(), RouterError> {
+    ) -> Result<DynamicObject, RouterError> {
         let namespace = namespace(canary)?;
         let name = desired["metadata"]["name"]
             .as_str()
@@ -229,7 +252,6 @@ impl Objects {
         self.api(&namespace)
             .patch(&name, &params, &Patch::Apply(&desired))
             .await
-            .map(drop)
             .map_err(|source| RouterError::Api {
                 verb: "applying",
                 kind: self.kind,

@@ -63,7 +63,8 @@ pub fn http_route(
         let mut mirror = json!({
             "backendRef": { "group": "", "kind": "Service", "name": names.canary, "port": port },
         });
-        // `percent` is recent; leaving it out at 100% keeps older CRDs working.
+        // `percent` is recent (Gateway API v1.2); leaving it out at 100% keeps older CRDs
+        // working. Below 100% an older CRD prunes it, which `check_stored` reports.
         if pct < 100 {
             mirror["percent"] = json!(pct);
         }
@@ -143,20 +144,40 @@ pub fn read_routes(canary: &Canary, spec: &Value) -> Result<Routes, String> {
     })
 }
 
+/// Why the HTTPRoute the API server stored reads as `found` where `routes` was applied, when
+/// the cause is known. An HTTPRoute CRD older than Gateway API v1.2 has no
+/// `requestMirror.percent` and prunes it silently: the gateway then mirrors everything, and the
+/// drift check would find 100% where 50% was written and re-apply forever. Fledge cannot tell
+/// the CRD's version before writing, so it refuses such a route, naming the cause, rather than
+/// tolerate a mirror it did not ask for.
+pub(crate) fn pruned_mirror_percent(routes: &Routes, found: &Routes) -> Option<String> {
+    let pct = routes.mirror.filter(|p| *p < 100)?;
+    (found.mirror == Some(100)).then(|| {
+        format!(
+            "the API server dropped requestMirror.percent ({pct}%) from the RequestMirror \
+             filter: this cluster's HTTPRoute CRD predates Gateway API v1.2, so the gateway \
+             would mirror every request. Install the Gateway API v1.2 CRDs or later, or leave \
+             spec.analysis.mirrorWeight unset to mirror 100%"
+        )
+    })
+}
+
 /// The API server fills in a `/` path prefix match on a rule without matches; any other match
 /// (headers, query, method, another path) makes an A/B rule.
 fn has_ab_match(rule: &Value) -> bool {
-    let defaulted = |m: &Value| {
-        m.as_object().is_some_and(|o| {
-            o.keys().all(|k| k == "path")
-                && (o.get("path").is_none_or(|p| {
-                    p["value"] == "/" && matches!(p["type"].as_str(), None | Some("PathPrefix"))
-                }))
-        })
-    };
     rule["matches"]
         .as_array()
-        .is_some_and(|ms| ms.iter().any(|m| !defaulted(m)))
+        .is_some_and(|ms| ms.iter().any(|m| !matches_everything(m)))
+}
+
+/// A match with no condition but (at most) a `/` path prefix: the one the API server defaults.
+fn matches_everything(m: &Value) -> bool {
+    m.as_object().is_some_and(|o| {
+        o.keys().all(|k| k == "path")
+            && (o.get("path").is_none_or(|p| {
+                p["value"] == "/" && matches!(p["type"].as_str(), None | Some("PathPrefix"))
+            }))
+    })
 }
 
 /// The primary and canary weights of one rule, as percentages.
@@ -288,7 +309,20 @@ fn ab_matches(canary: &Canary) -> Result<Vec<Value>, RouteError> {
     required_matches(canary)?
         .iter()
         .enumerate()
-        .map(|(i, m)| convert_match(m, &format!("spec.analysis.match[{i}]")))
+        .map(|(i, m)| {
+            let path = format!("spec.analysis.match[{i}]");
+            let converted = convert_match(m, &path)?;
+            // It would send every request to the canary, and read back as the general rule.
+            if matches_everything(&converted) {
+                return Err(RouteError::InvalidSpec {
+                    field: path,
+                    reason: "matches every request (a `/` prefix is what an HTTPRoute rule \
+                             matches by default): give a header, query or method condition"
+                        .into(),
+                });
+            }
+            Ok(converted)
+        })
         .collect()
 }
 

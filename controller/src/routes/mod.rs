@@ -211,6 +211,27 @@ impl Provider {
         Ok(objects)
     }
 
+    /// Checks the `spec` of the routing object as the API server stored it (the answer to an
+    /// apply) against the `routes` applied: a CRD that prunes a field the split needs must not
+    /// go unseen, or the drift check would rewrite the object on every reconcile.
+    pub fn check_stored(
+        self,
+        canary: &Canary,
+        routes: &Routes,
+        stored: &Value,
+    ) -> Result<(), String> {
+        let found = self.read_routes(canary, stored)?;
+        if found == *routes {
+            return Ok(());
+        }
+        let known = match self {
+            Provider::GatewayApi(_) => gateway_api::pruned_mirror_percent(routes, &found),
+            Provider::Istio | Provider::Smi(_) => None,
+        };
+        Err(known
+            .unwrap_or_else(|| format!("the API server stored {found} where {routes} was applied")))
+    }
+
     /// Reads the split back from the `spec` of the provider's routing object.
     pub fn read_routes(self, canary: &Canary, spec: &Value) -> Result<Routes, String> {
         match self {

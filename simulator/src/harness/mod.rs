@@ -10,11 +10,13 @@
 //! loaded through the manifest loader as `kubectl apply` would load them; scaling and promotion
 //! change the versions' pods and behaviour.
 //!
-//! Like the cluster's routers, it owns the service's routes: its objects replace the routes of
-//! the scenario's manifests for the service, and routes a scenario applies mid-run are
-//! overwritten by the controller's at once. So that a scenario can inject faults, the
-//! scenario's default route for the service lends its fault injection, timeout and retries to
-//! the controller's routes where they set none. Load testers (`target: canary`) call the
+//! Like the cluster's routers, it owns the service's routes: routing objects are kept as the API
+//! server keeps them (`objects`: by kind, namespace and name; of two claiming one host the older
+//! routes it), its objects replace the scenario's object of the same name, and routes a
+//! scenario applies mid-run are overwritten by the controller's at once. So that a scenario can
+//! inject faults, the default route of the VirtualService the controller's replaces lends its
+//! fault injection, timeout and retries to the controller's routes where they set none. The
+//! apex Service selects the primary's pods only, as the controller points it. Load testers (`target: canary`) call the
 //! canary's own Service (`<service>-canary`), as Flagger's load tester does, and send only while
 //! a rollout progresses.
 //!
@@ -22,6 +24,7 @@
 //! primary's behaviour at once (no rolling update); webhooks answer instantly, and a load-test
 //! webhook generates no traffic by itself (a `target: canary` client does).
 
+mod objects;
 pub mod observe;
 
 use std::collections::BTreeMap;
@@ -38,7 +41,7 @@ use crate::engine::{MILLIS, SECONDS, SimTime};
 use crate::manifest::{self, Manifest, Manifests};
 use crate::mesh::{
     self, ClientConfig, ClientId, HeaderProfile, Mesh, MeshConfig, MeshError, ServiceConfig,
-    VersionConfig, VersionId,
+    ServiceId, VersionConfig, VersionId,
 };
 use crate::result::{
     AppliedObject, ClientFigures, Decision, Outcome, RunResult, Sample, WindowFigures,
@@ -47,6 +50,7 @@ use crate::scenario::{
     Event, HookAnswer, RateShape, Scenario, Side, TimelineEntry, Trigger, Variant,
 };
 use crate::telemetry::{Reporter, Selector};
+use objects::{Store, Writer};
 
 /// Revisions of the target: before and after the scenario's `deploy`.
 const OLD_REVISION: &str = "rev-1";
@@ -88,6 +92,9 @@ struct Harness<'a> {
     mesh: Mesh,
     /// The provider whose objects carry the routes.
     provider: Provider,
+    /// The routing objects as the API server holds them.
+    objects: Store,
+    service: ServiceId,
     primary: VersionId,
     canary: VersionId,
     canary_desired: u32,
@@ -128,6 +135,10 @@ impl<'a> Harness<'a> {
         canary.workload = Some(target);
         let mut service = ServiceConfig::new(&scenario.service, vec![primary, canary]);
         service.namespace = Some(scenario.namespace.clone());
+        // The controller points the apex Service at the primary's pods: requests that no
+        // routing object of the mesh governs (a VirtualService bound to a gateway only, an
+        // HTTPRoute on a Gateway) reach the primary alone, as on a cluster.
+        service.selects = Some(vec!["primary".into()]);
         let clients = scenario
             .clients
             .iter()
@@ -165,10 +176,7 @@ impl<'a> Harness<'a> {
             data_plane: scenario.data_plane,
             ..MeshConfig::default()
         };
-        let mut mesh = Mesh::new(config).map_err(mesh_error)?;
-        let warnings = mesh
-            .apply_manifests(&scenario.manifests)
-            .map_err(mesh_error)?;
+        let mesh = Mesh::new(config).map_err(mesh_error)?;
         let service = mesh
             .service_id(&scenario.service)
             .expect("the service was just built");
@@ -183,6 +191,8 @@ impl<'a> Harness<'a> {
             seed,
             mesh,
             provider,
+            objects: Store::new(&scenario.namespace),
+            service,
             primary,
             canary,
             canary_desired: 0,
@@ -198,14 +208,10 @@ impl<'a> Harness<'a> {
             deployed_at: None,
             decided_at: None,
             max_weight: 0,
-            warnings: scenario
-                .manifests
-                .warnings
-                .iter()
-                .cloned()
-                .chain(warnings)
-                .collect(),
+            warnings: scenario.manifests.warnings.clone(),
         };
+        h.apply_objects(&scenario.manifests, Writer::Scenario)
+            .map_err(mesh_error)?;
         h.load_testers = scenario
             .clients
             .iter()
@@ -316,9 +322,8 @@ impl<'a> Harness<'a> {
             }
             Event::ApplyManifests(m) => {
                 let kinds: Vec<String> = m.items.iter().map(manifest_label).collect();
-                let result = self.mesh.apply_manifests(m).and_then(|warnings| {
-                    self.warnings
-                        .extend(m.warnings.iter().cloned().chain(warnings));
+                self.warnings.extend(m.warnings.iter().cloned());
+                let result = self.apply_objects(m, Writer::Scenario).and_then(|()| {
                     // The controller owns its service's routes and writes them back on its
                     // next reconcile; the harness does so at once.
                     match self.routes {
@@ -630,24 +635,63 @@ impl<'a> Harness<'a> {
             .join("\n---\n");
         let mut loaded = manifest::parse(&text)
             .map_err(|e| routing_error(format!("the router's objects do not load: {e}")))?;
-        lend_default_route(
-            &mut loaded,
-            &self.scenario.manifests,
-            &self.scenario.service,
-        );
+        for item in &mut loaded.items {
+            if let Some(Manifest::VirtualService(current)) = self.objects.get(item).cloned()
+                && let Manifest::VirtualService(vs) = item
+            {
+                lend_default_route(vs, &current);
+            }
+        }
+        let warnings = std::mem::take(&mut loaded.warnings);
+        self.warn(Writer::Controller, warnings);
+        self.apply_objects(&loaded, Writer::Controller)?;
         self.applied_routes.push(AppliedObject {
             at_ms: self.mesh.now() / MILLIS,
             routes,
             objects,
+            mesh_routes: self.mesh.route_table(self.service),
         });
-        let warnings = self.mesh.apply_manifests(&loaded)?;
-        for w in loaded.warnings.iter().cloned().chain(warnings) {
-            let w = format!("{ROUTES_NOT_UNDERSTOOD}{w}");
+        Ok(())
+    }
+
+    /// Applies objects as the API server takes them from `writer`, then what is in effect to
+    /// the mesh: objects of other kinds directly, routing objects as the store resolves them
+    /// (by kind, namespace and name; the older of two claims on a host wins).
+    fn apply_objects(&mut self, m: &Manifests, writer: Writer) -> Result<(), MeshError> {
+        let mut direct = Manifests::default();
+        for item in &m.items {
+            if Store::keeps(item) {
+                self.objects.apply(item.clone(), writer);
+            } else {
+                direct.items.push(item.clone());
+            }
+        }
+        let warnings = self.mesh.apply_manifests(&direct)?;
+        self.warn(writer, warnings);
+        let (effective, conflicts) = self.objects.effective();
+        self.warn(Writer::Scenario, conflicts);
+        for e in effective {
+            let one = Manifests {
+                items: vec![e.manifest],
+                warnings: Vec::new(),
+            };
+            let warnings = self.mesh.apply_manifests(&one)?;
+            self.warn(e.writer, warnings);
+        }
+        Ok(())
+    }
+
+    /// Records warnings once each; those about the controller's objects say so.
+    fn warn(&mut self, writer: Writer, warnings: Vec<String>) {
+        for w in warnings {
+            let w = match writer {
+                Writer::Controller => format!("{ROUTES_NOT_UNDERSTOOD}{w}"),
+                Writer::Scenario => w,
+            };
             if !self.warnings.contains(&w) {
                 self.warnings.push(w);
             }
         }
-        Ok(())
     }
 
     /// Load testers send while a rollout progresses, from its first step on (Flagger runs them
@@ -821,41 +865,29 @@ fn routing_error(reason: String) -> MeshError {
     }
 }
 
-/// The scenario's default route for the service (its last VirtualService route without a
-/// match) lends its fault injection, timeout and retries to the controller's routes that set
-/// none: the way a scenario injects faults under the controller's routing. On a cluster the
-/// controller's apply replaces `spec.http` and these would be gone.
-fn lend_default_route(controller: &mut Manifests, scenario: &Manifests, service: &str) {
-    let default = scenario.items.iter().rev().find_map(|m| match m {
-        Manifest::VirtualService(vs) if vs.hosts.iter().any(|h| names_service(h, service)) => {
-            vs.http.iter().rev().find(|r| r.matches.is_empty())
+/// The default route (the last without a match) of the VirtualService the controller's
+/// replaces, the one of the same namespace and name, lends its fault injection, timeout and
+/// retries to the controller's routes that set none: the way a scenario injects faults under
+/// the controller's routing. On a cluster the controller's apply replaces `spec.http` and
+/// these would be gone. A VirtualService of another name lends nothing: it is another object.
+fn lend_default_route(
+    controller: &mut manifest::VirtualService,
+    current: &manifest::VirtualService,
+) {
+    let Some(default) = current.http.iter().rev().find(|r| r.matches.is_empty()) else {
+        return;
+    };
+    for r in &mut controller.http {
+        if r.fault.is_none() {
+            r.fault = default.fault.clone();
         }
-        _ => None,
-    });
-    let Some(default) = default else { return };
-    for item in &mut controller.items {
-        if let Manifest::VirtualService(vs) = item {
-            for r in &mut vs.http {
-                if r.fault.is_none() {
-                    r.fault = default.fault.clone();
-                }
-                if r.timeout.is_none() {
-                    r.timeout = default.timeout;
-                }
-                if r.retries.is_none() {
-                    r.retries = default.retries.clone();
-                }
-            }
+        if r.timeout.is_none() {
+            r.timeout = default.timeout;
+        }
+        if r.retries.is_none() {
+            r.retries = default.retries.clone();
         }
     }
-}
-
-/// `service`, or a longer form of it (`service.ns`, `service.ns.svc.cluster.local`).
-fn names_service(host: &str, service: &str) -> bool {
-    host == service
-        || host
-            .strip_prefix(service)
-            .is_some_and(|r| r.starts_with('.'))
 }
 
 /// `Kind name` of a manifest, for the timeline.

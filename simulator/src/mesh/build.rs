@@ -26,6 +26,8 @@ pub(super) struct Service {
     pub(super) name: String,
     pub(super) namespace: String,
     pub(super) versions: Vec<VersionId>,
+    /// The versions the Service's selector picks ([`ServiceConfig::selects`]).
+    pub(super) selected: Vec<VersionId>,
     pub(super) primary: Option<VersionId>,
     pub(super) canary: Option<VersionId>,
     pub(super) rules: Vec<RuleId>,
@@ -50,7 +52,8 @@ pub(super) struct Version {
 }
 
 impl Mesh {
-    /// Builds a mesh. Routes default to spreading requests over all versions by pod count, with
+    /// Builds a mesh. Routes default to spreading requests over the versions each Service
+    /// selects (all unless [`ServiceConfig::selects`] says otherwise) by pod count, with
     /// Istio's default retry policy; apply manifests or a split to change that.
     pub fn new(cfg: MeshConfig) -> Result<Self, MeshError> {
         if cfg.scrape_interval == 0 {
@@ -75,6 +78,7 @@ impl Mesh {
                 name: sc.name.clone(),
                 namespace: namespace.clone(),
                 versions: Vec::new(),
+                selected: Vec::new(),
                 primary: None,
                 canary: None,
                 rules: Vec::new(),
@@ -148,7 +152,25 @@ impl Mesh {
                     svc.canary = Some(vid);
                 }
                 svc.versions.push(vid);
+                if sc
+                    .selects
+                    .as_ref()
+                    .is_none_or(|names| names.contains(&vc.name))
+                {
+                    svc.selected.push(vid);
+                }
                 versions.push(v);
+            }
+            if let Some(name) = sc
+                .selects
+                .iter()
+                .flatten()
+                .find(|n| !sc.versions.iter().any(|vc| &vc.name == *n))
+            {
+                return Err(invalid(
+                    format!("service {} selects", sc.name),
+                    format!("no version is named `{name}`"),
+                ));
             }
             services.push(svc);
         }

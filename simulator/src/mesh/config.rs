@@ -78,6 +78,11 @@ pub struct ServiceConfig {
     pub canary: String,
     /// Linkerd failure accrual for clients of this service (Linkerd data plane only).
     pub failure_accrual: Option<AccrualConfig>,
+    /// The versions the Service's own selector picks, by name; every version when absent.
+    /// They take the requests no route governs (a request to the Service with no route of its
+    /// own, or a route to the host without a subset). Flagger points the apex Service at the
+    /// primary's pods only.
+    pub selects: Option<Vec<String>>,
 }
 
 impl ServiceConfig {
@@ -90,6 +95,7 @@ impl ServiceConfig {
             primary: "primary".into(),
             canary: "canary".into(),
             failure_accrual: None,
+            selects: None,
         }
     }
 }

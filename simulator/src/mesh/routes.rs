@@ -12,6 +12,7 @@ use crate::engine::SimTime;
 use crate::manifest::{
     FaultInjection, HeaderMatch, HttpRouteSpec, Manifest, Manifests, RetryOn, TrafficSplit,
 };
+use crate::result::RuleView;
 use std::collections::BTreeMap;
 
 /// A TrafficSplit or HTTPRoute rule before compilation; the rest of the rule (retries, fault)
@@ -66,7 +67,7 @@ impl Mesh {
     pub(super) fn reset_default_route(&mut self, s: ServiceId) {
         let svc = &self.services[s];
         let dests: Vec<(VersionId, u32)> = svc
-            .versions
+            .selected
             .iter()
             .map(|&v| {
                 let pods = &self.versions[v].pods;
@@ -84,7 +85,8 @@ impl Mesh {
             fault: svc.base.fault.clone(),
         };
         self.install_rules(s, vec![rule]);
-        // Without a route of its own the service spreads by pod count, as a Kubernetes Service does.
+        // Without a route of its own the service spreads over the pods its selector picks, by
+        // pod count, as a Kubernetes Service does.
         self.services[s].explicit_route = false;
     }
 
@@ -219,6 +221,14 @@ impl Mesh {
         vs: &crate::manifest::VirtualService,
         warnings: &mut Vec<String>,
     ) -> Result<(), MeshError> {
+        if !vs.binds_mesh() {
+            warnings.push(format!(
+                "VirtualService {}: bound to gateways {} and not to `mesh`, so no sidecar applies it; the simulator has no gateway",
+                vs.name,
+                vs.gateways.join(", ")
+            ));
+            return Ok(());
+        }
         for host in &vs.hosts {
             let Some(s) = self.find_service(host, vs.namespace.as_deref()) else {
                 warnings.push(format!(
@@ -250,13 +260,13 @@ impl Mesh {
                             )),
                         },
                         None => {
-                            // No subset: the whole service, spread by pod count.
+                            // No subset: the pods the Service selects, spread by pod count.
                             let total: u32 = self.services[s]
-                                .versions
+                                .selected
                                 .iter()
                                 .map(|&v| self.versions[v].pods.len() as u32)
                                 .sum();
-                            for &v in &self.services[s].versions {
+                            for &v in &self.services[s].selected {
                                 let pods = self.versions[v].pods.len() as u32;
                                 if total > 0 {
                                     dests.push((v, w.saturating_mul(pods) / total.max(1)));
@@ -335,6 +345,26 @@ impl Mesh {
             self.install_rules(s, rules);
         }
         Ok(())
+    }
+
+    /// The rules clients of `service` walk, in order, as plain data.
+    pub fn route_table(&self, service: ServiceId) -> Vec<RuleView> {
+        let name = |v: VersionId| self.versions[v].name.clone();
+        self.services[service]
+            .rules
+            .iter()
+            .map(|&rid| {
+                let r = &self.rules[rid];
+                RuleView {
+                    matched: !r.matches.is_empty(),
+                    weights: r.dests.iter().map(|&(v, w)| (name(v), w)).collect(),
+                    mirror: r
+                        .mirror
+                        .filter(|(_, pct)| *pct > 0.0)
+                        .map(|(v, pct)| (name(v), pct)),
+                }
+            })
+            .collect()
     }
 
     pub(super) fn find_service(&self, host: &str, namespace: Option<&str>) -> Option<ServiceId> {

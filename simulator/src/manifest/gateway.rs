@@ -1,0 +1,257 @@
+//! The Gateway API's HTTPRoute, bound to a Service as GAMMA meshes bind it: rules with their
+//! header matches, weighted backendRefs, timeouts and the RequestMirror filter.
+
+use super::reader::{Doc, Node, get, idx, join};
+use super::{HeaderMatch, ManifestError, StringMatch};
+use crate::engine::SimTime;
+
+/// A Gateway API HTTPRoute rule.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct GatewayRule {
+    /// Match blocks (ORed) of header conditions (ANDed).
+    pub matches: Vec<Vec<HeaderMatch>>,
+    /// Backend services with weights (default 1).
+    pub backends: Vec<(String, u32)>,
+    /// `timeouts.request`.
+    pub request_timeout: Option<SimTime>,
+    /// `timeouts.backendRequest`.
+    pub backend_request_timeout: Option<SimTime>,
+    /// A `RequestMirror` filter: the backend copied to and the percentage (100 by default).
+    pub mirror: Option<(String, f64)>,
+}
+
+/// A Gateway API HTTPRoute.
+#[derive(Clone, Debug, PartialEq)]
+pub struct HttpRouteSpec {
+    /// `metadata.name`.
+    pub name: String,
+    /// `metadata.namespace`.
+    pub namespace: Option<String>,
+    /// `spec.parentRefs[].name` (a Service for mesh routing).
+    pub parents: Vec<String>,
+    /// `spec.rules`.
+    pub rules: Vec<GatewayRule>,
+}
+
+pub(super) fn http_route(
+    doc: &mut Doc<'_>,
+    spec: Node<'_>,
+    name: String,
+    namespace: Option<String>,
+) -> Result<HttpRouteSpec, ManifestError> {
+    let s = doc.obj(spec, "spec", &["parentRefs", "hostnames", "rules"])?;
+    let mut parents = Vec::new();
+    if let Some(pr) = get(s, "parentRefs") {
+        for (i, v) in doc.list(pr, "spec.parentRefs")?.iter().enumerate() {
+            let p = idx("spec.parentRefs", i);
+            let pm = doc.obj(
+                Node { v },
+                &p,
+                &["group", "kind", "name", "namespace", "port", "sectionName"],
+            )?;
+            parents.push(doc.str(
+                get(pm, "name").ok_or_else(|| doc.missing(&join(&p, "name")))?,
+                &join(&p, "name"),
+            )?);
+        }
+    }
+    let mut rules = Vec::new();
+    if let Some(rs) = get(s, "rules") {
+        for (i, v) in doc.list(rs, "spec.rules")?.iter().enumerate() {
+            let p = idx("spec.rules", i);
+            let rm = doc.obj(
+                Node { v },
+                &p,
+                &[
+                    "matches",
+                    "backendRefs",
+                    "filters",
+                    "timeouts",
+                    "name",
+                    "retry",
+                    "sessionPersistence",
+                ],
+            )?;
+            let mut rule = GatewayRule::default();
+            if let Some(ms) = get(rm, "matches") {
+                let mp = join(&p, "matches");
+                for (j, v) in doc.list(ms, &mp)?.iter().enumerate() {
+                    let bp = idx(&mp, j);
+                    let bm = doc.obj(
+                        Node { v },
+                        &bp,
+                        &["path", "headers", "queryParams", "method"],
+                    )?;
+                    let mut block = Vec::new();
+                    if let Some(hs) = get(bm, "headers") {
+                        let hp = join(&bp, "headers");
+                        for (k, v) in doc.list(hs, &hp)?.iter().enumerate() {
+                            let ep = idx(&hp, k);
+                            let em = doc.obj(Node { v }, &ep, &["type", "name", "value"])?;
+                            let hn = doc.str(
+                                get(em, "name").ok_or_else(|| doc.missing(&join(&ep, "name")))?,
+                                &join(&ep, "name"),
+                            )?;
+                            let hv = doc.str(
+                                get(em, "value").ok_or_else(|| doc.missing(&join(&ep, "value")))?,
+                                &join(&ep, "value"),
+                            )?;
+                            let ty = get(em, "type")
+                                .map(|t| doc.str(t, &join(&ep, "type")))
+                                .transpose()?
+                                .unwrap_or_else(|| "Exact".into());
+                            let matcher = match ty.as_str() {
+                                "Exact" => StringMatch::Exact(hv),
+                                "RegularExpression" => StringMatch::regex(&hv).map_err(|_| {
+                                    doc.wrong(&join(&ep, "value"), "a valid regular expression")
+                                })?,
+                                _ => {
+                                    return Err(
+                                        doc.wrong(&join(&ep, "type"), "Exact or RegularExpression")
+                                    );
+                                }
+                            };
+                            block.push(HeaderMatch {
+                                name: hn.to_ascii_lowercase(),
+                                matcher,
+                            });
+                        }
+                    }
+                    if bm.contains_key("path")
+                        || bm.contains_key("method")
+                        || bm.contains_key("queryParams")
+                    {
+                        doc.warn(format!(
+                            "`{bp}` path, method and query conditions are not simulated; ignored"
+                        ));
+                    }
+                    rule.matches.push(block);
+                }
+            }
+            if let Some(br) = get(rm, "backendRefs") {
+                let bp = join(&p, "backendRefs");
+                for (j, v) in doc.list(br, &bp)?.iter().enumerate() {
+                    let ep = idx(&bp, j);
+                    let em = doc.obj(
+                        Node { v },
+                        &ep,
+                        &[
+                            "group",
+                            "kind",
+                            "name",
+                            "namespace",
+                            "port",
+                            "weight",
+                            "filters",
+                        ],
+                    )?;
+                    let bn = doc.str(
+                        get(em, "name").ok_or_else(|| doc.missing(&join(&ep, "name")))?,
+                        &join(&ep, "name"),
+                    )?;
+                    let w = get(em, "weight")
+                        .map(|w| doc.u32(w, &join(&ep, "weight")))
+                        .transpose()?
+                        .unwrap_or(1);
+                    rule.backends.push((bn, w));
+                }
+            }
+            if let Some(fs) = get(rm, "filters") {
+                let fp = join(&p, "filters");
+                for (j, v) in doc.list(fs, &fp)?.iter().enumerate() {
+                    let ep = idx(&fp, j);
+                    rule.mirror = request_mirror(doc, Node { v }, &ep)?.or(rule.mirror);
+                }
+            }
+            if let Some(t) = get(rm, "timeouts") {
+                let tp = join(&p, "timeouts");
+                let tm = doc.obj(t, &tp, &["request", "backendRequest"])?;
+                rule.request_timeout = get(tm, "request")
+                    .map(|v| doc.duration(v, &join(&tp, "request")))
+                    .transpose()?;
+                rule.backend_request_timeout = get(tm, "backendRequest")
+                    .map(|v| doc.duration(v, &join(&tp, "backendRequest")))
+                    .transpose()?;
+            }
+            rules.push(rule);
+        }
+    }
+    Ok(HttpRouteSpec {
+        name,
+        namespace,
+        parents,
+        rules,
+    })
+}
+
+/// An HTTPRoute filter: a `RequestMirror` as (backend, percent); any other type is warned about,
+/// since the simulator does not model it.
+pub(super) fn request_mirror(
+    doc: &mut Doc<'_>,
+    n: Node<'_>,
+    path: &str,
+) -> Result<Option<(String, f64)>, ManifestError> {
+    let m = doc.obj(
+        n,
+        path,
+        &[
+            "type",
+            "requestMirror",
+            "requestHeaderModifier",
+            "responseHeaderModifier",
+            "requestRedirect",
+            "urlRewrite",
+            "extensionRef",
+            "cors",
+            "externalAuth",
+        ],
+    )?;
+    let ty = doc.str(
+        get(m, "type").ok_or_else(|| doc.missing(&join(path, "type")))?,
+        &join(path, "type"),
+    )?;
+    if ty != "RequestMirror" {
+        doc.warn(format!("`{path}`: filter {ty} is not simulated; ignored"));
+        return Ok(None);
+    }
+    let rp = join(path, "requestMirror");
+    let rm = doc.obj(
+        get(m, "requestMirror").ok_or_else(|| doc.missing(&rp))?,
+        &rp,
+        &["backendRef", "percent", "fraction"],
+    )?;
+    let bp = join(&rp, "backendRef");
+    let br = doc.obj(
+        get(rm, "backendRef").ok_or_else(|| doc.missing(&bp))?,
+        &bp,
+        &["group", "kind", "name", "namespace", "port"],
+    )?;
+    let backend = doc.str(
+        get(br, "name").ok_or_else(|| doc.missing(&join(&bp, "name")))?,
+        &join(&bp, "name"),
+    )?;
+    let percent = match (get(rm, "percent"), get(rm, "fraction")) {
+        (Some(p), _) => doc.f64(p, &join(&rp, "percent"))?,
+        (None, Some(f)) => {
+            let fp = join(&rp, "fraction");
+            let fm = doc.obj(f, &fp, &["numerator", "denominator"])?;
+            let num = get(fm, "numerator")
+                .map(|v| doc.f64(v, &join(&fp, "numerator")))
+                .transpose()?
+                .unwrap_or(0.0);
+            let den = get(fm, "denominator")
+                .map(|v| doc.f64(v, &join(&fp, "denominator")))
+                .transpose()?
+                .unwrap_or(100.0);
+            if den <= 0.0 {
+                return Err(doc.wrong(&join(&fp, "denominator"), "a positive number"));
+            }
+            100.0 * num / den
+        }
+        (None, None) => 100.0,
+    };
+    if !(0.0..=100.0).contains(&percent) {
+        return Err(doc.wrong(&join(&rp, "percent"), "a percentage from 0 to 100"));
+    }
+    Ok(Some((backend, percent)))
+}

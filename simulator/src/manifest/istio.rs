@@ -1,0 +1,453 @@
+//! Istio's VirtualService: HTTP routes with their matches, weighted destinations, timeouts,
+//! retries (Envoy's `retry_on` conditions), fault injection and mirroring, read with Istio's
+//! meaning (absent stays absent; the mesh applies Istio's defaults).
+
+use serde_json::Value;
+
+use super::reader::{Doc, Node, get, idx, join};
+use super::{HeaderMatch, ManifestError, StringMatch};
+use crate::engine::SimTime;
+
+/// A routing destination.
+#[derive(Clone, Debug, PartialEq)]
+pub struct RouteDestination {
+    /// Target host (service name or FQDN).
+    pub host: String,
+    /// Subset name, if any.
+    pub subset: Option<String>,
+    /// Relative weight (Istio: absent means 100 for a single destination).
+    pub weight: Option<u32>,
+}
+
+/// Retry condition set (Envoy `retry_on`).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct RetryOn {
+    /// `5xx`.
+    pub five_xx: bool,
+    /// `gateway-error` (502, 503, 504).
+    pub gateway_error: bool,
+    /// `connect-failure`.
+    pub connect_failure: bool,
+    /// `reset`.
+    pub reset: bool,
+    /// `refused-stream`.
+    pub refused_stream: bool,
+    /// `retriable-status-codes` (uses `codes`).
+    pub retriable_status_codes: bool,
+    /// Integer codes listed in `retryOn`.
+    pub codes: Vec<u16>,
+}
+
+impl RetryOn {
+    /// Parses Istio's comma-separated `retryOn`, warning about conditions the model ignores.
+    pub fn parse(s: &str, warn: &mut dyn FnMut(String)) -> Self {
+        let mut r = RetryOn::default();
+        for part in s.split(',').map(str::trim).filter(|p| !p.is_empty()) {
+            match part {
+                "5xx" => r.five_xx = true,
+                "gateway-error" => r.gateway_error = true,
+                "connect-failure" => r.connect_failure = true,
+                "reset" => r.reset = true,
+                "refused-stream" => r.refused_stream = true,
+                "retriable-status-codes" => r.retriable_status_codes = true,
+                // Conditions that never arise in the model.
+                "unavailable"
+                | "cancelled"
+                | "deadline-exceeded"
+                | "resource-exhausted"
+                | "retriable-4xx"
+                | "retriable-headers"
+                | "envoy-ratelimited"
+                | "http3-post-connect-failure" => {}
+                other => match other.parse::<u16>() {
+                    Ok(code) => {
+                        r.codes.push(code);
+                        r.retriable_status_codes = true;
+                    }
+                    Err(_) => warn(format!("retryOn: unknown condition `{other}` ignored")),
+                },
+            }
+        }
+        r
+    }
+
+    /// Istio's default: `connect-failure,refused-stream,unavailable,cancelled,retriable-status-codes`
+    /// with no status codes (EXCLUDE_UNSAFE_503_FROM_DEFAULT_RETRY defaults to true).
+    pub fn istio_default() -> Self {
+        RetryOn {
+            connect_failure: true,
+            refused_stream: true,
+            retriable_status_codes: true,
+            ..Default::default()
+        }
+    }
+}
+
+/// VirtualService `retries`.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Retries {
+    /// Retries after the first try.
+    pub attempts: u32,
+    /// Per-try timeout.
+    pub per_try_timeout: Option<SimTime>,
+    /// Conditions (absent: Istio's default set).
+    pub retry_on: Option<RetryOn>,
+}
+
+/// VirtualService `fault`.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct FaultInjection {
+    /// Fixed delay and the percentage of requests delayed.
+    pub delay: Option<(SimTime, f64)>,
+    /// HTTP status and the percentage of requests aborted.
+    pub abort: Option<(u16, f64)>,
+}
+
+/// One VirtualService HTTP route.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct HttpRoute {
+    /// Route name.
+    pub name: Option<String>,
+    /// Match blocks (ORed); each holds header conditions (ANDed). Empty: matches everything.
+    pub matches: Vec<Vec<HeaderMatch>>,
+    /// Weighted destinations.
+    pub route: Vec<RouteDestination>,
+    /// Route timeout.
+    pub timeout: Option<SimTime>,
+    /// Retry policy.
+    pub retries: Option<Retries>,
+    /// Fault injection.
+    pub fault: Option<FaultInjection>,
+    /// Mirror destination.
+    pub mirror: Option<RouteDestination>,
+    /// Mirror percentage (Istio: 100 when `mirror` is set without it).
+    pub mirror_percentage: Option<f64>,
+}
+
+/// An Istio VirtualService.
+#[derive(Clone, Debug, PartialEq)]
+pub struct VirtualService {
+    /// `metadata.name`.
+    pub name: String,
+    /// `metadata.namespace`.
+    pub namespace: Option<String>,
+    /// `spec.hosts`.
+    pub hosts: Vec<String>,
+    /// `spec.gateways`: empty means `mesh`, the sidecars.
+    pub gateways: Vec<String>,
+    /// `spec.http`.
+    pub http: Vec<HttpRoute>,
+}
+
+impl VirtualService {
+    /// Whether the sidecars apply it: Istio binds a VirtualService to the reserved gateway
+    /// `mesh` when `gateways` is absent; one bound to named gateways only routes at those
+    /// gateways, not for the mesh's clients.
+    pub fn binds_mesh(&self) -> bool {
+        self.gateways.is_empty() || self.gateways.iter().any(|g| g == "mesh")
+    }
+}
+
+pub(super) fn string_match(
+    doc: &mut Doc<'_>,
+    n: Node<'_>,
+    path: &str,
+) -> Result<StringMatch, ManifestError> {
+    let m = doc.obj(n, path, &["exact", "prefix", "regex"])?;
+    if let Some(v) = get(m, "exact") {
+        return Ok(StringMatch::Exact(doc.str(v, &join(path, "exact"))?));
+    }
+    if let Some(v) = get(m, "prefix") {
+        return Ok(StringMatch::Prefix(doc.str(v, &join(path, "prefix"))?));
+    }
+    if let Some(v) = get(m, "regex") {
+        let p = join(path, "regex");
+        let s = doc.str(v, &p)?;
+        return StringMatch::regex(&s).map_err(|_| doc.wrong(&p, "a valid RE2 regular expression"));
+    }
+    Err(doc.wrong(path, "one of exact, prefix or regex"))
+}
+
+pub(super) fn destination(
+    doc: &mut Doc<'_>,
+    n: Node<'_>,
+    path: &str,
+    weight: Option<u32>,
+) -> Result<RouteDestination, ManifestError> {
+    let m = doc.obj(n, path, &["host", "subset", "port"])?;
+    let host = doc.str(
+        get(m, "host").ok_or_else(|| doc.missing(&join(path, "host")))?,
+        &join(path, "host"),
+    )?;
+    let subset = get(m, "subset")
+        .map(|s| doc.str(s, &join(path, "subset")))
+        .transpose()?;
+    Ok(RouteDestination {
+        host,
+        subset,
+        weight,
+    })
+}
+
+pub(super) fn percentage(
+    doc: &mut Doc<'_>,
+    m: &serde_json::Map<String, Value>,
+    path: &str,
+) -> Result<Option<f64>, ManifestError> {
+    if let Some(p) = get(m, "percentage") {
+        let pp = join(path, "percentage");
+        let pm = doc.obj(p, &pp, &["value"])?;
+        return get(pm, "value")
+            .map(|v| doc.f64(v, &join(&pp, "value")))
+            .transpose();
+    }
+    if let Some(p) = get(m, "percent") {
+        return Ok(Some(f64::from(doc.u32(p, &join(path, "percent"))?)));
+    }
+    Ok(None)
+}
+
+pub(super) fn virtual_service(
+    doc: &mut Doc<'_>,
+    spec: Node<'_>,
+    name: String,
+    namespace: Option<String>,
+) -> Result<VirtualService, ManifestError> {
+    let s = doc.obj(
+        spec,
+        "spec",
+        &["hosts", "gateways", "http", "tcp", "tls", "exportTo"],
+    )?;
+    let mut hosts = Vec::new();
+    if let Some(h) = get(s, "hosts") {
+        for (i, v) in doc.list(h, "spec.hosts")?.iter().enumerate() {
+            hosts.push(doc.str(Node { v }, &idx("spec.hosts", i))?);
+        }
+    }
+    let mut gateways = Vec::new();
+    if let Some(g) = get(s, "gateways") {
+        for (i, v) in doc.list(g, "spec.gateways")?.iter().enumerate() {
+            gateways.push(doc.str(Node { v }, &idx("spec.gateways", i))?);
+        }
+    }
+    let mut http = Vec::new();
+    if let Some(h) = get(s, "http") {
+        for (i, v) in doc.list(h, "spec.http")?.iter().enumerate() {
+            let path = idx("spec.http", i);
+            http.push(http_route_vs(doc, Node { v }, &path)?);
+        }
+    }
+    Ok(VirtualService {
+        name,
+        namespace,
+        hosts,
+        gateways,
+        http,
+    })
+}
+
+pub(super) fn http_route_vs(
+    doc: &mut Doc<'_>,
+    n: Node<'_>,
+    path: &str,
+) -> Result<HttpRoute, ManifestError> {
+    let m = doc.obj(
+        n,
+        path,
+        &[
+            "name",
+            "match",
+            "route",
+            "timeout",
+            "retries",
+            "fault",
+            "mirror",
+            "mirrorPercentage",
+            "mirror_percent",
+            "mirrorPercent",
+            "headers",
+            "rewrite",
+            "redirect",
+            "corsPolicy",
+            "directResponse",
+            "delegate",
+            "mirrors",
+        ],
+    )?;
+    let mut r = HttpRoute {
+        name: get(m, "name")
+            .map(|v| doc.str(v, &join(path, "name")))
+            .transpose()?,
+        ..Default::default()
+    };
+    if let Some(ms) = get(m, "match") {
+        let mp = join(path, "match");
+        for (i, v) in doc.list(ms, &mp)?.iter().enumerate() {
+            let bp = idx(&mp, i);
+            let b = doc.obj(
+                Node { v },
+                &bp,
+                &[
+                    "name",
+                    "headers",
+                    "uri",
+                    "method",
+                    "scheme",
+                    "authority",
+                    "port",
+                    "queryParams",
+                    "sourceLabels",
+                    "ignoreUriCase",
+                    "withoutHeaders",
+                    "gateways",
+                    "sourceNamespace",
+                ],
+            )?;
+            let mut block = Vec::new();
+            if let Some(h) = get(b, "headers") {
+                let hp = join(&bp, "headers");
+                let hm =
+                    h.v.as_object()
+                        .ok_or_else(|| doc.wrong(&hp, "a mapping of header name to match"))?;
+                for (hn, hv) in hm {
+                    let matcher = string_match(doc, Node { v: hv }, &join(&hp, hn))?;
+                    block.push(HeaderMatch {
+                        name: hn.to_ascii_lowercase(),
+                        matcher,
+                    });
+                }
+            }
+            for other in [
+                "uri",
+                "method",
+                "authority",
+                "queryParams",
+                "sourceLabels",
+                "withoutHeaders",
+            ] {
+                if b.contains_key(other) {
+                    doc.warn(format!("`{bp}.{other}` is not simulated: requests carry only headers; condition ignored"));
+                }
+            }
+            r.matches.push(block);
+        }
+    }
+    if let Some(rs) = get(m, "route") {
+        let rp = join(path, "route");
+        for (i, v) in doc.list(rs, &rp)?.iter().enumerate() {
+            let dp = idx(&rp, i);
+            let d = doc.obj(Node { v }, &dp, &["destination", "weight", "headers"])?;
+            let weight = get(d, "weight")
+                .map(|w| doc.u32(w, &join(&dp, "weight")))
+                .transpose()?;
+            let dest =
+                get(d, "destination").ok_or_else(|| doc.missing(&join(&dp, "destination")))?;
+            r.route
+                .push(destination(doc, dest, &join(&dp, "destination"), weight)?);
+        }
+    }
+    if let Some(t) = get(m, "timeout") {
+        r.timeout = Some(doc.duration(t, &join(path, "timeout"))?);
+    }
+    if let Some(rt) = get(m, "retries") {
+        let rp = join(path, "retries");
+        let rm = doc.obj(
+            rt,
+            &rp,
+            &[
+                "attempts",
+                "perTryTimeout",
+                "retryOn",
+                "retryRemoteLocalities",
+                "retryIgnorePreviousHosts",
+                "backoff",
+            ],
+        )?;
+        let attempts = get(rm, "attempts")
+            .map(|a| doc.u32(a, &join(&rp, "attempts")))
+            .transpose()?
+            .unwrap_or(0);
+        let per_try_timeout = get(rm, "perTryTimeout")
+            .map(|a| doc.duration(a, &join(&rp, "perTryTimeout")))
+            .transpose()?;
+        let retry_on = match get(rm, "retryOn") {
+            Some(v) => {
+                let s = doc.str(v, &join(&rp, "retryOn"))?;
+                let mut msgs = Vec::new();
+                let on = RetryOn::parse(&s, &mut |w| msgs.push(w));
+                for w in msgs {
+                    doc.warn(w);
+                }
+                Some(on)
+            }
+            None => None,
+        };
+        r.retries = Some(Retries {
+            attempts,
+            per_try_timeout,
+            retry_on,
+        });
+    }
+    if let Some(f) = get(m, "fault") {
+        let fp = join(path, "fault");
+        let fm = doc.obj(f, &fp, &["delay", "abort"])?;
+        let mut fault = FaultInjection::default();
+        if let Some(d) = get(fm, "delay") {
+            let dp = join(&fp, "delay");
+            let dm = doc.obj(
+                d,
+                &dp,
+                &["fixedDelay", "percentage", "percent", "exponentialDelay"],
+            )?;
+            let fixed =
+                get(dm, "fixedDelay").ok_or_else(|| doc.missing(&join(&dp, "fixedDelay")))?;
+            let fixed = doc.duration(fixed, &join(&dp, "fixedDelay"))?;
+            // No percentage: Istio delays nothing.
+            let pct = percentage(doc, dm, &dp)?.unwrap_or(0.0);
+            fault.delay = Some((fixed, pct));
+        }
+        if let Some(a) = get(fm, "abort") {
+            let ap = join(&fp, "abort");
+            let am = doc.obj(
+                a,
+                &ap,
+                &[
+                    "httpStatus",
+                    "percentage",
+                    "percent",
+                    "grpcStatus",
+                    "http2Error",
+                ],
+            )?;
+            let status =
+                get(am, "httpStatus").ok_or_else(|| doc.missing(&join(&ap, "httpStatus")))?;
+            let status = doc.u32(status, &join(&ap, "httpStatus"))?;
+            let status = u16::try_from(status)
+                .ok()
+                .filter(|s| (100..600).contains(s))
+                .ok_or_else(|| {
+                    doc.wrong(
+                        &join(&ap, "httpStatus"),
+                        "an HTTP status between 100 and 599",
+                    )
+                })?;
+            let pct = percentage(doc, am, &ap)?.unwrap_or(0.0);
+            fault.abort = Some((status, pct));
+        }
+        r.fault = Some(fault);
+    }
+    if let Some(mi) = get(m, "mirror") {
+        r.mirror = Some(destination(doc, mi, &join(path, "mirror"), None)?);
+        r.mirror_percentage = Some(100.0);
+    }
+    if let Some(mp) = get(m, "mirrorPercentage") {
+        let p = join(path, "mirrorPercentage");
+        let pm = doc.obj(mp, &p, &["value"])?;
+        r.mirror_percentage = get(pm, "value")
+            .map(|v| doc.f64(v, &join(&p, "value")))
+            .transpose()?;
+    } else if let Some(mp) = get(m, "mirrorPercent").or_else(|| get(m, "mirror_percent")) {
+        r.mirror_percentage = Some(f64::from(doc.u32(mp, &join(path, "mirrorPercent"))?));
+    }
+    Ok(r)
+}

@@ -1,0 +1,458 @@
+//! Istio's policies: DestinationRule (load balancer, connection pool and circuit breaking,
+//! outlier detection, client TLS, subsets) and PeerAuthentication (the server's mTLS mode).
+
+use std::collections::BTreeMap;
+
+use super::ManifestError;
+use super::reader::{Doc, Node, get, idx, join};
+use crate::engine::SimTime;
+
+/// Load-balancing algorithm.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum LbPolicy {
+    /// Envoy LEAST_REQUEST, power of two choices (Istio's default).
+    LeastRequest,
+    /// Round robin.
+    RoundRobin,
+    /// Uniform random.
+    Random,
+    /// Linkerd's peak-EWMA power of two choices.
+    PeakEwma,
+}
+
+/// DestinationRule `connectionPool`.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct ConnectionPool {
+    /// `tcp.maxConnections`.
+    pub max_connections: Option<u32>,
+    /// `tcp.connectTimeout`.
+    pub connect_timeout: Option<SimTime>,
+    /// `http.http1MaxPendingRequests`.
+    pub http1_max_pending_requests: Option<u32>,
+    /// `http.http2MaxRequests`.
+    pub http2_max_requests: Option<u32>,
+    /// `http.maxRequestsPerConnection`.
+    pub max_requests_per_connection: Option<u32>,
+    /// `http.maxRetries`.
+    pub max_retries: Option<u32>,
+    /// `http.idleTimeout` (or `tcp.idleTimeout`).
+    pub idle_timeout: Option<SimTime>,
+    /// `http.h2UpgradePolicy: UPGRADE`.
+    pub h2_upgrade: Option<bool>,
+}
+
+/// DestinationRule `outlierDetection` as written.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct OutlierDetectionSpec {
+    /// `consecutive5xxErrors`.
+    pub consecutive_5xx_errors: Option<u32>,
+    /// `consecutiveGatewayErrors`.
+    pub consecutive_gateway_errors: Option<u32>,
+    /// `interval`.
+    pub interval: Option<SimTime>,
+    /// `baseEjectionTime`.
+    pub base_ejection_time: Option<SimTime>,
+    /// `maxEjectionPercent`.
+    pub max_ejection_percent: Option<u32>,
+    /// `minHealthPercent`.
+    pub min_health_percent: Option<u32>,
+}
+
+/// Client-side TLS mode from a DestinationRule.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum TlsMode {
+    /// Istio mutual TLS.
+    IstioMutual,
+    /// Plaintext.
+    Disable,
+}
+
+/// A DestinationRule `trafficPolicy`.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct TrafficPolicy {
+    /// `loadBalancer.simple`.
+    pub load_balancer: Option<LbPolicy>,
+    /// `connectionPool`.
+    pub connection_pool: Option<ConnectionPool>,
+    /// `outlierDetection`.
+    pub outlier_detection: Option<OutlierDetectionSpec>,
+    /// `tls.mode`.
+    pub tls: Option<TlsMode>,
+}
+
+impl TrafficPolicy {
+    /// Subset policy over this one: each group the subset sets replaces the top-level one.
+    pub fn overlay(&self, subset: &TrafficPolicy) -> TrafficPolicy {
+        TrafficPolicy {
+            load_balancer: subset.load_balancer.or(self.load_balancer),
+            connection_pool: subset
+                .connection_pool
+                .clone()
+                .or_else(|| self.connection_pool.clone()),
+            outlier_detection: subset
+                .outlier_detection
+                .clone()
+                .or_else(|| self.outlier_detection.clone()),
+            tls: subset.tls.or(self.tls),
+        }
+    }
+}
+
+/// A DestinationRule subset.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Subset {
+    /// Subset name.
+    pub name: String,
+    /// Pod labels selecting it.
+    pub labels: BTreeMap<String, String>,
+    /// Subset-level policy.
+    pub traffic_policy: Option<TrafficPolicy>,
+}
+
+/// An Istio DestinationRule.
+#[derive(Clone, Debug, PartialEq)]
+pub struct DestinationRule {
+    /// `metadata.name`.
+    pub name: String,
+    /// `metadata.namespace`.
+    pub namespace: Option<String>,
+    /// `spec.host`.
+    pub host: String,
+    /// `spec.trafficPolicy`.
+    pub traffic_policy: TrafficPolicy,
+    /// `spec.subsets`.
+    pub subsets: Vec<Subset>,
+}
+
+/// PeerAuthentication mTLS mode.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum MtlsMode {
+    /// Inherit from the parent policy.
+    Unset,
+    /// Plaintext only.
+    Disable,
+    /// mTLS or plaintext.
+    Permissive,
+    /// mTLS required.
+    Strict,
+}
+
+/// An Istio PeerAuthentication.
+#[derive(Clone, Debug, PartialEq)]
+pub struct PeerAuthentication {
+    /// `metadata.name`.
+    pub name: String,
+    /// `metadata.namespace` (`istio-system` is the mesh root namespace).
+    pub namespace: Option<String>,
+    /// `spec.selector.matchLabels`; `None` applies to the whole namespace.
+    pub selector: Option<BTreeMap<String, String>>,
+    /// `spec.mtls.mode`.
+    pub mode: MtlsMode,
+}
+
+pub(super) fn lb_policy(
+    doc: &mut Doc<'_>,
+    n: Node<'_>,
+    path: &str,
+) -> Result<Option<LbPolicy>, ManifestError> {
+    let m = doc.obj(
+        n,
+        path,
+        &[
+            "simple",
+            "consistentHash",
+            "localityLbSetting",
+            "warmupDurationSecs",
+            "warmup",
+        ],
+    )?;
+    if m.contains_key("consistentHash") {
+        doc.warn(format!(
+            "`{path}.consistentHash` is not simulated; LEAST_REQUEST used"
+        ));
+    }
+    let Some(s) = get(m, "simple") else {
+        return Ok(None);
+    };
+    let p = join(path, "simple");
+    Ok(Some(match doc.str(s, &p)?.as_str() {
+        "UNSPECIFIED" | "LEAST_REQUEST" | "LEAST_CONN" => LbPolicy::LeastRequest,
+        "ROUND_ROBIN" => LbPolicy::RoundRobin,
+        "RANDOM" => LbPolicy::Random,
+        "PASSTHROUGH" => {
+            doc.warn(format!("`{p}: PASSTHROUGH` is simulated as RANDOM"));
+            LbPolicy::Random
+        }
+        _ => {
+            return Err(doc.wrong(
+                &p,
+                "one of UNSPECIFIED, LEAST_REQUEST, LEAST_CONN, ROUND_ROBIN, RANDOM, PASSTHROUGH",
+            ));
+        }
+    }))
+}
+
+pub(super) fn traffic_policy(
+    doc: &mut Doc<'_>,
+    n: Node<'_>,
+    path: &str,
+) -> Result<TrafficPolicy, ManifestError> {
+    let m = doc.obj(
+        n,
+        path,
+        &[
+            "loadBalancer",
+            "connectionPool",
+            "outlierDetection",
+            "tls",
+            "portLevelSettings",
+            "tunnel",
+            "proxyProtocol",
+        ],
+    )?;
+    let mut tp = TrafficPolicy::default();
+    if let Some(lb) = get(m, "loadBalancer") {
+        tp.load_balancer = lb_policy(doc, lb, &join(path, "loadBalancer"))?;
+    }
+    if let Some(cp) = get(m, "connectionPool") {
+        let p = join(path, "connectionPool");
+        let cm = doc.obj(cp, &p, &["tcp", "http"])?;
+        let mut pool = ConnectionPool::default();
+        if let Some(t) = get(cm, "tcp") {
+            let tp_ = join(&p, "tcp");
+            let tm = doc.obj(
+                t,
+                &tp_,
+                &[
+                    "maxConnections",
+                    "connectTimeout",
+                    "tcpKeepalive",
+                    "maxConnectionDuration",
+                    "idleTimeout",
+                ],
+            )?;
+            pool.max_connections = get(tm, "maxConnections")
+                .map(|v| doc.u32(v, &join(&tp_, "maxConnections")))
+                .transpose()?;
+            pool.connect_timeout = get(tm, "connectTimeout")
+                .map(|v| doc.duration(v, &join(&tp_, "connectTimeout")))
+                .transpose()?;
+            pool.idle_timeout = get(tm, "idleTimeout")
+                .map(|v| doc.duration(v, &join(&tp_, "idleTimeout")))
+                .transpose()?;
+        }
+        if let Some(h) = get(cm, "http") {
+            let hp = join(&p, "http");
+            let hm = doc.obj(
+                h,
+                &hp,
+                &[
+                    "http1MaxPendingRequests",
+                    "http2MaxRequests",
+                    "maxRequestsPerConnection",
+                    "maxRetries",
+                    "idleTimeout",
+                    "h2UpgradePolicy",
+                    "useClientProtocol",
+                    "maxConcurrentStreams",
+                ],
+            )?;
+            pool.http1_max_pending_requests = get(hm, "http1MaxPendingRequests")
+                .map(|v| doc.u32(v, &join(&hp, "http1MaxPendingRequests")))
+                .transpose()?;
+            pool.http2_max_requests = get(hm, "http2MaxRequests")
+                .map(|v| doc.u32(v, &join(&hp, "http2MaxRequests")))
+                .transpose()?;
+            pool.max_requests_per_connection = get(hm, "maxRequestsPerConnection")
+                .map(|v| doc.u32(v, &join(&hp, "maxRequestsPerConnection")))
+                .transpose()?;
+            pool.max_retries = get(hm, "maxRetries")
+                .map(|v| doc.u32(v, &join(&hp, "maxRetries")))
+                .transpose()?;
+            if let Some(v) = get(hm, "idleTimeout") {
+                pool.idle_timeout = Some(doc.duration(v, &join(&hp, "idleTimeout"))?);
+            }
+            if let Some(v) = get(hm, "h2UpgradePolicy") {
+                let up = join(&hp, "h2UpgradePolicy");
+                pool.h2_upgrade = Some(match doc.str(v, &up)?.as_str() {
+                    "UPGRADE" => true,
+                    "DO_NOT_UPGRADE" | "DEFAULT" => false,
+                    _ => return Err(doc.wrong(&up, "one of DEFAULT, DO_NOT_UPGRADE, UPGRADE")),
+                });
+            }
+        }
+        tp.connection_pool = Some(pool);
+    }
+    if let Some(od) = get(m, "outlierDetection") {
+        let p = join(path, "outlierDetection");
+        let om = doc.obj(
+            od,
+            &p,
+            &[
+                "consecutiveErrors",
+                "consecutive5xxErrors",
+                "consecutiveGatewayErrors",
+                "consecutiveLocalOriginFailures",
+                "splitExternalLocalOriginErrors",
+                "interval",
+                "baseEjectionTime",
+                "maxEjectionPercent",
+                "minHealthPercent",
+            ],
+        )?;
+        let u =
+            |doc: &mut Doc<'_>, k: &str| get(om, k).map(|v| doc.u32(v, &join(&p, k))).transpose();
+        let d = |doc: &mut Doc<'_>, k: &str| {
+            get(om, k)
+                .map(|v| doc.duration(v, &join(&p, k)))
+                .transpose()
+        };
+        let mut spec = OutlierDetectionSpec {
+            consecutive_5xx_errors: u(doc, "consecutive5xxErrors")?,
+            consecutive_gateway_errors: u(doc, "consecutiveGatewayErrors")?,
+            interval: d(doc, "interval")?,
+            base_ejection_time: d(doc, "baseEjectionTime")?,
+            max_ejection_percent: u(doc, "maxEjectionPercent")?,
+            min_health_percent: u(doc, "minHealthPercent")?,
+        };
+        // The deprecated `consecutiveErrors` meant gateway errors (502/503/504) in Istio.
+        if spec.consecutive_gateway_errors.is_none()
+            && let Some(v) = u(doc, "consecutiveErrors")?
+        {
+            spec.consecutive_gateway_errors = Some(v);
+        }
+        tp.outlier_detection = Some(spec);
+    }
+    if let Some(t) = get(m, "tls") {
+        let p = join(path, "tls");
+        let tm = doc.obj(
+            t,
+            &p,
+            &[
+                "mode",
+                "clientCertificate",
+                "privateKey",
+                "caCertificates",
+                "credentialName",
+                "subjectAltNames",
+                "sni",
+                "insecureSkipVerify",
+            ],
+        )?;
+        if let Some(mode) = get(tm, "mode") {
+            let mp = join(&p, "mode");
+            tp.tls = Some(match doc.str(mode, &mp)?.as_str() {
+                "ISTIO_MUTUAL" | "MUTUAL" => TlsMode::IstioMutual,
+                "DISABLE" => TlsMode::Disable,
+                "SIMPLE" => {
+                    doc.warn(format!("`{mp}: SIMPLE` is simulated as ISTIO_MUTUAL"));
+                    TlsMode::IstioMutual
+                }
+                _ => return Err(doc.wrong(&mp, "one of DISABLE, SIMPLE, MUTUAL, ISTIO_MUTUAL")),
+            });
+        }
+    }
+    Ok(tp)
+}
+
+pub(super) fn destination_rule(
+    doc: &mut Doc<'_>,
+    spec: Node<'_>,
+    name: String,
+    namespace: Option<String>,
+) -> Result<DestinationRule, ManifestError> {
+    let s = doc.obj(
+        spec,
+        "spec",
+        &[
+            "host",
+            "trafficPolicy",
+            "subsets",
+            "exportTo",
+            "workloadSelector",
+        ],
+    )?;
+    let host = doc.str(
+        get(s, "host").ok_or_else(|| doc.missing("spec.host"))?,
+        "spec.host",
+    )?;
+    let top_policy = get(s, "trafficPolicy")
+        .map(|t| traffic_policy(doc, t, "spec.trafficPolicy"))
+        .transpose()?
+        .unwrap_or_default();
+    let mut subsets = Vec::new();
+    if let Some(ss) = get(s, "subsets") {
+        for (i, v) in doc.list(ss, "spec.subsets")?.iter().enumerate() {
+            let p = idx("spec.subsets", i);
+            let sm = doc.obj(Node { v }, &p, &["name", "labels", "trafficPolicy"])?;
+            let name = doc.str(
+                get(sm, "name").ok_or_else(|| doc.missing(&join(&p, "name")))?,
+                &join(&p, "name"),
+            )?;
+            let labels = get(sm, "labels")
+                .map(|l| doc.labels(l, &join(&p, "labels")))
+                .transpose()?
+                .unwrap_or_default();
+            let tp = get(sm, "trafficPolicy")
+                .map(|t| traffic_policy(doc, t, &join(&p, "trafficPolicy")))
+                .transpose()?;
+            subsets.push(Subset {
+                name,
+                labels,
+                traffic_policy: tp,
+            });
+        }
+    }
+    Ok(DestinationRule {
+        name,
+        namespace,
+        host,
+        traffic_policy: top_policy,
+        subsets,
+    })
+}
+
+pub(super) fn peer_authentication(
+    doc: &mut Doc<'_>,
+    spec: Node<'_>,
+    name: String,
+    namespace: Option<String>,
+) -> Result<PeerAuthentication, ManifestError> {
+    let s = doc.obj(spec, "spec", &["selector", "mtls", "portLevelMtls"])?;
+    let selector = match get(s, "selector") {
+        Some(sel) => {
+            let sm = doc.obj(sel, "spec.selector", &["matchLabels"])?;
+            Some(
+                get(sm, "matchLabels")
+                    .map(|l| doc.labels(l, "spec.selector.matchLabels"))
+                    .transpose()?
+                    .unwrap_or_default(),
+            )
+        }
+        None => None,
+    };
+    let mut mode = MtlsMode::Unset;
+    if let Some(m) = get(s, "mtls") {
+        let mm = doc.obj(m, "spec.mtls", &["mode"])?;
+        if let Some(v) = get(mm, "mode") {
+            mode = match doc.str(v, "spec.mtls.mode")?.as_str() {
+                "UNSET" => MtlsMode::Unset,
+                "DISABLE" => MtlsMode::Disable,
+                "PERMISSIVE" => MtlsMode::Permissive,
+                "STRICT" => MtlsMode::Strict,
+                _ => {
+                    return Err(doc.wrong(
+                        "spec.mtls.mode",
+                        "one of UNSET, DISABLE, PERMISSIVE, STRICT",
+                    ));
+                }
+            };
+        }
+    }
+    Ok(PeerAuthentication {
+        name,
+        namespace,
+        selector,
+        mode,
+    })
+}

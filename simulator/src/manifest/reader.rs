@@ -1,0 +1,235 @@
+//! The one reader behind every manifest kind: a YAML value as the JSON Kubernetes reads, typed
+//! fields that name their path when they are of the wrong type and warn when unknown, and the
+//! duration and quantity grammars of the Kubernetes APIs.
+
+use std::collections::BTreeMap;
+
+use serde_json::Value;
+
+use super::ManifestError;
+use crate::engine::SimTime;
+
+/// Parses a Kubernetes quantity such as `900m`, `1`, `0.5` or `10` into thousandths.
+pub fn parse_quantity_milli(s: &str) -> Option<u64> {
+    let s = s.trim();
+    if let Some(m) = s.strip_suffix('m') {
+        return m.parse::<u64>().ok();
+    }
+    let v: f64 = s.parse().ok()?;
+    (v.is_finite() && v >= 0.0).then(|| (v * 1000.0).round() as u64)
+}
+
+/// Parses a protobuf/Go duration such as `10s`, `1.5s`, `250ms`, `1m`, `1h30m`, `100us`.
+pub fn parse_duration(s: &str) -> Option<SimTime> {
+    let s = s.trim();
+    if s.is_empty() {
+        return None;
+    }
+    let mut total: f64 = 0.0;
+    let mut rest = s;
+    while !rest.is_empty() {
+        let num_end = rest
+            .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+            .unwrap_or(rest.len());
+        if num_end == 0 {
+            return None;
+        }
+        let n: f64 = rest[..num_end].parse().ok()?;
+        rest = &rest[num_end..];
+        let unit_end = rest
+            .find(|c: char| c.is_ascii_digit() || c == '.')
+            .unwrap_or(rest.len());
+        let mult = match &rest[..unit_end] {
+            "h" => 3.6e12,
+            "m" => 6e10,
+            "s" => 1e9,
+            "ms" => 1e6,
+            "us" | "µs" => 1e3,
+            "ns" => 1.0,
+            _ => return None,
+        };
+        rest = &rest[unit_end..];
+        total += n * mult;
+    }
+    (total.is_finite() && total < u64::MAX as f64).then(|| total.round() as SimTime)
+}
+
+pub(super) struct Doc<'w> {
+    pub(super) index: usize,
+    pub(super) kind: String,
+    pub(super) name: String,
+    pub(super) warnings: &'w mut Vec<String>,
+}
+
+#[derive(Clone, Copy)]
+pub(super) struct Node<'a> {
+    pub(super) v: &'a Value,
+}
+
+impl Doc<'_> {
+    pub(super) fn wrong(&self, field: &str, expected: &str) -> ManifestError {
+        ManifestError::WrongType {
+            doc: self.index,
+            kind: self.kind.clone(),
+            name: self.name.clone(),
+            field: field.to_string(),
+            expected: expected.to_string(),
+        }
+    }
+
+    pub(super) fn missing(&self, field: &str) -> ManifestError {
+        ManifestError::Missing {
+            doc: self.index,
+            kind: self.kind.clone(),
+            name: self.name.clone(),
+            field: field.to_string(),
+        }
+    }
+
+    pub(super) fn warn(&mut self, msg: String) {
+        self.warnings.push(format!(
+            "document {} ({} {:?}): {msg}",
+            self.index + 1,
+            self.kind,
+            self.name
+        ));
+    }
+
+    /// Checks `n` is a mapping and warns about keys outside `known`.
+    pub(super) fn obj<'a>(
+        &mut self,
+        n: Node<'a>,
+        path: &str,
+        known: &[&str],
+    ) -> Result<&'a serde_json::Map<String, Value>, ManifestError> {
+        let m =
+            n.v.as_object()
+                .ok_or_else(|| self.wrong(path, "a mapping"))?;
+        for k in m.keys() {
+            if !known.contains(&k.as_str()) {
+                let p = join(path, k);
+                self.warn(format!("unknown field `{p}` ignored"));
+            }
+        }
+        Ok(m)
+    }
+
+    pub(super) fn str(&self, n: Node<'_>, path: &str) -> Result<String, ManifestError> {
+        match n.v {
+            Value::String(s) => Ok(s.clone()),
+            _ => Err(self.wrong(path, "a string")),
+        }
+    }
+
+    pub(super) fn u32(&self, n: Node<'_>, path: &str) -> Result<u32, ManifestError> {
+        n.v.as_u64()
+            .and_then(|x| u32::try_from(x).ok())
+            .ok_or_else(|| self.wrong(path, "a non-negative integer"))
+    }
+
+    pub(super) fn f64(&self, n: Node<'_>, path: &str) -> Result<f64, ManifestError> {
+        n.v.as_f64().ok_or_else(|| self.wrong(path, "a number"))
+    }
+
+    pub(super) fn bool(&self, n: Node<'_>, path: &str) -> Result<bool, ManifestError> {
+        n.v.as_bool().ok_or_else(|| self.wrong(path, "a boolean"))
+    }
+
+    pub(super) fn duration(&self, n: Node<'_>, path: &str) -> Result<SimTime, ManifestError> {
+        match n.v {
+            Value::String(s) => parse_duration(s)
+                .ok_or_else(|| self.wrong(path, "a duration such as `10s` or `250ms`")),
+            _ => Err(self.wrong(path, "a duration such as `10s` or `250ms`")),
+        }
+    }
+
+    pub(super) fn list<'a>(
+        &self,
+        n: Node<'a>,
+        path: &str,
+    ) -> Result<&'a Vec<Value>, ManifestError> {
+        n.v.as_array().ok_or_else(|| self.wrong(path, "a list"))
+    }
+
+    pub(super) fn labels(
+        &mut self,
+        n: Node<'_>,
+        path: &str,
+    ) -> Result<BTreeMap<String, String>, ManifestError> {
+        let m =
+            n.v.as_object()
+                .ok_or_else(|| self.wrong(path, "a mapping of strings"))?;
+        let mut out = BTreeMap::new();
+        for (k, v) in m {
+            let s = match v {
+                Value::String(s) => s.clone(),
+                Value::Number(x) => x.to_string(),
+                Value::Bool(b) => b.to_string(),
+                _ => return Err(self.wrong(&join(path, k), "a string")),
+            };
+            out.insert(k.clone(), s);
+        }
+        Ok(out)
+    }
+}
+
+pub(super) fn join(path: &str, key: &str) -> String {
+    if path.is_empty() {
+        key.to_string()
+    } else {
+        format!("{path}.{key}")
+    }
+}
+
+pub(super) fn idx(path: &str, i: usize) -> String {
+    format!("{path}[{i}]")
+}
+
+pub(super) fn get<'a>(m: &'a serde_json::Map<String, Value>, key: &str) -> Option<Node<'a>> {
+    m.get(key).filter(|v| !v.is_null()).map(|v| Node { v })
+}
+
+/// A YAML value as the JSON Kubernetes reads: mapping keys become strings, tags are dropped,
+/// and a number JSON cannot hold (`.nan`, `.inf`) is a type error at its path.
+pub(super) fn to_json(v: serde_norway::Value, path: &str) -> Result<Value, (String, &'static str)> {
+    use serde_norway::Value as Y;
+    Ok(match v {
+        Y::Null => Value::Null,
+        Y::Bool(b) => Value::Bool(b),
+        Y::Number(n) => {
+            if let Some(i) = n.as_i64() {
+                Value::from(i)
+            } else if let Some(u) = n.as_u64() {
+                Value::from(u)
+            } else {
+                let f = n.as_f64().unwrap_or(f64::NAN);
+                serde_json::Number::from_f64(f)
+                    .map(Value::Number)
+                    .ok_or_else(|| (path.to_string(), "a finite number"))?
+            }
+        }
+        Y::String(s) => Value::String(s),
+        Y::Sequence(items) => Value::Array(
+            items
+                .into_iter()
+                .enumerate()
+                .map(|(i, item)| to_json(item, &idx(path, i)))
+                .collect::<Result<_, _>>()?,
+        ),
+        Y::Mapping(m) => {
+            let mut out = serde_json::Map::new();
+            for (k, v) in m {
+                let key = match k {
+                    Y::String(s) => s,
+                    Y::Number(n) => n.to_string(),
+                    Y::Bool(b) => b.to_string(),
+                    _ => return Err((path.to_string(), "a mapping with string keys")),
+                };
+                let value = to_json(v, &join(path, &key))?;
+                out.insert(key, value);
+            }
+            Value::Object(out)
+        }
+        Y::Tagged(t) => to_json(t.value, path)?,
+    })
+}

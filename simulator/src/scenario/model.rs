@@ -1,0 +1,145 @@
+//! The model's section of a scenario: the service's versions (pods, workers, latency
+//! distribution, error rate) and the workload certificates.
+
+use super::{Context, ScenarioError, raw};
+use crate::engine::SimTime;
+use crate::mesh::config::{Behaviour, CertConfig};
+use crate::mesh::dist::ServiceTime;
+
+#[derive(Clone, Debug)]
+pub struct Version {
+    pub pods: u32,
+    pub behaviour: Behaviour,
+}
+
+impl Context {
+    pub(super) fn certificates(
+        &self,
+        raw: Option<&raw::Certificates>,
+    ) -> Result<CertConfig, ScenarioError> {
+        let mut c = CertConfig::default();
+        let Some(raw) = raw else { return Ok(c) };
+        if let Some(ttl) = &raw.ttl {
+            c.ttl = self.duration("certificates.ttl", ttl)?;
+            if c.ttl < crate::engine::SECONDS {
+                return Err(self.error("certificates.ttl", "must be at least 1s"));
+            }
+        }
+        if let Some(r) = raw.grace_ratio {
+            if !(r > 0.0 && r < 1.0) {
+                return Err(self.error(
+                    "certificates.grace_ratio",
+                    format!("must be between 0 and 1 (exclusive), got {r}"),
+                ));
+            }
+            c.grace_ratio = r;
+        }
+        Ok(c)
+    }
+
+    pub(super) fn version(
+        &self,
+        field: &str,
+        raw: &raw::Version,
+        base: Option<&Version>,
+    ) -> Result<Version, ScenarioError> {
+        let mut v = base.cloned().unwrap_or(Version {
+            pods: 2,
+            behaviour: Behaviour::default(),
+        });
+        if let Some(pods) = raw.pods {
+            if !(1..=1000).contains(&pods) {
+                return Err(self.error(
+                    &format!("{field}.pods"),
+                    format!("must be between 1 and 1000, got {pods}"),
+                ));
+            }
+            v.pods = pods;
+        }
+        if let Some(workers) = raw.workers {
+            if !(1..=100_000).contains(&workers) {
+                return Err(self.error(
+                    &format!("{field}.workers"),
+                    format!("must be between 1 and 100000, got {workers}"),
+                ));
+            }
+            v.behaviour.workers = workers;
+        }
+        if let Some(rate) = raw.error_rate {
+            v.behaviour.error_rate = self.probability(&format!("{field}.error_rate"), rate)?;
+        }
+        if let Some(code) = raw.error_code {
+            if !(500..=599).contains(&code) {
+                return Err(self.error(
+                    &format!("{field}.error_code"),
+                    format!("must be a 5xx status, got {code}"),
+                ));
+            }
+            v.behaviour.error_code = code;
+        }
+        if let Some(latency) = &raw.latency {
+            v.behaviour.service_time = self.latency(&format!("{field}.latency"), latency)?;
+        }
+        Ok(v)
+    }
+
+    pub(super) fn probability(&self, field: &str, p: f64) -> Result<f64, ScenarioError> {
+        if (0.0..=1.0).contains(&p) {
+            Ok(p)
+        } else {
+            Err(self.error(
+                field,
+                format!("must be a probability between 0 and 1, got {p}"),
+            ))
+        }
+    }
+
+    pub(super) fn latency(
+        &self,
+        field: &str,
+        l: &raw::Latency,
+    ) -> Result<ServiceTime, ScenarioError> {
+        let d = |name: &str, t: &Option<String>| -> Result<Option<SimTime>, ScenarioError> {
+            t.as_deref()
+                .map(|t| self.duration(&format!("{field}.{name}"), t))
+                .transpose()
+        };
+        let forms = [
+            l.mean.is_some(),
+            l.constant.is_some(),
+            l.p50.is_some() || l.p99.is_some(),
+            l.mixture.is_some(),
+        ];
+        if forms.iter().filter(|f| **f).count() != 1 {
+            return Err(self.error(field, "give exactly one of `mean` (exponential), `constant`, `p50` with `p99` (log-normal) or `mixture`"));
+        }
+        if let Some(mean) = d("mean", &l.mean)? {
+            return Ok(ServiceTime::Exponential { mean });
+        }
+        if let Some(c) = d("constant", &l.constant)? {
+            return Ok(ServiceTime::Constant(c));
+        }
+        if let Some(parts) = &l.mixture {
+            if parts.is_empty() {
+                return Err(self.error(&format!("{field}.mixture"), "needs at least one component"));
+            }
+            let mut out = Vec::new();
+            for (i, p) in parts.iter().enumerate() {
+                let path = format!("{field}.mixture[{i}]");
+                if !(p.weight.is_finite() && p.weight > 0.0) {
+                    return Err(self.error(
+                        &format!("{path}.weight"),
+                        format!("must be positive, got {}", p.weight),
+                    ));
+                }
+                out.push((p.weight, self.latency(&path, &p.latency)?));
+            }
+            return Ok(ServiceTime::Mixture(out));
+        }
+        match (d("p50", &l.p50)?, d("p99", &l.p99)?) {
+            (Some(p50), Some(p99)) if p99 >= p50 => Ok(ServiceTime::LogNormal { p50, p99 }),
+            (Some(_), Some(_)) => Err(self.error(&format!("{field}.p99"), "must be at least p50")),
+            _ => Err(self.error(field, "a log-normal latency needs both `p50` and `p99`")),
+        }
+    }
+}

@@ -1,0 +1,177 @@
+//! The traffic section: clients with their rate, arrival process, rate shape over time, header
+//! mix and sidecar, and load testers that call the canary's own Service.
+
+use super::{Context, ScenarioError, raw};
+use crate::engine::SimTime;
+use crate::mesh::config::ArrivalShape;
+
+#[derive(Clone, Debug)]
+pub struct Client {
+    pub name: String,
+    pub namespace: Option<String>,
+    pub rate: f64,
+    pub arrivals: ArrivalShape,
+    pub shape: RateShape,
+    pub headers: Vec<(f64, Vec<(String, String)>)>,
+    pub sidecar: bool,
+    /// A load tester: sends straight to the canary's Service (`<service>-canary`), and only
+    /// while a rollout progresses, as Flagger's load tester does from a rollout webhook.
+    pub load_tester: bool,
+}
+
+/// How a client's rate changes over time.
+#[derive(Clone, Debug, PartialEq)]
+pub enum RateShape {
+    Constant,
+    /// Linear from the base rate to `to` over `over`, starting at `from`.
+    Ramp {
+        from: SimTime,
+        to: f64,
+        over: SimTime,
+    },
+    /// `rate * (1 + amplitude * sin(2π t / period))`.
+    Diurnal {
+        amplitude: f64,
+        period: SimTime,
+    },
+    /// `factor` times the rate for `length` every `every`.
+    Bursts {
+        every: SimTime,
+        length: SimTime,
+        factor: f64,
+    },
+}
+
+impl Context {
+    pub(super) fn client(&self, field: &str, c: &raw::Traffic) -> Result<Client, ScenarioError> {
+        if !(c.rate.is_finite() && c.rate >= 0.0 && c.rate <= 1_000_000.0) {
+            return Err(self.error(
+                &format!("{field}.rate"),
+                format!(
+                    "must be between 0 and 1000000 requests per second, got {}",
+                    c.rate
+                ),
+            ));
+        }
+        let arrivals = match c.arrivals.as_deref().unwrap_or("poisson") {
+            "poisson" => ArrivalShape::Poisson,
+            "constant" => ArrivalShape::Constant,
+            other => {
+                return Err(self.error(
+                    &format!("{field}.arrivals"),
+                    format!("must be `poisson` or `constant`, got `{other}`"),
+                ));
+            }
+        };
+        let shapes = [c.ramp.is_some(), c.diurnal.is_some(), c.bursts.is_some()];
+        if shapes.iter().filter(|s| **s).count() > 1 {
+            return Err(self.error(field, "give at most one of `ramp`, `diurnal`, `bursts`"));
+        }
+        let rate_ok = |r: f64| r.is_finite() && (0.0..=1_000_000.0).contains(&r);
+        if let Some(r) = &c.ramp
+            && !rate_ok(r.to)
+        {
+            return Err(self.error(
+                &format!("{field}.ramp.to"),
+                format!(
+                    "must be between 0 and 1000000 requests per second, got {}",
+                    r.to
+                ),
+            ));
+        }
+        if let Some(b) = &c.bursts
+            && !(b.factor.is_finite() && b.factor >= 0.0 && rate_ok(c.rate * b.factor))
+        {
+            return Err(self.error(
+                &format!("{field}.bursts.factor"),
+                format!(
+                    "must be a non-negative factor that keeps the rate within 1000000 requests per second, got {}",
+                    b.factor
+                ),
+            ));
+        }
+        let shape = if let Some(r) = &c.ramp {
+            RateShape::Ramp {
+                from: r
+                    .from
+                    .as_deref()
+                    .map(|t| self.duration(&format!("{field}.ramp.from"), t))
+                    .transpose()?
+                    .unwrap_or(0),
+                to: r.to,
+                over: self.duration(&format!("{field}.ramp.over"), &r.over)?,
+            }
+        } else if let Some(d) = &c.diurnal {
+            if !(0.0..=1.0).contains(&d.amplitude) {
+                return Err(self.error(
+                    &format!("{field}.diurnal.amplitude"),
+                    "must be between 0 and 1",
+                ));
+            }
+            RateShape::Diurnal {
+                amplitude: d.amplitude,
+                period: self
+                    .duration(&format!("{field}.diurnal.period"), &d.period)?
+                    .max(1),
+            }
+        } else if let Some(b) = &c.bursts {
+            let every = self.duration(&format!("{field}.bursts.every"), &b.every)?;
+            let length = self.duration(&format!("{field}.bursts.length"), &b.length)?;
+            if every == 0 || length >= every {
+                return Err(self.error(
+                    &format!("{field}.bursts"),
+                    "`length` must be shorter than `every`",
+                ));
+            }
+            RateShape::Bursts {
+                every,
+                length,
+                factor: b.factor,
+            }
+        } else {
+            RateShape::Constant
+        };
+        let mut headers = Vec::new();
+        for (i, h) in c.headers.iter().enumerate() {
+            if !(h.weight.is_finite() && h.weight >= 0.0) {
+                return Err(self.error(
+                    &format!("{field}.headers[{i}].weight"),
+                    "must not be negative",
+                ));
+            }
+            headers.push((
+                h.weight,
+                h.set
+                    .iter()
+                    .map(|(k, v)| (k.to_ascii_lowercase(), v.clone()))
+                    .collect(),
+            ));
+        }
+        let load_tester = match c.target.as_deref().unwrap_or("service") {
+            "service" => false,
+            "canary" => true,
+            other => {
+                return Err(self.error(
+                    &format!("{field}.target"),
+                    format!("must be `service` or `canary`, got `{other}`"),
+                ));
+            }
+        };
+        if load_tester && shape != RateShape::Constant {
+            return Err(self.error(
+                &format!("{field}.target"),
+                "a load tester (`target: canary`) sends at a constant rate: drop `ramp`, `diurnal` or `bursts`",
+            ));
+        }
+        Ok(Client {
+            name: c.client.clone(),
+            namespace: c.namespace.clone(),
+            rate: c.rate,
+            arrivals,
+            shape,
+            headers,
+            sidecar: c.sidecar.unwrap_or(true),
+            load_tester,
+        })
+    }
+}
