@@ -6,13 +6,14 @@
 
 mod canary;
 mod manifests;
+mod patch;
 mod raw;
 mod source;
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
-use fledge_controller::spec::{Canary, HookGate, MetricTemplate, RolloutSpec, validate};
+use fledge_controller::spec::{Canary, HookGate, MetricTemplate, RolloutSpec};
 
 use crate::engine::SimTime;
 use crate::manifest::yaml::Outline;
@@ -21,6 +22,7 @@ use crate::mesh::config::{ArrivalShape, Behaviour, CertConfig, DataPlane};
 use crate::mesh::dist::ServiceTime;
 
 pub use crate::result::Outcome;
+pub use patch::{Edit, Patch, PatchError};
 pub(crate) use source::load_error_place;
 pub use source::{MAX_FILE_BYTES, read_bounded};
 
@@ -874,24 +876,15 @@ impl Context {
         let mut out = Vec::new();
         for (i, v) in raw.variants.iter().enumerate() {
             let field = format!("variants[{i}]");
-            let mut resource = canary.spec.clone();
-            resource.analysis.judge = Some(v.judge.clone());
-            if v.judge == "threshold" {
-                // What only the statistical judge reads would not validate under this one.
-                resource.analysis.statistical = None;
-                for m in &mut resource.analysis.metrics {
-                    m.margin = None;
-                }
+            let mut patch = Patch::default().judge(&v.judge);
+            if let Some(alpha) = v.alpha {
+                patch = patch.set("analysis.statistical.alpha", alpha);
             }
-            if v.alpha.is_some() || v.min_requests.is_some() {
-                let s = resource
-                    .analysis
-                    .statistical
-                    .get_or_insert_with(Default::default);
-                s.alpha = v.alpha.or(s.alpha);
-                s.min_requests = v.min_requests.or(s.min_requests);
+            if let Some(n) = v.min_requests {
+                patch = patch.set("analysis.statistical.minRequests", n);
             }
-            let spec = validate(&resource)
+            let spec = patch
+                .apply(&canary.spec, spec)
                 .map_err(|e| self.error(&format!("{field}.judge"), e.to_string()))?;
             out.push(Variant {
                 name: v.name.clone(),
