@@ -136,7 +136,8 @@ pub fn policies(scenario: &Scenario, args: &[String]) -> Result<Vec<Policy>, Pol
                 v.len()
             ))
         })?;
-        let patch = Patch::policy(&canary.spec).map_err(|e| error(format!("{shown}: {e}")))?;
+        let patch = Patch::policy(&canary.spec, &scenario.canary_resource.spec)
+            .map_err(|e| error(format!("{shown}: {e}")))?;
         out.push(own(name, &patch).map_err(|e| PolicyError {
             message: format!("{shown}: {}", e.message),
             ..e

@@ -61,14 +61,34 @@ impl Patch {
     }
 
     /// A policy: another Canary's analysis (and its progress deadline, when it sets one)
-    /// replaces the scenario's, whole. What the rollout targets and how it routes stay the
-    /// scenario's.
-    pub fn policy(canary: &CanarySpec) -> Result<Patch, PatchError> {
-        let analysis = serde_json::to_value(&canary.analysis)
-            .map_err(|e| PatchError(format!("the policy's analysis: {e}")))?;
-        let mut patch = Patch::default().set("analysis", analysis);
-        if let Some(s) = canary.progress_deadline_seconds {
+    /// replaces the scenario's, whole. What the rollout targets stays the scenario's, and so
+    /// does its strategy when the policy has none of its own (no `iterations`, no `match`): an
+    /// A/B or blue/green scenario keeps its `iterations`, `match` and mirroring, and the
+    /// policy's weights are dropped; its interval, threshold, judge and metrics apply.
+    pub fn policy(policy: &CanarySpec, scenario: &CanarySpec) -> Result<Patch, PatchError> {
+        let mut patch = Patch::default().set("analysis", json(&policy.analysis)?);
+        if let Some(s) = policy.progress_deadline_seconds {
             patch = patch.set("progressDeadlineSeconds", s);
+        }
+        let (own, theirs) = (&scenario.analysis, &policy.analysis);
+        if theirs.iterations.is_none()
+            && theirs.match_.is_empty()
+            && let Some(iterations) = own.iterations
+        {
+            patch = patch
+                .remove("analysis.stepWeight")
+                .remove("analysis.stepWeights")
+                .remove("analysis.stepWeightPromotion")
+                .remove("analysis.maxWeight")
+                .set("analysis.iterations", iterations)
+                .set("analysis.match", json(&own.match_)?)
+                .set("analysis.mirror", own.mirror);
+            if let Some(w) = own.mirror_weight {
+                patch = patch.set("analysis.mirrorWeight", w);
+            }
+            if let Some(a) = &own.session_affinity {
+                patch = patch.set("analysis.sessionAffinity", a.clone());
+            }
         }
         Ok(patch)
     }
@@ -116,6 +136,10 @@ impl Scenario {
             expect: Expectations::default(),
         })
     }
+}
+
+fn json<T: serde::Serialize>(value: &T) -> Result<Value, PatchError> {
+    serde_json::to_value(value).map_err(|e| PatchError(format!("the policy's analysis: {e}")))
 }
 
 fn split(path: &str) -> Vec<String> {
