@@ -118,7 +118,8 @@ pub fn policies(scenario: &Scenario, args: &[String]) -> Result<Vec<Policy>, Pol
         let (shown, text) = match file {
             Some(file) => (
                 file.to_string(),
-                read_bounded(std::path::Path::new(file)).map_err(error)?,
+                read_bounded(std::path::Path::new(file))
+                    .map_err(|e| error(format!("{file}: {e}")))?,
             ),
             None if name == FLAGGER_DEFAULT => {
                 ("(built in)".to_string(), FLAGGER_DEFAULT_CANARY.to_string())
