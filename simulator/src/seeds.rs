@@ -88,16 +88,21 @@ mod tests {
     }
 
     #[test]
-    fn the_first_failed_seed_is_reported() {
+    fn after_a_failed_seed_it_is_reported_and_no_new_run_starts() {
         let seeds = Seeds {
             first: 1,
             count: 20,
             threads: 1,
             progress: false,
         };
+        let ran = AtomicU64::new(0);
         let err = seeds
-            .run(|seed| if seed >= 5 { Err(seed) } else { Ok(seed) })
+            .run(|seed| {
+                ran.fetch_add(1, Ordering::Relaxed);
+                if seed >= 5 { Err(seed) } else { Ok(seed) }
+            })
             .unwrap_err();
         assert_eq!(err, 5);
+        assert_eq!(ran.into_inner(), 5, "seeds 1 to 5 ran, no more");
     }
 }
