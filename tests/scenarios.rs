@@ -92,6 +92,11 @@ fn main() {
         !files.is_empty(),
         "no scenario files found in scenarios/: the library is part of the test suite"
     );
+    let top = Path::new(env!("CARGO_MANIFEST_DIR")).join("scenarios");
+    assert!(
+        files.iter().any(|f| f.parent() != Some(top.as_path())),
+        "no scenario files found in the subfolders of scenarios/ (benchmarks/, examples/)"
+    );
     let trials = files
         .into_iter()
         .map(|file| {
