@@ -1,6 +1,7 @@
-//! Every scenario in `scenarios/` is a test case: it must load, tell its story in
-//! `description`, and every variant must meet its `expect:` checks at the file's own seed. The files are found at run time, so a new scenario
-//! is a new test with no code change (`cargo test --test scenarios -- low-traffic` runs one).
+//! Every scenario in `scenarios/` and its subfolders (`benchmarks/`, `examples/`) is a test case:
+//! it must load, tell its story in `description`, and every variant must meet its `expect:`
+//! checks at the file's own seed. The files are found at run time, so a new scenario is a new
+//! test with no code change (`cargo test --test scenarios -- low-traffic` runs one).
 
 use std::path::{Path, PathBuf};
 
@@ -9,14 +10,25 @@ use fledge_simulator::{expect, harness};
 use libtest_mimic::{Arguments, Failed, Trial};
 
 fn scenario_files() -> Vec<PathBuf> {
-    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("scenarios");
-    let mut files: Vec<PathBuf> = std::fs::read_dir(&dir)
-        .unwrap_or_else(|e| panic!("{}: {e}", dir.display()))
-        .filter_map(|entry| entry.ok().map(|e| e.path()))
-        .filter(|p| p.extension().is_some_and(|x| x == "yaml" || x == "yml"))
-        .collect();
+    let mut files = Vec::new();
+    yaml_files_under(
+        &Path::new(env!("CARGO_MANIFEST_DIR")).join("scenarios"),
+        &mut files,
+    );
     files.sort();
     files
+}
+
+/// The YAML files in `dir` and, at any depth, in its subfolders.
+fn yaml_files_under(dir: &Path, out: &mut Vec<PathBuf>) {
+    let entries = std::fs::read_dir(dir).unwrap_or_else(|e| panic!("{}: {e}", dir.display()));
+    for path in entries.filter_map(|entry| entry.ok().map(|e| e.path())) {
+        if path.is_dir() {
+            yaml_files_under(&path, out);
+        } else if path.extension().is_some_and(|x| x == "yaml" || x == "yml") {
+            out.push(path);
+        }
+    }
 }
 
 /// Runs every variant of the file; on failure, says which checks failed and what happened.
@@ -80,13 +92,20 @@ fn main() {
         !files.is_empty(),
         "no scenario files found in scenarios/: the library is part of the test suite"
     );
+    let top = Path::new(env!("CARGO_MANIFEST_DIR")).join("scenarios");
+    assert!(
+        files.iter().any(|f| f.parent() != Some(top.as_path())),
+        "no scenario files found in the subfolders of scenarios/ (benchmarks/, examples/)"
+    );
     let trials = files
         .into_iter()
         .map(|file| {
-            let name = format!(
-                "scenarios/{} meets its expectations",
-                file.file_name().unwrap_or_default().to_string_lossy()
-            );
+            let shown = file
+                .strip_prefix(env!("CARGO_MANIFEST_DIR"))
+                .unwrap_or(&file)
+                .display()
+                .to_string();
+            let name = format!("{shown} meets its expectations");
             Trial::test(name, move || meets_its_expectations(&file))
         })
         .collect();

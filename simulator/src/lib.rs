@@ -3,6 +3,7 @@
 
 pub mod bench;
 pub mod cli;
+pub mod compare;
 pub mod engine;
 pub mod expect;
 pub mod harness;
@@ -12,4 +13,5 @@ pub mod promql;
 pub mod report;
 pub mod result;
 pub mod scenario;
+pub mod seeds;
 pub mod telemetry;

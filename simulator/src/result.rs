@@ -89,6 +89,9 @@ pub struct RunResult {
     /// When the new revision was deployed, and when the rollout was decided.
     pub deployed_at_ms: Option<u64>,
     pub decided_at_ms: Option<u64>,
+    /// When the judge decided: the tick on which the rollout began promoting or rolled back
+    /// (promotion then takes a tick or two more to reach `Succeeded`).
+    pub judged_at_ms: Option<u64>,
     pub max_canary_weight: u8,
     pub final_phase: Phase,
     pub final_message: String,

@@ -17,6 +17,7 @@ macro_rules! sayln {
     }};
 }
 
+mod compare;
 mod plan;
 mod run;
 mod sweep;
@@ -107,6 +108,32 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Run a scenario under several Canary policies over the same seeds and compare how they
+    /// decide: promotions, rollbacks on evidence and at the deadline (with 95% intervals), time
+    /// to the decision, and failed requests the canary served before it.
+    #[command(after_help = after_help!(
+        "0  the comparison ran",
+        "2  bad input: the file or a policy does not load, or a bad flag",
+    ))]
+    Compare {
+        file: PathBuf,
+        /// A policy: `NAME=CANARY.yaml` (that Canary's analysis replaces the scenario's) or the
+        /// built-in `flagger-default`; repeat for several. The scenario's own Canary is always
+        /// compared, as `scenario`, and so are its variants. Default: `flagger-default`.
+        #[arg(long = "policy", value_name = "NAME=CANARY.yaml")]
+        policies: Vec<String>,
+        /// Number of seeds (1..=N, or from --first-seed).
+        #[arg(long, default_value_t = 100, value_parser = clap::value_parser!(u64).range(1..=1_000_000))]
+        seeds: u64,
+        #[arg(long, default_value_t = 1)]
+        first_seed: u64,
+        /// Worker threads (default: all cores); the figures do not depend on it.
+        #[arg(long, value_parser = clap::value_parser!(u64).range(1..=1024))]
+        threads: Option<u64>,
+        /// An object keyed by policy name; rates as fractions.
+        #[arg(long)]
+        json: bool,
+    },
     /// Print the steps a Canary's rollout would take if everything went well.
     #[command(after_help = after_help!(
         "0  every Canary in the file validates; its plan is printed",
@@ -160,6 +187,21 @@ pub fn main() -> ExitCode {
             threads,
             json,
         } => sweep::sweep(&file, first_seed, seeds, threads.map(|t| t as usize), json),
+        Command::Compare {
+            file,
+            policies,
+            seeds,
+            first_seed,
+            threads,
+            json,
+        } => compare::run(&compare::CompareArgs {
+            file: &file,
+            policies: &policies,
+            seeds,
+            first_seed,
+            threads: threads.map(|t| t as usize),
+            json,
+        }),
         Command::Plan { file } => plan::run(&file),
         Command::Bench {
             duration,

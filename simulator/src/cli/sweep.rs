@@ -3,8 +3,6 @@
 use std::io::IsTerminal;
 use std::path::Path;
 use std::process::ExitCode;
-use std::sync::Mutex;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Instant;
 
 use serde::Serialize;
@@ -12,6 +10,7 @@ use serde::Serialize;
 use super::EXIT_BAD_INPUT;
 use super::run::emit;
 use crate::scenario::{Outcome, Scenario, Variant};
+use crate::seeds::Seeds;
 use crate::{expect, harness};
 
 /// The distribution of outcomes of one variant over the seeds.
@@ -102,58 +101,26 @@ fn sweep_variant(
     threads: usize,
     progress: bool,
 ) -> Result<SweepSummary, harness::HarnessError> {
-    let next = AtomicU64::new(0);
-    let done = AtomicU64::new(0);
-    let tallies = Mutex::new(Vec::with_capacity(count as usize));
-    let error = Mutex::new(None);
-    std::thread::scope(|s| {
-        for _ in 0..threads {
-            s.spawn(|| {
-                loop {
-                    let i = next.fetch_add(1, Ordering::Relaxed);
-                    if i >= count {
-                        break;
-                    }
-                    let run = harness::run(scenario, variant, first.wrapping_add(i))
-                        .map(|r| expect::checked(r, &variant.expect));
-                    match run {
-                        Ok(r) => {
-                            let tally = Tally {
-                                outcome: r.outcome,
-                                passed: r.passed(),
-                                decision_ms: r
-                                    .deployed_at_ms
-                                    .zip(r.decided_at_ms)
-                                    .map(|(d, t)| t - d),
-                                canary_failures: r.failed_requests_canary,
-                                false_rollback: variant.expect.no_false_rollback
-                                    && r.outcome == Outcome::RolledBack,
-                            };
-                            tallies
-                                .lock()
-                                .expect("no worker panics holding the lock")
-                                .push(tally);
-                        }
-                        Err(e) => {
-                            *error.lock().expect("no worker panics holding the lock") = Some(e);
-                            next.store(count, Ordering::Relaxed);
-                        }
-                    }
-                    let n = done.fetch_add(1, Ordering::Relaxed) + 1;
-                    if progress && (n.is_multiple_of(10) || n == count) {
-                        say!("  {n}/{count} runs\r");
-                    }
-                }
-            });
-        }
-    });
-    if let Some(e) = error.into_inner().expect("workers have finished") {
-        return Err(e);
-    }
-    Ok(summarise(
-        &variant.name,
-        tallies.into_inner().expect("workers have finished"),
-    ))
+    let seeds = Seeds {
+        first,
+        count,
+        threads,
+        progress,
+    };
+    let tallies = seeds.run(|seed| {
+        harness::run(scenario, variant, seed).map(|r| {
+            let r = expect::checked(r, &variant.expect);
+            Tally {
+                outcome: r.outcome,
+                passed: r.passed(),
+                decision_ms: r.deployed_at_ms.zip(r.decided_at_ms).map(|(d, t)| t - d),
+                canary_failures: r.failed_requests_canary,
+                false_rollback: variant.expect.no_false_rollback
+                    && r.outcome == Outcome::RolledBack,
+            }
+        })
+    })?;
+    Ok(summarise(&variant.name, tallies))
 }
 
 fn summarise(variant: &str, tallies: Vec<Tally>) -> SweepSummary {

@@ -73,6 +73,19 @@ pub fn run(scenario: &Scenario, variant: &Variant, seed: u64) -> Result<RunResul
     run_watched(scenario, variant, seed, u64::MAX, &mut |_| {})
 }
 
+/// [`run`], but the simulation stops at the tick on which the judge decided (the rollout began
+/// promoting, or rolled back), so that a run costs what its decision costs. Figures over the
+/// run (failed requests, counters) then cover the time up to the decision.
+pub fn run_to_decision(
+    scenario: &Scenario,
+    variant: &Variant,
+    seed: u64,
+) -> Result<RunResult, HarnessError> {
+    let mut h = Harness::new(scenario, variant, seed)?;
+    h.stop_at_judgement = true;
+    h.run(u64::MAX, &mut |_| {})
+}
+
 /// [`run`], telling `progress` the virtual time reached at every tick and after every `every`
 /// events between ticks (heavy traffic makes a tick long in wall time).
 pub fn run_watched(
@@ -113,6 +126,9 @@ struct Harness<'a> {
     samples: Vec<Sample>,
     deployed_at: Option<SimTime>,
     decided_at: Option<SimTime>,
+    /// When the judge decided: the rollout began promoting or rolled back.
+    judged_at: Option<SimTime>,
+    stop_at_judgement: bool,
     max_weight: u8,
     warnings: Vec<String>,
 }
@@ -207,6 +223,8 @@ impl<'a> Harness<'a> {
             samples: Vec::new(),
             deployed_at: None,
             decided_at: None,
+            judged_at: None,
+            stop_at_judgement: false,
             max_weight: 0,
             warnings: scenario.manifests.warnings.clone(),
         };
@@ -250,7 +268,7 @@ impl<'a> Harness<'a> {
         // Ticks come as often as the judge looks (the cluster shell requeues the same way), and
         // the plots sample at every tick, so that a short step is seen.
         let look = look_interval(&self.variant.spec) * MILLIS;
-        let end = self.scenario.duration;
+        let mut end = self.scenario.duration;
         let (mut next_tick, mut last_sample) = (0, 0);
         loop {
             let next_event = self
@@ -275,10 +293,14 @@ impl<'a> Harness<'a> {
                 last_sample = t;
                 next_tick += look;
                 progress(t);
+                if self.stop_at_judgement && self.judged_at.is_some() {
+                    end = t;
+                    break;
+                }
             }
         }
         self.run_mesh_until(end, every, progress);
-        Ok(self.finish())
+        Ok(self.finish(end))
     }
 
     /// Runs the mesh to `t` in slices of `every` events, telling `progress` the virtual time
@@ -505,6 +527,15 @@ impl<'a> Harness<'a> {
             && matches!(self.state.phase, Phase::Succeeded | Phase::Failed)
         {
             self.decided_at = Some(now);
+        }
+        if self.deployed_at.is_some()
+            && self.judged_at.is_none()
+            && matches!(
+                self.state.phase,
+                Phase::Promoting | Phase::Finalising | Phase::Succeeded | Phase::Failed
+            )
+        {
+            self.judged_at = Some(now);
         }
         if !messages.is_empty() || self.state.message != before.message {
             if messages.is_empty() {
@@ -763,13 +794,17 @@ impl<'a> Harness<'a> {
         });
     }
 
-    fn finish(self) -> RunResult {
+    /// The run's result, with figures up to `end`.
+    fn finish(self, end: SimTime) -> RunResult {
         let applied_routes = self.applied_routes.clone();
-        let end = self.scenario.duration;
         let outcome = match (self.deployed_at, self.state.phase) {
             (Some(_), Phase::Succeeded)
                 if self.state.promoted_revision.as_deref() == Some(NEW_REVISION) =>
             {
+                Outcome::Promoted
+            }
+            // Stopped at the decision to promote.
+            (Some(_), Phase::Promoting | Phase::Finalising) if self.stop_at_judgement => {
                 Outcome::Promoted
             }
             (Some(_), Phase::Failed) => Outcome::RolledBack,
@@ -839,6 +874,7 @@ impl<'a> Harness<'a> {
             outcome,
             deployed_at_ms: self.deployed_at.map(|t| t / MILLIS),
             decided_at_ms: self.decided_at.map(|t| t / MILLIS),
+            judged_at_ms: self.judged_at.map(|t| t / MILLIS),
             max_canary_weight: self.max_weight,
             final_phase: self.state.phase,
             final_message: self.state.message.clone(),

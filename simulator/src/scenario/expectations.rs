@@ -1,9 +1,9 @@
 //! The expectations section: the variants of a scenario (Canary settings changed per run) and
 //! what each run must show (outcome, timing, weights, failures, counters, clients).
 
-use fledge_controller::spec::{Canary, RolloutSpec, validate};
+use fledge_controller::spec::{Canary, RolloutSpec};
 
-use super::{Client, Context, Outcome, ScenarioError, raw};
+use super::{Client, Context, Outcome, Patch, ScenarioError, raw};
 use crate::engine::SimTime;
 
 /// One run of the scenario and the checks it must pass.
@@ -86,24 +86,15 @@ impl Context {
         let mut out = Vec::new();
         for (i, v) in raw.variants.iter().enumerate() {
             let field = format!("variants[{i}]");
-            let mut resource = canary.spec.clone();
-            resource.analysis.judge = Some(v.judge.clone());
-            if v.judge == "threshold" {
-                // What only the statistical judge reads would not validate under this one.
-                resource.analysis.statistical = None;
-                for m in &mut resource.analysis.metrics {
-                    m.margin = None;
-                }
+            let mut patch = Patch::default().judge(&v.judge);
+            if let Some(alpha) = v.alpha {
+                patch = patch.set("analysis.statistical.alpha", alpha);
             }
-            if v.alpha.is_some() || v.min_requests.is_some() {
-                let s = resource
-                    .analysis
-                    .statistical
-                    .get_or_insert_with(Default::default);
-                s.alpha = v.alpha.or(s.alpha);
-                s.min_requests = v.min_requests.or(s.min_requests);
+            if let Some(n) = v.min_requests {
+                patch = patch.set("analysis.statistical.minRequests", n);
             }
-            let spec = validate(&resource)
+            let spec = patch
+                .apply(&canary.spec, spec)
                 .map_err(|e| self.error(&format!("{field}.judge"), e.to_string()))?;
             out.push(Variant {
                 name: v.name.clone(),

@@ -1,0 +1,312 @@
+//! `fledge-sim compare`: one scenario under several Canary policies over the same seeds, and
+//! how well each decides: how often it promotes, rolls back on evidence or at the progress
+//! deadline, how long the decision takes and how many failed requests the canary served
+//! before it.
+//!
+//! Every policy is a [`Patch`] of the scenario's Canary (its analysis replaced by the policy's),
+//! run by the one seed runner; each run stops at its decision
+//! ([`harness::run_to_decision`]), so a run costs what its decision costs and its failed
+//! requests are those served before the decision.
+
+mod stats;
+
+use fledge_controller::spec::load_manifests;
+use serde::Serialize;
+
+use crate::harness::{self, HarnessError};
+use crate::result::{Outcome, RunResult};
+use crate::scenario::{Patch, Scenario, Variant, read_bounded};
+use crate::seeds::Seeds;
+pub use stats::{Rate, quantile, wilson};
+
+/// The built-in policy's name, and the name of the scenario's own Canary.
+pub const FLAGGER_DEFAULT: &str = "flagger-default";
+pub const SCENARIO: &str = "scenario";
+
+/// Flagger's documented defaults for a canary analysis: a step of 10% every minute up to 50%,
+/// five failed checks roll back, success rate at least 99% and p99 at most 500 ms.
+const FLAGGER_DEFAULT_CANARY: &str = "\
+apiVersion: flagger.app/v1beta1
+kind: Canary
+metadata:
+  name: flagger-default
+spec:
+  targetRef: {apiVersion: apps/v1, kind: Deployment, name: any}
+  service: {port: 80}
+  progressDeadlineSeconds: 600
+  analysis:
+    interval: 1m
+    threshold: 5
+    stepWeight: 10
+    maxWeight: 50
+    metrics:
+      - name: request-success-rate
+        thresholdRange: {min: 99}
+        interval: 1m
+      - name: request-duration
+        thresholdRange: {max: 500}
+        interval: 1m
+";
+
+/// The words the rollout core uses in every rollback at the progress deadline (not enough
+/// traffic, no decision, workloads never ready), and in no other.
+const DEADLINE_WORDS: &str = "progress deadline";
+
+/// A policy to compare: a name and the Canary analysis it runs.
+#[derive(Clone, Debug)]
+pub struct Policy {
+    pub name: String,
+    pub variant: Variant,
+}
+
+/// A policy that cannot be used, with where and why.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+#[error("--policy {name}: {message}")]
+pub struct PolicyError {
+    pub name: String,
+    pub message: String,
+}
+
+/// The policies for `--policy` arguments (`NAME=CANARY.yaml`, or `flagger-default`): the
+/// scenario's own Canary first, then its variants, then the arguments in order. Without
+/// arguments, `flagger-default` is compared with the scenario's Canary.
+pub fn policies(scenario: &Scenario, args: &[String]) -> Result<Vec<Policy>, PolicyError> {
+    let own = |name: &str, patch: &Patch| {
+        scenario
+            .variant(name, patch)
+            .map_err(|e| PolicyError {
+                name: name.to_string(),
+                message: e.to_string(),
+            })
+            .map(|variant| Policy {
+                name: name.to_string(),
+                variant,
+            })
+    };
+    let mut out = vec![own(SCENARIO, &Patch::default())?];
+    out.extend(
+        scenario
+            .variants
+            .iter()
+            .filter(|v| !v.name.is_empty())
+            .map(|v| Policy {
+                name: v.name.clone(),
+                variant: v.clone(),
+            }),
+    );
+    let default = [FLAGGER_DEFAULT.to_string()];
+    let args = if args.is_empty() { &default[..] } else { args };
+    for arg in args {
+        let (name, file) = match arg.split_once('=') {
+            Some((name, file)) => (name, Some(file)),
+            None => (arg.as_str(), None),
+        };
+        let error = |message: String| PolicyError {
+            name: name.to_string(),
+            message,
+        };
+        if name.is_empty() || name.contains(char::is_whitespace) {
+            return Err(error(
+                "give NAME=CANARY.yaml (a name without spaces) or `flagger-default`".into(),
+            ));
+        }
+        if out.iter().any(|p| p.name == name) {
+            return Err(error(format!(
+                "the name `{name}` is taken (`{SCENARIO}` is the scenario's own Canary, variants keep their names)"
+            )));
+        }
+        let (shown, text) = match file {
+            Some(file) => (
+                file.to_string(),
+                read_bounded(std::path::Path::new(file))
+                    .map_err(|e| error(format!("{file}: {e}")))?,
+            ),
+            None if name == FLAGGER_DEFAULT => {
+                ("(built in)".to_string(), FLAGGER_DEFAULT_CANARY.to_string())
+            }
+            None => {
+                return Err(error(format!(
+                    "give the policy's Canary file as {name}=CANARY.yaml; the only built-in policy is `{FLAGGER_DEFAULT}`"
+                )));
+            }
+        };
+        let loaded = load_manifests(&text).map_err(|e| error(format!("{shown}: {e}")))?;
+        let [canary] = <[_; 1]>::try_from(loaded.canaries).map_err(|v| {
+            error(format!(
+                "{shown}: must hold exactly one Canary, found {}",
+                v.len()
+            ))
+        })?;
+        let patch = Patch::policy(&canary.spec, &scenario.canary_resource.spec)
+            .map_err(|e| error(format!("{shown}: {e}")))?;
+        out.push(own(name, &patch).map_err(|e| PolicyError {
+            message: format!("{shown}: {}", e.message),
+            ..e
+        })?);
+    }
+    Ok(out)
+}
+
+/// How one run decided.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Decided {
+    Promoted,
+    /// Rolled back on the analysis' evidence (failed checks, a regression, a failed hook).
+    RolledBack,
+    /// Rolled back at the progress deadline.
+    Deadline,
+    Undecided,
+}
+
+/// What `compare` keeps of a run.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct Tally {
+    pub decided: Decided,
+    /// From the deploy to the decision.
+    pub decision_ms: Option<u64>,
+    /// Failed requests the canary served before the decision (or over the run, undecided).
+    pub canary_failures: u64,
+}
+
+impl Tally {
+    pub fn of(run: &RunResult) -> Tally {
+        let decided = match run.outcome {
+            Outcome::Promoted => Decided::Promoted,
+            Outcome::RolledBack if run.final_message.contains(DEADLINE_WORDS) => Decided::Deadline,
+            Outcome::RolledBack => Decided::RolledBack,
+            Outcome::Undecided => Decided::Undecided,
+        };
+        Tally {
+            decided,
+            decision_ms: match decided {
+                Decided::Undecided => None,
+                _ => run
+                    .deployed_at_ms
+                    .zip(run.judged_at_ms)
+                    .map(|(d, t)| t.saturating_sub(d)),
+            },
+            canary_failures: run.failed_requests_canary,
+        }
+    }
+}
+
+/// One policy's figures over the seeds. Rates are fractions (0 to 1) with their 95% Wilson
+/// intervals; a run is exactly one of promoted, rolled back, deadline or undecided.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct Summary {
+    pub seeds: u64,
+    pub promoted: f64,
+    pub promoted_95: [f64; 2],
+    pub rolled_back: f64,
+    pub rolled_back_95: [f64; 2],
+    pub deadline: f64,
+    pub deadline_95: [f64; 2],
+    pub undecided: f64,
+    pub undecided_95: [f64; 2],
+    /// Over the decided runs; none when no run decided.
+    pub median_decision_s: Option<f64>,
+    pub p95_decision_s: Option<f64>,
+    /// Over every run.
+    pub median_canary_failures: Option<f64>,
+    pub p95_canary_failures: Option<f64>,
+}
+
+impl Summary {
+    pub fn of(tallies: &[Tally]) -> Summary {
+        let n = tallies.len() as u64;
+        let rate = |d: Decided| wilson(tallies.iter().filter(|t| t.decided == d).count() as u64, n);
+        let (promoted, rolled_back, deadline, undecided) = (
+            rate(Decided::Promoted),
+            rate(Decided::RolledBack),
+            rate(Decided::Deadline),
+            rate(Decided::Undecided),
+        );
+        let mut decisions: Vec<u64> = tallies.iter().filter_map(|t| t.decision_ms).collect();
+        decisions.sort_unstable();
+        let mut failures: Vec<u64> = tallies.iter().map(|t| t.canary_failures).collect();
+        failures.sort_unstable();
+        let secs = |q| quantile(&decisions, q).map(|ms| ms as f64 / 1000.0);
+        Summary {
+            seeds: n,
+            promoted: promoted.rate,
+            promoted_95: promoted.interval,
+            rolled_back: rolled_back.rate,
+            rolled_back_95: rolled_back.interval,
+            deadline: deadline.rate,
+            deadline_95: deadline.interval,
+            undecided: undecided.rate,
+            undecided_95: undecided.interval,
+            median_decision_s: secs(0.5),
+            p95_decision_s: secs(0.95),
+            median_canary_failures: quantile(&failures, 0.5).map(|f| f as f64),
+            p95_canary_failures: quantile(&failures, 0.95).map(|f| f as f64),
+        }
+    }
+}
+
+/// Runs every policy over the seeds; the summaries in the policies' order.
+pub fn compare(
+    scenario: &Scenario,
+    policies: &[Policy],
+    seeds: &Seeds,
+) -> Result<Vec<(String, Summary)>, HarnessError> {
+    policies
+        .iter()
+        .map(|p| {
+            let tallies = seeds.run(|seed| {
+                harness::run_to_decision(scenario, &p.variant, seed).map(|r| Tally::of(&r))
+            })?;
+            Ok((p.name.clone(), Summary::of(&tallies)))
+        })
+        .collect()
+}
+
+/// The summaries as a table.
+pub fn render(summaries: &[(String, Summary)]) -> String {
+    let pct = |rate: f64, ci: [f64; 2]| {
+        format!(
+            "{:.1}% [{:.1}, {:.1}]",
+            rate * 100.0,
+            ci[0] * 100.0,
+            ci[1] * 100.0
+        )
+    };
+    let time = |s: Option<f64>| {
+        s.map_or("-".to_string(), |s| {
+            fledge_controller::spec::Duration(s.round() as u64 * 1000).to_string()
+        })
+    };
+    let count = |c: Option<f64>| c.map_or("-".to_string(), |c| format!("{c:.0}"));
+    let width = summaries
+        .iter()
+        .map(|(n, _)| n.len())
+        .max()
+        .unwrap_or(0)
+        .max("policy".len());
+    let mut out = format!(
+        "{:width$}  {:>21}  {:>21}  {:>21}  {:>21}  {:>17}  {:>20}\n",
+        "policy",
+        "promoted [95%]",
+        "rolled back [95%]",
+        "at deadline [95%]",
+        "undecided [95%]",
+        "decision p50/p95",
+        "canary fails p50/p95"
+    );
+    for (name, s) in summaries {
+        out.push_str(&format!(
+            "{name:width$}  {:>21}  {:>21}  {:>21}  {:>21}  {:>17}  {:>20}\n",
+            pct(s.promoted, s.promoted_95),
+            pct(s.rolled_back, s.rolled_back_95),
+            pct(s.deadline, s.deadline_95),
+            pct(s.undecided, s.undecided_95),
+            format!("{} / {}", time(s.median_decision_s), time(s.p95_decision_s)),
+            format!(
+                "{} / {}",
+                count(s.median_canary_failures),
+                count(s.p95_canary_failures)
+            ),
+        ));
+    }
+    out
+}

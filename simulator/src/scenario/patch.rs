@@ -1,0 +1,231 @@
+//! Alternatives of one scenario. A [`Patch`] is a list of edits of the scenario's Canary spec,
+//! applied to its JSON form and validated as the scenario's own Canary was; `variants:`,
+//! `fledge-sim compare`'s policies (and parameter sweeps next) are all patches, and every
+//! alternative runs through the same harness and seed runner.
+
+use fledge_controller::spec::{CanarySpec, RolloutSpec, validate};
+use serde_json::Value;
+
+use super::{Expectations, Scenario, Variant};
+
+/// One edit: the value at `path` (keys below the Canary's `spec`, in its camelCase field
+/// names; `*` stands for every element of a list) is set, or removed when `value` is `None`.
+/// Setting creates the mappings on the way.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Edit {
+    pub path: Vec<String>,
+    pub value: Option<Value>,
+}
+
+/// Edits of the scenario's Canary spec, applied in order.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct Patch {
+    pub edits: Vec<Edit>,
+}
+
+/// A patch that does not apply, or whose result does not validate.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+#[error("{0}")]
+pub struct PatchError(pub String);
+
+impl Patch {
+    /// Sets the value at `path` (dot-separated, e.g. `analysis.statistical.alpha`).
+    pub fn set(mut self, path: &str, value: impl Into<Value>) -> Patch {
+        self.edits.push(Edit {
+            path: split(path),
+            value: Some(value.into()),
+        });
+        self
+    }
+
+    pub fn remove(mut self, path: &str) -> Patch {
+        self.edits.push(Edit {
+            path: split(path),
+            value: None,
+        });
+        self
+    }
+
+    /// Replaces the Canary's judge. Under `threshold`, what only the statistical judge reads
+    /// (the `statistical` block, metrics' `margin`) is dropped: it would not validate there,
+    /// and a Canary written for the statistical judge is then still usable.
+    pub fn judge(self, judge: &str) -> Patch {
+        let patch = self.set("analysis.judge", judge);
+        if judge == "threshold" {
+            patch
+                .remove("analysis.statistical")
+                .remove("analysis.metrics.*.margin")
+        } else {
+            patch
+        }
+    }
+
+    /// A policy: another Canary's analysis (and its progress deadline, when it sets one)
+    /// replaces the scenario's, whole. What the rollout targets stays the scenario's, and so
+    /// does its strategy when the policy has none of its own (no `iterations`, no `match`): an
+    /// A/B or blue/green scenario keeps its `iterations`, `match` and mirroring, and the
+    /// policy's weights are dropped; its interval, threshold, judge and metrics apply.
+    pub fn policy(policy: &CanarySpec, scenario: &CanarySpec) -> Result<Patch, PatchError> {
+        let mut patch = Patch::default().set("analysis", json(&policy.analysis)?);
+        if let Some(s) = policy.progress_deadline_seconds {
+            patch = patch.set("progressDeadlineSeconds", s);
+        }
+        let (own, theirs) = (&scenario.analysis, &policy.analysis);
+        if theirs.iterations.is_none()
+            && theirs.match_.is_empty()
+            && let Some(iterations) = own.iterations
+        {
+            patch = patch
+                .remove("analysis.stepWeight")
+                .remove("analysis.stepWeights")
+                .remove("analysis.stepWeightPromotion")
+                .remove("analysis.maxWeight")
+                .set("analysis.iterations", iterations)
+                .set("analysis.match", json(&own.match_)?)
+                .set("analysis.mirror", own.mirror);
+            if let Some(w) = own.mirror_weight {
+                patch = patch.set("analysis.mirrorWeight", w);
+            }
+            if let Some(a) = &own.session_affinity {
+                patch = patch.set("analysis.sessionAffinity", a.clone());
+            }
+        }
+        Ok(patch)
+    }
+
+    /// The scenario's Canary spec with the patch applied, validated. `base` is the scenario's
+    /// own validated spec: what the loader resolved there (the data plane's provider) carries
+    /// over.
+    pub(crate) fn apply(
+        &self,
+        canary: &CanarySpec,
+        base: &RolloutSpec,
+    ) -> Result<RolloutSpec, PatchError> {
+        let mut doc = serde_json::to_value(canary)
+            .map_err(|e| PatchError(format!("the Canary cannot be patched: {e}")))?;
+        for edit in &self.edits {
+            edit_at(&mut doc, &edit.path, edit.value.as_ref())
+                .map_err(|why| PatchError(format!("{}: {why}", edit.path.join("."))))?;
+        }
+        let patched: CanarySpec = serde_json::from_value(doc)
+            .map_err(|e| PatchError(format!("the patched Canary does not load: {e}")))?;
+        let mut spec = validate(&patched).map_err(|errors| {
+            let all: Vec<String> = errors.0.iter().map(ToString::to_string).collect();
+            PatchError(format!(
+                "the patched Canary does not validate:\n  {}",
+                all.join("\n  ")
+            ))
+        })?;
+        if spec.provider.is_none() {
+            spec.provider = base.provider;
+        }
+        Ok(spec)
+    }
+}
+
+impl Scenario {
+    /// An alternative of the scenario: its Canary patched, with no expectations of its own.
+    pub fn variant(&self, name: &str, patch: &Patch) -> Result<Variant, PatchError> {
+        let spec = patch.apply(&self.canary_resource.spec, &self.spec)?;
+        let subject = crate::promql::subject(&self.canary_resource, &self.namespace);
+        crate::promql::check_metrics(&spec, &subject, &self.metric_templates)
+            .map_err(|p| PatchError(format!("analysis.metrics[{}]: {}", p.index, p.message)))?;
+        Ok(Variant {
+            name: name.to_string(),
+            spec,
+            expect: Expectations::default(),
+        })
+    }
+}
+
+fn json<T: serde::Serialize>(value: &T) -> Result<Value, PatchError> {
+    serde_json::to_value(value).map_err(|e| PatchError(format!("the policy's analysis: {e}")))
+}
+
+fn split(path: &str) -> Vec<String> {
+    path.split('.').map(str::to_string).collect()
+}
+
+fn edit_at(doc: &mut Value, path: &[String], value: Option<&Value>) -> Result<(), String> {
+    let Some((key, rest)) = path.split_first() else {
+        return match value {
+            Some(v) => {
+                *doc = v.clone();
+                Ok(())
+            }
+            None => Err("the whole Canary cannot be removed".into()),
+        };
+    };
+    if key == "*" {
+        return match doc {
+            Value::Array(items) => items
+                .iter_mut()
+                .try_for_each(|item| edit_at(item, rest, value)),
+            Value::Null => Ok(()),
+            _ => Err("`*` stands for the elements of a list, and this is not one".into()),
+        };
+    }
+    if doc.is_null() && value.is_some() {
+        *doc = Value::Object(Default::default());
+    }
+    let Value::Object(map) = doc else {
+        return Err(format!("`{key}` is below a value that is not a mapping"));
+    };
+    match (rest.is_empty(), value) {
+        (true, None) => {
+            map.remove(key);
+            Ok(())
+        }
+        (true, Some(v)) => {
+            map.insert(key.clone(), v.clone());
+            Ok(())
+        }
+        (false, None) => match map.get_mut(key) {
+            Some(inner) => edit_at(inner, rest, value),
+            None => Ok(()),
+        },
+        (false, Some(_)) => edit_at(map.entry(key.clone()).or_insert(Value::Null), rest, value),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn edited(mut doc: Value, patch: &Patch) -> Result<Value, String> {
+        for e in &patch.edits {
+            edit_at(&mut doc, &e.path, e.value.as_ref())?;
+        }
+        Ok(doc)
+    }
+
+    #[test]
+    fn set_creates_the_mappings_on_its_way_and_remove_of_a_missing_key_is_nothing() {
+        let doc = json!({"analysis": {"interval": "1m"}});
+        let patch = Patch::default()
+            .set("analysis.statistical.alpha", 0.01)
+            .remove("analysis.nothing.here");
+        assert_eq!(
+            edited(doc, &patch).unwrap(),
+            json!({"analysis": {"interval": "1m", "statistical": {"alpha": 0.01}}})
+        );
+    }
+
+    #[test]
+    fn a_threshold_judge_drops_the_statistical_settings_of_every_metric() {
+        let doc = json!({"analysis": {"judge": "statistical", "statistical": {"alpha": 0.01},
+            "metrics": [{"name": "a", "margin": 1}, {"name": "b"}]}});
+        assert_eq!(
+            edited(doc, &Patch::default().judge("threshold")).unwrap(),
+            json!({"analysis": {"judge": "threshold", "metrics": [{"name": "a"}, {"name": "b"}]}})
+        );
+    }
+
+    #[test]
+    fn an_edit_below_a_scalar_is_refused_with_the_key() {
+        let doc = json!({"analysis": {"interval": "1m"}});
+        let err = edited(doc, &Patch::default().set("analysis.interval.x", 1)).unwrap_err();
+        assert!(err.contains("`x`"), "{err}");
+    }
+}
