@@ -322,6 +322,32 @@ async fn deleting_with_revert_on_deletion_restores_the_original_workload() {
     assert!(c.get(PRIMARY).is_none());
 }
 
+/// Review of issue 15 (fails today): the apex Service that revertOnDeletion points back at
+/// the target still carries the Canary as its controller owner, so the garbage collector
+/// deletes it as soon as the finalizer lets the Canary go, and the restored app loses its
+/// Service name. The chart README's "Uninstalling safely" relies on this path.
+#[tokio::test]
+async fn after_revert_on_deletion_the_apex_service_is_no_longer_owned_by_the_canary() {
+    let c = cluster_with(
+        canary(json!({"revertOnDeletion": true})),
+        Some(deployment("podinfo:1")),
+    );
+    run_until(&c, "Initialized", 5).await;
+    let mut obj = c.get(CANARY).unwrap();
+    obj["metadata"]["deletionTimestamp"] = json!("2023-11-14T22:20:00Z");
+    c.put(CANARY, obj);
+    c.reconcile(&c.context()).await.unwrap();
+    let apex = last_write_to(&c, &format!("{SERVICES}/podinfo"));
+    let owners = apex["metadata"]["ownerReferences"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default();
+    assert!(
+        owners.iter().all(|o| o["kind"] != "Canary"),
+        "the reverted apex Service is still owned by the deleted Canary (garbage-collected): {owners:?}"
+    );
+}
+
 #[tokio::test]
 async fn a_status_write_that_conflicts_is_retried_on_a_fresh_read() {
     let c = progressing_at(10).await;
