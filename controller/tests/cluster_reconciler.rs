@@ -337,7 +337,10 @@ async fn after_revert_on_deletion_the_apex_service_is_no_longer_owned_by_the_can
     obj["metadata"]["deletionTimestamp"] = json!("2023-11-14T22:20:00Z");
     c.put(CANARY, obj);
     c.reconcile(&c.context()).await.unwrap();
-    let apex = last_write_to(&c, &format!("{SERVICES}/podinfo"));
+    // Since issue 13, revertOnDeletion waits for the target to be ready first.
+    c.settle();
+    c.reconcile(&c.context()).await.unwrap();
+    let apex = c.get(&format!("{SERVICES}/podinfo")).unwrap();
     let owners = apex["metadata"]["ownerReferences"]
         .as_array()
         .cloned()
