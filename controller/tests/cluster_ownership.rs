@@ -171,3 +171,26 @@ async fn a_canary_with_nothing_to_clean_up_gets_no_finalizer() {
         json!(["fledge.dev/finalizer"])
     );
 }
+
+/// Review of issue 13 item 3 (fails today): without `revertOnDeletion`, deleting the Canary
+/// gives the user's apex Service its old selector back at once, while the target it selects
+/// was scaled to zero at onboarding (and the primary, owned by the Canary, is about to be
+/// garbage-collected): the app has no endpoints. The README's uninstall order deletes every
+/// Canary this way.
+#[tokio::test]
+#[ignore = "review 13: a deleted Canary without revertOnDeletion leaves the apex Service on zero pods"]
+async fn a_deleted_canary_never_points_the_apex_service_at_a_workload_scaled_to_zero() {
+    let c = cluster_with(canary(json!({})), Some(deployment("podinfo:1")));
+    c.put(APEX, user_service());
+    run_until(&c, "Initialized", 5).await;
+    assert_eq!(c.get(TARGET).unwrap()["spec"]["replicas"], 0);
+    delete_canary(&c);
+    c.reconcile(&c.context()).await.unwrap();
+    let apex = c.get(APEX).unwrap();
+    let target_replicas = c.get(TARGET).unwrap()["spec"]["replicas"].as_i64();
+    assert!(
+        apex["spec"]["selector"]["app"] != "podinfo" || target_replicas > Some(0),
+        "the apex Service selects the target's pods, scaled to {target_replicas:?}: {}",
+        apex["spec"]["selector"]
+    );
+}
