@@ -194,3 +194,34 @@ async fn a_deleted_canary_never_points_the_apex_service_at_a_workload_scaled_to_
         apex["spec"]["selector"]
     );
 }
+
+/// `spec.ports` is a list-map keyed by port and protocol: the apply that takes a user's Service
+/// over keeps a port the Canary does not declare, and that port is no drift to put back (which
+/// would hold the rollout on every tick).
+#[tokio::test]
+async fn a_user_service_with_a_port_the_canary_does_not_declare_onboards_and_the_rollout_advances()
+{
+    let c = cluster_with(canary(json!({})), Some(deployment("podinfo:1")));
+    let mut user = user_service();
+    user["spec"]["ports"]
+        .as_array_mut()
+        .unwrap()
+        .push(json!({"name": "metrics", "port": 9797, "targetPort": 9797, "protocol": "TCP"}));
+    c.put(APEX, user.clone());
+    progressing_at(&c, 20).await;
+    let ports = c.get(APEX).unwrap()["spec"]["ports"].clone();
+    assert!(
+        ports.as_array().unwrap().iter().any(|p| p["port"] == 9797),
+        "the user's port stays: {ports}"
+    );
+    assert!(
+        events(&c).iter().all(|e| !e.contains("put back")),
+        "{:?}",
+        events(&c)
+    );
+    delete_canary(&c);
+    c.reconcile(&c.context()).await.unwrap();
+    c.settle();
+    c.reconcile(&c.context()).await.unwrap();
+    assert_eq!(c.get(APEX).unwrap()["spec"]["ports"], user["spec"]["ports"]);
+}

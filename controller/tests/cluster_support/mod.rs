@@ -89,6 +89,51 @@ struct Store {
     /// controller had crashed just before it landed.
     writes: usize,
     crash_at: Option<usize>,
+    /// By Service path, the `spec.ports` keys the controller's last apply set.
+    applied_ports: BTreeMap<String, Vec<Value>>,
+}
+
+/// The key of a Service port in its list-map: port and protocol (TCP by default).
+fn port_key(port: &Value) -> Value {
+    json!([port["port"], port["protocol"].as_str().unwrap_or("TCP")])
+}
+
+/// A Service's `spec.ports` after an apply, as server-side apply merges a list-map: the applied
+/// entries, and the entries of others kept (those this manager applied before and left out
+/// now are removed). `None` when the apply sets no ports or the object is not a Service.
+fn applied_ports(s: &mut Store, path: &str, current: &Value, body: &Value) -> Option<Value> {
+    if !path.contains("/services/") {
+        return None;
+    }
+    let applied = body["spec"]["ports"].as_array()?;
+    let keys: Vec<Value> = applied.iter().map(port_key).collect();
+    let before = s.applied_ports.insert(path.to_string(), keys.clone());
+    let ours_before = before.unwrap_or_default();
+    let existing = current["spec"]["ports"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default();
+    // An applied entry is merged into the one with its key (fields of others, such as an
+    // allocated nodePort, stay).
+    let mut ports: Vec<Value> = applied
+        .iter()
+        .map(|a| {
+            let mut entry = existing
+                .iter()
+                .find(|e| port_key(e) == port_key(a))
+                .cloned()
+                .unwrap_or_else(|| json!({}));
+            merge(&mut entry, a);
+            entry
+        })
+        .collect();
+    for p in existing {
+        let key = port_key(&p);
+        if !keys.contains(&key) && !ours_before.contains(&key) {
+            ports.push(p);
+        }
+    }
+    Some(Value::Array(ports))
 }
 
 impl Store {
@@ -234,7 +279,9 @@ impl FakeCluster {
 
     /// Someone deletes an object (not logged: it is not the controller's call).
     pub fn delete(&self, path: &str) {
-        self.store.lock().unwrap().objects.remove(path);
+        let mut s = self.store.lock().unwrap();
+        s.objects.remove(path);
+        s.applied_ports.remove(path);
     }
 
     pub fn get(&self, path: &str) -> Option<Value> {
@@ -396,6 +443,9 @@ impl FakeCluster {
                 (200, obj)
             }
             "DELETE" => match s.objects.remove(&object_path) {
+                Some(_) if s.applied_ports.remove(&object_path).is_some() => {
+                    (200, status(200, "", "deleted"))
+                }
                 Some(_) => (200, status(200, "", "deleted")),
                 None => (404, status(404, "NotFound", "not found")),
             },
@@ -424,7 +474,15 @@ impl FakeCluster {
                     }
                     merge(&mut obj, &body);
                 } else if content_type.contains("apply-patch") {
+                    let ports = applied_ports(&mut s, &object_path, &obj, &body);
                     merge(&mut obj, &body);
+                    if let Some(ports) = ports {
+                        obj["spec"]["ports"] = ports;
+                    }
+                    // A Service's selector is an atomic map: an apply replaces it whole.
+                    if object_path.contains("/services/") && !body["spec"]["selector"].is_null() {
+                        obj["spec"]["selector"] = body["spec"]["selector"].clone();
+                    }
                 } else if let Err(e) = json_patch(&mut obj, &body) {
                     return (422, status(422, "Invalid", &e));
                 }

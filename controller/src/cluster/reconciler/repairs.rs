@@ -260,6 +260,10 @@ fn ports_of(svc: &Service) -> Vec<ServicePort> {
     ports
 }
 
+fn port_key(p: &ServicePort) -> (i32, Option<&str>) {
+    (p.port, p.protocol.as_deref())
+}
+
 fn show_selector(selector: &BTreeMap<String, String>) -> String {
     let pairs: Vec<String> = selector.iter().map(|(k, v)| format!("{k}={v}")).collect();
     format!("{{{}}}", pairs.join(","))
@@ -291,7 +295,13 @@ fn drift(current: &Service, desired: &Service) -> Vec<String> {
             show_selector(&want)
         ));
     }
-    let (found, want) = (ports_of(current), ports_of(desired));
+    // `spec.ports` is a list-map keyed by port and protocol: an apply keeps the entries other
+    // managers own, so only the entries Fledge applies are compared.
+    let want = ports_of(desired);
+    let found: Vec<ServicePort> = ports_of(current)
+        .into_iter()
+        .filter(|p| want.iter().any(|w| port_key(w) == port_key(p)))
+        .collect();
     if found != want {
         fields.push(format!(
             "spec.ports was {}, put back to {}",
