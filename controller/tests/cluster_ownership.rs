@@ -88,6 +88,9 @@ async fn a_service_that_existed_before_the_canary_gets_no_owner_and_is_given_bac
     assert_eq!(apex["spec"]["type"], "LoadBalancer");
     assert_eq!(apex["metadata"]["labels"], json!({"team": "a"}));
     delete_canary(&c);
+    // The target is scaled up first and the Service given back once it is ready.
+    c.reconcile(&c.context()).await.unwrap();
+    c.settle();
     c.reconcile(&c.context()).await.unwrap();
     let apex = c.get(APEX).expect("the user's Service stays");
     let original = user_service();
@@ -178,7 +181,6 @@ async fn a_canary_with_nothing_to_clean_up_gets_no_finalizer() {
 /// garbage-collected): the app has no endpoints. The README's uninstall order deletes every
 /// Canary this way.
 #[tokio::test]
-#[ignore = "review 13: a deleted Canary without revertOnDeletion leaves the apex Service on zero pods"]
 async fn a_deleted_canary_never_points_the_apex_service_at_a_workload_scaled_to_zero() {
     let c = cluster_with(canary(json!({})), Some(deployment("podinfo:1")));
     c.put(APEX, user_service());

@@ -187,32 +187,57 @@ impl Tick<'_> {
         Ok(from_hpa.or(from_primary).unwrap_or(1).max(1))
     }
 
-    /// The Canary goes: all traffic back to the primary and a user's apex Service given back.
-    /// With `revert`, the original workload serves again: the target is scaled up and, only
-    /// once it is ready, traffic and the apex Service move to it and the primary goes. Returns
-    /// `Ok(false)` while waiting for the target.
+    /// The Canary goes. Whatever `revert` says, the target (scaled to zero at onboarding) is
+    /// scaled up and, only once it is ready, the routes and a user's apex Service move back:
+    /// the primary goes with the Canary. With `revert`, Fledge's own apex Service and routing
+    /// objects are handed to the user pointing at the target and the primary is deleted;
+    /// without, they are left to the garbage collector (as Flagger does). Returns `Ok(false)`
+    /// while waiting for the target.
     pub(super) async fn finalize(
         &self,
         revert: bool,
         target: Option<&Deployment>,
         primary: Option<&Deployment>,
     ) -> Result<bool> {
-        let Some(target) = target.filter(|_| revert) else {
-            self.ctx
-                .routing
-                .finalize(self.provider()?, self.canary)
-                .await
-                .map_err(|m| self.route_error(m))?;
-            self.give_back_apex(false, target).await?;
-            return Ok(true);
-        };
+        if let Some(target) = target
+            && !self.target_serves(target, primary).await?
+        {
+            return Ok(false);
+        }
+        self.ctx
+            .routing
+            .finalize(self.provider()?, self.canary)
+            .await
+            .map_err(|m| self.route_error(m))?;
+        let revert = revert && target.is_some();
+        self.give_back_apex(revert, target).await?;
+        if revert {
+            if let Some(r) = &self.canary.spec.autoscaler_ref {
+                self.workloads
+                    .delete_hpa(&workloads::primary_name(&r.name))
+                    .await?;
+            }
+            self.workloads
+                .delete_deployment(&workloads::primary_name(&self.canary.spec.target_ref.name))
+                .await?;
+        }
+        Ok(true)
+    }
+
+    /// Whether the target serves as the primary did: scaled to the primary's replicas (scaled
+    /// here if not) and ready.
+    async fn target_serves(
+        &self,
+        target: &Deployment,
+        primary: Option<&Deployment>,
+    ) -> Result<bool> {
         let replicas = primary
             .and_then(|p| p.spec.as_ref())
             .and_then(|s| s.replicas)
             .unwrap_or(1)
             .max(1);
         let current = target.spec.as_ref().and_then(|s| s.replicas);
-        if current != Some(replicas) {
+        if current.is_none_or(|c| c < replicas) {
             self.workloads
                 .scale(&self.canary.spec.target_ref.name, replicas)
                 .await?;
@@ -221,23 +246,6 @@ impl Tick<'_> {
         let threshold = validate(&self.canary.spec)
             .map(|s| s.canary_ready_threshold)
             .unwrap_or(100);
-        if !workloads::readiness(target).meets(threshold) {
-            return Ok(false);
-        }
-        self.ctx
-            .routing
-            .finalize(self.provider()?, self.canary)
-            .await
-            .map_err(|m| self.route_error(m))?;
-        self.give_back_apex(true, Some(target)).await?;
-        if let Some(r) = &self.canary.spec.autoscaler_ref {
-            self.workloads
-                .delete_hpa(&workloads::primary_name(&r.name))
-                .await?;
-        }
-        self.workloads
-            .delete_deployment(&workloads::primary_name(&self.canary.spec.target_ref.name))
-            .await?;
-        Ok(true)
+        Ok(workloads::readiness(target).meets(threshold))
     }
 }
