@@ -161,15 +161,52 @@ impl Router {
             .map_err(|why| self.routing.malformed(&object, why))
     }
 
-    /// All traffic back to the primary; objects stay (the user's) or go with the Canary
-    /// through their owner reference (ours).
+    /// The Canary goes: an object the user wrote gets the spec it had before the Canary back
+    /// (recorded in [`ORIGINAL_SPEC`] at take-over, as Flagger does); ours routes all traffic
+    /// to the primary and goes with the Canary through its owner reference.
     pub async fn finalize(&self, canary: &Canary) -> Result<(), RouterError> {
         let ns = namespace(canary)?;
+        if let Some(rules) = &self.destination_rules {
+            for desired in self.provider.companion_objects(canary) {
+                let name = desired["metadata"]["name"].as_str().unwrap_or_default();
+                if let Some(existing) = rules.get(&ns, name).await? {
+                    rules.restore(&existing).await?;
+                }
+            }
+        }
         let Some(existing) = self.routing.get(&ns, &service_names(canary).apex).await? else {
             return Ok(());
         };
+        if self.routing.restore(&existing).await? {
+            return Ok(());
+        }
         self.write_routes(canary, Some(&existing), &Routes::PRIMARY_ONLY)
             .await
+    }
+}
+
+/// Annotation on an object the user wrote before the Canary took it over: its spec as it was,
+/// given back when the Canary goes.
+pub(crate) const ORIGINAL_SPEC: &str = "fledge.dev/original-spec";
+
+/// The merge patch that turns `current` into `wanted`: keys of `current` that `wanted` lacks
+/// are removed (a merge patch alone merges maps).
+fn replacing(current: &Value, wanted: &Value) -> Value {
+    match (current, wanted) {
+        (Value::Object(c), Value::Object(w)) => {
+            let mut patch = serde_json::Map::new();
+            for key in c.keys().filter(|k| !w.contains_key(*k)) {
+                patch.insert(key.clone(), Value::Null);
+            }
+            for (key, value) in w {
+                patch.insert(
+                    key.clone(),
+                    replacing(c.get(key).unwrap_or(&Value::Null), value),
+                );
+            }
+            Value::Object(patch)
+        }
+        _ => wanted.clone(),
     }
 }
 
@@ -243,10 +280,29 @@ impl Objects {
             .as_str()
             .unwrap_or_default()
             .to_string();
-        if let Some(owner) = owner_reference(canary)
-            && existing.is_none_or(|o| o.owner_references().iter().any(|r| r.uid == owner.uid))
-        {
-            desired["metadata"]["ownerReferences"] = json!([owner]);
+        let owner = owner_reference(canary);
+        let ours = |o: &DynamicObject| {
+            let uid = owner.as_ref().map(|r| r.uid.as_str());
+            o.owner_references()
+                .iter()
+                .any(|r| Some(r.uid.as_str()) == uid)
+        };
+        match existing {
+            Some(o) if !ours(o) => {
+                // The user's: what it was is recorded once, and kept in every apply (an apply
+                // that leaves out a field it set before removes it).
+                let recorded = o
+                    .annotations()
+                    .get(ORIGINAL_SPEC)
+                    .cloned()
+                    .unwrap_or_else(|| o.data["spec"].to_string());
+                desired["metadata"]["annotations"][ORIGINAL_SPEC] = json!(recorded);
+            }
+            _ => {
+                if let Some(owner) = owner {
+                    desired["metadata"]["ownerReferences"] = json!([owner]);
+                }
+            }
         }
         let params = PatchParams::apply(FIELD_MANAGER).force();
         self.api(&namespace)
@@ -259,6 +315,33 @@ impl Objects {
                 name,
                 source: Box::new(source),
             })
+    }
+
+    /// Gives a user's object the spec recorded in [`ORIGINAL_SPEC`] back and drops the record.
+    /// Returns whether there was one.
+    async fn restore(&self, object: &DynamicObject) -> Result<bool, RouterError> {
+        let Some(recorded) = object.annotations().get(ORIGINAL_SPEC) else {
+            return Ok(false);
+        };
+        let original: Value = serde_json::from_str(recorded)
+            .map_err(|e| self.malformed(object, format!("{ORIGINAL_SPEC} is not JSON: {e}")))?;
+        let body = json!({
+            "metadata": {"annotations": {ORIGINAL_SPEC: null}},
+            "spec": replacing(&object.data["spec"], &original),
+        });
+        let namespace = object.namespace().unwrap_or_default();
+        let name = object.name_any();
+        self.api(&namespace)
+            .patch(&name, &PatchParams::default(), &Patch::Merge(&body))
+            .await
+            .map_err(|source| RouterError::Api {
+                verb: "restoring",
+                kind: self.kind,
+                namespace,
+                name,
+                source: Box::new(source),
+            })?;
+        Ok(true)
     }
 
     fn malformed(&self, object: &DynamicObject, reason: impl Into<String>) -> RouterError {

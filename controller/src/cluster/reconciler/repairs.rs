@@ -21,8 +21,8 @@ use crate::routes::service_names;
 use crate::spec::{Canary, RolloutSpec};
 
 /// Annotation on a user's apex Service: its selector and ports before the Canary took it over,
-/// given back when the Canary goes.
-pub(crate) const ORIGINAL_SPEC: &str = "fledge.dev/original-spec";
+/// given back when the Canary goes (the key routing objects use too).
+pub(crate) use crate::router::ORIGINAL_SPEC;
 
 impl Tick<'_> {
     /// The Services the Canary wants: the apex, `-primary` and `-canary`, in that order.

@@ -195,7 +195,7 @@ impl<'a> Tick<'a> {
         Ok(None)
     }
 
-    /// `revertOnDeletion` waits for the target before traffic moves back: said in the status
+    /// A deletion waits for the target before traffic moves back: said in the status
     /// (the recorded state is left as it is, so the finalisation is asked for again).
     async fn wait_for_target(
         &self,
@@ -205,7 +205,7 @@ impl<'a> Tick<'a> {
         let readiness = target.map(workloads::readiness).unwrap_or_default();
         let message = format!(
             "Canary deleted: waiting for {} to be ready ({readiness}) before traffic moves back \
-             to it (spec.revertOnDeletion)",
+             to it",
             spec.target
         );
         let current = self.canary.status.as_ref();
