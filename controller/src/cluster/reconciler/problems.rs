@@ -80,12 +80,10 @@ impl Tick<'_> {
     /// with `error="event"`), never returned: by the time an Event is due, routes may have been
     /// written, and aborting would leave them unrecorded in the status.
     pub(super) async fn publish(&self, type_: EventType, reason: &str, message: &str) {
-        // The Events API caps a note at 1 kB.
-        let note: String = message.chars().take(1000).collect();
         let event = KubeEvent {
             type_,
             reason: reason.into(),
-            note: Some(note),
+            note: Some(note_of(message).to_string()),
             action: "Reconcile".into(),
             secondary: None,
         };
@@ -100,6 +98,18 @@ impl Tick<'_> {
             self.ctx.metrics.reconcile_failed(&error);
         }
     }
+}
+
+/// The Events API refuses a note longer than 1024 bytes (not characters).
+const NOTE_LIMIT: usize = 1024;
+
+/// `message` cut to at most [`NOTE_LIMIT`] bytes, at a character boundary.
+fn note_of(message: &str) -> &str {
+    let mut end = message.len().min(NOTE_LIMIT);
+    while !message.is_char_boundary(end) {
+        end -= 1;
+    }
+    &message[..end]
 }
 
 /// The Event reason for a decision: the phase it led to, or why it halted.
@@ -125,6 +135,21 @@ pub(super) fn event_reason(severity: Severity, phase: Phase) -> (EventType, &'st
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn an_event_note_is_cut_to_1024_bytes_at_a_character_boundary() {
+        // Three bytes a character: 1000 characters are 3000 bytes.
+        let long = "é€".repeat(500);
+        let note = note_of(&long);
+        assert!(note.len() <= NOTE_LIMIT, "{} bytes", note.len());
+        assert!(
+            note.len() > NOTE_LIMIT - 4,
+            "cut no more than needed: {}",
+            note.len()
+        );
+        assert!(long.starts_with(note));
+        assert_eq!(note_of("short"), "short");
+    }
 
     #[test]
     fn a_rollback_is_reported_as_a_warning_named_rolled_back() {
