@@ -121,7 +121,6 @@ async fn a_canary_failing_readiness_for_an_interval_is_rolled_back_but_not_befor
 /// `Init:CrashLoopBackOff`) keeps the canary from ever starting, but only `containerStatuses`
 /// are read (their state is `PodInitializing`), so the rollout waits for the progress deadline.
 #[tokio::test]
-#[ignore = "review 13: init containers are not read by the fail-fast check"]
 async fn a_canary_whose_init_container_crash_loops_is_rolled_back_with_the_reason() {
     let c = cluster_with(canary(json!({})), Some(deployment("podinfo:1")));
     scaled_up(&c).await;
@@ -145,7 +144,6 @@ async fn a_canary_whose_init_container_crash_loops_is_rolled_back_with_the_reaso
 /// replaced while the canary starts) fails its readiness probe as it drains, after running
 /// for hours; it is no evidence against the canary, yet it rolls the rollout back at once.
 #[tokio::test]
-#[ignore = "review 13: terminating pods are judged as canary pods"]
 async fn a_terminating_pod_that_stopped_being_ready_does_not_roll_the_canary_back() {
     let c = cluster_with(canary(json!({})), Some(deployment("podinfo:1")));
     scaled_up(&c).await;

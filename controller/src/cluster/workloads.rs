@@ -108,17 +108,23 @@ pub fn selector_labels(target: &Deployment) -> Result<BTreeMap<String, String>, 
 }
 
 /// The containers of `pods` that are not ready, and why, for the core to judge: a waiting
-/// container by the kubelet's reason, a running one whose readiness probe fails (its startup
-/// probe, if any, passed) as `NotReady` since it started.
+/// container (init containers too: one that crash-loops keeps the pod from ever starting) by
+/// the kubelet's reason, a running one whose readiness probe fails (its startup probe, if
+/// any, passed) as `NotReady` since it started. A pod being deleted is no evidence: it stops
+/// being ready as it drains.
 pub fn pod_states(pods: &[Pod]) -> Vec<PodState> {
     let mut states = Vec::new();
-    for pod in pods {
+    for pod in pods
+        .iter()
+        .filter(|p| p.metadata.deletion_timestamp.is_none())
+    {
         let name = pod.metadata.name.clone().unwrap_or_default();
-        let statuses = pod
-            .status
-            .iter()
-            .flat_map(|s| s.container_statuses.iter().flatten());
-        for c in statuses.filter(|c| !c.ready) {
+        let statuses = pod.status.iter().flat_map(|s| {
+            let init = s.init_container_statuses.iter().flatten();
+            init.map(|c| (c, true))
+                .chain(s.container_statuses.iter().flatten().map(|c| (c, false)))
+        });
+        for (c, init) in statuses.filter(|(c, _)| !c.ready) {
             let state = c.state.clone().unwrap_or_default();
             let (reason, message, running_since) = if let Some(w) = state.waiting {
                 (
@@ -126,7 +132,7 @@ pub fn pod_states(pods: &[Pod]) -> Vec<PodState> {
                     w.message.unwrap_or_default(),
                     None,
                 )
-            } else if let Some(r) = state.running.filter(|_| c.started != Some(false)) {
+            } else if let Some(r) = state.running.filter(|_| !init && c.started != Some(false)) {
                 let since = r
                     .started_at
                     .and_then(|t| u64::try_from(t.0.as_millisecond()).ok());
