@@ -227,3 +227,49 @@ async fn a_user_service_with_a_port_the_canary_does_not_declare_onboards_and_the
     c.reconcile(&c.context()).await.unwrap();
     assert_eq!(c.get(APEX).unwrap()["spec"]["ports"], user["spec"]["ports"]);
 }
+
+/// A target that never becomes ready after the deletion is not waited for forever (the Canary
+/// could never be deleted): past the progress deadline, counted from the deletion, the primary
+/// keeps serving, no longer owned by the Canary, and a Warning says what to do.
+#[tokio::test]
+async fn a_target_never_ready_after_the_deletion_leaves_the_primary_serving_after_the_deadline() {
+    let c = cluster_with(
+        canary(json!({"revertOnDeletion": true, "progressDeadlineSeconds": 600})),
+        Some(deployment("podinfo:1")),
+    );
+    c.put(APEX, user_service());
+    run_until(&c, "Initialized", 5).await;
+    // Deleted at 2023-11-14T22:20:00Z (the clock started at 22:13:20Z).
+    let deleted_at = 1_700_000_400_000;
+    assert!(c.clock.load(std::sync::atomic::Ordering::SeqCst) < deleted_at);
+    c.clock
+        .store(deleted_at, std::sync::atomic::Ordering::SeqCst);
+    delete_canary(&c);
+    c.reconcile(&c.context()).await.unwrap();
+    // Never ready: the target's pods crash. Before the deadline, it still waits.
+    c.advance_clock(std::time::Duration::from_secs(599));
+    c.reconcile(&c.context()).await.unwrap();
+    assert_eq!(
+        c.get(CANARY).unwrap()["metadata"]["finalizers"],
+        json!(["fledge.dev/finalizer"])
+    );
+    c.advance_clock(std::time::Duration::from_secs(2));
+    c.reconcile(&c.context()).await.unwrap();
+    assert_eq!(c.get(CANARY).unwrap()["metadata"]["finalizers"], json!([]));
+    let primary = c.get(PRIMARY).expect("the primary stays");
+    assert_eq!(primary["metadata"].get("ownerReferences"), None);
+    assert_eq!(
+        c.get(APEX).unwrap()["spec"]["selector"]["app"],
+        "podinfo-primary",
+        "the apex Service keeps selecting the pods that serve"
+    );
+    let primary_svc = c.get(&format!("{SERVICES}/podinfo-primary")).unwrap();
+    assert_eq!(primary_svc["metadata"].get("ownerReferences"), None);
+    assert!(
+        events(&c)
+            .iter()
+            .any(|e| e.starts_with("EVENT Warning TargetNotReady")),
+        "{:?}",
+        events(&c)
+    );
+}

@@ -438,6 +438,14 @@ impl Workloads {
     }
 
     /// Sets a Deployment's replicas (a merge patch: the user keeps ownership of the rest).
+    pub async fn merge_deployment(&self, name: &str, body: &serde_json::Value) -> Result<()> {
+        self.deployments
+            .patch(name, &PatchParams::default(), &Patch::Merge(body))
+            .await
+            .map_err(write("Deployment", name))?;
+        Ok(())
+    }
+
     pub async fn scale(&self, name: &str, replicas: i32) -> Result<()> {
         let patch = serde_json::json!({ "spec": { "replicas": replicas } });
         self.deployments

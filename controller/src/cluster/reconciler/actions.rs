@@ -1,8 +1,11 @@
 //! Carrying out the core's actions on the cluster: the primary, the Services, the HPA, the
 //! routes, hooks and Events, and the clean-up when a Canary goes.
 
+use std::time::Duration;
+
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::autoscaling::v2::HorizontalPodAutoscaler;
+use kube::runtime::events::EventType;
 use tracing::{info, warn};
 
 use super::super::Result;
@@ -202,7 +205,11 @@ impl Tick<'_> {
         if let Some(target) = target
             && !self.target_serves(target, primary).await?
         {
-            return Ok(false);
+            let Some(waited) = self.waited_past_deadline() else {
+                return Ok(false);
+            };
+            self.keep_primary_serving(waited).await?;
+            return Ok(true);
         }
         self.ctx
             .routing
@@ -247,5 +254,55 @@ impl Tick<'_> {
             .map(|s| s.canary_ready_threshold)
             .unwrap_or(100);
         Ok(workloads::readiness(target).meets(threshold))
+    }
+
+    /// How long since the Canary was deleted, once that is past the progress deadline.
+    fn waited_past_deadline(&self) -> Option<Duration> {
+        let deleted = self.canary.metadata.deletion_timestamp.as_ref()?;
+        let since = u64::try_from(deleted.0.as_millisecond()).ok()?;
+        let deadline = validate(&self.canary.spec)
+            .map(|s| s.progress_deadline.millis())
+            .unwrap_or(600_000);
+        let waited = self.now.saturating_sub(since);
+        (waited >= deadline).then(|| Duration::from_millis(waited))
+    }
+
+    /// The target never became ready after the deletion: rather than wait forever (the
+    /// Canary undeletable) or point traffic at it, the primary keeps serving on its own. It,
+    /// its Service and the apex Service lose their owner reference (the garbage collector
+    /// would take them with the Canary), the routes go back to the primary (a user's routing
+    /// objects get their own spec back) and a user's apex Service keeps selecting the primary.
+    async fn keep_primary_serving(&self, waited: Duration) -> Result<()> {
+        let target = &self.canary.spec.target_ref.name;
+        let primary = workloads::primary_name(target);
+        let disown = serde_json::json!({"metadata": {"ownerReferences": null}});
+        if self.workloads.deployment(&primary).await?.is_some() {
+            self.workloads.merge_deployment(&primary, &disown).await?;
+        }
+        let names = crate::routes::service_names(self.canary);
+        for name in [names.apex, names.primary] {
+            let owned = self
+                .workloads
+                .service(&name)
+                .await?
+                .is_some_and(|s| !s.metadata.owner_references.unwrap_or_default().is_empty());
+            if owned {
+                self.workloads.merge_service(&name, &disown).await?;
+            }
+        }
+        self.ctx
+            .routing
+            .finalize(self.provider()?, self.canary)
+            .await
+            .map_err(|m| self.route_error(m))?;
+        let message = format!(
+            "Canary deleted: {target} was not ready {}s after the deletion (progress deadline); \
+             {primary} keeps serving and is no longer owned by the Canary: delete it (and its \
+             Service) once {target} serves",
+            waited.as_secs()
+        );
+        self.publish(EventType::Warning, "TargetNotReady", &message)
+            .await;
+        Ok(())
     }
 }
