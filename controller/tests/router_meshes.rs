@@ -575,7 +575,8 @@ async fn get_routes_says_when_the_object_is_gone() {
 }
 
 #[tokio::test]
-async fn finalize_sends_everything_to_the_primary_and_writes_nothing_when_the_object_is_gone() {
+async fn finalize_sends_everything_to_the_apex_service_and_writes_nothing_when_the_object_is_gone()
+{
     let c = canary(json!({}));
     let mut live = istio::virtual_service(&c, &weights(50, 50)).unwrap_or_default();
     live["metadata"]["ownerReferences"] = owner();
@@ -584,8 +585,10 @@ async fn finalize_sends_everything_to_the_primary_and_writes_nothing_when_the_ob
         let result = bounded(r.finalize(&c)).await;
         assert!(result.is_ok(), "{result:?}");
     }
+    // Not to the primary: it may be deleted (revertOnDeletion) before this object is.
     let mut expected = istio::virtual_service(&c, &Routes::PRIMARY_ONLY).unwrap_or_default();
     expected["metadata"]["ownerReferences"] = owner();
+    expected["spec"]["http"][0]["route"][0]["destination"]["host"] = json!("podinfo");
     assert_eq!(fake.applied(), vec![expected]);
 
     let empty = FakeApi::default();

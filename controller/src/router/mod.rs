@@ -11,7 +11,8 @@
 //!    controller owns up to date while keeping the weights it finds.
 //! 2. [`Router::set_routes`] for every routing decision of the rollout core.
 //! 3. [`Router::get_routes`] reads the live split back, so that a hand edit between steps is seen.
-//! 4. [`Router::finalize`] when the Canary is deleted: all traffic back to the primary.
+//! 4. [`Router::finalize`] when the Canary is deleted: a user's object gets its own spec back,
+//!    ours sends all traffic to the apex Service.
 //!
 //! # Ownership
 //! An object the router creates carries an owner reference to its Canary, so that Kubernetes
@@ -163,7 +164,7 @@ impl Router {
 
     /// The Canary goes: an object the user wrote gets the spec it had before the Canary back
     /// (recorded in [`ORIGINAL_SPEC`] at take-over, as Flagger does); ours routes all traffic
-    /// to the primary and goes with the Canary through its owner reference.
+    /// to the apex Service and goes with the Canary through its owner reference.
     pub async fn finalize(&self, canary: &Canary) -> Result<(), RouterError> {
         let ns = namespace(canary)?;
         if let Some(rules) = &self.destination_rules {
@@ -180,8 +181,28 @@ impl Router {
         if self.routing.restore(&existing).await? {
             return Ok(());
         }
-        self.write_routes(canary, Some(&existing), &Routes::PRIMARY_ONLY)
+        // Ours sends everything to the apex Service, which selects whatever serves after the
+        // Canary (the primary, or the target it was given back to): the primary may be deleted
+        // before the garbage collector takes this object, and must then carry no traffic.
+        let mut desired = self
+            .provider
+            .routing_object(canary, &Routes::PRIMARY_ONLY)?;
+        let names = service_names(canary);
+        retarget(&mut desired["spec"], &names.primary, &names.apex);
+        self.routing
+            .apply(canary, Some(&existing), desired)
             .await
+            .map(drop)
+    }
+}
+
+/// Every string `from` in `value` (the routing object's destinations) becomes `to`.
+fn retarget(value: &mut Value, from: &str, to: &str) {
+    match value {
+        Value::String(s) if s == from => *s = to.to_string(),
+        Value::Array(items) => items.iter_mut().for_each(|v| retarget(v, from, to)),
+        Value::Object(map) => map.values_mut().for_each(|v| retarget(v, from, to)),
+        _ => {}
     }
 }
 
