@@ -64,9 +64,96 @@ impl Seeds {
     }
 }
 
+/// One of `count` shards of a run's seeds (`--shard INDEX/COUNT`): shard `index` takes the
+/// contiguous range of seed indices `[index * seeds / count, (index + 1) * seeds / count)`, so
+/// the shards in index order are the seeds of the whole run in order, and their sizes differ by
+/// at most one.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct Shard {
+    pub index: u64,
+    pub count: u64,
+}
+
+impl Shard {
+    /// The whole run as one shard.
+    pub const WHOLE: Shard = Shard { index: 0, count: 1 };
+
+    /// The seeds of this shard of `seeds`.
+    pub fn of(&self, seeds: &Seeds) -> Seeds {
+        let at = |i: u64| (u128::from(seeds.count) * u128::from(i) / u128::from(self.count)) as u64;
+        let (lo, hi) = (at(self.index), at(self.index + 1));
+        Seeds {
+            first: seeds.seed(lo),
+            count: hi - lo,
+            ..*seeds
+        }
+    }
+}
+
+impl std::str::FromStr for Shard {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Shard, String> {
+        let bad = || format!("`{s}` is not a shard such as `0/4` (INDEX/COUNT, INDEX from 0)");
+        let (index, count) = s.split_once('/').ok_or_else(bad)?;
+        let (index, count): (u64, u64) = (
+            index.trim().parse().map_err(|_| bad())?,
+            count.trim().parse().map_err(|_| bad())?,
+        );
+        if count == 0 || count > 100_000 || index >= count {
+            return Err(format!(
+                "`{s}`: INDEX must be below COUNT, and COUNT between 1 and 100000"
+            ));
+        }
+        Ok(Shard { index, count })
+    }
+}
+
+impl std::fmt::Display for Shard {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}/{}", self.index, self.count)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn shards_in_index_order_are_the_seeds_of_the_whole_run() {
+        let whole = Seeds {
+            first: u64::MAX - 3,
+            count: 10,
+            threads: 2,
+            progress: false,
+        };
+        let mut seeds = Vec::new();
+        for index in 0..3 {
+            let part = Shard { index, count: 3 }.of(&whole);
+            assert!((3..=4).contains(&part.count), "{part:?}");
+            seeds.extend((0..part.count).map(|i| part.seed(i)));
+        }
+        let expected: Vec<u64> = (0..whole.count).map(|i| whole.seed(i)).collect();
+        assert_eq!(seeds, expected);
+        assert_eq!(
+            Shard {
+                index: 4,
+                count: 20
+            }
+            .of(&whole)
+            .count,
+            0,
+            "more shards than seeds"
+        );
+    }
+
+    #[test]
+    fn a_shard_parses_as_index_over_count_from_zero() {
+        assert_eq!("2/3".parse(), Ok(Shard { index: 2, count: 3 }));
+        for bad in ["3/3", "1/0", "1", "a/2", "-1/2"] {
+            assert!(bad.parse::<Shard>().is_err(), "{bad}");
+        }
+    }
 
     #[test]
     fn results_come_in_seed_order_whatever_the_threads() {

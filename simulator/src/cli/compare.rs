@@ -1,15 +1,16 @@
 //! `fledge-sim compare`: one scenario under several Canary policies over the same seeds.
 
 use std::io::IsTerminal;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::time::Instant;
 
 use super::EXIT_BAD_INPUT;
+use super::merge::{self, Fingerprint, Header};
 use super::run::emit;
-use crate::compare::{self, Summary};
+use crate::compare::{self, Summary, Tally};
 use crate::scenario::Scenario;
-use crate::seeds::Seeds;
+use crate::seeds::{Seeds, Shard};
 
 pub(super) struct CompareArgs<'a> {
     pub file: &'a Path,
@@ -18,6 +19,8 @@ pub(super) struct CompareArgs<'a> {
     pub first_seed: u64,
     pub threads: Option<usize>,
     pub json: bool,
+    pub shard: Option<Shard>,
+    pub out: Option<&'a Path>,
 }
 
 pub(super) fn run(args: &CompareArgs) -> ExitCode {
@@ -36,7 +39,7 @@ pub(super) fn run(args: &CompareArgs) -> ExitCode {
         }
     };
     let progress = !args.json && std::io::stderr().is_terminal();
-    let seeds = Seeds {
+    let whole = Seeds {
         first: args.first_seed,
         count: args.seeds,
         threads: args
@@ -45,8 +48,10 @@ pub(super) fn run(args: &CompareArgs) -> ExitCode {
             .max(1),
         progress,
     };
+    let shard = args.shard.unwrap_or(Shard::WHOLE);
+    let seeds = shard.of(&whole);
     let started = Instant::now();
-    let summaries = match compare::compare(&scenario, &policies, &seeds) {
+    let runs = match compare::compare(&scenario, &policies, &seeds) {
         Ok(s) => s,
         Err(e) => {
             sayln!("error: {e}");
@@ -57,7 +62,53 @@ pub(super) fn run(args: &CompareArgs) -> ExitCode {
     if progress {
         say!("\r\x1b[K");
     }
-    if args.json {
+    if let Some(out) = args.out {
+        let header = Header::new(
+            "compare",
+            &scenario.name,
+            &inputs(args.file, args.policies),
+            &whole,
+            shard,
+        );
+        if let Err(e) = merge::write(out, header, &runs, &seeds) {
+            sayln!("error: {e}");
+            return ExitCode::from(EXIT_BAD_INPUT);
+        }
+    }
+    let tail = match args.shard {
+        Some(shard) => format!("shard {shard} in {wall:.2} s of wall time"),
+        None => format!("in {wall:.2} s of wall time"),
+    };
+    print(&scenario.name, &seeds, &runs, args.json, &tail);
+    ExitCode::SUCCESS
+}
+
+/// The fingerprint of a comparison's inputs: the scenario file, and each policy's name and
+/// Canary file (not its path: shards on other machines see other paths).
+fn inputs(file: &Path, policies: &[String]) -> Fingerprint {
+    let mut f = Fingerprint::new();
+    f.add(&std::fs::read(file).unwrap_or_default());
+    for arg in policies {
+        let (name, path) = arg.split_once('=').unwrap_or((arg, ""));
+        f.add(name.as_bytes());
+        if !path.is_empty() {
+            f.add(&std::fs::read(PathBuf::from(path)).unwrap_or_default());
+        }
+    }
+    f
+}
+
+/// Prints the figures of each policy's runs over `seeds`: the table, or with `json` an object
+/// keyed by policy name. `tail` ends the table's first line (how the runs were made).
+pub(super) fn print(
+    scenario: &str,
+    seeds: &Seeds,
+    runs: &[(String, Vec<Tally>)],
+    json: bool,
+    tail: &str,
+) {
+    let summaries = compare::summaries(runs);
+    if json {
         let object: serde_json::Map<String, serde_json::Value> = summaries
             .iter()
             .map(|(name, s): &(String, Summary)| {
@@ -73,12 +124,10 @@ pub(super) fn run(args: &CompareArgs) -> ExitCode {
         ));
     } else {
         emit(&format!(
-            "{}: {} seeds from {}, each run to its decision, in {wall:.2} s of wall time\n{}",
-            scenario.name,
+            "{scenario}: {} seeds from {}, each run to its decision, {tail}\n{}",
             seeds.count,
             seeds.first,
             compare::render(&summaries)
         ));
     }
-    ExitCode::SUCCESS
 }

@@ -18,6 +18,7 @@ macro_rules! sayln {
 }
 
 mod compare;
+mod merge;
 mod plan;
 mod run;
 mod sweep;
@@ -107,6 +108,13 @@ enum Command {
         threads: Option<u64>,
         #[arg(long)]
         json: bool,
+        /// Run only this shard of the seeds, `INDEX/COUNT` (INDEX from 0): a contiguous range,
+        /// shard I taking seeds [I*N/COUNT, (I+1)*N/COUNT) of the N; see `merge`.
+        #[arg(long, value_name = "INDEX/COUNT")]
+        shard: Option<crate::seeds::Shard>,
+        /// Write the runs (each seed's outcome) as partial results for `fledge-sim merge`.
+        #[arg(long, value_name = "FILE")]
+        out: Option<PathBuf>,
     },
     /// Run a scenario under several Canary policies over the same seeds and compare how they
     /// decide: promotions, rollbacks on evidence and at the deadline (with 95% intervals), time
@@ -131,6 +139,28 @@ enum Command {
         #[arg(long, value_parser = clap::value_parser!(u64).range(1..=1024))]
         threads: Option<u64>,
         /// An object keyed by policy name; rates as fractions.
+        #[arg(long)]
+        json: bool,
+        /// Run only this shard of the seeds, `INDEX/COUNT` (INDEX from 0): a contiguous range,
+        /// shard I taking seeds [I*N/COUNT, (I+1)*N/COUNT) of the N; see `merge`.
+        #[arg(long, value_name = "INDEX/COUNT")]
+        shard: Option<crate::seeds::Shard>,
+        /// Write the runs (each seed's outcome) as partial results for `fledge-sim merge`.
+        #[arg(long, value_name = "FILE")]
+        out: Option<PathBuf>,
+    },
+    /// Combine the partial results of a sharded `sweep` or `compare` (`--shard I/N --out FILE`,
+    /// every shard once) into the figures of one run over all the seeds, printed as that run
+    /// prints them (`--json` byte for byte).
+    #[command(after_help = after_help!(
+        "0  merged; the figures are printed",
+        "2  a file does not load, is not partial results of this fledge-sim version, is \
+         of another run (scenario, policies, seeds), or a shard is missing or given twice; \
+         or a bad flag",
+    ))]
+    Merge {
+        #[arg(required = true, value_name = "FILE")]
+        files: Vec<PathBuf>,
         #[arg(long)]
         json: bool,
     },
@@ -186,7 +216,19 @@ pub fn main() -> ExitCode {
             first_seed,
             threads,
             json,
-        } => sweep::sweep(&file, first_seed, seeds, threads.map(|t| t as usize), json),
+            shard,
+            out,
+        } => sweep::sweep(
+            &file,
+            first_seed,
+            seeds,
+            threads.map(|t| t as usize),
+            json,
+            &sweep::Sharding {
+                shard,
+                out: out.as_deref(),
+            },
+        ),
         Command::Compare {
             file,
             policies,
@@ -194,6 +236,8 @@ pub fn main() -> ExitCode {
             first_seed,
             threads,
             json,
+            shard,
+            out,
         } => compare::run(&compare::CompareArgs {
             file: &file,
             policies: &policies,
@@ -201,7 +245,10 @@ pub fn main() -> ExitCode {
             first_seed,
             threads: threads.map(|t| t as usize),
             json,
+            shard,
+            out: out.as_deref(),
         }),
+        Command::Merge { files, json } => merge::run(&files, json),
         Command::Plan { file } => plan::run(&file),
         Command::Bench {
             duration,

@@ -5,12 +5,13 @@ use std::path::Path;
 use std::process::ExitCode;
 use std::time::Instant;
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use super::EXIT_BAD_INPUT;
+use super::merge::{self, Fingerprint, Header};
 use super::run::emit;
 use crate::scenario::{Outcome, Scenario, Variant};
-use crate::seeds::Seeds;
+use crate::seeds::{Seeds, Shard};
 use crate::{expect, harness};
 
 /// The distribution of outcomes of one variant over the seeds.
@@ -33,7 +34,9 @@ pub struct SweepSummary {
     pub false_rollbacks: u64,
 }
 
-struct Tally {
+/// What `sweep` keeps of a run (and writes, per seed, in a shard's partial results).
+#[derive(Serialize, Deserialize)]
+pub(super) struct Tally {
     outcome: Outcome,
     passed: bool,
     decision_ms: Option<u64>,
@@ -41,7 +44,20 @@ struct Tally {
     false_rollback: bool,
 }
 
-pub fn sweep(file: &Path, first: u64, count: u64, threads: Option<usize>, json: bool) -> ExitCode {
+/// `--shard` and `--out`: which part of the seeds to run, and where to write its runs.
+pub(super) struct Sharding<'a> {
+    pub shard: Option<Shard>,
+    pub out: Option<&'a Path>,
+}
+
+pub(super) fn sweep(
+    file: &Path,
+    first: u64,
+    count: u64,
+    threads: Option<usize>,
+    json: bool,
+    sharding: &Sharding,
+) -> ExitCode {
     let scenario = match Scenario::load(file) {
         Ok(s) => s,
         Err(e) => {
@@ -52,18 +68,19 @@ pub fn sweep(file: &Path, first: u64, count: u64, threads: Option<usize>, json: 
     let threads = threads
         .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()))
         .max(1);
+    let whole = Seeds {
+        first,
+        count,
+        threads,
+        progress: !json && std::io::stderr().is_terminal(),
+    };
+    let shard = sharding.shard.unwrap_or(Shard::WHOLE);
+    let seeds = shard.of(&whole);
     let started = Instant::now();
-    let mut summaries = Vec::new();
+    let mut runs = Vec::new();
     for variant in &scenario.variants {
-        match sweep_variant(
-            &scenario,
-            variant,
-            first,
-            count,
-            threads,
-            !json && std::io::stderr().is_terminal(),
-        ) {
-            Ok(s) => summaries.push(s),
+        match sweep_variant(&scenario, variant, &seeds) {
+            Ok(tallies) => runs.push((variant.name.clone(), tallies)),
             Err(e) => {
                 sayln!("error: {e}");
                 return ExitCode::from(EXIT_BAD_INPUT);
@@ -71,9 +88,42 @@ pub fn sweep(file: &Path, first: u64, count: u64, threads: Option<usize>, json: 
         }
     }
     let wall = started.elapsed().as_secs_f64();
-    if !json && std::io::stderr().is_terminal() {
+    if seeds.progress {
         say!("\r\x1b[K");
     }
+    if let Some(out) = sharding.out {
+        let mut inputs = Fingerprint::new();
+        inputs.add(&std::fs::read(file).unwrap_or_default());
+        let header = Header::new("sweep", &scenario.name, &inputs, &whole, shard);
+        if let Err(e) = merge::write(out, header, &runs, &seeds) {
+            sayln!("error: {e}");
+            return ExitCode::from(EXIT_BAD_INPUT);
+        }
+    }
+    let shard = sharding
+        .shard
+        .map_or(String::new(), |s| format!("shard {s} "));
+    let tail = format!(
+        "{shard}on {threads} thread{} in {wall:.2} s",
+        if threads == 1 { "" } else { "s" }
+    );
+    print(&scenario.name, &seeds, runs, json, &tail);
+    ExitCode::SUCCESS
+}
+
+/// Prints the figures of each variant's runs over `seeds`; `tail` ends the first line of the
+/// text (how the runs were made).
+pub(super) fn print(
+    scenario: &str,
+    seeds: &Seeds,
+    runs: Vec<(String, Vec<Tally>)>,
+    json: bool,
+    tail: &str,
+) {
+    let summaries: Vec<SweepSummary> = runs
+        .into_iter()
+        .map(|(variant, tallies)| summarise(&variant, tallies))
+        .collect();
     if json {
         emit(&format!(
             "{}\n",
@@ -81,33 +131,22 @@ pub fn sweep(file: &Path, first: u64, count: u64, threads: Option<usize>, json: 
         ));
     } else {
         let mut text = format!(
-            "{}: {count} seeds from {first} on {threads} thread{} in {wall:.2} s\n",
-            scenario.name,
-            if threads == 1 { "" } else { "s" }
+            "{scenario}: {} seeds from {} {tail}\n",
+            seeds.count, seeds.first
         );
         for s in &summaries {
             text.push_str(&render(s));
         }
         emit(&text);
     }
-    ExitCode::SUCCESS
 }
 
 fn sweep_variant(
     scenario: &Scenario,
     variant: &Variant,
-    first: u64,
-    count: u64,
-    threads: usize,
-    progress: bool,
-) -> Result<SweepSummary, harness::HarnessError> {
-    let seeds = Seeds {
-        first,
-        count,
-        threads,
-        progress,
-    };
-    let tallies = seeds.run(|seed| {
+    seeds: &Seeds,
+) -> Result<Vec<Tally>, harness::HarnessError> {
+    seeds.run(|seed| {
         harness::run(scenario, variant, seed).map(|r| {
             let r = expect::checked(r, &variant.expect);
             Tally {
@@ -119,8 +158,7 @@ fn sweep_variant(
                     && r.outcome == Outcome::RolledBack,
             }
         })
-    })?;
-    Ok(summarise(&variant.name, tallies))
+    })
 }
 
 fn summarise(variant: &str, tallies: Vec<Tally>) -> SweepSummary {

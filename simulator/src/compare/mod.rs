@@ -11,7 +11,7 @@
 mod stats;
 
 use fledge_controller::spec::load_manifests;
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use crate::harness::{self, HarnessError};
 use crate::result::{Outcome, RunResult};
@@ -148,7 +148,8 @@ pub fn policies(scenario: &Scenario, args: &[String]) -> Result<Vec<Policy>, Pol
 }
 
 /// How one run decided.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
 pub enum Decided {
     Promoted,
     /// Rolled back on the analysis' evidence (failed checks, a regression, a failed hook).
@@ -158,8 +159,8 @@ pub enum Decided {
     Undecided,
 }
 
-/// What `compare` keeps of a run.
-#[derive(Clone, Copy, Debug, PartialEq)]
+/// What `compare` keeps of a run (and writes, per seed, in a shard's partial results).
+#[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
 pub struct Tally {
     pub decided: Decided,
     /// From the deploy to the decision.
@@ -244,20 +245,27 @@ impl Summary {
     }
 }
 
-/// Runs every policy over the seeds; the summaries in the policies' order.
+/// Runs every policy over the seeds; each policy's runs in seed order, in the policies' order.
 pub fn compare(
     scenario: &Scenario,
     policies: &[Policy],
     seeds: &Seeds,
-) -> Result<Vec<(String, Summary)>, HarnessError> {
+) -> Result<Vec<(String, Vec<Tally>)>, HarnessError> {
     policies
         .iter()
         .map(|p| {
             let tallies = seeds.run(|seed| {
                 harness::run_to_decision(scenario, &p.variant, seed).map(|r| Tally::of(&r))
             })?;
-            Ok((p.name.clone(), Summary::of(&tallies)))
+            Ok((p.name.clone(), tallies))
         })
+        .collect()
+}
+
+/// The summaries of each policy's runs.
+pub fn summaries(runs: &[(String, Vec<Tally>)]) -> Vec<(String, Summary)> {
+    runs.iter()
+        .map(|(name, tallies)| (name.clone(), Summary::of(tallies)))
         .collect()
 }
 
