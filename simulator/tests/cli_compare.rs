@@ -168,3 +168,204 @@ fn a_run_to_its_decision_stops_simulating_at_the_decision() {
     );
     assert!(short.failed_requests_canary <= full.failed_requests_canary);
 }
+
+fn sim(args: &[&str]) -> (i32, String, String) {
+    let out = Command::new(env!("CARGO_BIN_EXE_fledge-sim"))
+        .args(args)
+        .output()
+        .expect("fledge-sim runs");
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+/// Runs `command FILE --seeds 10 [extra] --shard I/3 --out DIR/NAME-I.json` for the three
+/// shards; the files' paths.
+fn shards(dir: &str, command: &str, file: &str, extra: &[&str]) -> Vec<String> {
+    let tmp = Path::new(env!("CARGO_TARGET_TMPDIR")).join(dir);
+    std::fs::create_dir_all(&tmp).expect("the temporary directory is writable");
+    (0..3)
+        .map(|i| {
+            let out = tmp
+                .join(format!("{command}-{i}.json"))
+                .display()
+                .to_string();
+            let shard = format!("{i}/3");
+            let mut args = vec![command, file, "--seeds", "10"];
+            args.extend(extra);
+            args.extend(["--shard", &shard, "--out", &out]);
+            let (code, _, err) = sim(&args);
+            assert_eq!(code, 0, "{args:?}: {err}");
+            out
+        })
+        .collect()
+}
+
+#[test]
+fn shards_of_a_comparison_merged_print_the_json_of_one_run_byte_for_byte() {
+    let file = benchmark("errors-2x-100rps");
+    let files = shards("h18b-compare", "compare", &file, &[]);
+    let (code, one, err) = sim(&["compare", &file, "--seeds", "10", "--json"]);
+    assert_eq!(code, 0, "{err}");
+    // In any order: the shards say where they belong.
+    let (code, merged, err) = sim(&["merge", &files[2], &files[0], &files[1], "--json"]);
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(merged, one);
+    let (_, text, _) = sim(&["merge", &files[0], &files[1], &files[2]]);
+    assert!(
+        text.starts_with("bench-errors-2x-100rps: 10 seeds from 1, each run to its decision, merged from 3 shards\n"),
+        "{text}"
+    );
+}
+
+#[test]
+fn shards_of_a_sweep_merged_print_the_json_of_one_run_byte_for_byte() {
+    // Two variants, so that each keeps its own runs.
+    let file = format!(
+        "{}/../scenarios/judges-compared.yaml",
+        env!("CARGO_MANIFEST_DIR")
+    );
+    let files = shards("h18b-sweep", "sweep", &file, &["--first-seed", "7"]);
+    let (code, one, err) = sim(&[
+        "sweep",
+        &file,
+        "--seeds",
+        "10",
+        "--first-seed",
+        "7",
+        "--json",
+    ]);
+    assert_eq!(code, 0, "{err}");
+    let (code, merged, err) = sim(&["merge", &files[1], &files[2], &files[0], "--json"]);
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(merged, one);
+}
+
+#[test]
+fn merge_refuses_shards_missing_repeated_or_of_another_run_naming_the_file() {
+    let file = benchmark("aa-100rps");
+    let files = shards("h18b-refused", "compare", &file, &[]);
+    let refused = |args: &[&str], says: &[&str]| {
+        let mut all = vec!["merge"];
+        all.extend(args);
+        let (code, out, err) = sim(&all);
+        assert_eq!(code, 2, "{args:?}: {out}");
+        for s in says {
+            assert!(err.contains(s), "{args:?}: `{s}` not in: {err}");
+        }
+    };
+    refused(&[&files[0], &files[2]], &["shard 1/3 missing", &files[2]]);
+    refused(
+        &[&files[0], &files[1], &files[1], &files[2]],
+        &["shard 1/3 is also", &files[1]],
+    );
+
+    // Another scenario, other policies, other seeds: each an error naming the odd file.
+    let tmp = Path::new(env!("CARGO_TARGET_TMPDIR")).join("h18b-refused");
+    let other = |name: &str, args: &[&str]| {
+        let out = tmp.join(name).display().to_string();
+        let mut all = vec!["compare"];
+        all.extend(args);
+        all.extend(["--shard", "1/3", "--out", &out]);
+        let (code, _, err) = sim(&all);
+        assert_eq!(code, 0, "{err}");
+        out
+    };
+    let scenario = other("scenario.json", &[&benchmark("aa-10rps"), "--seeds", "10"]);
+    refused(
+        &[&files[0], &scenario, &files[2]],
+        &[&scenario, "scenario or policy files"],
+    );
+    let canary = tmp.join("two-steps.yaml");
+    std::fs::write(
+        &canary,
+        "apiVersion: flagger.app/v1beta1\nkind: Canary\nmetadata: {name: two-steps}\nspec:\n  \
+         targetRef: {kind: Deployment, name: x}\n  service: {port: 80}\n  analysis:\n    \
+         interval: 1m\n    threshold: 5\n    stepWeight: 25\n    maxWeight: 50\n",
+    )
+    .expect("writable");
+    let policy = format!("flagger-default={}", canary.display());
+    let policies = other(
+        "policies.json",
+        &[&file, "--seeds", "10", "--policy", &policy],
+    );
+    refused(
+        &[&files[0], &policies, &files[2]],
+        &[&policies, "policy files"],
+    );
+    let seeds = other("seeds.json", &[&file, "--seeds", "12"]);
+    refused(&[&files[0], &seeds, &files[2]], &[&seeds, "seeds"]);
+
+    // Another version of the format or of fledge-sim, or not partial results at all.
+    let edited = |name: &str, from: &str, to: &str| {
+        let text = std::fs::read_to_string(&files[1]).expect("written");
+        assert!(text.contains(from), "{from} in {text}");
+        let out = tmp.join(name).display().to_string();
+        std::fs::write(&out, text.replacen(from, to, 1)).expect("writable");
+        out
+    };
+    let format = edited("format.json", "\"version\":1,", "\"version\":2,");
+    refused(
+        &[&files[0], &format, &files[2]],
+        &[&format, "format version 2"],
+    );
+    let build = edited("build.json", "\"fledge_sim\":\"", "\"fledge_sim\":\"0.0.0-");
+    refused(
+        &[&files[0], &build, &files[2]],
+        &[&build, "fledge-sim version"],
+    );
+    let seed = edited("seed.json", "{\"seed\":4,", "{\"seed\":5,");
+    refused(
+        &[&files[0], &seed, &files[2]],
+        &[&seed, "not the 3 seeds of shard 1/3"],
+    );
+    refused(&[&files[0], &file, &files[2]], &[&file, "not JSON"]);
+}
+
+#[test]
+fn the_example_indexed_job_runs_a_shard_as_written() {
+    let manifest = format!(
+        "{}/../charts/fledge/examples/sharded-sweep-job.yaml",
+        env!("CARGO_MANIFEST_DIR")
+    );
+    let text = std::fs::read_to_string(&manifest).expect("the example exists");
+    let job: Value = serde_norway::from_str(&text).expect("the example is YAML");
+    assert_eq!(job["kind"], "Job");
+    assert_eq!(job["spec"]["completionMode"], "Indexed");
+    let completions = job["spec"]["completions"].as_u64().expect("completions");
+    let args: Vec<String> = job["spec"]["template"]["spec"]["containers"][0]["args"]
+        .as_array()
+        .expect("args")
+        .iter()
+        .map(|a| a.as_str().expect("a string").to_string())
+        .collect();
+    assert!(
+        args.contains(&format!("$(JOB_COMPLETION_INDEX)/{completions}")),
+        "one shard per completion index: {args:?}"
+    );
+    // The pod's command as the Job controller expands it for the last index, with the image's
+    // /scenarios here and fewer seeds: it prints its partial results, which merge alone
+    // refuses for the shards it lacks.
+    let scenarios = format!("{}/../scenarios/", env!("CARGO_MANIFEST_DIR"));
+    let mut run: Vec<String> = args
+        .iter()
+        .map(|a| {
+            a.replace("$(JOB_COMPLETION_INDEX)", &(completions - 1).to_string())
+                .replace("/scenarios/", &scenarios)
+        })
+        .collect();
+    let seeds = run.iter().position(|a| a == "--seeds").expect("--seeds") + 1;
+    run[seeds] = format!("{}", completions * 2);
+    let run: Vec<&str> = run.iter().map(String::as_str).collect();
+    let (code, out, err) = sim(&run);
+    assert_eq!(code, 0, "{run:?}: {err}");
+    let partial: Value = serde_json::from_str(&out).expect("partial results on stdout");
+    assert_eq!(partial["shard"]["index"], completions - 1, "{out}");
+    let path = Path::new(env!("CARGO_TARGET_TMPDIR")).join("h18b-job-shard.json");
+    std::fs::write(&path, &out).expect("writable");
+    let (code, _, err) = sim(&["merge", &path.display().to_string()]);
+    assert_eq!(code, 2);
+    assert!(err.contains(&format!("shard 0/{completions}")), "{err}");
+}

@@ -79,7 +79,9 @@ pub(super) fn run(args: &CompareArgs) -> ExitCode {
         Some(shard) => format!("shard {shard} in {wall:.2} s of wall time"),
         None => format!("in {wall:.2} s of wall time"),
     };
-    print(&scenario.name, &seeds, &runs, args.json, &tail);
+    if !args.out.is_some_and(merge::to_stdout) {
+        print(&scenario.name, &seeds, &runs, args.json, &tail);
+    }
     ExitCode::SUCCESS
 }
 

@@ -98,6 +98,12 @@ impl Fingerprint {
     }
 }
 
+/// `--out -`: the partial results go to stdout, in place of the figures (a pod's log is its
+/// output).
+pub(super) fn to_stdout(out: &Path) -> bool {
+    out == Path::new("-")
+}
+
 /// Writes a shard's partial results: `runs` holds each name's tallies in seed order.
 pub(super) fn write<T: Serialize>(
     file: &Path,
@@ -122,8 +128,12 @@ pub(super) fn write<T: Serialize>(
             })
             .collect(),
     };
-    let text = serde_json::to_string(&partial).map_err(|e| e.to_string())?;
-    std::fs::write(file, text + "\n").map_err(|e| format!("--out {}: {e}", file.display()))
+    let text = serde_json::to_string(&partial).map_err(|e| e.to_string())? + "\n";
+    if to_stdout(file) {
+        super::run::emit(&text);
+        return Ok(());
+    }
+    std::fs::write(file, text).map_err(|e| format!("--out {}: {e}", file.display()))
 }
 
 /// The merged runs of every shard: the header of shard 0 and each name's tallies in seed order.

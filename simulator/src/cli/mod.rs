@@ -112,7 +112,8 @@ enum Command {
         /// shard I taking seeds [I*N/COUNT, (I+1)*N/COUNT) of the N; see `merge`.
         #[arg(long, value_name = "INDEX/COUNT")]
         shard: Option<crate::seeds::Shard>,
-        /// Write the runs (each seed's outcome) as partial results for `fledge-sim merge`.
+        /// Write the runs (each seed's outcome) as partial results for `fledge-sim merge`; `-`
+        /// writes them to stdout instead of the figures.
         #[arg(long, value_name = "FILE")]
         out: Option<PathBuf>,
     },
@@ -145,7 +146,8 @@ enum Command {
         /// shard I taking seeds [I*N/COUNT, (I+1)*N/COUNT) of the N; see `merge`.
         #[arg(long, value_name = "INDEX/COUNT")]
         shard: Option<crate::seeds::Shard>,
-        /// Write the runs (each seed's outcome) as partial results for `fledge-sim merge`.
+        /// Write the runs (each seed's outcome) as partial results for `fledge-sim merge`; `-`
+        /// writes them to stdout instead of the figures.
         #[arg(long, value_name = "FILE")]
         out: Option<PathBuf>,
     },

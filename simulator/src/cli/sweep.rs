@@ -107,7 +107,9 @@ pub(super) fn sweep(
         "{shard}on {threads} thread{} in {wall:.2} s",
         if threads == 1 { "" } else { "s" }
     );
-    print(&scenario.name, &seeds, runs, json, &tail);
+    if !sharding.out.is_some_and(merge::to_stdout) {
+        print(&scenario.name, &seeds, runs, json, &tail);
+    }
     ExitCode::SUCCESS
 }
 
