@@ -30,11 +30,13 @@ fn exit_codes(help: &str) -> Vec<u8> {
 
 #[test]
 fn every_command_help_names_exactly_the_exit_codes_it_uses_and_points_to_the_scenario_docs() {
-    let cases: [(&[&str], &[u8]); 6] = [
+    let cases: [(&[&str], &[u8]); 8] = [
         (&[], &[0, 1, 2]),
         (&["run"], &[0, 1, 2]),
         (&["validate"], &[0, 2]),
         (&["sweep"], &[0, 2]),
+        (&["compare"], &[0, 2]),
+        (&["merge"], &[0, 2]),
         (&["plan"], &[0, 2]),
         (&["bench"], &[0, 1, 2]),
     ];
@@ -54,7 +56,9 @@ fn every_command_help_names_exactly_the_exit_codes_it_uses_and_points_to_the_sce
 
 #[test]
 fn the_documented_exit_code_2_is_what_a_bad_flag_gets() {
-    for command in ["run", "validate", "sweep", "plan", "bench"] {
+    for command in [
+        "run", "validate", "sweep", "compare", "merge", "plan", "bench",
+    ] {
         let out = Command::new(env!("CARGO_BIN_EXE_fledge-sim"))
             .args([command, "--no-such-flag"])
             .output()
