@@ -23,9 +23,21 @@ pub fn wilson(k: u64, n: u64) -> Rate {
     let z2n = Z * Z / n;
     let centre = (p + z2n / 2.0) / (1.0 + z2n);
     let half = Z / (1.0 + z2n) * (p * (1.0 - p) / n + z2n / (4.0 * n)).sqrt();
+    // At 0 and n the bound is exactly 0 (or 1), which rounding may miss by an ulp or so.
     Rate {
         rate: p,
-        interval: [(centre - half).max(0.0), (centre + half).min(1.0)],
+        interval: [
+            if k == 0.0 {
+                0.0
+            } else {
+                (centre - half).max(0.0)
+            },
+            if k == n {
+                1.0
+            } else {
+                (centre + half).min(1.0)
+            },
+        ],
     }
 }
 
@@ -50,6 +62,10 @@ mod tests {
         assert!((half.interval[0] - 0.2366).abs() < 1e-4, "{half:?}");
         assert!((half.interval[1] - 0.7634).abs() < 1e-4, "{half:?}");
         assert_eq!(wilson(0, 0).interval, [0.0, 1.0]);
+        for n in 1..=50 {
+            assert_eq!(wilson(0, n).interval[0], 0.0, "0 of {n}");
+            assert_eq!(wilson(n, n).interval[1], 1.0, "{n} of {n}");
+        }
     }
 
     #[test]
