@@ -213,6 +213,24 @@ fn shards_of_a_comparison_merged_print_the_json_of_one_run_byte_for_byte() {
     let (code, merged, err) = sim(&["merge", &files[2], &files[0], &files[1], "--json"]);
     assert_eq!(code, 0, "{err}");
     assert_eq!(merged, one);
+    // The Markdown table too, a row per policy.
+    let (_, one, _) = sim(&["compare", &file, "--seeds", "10", "--markdown"]);
+    let (_, merged, _) = sim(&["merge", &files[0], &files[1], &files[2], "--markdown"]);
+    assert_eq!(merged, one);
+    let rows: Vec<&str> = one.lines().collect();
+    assert_eq!(rows.len(), 4, "{one}");
+    assert!(
+        rows[0].starts_with("| case | policy | promoted [95%] |"),
+        "{one}"
+    );
+    assert!(
+        rows[2].starts_with("| bench-errors-2x-100rps | scenario | "),
+        "{one}"
+    );
+    assert!(
+        rows[3].starts_with("| bench-errors-2x-100rps | flagger-default | "),
+        "{one}"
+    );
     let (_, text, _) = sim(&["merge", &files[0], &files[1], &files[2]]);
     assert!(
         text.starts_with("bench-errors-2x-100rps: 10 seeds from 1, each run to its decision, merged from 3 shards\n"),

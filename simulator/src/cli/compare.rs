@@ -19,6 +19,7 @@ pub(super) struct CompareArgs<'a> {
     pub first_seed: u64,
     pub threads: Option<usize>,
     pub json: bool,
+    pub markdown: bool,
     pub shard: Option<Shard>,
     pub out: Option<&'a Path>,
 }
@@ -80,7 +81,14 @@ pub(super) fn run(args: &CompareArgs) -> ExitCode {
         None => format!("in {wall:.2} s of wall time"),
     };
     if !args.out.is_some_and(merge::to_stdout) {
-        print(&scenario.name, &seeds, &runs, args.json, &tail);
+        let format = if args.markdown {
+            Format::Markdown
+        } else if args.json {
+            Format::Json
+        } else {
+            Format::Text
+        };
+        print(&scenario.name, &seeds, &runs, format, &tail);
     }
     ExitCode::SUCCESS
 }
@@ -100,17 +108,29 @@ fn inputs(file: &Path, policies: &[String]) -> Fingerprint {
     f
 }
 
-/// Prints the figures of each policy's runs over `seeds`: the table, or with `json` an object
-/// keyed by policy name. `tail` ends the table's first line (how the runs were made).
+/// How `compare` and `merge` print the figures.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub(super) enum Format {
+    Text,
+    /// An object keyed by policy name.
+    Json,
+    /// A Markdown table, a row per policy.
+    Markdown,
+}
+
+/// Prints the figures of each policy's runs over `seeds`. `tail` ends the text's first line
+/// (how the runs were made).
 pub(super) fn print(
     scenario: &str,
     seeds: &Seeds,
     runs: &[(String, Vec<Tally>)],
-    json: bool,
+    format: Format,
     tail: &str,
 ) {
     let summaries = compare::summaries(runs);
-    if json {
+    if format == Format::Markdown {
+        emit(&compare::render_markdown(scenario, &summaries));
+    } else if format == Format::Json {
         let object: serde_json::Map<String, serde_json::Value> = summaries
             .iter()
             .map(|(name, s): &(String, Summary)| {

@@ -14,6 +14,7 @@ use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 
 use super::EXIT_BAD_INPUT;
+use super::compare::Format;
 use crate::seeds::{Seeds, Shard};
 
 /// What the file's `format` says, and the version of the layout this binary writes and reads.
@@ -251,7 +252,7 @@ fn merge<T: DeserializeOwned>(files: &[(PathBuf, serde_json::Value)]) -> Result<
 
 /// `fledge-sim merge FILE... [--json]`: the figures of the run the files are the shards of,
 /// printed as that run prints them.
-pub(super) fn run(files: &[PathBuf], json: bool) -> ExitCode {
+pub(super) fn run(files: &[PathBuf], json: bool, markdown: bool) -> ExitCode {
     let mut read = Vec::with_capacity(files.len());
     for file in files {
         match read_value(file) {
@@ -270,8 +271,17 @@ pub(super) fn run(files: &[PathBuf], json: bool) -> ExitCode {
         .to_string();
     let done = match command.as_str() {
         "compare" => merge(&read).map(|(h, runs)| {
-            super::compare::print(&h.scenario, &whole(&h), &runs, json, &merged(&h))
+            let format = match (markdown, json) {
+                (true, _) => Format::Markdown,
+                (_, true) => Format::Json,
+                _ => Format::Text,
+            };
+            super::compare::print(&h.scenario, &whole(&h), &runs, format, &merged(&h))
         }),
+        "sweep" if markdown => Err(format!(
+            "{}: --markdown is for the results of `compare`, these are of `sweep`",
+            read[0].0.display()
+        )),
         "sweep" => merge(&read)
             .map(|(h, runs)| super::sweep::print(&h.scenario, &whole(&h), runs, json, &merged(&h))),
         other => Err(format!(

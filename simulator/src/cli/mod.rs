@@ -142,6 +142,9 @@ enum Command {
         /// An object keyed by policy name; rates as fractions.
         #[arg(long)]
         json: bool,
+        /// A Markdown table, a row per policy.
+        #[arg(long, conflicts_with = "json")]
+        markdown: bool,
         /// Run only this shard of the seeds, `INDEX/COUNT` (INDEX from 0): a contiguous range,
         /// shard I taking seeds [I*N/COUNT, (I+1)*N/COUNT) of the N; see `merge`.
         #[arg(long, value_name = "INDEX/COUNT")]
@@ -165,6 +168,9 @@ enum Command {
         files: Vec<PathBuf>,
         #[arg(long)]
         json: bool,
+        /// A Markdown table (the results of `compare` only).
+        #[arg(long, conflicts_with = "json")]
+        markdown: bool,
     },
     /// Print the steps a Canary's rollout would take if everything went well.
     #[command(after_help = after_help!(
@@ -238,6 +244,7 @@ pub fn main() -> ExitCode {
             first_seed,
             threads,
             json,
+            markdown,
             shard,
             out,
         } => compare::run(&compare::CompareArgs {
@@ -247,10 +254,15 @@ pub fn main() -> ExitCode {
             first_seed,
             threads: threads.map(|t| t as usize),
             json,
+            markdown,
             shard,
             out: out.as_deref(),
         }),
-        Command::Merge { files, json } => merge::run(&files, json),
+        Command::Merge {
+            files,
+            json,
+            markdown,
+        } => merge::run(&files, json, markdown),
         Command::Plan { file } => plan::run(&file),
         Command::Bench {
             duration,

@@ -269,8 +269,9 @@ pub fn summaries(runs: &[(String, Vec<Tally>)]) -> Vec<(String, Summary)> {
         .collect()
 }
 
-/// The summaries as a table.
-pub fn render(summaries: &[(String, Summary)]) -> String {
+/// A summary's cells as the tables show them: the four rates with their intervals, the
+/// decision times and the canary failures (each `p50 / p95`).
+fn cells(s: &Summary) -> [String; 6] {
     let pct = |rate: f64, ci: [f64; 2]| {
         format!(
             "{:.1}% [{:.1}, {:.1}]",
@@ -285,6 +286,38 @@ pub fn render(summaries: &[(String, Summary)]) -> String {
         })
     };
     let count = |c: Option<f64>| c.map_or("-".to_string(), |c| format!("{c:.0}"));
+    [
+        pct(s.promoted, s.promoted_95),
+        pct(s.rolled_back, s.rolled_back_95),
+        pct(s.deadline, s.deadline_95),
+        pct(s.undecided, s.undecided_95),
+        format!("{} / {}", time(s.median_decision_s), time(s.p95_decision_s)),
+        format!(
+            "{} / {}",
+            count(s.median_canary_failures),
+            count(s.p95_canary_failures)
+        ),
+    ]
+}
+
+/// The summaries as a Markdown table, one row per policy, the scenario's name in the first
+/// column so that the tables of several cases stack into one (drop the repeated header).
+pub fn render_markdown(scenario: &str, summaries: &[(String, Summary)]) -> String {
+    let mut out = String::from(
+        "| case | policy | promoted [95%] | rolled back [95%] | at deadline [95%] | undecided [95%] | decision p50 / p95 | canary failures p50 / p95 |\n\
+         |---|---|---|---|---|---|---|---|\n",
+    );
+    for (name, s) in summaries {
+        out.push_str(&format!(
+            "| {scenario} | {name} | {} |\n",
+            cells(s).join(" | ")
+        ));
+    }
+    out
+}
+
+/// The summaries as a table.
+pub fn render(summaries: &[(String, Summary)]) -> String {
     let width = summaries
         .iter()
         .map(|(n, _)| n.len())
@@ -302,18 +335,9 @@ pub fn render(summaries: &[(String, Summary)]) -> String {
         "canary fails p50/p95"
     );
     for (name, s) in summaries {
+        let [a, b, c, d, e, f] = cells(s);
         out.push_str(&format!(
-            "{name:width$}  {:>21}  {:>21}  {:>21}  {:>21}  {:>17}  {:>20}\n",
-            pct(s.promoted, s.promoted_95),
-            pct(s.rolled_back, s.rolled_back_95),
-            pct(s.deadline, s.deadline_95),
-            pct(s.undecided, s.undecided_95),
-            format!("{} / {}", time(s.median_decision_s), time(s.p95_decision_s)),
-            format!(
-                "{} / {}",
-                count(s.median_canary_failures),
-                count(s.p95_canary_failures)
-            ),
+            "{name:width$}  {a:>21}  {b:>21}  {c:>21}  {d:>21}  {e:>17}  {f:>20}\n"
         ));
     }
     out
