@@ -351,3 +351,21 @@ fn a_deploy_that_can_never_fire_is_warned_about() {
     let out = sim(&["validate", path_str(&write("second-deploy.yaml", &second))]);
     assert!(!out.stderr.contains("never fires"), "{}", out.stderr);
 }
+
+/// r9 review: a required mapping written empty (`service:` with no children is null) must not
+/// hide the other errors. Fails today: only "spec.service: missing field `port`" is printed.
+#[test]
+fn a_required_field_under_an_empty_parent_is_reported_with_every_other_error() {
+    let text = base_with("    service:\n      port: 9898\n", "    service:\n")
+        .replace("maxWeight: 30", "maxWeight: 130");
+    assert!(text.contains("    service:\n    analysis:"), "{text}");
+    let file = write("empty-service.yaml", &text);
+    let out = sim(&["validate", path_str(&file)]);
+    assert_eq!(out.code, 2, "{}", out.stderr);
+    assert!(
+        out.stderr
+            .contains("spec.analysis.maxWeight: must be between 1 and 100, got 130"),
+        "{}",
+        out.stderr
+    );
+}
