@@ -369,3 +369,19 @@ fn a_required_field_under_an_empty_parent_is_reported_with_every_other_error() {
         out.stderr
     );
 }
+
+/// r9 review: `duration: 100000h` validated, and its run would never end in practice.
+#[test]
+fn a_scenario_duration_beyond_30_days_is_refused_at_its_line() {
+    let text = base_with("duration: 8m", "duration: 100000h");
+    assert_bad_input(
+        "long-duration.yaml",
+        &text,
+        line_of(&text, "duration: 100000h"),
+        "duration",
+        "must be between 1ns and 720h (30 days), got `100000h`",
+    );
+    let text = base_with("duration: 8m", "duration: 720h");
+    let out = sim(&["validate", path_str(&write("longest-duration.yaml", &text))]);
+    assert_eq!(out.code, 0, "{}", out.stderr);
+}

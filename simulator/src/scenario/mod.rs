@@ -28,6 +28,11 @@ use crate::manifest::yaml::Outline;
 use crate::manifest::{self, Manifests};
 use crate::mesh::config::{CertConfig, DataPlane};
 
+/// The longest scenario: 30 days is far beyond any rollout Flagger's settings make sensible
+/// (a 1h interval over 100 steps is about 4 days) and leaves room for weeks of diurnal
+/// traffic, while a typo such as `100000h` (11 years, hours of wall time) is refused.
+const MAX_DURATION: SimTime = 720 * 3600 * crate::engine::SECONDS;
+
 pub use crate::result::Outcome;
 pub use expectations::{ClientBound, CounterBound, Expectations, Variant};
 pub use model::Version;
@@ -159,8 +164,14 @@ impl Context {
         self.service = raw.service.name.clone();
         self.namespace = raw.namespace.clone().unwrap_or_else(|| "default".into());
         let duration = self.duration("duration", &raw.duration)?;
-        if duration == 0 {
-            return Err(self.error("duration", "must be longer than 0s"));
+        if !(1..=MAX_DURATION).contains(&duration) {
+            return Err(self.error(
+                "duration",
+                format!(
+                    "must be between 1ns and 720h (30 days), got `{}`",
+                    raw.duration.trim()
+                ),
+            ));
         }
         let primary = self.version("service.primary", &raw.service.primary, None)?;
         let canary = self.version("service.canary", &raw.service.canary, Some(&primary))?;
