@@ -64,22 +64,35 @@ impl Block {
     }
 }
 
-/// The fenced blocks of a Markdown file (backtick fences; a fence may be indented, and its
-/// lines lose that indentation).
+/// A fence: three or more backticks or tildes; the rest of the line is the info string.
+fn fence(line: &str) -> Option<(char, usize, &str)> {
+    let c = line.chars().next().filter(|c| *c == '`' || *c == '~')?;
+    let n = line.len() - line.trim_start_matches(c).len();
+    (n >= 3).then(|| (c, n, &line[n..]))
+}
+
+/// A block being read: its first line, its fence's indentation, character and length, its
+/// info string and its lines so far.
+type OpenBlock<'a> = (usize, usize, (char, usize), String, Vec<&'a str>);
+
+/// The fenced blocks of a Markdown file (backtick or tilde fences, closed by a fence of the same
+/// character at least as long; a fence may be indented, and its lines lose that indentation).
 fn blocks(file: &'static str, markdown: &str) -> Result<Vec<Block>, String> {
     let mut out = Vec::new();
-    let mut open: Option<(usize, usize, String, Vec<&str>)> = None;
+    let mut open: Option<OpenBlock> = None;
     for (i, line) in markdown.lines().enumerate() {
         let trimmed = line.trim_start();
         let indent = line.len() - trimmed.len();
         match open.as_mut() {
             None => {
-                if let Some(info) = trimmed.strip_prefix("```") {
-                    open = Some((i + 1, indent, info.trim().to_string(), Vec::new()));
+                if let Some((c, n, info)) = fence(trimmed) {
+                    open = Some((i + 1, indent, (c, n), info.trim().to_string(), Vec::new()));
                 }
             }
-            Some((start, fence_indent, info, lines)) => {
-                if trimmed == "```" {
+            Some((start, fence_indent, (c, n), info, lines)) => {
+                if fence(trimmed.trim_end())
+                    .is_some_and(|(d, m, rest)| d == *c && m >= *n && rest.is_empty())
+                {
                     out.push(Block {
                         file,
                         line: *start,
@@ -386,11 +399,30 @@ fn a_transcript_command_must_exit_with_the_status_shown() -> Result<(), Failed> 
     Ok(())
 }
 
+/// A `~~~` block is a block too: its commands must not escape the check.
+fn a_tilde_fence_is_a_block_closed_by_its_own_kind() -> Result<(), Failed> {
+    let found = blocks("(made up)", "~~~~ sh runnable\nfalse\n```\n~~~\n~~~~\n")?;
+    match found.as_slice() {
+        [b] if b.info == "sh runnable" && b.text == "false\n```\n~~~" => Ok(()),
+        _ => Err(format!(
+            "expected one `sh runnable` block of three lines, got {:?}",
+            found.iter().map(|b| (&b.info, &b.text)).collect::<Vec<_>>()
+        )
+        .into()),
+    }
+}
+
 fn trials() -> Vec<Trial> {
-    let mut trials = vec![Trial::test(
-        "readme.rs: a transcript command must exit with the status shown",
-        a_transcript_command_must_exit_with_the_status_shown,
-    )];
+    let mut trials = vec![
+        Trial::test(
+            "readme.rs: a transcript command must exit with the status shown",
+            a_transcript_command_must_exit_with_the_status_shown,
+        ),
+        Trial::test(
+            "readme.rs: a tilde fence is a block closed by its own kind",
+            a_tilde_fence_is_a_block_closed_by_its_own_kind,
+        ),
+    ];
     for file in FILES {
         trials.push(Trial::test(
             format!("{file}: every fenced block is marked runnable or not"),

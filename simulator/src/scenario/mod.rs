@@ -74,13 +74,27 @@ pub struct Scenario {
 }
 
 /// A scenario that cannot be used, with where and why.
+/// `file:line: field: message`; without a line or a field (the file itself), those parts are
+/// left out.
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
-#[error("{file}:{line}: {field}: {message}", line = line.map_or("?".to_string(), |l| l.to_string()))]
 pub struct ScenarioError {
     pub file: String,
     pub line: Option<usize>,
     pub field: String,
     pub message: String,
+}
+
+impl std::fmt::Display for ScenarioError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}", self.file)?;
+        if let Some(line) = self.line {
+            write!(f, ":{line}")?;
+        }
+        if !self.field.is_empty() {
+            write!(f, ": {}", self.field)?;
+        }
+        write!(f, ": {}", self.message)
+    }
 }
 
 impl Scenario {
@@ -89,7 +103,7 @@ impl Scenario {
         let text = read_bounded(path).map_err(|message| ScenarioError {
             file: path.display().to_string(),
             line: None,
-            field: "(file)".into(),
+            field: String::new(),
             message,
         })?;
         Scenario::parse(&text, path)
@@ -97,6 +111,14 @@ impl Scenario {
 
     /// Checks a scenario given as text; `path` names it in errors and anchors relative paths.
     pub fn parse(text: &str, path: &Path) -> Result<Scenario, ScenarioError> {
+        if source::is_empty(text) {
+            return Err(ScenarioError {
+                file: path.display().to_string(),
+                line: None,
+                field: String::new(),
+                message: "the file is empty".into(),
+            });
+        }
         let mut cx = Context {
             outline: Outline::of(text),
             file: path.display().to_string(),
