@@ -10,7 +10,8 @@
 //! - `console runnable`: a transcript: `$ command` lines, each followed by the command's
 //!   output. Each command runs from the repository root and its stdout must be the output
 //!   shown, line by line (trailing spaces ignored), with the wall time masked (`in 0.054 s of
-//!   wall time`). A command starting with `fledge-sim` runs as
+//!   wall time`). The command must exit 0, unless the last line of its output is `[exit N]`:
+//!   then it must exit N (that line is not part of the output). A command starting with `fledge-sim` runs as
 //!   `cargo run -q --bin fledge-sim -- ...`: the binary the README's first command builds.
 //!   `cargo` in any command is the cargo running this test.
 //! - `text`: output or a listing, shown only.
@@ -63,22 +64,35 @@ impl Block {
     }
 }
 
-/// The fenced blocks of a Markdown file (backtick fences; a fence may be indented, and its
-/// lines lose that indentation).
+/// A fence: three or more backticks or tildes; the rest of the line is the info string.
+fn fence(line: &str) -> Option<(char, usize, &str)> {
+    let c = line.chars().next().filter(|c| *c == '`' || *c == '~')?;
+    let n = line.len() - line.trim_start_matches(c).len();
+    (n >= 3).then(|| (c, n, &line[n..]))
+}
+
+/// A block being read: its first line, its fence's indentation, character and length, its
+/// info string and its lines so far.
+type OpenBlock<'a> = (usize, usize, (char, usize), String, Vec<&'a str>);
+
+/// The fenced blocks of a Markdown file (backtick or tilde fences, closed by a fence of the same
+/// character at least as long; a fence may be indented, and its lines lose that indentation).
 fn blocks(file: &'static str, markdown: &str) -> Result<Vec<Block>, String> {
     let mut out = Vec::new();
-    let mut open: Option<(usize, usize, String, Vec<&str>)> = None;
+    let mut open: Option<OpenBlock> = None;
     for (i, line) in markdown.lines().enumerate() {
         let trimmed = line.trim_start();
         let indent = line.len() - trimmed.len();
         match open.as_mut() {
             None => {
-                if let Some(info) = trimmed.strip_prefix("```") {
-                    open = Some((i + 1, indent, info.trim().to_string(), Vec::new()));
+                if let Some((c, n, info)) = fence(trimmed) {
+                    open = Some((i + 1, indent, (c, n), info.trim().to_string(), Vec::new()));
                 }
             }
-            Some((start, fence_indent, info, lines)) => {
-                if trimmed == "```" {
+            Some((start, fence_indent, (c, n), info, lines)) => {
+                if fence(trimmed.trim_end())
+                    .is_some_and(|(d, m, rest)| d == *c && m >= *n && rest.is_empty())
+                {
                     out.push(Block {
                         file,
                         line: *start,
@@ -246,11 +260,45 @@ fn transcript(block: &Block) -> Result<Vec<(String, String)>, String> {
     Ok(steps)
 }
 
+/// The exit status a transcript shows for a command: `[exit N]` as the last line of its
+/// output (then removed from it), or 0.
+fn expected_status(shown: &mut Vec<String>) -> Result<i32, String> {
+    let Some(code) = shown
+        .last()
+        .and_then(|l| l.strip_prefix("[exit ")?.strip_suffix(']'))
+    else {
+        return Ok(0);
+    };
+    let code = code
+        .parse()
+        .map_err(|_| format!("`{}`: expected `[exit N]`", shown[shown.len() - 1]))?;
+    shown.pop();
+    while shown.last().is_some_and(String::is_empty) {
+        shown.pop();
+    }
+    Ok(code)
+}
+
 fn shows_the_real_output(block: &Block) -> Result<(), Failed> {
     for (command, shown) in transcript(block)? {
+        let mut want = normalise(&shown);
+        let status = expected_status(&mut want).map_err(|e| format!("{}: {e}", block.at()))?;
         let out = sh(&as_run(&command), false);
         let real = String::from_utf8_lossy(&out.stdout);
-        let (want, got) = (normalise(&shown), normalise(&real));
+        let got = normalise(&real);
+        if out.status.code() != Some(status) {
+            return Err(format!(
+                "{}: `$ {command}` (run as `{}`) exited with {}, the README shows exit {status} \
+                 (write `[exit N]` as the last output line when a non-zero status is meant)\n\
+                 --- stdout (end)\n{}\n--- stderr (end)\n{}",
+                block.at(),
+                as_run(&command),
+                out.status,
+                tail(&out.stdout, 20),
+                tail(&out.stderr, 20)
+            )
+            .into());
+        }
         if want == got {
             continue;
         }
@@ -325,8 +373,56 @@ fn make_targets_run_the_readme_commands() -> Result<(), Failed> {
     Ok(())
 }
 
+/// The checker's own behaviour on made-up transcripts: a check that passes everything would
+/// let every README through.
+fn a_transcript_command_must_exit_with_the_status_shown() -> Result<(), Failed> {
+    let block = |text: &str| Block {
+        file: "(made up)",
+        line: 1,
+        info: "console runnable".into(),
+        text: text.into(),
+    };
+    let failing = "$ sh -c 'echo out; exit 3'\nout\n";
+    if shows_the_real_output(&block(failing)).is_ok() {
+        return Err("a command exiting 3 passed without `[exit 3]` shown".into());
+    }
+    let shown = format!("{failing}[exit 3]\n");
+    shows_the_real_output(&block(&shown)).map_err(|e| {
+        format!(
+            "a command exiting 3 with `[exit 3]` shown failed: {:?}",
+            e.message()
+        )
+    })?;
+    if shows_the_real_output(&block("$ echo out\nout\n[exit 1]\n")).is_ok() {
+        return Err("a command exiting 0 passed with `[exit 1]` shown".into());
+    }
+    Ok(())
+}
+
+/// A `~~~` block is a block too: its commands must not escape the check.
+fn a_tilde_fence_is_a_block_closed_by_its_own_kind() -> Result<(), Failed> {
+    let found = blocks("(made up)", "~~~~ sh runnable\nfalse\n```\n~~~\n~~~~\n")?;
+    match found.as_slice() {
+        [b] if b.info == "sh runnable" && b.text == "false\n```\n~~~" => Ok(()),
+        _ => Err(format!(
+            "expected one `sh runnable` block of three lines, got {:?}",
+            found.iter().map(|b| (&b.info, &b.text)).collect::<Vec<_>>()
+        )
+        .into()),
+    }
+}
+
 fn trials() -> Vec<Trial> {
-    let mut trials = Vec::new();
+    let mut trials = vec![
+        Trial::test(
+            "readme.rs: a transcript command must exit with the status shown",
+            a_transcript_command_must_exit_with_the_status_shown,
+        ),
+        Trial::test(
+            "readme.rs: a tilde fence is a block closed by its own kind",
+            a_tilde_fence_is_a_block_closed_by_its_own_kind,
+        ),
+    ];
     for file in FILES {
         trials.push(Trial::test(
             format!("{file}: every fenced block is marked runnable or not"),

@@ -2,6 +2,7 @@
 //! it serves (`crd`), and the operator's commands (`status`, `promote`, `abort`, `resume`).
 
 use std::net::SocketAddr;
+use std::process::ExitCode;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -22,11 +23,17 @@ use kube::api::{Api, ListParams};
 use tokio::sync::watch;
 use tracing::{error, info, warn};
 
+/// The exit codes, as `--help` shows them.
+const EXIT_CODES: &str = "Exit status: 0 done (or stopped by SIGTERM/Ctrl-C); 1 a failure while \
+running (cluster unreachable, ops port in use, leadership lost, a command refused); 2 a \
+configuration error (an unknown or malformed flag, or a flag value that is not usable).";
+
 #[derive(Parser, Debug)]
 #[command(
     name = "fledge-controller",
     version,
-    about = "Progressive delivery for service meshes"
+    about = "Progressive delivery for service meshes",
+    after_help = EXIT_CODES
 )]
 struct Cli {
     #[command(subcommand)]
@@ -36,6 +43,7 @@ struct Cli {
 #[derive(Subcommand, Debug)]
 enum Cmd {
     /// Run the controller (the default).
+    #[command(after_help = EXIT_CODES)]
     Run(Box<RunArgs>),
     /// Print the CustomResourceDefinitions (Canary, MetricTemplate) as YAML.
     Crd,
@@ -124,6 +132,11 @@ struct RunArgs {
 impl RunArgs {
     /// The election's timing; the defaults keep Kubernetes' proportions (15 s, 10 s, 2 s).
     fn lease_timing(&self) -> Result<Timing> {
+        // Checked first: with it 0, the derived retry period is 0 too, and that error would
+        // name a flag the user did not write.
+        if self.lease_duration_seconds == 0 {
+            bail!("--lease-duration-seconds 0: the lease duration must be at least 1 second");
+        }
         let lease = Duration::from_secs(self.lease_duration_seconds);
         let seconds = |flag: &str, value: Option<f64>, default: Duration| match value {
             None => Ok(default),
@@ -147,8 +160,31 @@ impl RunArgs {
     }
 }
 
-fn main() -> Result<()> {
-    let cli = Cli::parse();
+/// Why the controller stopped: a configuration error exits 2, as clap's usage errors do; any
+/// other failure exits 1.
+enum Failure {
+    Config(anyhow::Error),
+    Runtime(anyhow::Error),
+}
+
+impl From<anyhow::Error> for Failure {
+    fn from(e: anyhow::Error) -> Self {
+        Failure::Runtime(e)
+    }
+}
+
+/// One `error: ...` line with the causes (`{:#}`), not main's Debug print with a backtrace.
+fn main() -> ExitCode {
+    let (code, e) = match execute(Cli::parse()) {
+        Ok(()) => return ExitCode::SUCCESS,
+        Err(Failure::Config(e)) => (2, e),
+        Err(Failure::Runtime(e)) => (1, e),
+    };
+    eprintln!("error: {e:#}");
+    ExitCode::from(code)
+}
+
+fn execute(cli: Cli) -> Result<(), Failure> {
     let runtime = tokio::runtime::Runtime::new().context("starting the async runtime")?;
     match cli.command {
         None => runtime.block_on(run(RunArgs::parse_from(["fledge-controller"]))),
@@ -164,13 +200,15 @@ fn main() -> Result<()> {
         }) => runtime.block_on(async {
             let client = client().await?;
             let ns = target.namespace.as_deref();
-            let out = cli::status(client, ns, name.as_deref(), all_namespaces).await?;
+            let out = cli::status(client, ns, name.as_deref(), all_namespaces)
+                .await
+                .map_err(anyhow::Error::from)?;
             print!("{out}");
             Ok(())
         }),
-        Some(Cmd::Promote(n)) => runtime.block_on(send(n, Request::Promote)),
-        Some(Cmd::Abort(n)) => runtime.block_on(send(n, Request::Abort)),
-        Some(Cmd::Resume(n)) => runtime.block_on(send(n, Request::Resume)),
+        Some(Cmd::Promote(n)) => Ok(runtime.block_on(send(n, Request::Promote))?),
+        Some(Cmd::Abort(n)) => Ok(runtime.block_on(send(n, Request::Abort))?),
+        Some(Cmd::Resume(n)) => Ok(runtime.block_on(send(n, Request::Resume))?),
     }
 }
 
@@ -226,12 +264,9 @@ async fn terminated() {
     }
 }
 
-async fn run(mut args: RunArgs) -> Result<()> {
+/// The flags' values checked before anything is started: each error is a configuration error.
+fn configure(args: &RunArgs) -> Result<(Prometheus, Option<Timing>)> {
     telemetry::init_logs(&args.log_level, args.log_format == "json").context("--log-level")?;
-    // First: a port in use stops the controller here, with the address, not unnoticed later.
-    let listener = telemetry::bind(args.listen).await.context("--listen")?;
-    // FLEDGE_NAMESPACES="" (the chart's default) means every namespace.
-    args.namespaces.retain(|ns| !ns.trim().is_empty());
     let prometheus = Prometheus::new(
         &args.prometheus_address,
         Duration::from_secs(args.prometheus_timeout_seconds),
@@ -242,6 +277,15 @@ async fn run(mut args: RunArgs) -> Result<()> {
         true => Some(args.lease_timing()?),
         false => None,
     };
+    Ok((prometheus, lease_timing))
+}
+
+async fn run(mut args: RunArgs) -> Result<(), Failure> {
+    let (prometheus, lease_timing) = configure(&args).map_err(Failure::Config)?;
+    // Next: a port in use stops the controller here, with the address, not unnoticed later.
+    let listener = telemetry::bind(args.listen).await.context("--listen")?;
+    // FLEDGE_NAMESPACES="" (the chart's default) means every namespace.
+    args.namespaces.retain(|ns| !ns.trim().is_empty());
     let client = client().await?;
     let metrics = Arc::new(Metrics::new());
     let ctx = Arc::new(Context::new(
@@ -298,7 +342,7 @@ async fn run(mut args: RunArgs) -> Result<()> {
         let renewed = tokio::select! {
             renewed = election.acquire() => renewed,
             never = standby.ready(&metrics) => match never {},
-            _ = stopped() => return finish(server, None).await,
+            _ = stopped() => return Ok(finish(server, None).await?),
         };
         // The leader is ready again once its watches have synced.
         metrics.set_ready(false);
@@ -318,7 +362,7 @@ async fn run(mut args: RunArgs) -> Result<()> {
     let _ = stop_tx.send(true);
     finish(server, election.filter(|_| !lost)).await?;
     if lost {
-        bail!("leadership lost");
+        return Err(anyhow::anyhow!("leadership lost").into());
     }
     Ok(())
 }

@@ -11,6 +11,8 @@ fn fledge(args: &[&str]) -> Output {
         .args(args)
         .env("HOME", &home)
         .env("KUBECONFIG", home.join("no-such-kubeconfig"))
+        // A failure must still print one line, not main's Debug print with a backtrace.
+        .env("RUST_BACKTRACE", "1")
         .env_remove("KUBERNETES_SERVICE_HOST")
         .env_remove("KUBERNETES_SERVICE_PORT")
         .output()
@@ -57,4 +59,40 @@ fn run_with_an_unknown_provider_names_the_flag() {
         "{err}"
     );
     assert!(!err.contains("panicked"), "{err}");
+}
+
+/// A flag value that is not usable is a configuration error like a malformed flag: exit 2, one
+/// `error: ...` line naming the flag, no Debug print or backtrace from main.
+fn assert_config_error(args: &[&str], names: &str) {
+    let out = fledge(args);
+    let err = stderr(&out);
+    assert_eq!(out.status.code(), Some(2), "{args:?}: {err}");
+    assert!(err.starts_with("error: "), "{args:?}: {err}");
+    assert_eq!(err.trim_end().lines().count(), 1, "{args:?}: {err}");
+    assert!(err.contains(names), "{args:?}: {err}");
+}
+
+#[test]
+fn every_configuration_error_exits_2_with_one_line_naming_the_flag() {
+    assert_config_error(
+        &["run", "--prometheus-address", "not a url"],
+        "--prometheus-address not a url: ",
+    );
+    assert_config_error(&["run", "--log-level", "garbage=[["], "--log-level: ");
+    assert_config_error(
+        &["run", "--leader-elect", "--lease-duration-seconds", "0"],
+        "--lease-duration-seconds 0: the lease duration must be at least 1 second",
+    );
+}
+
+#[test]
+fn the_help_of_the_controller_and_of_run_names_the_exit_codes() {
+    for args in [&["--help"][..], &["run", "--help"]] {
+        let out = fledge(args);
+        let help = String::from_utf8_lossy(&out.stdout);
+        assert!(
+            help.contains("Exit status: 0 ") && help.contains("2 a configuration error"),
+            "{args:?}: {help}"
+        );
+    }
 }

@@ -351,3 +351,87 @@ fn a_deploy_that_can_never_fire_is_warned_about() {
     let out = sim(&["validate", path_str(&write("second-deploy.yaml", &second))]);
     assert!(!out.stderr.contains("never fires"), "{}", out.stderr);
 }
+
+/// r9 review: a required mapping written empty (`service:` with no children is null) must not
+/// hide the other errors. Fails today: only "spec.service: missing field `port`" is printed.
+#[test]
+fn a_required_field_under_an_empty_parent_is_reported_with_every_other_error() {
+    let text = base_with("    service:\n      port: 9898\n", "    service:\n")
+        .replace("maxWeight: 30", "maxWeight: 130");
+    assert!(text.contains("    service:\n    analysis:"), "{text}");
+    let file = write("empty-service.yaml", &text);
+    let out = sim(&["validate", path_str(&file)]);
+    assert_eq!(out.code, 2, "{}", out.stderr);
+    assert!(
+        out.stderr
+            .contains("spec.analysis.maxWeight: must be between 1 and 100, got 130"),
+        "{}",
+        out.stderr
+    );
+}
+
+/// r9 review: `duration: 100000h` validated, and its run would never end in practice.
+#[test]
+fn a_scenario_duration_beyond_30_days_is_refused_at_its_line() {
+    let text = base_with("duration: 8m", "duration: 100000h");
+    assert_bad_input(
+        "long-duration.yaml",
+        &text,
+        line_of(&text, "duration: 100000h"),
+        "duration",
+        "must be between 1ns and 720h (30 days), got `100000h`",
+    );
+    let text = base_with("duration: 8m", "duration: 720h");
+    let out = sim(&["validate", path_str(&write("longest-duration.yaml", &text))]);
+    assert_eq!(out.code, 0, "{}", out.stderr);
+}
+
+/// r9 review: a file that cannot be read said `file:?: (file): ...`; an empty one blamed a
+/// missing `name`; a huge rate printed 300 digits.
+#[test]
+fn a_file_error_names_the_file_and_what_is_wrong_plainly() {
+    let missing = std::env::temp_dir().join("fledge-sim-no-such-scenario.yaml");
+    let empty = write("empty.yaml", "# nothing here\n\n");
+    let dir = empty.parent().expect("a temp dir").to_path_buf();
+    let cases = [
+        (path_str(&missing), "No such file or directory"),
+        (path_str(&dir), "Is a directory"),
+        (path_str(&empty), "the file is empty"),
+    ];
+    for (file, message) in cases {
+        let out = sim(&["validate", file]);
+        assert_eq!(out.code, 2, "{}", out.stderr);
+        assert_eq!(out.stderr.trim_end(), format!("error: {file}: {message}"));
+    }
+    let text = base_with("    rate: 50", "    rate: 1e300");
+    let out = sim(&["validate", path_str(&write("huge-rate.yaml", &text))]);
+    assert!(out.stderr.ends_with("got 1e300\n"), "{}", out.stderr);
+}
+
+/// r9 review: in `[30, 10, 20]` the third step was said to be below "the previous step (30)".
+#[test]
+fn a_step_below_an_earlier_rejected_one_names_the_largest_step_before_it() {
+    let text = base_with(
+        "      stepWeight: 10\n",
+        "      stepWeights: [30, 10, 20]\n",
+    );
+    let out = sim(&["validate", path_str(&write("steps.yaml", &text))]);
+    assert_eq!(out.code, 2, "{}", out.stderr);
+    for expected in [
+        "stepWeights[1]: must be greater than the previous step (30)",
+        "stepWeights[2]: must be greater than every step before it (the largest is 30)",
+    ] {
+        assert!(out.stderr.contains(expected), "{}", out.stderr);
+    }
+}
+
+#[test]
+fn plan_given_a_scenario_hints_that_it_takes_a_canary_file() {
+    let out = sim(&["plan", path_str(&write("plan-scenario.yaml", BASE))]);
+    assert_eq!(out.code, 2, "{}", out.stderr);
+    assert!(
+        out.stderr.contains("hint: plan takes a Canary file"),
+        "{}",
+        out.stderr
+    );
+}

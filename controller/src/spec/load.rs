@@ -295,6 +295,10 @@ fn fill(value: &mut Value, path: &str, which: usize) -> bool {
     let mut keys = path.split('.').peekable();
     while let Some(part) = keys.next() {
         let (key, indices) = part.split_once('[').map_or((part, ""), |(k, i)| (k, i));
+        // `service:` written with no children is null, which serde reads as an empty mapping.
+        if node.is_null() {
+            *node = Value::Mapping(Default::default());
+        }
         let Some(map) = node.as_mapping_mut() else {
             return false;
         };

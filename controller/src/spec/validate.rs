@@ -560,12 +560,21 @@ fn strategy(p: &mut Problems, spec: &CanarySpec, mirror: Option<u8>) -> Option<S
         let mut previous = 0;
         for (i, &w) in a.step_weights.iter().enumerate() {
             let path = format!("spec.analysis.stepWeights[{i}]");
+            // `previous` is the largest valid step so far, not always the one written before.
+            let before = (i > 0).then(|| a.step_weights[i - 1]);
             if !(1..=100).contains(&w) {
                 p.add(path, format!("must be between 1 and 100, got {w}"));
-            } else if w <= previous {
+            } else if w <= previous && before == Some(previous) {
                 p.add(
                     path,
                     format!("must be greater than the previous step ({previous})"),
+                );
+            } else if w <= previous {
+                p.add(
+                    path,
+                    format!(
+                        "must be greater than every step before it (the largest is {previous})"
+                    ),
                 );
             } else {
                 previous = w;

@@ -72,6 +72,10 @@ pub fn run(file: &Path) -> ExitCode {
             "error: {}: no Canary document (apiVersion fledge.dev/v1alpha1 or flagger.app/v1beta1)",
             file.display()
         );
+        sayln!(
+            "  hint: plan takes a Canary file; a scenario holds its Canary under `canary:` or \
+             names it in `canary_file:`; `fledge-sim validate` checks a whole scenario"
+        );
         return ExitCode::from(EXIT_BAD_INPUT);
     }
     let mut failed = false;

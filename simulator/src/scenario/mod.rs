@@ -28,6 +28,11 @@ use crate::manifest::yaml::Outline;
 use crate::manifest::{self, Manifests};
 use crate::mesh::config::{CertConfig, DataPlane};
 
+/// The longest scenario: 30 days is far beyond any rollout Flagger's settings make sensible
+/// (a 1h interval over 100 steps is about 4 days) and leaves room for weeks of diurnal
+/// traffic, while a typo such as `100000h` (11 years, hours of wall time) is refused.
+const MAX_DURATION: SimTime = 720 * 3600 * crate::engine::SECONDS;
+
 pub use crate::result::Outcome;
 pub use expectations::{ClientBound, CounterBound, Expectations, Variant};
 pub use model::Version;
@@ -69,13 +74,27 @@ pub struct Scenario {
 }
 
 /// A scenario that cannot be used, with where and why.
+/// `file:line: field: message`; without a line or a field (the file itself), those parts are
+/// left out.
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
-#[error("{file}:{line}: {field}: {message}", line = line.map_or("?".to_string(), |l| l.to_string()))]
 pub struct ScenarioError {
     pub file: String,
     pub line: Option<usize>,
     pub field: String,
     pub message: String,
+}
+
+impl std::fmt::Display for ScenarioError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}", self.file)?;
+        if let Some(line) = self.line {
+            write!(f, ":{line}")?;
+        }
+        if !self.field.is_empty() {
+            write!(f, ": {}", self.field)?;
+        }
+        write!(f, ": {}", self.message)
+    }
 }
 
 impl Scenario {
@@ -84,7 +103,7 @@ impl Scenario {
         let text = read_bounded(path).map_err(|message| ScenarioError {
             file: path.display().to_string(),
             line: None,
-            field: "(file)".into(),
+            field: String::new(),
             message,
         })?;
         Scenario::parse(&text, path)
@@ -92,6 +111,14 @@ impl Scenario {
 
     /// Checks a scenario given as text; `path` names it in errors and anchors relative paths.
     pub fn parse(text: &str, path: &Path) -> Result<Scenario, ScenarioError> {
+        if source::is_empty(text) {
+            return Err(ScenarioError {
+                file: path.display().to_string(),
+                line: None,
+                field: String::new(),
+                message: "the file is empty".into(),
+            });
+        }
         let mut cx = Context {
             outline: Outline::of(text),
             file: path.display().to_string(),
@@ -159,8 +186,14 @@ impl Context {
         self.service = raw.service.name.clone();
         self.namespace = raw.namespace.clone().unwrap_or_else(|| "default".into());
         let duration = self.duration("duration", &raw.duration)?;
-        if duration == 0 {
-            return Err(self.error("duration", "must be longer than 0s"));
+        if !(1..=MAX_DURATION).contains(&duration) {
+            return Err(self.error(
+                "duration",
+                format!(
+                    "must be between 1ns and 720h (30 days), got `{}`",
+                    raw.duration.trim()
+                ),
+            ));
         }
         let primary = self.version("service.primary", &raw.service.primary, None)?;
         let canary = self.version("service.canary", &raw.service.canary, Some(&primary))?;

@@ -17,11 +17,11 @@ pub const MAX_FILE_BYTES: u64 = 4 << 20;
 /// editors write first (it is no part of the YAML, and lines and columns are counted as if it
 /// were not there); the error says what went wrong (the caller names the file).
 pub fn read_bounded(path: &Path) -> Result<String, String> {
-    let file = std::fs::File::open(path).map_err(|e| e.to_string())?;
+    let file = std::fs::File::open(path).map_err(|e| io_message(&e))?;
     let mut bytes = Vec::new();
     file.take(MAX_FILE_BYTES + 1)
         .read_to_end(&mut bytes)
-        .map_err(|e| e.to_string())?;
+        .map_err(|e| io_message(&e))?;
     if bytes.len() as u64 > MAX_FILE_BYTES {
         return Err(format!(
             "larger than {} MiB, the most a scenario, manifest or Canary file may hold",
@@ -34,6 +34,22 @@ pub fn read_bounded(path: &Path) -> Result<String, String> {
         text.drain(..'\u{feff}'.len_utf8());
     }
     Ok(text)
+}
+
+/// `No such file or directory`, without the ` (os error 2)` a user has no use for.
+fn io_message(e: &std::io::Error) -> String {
+    let text = e.to_string();
+    match text.rfind(" (os error ") {
+        Some(at) if text.ends_with(')') => text[..at].to_string(),
+        _ => text,
+    }
+}
+
+/// A text with no YAML in it: blank lines, comments and document markers only.
+pub(crate) fn is_empty(text: &str) -> bool {
+    text.lines()
+        .map(str::trim)
+        .all(|l| l.is_empty() || l.starts_with('#') || l == "---" || l == "...")
 }
 
 /// Where an error of the Canary loader points in the text it read: the 0-based document, the

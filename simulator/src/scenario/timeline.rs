@@ -5,6 +5,7 @@ use std::collections::BTreeMap;
 
 use fledge_controller::spec::{HookGate, RolloutSpec};
 
+use super::traffic::rate_out_of_range;
 use super::{Client, Context, ScenarioError, raw};
 use crate::engine::SimTime;
 use crate::manifest::Manifests;
@@ -183,13 +184,7 @@ impl Context {
                 ));
             }
             if !(f.rps.is_finite() && (0.0..=1_000_000.0).contains(&f.rps)) {
-                return Err(self.error(
-                    &format!("{field}.rate.rps"),
-                    format!(
-                        "must be between 0 and 1000000 requests per second, got {}",
-                        f.rps
-                    ),
-                ));
+                return Err(self.error(&format!("{field}.rate.rps"), rate_out_of_range(f.rps)));
             }
             events.push(Event::Rate {
                 client: f.client.clone(),

@@ -42,16 +42,21 @@ pub enum RateShape {
     },
 }
 
+/// The error of a rate out of its bounds; a huge one in scientific form (`1e300`), not in 300
+/// digits.
+pub(super) fn rate_out_of_range(rate: f64) -> String {
+    let got = if rate.abs() >= 1e7 {
+        format!("{rate:e}")
+    } else {
+        rate.to_string()
+    };
+    format!("must be between 0 and 1000000 requests per second, got {got}")
+}
+
 impl Context {
     pub(super) fn client(&self, field: &str, c: &raw::Traffic) -> Result<Client, ScenarioError> {
         if !(c.rate.is_finite() && c.rate >= 0.0 && c.rate <= 1_000_000.0) {
-            return Err(self.error(
-                &format!("{field}.rate"),
-                format!(
-                    "must be between 0 and 1000000 requests per second, got {}",
-                    c.rate
-                ),
-            ));
+            return Err(self.error(&format!("{field}.rate"), rate_out_of_range(c.rate)));
         }
         let arrivals = match c.arrivals.as_deref().unwrap_or("poisson") {
             "poisson" => ArrivalShape::Poisson,
@@ -71,13 +76,7 @@ impl Context {
         if let Some(r) = &c.ramp
             && !rate_ok(r.to)
         {
-            return Err(self.error(
-                &format!("{field}.ramp.to"),
-                format!(
-                    "must be between 0 and 1000000 requests per second, got {}",
-                    r.to
-                ),
-            ));
+            return Err(self.error(&format!("{field}.ramp.to"), rate_out_of_range(r.to)));
         }
         if let Some(b) = &c.bursts
             && !(b.factor.is_finite() && b.factor >= 0.0 && rate_ok(c.rate * b.factor))
