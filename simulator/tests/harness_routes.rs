@@ -243,7 +243,7 @@ fn every_routing_decision_is_what_the_mesh_routes_by_once_applied() {
 #[test]
 fn a_canary_whose_service_name_is_not_the_scenarios_service_is_refused_at_load() {
     let text = format!(
-        "{HEAD}traffic:\n  - {{client: web, rate: 10}}\ntimeline:\n  - {{at: 30s, deploy: {{}}}}\n{}",
+        "{HEAD}traffic:\n  - {{client: web, rate: 10}}\ntimeline:\n  - {{at: 30s, deploy: {{}}}}\nexpect: {{outcome: promoted}}\n{}",
         canary("      iterations: 2\n").replace(
             "    service: {port: 9898}",
             "    service: {name: frontend, port: 9898}"
@@ -393,4 +393,89 @@ fn gateway_api_mirroring_reaches_the_canary_as_the_request_mirror_filter_says() 
         .filter(|w| w.starts_with(harness::ROUTES_NOT_UNDERSTOOD))
         .collect();
     assert!(unrouted.is_empty(), "{unrouted:?}");
+}
+
+#[test]
+fn review_gateway_only_controller_vs_replacing_a_mesh_vs_of_the_same_name() {
+    // On a cluster the controller's apply replaces the user's VirtualService `podinfo`; the new
+    // one binds only a gateway, so mesh clients reach the apex Service (primary) without the
+    // user's 100% abort fault.
+    let text = format!(
+        "{HEAD}{}traffic:\n  - {{client: web, rate: 50}}\ntimeline:\n  - {{at: 30s, deploy: {{}}}}\nexpect: {{outcome: promoted}}\n{}",
+        scenario_virtual_service("podinfo", "[mesh]", 100),
+        canary("      maxWeight: 50\n      stepWeight: 25\n").replace(
+            "    service: {port: 9898}",
+            "    service: {port: 9898, gateways: [ingress/public]}"
+        )
+    );
+    let r = run(&text);
+    let web = r.clients.iter().find(|c| c.name == "web").expect("web");
+    eprintln!(
+        "REVIEW gateway-only: web {web:?} counters primary {} canary {}",
+        r.counters["requests_primary"], r.counters["requests_canary"]
+    );
+    eprintln!(
+        "REVIEW tables: {:?}",
+        r.applied_routes
+            .iter()
+            .map(|a| &a.mesh_routes)
+            .collect::<Vec<_>>()
+    );
+}
+
+/// A connection pool of one connection and one pending request: 200 rps overflow it.
+const TINY_POOL: &str =
+    "{connectionPool: {tcp: {maxConnections: 1}, http: {http1MaxPendingRequests: 1}}}";
+
+#[test]
+fn an_apex_destination_rule_policy_is_bypassed_by_the_controllers_routes_with_a_warning() {
+    // The controller's routes name podinfo-primary/-canary, whose DestinationRules (no
+    // trafficPolicy) are the only ones a cluster consults: the apex rule's pool governs nothing.
+    let text = format!(
+        "{HEAD}manifests: |\n  apiVersion: networking.istio.io/v1beta1\n  kind: DestinationRule\n  metadata: {{name: podinfo, namespace: test}}\n  spec:\n    host: podinfo\n    trafficPolicy: {TINY_POOL}\ntraffic:\n  - {{client: web, rate: 200}}\ntimeline:\n  - {{at: 30s, deploy: {{}}}}\nexpect: {{outcome: promoted}}\n{}",
+        canary("      maxWeight: 50\n      stepWeight: 25\n")
+    );
+    let r = run(&text);
+    assert_eq!(r.outcome, Outcome::Promoted, "{}", r.final_message);
+    assert_eq!(r.counters["pending_overflow"], 0);
+    let bypassed: Vec<_> = r
+        .warnings
+        .iter()
+        .filter(|w| w.contains("trafficPolicy the controller's routes bypass"))
+        .collect();
+    assert_eq!(bypassed.len(), 1, "{:?}", r.warnings);
+}
+
+#[test]
+fn the_canarys_service_traffic_policy_governs_both_versions_through_their_own_hosts() {
+    let text = format!(
+        "{HEAD}traffic:\n  - {{client: web, rate: 200}}\ntimeline:\n  - {{at: 30s, deploy: {{}}}}\nexpect: {{outcome: promoted}}\n{}",
+        canary("      maxWeight: 50\n      stepWeight: 25\n").replace(
+            "    service: {port: 9898}",
+            &format!("    service: {{port: 9898, trafficPolicy: {TINY_POOL}}}")
+        )
+    );
+    let r = run(&text);
+    assert!(r.counters["pending_overflow"] > 1000, "{:?}", r.counters);
+    assert!(
+        !r.warnings.iter().any(|w| w.contains("bypass")),
+        "{:?}",
+        r.warnings
+    );
+}
+
+#[test]
+fn review_gateway_ref_named_like_the_service_is_taken_for_the_service() {
+    let text = format!(
+        "{HEAD}traffic:\n  - {{client: web, rate: 50}}\ntimeline:\n  - {{at: 30s, deploy: {{}}}}\nexpect: {{outcome: promoted}}\n{}",
+        canary("      maxWeight: 50\n      stepWeight: 25\n").replace(
+            "    service: {port: 9898}",
+            "    provider: gatewayapi:v1\n    service: {port: 9898, gatewayRefs: [{name: podinfo, namespace: test}]}"
+        )
+    );
+    let r = run(&text);
+    eprintln!(
+        "REVIEW gatewayRef: outcome {:?} primary {} canary {} warnings {:?}",
+        r.outcome, r.counters["requests_primary"], r.counters["requests_canary"], r.warnings
+    );
 }

@@ -676,6 +676,15 @@ impl<'a> Harness<'a> {
         let warnings = std::mem::take(&mut loaded.warnings);
         self.warn(Writer::Controller, warnings);
         self.apply_objects(&loaded, Writer::Controller)?;
+        if self.mesh.service_policy_bypassed(self.service) {
+            self.warn(
+                Writer::Scenario,
+                vec![format!(
+                    "a DestinationRule on `{}` sets a trafficPolicy the controller's routes bypass: they name the primary and canary by their own hosts, which take only their own DestinationRules; put the policy in the Canary's service.trafficPolicy",
+                    self.scenario.service
+                )],
+            );
+        }
         self.applied_routes.push(AppliedObject {
             at_ms: self.mesh.now() / MILLIS,
             routes,

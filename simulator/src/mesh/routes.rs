@@ -13,7 +13,7 @@ use crate::manifest::{
     FaultInjection, HeaderMatch, HttpRouteSpec, Manifest, Manifests, RetryOn, TrafficSplit,
 };
 use crate::result::RuleView;
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 
 /// A TrafficSplit or HTTPRoute rule before compilation; the rest of the rule (retries, fault)
 /// comes from the service's default route.
@@ -155,9 +155,15 @@ impl Mesh {
                 continue;
             };
             let mut rules = Vec::new();
+            let mut by_host = BTreeSet::new();
             for r in &hr.rules {
                 let mut dests = Vec::new();
                 for (b, w) in &r.backends {
+                    if let Some((ds, v)) = self.find_version_service(b, hr.namespace.as_deref())
+                        && ds == s
+                    {
+                        by_host.insert(v);
+                    }
                     match self.resolve_backend(s, b) {
                         Some(v) => dests.push((v, *w)),
                         None => warnings.push(format!(
@@ -190,6 +196,7 @@ impl Mesh {
                 });
             }
             self.install_weighted(s, rules);
+            self.set_host_routed(s, by_host);
         }
     }
 
@@ -238,6 +245,7 @@ impl Mesh {
                 continue;
             };
             let mut rules = Vec::new();
+            let mut by_host = BTreeSet::new();
             for (i, r) in vs.http.iter().enumerate() {
                 let mut dests = Vec::new();
                 let single = r.route.len() == 1;
@@ -246,7 +254,10 @@ impl Mesh {
                     if self.find_service(&d.host, vs.namespace.as_deref()) != Some(s) {
                         match self.find_version_service(&d.host, vs.namespace.as_deref()) {
                             // A version's own Service selects that version's pods.
-                            Some((ds, v)) if ds == s => dests.push((v, w)),
+                            Some((ds, v)) if ds == s => {
+                                by_host.insert(v);
+                                dests.push((v, w));
+                            }
                             _ => warnings.push(format!("VirtualService {}: destination `{}` is another service; routing to it is not simulated", vs.name, d.host)),
                         }
                         continue;
@@ -343,6 +354,7 @@ impl Mesh {
                 rules.push(rule);
             }
             self.install_rules(s, rules);
+            self.set_host_routed(s, by_host);
         }
         Ok(())
     }
