@@ -696,7 +696,8 @@ impl<'a> Harness<'a> {
 
     /// Applies objects as the API server takes them from `writer`, then what is in effect to
     /// the mesh: objects of other kinds directly, routing objects as the store resolves them
-    /// (by kind, namespace and name; the older of two claims on a host wins).
+    /// (by kind, namespace and name; the older of two claims on a host wins) over the data
+    /// plane's default routes.
     fn apply_objects(&mut self, m: &Manifests, writer: Writer) -> Result<(), MeshError> {
         let mut direct = Manifests::default();
         for item in &m.items {
@@ -710,6 +711,9 @@ impl<'a> Harness<'a> {
         self.warn(writer, warnings);
         let (effective, conflicts) = self.objects.effective();
         self.warn(Writer::Scenario, conflicts);
+        // What the store holds now is all that routes: a replaced object's rules, timeouts,
+        // retries and faults go with it.
+        self.mesh.reset_routes();
         for e in effective {
             let one = Manifests {
                 items: vec![e.manifest],

@@ -56,11 +56,15 @@ impl Store {
         }
     }
 
-    /// Whether the store keeps `m` (routing kinds); others go to the mesh directly.
+    /// Whether the store keeps `m` (routing kinds, and ServiceProfiles, which set the routes'
+    /// timeouts and retries); others go to the mesh directly.
     pub(crate) fn keeps(m: &Manifest) -> bool {
         matches!(
             m,
-            Manifest::VirtualService(_) | Manifest::TrafficSplit(_) | Manifest::HttpRoute(_)
+            Manifest::VirtualService(_)
+                | Manifest::TrafficSplit(_)
+                | Manifest::HttpRoute(_)
+                | Manifest::ServiceProfile(_)
         )
     }
 
@@ -144,6 +148,7 @@ impl Store {
             Manifest::VirtualService(x) => ("VirtualService", &x.namespace, &x.name),
             Manifest::TrafficSplit(x) => ("TrafficSplit", &x.namespace, &x.name),
             Manifest::HttpRoute(x) => ("HTTPRoute", &x.namespace, &x.name),
+            Manifest::ServiceProfile(x) => ("ServiceProfile", &x.namespace, &x.name),
             _ => return None,
         };
         Some(Key {

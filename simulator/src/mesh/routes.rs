@@ -90,6 +90,21 @@ impl Mesh {
         self.services[s].explicit_route = false;
     }
 
+    /// Every service back to the data plane's default routes: no rules of any object, the
+    /// default retries, no timeout or fault; the routing objects in effect are applied after.
+    pub fn reset_routes(&mut self) {
+        for si in 0..self.services.len() {
+            let s = ServiceId(si as u32);
+            self.services[s].base = RouteBase {
+                timeout: None,
+                retry: self.default_retry(),
+                fault: None,
+            };
+            self.reset_default_route(s);
+            self.set_host_routed(s, BTreeSet::new());
+        }
+    }
+
     /// Applies parsed manifests: DestinationRules and PeerAuthentications set policies, then
     /// VirtualServices, TrafficSplits, HTTPRoutes and ServiceProfiles set routes. Returns
     /// warnings for what the mesh cannot use (hosts it does not simulate, unknown subsets).
