@@ -457,7 +457,9 @@ fn the_canarys_service_traffic_policy_governs_both_versions_through_their_own_ho
 }
 
 #[test]
-fn review_gateway_ref_named_like_the_service_is_taken_for_the_service() {
+fn a_gateway_ref_named_like_the_service_is_a_gateway_and_routes_no_mesh_client() {
+    // gatewayRefs without group and kind name a Gateway: the controller's HTTPRoute binds no
+    // mesh client, which reaches the primary the apex Service selects.
     let text = format!(
         "{HEAD}traffic:\n  - {{client: web, rate: 50}}\ntimeline:\n  - {{at: 30s, deploy: {{}}}}\nexpect: {{outcome: promoted}}\n{}",
         canary("      maxWeight: 50\n      stepWeight: 25\n").replace(
@@ -466,8 +468,13 @@ fn review_gateway_ref_named_like_the_service_is_taken_for_the_service() {
         )
     );
     let r = run(&text);
-    eprintln!(
-        "REVIEW gatewayRef: outcome {:?} primary {} canary {} warnings {:?}",
-        r.outcome, r.counters["requests_primary"], r.counters["requests_canary"], r.warnings
+    assert_eq!(r.counters["requests_canary"], 0);
+    assert!(r.counters["requests_primary"] > 10_000);
+    assert!(
+        r.warnings
+            .iter()
+            .any(|w| w.contains("parent Gateway `podinfo`") && w.contains("not simulated")),
+        "{:?}",
+        r.warnings
     );
 }

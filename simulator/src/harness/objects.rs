@@ -127,8 +127,12 @@ impl Store {
                     !vs.hosts.is_empty()
                 }
                 Manifest::TrafficSplit(ts) => keep(&ts.service),
+                // Parents other than Services bind no mesh host; the mesh warns about them.
                 Manifest::HttpRoute(hr) => {
-                    hr.parents.retain(|p| keep(p));
+                    hr.parents.retain(|p| {
+                        let host = format!("{}.{}", p.name, p.namespace.as_deref().unwrap_or(&ns));
+                        !p.is_service() || keep(&host)
+                    });
                     !hr.parents.is_empty()
                 }
                 _ => true,

@@ -162,10 +162,24 @@ impl Mesh {
     /// mesh binding); a rule with an empty match matches every request.
     fn apply_http_route(&mut self, hr: &HttpRouteSpec, warnings: &mut Vec<String>) {
         for parent in &hr.parents {
-            let Some(s) = self.find_service(parent, hr.namespace.as_deref()) else {
+            let ns = parent.namespace.as_deref().or(hr.namespace.as_deref());
+            if !parent.is_service() {
                 warnings.push(format!(
-                    "HTTPRoute {}: parent `{parent}` is not a simulated service",
-                    hr.name
+                    "HTTPRoute {}: parent {} `{}` ({}) is not simulated: only a Service parent (group \"\") routes the mesh's clients",
+                    hr.name,
+                    parent.kind,
+                    parent.name,
+                    if parent.group.is_empty() { "core" } else { &parent.group }
+                ));
+                continue;
+            }
+            let Some(s) = self
+                .find_service(&parent.name, ns)
+                .filter(|&s| ns.is_none_or(|ns| self.services[s].namespace == ns))
+            else {
+                warnings.push(format!(
+                    "HTTPRoute {}: parent Service `{}` is not a simulated service",
+                    hr.name, parent.name
                 ));
                 continue;
             };
@@ -179,7 +193,7 @@ impl Mesh {
                     {
                         by_host.insert(v);
                     }
-                    match self.resolve_backend(s, b) {
+                    match self.resolve_gateway_backend(s, b, hr.namespace.as_deref()) {
                         Some(v) => dests.push((v, *w)),
                         None => warnings.push(format!(
                             "HTTPRoute {}: backend `{b}` matches no version",
@@ -193,7 +207,7 @@ impl Mesh {
                     r.matches.clone()
                 };
                 let mirror = r.mirror.as_ref().and_then(|(b, pct)| {
-                    let v = self.resolve_backend(s, b);
+                    let v = self.resolve_gateway_backend(s, b, hr.namespace.as_deref());
                     if v.is_none() {
                         warnings.push(format!(
                             "HTTPRoute {}: mirror backend `{b}` matches no version",
@@ -444,6 +458,24 @@ impl Mesh {
                 || format!("{}-{}", svc.name, self.versions[v].name) == backend
                 || self.versions[v].name == backend
         })
+    }
+
+    /// A Gateway API backend host (`name` in the route's namespace, or `name.namespace`): a
+    /// version's own Service, or a name `resolve_backend` knows, in the service's namespace.
+    fn resolve_gateway_backend(
+        &self,
+        s: ServiceId,
+        host: &str,
+        route_ns: Option<&str>,
+    ) -> Option<VersionId> {
+        let (name, ns) = match host.split_once('.') {
+            Some((name, ns)) => (name, Some(ns)),
+            None => (host, route_ns),
+        };
+        if ns.is_some_and(|ns| ns != self.services[s].namespace) {
+            return None;
+        }
+        self.resolve_backend(s, name)
     }
 
     /// The route of a version's own Service, which no VirtualService names: all to that
