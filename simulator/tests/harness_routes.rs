@@ -357,6 +357,22 @@ fn only_the_virtual_service_the_controllers_replaces_lends_its_default_route() {
 }
 
 #[test]
+fn the_replaced_virtual_service_lends_no_timeout_or_retries_and_says_where_they_go() {
+    // A 1ms timeout would fail every request (they take ~10ms) were it lent.
+    let text = format!(
+        "{HEAD}manifests: |\n  apiVersion: networking.istio.io/v1beta1\n  kind: VirtualService\n  metadata: {{name: podinfo, namespace: test}}\n  spec:\n    hosts: [podinfo]\n    http:\n      - timeout: 1ms\n        retries: {{attempts: 0}}\n        route:\n          - destination: {{host: podinfo-primary}}\ntraffic:\n  - {{client: web, rate: 50}}\ntimeline:\n  - {{at: 30s, deploy: {{}}}}\nexpect: {{outcome: promoted}}\n{}",
+        canary("      maxWeight: 50\n      stepWeight: 25\n")
+    );
+    let r = run(&text);
+    let web = r.clients.iter().find(|c| c.name == "web").expect("web");
+    assert_eq!(web.failed, 0, "{web:?}");
+    for field in ["service.timeout", "service.retries"] {
+        let n = r.warnings.iter().filter(|w| w.contains(field)).count();
+        assert_eq!(n, 1, "{field}: {:?}", r.warnings);
+    }
+}
+
+#[test]
 fn a_linkerd_scenario_refuses_ab_testing_its_traffic_split_cannot_express() {
     let text = format!(
         "{}mesh: linkerd\ntraffic:\n  - {{client: web, rate: 10}}\n{}",

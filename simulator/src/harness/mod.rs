@@ -670,7 +670,8 @@ impl<'a> Harness<'a> {
             if let Some(Manifest::VirtualService(current)) = self.objects.get(item).cloned()
                 && let Manifest::VirtualService(vs) = item
             {
-                lend_default_route(vs, &current);
+                let dropped = lend_default_route(vs, &current);
+                self.warn(Writer::Scenario, dropped);
             }
         }
         let warnings = std::mem::take(&mut loaded.warnings);
@@ -915,28 +916,37 @@ fn routing_error(reason: String) -> MeshError {
 }
 
 /// The default route (the last without a match) of the VirtualService the controller's
-/// replaces, the one of the same namespace and name, lends its fault injection, timeout and
-/// retries to the controller's routes that set none: the way a scenario injects faults under
-/// the controller's routing. On a cluster the controller's apply replaces `spec.http` and
-/// these would be gone. A VirtualService of another name lends nothing: it is another object.
+/// replaces, the one of the same namespace and name, lends its fault injection to the
+/// controller's routes that set none: the way a scenario injects faults under the controller's
+/// routing (on a cluster the controller's apply replaces `spec.http`, fault and all). Its
+/// timeout and retries are not lent: the Canary sets those, so they are dropped with a
+/// warning naming where they go. A VirtualService of another name is another object.
 fn lend_default_route(
     controller: &mut manifest::VirtualService,
     current: &manifest::VirtualService,
-) {
+) -> Vec<String> {
     let Some(default) = current.http.iter().rev().find(|r| r.matches.is_empty()) else {
-        return;
+        return Vec::new();
     };
     for r in &mut controller.http {
         if r.fault.is_none() {
             r.fault = default.fault.clone();
         }
-        if r.timeout.is_none() {
-            r.timeout = default.timeout;
-        }
-        if r.retries.is_none() {
-            r.retries = default.retries.clone();
-        }
     }
+    let dropped = [
+        (default.timeout.is_some(), "timeout", "service.timeout"),
+        (default.retries.is_some(), "retries", "service.retries"),
+    ];
+    dropped
+        .iter()
+        .filter(|(set, _, _)| *set)
+        .map(|(_, what, field)| {
+            format!(
+                "VirtualService {}: the controller's routes replace its {what}, as on a cluster; set the Canary's {field} instead",
+                current.name
+            )
+        })
+        .collect()
 }
 
 /// `Kind name` of a manifest, for the timeline.
