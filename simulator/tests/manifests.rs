@@ -301,6 +301,59 @@ fn an_http_route_backend_in_another_namespace_is_not_the_local_version() {
     assert!(w.iter().any(|w| w.contains("matches no version")), "{w:?}");
 }
 
+/// The canary's share of a minute of traffic under `yaml`, and the load warnings.
+fn canary_share_under(yaml: &str) -> (f64, Vec<String>) {
+    let mut mesh = podinfo_mesh(vec![]);
+    let m = manifest::parse(yaml).expect("parses");
+    mesh.apply_manifests(&m).expect("applies");
+    mesh.run_until(60 * SECONDS);
+    let p = mesh.version_id("podinfo", "primary").unwrap();
+    let c = mesh.version_id("podinfo", "canary").unwrap();
+    let np = mesh.destination_stats(p, 0, mesh.now()).requests as f64;
+    let nc = mesh.destination_stats(c, 0, mesh.now()).requests as f64;
+    (nc / (np + nc), m.warnings)
+}
+
+#[test]
+fn a_virtual_service_route_matching_only_on_uri_or_method_matches_no_request() {
+    let vs = |cond: &str| {
+        format!(
+            "apiVersion: networking.istio.io/v1beta1\nkind: VirtualService\nmetadata: {{name: podinfo}}\nspec:\n  hosts: [podinfo]\n  http:\n    - match: [{cond}]\n      route: [{{destination: {{host: podinfo, subset: canary}}}}]\n    - route: [{{destination: {{host: podinfo, subset: primary}}}}]\n"
+        )
+    };
+    for cond in [
+        "{uri: {prefix: /api}}",
+        "{method: {exact: POST}}",
+        "{uri: {exact: /}, headers: {x-a: {exact: b}}}",
+    ] {
+        let (share, w) = canary_share_under(&vs(cond));
+        assert_eq!(share, 0.0, "{cond}");
+        assert!(w.iter().any(|w| w.contains("matches no request")), "{w:?}");
+    }
+    // A `/` prefix and an empty block hold for every request.
+    for cond in ["{uri: {prefix: /}}", "{}"] {
+        assert_eq!(canary_share_under(&vs(cond)).0, 1.0, "{cond}");
+    }
+}
+
+#[test]
+fn an_http_route_rule_matching_only_on_path_or_method_matches_no_request() {
+    let route = |m: &str| {
+        format!(
+            "apiVersion: gateway.networking.k8s.io/v1\nkind: HTTPRoute\nmetadata: {{name: podinfo}}\nspec:\n  parentRefs: [{{group: \"\", kind: Service, name: podinfo}}]\n  rules:\n    - matches: [{m}]\n      backendRefs: [{{name: podinfo-canary}}]\n    - backendRefs: [{{name: podinfo-primary}}]\n"
+        )
+    };
+    for m in ["{path: {type: PathPrefix, value: /api}}", "{method: POST}"] {
+        let (share, w) = canary_share_under(&route(m));
+        assert_eq!(share, 0.0, "{m}");
+        assert!(w.iter().any(|w| w.contains("matches no request")), "{w:?}");
+    }
+    assert_eq!(
+        canary_share_under(&route("{path: {type: PathPrefix, value: /}}")).0,
+        1.0
+    );
+}
+
 #[test]
 fn a_virtual_service_mirror_copies_traffic_to_the_canary() {
     let yaml = "apiVersion: networking.istio.io/v1beta1\nkind: VirtualService\nmetadata:\n  name: podinfo\nspec:\n  hosts: [podinfo]\n  http:\n    - route:\n        - destination:\n            host: podinfo\n            subset: primary\n      mirror:\n        host: podinfo\n        subset: canary\n      mirrorPercentage:\n        value: 25.0\n";

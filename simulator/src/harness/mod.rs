@@ -925,7 +925,12 @@ fn lend_default_route(
     controller: &mut manifest::VirtualService,
     current: &manifest::VirtualService,
 ) -> Vec<String> {
-    let Some(default) = current.http.iter().rev().find(|r| r.matches.is_empty()) else {
+    let Some(default) = current
+        .http
+        .iter()
+        .rev()
+        .find(|r| r.matches.is_empty() && !r.matches_none)
+    else {
         return Vec::new();
     };
     for r in &mut controller.http {

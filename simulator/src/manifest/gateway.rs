@@ -10,6 +10,9 @@ use crate::engine::SimTime;
 pub struct GatewayRule {
     /// Match blocks (ORed) of header conditions (ANDed).
     pub matches: Vec<Vec<HeaderMatch>>,
+    /// Every match block has a condition requests here cannot meet (they carry only headers):
+    /// the rule matches no request.
+    pub matches_none: bool,
     /// Backend Services as hosts (`name`, or `name.namespace` when the ref sets one) with
     /// weights (default 1).
     pub backends: Vec<(String, u32)>,
@@ -172,16 +175,23 @@ pub(super) fn http_route(
                             });
                         }
                     }
-                    if bm.contains_key("path")
-                        || bm.contains_key("method")
-                        || bm.contains_key("queryParams")
-                    {
-                        doc.warn(format!(
-                            "`{bp}` path, method and query conditions are not simulated; ignored"
-                        ));
+                    let unmet: Vec<&str> = ["path", "method", "queryParams"]
+                        .into_iter()
+                        .filter(|k| bm.contains_key(*k))
+                        // A `/` prefix (what the API server fills in) holds for every path.
+                        .filter(|&k| {
+                            k != "path"
+                                || !matches!(bm["path"]["value"].as_str(), Some("/"))
+                                || !matches!(bm["path"]["type"].as_str(), None | Some("PathPrefix"))
+                        })
+                        .collect();
+                    if unmet.is_empty() {
+                        rule.matches.push(block);
+                    } else {
+                        doc.warn(format!("`{bp}`: {} not simulated: requests carry only headers, so this match block matches no request", unmet.join(", ")));
                     }
-                    rule.matches.push(block);
                 }
+                rule.matches_none = rule.matches.is_empty();
             }
             if let Some(br) = get(rm, "backendRefs") {
                 let bp = join(&p, "backendRefs");

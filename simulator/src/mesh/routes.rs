@@ -185,7 +185,7 @@ impl Mesh {
             };
             let mut rules = Vec::new();
             let mut by_host = BTreeSet::new();
-            for r in &hr.rules {
+            for r in hr.rules.iter().filter(|r| !r.matches_none) {
                 let mut dests = Vec::new();
                 for (b, w) in &r.backends {
                     if let Some((ds, v)) = self.find_version_service(b, hr.namespace.as_deref())
@@ -276,6 +276,9 @@ impl Mesh {
             let mut rules = Vec::new();
             let mut by_host = BTreeSet::new();
             for (i, r) in vs.http.iter().enumerate() {
+                if r.matches_none {
+                    continue;
+                }
                 let mut dests = Vec::new();
                 let single = r.route.len() == 1;
                 for d in &r.route {
@@ -347,31 +350,18 @@ impl Mesh {
                     None => None,
                 };
                 let rule = RouteRule {
-                    matches: r
-                        .matches
-                        .iter()
-                        .filter(|b| !b.is_empty())
-                        .cloned()
-                        .collect(),
+                    // An empty block matches every request, and so does the route.
+                    matches: if r.matches.iter().any(Vec::is_empty) {
+                        Vec::new()
+                    } else {
+                        r.matches.clone()
+                    },
                     total_weight: weight_sum(&dests),
                     dests,
                     mirror,
                     timeout: r.timeout,
                     retry: retry.clone(),
                     fault: r.fault.clone(),
-                };
-                // A match list whose blocks were all dropped (uri-only, ...) would match everything;
-                // keep Istio's meaning by leaving an empty block only when the route had no match.
-                let rule = if !r.matches.is_empty()
-                    && rule.matches.is_empty()
-                    && r.matches.iter().all(Vec::is_empty)
-                {
-                    RouteRule {
-                        matches: Vec::new(),
-                        ..rule
-                    }
-                } else {
-                    rule
                 };
                 if i + 1 == vs.http.len() && rule.matches.is_empty() {
                     self.services[s].base = RouteBase {
