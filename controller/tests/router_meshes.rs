@@ -35,6 +35,9 @@ struct FakeApi {
     seen: Arc<Mutex<Vec<Seen>>>,
     /// Answer every request with this status instead.
     fail_with: Option<u16>,
+    /// Drop `requestMirror.percent` from applied objects, as an HTTPRoute CRD older than
+    /// v1.2 prunes it.
+    prune_mirror_percent: bool,
 }
 
 impl FakeApi {
@@ -78,18 +81,25 @@ impl FakeApi {
                 },
                 (None, "PATCH") => {
                     let mut objects = lock(&self.objects);
-                    let stored = objects.entry(path).or_insert_with(|| json!({}));
+                    let mut answer = objects.get(&path).cloned().unwrap_or_else(|| json!({}));
                     let body = body.unwrap_or(Value::Null);
                     if parts.headers.get(http::header::CONTENT_TYPE)
                         == Some(&http::HeaderValue::from_static(
                             "application/merge-patch+json",
                         ))
                     {
-                        merge_patch(stored, body);
+                        merge_patch(&mut answer, body);
                     } else {
-                        merge(stored, body);
+                        merge(&mut answer, body);
                     }
-                    (200, stored.clone())
+                    if self.prune_mirror_percent {
+                        prune_mirror_percent(&mut answer);
+                    }
+                    // A dry run answers what would be stored and stores nothing.
+                    if !is_dry_run(parts.uri.query().unwrap_or_default()) {
+                        objects.insert(path, answer.clone());
+                    }
+                    (200, answer)
                 }
                 (None, _) => (405, status_body(405, "not allowed")),
             };
@@ -116,21 +126,39 @@ impl FakeApi {
             .unwrap_or(Value::Null)
     }
 
-    /// Method and path of every request, in order.
+    /// Method and path of every request but dry runs, in order.
     fn calls(&self) -> Vec<String> {
         self.seen()
             .iter()
+            .filter(|s| !is_dry_run(&s.query))
             .map(|s| format!("{} {}", s.method, s.path))
             .collect()
     }
 
-    /// Bodies of the applies, in order.
+    /// Bodies of the applies (not dry runs), in order.
     fn applied(&self) -> Vec<Value> {
         self.seen()
             .into_iter()
-            .filter(|s| s.method == "PATCH")
+            .filter(|s| s.method == "PATCH" && !is_dry_run(&s.query))
             .filter_map(|s| s.body)
             .collect()
+    }
+}
+
+fn is_dry_run(query: &str) -> bool {
+    query.split('&').any(|kv| kv == "dryRun=All")
+}
+
+fn prune_mirror_percent(v: &mut Value) {
+    match v {
+        Value::Object(o) => {
+            if let Some(Value::Object(m)) = o.get_mut("requestMirror") {
+                m.remove("percent");
+            }
+            o.values_mut().for_each(prune_mirror_percent);
+        }
+        Value::Array(a) => a.iter_mut().for_each(prune_mirror_percent),
+        _ => {}
     }
 }
 
@@ -414,7 +442,11 @@ async fn istio_reconcile_creates_destination_rules_and_a_virtual_service_all_to_
             format!("PATCH {VS}"),
         ]
     );
-    for seen in fake.seen().iter().filter(|s| s.method == "PATCH") {
+    for seen in fake
+        .seen()
+        .iter()
+        .filter(|s| s.method == "PATCH" && !is_dry_run(&s.query))
+    {
         let mut params: Vec<&str> = seen.query.split('&').filter(|p| !p.is_empty()).collect();
         params.sort();
         assert_eq!(params, vec!["fieldManager=fledge", "force=true"]);
@@ -1063,5 +1095,34 @@ async fn a_virtual_service_the_user_wrote_gets_its_own_routes_back_when_the_cana
     assert_eq!(
         after["spec"]["http"], users["spec"]["http"],
         "the user's VirtualService still routes to the Canary's Services: {after}"
+    );
+}
+
+#[tokio::test]
+async fn a_mirror_percent_an_older_crd_would_prune_is_refused_before_anything_is_stored() {
+    let c = canary(json!({}));
+    let fake = FakeApi {
+        prune_mirror_percent: true,
+        ..FakeApi::default()
+    };
+    let routes = Routes {
+        mirror: Some(25),
+        ..Routes::PRIMARY_ONLY
+    };
+    let result = match router("gatewayapi:v1", fake.client()) {
+        Ok(r) => bounded(r.set_routes(&c, &routes)).await,
+        Err(e) => panic!("{e}"),
+    };
+    assert!(
+        matches!(result, Err(RouterError::NotKept { .. })),
+        "{result:?}"
+    );
+    // The dry run was refused, so no 100% mirror was ever stored.
+    assert!(fake.applied().is_empty(), "{:?}", fake.applied());
+    assert_eq!(fake.object(HR), Value::Null);
+    assert!(
+        fake.seen()
+            .iter()
+            .any(|s| s.method == "PATCH" && is_dry_run(&s.query))
     );
 }

@@ -243,7 +243,7 @@ fn every_routing_decision_is_what_the_mesh_routes_by_once_applied() {
 #[test]
 fn a_canary_whose_service_name_is_not_the_scenarios_service_is_refused_at_load() {
     let text = format!(
-        "{HEAD}traffic:\n  - {{client: web, rate: 10}}\ntimeline:\n  - {{at: 30s, deploy: {{}}}}\n{}",
+        "{HEAD}traffic:\n  - {{client: web, rate: 10}}\ntimeline:\n  - {{at: 30s, deploy: {{}}}}\nexpect: {{outcome: promoted}}\n{}",
         canary("      iterations: 2\n").replace(
             "    service: {port: 9898}",
             "    service: {name: frontend, port: 9898}"
@@ -357,6 +357,22 @@ fn only_the_virtual_service_the_controllers_replaces_lends_its_default_route() {
 }
 
 #[test]
+fn the_replaced_virtual_service_lends_no_timeout_or_retries_and_says_where_they_go() {
+    // A 1ms timeout would fail every request (they take ~10ms) were it lent.
+    let text = format!(
+        "{HEAD}manifests: |\n  apiVersion: networking.istio.io/v1beta1\n  kind: VirtualService\n  metadata: {{name: podinfo, namespace: test}}\n  spec:\n    hosts: [podinfo]\n    http:\n      - timeout: 1ms\n        retries: {{attempts: 0}}\n        route:\n          - destination: {{host: podinfo-primary}}\ntraffic:\n  - {{client: web, rate: 50}}\ntimeline:\n  - {{at: 30s, deploy: {{}}}}\nexpect: {{outcome: promoted}}\n{}",
+        canary("      maxWeight: 50\n      stepWeight: 25\n")
+    );
+    let r = run(&text);
+    let web = r.clients.iter().find(|c| c.name == "web").expect("web");
+    assert_eq!(web.failed, 0, "{web:?}");
+    for field in ["service.timeout", "service.retries"] {
+        let n = r.warnings.iter().filter(|w| w.contains(field)).count();
+        assert_eq!(n, 1, "{field}: {:?}", r.warnings);
+    }
+}
+
+#[test]
 fn a_linkerd_scenario_refuses_ab_testing_its_traffic_split_cannot_express() {
     let text = format!(
         "{}mesh: linkerd\ntraffic:\n  - {{client: web, rate: 10}}\n{}",
@@ -393,4 +409,88 @@ fn gateway_api_mirroring_reaches_the_canary_as_the_request_mirror_filter_says() 
         .filter(|w| w.starts_with(harness::ROUTES_NOT_UNDERSTOOD))
         .collect();
     assert!(unrouted.is_empty(), "{unrouted:?}");
+}
+
+#[test]
+fn a_virtual_service_the_controllers_replaces_leaves_none_of_its_routes_or_its_fault_behind() {
+    // On a cluster the controller's apply replaces the scenario's VirtualService `podinfo`; the
+    // new one binds only a gateway, so mesh clients reach the apex Service (the primary) without
+    // the replaced object's 100% abort fault.
+    let text = format!(
+        "{HEAD}{}traffic:\n  - {{client: web, rate: 50}}\ntimeline:\n  - {{at: 30s, deploy: {{}}}}\nexpect: {{outcome: promoted}}\n{}",
+        scenario_virtual_service("podinfo", "[mesh]", 100),
+        canary("      maxWeight: 50\n      stepWeight: 25\n").replace(
+            "    service: {port: 9898}",
+            "    service: {port: 9898, gateways: [ingress/public]}"
+        )
+    );
+    let r = run(&text);
+    let web = r.clients.iter().find(|c| c.name == "web").expect("web");
+    assert!(web.requests > 10_000, "{web:?}");
+    assert_eq!(web.failed, 0, "{web:?}");
+    assert_eq!(r.counters["requests_canary"], 0);
+}
+
+/// A connection pool of one connection and one pending request: 200 rps overflow it.
+const TINY_POOL: &str =
+    "{connectionPool: {tcp: {maxConnections: 1}, http: {http1MaxPendingRequests: 1}}}";
+
+#[test]
+fn an_apex_destination_rule_policy_is_bypassed_by_the_controllers_routes_with_a_warning() {
+    // The controller's routes name podinfo-primary/-canary, whose DestinationRules (no
+    // trafficPolicy) are the only ones a cluster consults: the apex rule's pool governs nothing.
+    let text = format!(
+        "{HEAD}manifests: |\n  apiVersion: networking.istio.io/v1beta1\n  kind: DestinationRule\n  metadata: {{name: podinfo, namespace: test}}\n  spec:\n    host: podinfo\n    trafficPolicy: {TINY_POOL}\ntraffic:\n  - {{client: web, rate: 200}}\ntimeline:\n  - {{at: 30s, deploy: {{}}}}\nexpect: {{outcome: promoted}}\n{}",
+        canary("      maxWeight: 50\n      stepWeight: 25\n")
+    );
+    let r = run(&text);
+    assert_eq!(r.outcome, Outcome::Promoted, "{}", r.final_message);
+    assert_eq!(r.counters["pending_overflow"], 0);
+    let bypassed: Vec<_> = r
+        .warnings
+        .iter()
+        .filter(|w| w.contains("trafficPolicy the controller's routes bypass"))
+        .collect();
+    assert_eq!(bypassed.len(), 1, "{:?}", r.warnings);
+}
+
+#[test]
+fn the_canarys_service_traffic_policy_governs_both_versions_through_their_own_hosts() {
+    let text = format!(
+        "{HEAD}traffic:\n  - {{client: web, rate: 200}}\ntimeline:\n  - {{at: 30s, deploy: {{}}}}\nexpect: {{outcome: promoted}}\n{}",
+        canary("      maxWeight: 50\n      stepWeight: 25\n").replace(
+            "    service: {port: 9898}",
+            &format!("    service: {{port: 9898, trafficPolicy: {TINY_POOL}}}")
+        )
+    );
+    let r = run(&text);
+    assert!(r.counters["pending_overflow"] > 1000, "{:?}", r.counters);
+    assert!(
+        !r.warnings.iter().any(|w| w.contains("bypass")),
+        "{:?}",
+        r.warnings
+    );
+}
+
+#[test]
+fn a_gateway_ref_named_like_the_service_is_a_gateway_and_routes_no_mesh_client() {
+    // gatewayRefs without group and kind name a Gateway: the controller's HTTPRoute binds no
+    // mesh client, which reaches the primary the apex Service selects.
+    let text = format!(
+        "{HEAD}traffic:\n  - {{client: web, rate: 50}}\ntimeline:\n  - {{at: 30s, deploy: {{}}}}\nexpect: {{outcome: promoted}}\n{}",
+        canary("      maxWeight: 50\n      stepWeight: 25\n").replace(
+            "    service: {port: 9898}",
+            "    provider: gatewayapi:v1\n    service: {port: 9898, gatewayRefs: [{name: podinfo, namespace: test}]}"
+        )
+    );
+    let r = run(&text);
+    assert_eq!(r.counters["requests_canary"], 0);
+    assert!(r.counters["requests_primary"] > 10_000);
+    assert!(
+        r.warnings
+            .iter()
+            .any(|w| w.contains("parent Gateway `podinfo`") && w.contains("not simulated")),
+        "{:?}",
+        r.warnings
+    );
 }

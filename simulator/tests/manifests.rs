@@ -237,6 +237,123 @@ fn a_gateway_api_http_route_splits_by_weight_and_matches_headers() {
     );
 }
 
+/// An HTTPRoute for `podinfo` with `parent` as its only parentRef, all to the canary.
+fn route_with_parent(parent: &str) -> String {
+    format!(
+        "apiVersion: gateway.networking.k8s.io/v1\nkind: HTTPRoute\nmetadata: {{name: podinfo, namespace: default}}\nspec:\n  parentRefs:\n    - {parent}\n  rules:\n    - backendRefs:\n        - {{name: podinfo-canary, port: 9898}}\n"
+    )
+}
+
+#[test]
+fn an_http_route_binds_only_a_core_service_parent_of_its_namespace_to_the_mesh() {
+    let canary_share = |parent: &str| {
+        let mut mesh = podinfo_mesh(vec![]);
+        let m = manifest::parse(&route_with_parent(parent)).expect("parses");
+        let w = mesh.apply_manifests(&m).expect("applies");
+        mesh.run_until(10 * SECONDS);
+        let p = mesh.version_id("podinfo", "primary").unwrap();
+        let c = mesh.version_id("podinfo", "canary").unwrap();
+        let np = mesh.destination_stats(p, 0, mesh.now()).requests as f64;
+        let nc = mesh.destination_stats(c, 0, mesh.now()).requests as f64;
+        (nc / (np + nc), w)
+    };
+    let (share, w) = canary_share("{group: \"\", kind: Service, name: podinfo}");
+    assert_eq!(share, 1.0, "{w:?}");
+    assert!(w.is_empty(), "{w:?}");
+    // A parentRef is a Gateway unless it says otherwise: named like the Service, it is not it.
+    for parent in [
+        "{name: podinfo}",
+        "{kind: Service, name: podinfo}",
+        "{group: \"\", kind: Service, name: podinfo, namespace: other}",
+    ] {
+        let (share, w) = canary_share(parent);
+        assert!(share < 0.5, "{parent}: canary share {share}");
+        assert!(
+            w.iter().any(|w| w.contains("HTTPRoute podinfo: parent")),
+            "{parent}: {w:?}"
+        );
+    }
+}
+
+#[test]
+fn an_http_route_backend_other_than_a_core_service_is_refused_at_its_field() {
+    let yaml = route_with_parent("{group: \"\", kind: Service, name: podinfo}").replace(
+        "{name: podinfo-canary, port: 9898}",
+        "{kind: Backend, name: podinfo-canary}",
+    );
+    let e = manifest::parse(&yaml).expect_err("refused");
+    assert!(
+        e.to_string().contains("spec.rules[0].backendRefs[0].kind"),
+        "{e}"
+    );
+}
+
+#[test]
+fn an_http_route_backend_in_another_namespace_is_not_the_local_version() {
+    let yaml = route_with_parent("{group: \"\", kind: Service, name: podinfo}").replace(
+        "{name: podinfo-canary, port: 9898}",
+        "{name: podinfo-canary, namespace: other, port: 9898}",
+    );
+    let mut mesh = podinfo_mesh(vec![]);
+    let w = mesh
+        .apply_manifests(&manifest::parse(&yaml).expect("parses"))
+        .expect("applies");
+    assert!(w.iter().any(|w| w.contains("matches no version")), "{w:?}");
+}
+
+/// The canary's share of a minute of traffic under `yaml`, and the load warnings.
+fn canary_share_under(yaml: &str) -> (f64, Vec<String>) {
+    let mut mesh = podinfo_mesh(vec![]);
+    let m = manifest::parse(yaml).expect("parses");
+    mesh.apply_manifests(&m).expect("applies");
+    mesh.run_until(60 * SECONDS);
+    let p = mesh.version_id("podinfo", "primary").unwrap();
+    let c = mesh.version_id("podinfo", "canary").unwrap();
+    let np = mesh.destination_stats(p, 0, mesh.now()).requests as f64;
+    let nc = mesh.destination_stats(c, 0, mesh.now()).requests as f64;
+    (nc / (np + nc), m.warnings)
+}
+
+#[test]
+fn a_virtual_service_route_matching_only_on_uri_or_method_matches_no_request() {
+    let vs = |cond: &str| {
+        format!(
+            "apiVersion: networking.istio.io/v1beta1\nkind: VirtualService\nmetadata: {{name: podinfo}}\nspec:\n  hosts: [podinfo]\n  http:\n    - match: [{cond}]\n      route: [{{destination: {{host: podinfo, subset: canary}}}}]\n    - route: [{{destination: {{host: podinfo, subset: primary}}}}]\n"
+        )
+    };
+    for cond in [
+        "{uri: {prefix: /api}}",
+        "{method: {exact: POST}}",
+        "{uri: {exact: /}, headers: {x-a: {exact: b}}}",
+    ] {
+        let (share, w) = canary_share_under(&vs(cond));
+        assert_eq!(share, 0.0, "{cond}");
+        assert!(w.iter().any(|w| w.contains("matches no request")), "{w:?}");
+    }
+    // A `/` prefix and an empty block hold for every request.
+    for cond in ["{uri: {prefix: /}}", "{}"] {
+        assert_eq!(canary_share_under(&vs(cond)).0, 1.0, "{cond}");
+    }
+}
+
+#[test]
+fn an_http_route_rule_matching_only_on_path_or_method_matches_no_request() {
+    let route = |m: &str| {
+        format!(
+            "apiVersion: gateway.networking.k8s.io/v1\nkind: HTTPRoute\nmetadata: {{name: podinfo}}\nspec:\n  parentRefs: [{{group: \"\", kind: Service, name: podinfo}}]\n  rules:\n    - matches: [{m}]\n      backendRefs: [{{name: podinfo-canary}}]\n    - backendRefs: [{{name: podinfo-primary}}]\n"
+        )
+    };
+    for m in ["{path: {type: PathPrefix, value: /api}}", "{method: POST}"] {
+        let (share, w) = canary_share_under(&route(m));
+        assert_eq!(share, 0.0, "{m}");
+        assert!(w.iter().any(|w| w.contains("matches no request")), "{w:?}");
+    }
+    assert_eq!(
+        canary_share_under(&route("{path: {type: PathPrefix, value: /}}")).0,
+        1.0
+    );
+}
+
 #[test]
 fn a_virtual_service_mirror_copies_traffic_to_the_canary() {
     let yaml = "apiVersion: networking.istio.io/v1beta1\nkind: VirtualService\nmetadata:\n  name: podinfo\nspec:\n  hosts: [podinfo]\n  http:\n    - route:\n        - destination:\n            host: podinfo\n            subset: primary\n      mirror:\n        host: podinfo\n        subset: canary\n      mirrorPercentage:\n        value: 25.0\n";

@@ -8,12 +8,20 @@ use fledge_simulator::mesh::{
 use fledge_simulator::telemetry::{Reporter, Selector, flags};
 use proptest::prelude::*;
 
-/// Pool limits for the service, and the controller's kind of route: `canary` percent to the
-/// canary's own Service, 10% mirrored to it, with retries.
+/// Pool limits on each version's own host (the controller's DestinationRules), and the
+/// controller's kind of route: `canary` percent to the canary's own Service, 10% mirrored to
+/// it, with retries.
 fn manifests(max_conn: u32, pending: u32, max_retries: u32, attempts: u32, canary: u8) -> String {
     let primary = 100 - canary;
+    let rule = |host: &str| {
+        format!(
+            "kind: DestinationRule\nmetadata:\n  name: {host}\nspec:\n  host: {host}\n  trafficPolicy:\n    connectionPool:\n      tcp:\n        maxConnections: {max_conn}\n      http:\n        http1MaxPendingRequests: {pending}\n        maxRetries: {max_retries}\n    outlierDetection:\n      consecutive5xxErrors: 5\n      maxEjectionPercent: 50\n---\n"
+        )
+    };
     format!(
-        "kind: DestinationRule\nmetadata:\n  name: p\nspec:\n  host: svc\n  trafficPolicy:\n    connectionPool:\n      tcp:\n        maxConnections: {max_conn}\n      http:\n        http1MaxPendingRequests: {pending}\n        maxRetries: {max_retries}\n    outlierDetection:\n      consecutive5xxErrors: 5\n      maxEjectionPercent: 50\n---\nkind: VirtualService\nmetadata:\n  name: p\nspec:\n  hosts: [svc]\n  http:\n    - route:\n        - destination:\n            host: svc-primary\n          weight: {primary}\n        - destination:\n            host: svc-canary\n          weight: {canary}\n      mirror:\n        host: svc-canary\n      mirrorPercentage:\n        value: 10\n      retries:\n        attempts: {attempts}\n        perTryTimeout: 200ms\n        retryOn: 5xx,reset,connect-failure\n"
+        "{}{}kind: VirtualService\nmetadata:\n  name: p\nspec:\n  hosts: [svc]\n  http:\n    - route:\n        - destination:\n            host: svc-primary\n          weight: {primary}\n        - destination:\n            host: svc-canary\n          weight: {canary}\n      mirror:\n        host: svc-canary\n      mirrorPercentage:\n        value: 10\n      retries:\n        attempts: {attempts}\n        perTryTimeout: 200ms\n        retryOn: 5xx,reset,connect-failure\n",
+        rule("svc-primary"),
+        rule("svc-canary")
     )
 }
 

@@ -139,15 +139,25 @@ impl Router {
         routes: &Routes,
     ) -> Result<(), RouterError> {
         let desired = self.provider.routing_object(canary, routes)?;
+        let check = |stored: &DynamicObject| {
+            self.provider
+                .check_stored(canary, routes, &stored.data["spec"])
+                .map_err(|reason| RouterError::NotKept {
+                    kind: self.routing.kind,
+                    namespace: stored.namespace().unwrap_or_default(),
+                    name: stored.name_any(),
+                    reason,
+                })
+        };
+        // A server-side dry run first: what an older CRD would prune (a mirror percent) is
+        // refused before anything, such as a 100% mirror, is stored.
+        let answer = self
+            .routing
+            .apply_with(canary, existing, desired.clone(), true)
+            .await?;
+        check(&answer)?;
         let stored = self.routing.apply(canary, existing, desired).await?;
-        self.provider
-            .check_stored(canary, routes, &stored.data["spec"])
-            .map_err(|reason| RouterError::NotKept {
-                kind: self.routing.kind,
-                namespace: stored.namespace().unwrap_or_default(),
-                name: stored.name_any(),
-                reason,
-            })
+        check(&stored)
     }
 
     /// The split as the live object has it, so hand edits are seen.
@@ -294,7 +304,19 @@ impl Objects {
         &self,
         canary: &Canary,
         existing: Option<&DynamicObject>,
+        desired: Value,
+    ) -> Result<DynamicObject, RouterError> {
+        self.apply_with(canary, existing, desired, false).await
+    }
+
+    /// A server-side apply; with `dry_run` the API server answers what it would store and
+    /// stores nothing.
+    async fn apply_with(
+        &self,
+        canary: &Canary,
+        existing: Option<&DynamicObject>,
         mut desired: Value,
+        dry_run: bool,
     ) -> Result<DynamicObject, RouterError> {
         let namespace = namespace(canary)?;
         let name = desired["metadata"]["name"]
@@ -325,7 +347,10 @@ impl Objects {
                 }
             }
         }
-        let params = PatchParams::apply(FIELD_MANAGER).force();
+        let mut params = PatchParams::apply(FIELD_MANAGER).force();
+        if dry_run {
+            params = params.dry_run();
+        }
         self.api(&namespace)
             .patch(&name, &params, &Patch::Apply(&desired))
             .await

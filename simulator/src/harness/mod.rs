@@ -670,12 +670,22 @@ impl<'a> Harness<'a> {
             if let Some(Manifest::VirtualService(current)) = self.objects.get(item).cloned()
                 && let Manifest::VirtualService(vs) = item
             {
-                lend_default_route(vs, &current);
+                let dropped = lend_default_route(vs, &current);
+                self.warn(Writer::Scenario, dropped);
             }
         }
         let warnings = std::mem::take(&mut loaded.warnings);
         self.warn(Writer::Controller, warnings);
         self.apply_objects(&loaded, Writer::Controller)?;
+        if self.mesh.service_policy_bypassed(self.service) {
+            self.warn(
+                Writer::Scenario,
+                vec![format!(
+                    "a DestinationRule on `{}` sets a trafficPolicy the controller's routes bypass: they name the primary and canary by their own hosts, which take only their own DestinationRules; put the policy in the Canary's service.trafficPolicy",
+                    self.scenario.service
+                )],
+            );
+        }
         self.applied_routes.push(AppliedObject {
             at_ms: self.mesh.now() / MILLIS,
             routes,
@@ -687,7 +697,8 @@ impl<'a> Harness<'a> {
 
     /// Applies objects as the API server takes them from `writer`, then what is in effect to
     /// the mesh: objects of other kinds directly, routing objects as the store resolves them
-    /// (by kind, namespace and name; the older of two claims on a host wins).
+    /// (by kind, namespace and name; the older of two claims on a host wins) over the data
+    /// plane's default routes.
     fn apply_objects(&mut self, m: &Manifests, writer: Writer) -> Result<(), MeshError> {
         let mut direct = Manifests::default();
         for item in &m.items {
@@ -701,6 +712,9 @@ impl<'a> Harness<'a> {
         self.warn(writer, warnings);
         let (effective, conflicts) = self.objects.effective();
         self.warn(Writer::Scenario, conflicts);
+        // What the store holds now is all that routes: a replaced object's rules, timeouts,
+        // retries and faults go with it.
+        self.mesh.reset_routes();
         for e in effective {
             let one = Manifests {
                 items: vec![e.manifest],
@@ -902,28 +916,42 @@ fn routing_error(reason: String) -> MeshError {
 }
 
 /// The default route (the last without a match) of the VirtualService the controller's
-/// replaces, the one of the same namespace and name, lends its fault injection, timeout and
-/// retries to the controller's routes that set none: the way a scenario injects faults under
-/// the controller's routing. On a cluster the controller's apply replaces `spec.http` and
-/// these would be gone. A VirtualService of another name lends nothing: it is another object.
+/// replaces, the one of the same namespace and name, lends its fault injection to the
+/// controller's routes that set none: the way a scenario injects faults under the controller's
+/// routing (on a cluster the controller's apply replaces `spec.http`, fault and all). Its
+/// timeout and retries are not lent: the Canary sets those, so they are dropped with a
+/// warning naming where they go. A VirtualService of another name is another object.
 fn lend_default_route(
     controller: &mut manifest::VirtualService,
     current: &manifest::VirtualService,
-) {
-    let Some(default) = current.http.iter().rev().find(|r| r.matches.is_empty()) else {
-        return;
+) -> Vec<String> {
+    let Some(default) = current
+        .http
+        .iter()
+        .rev()
+        .find(|r| r.matches.is_empty() && !r.matches_none)
+    else {
+        return Vec::new();
     };
     for r in &mut controller.http {
         if r.fault.is_none() {
             r.fault = default.fault.clone();
         }
-        if r.timeout.is_none() {
-            r.timeout = default.timeout;
-        }
-        if r.retries.is_none() {
-            r.retries = default.retries.clone();
-        }
     }
+    let dropped = [
+        (default.timeout.is_some(), "timeout", "service.timeout"),
+        (default.retries.is_some(), "retries", "service.retries"),
+    ];
+    dropped
+        .iter()
+        .filter(|(set, _, _)| *set)
+        .map(|(_, what, field)| {
+            format!(
+                "VirtualService {}: the controller's routes replace its {what}, as on a cluster; set the Canary's {field} instead",
+                current.name
+            )
+        })
+        .collect()
 }
 
 /// `Kind name` of a manifest, for the timeline.

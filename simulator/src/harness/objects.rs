@@ -56,11 +56,15 @@ impl Store {
         }
     }
 
-    /// Whether the store keeps `m` (routing kinds); others go to the mesh directly.
+    /// Whether the store keeps `m` (routing kinds, and ServiceProfiles, which set the routes'
+    /// timeouts and retries); others go to the mesh directly.
     pub(crate) fn keeps(m: &Manifest) -> bool {
         matches!(
             m,
-            Manifest::VirtualService(_) | Manifest::TrafficSplit(_) | Manifest::HttpRoute(_)
+            Manifest::VirtualService(_)
+                | Manifest::TrafficSplit(_)
+                | Manifest::HttpRoute(_)
+                | Manifest::ServiceProfile(_)
         )
     }
 
@@ -123,8 +127,12 @@ impl Store {
                     !vs.hosts.is_empty()
                 }
                 Manifest::TrafficSplit(ts) => keep(&ts.service),
+                // Parents other than Services bind no mesh host; the mesh warns about them.
                 Manifest::HttpRoute(hr) => {
-                    hr.parents.retain(|p| keep(p));
+                    hr.parents.retain(|p| {
+                        let host = format!("{}.{}", p.name, p.namespace.as_deref().unwrap_or(&ns));
+                        !p.is_service() || keep(&host)
+                    });
                     !hr.parents.is_empty()
                 }
                 _ => true,
@@ -144,6 +152,7 @@ impl Store {
             Manifest::VirtualService(x) => ("VirtualService", &x.namespace, &x.name),
             Manifest::TrafficSplit(x) => ("TrafficSplit", &x.namespace, &x.name),
             Manifest::HttpRoute(x) => ("HTTPRoute", &x.namespace, &x.name),
+            Manifest::ServiceProfile(x) => ("ServiceProfile", &x.namespace, &x.name),
             _ => return None,
         };
         Some(Key {

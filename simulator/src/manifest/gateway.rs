@@ -10,7 +10,11 @@ use crate::engine::SimTime;
 pub struct GatewayRule {
     /// Match blocks (ORed) of header conditions (ANDed).
     pub matches: Vec<Vec<HeaderMatch>>,
-    /// Backend services with weights (default 1).
+    /// Every match block has a condition requests here cannot meet (they carry only headers):
+    /// the rule matches no request.
+    pub matches_none: bool,
+    /// Backend Services as hosts (`name`, or `name.namespace` when the ref sets one) with
+    /// weights (default 1).
     pub backends: Vec<(String, u32)>,
     /// `timeouts.request`.
     pub request_timeout: Option<SimTime>,
@@ -27,10 +31,59 @@ pub struct HttpRouteSpec {
     pub name: String,
     /// `metadata.namespace`.
     pub namespace: Option<String>,
-    /// `spec.parentRefs[].name` (a Service for mesh routing).
-    pub parents: Vec<String>,
+    /// `spec.parentRefs`: a Service of the core group for mesh routing (GAMMA), a Gateway by
+    /// default.
+    pub parents: Vec<ParentRef>,
     /// `spec.rules`.
     pub rules: Vec<GatewayRule>,
+}
+
+/// An HTTPRoute `parentRefs` entry, with the Gateway API's defaults filled in.
+#[derive(Clone, Debug, PartialEq)]
+pub struct ParentRef {
+    /// `group`: `gateway.networking.k8s.io` unless set; `""` is the core group.
+    pub group: String,
+    /// `kind`: `Gateway` unless set.
+    pub kind: String,
+    /// `name`.
+    pub name: String,
+    /// `namespace`: the route's own unless set.
+    pub namespace: Option<String>,
+}
+
+impl ParentRef {
+    /// Whether this parent is a Service (the GAMMA mesh binding), the only kind of parent
+    /// whose routes the simulated clients follow.
+    pub fn is_service(&self) -> bool {
+        self.group.is_empty() && self.kind == "Service"
+    }
+}
+
+/// A backendRef (or a mirror's): the Service it names as a host, `name` or `name.namespace`.
+/// Other kinds of backend are refused: the simulator has nothing to send their share to.
+fn service_ref(
+    doc: &mut Doc<'_>,
+    m: &serde_json::Map<String, serde_json::Value>,
+    path: &str,
+) -> Result<String, ManifestError> {
+    let text = |doc: &mut Doc<'_>, key: &str| {
+        get(m, key)
+            .map(|v| doc.str(v, &join(path, key)))
+            .transpose()
+    };
+    let group = text(doc, "group")?.unwrap_or_default();
+    let kind = text(doc, "kind")?.unwrap_or_else(|| "Service".into());
+    if !group.is_empty() || kind != "Service" {
+        return Err(doc.wrong(
+            &join(path, "kind"),
+            "a Service of the core group (group \"\"): other backends are not simulated",
+        ));
+    }
+    let name = text(doc, "name")?.ok_or_else(|| doc.missing(&join(path, "name")))?;
+    Ok(match text(doc, "namespace")? {
+        Some(ns) => format!("{name}.{ns}"),
+        None => name,
+    })
 }
 
 pub(super) fn http_route(
@@ -49,10 +102,15 @@ pub(super) fn http_route(
                 &p,
                 &["group", "kind", "name", "namespace", "port", "sectionName"],
             )?;
-            parents.push(doc.str(
-                get(pm, "name").ok_or_else(|| doc.missing(&join(&p, "name")))?,
-                &join(&p, "name"),
-            )?);
+            let text = |doc: &mut Doc<'_>, key: &str| {
+                get(pm, key).map(|v| doc.str(v, &join(&p, key))).transpose()
+            };
+            parents.push(ParentRef {
+                group: text(doc, "group")?.unwrap_or_else(|| "gateway.networking.k8s.io".into()),
+                kind: text(doc, "kind")?.unwrap_or_else(|| "Gateway".into()),
+                name: text(doc, "name")?.ok_or_else(|| doc.missing(&join(&p, "name")))?,
+                namespace: text(doc, "namespace")?,
+            });
         }
     }
     let mut rules = Vec::new();
@@ -117,16 +175,23 @@ pub(super) fn http_route(
                             });
                         }
                     }
-                    if bm.contains_key("path")
-                        || bm.contains_key("method")
-                        || bm.contains_key("queryParams")
-                    {
-                        doc.warn(format!(
-                            "`{bp}` path, method and query conditions are not simulated; ignored"
-                        ));
+                    let unmet: Vec<&str> = ["path", "method", "queryParams"]
+                        .into_iter()
+                        .filter(|k| bm.contains_key(*k))
+                        // A `/` prefix (what the API server fills in) holds for every path.
+                        .filter(|&k| {
+                            k != "path"
+                                || !matches!(bm["path"]["value"].as_str(), Some("/"))
+                                || !matches!(bm["path"]["type"].as_str(), None | Some("PathPrefix"))
+                        })
+                        .collect();
+                    if unmet.is_empty() {
+                        rule.matches.push(block);
+                    } else {
+                        doc.warn(format!("`{bp}`: {} not simulated: requests carry only headers, so this match block matches no request", unmet.join(", ")));
                     }
-                    rule.matches.push(block);
                 }
+                rule.matches_none = rule.matches.is_empty();
             }
             if let Some(br) = get(rm, "backendRefs") {
                 let bp = join(&p, "backendRefs");
@@ -145,10 +210,7 @@ pub(super) fn http_route(
                             "filters",
                         ],
                     )?;
-                    let bn = doc.str(
-                        get(em, "name").ok_or_else(|| doc.missing(&join(&ep, "name")))?,
-                        &join(&ep, "name"),
-                    )?;
+                    let bn = service_ref(doc, em, &ep)?;
                     let w = get(em, "weight")
                         .map(|w| doc.u32(w, &join(&ep, "weight")))
                         .transpose()?
@@ -226,10 +288,7 @@ pub(super) fn request_mirror(
         &bp,
         &["group", "kind", "name", "namespace", "port"],
     )?;
-    let backend = doc.str(
-        get(br, "name").ok_or_else(|| doc.missing(&join(&bp, "name")))?,
-        &join(&bp, "name"),
-    )?;
+    let backend = service_ref(doc, br, &bp)?;
     let percent = match (get(rm, "percent"), get(rm, "fraction")) {
         (Some(p), _) => doc.f64(p, &join(&rp, "percent"))?,
         (None, Some(f)) => {

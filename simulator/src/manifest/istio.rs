@@ -110,6 +110,9 @@ pub struct HttpRoute {
     pub name: Option<String>,
     /// Match blocks (ORed); each holds header conditions (ANDed). Empty: matches everything.
     pub matches: Vec<Vec<HeaderMatch>>,
+    /// Every match block has a condition requests here cannot meet (they carry only headers):
+    /// the route matches no request.
+    pub matches_none: bool,
     /// Weighted destinations.
     pub route: Vec<RouteDestination>,
     /// Route timeout.
@@ -317,20 +320,26 @@ pub(super) fn http_route_vs(
                     });
                 }
             }
-            for other in [
+            let unmet: Vec<&str> = [
                 "uri",
                 "method",
                 "authority",
                 "queryParams",
                 "sourceLabels",
                 "withoutHeaders",
-            ] {
-                if b.contains_key(other) {
-                    doc.warn(format!("`{bp}.{other}` is not simulated: requests carry only headers; condition ignored"));
-                }
+            ]
+            .into_iter()
+            .filter(|k| b.contains_key(*k))
+            // A `/` prefix holds for every path.
+            .filter(|&k| k != "uri" || b["uri"] != serde_json::json!({"prefix": "/"}))
+            .collect();
+            if unmet.is_empty() {
+                r.matches.push(block);
+            } else {
+                doc.warn(format!("`{bp}`: {} not simulated: requests carry only headers, so this match block matches no request", unmet.join(", ")));
             }
-            r.matches.push(block);
         }
+        r.matches_none = r.matches.is_empty();
     }
     if let Some(rs) = get(m, "route") {
         let rp = join(path, "route");

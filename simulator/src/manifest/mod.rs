@@ -24,7 +24,7 @@ pub(crate) mod yaml;
 use serde::Deserialize;
 use serde_json::Value;
 
-pub use gateway::{GatewayRule, HttpRouteSpec};
+pub use gateway::{GatewayRule, HttpRouteSpec, ParentRef};
 pub use istio::{FaultInjection, HttpRoute, Retries, RetryOn, RouteDestination, VirtualService};
 pub use istio_policy::{
     ConnectionPool, DestinationRule, LbPolicy, MtlsMode, OutlierDetectionSpec, PeerAuthentication,

@@ -20,7 +20,7 @@ use super::{
 use crate::engine::{EventQueue, Stream};
 use crate::manifest::{MtlsMode, TrafficPolicy};
 use crate::telemetry::{DestLabels, SourceLabels, Telemetry};
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 
 pub(super) struct Service {
     pub(super) name: String,
@@ -36,6 +36,11 @@ pub(super) struct Service {
     pub(super) explicit_route: bool,
     pub(super) policy: TrafficPolicy,
     pub(super) subset_policy: BTreeMap<VersionId, TrafficPolicy>,
+    /// Policies of DestinationRules on a version's own host (`podinfo-primary`).
+    pub(super) host_policy: BTreeMap<VersionId, TrafficPolicy>,
+    /// Versions the routes in effect name by their own host: those take only that host's
+    /// policy, as Envoy picks the DestinationRule by the destination host.
+    pub(super) host_routed: BTreeSet<VersionId>,
     pub(super) accrual: Option<AccrualConfig>,
 }
 
@@ -94,6 +99,8 @@ impl Mesh {
                 explicit_route: false,
                 policy: TrafficPolicy::default(),
                 subset_policy: BTreeMap::new(),
+                host_policy: BTreeMap::new(),
+                host_routed: BTreeSet::new(),
                 accrual: sc.failure_accrual,
             };
             for vc in &sc.versions {

@@ -11,8 +11,8 @@ use super::pool::Conn;
 use super::tls::ClientTls;
 use super::{AttemptId, ClientId, ClusterId, Mesh, MeshError, ServiceId, VersionId};
 use crate::engine::{MILLIS, SECONDS, SimTime, Stream};
-use crate::manifest::{DestinationRule, TlsMode};
-use std::collections::VecDeque;
+use crate::manifest::{DestinationRule, TlsMode, TrafficPolicy};
+use std::collections::{BTreeSet, VecDeque};
 
 #[derive(Clone, Debug)]
 pub(super) struct ClusterPolicy {
@@ -116,9 +116,16 @@ impl Mesh {
             if self.versions[cl.version].service != s {
                 continue;
             }
-            let tp = match svc.subset_policy.get(&cl.version) {
-                Some(sub) => svc.policy.overlay(sub),
-                None => svc.policy.clone(),
+            let tp = if svc.host_routed.contains(&cl.version) {
+                svc.host_policy
+                    .get(&cl.version)
+                    .cloned()
+                    .unwrap_or_default()
+            } else {
+                match svc.subset_policy.get(&cl.version) {
+                    Some(sub) => svc.policy.overlay(sub),
+                    None => svc.policy.clone(),
+                }
             };
             updates.push((ci, tp));
         }
@@ -247,7 +254,7 @@ impl Mesh {
             // is that version's.
             if let Some((s, v)) = self.find_version_service(&dr.host, dr.namespace.as_deref()) {
                 self.services[s]
-                    .subset_policy
+                    .host_policy
                     .insert(v, dr.traffic_policy.clone());
                 self.refresh_policies(s);
                 return;
@@ -279,5 +286,26 @@ impl Mesh {
                 .push((s, sub.name.clone(), sub.labels.clone()));
         }
         self.refresh_policies(s);
+    }
+
+    /// Records which versions the routes of `s` name by their own host and rebuilds the
+    /// clusters' policies when that changes.
+    pub(super) fn set_host_routed(&mut self, s: ServiceId, routed: BTreeSet<VersionId>) {
+        if self.services[s].host_routed != routed {
+            self.services[s].host_routed = routed;
+            self.refresh_policies(s);
+        }
+    }
+
+    /// Whether a DestinationRule on the service's own host sets a policy that the routes in
+    /// effect bypass, because they name the versions by their own hosts.
+    pub fn service_policy_bypassed(&self, s: ServiceId) -> bool {
+        let svc = &self.services[s];
+        !svc.host_routed.is_empty()
+            && (svc.policy != TrafficPolicy::default()
+                || svc
+                    .host_routed
+                    .iter()
+                    .any(|v| svc.subset_policy.contains_key(v)))
     }
 }

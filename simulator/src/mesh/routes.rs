@@ -13,7 +13,7 @@ use crate::manifest::{
     FaultInjection, HeaderMatch, HttpRouteSpec, Manifest, Manifests, RetryOn, TrafficSplit,
 };
 use crate::result::RuleView;
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 
 /// A TrafficSplit or HTTPRoute rule before compilation; the rest of the rule (retries, fault)
 /// comes from the service's default route.
@@ -90,6 +90,21 @@ impl Mesh {
         self.services[s].explicit_route = false;
     }
 
+    /// Every service back to the data plane's default routes: no rules of any object, the
+    /// default retries, no timeout or fault; the routing objects in effect are applied after.
+    pub fn reset_routes(&mut self) {
+        for si in 0..self.services.len() {
+            let s = ServiceId(si as u32);
+            self.services[s].base = RouteBase {
+                timeout: None,
+                retry: self.default_retry(),
+                fault: None,
+            };
+            self.reset_default_route(s);
+            self.set_host_routed(s, BTreeSet::new());
+        }
+    }
+
     /// Applies parsed manifests: DestinationRules and PeerAuthentications set policies, then
     /// VirtualServices, TrafficSplits, HTTPRoutes and ServiceProfiles set routes. Returns
     /// warnings for what the mesh cannot use (hosts it does not simulate, unknown subsets).
@@ -147,18 +162,38 @@ impl Mesh {
     /// mesh binding); a rule with an empty match matches every request.
     fn apply_http_route(&mut self, hr: &HttpRouteSpec, warnings: &mut Vec<String>) {
         for parent in &hr.parents {
-            let Some(s) = self.find_service(parent, hr.namespace.as_deref()) else {
+            let ns = parent.namespace.as_deref().or(hr.namespace.as_deref());
+            if !parent.is_service() {
                 warnings.push(format!(
-                    "HTTPRoute {}: parent `{parent}` is not a simulated service",
-                    hr.name
+                    "HTTPRoute {}: parent {} `{}` ({}) is not simulated: only a Service parent (group \"\") routes the mesh's clients",
+                    hr.name,
+                    parent.kind,
+                    parent.name,
+                    if parent.group.is_empty() { "core" } else { &parent.group }
+                ));
+                continue;
+            }
+            let Some(s) = self
+                .find_service(&parent.name, ns)
+                .filter(|&s| ns.is_none_or(|ns| self.services[s].namespace == ns))
+            else {
+                warnings.push(format!(
+                    "HTTPRoute {}: parent Service `{}` is not a simulated service",
+                    hr.name, parent.name
                 ));
                 continue;
             };
             let mut rules = Vec::new();
-            for r in &hr.rules {
+            let mut by_host = BTreeSet::new();
+            for r in hr.rules.iter().filter(|r| !r.matches_none) {
                 let mut dests = Vec::new();
                 for (b, w) in &r.backends {
-                    match self.resolve_backend(s, b) {
+                    if let Some((ds, v)) = self.find_version_service(b, hr.namespace.as_deref())
+                        && ds == s
+                    {
+                        by_host.insert(v);
+                    }
+                    match self.resolve_gateway_backend(s, b, hr.namespace.as_deref()) {
                         Some(v) => dests.push((v, *w)),
                         None => warnings.push(format!(
                             "HTTPRoute {}: backend `{b}` matches no version",
@@ -172,7 +207,7 @@ impl Mesh {
                     r.matches.clone()
                 };
                 let mirror = r.mirror.as_ref().and_then(|(b, pct)| {
-                    let v = self.resolve_backend(s, b);
+                    let v = self.resolve_gateway_backend(s, b, hr.namespace.as_deref());
                     if v.is_none() {
                         warnings.push(format!(
                             "HTTPRoute {}: mirror backend `{b}` matches no version",
@@ -190,6 +225,7 @@ impl Mesh {
                 });
             }
             self.install_weighted(s, rules);
+            self.set_host_routed(s, by_host);
         }
     }
 
@@ -238,7 +274,11 @@ impl Mesh {
                 continue;
             };
             let mut rules = Vec::new();
+            let mut by_host = BTreeSet::new();
             for (i, r) in vs.http.iter().enumerate() {
+                if r.matches_none {
+                    continue;
+                }
                 let mut dests = Vec::new();
                 let single = r.route.len() == 1;
                 for d in &r.route {
@@ -246,7 +286,10 @@ impl Mesh {
                     if self.find_service(&d.host, vs.namespace.as_deref()) != Some(s) {
                         match self.find_version_service(&d.host, vs.namespace.as_deref()) {
                             // A version's own Service selects that version's pods.
-                            Some((ds, v)) if ds == s => dests.push((v, w)),
+                            Some((ds, v)) if ds == s => {
+                                by_host.insert(v);
+                                dests.push((v, w));
+                            }
                             _ => warnings.push(format!("VirtualService {}: destination `{}` is another service; routing to it is not simulated", vs.name, d.host)),
                         }
                         continue;
@@ -307,31 +350,18 @@ impl Mesh {
                     None => None,
                 };
                 let rule = RouteRule {
-                    matches: r
-                        .matches
-                        .iter()
-                        .filter(|b| !b.is_empty())
-                        .cloned()
-                        .collect(),
+                    // An empty block matches every request, and so does the route.
+                    matches: if r.matches.iter().any(Vec::is_empty) {
+                        Vec::new()
+                    } else {
+                        r.matches.clone()
+                    },
                     total_weight: weight_sum(&dests),
                     dests,
                     mirror,
                     timeout: r.timeout,
                     retry: retry.clone(),
                     fault: r.fault.clone(),
-                };
-                // A match list whose blocks were all dropped (uri-only, ...) would match everything;
-                // keep Istio's meaning by leaving an empty block only when the route had no match.
-                let rule = if !r.matches.is_empty()
-                    && rule.matches.is_empty()
-                    && r.matches.iter().all(Vec::is_empty)
-                {
-                    RouteRule {
-                        matches: Vec::new(),
-                        ..rule
-                    }
-                } else {
-                    rule
                 };
                 if i + 1 == vs.http.len() && rule.matches.is_empty() {
                     self.services[s].base = RouteBase {
@@ -343,6 +373,7 @@ impl Mesh {
                 rules.push(rule);
             }
             self.install_rules(s, rules);
+            self.set_host_routed(s, by_host);
         }
         Ok(())
     }
@@ -417,6 +448,24 @@ impl Mesh {
                 || format!("{}-{}", svc.name, self.versions[v].name) == backend
                 || self.versions[v].name == backend
         })
+    }
+
+    /// A Gateway API backend host (`name` in the route's namespace, or `name.namespace`): a
+    /// version's own Service, or a name `resolve_backend` knows, in the service's namespace.
+    fn resolve_gateway_backend(
+        &self,
+        s: ServiceId,
+        host: &str,
+        route_ns: Option<&str>,
+    ) -> Option<VersionId> {
+        let (name, ns) = match host.split_once('.') {
+            Some((name, ns)) => (name, Some(ns)),
+            None => (host, route_ns),
+        };
+        if ns.is_some_and(|ns| ns != self.services[s].namespace) {
+            return None;
+        }
+        self.resolve_backend(s, name)
     }
 
     /// The route of a version's own Service, which no VirtualService names: all to that
