@@ -3,7 +3,6 @@
 //! it can be deleted with no controller running), and loses it once the cleanup is done.
 
 use kube::ResourceExt;
-use kube::api::{Patch, PatchParams};
 
 use super::super::{Error, FINALIZER, Result};
 use super::tick::Tick;
@@ -49,14 +48,6 @@ impl Tick<'_> {
                 "resourceVersion": canary.metadata.resource_version,
             }
         });
-        self.api
-            .patch(&self.name, &PatchParams::default(), &Patch::Merge(&body))
-            .await
-            .map_err(|source| Error::Write {
-                kind: "Canary",
-                name: self.name.clone(),
-                source,
-            })?;
-        Ok(())
+        self.merge_into_canary(&body).await
     }
 }

@@ -233,9 +233,16 @@ impl<'a> Tick<'a> {
     }
 
     pub(super) async fn clear_command(&self) -> Result<()> {
-        let patch = serde_json::json!({"metadata": {"annotations": {COMMAND_ANNOTATION: null}}});
+        self.merge_into_canary(
+            &serde_json::json!({"metadata": {"annotations": {COMMAND_ANNOTATION: null}}}),
+        )
+        .await
+    }
+
+    /// A JSON merge patch of the Canary itself (metadata the controller keeps there).
+    pub(super) async fn merge_into_canary(&self, body: &serde_json::Value) -> Result<()> {
         self.api
-            .patch(&self.name, &PatchParams::default(), &Patch::Merge(&patch))
+            .patch(&self.name, &PatchParams::default(), &Patch::Merge(body))
             .await
             .map_err(|source| Error::Write {
                 kind: "Canary",
