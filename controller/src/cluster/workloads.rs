@@ -119,6 +119,11 @@ pub fn pod_states(pods: &[Pod]) -> Vec<PodState> {
         .filter(|p| p.metadata.deletion_timestamp.is_none())
     {
         let name = pod.metadata.name.clone().unwrap_or_default();
+        let created = pod
+            .metadata
+            .creation_timestamp
+            .as_ref()
+            .and_then(|t| u64::try_from(t.0.as_millisecond()).ok());
         let statuses = pod.status.iter().flat_map(|s| {
             let init = s.init_container_statuses.iter().flatten();
             init.map(|c| (c, true))
@@ -153,6 +158,7 @@ pub fn pod_states(pods: &[Pod]) -> Vec<PodState> {
                 reason,
                 message,
                 running_since,
+                created,
             });
         }
     }

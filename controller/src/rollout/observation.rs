@@ -52,6 +52,11 @@ pub struct PodState {
     /// For `NotReady`: since when it has been running (its startup probe, if any, passed).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub running_since: Option<Millis>,
+    /// When the pod was created: the grace of a reason that may pass by itself (an image
+    /// pull, a missing Secret) is measured from it, so a restarted controller does not
+    /// restart the grace.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub created: Option<Millis>,
 }
 
 /// A webhook's answer.
