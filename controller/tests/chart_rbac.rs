@@ -403,9 +403,20 @@ async fn a_life(default: &str, named: Option<&str>) -> Life {
     );
     set_image(&c, "podinfo:4");
     drive(&c, default, "Progressing").await;
-    // A canary not ready yet: the controller reads its pods for a reason to roll back at once.
+    // A canary not ready yet: the controller reads the target's ReplicaSets and the pods of the
+    // current one for a reason to roll back at once.
+    c.put(
+        "/apis/apps/v1/namespaces/test/replicasets/podinfo-7f9c",
+        json!({"apiVersion": "apps/v1", "kind": "ReplicaSet",
+               "metadata": {"name": "podinfo-7f9c", "namespace": "test",
+                            "labels": {"app": "podinfo", "pod-template-hash": "7f9c"},
+                            "annotations": {"deployment.kubernetes.io/revision": "4"},
+                            "ownerReferences": [{"apiVersion": "apps/v1", "kind": "Deployment",
+                                                 "name": "podinfo", "uid": ""}]}}),
+    );
     let mut target = c.get(TARGET).unwrap();
     target["status"]["readyReplicas"] = json!(0);
+    target["status"]["observedGeneration"] = target["metadata"]["generation"].clone();
     c.put(TARGET, target);
     c.reconcile(&live_context(&c, default))
         .await

@@ -12,21 +12,55 @@ use serde_json::{Value, json};
 
 const PODS: &str = "/api/v1/namespaces/test/pods";
 
+/// The fake clock's time when [`scaled_up`] returns.
+const SCALED_UP_AT: &str = "2023-11-14T22:15:20Z";
+const REPLICA_SETS: &str = "/apis/apps/v1/namespaces/test/replicasets";
+/// The `pod-template-hash` of the first revision (`podinfo:1`) and of the second.
+const OLD: &str = "5d4b";
+const NEW: &str = "7f9c";
+
+/// A pod named `podinfo-<hash>-<id>`, of the ReplicaSet with that template hash.
 fn pod(name: &str, container_status: Value) -> Value {
+    let hash = name.split('-').nth(1).unwrap_or_default();
     json!({
         "apiVersion": "v1", "kind": "Pod",
-        "metadata": {"name": name, "namespace": NS, "labels": {"app": "podinfo"}},
+        "metadata": {"name": name, "namespace": NS,
+                     "labels": {"app": "podinfo", "pod-template-hash": hash}},
         "status": {"containerStatuses": [container_status]}
     })
 }
 
-/// A rollout of `podinfo:2` that has just scaled the canary up; its pods have not started.
+/// The target's ReplicaSet of template `hash`, numbered `revision` by the Deployment controller.
+fn replica_set(c: &FakeCluster, hash: &str, revision: u32) {
+    let name = format!("podinfo-{hash}");
+    c.put(
+        &format!("{REPLICA_SETS}/{name}"),
+        json!({
+            "apiVersion": "apps/v1", "kind": "ReplicaSet",
+            "metadata": {"name": name, "namespace": NS,
+                         "labels": {"app": "podinfo", "pod-template-hash": hash},
+                         "annotations": {"deployment.kubernetes.io/revision": revision.to_string()},
+                         "ownerReferences": [{"apiVersion": "apps/v1", "kind": "Deployment",
+                                              "name": "podinfo", "uid": "", "controller": true}]},
+            "spec": {"selector": {"matchLabels": {"app": "podinfo", "pod-template-hash": hash}}}
+        }),
+    );
+}
+
+/// A rollout of `podinfo:2` that has just scaled the canary up; its pods have not started. The
+/// Deployment controller has seen the new template and made its ReplicaSet; none is ready.
 async fn scaled_up(c: &FakeCluster) {
     run_until(c, "Initialized", 5).await;
     set_image(c, "podinfo:2");
     c.advance_clock(Duration::from_secs(60));
     c.reconcile(&c.context()).await.unwrap();
     assert_eq!(c.phase(), "Progressing");
+    replica_set(c, OLD, 1);
+    replica_set(c, NEW, 2);
+    let mut target = c.get(TARGET).unwrap();
+    target["status"] = json!({"observedGeneration": target["metadata"]["generation"],
+                              "replicas": 2, "readyReplicas": 0, "updatedReplicas": 0});
+    c.put(TARGET, target);
     c.clear_calls();
 }
 
@@ -74,14 +108,15 @@ async fn a_crash_looping_canary_is_rolled_back_at_the_next_look_with_the_pods_re
 async fn a_canary_whose_image_cannot_be_pulled_is_rolled_back_with_the_reason() {
     let c = cluster_with(canary(json!({})), Some(deployment("podinfo:1")));
     scaled_up(&c).await;
-    c.put(
-        &format!("{PODS}/podinfo-7f9c-fghij"),
-        pod(
-            "podinfo-7f9c-fghij",
-            json!({"name": "podinfo", "ready": false, "restartCount": 0, "image": "podinfo:2",
-                   "imageID": "", "state": {"waiting": {"reason": "ImagePullBackOff"}}}),
-        ),
+    let mut p = pod(
+        "podinfo-7f9c-fghij",
+        json!({"name": "podinfo", "ready": false, "restartCount": 0, "image": "podinfo:2",
+               "imageID": "", "state": {"waiting": {"reason": "ImagePullBackOff"}}}),
     );
+    // Created at the scale-up: past the grace two minutes later.
+    p["metadata"]["creationTimestamp"] = json!(SCALED_UP_AT);
+    c.put(&format!("{PODS}/podinfo-7f9c-fghij"), p);
+    c.advance_clock(Duration::from_secs(120));
     c.reconcile(&c.context()).await.unwrap();
     rolled_back_with(&c, "container podinfo: ImagePullBackOff");
 }
@@ -91,7 +126,7 @@ async fn a_canary_failing_readiness_for_an_interval_is_rolled_back_but_not_befor
     let c = cluster_with(canary(json!({})), Some(deployment("podinfo:1")));
     scaled_up(&c).await;
     // Running since the scale-up (the fake clock's time), never ready.
-    let started = "2023-11-14T22:15:20Z";
+    let started = SCALED_UP_AT;
     c.put(
         &format!("{PODS}/podinfo-7f9c-klmno"),
         pod(
@@ -163,4 +198,137 @@ async fn a_terminating_pod_that_stopped_being_ready_does_not_roll_the_canary_bac
         "{}",
         c.get(CANARY).unwrap()["status"]["message"]
     );
+}
+
+/// Only the pods of the canary's current revision are judged: a pod of the old ReplicaSet that
+/// crash-loops (and is not terminating) says nothing about the new revision, which may be its
+/// fix.
+#[tokio::test]
+async fn a_crash_looping_pod_of_the_old_replica_set_does_not_roll_the_new_revision_back() {
+    let c = cluster_with(canary(json!({})), Some(deployment("podinfo:1")));
+    scaled_up(&c).await;
+    let name = format!("podinfo-{OLD}-old02");
+    c.put(
+        &format!("{PODS}/{name}"),
+        pod(
+            &name,
+            json!({"name": "podinfo", "ready": false, "restartCount": 7, "image": "podinfo:1",
+                   "imageID": "", "state": {"waiting": {"reason": "CrashLoopBackOff",
+                   "message": "back-off 5m0s restarting failed container"}}}),
+        ),
+    );
+    c.advance_clock(Duration::from_secs(10));
+    c.reconcile(&c.context()).await.unwrap();
+    assert_eq!(
+        c.phase(),
+        "Progressing",
+        "{}",
+        c.get(CANARY).unwrap()["status"]["message"]
+    );
+}
+
+/// Before the Deployment controller has seen the new template, its newest ReplicaSet is the old
+/// revision's: no pod is judged then, rather than the old pods taken for the new.
+#[tokio::test]
+async fn no_pod_is_judged_before_the_deployment_controller_has_seen_the_new_template() {
+    let c = cluster_with(canary(json!({})), Some(deployment("podinfo:1")));
+    scaled_up(&c).await;
+    c.delete(&format!("{REPLICA_SETS}/podinfo-{NEW}"));
+    let mut target = c.get(TARGET).unwrap();
+    target["status"]["observedGeneration"] = json!(1);
+    c.put(TARGET, target);
+    let name = format!("podinfo-{OLD}-old03");
+    c.put(
+        &format!("{PODS}/{name}"),
+        pod(
+            &name,
+            json!({"name": "podinfo", "ready": false, "restartCount": 7, "image": "podinfo:1",
+                   "imageID": "", "state": {"waiting": {"reason": "CrashLoopBackOff"}}}),
+        ),
+    );
+    c.advance_clock(Duration::from_secs(10));
+    c.reconcile(&c.context()).await.unwrap();
+    assert_eq!(c.phase(), "Progressing");
+}
+
+/// A pod that waits for its image or its config.
+fn waiting_pod(name: &str, reason: &str, message: &str) -> Value {
+    let mut p = pod(
+        name,
+        json!({"name": "podinfo", "ready": false, "restartCount": 0, "image": "podinfo:2",
+               "imageID": "", "state": {"waiting": {"reason": reason, "message": message}}}),
+    );
+    p["metadata"]["creationTimestamp"] = json!(SCALED_UP_AT);
+    p
+}
+
+/// One failed pull (a registry hiccup) is not a verdict: the kubelet retries it, and the
+/// rollout holds for the grace, measured from the pod's creation.
+#[tokio::test]
+async fn an_image_pull_error_within_the_grace_holds_the_rollout_and_past_it_rolls_back() {
+    let c = cluster_with(canary(json!({})), Some(deployment("podinfo:1")));
+    scaled_up(&c).await;
+    let name = format!("podinfo-{NEW}-pull1");
+    let message = "failed to pull image podinfo:2: 502 Bad Gateway";
+    c.put(
+        &format!("{PODS}/{name}"),
+        waiting_pod(&name, "ErrImagePull", message),
+    );
+    c.advance_clock(Duration::from_secs(10));
+    c.reconcile(&c.context()).await.unwrap();
+    assert_eq!(c.phase(), "Progressing", "within the grace");
+    c.advance_clock(Duration::from_secs(100));
+    c.reconcile(&c.context()).await.unwrap();
+    assert_eq!(c.phase(), "Progressing", "still within the grace");
+    c.advance_clock(Duration::from_secs(10));
+    c.reconcile(&c.context()).await.unwrap();
+    rolled_back_with(
+        &c,
+        &format!(
+            "container podinfo: ErrImagePull for over 120s since the pod was created ({message})"
+        ),
+    );
+}
+
+/// A Secret that GitOps creates seconds after the Deployment: the grace counts from the pod's
+/// own creation, so a controller restarted in between does not begin it again.
+#[tokio::test]
+async fn a_missing_secret_is_given_the_grace_from_the_pods_creation_not_from_first_sight() {
+    let c = cluster_with(canary(json!({})), Some(deployment("podinfo:1")));
+    scaled_up(&c).await;
+    let name = format!("podinfo-{NEW}-conf1");
+    c.put(
+        &format!("{PODS}/{name}"),
+        waiting_pod(
+            &name,
+            "CreateContainerConfigError",
+            "secret \"db\" not found",
+        ),
+    );
+    c.advance_clock(Duration::from_secs(30));
+    c.reconcile(&c.context()).await.unwrap();
+    assert_eq!(c.phase(), "Progressing", "within the grace");
+    // First seen by a fresh controller past the grace: the pod's age decides.
+    c.advance_clock(Duration::from_secs(90));
+    c.reconcile(&c.context()).await.unwrap();
+    rolled_back_with(&c, "container podinfo: CreateContainerConfigError");
+}
+
+/// A crash loop after restarts stays a fast signal: no grace.
+#[tokio::test]
+async fn a_crash_loop_is_rolled_back_at_once_even_within_the_grace() {
+    let c = cluster_with(canary(json!({})), Some(deployment("podinfo:1")));
+    scaled_up(&c).await;
+    let name = format!("podinfo-{NEW}-crash");
+    c.put(
+        &format!("{PODS}/{name}"),
+        waiting_pod(
+            &name,
+            "CrashLoopBackOff",
+            "back-off 10s restarting failed container",
+        ),
+    );
+    c.advance_clock(Duration::from_secs(10));
+    c.reconcile(&c.context()).await.unwrap();
+    rolled_back_with(&c, "container podinfo: CrashLoopBackOff");
 }

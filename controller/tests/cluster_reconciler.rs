@@ -309,8 +309,9 @@ async fn deleting_with_revert_on_deletion_restores_the_original_workload() {
     assert_eq!(
         write_paths(&c),
         [
-            "ROUTER finalize istio".to_string(),
+            // The apex first: routing moves only once it selects what serves.
             format!("PATCH {SERVICES}/podinfo"),
+            "ROUTER finalize istio".to_string(),
             format!("DELETE {PRIMARY}"),
             format!("POST {EVENTS}"),
             format!("PATCH {CANARY}/status"),

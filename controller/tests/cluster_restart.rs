@@ -154,3 +154,96 @@ async fn every_strategy_and_a_rollback_make_the_same_writes_across_restarts() {
         );
     }
 }
+
+/// What onboarding or a deletion leaves on the cluster: the Canary's phase and finalizers, the
+/// apex Service's selector and owners, the primary, the target's size and the routes.
+fn settled_state(c: &FakeCluster) -> serde_json::Value {
+    let canary = c.get(CANARY).unwrap();
+    let apex = c.get(&format!("{SERVICES}/podinfo"));
+    json!({
+        "phase": canary["status"]["phase"],
+        "finalizers": canary["metadata"]["finalizers"],
+        "apexSelector": apex.as_ref().map(|s| s["spec"]["selector"].clone()),
+        "apexOwned": apex.as_ref().map(|s| s["metadata"]["ownerReferences"].is_array()),
+        "primary": c.get(PRIMARY).map(|p| p["spec"]["replicas"].clone()),
+        "targetReplicas": c.get(TARGET).unwrap()["spec"]["replicas"],
+        "routes": c.routes().map(|r| r.to_string()),
+    })
+}
+
+/// Reconciles (settling workloads, a minute apart) until `done`; with `restart`, each
+/// reconcile runs in a freshly built controller, and a failed one is retried by the next.
+async fn drive_until(c: &FakeCluster, restart: bool, done: impl Fn(&FakeCluster) -> bool) {
+    let mut ctx = c.context();
+    for _ in 0..30 {
+        if restart {
+            ctx = c.context();
+        }
+        let _ = c.reconcile(&ctx).await;
+        c.settle();
+        c.advance_clock(Duration::from_secs(60));
+        if done(c) {
+            return;
+        }
+    }
+    panic!("not done; at {}", settled_state(c));
+}
+
+fn initialized(c: &FakeCluster) -> bool {
+    c.phase_opt().as_deref() == Some("Initialized")
+}
+
+fn released(c: &FakeCluster) -> bool {
+    c.get(CANARY).unwrap()["metadata"]["finalizers"] == json!([])
+}
+
+fn mark_deleted(c: &FakeCluster) {
+    let mut obj = c.get(CANARY).unwrap();
+    obj["metadata"]["deletionTimestamp"] = json!("2023-11-14T22:20:00Z");
+    c.put(CANARY, obj);
+}
+
+/// The controller stopped before each write of a phase in turn (onboarding, the cleanup of a
+/// deleted Canary, with and without `revertOnDeletion`) resumes after a restart and leaves
+/// the cluster as a controller that never stopped does.
+async fn each_write_interrupted_ends_the_same(
+    spec: serde_json::Value,
+    prepare: impl AsyncFn(&FakeCluster),
+    start: impl Fn(&FakeCluster),
+    done: impl Fn(&FakeCluster) -> bool,
+) {
+    let steady = cluster_with(canary(spec.clone()), Some(deployment("podinfo:1")));
+    prepare(&steady).await;
+    start(&steady);
+    let before = steady.writes().len();
+    drive_until(&steady, false, &done).await;
+    let expected = settled_state(&steady);
+    let total = steady.writes().len() - before;
+    assert!(total > 2, "{:#?}", steady.writes());
+    for n in 1..=total {
+        let c = cluster_with(canary(spec.clone()), Some(deployment("podinfo:1")));
+        prepare(&c).await;
+        start(&c);
+        c.crash_at_write(n);
+        drive_until(&c, true, &done).await;
+        assert_eq!(settled_state(&c), expected, "stopped before write {n}");
+    }
+}
+
+#[tokio::test]
+async fn onboarding_interrupted_at_any_write_resumes_to_the_same_initialized_state() {
+    each_write_interrupted_ends_the_same(json!({}), async |_| {}, |_| {}, initialized).await;
+}
+
+#[tokio::test]
+async fn a_deletion_interrupted_at_any_write_resumes_to_the_same_cleanup() {
+    let onboard = async |c: &FakeCluster| drive_until(c, false, initialized).await;
+    each_write_interrupted_ends_the_same(json!({}), onboard, mark_deleted, released).await;
+}
+
+#[tokio::test]
+async fn a_revert_interrupted_at_any_write_resumes_to_the_same_original_workload() {
+    let onboard = async |c: &FakeCluster| drive_until(c, false, initialized).await;
+    let spec = json!({"revertOnDeletion": true});
+    each_write_interrupted_ends_the_same(spec, onboard, mark_deleted, released).await;
+}

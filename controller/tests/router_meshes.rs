@@ -101,6 +101,10 @@ impl FakeApi {
                     }
                     (200, answer)
                 }
+                (None, "DELETE") => match lock(&self.objects).remove(&path) {
+                    Some(o) => (200, o),
+                    None => (404, status_body(404, "not found")),
+                },
                 (None, _) => (405, status_body(405, "not allowed")),
             };
             let mut response =
@@ -637,6 +641,77 @@ async fn finalize_sends_everything_to_the_apex_service_and_writes_nothing_when_t
             format!("GET {VS}")
         ]
     );
+}
+
+/// SMI does not define a TrafficSplit whose backend is its own root Service, and a GAMMA
+/// HTTPRoute attached to the apex keeps rejecting requests that match none of its rules: a mesh
+/// route of Fledge's goes with the Canary and the apex Service routes as plain Kubernetes.
+#[tokio::test]
+async fn finalize_deletes_a_mesh_route_of_its_own_rather_than_point_the_apex_at_itself() {
+    let c = canary(json!({}));
+    for (provider, path, live) in [
+        (
+            "linkerd",
+            TS,
+            smi::traffic_split(&c, &weights(50, 50), smi::SmiVersion::V1Alpha2),
+        ),
+        (
+            "gatewayapi:v1",
+            HR,
+            gateway_api::http_route(&c, &weights(50, 50), gateway_api::GatewayVersion::V1),
+        ),
+    ] {
+        let mut live = live.unwrap_or_default();
+        live["metadata"]["ownerReferences"] = owner();
+        let fake = FakeApi::with(&[(path, live)]);
+        if let Ok(r) = router(provider, fake.client()) {
+            let result = bounded(r.finalize(&c)).await;
+            assert!(result.is_ok(), "{provider}: {result:?}");
+        }
+        assert_eq!(
+            fake.calls(),
+            vec![format!("GET {path}"), format!("DELETE {path}")],
+            "{provider}"
+        );
+        assert!(lock(&fake.objects).is_empty(), "{provider}");
+    }
+}
+
+/// An HTTPRoute on a Gateway is what makes the ingress forward at all: it stays, sending
+/// everything to the apex Service, until the Canary's owner reference takes it.
+#[tokio::test]
+async fn finalize_keeps_an_ingress_http_route_sending_everything_to_the_apex_service() {
+    let c = canary(json!({ "service": { "gatewayRefs": [{ "name": "public" }] } }));
+    let v1 = gateway_api::GatewayVersion::V1;
+    let mut live = gateway_api::http_route(&c, &weights(50, 50), v1).unwrap_or_default();
+    live["metadata"]["ownerReferences"] = owner();
+    let fake = FakeApi::with(&[(HR, live)]);
+    if let Ok(r) = router("gatewayapi:v1", fake.client()) {
+        let result = bounded(r.finalize(&c)).await;
+        assert!(result.is_ok(), "{result:?}");
+    }
+    let after = fake.object(HR);
+    let backends = &after["spec"]["rules"][0]["backendRefs"];
+    assert_eq!(backends[0]["name"], "podinfo", "{after}");
+    assert_eq!(backends[0]["weight"], 100, "{after}");
+}
+
+/// A TrafficSplit the user wrote is given its own spec back, never deleted.
+#[tokio::test]
+async fn a_traffic_split_the_user_wrote_is_restored_not_deleted_when_the_canary_goes() {
+    let c = canary(json!({}));
+    let users = json!({
+        "apiVersion": "split.smi-spec.io/v1alpha2", "kind": "TrafficSplit",
+        "metadata": {"name": "podinfo", "namespace": "test"},
+        "spec": {"service": "podinfo", "backends": [{"service": "podinfo-v1", "weight": 100}]}
+    });
+    let fake = FakeApi::with(&[(TS, users.clone())]);
+    if let Ok(r) = router("linkerd", fake.client()) {
+        assert!(bounded(r.reconcile(&c)).await.is_ok());
+        assert!(bounded(r.finalize(&c)).await.is_ok());
+    }
+    assert!(fake.calls().iter().all(|c| !c.starts_with("DELETE")));
+    assert_eq!(fake.object(TS)["spec"], users["spec"]);
 }
 
 #[tokio::test]

@@ -9,7 +9,7 @@
 use std::collections::BTreeMap;
 use std::fmt;
 
-use k8s_openapi::api::apps::v1::Deployment;
+use k8s_openapi::api::apps::v1::{Deployment, ReplicaSet};
 use k8s_openapi::api::autoscaling::v2::HorizontalPodAutoscaler;
 use k8s_openapi::api::core::v1::{Pod, Service, ServicePort, ServiceSpec};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta, OwnerReference};
@@ -119,6 +119,11 @@ pub fn pod_states(pods: &[Pod]) -> Vec<PodState> {
         .filter(|p| p.metadata.deletion_timestamp.is_none())
     {
         let name = pod.metadata.name.clone().unwrap_or_default();
+        let created = pod
+            .metadata
+            .creation_timestamp
+            .as_ref()
+            .and_then(|t| u64::try_from(t.0.as_millisecond()).ok());
         let statuses = pod.status.iter().flat_map(|s| {
             let init = s.init_container_statuses.iter().flatten();
             init.map(|c| (c, true))
@@ -153,10 +158,63 @@ pub fn pod_states(pods: &[Pod]) -> Vec<PodState> {
                 reason,
                 message,
                 running_since,
+                created,
             });
         }
     }
     states
+}
+
+/// The label the Deployment controller gives a ReplicaSet and its pods: a hash of the template.
+const TEMPLATE_HASH: &str = "pod-template-hash";
+/// The annotation in which the Deployment controller numbers its ReplicaSets, newest highest.
+const REVISION: &str = "deployment.kubernetes.io/revision";
+
+/// The `pod-template-hash` of the target's current revision: that of the newest ReplicaSet the
+/// target owns, once the Deployment controller has seen the target's latest template (before
+/// that, the newest ReplicaSet is the previous revision's). `None` when that is not known yet.
+pub fn current_template_hash(target: &Deployment, sets: &[ReplicaSet]) -> Option<String> {
+    let status = target.status.as_ref()?;
+    if status.observed_generation.unwrap_or(0) < target.metadata.generation.unwrap_or(0) {
+        return None;
+    }
+    let owned = |rs: &&ReplicaSet| {
+        rs.metadata.owner_references.iter().flatten().any(|o| {
+            o.kind == "Deployment"
+                && Some(&o.name) == target.metadata.name.as_ref()
+                && target.metadata.uid.as_ref().is_none_or(|uid| *uid == o.uid)
+        })
+    };
+    let revision = |rs: &&ReplicaSet| {
+        rs.metadata
+            .annotations
+            .as_ref()
+            .and_then(|a| a.get(REVISION))
+            .and_then(|r| r.parse::<u64>().ok())
+    };
+    sets.iter()
+        .filter(owned)
+        .filter(|rs| revision(rs).is_some())
+        .max_by_key(|rs| revision(rs))?
+        .metadata
+        .labels
+        .as_ref()?
+        .get(TEMPLATE_HASH)
+        .cloned()
+}
+
+/// The pods of the template whose hash is `hash`: the old revision's pods (still running while
+/// the canary rolls out) are no evidence about the new one.
+pub fn pods_of_template(pods: Vec<Pod>, hash: &str) -> Vec<Pod> {
+    pods.into_iter()
+        .filter(|p| {
+            p.metadata
+                .labels
+                .as_ref()
+                .and_then(|l| l.get(TEMPLATE_HASH))
+                .is_some_and(|h| h == hash)
+        })
+        .collect()
 }
 
 /// The selector labels of the primary: every value `v` becomes `v-primary`.
@@ -341,6 +399,7 @@ pub fn primary_hpa(canary: &Canary, hpa: &HorizontalPodAutoscaler) -> Horizontal
 pub struct Workloads {
     deployments: Api<Deployment>,
     pods: Api<Pod>,
+    replica_sets: Api<ReplicaSet>,
     services: Api<Service>,
     hpas: Api<HorizontalPodAutoscaler>,
 }
@@ -360,6 +419,7 @@ impl Workloads {
         Workloads {
             deployments: Api::namespaced(client.clone(), namespace),
             pods: Api::namespaced(client.clone(), namespace),
+            replica_sets: Api::namespaced(client.clone(), namespace),
             services: Api::namespaced(client.clone(), namespace),
             hpas: Api::namespaced(client, namespace),
         }
@@ -382,6 +442,21 @@ impl Workloads {
             .list(&params)
             .await
             .map_err(read("Pod", &labels.join(",")))?;
+        Ok(list.items)
+    }
+
+    /// The ReplicaSets a Deployment's selector labels select (its own among them).
+    pub async fn replica_sets(
+        &self,
+        selector: &BTreeMap<String, String>,
+    ) -> Result<Vec<ReplicaSet>> {
+        let labels: Vec<String> = selector.iter().map(|(k, v)| format!("{k}={v}")).collect();
+        let params = ListParams::default().labels(&labels.join(","));
+        let list = self
+            .replica_sets
+            .list(&params)
+            .await
+            .map_err(read("ReplicaSet", &labels.join(",")))?;
         Ok(list.items)
     }
 

@@ -12,7 +12,8 @@
 //! 2. [`Router::set_routes`] for every routing decision of the rollout core.
 //! 3. [`Router::get_routes`] reads the live split back, so that a hand edit between steps is seen.
 //! 4. [`Router::finalize`] when the Canary is deleted: a user's object gets its own spec back,
-//!    ours sends all traffic to the apex Service.
+//!    ours is deleted when it is a mesh route on the apex Service (SMI, GAMMA HTTPRoute) and
+//!    otherwise sends all traffic to the apex Service.
 //!
 //! # Ownership
 //! An object the router creates carries an owner reference to its Canary, so that Kubernetes
@@ -173,8 +174,9 @@ impl Router {
     }
 
     /// The Canary goes: an object the user wrote gets the spec it had before the Canary back
-    /// (recorded in [`ORIGINAL_SPEC`] at take-over, as Flagger does); ours routes all traffic
-    /// to the apex Service and goes with the Canary through its owner reference.
+    /// (recorded in [`ORIGINAL_SPEC`] at take-over, as Flagger does). Ours, when it is a mesh
+    /// route on the apex Service (SMI, GAMMA), is deleted; otherwise it routes all traffic to
+    /// the apex Service and goes with the Canary through its owner reference.
     pub async fn finalize(&self, canary: &Canary) -> Result<(), RouterError> {
         let ns = namespace(canary)?;
         if let Some(rules) = &self.destination_rules {
@@ -191,6 +193,15 @@ impl Router {
         if self.routing.restore(&existing).await? {
             return Ok(());
         }
+        if self.routes_the_mesh_itself(canary) {
+            // A mesh route on the apex Service that only sent traffic back to it would be a
+            // no-op at best: SMI does not define a TrafficSplit whose backend is its own root,
+            // and a GAMMA HTTPRoute attached to a Service makes the mesh reject requests that
+            // match none of its rules and keeps the Canary's timeouts and filters. Without it
+            // the apex Service routes as plain Kubernetes, as before the Canary; the shell
+            // calls this once the apex selects the workload that serves.
+            return self.routing.delete(&existing).await;
+        }
         // Ours sends everything to the apex Service, which selects whatever serves after the
         // Canary (the primary, or the target it was given back to): the primary may be deleted
         // before the garbage collector takes this object, and must then carry no traffic.
@@ -203,6 +214,25 @@ impl Router {
             .apply(canary, Some(&existing), desired)
             .await
             .map(drop)
+    }
+}
+
+impl Router {
+    /// Whether the routing object is attached to the apex Service itself (SMI, GAMMA) rather
+    /// than to an ingress (Istio's hosts and gateways, Gateway API `gatewayRefs`), where it is
+    /// what makes the ingress forward at all and must stay until the Canary's owner reference
+    /// takes it.
+    fn routes_the_mesh_itself(&self, canary: &Canary) -> bool {
+        match self.provider {
+            Provider::Istio => false,
+            Provider::Smi(_) => true,
+            Provider::GatewayApi(_) => canary
+                .spec
+                .service
+                .gateway_refs
+                .as_ref()
+                .is_none_or(|refs| refs.is_empty()),
+        }
     }
 }
 
@@ -388,6 +418,26 @@ impl Objects {
                 source: Box::new(source),
             })?;
         Ok(true)
+    }
+
+    async fn delete(&self, object: &DynamicObject) -> Result<(), RouterError> {
+        let namespace = object.namespace().unwrap_or_default();
+        let name = object.name_any();
+        match self
+            .api(&namespace)
+            .delete(&name, &Default::default())
+            .await
+        {
+            Ok(_) => Ok(()),
+            Err(kube::Error::Api(e)) if e.code == 404 => Ok(()),
+            Err(source) => Err(RouterError::Api {
+                verb: "deleting",
+                kind: self.kind,
+                namespace,
+                name,
+                source: Box::new(source),
+            }),
+        }
     }
 
     fn malformed(&self, object: &DynamicObject, reason: impl Into<String>) -> RouterError {

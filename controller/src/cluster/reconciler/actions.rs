@@ -211,13 +211,15 @@ impl Tick<'_> {
             self.keep_primary_serving(waited).await?;
             return Ok(true);
         }
+        // The apex Service first: a mesh route is then deleted only once the apex selects
+        // the workload that serves.
+        let revert = revert && target.is_some();
+        self.give_back_apex(revert, target).await?;
         self.ctx
             .routing
             .finalize(self.provider()?, self.canary)
             .await
             .map_err(|m| self.route_error(m))?;
-        let revert = revert && target.is_some();
-        self.give_back_apex(revert, target).await?;
         if revert {
             if let Some(r) = &self.canary.spec.autoscaler_ref {
                 self.workloads

@@ -13,7 +13,7 @@ use super::super::{Error, Result};
 use super::tick::Tick;
 use crate::analysis::MetricReading;
 use crate::observe::{Measure, Measurement, QuerySource, Subject, plan, template_not_found};
-use crate::rollout::{Command, Observation, Phase, RolloutState, wants};
+use crate::rollout::{Command, Observation, Phase, PodState, RolloutState, wants};
 use crate::spec::{HookGate, MetricTemplate, MetricTemplateSpec, RolloutSpec};
 
 impl Tick<'_> {
@@ -46,9 +46,7 @@ impl Tick<'_> {
         let waiting = matches!(state.phase, Phase::Progressing | Phase::WaitingPromotion)
             && !canary.meets(spec.canary_ready_threshold);
         let canary_pods = match workloads::selector_labels(target) {
-            Ok(selector) if waiting => {
-                workloads::pod_states(&self.workloads.pods(&selector).await?)
-            }
+            Ok(selector) if waiting => self.current_pod_states(target, &selector).await?,
             _ => Vec::new(),
         };
         Ok(Observation {
@@ -61,6 +59,24 @@ impl Tick<'_> {
             deleting: false,
             command,
         })
+    }
+
+    /// The not-ready containers of the target's current revision only: an old ReplicaSet's
+    /// pods (a crash loop the new revision may be the fix of) judge nothing. Until the current
+    /// revision is known, no pod is judged; the progress deadline still applies.
+    async fn current_pod_states(
+        &self,
+        target: &Deployment,
+        selector: &BTreeMap<String, String>,
+    ) -> Result<Vec<PodState>> {
+        let sets = self.workloads.replica_sets(selector).await?;
+        let Some(hash) = workloads::current_template_hash(target, &sets) else {
+            return Ok(Vec::new());
+        };
+        let pods = self.workloads.pods(selector).await?;
+        Ok(workloads::pod_states(&workloads::pods_of_template(
+            pods, &hash,
+        )))
     }
 
     /// One measurement, with the `MetricTemplate` it names read from the API.

@@ -1,0 +1,175 @@
+//! The analysis of one step: rollout hooks, then the metrics by the spec's judge (Flagger's
+//! threshold checks, or the statistical comparison of canary with primary), and what a result
+//! means: pass, a failed check counted against `threshold`, a regression, or a hold.
+
+use super::Severity;
+use super::tick::Tick;
+use crate::analysis::{MetricResult, Verdict, check_threshold};
+use crate::spec::{HookGate, Judge, MetricCheck, RolloutSpec};
+
+/// The false-rollback level of each comparison: `alpha` is shared between the compared metrics
+/// (Bonferroni), so the chance that any of them rolls back a canary no worse than primary stays
+/// within `alpha`.
+fn comparison_alpha(spec: &RolloutSpec, alpha: f64) -> f64 {
+    let compared = spec.metrics.iter().filter(|m| m.kind.is_builtin()).count();
+    alpha / compared.max(1) as f64
+}
+
+/// How a tick's analysis came out.
+pub(super) enum Analysis {
+    Passed,
+    /// A failed check (threshold mode, hooks, scalar metrics).
+    Failed(String),
+    /// The statistical judge found the canary worse than primary: roll back now.
+    Regressed(String),
+    /// The statistical judge cannot decide yet: hold the step.
+    Held {
+        why: String,
+        short_of_traffic: Option<(f64, u64)>,
+    },
+}
+
+impl Tick<'_> {
+    /// All hooks of a blocking type answered success.
+    pub(super) fn hooks_pass(&self, gate: HookGate) -> Result<(), String> {
+        match self.refusal(gate) {
+            None => Ok(()),
+            Some((hook, Some(why))) => Err(format!("{gate} hook {hook} failed: {why}")),
+            Some((hook, None)) => Err(format!("{gate} hook {hook} did not answer")),
+        }
+    }
+
+    /// Metrics and rollout hooks for this tick.
+    pub(super) fn analyse(&mut self) -> Analysis {
+        let (spec, obs) = (self.spec, self.obs);
+        let (results, short_of_traffic) = match spec.judge {
+            Judge::Threshold => (
+                spec.metrics
+                    .iter()
+                    .map(|m| check_threshold(m, obs.metrics.get(&m.name), &spec.target))
+                    .collect(),
+                None,
+            ),
+            Judge::Statistical { .. } => self.compare(|_| true),
+        };
+        self.s.analysis = results;
+        if let Err(why) = self.hooks_pass(HookGate::Rollout) {
+            return Analysis::Failed(why);
+        }
+        let reasons = |keep: &dyn Fn(&MetricResult) -> bool| -> String {
+            let picked: Vec<&str> = self
+                .s
+                .analysis
+                .iter()
+                .filter(|r| keep(r))
+                .map(|r| r.reason.as_str())
+                .collect();
+            picked.join("; ")
+        };
+        let failed = |r: &MetricResult| r.verdict == Verdict::Fail;
+        let builtin = |name: &str| {
+            spec.metrics
+                .iter()
+                .any(|m| m.name == name && m.kind.is_builtin())
+        };
+        match spec.judge {
+            Judge::Threshold => {
+                let why = reasons(&|r| matches!(r.verdict, Verdict::Fail | Verdict::NoData));
+                if why.is_empty() {
+                    Analysis::Passed
+                } else {
+                    Analysis::Failed(why)
+                }
+            }
+            Judge::Statistical { .. } => {
+                // A comparison that regressed rolls back at once; a scalar out of range is a
+                // failed check, as in threshold mode.
+                let regressed = reasons(&|r| failed(r) && builtin(&r.name));
+                let out_of_range = reasons(&|r| failed(r) && !builtin(&r.name));
+                let waiting =
+                    reasons(&|r| matches!(r.verdict, Verdict::Undecided | Verdict::NoData));
+                if !regressed.is_empty() {
+                    Analysis::Regressed(regressed)
+                } else if !out_of_range.is_empty() {
+                    Analysis::Failed(out_of_range)
+                } else if !waiting.is_empty() {
+                    Analysis::Held {
+                        why: waiting,
+                        short_of_traffic,
+                    }
+                } else {
+                    Analysis::Passed
+                }
+            }
+        }
+    }
+
+    /// The statistical judge on the metrics `include` picks: their results, and whether a hold is
+    /// for lack of traffic (canary requests seen, requests needed).
+    pub(super) fn compare(
+        &mut self,
+        include: impl Fn(&MetricCheck) -> bool,
+    ) -> (Vec<MetricResult>, Option<(f64, u64)>) {
+        let Judge::Statistical {
+            alpha,
+            min_requests,
+        } = self.spec.judge
+        else {
+            return (Vec::new(), None);
+        };
+        let (spec, obs) = (self.spec, self.obs);
+        let mut short_of_traffic = None;
+        let results = spec
+            .metrics
+            .iter()
+            .filter(|m| include(m))
+            .map(|m| {
+                let judged = self.s.evidence.judge(
+                    m,
+                    obs.metrics.get(&m.name),
+                    comparison_alpha(spec, alpha),
+                    min_requests,
+                    &spec.target,
+                );
+                short_of_traffic = short_of_traffic.or(judged.short_of_traffic);
+                judged.result
+            })
+            .collect();
+        (results, short_of_traffic)
+    }
+
+    /// The statistical judge's look between steps: the comparisons only (hooks and scalar
+    /// metrics keep their once-per-interval checks), acting only on a regression.
+    pub(super) fn look_between_steps(&mut self) {
+        self.s.last_look = Some(self.now);
+        let (looked, _) = self.compare(|m| m.kind.is_builtin());
+        let regressed: Vec<&str> = looked
+            .iter()
+            .filter(|r| r.verdict == Verdict::Fail)
+            .map(|r| r.reason.as_str())
+            .collect();
+        if !regressed.is_empty() {
+            let why = regressed.join("; ");
+            self.s.analysis = looked;
+            self.rollback(format!("canary regressed: {why}"));
+        }
+    }
+
+    pub(super) fn failed_check(&mut self, why: String) {
+        self.s.failed_checks += 1;
+        let (n, threshold) = (self.s.failed_checks, self.spec.threshold);
+        if n >= threshold {
+            self.rollback(format!(
+                "failed checks threshold reached ({n}/{threshold}): {why}"
+            ));
+        } else {
+            self.event(
+                Severity::Warning,
+                format!(
+                    "Halt {} advancement: {why} (failed checks {n}/{threshold})",
+                    self.target()
+                ),
+            );
+        }
+    }
+}

@@ -1,0 +1,134 @@
+//! What a rollout remembers between ticks: the phase, the traffic it has given the canary, the
+//! revisions it has seen and promoted, and the evidence so far. It decides nothing; it is what
+//! the Canary's status records, so a shell that restarts resumes exactly where it was.
+
+use std::fmt;
+
+use serde::{Deserialize, Serialize};
+
+use super::StateVersion;
+use crate::analysis::MetricResult;
+use crate::analysis::statistical::Evidence;
+
+/// Milliseconds on the shell's clock (Unix time in a cluster, virtual time in the simulator).
+pub type Millis = u64;
+
+/// Flagger's phases, with the same names.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub enum Phase {
+    /// Creating the primary from the target and waiting for it to be ready.
+    #[default]
+    Initializing,
+    /// The primary serves all traffic; the canary is scaled to zero; waiting for a new revision.
+    Initialized,
+    /// A new revision waits for confirm-rollout hooks.
+    Waiting,
+    /// The canary is being analysed and traffic shifted to it.
+    Progressing,
+    /// The analysis passed; waiting for confirm-promotion hooks.
+    WaitingPromotion,
+    /// The canary's template has been copied to the primary; traffic returns to the primary.
+    Promoting,
+    /// Traffic is back on the primary; the canary is being scaled to zero.
+    Finalising,
+    /// The last rollout was promoted.
+    Succeeded,
+    /// The last rollout was rolled back.
+    Failed,
+    /// The Canary is being deleted; routing is being restored.
+    Terminating,
+    /// The Canary has been deleted and routing restored.
+    Terminated,
+}
+
+impl Phase {
+    /// Phases in which a rollout is under way.
+    pub fn is_active(self) -> bool {
+        matches!(
+            self,
+            Phase::Waiting
+                | Phase::Progressing
+                | Phase::WaitingPromotion
+                | Phase::Promoting
+                | Phase::Finalising
+        )
+    }
+}
+
+impl fmt::Display for Phase {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Debug::fmt(self, f)
+    }
+}
+
+/// Everything needed to resume a rollout; stored in the Canary's status.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct RolloutState {
+    /// The format this state is recorded in; see [`RolloutState::restore`].
+    #[serde(default = "unversioned")]
+    pub version: StateVersion,
+    pub phase: Phase,
+    /// Percentage of live traffic on the canary; the primary has the rest.
+    pub canary_weight: u8,
+    /// Percentage of traffic mirrored to the canary, when mirroring.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mirror: Option<u8>,
+    /// A/B testing: requests matching the spec's rules go to the canary.
+    #[serde(default)]
+    pub matched: bool,
+    /// Completed analysis iterations (blue/green, A/B).
+    #[serde(default)]
+    pub iterations: u32,
+    #[serde(default)]
+    pub failed_checks: u32,
+    /// The target revision the state refers to (Flagger's `lastAppliedSpec`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub revision: Option<String>,
+    /// The revision last promoted (Flagger's `lastPromotedSpec`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub promoted_revision: Option<String>,
+    /// When the phase last changed.
+    #[serde(default)]
+    pub phase_since: Millis,
+    /// When the last analysis step ran.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_step: Option<Millis>,
+    /// When the statistical judge last looked (at a step or between steps).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_look: Option<Millis>,
+    /// Since when the rollout has been unable to progress (workloads not ready).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stalled_since: Option<Millis>,
+    /// When the current step began: the canary's weight or iteration last changed.
+    #[serde(default)]
+    pub step_since: Millis,
+    /// Since when the statistical judge has held the current step undecided.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub held_since: Option<Millis>,
+    /// The statistical judge's evidence.
+    #[serde(default, skip_serializing_if = "Evidence::is_empty")]
+    pub evidence: Evidence,
+    /// The pre-rollout hooks of this rollout have passed.
+    #[serde(default)]
+    pub pre_rollout_done: bool,
+    /// The spec's `suspend` has been noticed (so it is reported once).
+    #[serde(default)]
+    pub suspended: bool,
+    /// The last reason given, for the status.
+    #[serde(default)]
+    pub message: String,
+    /// The last analysis, metric by metric.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub analysis: Vec<MetricResult>,
+}
+
+fn unversioned() -> StateVersion {
+    StateVersion::UNVERSIONED
+}
+
+impl RolloutState {
+    pub fn primary_weight(&self) -> u8 {
+        100 - self.canary_weight
+    }
+}

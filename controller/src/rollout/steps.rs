@@ -1,0 +1,234 @@
+//! The strategy's steps and the ends of a rollout: the first routing, each canary weight or
+//! blue/green and A/B iteration, the confirm-promotion gate, promotion and the return of traffic
+//! to the primary, rollback, and the finalisation of a deleted Canary.
+
+use super::schedule::step_due;
+use super::tick::Tick;
+use super::{Action, Phase, Severity};
+use crate::spec::{HookGate, Strategy};
+
+impl Tick<'_> {
+    /// Weight 0: pre-rollout hooks, then the strategy's first routing.
+    pub(super) fn first_step(&mut self) {
+        if let Err(why) = self.hooks_pass(HookGate::PreRollout) {
+            return self.failed_check(why);
+        }
+        self.s.pre_rollout_done = true;
+        match self.spec.strategy.clone() {
+            Strategy::Canary {
+                mirror: Some(percent),
+                ..
+            } => {
+                self.set_routes(0, Some(percent), false);
+                self.event(
+                    Severity::Normal,
+                    format!(
+                        "Starting canary analysis for {} with {percent}% of traffic mirrored",
+                        self.target()
+                    ),
+                );
+            }
+            Strategy::Canary { mirror: None, .. } => self.canary_step(),
+            Strategy::BlueGreen { iterations, mirror } => {
+                self.set_routes(0, mirror, false);
+                let mirrored = mirror
+                    .map(|p| format!(", {p}% of traffic mirrored"))
+                    .unwrap_or_default();
+                self.event(
+                    Severity::Normal,
+                    format!(
+                        "Starting blue/green analysis of {}: {iterations} iterations{mirrored}",
+                        self.target()
+                    ),
+                );
+            }
+            Strategy::AbTesting { iterations, .. } => {
+                self.set_routes(0, None, true);
+                self.event(Severity::Normal, format!("Starting A/B testing of {}: matching requests go to the canary for {iterations} iterations", self.target()));
+            }
+        }
+    }
+
+    /// Raise the canary's weight to the next step (ending any mirroring), or promote at the top.
+    pub(super) fn canary_step(&mut self) {
+        let spec = self.spec;
+        let steps: &[u8] = match &spec.strategy {
+            Strategy::Canary { steps, .. } => steps,
+            _ => &[],
+        };
+        let current = self.s.canary_weight;
+        let Some(next) = steps.iter().copied().find(|&w| w > current) else {
+            return self.await_promotion();
+        };
+        if let Err(why) = self.gate(HookGate::ConfirmTrafficIncrease) {
+            self.s.message = why;
+            return;
+        }
+        self.set_routes(next, None, false);
+        self.event(
+            Severity::Normal,
+            format!("Advance {} canary weight {next}%", self.target()),
+        );
+    }
+
+    pub(super) fn blue_green_step(&mut self, iterations: u32, mirror: Option<u8>) {
+        if self.s.iterations < iterations {
+            self.s.iterations += 1;
+            self.new_step();
+            // Like Flagger: mirrored during the whole blue/green test (its scheduler's "mirror
+            // requests during the entire B/G canary test").
+            if mirror != self.s.mirror {
+                self.set_routes(0, mirror, false);
+            }
+            let n = self.s.iterations;
+            return self.event(
+                Severity::Normal,
+                format!("Advance {} iteration {n}/{iterations}", self.target()),
+            );
+        }
+        if self.s.canary_weight < 100 {
+            // Like Flagger: one more analysed interval with all traffic on the canary.
+            self.set_routes(100, None, false);
+            return self.event(
+                Severity::Normal,
+                format!("Routing all traffic to canary {}", self.target()),
+            );
+        }
+        self.await_promotion();
+    }
+
+    pub(super) fn ab_step(&mut self, iterations: u32) {
+        if self.s.iterations < iterations {
+            self.s.iterations += 1;
+            self.new_step();
+            let n = self.s.iterations;
+            return self.event(
+                Severity::Normal,
+                format!("Advance {} iteration {n}/{iterations}", self.target()),
+            );
+        }
+        self.await_promotion();
+    }
+
+    pub(super) fn await_promotion(&mut self) {
+        match self.gate(HookGate::ConfirmPromotion) {
+            Ok(()) => self.promote(),
+            Err(why) => {
+                if self.s.phase != Phase::WaitingPromotion {
+                    self.set_phase(Phase::WaitingPromotion);
+                    self.event(
+                        Severity::Normal,
+                        format!("Analysis of {} passed; {why}", self.target()),
+                    );
+                } else {
+                    self.s.message = why;
+                }
+            }
+        }
+    }
+
+    pub(super) fn promote(&mut self) {
+        self.actions.push(Action::PromotePrimary);
+        self.set_phase(Phase::Promoting);
+        self.s.stalled_since = None;
+        self.s.last_step = Some(self.now);
+        self.event(
+            Severity::Normal,
+            format!("Copying {0} template to {0}-primary", self.target()),
+        );
+    }
+
+    /// Wait for the primary's rollout, then move traffic back to it.
+    pub(super) fn promoting(&mut self) {
+        let primary = self.obs.primary;
+        if !primary.meets(self.spec.primary_ready_threshold) {
+            return self.stalled(format!(
+                "{}-primary rollout not finished: {primary}",
+                self.target()
+            ));
+        }
+        self.s.stalled_since = None;
+        let step = self.spec.step_weight_promotion.unwrap_or(100);
+        if step < self.s.canary_weight {
+            // Progressive promotion: one step back to the primary per interval.
+            if !step_due(&self.s, self.spec, self.now) {
+                return;
+            }
+            self.s.last_step = Some(self.now);
+        }
+        let canary = self.s.canary_weight.saturating_sub(step);
+        self.set_routes(canary, None, false);
+        if canary == 0 {
+            self.set_phase(Phase::Finalising);
+            self.event(
+                Severity::Normal,
+                format!("Routing all traffic to {}-primary", self.target()),
+            );
+        } else {
+            self.event(
+                Severity::Normal,
+                format!(
+                    "Promoting {}: primary weight {}%",
+                    self.target(),
+                    100 - canary
+                ),
+            );
+        }
+    }
+
+    pub(super) fn finalising(&mut self) {
+        self.actions.push(Action::ScaleCanary { up: false });
+        self.actions.push(Action::RunHooks {
+            gate: HookGate::PostRollout,
+        });
+        self.s.promoted_revision = self.s.revision.clone();
+        self.set_phase(Phase::Succeeded);
+        self.event(
+            Severity::Normal,
+            format!("Promotion completed! Scaling down {}", self.target()),
+        );
+    }
+
+    pub(super) fn rollback(&mut self, why: String) {
+        self.set_routes(0, None, false);
+        self.actions.push(Action::ScaleCanary { up: false });
+        self.actions.push(Action::RunHooks {
+            gate: HookGate::PostRollout,
+        });
+        self.set_phase(Phase::Failed);
+        self.s.stalled_since = None;
+        self.event(
+            Severity::Warning,
+            format!("Rolling back {}: {why}", self.target()),
+        );
+    }
+
+    pub(super) fn terminate(&mut self) {
+        match self.s.phase {
+            Phase::Terminated => {}
+            // The shell has carried out the finalisation asked for on the previous tick.
+            Phase::Terminating => self.set_phase(Phase::Terminated),
+            _ => {
+                self.s.canary_weight = 0;
+                self.s.mirror = None;
+                self.s.matched = false;
+                self.actions.push(Action::Finalize {
+                    revert: self.spec.revert_on_deletion,
+                });
+                self.set_phase(Phase::Terminating);
+                let restored = if self.spec.revert_on_deletion {
+                    " and the original workload restored"
+                } else {
+                    ""
+                };
+                self.event(
+                    Severity::Normal,
+                    format!(
+                        "Canary deleted: routing restored to {}-primary{restored}",
+                        self.target()
+                    ),
+                );
+            }
+        }
+    }
+}
