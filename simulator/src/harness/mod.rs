@@ -190,6 +190,7 @@ impl<'a> Harness<'a> {
             services: vec![service],
             clients,
             data_plane: scenario.data_plane,
+            istio_retry_503: scenario.istio_retry_503,
             ..MeshConfig::default()
         };
         let mesh = Mesh::new(config).map_err(mesh_error)?;

@@ -82,11 +82,11 @@ impl RetryPolicy {
             on: RetryOn::default(),
         }
     }
-    pub(super) fn istio_default() -> Self {
+    pub(super) fn istio_default(retry_503: bool) -> Self {
         Self {
             attempts: 2,
             per_try_timeout: None,
-            on: RetryOn::istio_default(),
+            on: RetryOn::istio_default(retry_503),
         }
     }
 }
@@ -295,9 +295,29 @@ mod tests {
         }
     }
 
+    /// Istio's default `retryOn` has status code 503 only up to 1.23 or with
+    /// EXCLUDE_UNSAFE_503_FROM_DEFAULT_RETRY=false (istio/istio
+    /// `pilot/pkg/networking/core/route/retry/retry.go` before and after release note 50506);
+    /// a connect failure is retried either way, an overflow never (Envoy
+    /// `source/common/router/retry_state_impl.cc`: no retry on a local overflow).
     #[test]
-    fn istio_default_retry_policy_does_not_retry_503_responses() {
-        assert!(!is_retriable(&RetryOn::istio_default(), 503, 0));
-        assert!(is_retriable(&RetryOn::istio_default(), 503, flags::UF));
+    fn istio_default_retry_policy_retries_503_only_with_the_legacy_switch() {
+        let cases = [
+            // (retry_503, code, flags, retried)
+            (false, 503, 0, false),
+            (true, 503, 0, true),
+            (false, 503, flags::UF, true),
+            (true, 503, flags::UO, false),
+            (true, 500, 0, false),
+            (true, 502, 0, false),
+        ];
+        for (retry_503, code, f, want) in cases {
+            let on = RetryOn::istio_default(retry_503);
+            assert_eq!(
+                is_retriable(&on, code, f),
+                want,
+                "retry_503={retry_503} code={code} flags={f:#x}"
+            );
+        }
     }
 }

@@ -1,0 +1,151 @@
+//! Envoy's, Istio's and Linkerd's semantics case by case (issue 17, fixes 7 to 10): each test is
+//! a table of cases, each citing the behaviour it reproduces.
+
+mod support;
+
+use fledge_simulator::engine::{MILLIS, SECONDS};
+use fledge_simulator::manifest;
+use fledge_simulator::mesh::{
+    Action, Behaviour, ClientConfig, Mesh, MeshConfig, ServiceConfig, ServiceTime, VersionConfig,
+};
+
+fn behaviour(mean_ms: u64, workers: u32) -> Behaviour {
+    Behaviour {
+        workers,
+        service_time: ServiceTime::Exponential {
+            mean: mean_ms * MILLIS,
+        },
+        ..Default::default()
+    }
+}
+
+fn mesh_with(cfg: MeshConfig, manifests: &str) -> Mesh {
+    let mut mesh = Mesh::new(cfg).expect("mesh builds");
+    if !manifests.is_empty() {
+        mesh.apply_manifests(&manifest::parse(manifests).expect("manifests parse"))
+            .expect("manifests apply");
+    }
+    mesh
+}
+
+fn one_version(seed: u64, rps: f64) -> MeshConfig {
+    MeshConfig {
+        seed,
+        services: vec![ServiceConfig::new(
+            "podinfo",
+            vec![VersionConfig::new("primary", 3, behaviour(5, 8))],
+        )],
+        clients: vec![ClientConfig::new("client", "podinfo", rps)],
+        ..Default::default()
+    }
+}
+
+const VS_HEAD: &str = "kind: VirtualService\nmetadata:\n  name: p\nspec:\n  hosts: [podinfo]\n  http:\n    - route:\n        - destination:\n            host: podinfo\n";
+
+/// Fix 7: Istio's default retry policy, and a `retries` block without `retryOn` (which Istio
+/// starts from the default), retry a 503 only up to Istio 1.23 or with
+/// EXCLUDE_UNSAFE_503_FROM_DEFAULT_RETRY=false (istio/istio
+/// `pilot/pkg/networking/core/route/retry/retry.go`, `defaultPolicy` and `ConvertPolicy` before
+/// commit "remove 1.23 compatibility profile"; release note 50506).
+#[test]
+fn istio_default_retry_policy_retries_503_only_on_the_legacy_versions() {
+    let cases = [
+        // (legacy switch, retries block, pod error code, retried)
+        (false, "", 503, false),
+        (true, "", 503, true),
+        (true, "", 500, false),
+        (false, "      retries: {attempts: 3}\n", 503, false),
+        (true, "      retries: {attempts: 3}\n", 503, true),
+        // An explicit retryOn replaces the default's status codes.
+        (
+            true,
+            "      retries: {attempts: 3, retryOn: connect-failure}\n",
+            503,
+            false,
+        ),
+        (true, "      retries: {attempts: 0}\n", 503, false),
+    ];
+    for (legacy, retries, code, want) in cases {
+        let mut cfg = one_version(7, 100.0);
+        cfg.istio_retry_503 = legacy;
+        cfg.services[0].versions[0].behaviour.error_code = code;
+        let vs = if retries.is_empty() {
+            String::new()
+        } else {
+            format!("{VS_HEAD}{retries}")
+        };
+        let mut mesh = mesh_with(cfg, &vs);
+        let v = mesh.version_id("podinfo", "primary").unwrap();
+        mesh.apply(Action::SetErrorRate {
+            version: v,
+            rate: 0.2,
+        })
+        .unwrap();
+        mesh.run_until(10 * SECONDS);
+        let c = mesh.client_id("client").unwrap();
+        let retried = mesh.proxy_counters(c, v).retries > 0;
+        assert_eq!(
+            retried, want,
+            "legacy={legacy} retries={retries:?} code={code}"
+        );
+    }
+}
+
+/// Fix 7, the scenario's switch: `istio.version` up to 1.23 always retries 503 by default;
+/// 1.24 to 1.26 follow `exclude_unsafe_503_from_default_retry` (default true); 1.27 removed the
+/// flag (istio/istio `pilot/pkg/features/pilot.go` before commit "remove 1.23 compatibility
+/// profile", which shipped in 1.27).
+#[test]
+fn scenario_istio_settings_choose_the_default_retry_policy() {
+    use fledge_simulator::scenario::Scenario;
+    let cases = [
+        // (istio section, retries 503, warned)
+        ("", false, false),
+        ("istio: {version: '1.23'}\n", true, false),
+        ("istio: {version: '1.22.3'}\n", true, false),
+        ("istio: {version: '1.24'}\n", false, false),
+        (
+            "istio: {version: '1.25', exclude_unsafe_503_from_default_retry: false}\n",
+            true,
+            false,
+        ),
+        (
+            "istio: {exclude_unsafe_503_from_default_retry: false}\n",
+            true,
+            false,
+        ),
+        (
+            "istio: {exclude_unsafe_503_from_default_retry: true}\n",
+            false,
+            false,
+        ),
+        (
+            "istio: {version: '1.27', exclude_unsafe_503_from_default_retry: false}\n",
+            false,
+            true,
+        ),
+        (
+            "istio: {version: '1.20', exclude_unsafe_503_from_default_retry: true}\n",
+            true,
+            true,
+        ),
+    ];
+    for (section, want, warned) in cases {
+        let text = format!("{}{section}", support::BASE);
+        let s = Scenario::parse(&text, std::path::Path::new("t.yaml"))
+            .unwrap_or_else(|e| panic!("{section}: {e}"));
+        assert_eq!(s.istio_retry_503, want, "{section}");
+        assert_eq!(
+            s.warnings.iter().any(|w| w.starts_with("istio.")),
+            warned,
+            "{section}: {:?}",
+            s.warnings
+        );
+    }
+    for bad in ["2.1", "1", "1.x", "1.2.3.4"] {
+        let text = format!("{}istio: {{version: '{bad}'}}\n", support::BASE);
+        let e = Scenario::parse(&text, std::path::Path::new("t.yaml")).unwrap_err();
+        assert_eq!(e.field, "istio.version", "{bad}");
+        assert!(e.message.contains("not an Istio version"), "{e}");
+    }
+}
