@@ -8,6 +8,7 @@ use fledge_simulator::manifest;
 use fledge_simulator::mesh::{
     Action, Behaviour, ClientConfig, Mesh, MeshConfig, ServiceConfig, ServiceTime, VersionConfig,
 };
+use fledge_simulator::telemetry::{Reporter, Selector, flags};
 
 fn behaviour(mean_ms: u64, workers: u32) -> Behaviour {
     Behaviour {
@@ -147,5 +148,98 @@ fn scenario_istio_settings_choose_the_default_retry_policy() {
         let e = Scenario::parse(&text, std::path::Path::new("t.yaml")).unwrap_err();
         assert_eq!(e.field, "istio.version", "{bad}");
         assert!(e.message.contains("not an Istio version"), "{e}");
+    }
+}
+
+fn count_flags(mesh: &Mesh, pred: impl Fn(u16) -> bool) -> u64 {
+    let sel = Selector {
+        reporter: Reporter::Source,
+        source: None,
+        dest: None,
+    };
+    mesh.telemetry()
+        .by_code(&sel, 0, mesh.now(), mesh.now())
+        .iter()
+        .filter(|(_, f, _)| pred(*f))
+        .map(|x| x.2)
+        .sum()
+}
+
+/// Fix 9: a retry the `maxRetries` circuit breaker refuses ends the request with flag UO, not
+/// URX; URX is for attempts run out (envoy `source/common/router/router.cc`: `NoOverflow` sets
+/// UpstreamOverflow, `NoRetryLimitExceeded` sets UpstreamRetryLimitExceeded).
+#[test]
+fn retry_overflow_is_flagged_uo_and_exhausted_attempts_urx() {
+    let cases = [
+        // (maxRetries, attempts, overflow seen, exhaustion seen)
+        (1, 20, true, false),
+        (1000, 1, false, true),
+    ];
+    for (max_retries, attempts, want_uo, want_urx) in cases {
+        let m = format!(
+            "kind: DestinationRule\nmetadata:\n  name: p\nspec:\n  host: podinfo\n  trafficPolicy:\n    connectionPool:\n      http:\n        maxRetries: {max_retries}\n---\n{VS_HEAD}      retries: {{attempts: {attempts}, retryOn: 5xx}}\n"
+        );
+        let mut mesh = mesh_with(one_version(3, 400.0), &m);
+        let v = mesh.version_id("podinfo", "primary").unwrap();
+        mesh.apply(Action::SetErrorRate {
+            version: v,
+            rate: 0.5,
+        })
+        .unwrap();
+        mesh.run_until(20 * SECONDS);
+        let uo = count_flags(&mesh, |f| f & flags::UO != 0);
+        let urx = count_flags(&mesh, |f| f & flags::URX != 0);
+        let c = mesh.client_id("client").unwrap();
+        assert_eq!(
+            mesh.proxy_counters(c, v).retry_overflow > 0,
+            want_uo,
+            "maxRetries {max_retries}"
+        );
+        assert_eq!(uo > 0, want_uo, "maxRetries {max_retries}: {uo} UO");
+        assert_eq!(urx > 0, want_urx, "maxRetries {max_retries}: {urx} URX");
+        assert_eq!(
+            count_flags(&mesh, |f| f & flags::UO != 0 && f & flags::URX != 0),
+            0
+        );
+    }
+}
+
+/// Fix 9: mirroring is done by the router, after the fault filter: an aborted request is not
+/// mirrored, a delayed one is mirrored when its delay ends (envoy
+/// `docs/root/configuration/http/http_filters/fault_filter.rst`: the fault filter sits before
+/// the router; `route_components.proto` `request_mirror_policies`).
+#[test]
+fn mirrors_are_sent_after_fault_injection() {
+    let route = "kind: VirtualService\nmetadata:\n  name: p\nspec:\n  hosts: [podinfo]\n  http:\n    - route:\n        - destination: {host: podinfo-primary}\n      mirror: {host: podinfo-primary}\n      mirrorPercentage: {value: 100}\n";
+    let cases = [
+        // (fault, run for, mirrored copies: none / some)
+        ("", 2 * SECONDS, true),
+        (
+            "      fault: {abort: {httpStatus: 503, percentage: {value: 100}}}\n",
+            2 * SECONDS,
+            false,
+        ),
+        (
+            "      fault: {delay: {fixedDelay: 1s, percentage: {value: 100}}}\n",
+            SECONDS / 2,
+            false,
+        ),
+        (
+            "      fault: {delay: {fixedDelay: 1s, percentage: {value: 100}}}\n",
+            2 * SECONDS,
+            true,
+        ),
+    ];
+    for (fault, until, want) in cases {
+        let mut mesh = mesh_with(one_version(9, 100.0), &format!("{route}{fault}"));
+        mesh.run_until(until);
+        let c = mesh.client_id("client").unwrap();
+        let v = mesh.version_id("podinfo", "primary").unwrap();
+        assert!(mesh.stats().requests > 20);
+        assert_eq!(
+            mesh.proxy_counters(c, v).mirrored > 0,
+            want,
+            "{fault:?} until {until}"
+        );
     }
 }

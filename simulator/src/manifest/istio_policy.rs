@@ -431,6 +431,12 @@ pub(super) fn peer_authentication(
         }
         None => None,
     };
+    if get(s, "portLevelMtls").is_some() {
+        doc.warn(
+            "`spec.portLevelMtls` is not simulated: the pods serve one port, under `spec.mtls`"
+                .to_string(),
+        );
+    }
     let mut mode = MtlsMode::Unset;
     if let Some(m) = get(s, "mtls") {
         let mm = doc.obj(m, "spec.mtls", &["mode"])?;

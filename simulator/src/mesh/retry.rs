@@ -94,7 +94,8 @@ impl RetryPolicy {
 impl Mesh {
     /// After an attempt of `req` through cluster `ci` ended with `code` and flags `f`: retries
     /// when the policy, the `maxRetries` circuit breaker and the retry budget allow it,
-    /// otherwise completes the request (flag `URX` when retries ran out).
+    /// otherwise completes the request (flag `URX` when the attempts ran out, `UO` when the
+    /// `maxRetries` circuit breaker refused the retry).
     pub(super) fn retry_or_complete(&mut self, req: RequestId, ci: ClusterId, code: u16, f: u16) {
         let now = self.now();
         let (client, version) = (self.clusters[ci].client, self.clusters[ci].version);
@@ -105,8 +106,10 @@ impl Mesh {
         if retriable && r.retries_done < rule.retry.attempts {
             let cl = &mut self.clusters[ci];
             if cl.retries_active >= cl.policy.max_retries {
+                // The retry circuit breaker overflowed: Envoy's router flags this UO, not URX
+                // (envoy `source/common/router/router.cc`, `RetryStatus::NoOverflow`).
                 self.telemetry.proxy_mut(client.0, version.0).retry_overflow += 1;
-                self.complete(req, code, f | flags::URX);
+                self.complete(req, code, f | flags::UO);
                 return;
             }
             if let Some(b) = self.clients[client].budget.as_mut()
@@ -190,14 +193,23 @@ impl Mesh {
     }
 }
 
-/// Envoy's fully jittered exponential backoff: retry n waits uniformly in [0, (2^n - 1) * 25 ms),
-/// capped at 250 ms.
+/// Envoy's fully jittered exponential backoff as its code computes it (envoy
+/// `source/common/common/backoff_strategy.cc`, `JitteredExponentialBackOffStrategy`): retry n
+/// waits a whole number of milliseconds in [0, bound(n)), where bound(1) is the 25 ms base and
+/// each retry doubles it while it is below half the 250 ms cap, else takes the cap: 25, 50, 100,
+/// 200, 250, 250... (not the (2^n - 1) * 25 ms the router docs give).
 pub(super) fn retry_backoff(n: u32, rng: &mut Stream) -> SimTime {
-    let base = 25 * MILLIS;
-    let cap = 250 * MILLIS;
-    let mult = (1u64 << n.min(20)) - 1;
-    let limit = (mult * base).min(cap);
-    (rng.uniform() * limit as f64) as SimTime
+    SimTime::from(rng.below(backoff_bound_ms(n))) * MILLIS
+}
+
+fn backoff_bound_ms(n: u32) -> u32 {
+    const BASE: u32 = 25;
+    const CAP: u32 = 250;
+    let mut bound = BASE;
+    for _ in 1..n.min(32) {
+        bound = if bound < CAP / 2 { bound * 2 } else { CAP };
+    }
+    bound
 }
 
 /// Retry conditions from ServiceProfile response classes (default: 5xx is a failure).
@@ -285,13 +297,29 @@ impl Mesh {
 mod tests {
     use super::*;
 
+    /// Envoy `source/common/common/backoff_strategy.cc`: the bound starts at the 25 ms base and
+    /// doubles while below half the 250 ms cap; the wait is `random % bound` whole milliseconds.
     #[test]
-    fn backoff_stays_within_envoys_jittered_bounds() {
+    fn backoff_bounds_follow_envoys_jittered_strategy() {
+        let cases = [
+            (1, 25),
+            (2, 50),
+            (3, 100),
+            (4, 200),
+            (5, 250),
+            (6, 250),
+            (40, 250),
+        ];
         let mut rng = Stream::new(1, "b");
-        for _ in 0..1000 {
-            assert!(retry_backoff(1, &mut rng) < 25 * MILLIS);
-            assert!(retry_backoff(2, &mut rng) < 75 * MILLIS);
-            assert!(retry_backoff(9, &mut rng) < 250 * MILLIS);
+        for (n, bound) in cases {
+            assert_eq!(backoff_bound_ms(n), bound, "retry {n}");
+            let mut max = 0;
+            for _ in 0..2000 {
+                let w = retry_backoff(n, &mut rng);
+                assert_eq!(w % MILLIS, 0, "whole milliseconds");
+                max = max.max(w);
+            }
+            assert_eq!(max, (SimTime::from(bound) - 1) * MILLIS, "retry {n}");
         }
     }
 
