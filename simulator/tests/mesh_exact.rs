@@ -243,3 +243,36 @@ fn mirrors_are_sent_after_fault_injection() {
         );
     }
 }
+
+/// Fix 10: a ServiceProfile route has no timeout unless it sets one (Linkerd removed the 10 s
+/// default in 2.9: linkerd/linkerd2#4958 "profiles: Eliminate default timeout", and the docs
+/// with linkerd/website#1733); a re-applied profile without one clears the earlier timeout.
+#[test]
+fn linkerd_service_profile_routes_have_no_default_timeout() {
+    let sp = |timeout: &str| {
+        format!(
+            "apiVersion: linkerd.io/v1alpha2\nkind: ServiceProfile\nmetadata:\n  name: podinfo.default.svc.cluster.local\nspec:\n  routes:\n    - name: all\n      condition:\n        pathRegex: /.*\n{timeout}"
+        )
+    };
+    let cases: [(&[&str], bool); 3] = [
+        // (profiles applied in turn, requests cut at a timeout)
+        (&[""], false),
+        (&["      timeout: 2s\n"], true),
+        (&["      timeout: 2s\n", ""], false),
+    ];
+    for (profiles, want) in cases {
+        let mut cfg = one_version(2, 5.0);
+        cfg.data_plane = fledge_simulator::mesh::DataPlane::Linkerd;
+        cfg.services[0].versions[0].behaviour.service_time = ServiceTime::Constant(12 * SECONDS);
+        let mut mesh = mesh_with(cfg, "");
+        for p in profiles {
+            let w = mesh
+                .apply_manifests(&manifest::parse(&sp(p)).unwrap())
+                .unwrap();
+            assert!(w.is_empty(), "{w:?}");
+        }
+        mesh.run_until(40 * SECONDS);
+        let timed_out = count_flags(&mesh, |f| f & flags::UT != 0);
+        assert_eq!(timed_out > 0, want, "{profiles:?}: {timed_out} timed out");
+    }
+}

@@ -273,7 +273,9 @@ impl Mesh {
                 c.budget = r.is_retryable.then(|| budget.clone());
             }
             let svc = &mut self.services[s];
-            svc.base.timeout = r.timeout.or(svc.base.timeout);
+            // No timeout unless the route sets one: Linkerd dropped the 10 s default in 2.9
+            // (linkerd/linkerd2#4958; the docs followed in linkerd/website#1733).
+            svc.base.timeout = r.timeout;
             if r.is_retryable {
                 // Linkerd bounds retries by the budget, not by a count.
                 svc.base.retry = RetryPolicy {
