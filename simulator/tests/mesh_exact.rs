@@ -276,3 +276,81 @@ fn linkerd_service_profile_routes_have_no_default_timeout() {
         assert_eq!(timed_out > 0, want, "{profiles:?}: {timed_out} timed out");
     }
 }
+
+/// Fix 8: `trafficPolicy.retryBudget` replaces the `maxRetries` breaker with Envoy's budget:
+/// retries in flight up to `percent` of the active requests but never fewer than
+/// `minRetryConcurrency`, with Istio's defaults 20% and 3 (istio/istio
+/// `pilot/pkg/networking/core/cluster_traffic_policy.go`, `applyRetryBudget`; envoy
+/// `api/envoy/config/cluster/v3/circuit_breaker.proto`, `RetryBudget`).
+#[test]
+fn destination_rule_retry_budget_bounds_retries_in_flight() {
+    let cases = [
+        // (trafficPolicy, the budget's floor: the bound while few requests are active)
+        ("    retryBudget: {}\n", 3),
+        ("    retryBudget: {minRetryConcurrency: 1}\n", 1),
+        ("    retryBudget: {percent: 0, minRetryConcurrency: 2}\n", 2),
+        // maxRetries is ignored once a budget is set.
+        (
+            "    retryBudget: {minRetryConcurrency: 1}\n    connectionPool: {http: {maxRetries: 50}}\n",
+            1,
+        ),
+    ];
+    for (policy, floor) in cases {
+        let m = format!(
+            "kind: DestinationRule\nmetadata:\n  name: p\nspec:\n  host: podinfo\n  trafficPolicy:\n{policy}---\n{VS_HEAD}      retries: {{attempts: 5, retryOn: 5xx}}\n"
+        );
+        // Low load: few requests active, so the budget's floor is the bound.
+        let mut mesh = mesh_with(one_version(11, 40.0), &m);
+        let v = mesh.version_id("podinfo", "primary").unwrap();
+        mesh.apply(Action::SetErrorRate {
+            version: v,
+            rate: 0.9,
+        })
+        .unwrap();
+        mesh.run_until(30 * SECONDS);
+        let c = mesh.client_id("client").unwrap();
+        let peak = mesh.peak_retries_in_flight(c, v);
+        assert!(peak <= floor, "{policy}: peak {peak}");
+        assert!(
+            mesh.proxy_counters(c, v).retry_overflow > 0,
+            "{policy}: the budget was reached"
+        );
+    }
+}
+
+/// Fix 8: DestinationRule fields the simulator reads but does not model are warned about,
+/// never dropped in silence (istio/istio `cluster_traffic_policy.go`: `consecutiveLocalOriginFailures`
+/// counts only with `splitExternalLocalOriginErrors`; `outlierDetectionHttpErrorCodes` redefines
+/// the errors).
+#[test]
+fn destination_rule_outlier_fields_not_modelled_are_warned() {
+    let cases = [
+        (
+            "splitExternalLocalOriginErrors: true, consecutiveLocalOriginFailures: 3",
+            "splitExternalLocalOriginErrors` is not simulated",
+        ),
+        (
+            "consecutiveLocalOriginFailures: 3",
+            "has no effect without splitExternalLocalOriginErrors",
+        ),
+        (
+            "outlierDetectionHttpErrorCodes: [500, 503]",
+            "outlierDetectionHttpErrorCodes` is not simulated",
+        ),
+        ("consecutive5xxErrors: 3", ""),
+    ];
+    for (fields, warning) in cases {
+        let m = format!(
+            "kind: DestinationRule\nmetadata:\n  name: p\nspec:\n  host: podinfo\n  trafficPolicy:\n    outlierDetection: {{{fields}}}\n"
+        );
+        let warnings = manifest::parse(&m).expect("parses").warnings;
+        if warning.is_empty() {
+            assert!(warnings.is_empty(), "{fields}: {warnings:?}");
+        } else {
+            assert!(
+                warnings.iter().any(|w| w.contains(warning)),
+                "{fields}: {warnings:?}"
+            );
+        }
+    }
+}

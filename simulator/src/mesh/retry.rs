@@ -105,7 +105,7 @@ impl Mesh {
         let retriable = self.clients[client].sidecar && is_retriable(&rule.retry.on, code, f);
         if retriable && r.retries_done < rule.retry.attempts {
             let cl = &mut self.clusters[ci];
-            if cl.retries_active >= cl.policy.max_retries {
+            if cl.retries_active >= retry_limit(&cl.policy, cl.active_requests) {
                 // The retry circuit breaker overflowed: Envoy's router flags this UO, not URX
                 // (envoy `source/common/router/router.cc`, `RetryStatus::NoOverflow`).
                 self.telemetry.proxy_mut(client.0, version.0).retry_overflow += 1;
@@ -210,6 +210,16 @@ fn backoff_bound_ms(n: u32) -> u32 {
         bound = if bound < CAP / 2 { bound * 2 } else { CAP };
     }
     bound
+}
+
+/// Retries allowed in flight: `maxRetries`, or with a retry budget its percent of the active
+/// requests, never below its minimum concurrency (envoy
+/// `source/common/upstream/resource_manager_impl.h`, `RetryBudgetImpl::max`).
+pub(super) fn retry_limit(policy: &super::cluster::ClusterPolicy, active: u32) -> u32 {
+    match policy.retry_budget {
+        Some((percent, min)) => ((percent / 100.0 * f64::from(active)) as u32).max(min),
+        None => policy.max_retries,
+    }
 }
 
 /// Retry conditions from ServiceProfile response classes (default: 5xx is a failure).
