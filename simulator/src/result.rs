@@ -108,6 +108,8 @@ pub struct RunResult {
     pub events_processed: u64,
     /// What each client saw over the whole run, after retries.
     pub clients: Vec<ClientFigures>,
+    /// Queueing at each version's pods over the run, primary then canary.
+    pub queueing: Vec<VersionQueueing>,
     /// The clients' proxy counters for the service, summed over clients and versions, and the
     /// mesh's own counters, by the names of [`crate::telemetry::counter_names`].
     pub counters: BTreeMap<String, u64>,
@@ -148,6 +150,23 @@ pub struct ClientFigures {
     pub failed: u64,
     /// Percentage of requests that succeeded; none without requests.
     pub success_rate: Option<f64>,
+}
+
+/// Queueing at one version's pods over a run: requests that found every worker of their pod
+/// busy, and how long requests waited for a worker. For an M/M/c pod these are Erlang C's
+/// probability of waiting and its mean wait `Wq`.
+#[derive(Clone, Debug, Serialize)]
+pub struct VersionQueueing {
+    pub version: String,
+    /// Requests that reached a pod of the version.
+    pub arrivals: u64,
+    /// Of those, requests that waited for a worker.
+    pub queued: u64,
+    /// `queued / arrivals`; none without arrivals.
+    pub queued_fraction: Option<f64>,
+    /// Mean wait for a worker over every request that started service (zero for those that
+    /// did not wait), in milliseconds; none when none started.
+    pub mean_queue_wait_ms: Option<f64>,
 }
 
 impl RunResult {

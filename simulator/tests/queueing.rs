@@ -103,3 +103,56 @@ fn erlang_c_helper_agrees_with_the_m_m_1_formula() {
     assert!((p - 0.5).abs() < 1e-12);
     assert!((w - 0.01).abs() < 1e-12);
 }
+
+/// The run summary's queueing figures (`queueing` in `--json`) for a scenario whose pod is an
+/// M/M/c queue: one pod of 4 workers, exponential 10 ms service, Poisson arrivals at 80% load,
+/// and the new revision deployed only at the very end, so the primary takes every request.
+#[test]
+fn run_summary_queueing_matches_erlang_c_for_an_m_m_c_pod() {
+    use fledge_simulator::harness;
+    use fledge_simulator::scenario::Scenario;
+    let text = r#"name: mmc
+duration: 10m
+service:
+  name: podinfo
+  primary: {pods: 1, workers: 4, latency: {mean: 10ms}}
+traffic:
+  - {client: frontend, rate: 320}
+canary:
+  apiVersion: flagger.app/v1beta1
+  kind: Canary
+  metadata: {name: podinfo}
+  spec:
+    targetRef: {apiVersion: apps/v1, kind: Deployment, name: podinfo}
+    service: {port: 9898}
+    analysis: {interval: 1m, threshold: 2, maxWeight: 30, stepWeight: 10}
+timeline:
+  - {at: 9m59s, deploy: {}}
+expect:
+  outcome: undecided
+"#;
+    let s = Scenario::parse(text, std::path::Path::new("mmc.yaml")).expect("scenario loads");
+    let r = harness::run(&s, &s.variants[0], 3).expect("runs");
+    let q = &r.queueing[0];
+    assert_eq!(q.version, "primary");
+    let (p_theory, w_theory) = erlang_c(4, 320.0, 100.0);
+    let p = q.queued_fraction.expect("arrivals");
+    let w = q.mean_queue_wait_ms.expect("started") / 1e3;
+    // About 190,000 arrivals: a few percent is several standard errors.
+    assert!(
+        (p - p_theory).abs() < 0.05 * p_theory,
+        "P(wait) {p:.4} vs Erlang C {p_theory:.4}"
+    );
+    assert!(
+        (w - w_theory).abs() < 0.08 * w_theory,
+        "mean wait {w:.5}s vs Erlang C {w_theory:.5}s"
+    );
+    let json = serde_json::to_value(&r).expect("serialises");
+    assert!(
+        json["queueing"][0]["mean_queue_wait_ms"].is_f64(),
+        "{}",
+        json["queueing"]
+    );
+    let summary = fledge_simulator::report::summary(&r);
+    assert!(summary.contains("queueing: primary "), "{summary}");
+}

@@ -44,7 +44,8 @@ use crate::mesh::{
     ServiceId, VersionConfig, VersionId,
 };
 use crate::result::{
-    AppliedObject, ClientFigures, Decision, Outcome, RunResult, Sample, WindowFigures,
+    AppliedObject, ClientFigures, Decision, Outcome, RunResult, Sample, VersionQueueing,
+    WindowFigures,
 };
 use crate::scenario::{
     Event, HookAnswer, RateShape, Scenario, Side, TimelineEntry, Trigger, Variant,
@@ -190,6 +191,7 @@ impl<'a> Harness<'a> {
             services: vec![service],
             clients,
             data_plane: scenario.data_plane,
+            istio_retry_503: scenario.istio_retry_503,
             ..MeshConfig::default()
         };
         let mesh = Mesh::new(config).map_err(mesh_error)?;
@@ -874,6 +876,20 @@ impl<'a> Harness<'a> {
                 }
             }
         }
+        let queueing = [self.primary, self.canary]
+            .into_iter()
+            .map(|v| {
+                let q = self.mesh.queue_stats(v);
+                VersionQueueing {
+                    version: self.mesh.version_name(v).unwrap_or_default().to_string(),
+                    arrivals: q.arrivals,
+                    queued: q.queued,
+                    queued_fraction: (q.arrivals > 0).then(|| q.queued as f64 / q.arrivals as f64),
+                    mean_queue_wait_ms: (q.started > 0)
+                        .then(|| q.total_wait as f64 / q.started as f64 / MILLIS as f64),
+                }
+            })
+            .collect();
         let mut warnings = self.warnings;
         if self.mesh.destination_stats(self.canary, 0, end).requests == 0 {
             warnings.push(
@@ -901,6 +917,7 @@ impl<'a> Harness<'a> {
             checks: Vec::new(),
             events_processed: self.mesh.stats().events,
             clients,
+            queueing,
             counters,
             warnings,
             applied_routes,

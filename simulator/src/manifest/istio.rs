@@ -71,13 +71,16 @@ impl RetryOn {
         r
     }
 
-    /// Istio's default: `connect-failure,refused-stream,unavailable,cancelled,retriable-status-codes`
-    /// with no status codes (EXCLUDE_UNSAFE_503_FROM_DEFAULT_RETRY defaults to true).
-    pub fn istio_default() -> Self {
+    /// Istio's default: `connect-failure,refused-stream,unavailable,cancelled,retriable-status-codes`,
+    /// whose status codes are 503 only when `retry_503` (Istio up to 1.23, or
+    /// EXCLUDE_UNSAFE_503_FROM_DEFAULT_RETRY=false on 1.24 to 1.26) and none otherwise
+    /// (istio/istio `pilot/pkg/networking/core/route/retry/retry.go`, release note 50506).
+    pub fn istio_default(retry_503: bool) -> Self {
         RetryOn {
             connect_failure: true,
             refused_stream: true,
             retriable_status_codes: true,
+            codes: if retry_503 { vec![503] } else { Vec::new() },
             ..Default::default()
         }
     }

@@ -78,6 +78,18 @@ pub struct TrafficPolicy {
     pub outlier_detection: Option<OutlierDetectionSpec>,
     /// `tls.mode`.
     pub tls: Option<TlsMode>,
+    /// `retryBudget`.
+    pub retry_budget: Option<RetryBudgetSpec>,
+}
+
+/// DestinationRule `trafficPolicy.retryBudget`: Envoy's retry budget, which replaces the
+/// `maxRetries` circuit breaker (istio/istio `cluster_traffic_policy.go`, `applyRetryBudget`).
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct RetryBudgetSpec {
+    /// `percent` of the active requests that may be retries (default 20).
+    pub percent: f64,
+    /// `minRetryConcurrency`: retries always allowed in flight (default 3).
+    pub min_retry_concurrency: u32,
 }
 
 impl TrafficPolicy {
@@ -94,6 +106,7 @@ impl TrafficPolicy {
                 .clone()
                 .or_else(|| self.outlier_detection.clone()),
             tls: subset.tls.or(self.tls),
+            retry_budget: subset.retry_budget.or(self.retry_budget),
         }
     }
 }
@@ -208,9 +221,43 @@ pub(super) fn traffic_policy(
             "portLevelSettings",
             "tunnel",
             "proxyProtocol",
+            "retryBudget",
         ],
     )?;
     let mut tp = TrafficPolicy::default();
+    if let Some(rb) = get(m, "retryBudget") {
+        let p = join(path, "retryBudget");
+        let rm = doc.obj(
+            rb,
+            &p,
+            &["percent", "minRetryConcurrency", "budgetInterval"],
+        )?;
+        // Istio's defaults when a budget is given without them: 20% and 3.
+        let percent = match get(rm, "percent") {
+            Some(v) => {
+                let x = doc.f64(v, &join(&p, "percent"))?;
+                if !(0.0..=100.0).contains(&x) {
+                    return Err(doc.wrong(&join(&p, "percent"), "a percentage from 0 to 100"));
+                }
+                x
+            }
+            None => 20.0,
+        };
+        let min_retry_concurrency = match get(rm, "minRetryConcurrency") {
+            Some(v) => Some(doc.u32(v, &join(&p, "minRetryConcurrency"))?).filter(|x| *x > 0),
+            None => None,
+        }
+        .unwrap_or(3);
+        if get(rm, "budgetInterval").is_some() {
+            doc.warn(format!(
+                "`{p}.budgetInterval` is not simulated: the budget counts the requests active now"
+            ));
+        }
+        tp.retry_budget = Some(RetryBudgetSpec {
+            percent,
+            min_retry_concurrency,
+        });
+    }
     if let Some(lb) = get(m, "loadBalancer") {
         tp.load_balancer = lb_policy(doc, lb, &join(path, "loadBalancer"))?;
     }
@@ -298,8 +345,29 @@ pub(super) fn traffic_policy(
                 "baseEjectionTime",
                 "maxEjectionPercent",
                 "minHealthPercent",
+                "outlierDetectionHttpErrorCodes",
             ],
         )?;
+        // Read so that a user learns they are not simulated rather than silently dropped.
+        let split = match get(om, "splitExternalLocalOriginErrors") {
+            Some(v) => doc.bool(v, &join(&p, "splitExternalLocalOriginErrors"))?,
+            None => false,
+        };
+        if split {
+            doc.warn(format!(
+                "`{p}.splitExternalLocalOriginErrors` is not simulated: connect failures and resets count as 5xx (503) errors, as without the split"
+            ));
+        } else if get(om, "consecutiveLocalOriginFailures").is_some() {
+            // Istio reads it only in split mode (cluster_traffic_policy.go, applyOutlierDetection).
+            doc.warn(format!(
+                "`{p}.consecutiveLocalOriginFailures` has no effect without splitExternalLocalOriginErrors: true"
+            ));
+        }
+        if get(om, "outlierDetectionHttpErrorCodes").is_some() {
+            doc.warn(format!(
+                "`{p}.outlierDetectionHttpErrorCodes` is not simulated: 5xx responses count as errors"
+            ));
+        }
         let u =
             |doc: &mut Doc<'_>, k: &str| get(om, k).map(|v| doc.u32(v, &join(&p, k))).transpose();
         let d = |doc: &mut Doc<'_>, k: &str| {
@@ -431,6 +499,12 @@ pub(super) fn peer_authentication(
         }
         None => None,
     };
+    if get(s, "portLevelMtls").is_some() {
+        doc.warn(
+            "`spec.portLevelMtls` is not simulated: the pods serve one port, under `spec.mtls`"
+                .to_string(),
+        );
+    }
     let mut mode = MtlsMode::Unset;
     if let Some(m) = get(s, "mtls") {
         let mm = doc.obj(m, "spec.mtls", &["mode"])?;

@@ -28,7 +28,7 @@ pub use gateway::{GatewayRule, HttpRouteSpec, ParentRef};
 pub use istio::{FaultInjection, HttpRoute, Retries, RetryOn, RouteDestination, VirtualService};
 pub use istio_policy::{
     ConnectionPool, DestinationRule, LbPolicy, MtlsMode, OutlierDetectionSpec, PeerAuthentication,
-    Subset, TlsMode, TrafficPolicy,
+    RetryBudgetSpec, Subset, TlsMode, TrafficPolicy,
 };
 pub use linkerd::{ProfileRoute, RetryBudget, ServiceProfile};
 pub use reader::{parse_duration, parse_quantity_milli};

@@ -1,8 +1,8 @@
 //! Load balancing over a cluster's hosts, as Envoy does it: the healthy candidates are the
 //! endpoints in the load-balancing set minus the hosts outlier detection has ejected, with Envoy's
 //! panic mode (balance over all hosts when too few are healthy); `ROUND_ROBIN`, `RANDOM`,
-//! `LEAST_REQUEST` (power of two choices on active requests) and Linkerd's peak-EWMA (two choices on
-//! latency times load); and a retry avoids hosts already tried, re-picking up to five times as Envoy's
+//! `LEAST_REQUEST` (power of two choices on active requests) and Linkerd's peak-EWMA (two distinct
+//! choices on decayed latency times load); and a retry avoids hosts already tried, re-picking up to five times as Envoy's
 //! `previous_hosts` predicate does.
 
 use super::cluster::Host;
@@ -10,18 +10,46 @@ use super::{ClusterId, Mesh, VersionId};
 use crate::engine::{SECONDS, SimTime};
 use crate::manifest::LbPolicy;
 
+/// Linkerd's EWMA decay time (linkerd2-proxy `EWMA_DECAY`, 10 s).
+const EWMA_DECAY: f64 = 10.0 * SECONDS as f64;
+
 impl Host {
-    /// Linkerd's peak-EWMA: a slower response raises the estimate at once, faster ones pull it
-    /// down with a 10 s decay.
+    /// Linkerd's peak-EWMA (linkerd2-proxy `linkerd/ewma/src/lib.rs`, `add_peak`): a response
+    /// slower than the estimate decayed to now replaces it; a faster one is averaged in with a
+    /// 10 s decay.
     pub(super) fn observe_latency(&mut self, rtt: f64, now: SimTime) {
-        if rtt > self.ewma {
+        if self.ewma_at_time(now) < rtt {
             self.ewma = rtt;
-        } else {
-            let w = (-(now.saturating_sub(self.ewma_at) as f64) / (10.0 * SECONDS as f64)).exp();
+        } else if now > self.ewma_at {
+            let w = (-((now - self.ewma_at) as f64) / EWMA_DECAY).exp();
             self.ewma = self.ewma * w + rtt * (1.0 - w);
+        } else {
+            // A sample at the estimate's own time is dropped, as `add` does.
+            return;
         }
         self.ewma_at = now;
     }
+
+    /// The estimate decayed towards zero for the time since it was last updated, as the
+    /// balancer reads it when it picks (`get_at`): a host that has not answered for a while
+    /// looks cheaper and is tried again.
+    pub(super) fn ewma_at_time(&self, now: SimTime) -> f64 {
+        if now <= self.ewma_at {
+            return self.ewma;
+        }
+        self.ewma * (-((now - self.ewma_at) as f64) / EWMA_DECAY).exp()
+    }
+}
+
+/// Two distinct indices below `n` (n >= 2) in random order, as linkerd2-proxy's p2c
+/// (`linkerd/pool/p2c/src/lib.rs`, `gen_pair`) draws them.
+pub(super) fn distinct_pair(rng: &mut crate::engine::Stream, n: u32) -> (u32, u32) {
+    let a = rng.below(n);
+    let mut b = rng.below(n - 1);
+    if b >= a {
+        b += 1;
+    }
+    (a, b)
 }
 
 impl Mesh {
@@ -119,14 +147,17 @@ impl Mesh {
                     a
                 }
             }
+            LbPolicy::PeakEwma if n == 1 => list[0],
             LbPolicy::PeakEwma => {
-                let a = list[rng.below(n) as usize];
-                let b = list[rng.below(n) as usize];
+                let (i, j) = distinct_pair(rng, n);
+                let (a, b) = (list[i as usize], list[j as usize]);
+                // Cost is the decayed latency times the requests in flight plus one; ties go
+                // to the first draw.
                 let cost = |h: u32| {
                     let x = &hosts[h as usize];
-                    x.ewma * f64::from(x.active + 1)
+                    x.ewma_at_time(now) * f64::from(x.active + 1)
                 };
-                if cost(b) < cost(a) { b } else { a }
+                if cost(a) <= cost(b) { a } else { b }
             }
         };
         let mut choice = pick();
@@ -138,5 +169,71 @@ impl Mesh {
             choice = pick();
         }
         Some(choice)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::engine::{MILLIS, Stream};
+    use crate::mesh::cluster::new_host;
+
+    /// linkerd2-proxy `linkerd/pool/p2c/src/lib.rs` (`gen_pair`): the two candidates are
+    /// always distinct endpoints, each index equally likely.
+    #[test]
+    fn linkerd_two_choices_are_distinct_endpoints() {
+        let mut rng = Stream::new(3, "p2c");
+        for n in [2u32, 3, 5, 17] {
+            let mut seen = vec![0u32; n as usize];
+            for _ in 0..40_000 {
+                let (a, b) = distinct_pair(&mut rng, n);
+                assert!(a < n && b < n && a != b, "n={n}: ({a}, {b})");
+                seen[a as usize] += 1;
+                seen[b as usize] += 1;
+            }
+            // Each index is in a pair with probability 2/n; allow about four standard errors.
+            let expect = 80_000.0 / f64::from(n);
+            for (i, &k) in seen.iter().enumerate() {
+                assert!(
+                    (f64::from(k) - expect).abs() < 0.07 * expect,
+                    "n={n} index {i}: {k}"
+                );
+            }
+        }
+    }
+
+    /// linkerd2-proxy `linkerd/ewma/src/lib.rs`: the balancer reads the estimate decayed to the
+    /// pick time (`get_at`), and a peak is compared with that decayed value (`add_peak`).
+    #[test]
+    fn linkerd_latency_estimate_decays_to_the_pick_time() {
+        let ms = MILLIS as f64;
+        let s = SECONDS;
+        let cases = [
+            // (estimate, updated at, read at, expected)
+            (100.0 * ms, 0, 0, 100.0 * ms),
+            (100.0 * ms, 0, 10 * s, 100.0 * ms * (-1.0f64).exp()),
+            (100.0 * ms, 5 * s, 25 * s, 100.0 * ms * (-2.0f64).exp()),
+            (100.0 * ms, 7 * s, 3 * s, 100.0 * ms),
+        ];
+        for (ewma, at, now, want) in cases {
+            let mut h = new_host();
+            h.ewma = ewma;
+            h.ewma_at = at;
+            let got = h.ewma_at_time(now);
+            assert!(
+                (got - want).abs() < 1e-6 * want,
+                "{at} -> {now}: {got} vs {want}"
+            );
+        }
+        // A 50 ms sample 30 s after a 200 ms peak is a new peak: the peak has decayed to 10 ms.
+        let mut h = new_host();
+        h.ewma = 200.0 * ms;
+        h.observe_latency(50.0 * ms, 30 * s);
+        assert_eq!((h.ewma, h.ewma_at), (50.0 * ms, 30 * s));
+        // A faster sample is averaged in with the 10 s decay.
+        let mut h = new_host();
+        h.ewma = 100.0 * ms;
+        h.observe_latency(0.0, 10 * s);
+        assert!((h.ewma - 100.0 * ms * (-1.0f64).exp()).abs() < 1e-3);
     }
 }

@@ -91,7 +91,7 @@ impl Mesh {
                 base: RouteBase {
                     timeout: None,
                     retry: match cfg.data_plane {
-                        DataPlane::Istio => RetryPolicy::istio_default(),
+                        DataPlane::Istio => RetryPolicy::istio_default(cfg.istio_retry_503),
                         DataPlane::Linkerd => RetryPolicy::none(),
                     },
                     fault: None,
@@ -265,6 +265,7 @@ impl Mesh {
             data_plane: cfg.data_plane,
             ejection_rule: cfg.ejection_rule,
             default_mtls: cfg.default_mtls,
+            istio_retry_503: cfg.istio_retry_503,
             default_namespace: cfg.namespace.clone(),
             services,
             versions,

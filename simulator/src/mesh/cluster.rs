@@ -22,6 +22,8 @@ pub(super) struct ClusterPolicy {
     pub(super) max_requests: u32,
     pub(super) max_requests_per_connection: u32,
     pub(super) max_retries: u32,
+    /// Envoy's retry budget `(percent, min_retry_concurrency)`, replacing `max_retries`.
+    pub(super) retry_budget: Option<(f64, u32)>,
     pub(super) http2: bool,
     pub(super) connect_timeout: SimTime,
     pub(super) idle_timeout: SimTime,
@@ -92,6 +94,7 @@ impl Mesh {
             max_requests: u32::MAX,
             max_requests_per_connection: 0,
             max_retries: u32::MAX,
+            retry_budget: None,
             http2: false,
             connect_timeout: 10 * SECONDS,
             idle_timeout: 3600 * SECONDS,
@@ -145,6 +148,9 @@ impl Mesh {
                 p.connect_timeout = cp.connect_timeout.unwrap_or(p.connect_timeout);
                 p.idle_timeout = cp.idle_timeout.unwrap_or(p.idle_timeout);
             }
+            p.retry_budget = tp
+                .retry_budget
+                .map(|b| (b.percent, b.min_retry_concurrency));
             p.tls = match tp.tls {
                 Some(TlsMode::IstioMutual) => ClientTls::Mutual,
                 Some(TlsMode::Disable) => ClientTls::Plain,

@@ -237,6 +237,9 @@ pub struct MeshConfig {
     pub ejection_rule: EjectionRule,
     /// Mesh-wide mTLS mode when no PeerAuthentication applies (Istio: PERMISSIVE).
     pub default_mtls: MtlsMode,
+    /// Istio's default retry policy also retries 503: Istio up to 1.23, or 1.24 to 1.26 with
+    /// `EXCLUDE_UNSAFE_503_FROM_DEFAULT_RETRY=false`. Off by default (Istio 1.24 and later).
+    pub istio_retry_503: bool,
     /// Telemetry scrape interval.
     pub scrape_interval: SimTime,
     /// How long snapshots are kept.
@@ -255,6 +258,7 @@ impl Default for MeshConfig {
             data_plane: DataPlane::Istio,
             ejection_rule: EjectionRule::Current,
             default_mtls: MtlsMode::Permissive,
+            istio_retry_503: false,
             scrape_interval: 5 * SECONDS,
             retention: 3600 * SECONDS,
         }

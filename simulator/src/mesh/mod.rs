@@ -254,6 +254,8 @@ pub struct Mesh {
     data_plane: DataPlane,
     ejection_rule: EjectionRule,
     default_mtls: MtlsMode,
+    /// Istio's default retry policy also retries 503 ([`MeshConfig::istio_retry_503`]).
+    istio_retry_503: bool,
     default_namespace: String,
     services: Vec<Service>,
     versions: Vec<Version>,

@@ -169,14 +169,8 @@ impl Mesh {
             self.complete_unrouted();
             return;
         };
-        let mirror = rule.mirror;
         let cluster = self.cluster_of(c, version);
         let req = self.alloc_req(c, now, cluster, rule_id);
-        if let Some((mv, pct)) = mirror
-            && self.mirror_rng.chance(pct / 100.0)
-        {
-            self.send_mirror(c, mv);
-        }
         if self.inject_fault(req, rule_id) {
             return;
         }
@@ -237,8 +231,17 @@ impl Mesh {
         self.free_atts.push(a);
     }
 
+    /// Sends the request upstream once faults are applied. Mirroring is the router's work, and
+    /// Envoy's fault filter runs before the router: an aborted request is never mirrored and a
+    /// delayed one is mirrored after its delay (envoy `docs/root/configuration/http/http_filters/
+    /// fault_filter.rst`; Istio puts the fault filter ahead of the router).
     pub(super) fn forward(&mut self, req: RequestId) {
         let r = self.reqs[req];
+        if let Some((mv, pct)) = self.rules[r.rule].mirror
+            && self.mirror_rng.chance(pct / 100.0)
+        {
+            self.send_mirror(r.client, mv);
+        }
         if let Some(t) = self.rules[r.rule].timeout {
             self.q.schedule_in(
                 t,

@@ -82,11 +82,11 @@ impl RetryPolicy {
             on: RetryOn::default(),
         }
     }
-    pub(super) fn istio_default() -> Self {
+    pub(super) fn istio_default(retry_503: bool) -> Self {
         Self {
             attempts: 2,
             per_try_timeout: None,
-            on: RetryOn::istio_default(),
+            on: RetryOn::istio_default(retry_503),
         }
     }
 }
@@ -94,7 +94,8 @@ impl RetryPolicy {
 impl Mesh {
     /// After an attempt of `req` through cluster `ci` ended with `code` and flags `f`: retries
     /// when the policy, the `maxRetries` circuit breaker and the retry budget allow it,
-    /// otherwise completes the request (flag `URX` when retries ran out).
+    /// otherwise completes the request (flag `URX` when the attempts ran out, `UO` when the
+    /// `maxRetries` circuit breaker refused the retry).
     pub(super) fn retry_or_complete(&mut self, req: RequestId, ci: ClusterId, code: u16, f: u16) {
         let now = self.now();
         let (client, version) = (self.clusters[ci].client, self.clusters[ci].version);
@@ -104,9 +105,11 @@ impl Mesh {
         let retriable = self.clients[client].sidecar && is_retriable(&rule.retry.on, code, f);
         if retriable && r.retries_done < rule.retry.attempts {
             let cl = &mut self.clusters[ci];
-            if cl.retries_active >= cl.policy.max_retries {
+            if cl.retries_active >= retry_limit(&cl.policy, cl.active_requests) {
+                // The retry circuit breaker overflowed: Envoy's router flags this UO, not URX
+                // (envoy `source/common/router/router.cc`, `RetryStatus::NoOverflow`).
                 self.telemetry.proxy_mut(client.0, version.0).retry_overflow += 1;
-                self.complete(req, code, f | flags::URX);
+                self.complete(req, code, f | flags::UO);
                 return;
             }
             if let Some(b) = self.clients[client].budget.as_mut()
@@ -190,14 +193,33 @@ impl Mesh {
     }
 }
 
-/// Envoy's fully jittered exponential backoff: retry n waits uniformly in [0, (2^n - 1) * 25 ms),
-/// capped at 250 ms.
+/// Envoy's fully jittered exponential backoff as its code computes it (envoy
+/// `source/common/common/backoff_strategy.cc`, `JitteredExponentialBackOffStrategy`): retry n
+/// waits a whole number of milliseconds in [0, bound(n)), where bound(1) is the 25 ms base and
+/// each retry doubles it while it is below half the 250 ms cap, else takes the cap: 25, 50, 100,
+/// 200, 250, 250... (not the (2^n - 1) * 25 ms the router docs give).
 pub(super) fn retry_backoff(n: u32, rng: &mut Stream) -> SimTime {
-    let base = 25 * MILLIS;
-    let cap = 250 * MILLIS;
-    let mult = (1u64 << n.min(20)) - 1;
-    let limit = (mult * base).min(cap);
-    (rng.uniform() * limit as f64) as SimTime
+    SimTime::from(rng.below(backoff_bound_ms(n))) * MILLIS
+}
+
+fn backoff_bound_ms(n: u32) -> u32 {
+    const BASE: u32 = 25;
+    const CAP: u32 = 250;
+    let mut bound = BASE;
+    for _ in 1..n.min(32) {
+        bound = if bound < CAP / 2 { bound * 2 } else { CAP };
+    }
+    bound
+}
+
+/// Retries allowed in flight: `maxRetries`, or with a retry budget its percent of the active
+/// requests, never below its minimum concurrency (envoy
+/// `source/common/upstream/resource_manager_impl.h`, `RetryBudgetImpl::max`).
+pub(super) fn retry_limit(policy: &super::cluster::ClusterPolicy, active: u32) -> u32 {
+    match policy.retry_budget {
+        Some((percent, min)) => ((percent / 100.0 * f64::from(active)) as u32).max(min),
+        None => policy.max_retries,
+    }
 }
 
 /// Retry conditions from ServiceProfile response classes (default: 5xx is a failure).
@@ -261,7 +283,9 @@ impl Mesh {
                 c.budget = r.is_retryable.then(|| budget.clone());
             }
             let svc = &mut self.services[s];
-            svc.base.timeout = r.timeout.or(svc.base.timeout);
+            // No timeout unless the route sets one: Linkerd dropped the 10 s default in 2.9
+            // (linkerd/linkerd2#4958; the docs followed in linkerd/website#1733).
+            svc.base.timeout = r.timeout;
             if r.is_retryable {
                 // Linkerd bounds retries by the budget, not by a count.
                 svc.base.retry = RetryPolicy {
@@ -285,19 +309,55 @@ impl Mesh {
 mod tests {
     use super::*;
 
+    /// Envoy `source/common/common/backoff_strategy.cc`: the bound starts at the 25 ms base and
+    /// doubles while below half the 250 ms cap; the wait is `random % bound` whole milliseconds.
     #[test]
-    fn backoff_stays_within_envoys_jittered_bounds() {
+    fn backoff_bounds_follow_envoys_jittered_strategy() {
+        let cases = [
+            (1, 25),
+            (2, 50),
+            (3, 100),
+            (4, 200),
+            (5, 250),
+            (6, 250),
+            (40, 250),
+        ];
         let mut rng = Stream::new(1, "b");
-        for _ in 0..1000 {
-            assert!(retry_backoff(1, &mut rng) < 25 * MILLIS);
-            assert!(retry_backoff(2, &mut rng) < 75 * MILLIS);
-            assert!(retry_backoff(9, &mut rng) < 250 * MILLIS);
+        for (n, bound) in cases {
+            assert_eq!(backoff_bound_ms(n), bound, "retry {n}");
+            let mut max = 0;
+            for _ in 0..2000 {
+                let w = retry_backoff(n, &mut rng);
+                assert_eq!(w % MILLIS, 0, "whole milliseconds");
+                max = max.max(w);
+            }
+            assert_eq!(max, (SimTime::from(bound) - 1) * MILLIS, "retry {n}");
         }
     }
 
+    /// Istio's default `retryOn` has status code 503 only up to 1.23 or with
+    /// EXCLUDE_UNSAFE_503_FROM_DEFAULT_RETRY=false (istio/istio
+    /// `pilot/pkg/networking/core/route/retry/retry.go` before and after release note 50506);
+    /// a connect failure is retried either way, an overflow never (Envoy
+    /// `source/common/router/retry_state_impl.cc`: no retry on a local overflow).
     #[test]
-    fn istio_default_retry_policy_does_not_retry_503_responses() {
-        assert!(!is_retriable(&RetryOn::istio_default(), 503, 0));
-        assert!(is_retriable(&RetryOn::istio_default(), 503, flags::UF));
+    fn istio_default_retry_policy_retries_503_only_with_the_legacy_switch() {
+        let cases = [
+            // (retry_503, code, flags, retried)
+            (false, 503, 0, false),
+            (true, 503, 0, true),
+            (false, 503, flags::UF, true),
+            (true, 503, flags::UO, false),
+            (true, 500, 0, false),
+            (true, 502, 0, false),
+        ];
+        for (retry_503, code, f, want) in cases {
+            let on = RetryOn::istio_default(retry_503);
+            assert_eq!(
+                is_retriable(&on, code, f),
+                want,
+                "retry_503={retry_503} code={code} flags={f:#x}"
+            );
+        }
     }
 }

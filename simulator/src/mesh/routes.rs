@@ -323,7 +323,11 @@ impl Mesh {
                     Some(rt) => RetryPolicy {
                         attempts: rt.attempts,
                         per_try_timeout: rt.per_try_timeout,
-                        on: rt.retry_on.clone().unwrap_or_else(RetryOn::istio_default),
+                        // Istio starts a given policy from its default, `retryOn` included.
+                        on: rt
+                            .retry_on
+                            .clone()
+                            .unwrap_or_else(|| RetryOn::istio_default(self.istio_retry_503)),
                     },
                 };
                 let mirror = match &r.mirror {
@@ -486,7 +490,7 @@ impl Mesh {
 
     fn default_retry(&self) -> RetryPolicy {
         match self.data_plane {
-            DataPlane::Istio => RetryPolicy::istio_default(),
+            DataPlane::Istio => RetryPolicy::istio_default(self.istio_retry_503),
             DataPlane::Linkerd => RetryPolicy::none(),
         }
     }

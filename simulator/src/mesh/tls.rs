@@ -12,6 +12,7 @@ use super::{CertId, ClientId, Mesh, VersionId};
 use crate::engine::SimTime;
 use crate::manifest::{MtlsMode, PeerAuthentication};
 use crate::telemetry::flags;
+use std::collections::BTreeMap;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(super) enum ClientTls {
@@ -115,34 +116,65 @@ impl Mesh {
 
     pub(super) fn resolve_peer_auth(&mut self) {
         for v in (0..self.versions.len() as u32).map(VersionId) {
-            let ns = self.services[self.versions[v].service].namespace.clone();
-            let labels = &self.versions[v].labels;
-            let home = self.default_namespace.as_str();
-            let find = |pred: &dyn Fn(&PeerAuthentication) -> bool| {
-                self.peer_auth
-                    .iter()
-                    .rev()
-                    .find(|p| pred(p) && p.mode != MtlsMode::Unset)
-                    .map(|p| p.mode)
-            };
-            let workload = find(&|p| {
-                p.namespace.as_deref().unwrap_or(home) == ns
-                    && p.selector.as_ref().is_some_and(|s| labels_match(s, labels))
-            });
-            let namespace =
-                find(&|p| p.namespace.as_deref().unwrap_or(home) == ns && p.selector.is_none());
-            let mesh =
-                find(&|p| p.namespace.as_deref() == Some("istio-system") && p.selector.is_none());
-            self.versions[v].server_mode =
-                workload.or(namespace).or(mesh).unwrap_or(self.default_mtls);
+            let ns = &self.services[self.versions[v].service].namespace;
+            let mode = effective_mode(
+                &self.peer_auth,
+                ns,
+                &self.versions[v].labels,
+                &self.default_namespace,
+                self.default_mtls,
+            );
+            self.versions[v].server_mode = mode;
         }
     }
+}
+
+/// Istio's root namespace, where a policy without a selector is mesh-wide.
+const ROOT_NAMESPACE: &str = "istio-system";
+
+/// The mTLS mode of a workload in namespace `ns` with `labels`, as istiod composes it
+/// (istio/istio `pilot/pkg/security/authn/policy_applier.go`, `ComposePeerAuthentication`):
+/// in each scope (mesh: root namespace without selector; namespace: no selector, or one with
+/// no labels; workload: a matching selector outside the root namespace) the OLDEST policy is
+/// taken, whatever its mode; then mesh, namespace and workload apply in turn, UNSET inheriting.
+/// `policies` are in creation order.
+pub(super) fn effective_mode(
+    policies: &[PeerAuthentication],
+    ns: &str,
+    labels: &BTreeMap<String, String>,
+    home: &str,
+    default: MtlsMode,
+) -> MtlsMode {
+    let ns_of = |p: &PeerAuthentication| p.namespace.as_deref().unwrap_or(home).to_string();
+    let wide = |p: &PeerAuthentication| p.selector.as_ref().is_none_or(|s| s.is_empty());
+    let oldest = |pred: &dyn Fn(&PeerAuthentication) -> bool| policies.iter().find(|p| pred(p));
+    let mesh = oldest(&|p| wide(p) && ns_of(p) == ROOT_NAMESPACE);
+    let namespace = oldest(&|p| wide(p) && ns_of(p) == ns && ns != ROOT_NAMESPACE);
+    let workload = oldest(&|p| {
+        !wide(p)
+            && ns_of(p) == ns
+            && ns != ROOT_NAMESPACE
+            && p.selector.as_ref().is_some_and(|s| labels_match(s, labels))
+    });
+    // The narrowest scope with a mode set decides.
+    [workload, namespace, mesh]
+        .into_iter()
+        .flatten()
+        .map(|p| p.mode)
+        .find(|m| *m != MtlsMode::Unset)
+        .unwrap_or(default)
 }
 
 impl Mesh {
     /// A PeerAuthentication: every workload's server mode is resolved again.
     pub(super) fn apply_peer_authentication(&mut self, pa: &PeerAuthentication) {
-        self.peer_auth.push(pa.clone());
+        // Re-applying a policy updates it in place: it keeps its age, which decides among
+        // policies of one scope.
+        let same = |p: &PeerAuthentication| p.name == pa.name && p.namespace == pa.namespace;
+        match self.peer_auth.iter_mut().find(|p| same(p)) {
+            Some(p) => *p = pa.clone(),
+            None => self.peer_auth.push(pa.clone()),
+        }
         let before: Vec<MtlsMode> = self.versions.iter().map(|v| v.server_mode).collect();
         self.resolve_peer_auth();
         // A sidecar whose mTLS mode changes gets a new inbound listener, and Envoy
@@ -159,6 +191,90 @@ impl Mesh {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn pa(
+        name: &str,
+        ns: Option<&str>,
+        selector: Option<&[(&str, &str)]>,
+        mode: MtlsMode,
+    ) -> PeerAuthentication {
+        PeerAuthentication {
+            name: name.into(),
+            namespace: ns.map(Into::into),
+            selector: selector.map(|s| {
+                s.iter()
+                    .map(|(k, v)| (k.to_string(), v.to_string()))
+                    .collect()
+            }),
+            mode,
+        }
+    }
+
+    /// istio/istio `pilot/pkg/security/authn/policy_applier.go` (`ComposePeerAuthentication`):
+    /// the oldest policy of a scope wins even when UNSET; an empty selector is namespace-level;
+    /// workload over namespace over mesh; UNSET inherits; a selector in the root namespace is
+    /// ignored.
+    #[test]
+    fn peer_authentication_composes_as_istiod_does() {
+        use MtlsMode::*;
+        let app: &[(&str, &str)] = &[("app", "podinfo")];
+        let other: &[(&str, &str)] = &[("app", "other")];
+        let none: &[(&str, &str)] = &[];
+        let cases: Vec<(Vec<PeerAuthentication>, MtlsMode)> = vec![
+            (vec![], Permissive),
+            (vec![pa("m", Some("istio-system"), None, Strict)], Strict),
+            // Oldest namespace policy wins.
+            (
+                vec![pa("a", None, None, Disable), pa("b", None, None, Strict)],
+                Disable,
+            ),
+            // Oldest is UNSET: it still wins its scope and inherits from the mesh.
+            (
+                vec![
+                    pa("m", Some("istio-system"), None, Strict),
+                    pa("a", None, None, Unset),
+                    pa("b", None, None, Disable),
+                ],
+                Strict,
+            ),
+            // An empty selector is namespace-level, so the workload policy overrides it.
+            (
+                vec![
+                    pa("w", None, Some(app), Disable),
+                    pa("e", None, Some(none), Strict),
+                ],
+                Disable,
+            ),
+            (
+                vec![
+                    pa("e", None, Some(none), Strict),
+                    pa("x", None, Some(other), Disable),
+                ],
+                Strict,
+            ),
+            // Workload over namespace; oldest matching workload policy wins.
+            (
+                vec![
+                    pa("n", None, None, Strict),
+                    pa("w1", None, Some(app), Permissive),
+                    pa("w2", None, Some(app), Disable),
+                ],
+                Permissive,
+            ),
+            // A selector in the root namespace is not a policy for anyone.
+            (
+                vec![pa("r", Some("istio-system"), Some(app), Strict)],
+                Permissive,
+            ),
+            // Another namespace's policy does not apply.
+            (vec![pa("o", Some("other"), None, Strict)], Permissive),
+        ];
+        let labels: BTreeMap<String, String> = [("app".to_string(), "podinfo".to_string())].into();
+        for (policies, want) in cases {
+            let got = effective_mode(&policies, "default", &labels, "default", Permissive);
+            assert_eq!(got, want, "{policies:?}");
+        }
+    }
 
     fn istio_peers(client_tls: ClientTls, server_mode: MtlsMode) -> Peers {
         Peers {

@@ -126,6 +126,22 @@ pub fn summary(run: &RunResult) -> String {
             );
         }
     }
+    let queueing: Vec<String> = run
+        .queueing
+        .iter()
+        .filter(|q| q.arrivals > 0)
+        .map(|q| {
+            format!(
+                "{} {:.2}% waited for a worker (mean wait {:.3} ms)",
+                q.version,
+                100.0 * q.queued_fraction.unwrap_or(0.0),
+                q.mean_queue_wait_ms.unwrap_or(0.0)
+            )
+        })
+        .collect();
+    if !queueing.is_empty() {
+        let _ = writeln!(out, "queueing: {}", queueing.join("; "));
+    }
     for w in &run.warnings {
         let _ = writeln!(out, "warning: {w}");
     }

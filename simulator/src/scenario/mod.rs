@@ -68,6 +68,9 @@ pub struct Scenario {
     pub variants: Vec<Variant>,
     /// Workload certificate lifetime and rotation.
     pub certificates: CertConfig,
+    /// Istio's default retry policy also retries 503 (`istio.version` up to 1.23, or
+    /// `istio.exclude_unsafe_503_from_default_retry: false`).
+    pub istio_retry_503: bool,
     /// Input that loads but is questionable: a setting changed or unused, a resource the
     /// scenario's mesh would not read, an event after the end. Shown once per command.
     pub warnings: Vec<String>,
@@ -286,6 +289,7 @@ impl Context {
                 .push(format!("timeline[{i}] (line {}): {never}", e.line));
         }
         let certificates = self.certificates(raw.certificates.as_ref())?;
+        let istio_retry_503 = self.istio_retry_503(raw.istio.as_ref())?;
         let hooks = self.hooks(&raw, &spec)?;
         let variants = self.variants(&raw, &spec, &canary_resource, &clients)?;
 
@@ -309,6 +313,7 @@ impl Context {
             hooks,
             variants,
             certificates,
+            istio_retry_503,
             warnings: std::mem::take(&mut self.warnings),
         })
     }

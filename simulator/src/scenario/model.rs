@@ -37,6 +37,49 @@ impl Context {
         Ok(c)
     }
 
+    /// Whether Istio's default retry policy retries 503: up to 1.23 always; 1.24 to 1.26 unless
+    /// EXCLUDE_UNSAFE_503_FROM_DEFAULT_RETRY (default true) says so; the flag is gone from 1.27
+    /// (istio/istio release note 50506 and commit "remove 1.23 compatibility profile").
+    pub(super) fn istio_retry_503(
+        &mut self,
+        raw: Option<&raw::IstioSettings>,
+    ) -> Result<bool, ScenarioError> {
+        let Some(raw) = raw else { return Ok(false) };
+        if self.data_plane != crate::mesh::config::DataPlane::Istio {
+            self.warnings.push(
+                "istio: the scenario's mesh is not Istio, so these settings are unused".into(),
+            );
+        }
+        let minor = match &raw.version {
+            None => None,
+            Some(v) => Some(parse_istio_minor(v).ok_or_else(|| {
+                self.error(
+                    "istio.version",
+                    format!("`{v}` is not an Istio version: expected `1.MINOR`, e.g. `1.23`"),
+                )
+            })?),
+        };
+        let flag = raw.exclude_unsafe_503_from_default_retry;
+        Ok(match (minor, flag) {
+            (Some(m), _) if m <= 23 => {
+                if flag.is_some() {
+                    self.warnings.push(format!(
+                        "istio.exclude_unsafe_503_from_default_retry: Istio 1.{m} has no such flag and always retries 503 by default"
+                    ));
+                }
+                true
+            }
+            (Some(m), Some(false)) if m >= 27 => {
+                self.warnings.push(format!(
+                    "istio.exclude_unsafe_503_from_default_retry: Istio 1.{m} removed the flag; its default retry policy never retries 503"
+                ));
+                false
+            }
+            (_, Some(exclude)) => !exclude,
+            (_, None) => false,
+        })
+    }
+
     pub(super) fn version(
         &self,
         field: &str,
@@ -141,5 +184,19 @@ impl Context {
             (Some(_), Some(_)) => Err(self.error(&format!("{field}.p99"), "must be at least p50")),
             _ => Err(self.error(field, "a log-normal latency needs both `p50` and `p99`")),
         }
+    }
+}
+
+/// The minor number of an Istio version `1.MINOR` or `1.MINOR.PATCH`.
+fn parse_istio_minor(v: &str) -> Option<u32> {
+    let mut parts = v.trim().trim_start_matches('v').split('.');
+    if parts.next()? != "1" {
+        return None;
+    }
+    let minor = parts.next()?.parse().ok()?;
+    match (parts.next(), parts.next()) {
+        (None, _) => Some(minor),
+        (Some(p), None) if p.parse::<u32>().is_ok() => Some(minor),
+        _ => None,
     }
 }

@@ -37,6 +37,17 @@ pub struct Scenario {
     pub variants: Vec<Variant>,
     /// Workload certificates (Istio's SDS settings).
     pub certificates: Option<Certificates>,
+    /// Istio control-plane settings that change the data plane's defaults.
+    pub istio: Option<IstioSettings>,
+}
+
+#[derive(Deserialize, Debug)]
+#[serde(deny_unknown_fields)]
+pub struct IstioSettings {
+    /// `MAJOR.MINOR`, e.g. `1.23`; the newest behaviour when absent.
+    pub version: Option<String>,
+    /// istiod's `EXCLUDE_UNSAFE_503_FROM_DEFAULT_RETRY` (Istio 1.24 to 1.26; default true).
+    pub exclude_unsafe_503_from_default_retry: Option<bool>,
 }
 
 #[derive(Deserialize, Debug)]

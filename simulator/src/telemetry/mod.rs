@@ -52,18 +52,19 @@ pub mod flags {
     pub const NR: u16 = 1 << 8;
     /// Upstream remote reset.
     pub const UR: u16 = 1 << 9;
-    /// Names in Envoy's access-log order.
+    /// Names in Envoy's `%RESPONSE_FLAGS%` order: the order of its `CoreResponseFlag` bits
+    /// (envoy `envoy/stream_info/stream_info.h`, rendered by `source/common/stream_info/utility.cc`).
     pub const NAMES: [(u16, &str); 10] = [
         (UH, "UH"),
+        (UT, "UT"),
+        (UR, "UR"),
         (UF, "UF"),
+        (UC, "UC"),
         (UO, "UO"),
         (NR, "NR"),
-        (URX, "URX"),
-        (UR, "UR"),
-        (UT, "UT"),
-        (UC, "UC"),
         (DI, "DI"),
         (FI, "FI"),
+        (URX, "URX"),
     ];
 
     /// Renders flags like Envoy's `%RESPONSE_FLAGS%` (`-` when empty).
@@ -674,9 +675,23 @@ mod tests {
         assert!(text.contains("le=\"+Inf\"} 2"));
     }
 
+    /// Envoy joins the flags with commas in the order of its `CoreResponseFlag` bits (envoy
+    /// `envoy/stream_info/stream_info.h`: UH, UT, UR, UF, UC, UO, NR, DI, FI, ..., URX).
     #[test]
     fn flags_render_in_envoy_order() {
-        assert_eq!(flags::render(flags::URX | flags::UF), "UF,URX");
-        assert_eq!(flags::render(0), "-");
+        use flags::*;
+        let cases = [
+            (0, "-"),
+            (URX | UF, "UF,URX"),
+            (UT | UH, "UH,UT"),
+            (UC | UR, "UR,UC"),
+            (URX | UO | UC, "UC,UO,URX"),
+            (FI | DI, "DI,FI"),
+            (NR | UO, "UO,NR"),
+            (URX | FI | UT, "UT,FI,URX"),
+        ];
+        for (f, want) in cases {
+            assert_eq!(flags::render(f), want, "{f:#x}");
+        }
     }
 }

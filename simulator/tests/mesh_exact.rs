@@ -1,0 +1,356 @@
+//! Envoy's, Istio's and Linkerd's semantics case by case (issue 17, fixes 7 to 10): each test is
+//! a table of cases, each citing the behaviour it reproduces.
+
+mod support;
+
+use fledge_simulator::engine::{MILLIS, SECONDS};
+use fledge_simulator::manifest;
+use fledge_simulator::mesh::{
+    Action, Behaviour, ClientConfig, Mesh, MeshConfig, ServiceConfig, ServiceTime, VersionConfig,
+};
+use fledge_simulator::telemetry::{Reporter, Selector, flags};
+
+fn behaviour(mean_ms: u64, workers: u32) -> Behaviour {
+    Behaviour {
+        workers,
+        service_time: ServiceTime::Exponential {
+            mean: mean_ms * MILLIS,
+        },
+        ..Default::default()
+    }
+}
+
+fn mesh_with(cfg: MeshConfig, manifests: &str) -> Mesh {
+    let mut mesh = Mesh::new(cfg).expect("mesh builds");
+    if !manifests.is_empty() {
+        mesh.apply_manifests(&manifest::parse(manifests).expect("manifests parse"))
+            .expect("manifests apply");
+    }
+    mesh
+}
+
+fn one_version(seed: u64, rps: f64) -> MeshConfig {
+    MeshConfig {
+        seed,
+        services: vec![ServiceConfig::new(
+            "podinfo",
+            vec![VersionConfig::new("primary", 3, behaviour(5, 8))],
+        )],
+        clients: vec![ClientConfig::new("client", "podinfo", rps)],
+        ..Default::default()
+    }
+}
+
+const VS_HEAD: &str = "kind: VirtualService\nmetadata:\n  name: p\nspec:\n  hosts: [podinfo]\n  http:\n    - route:\n        - destination:\n            host: podinfo\n";
+
+/// Fix 7: Istio's default retry policy, and a `retries` block without `retryOn` (which Istio
+/// starts from the default), retry a 503 only up to Istio 1.23 or with
+/// EXCLUDE_UNSAFE_503_FROM_DEFAULT_RETRY=false (istio/istio
+/// `pilot/pkg/networking/core/route/retry/retry.go`, `defaultPolicy` and `ConvertPolicy` before
+/// commit "remove 1.23 compatibility profile"; release note 50506).
+#[test]
+fn istio_default_retry_policy_retries_503_only_on_the_legacy_versions() {
+    let cases = [
+        // (legacy switch, retries block, pod error code, retried)
+        (false, "", 503, false),
+        (true, "", 503, true),
+        (true, "", 500, false),
+        (false, "      retries: {attempts: 3}\n", 503, false),
+        (true, "      retries: {attempts: 3}\n", 503, true),
+        // An explicit retryOn replaces the default's status codes.
+        (
+            true,
+            "      retries: {attempts: 3, retryOn: connect-failure}\n",
+            503,
+            false,
+        ),
+        (true, "      retries: {attempts: 0}\n", 503, false),
+    ];
+    for (legacy, retries, code, want) in cases {
+        let mut cfg = one_version(7, 100.0);
+        cfg.istio_retry_503 = legacy;
+        cfg.services[0].versions[0].behaviour.error_code = code;
+        let vs = if retries.is_empty() {
+            String::new()
+        } else {
+            format!("{VS_HEAD}{retries}")
+        };
+        let mut mesh = mesh_with(cfg, &vs);
+        let v = mesh.version_id("podinfo", "primary").unwrap();
+        mesh.apply(Action::SetErrorRate {
+            version: v,
+            rate: 0.2,
+        })
+        .unwrap();
+        mesh.run_until(10 * SECONDS);
+        let c = mesh.client_id("client").unwrap();
+        let retried = mesh.proxy_counters(c, v).retries > 0;
+        assert_eq!(
+            retried, want,
+            "legacy={legacy} retries={retries:?} code={code}"
+        );
+    }
+}
+
+/// Fix 7, the scenario's switch: `istio.version` up to 1.23 always retries 503 by default;
+/// 1.24 to 1.26 follow `exclude_unsafe_503_from_default_retry` (default true); 1.27 removed the
+/// flag (istio/istio `pilot/pkg/features/pilot.go` before commit "remove 1.23 compatibility
+/// profile", which shipped in 1.27).
+#[test]
+fn scenario_istio_settings_choose_the_default_retry_policy() {
+    use fledge_simulator::scenario::Scenario;
+    let cases = [
+        // (istio section, retries 503, warned)
+        ("", false, false),
+        ("istio: {version: '1.23'}\n", true, false),
+        ("istio: {version: '1.22.3'}\n", true, false),
+        ("istio: {version: '1.24'}\n", false, false),
+        (
+            "istio: {version: '1.25', exclude_unsafe_503_from_default_retry: false}\n",
+            true,
+            false,
+        ),
+        (
+            "istio: {exclude_unsafe_503_from_default_retry: false}\n",
+            true,
+            false,
+        ),
+        (
+            "istio: {exclude_unsafe_503_from_default_retry: true}\n",
+            false,
+            false,
+        ),
+        (
+            "istio: {version: '1.27', exclude_unsafe_503_from_default_retry: false}\n",
+            false,
+            true,
+        ),
+        (
+            "istio: {version: '1.20', exclude_unsafe_503_from_default_retry: true}\n",
+            true,
+            true,
+        ),
+    ];
+    for (section, want, warned) in cases {
+        let text = format!("{}{section}", support::BASE);
+        let s = Scenario::parse(&text, std::path::Path::new("t.yaml"))
+            .unwrap_or_else(|e| panic!("{section}: {e}"));
+        assert_eq!(s.istio_retry_503, want, "{section}");
+        assert_eq!(
+            s.warnings.iter().any(|w| w.starts_with("istio.")),
+            warned,
+            "{section}: {:?}",
+            s.warnings
+        );
+    }
+    for bad in ["2.1", "1", "1.x", "1.2.3.4"] {
+        let text = format!("{}istio: {{version: '{bad}'}}\n", support::BASE);
+        let e = Scenario::parse(&text, std::path::Path::new("t.yaml")).unwrap_err();
+        assert_eq!(e.field, "istio.version", "{bad}");
+        assert!(e.message.contains("not an Istio version"), "{e}");
+    }
+}
+
+fn count_flags(mesh: &Mesh, pred: impl Fn(u16) -> bool) -> u64 {
+    let sel = Selector {
+        reporter: Reporter::Source,
+        source: None,
+        dest: None,
+    };
+    mesh.telemetry()
+        .by_code(&sel, 0, mesh.now(), mesh.now())
+        .iter()
+        .filter(|(_, f, _)| pred(*f))
+        .map(|x| x.2)
+        .sum()
+}
+
+/// Fix 9: a retry the `maxRetries` circuit breaker refuses ends the request with flag UO, not
+/// URX; URX is for attempts run out (envoy `source/common/router/router.cc`: `NoOverflow` sets
+/// UpstreamOverflow, `NoRetryLimitExceeded` sets UpstreamRetryLimitExceeded).
+#[test]
+fn retry_overflow_is_flagged_uo_and_exhausted_attempts_urx() {
+    let cases = [
+        // (maxRetries, attempts, overflow seen, exhaustion seen)
+        (1, 20, true, false),
+        (1000, 1, false, true),
+    ];
+    for (max_retries, attempts, want_uo, want_urx) in cases {
+        let m = format!(
+            "kind: DestinationRule\nmetadata:\n  name: p\nspec:\n  host: podinfo\n  trafficPolicy:\n    connectionPool:\n      http:\n        maxRetries: {max_retries}\n---\n{VS_HEAD}      retries: {{attempts: {attempts}, retryOn: 5xx}}\n"
+        );
+        let mut mesh = mesh_with(one_version(3, 400.0), &m);
+        let v = mesh.version_id("podinfo", "primary").unwrap();
+        mesh.apply(Action::SetErrorRate {
+            version: v,
+            rate: 0.5,
+        })
+        .unwrap();
+        mesh.run_until(20 * SECONDS);
+        let uo = count_flags(&mesh, |f| f & flags::UO != 0);
+        let urx = count_flags(&mesh, |f| f & flags::URX != 0);
+        let c = mesh.client_id("client").unwrap();
+        assert_eq!(
+            mesh.proxy_counters(c, v).retry_overflow > 0,
+            want_uo,
+            "maxRetries {max_retries}"
+        );
+        assert_eq!(uo > 0, want_uo, "maxRetries {max_retries}: {uo} UO");
+        assert_eq!(urx > 0, want_urx, "maxRetries {max_retries}: {urx} URX");
+        assert_eq!(
+            count_flags(&mesh, |f| f & flags::UO != 0 && f & flags::URX != 0),
+            0
+        );
+    }
+}
+
+/// Fix 9: mirroring is done by the router, after the fault filter: an aborted request is not
+/// mirrored, a delayed one is mirrored when its delay ends (envoy
+/// `docs/root/configuration/http/http_filters/fault_filter.rst`: the fault filter sits before
+/// the router; `route_components.proto` `request_mirror_policies`).
+#[test]
+fn mirrors_are_sent_after_fault_injection() {
+    let route = "kind: VirtualService\nmetadata:\n  name: p\nspec:\n  hosts: [podinfo]\n  http:\n    - route:\n        - destination: {host: podinfo-primary}\n      mirror: {host: podinfo-primary}\n      mirrorPercentage: {value: 100}\n";
+    let cases = [
+        // (fault, run for, mirrored copies: none / some)
+        ("", 2 * SECONDS, true),
+        (
+            "      fault: {abort: {httpStatus: 503, percentage: {value: 100}}}\n",
+            2 * SECONDS,
+            false,
+        ),
+        (
+            "      fault: {delay: {fixedDelay: 1s, percentage: {value: 100}}}\n",
+            SECONDS / 2,
+            false,
+        ),
+        (
+            "      fault: {delay: {fixedDelay: 1s, percentage: {value: 100}}}\n",
+            2 * SECONDS,
+            true,
+        ),
+    ];
+    for (fault, until, want) in cases {
+        let mut mesh = mesh_with(one_version(9, 100.0), &format!("{route}{fault}"));
+        mesh.run_until(until);
+        let c = mesh.client_id("client").unwrap();
+        let v = mesh.version_id("podinfo", "primary").unwrap();
+        assert!(mesh.stats().requests > 20);
+        assert_eq!(
+            mesh.proxy_counters(c, v).mirrored > 0,
+            want,
+            "{fault:?} until {until}"
+        );
+    }
+}
+
+/// Fix 10: a ServiceProfile route has no timeout unless it sets one (Linkerd removed the 10 s
+/// default in 2.9: linkerd/linkerd2#4958 "profiles: Eliminate default timeout", and the docs
+/// with linkerd/website#1733); a re-applied profile without one clears the earlier timeout.
+#[test]
+fn linkerd_service_profile_routes_have_no_default_timeout() {
+    let sp = |timeout: &str| {
+        format!(
+            "apiVersion: linkerd.io/v1alpha2\nkind: ServiceProfile\nmetadata:\n  name: podinfo.default.svc.cluster.local\nspec:\n  routes:\n    - name: all\n      condition:\n        pathRegex: /.*\n{timeout}"
+        )
+    };
+    let cases: [(&[&str], bool); 3] = [
+        // (profiles applied in turn, requests cut at a timeout)
+        (&[""], false),
+        (&["      timeout: 2s\n"], true),
+        (&["      timeout: 2s\n", ""], false),
+    ];
+    for (profiles, want) in cases {
+        let mut cfg = one_version(2, 5.0);
+        cfg.data_plane = fledge_simulator::mesh::DataPlane::Linkerd;
+        cfg.services[0].versions[0].behaviour.service_time = ServiceTime::Constant(12 * SECONDS);
+        let mut mesh = mesh_with(cfg, "");
+        for p in profiles {
+            let w = mesh
+                .apply_manifests(&manifest::parse(&sp(p)).unwrap())
+                .unwrap();
+            assert!(w.is_empty(), "{w:?}");
+        }
+        mesh.run_until(40 * SECONDS);
+        let timed_out = count_flags(&mesh, |f| f & flags::UT != 0);
+        assert_eq!(timed_out > 0, want, "{profiles:?}: {timed_out} timed out");
+    }
+}
+
+/// Fix 8: `trafficPolicy.retryBudget` replaces the `maxRetries` breaker with Envoy's budget:
+/// retries in flight up to `percent` of the active requests but never fewer than
+/// `minRetryConcurrency`, with Istio's defaults 20% and 3 (istio/istio
+/// `pilot/pkg/networking/core/cluster_traffic_policy.go`, `applyRetryBudget`; envoy
+/// `api/envoy/config/cluster/v3/circuit_breaker.proto`, `RetryBudget`).
+#[test]
+fn destination_rule_retry_budget_bounds_retries_in_flight() {
+    let cases = [
+        // (trafficPolicy, the budget's floor: the bound while few requests are active)
+        ("    retryBudget: {}\n", 3),
+        ("    retryBudget: {minRetryConcurrency: 1}\n", 1),
+        ("    retryBudget: {percent: 0, minRetryConcurrency: 2}\n", 2),
+        // maxRetries is ignored once a budget is set.
+        (
+            "    retryBudget: {minRetryConcurrency: 1}\n    connectionPool: {http: {maxRetries: 50}}\n",
+            1,
+        ),
+    ];
+    for (policy, floor) in cases {
+        let m = format!(
+            "kind: DestinationRule\nmetadata:\n  name: p\nspec:\n  host: podinfo\n  trafficPolicy:\n{policy}---\n{VS_HEAD}      retries: {{attempts: 5, retryOn: 5xx}}\n"
+        );
+        // Low load: few requests active, so the budget's floor is the bound.
+        let mut mesh = mesh_with(one_version(11, 40.0), &m);
+        let v = mesh.version_id("podinfo", "primary").unwrap();
+        mesh.apply(Action::SetErrorRate {
+            version: v,
+            rate: 0.9,
+        })
+        .unwrap();
+        mesh.run_until(30 * SECONDS);
+        let c = mesh.client_id("client").unwrap();
+        let peak = mesh.peak_retries_in_flight(c, v);
+        assert!(peak <= floor, "{policy}: peak {peak}");
+        assert!(
+            mesh.proxy_counters(c, v).retry_overflow > 0,
+            "{policy}: the budget was reached"
+        );
+    }
+}
+
+/// Fix 8: DestinationRule fields the simulator reads but does not model are warned about,
+/// never dropped in silence (istio/istio `cluster_traffic_policy.go`: `consecutiveLocalOriginFailures`
+/// counts only with `splitExternalLocalOriginErrors`; `outlierDetectionHttpErrorCodes` redefines
+/// the errors).
+#[test]
+fn destination_rule_outlier_fields_not_modelled_are_warned() {
+    let cases = [
+        (
+            "splitExternalLocalOriginErrors: true, consecutiveLocalOriginFailures: 3",
+            "splitExternalLocalOriginErrors` is not simulated",
+        ),
+        (
+            "consecutiveLocalOriginFailures: 3",
+            "has no effect without splitExternalLocalOriginErrors",
+        ),
+        (
+            "outlierDetectionHttpErrorCodes: [500, 503]",
+            "outlierDetectionHttpErrorCodes` is not simulated",
+        ),
+        ("consecutive5xxErrors: 3", ""),
+    ];
+    for (fields, warning) in cases {
+        let m = format!(
+            "kind: DestinationRule\nmetadata:\n  name: p\nspec:\n  host: podinfo\n  trafficPolicy:\n    outlierDetection: {{{fields}}}\n"
+        );
+        let warnings = manifest::parse(&m).expect("parses").warnings;
+        if warning.is_empty() {
+            assert!(warnings.is_empty(), "{fields}: {warnings:?}");
+        } else {
+            assert!(
+                warnings.iter().any(|w| w.contains(warning)),
+                "{fields}: {warnings:?}"
+            );
+        }
+    }
+}
