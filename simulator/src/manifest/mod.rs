@@ -31,7 +31,7 @@ pub use istio_policy::{
     Subset, TlsMode, TrafficPolicy,
 };
 pub use linkerd::{ProfileRoute, RetryBudget, ServiceProfile};
-pub use reader::{parse_duration, parse_quantity_milli};
+pub use reader::parse_quantity_milli;
 pub use smi::TrafficSplit;
 
 use gateway::http_route;
@@ -309,12 +309,7 @@ mod tests {
     use super::*;
 
     #[test]
-    fn durations_and_quantities_parse_like_kubernetes() {
-        assert_eq!(parse_duration("10s"), Some(10_000_000_000));
-        assert_eq!(parse_duration("250ms"), Some(250_000_000));
-        assert_eq!(parse_duration("1m30s"), Some(90_000_000_000));
-        assert_eq!(parse_duration("1.5s"), Some(1_500_000_000));
-        assert_eq!(parse_duration("ten"), None);
+    fn quantities_parse_like_kubernetes() {
         assert_eq!(parse_quantity_milli("900m"), Some(900));
         assert_eq!(parse_quantity_milli("1"), Some(1000));
         assert_eq!(parse_quantity_milli("x"), None);
