@@ -208,7 +208,7 @@ fn manifest_label(m: &Manifest) -> String {
         Manifest::PeerAuthentication(x) => format!("PeerAuthentication {}", x.name),
         Manifest::ServiceProfile(x) => format!("ServiceProfile {}", x.name),
         Manifest::TrafficSplit(x) => format!("TrafficSplit {}", x.name),
-        Manifest::HttpRoute(x) => format!("HTTPRoute {}", x.name),
+        Manifest::GatewayHttpRoute(x) => format!("HTTPRoute {}", x.name),
     }
 }
 

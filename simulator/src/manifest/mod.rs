@@ -24,8 +24,10 @@ pub(crate) mod yaml;
 use serde::Deserialize;
 use serde_json::Value;
 
-pub use gateway::{GatewayRule, HttpRouteSpec, ParentRef};
-pub use istio::{FaultInjection, HttpRoute, Retries, RetryOn, RouteDestination, VirtualService};
+pub use gateway::{GatewayHttpRoute, GatewayRule, ParentRef};
+pub use istio::{
+    FaultInjection, IstioHttpRoute, Retries, RetryOn, RouteDestination, VirtualService,
+};
 pub use istio_policy::{
     ConnectionPool, DestinationRule, LbPolicy, MtlsMode, OutlierDetectionSpec, PeerAuthentication,
     Subset, TlsMode, TrafficPolicy,
@@ -34,7 +36,7 @@ pub use linkerd::{ProfileRoute, RetryBudget, ServiceProfile};
 pub use reader::parse_quantity_milli;
 pub use smi::TrafficSplit;
 
-use gateway::http_route;
+use gateway::gateway_http_route;
 use istio::virtual_service;
 use istio_policy::{destination_rule, peer_authentication};
 use linkerd::service_profile;
@@ -152,7 +154,7 @@ pub enum Manifest {
     /// SMI TrafficSplit.
     TrafficSplit(TrafficSplit),
     /// Gateway API HTTPRoute.
-    HttpRoute(HttpRouteSpec),
+    GatewayHttpRoute(GatewayHttpRoute),
 }
 
 /// Parsed manifests and the warnings collected while reading them.
@@ -296,7 +298,7 @@ fn parse_doc(
         }
         "ServiceProfile" => Manifest::ServiceProfile(service_profile(doc, spec?, name, namespace)?),
         "TrafficSplit" => Manifest::TrafficSplit(traffic_split(doc, spec?, name, namespace)?),
-        "HTTPRoute" => Manifest::HttpRoute(http_route(doc, spec?, name, namespace)?),
+        "HTTPRoute" => Manifest::GatewayHttpRoute(gateway_http_route(doc, spec?, name, namespace)?),
         other => {
             doc.warn(format!("kind `{other}` is not simulated; document ignored"));
             return Ok(None);
