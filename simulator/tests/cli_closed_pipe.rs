@@ -28,7 +28,10 @@ fn run_plan_sweep_validate_and_bench_exit_normally_when_stdout_is_closed() {
     let cases: [(&[&str], i32); 6] = [
         (&["run", "scenarios/error-regression.yaml"], 0),
         (&["run", "scenarios/error-regression.yaml", "--json"], 0),
-        (&["plan", "tests/fixtures/podinfo-canary.yaml"], 0),
+        (
+            &["plan", "controller/tests/fixtures/podinfo-canary.yaml"],
+            0,
+        ),
         (&["sweep", "scenarios/low-traffic.yaml", "--seeds", "2"], 0),
         (&["validate", "scenarios/low-traffic.yaml"], 0),
         (&["bench", "--duration", "1s", "--rps", "10"], 0),
@@ -64,7 +67,7 @@ fn errors_and_warnings_on_a_closed_stderr_end_with_their_exit_code_not_a_panic()
     let cases: [(&[&str], i32); 5] = [
         (&["run", "/nonexistent/scenario.yaml"], 2),
         (&["validate", "/nonexistent/scenario.yaml"], 2),
-        (&["plan", "tests/fixtures/bad-canary.yaml"], 2),
+        (&["plan", "controller/tests/fixtures/bad-canary.yaml"], 2),
         (&["sweep", "/nonexistent/scenario.yaml"], 2),
         (&["bench", "--duration", "1s", "--rps", "10"], 0),
     ];

@@ -3,7 +3,10 @@
 use std::process::Command;
 
 fn fixture(name: &str) -> String {
-    format!("{}/../tests/fixtures/{name}", env!("CARGO_MANIFEST_DIR"))
+    format!(
+        "{}/../controller/tests/fixtures/{name}",
+        env!("CARGO_MANIFEST_DIR")
+    )
 }
 
 fn plan(file: &str) -> (i32, String, String) {

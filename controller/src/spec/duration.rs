@@ -1,4 +1,11 @@
-//! Go-style durations as Flagger writes them: `30s`, `1m`, `1h30m`, `500ms`.
+//! The one duration grammar of Fledge: Go's, as `time.ParseDuration` reads it for Flagger's
+//! Canary (`30s`, `1m`, `1h30m`, `500ms`, `1.5m`) and as Istio's API reads its protobuf
+//! Durations (`1.5s`, `100ms`) and Linkerd's and Kubernetes' duration fields. The Canary spec
+//! and the simulator's manifest and scenario readers all parse with [`parse_nanos`].
+//!
+//! Deliberately narrower than Go: no sign (no field here takes a negative span) and no bare `0`
+//! (every number carries its unit, `0s`). A Canary's durations are whole milliseconds, its
+//! precision (Istio refuses finer ones on the fields it sets); manifests keep nanoseconds.
 
 use std::fmt;
 use std::str::FromStr;
@@ -17,11 +24,81 @@ pub enum DurationError {
     #[error("empty duration")]
     Empty,
     #[error(
-        "`{0}` is not a duration: expected a number followed by a unit (ms, s, m, h), e.g. `30s`, `1m`, `1h30m`"
+        "`{0}` is not a duration: expected numbers each followed by a unit (h, m, s, ms, us, ns), e.g. `30s`, `1m`, `1h30m`, `1.5s`"
     )]
     Malformed(String),
     #[error("`{0}` is too long")]
     Overflow(String),
+    #[error("`{0}` is finer than a millisecond, the precision of a Canary's durations")]
+    SubMillisecond(String),
+}
+
+/// Parses a duration in Go's grammar without a sign: one or more decimal numbers (`1`, `1.5`,
+/// `.5`), each followed by a unit (`h`, `m`, `s`, `ms`, `us`, `µs`, `μs`, `ns`), into whole
+/// nanoseconds (a fraction is rounded to the nearest). Surrounding whitespace is ignored.
+pub fn parse_nanos(text: &str) -> Result<u64, DurationError> {
+    let s = text.trim();
+    if s.is_empty() {
+        return Err(DurationError::Empty);
+    }
+    let malformed = || DurationError::Malformed(text.to_string());
+    let overflow = || DurationError::Overflow(text.to_string());
+    let mut rest = s;
+    let mut total: u64 = 0;
+    while !rest.is_empty() {
+        let whole_len = rest
+            .find(|c: char| !c.is_ascii_digit())
+            .unwrap_or(rest.len());
+        let whole = &rest[..whole_len];
+        rest = &rest[whole_len..];
+        let fraction = match rest.strip_prefix('.') {
+            Some(after) => {
+                let len = after
+                    .find(|c: char| !c.is_ascii_digit())
+                    .unwrap_or(after.len());
+                rest = &after[len..];
+                &after[..len]
+            }
+            None => "",
+        };
+        if whole.is_empty() && fraction.is_empty() {
+            return Err(malformed());
+        }
+        let unit_len = rest
+            .find(|c: char| c.is_ascii_digit() || c == '.')
+            .unwrap_or(rest.len());
+        let per_unit: u64 = match &rest[..unit_len] {
+            "ns" => 1,
+            "us" | "\u{b5}s" | "\u{3bc}s" => 1_000,
+            "ms" => 1_000_000,
+            "s" => 1_000_000_000,
+            "m" => 60_000_000_000,
+            "h" => 3_600_000_000_000,
+            _ => return Err(malformed()),
+        };
+        rest = &rest[unit_len..];
+        let whole: u64 = if whole.is_empty() {
+            0
+        } else {
+            whole.parse().map_err(|_| overflow())?
+        };
+        // Digits past the 18th change the span by less than a nanosecond per hour.
+        let fraction = &fraction[..fraction.len().min(18)];
+        let part_ns = if fraction.is_empty() {
+            0
+        } else {
+            let scale = 10u128.pow(fraction.len() as u32);
+            let digits: u128 = fraction.parse().map_err(|_| malformed())?;
+            u64::try_from((digits * u128::from(per_unit) + scale / 2) / scale)
+                .map_err(|_| overflow())?
+        };
+        total = whole
+            .checked_mul(per_unit)
+            .and_then(|v| v.checked_add(part_ns))
+            .and_then(|v| total.checked_add(v))
+            .ok_or_else(overflow)?;
+    }
+    Ok(total)
 }
 
 impl Duration {
@@ -40,40 +117,11 @@ impl FromStr for Duration {
     type Err = DurationError;
 
     fn from_str(text: &str) -> Result<Self, Self::Err> {
-        let s = text.trim();
-        if s.is_empty() {
-            return Err(DurationError::Empty);
+        let nanos = parse_nanos(text)?;
+        if nanos % 1_000_000 != 0 {
+            return Err(DurationError::SubMillisecond(text.to_string()));
         }
-        let malformed = || DurationError::Malformed(text.to_string());
-        let overflow = || DurationError::Overflow(text.to_string());
-        let mut rest = s;
-        let mut total: u64 = 0;
-        while !rest.is_empty() {
-            let digits = rest
-                .find(|c: char| !c.is_ascii_digit())
-                .unwrap_or(rest.len());
-            if digits == 0 {
-                return Err(malformed());
-            }
-            let n: u64 = rest[..digits].parse().map_err(|_| overflow())?;
-            rest = &rest[digits..];
-            let unit_len = rest
-                .find(|c: char| c.is_ascii_digit())
-                .unwrap_or(rest.len());
-            let per_unit = match &rest[..unit_len] {
-                "ms" => 1,
-                "s" => 1_000,
-                "m" => 60_000,
-                "h" => 3_600_000,
-                _ => return Err(malformed()),
-            };
-            rest = &rest[unit_len..];
-            total = n
-                .checked_mul(per_unit)
-                .and_then(|v| total.checked_add(v))
-                .ok_or_else(overflow)?;
-        }
-        Ok(Duration(total))
+        Ok(Duration(nanos / 1_000_000))
     }
 }
 
@@ -109,10 +157,46 @@ mod tests {
 
     #[test]
     fn rejects_prose_and_missing_units() {
-        for bad in ["5 minutes", "10", "m", "1.5m", "-1s", "1d", "s1"] {
+        for bad in [
+            "5 minutes",
+            "10",
+            "0",
+            "m",
+            "-1s",
+            "1d",
+            "s1",
+            ".s",
+            "1..5s",
+            "1.5.s",
+        ] {
             assert!(bad.parse::<Duration>().is_err(), "{bad} should not parse");
         }
         assert_eq!("".parse::<Duration>(), Err(DurationError::Empty));
+    }
+
+    #[test]
+    fn reads_go_fractions_and_units_to_the_nanosecond() {
+        assert_eq!(parse_nanos("1.5s"), Ok(1_500_000_000));
+        assert_eq!(parse_nanos(".5ms"), Ok(500_000));
+        assert_eq!(parse_nanos("1.ms"), Ok(1_000_000));
+        assert_eq!(parse_nanos("1h2m"), Ok(3_720_000_000_000));
+        assert_eq!(parse_nanos("100us"), Ok(100_000));
+        assert_eq!(parse_nanos("100\u{b5}s"), Ok(100_000));
+        assert_eq!(parse_nanos("100\u{3bc}s"), Ok(100_000));
+        assert_eq!(parse_nanos("7ns"), Ok(7));
+        assert_eq!(parse_nanos("0.1s"), Ok(100_000_000));
+        assert_eq!(parse_nanos("1.0000000005s"), Ok(1_000_000_001));
+        // Flagger reads `1.5m` as Go does; the Canary takes it.
+        assert_eq!("1.5m".parse(), Ok(Duration(90_000)));
+    }
+
+    #[test]
+    fn a_canary_refuses_durations_finer_than_a_millisecond() {
+        assert_eq!(
+            "1500us".parse::<Duration>(),
+            Err(DurationError::SubMillisecond("1500us".into()))
+        );
+        assert_eq!("2000us".parse(), Ok(Duration(2)));
     }
 
     #[test]

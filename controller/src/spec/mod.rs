@@ -9,7 +9,7 @@ mod duration;
 mod load;
 mod validate;
 
-pub use duration::{Duration, DurationError};
+pub use duration::{Duration, DurationError, parse_nanos};
 pub use load::{LoadError, LoadedManifests, load_manifests};
 pub use validate::{
     FieldError, HookGate, Judge, Margin, MetricCheck, MetricKind, RolloutSpec, Strategy,

@@ -273,7 +273,10 @@ pub fn main() -> ExitCode {
 }
 
 fn bench(duration: &str, rps: f64, seed: u64) -> ExitCode {
-    let Some(duration) = crate::manifest::parse_duration(duration).filter(|d| *d > 0) else {
+    let Some(duration) = fledge_controller::spec::parse_nanos(duration)
+        .ok()
+        .filter(|d| *d > 0)
+    else {
         sayln!("error: --duration: `{duration}` is not a duration such as `1h` or `30m`");
         return ExitCode::from(EXIT_BAD_INPUT);
     };

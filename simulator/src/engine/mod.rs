@@ -22,20 +22,6 @@ pub const MILLIS: SimTime = 1_000_000;
 /// One second of virtual time.
 pub const SECONDS: SimTime = 1_000_000_000;
 
-/// Converts seconds (possibly fractional) to virtual nanoseconds, saturating at the bounds.
-pub fn secs_f64(s: f64) -> SimTime {
-    if s.is_nan() || s <= 0.0 {
-        0
-    } else {
-        let ns = s * 1e9;
-        if ns >= u64::MAX as f64 {
-            u64::MAX
-        } else {
-            ns.round() as u64
-        }
-    }
-}
-
 struct Entry<E> {
     time: SimTime,
     seq: u64,

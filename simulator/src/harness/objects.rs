@@ -63,7 +63,7 @@ impl Store {
             m,
             Manifest::VirtualService(_)
                 | Manifest::TrafficSplit(_)
-                | Manifest::HttpRoute(_)
+                | Manifest::GatewayHttpRoute(_)
                 | Manifest::ServiceProfile(_)
         )
     }
@@ -128,7 +128,7 @@ impl Store {
                 }
                 Manifest::TrafficSplit(ts) => keep(&ts.service),
                 // Parents other than Services bind no mesh host; the mesh warns about them.
-                Manifest::HttpRoute(hr) => {
+                Manifest::GatewayHttpRoute(hr) => {
                     hr.parents.retain(|p| {
                         let host = format!("{}.{}", p.name, p.namespace.as_deref().unwrap_or(&ns));
                         !p.is_service() || keep(&host)
@@ -151,7 +151,7 @@ impl Store {
         let (kind, namespace, name) = match m {
             Manifest::VirtualService(x) => ("VirtualService", &x.namespace, &x.name),
             Manifest::TrafficSplit(x) => ("TrafficSplit", &x.namespace, &x.name),
-            Manifest::HttpRoute(x) => ("HTTPRoute", &x.namespace, &x.name),
+            Manifest::GatewayHttpRoute(x) => ("HTTPRoute", &x.namespace, &x.name),
             Manifest::ServiceProfile(x) => ("ServiceProfile", &x.namespace, &x.name),
             _ => return None,
         };

@@ -26,7 +26,7 @@ pub struct GatewayRule {
 
 /// A Gateway API HTTPRoute.
 #[derive(Clone, Debug, PartialEq)]
-pub struct HttpRouteSpec {
+pub struct GatewayHttpRoute {
     /// `metadata.name`.
     pub name: String,
     /// `metadata.namespace`.
@@ -86,12 +86,12 @@ fn service_ref(
     })
 }
 
-pub(super) fn http_route(
+pub(super) fn gateway_http_route(
     doc: &mut Doc<'_>,
     spec: Node<'_>,
     name: String,
     namespace: Option<String>,
-) -> Result<HttpRouteSpec, ManifestError> {
+) -> Result<GatewayHttpRoute, ManifestError> {
     let s = doc.obj(spec, "spec", &["parentRefs", "hostnames", "rules"])?;
     let mut parents = Vec::new();
     if let Some(pr) = get(s, "parentRefs") {
@@ -238,7 +238,7 @@ pub(super) fn http_route(
             rules.push(rule);
         }
     }
-    Ok(HttpRouteSpec {
+    Ok(GatewayHttpRoute {
         name,
         namespace,
         parents,

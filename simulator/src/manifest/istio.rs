@@ -108,7 +108,7 @@ pub struct FaultInjection {
 
 /// One VirtualService HTTP route.
 #[derive(Clone, Debug, Default, PartialEq)]
-pub struct HttpRoute {
+pub struct IstioHttpRoute {
     /// Route name.
     pub name: Option<String>,
     /// Match blocks (ORed); each holds header conditions (ANDed). Empty: matches everything.
@@ -142,7 +142,7 @@ pub struct VirtualService {
     /// `spec.gateways`: empty means `mesh`, the sidecars.
     pub gateways: Vec<String>,
     /// `spec.http`.
-    pub http: Vec<HttpRoute>,
+    pub http: Vec<IstioHttpRoute>,
 }
 
 impl VirtualService {
@@ -240,7 +240,7 @@ pub(super) fn virtual_service(
     if let Some(h) = get(s, "http") {
         for (i, v) in doc.list(h, "spec.http")?.iter().enumerate() {
             let path = idx("spec.http", i);
-            http.push(http_route_vs(doc, Node { v }, &path)?);
+            http.push(istio_http_route(doc, Node { v }, &path)?);
         }
     }
     Ok(VirtualService {
@@ -252,11 +252,11 @@ pub(super) fn virtual_service(
     })
 }
 
-pub(super) fn http_route_vs(
+pub(super) fn istio_http_route(
     doc: &mut Doc<'_>,
     n: Node<'_>,
     path: &str,
-) -> Result<HttpRoute, ManifestError> {
+) -> Result<IstioHttpRoute, ManifestError> {
     let m = doc.obj(
         n,
         path,
@@ -280,7 +280,7 @@ pub(super) fn http_route_vs(
             "mirrors",
         ],
     )?;
-    let mut r = HttpRoute {
+    let mut r = IstioHttpRoute {
         name: get(m, "name")
             .map(|v| doc.str(v, &join(path, "name")))
             .transpose()?,

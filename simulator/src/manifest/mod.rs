@@ -24,17 +24,19 @@ pub(crate) mod yaml;
 use serde::Deserialize;
 use serde_json::Value;
 
-pub use gateway::{GatewayRule, HttpRouteSpec, ParentRef};
-pub use istio::{FaultInjection, HttpRoute, Retries, RetryOn, RouteDestination, VirtualService};
+pub use gateway::{GatewayHttpRoute, GatewayRule, ParentRef};
+pub use istio::{
+    FaultInjection, IstioHttpRoute, Retries, RetryOn, RouteDestination, VirtualService,
+};
 pub use istio_policy::{
     ConnectionPool, DestinationRule, LbPolicy, MtlsMode, OutlierDetectionSpec, PeerAuthentication,
     RetryBudgetSpec, Subset, TlsMode, TrafficPolicy,
 };
 pub use linkerd::{ProfileRoute, RetryBudget, ServiceProfile};
-pub use reader::{parse_duration, parse_quantity_milli};
+pub use reader::parse_quantity_milli;
 pub use smi::TrafficSplit;
 
-use gateway::http_route;
+use gateway::gateway_http_route;
 use istio::virtual_service;
 use istio_policy::{destination_rule, peer_authentication};
 use linkerd::service_profile;
@@ -152,7 +154,7 @@ pub enum Manifest {
     /// SMI TrafficSplit.
     TrafficSplit(TrafficSplit),
     /// Gateway API HTTPRoute.
-    HttpRoute(HttpRouteSpec),
+    GatewayHttpRoute(GatewayHttpRoute),
 }
 
 /// Parsed manifests and the warnings collected while reading them.
@@ -296,7 +298,7 @@ fn parse_doc(
         }
         "ServiceProfile" => Manifest::ServiceProfile(service_profile(doc, spec?, name, namespace)?),
         "TrafficSplit" => Manifest::TrafficSplit(traffic_split(doc, spec?, name, namespace)?),
-        "HTTPRoute" => Manifest::HttpRoute(http_route(doc, spec?, name, namespace)?),
+        "HTTPRoute" => Manifest::GatewayHttpRoute(gateway_http_route(doc, spec?, name, namespace)?),
         other => {
             doc.warn(format!("kind `{other}` is not simulated; document ignored"));
             return Ok(None);
@@ -309,12 +311,7 @@ mod tests {
     use super::*;
 
     #[test]
-    fn durations_and_quantities_parse_like_kubernetes() {
-        assert_eq!(parse_duration("10s"), Some(10_000_000_000));
-        assert_eq!(parse_duration("250ms"), Some(250_000_000));
-        assert_eq!(parse_duration("1m30s"), Some(90_000_000_000));
-        assert_eq!(parse_duration("1.5s"), Some(1_500_000_000));
-        assert_eq!(parse_duration("ten"), None);
+    fn quantities_parse_like_kubernetes() {
         assert_eq!(parse_quantity_milli("900m"), Some(900));
         assert_eq!(parse_quantity_milli("1"), Some(1000));
         assert_eq!(parse_quantity_milli("x"), None);

@@ -1,9 +1,11 @@
 //! The one reader behind every manifest kind: a YAML value as the JSON Kubernetes reads, typed
 //! fields that name their path when they are of the wrong type and warn when unknown, and the
-//! duration and quantity grammars of the Kubernetes APIs.
+//! quantity grammar of the Kubernetes APIs. Durations are read in the controller's grammar
+//! ([`parse_nanos`]), the one the Canary's are.
 
 use std::collections::BTreeMap;
 
+use fledge_controller::spec::parse_nanos;
 use serde_json::Value;
 
 use super::ManifestError;
@@ -17,41 +19,6 @@ pub fn parse_quantity_milli(s: &str) -> Option<u64> {
     }
     let v: f64 = s.parse().ok()?;
     (v.is_finite() && v >= 0.0).then(|| (v * 1000.0).round() as u64)
-}
-
-/// Parses a protobuf/Go duration such as `10s`, `1.5s`, `250ms`, `1m`, `1h30m`, `100us`.
-pub fn parse_duration(s: &str) -> Option<SimTime> {
-    let s = s.trim();
-    if s.is_empty() {
-        return None;
-    }
-    let mut total: f64 = 0.0;
-    let mut rest = s;
-    while !rest.is_empty() {
-        let num_end = rest
-            .find(|c: char| !(c.is_ascii_digit() || c == '.'))
-            .unwrap_or(rest.len());
-        if num_end == 0 {
-            return None;
-        }
-        let n: f64 = rest[..num_end].parse().ok()?;
-        rest = &rest[num_end..];
-        let unit_end = rest
-            .find(|c: char| c.is_ascii_digit() || c == '.')
-            .unwrap_or(rest.len());
-        let mult = match &rest[..unit_end] {
-            "h" => 3.6e12,
-            "m" => 6e10,
-            "s" => 1e9,
-            "ms" => 1e6,
-            "us" | "µs" => 1e3,
-            "ns" => 1.0,
-            _ => return None,
-        };
-        rest = &rest[unit_end..];
-        total += n * mult;
-    }
-    (total.is_finite() && total < u64::MAX as f64).then(|| total.round() as SimTime)
 }
 
 pub(super) struct Doc<'w> {
@@ -137,8 +104,9 @@ impl Doc<'_> {
 
     pub(super) fn duration(&self, n: Node<'_>, path: &str) -> Result<SimTime, ManifestError> {
         match n.v {
-            Value::String(s) => parse_duration(s)
-                .ok_or_else(|| self.wrong(path, "a duration such as `10s` or `250ms`")),
+            Value::String(s) => {
+                parse_nanos(s).map_err(|_| self.wrong(path, "a duration such as `10s` or `250ms`"))
+            }
             _ => Err(self.wrong(path, "a duration such as `10s` or `250ms`")),
         }
     }

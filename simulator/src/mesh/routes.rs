@@ -10,7 +10,7 @@ use super::retry::RetryPolicy;
 use super::{ClientId, Mesh, MeshError, RuleId, ServiceId, VersionId};
 use crate::engine::SimTime;
 use crate::manifest::{
-    FaultInjection, HeaderMatch, HttpRouteSpec, Manifest, Manifests, RetryOn, TrafficSplit,
+    FaultInjection, GatewayHttpRoute, HeaderMatch, Manifest, Manifests, RetryOn, TrafficSplit,
 };
 use crate::result::RuleView;
 use std::collections::{BTreeMap, BTreeSet};
@@ -121,7 +121,7 @@ impl Mesh {
             match item {
                 Manifest::VirtualService(vs) => self.apply_virtual_service(vs, &mut warnings)?,
                 Manifest::TrafficSplit(ts) => self.apply_traffic_split(ts, &mut warnings),
-                Manifest::HttpRoute(hr) => self.apply_http_route(hr, &mut warnings),
+                Manifest::GatewayHttpRoute(hr) => self.apply_gateway_http_route(hr, &mut warnings),
                 Manifest::ServiceProfile(sp) => self.apply_service_profile(sp, &mut warnings),
                 _ => {}
             }
@@ -160,7 +160,7 @@ impl Mesh {
 
     /// A Gateway API HTTPRoute: one rule per route rule on each parent Service (the GAMMA
     /// mesh binding); a rule with an empty match matches every request.
-    fn apply_http_route(&mut self, hr: &HttpRouteSpec, warnings: &mut Vec<String>) {
+    fn apply_gateway_http_route(&mut self, hr: &GatewayHttpRoute, warnings: &mut Vec<String>) {
         for parent in &hr.parents {
             let ns = parent.namespace.as_deref().or(hr.namespace.as_deref());
             if !parent.is_service() {

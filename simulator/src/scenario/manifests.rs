@@ -77,7 +77,7 @@ impl Context {
                     "SMI's, which Linkerd implements",
                 ),
                 // Both meshes implement the Gateway API.
-                Manifest::HttpRoute(_) => continue,
+                Manifest::GatewayHttpRoute(_) => continue,
             };
             if owner != self.data_plane {
                 let mesh = match self.data_plane {
@@ -182,7 +182,7 @@ impl Context {
                         ));
                     }
                 }
-                Manifest::HttpRoute(hr) => {
+                Manifest::GatewayHttpRoute(hr) => {
                     for (i, r) in hr.rules.iter().enumerate() {
                         for (b, _) in &r.backends {
                             if !known(b) {

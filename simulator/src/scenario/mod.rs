@@ -24,8 +24,8 @@ use std::path::{Path, PathBuf};
 use fledge_controller::spec::{Canary, MetricTemplate, RolloutSpec};
 
 use crate::engine::SimTime;
+use crate::manifest::Manifests;
 use crate::manifest::yaml::Outline;
-use crate::manifest::{self, Manifests};
 use crate::mesh::config::{CertConfig, DataPlane};
 
 /// The longest scenario: 30 days is far beyond any rollout Flagger's settings make sensible
@@ -177,7 +177,7 @@ impl Context {
     }
 
     fn duration(&self, field: &str, text: &str) -> Result<SimTime, ScenarioError> {
-        manifest::parse_duration(text).ok_or_else(|| {
+        fledge_controller::spec::parse_nanos(text).map_err(|_| {
             self.error(
                 field,
                 format!("`{text}` is not a duration: expected e.g. `30s`, `10m`, `1h30m`, `250ms`"),

@@ -1,5 +1,5 @@
 //! The simulator's PromQL beside Prometheus 2.42's own answers: the cases and the answers
-//! promtool recorded are in `tests/fixtures/promql/prometheus-2.42.yaml`, one test group each.
+//! promtool recorded are in `simulator/tests/fixtures/promql/prometheus-2.42.yaml`, one test group each.
 
 use std::collections::BTreeMap;
 

@@ -9,12 +9,14 @@ use fledge_simulator::scenario::Scenario;
 use fledge_simulator::{expect, harness};
 use libtest_mimic::{Arguments, Failed, Trial};
 
+/// The repository root, which holds the scenario library.
+fn root() -> &'static Path {
+    Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/.."))
+}
+
 fn scenario_files() -> Vec<PathBuf> {
     let mut files = Vec::new();
-    yaml_files_under(
-        &Path::new(env!("CARGO_MANIFEST_DIR")).join("scenarios"),
-        &mut files,
-    );
+    yaml_files_under(&root().join("scenarios"), &mut files);
     files.sort();
     files
 }
@@ -34,7 +36,7 @@ fn yaml_files_under(dir: &Path, out: &mut Vec<PathBuf>) {
 /// Runs every variant of the file; on failure, says which checks failed and what happened.
 fn meets_its_expectations(file: &Path) -> Result<(), Failed> {
     let shown = file
-        .strip_prefix(env!("CARGO_MANIFEST_DIR"))
+        .strip_prefix(root())
         .unwrap_or(file)
         .display()
         .to_string();
@@ -92,7 +94,7 @@ fn main() {
         !files.is_empty(),
         "no scenario files found in scenarios/: the library is part of the test suite"
     );
-    let top = Path::new(env!("CARGO_MANIFEST_DIR")).join("scenarios");
+    let top = root().join("scenarios");
     assert!(
         files.iter().any(|f| f.parent() != Some(top.as_path())),
         "no scenario files found in the subfolders of scenarios/ (benchmarks/, examples/)"
@@ -101,7 +103,7 @@ fn main() {
         .into_iter()
         .map(|file| {
             let shown = file
-                .strip_prefix(env!("CARGO_MANIFEST_DIR"))
+                .strip_prefix(root())
                 .unwrap_or(&file)
                 .display()
                 .to_string();

@@ -46,8 +46,9 @@ const VOCABULARY: [&str; 5] = [
     "yaml",
 ];
 
+/// The repository root, where the READMEs are and their commands run.
 fn root() -> &'static Path {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
+    Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/.."))
 }
 
 /// A fenced block: where it opens (1-based line), its info string and its text.

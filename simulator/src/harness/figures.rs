@@ -1,0 +1,159 @@
+//! The figures of a run: the samples plotted at every tick and the run's result at its end,
+//! read from the simulated telemetry as Prometheus would have scraped it.
+
+use std::collections::BTreeMap;
+
+use fledge_controller::rollout::Phase;
+
+use super::{Harness, NEW_REVISION};
+use crate::engine::{MILLIS, SECONDS, SimTime};
+use crate::result::{ClientFigures, Outcome, RunResult, Sample, VersionQueueing, WindowFigures};
+use crate::telemetry::{Reporter, Selector};
+
+impl Harness<'_> {
+    pub(super) fn sample(&mut self, from: SimTime, now: SimTime) {
+        // Counts before `now` come from scrapes, as Prometheus has them: the window starts at
+        // the last scrape at or before `from`, and rates are over that window.
+        let scrape = self.mesh.telemetry().scrape_interval().max(1);
+        let from = from - from % scrape;
+        let figures = |stats: crate::telemetry::WindowStats| WindowFigures {
+            requests: stats.requests,
+            success_rate: stats.success_rate().map(|r| r * 100.0),
+            p99_ms: stats.quantile_ms(0.99),
+        };
+        let primary = figures(self.mesh.destination_stats(self.primary, from, now));
+        let canary = figures(self.mesh.destination_stats(self.canary, from, now));
+        let (sent, failed) = [self.primary, self.canary]
+            .iter()
+            .map(|v| self.mesh.source_stats(*v, from, now))
+            .fold((0, 0), |(r, f), s| (r + s.requests, f + s.failures));
+        let seconds = ((now - from) as f64 / SECONDS as f64).max(1e-9);
+        self.samples.push(Sample {
+            at_ms: now / MILLIS,
+            canary_weight: self.state.canary_weight,
+            primary,
+            canary,
+            rps: if now == from {
+                0.0
+            } else {
+                sent as f64 / seconds
+            },
+            clients_requests: sent,
+            clients_success_rate: (sent > 0).then(|| 100.0 * (1.0 - failed as f64 / sent as f64)),
+        });
+    }
+
+    /// The run's result, with figures up to `end`.
+    pub(super) fn finish(self, end: SimTime) -> RunResult {
+        let applied_routes = self.applied_routes.clone();
+        let outcome = match (self.deployed_at, self.state.phase) {
+            (Some(_), Phase::Succeeded)
+                if self.state.promoted_revision.as_deref() == Some(NEW_REVISION) =>
+            {
+                Outcome::Promoted
+            }
+            // Stopped at the decision to promote.
+            (Some(_), Phase::Promoting | Phase::Finalising) if self.stop_at_judgement => {
+                Outcome::Promoted
+            }
+            (Some(_), Phase::Failed) => Outcome::RolledBack,
+            _ => Outcome::Undecided,
+        };
+        let mut requests = 0;
+        let mut failed = 0;
+        for v in [self.primary, self.canary] {
+            let s = self.mesh.source_stats(v, 0, end);
+            requests += s.requests;
+            failed += s.failures;
+        }
+        let failed_canary = self.mesh.source_stats(self.canary, 0, end).failures;
+        let clients = self
+            .scenario
+            .clients
+            .iter()
+            .filter_map(|c| {
+                let id = self.mesh.client_id(&c.name)?;
+                let s = self.mesh.telemetry().totals(&Selector {
+                    reporter: Reporter::Source,
+                    source: Some(id.0),
+                    dest: None,
+                });
+                Some(ClientFigures {
+                    name: c.name.clone(),
+                    requests: s.requests,
+                    failed: s.failures,
+                    success_rate: s.success_rate().map(|r| r * 100.0),
+                })
+            })
+            .collect();
+        let mut counters: BTreeMap<String, u64> = crate::telemetry::counter_names()
+            .map(|name| (name.to_string(), 0))
+            .collect();
+        counters.insert("cert_rotations".into(), self.mesh.stats().cert_rotations);
+        counters.insert(
+            "requests_primary".into(),
+            self.mesh.source_stats(self.primary, 0, end).requests,
+        );
+        counters.insert(
+            "requests_canary".into(),
+            self.mesh.source_stats(self.canary, 0, end).requests,
+        );
+        for c in &self.scenario.clients {
+            let Some(id) = self.mesh.client_id(&c.name) else {
+                continue;
+            };
+            for v in [self.primary, self.canary] {
+                let proxy = self.mesh.proxy_counters(id, v);
+                for (name, get) in crate::telemetry::PROXY_COUNTERS {
+                    *counters.entry(name.to_string()).or_default() += get(&proxy);
+                }
+            }
+        }
+        let queueing = [self.primary, self.canary]
+            .into_iter()
+            .map(|v| {
+                let q = self.mesh.queue_stats(v);
+                VersionQueueing {
+                    version: self.mesh.version_name(v).unwrap_or_default().to_string(),
+                    arrivals: q.arrivals,
+                    queued: q.queued,
+                    queued_fraction: (q.arrivals > 0).then(|| q.queued as f64 / q.arrivals as f64),
+                    mean_queue_wait_ms: (q.started > 0)
+                        .then(|| q.total_wait as f64 / q.started as f64 / MILLIS as f64),
+                }
+            })
+            .collect();
+        let mut warnings = self.warnings;
+        if self.mesh.destination_stats(self.canary, 0, end).requests == 0 {
+            warnings.push(
+                "the canary never received a request: nothing was judged on its traffic (check the clients' rates, the routes and the time of the deploy)"
+                    .into(),
+            );
+        }
+        RunResult {
+            scenario: self.scenario.name.clone(),
+            variant: self.variant.name.clone(),
+            seed: self.seed,
+            outcome,
+            deployed_at_ms: self.deployed_at.map(|t| t / MILLIS),
+            decided_at_ms: self.decided_at.map(|t| t / MILLIS),
+            judged_at_ms: self.judged_at.map(|t| t / MILLIS),
+            max_canary_weight: self.max_weight,
+            final_phase: self.state.phase,
+            final_message: self.state.message.clone(),
+            requests,
+            failed_requests: failed,
+            failed_requests_canary: failed_canary,
+            success_rate: (requests > 0).then(|| 100.0 * (1.0 - failed as f64 / requests as f64)),
+            decisions: self.decisions,
+            samples: self.samples,
+            checks: Vec::new(),
+            events_processed: self.mesh.stats().events,
+            clients,
+            queueing,
+            counters,
+            warnings,
+            applied_routes,
+        }
+    }
+}
