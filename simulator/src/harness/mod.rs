@@ -24,6 +24,7 @@
 //! primary's behaviour at once (no rolling update); webhooks answer instantly, and a load-test
 //! webhook generates no traffic by itself (a `target: canary` client does).
 
+mod live;
 mod objects;
 pub mod observe;
 
@@ -50,6 +51,7 @@ use crate::scenario::{
     Event, HookAnswer, RateShape, Scenario, Side, TimelineEntry, Trigger, Variant,
 };
 use crate::telemetry::{Reporter, Selector};
+pub(crate) use live::{Live, LiveApplyError};
 use objects::{Store, Writer};
 
 /// Revisions of the target: before and after the scenario's `deploy`.
@@ -313,7 +315,12 @@ impl<'a> Harness<'a> {
 
     /// Fires, in timeline order, the pending events whose trigger has come.
     fn fire_pending(&mut self, now: SimTime) {
-        let weight = self.state.canary_weight;
+        self.fire_pending_at(now, self.state.canary_weight);
+    }
+
+    /// [`Self::fire_pending`] with the canary's weight given (the live mode reads it from the
+    /// routing objects it was sent).
+    fn fire_pending_at(&mut self, now: SimTime, weight: u8) {
         let (due, rest): (Vec<_>, Vec<_>) = std::mem::take(&mut self.pending)
             .into_iter()
             .partition(|e| match e.when {
@@ -592,31 +599,7 @@ impl<'a> Harness<'a> {
             Action::InitializePrimary => self.apply_routes(Routes::PRIMARY_ONLY),
             Action::RunHooks { .. } | Action::Event { .. } => Ok(()),
             Action::ScaleCanary { up } => {
-                self.canary_desired = if *up { self.scenario.canary.pods } else { 0 };
-                if *up {
-                    // The target now runs the revision the scenario deployed.
-                    let behaviour = if self.revision == NEW_REVISION {
-                        self.scenario.canary.behaviour.clone()
-                    } else {
-                        self.scenario.primary.behaviour.clone()
-                    };
-                    self.mesh
-                        .apply(mesh::Action::SetBehaviour {
-                            version: self.canary,
-                            behaviour,
-                        })
-                        .and_then(|()| {
-                            self.mesh.apply(mesh::Action::Scale {
-                                version: self.canary,
-                                pods: self.canary_desired,
-                            })
-                        })
-                } else {
-                    self.mesh.apply(mesh::Action::Scale {
-                        version: self.canary,
-                        pods: 0,
-                    })
-                }
+                self.scale_canary(if *up { self.scenario.canary.pods } else { 0 })
             }
             Action::SetRoutes {
                 primary,
@@ -629,23 +612,46 @@ impl<'a> Harness<'a> {
                 mirror: *mirror,
                 matched: *matched,
             }),
-            Action::PromotePrimary => {
-                let behaviour = self
-                    .mesh
-                    .behaviour(self.canary)
-                    .cloned()
-                    .unwrap_or_default();
-                self.mesh.apply(mesh::Action::SetBehaviour {
-                    version: self.primary,
-                    behaviour,
-                })
-            }
+            Action::PromotePrimary => self.promote_primary(),
             Action::Finalize { .. } => self.apply_routes(Routes::PRIMARY_ONLY),
         };
         if let Err(e) = result {
             self.warnings
                 .push(format!("{action:?} could not be carried out: {e}"));
         }
+    }
+
+    /// Scales the target to `pods`; scaled up, it runs the revision the scenario deployed.
+    fn scale_canary(&mut self, pods: u32) -> Result<(), MeshError> {
+        self.canary_desired = pods;
+        if pods > 0 {
+            let behaviour = if self.revision == NEW_REVISION {
+                self.scenario.canary.behaviour.clone()
+            } else {
+                self.scenario.primary.behaviour.clone()
+            };
+            self.mesh.apply(mesh::Action::SetBehaviour {
+                version: self.canary,
+                behaviour,
+            })?;
+        }
+        self.mesh.apply(mesh::Action::Scale {
+            version: self.canary,
+            pods,
+        })
+    }
+
+    /// Copies the target's template (its behaviour) to the primary.
+    fn promote_primary(&mut self) -> Result<(), MeshError> {
+        let behaviour = self
+            .mesh
+            .behaviour(self.canary)
+            .cloned()
+            .unwrap_or_default();
+        self.mesh.apply(mesh::Action::SetBehaviour {
+            version: self.primary,
+            behaviour,
+        })
     }
 
     /// Routes as the cluster's router would: the provider's objects for `routes`, built by the
@@ -664,8 +670,21 @@ impl<'a> Harness<'a> {
             .map(|o| serde_json::to_string(o).unwrap_or_default())
             .collect::<Vec<_>>()
             .join("\n---\n");
-        let mut loaded = manifest::parse(&text)
+        let loaded = manifest::parse(&text)
             .map_err(|e| routing_error(format!("the router's objects do not load: {e}")))?;
+        self.apply_controller_objects(loaded)?;
+        self.applied_routes.push(AppliedObject {
+            at_ms: self.mesh.now() / MILLIS,
+            routes,
+            objects,
+            mesh_routes: self.mesh.route_table(self.service),
+        });
+        Ok(())
+    }
+
+    /// Applies routing objects the controller wrote, as its router applies them: the default
+    /// route of the VirtualService it replaces lends its faults, timeout and retries.
+    fn apply_controller_objects(&mut self, mut loaded: Manifests) -> Result<(), MeshError> {
         for item in &mut loaded.items {
             if let Some(Manifest::VirtualService(current)) = self.objects.get(item).cloned()
                 && let Manifest::VirtualService(vs) = item
@@ -686,12 +705,6 @@ impl<'a> Harness<'a> {
                 )],
             );
         }
-        self.applied_routes.push(AppliedObject {
-            at_ms: self.mesh.now() / MILLIS,
-            routes,
-            objects,
-            mesh_routes: self.mesh.route_table(self.service),
-        });
         Ok(())
     }
 
