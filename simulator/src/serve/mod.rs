@@ -178,7 +178,136 @@ fn replicas(body: &[u8]) -> Result<u32, String> {
 
 #[cfg(test)]
 mod tests {
+    use std::path::Path;
+
+    use fledge_controller::routes::{Provider, Routes};
+
     use super::*;
+    use crate::engine::SECONDS;
+    use crate::scenario::Scenario;
+
+    fn scenario(name: &str) -> Scenario {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("../scenarios")
+            .join(name);
+        Scenario::load(&path).unwrap_or_else(|e| panic!("{e}"))
+    }
+
+    fn server(s: &Scenario) -> Server<'_> {
+        let live = Live::new(s, &s.variants[0], s.seed).expect("the mesh builds");
+        Server::new(live, s.data_plane, 1.0)
+    }
+
+    fn call(server: &Server<'_>, method: &str, path: &str, body: &str) -> Response {
+        server.route(&Request {
+            method: method.into(),
+            path: path.into(),
+            body: body.as_bytes().to_vec(),
+        })
+    }
+
+    fn run_to(server: &Server<'_>, t: SimTime) {
+        server.live.lock().unwrap().run_until(t);
+    }
+
+    /// The canary's destination-reported requests so far.
+    fn canary_requests(server: &Server<'_>) -> f64 {
+        let live = server.live.lock().unwrap();
+        let t = live.telemetry();
+        t.labelled_series(Naming::Istio)
+            .iter()
+            .filter(|s| s.name == "istio_requests_total")
+            .filter(|s| s.label("reporter") == Some("destination"))
+            .filter(|s| s.label("destination_workload") == Some("podinfo"))
+            .map(|s| t.live_value(s))
+            .sum()
+    }
+
+    fn split(s: &Scenario, canary: u8) -> String {
+        let routes = Routes {
+            primary: 100 - canary,
+            canary,
+            mirror: None,
+            matched: false,
+        };
+        let objects = Provider::Istio
+            .objects(&s.canary_resource, &routes)
+            .expect("the router builds its objects");
+        let docs: Vec<String> = objects.iter().map(|o| o.to_string()).collect();
+        docs.join("\n---\n")
+    }
+
+    #[test]
+    fn a_timeline_deploy_shows_as_a_new_revision() {
+        let s = scenario("error-regression.yaml");
+        let server = server(&s);
+        let before = call(&server, "GET", "/workloads", "");
+        assert!(
+            before.body.contains(r#""revision":"rev-1""#),
+            "{}",
+            before.body
+        );
+        run_to(&server, 61 * SECONDS);
+        let after = call(&server, "GET", "/workloads", "");
+        assert!(
+            after.body.contains(r#""revision":"rev-2""#),
+            "{}",
+            after.body
+        );
+    }
+
+    #[test]
+    fn a_malformed_object_is_refused_naming_the_field_and_the_routes_stay() {
+        let s = scenario("error-regression.yaml");
+        let server = server(&s);
+        let scaled = call(
+            &server,
+            "POST",
+            "/workloads/canary/scale",
+            r#"{"replicas": 2}"#,
+        );
+        assert_eq!(scaled.status, 200, "{}", scaled.body);
+        let applied = call(&server, "PUT", "/objects", &split(&s, 50));
+        assert_eq!(applied.status, 200, "{}", applied.body);
+        run_to(&server, 10 * SECONDS);
+        let served = canary_requests(&server);
+        assert!(served > 0.0, "the canary takes half the traffic");
+
+        let bad = split(&s, 0).replace(r#""weight":100"#, r#""weight":"all""#);
+        let refused = call(&server, "PUT", "/objects", &bad);
+        assert_eq!(refused.status, 400, "{}", refused.body);
+        assert!(refused.body.contains("weight"), "{}", refused.body);
+        let workloads = call(&server, "GET", "/workloads", "");
+        assert!(
+            workloads.body.contains(r#""canary_weight":50"#),
+            "{}",
+            workloads.body
+        );
+        run_to(&server, 20 * SECONDS);
+        let more = canary_requests(&server) - served;
+        assert!(
+            more > 0.3 * served,
+            "the canary still takes its half: {more} after {served}"
+        );
+    }
+
+    #[test]
+    fn a_linkerd_scenario_is_served_with_linkerd_names() {
+        let s = scenario("linkerd-trafficsplit.yaml");
+        let server = server(&s);
+        run_to(&server, 5 * SECONDS);
+        let metrics = call(&server, "GET", "/metrics", "");
+        assert_eq!(metrics.status, 200);
+        assert!(
+            metrics
+                .body
+                .contains("response_total{direction=\"inbound\""),
+            "{}",
+            metrics.body
+        );
+        assert!(metrics.body.contains("response_latency_ms_bucket{"));
+        assert!(!metrics.body.contains("istio_"), "{}", metrics.body);
+    }
 
     #[test]
     fn a_scale_request_names_the_field_at_fault() {
