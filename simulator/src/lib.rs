@@ -14,4 +14,5 @@ pub mod report;
 pub mod result;
 pub mod scenario;
 pub mod seeds;
+pub(crate) mod serve;
 pub mod telemetry;

@@ -21,6 +21,7 @@ mod compare;
 mod merge;
 mod plan;
 mod run;
+mod serve;
 mod sweep;
 
 use std::path::PathBuf;
@@ -182,6 +183,26 @@ enum Command {
         /// A YAML file with one or more Canary documents (fledge.dev or flagger.app).
         file: PathBuf,
     },
+    /// Run a scenario's mesh in wall-clock time for a controller outside the process: its
+    /// telemetry on `/metrics` for Prometheus, and an HTTP API that takes routing objects
+    /// (`/objects`) and scale and promote requests (`/workloads`). The timeline plays as in
+    /// `run`; the rollout is left to the controller. The API is documented in the README.
+    #[command(after_help = after_help!(
+        "2  bad input: the scenario does not load, the address cannot be listened on, or a bad flag",
+        "1  the simulation stopped after an internal error",
+    ))]
+    Serve {
+        file: PathBuf,
+        /// The address to serve on; port 0 takes a free port (printed on stdout).
+        #[arg(long, default_value = "127.0.0.1:9464", value_name = "ADDRESS:PORT")]
+        listen: String,
+        /// Simulated seconds per wall-clock second.
+        #[arg(long, default_value_t = 1.0)]
+        speed: f64,
+        /// Override the scenario's seed.
+        #[arg(long)]
+        seed: Option<u64>,
+    },
     /// Measure the simulator on the reference mesh (10 pods, retries, outlier detection, mTLS).
     #[command(after_help = after_help!(
         "0  measured; the figures are printed",
@@ -264,6 +285,12 @@ pub fn main() -> ExitCode {
             markdown,
         } => merge::run(&files, json, markdown),
         Command::Plan { file } => plan::run(&file),
+        Command::Serve {
+            file,
+            listen,
+            speed,
+            seed,
+        } => serve::run(&file, &listen, speed, seed),
         Command::Bench {
             duration,
             rps,

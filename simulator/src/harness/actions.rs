@@ -19,31 +19,7 @@ impl Harness<'_> {
             Action::InitializePrimary => self.apply_routes(Routes::PRIMARY_ONLY),
             Action::RunHooks { .. } | Action::Event { .. } => Ok(()),
             Action::ScaleCanary { up } => {
-                self.canary_desired = if *up { self.scenario.canary.pods } else { 0 };
-                if *up {
-                    // The target now runs the revision the scenario deployed.
-                    let behaviour = if self.revision == NEW_REVISION {
-                        self.scenario.canary.behaviour.clone()
-                    } else {
-                        self.scenario.primary.behaviour.clone()
-                    };
-                    self.mesh
-                        .apply(mesh::Action::SetBehaviour {
-                            version: self.canary,
-                            behaviour,
-                        })
-                        .and_then(|()| {
-                            self.mesh.apply(mesh::Action::Scale {
-                                version: self.canary,
-                                pods: self.canary_desired,
-                            })
-                        })
-                } else {
-                    self.mesh.apply(mesh::Action::Scale {
-                        version: self.canary,
-                        pods: 0,
-                    })
-                }
+                self.scale_canary(if *up { self.scenario.canary.pods } else { 0 })
             }
             Action::SetRoutes {
                 primary,
@@ -56,17 +32,7 @@ impl Harness<'_> {
                 mirror: *mirror,
                 matched: *matched,
             }),
-            Action::PromotePrimary => {
-                let behaviour = self
-                    .mesh
-                    .behaviour(self.canary)
-                    .cloned()
-                    .unwrap_or_default();
-                self.mesh.apply(mesh::Action::SetBehaviour {
-                    version: self.primary,
-                    behaviour,
-                })
-            }
+            Action::PromotePrimary => self.promote_primary(),
             Action::Finalize { .. } => self.apply_routes(Routes::PRIMARY_ONLY),
         };
         if let Err(e) = result {
@@ -91,8 +57,24 @@ impl Harness<'_> {
             .map(|o| serde_json::to_string(o).unwrap_or_default())
             .collect::<Vec<_>>()
             .join("\n---\n");
-        let mut loaded = manifest::parse(&text)
+        let loaded = manifest::parse(&text)
             .map_err(|e| routing_error(format!("the router's objects do not load: {e}")))?;
+        self.apply_controller_objects(loaded)?;
+        self.applied_routes.push(AppliedObject {
+            at_ms: self.mesh.now() / MILLIS,
+            routes,
+            objects,
+            mesh_routes: self.mesh.route_table(self.service),
+        });
+        Ok(())
+    }
+
+    /// Applies routing objects the controller wrote, as its router applies them: the default
+    /// route of the VirtualService it replaces lends its faults, timeout and retries.
+    pub(super) fn apply_controller_objects(
+        &mut self,
+        mut loaded: Manifests,
+    ) -> Result<(), MeshError> {
         for item in &mut loaded.items {
             if let Some(Manifest::VirtualService(current)) = self.objects.get(item).cloned()
                 && let Manifest::VirtualService(vs) = item
@@ -113,13 +95,40 @@ impl Harness<'_> {
                 )],
             );
         }
-        self.applied_routes.push(AppliedObject {
-            at_ms: self.mesh.now() / MILLIS,
-            routes,
-            objects,
-            mesh_routes: self.mesh.route_table(self.service),
-        });
         Ok(())
+    }
+
+    /// Scales the target to `pods`; scaled up, it runs the revision the scenario deployed.
+    pub(super) fn scale_canary(&mut self, pods: u32) -> Result<(), MeshError> {
+        self.canary_desired = pods;
+        if pods > 0 {
+            let behaviour = if self.revision == NEW_REVISION {
+                self.scenario.canary.behaviour.clone()
+            } else {
+                self.scenario.primary.behaviour.clone()
+            };
+            self.mesh.apply(mesh::Action::SetBehaviour {
+                version: self.canary,
+                behaviour,
+            })?;
+        }
+        self.mesh.apply(mesh::Action::Scale {
+            version: self.canary,
+            pods,
+        })
+    }
+
+    /// Copies the target's template (its behaviour) to the primary.
+    pub(super) fn promote_primary(&mut self) -> Result<(), MeshError> {
+        let behaviour = self
+            .mesh
+            .behaviour(self.canary)
+            .cloned()
+            .unwrap_or_default();
+        self.mesh.apply(mesh::Action::SetBehaviour {
+            version: self.primary,
+            behaviour,
+        })
     }
 
     /// Applies objects as the API server takes them from `writer`, then what is in effect to

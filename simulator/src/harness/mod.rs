@@ -26,6 +26,7 @@
 
 mod actions;
 mod figures;
+mod live;
 mod objects;
 pub mod observe;
 mod timeline;
@@ -45,6 +46,7 @@ use crate::mesh::{
 };
 use crate::result::{AppliedObject, Decision, RunResult, Sample};
 use crate::scenario::{HookAnswer, Scenario, TimelineEntry, Trigger, Variant};
+pub(crate) use live::{Live, LiveApplyError};
 use objects::{Store, Writer};
 
 /// Revisions of the target: before and after the scenario's `deploy`.

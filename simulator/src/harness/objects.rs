@@ -19,6 +19,7 @@ pub(crate) enum Writer {
     Controller,
 }
 
+#[derive(Clone)]
 struct Stored {
     key: Key,
     manifest: Manifest,
@@ -33,6 +34,7 @@ struct Key {
 }
 
 /// The routing objects (VirtualService, TrafficSplit, HTTPRoute) in creation order.
+#[derive(Clone)]
 pub(crate) struct Store {
     /// The namespace of objects that name none.
     namespace: String,

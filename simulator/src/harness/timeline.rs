@@ -32,7 +32,12 @@ impl Harness<'_> {
 
     /// Fires, in timeline order, the pending events whose trigger has come.
     pub(super) fn fire_pending(&mut self, now: SimTime) {
-        let weight = self.state.canary_weight;
+        self.fire_pending_at(now, self.state.canary_weight);
+    }
+
+    /// [`Self::fire_pending`] with the canary's weight given (the live mode reads it from the
+    /// routing objects it was sent).
+    pub(super) fn fire_pending_at(&mut self, now: SimTime, weight: u8) {
         let (due, rest): (Vec<_>, Vec<_>) = std::mem::take(&mut self.pending)
             .into_iter()
             .partition(|e| match e.when {

@@ -1,0 +1,427 @@
+//! End to end with a real Prometheus: `fledge-sim serve` runs a scenario's mesh, Debian's
+//! `prometheus` scrapes it every second, and Flagger's built-in success-rate and duration
+//! queries, sent by the controller's own Prometheus client, must read what the simulator's
+//! counters say over the same window.
+//!
+//! The window is one the test measures itself from the simulator's `/metrics` (at its start
+//! and end); Prometheus sees it through its 1 s scrapes, so the two differ by up to a scrape
+//! at each end. With the canary serving tens of thousands of requests in the window that
+//! edge moves the success rate by a few hundredths of a point and the p99 by well under 1%;
+//! the tolerances are [`SUCCESS_RATE_POINTS`] and [`LATENCY_RELATIVE`].
+//!
+//! Everything binds 127.0.0.1, the cases run one at a time, every wait is bounded, and the
+//! processes are killed when a case ends, however it ends ([`Processes`]). Without
+//! `prometheus` on PATH the cases are skipped with a loud line, unless `CI=true`, where they
+//! fail.
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::Mutex;
+use std::sync::mpsc;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use fledge_controller::analysis::MetricReading;
+use fledge_controller::metrics::{Mesh, Prometheus};
+use fledge_controller::observe::{Measure, Measurement, Range};
+use fledge_controller::routes::{Provider, Routes};
+use fledge_simulator::scenario::Scenario;
+use fledge_simulator::telemetry::{DURATION_BUCKETS_MS, NUM_BUCKETS, histogram_quantile};
+
+/// How far Flagger's success rate (percent) may be from the simulator's counters.
+const SUCCESS_RATE_POINTS: f64 = 0.5;
+/// How far Flagger's p99 may be from the simulator's, relative.
+const LATENCY_RELATIVE: f64 = 0.10;
+/// Simulated seconds per wall second: the scenarios deploy at 1m, 3 s into a case.
+const SPEED: u32 = 20;
+/// The measured window, in wall seconds (200 simulated seconds).
+const WINDOW: Duration = Duration::from_secs(10);
+/// The longest any one wait may take before the case fails.
+const PATIENCE: Duration = Duration::from_secs(90);
+
+/// One case at a time: each runs a simulator at 20x and a Prometheus on 2 cores.
+static SERIAL: Mutex<()> = Mutex::new(());
+
+#[test]
+fn istio_builtin_queries_read_what_the_simulator_counted() {
+    check_builtin_queries("scenarios/error-regression.yaml", Mesh::Istio);
+}
+
+#[test]
+fn linkerd_builtin_queries_read_what_the_simulator_counted() {
+    check_builtin_queries("scenarios/linkerd-trafficsplit.yaml", Mesh::Linkerd);
+}
+
+fn check_builtin_queries(scenario_file: &str, mesh: Mesh) {
+    let Some(prometheus) = prometheus_binary() else {
+        return;
+    };
+    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let path = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("..")
+        .join(scenario_file);
+    let scenario = Scenario::load(&path).unwrap_or_else(|e| panic!("{e}"));
+    let mut procs = Processes::new(scenario_file);
+
+    let sim_port = procs.start_simulator(Path::new(env!("CARGO_BIN_EXE_fledge-sim")), &path);
+    let sim = format!("127.0.0.1:{sim_port}");
+    let prom = procs.start_prometheus(&prometheus, &sim);
+
+    // The timeline's deploy shows as a new revision; then the rollout's first moves, made by
+    // hand: the target scaled up, half the traffic routed to it by the router's own objects.
+    wait_for(&mut procs, "the scenario's deploy (revision rev-2)", || {
+        http(&sim, "GET", "/workloads", "")
+            .1
+            .contains(r#""revision":"rev-2""#)
+    });
+    let scale = format!(r#"{{"replicas": {}}}"#, scenario.canary.pods);
+    let (status, body) = http(&sim, "POST", "/workloads/canary/scale", &scale);
+    assert_eq!(status, 200, "{body}");
+    let provider = scenario.variants[0]
+        .spec
+        .provider
+        .unwrap_or(Provider::Istio);
+    let half = Routes {
+        primary: 50,
+        canary: 50,
+        mirror: None,
+        matched: false,
+    };
+    let objects = provider
+        .objects(&scenario.canary_resource, &half)
+        .expect("the router builds its objects");
+    let text: Vec<String> = objects.iter().map(|o| o.to_string()).collect();
+    let (status, body) = http(&sim, "PUT", "/objects", &text.join("\n---\n"));
+    assert_eq!(status, 200, "{body}");
+    let (_, workloads) = http(&sim, "GET", "/workloads", "");
+    assert!(workloads.contains(r#""canary_weight":50"#), "{workloads}");
+
+    // Let the canary's series exist in a scrape before the window opens.
+    std::thread::sleep(Duration::from_secs(2));
+    let target = &scenario.canary_resource.spec.target_ref.name;
+    let (from, before) = (unix_ms(), Counted::read(&sim, mesh, target));
+    std::thread::sleep(WINDOW);
+    let (to, after) = (unix_ms(), Counted::read(&sim, mesh, target));
+    wait_for(&mut procs, "a scrape after the window", || {
+        last_scrape_ms(&prom).is_some_and(|t| t > to)
+    });
+
+    let requests = after.requests - before.requests;
+    let failures = after.failures - before.failures;
+    assert!(
+        requests > 10_000,
+        "the canary served {requests} requests in the window"
+    );
+    assert!(failures > 0, "the canary failed no request in the window");
+    let success = 100.0 * (1.0 - failures as f64 / requests as f64);
+    let mut buckets = [0; NUM_BUCKETS];
+    for (b, (a, z)) in buckets
+        .iter_mut()
+        .zip(before.buckets.iter().zip(&after.buckets))
+    {
+        *b = z - a;
+    }
+    let p99 = histogram_quantile(0.99, &buckets).expect("requests in the window");
+
+    let client = Prometheus::new(&format!("http://{prom}"), Duration::from_secs(10), 2)
+        .expect("a client for the address");
+    let subject = fledge_simulator::promql::subject(&scenario.canary_resource, &scenario.namespace);
+    let range = Range { from, to };
+    let runtime = tokio::runtime::Runtime::new().expect("a runtime");
+    let read = |metric: &str, measure| {
+        let m = Measurement {
+            metric: metric.into(),
+            measure,
+            range,
+        };
+        match runtime.block_on(client.read(mesh, &subject, &m, None)) {
+            MetricReading::Value { value } => value,
+            other => panic!("{metric}: {other:?}"),
+        }
+    };
+    let flagger_success = read("request-success-rate", Measure::SuccessRate);
+    let flagger_p99 = read("request-duration", Measure::Latency);
+    assert!(
+        (flagger_success - success).abs() <= SUCCESS_RATE_POINTS,
+        "success rate: Prometheus {flagger_success:.3}%, the simulator's counters {success:.3}% ({failures} of {requests} failed)"
+    );
+    assert!(
+        (flagger_p99 - p99).abs() <= LATENCY_RELATIVE * p99,
+        "p99: Prometheus {flagger_p99:.2} ms, the simulator's counters {p99:.2} ms"
+    );
+}
+
+/// The canary's request counters in the simulator's `/metrics`: the series Flagger's query
+/// for `mesh` selects (Istio: destination reporter; Linkerd: inbound).
+#[derive(Debug)]
+struct Counted {
+    requests: u64,
+    failures: u64,
+    /// Cumulative per bucket, in Istio's bucket order.
+    buckets: [u64; NUM_BUCKETS],
+}
+
+impl Counted {
+    fn read(sim: &str, mesh: Mesh, target: &str) -> Counted {
+        let (status, text) = http(sim, "GET", "/metrics", "");
+        assert_eq!(status, 200, "{text}");
+        let (total, bucket, workload, scope) = match mesh {
+            Mesh::Istio => (
+                "istio_requests_total",
+                "istio_request_duration_milliseconds_bucket",
+                "destination_workload",
+                ("reporter", "destination"),
+            ),
+            _ => (
+                "response_total",
+                "response_latency_ms_bucket",
+                "deployment",
+                ("direction", "inbound"),
+            ),
+        };
+        let mut c = Counted {
+            requests: 0,
+            failures: 0,
+            buckets: [0; NUM_BUCKETS],
+        };
+        for line in text.lines().filter(|l| !l.starts_with('#')) {
+            let (name, labels, value) = sample(line);
+            let label = |n: &str| labels.iter().find(|(k, _)| k == n).map(|(_, v)| v.as_str());
+            if label(workload) != Some(target) || label(scope.0) != Some(scope.1) {
+                continue;
+            }
+            if name == total {
+                c.requests += value as u64;
+                let code = label("response_code")
+                    .or(label("status_code"))
+                    .unwrap_or("");
+                if code.starts_with('5') {
+                    c.failures += value as u64;
+                }
+            } else if name == bucket {
+                let le = label("le").expect("a bucket has le");
+                let i = DURATION_BUCKETS_MS
+                    .iter()
+                    .position(|b| format!("{b}") == le)
+                    .unwrap_or(NUM_BUCKETS - 1);
+                c.buckets[i] += value as u64;
+            }
+        }
+        // Non-cumulative, as the simulator's quantile takes them.
+        for i in (1..NUM_BUCKETS).rev() {
+            c.buckets[i] -= c.buckets[i - 1];
+        }
+        c
+    }
+}
+
+/// `name{k="v",...} value` (label values without quotes or commas, as the simulator writes them).
+fn sample(line: &str) -> (&str, Vec<(String, String)>, f64) {
+    let (series, value) = line.rsplit_once(' ').expect("a sample line");
+    let (name, labels) = series.split_once('{').unwrap_or((series, "}"));
+    let labels = labels
+        .trim_end_matches('}')
+        .split("\",")
+        .filter(|p| !p.is_empty())
+        .map(|p| {
+            let (k, v) = p.split_once("=\"").expect("a label");
+            (k.to_string(), v.trim_end_matches('"').to_string())
+        })
+        .collect();
+    (name, labels, value.parse().expect("a number"))
+}
+
+/// The newest scrape of the simulator that Prometheus stored, in Unix milliseconds.
+fn last_scrape_ms(prom: &str) -> Option<u64> {
+    let (status, body) = http(prom, "GET", "/api/v1/query?query=timestamp(up)", "");
+    if status != 200 {
+        return None;
+    }
+    let doc: serde_json::Value = serde_json::from_str(&body).ok()?;
+    let value = doc["data"]["result"][0]["value"][1].as_str()?;
+    Some((value.parse::<f64>().ok()? * 1000.0) as u64)
+}
+
+fn unix_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .expect("after 1970")
+        .as_millis() as u64
+}
+
+/// `prometheus` on PATH; `None` (a case skipped, loudly) when it is missing outside CI.
+fn prometheus_binary() -> Option<PathBuf> {
+    let found = std::env::var_os("PATH").and_then(|paths| {
+        std::env::split_paths(&paths)
+            .map(|p| p.join("prometheus"))
+            .find(|p| p.is_file())
+    });
+    if found.is_none() {
+        let how = "install it with `apt-get install prometheus` (Debian's 2.42 is what CI runs), then `cargo test -p fledge-simulator --test e2e_prometheus`";
+        assert!(
+            std::env::var("CI").as_deref() != Ok("true"),
+            "the end-to-end tests need `prometheus` on PATH and CI=true requires them: {how}"
+        );
+        // Straight to stderr: the test harness hides what `eprintln!` prints in a passing test.
+        let _ = writeln!(
+            std::io::stderr(),
+            "\n!!! SKIPPED end-to-end tests with a real Prometheus: no `prometheus` on PATH; {how}\n"
+        );
+    }
+    found
+}
+
+/// The processes of one case and its temporary directory, all gone when it is dropped (also
+/// when the case panics).
+struct Processes {
+    dir: PathBuf,
+    children: Vec<(&'static str, Child)>,
+}
+
+impl Processes {
+    fn new(case: &str) -> Self {
+        let unique = format!(
+            "fledge-e2e-{}-{}",
+            std::process::id(),
+            case.replace(['/', '.'], "-")
+        );
+        let dir = std::env::temp_dir().join(unique);
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).expect("a temporary directory");
+        Processes {
+            dir,
+            children: Vec::new(),
+        }
+    }
+
+    /// Starts `fledge-sim serve` on a free port and returns the port it printed.
+    fn start_simulator(&mut self, binary: &Path, scenario: &Path) -> u16 {
+        let mut child = Command::new(binary)
+            .arg("serve")
+            .arg(scenario)
+            .args(["--listen", "127.0.0.1:0", "--speed", &SPEED.to_string()])
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("fledge-sim starts");
+        let stdout = child.stdout.take().expect("piped");
+        self.children.push(("fledge-sim", child));
+        let (tx, rx) = mpsc::channel();
+        std::thread::spawn(move || {
+            let mut line = String::new();
+            let _ = BufReader::new(stdout).read_line(&mut line);
+            let _ = tx.send(line);
+        });
+        let line = rx
+            .recv_timeout(PATIENCE)
+            .expect("fledge-sim prints its address");
+        let port = line
+            .split("http://127.0.0.1:")
+            .nth(1)
+            .and_then(|rest| rest.split_whitespace().next())
+            .and_then(|p| p.parse().ok());
+        port.unwrap_or_else(|| panic!("no address in fledge-sim's first line: {line:?}"))
+    }
+
+    /// Starts Prometheus scraping `target` every second; returns its address once ready.
+    fn start_prometheus(&mut self, binary: &Path, target: &str) -> String {
+        let port = TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .expect("a free port")
+            .port();
+        let config = self.dir.join("prometheus.yml");
+        std::fs::write(
+            &config,
+            format!(
+                "global:\n  scrape_interval: 1s\n  evaluation_interval: 1s\nscrape_configs:\n  - job_name: fledge-sim\n    static_configs:\n      - targets: ['{target}']\n"
+            ),
+        )
+        .expect("the configuration is written");
+        let log = std::fs::File::create(self.dir.join("prometheus.log")).expect("a log file");
+        let child = Command::new(binary)
+            .arg(format!("--config.file={}", config.display()))
+            .arg(format!(
+                "--storage.tsdb.path={}",
+                self.dir.join("data").display()
+            ))
+            .arg(format!("--web.listen-address=127.0.0.1:{port}"))
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .expect("prometheus starts");
+        self.children.push(("prometheus", child));
+        let address = format!("127.0.0.1:{port}");
+        wait_for(self, "Prometheus to be ready", || {
+            http(&address, "GET", "/-/ready", "").0 == 200
+        });
+        address
+    }
+
+    /// Panics if a process has exited: the case cannot go on, and its log says why.
+    fn check_alive(&mut self) {
+        for (name, child) in &mut self.children {
+            if let Ok(Some(status)) = child.try_wait() {
+                let log =
+                    std::fs::read_to_string(self.dir.join("prometheus.log")).unwrap_or_default();
+                let tail: Vec<&str> = log.lines().rev().take(5).collect();
+                panic!("{name} exited ({status}); Prometheus' log ends: {tail:?}");
+            }
+        }
+    }
+}
+
+impl Drop for Processes {
+    fn drop(&mut self) {
+        for (_, child) in &mut self.children {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+/// Polls `done` every 200 ms until it holds; fails the case after [`PATIENCE`] or when a
+/// process has exited.
+fn wait_for(procs: &mut Processes, what: &str, mut done: impl FnMut() -> bool) {
+    let deadline = Instant::now() + PATIENCE;
+    loop {
+        if done() {
+            return;
+        }
+        procs.check_alive();
+        assert!(Instant::now() < deadline, "waited too long for {what}");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
+/// One HTTP/1.0 exchange (the server closes; no chunked answers): status and body; status 0
+/// when nothing answered.
+fn http(address: &str, method: &str, path: &str, body: &str) -> (u16, String) {
+    let Ok(addr) = address.parse() else {
+        return (0, String::new());
+    };
+    let Ok(mut stream) = TcpStream::connect_timeout(&addr, Duration::from_secs(5)) else {
+        return (0, String::new());
+    };
+    let _ = stream.set_read_timeout(Some(Duration::from_secs(30)));
+    let request = format!(
+        "{method} {path} HTTP/1.0\r\nHost: {address}\r\nContent-Length: {}\r\n\r\n{body}",
+        body.len()
+    );
+    let mut answer = String::new();
+    if stream.write_all(request.as_bytes()).is_err() || stream.read_to_string(&mut answer).is_err()
+    {
+        return (0, String::new());
+    }
+    let status = answer
+        .split_whitespace()
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(0);
+    let body = answer
+        .split_once("\r\n\r\n")
+        .map_or("", |(_, b)| b)
+        .to_string();
+    (status, body)
+}
