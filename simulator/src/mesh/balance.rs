@@ -99,7 +99,11 @@ impl Mesh {
         cl.candidates.clear();
         for (h, &p) in ver.pods.iter().enumerate() {
             let pod = &self.pods[p];
-            if pod.in_lb && !pod.removed {
+            let in_eds = pod.in_lb && !pod.removed;
+            if let Some(od) = cl.od.as_mut() {
+                od.set_in_eds(h, in_eds);
+            }
+            if in_eds {
                 cl.in_lb.push(h as u32);
                 if !cl.od.as_ref().is_some_and(|o| o.is_ejected(h)) {
                     cl.candidates.push(h as u32);

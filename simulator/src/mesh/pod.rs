@@ -278,6 +278,8 @@ impl Mesh {
                 self.q
                     .schedule_in(self.net.endpoint_delay, Ev::EndpointIn { pod: p, epoch: 0 });
             }
+            // The new pods count for outlier detection once they are in EDS.
+            self.endpoints_changed(v);
         } else {
             // Remove the newest pods first, as a ReplicaSet scale-down usually does.
             for &p in live.iter().rev().take((n - target) as usize) {
