@@ -245,3 +245,69 @@ fn a_failing_pod_is_ejected_in_the_mesh_and_stops_receiving_requests() {
     );
     assert!(mesh.proxy_counters(c, v).ejections_enforced >= 1);
 }
+
+/// Envoy's `ejectHost` (`source/common/upstream/outlier_detection_impl.cc`, see
+/// mesh-semantics.md §1) ejects while `100 * (ejected + 1) / hosts <= maxEjectionPercent`,
+/// computed as a real number: no rounding down lets one more host out.
+#[test]
+fn max_ejection_percent_is_compared_exactly_without_rounding() {
+    // (hosts, max %, rule, failing hosts, expected ejected)
+    let table = [
+        (3, 33, EjectionRule::Current, 3, 0),
+        (3, 34, EjectionRule::Current, 3, 1),
+        (3, 66, EjectionRule::Current, 3, 1),
+        (3, 67, EjectionRule::Current, 3, 2),
+        (19, 10, EjectionRule::Current, 3, 1),
+        (20, 10, EjectionRule::Current, 3, 2),
+        (3, 33, EjectionRule::AlwaysEjectOneHost, 3, 1),
+        (3, 66, EjectionRule::Legacy, 3, 2),
+        (19, 10, EjectionRule::Legacy, 3, 2),
+    ];
+    for (hosts, pct, rule, failing, expected) in table {
+        let mut d = OutlierDetector::new(istio(pct, rule), hosts);
+        for h in 0..failing {
+            fail(&mut d, h, 5, 500, 0);
+        }
+        assert_eq!(
+            d.ejected_count(),
+            expected,
+            "{hosts} hosts, {pct}%, {rule:?}"
+        );
+    }
+}
+
+/// The hosts counted are those in EDS: Envoy drops a removed host's monitor (freeing its
+/// ejection) and counts an added host once the endpoint update brings it.
+#[test]
+fn max_ejection_percent_counts_the_hosts_in_eds() {
+    // 5 hosts at 50%: two ejections fit (200 <= 250), a third does not.
+    let mut d = OutlierDetector::new(istio(50, EjectionRule::Current), 5);
+    fail(&mut d, 0, 5, 500, 0);
+    fail(&mut d, 1, 5, 500, 0);
+    assert_eq!(fail(&mut d, 2, 5, 500, 0), 0, "third ejection overflows");
+    // Host 0's pod crashes and leaves EDS: its slot is free, 4 hosts remain (200 <= 200).
+    d.set_in_eds(0, false);
+    assert_eq!(d.ejected_count(), 1);
+    assert_eq!(fail(&mut d, 2, 5, 500, 0), 1, "the freed slot takes host 2");
+    // It comes back as a new, healthy host.
+    d.set_in_eds(0, true);
+    assert!(!d.is_ejected(0));
+    assert_eq!(d.ejected_count(), 2);
+
+    // 3 hosts at 70%, host 2 not yet in EDS: 2 hosts count, so one ejection (200 > 140).
+    let mut d = OutlierDetector::new(istio(70, EjectionRule::Current), 3);
+    d.set_in_eds(2, false);
+    fail(&mut d, 0, 5, 500, 0);
+    assert_eq!(
+        fail(&mut d, 1, 5, 500, 0),
+        0,
+        "2 hosts in EDS: no second ejection"
+    );
+    // Host 2 becomes ready: 3 hosts count (200 <= 210).
+    d.set_in_eds(2, true);
+    assert_eq!(
+        fail(&mut d, 1, 5, 500, 0),
+        1,
+        "3 hosts in EDS: a second ejection"
+    );
+}

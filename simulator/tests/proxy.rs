@@ -843,8 +843,10 @@ fn a_retry_prefers_a_host_not_tried_before() {
 fn all_bad(min_health: Option<u32>) -> (u64, u64) {
     let extra = min_health.map_or(String::new(), |p| format!("      minHealthPercent: {p}\n"));
     let m = format!(
-        "kind: DestinationRule\nmetadata:\n  name: p\nspec:\n  host: podinfo\n  trafficPolicy:\n    outlierDetection:\n      consecutive5xxErrors: 5\n      maxEjectionPercent: 100\n{extra}"
+        "kind: DestinationRule\nmetadata:\n  name: p\nspec:\n  host: podinfo\n  trafficPolicy:\n    outlierDetection:\n      consecutive5xxErrors: 5\n      maxEjectionPercent: 100\n{extra}---\nkind: VirtualService\nmetadata:\n  name: p\nspec:\n  hosts: [podinfo]\n  http:\n    - route:\n        - {{destination: {{host: podinfo, subset: primary}}, weight: 50}}\n        - {{destination: {{host: podinfo, subset: canary}}, weight: 50}}\n"
     );
+    // The canary's own subset cluster: all its hosts can be ejected (over the whole service,
+    // the primary's pods would stay healthy).
     let mut mesh = canary_mesh(36, 200.0, &m);
     let c = mesh.version_id("podinfo", "canary").unwrap();
     mesh.apply(Action::SetErrorRate {

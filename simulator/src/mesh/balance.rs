@@ -86,7 +86,7 @@ impl Mesh {
 
     pub(super) fn endpoints_changed(&mut self, v: VersionId) {
         for ci in self.cluster_ids() {
-            if self.clusters[ci].version == v {
+            if self.cluster_holds(ci, v) {
                 self.rebuild_candidates(ci);
             }
         }
@@ -94,12 +94,15 @@ impl Mesh {
 
     pub(super) fn rebuild_candidates(&mut self, ci: ClusterId) {
         let cl = &mut self.clusters[ci];
-        let ver = &self.versions[cl.version];
         cl.in_lb.clear();
         cl.candidates.clear();
-        for (h, &p) in ver.pods.iter().enumerate() {
+        for (h, &p) in cl.pods.iter().enumerate() {
             let pod = &self.pods[p];
-            if pod.in_lb && !pod.removed {
+            let in_eds = pod.in_lb && !pod.removed;
+            if let Some(od) = cl.od.as_mut() {
+                od.set_in_eds(h, in_eds);
+            }
+            if in_eds {
                 cl.in_lb.push(h as u32);
                 if !cl.od.as_ref().is_some_and(|o| o.is_ejected(h)) {
                     cl.candidates.push(h as u32);

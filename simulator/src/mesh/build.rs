@@ -2,7 +2,8 @@
 //! (Deployments whose pods carry `app` and `version` labels, as Istio's subsets select them), every
 //! client workload with its sidecar, and one Envoy cluster per (client, version), the way istiod
 //! builds an `outbound|port|subset|host` cluster for each subset a client can reach. Without manifests
-//! each service routes like a Kubernetes Service (spread by pod count) and, on Istio, with Istio's
+//! each service's clients send to the cluster over all its pods, as a Kubernetes Service spreads
+//! over its pods, and, on Istio, with Istio's
 //! default retry policy.
 
 use super::config::{Behaviour, DataPlane, MeshConfig};
@@ -243,6 +244,7 @@ impl Mesh {
                 sidecar: cc.sidecar,
                 cache_epoch: None,
                 clusters: Vec::new(),
+                service_cluster: None,
                 arrivals: Stream::new(cfg.seed, &format!("arrivals/{}", cc.name)),
                 routing: Stream::new(cfg.seed, &format!("routing/{}", cc.name)),
                 retry: Stream::new(cfg.seed, &format!("retry/{}", cc.name)),
@@ -302,6 +304,12 @@ impl Mesh {
                 let cluster = mesh.new_cluster(c, v);
                 mesh.clusters.push(cluster);
                 mesh.clients[c].clusters.push(id);
+            }
+            if mesh.clients[c].direct.is_none() {
+                let id = ClusterId(mesh.clusters.len() as u32);
+                let cluster = mesh.new_service_cluster(c, svc);
+                mesh.clusters.push(cluster);
+                mesh.clients[c].service_cluster = Some(id);
             }
         }
         for s in (0..mesh.services.len() as u32).map(ServiceId) {

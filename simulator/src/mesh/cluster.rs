@@ -1,4 +1,7 @@
-//! Envoy clusters: one per (client, version), holding what a DestinationRule's `trafficPolicy`
+//! Envoy clusters: one per (client, version), as istiod builds one per subset, plus one per client
+//! over every pod the Service selects, the cluster a route without a subset (or no route at all)
+//! sends to (`outbound|port||host`): one balancer and one outlier detector over all the pods. Each
+//! holds what a DestinationRule's `trafficPolicy`
 //! (overlaid by its subset's) sets there: the load-balancing policy, the connection-pool limits that
 //! act as Envoy's circuit breakers, the client TLS mode, and outlier detection with its periodic
 //! ejection sweep. Linkerd's failure accrual rides on the same cluster when the data plane is
@@ -9,7 +12,7 @@ use super::event::Ev;
 use super::outlier::{Accrual, AccrualConfig, OutlierConfig, OutlierDetector};
 use super::pool::Conn;
 use super::tls::ClientTls;
-use super::{AttemptId, ClientId, ClusterId, Mesh, MeshError, ServiceId, VersionId};
+use super::{AttemptId, ClientId, ClusterId, Mesh, MeshError, PodId, ServiceId, VersionId};
 use crate::engine::{MILLIS, SECONDS, SimTime, Stream};
 use crate::manifest::{DestinationRule, TlsMode, TrafficPolicy};
 use std::collections::{BTreeSet, VecDeque};
@@ -41,7 +44,13 @@ pub(super) struct Host {
 
 pub(super) struct Cluster {
     pub(super) client: ClientId,
+    /// The subset's version; for a whole-service cluster, the first version the Service selects,
+    /// under which its cluster-wide counters are reported.
     pub(super) version: VersionId,
+    /// Whether the cluster spans every pod the Service selects (no subset).
+    pub(super) whole: bool,
+    /// The pod behind each host.
+    pub(super) pods: Vec<PodId>,
     pub(super) policy: ClusterPolicy,
     pub(super) hosts: Vec<Host>,
     pub(super) in_lb: Vec<u32>,
@@ -61,10 +70,36 @@ pub(super) struct Cluster {
 
 impl Mesh {
     pub(super) fn new_cluster(&self, client: ClientId, version: VersionId) -> Cluster {
-        let n = self.versions[version].pods.len();
+        let pods = self.versions[version].pods.clone();
+        self.cluster_over(client, version, false, pods, format!("{}", version.0))
+    }
+
+    /// The cluster of a route without a subset: every pod the Service `s` selects.
+    pub(super) fn new_service_cluster(&self, client: ClientId, s: ServiceId) -> Cluster {
+        let svc = &self.services[s];
+        let nominal = svc.selected.first().copied().unwrap_or(svc.versions[0]);
+        let pods = svc
+            .selected
+            .iter()
+            .flat_map(|&v| self.versions[v].pods.iter().copied())
+            .collect();
+        self.cluster_over(client, nominal, true, pods, "service".into())
+    }
+
+    fn cluster_over(
+        &self,
+        client: ClientId,
+        version: VersionId,
+        whole: bool,
+        pods: Vec<PodId>,
+        rng_name: String,
+    ) -> Cluster {
+        let n = pods.len();
         Cluster {
             client,
             version,
+            whole,
+            pods,
             policy: self.default_policy(),
             hosts: (0..n).map(|_| new_host()).collect(),
             in_lb: (0..n as u32).collect(),
@@ -78,7 +113,7 @@ impl Mesh {
             open_conns: 0,
             retries_active: 0,
             peak_retries: 0,
-            lb_rng: Stream::new(self.seed, &format!("lb/{}/{}", client.0, version.0)),
+            lb_rng: Stream::new(self.seed, &format!("lb/{}/{rng_name}", client.0)),
             scratch: Vec::new(),
         }
     }
@@ -108,7 +143,17 @@ impl Mesh {
             .clusters
             .iter()
             .copied()
-            .find(|&c| self.clusters[c].version == version)
+            .find(|&c| self.clusters[c].version == version && !self.clusters[c].whole)
+    }
+
+    /// Whether cluster `ci` has the pods of version `v` among its hosts.
+    pub(super) fn cluster_holds(&self, ci: ClusterId, v: VersionId) -> bool {
+        let cl = &self.clusters[ci];
+        if !cl.whole {
+            return cl.version == v;
+        }
+        let s = self.versions[v].service;
+        self.clients[cl.client].service == s && self.services[s].selected.contains(&v)
     }
 
     pub(super) fn refresh_policies(&mut self, s: ServiceId) {
@@ -119,7 +164,9 @@ impl Mesh {
             if self.versions[cl.version].service != s {
                 continue;
             }
-            let tp = if svc.host_routed.contains(&cl.version) {
+            let tp = if cl.whole {
+                svc.policy.clone()
+            } else if svc.host_routed.contains(&cl.version) {
                 svc.host_policy
                     .get(&cl.version)
                     .cloned()
@@ -161,9 +208,7 @@ impl Mesh {
                 (Some(spec), DataPlane::Istio) => {
                     let cfg = OutlierConfig::from_istio(spec, self.ejection_rule);
                     let mut d = OutlierDetector::new(cfg, n);
-                    for (h, host) in self.clusters[ci].hosts.iter().enumerate() {
-                        let _ = host;
-                        let pod = self.versions[self.clusters[ci].version].pods[h];
+                    for (h, &pod) in self.clusters[ci].pods.iter().enumerate() {
                         if self.pods[pod].removed {
                             d.remove_host(h);
                         }

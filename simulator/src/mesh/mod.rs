@@ -57,8 +57,9 @@
 //!
 //! # Model
 //! Each client workload has one proxy with one Envoy cluster per destination version (as Istio
-//! builds `outbound|port|subset|host` clusters), so limits, load balancing and outlier detection
-//! are per (client, version). Circuit-breaker limits are cluster-wide counters, as in Envoy;
+//! builds `outbound|port|subset|host` clusters) and one over every pod the Service selects (the
+//! cluster of a route without a subset, or of no route at all), so limits, load balancing and
+//! outlier detection are per (client, cluster). Circuit-breaker limits are cluster-wide counters, as in Envoy;
 //! connections are per host. A request is routed once (rule, weighted version), then each attempt
 //! picks a host, takes or opens a connection (TCP + TLS round trips and handshake CPU for a new
 //! one), crosses the network to the pod, waits for a worker, is served, and the response returns.
@@ -139,7 +140,7 @@ macro_rules! ids {
 ids! {
     /// A pod (across all versions; scaled-away pods keep theirs).
     PodId => Pod;
-    /// An Envoy cluster: one per (client, version).
+    /// An Envoy cluster: one per (client, version), and one per client over the whole service.
     ClusterId => Cluster;
     /// A compiled route rule.
     RuleId => RouteRule;

@@ -192,6 +192,22 @@ impl OutlierDetector {
         }
     }
 
+    /// Follows EDS: a host that leaves the endpoint set (a crashed or deleted pod) stops counting
+    /// and frees its ejection slot; one that joins (again) starts with a fresh record, as Envoy
+    /// drops a removed host's monitor and makes a new one for an added host.
+    pub fn set_in_eds(&mut self, h: usize, in_eds: bool) {
+        match self.hosts.get(h).map(|x| x.active) {
+            Some(true) if !in_eds => self.remove_host(h),
+            Some(false) if in_eds => {
+                self.hosts[h] = HostOutlier {
+                    active: true,
+                    ..Default::default()
+                };
+            }
+            _ => {}
+        }
+    }
+
     /// Whether host `h` is ejected.
     #[inline]
     pub fn is_ejected(&self, h: usize) -> bool {
@@ -255,14 +271,15 @@ impl OutlierDetector {
         if self.hosts[h].ejected || !self.hosts[h].active {
             return;
         }
-        let n = self.active_hosts().max(1);
-        let max = self.cfg.max_ejection_percent;
+        // Envoy compares the percentage as a real number: in integers, without rounding, that is
+        // `100 * ejected <= max * hosts`, over the hosts in EDS.
+        let n = u64::from(self.active_hosts().max(1));
+        let max = u64::from(self.cfg.max_ejection_percent);
+        let e = u64::from(self.ejected);
         let allowed = match self.cfg.rule {
-            EjectionRule::Current => 100 * (self.ejected + 1) / n <= max,
-            EjectionRule::AlwaysEjectOneHost => {
-                100 * (self.ejected + 1) / n <= max || self.ejected == 0
-            }
-            EjectionRule::Legacy => 100 * self.ejected / n < max,
+            EjectionRule::Current => 100 * (e + 1) <= max * n,
+            EjectionRule::AlwaysEjectOneHost => 100 * (e + 1) <= max * n || e == 0,
+            EjectionRule::Legacy => 100 * e < max * n,
         };
         if !allowed {
             change.overflow += 1;

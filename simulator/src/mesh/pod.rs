@@ -212,15 +212,13 @@ impl Mesh {
                 },
             );
         }
-        let h = self.versions[v]
-            .pods
-            .iter()
-            .position(|&x| x == p)
-            .unwrap_or(0);
         for ci in self.cluster_ids() {
-            if self.clusters[ci].version != v {
+            if !self.cluster_holds(ci, v) {
                 continue;
             }
+            let Some(h) = self.clusters[ci].pods.iter().position(|&x| x == p) else {
+                continue;
+            };
             let (client, version) = (self.clusters[ci].client, self.clusters[ci].version);
             let cl = &mut self.clusters[ci];
             let mut closed = 0;
@@ -267,8 +265,9 @@ impl Mesh {
                     ..new_pod(v)
                 });
                 self.versions[v].pods.push(p);
-                for ci in 0..self.clusters.len() {
-                    if self.clusters[ci].version == v {
+                for ci in self.cluster_ids() {
+                    if self.cluster_holds(ci, v) {
+                        self.clusters[ci].pods.push(p);
                         self.clusters[ci].hosts.push(new_host());
                         if let Some(od) = self.clusters[ci].od.as_mut() {
                             od.add_host();
@@ -278,19 +277,20 @@ impl Mesh {
                 self.q
                     .schedule_in(self.net.endpoint_delay, Ev::EndpointIn { pod: p, epoch: 0 });
             }
+            // The new pods count for outlier detection once they are in EDS.
+            self.endpoints_changed(v);
         } else {
             // Remove the newest pods first, as a ReplicaSet scale-down usually does.
             for &p in live.iter().rev().take((n - target) as usize) {
                 self.pods[p].removed = true;
                 self.pods[p].in_lb = false;
-                let h = self.versions[v]
-                    .pods
-                    .iter()
-                    .position(|&x| x == p)
-                    .unwrap_or(0);
-                for ci in 0..self.clusters.len() {
-                    if self.clusters[ci].version == v
-                        && let Some(od) = self.clusters[ci].od.as_mut()
+                for ci in self.cluster_ids() {
+                    if !self.cluster_holds(ci, v) {
+                        continue;
+                    }
+                    let cl = &mut self.clusters[ci];
+                    if let (Some(h), Some(od)) =
+                        (cl.pods.iter().position(|&x| x == p), cl.od.as_mut())
                     {
                         od.remove_host(h);
                     }

@@ -134,8 +134,9 @@ impl Mesh {
         let now = self.now();
         let at = self.atts[a];
         let ci = at.cluster;
-        let (client, version) = (self.clusters[ci].client, self.clusters[ci].version);
+        let client = self.clusters[ci].client;
         let pod = &self.pods[at.pod];
+        let version = pod.version;
         let ver = &self.versions[version];
         let peers = Peers {
             data_plane: self.data_plane,
@@ -248,17 +249,20 @@ impl Mesh {
 
     /// Closes idle connections to version `v` now and busy ones after their last stream.
     pub(super) fn drain_connections_to(&mut self, v: VersionId) {
-        for ci in 0..self.clusters.len() {
-            if self.clusters[ci].version != v {
+        for ci in self.cluster_ids() {
+            if !self.cluster_holds(ci, v) {
                 continue;
             }
             let client = self.clusters[ci].client;
             let cl = &mut self.clusters[ci];
+            let pods = &self.pods;
             let mut closed = 0;
             for c in cl
                 .hosts
                 .iter_mut()
-                .flat_map(|h| h.conns.iter_mut())
+                .zip(&cl.pods)
+                .filter(|(_, p)| pods[**p].version == v)
+                .flat_map(|(h, _)| h.conns.iter_mut())
                 .filter(|c| c.open)
             {
                 if c.streams == 0 {

@@ -27,6 +27,8 @@ pub(super) struct Client {
     pub(super) cache: Vec<Option<RuleId>>,
     pub(super) cache_epoch: Option<u32>,
     pub(super) clusters: Vec<ClusterId>,
+    /// The cluster over every pod the Service selects (none for a direct client).
+    pub(super) service_cluster: Option<ClusterId>,
     pub(super) arrivals: Stream,
     pub(super) routing: Stream,
     pub(super) retry: Stream,
@@ -39,6 +41,8 @@ pub(super) struct Request {
     pub(super) client: ClientId,
     /// None when the picked version has no cluster (answered 503 `UH`).
     pub(super) cluster: Option<ClusterId>,
+    /// The destination version reported: the pod's of the latest attempt.
+    pub(super) version: VersionId,
     pub(super) rule: RuleId,
     pub(super) start: SimTime,
     pub(super) retries_done: u32,
@@ -165,11 +169,14 @@ impl Mesh {
             return;
         };
         let rule = &self.rules[rule_id];
-        let Some(version) = pick_weighted(rule, &mut self.clients[c].routing) else {
+        let Some(dest) = pick_weighted(rule, &mut self.clients[c].routing) else {
             self.complete_unrouted();
             return;
         };
-        let cluster = self.cluster_of(c, version);
+        let cluster = match dest {
+            Dest::Version(v) => self.cluster_of(c, v),
+            Dest::Service => self.clients[c].service_cluster,
+        };
         let req = self.alloc_req(c, now, cluster, rule_id);
         if self.inject_fault(req, rule_id) {
             return;
@@ -184,9 +191,14 @@ impl Mesh {
         cluster: Option<ClusterId>,
         rule: RuleId,
     ) -> RequestId {
+        let version = match cluster {
+            Some(ci) => self.clusters[ci].version,
+            None => VersionId(0),
+        };
         let fresh = Request {
             client,
             cluster,
+            version,
             rule,
             start: now,
             retries_done: 0,
@@ -261,7 +273,7 @@ impl Mesh {
         let Some(h) = self.pick_host(ci, &[0; 4], 0) else {
             return;
         };
-        let pod = self.versions[version].pods[h as usize];
+        let pod = self.clusters[ci].pods[h as usize];
         let now = self.now();
         let a = self.alloc_att(Attempt::on_wire(None, ci, h, pod, now));
         self.stats.attempts += 1;
@@ -294,11 +306,12 @@ impl Mesh {
             self.complete(req, 503, flags::UO);
             return;
         }
-        let pod = self.versions[version].pods[h as usize];
+        let pod = self.clusters[ci].pods[h as usize];
         let a = self.alloc_att(Attempt::on_wire(Some(req), ci, h, pod, now));
         self.stats.attempts += 1;
         {
             let rr = &mut self.reqs[req];
+            rr.version = self.pods[pod].version;
             rr.attempt = Some(a);
             let slot = usize::from(rr.ntried % 4);
             rr.tried[slot] = h;
@@ -353,8 +366,9 @@ impl Mesh {
 
     pub(super) fn telemetry_proxy(&mut self, a: AttemptId) -> &mut ProxyCounters {
         let at = self.atts[a];
-        let cl = &self.clusters[at.cluster];
-        self.telemetry.proxy_mut(cl.client.0, cl.version.0)
+        let client = self.clusters[at.cluster].client;
+        self.telemetry
+            .proxy_mut(client.0, self.pods[at.pod].version.0)
     }
 
     /// A per-try or stream timeout: the attempt is abandoned (the pod may still work on it).
@@ -404,12 +418,11 @@ impl Mesh {
         if !r.live {
             return;
         }
-        if let Some(ci) = r.cluster {
-            let version = self.clusters[ci].version;
+        if r.cluster.is_some() {
             self.telemetry.record(
                 Reporter::Source,
                 r.client.0,
-                version.0,
+                r.version.0,
                 code,
                 f | r.flags,
                 now - r.start,
@@ -423,11 +436,21 @@ impl Mesh {
     }
 }
 
-/// Envoy's weighted cluster pick: a uniform draw over the total weight, walked in order. None
-/// when every weight is zero.
-fn pick_weighted(rule: &RouteRule, rng: &mut Stream) -> Option<VersionId> {
-    if rule.dests.len() == 1 {
-        return Some(rule.dests[0].0);
+/// Where a route sends a request: a subset's (or a version's own Service's) cluster, or the
+/// cluster over every pod of the service.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(super) enum Dest {
+    Version(VersionId),
+    Service,
+}
+
+/// Envoy's weighted cluster pick: a uniform draw over the total weight, walked in order (the
+/// whole-service destination last). None when every weight is zero.
+pub(super) fn pick_weighted(rule: &RouteRule, rng: &mut Stream) -> Option<Dest> {
+    match (rule.dests.len(), rule.whole) {
+        (1, 0) => return Some(Dest::Version(rule.dests[0].0)),
+        (0, w) if w > 0 => return Some(Dest::Service),
+        _ => {}
     }
     if rule.total_weight == 0 {
         return None;
@@ -435,11 +458,11 @@ fn pick_weighted(rule: &RouteRule, rng: &mut Stream) -> Option<VersionId> {
     let mut x = rng.below(rule.total_weight);
     for &(v, w) in &rule.dests {
         if x < w {
-            return Some(v);
+            return Some(Dest::Version(v));
         }
         x -= w;
     }
-    None
+    (rule.whole > 0).then_some(Dest::Service)
 }
 
 pub(super) fn next_gap(cl: &mut Client) -> SimTime {

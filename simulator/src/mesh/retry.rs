@@ -241,14 +241,23 @@ pub(super) fn failure_classes(ranges: &[(u16, u16)]) -> RetryOn {
     }
 }
 
+/// Whether Envoy's router retries an attempt that ended with `code` and flags `f` (its retry
+/// state's reset and response checks): `connect-failure` only when no connection was made
+/// (refused, connect timeout, TLS handshake failure: `UF`); a reset after the request went out
+/// (`UC`) only under `reset`, `5xx` or `gateway-error`, and `reset` also covers connect failures.
+/// A local overflow (`UO`) is never retried.
 pub(super) fn is_retriable(on: &RetryOn, code: u16, f: u16) -> bool {
+    if f & flags::UO != 0 {
+        return false;
+    }
     let connect_failure = f & flags::UF != 0;
     let reset = f & flags::UC != 0;
     let timeout = f & flags::UT != 0;
-    (on.five_xx && code >= 500 && f & flags::UO == 0)
-        || (on.gateway_error && (502..=504).contains(&code) && f & flags::UO == 0)
-        || (on.connect_failure && (connect_failure || reset))
-        || (on.reset && reset)
+    let no_response = connect_failure || reset;
+    (on.five_xx && code >= 500)
+        || (on.gateway_error && (502..=504).contains(&code))
+        || (on.connect_failure && connect_failure)
+        || ((on.reset || on.five_xx || on.gateway_error) && no_response)
         || (on.retriable_status_codes && f == 0 && on.codes.contains(&code))
         // A per-try timeout counts as "no response": retried under 5xx, gateway-error and reset.
         || (timeout && (on.five_xx || on.gateway_error || on.reset))
@@ -332,6 +341,51 @@ mod tests {
                 max = max.max(w);
             }
             assert_eq!(max, (SimTime::from(bound) - 1) * MILLIS, "retry {n}");
+        }
+    }
+
+    /// Envoy's retry state (`source/common/router/retry_state_impl.cc`, `wouldRetryFromReset`,
+    /// and the router filter's `x-envoy-retry-on` docs): a connection failure is retried under
+    /// `connect-failure`, `reset`, `5xx` and `gateway-error`; a reset after the request was sent
+    /// only under `reset`, `5xx` and `gateway-error`; an overflow never.
+    #[test]
+    fn resets_and_connect_failures_are_retried_under_envoys_conditions() {
+        let on = |s: &str| RetryOn::parse(s, &mut |w| panic!("{w}"));
+        // (retryOn, code, flags, retried)
+        let cases: [(&str, u16, u16, bool); 16] = [
+            ("connect-failure", 503, flags::UF, true),
+            ("connect-failure", 503, flags::UC, false),
+            ("connect-failure", 503, flags::UO, false),
+            ("reset", 503, flags::UC, true),
+            ("reset", 503, flags::UF, true),
+            ("reset", 503, 0, false),
+            ("5xx", 503, flags::UC, true),
+            ("5xx", 503, flags::UF, true),
+            ("5xx", 503, flags::UO, false),
+            ("gateway-error", 503, flags::UC, true),
+            ("gateway-error", 503, flags::UF, true),
+            ("gateway-error", 500, 0, false),
+            ("refused-stream", 503, flags::UC, false),
+            ("retriable-status-codes,503", 503, flags::UC, false),
+            (
+                "connect-failure,refused-stream,unavailable,cancelled,retriable-status-codes",
+                503,
+                flags::UC,
+                false,
+            ),
+            (
+                "connect-failure,refused-stream,unavailable,cancelled,retriable-status-codes",
+                503,
+                flags::UF,
+                true,
+            ),
+        ];
+        for (cond, code, f, want) in cases {
+            assert_eq!(
+                is_retriable(&on(cond), code, f),
+                want,
+                "retryOn `{cond}`, {code} flags {f:#b}"
+            );
         }
     }
 

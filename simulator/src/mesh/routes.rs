@@ -43,6 +43,9 @@ pub(super) struct RouteRule {
     pub(super) matches: Vec<Vec<HeaderMatch>>,
     /// (version, weight) pairs.
     pub(super) dests: Vec<(VersionId, u32)>,
+    /// Weight of the service itself (a destination without a subset): its cluster spans every
+    /// pod the Service selects.
+    pub(super) whole: u32,
     pub(super) total_weight: u32,
     /// The version mirrored to, and the percentage.
     pub(super) mirror: Option<(VersionId, f64)>,
@@ -66,27 +69,19 @@ impl Mesh {
 
     pub(super) fn reset_default_route(&mut self, s: ServiceId) {
         let svc = &self.services[s];
-        let dests: Vec<(VersionId, u32)> = svc
-            .selected
-            .iter()
-            .map(|&v| {
-                let pods = &self.versions[v].pods;
-                let live = pods.iter().filter(|&&p| !self.pods[p].removed).count();
-                (v, live as u32)
-            })
-            .collect();
         let rule = RouteRule {
             matches: Vec::new(),
-            total_weight: weight_sum(&dests),
-            dests,
+            total_weight: 100,
+            dests: Vec::new(),
+            whole: 100,
             mirror: None,
             timeout: svc.base.timeout,
             retry: svc.base.retry.clone(),
             fault: svc.base.fault.clone(),
         };
         self.install_rules(s, vec![rule]);
-        // Without a route of its own the service spreads over the pods its selector picks, by
-        // pod count, as a Kubernetes Service does.
+        // Without a route of its own, clients send to the cluster over every pod the Service
+        // selects, as Istio does for a host no VirtualService names.
         self.services[s].explicit_route = false;
     }
 
@@ -242,6 +237,7 @@ impl Mesh {
                     matches: r.matches,
                     total_weight: weight_sum(&r.dests),
                     dests: r.dests,
+                    whole: 0,
                     mirror: r.mirror.filter(|(_, pct)| *pct > 0.0),
                     timeout: r.timeout.or(base.timeout),
                     retry,
@@ -280,6 +276,7 @@ impl Mesh {
                     continue;
                 }
                 let mut dests = Vec::new();
+                let mut whole = 0u32;
                 let single = r.route.len() == 1;
                 for d in &r.route {
                     let w = d.weight.unwrap_or(if single { 100 } else { 0 });
@@ -302,20 +299,8 @@ impl Mesh {
                                 vs.name
                             )),
                         },
-                        None => {
-                            // No subset: the pods the Service selects, spread by pod count.
-                            let total: u32 = self.services[s]
-                                .selected
-                                .iter()
-                                .map(|&v| self.versions[v].pods.len() as u32)
-                                .sum();
-                            for &v in &self.services[s].selected {
-                                let pods = self.versions[v].pods.len() as u32;
-                                if total > 0 {
-                                    dests.push((v, w.saturating_mul(pods) / total.max(1)));
-                                }
-                            }
-                        }
+                        // No subset: one Envoy cluster over every pod the Service selects.
+                        None => whole = whole.saturating_add(w),
                     }
                 }
                 let retry = match &r.retries {
@@ -360,8 +345,9 @@ impl Mesh {
                     } else {
                         r.matches.clone()
                     },
-                    total_weight: weight_sum(&dests),
+                    total_weight: weight_sum(&dests).saturating_add(whole),
                     dests,
+                    whole,
                     mirror,
                     timeout: r.timeout,
                     retry: retry.clone(),
@@ -390,9 +376,28 @@ impl Mesh {
             .iter()
             .map(|&rid| {
                 let r = &self.rules[rid];
+                let mut weights: Vec<(String, u32)> =
+                    r.dests.iter().map(|&(v, w)| (name(v), w)).collect();
+                if r.whole > 0 {
+                    // The service's own cluster, shown as its pods spread requests: by ready pods.
+                    let svc = &self.services[service];
+                    let ready = |v: VersionId| {
+                        self.versions[v]
+                            .pods
+                            .iter()
+                            .filter(|&&p| !self.pods[p].removed)
+                            .count() as u32
+                    };
+                    let total: u32 = svc.selected.iter().map(|&v| ready(v)).sum();
+                    for &v in &svc.selected {
+                        let share =
+                            u64::from(r.whole) * u64::from(ready(v)) / u64::from(total.max(1));
+                        weights.push((name(v), share as u32));
+                    }
+                }
                 RuleView {
                     matched: !r.matches.is_empty(),
-                    weights: r.dests.iter().map(|&(v, w)| (name(v), w)).collect(),
+                    weights,
                     mirror: r
                         .mirror
                         .filter(|(_, pct)| *pct > 0.0)
@@ -479,6 +484,7 @@ impl Mesh {
         self.rules.push(RouteRule {
             matches: Vec::new(),
             dests: vec![(v, 100)],
+            whole: 0,
             total_weight: 100,
             mirror: None,
             timeout: None,
