@@ -13,13 +13,14 @@
 set -euo pipefail
 
 cd "$(git rev-parse --show-toplevel)"
-cargo build --release --quiet --bin fledge-sim
-sim=${CARGO_TARGET_DIR:-target}/release/fledge-sim
+# `cargo run` rather than the binary's path: a shared target dir's target/release/fledge-sim
+# may be another checkout's by the time the suite ends.
+sim() { cargo run --release --quiet --bin fledge-sim -- "$@"; }
 results=scenarios/benchmarks/results
 
 if [ "${1:-}" != "--publish-only" ]; then
     for case in scenarios/benchmarks/*.yaml; do
-        "$sim" compare "$case" --seeds 1000 --out "$results/$(basename "$case" .yaml).json"
+        sim compare "$case" --seeds 1000 --out "$results/$(basename "$case" .yaml).json"
     done
 fi
-"$sim" publish "$results"/*.json --readme README.md --svg "$results/benchmarks.svg"
+sim publish "$results"/*.json --readme README.md --svg "$results/benchmarks.svg"

@@ -21,6 +21,8 @@ const BOTTOM: f64 = 40.0;
 
 /// A value with its 95% interval, none when there is nothing to show (no decided run).
 type Estimate = Option<(f64, f64, f64)>;
+/// A panel: its title, the largest value its axis must show, and what it plots of a policy.
+type Panel = (&'static str, f64, fn(&[Tally]) -> Estimate);
 
 /// The share of runs rolled back, on evidence or at the deadline, in percent.
 fn rollbacks(tallies: &[Tally]) -> Estimate {
@@ -80,7 +82,7 @@ pub(crate) fn svg(cases: &[Case]) -> String {
         .flat_map(|(_, p)| p.iter().filter_map(|(_, t)| median_decision(t)))
         .map(|(_, _, hi)| hi)
         .fold(1.0, f64::max);
-    let panels: [(&str, f64, fn(&[Tally]) -> Estimate); 2] = [
+    let panels: [Panel; 2] = [
         ("rolled back, % of runs", 100.0, rollbacks),
         (
             "median time to the decision, minutes",
