@@ -74,7 +74,7 @@ fn publish(args: &PublishArgs) -> Result<bool, String> {
     .collect();
     if !stale.is_empty() {
         sayln!(
-            "{} not what `fledge-sim publish` renders from the results given; run `{REFRESH}`",
+            "error: {} not what `fledge-sim publish` renders from the results given; run `{REFRESH}`",
             stale.join(" and ")
         );
     }
