@@ -387,3 +387,89 @@ fn the_example_indexed_job_runs_a_shard_as_written() {
     assert_eq!(code, 2);
     assert!(err.contains(&format!("shard 0/{completions}")), "{err}");
 }
+
+#[test]
+fn vary_compares_the_scenario_canary_with_each_value_named_path_equals_value() {
+    let file = benchmark("errors-10x-100rps");
+    let v = compare_json(&[
+        &file,
+        "--seeds",
+        "3",
+        "--json",
+        "--vary",
+        "analysis.stepWeight=20,25",
+    ]);
+    let policies: Vec<&String> = v.as_object().expect("an object").keys().collect();
+    assert_eq!(
+        policies,
+        [
+            "analysis.stepWeight=20",
+            "analysis.stepWeight=25",
+            "flagger-default",
+            "scenario"
+        ],
+        "{v}"
+    );
+    // Larger steps reach the canary's failures sooner: the patch took effect.
+    assert_ne!(
+        v["analysis.stepWeight=25"]["median_canary_failures"],
+        v["scenario"]["median_canary_failures"],
+        "{v}"
+    );
+}
+
+#[test]
+fn a_bad_vary_path_or_value_is_refused_naming_the_flag_with_exit_2() {
+    let file = benchmark("errors-10x-100rps");
+    for (arg, says) in [
+        ("analysis.nosuch=1", "`analysis.nosuch` is not a field"),
+        (
+            "analysis.stepWeight=abc",
+            "abc: the patched Canary does not load",
+        ),
+        (
+            "analysis.interval.x=1",
+            "`x` is below a value that is not a mapping",
+        ),
+        ("analysis.stepWeight=", "give PATH=V1,V2,..."),
+        ("analysis.stepWeight=5,,6", "an empty value"),
+    ] {
+        for command in ["compare", "sweep"] {
+            let (code, out, err) = sim(&[command, &file, "--seeds", "1", "--vary", arg]);
+            assert_eq!(code, 2, "{command} --vary {arg}: {out}");
+            assert!(
+                err.contains(&format!("--vary {arg}: ")) && err.contains(says),
+                "{command} --vary {arg}: `{says}` not in: {err}"
+            );
+        }
+    }
+}
+
+#[test]
+fn merge_svg_plots_each_policy_of_the_comparison() {
+    let tmp = Path::new(env!("CARGO_TARGET_TMPDIR")).join("h18-svg");
+    std::fs::create_dir_all(&tmp).expect("writable");
+    let (out, svg) = (tmp.join("all.json"), tmp.join("plot.svg"));
+    let (code, _, err) = sim(&[
+        "compare",
+        &benchmark("errors-10x-100rps"),
+        "--seeds",
+        "3",
+        "--out",
+        &out.display().to_string(),
+    ]);
+    assert_eq!(code, 0, "{err}");
+    let _ = std::fs::remove_file(&svg);
+    let (code, _, err) = sim(&[
+        "merge",
+        &out.display().to_string(),
+        "--svg",
+        &svg.display().to_string(),
+    ]);
+    assert_eq!(code, 0, "{err}");
+    let plot = std::fs::read_to_string(&svg).expect("the plot is written");
+    assert!(plot.starts_with("<svg") && plot.trim_end().ends_with("</svg>"));
+    for name in ["scenario", "flagger-default", "bench-errors-10x-100rps"] {
+        assert!(plot.contains(&format!(">{name}<")), "{name} in {plot}");
+    }
+}

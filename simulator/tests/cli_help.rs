@@ -30,13 +30,14 @@ fn exit_codes(help: &str) -> Vec<u8> {
 
 #[test]
 fn every_command_help_names_exactly_the_exit_codes_it_uses_and_points_to_the_scenario_docs() {
-    let cases: [(&[&str], &[u8]); 8] = [
+    let cases: [(&[&str], &[u8]); 9] = [
         (&[], &[0, 1, 2]),
         (&["run"], &[0, 1, 2]),
         (&["validate"], &[0, 2]),
         (&["sweep"], &[0, 2]),
         (&["compare"], &[0, 2]),
         (&["merge"], &[0, 2]),
+        (&["publish"], &[0, 1, 2]),
         (&["plan"], &[0, 2]),
         (&["bench"], &[0, 1, 2]),
     ];

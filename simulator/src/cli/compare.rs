@@ -15,6 +15,7 @@ use crate::seeds::{Seeds, Shard};
 pub(super) struct CompareArgs<'a> {
     pub file: &'a Path,
     pub policies: &'a [String],
+    pub vary: &'a [String],
     pub seeds: u64,
     pub first_seed: u64,
     pub threads: Option<usize>,
@@ -32,7 +33,7 @@ pub(super) fn run(args: &CompareArgs) -> ExitCode {
             return ExitCode::from(EXIT_BAD_INPUT);
         }
     };
-    let policies = match compare::policies(&scenario, args.policies) {
+    let policies = match compare::policies(&scenario, args.policies, args.vary) {
         Ok(p) => p,
         Err(e) => {
             sayln!("error: {}: {e}", args.file.display());
@@ -67,7 +68,7 @@ pub(super) fn run(args: &CompareArgs) -> ExitCode {
         let header = Header::new(
             "compare",
             &scenario.name,
-            &inputs(args.file, args.policies),
+            &inputs(args.file, args.policies, args.vary),
             &whole,
             shard,
         );
@@ -94,16 +95,29 @@ pub(super) fn run(args: &CompareArgs) -> ExitCode {
 }
 
 /// The fingerprint of a comparison's inputs: the scenario file, and each policy's name and
-/// Canary file (not its path: shards on other machines see other paths).
-fn inputs(file: &Path, policies: &[String]) -> Fingerprint {
+/// Canary (its file, not its path: shards on other machines see other paths; or the built-in
+/// policy's text, so that changing the built-in changes the fingerprint too), and the
+/// `--vary` arguments.
+pub(super) fn inputs(file: &Path, policies: &[String], vary: &[String]) -> Fingerprint {
     let mut f = Fingerprint::new();
     f.add(&std::fs::read(file).unwrap_or_default());
+    let default = [compare::FLAGGER_DEFAULT.to_string()];
+    let policies = if policies.is_empty() {
+        &default[..]
+    } else {
+        policies
+    };
     for arg in policies {
         let (name, path) = arg.split_once('=').unwrap_or((arg, ""));
         f.add(name.as_bytes());
         if !path.is_empty() {
             f.add(&std::fs::read(PathBuf::from(path)).unwrap_or_default());
+        } else if name == compare::FLAGGER_DEFAULT {
+            f.add(compare::FLAGGER_DEFAULT_CANARY.as_bytes());
         }
+    }
+    for arg in vary {
+        f.add(b"--vary").add(arg.as_bytes());
     }
     f
 }

@@ -138,11 +138,13 @@ pub(super) fn write<T: Serialize>(
 }
 
 /// The merged runs of every shard: the header of shard 0 and each name's tallies in seed order.
-type Merged<T> = (Header, Vec<(String, Vec<T>)>);
+pub(super) type Merged<T> = (Header, Vec<(String, Vec<T>)>);
 
 /// Reads the header of every file, checks they are the shards of one run, each exactly once,
 /// and merges their runs. Every error names the file.
-fn merge<T: DeserializeOwned>(files: &[(PathBuf, serde_json::Value)]) -> Result<Merged<T>, String> {
+pub(super) fn merge<T: DeserializeOwned>(
+    files: &[(PathBuf, serde_json::Value)],
+) -> Result<Merged<T>, String> {
     let mut shards: Vec<Option<(&Path, Partial<T>)>> = Vec::new();
     let mut first: Option<(&Path, Header)> = None;
     for (file, value) in files {
@@ -251,8 +253,9 @@ fn merge<T: DeserializeOwned>(files: &[(PathBuf, serde_json::Value)]) -> Result<
 }
 
 /// `fledge-sim merge FILE... [--json]`: the figures of the run the files are the shards of,
-/// printed as that run prints them.
-pub(super) fn run(files: &[PathBuf], json: bool, markdown: bool) -> ExitCode {
+/// printed as that run prints them; `svg` (the results of `compare` only) is where to write
+/// their plot.
+pub(super) fn run(files: &[PathBuf], json: bool, markdown: bool, svg: Option<&Path>) -> ExitCode {
     let mut read = Vec::with_capacity(files.len());
     for file in files {
         match read_value(file) {
@@ -270,16 +273,21 @@ pub(super) fn run(files: &[PathBuf], json: bool, markdown: bool) -> ExitCode {
         .unwrap_or_default()
         .to_string();
     let done = match command.as_str() {
-        "compare" => merge(&read).map(|(h, runs)| {
+        "compare" => merge(&read).and_then(|(h, runs)| {
+            if let Some(svg) = svg {
+                let plot = crate::report::benchmarks::svg(&[(h.scenario.clone(), runs.clone())]);
+                std::fs::write(svg, plot).map_err(|e| format!("--svg {}: {e}", svg.display()))?;
+            }
             let format = match (markdown, json) {
                 (true, _) => Format::Markdown,
                 (_, true) => Format::Json,
                 _ => Format::Text,
             };
-            super::compare::print(&h.scenario, &whole(&h), &runs, format, &merged(&h))
+            super::compare::print(&h.scenario, &whole(&h), &runs, format, &merged(&h));
+            Ok(())
         }),
-        "sweep" if markdown => Err(format!(
-            "{}: --markdown is for the results of `compare`, these are of `sweep`",
+        "sweep" if markdown || svg.is_some() => Err(format!(
+            "{}: --markdown and --svg are for the results of `compare`, these are of `sweep`",
             read[0].0.display()
         )),
         "sweep" => merge(&read)
@@ -316,7 +324,7 @@ fn merged(h: &Header) -> String {
 }
 
 /// The file as JSON, with its format and version checked.
-fn read_value(file: &Path) -> Result<serde_json::Value, String> {
+pub(super) fn read_value(file: &Path) -> Result<serde_json::Value, String> {
     let size = std::fs::metadata(file).map_err(|e| e.to_string())?.len();
     if size > MAX_BYTES {
         return Err(format!("{size} bytes: too large for partial results"));

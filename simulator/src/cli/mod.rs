@@ -20,6 +20,7 @@ macro_rules! sayln {
 mod compare;
 mod merge;
 mod plan;
+mod publish;
 mod run;
 mod serve;
 mod sweep;
@@ -99,6 +100,11 @@ enum Command {
     ))]
     Sweep {
         file: PathBuf,
+        /// Also sweep the scenario's Canary with the value at PATH (camelCase keys below its
+        /// `spec`, e.g. `analysis.stepWeight`) set to each value in turn, as a variant named
+        /// `PATH=V`; a value is JSON (a number, `true`) or else a string (`2m`). Repeatable.
+        #[arg(long, value_name = "PATH=V1,V2,...")]
+        vary: Vec<String>,
         /// Number of seeds (1..=N, or from --first-seed).
         #[arg(long, default_value_t = 100, value_parser = clap::value_parser!(u64).range(1..=1_000_000))]
         seeds: u64,
@@ -132,6 +138,11 @@ enum Command {
         /// compared, as `scenario`, and so are its variants. Default: `flagger-default`.
         #[arg(long = "policy", value_name = "NAME=CANARY.yaml")]
         policies: Vec<String>,
+        /// Also compare the scenario's Canary with the value at PATH (camelCase keys below its
+        /// `spec`, e.g. `analysis.stepWeight`) set to each value in turn, named `PATH=V`; a
+        /// value is JSON (a number, `true`) or else a string (`2m`). Repeatable.
+        #[arg(long, value_name = "PATH=V1,V2,...")]
+        vary: Vec<String>,
         /// Number of seeds (1..=N, or from --first-seed).
         #[arg(long, default_value_t = 100, value_parser = clap::value_parser!(u64).range(1..=1_000_000))]
         seeds: u64,
@@ -172,6 +183,32 @@ enum Command {
         /// A Markdown table (the results of `compare` only).
         #[arg(long, conflicts_with = "json")]
         markdown: bool,
+        /// Also write a plot of each policy's rollback rate and median time to the decision,
+        /// with their 95% intervals, as SVG (the results of `compare` only).
+        #[arg(long, value_name = "FILE")]
+        svg: Option<PathBuf>,
+    },
+    /// Render the benchmark table of a README (between its `<!-- benchmarks: begin ...` and
+    /// `<!-- benchmarks: end -->` lines) and its SVG plot from the results of `compare --out`,
+    /// one complete run per file, the cases in the order given.
+    #[command(after_help = after_help!(
+        "0  rendered (with --check: the README and the plot are what the results render)",
+        "1  --check: the README or the plot differs from what the results render",
+        "2  a file does not load, is not the complete results of `compare`, or the README \
+         has no generated section; or a bad flag",
+    ))]
+    Publish {
+        #[arg(required = true, value_name = "RESULTS")]
+        files: Vec<PathBuf>,
+        /// The README whose generated section holds the table.
+        #[arg(long, value_name = "FILE")]
+        readme: PathBuf,
+        /// The plot.
+        #[arg(long, value_name = "FILE")]
+        svg: PathBuf,
+        /// Change nothing; exit 1 when the README or the plot is not what the results render.
+        #[arg(long)]
+        check: bool,
     },
     /// Print the steps a Canary's rollout would take if everything went well.
     #[command(after_help = after_help!(
@@ -241,6 +278,7 @@ pub fn main() -> ExitCode {
         Command::Validate { files } => run::validate(&files),
         Command::Sweep {
             file,
+            vary,
             seeds,
             first_seed,
             threads,
@@ -257,10 +295,12 @@ pub fn main() -> ExitCode {
                 shard,
                 out: out.as_deref(),
             },
+            &vary,
         ),
         Command::Compare {
             file,
             policies,
+            vary,
             seeds,
             first_seed,
             threads,
@@ -271,6 +311,7 @@ pub fn main() -> ExitCode {
         } => compare::run(&compare::CompareArgs {
             file: &file,
             policies: &policies,
+            vary: &vary,
             seeds,
             first_seed,
             threads: threads.map(|t| t as usize),
@@ -283,7 +324,19 @@ pub fn main() -> ExitCode {
             files,
             json,
             markdown,
-        } => merge::run(&files, json, markdown),
+            svg,
+        } => merge::run(&files, json, markdown, svg.as_deref()),
+        Command::Publish {
+            files,
+            readme,
+            svg,
+            check,
+        } => publish::run(&publish::PublishArgs {
+            files: &files,
+            readme: &readme,
+            svg: &svg,
+            check,
+        }),
         Command::Plan { file } => plan::run(&file),
         Command::Serve {
             file,

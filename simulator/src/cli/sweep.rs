@@ -57,14 +57,24 @@ pub(super) fn sweep(
     threads: Option<usize>,
     json: bool,
     sharding: &Sharding,
+    vary: &[String],
 ) -> ExitCode {
-    let scenario = match Scenario::load(file) {
+    let mut scenario = match Scenario::load(file) {
         Ok(s) => s,
         Err(e) => {
             sayln!("error: {e}");
             return ExitCode::from(EXIT_BAD_INPUT);
         }
     };
+    for arg in vary {
+        match scenario.vary(arg) {
+            Ok(variants) => scenario.variants.extend(variants),
+            Err(e) => {
+                sayln!("error: {}: {e}", file.display());
+                return ExitCode::from(EXIT_BAD_INPUT);
+            }
+        }
+    }
     let threads = threads
         .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()))
         .max(1);
@@ -94,6 +104,9 @@ pub(super) fn sweep(
     if let Some(out) = sharding.out {
         let mut inputs = Fingerprint::new();
         inputs.add(&std::fs::read(file).unwrap_or_default());
+        for arg in vary {
+            inputs.add(b"--vary").add(arg.as_bytes());
+        }
         let header = Header::new("sweep", &scenario.name, &inputs, &whole, shard);
         if let Err(e) = merge::write(out, header, &runs, &seeds) {
             sayln!("error: {e}");

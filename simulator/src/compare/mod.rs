@@ -25,7 +25,7 @@ pub const SCENARIO: &str = "scenario";
 
 /// Flagger's documented defaults for a canary analysis: a step of 10% every minute up to 50%,
 /// five failed checks roll back, success rate at least 99% and p99 at most 500 ms.
-const FLAGGER_DEFAULT_CANARY: &str = "\
+pub(crate) const FLAGGER_DEFAULT_CANARY: &str = "\
 apiVersion: flagger.app/v1beta1
 kind: Canary
 metadata:
@@ -61,16 +61,45 @@ pub struct Policy {
 
 /// A policy that cannot be used, with where and why.
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
-#[error("--policy {name}: {message}")]
+#[error("{}{message}", if name.is_empty() { String::new() } else { format!("--policy {name}: ") })]
 pub struct PolicyError {
+    /// The `--policy` it is about; empty for a `--vary` (the message names it).
     pub name: String,
     pub message: String,
 }
 
 /// The policies for `--policy` arguments (`NAME=CANARY.yaml`, or `flagger-default`): the
-/// scenario's own Canary first, then its variants, then the arguments in order. Without
-/// arguments, `flagger-default` is compared with the scenario's Canary.
-pub fn policies(scenario: &Scenario, args: &[String]) -> Result<Vec<Policy>, PolicyError> {
+/// scenario's own Canary first, then its variants, then the arguments in order, then one per
+/// value of each `--vary PATH=V1,V2,...` (the scenario's Canary with that value, named
+/// `PATH=V`). Without `--policy`, `flagger-default` is compared with the scenario's Canary.
+pub fn policies(
+    scenario: &Scenario,
+    args: &[String],
+    vary: &[String],
+) -> Result<Vec<Policy>, PolicyError> {
+    let mut out = given_policies(scenario, args)?;
+    for arg in vary {
+        let variants = scenario.vary(arg).map_err(|e| PolicyError {
+            name: String::new(),
+            message: e.0,
+        })?;
+        for variant in variants {
+            if out.iter().any(|p| p.name == variant.name) {
+                return Err(PolicyError {
+                    name: String::new(),
+                    message: format!("--vary {arg}: `{}` is given twice", variant.name),
+                });
+            }
+            out.push(Policy {
+                name: variant.name.clone(),
+                variant,
+            });
+        }
+    }
+    Ok(out)
+}
+
+fn given_policies(scenario: &Scenario, args: &[String]) -> Result<Vec<Policy>, PolicyError> {
     let own = |name: &str, patch: &Patch| {
         scenario
             .variant(name, patch)
@@ -301,19 +330,20 @@ fn cells(s: &Summary) -> [String; 6] {
 }
 
 /// The summaries as a Markdown table, one row per policy, the scenario's name in the first
-/// column so that the tables of several cases stack into one (drop the repeated header).
+/// column so that the tables of several cases stack into one ([`markdown_rows`]).
 pub fn render_markdown(scenario: &str, summaries: &[(String, Summary)]) -> String {
-    let mut out = String::from(
+    String::from(
         "| case | policy | promoted [95%] | rolled back [95%] | at deadline [95%] | undecided [95%] | decision p50 / p95 | canary failures p50 / p95 |\n\
          |---|---|---|---|---|---|---|---|\n",
-    );
-    for (name, s) in summaries {
-        out.push_str(&format!(
-            "| {scenario} | {name} | {} |\n",
-            cells(s).join(" | ")
-        ));
-    }
-    out
+    ) + &markdown_rows(scenario, summaries)
+}
+
+/// The rows of [`render_markdown`]'s table, without its header.
+pub fn markdown_rows(scenario: &str, summaries: &[(String, Summary)]) -> String {
+    summaries
+        .iter()
+        .map(|(name, s)| format!("| {scenario} | {name} | {} |\n", cells(s).join(" | ")))
+        .collect()
 }
 
 /// The summaries as a table.

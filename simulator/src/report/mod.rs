@@ -1,5 +1,6 @@
 //! Views of a run: a readable timeline, JSON, and a self-contained HTML page with plots.
 
+pub(crate) mod benchmarks;
 mod html;
 mod plot;
 

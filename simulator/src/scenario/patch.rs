@@ -138,6 +138,81 @@ impl Scenario {
     }
 }
 
+impl Scenario {
+    /// `--vary PATH=V1,V2,...`: an alternative of the scenario's Canary per value, named
+    /// `PATH=V`, the value at `PATH` (as in [`Patch::set`]) set to it. A value is read as JSON
+    /// (a number, `true`, a list) or else taken as a string (`2m`). Every error names the flag.
+    pub fn vary(&self, arg: &str) -> Result<Vec<Variant>, PatchError> {
+        let error = |why: String| PatchError(format!("--vary {arg}: {why}"));
+        let Some((path, values)) = arg.split_once('=').filter(|(p, v)| {
+            !p.is_empty() && !p.contains(char::is_whitespace) && !v.trim().is_empty()
+        }) else {
+            return Err(error(
+                "give PATH=V1,V2,... with PATH below the Canary's spec, e.g. \
+                 analysis.threshold=3,5,10"
+                    .into(),
+            ));
+        };
+        values
+            .split(',')
+            .map(|raw| {
+                let raw = raw.trim();
+                if raw.is_empty() {
+                    return Err(error("an empty value".into()));
+                }
+                let value = serde_json::from_str(raw).unwrap_or(Value::String(raw.to_string()));
+                let patch = Patch::default().set(path, value);
+                if !self.has_field(&patch).map_err(|e| error(e.0))? {
+                    return Err(error(format!(
+                        "`{path}` is not a field of the Canary's spec (camelCase keys below \
+                         `spec`, e.g. analysis.stepWeight)"
+                    )));
+                }
+                self.variant(&format!("{path}={raw}"), &patch)
+                    .map_err(|e| error(format!("{raw}: {e}")))
+            })
+            .collect()
+    }
+
+    /// Whether every path the patch sets is still there once the patched Canary is loaded
+    /// and written back: a path the spec does not know is dropped by the loader.
+    fn has_field(&self, patch: &Patch) -> Result<bool, PatchError> {
+        let mut doc = serde_json::to_value(&self.canary_resource.spec)
+            .map_err(|e| PatchError(format!("the Canary cannot be patched: {e}")))?;
+        for edit in &patch.edits {
+            edit_at(&mut doc, &edit.path, edit.value.as_ref())
+                .map_err(|why| PatchError(format!("{}: {why}", edit.path.join("."))))?;
+        }
+        let Ok(loaded) = serde_json::from_value::<CanarySpec>(doc) else {
+            // Not a field's name but its value is wrong: `variant` says what.
+            return Ok(true);
+        };
+        let back = serde_json::to_value(loaded).unwrap_or(Value::Null);
+        // An empty list or map is not written back (nor is the value null): nothing to see.
+        let unseen = |v: &Value| {
+            v.is_null()
+                || v.as_array().is_some_and(Vec::is_empty)
+                || v.as_object().is_some_and(serde_json::Map::is_empty)
+        };
+        Ok(patch
+            .edits
+            .iter()
+            .all(|e| e.value.as_ref().is_none_or(unseen) || present(&back, &e.path)))
+    }
+}
+
+/// Whether a value is at `path` (`*`: in some element of a list).
+fn present(doc: &Value, path: &[String]) -> bool {
+    let Some((key, rest)) = path.split_first() else {
+        return !doc.is_null();
+    };
+    match doc {
+        Value::Array(items) if key == "*" => items.iter().any(|i| present(i, rest)),
+        Value::Object(map) => map.get(key).is_some_and(|v| present(v, rest)),
+        _ => false,
+    }
+}
+
 fn json<T: serde::Serialize>(value: &T) -> Result<Value, PatchError> {
     serde_json::to_value(value).map_err(|e| PatchError(format!("the policy's analysis: {e}")))
 }
