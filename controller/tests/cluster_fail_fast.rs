@@ -12,8 +12,6 @@ use serde_json::{Value, json};
 
 const PODS: &str = "/api/v1/namespaces/test/pods";
 
-/// The fake clock's time when [`scaled_up`] returns.
-const SCALED_UP_AT: &str = "2023-11-14T22:15:20Z";
 const REPLICA_SETS: &str = "/apis/apps/v1/namespaces/test/replicasets";
 /// The `pod-template-hash` of the first revision (`podinfo:1`) and of the second.
 const OLD: &str = "5d4b";
@@ -49,7 +47,8 @@ fn replica_set(c: &FakeCluster, hash: &str, revision: u32) {
 
 /// A rollout of `podinfo:2` that has just scaled the canary up; its pods have not started. The
 /// Deployment controller has seen the new template and made its ReplicaSet; none is ready.
-async fn scaled_up(c: &FakeCluster) {
+/// Returns the fake clock's time then, as the API server writes timestamps.
+async fn scaled_up(c: &FakeCluster) -> String {
     run_until(c, "Initialized", 5).await;
     set_image(c, "podinfo:2");
     c.advance_clock(Duration::from_secs(60));
@@ -62,6 +61,10 @@ async fn scaled_up(c: &FakeCluster) {
                               "replicas": 2, "readyReplicas": 0, "updatedReplicas": 0});
     c.put(TARGET, target);
     c.clear_calls();
+    let now = c.clock.load(std::sync::atomic::Ordering::SeqCst);
+    chrono::DateTime::from_timestamp_millis(now as i64)
+        .expect("the fake clock is a valid time")
+        .to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
 }
 
 fn rolled_back_with(c: &FakeCluster, reason: &str) {
@@ -107,14 +110,14 @@ async fn a_crash_looping_canary_is_rolled_back_at_the_next_look_with_the_pods_re
 #[tokio::test]
 async fn a_canary_whose_image_cannot_be_pulled_is_rolled_back_with_the_reason() {
     let c = cluster_with(canary(json!({})), Some(deployment("podinfo:1")));
-    scaled_up(&c).await;
+    let scaled_up_at = scaled_up(&c).await;
     let mut p = pod(
         "podinfo-7f9c-fghij",
         json!({"name": "podinfo", "ready": false, "restartCount": 0, "image": "podinfo:2",
                "imageID": "", "state": {"waiting": {"reason": "ImagePullBackOff"}}}),
     );
     // Created at the scale-up: past the grace two minutes later.
-    p["metadata"]["creationTimestamp"] = json!(SCALED_UP_AT);
+    p["metadata"]["creationTimestamp"] = json!(scaled_up_at);
     c.put(&format!("{PODS}/podinfo-7f9c-fghij"), p);
     c.advance_clock(Duration::from_secs(120));
     c.reconcile(&c.context()).await.unwrap();
@@ -124,9 +127,8 @@ async fn a_canary_whose_image_cannot_be_pulled_is_rolled_back_with_the_reason() 
 #[tokio::test]
 async fn a_canary_failing_readiness_for_an_interval_is_rolled_back_but_not_before() {
     let c = cluster_with(canary(json!({})), Some(deployment("podinfo:1")));
-    scaled_up(&c).await;
-    // Running since the scale-up (the fake clock's time), never ready.
-    let started = SCALED_UP_AT;
+    // Running since the scale-up, never ready.
+    let started = scaled_up(&c).await;
     c.put(
         &format!("{PODS}/podinfo-7f9c-klmno"),
         pod(
@@ -252,13 +254,13 @@ async fn no_pod_is_judged_before_the_deployment_controller_has_seen_the_new_temp
 }
 
 /// A pod that waits for its image or its config.
-fn waiting_pod(name: &str, reason: &str, message: &str) -> Value {
+fn waiting_pod(name: &str, reason: &str, message: &str, created: &str) -> Value {
     let mut p = pod(
         name,
         json!({"name": "podinfo", "ready": false, "restartCount": 0, "image": "podinfo:2",
                "imageID": "", "state": {"waiting": {"reason": reason, "message": message}}}),
     );
-    p["metadata"]["creationTimestamp"] = json!(SCALED_UP_AT);
+    p["metadata"]["creationTimestamp"] = json!(created);
     p
 }
 
@@ -267,12 +269,12 @@ fn waiting_pod(name: &str, reason: &str, message: &str) -> Value {
 #[tokio::test]
 async fn an_image_pull_error_within_the_grace_holds_the_rollout_and_past_it_rolls_back() {
     let c = cluster_with(canary(json!({})), Some(deployment("podinfo:1")));
-    scaled_up(&c).await;
+    let created = scaled_up(&c).await;
     let name = format!("podinfo-{NEW}-pull1");
     let message = "failed to pull image podinfo:2: 502 Bad Gateway";
     c.put(
         &format!("{PODS}/{name}"),
-        waiting_pod(&name, "ErrImagePull", message),
+        waiting_pod(&name, "ErrImagePull", message, &created),
     );
     c.advance_clock(Duration::from_secs(10));
     c.reconcile(&c.context()).await.unwrap();
@@ -295,7 +297,7 @@ async fn an_image_pull_error_within_the_grace_holds_the_rollout_and_past_it_roll
 #[tokio::test]
 async fn a_missing_secret_is_given_the_grace_from_the_pods_creation_not_from_first_sight() {
     let c = cluster_with(canary(json!({})), Some(deployment("podinfo:1")));
-    scaled_up(&c).await;
+    let created = scaled_up(&c).await;
     let name = format!("podinfo-{NEW}-conf1");
     c.put(
         &format!("{PODS}/{name}"),
@@ -303,6 +305,7 @@ async fn a_missing_secret_is_given_the_grace_from_the_pods_creation_not_from_fir
             &name,
             "CreateContainerConfigError",
             "secret \"db\" not found",
+            &created,
         ),
     );
     c.advance_clock(Duration::from_secs(30));
@@ -318,7 +321,7 @@ async fn a_missing_secret_is_given_the_grace_from_the_pods_creation_not_from_fir
 #[tokio::test]
 async fn a_crash_loop_is_rolled_back_at_once_even_within_the_grace() {
     let c = cluster_with(canary(json!({})), Some(deployment("podinfo:1")));
-    scaled_up(&c).await;
+    let created = scaled_up(&c).await;
     let name = format!("podinfo-{NEW}-crash");
     c.put(
         &format!("{PODS}/{name}"),
@@ -326,6 +329,7 @@ async fn a_crash_loop_is_rolled_back_at_once_even_within_the_grace() {
             &name,
             "CrashLoopBackOff",
             "back-off 10s restarting failed container",
+            &created,
         ),
     );
     c.advance_clock(Duration::from_secs(10));

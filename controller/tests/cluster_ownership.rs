@@ -63,12 +63,11 @@ async fn the_apex_service_and_the_routes_move_to_the_primary_only_once_it_is_rea
     c.clear_calls();
     c.reconcile(&c.context()).await.unwrap();
     assert_eq!(
-        write_paths(&c)[..5],
+        write_paths(&c)[..4],
         [
             format!("PATCH {APEX}"),
             "ROUTER reconcile istio".into(),
             "ROUTER set_routes istio primary 100%, canary 0%".into(),
-            format!("PATCH {TARGET}"),
             format!("POST {EVENTS}"),
         ]
     );
@@ -76,6 +75,48 @@ async fn the_apex_service_and_the_routes_move_to_the_primary_only_once_it_is_rea
         c.get(APEX).unwrap()["spec"]["selector"]["app"],
         "podinfo-primary"
     );
+}
+
+/// The target stops serving only on a later tick than the one that moved the apex Service and
+/// the routes to the primary: a reconcile that fails between the two writes leaves the target
+/// serving, and the primary must still be ready when it is scaled down.
+#[tokio::test]
+async fn the_target_is_scaled_to_zero_only_on_a_later_tick_once_the_primary_serves() {
+    let c = cluster_with(canary(json!({})), Some(deployment("podinfo:1")));
+    c.reconcile(&c.context()).await.unwrap();
+    c.settle();
+    c.clear_calls();
+    c.reconcile(&c.context()).await.unwrap();
+    assert_eq!(c.phase(), "Initialized");
+    let onboarding = write_paths(&c);
+    assert!(
+        onboarding.contains(&"ROUTER set_routes istio primary 100%, canary 0%".to_string()),
+        "{onboarding:#?}"
+    );
+    assert!(
+        !onboarding.contains(&format!("PATCH {TARGET}")),
+        "scaled in the tick that moved traffic: {onboarding:#?}"
+    );
+    assert_eq!(c.get(TARGET).unwrap()["spec"]["replicas"], 2);
+    // The primary stops being ready: the target keeps serving.
+    let mut primary = c.get(PRIMARY).unwrap();
+    primary["status"]["readyReplicas"] = json!(0);
+    c.put(PRIMARY, primary);
+    c.clear_calls();
+    c.reconcile(&c.context()).await.unwrap();
+    assert!(!write_paths(&c).contains(&format!("PATCH {TARGET}")));
+    c.settle();
+    c.clear_calls();
+    c.reconcile(&c.context()).await.unwrap();
+    assert_eq!(
+        write_paths(&c),
+        [
+            "ROUTER reconcile istio".to_string(),
+            format!("PATCH {TARGET}"),
+            format!("PATCH {CANARY}/status"),
+        ]
+    );
+    assert_eq!(c.get(TARGET).unwrap()["spec"]["replicas"], 0);
 }
 
 #[tokio::test]

@@ -108,8 +108,8 @@ async fn initialisation_clones_the_primary_then_moves_the_apex_service_and_route
     assert_eq!(canary_svc["spec"]["selector"]["app"], "podinfo");
     assert_eq!(c.phase(), "Initializing");
 
-    // The primary becomes ready: the apex Service and the routes move to it, then the target
-    // (now the canary) is scaled to zero.
+    // The primary becomes ready: the apex Service and the routes move to it; the target (now
+    // the canary) is scaled to zero on the next tick.
     c.settle();
     c.clear_calls();
     c.reconcile(&c.context()).await.unwrap();
@@ -119,7 +119,6 @@ async fn initialisation_clones_the_primary_then_moves_the_apex_service_and_route
             format!("PATCH {SERVICES}/podinfo"),
             ROUTER_RECONCILE.into(),
             "ROUTER set_routes istio primary 100%, canary 0%".into(),
-            format!("PATCH {TARGET}"),
             format!("POST {EVENTS}"),
             format!("PATCH {CANARY}/status"),
         ]
@@ -131,7 +130,6 @@ async fn initialisation_clones_the_primary_then_moves_the_apex_service_and_route
         apex["spec"]["ports"],
         json!([{"name": "http", "port": 9898, "protocol": "TCP", "targetPort": 9898}])
     );
-    assert_eq!(last_write_to(&c, TARGET), json!({"spec": {"replicas": 0}}));
     assert_eq!(
         events(&c),
         [
@@ -142,6 +140,20 @@ async fn initialisation_clones_the_primary_then_moves_the_apex_service_and_route
     assert_eq!(status["phase"], "Initialized");
     assert_eq!(status["conditions"][0]["type"], "Promoted");
     assert_eq!(status["conditions"][0]["status"], "True");
+
+    // The next tick, traffic on the primary and the primary still ready: the target scales to 0.
+    c.clear_calls();
+    c.reconcile(&c.context()).await.unwrap();
+    assert_eq!(
+        write_paths(&c),
+        [
+            ROUTER_RECONCILE.into(),
+            format!("PATCH {TARGET}"),
+            format!("PATCH {CANARY}/status"),
+        ]
+    );
+    assert_eq!(last_write_to(&c, TARGET), json!({"spec": {"replicas": 0}}));
+    assert_eq!(c.get(CANARY).unwrap()["status"]["phase"], "Initialized");
 }
 
 #[tokio::test]
@@ -481,6 +493,8 @@ async fn the_requeue_is_shorter_while_waiting_on_workloads_than_between_steps() 
     let waiting = c.reconcile(&ctx).await.unwrap();
     assert_eq!(waiting, Action::requeue(Duration::from_secs(10)));
     c.settle();
+    let scale_down_next = c.reconcile(&ctx).await.unwrap();
+    assert_eq!(scale_down_next, Action::requeue(Duration::from_secs(10)));
     let idle = c.reconcile(&ctx).await.unwrap();
     assert_eq!(idle, Action::requeue(Duration::from_secs(60)));
 }

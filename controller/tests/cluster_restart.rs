@@ -189,8 +189,10 @@ async fn drive_until(c: &FakeCluster, restart: bool, done: impl Fn(&FakeCluster)
     panic!("not done; at {}", settled_state(c));
 }
 
+/// Onboarding is done: traffic on the primary and the target scaled to zero.
 fn initialized(c: &FakeCluster) -> bool {
     c.phase_opt().as_deref() == Some("Initialized")
+        && c.get(TARGET).unwrap()["spec"]["replicas"] == 0
 }
 
 fn released(c: &FakeCluster) -> bool {

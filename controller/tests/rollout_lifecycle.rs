@@ -3,7 +3,10 @@
 mod support;
 
 use fledge_controller::analysis::MetricReading;
-use fledge_controller::rollout::{Action, Command, HookOutcome, Phase, Severity, plan};
+use fledge_controller::rollout::{
+    Action, Command, HookOutcome, Observation, Phase, Readiness, RolloutState, Severity, advance,
+    plan,
+};
 use support::{Driver, SpecExt, canary_spec};
 
 #[test]
@@ -28,6 +31,41 @@ fn a_healthy_canary_climbs_every_step_then_is_promoted_and_finalised() {
         d.messages().last().unwrap(),
         "Promotion completed! Scaling down app"
     );
+}
+
+/// Onboarding moves traffic to the ready primary first; the target stops serving only on a
+/// later tick, and only while the primary is still ready.
+#[test]
+fn onboarding_scales_the_target_to_zero_on_a_later_tick_while_the_primary_is_ready() {
+    let spec = canary_spec("stepWeight: 10");
+    let obs = |primary_ready: u32| Observation {
+        revision: "v1".into(),
+        canary: Readiness::all(2),
+        primary: Readiness {
+            ready: primary_ready,
+            desired: 2,
+        },
+        ..Observation::default()
+    };
+    let (state, actions) = advance(&RolloutState::default(), &spec, &obs(2), 0);
+    assert_eq!(state.phase, Phase::Initialized);
+    assert!(
+        actions
+            .iter()
+            .any(|a| matches!(a, Action::SetRoutes { canary: 0, .. }))
+    );
+    assert!(
+        !actions.contains(&Action::ScaleCanary { up: false }),
+        "{actions:?}"
+    );
+    // The primary stopped being ready: the target keeps serving.
+    let (state, actions) = advance(&state, &spec, &obs(0), 10_000);
+    assert_eq!(actions, []);
+    let (state, actions) = advance(&state, &spec, &obs(2), 20_000);
+    assert_eq!(actions, [Action::ScaleCanary { up: false }]);
+    // Once only.
+    let (_, actions) = advance(&state, &spec, &obs(2), 30_000);
+    assert_eq!(actions, []);
 }
 
 #[test]

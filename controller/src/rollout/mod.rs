@@ -9,8 +9,8 @@
 //! Canary's status, so a shell that restarts resumes with exactly the decisions it would have made.
 //!
 //! # Lifecycle (Flagger's)
-//! 1. `Initializing`: the primary is created from the target and must become ready; then the
-//!    target (the canary) is scaled to zero: `Initialized`.
+//! 1. `Initializing`: the primary is created from the target and must become ready; then traffic
+//!    moves to it (`Initialized`) and, on a later tick, the target (the canary) is scaled to zero.
 //! 2. A new revision of the target starts a rollout: `Waiting` while confirm-rollout hooks say no,
 //!    then `Progressing`: the canary is scaled up and, once ready, analysed every `interval`.
 //! 3. Each analysis tick checks metrics and rollout hooks. A failure is a failed check;

@@ -19,7 +19,8 @@ pub enum Phase {
     /// Creating the primary from the target and waiting for it to be ready.
     #[default]
     Initializing,
-    /// The primary serves all traffic; the canary is scaled to zero; waiting for a new revision.
+    /// The primary serves all traffic; the canary is scaled to zero (on the tick after traffic
+    /// moved, see `RolloutState::scale_down_pending`); waiting for a new revision.
     Initialized,
     /// A new revision waits for confirm-rollout hooks.
     Waiting,
@@ -115,6 +116,10 @@ pub struct RolloutState {
     /// The spec's `suspend` has been noticed (so it is reported once).
     #[serde(default)]
     pub suspended: bool,
+    /// Onboarding moved traffic to the primary; the target is scaled to zero on a later tick,
+    /// once the routes that point at the primary have been written and it is still ready.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub scale_down_pending: bool,
     /// The last reason given, for the status.
     #[serde(default)]
     pub message: String,

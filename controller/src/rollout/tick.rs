@@ -107,9 +107,10 @@ impl Tick<'_> {
         // The primary runs the revision it was cloned from: that revision counts as promoted.
         self.s.revision = Some(self.obs.revision.clone());
         self.s.promoted_revision = self.s.revision.clone();
-        // Traffic moves to the ready primary first; only then does the target stop serving.
+        // Traffic moves to the ready primary first; the target stops serving only on a later
+        // tick, after the shell has carried the routes out (see `idle`).
         self.set_routes(0, None, false);
-        self.actions.push(Action::ScaleCanary { up: false });
+        self.s.scale_down_pending = true;
         self.set_phase(Phase::Initialized);
         self.event(
             Severity::Normal,
@@ -122,7 +123,13 @@ impl Tick<'_> {
 
     pub(super) fn idle(&mut self) {
         if self.new_revision() {
-            self.start_rollout();
+            // A rollout scales the target up itself: no scale-down in between.
+            self.s.scale_down_pending = false;
+            return self.start_rollout();
+        }
+        if self.s.scale_down_pending && self.obs.primary.meets(self.spec.primary_ready_threshold) {
+            self.s.scale_down_pending = false;
+            self.actions.push(Action::ScaleCanary { up: false });
         }
     }
 

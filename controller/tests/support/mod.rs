@@ -112,6 +112,9 @@ impl Driver {
         d.tick_ms = d.spec.interval.millis();
         d.tick();
         assert_eq!(d.state.phase, Phase::Initialized, "{}", d.state.message);
+        // The target is scaled to zero on the tick after traffic moved to the primary.
+        d.tick();
+        assert_eq!(d.canary_replicas, 0, "{}", d.state.message);
         d
     }
 

@@ -277,6 +277,8 @@ impl<'a> Tick<'a> {
                     .clamp(poll.min(Duration::from_secs(1)), interval),
                 None => poll,
             },
+            // Onboarding scales the target down on the next tick.
+            Phase::Initialized if state.scale_down_pending => poll,
             Phase::Initialized | Phase::Succeeded | Phase::Failed => interval,
             _ => poll,
         }
