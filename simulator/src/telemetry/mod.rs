@@ -544,12 +544,11 @@ impl Telemetry {
         h
     }
 
-    /// Renders the live counters in the Prometheus text exposition format: the labelled view
-    /// of the request series (Istio's names), then the proxies' own counters.
-    pub fn render_prometheus(&self) -> String {
-        let mut out = String::new();
+    /// Writes the labelled view of the request series, named as `naming` names them, in the
+    /// Prometheus text exposition format (no timestamps: the scraper stamps each sample).
+    pub(crate) fn write_series(&self, naming: Naming, out: &mut String) {
         let mut family = "";
-        for series in self.labelled_series(Naming::Istio) {
+        for series in self.labelled_series(naming) {
             if series.family.0 != family {
                 family = series.family.0;
                 let _ = writeln!(out, "# TYPE {family} {}", series.family.1);
@@ -557,7 +556,7 @@ impl Telemetry {
             let labels: Vec<String> = series
                 .labels
                 .iter()
-                .map(|(name, value)| format!("{name}=\"{value}\""))
+                .map(|(name, value)| format!("{name}=\"{}\"", escape_label(value)))
                 .collect();
             let _ = writeln!(
                 out,
@@ -567,6 +566,13 @@ impl Telemetry {
                 self.live_value(&series)
             );
         }
+    }
+
+    /// Renders the live counters in the Prometheus text exposition format: the labelled view
+    /// of the request series (Istio's names), then the proxies' own counters.
+    pub fn render_prometheus(&self) -> String {
+        let mut out = String::new();
+        self.write_series(Naming::Istio, &mut out);
         let proxy_metrics: [ProxyMetric; 9] = [
             ("envoy_cluster_upstream_cx_total", |p| p.connections_opened),
             ("envoy_cluster_upstream_cx_destroy", |p| {
@@ -611,9 +617,22 @@ impl Telemetry {
     }
 }
 
+/// A label value as the text exposition format writes it.
+fn escape_label(value: &str) -> String {
+    value
+        .replace('\\', r"\\")
+        .replace('"', "\\\"")
+        .replace('\n', r"\n")
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn label_values_are_escaped_as_the_text_format_requires() {
+        assert_eq!(escape_label("a\"b\\c\nd"), r#"a\"b\\c\nd"#);
+    }
 
     fn store() -> Telemetry {
         Telemetry::new(
