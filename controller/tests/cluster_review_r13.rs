@@ -61,3 +61,105 @@ async fn a_deletion_with_an_unreadable_state_never_releases_before_the_apex_is_g
          and the target at {target} replicas"
     );
 }
+
+const PODS: &str = "/api/v1/namespaces/test/pods";
+const REPLICA_SETS: &str = "/apis/apps/v1/namespaces/test/replicasets";
+
+/// The target's ReplicaSet of template `hash`, numbered `revision`.
+fn replica_set(c: &FakeCluster, hash: &str, revision: u32) {
+    let name = format!("podinfo-{hash}");
+    c.put(
+        &format!("{REPLICA_SETS}/{name}"),
+        json!({
+            "apiVersion": "apps/v1", "kind": "ReplicaSet",
+            "metadata": {"name": name, "namespace": NS,
+                         "labels": {"app": "podinfo", "pod-template-hash": hash},
+                         "annotations": {"deployment.kubernetes.io/revision": revision.to_string()},
+                         "ownerReferences": [{"apiVersion": "apps/v1", "kind": "Deployment",
+                                              "name": "podinfo", "uid": "", "controller": true}]},
+        }),
+    );
+}
+
+/// A rollout of `podinfo:2` whose canary has just been scaled up (as cluster_fail_fast.rs).
+async fn scaled_up(c: &FakeCluster) {
+    run_until(c, "Initialized", 5).await;
+    set_image(c, "podinfo:2");
+    c.advance_clock(Duration::from_secs(60));
+    c.reconcile(&c.context()).await.unwrap();
+    assert_eq!(c.phase(), "Progressing");
+    replica_set(c, "5d4b", 1);
+    replica_set(c, "7f9c", 2);
+    let mut target = c.get(TARGET).unwrap();
+    target["status"] = json!({"observedGeneration": target["metadata"]["generation"],
+                              "replicas": 2, "readyReplicas": 0, "updatedReplicas": 0});
+    c.put(TARGET, target);
+    c.clear_calls();
+}
+
+fn canary_pod(c: &FakeCluster, container_status: serde_json::Value) {
+    let name = "podinfo-7f9c-abcde";
+    c.put(
+        &format!("{PODS}/{name}"),
+        json!({
+            "apiVersion": "v1", "kind": "Pod",
+            "metadata": {"name": name, "namespace": NS,
+                         "creationTimestamp": "2023-11-14T22:15:20Z",
+                         "labels": {"app": "podinfo", "pod-template-hash": "7f9c"}},
+            "status": {"containerStatuses": [container_status]}
+        }),
+    );
+}
+
+/// Finding 2a. One container exit at start-up (the app started before the istio-proxy sidecar
+/// was ready, a dependency was still starting) puts the container in `CrashLoopBackOff` for the
+/// kubelet's first 10 s back-off, `restartCount` 1. That is rolled back at once, as a crash
+/// loop: `restartCount` is not read at all (`pod_states` drops it). A crash loop is a
+/// container that keeps failing; one restart is not evidence that it will.
+#[tokio::test]
+#[ignore = "finding 2a"]
+async fn a_single_restart_at_start_up_is_not_rolled_back_as_a_crash_loop() {
+    let c = cluster_with(canary(json!({})), Some(deployment("podinfo:1")));
+    scaled_up(&c).await;
+    canary_pod(
+        &c,
+        json!({"name": "podinfo", "ready": false, "restartCount": 1, "image": "podinfo:2",
+               "imageID": "", "state": {"waiting": {"reason": "CrashLoopBackOff",
+               "message": "back-off 10s restarting failed container=podinfo"}},
+               "lastState": {"terminated": {"exitCode": 1, "reason": "Error"}}}),
+    );
+    c.advance_clock(Duration::from_secs(10));
+    c.reconcile(&c.context()).await.unwrap();
+    assert_ne!(c.phase(), "Failed", "{:?}", events(&c));
+}
+
+/// Finding 2b. The readiness grace is the analysis interval, whatever the pod's own probes
+/// say: with `interval: 15s` (common in Flagger's examples), a healthy app that needs 30 s to
+/// warm up (its readiness probe has `initialDelaySeconds: 30`) is rolled back 16 s after it
+/// started. The kubelet has not even probed it yet. A grace at least as long as the probe's
+/// own budget (initialDelaySeconds + failureThreshold x periodSeconds), or the progress
+/// deadline, would not.
+#[tokio::test]
+#[ignore = "finding 2b"]
+async fn a_canary_warming_up_within_its_readiness_probe_delay_is_not_rolled_back() {
+    let spec = json!({"analysis": {"interval": "15s",
+        "metrics": [{"name": "request-success-rate", "thresholdRange": {"min": 99},
+                     "interval": "1m"}]}});
+    let c = cluster_with(canary(spec), Some(deployment("podinfo:1")));
+    let mut t = c.get(TARGET).unwrap();
+    t["spec"]["template"]["spec"]["containers"][0]["readinessProbe"] =
+        json!({"httpGet": {"path": "/readyz", "port": 9898}, "initialDelaySeconds": 30,
+               "periodSeconds": 10, "failureThreshold": 3});
+    c.put(TARGET, t);
+    c.settle();
+    scaled_up(&c).await;
+    canary_pod(
+        &c,
+        json!({"name": "podinfo", "ready": false, "started": true, "restartCount": 0,
+               "image": "podinfo:2", "imageID": "",
+               "state": {"running": {"startedAt": "2023-11-14T22:15:20Z"}}}),
+    );
+    c.advance_clock(Duration::from_secs(16));
+    c.reconcile(&c.context()).await.unwrap();
+    assert_ne!(c.phase(), "Failed", "{:?}", events(&c));
+}
