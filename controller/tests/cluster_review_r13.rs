@@ -163,3 +163,29 @@ async fn a_canary_warming_up_within_its_readiness_probe_delay_is_not_rolled_back
     c.reconcile(&c.context()).await.unwrap();
     assert_ne!(c.phase(), "Failed", "{:?}", events(&c));
 }
+
+/// Finding 4. Flagger's `Promoted` condition has `reason` set to the phase for every phase
+/// (pkg/canary/status.go, `MakeStatusConditions`: `Reason: string(phase)`), so a user waiting
+/// with `kubectl wait --for=condition=Promoted` or a dashboard keyed on the reason sees
+/// `Waiting`, `WaitingPromotion`, `Promoting` and `Finalising`. Fledge reports all four as
+/// `Progressing`.
+#[test]
+#[ignore = "finding 4"]
+fn the_promoted_condition_reason_is_the_phase_as_flagger_sets_it() {
+    use fledge_controller::cluster::status::promoted_condition;
+    use fledge_controller::rollout::{Phase, RolloutState};
+    for phase in [
+        Phase::Waiting,
+        Phase::WaitingPromotion,
+        Phase::Promoting,
+        Phase::Finalising,
+    ] {
+        let state = RolloutState {
+            phase,
+            ..RolloutState::default()
+        };
+        let c = promoted_condition(&state);
+        assert_eq!(c.reason.as_deref(), Some(phase.to_string().as_str()));
+        assert_eq!(c.status, "Unknown");
+    }
+}
