@@ -189,3 +189,30 @@ fn the_promoted_condition_reason_is_the_phase_as_flagger_sets_it() {
         assert_eq!(c.status, "Unknown");
     }
 }
+
+/// Finding 3. A Canary whose spec was made invalid after onboarding (a typo in an edit) is
+/// deleted: the cleanup takes the `finalize(false, None, None)` path, which neither scales the
+/// target (at zero since onboarding) up nor waits for it, and gives the user's apex Service
+/// back at once. The apex then selects the target's zero pods and the garbage collector takes
+/// the primary: no endpoints. The target's name is in the spec whether or not the rest of it
+/// validates; the cleanup needs nothing else to scale it up and wait.
+#[tokio::test]
+#[ignore = "finding 3"]
+async fn a_deletion_with_an_invalid_spec_scales_the_target_up_before_the_apex_goes_back() {
+    let c = cluster_with(canary(json!({})), Some(deployment("podinfo:1")));
+    c.put(APEX, user_service());
+    run_until(&c, "Initialized", 5).await;
+    assert_eq!(c.get(TARGET).unwrap()["spec"]["replicas"], json!(0));
+    let mut obj = c.get(CANARY).unwrap();
+    obj["spec"]["analysis"]["stepWeight"] = json!(250);
+    c.put(CANARY, obj);
+    mark_deleted(&c);
+    c.reconcile(&c.context()).await.unwrap();
+    let apex = c.get(APEX).unwrap()["spec"]["selector"]["app"].clone();
+    let target = c.get(TARGET).unwrap()["spec"]["replicas"].clone();
+    let released = c.get(CANARY).unwrap()["metadata"]["finalizers"] == json!([]);
+    assert!(
+        !(apex == "podinfo" && target == json!(0)) && !(apex == "podinfo-primary" && released),
+        "the apex selects {apex} with the target at {target} replicas (released: {released})"
+    );
+}
