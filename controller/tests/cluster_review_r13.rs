@@ -288,3 +288,32 @@ async fn r13_a_deletion_mid_rollout_interrupted_at_any_write_resumes_to_the_same
         assert_eq!(settled(&c), expected, "stopped before write {n}");
     }
 }
+
+/// Finding 4 (second part). A condition's `lastTransitionTime` is when its `status` last
+/// changed (Kubernetes API conventions; Flagger keeps the old one when the status is unchanged,
+/// pkg/canary/status.go `MakeStatusConditions`). Fledge sets it to when the phase began, so it
+/// moves at every step of a rollout while `Promoted` stays `Unknown`.
+#[tokio::test]
+#[ignore = "finding 4"]
+async fn the_promoted_condition_keeps_its_transition_time_while_its_status_is_unchanged() {
+    let c = cluster_with(canary(json!({})), Some(deployment("podinfo:1")));
+    progressing_at(&c, 10).await;
+    let condition = |c: &FakeCluster| c.get(CANARY).unwrap()["status"]["conditions"][0].clone();
+    let first = condition(&c);
+    assert_eq!(first["status"], "Unknown");
+    for _ in 0..10 {
+        c.advance_clock(Duration::from_secs(60));
+        c.reconcile(&c.context()).await.unwrap();
+        c.settle();
+        let now = condition(&c);
+        if now["status"] != "Unknown" {
+            break;
+        }
+        assert_eq!(
+            now["lastTransitionTime"],
+            first["lastTransitionTime"],
+            "phase {}",
+            c.phase()
+        );
+    }
+}
