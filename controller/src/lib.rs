@@ -1,9 +1,12 @@
 //! Fledge's controller: the Canary API, the pure rollout core and its statistics, and (with the
 //! default feature `cluster`) the Kubernetes shell that carries the core's decisions out.
 #![forbid(unsafe_code)]
+#![warn(clippy::iter_over_hash_type)]
 
 pub mod analysis;
+// The shell talks to a real cluster: lease deadlines, timestamps and timings need the clock.
 #[cfg(feature = "cluster")]
+#[allow(clippy::disallowed_types, clippy::disallowed_methods)]
 pub mod cluster;
 #[cfg(feature = "cluster")]
 mod http_errors;

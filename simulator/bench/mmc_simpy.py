@@ -1,4 +1,4 @@
-"""M/M/c queue in SimPy, the same model as `fledge_simulator::bench::bench_mmc`.
+"""M/M/c queue in SimPy, the same model as `fledge_simulator::bench_mmc`.
 
 Poisson arrivals at rate load * c * mu, c servers, exponential service at rate mu per server.
 Prints one JSON line with the simulated requests per wall-clock second.

@@ -4,8 +4,8 @@
 //! requests/s, events/s and peak RSS. `mmc` runs the M/M/c model matching
 //! `simulator/bench/mmc_simpy.py` and prints one JSON line.
 
-use fledge_simulator::bench::{BenchOptions, bench, bench_mmc};
 use fledge_simulator::engine::SECONDS;
+use fledge_simulator::{BenchOptions, bench, bench_mmc};
 
 fn arg<T: std::str::FromStr>(args: &[String], i: usize, default: T) -> T {
     args.get(i).and_then(|s| s.parse().ok()).unwrap_or(default)

@@ -13,7 +13,7 @@ use crate::mesh::{
 };
 
 /// The reference mesh's manifests: outlier detection, retries and STRICT mTLS.
-pub const REFERENCE_MANIFESTS: &str = r#"
+pub(crate) const REFERENCE_MANIFESTS: &str = r#"
 apiVersion: security.istio.io/v1beta1
 kind: PeerAuthentication
 metadata:
@@ -135,7 +135,7 @@ impl std::fmt::Display for BenchReport {
 }
 
 /// Peak resident set size (`VmHWM` from /proc/self/status), in KiB.
-pub fn peak_rss_kib() -> Option<u64> {
+pub(crate) fn peak_rss_kib() -> Option<u64> {
     let status = std::fs::read_to_string("/proc/self/status").ok()?;
     let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
     line.split_whitespace().nth(1)?.parse().ok()
@@ -143,7 +143,7 @@ pub fn peak_rss_kib() -> Option<u64> {
 
 /// The reference mesh: one client, one service with primary (9 pods) and canary (1 pod),
 /// LEAST_REQUEST, outlier detection, retries and STRICT mTLS; the canary fails 1% of requests.
-pub fn reference_mesh(seed: u64, rps: f64) -> Result<Mesh, MeshError> {
+pub(crate) fn reference_mesh(seed: u64, rps: f64) -> Result<Mesh, MeshError> {
     let behaviour = Behaviour {
         workers: 8,
         service_time: ServiceTime::LogNormal {

@@ -1,5 +1,5 @@
 use std::process::ExitCode;
 
 fn main() -> ExitCode {
-    fledge_simulator::cli::main()
+    fledge_simulator::run_cli()
 }

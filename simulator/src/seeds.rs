@@ -9,7 +9,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 /// Where to run: `count` seeds from `first` (wrapping at the end of the seed space), on
 /// `threads` workers; `progress` prints `done/count runs` on stderr as runs end.
 #[derive(Clone, Copy, Debug)]
-pub struct Seeds {
+pub(crate) struct Seeds {
     pub first: u64,
     pub count: u64,
     pub threads: usize,
@@ -18,13 +18,13 @@ pub struct Seeds {
 
 impl Seeds {
     /// The seed of the `i`-th run.
-    pub fn seed(&self, i: u64) -> u64 {
+    pub(crate) fn seed(&self, i: u64) -> u64 {
         self.first.wrapping_add(i)
     }
 
     /// Runs `job` on every seed; the results in seed order, or the error of the first failed
     /// seed (in seed order) among those run. After an error no new run starts.
-    pub fn run<T: Send, E: Send>(
+    pub(crate) fn run<T: Send, E: Send>(
         &self,
         job: impl Fn(u64) -> Result<T, E> + Sync,
     ) -> Result<Vec<T>, E> {
@@ -69,17 +69,17 @@ impl Seeds {
 /// the shards in index order are the seeds of the whole run in order, and their sizes differ by
 /// at most one.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
-pub struct Shard {
+pub(crate) struct Shard {
     pub index: u64,
     pub count: u64,
 }
 
 impl Shard {
     /// The whole run as one shard.
-    pub const WHOLE: Shard = Shard { index: 0, count: 1 };
+    pub(crate) const WHOLE: Shard = Shard { index: 0, count: 1 };
 
     /// The seeds of this shard of `seeds`.
-    pub fn of(&self, seeds: &Seeds) -> Seeds {
+    pub(crate) fn of(&self, seeds: &Seeds) -> Seeds {
         let at = |i: u64| (u128::from(seeds.count) * u128::from(i) / u128::from(self.count)) as u64;
         let (lo, hi) = (at(self.index), at(self.index + 1));
         Seeds {

@@ -1,8 +1,8 @@
 //! The pod model against queueing theory: an M/M/c pool must match Erlang C.
 
-use fledge_simulator::bench::mmc_mesh;
 use fledge_simulator::engine::SECONDS;
 use fledge_simulator::mesh::VersionId;
+use fledge_simulator::mmc_mesh;
 
 /// Erlang C: probability of waiting and mean wait for M/M/c with arrival rate `lambda` and
 /// service rate `mu` per worker.

@@ -60,7 +60,7 @@ struct Partial<T> {
 }
 
 impl Header {
-    pub fn new(
+    pub(super) fn new(
         command: &str,
         scenario: &str,
         inputs: &Fingerprint,
@@ -86,11 +86,11 @@ impl Header {
 pub(super) struct Fingerprint(u64);
 
 impl Fingerprint {
-    pub fn new() -> Fingerprint {
+    pub(super) fn new() -> Fingerprint {
         Fingerprint(0xcbf2_9ce4_8422_2325)
     }
 
-    pub fn add(&mut self, bytes: &[u8]) -> &mut Fingerprint {
+    pub(super) fn add(&mut self, bytes: &[u8]) -> &mut Fingerprint {
         // The length first, so that ("ab", "c") and ("a", "bc") differ.
         for b in (bytes.len() as u64).to_le_bytes().iter().chain(bytes) {
             self.0 = (self.0 ^ u64::from(*b)).wrapping_mul(0x0100_0000_01b3);

@@ -31,9 +31,9 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand};
 
 /// Exit code for input that cannot be used (a scenario or Canary that does not load, a bad flag).
-pub const EXIT_BAD_INPUT: u8 = 2;
+pub(crate) const EXIT_BAD_INPUT: u8 = 2;
 /// Exit code for a run whose expectations failed.
-pub const EXIT_EXPECTATION_FAILED: u8 = 1;
+pub(crate) const EXIT_EXPECTATION_FAILED: u8 = 1;
 
 /// The end of a help page: the command's exit codes, then where the file format is documented.
 /// (`concat!` takes only literals, hence a macro rather than a function.)
@@ -59,7 +59,7 @@ macro_rules! after_help {
         "2  bad input: a file that does not load, a Canary that does not validate, a bad flag",
     )
 )]
-pub struct Cli {
+pub(crate) struct Cli {
     #[command(subcommand)]
     command: Command,
 }
@@ -259,7 +259,7 @@ enum Command {
 }
 
 /// Runs the CLI and returns the process exit code.
-pub fn main() -> ExitCode {
+pub(crate) fn main() -> ExitCode {
     let cli = match Cli::try_parse() {
         Ok(cli) => cli,
         Err(e) => {

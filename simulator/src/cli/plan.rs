@@ -12,7 +12,7 @@ use fledge_controller::spec::{
 use super::EXIT_BAD_INPUT;
 use crate::manifest::yaml::Outline;
 
-pub fn run(file: &Path) -> ExitCode {
+pub(super) fn run(file: &Path) -> ExitCode {
     let text = match crate::scenario::read_bounded(file) {
         Ok(t) => t,
         Err(e) => {
@@ -111,7 +111,7 @@ fn canary_name(c: &Canary) -> String {
 }
 
 /// The plan as text: the settings that shape it, then one line per decision.
-pub fn render(name: &str, spec: &RolloutSpec, plan: &RolloutPlan) -> String {
+pub(super) fn render(name: &str, spec: &RolloutSpec, plan: &RolloutPlan) -> String {
     let mut out = String::new();
     let _ = writeln!(out, "Canary {name}: target {}", spec.target);
     let _ = writeln!(out, "  strategy   {}", strategy(spec));

@@ -13,7 +13,12 @@ use crate::result::{Outcome, RunResult};
 use crate::scenario::Scenario;
 use crate::{expect, harness};
 
-pub fn run(file: &Path, seed: Option<u64>, json: bool, report_file: Option<&Path>) -> ExitCode {
+pub(super) fn run(
+    file: &Path,
+    seed: Option<u64>,
+    json: bool,
+    report_file: Option<&Path>,
+) -> ExitCode {
     let scenario = match Scenario::load(file) {
         Ok(s) => s,
         Err(e) => {
@@ -223,7 +228,7 @@ fn compare(runs: &[RunResult]) -> String {
     out
 }
 
-pub fn validate(files: &[PathBuf]) -> ExitCode {
+pub(super) fn validate(files: &[PathBuf]) -> ExitCode {
     let mut bad = false;
     for file in files {
         match Scenario::load(file) {

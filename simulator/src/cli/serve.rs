@@ -12,7 +12,7 @@ use crate::serve::Server;
 /// The fastest the clock may be scaled: beyond it a modest scenario outruns one core.
 const MAX_SPEED: f64 = 100.0;
 
-pub fn run(file: &Path, listen: &str, speed: f64, seed: Option<u64>) -> ExitCode {
+pub(super) fn run(file: &Path, listen: &str, speed: f64, seed: Option<u64>) -> ExitCode {
     if !(speed.is_finite() && speed > 0.0 && speed <= MAX_SPEED) {
         sayln!("error: --speed: must be above 0 and at most {MAX_SPEED}, got {speed}");
         return ExitCode::from(EXIT_BAD_INPUT);

@@ -16,7 +16,7 @@ use crate::{expect, harness};
 
 /// The distribution of outcomes of one variant over the seeds.
 #[derive(Debug, Serialize)]
-pub struct SweepSummary {
+pub(super) struct SweepSummary {
     pub variant: String,
     pub runs: u64,
     pub promoted: u64,

@@ -17,11 +17,11 @@ use crate::harness::{self, HarnessError};
 use crate::result::{Outcome, RunResult};
 use crate::scenario::{Patch, Scenario, Variant, read_bounded};
 use crate::seeds::Seeds;
-pub use stats::{Rate, quantile, wilson};
+pub(crate) use stats::{quantile, wilson};
 
 /// The built-in policy's name, and the name of the scenario's own Canary.
-pub const FLAGGER_DEFAULT: &str = "flagger-default";
-pub const SCENARIO: &str = "scenario";
+pub(crate) const FLAGGER_DEFAULT: &str = "flagger-default";
+pub(crate) const SCENARIO: &str = "scenario";
 
 /// Flagger's documented defaults for a canary analysis: a step of 10% every minute up to 50%,
 /// five failed checks roll back, success rate at least 99% and p99 at most 500 ms.
@@ -54,7 +54,7 @@ const DEADLINE_WORDS: &str = "progress deadline";
 
 /// A policy to compare: a name and the Canary analysis it runs.
 #[derive(Clone, Debug)]
-pub struct Policy {
+pub(crate) struct Policy {
     pub name: String,
     pub variant: Variant,
 }
@@ -62,7 +62,7 @@ pub struct Policy {
 /// A policy that cannot be used, with where and why.
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
 #[error("{}{message}", if name.is_empty() { String::new() } else { format!("--policy {name}: ") })]
-pub struct PolicyError {
+pub(crate) struct PolicyError {
     /// The `--policy` it is about; empty for a `--vary` (the message names it).
     pub name: String,
     pub message: String,
@@ -72,7 +72,7 @@ pub struct PolicyError {
 /// scenario's own Canary first, then its variants, then the arguments in order, then one per
 /// value of each `--vary PATH=V1,V2,...` (the scenario's Canary with that value, named
 /// `PATH=V`). Without `--policy`, `flagger-default` is compared with the scenario's Canary.
-pub fn policies(
+pub(crate) fn policies(
     scenario: &Scenario,
     args: &[String],
     vary: &[String],
@@ -179,7 +179,7 @@ fn given_policies(scenario: &Scenario, args: &[String]) -> Result<Vec<Policy>, P
 /// How one run decided.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
-pub enum Decided {
+pub(crate) enum Decided {
     Promoted,
     /// Rolled back on the analysis' evidence (failed checks, a regression, a failed hook).
     RolledBack,
@@ -190,7 +190,7 @@ pub enum Decided {
 
 /// What `compare` keeps of a run (and writes, per seed, in a shard's partial results).
 #[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
-pub struct Tally {
+pub(crate) struct Tally {
     pub decided: Decided,
     /// From the deploy to the decision.
     pub decision_ms: Option<u64>,
@@ -199,7 +199,7 @@ pub struct Tally {
 }
 
 impl Tally {
-    pub fn of(run: &RunResult) -> Tally {
+    pub(crate) fn of(run: &RunResult) -> Tally {
         let decided = match run.outcome {
             Outcome::Promoted => Decided::Promoted,
             Outcome::RolledBack if run.final_message.contains(DEADLINE_WORDS) => Decided::Deadline,
@@ -223,7 +223,7 @@ impl Tally {
 /// One policy's figures over the seeds. Rates are fractions (0 to 1) with their 95% Wilson
 /// intervals; a run is exactly one of promoted, rolled back, deadline or undecided.
 #[derive(Clone, Debug, PartialEq, Serialize)]
-pub struct Summary {
+pub(crate) struct Summary {
     pub seeds: u64,
     pub promoted: f64,
     pub promoted_95: [f64; 2],
@@ -242,7 +242,7 @@ pub struct Summary {
 }
 
 impl Summary {
-    pub fn of(tallies: &[Tally]) -> Summary {
+    pub(crate) fn of(tallies: &[Tally]) -> Summary {
         let n = tallies.len() as u64;
         let rate = |d: Decided| wilson(tallies.iter().filter(|t| t.decided == d).count() as u64, n);
         let (promoted, rolled_back, deadline, undecided) = (
@@ -275,7 +275,7 @@ impl Summary {
 }
 
 /// Runs every policy over the seeds; each policy's runs in seed order, in the policies' order.
-pub fn compare(
+pub(crate) fn compare(
     scenario: &Scenario,
     policies: &[Policy],
     seeds: &Seeds,
@@ -292,7 +292,7 @@ pub fn compare(
 }
 
 /// The summaries of each policy's runs.
-pub fn summaries(runs: &[(String, Vec<Tally>)]) -> Vec<(String, Summary)> {
+pub(crate) fn summaries(runs: &[(String, Vec<Tally>)]) -> Vec<(String, Summary)> {
     runs.iter()
         .map(|(name, tallies)| (name.clone(), Summary::of(tallies)))
         .collect()
@@ -331,7 +331,7 @@ fn cells(s: &Summary) -> [String; 6] {
 
 /// The summaries as a Markdown table, one row per policy, the scenario's name in the first
 /// column so that the tables of several cases stack into one ([`markdown_rows`]).
-pub fn render_markdown(scenario: &str, summaries: &[(String, Summary)]) -> String {
+pub(crate) fn render_markdown(scenario: &str, summaries: &[(String, Summary)]) -> String {
     String::from(
         "| case | policy | promoted [95%] | rolled back [95%] | at deadline [95%] | undecided [95%] | decision p50 / p95 | canary failures p50 / p95 |\n\
          |---|---|---|---|---|---|---|---|\n",
@@ -339,7 +339,7 @@ pub fn render_markdown(scenario: &str, summaries: &[(String, Summary)]) -> Strin
 }
 
 /// The rows of [`render_markdown`]'s table, without its header.
-pub fn markdown_rows(scenario: &str, summaries: &[(String, Summary)]) -> String {
+pub(crate) fn markdown_rows(scenario: &str, summaries: &[(String, Summary)]) -> String {
     summaries
         .iter()
         .map(|(name, s)| format!("| {scenario} | {name} | {} |\n", cells(s).join(" | ")))
@@ -347,7 +347,7 @@ pub fn markdown_rows(scenario: &str, summaries: &[(String, Summary)]) -> String 
 }
 
 /// The summaries as a table.
-pub fn render(summaries: &[(String, Summary)]) -> String {
+pub(crate) fn render(summaries: &[(String, Summary)]) -> String {
     let width = summaries
         .iter()
         .map(|(n, _)| n.len())

@@ -3,14 +3,14 @@
 
 /// A proportion and its 95% interval, as fractions.
 #[derive(Clone, Copy, Debug, PartialEq)]
-pub struct Rate {
+pub(crate) struct Rate {
     pub rate: f64,
     pub interval: [f64; 2],
 }
 
 /// `k` of `n`, with the Wilson score interval at 95%: unlike the normal approximation it stays
 /// inside [0, 1] and is not empty at 0 or n, which is where rollback rates live.
-pub fn wilson(k: u64, n: u64) -> Rate {
+pub(crate) fn wilson(k: u64, n: u64) -> Rate {
     if n == 0 {
         return Rate {
             rate: 0.0,
@@ -43,7 +43,7 @@ pub fn wilson(k: u64, n: u64) -> Rate {
 
 /// The `q`-quantile of sorted values, by nearest rank (the value at `round((n - 1) q)`, as
 /// `sweep` computes it); none for no values.
-pub fn quantile(sorted: &[u64], q: f64) -> Option<u64> {
+pub(crate) fn quantile(sorted: &[u64], q: f64) -> Option<u64> {
     let last = sorted.len().checked_sub(1)?;
     Some(sorted[(last as f64 * q).round() as usize])
 }

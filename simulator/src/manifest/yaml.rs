@@ -8,7 +8,7 @@
 //! root (`spec.analysis.stepWeights[1]`), so an error about a value that parsed but makes no
 //! sense points at the value, in the right document.
 
-use std::collections::HashMap;
+use std::collections::BTreeMap;
 
 use granit_parser::{BorrowedInput, ErrorKind, Event, Options, Parser, StrInput};
 
@@ -81,7 +81,7 @@ struct Document {
     /// The line the document starts on (its `---`, or its first node).
     start: usize,
     /// Line of each node by path: a mapping's entry at its key, a list item at its start.
-    lines: HashMap<String, usize>,
+    lines: BTreeMap<String, usize>,
     /// A key written twice in one mapping: the path and the line of the second.
     duplicate: Option<(String, usize)>,
     kind: Option<String>,

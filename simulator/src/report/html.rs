@@ -22,7 +22,7 @@ const CANARY: &str = "#d9822b";
 const CLIENTS: &str = "#6b6b6b";
 
 /// Fewest requests in a window for its success rate or latency to be drawn.
-pub const MIN_REQUESTS: u64 = 20;
+pub(super) const MIN_REQUESTS: u64 = 20;
 
 /// The report for the runs of a scenario (one per variant).
 pub fn html(scenario: &Scenario, runs: &[RunResult]) -> String {

@@ -10,7 +10,7 @@ use crate::result::Outcome;
 
 #[derive(Deserialize, Debug)]
 #[serde(deny_unknown_fields)]
-pub struct Scenario {
+pub(super) struct Scenario {
     pub name: String,
     pub description: Option<String>,
     pub seed: Option<u64>,
@@ -43,7 +43,7 @@ pub struct Scenario {
 
 #[derive(Deserialize, Debug)]
 #[serde(deny_unknown_fields)]
-pub struct IstioSettings {
+pub(super) struct IstioSettings {
     /// `MAJOR.MINOR`, e.g. `1.23`; the newest behaviour when absent.
     pub version: Option<String>,
     /// istiod's `EXCLUDE_UNSAFE_503_FROM_DEFAULT_RETRY` (Istio 1.24 to 1.26; default true).
@@ -52,7 +52,7 @@ pub struct IstioSettings {
 
 #[derive(Deserialize, Debug)]
 #[serde(deny_unknown_fields)]
-pub struct Certificates {
+pub(super) struct Certificates {
     /// `SECRET_TTL` (24h).
     pub ttl: Option<String>,
     /// `SECRET_GRACE_PERIOD_RATIO` (0.5): rotate after this fraction of the lifetime.
@@ -62,7 +62,7 @@ pub struct Certificates {
 
 #[derive(Deserialize, Debug)]
 #[serde(deny_unknown_fields)]
-pub struct Service {
+pub(super) struct Service {
     pub name: String,
     pub primary: Version,
     #[serde(default)]
@@ -71,7 +71,7 @@ pub struct Service {
 
 #[derive(Deserialize, Debug, Default)]
 #[serde(deny_unknown_fields)]
-pub struct Version {
+pub(super) struct Version {
     pub pods: Option<u32>,
     pub workers: Option<u32>,
     pub latency: Option<Latency>,
@@ -82,7 +82,7 @@ pub struct Version {
 
 #[derive(Deserialize, Debug, Default)]
 #[serde(deny_unknown_fields)]
-pub struct Latency {
+pub(super) struct Latency {
     pub mean: Option<String>,
     pub constant: Option<String>,
     pub p50: Option<String>,
@@ -92,7 +92,7 @@ pub struct Latency {
 
 #[derive(Deserialize, Debug)]
 #[serde(deny_unknown_fields)]
-pub struct MixturePart {
+pub(super) struct MixturePart {
     #[serde(deserialize_with = "finite")]
     pub weight: f64,
     #[serde(flatten)]
@@ -101,7 +101,7 @@ pub struct MixturePart {
 
 #[derive(Deserialize, Debug)]
 #[serde(deny_unknown_fields)]
-pub struct Traffic {
+pub(super) struct Traffic {
     pub client: String,
     pub namespace: Option<String>,
     #[serde(deserialize_with = "finite")]
@@ -120,7 +120,7 @@ pub struct Traffic {
 
 #[derive(Deserialize, Debug)]
 #[serde(deny_unknown_fields)]
-pub struct Ramp {
+pub(super) struct Ramp {
     pub from: Option<String>,
     #[serde(deserialize_with = "finite")]
     pub to: f64,
@@ -129,7 +129,7 @@ pub struct Ramp {
 
 #[derive(Deserialize, Debug)]
 #[serde(deny_unknown_fields)]
-pub struct Diurnal {
+pub(super) struct Diurnal {
     #[serde(deserialize_with = "finite")]
     pub amplitude: f64,
     pub period: String,
@@ -137,7 +137,7 @@ pub struct Diurnal {
 
 #[derive(Deserialize, Debug)]
 #[serde(deny_unknown_fields)]
-pub struct Bursts {
+pub(super) struct Bursts {
     pub every: String,
     pub length: String,
     #[serde(deserialize_with = "finite")]
@@ -146,7 +146,7 @@ pub struct Bursts {
 
 #[derive(Deserialize, Debug)]
 #[serde(deny_unknown_fields)]
-pub struct HeaderProfile {
+pub(super) struct HeaderProfile {
     #[serde(deserialize_with = "finite")]
     pub weight: f64,
     #[serde(default)]
@@ -155,7 +155,7 @@ pub struct HeaderProfile {
 
 #[derive(Deserialize, Debug)]
 #[serde(deny_unknown_fields)]
-pub struct TimelineEntry {
+pub(super) struct TimelineEntry {
     pub at: Option<String>,
     pub when_weight: Option<i64>,
     pub deploy: Option<serde_norway::Value>,
@@ -173,7 +173,7 @@ pub struct TimelineEntry {
 
 #[derive(Deserialize, Debug)]
 #[serde(deny_unknown_fields)]
-pub struct ErrorRate {
+pub(super) struct ErrorRate {
     pub version: String,
     #[serde(deserialize_with = "finite")]
     pub rate: f64,
@@ -181,7 +181,7 @@ pub struct ErrorRate {
 
 #[derive(Deserialize, Debug)]
 #[serde(deny_unknown_fields)]
-pub struct LatencyChange {
+pub(super) struct LatencyChange {
     pub version: String,
     #[serde(flatten)]
     pub latency: Latency,
@@ -189,7 +189,7 @@ pub struct LatencyChange {
 
 #[derive(Deserialize, Debug)]
 #[serde(deny_unknown_fields)]
-pub struct PodErrorRate {
+pub(super) struct PodErrorRate {
     pub version: String,
     pub pod: u32,
     #[serde(default, deserialize_with = "finite_or_none")]
@@ -198,7 +198,7 @@ pub struct PodErrorRate {
 
 #[derive(Deserialize, Debug)]
 #[serde(deny_unknown_fields)]
-pub struct Crash {
+pub(super) struct Crash {
     pub version: String,
     pub pod: Option<u32>,
     pub pods: Option<Vec<u32>>,
@@ -207,7 +207,7 @@ pub struct Crash {
 
 #[derive(Deserialize, Debug)]
 #[serde(deny_unknown_fields)]
-pub struct BlackHole {
+pub(super) struct BlackHole {
     pub version: String,
     pub pod: u32,
     pub on: Option<bool>,
@@ -215,7 +215,7 @@ pub struct BlackHole {
 
 #[derive(Deserialize, Debug)]
 #[serde(deny_unknown_fields)]
-pub struct RateChange {
+pub(super) struct RateChange {
     pub client: String,
     #[serde(deserialize_with = "finite")]
     pub rps: f64,
@@ -223,21 +223,21 @@ pub struct RateChange {
 
 #[derive(Deserialize, Debug)]
 #[serde(deny_unknown_fields)]
-pub struct CertRotation {
+pub(super) struct CertRotation {
     pub version: String,
     pub enabled: bool,
 }
 
 #[derive(Deserialize, Debug)]
 #[serde(untagged)]
-pub enum HookAnswer {
+pub(super) enum HookAnswer {
     Word(String),
     Gate { open_at: String },
 }
 
 #[derive(Deserialize, Debug, Default)]
 #[serde(deny_unknown_fields)]
-pub struct Expect {
+pub(super) struct Expect {
     pub outcome: Option<Outcome>,
     pub decided_within: Option<String>,
     pub max_canary_weight_before_rollback: Option<i64>,
@@ -259,14 +259,14 @@ pub struct Expect {
 
 #[derive(Deserialize, Debug, Default)]
 #[serde(deny_unknown_fields)]
-pub struct Bounds {
+pub(super) struct Bounds {
     pub min: Option<u64>,
     pub max: Option<u64>,
 }
 
 #[derive(Deserialize, Debug, Default)]
 #[serde(deny_unknown_fields)]
-pub struct ClientExpect {
+pub(super) struct ClientExpect {
     #[serde(default, deserialize_with = "finite_or_none")]
     pub min_success_rate: Option<f64>,
     #[serde(default, deserialize_with = "finite_or_none")]
@@ -275,7 +275,7 @@ pub struct ClientExpect {
 
 #[derive(Deserialize, Debug)]
 #[serde(deny_unknown_fields)]
-pub struct Variant {
+pub(super) struct Variant {
     pub name: String,
     pub judge: String,
     #[serde(default, deserialize_with = "finite_or_none")]
@@ -305,7 +305,7 @@ fn finite_or_none<'de, D: Deserializer<'de>>(d: D) -> Result<Option<f64>, D::Err
 }
 
 /// Parses the text; on failure returns (field path, line, message).
-pub fn parse(text: &str) -> Result<Scenario, (String, Option<usize>, String)> {
+pub(super) fn parse(text: &str) -> Result<Scenario, (String, Option<usize>, String)> {
     if let Err(deep) = check_depth(text) {
         return Err(("(document)".into(), Some(deep.line), deep.to_string()));
     }
