@@ -20,7 +20,6 @@ fn with_outlier_interval(value: &str) -> String {
 /// `run` on this scenario never ends (an outlier sweep every 0 ns), so only `validate` is asked
 /// here: it must refuse what Envoy (`interval` > 0) and Istio's CRD (at least 1ms) refuse.
 #[test]
-#[ignore = "finding 1"]
 fn an_outlier_detection_interval_of_zero_is_refused_at_its_line() {
     for value in ["0s", "1ns"] {
         let text = with_outlier_interval(value);
@@ -48,7 +47,6 @@ fn an_outlier_detection_interval_of_zero_is_refused_at_its_line() {
 /// Envoy: a route timeout of 0 disables the timeout (Istio passes `timeout: 0s` through, the
 /// Gateway API says a zero duration disables it). The simulator times every request out at 0 ns.
 #[test]
-#[ignore = "finding 2"]
 fn a_route_timeout_of_zero_disables_the_timeout() {
     let text = base_with(
         "      port: 9898\n",
@@ -82,7 +80,6 @@ fn a_bad_duration_in_the_canary_traffic_policy_is_bad_input_at_its_line() {
 /// Go's `time.ParseDuration` (which the module doc says it follows): fractions are truncated,
 /// not rounded; the range is an int64 of nanoseconds; no whitespace around the text.
 #[test]
-#[ignore = "finding 4"]
 fn durations_read_as_go_reads_them() {
     assert_eq!(parse_nanos("1.0000000005s"), Ok(1_000_000_000));
     assert_eq!(parse_nanos("0.5ns"), Ok(0));

@@ -35,9 +35,10 @@ pub enum DurationError {
 
 /// Parses a duration in Go's grammar without a sign: one or more decimal numbers (`1`, `1.5`,
 /// `.5`), each followed by a unit (`h`, `m`, `s`, `ms`, `us`, `µs`, `μs`, `ns`), into whole
-/// nanoseconds (a fraction is rounded to the nearest). Surrounding whitespace is ignored.
+/// nanoseconds, as `time.ParseDuration` reads it: a fraction is truncated to the nanosecond, the
+/// total must fit Go's int64 of nanoseconds (about 2,562,047 hours), and no whitespace is allowed.
 pub fn parse_nanos(text: &str) -> Result<u64, DurationError> {
-    let s = text.trim();
+    let s = text;
     if s.is_empty() {
         return Err(DurationError::Empty);
     }
@@ -89,13 +90,13 @@ pub fn parse_nanos(text: &str) -> Result<u64, DurationError> {
         } else {
             let scale = 10u128.pow(fraction.len() as u32);
             let digits: u128 = fraction.parse().map_err(|_| malformed())?;
-            u64::try_from((digits * u128::from(per_unit) + scale / 2) / scale)
-                .map_err(|_| overflow())?
+            u64::try_from(digits * u128::from(per_unit) / scale).map_err(|_| overflow())?
         };
         total = whole
             .checked_mul(per_unit)
             .and_then(|v| v.checked_add(part_ns))
             .and_then(|v| total.checked_add(v))
+            .filter(|&v| v <= i64::MAX as u64)
             .ok_or_else(overflow)?;
     }
     Ok(total)
@@ -185,7 +186,8 @@ mod tests {
         assert_eq!(parse_nanos("100\u{3bc}s"), Ok(100_000));
         assert_eq!(parse_nanos("7ns"), Ok(7));
         assert_eq!(parse_nanos("0.1s"), Ok(100_000_000));
-        assert_eq!(parse_nanos("1.0000000005s"), Ok(1_000_000_001));
+        // Truncated to the nanosecond, as Go truncates.
+        assert_eq!(parse_nanos("1.0000000005s"), Ok(1_000_000_000));
         // Flagger reads `1.5m` as Go does; the Canary takes it.
         assert_eq!("1.5m".parse(), Ok(Duration(90_000)));
     }

@@ -372,7 +372,7 @@ pub(super) fn traffic_policy(
             |doc: &mut Doc<'_>, k: &str| get(om, k).map(|v| doc.u32(v, &join(&p, k))).transpose();
         let d = |doc: &mut Doc<'_>, k: &str| {
             get(om, k)
-                .map(|v| doc.duration(v, &join(&p, k)))
+                .map(|v| doc.istio_duration(v, &join(&p, k)))
                 .transpose()
         };
         let mut spec = OutlierDetectionSpec {

@@ -9,7 +9,7 @@ use fledge_controller::spec::parse_nanos;
 use serde_json::Value;
 
 use super::ManifestError;
-use crate::engine::SimTime;
+use crate::engine::{MILLIS, SimTime};
 
 /// Parses a Kubernetes quantity such as `900m`, `1`, `0.5` or `10` into thousandths.
 pub fn parse_quantity_milli(s: &str) -> Option<u64> {
@@ -109,6 +109,16 @@ impl Doc<'_> {
             }
             _ => Err(self.wrong(path, "a duration such as `10s` or `250ms`")),
         }
+    }
+
+    /// A duration Istio's validation accepts (`ValidateDuration` in its `agent` validation): at
+    /// least 1ms, in whole milliseconds. An outlier-detection interval of 0 would never tick.
+    pub(super) fn istio_duration(&self, n: Node<'_>, path: &str) -> Result<SimTime, ManifestError> {
+        let d = self.duration(n, path)?;
+        if d < MILLIS || d % MILLIS != 0 {
+            return Err(self.wrong(path, "a duration of at least 1ms in whole milliseconds"));
+        }
+        Ok(d)
     }
 
     pub(super) fn list<'a>(

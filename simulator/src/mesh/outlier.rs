@@ -294,8 +294,8 @@ impl OutlierDetector {
         let host = &mut self.hosts[h];
         host.ejected = true;
         host.times_ejected += 1;
-        if u64::from(host.backoff) * cfg.base_ejection_time
-            < cfg.max_ejection_time + cfg.base_ejection_time
+        if u64::from(host.backoff).saturating_mul(cfg.base_ejection_time)
+            < cfg.max_ejection_time.saturating_add(cfg.base_ejection_time)
         {
             host.backoff += 1;
         }
@@ -310,8 +310,11 @@ impl OutlierDetector {
         let mut change = OutlierChange::default();
         for host in self.hosts.iter_mut().filter(|h| h.active) {
             if host.ejected {
-                let dur = (self.cfg.base_ejection_time * u64::from(host.backoff))
-                    .min(self.cfg.max_ejection_time);
+                let dur = (self
+                    .cfg
+                    .base_ejection_time
+                    .saturating_mul(u64::from(host.backoff)))
+                .min(self.cfg.max_ejection_time);
                 if now.saturating_sub(host.last_ejection) >= dur {
                     host.ejected = false;
                     host.last_unejection = Some(now);

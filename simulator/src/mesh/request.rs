@@ -254,7 +254,10 @@ impl Mesh {
         {
             self.send_mirror(r.client, mv);
         }
-        if let Some(t) = self.rules[r.rule].timeout {
+        // Envoy: a route timeout of 0 disables it (Gateway API: a zero duration disables).
+        if let Some(t) = self.rules[r.rule].timeout
+            && t > 0
+        {
             self.q.schedule_in(
                 t,
                 Ev::RouteTimeout {
@@ -322,7 +325,10 @@ impl Mesh {
         cl.hosts[h as usize].active += 1;
         cl.hosts[h as usize].accrual.on_dispatch();
         let rule = &self.rules[r.rule];
-        if let Some(t) = rule.retry.per_try_timeout {
+        // Envoy's router arms the per-try timer only for a timeout above 0.
+        if let Some(t) = rule.retry.per_try_timeout
+            && t > 0
+        {
             let g = self.atts[a].tag;
             self.q.schedule_in(t, Ev::PerTry { attempt: a, tag: g });
         }
