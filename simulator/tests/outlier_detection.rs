@@ -246,8 +246,7 @@ fn a_failing_pod_is_ejected_in_the_mesh_and_stops_receiving_requests() {
     assert!(mesh.proxy_counters(c, v).ejections_enforced >= 1);
 }
 
-/// Envoy's `ejectHost` (`source/common/upstream/outlier_detection_impl.cc`, see
-/// mesh-semantics.md §1) ejects while `100 * (ejected + 1) / hosts <= maxEjectionPercent`,
+/// Envoy's `ejectHost` (`source/common/upstream/outlier_detection_impl.cc`) ejects while `100 * (ejected + 1) / hosts <= maxEjectionPercent`,
 /// computed as a real number: no rounding down lets one more host out.
 #[test]
 fn max_ejection_percent_is_compared_exactly_without_rounding() {

@@ -1,4 +1,9 @@
-//! Configuration of a simulated mesh: services, versions, pods, clients and the network.
+//! Configuration of a simulated mesh: services, versions, pods, clients and the network. It is
+//! the Kubernetes side of what a sidecar sees: a Service's versions as Deployments of pods (each
+//! with its worker count and service time, as an application's concurrency), the clients whose
+//! sidecars send the traffic (their rates and headers), the network between pods (round-trip
+//! time, connection set-up) and the mesh's own settings (data plane, Istio version, mTLS
+//! certificates). Routing and policy come from the manifests, not from here.
 
 use std::collections::BTreeMap;
 

@@ -1,4 +1,8 @@
-//! Service-time distributions.
+//! Service-time distributions: how long an application takes to answer one request at a pod,
+//! once a worker has taken it (queueing for a worker is the pod's, in `pod.rs`). Not a mesh
+//! behaviour: the sidecars (Envoy's or Linkerd's) only see its effect as upstream latency,
+//! which their histograms (Istio's `istio_request_duration_milliseconds`, Linkerd's
+//! `response_latency_ms`) and their balancers (least-request, peak-EWMA) react to.
 
 use crate::engine::{SimTime, Stream};
 

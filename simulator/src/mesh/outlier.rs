@@ -1,5 +1,9 @@
 //! Envoy outlier detection (as Istio configures it) and Linkerd failure accrual, as small state
-//! machines per upstream cluster. See mesh-semantics.md §1–§3 for the rules they follow.
+//! machines per upstream cluster. They follow Envoy's outlier-detection architecture page and
+//! `source/common/upstream/outlier_detection_impl.cc` (consecutive 5xx and gateway errors, the
+//! sweep interval, ejection time growing with each ejection up to the maximum, and
+//! `maxEjectionPercent` over the hosts in EDS), Istio's translation of a DestinationRule's
+//! `outlierDetection` into that config, and linkerd2-proxy's consecutive-failure accrual.
 
 use crate::engine::{SECONDS, SimTime, Stream};
 use crate::manifest::OutlierDetectionSpec;
