@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use cluster_support::*;
 use fledge_controller::router::Routes;
-use serde_json::json;
+use serde_json::{Value, json};
 
 fn route_writes(c: &FakeCluster) -> Vec<String> {
     c.writes()
@@ -99,9 +99,9 @@ async fn a_deleted_primary_and_a_deleted_service_are_recreated_with_an_event() {
     assert_eq!(
         events(&c),
         [
-            "EVENT Warning PutBack: Deployment podinfo-primary was deleted; recreated from podinfo \
-          (the promoted revision 8f281579eeca2bfd); Service podinfo-canary was deleted; \
-          recreated; the rollout holds for this tick"
+            "EVENT Warning PutBack: Deployment podinfo-primary was deleted; recreated from the \
+          last promoted pod template (revision 8f281579eeca2bfd); Service podinfo-canary was \
+          deleted; recreated; the rollout holds for this tick"
         ]
     );
 }
@@ -170,4 +170,99 @@ async fn port_discovery_adds_the_targets_other_container_ports_to_the_services()
     for name in ["podinfo", "podinfo-primary", "podinfo-canary"] {
         assert_eq!(ports(name), want, "{name}");
     }
+}
+
+fn primary_image(c: &FakeCluster) -> Option<Value> {
+    c.get(PRIMARY)
+        .map(|p| p["spec"]["template"]["spec"]["containers"][0]["image"].clone())
+}
+
+/// Reconciles, each time in a freshly built controller, until the canary gets traffic.
+async fn until_canary_traffic(c: &FakeCluster) {
+    for _ in 0..10 {
+        c.advance_clock(Duration::from_secs(60));
+        c.reconcile(&c.context()).await.expect("reconcile");
+        c.settle();
+        if c.phase() == "Progressing" && c.routes().is_some_and(|r| r.canary > 0) {
+            return;
+        }
+    }
+    panic!("the canary got no traffic; at {}", c.phase());
+}
+
+#[tokio::test]
+async fn a_primary_deleted_mid_rollout_is_recreated_from_the_last_promoted_template() {
+    let c = cluster_with(canary(json!({})), Some(deployment("podinfo:1")));
+    progressing_at(&c, 10).await;
+    c.delete(PRIMARY);
+    c.reconcile(&c.context()).await.unwrap();
+    assert_eq!(primary_image(&c), Some(json!("podinfo:1")), "not podinfo:2");
+    assert_eq!(
+        events(&c),
+        [
+            "EVENT Warning PutBack: Deployment podinfo-primary was deleted; recreated from the \
+          last promoted pod template (revision 8f281579eeca2bfd); the rollout holds for this tick"
+        ]
+    );
+    assert_eq!(c.routes().map(|r| r.canary), Some(10));
+}
+
+#[tokio::test]
+async fn a_primary_deleted_mid_rollout_with_no_recorded_template_holds_the_rollout_stalled() {
+    let c = cluster_with(canary(json!({})), Some(deployment("podinfo:1")));
+    progressing_at(&c, 10).await;
+    // As a status written before the template was recorded.
+    let mut obj = c.get(CANARY).unwrap();
+    obj["status"]
+        .as_object_mut()
+        .unwrap()
+        .remove("primaryTemplate");
+    c.put(CANARY, obj);
+    c.delete(PRIMARY);
+    for _ in 0..2 {
+        c.advance_clock(Duration::from_secs(60));
+        c.reconcile(&c.context()).await.unwrap();
+        assert_eq!(primary_image(&c), None, "never the unanalysed podinfo:2");
+    }
+    let message = "the primary Deployment podinfo-primary was deleted during a rollout and its \
+        last promoted pod template is unknown (status.primaryTemplate was not recorded); the \
+        rollout holds: recreate podinfo-primary from the promoted revision 8f281579eeca2bfd, or \
+        set the target Deployment podinfo back to that revision";
+    assert_eq!(
+        events(&c),
+        [format!("EVENT Warning PrimaryTemplateUnknown: {message}")],
+        "one Event"
+    );
+    let status = c.get(CANARY).unwrap()["status"].clone();
+    let stalled = status["conditions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["type"] == "Stalled")
+        .expect("a Stalled condition")
+        .clone();
+    assert_eq!(stalled["reason"], "PrimaryTemplateUnknown");
+    assert_eq!(stalled["message"], message);
+    assert_eq!(status["canaryWeight"], 10);
+    assert_eq!(c.routes().map(|r| r.canary), Some(10));
+    // The target set back to the promoted revision: the primary is that revision again.
+    set_image(&c, "podinfo:1");
+    c.reconcile(&c.context()).await.unwrap();
+    assert_eq!(primary_image(&c), Some(json!("podinfo:1")));
+}
+
+#[tokio::test]
+async fn the_template_recorded_at_promotion_survives_a_restart_and_recreates_the_primary() {
+    let c = cluster_with(canary(json!({})), Some(deployment("podinfo:1")));
+    progressing_at(&c, 10).await;
+    run_until(&c, "Succeeded", 30).await;
+    let recorded = &c.get(CANARY).unwrap()["status"]["primaryTemplate"];
+    assert_eq!(recorded["spec"]["containers"][0]["image"], "podinfo:2");
+    set_image(&c, "podinfo:3");
+    until_canary_traffic(&c).await;
+    c.delete(PRIMARY);
+    c.clear_calls();
+    // A controller built afresh knows only what the cluster records.
+    c.reconcile(&c.context()).await.unwrap();
+    assert_eq!(primary_image(&c), Some(json!("podinfo:2")), "not podinfo:3");
 }

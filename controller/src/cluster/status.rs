@@ -5,6 +5,7 @@
 //! Every timestamp comes from the state, not from the clock, so the same state always gives the
 //! same status and a reconcile that changes nothing writes nothing.
 
+use k8s_openapi::api::core::v1::PodTemplateSpec;
 use kube::api::{Api, Patch, PatchParams};
 use serde_json::{Map, Value};
 
@@ -55,8 +56,8 @@ pub fn promoted_condition(state: &RolloutState) -> CanaryCondition {
     }
 }
 
-/// The status a state is recorded as.
-pub fn status_of(state: &RolloutState) -> CanaryStatus {
+/// The status a state is recorded as, with the pod template last given to the primary.
+pub fn status_of(state: &RolloutState, primary_template: Option<&PodTemplateSpec>) -> CanaryStatus {
     CanaryStatus {
         phase: state.phase.to_string(),
         canary_weight: i64::from(state.canary_weight),
@@ -68,6 +69,7 @@ pub fn status_of(state: &RolloutState) -> CanaryStatus {
         message: (!state.message.is_empty()).then(|| state.message.clone()),
         conditions: vec![promoted_condition(state)],
         state: serde_json::to_value(state).ok(),
+        primary_template: primary_template.cloned(),
     }
 }
 
@@ -218,7 +220,7 @@ mod tests {
             message: "Advance podinfo canary weight 20%".into(),
             ..RolloutState::default()
         };
-        let s = status_of(&state);
+        let s = status_of(&state, None);
         assert_eq!(s.phase, "Progressing");
         assert_eq!(s.canary_weight, 20);
         assert_eq!(s.failed_checks, 1);

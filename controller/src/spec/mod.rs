@@ -302,6 +302,13 @@ pub struct CanaryStatus {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(schema_with = "free_form_object")]
     pub state: Option<serde_json::Value>,
+    /// The target's pod template as last given to the primary (created or promoted), so that a
+    /// primary deleted during a rollout is recreated from it, never from the unanalysed target.
+    /// A pod template is a few KB: well within what a status can hold (the whole object is
+    /// limited to about 1.5 MiB by etcd). Absent in statuses written before it existed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(schema_with = "free_form_object")]
+    pub primary_template: Option<k8s_openapi::api::core::v1::PodTemplateSpec>,
 }
 
 #[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]

@@ -21,6 +21,13 @@ pub(super) enum Problem {
     UnknownCommand(String),
     /// Objects of the rollout deleted or edited by hand, and put back (one line each).
     PutBack(Vec<String>),
+    /// The primary was deleted during a rollout and the pod template last promoted to it is not
+    /// recorded: recreating it from the target would run the unanalysed revision as primary.
+    PrimaryLost {
+        primary: String,
+        target: String,
+        promoted: String,
+    },
 }
 
 impl Problem {
@@ -33,6 +40,7 @@ impl Problem {
             Problem::Workload(WorkloadProblem::UnsupportedKind { .. }) => "UnsupportedTarget",
             Problem::UnknownCommand(_) => "UnknownCommand",
             Problem::PutBack(_) => "PutBack",
+            Problem::PrimaryLost { .. } => "PrimaryTemplateUnknown",
         }
     }
 
@@ -53,6 +61,16 @@ impl Problem {
             Problem::PutBack(what) => {
                 format!("{}; the rollout holds for this tick", what.join("; "))
             }
+            Problem::PrimaryLost {
+                primary,
+                target,
+                promoted,
+            } => format!(
+                "the primary Deployment {primary} was deleted during a rollout and its last \
+                 promoted pod template is unknown (status.primaryTemplate was not recorded); the \
+                 rollout holds: recreate {primary} from the promoted revision {promoted}, or set \
+                 the target Deployment {target} back to that revision"
+            ),
         }
     }
 }

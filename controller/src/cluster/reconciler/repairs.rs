@@ -6,7 +6,7 @@
 use std::collections::BTreeMap;
 
 use k8s_openapi::api::apps::v1::Deployment;
-use k8s_openapi::api::core::v1::{Service, ServicePort, ServiceSpec};
+use k8s_openapi::api::core::v1::{PodTemplateSpec, Service, ServicePort, ServiceSpec};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use kube::runtime::events::EventType;
@@ -14,6 +14,7 @@ use serde_json::{Map, Value, json};
 use tracing::{info, warn};
 
 use super::super::{Result, workloads};
+use super::problems::Problem;
 use super::tick::Tick;
 use crate::rollout::{Phase, RolloutState};
 use crate::router::Routes;
@@ -33,38 +34,64 @@ impl Tick<'_> {
         workloads::services(self.canary, &selector, &discovered)
     }
 
-    /// The primary, recreated from the target if it was deleted. Returns it and, when it had to
-    /// be recreated after initialisation, what was done.
+    /// The pod template last given to the primary, as recorded in the status.
+    pub(super) fn primary_template(&self) -> Option<&PodTemplateSpec> {
+        self.canary.status.as_ref()?.primary_template.as_ref()
+    }
+
+    /// The primary, recreated if it was deleted: while onboarding from the target; after that
+    /// from the pod template last promoted, or from the target when it still is the promoted
+    /// revision (a status written before that template was recorded). Never from a revision
+    /// under analysis: without the template, the rollout holds ([`Problem::PrimaryLost`]).
+    /// Returns it and, when it had to be recreated after initialisation, what was done.
     pub(super) async fn keep_primary(
         &self,
         state: &RolloutState,
         target: &Deployment,
         primary: Option<Deployment>,
-    ) -> Result<(Option<Deployment>, Option<String>)> {
+    ) -> Result<std::result::Result<(Option<Deployment>, Option<String>), Problem>> {
         if primary.is_some() {
-            return Ok((primary, None));
+            return Ok(Ok((primary, None)));
         }
-        let replicas = self.canary_replicas(Some(target)).await?;
-        let Ok(dep) = workloads::primary_deployment(self.canary, target, Some(replicas)) else {
-            return Ok((None, None));
-        };
-        self.workloads.apply_deployment(&dep).await?;
         let name = workloads::primary_name(&self.canary.spec.target_ref.name);
-        if state.phase == Phase::Initializing {
-            return Ok((Some(dep), None));
-        }
         let revision = workloads::revision(target);
         let promoted = state.promoted_revision.as_deref().unwrap_or("none");
-        let runs = if revision == promoted {
-            format!("the promoted revision {revision}")
-        } else {
-            format!("revision {revision}, not the promoted {promoted}")
+        let onboarding = state.phase == Phase::Initializing;
+        let (source, from) = match self.primary_template() {
+            Some(template) if !onboarding => {
+                let mut source = target.clone();
+                source.spec.get_or_insert_default().template = template.clone();
+                let from = format!(
+                    "the last promoted pod template (revision {})",
+                    workloads::revision(&source)
+                );
+                (source, from)
+            }
+            _ if onboarding || revision == promoted => {
+                let from = format!(
+                    "{} (the promoted revision {revision})",
+                    self.canary.spec.target_ref.name
+                );
+                (target.clone(), from)
+            }
+            _ => {
+                return Ok(Err(Problem::PrimaryLost {
+                    primary: name,
+                    target: self.canary.spec.target_ref.name.clone(),
+                    promoted: promoted.to_string(),
+                }));
+            }
         };
-        let message = format!(
-            "Deployment {name} was deleted; recreated from {} ({runs})",
-            self.canary.spec.target_ref.name
-        );
-        Ok((Some(dep), Some(message)))
+        let replicas = self.canary_replicas(Some(target)).await?;
+        let Ok(dep) = workloads::primary_deployment(self.canary, &source, Some(replicas)) else {
+            return Ok(Ok((None, None)));
+        };
+        self.workloads.apply_deployment(&dep).await?;
+        if onboarding {
+            return Ok(Ok((Some(dep), None)));
+        }
+        let message = format!("Deployment {name} was deleted; recreated from {from}");
+        Ok(Ok((Some(dep), Some(message))))
     }
 
     /// The Services, recreated if deleted and with their selector and ports put back if edited;

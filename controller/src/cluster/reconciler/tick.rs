@@ -104,7 +104,10 @@ impl<'a> Tick<'a> {
         let mut primary = self.workloads.deployment(&primary_name).await?;
         // Repairs, once initialisation has begun; none while the rollout is suspended.
         if state.revision.is_some() && !spec.suspend {
-            let (kept, recreated) = self.keep_primary(&state, &target, primary).await?;
+            let (kept, recreated) = match self.keep_primary(&state, &target, primary).await? {
+                Ok(kept) => kept,
+                Err(problem) => return self.report(problem).await,
+            };
             primary = kept;
             // The apex Service and the routes move to the primary once it is ready, with the
             // core's first `SetRoutes` (see `carry_out`).
@@ -124,11 +127,16 @@ impl<'a> Tick<'a> {
             .observe(&state, &spec, &target, primary.as_ref(), command)
             .await?;
         let (next, actions) = advance(&state, &spec, &obs, self.now);
+        let mut template = self.primary_template();
         for action in actions {
+            if matches!(action, Action::InitializePrimary | Action::PromotePrimary) {
+                template = target.spec.as_ref().map(|s| &s.template);
+            }
             self.carry_out(action, &spec, &next, &target, primary.as_ref())
                 .await?;
         }
-        status::write(&self.api, self.canary, &status::status_of(&next)).await?;
+        let new = status::status_of(&next, template);
+        status::write(&self.api, self.canary, &new).await?;
         if command.is_some_and(|c| command_used(c, &state, &next)) {
             self.clear_command().await?;
         }
@@ -191,7 +199,8 @@ impl<'a> Tick<'a> {
             }
             state = next;
         }
-        status::write(&self.api, self.canary, &status::status_of(&state)).await?;
+        let new = status::status_of(&state, self.primary_template());
+        status::write(&self.api, self.canary, &new).await?;
         Ok(None)
     }
 
