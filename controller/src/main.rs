@@ -241,27 +241,28 @@ async fn send(named: Named, request: Request) -> Result<()> {
     Ok(())
 }
 
-/// Resolves on SIGTERM or Ctrl-C.
-async fn terminated() {
-    let ctrl_c = tokio::signal::ctrl_c();
+/// Resolves on SIGTERM or SIGINT. The handlers are installed when this is called, not when the
+/// future is first polled: a signal that arrives once the controller has said "starting" must
+/// stop it gracefully, not kill it with the default action.
+fn terminated() -> std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send>> {
     #[cfg(unix)]
     {
-        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(mut term) => {
+        use tokio::signal::unix::{SignalKind, signal};
+        if let (Ok(mut term), Ok(mut int)) = (
+            signal(SignalKind::terminate()),
+            signal(SignalKind::interrupt()),
+        ) {
+            return Box::pin(async move {
                 tokio::select! {
                     _ = term.recv() => {},
-                    _ = ctrl_c => {},
+                    _ = int.recv() => {},
                 }
-            }
-            Err(_) => {
-                let _ = ctrl_c.await;
-            }
+            });
         }
     }
-    #[cfg(not(unix))]
-    {
-        let _ = ctrl_c.await;
-    }
+    Box::pin(async {
+        let _ = tokio::signal::ctrl_c().await;
+    })
 }
 
 /// The flags' values checked before anything is started: each error is a configuration error.
@@ -308,8 +309,9 @@ async fn run(mut args: RunArgs) -> Result<(), Failure> {
         }
     };
     let signal_tx = stop_tx.clone();
+    let termination = terminated();
     tokio::spawn(async move {
-        terminated().await;
+        termination.await;
         info!("termination requested");
         let _ = signal_tx.send(true);
     });
