@@ -229,10 +229,10 @@ pub(super) fn gateway_http_route(
                 let tp = join(&p, "timeouts");
                 let tm = doc.obj(t, &tp, &["request", "backendRequest"])?;
                 rule.request_timeout = get(tm, "request")
-                    .map(|v| doc.duration(v, &join(&tp, "request")))
+                    .map(|v| doc.gateway_duration(v, &join(&tp, "request")))
                     .transpose()?;
                 rule.backend_request_timeout = get(tm, "backendRequest")
-                    .map(|v| doc.duration(v, &join(&tp, "backendRequest")))
+                    .map(|v| doc.gateway_duration(v, &join(&tp, "backendRequest")))
                     .transpose()?;
             }
             rules.push(rule);

@@ -121,6 +121,20 @@ impl Doc<'_> {
         Ok(d)
     }
 
+    /// A Gateway API duration (GEP-2257: `^([0-9]{1,5}(h|m|s|ms)){1,4}$`): narrower than Go's,
+    /// no fractions and no `us`/`ns`, as the API server's schema for HTTPRoute timeouts says.
+    pub(super) fn gateway_duration(
+        &self,
+        n: Node<'_>,
+        path: &str,
+    ) -> Result<SimTime, ManifestError> {
+        let expected = "a Gateway API duration such as `10s` or `1m30s` (GEP-2257)";
+        match n.v {
+            Value::String(s) if is_gateway_duration(s) => self.duration(n, path),
+            _ => Err(self.wrong(path, expected)),
+        }
+    }
+
     pub(super) fn list<'a>(
         &self,
         n: Node<'a>,
@@ -210,4 +224,26 @@ pub(super) fn to_json(v: serde_norway::Value, path: &str) -> Result<Value, (Stri
         }
         Y::Tagged(t) => to_json(t.value, path)?,
     })
+}
+
+/// Whether `s` matches GEP-2257's `^([0-9]{1,5}(h|m|s|ms)){1,4}$`.
+fn is_gateway_duration(s: &str) -> bool {
+    let mut rest = s;
+    let mut parts = 0;
+    while !rest.is_empty() {
+        let digits = rest.len() - rest.trim_start_matches(|c: char| c.is_ascii_digit()).len();
+        if !(1..=5).contains(&digits) {
+            return false;
+        }
+        rest = &rest[digits..];
+        let unit = ["ms", "h", "m", "s"]
+            .into_iter()
+            .find(|u| rest.starts_with(u));
+        let Some(unit) = unit else {
+            return false;
+        };
+        rest = &rest[unit.len()..];
+        parts += 1;
+    }
+    (1..=4).contains(&parts)
 }
