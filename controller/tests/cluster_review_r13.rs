@@ -222,7 +222,6 @@ async fn a_deletion_with_an_invalid_spec_scales_the_target_up_before_the_apex_go
 /// deadline under load. It belongs with the transient reasons (rolled back only after the
 /// grace), as `CreateContainerConfigError` already is.
 #[tokio::test]
-#[ignore = "finding 2c"]
 async fn a_transient_create_container_error_is_given_the_grace() {
     let c = cluster_with(canary(json!({})), Some(deployment("podinfo:1")));
     scaled_up(&c).await;

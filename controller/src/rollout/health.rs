@@ -6,20 +6,18 @@ use super::PodState;
 use super::tick::Tick;
 
 /// Waiting reasons from which a container does not recover by waiting longer.
-const FATAL_REASONS: &[&str] = &[
-    "CrashLoopBackOff",
-    "InvalidImageName",
-    "CreateContainerError",
-    "RunContainerError",
-];
+const FATAL_REASONS: &[&str] = &["CrashLoopBackOff", "InvalidImageName", "RunContainerError"];
 
 /// Waiting reasons that often pass by themselves: a registry hiccup (`ErrImagePull`, then the
 /// kubelet's `ImagePullBackOff` between attempts), a Secret or ConfigMap that GitOps creates
-/// seconds after the Deployment (`CreateContainerConfigError`). Fatal only after [`GRACE`].
+/// seconds after the Deployment (`CreateContainerConfigError`), a runtime that has not yet
+/// released a container name (`CreateContainerError`: containerd's "failed to reserve container
+/// name", which clears on a later sync). Fatal only after [`GRACE`].
 const TRANSIENT_REASONS: &[&str] = &[
     "ErrImagePull",
     "ImagePullBackOff",
     "CreateContainerConfigError",
+    "CreateContainerError",
 ];
 
 /// How long a pod may wait for a transient reason to pass, from its creation. The kubelet
