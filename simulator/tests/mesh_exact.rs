@@ -3,31 +3,14 @@
 
 mod support;
 
-use fledge_simulator::engine::{MILLIS, SECONDS};
+use support::mesh::{behaviour, count_flags, mesh_with};
+
+use fledge_simulator::engine::SECONDS;
 use fledge_simulator::manifest;
 use fledge_simulator::mesh::{
-    Action, Behaviour, ClientConfig, Mesh, MeshConfig, ServiceConfig, ServiceTime, VersionConfig,
+    Action, ClientConfig, MeshConfig, ServiceConfig, ServiceTime, VersionConfig,
 };
-use fledge_simulator::telemetry::{Reporter, Selector, flags};
-
-fn behaviour(mean_ms: u64, workers: u32) -> Behaviour {
-    Behaviour {
-        workers,
-        service_time: ServiceTime::Exponential {
-            mean: mean_ms * MILLIS,
-        },
-        ..Default::default()
-    }
-}
-
-fn mesh_with(cfg: MeshConfig, manifests: &str) -> Mesh {
-    let mut mesh = Mesh::new(cfg).expect("mesh builds");
-    if !manifests.is_empty() {
-        mesh.apply_manifests(&manifest::parse(manifests).expect("manifests parse"))
-            .expect("manifests apply");
-    }
-    mesh
-}
+use fledge_simulator::telemetry::flags;
 
 fn one_version(seed: u64, rps: f64) -> MeshConfig {
     MeshConfig {
@@ -149,20 +132,6 @@ fn scenario_istio_settings_choose_the_default_retry_policy() {
         assert_eq!(e.field, "istio.version", "{bad}");
         assert!(e.message.contains("not an Istio version"), "{e}");
     }
-}
-
-fn count_flags(mesh: &Mesh, pred: impl Fn(u16) -> bool) -> u64 {
-    let sel = Selector {
-        reporter: Reporter::Source,
-        source: None,
-        dest: None,
-    };
-    mesh.telemetry()
-        .by_code(&sel, 0, mesh.now(), mesh.now())
-        .iter()
-        .filter(|(_, f, _)| pred(*f))
-        .map(|x| x.2)
-        .sum()
 }
 
 /// Fix 9: a retry the `maxRetries` circuit breaker refuses ends the request with flag UO, not

@@ -6,17 +6,10 @@ use fledge_simulator::mesh::{
     Action, Behaviour, CertConfig, ClientConfig, HeaderProfile, Mesh, MeshConfig, ServiceConfig,
     ServiceTime, VersionConfig, VersionId, Workload,
 };
-use fledge_simulator::telemetry::{Reporter, Selector, flags};
+mod support;
 
-fn behaviour(mean_ms: u64, workers: u32) -> Behaviour {
-    Behaviour {
-        workers,
-        service_time: ServiceTime::Exponential {
-            mean: mean_ms * MILLIS,
-        },
-        ..Default::default()
-    }
-}
+use fledge_simulator::telemetry::{Reporter, Selector, flags};
+use support::mesh::{behaviour, count_flags, mesh_with};
 
 /// Routes `podinfo` as the controller's Istio router does: `primary`/`canary` percent to the
 /// versions' own Services, requests with `header` all to the canary, `mirror` percent copied.
@@ -59,26 +52,11 @@ fn canary_mesh(seed: u64, rps: f64, manifests: &str) -> Mesh {
         clients: vec![ClientConfig::new("client", "podinfo", rps)],
         ..Default::default()
     };
-    let mut mesh = Mesh::new(cfg).expect("mesh builds");
-    if !manifests.is_empty() {
-        mesh.apply_manifests(&manifest::parse(manifests).expect("manifests parse"))
-            .expect("manifests apply");
-    }
-    mesh
+    mesh_with(cfg, manifests)
 }
 
 fn count_flag(mesh: &Mesh, flag: u16) -> u64 {
-    let sel = Selector {
-        reporter: Reporter::Source,
-        source: None,
-        dest: None,
-    };
-    mesh.telemetry()
-        .by_code(&sel, 0, mesh.now(), mesh.now())
-        .iter()
-        .filter(|(_, f, _)| f & flag != 0)
-        .map(|x| x.2)
-        .sum()
+    count_flags(mesh, |f| f & flag != 0)
 }
 
 fn total(mesh: &Mesh, reporter: Reporter) -> (u64, u64) {

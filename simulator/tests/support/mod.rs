@@ -4,6 +4,8 @@
 // Each test binary uses a part of this.
 #![allow(dead_code)]
 
+pub mod mesh;
+
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
