@@ -183,14 +183,24 @@ async fn read_success_rate(answer: Answer) -> (MetricReading, Vec<String>) {
 async fn read_success_rate_at(answer: Answer) -> (MetricReading, Vec<String>, Vec<String>) {
     let fake = Fake::answering(vec![(ISTIO_SUCCESS_RATE.to_string(), answer)]);
     let address = fake.serve().await;
-    let reading = bounded(prometheus(&address, 2_000, 0).read(
+    let reading = read(
+        &prometheus(&address, 2_000, 0),
         Mesh::Istio,
-        &subject(),
-        &measure("request-success-rate", Measure::SuccessRate),
+        measure("request-success-rate", Measure::SuccessRate),
         None,
-    ))
+    )
     .await;
     (reading, fake.received(), fake.times())
+}
+
+/// Reads one measurement at [`NOW`], within bounded time.
+async fn read(
+    prometheus: &Prometheus,
+    mesh: Mesh,
+    measurement: Measurement,
+    template: Option<&MetricTemplateSpec>,
+) -> MetricReading {
+    bounded(prometheus.read(mesh, &subject(), &measurement, template)).await
 }
 
 fn reason(reading: &MetricReading) -> &str {
@@ -198,6 +208,20 @@ fn reason(reading: &MetricReading) -> &str {
         MetricReading::NoData { reason } | MetricReading::Error { reason } => reason,
         _ => "",
     }
+}
+
+fn assert_no_data(reading: &MetricReading, says: &str) {
+    assert!(
+        matches!(reading, MetricReading::NoData { .. }) && reason(reading).contains(says),
+        "no data saying {says:?} expected: {reading:?}"
+    );
+}
+
+fn assert_error(reading: &MetricReading, says: &str) {
+    assert!(
+        matches!(reading, MetricReading::Error { .. }) && reason(reading).contains(says),
+        "an error saying {says:?} expected: {reading:?}"
+    );
 }
 
 #[tokio::test]
@@ -211,21 +235,13 @@ async fn the_istio_success_rate_sends_flaggers_query_at_the_ranges_end_and_retur
 #[tokio::test]
 async fn an_empty_result_is_no_data() {
     let (reading, _) = read_success_rate(Answer::Json(200, vector(&[]))).await;
-    assert!(
-        matches!(reading, MetricReading::NoData { .. }),
-        "{reading:?}"
-    );
-    assert!(reason(&reading).contains("no values found"), "{reading:?}");
+    assert_no_data(&reading, "no values found");
 }
 
 #[tokio::test]
 async fn nan_is_no_data_and_says_nan() {
     let (reading, _) = read_success_rate(one("NaN")).await;
-    assert!(
-        matches!(reading, MetricReading::NoData { .. }),
-        "{reading:?}"
-    );
-    assert!(reason(&reading).contains("NaN"), "{reading:?}");
+    assert_no_data(&reading, "NaN");
 }
 
 #[tokio::test]
@@ -235,13 +251,9 @@ async fn an_error_answer_is_an_error_with_prometheus_message() {
         json!({ "status": "error", "errorType": "bad_data", "error": "parse error at char 4" }),
     ))
     .await;
-    assert!(
-        matches!(reading, MetricReading::Error { .. }),
-        "{reading:?}"
-    );
-    assert!(
-        reason(&reading).contains("rejected the query (bad_data: parse error at char 4)"),
-        "{reading:?}"
+    assert_error(
+        &reading,
+        "rejected the query (bad_data: parse error at char 4)",
     );
     // A bad query does not get better by asking again.
     assert_eq!(received.len(), 1);
@@ -255,14 +267,7 @@ async fn a_matrix_a_string_or_several_series_are_the_wrong_result_type() {
     let several = vector(&[(json!({ "pod": "a" }), "1"), (json!({ "pod": "b" }), "2")]);
     for body in [matrix, string, several] {
         let (reading, _) = read_success_rate(Answer::Json(200, body.clone())).await;
-        assert!(
-            matches!(reading, MetricReading::Error { .. }),
-            "{body}: {reading:?}"
-        );
-        assert!(
-            reason(&reading).contains("wrong result type"),
-            "{body}: {reading:?}"
-        );
+        assert_error(&reading, "wrong result type");
     }
 }
 
@@ -281,18 +286,14 @@ async fn a_slow_prometheus_times_out_with_a_reason_that_says_so() {
         Answer::Slow(StdDuration::from_secs(5)),
     )]);
     let address = fake.serve().await;
-    let reading = bounded(prometheus(&address, 200, 0).read(
+    let reading = read(
+        &prometheus(&address, 200, 0),
         Mesh::Istio,
-        &subject(),
-        &measure("request-success-rate", Measure::SuccessRate),
+        measure("request-success-rate", Measure::SuccessRate),
         None,
-    ))
+    )
     .await;
-    assert!(
-        matches!(reading, MetricReading::Error { .. }),
-        "{reading:?}"
-    );
-    assert!(reason(&reading).contains("timed out"), "{reading:?}");
+    assert_error(&reading, "timed out");
 }
 
 #[tokio::test]
@@ -301,21 +302,14 @@ async fn a_closed_port_is_prometheus_unreachable() {
         Ok(l) => l.local_addr().map(|a| a.to_string()).unwrap_or_default(),
         Err(e) => panic!("{e}"),
     };
-    let reading = bounded(prometheus(&format!("http://{address}"), 1_000, 0).read(
+    let reading = read(
+        &prometheus(&format!("http://{address}"), 1_000, 0),
         Mesh::Istio,
-        &subject(),
-        &measure("request-success-rate", Measure::SuccessRate),
+        measure("request-success-rate", Measure::SuccessRate),
         None,
-    ))
+    )
     .await;
-    assert!(
-        matches!(reading, MetricReading::Error { .. }),
-        "{reading:?}"
-    );
-    assert!(
-        reason(&reading).contains("Prometheus unreachable"),
-        "{reading:?}"
-    );
+    assert_error(&reading, "Prometheus unreachable");
 }
 
 #[tokio::test]
@@ -328,12 +322,12 @@ async fn a_passing_failure_is_retried_with_backoff() {
         ),
     )]);
     let address = fake.serve().await;
-    let reading = bounded(prometheus(&address, 2_000, 2).read(
+    let reading = read(
+        &prometheus(&address, 2_000, 2),
         Mesh::Istio,
-        &subject(),
-        &measure("request-success-rate", Measure::SuccessRate),
+        measure("request-success-rate", Measure::SuccessRate),
         None,
-    ))
+    )
     .await;
     assert_eq!(reading, MetricReading::Value { value: 98.0 });
     assert_eq!(fake.received().len(), 2);
@@ -383,12 +377,12 @@ fn istio_counters(workload: &str, failures: bool) -> String {
 async fn read_counts(answers: Vec<(String, Answer)>) -> (MetricReading, Fake) {
     let fake = Fake::answering(answers);
     let address = fake.serve().await;
-    let reading = bounded(prometheus(&address, 2_000, 0).read(
+    let reading = read(
+        &prometheus(&address, 2_000, 0),
         Mesh::Istio,
-        &subject(),
-        &measure("request-success-rate", Measure::Counts),
+        measure("request-success-rate", Measure::Counts),
         None,
-    ))
+    )
     .await;
     (reading, fake)
 }
@@ -469,11 +463,7 @@ async fn no_canary_request_series_is_no_data_naming_the_canary() {
         .collect();
     answers[2].1 = matrix(&[(json!({}), &[(at(1.0), "10")])]);
     let (reading, _) = read_counts(answers).await;
-    assert!(
-        matches!(reading, MetricReading::NoData { .. }),
-        "{reading:?}"
-    );
-    assert!(reason(&reading).contains("for the canary"), "{reading:?}");
+    assert_no_data(&reading, "for the canary");
 }
 
 #[tokio::test]
@@ -486,14 +476,7 @@ async fn more_failures_than_requests_is_an_error_that_says_so() {
         (istio_counters("podinfo-primary", true), matrix(&[])),
     ])
     .await;
-    assert!(
-        matches!(reading, MetricReading::Error { .. }),
-        "{reading:?}"
-    );
-    assert!(
-        reason(&reading).contains("12 5xx answers but 10 requests"),
-        "{reading:?}"
-    );
+    assert_error(&reading, "12 5xx answers but 10 requests");
 }
 
 #[tokio::test]
@@ -516,12 +499,12 @@ async fn statistical_duration_reads_both_histograms_summed_per_bucket() {
         (query("primary"), buckets(["50", "900", "1000"])),
     ]);
     let address = fake.serve().await;
-    let reading = bounded(prometheus(&address, 2_000, 0).read(
+    let reading = read(
+        &prometheus(&address, 2_000, 0),
         Mesh::GatewayApi,
-        &subject(),
-        &measure("request-duration", Measure::Histograms),
+        measure("request-duration", Measure::Histograms),
         None,
-    ))
+    )
     .await;
     assert_eq!(
         reading,
@@ -571,12 +554,12 @@ async fn a_metric_template_is_rendered_with_variables_and_sent_to_its_own_promet
         Some(template_address),
     );
     // The controller-wide Prometheus is a closed port: the template's own address is used.
-    let reading = bounded(prometheus("http://127.0.0.1:9", 2_000, 0).read(
+    let reading = read(
+        &prometheus("http://127.0.0.1:9", 2_000, 0),
         Mesh::Istio,
-        &subject(),
-        &measure("errors", by_template(&[("code", "503")])),
+        measure("errors", by_template(&[("code", "503")])),
         Some(&spec),
-    ))
+    )
     .await;
     assert_eq!(reading, MetricReading::Value { value: 0.5 });
     assert_eq!(fake.received(), vec![rendered.to_string()]);
@@ -587,29 +570,25 @@ async fn a_template_with_an_unknown_variable_is_an_error_naming_it_and_sends_not
     let fake = Fake::default();
     let address = fake.serve().await;
     let spec = template(r#"up{job="{{ variables.job }}"}"#, None);
-    let reading = bounded(prometheus(&address, 2_000, 0).read(
+    let reading = read(
+        &prometheus(&address, 2_000, 0),
         Mesh::Istio,
-        &subject(),
-        &measure("errors", by_template(&[])),
+        measure("errors", by_template(&[])),
         Some(&spec),
-    ))
+    )
     .await;
-    assert!(
-        matches!(reading, MetricReading::Error { .. }),
-        "{reading:?}"
-    );
-    assert!(reason(&reading).contains("`job`"), "{reading:?}");
+    assert_error(&reading, "`job`");
     assert!(fake.received().is_empty());
 }
 
 #[tokio::test]
 async fn a_missing_template_is_an_error_naming_it() {
-    let reading = bounded(prometheus("http://127.0.0.1:9", 1_000, 0).read(
+    let reading = read(
+        &prometheus("http://127.0.0.1:9", 1_000, 0),
         Mesh::Istio,
-        &subject(),
-        &measure("errors", by_template(&[])),
+        measure("errors", by_template(&[])),
         None,
-    ))
+    )
     .await;
     assert_eq!(
         reading,
@@ -627,13 +606,8 @@ async fn an_inline_query_is_rendered_and_sent_as_is() {
     )]);
     let address = fake.serve().await;
     let query = r#"avg(cpu{namespace="{{ namespace }}",pod=~"{{ target }}-.*"})"#;
-    let reading = bounded(prometheus(&address, 2_000, 0).read(
-        Mesh::Linkerd,
-        &subject(),
-        &measure("cpu", Measure::Query(QuerySource::Inline(query.into()))),
-        None,
-    ))
-    .await;
+    let cpu = measure("cpu", Measure::Query(QuerySource::Inline(query.into())));
+    let reading = read(&prometheus(&address, 2_000, 0), Mesh::Linkerd, cpu, None).await;
     assert_eq!(reading, MetricReading::Value { value: 0.25 });
 }
 
@@ -654,8 +628,5 @@ async fn a_nan_failure_count_is_no_data_not_zero_failures() {
         (istio_counters("podinfo-primary", true), matrix(&[])),
     ])
     .await;
-    assert!(
-        matches!(reading, MetricReading::NoData { .. }),
-        "{reading:?}"
-    );
+    assert_no_data(&reading, "NaN");
 }
