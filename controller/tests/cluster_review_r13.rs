@@ -28,12 +28,12 @@ fn mark_deleted(c: &FakeCluster) {
 }
 
 /// Finding 1. A Canary whose `status.state` this controller cannot read (written by a newer
-/// controller before a downgrade, or edited by hand) is deleted: the cleanup releases the
-/// finalizer at once, without giving the user's apex Service back or scaling the target up.
-/// The garbage collector then deletes the primary, and the apex Service still selects
-/// `app=podinfo-primary`: no endpoints, the app has no traffic (and the target is at zero).
+/// controller before a downgrade, or edited by hand) is deleted. The cleanup released the
+/// finalizer at once, without giving the user's apex Service back or scaling the target up:
+/// the garbage collector then deleted the primary while the apex Service still selected
+/// `app=podinfo-primary` (no endpoints; the target at zero). Now the cleanup runs from the raw
+/// spec: the target is scaled up and ready before the apex is given back and the finalizer goes.
 #[tokio::test]
-#[ignore = "finding 1"]
 async fn a_deletion_with_an_unreadable_state_never_releases_before_the_apex_is_given_back() {
     let c = cluster_with(canary(json!({})), Some(deployment("podinfo:1")));
     c.put(APEX, user_service());
@@ -190,13 +190,12 @@ fn the_promoted_condition_reason_is_the_phase_as_flagger_sets_it() {
 }
 
 /// Finding 3. A Canary whose spec was made invalid after onboarding (a typo in an edit) is
-/// deleted: the cleanup takes the `finalize(false, None, None)` path, which neither scales the
-/// target (at zero since onboarding) up nor waits for it, and gives the user's apex Service
-/// back at once. The apex then selects the target's zero pods and the garbage collector takes
-/// the primary: no endpoints. The target's name is in the spec whether or not the rest of it
-/// validates; the cleanup needs nothing else to scale it up and wait.
+/// deleted. The cleanup took a `finalize(false, None, None)` path, which neither scaled the
+/// target (at zero since onboarding) up nor waited for it, and gave the user's apex Service
+/// back at once: the apex then selected the target's zero pods and the garbage collector took
+/// the primary. The target's name is in the spec whether or not the rest of it validates; the
+/// cleanup now scales the target up from it and waits before the apex goes back.
 #[tokio::test]
-#[ignore = "finding 3"]
 async fn a_deletion_with_an_invalid_spec_scales_the_target_up_before_the_apex_goes_back() {
     let c = cluster_with(canary(json!({})), Some(deployment("podinfo:1")));
     c.put(APEX, user_service());

@@ -7,15 +7,11 @@ use kube::ResourceExt;
 use kube::api::{Api, Patch, PatchParams};
 use kube::runtime::controller::Action as Requeue;
 
-use k8s_openapi::api::apps::v1::Deployment;
-
 use super::super::workloads::{self, WorkloadProblem, Workloads};
 use super::super::{COMMAND_ANNOTATION, Error, Result, status};
 use super::Context;
 use super::problems::Problem;
-use crate::rollout::{
-    Action, Command, Millis, Observation, Phase, RolloutState, advance, next_analysis,
-};
+use crate::rollout::{Action, Command, Millis, Phase, RolloutState, advance, next_analysis};
 use crate::router::Routes;
 use crate::routes::{Provider, UnknownProvider};
 use crate::spec::{Canary, RolloutSpec, ValidationErrors, validate};
@@ -144,87 +140,6 @@ impl<'a> Tick<'a> {
             .metrics
             .record_canary(&self.namespace, &self.name, &state, &next);
         Ok(Requeue::requeue(self.requeue_after(&next, &spec)))
-    }
-
-    /// The Canary is being deleted: routing goes back to the primary, a user's apex Service is
-    /// given back (and, with `revertOnDeletion`, the target restored) before the finalizer is
-    /// removed. Returns when to look again while the restored target is not ready yet, `None`
-    /// once the finalizer can go.
-    pub(super) async fn cleanup(&self) -> Result<Option<Requeue>> {
-        let Ok(Some(mut state)) = status::recorded_state(self.canary.status.as_ref()) else {
-            // Never initialised (or unreadable): there is no routing of ours to restore.
-            return Ok(None);
-        };
-        if state.revision.is_none() {
-            return Ok(None);
-        }
-        let Ok(spec) = validate(&self.canary.spec) else {
-            // The spec was broken after initialisation: routing can still be restored.
-            self.finalize(false, None, None).await?;
-            return Ok(None);
-        };
-        let target = self.workloads.deployment(&spec.target).await?;
-        let primary = self
-            .workloads
-            .deployment(&workloads::primary_name(&spec.target))
-            .await?;
-        let obs = Observation {
-            revision: state.revision.clone().unwrap_or_default(),
-            deleting: true,
-            ..Observation::default()
-        };
-        // Terminating carries out the finalisation; the next step records it as Terminated.
-        for _ in 0..2 {
-            if state.phase == Phase::Terminated {
-                break;
-            }
-            let (next, actions) = advance(&state, &spec, &obs, self.now);
-            for action in actions {
-                if let Action::Finalize { revert } = action {
-                    if !self
-                        .finalize(revert, target.as_ref(), primary.as_ref())
-                        .await?
-                    {
-                        return self.wait_for_target(&spec, target.as_ref()).await;
-                    }
-                    continue;
-                }
-                match &target {
-                    Some(t) => {
-                        self.carry_out(action, &spec, &next, t, primary.as_ref())
-                            .await?
-                    }
-                    None => self.carry_out_without_target(action, &next).await?,
-                }
-            }
-            state = next;
-        }
-        let new = status::status_of(&state, self.primary_template());
-        status::write(&self.api, self.canary, &new).await?;
-        Ok(None)
-    }
-
-    /// A deletion waits for the target before traffic moves back: said in the status
-    /// (the recorded state is left as it is, so the finalisation is asked for again).
-    async fn wait_for_target(
-        &self,
-        spec: &RolloutSpec,
-        target: Option<&Deployment>,
-    ) -> Result<Option<Requeue>> {
-        let readiness = target.map(workloads::readiness).unwrap_or_default();
-        let message = format!(
-            "Canary deleted: waiting for {} to be ready ({readiness}) before traffic moves back \
-             to it",
-            spec.target
-        );
-        let current = self.canary.status.as_ref();
-        status::write(
-            &self.api,
-            self.canary,
-            &status::with_message(current, &message),
-        )
-        .await?;
-        Ok(Some(Requeue::requeue(self.ctx.config.poll)))
     }
 
     pub(super) fn command(&self) -> Result<Option<Command>, Problem> {
