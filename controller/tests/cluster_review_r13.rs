@@ -166,10 +166,9 @@ async fn a_canary_warming_up_within_its_readiness_probe_delay_is_not_rolled_back
 /// Finding 4. Flagger's `Promoted` condition has `reason` set to the phase for every phase
 /// (pkg/canary/status.go, `MakeStatusConditions`: `Reason: string(phase)`), so a user waiting
 /// with `kubectl wait --for=condition=Promoted` or a dashboard keyed on the reason sees
-/// `Waiting`, `WaitingPromotion`, `Promoting` and `Finalising`. Fledge reports all four as
+/// `Waiting`, `WaitingPromotion`, `Promoting` and `Finalising`. Fledge reported all four as
 /// `Progressing`.
 #[test]
-#[ignore = "finding 4"]
 fn the_promoted_condition_reason_is_the_phase_as_flagger_sets_it() {
     use fledge_controller::cluster::status::promoted_condition;
     use fledge_controller::rollout::{Phase, RolloutState};
@@ -290,10 +289,9 @@ async fn r13_a_deletion_mid_rollout_interrupted_at_any_write_resumes_to_the_same
 
 /// Finding 4 (second part). A condition's `lastTransitionTime` is when its `status` last
 /// changed (Kubernetes API conventions; Flagger keeps the old one when the status is unchanged,
-/// pkg/canary/status.go `MakeStatusConditions`). Fledge sets it to when the phase began, so it
-/// moves at every step of a rollout while `Promoted` stays `Unknown`.
+/// pkg/canary/status.go `MakeStatusConditions`). Fledge set it to when the phase began, so it
+/// moved at every phase of a rollout while `Promoted` stayed `Unknown`.
 #[tokio::test]
-#[ignore = "finding 4"]
 async fn the_promoted_condition_keeps_its_transition_time_while_its_status_is_unchanged() {
     let c = cluster_with(canary(json!({})), Some(deployment("podinfo:1")));
     progressing_at(&c, 10).await;
