@@ -9,6 +9,7 @@ use std::time::Duration;
 use anyhow::{Context as _, Result, bail};
 use clap::{Parser, Subcommand};
 use fledge_controller::cluster::cli::{self, Request};
+use fledge_controller::cluster::deadline;
 use fledge_controller::cluster::lease::{LeaderElection, LeaseConfig, Timing};
 use fledge_controller::cluster::providers::{LiveObserver, LiveRouting};
 use fledge_controller::cluster::telemetry::{self, Metrics};
@@ -287,7 +288,7 @@ async fn run(mut args: RunArgs) -> Result<(), Failure> {
     let listener = telemetry::bind(args.listen).await.context("--listen")?;
     // FLEDGE_NAMESPACES="" (the chart's default) means every namespace.
     args.namespaces.retain(|ns| !ns.trim().is_empty());
-    let client = client().await?;
+    let client = deadline::bounded(client().await?, deadline::API_CALL_TIMEOUT);
     let metrics = Arc::new(Metrics::new());
     let ctx = Arc::new(Context::new(
         client.clone(),

@@ -317,22 +317,83 @@ async fn a_missing_secret_is_given_the_grace_from_the_pods_creation_not_from_fir
     rolled_back_with(&c, "container podinfo: CreateContainerConfigError");
 }
 
-/// A crash loop after restarts stays a fast signal: no grace.
+/// A crash loop after restarts stays a fast signal: no grace. Two restarts: the container
+/// also failed after the kubelet's first back-off (10s), and now waits for the second (20s).
 #[tokio::test]
 async fn a_crash_loop_is_rolled_back_at_once_even_within_the_grace() {
     let c = cluster_with(canary(json!({})), Some(deployment("podinfo:1")));
     let created = scaled_up(&c).await;
     let name = format!("podinfo-{NEW}-crash");
-    c.put(
-        &format!("{PODS}/{name}"),
-        waiting_pod(
-            &name,
-            "CrashLoopBackOff",
-            "back-off 10s restarting failed container",
-            &created,
-        ),
+    let mut pod = waiting_pod(
+        &name,
+        "CrashLoopBackOff",
+        "back-off 20s restarting failed container",
+        &created,
     );
+    pod["status"]["containerStatuses"][0]["restartCount"] = json!(2);
+    c.put(&format!("{PODS}/{name}"), pod);
     c.advance_clock(Duration::from_secs(10));
     c.reconcile(&c.context()).await.unwrap();
     rolled_back_with(&c, "container podinfo: CrashLoopBackOff");
+}
+
+/// One restart at start-up is given the grace (review r13, finding 2a), not forever: still
+/// backing off past it, the canary is rolled back with the reason.
+#[tokio::test]
+async fn a_crash_loop_after_one_restart_is_rolled_back_once_the_grace_has_passed() {
+    let c = cluster_with(canary(json!({})), Some(deployment("podinfo:1")));
+    let created = scaled_up(&c).await;
+    let name = format!("podinfo-{NEW}-once1");
+    let message = "back-off 10s restarting failed container";
+    let mut pod = waiting_pod(&name, "CrashLoopBackOff", message, &created);
+    pod["status"]["containerStatuses"][0]["restartCount"] = json!(1);
+    c.put(&format!("{PODS}/{name}"), pod);
+    c.advance_clock(Duration::from_secs(10));
+    c.reconcile(&c.context()).await.unwrap();
+    assert_eq!(c.phase(), "Progressing", "within the grace");
+    c.advance_clock(Duration::from_secs(110));
+    c.reconcile(&c.context()).await.unwrap();
+    rolled_back_with(
+        &c,
+        &format!(
+            "container podinfo: CrashLoopBackOff for over 120s since the pod was created \
+             ({message})"
+        ),
+    );
+}
+
+/// The readiness grace is the pod's own probe budget when that is longer than the interval
+/// (review r13, finding 2b), and no longer: past it, the canary is rolled back, naming it.
+#[tokio::test]
+async fn a_canary_failing_readiness_past_its_probe_budget_is_rolled_back_naming_it() {
+    let c = cluster_with(canary(json!({})), Some(deployment("podinfo:1")));
+    let mut t = c.get(TARGET).unwrap();
+    // 20 + 5 x 10 = 70s, longer than the interval of 1m.
+    t["spec"]["template"]["spec"]["containers"][0]["readinessProbe"] = json!({
+        "httpGet": {"path": "/readyz", "port": 9898},
+        "initialDelaySeconds": 20, "failureThreshold": 5});
+    c.put(TARGET, t);
+    c.settle();
+    let started = scaled_up(&c).await;
+    c.put(
+        &format!("{PODS}/podinfo-{NEW}-slow1"),
+        pod(
+            &format!("podinfo-{NEW}-slow1"),
+            json!({"name": "podinfo", "ready": false, "started": true, "restartCount": 0,
+                   "image": "podinfo:2", "imageID": "",
+                   "state": {"running": {"startedAt": started}}}),
+        ),
+    );
+    c.advance_clock(Duration::from_secs(65));
+    c.reconcile(&c.context()).await.unwrap();
+    assert_eq!(c.phase(), "Progressing", "within the probe's budget");
+    c.advance_clock(Duration::from_secs(5));
+    c.reconcile(&c.context()).await.unwrap();
+    rolled_back_with(
+        &c,
+        &format!(
+            "canary pod podinfo-{NEW}-slow1 container podinfo: not ready after running for \
+             70s, its readiness probe's initialDelaySeconds + failureThreshold x periodSeconds"
+        ),
+    );
 }

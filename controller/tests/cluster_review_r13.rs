@@ -113,11 +113,10 @@ fn canary_pod(c: &FakeCluster, container_status: serde_json::Value) {
 
 /// Finding 2a. One container exit at start-up (the app started before the istio-proxy sidecar
 /// was ready, a dependency was still starting) puts the container in `CrashLoopBackOff` for the
-/// kubelet's first 10 s back-off, `restartCount` 1. That is rolled back at once, as a crash
-/// loop: `restartCount` is not read at all (`pod_states` drops it). A crash loop is a
-/// container that keeps failing; one restart is not evidence that it will.
+/// kubelet's first 10 s back-off, `restartCount` 1. It was rolled back at once, as a crash
+/// loop (`restartCount` was not read). A crash loop is a container that keeps failing; one
+/// restart is not evidence that it will: it is given the grace of the transient reasons.
 #[tokio::test]
-#[ignore = "finding 2a"]
 async fn a_single_restart_at_start_up_is_not_rolled_back_as_a_crash_loop() {
     let c = cluster_with(canary(json!({})), Some(deployment("podinfo:1")));
     scaled_up(&c).await;
@@ -133,14 +132,12 @@ async fn a_single_restart_at_start_up_is_not_rolled_back_as_a_crash_loop() {
     assert_ne!(c.phase(), "Failed", "{:?}", events(&c));
 }
 
-/// Finding 2b. The readiness grace is the analysis interval, whatever the pod's own probes
+/// Finding 2b. The readiness grace was the analysis interval, whatever the pod's own probes
 /// say: with `interval: 15s` (common in Flagger's examples), a healthy app that needs 30 s to
-/// warm up (its readiness probe has `initialDelaySeconds: 30`) is rolled back 16 s after it
-/// started. The kubelet has not even probed it yet. A grace at least as long as the probe's
-/// own budget (initialDelaySeconds + failureThreshold x periodSeconds), or the progress
-/// deadline, would not.
+/// warm up (its readiness probe has `initialDelaySeconds: 30`) was rolled back 16 s after it
+/// started, before the kubelet had even probed it. The grace is now the longer of the interval
+/// and the probe's own budget (initialDelaySeconds + failureThreshold x periodSeconds).
 #[tokio::test]
-#[ignore = "finding 2b"]
 async fn a_canary_warming_up_within_its_readiness_probe_delay_is_not_rolled_back() {
     let spec = json!({"analysis": {"interval": "15s",
         "metrics": [{"name": "request-success-rate", "thresholdRange": {"min": 99},
@@ -152,11 +149,16 @@ async fn a_canary_warming_up_within_its_readiness_probe_delay_is_not_rolled_back
     c.put(TARGET, t);
     c.settle();
     scaled_up(&c).await;
+    // Started as the canary was scaled up (the fake clock's time, as the kubelet writes it).
+    let now = c.clock.load(std::sync::atomic::Ordering::SeqCst);
+    let started = chrono::DateTime::from_timestamp_millis(now as i64)
+        .expect("the fake clock is a valid time")
+        .to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
     canary_pod(
         &c,
         json!({"name": "podinfo", "ready": false, "started": true, "restartCount": 0,
                "image": "podinfo:2", "imageID": "",
-               "state": {"running": {"startedAt": "2023-11-14T22:15:20Z"}}}),
+               "state": {"running": {"startedAt": started}}}),
     );
     c.advance_clock(Duration::from_secs(16));
     c.reconcile(&c.context()).await.unwrap();
@@ -166,10 +168,9 @@ async fn a_canary_warming_up_within_its_readiness_probe_delay_is_not_rolled_back
 /// Finding 4. Flagger's `Promoted` condition has `reason` set to the phase for every phase
 /// (pkg/canary/status.go, `MakeStatusConditions`: `Reason: string(phase)`), so a user waiting
 /// with `kubectl wait --for=condition=Promoted` or a dashboard keyed on the reason sees
-/// `Waiting`, `WaitingPromotion`, `Promoting` and `Finalising`. Fledge reports all four as
+/// `Waiting`, `WaitingPromotion`, `Promoting` and `Finalising`. Fledge reported all four as
 /// `Progressing`.
 #[test]
-#[ignore = "finding 4"]
 fn the_promoted_condition_reason_is_the_phase_as_flagger_sets_it() {
     use fledge_controller::cluster::status::promoted_condition;
     use fledge_controller::rollout::{Phase, RolloutState};
@@ -289,10 +290,9 @@ async fn r13_a_deletion_mid_rollout_interrupted_at_any_write_resumes_to_the_same
 
 /// Finding 4 (second part). A condition's `lastTransitionTime` is when its `status` last
 /// changed (Kubernetes API conventions; Flagger keeps the old one when the status is unchanged,
-/// pkg/canary/status.go `MakeStatusConditions`). Fledge sets it to when the phase began, so it
-/// moves at every step of a rollout while `Promoted` stays `Unknown`.
+/// pkg/canary/status.go `MakeStatusConditions`). Fledge set it to when the phase began, so it
+/// moved at every phase of a rollout while `Promoted` stayed `Unknown`.
 #[tokio::test]
-#[ignore = "finding 4"]
 async fn the_promoted_condition_keeps_its_transition_time_while_its_status_is_unchanged() {
     let c = cluster_with(canary(json!({})), Some(deployment("podinfo:1")));
     progressing_at(&c, 10).await;

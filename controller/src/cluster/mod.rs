@@ -7,10 +7,12 @@
 //! - [`status`]: the Canary's status and its `Promoted` condition;
 //! - [`providers`]: the narrow seams to traffic routers, metrics and webhooks;
 //! - [`lease`]: leader election with a `coordination.k8s.io` Lease;
+//! - [`deadline`]: a deadline on every API call but watches;
 //! - [`telemetry`]: Prometheus metrics, the ops HTTP server and JSON logs;
 //! - [`cli`]: `status`, `promote`, `abort` and `resume` for people.
 
 pub mod cli;
+pub mod deadline;
 pub mod lease;
 pub mod providers;
 pub mod reconciler;

@@ -2,8 +2,9 @@
 //! fields Flagger users read (`phase`, `canaryWeight`, `failedChecks`, ...) and a `Promoted`
 //! condition.
 //!
-//! Every timestamp comes from the state, not from the clock, so the same state always gives the
-//! same status and a reconcile that changes nothing writes nothing.
+//! Every timestamp comes from the state or from the status already written, not from the clock,
+//! so the same state always gives the same status and a reconcile that changes nothing writes
+//! nothing.
 
 use k8s_openapi::api::core::v1::PodTemplateSpec;
 use kube::api::{Api, Patch, PatchParams};
@@ -36,14 +37,15 @@ pub fn recorded_state(status: Option<&CanaryStatus>) -> Result<Option<RolloutSta
 }
 
 /// The `Promoted` condition for a state: `True` once promoted (or initialised), `False` after a
-/// rollback, `Unknown` while a rollout is under way.
+/// rollback, `Unknown` while a rollout is under way; its reason is the phase, whatever the
+/// phase, as Flagger sets it (pkg/canary/status.go, `MakeStatusConditions`). Its
+/// `lastTransitionTime` is when the phase began; [`write`] keeps the one already written
+/// while the condition's status is unchanged.
 pub fn promoted_condition(state: &RolloutState) -> CanaryCondition {
-    let (status, reason) = match state.phase {
-        Phase::Initialized | Phase::Succeeded => ("True", state.phase.to_string()),
-        Phase::Failed => ("False", "Failed".to_string()),
-        Phase::Terminating | Phase::Terminated => ("Unknown", state.phase.to_string()),
-        Phase::Initializing => ("Unknown", "Initializing".to_string()),
-        _ => ("Unknown", "Progressing".to_string()),
+    let status = match state.phase {
+        Phase::Initialized | Phase::Succeeded => "True",
+        Phase::Failed => "False",
+        _ => "Unknown",
     };
     let at = rfc3339(state.phase_since);
     CanaryCondition {
@@ -51,9 +53,27 @@ pub fn promoted_condition(state: &RolloutState) -> CanaryCondition {
         status: status.into(),
         last_update_time: Some(at.clone()),
         last_transition_time: Some(at),
-        reason: Some(reason),
+        reason: Some(state.phase.to_string()),
         message: Some(state.message.clone()),
     }
+}
+
+/// `new` with the `lastTransitionTime` of each condition whose status is the same in `old`
+/// taken from `old`: a condition's transition time is when its status last changed (the
+/// Kubernetes API conventions; Flagger keeps it the same way in `MakeStatusConditions`), not
+/// when the phase or the reason did.
+fn with_kept_transitions(old: Option<&CanaryStatus>, new: &CanaryStatus) -> CanaryStatus {
+    let mut out = new.clone();
+    let old = old.map(|s| s.conditions.as_slice()).unwrap_or_default();
+    for c in &mut out.conditions {
+        let same = old
+            .iter()
+            .find(|o| o.type_ == c.type_ && o.status == c.status);
+        if let Some(at) = same.and_then(|o| o.last_transition_time.clone()) {
+            c.last_transition_time = Some(at);
+        }
+    }
+    out
 }
 
 /// The status a state is recorded as, with the pod template last given to the primary.
@@ -131,7 +151,8 @@ pub fn merge_patch(old: &Value, new: &Value) -> Value {
     }
 }
 
-/// Writes `new` as the Canary's status when it differs from what the Canary holds.
+/// Writes `new` as the Canary's status when it differs from what the Canary holds, each
+/// condition's `lastTransitionTime` kept while its status is unchanged.
 ///
 /// The patch carries the Canary's `resourceVersion`, so a write racing another one gets a 409.
 /// On a conflict the Canary is read again: if its status is still the one this reconcile started
@@ -140,6 +161,7 @@ pub fn merge_patch(old: &Value, new: &Value) -> Value {
 /// Returns whether anything was written.
 pub async fn write(api: &Api<Canary>, canary: &Canary, new: &CanaryStatus) -> Result<bool> {
     let name = canary.metadata.name.clone().ok_or(Error::Unnamed("name"))?;
+    let new = &with_kept_transitions(canary.status.as_ref(), new);
     if canary.status.as_ref() == Some(new) {
         return Ok(false);
     }

@@ -159,6 +159,9 @@ pub fn pod_states(pods: &[Pod]) -> Vec<PodState> {
                 message,
                 running_since,
                 created,
+                restarts: u32::try_from(c.restart_count).unwrap_or(0),
+                // Read from the pod template by the caller.
+                probe_budget: None,
             });
         }
     }

@@ -57,6 +57,17 @@ pub struct PodState {
     /// restart the grace.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub created: Option<Millis>,
+    /// The container's `restartCount`: a crash loop is told from one restart at start-up by it.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub restarts: u32,
+    /// How long the container's own readiness probe may take to pass once it runs, from its pod
+    /// template (`initialDelaySeconds + failureThreshold x periodSeconds`); `None` without one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub probe_budget: Option<Millis>,
+}
+
+fn is_zero(n: &u32) -> bool {
+    *n == 0
 }
 
 /// A webhook's answer.

@@ -14,6 +14,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use fledge_controller::analysis::MetricReading;
+use fledge_controller::cluster::deadline;
 use fledge_controller::cluster::telemetry::Metrics;
 use fledge_controller::cluster::{Config, Context, HookCall, Observer, Routing};
 use fledge_controller::observe::{Measurement, Subject};
@@ -89,6 +90,8 @@ struct Store {
     /// controller had crashed just before it landed.
     writes: usize,
     crash_at: Option<usize>,
+    /// Requests (method, path) the API server takes and never answers, and how many more.
+    hangs: Vec<(String, String, usize)>,
     /// By Service path, the `spec.ports` keys the controller's last apply set.
     applied_ports: BTreeMap<String, Vec<Value>>,
 }
@@ -318,6 +321,22 @@ impl FakeCluster {
         });
     }
 
+    /// The next `times` requests with this method and path are taken and never answered.
+    pub fn hang(&self, method: &str, path: &str, times: usize) {
+        let mut s = self.store.lock().unwrap();
+        s.hangs.push((method.into(), path.into(), times));
+    }
+
+    /// Whether this request is one to leave unanswered (and counts it).
+    fn hangs(&self, method: &str, path: &str) -> bool {
+        let mut s = self.store.lock().unwrap();
+        let hang = s
+            .hangs
+            .iter_mut()
+            .find(|(m, p, n)| m == method && p == path && *n > 0);
+        hang.map(|(_, _, n)| *n -= 1).is_some()
+    }
+
     /// The `n`th write from now on (1-based, router calls included) fails.
     pub fn crash_at_write(&self, n: usize) {
         let mut s = self.store.lock().unwrap();
@@ -542,6 +561,14 @@ impl FakeCluster {
                     });
                     continue;
                 }
+                if cluster.hangs(&method, &path) {
+                    cluster.log(&method, &path, body);
+                    tokio::spawn(async move {
+                        std::future::pending::<()>().await;
+                        drop(send);
+                    });
+                    continue;
+                }
                 let (code, answer) = cluster.answer(&method, &path, &content_type, body);
                 let response = Response::builder()
                     .status(code)
@@ -562,7 +589,8 @@ impl FakeCluster {
     pub fn context_with(&self, observer: Arc<dyn Observer>) -> Arc<Context> {
         let clock = self.clock.clone();
         Arc::new(Context {
-            client: self.client(),
+            // As the controller's: every call but a watch under the deadline.
+            client: deadline::bounded(self.client(), deadline::API_CALL_TIMEOUT),
             routing: Arc::new(FakeRouting(self.clone())),
             observer,
             clock: Arc::new(move || clock.load(Ordering::SeqCst)),

@@ -11,6 +11,9 @@
 //! controller restarted at any point rebuilds everything from the cluster and makes the same
 //! writes it would have made.
 //!
+//! Every API call but a watch has a deadline ([`super::deadline`]): a call never answered ends
+//! the reconcile with an error naming it, retried with the backoff like any failed call.
+//!
 //! Bad input (an invalid spec, a missing target, a Deployment without selector, a status that is
 //! not a rollout state) is reported with a Warning Event and a status message, once, and the
 //! Canary is looked at again later. Routes edited by hand are put back, with an Event.

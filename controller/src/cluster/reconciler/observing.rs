@@ -13,7 +13,7 @@ use super::super::{Error, Result};
 use super::tick::Tick;
 use crate::analysis::MetricReading;
 use crate::observe::{Measure, Measurement, QuerySource, Subject, plan, template_not_found};
-use crate::rollout::{Command, Observation, Phase, PodState, RolloutState, wants};
+use crate::rollout::{Command, Millis, Observation, Phase, PodState, RolloutState, wants};
 use crate::spec::{HookGate, MetricTemplate, MetricTemplateSpec, RolloutSpec};
 
 impl Tick<'_> {
@@ -74,9 +74,12 @@ impl Tick<'_> {
             return Ok(Vec::new());
         };
         let pods = self.workloads.pods(selector).await?;
-        Ok(workloads::pod_states(&workloads::pods_of_template(
-            pods, &hash,
-        )))
+        let mut states = workloads::pod_states(&workloads::pods_of_template(pods, &hash));
+        let budgets = probe_budgets(target);
+        for s in &mut states {
+            s.probe_budget = budgets.get(&s.container).copied();
+        }
+        Ok(states)
     }
 
     /// One measurement, with the `MetricTemplate` it names read from the API.
@@ -125,5 +128,56 @@ impl Tick<'_> {
             gate,
             message,
         }
+    }
+}
+
+/// How long each container's readiness probe may take to pass once the container runs, by
+/// container name, from the target's pod template: the kubelet first probes after
+/// `initialDelaySeconds` and marks the container failed after `failureThreshold` probes
+/// `periodSeconds` apart (Kubernetes' defaults when unset: 0, 3 and 10). A container without a
+/// readiness probe is ready once it runs, and has none.
+fn probe_budgets(target: &Deployment) -> BTreeMap<String, Millis> {
+    let containers = target
+        .spec
+        .as_ref()
+        .and_then(|s| s.template.spec.as_ref())
+        .map(|s| s.containers.as_slice())
+        .unwrap_or_default();
+    let seconds =
+        |v: Option<i32>, default: u64| v.map_or(default, |v| u64::try_from(v).unwrap_or(0));
+    containers
+        .iter()
+        .filter_map(|c| {
+            let p = c.readiness_probe.as_ref()?;
+            let delay = seconds(p.initial_delay_seconds, 0);
+            let budget =
+                seconds(p.failure_threshold, 3).saturating_mul(seconds(p.period_seconds, 10));
+            Some((
+                c.name.clone(),
+                delay.saturating_add(budget).saturating_mul(1000),
+            ))
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_readiness_probe_budget_takes_kubernetes_defaults_for_unset_fields() {
+        let target: Deployment = serde_json::from_value(serde_json::json!({
+            "spec": {"selector": {}, "template": {"spec": {"containers": [
+                {"name": "app", "readinessProbe": {"initialDelaySeconds": 5}},
+                {"name": "proxy", "readinessProbe": {"periodSeconds": 2, "failureThreshold": 4}},
+                {"name": "plain"},
+            ]}}}
+        }))
+        .unwrap();
+        let budgets = probe_budgets(&target);
+        assert_eq!(
+            budgets,
+            BTreeMap::from([("app".into(), 35_000), ("proxy".into(), 8_000)])
+        );
     }
 }
