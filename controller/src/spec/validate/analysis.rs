@@ -1,0 +1,286 @@
+//! The analysis' judgement: who decides (Flagger's threshold judge, or the statistical judge
+//! comparing canary with primary), the metrics it checks (built-in, inline PromQL or a
+//! MetricTemplate, with Flagger's legacy `threshold` and `thresholdRange`), and the margins the
+//! statistical judge reads.
+
+use std::collections::BTreeMap;
+use std::collections::BTreeSet;
+
+use serde::{Deserialize, Serialize};
+
+use super::Problems;
+use crate::spec::{CanaryAnalysis, CanaryMetric, CanarySpec, Duration};
+
+const DEFAULT_METRIC_WINDOW: Duration = Duration::from_secs(60);
+const DEFAULT_ALPHA: f64 = 0.01;
+const DEFAULT_MIN_REQUESTS: u64 = 100;
+
+/// Who decides whether the canary is good enough.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", tag = "kind")]
+pub enum Judge {
+    /// Flagger's: each metric against its threshold range, `threshold` failures roll back.
+    Threshold,
+    /// Canary against primary with always-valid sequential tests; holds while undecided.
+    Statistical { alpha: f64, min_requests: u64 },
+}
+
+/// One metric the analysis checks.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct MetricCheck {
+    pub name: String,
+    pub kind: MetricKind,
+    /// The query window.
+    pub window: Duration,
+    pub min: Option<f64>,
+    pub max: Option<f64>,
+    /// Statistical judge: the smallest regression worth catching.
+    pub margin: Option<Margin>,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", tag = "kind")]
+pub enum MetricKind {
+    /// Built-in: percentage of non-5xx responses.
+    RequestSuccessRate,
+    /// Built-in: p99 latency in milliseconds.
+    RequestDuration,
+    /// An inline PromQL query.
+    Query { query: String },
+    /// A `MetricTemplate` by reference.
+    Template {
+        name: String,
+        namespace: Option<String>,
+        variables: BTreeMap<String, String>,
+    },
+}
+
+impl MetricKind {
+    pub fn is_builtin(&self) -> bool {
+        matches!(
+            self,
+            MetricKind::RequestSuccessRate | MetricKind::RequestDuration
+        )
+    }
+}
+
+/// The smallest regression worth catching, for the statistical judge.
+#[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", tag = "kind", content = "value")]
+pub enum Margin {
+    /// In the metric's own unit (percentage points for success rate).
+    Absolute(f64),
+    /// A fraction of the primary's value: `0.2` means 20% worse.
+    Relative(f64),
+}
+
+/// Every metric of the analysis, checked: each alone, then names listed twice, then margins
+/// against the judge.
+pub(super) fn metrics(p: &mut Problems, a: &CanaryAnalysis, judge: &Judge) -> Vec<MetricCheck> {
+    let metrics = a
+        .metrics
+        .iter()
+        .enumerate()
+        .filter_map(|(i, m)| metric(p, i, m))
+        .collect::<Vec<_>>();
+    let mut seen = BTreeSet::new();
+    for (i, m) in a.metrics.iter().enumerate() {
+        if !m.name.is_empty() && !seen.insert(m.name.as_str()) {
+            p.add(
+                format!("spec.analysis.metrics[{i}].name"),
+                format!("`{}` is listed twice", m.name),
+            );
+        }
+    }
+    for (i, m) in metrics.iter().enumerate() {
+        let path = format!("spec.analysis.metrics[{i}].margin");
+        match (judge, &m.kind, m.margin) {
+            (Judge::Threshold, _, Some(_)) => p.add(
+                path,
+                "is only used by the statistical judge (`judge: statistical`)",
+            ),
+            (Judge::Statistical { .. }, MetricKind::RequestDuration, Some(Margin::Absolute(_))) => {
+                p.add(
+                    path,
+                    "a latency margin is relative: write it as a percentage such as `20%`",
+                )
+            }
+            _ => {}
+        }
+    }
+    metrics
+}
+
+pub(super) fn judge(p: &mut Problems, spec: &CanarySpec) -> Judge {
+    let a = &spec.analysis;
+    match a.judge.as_deref().unwrap_or("threshold") {
+        "threshold" => {
+            if a.statistical.is_some() {
+                p.add(
+                    "spec.analysis.statistical",
+                    "is only used with `judge: statistical`",
+                );
+            }
+            Judge::Threshold
+        }
+        "statistical" => {
+            let settings = a.statistical.clone().unwrap_or_default();
+            let alpha = settings.alpha.unwrap_or(DEFAULT_ALPHA);
+            if !(alpha > 0.0 && alpha <= 0.2) {
+                p.add(
+                    "spec.analysis.statistical.alpha",
+                    format!("must be in (0, 0.2], got {alpha}"),
+                );
+            }
+            let min_requests = settings.min_requests.unwrap_or(DEFAULT_MIN_REQUESTS as i64);
+            if min_requests < 0 {
+                p.add(
+                    "spec.analysis.statistical.minRequests",
+                    format!("must not be negative, got {min_requests}"),
+                );
+            }
+            Judge::Statistical {
+                alpha,
+                min_requests: min_requests.max(0) as u64,
+            }
+        }
+        other => {
+            p.add(
+                "spec.analysis.judge",
+                format!("must be `threshold` or `statistical`, got `{other}`"),
+            );
+            Judge::Threshold
+        }
+    }
+}
+
+fn metric(p: &mut Problems, i: usize, m: &CanaryMetric) -> Option<MetricCheck> {
+    let path = format!("spec.analysis.metrics[{i}]");
+    let before = p.0.len();
+    if m.name.trim().is_empty() {
+        p.add(format!("{path}.name"), "must not be empty");
+    }
+    let window = p.duration(
+        &format!("{path}.interval"),
+        m.interval.as_deref(),
+        DEFAULT_METRIC_WINDOW,
+    );
+    if window == Duration::ZERO {
+        p.add(format!("{path}.interval"), "must be longer than 0s");
+    }
+    let kind = match (&m.query, &m.template_ref) {
+        (Some(_), Some(_)) => {
+            p.add(&path, "has both `query` and `templateRef`; keep one");
+            None
+        }
+        (Some(q), None) if q.trim().is_empty() => {
+            p.add(format!("{path}.query"), "must not be empty");
+            None
+        }
+        (Some(q), None) => Some(MetricKind::Query { query: q.clone() }),
+        (None, Some(t)) if t.name.trim().is_empty() => {
+            p.add(
+                format!("{path}.templateRef.name"),
+                "must name a MetricTemplate",
+            );
+            None
+        }
+        (None, Some(t)) => Some(MetricKind::Template {
+            name: t.name.clone(),
+            namespace: t.namespace.clone(),
+            variables: m.template_variables.clone(),
+        }),
+        (None, None) => match m.name.as_str() {
+            "request-success-rate" | "istio_requests_total" => Some(MetricKind::RequestSuccessRate),
+            "request-duration" | "istio_request_duration_seconds_bucket" => {
+                Some(MetricKind::RequestDuration)
+            }
+            name => {
+                p.add(format!("{path}.name"), format!("unknown metric `{name}`: built-in metrics are request-success-rate and request-duration; a custom metric needs `query` or `templateRef`"));
+                None
+            }
+        },
+    };
+    let (mut min, mut max) = match &m.threshold_range {
+        Some(r) => (r.min, r.max),
+        None => (None, None),
+    };
+    // Flagger's legacy `threshold`: a floor for success rate, a ceiling for everything else.
+    if let Some(t) = m.threshold {
+        if m.threshold_range.is_some() {
+            p.add(
+                format!("{path}.threshold"),
+                "cannot be combined with thresholdRange",
+            );
+        } else if kind == Some(MetricKind::RequestSuccessRate) {
+            min = Some(t);
+        } else {
+            max = Some(t);
+        }
+    }
+    for (field, v) in [("min", min), ("max", max)] {
+        if let Some(v) = v
+            && !v.is_finite()
+        {
+            p.add(
+                format!("{path}.thresholdRange.{field}"),
+                format!("must be a finite number, got {v}"),
+            );
+        }
+    }
+    if let (Some(lo), Some(hi)) = (min, max)
+        && lo > hi
+    {
+        p.add(
+            format!("{path}.thresholdRange"),
+            format!("min ({lo}) is greater than max ({hi})"),
+        );
+    }
+    if min.is_none() && max.is_none() && kind.as_ref().is_some_and(|k| !k.is_builtin()) {
+        p.add(
+            format!("{path}.thresholdRange"),
+            "a custom metric needs `min`, `max` or both",
+        );
+    }
+    if min.is_none() && max.is_none() {
+        // Flagger's usual bounds for built-in metrics, so `- name: request-success-rate` alone works.
+        match kind {
+            Some(MetricKind::RequestSuccessRate) => min = Some(99.0),
+            Some(MetricKind::RequestDuration) => max = Some(500.0),
+            _ => {}
+        }
+    }
+    let margin = m.margin.as_deref().and_then(|text| match parse_margin(text) {
+        Some(margin) => Some(margin),
+        None => {
+            p.add(format!("{path}.margin"), format!("`{text}` is not a margin: expected a positive number (absolute) or a percentage such as `20%` (relative)"));
+            None
+        }
+    });
+    (p.0.len() == before).then(|| MetricCheck {
+        name: m.name.clone(),
+        kind: kind.expect("kind errors were recorded"),
+        window,
+        min,
+        max,
+        margin,
+    })
+}
+
+fn parse_margin(text: &str) -> Option<Margin> {
+    let text = text.trim();
+    let (number, relative) = match text.strip_suffix('%') {
+        Some(n) => (n.trim(), true),
+        None => (text, false),
+    };
+    let v: f64 = number.parse().ok()?;
+    if !(v.is_finite() && v > 0.0) {
+        return None;
+    }
+    Some(if relative {
+        Margin::Relative(v / 100.0)
+    } else {
+        Margin::Absolute(v)
+    })
+}
