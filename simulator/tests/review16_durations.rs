@@ -1,5 +1,5 @@
 //! Review of issue 16 (the one duration grammar): durations that the real APIs refuse or read
-//! otherwise. Each test is ignored with the finding it shows; see the review report.
+//! otherwise.
 
 mod support;
 
@@ -64,7 +64,6 @@ fn a_route_timeout_of_zero_disables_the_timeout() {
 /// A bad duration in the Canary's `service.trafficPolicy` is the user's input: exit 2 at the
 /// Canary's line, as every other Canary error, not a rollback with the DestinationRule's field.
 #[test]
-#[ignore = "finding 3"]
 fn a_bad_duration_in_the_canary_traffic_policy_is_bad_input_at_its_line() {
     let text = base_with(
         "      port: 9898\n",
@@ -107,7 +106,6 @@ fn a_gateway_api_timeout_takes_only_the_gateway_api_duration_grammar() {
 /// `max_ejection_time + base_ejection_time` in outlier detection at the first ejection: a panic
 /// in a debug build, a wrapped comparison in release. Go, and so Istio's CRD, refuse it.
 #[test]
-#[ignore = "finding 1"]
 fn a_huge_base_ejection_time_is_refused_not_a_panic() {
     let text = base_with(
         "      port: 9898\n",

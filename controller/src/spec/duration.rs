@@ -102,6 +102,46 @@ pub fn parse_nanos(text: &str) -> Result<u64, DurationError> {
     Ok(total)
 }
 
+/// What Istio's validation asks of the Durations it checks (`ValidateDuration`, and the
+/// `duration(self) >= duration('1ms')` rule of its CRDs), in words.
+pub const ISTIO_DURATION: &str = "a duration of at least 1ms in whole milliseconds";
+
+/// Whether Istio's validation accepts a Duration of `nanos`: at least 1ms, in whole
+/// milliseconds (`ValidateDuration`); an outlier-detection interval of 0 would never tick.
+pub fn is_istio_duration(nanos: u64) -> bool {
+    nanos >= NANOS_PER_MILLI && nanos.is_multiple_of(NANOS_PER_MILLI)
+}
+
+const NANOS_PER_MILLI: u64 = 1_000_000;
+
+/// What the Gateway API asks of its Durations, in words.
+pub const GATEWAY_DURATION: &str =
+    "a Gateway API duration such as `10s` or `1m30s` (GEP-2257: `^([0-9]{1,5}(h|m|s|ms)){1,4}$`)";
+
+/// Whether `text` is a Gateway API Duration (GEP-2257: `^([0-9]{1,5}(h|m|s|ms)){1,4}$`), the
+/// schema of an HTTPRoute's timeouts: narrower than Go's, no fractions and no `us`/`ns`, at
+/// most five digits a number and four parts. Every such text also parses with [`parse_nanos`].
+pub fn is_gateway_duration(text: &str) -> bool {
+    let mut rest = text;
+    let mut parts = 0;
+    while !rest.is_empty() {
+        let digits = rest.len() - rest.trim_start_matches(|c: char| c.is_ascii_digit()).len();
+        if !(1..=5).contains(&digits) {
+            return false;
+        }
+        rest = &rest[digits..];
+        let unit = ["ms", "h", "m", "s"]
+            .into_iter()
+            .find(|u| rest.starts_with(u));
+        let Some(unit) = unit else {
+            return false;
+        };
+        rest = &rest[unit.len()..];
+        parts += 1;
+    }
+    (1..=4).contains(&parts)
+}
+
 impl Duration {
     pub const ZERO: Duration = Duration(0);
 
@@ -211,6 +251,35 @@ mod tests {
             "18446744073709551h".parse::<Duration>(),
             Err(DurationError::Overflow(_))
         ));
+    }
+
+    #[test]
+    fn istio_durations_are_at_least_a_millisecond_in_whole_milliseconds() {
+        assert!(is_istio_duration(1_000_000));
+        assert!(is_istio_duration(parse_nanos("1.5s").unwrap()));
+        for bad in ["0s", "999us", "1500us", "1ms1ns"] {
+            assert!(!is_istio_duration(parse_nanos(bad).unwrap()), "{bad}");
+        }
+    }
+
+    #[test]
+    fn gateway_durations_follow_gep_2257() {
+        for good in ["10s", "1m30s", "99999ms", "1h1m1s1ms", "0s"] {
+            assert!(is_gateway_duration(good), "{good}");
+            assert!(parse_nanos(good).is_ok(), "{good}");
+        }
+        for bad in [
+            "1.5s",
+            "100us",
+            "10ns",
+            "123456s",
+            "1h1m1s1ms1ms",
+            "",
+            "s",
+            "10",
+        ] {
+            assert!(!is_gateway_duration(bad), "{bad}");
+        }
     }
 
     #[test]

@@ -9,7 +9,10 @@ mod duration;
 mod load;
 mod validate;
 
-pub use duration::{Duration, DurationError, parse_nanos};
+pub use duration::{
+    Duration, DurationError, GATEWAY_DURATION, ISTIO_DURATION, is_gateway_duration,
+    is_istio_duration, parse_nanos,
+};
 pub use load::{LoadError, LoadedManifests, load_manifests};
 pub use validate::{
     FieldError, HookGate, Judge, Margin, MetricCheck, MetricKind, RolloutSpec, Strategy,

@@ -5,11 +5,13 @@
 
 use std::collections::BTreeMap;
 
-use fledge_controller::spec::parse_nanos;
+use fledge_controller::spec::{
+    GATEWAY_DURATION, ISTIO_DURATION, is_gateway_duration, is_istio_duration, parse_nanos,
+};
 use serde_json::Value;
 
 use super::ManifestError;
-use crate::engine::{MILLIS, SimTime};
+use crate::engine::SimTime;
 
 /// Parses a Kubernetes quantity such as `900m`, `1`, `0.5` or `10` into thousandths.
 pub fn parse_quantity_milli(s: &str) -> Option<u64> {
@@ -115,8 +117,8 @@ impl Doc<'_> {
     /// least 1ms, in whole milliseconds. An outlier-detection interval of 0 would never tick.
     pub(super) fn istio_duration(&self, n: Node<'_>, path: &str) -> Result<SimTime, ManifestError> {
         let d = self.duration(n, path)?;
-        if d < MILLIS || d % MILLIS != 0 {
-            return Err(self.wrong(path, "a duration of at least 1ms in whole milliseconds"));
+        if !is_istio_duration(d) {
+            return Err(self.wrong(path, ISTIO_DURATION));
         }
         Ok(d)
     }
@@ -128,10 +130,9 @@ impl Doc<'_> {
         n: Node<'_>,
         path: &str,
     ) -> Result<SimTime, ManifestError> {
-        let expected = "a Gateway API duration such as `10s` or `1m30s` (GEP-2257)";
         match n.v {
             Value::String(s) if is_gateway_duration(s) => self.duration(n, path),
-            _ => Err(self.wrong(path, expected)),
+            _ => Err(self.wrong(path, GATEWAY_DURATION)),
         }
     }
 
@@ -224,26 +225,4 @@ pub(super) fn to_json(v: serde_norway::Value, path: &str) -> Result<Value, (Stri
         }
         Y::Tagged(t) => to_json(t.value, path)?,
     })
-}
-
-/// Whether `s` matches GEP-2257's `^([0-9]{1,5}(h|m|s|ms)){1,4}$`.
-fn is_gateway_duration(s: &str) -> bool {
-    let mut rest = s;
-    let mut parts = 0;
-    while !rest.is_empty() {
-        let digits = rest.len() - rest.trim_start_matches(|c: char| c.is_ascii_digit()).len();
-        if !(1..=5).contains(&digits) {
-            return false;
-        }
-        rest = &rest[digits..];
-        let unit = ["ms", "h", "m", "s"]
-            .into_iter()
-            .find(|u| rest.starts_with(u));
-        let Some(unit) = unit else {
-            return false;
-        };
-        rest = &rest[unit.len()..];
-        parts += 1;
-    }
-    (1..=4).contains(&parts)
 }

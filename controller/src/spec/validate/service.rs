@@ -1,8 +1,13 @@
-//! The `service` block: the Services Fledge generates and what it copies into the routes and
-//! DestinationRules of the mesh.
+//! The `service` block: the Services Fledge generates and what it copies into the mesh's own
+//! objects. What is copied must be what that mesh's API accepts, or the router's object is
+//! refused on a cluster (and read as a routing failure in the simulator) long after the Canary
+//! was accepted: so the durations of `trafficPolicy`, copied into Istio DestinationRules, are
+//! checked as Istio checks them.
+
+use serde_json::Value;
 
 use super::Problems;
-use crate::spec::CanaryService;
+use crate::spec::{CanaryService, ISTIO_DURATION, is_istio_duration, parse_nanos};
 
 /// Checks the service block.
 pub(super) fn service(p: &mut Problems, service: &CanaryService) {
@@ -10,6 +15,211 @@ pub(super) fn service(p: &mut Problems, service: &CanaryService) {
         p.add(
             "spec.service.port",
             format!("must be a port between 1 and 65535, got {}", service.port),
+        );
+    }
+    if let Some(policy) = &service.traffic_policy {
+        traffic_policy(p, "spec.service.trafficPolicy", policy);
+    }
+}
+
+/// How Istio checks one Duration field of a TrafficPolicy.
+#[derive(Clone, Copy)]
+enum Rule {
+    /// `ValidateDuration` (and the CRD's `>= 1ms`): at least 1ms, in whole milliseconds.
+    Istio,
+    /// `tcp.idleTimeout`: 0 disables it, so Istio checks it only when it has whole milliseconds.
+    ZeroOrIstio,
+    /// The CRD's `duration(self) >= duration('1ms')` only.
+    AtLeastMilli,
+    /// Any Duration.
+    Any,
+}
+
+impl Rule {
+    /// What the rule asks for, in words, or `None` when `nanos` passes.
+    fn refuses(self, nanos: u64) -> Option<String> {
+        const MILLI: u64 = 1_000_000;
+        match self {
+            Rule::Istio if !is_istio_duration(nanos) => Some(ISTIO_DURATION.into()),
+            Rule::ZeroOrIstio if nanos >= MILLI && !is_istio_duration(nanos) => {
+                Some(format!("0s (none) or {ISTIO_DURATION}"))
+            }
+            Rule::AtLeastMilli if nanos < MILLI => Some("a duration of at least 1ms".into()),
+            _ => None,
+        }
+    }
+}
+
+/// The Duration fields of an Istio TrafficPolicy (the DestinationRule's own and each of its
+/// `portLevelSettings`), by their path below it, with the rule Istio's validation (and the
+/// rules of its CRD) applies to each. TLS settings have none.
+const DURATIONS: &[(&str, Rule)] = &[
+    ("outlierDetection.interval", Rule::Istio),
+    ("outlierDetection.baseEjectionTime", Rule::Istio),
+    ("connectionPool.tcp.connectTimeout", Rule::Istio),
+    ("connectionPool.tcp.maxConnectionDuration", Rule::Istio),
+    ("connectionPool.tcp.idleTimeout", Rule::ZeroOrIstio),
+    ("connectionPool.tcp.tcpKeepalive.time", Rule::Istio),
+    ("connectionPool.tcp.tcpKeepalive.interval", Rule::Istio),
+    ("connectionPool.http.idleTimeout", Rule::Istio),
+    ("connectionPool.http.http2KeepAlive.interval", Rule::Istio),
+    ("connectionPool.http.http2KeepAlive.timeout", Rule::Istio),
+    ("loadBalancer.warmup.duration", Rule::Istio),
+    ("loadBalancer.warmupDurationSecs", Rule::AtLeastMilli),
+    ("loadBalancer.consistentHash.httpCookie.ttl", Rule::Any),
+    (
+        "loadBalancer.backendUtilization.weightExpirationPeriod",
+        Rule::Any,
+    ),
+    (
+        "loadBalancer.backendUtilization.weightStabilizationPeriod",
+        Rule::Any,
+    ),
+    (
+        "loadBalancer.backendUtilization.weightUpdatePeriod",
+        Rule::Any,
+    ),
+    ("retryBudget.budgetInterval", Rule::Any),
+];
+
+/// Checks the durations of a TrafficPolicy at `path` and of each of its port-level settings.
+fn traffic_policy(p: &mut Problems, path: &str, policy: &Value) {
+    durations(p, path, policy);
+    let ports = policy.get("portLevelSettings").and_then(Value::as_array);
+    for (i, port) in ports.into_iter().flatten().enumerate() {
+        durations(p, &format!("{path}.portLevelSettings[{i}]"), port);
+    }
+}
+
+fn durations(p: &mut Problems, path: &str, policy: &Value) {
+    for &(field, rule) in DURATIONS {
+        let value = field
+            .split('.')
+            .try_fold(policy, |v, key| v.get(key))
+            .filter(|v| !v.is_null());
+        let Some(value) = value else {
+            continue;
+        };
+        let path = format!("{path}.{field}");
+        let Some(text) = value.as_str() else {
+            p.add(
+                path,
+                format!("must be a duration such as `10s` (a string), got `{value}`"),
+            );
+            continue;
+        };
+        match parse_nanos(text) {
+            Err(e) => p.add(path, e.to_string()),
+            Ok(nanos) => {
+                if let Some(expected) = rule.refuses(nanos) {
+                    p.add(
+                        path,
+                        format!(
+                            "`{text}` is not {expected}, as Istio requires in a DestinationRule"
+                        ),
+                    );
+                }
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use crate::spec::{CanarySpec, FieldError, validate};
+
+    /// A minimal Canary with `extra` added to its service block (indented under it).
+    fn canary(provider: &str, service: &str) -> CanarySpec {
+        let text = format!(
+            "{provider}targetRef: {{kind: Deployment, name: podinfo}}\nservice:\n  port: 9898\n{service}analysis: {{stepWeight: 10, maxWeight: 50}}\n"
+        );
+        serde_norway::from_str(&text).unwrap_or_else(|e| panic!("{e}: {text}"))
+    }
+
+    fn errors(spec: &CanarySpec) -> Vec<FieldError> {
+        validate(spec).err().map(|e| e.0).unwrap_or_default()
+    }
+
+    fn policy_errors(policy: &str) -> Vec<FieldError> {
+        errors(&canary("", &format!("  trafficPolicy:\n{policy}")))
+    }
+
+    #[test]
+    fn a_traffic_policy_duration_istio_refuses_is_refused_at_its_field() {
+        let at = |field: &str, value: &str| {
+            let mut policy = String::new();
+            let parts: Vec<&str> = field.split('.').collect();
+            for (depth, key) in parts.iter().enumerate() {
+                let indent = "  ".repeat(depth + 2);
+                if depth + 1 == parts.len() {
+                    policy.push_str(&format!("{indent}{key}: {value}\n"));
+                } else {
+                    policy.push_str(&format!("{indent}{key}:\n"));
+                }
+            }
+            policy_errors(&policy)
+        };
+        for (field, value, says) in [
+            ("outlierDetection.interval", "1d", "is not a duration"),
+            ("outlierDetection.interval", "0s", "at least 1ms"),
+            ("outlierDetection.baseEjectionTime", "5124095h", "too long"),
+            (
+                "outlierDetection.baseEjectionTime",
+                "1500us",
+                "whole milliseconds",
+            ),
+            ("connectionPool.tcp.connectTimeout", "0s", "at least 1ms"),
+            ("connectionPool.tcp.idleTimeout", "1500us", "0s (none) or"),
+            (
+                "connectionPool.tcp.tcpKeepalive.time",
+                "'10'",
+                "is not a duration",
+            ),
+            ("connectionPool.http.idleTimeout", "30", "(a string)"),
+            (
+                "connectionPool.http.http2KeepAlive.timeout",
+                "0s",
+                "at least 1ms",
+            ),
+            ("loadBalancer.warmup.duration", "0s", "at least 1ms"),
+            ("loadBalancer.warmupDurationSecs", "500us", "at least 1ms"),
+            (
+                "loadBalancer.consistentHash.httpCookie.ttl",
+                "1d",
+                "is not a duration",
+            ),
+            ("retryBudget.budgetInterval", "soon", "is not a duration"),
+        ] {
+            let errors = at(field, value);
+            let path = format!("spec.service.trafficPolicy.{field}");
+            assert!(
+                errors
+                    .iter()
+                    .any(|e| e.path == path && e.message.contains(says)),
+                "{field}: {value}: `{says}` at {path} in {errors:?}"
+            );
+        }
+        for (field, value) in [
+            ("outlierDetection.interval", "1.5s"),
+            ("outlierDetection.baseEjectionTime", "3m"),
+            ("connectionPool.tcp.idleTimeout", "0s"),
+            ("loadBalancer.warmupDurationSecs", "1500us"),
+            ("loadBalancer.consistentHash.httpCookie.ttl", "0s"),
+            ("outlierDetection.consecutive5xxErrors", "7"),
+        ] {
+            assert_eq!(at(field, value), [], "{field}: {value}");
+        }
+    }
+
+    #[test]
+    fn a_port_level_traffic_policy_duration_is_checked_at_its_port() {
+        let errors = policy_errors(
+            "    portLevelSettings:\n      - port: {number: 9898}\n        outlierDetection: {interval: 0s}\n",
+        );
+        assert_eq!(errors.len(), 1, "{errors:?}");
+        assert_eq!(
+            errors[0].path,
+            "spec.service.trafficPolicy.portLevelSettings[0].outlierDetection.interval"
         );
     }
 }
