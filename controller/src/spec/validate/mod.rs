@@ -149,7 +149,7 @@ pub fn validate(spec: &CanarySpec) -> Result<RolloutSpec, ValidationErrors> {
             }
         },
     };
-    service::service(&mut p, &spec.service);
+    service::service(&mut p, &spec.service, provider);
 
     let mut interval = p.duration(
         "spec.analysis.interval",

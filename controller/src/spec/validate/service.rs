@@ -2,15 +2,20 @@
 //! objects. What is copied must be what that mesh's API accepts, or the router's object is
 //! refused on a cluster (and read as a routing failure in the simulator) long after the Canary
 //! was accepted: so the durations of `trafficPolicy`, copied into Istio DestinationRules, are
-//! checked as Istio checks them.
+//! checked as Istio checks them, and `timeout`, copied into a Gateway API HTTPRoute's
+//! `timeouts.request`, as the Gateway API's schema does (GEP-2257).
 
 use serde_json::Value;
 
-use super::Problems;
-use crate::spec::{CanaryService, ISTIO_DURATION, is_istio_duration, parse_nanos};
+use super::{FieldError, Problems};
+use crate::routes::Provider;
+use crate::spec::{
+    CanaryService, GATEWAY_DURATION, ISTIO_DURATION, is_gateway_duration, is_istio_duration,
+    parse_nanos,
+};
 
-/// Checks the service block.
-pub(super) fn service(p: &mut Problems, service: &CanaryService) {
+/// Checks the service block; `provider` is the Canary's own, when it names one.
+pub(super) fn service(p: &mut Problems, service: &CanaryService, provider: Option<Provider>) {
     if !(1..=65535).contains(&service.port) {
         p.add(
             "spec.service.port",
@@ -19,6 +24,30 @@ pub(super) fn service(p: &mut Problems, service: &CanaryService) {
     }
     if let Some(policy) = &service.traffic_policy {
         traffic_policy(p, "spec.service.trafficPolicy", policy);
+    }
+    if let Some(provider) = provider {
+        p.0.extend(service.unroutable_by(provider));
+    }
+}
+
+impl CanaryService {
+    /// What `provider`'s objects cannot carry of this block, as errors at its fields: an
+    /// HTTPRoute's request timeout takes only the Gateway API's durations. Validation checks an
+    /// explicit `spec.provider`; a shell checks its default provider with the same function.
+    pub fn unroutable_by(&self, provider: Provider) -> Vec<FieldError> {
+        let mut errors = Vec::new();
+        if let (Provider::GatewayApi(_), Some(timeout)) = (provider, &self.timeout)
+            && !is_gateway_duration(timeout)
+        {
+            errors.push(FieldError {
+                path: "spec.service.timeout".into(),
+                message: format!(
+                    "`{timeout}` is not {GATEWAY_DURATION}: provider {provider} copies it into \
+                     the HTTPRoute's timeouts.request, whose schema takes nothing else"
+                ),
+            });
+        }
+        errors
     }
 }
 
@@ -221,5 +250,31 @@ mod tests {
             errors[0].path,
             "spec.service.trafficPolicy.portLevelSettings[0].outlierDetection.interval"
         );
+    }
+
+    #[test]
+    fn a_gateway_api_timeout_outside_gep_2257_is_refused_for_every_gateway_provider() {
+        for provider in ["gatewayapi", "gatewayapi:v1", "gatewayapi:v1beta1"] {
+            let spec = canary(&format!("provider: {provider}\n"), "  timeout: 1.5s\n");
+            let errors = errors(&spec);
+            assert_eq!(errors.len(), 1, "{provider}: {errors:?}");
+            assert_eq!(errors[0].path, "spec.service.timeout");
+            assert!(
+                errors[0].message.contains("`1.5s`")
+                    && errors[0].message.contains("GEP-2257")
+                    && errors[0].message.contains("^([0-9]{1,5}(h|m|s|ms)){1,4}$"),
+                "{provider}: {}",
+                errors[0].message
+            );
+            let fine = canary(&format!("provider: {provider}\n"), "  timeout: 1m30s\n");
+            assert!(validate(&fine).is_ok(), "{provider}");
+        }
+        // Istio's routes take Go's durations; without a provider the shell checks its default.
+        for provider in ["provider: istio\n", ""] {
+            assert!(validate(&canary(provider, "  timeout: 1.5s\n")).is_ok());
+        }
+        let spec = canary("", "  timeout: 1.5s\n");
+        let provider = "gatewayapi".parse().expect("a provider");
+        assert_eq!(spec.service.unroutable_by(provider).len(), 1);
     }
 }
