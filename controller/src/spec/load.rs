@@ -5,8 +5,7 @@ use serde::de::DeserializeOwned;
 use serde_norway::Value;
 
 use super::{
-    Canary, CanarySpec, Duration, FLAGGER_GROUP, FieldError, GROUP, MetricTemplate,
-    ValidationErrors, validate,
+    Canary, FLAGGER_GROUP, FieldError, GROUP, MetricTemplate, ValidationErrors, validate, warnings,
 };
 
 /// The Fledge and Flagger resources found in a (multi-document) YAML text.
@@ -127,7 +126,7 @@ pub fn load_manifests(text: &str) -> Result<LoadedManifests, LoadError> {
                 }
             }
             out.warnings.extend(
-                questionable(&canary.spec)
+                warnings(&canary.spec)
                     .into_iter()
                     .map(|w| format!("document {document} (Canary {}): {w}", display_name(&name))),
             );
@@ -150,39 +149,6 @@ fn display_name(name: &str) -> &str {
 fn list(errors: &ValidationErrors) -> String {
     let all: Vec<String> = errors.0.iter().map(ToString::to_string).collect();
     all.join("\n  ")
-}
-
-/// Settings that validate but do not do what they seem to: Flagger raises a short interval and
-/// a threshold below 1, and with `stepWeights` the ladder is the list, `maxWeight` unused.
-fn questionable(spec: &CanarySpec) -> Vec<String> {
-    let Ok(rollout) = validate(spec) else {
-        return Vec::new();
-    };
-    let a = &spec.analysis;
-    let mut out = Vec::new();
-    if let Some(Ok(written)) = a.interval.as_deref().map(str::parse::<Duration>)
-        && written < rollout.interval
-    {
-        out.push(format!(
-            "spec.analysis.interval: {written} is shorter than the shortest interval; raised to {}",
-            rollout.interval
-        ));
-    }
-    if let Some(t) = a.threshold
-        && t < 1
-    {
-        out.push(format!(
-            "spec.analysis.threshold: {t} is below 1; raised to 1 (the first failed check rolls back)"
-        ));
-    }
-    if let (Some(max), Some(&top)) = (a.max_weight, a.step_weights.iter().max())
-        && top > max
-    {
-        out.push(format!(
-            "spec.analysis.stepWeights: go up to {top}%, above maxWeight ({max}%); with stepWeights the ladder is the list and maxWeight is not used"
-        ));
-    }
-    out
 }
 
 /// Deserialises one resource, naming the field path of any type error and listing the fields

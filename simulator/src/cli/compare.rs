@@ -40,6 +40,15 @@ pub(super) fn run(args: &CompareArgs) -> ExitCode {
             return ExitCode::from(EXIT_BAD_INPUT);
         }
     };
+    for policy in &policies {
+        for w in &policy.variant.warnings {
+            sayln!(
+                "warning: {}: policy {}: {w}",
+                args.file.display(),
+                policy.name
+            );
+        }
+    }
     let progress = !args.json && std::io::stderr().is_terminal();
     let whole = Seeds {
         first: args.first_seed,

@@ -68,7 +68,14 @@ pub(super) fn sweep(
     };
     for arg in vary {
         match scenario.vary(arg) {
-            Ok(variants) => scenario.variants.extend(variants),
+            Ok(variants) => {
+                for v in &variants {
+                    for w in &v.warnings {
+                        sayln!("warning: {}: {}: {w}", file.display(), v.name);
+                    }
+                }
+                scenario.variants.extend(variants);
+            }
             Err(e) => {
                 sayln!("error: {}: {e}", file.display());
                 return ExitCode::from(EXIT_BAD_INPUT);

@@ -13,6 +13,9 @@ pub struct Variant {
     pub name: String,
     pub spec: RolloutSpec,
     pub expect: Expectations,
+    /// Settings of a patched Canary (`--vary`, `--policy`) that do not do what they seem to;
+    /// the scenario's own Canary's are among the scenario's warnings.
+    pub warnings: Vec<String>,
 }
 
 #[derive(Clone, Debug, Default, PartialEq)]
@@ -75,6 +78,7 @@ impl Context {
                 name: String::new(),
                 spec: spec.clone(),
                 expect: self.expectations("expect", expect, spec, clients)?,
+                warnings: Vec::new(),
             }]);
         }
         if raw.expect.is_some() {
@@ -100,6 +104,7 @@ impl Context {
                 name: v.name.clone(),
                 expect: self.expectations(&format!("{field}.expect"), &v.expect, &spec, clients)?,
                 spec,
+                warnings: Vec::new(),
             });
         }
         Ok(out)

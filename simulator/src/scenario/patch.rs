@@ -3,7 +3,7 @@
 //! `fledge-sim compare`'s policies (and parameter sweeps next) are all patches, and every
 //! alternative runs through the same harness and seed runner.
 
-use fledge_controller::spec::{CanarySpec, RolloutSpec, validate};
+use fledge_controller::spec::{CanarySpec, RolloutSpec, validate, warnings};
 use serde_json::Value;
 
 use super::{Expectations, Scenario, Variant};
@@ -101,14 +101,7 @@ impl Patch {
         canary: &CanarySpec,
         base: &RolloutSpec,
     ) -> Result<RolloutSpec, PatchError> {
-        let mut doc = serde_json::to_value(canary)
-            .map_err(|e| PatchError(format!("the Canary cannot be patched: {e}")))?;
-        for edit in &self.edits {
-            edit_at(&mut doc, &edit.path, edit.value.as_ref())
-                .map_err(|why| PatchError(format!("{}: {why}", edit.path.join("."))))?;
-        }
-        let patched: CanarySpec = serde_json::from_value(doc)
-            .map_err(|e| PatchError(format!("the patched Canary does not load: {e}")))?;
+        let patched = self.patched(canary)?;
         let mut spec = validate(&patched).map_err(|errors| {
             let all: Vec<String> = errors.0.iter().map(ToString::to_string).collect();
             PatchError(format!(
@@ -120,6 +113,27 @@ impl Patch {
             spec.provider = base.provider;
         }
         Ok(spec)
+    }
+
+    /// What the patched Canary sets that validates but does not do what it seems to (a
+    /// threshold below 1 read as 1...), as the loader warns about a scenario's own Canary.
+    pub(crate) fn warnings(&self, canary: &CanarySpec) -> Vec<String> {
+        let patched = self.patched(canary);
+        patched.map_or_else(
+            |_| Vec::new(),
+            |c| warnings(&c).iter().map(ToString::to_string).collect(),
+        )
+    }
+
+    fn patched(&self, canary: &CanarySpec) -> Result<CanarySpec, PatchError> {
+        let mut doc = serde_json::to_value(canary)
+            .map_err(|e| PatchError(format!("the Canary cannot be patched: {e}")))?;
+        for edit in &self.edits {
+            edit_at(&mut doc, &edit.path, edit.value.as_ref())
+                .map_err(|why| PatchError(format!("{}: {why}", edit.path.join("."))))?;
+        }
+        serde_json::from_value(doc)
+            .map_err(|e| PatchError(format!("the patched Canary does not load: {e}")))
     }
 }
 
@@ -134,6 +148,7 @@ impl Scenario {
             name: name.to_string(),
             spec,
             expect: Expectations::default(),
+            warnings: patch.warnings(&self.canary_resource.spec),
         })
     }
 }

@@ -27,6 +27,8 @@ use crate::routes::Provider;
 const DEFAULT_INTERVAL: Duration = Duration::from_secs(60);
 const MIN_INTERVAL: Duration = Duration::from_secs(10);
 const DEFAULT_PROGRESS_DEADLINE_SECONDS: i64 = 600;
+/// Ten years: longer deadlines are read as this (see [`warnings`]).
+const MAX_PROGRESS_DEADLINE_SECONDS: i64 = 10 * 365 * 86_400;
 
 /// A Canary checked and normalised: what the rollout core needs, in its own units.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -158,6 +160,10 @@ pub fn validate(spec: &CanarySpec) -> Result<RolloutSpec, ValidationErrors> {
     );
     // Flagger raises short intervals rather than rejecting them.
     interval = interval.max(MIN_INTERVAL);
+    // Flagger reads a threshold below 1 as 1 (`GetAnalysisThreshold`) and its CRD takes any
+    // number, so `threshold: 0` is a valid Flagger Canary: refusing it would refuse Flagger's
+    // own manifests. It is read as Flagger reads it, and [`warnings`] says so wherever a Canary
+    // is loaded or patched, so the changed meaning is never silent.
     let threshold = a.threshold.unwrap_or(1).clamp(1, u32::MAX as i64) as u32;
 
     let progress_deadline_seconds = spec
@@ -169,8 +175,9 @@ pub fn validate(spec: &CanarySpec) -> Result<RolloutSpec, ValidationErrors> {
             format!("must be a positive number of seconds, got {progress_deadline_seconds}"),
         );
     }
-    let progress_deadline =
-        Duration::from_secs(progress_deadline_seconds.clamp(1, 10 * 365 * 86_400) as u64);
+    let progress_deadline = Duration::from_secs(
+        progress_deadline_seconds.clamp(1, MAX_PROGRESS_DEADLINE_SECONDS) as u64,
+    );
 
     let step_weight_promotion = a.step_weight_promotion.map(|_| {
         p.percent(
@@ -231,9 +238,148 @@ pub fn validate(spec: &CanarySpec) -> Result<RolloutSpec, ValidationErrors> {
     })
 }
 
+/// Settings that validate but do not do what they seem to, each at its field with what happens
+/// instead: Flagger raises a short interval and a threshold below 1; with `stepWeights` the
+/// ladder is the list and `maxWeight` unused; and counts past what a rollout can hold are read
+/// as the largest it can. Empty when `spec` does not validate (its errors say more).
+pub fn warnings(spec: &CanarySpec) -> Vec<FieldError> {
+    let Ok(rollout) = validate(spec) else {
+        return Vec::new();
+    };
+    let a = &spec.analysis;
+    let mut out = Vec::new();
+    let mut warn = |path: &str, message: String| {
+        out.push(FieldError {
+            path: path.into(),
+            message,
+        })
+    };
+    if let Some(Ok(written)) = a.interval.as_deref().map(str::parse::<Duration>)
+        && written < rollout.interval
+    {
+        warn(
+            "spec.analysis.interval",
+            format!(
+                "{written} is shorter than the shortest interval; raised to {}",
+                rollout.interval
+            ),
+        );
+    }
+    match a.threshold {
+        Some(t) if t < 1 => warn(
+            "spec.analysis.threshold",
+            format!("{t} is below 1; raised to 1 (the first failed check rolls back)"),
+        ),
+        Some(t) if t > i64::from(u32::MAX) => warn(
+            "spec.analysis.threshold",
+            format!(
+                "{t} is more failed checks than Fledge counts; read as {}",
+                u32::MAX
+            ),
+        ),
+        _ => {}
+    }
+    if let Some(i) = a.iterations
+        && i > i64::from(u32::MAX)
+    {
+        warn(
+            "spec.analysis.iterations",
+            format!(
+                "{i} is more iterations than Fledge counts; read as {}",
+                u32::MAX
+            ),
+        );
+    }
+    if let Some(s) = spec.progress_deadline_seconds
+        && s > MAX_PROGRESS_DEADLINE_SECONDS
+    {
+        warn(
+            "spec.progressDeadlineSeconds",
+            format!(
+                "{s} is more than ten years; read as {MAX_PROGRESS_DEADLINE_SECONDS} ({})",
+                rollout.progress_deadline
+            ),
+        );
+    }
+    if let (Some(max), Some(&top)) = (a.max_weight, a.step_weights.iter().max())
+        && top > max
+    {
+        warn(
+            "spec.analysis.stepWeights",
+            format!(
+                "go up to {top}%, above maxWeight ({max}%); with stepWeights the ladder is the list and maxWeight is not used"
+            ),
+        );
+    }
+    out
+}
+
 impl RolloutSpec {
     /// Webhooks of one type, in the order written.
     pub fn hooks(&self, gate: HookGate) -> impl Iterator<Item = &WebhookRef> {
         self.webhooks.iter().filter(move |h| h.gate == gate)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn canary(analysis: &str, extra: &str) -> CanarySpec {
+        let text = format!(
+            "targetRef: {{name: podinfo}}\nservice: {{port: 9898}}\n{extra}analysis: {{stepWeight: 10, {analysis}}}\n"
+        );
+        serde_norway::from_str(&text).unwrap_or_else(|e| panic!("{e}: {text}"))
+    }
+
+    fn warned(spec: &CanarySpec) -> Vec<String> {
+        warnings(spec).iter().map(ToString::to_string).collect()
+    }
+
+    #[test]
+    fn a_threshold_below_one_is_read_as_flagger_reads_it_and_warned_about() {
+        for t in [0, -3] {
+            let spec = canary(&format!("threshold: {t}"), "");
+            assert_eq!(validate(&spec).map(|r| r.threshold), Ok(1), "{t}");
+            assert_eq!(
+                warned(&spec),
+                [format!(
+                    "spec.analysis.threshold: {t} is below 1; raised to 1 (the first failed check rolls back)"
+                )]
+            );
+        }
+        assert_eq!(warned(&canary("threshold: 1", "")), Vec::<String>::new());
+    }
+
+    #[test]
+    fn counts_past_what_a_rollout_holds_are_warned_about_not_clamped_silently() {
+        let huge = i64::from(u32::MAX) + 1;
+        let spec = canary(&format!("threshold: {huge}"), "");
+        assert_eq!(validate(&spec).map(|r| r.threshold), Ok(u32::MAX));
+        assert_eq!(warned(&spec).len(), 1, "{:?}", warned(&spec));
+        assert!(warned(&spec)[0].starts_with("spec.analysis.threshold: "));
+
+        let mut spec = canary("threshold: 2", "progressDeadlineSeconds: 999999999999\n");
+        assert_eq!(
+            validate(&spec).map(|r| r.progress_deadline),
+            Ok(Duration::from_secs(MAX_PROGRESS_DEADLINE_SECONDS as u64))
+        );
+        assert!(
+            warned(&spec)
+                .iter()
+                .any(|w| w.starts_with("spec.progressDeadlineSeconds: 999999999999 ")),
+            "{:?}",
+            warned(&spec)
+        );
+
+        spec.analysis.step_weight = None;
+        spec.analysis.iterations = Some(huge);
+        assert!(
+            warned(&spec)
+                .iter()
+                .any(|w| w.starts_with(&format!("spec.analysis.iterations: {huge} "))),
+            "{:?}",
+            warned(&spec)
+        );
     }
 }
