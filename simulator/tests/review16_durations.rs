@@ -44,21 +44,59 @@ fn an_outlier_detection_interval_of_zero_is_refused_at_its_line() {
     }
 }
 
-/// Envoy: a route timeout of 0 disables the timeout (Istio passes `timeout: 0s` through, the
-/// Gateway API says a zero duration disables it). The simulator times every request out at 0 ns.
+/// Envoy: a route timeout of 0 disables the timeout, and the Gateway API says a zero duration
+/// disables it (GEP-2257): under `provider: gatewayapi` a Canary `timeout: 0s` times nothing out.
 #[test]
-fn a_route_timeout_of_zero_disables_the_timeout() {
+fn a_gateway_api_route_timeout_of_zero_disables_the_timeout() {
     let text = base_with(
-        "      port: 9898\n",
-        "      port: 9898\n      timeout: 0s\n",
+        "      port: 9898
+",
+        "      port: 9898
+      timeout: 0s
+",
+    )
+    .replace(
+        "  spec:
+    targetRef:",
+        "  spec:
+    provider: gatewayapi
+    targetRef:",
     )
     .replace(
         "  outcome: promoted\n",
         "  outcome: promoted\n  min_success_rate: 99\n",
     );
-    let file = write("timeout-zero.yaml", &text);
+    let file = write("timeout-zero-gateway.yaml", &text);
     let out = sim(&["run", path_str(&file)]);
     assert_eq!(out.code, 0, "{}{}", out.stdout, out.stderr);
+}
+
+/// Istio's validation refuses a VirtualService `timeout` under 1ms (`ValidateDuration` in
+/// pilot's `agent` validation, called for every HTTP route's timeout and `perTryTimeout`), so a
+/// Canary `timeout: 0s` routed by Istio is bad input at its line, not a disabled timeout.
+#[test]
+fn an_istio_route_timeout_under_a_millisecond_is_bad_input_at_its_line() {
+    for (field, extra) in [
+        ("timeout", "      timeout: 0s\n"),
+        (
+            "retries.perTryTimeout",
+            "      retries: {attempts: 2, perTryTimeout: 500us}\n",
+        ),
+    ] {
+        let text = base_with("      port: 9898\n", &format!("      port: 9898\n{extra}"));
+        let file = write("timeout-zero-istio.yaml", &text);
+        let out = sim(&["run", path_str(&file)]);
+        assert_eq!(out.code, 2, "{field}: {}{}", out.stdout, out.stderr);
+        let needle = extra.trim().split(':').next().unwrap_or_default();
+        let prefix = format!("{}:{}: ", file.display(), line_of(&text, needle));
+        assert!(out.stderr.contains(&prefix), "{prefix} in {}", out.stderr);
+        assert!(
+            out.stderr.contains(&format!("spec.service.{field}")),
+            "{}",
+            out.stderr
+        );
+        assert!(out.stderr.contains("at least 1ms"), "{}", out.stderr);
+    }
 }
 
 /// A bad duration in the Canary's `service.trafficPolicy` is the user's input: exit 2 at the

@@ -16,7 +16,7 @@ pub use duration::{
 pub use load::{LoadError, LoadedManifests, load_manifests};
 pub use validate::{
     FieldError, HookGate, Judge, Margin, MetricCheck, MetricKind, RolloutSpec, Strategy,
-    ValidationErrors, WebhookRef, validate, warnings,
+    ValidationErrors, WebhookRef, unroutable_by, validate, warnings,
 };
 
 use std::collections::BTreeMap;

@@ -359,7 +359,7 @@ pub(super) fn istio_http_route(
         }
     }
     if let Some(t) = get(m, "timeout") {
-        r.timeout = Some(doc.duration(t, &join(path, "timeout"))?);
+        r.timeout = Some(doc.istio_duration(t, &join(path, "timeout"))?);
     }
     if let Some(rt) = get(m, "retries") {
         let rp = join(path, "retries");
@@ -380,7 +380,7 @@ pub(super) fn istio_http_route(
             .transpose()?
             .unwrap_or(0);
         let per_try_timeout = get(rm, "perTryTimeout")
-            .map(|a| doc.duration(a, &join(&rp, "perTryTimeout")))
+            .map(|a| doc.istio_duration(a, &join(&rp, "perTryTimeout")))
             .transpose()?;
         let retry_on = match get(rm, "retryOn") {
             Some(v) => {
@@ -413,7 +413,7 @@ pub(super) fn istio_http_route(
             )?;
             let fixed =
                 get(dm, "fixedDelay").ok_or_else(|| doc.missing(&join(&dp, "fixedDelay")))?;
-            let fixed = doc.duration(fixed, &join(&dp, "fixedDelay"))?;
+            let fixed = doc.istio_duration(fixed, &join(&dp, "fixedDelay"))?;
             // No percentage: Istio delays nothing.
             let pct = percentage(doc, dm, &dp)?.unwrap_or(0.0);
             fault.delay = Some((fixed, pct));

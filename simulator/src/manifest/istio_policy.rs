@@ -282,7 +282,7 @@ pub(super) fn traffic_policy(
                 .map(|v| doc.u32(v, &join(&tp_, "maxConnections")))
                 .transpose()?;
             pool.connect_timeout = get(tm, "connectTimeout")
-                .map(|v| doc.duration(v, &join(&tp_, "connectTimeout")))
+                .map(|v| doc.istio_duration(v, &join(&tp_, "connectTimeout")))
                 .transpose()?;
             pool.idle_timeout = get(tm, "idleTimeout")
                 .map(|v| doc.duration(v, &join(&tp_, "idleTimeout")))
@@ -317,7 +317,7 @@ pub(super) fn traffic_policy(
                 .map(|v| doc.u32(v, &join(&hp, "maxRetries")))
                 .transpose()?;
             if let Some(v) = get(hm, "idleTimeout") {
-                pool.idle_timeout = Some(doc.duration(v, &join(&hp, "idleTimeout"))?);
+                pool.idle_timeout = Some(doc.istio_duration(v, &join(&hp, "idleTimeout"))?);
             }
             if let Some(v) = get(hm, "h2UpgradePolicy") {
                 let up = join(&hp, "h2UpgradePolicy");

@@ -5,7 +5,7 @@ use std::path::PathBuf;
 
 use fledge_controller::routes::{Provider, SmiVersion};
 use fledge_controller::spec::{
-    Canary, MetricTemplate, RolloutSpec, Strategy, load_manifests, validate,
+    Canary, MetricTemplate, RolloutSpec, Strategy, load_manifests, unroutable_by, validate,
 };
 
 use super::source::load_error_place;
@@ -113,7 +113,7 @@ impl Context {
             DataPlane::Istio => Provider::Istio,
             DataPlane::Linkerd => Provider::Smi(SmiVersion::V1Alpha2),
         });
-        if let Some(e) = spec.strategy.unroutable_by(provider).first() {
+        if let Some(e) = unroutable_by(&canary.spec, &spec, provider).first() {
             return Err(error(
                 canary_doc,
                 &e.path,

@@ -14,7 +14,7 @@ use super::problems::Problem;
 use crate::rollout::{Action, Command, Millis, Phase, RolloutState, advance, next_analysis};
 use crate::router::Routes;
 use crate::routes::{Provider, UnknownProvider};
-use crate::spec::{Canary, RolloutSpec, ValidationErrors, validate};
+use crate::spec::{Canary, RolloutSpec, ValidationErrors, unroutable_by, validate};
 
 /// One reconcile of one Canary.
 pub(super) struct Tick<'a> {
@@ -55,7 +55,7 @@ impl<'a> Tick<'a> {
             Err(e) => return self.report(Problem::InvalidSpec(e.to_string())).await,
         };
         // Validation checked an explicit provider; the default one is checked here.
-        let unroutable = spec.strategy.unroutable_by(self.provider()?);
+        let unroutable = unroutable_by(&self.canary.spec, &spec, self.provider()?);
         if !unroutable.is_empty() {
             let e = ValidationErrors(unroutable).to_string();
             return self.report(Problem::InvalidSpec(e)).await;

@@ -121,6 +121,19 @@ impl Problems {
     }
 }
 
+/// What `provider`'s objects cannot carry of a Canary that validated as `rollout`: its strategy
+/// (SMI can neither match nor mirror) and the durations its service block copies into routes.
+/// [`validate`] checks an explicit `spec.provider`; a shell checks its default provider here.
+pub fn unroutable_by(
+    canary: &CanarySpec,
+    rollout: &RolloutSpec,
+    provider: Provider,
+) -> Vec<FieldError> {
+    let mut errors = rollout.strategy.unroutable_by(provider);
+    errors.extend(canary.service.unroutable_by(provider));
+    errors
+}
+
 /// Checks `spec` and returns the rollout it describes, or every problem found.
 pub fn validate(spec: &CanarySpec) -> Result<RolloutSpec, ValidationErrors> {
     let mut p = Problems::default();

@@ -25,17 +25,56 @@ pub(super) fn service(p: &mut Problems, service: &CanaryService, provider: Optio
     if let Some(policy) = &service.traffic_policy {
         traffic_policy(p, "spec.service.trafficPolicy", policy);
     }
+    for (path, text) in service.route_durations() {
+        match text.map(parse_nanos) {
+            Err(value) => p.add(
+                path,
+                format!("must be a duration such as `10s` (a string), got `{value}`"),
+            ),
+            Ok(Err(e)) => p.add(path, e.to_string()),
+            Ok(Ok(_)) => {}
+        }
+    }
     if let Some(provider) = provider {
         p.0.extend(service.unroutable_by(provider));
     }
 }
 
 impl CanaryService {
-    /// What `provider`'s objects cannot carry of this block, as errors at its fields: an
-    /// HTTPRoute's request timeout takes only the Gateway API's durations. Validation checks an
-    /// explicit `spec.provider`; a shell checks its default provider with the same function.
+    /// The durations copied into every route, `timeout` and Istio's `retries.perTryTimeout`:
+    /// their text, or the value that is not text.
+    fn route_durations(&self) -> Vec<(&'static str, Result<&str, &Value>)> {
+        let mut found = Vec::new();
+        if let Some(timeout) = &self.timeout {
+            found.push(("spec.service.timeout", Ok(timeout.as_str())));
+        }
+        if let Some(per_try) = self.retries.as_ref().and_then(|r| r.get("perTryTimeout")) {
+            let text = per_try.as_str().ok_or(per_try);
+            found.push(("spec.service.retries.perTryTimeout", text));
+        }
+        found
+    }
+
+    /// What `provider`'s objects cannot carry of this block, as errors at its fields: a
+    /// VirtualService's timeouts take only the durations Istio's validation accepts, an
+    /// HTTPRoute's request timeout only the Gateway API's. Validation checks an explicit
+    /// `spec.provider`; a shell checks its default provider through [`super::unroutable_by`].
     pub fn unroutable_by(&self, provider: Provider) -> Vec<FieldError> {
         let mut errors = Vec::new();
+        if provider == Provider::Istio {
+            for (path, text) in self.route_durations() {
+                let Ok(text) = text else { continue };
+                if parse_nanos(text).is_ok_and(|nanos| !is_istio_duration(nanos)) {
+                    errors.push(FieldError {
+                        path: path.into(),
+                        message: format!(
+                            "`{text}` is not {ISTIO_DURATION}: provider istio copies it into the \
+                             VirtualService, whose validation refuses it"
+                        ),
+                    });
+                }
+            }
+        }
         if let (Provider::GatewayApi(_), Some(timeout)) = (provider, &self.timeout)
             && !is_gateway_duration(timeout)
         {
@@ -250,6 +289,37 @@ mod tests {
             errors[0].path,
             "spec.service.trafficPolicy.portLevelSettings[0].outlierDetection.interval"
         );
+    }
+
+    /// Istio validates every HTTP route's `timeout` and `retries.perTryTimeout` with
+    /// `ValidateDuration` (at least 1ms, whole milliseconds); any text must be a duration.
+    #[test]
+    fn route_durations_are_durations_and_what_istio_accepts_under_istio() {
+        for service in [
+            "  timeout: 0s\n",
+            "  retries: {attempts: 2, perTryTimeout: 1500us}\n",
+        ] {
+            let errors = errors(&canary("provider: istio\n", service));
+            assert_eq!(errors.len(), 1, "{service}: {errors:?}");
+            assert!(errors[0].message.contains("at least 1ms"), "{errors:?}");
+            // Without a provider, the shell checks its default one.
+            let spec = canary("", service);
+            let rollout = validate(&spec).expect("valid without a provider");
+            let istio = crate::routes::Provider::Istio;
+            assert_eq!(crate::spec::unroutable_by(&spec, &rollout, istio).len(), 1);
+            assert!(validate(&canary("provider: linkerd\n", service)).is_ok());
+        }
+        for (service, path) in [
+            ("  timeout: banana\n", "spec.service.timeout"),
+            (
+                "  retries: {perTryTimeout: 5}\n",
+                "spec.service.retries.perTryTimeout",
+            ),
+        ] {
+            let errors = errors(&canary("provider: linkerd\n", service));
+            assert_eq!(errors.len(), 1, "{service}: {errors:?}");
+            assert_eq!(errors[0].path, path);
+        }
     }
 
     #[test]
