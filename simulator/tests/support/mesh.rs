@@ -1,9 +1,12 @@
-//! What the mesh tests share: a pod's behaviour, a mesh built with manifests applied, and the
-//! source reporter's requests counted by response flag.
+//! What the mesh tests share: a pod's behaviour, a mesh built with manifests applied (a canary
+//! mesh of `podinfo` among them), the controller's Istio route, and requests counted by reporter
+//! and by response flag.
 
 use fledge_simulator::engine::MILLIS;
 use fledge_simulator::manifest;
-use fledge_simulator::mesh::{Behaviour, Mesh, MeshConfig, ServiceTime};
+use fledge_simulator::mesh::{
+    Behaviour, ClientConfig, Mesh, MeshConfig, ServiceConfig, ServiceTime, VersionConfig,
+};
 use fledge_simulator::telemetry::{Reporter, Selector};
 
 /// A pod with `workers` workers and exponential service times of mean `mean_ms`.
@@ -41,3 +44,67 @@ pub fn count_flags(mesh: &Mesh, pred: impl Fn(u16) -> bool) -> u64 {
         .map(|x| x.2)
         .sum()
 }
+
+/// Routes `podinfo` as the controller's Istio router does: `primary`/`canary` percent to the
+/// versions' own Services, requests with `header` all to the canary, `mirror` percent copied.
+pub fn route(
+    mesh: &mut Mesh,
+    primary: u8,
+    canary: u8,
+    mirror: Option<u8>,
+    header: Option<(&str, &str)>,
+) {
+    let general = format!(
+        "      - route:\n          - {{destination: {{host: podinfo-primary}}, weight: {primary}}}\n          - {{destination: {{host: podinfo-canary}}, weight: {canary}}}\n{}",
+        mirror.map_or(String::new(), |m| format!(
+            "        mirror: {{host: podinfo-canary}}\n        mirrorPercentage: {{value: {m}}}\n"
+        ))
+    );
+    let matched = header.map_or(String::new(), |(k, v)| {
+        format!(
+            "      - match: [{{headers: {{{k}: {{exact: {v}}}}}}}]\n        route:\n          - {{destination: {{host: podinfo-canary}}, weight: 100}}\n"
+        )
+    });
+    let vs = format!(
+        "apiVersion: networking.istio.io/v1beta1\nkind: VirtualService\nmetadata: {{name: podinfo}}\nspec:\n  hosts: [podinfo]\n  http:\n{matched}{general}"
+    );
+    let manifests = manifest::parse(&vs).unwrap_or_else(|e| panic!("{e}\n{vs}"));
+    let warnings = mesh.apply_manifests(&manifests).unwrap();
+    assert!(warnings.is_empty(), "{warnings:?}");
+}
+
+/// A mesh of `podinfo` (4 primary and 2 canary pods, 8 workers of 10 ms each) and one client
+/// sending `rps`, with `manifests` applied.
+pub fn canary_mesh(seed: u64, rps: f64, manifests: &str) -> Mesh {
+    let cfg = MeshConfig {
+        seed,
+        services: vec![ServiceConfig::new(
+            "podinfo",
+            vec![
+                VersionConfig::new("primary", 4, behaviour(10, 8)),
+                VersionConfig::new("canary", 2, behaviour(10, 8)),
+            ],
+        )],
+        clients: vec![ClientConfig::new("client", "podinfo", rps)],
+        ..Default::default()
+    };
+    mesh_with(cfg, manifests)
+}
+
+/// Requests the clients' sidecars reported so far with response flag `flag`.
+pub fn count_flag(mesh: &Mesh, flag: u16) -> u64 {
+    count_flags(mesh, |f| f & flag != 0)
+}
+
+/// Requests and failures `reporter` reported so far.
+pub fn total(mesh: &Mesh, reporter: Reporter) -> (u64, u64) {
+    let w = mesh.telemetry().totals(&Selector {
+        reporter,
+        source: None,
+        dest: None,
+    });
+    (w.requests, w.failures)
+}
+
+/// The mesh-wide PeerAuthentication that requires mutual TLS.
+pub const STRICT: &str = "kind: PeerAuthentication\nmetadata:\n  name: default\n  namespace: istio-system\nspec:\n  mtls:\n    mode: STRICT\n";
