@@ -13,7 +13,7 @@ pub fn checked(mut run: RunResult, expect: &Expectations) -> RunResult {
 }
 
 /// One [`Check`] per expectation the scenario states.
-pub fn check(expect: &Expectations, run: &RunResult) -> Vec<Check> {
+pub(crate) fn check(expect: &Expectations, run: &RunResult) -> Vec<Check> {
     let mut checks = Vec::new();
     let mut add = |name: &str, expected: String, actual: String, passed: bool| {
         checks.push(Check {

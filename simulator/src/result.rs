@@ -20,7 +20,7 @@ pub enum Outcome {
 
 impl Outcome {
     /// The name scenarios and reports use.
-    pub fn name(self) -> &'static str {
+    pub(crate) fn name(self) -> &'static str {
         match self {
             Outcome::Promoted => "promoted",
             Outcome::RolledBack => "rolled-back",
@@ -111,7 +111,7 @@ pub struct RunResult {
     /// Queueing at each version's pods over the run, primary then canary.
     pub queueing: Vec<VersionQueueing>,
     /// The clients' proxy counters for the service, summed over clients and versions, and the
-    /// mesh's own counters, by the names of [`crate::telemetry::counter_names`].
+    /// mesh's own counters, by the names a scenario's `expect.counters` bounds.
     pub counters: BTreeMap<String, u64>,
     pub warnings: Vec<String>,
     /// The routing objects the controller applied, in order.

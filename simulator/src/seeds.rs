@@ -10,10 +10,10 @@ use std::sync::atomic::{AtomicU64, Ordering};
 /// `threads` workers; `progress` prints `done/count runs` on stderr as runs end.
 #[derive(Clone, Copy, Debug)]
 pub(crate) struct Seeds {
-    pub first: u64,
-    pub count: u64,
-    pub threads: usize,
-    pub progress: bool,
+    pub(crate) first: u64,
+    pub(crate) count: u64,
+    pub(crate) threads: usize,
+    pub(crate) progress: bool,
 }
 
 impl Seeds {
@@ -70,8 +70,8 @@ impl Seeds {
 /// at most one.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub(crate) struct Shard {
-    pub index: u64,
-    pub count: u64,
+    pub(crate) index: u64,
+    pub(crate) count: u64,
 }
 
 impl Shard {

@@ -13,16 +13,16 @@ use crate::scenario::Scenario;
 use crate::seeds::{Seeds, Shard};
 
 pub(super) struct CompareArgs<'a> {
-    pub file: &'a Path,
-    pub policies: &'a [String],
-    pub vary: &'a [String],
-    pub seeds: u64,
-    pub first_seed: u64,
-    pub threads: Option<usize>,
-    pub json: bool,
-    pub markdown: bool,
-    pub shard: Option<Shard>,
-    pub out: Option<&'a Path>,
+    pub(crate) file: &'a Path,
+    pub(crate) policies: &'a [String],
+    pub(crate) vary: &'a [String],
+    pub(crate) seeds: u64,
+    pub(crate) first_seed: u64,
+    pub(crate) threads: Option<usize>,
+    pub(crate) json: bool,
+    pub(crate) markdown: bool,
+    pub(crate) shard: Option<Shard>,
+    pub(crate) out: Option<&'a Path>,
 }
 
 pub(super) fn run(args: &CompareArgs) -> ExitCode {

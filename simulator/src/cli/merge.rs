@@ -27,20 +27,20 @@ const MAX_BYTES: u64 = 2 << 30;
 /// Which run a shard is part of; every shard of one run has the same header but `shard`.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub(super) struct Header {
-    pub format: String,
-    pub version: u64,
+    pub(crate) format: String,
+    pub(crate) version: u64,
     /// The fledge-sim that ran the shard: shards of different builds are not one run.
-    pub fledge_sim: String,
+    pub(crate) fledge_sim: String,
     /// `sweep` or `compare`.
-    pub command: String,
-    pub scenario: String,
+    pub(crate) command: String,
+    pub(crate) scenario: String,
     /// FNV-1a of the scenario file and of each policy's name and Canary file.
-    pub inputs: String,
-    pub first_seed: u64,
-    pub seeds: u64,
-    pub shard: Shard,
+    pub(crate) inputs: String,
+    pub(crate) first_seed: u64,
+    pub(crate) seeds: u64,
+    pub(crate) shard: Shard,
     /// The policies (compare) or variants (sweep), in order.
-    pub names: Vec<String>,
+    pub(crate) names: Vec<String>,
 }
 
 /// One seed's outcome.

@@ -16,10 +16,10 @@ const END: &str = "<!-- benchmarks: end -->";
 const REFRESH: &str = "scripts/benchmarks.sh --publish-only";
 
 pub(super) struct PublishArgs<'a> {
-    pub files: &'a [PathBuf],
-    pub readme: &'a Path,
-    pub svg: &'a Path,
-    pub check: bool,
+    pub(crate) files: &'a [PathBuf],
+    pub(crate) readme: &'a Path,
+    pub(crate) svg: &'a Path,
+    pub(crate) check: bool,
 }
 
 /// Exit code of `--check` when the README or the plot differs from what the results render.

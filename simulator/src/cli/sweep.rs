@@ -17,21 +17,21 @@ use crate::{expect, harness};
 /// The distribution of outcomes of one variant over the seeds.
 #[derive(Debug, Serialize)]
 pub(super) struct SweepSummary {
-    pub variant: String,
-    pub runs: u64,
-    pub promoted: u64,
-    pub rolled_back: u64,
-    pub undecided: u64,
+    pub(crate) variant: String,
+    pub(crate) runs: u64,
+    pub(crate) promoted: u64,
+    pub(crate) rolled_back: u64,
+    pub(crate) undecided: u64,
     /// Runs whose expectations all held.
-    pub passed: u64,
+    pub(crate) passed: u64,
     /// Time from deploy to decision, in seconds: median and 95th percentile.
-    pub decision_p50_s: Option<f64>,
-    pub decision_p95_s: Option<f64>,
+    pub(crate) decision_p50_s: Option<f64>,
+    pub(crate) decision_p95_s: Option<f64>,
     /// Failed requests served by the canary: mean and maximum.
-    pub blast_radius_mean: f64,
-    pub blast_radius_max: u64,
+    pub(crate) blast_radius_mean: f64,
+    pub(crate) blast_radius_max: u64,
     /// Rollbacks of a canary the scenario says must not be rolled back.
-    pub false_rollbacks: u64,
+    pub(crate) false_rollbacks: u64,
 }
 
 /// What `sweep` keeps of a run (and writes, per seed, in a shard's partial results).
@@ -46,8 +46,8 @@ pub(super) struct Tally {
 
 /// `--shard` and `--out`: which part of the seeds to run, and where to write its runs.
 pub(super) struct Sharding<'a> {
-    pub shard: Option<Shard>,
-    pub out: Option<&'a Path>,
+    pub(crate) shard: Option<Shard>,
+    pub(crate) out: Option<&'a Path>,
 }
 
 pub(super) fn sweep(

@@ -55,8 +55,8 @@ const DEADLINE_WORDS: &str = "progress deadline";
 /// A policy to compare: a name and the Canary analysis it runs.
 #[derive(Clone, Debug)]
 pub(crate) struct Policy {
-    pub name: String,
-    pub variant: Variant,
+    pub(crate) name: String,
+    pub(crate) variant: Variant,
 }
 
 /// A policy that cannot be used, with where and why.
@@ -64,8 +64,8 @@ pub(crate) struct Policy {
 #[error("{}{message}", if name.is_empty() { String::new() } else { format!("--policy {name}: ") })]
 pub(crate) struct PolicyError {
     /// The `--policy` it is about; empty for a `--vary` (the message names it).
-    pub name: String,
-    pub message: String,
+    pub(crate) name: String,
+    pub(crate) message: String,
 }
 
 /// The policies for `--policy` arguments (`NAME=CANARY.yaml`, or `flagger-default`): the
@@ -191,11 +191,11 @@ pub(crate) enum Decided {
 /// What `compare` keeps of a run (and writes, per seed, in a shard's partial results).
 #[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
 pub(crate) struct Tally {
-    pub decided: Decided,
+    pub(crate) decided: Decided,
     /// From the deploy to the decision.
-    pub decision_ms: Option<u64>,
+    pub(crate) decision_ms: Option<u64>,
     /// Failed requests the canary served before the decision (or over the run, undecided).
-    pub canary_failures: u64,
+    pub(crate) canary_failures: u64,
 }
 
 impl Tally {
@@ -224,21 +224,21 @@ impl Tally {
 /// intervals; a run is exactly one of promoted, rolled back, deadline or undecided.
 #[derive(Clone, Debug, PartialEq, Serialize)]
 pub(crate) struct Summary {
-    pub seeds: u64,
-    pub promoted: f64,
-    pub promoted_95: [f64; 2],
-    pub rolled_back: f64,
-    pub rolled_back_95: [f64; 2],
-    pub deadline: f64,
-    pub deadline_95: [f64; 2],
-    pub undecided: f64,
-    pub undecided_95: [f64; 2],
+    pub(crate) seeds: u64,
+    pub(crate) promoted: f64,
+    pub(crate) promoted_95: [f64; 2],
+    pub(crate) rolled_back: f64,
+    pub(crate) rolled_back_95: [f64; 2],
+    pub(crate) deadline: f64,
+    pub(crate) deadline_95: [f64; 2],
+    pub(crate) undecided: f64,
+    pub(crate) undecided_95: [f64; 2],
     /// Over the decided runs; none when no run decided.
-    pub median_decision_s: Option<f64>,
-    pub p95_decision_s: Option<f64>,
+    pub(crate) median_decision_s: Option<f64>,
+    pub(crate) p95_decision_s: Option<f64>,
     /// Over every run.
-    pub median_canary_failures: Option<f64>,
-    pub p95_canary_failures: Option<f64>,
+    pub(crate) median_canary_failures: Option<f64>,
+    pub(crate) p95_canary_failures: Option<f64>,
 }
 
 impl Summary {

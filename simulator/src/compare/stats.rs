@@ -4,8 +4,8 @@
 /// A proportion and its 95% interval, as fractions.
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub(crate) struct Rate {
-    pub rate: f64,
-    pub interval: [f64; 2],
+    pub(crate) rate: f64,
+    pub(crate) interval: [f64; 2],
 }
 
 /// `k` of `n`, with the Wilson score interval at 95%: unlike the normal approximation it stays

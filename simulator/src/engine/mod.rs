@@ -16,7 +16,7 @@ use rand_pcg::Pcg64Mcg;
 pub type SimTime = u64;
 
 /// One microsecond of virtual time.
-pub const MICROS: SimTime = 1_000;
+pub(crate) const MICROS: SimTime = 1_000;
 /// One millisecond of virtual time.
 pub const MILLIS: SimTime = 1_000_000;
 /// One second of virtual time.
@@ -53,7 +53,7 @@ impl<E> Ord for Entry<E> {
 ///
 /// `pop` advances the clock to the event's time; scheduling in the past is clamped to `now`
 /// so the clock never runs backwards.
-pub struct EventQueue<E> {
+pub(crate) struct EventQueue<E> {
     heap: BinaryHeap<Entry<E>>,
     now: SimTime,
     seq: u64,
@@ -68,7 +68,7 @@ impl<E> Default for EventQueue<E> {
 
 impl<E> EventQueue<E> {
     /// An empty queue at time zero.
-    pub fn new() -> Self {
+    pub(crate) fn new() -> Self {
         Self {
             heap: BinaryHeap::with_capacity(1024),
             now: 0,
@@ -79,13 +79,13 @@ impl<E> EventQueue<E> {
 
     /// Current virtual time.
     #[inline]
-    pub fn now(&self) -> SimTime {
+    pub(crate) fn now(&self) -> SimTime {
         self.now
     }
 
     /// Schedules `event` at absolute time `at` (clamped to now).
     #[inline]
-    pub fn schedule_at(&mut self, at: SimTime, event: E) {
+    pub(crate) fn schedule_at(&mut self, at: SimTime, event: E) {
         let time = at.max(self.now);
         self.seq += 1;
         self.heap.push(Entry {
@@ -97,19 +97,13 @@ impl<E> EventQueue<E> {
 
     /// Schedules `event` after `delay` from now.
     #[inline]
-    pub fn schedule_in(&mut self, delay: SimTime, event: E) {
+    pub(crate) fn schedule_in(&mut self, delay: SimTime, event: E) {
         self.schedule_at(self.now.saturating_add(delay), event);
-    }
-
-    /// Time of the next event, if any.
-    #[inline]
-    pub fn peek_time(&self) -> Option<SimTime> {
-        self.heap.peek().map(|e| e.time)
     }
 
     /// Removes the next event if it is due at or before `limit`, advancing the clock to it.
     #[inline]
-    pub fn pop_until(&mut self, limit: SimTime) -> Option<E> {
+    pub(crate) fn pop_until(&mut self, limit: SimTime) -> Option<E> {
         if self.heap.peek()?.time > limit {
             return None;
         }
@@ -121,22 +115,12 @@ impl<E> EventQueue<E> {
 
     /// Moves the clock forward to `t` without processing anything (used after `pop_until`
     /// drained every event up to `t`).
-    pub fn advance_to(&mut self, t: SimTime) {
+    pub(crate) fn advance_to(&mut self, t: SimTime) {
         self.now = self.now.max(t);
     }
 
-    /// Number of events waiting.
-    pub fn len(&self) -> usize {
-        self.heap.len()
-    }
-
-    /// True when nothing is scheduled.
-    pub fn is_empty(&self) -> bool {
-        self.heap.is_empty()
-    }
-
     /// Number of events processed so far.
-    pub fn events_processed(&self) -> u64 {
+    pub(crate) fn events_processed(&self) -> u64 {
         self.popped
     }
 }
@@ -175,44 +159,44 @@ impl Stream {
 
     /// A raw 64-bit draw.
     #[inline]
-    pub fn next_u64(&mut self) -> u64 {
+    pub(crate) fn next_u64(&mut self) -> u64 {
         self.rng.next_u64()
     }
 
     /// Uniform in [0, 1) with 53 bits of precision.
     #[inline]
-    pub fn uniform(&mut self) -> f64 {
+    pub(crate) fn uniform(&mut self) -> f64 {
         (self.next_u64() >> 11) as f64 * (1.0 / (1u64 << 53) as f64)
     }
 
     /// Uniform in (0, 1]: safe to take a logarithm of.
     #[inline]
-    pub fn uniform_open0(&mut self) -> f64 {
+    pub(crate) fn uniform_open0(&mut self) -> f64 {
         1.0 - self.uniform()
     }
 
     /// True with probability `p`.
     #[inline]
-    pub fn chance(&mut self, p: f64) -> bool {
+    pub(crate) fn chance(&mut self, p: f64) -> bool {
         p > 0.0 && (p >= 1.0 || self.uniform() < p)
     }
 
     /// Uniform integer in [0, n); 0 when n is 0. Uses Lemire's multiply-shift (bias below 2^-32
     /// for the small n a mesh uses).
     #[inline]
-    pub fn below(&mut self, n: u32) -> u32 {
+    pub(crate) fn below(&mut self, n: u32) -> u32 {
         ((self.next_u64() >> 32).wrapping_mul(u64::from(n)) >> 32) as u32
     }
 
     /// Exponential with the given mean.
     #[inline]
-    pub fn exp(&mut self, mean: f64) -> f64 {
+    pub(crate) fn exp(&mut self, mean: f64) -> f64 {
         -mean * self.uniform_open0().ln()
     }
 
     /// Standard normal (Box-Muller; one of the pair is discarded to keep the stream stateless).
     #[inline]
-    pub fn std_normal(&mut self) -> f64 {
+    pub(crate) fn std_normal(&mut self) -> f64 {
         let u1 = self.uniform_open0();
         let u2 = self.uniform();
         (-2.0 * u1.ln()).sqrt() * (std::f64::consts::TAU * u2).cos()

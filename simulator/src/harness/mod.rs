@@ -65,7 +65,7 @@ pub enum HarnessError {
 }
 
 /// Runs one variant of a scenario with a seed. The result's `checks` are empty: the caller
-/// checks them with [`crate::expect::check`].
+/// checks them with [`crate::expect::checked`].
 pub fn run(scenario: &Scenario, variant: &Variant, seed: u64) -> Result<RunResult, HarnessError> {
     run_watched(scenario, variant, seed, u64::MAX, &mut |_| {})
 }

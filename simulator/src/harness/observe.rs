@@ -35,7 +35,7 @@ use crate::scenario::Scenario;
 use crate::telemetry::Naming;
 
 /// The readings of every measurement the plan names for what `wants` asks at `now`.
-pub fn metrics(
+pub(crate) fn metrics(
     mesh: &Mesh,
     scenario: &Scenario,
     spec: &RolloutSpec,

@@ -7,54 +7,54 @@ use crate::engine::SimTime;
 
 /// A Gateway API HTTPRoute rule.
 #[derive(Clone, Debug, Default, PartialEq)]
-pub struct GatewayRule {
+pub(crate) struct GatewayRule {
     /// Match blocks (ORed) of header conditions (ANDed).
-    pub matches: Vec<Vec<HeaderMatch>>,
+    pub(crate) matches: Vec<Vec<HeaderMatch>>,
     /// Every match block has a condition requests here cannot meet (they carry only headers):
     /// the rule matches no request.
-    pub matches_none: bool,
+    pub(crate) matches_none: bool,
     /// Backend Services as hosts (`name`, or `name.namespace` when the ref sets one) with
     /// weights (default 1).
-    pub backends: Vec<(String, u32)>,
+    pub(crate) backends: Vec<(String, u32)>,
     /// `timeouts.request`.
-    pub request_timeout: Option<SimTime>,
+    pub(crate) request_timeout: Option<SimTime>,
     /// `timeouts.backendRequest`.
-    pub backend_request_timeout: Option<SimTime>,
+    pub(crate) backend_request_timeout: Option<SimTime>,
     /// A `RequestMirror` filter: the backend copied to and the percentage (100 by default).
-    pub mirror: Option<(String, f64)>,
+    pub(crate) mirror: Option<(String, f64)>,
 }
 
 /// A Gateway API HTTPRoute.
 #[derive(Clone, Debug, PartialEq)]
 pub struct GatewayHttpRoute {
     /// `metadata.name`.
-    pub name: String,
+    pub(crate) name: String,
     /// `metadata.namespace`.
-    pub namespace: Option<String>,
+    pub(crate) namespace: Option<String>,
     /// `spec.parentRefs`: a Service of the core group for mesh routing (GAMMA), a Gateway by
     /// default.
-    pub parents: Vec<ParentRef>,
+    pub(crate) parents: Vec<ParentRef>,
     /// `spec.rules`.
-    pub rules: Vec<GatewayRule>,
+    pub(crate) rules: Vec<GatewayRule>,
 }
 
 /// An HTTPRoute `parentRefs` entry, with the Gateway API's defaults filled in.
 #[derive(Clone, Debug, PartialEq)]
-pub struct ParentRef {
+pub(crate) struct ParentRef {
     /// `group`: `gateway.networking.k8s.io` unless set; `""` is the core group.
-    pub group: String,
+    pub(crate) group: String,
     /// `kind`: `Gateway` unless set.
-    pub kind: String,
+    pub(crate) kind: String,
     /// `name`.
-    pub name: String,
+    pub(crate) name: String,
     /// `namespace`: the route's own unless set.
-    pub namespace: Option<String>,
+    pub(crate) namespace: Option<String>,
 }
 
 impl ParentRef {
     /// Whether this parent is a Service (the GAMMA mesh binding), the only kind of parent
     /// whose routes the simulated clients follow.
-    pub fn is_service(&self) -> bool {
+    pub(crate) fn is_service(&self) -> bool {
         self.group.is_empty() && self.kind == "Service"
     }
 }

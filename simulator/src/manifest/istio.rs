@@ -10,37 +10,37 @@ use crate::engine::SimTime;
 
 /// A routing destination.
 #[derive(Clone, Debug, PartialEq)]
-pub struct RouteDestination {
+pub(crate) struct RouteDestination {
     /// Target host (service name or FQDN).
-    pub host: String,
+    pub(crate) host: String,
     /// Subset name, if any.
-    pub subset: Option<String>,
+    pub(crate) subset: Option<String>,
     /// Relative weight (Istio: absent means 100 for a single destination).
-    pub weight: Option<u32>,
+    pub(crate) weight: Option<u32>,
 }
 
 /// Retry condition set (Envoy `retry_on`).
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
-pub struct RetryOn {
+pub(crate) struct RetryOn {
     /// `5xx`.
-    pub five_xx: bool,
+    pub(crate) five_xx: bool,
     /// `gateway-error` (502, 503, 504).
-    pub gateway_error: bool,
+    pub(crate) gateway_error: bool,
     /// `connect-failure`.
-    pub connect_failure: bool,
+    pub(crate) connect_failure: bool,
     /// `reset`.
-    pub reset: bool,
+    pub(crate) reset: bool,
     /// `refused-stream`.
-    pub refused_stream: bool,
+    pub(crate) refused_stream: bool,
     /// `retriable-status-codes` (uses `codes`).
-    pub retriable_status_codes: bool,
+    pub(crate) retriable_status_codes: bool,
     /// Integer codes listed in `retryOn`.
-    pub codes: Vec<u16>,
+    pub(crate) codes: Vec<u16>,
 }
 
 impl RetryOn {
     /// Parses Istio's comma-separated `retryOn`, warning about conditions the model ignores.
-    pub fn parse(s: &str, warn: &mut dyn FnMut(String)) -> Self {
+    pub(crate) fn parse(s: &str, warn: &mut dyn FnMut(String)) -> Self {
         let mut r = RetryOn::default();
         for part in s.split(',').map(str::trim).filter(|p| !p.is_empty()) {
             match part {
@@ -75,7 +75,7 @@ impl RetryOn {
     /// whose status codes are 503 only when `retry_503` (Istio up to 1.23, or
     /// EXCLUDE_UNSAFE_503_FROM_DEFAULT_RETRY=false on 1.24 to 1.26) and none otherwise
     /// (istio/istio `pilot/pkg/networking/core/route/retry/retry.go`, release note 50506).
-    pub fn istio_default(retry_503: bool) -> Self {
+    pub(crate) fn istio_default(retry_503: bool) -> Self {
         RetryOn {
             connect_failure: true,
             refused_stream: true,
@@ -88,20 +88,20 @@ impl RetryOn {
 
 /// VirtualService `retries`.
 #[derive(Clone, Debug, PartialEq)]
-pub struct Retries {
+pub(crate) struct Retries {
     /// Retries after the first try.
-    pub attempts: u32,
+    pub(crate) attempts: u32,
     /// Per-try timeout.
-    pub per_try_timeout: Option<SimTime>,
+    pub(crate) per_try_timeout: Option<SimTime>,
     /// Conditions (absent: Istio's default set).
-    pub retry_on: Option<RetryOn>,
+    pub(crate) retry_on: Option<RetryOn>,
 }
 
 /// VirtualService `fault`.
 #[derive(Clone, Debug, Default, PartialEq)]
 pub struct FaultInjection {
     /// Fixed delay and the percentage of requests delayed.
-    pub delay: Option<(SimTime, f64)>,
+    pub(crate) delay: Option<(SimTime, f64)>,
     /// HTTP status and the percentage of requests aborted.
     pub abort: Option<(u16, f64)>,
 }
@@ -110,24 +110,24 @@ pub struct FaultInjection {
 #[derive(Clone, Debug, Default, PartialEq)]
 pub struct IstioHttpRoute {
     /// Route name.
-    pub name: Option<String>,
+    pub(crate) name: Option<String>,
     /// Match blocks (ORed); each holds header conditions (ANDed). Empty: matches everything.
     pub matches: Vec<Vec<HeaderMatch>>,
     /// Every match block has a condition requests here cannot meet (they carry only headers):
     /// the route matches no request.
-    pub matches_none: bool,
+    pub(crate) matches_none: bool,
     /// Weighted destinations.
-    pub route: Vec<RouteDestination>,
+    pub(crate) route: Vec<RouteDestination>,
     /// Route timeout.
-    pub timeout: Option<SimTime>,
+    pub(crate) timeout: Option<SimTime>,
     /// Retry policy.
-    pub retries: Option<Retries>,
+    pub(crate) retries: Option<Retries>,
     /// Fault injection.
     pub fault: Option<FaultInjection>,
     /// Mirror destination.
-    pub mirror: Option<RouteDestination>,
+    pub(crate) mirror: Option<RouteDestination>,
     /// Mirror percentage (Istio: 100 when `mirror` is set without it).
-    pub mirror_percentage: Option<f64>,
+    pub(crate) mirror_percentage: Option<f64>,
 }
 
 /// An Istio VirtualService.
@@ -136,11 +136,11 @@ pub struct VirtualService {
     /// `metadata.name`.
     pub name: String,
     /// `metadata.namespace`.
-    pub namespace: Option<String>,
+    pub(crate) namespace: Option<String>,
     /// `spec.hosts`.
-    pub hosts: Vec<String>,
+    pub(crate) hosts: Vec<String>,
     /// `spec.gateways`: empty means `mesh`, the sidecars.
-    pub gateways: Vec<String>,
+    pub(crate) gateways: Vec<String>,
     /// `spec.http`.
     pub http: Vec<IstioHttpRoute>,
 }
@@ -149,7 +149,7 @@ impl VirtualService {
     /// Whether the sidecars apply it: Istio binds a VirtualService to the reserved gateway
     /// `mesh` when `gateways` is absent; one bound to named gateways only routes at those
     /// gateways, not for the mesh's clients.
-    pub fn binds_mesh(&self) -> bool {
+    pub(crate) fn binds_mesh(&self) -> bool {
         self.gateways.is_empty() || self.gateways.iter().any(|g| g == "mesh")
     }
 }

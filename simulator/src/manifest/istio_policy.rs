@@ -9,7 +9,7 @@ use crate::engine::SimTime;
 
 /// Load-balancing algorithm.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum LbPolicy {
+pub(crate) enum LbPolicy {
     /// Envoy LEAST_REQUEST, power of two choices (Istio's default).
     LeastRequest,
     /// Round robin.
@@ -22,23 +22,23 @@ pub enum LbPolicy {
 
 /// DestinationRule `connectionPool`.
 #[derive(Clone, Debug, Default, PartialEq)]
-pub struct ConnectionPool {
+pub(crate) struct ConnectionPool {
     /// `tcp.maxConnections`.
-    pub max_connections: Option<u32>,
+    pub(crate) max_connections: Option<u32>,
     /// `tcp.connectTimeout`.
-    pub connect_timeout: Option<SimTime>,
+    pub(crate) connect_timeout: Option<SimTime>,
     /// `http.http1MaxPendingRequests`.
-    pub http1_max_pending_requests: Option<u32>,
+    pub(crate) http1_max_pending_requests: Option<u32>,
     /// `http.http2MaxRequests`.
-    pub http2_max_requests: Option<u32>,
+    pub(crate) http2_max_requests: Option<u32>,
     /// `http.maxRequestsPerConnection`.
-    pub max_requests_per_connection: Option<u32>,
+    pub(crate) max_requests_per_connection: Option<u32>,
     /// `http.maxRetries`.
-    pub max_retries: Option<u32>,
+    pub(crate) max_retries: Option<u32>,
     /// `http.idleTimeout` (or `tcp.idleTimeout`).
-    pub idle_timeout: Option<SimTime>,
+    pub(crate) idle_timeout: Option<SimTime>,
     /// `http.h2UpgradePolicy: UPGRADE`.
-    pub h2_upgrade: Option<bool>,
+    pub(crate) h2_upgrade: Option<bool>,
 }
 
 /// DestinationRule `outlierDetection` as written.
@@ -60,7 +60,7 @@ pub struct OutlierDetectionSpec {
 
 /// Client-side TLS mode from a DestinationRule.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum TlsMode {
+pub(crate) enum TlsMode {
     /// Istio mutual TLS.
     IstioMutual,
     /// Plaintext.
@@ -69,32 +69,32 @@ pub enum TlsMode {
 
 /// A DestinationRule `trafficPolicy`.
 #[derive(Clone, Debug, Default, PartialEq)]
-pub struct TrafficPolicy {
+pub(crate) struct TrafficPolicy {
     /// `loadBalancer.simple`.
-    pub load_balancer: Option<LbPolicy>,
+    pub(crate) load_balancer: Option<LbPolicy>,
     /// `connectionPool`.
-    pub connection_pool: Option<ConnectionPool>,
+    pub(crate) connection_pool: Option<ConnectionPool>,
     /// `outlierDetection`.
-    pub outlier_detection: Option<OutlierDetectionSpec>,
+    pub(crate) outlier_detection: Option<OutlierDetectionSpec>,
     /// `tls.mode`.
-    pub tls: Option<TlsMode>,
+    pub(crate) tls: Option<TlsMode>,
     /// `retryBudget`.
-    pub retry_budget: Option<RetryBudgetSpec>,
+    pub(crate) retry_budget: Option<RetryBudgetSpec>,
 }
 
 /// DestinationRule `trafficPolicy.retryBudget`: Envoy's retry budget, which replaces the
 /// `maxRetries` circuit breaker (istio/istio `cluster_traffic_policy.go`, `applyRetryBudget`).
 #[derive(Clone, Copy, Debug, PartialEq)]
-pub struct RetryBudgetSpec {
+pub(crate) struct RetryBudgetSpec {
     /// `percent` of the active requests that may be retries (default 20).
-    pub percent: f64,
+    pub(crate) percent: f64,
     /// `minRetryConcurrency`: retries always allowed in flight (default 3).
-    pub min_retry_concurrency: u32,
+    pub(crate) min_retry_concurrency: u32,
 }
 
 impl TrafficPolicy {
     /// Subset policy over this one: each group the subset sets replaces the top-level one.
-    pub fn overlay(&self, subset: &TrafficPolicy) -> TrafficPolicy {
+    pub(crate) fn overlay(&self, subset: &TrafficPolicy) -> TrafficPolicy {
         TrafficPolicy {
             load_balancer: subset.load_balancer.or(self.load_balancer),
             connection_pool: subset
@@ -113,28 +113,28 @@ impl TrafficPolicy {
 
 /// A DestinationRule subset.
 #[derive(Clone, Debug, PartialEq)]
-pub struct Subset {
+pub(crate) struct Subset {
     /// Subset name.
-    pub name: String,
+    pub(crate) name: String,
     /// Pod labels selecting it.
-    pub labels: BTreeMap<String, String>,
+    pub(crate) labels: BTreeMap<String, String>,
     /// Subset-level policy.
-    pub traffic_policy: Option<TrafficPolicy>,
+    pub(crate) traffic_policy: Option<TrafficPolicy>,
 }
 
 /// An Istio DestinationRule.
 #[derive(Clone, Debug, PartialEq)]
 pub struct DestinationRule {
     /// `metadata.name`.
-    pub name: String,
+    pub(crate) name: String,
     /// `metadata.namespace`.
-    pub namespace: Option<String>,
+    pub(crate) namespace: Option<String>,
     /// `spec.host`.
-    pub host: String,
+    pub(crate) host: String,
     /// `spec.trafficPolicy`.
-    pub traffic_policy: TrafficPolicy,
+    pub(crate) traffic_policy: TrafficPolicy,
     /// `spec.subsets`.
-    pub subsets: Vec<Subset>,
+    pub(crate) subsets: Vec<Subset>,
 }
 
 /// PeerAuthentication mTLS mode.
@@ -154,11 +154,11 @@ pub enum MtlsMode {
 #[derive(Clone, Debug, PartialEq)]
 pub struct PeerAuthentication {
     /// `metadata.name`.
-    pub name: String,
+    pub(crate) name: String,
     /// `metadata.namespace` (`istio-system` is the mesh root namespace).
-    pub namespace: Option<String>,
+    pub(crate) namespace: Option<String>,
     /// `spec.selector.matchLabels`; `None` applies to the whole namespace.
-    pub selector: Option<BTreeMap<String, String>>,
+    pub(crate) selector: Option<BTreeMap<String, String>>,
     /// `spec.mtls.mode`.
     pub mode: MtlsMode,
 }

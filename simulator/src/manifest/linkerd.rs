@@ -7,43 +7,43 @@ use crate::engine::SimTime;
 
 /// A ServiceProfile route.
 #[derive(Clone, Debug, PartialEq)]
-pub struct ProfileRoute {
+pub(crate) struct ProfileRoute {
     /// Route name.
-    pub name: String,
+    pub(crate) name: String,
     /// `condition.method`.
-    pub method: Option<String>,
+    pub(crate) method: Option<String>,
     /// `condition.pathRegex`.
-    pub path_regex: Option<String>,
+    pub(crate) path_regex: Option<String>,
     /// Status ranges classed as failures (`responseClasses` with `isFailure`).
-    pub failure_ranges: Vec<(u16, u16)>,
+    pub(crate) failure_ranges: Vec<(u16, u16)>,
     /// `isRetryable`.
-    pub is_retryable: bool,
+    pub(crate) is_retryable: bool,
     /// `timeout`.
-    pub timeout: Option<SimTime>,
+    pub(crate) timeout: Option<SimTime>,
 }
 
 /// Linkerd retry budget.
 #[derive(Clone, Debug, PartialEq)]
-pub struct RetryBudget {
+pub(crate) struct RetryBudget {
     /// `retryRatio`.
-    pub retry_ratio: f64,
+    pub(crate) retry_ratio: f64,
     /// `minRetriesPerSecond`.
-    pub min_retries_per_second: u32,
+    pub(crate) min_retries_per_second: u32,
     /// `ttl`.
-    pub ttl: SimTime,
+    pub(crate) ttl: SimTime,
 }
 
 /// A Linkerd ServiceProfile.
 #[derive(Clone, Debug, PartialEq)]
 pub struct ServiceProfile {
     /// `metadata.name` (the service FQDN).
-    pub name: String,
+    pub(crate) name: String,
     /// `metadata.namespace`.
-    pub namespace: Option<String>,
+    pub(crate) namespace: Option<String>,
     /// `spec.routes`.
-    pub routes: Vec<ProfileRoute>,
+    pub(crate) routes: Vec<ProfileRoute>,
     /// `spec.retryBudget`.
-    pub retry_budget: Option<RetryBudget>,
+    pub(crate) retry_budget: Option<RetryBudget>,
 }
 
 pub(super) fn service_profile(

@@ -24,17 +24,15 @@ pub(crate) mod yaml;
 use serde::Deserialize;
 use serde_json::Value;
 
-pub use gateway::{GatewayHttpRoute, GatewayRule, ParentRef};
-pub use istio::{
-    FaultInjection, IstioHttpRoute, Retries, RetryOn, RouteDestination, VirtualService,
-};
-pub use istio_policy::{
-    ConnectionPool, DestinationRule, LbPolicy, MtlsMode, OutlierDetectionSpec, PeerAuthentication,
-    RetryBudgetSpec, Subset, TlsMode, TrafficPolicy,
-};
-pub use linkerd::{ProfileRoute, RetryBudget, ServiceProfile};
-pub use reader::parse_quantity_milli;
+pub use gateway::GatewayHttpRoute;
+pub use istio::{FaultInjection, IstioHttpRoute, VirtualService};
+pub use istio_policy::{DestinationRule, MtlsMode, OutlierDetectionSpec, PeerAuthentication};
+pub use linkerd::ServiceProfile;
 pub use smi::TrafficSplit;
+
+pub(crate) use istio::RetryOn;
+pub(crate) use istio_policy::{LbPolicy, TlsMode, TrafficPolicy};
+pub(crate) use linkerd::RetryBudget;
 
 use gateway::gateway_http_route;
 use istio::virtual_service;
@@ -107,12 +105,12 @@ impl PartialEq for StringMatch {
 
 impl StringMatch {
     /// A full-match regex (Envoy anchors `safe_regex`).
-    pub fn regex(pattern: &str) -> Result<Self, regex::Error> {
+    pub(crate) fn regex(pattern: &str) -> Result<Self, regex::Error> {
         Ok(Self::Regex(regex::Regex::new(&format!("^(?:{pattern})$"))?))
     }
 
     /// Whether `value` matches.
-    pub fn matches(&self, value: &str) -> bool {
+    pub(crate) fn matches(&self, value: &str) -> bool {
         match self {
             Self::Exact(s) => value == s,
             Self::Prefix(s) => value.starts_with(s.as_str()),
@@ -128,16 +126,6 @@ pub struct HeaderMatch {
     pub name: String,
     /// Condition on its value.
     pub matcher: StringMatch,
-}
-
-impl HeaderMatch {
-    /// `name: exact value`.
-    pub fn exact(name: &str, value: &str) -> Self {
-        Self {
-            name: name.to_ascii_lowercase(),
-            matcher: StringMatch::Exact(value.to_string()),
-        }
-    }
 }
 
 /// One parsed manifest.
@@ -168,7 +156,7 @@ pub struct Manifests {
 
 impl Manifests {
     /// Appends another set.
-    pub fn extend(&mut self, other: Manifests) {
+    pub(crate) fn extend(&mut self, other: Manifests) {
         self.items.extend(other.items);
         self.warnings.extend(other.warnings);
     }
@@ -308,7 +296,7 @@ fn parse_doc(
 
 #[cfg(test)]
 mod tests {
-    use super::*;
+    use super::reader::parse_quantity_milli;
 
     #[test]
     fn quantities_parse_like_kubernetes() {

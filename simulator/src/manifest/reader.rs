@@ -14,7 +14,7 @@ use super::ManifestError;
 use crate::engine::SimTime;
 
 /// Parses a Kubernetes quantity such as `900m`, `1`, `0.5` or `10` into thousandths.
-pub fn parse_quantity_milli(s: &str) -> Option<u64> {
+pub(crate) fn parse_quantity_milli(s: &str) -> Option<u64> {
     let s = s.trim();
     if let Some(m) = s.strip_suffix('m') {
         return m.parse::<u64>().ok();

@@ -10,11 +10,11 @@ use super::reader::{Doc, Node, get, idx, join, parse_quantity_milli};
 #[derive(Clone, Debug, PartialEq)]
 pub struct TrafficSplit {
     /// `metadata.name`.
-    pub name: String,
+    pub(crate) name: String,
     /// `metadata.namespace`.
-    pub namespace: Option<String>,
+    pub(crate) namespace: Option<String>,
     /// `spec.service` (the apex service).
-    pub service: String,
+    pub(crate) service: String,
     /// Backends with weights in thousandths (`900m` is 900, `1` is 1000).
     pub backends: Vec<(String, u64)>,
 }

@@ -59,8 +59,9 @@ pub(super) struct Version {
 
 impl Mesh {
     /// Builds a mesh. Routes default to spreading requests over the versions each Service
-    /// selects (all unless [`ServiceConfig::selects`] says otherwise) by pod count, with
-    /// Istio's default retry policy; apply manifests or a split to change that.
+    /// selects (all unless [`ServiceConfig::selects`](super::ServiceConfig::selects) says
+    /// otherwise) by pod count, with Istio's default retry policy; apply manifests or a split to
+    /// change that.
     pub fn new(cfg: MeshConfig) -> Result<Self, MeshError> {
         if cfg.scrape_interval == 0 {
             return Err(invalid("scrape_interval", "must be positive"));

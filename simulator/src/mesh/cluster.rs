@@ -12,7 +12,7 @@ use super::event::Ev;
 use super::outlier::{Accrual, AccrualConfig, OutlierConfig, OutlierDetector};
 use super::pool::Conn;
 use super::tls::ClientTls;
-use super::{AttemptId, ClientId, ClusterId, Mesh, MeshError, PodId, ServiceId, VersionId};
+use super::{AttemptId, ClientId, ClusterId, Mesh, PodId, ServiceId, VersionId};
 use crate::engine::{MILLIS, SECONDS, SimTime, Stream};
 use crate::manifest::{DestinationRule, TlsMode, TrafficPolicy};
 use std::collections::{BTreeSet, VecDeque};
@@ -238,28 +238,6 @@ impl Mesh {
         }
     }
 
-    /// Replaces the outlier-detection settings of (client, version); for tests and what-if runs
-    /// that need detectors Istio does not expose (success rate, failure percentage).
-    pub fn set_outlier_detection(
-        &mut self,
-        client: ClientId,
-        v: VersionId,
-        cfg: OutlierConfig,
-    ) -> Result<(), MeshError> {
-        let ci = self
-            .cluster_of(client, v)
-            .ok_or(MeshError::UnknownClient(client.0))?;
-        let interval = cfg.interval.max(1);
-        let n = self.clusters[ci].hosts.len();
-        self.clusters[ci].od = Some(OutlierDetector::new(cfg, n));
-        if !self.clusters[ci].tick_armed {
-            self.clusters[ci].tick_armed = true;
-            self.q.schedule_in(interval, Ev::OdTick { cluster: ci });
-        }
-        self.rebuild_candidates(ci);
-        Ok(())
-    }
-
     pub(super) fn on_od_tick(&mut self, ci: ClusterId) {
         let now = self.now();
         let cl = &mut self.clusters[ci];
@@ -350,7 +328,7 @@ impl Mesh {
 
     /// Whether a DestinationRule on the service's own host sets a policy that the routes in
     /// effect bypass, because they name the versions by their own hosts.
-    pub fn service_policy_bypassed(&self, s: ServiceId) -> bool {
+    pub(crate) fn service_policy_bypassed(&self, s: ServiceId) -> bool {
         let svc = &self.services[s];
         !svc.host_routed.is_empty()
             && (svc.policy != TrafficPolicy::default()

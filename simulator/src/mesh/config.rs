@@ -40,18 +40,18 @@ impl Default for Behaviour {
 #[derive(Clone, Debug, PartialEq)]
 pub struct VersionConfig {
     /// Version / subset name.
-    pub name: String,
+    pub(crate) name: String,
     /// Workload (Deployment) name used as `destination_workload`; default `<service>-<name>`.
     pub workload: Option<String>,
     /// Number of pods.
-    pub pods: u32,
+    pub(crate) pods: u32,
     /// Pod behaviour.
     pub behaviour: Behaviour,
     /// Pod labels (DestinationRule subsets and PeerAuthentication selectors match on them);
     /// `app: <service>` and `version: <name>` are added when absent.
-    pub labels: BTreeMap<String, String>,
+    pub(crate) labels: BTreeMap<String, String>,
     /// Whether the pods have a sidecar (no sidecar: plaintext only).
-    pub sidecar: bool,
+    pub(crate) sidecar: bool,
 }
 
 impl VersionConfig {

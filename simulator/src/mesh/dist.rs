@@ -32,7 +32,7 @@ const Z99: f64 = 2.326_347_874_040_841;
 
 impl ServiceTime {
     /// Draws one service time.
-    pub fn sample(&self, rng: &mut Stream) -> SimTime {
+    pub(crate) fn sample(&self, rng: &mut Stream) -> SimTime {
         match self {
             ServiceTime::Constant(t) => *t,
             ServiceTime::Exponential { mean } => rng.exp(*mean as f64) as SimTime,
@@ -56,31 +56,8 @@ impl ServiceTime {
         }
     }
 
-    /// Mean of the distribution in nanoseconds.
-    pub fn mean(&self) -> f64 {
-        match self {
-            ServiceTime::Constant(t) => *t as f64,
-            ServiceTime::Exponential { mean } => *mean as f64,
-            ServiceTime::LogNormal { p50, p99 } => {
-                let mu = (*p50.max(&1) as f64).ln();
-                let sigma = ((*p99.max(p50) as f64).ln() - mu).max(0.0) / Z99;
-                (mu + sigma * sigma / 2.0).exp()
-            }
-            ServiceTime::Mixture(parts) => {
-                let total: f64 = parts.iter().map(|p| p.0.max(0.0)).sum();
-                if total <= 0.0 {
-                    return 0.0;
-                }
-                parts
-                    .iter()
-                    .map(|(w, d)| w.max(0.0) / total * d.mean())
-                    .sum()
-            }
-        }
-    }
-
     /// Checks parameters; returns what is wrong.
-    pub fn validate(&self) -> Result<(), String> {
+    pub(crate) fn validate(&self) -> Result<(), String> {
         match self {
             ServiceTime::LogNormal { p50, p99 } if p99 < p50 => {
                 Err("log-normal p99 is below p50".into())

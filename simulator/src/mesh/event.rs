@@ -62,7 +62,7 @@ impl Mesh {
 
     /// [`Mesh::run_until`] for at most `budget` events: true once `t` is reached, false when
     /// the budget ran out first (call again to go on). Lets a caller look up between slices.
-    pub fn run_until_within(&mut self, t: SimTime, budget: u64) -> bool {
+    pub(crate) fn run_until_within(&mut self, t: SimTime, budget: u64) -> bool {
         for _ in 0..budget {
             match self.q.pop_until(t) {
                 Some(ev) => self.handle(ev),

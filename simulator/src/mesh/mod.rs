@@ -4,7 +4,7 @@
 //! # Using it from a harness
 //! 1. Build: [`Mesh::new`] with a [`MeshConfig`] (services, versions with pod count and
 //!    [`Behaviour`], clients with a rate and header mix), then [`Mesh::apply_manifests`] with
-//!    parsed [`Manifests`] (VirtualService, DestinationRule, ...).
+//!    parsed [`Manifests`](crate::manifest::Manifests) (VirtualService, DestinationRule, ...).
 //! 2. Look up ids once: [`Mesh::service_id`], [`Mesh::version_id`], [`Mesh::client_id`].
 //! 3. Drive: [`Mesh::run_until`] advances virtual time; between calls,
 //!    [`Mesh::apply_manifests`] routes (the controller's own routing objects, loaded as
@@ -93,8 +93,8 @@ mod tls;
 pub use config::*;
 pub use dist::ServiceTime;
 pub use outlier::{
-    Accrual, AccrualConfig, EjectionRule, FailurePercentageDetector, OutlierConfig,
-    OutlierDetector, SuccessRateDetector,
+    Accrual, AccrualConfig, EjectionRule, FailurePercentageDetector, HostOutlier, OutlierChange,
+    OutlierConfig, OutlierDetector, SuccessRateDetector,
 };
 
 pub use action::Action;
@@ -157,7 +157,7 @@ ids!(@index ClientId => Client);
 
 /// Index of a service.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
-pub struct ServiceId(pub u32);
+pub struct ServiceId(pub(crate) u32);
 
 /// Index of a version (across all services).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -165,7 +165,7 @@ pub struct VersionId(pub u32);
 
 /// Index of a client workload.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
-pub struct ClientId(pub u32);
+pub struct ClientId(pub(crate) u32);
 
 /// A workload holding a certificate.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

@@ -40,13 +40,6 @@ impl Mesh {
             .map(|i| ClientId(i as u32))
     }
 
-    /// Versions of a service.
-    pub fn versions_of(&self, service: ServiceId) -> Vec<VersionId> {
-        self.services
-            .get(service.0 as usize)
-            .map_or_else(Vec::new, |s| s.versions.clone())
-    }
-
     /// The primary and canary versions of a service, when it has versions with those names.
     pub fn primary_canary(&self, service: ServiceId) -> Option<(VersionId, VersionId)> {
         let s = self.services.get(service.0 as usize)?;
@@ -54,12 +47,12 @@ impl Mesh {
     }
 
     /// Name of a version.
-    pub fn version_name(&self, v: VersionId) -> Option<&str> {
+    pub(crate) fn version_name(&self, v: VersionId) -> Option<&str> {
         self.versions.get(v.0 as usize).map(|x| x.name.as_str())
     }
 
     /// Current behaviour of a version.
-    pub fn behaviour(&self, v: VersionId) -> Option<&Behaviour> {
+    pub(crate) fn behaviour(&self, v: VersionId) -> Option<&Behaviour> {
         self.versions.get(v.0 as usize).map(|x| &x.behaviour)
     }
 
@@ -115,14 +108,6 @@ impl Mesh {
         self.versions
             .get(v.0 as usize)
             .map_or_else(QueueStats::default, |x| x.queue_stats)
-    }
-
-    /// Upstream requests in flight from `client` to `v`, and retries in flight.
-    pub fn in_flight(&self, client: ClientId, v: VersionId) -> (u32, u32) {
-        self.cluster_of(client, v).map_or((0, 0), |c| {
-            let c = &self.clusters[c];
-            (c.active_requests, c.retries_active)
-        })
     }
 
     /// Run counters.

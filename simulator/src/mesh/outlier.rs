@@ -24,13 +24,13 @@ pub enum EjectionRule {
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub struct SuccessRateDetector {
     /// `success_rate_minimum_hosts` (5).
-    pub minimum_hosts: u32,
+    pub(crate) minimum_hosts: u32,
     /// `success_rate_request_volume` (100).
-    pub request_volume: u32,
+    pub(crate) request_volume: u32,
     /// `success_rate_stdev_factor` / 1000 (1.9).
-    pub stdev_factor: f64,
+    pub(crate) stdev_factor: f64,
     /// `enforcing_success_rate` percentage.
-    pub enforcing: u32,
+    pub(crate) enforcing: u32,
 }
 
 impl Default for SuccessRateDetector {
@@ -48,13 +48,13 @@ impl Default for SuccessRateDetector {
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub struct FailurePercentageDetector {
     /// `failure_percentage_threshold` (85).
-    pub threshold: u32,
+    pub(crate) threshold: u32,
     /// `failure_percentage_minimum_hosts` (5).
-    pub minimum_hosts: u32,
+    pub(crate) minimum_hosts: u32,
     /// `failure_percentage_request_volume` (50).
-    pub request_volume: u32,
+    pub(crate) request_volume: u32,
     /// `enforcing_failure_percentage` percentage.
-    pub enforcing: u32,
+    pub(crate) enforcing: u32,
 }
 
 impl Default for FailurePercentageDetector {
@@ -76,13 +76,13 @@ pub struct OutlierConfig {
     /// `consecutive_gateway_failure` (enforced); 0 disables.
     pub consecutive_gateway: u32,
     /// Interval between ticks.
-    pub interval: SimTime,
+    pub(crate) interval: SimTime,
     /// Base ejection time.
-    pub base_ejection_time: SimTime,
+    pub(crate) base_ejection_time: SimTime,
     /// Cap of the ejection time.
-    pub max_ejection_time: SimTime,
+    pub(crate) max_ejection_time: SimTime,
     /// `max_ejection_percent`.
-    pub max_ejection_percent: u32,
+    pub(crate) max_ejection_percent: u32,
     /// Panic threshold in percent (Istio: 0, panic off).
     pub min_health_percent: u32,
     /// Optional success-rate detector.
@@ -90,7 +90,7 @@ pub struct OutlierConfig {
     /// Optional failure-percentage detector.
     pub failure_percentage: Option<FailurePercentageDetector>,
     /// Which max-ejection-percent rule.
-    pub rule: EjectionRule,
+    pub(crate) rule: EjectionRule,
 }
 
 impl OutlierConfig {
@@ -118,7 +118,7 @@ pub struct HostOutlier {
     consecutive_5xx: u32,
     consecutive_gateway: u32,
     /// Whether the host is ejected.
-    pub ejected: bool,
+    pub(crate) ejected: bool,
     backoff: u32,
     last_ejection: SimTime,
     last_unejection: Option<SimTime>,
@@ -146,7 +146,7 @@ pub struct OutlierChange {
 
 impl OutlierChange {
     /// Whether the set of usable hosts changed.
-    pub fn membership_changed(&self) -> bool {
+    pub(crate) fn membership_changed(&self) -> bool {
         self.ejected > 0 || self.unejected > 0
     }
 }
@@ -155,7 +155,7 @@ impl OutlierChange {
 #[derive(Clone, Debug)]
 pub struct OutlierDetector {
     /// Settings.
-    pub cfg: OutlierConfig,
+    pub(crate) cfg: OutlierConfig,
     hosts: Vec<HostOutlier>,
     ejected: u32,
 }
@@ -177,7 +177,7 @@ impl OutlierDetector {
     }
 
     /// Adds a host (scale-up); returns its index.
-    pub fn add_host(&mut self) -> usize {
+    pub(crate) fn add_host(&mut self) -> usize {
         self.hosts.push(HostOutlier {
             active: true,
             ..Default::default()
@@ -186,7 +186,7 @@ impl OutlierDetector {
     }
 
     /// Takes a host out of the cluster (scale-down); an ejected host stops counting.
-    pub fn remove_host(&mut self, h: usize) {
+    pub(crate) fn remove_host(&mut self, h: usize) {
         if let Some(x) = self.hosts.get_mut(h) {
             if x.ejected {
                 x.ejected = false;
@@ -395,13 +395,13 @@ impl OutlierDetector {
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub struct AccrualConfig {
     /// `max-failures` (7).
-    pub max_failures: u32,
+    pub(crate) max_failures: u32,
     /// `min-penalty` (1 s).
-    pub min_penalty: SimTime,
+    pub(crate) min_penalty: SimTime,
     /// `max-penalty` (1 min).
-    pub max_penalty: SimTime,
+    pub(crate) max_penalty: SimTime,
     /// `jitter-ratio` (0.5).
-    pub jitter_ratio: f64,
+    pub(crate) jitter_ratio: f64,
 }
 
 impl Default for AccrualConfig {

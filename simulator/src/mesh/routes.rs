@@ -87,7 +87,7 @@ impl Mesh {
 
     /// Every service back to the data plane's default routes: no rules of any object, the
     /// default retries, no timeout or fault; the routing objects in effect are applied after.
-    pub fn reset_routes(&mut self) {
+    pub(crate) fn reset_routes(&mut self) {
         for si in 0..self.services.len() {
             let s = ServiceId(si as u32);
             self.services[s].base = RouteBase {
@@ -369,7 +369,7 @@ impl Mesh {
     }
 
     /// The rules clients of `service` walk, in order, as plain data.
-    pub fn route_table(&self, service: ServiceId) -> Vec<RuleView> {
+    pub(crate) fn route_table(&self, service: ServiceId) -> Vec<RuleView> {
         let name = |v: VersionId| self.versions[v].name.clone();
         self.services[service]
             .rules

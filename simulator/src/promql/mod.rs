@@ -1,6 +1,5 @@
 //! A PromQL evaluator for the common forms of Flagger's metric templates, over the simulator's
-//! labelled series ([`crate::telemetry::LabelledSeries`]) as a Prometheus scraping the simulated
-//! proxies would store them.
+//! labelled series, as a Prometheus scraping the simulated proxies would store them.
 //!
 //! Queries are parsed by `promql-parser` (a parser made for PromQL) and evaluated as Prometheus
 //! 2.x evaluates an instant query at one time:
@@ -23,7 +22,8 @@ mod templates;
 mod tests;
 
 pub use scraped::Scraped;
-pub use templates::{MetricProblem, check_metrics, find_template, reading, subject};
+pub(crate) use templates::{check_metrics, find_template};
+pub use templates::{reading, subject};
 
 use std::collections::BTreeMap;
 
@@ -105,7 +105,7 @@ pub fn evaluate(query: &str, storage: &dyn Storage, at: Ms) -> Result<Value, Pro
 }
 
 /// Whether the simulator can evaluate `query`: it parses and uses only supported forms.
-pub fn check(query: &str) -> Result<(), PromqlError> {
+pub(crate) fn check(query: &str) -> Result<(), PromqlError> {
     struct Empty;
     impl Storage for Empty {
         fn select(&self, _: &dyn Fn(&Labels) -> bool, _: Ms, _: Ms) -> Vec<Series> {

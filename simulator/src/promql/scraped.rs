@@ -35,7 +35,7 @@ impl<'a> Scraped<'a> {
     }
 
     /// Whose names the series carry.
-    pub fn naming(&self) -> Naming {
+    pub(crate) fn naming(&self) -> Naming {
         self.naming
     }
 }

@@ -22,7 +22,7 @@ pub fn subject(canary: &Canary, namespace: &str) -> Subject {
 
 /// The `MetricTemplate` `namespace/name` among `templates`; a template that names no namespace
 /// is in `default_namespace` (the scenario's), as `kubectl apply` would put it.
-pub fn find_template<'a>(
+pub(crate) fn find_template<'a>(
     templates: &'a [MetricTemplate],
     default_namespace: &str,
     namespace: &str,
@@ -39,15 +39,15 @@ pub fn find_template<'a>(
 
 /// A metric of the Canary the simulator cannot measure: its index in the spec and why.
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub struct MetricProblem {
-    pub index: usize,
-    pub message: String,
+pub(crate) struct MetricProblem {
+    pub(crate) index: usize,
+    pub(crate) message: String,
 }
 
 /// Checks every custom metric of `spec` before a run: the template it names is among
 /// `templates`, its placeholders render, and the rendered query uses only the forms the
 /// simulator evaluates. The message names the metric and the part.
-pub fn check_metrics(
+pub(crate) fn check_metrics(
     spec: &RolloutSpec,
     subject: &Subject,
     templates: &[MetricTemplate],

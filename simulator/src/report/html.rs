@@ -25,7 +25,7 @@ const CLIENTS: &str = "#6b6b6b";
 pub(super) const MIN_REQUESTS: u64 = 20;
 
 /// The report for the runs of a scenario (one per variant).
-pub fn html(scenario: &Scenario, runs: &[RunResult]) -> String {
+pub(crate) fn html(scenario: &Scenario, runs: &[RunResult]) -> String {
     let title = runs.first().map_or("fledge-sim", |r| r.scenario.as_str());
     let mut out = String::new();
     let _ = write!(

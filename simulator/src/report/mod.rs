@@ -4,7 +4,7 @@ pub(crate) mod benchmarks;
 mod html;
 mod plot;
 
-pub use html::html;
+pub(crate) use html::html;
 
 use std::fmt::Write as _;
 
@@ -19,7 +19,7 @@ fn clock(ms: u64) -> String {
 }
 
 /// One line per decision, then the outcome and the checks.
-pub fn timeline(run: &RunResult, description: &str) -> String {
+pub(crate) fn timeline(run: &RunResult, description: &str) -> String {
     let mut out = String::new();
     let variant = if run.variant.is_empty() {
         String::new()

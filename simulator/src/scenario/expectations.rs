@@ -15,48 +15,48 @@ pub struct Variant {
     pub expect: Expectations,
     /// Settings of a patched Canary (`--vary`, `--policy`) that do not do what they seem to;
     /// the scenario's own Canary's are among the scenario's warnings.
-    pub warnings: Vec<String>,
+    pub(crate) warnings: Vec<String>,
 }
 
 #[derive(Clone, Debug, Default, PartialEq)]
 pub struct Expectations {
-    pub outcome: Option<Outcome>,
+    pub(crate) outcome: Option<Outcome>,
     /// From the deploy to promotion or rollback.
-    pub decided_within: Option<SimTime>,
-    pub max_canary_weight_before_rollback: Option<u8>,
+    pub(crate) decided_within: Option<SimTime>,
+    pub(crate) max_canary_weight_before_rollback: Option<u8>,
     /// Failed requests the clients saw that the canary served (the blast radius).
-    pub max_failed_requests: Option<u64>,
+    pub(crate) max_failed_requests: Option<u64>,
     /// Percentage of client requests that succeeded over the whole run.
-    pub min_success_rate: Option<f64>,
+    pub(crate) min_success_rate: Option<f64>,
     /// The canary must not be rolled back.
-    pub no_false_rollback: bool,
+    pub(crate) no_false_rollback: bool,
     /// The rollback's analysis must have failed this metric on its value (threshold judge)
     /// or found it regressed (statistical judge).
-    pub rolled_back_by: Option<String>,
+    pub(crate) rolled_back_by: Option<String>,
     /// The rollback's analysis must have found no value for this metric.
-    pub rolled_back_for_no_data: Option<String>,
+    pub(crate) rolled_back_for_no_data: Option<String>,
     /// Some decision's message must contain this text.
-    pub message_contains: Option<String>,
+    pub(crate) message_contains: Option<String>,
     /// Bounds on counters (names from [`crate::telemetry::counter_names`]).
-    pub counters: Vec<CounterBound>,
+    pub(crate) counters: Vec<CounterBound>,
     /// Bounds on what each named client saw.
-    pub clients: Vec<ClientBound>,
+    pub(crate) clients: Vec<ClientBound>,
 }
 
 /// `counter` must lie within `[min, max]`.
 #[derive(Clone, Debug, PartialEq)]
-pub struct CounterBound {
-    pub counter: String,
-    pub min: Option<u64>,
-    pub max: Option<u64>,
+pub(crate) struct CounterBound {
+    pub(crate) counter: String,
+    pub(crate) min: Option<u64>,
+    pub(crate) max: Option<u64>,
 }
 
 /// The success rate (percent, after retries) a client saw must lie within `[min, max]`.
 #[derive(Clone, Debug, PartialEq)]
-pub struct ClientBound {
-    pub client: String,
-    pub min_success_rate: Option<f64>,
-    pub max_success_rate: Option<f64>,
+pub(crate) struct ClientBound {
+    pub(crate) client: String,
+    pub(crate) min_success_rate: Option<f64>,
+    pub(crate) max_success_rate: Option<f64>,
 }
 
 impl Context {

@@ -34,40 +34,41 @@ use crate::mesh::config::{CertConfig, DataPlane};
 const MAX_DURATION: SimTime = 720 * 3600 * crate::engine::SECONDS;
 
 pub use crate::result::Outcome;
-pub use expectations::{ClientBound, CounterBound, Expectations, Variant};
+pub use expectations::{Expectations, Variant};
 pub use model::Version;
-pub use patch::{Edit, Patch, PatchError};
-pub(crate) use source::load_error_place;
-pub use source::{MAX_FILE_BYTES, read_bounded};
-pub use timeline::{Event, HookAnswer, Side, TimelineEntry, Trigger};
+pub use timeline::{Event, Side, TimelineEntry};
 pub use traffic::{Client, RateShape};
+
+pub(crate) use patch::Patch;
+pub(crate) use source::{load_error_place, read_bounded};
+pub(crate) use timeline::{HookAnswer, Trigger};
 
 /// A scenario, checked and ready to run.
 #[derive(Clone, Debug)]
 pub struct Scenario {
-    pub name: String,
+    pub(crate) name: String,
     pub description: String,
-    pub file: PathBuf,
+    pub(crate) file: PathBuf,
     pub seed: u64,
     pub duration: SimTime,
-    pub data_plane: DataPlane,
+    pub(crate) data_plane: DataPlane,
     pub namespace: String,
-    pub service: String,
-    pub primary: Version,
+    pub(crate) service: String,
+    pub(crate) primary: Version,
     /// The new revision's behaviour (deployed by the timeline's `deploy`).
     pub canary: Version,
     pub clients: Vec<Client>,
-    pub manifests: Manifests,
+    pub(crate) manifests: Manifests,
     pub canary_resource: Canary,
     /// The MetricTemplates given beside the Canary, for its `templateRef` metrics.
     pub metric_templates: Vec<MetricTemplate>,
-    pub spec: RolloutSpec,
+    pub(crate) spec: RolloutSpec,
     pub timeline: Vec<TimelineEntry>,
-    pub hooks: BTreeMap<String, HookAnswer>,
+    pub(crate) hooks: BTreeMap<String, HookAnswer>,
     /// Runs of the scenario: one, or one per judge variant.
     pub variants: Vec<Variant>,
     /// Workload certificate lifetime and rotation.
-    pub certificates: CertConfig,
+    pub(crate) certificates: CertConfig,
     /// Istio's default retry policy also retries 503 (`istio.version` up to 1.23, or
     /// `istio.exclude_unsafe_503_from_default_retry: false`).
     pub istio_retry_503: bool,
@@ -137,7 +138,7 @@ impl Scenario {
     }
 
     /// The Canary's target workload name (the canary), and the primary's.
-    pub fn workloads(&self) -> (String, String) {
+    pub(crate) fn workloads(&self) -> (String, String) {
         (
             self.spec.target.clone(),
             format!("{}-primary", self.spec.target),

@@ -9,7 +9,7 @@ use crate::mesh::dist::ServiceTime;
 #[derive(Clone, Debug)]
 pub struct Version {
     pub pods: u32,
-    pub behaviour: Behaviour,
+    pub(crate) behaviour: Behaviour,
 }
 
 impl Context {

@@ -12,25 +12,25 @@ use super::{Expectations, Scenario, Variant};
 /// names; `*` stands for every element of a list) is set, or removed when `value` is `None`.
 /// Setting creates the mappings on the way.
 #[derive(Clone, Debug, PartialEq)]
-pub struct Edit {
-    pub path: Vec<String>,
-    pub value: Option<Value>,
+pub(crate) struct Edit {
+    pub(crate) path: Vec<String>,
+    pub(crate) value: Option<Value>,
 }
 
 /// Edits of the scenario's Canary spec, applied in order.
 #[derive(Clone, Debug, Default, PartialEq)]
-pub struct Patch {
-    pub edits: Vec<Edit>,
+pub(crate) struct Patch {
+    pub(crate) edits: Vec<Edit>,
 }
 
 /// A patch that does not apply, or whose result does not validate.
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
 #[error("{0}")]
-pub struct PatchError(pub String);
+pub(crate) struct PatchError(pub(crate) String);
 
 impl Patch {
     /// Sets the value at `path` (dot-separated, e.g. `analysis.statistical.alpha`).
-    pub fn set(mut self, path: &str, value: impl Into<Value>) -> Patch {
+    pub(crate) fn set(mut self, path: &str, value: impl Into<Value>) -> Patch {
         self.edits.push(Edit {
             path: split(path),
             value: Some(value.into()),
@@ -38,7 +38,7 @@ impl Patch {
         self
     }
 
-    pub fn remove(mut self, path: &str) -> Patch {
+    pub(crate) fn remove(mut self, path: &str) -> Patch {
         self.edits.push(Edit {
             path: split(path),
             value: None,
@@ -49,7 +49,7 @@ impl Patch {
     /// Replaces the Canary's judge. Under `threshold`, what only the statistical judge reads
     /// (the `statistical` block, metrics' `margin`) is dropped: it would not validate there,
     /// and a Canary written for the statistical judge is then still usable.
-    pub fn judge(self, judge: &str) -> Patch {
+    pub(crate) fn judge(self, judge: &str) -> Patch {
         let patch = self.set("analysis.judge", judge);
         if judge == "threshold" {
             patch
@@ -65,7 +65,7 @@ impl Patch {
     /// does its strategy when the policy has none of its own (no `iterations`, no `match`): an
     /// A/B or blue/green scenario keeps its `iterations`, `match` and mirroring, and the
     /// policy's weights are dropped; its interval, threshold, judge and metrics apply.
-    pub fn policy(policy: &CanarySpec, scenario: &CanarySpec) -> Result<Patch, PatchError> {
+    pub(crate) fn policy(policy: &CanarySpec, scenario: &CanarySpec) -> Result<Patch, PatchError> {
         let mut patch = Patch::default().set("analysis", json(&policy.analysis)?);
         if let Some(s) = policy.progress_deadline_seconds {
             patch = patch.set("progressDeadlineSeconds", s);
@@ -139,7 +139,7 @@ impl Patch {
 
 impl Scenario {
     /// An alternative of the scenario: its Canary patched, with no expectations of its own.
-    pub fn variant(&self, name: &str, patch: &Patch) -> Result<Variant, PatchError> {
+    pub(crate) fn variant(&self, name: &str, patch: &Patch) -> Result<Variant, PatchError> {
         let spec = patch.apply(&self.canary_resource.spec, &self.spec)?;
         let subject = crate::promql::subject(&self.canary_resource, &self.namespace);
         crate::promql::check_metrics(&spec, &subject, &self.metric_templates)
@@ -157,7 +157,7 @@ impl Scenario {
     /// `--vary PATH=V1,V2,...`: an alternative of the scenario's Canary per value, named
     /// `PATH=V`, the value at `PATH` (as in [`Patch::set`]) set to it. A value is read as JSON
     /// (a number, `true`, a list) or else taken as a string (`2m`). Every error names the flag.
-    pub fn vary(&self, arg: &str) -> Result<Vec<Variant>, PatchError> {
+    pub(crate) fn vary(&self, arg: &str) -> Result<Vec<Variant>, PatchError> {
         let error = |why: String| PatchError(format!("--vary {arg}: {why}"));
         let Some((path, values)) = arg.split_once('=').filter(|(p, v)| {
             !p.is_empty() && !p.contains(char::is_whitespace) && !v.trim().is_empty()

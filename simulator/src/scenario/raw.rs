@@ -11,221 +11,221 @@ use crate::result::Outcome;
 #[derive(Deserialize, Debug)]
 #[serde(deny_unknown_fields)]
 pub(super) struct Scenario {
-    pub name: String,
-    pub description: Option<String>,
-    pub seed: Option<u64>,
-    pub duration: String,
+    pub(crate) name: String,
+    pub(crate) description: Option<String>,
+    pub(crate) seed: Option<u64>,
+    pub(crate) duration: String,
     /// `istio` (default) or `linkerd`.
-    pub mesh: Option<String>,
-    pub namespace: Option<String>,
-    pub service: Service,
-    pub traffic: Vec<Traffic>,
+    pub(crate) mesh: Option<String>,
+    pub(crate) namespace: Option<String>,
+    pub(crate) service: Service,
+    pub(crate) traffic: Vec<Traffic>,
     /// Mesh manifests as multi-document YAML.
-    pub manifests: Option<String>,
+    pub(crate) manifests: Option<String>,
     /// Mesh manifest files, relative to the scenario.
     #[serde(default)]
-    pub manifest_files: Vec<String>,
+    pub(crate) manifest_files: Vec<String>,
     /// The Canary manifest: a YAML mapping, or a string holding one.
-    pub canary: Option<serde_norway::Value>,
-    pub canary_file: Option<String>,
+    pub(crate) canary: Option<serde_norway::Value>,
+    pub(crate) canary_file: Option<String>,
     #[serde(default)]
-    pub timeline: Vec<TimelineEntry>,
+    pub(crate) timeline: Vec<TimelineEntry>,
     #[serde(default)]
-    pub webhooks: BTreeMap<String, HookAnswer>,
-    pub expect: Option<Expect>,
+    pub(crate) webhooks: BTreeMap<String, HookAnswer>,
+    pub(crate) expect: Option<Expect>,
     #[serde(default)]
-    pub variants: Vec<Variant>,
+    pub(crate) variants: Vec<Variant>,
     /// Workload certificates (Istio's SDS settings).
-    pub certificates: Option<Certificates>,
+    pub(crate) certificates: Option<Certificates>,
     /// Istio control-plane settings that change the data plane's defaults.
-    pub istio: Option<IstioSettings>,
+    pub(crate) istio: Option<IstioSettings>,
 }
 
 #[derive(Deserialize, Debug)]
 #[serde(deny_unknown_fields)]
 pub(super) struct IstioSettings {
     /// `MAJOR.MINOR`, e.g. `1.23`; the newest behaviour when absent.
-    pub version: Option<String>,
+    pub(crate) version: Option<String>,
     /// istiod's `EXCLUDE_UNSAFE_503_FROM_DEFAULT_RETRY` (Istio 1.24 to 1.26; default true).
-    pub exclude_unsafe_503_from_default_retry: Option<bool>,
+    pub(crate) exclude_unsafe_503_from_default_retry: Option<bool>,
 }
 
 #[derive(Deserialize, Debug)]
 #[serde(deny_unknown_fields)]
 pub(super) struct Certificates {
     /// `SECRET_TTL` (24h).
-    pub ttl: Option<String>,
+    pub(crate) ttl: Option<String>,
     /// `SECRET_GRACE_PERIOD_RATIO` (0.5): rotate after this fraction of the lifetime.
     #[serde(default, deserialize_with = "finite_or_none")]
-    pub grace_ratio: Option<f64>,
+    pub(crate) grace_ratio: Option<f64>,
 }
 
 #[derive(Deserialize, Debug)]
 #[serde(deny_unknown_fields)]
 pub(super) struct Service {
-    pub name: String,
-    pub primary: Version,
+    pub(crate) name: String,
+    pub(crate) primary: Version,
     #[serde(default)]
-    pub canary: Version,
+    pub(crate) canary: Version,
 }
 
 #[derive(Deserialize, Debug, Default)]
 #[serde(deny_unknown_fields)]
 pub(super) struct Version {
-    pub pods: Option<u32>,
-    pub workers: Option<u32>,
-    pub latency: Option<Latency>,
+    pub(crate) pods: Option<u32>,
+    pub(crate) workers: Option<u32>,
+    pub(crate) latency: Option<Latency>,
     #[serde(default, deserialize_with = "finite_or_none")]
-    pub error_rate: Option<f64>,
-    pub error_code: Option<u16>,
+    pub(crate) error_rate: Option<f64>,
+    pub(crate) error_code: Option<u16>,
 }
 
 #[derive(Deserialize, Debug, Default)]
 #[serde(deny_unknown_fields)]
 pub(super) struct Latency {
-    pub mean: Option<String>,
-    pub constant: Option<String>,
-    pub p50: Option<String>,
-    pub p99: Option<String>,
-    pub mixture: Option<Vec<MixturePart>>,
+    pub(crate) mean: Option<String>,
+    pub(crate) constant: Option<String>,
+    pub(crate) p50: Option<String>,
+    pub(crate) p99: Option<String>,
+    pub(crate) mixture: Option<Vec<MixturePart>>,
 }
 
 #[derive(Deserialize, Debug)]
 #[serde(deny_unknown_fields)]
 pub(super) struct MixturePart {
     #[serde(deserialize_with = "finite")]
-    pub weight: f64,
+    pub(crate) weight: f64,
     #[serde(flatten)]
-    pub latency: Latency,
+    pub(crate) latency: Latency,
 }
 
 #[derive(Deserialize, Debug)]
 #[serde(deny_unknown_fields)]
 pub(super) struct Traffic {
-    pub client: String,
-    pub namespace: Option<String>,
+    pub(crate) client: String,
+    pub(crate) namespace: Option<String>,
     #[serde(deserialize_with = "finite")]
-    pub rate: f64,
+    pub(crate) rate: f64,
     /// `poisson` (default) or `constant`.
-    pub arrivals: Option<String>,
-    pub ramp: Option<Ramp>,
-    pub diurnal: Option<Diurnal>,
-    pub bursts: Option<Bursts>,
+    pub(crate) arrivals: Option<String>,
+    pub(crate) ramp: Option<Ramp>,
+    pub(crate) diurnal: Option<Diurnal>,
+    pub(crate) bursts: Option<Bursts>,
     #[serde(default)]
-    pub headers: Vec<HeaderProfile>,
-    pub sidecar: Option<bool>,
+    pub(crate) headers: Vec<HeaderProfile>,
+    pub(crate) sidecar: Option<bool>,
     /// `service` (default) or `canary`: a load tester sending to the canary's own Service.
-    pub target: Option<String>,
+    pub(crate) target: Option<String>,
 }
 
 #[derive(Deserialize, Debug)]
 #[serde(deny_unknown_fields)]
 pub(super) struct Ramp {
-    pub from: Option<String>,
+    pub(crate) from: Option<String>,
     #[serde(deserialize_with = "finite")]
-    pub to: f64,
-    pub over: String,
+    pub(crate) to: f64,
+    pub(crate) over: String,
 }
 
 #[derive(Deserialize, Debug)]
 #[serde(deny_unknown_fields)]
 pub(super) struct Diurnal {
     #[serde(deserialize_with = "finite")]
-    pub amplitude: f64,
-    pub period: String,
+    pub(crate) amplitude: f64,
+    pub(crate) period: String,
 }
 
 #[derive(Deserialize, Debug)]
 #[serde(deny_unknown_fields)]
 pub(super) struct Bursts {
-    pub every: String,
-    pub length: String,
+    pub(crate) every: String,
+    pub(crate) length: String,
     #[serde(deserialize_with = "finite")]
-    pub factor: f64,
+    pub(crate) factor: f64,
 }
 
 #[derive(Deserialize, Debug)]
 #[serde(deny_unknown_fields)]
 pub(super) struct HeaderProfile {
     #[serde(deserialize_with = "finite")]
-    pub weight: f64,
+    pub(crate) weight: f64,
     #[serde(default)]
-    pub set: BTreeMap<String, String>,
+    pub(crate) set: BTreeMap<String, String>,
 }
 
 #[derive(Deserialize, Debug)]
 #[serde(deny_unknown_fields)]
 pub(super) struct TimelineEntry {
-    pub at: Option<String>,
-    pub when_weight: Option<i64>,
-    pub deploy: Option<serde_norway::Value>,
-    pub delete: Option<serde_norway::Value>,
-    pub error_rate: Option<ErrorRate>,
-    pub latency: Option<LatencyChange>,
-    pub pod_error_rate: Option<PodErrorRate>,
-    pub crash: Option<Crash>,
-    pub black_hole: Option<BlackHole>,
-    pub rate: Option<RateChange>,
-    pub cert_rotation: Option<CertRotation>,
+    pub(crate) at: Option<String>,
+    pub(crate) when_weight: Option<i64>,
+    pub(crate) deploy: Option<serde_norway::Value>,
+    pub(crate) delete: Option<serde_norway::Value>,
+    pub(crate) error_rate: Option<ErrorRate>,
+    pub(crate) latency: Option<LatencyChange>,
+    pub(crate) pod_error_rate: Option<PodErrorRate>,
+    pub(crate) crash: Option<Crash>,
+    pub(crate) black_hole: Option<BlackHole>,
+    pub(crate) rate: Option<RateChange>,
+    pub(crate) cert_rotation: Option<CertRotation>,
     /// Mesh manifests applied at this point, as multi-document YAML.
-    pub apply_manifests: Option<String>,
+    pub(crate) apply_manifests: Option<String>,
 }
 
 #[derive(Deserialize, Debug)]
 #[serde(deny_unknown_fields)]
 pub(super) struct ErrorRate {
-    pub version: String,
+    pub(crate) version: String,
     #[serde(deserialize_with = "finite")]
-    pub rate: f64,
+    pub(crate) rate: f64,
 }
 
 #[derive(Deserialize, Debug)]
 #[serde(deny_unknown_fields)]
 pub(super) struct LatencyChange {
-    pub version: String,
+    pub(crate) version: String,
     #[serde(flatten)]
-    pub latency: Latency,
+    pub(crate) latency: Latency,
 }
 
 #[derive(Deserialize, Debug)]
 #[serde(deny_unknown_fields)]
 pub(super) struct PodErrorRate {
-    pub version: String,
-    pub pod: u32,
+    pub(crate) version: String,
+    pub(crate) pod: u32,
     #[serde(default, deserialize_with = "finite_or_none")]
-    pub rate: Option<f64>,
+    pub(crate) rate: Option<f64>,
 }
 
 #[derive(Deserialize, Debug)]
 #[serde(deny_unknown_fields)]
 pub(super) struct Crash {
-    pub version: String,
-    pub pod: Option<u32>,
-    pub pods: Option<Vec<u32>>,
-    pub restart_after: Option<String>,
+    pub(crate) version: String,
+    pub(crate) pod: Option<u32>,
+    pub(crate) pods: Option<Vec<u32>>,
+    pub(crate) restart_after: Option<String>,
 }
 
 #[derive(Deserialize, Debug)]
 #[serde(deny_unknown_fields)]
 pub(super) struct BlackHole {
-    pub version: String,
-    pub pod: u32,
-    pub on: Option<bool>,
+    pub(crate) version: String,
+    pub(crate) pod: u32,
+    pub(crate) on: Option<bool>,
 }
 
 #[derive(Deserialize, Debug)]
 #[serde(deny_unknown_fields)]
 pub(super) struct RateChange {
-    pub client: String,
+    pub(crate) client: String,
     #[serde(deserialize_with = "finite")]
-    pub rps: f64,
+    pub(crate) rps: f64,
 }
 
 #[derive(Deserialize, Debug)]
 #[serde(deny_unknown_fields)]
 pub(super) struct CertRotation {
-    pub version: String,
-    pub enabled: bool,
+    pub(crate) version: String,
+    pub(crate) enabled: bool,
 }
 
 #[derive(Deserialize, Debug)]
@@ -238,50 +238,50 @@ pub(super) enum HookAnswer {
 #[derive(Deserialize, Debug, Default)]
 #[serde(deny_unknown_fields)]
 pub(super) struct Expect {
-    pub outcome: Option<Outcome>,
-    pub decided_within: Option<String>,
-    pub max_canary_weight_before_rollback: Option<i64>,
-    pub max_failed_requests: Option<u64>,
+    pub(crate) outcome: Option<Outcome>,
+    pub(crate) decided_within: Option<String>,
+    pub(crate) max_canary_weight_before_rollback: Option<i64>,
+    pub(crate) max_failed_requests: Option<u64>,
     #[serde(default, deserialize_with = "finite_or_none")]
-    pub min_success_rate: Option<f64>,
-    pub no_false_rollback: Option<bool>,
-    pub rolled_back_by: Option<String>,
-    pub rolled_back_for_no_data: Option<String>,
-    pub message_contains: Option<String>,
+    pub(crate) min_success_rate: Option<f64>,
+    pub(crate) no_false_rollback: Option<bool>,
+    pub(crate) rolled_back_by: Option<String>,
+    pub(crate) rolled_back_for_no_data: Option<String>,
+    pub(crate) message_contains: Option<String>,
     /// Bounds on the mesh's counters (proxy counters summed over clients and versions,
     /// certificate rotations), by name.
     #[serde(default)]
-    pub counters: BTreeMap<String, Bounds>,
+    pub(crate) counters: BTreeMap<String, Bounds>,
     /// Per-client success rates, by client name.
     #[serde(default)]
-    pub clients: BTreeMap<String, ClientExpect>,
+    pub(crate) clients: BTreeMap<String, ClientExpect>,
 }
 
 #[derive(Deserialize, Debug, Default)]
 #[serde(deny_unknown_fields)]
 pub(super) struct Bounds {
-    pub min: Option<u64>,
-    pub max: Option<u64>,
+    pub(crate) min: Option<u64>,
+    pub(crate) max: Option<u64>,
 }
 
 #[derive(Deserialize, Debug, Default)]
 #[serde(deny_unknown_fields)]
 pub(super) struct ClientExpect {
     #[serde(default, deserialize_with = "finite_or_none")]
-    pub min_success_rate: Option<f64>,
+    pub(crate) min_success_rate: Option<f64>,
     #[serde(default, deserialize_with = "finite_or_none")]
-    pub max_success_rate: Option<f64>,
+    pub(crate) max_success_rate: Option<f64>,
 }
 
 #[derive(Deserialize, Debug)]
 #[serde(deny_unknown_fields)]
 pub(super) struct Variant {
-    pub name: String,
-    pub judge: String,
+    pub(crate) name: String,
+    pub(crate) judge: String,
     #[serde(default, deserialize_with = "finite_or_none")]
-    pub alpha: Option<f64>,
-    pub min_requests: Option<i64>,
-    pub expect: Expect,
+    pub(crate) alpha: Option<f64>,
+    pub(crate) min_requests: Option<i64>,
+    pub(crate) expect: Expect,
 }
 
 /// A number: YAML's `.nan` and `.inf` are refused as the type errors they are (no JSON number

@@ -11,12 +11,12 @@ use crate::manifest::yaml::Outline;
 
 /// The largest scenario, manifest or Canary file read: far above any real one, and a bound on
 /// the memory a wrong path (`/dev/zero`, a log file) can take.
-pub const MAX_FILE_BYTES: u64 = 4 << 20;
+pub(crate) const MAX_FILE_BYTES: u64 = 4 << 20;
 
 /// A file's text, read no further than [`MAX_FILE_BYTES`], without the byte order mark some
 /// editors write first (it is no part of the YAML, and lines and columns are counted as if it
 /// were not there); the error says what went wrong (the caller names the file).
-pub fn read_bounded(path: &Path) -> Result<String, String> {
+pub(crate) fn read_bounded(path: &Path) -> Result<String, String> {
     let file = std::fs::File::open(path).map_err(|e| io_message(&e))?;
     let mut bytes = Vec::new();
     file.take(MAX_FILE_BYTES + 1)

@@ -13,7 +13,7 @@ use crate::mesh::dist::ServiceTime;
 
 /// When a timeline entry fires.
 #[derive(Clone, Copy, Debug, PartialEq)]
-pub enum Trigger {
+pub(crate) enum Trigger {
     At(SimTime),
     /// The first time the canary's weight reaches this percentage.
     Weight(u8),
@@ -21,10 +21,10 @@ pub enum Trigger {
 
 #[derive(Clone, Debug)]
 pub struct TimelineEntry {
-    pub when: Trigger,
+    pub(crate) when: Trigger,
     pub event: Event,
     /// Where it was written, for messages.
-    pub line: usize,
+    pub(crate) line: usize,
 }
 
 /// What the timeline can do to the world.
@@ -78,7 +78,7 @@ pub enum Side {
 
 /// How the scenario answers a webhook.
 #[derive(Clone, Debug, PartialEq)]
-pub enum HookAnswer {
+pub(crate) enum HookAnswer {
     Pass,
     Fail,
     Timeout,

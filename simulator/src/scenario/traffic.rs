@@ -7,16 +7,16 @@ use crate::mesh::config::ArrivalShape;
 
 #[derive(Clone, Debug)]
 pub struct Client {
-    pub name: String,
-    pub namespace: Option<String>,
+    pub(crate) name: String,
+    pub(crate) namespace: Option<String>,
     pub rate: f64,
-    pub arrivals: ArrivalShape,
+    pub(crate) arrivals: ArrivalShape,
     pub shape: RateShape,
-    pub headers: Vec<(f64, Vec<(String, String)>)>,
-    pub sidecar: bool,
+    pub(crate) headers: Vec<(f64, Vec<(String, String)>)>,
+    pub(crate) sidecar: bool,
     /// A load tester: sends straight to the canary's Service (`<service>-canary`), and only
     /// while a rollout progresses, as Flagger's load tester does from a rollout webhook.
-    pub load_tester: bool,
+    pub(crate) load_tester: bool,
 }
 
 /// How a client's rate changes over time.

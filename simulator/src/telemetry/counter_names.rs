@@ -3,10 +3,10 @@
 use super::ProxyCounters;
 
 /// A proxy counter's name in `expect.counters` and how to read it.
-pub type ProxyCounter = (&'static str, fn(&ProxyCounters) -> u64);
+pub(crate) type ProxyCounter = (&'static str, fn(&ProxyCounters) -> u64);
 
 /// The clients' proxy counters a scenario can bound (Envoy's stats, named in snake case).
-pub const PROXY_COUNTERS: [ProxyCounter; 13] = [
+pub(crate) const PROXY_COUNTERS: [ProxyCounter; 13] = [
     ("connections_opened", |p| p.connections_opened),
     ("connections_closed", |p| p.connections_closed),
     ("handshakes", |p| p.handshakes),
@@ -24,10 +24,11 @@ pub const PROXY_COUNTERS: [ProxyCounter; 13] = [
 
 /// Counters of the whole run rather than of a proxy: certificate rotations, and the client
 /// requests each version answered (after retries).
-pub const MESH_COUNTERS: [&str; 3] = ["cert_rotations", "requests_primary", "requests_canary"];
+pub(crate) const MESH_COUNTERS: [&str; 3] =
+    ["cert_rotations", "requests_primary", "requests_canary"];
 
 /// Every name `expect.counters` accepts.
-pub fn counter_names() -> impl Iterator<Item = &'static str> {
+pub(crate) fn counter_names() -> impl Iterator<Item = &'static str> {
     PROXY_COUNTERS
         .iter()
         .map(|c| c.0)

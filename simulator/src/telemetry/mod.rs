@@ -14,8 +14,10 @@
 mod counter_names;
 mod series;
 
-pub use counter_names::{MESH_COUNTERS, PROXY_COUNTERS, ProxyCounter, counter_names};
-pub use series::{LabelledSeries, Naming};
+pub use series::Naming;
+
+pub(crate) use counter_names::{PROXY_COUNTERS, counter_names};
+pub(crate) use series::LabelledSeries;
 
 use std::collections::VecDeque;
 use std::fmt::Write as _;
@@ -49,12 +51,12 @@ pub mod flags {
     /// Abort injected by fault injection.
     pub const FI: u16 = 1 << 7;
     /// No route configured.
-    pub const NR: u16 = 1 << 8;
+    pub(crate) const NR: u16 = 1 << 8;
     /// Upstream remote reset.
-    pub const UR: u16 = 1 << 9;
+    pub(crate) const UR: u16 = 1 << 9;
     /// Names in Envoy's `%RESPONSE_FLAGS%` order: the order of its `CoreResponseFlag` bits
     /// (envoy `envoy/stream_info/stream_info.h`, rendered by `source/common/stream_info/utility.cc`).
-    pub const NAMES: [(u16, &str); 10] = [
+    pub(crate) const NAMES: [(u16, &str); 10] = [
         (UH, "UH"),
         (UT, "UT"),
         (UR, "UR"),
@@ -68,7 +70,7 @@ pub mod flags {
     ];
 
     /// Renders flags like Envoy's `%RESPONSE_FLAGS%` (`-` when empty).
-    pub fn render(f: u16) -> String {
+    pub(crate) fn render(f: u16) -> String {
         if f == 0 {
             return "-".to_string();
         }
@@ -108,24 +110,24 @@ impl Reporter {
 
 /// Labels of a source workload (a client).
 #[derive(Clone, Debug)]
-pub struct SourceLabels {
+pub(crate) struct SourceLabels {
     /// Workload (Deployment) name.
-    pub workload: String,
+    pub(crate) workload: String,
     /// Namespace.
-    pub namespace: String,
+    pub(crate) namespace: String,
 }
 
 /// Labels of a destination workload (one version of a service).
 #[derive(Clone, Debug)]
-pub struct DestLabels {
+pub(crate) struct DestLabels {
     /// Workload (Deployment) name, e.g. `podinfo-primary`.
-    pub workload: String,
+    pub(crate) workload: String,
     /// Namespace.
-    pub namespace: String,
+    pub(crate) namespace: String,
     /// Service FQDN, e.g. `podinfo.test.svc.cluster.local`.
-    pub service: String,
+    pub(crate) service: String,
     /// Version / subset name.
-    pub version: String,
+    pub(crate) version: String,
 }
 
 /// Per-(source, destination version) counters that are not request series.
@@ -227,15 +229,6 @@ impl WindowStats {
         histogram_quantile(q, &self.buckets)
     }
 
-    /// Cumulative bucket counts (`le` semantics), as Prometheus exposes them.
-    pub fn cumulative_buckets(&self) -> [u64; NUM_BUCKETS] {
-        let mut c = self.buckets;
-        for i in 1..NUM_BUCKETS {
-            c[i] += c[i - 1];
-        }
-        c
-    }
-
     /// Mean duration in milliseconds.
     pub fn mean_ms(&self) -> Option<f64> {
         (self.requests > 0).then(|| self.duration_sum_ms / self.requests as f64)
@@ -283,7 +276,7 @@ pub struct Selector {
 
 impl Telemetry {
     /// A store for the given sources and destinations.
-    pub fn new(
+    pub(crate) fn new(
         sources: Vec<SourceLabels>,
         dests: Vec<DestLabels>,
         scrape_interval: SimTime,
@@ -305,17 +298,17 @@ impl Telemetry {
     }
 
     /// Scrape interval.
-    pub fn scrape_interval(&self) -> SimTime {
+    pub(crate) fn scrape_interval(&self) -> SimTime {
         self.scrape_interval
     }
 
     /// Source labels.
-    pub fn sources(&self) -> &[SourceLabels] {
+    pub(crate) fn sources(&self) -> &[SourceLabels] {
         &self.sources
     }
 
     /// Destination labels.
-    pub fn dests(&self) -> &[DestLabels] {
+    pub(crate) fn dests(&self) -> &[DestLabels] {
         &self.dests
     }
 
@@ -326,7 +319,7 @@ impl Telemetry {
 
     /// Records one request sample.
     #[inline]
-    pub fn record(
+    pub(crate) fn record(
         &mut self,
         reporter: Reporter,
         source: u32,
@@ -364,18 +357,18 @@ impl Telemetry {
 
     /// Mutable proxy counters of (source, dest).
     #[inline]
-    pub fn proxy_mut(&mut self, source: u32, dest: u32) -> &mut ProxyCounters {
+    pub(crate) fn proxy_mut(&mut self, source: u32, dest: u32) -> &mut ProxyCounters {
         let i = source as usize * self.dests.len() + dest as usize;
         &mut self.proxy[i]
     }
 
     /// Proxy counters of (source, dest).
-    pub fn proxy(&self, source: u32, dest: u32) -> ProxyCounters {
+    pub(crate) fn proxy(&self, source: u32, dest: u32) -> ProxyCounters {
         self.proxy[source as usize * self.dests.len() + dest as usize]
     }
 
     /// Takes a scrape at `now` and drops snapshots older than the retention.
-    pub fn scrape(&mut self, now: SimTime) {
+    pub(crate) fn scrape(&mut self, now: SimTime) {
         let data = match self.snapshots.pop_front() {
             // Reuse the oldest buffer when it has fallen out of retention.
             Some(old) if now.saturating_sub(old.time) > self.retention => {
@@ -398,11 +391,6 @@ impl Telemetry {
         {
             self.snapshots.pop_front();
         }
-    }
-
-    /// Times of the retained snapshots.
-    pub fn snapshot_times(&self) -> impl Iterator<Item = SimTime> + '_ {
-        self.snapshots.iter().map(|s| s.time)
     }
 
     fn matches(&self, sel: &Selector, k: &SeriesKey) -> bool {
@@ -464,7 +452,13 @@ impl Telemetry {
     /// Increase over `[from, to]` computed from snapshots (like `increase()` without
     /// extrapolation). `now` is the simulation's current time; an end at or after it reads the live
     /// counters. A start older than the retention reads as zero.
-    pub fn window(&self, sel: &Selector, from: SimTime, to: SimTime, now: SimTime) -> WindowStats {
+    pub(crate) fn window(
+        &self,
+        sel: &Selector,
+        from: SimTime,
+        to: SimTime,
+        now: SimTime,
+    ) -> WindowStats {
         self.window_filtered(sel, from, to, now, |_| true)
     }
 
@@ -570,7 +564,7 @@ impl Telemetry {
 
     /// Renders the live counters in the Prometheus text exposition format: the labelled view
     /// of the request series (Istio's names), then the proxies' own counters.
-    pub fn render_prometheus(&self) -> String {
+    pub(crate) fn render_prometheus(&self) -> String {
         let mut out = String::new();
         self.write_series(Naming::Istio, &mut out);
         let proxy_metrics: [ProxyMetric; 9] = [

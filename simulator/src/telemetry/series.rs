@@ -8,7 +8,7 @@
 //! scrape taken before a series existed has no sample of it.
 
 use super::{DURATION_BUCKETS_MS, NUM_BUCKETS, Reporter, STRIDE, SeriesKey, Telemetry, flags};
-use crate::engine::{MILLIS, SimTime};
+use crate::engine::MILLIS;
 
 /// Whose metric names and labels the view uses: those of the mesh whose proxies are simulated.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -31,20 +31,22 @@ enum Field {
 
 /// One series of the labelled view.
 #[derive(Clone, Debug, PartialEq)]
-pub struct LabelledSeries {
+pub(crate) struct LabelledSeries {
     /// The metric name, e.g. `istio_requests_total`.
-    pub name: &'static str,
+    pub(crate) name: &'static str,
     /// The family it belongs to, with its type (`counter`, `histogram`), for the exposition.
-    pub family: (&'static str, &'static str),
+    pub(crate) family: (&'static str, &'static str),
     /// Label names and values, in exposition order.
-    pub labels: Vec<(&'static str, String)>,
+    pub(crate) labels: Vec<(&'static str, String)>,
     key: usize,
     field: Field,
 }
 
+// Only `serve`'s tests look a label up; the exposition walks `labels` in order.
+#[cfg(test)]
 impl LabelledSeries {
     /// The value of one label, if the series has it.
-    pub fn label(&self, name: &str) -> Option<&str> {
+    pub(crate) fn label(&self, name: &str) -> Option<&str> {
         self.labels
             .iter()
             .find(|(n, _)| *n == name)
@@ -55,7 +57,7 @@ impl LabelledSeries {
 impl Telemetry {
     /// Every series created so far, named as `naming`'s proxies name them; in exposition order
     /// (each family together, series sorted by reporter, source, destination, code and flags).
-    pub fn labelled_series(&self, naming: Naming) -> Vec<LabelledSeries> {
+    pub(crate) fn labelled_series(&self, naming: Naming) -> Vec<LabelledSeries> {
         let mut order: Vec<usize> = (0..self.keys.len())
             .filter(|&i| naming == Naming::Istio || self.keys[i].reporter == Reporter::Destination)
             .collect();
@@ -174,23 +176,18 @@ impl Telemetry {
     }
 
     /// The value of `series` in the live counters.
-    pub fn live_value(&self, series: &LabelledSeries) -> f64 {
+    pub(crate) fn live_value(&self, series: &LabelledSeries) -> f64 {
         self.value_in(series, &self.data).unwrap_or(0.0)
     }
 
     /// The samples of `series` at the retained scrapes taken within `[from, to]` (milliseconds,
     /// both ends included), oldest first.
-    pub fn scraped(&self, series: &LabelledSeries, from: u64, to: u64) -> Vec<(u64, f64)> {
+    pub(crate) fn scraped(&self, series: &LabelledSeries, from: u64, to: u64) -> Vec<(u64, f64)> {
         self.snapshots
             .iter()
             .map(|s| (s.time / MILLIS, s))
             .filter(|(ms, _)| (from..=to).contains(ms))
             .filter_map(|(ms, s)| Some((ms, self.value_in(series, &s.data)?)))
             .collect()
-    }
-
-    /// The time of the newest retained scrape.
-    pub fn last_scrape(&self) -> Option<SimTime> {
-        self.snapshots.back().map(|s| s.time)
     }
 }
