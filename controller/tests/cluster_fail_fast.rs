@@ -393,7 +393,8 @@ async fn a_canary_failing_readiness_past_its_probe_budget_is_rolled_back_naming_
         &c,
         &format!(
             "canary pod podinfo-{NEW}-slow1 container podinfo: not ready after running for \
-             70s, its readiness probe's initialDelaySeconds + failureThreshold x periodSeconds"
+             70s, its startup and readiness probes' initialDelaySeconds + failureThreshold x \
+             periodSeconds"
         ),
     );
 }

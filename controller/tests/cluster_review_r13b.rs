@@ -35,9 +35,9 @@ fn replica_set(c: &FakeCluster, hash: &str, revision: u32) {
 /// below the 1m interval) was counted from the container's `startedAt`, which includes the
 /// startup probe's time, so the healthy canary is rolled back as "not ready after running
 /// for the analysis interval". The startup probe's budget belongs in the grace (or the
-/// readiness budget is counted from when `started` turned true).
+/// readiness budget is counted from when `started` turned true). Fixed: the grace is the
+/// startup probe's budget plus the readiness probe's (here 300 s + 30 s).
 #[tokio::test]
-#[ignore = "finding 1"]
 async fn a_slow_starter_whose_startup_probe_just_passed_is_not_rolled_back() {
     let c = cluster_with(canary(json!({})), Some(deployment("podinfo:1")));
     let mut t = c.get(TARGET).unwrap();
@@ -89,6 +89,68 @@ async fn a_slow_starter_whose_startup_probe_just_passed_is_not_rolled_back() {
         "Progressing",
         "rolled back seconds after its startup probe passed: {}",
         c.get(CANARY).unwrap()["status"]["message"]
+    );
+}
+
+/// Finding 1, second half: the budgets are read from the pod's own spec. A mesh injects its
+/// proxy at admission (istio-proxy, with its own readiness probe, here a slow one), so it is in
+/// the pod and not in the Deployment's template; its budget counts, not the interval's.
+#[tokio::test]
+async fn an_injected_sidecar_is_judged_by_its_own_probes_from_the_pod_spec() {
+    let c = cluster_with(canary(json!({})), Some(deployment("podinfo:1")));
+    run_until(&c, "Initialized", 5).await;
+    set_image(&c, "podinfo:2");
+    c.advance_clock(Duration::from_secs(60));
+    c.reconcile(&c.context()).await.unwrap();
+    assert_eq!(c.phase(), "Progressing");
+    replica_set(&c, "5d4b", 1);
+    replica_set(&c, "7f9c", 2);
+    let mut target = c.get(TARGET).unwrap();
+    target["status"] = json!({"observedGeneration": target["metadata"]["generation"],
+                              "replicas": 2, "readyReplicas": 0, "updatedReplicas": 0});
+    c.put(TARGET, target);
+    let now = c.clock.load(std::sync::atomic::Ordering::SeqCst);
+    let started = chrono::DateTime::from_timestamp_millis(now as i64)
+        .unwrap()
+        .to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
+    let status = |name: &str, ready: bool| {
+        json!({"name": name, "ready": ready, "started": true, "restartCount": 0,
+               "image": name, "imageID": "", "state": {"running": {"startedAt": started}}})
+    };
+    c.put(
+        &format!("{PODS}/podinfo-7f9c-mesh1"),
+        json!({
+            "apiVersion": "v1", "kind": "Pod",
+            "metadata": {"name": "podinfo-7f9c-mesh1", "namespace": NS,
+                         "creationTimestamp": started,
+                         "labels": {"app": "podinfo", "pod-template-hash": "7f9c"}},
+            "spec": {"containers": [
+                {"name": "podinfo", "image": "podinfo:2"},
+                // 30 + 4 x 15 = 90 s, longer than the 1m interval.
+                {"name": "istio-proxy", "image": "proxyv2",
+                 "readinessProbe": {"httpGet": {"path": "/healthz/ready", "port": 15021},
+                                    "initialDelaySeconds": 30, "failureThreshold": 4,
+                                    "periodSeconds": 15}}]},
+            "status": {"containerStatuses": [status("podinfo", true),
+                                             status("istio-proxy", false)]}
+        }),
+    );
+    c.advance_clock(Duration::from_secs(75));
+    c.reconcile(&c.context()).await.unwrap();
+    assert_eq!(
+        c.phase(),
+        "Progressing",
+        "rolled back within the sidecar's probe budget: {}",
+        c.get(CANARY).unwrap()["status"]["message"]
+    );
+    c.advance_clock(Duration::from_secs(15));
+    c.reconcile(&c.context()).await.unwrap();
+    let message = c.get(CANARY).unwrap()["status"]["message"].clone();
+    assert!(
+        message
+            .as_str()
+            .is_some_and(|m| m.contains("container istio-proxy: not ready after running for 90s")),
+        "past the sidecar's probe budget: {message}"
     );
 }
 

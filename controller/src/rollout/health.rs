@@ -75,7 +75,8 @@ impl Tick<'_> {
     /// loop or that cannot be created, one whose image cannot be pulled, whose config is
     /// missing or that restarted once at start-up for longer than [`GRACE`] since its pod was
     /// created, or one that has run without passing its readiness probe for the analysis
-    /// `interval` or, when longer, its probe's own budget. Rolled back at once rather than at
+    /// `interval` or, when longer, its probes' own budget (the startup probe's time counts, for
+    /// `running_since` is the container's start). Rolled back at once rather than at
     /// the progress deadline.
     pub(super) fn failing_canary(&self) -> Option<String> {
         if self.obs.canary.meets(self.spec.canary_ready_threshold) {
@@ -104,8 +105,8 @@ impl Tick<'_> {
                     }
                     if budget > interval {
                         format!(
-                            "not ready after running for {}s, its readiness probe's \
-                             initialDelaySeconds + failureThreshold x periodSeconds",
+                            "not ready after running for {}s, its startup and readiness \
+                             probes' initialDelaySeconds + failureThreshold x periodSeconds",
                             budget / 1000
                         )
                     } else {

@@ -60,8 +60,9 @@ pub struct PodState {
     /// The container's `restartCount`: a crash loop is told from one restart at start-up by it.
     #[serde(default, skip_serializing_if = "is_zero")]
     pub restarts: u32,
-    /// How long the container's own readiness probe may take to pass once it runs, from its pod
-    /// template (`initialDelaySeconds + failureThreshold x periodSeconds`); `None` without one.
+    /// How long the container may run before its readiness probe passes: its startup and
+    /// readiness probes' `initialDelaySeconds + failureThreshold x periodSeconds`, from its pod's
+    /// spec; `None` without either probe.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub probe_budget: Option<Millis>,
 }

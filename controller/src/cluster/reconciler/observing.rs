@@ -5,6 +5,7 @@
 use std::collections::BTreeMap;
 
 use k8s_openapi::api::apps::v1::Deployment;
+use k8s_openapi::api::core::v1::{PodSpec, Probe};
 use kube::api::Api;
 
 use super::super::providers::HookCall;
@@ -74,10 +75,16 @@ impl Tick<'_> {
             return Ok(Vec::new());
         };
         let pods = self.workloads.pods(selector).await?;
-        let mut states = workloads::pod_states(&workloads::pods_of_template(pods, &hash));
-        let budgets = probe_budgets(target);
-        for s in &mut states {
-            s.probe_budget = budgets.get(&s.container).copied();
+        let template = target.spec.as_ref().and_then(|s| s.template.spec.as_ref());
+        let mut states = Vec::new();
+        for pod in workloads::pods_of_template(pods, &hash) {
+            // The pod's own spec: a sidecar injected at admission (istio-proxy) has its probes
+            // there, not in the template.
+            let budgets = probe_budgets(pod.spec.as_ref().or(template));
+            for mut s in workloads::pod_states(std::slice::from_ref(&pod)) {
+                s.probe_budget = budgets.get(&s.container).copied();
+                states.push(s);
+            }
         }
         Ok(states)
     }
@@ -131,33 +138,51 @@ impl Tick<'_> {
     }
 }
 
-/// How long each container's readiness probe may take to pass once the container runs, by
-/// container name, from the target's pod template: the kubelet first probes after
-/// `initialDelaySeconds` and marks the container failed after `failureThreshold` probes
-/// `periodSeconds` apart (Kubernetes' defaults when unset: 0, 3 and 10). A container without a
-/// readiness probe is ready once it runs, and has none.
-fn probe_budgets(target: &Deployment) -> BTreeMap<String, Millis> {
-    let containers = target
-        .spec
-        .as_ref()
-        .and_then(|s| s.template.spec.as_ref())
-        .map(|s| s.containers.as_slice())
-        .unwrap_or_default();
-    let seconds =
-        |v: Option<i32>, default: u64| v.map_or(default, |v| u64::try_from(v).unwrap_or(0));
+/// How long each container may run before its readiness probe passes, by container name: its
+/// startup probe's budget, for the kubelet runs no readiness probe until the startup probe has
+/// passed, plus its readiness probe's. A probe first runs after `initialDelaySeconds` and fails
+/// the container after `failureThreshold` failures `periodSeconds` apart; a readiness probe
+/// also needs `successThreshold` successes in a row (Kubernetes' defaults when unset: 0, 3, 10
+/// and 1; a startup probe's `successThreshold` must be 1). The readiness probe's delay counts
+/// from the container's start, so it overlaps the startup probe's time: the sum is an upper
+/// bound. A container with neither probe is ready once it runs, and has none.
+fn probe_budgets(pod: Option<&PodSpec>) -> BTreeMap<String, Millis> {
+    let containers = pod.map(|s| s.containers.as_slice()).unwrap_or_default();
     containers
         .iter()
-        .filter_map(|c| {
-            let p = c.readiness_probe.as_ref()?;
-            let delay = seconds(p.initial_delay_seconds, 0);
-            let budget =
-                seconds(p.failure_threshold, 3).saturating_mul(seconds(p.period_seconds, 10));
-            Some((
-                c.name.clone(),
-                delay.saturating_add(budget).saturating_mul(1000),
-            ))
+        .filter(|c| c.startup_probe.is_some() || c.readiness_probe.is_some())
+        .map(|c| {
+            let startup = c
+                .startup_probe
+                .as_ref()
+                .map_or(0, |p| probe_budget(p, false));
+            let ready = c
+                .readiness_probe
+                .as_ref()
+                .map_or(0, |p| probe_budget(p, true));
+            let seconds = startup.saturating_add(ready);
+            (c.name.clone(), seconds.saturating_mul(1000))
         })
         .collect()
+}
+
+/// One probe's budget in seconds: `initialDelaySeconds + failureThreshold x periodSeconds`,
+/// and with `successes`, `(successThreshold - 1) x periodSeconds` more.
+fn probe_budget(p: &Probe, successes: bool) -> u64 {
+    let seconds =
+        |v: Option<i32>, default: u64| v.map_or(default, |v| u64::try_from(v).unwrap_or(0));
+    let period = seconds(p.period_seconds, 10);
+    let failures = seconds(p.failure_threshold, 3).saturating_mul(period);
+    let extra = if successes {
+        seconds(p.success_threshold, 1)
+            .saturating_sub(1)
+            .saturating_mul(period)
+    } else {
+        0
+    };
+    seconds(p.initial_delay_seconds, 0)
+        .saturating_add(failures)
+        .saturating_add(extra)
 }
 
 #[cfg(test)]
@@ -165,19 +190,38 @@ mod tests {
     use super::*;
 
     #[test]
-    fn a_readiness_probe_budget_takes_kubernetes_defaults_for_unset_fields() {
-        let target: Deployment = serde_json::from_value(serde_json::json!({
-            "spec": {"selector": {}, "template": {"spec": {"containers": [
-                {"name": "app", "readinessProbe": {"initialDelaySeconds": 5}},
-                {"name": "proxy", "readinessProbe": {"periodSeconds": 2, "failureThreshold": 4}},
-                {"name": "plain"},
-            ]}}}
-        }))
+    fn a_probe_budget_takes_kubernetes_defaults_for_unset_fields() {
+        let pod: PodSpec = serde_json::from_value(serde_json::json!({"containers": [
+            {"name": "app", "readinessProbe": {"initialDelaySeconds": 5}},
+            {"name": "proxy", "readinessProbe": {"periodSeconds": 2, "failureThreshold": 4}},
+            {"name": "plain"},
+        ]}))
         .unwrap();
-        let budgets = probe_budgets(&target);
         assert_eq!(
-            budgets,
+            probe_budgets(Some(&pod)),
             BTreeMap::from([("app".into(), 35_000), ("proxy".into(), 8_000)])
         );
+    }
+
+    #[test]
+    fn a_startup_probe_budget_comes_before_the_readiness_probe_budget() {
+        let pod: PodSpec = serde_json::from_value(serde_json::json!({"containers": [
+            // Kubernetes' slow-starter example: up to 300 s to start, then 30 s to be ready.
+            {"name": "slow", "startupProbe": {"failureThreshold": 30, "periodSeconds": 10},
+             "readinessProbe": {}},
+            {"name": "started", "startupProbe": {"initialDelaySeconds": 20}},
+            // Three successes in a row: two more periods.
+            {"name": "strict", "readinessProbe": {"successThreshold": 3, "periodSeconds": 5}},
+        ]}))
+        .unwrap();
+        assert_eq!(
+            probe_budgets(Some(&pod)),
+            BTreeMap::from([
+                ("slow".into(), 330_000),
+                ("started".into(), 50_000),
+                ("strict".into(), 25_000),
+            ])
+        );
+        assert_eq!(probe_budgets(None), BTreeMap::new());
     }
 }
