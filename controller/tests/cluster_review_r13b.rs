@@ -159,9 +159,9 @@ async fn an_injected_sidecar_is_judged_by_its_own_probes_from_the_pod_spec() {
 /// again: `InitializePrimary` applies the primary with the target's replicas, and the target
 /// is at 0 after onboarding, so the primary that serves all traffic is scaled to 1. Flagger
 /// creates the primary only when it does not exist (`createPrimaryDeployment`,
-/// pkg/canary/deployment_controller.go); an existing primary keeps its size.
+/// pkg/canary/deployment_controller.go); an existing primary keeps its size. Fixed: an
+/// existing primary is not written at onboarding (its size and its revision are kept).
 #[tokio::test]
-#[ignore = "finding 2"]
 async fn a_status_lost_after_onboarding_never_shrinks_the_serving_primary() {
     let mut d = deployment("podinfo:1");
     d["spec"]["replicas"] = json!(4);
@@ -182,6 +182,35 @@ async fn a_status_lost_after_onboarding_never_shrinks_the_serving_primary() {
             c.phase()
         );
         c.settle();
+    }
+}
+
+/// Finding 2, its other half: a status lost mid-rollout re-onboards with the target running an
+/// unanalysed revision. The primary keeps the revision it serves (written only when it is not
+/// found), and the template recorded for its repair is the one it runs, not the target's.
+#[tokio::test]
+async fn a_status_lost_mid_rollout_never_promotes_the_unanalysed_target() {
+    let c = cluster_with(canary(json!({})), Some(deployment("podinfo:1")));
+    run_until(&c, "Initialized", 5).await;
+    set_image(&c, "podinfo:2");
+    c.advance_clock(Duration::from_secs(60));
+    c.reconcile(&c.context()).await.unwrap();
+    assert_eq!(c.phase(), "Progressing");
+    let mut obj = c.get(CANARY).unwrap();
+    obj.as_object_mut().unwrap().remove("status");
+    c.put(CANARY, obj);
+    let image = |v: &serde_json::Value| v["spec"]["containers"][0]["image"].clone();
+    for _ in 0..3 {
+        c.advance_clock(Duration::from_secs(60));
+        c.reconcile(&c.context()).await.unwrap();
+        c.settle();
+        let primary = c.get(PRIMARY).unwrap();
+        assert_eq!(image(&primary["spec"]["template"]), "podinfo:1");
+        let recorded = &c.get(CANARY).unwrap()["status"]["primaryTemplate"];
+        assert!(
+            recorded.is_null() || image(recorded) == "podinfo:1",
+            "recorded for the primary's repair: {recorded}"
+        );
     }
 }
 

@@ -53,7 +53,7 @@ impl Tick<'_> {
     ) -> Result<()> {
         info!(?action, "carrying out");
         match action {
-            Action::InitializePrimary => self.initialize(target).await,
+            Action::InitializePrimary => self.initialize(target, primary).await,
             Action::ScaleCanary { up } => {
                 let replicas = if up {
                     self.canary_replicas(primary).await?
@@ -125,15 +125,24 @@ impl Tick<'_> {
 
     /// The primary, its HPA and the `-primary` and `-canary` Services. The apex Service and the
     /// routes wait for the primary to be ready ([`Tick::keep_services`]), so that traffic keeps
-    /// reaching the original pods until then.
-    pub(super) async fn initialize(&self, target: &Deployment) -> Result<()> {
-        let replicas = target
-            .spec
-            .as_ref()
-            .and_then(|s| s.replicas)
-            .filter(|r| *r > 0)
-            .or(Some(1));
-        self.apply_primary(target, replicas).await?;
+    /// reaching the original pods until then. A primary that exists already (a Canary whose
+    /// status was lost, onboarded again) serves all traffic and is left as it is, its size and
+    /// its revision (the target's may be unanalysed), as Flagger builds the primary only when it
+    /// is not found; the Services and the HPA are written as every tick's repairs write them.
+    pub(super) async fn initialize(
+        &self,
+        target: &Deployment,
+        primary: Option<&Deployment>,
+    ) -> Result<()> {
+        if primary.is_none() {
+            let replicas = target
+                .spec
+                .as_ref()
+                .and_then(|s| s.replicas)
+                .filter(|r| *r > 0)
+                .or(Some(1));
+            self.apply_primary(target, replicas).await?;
+        }
         for svc in self.desired_services(target).into_iter().skip(1) {
             self.workloads.apply_service(&svc).await?;
         }

@@ -125,9 +125,18 @@ impl<'a> Tick<'a> {
         let (next, actions) = advance(&state, &spec, &obs, self.now);
         let mut template = self.primary_template();
         for action in actions {
-            if matches!(action, Action::InitializePrimary | Action::PromotePrimary) {
-                template = target.spec.as_ref().map(|s| &s.template);
-            }
+            template = match action {
+                // An existing primary is kept as it is (see `initialize`): its template is the
+                // one it runs.
+                Action::InitializePrimary if primary.is_some() => primary
+                    .as_ref()
+                    .and_then(|p| p.spec.as_ref())
+                    .map(|s| &s.template),
+                Action::InitializePrimary | Action::PromotePrimary => {
+                    target.spec.as_ref().map(|s| &s.template)
+                }
+                _ => template,
+            };
             self.carry_out(action, &spec, &next, &target, primary.as_ref())
                 .await?;
         }
