@@ -5,6 +5,7 @@ use std::time::Duration;
 
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::autoscaling::v2::HorizontalPodAutoscaler;
+use k8s_openapi::api::core::v1::PodTemplateSpec;
 use kube::runtime::events::EventType;
 use tracing::{info, warn};
 
@@ -147,6 +148,26 @@ impl Tick<'_> {
             self.workloads.apply_service(&svc).await?;
         }
         self.sync_autoscaler().await
+    }
+
+    /// The pod template to record as the primary's after onboarding: the target's, unless an
+    /// existing primary kept by [`Tick::initialize`] runs another one (then its own, so that a
+    /// repair never recreates it from the unanalysed target). Comparing keeps the record, and
+    /// so the writes, of an onboarding resumed after a restart the same as of one that was not.
+    pub(super) fn onboarded_template<'t>(
+        &self,
+        target: &'t Deployment,
+        primary: Option<&'t Deployment>,
+    ) -> Option<&'t PodTemplateSpec> {
+        let own = primary.and_then(|p| p.spec.as_ref()).map(|s| &s.template);
+        let cloned = workloads::primary_deployment(self.canary, target, None)
+            .ok()
+            .and_then(|d| d.spec)
+            .map(|s| s.template);
+        match own {
+            Some(own) if cloned.as_ref() != Some(own) => Some(own),
+            _ => target.spec.as_ref().map(|s| &s.template),
+        }
     }
 
     pub(super) async fn apply_primary(

@@ -126,15 +126,8 @@ impl<'a> Tick<'a> {
         let mut template = self.primary_template();
         for action in actions {
             template = match action {
-                // An existing primary is kept as it is (see `initialize`): its template is the
-                // one it runs.
-                Action::InitializePrimary if primary.is_some() => primary
-                    .as_ref()
-                    .and_then(|p| p.spec.as_ref())
-                    .map(|s| &s.template),
-                Action::InitializePrimary | Action::PromotePrimary => {
-                    target.spec.as_ref().map(|s| &s.template)
-                }
+                Action::InitializePrimary => self.onboarded_template(&target, primary.as_ref()),
+                Action::PromotePrimary => target.spec.as_ref().map(|s| &s.template),
                 _ => template,
             };
             self.carry_out(action, &spec, &next, &target, primary.as_ref())
