@@ -221,9 +221,9 @@ const APEX: &str = "/api/v1/namespaces/test/services/podinfo";
 /// finalizer is only ever added before the first write a deletion must undo. The user's apex
 /// Service still selects `app=podinfo-primary`, the garbage collector deletes the primary, the
 /// target is at 0: no endpoints. A held finalizer with no state is the unreadable case: the
-/// cleanup from `spec.targetRef.name` (idempotent, read from the cluster) applies.
+/// cleanup from `spec.targetRef.name` (idempotent, read from the cluster) applies. Fixed: it
+/// does, as for an unreadable state.
 #[tokio::test]
-#[ignore = "finding 3"]
 async fn a_deletion_with_a_lost_status_never_releases_before_the_apex_is_given_back() {
     let c = cluster_with(canary(json!({})), Some(deployment("podinfo:1")));
     c.put(

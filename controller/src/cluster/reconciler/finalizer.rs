@@ -3,9 +3,9 @@
 //! it can be deleted with no controller running), and loses it once the cleanup is done.
 //!
 //! The cleanup never cuts the app off: the primary goes with the Canary, so the target is
-//! scaled up and ready before anything points at it again. When the recorded state cannot be
-//! read, or the spec no longer validates, the same cleanup runs from what the raw spec still
-//! says (the target's name); when even that is missing, the finalizer stays and the Canary is
+//! scaled up and ready before anything points at it again. When the recorded state is missing
+//! or cannot be read, or the spec no longer validates, the same cleanup runs from what the raw
+//! spec still says (the target's name); when even that is missing, the finalizer stays and the Canary is
 //! reported `Stalled`, with an Event that says what to fix.
 
 use k8s_openapi::api::apps::v1::Deployment;
@@ -70,8 +70,14 @@ impl Tick<'_> {
     pub(super) async fn cleanup(&self) -> Result<Option<Requeue>> {
         let mut state = match status::recorded_state(self.canary.status.as_ref()) {
             Ok(Some(state)) if state.revision.is_some() => state,
-            // Never initialised: there is no routing of ours to restore.
-            Ok(_) => return Ok(None),
+            // The finalizer is held only from just before the first write a deletion must
+            // undo, so a missing state (a status lost, or an onboarding interrupted before it
+            // was recorded) says nothing: as when it is unreadable, what is to undo is read
+            // from the cluster, and nothing is found for a Canary that never began.
+            Ok(_) => {
+                info!("no status.state; cleaning up from the spec");
+                return self.cleanup_from_raw_spec().await;
+            }
             // Written by another version, or edited: what it recorded is read from the cluster.
             Err(e) => {
                 info!(error = %e, "status.state unreadable; cleaning up from the spec");
@@ -123,7 +129,7 @@ impl Tick<'_> {
         Ok(None)
     }
 
-    /// The cleanup without a readable state or a valid spec: the same finalisation as a normal
+    /// The cleanup without a recorded state or a valid spec: the same finalisation as a normal
     /// deletion (the target named in `spec.targetRef.name` scaled up to the primary's size and
     /// waited for, then the apex Service and the routes given back, and with
     /// `revertOnDeletion` the primary removed), each step read from the cluster, so it is
