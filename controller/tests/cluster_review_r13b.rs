@@ -255,3 +255,31 @@ async fn a_deletion_with_a_lost_status_never_releases_before_the_apex_is_given_b
          and the target at {target} replicas"
     );
 }
+
+/// Noticed by the reviewer: a primary deleted after onboarding was recreated at the canary's
+/// size (`canary_replicas`), 1 when the target is at 0 and there is no HPA, though it serves
+/// all traffic. It is recreated at the size it last had, as recorded in the status
+/// (`status.primaryReplicas`), here scaled by hand to 6 after onboarding at 4.
+#[tokio::test]
+async fn a_deleted_primary_is_recreated_at_the_size_it_last_had() {
+    let mut d = deployment("podinfo:1");
+    d["spec"]["replicas"] = json!(4);
+    let c = cluster_with(canary(json!({})), Some(d));
+    run_until(&c, "Initialized", 5).await;
+    for _ in 0..2 {
+        c.advance_clock(Duration::from_secs(60));
+        c.reconcile(&c.context()).await.unwrap();
+        c.settle();
+    }
+    assert_eq!(c.get(TARGET).unwrap()["spec"]["replicas"], 0);
+    let mut primary = c.get(PRIMARY).unwrap();
+    primary["spec"]["replicas"] = json!(6);
+    c.put(PRIMARY, primary);
+    c.settle();
+    c.advance_clock(Duration::from_secs(60));
+    c.reconcile(&c.context()).await.unwrap();
+    c.delete(PRIMARY);
+    c.advance_clock(Duration::from_secs(60));
+    let _ = c.reconcile(&c.context()).await;
+    assert_eq!(c.get(PRIMARY).unwrap()["spec"]["replicas"], 6);
+}

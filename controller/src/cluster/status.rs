@@ -76,8 +76,13 @@ fn with_kept_transitions(old: Option<&CanaryStatus>, new: &CanaryStatus) -> Cana
     out
 }
 
-/// The status a state is recorded as, with the pod template last given to the primary.
-pub fn status_of(state: &RolloutState, primary_template: Option<&PodTemplateSpec>) -> CanaryStatus {
+/// The status a state is recorded as, with the pod template last given to the primary and the
+/// primary's size as last seen.
+pub fn status_of(
+    state: &RolloutState,
+    primary_template: Option<&PodTemplateSpec>,
+    primary_replicas: Option<i32>,
+) -> CanaryStatus {
     CanaryStatus {
         phase: state.phase.to_string(),
         canary_weight: i64::from(state.canary_weight),
@@ -90,6 +95,7 @@ pub fn status_of(state: &RolloutState, primary_template: Option<&PodTemplateSpec
         conditions: vec![promoted_condition(state)],
         state: serde_json::to_value(state).ok(),
         primary_template: primary_template.cloned(),
+        primary_replicas,
     }
 }
 
@@ -242,7 +248,7 @@ mod tests {
             message: "Advance podinfo canary weight 20%".into(),
             ..RolloutState::default()
         };
-        let s = status_of(&state, None);
+        let s = status_of(&state, None, None);
         assert_eq!(s.phase, "Progressing");
         assert_eq!(s.canary_weight, 20);
         assert_eq!(s.failed_checks, 1);

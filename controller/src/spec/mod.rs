@@ -312,6 +312,11 @@ pub struct CanaryStatus {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(schema_with = "free_form_object")]
     pub primary_template: Option<k8s_openapi::api::core::v1::PodTemplateSpec>,
+    /// The primary's `spec.replicas` as last seen, so that a deleted primary, which serves all
+    /// traffic, is recreated at its size rather than the canary's. Absent before the primary was
+    /// first seen, and in statuses written before it existed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub primary_replicas: Option<i32>,
 }
 
 #[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]

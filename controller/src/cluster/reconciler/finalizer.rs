@@ -124,7 +124,8 @@ impl Tick<'_> {
             }
             state = next;
         }
-        let new = status::status_of(&state, self.primary_template());
+        let replicas = self.primary_replicas(primary.as_ref());
+        let new = status::status_of(&state, self.primary_template(), replicas);
         status::write(&self.api, self.canary, &new).await?;
         Ok(None)
     }

@@ -39,8 +39,16 @@ impl Tick<'_> {
         self.canary.status.as_ref()?.primary_template.as_ref()
     }
 
-    /// The primary, recreated if it was deleted: while onboarding from the target; after that
-    /// from the pod template last promoted, or from the target when it still is the promoted
+    /// The primary's size to record: as it is now, else as last recorded.
+    pub(super) fn primary_replicas(&self, primary: Option<&Deployment>) -> Option<i32> {
+        primary
+            .and_then(|p| p.spec.as_ref())
+            .and_then(|s| s.replicas)
+            .or_else(|| self.canary.status.as_ref()?.primary_replicas)
+    }
+
+    /// The primary, recreated if it was deleted, at the size it last had: while onboarding from
+    /// the target; after that from the pod template last promoted, or from the target when it still is the promoted
     /// revision (a status written before that template was recorded). Never from a revision
     /// under analysis: without the template, the rollout holds ([`Problem::PrimaryLost`]).
     /// Returns it and, when it had to be recreated after initialisation, what was done.
@@ -82,7 +90,12 @@ impl Tick<'_> {
                 }));
             }
         };
-        let replicas = self.canary_replicas(Some(target)).await?;
+        // The size it last had: it serves all traffic. Before it was ever seen (or in a
+        // status written before that was recorded), the canary's size, as the target's.
+        let replicas = match self.primary_replicas(None) {
+            Some(replicas) => replicas,
+            None => self.canary_replicas(Some(target)).await?,
+        };
         let Ok(dep) = workloads::primary_deployment(self.canary, &source, Some(replicas)) else {
             return Ok(Ok((None, None)));
         };

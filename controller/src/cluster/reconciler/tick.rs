@@ -133,7 +133,7 @@ impl<'a> Tick<'a> {
             self.carry_out(action, &spec, &next, &target, primary.as_ref())
                 .await?;
         }
-        let new = status::status_of(&next, template);
+        let new = status::status_of(&next, template, self.primary_replicas(primary.as_ref()));
         status::write(&self.api, self.canary, &new).await?;
         if command.is_some_and(|c| command_used(c, &state, &next)) {
             self.clear_command().await?;
