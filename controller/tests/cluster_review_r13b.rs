@@ -214,6 +214,35 @@ async fn a_status_lost_mid_rollout_never_promotes_the_unanalysed_target() {
     }
 }
 
+/// The same lost status: the target's revision was never analysed, so it must not be taken
+/// as the primary's. After the re-onboarding a rollout of the target begins, analysed as any
+/// other, and only its promotion puts `podinfo:2` on the primary.
+#[tokio::test]
+async fn a_status_lost_mid_rollout_rolls_the_target_out_again_after_onboarding() {
+    let c = cluster_with(canary(json!({})), Some(deployment("podinfo:1")));
+    run_until(&c, "Initialized", 5).await;
+    set_image(&c, "podinfo:2");
+    c.advance_clock(Duration::from_secs(60));
+    c.reconcile(&c.context()).await.unwrap();
+    assert_eq!(c.phase(), "Progressing");
+    let mut obj = c.get(CANARY).unwrap();
+    obj.as_object_mut().unwrap().remove("status");
+    c.put(CANARY, obj);
+    run_until(&c, "Initialized", 5).await;
+    run_until(&c, "Progressing", 5).await;
+    assert_eq!(
+        c.phase(),
+        "Progressing",
+        "no rollout of the unanalysed target"
+    );
+    run_until(&c, "Succeeded", 30).await;
+    let primary = c.get(PRIMARY).unwrap();
+    assert_eq!(
+        primary["spec"]["template"]["spec"]["containers"][0]["image"],
+        "podinfo:2"
+    );
+}
+
 const APEX: &str = "/api/v1/namespaces/test/services/podinfo";
 
 /// Finding 3. The same lost status, then the Canary is deleted: the cleanup takes a missing

@@ -122,16 +122,27 @@ impl<'a> Tick<'a> {
         let obs = self
             .observe(&state, &spec, &target, primary.as_ref(), command)
             .await?;
-        let (next, actions) = advance(&state, &spec, &obs, self.now);
+        let (mut next, actions) = advance(&state, &spec, &obs, self.now);
         let mut template = self.primary_template();
+        let targets = target.spec.as_ref().map(|s| &s.template);
         for action in actions {
             template = match action {
                 Action::InitializePrimary => self.onboarded_template(&target, primary.as_ref()),
-                Action::PromotePrimary => target.spec.as_ref().map(|s| &s.template),
+                Action::PromotePrimary => targets,
                 _ => template,
             };
             self.carry_out(action, &spec, &next, &target, primary.as_ref())
                 .await?;
+        }
+        // Onboarding kept a primary running another template than the target's (a status lost
+        // mid-rollout): the target's revision was never analysed, so the one recorded is the
+        // primary's, which no target revision equals, and the next tick rolls the target out.
+        if next.phase == Phase::Initialized
+            && state.phase != Phase::Initialized
+            && template != targets
+            && let Some(primary) = &primary
+        {
+            next.revision = Some(format!("{}-primary", workloads::revision(primary)));
         }
         let new = status::status_of(&next, template, self.primary_replicas(primary.as_ref()));
         status::write(&self.api, self.canary, &new).await?;
