@@ -10,9 +10,9 @@ fn with_service(extra: &str) -> String {
     base_with("      port: 9898\n", &format!("      port: 9898\n{extra}"))
 }
 
-/// Istio's CRD and validation refuse these DestinationRule settings (`tls.mode` is an enum,
-/// `trafficPolicy` and `outlierDetection` are objects, `maxConnections` must be non-negative:
-/// `validateConnectionPool`), and the simulator's own DestinationRule reader refuses them too,
+/// Istio's CRD and validation refuse these settings (`tls.mode` is an enum; `trafficPolicy`,
+/// `outlierDetection` and a route's `retries` are objects; `maxConnections` must be
+/// non-negative, `validateConnectionPool`), and the simulator's own readers refuse them too,
 /// but only once the router has copied them: a NODATA rollback and exit 1, not bad input.
 #[test]
 #[ignore = "finding 1"]
@@ -35,6 +35,12 @@ fn a_bad_non_duration_value_in_the_canary_traffic_policy_is_bad_input_at_its_lin
             "      trafficPolicy:\n        outlierDetection: soon\n",
             "outlierDetection: soon",
             "canary.spec.service.trafficPolicy.outlierDetection",
+        ),
+        (
+            "retries-scalar.yaml",
+            "      retries: 3\n",
+            "retries: 3",
+            "canary.spec.service.retries",
         ),
         (
             "max-connections.yaml",
