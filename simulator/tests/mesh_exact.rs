@@ -250,7 +250,10 @@ fn linkerd_service_profile_routes_have_no_default_timeout() {
 /// retries in flight up to `percent` of the active requests but never fewer than
 /// `minRetryConcurrency`, with Istio's defaults 20% and 3 (istio/istio
 /// `pilot/pkg/networking/core/cluster_traffic_policy.go`, `applyRetryBudget`; envoy
-/// `api/envoy/config/cluster/v3/circuit_breaker.proto`, `RetryBudget`).
+/// `api/envoy/config/cluster/v3/circuit_breaker.proto`, `RetryBudget`). A budget without a
+/// `connectionPool` applies too: `applyTrafficPolicy` hands `applyConnectionPool` an empty pool
+/// when none is set, and the budget is applied there. The route has no subset, so the bound is
+/// read on the cluster over the whole service.
 #[test]
 fn destination_rule_retry_budget_bounds_retries_in_flight() {
     let cases = [

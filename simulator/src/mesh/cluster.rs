@@ -146,6 +146,20 @@ impl Mesh {
             .find(|&c| self.clusters[c].version == version && !self.clusters[c].whole)
     }
 
+    /// The clusters of `client` whose hosts include the pods of `v`: the subset's (or the
+    /// version's own Service's) and the one over the whole service while it selects `v`.
+    pub(super) fn clusters_reaching(&self, client: ClientId, v: VersionId) -> Vec<ClusterId> {
+        let whole = self
+            .clients
+            .get(client.0 as usize)
+            .and_then(|c| c.service_cluster)
+            .filter(|&ci| self.cluster_holds(ci, v));
+        self.cluster_of(client, v)
+            .into_iter()
+            .chain(whole)
+            .collect()
+    }
+
     /// Whether cluster `ci` has the pods of version `v` among its hosts.
     pub(super) fn cluster_holds(&self, ci: ClusterId, v: VersionId) -> bool {
         let cl = &self.clusters[ci];
