@@ -63,7 +63,6 @@ fn retries_in_flight_are_observed_on_the_cluster_over_the_whole_service() {
 /// 25%: one ejection fits, 100 <= 125, a second does not, 200 > 125; with the crashed pod gone,
 /// 4 hosts: 100 <= 100).
 #[test]
-#[ignore = "test gap for fix 5 (passes on main; fails when the mesh stops calling set_in_eds)"]
 fn a_crashed_ejected_pod_frees_its_ejection_slot_in_the_mesh() {
     let dr = format!(
         "{DR_HEAD}    outlierDetection: {{consecutive5xxErrors: 5, interval: 1s, baseEjectionTime: 120s, maxEjectionPercent: 25}}\n"
@@ -115,7 +114,6 @@ fn a_crashed_ejected_pod_frees_its_ejection_slot_in_the_mesh() {
 /// flag, and the mesh tests set `MeshConfig::istio_retry_503` by hand, so the harness passing
 /// the flag on is untested.
 #[test]
-#[ignore = "test gap for fix 7 (passes on main; fails when the harness drops the flag)"]
 fn the_scenario_istio_version_reaches_the_default_retry_policy() {
     use fledge_simulator::harness;
     use fledge_simulator::scenario::Scenario;
