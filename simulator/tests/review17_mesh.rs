@@ -1,6 +1,5 @@
-//! Review of issue 17 (the mesh, exact): behaviours that differ from Istio's, Envoy's or
-//! Linkerd's, or that the issue's tests cannot see. Each test is ignored with the finding it
-//! shows; see the review report.
+//! Review of issue 17 (the mesh, exact): behaviours that differed from Istio's, Envoy's or
+//! Linkerd's, or that the issue's tests could not see, each checked now that it is fixed.
 
 mod support;
 
