@@ -213,6 +213,41 @@ fn mirrors_are_sent_after_fault_injection() {
     }
 }
 
+/// A mirror names a destination as a route does: the service's host without a subset mirrors to
+/// the cluster over the whole service (istio/istio `pilot/pkg/networking/core/route/route.go`:
+/// the mirror policy's cluster is `GetDestinationCluster` of the mirror, `outbound|port||host`
+/// when it sets no subset); a subset or a version's own host mirrors to that version; anything
+/// else is warned about and not mirrored.
+#[test]
+fn mirrors_go_where_the_mirror_destination_names() {
+    let cases = [
+        // (mirror, mirrored, warned)
+        ("{host: podinfo}", true, false),
+        ("{host: podinfo, subset: primary}", true, false),
+        ("{host: podinfo-primary}", true, false),
+        ("{host: podinfo, subset: nope}", false, true),
+        ("{host: elsewhere}", false, true),
+    ];
+    let dr = "kind: DestinationRule\nmetadata:\n  name: p\nspec:\n  host: podinfo\n  subsets:\n    - name: primary\n      labels: {app: podinfo, version: primary}\n---\n";
+    for (mirror, want, warned) in cases {
+        let m = format!("{dr}{VS_HEAD}      mirror: {mirror}\n");
+        let mut mesh = mesh_with(one_version(9, 100.0), "");
+        let warnings = mesh
+            .apply_manifests(&manifest::parse(&m).expect("parses"))
+            .expect("applies");
+        assert_eq!(
+            warnings.iter().any(|w| w.contains("mirror")),
+            warned,
+            "{mirror}: {warnings:?}"
+        );
+        mesh.run_until(2 * SECONDS);
+        let c = mesh.client_id("client").unwrap();
+        let v = mesh.version_id("podinfo", "primary").unwrap();
+        let mirrored = mesh.proxy_counters(c, v).mirrored;
+        assert_eq!(mirrored > 0, want, "{mirror}: {mirrored} mirrored");
+    }
+}
+
 /// Fix 10: a ServiceProfile route has no timeout unless it sets one (Linkerd removed the 10 s
 /// default in 2.9: linkerd/linkerd2#4958 "profiles: Eliminate default timeout", and the docs
 /// with linkerd/website#1733); a re-applied profile without one clears the earlier timeout.
@@ -250,7 +285,10 @@ fn linkerd_service_profile_routes_have_no_default_timeout() {
 /// retries in flight up to `percent` of the active requests but never fewer than
 /// `minRetryConcurrency`, with Istio's defaults 20% and 3 (istio/istio
 /// `pilot/pkg/networking/core/cluster_traffic_policy.go`, `applyRetryBudget`; envoy
-/// `api/envoy/config/cluster/v3/circuit_breaker.proto`, `RetryBudget`).
+/// `api/envoy/config/cluster/v3/circuit_breaker.proto`, `RetryBudget`). A budget without a
+/// `connectionPool` applies too: `applyTrafficPolicy` hands `applyConnectionPool` an empty pool
+/// when none is set, and the budget is applied there. The route has no subset, so the bound is
+/// read on the cluster over the whole service.
 #[test]
 fn destination_rule_retry_budget_bounds_retries_in_flight() {
     let cases = [

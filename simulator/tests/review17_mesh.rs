@@ -1,6 +1,5 @@
-//! Review of issue 17 (the mesh, exact): behaviours that differ from Istio's, Envoy's or
-//! Linkerd's, or that the issue's tests cannot see. Each test is ignored with the finding it
-//! shows; see the review report.
+//! Review of issue 17 (the mesh, exact): behaviours that differed from Istio's, Envoy's or
+//! Linkerd's, or that the issue's tests could not see, each checked now that it is fixed.
 
 mod support;
 
@@ -25,40 +24,17 @@ const DR_HEAD: &str =
     "kind: DestinationRule\nmetadata:\n  name: p\nspec:\n  host: podinfo\n  trafficPolicy:\n";
 const VS_NO_SUBSET: &str = "kind: VirtualService\nmetadata:\n  name: p\nspec:\n  hosts: [podinfo]\n  http:\n    - route:\n        - destination:\n            host: podinfo\n";
 
-/// Istio applies `trafficPolicy.retryBudget` only while building the connection pool's circuit
-/// breakers: `applyConnectionPool` returns at once when `connectionPool` is unset, before
-/// `applyRetryBudget` (istio/istio `pilot/pkg/networking/core/cluster_traffic_policy.go`), so a
-/// budget without a `connectionPool` leaves Istio's default thresholds (`maxRetries`
-/// 4294967295): no retry is ever refused.
-#[test]
-#[ignore = "finding 1"]
-fn a_retry_budget_without_a_connection_pool_is_not_applied_as_istio_does() {
-    let m = format!(
-        "{DR_HEAD}    retryBudget: {{minRetryConcurrency: 1}}\n---\n{VS_NO_SUBSET}      retries: {{attempts: 5, retryOn: 5xx}}\n"
-    );
-    let mut mesh = mesh_with(one_version(11, 3, 40.0), &m);
-    let v = mesh.version_id("podinfo", "primary").unwrap();
-    mesh.apply(Action::SetErrorRate {
-        version: v,
-        rate: 0.9,
-    })
-    .unwrap();
-    mesh.run_until(30 * SECONDS);
-    let c = mesh.client_id("client").unwrap();
-    assert!(mesh.proxy_counters(c, v).retries > 0);
-    assert_eq!(
-        mesh.proxy_counters(c, v).retry_overflow,
-        0,
-        "Istio sets no budget without a connectionPool"
-    );
-}
+// Finding 1 (a `retryBudget` without a `connectionPool` is not applied) does not hold:
+// `applyTrafficPolicy` replaces a missing `connectionPool` with an empty one before it calls
+// `applyConnectionPool` (istio/istio `pilot/pkg/networking/core/cluster_traffic_policy.go`, since
+// "Refactor cluster builder" #46352, before `retryBudget` existed), so the budget is applied;
+// `mesh_exact.rs`, `destination_rule_retry_budget_bounds_retries_in_flight`, checks it.
 
 /// A route without a subset sends to the cluster over the whole service (fix 1), but
 /// `peak_retries_in_flight` (and `in_flight`) read only the per-version subset cluster, which
 /// such a route never uses: they answer 0, so the retry-budget test in `mesh_exact.rs`
 /// (`peak <= floor`) and any bound on retries in flight through such a route cannot fail.
 #[test]
-#[ignore = "finding 2"]
 fn retries_in_flight_are_observed_on_the_cluster_over_the_whole_service() {
     let m = format!(
         "{DR_HEAD}    connectionPool: {{http: {{maxRetries: 3}}}}\n---\n{VS_NO_SUBSET}      retries: {{attempts: 5, retryOn: 5xx}}\n"
@@ -86,7 +62,6 @@ fn retries_in_flight_are_observed_on_the_cluster_over_the_whole_service() {
 /// 25%: one ejection fits, 100 <= 125, a second does not, 200 > 125; with the crashed pod gone,
 /// 4 hosts: 100 <= 100).
 #[test]
-#[ignore = "test gap for fix 5 (passes on main; fails when the mesh stops calling set_in_eds)"]
 fn a_crashed_ejected_pod_frees_its_ejection_slot_in_the_mesh() {
     let dr = format!(
         "{DR_HEAD}    outlierDetection: {{consecutive5xxErrors: 5, interval: 1s, baseEjectionTime: 120s, maxEjectionPercent: 25}}\n"
@@ -138,7 +113,6 @@ fn a_crashed_ejected_pod_frees_its_ejection_slot_in_the_mesh() {
 /// flag, and the mesh tests set `MeshConfig::istio_retry_503` by hand, so the harness passing
 /// the flag on is untested.
 #[test]
-#[ignore = "test gap for fix 7 (passes on main; fails when the harness drops the flag)"]
 fn the_scenario_istio_version_reaches_the_default_retry_policy() {
     use fledge_simulator::harness;
     use fledge_simulator::scenario::Scenario;

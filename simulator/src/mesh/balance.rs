@@ -6,17 +6,31 @@
 //! `previous_hosts` predicate does.
 
 use super::cluster::Host;
-use super::{ClusterId, Mesh, VersionId};
-use crate::engine::{SECONDS, SimTime};
+use super::{ClusterId, Mesh, PodId, VersionId};
+use crate::engine::{MILLIS, SECONDS, SimTime};
 use crate::manifest::LbPolicy;
 
-/// Linkerd's EWMA decay time (linkerd2-proxy `EWMA_DECAY`, 10 s).
+/// Linkerd's peak-EWMA settings for a profile's balancer: decay 10 s, default RTT 30 ms
+/// (linkerd2-proxy `linkerd/app/outbound/src/http/logical/profile.rs`, `DEFAULT_EWMA`).
 const EWMA_DECAY: f64 = 10.0 * SECONDS as f64;
+const DEFAULT_RTT: f64 = 30.0 * MILLIS as f64;
 
+// Linkerd's default balancer wraps each endpoint in Tower's `PeakEwma` (linkerd2-proxy
+// `linkerd/proxy/balance/src/lib.rs`, `NewPeakEwma`; tower `src/load/peak_ewma.rs`); the
+// `linkerd/ewma` crate serves only the penalty estimator. Tower decays the stored estimate each
+// time the balancer reads it, so a sample is compared with, and averaged from, the estimate as
+// of the last read; here it is the estimate decayed to the sample's time, which differs only when
+// the host was not read just before it answered.
 impl Host {
-    /// Linkerd's peak-EWMA (linkerd2-proxy `linkerd/ewma/src/lib.rs`, `add_peak`): a response
-    /// slower than the estimate decayed to now replaces it; a faster one is averaged in with a
-    /// 10 s decay.
+    /// A new estimator, as Tower's `PeakEwma::new` makes one when the endpoint is discovered:
+    /// the default RTT as of `now`.
+    pub(super) fn join_balancer(&mut self, now: SimTime) {
+        self.ewma = DEFAULT_RTT;
+        self.ewma_at = now;
+    }
+
+    /// Peak-EWMA: a response slower than the estimate decayed to now replaces it; a faster one
+    /// is averaged in with a 10 s decay.
     pub(super) fn observe_latency(&mut self, rtt: f64, now: SimTime) {
         if self.ewma_at_time(now) < rtt {
             self.ewma = rtt;
@@ -31,8 +45,8 @@ impl Host {
     }
 
     /// The estimate decayed towards zero for the time since it was last updated, as the
-    /// balancer reads it when it picks (`get_at`): a host that has not answered for a while
-    /// looks cheaper and is tried again.
+    /// balancer reads it when it picks: a host that has not answered for a while looks cheaper
+    /// and is tried again.
     pub(super) fn ewma_at_time(&self, now: SimTime) -> f64 {
         if now <= self.ewma_at {
             return self.ewma;
@@ -80,6 +94,22 @@ impl Mesh {
             c.ejections_detected += u64::from(change.detected);
             if change.membership_changed() {
                 self.rebuild_candidates(ci);
+            }
+        }
+    }
+
+    /// Pod `p`'s endpoint is (back) in discovery: Linkerd's balancer builds a fresh estimator for
+    /// it, holding the default RTT from now.
+    pub(super) fn endpoint_joined(&mut self, p: PodId) {
+        let now = self.now();
+        let v = self.pods[p].version;
+        for ci in self.cluster_ids() {
+            if !self.cluster_holds(ci, v) {
+                continue;
+            }
+            let cl = &mut self.clusters[ci];
+            if let Some(h) = cl.pods.iter().position(|&x| x == p) {
+                cl.hosts[h].join_balancer(now);
             }
         }
     }
@@ -205,8 +235,9 @@ mod tests {
         }
     }
 
-    /// linkerd2-proxy `linkerd/ewma/src/lib.rs`: the balancer reads the estimate decayed to the
-    /// pick time (`get_at`), and a peak is compared with that decayed value (`add_peak`).
+    /// Tower's `PeakEwma` (tower `src/load/peak_ewma.rs`, `RttEstimate`), which linkerd2-proxy's
+    /// balancer uses: the balancer reads the estimate decayed to the pick time, and a faster
+    /// sample is averaged in with the 10 s decay while a slower one replaces it.
     #[test]
     fn linkerd_latency_estimate_decays_to_the_pick_time() {
         let ms = MILLIS as f64;
@@ -219,7 +250,7 @@ mod tests {
             (100.0 * ms, 7 * s, 3 * s, 100.0 * ms),
         ];
         for (ewma, at, now, want) in cases {
-            let mut h = new_host();
+            let mut h = new_host(0);
             h.ewma = ewma;
             h.ewma_at = at;
             let got = h.ewma_at_time(now);
@@ -229,60 +260,121 @@ mod tests {
             );
         }
         // A 50 ms sample 30 s after a 200 ms peak is a new peak: the peak has decayed to 10 ms.
-        let mut h = new_host();
+        let mut h = new_host(0);
         h.ewma = 200.0 * ms;
         h.observe_latency(50.0 * ms, 30 * s);
         assert_eq!((h.ewma, h.ewma_at), (50.0 * ms, 30 * s));
         // A faster sample is averaged in with the 10 s decay.
-        let mut h = new_host();
+        let mut h = new_host(0);
         h.ewma = 100.0 * ms;
         h.observe_latency(0.0, 10 * s);
         assert!((h.ewma - 100.0 * ms * (-1.0f64).exp()).abs() < 1e-3);
     }
 
-    /// Review 17, finding 3. Linkerd's balancer wraps each endpoint in a peak-EWMA estimator
-    /// made when the endpoint is discovered, holding the default RTT (30 ms) as of that moment
-    /// (linkerd2-proxy `linkerd/proxy/balance/src/lib.rs`, `NewPeakEwma::new_service`, over
-    /// Tower's `PeakEwma`). A host added by a scale-up here starts with `ewma_at` 0, so read
-    /// decayed to the pick time its default has all but vanished (30 ms * e^-6 after 60 s): the
-    /// new pod looks free and wins every pair until it answers.
-    #[test]
-    #[ignore = "finding 3"]
-    fn a_new_linkerd_endpoint_starts_at_the_default_rtt_when_it_joins() {
-        use crate::mesh::{
-            Action, Behaviour, ClientConfig, DataPlane, MeshConfig, ServiceConfig, VersionConfig,
-        };
+    /// A Linkerd mesh of one version with `pods` pods and almost no traffic, run to `until`.
+    fn quiet_linkerd_mesh(pods: u32, until: SimTime) -> Mesh {
+        use crate::mesh::VersionConfig;
+        use crate::mesh::{Behaviour, ClientConfig, DataPlane, MeshConfig, ServiceConfig};
         let cfg = MeshConfig {
             seed: 1,
             data_plane: DataPlane::Linkerd,
             services: vec![ServiceConfig::new(
                 "podinfo",
-                vec![VersionConfig::new("primary", 2, Behaviour::default())],
+                vec![VersionConfig::new("primary", pods, Behaviour::default())],
             )],
-            // Too few requests for the new pod to answer one before it is read.
             clients: vec![ClientConfig::new("client", "podinfo", 0.01)],
             ..Default::default()
         };
         let mut mesh = Mesh::new(cfg).expect("mesh builds");
-        let v = mesh.version_id("podinfo", "primary").unwrap();
-        mesh.run_until(60 * SECONDS);
-        mesh.apply(Action::Scale {
-            version: v,
-            pods: 3,
-        })
-        .unwrap();
-        mesh.run_until(65 * SECONDS);
-        let now = mesh.now();
-        let mut seen = 0;
-        for cl in mesh.clusters.iter().filter(|c| c.pods.len() == 3) {
-            let est = cl.hosts[2].ewma_at_time(now);
-            // Joined within the last 5 s: at least the default decayed for 10 s.
-            assert!(
-                est >= 30.0 * MILLIS as f64 * (-1.0f64).exp(),
-                "new endpoint's estimate {est} ns"
-            );
-            seen += 1;
+        mesh.run_until(until);
+        mesh
+    }
+
+    /// The balancer's pick itself, not only `distinct_pair`: with two endpoints, linkerd2-proxy's
+    /// p2c compares the loads of both on every pick (`p2c_ready_index` over `gen_pair`), so the
+    /// cheaper one always wins; two independent draws would pick the dearer one a quarter of the
+    /// time. And it reads each cost decayed to the pick time (Tower's `PeakEwma::load`), so an
+    /// old peak loses to a fresh smaller estimate.
+    #[test]
+    fn linkerd_pick_compares_two_distinct_endpoints_at_their_decayed_cost() {
+        let ms = MILLIS as f64;
+        let now = 30 * SECONDS;
+        let cases = [
+            // ((estimate, updated at) of hosts 0 and 1, the host every pick takes)
+            ([(1.0 * ms, now), (100.0 * ms, now)], 0),
+            ([(100.0 * ms, now), (1.0 * ms, now)], 1),
+            // 100 ms three decay times old reads 100 * e^-3, about 5 ms: cheaper than 20 ms.
+            ([(100.0 * ms, 0), (20.0 * ms, now)], 0),
+            ([(20.0 * ms, now), (100.0 * ms, 0)], 1),
+        ];
+        for (estimates, want) in cases {
+            let mut mesh = quiet_linkerd_mesh(2, now);
+            let ids: Vec<ClusterId> = mesh.cluster_ids().collect();
+            for ci in ids {
+                for (h, &(ewma, at)) in estimates.iter().enumerate() {
+                    let host = &mut mesh.clusters[ci].hosts[h];
+                    (host.ewma, host.ewma_at, host.active) = (ewma, at, 0);
+                }
+                for _ in 0..200 {
+                    let got = mesh.pick_host(ci, &[0; 4], 0);
+                    assert_eq!(got, Some(want), "{estimates:?} on cluster {}", ci.0);
+                }
+            }
         }
-        assert!(seen > 0, "a cluster holds the new pod");
+    }
+
+    /// Review 17, finding 3. Linkerd's balancer wraps each endpoint in a peak-EWMA estimator
+    /// made when the endpoint is discovered, holding the default RTT (30 ms) as of that moment
+    /// (linkerd2-proxy `linkerd/proxy/balance/src/lib.rs`, `NewPeakEwma::new_service`, over
+    /// Tower's `PeakEwma::new`): a pod added by a scale-up, and a pod whose endpoint left
+    /// discovery when it crashed and came back when it restarted. Were such an estimate dated
+    /// from time 0, read decayed to the pick time it would have all but vanished (30 ms * e^-6
+    /// after 60 s): the pod would look free and win every pair until it answered.
+    #[test]
+    fn a_linkerd_endpoint_starts_at_the_default_rtt_when_it_joins() {
+        use crate::mesh::Action;
+        let cases = [
+            // (what happens at 60 s, the pod whose endpoint joins again)
+            (
+                Action::Scale {
+                    version: VersionId(0),
+                    pods: 3,
+                },
+                2,
+            ),
+            (
+                Action::CrashPod {
+                    version: VersionId(0),
+                    pod: 0,
+                    restart_after: Some(SECONDS),
+                },
+                0,
+            ),
+        ];
+        for (action, pod) in cases {
+            // Too few requests for the pod to answer one before it is read.
+            let mut mesh = quiet_linkerd_mesh(2, 60 * SECONDS);
+            mesh.apply(action.clone()).unwrap();
+            mesh.run_until(65 * SECONDS);
+            let now = mesh.now();
+            let p = mesh.versions[VersionId(0)].pods[pod];
+            let mut seen = 0;
+            for cl in &mesh.clusters {
+                let Some(h) = cl.pods.iter().position(|&x| x == p) else {
+                    continue;
+                };
+                let est = cl.hosts[h].ewma_at_time(now);
+                // Joined within the last 5 s: at least the default decayed for 10 s.
+                assert!(
+                    est >= DEFAULT_RTT * (-1.0f64).exp(),
+                    "{action:?}: the endpoint's estimate {est} ns"
+                );
+                seen += 1;
+            }
+            assert_eq!(
+                seen, 2,
+                "{action:?}: its subset's and the whole service's cluster"
+            );
+        }
     }
 }

@@ -13,7 +13,7 @@ use super::outlier::{Accrual, AccrualConfig, OutlierConfig, OutlierDetector};
 use super::pool::Conn;
 use super::tls::ClientTls;
 use super::{AttemptId, ClientId, ClusterId, Mesh, PodId, ServiceId, VersionId};
-use crate::engine::{MILLIS, SECONDS, SimTime, Stream};
+use crate::engine::{SECONDS, SimTime, Stream};
 use crate::manifest::{DestinationRule, TlsMode, TrafficPolicy};
 use std::collections::{BTreeSet, VecDeque};
 
@@ -101,7 +101,7 @@ impl Mesh {
             whole,
             pods,
             policy: self.default_policy(),
-            hosts: (0..n).map(|_| new_host()).collect(),
+            hosts: (0..n).map(|_| new_host(self.now())).collect(),
             in_lb: (0..n as u32).collect(),
             candidates: (0..n as u32).collect(),
             od: None,
@@ -144,6 +144,20 @@ impl Mesh {
             .iter()
             .copied()
             .find(|&c| self.clusters[c].version == version && !self.clusters[c].whole)
+    }
+
+    /// The clusters of `client` whose hosts include the pods of `v`: the subset's (or the
+    /// version's own Service's) and the one over the whole service while it selects `v`.
+    pub(super) fn clusters_reaching(&self, client: ClientId, v: VersionId) -> Vec<ClusterId> {
+        let whole = self
+            .clients
+            .get(client.0 as usize)
+            .and_then(|c| c.service_cluster)
+            .filter(|&ci| self.cluster_holds(ci, v));
+        self.cluster_of(client, v)
+            .into_iter()
+            .chain(whole)
+            .collect()
     }
 
     /// Whether cluster `ci` has the pods of version `v` among its hosts.
@@ -259,15 +273,19 @@ impl Mesh {
     }
 }
 
-pub(super) fn new_host() -> Host {
-    Host {
+/// A host whose endpoint joins the balancer at `joined`: its latency estimate is the default
+/// RTT as of then (see `Host::join_balancer`).
+pub(super) fn new_host(joined: SimTime) -> Host {
+    let mut h = Host {
         active: 0,
         conns: Vec::new(),
         pending: VecDeque::new(),
-        ewma: 30.0 * MILLIS as f64,
+        ewma: 0.0,
         ewma_at: 0,
         accrual: Accrual::default(),
-    }
+    };
+    h.join_balancer(joined);
+    h
 }
 
 impl Mesh {

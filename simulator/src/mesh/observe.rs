@@ -90,10 +90,14 @@ impl Mesh {
         subset + whole
     }
 
-    /// Highest number of retries in flight at once from `client` to `v` so far.
+    /// Highest number of retries in flight at once so far in one cluster from `client` that
+    /// reaches `v`: its subset's, or the whole service's (which a route without a subset uses).
     pub fn peak_retries_in_flight(&self, client: ClientId, v: VersionId) -> u32 {
-        self.cluster_of(client, v)
-            .map_or(0, |c| self.clusters[c].peak_retries)
+        self.clusters_reaching(client, v)
+            .into_iter()
+            .map(|c| self.clusters[c].peak_retries)
+            .max()
+            .unwrap_or(0)
     }
 
     /// Requests each pod of a version has served so far, in pod order (scaled-away pods included).

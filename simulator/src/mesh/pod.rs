@@ -33,6 +33,7 @@ impl Mesh {
         if pod.epoch == epoch && pod.alive && !pod.removed && !pod.in_lb {
             pod.in_lb = true;
             let v = pod.version;
+            self.endpoint_joined(p);
             self.endpoints_changed(v);
         }
     }
@@ -268,7 +269,8 @@ impl Mesh {
                 for ci in self.cluster_ids() {
                     if self.cluster_holds(ci, v) {
                         self.clusters[ci].pods.push(p);
-                        self.clusters[ci].hosts.push(new_host());
+                        // Not in the balancer until its endpoint is in (`on_endpoint_in`).
+                        self.clusters[ci].hosts.push(new_host(self.q.now()));
                         if let Some(od) = self.clusters[ci].od.as_mut() {
                             od.add_host();
                         }

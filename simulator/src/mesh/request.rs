@@ -249,10 +249,10 @@ impl Mesh {
     /// fault_filter.rst`; Istio puts the fault filter ahead of the router).
     pub(super) fn forward(&mut self, req: RequestId) {
         let r = self.reqs[req];
-        if let Some((mv, pct)) = self.rules[r.rule].mirror
+        if let Some((to, pct)) = self.rules[r.rule].mirror
             && self.mirror_rng.chance(pct / 100.0)
         {
-            self.send_mirror(r.client, mv);
+            self.send_mirror(r.client, to);
         }
         // Envoy: a route timeout of 0 disables it (Gateway API: a zero duration disables).
         if let Some(t) = self.rules[r.rule].timeout
@@ -269,14 +269,19 @@ impl Mesh {
         self.start_attempt(req);
     }
 
-    pub(super) fn send_mirror(&mut self, client: ClientId, version: VersionId) {
-        let Some(ci) = self.cluster_of(client, version) else {
+    pub(super) fn send_mirror(&mut self, client: ClientId, to: Dest) {
+        let cluster = match to {
+            Dest::Version(v) => self.cluster_of(client, v),
+            Dest::Service => self.clients[client].service_cluster,
+        };
+        let Some(ci) = cluster else {
             return;
         };
         let Some(h) = self.pick_host(ci, &[0; 4], 0) else {
             return;
         };
         let pod = self.clusters[ci].pods[h as usize];
+        let version = self.pods[pod].version;
         let now = self.now();
         let a = self.alloc_att(Attempt::on_wire(None, ci, h, pod, now));
         self.stats.attempts += 1;

@@ -6,6 +6,7 @@
 //! profile until the service's routes change.
 
 use super::config::DataPlane;
+use super::request::Dest;
 use super::retry::RetryPolicy;
 use super::{ClientId, Mesh, MeshError, RuleId, ServiceId, VersionId};
 use crate::engine::SimTime;
@@ -47,8 +48,9 @@ pub(super) struct RouteRule {
     /// pod the Service selects.
     pub(super) whole: u32,
     pub(super) total_weight: u32,
-    /// The version mirrored to, and the percentage.
-    pub(super) mirror: Option<(VersionId, f64)>,
+    /// Where requests are copied to (a version, or the service's whole cluster), and the
+    /// percentage copied.
+    pub(super) mirror: Option<(Dest, f64)>,
     pub(super) timeout: Option<SimTime>,
     pub(super) retry: RetryPolicy,
     pub(super) fault: Option<FaultInjection>,
@@ -238,7 +240,10 @@ impl Mesh {
                     total_weight: weight_sum(&r.dests),
                     dests: r.dests,
                     whole: 0,
-                    mirror: r.mirror.filter(|(_, pct)| *pct > 0.0),
+                    mirror: r
+                        .mirror
+                        .filter(|(_, pct)| *pct > 0.0)
+                        .map(|(v, pct)| (Dest::Version(v), pct)),
                     timeout: r.timeout.or(base.timeout),
                     retry,
                     fault: base.fault.clone(),
@@ -315,18 +320,26 @@ impl Mesh {
                             .unwrap_or_else(|| RetryOn::istio_default(self.istio_retry_503)),
                     },
                 };
+                let ns = vs.namespace.as_deref();
                 let mirror = match &r.mirror {
                     Some(m) => match m
                         .subset
                         .as_deref()
                         .and_then(|sub| self.resolve_subset(s, sub, None))
+                        .map(Dest::Version)
                         .or_else(|| {
-                            self.find_version_service(&m.host, vs.namespace.as_deref())
+                            self.find_version_service(&m.host, ns)
                                 .filter(|(ms, _)| *ms == s)
-                                .map(|(_, v)| v)
+                                .map(|(_, v)| Dest::Version(v))
+                        })
+                        .or_else(|| {
+                            // The service's host without a subset: Istio mirrors to the
+                            // cluster over the whole service (`outbound|port||host`).
+                            (m.subset.is_none() && self.find_service(&m.host, ns) == Some(s))
+                                .then_some(Dest::Service)
                         }) {
-                        Some(v) => {
-                            Some((v, r.mirror_percentage.unwrap_or(100.0).clamp(0.0, 100.0)))
+                        Some(d) => {
+                            Some((d, r.mirror_percentage.unwrap_or(100.0).clamp(0.0, 100.0)))
                         }
                         None => {
                             warnings.push(format!(
@@ -401,7 +414,10 @@ impl Mesh {
                     mirror: r
                         .mirror
                         .filter(|(_, pct)| *pct > 0.0)
-                        .map(|(v, pct)| (name(v), pct)),
+                        .map(|(d, pct)| match d {
+                            Dest::Version(v) => (name(v), pct),
+                            Dest::Service => (self.services[service].name.clone(), pct),
+                        }),
                 }
             })
             .collect()
