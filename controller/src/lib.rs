@@ -10,6 +10,10 @@ pub mod analysis;
 pub mod cluster;
 #[cfg(feature = "cluster")]
 mod http_errors;
+// The standalone controller (`fledge-controller local`) paces its ticks by the wall clock.
+#[cfg(feature = "cluster")]
+#[allow(clippy::disallowed_types, clippy::disallowed_methods)]
+pub mod local;
 pub mod metrics;
 pub mod observe;
 pub mod rollout;

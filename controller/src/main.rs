@@ -63,6 +63,40 @@ enum Cmd {
     Abort(Named),
     /// Clear `spec.suspend`.
     Resume(Named),
+    /// Run one Canary against the live simulator (`fledge-sim serve`), no cluster needed.
+    #[command(after_help = LOCAL_EXIT_CODES)]
+    Local(LocalArgs),
+}
+
+/// The exit codes of `local`, as `--help` shows them.
+const LOCAL_EXIT_CODES: &str = "Exit status: 0 the new revision was promoted; 1 it was rolled \
+back; 2 bad input (a Canary file that does not load or validate, a flag value that is not \
+usable, a mesh that does not answer at the start).";
+
+#[derive(clap::Args, Debug)]
+struct LocalArgs {
+    /// The Canary (YAML, Fledge's or Flagger's API group), with any MetricTemplates it names.
+    #[arg(long)]
+    canary: std::path::PathBuf,
+    /// Prometheus base URL, as for `run --prometheus-address`.
+    #[arg(long)]
+    prometheus: String,
+    /// The live simulator's base URL (`fledge-sim serve --listen`).
+    #[arg(long)]
+    mesh: String,
+    /// Traffic provider if the Canary names none.
+    #[arg(long, default_value = "istio")]
+    provider: Provider,
+    /// Timeout of one Prometheus query.
+    #[arg(long, default_value_t = 5)]
+    prometheus_timeout_seconds: u64,
+    /// Retries of a failed Prometheus query.
+    #[arg(long, default_value_t = 2)]
+    prometheus_retries: u32,
+    /// The longest wait between ticks while the rollout waits on workloads or gates
+    /// (analysis ticks follow the Canary's interval).
+    #[arg(long, default_value_t = 1)]
+    poll_seconds: u64,
 }
 
 #[derive(clap::Args, Debug)]
@@ -176,7 +210,11 @@ impl From<anyhow::Error> for Failure {
 
 /// One `error: ...` line with the causes (`{:#}`), not main's Debug print with a backtrace.
 fn main() -> ExitCode {
-    let (code, e) = match execute(Cli::parse()) {
+    let cli = Cli::parse();
+    if let Some(Cmd::Local(args)) = &cli.command {
+        return local(args);
+    }
+    let (code, e) = match execute(cli) {
         Ok(()) => return ExitCode::SUCCESS,
         Err(Failure::Config(e)) => (2, e),
         Err(Failure::Runtime(e)) => (1, e),
@@ -210,7 +248,61 @@ fn execute(cli: Cli) -> Result<(), Failure> {
         Some(Cmd::Promote(n)) => Ok(runtime.block_on(send(n, Request::Promote))?),
         Some(Cmd::Abort(n)) => Ok(runtime.block_on(send(n, Request::Abort))?),
         Some(Cmd::Resume(n)) => Ok(runtime.block_on(send(n, Request::Resume))?),
+        Some(Cmd::Local(args)) => Err(Failure::Runtime(anyhow::anyhow!(
+            "local {:?} is run by main",
+            args.canary
+        ))),
     }
+}
+
+/// `local`: 0 promoted, 1 rolled back, 2 bad input (said on one `error:` line).
+fn local(args: &LocalArgs) -> ExitCode {
+    use fledge_controller::local::{self, Local, MeshApi, Outcome};
+    let bad_input = |e: String| {
+        eprintln!("error: {e}");
+        ExitCode::from(2)
+    };
+    let file = match local::read_canary(&args.canary) {
+        Ok(file) => file,
+        Err(e) => return bad_input(e),
+    };
+    for w in &file.warnings {
+        eprintln!("warning: {w}");
+    }
+    let prometheus = match Prometheus::new(
+        &args.prometheus,
+        Duration::from_secs(args.prometheus_timeout_seconds),
+        args.prometheus_retries,
+    ) {
+        Ok(p) => p,
+        Err(e) => return bad_input(format!("--prometheus {}: {e}", args.prometheus)),
+    };
+    let mesh = match MeshApi::new(&args.mesh) {
+        Ok(m) => m,
+        Err(e) => return bad_input(format!("--mesh: {e}")),
+    };
+    if args.poll_seconds == 0 {
+        return bad_input("--poll-seconds 0: expected at least 1 second".into());
+    }
+    let runtime = match tokio::runtime::Runtime::new() {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("error: starting the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    runtime.block_on(async {
+        let observer = LiveObserver::new(prometheus, Webhooks::new());
+        let poll = Duration::from_secs(args.poll_seconds);
+        let controller = match Local::new(file, args.provider, observer, mesh, poll).await {
+            Ok(c) => c,
+            Err(e) => return bad_input(e),
+        };
+        match controller.run(&mut std::io::stdout()).await {
+            Outcome::Promoted => ExitCode::SUCCESS,
+            Outcome::RolledBack => ExitCode::FAILURE,
+        }
+    })
 }
 
 /// Both CRDs as one multi-document YAML text.

@@ -44,6 +44,9 @@ use tick::Tick;
 
 pub use context::{Backoff, Clock, Config, Context};
 pub use wiring::run;
+// The standalone controller (`crate::local`) paces and reports its ticks as a reconcile does.
+pub(crate) use problems::event_reason;
+pub(crate) use tick::requeue_after;
 
 /// Reconciles one Canary: a tick of the rollout or, once it is deleted, its cleanup and then
 /// the finalizer's removal.

@@ -131,7 +131,7 @@ fn note_of(message: &str) -> &str {
 }
 
 /// The Event reason for a decision: the phase it led to, or why it halted.
-pub(super) fn event_reason(severity: Severity, phase: Phase) -> (EventType, &'static str) {
+pub(crate) fn event_reason(severity: Severity, phase: Phase) -> (EventType, &'static str) {
     match (severity, phase) {
         (Severity::Warning, Phase::Failed) => (EventType::Warning, "RolledBack"),
         (Severity::Warning, _) => (EventType::Warning, "Halted"),

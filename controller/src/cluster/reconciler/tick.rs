@@ -204,21 +204,33 @@ impl<'a> Tick<'a> {
     }
 
     pub(super) fn requeue_after(&self, state: &RolloutState, spec: &RolloutSpec) -> Duration {
-        let interval = Duration::from_millis(spec.interval.millis());
-        let poll = self.ctx.config.poll.min(interval);
-        let waiting = state.message.starts_with("waiting");
-        match state.phase {
-            // The next step, or the statistical judge's next look in between.
-            Phase::Progressing if !waiting => match next_analysis(state, spec) {
-                Some(due) => Duration::from_millis(due.saturating_sub(self.now))
-                    .clamp(poll.min(Duration::from_secs(1)), interval),
-                None => poll,
-            },
-            // Onboarding scales the target down on the next tick.
-            Phase::Initialized if state.scale_down_pending => poll,
-            Phase::Initialized | Phase::Succeeded | Phase::Failed => interval,
-            _ => poll,
-        }
+        requeue_after(state, spec, self.now, self.ctx.config.poll)
+    }
+}
+
+/// When to look at a rollout again after a tick at `now`: the next step or look while it
+/// progresses, `poll` (at most the interval) while it waits on workloads or gates. Shared with
+/// the standalone controller ([`crate::local`]), which paces its ticks the same way.
+pub(crate) fn requeue_after(
+    state: &RolloutState,
+    spec: &RolloutSpec,
+    now: Millis,
+    poll: Duration,
+) -> Duration {
+    let interval = Duration::from_millis(spec.interval.millis());
+    let poll = poll.min(interval);
+    let waiting = state.message.starts_with("waiting");
+    match state.phase {
+        // The next step, or the statistical judge's next look in between.
+        Phase::Progressing if !waiting => match next_analysis(state, spec) {
+            Some(due) => Duration::from_millis(due.saturating_sub(now))
+                .clamp(poll.min(Duration::from_secs(1)), interval),
+            None => poll,
+        },
+        // Onboarding scales the target down on the next tick.
+        Phase::Initialized if state.scale_down_pending => poll,
+        Phase::Initialized | Phase::Succeeded | Phase::Failed => interval,
+        _ => poll,
     }
 }
 
