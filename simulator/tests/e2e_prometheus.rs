@@ -17,13 +17,11 @@
 // Real processes on the wall clock: bounded waits and the timestamps Prometheus is asked at.
 #![allow(clippy::disallowed_types, clippy::disallowed_methods)]
 
-use std::io::{BufRead, BufReader, Read, Write};
-use std::net::{TcpListener, TcpStream};
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+mod support;
+
+use std::path::Path;
 use std::sync::Mutex;
-use std::sync::mpsc;
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use fledge_controller::analysis::MetricReading;
 use fledge_controller::metrics::{Mesh, Prometheus};
@@ -31,6 +29,7 @@ use fledge_controller::observe::{Measure, Measurement, Range};
 use fledge_controller::routes::{Provider, Routes};
 use fledge_simulator::scenario::Scenario;
 use fledge_simulator::telemetry::{DURATION_BUCKETS_MS, NUM_BUCKETS, histogram_quantile};
+use support::live::{Processes, http, prometheus_binary, unix_ms, wait_for};
 
 /// How far Flagger's success rate (percent) may be from the simulator's counters.
 const SUCCESS_RATE_POINTS: f64 = 0.5;
@@ -40,8 +39,6 @@ const LATENCY_RELATIVE: f64 = 0.10;
 const SPEED: u32 = 20;
 /// The measured window, in wall seconds (200 simulated seconds).
 const WINDOW: Duration = Duration::from_secs(10);
-/// The longest any one wait may take before the case fails.
-const PATIENCE: Duration = Duration::from_secs(90);
 
 /// One case at a time: each runs a simulator at 20x and a Prometheus on 2 cores.
 static SERIAL: Mutex<()> = Mutex::new(());
@@ -57,7 +54,7 @@ fn linkerd_builtin_queries_read_what_the_simulator_counted() {
 }
 
 fn check_builtin_queries(scenario_file: &str, mesh: Mesh) {
-    let Some(prometheus) = prometheus_binary() else {
+    let Some(prometheus) = prometheus_binary("e2e_prometheus") else {
         return;
     };
     let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
@@ -67,7 +64,12 @@ fn check_builtin_queries(scenario_file: &str, mesh: Mesh) {
     let scenario = Scenario::load(&path).unwrap_or_else(|e| panic!("{e}"));
     let mut procs = Processes::new(scenario_file);
 
-    let sim_port = procs.start_simulator(Path::new(env!("CARGO_BIN_EXE_fledge-sim")), &path);
+    let sim_port = procs.start_simulator(
+        Path::new(env!("CARGO_BIN_EXE_fledge-sim")),
+        &path,
+        "127.0.0.1:0",
+        SPEED,
+    );
     let sim = format!("127.0.0.1:{sim_port}");
     let prom = procs.start_prometheus(&prometheus, &sim);
 
@@ -244,187 +246,4 @@ fn last_scrape_ms(prom: &str) -> Option<u64> {
     let doc: serde_json::Value = serde_json::from_str(&body).ok()?;
     let value = doc["data"]["result"][0]["value"][1].as_str()?;
     Some((value.parse::<f64>().ok()? * 1000.0) as u64)
-}
-
-fn unix_ms() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .expect("after 1970")
-        .as_millis() as u64
-}
-
-/// `prometheus` on PATH; `None` (a case skipped, loudly) when it is missing outside CI.
-fn prometheus_binary() -> Option<PathBuf> {
-    let found = std::env::var_os("PATH").and_then(|paths| {
-        std::env::split_paths(&paths)
-            .map(|p| p.join("prometheus"))
-            .find(|p| p.is_file())
-    });
-    if found.is_none() {
-        let how = "install it with `apt-get install prometheus` (Debian's 2.42 is what CI runs), then `cargo test -p fledge-simulator --test e2e_prometheus`";
-        assert!(
-            std::env::var("CI").as_deref() != Ok("true"),
-            "the end-to-end tests need `prometheus` on PATH and CI=true requires them: {how}"
-        );
-        // Straight to stderr: the test harness hides what `eprintln!` prints in a passing test.
-        let _ = writeln!(
-            std::io::stderr(),
-            "\n!!! SKIPPED end-to-end tests with a real Prometheus: no `prometheus` on PATH; {how}\n"
-        );
-    }
-    found
-}
-
-/// The processes of one case and its temporary directory, all gone when it is dropped (also
-/// when the case panics).
-struct Processes {
-    dir: PathBuf,
-    children: Vec<(&'static str, Child)>,
-}
-
-impl Processes {
-    fn new(case: &str) -> Self {
-        let unique = format!(
-            "fledge-e2e-{}-{}",
-            std::process::id(),
-            case.replace(['/', '.'], "-")
-        );
-        let dir = std::env::temp_dir().join(unique);
-        let _ = std::fs::remove_dir_all(&dir);
-        std::fs::create_dir_all(&dir).expect("a temporary directory");
-        Processes {
-            dir,
-            children: Vec::new(),
-        }
-    }
-
-    /// Starts `fledge-sim serve` on a free port and returns the port it printed.
-    fn start_simulator(&mut self, binary: &Path, scenario: &Path) -> u16 {
-        let mut child = Command::new(binary)
-            .arg("serve")
-            .arg(scenario)
-            .args(["--listen", "127.0.0.1:0", "--speed", &SPEED.to_string()])
-            .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
-            .spawn()
-            .expect("fledge-sim starts");
-        let stdout = child.stdout.take().expect("piped");
-        self.children.push(("fledge-sim", child));
-        let (tx, rx) = mpsc::channel();
-        std::thread::spawn(move || {
-            let mut line = String::new();
-            let _ = BufReader::new(stdout).read_line(&mut line);
-            let _ = tx.send(line);
-        });
-        let line = rx
-            .recv_timeout(PATIENCE)
-            .expect("fledge-sim prints its address");
-        let port = line
-            .split("http://127.0.0.1:")
-            .nth(1)
-            .and_then(|rest| rest.split_whitespace().next())
-            .and_then(|p| p.parse().ok());
-        port.unwrap_or_else(|| panic!("no address in fledge-sim's first line: {line:?}"))
-    }
-
-    /// Starts Prometheus scraping `target` every second; returns its address once ready.
-    fn start_prometheus(&mut self, binary: &Path, target: &str) -> String {
-        let port = TcpListener::bind("127.0.0.1:0")
-            .and_then(|l| l.local_addr())
-            .expect("a free port")
-            .port();
-        let config = self.dir.join("prometheus.yml");
-        std::fs::write(
-            &config,
-            format!(
-                "global:\n  scrape_interval: 1s\n  evaluation_interval: 1s\nscrape_configs:\n  - job_name: fledge-sim\n    static_configs:\n      - targets: ['{target}']\n"
-            ),
-        )
-        .expect("the configuration is written");
-        let log = std::fs::File::create(self.dir.join("prometheus.log")).expect("a log file");
-        let child = Command::new(binary)
-            .arg(format!("--config.file={}", config.display()))
-            .arg(format!(
-                "--storage.tsdb.path={}",
-                self.dir.join("data").display()
-            ))
-            .arg(format!("--web.listen-address=127.0.0.1:{port}"))
-            .stdout(Stdio::null())
-            .stderr(log)
-            .spawn()
-            .expect("prometheus starts");
-        self.children.push(("prometheus", child));
-        let address = format!("127.0.0.1:{port}");
-        wait_for(self, "Prometheus to be ready", || {
-            http(&address, "GET", "/-/ready", "").0 == 200
-        });
-        address
-    }
-
-    /// Panics if a process has exited: the case cannot go on, and its log says why.
-    fn check_alive(&mut self) {
-        for (name, child) in &mut self.children {
-            if let Ok(Some(status)) = child.try_wait() {
-                let log =
-                    std::fs::read_to_string(self.dir.join("prometheus.log")).unwrap_or_default();
-                let tail: Vec<&str> = log.lines().rev().take(5).collect();
-                panic!("{name} exited ({status}); Prometheus' log ends: {tail:?}");
-            }
-        }
-    }
-}
-
-impl Drop for Processes {
-    fn drop(&mut self) {
-        for (_, child) in &mut self.children {
-            let _ = child.kill();
-            let _ = child.wait();
-        }
-        let _ = std::fs::remove_dir_all(&self.dir);
-    }
-}
-
-/// Polls `done` every 200 ms until it holds; fails the case after [`PATIENCE`] or when a
-/// process has exited.
-fn wait_for(procs: &mut Processes, what: &str, mut done: impl FnMut() -> bool) {
-    let deadline = Instant::now() + PATIENCE;
-    loop {
-        if done() {
-            return;
-        }
-        procs.check_alive();
-        assert!(Instant::now() < deadline, "waited too long for {what}");
-        std::thread::sleep(Duration::from_millis(200));
-    }
-}
-
-/// One HTTP/1.0 exchange (the server closes; no chunked answers): status and body; status 0
-/// when nothing answered.
-fn http(address: &str, method: &str, path: &str, body: &str) -> (u16, String) {
-    let Ok(addr) = address.parse() else {
-        return (0, String::new());
-    };
-    let Ok(mut stream) = TcpStream::connect_timeout(&addr, Duration::from_secs(5)) else {
-        return (0, String::new());
-    };
-    let _ = stream.set_read_timeout(Some(Duration::from_secs(30)));
-    let request = format!(
-        "{method} {path} HTTP/1.0\r\nHost: {address}\r\nContent-Length: {}\r\n\r\n{body}",
-        body.len()
-    );
-    let mut answer = String::new();
-    if stream.write_all(request.as_bytes()).is_err() || stream.read_to_string(&mut answer).is_err()
-    {
-        return (0, String::new());
-    }
-    let status = answer
-        .split_whitespace()
-        .nth(1)
-        .and_then(|s| s.parse().ok())
-        .unwrap_or(0);
-    let body = answer
-        .split_once("\r\n\r\n")
-        .map_or("", |(_, b)| b)
-        .to_string();
-    (status, body)
 }

@@ -4,6 +4,7 @@
 // Each test binary uses a part of this.
 #![allow(dead_code)]
 
+pub mod live;
 pub mod mesh;
 
 use std::path::{Path, PathBuf};
