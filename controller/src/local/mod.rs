@@ -48,6 +48,10 @@ pub enum Outcome {
 /// The longest wait after failed ticks (a reconcile's backoff, shortened for a terminal).
 const MAX_RETRY: Duration = Duration::from_secs(30);
 
+/// How often, and how far apart, the mesh is asked before `local` gives up at the start.
+const START_TRIES: u32 = 10;
+const START_PAUSE: Duration = Duration::from_millis(500);
+
 /// One Canary driven against one live simulator.
 pub struct Local {
     canary: Canary,
@@ -93,9 +97,18 @@ impl Local {
         if !unroutable.is_empty() {
             return Err(invalid(ValidationErrors(unroutable).to_string()));
         }
-        mesh.workloads()
-            .await
-            .map_err(|e| format!("--mesh: the live simulator does not answer: {e}"))?;
+        // A simulator started just before (`fledge-sim serve ... &`) is given a moment.
+        let mut tries = 0;
+        while let Err(e) = mesh.workloads().await {
+            tries += 1;
+            if tries >= START_TRIES {
+                return Err(format!(
+                    "--mesh: the live simulator does not answer (tried for {}s): {e}",
+                    (START_PAUSE * START_TRIES).as_secs()
+                ));
+            }
+            tokio::time::sleep(START_PAUSE).await;
+        }
         Ok(Local {
             subject: Subject::of(&canary),
             canary,
