@@ -332,7 +332,7 @@ impl Local {
 /// failed checks, iterations and the last decision.
 fn report(out: &mut impl Write, before: &RolloutState, after: &RolloutState) {
     let key = |s: &RolloutState| {
-        let s = status::status_of(s, None);
+        let s = status::status_of(s, None, None);
         (
             s.phase,
             s.canary_weight,
