@@ -224,4 +224,20 @@ mod tests {
         );
         assert_eq!(probe_budgets(None), BTreeMap::new());
     }
+
+    /// Review r13c, finding 3. The kubelet runs a probe and only then waits for its next tick
+    /// (pkg/kubelet/prober/worker.go, `run`: `for w.doProbe(ctx) { <-probeTicker.C }`; a Go
+    /// ticker drops the ticks a slow receiver missed), so a probe that times out after
+    /// `timeoutSeconds`, longer than `periodSeconds`, is repeated every `timeoutSeconds`: here
+    /// 30 failures of up to 5 s each, 150 s of start-up before the container is killed, not 30 s.
+    #[test]
+    #[ignore = "finding 3"]
+    fn a_probe_slower_than_its_period_counts_its_timeout_per_failure() {
+        let pod: PodSpec = serde_json::from_value(serde_json::json!({"containers": [
+            {"name": "slow", "startupProbe":
+                {"periodSeconds": 1, "timeoutSeconds": 5, "failureThreshold": 30}},
+        ]}))
+        .unwrap();
+        assert!(probe_budgets(Some(&pod))["slow"] >= 150_000);
+    }
 }
