@@ -65,17 +65,21 @@ impl Tick<'_> {
         let revision = workloads::revision(target);
         let promoted = state.promoted_revision.as_deref().unwrap_or("none");
         let onboarding = state.phase == Phase::Initializing;
+        // The template recorded for the primary, onboarding's included (a kept primary's, or
+        // the target's before it changed): never the target's unanalysed revision.
         let (source, from) = match self.primary_template() {
-            Some(template) if !onboarding => {
+            Some(template) => {
                 let mut source = target.clone();
                 source.spec.get_or_insert_default().template = template.clone();
-                let from = format!(
-                    "the last promoted pod template (revision {})",
-                    workloads::revision(&source)
-                );
+                let which = if onboarding {
+                    "pod template recorded at onboarding"
+                } else {
+                    "last promoted pod template"
+                };
+                let from = format!("the {which} (revision {})", workloads::revision(&source));
                 (source, from)
             }
-            _ if onboarding || revision == promoted => {
+            None if onboarding || revision == promoted => {
                 let from = format!(
                     "{} (the promoted revision {revision})",
                     self.canary.spec.target_ref.name

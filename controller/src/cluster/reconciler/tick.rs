@@ -142,7 +142,9 @@ impl<'a> Tick<'a> {
             && template != targets
             && let Some(primary) = &primary
         {
-            next.revision = Some(format!("{}-primary", workloads::revision(primary)));
+            let kept = Some(format!("{}-primary", workloads::revision(primary)));
+            next.promoted_revision.clone_from(&kept);
+            next.revision = kept;
         }
         let new = status::status_of(&next, template, self.primary_replicas(primary.as_ref()));
         status::write(&self.api, self.canary, &new).await?;
