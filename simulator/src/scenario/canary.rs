@@ -3,13 +3,14 @@
 
 use std::path::PathBuf;
 
-use fledge_controller::routes::{Provider, SmiVersion};
+use fledge_controller::routes::{Provider, Routes, SmiVersion};
 use fledge_controller::spec::{
     Canary, MetricTemplate, RolloutSpec, Strategy, load_manifests, unroutable_by, validate,
 };
 
 use super::source::load_error_place;
 use super::{Context, ScenarioError, raw};
+use crate::manifest::ManifestError;
 use crate::manifest::yaml::{Outline, check_depth};
 use crate::mesh::config::DataPlane;
 
@@ -109,6 +110,7 @@ impl Context {
             )
         })?;
         // The data plane's provider when the Canary names none, as the controller's default.
+        let explicit = spec.provider.is_some();
         let provider = *spec.provider.get_or_insert(match self.data_plane {
             DataPlane::Istio => Provider::Istio,
             DataPlane::Linkerd => Provider::Smi(SmiVersion::V1Alpha2),
@@ -121,6 +123,15 @@ impl Context {
                 format!("the Canary does not validate:\n  {e}"),
             ));
         }
+        if provider == Provider::Istio
+            && let Some((field, message)) = refused_by_istio(&canary)
+        {
+            return Err(error(canary_doc, &field, None, message));
+        }
+        // An explicit provider gets this warning from the controller's own checks.
+        let unused_policy = provider != Provider::Istio
+            && !explicit
+            && canary.spec.service.traffic_policy.is_some();
         if let Strategy::AbTesting { matches, .. } = &spec.strategy {
             for (i, m) in matches.iter().enumerate() {
                 let keys = m.as_object().into_iter().flat_map(|o| o.keys());
@@ -153,6 +164,11 @@ impl Context {
         );
         self.warnings
             .extend(loaded.warnings.iter().map(|w| format!("canary: {w}")));
+        if unused_policy {
+            self.warnings.push(format!(
+                "canary: spec.service.trafficPolicy: not used: provider {provider} writes no DestinationRule"
+            ));
+        }
         if let Some(ns) = &canary.metadata.namespace
             && *ns != self.namespace
         {
@@ -163,4 +179,51 @@ impl Context {
         }
         Ok((canary, spec, loaded.metric_templates))
     }
+}
+
+/// What Istio would refuse of the objects provider istio writes from the Canary (its
+/// DestinationRules and VirtualService, built by the controller's own router), read with the
+/// simulator's own manifest readers: the Canary's field the value came from, and why. Without
+/// this, a value copied verbatim (`service.trafficPolicy`, `retries`, `timeout`) would fail
+/// only when the router applies it, as a routing failure and a rollback.
+fn refused_by_istio(canary: &Canary) -> Option<(String, String)> {
+    // A split the router cannot write was refused by validation already.
+    let objects = Provider::Istio
+        .objects(canary, &Routes::PRIMARY_ONLY)
+        .ok()?;
+    let mut text = String::new();
+    for object in &objects {
+        text.push_str("---\n");
+        text.push_str(&serde_norway::to_string(object).ok()?);
+    }
+    let (kind, name, field, what) = match crate::manifest::parse(&text).err()? {
+        ManifestError::WrongType {
+            kind,
+            name,
+            field,
+            expected,
+            ..
+        } => (kind, name, field, format!("expected {expected}")),
+        ManifestError::Missing {
+            kind, name, field, ..
+        } => (kind, name, field, "missing".to_string()),
+        e @ ManifestError::Yaml { .. } => return Some((String::new(), e.to_string())),
+    };
+    // `spec.trafficPolicy...` of a DestinationRule, `spec.http[i]....` of the VirtualService.
+    let from = if let Some(rest) = field.strip_prefix("spec.trafficPolicy") {
+        format!("spec.service.trafficPolicy{rest}")
+    } else if let Some((_, rest)) = field
+        .strip_prefix("spec.http[")
+        .and_then(|f| f.split_once("]."))
+    {
+        format!("spec.service.{rest}")
+    } else {
+        "spec.service".to_string()
+    };
+    Some((
+        from,
+        format!(
+            "{what}: provider istio copies it into the {kind} `{name}` as `{field}`, which Istio refuses"
+        ),
+    ))
 }

@@ -267,6 +267,15 @@ pub fn warnings(spec: &CanarySpec) -> Vec<FieldError> {
             message,
         })
     };
+    if let Some(provider) = rollout.provider
+        && provider != Provider::Istio
+        && spec.service.traffic_policy.is_some()
+    {
+        warn(
+            "spec.service.trafficPolicy",
+            format!("not used: provider {provider} writes no DestinationRule"),
+        );
+    }
     if let Some(Ok(written)) = a.interval.as_deref().map(str::parse::<Duration>)
         && written < rollout.interval
     {

@@ -22,9 +22,6 @@ pub(super) fn service(p: &mut Problems, service: &CanaryService, provider: Optio
             format!("must be a port between 1 and 65535, got {}", service.port),
         );
     }
-    if let Some(policy) = &service.traffic_policy {
-        traffic_policy(p, "spec.service.trafficPolicy", policy);
-    }
     for (path, text) in service.route_durations() {
         match text.map(parse_nanos) {
             Err(value) => p.add(
@@ -56,11 +53,18 @@ impl CanaryService {
     }
 
     /// What `provider`'s objects cannot carry of this block, as errors at its fields: a
-    /// VirtualService's timeouts take only the durations Istio's validation accepts, an
+    /// DestinationRule's `trafficPolicy` and a VirtualService's timeouts take only the
+    /// durations Istio's validation accepts, an
     /// HTTPRoute's request timeout only the Gateway API's. Validation checks an explicit
     /// `spec.provider`; a shell checks its default provider through [`super::unroutable_by`].
     pub fn unroutable_by(&self, provider: Provider) -> Vec<FieldError> {
         let mut errors = Vec::new();
+        // Only Istio's DestinationRules carry `trafficPolicy`; elsewhere it is not used.
+        if let (Provider::Istio, Some(policy)) = (provider, &self.traffic_policy) {
+            let mut p = Problems::default();
+            traffic_policy(&mut p, "spec.service.trafficPolicy", policy);
+            errors.extend(p.0);
+        }
         if provider == Provider::Istio {
             for (path, text) in self.route_durations() {
                 let Ok(text) = text else { continue };
@@ -209,7 +213,35 @@ mod tests {
     }
 
     fn policy_errors(policy: &str) -> Vec<FieldError> {
-        errors(&canary("", &format!("  trafficPolicy:\n{policy}")))
+        errors(&canary(
+            "provider: istio\n",
+            &format!("  trafficPolicy:\n{policy}"),
+        ))
+    }
+
+    /// Only Istio's DestinationRules carry `trafficPolicy`: another provider neither checks
+    /// its durations against Istio's rules nor uses it, and says so.
+    #[test]
+    fn a_traffic_policy_is_checked_under_istio_only_and_warned_unused_elsewhere() {
+        let policy = "  trafficPolicy:\n    outlierDetection: {interval: 0s}\n";
+        for provider in ["provider: linkerd\n", "provider: gatewayapi\n"] {
+            let spec = canary(provider, policy);
+            assert!(validate(&spec).is_ok(), "{provider}");
+            let warnings = crate::spec::warnings(&spec);
+            assert!(
+                warnings
+                    .iter()
+                    .any(|w| w.path == "spec.service.trafficPolicy"
+                        && w.message.contains("not used")),
+                "{provider}: {warnings:?}"
+            );
+        }
+        // Without a provider, the shell checks its default one.
+        let spec = canary("", policy);
+        let rollout = validate(&spec).expect("valid without a provider");
+        let istio = crate::routes::Provider::Istio;
+        assert_eq!(crate::spec::unroutable_by(&spec, &rollout, istio).len(), 1);
+        assert!(crate::spec::warnings(&spec).is_empty());
     }
 
     #[test]
