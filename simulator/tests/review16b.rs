@@ -102,14 +102,12 @@ fn a_canary_service_timeout_is_not_warned_about_as_replaced() {
     }
 }
 
-/// A scenario's own DestinationRule is read by the simulator with fewer rules than the
-/// Canary's `trafficPolicy` is validated with (`controller/src/spec/validate/service.rs`'s
-/// `DURATIONS`): `tcp.idleTimeout` takes any duration, and `maxConnectionDuration`,
-/// `tcpKeepalive`, `http2KeepAlive`, `warmupDurationSecs` and `warmup.duration` are neither
-/// read nor checked. Istio refuses each of these (`validateConnectionPool`,
+/// A scenario's own DestinationRule is read with the rules the Canary's `trafficPolicy` is
+/// validated with (the controller's `TRAFFIC_POLICY_DURATIONS`): it was read with fewer
+/// (`tcp.idleTimeout` took any duration, and `maxConnectionDuration`, `tcpKeepalive`,
+/// `http2KeepAlive`, `warmupDurationSecs` and `warmup.duration` were neither read nor checked). Istio refuses each of these (`validateConnectionPool`,
 /// `validateLoadBalancer`, the CRD's `duration(self) >= duration('1ms')`), as the Canary does.
 #[test]
-#[ignore = "finding 2"]
 fn a_scenario_destination_rule_duration_istio_refuses_is_bad_input_at_its_line() {
     for policy in [
         "connectionPool: {tcp: {idleTimeout: 1500us}}",

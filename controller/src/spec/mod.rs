@@ -15,8 +15,9 @@ pub use duration::{
 };
 pub use load::{LoadError, LoadedManifests, load_manifests};
 pub use validate::{
-    FieldError, HookGate, Judge, Margin, MetricCheck, MetricKind, RolloutSpec, Strategy,
-    ValidationErrors, WebhookRef, unroutable_by, validate, warnings,
+    DurationRule, FieldError, HookGate, Judge, Margin, MetricCheck, MetricKind, RolloutSpec,
+    Strategy, TRAFFIC_POLICY_DURATIONS, ValidationErrors, WebhookRef, unroutable_by, validate,
+    warnings,
 };
 
 use std::collections::BTreeMap;

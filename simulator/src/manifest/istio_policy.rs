@@ -3,6 +3,8 @@
 
 use std::collections::BTreeMap;
 
+use fledge_controller::spec::TRAFFIC_POLICY_DURATIONS;
+
 use super::ManifestError;
 use super::reader::{Doc, Node, get, idx, join};
 use crate::engine::SimTime;
@@ -224,6 +226,15 @@ pub(super) fn traffic_policy(
             "retryBudget",
         ],
     )?;
+    durations(doc, n, path)?;
+    let ports = get(m, "portLevelSettings").and_then(|p| p.v.as_array());
+    for (i, port) in ports.into_iter().flatten().enumerate() {
+        durations(
+            doc,
+            Node { v: port },
+            &idx(&join(path, "portLevelSettings"), i),
+        )?;
+    }
     let mut tp = TrafficPolicy::default();
     if let Some(rb) = get(m, "retryBudget") {
         let p = join(path, "retryBudget");
@@ -421,6 +432,24 @@ pub(super) fn traffic_policy(
         }
     }
     Ok(tp)
+}
+
+/// Every Duration field of a TrafficPolicy, checked with the rule the Canary's
+/// `service.trafficPolicy` is (the controller's table), before any is read.
+fn durations(doc: &Doc<'_>, policy: Node<'_>, path: &str) -> Result<(), ManifestError> {
+    for &(field, rule) in TRAFFIC_POLICY_DURATIONS {
+        let value = field
+            .split('.')
+            .try_fold(policy.v, |v, key| v.get(key))
+            .filter(|v| !v.is_null());
+        if let Some(Err(why)) = value.map(|v| rule.check(v)) {
+            return Err(doc.wrong(
+                &join(path, field),
+                &format!("a duration Istio accepts here ({why})"),
+            ));
+        }
+    }
+    Ok(())
 }
 
 pub(super) fn destination_rule(

@@ -17,6 +17,7 @@ use std::fmt;
 use serde::{Deserialize, Serialize};
 
 pub use analysis::{Judge, Margin, MetricCheck, MetricKind};
+pub use service::{DurationRule, TRAFFIC_POLICY_DURATIONS};
 pub use strategy::Strategy;
 pub use webhooks::{HookGate, WebhookRef};
 

@@ -95,8 +95,8 @@ impl CanaryService {
 }
 
 /// How Istio checks one Duration field of a TrafficPolicy.
-#[derive(Clone, Copy)]
-enum Rule {
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum DurationRule {
     /// `ValidateDuration` (and the CRD's `>= 1ms`): at least 1ms, in whole milliseconds.
     Istio,
     /// `tcp.idleTimeout`: 0 disables it, so Istio checks it only when it has whole milliseconds.
@@ -107,17 +107,37 @@ enum Rule {
     Any,
 }
 
-impl Rule {
+impl DurationRule {
     /// What the rule asks for, in words, or `None` when `nanos` passes.
     fn refuses(self, nanos: u64) -> Option<String> {
         const MILLI: u64 = 1_000_000;
         match self {
-            Rule::Istio if !is_istio_duration(nanos) => Some(ISTIO_DURATION.into()),
-            Rule::ZeroOrIstio if nanos >= MILLI && !is_istio_duration(nanos) => {
+            DurationRule::Istio if !is_istio_duration(nanos) => Some(ISTIO_DURATION.into()),
+            DurationRule::ZeroOrIstio if nanos >= MILLI && !is_istio_duration(nanos) => {
                 Some(format!("0s (none) or {ISTIO_DURATION}"))
             }
-            Rule::AtLeastMilli if nanos < MILLI => Some("a duration of at least 1ms".into()),
+            DurationRule::AtLeastMilli if nanos < MILLI => {
+                Some("a duration of at least 1ms".into())
+            }
             _ => None,
+        }
+    }
+
+    /// Checks one written value under this rule: why Istio refuses it, if it does. The one
+    /// check of a TrafficPolicy's durations, for the Canary's and for a scenario's own
+    /// DestinationRules alike.
+    pub fn check(self, value: &Value) -> Result<(), String> {
+        let Some(text) = value.as_str() else {
+            return Err(format!(
+                "must be a duration such as `10s` (a string), got `{value}`"
+            ));
+        };
+        let nanos = parse_nanos(text).map_err(|e| e.to_string())?;
+        match self.refuses(nanos) {
+            Some(expected) => Err(format!(
+                "`{text}` is not {expected}, as Istio requires in a DestinationRule"
+            )),
+            None => Ok(()),
         }
     }
 }
@@ -125,33 +145,51 @@ impl Rule {
 /// The Duration fields of an Istio TrafficPolicy (the DestinationRule's own and each of its
 /// `portLevelSettings`), by their path below it, with the rule Istio's validation (and the
 /// rules of its CRD) applies to each. TLS settings have none.
-const DURATIONS: &[(&str, Rule)] = &[
-    ("outlierDetection.interval", Rule::Istio),
-    ("outlierDetection.baseEjectionTime", Rule::Istio),
-    ("connectionPool.tcp.connectTimeout", Rule::Istio),
-    ("connectionPool.tcp.maxConnectionDuration", Rule::Istio),
-    ("connectionPool.tcp.idleTimeout", Rule::ZeroOrIstio),
-    ("connectionPool.tcp.tcpKeepalive.time", Rule::Istio),
-    ("connectionPool.tcp.tcpKeepalive.interval", Rule::Istio),
-    ("connectionPool.http.idleTimeout", Rule::Istio),
-    ("connectionPool.http.http2KeepAlive.interval", Rule::Istio),
-    ("connectionPool.http.http2KeepAlive.timeout", Rule::Istio),
-    ("loadBalancer.warmup.duration", Rule::Istio),
-    ("loadBalancer.warmupDurationSecs", Rule::AtLeastMilli),
-    ("loadBalancer.consistentHash.httpCookie.ttl", Rule::Any),
+pub const TRAFFIC_POLICY_DURATIONS: &[(&str, DurationRule)] = &[
+    ("outlierDetection.interval", DurationRule::Istio),
+    ("outlierDetection.baseEjectionTime", DurationRule::Istio),
+    ("connectionPool.tcp.connectTimeout", DurationRule::Istio),
+    (
+        "connectionPool.tcp.maxConnectionDuration",
+        DurationRule::Istio,
+    ),
+    ("connectionPool.tcp.idleTimeout", DurationRule::ZeroOrIstio),
+    ("connectionPool.tcp.tcpKeepalive.time", DurationRule::Istio),
+    (
+        "connectionPool.tcp.tcpKeepalive.interval",
+        DurationRule::Istio,
+    ),
+    ("connectionPool.http.idleTimeout", DurationRule::Istio),
+    (
+        "connectionPool.http.http2KeepAlive.interval",
+        DurationRule::Istio,
+    ),
+    (
+        "connectionPool.http.http2KeepAlive.timeout",
+        DurationRule::Istio,
+    ),
+    ("loadBalancer.warmup.duration", DurationRule::Istio),
+    (
+        "loadBalancer.warmupDurationSecs",
+        DurationRule::AtLeastMilli,
+    ),
+    (
+        "loadBalancer.consistentHash.httpCookie.ttl",
+        DurationRule::Any,
+    ),
     (
         "loadBalancer.backendUtilization.weightExpirationPeriod",
-        Rule::Any,
+        DurationRule::Any,
     ),
     (
         "loadBalancer.backendUtilization.weightStabilizationPeriod",
-        Rule::Any,
+        DurationRule::Any,
     ),
     (
         "loadBalancer.backendUtilization.weightUpdatePeriod",
-        Rule::Any,
+        DurationRule::Any,
     ),
-    ("retryBudget.budgetInterval", Rule::Any),
+    ("retryBudget.budgetInterval", DurationRule::Any),
 ];
 
 /// Checks the durations of a TrafficPolicy at `path` and of each of its port-level settings.
@@ -164,34 +202,13 @@ fn traffic_policy(p: &mut Problems, path: &str, policy: &Value) {
 }
 
 fn durations(p: &mut Problems, path: &str, policy: &Value) {
-    for &(field, rule) in DURATIONS {
+    for &(field, rule) in TRAFFIC_POLICY_DURATIONS {
         let value = field
             .split('.')
             .try_fold(policy, |v, key| v.get(key))
             .filter(|v| !v.is_null());
-        let Some(value) = value else {
-            continue;
-        };
-        let path = format!("{path}.{field}");
-        let Some(text) = value.as_str() else {
-            p.add(
-                path,
-                format!("must be a duration such as `10s` (a string), got `{value}`"),
-            );
-            continue;
-        };
-        match parse_nanos(text) {
-            Err(e) => p.add(path, e.to_string()),
-            Ok(nanos) => {
-                if let Some(expected) = rule.refuses(nanos) {
-                    p.add(
-                        path,
-                        format!(
-                            "`{text}` is not {expected}, as Istio requires in a DestinationRule"
-                        ),
-                    );
-                }
-            }
+        if let Some(Err(message)) = value.map(|v| rule.check(v)) {
+            p.add(format!("{path}.{field}"), message);
         }
     }
 }
