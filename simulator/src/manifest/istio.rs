@@ -382,6 +382,10 @@ pub(super) fn istio_http_route(
         let per_try_timeout = get(rm, "perTryTimeout")
             .map(|a| doc.istio_duration(a, &join(&rp, "perTryTimeout")))
             .transpose()?;
+        // Not simulated, but Istio's ValidateHTTPRetry checks it as it checks perTryTimeout.
+        if let Some(b) = get(rm, "backoff") {
+            doc.istio_duration(b, &join(&rp, "backoff"))?;
+        }
         let retry_on = match get(rm, "retryOn") {
             Some(v) => {
                 let s = doc.str(v, &join(&rp, "retryOn"))?;

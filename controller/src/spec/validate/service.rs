@@ -38,16 +38,22 @@ pub(super) fn service(p: &mut Problems, service: &CanaryService, provider: Optio
 }
 
 impl CanaryService {
-    /// The durations copied into every route, `timeout` and Istio's `retries.perTryTimeout`:
+    /// The durations copied into every route, `timeout` and Istio's `retries.perTryTimeout`
+    /// and `retries.backoff`:
     /// their text, or the value that is not text.
     fn route_durations(&self) -> Vec<(&'static str, Result<&str, &Value>)> {
         let mut found = Vec::new();
         if let Some(timeout) = &self.timeout {
             found.push(("spec.service.timeout", Ok(timeout.as_str())));
         }
-        if let Some(per_try) = self.retries.as_ref().and_then(|r| r.get("perTryTimeout")) {
-            let text = per_try.as_str().ok_or(per_try);
-            found.push(("spec.service.retries.perTryTimeout", text));
+        // Istio's `ValidateHTTPRetry` checks both with `ValidateDuration`.
+        for (key, path) in [
+            ("perTryTimeout", "spec.service.retries.perTryTimeout"),
+            ("backoff", "spec.service.retries.backoff"),
+        ] {
+            if let Some(value) = self.retries.as_ref().and_then(|r| r.get(key)) {
+                found.push((path, value.as_str().ok_or(value)));
+            }
         }
         found
     }
@@ -340,13 +346,14 @@ mod tests {
         );
     }
 
-    /// Istio validates every HTTP route's `timeout` and `retries.perTryTimeout` with
+    /// Istio validates every HTTP route's `timeout`, `retries.perTryTimeout` and `backoff` with
     /// `ValidateDuration` (at least 1ms, whole milliseconds); any text must be a duration.
     #[test]
     fn route_durations_are_durations_and_what_istio_accepts_under_istio() {
         for service in [
             "  timeout: 0s\n",
             "  retries: {attempts: 2, perTryTimeout: 1500us}\n",
+            "  retries: {attempts: 2, backoff: 0s}\n",
         ] {
             let errors = errors(&canary("provider: istio\n", service));
             assert_eq!(errors.len(), 1, "{service}: {errors:?}");
@@ -363,6 +370,10 @@ mod tests {
             (
                 "  retries: {perTryTimeout: 5}\n",
                 "spec.service.retries.perTryTimeout",
+            ),
+            (
+                "  retries: {backoff: soon}\n",
+                "spec.service.retries.backoff",
             ),
         ] {
             let errors = errors(&canary("provider: linkerd\n", service));
