@@ -76,11 +76,15 @@ impl Harness<'_> {
         mut loaded: Manifests,
     ) -> Result<(), MeshError> {
         for item in &mut loaded.items {
-            if let Some(Manifest::VirtualService(current)) = self.objects.get(item).cloned()
+            if let Some((Manifest::VirtualService(current), writer)) = self.objects.get(item)
                 && let Manifest::VirtualService(vs) = item
             {
-                let dropped = lend_default_route(vs, &current);
-                self.warn(Writer::Scenario, dropped);
+                let dropped = lend_default_route(vs, current);
+                // The controller's own earlier copy carries the Canary's timeout and retries:
+                // only a scenario's VirtualService has its own to lose.
+                if writer == Writer::Scenario {
+                    self.warn(Writer::Scenario, dropped);
+                }
             }
         }
         let warnings = std::mem::take(&mut loaded.warnings);

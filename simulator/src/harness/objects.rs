@@ -70,13 +70,13 @@ impl Store {
         )
     }
 
-    /// The object stored under `m`'s key, if any.
-    pub(crate) fn get(&self, m: &Manifest) -> Option<&Manifest> {
+    /// The object stored under `m`'s key, if any, and who wrote it last.
+    pub(crate) fn get(&self, m: &Manifest) -> Option<(&Manifest, Writer)> {
         let key = self.key(m)?;
         self.items
             .iter()
             .find(|s| s.key == key)
-            .map(|s| &s.manifest)
+            .map(|s| (&s.manifest, s.writer))
     }
 
     /// Stores `m` under its key, replacing the object there in place.
