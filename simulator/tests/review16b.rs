@@ -126,3 +126,34 @@ fn a_scenario_destination_rule_duration_istio_refuses_is_bad_input_at_its_line()
         assert!(out.stderr.contains(&prefix), "{prefix} in {}", out.stderr);
     }
 }
+
+/// Only Istio's DestinationRules carry `service.trafficPolicy`: under another provider (named
+/// by the Canary, or the data plane's default) a value Istio would refuse is not checked, and
+/// the policy is reported unused.
+#[test]
+fn a_traffic_policy_under_a_provider_without_destination_rules_is_warned_unused() {
+    let policy = "      trafficPolicy:\n        outlierDetection: {interval: 0s}\n";
+    let gateway = base_with("    targetRef:", "    provider: gatewayapi\n    targetRef:").replacen(
+        "      port: 9898\n",
+        &format!("      port: 9898\n{policy}"),
+        1,
+    );
+    let linkerd = base_with("namespace: test\n", "namespace: test\nmesh: linkerd\n").replacen(
+        "      port: 9898\n",
+        &format!("      port: 9898\n{policy}"),
+        1,
+    );
+    for (name, text) in [
+        ("policy-gateway.yaml", gateway),
+        ("policy-linkerd.yaml", linkerd),
+    ] {
+        let file = write(name, &text);
+        let out = sim(&["validate", path_str(&file)]);
+        assert_eq!(out.code, 0, "{name}: {}{}", out.stdout, out.stderr);
+        let all = format!("{}{}", out.stdout, out.stderr);
+        assert!(
+            all.contains("spec.service.trafficPolicy: not used"),
+            "{name}: {all}"
+        );
+    }
+}
