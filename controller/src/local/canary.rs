@@ -253,6 +253,17 @@ spec:
     }
 
     #[test]
+    #[ignore = "finding 1"]
+    fn a_spec_that_does_not_validate_is_placed_at_its_file_and_line() {
+        let bad = CANARY
+            .replace("many", "2")
+            .replace("interval: 10s", "interval: 10 seconds");
+        let e = parse("c.yaml", &bad).map(drop).unwrap_err();
+        assert!(e.contains("c.yaml:10:"), "{e}");
+        assert!(e.contains("spec.analysis.interval"), "{e}");
+    }
+
+    #[test]
     fn a_file_without_a_canary_is_refused() {
         let e = parse("c.yaml", "apiVersion: v1\nkind: ConfigMap\n").unwrap_err();
         assert!(e.contains("c.yaml: must hold exactly one Canary"), "{e}");

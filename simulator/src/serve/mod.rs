@@ -310,6 +310,26 @@ mod tests {
     }
 
     #[test]
+    #[ignore = "finding 2"]
+    fn a_refused_scale_changes_nothing() {
+        let s = scenario("error-regression.yaml");
+        let server = server(&s);
+        let before = call(&server, "GET", "/workloads", "");
+        let refused = call(
+            &server,
+            "PUT",
+            "/workloads/canary/scale",
+            r#"{"replicas": 4000000000}"#,
+        );
+        assert_eq!(refused.status, 422, "{}", refused.body);
+        let after = call(&server, "GET", "/workloads", "");
+        assert_eq!(
+            after.body, before.body,
+            "a refused scale keeps the workloads"
+        );
+    }
+
+    #[test]
     fn a_scale_request_names_the_field_at_fault() {
         assert_eq!(replicas(br#"{"replicas": 3}"#), Ok(3));
         let missing = replicas(b"{}").unwrap_err();
