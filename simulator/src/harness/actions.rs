@@ -103,8 +103,23 @@ impl Harness<'_> {
     }
 
     /// Scales the target to `pods`; scaled up, it runs the revision the scenario deployed.
+    /// A refused scale (too many pods) changes nothing.
     pub(super) fn scale_canary(&mut self, pods: u32) -> Result<(), MeshError> {
+        let before = self.mesh.behaviour(self.canary).cloned();
+        self.scale_canary_to(pods).inspect_err(|_| {
+            if let Some(behaviour) = before {
+                // Setting back what the version had cannot be refused.
+                let _ = self.mesh.apply(mesh::Action::SetBehaviour {
+                    version: self.canary,
+                    behaviour,
+                });
+            }
+        })?;
         self.canary_desired = pods;
+        Ok(())
+    }
+
+    fn scale_canary_to(&mut self, pods: u32) -> Result<(), MeshError> {
         if pods > 0 {
             let behaviour = if self.revision == NEW_REVISION {
                 self.scenario.canary.behaviour.clone()

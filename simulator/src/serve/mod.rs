@@ -310,7 +310,6 @@ mod tests {
     }
 
     #[test]
-    #[ignore = "finding 2"]
     fn a_refused_scale_changes_nothing() {
         let s = scenario("error-regression.yaml");
         let server = server(&s);
