@@ -36,7 +36,9 @@ use crate::rollout::{
     Action, HookOutcome, Millis, Observation, Phase, RolloutState, advance, wants,
 };
 use crate::routes::{Provider, Routes};
-use crate::spec::{Canary, HookGate, MetricTemplate, RolloutSpec, ValidationErrors, validate};
+use crate::spec::{
+    Canary, HookGate, MetricTemplate, RolloutSpec, ValidationErrors, unroutable_by, validate,
+};
 
 /// How a rollout ended.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -93,7 +95,7 @@ impl Local {
             })?,
             None => default_provider,
         };
-        let unroutable = spec.strategy.unroutable_by(provider);
+        let unroutable = unroutable_by(&canary.spec, &spec, provider);
         if !unroutable.is_empty() {
             return Err(invalid(ValidationErrors(unroutable).to_string()));
         }
