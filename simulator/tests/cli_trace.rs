@@ -250,3 +250,23 @@ fn the_help_of_run_gives_the_trace_legend() {
         );
     }
 }
+
+#[test]
+fn scenarios_readme_gives_the_legend_of_run_help() {
+    let out = sim(&["run", "--help"]);
+    let start = out.stdout.find("Trace (--trace FILE)").expect("the legend");
+    let end = out.stdout[start..]
+        .find("\n\nExit codes")
+        .expect("the exit codes")
+        + start;
+    let readme = std::fs::read_to_string(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../scenarios/README.md"
+    ))
+    .expect("scenarios/README.md");
+    assert!(
+        readme.contains(&out.stdout[start..end]),
+        "scenarios/README.md's legend differs from `run --help`'s:\n{}",
+        &out.stdout[start..end]
+    );
+}

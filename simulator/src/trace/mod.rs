@@ -36,8 +36,8 @@ Mesh events (the client's proxy and the pods):
   endpoint-out   a pod leaves its clients' endpoint sets    pod
 Controller events (at each tick that changed something):
   decision       the rollout's state after the tick         phase weight mirror
-  metric         a metric's verdict in that tick's analysis metric value verdict reason
-  message        what the controller said (or the scenario did) text
+  metric         a metric check of the tick's analysis      metric value verdict reason
+  message        the controller's (or scenario's) message   text
 Fields:
   req      the request's number, counting arrivals from 1 (0: a mirrored copy)
   try      the attempt's number within its request, from 1 (retries are 2, 3, ...)
