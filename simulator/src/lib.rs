@@ -39,6 +39,7 @@ mod seeds;
 #[allow(clippy::disallowed_types, clippy::disallowed_methods)]
 mod serve;
 pub mod telemetry;
+mod trace;
 
 pub use bench::{BenchOptions, BenchReport, bench, bench_mmc, mmc_mesh};
 

@@ -67,11 +67,12 @@ pub(crate) struct Cli {
 #[derive(Subcommand, Debug)]
 enum Command {
     /// Run a scenario: print the timeline and check its expectations.
-    #[command(after_help = after_help!(
+    #[command(after_help = format!("{}\n\n{}", crate::trace::LEGEND, after_help!(
         "0  every expectation of every variant held",
         "1  the scenario ran and an expectation failed (marked FAIL)",
-        "2  bad input: the file does not load, the report cannot be written, or a bad flag",
-    ))]
+        "2  bad input: the file does not load, the report or trace cannot be written, or a \
+         bad flag (such as a bad --trace-filter)",
+    )))]
     Run {
         file: PathBuf,
         /// Override the scenario's seed.
@@ -83,6 +84,14 @@ enum Command {
         /// Write a self-contained HTML report to this file.
         #[arg(long, value_name = "FILE")]
         report: Option<PathBuf>,
+        /// Write one line per simulated event and controller decision to this file (legend
+        /// below); the same seed writes the same bytes, and the results do not change.
+        #[arg(long, value_name = "FILE")]
+        trace: Option<PathBuf>,
+        /// Keep only the trace lines whose field KEY equals VALUE (e.g. `pod=podinfo-canary-0`,
+        /// `req=42`, `event=retry`); repeatable or comma-separated, all must hold.
+        #[arg(long = "trace-filter", value_name = "KEY=VALUE", requires = "trace")]
+        trace_filter: Vec<String>,
     },
     /// Check scenario files without running them.
     #[command(after_help = after_help!(
@@ -274,7 +283,18 @@ pub(crate) fn main() -> ExitCode {
             seed,
             json,
             report,
-        } => run::run(&file, seed, json, report.as_deref()),
+            trace,
+            trace_filter,
+        } => run::run(
+            &file,
+            seed,
+            json,
+            report.as_deref(),
+            &run::TraceArgs {
+                path: trace.as_deref(),
+                filters: &trace_filter,
+            },
+        ),
         Command::Validate { files } => run::validate(&files),
         Command::Sweep {
             file,

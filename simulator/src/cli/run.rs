@@ -11,14 +11,28 @@ use crate::engine::SimTime;
 use crate::report;
 use crate::result::{Outcome, RunResult};
 use crate::scenario::Scenario;
-use crate::{expect, harness};
+use crate::{expect, harness, trace};
+
+/// `--trace FILE` and its `--trace-filter`s.
+pub(super) struct TraceArgs<'a> {
+    pub(super) path: Option<&'a Path>,
+    pub(super) filters: &'a [String],
+}
 
 pub(super) fn run(
     file: &Path,
     seed: Option<u64>,
     json: bool,
     report_file: Option<&Path>,
+    trace_args: &TraceArgs<'_>,
 ) -> ExitCode {
+    let filter = match trace::Filter::parse(trace_args.filters) {
+        Ok(f) => f,
+        Err(e) => {
+            sayln!("error: --trace-filter: {e}");
+            return ExitCode::from(EXIT_BAD_INPUT);
+        }
+    };
     let scenario = match Scenario::load(file) {
         Ok(s) => s,
         Err(e) => {
@@ -32,6 +46,13 @@ pub(super) fn run(
         Ok(r) => r,
         Err((path, e)) => {
             sayln!("error: --report {}: {e}", path.display());
+            return ExitCode::from(EXIT_BAD_INPUT);
+        }
+    };
+    let mut tracer = match trace_args.path.map(|p| open_trace(p, filter)).transpose() {
+        Ok(t) => t,
+        Err(e) => {
+            sayln!("error: {e}");
             return ExitCode::from(EXIT_BAD_INPUT);
         }
     };
@@ -60,8 +81,17 @@ pub(super) fn run(
         };
         // Without a terminal nobody sees progress: no slices, no clock readings.
         let every = if terminal { PROGRESS_EVENTS } else { u64::MAX };
-        let result = harness::run_watched(&scenario, variant, seed, every, &mut show)
-            .map(|r| expect::checked(r, &variant.expect));
+        let result = match tracer.take() {
+            Some(mut t) => {
+                t.comment(&format!("{label} seed {seed}"));
+                harness::run_traced(&scenario, variant, seed, every, &mut show, t).map(|(r, t)| {
+                    tracer = Some(t);
+                    r
+                })
+            }
+            None => harness::run_watched(&scenario, variant, seed, every, &mut show),
+        }
+        .map(|r| expect::checked(r, &variant.expect));
         if shown.is_some() {
             // Clear the progress line before the timeline.
             say!("\r\x1b[K");
@@ -76,6 +106,12 @@ pub(super) fn run(
                 return ExitCode::from(EXIT_BAD_INPUT);
             }
         }
+    }
+    if let (Some(t), Some(path)) = (&mut tracer, trace_args.path)
+        && let Err(e) = t.finish()
+    {
+        sayln!("error: --trace {}: {e}", path.display());
+        return ExitCode::from(EXIT_BAD_INPUT);
     }
     if json {
         match serde_json::to_string_pretty(&runs) {
@@ -111,6 +147,15 @@ pub(super) fn run(
     } else {
         ExitCode::from(EXIT_EXPECTATION_FAILED)
     }
+}
+
+/// The `--trace` file, created before the run so that a path that cannot be written fails
+/// at once; the error names the path.
+fn open_trace(path: &Path, filter: trace::Filter) -> Result<Box<trace::Tracer>, String> {
+    let file =
+        std::fs::File::create(path).map_err(|e| format!("--trace {}: {e}", path.display()))?;
+    let out = std::io::BufWriter::with_capacity(1 << 16, file);
+    Ok(Box::new(trace::Tracer::new(Box::new(out), filter)))
 }
 
 /// The `--report` file, opened before the run. A file this run created is removed again if

@@ -46,6 +46,7 @@ use crate::mesh::{
 };
 use crate::result::{AppliedObject, Decision, RunResult, Sample};
 use crate::scenario::{HookAnswer, Scenario, TimelineEntry, Trigger, Variant};
+use crate::trace::Tracer;
 pub(crate) use live::{Live, LiveApplyError};
 use objects::{Store, Writer};
 
@@ -80,7 +81,7 @@ pub fn run_to_decision(
 ) -> Result<RunResult, HarnessError> {
     let mut h = Harness::new(scenario, variant, seed)?;
     h.stop_at_judgement = true;
-    h.run(u64::MAX, &mut |_| {})
+    h.run(u64::MAX, &mut |_| {}).map(|(r, _)| r)
 }
 
 /// [`run`], telling `progress` the virtual time reached at every tick and after every `every`
@@ -92,7 +93,25 @@ pub fn run_watched(
     every: u64,
     progress: &mut dyn FnMut(SimTime),
 ) -> Result<RunResult, HarnessError> {
-    Harness::new(scenario, variant, seed)?.run(every, progress)
+    Harness::new(scenario, variant, seed)?
+        .run(every, progress)
+        .map(|(r, _)| r)
+}
+
+/// [`run_watched`], writing every event of the mesh and every decision of the controller to
+/// `tracer` (see [`crate::trace`]), which comes back with the result.
+pub(crate) fn run_traced(
+    scenario: &Scenario,
+    variant: &Variant,
+    seed: u64,
+    every: u64,
+    progress: &mut dyn FnMut(SimTime),
+    tracer: Box<Tracer>,
+) -> Result<(RunResult, Box<Tracer>), HarnessError> {
+    let mut h = Harness::new(scenario, variant, seed)?;
+    h.mesh.set_trace(Some(tracer));
+    let (result, tracer) = h.run(every, progress)?;
+    Ok((result, tracer.expect("the tracer set above")))
 }
 
 struct Harness<'a> {
@@ -238,11 +257,12 @@ impl<'a> Harness<'a> {
         Ok(h)
     }
 
+    /// The result, and the tracer if one was set.
     fn run(
         mut self,
         every: u64,
         progress: &mut dyn FnMut(SimTime),
-    ) -> Result<RunResult, HarnessError> {
+    ) -> Result<(RunResult, Option<Box<Tracer>>), HarnessError> {
         // Ticks come as often as the judge looks (the cluster shell requeues the same way), and
         // the plots sample at every tick, so that a short step is seen.
         let look = look_interval(&self.variant.spec) * MILLIS;
@@ -278,7 +298,8 @@ impl<'a> Harness<'a> {
             }
         }
         self.run_mesh_until(end, every, progress);
-        Ok(self.finish(end))
+        let tracer = self.mesh.take_trace();
+        Ok((self.finish(end), tracer))
     }
 
     /// Runs the mesh to `t` in slices of `every` events, telling `progress` the virtual time
@@ -403,6 +424,9 @@ impl<'a> Harness<'a> {
         warning: bool,
         scenario_event: bool,
     ) {
+        if let Some(t) = self.mesh.tracer() {
+            trace_decision(t, now, &self.state, &metrics, &messages);
+        }
         self.decisions.push(Decision {
             at_ms: now / MILLIS,
             phase: self.state.phase,
@@ -414,5 +438,46 @@ impl<'a> Harness<'a> {
             warning,
             scenario_event,
         });
+    }
+}
+
+/// The controller's side of a trace: the state after a tick, each metric's verdict, then what
+/// it said.
+fn trace_decision(
+    t: &mut Tracer,
+    now: SimTime,
+    state: &RolloutState,
+    metrics: &[MetricResult],
+    messages: &[String],
+) {
+    t.emit(
+        now,
+        "decision",
+        &[
+            ("phase", format!("{:?}", state.phase)),
+            ("weight", state.canary_weight.to_string()),
+            (
+                "mirror",
+                state.mirror.map_or_else(|| "-".into(), |m| m.to_string()),
+            ),
+        ],
+    );
+    for m in metrics {
+        let value = m
+            .value
+            .map_or_else(|| "-".to_string(), |v| format!("{v:.3}"));
+        t.emit(
+            now,
+            "metric",
+            &[
+                ("metric", m.name.clone()),
+                ("value", value),
+                ("verdict", format!("{:?}", m.verdict).to_lowercase()),
+                ("reason", format!("{:?}", m.reason)),
+            ],
+        );
+    }
+    for text in messages {
+        t.emit(now, "message", &[("text", format!("{text:?}"))]);
     }
 }

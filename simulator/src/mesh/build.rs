@@ -295,6 +295,7 @@ impl Mesh {
             od_rng: Stream::new(cfg.seed, "outlier"),
             fault_rng: Stream::new(cfg.seed, "fault-injection"),
             cert_rng: Stream::new(cfg.seed, "certs"),
+            trace: None,
         };
         // One cluster per (client, version), as Istio builds one Envoy cluster per subset.
         for c in (0..mesh.clients.len() as u32).map(ClientId) {

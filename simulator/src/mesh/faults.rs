@@ -6,6 +6,7 @@
 //! harness's actions, modelled with the pods.
 
 use super::event::Ev;
+use super::trace::trace;
 use super::{Mesh, RequestId, RuleId};
 use crate::engine::{SimTime, Stream};
 use crate::manifest::FaultInjection;
@@ -47,10 +48,15 @@ impl Mesh {
         };
         match inject(fault, &mut self.fault_rng) {
             Injected::Abort(status) => {
+                trace!(self, "fault-abort", "req" => self.req_no(req),
+                    "client" => self.client_name(self.reqs[req].client), "code" => status);
                 self.complete(req, status, flags::FI);
                 true
             }
             Injected::Delay(delay) => {
+                trace!(self, "fault-delay", "req" => self.req_no(req),
+                    "client" => self.client_name(self.reqs[req].client),
+                    "ms" => crate::trace::ms(delay));
                 let r = &mut self.reqs[req];
                 r.flags |= flags::DI;
                 let g = r.tag;

@@ -89,6 +89,7 @@ mod request;
 mod retry;
 mod routes;
 mod tls;
+mod trace;
 
 pub use config::*;
 pub use dist::ServiceTime;
@@ -278,6 +279,8 @@ pub struct Mesh {
     od_rng: Stream,
     fault_rng: Stream,
     cert_rng: Stream,
+    /// `--trace`: where events are written, when tracing is on.
+    trace: Option<Box<crate::trace::Tracer>>,
 }
 
 impl Mesh {

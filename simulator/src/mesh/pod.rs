@@ -7,6 +7,7 @@
 use super::cluster::new_host;
 use super::event::Ev;
 use super::request::Stage;
+use super::trace::trace;
 use super::{AttemptId, Mesh, PodId, VersionId};
 use crate::engine::SimTime;
 use crate::telemetry::{Reporter, flags};
@@ -33,6 +34,7 @@ impl Mesh {
         if pod.epoch == epoch && pod.alive && !pod.removed && !pod.in_lb {
             pod.in_lb = true;
             let v = pod.version;
+            trace!(self, "endpoint-in", "pod" => self.pod_name(p));
             self.endpoint_joined(p);
             self.endpoints_changed(v);
         }
@@ -43,6 +45,7 @@ impl Mesh {
         if pod.epoch == epoch && pod.in_lb {
             pod.in_lb = false;
             let v = pod.version;
+            trace!(self, "endpoint-out", "pod" => self.pod_name(p));
             self.endpoints_changed(v);
         }
     }
@@ -53,6 +56,7 @@ impl Mesh {
             pod.alive = true;
             pod.epoch += 1;
             let epoch = pod.epoch;
+            trace!(self, "pod-restart", "pod" => self.pod_name(p));
             self.q
                 .schedule_in(self.net.endpoint_delay, Ev::EndpointIn { pod: p, epoch });
         }
@@ -75,6 +79,8 @@ impl Mesh {
             return;
         }
         if pod.black_hole {
+            trace!(self, "dropped", "req" => self.atts[a].number, "try" => self.atts[a].try_no,
+                "pod" => self.pod_name(p));
             let at = &mut self.atts[a];
             at.stage = Stage::Dropped;
             let Some(req) = at.req else {
@@ -96,6 +102,9 @@ impl Mesh {
             }
             return;
         }
+        trace!(self, "at-pod", "req" => self.atts[a].number, "try" => self.atts[a].try_no,
+            "pod" => self.pod_name(p), "queue" => self.pods[p].queue.len());
+        let pod = &mut self.pods[p];
         let epoch = pod.epoch;
         let at = &mut self.atts[a];
         at.stage = Stage::AtPod;
@@ -159,6 +168,8 @@ impl Mesh {
             None => self.clusters[at.cluster].client,
         };
         let version = pod.version;
+        trace!(self, "pod-done", "req" => at.number, "try" => at.try_no,
+            "pod" => self.pod_name(at.pod), "code" => code);
         self.telemetry.record(
             Reporter::Destination,
             source.0,
@@ -188,6 +199,8 @@ impl Mesh {
         if !pod.alive {
             return;
         }
+        trace!(self, "pod-crash", "pod" => self.pod_name(p));
+        let pod = &mut self.pods[p];
         pod.alive = false;
         pod.busy = 0;
         let mut victims: Vec<AttemptId> = pod.queue.drain(..).collect();

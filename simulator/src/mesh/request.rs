@@ -9,6 +9,7 @@ use super::config::ArrivalShape;
 use super::event::Ev;
 use super::retry::RetryBudget;
 use super::routes::RouteRule;
+use super::trace::trace;
 use super::{AttemptId, ClientId, ClusterId, Mesh, PodId, RequestId, RuleId, ServiceId, VersionId};
 use crate::engine::{SimTime, Stream};
 use crate::telemetry::{ProxyCounters, Reporter, flags};
@@ -44,6 +45,8 @@ pub(super) struct Request {
     /// The destination version reported: the pod's of the latest attempt.
     pub(super) version: VersionId,
     pub(super) rule: RuleId,
+    /// The arrival's number, from 1: the request's name in a trace (slots are reused).
+    pub(super) number: u64,
     pub(super) start: SimTime,
     pub(super) retries_done: u32,
     /// The attempt in flight, if any (none while waiting for a retry).
@@ -84,6 +87,9 @@ pub(super) struct Attempt {
     pub(super) stage: Stage,
     pub(super) cancelled: bool,
     pub(super) pod_epoch: u32,
+    /// For the trace: the request's number (0 for a mirrored copy) and the try, from 1.
+    pub(super) number: u64,
+    pub(super) try_no: u32,
 }
 
 impl Attempt {
@@ -109,6 +115,8 @@ impl Attempt {
             stage: Stage::Wire,
             cancelled: false,
             pod_epoch: 0,
+            number: 0,
+            try_no: 0,
         }
     }
 
@@ -165,11 +173,15 @@ impl Mesh {
         };
         // No matching rule is a 404 `NR`; a rule whose weights are all zero a 503 `NR`.
         let Some(rule_id) = cl.cache[profile] else {
+            trace!(self, "unrouted", "req" => self.stats.requests, "client" => self.client_name(c),
+                "code" => 404, "flags" => "NR");
             self.complete_unrouted();
             return;
         };
         let rule = &self.rules[rule_id];
         let Some(dest) = pick_weighted(rule, &mut self.clients[c].routing) else {
+            trace!(self, "unrouted", "req" => self.stats.requests, "client" => self.client_name(c),
+                "code" => 503, "flags" => "NR");
             self.complete_unrouted();
             return;
         };
@@ -178,6 +190,11 @@ impl Mesh {
             Dest::Service => self.clients[c].service_cluster,
         };
         let req = self.alloc_req(c, now, cluster, rule_id);
+        trace!(self, "request", "req" => self.req_no(req), "client" => self.client_name(c),
+        "version" => match dest {
+            Dest::Version(v) => self.trace_version(v),
+            Dest::Service => "-",
+        });
         if self.inject_fault(req, rule_id) {
             return;
         }
@@ -200,6 +217,7 @@ impl Mesh {
             cluster,
             version,
             rule,
+            number: self.stats.requests,
             start: now,
             retries_done: 0,
             attempt: None,
@@ -285,6 +303,8 @@ impl Mesh {
         let now = self.now();
         let a = self.alloc_att(Attempt::on_wire(None, ci, h, pod, now));
         self.stats.attempts += 1;
+        trace!(self, "mirror-sent", "client" => self.client_name(client),
+            "pod" => self.pod_name(pod), "version" => self.trace_version(version));
         self.telemetry.proxy_mut(client.0, version.0).mirrored += 1;
         let g = self.atts[a].tag;
         self.q.schedule_in(
@@ -324,7 +344,12 @@ impl Mesh {
             let slot = usize::from(rr.ntried % 4);
             rr.tried[slot] = h;
             rr.ntried = rr.ntried.saturating_add(1);
+            let at = &mut self.atts[a];
+            (at.number, at.try_no) = (rr.number, rr.retries_done + 1);
         }
+        trace!(self, "attempt-sent", "req" => r.number, "try" => r.retries_done + 1,
+            "client" => self.client_name(client), "pod" => self.pod_name(pod),
+            "version" => self.trace_version(self.pods[pod].version));
         let cl = &mut self.clusters[ci];
         cl.active_requests += 1;
         cl.hosts[h as usize].active += 1;
@@ -392,6 +417,8 @@ impl Mesh {
     /// detection), then retries or completes the request.
     pub(super) fn finish_attempt(&mut self, a: AttemptId, code: u16, f: u16, local: bool) {
         let at = self.atts[a];
+        trace!(self, "attempt-end", "req" => at.number, "try" => at.try_no,
+            "pod" => self.pod_name(at.pod), "code" => code, "flags" => flags::render(f));
         let reset = local && f & flags::UT != 0;
         self.release_conn(a, reset || f & flags::UC != 0);
         let ci = at.cluster;
@@ -429,6 +456,10 @@ impl Mesh {
         if !r.live {
             return;
         }
+        trace!(self, "request-done", "req" => r.number, "client" => self.client_name(r.client),
+            "version" => if r.cluster.is_some() { self.trace_version(r.version) } else { "-" },
+            "code" => code, "flags" => flags::render(f | r.flags),
+            "ms" => crate::trace::ms(now - r.start));
         if r.cluster.is_some() {
             self.telemetry.record(
                 Reporter::Source,

@@ -6,6 +6,7 @@
 
 use super::event::Ev;
 use super::request::Stage;
+use super::trace::trace;
 use super::{ClusterId, Mesh, RequestId};
 use crate::engine::{MILLIS, SECONDS, SimTime, Stream};
 use crate::manifest::{RetryOn, ServiceProfile};
@@ -127,6 +128,8 @@ impl Mesh {
             rr.retries_done = n;
             rr.holds_retry = true;
             let backoff = retry_backoff(n, &mut self.clients[client].retry);
+            trace!(self, "retry", "req" => r.number, "try" => n + 1,
+                "ms" => crate::trace::ms(backoff));
             self.telemetry.proxy_mut(client.0, version.0).retries += 1;
             self.q.schedule_in(
                 backoff,
@@ -159,6 +162,7 @@ impl Mesh {
 
     pub(super) fn on_route_timeout(&mut self, req: RequestId) {
         let r = self.reqs[req];
+        trace!(self, "route-timeout", "req" => r.number);
         if let Some(ci) = r.cluster {
             let cl = &self.clusters[ci];
             self.telemetry.proxy_mut(cl.client.0, cl.version.0).timeouts += 1;
