@@ -6,6 +6,18 @@ use super::*;
 /// Routes live in the fake cluster's route table; every call is logged as `ROUTER`.
 pub struct FakeRouting(pub FakeCluster);
 
+impl FakeRouting {
+    /// Logs a routing write and counts it, failing it where the test crashes the controller.
+    fn write(&self, call: &str) -> Result<std::sync::MutexGuard<'_, Store>, String> {
+        self.0.log("ROUTER", call, Value::Null);
+        let mut s = self.0.store.lock().unwrap();
+        if s.crash_now() {
+            return Err("crashed".into());
+        }
+        Ok(s)
+    }
+}
+
 impl Routing for FakeRouting {
     fn reconcile<'a>(
         &'a self,
@@ -14,12 +26,7 @@ impl Routing for FakeRouting {
     ) -> BoxFuture<'a, Result<(), String>> {
         let name = canary.spec.target_ref.name.clone();
         async move {
-            self.0
-                .log("ROUTER", &format!("reconcile {provider}"), Value::Null);
-            let mut s = self.0.store.lock().unwrap();
-            if s.crash_now() {
-                return Err("crashed".into());
-            }
+            let mut s = self.write(&format!("reconcile {provider}"))?;
             s.routes.entry(name).or_insert(Routes::PRIMARY_ONLY);
             Ok(())
         }
@@ -34,15 +41,7 @@ impl Routing for FakeRouting {
     ) -> BoxFuture<'a, Result<(), String>> {
         let name = canary.spec.target_ref.name.clone();
         async move {
-            self.0.log(
-                "ROUTER",
-                &format!("set_routes {provider} {weights}"),
-                Value::Null,
-            );
-            let mut s = self.0.store.lock().unwrap();
-            if s.crash_now() {
-                return Err("crashed".into());
-            }
+            let mut s = self.write(&format!("set_routes {provider} {weights}"))?;
             match s.routes.get_mut(&name) {
                 Some(w) => {
                     *w = weights;
@@ -77,12 +76,7 @@ impl Routing for FakeRouting {
     ) -> BoxFuture<'a, Result<(), String>> {
         let name = canary.spec.target_ref.name.clone();
         async move {
-            self.0
-                .log("ROUTER", &format!("finalize {provider}"), Value::Null);
-            let mut s = self.0.store.lock().unwrap();
-            if s.crash_now() {
-                return Err("crashed".into());
-            }
+            let mut s = self.write(&format!("finalize {provider}"))?;
             s.routes.insert(name, Routes::PRIMARY_ONLY);
             Ok(())
         }
