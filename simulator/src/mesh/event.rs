@@ -4,7 +4,7 @@
 //! way Envoy cancels a timer when its stream ends.
 
 use super::{AttemptId, CertId, ClientId, ClusterId, Mesh, PodId, RequestId};
-use crate::engine::SimTime;
+use crate::engine::{Laned, SimTime};
 use crate::telemetry::flags;
 
 /// An event on the virtual clock. `tag` is the generation of the attempt's or request's slot
@@ -49,6 +49,26 @@ pub(super) enum Ev {
     Restart { pod: PodId, epoch: u32 },
     /// The workload's agent renews its certificate.
     CertRotate { cert: CertId },
+}
+
+/// Kinds the mesh schedules with one fixed delay, so each kind's events arrive in time order
+/// and the queue can keep them in a FIFO lane: the per-try and route timeouts of a rule, the
+/// network and sidecar crossings, the stream idle timeout. Another rule's timeout or a
+/// connection still being set up breaks the order; the queue then files that event in its heap.
+impl Laned for Ev {
+    const LANES: usize = 5;
+
+    #[inline]
+    fn lane(&self) -> Option<usize> {
+        match self {
+            Ev::PerTry { .. } => Some(0),
+            Ev::Response { .. } => Some(1),
+            Ev::AtPod { .. } => Some(2),
+            Ev::RouteTimeout { .. } => Some(3),
+            Ev::StreamIdle { .. } => Some(4),
+            _ => None,
+        }
+    }
 }
 
 impl Mesh {
