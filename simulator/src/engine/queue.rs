@@ -61,41 +61,8 @@ impl<E> Ord for Entry<E> {
     }
 }
 
-/// A FIFO of events sorted by key, with its ends' keys cached for the pop scan.
-struct Lane<E> {
-    entries: VecDeque<Entry<E>>,
-    front: Key,
-    back: Key,
-}
-
-impl<E> Lane<E> {
-    fn new() -> Self {
-        Self {
-            entries: VecDeque::new(),
-            front: NONE,
-            back: 0,
-        }
-    }
-
-    #[inline]
-    fn push(&mut self, e: Entry<E>) {
-        if self.entries.is_empty() {
-            self.front = e.key;
-        }
-        self.back = e.key;
-        self.entries.push_back(e);
-    }
-
-    #[inline]
-    fn pop(&mut self) -> Option<Entry<E>> {
-        let e = self.entries.pop_front()?;
-        match self.entries.front() {
-            Some(next) => self.front = next.key,
-            None => (self.front, self.back) = (NONE, 0),
-        }
-        Some(e)
-    }
-}
+/// Lanes: lane 0 for events scheduled for now, up to `MAX_LANES - 1` for [`Laned`] hints.
+const MAX_LANES: usize = 16;
 
 /// A priority queue of events with a virtual clock.
 ///
@@ -103,9 +70,15 @@ impl<E> Lane<E> {
 /// so the clock never runs backwards.
 pub(crate) struct EventQueue<E> {
     heap: BinaryHeap<Entry<E>>,
-    /// Lane 0 takes events scheduled for now (they sort after everything pending at now); the
-    /// others are [`Laned::lane`] + 1.
-    lanes: Vec<Lane<E>>,
+    /// FIFOs, each sorted by key. Lane 0 takes events scheduled for now (they sort after
+    /// everything pending at now); lane `i + 1` the events hinted to lane `i` ([`Laned::lane`]).
+    lanes: [VecDeque<Entry<E>>; MAX_LANES],
+    /// Each lane's first key ([`NONE`] when empty), for the scan in `pop_until`.
+    fronts: [Key; MAX_LANES],
+    /// Each lane's last key (0 when empty): a new event may follow it only if its key is larger.
+    backs: [Key; MAX_LANES],
+    /// Bit `i` is set while lane `i` holds events, so a pop scans only those.
+    busy: u32,
     now: SimTime,
     seq: u64,
     popped: u64,
@@ -120,9 +93,13 @@ impl<E: Laned> Default for EventQueue<E> {
 impl<E: Laned> EventQueue<E> {
     /// An empty queue at time zero.
     pub(crate) fn new() -> Self {
+        const { assert!(E::LANES < MAX_LANES, "too many lanes") };
         Self {
             heap: BinaryHeap::with_capacity(1024),
-            lanes: (0..=E::LANES).map(|_| Lane::new()).collect(),
+            lanes: std::array::from_fn(|_| VecDeque::new()),
+            fronts: [NONE; MAX_LANES],
+            backs: [0; MAX_LANES],
+            busy: 0,
             now: 0,
             seq: 0,
             popped: 0,
@@ -140,23 +117,25 @@ impl<E: Laned> EventQueue<E> {
     pub(crate) fn schedule_at(&mut self, at: SimTime, event: E) {
         let time = at.max(self.now);
         self.seq += 1;
-        let e = Entry {
-            key: key(time, self.seq),
-            event,
-        };
+        let k = key(time, self.seq);
         // Everything pending at `now` was scheduled before, so an event for now sorts last.
         let lane = if time == self.now {
             0
         } else {
-            match e.event.lane() {
-                Some(i) if self.lanes[i + 1].back < e.key => i + 1,
+            match event.lane() {
+                Some(i) if self.backs[i + 1] < k => i + 1,
                 _ => {
-                    self.heap.push(e);
+                    self.heap.push(Entry { key: k, event });
                     return;
                 }
             }
         };
-        self.lanes[lane].push(e);
+        if self.busy & (1 << lane) == 0 {
+            self.busy |= 1 << lane;
+            self.fronts[lane] = k;
+        }
+        self.backs[lane] = k;
+        self.lanes[lane].push_back(Entry { key: k, event });
     }
 
     /// Schedules `event` after `delay` from now.
@@ -169,20 +148,34 @@ impl<E: Laned> EventQueue<E> {
     #[inline]
     pub(crate) fn pop_until(&mut self, limit: SimTime) -> Option<E> {
         let mut best = self.heap.peek().map_or(NONE, |e| e.key);
-        let mut from = None;
-        for (i, lane) in self.lanes.iter().enumerate() {
-            if lane.front < best {
-                best = lane.front;
-                from = Some(i);
+        let mut from = MAX_LANES;
+        let mut busy = self.busy;
+        while busy != 0 {
+            let i = busy.trailing_zeros() as usize;
+            busy &= busy - 1;
+            if self.fronts[i] < best {
+                best = self.fronts[i];
+                from = i;
             }
         }
         if best == NONE || time_of(best) > limit {
             return None;
         }
-        let e = match from {
-            Some(i) => self.lanes[i].pop(),
-            None => self.heap.pop(),
-        }?;
+        let e = if from < MAX_LANES {
+            let lane = &mut self.lanes[from];
+            let e = lane.pop_front()?;
+            match lane.front() {
+                Some(next) => self.fronts[from] = next.key,
+                None => {
+                    self.fronts[from] = NONE;
+                    self.backs[from] = 0;
+                    self.busy &= !(1 << from);
+                }
+            }
+            e
+        } else {
+            self.heap.pop()?
+        };
         self.now = time_of(e.key);
         self.popped += 1;
         Some(e.event)

@@ -51,12 +51,13 @@ pub(super) enum Ev {
     CertRotate { cert: CertId },
 }
 
-/// Kinds the mesh schedules with one fixed delay, so each kind's events arrive in time order
-/// and the queue can keep them in a FIFO lane: the per-try and route timeouts of a rule, the
-/// network and sidecar crossings, the stream idle timeout. Another rule's timeout or a
-/// connection still being set up breaks the order; the queue then files that event in its heap.
+/// Kinds whose events are usually scheduled in time order, so the queue can keep each kind in a
+/// FIFO lane: those with one fixed delay (the per-try and route timeouts of a rule, the network
+/// and sidecar crossings, the stream idle timeout, the scrape and outlier-detection intervals) and
+/// a client's next arrival (one pending per client). Another rule's timeout, a connection still
+/// being set up or a second client breaks the order; the queue then files that event in its heap.
 impl Laned for Ev {
-    const LANES: usize = 5;
+    const LANES: usize = 8;
 
     #[inline]
     fn lane(&self) -> Option<usize> {
@@ -66,6 +67,9 @@ impl Laned for Ev {
             Ev::AtPod { .. } => Some(2),
             Ev::RouteTimeout { .. } => Some(3),
             Ev::StreamIdle { .. } => Some(4),
+            Ev::Arrival { .. } => Some(5),
+            Ev::Scrape => Some(6),
+            Ev::OdTick { .. } => Some(7),
             _ => None,
         }
     }
