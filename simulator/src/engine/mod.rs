@@ -6,11 +6,11 @@
 //! the run seed and the stream's name. Adding a component with a new stream name therefore does not
 //! shift the draws of any other component.
 
-use std::cmp::Ordering;
-use std::collections::BinaryHeap;
-
 use rand::{Rng, SeedableRng};
 use rand_pcg::Pcg64Mcg;
+
+mod queue;
+pub(crate) use queue::{EventQueue, Laned};
 
 /// Virtual time in nanoseconds since the start of the run.
 pub type SimTime = u64;
@@ -21,109 +21,6 @@ pub(crate) const MICROS: SimTime = 1_000;
 pub const MILLIS: SimTime = 1_000_000;
 /// One second of virtual time.
 pub const SECONDS: SimTime = 1_000_000_000;
-
-struct Entry<E> {
-    time: SimTime,
-    seq: u64,
-    event: E,
-}
-
-impl<E> PartialEq for Entry<E> {
-    fn eq(&self, other: &Self) -> bool {
-        self.time == other.time && self.seq == other.seq
-    }
-}
-impl<E> Eq for Entry<E> {}
-impl<E> PartialOrd for Entry<E> {
-    fn partial_cmp(&self, other: &Self) -> Option<Ordering> {
-        Some(self.cmp(other))
-    }
-}
-impl<E> Ord for Entry<E> {
-    // Reversed so that BinaryHeap (a max-heap) pops the earliest (time, seq) first.
-    fn cmp(&self, other: &Self) -> Ordering {
-        other
-            .time
-            .cmp(&self.time)
-            .then_with(|| other.seq.cmp(&self.seq))
-    }
-}
-
-/// A priority queue of events with a virtual clock.
-///
-/// `pop` advances the clock to the event's time; scheduling in the past is clamped to `now`
-/// so the clock never runs backwards.
-pub(crate) struct EventQueue<E> {
-    heap: BinaryHeap<Entry<E>>,
-    now: SimTime,
-    seq: u64,
-    popped: u64,
-}
-
-impl<E> Default for EventQueue<E> {
-    fn default() -> Self {
-        Self::new()
-    }
-}
-
-impl<E> EventQueue<E> {
-    /// An empty queue at time zero.
-    pub(crate) fn new() -> Self {
-        Self {
-            heap: BinaryHeap::with_capacity(1024),
-            now: 0,
-            seq: 0,
-            popped: 0,
-        }
-    }
-
-    /// Current virtual time.
-    #[inline]
-    pub(crate) fn now(&self) -> SimTime {
-        self.now
-    }
-
-    /// Schedules `event` at absolute time `at` (clamped to now).
-    #[inline]
-    pub(crate) fn schedule_at(&mut self, at: SimTime, event: E) {
-        let time = at.max(self.now);
-        self.seq += 1;
-        self.heap.push(Entry {
-            time,
-            seq: self.seq,
-            event,
-        });
-    }
-
-    /// Schedules `event` after `delay` from now.
-    #[inline]
-    pub(crate) fn schedule_in(&mut self, delay: SimTime, event: E) {
-        self.schedule_at(self.now.saturating_add(delay), event);
-    }
-
-    /// Removes the next event if it is due at or before `limit`, advancing the clock to it.
-    #[inline]
-    pub(crate) fn pop_until(&mut self, limit: SimTime) -> Option<E> {
-        if self.heap.peek()?.time > limit {
-            return None;
-        }
-        let e = self.heap.pop()?;
-        self.now = e.time;
-        self.popped += 1;
-        Some(e.event)
-    }
-
-    /// Moves the clock forward to `t` without processing anything (used after `pop_until`
-    /// drained every event up to `t`).
-    pub(crate) fn advance_to(&mut self, t: SimTime) {
-        self.now = self.now.max(t);
-    }
-
-    /// Number of events processed so far.
-    pub(crate) fn events_processed(&self) -> u64 {
-        self.popped
-    }
-}
 
 /// FNV-1a over the name, mixed with the seed through SplitMix64: stable across platforms and
 /// Rust versions (unlike `DefaultHasher`).
@@ -206,17 +103,6 @@ impl Stream {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn events_at_the_same_time_pop_in_insertion_order() {
-        let mut q = EventQueue::new();
-        q.schedule_at(10, 'b');
-        q.schedule_at(5, 'a');
-        q.schedule_at(10, 'c');
-        let got: Vec<char> = std::iter::from_fn(|| q.pop_until(u64::MAX)).collect();
-        assert_eq!(got, vec!['a', 'b', 'c']);
-        assert_eq!(q.now(), 10);
-    }
 
     #[test]
     fn named_streams_do_not_depend_on_each_other() {

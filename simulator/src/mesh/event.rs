@@ -4,7 +4,7 @@
 //! way Envoy cancels a timer when its stream ends.
 
 use super::{AttemptId, CertId, ClientId, ClusterId, Mesh, PodId, RequestId};
-use crate::engine::SimTime;
+use crate::engine::{Laned, SimTime};
 use crate::telemetry::flags;
 
 /// An event on the virtual clock. `tag` is the generation of the attempt's or request's slot
@@ -49,6 +49,30 @@ pub(super) enum Ev {
     Restart { pod: PodId, epoch: u32 },
     /// The workload's agent renews its certificate.
     CertRotate { cert: CertId },
+}
+
+/// Kinds whose events are usually scheduled in time order, so the queue can keep each kind in a
+/// FIFO lane: those with one fixed delay (the per-try and route timeouts of a rule, the network
+/// and sidecar crossings, the stream idle timeout, the scrape and outlier-detection intervals) and
+/// a client's next arrival (one pending per client). Another rule's timeout, a connection still
+/// being set up or a second client breaks the order; the queue then files that event in its heap.
+impl Laned for Ev {
+    const LANES: usize = 8;
+
+    #[inline]
+    fn lane(&self) -> Option<usize> {
+        match self {
+            Ev::PerTry { .. } => Some(0),
+            Ev::Response { .. } => Some(1),
+            Ev::AtPod { .. } => Some(2),
+            Ev::RouteTimeout { .. } => Some(3),
+            Ev::StreamIdle { .. } => Some(4),
+            Ev::Arrival { .. } => Some(5),
+            Ev::Scrape => Some(6),
+            Ev::OdTick { .. } => Some(7),
+            _ => None,
+        }
+    }
 }
 
 impl Mesh {
