@@ -22,14 +22,26 @@ struct Case {
     /// A DestinationRule's `trafficPolicy` (and, after it, any other manifest), for host `svc`.
     policy: &'static str,
     extra: &'static str,
-    counter: (&'static str, fn(&ProxyCounters) -> u64),
+    /// What is checked, and how it is read from the mesh.
+    counter: (&'static str, fn(&Mesh) -> u64),
     /// (milliseconds, the counter's value then)
     checkpoints: &'static [(u64, u64)],
 }
 
-const OVERFLOW: (&str, fn(&ProxyCounters) -> u64) = ("pending_overflow", |p| p.pending_overflow);
-const OPENED: (&str, fn(&ProxyCounters) -> u64) = ("connections_opened", |p| p.connections_opened);
-const TIMEOUTS: (&str, fn(&ProxyCounters) -> u64) = ("timeouts", |p| p.timeouts);
+/// The client's proxy counters for the service's one version.
+fn counters(mesh: &Mesh) -> ProxyCounters {
+    let client = mesh.client_id("client").expect("declared");
+    mesh.proxy_counters(client, VersionId(0))
+}
+
+const OVERFLOW: (&str, fn(&Mesh) -> u64) = ("pending_overflow", |m| counters(m).pending_overflow);
+const OPENED: (&str, fn(&Mesh) -> u64) = ("connections_opened", |m| counters(m).connections_opened);
+const TIMEOUTS: (&str, fn(&Mesh) -> u64) = ("timeouts", |m| counters(m).timeouts);
+const COMPLETED: (&str, fn(&Mesh) -> u64) = ("completed requests", |m| m.stats().completed);
+
+/// Mutual TLS required by the server while the client sends plain text: every connection fails
+/// its handshake (1.5 round trips, 30 ms here); no retries.
+const PLAIN_TO_STRICT: &str = "---\nkind: PeerAuthentication\nmetadata:\n  name: default\n  namespace: istio-system\nspec:\n  mtls:\n    mode: STRICT\n---\nkind: VirtualService\nmetadata: {name: svc}\nspec:\n  hosts: [svc]\n  http:\n    - route: [{destination: {host: svc}}]\n      retries: {attempts: 0}\n";
 
 const PER_TRY_30MS: &str = "---\nkind: VirtualService\nmetadata: {name: svc}\nspec:\n  hosts: [svc]\n  http:\n    - route: [{destination: {host: svc}}]\n      retries: {attempts: 1, perTryTimeout: 30ms, retryOn: 5xx}\n";
 
@@ -118,6 +130,19 @@ const CASES: &[Case] = &[
         counter: TIMEOUTS,
         checkpoints: &[(1065, 0), (1075, 1)],
     },
+    // A failed connection attempt fails every pending stream of the host's pool (conn_pool_base.cc
+    // `onConnectionEvent`: "we purge all pending streams"). Requests 1-3 (10, 20, 30 ms) wait
+    // behind the one connection allowed, which fails at 40 ms: all three end then.
+    Case {
+        name: "a connection that fails to set up fails every request waiting for it",
+        pods: 1,
+        rps: 100.0,
+        service_ms: 5,
+        policy: "tls: {mode: DISABLE}\n    connectionPool: {tcp: {maxConnections: 1}}",
+        extra: PLAIN_TO_STRICT,
+        counter: COMPLETED,
+        checkpoints: &[(35, 0), (45, 3)],
+    },
 ];
 
 fn mesh_of(case: &Case) -> Mesh {
@@ -156,10 +181,9 @@ fn the_pool_keeps_envoys_pending_active_and_connection_rules() {
     let mut failures = Vec::new();
     for case in CASES {
         let mut mesh = mesh_of(case);
-        let client = mesh.client_id("client").expect("declared");
         for &(ms, want) in case.checkpoints {
             mesh.run_until(ms * MILLIS);
-            let got = (case.counter.1)(&mesh.proxy_counters(client, VersionId(0)));
+            let got = (case.counter.1)(&mesh);
             if got != want {
                 failures.push(format!(
                     "{}: {} at {ms} ms is {got}, expected {want}",
