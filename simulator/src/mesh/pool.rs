@@ -195,6 +195,9 @@ impl Mesh {
     /// connections will carry, within `maxConnections`; a host without any connection opens
     /// one regardless, so its requests cannot wait forever on other hosts' connections.
     fn grow_pool(&mut self, ci: ClusterId, h: u32) {
+        if self.clusters[ci].hosts[h as usize].pending.is_empty() {
+            return; // the common case, after every response
+        }
         let cap = u64::from(self.streams_per_conn(ci));
         loop {
             let cl = &self.clusters[ci];
