@@ -188,6 +188,96 @@ fn the_controllers_decisions_are_in_the_trace() {
     );
 }
 
+/// Lines of `text` (headings aside) whose event is `event`.
+fn events<'a>(text: &'a str, event: &str) -> Vec<&'a str> {
+    text.lines()
+        .filter(|l| l.split_whitespace().nth(1) == Some(event))
+        .collect()
+}
+
+#[test]
+fn pool_outlier_certificate_and_harness_lines_are_in_the_trace() {
+    // A copy in this test's own directory, where the traces are written.
+    let scenario = |name: &str| {
+        let repo = Path::new(env!("CARGO_MANIFEST_DIR")).join("../scenarios");
+        let text = std::fs::read_to_string(repo.join(name)).expect("a repository scenario");
+        write(name, &text)
+    };
+    let retrying = retrying_scenario();
+    // (scenario, event, what one of its lines holds)
+    let cases: &[(PathBuf, &str, &str)] = &[
+        // 3x load spikes overflow the primary's pool (http1MaxPendingRequests).
+        (
+            scenario("load-spike-pool-overflow.yaml"),
+            "pool-overflow",
+            " limit=pending",
+        ),
+        (
+            scenario("load-spike-pool-overflow.yaml"),
+            "pool-wait",
+            " pending=",
+        ),
+        (
+            scenario("load-spike-pool-overflow.yaml"),
+            "conn-open",
+            " ms=",
+        ),
+        // A pod answering 503 is ejected, then returns after its ejection time.
+        (scenario("flaky-pod-ejected.yaml"), "eject", " ms="),
+        (
+            scenario("flaky-pod-ejected.yaml"),
+            "uneject",
+            " pod=podinfo-",
+        ),
+        (scenario("cert-rotation.yaml"), "cert-rotate", " workload="),
+        // The harness's changes: routes written, the canary scaled, the timeline's deploy.
+        (
+            retrying.clone(),
+            "action",
+            " what=routes text=\"routes written: primary 90%, canary 10%\"",
+        ),
+        (
+            retrying.clone(),
+            "action",
+            " what=scale text=\"canary scaled to ",
+        ),
+        (
+            retrying.clone(),
+            "action",
+            " what=timeline text=\"scenario: new revision deployed\"",
+        ),
+    ];
+    for (i, (file, event, holds)) in cases.iter().enumerate() {
+        let (out, text) = traced(
+            file,
+            &format!("kinds-{i}.trace"),
+            &["--trace-filter", &format!("event={event}")],
+        );
+        assert_eq!(out.code, 0, "{}: {}", file.display(), out.stderr);
+        let lines = events(&text, event);
+        assert!(
+            lines.iter().any(|l| l.contains(holds)),
+            "{}: no `{event}` line holds `{holds}`:\n{}",
+            file.display(),
+            lines.join("\n")
+        );
+    }
+}
+
+#[test]
+fn a_pending_attempt_is_sent_when_its_connection_is_ready() {
+    // The first request of the run waits for its connection (conn-open), then is sent.
+    let file = retrying_scenario();
+    let (_, text) = traced(&file, "first.trace", &["--trace-filter", "req=1"]);
+    let kinds: Vec<&str> = text
+        .lines()
+        .filter(|l| !l.starts_with('#'))
+        .map(|l| l.split_whitespace().nth(1).expect("an event"))
+        .take(3)
+        .collect();
+    assert_eq!(kinds, ["request", "pool-wait", "attempt-sent"], "{text}");
+}
+
 #[test]
 fn bad_filters_exit_2_naming_the_flag_and_what_is_expected() {
     let file = retrying_scenario();

@@ -35,9 +35,44 @@ impl Harness<'_> {
             Action::PromotePrimary => self.promote_primary(),
             Action::Finalize { .. } => self.apply_routes(Routes::PRIMARY_ONLY),
         };
+        let what = match action {
+            Action::InitializePrimary | Action::SetRoutes { .. } | Action::Finalize { .. } => {
+                "routes"
+            }
+            Action::ScaleCanary { .. } => "scale",
+            Action::PromotePrimary => "promote",
+            Action::RunHooks { .. } | Action::Event { .. } => "",
+        };
+        if !what.is_empty() {
+            let done = match (what, self.routes) {
+                ("routes", Some(routes)) => format!("routes written: {routes}"),
+                ("scale", _) => format!("canary scaled to {} pods", self.canary_desired),
+                _ => "primary takes the canary's template".to_string(),
+            };
+            self.trace_action(what, &done, result.as_ref().err());
+        }
         if let Err(e) = result {
             self.warnings
                 .push(format!("{action:?} could not be carried out: {e}"));
+        }
+    }
+
+    /// A `action` trace line: a change the harness makes to the mesh (`what`: routes, scale,
+    /// promote, timeline), what it did, and why it was refused if it was.
+    pub(super) fn trace_action(&mut self, what: &str, done: &str, refused: Option<&MeshError>) {
+        let now = self.mesh.now();
+        if let Some(t) = self.mesh.tracer()
+            && t.wants("action", &["what", "text"])
+        {
+            let text = match refused {
+                Some(e) => format!("{done} (refused: {e})"),
+                None => done.to_string(),
+            };
+            t.emit(
+                now,
+                "action",
+                &[("what", &what), ("text", &format_args!("{text:?}"))],
+            );
         }
     }
 

@@ -450,34 +450,41 @@ fn trace_decision(
     metrics: &[MetricResult],
     messages: &[String],
 ) {
-    t.emit(
-        now,
-        "decision",
-        &[
-            ("phase", format!("{:?}", state.phase)),
-            ("weight", state.canary_weight.to_string()),
-            (
-                "mirror",
-                state.mirror.map_or_else(|| "-".into(), |m| m.to_string()),
-            ),
-        ],
-    );
-    for m in metrics {
-        let value = m
-            .value
-            .map_or_else(|| "-".to_string(), |v| format!("{v:.3}"));
+    if t.wants("decision", &["phase", "weight", "mirror"]) {
+        let phase = format!("{:?}", state.phase);
+        let mirror = state.mirror.map_or_else(|| "-".into(), |m| m.to_string());
         t.emit(
             now,
-            "metric",
+            "decision",
             &[
-                ("metric", m.name.clone()),
-                ("value", value),
-                ("verdict", format!("{:?}", m.verdict).to_lowercase()),
-                ("reason", format!("{:?}", m.reason)),
+                ("phase", &phase),
+                ("weight", &state.canary_weight),
+                ("mirror", &mirror),
             ],
         );
     }
-    for text in messages {
-        t.emit(now, "message", &[("text", format!("{text:?}"))]);
+    if t.wants("metric", &["metric", "value", "verdict", "reason"]) {
+        for m in metrics {
+            let value = m
+                .value
+                .map_or_else(|| "-".to_string(), |v| format!("{v:.3}"));
+            let verdict = format!("{:?}", m.verdict).to_lowercase();
+            let reason = format!("{:?}", m.reason);
+            t.emit(
+                now,
+                "metric",
+                &[
+                    ("metric", &m.name),
+                    ("value", &value),
+                    ("verdict", &verdict),
+                    ("reason", &reason),
+                ],
+            );
+        }
+    }
+    if t.wants("message", &["text"]) {
+        for text in messages {
+            t.emit(now, "message", &[("text", &format_args!("{text:?}"))]);
+        }
     }
 }

@@ -195,6 +195,7 @@ impl Harness<'_> {
                 }),
             ),
         };
+        self.trace_action("timeline", &message, result.as_ref().err());
         let mut messages = vec![message];
         if let Err(e) = result {
             let warning = format!("line {}: event not applied: {e}", entry.line);

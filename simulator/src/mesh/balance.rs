@@ -123,6 +123,7 @@ impl Mesh {
     }
 
     pub(super) fn rebuild_candidates(&mut self, ci: ClusterId) {
+        self.trace_outlier(ci);
         let cl = &mut self.clusters[ci];
         cl.in_lb.clear();
         cl.candidates.clear();

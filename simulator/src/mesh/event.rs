@@ -25,6 +25,12 @@ pub(super) enum Ev {
         tag: u32,
         flags: u16,
     },
+    /// A connection's setup (TCP, TLS) is over, ready or failed; `tag` names it within its host.
+    ConnSetUp {
+        cluster: ClusterId,
+        host: u32,
+        tag: u32,
+    },
     /// The route's per-try timeout of the attempt expires.
     PerTry { attempt: AttemptId, tag: u32 },
     /// Envoy's stream idle timeout ends an attempt a black-holed pod never answers.
@@ -115,6 +121,7 @@ impl Mesh {
                 tag,
                 flags,
             } if attempt_is(self, attempt, tag) => self.on_fail(attempt, flags),
+            Ev::ConnSetUp { cluster, host, tag } => self.on_conn_set_up(cluster, host, tag),
             Ev::PerTry { attempt, tag }
                 if attempt_is(self, attempt, tag) && !self.atts[attempt].cancelled =>
             {

@@ -5,6 +5,8 @@
 //! `maxEjectionPercent` over the hosts in EDS), Istio's translation of a DestinationRule's
 //! `outlierDetection` into that config, and linkerd2-proxy's consecutive-failure accrual.
 
+use super::trace::trace;
+use super::{ClusterId, Mesh};
 use crate::engine::{SECONDS, SimTime, Stream};
 use crate::manifest::OutlierDetectionSpec;
 
@@ -158,6 +160,9 @@ pub struct OutlierDetector {
     pub(crate) cfg: OutlierConfig,
     hosts: Vec<HostOutlier>,
     ejected: u32,
+    /// Ejections (host, for how long) and un-ejections (host, None) since the mesh last read
+    /// them for its trace ([`OutlierDetector::take_changes`]).
+    changes: Vec<(u32, Option<SimTime>)>,
 }
 
 impl OutlierDetector {
@@ -173,6 +178,7 @@ impl OutlierDetector {
                 hosts
             ],
             ejected: 0,
+            changes: Vec::new(),
         }
     }
 
@@ -221,6 +227,11 @@ impl OutlierDetector {
     /// Number of ejected hosts.
     pub fn ejected_count(&self) -> u32 {
         self.ejected
+    }
+
+    /// The ejections (host, duration) and un-ejections (host, None) since the last call.
+    pub(crate) fn take_changes(&mut self) -> Vec<(u32, Option<SimTime>)> {
+        std::mem::take(&mut self.changes)
     }
 
     /// State of host `h`.
@@ -304,6 +315,11 @@ impl OutlierDetector {
             host.backoff += 1;
         }
         host.last_ejection = now;
+        let dur = cfg
+            .base_ejection_time
+            .saturating_mul(u64::from(host.backoff))
+            .min(cfg.max_ejection_time);
+        self.changes.push((h as u32, Some(dur)));
         self.ejected += 1;
         change.ejected += 1;
     }
@@ -312,7 +328,7 @@ impl OutlierDetector {
     /// success-rate and failure-percentage detectors, and decay the backoff of healthy hosts.
     pub fn tick(&mut self, now: SimTime, rng: &mut Stream) -> OutlierChange {
         let mut change = OutlierChange::default();
-        for host in self.hosts.iter_mut().filter(|h| h.active) {
+        for (h, host) in self.hosts.iter_mut().enumerate().filter(|(_, h)| h.active) {
             if host.ejected {
                 let dur = (self
                     .cfg
@@ -325,6 +341,7 @@ impl OutlierDetector {
                     host.consecutive_5xx = 0;
                     host.consecutive_gateway = 0;
                     self.ejected -= 1;
+                    self.changes.push((h as u32, None));
                     change.unejected += 1;
                 }
             }
@@ -402,6 +419,28 @@ pub struct AccrualConfig {
     pub(crate) max_penalty: SimTime,
     /// `jitter-ratio` (0.5).
     pub(crate) jitter_ratio: f64,
+}
+
+impl Mesh {
+    /// Writes outlier detection's ejections (with their duration) and un-ejections in cluster
+    /// `ci` to the trace, and forgets them either way. Called wherever the balancer's hosts are
+    /// rebuilt, which every ejection and un-ejection causes.
+    pub(super) fn trace_outlier(&mut self, ci: ClusterId) {
+        let Some(od) = self.clusters[ci].od.as_mut() else {
+            return;
+        };
+        let changes = od.take_changes();
+        let client = self.clusters[ci].client;
+        for (h, ejected_for) in changes {
+            let pod = self.clusters[ci].pods[h as usize];
+            match ejected_for {
+                Some(d) => trace!(self, "eject", "client" => self.client_name(client),
+                    "pod" => self.pod_name(pod), "ms" => crate::trace::ms(d)),
+                None => trace!(self, "uneject", "client" => self.client_name(client),
+                    "pod" => self.pod_name(pod)),
+            }
+        }
+    }
 }
 
 impl Default for AccrualConfig {

@@ -1,13 +1,24 @@
-//! The connection pool and its circuit breakers, per Envoy cluster: connections are per host and
-//! reused while idle (HTTP/1.1, one stream each) or multiplexed (HTTP/2); `maxConnections`,
-//! `http1MaxPendingRequests`, `http2MaxRequests` and `maxRequestsPerConnection` bound them, and a
-//! request that finds every limit reached waits in the host's pending queue or overflows with 503
-//! `UO`. A new connection costs TCP and TLS round trips; idle ones close after the idle timeout, and a
-//! mode change on the server's sidecar drains them.
+//! The connection pool and its circuit breakers, per Envoy cluster, as Envoy's HTTP connection
+//! pool keeps them (envoy `source/common/conn_pool/conn_pool_base.cc`; the limits are Istio's
+//! `connectionPool` fields, translated in istio `pilot/pkg/networking/core/
+//! cluster_traffic_policy.go`: `maxConnections`, `http1MaxPendingRequests`, `http2MaxRequests`,
+//! `maxRequestsPerConnection`). Connections are per host, one stream each (HTTP/1.1) or
+//! multiplexed (HTTP/2), and reused while idle.
+//!
+//! An attempt that finds no ready connection is *pending* (also while the connection it waits
+//! for is being set up) and counts against `http1MaxPendingRequests`; past it the attempt
+//! overflows with 503 `UO` (`upstream_rq_pending_overflow`). A pending attempt starts a new
+//! connection when the host's connecting ones cannot carry it, within `maxConnections`, except
+//! that a host with no connection at all may always open one (envoy `docs/root/intro/
+//! arch_overview/upstream/circuit_breaking.rst`). Only an attempt put on a ready connection is
+//! sent: it then counts as an active request (`http2MaxRequests`, overflowing with `UO` as
+//! well), and its per-try timer starts (envoy issue 4903). A failed connection attempt fails
+//! every pending attempt of its host. A mode change on the server's sidecar drains connections.
 
 use super::event::Ev;
 use super::request::Stage;
 use super::tls::{Handshake, Peers, handshake};
+use super::trace::trace;
 use super::{AttemptId, ClusterId, Mesh, VersionId};
 use crate::engine::SimTime;
 use crate::telemetry::flags;
@@ -15,10 +26,15 @@ use crate::telemetry::flags;
 #[derive(Clone, Copy, Debug)]
 pub(super) struct Conn {
     pub(super) open: bool,
+    /// Being set up (TCP, TLS): it carries no stream yet.
+    pub(super) connecting: bool,
+    /// How the setup ends: 0 ready, else the response flags of the failure.
+    pub(super) fail: u16,
+    /// Unique within the host (it grows with every connection), so a stale setup event or a
+    /// stream of an earlier connection in the same slot is recognised.
     pub(super) tag: u32,
     pub(super) streams: u32,
     pub(super) served: u32,
-    pub(super) ready_at: SimTime,
     pub(super) last_used: SimTime,
     pub(super) closing: bool,
 }
@@ -38,104 +54,172 @@ impl Mesh {
         }
     }
 
-    /// Sends attempt `a` on a usable connection of its host, opening one if the limits allow.
-    /// Returns false when it has to wait.
-    pub(super) fn try_dispatch(&mut self, a: AttemptId) -> bool {
-        let now = self.now();
+    /// Puts attempt `a` on a ready connection of its host, or queues it as pending (opening
+    /// connections as the limits allow), or overflows it with 503 `UO`.
+    pub(super) fn dispatch(&mut self, a: AttemptId) {
         let at = self.atts[a];
-        let ci = at.cluster;
-        let (client, version) = (self.clusters[ci].client, self.clusters[ci].version);
-        let policy_streams = if self.clusters[ci].policy.http2 {
-            u32::MAX
-        } else {
-            1
-        };
-        let per_conn = self.clusters[ci].policy.max_requests_per_connection;
-        let idle = self.clusters[ci].policy.idle_timeout;
+        let (ci, h) = (at.cluster, at.host);
+        if let Some(slot) = self.ready_conn(ci, h) {
+            self.attach(a, slot);
+            return;
+        }
+        let cl = &mut self.clusters[ci];
+        if cl.pending >= cl.policy.max_pending {
+            self.overflow(a, "pending");
+            return;
+        }
+        cl.pending += 1;
+        cl.hosts[h as usize].pending.push_back(a);
+        let waiting = cl.pending;
+        self.atts[a].stage = Stage::Pending;
+        trace!(self, "pool-wait", "req" => at.number, "try" => at.try_no,
+            "pod" => self.pod_name(at.pod), "pending" => waiting);
+        self.grow_pool(ci, h);
+    }
+
+    /// Streams one connection carries at once (before `maxRequestsPerConnection` closes it).
+    fn streams_per_conn(&self, ci: ClusterId) -> u32 {
+        let p = &self.clusters[ci].policy;
+        match (p.http2, p.max_requests_per_connection) {
+            (false, _) => 1,
+            (true, 0) => u32::MAX,
+            (true, n) => n,
+        }
+    }
+
+    /// A ready connection of host `h` with room for a stream; closes the idle ones past the
+    /// idle timeout on the way.
+    fn ready_conn(&mut self, ci: ClusterId, h: u32) -> Option<u32> {
+        let now = self.now();
+        let cap = self.streams_per_conn(ci);
+        let cl = &mut self.clusters[ci];
+        let idle = cl.policy.idle_timeout;
         let mut closed = 0;
-        let host = &mut self.clusters[ci].hosts[at.host as usize];
         let mut found = None;
-        for (i, c) in host.conns.iter_mut().enumerate() {
-            if !c.open {
+        for (i, c) in cl.hosts[h as usize].conns.iter_mut().enumerate() {
+            if !c.open || c.connecting {
                 continue;
             }
-            if c.streams == 0 && now.saturating_sub(c.last_used) > idle && c.ready_at <= now {
+            if c.streams == 0 && now.saturating_sub(c.last_used) > idle {
                 c.open = false;
                 closed += 1;
                 continue;
             }
-            if !c.closing && c.streams < policy_streams {
-                found = Some(i);
+            if !c.closing && c.streams < cap {
+                found = Some(i as u32);
                 break;
             }
         }
         if closed > 0 {
-            self.clusters[ci].open_conns -= closed;
+            cl.open_conns -= closed;
+            let (client, version) = (cl.client, cl.version);
             self.telemetry
                 .proxy_mut(client.0, version.0)
                 .connections_closed += u64::from(closed);
         }
-        let depart = if let Some(i) = found {
-            let c = &mut self.clusters[ci].hosts[at.host as usize].conns[i];
-            c.streams += 1;
-            c.served += 1;
-            if per_conn > 0 && c.served >= per_conn {
-                c.closing = true;
-            }
-            let at = &mut self.atts[a];
-            at.conn = Some(i as u32);
-            at.conn_gen = c.tag;
-            c.ready_at.max(now)
-        } else if self.clusters[ci].open_conns < self.clusters[ci].policy.max_connections
-            || self.close_idle_conn(ci, now)
-        {
-            match self.open_conn(a) {
-                Some(t) => t,
-                None => return true,
-            }
-        } else {
-            return false;
-        };
-        let at = &mut self.atts[a];
-        at.stage = Stage::Wire;
-        let g = at.tag;
-        self.q.schedule_at(
-            depart + self.net.one_way + 2 * self.net.sidecar_latency,
-            Ev::AtPod { attempt: a, tag: g },
-        );
-        true
+        found
     }
 
-    /// At the connection limit, idle keep-alive connections to other hosts would starve this
-    /// host's requests; close one (the first found, for determinism) to make room.
-    pub(super) fn close_idle_conn(&mut self, ci: ClusterId, now: SimTime) -> bool {
-        let cl = &mut self.clusters[ci];
-        for host in cl.hosts.iter_mut() {
-            if let Some(c) = host
-                .conns
-                .iter_mut()
-                .find(|c| c.open && c.streams == 0 && c.ready_at <= now)
-            {
-                c.open = false;
-                cl.open_conns -= 1;
-                let (client, version) = (cl.client, cl.version);
-                self.telemetry
-                    .proxy_mut(client.0, version.0)
-                    .connections_closed += 1;
-                return true;
-            }
-        }
-        false
-    }
-
-    /// Opens a connection for attempt `a`. Returns when it is ready, or None after scheduling
-    /// the attempt's failure (refused, timed out, mTLS mismatch, expired certificate).
-    pub(super) fn open_conn(&mut self, a: AttemptId) -> Option<SimTime> {
+    /// Sends attempt `a` on connection `slot` of its host, if `http2MaxRequests` allows: from
+    /// here it is an active request and its per-try timer runs.
+    fn attach(&mut self, a: AttemptId, slot: u32) {
         let now = self.now();
         let at = self.atts[a];
         let ci = at.cluster;
+        let per_conn = self.clusters[ci].policy.max_requests_per_connection;
+        let cl = &mut self.clusters[ci];
+        if cl.active_requests >= cl.policy.max_requests {
+            self.overflow(a, "requests");
+            return;
+        }
+        cl.active_requests += 1;
+        let host = &mut cl.hosts[at.host as usize];
+        host.active += 1;
+        host.accrual.on_dispatch();
+        let c = &mut host.conns[slot as usize];
+        c.streams += 1;
+        c.served += 1;
+        if per_conn > 0 && c.served >= per_conn {
+            c.closing = true;
+        }
+        let tag = c.tag;
+        let client = cl.client;
+        let att = &mut self.atts[a];
+        (att.conn, att.conn_gen, att.stage, att.sent) = (Some(slot), tag, Stage::Wire, now);
+        trace!(self, "attempt-sent", "req" => at.number, "try" => at.try_no,
+            "client" => self.client_name(client), "pod" => self.pod_name(at.pod),
+            "version" => self.trace_version(self.pods[at.pod].version));
+        // Envoy's router arms the per-try timer, for a timeout above 0, once the pool hands it
+        // a ready connection (`onPoolReady`), not while the request waits for one.
+        if let Some(req) = at.req
+            && let Some(t) = self.rules[self.reqs[req].rule].retry.per_try_timeout
+            && t > 0
+        {
+            self.q.schedule_in(
+                t,
+                Ev::PerTry {
+                    attempt: a,
+                    tag: at.tag,
+                },
+            );
+        }
+        self.q.schedule_in(
+            self.net.one_way + 2 * self.net.sidecar_latency,
+            Ev::AtPod {
+                attempt: a,
+                tag: at.tag,
+            },
+        );
+    }
+
+    /// The pool refuses attempt `a` (`limit`: which circuit breaker): 503 `UO`, counted as
+    /// Envoy's `upstream_rq_pending_overflow`, never retried.
+    fn overflow(&mut self, a: AttemptId, limit: &'static str) {
+        let at = self.atts[a];
+        let cl = &self.clusters[at.cluster];
+        let (client, version) = (cl.client, cl.version);
+        self.telemetry
+            .proxy_mut(client.0, version.0)
+            .pending_overflow += 1;
+        trace!(self, "pool-overflow", "req" => at.number, "try" => at.try_no,
+            "pod" => self.pod_name(at.pod), "limit" => limit);
+        self.free_att(a);
+        if let Some(req) = at.req {
+            self.reqs[req].attempt = None;
+            self.release_retry_hold(req);
+            self.complete(req, 503, flags::UO);
+        }
+    }
+
+    /// Opens connections to host `h` while its pending attempts outnumber what its connecting
+    /// connections will carry, within `maxConnections`; a host without any connection opens
+    /// one regardless, so its requests cannot wait forever on other hosts' connections.
+    fn grow_pool(&mut self, ci: ClusterId, h: u32) {
+        if self.clusters[ci].hosts[h as usize].pending.is_empty() {
+            return; // the common case, after every response
+        }
+        let cap = u64::from(self.streams_per_conn(ci));
+        loop {
+            let cl = &self.clusters[ci];
+            let host = &cl.hosts[h as usize];
+            let connecting = host.conns.iter().filter(|c| c.open && c.connecting).count();
+            if host.pending.len() as u64 <= connecting as u64 * cap {
+                return;
+            }
+            let none_open = !host.conns.iter().any(|c| c.open);
+            if cl.open_conns >= cl.policy.max_connections && !none_open {
+                return;
+            }
+            self.open_conn(ci, h);
+        }
+    }
+
+    /// Starts a connection to host `h`; its setup ends (ready or failed: refused, timed out,
+    /// mTLS mismatch, expired certificate) with a [`Ev::ConnSetUp`].
+    fn open_conn(&mut self, ci: ClusterId, h: u32) {
+        let now = self.now();
         let client = self.clusters[ci].client;
-        let pod = &self.pods[at.pod];
+        let pod = &self.pods[self.clusters[ci].pods[h as usize]];
         let version = pod.version;
         let ver = &self.versions[version];
         let peers = Peers {
@@ -147,78 +231,100 @@ impl Mesh {
             certs_valid: self.certs[self.client_cert(client)].expires_at > now
                 && self.certs[self.version_cert(version)].expires_at > now,
         };
-        // (after how long, flags, whether the TLS handshake failed)
-        let outcome = match (pod.alive, pod.black_hole, handshake(&peers, &self.net)) {
-            (false, _, _) => Err((2 * self.net.one_way, flags::UF, false)),
-            (true, true, _) => Err((self.clusters[ci].policy.connect_timeout, flags::UF, false)),
-            (true, false, Handshake::Fails { after, flags }) => Err((after, flags, true)),
-            (true, false, Handshake::Ready { after, mutual }) => Ok((after, mutual)),
+        // (after how long, flags of a failure, whether the TLS handshake failed)
+        let (after, fail, tls) = match (pod.alive, pod.black_hole, handshake(&peers, &self.net)) {
+            (false, _, _) => (2 * self.net.one_way, flags::UF, false),
+            (true, true, _) => (self.clusters[ci].policy.connect_timeout, flags::UF, false),
+            (true, false, Handshake::Fails { after, flags }) => (after, flags, true),
+            (true, false, Handshake::Ready { after, mutual }) => (after, 0, mutual),
         };
         let counters = self.telemetry.proxy_mut(client.0, version.0);
         counters.connections_opened += 1;
-        let (after, mutual) = match outcome {
-            Ok(ready) => ready,
-            Err((after, f, tls)) => {
+        match (fail, tls) {
+            (0, true) => counters.handshakes += 1,
+            (0, false) => {}
+            (_, tls) => {
                 counters.connect_failures += 1;
-                counters.connections_closed += 1;
-                if tls {
-                    counters.handshake_failures += 1;
-                }
-                let at = &mut self.atts[a];
-                at.stage = Stage::Wire;
-                let g = at.tag;
-                self.q.schedule_at(
-                    now + after,
-                    Ev::Fail {
-                        attempt: a,
-                        tag: g,
-                        flags: f,
-                    },
-                );
-                return None;
+                counters.handshake_failures += u64::from(tls);
             }
-        };
-        if mutual {
-            counters.handshakes += 1;
         }
-        let ready = now + after;
-        let per_conn = self.clusters[ci].policy.max_requests_per_connection;
         let cl = &mut self.clusters[ci];
         cl.open_conns += 1;
-        let host = &mut cl.hosts[at.host as usize];
-        let slot = match host.conns.iter().position(|c| !c.open) {
-            Some(i) => i,
-            None => {
-                host.conns.push(Conn {
-                    open: false,
-                    tag: 0,
-                    streams: 0,
-                    served: 0,
-                    ready_at: 0,
-                    last_used: 0,
-                    closing: false,
-                });
-                host.conns.len() - 1
-            }
-        };
-        let c = &mut host.conns[slot];
-        *c = Conn {
+        let host = &mut cl.hosts[h as usize];
+        let tag = host.conns.iter().map(|c| c.tag).max().unwrap_or(0) + 1;
+        let fresh = Conn {
             open: true,
-            tag: c.tag.wrapping_add(1),
-            streams: 1,
-            served: 1,
-            ready_at: ready,
+            connecting: true,
+            fail,
+            tag,
+            streams: 0,
+            served: 0,
             last_used: now,
-            closing: per_conn == 1,
+            closing: false,
         };
-        let at = &mut self.atts[a];
-        at.conn = Some(slot as u32);
-        at.conn_gen = c.tag;
-        Some(ready)
+        match host.conns.iter().position(|c| !c.open) {
+            Some(i) => host.conns[i] = fresh,
+            None => host.conns.push(fresh),
+        }
+        trace!(self, "conn-open", "pod" => self.pod_name(self.clusters[ci].pods[h as usize]),
+            "ms" => crate::trace::ms(after));
+        self.q.schedule_at(
+            now + after,
+            Ev::ConnSetUp {
+                cluster: ci,
+                host: h,
+                tag,
+            },
+        );
     }
 
-    /// Gives back the attempt's stream; closes the connection when asked (reset) or exhausted,
-    /// then lets waiting attempts of the host use the capacity.
+    /// The setup of connection `tag` of host `h` is over: a ready one takes the host's pending
+    /// attempts; a failed one fails all of them, as Envoy purges a pool's pending streams on a
+    /// connect failure.
+    pub(super) fn on_conn_set_up(&mut self, ci: ClusterId, h: u32, tag: u32) {
+        let now = self.now();
+        let cl = &mut self.clusters[ci];
+        let Some(c) = cl.hosts[h as usize]
+            .conns
+            .iter_mut()
+            .find(|c| c.open && c.connecting && c.tag == tag)
+        else {
+            return; // closed while connecting (pod crash, drain)
+        };
+        c.connecting = false;
+        c.last_used = now;
+        let fail = c.fail;
+        if fail == 0 {
+            self.drain_pending(ci, h);
+            return;
+        }
+        c.open = false;
+        cl.open_conns -= 1;
+        let (client, version) = (cl.client, cl.version);
+        self.telemetry
+            .proxy_mut(client.0, version.0)
+            .connections_closed += 1;
+        let waiting: Vec<AttemptId> = cl.hosts[h as usize].pending.drain(..).collect();
+        cl.pending -= waiting.len() as u32;
+        trace!(self, "conn-fail", "pod" => self.pod_name(self.clusters[ci].pods[h as usize]),
+            "flags" => flags::render(fail), "pending" => waiting.len());
+        for a in waiting {
+            let g = self.atts[a].tag;
+            self.atts[a].stage = Stage::Wire;
+            self.q.schedule_at(
+                now,
+                Ev::Fail {
+                    attempt: a,
+                    tag: g,
+                    flags: fail,
+                },
+            );
+        }
+    }
+
+    /// Gives back the attempt's stream (it stops counting as an active request); closes the
+    /// connection when asked (reset) or exhausted, then lets the host's pending attempts use
+    /// the capacity.
     pub(super) fn release_conn(&mut self, a: AttemptId, reset: bool) {
         let now = self.now();
         let at = self.atts[a];
@@ -227,9 +333,10 @@ impl Mesh {
         };
         self.atts[a].conn = None;
         let ci = at.cluster;
-        let (client, version) = (self.clusters[ci].client, self.clusters[ci].version);
         let http2 = self.clusters[ci].policy.http2;
         let cl = &mut self.clusters[ci];
+        cl.active_requests -= 1;
+        cl.hosts[at.host as usize].active -= 1;
         let c = &mut cl.hosts[at.host as usize].conns[conn as usize];
         if !c.open || c.tag != at.conn_gen {
             return;
@@ -240,6 +347,7 @@ impl Mesh {
         if (reset && !http2) || (c.closing && c.streams == 0) {
             c.open = false;
             cl.open_conns -= 1;
+            let (client, version) = (cl.client, cl.version);
             self.telemetry
                 .proxy_mut(client.0, version.0)
                 .connections_closed += 1;
@@ -247,7 +355,8 @@ impl Mesh {
         self.drain_pending(at.cluster, at.host);
     }
 
-    /// Closes idle connections to version `v` now and busy ones after their last stream.
+    /// Closes idle and connecting connections to version `v` now and busy ones after their
+    /// last stream; hosts with pending attempts connect again.
     pub(super) fn drain_connections_to(&mut self, v: VersionId) {
         for ci in self.cluster_ids() {
             if !self.cluster_holds(ci, v) {
@@ -274,17 +383,26 @@ impl Mesh {
             }
             cl.open_conns -= closed;
             self.telemetry.proxy_mut(client.0, v.0).connections_closed += u64::from(closed);
+            for h in 0..self.clusters[ci].hosts.len() as u32 {
+                if !self.clusters[ci].hosts[h as usize].pending.is_empty() {
+                    self.grow_pool(ci, h);
+                }
+            }
         }
     }
 
+    /// Hands the host's ready connections to its pending attempts in order, then opens
+    /// connections for those still waiting.
     pub(super) fn drain_pending(&mut self, ci: ClusterId, h: u32) {
         while let Some(&next) = self.clusters[ci].hosts[h as usize].pending.front() {
-            if !self.try_dispatch(next) {
+            let Some(slot) = self.ready_conn(ci, h) else {
                 break;
-            }
+            };
             let cl = &mut self.clusters[ci];
             cl.hosts[h as usize].pending.pop_front();
             cl.pending -= 1;
+            self.attach(next, slot);
         }
+        self.grow_pool(ci, h);
     }
 }

@@ -325,15 +325,6 @@ impl Mesh {
             self.complete(req, 503, flags::UH);
             return;
         };
-        let (client, version) = (self.clusters[ci].client, self.clusters[ci].version);
-        if self.clusters[ci].active_requests >= self.clusters[ci].policy.max_requests {
-            self.telemetry
-                .proxy_mut(client.0, version.0)
-                .pending_overflow += 1;
-            self.release_retry_hold(req);
-            self.complete(req, 503, flags::UO);
-            return;
-        }
         let pod = self.clusters[ci].pods[h as usize];
         let a = self.alloc_att(Attempt::on_wire(Some(req), ci, h, pod, now));
         self.stats.attempts += 1;
@@ -347,39 +338,8 @@ impl Mesh {
             let at = &mut self.atts[a];
             (at.number, at.try_no) = (rr.number, rr.retries_done + 1);
         }
-        trace!(self, "attempt-sent", "req" => r.number, "try" => r.retries_done + 1,
-            "client" => self.client_name(client), "pod" => self.pod_name(pod),
-            "version" => self.trace_version(self.pods[pod].version));
-        let cl = &mut self.clusters[ci];
-        cl.active_requests += 1;
-        cl.hosts[h as usize].active += 1;
-        cl.hosts[h as usize].accrual.on_dispatch();
-        let rule = &self.rules[r.rule];
-        // Envoy's router arms the per-try timer only for a timeout above 0.
-        if let Some(t) = rule.retry.per_try_timeout
-            && t > 0
-        {
-            let g = self.atts[a].tag;
-            self.q.schedule_in(t, Ev::PerTry { attempt: a, tag: g });
-        }
-        if !self.try_dispatch(a) {
-            let cl = &mut self.clusters[ci];
-            if cl.pending < cl.policy.max_pending {
-                cl.pending += 1;
-                cl.hosts[h as usize].pending.push_back(a);
-                self.atts[a].stage = Stage::Pending;
-            } else {
-                cl.active_requests -= 1;
-                cl.hosts[h as usize].active -= 1;
-                self.telemetry
-                    .proxy_mut(client.0, version.0)
-                    .pending_overflow += 1;
-                self.free_att(a);
-                self.reqs[req].attempt = None;
-                self.release_retry_hold(req);
-                self.complete(req, 503, flags::UO);
-            }
-        }
+        // The pool sends it on a ready connection, queues it or overflows it (pool.rs).
+        self.dispatch(a);
     }
 
     pub(super) fn on_response(&mut self, a: AttemptId) {
@@ -422,9 +382,6 @@ impl Mesh {
         let reset = local && f & flags::UT != 0;
         self.release_conn(a, reset || f & flags::UC != 0);
         let ci = at.cluster;
-        let cl = &mut self.clusters[ci];
-        cl.active_requests -= 1;
-        cl.hosts[at.host as usize].active -= 1;
         self.record_response(ci, at.host, at.sent, code);
         let stage = self.atts[a].stage;
         // An abandoned attempt still on the wire or at the pod is freed when it comes back.

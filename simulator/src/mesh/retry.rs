@@ -106,7 +106,7 @@ impl Mesh {
         let retriable = self.clients[client].sidecar && is_retriable(&rule.retry.on, code, f);
         if retriable && r.retries_done < rule.retry.attempts {
             let cl = &mut self.clusters[ci];
-            if cl.retries_active >= retry_limit(&cl.policy, cl.active_requests) {
+            if cl.retries_active >= retry_limit(&cl.policy, cl.active_requests + cl.pending) {
                 // The retry circuit breaker overflowed: Envoy's router flags this UO, not URX
                 // (envoy `source/common/router/router.cc`, `RetryStatus::NoOverflow`).
                 self.telemetry.proxy_mut(client.0, version.0).retry_overflow += 1;
@@ -173,8 +173,6 @@ impl Mesh {
             self.unqueue_pending(a);
             self.release_conn(a, true);
             let cl = &mut self.clusters[at.cluster];
-            cl.active_requests -= 1;
-            cl.hosts[at.host as usize].active -= 1;
             let change = match cl.od.as_mut() {
                 Some(od) => od.on_response(at.host as usize, 504, self.q.now()),
                 None => Default::default(),
@@ -217,7 +215,7 @@ fn backoff_bound_ms(n: u32) -> u32 {
 }
 
 /// Retries allowed in flight: `maxRetries`, or with a retry budget its percent of the active
-/// requests, never below its minimum concurrency (envoy
+/// and pending requests (the caller sums them), never below its minimum concurrency (envoy
 /// `source/common/upstream/resource_manager_impl.h`, `RetryBudgetImpl::max`).
 pub(super) fn retry_limit(policy: &super::cluster::ClusterPolicy, active: u32) -> u32 {
     match policy.retry_budget {

@@ -8,6 +8,7 @@
 use super::config::{DataPlane, NetworkConfig};
 use super::event::Ev;
 use super::routes::labels_match;
+use super::trace::trace;
 use super::{CertId, ClientId, Mesh, VersionId};
 use crate::engine::SimTime;
 use crate::manifest::{MtlsMode, PeerAuthentication};
@@ -101,6 +102,7 @@ impl Mesh {
 
     pub(super) fn on_cert_rotate(&mut self, cert: CertId) {
         if self.certs[cert].rotating {
+            trace!(self, "cert-rotate", "workload" => self.cert_holder(cert));
             self.stats.cert_rotations += 1;
             self.certs[cert].expires_at = self.now().saturating_add(self.certs_cfg.ttl);
             self.schedule_rotation(cert);

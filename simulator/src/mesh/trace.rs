@@ -1,18 +1,47 @@
 //! The mesh's side of `--trace` (see [`crate::trace`]): the tracer it writes to when one is set,
 //! and the names a trace line gives its pods, versions and clients.
 
-use super::{ClientId, Mesh, PodId, RequestId, VersionId};
+use std::fmt;
+
+use super::{CertId, ClientId, Mesh, PodId, RequestId, VersionId};
 use crate::trace::Tracer;
 
-/// Writes a trace line for the mesh when tracing is on; otherwise costs one test of an `Option`
-/// (the fields are not even formatted). `trace!(self, "event", "key" => value, ...)`.
+/// A pod's name in a trace line; see [`Mesh::pod_name`].
+pub(super) struct PodName<'a> {
+    service: &'a str,
+    version: &'a str,
+    n: usize,
+}
+
+/// A certificate's workload in a trace line: a client's name, or `<service>-<version>`.
+pub(super) struct Holder<'a>(&'a str, Option<&'a str>);
+
+impl fmt::Display for Holder<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self.1 {
+            Some(version) => write!(f, "{}-{version}", self.0),
+            None => f.write_str(self.0),
+        }
+    }
+}
+
+impl fmt::Display for PodName<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}-{}-{}", self.service, self.version, self.n)
+    }
+}
+
+/// Writes a trace line for the mesh when tracing is on; otherwise costs one test of an `Option`.
+/// The values (any `Display`) are evaluated only when the filter may keep a line of this event
+/// with these keys, and formatted only when it does. `trace!(self, "event", "key" => value, ...)`.
 macro_rules! trace {
     ($mesh:expr, $event:literal $(, $key:literal => $val:expr)* $(,)?) => {
-        if $mesh.trace.is_some() {
-            let fields = [$(($key, ($val).to_string())),*];
+        if $mesh.trace.as_ref().is_some_and(|t| t.wants($event, &[$($key),*])) {
             let now = $mesh.q.now();
-            if let Some(t) = $mesh.trace.as_mut() {
-                t.emit(now, $event, &fields);
+            // Taken out while the values borrow the mesh; put back at once.
+            if let Some(mut t) = $mesh.trace.take() {
+                t.emit(now, $event, &[$(($key, &$val as &dyn std::fmt::Display)),*]);
+                $mesh.trace = Some(t);
             }
         }
     };
@@ -35,13 +64,26 @@ impl Mesh {
         self.trace.as_deref_mut()
     }
 
-    /// `<service>-<version>-<n>`, n the pod's place among its version's pods.
-    pub(super) fn pod_name(&self, p: PodId) -> String {
+    /// `<service>-<version>-<n>`, n the pod's place among its version's pods (formatted only
+    /// if the line is written).
+    pub(super) fn pod_name(&self, p: PodId) -> PodName<'_> {
         let v = self.pods[p].version;
-        let n = self.versions[v].pods.iter().position(|&x| x == p);
         let ver = &self.versions[v];
-        let service = &self.services[ver.service].name;
-        format!("{service}-{}-{}", ver.name, n.unwrap_or(usize::MAX))
+        PodName {
+            service: &self.services[ver.service].name,
+            version: &ver.name,
+            n: ver.pods.iter().position(|&x| x == p).unwrap_or(usize::MAX),
+        }
+    }
+
+    /// The workload holding certificate `c` (clients first, then versions).
+    pub(super) fn cert_holder(&self, c: CertId) -> Holder<'_> {
+        let clients = self.clients.len() as u32;
+        if c.0 < clients {
+            return Holder(self.client_name(ClientId(c.0)), None);
+        }
+        let ver = &self.versions[VersionId(c.0 - clients)];
+        Holder(&self.services[ver.service].name, Some(&ver.name))
     }
 
     pub(super) fn trace_version(&self, v: VersionId) -> &str {

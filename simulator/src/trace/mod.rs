@@ -7,7 +7,12 @@
 //! nanoseconds truncated to microseconds, so it prints the same everywhere), the event name
 //! padded to a column, then the event's fields in a fixed order. Free text is quoted (`{:?}`),
 //! so a line never spans two. [`LEGEND`] documents every event and field.
+//!
+//! Fields are handed over unformatted (`&dyn Display`): a filter first looks at the event's name
+//! and keys, then formats only the fields it compares, and a line it drops is never formatted,
+//! so a filtered trace of a long run costs little more than an untraced one.
 
+use std::fmt::{self, Display, Write as _};
 use std::io::{self, Write};
 
 use crate::engine::{MICROS, MILLIS, SECONDS, SimTime};
@@ -21,7 +26,11 @@ Mesh events (the client's proxy and the pods):
   unrouted       no route matches (404) or all weights 0   req client code flags
   fault-abort    the route's fault aborts the request       req client code
   fault-delay    the route's fault delays the request       req client ms
-  attempt-sent   an attempt leaves for a pod                req try client pod version
+  pool-wait      no ready connection: the attempt waits     req try pod pending
+  pool-overflow  the pool refuses the attempt (503 UO)      req try pod limit
+  conn-open      a connection to a pod starts (TCP, TLS)    pod ms
+  conn-fail      it fails: the pod's waiting attempts fail  pod flags pending
+  attempt-sent   an attempt leaves on a ready connection    req try client pod version
   mirror-sent    a mirrored copy leaves for a pod           client pod version
   at-pod         an attempt reaches the pod                 req try pod queue
   dropped        a black-holed pod swallows the attempt     req try pod
@@ -34,6 +43,12 @@ Mesh events (the client's proxy and the pods):
   pod-restart    a crashed pod starts again                 pod
   endpoint-in    a pod joins its clients' endpoint sets     pod
   endpoint-out   a pod leaves its clients' endpoint sets    pod
+  eject          outlier detection ejects a pod             client pod ms
+  uneject        an ejected pod returns to the balancer     client pod
+  cert-rotate    a workload's agent renews its certificate  workload
+Harness events (changes the simulator makes, as the cluster would):
+  action         routes written, canary scaled, primary     what text
+                 promoted, or a timeline event carried out
 Controller events (at each tick that changed something):
   decision       the rollout's state after the tick         phase weight mirror
   metric         a metric check of the tick's analysis      metric value verdict reason
@@ -44,8 +59,15 @@ Fields:
   client   the calling workload           version  the destination version (`-`: none yet)
   pod      <service>-<version>-<n>, n counting the version's pods from 0
   code     HTTP status (0: none)           flags    Envoy response flags (`-`: none)
-  ms       milliseconds (a delay, a backoff, or the request's latency)
+  ms       milliseconds (a delay, a backoff, a connection's setup, an ejection's length, or
+           the request's latency)
   queue    requests already waiting at the pod for a worker
+  pending  requests waiting for a connection: the Envoy cluster's, this one included
+           (pool-wait), or the pod's, which now fail (conn-fail)
+  limit    the circuit breaker that overflowed: pending (http1MaxPendingRequests) or
+           requests (http2MaxRequests)
+  workload a client's name or <service>-<version>
+  what     routes, scale, promote or timeline
   phase, weight, mirror   the rollout's phase, canary weight and mirrored share (%, `-`: none)
   metric, value, verdict, reason   a metric check's name, value (`-`: none), outcome, why
   text     free text, quoted
@@ -56,8 +78,8 @@ is `event` or a field above but reason and text (`request` is an alias of `req`)
 
 /// The keys a filter may name: the legend's fields and `event`.
 const KEYS: &[&str] = &[
-    "event", "req", "try", "client", "version", "pod", "code", "flags", "ms", "queue", "phase",
-    "weight", "mirror", "metric", "value", "verdict",
+    "event", "req", "try", "client", "version", "pod", "code", "flags", "ms", "queue", "pending",
+    "limit", "workload", "what", "phase", "weight", "mirror", "metric", "value", "verdict",
 ];
 
 /// Lines kept when every `key=value` term holds (no terms: every line).
@@ -95,12 +117,26 @@ impl Filter {
         Ok(Filter { terms })
     }
 
-    fn keeps(&self, event: &str, fields: &[(&str, String)]) -> bool {
+    /// Whether a line of `event` with fields named `keys` can be kept at all: every term is
+    /// on the event's name or on one of its keys. Decided before any field is formatted.
+    fn may_keep(&self, event: &str, keys: &[&str]) -> bool {
+        self.terms.iter().all(|(key, want)| match *key {
+            "event" => event == want,
+            key => keys.contains(&key),
+        })
+    }
+
+    /// Whether the line is kept: each field a term names, formatted into `scratch`, equals the
+    /// term's value.
+    fn keeps(&self, event: &str, fields: &[(&str, &dyn Display)], scratch: &mut String) -> bool {
         self.terms.iter().all(|(key, want)| {
             if *key == "event" {
                 return event == want;
             }
-            fields.iter().any(|(k, v)| k == key && v == want)
+            fields.iter().any(|(k, v)| {
+                scratch.clear();
+                k == key && write!(scratch, "{v}").is_ok() && scratch == want
+            })
         })
     }
 }
@@ -111,6 +147,9 @@ pub(crate) struct Tracer {
     out: Box<dyn Write + Send>,
     filter: Filter,
     error: Option<io::Error>,
+    /// Reused for the fields a filter compares and for each line written.
+    scratch: String,
+    line: String,
 }
 
 impl Tracer {
@@ -119,18 +158,28 @@ impl Tracer {
             out,
             filter,
             error: None,
+            scratch: String::new(),
+            line: String::new(),
         }
+    }
+
+    /// Whether a line of `event` with these keys may be written: the caller skips evaluating
+    /// its fields otherwise.
+    #[inline]
+    pub(crate) fn wants(&self, event: &str, keys: &[&str]) -> bool {
+        self.error.is_none() && self.filter.may_keep(event, keys)
     }
 
     /// Writes one event's line if the filter keeps it.
     #[cold]
     #[inline(never)]
-    pub(crate) fn emit(&mut self, now: SimTime, event: &str, fields: &[(&str, String)]) {
-        if self.error.is_some() || !self.filter.keeps(event, fields) {
+    pub(crate) fn emit(&mut self, now: SimTime, event: &str, fields: &[(&str, &dyn Display)]) {
+        if self.error.is_some() || !self.filter.keeps(event, fields, &mut self.scratch) {
             return;
         }
-        let line = format_line(now, event, fields);
-        if let Err(e) = self.out.write_all(line.as_bytes()) {
+        self.line.clear();
+        format_line(&mut self.line, now, event, fields);
+        if let Err(e) = self.out.write_all(self.line.as_bytes()) {
             self.error = Some(e);
         }
     }
@@ -153,25 +202,33 @@ impl Tracer {
     }
 }
 
-/// A duration in milliseconds with microseconds, as the trace prints it (`12.345`).
-pub(crate) fn ms(d: SimTime) -> String {
-    format!("{}.{:03}", d / MILLIS, (d % MILLIS) / MICROS)
+/// A duration in milliseconds with microseconds, as the trace prints it (`12.345`); formatted
+/// only if the line is written.
+pub(crate) fn ms(d: SimTime) -> Ms {
+    Ms(d)
 }
 
-fn format_line(now: SimTime, event: &str, fields: &[(&str, String)]) -> String {
-    let mut line = format!(
+/// See [`ms`].
+pub(crate) struct Ms(SimTime);
+
+impl Display for Ms {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}.{:03}", self.0 / MILLIS, (self.0 % MILLIS) / MICROS)
+    }
+}
+
+fn format_line(line: &mut String, now: SimTime, event: &str, fields: &[(&str, &dyn Display)]) {
+    // Writing to a String cannot fail.
+    let _ = write!(
+        line,
         "{}.{:06}s  {event:<13}",
         now / SECONDS,
         (now % SECONDS) / MICROS
     );
     for (k, v) in fields {
-        line.push(' ');
-        line.push_str(k);
-        line.push('=');
-        line.push_str(v);
+        let _ = write!(line, " {k}={v}");
     }
     line.push('\n');
-    line
 }
 
 #[cfg(test)]
@@ -180,20 +237,57 @@ mod tests {
 
     #[test]
     fn a_line_is_time_event_and_fields_in_order() {
-        let fields = [("req", "42".to_string()), ("pod", "p-canary-0".to_string())];
-        assert_eq!(
-            format_line(12 * SECONDS + 345_678_999, "attempt-sent", &fields),
-            "12.345678s  attempt-sent  req=42 pod=p-canary-0\n"
+        let fields: [(&str, &dyn Display); 3] =
+            [("req", &42), ("pod", &"p-canary-0"), ("ms", &ms(1_234_567))];
+        let mut line = String::new();
+        format_line(
+            &mut line,
+            12 * SECONDS + 345_678_999,
+            "attempt-sent",
+            &fields,
         );
+        assert_eq!(
+            line,
+            "12.345678s  attempt-sent  req=42 pod=p-canary-0 ms=1.234\n"
+        );
+    }
+
+    /// A field that counts how often it is formatted.
+    struct Counted<'a>(&'a std::cell::Cell<u32>);
+
+    impl Display for Counted<'_> {
+        fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+            self.0.set(self.0.get() + 1);
+            f.write_str("x")
+        }
+    }
+
+    #[test]
+    fn a_dropped_line_formats_only_the_fields_its_filter_compares() {
+        let formatted = std::cell::Cell::new(0);
+        let filter = Filter::parse(&["pod=a-0".into()]).unwrap();
+        let mut t = Tracer::new(Box::new(Vec::new()), filter);
+        // Another event's keys cannot match: the caller does not even build the fields.
+        assert!(!t.wants("retry", &["req", "try", "ms"]));
+        assert!(t.wants("at-pod", &["req", "pod"]));
+        let dropped: [(&str, &dyn Display); 2] = [("req", &Counted(&formatted)), ("pod", &"b-1")];
+        t.emit(SECONDS, "at-pod", &dropped);
+        assert_eq!(formatted.get(), 0, "a dropped line was formatted");
+        let kept: [(&str, &dyn Display); 2] = [("req", &Counted(&formatted)), ("pod", &"a-0")];
+        t.emit(SECONDS, "at-pod", &kept);
+        assert_eq!(formatted.get(), 1, "a kept line is formatted once");
     }
 
     #[test]
     fn filters_and_together_and_bad_ones_say_what_is_expected() {
         let f = Filter::parse(&["request=7,event=at-pod".into(), "pod=a-0".into()]).unwrap();
-        let fields = [("req", "7".to_string()), ("pod", "a-0".to_string())];
-        assert!(f.keeps("at-pod", &fields));
-        assert!(!f.keeps("pod-done", &fields));
-        assert!(!f.keeps("at-pod", &fields[..1]));
+        let fields: [(&str, &dyn Display); 2] = [("req", &7), ("pod", &"a-0")];
+        let s = &mut String::new();
+        assert!(f.may_keep("at-pod", &["req", "pod"]) && f.keeps("at-pod", &fields, s));
+        assert!(!f.may_keep("pod-done", &["req", "pod"]) && !f.keeps("pod-done", &fields, s));
+        assert!(!f.may_keep("at-pod", &["req"]) && !f.keeps("at-pod", &fields[..1], s));
+        let other: [(&str, &dyn Display); 2] = [("req", &8), ("pod", &"a-0")];
+        assert!(f.may_keep("at-pod", &["req", "pod"]) && !f.keeps("at-pod", &other, s));
         let e = Filter::parse(&["colour=red".into()]).unwrap_err();
         assert!(
             e.contains("unknown key `colour`") && e.contains("pod"),
