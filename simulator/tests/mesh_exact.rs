@@ -361,3 +361,64 @@ fn destination_rule_outlier_fields_not_modelled_are_warned() {
         }
     }
 }
+
+/// Fix 4: a timeout that abandons an attempt at the pod resets its stream, and the server
+/// sidecar reports what it saw: its downstream closed before any response, response code 0
+/// with flag DC, at the reset (envoy access-log docs: `%RESPONSE_CODE%` 0 "means that the
+/// server never sent the beginning of a response ... the (downstream) client disconnected";
+/// flag `DC` downstream connection termination). The app is not interrupted: it keeps its
+/// worker until it has served the request, and that late answer is reported by nobody.
+#[test]
+fn a_timeout_at_the_pod_is_reported_by_the_destination_as_code_0_dc() {
+    use fledge_simulator::engine::MILLIS;
+    use fledge_simulator::telemetry::{Reporter, Selector};
+    let cases = [
+        // (route block, what the destination reports, the reported duration at most)
+        ("      timeout: 100ms\n", (0, flags::DC), 100),
+        (
+            "      retries: {attempts: 1, perTryTimeout: 100ms, retryOn: connect-failure}\n",
+            (0, flags::DC),
+            100,
+        ),
+        // The answer comes before the timeout: the pod's own code, after its service time.
+        ("      timeout: 300ms\n", (200, 0), 250),
+    ];
+    for (block, want, max_ms) in cases {
+        let mut cfg = one_version(11, 20.0);
+        cfg.services[0].versions[0].behaviour = fledge_simulator::mesh::Behaviour {
+            workers: 64,
+            service_time: ServiceTime::Constant(200 * MILLIS),
+            ..Default::default()
+        };
+        let mut mesh = mesh_with(cfg, &format!("{VS_HEAD}{block}"));
+        let (c, v) = (
+            mesh.client_id("client").unwrap(),
+            mesh.version_id("podinfo", "primary").unwrap(),
+        );
+        mesh.schedule(
+            10 * SECONDS,
+            Action::SetRate {
+                client: c,
+                rps: 0.0,
+            },
+        )
+        .unwrap();
+        mesh.run_until(20 * SECONDS);
+        let sel = Selector {
+            reporter: Reporter::Destination,
+            source: None,
+            dest: Some(v.0),
+        };
+        let reported = mesh.telemetry().by_code(&sel, 0, mesh.now(), mesh.now());
+        let codes: Vec<(u16, u16)> = reported.iter().map(|x| (x.0, x.1)).collect();
+        assert_eq!(codes, vec![want], "{block}");
+        let w = mesh.destination_stats(v, 0, mesh.now());
+        // Every attempt that reached the pod was served to the end, and reported once.
+        let served: u64 = mesh.pod_requests(v).iter().sum();
+        assert_eq!(w.requests, served, "{block}");
+        assert!(served > 150, "{block}: {served}");
+        let mean = w.mean_ms().unwrap();
+        assert!(mean <= max_ms as f64, "{block}: mean {mean} ms");
+        assert!(mean >= max_ms as f64 * 0.5, "{block}: mean {mean} ms");
+    }
+}

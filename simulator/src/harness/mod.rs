@@ -162,9 +162,11 @@ impl<'a> Harness<'a> {
             scenario.primary.behaviour.clone(),
         );
         primary.workload = Some(primary_workload);
+        primary.sidecar = scenario.primary.sidecar;
         // The target starts as the current revision and is scaled to zero by initialisation.
         let mut canary = VersionConfig::new("canary", 0, scenario.primary.behaviour.clone());
         canary.workload = Some(target);
+        canary.sidecar = scenario.canary.sidecar;
         let mut service = ServiceConfig::new(&scenario.service, vec![primary, canary]);
         service.namespace = Some(scenario.namespace.clone());
         // The controller points the apex Service at the primary's pods: requests that no

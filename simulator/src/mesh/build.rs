@@ -233,6 +233,7 @@ impl Mesh {
             source_labels.push(SourceLabels {
                 workload: cc.name.clone(),
                 namespace: namespace.clone(),
+                sidecar: cc.sidecar,
             });
             clients.push(Client {
                 service,
@@ -243,6 +244,7 @@ impl Mesh {
                 profiles,
                 profile_total: total,
                 sidecar: cc.sidecar,
+                kube_proxy: None,
                 cache_epoch: None,
                 clusters: Vec::new(),
                 service_cluster: None,
@@ -323,6 +325,19 @@ impl Mesh {
                 let rule = mesh.direct_rule(v);
                 mesh.clients[c].direct = Some((v, Some(rule)));
             }
+        }
+        // A client without a sidecar reaches the pods through kube-proxy alone (no route).
+        for c in (0..mesh.clients.len() as u32).map(ClientId) {
+            let cl = &mesh.clients[c];
+            if cl.sidecar {
+                continue;
+            }
+            let cluster = match cl.direct {
+                Some((v, _)) => mesh.cluster_of(c, v),
+                None => cl.service_cluster,
+            };
+            let rule = mesh.kube_proxy_rule();
+            mesh.clients[c].kube_proxy = cluster.map(|ci| (ci, rule));
         }
         for i in (0..mesh.certs.len() as u32).map(CertId) {
             mesh.schedule_rotation(i);

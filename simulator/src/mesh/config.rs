@@ -50,8 +50,9 @@ pub struct VersionConfig {
     /// Pod labels (DestinationRule subsets and PeerAuthentication selectors match on them);
     /// `app: <service>` and `version: <name>` are added when absent.
     pub(crate) labels: BTreeMap<String, String>,
-    /// Whether the pods have a sidecar (no sidecar: plaintext only).
-    pub(crate) sidecar: bool,
+    /// Whether the pods have a sidecar (Istio's `sidecar.istio.io/inject: "false"` when not):
+    /// without one they take plaintext only and report no destination series.
+    pub sidecar: bool,
 }
 
 impl VersionConfig {

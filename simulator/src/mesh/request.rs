@@ -24,6 +24,9 @@ pub(super) struct Client {
     pub(super) profiles: Vec<(f64, Vec<(String, String)>)>,
     pub(super) profile_total: f64,
     pub(super) sidecar: bool,
+    /// Without a sidecar: the cluster standing for the Service's kube-proxy rules (random
+    /// ready pod, no DestinationRule) and a rule without timeout, retries, fault or mirror.
+    pub(super) kube_proxy: Option<(ClusterId, RuleId)>,
     /// The first matching rule per header profile, for the routes of `cache_epoch`.
     pub(super) cache: Vec<Option<RuleId>>,
     pub(super) cache_epoch: Option<u32>,
@@ -147,6 +150,14 @@ impl Mesh {
         self.q
             .schedule_at(now.saturating_add(gap), Ev::Arrival { client: c });
         self.stats.requests += 1;
+        if let Some((ci, rule)) = self.clients[c].kube_proxy {
+            // No sidecar: no route, fault or mirror applies; kube-proxy picks the pod.
+            let req = self.alloc_req(c, now, Some(ci), rule);
+            trace!(self, "request", "req" => self.req_no(req), "client" => self.client_name(c),
+                "version" => "-");
+            self.start_attempt(req);
+            return;
+        }
         if let Some(b) = self.clients[c].budget.as_mut() {
             b.deposit(now);
         }
@@ -426,13 +437,8 @@ impl Mesh {
         cl.active_requests -= 1;
         cl.hosts[at.host as usize].active -= 1;
         self.record_response(ci, at.host, at.sent, code);
-        let stage = self.atts[a].stage;
-        // An abandoned attempt still on the wire or at the pod is freed when it comes back.
-        if local
-            && matches!(stage, Stage::Wire | Stage::AtPod | Stage::Returning)
-            && f & (flags::UT) != 0
-        {
-            self.atts[a].cancelled = true;
+        if local && f & flags::UT != 0 {
+            self.abandon(a);
         } else {
             self.free_att(a);
         }
