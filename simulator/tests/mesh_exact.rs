@@ -422,3 +422,89 @@ fn a_timeout_at_the_pod_is_reported_by_the_destination_as_code_0_dc() {
         assert!(mean >= max_ms as f64 * 0.5, "{block}: mean {mean} ms");
     }
 }
+
+/// Fix 9: a workload PeerAuthentication's `portLevelMtls` decides the mode of the port the pods
+/// serve on, over its own `mtls` and any wider policy; an UNSET port inherits the workload's
+/// mode; another port's entry changes nothing (istio/istio `pilot/pkg/security/authn/
+/// policy_applier.go`: `ComposePeerAuthentication` fills `PerPort` from the workload policy
+/// only, `GetMutualTLSModeForPort` reads it by the endpoint's port). The client has no
+/// sidecar, so it speaks plaintext and fails exactly where the mode is STRICT.
+#[test]
+fn peer_authentication_port_level_mtls_decides_the_served_port() {
+    let ns_strict =
+        "kind: PeerAuthentication\nmetadata: {name: ns}\nspec:\n  mtls: {mode: STRICT}\n";
+    let workload = |mtls: &str, ports: &str| {
+        format!(
+            "kind: PeerAuthentication\nmetadata: {{name: w}}\nspec:\n  selector: {{matchLabels: {{app: podinfo}}}}\n{mtls}  portLevelMtls: {{{ports}}}\n"
+        )
+    };
+    let strict = "  mtls: {mode: STRICT}\n";
+    let permissive = "  mtls: {mode: PERMISSIVE}\n";
+    let cases = [
+        // (manifests, the pods' port, plaintext refused)
+        (workload(strict, "9898: {mode: PERMISSIVE}"), 9898, false),
+        (workload(strict, "9898: {mode: PERMISSIVE}"), 8080, true),
+        (workload(permissive, "9898: {mode: STRICT}"), 9898, true),
+        (workload(strict, "9898: {mode: UNSET}"), 9898, true),
+        (workload(strict, "'9898': {mode: DISABLE}"), 9898, false),
+        (
+            format!(
+                "{ns_strict}---\n{}",
+                workload("", "9898: {mode: PERMISSIVE}")
+            ),
+            9898,
+            false,
+        ),
+        (
+            format!("{ns_strict}---\n{}", workload("", "9898: {mode: UNSET}")),
+            9898,
+            true,
+        ),
+    ];
+    for (manifests, port, refused) in cases {
+        let mut cfg = one_version(3, 50.0);
+        cfg.services[0].target_port = port;
+        cfg.clients[0].sidecar = false;
+        let mut mesh = mesh_with(cfg, &manifests);
+        mesh.run_until(5 * SECONDS);
+        let c = mesh.client_id("client").unwrap();
+        let v = mesh.version_id("podinfo", "primary").unwrap();
+        let failed = mesh.proxy_counters(c, v).connect_failures > 0;
+        assert_eq!(failed, refused, "port {port}:\n{manifests}");
+        assert_eq!(count_flags(&mesh, |f| f & flags::UC != 0) > 0, refused);
+    }
+}
+
+/// Istio's validation refuses a `portLevelMtls` without a workload selector, an empty one, and
+/// a key that is not a port (istio/istio `pkg/config/validation/validation.go`,
+/// `ValidatePeerAuthentication`; `testdata/crds/peerauth-invalid.yaml`).
+#[test]
+fn peer_authentication_port_level_mtls_is_validated_as_istio_does() {
+    let cases = [
+        (
+            "  portLevelMtls: {9898: {mode: STRICT}}\n",
+            "requires selector",
+        ),
+        (
+            "  selector: {matchLabels: {}}\n  portLevelMtls: {9898: {mode: STRICT}}\n",
+            "requires selector",
+        ),
+        (
+            "  selector: {matchLabels: {app: podinfo}}\n  portLevelMtls: {}\n",
+            "at least one port",
+        ),
+        (
+            "  selector: {matchLabels: {app: podinfo}}\n  portLevelMtls: {http: {mode: STRICT}}\n",
+            "port number",
+        ),
+        (
+            "  selector: {matchLabels: {app: podinfo}}\n  portLevelMtls: {9898: {mode: SOMETIMES}}\n",
+            "spec.portLevelMtls.9898.mode",
+        ),
+    ];
+    for (spec, want) in cases {
+        let text = format!("kind: PeerAuthentication\nmetadata: {{name: p}}\nspec:\n{spec}");
+        let err = manifest::parse(&text).expect_err(spec).to_string();
+        assert!(err.contains(want), "{spec}: {err}");
+    }
+}

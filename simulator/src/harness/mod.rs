@@ -169,6 +169,7 @@ impl<'a> Harness<'a> {
         canary.sidecar = scenario.canary.sidecar;
         let mut service = ServiceConfig::new(&scenario.service, vec![primary, canary]);
         service.namespace = Some(scenario.namespace.clone());
+        service.target_port = scenario.pod_port();
         // The controller points the apex Service at the primary's pods: requests that no
         // routing object of the mesh governs (a VirtualService bound to a gateway only, an
         // HTTPRoute on a Gateway) reach the primary alone, as on a cluster.

@@ -43,6 +43,8 @@ pub(super) struct Service {
     /// policy, as Envoy picks the DestinationRule by the destination host.
     pub(super) host_routed: BTreeSet<VersionId>,
     pub(super) accrual: Option<AccrualConfig>,
+    /// [`ServiceConfig::target_port`](super::ServiceConfig::target_port).
+    pub(super) target_port: u32,
 }
 
 pub(super) struct Version {
@@ -104,6 +106,7 @@ impl Mesh {
                 host_policy: BTreeMap::new(),
                 host_routed: BTreeSet::new(),
                 accrual: sc.failure_accrual,
+                target_port: sc.target_port,
             };
             for vc in &sc.versions {
                 let what = format!("service {} version {}", sc.name, vc.name);

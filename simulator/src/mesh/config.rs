@@ -89,6 +89,9 @@ pub struct ServiceConfig {
     /// own, or a route to the host without a subset). Flagger points the apex Service at the
     /// primary's pods only.
     pub selects: Option<Vec<String>>,
+    /// The port the pods serve on (the Service's `targetPort`): a PeerAuthentication's
+    /// `portLevelMtls` for it decides the pods' mTLS mode.
+    pub target_port: u32,
 }
 
 impl ServiceConfig {
@@ -102,6 +105,7 @@ impl ServiceConfig {
             canary: "canary".into(),
             failure_accrual: None,
             selects: None,
+            target_port: 80,
         }
     }
 }
