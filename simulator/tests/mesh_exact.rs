@@ -508,3 +508,64 @@ fn peer_authentication_port_level_mtls_is_validated_as_istio_does() {
         assert!(err.contains(want), "{spec}: {err}");
     }
 }
+
+/// Fix 9: a request the client's proxy answers itself, before any attempt reached a pod (no
+/// route `NR`, fault abort `FI`, no healthy upstream `UH`), has no upstream peer, and Istio's
+/// stats filter labels its destination workload, namespace and version `unknown` (Istio docs,
+/// "Istio Standard Metrics": a label is `unknown` when its value cannot be determined;
+/// istio/istio `tests/integration/telemetry/api/stats_test.go` on unknown destination labels);
+/// the service stays named. A request no route takes is reported too, not only counted.
+#[test]
+fn requests_answered_by_the_client_proxy_report_an_unknown_destination() {
+    let header_only = "kind: VirtualService\nmetadata: {name: p}\nspec:\n  hosts: [podinfo]\n  http:\n    - match: [{headers: {x-user: {exact: tester}}}]\n      route:\n        - destination: {host: podinfo}\n";
+    let abort = format!(
+        "{VS_HEAD}      fault: {{abort: {{httpStatus: 503, percentage: {{value: 100}}}}}}\n"
+    );
+    let cases = [
+        // (manifests, scaled to zero, code, flags, destination workload)
+        (String::new(), false, "200", "-", "podinfo-primary"),
+        (header_only.to_string(), false, "404", "NR", "unknown"),
+        (abort, false, "503", "FI", "unknown"),
+        (String::new(), true, "503", "UH", "unknown"),
+    ];
+    for (manifests, empty, code, flag, workload) in cases {
+        let mut mesh = mesh_with(one_version(9, 50.0), &manifests);
+        if empty {
+            let v = mesh.version_id("podinfo", "primary").unwrap();
+            mesh.apply(Action::Scale {
+                version: v,
+                pods: 0,
+            })
+            .unwrap();
+        }
+        mesh.run_until(10 * SECONDS);
+        let text = mesh.render_prometheus();
+        let series: Vec<&str> = text
+            .lines()
+            .filter(|l| {
+                l.starts_with("istio_requests_total{reporter=\"source\"")
+                    && l.contains(&format!(
+                        "response_code=\"{code}\",response_flags=\"{flag}\""
+                    ))
+            })
+            .collect();
+        assert_eq!(series.len(), 1, "{flag}:\n{text}");
+        let line = series[0];
+        for label in [
+            format!("destination_workload=\"{workload}\""),
+            "destination_service=\"podinfo.default.svc.cluster.local\"".to_string(),
+        ] {
+            assert!(line.contains(&label), "{flag}: {line}");
+        }
+        if workload == "unknown" {
+            for label in ["destination_version", "destination_workload_namespace"] {
+                assert!(
+                    line.contains(&format!("{label}=\"unknown\"")),
+                    "{flag}: {line}"
+                );
+            }
+        }
+        let requests: f64 = line.rsplit(' ').next().unwrap().parse().unwrap();
+        assert!(requests > 300.0, "{flag}: {line}");
+    }
+}

@@ -141,6 +141,7 @@ impl Mesh {
                     namespace: namespace.clone(),
                     service: format!("{}.{}.svc.cluster.local", sc.name, namespace),
                     version: vc.name.clone(),
+                    peer: true,
                 });
                 let mut v = Version {
                     service: ServiceId(si as u32),
@@ -185,6 +186,12 @@ impl Mesh {
                 ));
             }
             services.push(svc);
+        }
+        // Requests no pod answered are reported against their service's `unknown`
+        // destination, after the versions' (see `Mesh::unknown_dest`).
+        for s in &services {
+            let fqdn = format!("{}.{}.svc.cluster.local", s.name, s.namespace);
+            dest_labels.push(DestLabels::unknown(fqdn));
         }
         let mut clients = Vec::new();
         let mut source_labels = Vec::new();

@@ -186,14 +186,14 @@ impl Mesh {
         let Some(rule_id) = cl.cache[profile] else {
             trace!(self, "unrouted", "req" => self.stats.requests, "client" => self.client_name(c),
                 "code" => 404, "flags" => "NR");
-            self.complete_unrouted();
+            self.complete_unrouted(c, 404);
             return;
         };
         let rule = &self.rules[rule_id];
         let Some(dest) = pick_weighted(rule, &mut self.clients[c].routing) else {
             trace!(self, "unrouted", "req" => self.stats.requests, "client" => self.client_name(c),
                 "code" => 503, "flags" => "NR");
-            self.complete_unrouted();
+            self.complete_unrouted(c, 503);
             return;
         };
         let cluster = match dest {
@@ -451,9 +451,18 @@ impl Mesh {
         self.retry_or_complete(req, ci, code, f);
     }
 
-    fn complete_unrouted(&mut self) {
-        // Without a destination there is no version label to report under; count it only.
+    /// A request no route takes: the client's proxy answers at once with `NR`, reported
+    /// against the service's `unknown` destination.
+    fn complete_unrouted(&mut self, c: ClientId, code: u16) {
+        let dest = self.unknown_dest(self.clients[c].service);
+        self.telemetry
+            .record(Reporter::Source, c.0, dest, code, flags::NR, 0);
         self.stats.completed += 1;
+    }
+
+    /// The telemetry destination of requests of service `s` that reached no pod.
+    fn unknown_dest(&self, s: ServiceId) -> u32 {
+        (self.versions.len() + s.0 as usize) as u32
     }
 
     pub(super) fn complete(&mut self, req: RequestId, code: u16, f: u16) {
@@ -466,16 +475,23 @@ impl Mesh {
             "version" => if r.cluster.is_some() { self.trace_version(r.version) } else { "-" },
             "code" => code, "flags" => flags::render(f | r.flags),
             "ms" => crate::trace::ms(now - r.start));
-        if r.cluster.is_some() {
-            self.telemetry.record(
-                Reporter::Source,
-                r.client.0,
-                r.version.0,
-                code,
-                f | r.flags,
-                now - r.start,
-            );
-        }
+        // Answered by the client's proxy before any attempt reached a pod (fault abort, no
+        // healthy upstream): Istio's stats filter has no upstream peer and labels the
+        // destination workload `unknown`.
+        let peerless = r.ntried == 0 && f & (flags::UH | flags::FI) != 0;
+        let dest = if peerless || r.cluster.is_none() {
+            self.unknown_dest(self.clients[r.client].service)
+        } else {
+            r.version.0
+        };
+        self.telemetry.record(
+            Reporter::Source,
+            r.client.0,
+            dest,
+            code,
+            f | r.flags,
+            now - r.start,
+        );
         self.stats.completed += 1;
         let rr = &mut self.reqs[req];
         rr.live = false;

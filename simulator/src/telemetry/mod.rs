@@ -135,6 +135,24 @@ pub(crate) struct DestLabels {
     pub(crate) service: String,
     /// Version / subset name.
     pub(crate) version: String,
+    /// False for the `unknown` destination of a service: the requests no upstream pod
+    /// answered (no route, fault abort, no healthy upstream).
+    pub(crate) peer: bool,
+}
+
+impl DestLabels {
+    /// The destination Istio's stats filter reports when the request reached no upstream
+    /// peer: every workload label `unknown`, the service still named.
+    pub(crate) fn unknown(service: String) -> Self {
+        let unknown = || "unknown".to_string();
+        Self {
+            workload: unknown(),
+            namespace: unknown(),
+            service,
+            version: unknown(),
+            peer: false,
+        }
+    }
 }
 
 /// Per-(source, destination version) counters that are not request series.
@@ -601,7 +619,7 @@ impl Telemetry {
         for (name, get) in proxy_metrics {
             let _ = writeln!(out, "# TYPE {name} counter");
             for (si, s) in self.sources.iter().enumerate().filter(|(_, s)| s.sidecar) {
-                for (di, d) in self.dests.iter().enumerate() {
+                for (di, d) in self.dests.iter().enumerate().filter(|(_, d)| d.peer) {
                     let p = &self.proxy[si * self.dests.len() + di];
                     let _ = writeln!(
                         out,
@@ -647,6 +665,7 @@ mod tests {
                 namespace: "test".into(),
                 service: "svc.test.svc.cluster.local".into(),
                 version: "primary".into(),
+                peer: true,
             }],
             5 * crate::engine::SECONDS,
             3600 * crate::engine::SECONDS,
