@@ -194,3 +194,42 @@ fn mtls_fails_where_one_side_lacks_the_sidecar_it_needs() {
         }
     }
 }
+
+/// A scenario says which Deployment has no sidecar (`sidecar: false` under `service.primary`
+/// or `service.canary`; the canary inherits the primary's): a canary without one reports no
+/// destination series, so Flagger's request-success-rate query finds no value for it and the
+/// analysis fails its checks, as on a cluster where the new revision's template turned
+/// injection off; the clients' own figures still count every request.
+#[test]
+fn a_scenario_canary_without_a_sidecar_leaves_the_analysis_without_data() {
+    use fledge_simulator::result::Outcome;
+    use fledge_simulator::scenario::Scenario;
+    use fledge_simulator::{expect, harness};
+    let primary = "    latency: {p50: 10ms, p99: 40ms}\n";
+    let cases = [
+        // (after the primary's latency, outcome, canary destination requests reported)
+        ("", Outcome::Promoted, true),
+        (
+            "  canary:\n    sidecar: false\n",
+            Outcome::RolledBack,
+            false,
+        ),
+        (
+            "    sidecar: false\n  canary:\n    sidecar: true\n",
+            Outcome::Promoted,
+            true,
+        ),
+    ];
+    for (extra, outcome, reported) in cases {
+        let text = support::BASE.replacen(primary, &format!("{primary}{extra}"), 1);
+        let s = Scenario::parse(&text, std::path::Path::new("sidecars.yaml"))
+            .unwrap_or_else(|e| panic!("{extra}: {e}"));
+        let run = harness::run(&s, &s.variants[0], s.seed).expect("runs");
+        let r = expect::checked(run, &s.variants[0].expect);
+        assert_eq!(r.outcome, outcome, "{extra}: {:?}", r.decisions.last());
+        let canary_reported = r.samples.iter().any(|x| x.canary.requests > 0);
+        assert_eq!(canary_reported, reported, "{extra}");
+        let frontend = &r.clients[0];
+        assert!(frontend.requests > 10_000, "{extra}: {frontend:?}");
+    }
+}
