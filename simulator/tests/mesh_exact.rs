@@ -361,3 +361,211 @@ fn destination_rule_outlier_fields_not_modelled_are_warned() {
         }
     }
 }
+
+/// Fix 4: a timeout that abandons an attempt at the pod resets its stream, and the server
+/// sidecar reports what it saw: its downstream closed before any response, response code 0
+/// with flag DC, at the reset (envoy access-log docs: `%RESPONSE_CODE%` 0 "means that the
+/// server never sent the beginning of a response ... the (downstream) client disconnected";
+/// flag `DC` downstream connection termination). The app is not interrupted: it keeps its
+/// worker until it has served the request, and that late answer is reported by nobody.
+#[test]
+fn a_timeout_at_the_pod_is_reported_by_the_destination_as_code_0_dc() {
+    use fledge_simulator::engine::MILLIS;
+    use fledge_simulator::telemetry::{Reporter, Selector};
+    let cases = [
+        // (route block, what the destination reports, the reported duration at most)
+        ("      timeout: 100ms\n", (0, flags::DC), 100),
+        (
+            "      retries: {attempts: 1, perTryTimeout: 100ms, retryOn: connect-failure}\n",
+            (0, flags::DC),
+            100,
+        ),
+        // The answer comes before the timeout: the pod's own code, after its service time.
+        ("      timeout: 300ms\n", (200, 0), 250),
+    ];
+    for (block, want, max_ms) in cases {
+        let mut cfg = one_version(11, 20.0);
+        cfg.services[0].versions[0].behaviour = fledge_simulator::mesh::Behaviour {
+            workers: 64,
+            service_time: ServiceTime::Constant(200 * MILLIS),
+            ..Default::default()
+        };
+        let mut mesh = mesh_with(cfg, &format!("{VS_HEAD}{block}"));
+        let (c, v) = (
+            mesh.client_id("client").unwrap(),
+            mesh.version_id("podinfo", "primary").unwrap(),
+        );
+        mesh.schedule(
+            10 * SECONDS,
+            Action::SetRate {
+                client: c,
+                rps: 0.0,
+            },
+        )
+        .unwrap();
+        mesh.run_until(20 * SECONDS);
+        let sel = Selector {
+            reporter: Reporter::Destination,
+            source: None,
+            dest: Some(v.0),
+        };
+        let reported = mesh.telemetry().by_code(&sel, 0, mesh.now(), mesh.now());
+        let codes: Vec<(u16, u16)> = reported.iter().map(|x| (x.0, x.1)).collect();
+        assert_eq!(codes, vec![want], "{block}");
+        let w = mesh.destination_stats(v, 0, mesh.now());
+        // Every attempt that reached the pod was served to the end, and reported once.
+        let served: u64 = mesh.pod_requests(v).iter().sum();
+        assert_eq!(w.requests, served, "{block}");
+        assert!(served > 150, "{block}: {served}");
+        let mean = w.mean_ms().unwrap();
+        assert!(mean <= max_ms as f64, "{block}: mean {mean} ms");
+        assert!(mean >= max_ms as f64 * 0.5, "{block}: mean {mean} ms");
+    }
+}
+
+/// Fix 9: a workload PeerAuthentication's `portLevelMtls` decides the mode of the port the pods
+/// serve on, over its own `mtls` and any wider policy; an UNSET port inherits the workload's
+/// mode; another port's entry changes nothing (istio/istio `pilot/pkg/security/authn/
+/// policy_applier.go`: `ComposePeerAuthentication` fills `PerPort` from the workload policy
+/// only, `GetMutualTLSModeForPort` reads it by the endpoint's port). The client has no
+/// sidecar, so it speaks plaintext and fails exactly where the mode is STRICT.
+#[test]
+fn peer_authentication_port_level_mtls_decides_the_served_port() {
+    let ns_strict =
+        "kind: PeerAuthentication\nmetadata: {name: ns}\nspec:\n  mtls: {mode: STRICT}\n";
+    let workload = |mtls: &str, ports: &str| {
+        format!(
+            "kind: PeerAuthentication\nmetadata: {{name: w}}\nspec:\n  selector: {{matchLabels: {{app: podinfo}}}}\n{mtls}  portLevelMtls: {{{ports}}}\n"
+        )
+    };
+    let strict = "  mtls: {mode: STRICT}\n";
+    let permissive = "  mtls: {mode: PERMISSIVE}\n";
+    let cases = [
+        // (manifests, the pods' port, plaintext refused)
+        (workload(strict, "9898: {mode: PERMISSIVE}"), 9898, false),
+        (workload(strict, "9898: {mode: PERMISSIVE}"), 8080, true),
+        (workload(permissive, "9898: {mode: STRICT}"), 9898, true),
+        (workload(strict, "9898: {mode: UNSET}"), 9898, true),
+        (workload(strict, "'9898': {mode: DISABLE}"), 9898, false),
+        (
+            format!(
+                "{ns_strict}---\n{}",
+                workload("", "9898: {mode: PERMISSIVE}")
+            ),
+            9898,
+            false,
+        ),
+        (
+            format!("{ns_strict}---\n{}", workload("", "9898: {mode: UNSET}")),
+            9898,
+            true,
+        ),
+    ];
+    for (manifests, port, refused) in cases {
+        let mut cfg = one_version(3, 50.0);
+        cfg.services[0].target_port = port;
+        cfg.clients[0].sidecar = false;
+        let mut mesh = mesh_with(cfg, &manifests);
+        mesh.run_until(5 * SECONDS);
+        let c = mesh.client_id("client").unwrap();
+        let v = mesh.version_id("podinfo", "primary").unwrap();
+        let failed = mesh.proxy_counters(c, v).connect_failures > 0;
+        assert_eq!(failed, refused, "port {port}:\n{manifests}");
+        assert_eq!(count_flags(&mesh, |f| f & flags::UC != 0) > 0, refused);
+    }
+}
+
+/// Istio's validation refuses a `portLevelMtls` without a workload selector, an empty one, and
+/// a key that is not a port (istio/istio `pkg/config/validation/validation.go`,
+/// `ValidatePeerAuthentication`; `testdata/crds/peerauth-invalid.yaml`).
+#[test]
+fn peer_authentication_port_level_mtls_is_validated_as_istio_does() {
+    let cases = [
+        (
+            "  portLevelMtls: {9898: {mode: STRICT}}\n",
+            "requires selector",
+        ),
+        (
+            "  selector: {matchLabels: {}}\n  portLevelMtls: {9898: {mode: STRICT}}\n",
+            "requires selector",
+        ),
+        (
+            "  selector: {matchLabels: {app: podinfo}}\n  portLevelMtls: {}\n",
+            "at least one port",
+        ),
+        (
+            "  selector: {matchLabels: {app: podinfo}}\n  portLevelMtls: {http: {mode: STRICT}}\n",
+            "port number",
+        ),
+        (
+            "  selector: {matchLabels: {app: podinfo}}\n  portLevelMtls: {9898: {mode: SOMETIMES}}\n",
+            "spec.portLevelMtls.9898.mode",
+        ),
+    ];
+    for (spec, want) in cases {
+        let text = format!("kind: PeerAuthentication\nmetadata: {{name: p}}\nspec:\n{spec}");
+        let err = manifest::parse(&text).expect_err(spec).to_string();
+        assert!(err.contains(want), "{spec}: {err}");
+    }
+}
+
+/// Fix 9: a request the client's proxy answers itself, before any attempt reached a pod (no
+/// route `NR`, fault abort `FI`, no healthy upstream `UH`), has no upstream peer, and Istio's
+/// stats filter labels its destination workload, namespace and version `unknown` (Istio docs,
+/// "Istio Standard Metrics": a label is `unknown` when its value cannot be determined;
+/// istio/istio `tests/integration/telemetry/api/stats_test.go` on unknown destination labels);
+/// the service stays named. A request no route takes is reported too, not only counted.
+#[test]
+fn requests_answered_by_the_client_proxy_report_an_unknown_destination() {
+    let header_only = "kind: VirtualService\nmetadata: {name: p}\nspec:\n  hosts: [podinfo]\n  http:\n    - match: [{headers: {x-user: {exact: tester}}}]\n      route:\n        - destination: {host: podinfo}\n";
+    let abort = format!(
+        "{VS_HEAD}      fault: {{abort: {{httpStatus: 503, percentage: {{value: 100}}}}}}\n"
+    );
+    let cases = [
+        // (manifests, scaled to zero, code, flags, destination workload)
+        (String::new(), false, "200", "-", "podinfo-primary"),
+        (header_only.to_string(), false, "404", "NR", "unknown"),
+        (abort, false, "503", "FI", "unknown"),
+        (String::new(), true, "503", "UH", "unknown"),
+    ];
+    for (manifests, empty, code, flag, workload) in cases {
+        let mut mesh = mesh_with(one_version(9, 50.0), &manifests);
+        if empty {
+            let v = mesh.version_id("podinfo", "primary").unwrap();
+            mesh.apply(Action::Scale {
+                version: v,
+                pods: 0,
+            })
+            .unwrap();
+        }
+        mesh.run_until(10 * SECONDS);
+        let text = mesh.render_prometheus();
+        let series: Vec<&str> = text
+            .lines()
+            .filter(|l| {
+                l.starts_with("istio_requests_total{reporter=\"source\"")
+                    && l.contains(&format!(
+                        "response_code=\"{code}\",response_flags=\"{flag}\""
+                    ))
+            })
+            .collect();
+        assert_eq!(series.len(), 1, "{flag}:\n{text}");
+        let line = series[0];
+        for label in [
+            format!("destination_workload=\"{workload}\""),
+            "destination_service=\"podinfo.default.svc.cluster.local\"".to_string(),
+        ] {
+            assert!(line.contains(&label), "{flag}: {line}");
+        }
+        if workload == "unknown" {
+            for label in ["destination_version", "destination_workload_namespace"] {
+                assert!(
+                    line.contains(&format!("{label}=\"unknown\"")),
+                    "{flag}: {line}"
+                );
+            }
+        }
+        let requests: f64 = line.rsplit(' ').next().unwrap().parse().unwrap();
+        assert!(requests > 300.0, "{flag}: {line}");
+    }
+}

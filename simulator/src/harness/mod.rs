@@ -162,11 +162,14 @@ impl<'a> Harness<'a> {
             scenario.primary.behaviour.clone(),
         );
         primary.workload = Some(primary_workload);
+        primary.sidecar = scenario.primary.sidecar;
         // The target starts as the current revision and is scaled to zero by initialisation.
         let mut canary = VersionConfig::new("canary", 0, scenario.primary.behaviour.clone());
         canary.workload = Some(target);
+        canary.sidecar = scenario.canary.sidecar;
         let mut service = ServiceConfig::new(&scenario.service, vec![primary, canary]);
         service.namespace = Some(scenario.namespace.clone());
+        service.target_port = scenario.pod_port();
         // The controller points the apex Service at the primary's pods: requests that no
         // routing object of the mesh governs (a VirtualService bound to a gateway only, an
         // HTTPRoute on a Gateway) reach the primary alone, as on a cluster.

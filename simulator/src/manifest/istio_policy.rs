@@ -163,6 +163,8 @@ pub struct PeerAuthentication {
     pub(crate) selector: Option<BTreeMap<String, String>>,
     /// `spec.mtls.mode`.
     pub mode: MtlsMode,
+    /// `spec.portLevelMtls`: the mode per port of the workload's pods (the container port).
+    pub(crate) port_level: BTreeMap<u32, MtlsMode>,
 }
 
 pub(super) fn lb_policy(
@@ -528,28 +530,36 @@ pub(super) fn peer_authentication(
         }
         None => None,
     };
-    if get(s, "portLevelMtls").is_some() {
-        doc.warn(
-            "`spec.portLevelMtls` is not simulated: the pods serve one port, under `spec.mtls`"
-                .to_string(),
-        );
-    }
-    let mut mode = MtlsMode::Unset;
-    if let Some(m) = get(s, "mtls") {
-        let mm = doc.obj(m, "spec.mtls", &["mode"])?;
-        if let Some(v) = get(mm, "mode") {
-            mode = match doc.str(v, "spec.mtls.mode")?.as_str() {
-                "UNSET" => MtlsMode::Unset,
-                "DISABLE" => MtlsMode::Disable,
-                "PERMISSIVE" => MtlsMode::Permissive,
-                "STRICT" => MtlsMode::Strict,
-                _ => {
-                    return Err(doc.wrong(
-                        "spec.mtls.mode",
-                        "one of UNSET, DISABLE, PERMISSIVE, STRICT",
-                    ));
-                }
-            };
+    let mode = match get(s, "mtls") {
+        Some(m) => mtls_mode(doc, m, "spec.mtls")?,
+        None => MtlsMode::Unset,
+    };
+    let mut port_level = BTreeMap::new();
+    if let Some(ports) = get(s, "portLevelMtls") {
+        // Istio's validation: a port-level mode needs a workload selector (mesh- and
+        // namespace-wide policies cannot have one), and the map may not be empty
+        // (istio/istio `pkg/config/validation/validation.go`, ValidatePeerAuthentication).
+        if selector.as_ref().is_none_or(|s| s.is_empty()) {
+            return Err(doc.wrong(
+                "spec.portLevelMtls",
+                "no port-level modes without `spec.selector.matchLabels` (portLevelMtls requires selector)",
+            ));
+        }
+        let pm = ports
+            .v
+            .as_object()
+            .ok_or_else(|| doc.wrong("spec.portLevelMtls", "a mapping of ports to modes"))?;
+        if pm.is_empty() {
+            return Err(doc.wrong("spec.portLevelMtls", "at least one port"));
+        }
+        for (port, m) in pm {
+            let p = join("spec.portLevelMtls", port);
+            let number = port
+                .parse::<u32>()
+                .ok()
+                .filter(|n| (1..=65535).contains(n))
+                .ok_or_else(|| doc.wrong(&p, "a port number from 1 to 65535 as the key"))?;
+            port_level.insert(number, mtls_mode(doc, Node { v: m }, &p)?);
         }
     }
     Ok(PeerAuthentication {
@@ -557,5 +567,22 @@ pub(super) fn peer_authentication(
         namespace,
         selector,
         mode,
+        port_level,
+    })
+}
+
+/// A `{mode: ...}` block of `spec.mtls` or of one port in `spec.portLevelMtls`.
+fn mtls_mode(doc: &mut Doc<'_>, m: Node<'_>, path: &str) -> Result<MtlsMode, ManifestError> {
+    let mm = doc.obj(m, path, &["mode"])?;
+    let Some(v) = get(mm, "mode") else {
+        return Ok(MtlsMode::Unset);
+    };
+    let p = join(path, "mode");
+    Ok(match doc.str(v, &p)?.as_str() {
+        "UNSET" => MtlsMode::Unset,
+        "DISABLE" => MtlsMode::Disable,
+        "PERMISSIVE" => MtlsMode::Permissive,
+        "STRICT" => MtlsMode::Strict,
+        _ => return Err(doc.wrong(&p, "one of UNSET, DISABLE, PERMISSIVE, STRICT")),
     })
 }

@@ -43,6 +43,8 @@ pub(super) struct Service {
     /// policy, as Envoy picks the DestinationRule by the destination host.
     pub(super) host_routed: BTreeSet<VersionId>,
     pub(super) accrual: Option<AccrualConfig>,
+    /// [`ServiceConfig::target_port`](super::ServiceConfig::target_port).
+    pub(super) target_port: u32,
 }
 
 pub(super) struct Version {
@@ -104,6 +106,7 @@ impl Mesh {
                 host_policy: BTreeMap::new(),
                 host_routed: BTreeSet::new(),
                 accrual: sc.failure_accrual,
+                target_port: sc.target_port,
             };
             for vc in &sc.versions {
                 let what = format!("service {} version {}", sc.name, vc.name);
@@ -138,6 +141,7 @@ impl Mesh {
                     namespace: namespace.clone(),
                     service: format!("{}.{}.svc.cluster.local", sc.name, namespace),
                     version: vc.name.clone(),
+                    peer: true,
                 });
                 let mut v = Version {
                     service: ServiceId(si as u32),
@@ -182,6 +186,12 @@ impl Mesh {
                 ));
             }
             services.push(svc);
+        }
+        // Requests no pod answered are reported against their service's `unknown`
+        // destination, after the versions' (see `Mesh::unknown_dest`).
+        for s in &services {
+            let fqdn = format!("{}.{}.svc.cluster.local", s.name, s.namespace);
+            dest_labels.push(DestLabels::unknown(fqdn));
         }
         let mut clients = Vec::new();
         let mut source_labels = Vec::new();
@@ -233,6 +243,7 @@ impl Mesh {
             source_labels.push(SourceLabels {
                 workload: cc.name.clone(),
                 namespace: namespace.clone(),
+                sidecar: cc.sidecar,
             });
             clients.push(Client {
                 service,
@@ -243,6 +254,7 @@ impl Mesh {
                 profiles,
                 profile_total: total,
                 sidecar: cc.sidecar,
+                kube_proxy: None,
                 cache_epoch: None,
                 clusters: Vec::new(),
                 service_cluster: None,
@@ -323,6 +335,19 @@ impl Mesh {
                 let rule = mesh.direct_rule(v);
                 mesh.clients[c].direct = Some((v, Some(rule)));
             }
+        }
+        // A client without a sidecar reaches the pods through kube-proxy alone (no route).
+        for c in (0..mesh.clients.len() as u32).map(ClientId) {
+            let cl = &mesh.clients[c];
+            if cl.sidecar {
+                continue;
+            }
+            let cluster = match cl.direct {
+                Some((v, _)) => mesh.cluster_of(c, v),
+                None => cl.service_cluster,
+            };
+            let rule = mesh.kube_proxy_rule();
+            mesh.clients[c].kube_proxy = cluster.map(|ci| (ci, rule));
         }
         for i in (0..mesh.certs.len() as u32).map(CertId) {
             mesh.schedule_rotation(i);

@@ -100,7 +100,7 @@ impl Mesh {
             version,
             whole,
             pods,
-            policy: self.default_policy(),
+            policy: self.client_policy(client),
             hosts: (0..n).map(|_| new_host(self.now())).collect(),
             in_lb: (0..n as u32).collect(),
             candidates: (0..n as u32).collect(),
@@ -116,6 +116,19 @@ impl Mesh {
             lb_rng: Stream::new(self.seed, &format!("lb/{}/{rng_name}", client.0)),
             scratch: Vec::new(),
         }
+    }
+
+    /// A cluster's policy before any DestinationRule: the data plane's defaults, or for a
+    /// client without a sidecar kube-proxy's (iptables mode picks a ready endpoint at random
+    /// for each new connection, with no limits, no outlier detection and plaintext; see
+    /// Kubernetes' "Virtual IPs and Service Proxies").
+    fn client_policy(&self, client: ClientId) -> ClusterPolicy {
+        let mut p = self.default_policy();
+        if !self.clients[client].sidecar {
+            p.lb = crate::manifest::LbPolicy::Random;
+            p.tls = ClientTls::Plain;
+        }
+        p
     }
 
     pub(super) fn default_policy(&self) -> ClusterPolicy {
@@ -175,7 +188,8 @@ impl Mesh {
         let accrual = svc.accrual;
         let mut updates = Vec::new();
         for (ci, cl) in self.clusters.iter().enumerate() {
-            if self.versions[cl.version].service != s {
+            // A client without a sidecar reads no DestinationRule.
+            if self.versions[cl.version].service != s || !self.clients[cl.client].sidecar {
                 continue;
             }
             let tp = if cl.whole {

@@ -50,8 +50,9 @@ pub struct VersionConfig {
     /// Pod labels (DestinationRule subsets and PeerAuthentication selectors match on them);
     /// `app: <service>` and `version: <name>` are added when absent.
     pub(crate) labels: BTreeMap<String, String>,
-    /// Whether the pods have a sidecar (no sidecar: plaintext only).
-    pub(crate) sidecar: bool,
+    /// Whether the pods have a sidecar (Istio's `sidecar.istio.io/inject: "false"` when not):
+    /// without one they take plaintext only and report no destination series.
+    pub sidecar: bool,
 }
 
 impl VersionConfig {
@@ -88,6 +89,9 @@ pub struct ServiceConfig {
     /// own, or a route to the host without a subset). Flagger points the apex Service at the
     /// primary's pods only.
     pub selects: Option<Vec<String>>,
+    /// The port the pods serve on (the Service's `targetPort`): a PeerAuthentication's
+    /// `portLevelMtls` for it decides the pods' mTLS mode.
+    pub target_port: u32,
 }
 
 impl ServiceConfig {
@@ -101,6 +105,7 @@ impl ServiceConfig {
             canary: "canary".into(),
             failure_accrual: None,
             selects: None,
+            target_port: 80,
         }
     }
 }

@@ -69,9 +69,13 @@
 //! warning; one proxy per client workload (not per pod); mirrored requests skip connection-pool
 //! accounting; a black-holed pod accepts requests on existing connections and never answers
 //! (Envoy's 5-minute stream idle timeout ends them when no route timeout is set); routing to a
-//! different service from a VirtualService is not simulated; requests without a matching route
-//! (404 `NR`) are counted in [`RunStats`] but not in telemetry; a Linkerd retry budget is shared by
-//! the client's requests to the service and counted over one to two `ttl` windows.
+//! different service from a VirtualService is not simulated; requests the client's proxy answers
+//! before reaching a pod (`NR`, `FI`, `UH`) are reported against the service's `unknown`
+//! destination workload, as Istio's stats filter does; a Linkerd retry budget is shared by
+//! the client's requests to the service and counted over one to two `ttl` windows. A client
+//! without a sidecar sends through its kube-proxy cluster (a random ready pod per request, no
+//! route or DestinationRule) and only the run's figures see what it saw; a timeout that
+//! abandons an attempt at the pod is reported by the destination at once as code 0 `DC`.
 
 mod action;
 mod balance;

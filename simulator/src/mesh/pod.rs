@@ -62,6 +62,43 @@ impl Mesh {
         }
     }
 
+    /// The client's proxy gave up on attempt `a` (per-try or route timeout) and resets its
+    /// stream. One at the pod is reported now by the server sidecar, which sees its downstream
+    /// close before the app answered: code 0, flag DC (envoy access-log docs: `%RESPONSE_CODE%`
+    /// 0 means no response was sent, the downstream disconnected; `DC` downstream connection
+    /// termination; Istio's stats filter labels its series with both). The app is not told and
+    /// keeps its worker until done, as a server does with a request it already read. One still
+    /// on its way or on its way back is kept until it arrives; anything else is freed.
+    pub(super) fn abandon(&mut self, a: AttemptId) {
+        match self.atts[a].stage {
+            Stage::Wire | Stage::Returning => self.atts[a].cancelled = true,
+            Stage::AtPod => {
+                self.atts[a].cancelled = true;
+                self.report_downstream_closed(a);
+            }
+            Stage::Pending | Stage::Dropped => self.free_att(a),
+        }
+    }
+
+    /// The destination reporter's sample for an attempt reset while at the pod.
+    fn report_downstream_closed(&mut self, a: AttemptId) {
+        let now = self.now();
+        let at = self.atts[a];
+        let source = self.clusters[at.cluster].client;
+        let version = self.pods[at.pod].version;
+        if !self.versions[version].sidecar {
+            return;
+        }
+        self.telemetry.record(
+            Reporter::Destination,
+            source.0,
+            version.0,
+            0,
+            flags::DC,
+            now - at.at_pod + self.net.sidecar_latency,
+        );
+    }
+
     pub(super) fn on_at_pod(&mut self, a: AttemptId) {
         let now = self.now();
         let p = self.atts[a].pod;
@@ -83,8 +120,8 @@ impl Mesh {
                 "pod" => self.pod_name(p));
             let at = &mut self.atts[a];
             at.stage = Stage::Dropped;
-            let Some(req) = at.req else {
-                // A mirrored copy: nobody waits for it.
+            let Some(req) = at.req.filter(|_| !at.cancelled) else {
+                // A mirrored copy, or an abandoned attempt: nobody waits for it.
                 self.free_att(a);
                 return;
             };
@@ -116,6 +153,10 @@ impl Mesh {
             ver.queue_stats.queued += 1;
         }
         pod.queue.push_back(a);
+        if at.cancelled {
+            // Reset on its way: the reset follows the request to the server sidecar.
+            self.report_downstream_closed(a);
+        }
         self.start_work(p);
     }
 
@@ -170,16 +211,20 @@ impl Mesh {
         let version = pod.version;
         trace!(self, "pod-done", "req" => at.number, "try" => at.try_no,
             "pod" => self.pod_name(at.pod), "code" => code);
-        self.telemetry.record(
-            Reporter::Destination,
-            source.0,
-            version.0,
-            code,
-            0,
-            now - at.at_pod + self.net.sidecar_latency,
-        );
+        // An abandoned attempt was reported when its stream was reset; a pod without a
+        // sidecar has no proxy to report anything.
+        if !at.cancelled && self.versions[version].sidecar {
+            self.telemetry.record(
+                Reporter::Destination,
+                source.0,
+                version.0,
+                code,
+                0,
+                now - at.at_pod + self.net.sidecar_latency,
+            );
+        }
         self.start_work(at.pod);
-        if at.is_mirror() {
+        if at.is_mirror() || at.cancelled {
             self.free_att(a);
             return;
         }

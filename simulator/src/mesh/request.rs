@@ -24,6 +24,9 @@ pub(super) struct Client {
     pub(super) profiles: Vec<(f64, Vec<(String, String)>)>,
     pub(super) profile_total: f64,
     pub(super) sidecar: bool,
+    /// Without a sidecar: the cluster standing for the Service's kube-proxy rules (random
+    /// ready pod, no DestinationRule) and a rule without timeout, retries, fault or mirror.
+    pub(super) kube_proxy: Option<(ClusterId, RuleId)>,
     /// The first matching rule per header profile, for the routes of `cache_epoch`.
     pub(super) cache: Vec<Option<RuleId>>,
     pub(super) cache_epoch: Option<u32>,
@@ -147,6 +150,14 @@ impl Mesh {
         self.q
             .schedule_at(now.saturating_add(gap), Ev::Arrival { client: c });
         self.stats.requests += 1;
+        if let Some((ci, rule)) = self.clients[c].kube_proxy {
+            // No sidecar: no route, fault or mirror applies; kube-proxy picks the pod.
+            let req = self.alloc_req(c, now, Some(ci), rule);
+            trace!(self, "request", "req" => self.req_no(req), "client" => self.client_name(c),
+                "version" => "-");
+            self.start_attempt(req);
+            return;
+        }
         if let Some(b) = self.clients[c].budget.as_mut() {
             b.deposit(now);
         }
@@ -175,14 +186,14 @@ impl Mesh {
         let Some(rule_id) = cl.cache[profile] else {
             trace!(self, "unrouted", "req" => self.stats.requests, "client" => self.client_name(c),
                 "code" => 404, "flags" => "NR");
-            self.complete_unrouted();
+            self.complete_unrouted(c, 404);
             return;
         };
         let rule = &self.rules[rule_id];
         let Some(dest) = pick_weighted(rule, &mut self.clients[c].routing) else {
             trace!(self, "unrouted", "req" => self.stats.requests, "client" => self.client_name(c),
                 "code" => 503, "flags" => "NR");
-            self.complete_unrouted();
+            self.complete_unrouted(c, 503);
             return;
         };
         let cluster = match dest {
@@ -383,13 +394,8 @@ impl Mesh {
         self.release_conn(a, reset || f & flags::UC != 0);
         let ci = at.cluster;
         self.record_response(ci, at.host, at.sent, code);
-        let stage = self.atts[a].stage;
-        // An abandoned attempt still on the wire or at the pod is freed when it comes back.
-        if local
-            && matches!(stage, Stage::Wire | Stage::AtPod | Stage::Returning)
-            && f & (flags::UT) != 0
-        {
-            self.atts[a].cancelled = true;
+        if local && f & flags::UT != 0 {
+            self.abandon(a);
         } else {
             self.free_att(a);
         }
@@ -402,9 +408,18 @@ impl Mesh {
         self.retry_or_complete(req, ci, code, f);
     }
 
-    fn complete_unrouted(&mut self) {
-        // Without a destination there is no version label to report under; count it only.
+    /// A request no route takes: the client's proxy answers at once with `NR`, reported
+    /// against the service's `unknown` destination.
+    fn complete_unrouted(&mut self, c: ClientId, code: u16) {
+        let dest = self.unknown_dest(self.clients[c].service);
+        self.telemetry
+            .record(Reporter::Source, c.0, dest, code, flags::NR, 0);
         self.stats.completed += 1;
+    }
+
+    /// The telemetry destination of requests of service `s` that reached no pod.
+    fn unknown_dest(&self, s: ServiceId) -> u32 {
+        (self.versions.len() + s.0 as usize) as u32
     }
 
     pub(super) fn complete(&mut self, req: RequestId, code: u16, f: u16) {
@@ -417,16 +432,23 @@ impl Mesh {
             "version" => if r.cluster.is_some() { self.trace_version(r.version) } else { "-" },
             "code" => code, "flags" => flags::render(f | r.flags),
             "ms" => crate::trace::ms(now - r.start));
-        if r.cluster.is_some() {
-            self.telemetry.record(
-                Reporter::Source,
-                r.client.0,
-                r.version.0,
-                code,
-                f | r.flags,
-                now - r.start,
-            );
-        }
+        // Answered by the client's proxy before any attempt reached a pod (fault abort, no
+        // healthy upstream): Istio's stats filter has no upstream peer and labels the
+        // destination workload `unknown`.
+        let peerless = r.ntried == 0 && f & (flags::UH | flags::FI) != 0;
+        let dest = if peerless || r.cluster.is_none() {
+            self.unknown_dest(self.clients[r.client].service)
+        } else {
+            r.version.0
+        };
+        self.telemetry.record(
+            Reporter::Source,
+            r.client.0,
+            dest,
+            code,
+            f | r.flags,
+            now - r.start,
+        );
         self.stats.completed += 1;
         let rr = &mut self.reqs[req];
         rr.live = false;

@@ -5,7 +5,6 @@
 //! still under way.
 
 use super::event::Ev;
-use super::request::Stage;
 use super::trace::trace;
 use super::{ClusterId, Mesh, RequestId};
 use crate::engine::{MILLIS, SECONDS, SimTime, Stream};
@@ -183,11 +182,7 @@ impl Mesh {
                 pc.ejections_enforced += u64::from(change.ejected);
                 self.rebuild_candidates(at.cluster);
             }
-            if matches!(at.stage, Stage::Wire | Stage::AtPod | Stage::Returning) {
-                self.atts[a].cancelled = true;
-            } else {
-                self.free_att(a);
-            }
+            self.abandon(a);
             self.reqs[req].attempt = None;
         }
         self.release_retry_hold(req);

@@ -510,6 +510,23 @@ impl Mesh {
         id
     }
 
+    /// The "route" of a client without a sidecar: kube-proxy forwards each connection to a
+    /// ready pod of the Service, with no timeout, retry, fault or mirror (those are Envoy's).
+    pub(super) fn kube_proxy_rule(&mut self) -> RuleId {
+        let id = RuleId(self.rules.len() as u32);
+        self.rules.push(RouteRule {
+            matches: Vec::new(),
+            dests: Vec::new(),
+            whole: 0,
+            total_weight: 0,
+            mirror: None,
+            timeout: None,
+            retry: RetryPolicy::none(),
+            fault: None,
+        });
+        id
+    }
+
     fn default_retry(&self) -> RetryPolicy {
         match self.data_plane {
             DataPlane::Istio => RetryPolicy::istio_default(self.istio_retry_503),

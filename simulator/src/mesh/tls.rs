@@ -118,13 +118,14 @@ impl Mesh {
 
     pub(super) fn resolve_peer_auth(&mut self) {
         for v in (0..self.versions.len() as u32).map(VersionId) {
-            let ns = &self.services[self.versions[v].service].namespace;
+            let svc = &self.services[self.versions[v].service];
             let mode = effective_mode(
                 &self.peer_auth,
-                ns,
+                &svc.namespace,
                 &self.versions[v].labels,
                 &self.default_namespace,
                 self.default_mtls,
+                svc.target_port,
             );
             self.versions[v].server_mode = mode;
         }
@@ -134,11 +135,13 @@ impl Mesh {
 /// Istio's root namespace, where a policy without a selector is mesh-wide.
 const ROOT_NAMESPACE: &str = "istio-system";
 
-/// The mTLS mode of a workload in namespace `ns` with `labels`, as istiod composes it
-/// (istio/istio `pilot/pkg/security/authn/policy_applier.go`, `ComposePeerAuthentication`):
-/// in each scope (mesh: root namespace without selector; namespace: no selector, or one with
-/// no labels; workload: a matching selector outside the root namespace) the OLDEST policy is
-/// taken, whatever its mode; then mesh, namespace and workload apply in turn, UNSET inheriting.
+/// The mTLS mode of a workload in namespace `ns` with `labels`, serving on `port`, as istiod
+/// composes it (istio/istio `pilot/pkg/security/authn/policy_applier.go`,
+/// `ComposePeerAuthentication` and `GetMutualTLSModeForPort`): in each scope (mesh: root
+/// namespace without selector; namespace: no selector, or one with no labels; workload: a
+/// matching selector outside the root namespace) the OLDEST policy is taken, whatever its mode;
+/// then mesh, namespace and workload apply in turn, UNSET inheriting; last the workload
+/// policy's `portLevelMtls` entry for `port`, if any (UNSET: the workload's mode).
 /// `policies` are in creation order.
 pub(super) fn effective_mode(
     policies: &[PeerAuthentication],
@@ -146,6 +149,7 @@ pub(super) fn effective_mode(
     labels: &BTreeMap<String, String>,
     home: &str,
     default: MtlsMode,
+    port: u32,
 ) -> MtlsMode {
     let ns_of = |p: &PeerAuthentication| p.namespace.as_deref().unwrap_or(home).to_string();
     let wide = |p: &PeerAuthentication| p.selector.as_ref().is_none_or(|s| s.is_empty());
@@ -159,12 +163,16 @@ pub(super) fn effective_mode(
             && p.selector.as_ref().is_some_and(|s| labels_match(s, labels))
     });
     // The narrowest scope with a mode set decides.
-    [workload, namespace, mesh]
+    let mode = [workload, namespace, mesh]
         .into_iter()
         .flatten()
         .map(|p| p.mode)
         .find(|m| *m != MtlsMode::Unset)
-        .unwrap_or(default)
+        .unwrap_or(default);
+    match workload.and_then(|p| p.port_level.get(&port)) {
+        Some(&m) if m != MtlsMode::Unset => m,
+        _ => mode,
+    }
 }
 
 impl Mesh {
@@ -209,6 +217,7 @@ mod tests {
                     .collect()
             }),
             mode,
+            port_level: BTreeMap::new(),
         }
     }
 
@@ -273,7 +282,7 @@ mod tests {
         ];
         let labels: BTreeMap<String, String> = [("app".to_string(), "podinfo".to_string())].into();
         for (policies, want) in cases {
-            let got = effective_mode(&policies, "default", &labels, "default", Permissive);
+            let got = effective_mode(&policies, "default", &labels, "default", Permissive, 80);
             assert_eq!(got, want, "{policies:?}");
         }
     }

@@ -144,6 +144,18 @@ impl Scenario {
             format!("{}-primary", self.spec.target),
         )
     }
+
+    /// The port the pods serve on: the Canary's `service.targetPort` when it is a number,
+    /// else its `service.port` (a named port is the same container port).
+    pub(crate) fn pod_port(&self) -> u32 {
+        use fledge_controller::spec::IntOrString;
+        let svc = &self.canary_resource.spec.service;
+        let port = match &svc.target_port {
+            Some(IntOrString::Int(p)) => *p,
+            _ => svc.port,
+        };
+        u32::try_from(port).unwrap_or(80)
+    }
 }
 
 struct Context {

@@ -10,6 +10,8 @@ use crate::mesh::dist::ServiceTime;
 pub struct Version {
     pub pods: u32,
     pub(crate) behaviour: Behaviour,
+    /// Whether the pods have a sidecar.
+    pub(crate) sidecar: bool,
 }
 
 impl Context {
@@ -89,7 +91,11 @@ impl Context {
         let mut v = base.cloned().unwrap_or(Version {
             pods: 2,
             behaviour: Behaviour::default(),
+            sidecar: true,
         });
+        if let Some(sidecar) = raw.sidecar {
+            v.sidecar = sidecar;
+        }
         if let Some(pods) = raw.pods {
             if !(1..=1000).contains(&pods) {
                 return Err(self.error(

@@ -78,6 +78,8 @@ pub(super) struct Version {
     #[serde(default, deserialize_with = "finite_or_none")]
     pub(crate) error_rate: Option<f64>,
     pub(crate) error_code: Option<u16>,
+    /// Whether the pods get a sidecar (false: as `sidecar.istio.io/inject: "false"`).
+    pub(crate) sidecar: Option<bool>,
 }
 
 #[derive(Deserialize, Debug, Default)]

@@ -54,9 +54,12 @@ pub mod flags {
     pub(crate) const NR: u16 = 1 << 8;
     /// Upstream remote reset.
     pub(crate) const UR: u16 = 1 << 9;
+    /// Downstream connection termination: the server sidecar saw its client reset the stream
+    /// before it answered (reported with response code 0).
+    pub const DC: u16 = 1 << 10;
     /// Names in Envoy's `%RESPONSE_FLAGS%` order: the order of its `CoreResponseFlag` bits
     /// (envoy `envoy/stream_info/stream_info.h`, rendered by `source/common/stream_info/utility.cc`).
-    pub(crate) const NAMES: [(u16, &str); 10] = [
+    pub(crate) const NAMES: [(u16, &str); 11] = [
         (UH, "UH"),
         (UT, "UT"),
         (UR, "UR"),
@@ -66,6 +69,7 @@ pub mod flags {
         (NR, "NR"),
         (DI, "DI"),
         (FI, "FI"),
+        (DC, "DC"),
         (URX, "URX"),
     ];
 
@@ -115,6 +119,9 @@ pub(crate) struct SourceLabels {
     pub(crate) workload: String,
     /// Namespace.
     pub(crate) namespace: String,
+    /// Whether it has a sidecar: without one, what it saw is kept for the run's figures but no
+    /// proxy reports it, so no series of it is exposed.
+    pub(crate) sidecar: bool,
 }
 
 /// Labels of a destination workload (one version of a service).
@@ -128,6 +135,24 @@ pub(crate) struct DestLabels {
     pub(crate) service: String,
     /// Version / subset name.
     pub(crate) version: String,
+    /// False for the `unknown` destination of a service: the requests no upstream pod
+    /// answered (no route, fault abort, no healthy upstream).
+    pub(crate) peer: bool,
+}
+
+impl DestLabels {
+    /// The destination Istio's stats filter reports when the request reached no upstream
+    /// peer: every workload label `unknown`, the service still named.
+    pub(crate) fn unknown(service: String) -> Self {
+        let unknown = || "unknown".to_string();
+        Self {
+            workload: unknown(),
+            namespace: unknown(),
+            service,
+            version: unknown(),
+            peer: false,
+        }
+    }
 }
 
 /// Per-(source, destination version) counters that are not request series.
@@ -593,8 +618,8 @@ impl Telemetry {
         ];
         for (name, get) in proxy_metrics {
             let _ = writeln!(out, "# TYPE {name} counter");
-            for (si, s) in self.sources.iter().enumerate() {
-                for (di, d) in self.dests.iter().enumerate() {
+            for (si, s) in self.sources.iter().enumerate().filter(|(_, s)| s.sidecar) {
+                for (di, d) in self.dests.iter().enumerate().filter(|(_, d)| d.peer) {
                     let p = &self.proxy[si * self.dests.len() + di];
                     let _ = writeln!(
                         out,
@@ -633,12 +658,14 @@ mod tests {
             vec![SourceLabels {
                 workload: "client".into(),
                 namespace: "test".into(),
+                sidecar: true,
             }],
             vec![DestLabels {
                 workload: "svc-primary".into(),
                 namespace: "test".into(),
                 service: "svc.test.svc.cluster.local".into(),
                 version: "primary".into(),
+                peer: true,
             }],
             5 * crate::engine::SECONDS,
             3600 * crate::engine::SECONDS,
@@ -689,7 +716,7 @@ mod tests {
     }
 
     /// Envoy joins the flags with commas in the order of its `CoreResponseFlag` bits (envoy
-    /// `envoy/stream_info/stream_info.h`: UH, UT, UR, UF, UC, UO, NR, DI, FI, ..., URX).
+    /// `envoy/stream_info/stream_info.h`: UH, UT, UR, UF, UC, UO, NR, DI, FI, ..., DC, URX).
     #[test]
     fn flags_render_in_envoy_order() {
         use flags::*;
@@ -702,6 +729,7 @@ mod tests {
             (FI | DI, "DI,FI"),
             (NR | UO, "UO,NR"),
             (URX | FI | UT, "UT,FI,URX"),
+            (URX | DC | FI, "FI,DC,URX"),
         ];
         for (f, want) in cases {
             assert_eq!(flags::render(f), want, "{f:#x}");

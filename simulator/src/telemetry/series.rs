@@ -60,6 +60,7 @@ impl Telemetry {
     pub(crate) fn labelled_series(&self, naming: Naming) -> Vec<LabelledSeries> {
         let mut order: Vec<usize> = (0..self.keys.len())
             .filter(|&i| naming == Naming::Istio || self.keys[i].reporter == Reporter::Destination)
+            .filter(|&i| self.exposed(&self.keys[i]))
             .collect();
         order.sort_by_key(|&i| {
             let k = &self.keys[i];
@@ -132,14 +133,27 @@ impl Telemetry {
         out
     }
 
+    /// Whether a proxy reports the series: a source series needs the client's sidecar (a
+    /// client without one keeps its figures for the run's result only).
+    fn exposed(&self, k: &SeriesKey) -> bool {
+        k.reporter == Reporter::Destination || self.sources[k.source as usize].sidecar
+    }
+
     fn labels(&self, naming: Naming, k: &SeriesKey, counter: bool) -> Vec<(&'static str, String)> {
         let s = &self.sources[k.source as usize];
         let d = &self.dests[k.dest as usize];
+        // A client without a sidecar sends no peer metadata: the server's sidecar labels it
+        // `unknown`, as Istio's standard metrics do for a peer they know nothing of.
+        let (source, source_ns) = if s.sidecar {
+            (s.workload.clone(), s.namespace.clone())
+        } else {
+            ("unknown".to_string(), "unknown".to_string())
+        };
         match naming {
             Naming::Istio => vec![
                 ("reporter", k.reporter.label().to_string()),
-                ("source_workload", s.workload.clone()),
-                ("source_workload_namespace", s.namespace.clone()),
+                ("source_workload", source),
+                ("source_workload_namespace", source_ns),
                 ("destination_workload", d.workload.clone()),
                 ("destination_workload_namespace", d.namespace.clone()),
                 ("destination_service", d.service.clone()),
