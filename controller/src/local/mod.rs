@@ -36,9 +36,7 @@ use crate::rollout::{
     Action, HookOutcome, Millis, Observation, Phase, RolloutState, advance, wants,
 };
 use crate::routes::{Provider, Routes};
-use crate::spec::{
-    Canary, HookGate, MetricTemplate, RolloutSpec, ValidationErrors, unroutable_by, validate,
-};
+use crate::spec::{Canary, HookGate, MetricTemplate, RolloutSpec, ValidationErrors, unroutable_by};
 
 /// How a rollout ended.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -88,7 +86,7 @@ impl Local {
             canary.metadata.namespace = Some("default".into());
         }
         let invalid = |e: String| format!("the Canary's spec is invalid: {e}");
-        let spec = validate(&canary.spec).map_err(|e| invalid(e.to_string()))?;
+        let spec = file.spec;
         let provider = match canary.spec.provider.as_deref().filter(|p| !p.is_empty()) {
             Some(name) => name.parse().map_err(|e: crate::routes::UnknownProvider| {
                 invalid(format!("spec.provider: {e}"))
