@@ -48,8 +48,8 @@ pub enum Outcome {
 /// The longest wait after failed ticks (a reconcile's backoff, shortened for a terminal).
 const MAX_RETRY: Duration = Duration::from_secs(30);
 
-/// How often, and how far apart, the mesh is asked before `local` gives up at the start.
-const START_TRIES: u32 = 10;
+/// How long `local` waits at the start for the mesh to answer, in all, and how far apart it asks.
+const START_WAIT: Duration = Duration::from_secs(5);
 const START_PAUSE: Duration = Duration::from_millis(500);
 
 /// One Canary driven against one live simulator.
@@ -97,18 +97,7 @@ impl Local {
         if !unroutable.is_empty() {
             return Err(invalid(ValidationErrors(unroutable).to_string()));
         }
-        // A simulator started just before (`fledge-sim serve ... &`) is given a moment.
-        let mut tries = 0;
-        while let Err(e) = mesh.workloads().await {
-            tries += 1;
-            if tries >= START_TRIES {
-                return Err(format!(
-                    "--mesh: the live simulator does not answer (tried for {}s): {e}",
-                    (START_PAUSE * START_TRIES).as_secs()
-                ));
-            }
-            tokio::time::sleep(START_PAUSE).await;
-        }
+        wait_for_mesh(&mesh).await?;
         Ok(Local {
             subject: Subject::of(&canary),
             canary,
@@ -328,6 +317,27 @@ impl Local {
     }
 }
 
+/// Waits for the mesh to answer, at most [`START_WAIT`] in all: a simulator started just before
+/// (`fledge-sim serve ... &`) is given a moment; one that accepts and never answers is not
+/// waited on for each call's own timeout.
+async fn wait_for_mesh(mesh: &MeshApi) -> Result<(), String> {
+    let deadline = tokio::time::Instant::now() + START_WAIT;
+    loop {
+        let why = match tokio::time::timeout_at(deadline, mesh.workloads()).await {
+            Ok(Ok(_)) => return Ok(()),
+            Ok(Err(e)) => e.to_string(),
+            Err(_) => format!("GET /workloads on {}: no answer", mesh.base()),
+        };
+        if tokio::time::Instant::now() + START_PAUSE >= deadline {
+            return Err(format!(
+                "--mesh: the live simulator does not answer (tried for {}s): {why}",
+                START_WAIT.as_secs()
+            ));
+        }
+        tokio::time::sleep(START_PAUSE).await;
+    }
+}
+
 /// A status line when the status the cluster would record changed: phase, canary weight,
 /// failed checks, iterations and the last decision.
 fn report(out: &mut impl Write, before: &RolloutState, after: &RolloutState) {
@@ -366,4 +376,31 @@ fn wall_clock() -> Millis {
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
         .unwrap_or(0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A socket that takes the connection and never answers: each call would wait for its own
+    /// 10 s timeout, ten tries ~100 s. The bound here is six times the wait promised, so that a
+    /// loaded machine does not fail it, and a fifth of the unbounded wait.
+    #[tokio::test]
+    async fn the_start_up_wait_on_a_mesh_that_never_answers_is_bounded_as_it_says() {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let mesh = MeshApi::new(&format!("http://{}", listener.local_addr().unwrap())).unwrap();
+        // Accepted, held open, never answered.
+        let held = tokio::spawn(async move {
+            let mut open = Vec::new();
+            while let Ok((stream, _)) = listener.accept().await {
+                open.push(stream);
+            }
+        });
+        let waited = tokio::time::timeout(START_WAIT * 6, wait_for_mesh(&mesh)).await;
+        held.abort();
+        let e = waited
+            .expect("the start-up wait ends within its bound")
+            .unwrap_err();
+        assert!(e.contains("tried for 5s") && e.contains("no answer"), "{e}");
+    }
 }
