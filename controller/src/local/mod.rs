@@ -28,13 +28,11 @@ use std::time::Duration;
 pub use canary::{CanaryFile, read as read_canary};
 pub use mesh::{MeshApi, MeshError, Workloads};
 
-use crate::cluster::providers::{HookCall, LiveObserver, Observer};
-use crate::cluster::reconciler::{event_reason, requeue_after};
+use crate::cluster::providers::{LiveObserver, Observer};
+use crate::cluster::reconciler::{Asked, call_hooks, event_reason, notify, requeue_after};
 use crate::cluster::status;
 use crate::observe::{Measure, QuerySource, Subject, plan, template_not_found};
-use crate::rollout::{
-    Action, HookOutcome, Millis, Observation, Phase, RolloutState, advance, wants,
-};
+use crate::rollout::{Action, Millis, Observation, Phase, RolloutState, advance, wants};
 use crate::routes::{Provider, Routes};
 use crate::spec::{Canary, HookGate, MetricTemplate, RolloutSpec, ValidationErrors, unroutable_by};
 
@@ -48,8 +46,9 @@ pub enum Outcome {
 /// The longest wait after failed ticks (a reconcile's backoff, shortened for a terminal).
 const MAX_RETRY: Duration = Duration::from_secs(30);
 
-/// How long `local` waits at the start for the mesh to answer, in all, and how far apart it asks.
-const START_WAIT: Duration = Duration::from_secs(5);
+/// How long `local` waits at the start for the mesh to answer, in all, and how far apart it asks:
+/// long enough for a `cargo run` of the simulator started at the same time.
+const START_WAIT: Duration = Duration::from_secs(30);
 const START_PAUSE: Duration = Duration::from_millis(500);
 
 /// One Canary driven against one live simulator.
@@ -97,7 +96,7 @@ impl Local {
         if !unroutable.is_empty() {
             return Err(invalid(ValidationErrors(unroutable).to_string()));
         }
-        wait_for_mesh(&mesh).await?;
+        wait_for_mesh(&mesh, START_WAIT).await?;
         Ok(Local {
             subject: Subject::of(&canary),
             canary,
@@ -121,6 +120,9 @@ impl Local {
             let wait = match self.tick(&state, now, out).await {
                 Ok(next) => {
                     report(out, &state, &next);
+                    if next.phase == Phase::Initialized && state.phase != Phase::Initialized {
+                        self.say_waiting(out, &next);
+                    }
                     state = next;
                     retry = self.poll;
                     match state.phase {
@@ -138,6 +140,18 @@ impl Local {
             };
             tokio::time::sleep(wait).await;
         }
+    }
+
+    /// Onboarded: nothing more happens until the target's revision changes, which a user who
+    /// started `local` after the scenario's deploy would otherwise wait for in silence.
+    fn say_waiting(&self, out: &mut impl Write, state: &RolloutState) {
+        let _ = writeln!(
+            out,
+            "waiting for a new revision of {}: {} serves now and is the one protected (if the \
+             mesh's deploy came before `local` started, restart both)",
+            self.spec.target,
+            state.revision.as_deref().unwrap_or("the current one")
+        );
     }
 
     /// One reconcile: observe, decide, carry out. Returns the state to record.
@@ -181,16 +195,13 @@ impl Local {
                 .await;
             metrics.insert(m.metric, reading);
         }
-        let mut hooks = BTreeMap::new();
-        for gate in want.hooks {
-            for hook in self.spec.hooks(gate) {
-                let call = self.hook_call(gate, state, &w.revision, None);
-                hooks.insert(
-                    hook.name.clone(),
-                    self.observer.call_hook(hook, &call).await,
-                );
-            }
-        }
+        let hooks = call_hooks(
+            &self.observer,
+            &self.spec,
+            want.hooks,
+            &self.asked(state, &w.revision),
+        )
+        .await;
         Observation {
             revision: w.revision.clone(),
             canary: w.canary.into(),
@@ -215,20 +226,13 @@ impl Local {
             .map(|t| &t.spec)
     }
 
-    fn hook_call(
-        &self,
-        gate: HookGate,
-        state: &RolloutState,
-        revision: &str,
-        message: Option<String>,
-    ) -> HookCall {
-        HookCall {
-            name: self.subject.name.clone(),
-            namespace: self.subject.namespace.clone(),
-            phase: state.phase.to_string(),
-            checksum: revision.to_string(),
-            gate,
-            message,
+    /// Whom webhooks are asked about, as the cluster's reconciler asks them.
+    fn asked<'a>(&'a self, state: &'a RolloutState, revision: &'a str) -> Asked<'a> {
+        Asked {
+            name: &self.subject.name,
+            namespace: &self.subject.namespace,
+            state,
+            revision,
         }
     }
 
@@ -307,21 +311,18 @@ impl Local {
     /// Calls every hook of `gate`; their answers change nothing (post-rollout, event).
     async fn notify(&self, gate: HookGate, state: &RolloutState, msg: &str, out: &mut impl Write) {
         let revision = state.revision.clone().unwrap_or_default();
-        let message = (gate == HookGate::Event).then(|| msg.to_string());
-        for hook in self.spec.hooks(gate) {
-            let call = self.hook_call(gate, state, &revision, message.clone());
-            if let HookOutcome::Failed(why) = self.observer.call_hook(hook, &call).await {
-                let _ = writeln!(out, "warning: webhook {} failed: {why}", hook.name);
-            }
+        let asked = self.asked(state, &revision);
+        for (hook, why) in notify(&self.observer, &self.spec, gate, &asked, msg).await {
+            let _ = writeln!(out, "warning: webhook {hook} failed: {why}");
         }
     }
 }
 
-/// Waits for the mesh to answer, at most [`START_WAIT`] in all: a simulator started just before
+/// Waits for the mesh to answer, at most `within` in all: a simulator started just before
 /// (`fledge-sim serve ... &`) is given a moment; one that accepts and never answers is not
 /// waited on for each call's own timeout.
-async fn wait_for_mesh(mesh: &MeshApi) -> Result<(), String> {
-    let deadline = tokio::time::Instant::now() + START_WAIT;
+async fn wait_for_mesh(mesh: &MeshApi, within: Duration) -> Result<(), String> {
+    let deadline = tokio::time::Instant::now() + within;
     loop {
         let why = match tokio::time::timeout_at(deadline, mesh.workloads()).await {
             Ok(Ok(_)) => return Ok(()),
@@ -331,7 +332,7 @@ async fn wait_for_mesh(mesh: &MeshApi) -> Result<(), String> {
         if tokio::time::Instant::now() + START_PAUSE >= deadline {
             return Err(format!(
                 "--mesh: the live simulator does not answer (tried for {}s): {why}",
-                START_WAIT.as_secs()
+                within.as_secs()
             ));
         }
         tokio::time::sleep(START_PAUSE).await;
@@ -383,8 +384,8 @@ mod tests {
     use super::*;
 
     /// A socket that takes the connection and never answers: each call would wait for its own
-    /// 10 s timeout, ten tries ~100 s. The bound here is six times the wait promised, so that a
-    /// loaded machine does not fail it, and a fifth of the unbounded wait.
+    /// 10 s timeout (ten tries, ~100 s, for a promised 5 s). Here 2 s are promised; the bound,
+    /// three times that, leaves room for a loaded machine and is short of one call's timeout.
     #[tokio::test]
     async fn the_start_up_wait_on_a_mesh_that_never_answers_is_bounded_as_it_says() {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
@@ -396,11 +397,12 @@ mod tests {
                 open.push(stream);
             }
         });
-        let waited = tokio::time::timeout(START_WAIT * 6, wait_for_mesh(&mesh)).await;
+        let within = Duration::from_secs(2);
+        let waited = tokio::time::timeout(within * 3, wait_for_mesh(&mesh, within)).await;
         held.abort();
         let e = waited
             .expect("the start-up wait ends within its bound")
             .unwrap_err();
-        assert!(e.contains("tried for 5s") && e.contains("no answer"), "{e}");
+        assert!(e.contains("tried for 2s") && e.contains("no answer"), "{e}");
     }
 }
