@@ -310,6 +310,10 @@ async fn a_closed_port_is_prometheus_unreachable() {
     )
     .await;
     assert_error(&reading, "Prometheus unreachable");
+    // The address once, without the URL-encoded query (an Event's note is cut at 1 KB).
+    let reason = reason(&reading);
+    assert_eq!(reason.matches(&address).count(), 1, "{reason}");
+    assert!(!reason.contains("query="), "{reason}");
 }
 
 #[tokio::test]

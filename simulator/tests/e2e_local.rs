@@ -19,12 +19,12 @@
 mod support;
 
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::sync::{Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
 use serde_norway::Value;
-use support::live::{Processes, free_port, http, prometheus_binary};
+use support::live::{Processes, free_port, http, prometheus_binary, workspace_binary};
 
 /// Simulated seconds per wall second: the scenarios deploy at 1m, 6 s into a case.
 const SPEED: u32 = 10;
@@ -240,13 +240,12 @@ impl Case {
     /// deploys; `None` when there is no Prometheus (skipped, loudly).
     fn run(self) -> Option<Run> {
         let prometheus = prometheus_binary("e2e_local")?;
-        let controller = controller_binary();
+        let (sim, controller) = binaries();
         let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
         let mut procs = Processes::new(&format!("local-{}", self.scenario));
         let (scenario, canary) = self.files(&procs.dir);
         let mesh = format!("127.0.0.1:{}", free_port());
         let prom = procs.start_prometheus(&prometheus, &mesh);
-        let sim = Path::new(env!("CARGO_BIN_EXE_fledge-sim"));
         procs.start_simulator(sim, &scenario, &mesh, SPEED);
         let output = procs.start_ending(
             "fledge-controller",
@@ -366,57 +365,14 @@ fn istio_requests(mesh: &str, canary: &str) -> (f64, f64) {
     counted
 }
 
-/// The `fledge-controller` binary of this workspace, built once per test process by cargo
-/// (another package's binaries are not built for this test target).
-fn controller_binary() -> PathBuf {
-    static BINARY: OnceLock<PathBuf> = OnceLock::new();
-    BINARY
-        .get_or_init(|| {
-            let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
-            let out = Command::new(cargo)
-                .current_dir(env!("CARGO_MANIFEST_DIR"))
-                .args(["build", "-q", "-p", "fledge-controller", "--bin"])
-                .args(["fledge-controller", "--message-format=json"])
-                .stderr(Stdio::inherit())
-                .output()
-                .expect("cargo runs");
-            assert!(
-                out.status.success(),
-                "cargo build -p fledge-controller failed"
-            );
-            let text = String::from_utf8_lossy(&out.stdout);
-            let executable = text
-                .lines()
-                .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
-                .filter(|m| m["target"]["name"] == "fledge-controller")
-                .find_map(|m| m["executable"].as_str().map(PathBuf::from))
-                .expect("cargo names the fledge-controller executable");
-            built_copy(&executable).unwrap_or(executable)
-        })
-        .clone()
-}
-
-/// The file in `deps/` that cargo hard-linked to `executable`: named by this build's hash, it
-/// stays this build's when another build of the workspace (another profile, another checkout
-/// sharing the target directory) replaces `executable`.
-#[cfg(unix)]
-fn built_copy(executable: &Path) -> Option<PathBuf> {
-    use std::os::unix::fs::MetadataExt;
-    let inode = std::fs::metadata(executable).ok()?.ino();
-    let deps = executable.parent()?.join("deps");
-    std::fs::read_dir(deps)
-        .ok()?
-        .filter_map(Result::ok)
-        .filter(|e| {
-            e.file_name()
-                .to_string_lossy()
-                .starts_with("fledge_controller-")
-        })
-        .find(|e| e.metadata().is_ok_and(|m| m.ino() == inode))
-        .map(|e| e.path())
-}
-
-#[cfg(not(unix))]
-fn built_copy(_: &Path) -> Option<PathBuf> {
-    None
+/// The workspace's binaries, built once per test process by cargo and run from their
+/// build's own copy (another package's binaries are not built for this test target).
+fn binaries() -> &'static (PathBuf, PathBuf) {
+    static BINARIES: OnceLock<(PathBuf, PathBuf)> = OnceLock::new();
+    BINARIES.get_or_init(|| {
+        (
+            workspace_binary("fledge-simulator", "fledge-sim"),
+            workspace_binary("fledge-controller", "fledge-controller"),
+        )
+    })
 }

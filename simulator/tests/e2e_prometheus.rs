@@ -19,9 +19,11 @@
 
 mod support;
 
+use std::io::Write as _;
 use std::path::Path;
+use std::process::{Command, Stdio};
 use std::sync::Mutex;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use fledge_controller::analysis::MetricReading;
 use fledge_controller::metrics::{Mesh, Prometheus};
@@ -29,7 +31,9 @@ use fledge_controller::observe::{Measure, Measurement, Range};
 use fledge_controller::routes::{Provider, Routes};
 use fledge_simulator::scenario::Scenario;
 use fledge_simulator::telemetry::{DURATION_BUCKETS_MS, NUM_BUCKETS, histogram_quantile};
-use support::live::{Processes, http, prometheus_binary, unix_ms, wait_for};
+use support::live::{
+    PATIENCE, Processes, http, lines_of, prometheus_binary, unix_ms, wait_for, workspace_binary,
+};
 
 /// How far Flagger's success rate (percent) may be from the simulator's counters.
 const SUCCESS_RATE_POINTS: f64 = 0.5;
@@ -53,6 +57,92 @@ fn linkerd_builtin_queries_read_what_the_simulator_counted() {
     check_builtin_queries("scenarios/linkerd-trafficsplit.yaml", Mesh::Linkerd);
 }
 
+/// Set (to the simulator's path) only in the test process that
+/// [`a_killed_test_process_leaves_no_process_behind`] starts and kills.
+const KILLED_HELPER: &str = "FLEDGE_E2E_KILLED_HELPER";
+
+/// A test process killed as a CI timeout or Ctrl-C kills it, with no chance to drop its
+/// [`Processes`]: the live simulator it started must die with it. Needs no Prometheus.
+#[cfg(target_os = "linux")]
+#[test]
+fn a_killed_test_process_leaves_no_process_behind() {
+    let sim = workspace_binary("fledge-simulator", "fledge-sim");
+    let mut helper = Command::new(std::env::current_exe().expect("this test binary"))
+        .args([
+            "--exact",
+            "helper_starts_a_simulator_and_waits_to_be_killed",
+        ])
+        .args(["--ignored", "--nocapture", "--test-threads=1"])
+        .env(KILLED_HELPER, &sim)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .expect("the helper test process starts");
+    let lines = lines_of(helper.stdout.take().expect("piped"));
+    let deadline = Instant::now() + PATIENCE;
+    let pid = loop {
+        let wait = deadline.saturating_duration_since(Instant::now());
+        match lines.recv_timeout(wait) {
+            // After libtest's `test NAME ... `, on the same line.
+            Ok(line) => match line.split("simulator pid ").nth(1) {
+                Some(pid) => break pid.trim().parse::<u32>().expect("a pid"),
+                None => continue,
+            },
+            Err(e) => {
+                let _ = helper.kill();
+                panic!(
+                    "the helper did not say which simulator it started ({e}): {:?}",
+                    helper.wait()
+                );
+            }
+        }
+    };
+    assert!(running(pid), "the simulator runs while the helper lives");
+    helper.kill().expect("SIGKILL to the helper");
+    let _ = helper.wait();
+    // The kernel signals the orphan at once; the bound is only for a machine under load.
+    let deadline = Instant::now() + PATIENCE;
+    while running(pid) && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    if running(pid) {
+        // SAFETY: a plain kill(2) of the process this test left behind.
+        unsafe { libc::kill(pid as libc::pid_t, libc::SIGKILL) };
+        panic!("the simulator {pid} outlived the killed test process");
+    }
+}
+
+/// Run only by [`a_killed_test_process_leaves_no_process_behind`], in a process of its own.
+#[cfg(target_os = "linux")]
+#[test]
+#[ignore = "a helper of a_killed_test_process_leaves_no_process_behind"]
+fn helper_starts_a_simulator_and_waits_to_be_killed() {
+    let Some(sim) = std::env::var_os(KILLED_HELPER) else {
+        return;
+    };
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../scenarios/healthy-canary.yaml");
+    let mut procs = Processes::new("killed-helper");
+    procs.start_simulator(Path::new(&sim), &path, "127.0.0.1:0", 1);
+    let pid = procs.pid("fledge-sim").expect("started");
+    // Straight to stdout: the parent reads it before it kills this process.
+    let _ = writeln!(std::io::stdout(), "simulator pid {pid}");
+    let _ = std::io::stdout().flush();
+    // Bounded, should the parent not kill it.
+    std::thread::sleep(PATIENCE);
+}
+
+/// Whether `pid` is a process that runs (a zombie waiting to be reaped does not).
+#[cfg(target_os = "linux")]
+fn running(pid: u32) -> bool {
+    let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
+        return false;
+    };
+    // The state follows the command's name, which is in parentheses.
+    stat.rsplit_once(')')
+        .and_then(|(_, rest)| rest.split_whitespace().next())
+        .is_some_and(|state| state != "Z" && state != "X")
+}
+
 fn check_builtin_queries(scenario_file: &str, mesh: Mesh) {
     let Some(prometheus) = prometheus_binary("e2e_prometheus") else {
         return;
@@ -65,7 +155,7 @@ fn check_builtin_queries(scenario_file: &str, mesh: Mesh) {
     let mut procs = Processes::new(scenario_file);
 
     let sim_port = procs.start_simulator(
-        Path::new(env!("CARGO_BIN_EXE_fledge-sim")),
+        &workspace_binary("fledge-simulator", "fledge-sim"),
         &path,
         "127.0.0.1:0",
         SPEED,

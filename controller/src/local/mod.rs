@@ -28,17 +28,13 @@ use std::time::Duration;
 pub use canary::{CanaryFile, read as read_canary};
 pub use mesh::{MeshApi, MeshError, Workloads};
 
-use crate::cluster::providers::{HookCall, LiveObserver, Observer};
-use crate::cluster::reconciler::{event_reason, requeue_after};
+use crate::cluster::providers::{LiveObserver, Observer};
+use crate::cluster::reconciler::{Asked, call_hooks, event_reason, notify, requeue_after};
 use crate::cluster::status;
 use crate::observe::{Measure, QuerySource, Subject, plan, template_not_found};
-use crate::rollout::{
-    Action, HookOutcome, Millis, Observation, Phase, RolloutState, advance, wants,
-};
+use crate::rollout::{Action, Millis, Observation, Phase, RolloutState, advance, wants};
 use crate::routes::{Provider, Routes};
-use crate::spec::{
-    Canary, HookGate, MetricTemplate, RolloutSpec, ValidationErrors, unroutable_by, validate,
-};
+use crate::spec::{Canary, HookGate, MetricTemplate, RolloutSpec, ValidationErrors, unroutable_by};
 
 /// How a rollout ended.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -50,8 +46,9 @@ pub enum Outcome {
 /// The longest wait after failed ticks (a reconcile's backoff, shortened for a terminal).
 const MAX_RETRY: Duration = Duration::from_secs(30);
 
-/// How often, and how far apart, the mesh is asked before `local` gives up at the start.
-const START_TRIES: u32 = 10;
+/// How long `local` waits at the start for the mesh to answer, in all, and how far apart it asks:
+/// long enough for a `cargo run` of the simulator started at the same time.
+const START_WAIT: Duration = Duration::from_secs(30);
 const START_PAUSE: Duration = Duration::from_millis(500);
 
 /// One Canary driven against one live simulator.
@@ -88,7 +85,7 @@ impl Local {
             canary.metadata.namespace = Some("default".into());
         }
         let invalid = |e: String| format!("the Canary's spec is invalid: {e}");
-        let spec = validate(&canary.spec).map_err(|e| invalid(e.to_string()))?;
+        let spec = file.spec;
         let provider = match canary.spec.provider.as_deref().filter(|p| !p.is_empty()) {
             Some(name) => name.parse().map_err(|e: crate::routes::UnknownProvider| {
                 invalid(format!("spec.provider: {e}"))
@@ -99,18 +96,7 @@ impl Local {
         if !unroutable.is_empty() {
             return Err(invalid(ValidationErrors(unroutable).to_string()));
         }
-        // A simulator started just before (`fledge-sim serve ... &`) is given a moment.
-        let mut tries = 0;
-        while let Err(e) = mesh.workloads().await {
-            tries += 1;
-            if tries >= START_TRIES {
-                return Err(format!(
-                    "--mesh: the live simulator does not answer (tried for {}s): {e}",
-                    (START_PAUSE * START_TRIES).as_secs()
-                ));
-            }
-            tokio::time::sleep(START_PAUSE).await;
-        }
+        wait_for_mesh(&mesh, START_WAIT).await?;
         Ok(Local {
             subject: Subject::of(&canary),
             canary,
@@ -134,6 +120,9 @@ impl Local {
             let wait = match self.tick(&state, now, out).await {
                 Ok(next) => {
                     report(out, &state, &next);
+                    if next.phase == Phase::Initialized && state.phase != Phase::Initialized {
+                        self.say_waiting(out, &next);
+                    }
                     state = next;
                     retry = self.poll;
                     match state.phase {
@@ -151,6 +140,18 @@ impl Local {
             };
             tokio::time::sleep(wait).await;
         }
+    }
+
+    /// Onboarded: nothing more happens until the target's revision changes, which a user who
+    /// started `local` after the scenario's deploy would otherwise wait for in silence.
+    fn say_waiting(&self, out: &mut impl Write, state: &RolloutState) {
+        let _ = writeln!(
+            out,
+            "waiting for a new revision of {}: {} serves now and is the one protected (if the \
+             mesh's deploy came before `local` started, restart both)",
+            self.spec.target,
+            state.revision.as_deref().unwrap_or("the current one")
+        );
     }
 
     /// One reconcile: observe, decide, carry out. Returns the state to record.
@@ -194,16 +195,13 @@ impl Local {
                 .await;
             metrics.insert(m.metric, reading);
         }
-        let mut hooks = BTreeMap::new();
-        for gate in want.hooks {
-            for hook in self.spec.hooks(gate) {
-                let call = self.hook_call(gate, state, &w.revision, None);
-                hooks.insert(
-                    hook.name.clone(),
-                    self.observer.call_hook(hook, &call).await,
-                );
-            }
-        }
+        let hooks = call_hooks(
+            &self.observer,
+            &self.spec,
+            want.hooks,
+            &self.asked(state, &w.revision),
+        )
+        .await;
         Observation {
             revision: w.revision.clone(),
             canary: w.canary.into(),
@@ -228,20 +226,13 @@ impl Local {
             .map(|t| &t.spec)
     }
 
-    fn hook_call(
-        &self,
-        gate: HookGate,
-        state: &RolloutState,
-        revision: &str,
-        message: Option<String>,
-    ) -> HookCall {
-        HookCall {
-            name: self.subject.name.clone(),
-            namespace: self.subject.namespace.clone(),
-            phase: state.phase.to_string(),
-            checksum: revision.to_string(),
-            gate,
-            message,
+    /// Whom webhooks are asked about, as the cluster's reconciler asks them.
+    fn asked<'a>(&'a self, state: &'a RolloutState, revision: &'a str) -> Asked<'a> {
+        Asked {
+            name: &self.subject.name,
+            namespace: &self.subject.namespace,
+            state,
+            revision,
         }
     }
 
@@ -320,13 +311,31 @@ impl Local {
     /// Calls every hook of `gate`; their answers change nothing (post-rollout, event).
     async fn notify(&self, gate: HookGate, state: &RolloutState, msg: &str, out: &mut impl Write) {
         let revision = state.revision.clone().unwrap_or_default();
-        let message = (gate == HookGate::Event).then(|| msg.to_string());
-        for hook in self.spec.hooks(gate) {
-            let call = self.hook_call(gate, state, &revision, message.clone());
-            if let HookOutcome::Failed(why) = self.observer.call_hook(hook, &call).await {
-                let _ = writeln!(out, "warning: webhook {} failed: {why}", hook.name);
-            }
+        let asked = self.asked(state, &revision);
+        for (hook, why) in notify(&self.observer, &self.spec, gate, &asked, msg).await {
+            let _ = writeln!(out, "warning: webhook {hook} failed: {why}");
         }
+    }
+}
+
+/// Waits for the mesh to answer, at most `within` in all: a simulator started just before
+/// (`fledge-sim serve ... &`) is given a moment; one that accepts and never answers is not
+/// waited on for each call's own timeout.
+async fn wait_for_mesh(mesh: &MeshApi, within: Duration) -> Result<(), String> {
+    let deadline = tokio::time::Instant::now() + within;
+    loop {
+        let why = match tokio::time::timeout_at(deadline, mesh.workloads()).await {
+            Ok(Ok(_)) => return Ok(()),
+            Ok(Err(e)) => e.to_string(),
+            Err(_) => format!("GET /workloads on {}: no answer", mesh.base()),
+        };
+        if tokio::time::Instant::now() + START_PAUSE >= deadline {
+            return Err(format!(
+                "--mesh: the live simulator does not answer (tried for {}s): {why}",
+                within.as_secs()
+            ));
+        }
+        tokio::time::sleep(START_PAUSE).await;
     }
 }
 
@@ -368,4 +377,32 @@ fn wall_clock() -> Millis {
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
         .unwrap_or(0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A socket that takes the connection and never answers: each call would wait for its own
+    /// 10 s timeout (ten tries, ~100 s, for a promised 5 s). Here 2 s are promised; the bound,
+    /// three times that, leaves room for a loaded machine and is short of one call's timeout.
+    #[tokio::test]
+    async fn the_start_up_wait_on_a_mesh_that_never_answers_is_bounded_as_it_says() {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let mesh = MeshApi::new(&format!("http://{}", listener.local_addr().unwrap())).unwrap();
+        // Accepted, held open, never answered.
+        let held = tokio::spawn(async move {
+            let mut open = Vec::new();
+            while let Ok((stream, _)) = listener.accept().await {
+                open.push(stream);
+            }
+        });
+        let within = Duration::from_secs(2);
+        let waited = tokio::time::timeout(within * 3, wait_for_mesh(&mesh, within)).await;
+        held.abort();
+        let e = waited
+            .expect("the start-up wait ends within its bound")
+            .unwrap_err();
+        assert!(e.contains("tried for 2s") && e.contains("no answer"), "{e}");
+    }
 }

@@ -378,6 +378,9 @@ fn transport_failure(e: &reqwest::Error) -> Failure {
     if e.is_timeout() {
         Failure::TimedOut
     } else {
-        Failure::Unreachable(error_chain(e))
+        // reqwest's own line quotes the whole URL, the encoded query with it (~1 KB): the
+        // address is said already, so only the causes are.
+        let detail = std::error::Error::source(e).map_or_else(|| e.to_string(), error_chain);
+        Failure::Unreachable(detail)
     }
 }

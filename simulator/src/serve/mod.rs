@@ -32,6 +32,12 @@ use http::{Request, Response};
 
 /// How often the mesh is brought up to the clock between requests.
 const CLOCK_STEP: Duration = Duration::from_millis(100);
+/// The most canary pods a scale request may ask for. The mesh takes up to 100,000, but live it
+/// must keep up with the wall clock: measured on the debug build (error-regression.yaml, 60
+/// simulated seconds), 1,000 pods take 83 ms and 5,000 take 690 ms, which at `--speed 100`
+/// (0.6 wall seconds per simulated minute) already falls behind; the cost grows faster than
+/// the pods. 1,000 leaves room at any speed `serve` allows.
+const MAX_LIVE_PODS: u32 = 1_000;
 /// How long a client may take to send its request.
 const READ_TIMEOUT: Duration = Duration::from_secs(10);
 
@@ -122,6 +128,9 @@ impl<'a> Server<'a> {
                 let Ok(text) = std::str::from_utf8(&r.body) else {
                     return Response::error(400, "the body is not UTF-8 text");
                 };
+                if let Err(e) = yaml_syntax(text) {
+                    return Response::error(400, e);
+                }
                 self.with_live(|l| match l.apply(text) {
                     Ok(warnings) => Response::json(200, &json!({ "warnings": warnings })),
                     Err(e @ LiveApplyError::Invalid(_)) => Response::error(400, e.to_string()),
@@ -133,6 +142,13 @@ impl<'a> Server<'a> {
                 self.with_live(|l| workloads(l)).unwrap_or_else(unusable)
             }
             "/workloads/canary/scale" if write => match replicas(&r.body) {
+                Ok(n) if n > MAX_LIVE_PODS => Response::error(
+                    422,
+                    format!(
+                        "replicas {n}: the live simulator runs at most {MAX_LIVE_PODS} canary \
+                         pods (more would fall behind the wall clock)"
+                    ),
+                ),
                 Ok(n) => self
                     .with_live(|l| match l.scale_canary(n) {
                         Ok(()) => workloads(l),
@@ -161,6 +177,28 @@ impl<'a> Server<'a> {
 
 fn workloads(l: &Live<'_>) -> Response {
     Response::json(200, &json!(l.workloads()))
+}
+
+/// YAML's syntax, checked before the objects load: the loader's message names the document, this
+/// also the line and column (a body is often one line of JSON per document).
+fn yaml_syntax(text: &str) -> Result<(), String> {
+    use serde::Deserialize as _;
+    for (index, doc) in serde_norway::Deserializer::from_str(text).enumerate() {
+        if let Err(e) = serde_norway::Value::deserialize(doc) {
+            let mut message = e.to_string();
+            if let Some(i) = message.find(" at line ") {
+                message.truncate(i);
+            }
+            let place = e.location().map_or_else(String::new, |l| {
+                format!(" at line {} column {}", l.line(), l.column())
+            });
+            return Err(format!(
+                "document {}: invalid YAML{place}: {message}",
+                index + 1
+            ));
+        }
+    }
+    Ok(())
 }
 
 /// The `replicas` of a scale request's JSON body.
@@ -292,6 +330,24 @@ mod tests {
     }
 
     #[test]
+    fn invalid_yaml_sent_to_objects_is_placed_at_its_line_and_column() {
+        let s = scenario("error-regression.yaml");
+        let server = server(&s);
+        let good = split(&s, 0);
+        let (docs, lines) = (good.matches("\n---\n").count() + 1, good.lines().count());
+        // An unclosed list after the router's objects: the parser stops at the text's end.
+        let bad = format!("{good}\n---\nkind: VirtualService\nspec: [a\n");
+        let refused = call(&server, "PUT", "/objects", &bad);
+        assert_eq!(refused.status, 400, "{}", refused.body);
+        let place = format!(
+            "document {}: invalid YAML at line {} column 1",
+            docs + 1,
+            lines + 4
+        );
+        assert!(refused.body.contains(&place), "{place}: {}", refused.body);
+    }
+
+    #[test]
     fn a_linkerd_scenario_is_served_with_linkerd_names() {
         let s = scenario("linkerd-trafficsplit.yaml");
         let server = server(&s);
@@ -326,6 +382,30 @@ mod tests {
             after.body, before.body,
             "a refused scale keeps the workloads"
         );
+    }
+
+    #[test]
+    fn a_scale_beyond_the_live_cap_is_refused_naming_the_cap() {
+        let s = scenario("error-regression.yaml");
+        let server = server(&s);
+        let before = call(&server, "GET", "/workloads", "");
+        // The mesh's own cap: live, the clock would never be caught up with.
+        let refused = call(
+            &server,
+            "PUT",
+            "/workloads/canary/scale",
+            r#"{"replicas": 100000}"#,
+        );
+        assert_eq!(refused.status, 422, "{}", refused.body);
+        assert!(
+            refused.body.contains("at most 1000 canary pods"),
+            "{}",
+            refused.body
+        );
+        assert_eq!(call(&server, "GET", "/workloads", "").body, before.body);
+        let at_cap = format!(r#"{{"replicas": {MAX_LIVE_PODS}}}"#);
+        let scaled = call(&server, "PUT", "/workloads/canary/scale", &at_cap);
+        assert_eq!(scaled.status, 200, "{}", scaled.body);
     }
 
     #[test]

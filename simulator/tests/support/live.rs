@@ -1,6 +1,7 @@
 //! What the end-to-end tests with a real Prometheus share: the processes of a case (the live
 //! simulator, Prometheus, the standalone controller), killed when the case ends however it
-//! ends; bounded waits; one HTTP exchange at a time.
+//! ends, and with the test process when it is killed; the workspace's binaries as this build
+//! made them; bounded waits; one HTTP exchange at a time.
 
 // Real processes on the wall clock: bounded waits and the timestamps Prometheus is asked at.
 #![allow(clippy::disallowed_types, clippy::disallowed_methods)]
@@ -55,6 +56,37 @@ pub fn prometheus_binary(target: &str) -> Option<PathBuf> {
     found
 }
 
+/// Spawns `command` so that its process dies with the test process, however that ends: `Drop`
+/// covers a case that ends or panics, not a test binary killed by a CI timeout.
+///
+/// On Linux the child asks the kernel for SIGKILL when its parent dies (`PR_SET_PDEATHSIG`).
+/// The kernel's "parent" is the spawning thread: the cases spawn from libtest's thread of the
+/// test, which ends only after the case's [`Processes`] is dropped (it is a local of the test),
+/// so the signal never comes early. The children stay in the test process's own process group
+/// (no `setpgid`): Ctrl-C, sent to the terminal's foreground group, reaches them directly, and
+/// so does a `kill -- -PGID` of the group cargo runs the test binary in.
+fn spawn(command: &mut Command) -> std::io::Result<Child> {
+    #[cfg(target_os = "linux")]
+    {
+        use std::os::unix::process::CommandExt;
+        let parent = std::process::id();
+        // SAFETY: only async-signal-safe calls (prctl, getppid) between fork and exec.
+        unsafe {
+            command.pre_exec(move || {
+                if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL as libc::c_ulong) != 0 {
+                    return Err(std::io::Error::last_os_error());
+                }
+                // The test process died before the request took effect: nothing will signal.
+                if u32::try_from(libc::getppid()).ok() != Some(parent) {
+                    return Err(std::io::Error::other("the test process is gone"));
+                }
+                Ok(())
+            });
+        }
+    }
+    command.spawn()
+}
+
 struct Process {
     name: &'static str,
     child: Child,
@@ -94,14 +126,15 @@ impl Processes {
         listen: &str,
         speed: u32,
     ) -> u16 {
-        let mut child = Command::new(binary)
-            .arg("serve")
-            .arg(scenario)
-            .args(["--listen", listen, "--speed", &speed.to_string()])
-            .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
-            .spawn()
-            .expect("fledge-sim starts");
+        let mut child = spawn(
+            Command::new(binary)
+                .arg("serve")
+                .arg(scenario)
+                .args(["--listen", listen, "--speed", &speed.to_string()])
+                .stdout(Stdio::piped())
+                .stderr(Stdio::inherit()),
+        )
+        .expect("fledge-sim starts");
         let stdout = child.stdout.take().expect("piped");
         self.children.push(Process {
             name: "fledge-sim",
@@ -131,17 +164,18 @@ impl Processes {
         )
         .expect("the configuration is written");
         let log = std::fs::File::create(self.dir.join("prometheus.log")).expect("a log file");
-        let child = Command::new(binary)
-            .arg(format!("--config.file={}", config.display()))
-            .arg(format!(
-                "--storage.tsdb.path={}",
-                self.dir.join("data").display()
-            ))
-            .arg(format!("--web.listen-address=127.0.0.1:{port}"))
-            .stdout(Stdio::null())
-            .stderr(log)
-            .spawn()
-            .expect("prometheus starts");
+        let child = spawn(
+            Command::new(binary)
+                .arg(format!("--config.file={}", config.display()))
+                .arg(format!(
+                    "--storage.tsdb.path={}",
+                    self.dir.join("data").display()
+                ))
+                .arg(format!("--web.listen-address=127.0.0.1:{port}"))
+                .stdout(Stdio::null())
+                .stderr(log),
+        )
+        .expect("prometheus starts");
         self.children.push(Process {
             name: "prometheus",
             child,
@@ -160,10 +194,7 @@ impl Processes {
         name: &'static str,
         command: &mut Command,
     ) -> mpsc::Receiver<String> {
-        let mut child = command
-            .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
-            .spawn()
+        let mut child = spawn(command.stdout(Stdio::piped()).stderr(Stdio::inherit()))
             .unwrap_or_else(|e| panic!("{name} starts: {e}"));
         let stdout = child.stdout.take().expect("piped");
         self.children.push(Process {
@@ -178,6 +209,14 @@ impl Processes {
     pub fn exited(&mut self, name: &str) -> Option<ExitStatus> {
         let p = self.children.iter_mut().find(|p| p.name == name)?;
         p.child.try_wait().ok().flatten()
+    }
+
+    /// The process id of `name`, while it is one of the case's.
+    pub fn pid(&self, name: &str) -> Option<u32> {
+        self.children
+            .iter()
+            .find(|p| p.name == name)
+            .map(|p| p.child.id())
     }
 
     /// Kills `name` now (a failure the case injects).
@@ -217,7 +256,7 @@ impl Drop for Processes {
 }
 
 /// The lines of a child's output, read on a thread of their own.
-fn lines_of(stdout: impl Read + Send + 'static) -> mpsc::Receiver<String> {
+pub fn lines_of(stdout: impl Read + Send + 'static) -> mpsc::Receiver<String> {
     let (tx, rx) = mpsc::channel();
     std::thread::spawn(move || {
         for line in BufReader::new(stdout).lines() {
@@ -273,4 +312,49 @@ pub fn http(address: &str, method: &str, path: &str, body: &str) -> (u16, String
         .map_or("", |(_, b)| b)
         .to_string();
     (status, body)
+}
+
+/// The executable `bin` of the workspace's package `package`, built once per test process by
+/// cargo (this package's own binaries too: `CARGO_BIN_EXE_*` is the shared uplifted path, which
+/// a build of another checkout sharing the target directory may replace while the tests run).
+pub fn workspace_binary(package: &str, bin: &str) -> PathBuf {
+    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+    let out = Command::new(cargo)
+        .current_dir(env!("CARGO_MANIFEST_DIR"))
+        .args(["build", "-q", "-p", package, "--bin", bin])
+        .arg("--message-format=json")
+        .stderr(Stdio::inherit())
+        .output()
+        .expect("cargo runs");
+    assert!(out.status.success(), "cargo build -p {package} failed");
+    let text = String::from_utf8_lossy(&out.stdout);
+    let executable = text
+        .lines()
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .filter(|m| m["target"]["name"] == bin)
+        .find_map(|m| m["executable"].as_str().map(PathBuf::from))
+        .unwrap_or_else(|| panic!("cargo names the {bin} executable"));
+    built_copy(&executable, bin).unwrap_or(executable)
+}
+
+/// The file in `deps/` that cargo hard-linked to `executable`: named by this build's hash, it
+/// stays this build's when another build of the workspace (another profile, another checkout
+/// sharing the target directory) replaces `executable`.
+#[cfg(unix)]
+fn built_copy(executable: &Path, bin: &str) -> Option<PathBuf> {
+    use std::os::unix::fs::MetadataExt;
+    let inode = std::fs::metadata(executable).ok()?.ino();
+    let deps = executable.parent()?.join("deps");
+    let prefix = format!("{}-", bin.replace('-', "_"));
+    std::fs::read_dir(deps)
+        .ok()?
+        .filter_map(Result::ok)
+        .filter(|e| e.file_name().to_string_lossy().starts_with(&prefix))
+        .find(|e| e.metadata().is_ok_and(|m| m.ino() == inode))
+        .map(|e| e.path())
+}
+
+#[cfg(not(unix))]
+fn built_copy(_: &Path, _: &str) -> Option<PathBuf> {
+    None
 }

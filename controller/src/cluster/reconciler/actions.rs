@@ -10,7 +10,9 @@ use kube::runtime::events::EventType;
 use tracing::{info, warn};
 
 use super::super::Result;
+use super::super::providers::Observer;
 use super::super::workloads;
+use super::observing::Asked;
 use super::problems::event_reason;
 use super::tick::Tick;
 use crate::rollout::{Action, HookOutcome, Phase, RolloutState};
@@ -35,12 +37,14 @@ impl Tick<'_> {
         msg: &str,
     ) {
         let revision = state.revision.clone().unwrap_or_default();
-        let message = (gate == HookGate::Event).then(|| msg.to_string());
-        for hook in spec.hooks(gate) {
-            let call = self.hook_call(gate, state, &revision, message.clone());
-            if let HookOutcome::Failed(why) = self.ctx.observer.call_hook(hook, &call).await {
-                warn!(hook = %hook.name, %gate, %why, "webhook failed");
-            }
+        let asked = Asked {
+            name: &self.name,
+            namespace: &self.namespace,
+            state,
+            revision: &revision,
+        };
+        for (hook, why) in notify(&*self.ctx.observer, spec, gate, &asked, msg).await {
+            warn!(%hook, %gate, %why, "webhook failed");
         }
     }
 
@@ -337,4 +341,27 @@ impl Tick<'_> {
             .await;
         Ok(())
     }
+}
+
+/// Calls every hook of `gate` (post-rollout, event: their answers change nothing; an event
+/// hook is told `msg`) and returns those that failed, by name, with why. Shared with the
+/// standalone controller, which reports the failures its own way.
+pub(crate) async fn notify(
+    observer: &dyn Observer,
+    spec: &RolloutSpec,
+    gate: HookGate,
+    asked: &Asked<'_>,
+    msg: &str,
+) -> Vec<(String, String)> {
+    let message = (gate == HookGate::Event).then(|| msg.to_string());
+    let mut failed = Vec::new();
+    for hook in spec.hooks(gate) {
+        if let HookOutcome::Failed(why) = observer
+            .call_hook(hook, &asked.call(gate, message.clone()))
+            .await
+        {
+            failed.push((hook.name.clone(), why));
+        }
+    }
+    failed
 }

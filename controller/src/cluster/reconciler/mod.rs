@@ -45,6 +45,8 @@ use tick::Tick;
 pub use context::{Backoff, Clock, Config, Context};
 pub use wiring::run;
 // The standalone controller (`crate::local`) paces and reports its ticks as a reconcile does.
+pub(crate) use actions::notify;
+pub(crate) use observing::{Asked, call_hooks};
 pub(crate) use problems::event_reason;
 pub(crate) use tick::requeue_after;
 

@@ -8,13 +8,15 @@ use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::core::v1::{PodSpec, Probe};
 use kube::api::Api;
 
-use super::super::providers::HookCall;
+use super::super::providers::{HookCall, Observer};
 use super::super::workloads;
 use super::super::{Error, Result};
 use super::tick::Tick;
 use crate::analysis::MetricReading;
 use crate::observe::{Measure, Measurement, QuerySource, Subject, plan, template_not_found};
-use crate::rollout::{Command, Millis, Observation, Phase, PodState, RolloutState, wants};
+use crate::rollout::{
+    Command, HookOutcome, Millis, Observation, Phase, PodState, RolloutState, wants,
+};
 use crate::spec::{HookGate, MetricTemplate, MetricTemplateSpec, RolloutSpec};
 
 impl Tick<'_> {
@@ -34,14 +36,13 @@ impl Tick<'_> {
             metrics.insert(measurement.metric, reading);
         }
         let revision = workloads::revision(target);
-        let mut hooks = BTreeMap::new();
-        for gate in want.hooks {
-            for hook in spec.hooks(gate) {
-                let call = self.hook_call(gate, state, &revision, None);
-                let outcome = self.ctx.observer.call_hook(hook, &call).await;
-                hooks.insert(hook.name.clone(), outcome);
-            }
-        }
+        let asked = Asked {
+            name: &self.name,
+            namespace: &self.namespace,
+            state,
+            revision: &revision,
+        };
+        let hooks = call_hooks(&*self.ctx.observer, spec, want.hooks, &asked).await;
         let canary = workloads::readiness(target);
         // Pods are read only while a rollout waits on a canary that is not ready.
         let waiting = matches!(state.phase, Phase::Progressing | Phase::WaitingPromotion)
@@ -119,23 +120,46 @@ impl Tick<'_> {
             .read_metric(self.provider()?, subject, m, template.as_ref())
             .await)
     }
+}
 
-    pub(super) fn hook_call(
-        &self,
-        gate: HookGate,
-        state: &RolloutState,
-        revision: &str,
-        message: Option<String>,
-    ) -> HookCall {
+/// Whom a webhook is asked about: the Canary, its phase and the target's revision.
+pub(crate) struct Asked<'a> {
+    pub(crate) name: &'a str,
+    pub(crate) namespace: &'a str,
+    pub(crate) state: &'a RolloutState,
+    pub(crate) revision: &'a str,
+}
+
+impl Asked<'_> {
+    /// The call of a hook of `gate`; `message` only for event hooks.
+    pub(crate) fn call(&self, gate: HookGate, message: Option<String>) -> HookCall {
         HookCall {
-            name: self.name.clone(),
-            namespace: self.namespace.clone(),
-            phase: state.phase.to_string(),
-            checksum: revision.to_string(),
+            name: self.name.to_string(),
+            namespace: self.namespace.to_string(),
+            phase: self.state.phase.to_string(),
+            checksum: self.revision.to_string(),
             gate,
             message,
         }
     }
+}
+
+/// The answers of every hook of `gates`, by hook name: what the core decides gates on. The
+/// cluster's reconciler and the standalone controller (`local`) both observe hooks here.
+pub(crate) async fn call_hooks(
+    observer: &dyn Observer,
+    spec: &RolloutSpec,
+    gates: impl IntoIterator<Item = HookGate>,
+    asked: &Asked<'_>,
+) -> BTreeMap<String, HookOutcome> {
+    let mut hooks = BTreeMap::new();
+    for gate in gates {
+        for hook in spec.hooks(gate) {
+            let outcome = observer.call_hook(hook, &asked.call(gate, None)).await;
+            hooks.insert(hook.name.clone(), outcome);
+        }
+    }
+    hooks
 }
 
 /// How long each container may run before its readiness probe passes, by container name: its
