@@ -4,6 +4,8 @@
 //! committed outcomes, so a change to a case, the simulator or a judge that moves a figure
 //! fails here until the suite is run again.
 
+mod support;
+
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
@@ -17,7 +19,7 @@ fn root() -> PathBuf {
 }
 
 fn sim(args: &[&str]) -> (i32, String, String) {
-    let out = Command::new(env!("CARGO_BIN_EXE_fledge-sim"))
+    let out = Command::new(support::sim_binary())
         .current_dir(root())
         .args(args)
         .output()

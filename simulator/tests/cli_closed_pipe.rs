@@ -3,13 +3,15 @@
 //! write fails (as after `head` has exited), whatever the timing.
 #![cfg(unix)]
 
+mod support;
+
 use std::process::{Command, Stdio};
 
 /// Runs `fledge-sim args` with stdout on a closed pipe; returns the exit code and stderr.
 fn with_closed_stdout(args: &[&str]) -> (Option<i32>, String) {
     let (reader, writer) = std::io::pipe().expect("a pipe");
     drop(reader);
-    let out = Command::new(env!("CARGO_BIN_EXE_fledge-sim"))
+    let out = Command::new(support::sim_binary())
         .args(args)
         .current_dir(concat!(env!("CARGO_MANIFEST_DIR"), "/.."))
         .stdin(Stdio::null())
@@ -51,7 +53,7 @@ fn run_plan_sweep_validate_and_bench_exit_normally_when_stdout_is_closed() {
 fn with_closed_stdout_and_stderr(args: &[&str]) -> Option<i32> {
     let (reader, writer) = std::io::pipe().expect("a pipe");
     drop(reader);
-    let status = Command::new(env!("CARGO_BIN_EXE_fledge-sim"))
+    let status = Command::new(support::sim_binary())
         .args(args)
         .current_dir(concat!(env!("CARGO_MANIFEST_DIR"), "/.."))
         .stdin(Stdio::null())

@@ -1,6 +1,8 @@
 //! `fledge-sim compare` on the benchmark suite: small comparisons (a few dozen seeds), so the
 //! command keeps working; and the harness' run to the decision that it is built on.
 
+mod support;
+
 use std::path::Path;
 use std::process::Command;
 
@@ -17,7 +19,7 @@ fn benchmark(name: &str) -> String {
 }
 
 fn compare(args: &[&str]) -> (i32, String, String) {
-    let out = Command::new(env!("CARGO_BIN_EXE_fledge-sim"))
+    let out = Command::new(support::sim_binary())
         .arg("compare")
         .args(args)
         .output()
@@ -170,7 +172,7 @@ fn a_run_to_its_decision_stops_simulating_at_the_decision() {
 }
 
 fn sim(args: &[&str]) -> (i32, String, String) {
-    let out = Command::new(env!("CARGO_BIN_EXE_fledge-sim"))
+    let out = Command::new(support::sim_binary())
         .args(args)
         .output()
         .expect("fledge-sim runs");

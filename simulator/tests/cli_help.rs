@@ -1,10 +1,12 @@
 //! `fledge-sim <command> --help` ends with the command's exit codes and points to the scenario
 //! documentation.
 
+mod support;
+
 use std::process::Command;
 
 fn help(args: &[&str]) -> String {
-    let out = Command::new(env!("CARGO_BIN_EXE_fledge-sim"))
+    let out = Command::new(support::sim_binary())
         .args(args)
         .arg("--help")
         .output()
@@ -60,7 +62,7 @@ fn the_documented_exit_code_2_is_what_a_bad_flag_gets() {
     for command in [
         "run", "validate", "sweep", "compare", "merge", "plan", "bench",
     ] {
-        let out = Command::new(env!("CARGO_BIN_EXE_fledge-sim"))
+        let out = Command::new(support::sim_binary())
             .args([command, "--no-such-flag"])
             .output()
             .expect("fledge-sim runs");

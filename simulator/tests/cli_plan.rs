@@ -1,5 +1,7 @@
 //! `fledge-sim plan`: exit codes and what it prints.
 
+mod support;
+
 use std::process::Command;
 
 fn fixture(name: &str) -> String {
@@ -10,7 +12,7 @@ fn fixture(name: &str) -> String {
 }
 
 fn plan(file: &str) -> (i32, String, String) {
-    let out = Command::new(env!("CARGO_BIN_EXE_fledge-sim"))
+    let out = Command::new(support::sim_binary())
         .args(["plan", file])
         .output()
         .expect("fledge-sim runs");

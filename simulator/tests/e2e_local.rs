@@ -371,7 +371,7 @@ fn binaries() -> &'static (PathBuf, PathBuf) {
     static BINARIES: OnceLock<(PathBuf, PathBuf)> = OnceLock::new();
     BINARIES.get_or_init(|| {
         (
-            workspace_binary("fledge-simulator", "fledge-sim"),
+            support::sim_binary().to_path_buf(),
             workspace_binary("fledge-controller", "fledge-controller"),
         )
     })

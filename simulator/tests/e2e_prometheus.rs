@@ -31,9 +31,7 @@ use fledge_controller::observe::{Measure, Measurement, Range};
 use fledge_controller::routes::{Provider, Routes};
 use fledge_simulator::scenario::Scenario;
 use fledge_simulator::telemetry::{DURATION_BUCKETS_MS, NUM_BUCKETS, histogram_quantile};
-use support::live::{
-    PATIENCE, Processes, http, lines_of, prometheus_binary, unix_ms, wait_for, workspace_binary,
-};
+use support::live::{PATIENCE, Processes, http, lines_of, prometheus_binary, unix_ms, wait_for};
 
 /// How far Flagger's success rate (percent) may be from the simulator's counters.
 const SUCCESS_RATE_POINTS: f64 = 0.5;
@@ -66,7 +64,7 @@ const KILLED_HELPER: &str = "FLEDGE_E2E_KILLED_HELPER";
 #[cfg(target_os = "linux")]
 #[test]
 fn a_killed_test_process_leaves_no_process_behind() {
-    let sim = workspace_binary("fledge-simulator", "fledge-sim");
+    let sim = support::sim_binary().to_path_buf();
     let mut helper = Command::new(std::env::current_exe().expect("this test binary"))
         .args([
             "--exact",
@@ -154,12 +152,7 @@ fn check_builtin_queries(scenario_file: &str, mesh: Mesh) {
     let scenario = Scenario::load(&path).unwrap_or_else(|e| panic!("{e}"));
     let mut procs = Processes::new(scenario_file);
 
-    let sim_port = procs.start_simulator(
-        &workspace_binary("fledge-simulator", "fledge-sim"),
-        &path,
-        "127.0.0.1:0",
-        SPEED,
-    );
+    let sim_port = procs.start_simulator(support::sim_binary(), &path, "127.0.0.1:0", SPEED);
     let sim = format!("127.0.0.1:{sim_port}");
     let prom = procs.start_prometheus(&prometheus, &sim);
 

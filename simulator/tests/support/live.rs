@@ -334,27 +334,5 @@ pub fn workspace_binary(package: &str, bin: &str) -> PathBuf {
         .filter(|m| m["target"]["name"] == bin)
         .find_map(|m| m["executable"].as_str().map(PathBuf::from))
         .unwrap_or_else(|| panic!("cargo names the {bin} executable"));
-    built_copy(&executable, bin).unwrap_or(executable)
-}
-
-/// The file in `deps/` that cargo hard-linked to `executable`: named by this build's hash, it
-/// stays this build's when another build of the workspace (another profile, another checkout
-/// sharing the target directory) replaces `executable`.
-#[cfg(unix)]
-fn built_copy(executable: &Path, bin: &str) -> Option<PathBuf> {
-    use std::os::unix::fs::MetadataExt;
-    let inode = std::fs::metadata(executable).ok()?.ino();
-    let deps = executable.parent()?.join("deps");
-    let prefix = format!("{}-", bin.replace('-', "_"));
-    std::fs::read_dir(deps)
-        .ok()?
-        .filter_map(Result::ok)
-        .filter(|e| e.file_name().to_string_lossy().starts_with(&prefix))
-        .find(|e| e.metadata().is_ok_and(|m| m.ino() == inode))
-        .map(|e| e.path())
-}
-
-#[cfg(not(unix))]
-fn built_copy(_: &Path, _: &str) -> Option<PathBuf> {
-    None
+    super::built_copy(&executable, bin).unwrap_or(executable)
 }

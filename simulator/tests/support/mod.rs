@@ -68,8 +68,18 @@ pub struct Output {
     pub stderr: String,
 }
 
+/// This build's `fledge-sim`: the hashed `deps/` copy of cargo's `CARGO_BIN_EXE_fledge-sim`, so a
+/// build of another checkout sharing the target directory cannot swap the binary under a test.
+pub fn sim_binary() -> &'static Path {
+    static BINARY: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
+    BINARY.get_or_init(|| {
+        let executable = PathBuf::from(env!("CARGO_BIN_EXE_fledge-sim"));
+        built_copy(&executable, "fledge-sim").unwrap_or(executable)
+    })
+}
+
 pub fn sim(args: &[&str]) -> Output {
-    let out = Command::new(env!("CARGO_BIN_EXE_fledge-sim"))
+    let out = Command::new(sim_binary())
         .args(args)
         .output()
         .expect("fledge-sim runs");
@@ -130,4 +140,26 @@ pub fn assert_bad_input(name: &str, text: &str, line: usize, field: &str, messag
             assert!(out.stdout.is_empty(), "{}", out.stdout);
         }
     }
+}
+
+/// The file in `deps/` that cargo hard-linked to `executable`: named by this build's hash, it
+/// stays this build's when another build of the workspace (another profile, another checkout
+/// sharing the target directory) replaces `executable`.
+#[cfg(unix)]
+pub(crate) fn built_copy(executable: &Path, bin: &str) -> Option<PathBuf> {
+    use std::os::unix::fs::MetadataExt;
+    let inode = std::fs::metadata(executable).ok()?.ino();
+    let deps = executable.parent()?.join("deps");
+    let prefix = format!("{}-", bin.replace('-', "_"));
+    std::fs::read_dir(deps)
+        .ok()?
+        .filter_map(Result::ok)
+        .filter(|e| e.file_name().to_string_lossy().starts_with(&prefix))
+        .find(|e| e.metadata().is_ok_and(|m| m.ino() == inode))
+        .map(|e| e.path())
+}
+
+#[cfg(not(unix))]
+pub(crate) fn built_copy(_: &Path, _: &str) -> Option<PathBuf> {
+    None
 }
