@@ -14,7 +14,7 @@ use kube::runtime::controller::Action as Requeue;
 use tracing::info;
 
 use super::super::workloads;
-use super::super::{Error, FINALIZER, Result, status};
+use super::super::{FINALIZER, Result, status};
 use super::problems::Problem;
 use super::tick::Tick;
 use crate::rollout::{Action, Observation, Phase, advance};
@@ -33,15 +33,7 @@ impl Tick<'_> {
 
     /// Removes the finalizer from the Canary as it is now (the cleanup has written its status).
     pub(super) async fn release(&self) -> Result<()> {
-        let fresh = self
-            .api
-            .get(&self.name)
-            .await
-            .map_err(|source| Error::Read {
-                kind: "Canary",
-                name: self.name.clone(),
-                source,
-            })?;
+        let fresh = self.api.get(&self.name).await?;
         let finalizers: Vec<String> = fresh
             .finalizers()
             .iter()
