@@ -105,7 +105,8 @@ async fn objects_owned_by_an_older_flagger_canary_get_their_controller_reference
     let before = uids(&c);
     reconcile_times(&c, 1).await;
     assert_eq!(uids(&c), before);
-    let ours = flagger_owner("flagger.app/v1beta1", FLAGGER_UID);
+    let ours = json!([{"apiVersion": "flagger.app/v1beta1", "kind": "Canary", "name": "podinfo",
+                       "uid": FLAGGER_UID, "controller": true}]);
     for path in flagger_objects() {
         let owners = &c.get(&path).unwrap()["metadata"]["ownerReferences"];
         assert_eq!(owners, &ours, "{path}");

@@ -141,6 +141,27 @@ impl CanaryApi {
         Ok(())
     }
 
+    /// Whether `fresh` is `old` with only the first of this write's two parts written (Fledge's
+    /// record on a Flagger Canary; its status write then conflicted): nobody else wrote.
+    pub(crate) fn part_written(
+        &self,
+        old: &Canary,
+        fresh: &Canary,
+        new: &CanaryStatus,
+    ) -> Result<bool> {
+        if let CanaryApi::Fledge(_) = self {
+            return Ok(false);
+        }
+        let json = |s: Option<&CanaryStatus>| match s {
+            Some(s) => to_json(s),
+            None => Ok(Value::Object(Map::new())),
+        };
+        let (old_flagger, _) = flagger::split(&json(old.status.as_ref())?);
+        let (fresh_flagger, fresh_own) = flagger::split(&json(fresh.status.as_ref())?);
+        let (_, new_own) = flagger::split(&to_json(new)?);
+        Ok(fresh_flagger == old_flagger && fresh_own == new_own)
+    }
+
     /// Flagger's `status.lastAppliedSpec` as stored now (Fledge never writes it).
     async fn flagger_last_applied(&self, name: &str) -> Result<Option<String>> {
         match self {

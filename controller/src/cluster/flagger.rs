@@ -89,8 +89,11 @@ pub fn unmarked(canary: &Canary) -> Option<Canary> {
 }
 
 /// The controlling owner reference of the objects a Canary's rollout creates: to the Canary
-/// object it was read as. For a Flagger Canary it is the reference Flagger itself sets (the same
-/// object, `blockOwnerDeletion` too), so an object Flagger created needs no second controller.
+/// object it was read as. For a Flagger Canary it names the object Flagger's own reference
+/// names, so an object Flagger created needs no second controller (the API server refuses two).
+/// Without `blockOwnerDeletion`, as for Fledge's own Canaries: setting it needs `update` on
+/// the owner's finalizers where the OwnerReferencesPermissionEnforcement admission plugin runs;
+/// on Flagger's objects Flagger's value stays (another field manager's).
 pub fn owner_reference(canary: &Canary) -> Option<OwnerReference> {
     if !is_flagger(canary) {
         return canary.controller_owner_ref(&());
@@ -101,7 +104,7 @@ pub fn owner_reference(canary: &Canary) -> Option<OwnerReference> {
         name: canary.metadata.name.clone()?,
         uid: canary.metadata.uid.clone()?,
         controller: Some(true),
-        block_owner_deletion: Some(true),
+        block_owner_deletion: None,
     })
 }
 
@@ -259,10 +262,7 @@ mod tests {
             (r.api_version.as_str(), r.kind.as_str(), r.uid.as_str()),
             (API_VERSION, "Canary", "f-uid")
         );
-        assert_eq!(
-            (r.controller, r.block_owner_deletion),
-            (Some(true), Some(true))
-        );
+        assert_eq!(r.controller, Some(true));
         assert_eq!(object_ref(&c).api_version.as_deref(), Some(API_VERSION));
         // The mark set on a fledge.dev Canary by hand is not trusted.
         let clean = unmarked(&c).unwrap();

@@ -164,6 +164,8 @@ pub fn merge_patch(old: &Value, new: &Value) -> Value {
 /// On a conflict the Canary is read again: if its status is still the one this reconcile started
 /// from (someone changed its spec or metadata), the write is retried once on the fresh version;
 /// otherwise another writer has moved the rollout on and the reconcile is retried from scratch.
+/// (On a Flagger Canary the first of the two writes may have landed: the status is then this
+/// reconcile's record with the old Flagger fields, and the write is retried too.)
 /// Returns whether anything was written.
 pub(crate) async fn write(api: &CanaryApi, canary: &Canary, new: &CanaryStatus) -> Result<bool> {
     let name = canary.metadata.name.clone().ok_or(Error::Unnamed("name"))?;
@@ -177,7 +179,7 @@ pub(crate) async fn write(api: &CanaryApi, canary: &Canary, new: &CanaryStatus) 
             ..
         }) if s.code == 409 => {
             let fresh = api.get(&name).await?;
-            if fresh.status != canary.status {
+            if fresh.status != canary.status && !api.part_written(canary, &fresh, new)? {
                 return Err(Error::StatusConflict { name });
             }
             match api.write_status(&fresh, new).await {
