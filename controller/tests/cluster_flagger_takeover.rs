@@ -184,6 +184,32 @@ async fn a_flagger_canary_mid_rollout_is_refused_until_flagger_has_ended_the_rol
 }
 
 #[tokio::test]
+async fn deleting_a_taken_over_canary_undoes_it_and_releases_flaggers_finalizer_too() {
+    let c = flagger_cluster(
+        "Succeeded",
+        0,
+        flagger_owner("flagger.app/v1beta1", FLAGGER_UID),
+    );
+    reconcile_times(&c, 3).await;
+    // Flagger added its finalizer for revertOnDeletion; Fledge added its own at take-over.
+    let mut canary = c.get(FLAGGER_CANARY).unwrap();
+    let finalizers = canary["metadata"]["finalizers"].as_array().unwrap().clone();
+    assert_eq!(finalizers, [json!("fledge.dev/finalizer")]);
+    canary["metadata"]["finalizers"] = json!(["finalizer.flagger.app", "fledge.dev/finalizer"]);
+    canary["spec"]["revertOnDeletion"] = json!(true);
+    canary["metadata"]["deletionTimestamp"] = json!("2023-11-14T22:20:00Z");
+    c.put(FLAGGER_CANARY, canary);
+    c.clear_calls();
+    reconcile_times(&c, 5).await;
+    let canary = c.get(FLAGGER_CANARY).unwrap();
+    assert_eq!(canary["metadata"]["finalizers"], json!([]), "{canary}");
+    // The target serves again and the primary is gone (revertOnDeletion), as Flagger would do.
+    assert!(c.get(PRIMARY).is_none());
+    assert_eq!(c.get(TARGET).unwrap()["spec"]["replicas"], 2);
+    assert_eq!(c.routes(), Some(Routes::PRIMARY_ONLY));
+}
+
+#[tokio::test]
 async fn the_status_fledge_writes_on_a_flagger_canary_fits_flaggers_status_schema() {
     let c = flagger_cluster(
         "Succeeded",

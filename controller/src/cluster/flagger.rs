@@ -34,6 +34,9 @@ pub const GROUP: &str = "flagger.app";
 pub const VERSION: &str = "v1beta1";
 pub const API_VERSION: &str = "flagger.app/v1beta1";
 
+/// Flagger's finalizer, which it adds with `revertOnDeletion`.
+pub const FINALIZER: &str = "finalizer.flagger.app";
+
 /// Fledge's record of a Flagger Canary it reconciles (JSON, see [`Record`]).
 pub const STATE_ANNOTATION: &str = "fledge.dev/state";
 
