@@ -259,3 +259,69 @@ async fn the_status_fledge_writes_on_a_flagger_canary_fits_flaggers_status_schem
         "podinfo:2"
     );
 }
+
+/// A controller with the real traffic routers over the fake API server.
+fn live_context(c: &FakeCluster) -> std::sync::Arc<fledge_controller::cluster::Context> {
+    use fledge_controller::cluster::providers::LiveRouting;
+    let mut ctx = c.context();
+    let client = ctx.client.clone();
+    std::sync::Arc::get_mut(&mut ctx)
+        .expect("a fresh context")
+        .routing = std::sync::Arc::new(LiveRouting::new(client));
+    ctx
+}
+
+#[tokio::test]
+async fn the_real_router_keeps_flaggers_routing_objects_in_place_through_a_rollout() {
+    let owner = flagger_owner("flagger.app/v1beta1", FLAGGER_UID);
+    let c = flagger_cluster("Succeeded", 0, owner.clone());
+    let before = uids(&c);
+    for _ in 0..3 {
+        c.reconcile_flagger(&live_context(&c))
+            .await
+            .expect("reconcile");
+        c.settle();
+        c.advance_clock(Duration::from_secs(60));
+    }
+    let events = events(&c);
+    // Flagger's VirtualService is read as all traffic on the primary: nothing to restore.
+    assert!(
+        !events.iter().any(|e| e.contains("RoutesRestored")),
+        "{events:#?}"
+    );
+    set_image(&c, "podinfo:2");
+    for _ in 0..30 {
+        c.reconcile_flagger(&live_context(&c))
+            .await
+            .expect("reconcile");
+        c.settle();
+        c.advance_clock(Duration::from_secs(60));
+        if c.flagger_status()["phase"] == "Succeeded" {
+            break;
+        }
+    }
+    assert_eq!(c.flagger_status()["phase"], "Succeeded");
+    assert_eq!(uids(&c), before);
+    let calls = c.calls();
+    assert!(calls.iter().all(|w| !w.created && w.method != "DELETE"));
+    for path in flagger_objects() {
+        let owners = &c.get(&path).unwrap()["metadata"]["ownerReferences"];
+        let controllers: Vec<&Value> = owners
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|o| o["controller"] == true)
+            .collect();
+        assert_eq!(controllers.len(), 1, "{path}: {owners}");
+        assert_eq!(controllers[0]["uid"], FLAGGER_UID, "{path}: {owners}");
+        assert_eq!(controllers[0]["apiVersion"], "flagger.app/v1beta1");
+    }
+    // The rollout went through the VirtualService Flagger created.
+    let vs = c.get(VIRTUAL_SERVICE).unwrap();
+    assert!(
+        calls
+            .iter()
+            .any(|w| w.method == "PATCH" && w.path == VIRTUAL_SERVICE),
+        "{vs}"
+    );
+}
