@@ -294,7 +294,9 @@ def expected_rules(values: dict) -> dict[str, list[dict]]:
     perms = yaml.safe_load((CHART / "rbac" / "permissions.yaml").read_text())
     provider = values.get("provider", "istio")
     wanted = [provider] + values.get("extraProviders", [])
-    watched = perms["canaries"] + perms["metricTemplates"]
+    flagger = values.get("flaggerCanaries", False)
+    templates = perms["metricTemplates"] + (perms["flaggerMetricTemplates"] if flagger else [])
+    watched = perms["canaries"] + (perms["flaggerCanaries"] if flagger else []) + templates
     for family in perms["routing"].values():
         if any(p in family["providers"] for p in wanted):
             watched += family["rules"]
@@ -307,7 +309,7 @@ def expected_rules(values: dict) -> dict[str, list[dict]]:
             out[f"Role {ns}"] = watched
         for ns in values.get("rbac", {}).get("metricTemplateNamespaces", []):
             if ns not in namespaces:
-                out[f"Role {ns}"] = perms["metricTemplates"]
+                out[f"Role {ns}"] = templates
     else:
         out["ClusterRole"] = watched
     election = values.get("leaderElection", {})

@@ -140,6 +140,10 @@ struct RunArgs {
     /// Log as JSON lines (the default) or as text.
     #[arg(long, env = "FLEDGE_LOG_FORMAT", default_value = "json", value_parser = ["json", "text"])]
     log_format: String,
+    /// Also reconcile Flagger's own Canaries (flagger.app/v1beta1), taking them over in place
+    /// between rollouts; scale Flagger down first (README: "Moving from Flagger").
+    #[arg(long, env = "FLEDGE_FLAGGER_CANARIES", value_parser = clap::builder::FalseyValueParser::new())]
+    flagger_canaries: bool,
     /// Address of the ops server (/metrics, /healthz, /readyz).
     #[arg(long, env = "FLEDGE_LISTEN", default_value = "0.0.0.0:8080")]
     listen: SocketAddr,
@@ -388,6 +392,7 @@ async fn run(mut args: RunArgs) -> Result<(), Failure> {
         Arc::new(LiveObserver::new(prometheus, Webhooks::new())),
         Config {
             default_provider: args.provider,
+            flagger_canaries: args.flagger_canaries,
             ..Config::default()
         },
         metrics.clone(),
@@ -409,7 +414,8 @@ async fn run(mut args: RunArgs) -> Result<(), Failure> {
         let _ = signal_tx.send(true);
     });
     let server = tokio::spawn(telemetry::serve_on(listener, metrics.clone(), stopped()));
-    info!(listen = %args.listen, provider = %args.provider, namespaces = ?args.namespaces, "starting");
+    info!(listen = %args.listen, provider = %args.provider, namespaces = ?args.namespaces,
+          flagger_canaries = args.flagger_canaries, "starting");
 
     let election = lease_timing.map(|timing| {
         let identity = std::env::var("POD_NAME")

@@ -95,6 +95,10 @@ struct Permissions {
     canaries: Vec<Rule>,
     #[serde(rename = "metricTemplates")]
     metric_templates: Vec<Rule>,
+    #[serde(rename = "flaggerCanaries")]
+    flagger_canaries: Vec<Rule>,
+    #[serde(rename = "flaggerMetricTemplates")]
+    flagger_metric_templates: Vec<Rule>,
     routing: BTreeMap<String, Family>,
     #[serde(rename = "leaderElection")]
     leader_election: Vec<Rule>,
@@ -120,11 +124,28 @@ impl Permissions {
             .unwrap_or_else(|| panic!("no routing family lists provider `{provider}`"))
     }
 
-    /// The rules rendered into each scope for a default provider and extra providers, as
-    /// templates/rbac.yaml selects them.
-    fn rendered(&self, default: &str, extra: &[&str]) -> Vec<(Scope, &Rule)> {
+    /// The rules rendered into each scope for a default provider and extra providers (and,
+    /// with `flagger`, the value `flaggerCanaries` on), as templates/rbac.yaml selects them.
+    fn rendered(&self, default: &str, extra: &[&str], flagger: bool) -> Vec<(Scope, &Rule)> {
         let mut out: Vec<(Scope, &Rule)> = Vec::new();
-        let watched = self.canaries.iter().chain(&self.metric_templates);
+        let none: &[Rule] = &[];
+        let (flaggers, flagger_templates) = match flagger {
+            true => (
+                &self.flagger_canaries[..],
+                &self.flagger_metric_templates[..],
+            ),
+            false => (none, none),
+        };
+        let templates: Vec<&Rule> = self
+            .metric_templates
+            .iter()
+            .chain(flagger_templates)
+            .collect();
+        let watched = self
+            .canaries
+            .iter()
+            .chain(flaggers)
+            .chain(templates.clone());
         out.extend(watched.map(|r| (Scope::Watched, r)));
         let mut families: Vec<&Family> = Vec::new();
         for p in std::iter::once(&default).chain(extra) {
@@ -142,14 +163,14 @@ impl Permissions {
                 .iter()
                 .map(|r| (Scope::Watched, r)),
         );
-        out.extend(self.metric_templates.iter().map(|r| (Scope::Templates, r)));
+        out.extend(templates.into_iter().map(|r| (Scope::Templates, r)));
         out.extend(self.leader_election.iter().map(|r| (Scope::Release, r)));
         out
     }
 
-    fn granted(&self, default: &str, extra: &[&str]) -> BTreeSet<Permission> {
+    fn granted(&self, default: &str, extra: &[&str], flagger: bool) -> BTreeSet<Permission> {
         let mut out = BTreeSet::new();
-        for (scope, rule) in self.rendered(default, extra) {
+        for (scope, rule) in self.rendered(default, extra, flagger) {
             let names: Vec<Option<String>> = match rule.resource_names.as_slice() {
                 [] => vec![None],
                 names => names
@@ -268,6 +289,11 @@ fn requested(life: &Life, layout: Layout) -> BTreeSet<Permission> {
 
 /// A context like the controller's own: the real routers over the fake API server.
 fn live_context(c: &FakeCluster, default: Provider) -> Arc<Context> {
+    live_context_with(c, default, false)
+}
+
+/// [`live_context`] with `--flagger-canaries` on or off.
+fn live_context_with(c: &FakeCluster, default: Provider, flagger: bool) -> Arc<Context> {
     let client = c.client();
     let clock = c.clock.clone();
     Arc::new(Context {
@@ -277,6 +303,7 @@ fn live_context(c: &FakeCluster, default: Provider) -> Arc<Context> {
         clock: Arc::new(move || clock.load(std::sync::atomic::Ordering::SeqCst)),
         config: Config {
             default_provider: default,
+            flagger_canaries: flagger,
             ..Config::default()
         },
         metrics: Arc::new(Metrics::new()),
@@ -306,9 +333,13 @@ async fn drive(c: &FakeCluster, default: Provider, phase: &str) {
 
 /// `run` over `namespaces` until it has reconciled the Canary once, then stopped.
 async fn run_once(c: &FakeCluster, default: Provider, namespaces: &[String]) {
-    let ctx = live_context(c, default);
+    run_once_on(c, live_context(c, default), CANARY, namespaces).await;
+}
+
+/// `run` with `ctx` over `namespaces` until it has written the Canary at `canary`, then stopped.
+async fn run_once_on(c: &FakeCluster, ctx: Arc<Context>, canary: &str, namespaces: &[String]) {
     let namespaces = namespaces.to_vec();
-    let before = c.get(CANARY).unwrap()["metadata"]["resourceVersion"].clone();
+    let before = c.get(canary).unwrap()["metadata"]["resourceVersion"].clone();
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
     let controller = tokio::spawn(async move {
         fledge_controller::cluster::run(ctx, &namespaces, async {
@@ -318,7 +349,7 @@ async fn run_once(c: &FakeCluster, default: Provider, namespaces: &[String]) {
     });
     // Bounded polling for the first write to the Canary, not a measure of speed.
     for _ in 0..1000 {
-        if c.get(CANARY).unwrap()["metadata"]["resourceVersion"] != before {
+        if c.get(canary).unwrap()["metadata"]["resourceVersion"] != before {
             break;
         }
         tokio::time::sleep(Duration::from_millis(10)).await;
@@ -459,6 +490,76 @@ async fn a_life(default: &str, named: Option<&str>) -> Life {
     }
 }
 
+/// A Flagger Canary's life under `--flagger-canaries` (Istio): taken over with `run` (all
+/// namespaces, then a namespace list), a rollout to promotion with a conflicting status write,
+/// deletion with `revertOnDeletion`; its metrics read Flagger's MetricTemplates.
+async fn a_flagger_life() -> Life {
+    let default = Provider::Istio;
+    let c = flagger_cluster(
+        "Succeeded",
+        0,
+        flagger_owner("flagger.app/v1beta1", FLAGGER_UID),
+    );
+    let mut canary = c.get(FLAGGER_CANARY).unwrap();
+    canary["spec"]["analysis"]["metrics"] = json!([
+        {"name": "not-found", "interval": "1m", "thresholdRange": {"max": 5},
+         "templateRef": {"name": "not-found-percentage", "namespace": TEMPLATES_NS}},
+        {"name": "errors", "interval": "1m", "thresholdRange": {"max": 5},
+         "templateRef": {"name": "errors"}}
+    ]);
+    c.put(FLAGGER_CANARY, canary);
+    for (name, ns) in [("not-found-percentage", TEMPLATES_NS), ("errors", NS)] {
+        c.put(
+            &format!("/apis/flagger.app/v1beta1/namespaces/{ns}/metrictemplates/{name}"),
+            json!({
+                "apiVersion": "flagger.app/v1beta1", "kind": "MetricTemplate",
+                "metadata": {"name": name, "namespace": ns},
+                "spec": {"provider": {"type": "prometheus", "address": "http://prometheus:9090"},
+                         "query": "1"}
+            }),
+        );
+    }
+    for metric in ["not-found", "errors"] {
+        c.set_metric(metric, MetricReading::Value { value: 1.0 });
+    }
+    let ctx = || live_context_with(&c, default, true);
+    let start = c.calls().len();
+    run_once_on(&c, ctx(), FLAGGER_CANARY, &[]).await;
+    let all_namespaces = start..c.calls().len();
+    run_once_on(&c, ctx(), FLAGGER_CANARY, &[NS.to_string()]).await;
+    let drive = async |until: &dyn Fn(&Value) -> bool| {
+        for _ in 0..40 {
+            c.reconcile_flagger(&ctx()).await.expect("reconcile");
+            c.settle();
+            if until(&c.get(FLAGGER_CANARY).unwrap()) {
+                return;
+            }
+            c.advance_clock(Duration::from_secs(60));
+        }
+        panic!("not reached; at {}", c.flagger_status());
+    };
+    set_image(&c, "podinfo:2");
+    // A status write that conflicts is retried on a fresh read of the Canary.
+    c.fail("PATCH", &format!("{FLAGGER_CANARY}/status"), 409, 1);
+    drive(&|o| o["status"]["phase"] == "Progressing").await;
+    drive(&|o| o["status"]["phase"] == "Succeeded").await;
+    let mut obj = c.get(FLAGGER_CANARY).unwrap();
+    obj["spec"]["revertOnDeletion"] = json!(true);
+    obj["metadata"]["deletionTimestamp"] = json!("2023-11-14T22:20:00Z");
+    c.put(FLAGGER_CANARY, obj);
+    drive(&|o| {
+        o["metadata"]["finalizers"]
+            .as_array()
+            .is_none_or(Vec::is_empty)
+    })
+    .await;
+    assert!(c.get(PRIMARY).is_none(), "the primary is deleted");
+    Life {
+        calls: c.calls(),
+        all_namespaces,
+    }
+}
+
 fn show<'a>(set: impl IntoIterator<Item = &'a Permission>) -> String {
     set.into_iter()
         .map(|(s, g, r, v, n)| format!("  {s:?} {g:?} {r} {v} {}", n.as_deref().unwrap_or("")))
@@ -483,7 +584,18 @@ fn check_grants(
     layout: Layout,
     requested: &BTreeSet<Permission>,
 ) -> Result<(), String> {
-    let granted = permissions().granted(default, extra);
+    check_grants_with(default, extra, false, layout, requested)
+}
+
+/// [`check_grants`] with `flaggerCanaries` on or off.
+fn check_grants_with(
+    default: &str,
+    extra: &[&str],
+    flagger: bool,
+    layout: Layout,
+    requested: &BTreeSet<Permission>,
+) -> Result<(), String> {
+    let granted = permissions().granted(default, extra, flagger);
     let missing: Vec<_> = requested
         .iter()
         .filter(|r| !granted.iter().any(|g| covers(g, r)))
@@ -496,7 +608,8 @@ fn check_grants(
         return Ok(());
     }
     Err(format!(
-        "provider {default} (extra {extra:?}, {layout:?}): charts/fledge/rbac/permissions.yaml\n\
+        "provider {default} (extra {extra:?}, flaggerCanaries {flagger}, {layout:?}): \
+         charts/fledge/rbac/permissions.yaml\n\
          misses what the controller requests:\n{}\ngrants what it never requests:\n{}",
         show(missing),
         show(unused)
@@ -504,9 +617,13 @@ fn check_grants(
 }
 
 fn assert_grants_exactly(default: &str, extra: &[&str], lives: &[Life]) {
+    assert_grants_exactly_with(default, extra, false, lives);
+}
+
+fn assert_grants_exactly_with(default: &str, extra: &[&str], flagger: bool, lives: &[Life]) {
     for layout in [Layout::ClusterRole, Layout::Roles] {
         let requested = lives.iter().flat_map(|l| requested(l, layout)).collect();
-        if let Err(e) = check_grants(default, extra, layout, &requested) {
+        if let Err(e) = check_grants_with(default, extra, flagger, layout, &requested) {
             panic!("{e}");
         }
     }
@@ -518,6 +635,12 @@ async fn the_chart_grants_exactly_what_the_controller_requests_with_each_default
         let life = a_life(provider, None).await;
         assert_grants_exactly(provider, &[], &[life]);
     }
+}
+
+#[tokio::test]
+async fn with_flagger_canaries_the_chart_grants_exactly_what_taking_them_over_requests() {
+    let lives = [a_life("istio", None).await, a_flagger_life().await];
+    assert_grants_exactly_with("istio", &[], true, &lives);
 }
 
 #[tokio::test]
@@ -610,7 +733,7 @@ fn every_rule_says_why_and_none_has_a_wildcard_or_repeats_a_permission() {
     };
     for provider in PROVIDER_NAMES {
         let mut seen = BTreeSet::new();
-        for (scope, rule) in perms.rendered(provider, PROVIDER_NAMES) {
+        for (scope, rule) in perms.rendered(provider, PROVIDER_NAMES, true) {
             assert!(
                 !rule.why.trim().is_empty(),
                 "a rule without `why`: {:?}",

@@ -52,6 +52,9 @@ once), and the watch rules of `provider`.
 {{- define "fledge.watchedRules" -}}
 {{- $perms := .Files.Get "rbac/permissions.yaml" | fromYaml -}}
 {{- $rules := concat $perms.canaries $perms.metricTemplates -}}
+{{- if .Values.flaggerCanaries -}}
+{{- $rules = concat $rules $perms.flaggerCanaries $perms.flaggerMetricTemplates -}}
+{{- end -}}
 {{- $wanted := prepend .Values.extraProviders .Values.provider -}}
 {{- range $name, $family := $perms.routing -}}
 {{- $used := false -}}

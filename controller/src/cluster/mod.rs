@@ -9,10 +9,13 @@
 //! - [`lease`]: leader election with a `coordination.k8s.io` Lease;
 //! - [`deadline`]: a deadline on every API call but watches;
 //! - [`telemetry`]: Prometheus metrics, the ops HTTP server and JSON logs;
+//! - [`flagger`]: Flagger's own Canaries, taken over in place under `--flagger-canaries`;
 //! - [`cli`]: `status`, `promote`, `abort` and `resume` for people.
 
+mod canaries;
 pub mod cli;
 pub mod deadline;
+pub mod flagger;
 pub mod lease;
 pub mod providers;
 pub mod reconciler;
@@ -21,7 +24,9 @@ pub mod telemetry;
 pub mod workloads;
 
 pub use providers::{HookCall, Observer, Routing};
-pub use reconciler::{Config, Context, error_policy, reconcile, run};
+pub use reconciler::{
+    Config, Context, error_policy, flagger_error_policy, reconcile, reconcile_flagger, run,
+};
 
 /// The finalizer that holds a deleted Canary until its routing and the user's objects have been
 /// restored; added only once there is something to clean up.
@@ -72,6 +77,9 @@ pub enum Error {
     /// The object has no name or namespace (the API server never sends such a Canary).
     #[error("Canary without {0}")]
     Unnamed(&'static str),
+    /// A Canary read back from the API no longer reads as a Canary (edited meanwhile).
+    #[error("Canary {name} cannot be read: {message}")]
+    Unreadable { name: String, message: String },
     /// The log filter given is not an `EnvFilter` directive.
     #[error("log level `{filter}`: {message}")]
     LogFilter { filter: String, message: String },
@@ -95,6 +103,7 @@ impl Error {
             Error::Route { .. } => "route",
             Error::PublishEvent(_) => "event",
             Error::Unnamed(_) => "unnamed",
+            Error::Unreadable { .. } => "unreadable",
             Error::LogFilter { .. } => "log_filter",
             Error::Serve { .. } => "serve",
         }
@@ -130,18 +139,12 @@ pub(crate) async fn stop_if_unsynced<K>(
     }
 }
 
-/// Marks the controller ready once every store has its first complete list, then stays
-/// pending (run it beside the controllers, not after them).
-pub(crate) async fn ready_when_synced<K>(
-    stores: Vec<kube::runtime::reflector::Store<K>>,
-    metrics: std::sync::Arc<telemetry::Metrics>,
-) where
+/// Whether every store has got its first complete list (waits for them).
+pub(crate) async fn synced_all<K>(stores: Vec<kube::runtime::reflector::Store<K>>) -> bool
+where
     K: kube::Resource + Clone + 'static,
     K::DynamicType: Eq + std::hash::Hash + Clone,
 {
     let all = futures::future::join_all(stores.iter().map(|s| s.wait_until_ready())).await;
-    if all.iter().all(Result::is_ok) {
-        metrics.set_ready(true);
-    }
-    std::future::pending::<()>().await;
+    all.iter().all(Result::is_ok)
 }

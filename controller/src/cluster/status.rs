@@ -7,9 +7,9 @@
 //! nothing.
 
 use k8s_openapi::api::core::v1::PodTemplateSpec;
-use kube::api::{Api, Patch, PatchParams};
 use serde_json::{Map, Value};
 
+use super::canaries::CanaryApi;
 use super::{Error, Result};
 use crate::rollout::{Millis, Phase, RolloutState};
 use crate::spec::{Canary, CanaryCondition, CanaryStatus};
@@ -164,27 +164,25 @@ pub fn merge_patch(old: &Value, new: &Value) -> Value {
 /// On a conflict the Canary is read again: if its status is still the one this reconcile started
 /// from (someone changed its spec or metadata), the write is retried once on the fresh version;
 /// otherwise another writer has moved the rollout on and the reconcile is retried from scratch.
+/// (On a Flagger Canary the first of the two writes may have landed: the status is then this
+/// reconcile's record with the old Flagger fields, and the write is retried too.)
 /// Returns whether anything was written.
-pub async fn write(api: &Api<Canary>, canary: &Canary, new: &CanaryStatus) -> Result<bool> {
+pub(crate) async fn write(api: &CanaryApi, canary: &Canary, new: &CanaryStatus) -> Result<bool> {
     let name = canary.metadata.name.clone().ok_or(Error::Unnamed("name"))?;
     let new = &with_kept_transitions(canary.status.as_ref(), new);
     if canary.status.as_ref() == Some(new) {
         return Ok(false);
     }
-    match patch(api, canary, new).await {
+    match api.write_status(canary, new).await {
         Err(Error::Write {
             source: kube::Error::Api(s),
             ..
         }) if s.code == 409 => {
-            let fresh = api.get(&name).await.map_err(|source| Error::Read {
-                kind: "Canary",
-                name: name.clone(),
-                source,
-            })?;
-            if fresh.status != canary.status {
+            let fresh = api.get(&name).await?;
+            if fresh.status != canary.status && !api.part_written(canary, &fresh, new)? {
                 return Err(Error::StatusConflict { name });
             }
-            match patch(api, &fresh, new).await {
+            match api.write_status(&fresh, new).await {
                 Err(Error::Write {
                     source: kube::Error::Api(s),
                     ..
@@ -194,32 +192,6 @@ pub async fn write(api: &Api<Canary>, canary: &Canary, new: &CanaryStatus) -> Re
         }
         other => other.map(|()| true),
     }
-}
-
-async fn patch(api: &Api<Canary>, canary: &Canary, new: &CanaryStatus) -> Result<()> {
-    let name = canary.metadata.name.clone().ok_or(Error::Unnamed("name"))?;
-    let to_json = |s: &CanaryStatus| {
-        serde_json::to_value(s).map_err(|source| Error::Serialize {
-            what: "Canary status",
-            source,
-        })
-    };
-    let old = match &canary.status {
-        Some(s) => to_json(s)?,
-        None => Value::Object(Map::new()),
-    };
-    let body = serde_json::json!({
-        "metadata": { "resourceVersion": canary.metadata.resource_version },
-        "status": merge_patch(&old, &to_json(new)?),
-    });
-    api.patch_status(&name, &PatchParams::default(), &Patch::Merge(&body))
-        .await
-        .map_err(|source| Error::Write {
-            kind: "Canary status",
-            name,
-            source,
-        })?;
-    Ok(())
 }
 
 #[cfg(test)]

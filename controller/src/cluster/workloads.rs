@@ -14,8 +14,8 @@ use k8s_openapi::api::autoscaling::v2::HorizontalPodAutoscaler;
 use k8s_openapi::api::core::v1::{Pod, Service, ServicePort, ServiceSpec};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta, OwnerReference};
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString as K8sIntOrString;
+use kube::Client;
 use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams};
-use kube::{Client, Resource};
 
 use super::{Error, FIELD_MANAGER, Result};
 use crate::rollout::{PodState, Readiness};
@@ -229,7 +229,9 @@ pub fn primary_labels(selector: &BTreeMap<String, String>) -> BTreeMap<String, S
 }
 
 fn owner(canary: &Canary) -> Vec<OwnerReference> {
-    canary.controller_owner_ref(&()).into_iter().collect()
+    super::flagger::owner_reference(canary)
+        .into_iter()
+        .collect()
 }
 
 fn relabel(

@@ -21,8 +21,8 @@
 //! like the service) gets no owner reference: it stays when the Canary goes.
 
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference;
+use kube::ResourceExt;
 use kube::api::{Api, ApiResource, DynamicObject, Patch, PatchParams};
-use kube::{Resource, ResourceExt};
 use serde_json::{Value, json};
 
 pub use crate::routes::Routes;
@@ -450,8 +450,9 @@ impl Objects {
     }
 }
 
+/// To the Canary object it was read as: Flagger's Canaries own their objects as Flagger does.
 fn owner_reference(canary: &Canary) -> Option<OwnerReference> {
-    canary.controller_owner_ref(&())
+    crate::cluster::flagger::owner_reference(canary)
 }
 
 /// The dynamic API resource of a routing object's kind.

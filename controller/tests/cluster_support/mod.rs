@@ -11,11 +11,15 @@
 mod api_rules;
 mod fakes;
 mod fixtures;
+mod flagger;
 
 pub use api_rules::merge;
 use api_rules::{applied_ports, in_collection, is_collection, json_patch};
 pub use fakes::{FakeObserver, FakeRouting};
 pub use fixtures::*;
+// Used by the Flagger take-over tests only.
+#[allow(unused_imports)]
+pub use flagger::*;
 
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicU64, Ordering};

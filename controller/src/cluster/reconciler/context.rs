@@ -23,6 +23,8 @@ pub struct Config {
     pub poll: Duration,
     /// How long to wait after a failed reconcile.
     pub retry: Duration,
+    /// Also reconcile Flagger's own Canaries (`flagger.app/v1beta1`), taking them over in place.
+    pub flagger_canaries: bool,
 }
 
 impl Default for Config {
@@ -31,6 +33,7 @@ impl Default for Config {
             default_provider: Provider::Istio,
             poll: Duration::from_secs(10),
             retry: Duration::from_secs(5),
+            flagger_canaries: false,
         }
     }
 }

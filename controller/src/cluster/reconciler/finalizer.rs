@@ -14,7 +14,7 @@ use kube::runtime::controller::Action as Requeue;
 use tracing::info;
 
 use super::super::workloads;
-use super::super::{Error, FINALIZER, Result, status};
+use super::super::{FINALIZER, Result, flagger, status};
 use super::problems::Problem;
 use super::tick::Tick;
 use crate::rollout::{Action, Observation, Phase, advance};
@@ -32,20 +32,15 @@ impl Tick<'_> {
     }
 
     /// Removes the finalizer from the Canary as it is now (the cleanup has written its status).
+    /// On a Flagger Canary taken over, Flagger's own finalizer (`revertOnDeletion`) goes too:
+    /// its cleanup is the one just done, and Flagger, scaled down, would hold the Canary forever.
     pub(super) async fn release(&self) -> Result<()> {
-        let fresh = self
-            .api
-            .get(&self.name)
-            .await
-            .map_err(|source| Error::Read {
-                kind: "Canary",
-                name: self.name.clone(),
-                source,
-            })?;
+        let fresh = self.api.get(&self.name).await?;
+        let flaggers = flagger::is_flagger(self.canary).then_some(flagger::FINALIZER);
         let finalizers: Vec<String> = fresh
             .finalizers()
             .iter()
-            .filter(|f| *f != FINALIZER)
+            .filter(|f| *f != FINALIZER && Some(f.as_str()) != flaggers)
             .cloned()
             .collect();
         self.set_finalizers(&fresh, finalizers).await

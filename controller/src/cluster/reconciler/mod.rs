@@ -20,7 +20,8 @@
 //!
 //! The rooms: [`context`] (what every reconcile needs), [`wiring`] (the watches), `tick` (one
 //! reconcile), `finalizer` (held only while there is something to clean up), `observing` (the observation plan's executor), `actions` (carrying out the core's
-//! actions), `repairs` (what is put back every tick) and `problems` (conditions and Events).
+//! actions), `repairs` (what is put back every tick), `problems` (conditions and Events) and
+//! `take_over` (a Flagger Canary's first reconcile under `--flagger-canaries`).
 
 mod actions;
 mod context;
@@ -28,16 +29,19 @@ mod finalizer;
 mod observing;
 mod problems;
 mod repairs;
+mod take_over;
 mod tick;
 mod wiring;
 
 use std::sync::Arc;
 
 use kube::ResourceExt;
+use kube::api::DynamicObject;
 use kube::runtime::controller::Action as Requeue;
+use kube::runtime::events::{Event as KubeEvent, EventType, Recorder};
 use tracing::{Instrument, info_span, warn};
 
-use super::{Error, Result};
+use super::{Error, Result, flagger};
 use crate::spec::Canary;
 use context::key;
 use tick::Tick;
@@ -53,6 +57,42 @@ pub(crate) use tick::requeue_after;
 /// Reconciles one Canary: a tick of the rollout or, once it is deleted, its cleanup and then
 /// the finalizer's removal.
 pub async fn reconcile(canary: Arc<Canary>, ctx: Arc<Context>) -> Result<Requeue> {
+    // Only a Canary read from Flagger's API passes for one of Flagger's.
+    let canary = flagger::unmarked(&canary).map_or(canary, Arc::new);
+    reconcile_canary(canary, ctx).await
+}
+
+/// Reconciles one of Flagger's Canaries (`--flagger-canaries`): taken over in place, then
+/// reconciled as any Canary ([`super::flagger`]).
+pub async fn reconcile_flagger(object: Arc<DynamicObject>, ctx: Arc<Context>) -> Result<Requeue> {
+    match flagger::to_canary(&object) {
+        Ok(canary) => reconcile_canary(Arc::new(canary), ctx).await,
+        Err(e) => {
+            // Flagger's schema admitted it; Fledge cannot read it. Said once per reconcile,
+            // slowly: only an edit of the Canary changes it.
+            let message = format!(
+                "Flagger Canary {}: {e}; Fledge leaves it alone until it is fixed",
+                object.name_any()
+            );
+            warn!(%message, "cannot read canary");
+            let event = KubeEvent {
+                type_: EventType::Warning,
+                reason: "InvalidSpec".into(),
+                note: Some(problems::note_of(&message).to_string()),
+                action: "Reconcile".into(),
+                secondary: None,
+            };
+            let reference = kube::Resource::object_ref(&*object, &flagger::canary_resource());
+            let recorder = Recorder::new(ctx.client.clone(), ctx.reporter.clone());
+            if let Err(e) = recorder.publish(&event, &reference).await {
+                ctx.metrics.reconcile_failed(&Error::PublishEvent(e));
+            }
+            Ok(Requeue::requeue(ctx.config.poll * 6))
+        }
+    }
+}
+
+async fn reconcile_canary(canary: Arc<Canary>, ctx: Arc<Context>) -> Result<Requeue> {
     let namespace = canary.namespace().ok_or(Error::Unnamed("namespace"))?;
     let name = canary.name_any();
     let span = info_span!("reconcile", namespace = %namespace, canary = %name);
@@ -61,7 +101,10 @@ pub async fn reconcile(canary: Arc<Canary>, ctx: Arc<Context>) -> Result<Requeue
     let result = async {
         let tick = Tick::new(&canary, &ctx)?;
         if canary.metadata.deletion_timestamp.is_none() {
-            tick.apply().await
+            match tick.take_over().await? {
+                Some(done) => Ok(done),
+                None => tick.apply().await,
+            }
         } else if !tick.held() {
             Ok(Requeue::await_change())
         } else {
@@ -81,7 +124,21 @@ pub async fn reconcile(canary: Arc<Canary>, ctx: Arc<Context>) -> Result<Requeue
 
 /// Counts the failure and retries after a pause that doubles with each consecutive failure.
 pub fn error_policy(canary: Arc<Canary>, error: &Error, ctx: Arc<Context>) -> Requeue {
-    warn!(namespace = ?canary.namespace(), canary = %canary.name_any(), %error, "reconcile failed");
+    failed(key(&canary), error, &ctx)
+}
+
+/// [`error_policy`] for Flagger's Canaries.
+pub fn flagger_error_policy(
+    object: Arc<DynamicObject>,
+    error: &Error,
+    ctx: Arc<Context>,
+) -> Requeue {
+    let key = (object.namespace().unwrap_or_default(), object.name_any());
+    failed(key, error, &ctx)
+}
+
+fn failed(key: (String, String), error: &Error, ctx: &Context) -> Requeue {
+    warn!(namespace = %key.0, canary = %key.1, %error, "reconcile failed");
     ctx.metrics.reconcile_failed(error);
-    Requeue::requeue(ctx.backoff.failed(key(&canary), ctx.config.retry))
+    Requeue::requeue(ctx.backoff.failed(key, ctx.config.retry))
 }

@@ -6,18 +6,17 @@ use std::collections::BTreeMap;
 
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::core::v1::{PodSpec, Probe};
-use kube::api::Api;
 
 use super::super::providers::{HookCall, Observer};
 use super::super::workloads;
-use super::super::{Error, Result};
+use super::super::{Error, Result, flagger};
 use super::tick::Tick;
 use crate::analysis::MetricReading;
 use crate::observe::{Measure, Measurement, QuerySource, Subject, plan, template_not_found};
 use crate::rollout::{
     Command, HookOutcome, Millis, Observation, Phase, PodState, RolloutState, wants,
 };
-use crate::spec::{HookGate, MetricTemplate, MetricTemplateSpec, RolloutSpec};
+use crate::spec::{HookGate, MetricTemplateSpec, RolloutSpec};
 
 impl Tick<'_> {
     pub(super) async fn observe(
@@ -96,9 +95,9 @@ impl Tick<'_> {
             Measure::Query(QuerySource::Template {
                 namespace, name, ..
             }) => {
-                let api: Api<MetricTemplate> = Api::namespaced(self.ctx.client.clone(), namespace);
-                match api.get_opt(name).await {
-                    Ok(Some(t)) => Some(t.spec),
+                let client = self.ctx.client.clone();
+                match flagger::metric_template(client, self.canary, namespace, name).await {
+                    Ok(Some(t)) => Some(t),
                     Ok(None) => {
                         let reason = template_not_found(namespace, name);
                         return Ok(MetricReading::Error { reason });

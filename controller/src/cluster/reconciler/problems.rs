@@ -1,13 +1,12 @@
 //! Problem reporting: what cannot be acted on becomes a Warning Event and a status message,
 //! and decisions become Events.
 
-use kube::Resource;
 use kube::runtime::controller::Action as Requeue;
 use kube::runtime::events::{Event as KubeEvent, EventType, Recorder};
 use tracing::warn;
 
 use super::super::workloads::WorkloadProblem;
-use super::super::{COMMAND_ANNOTATION, Error, Result, status};
+use super::super::{COMMAND_ANNOTATION, Error, Result, flagger, status};
 use super::tick::Tick;
 use crate::rollout::{Phase, Severity};
 
@@ -28,6 +27,8 @@ pub(super) enum Problem {
         target: String,
         promoted: String,
     },
+    /// A Flagger Canary in this phase of a rollout: it is not taken over until Flagger ends it.
+    MidRollout(String),
 }
 
 impl Problem {
@@ -41,6 +42,7 @@ impl Problem {
             Problem::UnknownCommand(_) => "UnknownCommand",
             Problem::PutBack(_) => "PutBack",
             Problem::PrimaryLost { .. } => "PrimaryTemplateUnknown",
+            Problem::MidRollout(_) => "TakeOverRefused",
         }
     }
 
@@ -70,6 +72,12 @@ impl Problem {
                  promoted pod template is unknown (status.primaryTemplate was not recorded); the \
                  rollout holds: recreate {primary} from the promoted revision {promoted}, or set \
                  the target Deployment {target} back to that revision"
+            ),
+            Problem::MidRollout(phase) => format!(
+                "Flagger's rollout of this Canary is under way (status.phase {phase}): Fledge \
+                 takes it over only between rollouts, and changes nothing until then. Let \
+                 Flagger finish it (scale Flagger back up until the phase is Succeeded or \
+                 Failed, then down again); Fledge looks again at every reconcile"
             ),
         }
     }
@@ -108,7 +116,7 @@ impl Tick<'_> {
         // A recorder per Event: a recorder merges Events of the same reason into a series and
         // drops the later note, and two decisions of one reconcile often share a reason.
         let published = Recorder::new(self.ctx.client.clone(), self.ctx.reporter.clone())
-            .publish(&event, &self.canary.object_ref(&()))
+            .publish(&event, &flagger::object_ref(self.canary))
             .await;
         if let Err(e) = published {
             let error = Error::PublishEvent(e);
@@ -122,7 +130,7 @@ impl Tick<'_> {
 const NOTE_LIMIT: usize = 1024;
 
 /// `message` cut to at most [`NOTE_LIMIT`] bytes, at a character boundary.
-fn note_of(message: &str) -> &str {
+pub(super) fn note_of(message: &str) -> &str {
     let mut end = message.len().min(NOTE_LIMIT);
     while !message.is_char_boundary(end) {
         end -= 1;

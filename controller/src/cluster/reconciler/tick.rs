@@ -4,9 +4,9 @@
 use std::time::Duration;
 
 use kube::ResourceExt;
-use kube::api::{Api, Patch, PatchParams};
 use kube::runtime::controller::Action as Requeue;
 
+use super::super::canaries::CanaryApi;
 use super::super::workloads::{self, WorkloadProblem, Workloads};
 use super::super::{COMMAND_ANNOTATION, Error, Result, status};
 use super::Context;
@@ -24,7 +24,7 @@ pub(super) struct Tick<'a> {
     pub(super) name: String,
     /// `spec.provider`, or the controller's default; unknown names fail every routing call.
     pub(super) provider: std::result::Result<Provider, UnknownProvider>,
-    pub(super) api: Api<Canary>,
+    pub(super) api: CanaryApi,
     pub(super) workloads: Workloads,
     pub(super) now: Millis,
 }
@@ -40,7 +40,7 @@ impl<'a> Tick<'a> {
         Ok(Tick {
             canary,
             ctx,
-            api: Api::namespaced(ctx.client.clone(), &namespace),
+            api: CanaryApi::of(ctx.client.clone(), &namespace, canary),
             workloads: Workloads::new(ctx.client.clone(), &namespace),
             now: (ctx.clock)(),
             namespace,
@@ -180,15 +180,7 @@ impl<'a> Tick<'a> {
 
     /// A JSON merge patch of the Canary itself (metadata the controller keeps there).
     pub(super) async fn merge_into_canary(&self, body: &serde_json::Value) -> Result<()> {
-        self.api
-            .patch(&self.name, &PatchParams::default(), &Patch::Merge(body))
-            .await
-            .map_err(|source| Error::Write {
-                kind: "Canary",
-                name: self.name.clone(),
-                source,
-            })?;
-        Ok(())
+        self.api.merge(&self.name, body).await
     }
 
     pub(super) fn route_error(&self, message: String) -> Error {

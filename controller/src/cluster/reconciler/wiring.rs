@@ -2,20 +2,23 @@
 
 use std::sync::Arc;
 
-use futures::StreamExt;
+use futures::{FutureExt, StreamExt};
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::core::v1::Service;
 use kube::ResourceExt;
 use kube::api::{Api, DynamicObject};
+use kube::runtime::reflector::ObjectRef;
 use kube::runtime::{Controller, watcher};
 use tracing::warn;
 
-use super::{Context, error_policy, reconcile};
+use super::super::flagger;
+use super::{Context, error_policy, flagger_error_policy, reconcile, reconcile_flagger};
 use crate::router::api_resource;
 use crate::spec::Canary;
 
 /// Runs the controller over `namespaces` (all when empty) until `shutdown` resolves; marks
-/// `ctx.metrics` ready once the Canary lists of every namespace have synced.
+/// `ctx.metrics` ready once the Canary lists of every namespace have synced. With
+/// `flagger_canaries`, Flagger's Canaries are watched and reconciled too.
 pub async fn run(
     ctx: Arc<Context>,
     namespaces: &[String],
@@ -28,57 +31,126 @@ pub async fn run(
         namespaces.iter().cloned().map(Some).collect()
     };
     let mut stores = Vec::new();
-    let controllers = scopes.into_iter().map(|ns| {
-        let client = ctx.client.clone();
-        let (canaries, deployments): (Api<Canary>, Api<Deployment>) = match &ns {
-            Some(ns) => (
-                Api::namespaced(client.clone(), ns),
-                Api::namespaced(client, ns),
-            ),
-            None => (Api::all(client.clone()), Api::all(client)),
+    let mut flagger_stores = Vec::new();
+    let mut controllers = Vec::new();
+    for ns in scopes {
+        let api = |client: kube::Client| -> Api<Canary> {
+            match &ns {
+                Some(ns) => Api::namespaced(client, ns),
+                None => Api::all(client),
+            }
         };
-        let mut controller = Controller::new(canaries, watcher::Config::default());
-        // The default provider's routing objects (owned by their Canaries): an edit by hand is
-        // put back at once rather than at the next analysis tick.
-        let resource = api_resource(ctx.config.default_provider.routing_kind());
-        let routes: Api<DynamicObject> = match &ns {
-            Some(ns) => Api::namespaced_with(ctx.client.clone(), ns, &resource),
-            None => Api::all_with(ctx.client.clone(), &resource),
-        };
-        controller = controller.owns_with(routes, resource, watcher::Config::default());
+        let controller = Controller::new(api(ctx.client.clone()), watcher::Config::default());
         let store = controller.store();
         stores.push(store.clone());
         let unsynced_stop = super::super::stop_if_unsynced(store.clone(), shutdown.clone());
-        let services: Api<Service> = match &ns {
-            Some(ns) => Api::namespaced(ctx.client.clone(), ns),
-            None => Api::all(ctx.client.clone()),
+        let targets = move |ns: Option<String>, name: String| {
+            store
+                .state()
+                .into_iter()
+                .filter(|c| c.namespace() == ns && c.spec.target_ref.name == name)
+                .map(|c| ObjectRef::from_obj(&*c))
+                .collect::<Vec<_>>()
         };
-        controller
-            // The primary and the generated Services: a change by hand is seen at once.
-            .owns(deployments.clone(), watcher::Config::default())
-            .owns(services, watcher::Config::default())
-            // A change to a target Deployment (a new revision, readiness) wakes its Canaries.
-            .watches(deployments, watcher::Config::default(), move |dep| {
-                let (ns, name) = (dep.namespace(), dep.name_any());
-                store
-                    .state()
-                    .into_iter()
-                    .filter(|c| c.namespace() == ns && c.spec.target_ref.name == name)
-                    .map(|c| kube::runtime::reflector::ObjectRef::from_obj(&*c))
-                    .collect::<Vec<_>>()
-            })
+        let controller = owning(controller, &ctx, &ns, targets)
             .graceful_shutdown_on(shutdown.clone())
             .run(reconcile, error_policy, ctx.clone())
             .take_until(unsynced_stop)
-            .for_each(|res| async move {
-                if let Err(e) = res {
-                    warn!(error = %e, "controller");
-                }
-            })
-    });
+            .for_each(log_errors);
+        controllers.push(controller.boxed());
+        if !ctx.config.flagger_canaries {
+            continue;
+        }
+        let resource = flagger::canary_resource();
+        let canaries: Api<DynamicObject> = match &ns {
+            Some(ns) => Api::namespaced_with(ctx.client.clone(), ns, &resource),
+            None => Api::all_with(ctx.client.clone(), &resource),
+        };
+        let controller = Controller::new_with(canaries, watcher::Config::default(), resource);
+        let store = controller.store();
+        flagger_stores.push(store.clone());
+        let unsynced_stop = super::super::stop_if_unsynced(store.clone(), shutdown.clone());
+        let targets = move |ns: Option<String>, name: String| {
+            store
+                .state()
+                .into_iter()
+                .filter(|c| {
+                    c.namespace() == ns
+                        && c.data["spec"]["targetRef"]["name"].as_str() == Some(&name)
+                })
+                .map(|c| ObjectRef::from_obj_with(&*c, flagger::canary_resource()))
+                .collect::<Vec<_>>()
+        };
+        let controller = owning(controller, &ctx, &ns, targets)
+            .graceful_shutdown_on(shutdown.clone())
+            .run(reconcile_flagger, flagger_error_policy, ctx.clone())
+            .take_until(unsynced_stop)
+            .for_each(log_errors);
+        controllers.push(controller.boxed());
+    }
     let controllers = futures::future::join_all(controllers);
-    let ready = super::super::ready_when_synced(stores, ctx.metrics.clone());
+    let metrics = ctx.metrics.clone();
+    let ready = async move {
+        let (fledge, flaggers) = futures::join!(
+            super::super::synced_all(stores),
+            super::super::synced_all(flagger_stores)
+        );
+        if fledge && flaggers {
+            metrics.set_ready(true);
+        }
+        std::future::pending::<()>().await
+    };
     futures::future::select(Box::pin(controllers), Box::pin(ready)).await;
+}
+
+async fn log_errors<T, E: std::fmt::Display>(res: Result<T, E>) {
+    if let Err(e) = res {
+        warn!(error = %e, "controller");
+    }
+}
+
+/// A Canary controller with what else wakes its Canaries: the objects they own (the primary,
+/// the generated Services, the default provider's routing objects: a change by hand is put
+/// back at once rather than at the next analysis tick) and their target Deployments (a new
+/// revision, readiness), which `targets` maps to the Canaries naming them.
+fn owning<K>(
+    controller: Controller<K>,
+    ctx: &Context,
+    ns: &Option<String>,
+    targets: impl Fn(Option<String>, String) -> Vec<ObjectRef<K>> + Send + Sync + 'static,
+) -> Controller<K>
+where
+    K: kube::Resource
+        + Clone
+        + std::fmt::Debug
+        + serde::de::DeserializeOwned
+        + Send
+        + Sync
+        + 'static,
+    K::DynamicType: Eq + std::hash::Hash + Clone + std::fmt::Debug + Unpin,
+{
+    let client = ctx.client.clone();
+    let resource = api_resource(ctx.config.default_provider.routing_kind());
+    let (routes, deployments, services): (Api<DynamicObject>, Api<Deployment>, Api<Service>) =
+        match ns {
+            Some(ns) => (
+                Api::namespaced_with(client.clone(), ns, &resource),
+                Api::namespaced(client.clone(), ns),
+                Api::namespaced(client, ns),
+            ),
+            None => (
+                Api::all_with(client.clone(), &resource),
+                Api::all(client.clone()),
+                Api::all(client),
+            ),
+        };
+    controller
+        .owns_with(routes, resource, watcher::Config::default())
+        .owns(deployments.clone(), watcher::Config::default())
+        .owns(services, watcher::Config::default())
+        .watches(deployments, watcher::Config::default(), move |dep| {
+            targets(dep.namespace(), dep.name_any())
+        })
 }
 
 #[cfg(test)]

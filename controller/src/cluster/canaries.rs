@@ -1,0 +1,185 @@
+//! The Canary's own API, whichever group it was read from: Fledge's `fledge.dev` Canaries
+//! (typed, the status whole in `status`) or Flagger's `flagger.app` ones (dynamic, the status
+//! split between Flagger's fields in `status` and Fledge's in an annotation; see
+//! [`super::flagger`]).
+
+use kube::Client;
+use kube::api::{Api, DynamicObject, Patch, PatchParams};
+use serde_json::{Map, Value, json};
+
+use super::flagger::{self, Record, STATE_ANNOTATION};
+use super::status::merge_patch;
+use super::{Error, Result};
+use crate::spec::{Canary, CanaryStatus};
+
+/// The API of one namespace's Canaries of one group.
+pub(crate) enum CanaryApi {
+    Fledge(Api<Canary>),
+    Flagger(Api<DynamicObject>),
+}
+
+fn read(name: &str) -> impl FnOnce(kube::Error) -> Error {
+    let name = name.to_string();
+    move |source| Error::Read {
+        kind: "Canary",
+        name,
+        source,
+    }
+}
+
+fn write(kind: &'static str, name: &str) -> impl FnOnce(kube::Error) -> Error {
+    let name = name.to_string();
+    move |source| Error::Write { kind, name, source }
+}
+
+fn to_json(s: &CanaryStatus) -> Result<Value> {
+    serde_json::to_value(s).map_err(|source| Error::Serialize {
+        what: "Canary status",
+        source,
+    })
+}
+
+impl CanaryApi {
+    /// The API `canary` was read from.
+    pub(crate) fn of(client: Client, namespace: &str, canary: &Canary) -> Self {
+        if flagger::is_flagger(canary) {
+            let resource = flagger::canary_resource();
+            CanaryApi::Flagger(Api::namespaced_with(client, namespace, &resource))
+        } else {
+            CanaryApi::Fledge(Api::namespaced(client, namespace))
+        }
+    }
+
+    /// The Canary as it is now.
+    pub(crate) async fn get(&self, name: &str) -> Result<Canary> {
+        match self {
+            CanaryApi::Fledge(api) => api.get(name).await.map_err(read(name)),
+            CanaryApi::Flagger(api) => {
+                let object = api.get(name).await.map_err(read(name))?;
+                flagger::to_canary(&object).map_err(|e| Error::Unreadable {
+                    name: name.to_string(),
+                    message: e.to_string(),
+                })
+            }
+        }
+    }
+
+    /// A JSON merge patch of the Canary itself (metadata the controller keeps there).
+    pub(crate) async fn merge(&self, name: &str, body: &Value) -> Result<()> {
+        let params = PatchParams::default();
+        let patch = Patch::Merge(body);
+        match self {
+            CanaryApi::Fledge(api) => api.patch(name, &params, &patch).await.map(drop),
+            CanaryApi::Flagger(api) => api.patch(name, &params, &patch).await.map(drop),
+        }
+        .map_err(write("Canary", name))
+    }
+
+    /// Writes `new` over the status `canary` holds, as one merge patch guarded by the Canary's
+    /// `resourceVersion` (a racing write gets a 409). On a Flagger Canary, Fledge's part goes
+    /// into [`STATE_ANNOTATION`] first, then Flagger's fields into `status`; each only when
+    /// it changed.
+    pub(crate) async fn write_status(&self, canary: &Canary, new: &CanaryStatus) -> Result<()> {
+        let name = canary.metadata.name.clone().ok_or(Error::Unnamed("name"))?;
+        let old = match &canary.status {
+            Some(s) => to_json(s)?,
+            None => Value::Object(Map::new()),
+        };
+        let new = to_json(new)?;
+        let version = canary.metadata.resource_version.clone();
+        match self {
+            CanaryApi::Fledge(api) => {
+                let body = json!({
+                    "metadata": { "resourceVersion": version },
+                    "status": merge_patch(&old, &new),
+                });
+                api.patch_status(&name, &PatchParams::default(), &Patch::Merge(&body))
+                    .await
+                    .map_err(write("Canary status", &name))?;
+            }
+            CanaryApi::Flagger(api) => {
+                let (old_flagger, old_own) = flagger::split(&old);
+                let (new_flagger, new_own) = flagger::split(&new);
+                let mut version = version;
+                if new_own != old_own {
+                    // Fledge's part comes only from a current record: when there is one, the
+                    // `lastAppliedSpec` it was made against still holds.
+                    let seen = match recorded(canary).filter(|_| !old_own.is_empty()) {
+                        Some(r) => r.flagger_last_applied_spec,
+                        None => self.flagger_last_applied(&name).await?,
+                    };
+                    let record = Record {
+                        flagger_last_applied_spec: seen,
+                        status: new_own,
+                    };
+                    let text =
+                        serde_json::to_string(&record).map_err(|source| Error::Serialize {
+                            what: "Fledge's record",
+                            source,
+                        })?;
+                    let body = json!({"metadata": {
+                        "resourceVersion": version,
+                        "annotations": { STATE_ANNOTATION: text },
+                    }});
+                    let written = api
+                        .patch(&name, &PatchParams::default(), &Patch::Merge(&body))
+                        .await
+                        .map_err(write("Canary annotation", &name))?;
+                    version = written.metadata.resource_version;
+                }
+                if new_flagger != old_flagger {
+                    let body = json!({
+                        "metadata": { "resourceVersion": version },
+                        "status": merge_patch(&Value::Object(old_flagger), &Value::Object(new_flagger)),
+                    });
+                    api.patch_status(&name, &PatchParams::default(), &Patch::Merge(&body))
+                        .await
+                        .map_err(write("Canary status", &name))?;
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Whether `fresh` is `old` with only the first of this write's two parts written (Fledge's
+    /// record on a Flagger Canary; its status write then conflicted): nobody else wrote.
+    pub(crate) fn part_written(
+        &self,
+        old: &Canary,
+        fresh: &Canary,
+        new: &CanaryStatus,
+    ) -> Result<bool> {
+        if let CanaryApi::Fledge(_) = self {
+            return Ok(false);
+        }
+        let json = |s: Option<&CanaryStatus>| match s {
+            Some(s) => to_json(s),
+            None => Ok(Value::Object(Map::new())),
+        };
+        let (old_flagger, _) = flagger::split(&json(old.status.as_ref())?);
+        let (fresh_flagger, fresh_own) = flagger::split(&json(fresh.status.as_ref())?);
+        let (_, new_own) = flagger::split(&to_json(new)?);
+        Ok(fresh_flagger == old_flagger && fresh_own == new_own)
+    }
+
+    /// Flagger's `status.lastAppliedSpec` as stored now (Fledge never writes it).
+    async fn flagger_last_applied(&self, name: &str) -> Result<Option<String>> {
+        match self {
+            CanaryApi::Fledge(_) => Ok(None),
+            CanaryApi::Flagger(api) => {
+                let object = api.get(name).await.map_err(read(name))?;
+                Ok(flagger::flagger_last_applied_spec(&object))
+            }
+        }
+    }
+}
+
+/// The record in the Canary's annotation, if it reads as one.
+fn recorded(canary: &Canary) -> Option<Record> {
+    let raw = canary
+        .metadata
+        .annotations
+        .as_ref()?
+        .get(STATE_ANNOTATION)?;
+    serde_json::from_str(raw).ok()
+}

@@ -1,0 +1,327 @@
+//! Taking over from Flagger (`--flagger-canaries`): Flagger's own Canaries are reconciled in
+//! place, the objects Flagger created adopted, never recreated, and no rollout started that
+//! Flagger would not have started; a Canary mid-rollout is left alone until Flagger ends it.
+#![cfg(feature = "cluster")]
+
+mod cluster_support;
+
+use std::time::Duration;
+
+use cluster_support::*;
+use fledge_controller::router::Routes;
+use serde_json::{Value, json};
+
+fn uids(c: &FakeCluster) -> Vec<(String, Value)> {
+    flagger_objects()
+        .into_iter()
+        .map(|p| {
+            let uid = c.get(&p).map(|o| o["metadata"]["uid"].clone());
+            (p, uid.unwrap_or(Value::Null))
+        })
+        .collect()
+}
+
+/// Reconciles the Flagger Canary `n` times, a fresh controller and an interval apart each time.
+async fn reconcile_times(c: &FakeCluster, n: usize) {
+    for _ in 0..n {
+        c.reconcile_flagger(&c.context()).await.expect("reconcile");
+        c.settle();
+        c.advance_clock(Duration::from_secs(60));
+    }
+}
+
+#[tokio::test]
+async fn flagger_created_objects_are_taken_over_in_place_with_no_rollout_started() {
+    let owner = flagger_owner("flagger.app/v1beta1", FLAGGER_UID);
+    let c = flagger_cluster("Succeeded", 0, owner.clone());
+    let before = uids(&c);
+    reconcile_times(&c, 5).await;
+    let writes = c.writes();
+    // Nothing created, nothing deleted: every object Flagger made is the same object.
+    assert_eq!(uids(&c), before);
+    let calls = c.calls();
+    assert!(
+        calls
+            .iter()
+            .all(|w| w.method != "POST" || w.path.contains("/events")),
+        "{writes:#?}"
+    );
+    assert!(calls.iter().all(|w| w.method != "DELETE"), "{writes:#?}");
+    assert!(calls.iter().all(|w| !w.created), "{writes:#?}");
+    // No rollout: the primary keeps its template, the target stays at zero, traffic stays.
+    let primary = c.get(PRIMARY).unwrap();
+    assert_eq!(
+        primary["spec"]["template"]["spec"]["containers"][0]["image"],
+        "podinfo:1"
+    );
+    assert_eq!(c.get(TARGET).unwrap()["spec"]["replicas"], 0);
+    assert_eq!(c.routes(), Some(Routes::PRIMARY_ONLY));
+    assert!(
+        !writes.iter().any(|w| w.contains("set_routes")),
+        "{writes:#?}"
+    );
+    let status = c.flagger_status();
+    assert_eq!(status["phase"], "Succeeded");
+    assert_eq!(status["canaryWeight"], json!(0));
+    // Flagger's hashes are left as found: going back to Flagger starts no rollout either.
+    assert_eq!(status["lastAppliedSpec"], FLAGGER_HASH);
+    assert_eq!(status["lastPromotedSpec"], FLAGGER_HASH);
+    assert_eq!(status["conditions"][0]["type"], "Promoted");
+    assert_eq!(status["conditions"][0]["status"], "True");
+    assert_eq!(status["conditions"][0]["reason"], "Succeeded");
+    // Fledge's own state is in the annotation, not the status.
+    assert!(status.get("state").is_none(), "{status}");
+    let canary = c.get(FLAGGER_CANARY).unwrap();
+    let record = canary["metadata"]["annotations"]["fledge.dev/state"]
+        .as_str()
+        .expect("the record");
+    let record: Value = serde_json::from_str(record).unwrap();
+    assert_eq!(record["status"]["state"]["phase"], "Succeeded");
+    assert_eq!(record["flaggerLastAppliedSpec"], FLAGGER_HASH);
+    // Every object keeps one controller, Flagger's Canary, the same object Fledge reconciles.
+    for path in flagger_objects() {
+        let owners = &c.get(&path).unwrap()["metadata"]["ownerReferences"];
+        assert_eq!(owners, &owner, "{path}");
+    }
+    let events = events(&c);
+    assert!(
+        events.iter().any(|e| e.contains("Normal TakenOver")),
+        "{events:#?}"
+    );
+    assert!(
+        !events.iter().any(|e| e.contains("Progressing")),
+        "{events:#?}"
+    );
+}
+
+#[tokio::test]
+async fn objects_owned_by_an_older_flagger_canary_get_their_controller_reference_replaced() {
+    // Owned by Flagger's Canary of another API version and UID (the Canary applied again).
+    let c = flagger_cluster(
+        "Succeeded",
+        0,
+        flagger_owner("flagger.app/v1alpha3", "old-uid"),
+    );
+    let before = uids(&c);
+    reconcile_times(&c, 1).await;
+    assert_eq!(uids(&c), before);
+    let ours = json!([{"apiVersion": "flagger.app/v1beta1", "kind": "Canary", "name": "podinfo",
+                       "uid": FLAGGER_UID, "controller": true}]);
+    for path in flagger_objects() {
+        let owners = &c.get(&path).unwrap()["metadata"]["ownerReferences"];
+        assert_eq!(owners, &ours, "{path}");
+    }
+    let events = events(&c);
+    assert!(
+        events
+            .iter()
+            .any(|e| e.contains("adopted Deployment podinfo-primary")),
+        "{events:#?}"
+    );
+}
+
+#[tokio::test]
+async fn a_flagger_canary_mid_rollout_is_refused_until_flagger_has_ended_the_rollout() {
+    for phase in ["Progressing", "Promoting", "Finalising", "WaitingPromotion"] {
+        let c = flagger_cluster(phase, 20, flagger_owner("flagger.app/v1beta1", FLAGGER_UID));
+        c.edit_routes(Routes {
+            primary: 80,
+            canary: 20,
+            mirror: None,
+            matched: false,
+        });
+        reconcile_times(&c, 2).await;
+        let writes = c.writes();
+        // Only the Canary itself is written: its condition and Fledge's record of the message.
+        assert!(
+            writes
+                .iter()
+                .all(|w| w.starts_with("EVENT") || w.contains(FLAGGER_CANARY)),
+            "{phase}: {writes:#?}"
+        );
+        let refused = events(&c);
+        assert_eq!(refused.len(), 1, "said once: {refused:#?}");
+        assert!(
+            refused[0].contains("Warning TakeOverRefused"),
+            "{refused:#?}"
+        );
+        assert!(refused[0].contains(phase), "{refused:#?}");
+        let status = c.flagger_status();
+        assert_eq!(status["phase"], phase);
+        assert_eq!(status["canaryWeight"], json!(20));
+        let stalled = status["conditions"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|c| c["type"] == "Stalled")
+            .cloned()
+            .expect("a Stalled condition");
+        assert_eq!(stalled["reason"], "TakeOverRefused");
+        // Flagger, scaled back up, ends the rollout: the next reconcile takes the Canary over.
+        let mut canary = c.get(FLAGGER_CANARY).unwrap();
+        canary["status"] = flagger_canary("Succeeded", 0)["status"].clone();
+        canary["status"]["lastAppliedSpec"] = json!("7a8b9c0d1");
+        canary["status"]["lastPromotedSpec"] = json!("7a8b9c0d1");
+        c.put(FLAGGER_CANARY, canary);
+        c.edit_routes(Routes::PRIMARY_ONLY);
+        c.clear_calls();
+        reconcile_times(&c, 1).await;
+        let taken = events(&c);
+        assert!(
+            taken.iter().any(|e| e.contains("Normal TakenOver")),
+            "{phase}: {taken:#?}"
+        );
+        let status = c.flagger_status();
+        assert_eq!(status["phase"], "Succeeded");
+        let conditions: Vec<&str> = status["conditions"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter_map(|c| c["type"].as_str())
+            .collect();
+        assert_eq!(conditions, ["Promoted"]);
+    }
+}
+
+#[tokio::test]
+async fn deleting_a_taken_over_canary_undoes_it_and_releases_flaggers_finalizer_too() {
+    let c = flagger_cluster(
+        "Succeeded",
+        0,
+        flagger_owner("flagger.app/v1beta1", FLAGGER_UID),
+    );
+    reconcile_times(&c, 3).await;
+    // Flagger added its finalizer for revertOnDeletion; Fledge added its own at take-over.
+    let mut canary = c.get(FLAGGER_CANARY).unwrap();
+    let finalizers = canary["metadata"]["finalizers"].as_array().unwrap().clone();
+    assert_eq!(finalizers, [json!("fledge.dev/finalizer")]);
+    canary["metadata"]["finalizers"] = json!(["finalizer.flagger.app", "fledge.dev/finalizer"]);
+    canary["spec"]["revertOnDeletion"] = json!(true);
+    canary["metadata"]["deletionTimestamp"] = json!("2023-11-14T22:20:00Z");
+    c.put(FLAGGER_CANARY, canary);
+    c.clear_calls();
+    reconcile_times(&c, 5).await;
+    let canary = c.get(FLAGGER_CANARY).unwrap();
+    assert_eq!(canary["metadata"]["finalizers"], json!([]), "{canary}");
+    // The target serves again and the primary is gone (revertOnDeletion), as Flagger would do.
+    assert!(c.get(PRIMARY).is_none());
+    assert_eq!(c.get(TARGET).unwrap()["spec"]["replicas"], 2);
+    assert_eq!(c.routes(), Some(Routes::PRIMARY_ONLY));
+}
+
+#[tokio::test]
+async fn the_status_fledge_writes_on_a_flagger_canary_fits_flaggers_status_schema() {
+    let c = flagger_cluster(
+        "Succeeded",
+        0,
+        flagger_owner("flagger.app/v1beta1", FLAGGER_UID),
+    );
+    reconcile_times(&c, 3).await;
+    set_image(&c, "podinfo:2");
+    for _ in 0..30 {
+        c.reconcile_flagger(&c.context()).await.expect("reconcile");
+        c.settle();
+        c.advance_clock(Duration::from_secs(60));
+        if c.flagger_status()["phase"] == "Succeeded" {
+            break;
+        }
+    }
+    assert_eq!(c.flagger_status()["phase"], "Succeeded");
+    let schema = flagger_status_schema();
+    let status_writes: Vec<Value> = c
+        .calls()
+        .into_iter()
+        .filter(|w| w.method == "PATCH" && w.path == format!("{FLAGGER_CANARY}/status"))
+        .map(|w| w.body["status"].clone())
+        .collect();
+    assert!(status_writes.len() > 5, "{status_writes:#?}");
+    // Through a whole rollout, at every weight: canaryWeight is a number, even at 0.
+    assert!(
+        status_writes
+            .iter()
+            .any(|s| s["phase"] == "Progressing" && s["canaryWeight"].is_number())
+    );
+    for status in &status_writes {
+        let violations = schema_violations(&schema, status, "status");
+        assert!(violations.is_empty(), "{violations:#?}\nin {status}");
+    }
+    let stored = c.flagger_status();
+    assert_eq!(
+        schema_violations(&schema, &stored, "status"),
+        Vec::<String>::new()
+    );
+    assert_eq!(stored["canaryWeight"], json!(0));
+    // Still Flagger's: the rollout Fledge ran leaves its hashes alone.
+    assert_eq!(stored["lastAppliedSpec"], FLAGGER_HASH);
+    let primary = c.get(PRIMARY).unwrap();
+    assert_eq!(
+        primary["spec"]["template"]["spec"]["containers"][0]["image"],
+        "podinfo:2"
+    );
+}
+
+/// A controller with the real traffic routers over the fake API server.
+fn live_context(c: &FakeCluster) -> std::sync::Arc<fledge_controller::cluster::Context> {
+    use fledge_controller::cluster::providers::LiveRouting;
+    let mut ctx = c.context();
+    let client = ctx.client.clone();
+    std::sync::Arc::get_mut(&mut ctx)
+        .expect("a fresh context")
+        .routing = std::sync::Arc::new(LiveRouting::new(client));
+    ctx
+}
+
+#[tokio::test]
+async fn the_real_router_keeps_flaggers_routing_objects_in_place_through_a_rollout() {
+    let owner = flagger_owner("flagger.app/v1beta1", FLAGGER_UID);
+    let c = flagger_cluster("Succeeded", 0, owner.clone());
+    let before = uids(&c);
+    for _ in 0..3 {
+        c.reconcile_flagger(&live_context(&c))
+            .await
+            .expect("reconcile");
+        c.settle();
+        c.advance_clock(Duration::from_secs(60));
+    }
+    let events = events(&c);
+    // Flagger's VirtualService is read as all traffic on the primary: nothing to restore.
+    assert!(
+        !events.iter().any(|e| e.contains("RoutesRestored")),
+        "{events:#?}"
+    );
+    set_image(&c, "podinfo:2");
+    for _ in 0..30 {
+        c.reconcile_flagger(&live_context(&c))
+            .await
+            .expect("reconcile");
+        c.settle();
+        c.advance_clock(Duration::from_secs(60));
+        if c.flagger_status()["phase"] == "Succeeded" {
+            break;
+        }
+    }
+    assert_eq!(c.flagger_status()["phase"], "Succeeded");
+    assert_eq!(uids(&c), before);
+    let calls = c.calls();
+    assert!(calls.iter().all(|w| !w.created && w.method != "DELETE"));
+    for path in flagger_objects() {
+        let owners = &c.get(&path).unwrap()["metadata"]["ownerReferences"];
+        let controllers: Vec<&Value> = owners
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|o| o["controller"] == true)
+            .collect();
+        assert_eq!(controllers.len(), 1, "{path}: {owners}");
+        assert_eq!(controllers[0]["uid"], FLAGGER_UID, "{path}: {owners}");
+        assert_eq!(controllers[0]["apiVersion"], "flagger.app/v1beta1");
+    }
+    // The rollout went through the VirtualService Flagger created.
+    let vs = c.get(VIRTUAL_SERVICE).unwrap();
+    assert!(
+        calls
+            .iter()
+            .any(|w| w.method == "PATCH" && w.path == VIRTUAL_SERVICE),
+        "{vs}"
+    );
+}
