@@ -71,7 +71,7 @@ enum Cmd {
 /// The exit codes of `local`, as `--help` shows them.
 const LOCAL_EXIT_CODES: &str = "Exit status: 0 the new revision was promoted; 1 it was rolled \
 back; 2 bad input (a Canary file that does not load or validate, a flag value that is not \
-usable, a mesh that does not answer at the start).";
+usable, a mesh or a Prometheus that does not answer at the start).";
 
 #[derive(clap::Args, Debug)]
 struct LocalArgs {
@@ -88,14 +88,14 @@ struct LocalArgs {
     #[arg(long, default_value = "istio")]
     provider: Provider,
     /// Timeout of one Prometheus query.
-    #[arg(long, default_value_t = 5)]
+    #[arg(long, default_value_t = 5, value_parser = clap::value_parser!(u64).range(1..=300))]
     prometheus_timeout_seconds: u64,
     /// Retries of a failed Prometheus query.
-    #[arg(long, default_value_t = 2)]
+    #[arg(long, default_value_t = 2, value_parser = clap::value_parser!(u32).range(0..=10))]
     prometheus_retries: u32,
     /// The longest wait between ticks while the rollout waits on workloads or gates
     /// (analysis ticks follow the Canary's interval).
-    #[arg(long, default_value_t = 1)]
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u64).range(1..=3600))]
     poll_seconds: u64,
 }
 
@@ -123,10 +123,20 @@ struct RunArgs {
     )]
     prometheus_address: String,
     /// Timeout of one Prometheus query.
-    #[arg(long, env = "FLEDGE_PROMETHEUS_TIMEOUT_SECONDS", default_value_t = 5)]
+    #[arg(
+        long,
+        env = "FLEDGE_PROMETHEUS_TIMEOUT_SECONDS",
+        default_value_t = 5,
+        value_parser = clap::value_parser!(u64).range(1..=300)
+    )]
     prometheus_timeout_seconds: u64,
     /// Retries of a failed Prometheus query.
-    #[arg(long, env = "FLEDGE_PROMETHEUS_RETRIES", default_value_t = 2)]
+    #[arg(
+        long,
+        env = "FLEDGE_PROMETHEUS_RETRIES",
+        default_value_t = 2,
+        value_parser = clap::value_parser!(u32).range(0..=10)
+    )]
     prometheus_retries: u32,
     /// Traffic provider of Canaries that name none.
     #[arg(long, env = "FLEDGE_PROVIDER", default_value = "istio")]
@@ -285,9 +295,6 @@ fn local(args: &LocalArgs) -> ExitCode {
         Ok(m) => m,
         Err(e) => return bad_input(format!("--mesh: {e}")),
     };
-    if args.poll_seconds == 0 {
-        return bad_input("--poll-seconds 0: expected at least 1 second".into());
-    }
     let runtime = match tokio::runtime::Runtime::new() {
         Ok(r) => r,
         Err(e) => {
@@ -296,6 +303,9 @@ fn local(args: &LocalArgs) -> ExitCode {
         }
     };
     runtime.block_on(async {
+        if let Err(e) = local::wait_for_prometheus(&prometheus, local::START_WAIT).await {
+            return bad_input(e);
+        }
         let observer = LiveObserver::new(prometheus, Webhooks::new());
         let poll = Duration::from_secs(args.poll_seconds);
         let controller = match Local::new(file, args.provider, observer, mesh, poll).await {
@@ -606,6 +616,38 @@ mod tests {
                 .lease_timing()
                 .is_err()
         );
+    }
+
+    #[test]
+    fn waits_and_retries_that_could_hold_a_rollout_forever_are_refused_naming_the_flag() {
+        let local = |flag: &str, value: &str| {
+            Cli::try_parse_from([
+                "fledge-controller",
+                "local",
+                "--canary",
+                "c.yaml",
+                "--prometheus",
+                "http://127.0.0.1:9090",
+                "--mesh",
+                "http://127.0.0.1:9464",
+                flag,
+                value,
+            ])
+            .map(|_| ())
+            .map_err(|e| e.to_string())
+        };
+        for (flag, bad, good) in [
+            ("--poll-seconds", "0", "3600"),
+            ("--poll-seconds", "18446744073709551615", "1"),
+            ("--prometheus-retries", "4294967295", "10"),
+            ("--prometheus-timeout-seconds", "0", "300"),
+        ] {
+            let e = local(flag, bad).unwrap_err();
+            assert!(e.contains(flag), "{flag} {bad}: {e}");
+            assert_eq!(local(flag, good), Ok(()), "{flag} {good}");
+        }
+        let run = Cli::try_parse_from(["fledge-controller", "run", "--prometheus-retries", "11"]);
+        assert!(run.is_err_and(|e| e.to_string().contains("--prometheus-retries")));
     }
 
     #[test]

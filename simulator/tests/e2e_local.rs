@@ -48,7 +48,7 @@ fn threshold_judge_rolls_back_a_canary_failing_5_percent() {
     let Some(run) = Case::new("error-regression.yaml").threshold(1).run() else {
         return;
     };
-    run.assert_rolled_back_by("request-success-rate");
+    run.assert_rolled_back_on_a_value("request-success-rate", 90.0..99.0);
     assert_eq!(run.count("event: Normal Promoting"), 0, "{}", run.output());
 }
 
@@ -96,7 +96,7 @@ fn linkerd_canary_failing_4_percent_is_rolled_back_by_linkerds_metrics() {
     let Some(run) = Case::new("linkerd-trafficsplit.yaml").threshold(1).run() else {
         return;
     };
-    run.assert_rolled_back_by("request-success-rate");
+    run.assert_rolled_back_on_a_value("request-success-rate", 90.0..99.0);
     let (_, metrics) = http(&run.mesh, "GET", "/metrics", "");
     assert!(metrics.contains("response_total{"), "Linkerd's names");
 }
@@ -334,10 +334,33 @@ impl Run {
         assert_eq!(self.exit, Some(1), "rolled back:\n{}", self.output());
         let rollback = self.line("event: Warning RolledBack");
         assert!(rollback.contains(metric), "by {metric}: {rollback}");
+        // A query that reads nothing also fails a check naming the metric: not this.
+        for unread in ["no values", "unreachable", "no data"] {
+            assert!(
+                !rollback.contains(unread),
+                "by a reading of {metric}: {rollback}"
+            );
+        }
         self.line("status: Failed weight 0");
         assert_eq!(self.count("Succeeded"), 0, "{}", self.output());
         let (_, workloads) = http(&self.mesh, "GET", "/workloads", "");
         assert!(workloads.contains(r#""canary_weight":0"#), "{workloads}");
+    }
+
+    /// Rolled back by a threshold check of `metric` that measured a value within `expected`
+    /// (`NAME VALUE% < MIN`), not by a reading that failed.
+    fn assert_rolled_back_on_a_value(&self, metric: &str, expected: std::ops::Range<f64>) {
+        self.assert_rolled_back_by(metric);
+        let rollback = self.line("event: Warning RolledBack");
+        let value = rollback
+            .split(&format!("{metric} "))
+            .nth(1)
+            .and_then(|rest| rest.split('%').next())
+            .and_then(|v| v.parse::<f64>().ok());
+        assert!(
+            value.is_some_and(|v| expected.contains(&v)),
+            "{metric} measured within {expected:?}: {rollback}"
+        );
     }
 }
 

@@ -31,6 +31,7 @@ pub use mesh::{MeshApi, MeshError, Workloads};
 use crate::cluster::providers::{LiveObserver, Observer};
 use crate::cluster::reconciler::{Asked, call_hooks, event_reason, notify, requeue_after};
 use crate::cluster::status;
+use crate::metrics::Prometheus;
 use crate::observe::{Measure, QuerySource, Subject, plan, template_not_found};
 use crate::rollout::{Action, Millis, Observation, Phase, RolloutState, advance, wants};
 use crate::routes::{Provider, Routes};
@@ -48,7 +49,7 @@ const MAX_RETRY: Duration = Duration::from_secs(30);
 
 /// How long `local` waits at the start for the mesh to answer, in all, and how far apart it asks:
 /// long enough for a `cargo run` of the simulator started at the same time.
-const START_WAIT: Duration = Duration::from_secs(30);
+pub const START_WAIT: Duration = Duration::from_secs(30);
 const START_PAUSE: Duration = Duration::from_millis(500);
 
 /// One Canary driven against one live simulator.
@@ -134,7 +135,7 @@ impl Local {
                 Err(e) => {
                     let _ = writeln!(out, "error: {e}; trying again in {}s", retry.as_secs());
                     let wait = retry;
-                    retry = (retry * 2).min(MAX_RETRY);
+                    retry = retry.saturating_mul(2).min(MAX_RETRY);
                     wait
                 }
             };
@@ -322,16 +323,41 @@ impl Local {
 /// (`fledge-sim serve ... &`) is given a moment; one that accepts and never answers is not
 /// waited on for each call's own timeout.
 async fn wait_for_mesh(mesh: &MeshApi, within: Duration) -> Result<(), String> {
+    wait_for("--mesh: the live simulator", within, || async {
+        mesh.workloads()
+            .await
+            .map(|_| ())
+            .map_err(|e| e.to_string())
+    })
+    .await
+    .map_err(|why| format!("{why} (GET /workloads on {})", mesh.base()))
+}
+
+/// Waits for Prometheus to answer a query, at most `within` in all, so that a wrong address is
+/// bad input at start-up rather than a rollout rolled back for unreadable metrics.
+pub async fn wait_for_prometheus(prometheus: &Prometheus, within: Duration) -> Result<(), String> {
+    wait_for("--prometheus: Prometheus", within, || async {
+        prometheus.answers(wall_clock()).await
+    })
+    .await
+}
+
+/// Calls `probe` until it succeeds, pausing between tries, for at most `within` in all.
+async fn wait_for<F, Fut>(what: &str, within: Duration, mut probe: F) -> Result<(), String>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<(), String>>,
+{
     let deadline = tokio::time::Instant::now() + within;
     loop {
-        let why = match tokio::time::timeout_at(deadline, mesh.workloads()).await {
-            Ok(Ok(_)) => return Ok(()),
-            Ok(Err(e)) => e.to_string(),
-            Err(_) => format!("GET /workloads on {}: no answer", mesh.base()),
+        let why = match tokio::time::timeout_at(deadline, probe()).await {
+            Ok(Ok(())) => return Ok(()),
+            Ok(Err(e)) => e,
+            Err(_) => "no answer".to_string(),
         };
         if tokio::time::Instant::now() + START_PAUSE >= deadline {
             return Err(format!(
-                "--mesh: the live simulator does not answer (tried for {}s): {why}",
+                "{what} does not answer (tried for {}s): {why}",
                 within.as_secs()
             ));
         }
@@ -404,5 +430,25 @@ mod tests {
             .expect("the start-up wait ends within its bound")
             .unwrap_err();
         assert!(e.contains("tried for 2s") && e.contains("no answer"), "{e}");
+    }
+
+    /// A wrong `--prometheus` is bad input at the start, not a rollout rolled back later for
+    /// metrics it could not read.
+    #[tokio::test]
+    async fn a_prometheus_that_does_not_answer_at_the_start_is_named_within_the_wait() {
+        let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let address = format!("http://{}", closed.local_addr().unwrap());
+        drop(closed);
+        let prometheus = Prometheus::new(&address, Duration::from_secs(1), 0).unwrap();
+        let within = Duration::from_secs(1);
+        let waited = tokio::time::timeout(within * 5, wait_for_prometheus(&prometheus, within))
+            .await
+            .expect("the start-up wait ends within its bound");
+        let e = waited.unwrap_err();
+        assert!(
+            e.starts_with("--prometheus: ") && e.contains("tried for 1s"),
+            "{e}"
+        );
+        assert!(e.contains(&address), "{e}");
     }
 }

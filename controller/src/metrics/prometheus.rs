@@ -132,6 +132,15 @@ impl Prometheus {
         }
     }
 
+    /// Whether the server answers a query at all (`vector(1)` at `at`), once, without retries:
+    /// a start-up check that tells a wrong address from a failing analysis.
+    pub async fn answers(&self, at: Millis) -> Result<(), String> {
+        self.query_once(&self.client, "vector(1)", at)
+            .await
+            .map(|_| ())
+            .map_err(|f| f.reason(&self.address, self.timeout, "vector(1)"))
+    }
+
     /// The raw counter samples of one query (see [`side_queries`]).
     async fn matrix(&self, query: &str, range: Range) -> Result<Vec<Series>, MetricReading> {
         let data = self
