@@ -1,0 +1,134 @@
+//! Review of issue 17's later fixes (r17c): behaviours the landed tests do not pin down.
+
+mod support;
+
+use support::mesh::mesh_with;
+use support::*;
+
+use fledge_simulator::engine::{MILLIS, SECONDS};
+use fledge_simulator::mesh::{Action, Behaviour, ClientConfig, MeshConfig, ServiceConfig};
+use fledge_simulator::mesh::{ServiceTime, VersionConfig};
+use fledge_simulator::telemetry::{Reporter, Selector, flags};
+
+/// Fix 4, an attempt abandoned on its way: the client's proxy resets the stream while the
+/// request is still crossing the network, the reset follows it to the server sidecar, which
+/// has started to proxy it and then sees its downstream close before any response: code 0,
+/// flag `DC` (envoy access-log docs, `%RESPONSE_CODE%` 0 and `DC`), once per attempt, as
+/// scenarios/README.md says ("An attempt abandoned on its way is reported when it arrives").
+/// Here every try is abandoned on the wire: 20 ms per try, 50 ms one way.
+#[test]
+fn an_attempt_abandoned_on_its_way_is_reported_dc_when_it_arrives() {
+    let mut cfg = MeshConfig {
+        seed: 5,
+        services: vec![ServiceConfig::new(
+            "podinfo",
+            vec![VersionConfig::new(
+                "primary",
+                2,
+                Behaviour {
+                    workers: 64,
+                    service_time: ServiceTime::Constant(5 * MILLIS),
+                    ..Default::default()
+                },
+            )],
+        )],
+        clients: vec![ClientConfig::new("client", "podinfo", 20.0)],
+        ..Default::default()
+    };
+    cfg.network.one_way = 50 * MILLIS;
+    let vs = "kind: VirtualService\nmetadata: {name: p}\nspec:\n  hosts: [podinfo]\n  http:\n    - route: [{destination: {host: podinfo}}]\n      retries: {attempts: 1, perTryTimeout: 20ms, retryOn: connect-failure}\n";
+    let mut mesh = mesh_with(cfg, vs);
+    let (c, v) = (
+        mesh.client_id("client").unwrap(),
+        mesh.version_id("podinfo", "primary").unwrap(),
+    );
+    mesh.schedule(
+        10 * SECONDS,
+        Action::SetRate {
+            client: c,
+            rps: 0.0,
+        },
+    )
+    .unwrap();
+    mesh.run_until(20 * SECONDS);
+    let sel = Selector {
+        reporter: Reporter::Destination,
+        source: None,
+        dest: Some(v.0),
+    };
+    let reported = mesh.telemetry().by_code(&sel, 0, mesh.now(), mesh.now());
+    let served: u64 = mesh.pod_requests(v).iter().sum();
+    assert!(served > 150, "{served}");
+    let dc: u64 = reported
+        .iter()
+        .filter(|x| (x.0, x.1) == (0, flags::DC))
+        .map(|x| x.2)
+        .sum();
+    assert_eq!(dc, served, "destination reports: {reported:?}");
+}
+
+/// `--trace-filter event=NAME` with a name that is no event of the legend (a typo such as
+/// `atpod`) matches nothing: the run writes an empty trace and exits 0, so the user reads
+/// "nothing happened". Unknown keys are refused (exit 2); an unknown event name should be too,
+/// naming the events of the legend.
+#[test]
+#[ignore = "finding 2"]
+fn an_event_filter_naming_no_event_exits_2() {
+    let file = write("r17c-trace.yaml", &base_with("", ""));
+    let trace = file.with_file_name("r17c.trace");
+    let out = sim(&[
+        "run",
+        path_str(&file),
+        "--trace",
+        path_str(&trace),
+        "--trace-filter",
+        "event=atpod",
+    ]);
+    assert_eq!(out.code, 2, "{}", out.stderr);
+    assert!(
+        out.stderr.contains("--trace-filter") && out.stderr.contains("at-pod"),
+        "{}",
+        out.stderr
+    );
+}
+
+/// Fix 3, kube-proxy's pick: a client without a sidecar has no Envoy balancer, so a slow pod
+/// gets its random share of the requests (kube-proxy iptables mode: a ready endpoint at random
+/// per connection; Kubernetes docs, "Virtual IPs and Service Proxies"), where Envoy's
+/// LEAST_REQUEST (Istio's default) steers away from it. Pod 0 of 2 is 20 times slower.
+#[test]
+fn a_client_without_a_sidecar_spreads_requests_at_random_even_to_a_slow_pod() {
+    for (sidecar, slow_share) in [(false, 45..=55), (true, 0..=30)] {
+        let mut client = ClientConfig::new("client", "podinfo", 200.0);
+        client.sidecar = sidecar;
+        let cfg = MeshConfig {
+            seed: 8,
+            services: vec![ServiceConfig::new(
+                "podinfo",
+                vec![VersionConfig::new(
+                    "primary",
+                    2,
+                    Behaviour {
+                        workers: 64,
+                        service_time: ServiceTime::Constant(5 * MILLIS),
+                        ..Default::default()
+                    },
+                )],
+            )],
+            clients: vec![client],
+            ..Default::default()
+        };
+        let mut mesh = mesh_with(cfg, "");
+        let v = mesh.version_id("podinfo", "primary").unwrap();
+        mesh.apply(Action::SetPodSlowdown {
+            version: v,
+            pod: 0,
+            factor: 20.0,
+        })
+        .unwrap();
+        mesh.run_until(20 * SECONDS);
+        let served = mesh.pod_requests(v);
+        let share = 100 * served[0] / served.iter().sum::<u64>().max(1);
+        assert!(slow_share.contains(&share), "sidecar {sidecar}: {served:?}");
+    }
+}
