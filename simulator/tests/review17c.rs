@@ -72,7 +72,7 @@ fn an_attempt_abandoned_on_its_way_is_reported_dc_when_it_arrives() {
 /// "nothing happened". Unknown keys are refused (exit 2); an unknown event name should be too,
 /// naming the events of the legend.
 #[test]
-#[ignore = "finding 2"]
+#[ignore = "finding 5"]
 fn an_event_filter_naming_no_event_exits_2() {
     let file = write("r17c-trace.yaml", &base_with("", ""));
     let trace = file.with_file_name("r17c.trace");
@@ -141,7 +141,7 @@ fn a_client_without_a_sidecar_spreads_requests_at_random_even_to_a_slow_pod() {
 /// (An overflow of `http2MaxRequests` at attach time does carry the host:
 /// `attachStreamToClient` passes `client.real_host_description_`.)
 #[test]
-#[ignore = "finding 3"]
+#[ignore = "finding 4"]
 fn a_pending_overflow_reports_an_unknown_destination() {
     let cfg = MeshConfig {
         seed: 4,
@@ -182,7 +182,7 @@ fn a_pending_overflow_reports_an_unknown_destination() {
 /// the same labels. Duplicate label sets in one exposition are refused by a Prometheus scrape
 /// ("duplicate sample") and make one-to-one matching in a query fail.
 #[test]
-#[ignore = "finding 4"]
+#[ignore = "finding 2"]
 fn two_clients_without_a_sidecar_share_the_unknown_source_series() {
     let mut a = ClientConfig::new("batch-a", "podinfo", 50.0);
     a.sidecar = false;
@@ -218,7 +218,7 @@ fn two_clients_without_a_sidecar_share_the_unknown_source_series() {
 /// requests every 10 ms from 10 ms; the first connection is up at 30 ms and reset at 40 ms, so
 /// at 45 ms one request has ended, not three.
 #[test]
-#[ignore = "finding 5"]
+#[ignore = "finding 3"]
 fn a_strict_server_resetting_plaintext_fails_only_the_request_on_the_connection() {
     use fledge_simulator::mesh::{ArrivalShape, NetworkConfig};
     let cfg = MeshConfig {
