@@ -72,7 +72,6 @@ fn an_attempt_abandoned_on_its_way_is_reported_dc_when_it_arrives() {
 /// "nothing happened". Unknown keys are refused (exit 2); an unknown event name should be too,
 /// naming the events of the legend.
 #[test]
-#[ignore = "finding 5"]
 fn an_event_filter_naming_no_event_exits_2() {
     let file = write("r17c-trace.yaml", &base_with("", ""));
     let trace = file.with_file_name("r17c.trace");

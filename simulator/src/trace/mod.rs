@@ -82,6 +82,18 @@ const KEYS: &[&str] = &[
     "limit", "workload", "what", "phase", "weight", "mirror", "metric", "value", "verdict",
 ];
 
+/// The event names of the [`LEGEND`]: the first word of each entry between its first section
+/// heading and `Fields:`.
+fn events() -> impl Iterator<Item = &'static str> {
+    LEGEND
+        .lines()
+        .skip(2)
+        .take_while(|l| *l != "Fields:")
+        .filter_map(|l| l.strip_prefix("  "))
+        .filter_map(|l| l.split_whitespace().next())
+        .filter(|w| w.chars().all(|c| c.is_ascii_lowercase() || c == '-'))
+}
+
 /// Lines kept when every `key=value` term holds (no terms: every line).
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub(crate) struct Filter {
@@ -110,6 +122,12 @@ impl Filter {
                 };
                 if value.is_empty() {
                     return Err(format!("`{term}` has no value after `=`"));
+                }
+                if key == "event" && !events().any(|e| e == value) {
+                    return Err(format!(
+                        "no event is named `{value}` in `{term}`: expected one of {}",
+                        events().collect::<Vec<_>>().join(", ")
+                    ));
                 }
                 terms.push((key, value.to_string()));
             }
