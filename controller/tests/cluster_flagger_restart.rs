@@ -115,3 +115,44 @@ async fn a_flagger_canary_stopped_before_any_single_write_resumes_from_its_annot
         );
     }
 }
+
+// Review r14a, finding 3: a record is taken as current while Flagger's `lastAppliedSpec` equals
+// the one it was made against, but Flagger can return to the same hash after rollouts of its
+// own (Fledge promoted podinfo:2; back on Flagger, podinfo:2 and then podinfo:1 were rolled
+// out). Fledge, coming back, resumes from its old record (promoted podinfo:2) and rolls out
+// podinfo:1, which the primary runs already. The README says such a record is ignored.
+#[tokio::test]
+#[ignore = "finding 3"]
+async fn a_record_older_than_flaggers_rollouts_back_to_the_same_hash_is_not_resumed_from() {
+    let c = cluster();
+    let flaggers_primary_template = c.get(PRIMARY).unwrap()["spec"]["template"].clone();
+    take_over_and_roll_out(&c, false).await;
+    // Back on Flagger: it rolled podinfo:2 out, then podinfo:1 again; it leaves the target at
+    // zero, the primary on its own template of podinfo:1, its status as in the fixture.
+    set_image(&c, "podinfo:1");
+    let mut target = c.get(TARGET).unwrap();
+    target["spec"]["replicas"] = serde_json::json!(0);
+    c.put(TARGET, target);
+    let mut primary = c.get(PRIMARY).unwrap();
+    primary["spec"]["template"] = flaggers_primary_template;
+    c.put(PRIMARY, primary);
+    let mut canary = c.get(FLAGGER_CANARY).unwrap();
+    canary["status"] = flagger_canary("Succeeded", 0)["status"].clone();
+    c.put(FLAGGER_CANARY, canary);
+    c.edit_routes(fledge_controller::router::Routes::PRIMARY_ONLY);
+    c.settle();
+    c.clear_calls();
+    for _ in 0..5 {
+        c.reconcile_flagger(&c.context()).await.expect("reconcile");
+        c.settle();
+        c.advance_clock(Duration::from_secs(60));
+    }
+    let writes = c.writes();
+    assert_eq!(c.get(TARGET).unwrap()["spec"]["replicas"], 0, "{writes:#?}");
+    assert_eq!(c.flagger_status()["phase"], "Succeeded", "{writes:#?}");
+    assert_eq!(
+        record(&c).unwrap()["status"]["state"]["promotedRevision"],
+        record(&c).unwrap()["status"]["state"]["revision"],
+        "{writes:#?}"
+    );
+}
