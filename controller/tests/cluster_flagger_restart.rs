@@ -116,13 +116,13 @@ async fn a_flagger_canary_stopped_before_any_single_write_resumes_from_its_annot
     }
 }
 
-// Review r14a, finding 3: a record is taken as current while Flagger's `lastAppliedSpec` equals
+// Review r14a, finding 4: a record is taken as current while Flagger's `lastAppliedSpec` equals
 // the one it was made against, but Flagger can return to the same hash after rollouts of its
 // own (Fledge promoted podinfo:2; back on Flagger, podinfo:2 and then podinfo:1 were rolled
 // out). Fledge, coming back, resumes from its old record (promoted podinfo:2) and rolls out
 // podinfo:1, which the primary runs already. The README says such a record is ignored.
 #[tokio::test]
-#[ignore = "finding 3"]
+#[ignore = "finding 4"]
 async fn a_record_older_than_flaggers_rollouts_back_to_the_same_hash_is_not_resumed_from() {
     let c = cluster();
     let flaggers_primary_template = c.get(PRIMARY).unwrap()["spec"]["template"].clone();
