@@ -286,23 +286,10 @@ impl Mesh {
                 closed += 1;
             }
             cl.open_conns -= closed;
-            let waiting: Vec<AttemptId> = cl.hosts[h].pending.drain(..).collect();
-            cl.pending -= waiting.len() as u32;
             self.telemetry
                 .proxy_mut(client.0, version.0)
                 .connections_closed += u64::from(closed);
-            for a in waiting {
-                let g = self.atts[a].tag;
-                self.atts[a].stage = Stage::Wire;
-                self.q.schedule_at(
-                    now,
-                    Ev::Fail {
-                        attempt: a,
-                        tag: g,
-                        flags: flags::UF,
-                    },
-                );
-            }
+            self.fail_pending(ci, h, flags::UF);
         }
         self.q
             .schedule_in(self.net.endpoint_delay, Ev::EndpointOut { pod: p, epoch });

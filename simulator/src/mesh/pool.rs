@@ -304,11 +304,20 @@ impl Mesh {
         self.telemetry
             .proxy_mut(client.0, version.0)
             .connections_closed += 1;
-        let waiting: Vec<AttemptId> = cl.hosts[h as usize].pending.drain(..).collect();
-        cl.pending -= waiting.len() as u32;
+        let waiting = self.fail_pending(ci, h as usize, fail);
         trace!(self, "conn-fail", "pod" => self.pod_name(self.clusters[ci].pods[h as usize]),
-            "flags" => flags::render(fail), "pending" => waiting.len());
-        for a in waiting {
+            "flags" => flags::render(fail), "pending" => waiting);
+    }
+
+    /// Fails every attempt waiting for a connection to host `h` of cluster `ci` now, with
+    /// `fail`'s flags (Envoy purges a host's pending streams when its connection fails);
+    /// returns how many there were.
+    pub(super) fn fail_pending(&mut self, ci: ClusterId, h: usize, fail: u16) -> usize {
+        let now = self.now();
+        let cl = &mut self.clusters[ci];
+        let waiting: Vec<AttemptId> = cl.hosts[h].pending.drain(..).collect();
+        cl.pending -= waiting.len() as u32;
+        for &a in &waiting {
             let g = self.atts[a].tag;
             self.atts[a].stage = Stage::Wire;
             self.q.schedule_at(
@@ -320,6 +329,7 @@ impl Mesh {
                 },
             );
         }
+        waiting.len()
     }
 
     /// Gives back the attempt's stream (it stops counting as an active request); closes the
