@@ -385,9 +385,8 @@ async fn a_primary_with_flaggers_primary_topology_and_anti_affinity_selectors_ne
 
 // Review r14a, finding 3: Flagger leaves out of the primary's pod template labels, not only
 // its annotations, every key containing `toolkit.fluxcd.io` (pkg/canary/util.go,
-// makePrimaryLabels); `same_template` strips them from annotations only.
+// makePrimaryLabels), so such labels on the target alone are no new revision.
 #[tokio::test]
-#[ignore = "finding 3"]
 async fn a_target_with_flux_pod_labels_flagger_left_out_of_the_primary_needs_no_rollout() {
     let c = flagger_cluster(
         "Succeeded",

@@ -222,7 +222,7 @@ pub(super) fn adopted_owners(
 
 /// Whether the primary runs the target's pod template, as Flagger builds it: its selector
 /// labels' values with `-primary`, Flagger's `flagger-id` annotation added and Flux's
-/// annotations left out.
+/// labels and annotations left out.
 pub(super) fn same_template(target: &Deployment, primary: &Deployment) -> bool {
     let template = |d: &Deployment| d.spec.as_ref().map(|s| s.template.clone());
     let (Some(mut t), Some(mut p)) = (template(target), template(primary)) else {
@@ -243,6 +243,13 @@ pub(super) fn same_template(target: &Deployment, primary: &Deployment) -> bool {
         }
     }
     for m in [t.metadata.get_or_insert_default(), meta] {
+        // Flagger leaves Flux's labels out of the primary's pod labels too (`makePrimaryLabels`).
+        if let Some(l) = m.labels.as_mut() {
+            l.retain(|k, _| !k.contains(TOOLKIT_MARKER));
+            if l.is_empty() {
+                m.labels = None;
+            }
+        }
         if let Some(a) = m.annotations.as_mut() {
             a.retain(|k, _| k != FLAGGER_ID && !k.contains(TOOLKIT_MARKER));
             if a.is_empty() {
