@@ -278,17 +278,13 @@ impl Mesh {
             let Some(h) = self.clusters[ci].pods.iter().position(|&x| x == p) else {
                 continue;
             };
-            let (client, version) = (self.clusters[ci].client, self.clusters[ci].version);
             let cl = &mut self.clusters[ci];
             let mut closed = 0;
             for c in cl.hosts[h].conns.iter_mut().filter(|c| c.open) {
                 c.open = false;
                 closed += 1;
             }
-            cl.open_conns -= closed;
-            self.telemetry
-                .proxy_mut(client.0, version.0)
-                .connections_closed += u64::from(closed);
+            self.count_closed(ci, closed);
             self.fail_pending(ci, h, flags::UF);
         }
         self.q

@@ -111,11 +111,7 @@ impl Mesh {
             }
         }
         if closed > 0 {
-            cl.open_conns -= closed;
-            let (client, version) = (cl.client, cl.version);
-            self.telemetry
-                .proxy_mut(client.0, version.0)
-                .connections_closed += u64::from(closed);
+            self.count_closed(ci, closed);
         }
         found
     }
@@ -299,11 +295,7 @@ impl Mesh {
             return;
         }
         c.open = false;
-        cl.open_conns -= 1;
-        let (client, version) = (cl.client, cl.version);
-        self.telemetry
-            .proxy_mut(client.0, version.0)
-            .connections_closed += 1;
+        self.count_closed(ci, 1);
         let waiting = self.fail_pending(ci, h as usize, fail);
         trace!(self, "conn-fail", "pod" => self.pod_name(self.clusters[ci].pods[h as usize]),
             "flags" => flags::render(fail), "pending" => waiting);
@@ -356,13 +348,20 @@ impl Mesh {
         // Resetting an HTTP/1.1 request closes its connection; HTTP/2 resets just the stream.
         if (reset && !http2) || (c.closing && c.streams == 0) {
             c.open = false;
-            cl.open_conns -= 1;
-            let (client, version) = (cl.client, cl.version);
-            self.telemetry
-                .proxy_mut(client.0, version.0)
-                .connections_closed += 1;
+            self.count_closed(ci, 1);
         }
         self.drain_pending(at.cluster, at.host);
+    }
+
+    /// Counts `n` connections of cluster `ci` just marked closed: the cluster's open count and
+    /// the client proxy's `connections_closed`.
+    pub(super) fn count_closed(&mut self, ci: ClusterId, n: u32) {
+        let cl = &mut self.clusters[ci];
+        cl.open_conns -= n;
+        let (client, version) = (cl.client, cl.version);
+        self.telemetry
+            .proxy_mut(client.0, version.0)
+            .connections_closed += u64::from(n);
     }
 
     /// Closes idle and connecting connections to version `v` now and busy ones after their
