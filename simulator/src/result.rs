@@ -102,6 +102,9 @@ pub struct RunResult {
     pub failed_requests_canary: u64,
     /// Percentage of client requests that succeeded; none without requests.
     pub success_rate: Option<f64>,
+    /// The 99th percentile of the durations clients saw (after retries), in milliseconds, as
+    /// Prometheus' `histogram_quantile` reads Istio's buckets; none without requests.
+    pub p99_ms: Option<f64>,
     pub decisions: Vec<Decision>,
     pub samples: Vec<Sample>,
     pub checks: Vec<Check>,

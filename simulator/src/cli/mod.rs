@@ -109,9 +109,12 @@ enum Command {
     ))]
     Sweep {
         file: PathBuf,
-        /// Also sweep the scenario's Canary with the value at PATH (camelCase keys below its
-        /// `spec`, e.g. `analysis.stepWeight`) set to each value in turn, as a variant named
-        /// `PATH=V`; a value is JSON (a number, `true`) or else a string (`2m`). Repeatable.
+        /// Also sweep the scenario with the value at PATH set to each value in turn, as a
+        /// variant named `PATH=V`: PATH is below the Canary's `spec` (`analysis.stepWeight`), or
+        /// `KIND/NAME:PATH` a field of one of its manifests
+        /// (`DestinationRule/NAME:spec.trafficPolicy.outlierDetection.consecutive5xxErrors`,
+        /// list elements as `http[0]`). A value is JSON (a number, `true`) or else a string
+        /// (`2m`). Repeatable: every combination of the values is run (at most 100).
         #[arg(long, value_name = "PATH=V1,V2,...")]
         vary: Vec<String>,
         /// Number of seeds (1..=N, or from --first-seed).

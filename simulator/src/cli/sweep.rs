@@ -1,4 +1,6 @@
-//! `fledge-sim sweep`: one scenario over many seeds, in parallel.
+//! `fledge-sim sweep`: one scenario over many seeds, in parallel, and with `--vary` each
+//! combination of values of its Canary's or manifests' fields, so that settings (outlier
+//! detection, pools, retries, the analysis) are picked on the figures of many runs.
 
 use std::io::IsTerminal;
 use std::path::Path;
@@ -32,6 +34,15 @@ pub(super) struct SweepSummary {
     pub(crate) blast_radius_max: u64,
     /// Rollbacks of a canary the scenario says must not be rolled back.
     pub(crate) false_rollbacks: u64,
+    /// Percentage of the clients' requests over all runs that succeeded (after retries).
+    pub(crate) success_rate: Option<f64>,
+    /// The runs' p99 of the durations clients saw, in milliseconds: median and worst.
+    pub(crate) p99_ms_median: Option<f64>,
+    pub(crate) p99_ms_max: Option<f64>,
+    /// Outlier ejections enforced, and requests refused by a full connection pool
+    /// (`pending_overflow`), per run.
+    pub(crate) ejections_mean: f64,
+    pub(crate) overflow_mean: f64,
 }
 
 /// What `sweep` keeps of a run (and writes, per seed, in a shard's partial results).
@@ -42,6 +53,11 @@ pub(super) struct Tally {
     decision_ms: Option<u64>,
     canary_failures: u64,
     false_rollback: bool,
+    requests: u64,
+    failed_requests: u64,
+    p99_ms: Option<f64>,
+    ejections: u64,
+    overflow: u64,
 }
 
 /// `--shard` and `--out`: which part of the seeds to run, and where to write its runs.
@@ -66,20 +82,18 @@ pub(super) fn sweep(
             return ExitCode::from(EXIT_BAD_INPUT);
         }
     };
-    for arg in vary {
-        match scenario.vary(arg) {
-            Ok(variants) => {
-                for v in &variants {
-                    for w in &v.warnings {
-                        sayln!("warning: {}: {}: {w}", file.display(), v.name);
-                    }
+    match scenario.vary_product(vary) {
+        Ok(variants) => {
+            for v in &variants {
+                for w in &v.warnings {
+                    sayln!("warning: {}: {}: {w}", file.display(), v.name);
                 }
-                scenario.variants.extend(variants);
             }
-            Err(e) => {
-                sayln!("error: {}: {e}", file.display());
-                return ExitCode::from(EXIT_BAD_INPUT);
-            }
+            scenario.variants.extend(variants);
+        }
+        Err(e) => {
+            sayln!("error: {}: {e}", file.display());
+            return ExitCode::from(EXIT_BAD_INPUT);
         }
     }
     let threads = threads
@@ -159,6 +173,7 @@ pub(super) fn print(
         for s in &summaries {
             text.push_str(&render(s));
         }
+        text.push_str(&table(&summaries));
         emit(&text);
     }
 }
@@ -178,6 +193,11 @@ fn sweep_variant(
                 canary_failures: r.failed_requests_canary,
                 false_rollback: variant.expect.no_false_rollback
                     && r.outcome == Outcome::RolledBack,
+                requests: r.requests,
+                failed_requests: r.failed_requests,
+                p99_ms: r.p99_ms,
+                ejections: r.counters.get("ejections_enforced").copied().unwrap_or(0),
+                overflow: r.counters.get("pending_overflow").copied().unwrap_or(0),
             }
         })
     })
@@ -186,11 +206,21 @@ fn sweep_variant(
 fn summarise(variant: &str, tallies: Vec<Tally>) -> SweepSummary {
     let runs = tallies.len() as u64;
     let count = |o: Outcome| tallies.iter().filter(|t| t.outcome == o).count() as u64;
-    let mut decisions: Vec<u64> = tallies.iter().filter_map(|t| t.decision_ms).collect();
-    decisions.sort_unstable();
-    let quantile = |q: f64| -> Option<f64> {
-        (!decisions.is_empty())
-            .then(|| decisions[((decisions.len() - 1) as f64 * q).round() as usize] as f64 / 1000.0)
+    let decisions: Vec<f64> = tallies
+        .iter()
+        .filter_map(|t| t.decision_ms)
+        .map(|ms| ms as f64 / 1000.0)
+        .collect();
+    let p99s: Vec<f64> = tallies.iter().filter_map(|t| t.p99_ms).collect();
+    let (requests, failed) = tallies
+        .iter()
+        .fold((0, 0), |(r, f), t| (r + t.requests, f + t.failed_requests));
+    let mean = |of: fn(&Tally) -> u64| {
+        if runs == 0 {
+            0.0
+        } else {
+            tallies.iter().map(of).sum::<u64>() as f64 / runs as f64
+        }
     };
     SweepSummary {
         variant: variant.to_string(),
@@ -199,16 +229,53 @@ fn summarise(variant: &str, tallies: Vec<Tally>) -> SweepSummary {
         rolled_back: count(Outcome::RolledBack),
         undecided: count(Outcome::Undecided),
         passed: tallies.iter().filter(|t| t.passed).count() as u64,
-        decision_p50_s: quantile(0.5),
-        decision_p95_s: quantile(0.95),
-        blast_radius_mean: if runs == 0 {
-            0.0
-        } else {
-            tallies.iter().map(|t| t.canary_failures).sum::<u64>() as f64 / runs as f64
-        },
+        decision_p50_s: nearest_rank(decisions.clone(), 0.5),
+        decision_p95_s: nearest_rank(decisions, 0.95),
+        blast_radius_mean: mean(|t| t.canary_failures),
         blast_radius_max: tallies.iter().map(|t| t.canary_failures).max().unwrap_or(0),
         false_rollbacks: tallies.iter().filter(|t| t.false_rollback).count() as u64,
+        success_rate: (requests > 0).then(|| 100.0 * (1.0 - failed as f64 / requests as f64)),
+        p99_ms_median: nearest_rank(p99s.clone(), 0.5),
+        p99_ms_max: nearest_rank(p99s, 1.0),
+        ejections_mean: mean(|t| t.ejections),
+        overflow_mean: mean(|t| t.overflow),
     }
+}
+
+/// The value at rank `round((n - 1) q)` of the sorted values; none of none.
+fn nearest_rank(mut values: Vec<f64>, q: f64) -> Option<f64> {
+    values.sort_by(f64::total_cmp);
+    (!values.is_empty()).then(|| values[((values.len() - 1) as f64 * q).round() as usize])
+}
+
+/// A row per variant of what its runs served: the figures to pick a setting by.
+fn table(summaries: &[SweepSummary]) -> String {
+    let name = |s: &SweepSummary| {
+        if s.variant.is_empty() {
+            "(scenario)".to_string()
+        } else {
+            s.variant.clone()
+        }
+    };
+    let width = summaries.iter().map(|s| name(s).len()).max().unwrap_or(0);
+    let ms = |v: Option<f64>| v.map_or("-".to_string(), |v| format!("{v:.1}"));
+    let mut out = format!(
+        "  {:width$}  {:>8}  {:>9}  {:>9}  {:>10}  {:>8}\n",
+        "", "success", "p99 ms", "worst p99", "ejections", "overflow"
+    );
+    for s in summaries {
+        out.push_str(&format!(
+            "  {:width$}  {:>8}  {:>9}  {:>9}  {:>10.1}  {:>8.1}\n",
+            name(s),
+            s.success_rate
+                .map_or("-".to_string(), |r| format!("{r:.2}%")),
+            ms(s.p99_ms_median),
+            ms(s.p99_ms_max),
+            s.ejections_mean,
+            s.overflow_mean,
+        ));
+    }
+    out
 }
 
 fn render(s: &SweepSummary) -> String {

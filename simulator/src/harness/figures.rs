@@ -61,10 +61,12 @@ impl Harness<'_> {
         };
         let mut requests = 0;
         let mut failed = 0;
+        let mut buckets = [0; crate::telemetry::NUM_BUCKETS];
         for v in [self.primary, self.canary] {
             let s = self.mesh.source_stats(v, 0, end);
             requests += s.requests;
             failed += s.failures;
+            buckets.iter_mut().zip(s.buckets).for_each(|(b, n)| *b += n);
         }
         let failed_canary = self.mesh.source_stats(self.canary, 0, end).failures;
         let clients = self
@@ -145,6 +147,7 @@ impl Harness<'_> {
             failed_requests: failed,
             failed_requests_canary: failed_canary,
             success_rate: (requests > 0).then(|| 100.0 * (1.0 - failed as f64 / requests as f64)),
+            p99_ms: crate::telemetry::histogram_quantile(0.99, &buckets),
             decisions: self.decisions,
             samples: self.samples,
             checks: Vec::new(),

@@ -221,6 +221,7 @@ impl<'a> Harness<'a> {
         let (primary, canary) = mesh
             .primary_canary(service)
             .expect("the service has both versions");
+        let manifests = variant.manifests.as_ref().unwrap_or(&scenario.manifests);
         let mut h = Harness {
             scenario,
             variant,
@@ -246,9 +247,9 @@ impl<'a> Harness<'a> {
             judged_at: None,
             stop_at_judgement: false,
             max_weight: 0,
-            warnings: scenario.manifests.warnings.clone(),
+            warnings: manifests.warnings.clone(),
         };
-        h.apply_objects(&scenario.manifests, Writer::Scenario)
+        h.apply_objects(manifests, Writer::Scenario)
             .map_err(mesh_error)?;
         h.load_testers = scenario
             .clients

@@ -16,6 +16,9 @@ pub struct Variant {
     /// Settings of a patched Canary (`--vary`, `--policy`) that do not do what they seem to;
     /// the scenario's own Canary's are among the scenario's warnings.
     pub(crate) warnings: Vec<String>,
+    /// The mesh manifests of a variant that edits them (`--vary KIND/NAME:PATH=...`); none:
+    /// the scenario's.
+    pub(crate) manifests: Option<crate::manifest::Manifests>,
 }
 
 #[derive(Clone, Debug, Default, PartialEq)]
@@ -79,6 +82,7 @@ impl Context {
                 spec: spec.clone(),
                 expect: self.expectations("expect", expect, spec, clients)?,
                 warnings: Vec::new(),
+                manifests: None,
             }]);
         }
         if raw.expect.is_some() {
@@ -105,6 +109,7 @@ impl Context {
                 expect: self.expectations(&format!("{field}.expect"), &v.expect, &spec, clients)?,
                 spec,
                 warnings: Vec::new(),
+                manifests: None,
             });
         }
         Ok(out)

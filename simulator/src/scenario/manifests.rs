@@ -8,6 +8,26 @@ use super::{Context, ScenarioError, raw};
 use crate::manifest::{self, Manifest, ManifestError, Manifests};
 use crate::mesh::config::DataPlane;
 
+/// A text of the scenario's manifests as written (embedded, or a file), and where.
+#[derive(Clone, Debug)]
+pub(crate) struct ManifestSource {
+    pub(super) file: String,
+    pub(super) field: String,
+    pub(super) text: String,
+    pub(super) first_line: usize,
+}
+
+impl ManifestSource {
+    fn of(src: &Source<'_>) -> Self {
+        ManifestSource {
+            file: src.file.clone(),
+            field: src.field.clone(),
+            text: src.text.to_string(),
+            first_line: src.first_line,
+        }
+    }
+}
+
 impl Context {
     pub(super) fn relative(&self, file: &str) -> PathBuf {
         match &self.dir {
@@ -22,18 +42,27 @@ impl Context {
         read_bounded(&path).map_err(|e| self.error(field, format!("{}: {e}", path.display())))
     }
 
-    pub(super) fn manifests(&mut self, raw: &raw::Scenario) -> Result<Manifests, ScenarioError> {
+    /// The scenario's manifests, and their texts (which `--vary` edits).
+    pub(super) fn manifests(
+        &mut self,
+        raw: &raw::Scenario,
+    ) -> Result<(Manifests, Vec<ManifestSource>), ScenarioError> {
         let mut all = Manifests::default();
+        let mut sources = Vec::new();
         if let Some(text) = &raw.manifests {
-            all.extend(self.manifest_text(&self.embedded("manifests", text))?);
+            let src = self.embedded("manifests", text);
+            all.extend(self.manifest_text(&src)?);
+            sources.push(ManifestSource::of(&src));
         }
         for (i, file) in raw.manifest_files.iter().enumerate() {
             let field = format!("manifest_files[{i}]");
             let text = self.read_relative(&field, file)?;
             let path = self.relative(file).display().to_string();
-            all.extend(self.manifest_text(&Source::new(path, field, &text, 1))?);
+            let src = Source::new(path, field, &text, 1);
+            all.extend(self.manifest_text(&src)?);
+            sources.push(ManifestSource::of(&src));
         }
-        Ok(all)
+        Ok((all, sources))
     }
 
     /// Manifests written inside the scenario under `field` (a YAML string, usually `|`).

@@ -17,6 +17,7 @@ mod raw;
 mod source;
 mod timeline;
 mod traffic;
+mod vary;
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -59,6 +60,8 @@ pub struct Scenario {
     pub canary: Version,
     pub clients: Vec<Client>,
     pub(crate) manifests: Manifests,
+    /// The texts `manifests` was read from, in order.
+    pub(crate) manifest_sources: Vec<manifests::ManifestSource>,
     pub canary_resource: Canary,
     /// The MetricTemplates given beside the Canary, for its `templateRef` metrics.
     pub metric_templates: Vec<MetricTemplate>,
@@ -246,7 +249,7 @@ impl Context {
                 ),
             ));
         }
-        let manifests = self.manifests(&raw)?;
+        let (manifests, manifest_sources) = self.manifests(&raw)?;
 
         let mut clients = Vec::new();
         for (i, c) in raw.traffic.iter().enumerate() {
@@ -319,6 +322,7 @@ impl Context {
             canary,
             clients,
             manifests,
+            manifest_sources,
             canary_resource,
             metric_templates,
             spec,

@@ -1,20 +1,32 @@
-//! Alternatives of one scenario. A [`Patch`] is a list of edits of the scenario's Canary spec,
-//! applied to its JSON form and validated as the scenario's own Canary was; `variants:`,
-//! `fledge-sim compare`'s policies (and parameter sweeps next) are all patches, and every
-//! alternative runs through the same harness and seed runner.
+//! Alternatives of one scenario. A [`Patch`] is a list of edits of the scenario's Canary spec
+//! or of its mesh manifests, applied to their JSON form and validated as the scenario's own
+//! were; `variants:`, `fledge-sim compare`'s policies and `--vary` (`vary.rs`) are all patches,
+//! and every alternative runs through the same harness and seed runner.
 
 use fledge_controller::spec::{CanarySpec, RolloutSpec, validate, warnings};
 use serde_json::Value;
 
 use super::{Expectations, Scenario, Variant};
 
-/// One edit: the value at `path` (keys below the Canary's `spec`, in its camelCase field
-/// names; `*` stands for every element of a list) is set, or removed when `value` is `None`.
+/// One edit: the value at `path` (for the Canary, keys below its `spec`, in its camelCase
+/// field names; for a manifest, keys from the document's top, `spec.…`; `*` stands for every
+/// element of a list, `[N]` for its element N) is set, or removed when `value` is `None`.
 /// Setting creates the mappings on the way.
 #[derive(Clone, Debug, PartialEq)]
 pub(crate) struct Edit {
+    pub(crate) target: Target,
     pub(crate) path: Vec<String>,
     pub(crate) value: Option<Value>,
+}
+
+/// What an edit changes.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub(crate) enum Target {
+    /// The scenario's Canary.
+    #[default]
+    Canary,
+    /// The scenario's manifest of this kind and `metadata.name`.
+    Manifest { kind: String, name: String },
 }
 
 /// Edits of the scenario's Canary spec, applied in order.
@@ -32,6 +44,7 @@ impl Patch {
     /// Sets the value at `path` (dot-separated, e.g. `analysis.statistical.alpha`).
     pub(crate) fn set(mut self, path: &str, value: impl Into<Value>) -> Patch {
         self.edits.push(Edit {
+            target: Target::Canary,
             path: split(path),
             value: Some(value.into()),
         });
@@ -40,6 +53,7 @@ impl Patch {
 
     pub(crate) fn remove(mut self, path: &str) -> Patch {
         self.edits.push(Edit {
+            target: Target::Canary,
             path: split(path),
             value: None,
         });
@@ -125,21 +139,34 @@ impl Patch {
         )
     }
 
+    /// The edits of the Canary, in order.
+    pub(super) fn canary_edits(&self) -> impl Iterator<Item = &Edit> {
+        self.edits.iter().filter(|e| e.target == Target::Canary)
+    }
+
     fn patched(&self, canary: &CanarySpec) -> Result<CanarySpec, PatchError> {
         let mut doc = serde_json::to_value(canary)
             .map_err(|e| PatchError(format!("the Canary cannot be patched: {e}")))?;
-        for edit in &self.edits {
-            edit_at(&mut doc, &edit.path, edit.value.as_ref())
-                .map_err(|why| PatchError(format!("{}: {why}", edit.path.join("."))))?;
+        for edit in self.canary_edits() {
+            edit.apply(&mut doc)?;
         }
         serde_json::from_value(doc)
             .map_err(|e| PatchError(format!("the patched Canary does not load: {e}")))
     }
 }
 
+impl Edit {
+    pub(super) fn apply(&self, doc: &mut Value) -> Result<(), PatchError> {
+        edit_at(doc, &self.path, self.value.as_ref())
+            .map_err(|why| PatchError(format!("{}: {why}", shown(&self.path))))
+    }
+}
+
 impl Scenario {
-    /// An alternative of the scenario: its Canary patched, with no expectations of its own.
+    /// An alternative of the scenario: its Canary and manifests patched, with no expectations
+    /// of its own.
     pub(crate) fn variant(&self, name: &str, patch: &Patch) -> Result<Variant, PatchError> {
+        let manifests = self.patched_manifests(patch)?;
         let spec = patch.apply(&self.canary_resource.spec, &self.spec)?;
         let subject = crate::promql::subject(&self.canary_resource, &self.namespace);
         crate::promql::check_metrics(&spec, &subject, &self.metric_templates)
@@ -149,82 +176,8 @@ impl Scenario {
             spec,
             expect: Expectations::default(),
             warnings: patch.warnings(&self.canary_resource.spec),
+            manifests,
         })
-    }
-}
-
-impl Scenario {
-    /// `--vary PATH=V1,V2,...`: an alternative of the scenario's Canary per value, named
-    /// `PATH=V`, the value at `PATH` (as in [`Patch::set`]) set to it. A value is read as JSON
-    /// (a number, `true`, a list) or else taken as a string (`2m`). Every error names the flag.
-    pub(crate) fn vary(&self, arg: &str) -> Result<Vec<Variant>, PatchError> {
-        let error = |why: String| PatchError(format!("--vary {arg}: {why}"));
-        let Some((path, values)) = arg.split_once('=').filter(|(p, v)| {
-            !p.is_empty() && !p.contains(char::is_whitespace) && !v.trim().is_empty()
-        }) else {
-            return Err(error(
-                "give PATH=V1,V2,... with PATH below the Canary's spec, e.g. \
-                 analysis.threshold=3,5,10"
-                    .into(),
-            ));
-        };
-        values
-            .split(',')
-            .map(|raw| {
-                let raw = raw.trim();
-                if raw.is_empty() {
-                    return Err(error("an empty value".into()));
-                }
-                let value = serde_json::from_str(raw).unwrap_or(Value::String(raw.to_string()));
-                let patch = Patch::default().set(path, value);
-                if !self.has_field(&patch).map_err(|e| error(e.0))? {
-                    return Err(error(format!(
-                        "`{path}` is not a field of the Canary's spec (camelCase keys below \
-                         `spec`, e.g. analysis.stepWeight)"
-                    )));
-                }
-                self.variant(&format!("{path}={raw}"), &patch)
-                    .map_err(|e| error(format!("{raw}: {e}")))
-            })
-            .collect()
-    }
-
-    /// Whether every path the patch sets is still there once the patched Canary is loaded
-    /// and written back: a path the spec does not know is dropped by the loader.
-    fn has_field(&self, patch: &Patch) -> Result<bool, PatchError> {
-        let mut doc = serde_json::to_value(&self.canary_resource.spec)
-            .map_err(|e| PatchError(format!("the Canary cannot be patched: {e}")))?;
-        for edit in &patch.edits {
-            edit_at(&mut doc, &edit.path, edit.value.as_ref())
-                .map_err(|why| PatchError(format!("{}: {why}", edit.path.join("."))))?;
-        }
-        let Ok(loaded) = serde_json::from_value::<CanarySpec>(doc) else {
-            // Not a field's name but its value is wrong: `variant` says what.
-            return Ok(true);
-        };
-        let back = serde_json::to_value(loaded).unwrap_or(Value::Null);
-        // An empty list or map is not written back (nor is the value null): nothing to see.
-        let unseen = |v: &Value| {
-            v.is_null()
-                || v.as_array().is_some_and(Vec::is_empty)
-                || v.as_object().is_some_and(serde_json::Map::is_empty)
-        };
-        Ok(patch
-            .edits
-            .iter()
-            .all(|e| e.value.as_ref().is_none_or(unseen) || present(&back, &e.path)))
-    }
-}
-
-/// Whether a value is at `path` (`*`: in some element of a list).
-fn present(doc: &Value, path: &[String]) -> bool {
-    let Some((key, rest)) = path.split_first() else {
-        return !doc.is_null();
-    };
-    match doc {
-        Value::Array(items) if key == "*" => items.iter().any(|i| present(i, rest)),
-        Value::Object(map) => map.get(key).is_some_and(|v| present(v, rest)),
-        _ => false,
     }
 }
 
@@ -232,8 +185,46 @@ fn json<T: serde::Serialize>(value: &T) -> Result<Value, PatchError> {
     serde_json::to_value(value).map_err(|e| PatchError(format!("the policy's analysis: {e}")))
 }
 
-fn split(path: &str) -> Vec<String> {
-    path.split('.').map(str::to_string).collect()
+/// `a.b[0].c` as `a`, `b`, `[0]`, `c`.
+pub(super) fn split(path: &str) -> Vec<String> {
+    let mut keys = Vec::new();
+    for part in path.split('.') {
+        let (key, mut rest) = part.split_at(part.find('[').unwrap_or(part.len()));
+        if !key.is_empty() || rest.is_empty() {
+            keys.push(key.to_string());
+        }
+        while let Some(end) = rest.find(']').filter(|_| rest.starts_with('[')) {
+            keys.push(rest[..=end].to_string());
+            rest = &rest[end + 1..];
+        }
+        if !rest.is_empty() {
+            // Not an index: a key with a bracket in it, which no field has; the edit says so.
+            keys.push(rest.to_string());
+        }
+    }
+    keys
+}
+
+/// A path as written: keys joined by dots, indices right after their list.
+pub(super) fn shown(path: &[String]) -> String {
+    let mut out = String::new();
+    for key in path {
+        if !out.is_empty() && !key.starts_with('[') {
+            out.push('.');
+        }
+        out.push_str(key);
+    }
+    out
+}
+
+/// The element number of a `[N]` key.
+fn index(key: &str) -> Option<Result<usize, String>> {
+    let inner = key.strip_prefix('[')?.strip_suffix(']')?;
+    Some(
+        inner
+            .parse()
+            .map_err(|_| format!("`{key}` is not a list index such as [0]")),
+    )
 }
 
 fn edit_at(doc: &mut Value, path: &[String], value: Option<&Value>) -> Result<(), String> {
@@ -253,6 +244,25 @@ fn edit_at(doc: &mut Value, path: &[String], value: Option<&Value>) -> Result<()
                 .try_for_each(|item| edit_at(item, rest, value)),
             Value::Null => Ok(()),
             _ => Err("`*` stands for the elements of a list, and this is not one".into()),
+        };
+    }
+    if let Some(i) = index(key) {
+        let i = i?;
+        let Value::Array(items) = doc else {
+            return Err(format!("`{key}` indexes a value that is not a list"));
+        };
+        let len = items.len();
+        return match (items.get_mut(i), rest.is_empty(), value) {
+            (Some(_), true, None) => {
+                items.remove(i);
+                Ok(())
+            }
+            (Some(item), _, _) => edit_at(item, rest, value),
+            (None, _, None) => Ok(()),
+            (None, _, Some(_)) => Err(format!(
+                "`{key}` is past the end of a list of {len} element{}",
+                if len == 1 { "" } else { "s" }
+            )),
         };
     }
     if doc.is_null() && value.is_some() {
@@ -309,6 +319,21 @@ mod tests {
         assert_eq!(
             edited(doc, &Patch::default().judge("threshold")).unwrap(),
             json!({"analysis": {"judge": "threshold", "metrics": [{"name": "a"}, {"name": "b"}]}})
+        );
+    }
+
+    #[test]
+    fn an_index_edits_that_element_of_a_list_and_one_past_its_end_is_refused() {
+        let doc = json!({"http": [{"route": [{"weight": 90}, {"weight": 10}]}]});
+        let patch = Patch::default().set("http[0].route[1].weight", 20);
+        assert_eq!(
+            edited(doc.clone(), &patch).unwrap(),
+            json!({"http": [{"route": [{"weight": 90}, {"weight": 20}]}]})
+        );
+        let err = edited(doc, &Patch::default().set("http[1].route", 1)).unwrap_err();
+        assert!(
+            err.contains("`[1]` is past the end of a list of 1 element"),
+            "{err}"
         );
     }
 

@@ -1,0 +1,343 @@
+//! `--vary`: alternatives of a scenario, one per value of a field of its Canary or of one of its
+//! mesh manifests, and (for `sweep`) the cross product of several. Every alternative is a
+//! [`Patch`], checked as the scenario's own Canary and manifests were.
+//!
+//! `PATH=V1,V2,...` edits the Canary's spec (`analysis.threshold`); `KIND/NAME:PATH=...` edits
+//! the object of that kind and `metadata.name`, `PATH` from the document's top
+//! (`DestinationRule/podinfo-primary:spec.trafficPolicy.outlierDetection.consecutive5xxErrors`,
+//! `VirtualService/podinfo:spec.http[0].fault.abort.percentage.value`); `Canary/NAME:spec.…` is
+//! the Canary again.
+
+use serde_json::Value;
+
+use super::manifests::ManifestSource;
+use super::patch::{Edit, PatchError, Target, split};
+use super::source::Source;
+use super::{Context, Event, Patch, Scenario, Variant};
+use crate::manifest::yaml::Outline;
+use crate::manifest::{Manifest, Manifests};
+
+/// The most alternatives one command's `--vary` flags may make: each runs over every seed.
+const MAX_COMBINATIONS: usize = 100;
+
+impl Scenario {
+    /// An alternative per value of one `--vary` argument, named `PATH=V` (as written). Every
+    /// error names the flag.
+    pub(crate) fn vary(&self, arg: &str) -> Result<Vec<Variant>, PatchError> {
+        self.vary_patches(arg)?
+            .into_iter()
+            .map(|(name, patch)| self.variant(&name, &patch))
+            .collect()
+    }
+
+    /// The cross product of several `--vary` arguments: an alternative per combination of
+    /// their values, named by its `PATH=V` joined with spaces, in the order given (the last
+    /// argument's values vary fastest).
+    pub(crate) fn vary_product(&self, args: &[String]) -> Result<Vec<Variant>, PatchError> {
+        let mut combinations = vec![(String::new(), Patch::default())];
+        for arg in args {
+            let values = self.vary_patches(arg)?;
+            let count = combinations.len().saturating_mul(values.len());
+            if count > MAX_COMBINATIONS {
+                return Err(PatchError(format!(
+                    "--vary {arg}: {count} combinations of the --vary values, more than the \
+                     {MAX_COMBINATIONS} one command runs (each over every seed); vary fewer \
+                     values at once"
+                )));
+            }
+            combinations = combinations
+                .iter()
+                .flat_map(|(name, patch)| {
+                    values.iter().map(move |(n, p)| {
+                        let mut both = patch.clone();
+                        both.edits.extend(p.edits.iter().cloned());
+                        let name = if name.is_empty() {
+                            n.clone()
+                        } else {
+                            format!("{name} {n}")
+                        };
+                        (name, both)
+                    })
+                })
+                .collect();
+        }
+        if args.is_empty() {
+            return Ok(Vec::new());
+        }
+        combinations
+            .iter()
+            .map(|(name, patch)| {
+                self.variant(name, patch)
+                    .map_err(|e| PatchError(format!("--vary: {name}: {e}")))
+            })
+            .collect()
+    }
+
+    /// The patches of one argument, each checked alone, with their names.
+    fn vary_patches(&self, arg: &str) -> Result<Vec<(String, Patch)>, PatchError> {
+        let error = |why: String| PatchError(format!("--vary {arg}: {why}"));
+        let Some((place, values)) = arg.split_once('=').filter(|(p, v)| {
+            !p.is_empty() && !p.contains(char::is_whitespace) && !v.trim().is_empty()
+        }) else {
+            return Err(error(
+                "give PATH=V1,V2,... with PATH below the Canary's spec, e.g. \
+                 analysis.threshold=3,5,10, or KIND/NAME:PATH=V1,V2,... for a manifest, e.g. \
+                 DestinationRule/NAME:spec.trafficPolicy.outlierDetection.consecutive5xxErrors=3,5,7"
+                    .into(),
+            ));
+        };
+        let (target, path) = self.target(place).map_err(|e| error(e.0))?;
+        let mut out: Vec<(String, Patch)> = Vec::new();
+        for raw in values.split(',').map(str::trim) {
+            if raw.is_empty() {
+                return Err(error("an empty value".into()));
+            }
+            let name = format!("{place}={raw}");
+            if out.iter().any(|(n, _)| *n == name) {
+                return Err(error(format!("`{raw}` is given twice")));
+            }
+            let value = serde_json::from_str(raw).unwrap_or(Value::String(raw.to_string()));
+            let patch = Patch {
+                edits: vec![Edit {
+                    target: target.clone(),
+                    path: split(path),
+                    value: Some(value),
+                }],
+            };
+            if target == Target::Canary && !self.has_field(&patch).map_err(|e| error(e.0))? {
+                return Err(error(format!(
+                    "`{path}` is not a field of the Canary's spec (camelCase keys below \
+                     `spec`, e.g. analysis.stepWeight)"
+                )));
+            }
+            self.variant(&name, &patch)
+                .map_err(|e| error(format!("{raw}: {e}")))?;
+            out.push((name, patch));
+        }
+        Ok(out)
+    }
+
+    /// What `PATH` or `KIND/NAME:PATH` edits, and the path.
+    fn target<'a>(&self, place: &'a str) -> Result<(Target, &'a str), PatchError> {
+        let Some((object, path)) = place.split_once(':') else {
+            return Ok((Target::Canary, place));
+        };
+        let Some((kind, name)) = object
+            .split_once('/')
+            .filter(|(k, n)| !k.is_empty() && !n.is_empty() && !path.is_empty())
+        else {
+            return Err(PatchError(format!(
+                "`{object}` does not name an object: give KIND/NAME:PATH, e.g. \
+                 DestinationRule/podinfo-primary:spec.trafficPolicy"
+            )));
+        };
+        let canary = self.canary_resource.metadata.name.as_deref().unwrap_or("");
+        if kind == "Canary" {
+            if name != canary {
+                return Err(PatchError(format!(
+                    "the scenario's Canary is `{canary}`, not `{name}`"
+                )));
+            }
+            let Some(below) = path.strip_prefix("spec.") else {
+                return Err(PatchError(format!(
+                    "a Canary's fields are below `spec.` (`spec.analysis.threshold`), not `{path}`"
+                )));
+            };
+            return Ok((Target::Canary, below));
+        }
+        let objects: Vec<(&str, &str)> = self.manifests.items.iter().map(kind_name).collect();
+        if !objects.contains(&(kind, name)) {
+            let known: Vec<String> = objects.iter().map(|(k, n)| format!("{k}/{n}")).collect();
+            return Err(PatchError(format!(
+                "the scenario's manifests hold no {kind} named `{name}`{}",
+                if known.is_empty() {
+                    " (it has none; a scenario's mesh objects are under `manifests` and \
+                     `manifest_files`)"
+                        .to_string()
+                } else {
+                    format!("; they hold {}", known.join(", "))
+                }
+            )));
+        }
+        if let Some(i) = self.timeline.iter().position(|e| {
+            matches!(&e.event, Event::ApplyManifests(m)
+                if m.items.iter().any(|m| kind_name(m) == (kind, name)))
+        }) {
+            return Err(PatchError(format!(
+                "timeline[{i}] applies {kind} {name} again mid-run; --vary edits the manifests \
+                 the run starts with, so the run would not keep the value"
+            )));
+        }
+        let apex = &self.service;
+        let provider = self
+            .spec
+            .provider
+            .unwrap_or(fledge_controller::routes::Provider::Istio);
+        if provider == fledge_controller::routes::Provider::Istio
+            && kind == "DestinationRule"
+            && [format!("{apex}-primary"), format!("{apex}-canary")].contains(&name.to_string())
+        {
+            return Err(PatchError(format!(
+                "the controller writes DestinationRule {name} from the Canary's \
+                 `service.trafficPolicy` and replaces the scenario's; vary \
+                 Canary/{canary}:spec.service.trafficPolicy.… instead"
+            )));
+        }
+        Ok((
+            Target::Manifest {
+                kind: kind.to_string(),
+                name: name.to_string(),
+            },
+            path,
+        ))
+    }
+
+    /// Whether every path the patch sets on the Canary is still there once the patched Canary
+    /// is loaded and written back: a path the spec does not know is dropped by the loader.
+    fn has_field(&self, patch: &Patch) -> Result<bool, PatchError> {
+        use fledge_controller::spec::CanarySpec;
+        let mut doc = serde_json::to_value(&self.canary_resource.spec)
+            .map_err(|e| PatchError(format!("the Canary cannot be patched: {e}")))?;
+        for edit in patch.canary_edits() {
+            edit.apply(&mut doc)?;
+        }
+        let Ok(loaded) = serde_json::from_value::<CanarySpec>(doc) else {
+            // Not a field's name but its value is wrong: `variant` says what.
+            return Ok(true);
+        };
+        let back = serde_json::to_value(loaded).unwrap_or(Value::Null);
+        // An empty list or map is not written back (nor is the value null): nothing to see.
+        let unseen = |v: &Value| {
+            v.is_null()
+                || v.as_array().is_some_and(Vec::is_empty)
+                || v.as_object().is_some_and(serde_json::Map::is_empty)
+        };
+        Ok(patch
+            .canary_edits()
+            .all(|e| e.value.as_ref().is_none_or(unseen) || present(&back, &e.path)))
+    }
+
+    /// The scenario's manifests with the patch's manifest edits applied, read and checked as
+    /// the loader read them; none when the patch edits no manifest. A path the mesh does not
+    /// read (the reader would ignore it with a warning) is refused.
+    pub(super) fn patched_manifests(&self, patch: &Patch) -> Result<Option<Manifests>, PatchError> {
+        let edits: Vec<(&Edit, &str, &str)> = patch
+            .edits
+            .iter()
+            .filter_map(|e| match &e.target {
+                Target::Manifest { kind, name } => Some((e, kind.as_str(), name.as_str())),
+                Target::Canary => None,
+            })
+            .collect();
+        if edits.is_empty() {
+            return Ok(None);
+        }
+        let mut cx = Context {
+            outline: Outline::of(""),
+            file: self.file.display().to_string(),
+            dir: self.file.parent().map(std::path::Path::to_path_buf),
+            service: self.service.clone(),
+            namespace: self.namespace.clone(),
+            data_plane: self.data_plane,
+            warnings: Vec::new(),
+        };
+        let mut all = Manifests::default();
+        let mut found = vec![false; edits.len()];
+        for src in &self.manifest_sources {
+            let mut docs = documents(src)?;
+            let mut touched = false;
+            for (i, (edit, kind, name)) in edits.iter().enumerate() {
+                for doc in docs.iter_mut().filter(|d| is(d, kind, name)) {
+                    edit.apply(doc)?;
+                    found[i] = true;
+                    touched = true;
+                }
+            }
+            let text = if touched {
+                let texts: Result<Vec<String>, _> =
+                    docs.iter().map(serde_norway::to_string).collect();
+                texts
+                    .map_err(|e| PatchError(format!("{}: cannot be written back: {e}", src.field)))?
+                    .join("---\n")
+            } else {
+                src.text.clone()
+            };
+            let read = Source::new(src.file.clone(), src.field.clone(), &text, src.first_line);
+            // The edited text is not the one written: its errors' lines would mislead.
+            all.extend(cx.manifest_text(&read).map_err(|e| PatchError(e.message))?);
+        }
+        if let Some(i) = found.iter().position(|f| !f) {
+            let (_, kind, name) = edits[i];
+            return Err(PatchError(format!(
+                "no {kind} named `{name}` among the scenario's manifests"
+            )));
+        }
+        if let Some(w) = all
+            .warnings
+            .iter()
+            .find(|w| !self.manifests.warnings.contains(w))
+        {
+            return Err(PatchError(format!("{w}: the mesh does not read that path")));
+        }
+        Ok(Some(all))
+    }
+}
+
+/// A manifest's kind and `metadata.name`, as a scenario writes them.
+fn kind_name(m: &Manifest) -> (&'static str, &str) {
+    match m {
+        Manifest::VirtualService(x) => ("VirtualService", &x.name),
+        Manifest::DestinationRule(x) => ("DestinationRule", &x.name),
+        Manifest::PeerAuthentication(x) => ("PeerAuthentication", &x.name),
+        Manifest::ServiceProfile(x) => ("ServiceProfile", &x.name),
+        Manifest::TrafficSplit(x) => ("TrafficSplit", &x.name),
+        Manifest::GatewayHttpRoute(x) => ("HTTPRoute", &x.name),
+    }
+}
+
+/// Whether a document is the object of that kind and name.
+fn is(doc: &Value, kind: &str, name: &str) -> bool {
+    doc["kind"] == kind && doc["metadata"]["name"] == name
+}
+
+/// The documents of a manifest text, as JSON values (an empty document as null).
+fn documents(src: &ManifestSource) -> Result<Vec<Value>, PatchError> {
+    use serde::Deserialize;
+    serde_norway::Deserializer::from_str(&src.text)
+        .map(|de| {
+            Value::deserialize(de)
+                .map_err(|e| PatchError(format!("{}: cannot be edited: {e}", src.field)))
+        })
+        .collect()
+}
+
+/// Whether a value is at `path` (`*`: in some element of a list; `[N]`: in element N).
+fn present(doc: &Value, path: &[String]) -> bool {
+    let Some((key, rest)) = path.split_first() else {
+        return !doc.is_null();
+    };
+    let element = key
+        .strip_prefix('[')
+        .and_then(|k| k.strip_suffix(']'))
+        .and_then(|k| k.parse::<usize>().ok());
+    match doc {
+        Value::Array(items) if key == "*" => items.iter().any(|i| present(i, rest)),
+        Value::Array(items) => element
+            .and_then(|i| items.get(i))
+            .is_some_and(|v| present(v, rest)),
+        Value::Object(map) => map.get(key).is_some_and(|v| present(v, rest)),
+        _ => false,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::patch::{shown, split};
+
+    #[test]
+    fn a_path_splits_its_list_indices_and_shows_them_as_written() {
+        let path = split("spec.http[0].route[1].weight");
+        assert_eq!(path, ["spec", "http", "[0]", "route", "[1]", "weight"]);
+        assert_eq!(shown(&path), "spec.http[0].route[1].weight");
+    }
+}
