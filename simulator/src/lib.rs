@@ -30,6 +30,7 @@ pub mod expect;
 pub mod harness;
 pub mod manifest;
 pub mod mesh;
+mod observability;
 pub mod promql;
 pub mod report;
 pub mod result;

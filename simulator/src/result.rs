@@ -116,6 +116,8 @@ pub struct RunResult {
     /// The clients' proxy counters for the service, summed over clients and versions, and the
     /// mesh's own counters, by the names a scenario's `expect.counters` bounds.
     pub counters: BTreeMap<String, u64>,
+    /// The service graph: who called which service's version, as the clients saw it.
+    pub graph: Vec<GraphEdge>,
     pub warnings: Vec<String>,
     /// The routing objects the controller applied, in order.
     #[serde(skip)]
@@ -143,6 +145,22 @@ pub struct RuleView {
     pub weights: Vec<(String, u32)>,
     /// The version requests are also copied to, and the percentage copied.
     pub mirror: Option<(String, f64)>,
+}
+
+/// An edge of the service graph: a client workload's requests to one version of a service over
+/// the run, after retries, as its proxy reported them (`reporter="source"`).
+#[derive(Clone, Debug, Serialize)]
+pub struct GraphEdge {
+    pub source: String,
+    pub service: String,
+    pub version: String,
+    pub requests: u64,
+    /// Answered with a 5xx.
+    pub failed: u64,
+    /// Requests per second over the run.
+    pub rps: f64,
+    /// The 99th percentile of their durations, in milliseconds.
+    pub p99_ms: Option<f64>,
 }
 
 /// One client's requests over the run.

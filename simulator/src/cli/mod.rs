@@ -92,6 +92,22 @@ enum Command {
         /// `req=42`, `event=retry`); repeatable or comma-separated, all must hold.
         #[arg(long = "trace-filter", value_name = "KEY=VALUE", requires = "trace")]
         trace_filter: Vec<String>,
+        /// Write an access log line per request, in the field order of Envoy's default
+        /// format (see scenarios/README.md); streamed as the run goes.
+        #[arg(long = "access-log", value_name = "FILE")]
+        access_log: Option<PathBuf>,
+        /// Write spans (a CLIENT span per request, a SERVER span per attempt) as JSON lines in
+        /// an OTLP-like shape; streamed as the run goes.
+        #[arg(long, value_name = "FILE")]
+        traces: Option<PathBuf>,
+        /// Write the service graph (callers, versions, request and error rates, p99) as
+        /// Graphviz DOT.
+        #[arg(long, value_name = "FILE")]
+        graph: Option<PathBuf>,
+        /// The fraction of requests (0 to 1) written to the access log and the traces, chosen
+        /// from the seed; default as Istio: every request in the access log, 1% in traces.
+        #[arg(long, value_name = "F", value_parser = fraction)]
+        sample: Option<f64>,
     },
     /// Check scenario files without running them.
     #[command(after_help = after_help!(
@@ -288,6 +304,10 @@ pub(crate) fn main() -> ExitCode {
             report,
             trace,
             trace_filter,
+            access_log,
+            traces,
+            graph,
+            sample,
         } => run::run(
             &file,
             seed,
@@ -296,6 +316,12 @@ pub(crate) fn main() -> ExitCode {
             &run::TraceArgs {
                 path: trace.as_deref(),
                 filters: &trace_filter,
+            },
+            &run::ObserveArgs {
+                access_log: access_log.as_deref(),
+                traces: traces.as_deref(),
+                graph: graph.as_deref(),
+                sample,
             },
         ),
         Command::Validate { files } => run::validate(&files),
@@ -372,6 +398,16 @@ pub(crate) fn main() -> ExitCode {
             rps,
             seed,
         } => bench(&duration, rps, seed),
+    }
+}
+
+/// `--sample`: a fraction from 0 to 1.
+fn fraction(text: &str) -> Result<f64, String> {
+    match text.trim().parse::<f64>() {
+        Ok(f) if (0.0..=1.0).contains(&f) => Ok(f),
+        _ => Err(format!(
+            "`{text}` is not a fraction from 0 to 1 (e.g. 0.01)"
+        )),
     }
 }
 

@@ -19,12 +19,22 @@ pub(super) struct TraceArgs<'a> {
     pub(super) filters: &'a [String],
 }
 
+/// `--access-log FILE`, `--traces FILE`, `--graph FILE` and `--sample F`.
+#[derive(Default)]
+pub(super) struct ObserveArgs<'a> {
+    pub(super) access_log: Option<&'a Path>,
+    pub(super) traces: Option<&'a Path>,
+    pub(super) graph: Option<&'a Path>,
+    pub(super) sample: Option<f64>,
+}
+
 pub(super) fn run(
     file: &Path,
     seed: Option<u64>,
     json: bool,
     report_file: Option<&Path>,
     trace_args: &TraceArgs<'_>,
+    observe: &ObserveArgs<'_>,
 ) -> ExitCode {
     let filter = match trace::Filter::parse(trace_args.filters) {
         Ok(f) => f,
@@ -57,11 +67,31 @@ pub(super) fn run(
         }
     };
     let seed = seed.unwrap_or(scenario.seed);
+    let opened = crate::observability::Outputs::open(
+        seed,
+        observe.access_log,
+        observe.traces,
+        observe.sample,
+    )
+    .and_then(|outputs| {
+        let graph = observe
+            .graph
+            .map(|p| ReportFile::open(p).map_err(|(p, e)| format!("--graph {}: {e}", p.display())))
+            .transpose()?;
+        Ok((outputs, graph))
+    });
+    let (mut outputs, mut graph_out) = match opened {
+        Ok(o) => o,
+        Err(e) => {
+            sayln!("error: {e}");
+            return ExitCode::from(EXIT_BAD_INPUT);
+        }
+    };
     // Progress goes to stderr, and only to a terminal: stdout stays the timeline or JSON.
     let terminal = std::io::stderr().is_terminal();
     let mut runs: Vec<RunResult> = Vec::new();
     let mut walls: Vec<Duration> = Vec::new();
-    for variant in &scenario.variants {
+    for (index, variant) in scenario.variants.iter().enumerate() {
         let label = if variant.name.is_empty() {
             scenario.name.clone()
         } else {
@@ -81,17 +111,22 @@ pub(super) fn run(
         };
         // Without a terminal nobody sees progress: no slices, no clock readings.
         let every = if terminal { PROGRESS_EVENTS } else { u64::MAX };
-        let result = match tracer.take() {
-            Some(mut t) => {
-                t.comment(&format!("{label} seed {seed}"));
-                harness::run_traced(&scenario, variant, seed, every, &mut show, t).map(|(r, t)| {
-                    tracer = Some(t);
-                    r
-                })
-            }
-            None => harness::run_watched(&scenario, variant, seed, every, &mut show),
+        if let Some(t) = &mut tracer {
+            t.comment(&format!("{label} seed {seed}"));
         }
-        .map(|r| expect::checked(r, &variant.expect));
+        if let Some(o) = &mut outputs {
+            o.restart(seed, index);
+        }
+        let writers = harness::Writers {
+            tracer: tracer.take(),
+            outputs: outputs.take(),
+        };
+        let result = harness::run_written(&scenario, variant, seed, every, &mut show, writers).map(
+            |(r, w)| {
+                (tracer, outputs) = (w.tracer, w.outputs);
+                expect::checked(r, &variant.expect)
+            },
+        );
         if shown.is_some() {
             // Clear the progress line before the timeline.
             say!("\r\x1b[K");
@@ -111,6 +146,16 @@ pub(super) fn run(
         && let Err(e) = t.finish()
     {
         sayln!("error: --trace {}: {e}", path.display());
+        return ExitCode::from(EXIT_BAD_INPUT);
+    }
+    if let Some(Err(e)) = outputs.as_mut().map(|o| o.finish()) {
+        sayln!("error: {e}");
+        return ExitCode::from(EXIT_BAD_INPUT);
+    }
+    if let Some(out) = &mut graph_out
+        && let Err(e) = out.write(&crate::observability::graph::dot(&runs))
+    {
+        sayln!("error: --graph {}: {e}", out.path.display());
         return ExitCode::from(EXIT_BAD_INPUT);
     }
     if json {

@@ -7,7 +7,9 @@ use fledge_controller::rollout::Phase;
 
 use super::{Harness, NEW_REVISION};
 use crate::engine::{MILLIS, SECONDS, SimTime};
-use crate::result::{ClientFigures, Outcome, RunResult, Sample, VersionQueueing, WindowFigures};
+use crate::result::{
+    ClientFigures, GraphEdge, Outcome, RunResult, Sample, VersionQueueing, WindowFigures,
+};
 use crate::telemetry::{Reporter, Selector};
 
 impl Harness<'_> {
@@ -88,6 +90,32 @@ impl Harness<'_> {
                 })
             })
             .collect();
+        let seconds = (end as f64 / SECONDS as f64).max(1e-9);
+        let graph = self
+            .scenario
+            .clients
+            .iter()
+            .filter_map(|c| Some((c, self.mesh.client_id(&c.name)?)))
+            .flat_map(|(c, id)| {
+                [self.primary, self.canary].map(|v| {
+                    let s = self.mesh.telemetry().totals(&Selector {
+                        reporter: Reporter::Source,
+                        source: Some(id.0),
+                        dest: Some(v.0),
+                    });
+                    GraphEdge {
+                        source: c.name.clone(),
+                        service: self.scenario.service.clone(),
+                        version: self.mesh.version_name(v).unwrap_or_default().to_string(),
+                        requests: s.requests,
+                        failed: s.failures,
+                        rps: s.requests as f64 / seconds,
+                        p99_ms: s.quantile_ms(0.99),
+                    }
+                })
+            })
+            .filter(|e| e.requests > 0)
+            .collect();
         let mut counters: BTreeMap<String, u64> = crate::telemetry::counter_names()
             .map(|name| (name.to_string(), 0))
             .collect();
@@ -155,6 +183,7 @@ impl Harness<'_> {
             clients,
             queueing,
             counters,
+            graph,
             warnings,
             applied_routes,
         }

@@ -98,20 +98,28 @@ pub fn run_watched(
         .map(|(r, _)| r)
 }
 
-/// [`run_watched`], writing every event of the mesh and every decision of the controller to
-/// `tracer` (see [`crate::trace`]), which comes back with the result.
-pub(crate) fn run_traced(
+/// What a run writes besides its result, when asked: every event of the mesh and every
+/// decision of the controller (`--trace`, see [`crate::trace`]), and the requests' access log
+/// and spans (see [`crate::observability`]).
+#[derive(Default)]
+pub(crate) struct Writers {
+    pub(crate) tracer: Option<Box<Tracer>>,
+    pub(crate) outputs: Option<Box<crate::observability::Outputs>>,
+}
+
+/// [`run_watched`], writing to `writers`, which come back with the result.
+pub(crate) fn run_written(
     scenario: &Scenario,
     variant: &Variant,
     seed: u64,
     every: u64,
     progress: &mut dyn FnMut(SimTime),
-    tracer: Box<Tracer>,
-) -> Result<(RunResult, Box<Tracer>), HarnessError> {
+    writers: Writers,
+) -> Result<(RunResult, Writers), HarnessError> {
     let mut h = Harness::new(scenario, variant, seed)?;
-    h.mesh.set_trace(Some(tracer));
-    let (result, tracer) = h.run(every, progress)?;
-    Ok((result, tracer.expect("the tracer set above")))
+    h.mesh.set_trace(writers.tracer);
+    h.mesh.set_outputs(writers.outputs);
+    h.run(every, progress)
 }
 
 struct Harness<'a> {
@@ -261,12 +269,12 @@ impl<'a> Harness<'a> {
         Ok(h)
     }
 
-    /// The result, and the tracer if one was set.
+    /// The result, and the writers that were set.
     fn run(
         mut self,
         every: u64,
         progress: &mut dyn FnMut(SimTime),
-    ) -> Result<(RunResult, Option<Box<Tracer>>), HarnessError> {
+    ) -> Result<(RunResult, Writers), HarnessError> {
         // Ticks come as often as the judge looks (the cluster shell requeues the same way), and
         // the plots sample at every tick, so that a short step is seen.
         let look = look_interval(&self.variant.spec) * MILLIS;
@@ -302,8 +310,11 @@ impl<'a> Harness<'a> {
             }
         }
         self.run_mesh_until(end, every, progress);
-        let tracer = self.mesh.take_trace();
-        Ok((self.finish(end), tracer))
+        let writers = Writers {
+            tracer: self.mesh.take_trace(),
+            outputs: self.mesh.take_outputs(),
+        };
+        Ok((self.finish(end), writers))
     }
 
     /// Runs the mesh to `t` in slices of `every` events, telling `progress` the virtual time

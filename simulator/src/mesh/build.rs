@@ -308,6 +308,7 @@ impl Mesh {
             fault_rng: Stream::new(cfg.seed, "fault-injection"),
             cert_rng: Stream::new(cfg.seed, "certs"),
             trace: None,
+            outputs: None,
         };
         // One cluster per (client, version), as Istio builds one Envoy cluster per subset.
         for c in (0..mesh.clients.len() as u32).map(ClientId) {

@@ -87,6 +87,7 @@ mod event;
 mod faults;
 mod observe;
 pub(crate) mod outlier;
+mod outputs;
 mod pod;
 mod pool;
 mod request;
@@ -285,6 +286,8 @@ pub struct Mesh {
     cert_rng: Stream,
     /// `--trace`: where events are written, when tracing is on.
     trace: Option<Box<crate::trace::Tracer>>,
+    /// `--access-log`, `--traces`: where requests are written, when asked.
+    outputs: Option<Box<crate::observability::Outputs>>,
 }
 
 impl Mesh {

@@ -388,6 +388,9 @@ impl Mesh {
     /// detection), then retries or completes the request.
     pub(super) fn finish_attempt(&mut self, a: AttemptId, code: u16, f: u16, local: bool) {
         let at = self.atts[a];
+        if self.outputs.is_some() {
+            self.output_attempt(a, code, f);
+        }
         trace!(self, "attempt-end", "req" => at.number, "try" => at.try_no,
             "pod" => self.pod_name(at.pod), "code" => code, "flags" => flags::render(f));
         let reset = local && f & flags::UT != 0;
@@ -427,6 +430,9 @@ impl Mesh {
         let r = self.reqs[req];
         if !r.live {
             return;
+        }
+        if self.outputs.is_some() {
+            self.output_request(req, code, f | r.flags);
         }
         trace!(self, "request-done", "req" => r.number, "client" => self.client_name(r.client),
             "version" => if r.cluster.is_some() { self.trace_version(r.version) } else { "-" },

@@ -1,0 +1,69 @@
+//! The mesh's side of `run --access-log` and `--traces` (see [`crate::observability`]): what it
+//! tells the outputs when a request or one of its attempts ends. Off, a hook costs the test of
+//! an `Option` at its call site; on, a record is built only for the requests sampled.
+
+use super::{AttemptId, Mesh, RequestId};
+use crate::observability::{Exchange, Outputs};
+
+impl Mesh {
+    /// Sets (or, with None, stops) the outputs.
+    pub(crate) fn set_outputs(&mut self, outputs: Option<Box<Outputs>>) {
+        self.outputs = outputs;
+    }
+
+    pub(crate) fn take_outputs(&mut self) -> Option<Box<Outputs>> {
+        self.outputs.take()
+    }
+
+    /// Request `req` ends with `code` and `flags`.
+    #[cold]
+    pub(super) fn output_request(&mut self, req: RequestId, code: u16, flags: u16) {
+        let Some(mut o) = self.outputs.take() else {
+            return;
+        };
+        let r = self.reqs[req];
+        if o.wants(r.number) {
+            o.request(Exchange {
+                number: r.number,
+                try_no: 0,
+                start: r.start,
+                end: self.now(),
+                code,
+                flags,
+                client: self.client_name(r.client),
+                service: &self.services[self.clients[r.client].service].name,
+                version: r.cluster.is_some().then(|| self.trace_version(r.version)),
+                upstream: None,
+            });
+        }
+        self.outputs = Some(o);
+    }
+
+    /// Attempt `a` ends with `code` and `flags` (mirrored copies are nobody's request: none).
+    #[cold]
+    pub(super) fn output_attempt(&mut self, a: AttemptId, code: u16, flags: u16) {
+        let Some(mut o) = self.outputs.take() else {
+            return;
+        };
+        let at = self.atts[a];
+        if let Some(req) = at.req
+            && o.wants(at.number)
+        {
+            let client = self.reqs[req].client;
+            let version = self.pods[at.pod].version;
+            o.attempt(Exchange {
+                number: at.number,
+                try_no: at.try_no,
+                start: at.sent,
+                end: self.now(),
+                code,
+                flags,
+                client: self.client_name(client),
+                service: &self.services[self.clients[client].service].name,
+                version: Some(self.trace_version(version)),
+                upstream: Some(self.pod_name(at.pod).to_string()),
+            });
+        }
+        self.outputs = Some(o);
+    }
+}

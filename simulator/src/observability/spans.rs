@@ -1,0 +1,36 @@
+//! Spans as JSON lines, in the shape of OpenTelemetry's OTLP/JSON spans made flat: per request a
+//! CLIENT span of the client's proxy, and per attempt a SERVER span of the pod's, its child.
+//! Ids are hex (32 digits for the trace, 16 for a span); times are nanoseconds from the run's
+//! start (the Unix epoch); `status` is `ERROR` for a 5xx or no response (code 0), else `OK`.
+//! Every span names the service and the version that answered.
+
+use serde_json::json;
+
+use super::{Exchange, Ids};
+use crate::telemetry::flags;
+
+pub(super) fn line(e: &Exchange<'_>, ids: &Ids) -> String {
+    let request = e.try_no == 0;
+    let error = e.code == 0 || e.code >= 500;
+    let span = json!({
+        "traceId": format!("{:032x}", ids.trace),
+        "spanId": format!("{:016x}", ids.span(e.try_no)),
+        "parentSpanId": if request { String::new() } else { format!("{:016x}", ids.span(0)) },
+        "name": format!("{}:{}", e.service, if request { "request" } else { "attempt" }),
+        "kind": if request { "CLIENT" } else { "SERVER" },
+        "service": if request { e.client } else { e.service },
+        "startTimeUnixNano": e.start,
+        "durationNano": e.end - e.start,
+        "status": if error { "ERROR" } else { "OK" },
+        "attributes": {
+            "client": e.client,
+            "destination.service": e.service,
+            "destination.version": e.version,
+            "upstream_host": e.upstream,
+            "http.status_code": e.code,
+            "response_flags": flags::render(e.flags),
+            "attempt": e.try_no,
+        },
+    });
+    format!("{span}\n")
+}
