@@ -86,6 +86,7 @@ fn section(out: &mut String, run: &RunResult, spec: &RolloutSpec) {
         out.push_str("</ul>\n");
     }
     plots(out, run, spec);
+    out.push_str(&super::graph::svg(run));
     tables(out, run);
     out.push_str("</section>\n");
 }

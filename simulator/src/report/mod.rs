@@ -1,6 +1,7 @@
 //! Views of a run: a readable timeline, JSON, and a self-contained HTML page with plots.
 
 pub(crate) mod benchmarks;
+mod graph;
 mod html;
 mod plot;
 
