@@ -300,6 +300,13 @@ fn an_output_that_cannot_be_written_or_a_bad_fraction_is_exit_2_naming_it() {
             out.stdout
         );
     }
+    let out = sim(&["run", &file, "--sample", "0.5"]);
+    assert_eq!(
+        out.code, 2,
+        "--sample alone samples nothing: {}",
+        out.stderr
+    );
+    assert!(out.stderr.contains("--access-log"), "{}", out.stderr);
     for bad in ["1.5", "-0.1", "x"] {
         let sample = format!("--sample={bad}");
         let out = sim(&["run", &file, "--access-log", "/dev/null", &sample]);

@@ -70,9 +70,10 @@ enum Command {
     #[command(after_help = format!("{}\n\n{}", crate::trace::LEGEND, after_help!(
         "0  every expectation of every variant held",
         "1  the scenario ran and an expectation failed (marked FAIL)",
-        "2  bad input: the file does not load, the report or trace cannot be written, or a \
+        "2  bad input: the file does not load, the report, trace or an output cannot be written, or a \
          bad flag (such as a bad --trace-filter)",
     )))]
+    #[command(group(clap::ArgGroup::new("sampled").args(["access_log", "traces"]).multiple(true)))]
     Run {
         file: PathBuf,
         /// Override the scenario's seed.
@@ -106,7 +107,7 @@ enum Command {
         graph: Option<PathBuf>,
         /// The fraction of requests (0 to 1) written to the access log and the traces, chosen
         /// from the seed; default as Istio: every request in the access log, 1% in traces.
-        #[arg(long, value_name = "F", value_parser = fraction)]
+        #[arg(long, value_name = "F", value_parser = fraction, requires = "sampled")]
         sample: Option<f64>,
     },
     /// Check scenario files without running them.
