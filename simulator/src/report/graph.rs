@@ -33,7 +33,7 @@ pub(super) fn svg(run: &RunResult) -> String {
     let (width, height) = (RIGHT + BOX_W + 20.0, rows * ROW + 20.0);
     let y = |i: usize| 10.0 + i as f64 * ROW + (ROW - BOX_H) / 2.0;
     let mut out = format!(
-        "<h3>Service graph</h3>\n<svg class=\"graph\" xmlns=\"http://www.w3.org/2000/svg\" width=\"{width}\" height=\"{height}\" viewBox=\"0 0 {width} {height}\" role=\"img\" aria-label=\"service graph\">\n<defs><marker id=\"arrow\" viewBox=\"0 0 10 10\" refX=\"10\" refY=\"5\" markerWidth=\"8\" markerHeight=\"8\" orient=\"auto\"><path d=\"M0,0 L10,5 L0,10 z\" fill=\"#555\"/></marker></defs>\n"
+        "<h3>Service graph</h3>\n<svg class=\"graph\" width=\"{width}\" height=\"{height}\" viewBox=\"0 0 {width} {height}\" role=\"img\" aria-label=\"service graph\">\n<defs><marker id=\"arrow\" viewBox=\"0 0 10 10\" refX=\"10\" refY=\"5\" markerWidth=\"8\" markerHeight=\"8\" orient=\"auto\"><path d=\"M0,0 L10,5 L0,10 z\" fill=\"#555\"/></marker></defs>\n"
     );
     let boxed = |out: &mut String, x: f64, y: f64, text: &str| {
         let _ = writeln!(
