@@ -38,6 +38,8 @@ struct Fake {
     answers: Arc<Mutex<HashMap<String, Answer>>>,
     received: Arc<Mutex<Vec<String>>>,
     times: Arc<Mutex<Vec<String>>>,
+    /// Every request's `x-` headers, `(name, value)`.
+    headers: Arc<Mutex<Vec<(String, String)>>>,
 }
 
 impl Fake {
@@ -80,8 +82,15 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 
 async fn answer(
     State(fake): State<Fake>,
+    headers: axum::http::HeaderMap,
     Query(params): Query<HashMap<String, String>>,
 ) -> Response {
+    for (name, value) in &headers {
+        if name.as_str().starts_with("x-") {
+            let value = value.to_str().unwrap_or_default().to_string();
+            lock(&fake.headers).push((name.to_string(), value));
+        }
+    }
     let query = params.get("query").cloned().unwrap_or_default();
     lock(&fake.received).push(query.clone());
     lock(&fake.times).push(params.get("time").cloned().unwrap_or_default());
@@ -530,8 +539,7 @@ fn template(query: &str, address: Option<String>) -> MetricTemplateSpec {
         provider: MetricProvider {
             type_: "prometheus".into(),
             address,
-            secret_ref: None,
-            insecure_skip_verify: false,
+            ..MetricProvider::default()
         },
         query: query.into(),
     }
@@ -567,6 +575,62 @@ async fn a_metric_template_is_rendered_with_variables_and_sent_to_its_own_promet
     .await;
     assert_eq!(reading, MetricReading::Value { value: 0.5 });
     assert_eq!(fake.received(), vec![rendered.to_string()]);
+}
+
+/// Flagger 1.44's `provider.headers` (e.g. a tenant for Cortex or Mimir), each value sent.
+#[tokio::test]
+async fn a_metric_templates_headers_are_sent_with_its_query() {
+    let fake = Fake::answering(vec![("up".to_string(), one("1"))]);
+    let address = fake.serve().await;
+    let mut spec = template("up", None);
+    spec.provider.headers = BTreeMap::from([
+        ("X-Scope-OrgID".to_string(), vec!["tenant-a".to_string()]),
+        (
+            "X-Multi".to_string(),
+            vec!["a".to_string(), "b".to_string()],
+        ),
+    ]);
+    let reading = read(
+        &prometheus(&address, 2_000, 0),
+        Mesh::Istio,
+        measure("errors", by_template(&[])),
+        Some(&spec),
+    )
+    .await;
+    assert_eq!(reading, MetricReading::Value { value: 1.0 });
+    let mut sent = lock(&fake.headers).clone();
+    sent.sort();
+    let pair = |n: &str, v: &str| (n.to_string(), v.to_string());
+    assert_eq!(
+        sent,
+        [
+            pair("x-multi", "a"),
+            pair("x-multi", "b"),
+            pair("x-scope-orgid", "tenant-a")
+        ]
+    );
+}
+
+#[tokio::test]
+async fn a_template_header_that_is_not_http_is_an_error_naming_it_and_sends_nothing() {
+    let fake = Fake::default();
+    let address = fake.serve().await;
+    for (name, value, says) in [
+        ("X Tenant", "a", "`X Tenant` is not an HTTP header name"),
+        ("X-Tenant", "a\nb", "provider.headers.X-Tenant: `a\\nb`"),
+    ] {
+        let mut spec = template("up", None);
+        spec.provider.headers = BTreeMap::from([(name.to_string(), vec![value.to_string()])]);
+        let reading = read(
+            &prometheus(&address, 2_000, 0),
+            Mesh::Istio,
+            measure("errors", by_template(&[])),
+            Some(&spec),
+        )
+        .await;
+        assert_error(&reading, says);
+    }
+    assert!(fake.received().is_empty());
 }
 
 #[tokio::test]

@@ -355,7 +355,13 @@ pub fn services(
         .collect();
     let build =
         |name: String, selector: &BTreeMap<String, String>, meta: Option<&ObjectMetadata>| {
-            let meta = meta.cloned().unwrap_or_default();
+            let mut meta = meta.cloned().unwrap_or_default();
+            // Keys left to others are not applied, so never set, changed or claimed.
+            if let Some(unmanaged) = &svc.unmanaged_metadata {
+                meta.labels.retain(|k, _| !unmanaged.labels.contains(k));
+                meta.annotations
+                    .retain(|k, _| !unmanaged.annotations.contains(k));
+            }
             Service {
                 metadata: ObjectMeta {
                     name: Some(name),
@@ -367,6 +373,8 @@ pub fn services(
                 },
                 spec: Some(ServiceSpec {
                     type_: Some("ClusterIP".into()),
+                    cluster_ip: svc.headless.then(|| "None".into()),
+                    traffic_distribution: svc.traffic_distribution.clone(),
                     selector: Some(selector.clone()),
                     ports: Some(ports.clone()),
                     ..ServiceSpec::default()

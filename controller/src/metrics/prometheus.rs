@@ -7,6 +7,7 @@
 use std::collections::BTreeMap;
 use std::time::Duration as StdDuration;
 
+use reqwest::header::{HeaderName, HeaderValue};
 use serde::Deserialize;
 use serde_json::Value;
 
@@ -72,7 +73,7 @@ impl Prometheus {
             measure @ (Measure::SuccessRate | Measure::Latency) => {
                 match builtin_query(mesh, measure, subject, range) {
                     Some(query) => {
-                        self.scalar(&self.client, &self.address, &query, range)
+                        self.scalar(&self.client, &self.address, &query, &[], range)
                             .await
                     }
                     None => MetricReading::Error {
@@ -86,9 +87,13 @@ impl Prometheus {
                 Ok(ResolvedQuery {
                     promql,
                     address: Some(address),
+                    headers,
                 }) if address != self.address => {
                     match prometheus_http_query::Client::from(self.http.clone(), &address) {
-                        Ok(client) => self.scalar(&client, &address, &promql, range).await,
+                        Ok(client) => {
+                            self.scalar(&client, &address, &promql, &headers, range)
+                                .await
+                        }
                         Err(e) => MetricReading::Error {
                             reason: format!(
                                 "{}: address `{address}` cannot be used: {}",
@@ -99,7 +104,7 @@ impl Prometheus {
                     }
                 }
                 Ok(q) => {
-                    self.scalar(&self.client, &self.address, &q.promql, range)
+                    self.scalar(&self.client, &self.address, &q.promql, &q.headers, range)
                         .await
                 }
             },
@@ -111,9 +116,10 @@ impl Prometheus {
         client: &prometheus_http_query::Client,
         address: &str,
         query: &str,
+        headers: &[(String, String)],
         range: Range,
     ) -> MetricReading {
-        let data = match self.query(client, query, range.to).await {
+        let data = match self.query(client, query, headers, range.to).await {
             Ok(data) => data,
             Err(f) => {
                 return MetricReading::Error {
@@ -135,7 +141,7 @@ impl Prometheus {
     /// Whether the server answers a query at all (`vector(1)` at `at`), once, without retries:
     /// a start-up check that tells a wrong address from a failing analysis.
     pub async fn answers(&self, at: Millis) -> Result<(), String> {
-        self.query_once(&self.client, "vector(1)", at)
+        self.query_once(&self.client, "vector(1)", &[], at)
             .await
             .map(|_| ())
             .map_err(|f| f.reason(&self.address, self.timeout, "vector(1)"))
@@ -144,7 +150,7 @@ impl Prometheus {
     /// The raw counter samples of one query (see [`side_queries`]).
     async fn matrix(&self, query: &str, range: Range) -> Result<Vec<Series>, MetricReading> {
         let data = self
-            .query(&self.client, query, range.to)
+            .query(&self.client, query, &[], range.to)
             .await
             .map_err(|f| MetricReading::Error {
                 reason: f.reason(&self.address, self.timeout, query),
@@ -192,12 +198,13 @@ impl Prometheus {
         &self,
         client: &prometheus_http_query::Client,
         query: &str,
+        headers: &[(String, String)],
         at: Millis,
     ) -> Result<Data, Failure> {
         let mut backoff = FIRST_BACKOFF;
         let mut attempt = 0;
         loop {
-            match self.query_once(client, query, at).await {
+            match self.query_once(client, query, headers, at).await {
                 Err(f) if f.retryable() && attempt < self.retries => {
                     tracing::debug!(attempt, error = ?f, "Prometheus query failed; retrying");
                     tokio::time::sleep(backoff).await;
@@ -213,22 +220,34 @@ impl Prometheus {
         &self,
         client: &prometheus_http_query::Client,
         query: &str,
+        headers: &[(String, String)],
         at: Millis,
     ) -> Result<Data, Failure> {
         let timeout_ms = i64::try_from(self.timeout.as_millis()).unwrap_or(i64::MAX);
-        let response = client
+        let mut request = client
             .query(query)
             .query("time", evaluation_time(at))
-            .timeout(timeout_ms)
-            .get_raw()
-            .await
-            .map_err(|e| match e {
-                prometheus_http_query::Error::Client(c) => match c.inner() {
-                    Some(r) => transport_failure(r),
-                    None => Failure::Unreachable(c.to_string()),
-                },
-                other => Failure::Unreachable(error_chain(&other)),
-            })?;
+            .timeout(timeout_ms);
+        // A MetricTemplate's `provider.headers`, checked to be valid HTTP when it was resolved.
+        for (name, value) in headers {
+            let parsed = (
+                HeaderName::from_bytes(name.as_bytes()),
+                HeaderValue::from_str(value),
+            );
+            let (Ok(name), Ok(value)) = parsed else {
+                return Err(Failure::BadAnswer(format!(
+                    "header `{name}` cannot be sent"
+                )));
+            };
+            request = request.header(name, value);
+        }
+        let response = request.get_raw().await.map_err(|e| match e {
+            prometheus_http_query::Error::Client(c) => match c.inner() {
+                Some(r) => transport_failure(r),
+                None => Failure::Unreachable(c.to_string()),
+            },
+            other => Failure::Unreachable(error_chain(&other)),
+        })?;
         let status = response.status();
         let body = response.text().await.map_err(|e| transport_failure(&e))?;
         let answer: Answer = match serde_json::from_str(&body) {

@@ -85,6 +85,9 @@ pub struct ResolvedQuery {
     pub promql: String,
     /// The template's own Prometheus, when it names one.
     pub address: Option<String>,
+    /// HTTP headers sent with the query (the template's `provider.headers`), one pair per
+    /// value, checked to be valid HTTP.
+    pub headers: Vec<(String, String)>,
 }
 
 /// The PromQL of a user's query for one measurement: the inline query, or the `template` the
@@ -102,6 +105,7 @@ pub fn resolve_query(
                 .map(|promql| ResolvedQuery {
                     promql,
                     address: None,
+                    headers: Vec::new(),
                 })
                 .map_err(|e| e.to_string())
         }
@@ -134,10 +138,37 @@ pub fn resolve_query(
             }
             let promql = render_template(&template.query, subject, range.length(), variables)
                 .map_err(|e| format!("MetricTemplate {namespace}/{name}: {e}"))?;
+            let headers = http_headers(&template.provider.headers)
+                .map_err(|e| format!("MetricTemplate {namespace}/{name}: {e}"))?;
             Ok(ResolvedQuery {
                 promql,
                 address: template.provider.address.clone().filter(|a| !a.is_empty()),
+                headers,
             })
         }
     }
+}
+
+/// A template's `provider.headers` as pairs, each name an HTTP token and each value visible
+/// text (RFC 9110), so that a request can always carry them; the error names the header.
+fn http_headers(headers: &BTreeMap<String, Vec<String>>) -> Result<Vec<(String, String)>, String> {
+    let token = |c: char| c.is_ascii_alphanumeric() || "!#$%&'*+-.^_`|~".contains(c);
+    let mut out = Vec::new();
+    for (name, values) in headers {
+        if name.is_empty() || !name.chars().all(token) {
+            return Err(format!(
+                "provider.headers: `{name}` is not an HTTP header name"
+            ));
+        }
+        for value in values {
+            if !value.chars().all(|c| c == '\t' || (' '..='~').contains(&c)) {
+                return Err(format!(
+                    "provider.headers.{name}: `{}` is not an HTTP header value (visible ASCII only)",
+                    value.escape_default()
+                ));
+            }
+            out.push((name.clone(), value.clone()));
+        }
+    }
+    Ok(out)
 }

@@ -196,8 +196,7 @@ fn template(kind: &str, query: &str) -> MetricTemplateSpec {
         provider: MetricProvider {
             type_: kind.into(),
             address: Some(String::new()),
-            secret_ref: None,
-            insecure_skip_verify: false,
+            ..MetricProvider::default()
         },
         query: query.into(),
     }
@@ -221,6 +220,7 @@ fn a_template_is_rendered_over_the_measured_range() {
             promql: "p99{w=\"podinfo\"}[2m]".into(),
             // An empty address is the controller's Prometheus.
             address: None,
+            headers: Vec::new(),
         })
     );
     assert_eq!(

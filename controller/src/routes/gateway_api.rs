@@ -4,7 +4,7 @@
 //! (the GAMMA way meshes such as Istio and Linkerd route east-west traffic with HTTPRoutes).
 //! Its rule sends `primary`/`canary` weight to the two Services, mirrors with a
 //! `RequestMirror` filter, turns the Istio-style `headers` block into header modifier filters
-//! and `timeout` into the rule's request timeout. For A/B testing a first rule carries the
+//! and `timeout` and `backendTimeout` into the rule's `timeouts`. For A/B testing a first rule carries the
 //! Canary's `analysis.match` converted to HTTPRoute matches and sends every matching request to
 //! the canary (primary 0, canary 100, as Flagger writes it); the second, general rule carries the
 //! split.
@@ -240,7 +240,7 @@ fn push_filter(rule: &mut Map<String, Value>, filter: Value) {
     }
 }
 
-/// Header modifiers and the request timeout from the Canary's service block.
+/// Header modifiers and the timeouts (`timeout`, `backendTimeout`) from the Canary's service block.
 fn rule_options(canary: &Canary) -> Result<Map<String, Value>, RouteError> {
     let service = &canary.spec.service;
     let mut rule = Map::new();
@@ -260,8 +260,15 @@ fn rule_options(canary: &Canary) -> Result<Map<String, Value>, RouteError> {
             push_filter(&mut rule, json!({ "type": filter, field: modifier }));
         }
     }
+    let mut timeouts = Map::new();
     if let Some(timeout) = &service.timeout {
-        rule.insert("timeouts".into(), json!({ "request": timeout }));
+        timeouts.insert("request".into(), json!(timeout));
+    }
+    if let Some(timeout) = &service.backend_timeout {
+        timeouts.insert("backendRequest".into(), json!(timeout));
+    }
+    if !timeouts.is_empty() {
+        rule.insert("timeouts".into(), Value::Object(timeouts));
     }
     Ok(rule)
 }

@@ -122,6 +122,28 @@ pub struct CanaryService {
     pub retries: Option<serde_json::Value>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub timeout: Option<String>,
+    /// Gateway API only: the HTTPRoute's `timeouts.backendRequest`, the time a gateway waits for
+    /// one request to a backend (a retry is another request).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub backend_timeout: Option<String>,
+    /// Generate headless Services (`clusterIP: None`).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub headless: bool,
+    /// The generated Services' `trafficDistribution` (e.g. `PreferClose`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub traffic_distribution: Option<String>,
+    /// Label and annotation keys of the generated Services that Fledge neither sets nor changes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub unmanaged_metadata: Option<UnmanagedMetadata>,
+}
+
+/// Metadata keys left to others (Flagger's `unmanagedMetadata`).
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+pub struct UnmanagedMetadata {
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub annotations: Vec<String>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub labels: Vec<String>,
 }
 
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq)]
@@ -189,6 +211,8 @@ pub struct CanaryAnalysis {
     pub primary_ready_threshold: Option<i64>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub canary_ready_threshold: Option<i64>,
+    /// Cookie-based session affinity (`cookieName`, `primaryCookieName`, the cookie attributes):
+    /// kept as written; not supported yet ([`warnings`] says so).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(schema_with = "free_form_object")]
     pub session_affinity: Option<serde_json::Value>,
@@ -375,9 +399,15 @@ pub struct MetricProvider {
     pub type_: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub address: Option<String>,
+    /// HTTP headers sent with every query, each name with its values (Go's `http.Header`).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub headers: BTreeMap<String, Vec<String>>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(schema_with = "free_form_object")]
     pub secret_ref: Option<serde_json::Value>,
+    /// The region of a cloud provider's metrics (CloudWatch); kept, not used by Prometheus.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub region: Option<String>,
     #[serde(default)]
     pub insecure_skip_verify: bool,
 }

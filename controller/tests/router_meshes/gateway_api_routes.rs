@@ -34,6 +34,43 @@ fn gateway_api_gets_an_http_route_attached_to_the_given_gateways() {
     );
 }
 
+/// Flagger 1.42's `backendTimeout`: the HTTPRoute's `timeouts.backendRequest`, beside the
+/// request timeout or alone, on every rule (A/B testing has two).
+#[test]
+fn gateway_api_copies_backend_timeout_into_every_rules_backend_request_timeout() {
+    let c = canary(json!({ "service": { "timeout": "15s", "backendTimeout": "5s" } }));
+    let route = gateway_api::http_route(&c, &weights(70, 30), gateway_api::GatewayVersion::V1)
+        .unwrap_or_default();
+    assert_eq!(
+        route["spec"]["rules"][0]["timeouts"],
+        json!({ "request": "15s", "backendRequest": "5s" })
+    );
+    let c = canary(json!({
+        "service": { "backendTimeout": "5s" },
+        "analysis": { "iterations": 10, "match": [{ "headers": { "x": { "exact": "y" } } }] },
+    }));
+    let routes = Routes {
+        primary: 100,
+        canary: 0,
+        mirror: None,
+        matched: true,
+    };
+    let route =
+        gateway_api::http_route(&c, &routes, gateway_api::GatewayVersion::V1).unwrap_or_default();
+    let rules = route["spec"]["rules"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default();
+    assert_eq!(rules.len(), 2, "{route}");
+    for rule in rules {
+        assert_eq!(
+            rule["timeouts"],
+            json!({ "backendRequest": "5s" }),
+            "{rule}"
+        );
+    }
+}
+
 #[test]
 fn gateway_api_without_gateways_attaches_to_the_service_for_mesh_routing() {
     let route = gateway_api::http_route(

@@ -124,6 +124,16 @@ pub fn check_crd(crd: &Value) -> Vec<Violation> {
     out
 }
 
+/// The fields of `object`'s `spec` that the API server prunes when it stores the object under
+/// the schema of `crd`'s first version (pruning/algorithm.go), as paths from `spec`.
+pub fn pruned_from_spec(crd: &Value, object: &Value) -> Vec<String> {
+    let schema = &crd["spec"]["versions"][0]["schema"]["openAPIV3Schema"];
+    let mut out = Vec::new();
+    let spec = schema.as_object().and_then(|s| property(s, "spec"));
+    prunable(&object["spec"], spec, "spec", &mut out);
+    out
+}
+
 /// The rules of one `openAPIV3Schema`; `status_subresource` says whether the version enables it.
 pub fn check_schema(schema: &Value, status_subresource: bool) -> Vec<Violation> {
     check_schema_at(schema, status_subresource, "openAPIV3Schema")

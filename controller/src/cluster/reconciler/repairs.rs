@@ -157,6 +157,16 @@ impl Tick<'_> {
             self.workloads.apply_service(desired).await?;
             return Ok(Some(format!("Service {name} was deleted; recreated")));
         };
+        // `clusterIP` is immutable once set: `headless` takes effect when a Service is created
+        // (as with Flagger), and an apply never asks to change it.
+        let mut desired = desired.clone();
+        if let Some(spec) = desired.spec.as_mut()
+            && spec.cluster_ip.is_some()
+            && spec.cluster_ip != current.spec.as_ref().and_then(|s| s.cluster_ip.clone())
+        {
+            spec.cluster_ip = None;
+        }
+        let desired = &desired;
         let fields = drift(&current, desired);
         if is_apex && !controlled_by(&current, self.canary) {
             let recorded = annotation(&current, ORIGINAL_SPEC);

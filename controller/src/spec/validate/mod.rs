@@ -268,13 +268,16 @@ pub fn warnings(spec: &CanarySpec) -> Vec<FieldError> {
             message,
         })
     };
-    if let Some(provider) = rollout.provider
-        && provider != Provider::Istio
-        && spec.service.traffic_policy.is_some()
-    {
+    if let Some(provider) = rollout.provider {
+        for w in service::unused_by(&spec.service, provider) {
+            warn(&w.path, w.message);
+        }
+    }
+    if a.session_affinity.is_some() {
         warn(
-            "spec.service.trafficPolicy",
-            format!("not used: provider {provider} writes no DestinationRule"),
+            "spec.analysis.sessionAffinity",
+            "not supported yet: ignored; no cookie is set and no request is pinned to the canary"
+                .into(),
         );
     }
     if let Some(Ok(written)) = a.interval.as_deref().map(str::parse::<Duration>)

@@ -32,9 +32,49 @@ pub(super) fn service(p: &mut Problems, service: &CanaryService, provider: Optio
             Ok(Ok(_)) => {}
         }
     }
+    if let Some(text) = &service.backend_timeout
+        && let Err(e) = parse_nanos(text)
+    {
+        p.add("spec.service.backendTimeout", e.to_string());
+    }
+    if let Some(value) = &service.traffic_distribution
+        && !TRAFFIC_DISTRIBUTIONS.contains(&value.as_str())
+    {
+        p.add(
+            "spec.service.trafficDistribution",
+            format!(
+                "must be one of {}, got `{value}`",
+                TRAFFIC_DISTRIBUTIONS.join(", ")
+            ),
+        );
+    }
     if let Some(provider) = provider {
         p.0.extend(service.unroutable_by(provider));
     }
+}
+
+/// The values of a Service's `spec.trafficDistribution` Kubernetes accepts (1.31 and 1.33).
+pub const TRAFFIC_DISTRIBUTIONS: &[&str] = &["PreferClose", "PreferSameZone", "PreferSameNode"];
+
+/// What the service block sets that `provider`'s objects do not carry, as warnings at the fields.
+pub(super) fn unused_by(service: &CanaryService, provider: Provider) -> Vec<FieldError> {
+    let mut out = Vec::new();
+    if provider != Provider::Istio && service.traffic_policy.is_some() {
+        out.push(FieldError {
+            path: "spec.service.trafficPolicy".into(),
+            message: format!("not used: provider {provider} writes no DestinationRule"),
+        });
+    }
+    if !matches!(provider, Provider::GatewayApi(_)) && service.backend_timeout.is_some() {
+        out.push(FieldError {
+            path: "spec.service.backendTimeout".into(),
+            message: format!(
+                "not used: only an HTTPRoute (provider gatewayapi) has a backend request \
+                 timeout; provider {provider} writes none"
+            ),
+        });
+    }
+    out
 }
 
 impl CanaryService {
@@ -85,14 +125,48 @@ impl CanaryService {
                 }
             }
         }
-        if let (Provider::GatewayApi(_), Some(timeout)) = (provider, &self.timeout)
-            && !is_gateway_duration(timeout)
+        if matches!(provider, Provider::GatewayApi(_)) {
+            errors.extend(self.gateway_timeouts(provider));
+        }
+        errors
+    }
+
+    /// An HTTPRoute's `timeouts`: each a GEP-2257 duration, and the backend request's no longer
+    /// than the whole request's unless that is `0s` (none), as the HTTPRoute's schema requires.
+    fn gateway_timeouts(&self, provider: Provider) -> Vec<FieldError> {
+        let mut errors = Vec::new();
+        for (path, field, text) in [
+            ("spec.service.timeout", "request", &self.timeout),
+            (
+                "spec.service.backendTimeout",
+                "backendRequest",
+                &self.backend_timeout,
+            ),
+        ] {
+            if let Some(text) = text
+                && !is_gateway_duration(text)
+            {
+                errors.push(FieldError {
+                    path: path.into(),
+                    message: format!(
+                        "`{text}` is not {GATEWAY_DURATION}: provider {provider} copies it into \
+                         the HTTPRoute's timeouts.{field}, whose schema takes nothing else"
+                    ),
+                });
+            }
+        }
+        let nanos = |t: &Option<String>| t.as_deref().and_then(|t| parse_nanos(t).ok());
+        if let (Some(request), Some(backend)) = (nanos(&self.timeout), nanos(&self.backend_timeout))
+            && request > 0
+            && backend > request
         {
             errors.push(FieldError {
-                path: "spec.service.timeout".into(),
+                path: "spec.service.backendTimeout".into(),
                 message: format!(
-                    "`{timeout}` is not {GATEWAY_DURATION}: provider {provider} copies it into \
-                     the HTTPRoute's timeouts.request, whose schema takes nothing else"
+                    "`{}` is longer than spec.service.timeout (`{}`): the HTTPRoute's schema \
+                     refuses a backend request timeout longer than the request timeout",
+                    self.backend_timeout.as_deref().unwrap_or_default(),
+                    self.timeout.as_deref().unwrap_or_default()
                 ),
             });
         }
