@@ -76,6 +76,27 @@ fn with_kept_transitions(old: Option<&CanaryStatus>, new: &CanaryStatus) -> Cana
     out
 }
 
+/// The condition of a rollout whose step the statistical judge holds, with too little evidence
+/// to decide: a condition and not a phase, because tools that read Flagger's status (Argo CD's
+/// health check among them) know only Flagger's phases. The phase stays `Progressing`.
+pub const HELD: &str = "Held";
+
+/// The `Held` condition while the judge holds the step, set when the hold began.
+fn held_condition(state: &RolloutState) -> Option<CanaryCondition> {
+    let since = state
+        .held_since
+        .filter(|_| state.phase == Phase::Progressing)?;
+    let at = rfc3339(since);
+    Some(CanaryCondition {
+        type_: HELD.into(),
+        status: "True".into(),
+        last_update_time: Some(at.clone()),
+        last_transition_time: Some(at),
+        reason: Some("TooLittleEvidence".into()),
+        message: Some(state.message.clone()),
+    })
+}
+
 /// The status a state is recorded as, with the pod template last given to the primary and the
 /// primary's size as last seen.
 pub fn status_of(
@@ -92,7 +113,9 @@ pub fn status_of(
         last_promoted_spec: state.promoted_revision.clone(),
         last_transition_time: Some(rfc3339(state.phase_since)),
         message: (!state.message.is_empty()).then(|| state.message.clone()),
-        conditions: vec![promoted_condition(state)],
+        conditions: std::iter::once(promoted_condition(state))
+            .chain(held_condition(state))
+            .collect(),
         state: serde_json::to_value(state).ok(),
         primary_template: primary_template.cloned(),
         primary_replicas,
@@ -157,6 +180,34 @@ pub fn merge_patch(old: &Value, new: &Value) -> Value {
     }
 }
 
+/// `status` as tools written for Flagger read it. Argo CD's health check for a Canary
+/// (`resource_customizations/flagger.app/Canary/health.lua`) fails on a status without a phase,
+/// a numeric `canaryWeight` or a `conditions` list, or with a condition without a message:
+/// the phase is never empty (`Initializing` until there is one), a status without conditions
+/// gets Flagger's `Promoted` condition (`Unknown`, the phase as its reason), and a condition
+/// without a message gets an empty one. (`canaryWeight` is a number, always serialised.)
+pub fn for_health_checks(mut status: CanaryStatus) -> CanaryStatus {
+    if status.phase.is_empty() {
+        status.phase = Phase::Initializing.to_string();
+    }
+    if status.conditions.is_empty() {
+        // No clock: the same status is always written the same way.
+        let at = status.last_transition_time.clone();
+        status.conditions.push(CanaryCondition {
+            type_: PROMOTED.into(),
+            status: "Unknown".into(),
+            last_update_time: at.clone(),
+            last_transition_time: at,
+            reason: Some(status.phase.clone()),
+            message: status.message.clone(),
+        });
+    }
+    for c in &mut status.conditions {
+        c.message.get_or_insert_default();
+    }
+    status
+}
+
 /// Writes `new` as the Canary's status when it differs from what the Canary holds, each
 /// condition's `lastTransitionTime` kept while its status is unchanged.
 ///
@@ -169,7 +220,7 @@ pub fn merge_patch(old: &Value, new: &Value) -> Value {
 /// Returns whether anything was written.
 pub(crate) async fn write(api: &CanaryApi, canary: &Canary, new: &CanaryStatus) -> Result<bool> {
     let name = canary.metadata.name.clone().ok_or(Error::Unnamed("name"))?;
-    let new = &with_kept_transitions(canary.status.as_ref(), new);
+    let new = &with_kept_transitions(canary.status.as_ref(), &for_health_checks(new.clone()));
     if canary.status.as_ref() == Some(new) {
         return Ok(false);
     }
@@ -236,6 +287,73 @@ mod tests {
         );
         let back = recorded_state(Some(&s)).unwrap().unwrap();
         assert_eq!(back, state);
+    }
+
+    /// Argo CD's check knows Flagger's phases only: a step the statistical judge holds stays
+    /// `Progressing`, and the hold is a condition, gone once the judge decides.
+    #[test]
+    fn a_held_step_is_a_condition_not_a_phase() {
+        let mut state = RolloutState {
+            phase: Phase::Progressing,
+            canary_weight: 10,
+            held_since: Some(1_700_000_000_000),
+            message: "too few requests to judge: 40 of 100".into(),
+            ..RolloutState::default()
+        };
+        let s = status_of(&state, None, None);
+        assert_eq!(s.phase, "Progressing");
+        let held = s.conditions.iter().find(|c| c.type_ == HELD).cloned();
+        let held = held.expect("a Held condition");
+        assert_eq!(
+            (held.status.as_str(), held.reason.as_deref()),
+            ("True", Some("TooLittleEvidence"))
+        );
+        assert_eq!(held.message.as_deref(), Some(state.message.as_str()));
+        assert_eq!(
+            held.last_transition_time.as_deref(),
+            Some("2023-11-14T22:13:20Z")
+        );
+        state.held_since = None;
+        let s = status_of(&state, None, None);
+        assert!(s.conditions.iter().all(|c| c.type_ != HELD), "{s:?}");
+        // A rollback leaves no hold behind.
+        state.held_since = Some(1);
+        state.phase = Phase::Failed;
+        assert!(
+            status_of(&state, None, None)
+                .conditions
+                .iter()
+                .all(|c| c.type_ != HELD)
+        );
+    }
+
+    #[test]
+    fn a_status_is_written_with_a_phase_conditions_and_messages_argo_cd_can_read() {
+        let bare = for_health_checks(CanaryStatus::default());
+        assert_eq!(bare.phase, "Initializing");
+        assert_eq!(bare.canary_weight, 0);
+        let c = &bare.conditions[..];
+        assert_eq!(c.len(), 1, "{c:?}");
+        assert_eq!(
+            (
+                c[0].type_.as_str(),
+                c[0].status.as_str(),
+                c[0].reason.as_deref()
+            ),
+            (PROMOTED, "Unknown", Some("Initializing"))
+        );
+        assert_eq!(c[0].message.as_deref(), Some(""));
+        let json = serde_json::to_value(&bare).unwrap();
+        assert!(json["canaryWeight"].is_number(), "{json}");
+        // What is there already is kept; only a missing message is filled.
+        let mut s = stalled(None, "InvalidSpec", "bad", 0);
+        s.conditions[0].message = None;
+        let out = for_health_checks(s.clone());
+        assert_eq!(out.conditions.len(), 1);
+        assert_eq!(out.conditions[0].type_, STALLED);
+        assert_eq!(out.conditions[0].message.as_deref(), Some(""));
+        let full = status_of(&RolloutState::default(), None, None);
+        assert_eq!(for_health_checks(full.clone()), full);
     }
 
     #[test]
