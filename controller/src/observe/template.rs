@@ -117,24 +117,8 @@ pub fn resolve_query(
             let Some(template) = template else {
                 return Err(template_not_found(namespace, name));
             };
-            let provider = template.provider.type_.as_str();
-            if !(provider.is_empty() || provider == "prometheus") {
-                return Err(format!(
-                    "MetricTemplate {namespace}/{name} uses provider `{provider}`; only prometheus is supported"
-                ));
-            }
-            // Flagger reads `username`/`password` or `token` from the Secret and may skip TLS
-            // verification; Fledge does neither yet, and sending the query without them would
-            // fail later with a less telling 401 or TLS error (or, worse, succeed elsewhere).
-            for (set, field) in [
-                (template.provider.secret_ref.is_some(), "secretRef"),
-                (template.provider.insecure_skip_verify, "insecureSkipVerify"),
-            ] {
-                if set {
-                    return Err(format!(
-                        "MetricTemplate {namespace}/{name} sets provider.{field}, which Fledge does not support; remove it (Prometheus without authentication or with a verifiable certificate)"
-                    ));
-                }
+            if let Some(e) = crate::spec::metric_template(template).first() {
+                return Err(format!("MetricTemplate {namespace}/{name}: {e}"));
             }
             let promql = render_template(&template.query, subject, range.length(), variables)
                 .map_err(|e| format!("MetricTemplate {namespace}/{name}: {e}"))?;

@@ -230,7 +230,7 @@ fn a_template_is_rendered_over_the_measured_range() {
     let datadog = template("datadog", "avg:x");
     assert!(
         resolve_query(&source, &subject(), range, Some(&datadog))
-            .is_err_and(|e| e.contains("provider `datadog`"))
+            .is_err_and(|e| e.contains("spec.provider.type: `datadog` (Datadog)"))
     );
     let bad = template("", "{{ variables.code }}");
     assert!(
@@ -270,7 +270,8 @@ fn a_template_with_a_secret_ref_or_insecure_skip_verify_is_refused_naming_the_fi
         let e = resolve_query(&source, &subject(), range, Some(&t));
         assert!(
             e.as_ref().is_err_and(
-                |e| e.starts_with("MetricTemplate istio-system/latency sets") && e.contains(field)
+                |e| e.starts_with("MetricTemplate istio-system/latency: spec.")
+                    && e.contains(field)
             ),
             "{e:?}"
         );

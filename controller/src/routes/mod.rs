@@ -93,10 +93,65 @@ pub const PROVIDER_NAMES: &[&str] = &[
     "gatewayapi:v1beta1",
 ];
 
+/// Flagger's traffic providers that Fledge has no router for (Flagger's pkg/router/factory.go),
+/// each with what it routes through. A name matches itself or itself followed by `:`
+/// (`appmesh:v1beta2`, `gloo:...`).
+pub const FLAGGER_ONLY_PROVIDERS: &[(&str, &str)] = &[
+    ("apisix", "Apache APISIX routes"),
+    ("appmesh", "AWS App Mesh"),
+    ("contour", "Contour HTTPProxies"),
+    ("gloo", "Gloo Edge upstreams"),
+    ("knative", "Knative Services"),
+    (
+        "kubernetes",
+        "Kubernetes Services alone (blue/green without a mesh)",
+    ),
+    ("kuma", "Kuma TrafficRoutes"),
+    ("nginx", "the NGINX Ingress controller"),
+    ("osm", "Open Service Mesh"),
+    ("skipper", "Skipper Ingresses"),
+    ("traefik", "Traefik services"),
+];
+
+/// What `name` routes through in Flagger, when it is one of [`FLAGGER_ONLY_PROVIDERS`].
+pub fn flagger_only_provider(name: &str) -> Option<&'static str> {
+    FLAGGER_ONLY_PROVIDERS
+        .iter()
+        .find(|(p, _)| name == *p || name.strip_prefix(p).is_some_and(|r| r.starts_with(':')))
+        .map(|(_, what)| *what)
+}
+
 /// A provider string no router exists for.
-#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
-#[error("unknown provider `{0}`; expected one of {names}", names = PROVIDER_NAMES.join(", "))]
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub struct UnknownProvider(pub String);
+
+impl std::error::Error for UnknownProvider {}
+
+impl fmt::Display for UnknownProvider {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let name = &self.0;
+        let known = PROVIDER_NAMES.join(", ");
+        if let Some(what) = flagger_only_provider(name) {
+            return write!(
+                f,
+                "provider `{name}` ({what}) is one of Flagger's that Fledge does not support; \
+                 Fledge routes with {known}"
+            );
+        }
+        // Flagger's SMI spelling with the mesh's name: `smi:v1alpha2:linkerd`.
+        if let Some((version, _mesh)) = name
+            .strip_prefix("smi:")
+            .and_then(|rest| rest.split_once(':'))
+        {
+            return write!(
+                f,
+                "unknown provider `{name}`: Fledge's SMI providers name no mesh; write \
+                 `smi:{version}` (expected one of {known})"
+            );
+        }
+        write!(f, "unknown provider `{name}`; expected one of {known}")
+    }
+}
 
 impl FromStr for Provider {
     type Err = UnknownProvider;
@@ -409,10 +464,32 @@ mod tests {
     }
 
     #[test]
+    fn flaggers_other_providers_are_refused_naming_what_they_route_through() {
+        for (name, what) in [
+            ("nginx", "NGINX Ingress"),
+            ("appmesh:v1beta2", "App Mesh"),
+            ("gloo", "Gloo"),
+            ("kubernetes", "without a mesh"),
+        ] {
+            let e = name.parse::<Provider>().unwrap_err().to_string();
+            assert!(
+                e.contains(&format!("`{name}`"))
+                    && e.contains(what)
+                    && e.contains("one of Flagger's that Fledge does not support"),
+                "{e}"
+            );
+        }
+        // A prefix of a Flagger provider's name is not that provider.
+        assert_eq!(flagger_only_provider("nginxish"), None);
+        let e = "smi:v1alpha3:linkerd".parse::<Provider>().unwrap_err();
+        assert!(e.to_string().contains("write `smi:v1alpha3`"), "{e}");
+    }
+
+    #[test]
     fn unknown_providers_are_refused_by_name_with_the_known_ones() {
-        let e = "nginx".parse::<Provider>().unwrap_err().to_string();
+        let e = "envoy".parse::<Provider>().unwrap_err().to_string();
         assert!(
-            e.contains("`nginx`") && e.contains("gatewayapi:v1beta1"),
+            e.contains("`envoy`") && e.contains("gatewayapi:v1beta1"),
             "{e}"
         );
     }

@@ -5,7 +5,8 @@ use serde::de::DeserializeOwned;
 use serde_norway::Value;
 
 use super::{
-    Canary, FLAGGER_GROUP, FieldError, GROUP, MetricTemplate, ValidationErrors, validate, warnings,
+    Canary, FLAGGER_GROUP, FieldError, GROUP, MetricTemplate, ValidationErrors, metric_template,
+    validate, warnings,
 };
 
 /// The Fledge and Flagger resources found in a (multi-document) YAML text.
@@ -132,9 +133,14 @@ pub fn load_manifests(text: &str) -> Result<LoadedManifests, LoadError> {
             );
             out.canaries.push(canary);
         } else {
-            let (template, missing) = parse(value, document, &kind, &name, ignored)?;
+            let (template, missing): (MetricTemplate, _) =
+                parse(value, document, &kind, &name, ignored)?;
             if !missing.is_empty() {
                 return Err(invalid(missing));
+            }
+            let unsupported = metric_template(&template.spec);
+            if !unsupported.is_empty() {
+                return Err(invalid(unsupported));
             }
             out.metric_templates.push(template);
         }

@@ -15,9 +15,9 @@ pub use duration::{
 };
 pub use load::{LoadError, LoadedManifests, load_manifests};
 pub use validate::{
-    DurationRule, FieldError, HookGate, Judge, Margin, MetricCheck, MetricKind, RolloutSpec,
-    Strategy, TRAFFIC_POLICY_DURATIONS, ValidationErrors, WebhookRef, unroutable_by, validate,
-    warnings,
+    DurationRule, FLAGGER_ONLY_METRIC_PROVIDERS, FieldError, HookGate, Judge, Margin, MetricCheck,
+    MetricKind, RolloutSpec, Strategy, TRAFFIC_POLICY_DURATIONS, ValidationErrors, WebhookRef,
+    metric_template, unroutable_by, validate, warnings,
 };
 
 use std::collections::BTreeMap;
@@ -55,6 +55,18 @@ pub struct CanarySpec {
     pub target_ref: LocalObjectReference,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub autoscaler_ref: Option<LocalObjectReference>,
+    /// Flagger's NGINX and Skipper providers' Ingress; kept, but Fledge routes through none.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(schema_with = "free_form_object")]
+    pub ingress_ref: Option<serde_json::Value>,
+    /// Flagger's APISIX provider's route; kept, but Fledge routes through none.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(schema_with = "free_form_object")]
+    pub route_ref: Option<serde_json::Value>,
+    /// Flagger's Gloo provider's upstream; kept, but Fledge routes through none.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(schema_with = "free_form_object")]
+    pub upstream_ref: Option<serde_json::Value>,
     pub service: CanaryService,
     #[serde(default)]
     pub analysis: CanaryAnalysis,

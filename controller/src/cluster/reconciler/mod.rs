@@ -29,6 +29,7 @@ mod finalizer;
 mod observing;
 mod problems;
 mod repairs;
+mod sources;
 mod take_over;
 mod tick;
 mod wiring;
@@ -101,6 +102,9 @@ async fn reconcile_canary(canary: Arc<Canary>, ctx: Arc<Context>) -> Result<Requ
     let result = async {
         let tick = Tick::new(&canary, &ctx)?;
         if canary.metadata.deletion_timestamp.is_none() {
+            if let Some(refused) = tick.refuse_unsupported_sources().await? {
+                return Ok(refused);
+            }
             match tick.take_over().await? {
                 Some(done) => Ok(done),
                 None => tick.apply().await,

@@ -29,6 +29,8 @@ pub(super) enum Problem {
     },
     /// A Flagger Canary in this phase of a rollout: it is not taken over until Flagger ends it.
     MidRollout(String),
+    /// MetricTemplates Fledge cannot query (one line each, naming the field and the value).
+    UnsupportedMetricSource(Vec<String>),
 }
 
 impl Problem {
@@ -43,6 +45,7 @@ impl Problem {
             Problem::PutBack(_) => "PutBack",
             Problem::PrimaryLost { .. } => "PrimaryTemplateUnknown",
             Problem::MidRollout(_) => "TakeOverRefused",
+            Problem::UnsupportedMetricSource(_) => "UnsupportedMetricSource",
         }
     }
 
@@ -72,6 +75,11 @@ impl Problem {
                  promoted pod template is unknown (status.primaryTemplate was not recorded); the \
                  rollout holds: recreate {primary} from the promoted revision {promoted}, or set \
                  the target Deployment {target} back to that revision"
+            ),
+            Problem::UnsupportedMetricSource(what) => format!(
+                "{}; nothing is changed until the Canary's metrics name only templates Fledge \
+                 can query",
+                what.join("; ")
             ),
             Problem::MidRollout(phase) => format!(
                 "Flagger's rollout of this Canary is under way (status.phase {phase}): Fledge \

@@ -10,6 +10,7 @@
 mod analysis;
 mod service;
 mod strategy;
+mod templates;
 mod webhooks;
 
 use std::fmt;
@@ -19,6 +20,7 @@ use serde::{Deserialize, Serialize};
 pub use analysis::{Judge, Margin, MetricCheck, MetricKind};
 pub use service::{DurationRule, TRAFFIC_POLICY_DURATIONS};
 pub use strategy::Strategy;
+pub use templates::{FLAGGER_ONLY_METRIC_PROVIDERS, metric_template};
 pub use webhooks::{HookGate, WebhookRef};
 
 use super::{CanarySpec, Duration};
@@ -165,6 +167,18 @@ pub fn validate(spec: &CanarySpec) -> Result<RolloutSpec, ValidationErrors> {
             }
         },
     };
+    if spec.provider.as_deref().is_none_or(str::is_empty) {
+        for (path, what) in provider_references(spec) {
+            p.add(
+                path,
+                format!(
+                    "names {what}, which only Flagger's providers of that name route through; \
+                     Fledge does not support them. Set spec.provider if this Canary routes \
+                     through a mesh Fledge supports"
+                ),
+            );
+        }
+    }
     service::service(&mut p, &spec.service, provider);
 
     let mut interval = p.duration(
@@ -252,6 +266,32 @@ pub fn validate(spec: &CanarySpec) -> Result<RolloutSpec, ValidationErrors> {
     })
 }
 
+/// The references to routing objects of Flagger's providers that Fledge does not support:
+/// `(field, what it names)`.
+fn provider_references(spec: &CanarySpec) -> Vec<(&'static str, &'static str)> {
+    [
+        (
+            "spec.ingressRef",
+            "an Ingress (providers nginx, skipper)",
+            &spec.ingress_ref,
+        ),
+        (
+            "spec.routeRef",
+            "an APISIX route (provider apisix)",
+            &spec.route_ref,
+        ),
+        (
+            "spec.upstreamRef",
+            "a Gloo upstream (provider gloo)",
+            &spec.upstream_ref,
+        ),
+    ]
+    .into_iter()
+    .filter(|(_, _, set)| set.is_some())
+    .map(|(path, what, _)| (path, what))
+    .collect()
+}
+
 /// Settings that validate but do not do what they seem to, each at its field with what happens
 /// instead: Flagger raises a short interval and a threshold below 1; with `stepWeights` the
 /// ladder is the list and `maxWeight` unused; and counts past what a rollout can hold are read
@@ -271,6 +311,12 @@ pub fn warnings(spec: &CanarySpec) -> Vec<FieldError> {
     if let Some(provider) = rollout.provider {
         for w in service::unused_by(&spec.service, provider) {
             warn(&w.path, w.message);
+        }
+        for (path, what) in provider_references(spec) {
+            warn(
+                path,
+                format!("not used: names {what}; provider {provider} does not route through it"),
+            );
         }
     }
     if a.session_affinity.is_some() {

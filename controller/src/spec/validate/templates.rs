@@ -1,0 +1,60 @@
+//! MetricTemplates: what of one Fledge can query. Only Prometheus, without credentials or
+//! skipped TLS verification yet; Flagger's other metric providers are named as such.
+
+use super::FieldError;
+use crate::spec::MetricTemplateSpec;
+
+/// Flagger's metric providers other than Prometheus (Flagger's pkg/metrics/providers), each
+/// with what it queries.
+pub const FLAGGER_ONLY_METRIC_PROVIDERS: &[(&str, &str)] = &[
+    ("cloudwatch", "Amazon CloudWatch"),
+    ("datadog", "Datadog"),
+    ("dynatrace", "Dynatrace"),
+    ("externalmetrics", "the Kubernetes external metrics API"),
+    ("graphite", "Graphite"),
+    ("influxdb", "InfluxDB"),
+    ("keptn", "Keptn"),
+    ("newrelic", "New Relic"),
+    ("splunk", "Splunk Observability"),
+    ("stackdriver", "Google Cloud Monitoring (Stackdriver)"),
+];
+
+/// Why Fledge cannot query `spec`, at its fields (`spec.provider...`); empty when it can.
+pub fn metric_template(spec: &MetricTemplateSpec) -> Vec<FieldError> {
+    let mut out = Vec::new();
+    let provider = &spec.provider;
+    let kind = provider.type_.as_str();
+    if !(kind.is_empty() || kind == "prometheus") {
+        let message = match FLAGGER_ONLY_METRIC_PROVIDERS
+            .iter()
+            .find(|(k, _)| *k == kind)
+        {
+            Some((_, what)) => format!(
+                "`{kind}` ({what}) is one of Flagger's metric providers that Fledge does not \
+                 support; only prometheus"
+            ),
+            None => format!("unknown metric provider `{kind}`; only prometheus is supported"),
+        };
+        out.push(FieldError {
+            path: "spec.provider.type".into(),
+            message,
+        });
+    }
+    // Flagger reads `username`/`password` or `token` from the Secret and may skip TLS
+    // verification; Fledge does neither yet, and sending the query without them would fail
+    // later with a less telling 401 or TLS error (or, worse, succeed elsewhere).
+    for (set, field) in [
+        (provider.secret_ref.is_some(), "secretRef"),
+        (provider.insecure_skip_verify, "insecureSkipVerify"),
+    ] {
+        if set {
+            out.push(FieldError {
+                path: format!("spec.provider.{field}"),
+                message: "not supported by Fledge yet; remove it (Prometheus without \
+                          authentication or with a verifiable certificate)"
+                    .into(),
+            });
+        }
+    }
+    out
+}
