@@ -225,3 +225,40 @@ fn a_traffic_distribution_kubernetes_does_not_know_is_refused_naming_the_value()
         ]
     );
 }
+
+#[test]
+fn an_autoscaler_ref_is_an_hpa_or_a_scaled_object_with_bounds_that_make_sense() {
+    let with = |autoscaler: Value| {
+        let mut spec = canary(json!({})).spec;
+        spec.autoscaler_ref = Some(serde_json::from_value(autoscaler).expect("a reference"));
+        spec
+    };
+    let keda = with(json!({"kind": "ScaledObject", "name": "so",
+                            "primaryScalerQueries": {"rps": "up"},
+                            "primaryScalerReplicas": {"minReplicas": 2, "maxReplicas": 8}}));
+    assert!(validate(&keda).is_ok());
+    assert_eq!(paths(warnings(&keda)), Vec::<String>::new());
+    let crossed = with(json!({"kind": "ScaledObject", "name": "so",
+                               "primaryScalerReplicas": {"minReplicas": 9, "maxReplicas": 8}}));
+    assert_eq!(
+        paths(validate(&crossed).unwrap_err().0),
+        ["spec.autoscalerRef.primaryScalerReplicas.maxReplicas: 8 is below minReplicas (9)"]
+    );
+    let vpa = with(json!({"kind": "VerticalPodAutoscaler", "name": "v"}));
+    assert_eq!(
+        paths(validate(&vpa).unwrap_err().0),
+        [
+            "spec.autoscalerRef.kind: must be HorizontalPodAutoscaler or ScaledObject, got `VerticalPodAutoscaler`"
+        ]
+    );
+    // Flagger ignores the primary's queries on an HPA: accepted, and said to be unused.
+    let hpa = with(json!({"kind": "HorizontalPodAutoscaler", "name": "h",
+                          "primaryScalerQueries": {"rps": "up"}}));
+    assert!(validate(&hpa).is_ok());
+    assert_eq!(
+        paths(warnings(&hpa)),
+        [
+            "spec.autoscalerRef: not used: primaryScalerQueries and primaryScalerReplicas apply to a ScaledObject only"
+        ]
+    );
+}

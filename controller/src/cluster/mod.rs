@@ -4,6 +4,7 @@
 //!
 //! - [`reconciler`]: the kube-runtime reconcile loop, the finalizer and the operator commands;
 //! - [`workloads`]: the primary Deployment, the generated Services, the HPA, scaling, revisions;
+//! - [`scaled_objects`]: a KEDA ScaledObject as the target's autoscaler, copied for the primary;
 //! - [`status`]: the Canary's status and its `Promoted` condition;
 //! - [`providers`]: the narrow seams to traffic routers, metrics and webhooks;
 //! - [`lease`]: leader election with a `coordination.k8s.io` Lease;
@@ -19,6 +20,7 @@ pub mod flagger;
 pub mod lease;
 pub mod providers;
 pub mod reconciler;
+pub mod scaled_objects;
 pub mod status;
 pub mod telemetry;
 pub mod workloads;

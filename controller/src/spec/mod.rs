@@ -54,7 +54,7 @@ pub struct CanarySpec {
     /// The workload under rollout; it becomes the canary and is cloned into `<name>-primary`.
     pub target_ref: LocalObjectReference,
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub autoscaler_ref: Option<LocalObjectReference>,
+    pub autoscaler_ref: Option<AutoscalerReference>,
     /// Flagger's NGINX and Skipper providers' Ingress; kept, but Fledge routes through none.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(schema_with = "free_form_object")]
@@ -92,6 +92,34 @@ pub struct LocalObjectReference {
     #[serde(default)]
     pub kind: String,
     pub name: String,
+}
+
+/// The target's autoscaler: a `HorizontalPodAutoscaler` (the default) or a KEDA
+/// `ScaledObject`, copied to `<name>-primary` for the primary.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct AutoscalerReference {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub api_version: Option<String>,
+    #[serde(default)]
+    pub kind: String,
+    pub name: String,
+    /// ScaledObject only: the primary's query of each trigger, by the trigger's `name`;
+    /// without it, the target's name in each `query` is replaced with the primary's.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub primary_scaler_queries: BTreeMap<String, String>,
+    /// ScaledObject only: the primary's replica bounds, in place of the target's.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub primary_scaler_replicas: Option<ScalerReplicas>,
+}
+
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ScalerReplicas {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub min_replicas: Option<i32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_replicas: Option<i32>,
 }
 
 /// The Services Fledge generates and the routing it manages (Flagger's `service` block).

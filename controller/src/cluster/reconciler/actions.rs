@@ -11,7 +11,7 @@ use tracing::{info, warn};
 
 use super::super::Result;
 use super::super::providers::Observer;
-use super::super::workloads;
+use super::super::{scaled_objects, workloads};
 use super::observing::Asked;
 use super::problems::event_reason;
 use super::tick::Tick;
@@ -61,11 +61,16 @@ impl Tick<'_> {
             Action::InitializePrimary => self.initialize(target, primary).await,
             Action::ScaleCanary { up } => {
                 let replicas = if up {
+                    self.pause_target_scaler(false).await?;
                     self.canary_replicas(primary).await?
                 } else {
                     0
                 };
-                self.workloads.scale(&spec.target, replicas).await
+                self.workloads.scale(&spec.target, replicas).await?;
+                if !up {
+                    self.pause_target_scaler(true).await?;
+                }
+                Ok(())
             }
             Action::SetRoutes {
                 primary,
@@ -191,13 +196,32 @@ impl Tick<'_> {
 
     pub(super) async fn target_hpa(&self) -> Result<Option<HorizontalPodAutoscaler>> {
         match &self.canary.spec.autoscaler_ref {
-            Some(r) => self.workloads.hpa(&r.name).await,
-            None => Ok(None),
+            Some(r) if r.kind != scaled_objects::KIND => self.workloads.hpa(&r.name).await,
+            _ => Ok(None),
         }
     }
 
-    /// Keeps `<hpa>-primary` in step with the HPA on the target; writes only a difference.
+    /// The target's ScaledObject's name, when its autoscaler is one.
+    fn target_scaled_object(&self) -> Option<&str> {
+        let r = self.canary.spec.autoscaler_ref.as_ref()?;
+        (r.kind == scaled_objects::KIND).then_some(r.name.as_str())
+    }
+
+    /// Pauses the target's ScaledObject at zero while the canary is scaled down (KEDA would
+    /// scale it up again), or lifts the pause; nothing without a ScaledObject.
+    pub(super) async fn pause_target_scaler(&self, paused: bool) -> Result<()> {
+        match self.target_scaled_object() {
+            Some(name) => self.scaled_objects.pause(name, paused).await,
+            None => Ok(()),
+        }
+    }
+
+    /// Keeps `<hpa>-primary` (or `<scaledobject>-primary`) in step with the target's
+    /// autoscaler; writes only a difference.
     pub(super) async fn sync_autoscaler(&self) -> Result<()> {
+        if let Some(name) = self.target_scaled_object() {
+            return self.scaled_objects.sync(self.canary, name).await;
+        }
         let Some(hpa) = self.target_hpa().await? else {
             return Ok(());
         };
@@ -213,11 +237,14 @@ impl Tick<'_> {
 
     /// The canary's size while analysed: its HPA's minimum, else the primary's size.
     pub(super) async fn canary_replicas(&self, primary: Option<&Deployment>) -> Result<i32> {
-        let from_hpa = self
-            .target_hpa()
-            .await?
-            .and_then(|h| h.spec)
-            .and_then(|s| s.min_replicas);
+        let from_hpa = match self.target_scaled_object() {
+            Some(name) => self.scaled_objects.min_replicas(name).await?,
+            None => self
+                .target_hpa()
+                .await?
+                .and_then(|h| h.spec)
+                .and_then(|s| s.min_replicas),
+        };
         let from_primary = primary
             .and_then(|p| p.spec.as_ref())
             .and_then(|s| s.replicas);
@@ -255,7 +282,10 @@ impl Tick<'_> {
             .await
             .map_err(|m| self.route_error(m))?;
         if revert {
-            if let Some(r) = &self.canary.spec.autoscaler_ref {
+            if let Some(name) = self.target_scaled_object() {
+                let primary = workloads::primary_name(name);
+                self.scaled_objects.delete(&primary).await?;
+            } else if let Some(r) = &self.canary.spec.autoscaler_ref {
                 self.workloads
                     .delete_hpa(&workloads::primary_name(&r.name))
                     .await?;
@@ -281,6 +311,8 @@ impl Tick<'_> {
             .max(1);
         let current = target.spec.as_ref().and_then(|s| s.replicas);
         if current.is_none_or(|c| c < replicas) {
+            // The target serves again: its ScaledObject scales it from now on.
+            self.pause_target_scaler(false).await?;
             self.workloads
                 .scale(&self.canary.spec.target_ref.name, replicas)
                 .await?;

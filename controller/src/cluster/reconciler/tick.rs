@@ -7,6 +7,7 @@ use kube::ResourceExt;
 use kube::runtime::controller::Action as Requeue;
 
 use super::super::canaries::CanaryApi;
+use super::super::scaled_objects::ScaledObjects;
 use super::super::workloads::{self, WorkloadProblem, Workloads};
 use super::super::{COMMAND_ANNOTATION, Error, Result, status};
 use super::Context;
@@ -26,6 +27,7 @@ pub(super) struct Tick<'a> {
     pub(super) provider: std::result::Result<Provider, UnknownProvider>,
     pub(super) api: CanaryApi,
     pub(super) workloads: Workloads,
+    pub(super) scaled_objects: ScaledObjects,
     pub(super) now: Millis,
 }
 
@@ -42,6 +44,7 @@ impl<'a> Tick<'a> {
             ctx,
             api: CanaryApi::of(ctx.client.clone(), &namespace, canary),
             workloads: Workloads::new(ctx.client.clone(), &namespace),
+            scaled_objects: ScaledObjects::new(ctx.client.clone(), &namespace),
             now: (ctx.clock)(),
             namespace,
             name,

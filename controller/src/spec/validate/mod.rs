@@ -180,6 +180,7 @@ pub fn validate(spec: &CanarySpec) -> Result<RolloutSpec, ValidationErrors> {
         }
     }
     service::service(&mut p, &spec.service, provider);
+    autoscaler(&mut p, spec);
 
     let mut interval = p.duration(
         "spec.analysis.interval",
@@ -266,6 +267,34 @@ pub fn validate(spec: &CanarySpec) -> Result<RolloutSpec, ValidationErrors> {
     })
 }
 
+/// `autoscalerRef`: an HPA or a KEDA ScaledObject, whose primary bounds make sense.
+fn autoscaler(p: &mut Problems, spec: &CanarySpec) {
+    let Some(r) = &spec.autoscaler_ref else {
+        return;
+    };
+    match r.kind.as_str() {
+        "" | "HorizontalPodAutoscaler" | "ScaledObject" => {}
+        other => p.add(
+            "spec.autoscalerRef.kind",
+            format!("must be HorizontalPodAutoscaler or ScaledObject, got `{other}`"),
+        ),
+    }
+    if let Some(bounds) = &r.primary_scaler_replicas {
+        let path = "spec.autoscalerRef.primaryScalerReplicas";
+        if bounds.min_replicas.is_some_and(|m| m < 0) {
+            p.add(format!("{path}.minReplicas"), "must not be negative");
+        }
+        if let (Some(min), Some(max)) = (bounds.min_replicas, bounds.max_replicas)
+            && min > max
+        {
+            p.add(
+                format!("{path}.maxReplicas"),
+                format!("{max} is below minReplicas ({min})"),
+            );
+        }
+    }
+}
+
 /// The references to routing objects of Flagger's providers that Fledge does not support:
 /// `(field, what it names)`.
 fn provider_references(spec: &CanarySpec) -> Vec<(&'static str, &'static str)> {
@@ -318,6 +347,16 @@ pub fn warnings(spec: &CanarySpec) -> Vec<FieldError> {
                 format!("not used: names {what}; provider {provider} does not route through it"),
             );
         }
+    }
+    if let Some(r) = &spec.autoscaler_ref
+        && r.kind != "ScaledObject"
+        && (!r.primary_scaler_queries.is_empty() || r.primary_scaler_replicas.is_some())
+    {
+        warn(
+            "spec.autoscalerRef",
+            "not used: primaryScalerQueries and primaryScalerReplicas apply to a ScaledObject only"
+                .into(),
+        );
     }
     if a.session_affinity.is_some() {
         warn(
