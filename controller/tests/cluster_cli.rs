@@ -50,12 +50,12 @@ fn run_with_a_bad_log_level_names_the_flag() {
 
 #[test]
 fn run_with_an_unknown_provider_names_the_flag() {
-    let out = fledge(&["run", "--provider", "nginx", "--log-format", "text"]);
+    let out = fledge(&["run", "--provider", "envoy", "--log-format", "text"]);
     assert!(!out.status.success());
     let err = stderr(&out);
     assert!(err.contains("--provider"), "{err}");
     assert!(
-        err.contains("unknown provider `nginx`; expected one of istio"),
+        err.contains("unknown provider `envoy`; expected one of istio"),
         "{err}"
     );
     assert!(!err.contains("panicked"), "{err}");
