@@ -286,6 +286,8 @@ fn bad_filters_exit_2_naming_the_flag_and_what_is_expected() {
         ("colour=red", "unknown key `colour`"),
         ("pod", "is not KEY=VALUE"),
         ("pod=", "has no value"),
+        // An event the legend does not have (a typo) would match nothing: an empty trace.
+        ("event=atpod", "at-pod"),
     ] {
         let out = sim(&[
             "run",

@@ -367,27 +367,43 @@ fn destination_rule_outlier_fields_not_modelled_are_warned() {
 /// with flag DC, at the reset (envoy access-log docs: `%RESPONSE_CODE%` 0 "means that the
 /// server never sent the beginning of a response ... the (downstream) client disconnected";
 /// flag `DC` downstream connection termination). The app is not interrupted: it keeps its
-/// worker until it has served the request, and that late answer is reported by nobody.
+/// worker until it has served the request, and that late answer is reported by nobody. An
+/// attempt abandoned on its way (the try ends while the request still crosses the network)
+/// is reported so when it arrives, once per attempt, as scenarios/README.md says.
 #[test]
 fn a_timeout_at_the_pod_is_reported_by_the_destination_as_code_0_dc() {
     use fledge_simulator::engine::MILLIS;
     use fledge_simulator::telemetry::{Reporter, Selector};
+    let per_try = |ms| {
+        format!("      retries: {{attempts: 1, perTryTimeout: {ms}ms, retryOn: connect-failure}}\n")
+    };
     let cases = [
-        // (route block, what the destination reports, the reported duration at most)
-        ("      timeout: 100ms\n", (0, flags::DC), 100),
+        // (route block, one way in microseconds (100: the default) and service milliseconds,
+        // what the destination reports, the
+        // range of the mean reported duration in milliseconds)
         (
-            "      retries: {attempts: 1, perTryTimeout: 100ms, retryOn: connect-failure}\n",
+            "      timeout: 100ms\n".to_string(),
+            (100, 200),
             (0, flags::DC),
-            100,
+            50..=100,
         ),
+        (per_try(100), (100, 200), (0, flags::DC), 50..=100),
         // The answer comes before the timeout: the pod's own code, after its service time.
-        ("      timeout: 300ms\n", (200, 0), 250),
+        (
+            "      timeout: 300ms\n".to_string(),
+            (100, 200),
+            (200, 0),
+            125..=250,
+        ),
+        // Every try is abandoned on the wire: 20 ms per try, 50 ms one way.
+        (per_try(20), (50_000, 5), (0, flags::DC), 0..=20),
     ];
-    for (block, want, max_ms) in cases {
+    for (block, (one_way, service), want, mean_ms) in cases {
         let mut cfg = one_version(11, 20.0);
+        cfg.network.one_way = one_way * 1_000;
         cfg.services[0].versions[0].behaviour = fledge_simulator::mesh::Behaviour {
             workers: 64,
-            service_time: ServiceTime::Constant(200 * MILLIS),
+            service_time: ServiceTime::Constant(service * MILLIS),
             ..Default::default()
         };
         let mut mesh = mesh_with(cfg, &format!("{VS_HEAD}{block}"));
@@ -418,8 +434,7 @@ fn a_timeout_at_the_pod_is_reported_by_the_destination_as_code_0_dc() {
         assert_eq!(w.requests, served, "{block}");
         assert!(served > 150, "{block}: {served}");
         let mean = w.mean_ms().unwrap();
-        assert!(mean <= max_ms as f64, "{block}: mean {mean} ms");
-        assert!(mean >= max_ms as f64 * 0.5, "{block}: mean {mean} ms");
+        assert!(mean_ms.contains(&(mean as u64)), "{block}: mean {mean} ms");
     }
 }
 
@@ -467,11 +482,8 @@ fn peer_authentication_port_level_mtls_decides_the_served_port() {
         cfg.clients[0].sidecar = false;
         let mut mesh = mesh_with(cfg, &manifests);
         mesh.run_until(5 * SECONDS);
-        let c = mesh.client_id("client").unwrap();
-        let v = mesh.version_id("podinfo", "primary").unwrap();
-        let failed = mesh.proxy_counters(c, v).connect_failures > 0;
-        assert_eq!(failed, refused, "port {port}:\n{manifests}");
-        assert_eq!(count_flags(&mesh, |f| f & flags::UC != 0) > 0, refused);
+        let reset = count_flags(&mesh, |f| f & flags::UC != 0) > 0;
+        assert_eq!(reset, refused, "port {port}:\n{manifests}");
     }
 }
 
@@ -514,22 +526,36 @@ fn peer_authentication_port_level_mtls_is_validated_as_istio_does() {
 /// stats filter labels its destination workload, namespace and version `unknown` (Istio docs,
 /// "Istio Standard Metrics": a label is `unknown` when its value cannot be determined;
 /// istio/istio `tests/integration/telemetry/api/stats_test.go` on unknown destination labels);
-/// the service stays named. A request no route takes is reported too, not only counted.
+/// the service stays named. A request no route takes is reported too, not only counted. A
+/// pending overflow has no upstream host either: Envoy's pool fails the stream with `Overflow`
+/// and a null host (`conn_pool_base.cc` `newStreamImpl`: `onPoolFailure(nullptr, ...)` on
+/// "max pending streams overflow"), which the router records as the upstream host
+/// (`upstream_request.cc` `onPoolFailure`); an overflow of `http2MaxRequests` when a stream is
+/// attached carries the connection's host (`attachStreamToClient`), so it keeps the version.
 #[test]
 fn requests_answered_by_the_client_proxy_report_an_unknown_destination() {
     let header_only = "kind: VirtualService\nmetadata: {name: p}\nspec:\n  hosts: [podinfo]\n  http:\n    - match: [{headers: {x-user: {exact: tester}}}]\n      route:\n        - destination: {host: podinfo}\n";
     let abort = format!(
         "{VS_HEAD}      fault: {{abort: {{httpStatus: 503, percentage: {{value: 100}}}}}}\n"
     );
+    let pool = |limits: &str| {
+        format!(
+            "kind: DestinationRule\nmetadata: {{name: p}}\nspec:\n  host: podinfo\n  trafficPolicy:\n    connectionPool: {limits}\n"
+        )
+    };
+    let pending = pool("{tcp: {maxConnections: 1}, http: {http1MaxPendingRequests: 1}}");
+    let active = pool("{http: {http2MaxRequests: 1, h2UpgradePolicy: UPGRADE}}");
     let cases = [
-        // (manifests, scaled to zero, code, flags, destination workload)
-        (String::new(), false, "200", "-", "podinfo-primary"),
-        (header_only.to_string(), false, "404", "NR", "unknown"),
-        (abort, false, "503", "FI", "unknown"),
-        (String::new(), true, "503", "UH", "unknown"),
+        // (manifests, requests per second, scaled to zero, code, flags, destination workload)
+        (String::new(), 50.0, false, "200", "-", "podinfo-primary"),
+        (header_only.to_string(), 50.0, false, "404", "NR", "unknown"),
+        (abort, 50.0, false, "503", "FI", "unknown"),
+        (String::new(), 50.0, true, "503", "UH", "unknown"),
+        (pending, 2000.0, false, "503", "UO", "unknown"),
+        (active, 2000.0, false, "503", "UO", "podinfo-primary"),
     ];
-    for (manifests, empty, code, flag, workload) in cases {
-        let mut mesh = mesh_with(one_version(9, 50.0), &manifests);
+    for (manifests, rps, empty, code, flag, workload) in cases {
+        let mut mesh = mesh_with(one_version(9, rps), &manifests);
         if empty {
             let v = mesh.version_id("podinfo", "primary").unwrap();
             mesh.apply(Action::Scale {

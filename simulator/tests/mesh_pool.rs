@@ -39,9 +39,14 @@ const OPENED: (&str, fn(&Mesh) -> u64) = ("connections_opened", |m| counters(m).
 const TIMEOUTS: (&str, fn(&Mesh) -> u64) = ("timeouts", |m| counters(m).timeouts);
 const COMPLETED: (&str, fn(&Mesh) -> u64) = ("completed requests", |m| m.stats().completed);
 
-/// Mutual TLS required by the server while the client sends plain text: every connection fails
-/// its handshake (1.5 round trips, 30 ms here); no retries.
+/// Mutual TLS required by the server while the client sends plain text: every connection is
+/// reset when the first request on it reaches the server; no retries.
 const PLAIN_TO_STRICT: &str = "---\nkind: PeerAuthentication\nmetadata:\n  name: default\n  namespace: istio-system\nspec:\n  mtls:\n    mode: STRICT\n---\nkind: VirtualService\nmetadata: {name: svc}\nspec:\n  hosts: [svc]\n  http:\n    - route: [{destination: {host: svc}}]\n      retries: {attempts: 0}\n";
+
+/// Mutual TLS disabled on the server's sidecar; no retries.
+const MTLS_DISABLED: &str = "---\nkind: PeerAuthentication\nmetadata:\n  name: default\n  namespace: istio-system\nspec:\n  mtls:\n    mode: DISABLE\n---\nkind: VirtualService\nmetadata: {name: svc}\nspec:\n  hosts: [svc]\n  http:\n    - route: [{destination: {host: svc}}]\n      retries: {attempts: 0}\n";
+
+const TIMEOUT_20MS: &str = "---\nkind: VirtualService\nmetadata: {name: svc}\nspec:\n  hosts: [svc]\n  http:\n    - route: [{destination: {host: svc}}]\n      timeout: 20ms\n";
 
 const PER_TRY_30MS: &str = "---\nkind: VirtualService\nmetadata: {name: svc}\nspec:\n  hosts: [svc]\n  http:\n    - route: [{destination: {host: svc}}]\n      retries: {attempts: 1, perTryTimeout: 30ms, retryOn: 5xx}\n";
 
@@ -130,18 +135,53 @@ const CASES: &[Case] = &[
         counter: TIMEOUTS,
         checkpoints: &[(1065, 0), (1075, 1)],
     },
-    // A failed connection attempt fails every pending stream of the host's pool (conn_pool_base.cc
-    // `onConnectionEvent`: "we purge all pending streams"). Requests 1-3 (10, 20, 30 ms) wait
-    // behind the one connection allowed, which fails at 40 ms: all three end then.
+    // A connection that fails while still connecting fails every pending stream of the host's
+    // pool (conn_pool_base.cc `onConnectionEvent`: pending streams are purged when a client
+    // closes in the CONNECTING state; with TLS, Envoy's connection is connected only once the
+    // handshake is done). Mutual TLS to a server whose sidecar has it disabled fails the
+    // handshake (UF) after two round trips: the one connection allowed, opened at 10 ms, fails
+    // at 50 ms, and requests 1-4 (10-40 ms) waiting for it all end then.
     Case {
         name: "a connection that fails to set up fails every request waiting for it",
+        pods: 1,
+        rps: 100.0,
+        service_ms: 5,
+        policy: "tls: {mode: ISTIO_MUTUAL}\n    connectionPool: {tcp: {maxConnections: 1}}",
+        extra: MTLS_DISABLED,
+        counter: COMPLETED,
+        checkpoints: &[(45, 0), (55, 4)],
+    },
+    // A STRICT server and a plaintext client are not that case: TCP connects (nothing to
+    // negotiate on the client side), the first pending request is sent, and the server's
+    // listener, finding no filter chain for plaintext, closes the connection: that request
+    // fails UC (an upstream connection termination), the others stay pending for the next
+    // connection. Connected at 30 ms, reset at 40 ms: at 45 ms one request has ended, not three.
+    Case {
+        name: "a server resetting a connected connection fails only the request sent on it",
         pods: 1,
         rps: 100.0,
         service_ms: 5,
         policy: "tls: {mode: DISABLE}\n    connectionPool: {tcp: {maxConnections: 1}}",
         extra: PLAIN_TO_STRICT,
         counter: COMPLETED,
-        checkpoints: &[(35, 0), (45, 3)],
+        checkpoints: &[(35, 0), (45, 1)],
+    },
+    // A request cancelled while pending does not close the connection it was waiting for: the
+    // router cancels its pool request with the default policy (envoy `source/extensions/
+    // upstreams/http/http/upstream_request.cc`, `cancelAnyPendingStream`:
+    // `CancelPolicy::Default`, "canceled streams allow a pending connection to complete and
+    // become available for a future stream"; `envoy/common/conn_pool.h`). The request at 1 s
+    // times out at 1.02 s while its mutual-TLS connection is set up until 1.04 s; the
+    // connection stays open and carries the request at 2 s: one connection opened in all.
+    Case {
+        name: "a request cancelled while pending leaves its connection to be set up and reused",
+        pods: 1,
+        rps: 1.0,
+        service_ms: 5,
+        policy: "connectionPool: {http: {http1MaxPendingRequests: 10}}",
+        extra: TIMEOUT_20MS,
+        counter: OPENED,
+        checkpoints: &[(1100, 1), (2100, 1)],
     },
 ];
 

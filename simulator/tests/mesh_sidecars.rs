@@ -6,22 +6,34 @@ mod support;
 use support::mesh::{STRICT, behaviour, count_flag, mesh_with};
 
 use fledge_simulator::engine::SECONDS;
-use fledge_simulator::mesh::{ClientConfig, Mesh, MeshConfig, ServiceConfig, VersionConfig};
-use fledge_simulator::telemetry::flags;
+use fledge_simulator::mesh::{
+    Action, ClientConfig, Mesh, MeshConfig, ServiceConfig, VersionConfig,
+};
+use fledge_simulator::telemetry::{Reporter, Selector, flags};
 
 /// `podinfo` with 4 primary and 2 canary pods (the Service selects both), and one client.
 fn mesh(client_sidecar: bool, canary_sidecar: bool, manifests: &str) -> Mesh {
+    mesh_of(&[("client", client_sidecar)], canary_sidecar, manifests)
+}
+
+/// The same with clients `(name, sidecar)`, each sending 200 requests per second.
+fn mesh_of(clients: &[(&str, bool)], canary_sidecar: bool, manifests: &str) -> Mesh {
     let mut canary = VersionConfig::new("canary", 2, behaviour(5, 16));
     canary.sidecar = canary_sidecar;
-    let mut client = ClientConfig::new("client", "podinfo", 200.0);
-    client.sidecar = client_sidecar;
+    let clients = clients
+        .iter()
+        .map(|&(name, sidecar)| ClientConfig {
+            sidecar,
+            ..ClientConfig::new(name, "podinfo", 200.0)
+        })
+        .collect();
     let cfg = MeshConfig {
         seed: 5,
         services: vec![ServiceConfig::new(
             "podinfo",
             vec![VersionConfig::new("primary", 4, behaviour(5, 16)), canary],
         )],
-        clients: vec![client],
+        clients,
         ..Default::default()
     };
     mesh_with(cfg, manifests)
@@ -112,6 +124,33 @@ fn a_client_without_a_sidecar_bypasses_routes_faults_mirrors_and_outlier_detecti
     }
 }
 
+/// kube-proxy's pick knows nothing of a pod's speed: a client without a sidecar sends a slow
+/// pod its random share of the requests (a ready endpoint at random per connection; Kubernetes
+/// docs, "Virtual IPs and Service Proxies", iptables mode), where Envoy's LEAST_REQUEST
+/// (Istio's default) steers away from it. One primary pod of the six is 20 times slower.
+#[test]
+fn a_client_without_a_sidecar_spreads_requests_at_random_even_to_a_slow_pod() {
+    // (client sidecar, the slow pod's share of the requests, in percent)
+    for (sidecar, share) in [(false, 14..=19), (true, 0..=10)] {
+        let mut m = mesh(sidecar, true, "");
+        let (p, c) = (
+            m.version_id("podinfo", "primary").unwrap(),
+            m.version_id("podinfo", "canary").unwrap(),
+        );
+        m.apply(Action::SetPodSlowdown {
+            version: p,
+            pod: 0,
+            factor: 20.0,
+        })
+        .unwrap();
+        m.run_until(20 * SECONDS);
+        let slow = m.pod_requests(p)[0];
+        let all: u64 = [p, c].iter().flat_map(|&v| m.pod_requests(v)).sum();
+        let got = 100 * slow / all.max(1);
+        assert!(share.contains(&got), "sidecar {sidecar}: {slow} of {all}");
+    }
+}
+
 /// Without a sidecar nothing reports the client's requests (no `reporter="source"` series of
 /// it), and the server's sidecar knows nothing of its peer: its series name the source
 /// `unknown` (Istio docs, "Istio Standard Metrics": labels default to `unknown` when the peer
@@ -167,15 +206,15 @@ fn workloads_without_a_sidecar_report_no_series_of_their_own() {
 fn mtls_fails_where_one_side_lacks_the_sidecar_it_needs() {
     let mutual = "kind: DestinationRule\nmetadata: {name: podinfo}\nspec:\n  host: podinfo\n  trafficPolicy:\n    tls: {mode: ISTIO_MUTUAL}\n";
     let cases = [
-        // (client sidecar, canary sidecar, manifests, canary requests fail, flag)
-        (true, true, STRICT, false, 0),
-        (false, true, STRICT, true, flags::UC),
-        (true, false, mutual, true, flags::UF),
-        (true, false, "", false, 0),
-        (true, false, STRICT, false, 0),
-        (false, false, STRICT, false, 0),
+        // (client sidecar, canary sidecar, manifests, the flag the canary's requests fail with)
+        (true, true, STRICT, 0),
+        (false, true, STRICT, flags::UC),
+        (true, false, mutual, flags::UF),
+        (true, false, "", 0),
+        (true, false, STRICT, 0),
+        (false, false, STRICT, 0),
     ];
-    for (client_sidecar, canary_sidecar, manifests, fail, flag) in cases {
+    for (client_sidecar, canary_sidecar, manifests, flag) in cases {
         let mut m = mesh(client_sidecar, canary_sidecar, manifests);
         m.run_until(10 * SECONDS);
         let canary = m.version_id("podinfo", "canary").unwrap();
@@ -183,14 +222,26 @@ fn mtls_fails_where_one_side_lacks_the_sidecar_it_needs() {
         let case = format!("client {client_sidecar}, canary {canary_sidecar}:\n{manifests}");
         let c = m.proxy_counters(client, canary);
         assert!(c.connections_opened > 0, "{case}");
-        assert_eq!(c.connect_failures > 0, fail, "{case}: {c:?}");
+        // A failed handshake is a connect failure, every time; a STRICT server's reset comes
+        // after TCP connected, so it is none (the request sent fails `UC`).
+        let handshake_fails = flag == flags::UF;
+        assert_eq!(c.connect_failures > 0, handshake_fails, "{case}: {c:?}");
         assert_eq!(
             c.connect_failures == c.connections_opened,
-            fail,
+            handshake_fails,
             "{case}: {c:?}"
         );
-        if flag != 0 {
-            assert!(count_flag(&m, flag) > 0, "{case}");
+        let to_canary = Selector {
+            reporter: Reporter::Source,
+            source: None,
+            dest: Some(canary.0),
+        };
+        let failed = |f: u16| {
+            let by_code = m.telemetry().by_code(&to_canary, 0, m.now(), m.now());
+            by_code.iter().any(|x| x.1 & f != 0)
+        };
+        for f in [flags::UC, flags::UF] {
+            assert_eq!(failed(f), flag == f, "{case}: {f:#x}");
         }
     }
 }
@@ -231,5 +282,56 @@ fn a_scenario_canary_without_a_sidecar_leaves_the_analysis_without_data() {
         assert_eq!(canary_reported, reported, "{extra}");
         let frontend = &r.clients[0];
         assert!(frontend.requests > 10_000, "{extra}: {frontend:?}");
+    }
+}
+
+/// Two clients without a sidecar are both `unknown` to the server's sidecar, so their requests
+/// are one series in its stats (one counter per label set), not two series with the same
+/// labels: Prometheus refuses duplicate label sets in one scrape ("duplicate sample"), and a
+/// query matching one-to-one on them fails.
+#[test]
+fn two_clients_without_a_sidecar_share_the_unknown_source_series() {
+    let mut m = mesh_of(&[("batch-a", false), ("batch-b", false)], true, "");
+    m.run_until(5 * SECONDS);
+    let text = m.render_prometheus();
+    let mut seen = std::collections::BTreeSet::new();
+    for line in text.lines().filter(|l| !l.starts_with('#')) {
+        let labels = line.rsplit_once(' ').map_or(line, |x| x.0);
+        assert!(seen.insert(labels.to_string()), "twice: {labels}");
+    }
+    let unknown: f64 = text
+        .lines()
+        .filter(|l| {
+            l.starts_with("istio_requests_total{") && l.contains("source_workload=\"unknown\"")
+        })
+        .map(|l| l.rsplit(' ').next().unwrap().parse::<f64>().unwrap())
+        .sum();
+    assert_eq!(unknown as u64, m.stats().completed, "{text}");
+}
+
+/// `sidecar:` written with no value is YAML's null: it must not pass for "not set" (a sidecar)
+/// when the author meant to say something; it is an error at its line, in a service's version
+/// and in a client alike.
+#[test]
+fn a_sidecar_key_without_a_value_is_an_error_at_its_line() {
+    let primary = "    latency: {p50: 10ms, p99: 40ms}\n";
+    let cases = [
+        (
+            support::BASE.replacen(primary, &format!("{primary}    sidecar:\n"), 1),
+            "service.primary.sidecar",
+        ),
+        (
+            support::base_with("    rate: 50", "    rate: 50\n    sidecar:"),
+            "traffic[0].sidecar",
+        ),
+    ];
+    for (text, field) in cases {
+        support::assert_bad_input(
+            "sidecar-without-value.yaml",
+            &text,
+            support::line_of(&text, "sidecar:"),
+            field,
+            "has no value",
+        );
     }
 }

@@ -37,10 +37,15 @@ pub(super) struct Conn {
     pub(super) served: u32,
     pub(super) last_used: SimTime,
     pub(super) closing: bool,
+    /// The server resets it on the first bytes of a request (a STRICT server, a plaintext
+    /// client): connected, but every stream sent on it fails `UC`.
+    pub(super) resets: bool,
 }
 
 impl Mesh {
-    /// Takes a waiting attempt out of its host's pending queue (it timed out there).
+    /// Takes a waiting attempt out of its host's pending queue (it timed out there). The
+    /// connection it caused stays to finish its setup for later attempts, as with the policy
+    /// Envoy's router cancels with (`CancelPolicy::Default`, not `CloseExcess`).
     pub(super) fn unqueue_pending(&mut self, a: AttemptId) {
         let at = self.atts[a];
         if at.stage != Stage::Pending {
@@ -138,7 +143,7 @@ impl Mesh {
         if per_conn > 0 && c.served >= per_conn {
             c.closing = true;
         }
-        let tag = c.tag;
+        let (tag, resets) = (c.tag, c.resets);
         let client = cl.client;
         let att = &mut self.atts[a];
         (att.conn, att.conn_gen, att.stage, att.sent) = (Some(slot), tag, Stage::Wire, now);
@@ -159,17 +164,26 @@ impl Mesh {
                 },
             );
         }
-        self.q.schedule_in(
-            self.net.one_way + 2 * self.net.sidecar_latency,
-            Ev::AtPod {
-                attempt: a,
-                tag: at.tag,
-            },
-        );
+        let (attempt, tag) = (a, at.tag);
+        let ev = if resets {
+            // The server's sidecar resets the connection when the request's bytes reach it.
+            Ev::Fail {
+                attempt,
+                tag,
+                flags: flags::UC,
+            }
+        } else {
+            Ev::AtPod { attempt, tag }
+        };
+        self.q
+            .schedule_in(self.net.one_way + 2 * self.net.sidecar_latency, ev);
     }
 
     /// The pool refuses attempt `a` (`limit`: which circuit breaker): 503 `UO`, counted as
-    /// Envoy's `upstream_rq_pending_overflow`, never retried.
+    /// Envoy's `upstream_rq_pending_overflow`, never retried. A pending overflow fails the
+    /// stream with no host (conn_pool_base.cc `newStreamImpl`: `onPoolFailure(nullptr, ...)`),
+    /// so the router records no upstream host and Istio reports the destination `unknown`; an
+    /// overflow of the active requests at attach time names the connection's host.
     fn overflow(&mut self, a: AttemptId, limit: &'static str) {
         let at = self.atts[a];
         let cl = &self.clusters[at.cluster];
@@ -183,7 +197,7 @@ impl Mesh {
         if let Some(req) = at.req {
             self.reqs[req].attempt = None;
             self.release_retry_hold(req);
-            self.complete(req, 503, flags::UO);
+            self.complete_as(req, 503, flags::UO, limit != "pending");
         }
     }
 
@@ -227,13 +241,21 @@ impl Mesh {
             certs_valid: self.certs[self.client_cert(client)].expires_at > now
                 && self.certs[self.version_cert(version)].expires_at > now,
         };
-        // (after how long, flags of a failure, whether the TLS handshake failed)
-        let (after, fail, tls) = match (pod.alive, pod.black_hole, handshake(&peers, &self.net)) {
-            (false, _, _) => (2 * self.net.one_way, flags::UF, false),
-            (true, true, _) => (self.clusters[ci].policy.connect_timeout, flags::UF, false),
-            (true, false, Handshake::Fails { after, flags }) => (after, flags, true),
-            (true, false, Handshake::Ready { after, mutual }) => (after, 0, mutual),
-        };
+        // (after how long, flags of a failure, whether TLS was negotiated, whether the server
+        // resets what is sent)
+        let (after, fail, tls, resets) =
+            match (pod.alive, pod.black_hole, handshake(&peers, &self.net)) {
+                (false, _, _) => (2 * self.net.one_way, flags::UF, false, false),
+                (true, true, _) => (
+                    self.clusters[ci].policy.connect_timeout,
+                    flags::UF,
+                    false,
+                    false,
+                ),
+                (true, false, Handshake::Fails { after, flags }) => (after, flags, true, false),
+                (true, false, Handshake::Ready { after, mutual }) => (after, 0, mutual, false),
+                (true, false, Handshake::Resets { after }) => (after, 0, false, true),
+            };
         let counters = self.telemetry.proxy_mut(client.0, version.0);
         counters.connections_opened += 1;
         match (fail, tls) {
@@ -257,6 +279,7 @@ impl Mesh {
             served: 0,
             last_used: now,
             closing: false,
+            resets,
         };
         match host.conns.iter().position(|c| !c.open) {
             Some(i) => host.conns[i] = fresh,
@@ -275,8 +298,9 @@ impl Mesh {
     }
 
     /// The setup of connection `tag` of host `h` is over: a ready one takes the host's pending
-    /// attempts; a failed one fails all of them, as Envoy purges a pool's pending streams on a
-    /// connect failure.
+    /// attempts; a failed one fails all of them, as Envoy purges a pool's pending streams when a
+    /// connection closes while still connecting (conn_pool_base.cc `onConnectionEvent`); one
+    /// closed after connecting (a server resetting plaintext) fails only what was sent on it.
     pub(super) fn on_conn_set_up(&mut self, ci: ClusterId, h: u32, tag: u32) {
         let now = self.now();
         let cl = &mut self.clusters[ci];
@@ -345,8 +369,9 @@ impl Mesh {
         }
         c.streams -= 1;
         c.last_used = now;
-        // Resetting an HTTP/1.1 request closes its connection; HTTP/2 resets just the stream.
-        if (reset && !http2) || (c.closing && c.streams == 0) {
+        // Resetting an HTTP/1.1 request closes its connection; HTTP/2 resets just the stream,
+        // unless the server reset the whole connection.
+        if (reset && (!http2 || c.resets)) || (c.closing && c.streams == 0) {
             c.open = false;
             self.count_closed(ci, 1);
         }

@@ -426,6 +426,17 @@ impl Mesh {
     }
 
     pub(super) fn complete(&mut self, req: RequestId, code: u16, f: u16) {
+        // Answered by the client's proxy before any attempt reached a pod (fault abort, no
+        // healthy upstream): Istio's stats filter has no upstream peer and labels the
+        // destination workload `unknown`.
+        let r = &self.reqs[req];
+        let peerless = r.ntried == 0 && f & (flags::UH | flags::FI) != 0;
+        self.complete_as(req, code, f, !peerless && r.cluster.is_some());
+    }
+
+    /// Completes the request; `peer`: its last attempt had an upstream host, which names the
+    /// destination reported (else the service's `unknown` destination).
+    pub(super) fn complete_as(&mut self, req: RequestId, code: u16, f: u16, peer: bool) {
         let now = self.now();
         let r = self.reqs[req];
         if !r.live {
@@ -438,14 +449,10 @@ impl Mesh {
             "version" => if r.cluster.is_some() { self.trace_version(r.version) } else { "-" },
             "code" => code, "flags" => flags::render(f | r.flags),
             "ms" => crate::trace::ms(now - r.start));
-        // Answered by the client's proxy before any attempt reached a pod (fault abort, no
-        // healthy upstream): Istio's stats filter has no upstream peer and labels the
-        // destination workload `unknown`.
-        let peerless = r.ntried == 0 && f & (flags::UH | flags::FI) != 0;
-        let dest = if peerless || r.cluster.is_none() {
-            self.unknown_dest(self.clients[r.client].service)
-        } else {
+        let dest = if peer {
             r.version.0
+        } else {
+            self.unknown_dest(self.clients[r.client].service)
         };
         self.telemetry.record(
             Reporter::Source,

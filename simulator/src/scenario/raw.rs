@@ -79,6 +79,7 @@ pub(super) struct Version {
     pub(crate) error_rate: Option<f64>,
     pub(crate) error_code: Option<u16>,
     /// Whether the pods get a sidecar (false: as `sidecar.istio.io/inject: "false"`).
+    #[serde(default, deserialize_with = "bool_if_written")]
     pub(crate) sidecar: Option<bool>,
 }
 
@@ -115,6 +116,7 @@ pub(super) struct Traffic {
     pub(crate) bursts: Option<Bursts>,
     #[serde(default)]
     pub(crate) headers: Vec<HeaderProfile>,
+    #[serde(default, deserialize_with = "bool_if_written")]
     pub(crate) sidecar: Option<bool>,
     /// `service` (default) or `canary`: a load tester sending to the canary's own Service.
     pub(crate) target: Option<String>,
@@ -306,6 +308,17 @@ fn finite_or_none<'de, D: Deserializer<'de>>(d: D) -> Result<Option<f64>, D::Err
         .transpose()
 }
 
+const NO_VALUE: &str = "has no value: write true or false, or leave the key out";
+
+/// A boolean that may be left out but, when its key is written, needs a value: YAML reads a key
+/// with nothing after it as null, which would otherwise pass for "not set" and take the default.
+fn bool_if_written<'de, D: Deserializer<'de>>(d: D) -> Result<Option<bool>, D::Error> {
+    match Option::<bool>::deserialize(d)? {
+        Some(b) => Ok(Some(b)),
+        None => Err(D::Error::custom(NO_VALUE)),
+    }
+}
+
 /// Parses the text; on failure returns (field path, line, message).
 pub(super) fn parse(text: &str) -> Result<Scenario, (String, Option<usize>, String)> {
     if let Err(deep) = check_depth(text) {
@@ -347,6 +360,9 @@ pub(super) fn parse(text: &str) -> Result<Scenario, (String, Option<usize>, Stri
                 .find(|(_, l)| l.trim_end() == "---" || l.starts_with("--- "))
                 .map(|(i, _)| i + 1)
                 .or(line)
+        } else if message == NO_VALUE {
+            // The parser points at the mapping holding the empty key: name the key's line.
+            Outline::of(text).line(0, &path).or(line)
         } else {
             line
         };

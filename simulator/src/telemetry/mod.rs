@@ -715,6 +715,33 @@ mod tests {
         assert!(text.contains("le=\"+Inf\"} 2"));
     }
 
+    /// Envoy's server sidecar reports a request its client cancelled before any response as
+    /// code 0 `DC`; Linkerd's inbound proxy records responses only, so the cancelled request
+    /// is in none of its series (linkerd2-proxy `linkerd/http/metrics/src/requests/service.rs`:
+    /// the class is measured when the response or its failure comes; a dropped response future
+    /// records nothing), neither as `classification="success"` nor at all.
+    #[test]
+    fn a_cancelled_request_is_in_istios_series_and_in_none_of_linkerds() {
+        let mut t = store();
+        t.record(Reporter::Destination, 0, 0, 200, 0, MILLIS);
+        t.record(Reporter::Destination, 0, 0, 0, flags::DC, MILLIS);
+        let codes = |naming| {
+            let mut codes: Vec<String> = t
+                .labelled_series(naming)
+                .iter()
+                .filter_map(|x| {
+                    let code = x.label("response_code").or(x.label("status_code"))?;
+                    Some(format!("{}={code}", x.name))
+                })
+                .collect();
+            codes.dedup();
+            codes
+        };
+        assert!(codes(Naming::Istio).contains(&"istio_requests_total=0".to_string()));
+        assert!(codes(Naming::Linkerd).iter().all(|c| c.ends_with("=200")));
+        assert!(codes(Naming::Linkerd).contains(&"response_total=200".to_string()));
+    }
+
     /// Envoy joins the flags with commas in the order of its `CoreResponseFlag` bits (envoy
     /// `envoy/stream_info/stream_info.h`: UH, UT, UR, UF, UC, UO, NR, DI, FI, ..., DC, URX).
     #[test]

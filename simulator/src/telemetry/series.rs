@@ -9,6 +9,10 @@
 
 use super::{DURATION_BUCKETS_MS, NUM_BUCKETS, Reporter, STRIDE, SeriesKey, Telemetry, flags};
 use crate::engine::MILLIS;
+use std::collections::BTreeMap;
+
+/// Label names and values, in exposition order.
+type Labels = Vec<(&'static str, String)>;
 
 /// Whose metric names and labels the view uses: those of the mesh whose proxies are simulated.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -38,7 +42,10 @@ pub(crate) struct LabelledSeries {
     pub(crate) family: (&'static str, &'static str),
     /// Label names and values, in exposition order.
     pub(crate) labels: Vec<(&'static str, String)>,
-    key: usize,
+    /// The request series it sums: those whose rendered labels are these (two clients without
+    /// a sidecar are both `unknown` to the server's sidecar, which keeps one counter for them,
+    /// as Envoy keeps one stat per tag set), in creation order.
+    keys: Vec<usize>,
     field: Field,
 }
 
@@ -59,8 +66,7 @@ impl Telemetry {
     /// (each family together, series sorted by reporter, source, destination, code and flags).
     pub(crate) fn labelled_series(&self, naming: Naming) -> Vec<LabelledSeries> {
         let mut order: Vec<usize> = (0..self.keys.len())
-            .filter(|&i| naming == Naming::Istio || self.keys[i].reporter == Reporter::Destination)
-            .filter(|&i| self.exposed(&self.keys[i]))
+            .filter(|&i| self.exposed(naming, &self.keys[i]))
             .collect();
         order.sort_by_key(|&i| {
             let k = &self.keys[i];
@@ -85,22 +91,44 @@ impl Telemetry {
                 "response_latency_ms_count",
             ),
         };
-        let series = |name, family, labels, key, field| LabelledSeries {
+        let series = |name, family, labels, keys: &Vec<usize>, field| LabelledSeries {
             name,
             family,
             labels,
-            key,
+            keys: keys.clone(),
             field,
         };
-        let mut out: Vec<LabelledSeries> = order
+        // Series whose labels render alike are one series (grouped by the counter's labels:
+        // the histogram's drop only Linkerd's `classification`, which follows the code).
+        let mut groups: Vec<(Labels, Vec<usize>)> = Vec::new();
+        let mut group_of: BTreeMap<Labels, usize> = BTreeMap::new();
+        for &i in &order {
+            let labels = self.labels(naming, &self.keys[i], true);
+            match group_of.get(&labels) {
+                Some(&g) => groups[g].1.push(i),
+                None => {
+                    group_of.insert(labels.clone(), groups.len());
+                    groups.push((labels, vec![i]));
+                }
+            }
+        }
+        for g in &mut groups {
+            g.1.sort_unstable();
+        }
+        let mut out: Vec<LabelledSeries> = groups
             .iter()
-            .map(|&i| {
-                let labels = self.labels(naming, &self.keys[i], true);
-                series(total, (total, "counter"), labels, i, Field::Requests)
+            .map(|(labels, keys)| {
+                series(
+                    total,
+                    (total, "counter"),
+                    labels.clone(),
+                    keys,
+                    Field::Requests,
+                )
             })
             .collect();
-        for &i in &order {
-            let labels = self.labels(naming, &self.keys[i], false);
+        for (_, keys) in &groups {
+            let labels = self.labels(naming, &self.keys[keys[0]], false);
             for b in 0..NUM_BUCKETS {
                 let le = DURATION_BUCKETS_MS
                     .get(b)
@@ -111,7 +139,7 @@ impl Telemetry {
                     bucket,
                     (histogram, "histogram"),
                     with_le,
-                    i,
+                    keys,
                     Field::Bucket(b),
                 ));
             }
@@ -119,14 +147,14 @@ impl Telemetry {
                 sum,
                 (histogram, "histogram"),
                 labels.clone(),
-                i,
+                keys,
                 Field::SumMs,
             ));
             out.push(series(
                 count,
                 (histogram, "histogram"),
                 labels,
-                i,
+                keys,
                 Field::Requests,
             ));
         }
@@ -134,9 +162,19 @@ impl Telemetry {
     }
 
     /// Whether a proxy reports the series: a source series needs the client's sidecar (a
-    /// client without one keeps its figures for the run's result only).
-    fn exposed(&self, k: &SeriesKey) -> bool {
-        k.reporter == Reporter::Destination || self.sources[k.source as usize].sidecar
+    /// client without one keeps its figures for the run's result only). Linkerd's series are
+    /// inbound only, and its proxy records a response when the response comes: a request the
+    /// client cancelled before any (Envoy's code 0 `DC`) is in no `response_total` or
+    /// latency series (linkerd2-proxy `linkerd/http/metrics/src/requests/service.rs`: the
+    /// class is measured on the response body or a failed response future, and a dropped
+    /// future records nothing).
+    fn exposed(&self, naming: Naming, k: &SeriesKey) -> bool {
+        match naming {
+            Naming::Istio => {
+                k.reporter == Reporter::Destination || self.sources[k.source as usize].sidecar
+            }
+            Naming::Linkerd => k.reporter == Reporter::Destination && k.flags & flags::DC == 0,
+        }
     }
 
     fn labels(&self, naming: Naming, k: &SeriesKey, counter: bool) -> Vec<(&'static str, String)> {
@@ -178,14 +216,25 @@ impl Telemetry {
     }
 
     /// The value of `series` in `data` (the live counters or a scrape); `None` when the series
-    /// did not exist yet.
+    /// did not exist yet (none of its request series had been created).
     fn value_in(&self, series: &LabelledSeries, data: &[u64]) -> Option<f64> {
-        let base = series.key * STRIDE;
-        let fields = data.get(base..base + STRIDE)?;
+        let mut sum: Option<u64> = None;
+        for &key in &series.keys {
+            let base = key * STRIDE;
+            let Some(fields) = data.get(base..base + STRIDE) else {
+                break; // created after this scrape, as every later key
+            };
+            let v = match series.field {
+                Field::Requests => fields[0],
+                Field::SumMs => fields[1],
+                Field::Bucket(b) => fields[2..=2 + b].iter().sum::<u64>(),
+            };
+            sum = Some(sum.unwrap_or(0) + v);
+        }
+        let sum = sum? as f64;
         Some(match series.field {
-            Field::Requests => fields[0] as f64,
-            Field::SumMs => fields[1] as f64 / 1_000.0,
-            Field::Bucket(b) => fields[2..=2 + b].iter().sum::<u64>() as f64,
+            Field::SumMs => sum / 1_000.0,
+            _ => sum,
         })
     }
 
