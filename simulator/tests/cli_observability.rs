@@ -208,6 +208,27 @@ fn every_attempt_span_is_the_child_of_its_requests_span_and_names_its_version() 
 }
 
 #[test]
+fn a_request_no_pod_answered_names_no_version_as_its_telemetry_reports_unknown() {
+    // A pending-queue overflow (UO) is answered by the client's proxy with no upstream host:
+    // Istio reports the destination `unknown`, and the span must not name a version either.
+    let spans = tmp("overflow.jsonl");
+    run_json(
+        &scenario("load-spike-pool-overflow"),
+        &["--traces", path_str(&spans), "--sample", "0.05"],
+    );
+    let text = std::fs::read_to_string(&spans).expect("spans");
+    let overflows: Vec<Value> = text
+        .lines()
+        .map(|l| serde_json::from_str::<Value>(l).unwrap_or_else(|e| panic!("{e}: {l}")))
+        .filter(|s| s["kind"] == "CLIENT" && s["attributes"]["response_flags"] == "UO")
+        .collect();
+    assert!(overflows.len() > 10, "{}", overflows.len());
+    for s in &overflows {
+        assert_eq!(s["attributes"]["destination.version"], Value::Null, "{s}");
+    }
+}
+
+#[test]
 fn the_graph_is_dot_with_an_edge_per_caller_and_version_and_the_report_draws_it() {
     let (dot, report) = (tmp("graph.dot"), tmp("graph.html"));
     let r = run_json(

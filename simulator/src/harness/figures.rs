@@ -64,8 +64,11 @@ impl Harness<'_> {
         let mut requests = 0;
         let mut failed = 0;
         let mut buckets = [0; crate::telemetry::NUM_BUCKETS];
-        for v in [self.primary, self.canary] {
-            let s = self.mesh.source_stats(v, 0, end);
+        // The client proxies' answers too: a request no pod answered failed all the same.
+        let service = self.mesh.service_id(&self.scenario.service);
+        let answered = [self.primary, self.canary].map(|v| self.mesh.source_stats(v, 0, end));
+        let unanswered = service.map(|s| self.mesh.unanswered_stats(s, 0, end));
+        for s in answered.into_iter().chain(unanswered) {
             requests += s.requests;
             failed += s.failures;
             buckets.iter_mut().zip(s.buckets).for_each(|(b, n)| *b += n);

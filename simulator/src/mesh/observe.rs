@@ -152,6 +152,17 @@ impl Mesh {
         self.telemetry.window(&sel, from, to, self.now())
     }
 
+    /// Client requests to service `s` over `[from, to]` that no pod answered (no route, no
+    /// healthy upstream, a fault's abort, a pool overflow): Istio's `unknown` destination.
+    pub fn unanswered_stats(&self, s: ServiceId, from: SimTime, to: SimTime) -> WindowStats {
+        let sel = Selector {
+            reporter: Reporter::Source,
+            source: None,
+            dest: Some(self.unknown_dest(s)),
+        };
+        self.telemetry.window(&sel, from, to, self.now())
+    }
+
     /// Failed (5xx) client requests over `[from, to]`, after retries, by the version that answered.
     pub fn client_failures_by_version(&self, from: SimTime, to: SimTime) -> Vec<(VersionId, u64)> {
         (0..self.versions.len() as u32)

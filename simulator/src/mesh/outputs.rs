@@ -15,9 +15,10 @@ impl Mesh {
         self.outputs.take()
     }
 
-    /// Request `req` ends with `code` and `flags`.
+    /// Request `req` ends with `code` and `flags`; `peer`: an upstream host answered (else the
+    /// destination is `unknown`, as in the request's telemetry).
     #[cold]
-    pub(super) fn output_request(&mut self, req: RequestId, code: u16, flags: u16) {
+    pub(super) fn output_request(&mut self, req: RequestId, code: u16, flags: u16, peer: bool) {
         let Some(mut o) = self.outputs.take() else {
             return;
         };
@@ -32,7 +33,7 @@ impl Mesh {
                 flags,
                 client: self.client_name(r.client),
                 service: &self.services[self.clients[r.client].service].name,
-                version: r.cluster.is_some().then(|| self.trace_version(r.version)),
+                version: peer.then(|| self.trace_version(r.version)),
                 upstream: None,
             });
         }

@@ -421,7 +421,7 @@ impl Mesh {
     }
 
     /// The telemetry destination of requests of service `s` that reached no pod.
-    fn unknown_dest(&self, s: ServiceId) -> u32 {
+    pub(super) fn unknown_dest(&self, s: ServiceId) -> u32 {
         (self.versions.len() + s.0 as usize) as u32
     }
 
@@ -443,7 +443,7 @@ impl Mesh {
             return;
         }
         if self.outputs.is_some() {
-            self.output_request(req, code, f | r.flags);
+            self.output_request(req, code, f | r.flags, peer);
         }
         trace!(self, "request-done", "req" => r.number, "client" => self.client_name(r.client),
             "version" => if r.cluster.is_some() { self.trace_version(r.version) } else { "-" },
