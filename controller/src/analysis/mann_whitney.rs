@@ -148,6 +148,15 @@ impl Buckets {
         })
     }
 
+    /// From per-bucket counts already validated against `bounds` (same length, finite, at
+    /// least 0), such as sums and differences of validated buckets.
+    pub(crate) fn from_counts(bounds: &[f64], counts: &[f64]) -> Self {
+        Buckets {
+            bounds: bounds.to_vec(),
+            counts: counts.to_vec(),
+        }
+    }
+
     /// From the controller's [`Histogram`] reading.
     pub fn from_histogram(histogram: &Histogram) -> Result<Self, HistogramError> {
         Buckets::from_cumulative(&histogram.bounds, &histogram.cumulative)
@@ -166,6 +175,28 @@ impl Buckets {
     /// All observations.
     pub fn total(&self) -> f64 {
         self.counts.iter().sum()
+    }
+
+    /// Observations above `x`: whole buckets above it, and the share of the bucket holding `x`
+    /// that lies above it, linearly within the bucket as `histogram_quantile` reads it (the
+    /// first bucket starting at 0). Above the highest finite bound, the `+Inf` bucket's count.
+    pub fn count_above(&self, x: f64) -> f64 {
+        let mut above = 0.0;
+        for (i, (&bound, &count)) in self.bounds.iter().zip(&self.counts).enumerate() {
+            let lower = if i == 0 {
+                bound.min(0.0)
+            } else {
+                self.bounds[i - 1]
+            };
+            above += if bound == f64::INFINITY || x <= lower {
+                count
+            } else if x >= bound {
+                0.0
+            } else {
+                count * (bound - x) / (bound - lower)
+            };
+        }
+        above
     }
 
     /// The `q`-quantile interpolated as Prometheus' `histogram_quantile` does: linearly within

@@ -1,8 +1,12 @@
 //! Canary analysis: what the metrics say about the canary, as values with reasons.
 //!
 //! The threshold judge is Flagger's: each metric's value against its range. The statistical
-//! judge ([`sequential`], [`mann_whitney`]) compares canary with primary.
+//! judge ([`statistical`]: [`sequential`] for error rates, [`latency`] for latency) compares
+//! canary with primary. [`mann_whitney`] is Kayenta's latency test from histogram buckets, kept
+//! for comparison (its normal approximation fails at the per-look levels a judge that looks
+//! again and again needs; see `examples/judge_rates`).
 
+pub mod latency;
 pub mod mann_whitney;
 pub mod sequential;
 pub mod statistical;
@@ -188,6 +192,7 @@ mod tests {
             min: Some(min),
             max: None,
             margin: None,
+            quantile: None,
         }
     }
 

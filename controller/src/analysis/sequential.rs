@@ -415,6 +415,7 @@ impl ErrorRateEvidence {
             );
         }
         let mut input_error = increment.as_ref().err().cloned();
+        let look_canary_requests = increment.as_ref().map_or(0.0, |i| i.canary.requests);
         if self.log_lr.len() != REGRESSION_RATIOS.len() {
             input_error = Some(InputError::CorruptEvidence {
                 found: self.log_lr.len(),
@@ -431,7 +432,10 @@ impl ErrorRateEvidence {
             return self.verdict(config, Decision::Undecided, None, input_error);
         }
         let bound = no_worse_bound(config, &self.step);
-        let decision = if bound < margin_value(config.margin) {
+        // Only a look that saw canary requests may advance: one without any has nothing new to
+        // say, and re-reading the step's earlier counts would advance a canary that stopped
+        // serving.
+        let decision = if bound < margin_value(config.margin) && look_canary_requests > 0.0 {
             Decision::NoWorse
         } else {
             Decision::Undecided
@@ -443,24 +447,7 @@ impl ErrorRateEvidence {
         self.step.add(inc);
         self.rollout.add(inc);
         self.looks += 1;
-        let failures = inc.canary.failures + inc.primary.failures;
-        let traffic = inc.canary.requests + inc.primary.requests;
-        // A look with no failures, or with traffic on one side only, says nothing about which
-        // side fails more.
-        if failures <= 0.0 || inc.canary.requests <= 0.0 || inc.primary.requests <= 0.0 {
-            return;
-        }
-        let share = inc.canary.requests / traffic;
-        for (log_lr, &ratio) in self.log_lr.iter_mut().zip(REGRESSION_RATIOS.iter()) {
-            // Binomial log likelihood ratio of the canary's share of the failures: each failure is
-            // the canary's with probability r q / (1 + (r - 1) q) instead of q.
-            let step =
-                inc.canary.failures * ratio.ln() - failures * ((ratio - 1.0) * share).ln_1p();
-            *log_lr = (*log_lr + step).max(LOG_LR_FLOOR);
-            if !log_lr.is_finite() {
-                *log_lr = LOG_LR_FLOOR;
-            }
-        }
+        add_share_evidence(&mut self.log_lr, inc.canary, inc.primary);
     }
 
     fn verdict(
@@ -497,11 +484,8 @@ impl ErrorRateEvidence {
                 config.min_requests,
             ),
             (None, decision) => {
-                let comparison = if decision == Decision::NoWorse {
-                    "<"
-                } else {
-                    "≥"
-                };
+                let below = upper_bound.is_some_and(|b| b < margin_value(config.margin));
+                let comparison = if below { "<" } else { "≥" };
                 let (bound, margin) = match config.margin {
                     RateMargin::Absolute(m) => (
                         format!(
@@ -518,10 +502,10 @@ impl ErrorRateEvidence {
                         number(1.0 + m),
                     ),
                 };
-                let verb = if decision == Decision::NoWorse {
-                    "no worse than primary"
-                } else {
-                    "undecided"
+                let verb = match decision {
+                    Decision::NoWorse => "no worse than primary",
+                    _ if below => "undecided, no canary requests in this look",
+                    _ => "undecided",
                 };
                 format!(
                     "canary {verb}: in this step canary {} vs primary {}, {bound} ({}% always-valid bound) {comparison} margin {margin}; {evidence}",
@@ -540,6 +524,30 @@ impl ErrorRateEvidence {
             min_requests: config.min_requests,
             input_error,
             reason,
+        }
+    }
+}
+
+/// Adds one look's evidence that the canary's failures (any per-request event: a 5xx, a request
+/// slower than a bound) are more frequent than the primary's, to the log likelihood ratios of
+/// [`REGRESSION_RATIOS`] (see the module: the canary's share of the look's events, conditioned
+/// on their total).
+pub(super) fn add_share_evidence(log_lr: &mut [f64], canary: Counts, primary: Counts) {
+    let failures = canary.failures + primary.failures;
+    let traffic = canary.requests + primary.requests;
+    // A look with no failures, or with traffic on one side only, says nothing about which
+    // side fails more.
+    if failures <= 0.0 || canary.requests <= 0.0 || primary.requests <= 0.0 {
+        return;
+    }
+    let share = canary.requests / traffic;
+    for (log_lr, &ratio) in log_lr.iter_mut().zip(REGRESSION_RATIOS.iter()) {
+        // Binomial log likelihood ratio of the canary's share of the failures: each failure is
+        // the canary's with probability r q / (1 + (r - 1) q) instead of q.
+        let step = canary.failures * ratio.ln() - failures * ((ratio - 1.0) * share).ln_1p();
+        *log_lr = (*log_lr + step).max(LOG_LR_FLOOR);
+        if !log_lr.is_finite() {
+            *log_lr = LOG_LR_FLOOR;
         }
     }
 }
@@ -600,7 +608,7 @@ fn no_worse_bound(config: &ErrorRateConfig, step: &Side2) -> f64 {
 /// so `{p : M(p) < 1/level}` contains the true `p` at every `n` at once with probability at
 /// least `1 - level` (Ville). `ln M` is convex in `p` with its minimum at `f / n`, so the set is
 /// an interval found by bisection on each side.
-struct BetaBinomialSequence {
+pub(super) struct BetaBinomialSequence {
     requests: f64,
     failures: f64,
     /// `ln B(a + f, b + n - f) - ln B(a, b)`.
@@ -608,12 +616,14 @@ struct BetaBinomialSequence {
 }
 
 impl BetaBinomialSequence {
-    fn new(counts: Counts) -> Self {
+    pub(super) fn new(counts: Counts) -> Self {
+        Self::with_prior(counts, (PRIOR_A, PRIOR_B))
+    }
+
+    /// With a Beta(a, b) prior of the caller's (any fixed prior keeps the sequence valid).
+    pub(super) fn with_prior(counts: Counts, (a, b): (f64, f64)) -> Self {
         let (n, f) = (counts.requests, counts.failures.min(counts.requests));
-        let log_marginal = match (
-            checked_ln_beta(PRIOR_A + f, PRIOR_B + n - f),
-            checked_ln_beta(PRIOR_A, PRIOR_B),
-        ) {
+        let log_marginal = match (checked_ln_beta(a + f, b + n - f), checked_ln_beta(a, b)) {
             (Ok(mixed), Ok(prior)) => mixed - prior,
             // Unreachable with validated counts; no evidence is the safe answer.
             _ => 0.0,
@@ -647,7 +657,7 @@ impl BetaBinomialSequence {
     }
 
     /// Upper end of the interval (1 when nothing excludes high rates).
-    fn upper(&self, level: f64) -> f64 {
+    pub(super) fn upper(&self, level: f64) -> f64 {
         let inside = self.estimate();
         if self.excess(inside, level) >= 0.0 {
             return 1.0;
@@ -656,7 +666,7 @@ impl BetaBinomialSequence {
     }
 
     /// Lower end of the interval (0 when nothing excludes low rates).
-    fn lower(&self, level: f64) -> f64 {
+    pub(super) fn lower(&self, level: f64) -> f64 {
         let inside = self.estimate();
         if self.failures <= 0.0 || self.excess(inside, level) >= 0.0 {
             return 0.0;
@@ -681,7 +691,7 @@ impl BetaBinomialSequence {
 }
 
 /// `ln(mean(exp(x)))` without overflow.
-fn log_mean_exp(xs: &[f64]) -> f64 {
+pub(super) fn log_mean_exp(xs: &[f64]) -> f64 {
     let max = xs.iter().copied().fold(f64::NEG_INFINITY, f64::max);
     if !max.is_finite() {
         return 0.0;
@@ -691,7 +701,7 @@ fn log_mean_exp(xs: &[f64]) -> f64 {
 }
 
 /// `1.52% (46/3021)`.
-fn rate(c: Counts) -> String {
+pub(super) fn rate(c: Counts) -> String {
     if c.requests > 0.0 {
         format!(
             "{:.2}% ({}/{})",
@@ -706,7 +716,7 @@ fn rate(c: Counts) -> String {
 
 /// Three significant digits, without trailing noise; integers as integers; huge and tiny values
 /// in scientific notation.
-fn number(x: f64) -> String {
+pub(super) fn number(x: f64) -> String {
     if !x.is_finite() {
         return if x.is_nan() {
             "NaN".into()

@@ -2,13 +2,16 @@
 //! current step, with tests that stay valid however often they look.
 //!
 //! - `request-success-rate` (counts): the sequential error-rate test ([`super::sequential`]).
-//!   Regressed rolls back at once; NoWorse lets the step advance; Undecided holds.
-//! - `request-duration` (histograms): Mann-Whitney U from the buckets
-//!   ([`super::mann_whitney`]), at a per-look confidence level that keeps the chance of any
-//!   false High over the rollout within `alpha`. High rolls back; Pass and Low advance;
-//!   NoData holds.
+//! - `request-duration` (histograms): the sequential test of slow requests at the primary's
+//!   quantile ([`super::latency`]), p99 unless the metric's `quantile` says otherwise (Flagger's
+//!   `request-duration` is the p99).
 //!
-//! `alpha` here is each metric's share of the rollout's false-rollback level.
+//! Both answer the same way: a regression rolls back at once; NoWorse lets the step advance;
+//! Undecided (too little evidence) and NoData hold. Each metric's rollback side gets a share
+//! `alpha` of the rollout's false-rollback level (so the chance that any of them rolls back a
+//! canary no worse than primary stays within the whole), one-sided since only a regression acts.
+//! Its NoWorse side gets the whole `beta`: promotion needs every metric's NoWorse, so a canary
+//! worse on one metric is advanced only if that metric's own test errs.
 //! - Any other metric (a scalar from a query) is checked against its threshold range, as in
 //!   threshold mode: a failure is a failed check.
 
@@ -16,17 +19,26 @@ use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
-use super::mann_whitney::{
-    Classification, EffectMeasure, LatencyConfig, always_valid_level, judge_latency,
-};
+use super::latency::{LatencyDecision, LatencyEvidence, LatencyTestConfig};
 use super::sequential::{Decision, ErrorRateConfig, ErrorRateEvidence, RateMargin};
 use super::{MetricReading, MetricResult, Verdict, check_threshold};
 use crate::spec::{Margin, MetricCheck, MetricKind};
 
-/// Default smallest latency regression worth a rollback: the canary's median 10% slower.
+/// Default smallest latency regression worth a rollback: the canary 10% slower.
 const DEFAULT_LATENCY_INCREASE: f64 = 0.1;
 /// Default smallest error-rate regression: one percentage point, Flagger's usual 99% slack.
 const DEFAULT_ERROR_MARGIN_PP: f64 = 1.0;
+/// The latency quantile gated by default: Flagger's `request-duration` is the p99.
+pub const DEFAULT_LATENCY_QUANTILE: f64 = 0.99;
+
+/// The error levels of one metric's comparison.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct Levels {
+    /// This metric's share of the rollout's false-rollback level (one-sided).
+    pub alpha: f64,
+    /// The chance of advancing a step in which the canary is worse than the margin allows.
+    pub beta: f64,
+}
 
 /// What the statistical judge keeps between looks; serialised in the rollout state.
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
@@ -35,9 +47,9 @@ pub struct Evidence {
     /// The error-rate test's evidence, by metric name.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub error_rate: BTreeMap<String, ErrorRateEvidence>,
-    /// Latency looks so far in the rollout (for the per-look confidence level).
-    #[serde(default)]
-    pub latency_looks: u32,
+    /// The latency test's evidence, by metric name.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub latency: BTreeMap<String, LatencyEvidence>,
 }
 
 /// One metric's verdict and what it means for the step.
@@ -50,12 +62,15 @@ pub struct Judged {
 
 impl Evidence {
     pub fn is_empty(&self) -> bool {
-        self.error_rate.is_empty() && self.latency_looks == 0
+        self.error_rate.is_empty() && self.latency.is_empty()
     }
 
     /// The canary's weight changed: the next looks judge the new step's traffic.
     pub fn begin_step(&mut self) {
         for e in self.error_rate.values_mut() {
+            e.begin_step();
+        }
+        for e in self.latency.values_mut() {
             e.begin_step();
         }
     }
@@ -65,7 +80,7 @@ impl Evidence {
         &mut self,
         check: &MetricCheck,
         reading: Option<&MetricReading>,
-        alpha: f64,
+        levels: Levels,
         min_requests: u64,
         target: &str,
     ) -> Judged {
@@ -85,7 +100,10 @@ impl Evidence {
                     Some(Margin::Absolute(m)) => RateMargin::Absolute(m),
                     None => RateMargin::Absolute(DEFAULT_ERROR_MARGIN_PP),
                 };
-                let config = ErrorRateConfig::new(alpha, margin, min_requests);
+                let config = ErrorRateConfig {
+                    beta: levels.beta,
+                    ..ErrorRateConfig::new(levels.alpha, margin, min_requests)
+                };
                 let j = self
                     .error_rate
                     .entry(check.name.clone())
@@ -108,31 +126,35 @@ impl Evidence {
                 out
             }
             (MetricKind::RequestDuration, Some(MetricReading::Histograms { canary, primary })) => {
-                self.latency_looks += 1;
-                let allowed = 1.0
-                    + match check.margin {
+                let config = LatencyTestConfig {
+                    alpha: levels.alpha,
+                    beta: levels.beta,
+                    quantile: check.quantile.unwrap_or(DEFAULT_LATENCY_QUANTILE),
+                    margin: match check.margin {
                         Some(Margin::Relative(m)) => m,
                         _ => DEFAULT_LATENCY_INCREASE,
-                    };
-                let config = LatencyConfig {
-                    confidence_level: always_valid_level(1.0 - alpha, self.latency_looks),
-                    effect: EffectMeasure::QuantileRatio { quantile: 0.5 },
-                    allowed_increase: allowed,
-                    allowed_decrease: 1.0 / allowed,
-                    ..LatencyConfig::default()
+                    },
+                    min_requests,
                 };
-                let j = judge_latency(&config, canary, primary);
-                let verdict = match j.classification {
-                    Classification::High => Verdict::Fail,
-                    Classification::Low => Verdict::Low,
-                    Classification::Pass => Verdict::Pass,
-                    Classification::NoData => Verdict::NoData,
+                let j = self
+                    .latency
+                    .entry(check.name.clone())
+                    .or_default()
+                    .observe(&config, canary, primary);
+                let verdict = match j.decision {
+                    LatencyDecision::High => Verdict::Fail,
+                    LatencyDecision::NoWorse => Verdict::Pass,
+                    LatencyDecision::Undecided => Verdict::Undecided,
+                    LatencyDecision::NoData => Verdict::NoData,
                 };
-                judged(
-                    verdict,
-                    j.canary_p99,
-                    format!("{}: {}", check.name, j.reason),
-                )
+                Judged {
+                    short_of_traffic: j.short_of_traffic,
+                    ..judged(
+                        verdict,
+                        j.canary_quantile,
+                        format!("{}: {}", check.name, j.reason),
+                    )
+                }
             }
             (
                 MetricKind::RequestSuccessRate | MetricKind::RequestDuration,
@@ -165,6 +187,11 @@ mod tests {
     use crate::analysis::{Counts, Histogram};
     use crate::spec::Duration;
 
+    const LEVELS: Levels = Levels {
+        alpha: 0.01,
+        beta: 0.01,
+    };
+
     fn check(kind: MetricKind) -> MetricCheck {
         MetricCheck {
             name: "m".into(),
@@ -173,6 +200,7 @@ mod tests {
             min: None,
             max: None,
             margin: None,
+            quantile: None,
         }
     }
 
@@ -195,7 +223,7 @@ mod tests {
         let j = e.judge(
             &check(MetricKind::RequestSuccessRate),
             Some(&counts(1000.0, 100.0, 9000.0, 9.0)),
-            0.01,
+            LEVELS,
             100,
             "app",
         );
@@ -209,7 +237,7 @@ mod tests {
         let j = e.judge(
             &check(MetricKind::RequestSuccessRate),
             Some(&counts(20.0, 0.0, 180.0, 0.0)),
-            0.01,
+            LEVELS,
             100,
             "app",
         );
@@ -218,7 +246,7 @@ mod tests {
         let j = e.judge(
             &check(MetricKind::RequestSuccessRate),
             Some(&counts(2000.0, 1.0, 18000.0, 10.0)),
-            0.01,
+            LEVELS,
             100,
             "app",
         );
@@ -236,7 +264,7 @@ mod tests {
             let j = e.judge(
                 &check(MetricKind::RequestSuccessRate),
                 reading.as_ref(),
-                0.01,
+                LEVELS,
                 100,
                 "app",
             );
@@ -249,7 +277,7 @@ mod tests {
         let j = e.judge(
             &check(MetricKind::RequestDuration),
             Some(&empty),
-            0.01,
+            LEVELS,
             100,
             "app",
         );
@@ -257,24 +285,36 @@ mod tests {
     }
 
     #[test]
-    fn a_clearly_slower_canary_is_high_and_fails() {
+    fn a_clearly_slower_canary_holds_while_the_bound_is_chosen_then_is_high_and_fails() {
         let bounds = vec![10.0, 25.0, 50.0, 100.0, 250.0, f64::INFINITY];
         let h = |c: Vec<f64>| Histogram {
             bounds: bounds.clone(),
             cumulative: c,
         };
-        let reading = MetricReading::Histograms {
-            canary: h(vec![0.0, 10.0, 50.0, 300.0, 500.0, 500.0]),
-            primary: h(vec![200.0, 1500.0, 2400.0, 2500.0, 2500.0, 2500.0]),
+        let look = |k: f64| MetricReading::Histograms {
+            canary: h([0.0, 10.0, 50.0, 300.0, 500.0, 500.0]
+                .iter()
+                .map(|c| k * c)
+                .collect()),
+            primary: h([200.0, 1500.0, 2400.0, 2500.0, 2500.0, 2500.0]
+                .iter()
+                .map(|c| k * c)
+                .collect()),
         };
         let mut e = Evidence::default();
-        let j = e.judge(
-            &check(MetricKind::RequestDuration),
-            Some(&reading),
-            0.01,
-            100,
-            "app",
-        );
+        let mut judge = |reading| {
+            e.judge(
+                &check(MetricKind::RequestDuration),
+                Some(&reading),
+                LEVELS,
+                100,
+                "app",
+            )
+        };
+        let j = judge(look(1.0));
+        assert_eq!(j.result.verdict, Verdict::Undecided, "{}", j.result.reason);
+        let j = judge(look(2.0));
         assert_eq!(j.result.verdict, Verdict::Fail, "{}", j.result.reason);
+        assert!(j.result.reason.contains("at p99"), "{}", j.result.reason);
     }
 }

@@ -4,15 +4,19 @@
 
 use super::Severity;
 use super::tick::Tick;
+use crate::analysis::statistical::Levels;
 use crate::analysis::{MetricResult, Verdict, check_threshold};
-use crate::spec::{HookGate, Judge, MetricCheck, RolloutSpec};
+use crate::spec::{HookGate, Judge, MetricCheck};
 
-/// The false-rollback level of each comparison: `alpha` is shared between the compared metrics
+/// The error levels of each comparison: `alpha` is shared between the compared metrics
 /// (Bonferroni), so the chance that any of them rolls back a canary no worse than primary stays
-/// within `alpha`.
-fn comparison_alpha(spec: &RolloutSpec, alpha: f64) -> f64 {
-    let compared = spec.metrics.iter().filter(|m| m.kind.is_builtin()).count();
-    alpha / compared.max(1) as f64
+/// within `alpha`; each gets the whole `beta` (= `alpha`), since advancing needs them all.
+fn comparison_levels(metrics: &[MetricCheck], alpha: f64) -> Levels {
+    let compared = metrics.iter().filter(|m| m.kind.is_builtin()).count();
+    Levels {
+        alpha: alpha / compared.max(1) as f64,
+        beta: alpha,
+    }
 }
 
 /// How a tick's analysis came out.
@@ -127,7 +131,7 @@ impl Tick<'_> {
                 let judged = self.s.evidence.judge(
                     m,
                     obs.metrics.get(&m.name),
-                    comparison_alpha(spec, alpha),
+                    comparison_levels(&spec.metrics, alpha),
                     min_requests,
                     &spec.target,
                 );
@@ -171,5 +175,32 @@ impl Tick<'_> {
                 ),
             );
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::spec::{Duration, MetricKind};
+
+    #[test]
+    fn each_comparison_gets_its_share_of_alpha_and_the_whole_beta() {
+        let metric = |name: &str, kind| MetricCheck {
+            name: name.into(),
+            kind,
+            window: Duration::from_secs(60),
+            min: None,
+            max: None,
+            margin: None,
+            quantile: None,
+        };
+        let metrics = vec![
+            metric("request-success-rate", MetricKind::RequestSuccessRate),
+            metric("request-duration", MetricKind::RequestDuration),
+            metric("custom", MetricKind::Query { query: "up".into() }),
+        ];
+        let levels = comparison_levels(&metrics, 0.01);
+        assert_eq!(levels.alpha, 0.005);
+        assert_eq!(levels.beta, 0.01);
     }
 }

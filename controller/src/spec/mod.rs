@@ -307,6 +307,11 @@ pub struct CanaryMetric {
     /// for latency a relative effect size (`20%` means 1.2x slower).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub margin: Option<String>,
+    /// Statistical judge, `request-duration`: the latency quantile compared, strictly between
+    /// 0 and 1 (default 0.99, the p99 that Flagger's `request-duration` reads; 0.5 compares
+    /// medians).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub quantile: Option<f64>,
 }
 
 #[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]

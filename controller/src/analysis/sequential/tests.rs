@@ -99,6 +99,25 @@ fn zero_failures_in_enough_canary_requests_is_no_worse_under_an_absolute_margin(
 }
 
 #[test]
+fn a_look_without_canary_requests_never_advances_on_the_steps_earlier_counts() {
+    let mut evidence = ErrorRateEvidence::default();
+    let j = evidence.observe(&config(), counts(1500.0, 0.0), counts(13500.0, 0.0));
+    assert_eq!(j.decision, Decision::NoWorse, "{}", j.reason);
+    // The canary stopped serving: the next look has primary traffic only.
+    let j = evidence.observe(&config(), counts(1500.0, 0.0), counts(14000.0, 0.0));
+    assert_eq!(j.decision, Decision::Undecided, "{}", j.reason);
+    assert!(
+        j.reason
+            .starts_with("canary undecided, no canary requests in this look"),
+        "{}",
+        j.reason
+    );
+    // A look with canary requests may advance again.
+    let j = evidence.observe(&config(), counts(1510.0, 0.0), counts(14100.0, 0.0));
+    assert_eq!(j.decision, Decision::NoWorse, "{}", j.reason);
+}
+
+#[test]
 fn a_relative_margin_needs_primary_failures_before_no_worse() {
     let cfg = ErrorRateConfig::new(0.01, RateMargin::Relative(1.0), 100);
     let mut evidence = ErrorRateEvidence::default();

@@ -37,6 +37,9 @@ pub struct MetricCheck {
     pub max: Option<f64>,
     /// Statistical judge: the smallest regression worth catching.
     pub margin: Option<Margin>,
+    /// Statistical judge, `request-duration`: the latency quantile compared (default p99).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub quantile: Option<f64>,
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -94,6 +97,20 @@ pub(super) fn metrics(p: &mut Problems, a: &CanaryAnalysis, judge: &Judge) -> Ve
         }
     }
     for (i, m) in metrics.iter().enumerate() {
+        if m.quantile.is_some() {
+            let path = format!("spec.analysis.metrics[{i}].quantile");
+            match (judge, &m.kind) {
+                (Judge::Statistical { .. }, MetricKind::RequestDuration) => {}
+                (Judge::Statistical { .. }, _) => p.add(
+                    path,
+                    "is only read for `request-duration` (the latency quantile compared)",
+                ),
+                (Judge::Threshold, _) => p.add(
+                    path,
+                    "is only used by the statistical judge (`judge: statistical`); Flagger's `request-duration` is the p99",
+                ),
+            }
+        }
         let path = format!("spec.analysis.metrics[{i}].margin");
         match (judge, &m.kind, m.margin) {
             (Judge::Threshold, _, Some(_)) => p.add(
@@ -258,6 +275,14 @@ fn metric(p: &mut Problems, i: usize, m: &CanaryMetric) -> Option<MetricCheck> {
             None
         }
     });
+    if let Some(q) = m.quantile
+        && !(q > 0.0 && q < 1.0)
+    {
+        p.add(
+            format!("{path}.quantile"),
+            format!("must be strictly between 0 and 1 (0.99 for the p99), got {q}"),
+        );
+    }
     (p.0.len() == before).then(|| MetricCheck {
         name: m.name.clone(),
         kind: kind.expect("kind errors were recorded"),
@@ -265,6 +290,7 @@ fn metric(p: &mut Problems, i: usize, m: &CanaryMetric) -> Option<MetricCheck> {
         min,
         max,
         margin,
+        quantile: m.quantile,
     })
 }
 

@@ -1,0 +1,447 @@
+//! Latency: a sequential test of the share of requests slower than a bound at the primary's
+//! quantile, valid at every look, exact with ties and coarse histogram buckets.
+//!
+//! Prometheus gives latency as bucket counts, and Istio's buckets are coarse (a bound is 2 to
+//! 2.5 times the one below between 10 ms and 1 s): most observations share a handful of buckets.
+//! A rank test with a normal approximation is far off at the tiny per-look levels an
+//! always-valid test needs there. This test reads what the buckets do tell exactly: how many
+//! requests were slower than a bound.
+//!
+//! - **The bound** `t` is the upper bound of the bucket holding the primary's `q`-quantile
+//!   (`q` 0.99 by default, the quantile of Flagger's `request-duration`), read from the primary's
+//!   traffic before any evidence is counted (at least [`BOUND_OBSERVATIONS`]` / (1 - q)`
+//!   observations), then kept for the rollout. A request is *slow* when it took longer than `t`.
+//!   Fixing `t` before the looks it judges keeps it independent of their data: chosen from the
+//!   same data, it would sit just above the primary's slow requests and bias the test.
+//! - **High** (roll back) is the error-rate test's rollback side ([`super::sequential`]) on slow
+//!   requests instead of failures: within each look, given how many requests were slow on both
+//!   sides together, which side each came from. The mixture likelihood ratio is a nonnegative
+//!   supermartingale whenever the canary is slow no more often than the primary, so Ville's
+//!   inequality bounds the chance of a false High over the whole rollout by `alpha`, one-sided
+//!   (only High acts). Ties and coarse buckets cost nothing: "above `t`" is exact for every
+//!   observation, whatever bucket it shares.
+//! - **No worse** (advance) needs evidence that the canary is no slower than the primary slowed
+//!   by the margin: its share of requests above `t` below the share of the primary's above
+//!   `t / (1 + margin)`, which a primary made `1 + margin` times slower would have above `t`.
+//!   Each share gets the beta-binomial always-valid confidence sequence of the error-rate test
+//!   (at `beta / 2` each), over the current step's traffic. `t / (1 + margin)` usually lies
+//!   inside a bucket; the primary's count above it is read linearly within that bucket, as
+//!   `histogram_quantile` reads a quantile, which is the only approximation here (of the margin,
+//!   not of the rollback bound). Without enough evidence the step holds, as the error rate's
+//!   Undecided does, and only a look with canary observations can advance.
+
+use std::fmt;
+
+use serde::{Deserialize, Serialize};
+
+use super::Counts;
+use super::Histogram;
+use super::mann_whitney::{Buckets, CompareError};
+use super::sequential::{
+    BetaBinomialSequence, REGRESSION_RATIOS, add_share_evidence, log_mean_exp, number,
+};
+
+/// Primary observations needed to fix the bound, times `1 / (1 - q)`: ten expected above the
+/// quantile (1,000 for p99, 20 for the median).
+pub const BOUND_OBSERVATIONS: f64 = 10.0;
+
+/// Settings of the latency test for one metric.
+#[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct LatencyTestConfig {
+    /// Highest probability of ever flagging High a canary no slower than primary, over the
+    /// rollout.
+    pub alpha: f64,
+    /// Highest probability of advancing a step when the canary is slower than the margin allows.
+    pub beta: f64,
+    /// The quantile gated, strictly between 0 and 1.
+    pub quantile: f64,
+    /// Relative margin: 0.1 lets the canary be 10% slower than primary.
+    pub margin: f64,
+    /// Canary observations a step needs before it may advance.
+    pub min_requests: u64,
+}
+
+impl LatencyTestConfig {
+    fn problem(&self) -> Option<String> {
+        for (name, v) in [("alpha", self.alpha), ("beta", self.beta)] {
+            if !(v > 0.0 && v < 1.0) {
+                return Some(format!("{name} {v} is not strictly between 0 and 1"));
+            }
+        }
+        if !(self.quantile > 0.0 && self.quantile < 1.0) {
+            return Some(format!(
+                "quantile {} is not strictly between 0 and 1",
+                self.quantile
+            ));
+        }
+        if !(self.margin > 0.0 && self.margin.is_finite()) {
+            return Some(format!(
+                "margin {} is not a positive finite fraction",
+                self.margin
+            ));
+        }
+        None
+    }
+
+    /// Primary observations needed before the bound is fixed.
+    pub fn bound_observations(&self) -> f64 {
+        (BOUND_OBSERVATIONS / (1.0 - self.quantile)).ceil()
+    }
+}
+
+/// The test's answer at one look.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub enum LatencyDecision {
+    /// The canary is slow more often than primary: roll back.
+    High,
+    /// The canary is no slower than primary by the margin: this step may advance.
+    NoWorse,
+    /// Not enough evidence either way: hold.
+    Undecided,
+    /// Nothing usable to compare (bad or mismatched histograms, bad settings): hold.
+    NoData,
+}
+
+impl fmt::Display for LatencyDecision {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            LatencyDecision::High => "high",
+            LatencyDecision::NoWorse => "no worse",
+            LatencyDecision::Undecided => "undecided",
+            LatencyDecision::NoData => "no data",
+        })
+    }
+}
+
+/// What one look concluded.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct LatencyJudgement {
+    pub decision: LatencyDecision,
+    /// Evidence that the canary is slow more often than primary, over the rollout (1 is none,
+    /// `1/alpha` is High).
+    pub e_value: f64,
+    /// The slow bound in the histograms' unit, once fixed.
+    pub slow_above: Option<f64>,
+    /// The canary's interpolated quantile over the reading, for display.
+    pub canary_quantile: Option<f64>,
+    /// Held only because the step has fewer canary observations than needed: (seen, needed).
+    pub short_of_traffic: Option<(f64, u64)>,
+    pub reason: String,
+}
+
+/// What the test keeps between looks; serialises into the Canary's status.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct LatencyEvidence {
+    /// The histograms' bucket bounds (`+Inf` written as `null`); other bounds restart the test.
+    #[serde(default, with = "bounds_json")]
+    bounds: Vec<f64>,
+    /// The slow bound, once fixed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    slow_above: Option<f64>,
+    /// The primary's observations per bucket while the bound is being chosen.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    primary_seen: Vec<f64>,
+    /// Log likelihood ratios of [`REGRESSION_RATIOS`] (empty until the first evidence).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    log_lr: Vec<f64>,
+    /// The last cumulative per-bucket counts of this step (the next look's baseline).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    baseline_canary: Vec<f64>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    baseline_primary: Vec<f64>,
+    /// Per-bucket counts used as evidence in this step.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    step_canary: Vec<f64>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    step_primary: Vec<f64>,
+}
+
+/// JSON has no infinity: bounds are written with `+Inf` as `null`.
+mod bounds_json {
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    pub fn serialize<S: Serializer>(bounds: &[f64], s: S) -> Result<S::Ok, S::Error> {
+        s.collect_seq(bounds.iter().map(|b| b.is_finite().then_some(*b)))
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<f64>, D::Error> {
+        let raw: Vec<Option<f64>> = Vec::deserialize(d)?;
+        Ok(raw
+            .into_iter()
+            .map(|b| b.unwrap_or(f64::INFINITY))
+            .collect())
+    }
+}
+
+impl LatencyEvidence {
+    /// The canary's weight changed: the NoWorse bounds start again from the new step's traffic,
+    /// and readings are cumulative from zero again. The bound and the High evidence carry on.
+    pub fn begin_step(&mut self) {
+        self.baseline_canary.clear();
+        self.baseline_primary.clear();
+        self.step_canary.clear();
+        self.step_primary.clear();
+    }
+
+    /// Evidence that the canary is slow more often than primary, over the rollout.
+    pub fn e_value(&self) -> f64 {
+        if self.log_lr.is_empty() {
+            1.0
+        } else {
+            log_mean_exp(&self.log_lr).exp()
+        }
+    }
+
+    /// The slow bound, once fixed.
+    pub fn slow_above(&self) -> Option<f64> {
+        self.slow_above
+    }
+
+    /// Judges after a look, given histograms cumulative since the current step began.
+    pub fn observe(
+        &mut self,
+        config: &LatencyTestConfig,
+        canary: &Histogram,
+        primary: &Histogram,
+    ) -> LatencyJudgement {
+        let mut out = LatencyJudgement {
+            decision: LatencyDecision::NoData,
+            e_value: self.e_value(),
+            slow_above: self.slow_above,
+            canary_quantile: None,
+            short_of_traffic: None,
+            reason: String::new(),
+        };
+        if let Some(problem) = config.problem() {
+            out.reason = format!("cannot judge latency: {problem}");
+            return out;
+        }
+        let buckets = Buckets::from_histogram(canary)
+            .map_err(CompareError::Canary)
+            .and_then(|c| {
+                Ok((
+                    c,
+                    Buckets::from_histogram(primary).map_err(CompareError::Primary)?,
+                ))
+            });
+        let (canary, primary) = match buckets {
+            Ok((c, p)) if c.bounds() != p.bounds() => {
+                out.reason = format!(
+                    "cannot compare latency: {}",
+                    CompareError::BoundsDiffer {
+                        canary: c.bounds().to_vec(),
+                        primary: p.bounds().to_vec(),
+                    }
+                );
+                return out;
+            }
+            Ok(pair) => pair,
+            Err(e) => {
+                out.reason = format!("cannot compare latency: {e}");
+                return out;
+            }
+        };
+        out.canary_quantile = canary.quantile(config.quantile);
+        let q = quantile_name(config.quantile);
+        if self.bounds != canary.bounds() {
+            // New bucket bounds (a first look, or another histogram): the bound is chosen again.
+            // Rollback evidence from earlier looks stays valid and is kept.
+            *self = LatencyEvidence {
+                bounds: canary.bounds().to_vec(),
+                log_lr: std::mem::take(&mut self.log_lr),
+                ..LatencyEvidence::default()
+            };
+        }
+        let n = self.bounds.len();
+        for v in [
+            &mut self.baseline_canary,
+            &mut self.baseline_primary,
+            &mut self.step_canary,
+            &mut self.step_primary,
+        ] {
+            v.resize(n, 0.0);
+        }
+        let increment = |now: &[f64], before: &[f64]| -> Option<Vec<f64>> {
+            now.iter()
+                .zip(before)
+                .map(|(a, b)| (a >= b).then(|| a - b))
+                .collect()
+        };
+        let (Some(inc_canary), Some(inc_primary)) = (
+            increment(canary.counts(), &self.baseline_canary),
+            increment(primary.counts(), &self.baseline_primary),
+        ) else {
+            self.baseline_canary = canary.counts().to_vec();
+            self.baseline_primary = primary.counts().to_vec();
+            out.decision = LatencyDecision::Undecided;
+            out.reason = format!(
+                "a bucket count went down (counter reset?); holding, the counts since then are the new baseline; e-value {}",
+                number(out.e_value)
+            );
+            return out;
+        };
+        self.baseline_canary = canary.counts().to_vec();
+        self.baseline_primary = primary.counts().to_vec();
+
+        let Some(t) = self.slow_above else {
+            self.primary_seen.resize(n, 0.0);
+            add(&mut self.primary_seen, &inc_primary);
+            let seen: f64 = self.primary_seen.iter().sum();
+            let needed = config.bound_observations();
+            out.decision = LatencyDecision::Undecided;
+            if seen < needed {
+                out.reason = format!(
+                    "holding: choosing the slow bound at the primary's p{q}, {} of {} primary observations seen",
+                    number(seen),
+                    number(needed)
+                );
+                return out;
+            }
+            let t = bucket_bound_at(&self.bounds, &self.primary_seen, config.quantile);
+            self.slow_above = Some(t);
+            self.primary_seen.clear();
+            out.slow_above = Some(t);
+            out.reason = format!(
+                "holding: the slow bound is {}, the top of the bucket holding the primary's p{q} ({} observations); judging from the next look",
+                number(t),
+                number(seen)
+            );
+            return out;
+        };
+
+        let look_canary: f64 = inc_canary.iter().sum();
+        let side = |counts: &[f64], above: f64| {
+            let b = Buckets::from_counts(&self.bounds, counts);
+            Counts {
+                requests: b.total(),
+                failures: b.count_above(above),
+            }
+        };
+        if self.log_lr.len() != REGRESSION_RATIOS.len() {
+            self.log_lr = vec![0.0; REGRESSION_RATIOS.len()];
+        }
+        add_share_evidence(
+            &mut self.log_lr,
+            side(&inc_canary, t),
+            side(&inc_primary, t),
+        );
+        add(&mut self.step_canary, &inc_canary);
+        add(&mut self.step_primary, &inc_primary);
+        out.e_value = self.e_value();
+        let high_at = 1.0 / config.alpha;
+        let step_canary = side(&self.step_canary, t);
+        let step_primary = side(&self.step_primary, t);
+        let evidence = format!(
+            "slower than {}: canary {} vs primary {} in this step, e-value {} (high at {})",
+            number(t),
+            share(step_canary),
+            share(step_primary),
+            number(out.e_value),
+            number(high_at)
+        );
+        if out.e_value >= high_at {
+            out.decision = LatencyDecision::High;
+            out.reason = format!("canary slower than primary at p{q}: {evidence}");
+            return out;
+        }
+        out.decision = LatencyDecision::Undecided;
+        if step_canary.requests < config.min_requests as f64 {
+            out.short_of_traffic = Some((step_canary.requests, config.min_requests));
+            out.reason = format!(
+                "not enough traffic to judge latency: {} canary observations in this step, need {}; {evidence}",
+                number(step_canary.requests),
+                config.min_requests
+            );
+            return out;
+        }
+        let shifted = t / (1.0 + config.margin);
+        let level = config.beta / 2.0;
+        let canary_upper =
+            BetaBinomialSequence::with_prior(step_canary, prior(config.quantile)).upper(level);
+        let primary_lower = BetaBinomialSequence::with_prior(
+            side(&self.step_primary, shifted),
+            prior(config.quantile),
+        )
+        .lower(level);
+        let below = canary_upper < primary_lower;
+        let verb = if below && look_canary > 0.0 {
+            out.decision = LatencyDecision::NoWorse;
+            "canary no worse than primary"
+        } else if below {
+            "undecided, no canary observations in this look"
+        } else {
+            "undecided"
+        };
+        let comparison = if below { "<" } else { "≥" };
+        out.reason = format!(
+            "{verb} at p{q} with margin {}%: canary's share slower than {} at most {}% {comparison} primary's share slower than {} at least {}% ({}% always-valid bounds); {evidence}",
+            number(100.0 * config.margin),
+            number(t),
+            number(100.0 * canary_upper),
+            number(shifted),
+            number(100.0 * primary_lower),
+            number(100.0 * (1.0 - config.beta)),
+        );
+        out
+    }
+}
+
+/// The upper bound of the first bucket whose cumulative count reaches `q` of the total; the
+/// highest finite bound when the quantile lies in the `+Inf` bucket.
+fn bucket_bound_at(bounds: &[f64], counts: &[f64], q: f64) -> f64 {
+    let total: f64 = counts.iter().sum();
+    let mut below = 0.0;
+    let finite = &bounds[..bounds.len() - 1];
+    for (&bound, &count) in finite.iter().zip(counts) {
+        below += count;
+        if below >= q * total {
+            return bound;
+        }
+    }
+    finite[finite.len() - 1]
+}
+
+/// A Beta prior for the confidence sequences with its mean at `1 - q` (the share above the
+/// quantile) and the weight of at least ten observations: for p99 it is close to the error
+/// rate's Beta(0.5, 50).
+fn prior(q: f64) -> (f64, f64) {
+    let mean = 1.0 - q;
+    let weight = (0.5 / mean).max(10.0);
+    (mean * weight, (1.0 - mean) * weight)
+}
+
+fn add(to: &mut [f64], more: &[f64]) {
+    for (a, b) in to.iter_mut().zip(more) {
+        *a += b;
+    }
+}
+
+/// `1.52% (46/3021)`.
+fn share(c: Counts) -> String {
+    if c.requests > 0.0 {
+        format!(
+            "{}% ({}/{})",
+            number(100.0 * c.failures / c.requests),
+            number(c.failures),
+            number(c.requests)
+        )
+    } else {
+        "no observations".to_string()
+    }
+}
+
+fn quantile_name(q: f64) -> String {
+    let percent = 100.0 * q;
+    if percent == percent.round() {
+        format!("{percent:.0}")
+    } else {
+        format!("{percent}")
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,395 @@
+//! Tests of the latency test: the bound, holds, restarts, and over many simulated rollouts its
+//! false-High rate (identical versions) and its power (a slower median, a slow tail).
+
+use super::*;
+use rand::{RngExt, SeedableRng};
+use rand_pcg::Pcg64Mcg;
+
+/// Istio's duration buckets from 5 ms to 10 s.
+const ISTIO: [f64; 12] = [
+    5.0,
+    10.0,
+    25.0,
+    50.0,
+    100.0,
+    250.0,
+    500.0,
+    1000.0,
+    2500.0,
+    5000.0,
+    10000.0,
+    f64::INFINITY,
+];
+/// Coarse buckets where nearly every observation of a 30 ms median shares the (25, 50] bucket.
+const COARSE: [f64; 4] = [25.0, 50.0, 1000.0, f64::INFINITY];
+
+fn config(quantile: f64, alpha: f64) -> LatencyTestConfig {
+    LatencyTestConfig {
+        alpha,
+        beta: alpha,
+        quantile,
+        margin: 0.1,
+        min_requests: 100,
+    }
+}
+
+/// Cumulative histogram of per-bucket counts.
+fn histogram(bounds: &[f64], counts: &[f64]) -> Histogram {
+    Histogram {
+        bounds: bounds.to_vec(),
+        cumulative: counts
+            .iter()
+            .scan(0.0, |sum, c| {
+                *sum += c;
+                Some(*sum)
+            })
+            .collect(),
+    }
+}
+
+/// A latency source: log-normal with the given median and sigma, a share `tail` of requests
+/// `tail_factor` times slower.
+#[derive(Clone, Copy)]
+struct Source {
+    median: f64,
+    sigma: f64,
+    tail: f64,
+    tail_factor: f64,
+}
+
+impl Source {
+    fn lognormal(median: f64, sigma: f64) -> Self {
+        Source {
+            median,
+            sigma,
+            tail: 0.0,
+            tail_factor: 1.0,
+        }
+    }
+
+    fn observe(&self, rng: &mut Pcg64Mcg, bounds: &[f64], counts: &mut [f64], n: usize) {
+        for _ in 0..n {
+            let (u1, u2): (f64, f64) = (1.0 - rng.random::<f64>(), rng.random::<f64>());
+            let z = (-2.0 * u1.ln()).sqrt() * (std::f64::consts::TAU * u2).cos();
+            let mut x = self.median * (self.sigma * z).exp();
+            if rng.random::<f64>() < self.tail {
+                x *= self.tail_factor;
+            }
+            let bucket = bounds.iter().position(|&le| x <= le).unwrap_or(0);
+            counts[bucket] += 1.0;
+        }
+    }
+}
+
+/// One simulated rollout: `steps` steps of `looks` looks, each look adding `per_look` canary and
+/// primary observations, readings cumulative since the step began. Returns every decision.
+#[allow(clippy::too_many_arguments)]
+fn rollout(
+    rng: &mut Pcg64Mcg,
+    config: &LatencyTestConfig,
+    bounds: &[f64],
+    canary: Source,
+    primary: Source,
+    per_look: (usize, usize),
+    steps: usize,
+    looks: usize,
+) -> Vec<LatencyDecision> {
+    let mut evidence = LatencyEvidence::default();
+    let mut decisions = Vec::new();
+    for _ in 0..steps {
+        evidence.begin_step();
+        let mut c = vec![0.0; bounds.len()];
+        let mut p = vec![0.0; bounds.len()];
+        for _ in 0..looks {
+            canary.observe(rng, bounds, &mut c, per_look.0);
+            primary.observe(rng, bounds, &mut p, per_look.1);
+            let j = evidence.observe(config, &histogram(bounds, &c), &histogram(bounds, &p));
+            decisions.push(j.decision);
+            if j.decision == LatencyDecision::High {
+                return decisions;
+            }
+        }
+    }
+    decisions
+}
+
+#[test]
+fn the_bound_is_the_top_of_the_primarys_quantile_bucket_fixed_before_any_evidence() {
+    let bounds = [10.0, 25.0, 50.0, f64::INFINITY];
+    let mut e = LatencyEvidence::default();
+    let c = config(0.5, 0.01);
+    // 20 primary observations are enough for the median: 10 <= 10 (rank 10 of 20 reached, as
+    // `histogram_quantile` reads it), 5 in (10, 25], 5 above.
+    let primary = histogram(&bounds, &[10.0, 5.0, 5.0, 0.0]);
+    let canary = histogram(&bounds, &[0.0, 0.0, 0.0, 50.0]);
+    let j = e.observe(&c, &canary, &primary);
+    assert_eq!(j.decision, LatencyDecision::Undecided);
+    assert_eq!(j.slow_above, Some(10.0), "{}", j.reason);
+    // The look that fixed the bound is no evidence, however slow its canary.
+    assert_eq!(j.e_value, 1.0);
+    assert!(
+        j.reason.contains("judging from the next look"),
+        "{}",
+        j.reason
+    );
+}
+
+#[test]
+fn too_few_primary_observations_hold_while_the_bound_is_chosen() {
+    let mut e = LatencyEvidence::default();
+    let c = config(0.99, 0.01);
+    let h = histogram(
+        &ISTIO,
+        &[0.0, 0.0, 500.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0],
+    );
+    let j = e.observe(&c, &h, &h);
+    assert_eq!(j.decision, LatencyDecision::Undecided);
+    assert_eq!(j.slow_above, None);
+    assert!(
+        j.reason.contains("500 of 1000 primary observations"),
+        "{}",
+        j.reason
+    );
+}
+
+#[test]
+fn counts_above_a_point_are_read_linearly_within_its_bucket() {
+    let b = Buckets::from_cumulative(&[10.0, 20.0, f64::INFINITY], &[10.0, 30.0, 35.0]).unwrap();
+    assert_eq!(b.count_above(20.0), 5.0);
+    assert_eq!(b.count_above(15.0), 15.0);
+    assert_eq!(b.count_above(5.0), 30.0);
+    assert_eq!(b.count_above(0.0), 35.0);
+    assert_eq!(b.count_above(1e9), 5.0);
+}
+
+#[test]
+fn a_look_without_canary_observations_never_advances_on_the_steps_earlier_counts() {
+    let bounds = [10.0, 25.0, 50.0, f64::INFINITY];
+    let mut e = LatencyEvidence::default();
+    let c = config(0.5, 0.05);
+    e.observe(
+        &c,
+        &histogram(&bounds, &[0.0; 4]),
+        &histogram(&bounds, &[100.0, 100.0, 100.0, 0.0]),
+    );
+    // Fast canary, plenty of it: no worse.
+    let canary = histogram(&bounds, &[2000.0, 0.0, 0.0, 0.0]);
+    let j = e.observe(
+        &c,
+        &canary,
+        &histogram(&bounds, &[1000.0, 1000.0, 1000.0, 0.0]),
+    );
+    assert_eq!(j.decision, LatencyDecision::NoWorse, "{}", j.reason);
+    // The next look adds primary traffic only: nothing new about the canary.
+    let j = e.observe(
+        &c,
+        &canary,
+        &histogram(&bounds, &[1100.0, 1100.0, 1100.0, 0.0]),
+    );
+    assert_eq!(j.decision, LatencyDecision::Undecided, "{}", j.reason);
+    assert!(
+        j.reason.contains("no canary observations in this look"),
+        "{}",
+        j.reason
+    );
+}
+
+#[test]
+fn mismatched_or_malformed_histograms_are_no_data() {
+    let mut e = LatencyEvidence::default();
+    let c = config(0.5, 0.01);
+    let a = histogram(&[10.0, f64::INFINITY], &[1.0, 1.0]);
+    let b = histogram(&[20.0, f64::INFINITY], &[1.0, 1.0]);
+    assert_eq!(e.observe(&c, &a, &b).decision, LatencyDecision::NoData);
+    assert_eq!(
+        e.observe(&c, &Histogram::default(), &a).decision,
+        LatencyDecision::NoData
+    );
+    let bad = LatencyTestConfig { quantile: 1.0, ..c };
+    let j = e.observe(&bad, &a, &a);
+    assert_eq!(j.decision, LatencyDecision::NoData);
+    assert!(j.reason.contains("quantile 1"), "{}", j.reason);
+}
+
+#[test]
+fn evidence_resumes_exactly_from_its_serialised_form() {
+    let mut rng = Pcg64Mcg::seed_from_u64(3);
+    let c = config(0.5, 0.01);
+    let source = Source::lognormal(30.0, 0.5);
+    let (mut cc, mut pc) = (vec![0.0; ISTIO.len()], vec![0.0; ISTIO.len()]);
+    let mut e = LatencyEvidence::default();
+    for _ in 0..3 {
+        source.observe(&mut rng, &ISTIO, &mut cc, 50);
+        source.observe(&mut rng, &ISTIO, &mut pc, 450);
+        e.observe(&c, &histogram(&ISTIO, &cc), &histogram(&ISTIO, &pc));
+    }
+    let json = serde_json::to_string(&e).unwrap();
+    let mut resumed: LatencyEvidence = serde_json::from_str(&json).unwrap();
+    assert_eq!(resumed, e);
+    source.observe(&mut rng, &ISTIO, &mut cc, 50);
+    source.observe(&mut rng, &ISTIO, &mut pc, 450);
+    let (hc, hp) = (histogram(&ISTIO, &cc), histogram(&ISTIO, &pc));
+    assert_eq!(resumed.observe(&c, &hc, &hp), e.observe(&c, &hc, &hp));
+}
+
+/// The share of rollouts with any High, and its bound: `alpha` plus three standard errors.
+fn false_high_rate(
+    seed: u64,
+    config: &LatencyTestConfig,
+    bounds: &[f64],
+    source: Source,
+    per_look: (usize, usize),
+    rollouts: usize,
+) -> (f64, f64) {
+    let mut rng = Pcg64Mcg::seed_from_u64(seed);
+    let highs = (0..rollouts)
+        .filter(|_| {
+            rollout(&mut rng, config, bounds, source, source, per_look, 5, 8)
+                .contains(&LatencyDecision::High)
+        })
+        .count();
+    let a = config.alpha;
+    (
+        highs as f64 / rollouts as f64,
+        a + 3.0 * (a * (1.0 - a) / rollouts as f64).sqrt(),
+    )
+}
+
+#[test]
+fn identical_versions_are_flagged_high_within_alpha_with_ties_coarse_buckets_and_unbalanced_sides()
+{
+    // A/A over 40 looks a rollout, at alpha 5% (large enough to measure in 600 rollouts): the
+    // median and the p99, Istio's buckets and coarse ones where nearly every observation ties
+    // in one bucket, a canary at 5% and at 50% of the traffic, and both tiny and large looks.
+    type Case<'a> = (f64, &'a [f64], Source, (usize, usize));
+    let cases: [Case; 6] = [
+        (0.5, &COARSE, Source::lognormal(30.0, 0.15), (5, 95)),
+        (0.5, &COARSE, Source::lognormal(30.0, 0.15), (100, 100)),
+        (0.5, &ISTIO, Source::lognormal(22.0, 0.6), (20, 180)),
+        (0.99, &ISTIO, Source::lognormal(20.0, 0.6), (50, 950)),
+        (0.99, &COARSE, Source::lognormal(30.0, 0.15), (300, 300)),
+        (0.9, &ISTIO, Source::lognormal(40.0, 1.0), (3, 60)),
+    ];
+    for (i, (q, bounds, source, per_look)) in cases.into_iter().enumerate() {
+        let c = config(q, 0.05);
+        let (rate, bound) = false_high_rate(100 + i as u64, &c, bounds, source, per_look, 600);
+        assert!(
+            rate <= bound,
+            "case {i} (q {q}, look {per_look:?}): false High in {rate} of rollouts > {bound}"
+        );
+    }
+}
+
+#[test]
+fn a_median_25_percent_slower_at_20_requests_a_look_holds_rather_than_promotes() {
+    // The canary's median 25% slower than primary's, beyond the 10% margin, with 20 canary
+    // observations a look (180 primary). No step may advance on it more often than beta.
+    let c = config(0.5, 0.01);
+    let primary = Source::lognormal(22.0, 0.5);
+    let canary = Source::lognormal(27.5, 0.5);
+    let mut rng = Pcg64Mcg::seed_from_u64(7);
+    let rollouts = 400;
+    let mut advanced = 0;
+    let mut held_or_high = 0;
+    for _ in 0..rollouts {
+        let d = rollout(&mut rng, &c, &ISTIO, canary, primary, (20, 180), 1, 10);
+        if d.contains(&LatencyDecision::NoWorse) {
+            advanced += 1;
+        } else {
+            held_or_high += 1;
+        }
+    }
+    assert!(
+        advanced as f64 <= 0.02 * rollouts as f64,
+        "advanced in {advanced} of {rollouts} rollouts"
+    );
+    assert_eq!(advanced + held_or_high, rollouts);
+}
+
+#[test]
+fn a_tail_only_regression_of_5_percent_ten_times_slower_is_caught_by_a_p99_gate() {
+    // 100 rps with the canary at 10%: 150 canary and 1,350 primary observations a 15 s look.
+    // The canary's median is the primary's; 5% of its requests are ten times slower.
+    let primary = Source::lognormal(20.0, 0.6);
+    let canary = Source {
+        tail: 0.05,
+        tail_factor: 10.0,
+        ..primary
+    };
+    let mut rng = Pcg64Mcg::seed_from_u64(11);
+    let rollouts = 200;
+    let caught = (0..rollouts)
+        .filter(|_| {
+            rollout(
+                &mut rng,
+                &config(0.99, 0.005),
+                &ISTIO,
+                canary,
+                primary,
+                (150, 1350),
+                1,
+                8,
+            )
+            .contains(&LatencyDecision::High)
+        })
+        .count();
+    assert!(
+        caught * 100 >= 95 * rollouts,
+        "caught {caught} of {rollouts}"
+    );
+}
+
+#[test]
+fn a_median_gate_does_not_see_the_same_tail_regression() {
+    // Why the default is the p99: 5% of requests ten times slower barely move the median.
+    let primary = Source::lognormal(20.0, 0.6);
+    let canary = Source {
+        tail: 0.05,
+        tail_factor: 10.0,
+        ..primary
+    };
+    let mut rng = Pcg64Mcg::seed_from_u64(12);
+    let caught = (0..100)
+        .filter(|_| {
+            rollout(
+                &mut rng,
+                &config(0.5, 0.005),
+                &ISTIO,
+                canary,
+                primary,
+                (150, 1350),
+                1,
+                8,
+            )
+            .contains(&LatencyDecision::High)
+        })
+        .count();
+    assert!(caught < 50, "caught {caught} of 100");
+}
+
+#[test]
+fn identical_versions_with_enough_traffic_advance() {
+    // A/A at 100 rps, canary at 30%: the p99 gate with its 10% margin advances within a step.
+    let source = Source::lognormal(20.0, 0.6);
+    let mut rng = Pcg64Mcg::seed_from_u64(13);
+    let rollouts = 100;
+    let advanced = (0..rollouts)
+        .filter(|_| {
+            rollout(
+                &mut rng,
+                &config(0.99, 0.01),
+                &ISTIO,
+                source,
+                source,
+                (450, 1050),
+                1,
+                8,
+            )
+            .contains(&LatencyDecision::NoWorse)
+        })
+        .count();
+    assert!(
+        advanced * 2 >= rollouts,
+        "advanced {advanced} of {rollouts}"
+    );
+}
