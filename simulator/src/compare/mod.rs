@@ -222,6 +222,8 @@ impl Tally {
 
 /// One policy's figures over the seeds. Rates are fractions (0 to 1) with their 95% Wilson
 /// intervals; a run is exactly one of promoted, rolled back, deadline or undecided.
+/// `rolled_back_all` counts both kinds of rollback: a healthy canary rolled back at the deadline
+/// is as falsely rolled back as one rolled back on evidence, and the tables show that figure.
 #[derive(Clone, Debug, PartialEq, Serialize)]
 pub(crate) struct Summary {
     pub(crate) seeds: u64,
@@ -229,6 +231,9 @@ pub(crate) struct Summary {
     pub(crate) promoted_95: [f64; 2],
     pub(crate) rolled_back: f64,
     pub(crate) rolled_back_95: [f64; 2],
+    /// On evidence or at the deadline.
+    pub(crate) rolled_back_all: f64,
+    pub(crate) rolled_back_all_95: [f64; 2],
     pub(crate) deadline: f64,
     pub(crate) deadline_95: [f64; 2],
     pub(crate) undecided: f64,
@@ -245,6 +250,13 @@ impl Summary {
     pub(crate) fn of(tallies: &[Tally]) -> Summary {
         let n = tallies.len() as u64;
         let rate = |d: Decided| wilson(tallies.iter().filter(|t| t.decided == d).count() as u64, n);
+        let rolled_back_all = wilson(
+            tallies
+                .iter()
+                .filter(|t| matches!(t.decided, Decided::RolledBack | Decided::Deadline))
+                .count() as u64,
+            n,
+        );
         let (promoted, rolled_back, deadline, undecided) = (
             rate(Decided::Promoted),
             rate(Decided::RolledBack),
@@ -262,6 +274,8 @@ impl Summary {
             promoted_95: promoted.interval,
             rolled_back: rolled_back.rate,
             rolled_back_95: rolled_back.interval,
+            rolled_back_all: rolled_back_all.rate,
+            rolled_back_all_95: rolled_back_all.interval,
             deadline: deadline.rate,
             deadline_95: deadline.interval,
             undecided: undecided.rate,
@@ -298,8 +312,9 @@ pub(crate) fn summaries(runs: &[(String, Vec<Tally>)]) -> Vec<(String, Summary)>
         .collect()
 }
 
-/// A summary's cells as the tables show them: the four rates with their intervals, the
-/// decision times and the canary failures (each `p50 / p95`).
+/// A summary's cells as the tables show them: the rates with their intervals (every rollback,
+/// the deadline's included; of them, those at the deadline; promoted; undecided), the decision
+/// times and the canary failures (each `p50 / p95`).
 fn cells(s: &Summary) -> [String; 6] {
     let pct = |rate: f64, ci: [f64; 2]| {
         format!(
@@ -317,7 +332,7 @@ fn cells(s: &Summary) -> [String; 6] {
     let count = |c: Option<f64>| c.map_or("-".to_string(), |c| format!("{c:.0}"));
     [
         pct(s.promoted, s.promoted_95),
-        pct(s.rolled_back, s.rolled_back_95),
+        pct(s.rolled_back_all, s.rolled_back_all_95),
         pct(s.deadline, s.deadline_95),
         pct(s.undecided, s.undecided_95),
         format!("{} / {}", time(s.median_decision_s), time(s.p95_decision_s)),
@@ -333,7 +348,7 @@ fn cells(s: &Summary) -> [String; 6] {
 /// column so that the tables of several cases stack into one ([`markdown_rows`]).
 pub(crate) fn render_markdown(scenario: &str, summaries: &[(String, Summary)]) -> String {
     String::from(
-        "| case | policy | promoted [95%] | rolled back [95%] | at deadline [95%] | undecided [95%] | decision p50 / p95 | canary failures p50 / p95 |\n\
+        "| case | policy | promoted [95%] | rolled back, deadline included [95%] | of which at deadline [95%] | undecided [95%] | decision p50 / p95 | canary failures p50 / p95 |\n\
          |---|---|---|---|---|---|---|---|\n",
     ) + &markdown_rows(scenario, summaries)
 }
@@ -345,6 +360,9 @@ pub(crate) fn markdown_rows(scenario: &str, summaries: &[(String, Summary)]) -> 
         .map(|(name, s)| format!("| {scenario} | {name} | {} |\n", cells(s).join(" | ")))
         .collect()
 }
+
+/// What the rollback column counts, under the text table.
+pub(crate) const ROLLBACK_LEGEND: &str = "¹ rolled back on evidence or at the progress deadline (the deadline column is the part of them it made): for a healthy canary, each is a false rollback\n";
 
 /// The summaries as a table.
 pub(crate) fn render(summaries: &[(String, Summary)]) -> String {
@@ -358,7 +376,7 @@ pub(crate) fn render(summaries: &[(String, Summary)]) -> String {
         "{:width$}  {:>21}  {:>21}  {:>21}  {:>21}  {:>17}  {:>20}\n",
         "policy",
         "promoted [95%]",
-        "rolled back [95%]",
+        "rolled back¹ [95%]",
         "at deadline [95%]",
         "undecided [95%]",
         "decision p50/p95",
@@ -370,5 +388,6 @@ pub(crate) fn render(summaries: &[(String, Summary)]) -> String {
             "{name:width$}  {a:>21}  {b:>21}  {c:>21}  {d:>21}  {e:>17}  {f:>20}\n"
         ));
     }
+    out.push_str(ROLLBACK_LEGEND);
     out
 }
