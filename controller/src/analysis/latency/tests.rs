@@ -114,12 +114,12 @@ fn rollout(
 }
 
 #[test]
-fn the_bound_is_the_top_of_the_primarys_quantile_bucket_fixed_before_any_evidence() {
+fn the_bound_is_the_bucket_bound_nearest_the_primarys_quantile_fixed_before_any_evidence() {
     let bounds = [10.0, 25.0, 50.0, f64::INFINITY];
     let mut e = LatencyEvidence::default();
     let c = config(0.5, 0.01);
-    // 20 primary observations are enough for the median: 10 <= 10 (rank 10 of 20 reached, as
-    // `histogram_quantile` reads it), 5 in (10, 25], 5 above.
+    // 20 primary observations are enough for the median: 10 <= 10 (half above it), 5 in
+    // (10, 25] (a quarter above 25), 5 above 50.
     let primary = histogram(&bounds, &[10.0, 5.0, 5.0, 0.0]);
     let canary = histogram(&bounds, &[0.0, 0.0, 0.0, 50.0]);
     let j = e.observe(&c, &canary, &primary);
@@ -132,6 +132,21 @@ fn the_bound_is_the_top_of_the_primarys_quantile_bucket_fixed_before_any_evidenc
         "{}",
         j.reason
     );
+}
+
+#[test]
+fn a_p99_far_below_the_bucket_bound_above_it_is_gated_at_the_bound_below() {
+    // 2% above 50 ms and 0.1% above 100 ms: 50 ms is nearer the 1% above a p99.
+    let bounds = [25.0, 50.0, 100.0, f64::INFINITY];
+    let mut e = LatencyEvidence::default();
+    let primary = histogram(&bounds, &[900.0, 80.0, 19.0, 1.0]);
+    let j = e.observe(&config(0.99, 0.01), &primary, &primary);
+    assert_eq!(j.slow_above, Some(50.0), "{}", j.reason);
+    // 0.5% above 100 ms is nearer: 100 ms.
+    let mut e = LatencyEvidence::default();
+    let primary = histogram(&bounds, &[900.0, 60.0, 35.0, 5.0]);
+    let j = e.observe(&config(0.99, 0.01), &primary, &primary);
+    assert_eq!(j.slow_above, Some(100.0), "{}", j.reason);
 }
 
 #[test]
