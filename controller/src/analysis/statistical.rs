@@ -50,6 +50,10 @@ pub struct Evidence {
     /// The latency test's evidence, by metric name.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub latency: BTreeMap<String, LatencyEvidence>,
+    /// Written by the earlier latency judge (Mann-Whitney at a per-look level); read and written
+    /// back unchanged so that a recorded state keeps every field, and not used.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub latency_looks: Option<u32>,
 }
 
 /// One metric's verdict and what it means for the step.
