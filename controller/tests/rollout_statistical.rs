@@ -175,9 +175,10 @@ fn looks_between_steps_roll_a_regression_back_before_the_interval_ends() {
 }
 
 #[test]
-fn looks_between_steps_never_advance_a_step_early() {
+fn looks_between_steps_never_advance_a_step_early_when_the_floor_is_the_interval() {
     let mut spec = statistical("");
     spec.interval = fledge_controller::spec::Duration::from_secs(120);
+    spec.min_step = Some(spec.interval);
     let mut d = Driver::new(spec);
     d.tick_ms = 10_000;
     d.deploy("v2");

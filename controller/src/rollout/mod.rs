@@ -47,6 +47,7 @@ use crate::spec::RolloutSpec;
 use tick::Tick;
 
 /// The next state and the actions for one tick. Pure: the same inputs give the same outputs.
+#[must_use]
 pub fn advance(
     state: &RolloutState,
     spec: &RolloutSpec,

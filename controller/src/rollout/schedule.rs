@@ -6,6 +6,7 @@ use super::{Millis, Phase, RolloutState, Wants};
 use crate::spec::{HookGate, Judge, RolloutSpec, Strategy};
 
 /// The observations the next [`advance`] at `now` will look at.
+#[must_use]
 pub fn wants(state: &RolloutState, spec: &RolloutSpec, now: Millis) -> Wants {
     let mut w = Wants::default();
     if spec.suspend {
@@ -15,7 +16,9 @@ pub fn wants(state: &RolloutState, spec: &RolloutSpec, now: Millis) -> Wants {
         Phase::Waiting => w.hooks.push(HookGate::ConfirmRollout),
         Phase::Progressing | Phase::WaitingPromotion => {
             w.hooks.push(HookGate::Rollback);
-            if !spec.skip_analysis && !step_due(state, spec, now) {
+            // A look that may end the step early needs what a step needs.
+            let step = step_due(state, spec, now) || early_end_due(state, spec, now);
+            if !spec.skip_analysis && !step {
                 if look_due(state, spec, now) {
                     w.metrics = !spec.metrics.is_empty();
                     w.since = Some(state.step_since);
@@ -89,6 +92,15 @@ pub(super) fn look_due(state: &RolloutState, spec: &RolloutSpec, now: Millis) ->
         && state
             .last_look
             .is_some_and(|l| now.saturating_sub(l) >= look_interval(spec))
+}
+
+/// A look that ends the canary's weight step if every comparison shows the canary no worse:
+/// the statistical judge with a `minStepDuration` (canary strategy only), the step has lasted
+/// at least that long, and a look is due. Otherwise a step lasts `interval`.
+pub(super) fn early_end_due(state: &RolloutState, spec: &RolloutSpec, now: Millis) -> bool {
+    spec.min_step.is_some_and(|floor| {
+        now.saturating_sub(state.step_since) >= floor.millis() && look_due(state, spec, now)
+    })
 }
 
 pub(super) fn step_due(state: &RolloutState, spec: &RolloutSpec, now: Millis) -> bool {

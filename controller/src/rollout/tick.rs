@@ -4,7 +4,7 @@
 //! judge and the strategy's steps in the sibling modules.
 
 use super::judging::Analysis;
-use super::schedule::{analysing, look_due, step_due};
+use super::schedule::{analysing, early_end_due, look_due, step_due};
 use super::{Action, Command, HookOutcome, Millis, Observation, Phase, RolloutState, Severity};
 use crate::analysis::statistical::Evidence;
 use crate::spec::{HookGate, RolloutSpec, Strategy};
@@ -259,7 +259,9 @@ impl Tick<'_> {
             return self.promote();
         }
         if !step_due(&self.s, self.spec, self.now) {
-            if look_due(&self.s, self.spec, self.now) {
+            if early_end_due(&self.s, self.spec, self.now) {
+                self.look_to_end_step();
+            } else if look_due(&self.s, self.spec, self.now) {
                 self.look_between_steps();
             }
             return;
@@ -294,6 +296,27 @@ impl Tick<'_> {
             }
             Analysis::Failed(why) => return self.failed_check(why),
         }
+        self.next_step();
+    }
+
+    /// A look after the step's `minStepDuration`, with everything a step checks: it ends the
+    /// step if the analysis passes and rolls back on a regression. A hold or a failed check
+    /// waits for the step at `interval`, which counts it as Flagger does.
+    fn look_to_end_step(&mut self) {
+        self.s.last_look = Some(self.now);
+        match self.analyse() {
+            Analysis::Passed => {
+                self.s.last_step = Some(self.now);
+                self.s.held_since = None;
+                self.next_step();
+            }
+            Analysis::Regressed(why) => self.rollback(format!("canary regressed: {why}")),
+            Analysis::Held { .. } | Analysis::Failed(_) => {}
+        }
+    }
+
+    /// The analysis passed: the strategy's next step.
+    fn next_step(&mut self) {
         match self.spec.strategy.clone() {
             Strategy::Canary { .. } => self.canary_step(),
             Strategy::BlueGreen { iterations, mirror } => self.blue_green_step(iterations, mirror),

@@ -262,6 +262,12 @@ pub struct CanaryAnalysis {
     /// Settings of the statistical judge.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub statistical: Option<StatisticalSettings>,
+    /// Statistical judge, canary weights (Fledge only): a step ends at the first look at which
+    /// every comparison shows the canary no worse than primary, once it has lasted this long,
+    /// instead of waiting for `interval` (default `30s`, at most `interval`; ignored by the
+    /// threshold judge).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub min_step_duration: Option<String>,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub metrics: Vec<CanaryMetric>,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]

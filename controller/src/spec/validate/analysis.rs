@@ -9,11 +9,14 @@ use std::collections::BTreeSet;
 use serde::{Deserialize, Serialize};
 
 use super::Problems;
+use super::Strategy;
 use crate::spec::{CanaryAnalysis, CanaryMetric, CanarySpec, Duration};
 
 const DEFAULT_METRIC_WINDOW: Duration = Duration::from_secs(60);
 const DEFAULT_ALPHA: f64 = 0.01;
 const DEFAULT_MIN_REQUESTS: u64 = 100;
+/// The default shortest canary step of the statistical judge; see [`min_step`] for why.
+pub(crate) const DEFAULT_MIN_STEP: Duration = Duration::from_secs(30);
 
 /// Who decides whether the canary is good enough.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -170,6 +173,40 @@ pub(super) fn judge(p: &mut Problems, spec: &CanarySpec) -> Judge {
             Judge::Threshold
         }
     }
+}
+
+/// `analysis.minStepDuration`: how soon a canary weight step may end once the statistical
+/// judge's evidence suffices. Only the statistical judge ends steps early, and only the canary
+/// strategy's weight steps (blue/green and A/B iterations are a count of intervals the user asked
+/// for); elsewhere the field is ignored and [`super::warnings`] says so.
+///
+/// The default, 30s (or `interval` if shorter), comes from `fledge-sim compare` on the A/A and
+/// error-regression benchmarks: the floor only matters where a step's evidence suffices in
+/// under an interval, and there a shorter floor shortens the rollout without changing how
+/// often a rollout is rolled back (the judge's error bounds hold at any look); 30s keeps two
+/// looks of a 1m interval per step, so a step is seen under load for at least that long.
+pub(super) fn min_step(
+    p: &mut Problems,
+    a: &CanaryAnalysis,
+    judge: &Judge,
+    strategy: &Strategy,
+    interval: Duration,
+) -> Option<Duration> {
+    const PATH: &str = "spec.analysis.minStepDuration";
+    let written = p.duration(PATH, a.min_step_duration.as_deref(), DEFAULT_MIN_STEP);
+    if a.min_step_duration.is_some() {
+        if written == Duration::ZERO {
+            p.add(PATH, "must be longer than 0s");
+        } else if written > interval {
+            p.add(
+                PATH,
+                format!("must be at most analysis.interval ({interval}), got {written}"),
+            );
+        }
+    }
+    let applies =
+        matches!(judge, Judge::Statistical { .. }) && matches!(strategy, Strategy::Canary { .. });
+    applies.then(|| written.min(interval))
 }
 
 fn metric(p: &mut Problems, i: usize, m: &CanaryMetric) -> Option<MetricCheck> {

@@ -51,6 +51,10 @@ pub struct RolloutSpec {
     pub primary_ready_threshold: u8,
     pub canary_ready_threshold: u8,
     pub progress_deadline: Duration,
+    /// Statistical judge, canary strategy: the shortest step, ended early once the evidence
+    /// suffices; `None`: every step lasts `interval` (threshold judge, blue/green, A/B).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub min_step: Option<Duration>,
     pub skip_analysis: bool,
     pub suspend: bool,
     pub revert_on_deletion: bool,
@@ -239,6 +243,9 @@ pub fn validate(spec: &CanarySpec) -> Result<RolloutSpec, ValidationErrors> {
 
     let strategy = strategy::strategy(&mut p, spec, mirror);
     let judge = analysis::judge(&mut p, spec);
+    let min_step = strategy
+        .as_ref()
+        .and_then(|s| analysis::min_step(&mut p, a, &judge, s, interval));
     let metrics = analysis::metrics(&mut p, a, &judge);
     let webhooks = webhooks::webhooks(&mut p, &a.webhooks);
     if let (Some(provider), Some(strategy)) = (provider, &strategy) {
@@ -258,6 +265,7 @@ pub fn validate(spec: &CanarySpec) -> Result<RolloutSpec, ValidationErrors> {
         primary_ready_threshold,
         canary_ready_threshold,
         progress_deadline,
+        min_step,
         skip_analysis: spec.skip_analysis,
         suspend: spec.suspend,
         revert_on_deletion: spec.revert_on_deletion,
@@ -410,6 +418,12 @@ pub fn warnings(spec: &CanarySpec) -> Vec<FieldError> {
                 "{s} is more than ten years; read as {MAX_PROGRESS_DEADLINE_SECONDS} ({})",
                 rollout.progress_deadline
             ),
+        );
+    }
+    if a.min_step_duration.is_some() && rollout.min_step.is_none() {
+        warn(
+            "spec.analysis.minStepDuration",
+            "not used: only the statistical judge ends canary weight steps early; every step lasts analysis.interval".into(),
         );
     }
     if let (Some(max), Some(&top)) = (a.max_weight, a.step_weights.iter().max())
