@@ -26,6 +26,7 @@
 //! or the readiness figures behind it.
 
 mod action;
+mod forecast;
 mod health;
 mod judging;
 mod observation;
@@ -37,6 +38,7 @@ mod steps;
 mod tick;
 
 pub use action::{Action, Severity};
+pub use forecast::{Forecast, ForecastEnd, StepForecast, forecast};
 pub use observation::{Command, HookOutcome, Observation, PodState, Readiness, Wants};
 pub use plan::{PlanStep, RolloutPlan, plan};
 pub use record::{StateError, StateVersion};

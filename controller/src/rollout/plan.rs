@@ -68,19 +68,7 @@ pub fn plan(spec: &RolloutSpec) -> RolloutPlan {
         } else {
             BTreeMap::new()
         };
-        obs.hooks = w
-            .hooks
-            .iter()
-            .flat_map(|g| spec.hooks(*g))
-            .map(|h| {
-                // Every hook says yes, except rollback hooks, for which yes means "roll back".
-                let answer = match h.gate {
-                    HookGate::Rollback => HookOutcome::Failed("no rollback asked".into()),
-                    _ => HookOutcome::Passed,
-                };
-                (h.name.clone(), answer)
-            })
-            .collect();
+        obs.hooks = agreeing_hooks(&spec, &w.hooks);
         let (next, actions) = advance(&state, &spec, &obs, now);
         if !actions.is_empty() {
             analyses += u32::from(w.metrics);
@@ -116,8 +104,27 @@ pub fn plan(spec: &RolloutSpec) -> RolloutPlan {
     }
 }
 
+/// Every hook of the wanted types says yes, except rollback hooks, for which yes means "roll
+/// back".
+pub(super) fn agreeing_hooks(
+    spec: &RolloutSpec,
+    gates: &[HookGate],
+) -> BTreeMap<String, HookOutcome> {
+    gates
+        .iter()
+        .flat_map(|g| spec.hooks(*g))
+        .map(|h| {
+            let answer = match h.gate {
+                HookGate::Rollback => HookOutcome::Failed("no rollback asked".into()),
+                _ => HookOutcome::Passed,
+            };
+            (h.name.clone(), answer)
+        })
+        .collect()
+}
+
 /// The events of one tick, joined.
-fn events(actions: &[Action]) -> Option<String> {
+pub(super) fn events(actions: &[Action]) -> Option<String> {
     let messages: Vec<&str> = actions
         .iter()
         .filter_map(|a| match a {
@@ -137,7 +144,7 @@ fn iterations(spec: &RolloutSpec) -> u64 {
 }
 
 /// A reading that passes each metric's check.
-fn ideal_readings(spec: &RolloutSpec) -> BTreeMap<String, MetricReading> {
+pub(super) fn ideal_readings(spec: &RolloutSpec) -> BTreeMap<String, MetricReading> {
     spec.metrics
         .iter()
         .map(|m| {

@@ -248,6 +248,14 @@ enum Command {
     Plan {
         /// A YAML file with one or more Canary documents (fledge.dev or flagger.app).
         file: PathBuf,
+        /// Statistical judge: also forecast the rollout at this many requests per second to
+        /// the service: the canary requests each step needs, how long each step and the
+        /// rollout should take, and a warning if the progress deadline is too short.
+        #[arg(long, value_name = "RATE")]
+        rps: Option<f64>,
+        /// With --rps: the error rate both sides are assumed to have, in percent.
+        #[arg(long, value_name = "PERCENT", default_value_t = 0.5, requires = "rps")]
+        error_rate: f64,
     },
     /// Run a scenario's mesh in wall-clock time for a controller outside the process: its
     /// telemetry on `/metrics` for Prometheus, and an HTTP API that takes routing objects
@@ -387,7 +395,11 @@ pub(crate) fn main() -> ExitCode {
             svg: &svg,
             check,
         }),
-        Command::Plan { file } => plan::run(&file),
+        Command::Plan {
+            file,
+            rps,
+            error_rate,
+        } => plan::run(&file, rps, error_rate),
         Command::Serve {
             file,
             listen,

@@ -4,15 +4,26 @@ use std::fmt::Write as _;
 use std::path::Path;
 use std::process::ExitCode;
 
-use fledge_controller::rollout::{RolloutPlan, plan};
+use fledge_controller::rollout::{ForecastEnd, RolloutPlan, forecast, plan};
 use fledge_controller::spec::{
-    Canary, Duration, Judge, LoadError, MetricKind, RolloutSpec, Strategy, load_manifests, validate,
+    Canary, Duration, Judge, LoadError, Margin, MetricKind, RolloutSpec, Strategy, load_manifests,
+    validate,
 };
 
 use super::EXIT_BAD_INPUT;
 use crate::manifest::yaml::Outline;
 
-pub(super) fn run(file: &Path) -> ExitCode {
+pub(super) fn run(file: &Path, rps: Option<f64>, error_rate: f64) -> ExitCode {
+    if let Some(r) = rps
+        && !(r > 0.0 && r.is_finite())
+    {
+        sayln!("error: --rps: expected a positive number of requests per second, got {r}");
+        return ExitCode::from(EXIT_BAD_INPUT);
+    }
+    if !(0.0..100.0).contains(&error_rate) {
+        sayln!("error: --error-rate: expected a percentage in [0, 100), got {error_rate}");
+        return ExitCode::from(EXIT_BAD_INPUT);
+    }
     let text = match crate::scenario::read_bounded(file) {
         Ok(t) => t,
         Err(e) => {
@@ -82,7 +93,12 @@ pub(super) fn run(file: &Path) -> ExitCode {
     for canary in &loaded.canaries {
         let name = canary_name(canary);
         match validate(&canary.spec) {
-            Ok(spec) => super::run::emit(&render(&name, &spec, &plan(&spec))),
+            Ok(spec) => {
+                super::run::emit(&render(&name, &spec, &plan(&spec)));
+                if let Some(rps) = rps {
+                    super::run::emit(&forecast_text(file, &name, &spec, rps, error_rate));
+                }
+            }
             Err(errors) => {
                 failed = true;
                 let doc = outline
@@ -259,4 +275,86 @@ fn metric(m: &fledge_controller::spec::MetricCheck) -> String {
         (None, None) => "compared with primary".to_string(),
     };
     format!("{} {bounds} over {} ({what})", m.name, m.window)
+}
+
+/// The rollout at `rps`: each step's canary traffic, the requests the judge needs in it and how
+/// long it lasts, the expected time to promotion, and a warning when the progress deadline is
+/// expected to roll a healthy canary back.
+fn forecast_text(file: &Path, name: &str, spec: &RolloutSpec, rps: f64, error_rate: f64) -> String {
+    let mut out = String::new();
+    let Some(f) = forecast(spec, rps, error_rate / 100.0) else {
+        let _ = writeln!(
+            out,
+            "  at {rps} requests/s: the threshold judge checks each metric once per interval, \
+             whatever the traffic; the plan above is its pace\n"
+        );
+        return out;
+    };
+    let margins: Vec<String> = spec
+        .metrics
+        .iter()
+        .filter(|m| m.kind.is_builtin())
+        .map(|m| {
+            let margin = match (m.margin, &m.kind) {
+                (Some(Margin::Absolute(v)), _) => format!("+{v} pp"),
+                (Some(Margin::Relative(v)), _) => format!("+{}%", v * 100.0),
+                (None, MetricKind::RequestSuccessRate) => "the default +1 pp".to_string(),
+                (None, _) => "the default margin".to_string(),
+            };
+            format!("{} {margin}", m.name)
+        })
+        .collect();
+    let _ = writeln!(
+        out,
+        "  forecast at {rps} requests/s, canary and primary both failing {error_rate}% of requests \
+         (margins: {}):",
+        if margins.is_empty() {
+            "none".to_string()
+        } else {
+            margins.join(", ")
+        }
+    );
+    let _ = writeln!(
+        out,
+        "  {:>8}  {:>6}  {:>10}  {:>15}  {:>8}",
+        "from", "canary", "canary rps", "canary requests", "lasts"
+    );
+    for s in &f.steps {
+        let weight = match s.mirror {
+            Some(m) => format!("m{m}%"),
+            None => format!("{}%", s.canary_weight),
+        };
+        let lasts = if s.ended {
+            Duration(s.duration).to_string()
+        } else {
+            format!("> {}", Duration(s.duration))
+        };
+        let _ = writeln!(
+            out,
+            "  {:>8}  {weight:>6}  {:>10.2}  {:>15.0}  {lasts:>8}",
+            Duration(s.started).to_string(),
+            s.canary_rps,
+            s.canary_requests,
+        );
+    }
+    let end = match f.end {
+        ForecastEnd::Promoted { after } => format!("expected promotion after {}", Duration(after)),
+        ForecastEnd::Deadline { after } => format!(
+            "expected rollback at the progress deadline ({}) after {}{}",
+            spec.progress_deadline,
+            Duration(after),
+            f.unbounded
+                .map(|u| format!("; promotion after {} with a longer one", Duration(u)))
+                .unwrap_or_default()
+        ),
+        ForecastEnd::Undecided => "no decision expected within a day".to_string(),
+    };
+    let _ = writeln!(
+        out,
+        "\n  {end}; a step ends once the judge's evidence suffices (canary requests above), at a look\n"
+    );
+    if let Some(w) = f.warning(spec) {
+        let _ = writeln!(out, "warning: {}: Canary {name}: {w}", file.display());
+    }
+    out
 }

@@ -1,0 +1,265 @@
+//! What a rollout should take at a given traffic rate, before it starts: the core itself, run on
+//! the counts such traffic gives on average to a canary that fails exactly as often as primary.
+//! Every step ends when the judge's own boundary is crossed, so the requests a step needs are
+//! those of the judge, not of a formula beside it; holds, looks, `minStepDuration` and the
+//! progress deadline act as in a real rollout.
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+
+use super::plan::{agreeing_hooks, ideal_readings};
+use super::schedule::look_interval;
+use super::{Millis, Observation, Phase, Readiness, RolloutState, advance, wants};
+use crate::analysis::{Counts, Histogram, MetricReading};
+use crate::spec::{Duration, Judge, MetricKind, RolloutSpec};
+
+/// How far ahead a forecast looks: a rollout that is not decided in a day is "never" for
+/// anyone planning one, and the bound keeps a forecast cheap enough for a reconcile.
+const HORIZON: Millis = 24 * 3_600_000;
+
+/// One step of the forecast rollout.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct StepForecast {
+    pub canary_weight: u8,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mirror: Option<u8>,
+    /// Canary requests per second at this step.
+    pub canary_rps: f64,
+    /// Canary requests the step had served when it ended (the judge's evidence sufficed at the
+    /// look that ended it), or when the forecast stopped.
+    pub canary_requests: f64,
+    /// Time from the new revision to the step's start, and how long it lasted.
+    pub started: Millis,
+    pub duration: Millis,
+    /// Whether the judge ended the step; `false` for the step the forecast stopped in.
+    pub ended: bool,
+}
+
+/// How the forecast rollout ends.
+#[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", tag = "kind")]
+pub enum ForecastEnd {
+    /// Promoted and finalised after this long.
+    Promoted { after: Millis },
+    /// Rolled back at the progress deadline after this long, holding for more traffic.
+    Deadline { after: Millis },
+    /// Still undecided at the forecast's horizon (a day).
+    Undecided,
+}
+
+/// The expected rollout of a spec at a traffic rate.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Forecast {
+    /// Requests per second reaching the service, and the error rate (a fraction) both sides
+    /// are assumed to have.
+    pub rps: f64,
+    pub error_rate: f64,
+    /// The steps with no progress deadline: what each needs and how long it lasts.
+    pub steps: Vec<StepForecast>,
+    /// How the rollout ends under the spec's own progress deadline.
+    pub end: ForecastEnd,
+    /// The time the same rollout would take with no progress deadline (`None` if more than
+    /// the horizon).
+    pub unbounded: Option<Millis>,
+    /// The shortest progress deadline under which no step is expected to be rolled back for
+    /// lack of traffic, with a margin for chance: half as long again as the longest hold
+    /// forecast, in whole minutes.
+    pub deadline_needed: Option<Millis>,
+}
+
+impl Forecast {
+    /// A warning for a rollout expected to end at its progress deadline, naming what to change.
+    pub fn warning(&self, spec: &RolloutSpec) -> Option<String> {
+        let ForecastEnd::Deadline { after } = self.end else {
+            if self.end == ForecastEnd::Undecided {
+                return Some(format!(
+                    "at {} requests/s the statistical judge is not expected to decide within a day; raise analysis.stepWeight (or maxWeight), or widen the metrics' margin",
+                    number(self.rps)
+                ));
+            }
+            return None;
+        };
+        let interval = spec.interval.millis();
+        let held = self.steps.iter().find(|s| {
+            !s.ended || s.duration.saturating_sub(interval) >= spec.progress_deadline.millis()
+        });
+        let step = held.map_or(String::new(), |s| {
+            format!(" at canary weight {}%", s.canary_weight)
+        });
+        let fix = match self.deadline_needed {
+            Some(d) => format!(
+                "raise spec.progressDeadlineSeconds to at least {} (expected promotion after {})",
+                d / 1000,
+                Duration(self.unbounded.unwrap_or(0))
+            ),
+            None => "raise analysis.stepWeight (or maxWeight), or widen the metrics' margin".into(),
+        };
+        Some(format!(
+            "at {} requests/s the canary is expected to be rolled back for lack of traffic{step} after {}: the progress deadline ({}) is shorter than the step needs; {fix}",
+            number(self.rps),
+            Duration(after),
+            spec.progress_deadline,
+        ))
+    }
+}
+
+/// The rollout `spec` is expected to take at `rps` requests per second with `error_rate` (a
+/// fraction) on both sides. `None` for a threshold judge (its pace does not depend on traffic)
+/// or a rate that is not a positive number.
+pub fn forecast(spec: &RolloutSpec, rps: f64, error_rate: f64) -> Option<Forecast> {
+    let statistical = matches!(spec.judge, Judge::Statistical { .. });
+    let usable = rps > 0.0 && rps.is_finite() && (0.0..1.0).contains(&error_rate);
+    if !(statistical && usable) {
+        return None;
+    }
+    let (_, end) = run(spec, rps, error_rate);
+    let mut lifted = spec.clone();
+    lifted.progress_deadline = Duration(HORIZON);
+    let (steps, free_end) = run(&lifted, rps, error_rate);
+    let unbounded = match free_end {
+        ForecastEnd::Promoted { after } => Some(after),
+        _ => None,
+    };
+    let deadline_needed = unbounded.map(|_| {
+        let interval = spec.interval.millis();
+        let held = steps
+            .iter()
+            .map(|s| s.duration.saturating_sub(interval))
+            .max()
+            .unwrap_or(0);
+        (held * 3 / 2).div_ceil(60_000).max(1) * 60_000
+    });
+    Some(Forecast {
+        rps,
+        error_rate,
+        steps,
+        end,
+        unbounded,
+        deadline_needed,
+    })
+}
+
+/// Runs the core from a new revision, ticking at every look, on expected counts.
+fn run(spec: &RolloutSpec, rps: f64, error_rate: f64) -> (Vec<StepForecast>, ForecastEnd) {
+    let mut spec = spec.clone();
+    spec.suspend = false;
+    let mut obs = Observation {
+        revision: "initial".into(),
+        canary: Readiness::all(1),
+        primary: Readiness::all(1),
+        ..Observation::default()
+    };
+    let (mut state, _) = advance(&RolloutState::default(), &spec, &obs, 0);
+    obs.revision = "forecast".into();
+    let tick = look_interval(&spec);
+    let mut steps: Vec<StepForecast> = Vec::new();
+    let mut now = 0;
+    while now <= HORIZON {
+        let w = wants(&state, &spec, now);
+        obs.metrics = if w.metrics {
+            readings(&spec, &state, rps, error_rate, now)
+        } else {
+            BTreeMap::new()
+        };
+        obs.hooks = agreeing_hooks(&spec, &w.hooks);
+        let counted = counts(&state, rps, error_rate, now).0.requests;
+        let (next, _) = advance(&state, &spec, &obs, now);
+        let moved = next.step_since != state.step_since || next.phase != state.phase;
+        if moved && let Some(last) = steps.last_mut().filter(|s| !s.ended) {
+            last.duration = now - last.started;
+            last.canary_requests = counted;
+            last.ended = next.phase != Phase::Failed;
+        }
+        if next.phase == Phase::Progressing
+            && next.step_since == now
+            && moved
+            && canary_share(&next) > 0.0
+        {
+            steps.push(StepForecast {
+                canary_weight: next.canary_weight,
+                mirror: next.mirror,
+                canary_rps: rps * canary_share(&next),
+                canary_requests: 0.0,
+                started: now,
+                duration: 0,
+                ended: false,
+            });
+        }
+        state = next;
+        match state.phase {
+            Phase::Succeeded => return (steps, ForecastEnd::Promoted { after: now }),
+            Phase::Failed => return (steps, ForecastEnd::Deadline { after: now }),
+            _ => now += tick,
+        }
+    }
+    if let Some(last) = steps.last_mut().filter(|s| !s.ended) {
+        last.duration = HORIZON - last.started;
+        last.canary_requests = counts(&state, rps, error_rate, HORIZON).0.requests;
+    }
+    (steps, ForecastEnd::Undecided)
+}
+
+/// The fraction of the service's requests the canary serves (or receives as mirrored copies).
+fn canary_share(state: &RolloutState) -> f64 {
+    f64::from(state.mirror.unwrap_or(state.canary_weight)) / 100.0
+}
+
+/// Expected canary and primary counts since the current step began.
+fn counts(state: &RolloutState, rps: f64, error_rate: f64, now: Millis) -> (Counts, Counts) {
+    let seconds = now.saturating_sub(state.step_since) as f64 / 1000.0;
+    let canary = rps * canary_share(state) * seconds;
+    let primary = rps * (1.0 - f64::from(state.canary_weight) / 100.0) * seconds;
+    let side = |requests: f64| Counts {
+        requests,
+        failures: requests * error_rate,
+    };
+    (side(canary), side(primary))
+}
+
+/// The shape of both sides' latency: the same histogram, so the latency comparison is never
+/// what holds a step in the forecast.
+const LATENCY_BOUNDS: [f64; 8] = [5.0, 10.0, 25.0, 50.0, 100.0, 250.0, 500.0, f64::INFINITY];
+const LATENCY_CUMULATIVE: [f64; 8] = [0.02, 0.1, 0.45, 0.8, 0.95, 0.99, 0.997, 1.0];
+
+fn readings(
+    spec: &RolloutSpec,
+    state: &RolloutState,
+    rps: f64,
+    error_rate: f64,
+    now: Millis,
+) -> BTreeMap<String, MetricReading> {
+    let (canary, primary) = counts(state, rps, error_rate, now);
+    let histogram = |n: f64| Histogram {
+        bounds: LATENCY_BOUNDS.to_vec(),
+        cumulative: LATENCY_CUMULATIVE.iter().map(|c| c * n).collect(),
+    };
+    let mut out = ideal_readings(spec);
+    for m in &spec.metrics {
+        let reading = match m.kind {
+            MetricKind::RequestSuccessRate => MetricReading::Counts { canary, primary },
+            MetricKind::RequestDuration => MetricReading::Histograms {
+                canary: histogram(canary.requests),
+                primary: histogram(primary.requests),
+            },
+            _ => continue,
+        };
+        out.insert(m.name.clone(), reading);
+    }
+    out
+}
+
+/// Three significant figures at most, no trailing zeros.
+pub(crate) fn number(x: f64) -> String {
+    if x >= 100.0 {
+        format!("{x:.0}")
+    } else {
+        let s = format!("{x:.2}");
+        s.trim_end_matches('0').trim_end_matches('.').to_string()
+    }
+}
+
+#[cfg(test)]
+mod tests;

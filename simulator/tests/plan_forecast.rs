@@ -1,0 +1,105 @@
+//! The forecast `fledge-sim plan --rps` prints, held against the simulator: a healthy canary run
+//! at the forecast's rate is decided the way, and about when, the forecast said.
+
+use std::path::Path;
+
+use fledge_controller::rollout::{ForecastEnd, forecast};
+use fledge_simulator::harness;
+use fledge_simulator::result::Outcome;
+use fledge_simulator::scenario::Scenario;
+
+fn benchmark(name: &str) -> Scenario {
+    let path = format!(
+        "{}/../scenarios/benchmarks/{name}.yaml",
+        env!("CARGO_MANIFEST_DIR")
+    );
+    Scenario::load(Path::new(&path)).expect("the benchmark loads")
+}
+
+/// Each seed's outcome, the time from the new revision to the judge's decision, and the last
+/// message.
+fn runs(scenario: &Scenario, seeds: u64) -> Vec<(Outcome, u64, String)> {
+    (1..=seeds)
+        .map(|seed| {
+            let r = harness::run_to_decision(scenario, &scenario.variants[0], seed).expect("runs");
+            let taken = r.judged_at_ms.unwrap_or(u64::MAX) - r.deployed_at_ms.unwrap_or(0);
+            (r.outcome, taken, r.final_message)
+        })
+        .collect()
+}
+
+#[test]
+fn a_healthy_canary_at_the_forecast_rate_is_promoted_near_the_forecast_time() {
+    // The A/A benchmark at 100 requests/s, 0.5% errors on both sides.
+    let scenario = benchmark("aa-100rps");
+    let f = forecast(&scenario.variants[0].spec, 100.0, 0.005).expect("statistical judge");
+    assert!(matches!(f.end, ForecastEnd::Promoted { .. }), "{f:?}");
+    let last = f.steps.last().expect("steps");
+    let judged = last.started + last.duration;
+    let mut taken: Vec<u64> = runs(&scenario, 12)
+        .into_iter()
+        .map(|(outcome, taken, message)| {
+            assert_eq!(outcome, Outcome::Promoted, "{message}");
+            taken
+        })
+        .collect();
+    taken.sort_unstable();
+    let median = taken[taken.len() / 2];
+    // The forecast runs on average counts; the runs' failures are random, so single runs
+    // spread (the benchmark's p95 is about 1.5 times its median), but the median is close.
+    assert!(
+        median * 4 >= judged * 3 && median * 4 <= judged * 5,
+        "forecast {judged}ms to the decision, median run {median}ms ({taken:?})"
+    );
+}
+
+#[test]
+fn a_canary_forecast_to_reach_its_deadline_at_10_rps_does() {
+    let scenario = benchmark("aa-10rps");
+    let f = forecast(&scenario.variants[0].spec, 10.0, 0.005).expect("statistical judge");
+    let ForecastEnd::Deadline { after } = f.end else {
+        panic!("{f:?}")
+    };
+    for (outcome, taken, message) in runs(&scenario, 4) {
+        assert_eq!(outcome, Outcome::RolledBack, "after {taken}ms: {message}");
+        assert!(message.contains("progress deadline"), "{message}");
+        assert!(taken <= after + 60_000, "{taken} vs forecast {after}");
+    }
+}
+
+/// `fledge-sim plan FILE --rps RATE`: exit code and output.
+fn plan(rps: &str) -> (i32, String) {
+    let canary = "apiVersion: flagger.app/v1beta1\nkind: Canary\nmetadata: {name: app}\nspec:\n  targetRef: {apiVersion: apps/v1, kind: Deployment, name: app}\n  service: {port: 80}\n  analysis:\n    judge: statistical\n    interval: 1m\n    stepWeight: 10\n    maxWeight: 50\n    metrics:\n      - name: request-success-rate\n        thresholdRange: {min: 99}\n";
+    let path = std::env::temp_dir().join(format!("plan-forecast-{}.yaml", std::process::id()));
+    std::fs::write(&path, canary).unwrap();
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_fledge-sim"))
+        .args(["plan", path.to_str().unwrap(), "--rps", rps])
+        .output()
+        .expect("fledge-sim runs");
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr),
+    )
+}
+
+#[test]
+fn plan_with_a_rate_prints_each_steps_requests_and_warns_naming_the_deadline_setting() {
+    let (code, out) = plan("100");
+    assert_eq!(code, 0, "{out}");
+    assert!(out.contains("forecast at 100 requests/s"), "{out}");
+    assert!(out.contains("expected promotion after"), "{out}");
+    assert!(!out.contains("warning:"), "{out}");
+    let (code, out) = plan("10");
+    assert_eq!(code, 0, "{out}");
+    assert!(
+        out.contains("expected to be rolled back for lack of traffic at canary weight 10%"),
+        "{out}"
+    );
+    assert!(
+        out.contains("raise spec.progressDeadlineSeconds to at least"),
+        "{out}"
+    );
+    let (code, out) = plan("0");
+    assert_eq!(code, 2, "{out}");
+    assert!(out.contains("--rps"), "{out}");
+}
