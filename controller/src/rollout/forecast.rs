@@ -115,14 +115,16 @@ pub fn forecast(spec: &RolloutSpec, rps: f64, error_rate: f64) -> Option<Forecas
     if !(statistical && usable) {
         return None;
     }
-    let (_, end) = run(spec, rps, error_rate);
+    // Run with the deadline past the horizon (a rollback at the deadline would ask for the
+    // forecast again), then place the spec's own deadline on the steps.
     let mut lifted = spec.clone();
-    lifted.progress_deadline = Duration(HORIZON);
+    lifted.progress_deadline = Duration(HORIZON + 1);
     let (steps, free_end) = run(&lifted, rps, error_rate);
     let unbounded = match free_end {
         ForecastEnd::Promoted { after } => Some(after),
         _ => None,
     };
+    let end = deadline_end(spec, &steps).unwrap_or(free_end);
     let deadline_needed = unbounded.map(|_| {
         let interval = spec.interval.millis();
         let held = steps
@@ -140,6 +142,22 @@ pub fn forecast(spec: &RolloutSpec, rps: f64, error_rate: f64) -> Option<Forecas
         unbounded,
         deadline_needed,
     })
+}
+
+/// Where the spec's progress deadline ends the rollout: a step the judge has not let go by its
+/// first `interval` is held from then, and the step at `interval` after the hold has lasted the
+/// deadline rolls it back (unless the evidence suffices by that step).
+fn deadline_end(spec: &RolloutSpec, steps: &[StepForecast]) -> Option<ForecastEnd> {
+    let interval = spec.interval.millis();
+    let held_steps = spec.progress_deadline.millis().div_ceil(interval);
+    let rollback_at = interval * (1 + held_steps);
+    steps
+        .iter()
+        .find(|s| !s.ended || s.duration > rollback_at)
+        .filter(|s| s.duration >= rollback_at)
+        .map(|s| ForecastEnd::Deadline {
+            after: s.started + rollback_at,
+        })
 }
 
 /// Runs the core from a new revision, ticking at every look, on expected counts.

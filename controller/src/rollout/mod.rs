@@ -26,6 +26,7 @@
 //! or the readiness figures behind it.
 
 mod action;
+mod deadline;
 mod forecast;
 mod health;
 mod judging;

@@ -283,15 +283,14 @@ impl Tick<'_> {
             } => {
                 let since = *self.s.held_since.get_or_insert(self.now);
                 if self.now.saturating_sub(since) >= self.spec.progress_deadline.millis() {
-                    let deadline = self.spec.progress_deadline;
-                    return self.rollback(match short_of_traffic {
-                        Some((seen, need)) => format!(
-                            "not enough traffic to judge: {seen:.0} requests, need {need}; held for the progress deadline of {deadline}"
-                        ),
-                        None => format!("no decision within the progress deadline of {deadline}: {why}"),
-                    });
+                    return self.rollback(self.deadline_reason(&why, short_of_traffic));
                 }
-                self.s.message = why;
+                self.s.message = match self.metrics_unavailable() {
+                    Some(failed) => {
+                        format!("holding: {failed}; a canary is never promoted without its metrics")
+                    }
+                    None => why,
+                };
                 return;
             }
             Analysis::Failed(why) => return self.failed_check(why),

@@ -1,0 +1,93 @@
+//! What an undecided rollout does at its progress deadline, and what it says.
+//!
+//! It rolls back: Fledge never promotes without evidence. Measured with `fledge-sim compare`
+//! (200 seeds, Flagger's pacing, 10m deadline): promoting instead would have promoted every A/A
+//! run at 1 and 10 requests/s (100% of them reach the deadline) but also every regression that
+//! only the deadline stops: 94.5% of 2x error regressions at 10 requests/s, 3.5% at 100, and
+//! 1% of 1.3x regressions at 100. A false rollback costs a retry with a longer deadline; a
+//! promoted regression costs users. The rollback says
+//! which of three holds it was, because each has its own remedy: the metrics could not be read
+//! (a metrics provider failure: fix it; never a reason to promote), too little traffic (a longer
+//! deadline, from the rate observed: what `fledge-sim plan --rps` forecasts), or traffic enough
+//! but no decision (the canary is in the judge's indifference zone).
+
+use super::forecast::{ForecastEnd, forecast};
+use super::tick::Tick;
+use crate::analysis::MetricReading;
+use crate::spec::MetricKind;
+
+impl Tick<'_> {
+    /// The compared metrics whose reading failed this tick (the metrics provider did not answer
+    /// or answered with an error), with the reason.
+    pub(super) fn metrics_unavailable(&self) -> Option<String> {
+        let failed: Vec<String> = self
+            .spec
+            .metrics
+            .iter()
+            .filter(|m| m.kind.is_builtin())
+            .filter_map(|m| match self.obs.metrics.get(&m.name) {
+                Some(MetricReading::Error { reason }) => {
+                    Some(format!("{}: the metrics query failed: {reason}", m.name))
+                }
+                None => Some(format!("{}: not measured", m.name)),
+                _ => None,
+            })
+            .collect();
+        (!failed.is_empty()).then(|| failed.join("; "))
+    }
+
+    /// The request rate and the primary's error rate of the current step, from the judge's
+    /// counts.
+    fn observed_rate(&self) -> Option<(f64, f64)> {
+        let seconds = self.now.saturating_sub(self.s.step_since) as f64 / 1000.0;
+        let name = self
+            .spec
+            .metrics
+            .iter()
+            .find(|m| m.kind == MetricKind::RequestSuccessRate)?;
+        let (canary, primary) = self.s.evidence.error_rate.get(&name.name)?.step_counts();
+        let requests = canary.requests + primary.requests;
+        (seconds > 0.0 && requests > 0.0).then(|| {
+            let errors = if primary.requests > 0.0 {
+                primary.failures / primary.requests
+            } else {
+                0.0
+            };
+            (requests / seconds, errors)
+        })
+    }
+
+    /// The reason of a rollback at the progress deadline of a step the judge still holds.
+    pub(super) fn deadline_reason(
+        &self,
+        why: &str,
+        short_of_traffic: Option<(f64, u64)>,
+    ) -> String {
+        let deadline = self.spec.progress_deadline;
+        if let Some(failed) = self.metrics_unavailable() {
+            return format!(
+                "no data to judge within the progress deadline of {deadline} ({failed}); a canary is never promoted without its metrics"
+            );
+        }
+        let advice = self
+            .observed_rate()
+            .and_then(|(rps, errors)| Some((rps, forecast(self.spec, rps, errors)?)))
+            .map(|(rps, f)| match (f.end, f.deadline_needed) {
+                (ForecastEnd::Deadline { .. }, Some(needed)) => format!(
+                    "; at the {} requests/s seen, spec.progressDeadlineSeconds of at least {} would let it decide (`fledge-sim plan --rps`)",
+                    super::forecast::number(rps),
+                    needed / 1000
+                ),
+                _ => String::new(),
+            })
+            .unwrap_or_default();
+        match short_of_traffic {
+            Some((seen, need)) => format!(
+                "not enough traffic to judge: {seen:.0} requests, need {need}; held for the progress deadline of {deadline}; not promoted without evidence{advice}"
+            ),
+            None => format!(
+                "no decision within the progress deadline of {deadline}; not promoted without evidence: {why}{advice}"
+            ),
+        }
+    }
+}
