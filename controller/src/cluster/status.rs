@@ -11,7 +11,7 @@ use serde_json::{Map, Value};
 
 use super::canaries::CanaryApi;
 use super::{Error, Result};
-use crate::rollout::{Millis, Phase, RolloutState};
+use crate::rollout::{ForecastStatus, Millis, Phase, RolloutState};
 use crate::spec::{Canary, CanaryCondition, CanaryStatus};
 
 /// The condition type Flagger users watch.
@@ -56,6 +56,59 @@ pub fn promoted_condition(state: &RolloutState) -> CanaryCondition {
         reason: Some(state.phase.to_string()),
         message: Some(state.message.clone()),
     }
+}
+
+/// The condition type of the statistical judge's forecast.
+pub const FORECAST: &str = "Forecast";
+
+/// The `Forecast` condition of a rollout under the statistical judge: `Unknown` until its first
+/// look has seen the traffic rate, then `True` when a healthy canary is expected to be promoted
+/// within the progress deadline and `False` (with the warning, naming the setting to change)
+/// when not. The forecast itself (each step's canary requests and length) is in `status.state`.
+pub fn forecast_condition(state: &RolloutState) -> Option<CanaryCondition> {
+    let (status, reason, message) = match state.forecast.as_ref()? {
+        ForecastStatus::Unknown => (
+            "Unknown",
+            "RateUnknown",
+            "the traffic rate is known at the rollout's first look".to_string(),
+        ),
+        ForecastStatus::Known {
+            warning: Some(w), ..
+        } => ("False", "ProgressDeadlineTooShort", w.clone()),
+        ForecastStatus::Known {
+            forecast,
+            warning: None,
+        } => {
+            let needed: Vec<String> = forecast
+                .steps
+                .iter()
+                .map(|s| format!("{}%: {:.0}", s.canary_weight, s.canary_requests))
+                .collect();
+            let after = forecast
+                .unbounded
+                .map(|t| crate::spec::Duration(t).to_string())
+                .unwrap_or_else(|| "?".into());
+            (
+                "True",
+                "WithinDeadline",
+                format!(
+                    "at {:.3} requests/s (primary errors {:.2}%): promotion expected after {after}; canary requests per step {}",
+                    forecast.rps,
+                    100.0 * forecast.error_rate,
+                    needed.join(", ")
+                ),
+            )
+        }
+    };
+    let at = rfc3339(state.phase_since);
+    Some(CanaryCondition {
+        type_: FORECAST.into(),
+        status: status.into(),
+        last_update_time: Some(at.clone()),
+        last_transition_time: Some(at),
+        reason: Some(reason.into()),
+        message: Some(message),
+    })
 }
 
 /// `new` with the `lastTransitionTime` of each condition whose status is the same in `old`
@@ -115,6 +168,7 @@ pub fn status_of(
         message: (!state.message.is_empty()).then(|| state.message.clone()),
         conditions: std::iter::once(promoted_condition(state))
             .chain(held_condition(state))
+            .chain(forecast_condition(state))
             .collect(),
         state: serde_json::to_value(state).ok(),
         primary_template: primary_template.cloned(),

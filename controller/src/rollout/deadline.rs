@@ -1,4 +1,6 @@
-//! What an undecided rollout does at its progress deadline, and what it says.
+//! Time and the statistical judge: the forecast of a rollout at the traffic rate its first look
+//! sees (a Warning Event when the progress deadline is expected to roll a healthy canary back),
+//! and what an undecided rollout does at its progress deadline, and what it says.
 //!
 //! It rolls back: Fledge never promotes without evidence. Measured with `fledge-sim compare`
 //! (200 seeds, Flagger's pacing, 10m deadline): promoting instead would have promoted every A/A
@@ -11,7 +13,9 @@
 //! deadline, from the rate observed: what `fledge-sim plan --rps` forecasts), or traffic enough
 //! but no decision (the canary is in the judge's indifference zone).
 
+use super::Severity;
 use super::forecast::{ForecastEnd, forecast};
+use super::state::ForecastStatus;
 use super::tick::Tick;
 use crate::analysis::MetricReading;
 use crate::spec::MetricKind;
@@ -36,8 +40,36 @@ impl Tick<'_> {
         (!failed.is_empty()).then(|| failed.join("; "))
     }
 
-    /// The request rate and the primary's error rate of the current step, from the judge's
-    /// counts.
+    /// At the rollout's first look with traffic: the forecast at the rate seen, recorded for
+    /// the status, and a Warning Event naming the setting to change if the progress deadline is
+    /// expected to roll a healthy canary back.
+    pub(super) fn forecast_once(&mut self) {
+        if self.s.forecast != Some(ForecastStatus::Unknown) || !self.s.phase.is_active() {
+            return;
+        }
+        let Some((rps, errors)) = self.observed_rate() else {
+            return;
+        };
+        let Some(forecast) = forecast(self.spec, rps, errors) else {
+            return;
+        };
+        let warning = forecast.warning(self.spec);
+        self.s.forecast = Some(ForecastStatus::Known {
+            forecast,
+            warning: warning.clone(),
+        });
+        if let Some(w) = warning {
+            let message = self.s.message.clone();
+            self.event(
+                Severity::Warning,
+                format!("Forecast for {}: {w}", self.target()),
+            );
+            // The rollout's own message stays what it was; the Event carries the warning.
+            self.s.message = message;
+        }
+    }
+
+    /// The request rate and the error rate of the current step, from the judge's counts.
     fn observed_rate(&self) -> Option<(f64, f64)> {
         let seconds = self.now.saturating_sub(self.s.step_since) as f64 / 1000.0;
         let name = self
@@ -47,14 +79,13 @@ impl Tick<'_> {
             .find(|m| m.kind == MetricKind::RequestSuccessRate)?;
         let (canary, primary) = self.s.evidence.error_rate.get(&name.name)?.step_counts();
         let requests = canary.requests + primary.requests;
-        (seconds > 0.0 && requests > 0.0).then(|| {
-            let errors = if primary.requests > 0.0 {
-                primary.failures / primary.requests
-            } else {
-                0.0
-            };
-            (requests / seconds, errors)
-        })
+        // A first look's few requests often hold no failure at all, and a forecast at 0% errors
+        // would promise a rollout far shorter than the first failures make it: the error rate
+        // is the mean under a Beta(0.5, 50) prior (mean 1%, as the judge's own bounds use), which
+        // the look's counts move towards what they show.
+        let failures = canary.failures + primary.failures;
+        (seconds > 0.0 && requests > 0.0)
+            .then(|| (requests / seconds, (failures + 0.5) / (requests + 50.5)))
     }
 
     /// The reason of a rollback at the progress deadline of a step the judge still holds.

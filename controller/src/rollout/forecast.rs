@@ -207,6 +207,8 @@ fn run(spec: &RolloutSpec, rps: f64, error_rate: f64) -> (Vec<StepForecast>, For
             });
         }
         state = next;
+        // The rollout forecast here does not forecast itself at its first look.
+        state.forecast = None;
         match state.phase {
             Phase::Succeeded => return (steps, ForecastEnd::Promoted { after: now }),
             Phase::Failed => return (steps, ForecastEnd::Deadline { after: now }),

@@ -6,6 +6,7 @@ use std::fmt;
 
 use serde::{Deserialize, Serialize};
 
+use super::Forecast;
 use super::StateVersion;
 use crate::analysis::MetricResult;
 use crate::analysis::statistical::Evidence;
@@ -110,6 +111,10 @@ pub struct RolloutState {
     /// The statistical judge's evidence.
     #[serde(default, skip_serializing_if = "Evidence::is_empty")]
     pub evidence: Evidence,
+    /// The statistical judge's forecast of this rollout: unknown from its start until its
+    /// first look has seen the traffic rate, then the forecast at that rate.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub forecast: Option<ForecastStatus>,
     /// The pre-rollout hooks of this rollout have passed.
     #[serde(default)]
     pub pre_rollout_done: bool,
@@ -136,4 +141,19 @@ impl RolloutState {
     pub fn primary_weight(&self) -> u8 {
         100 - self.canary_weight
     }
+}
+
+/// What a rollout under the statistical judge expects, as its status reports it.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", tag = "kind")]
+pub enum ForecastStatus {
+    /// The traffic rate is not known before the rollout's first look.
+    Unknown,
+    /// The forecast at the rate seen at the first look, and its warning when the progress
+    /// deadline is expected to roll a healthy canary back.
+    Known {
+        forecast: Forecast,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        warning: Option<String>,
+    },
 }

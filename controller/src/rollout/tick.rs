@@ -5,9 +5,10 @@
 
 use super::judging::Analysis;
 use super::schedule::{analysing, early_end_due, look_due, step_due};
+use super::state::ForecastStatus;
 use super::{Action, Command, HookOutcome, Millis, Observation, Phase, RolloutState, Severity};
 use crate::analysis::statistical::Evidence;
-use crate::spec::{HookGate, RolloutSpec, Strategy};
+use crate::spec::{HookGate, Judge, RolloutSpec, Strategy};
 
 pub(super) struct Tick<'a> {
     pub(super) s: RolloutState,
@@ -145,6 +146,8 @@ impl Tick<'_> {
         self.s.pre_rollout_done = false;
         self.s.analysis.clear();
         self.s.evidence = Evidence::default();
+        self.s.forecast =
+            matches!(self.spec.judge, Judge::Statistical { .. }).then_some(ForecastStatus::Unknown);
         self.new_step();
         if restarting {
             self.set_routes(0, None, false);
@@ -260,9 +263,11 @@ impl Tick<'_> {
         }
         if !step_due(&self.s, self.spec, self.now) {
             if early_end_due(&self.s, self.spec, self.now) {
+                self.forecast_once();
                 self.look_to_end_step();
             } else if look_due(&self.s, self.spec, self.now) {
                 self.look_between_steps();
+                self.forecast_once();
             }
             return;
         }
@@ -274,7 +279,9 @@ impl Tick<'_> {
         if !analysing(&self.s, self.spec) {
             return self.canary_step();
         }
-        match self.analyse() {
+        let analysis = self.analyse();
+        self.forecast_once();
+        match analysis {
             Analysis::Passed => self.s.held_since = None,
             Analysis::Regressed(why) => return self.rollback(format!("canary regressed: {why}")),
             Analysis::Held {
