@@ -3,7 +3,8 @@
 
 use std::path::Path;
 
-use fledge_controller::rollout::{ForecastEnd, forecast};
+use fledge_controller::analysis::Histogram;
+use fledge_controller::rollout::{ForecastEnd, forecast, log_normal_latency};
 use fledge_simulator::harness;
 use fledge_simulator::result::Outcome;
 use fledge_simulator::scenario::Scenario;
@@ -18,6 +19,12 @@ fn benchmark(name: &str) -> Scenario {
 
 /// Each seed's outcome, the time from the new revision to the judge's decision, and the last
 /// message.
+/// The benchmarks' service latency (`latency: {p50: 20ms, p99: 80ms}`), which the forecast
+/// needs to forecast the latency comparison.
+fn latency() -> Histogram {
+    log_normal_latency(20.0, 80.0).expect("a log-normal shape")
+}
+
 fn runs(scenario: &Scenario, seeds: u64) -> Vec<(Outcome, u64, String)> {
     (1..=seeds)
         .map(|seed| {
@@ -32,8 +39,10 @@ fn runs(scenario: &Scenario, seeds: u64) -> Vec<(Outcome, u64, String)> {
 fn a_healthy_canary_at_the_forecast_rate_is_promoted_near_the_forecast_time() {
     // The A/A benchmark at 100 requests/s, 0.5% errors on both sides.
     let scenario = benchmark("aa-100rps");
-    let f = forecast(&scenario.variants[0].spec, 100.0, 0.005).expect("statistical judge");
+    let f = forecast(&scenario.variants[0].spec, 100.0, 0.005, Some(&latency()))
+        .expect("statistical judge");
     assert!(matches!(f.end, ForecastEnd::Promoted { .. }), "{f:?}");
+    assert!(f.not_forecast.is_empty(), "{f:?}");
     let last = f.steps.last().expect("steps");
     let judged = last.started + last.duration;
     let mut taken: Vec<u64> = runs(&scenario, 12)
@@ -56,7 +65,8 @@ fn a_healthy_canary_at_the_forecast_rate_is_promoted_near_the_forecast_time() {
 #[test]
 fn a_canary_forecast_to_reach_its_deadline_at_10_rps_does() {
     let scenario = benchmark("aa-10rps");
-    let f = forecast(&scenario.variants[0].spec, 10.0, 0.005).expect("statistical judge");
+    let f = forecast(&scenario.variants[0].spec, 10.0, 0.005, Some(&latency()))
+        .expect("statistical judge");
     let ForecastEnd::Deadline { after } = f.end else {
         panic!("{f:?}")
     };
@@ -69,11 +79,22 @@ fn a_canary_forecast_to_reach_its_deadline_at_10_rps_does() {
 
 /// `fledge-sim plan FILE --rps RATE`: exit code and output.
 fn plan(rps: &str) -> (i32, String) {
+    plan_with(&["--rps", rps], "")
+}
+
+/// `fledge-sim plan FILE ARGS` with `metrics` appended to the Canary's metrics.
+fn plan_with(args: &[&str], metrics: &str) -> (i32, String) {
     let canary = "apiVersion: flagger.app/v1beta1\nkind: Canary\nmetadata: {name: app}\nspec:\n  targetRef: {apiVersion: apps/v1, kind: Deployment, name: app}\n  service: {port: 80}\n  analysis:\n    judge: statistical\n    interval: 1m\n    stepWeight: 10\n    maxWeight: 50\n    metrics:\n      - name: request-success-rate\n        thresholdRange: {min: 99}\n";
-    let path = std::env::temp_dir().join(format!("plan-forecast-{}.yaml", std::process::id()));
-    std::fs::write(&path, canary).unwrap();
+    let path = std::env::temp_dir().join(format!(
+        "plan-forecast-{}-{}.yaml",
+        std::process::id(),
+        metrics.len()
+    ));
+    std::fs::write(&path, format!("{canary}{metrics}")).unwrap();
     let out = std::process::Command::new(env!("CARGO_BIN_EXE_fledge-sim"))
-        .args(["plan", path.to_str().unwrap(), "--rps", rps])
+        .arg("plan")
+        .arg(&path)
+        .args(args)
         .output()
         .expect("fledge-sim runs");
     (
@@ -102,4 +123,23 @@ fn plan_with_a_rate_prints_each_steps_requests_and_warns_naming_the_deadline_set
     let (code, out) = plan("0");
     assert_eq!(code, 2, "{out}");
     assert!(out.contains("--rps"), "{out}");
+}
+
+#[test]
+fn plan_forecasts_latency_only_from_a_given_shape_and_says_when_it_does_not() {
+    let latency = "      - name: request-duration\n        thresholdRange: {max: 500}\n";
+    let (code, out) = plan_with(&["--rps", "100"], latency);
+    assert_eq!(code, 0, "{out}");
+    assert!(
+        out.contains("latency not forecast (request-duration)"),
+        "{out}"
+    );
+    let (code, out) = plan_with(&["--rps", "100", "--latency", "20,80"], latency);
+    assert_eq!(code, 0, "{out}");
+    assert!(!out.contains("latency not forecast"), "{out}");
+    for bad in ["20", "80,20", "x,80"] {
+        let (code, out) = plan_with(&["--rps", "100", "--latency", bad], latency);
+        assert_eq!(code, 2, "{bad}: {out}");
+        assert!(out.contains("--latency"), "{bad}: {out}");
+    }
 }

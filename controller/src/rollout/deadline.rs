@@ -17,7 +17,7 @@ use super::Severity;
 use super::forecast::{ForecastEnd, forecast};
 use super::state::ForecastStatus;
 use super::tick::Tick;
-use crate::analysis::MetricReading;
+use crate::analysis::{Histogram, MetricReading};
 use crate::spec::MetricKind;
 
 impl Tick<'_> {
@@ -50,7 +50,7 @@ impl Tick<'_> {
         let Some((rps, errors)) = self.observed_rate() else {
             return;
         };
-        let Some(forecast) = forecast(self.spec, rps, errors) else {
+        let Some(forecast) = forecast(self.spec, rps, errors, self.observed_latency()) else {
             return;
         };
         let warning = forecast.warning(self.spec);
@@ -88,6 +88,23 @@ impl Tick<'_> {
             .then(|| (requests / seconds, (failures + 0.5) / (requests + 50.5)))
     }
 
+    /// The primary's latency histogram of this tick (the shape the forecast runs on), if a
+    /// latency metric read one with observations.
+    fn observed_latency(&self) -> Option<&Histogram> {
+        self.spec
+            .metrics
+            .iter()
+            .filter(|m| m.kind == MetricKind::RequestDuration)
+            .find_map(|m| match self.obs.metrics.get(&m.name) {
+                Some(MetricReading::Histograms { primary, .. })
+                    if primary.cumulative.last().is_some_and(|n| *n > 0.0) =>
+                {
+                    Some(primary)
+                }
+                _ => None,
+            })
+    }
+
     /// The reason of a rollback at the progress deadline of a step the judge still holds.
     pub(super) fn deadline_reason(
         &self,
@@ -102,7 +119,9 @@ impl Tick<'_> {
         }
         let advice = self
             .observed_rate()
-            .and_then(|(rps, errors)| Some((rps, forecast(self.spec, rps, errors)?)))
+            .and_then(|(rps, errors)| {
+                Some((rps, forecast(self.spec, rps, errors, self.observed_latency())?))
+            })
             .map(|(rps, f)| match (f.end, f.deadline_needed) {
                 (ForecastEnd::Deadline { .. }, Some(needed)) => format!(
                     "; at the {} requests/s seen, spec.progressDeadlineSeconds of at least {} would let it decide (`fledge-sim plan --rps`)",

@@ -3,6 +3,12 @@
 //! Every step ends when the judge's own boundary is crossed, so the requests a step needs are
 //! those of the judge, not of a formula beside it; holds, looks, `minStepDuration` and the
 //! progress deadline act as in a real rollout.
+//!
+//! Latency is forecast only from a given shape of the service's latency (both sides the same):
+//! the latency test's evidence depends on how many requests fall above the slow bound and
+//! near it, which no single number says. On a cluster the shape is the primary's histogram at
+//! the first look; `fledge-sim plan` takes a median and a p99 (`--latency`). Without one, the
+//! latency metrics are left out of the run and the forecast names them as not forecast.
 
 use std::collections::BTreeMap;
 
@@ -68,6 +74,10 @@ pub struct Forecast {
     /// lack of traffic, with a margin for chance: half as long again as the longest hold
     /// forecast, in whole minutes.
     pub deadline_needed: Option<Millis>,
+    /// Latency metrics left out for want of a latency shape: the steps above may end sooner
+    /// than their latency comparison lets them.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub not_forecast: Vec<String>,
 }
 
 impl Forecast {
@@ -107,19 +117,44 @@ impl Forecast {
 }
 
 /// The rollout `spec` is expected to take at `rps` requests per second with `error_rate` (a
-/// fraction) on both sides. `None` for a threshold judge (its pace does not depend on traffic)
-/// or a rate that is not a positive number.
-pub fn forecast(spec: &RolloutSpec, rps: f64, error_rate: f64) -> Option<Forecast> {
+/// fraction) on both sides, and `latency` (a histogram of any total: only its shape counts) on
+/// both sides if given. `None` for a threshold judge (its pace does not depend on traffic), a
+/// rate that is not a positive number, or a latency histogram without observations.
+pub fn forecast(
+    spec: &RolloutSpec,
+    rps: f64,
+    error_rate: f64,
+    latency: Option<&Histogram>,
+) -> Option<Forecast> {
     let statistical = matches!(spec.judge, Judge::Statistical { .. });
     let usable = rps > 0.0 && rps.is_finite() && (0.0..1.0).contains(&error_rate);
     if !(statistical && usable) {
         return None;
     }
+    let shape = match latency {
+        Some(h) => Some(Shape::of(h)?),
+        None => None,
+    };
     // Run with the deadline past the horizon (a rollback at the deadline would ask for the
     // forecast again), then place the spec's own deadline on the steps.
     let mut lifted = spec.clone();
     lifted.progress_deadline = Duration(HORIZON + 1);
-    let (steps, free_end) = run(&lifted, rps, error_rate);
+    let mut not_forecast = Vec::new();
+    if shape.is_none() {
+        lifted.metrics.retain(|m| {
+            let latency = m.kind == MetricKind::RequestDuration;
+            if latency {
+                not_forecast.push(m.name.clone());
+            }
+            !latency
+        });
+    }
+    let load = Load {
+        rps,
+        error_rate,
+        latency: shape,
+    };
+    let (steps, free_end) = run(&lifted, &load);
     let unbounded = match free_end {
         ForecastEnd::Promoted { after } => Some(after),
         _ => None,
@@ -141,6 +176,88 @@ pub fn forecast(spec: &RolloutSpec, rps: f64, error_rate: f64) -> Option<Forecas
         end,
         unbounded,
         deadline_needed,
+        not_forecast,
+    })
+}
+
+/// The traffic a forecast runs on.
+struct Load {
+    rps: f64,
+    error_rate: f64,
+    latency: Option<Shape>,
+}
+
+/// A latency histogram's bounds and the share of requests at or below each.
+struct Shape {
+    bounds: Vec<f64>,
+    fractions: Vec<f64>,
+}
+
+impl Shape {
+    /// `None` for a histogram without observations or with a count that is not a finite
+    /// non-negative number.
+    fn of(h: &Histogram) -> Option<Shape> {
+        let total = *h.cumulative.last()?;
+        let fine = h.cumulative.iter().all(|c| c.is_finite() && *c >= 0.0);
+        (fine && total > 0.0 && h.bounds.len() == h.cumulative.len()).then(|| Shape {
+            bounds: h.bounds.clone(),
+            fractions: h.cumulative.iter().map(|c| c / total).collect(),
+        })
+    }
+
+    fn histogram(&self, n: f64) -> Histogram {
+        Histogram {
+            bounds: self.bounds.clone(),
+            cumulative: self.fractions.iter().map(|f| f * n).collect(),
+        }
+    }
+}
+
+/// Istio's default bucket bounds of `istio_request_duration_milliseconds`.
+const ISTIO_BOUNDS_MS: [f64; 20] = [
+    0.5,
+    1.0,
+    5.0,
+    10.0,
+    25.0,
+    50.0,
+    100.0,
+    250.0,
+    500.0,
+    1000.0,
+    2500.0,
+    5000.0,
+    10000.0,
+    30000.0,
+    60000.0,
+    300000.0,
+    600000.0,
+    1800000.0,
+    3600000.0,
+    f64::INFINITY,
+];
+
+/// A log-normal latency with this median and p99 (milliseconds) in Istio's default buckets, as
+/// a histogram of one observation: a shape for [`forecast`]. `None` unless
+/// `0 < p50 <= p99`, both finite.
+pub fn log_normal_latency(p50: f64, p99: f64) -> Option<Histogram> {
+    if !(p50 > 0.0 && p99 >= p50 && p99.is_finite()) {
+        return None;
+    }
+    let z99 = 2.326_347_874_040_841;
+    let sigma = (p99 / p50).ln() / z99;
+    let cdf = |x: f64| {
+        if x.is_infinite() {
+            1.0
+        } else if sigma == 0.0 {
+            f64::from(u8::from(x >= p50))
+        } else {
+            0.5 * statrs::function::erf::erfc(-(x / p50).ln() / (sigma * std::f64::consts::SQRT_2))
+        }
+    };
+    Some(Histogram {
+        bounds: ISTIO_BOUNDS_MS.to_vec(),
+        cumulative: ISTIO_BOUNDS_MS.iter().map(|b| cdf(*b)).collect(),
     })
 }
 
@@ -161,7 +278,8 @@ fn deadline_end(spec: &RolloutSpec, steps: &[StepForecast]) -> Option<ForecastEn
 }
 
 /// Runs the core from a new revision, ticking at every look, on expected counts.
-fn run(spec: &RolloutSpec, rps: f64, error_rate: f64) -> (Vec<StepForecast>, ForecastEnd) {
+fn run(spec: &RolloutSpec, load: &Load) -> (Vec<StepForecast>, ForecastEnd) {
+    let (rps, error_rate) = (load.rps, load.error_rate);
     let mut spec = spec.clone();
     spec.suspend = false;
     let mut obs = Observation {
@@ -178,7 +296,7 @@ fn run(spec: &RolloutSpec, rps: f64, error_rate: f64) -> (Vec<StepForecast>, For
     while now <= HORIZON {
         let w = wants(&state, &spec, now);
         obs.metrics = if w.metrics {
-            readings(&spec, &state, rps, error_rate, now)
+            readings(&spec, &state, load, now)
         } else {
             BTreeMap::new()
         };
@@ -239,30 +357,20 @@ fn counts(state: &RolloutState, rps: f64, error_rate: f64, now: Millis) -> (Coun
     (side(canary), side(primary))
 }
 
-/// The shape of both sides' latency: the same histogram, so the latency comparison is never
-/// what holds a step in the forecast.
-const LATENCY_BOUNDS: [f64; 8] = [5.0, 10.0, 25.0, 50.0, 100.0, 250.0, 500.0, f64::INFINITY];
-const LATENCY_CUMULATIVE: [f64; 8] = [0.02, 0.1, 0.45, 0.8, 0.95, 0.99, 0.997, 1.0];
-
 fn readings(
     spec: &RolloutSpec,
     state: &RolloutState,
-    rps: f64,
-    error_rate: f64,
+    load: &Load,
     now: Millis,
 ) -> BTreeMap<String, MetricReading> {
-    let (canary, primary) = counts(state, rps, error_rate, now);
-    let histogram = |n: f64| Histogram {
-        bounds: LATENCY_BOUNDS.to_vec(),
-        cumulative: LATENCY_CUMULATIVE.iter().map(|c| c * n).collect(),
-    };
+    let (canary, primary) = counts(state, load.rps, load.error_rate, now);
     let mut out = ideal_readings(spec);
     for m in &spec.metrics {
-        let reading = match m.kind {
-            MetricKind::RequestSuccessRate => MetricReading::Counts { canary, primary },
-            MetricKind::RequestDuration => MetricReading::Histograms {
-                canary: histogram(canary.requests),
-                primary: histogram(primary.requests),
+        let reading = match (&m.kind, &load.latency) {
+            (MetricKind::RequestSuccessRate, _) => MetricReading::Counts { canary, primary },
+            (MetricKind::RequestDuration, Some(shape)) => MetricReading::Histograms {
+                canary: shape.histogram(canary.requests),
+                primary: shape.histogram(primary.requests),
             },
             _ => continue,
         };

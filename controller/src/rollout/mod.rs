@@ -39,7 +39,7 @@ mod steps;
 mod tick;
 
 pub use action::{Action, Severity};
-pub use forecast::{Forecast, ForecastEnd, StepForecast, forecast};
+pub use forecast::{Forecast, ForecastEnd, StepForecast, forecast, log_normal_latency};
 pub use observation::{Command, HookOutcome, Observation, PodState, Readiness, Wants};
 pub use plan::{PlanStep, RolloutPlan, plan};
 pub use record::{StateError, StateVersion};

@@ -256,6 +256,11 @@ enum Command {
         /// With --rps: the error rate both sides are assumed to have, in percent.
         #[arg(long, value_name = "PERCENT", default_value_t = 0.5, requires = "rps")]
         error_rate: f64,
+        /// With --rps: both sides' latency, log-normal with this median and p99 in
+        /// milliseconds (`20,80`), in Istio's default buckets. Without it, latency metrics
+        /// are not forecast (the forecast says so).
+        #[arg(long, value_name = "P50,P99", requires = "rps")]
+        latency: Option<String>,
     },
     /// Run a scenario's mesh in wall-clock time for a controller outside the process: its
     /// telemetry on `/metrics` for Prometheus, and an HTTP API that takes routing objects
@@ -399,7 +404,8 @@ pub(crate) fn main() -> ExitCode {
             file,
             rps,
             error_rate,
-        } => plan::run(&file, rps, error_rate),
+            latency,
+        } => plan::run(&file, rps, error_rate, latency.as_deref()),
         Command::Serve {
             file,
             listen,

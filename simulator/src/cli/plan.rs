@@ -4,7 +4,8 @@ use std::fmt::Write as _;
 use std::path::Path;
 use std::process::ExitCode;
 
-use fledge_controller::rollout::{ForecastEnd, RolloutPlan, forecast, plan};
+use fledge_controller::analysis::Histogram;
+use fledge_controller::rollout::{ForecastEnd, RolloutPlan, forecast, log_normal_latency, plan};
 use fledge_controller::spec::{
     Canary, Duration, Judge, LoadError, Margin, MetricKind, RolloutSpec, Strategy, load_manifests,
     validate,
@@ -13,7 +14,12 @@ use fledge_controller::spec::{
 use super::EXIT_BAD_INPUT;
 use crate::manifest::yaml::Outline;
 
-pub(super) fn run(file: &Path, rps: Option<f64>, error_rate: f64) -> ExitCode {
+pub(super) fn run(
+    file: &Path,
+    rps: Option<f64>,
+    error_rate: f64,
+    latency: Option<&str>,
+) -> ExitCode {
     if let Some(r) = rps
         && !(r > 0.0 && r.is_finite())
     {
@@ -24,6 +30,14 @@ pub(super) fn run(file: &Path, rps: Option<f64>, error_rate: f64) -> ExitCode {
         sayln!("error: --error-rate: expected a percentage in [0, 100), got {error_rate}");
         return ExitCode::from(EXIT_BAD_INPUT);
     }
+    let latency = match latency.map(parse_latency) {
+        None => None,
+        Some(Ok(h)) => Some(h),
+        Some(Err(why)) => {
+            sayln!("error: --latency: {why}");
+            return ExitCode::from(EXIT_BAD_INPUT);
+        }
+    };
     let text = match crate::scenario::read_bounded(file) {
         Ok(t) => t,
         Err(e) => {
@@ -96,7 +110,8 @@ pub(super) fn run(file: &Path, rps: Option<f64>, error_rate: f64) -> ExitCode {
             Ok(spec) => {
                 super::run::emit(&render(&name, &spec, &plan(&spec)));
                 if let Some(rps) = rps {
-                    super::run::emit(&forecast_text(file, &name, &spec, rps, error_rate));
+                    let load = (rps, error_rate, latency.as_ref());
+                    super::run::emit(&forecast_text(file, &name, &spec, load));
                 }
             }
             Err(errors) => {
@@ -115,6 +130,19 @@ pub(super) fn run(file: &Path, rps: Option<f64>, error_rate: f64) -> ExitCode {
         ExitCode::from(EXIT_BAD_INPUT)
     } else {
         ExitCode::SUCCESS
+    }
+}
+
+/// `--latency P50,P99` in milliseconds: the log-normal shape the forecast runs on.
+fn parse_latency(text: &str) -> Result<Histogram, String> {
+    let parsed: Option<Vec<f64>> = text.split(',').map(|p| p.trim().parse().ok()).collect();
+    match parsed.as_deref() {
+        Some(&[p50, p99]) => log_normal_latency(p50, p99).ok_or_else(|| {
+            format!("expected 0 < P50 <= P99, finite milliseconds, got {p50} and {p99}")
+        }),
+        _ => Err(format!(
+            "expected P50,P99 in milliseconds (e.g. 20,80), got `{text}`"
+        )),
     }
 }
 
@@ -280,9 +308,14 @@ fn metric(m: &fledge_controller::spec::MetricCheck) -> String {
 /// The rollout at `rps`: each step's canary traffic, the requests the judge needs in it and how
 /// long it lasts, the expected time to promotion, and a warning when the progress deadline is
 /// expected to roll a healthy canary back.
-fn forecast_text(file: &Path, name: &str, spec: &RolloutSpec, rps: f64, error_rate: f64) -> String {
+fn forecast_text(
+    file: &Path,
+    name: &str,
+    spec: &RolloutSpec,
+    (rps, error_rate, latency): (f64, f64, Option<&Histogram>),
+) -> String {
     let mut out = String::new();
-    let Some(f) = forecast(spec, rps, error_rate / 100.0) else {
+    let Some(f) = forecast(spec, rps, error_rate / 100.0, latency) else {
         let _ = writeln!(
             out,
             "  at {rps} requests/s: the threshold judge checks each metric once per interval, \
@@ -351,8 +384,16 @@ fn forecast_text(file: &Path, name: &str, spec: &RolloutSpec, rps: f64, error_ra
     };
     let _ = writeln!(
         out,
-        "\n  {end}; a step ends once the judge's evidence suffices (canary requests above), at a look\n"
+        "\n  {end}; a step ends once the judge's evidence suffices (canary requests above), at a look"
     );
+    if !f.not_forecast.is_empty() {
+        let _ = writeln!(
+            out,
+            "  latency not forecast ({}): its comparison may hold steps longer; give --latency P50,P99",
+            f.not_forecast.join(", ")
+        );
+    }
+    let _ = writeln!(out);
     if let Some(w) = f.warning(spec) {
         let _ = writeln!(out, "warning: {}: Canary {name}: {w}", file.display());
     }

@@ -12,15 +12,15 @@ fn spec(analysis: &str) -> RolloutSpec {
 fn a_threshold_judge_or_a_rate_that_is_not_positive_has_no_forecast() {
     let mut threshold = spec("");
     threshold.judge = Judge::Threshold;
-    assert_eq!(forecast(&threshold, 100.0, 0.005), None);
+    assert_eq!(forecast(&threshold, 100.0, 0.005, None), None);
     for rps in [0.0, -1.0, f64::NAN, f64::INFINITY] {
-        assert_eq!(forecast(&spec(""), rps, 0.005), None, "{rps}");
+        assert_eq!(forecast(&spec(""), rps, 0.005, None), None, "{rps}");
     }
 }
 
 #[test]
 fn plenty_of_traffic_promotes_every_weight_with_each_step_at_its_floor() {
-    let f = forecast(&spec(""), 10_000.0, 0.005).unwrap();
+    let f = forecast(&spec(""), 10_000.0, 0.005, None).unwrap();
     assert!(matches!(f.end, ForecastEnd::Promoted { .. }), "{f:?}");
     let weights: Vec<u8> = f.steps.iter().map(|s| s.canary_weight).collect();
     assert_eq!(weights, [10, 20, 30, 40, 50]);
@@ -35,8 +35,8 @@ fn plenty_of_traffic_promotes_every_weight_with_each_step_at_its_floor() {
 #[test]
 fn less_traffic_needs_the_same_requests_for_longer_and_warns_past_the_deadline() {
     let unlimited = spec("  progressDeadlineSeconds: 86400");
-    let fast = forecast(&unlimited, 100.0, 0.005).unwrap();
-    let slow = forecast(&unlimited, 10.0, 0.005).unwrap();
+    let fast = forecast(&unlimited, 100.0, 0.005, None).unwrap();
+    let slow = forecast(&unlimited, 10.0, 0.005, None).unwrap();
     // The judge's boundary is in requests: the first step needs as many at either rate, up to
     // a look's worth (15s) of the faster one, so a tenth of the rate takes ten times as long.
     let (f1, s1) = (&fast.steps[0], &slow.steps[0]);
@@ -45,7 +45,7 @@ fn less_traffic_needs_the_same_requests_for_longer_and_warns_past_the_deadline()
         (s1.canary_requests - f1.canary_requests).abs() <= f1.canary_rps * 15.0,
         "{f1:?} {s1:?}"
     );
-    let slow = forecast(&spec(""), 10.0, 0.005).unwrap();
+    let slow = forecast(&spec(""), 10.0, 0.005, None).unwrap();
     assert!(matches!(slow.end, ForecastEnd::Deadline { .. }), "{slow:?}");
     let warning = slow.warning(&spec("")).unwrap();
     assert!(
@@ -54,7 +54,7 @@ fn less_traffic_needs_the_same_requests_for_longer_and_warns_past_the_deadline()
     );
     let needed = slow.deadline_needed.unwrap();
     let generous = spec(&format!("  progressDeadlineSeconds: {}", needed / 1000));
-    let fixed = forecast(&generous, 10.0, 0.005).unwrap();
+    let fixed = forecast(&generous, 10.0, 0.005, None).unwrap();
     assert_eq!(
         fixed.end,
         ForecastEnd::Promoted {
@@ -62,4 +62,40 @@ fn less_traffic_needs_the_same_requests_for_longer_and_warns_past_the_deadline()
         }
     );
     assert_eq!(fixed.warning(&generous), None);
+}
+
+#[test]
+fn latency_is_forecast_from_a_given_shape_and_otherwise_named_as_not_forecast() {
+    let with_latency = spec("      - name: request-duration\n        thresholdRange: {max: 500}");
+    let blind = forecast(&with_latency, 100.0, 0.005, None).unwrap();
+    assert_eq!(blind.not_forecast, ["request-duration"]);
+    // The same as a spec without the latency metric.
+    let errors_only = forecast(&spec(""), 100.0, 0.005, None).unwrap();
+    assert_eq!(blind.steps, errors_only.steps);
+    // A p99 of 80ms: the latency test needs more canary requests than the error rate's alone.
+    let shape = log_normal_latency(20.0, 80.0).unwrap();
+    let seen = forecast(&with_latency, 100.0, 0.005, Some(&shape)).unwrap();
+    assert!(seen.not_forecast.is_empty(), "{seen:?}");
+    assert!(
+        seen.unbounded.unwrap() > blind.unbounded.unwrap(),
+        "{seen:?} {blind:?}"
+    );
+    // A histogram without observations is no shape.
+    let empty = Histogram {
+        bounds: shape.bounds.clone(),
+        cumulative: vec![0.0; shape.bounds.len()],
+    };
+    assert_eq!(forecast(&with_latency, 100.0, 0.005, Some(&empty)), None);
+}
+
+#[test]
+fn a_log_normal_latency_has_its_median_and_p99_where_given() {
+    let h = log_normal_latency(20.0, 80.0).unwrap();
+    let at = |bound: f64| h.cumulative[h.bounds.iter().position(|b| *b == bound).unwrap()];
+    // z = ln(25/20) / sigma with sigma = ln 4 / 2.326: 64.6% at or below 25ms.
+    assert!((at(25.0) - 0.646).abs() < 0.001, "{h:?}");
+    assert!(at(50.0) < 0.99 && at(100.0) > 0.99, "{h:?}");
+    assert_eq!(*h.cumulative.last().unwrap(), 1.0);
+    assert_eq!(log_normal_latency(80.0, 20.0), None);
+    assert_eq!(log_normal_latency(0.0, 20.0), None);
 }
