@@ -25,7 +25,10 @@
 //!   by the margin: its share of requests above `t` below the share of the primary's above
 //!   `t / (1 + margin)`, which a primary made `1 + margin` times slower would have above `t`.
 //!   Each share gets the beta-binomial always-valid confidence sequence of the error-rate test
-//!   (at `beta / 2` each), over the current step's traffic. `t / (1 + margin)` usually lies
+//!   (at `beta / 2` each), over the traffic since the bound was fixed, pooled across steps
+//!   (the versions do not change between steps, only the canary's weight: the argument is the
+//!   error-rate test's, [`super::sequential`], "What accumulates"); each step still needs
+//!   `min_requests` canary observations of its own before it may advance. `t / (1 + margin)` usually lies
 //!   inside a bucket; the primary's count above it is read linearly within that bucket, as
 //!   `histogram_quantile` reads a quantile, which is the only approximation here (of the margin,
 //!   not of the rollback bound). Without enough evidence the step holds, as the error rate's
@@ -154,11 +157,14 @@ pub struct LatencyEvidence {
     baseline_canary: Vec<f64>,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     baseline_primary: Vec<f64>,
-    /// Per-bucket counts used as evidence in this step.
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    step_canary: Vec<f64>,
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    step_primary: Vec<f64>,
+    /// Per-bucket counts used as evidence since the bound was fixed, pooled across steps.
+    #[serde(default, skip_serializing_if = "Vec::is_empty", alias = "stepCanary")]
+    pooled_canary: Vec<f64>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty", alias = "stepPrimary")]
+    pooled_primary: Vec<f64>,
+    /// Canary observations used as evidence in this step.
+    #[serde(default)]
+    step_canary_observations: f64,
 }
 
 /// JSON has no infinity: bounds are written with `+Inf` as `null`.
@@ -179,13 +185,13 @@ mod bounds_json {
 }
 
 impl LatencyEvidence {
-    /// The canary's weight changed: the NoWorse bounds start again from the new step's traffic,
-    /// and readings are cumulative from zero again. The bound and the High evidence carry on.
+    /// The canary's weight changed: readings are cumulative from zero again, and the step needs
+    /// `min_requests` canary observations of its own. The bound, the High evidence and the
+    /// pooled NoWorse counts carry on.
     pub fn begin_step(&mut self) {
         self.baseline_canary.clear();
         self.baseline_primary.clear();
-        self.step_canary.clear();
-        self.step_primary.clear();
+        self.step_canary_observations = 0.0;
     }
 
     /// Evidence that the canary is slow more often than primary, over the rollout.
@@ -261,8 +267,8 @@ impl LatencyEvidence {
         for v in [
             &mut self.baseline_canary,
             &mut self.baseline_primary,
-            &mut self.step_canary,
-            &mut self.step_primary,
+            &mut self.pooled_canary,
+            &mut self.pooled_primary,
         ] {
             v.resize(n, 0.0);
         }
@@ -330,17 +336,18 @@ impl LatencyEvidence {
             side(&inc_canary, t),
             side(&inc_primary, t),
         );
-        add(&mut self.step_canary, &inc_canary);
-        add(&mut self.step_primary, &inc_primary);
+        add(&mut self.pooled_canary, &inc_canary);
+        add(&mut self.pooled_primary, &inc_primary);
+        self.step_canary_observations += look_canary;
         out.e_value = self.e_value();
         let high_at = 1.0 / config.alpha;
-        let step_canary = side(&self.step_canary, t);
-        let step_primary = side(&self.step_primary, t);
+        let pooled_canary = side(&self.pooled_canary, t);
+        let pooled_primary = side(&self.pooled_primary, t);
         let evidence = format!(
-            "slower than {}: canary {} vs primary {} in this step, e-value {} (high at {})",
+            "slower than {}: canary {} vs primary {} in the rollout, e-value {} (high at {})",
             number(t),
-            share(step_canary),
-            share(step_primary),
+            share(pooled_canary),
+            share(pooled_primary),
             number(out.e_value),
             number(high_at)
         );
@@ -350,11 +357,11 @@ impl LatencyEvidence {
             return out;
         }
         out.decision = LatencyDecision::Undecided;
-        if step_canary.requests < config.min_requests as f64 {
-            out.short_of_traffic = Some((step_canary.requests, config.min_requests));
+        if self.step_canary_observations < config.min_requests as f64 {
+            out.short_of_traffic = Some((self.step_canary_observations, config.min_requests));
             out.reason = format!(
                 "not enough traffic to judge latency: {} canary observations in this step, need {}; {evidence}",
-                number(step_canary.requests),
+                number(self.step_canary_observations),
                 config.min_requests
             );
             return out;
@@ -362,9 +369,9 @@ impl LatencyEvidence {
         let shifted = t / (1.0 + config.margin);
         let level = config.beta / 2.0;
         let canary_upper =
-            BetaBinomialSequence::with_prior(step_canary, prior(config.quantile)).upper(level);
+            BetaBinomialSequence::with_prior(pooled_canary, prior(config.quantile)).upper(level);
         let primary_lower = BetaBinomialSequence::with_prior(
-            side(&self.step_primary, shifted),
+            side(&self.pooled_primary, shifted),
             prior(config.quantile),
         )
         .lower(level);

@@ -408,3 +408,38 @@ fn identical_versions_with_enough_traffic_advance() {
         "advanced {advanced} of {rollouts}"
     );
 }
+
+#[test]
+fn identical_versions_are_flagged_high_within_alpha_while_the_canarys_weight_changes() {
+    // Steps at 10% to 50% of `total` observations a look, 8 looks each, the NoWorse counts
+    // pooled across steps: the High side's per-look factors keep the rollout within alpha.
+    let weighted_high = |rng: &mut Pcg64Mcg, c: &LatencyTestConfig, bounds: &[f64], s: Source| {
+        let mut evidence = LatencyEvidence::default();
+        let total = 400;
+        [10, 20, 30, 40, 50].into_iter().any(|weight| {
+            evidence.begin_step();
+            let (mut cc, mut pc) = (vec![0.0; bounds.len()], vec![0.0; bounds.len()]);
+            (0..8).any(|_| {
+                s.observe(rng, bounds, &mut cc, total * weight / 100);
+                s.observe(rng, bounds, &mut pc, total - total * weight / 100);
+                let j = evidence.observe(c, &histogram(bounds, &cc), &histogram(bounds, &pc));
+                j.decision == LatencyDecision::High
+            })
+        })
+    };
+    let cases: [(f64, &[f64], Source); 2] = [
+        (0.99, &ISTIO, Source::lognormal(20.0, 0.6)),
+        (0.5, &COARSE, Source::lognormal(30.0, 0.15)),
+    ];
+    for (i, (q, bounds, source)) in cases.into_iter().enumerate() {
+        let c = config(q, 0.05);
+        let mut rng = Pcg64Mcg::seed_from_u64(300 + i as u64);
+        let rollouts = 600;
+        let highs = (0..rollouts)
+            .filter(|_| weighted_high(&mut rng, &c, bounds, source))
+            .count();
+        let rate = highs as f64 / rollouts as f64;
+        let bound = 0.05 + 3.0 * (0.05 * 0.95 / rollouts as f64).sqrt();
+        assert!(rate <= bound, "case {i}: false High in {rate} > {bound}");
+    }
+}

@@ -259,7 +259,7 @@ fn counts_seen_under_invalid_settings_are_judged_once_the_settings_are_fixed() {
 }
 
 #[test]
-fn rollback_evidence_carries_across_steps_but_no_worse_starts_again() {
+fn rollback_evidence_and_pooled_counts_carry_across_steps_but_min_requests_is_per_step() {
     let mut evidence = ErrorRateEvidence::default();
     evidence.observe(&config(), counts(2000.0, 10.0), counts(18000.0, 90.0));
     let e = evidence.e_value();

@@ -1,0 +1,144 @@
+//! Simulated rollouts whose canary weight changes every step (10% to 50%): the guarantees of
+//! the module hold across weight changes, with the NoWorse bounds pooled over the rollout.
+
+use super::*;
+use rand::{RngExt, SeedableRng};
+use rand_pcg::Pcg64Mcg;
+
+/// Failures among `n` requests failing with probability `p` each: exact, by geometric gaps
+/// between failures (cheap at the small rates simulated here).
+fn binomial(rng: &mut Pcg64Mcg, n: u64, p: f64) -> u64 {
+    let log_q = (1.0 - p).ln();
+    let (mut failures, mut at) = (0, 0u64);
+    loop {
+        let u = 1.0 - rng.random::<f64>();
+        at += (u.ln() / log_q).floor() as u64 + 1;
+        if at > n {
+            return failures;
+        }
+        failures += 1;
+    }
+}
+
+/// Counts of one rollout's looks: 5 steps at weights 10..50% of `per_look` requests, `looks`
+/// looks each, readings cumulative since the step began. Stops at the first decision `stop`
+/// picks and returns it.
+fn rollout(
+    seed: u64,
+    config: &ErrorRateConfig,
+    (p_canary, p_primary): (f64, f64),
+    per_look: u64,
+    looks: usize,
+    stop: impl Fn(Decision) -> bool,
+) -> Option<Decision> {
+    let mut rng = Pcg64Mcg::seed_from_u64(seed);
+    let mut evidence = ErrorRateEvidence::default();
+    for weight in [10, 20, 30, 40, 50] {
+        evidence.begin_step();
+        let (mut canary, mut primary) = (Counts::default(), Counts::default());
+        for _ in 0..looks {
+            let c = per_look * weight / 100;
+            let p = per_look - c;
+            canary.requests += c as f64;
+            canary.failures += binomial(&mut rng, c, p_canary) as f64;
+            primary.requests += p as f64;
+            primary.failures += binomial(&mut rng, p, p_primary) as f64;
+            let j = evidence.observe(config, canary, primary);
+            if stop(j.decision) {
+                return Some(j.decision);
+            }
+        }
+    }
+    None
+}
+
+/// `level` plus three standard errors of a share measured over `runs`.
+fn within(level: f64, runs: usize) -> f64 {
+    level + 3.0 * (level * (1.0 - level) / runs as f64).sqrt()
+}
+
+#[test]
+fn identical_versions_roll_back_within_alpha_over_a_rollout_of_changing_weights() {
+    // alpha 5%, large enough to measure in 1,000 rollouts; 5% errors on both sides so that
+    // failures are plentiful at every weight.
+    let config = ErrorRateConfig {
+        beta: 0.05,
+        ..ErrorRateConfig::new(0.05, RateMargin::Absolute(1.0), 100)
+    };
+    let runs = 1_000;
+    let rolled_back = (0..runs)
+        .filter(|&seed| {
+            rollout(seed as u64, &config, (0.05, 0.05), 400, 8, |d| {
+                d == Decision::Regressed
+            })
+            .is_some()
+        })
+        .count();
+    let rate = rolled_back as f64 / runs as f64;
+    assert!(
+        rate <= within(0.05, runs),
+        "false rollbacks in {rate} of rollouts"
+    );
+}
+
+#[test]
+fn a_canary_worse_by_the_margin_is_advanced_past_any_step_within_beta_with_pooled_bounds() {
+    // The canary fails 1 point more often than primary, exactly the margin; beta 5%. A step
+    // advances on NoWorse at any look of any step: the pooled bounds must keep the chance of
+    // any such advance over the rollout within beta. The rollback side, at a tiny alpha, stays
+    // out of the way.
+    let config = ErrorRateConfig {
+        beta: 0.05,
+        ..ErrorRateConfig::new(1e-9, RateMargin::Absolute(1.0), 100)
+    };
+    let runs = 1_000;
+    let advanced = (0..runs)
+        .filter(|&seed| {
+            rollout(seed as u64, &config, (0.02, 0.01), 2_000, 8, |d| {
+                d == Decision::NoWorse
+            })
+            .is_some()
+        })
+        .count();
+    let rate = advanced as f64 / runs as f64;
+    assert!(rate <= within(0.05, runs), "advanced in {rate} of rollouts");
+}
+
+#[test]
+fn a_healthy_canary_advances_on_the_evidence_of_earlier_steps() {
+    // 0.5% on both sides: the first step gathers the evidence; later steps need only their
+    // own min_requests and a look with canary traffic.
+    let mut evidence = ErrorRateEvidence::default();
+    let config = ErrorRateConfig::default();
+    let j = evidence.observe(
+        &config,
+        Counts {
+            requests: 4_000.0,
+            failures: 20.0,
+        },
+        Counts {
+            requests: 36_000.0,
+            failures: 180.0,
+        },
+    );
+    assert_eq!(j.decision, Decision::NoWorse, "{}", j.reason);
+    evidence.begin_step();
+    let look = |evidence: &mut ErrorRateEvidence, canary: f64| {
+        evidence.observe(
+            &config,
+            Counts {
+                requests: canary,
+                failures: 0.0,
+            },
+            Counts {
+                requests: 4.0 * canary,
+                failures: 0.0,
+            },
+        )
+    };
+    let j = look(&mut evidence, 50.0);
+    assert!(j.is_short_of_traffic(), "{}", j.reason);
+    let j = look(&mut evidence, 150.0);
+    assert_eq!(j.decision, Decision::NoWorse, "{}", j.reason);
+    assert!(j.reason.contains("over the rollout"), "{}", j.reason);
+}
