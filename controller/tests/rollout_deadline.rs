@@ -1,5 +1,6 @@
-//! An undecided rollout at its progress deadline: rolled back, never promoted, saying whether
-//! the metrics could not be read or the traffic was too little, and what would let it decide.
+//! An undecided rollout at its progress deadline: never promoted without its metrics; with
+//! them readable, it falls back to the metrics' thresholds over the rollout's traffic (what
+//! Flagger would check) and says so, with the deadline that would let the judge decide.
 
 mod support;
 
@@ -16,6 +17,11 @@ fn statistical() -> Driver {
 
 /// Counts since the step began at `rps`, both sides failing 0.5% of requests.
 fn reading(d: &Driver, rps: f64) -> MetricReading {
+    reading_failing(d, rps, 0.005)
+}
+
+/// Counts since the step began at `rps`, both sides failing `rate` of requests.
+fn reading_failing(d: &Driver, rps: f64, rate: f64) -> MetricReading {
     let since = wants(&d.state, &d.spec, d.now)
         .since
         .unwrap_or(d.state.step_since);
@@ -23,7 +29,7 @@ fn reading(d: &Driver, rps: f64) -> MetricReading {
     let share = f64::from(d.state.canary_weight) / 100.0;
     let side = |n: f64| Counts {
         requests: n.floor(),
-        failures: (n * 0.005).floor(),
+        failures: (n * rate).floor(),
     };
     MetricReading::Counts {
         canary: side(rps * share * seconds),
@@ -71,23 +77,61 @@ fn a_metrics_provider_that_fails_never_promotes_and_the_rollback_says_so() {
     );
 }
 
-#[test]
-fn too_little_traffic_at_the_deadline_names_the_deadline_that_would_let_it_decide() {
+/// Drives a rollout at `rps` with both sides failing `rate` of requests until it ends; the
+/// analysis reasons of every tick.
+fn drive(rps: f64, rate: f64) -> (Driver, Vec<String>) {
+    let mut reasons = Vec::new();
     let mut d = statistical();
     d.deploy("v2");
-    for _ in 0..200 {
+    for _ in 0..400 {
         if matches!(d.state.phase, Phase::Succeeded | Phase::Failed) {
             break;
         }
-        d.reading = Some(reading(&d, 10.0));
+        d.reading = Some(reading_failing(&d, rps, rate));
         d.tick();
+        reasons.extend(d.state.analysis.iter().map(|r| r.reason.clone()));
+        // The first step holds for the deadline (10m) before anything but thresholds decides.
+        if d.now < 10 * 60_000 {
+            assert!(d.state.canary_weight <= 10, "advanced at {}ms", d.now);
+        }
     }
+    (d, reasons)
+}
+
+#[test]
+fn too_little_traffic_at_the_deadline_falls_back_to_the_thresholds_and_says_so() {
+    let (d, reasons) = drive(10.0, 0.005);
+    assert_eq!(d.state.phase, Phase::Succeeded);
+    assert!(d.state.threshold_fallback);
+    let messages = d.messages();
+    let fallback = messages
+        .iter()
+        .find(|m| m.contains("falling back to the metrics' thresholds"))
+        .expect("the fallback is said");
+    assert!(fallback.contains("Progress deadline of 10m"), "{fallback}");
+    assert!(
+        fallback.contains("at the 10 requests/s seen, spec.progressDeadlineSeconds of at least"),
+        "{fallback}"
+    );
+    // Steps were judged by the threshold over the rollout's traffic.
+    assert!(
+        reasons
+            .iter()
+            .any(|r| r.contains("within [99%, ∞)")
+                && r.contains("threshold over the rollout's traffic")),
+        "{reasons:?}"
+    );
+}
+
+#[test]
+fn a_canary_outside_its_threshold_at_the_fallback_is_rolled_back_by_failed_checks() {
+    // Both sides fail 1.5%: no regression, but below the metric's 99% success threshold.
+    let (d, _) = drive(10.0, 0.015);
     assert_eq!(d.state.phase, Phase::Failed);
     let last = d.messages().last().unwrap().clone();
-    assert!(last.contains("progress deadline of 10m"), "{last}");
-    assert!(last.contains("not promoted without evidence"), "{last}");
+    assert!(last.contains("failed checks threshold reached"), "{last}");
     assert!(
-        last.contains("at the 10 requests/s seen, spec.progressDeadlineSeconds of at least"),
+        last.contains("threshold over the rollout's traffic"),
         "{last}"
     );
 }

@@ -63,7 +63,7 @@ fn a_deadline_too_short_for_the_rate_seen_gets_a_false_condition_and_one_warning
     let (d, warnings) = first_look(10.0);
     assert_eq!(warnings.len(), 1, "{warnings:?}");
     assert!(
-        warnings[0].starts_with("Forecast for app: at 10 requests/s the canary is expected to be rolled back for lack of traffic")
+        warnings[0].starts_with("Forecast for app: at 10 requests/s the statistical judge is not expected to decide at canary weight 10%")
             && warnings[0].contains("raise spec.progressDeadlineSeconds to at least"),
         "{}",
         warnings[0]

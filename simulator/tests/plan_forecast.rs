@@ -63,7 +63,7 @@ fn a_healthy_canary_at_the_forecast_rate_is_promoted_near_the_forecast_time() {
 }
 
 #[test]
-fn a_canary_forecast_to_reach_its_deadline_at_10_rps_does() {
+fn a_canary_forecast_to_reach_its_deadline_at_10_rps_falls_back_to_its_thresholds_there() {
     let scenario = benchmark("aa-10rps");
     let f = forecast(&scenario.variants[0].spec, 10.0, 0.005, Some(&latency()))
         .expect("statistical judge");
@@ -71,9 +71,9 @@ fn a_canary_forecast_to_reach_its_deadline_at_10_rps_does() {
         panic!("{f:?}")
     };
     for (outcome, taken, message) in runs(&scenario, 4) {
-        assert_eq!(outcome, Outcome::RolledBack, "after {taken}ms: {message}");
-        assert!(message.contains("progress deadline"), "{message}");
-        assert!(taken <= after + 60_000, "{taken} vs forecast {after}");
+        // Healthy, within its thresholds: promoted, but not before the deadline's fallback.
+        assert_eq!(outcome, Outcome::Promoted, "after {taken}ms: {message}");
+        assert!(taken + 60_000 >= after, "{taken} vs forecast {after}");
     }
 }
 
@@ -113,7 +113,7 @@ fn plan_with_a_rate_prints_each_steps_requests_and_warns_naming_the_deadline_set
     let (code, out) = plan("10");
     assert_eq!(code, 0, "{out}");
     assert!(
-        out.contains("expected to be rolled back for lack of traffic at canary weight 10%"),
+        out.contains("not expected to decide at canary weight 10% within the progress deadline"),
         "{out}"
     );
     assert!(

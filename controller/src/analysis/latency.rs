@@ -203,6 +203,15 @@ impl LatencyEvidence {
         }
     }
 
+    /// The canary's `q`-quantile over the observations pooled since the slow bound was fixed,
+    /// read as `histogram_quantile` reads it.
+    pub fn pooled_canary_quantile(&self, q: f64) -> Option<f64> {
+        if self.pooled_canary.iter().sum::<f64>() <= 0.0 {
+            return None;
+        }
+        Buckets::from_counts(&self.bounds, &self.pooled_canary).quantile(q)
+    }
+
     /// The slow bound, once fixed.
     pub fn slow_above(&self) -> Option<f64> {
         self.slow_above

@@ -79,6 +79,24 @@ impl Evidence {
         }
     }
 
+    /// What the canary has shown for `check` since the rollout began, pooled across steps, as
+    /// a reading for Flagger's threshold check: its request counts, or its latency at the
+    /// metric's quantile since the slow bound was fixed. `None` before any evidence.
+    pub fn pooled_reading(&self, check: &MetricCheck) -> Option<MetricReading> {
+        match check.kind {
+            MetricKind::RequestSuccessRate => {
+                let (canary, primary) = self.error_rate.get(&check.name)?.rollout_counts();
+                Some(MetricReading::Counts { canary, primary })
+            }
+            MetricKind::RequestDuration => {
+                let q = check.quantile.unwrap_or(DEFAULT_LATENCY_QUANTILE);
+                let value = self.latency.get(&check.name)?.pooled_canary_quantile(q)?;
+                Some(MetricReading::Value { value })
+            }
+            _ => None,
+        }
+    }
+
     /// Judges one metric on a reading taken over the current step.
     pub fn judge(
         &mut self,

@@ -15,6 +15,7 @@
 
 use super::Severity;
 use super::forecast::{ForecastEnd, forecast};
+use super::judging::Analysis;
 use super::state::ForecastStatus;
 use super::tick::Tick;
 use crate::analysis::{Histogram, MetricReading};
@@ -105,6 +106,61 @@ impl Tick<'_> {
             })
     }
 
+    /// "; at the N requests/s seen, spec.progressDeadlineSeconds of at least S would let it
+    /// decide", when the forecast at the rate seen says so.
+    fn deadline_advice(&self) -> String {
+        self.observed_rate()
+            .and_then(|(rps, errors)| {
+                Some((rps, forecast(self.spec, rps, errors, self.observed_latency())?))
+            })
+            .map(|(rps, f)| match (f.end, f.deadline_needed) {
+                (ForecastEnd::Deadline { .. }, Some(needed)) => format!(
+                    "; at the {} requests/s seen, spec.progressDeadlineSeconds of at least {} would let the statistical judge decide (`fledge-sim plan --rps`)",
+                    super::forecast::number(rps),
+                    needed / 1000
+                ),
+                _ => String::new(),
+            })
+            .unwrap_or_default()
+    }
+
+    /// The progress deadline of a step the judge still holds, its metrics readable: from now
+    /// on the metrics' thresholds judge what the comparison leaves undecided, over the
+    /// rollout's pooled evidence, once per interval (see `RolloutState::threshold_fallback`).
+    /// Said in a Warning Event; this step is judged so at once.
+    pub(super) fn fall_back_to_thresholds(
+        &mut self,
+        why: &str,
+        short_of_traffic: Option<(f64, u64)>,
+    ) {
+        self.s.threshold_fallback = true;
+        self.s.held_since = None;
+        let cause = match short_of_traffic {
+            Some((seen, need)) => format!(
+                "too little traffic to judge ({seen:.0} canary requests in this step, need {need})"
+            ),
+            None => format!("no decision ({why})"),
+        };
+        let advice = self.deadline_advice();
+        self.event(
+            Severity::Warning,
+            format!(
+                "Progress deadline of {} reached by {} with {cause}: falling back to the metrics' thresholds over the rollout's traffic, once per interval, as Flagger judges; a regression the statistical judge shows still rolls back at once{advice}",
+                self.spec.progress_deadline,
+                self.target()
+            ),
+        );
+        match self.analyse() {
+            Analysis::Passed => self.next_step(),
+            Analysis::Regressed(why) => self.rollback(format!("canary regressed: {why}")),
+            Analysis::Failed(why) => self.failed_check(why),
+            Analysis::Held {
+                why,
+                short_of_traffic,
+            } => self.rollback(self.deadline_reason(&why, short_of_traffic)),
+        }
+    }
+
     /// The reason of a rollback at the progress deadline of a step the judge still holds.
     pub(super) fn deadline_reason(
         &self,
@@ -117,20 +173,7 @@ impl Tick<'_> {
                 "no data to judge within the progress deadline of {deadline} ({failed}); a canary is never promoted without its metrics"
             );
         }
-        let advice = self
-            .observed_rate()
-            .and_then(|(rps, errors)| {
-                Some((rps, forecast(self.spec, rps, errors, self.observed_latency())?))
-            })
-            .map(|(rps, f)| match (f.end, f.deadline_needed) {
-                (ForecastEnd::Deadline { .. }, Some(needed)) => format!(
-                    "; at the {} requests/s seen, spec.progressDeadlineSeconds of at least {} would let it decide (`fledge-sim plan --rps`)",
-                    super::forecast::number(rps),
-                    needed / 1000
-                ),
-                _ => String::new(),
-            })
-            .unwrap_or_default();
+        let advice = self.deadline_advice();
         match short_of_traffic {
             Some((seen, need)) => format!(
                 "not enough traffic to judge: {seen:.0} requests, need {need}; held for the progress deadline of {deadline}; not promoted without evidence{advice}"

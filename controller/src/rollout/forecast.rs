@@ -49,7 +49,8 @@ pub struct StepForecast {
 pub enum ForecastEnd {
     /// Promoted and finalised after this long.
     Promoted { after: Millis },
-    /// Rolled back at the progress deadline after this long, holding for more traffic.
+    /// Still held at the progress deadline after this long: from then on the metrics'
+    /// thresholds judge what the comparison leaves undecided (`threshold_fallback`).
     Deadline { after: Millis },
     /// Still undecided at the forecast's horizon (a day).
     Undecided,
@@ -108,10 +109,10 @@ impl Forecast {
             None => "raise analysis.stepWeight (or maxWeight), or widen the metrics' margin".into(),
         };
         Some(format!(
-            "at {} requests/s the canary is expected to be rolled back for lack of traffic{step} after {}: the progress deadline ({}) is shorter than the step needs; {fix}",
+            "at {} requests/s the statistical judge is not expected to decide{step} within the progress deadline ({}): after {} the rollout falls back to the metrics' thresholds (Flagger's check, over the rollout's traffic); for the judge to decide, {fix}",
             number(self.rps),
-            Duration(after),
             spec.progress_deadline,
+            Duration(after),
         ))
     }
 }

@@ -56,6 +56,7 @@ impl Tick<'_> {
             ),
             Judge::Statistical { .. } => self.compare(|_| true),
         };
+        let (results, fell_back) = self.thresholds_where_undecided(results);
         self.s.analysis = results;
         if let Err(why) = self.hooks_pass(HookGate::Rollout) {
             return Analysis::Failed(why);
@@ -71,10 +72,12 @@ impl Tick<'_> {
             picked.join("; ")
         };
         let failed = |r: &MetricResult| r.verdict == Verdict::Fail;
+        // A comparison judged by its threshold (fallen back) fails as a threshold check does.
         let builtin = |name: &str| {
             spec.metrics
                 .iter()
                 .any(|m| m.name == name && m.kind.is_builtin())
+                && !fell_back.iter().any(|f| f == name)
         };
         match spec.judge {
             Judge::Threshold => {
@@ -106,6 +109,42 @@ impl Tick<'_> {
                 }
             }
         }
+    }
+
+    /// Fallen back to thresholds: each comparison the judge leaves undecided is checked against
+    /// its metric's threshold range over the evidence pooled since the rollout began (Flagger's
+    /// check on more traffic than one interval's). Returns the results and the metrics so
+    /// judged. A metric without data stays undecided: no threshold passes without a value.
+    fn thresholds_where_undecided(
+        &self,
+        mut results: Vec<MetricResult>,
+    ) -> (Vec<MetricResult>, Vec<String>) {
+        let mut fell_back = Vec::new();
+        if !self.s.threshold_fallback {
+            return (results, fell_back);
+        }
+        for r in results
+            .iter_mut()
+            .filter(|r| r.verdict == Verdict::Undecided)
+        {
+            let Some(m) = self.spec.metrics.iter().find(|m| m.name == r.name) else {
+                continue;
+            };
+            let pooled = self.s.evidence.pooled_reading(m);
+            let checked = check_threshold(m, pooled.as_ref(), &self.spec.target);
+            if checked.verdict == Verdict::NoData {
+                continue;
+            }
+            *r = MetricResult {
+                reason: format!(
+                    "{} (threshold over the rollout's traffic; the statistical judge: {})",
+                    checked.reason, r.reason
+                ),
+                ..checked
+            };
+            fell_back.push(m.name.clone());
+        }
+        (results, fell_back)
     }
 
     /// The statistical judge on the metrics `include` picks: their results, and whether a hold is

@@ -98,9 +98,11 @@ pub(super) fn look_due(state: &RolloutState, spec: &RolloutSpec, now: Millis) ->
 /// the statistical judge with a `minStepDuration` (canary strategy only), the step has lasted
 /// at least that long, and a look is due. Otherwise a step lasts `interval`.
 pub(super) fn early_end_due(state: &RolloutState, spec: &RolloutSpec, now: Millis) -> bool {
-    spec.min_step.is_some_and(|floor| {
-        now.saturating_sub(state.step_since) >= floor.millis() && look_due(state, spec, now)
-    })
+    // Fallen back to thresholds: a step lasts `interval`, as under Flagger's judge.
+    !state.threshold_fallback
+        && spec.min_step.is_some_and(|floor| {
+            now.saturating_sub(state.step_since) >= floor.millis() && look_due(state, spec, now)
+        })
 }
 
 pub(super) fn step_due(state: &RolloutState, spec: &RolloutSpec, now: Millis) -> bool {

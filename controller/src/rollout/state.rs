@@ -108,6 +108,12 @@ pub struct RolloutState {
     /// Since when the statistical judge has held the current step undecided.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub held_since: Option<Millis>,
+    /// The statistical judge reached the progress deadline without a decision, its metrics
+    /// readable: from then on each step is judged once per interval by the metrics' own
+    /// thresholds over the evidence pooled since the rollout began, as Flagger would judge it
+    /// (a regression the judge shows still rolls back at once).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub threshold_fallback: bool,
     /// The statistical judge's evidence.
     #[serde(default, skip_serializing_if = "Evidence::is_empty")]
     pub evidence: Evidence,

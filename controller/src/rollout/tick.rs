@@ -146,6 +146,7 @@ impl Tick<'_> {
         self.s.pre_rollout_done = false;
         self.s.analysis.clear();
         self.s.evidence = Evidence::default();
+        self.s.threshold_fallback = false;
         self.s.forecast =
             matches!(self.spec.judge, Judge::Statistical { .. }).then_some(ForecastStatus::Unknown);
         self.new_step();
@@ -290,6 +291,9 @@ impl Tick<'_> {
             } => {
                 let since = *self.s.held_since.get_or_insert(self.now);
                 if self.now.saturating_sub(since) >= self.spec.progress_deadline.millis() {
+                    if self.metrics_unavailable().is_none() && !self.s.threshold_fallback {
+                        return self.fall_back_to_thresholds(&why, short_of_traffic);
+                    }
                     return self.rollback(self.deadline_reason(&why, short_of_traffic));
                 }
                 self.s.message = match self.metrics_unavailable() {
@@ -322,7 +326,7 @@ impl Tick<'_> {
     }
 
     /// The analysis passed: the strategy's next step.
-    fn next_step(&mut self) {
+    pub(super) fn next_step(&mut self) {
         match self.spec.strategy.clone() {
             Strategy::Canary { .. } => self.canary_step(),
             Strategy::BlueGreen { iterations, mirror } => self.blue_green_step(iterations, mirror),

@@ -373,11 +373,14 @@ fn forecast_text(
     let end = match f.end {
         ForecastEnd::Promoted { after } => format!("expected promotion after {}", Duration(after)),
         ForecastEnd::Deadline { after } => format!(
-            "expected rollback at the progress deadline ({}) after {}{}",
+            "expected to fall back to the metrics' thresholds at the progress deadline ({}) after {}{}",
             spec.progress_deadline,
             Duration(after),
             f.unbounded
-                .map(|u| format!("; promotion after {} with a longer one", Duration(u)))
+                .map(|u| format!(
+                    "; decided by the judge after {} with a longer one",
+                    Duration(u)
+                ))
                 .unwrap_or_default()
         ),
         ForecastEnd::Undecided => "no decision expected within a day".to_string(),
