@@ -162,6 +162,10 @@ pub struct LatencyEvidence {
     pooled_canary: Vec<f64>,
     #[serde(default, skip_serializing_if = "Vec::is_empty", alias = "stepPrimary")]
     pooled_primary: Vec<f64>,
+    /// Every canary observation of the rollout per bucket, also those before the bound was
+    /// fixed: the canary's latency as a threshold check reads it (see `threshold_fallback`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    canary_seen: Vec<f64>,
     /// Canary observations used as evidence in this step.
     #[serde(default)]
     step_canary_observations: f64,
@@ -203,13 +207,13 @@ impl LatencyEvidence {
         }
     }
 
-    /// The canary's `q`-quantile over the observations pooled since the slow bound was fixed,
-    /// read as `histogram_quantile` reads it.
+    /// The canary's `q`-quantile over all its observations in the rollout, read as
+    /// `histogram_quantile` reads it.
     pub fn pooled_canary_quantile(&self, q: f64) -> Option<f64> {
-        if self.pooled_canary.iter().sum::<f64>() <= 0.0 {
+        if self.canary_seen.iter().sum::<f64>() <= 0.0 {
             return None;
         }
-        Buckets::from_counts(&self.bounds, &self.pooled_canary).quantile(q)
+        Buckets::from_counts(&self.bounds, &self.canary_seen).quantile(q)
     }
 
     /// The slow bound, once fixed.
@@ -302,6 +306,8 @@ impl LatencyEvidence {
         };
         self.baseline_canary = canary.counts().to_vec();
         self.baseline_primary = primary.counts().to_vec();
+        self.canary_seen.resize(n, 0.0);
+        add(&mut self.canary_seen, &inc_canary);
 
         let Some(t) = self.slow_above else {
             self.primary_seen.resize(n, 0.0);

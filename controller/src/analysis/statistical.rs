@@ -81,7 +81,7 @@ impl Evidence {
 
     /// What the canary has shown for `check` since the rollout began, pooled across steps, as
     /// a reading for Flagger's threshold check: its request counts, or its latency at the
-    /// metric's quantile since the slow bound was fixed. `None` before any evidence.
+    /// metric's quantile. `None` before any evidence.
     pub fn pooled_reading(&self, check: &MetricCheck) -> Option<MetricReading> {
         match check.kind {
             MetricKind::RequestSuccessRate => {

@@ -1,17 +1,24 @@
 //! Time and the statistical judge: the forecast of a rollout at the traffic rate its first look
-//! sees (a Warning Event when the progress deadline is expected to roll a healthy canary back),
-//! and what an undecided rollout does at its progress deadline, and what it says.
+//! sees (a Warning Event when the progress deadline is expected to come first), and what an
+//! undecided rollout does at its progress deadline, and what it says.
 //!
-//! It rolls back: Fledge never promotes without evidence. Measured with `fledge-sim compare`
-//! (200 seeds, Flagger's pacing, 10m deadline): promoting instead would have promoted every A/A
-//! run at 1 and 10 requests/s (100% of them reach the deadline) but also every regression that
-//! only the deadline stops: 94.5% of 2x error regressions at 10 requests/s, 3.5% at 100, and
-//! 1% of 1.3x regressions at 100. A false rollback costs a retry with a longer deadline; a
-//! promoted regression costs users. The rollback says
-//! which of three holds it was, because each has its own remedy: the metrics could not be read
-//! (a metrics provider failure: fix it; never a reason to promote), too little traffic (a longer
-//! deadline, from the rate observed: what `fledge-sim plan --rps` forecasts), or traffic enough
-//! but no decision (the canary is in the judge's indifference zone).
+//! - Metrics that could not be read (the metrics provider failed): rolled back, never promoted.
+//! - Metrics readable but too little evidence to decide (too little traffic, or a canary in the
+//!   judge's indifference zone): the rollout falls back to the metrics' own thresholds, what
+//!   Flagger would have checked, over the evidence pooled since the rollout began, once per
+//!   interval, failed checks counted against `threshold`; a regression the judge shows still
+//!   rolls back at once. A Warning Event says so, with the deadline that would let the judge
+//!   decide at the rate seen.
+//!
+//! Measured with `fledge-sim compare` (1,000 seeds, Flagger's pacing, 10m deadline, A/A at
+//! 0.5% errors): rolling back at the deadline rolled back 99.5% of A/A rollouts at 10
+//! requests/s and all at 1; promoting there instead would ship every regression only the
+//! deadline stops (94.5% of 2x error regressions at 10 requests/s). The fallback rolls back
+//! 2.1% of A/A rollouts at 10 requests/s (0.5 points on the judge's evidence, 1.6 on the
+//! thresholds: the pooled rate stays above a 99% threshold for several checks once it is there)
+//! and still catches 92.9% of 2x regressions at 100 requests/s on evidence, none at the
+//! deadline. Checking the thresholds over the current step's traffic instead (Flagger's own
+//! window) rolled back 6.6% at 10 requests/s and 43% at 1.
 
 use super::Severity;
 use super::forecast::{ForecastEnd, forecast};

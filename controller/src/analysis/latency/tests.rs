@@ -443,3 +443,30 @@ fn identical_versions_are_flagged_high_within_alpha_while_the_canarys_weight_cha
         assert!(rate <= bound, "case {i}: false High in {rate} > {bound}");
     }
 }
+
+#[test]
+fn the_canarys_pooled_quantile_counts_every_observation_of_the_rollout() {
+    let c = config(0.99, 0.01);
+    let mut e = LatencyEvidence::default();
+    let mut counts = [0.0; 12];
+    counts[2] = 10.0;
+    let h = histogram(&ISTIO, &counts);
+    // Ten primary observations: the slow bound (1,000 needed) is not fixed yet.
+    e.observe(&c, &h, &h);
+    assert_eq!(e.slow_above(), None);
+    let q = e
+        .pooled_canary_quantile(0.99)
+        .expect("ten canary observations");
+    assert!(q > 10.0 && q <= 25.0, "{q}");
+    // A new step's readings start again from zero; the canary's earlier ones still count.
+    e.begin_step();
+    counts[2] = 0.0;
+    counts[4] = 990.0;
+    e.observe(&c, &histogram(&ISTIO, &counts), &histogram(&ISTIO, &counts));
+    let q = e.pooled_canary_quantile(0.5).unwrap();
+    assert!(q > 50.0 && q <= 100.0, "{q}");
+    assert_eq!(
+        LatencyEvidence::default().pooled_canary_quantile(0.99),
+        None
+    );
+}
