@@ -94,12 +94,19 @@ fn compare_prints_the_same_figures_on_one_thread_as_on_four() {
 }
 
 #[test]
-fn a_rollback_for_lack_of_traffic_counts_at_the_deadline_not_as_evidence() {
+fn at_1_rps_nothing_is_rolled_back_at_the_deadline_the_judge_falls_back_to_thresholds() {
     // At 1 rps the statistical judge never sees enough canary requests and holds until the
-    // progress deadline.
+    // progress deadline (10m), then falls back to the metrics' thresholds: every run is
+    // decided after the deadline, none by it.
     let v = compare_json(&[&benchmark("aa-1rps"), "--seeds", "12", "--json"]);
-    assert_eq!(rate(&v, "scenario", "deadline"), 1.0, "{v}");
-    assert_eq!(rate(&v, "scenario", "rolled_back"), 0.0, "{v}");
+    assert_eq!(rate(&v, "scenario", "deadline"), 0.0, "{v}");
+    assert_eq!(rate(&v, "scenario", "undecided"), 0.0, "{v}");
+    assert!(rate(&v, "scenario", "median_decision_s") > 600.0, "{v}");
+    assert_eq!(
+        rate(&v, "scenario", "rolled_back"),
+        rate(&v, "scenario", "rolled_back_all"),
+        "{v}"
+    );
 }
 
 #[test]

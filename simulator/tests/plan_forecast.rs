@@ -3,6 +3,8 @@
 
 use std::path::Path;
 
+mod support;
+
 use fledge_controller::analysis::Histogram;
 use fledge_controller::rollout::{ForecastEnd, forecast, log_normal_latency};
 use fledge_simulator::harness;
@@ -91,7 +93,8 @@ fn plan_with(args: &[&str], metrics: &str) -> (i32, String) {
         metrics.len()
     ));
     std::fs::write(&path, format!("{canary}{metrics}")).unwrap();
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_fledge-sim"))
+    // This build's binary, not the shared path another checkout's build may have replaced.
+    let out = std::process::Command::new(support::sim_binary())
         .arg("plan")
         .arg(&path)
         .args(args)
