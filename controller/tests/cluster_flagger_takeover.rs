@@ -357,7 +357,6 @@ async fn assert_taken_over_with_no_rollout(c: &FakeCluster) {
 // appendPrimarySuffixToValuesIfNeeded). `same_template` does not undo that, so such a target
 // (common in production) is rolled out at take-over though Flagger would start nothing.
 #[tokio::test]
-#[ignore = "finding 2"]
 async fn a_primary_with_flaggers_primary_topology_and_anti_affinity_selectors_needs_no_rollout() {
     let c = flagger_cluster(
         "Succeeded",
@@ -409,7 +408,6 @@ async fn a_target_with_flux_pod_labels_flagger_left_out_of_the_primary_needs_no_
 // Flagger's primary (traffic to the primary is lost) and applies a primary with another
 // selector (immutable: the API server refuses it at the first promotion).
 #[tokio::test]
-#[ignore = "finding 1"]
 async fn flaggers_single_label_selectors_are_kept_for_a_target_selecting_on_two_labels() {
     let c = flagger_cluster(
         "Succeeded",

@@ -21,6 +21,7 @@ pub mod lease;
 pub mod providers;
 pub mod reconciler;
 pub mod scaled_objects;
+pub mod selectors;
 pub mod status;
 pub mod telemetry;
 pub mod workloads;

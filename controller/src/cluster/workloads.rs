@@ -17,6 +17,7 @@ use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString as K8sIntOrString;
 use kube::Client;
 use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams};
 
+pub use super::selectors::{Selectors, primary_pod_spec, rewritten_keys, selectors};
 use super::{Error, FIELD_MANAGER, Result};
 use crate::rollout::{PodState, Readiness};
 use crate::routes::service_names;
@@ -220,14 +221,6 @@ pub fn pods_of_template(pods: Vec<Pod>, hash: &str) -> Vec<Pod> {
         .collect()
 }
 
-/// The selector labels of the primary: every value `v` becomes `v-primary`.
-pub fn primary_labels(selector: &BTreeMap<String, String>) -> BTreeMap<String, String> {
-    selector
-        .iter()
-        .map(|(k, v)| (k.clone(), format!("{v}-primary")))
-        .collect()
-}
-
 fn owner(canary: &Canary) -> Vec<OwnerReference> {
     super::flagger::owner_reference(canary)
         .into_iter()
@@ -243,18 +236,22 @@ fn relabel(
     out
 }
 
-/// The primary Deployment: the target's spec with its selector and pod labels rewritten, owned
-/// by the Canary. `replicas` is the primary's own count (the target's when it is created).
+/// The primary Deployment: the target's spec with its selector, pod labels and pod spec
+/// rewritten ([`selectors`], [`primary_pod_spec`]), owned by the Canary. `live` is the primary
+/// as it is (its selector is kept); `replicas` is its own count (the target's when created).
 pub fn primary_deployment(
     canary: &Canary,
     target: &Deployment,
+    live: Option<&Deployment>,
     replicas: Option<i32>,
 ) -> Result<Deployment, WorkloadProblem> {
-    let selector = selector_labels(target)?;
-    let primary = primary_labels(&selector);
+    let selectors = selectors(target, live)?;
+    let pod_spec = primary_pod_spec(target, &rewritten_keys(&selectors));
+    let primary = selectors.primary;
     let name = primary_name(&canary.spec.target_ref.name);
     let mut spec = target.spec.clone().unwrap_or_default();
     spec.replicas = replicas;
+    spec.template.spec = pod_spec;
     spec.selector = LabelSelector {
         match_labels: Some(primary.clone()),
         match_expressions: None,
@@ -327,12 +324,12 @@ pub fn discovered_ports(canary: &Canary, target: &Deployment) -> BTreeMap<String
 /// Canary's port first and then the `discovered` ones.
 pub fn services(
     canary: &Canary,
-    selector: &BTreeMap<String, String>,
+    selectors: &Selectors,
     discovered: &BTreeMap<String, i32>,
 ) -> Vec<Service> {
     let svc = &canary.spec.service;
     let name = service_names(canary).apex;
-    let primary = primary_labels(selector);
+    let primary = &selectors.primary;
     let port = ServicePort {
         name: Some(svc.port_name.clone().unwrap_or_else(|| "http".into())),
         port: svc.port,
@@ -383,9 +380,13 @@ pub fn services(
             }
         };
     vec![
-        build(name.clone(), &primary, svc.apex.as_ref()),
-        build(format!("{name}-primary"), &primary, svc.primary.as_ref()),
-        build(format!("{name}-canary"), selector, svc.canary.as_ref()),
+        build(name.clone(), primary, svc.apex.as_ref()),
+        build(format!("{name}-primary"), primary, svc.primary.as_ref()),
+        build(
+            format!("{name}-canary"),
+            &selectors.canary,
+            svc.canary.as_ref(),
+        ),
     ]
 }
 
@@ -653,7 +654,7 @@ mod tests {
 
     #[test]
     fn the_primary_selects_its_own_pods_and_is_owned_by_the_canary() {
-        let p = primary_deployment(&canary(), &target("podinfo:1"), Some(2)).unwrap();
+        let p = primary_deployment(&canary(), &target("podinfo:1"), None, Some(2)).unwrap();
         let spec = p.spec.unwrap();
         let want = BTreeMap::from([("app".to_string(), "podinfo-primary".to_string())]);
         assert_eq!(spec.selector.match_labels, Some(want.clone()));
@@ -667,12 +668,81 @@ mod tests {
         assert_eq!(annotations.get("team").map(String::as_str), Some("a"));
     }
 
+    fn selecting(mut d: Deployment, labels: &[(&str, &str)]) -> Deployment {
+        let labels: BTreeMap<String, String> = labels
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        let spec = d.spec.as_mut().unwrap();
+        spec.selector.match_labels = Some(labels.clone());
+        spec.template.metadata.as_mut().unwrap().labels = Some(labels);
+        d
+    }
+
+    fn map(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
+        pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
+    }
+
+    #[test]
+    fn the_primary_selects_on_flaggers_one_label_and_copies_the_other_selector_labels() {
+        let t = selecting(target("podinfo:1"), &[("team", "a"), ("app", "podinfo")]);
+        let s = selectors(&t, None).unwrap();
+        assert_eq!(s.primary, map(&[("app", "podinfo-primary")]));
+        assert_eq!(s.canary, map(&[("app", "podinfo")]));
+        let p = primary_deployment(&canary(), &t, None, Some(2)).unwrap();
+        let spec = p.spec.unwrap();
+        assert_eq!(spec.selector.match_labels, Some(s.primary.clone()));
+        let labels = spec.template.metadata.unwrap().labels.unwrap();
+        assert_eq!(labels, map(&[("app", "podinfo-primary"), ("team", "a")]));
+        // `name` before `app.kubernetes.io/name`; none of Flagger's: every label suffixed.
+        let t2 = selecting(
+            target("podinfo:1"),
+            &[("app.kubernetes.io/name", "x"), ("name", "y")],
+        );
+        assert_eq!(
+            selectors(&t2, None).unwrap().primary,
+            map(&[("name", "y-primary")])
+        );
+        let t3 = selecting(target("podinfo:1"), &[("tier", "web"), ("role", "api")]);
+        assert_eq!(
+            selectors(&t3, None).unwrap().primary,
+            map(&[("role", "api-primary"), ("tier", "web-primary")])
+        );
+    }
+
+    #[test]
+    fn an_existing_primarys_selector_is_kept_as_found() {
+        let t = selecting(target("podinfo:1"), &[("app", "podinfo"), ("team", "a")]);
+        // An older Fledge suffixed every selector label; the selector is immutable.
+        let old = map(&[("app", "podinfo-primary"), ("team", "a-primary")]);
+        let live = selecting(
+            target("podinfo:0"),
+            &[("app", "podinfo-primary"), ("team", "a-primary")],
+        );
+        let s = selectors(&t, Some(&live)).unwrap();
+        assert_eq!(s.primary, old);
+        assert_eq!(s.canary, map(&[("app", "podinfo"), ("team", "a")]));
+        let p = primary_deployment(&canary(), &t, Some(&live), None).unwrap();
+        let spec = p.spec.unwrap();
+        assert_eq!(spec.selector.match_labels, Some(old.clone()));
+        assert_eq!(spec.template.metadata.unwrap().labels, Some(old));
+        // A selector on keys the target does not select on is not read back.
+        let foreign = selecting(target("podinfo:0"), &[("other", "x")]);
+        assert_eq!(
+            selectors(&t, Some(&foreign)).unwrap().primary,
+            map(&[("app", "podinfo-primary")])
+        );
+    }
+
     #[test]
     fn a_deployment_without_match_labels_is_reported_not_cloned() {
         let mut t = target("podinfo:1");
         t.spec.as_mut().unwrap().selector = LabelSelector::default();
         assert_eq!(
-            primary_deployment(&canary(), &t, None),
+            primary_deployment(&canary(), &t, None, None),
             Err(WorkloadProblem::NoSelector {
                 target: "podinfo".into()
             })
@@ -681,10 +751,10 @@ mod tests {
 
     #[test]
     fn the_apex_and_primary_services_select_the_primary_and_the_canary_service_the_target() {
-        let selector = selector_labels(&target("podinfo:1")).unwrap();
+        let selectors = selectors(&target("podinfo:1"), None).unwrap();
         let mut c = canary();
         c.spec.service.port = 9898;
-        let svcs = services(&c, &selector, &BTreeMap::new());
+        let svcs = services(&c, &selectors, &BTreeMap::new());
         let names: Vec<_> = svcs
             .iter()
             .map(|s| s.metadata.name.clone().unwrap())

@@ -73,17 +73,17 @@ impl Tick<'_> {
                 Ok(())
             }
             Action::SetRoutes {
-                primary,
+                primary: to_primary,
                 canary,
                 mirror,
                 matched,
             } => {
                 // Only onboarding ends in `Initialized`: the primary is ready, traffic moves.
                 if next.phase == Phase::Initialized {
-                    self.route_to_primary(target).await?;
+                    self.route_to_primary(target, primary).await?;
                 }
                 self.set_routes(Routes {
-                    primary,
+                    primary: to_primary,
                     canary,
                     mirror,
                     matched,
@@ -94,7 +94,7 @@ impl Tick<'_> {
                 let replicas = primary
                     .and_then(|p| p.spec.as_ref())
                     .and_then(|s| s.replicas);
-                self.apply_primary(target, replicas).await?;
+                self.apply_primary(target, primary, replicas).await?;
                 self.sync_autoscaler().await
             }
             Action::RunHooks { gate } => {
@@ -151,9 +151,9 @@ impl Tick<'_> {
                 .and_then(|s| s.replicas)
                 .filter(|r| *r > 0)
                 .or(Some(1));
-            self.apply_primary(target, replicas).await?;
+            self.apply_primary(target, None, replicas).await?;
         }
-        for svc in self.desired_services(target).into_iter().skip(1) {
+        for svc in self.desired_services(target, primary).into_iter().skip(1) {
             self.workloads.apply_service(&svc).await?;
         }
         self.sync_autoscaler().await
@@ -169,7 +169,7 @@ impl Tick<'_> {
         primary: Option<&'t Deployment>,
     ) -> Option<&'t PodTemplateSpec> {
         let own = primary.and_then(|p| p.spec.as_ref()).map(|s| &s.template);
-        let cloned = workloads::primary_deployment(self.canary, target, None)
+        let cloned = workloads::primary_deployment(self.canary, target, primary, None)
             .ok()
             .and_then(|d| d.spec)
             .map(|s| s.template);
@@ -182,9 +182,10 @@ impl Tick<'_> {
     pub(super) async fn apply_primary(
         &self,
         target: &Deployment,
+        live: Option<&Deployment>,
         replicas: Option<i32>,
     ) -> Result<()> {
-        match workloads::primary_deployment(self.canary, target, replicas) {
+        match workloads::primary_deployment(self.canary, target, live, replicas) {
             Ok(dep) => self.workloads.apply_deployment(&dep).await,
             // Checked before the core ran; a target edited since is caught on the next tick.
             Err(p) => {

@@ -27,11 +27,18 @@ pub(crate) use crate::router::ORIGINAL_SPEC;
 
 impl Tick<'_> {
     /// The Services the Canary wants: the apex, `-primary` and `-canary`, in that order.
-    pub(super) fn desired_services(&self, target: &Deployment) -> Vec<Service> {
+    /// `primary` is the primary as it is, whose selector they select.
+    pub(super) fn desired_services(
+        &self,
+        target: &Deployment,
+        primary: Option<&Deployment>,
+    ) -> Vec<Service> {
         // The selector was checked before anything is written.
-        let selector = workloads::selector_labels(target).unwrap_or_default();
+        let Ok(selectors) = workloads::selectors(target, primary) else {
+            return Vec::new();
+        };
         let discovered = workloads::discovered_ports(self.canary, target);
-        workloads::services(self.canary, &selector, &discovered)
+        workloads::services(self.canary, &selectors, &discovered)
     }
 
     /// The pod template last given to the primary, as recorded in the status.
@@ -100,7 +107,8 @@ impl Tick<'_> {
             Some(replicas) => replicas,
             None => self.canary_replicas(Some(target)).await?,
         };
-        let Ok(dep) = workloads::primary_deployment(self.canary, &source, Some(replicas)) else {
+        let Ok(dep) = workloads::primary_deployment(self.canary, &source, None, Some(replicas))
+        else {
             return Ok(Ok((None, None)));
         };
         self.workloads.apply_deployment(&dep).await?;
@@ -117,10 +125,15 @@ impl Tick<'_> {
     pub(super) async fn keep_services(
         &self,
         target: &Deployment,
+        primary: Option<&Deployment>,
         apex: bool,
     ) -> Result<Vec<String>> {
         let mut put_back = Vec::new();
-        for (i, desired) in self.desired_services(target).into_iter().enumerate() {
+        for (i, desired) in self
+            .desired_services(target, primary)
+            .into_iter()
+            .enumerate()
+        {
             if i > 0 || apex {
                 put_back.extend(self.keep_service(&desired, i == 0).await?);
             }
@@ -130,8 +143,12 @@ impl Tick<'_> {
 
     /// Onboarding, once the primary is ready: the apex Service selects it (created, or taken
     /// over from the user) and the routing objects exist, all traffic on the primary.
-    pub(super) async fn route_to_primary(&self, target: &Deployment) -> Result<()> {
-        if let Some(apex) = self.desired_services(target).first() {
+    pub(super) async fn route_to_primary(
+        &self,
+        target: &Deployment,
+        primary: Option<&Deployment>,
+    ) -> Result<()> {
+        if let Some(apex) = self.desired_services(target, primary).first() {
             // Its first creation or take-over: nothing to report.
             self.keep_service(apex, true).await?;
         }

@@ -221,13 +221,19 @@ pub(super) fn adopted_owners(
 }
 
 /// Whether the primary runs the target's pod template, as Flagger builds it: its selector
-/// labels' values with `-primary`, Flagger's `flagger-id` annotation added and Flux's
-/// labels and annotations left out.
+/// labels' values with `-primary` (in the pod labels, and in the spreading and anti-affinity
+/// selectors that name the target), Flagger's `flagger-id` annotation added and Flux's labels
+/// and annotations left out.
 pub(super) fn same_template(target: &Deployment, primary: &Deployment) -> bool {
     let template = |d: &Deployment| d.spec.as_ref().map(|s| s.template.clone());
     let (Some(mut t), Some(mut p)) = (template(target), template(primary)) else {
         return false;
     };
+    let Ok(selectors) = workloads::selectors(target, Some(primary)) else {
+        return false;
+    };
+    // The pod spec as Flagger gives it to the primary (spreading and anti-affinity selectors).
+    t.spec = workloads::primary_pod_spec(target, &workloads::rewritten_keys(&selectors));
     let target_labels = t
         .metadata
         .as_ref()

@@ -112,7 +112,10 @@ impl<'a> Tick<'a> {
             // core's first `SetRoutes` (see `carry_out`).
             let routed = state.phase != Phase::Initializing;
             let mut put_back: Vec<String> = recreated.into_iter().collect();
-            put_back.extend(self.keep_services(&target, routed).await?);
+            put_back.extend(
+                self.keep_services(&target, primary.as_ref(), routed)
+                    .await?,
+            );
             if !put_back.is_empty() {
                 return self.report(Problem::PutBack(put_back)).await;
             }
