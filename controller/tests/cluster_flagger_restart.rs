@@ -122,7 +122,6 @@ async fn a_flagger_canary_stopped_before_any_single_write_resumes_from_its_annot
 // out). Fledge, coming back, resumes from its old record (promoted podinfo:2) and rolls out
 // podinfo:1, which the primary runs already. The README says such a record is ignored.
 #[tokio::test]
-#[ignore = "finding 4"]
 async fn a_record_older_than_flaggers_rollouts_back_to_the_same_hash_is_not_resumed_from() {
     let c = cluster();
     let flaggers_primary_template = c.get(PRIMARY).unwrap()["spec"]["template"].clone();

@@ -444,3 +444,67 @@ async fn flaggers_single_label_selectors_are_kept_for_a_target_selecting_on_two_
     }
     assert_eq!(selectors(&c), before, "after a rollout: {:#?}", c.writes());
 }
+
+// Review r14a, finding 5: a Canary whose rollout Flagger has just ended may be followed by
+// another rollout if Flagger still runs (scaled down late). Fledge takes it over only once
+// Flagger's phase has held for three intervals, and leaves it alone while Flagger moves on.
+#[tokio::test]
+async fn a_canary_flagger_has_just_ended_is_taken_over_only_once_its_phase_has_held() {
+    let c = flagger_cluster(
+        "Succeeded",
+        0,
+        flagger_owner("flagger.app/v1beta1", FLAGGER_UID),
+    );
+    // Flagger ended its rollout just now (the fake clock reads 2023-11-14T22:13:20Z).
+    let set_status = |phase: &str, weight: i64, at: &str| {
+        let mut canary = c.get(FLAGGER_CANARY).unwrap();
+        canary["status"] = flagger_canary(phase, weight)["status"].clone();
+        canary["status"]["lastTransitionTime"] = json!(at);
+        c.put(FLAGGER_CANARY, canary);
+    };
+    set_status("Succeeded", 0, "2023-11-14T22:13:20Z");
+    let only_the_canary_written = |c: &FakeCluster| {
+        let writes = c.writes();
+        assert!(
+            writes
+                .iter()
+                .all(|w| w.starts_with("EVENT") || w.contains(FLAGGER_CANARY)),
+            "{writes:#?}"
+        );
+        assert!(
+            !events(c).iter().any(|e| e.contains("TakenOver")),
+            "{:#?}",
+            events(c)
+        );
+    };
+    reconcile_times(&c, 2).await;
+    only_the_canary_written(&c);
+    let pending = events(&c);
+    assert_eq!(pending.len(), 1, "said once: {pending:#?}");
+    assert!(
+        pending[0].contains("Warning TakeOverPending"),
+        "{pending:#?}"
+    );
+    // Flagger still runs and starts the next rollout: refused, as any rollout under way.
+    set_status("Progressing", 10, "2023-11-14T22:15:20Z");
+    reconcile_times(&c, 1).await;
+    only_the_canary_written(&c);
+    assert!(
+        events(&c)
+            .iter()
+            .any(|e| e.contains("Warning TakeOverRefused"))
+    );
+    // It ends that one (Flagger now scaled down): three intervals later, taken over.
+    set_status("Succeeded", 0, "2023-11-14T22:16:20Z");
+    reconcile_times(&c, 2).await;
+    only_the_canary_written(&c);
+    assert_eq!(c.flagger_status()["phase"], "Succeeded");
+    reconcile_times(&c, 2).await;
+    let taken = events(&c);
+    assert!(
+        taken.iter().any(|e| e.contains("Normal TakenOver")),
+        "{taken:#?}"
+    );
+    assert_eq!(c.get(TARGET).unwrap()["spec"]["replicas"], 0);
+    assert_eq!(c.routes(), Some(Routes::PRIMARY_ONLY));
+}

@@ -31,6 +31,12 @@ pub(super) enum Problem {
     MidRollout(String),
     /// MetricTemplates Fledge cannot query (one line each, naming the field and the value).
     UnsupportedMetricSource(Vec<String>),
+    /// A Flagger Canary whose phase changed less than a few intervals ago: Flagger may still run.
+    JustEnded {
+        phase: String,
+        ended: String,
+        until: String,
+    },
 }
 
 impl Problem {
@@ -46,6 +52,7 @@ impl Problem {
             Problem::PrimaryLost { .. } => "PrimaryTemplateUnknown",
             Problem::MidRollout(_) => "TakeOverRefused",
             Problem::UnsupportedMetricSource(_) => "UnsupportedMetricSource",
+            Problem::JustEnded { .. } => "TakeOverPending",
         }
     }
 
@@ -84,8 +91,18 @@ impl Problem {
             Problem::MidRollout(phase) => format!(
                 "Flagger's rollout of this Canary is under way (status.phase {phase}): Fledge \
                  takes it over only between rollouts, and changes nothing until then. Let \
-                 Flagger finish it (scale Flagger back up until the phase is Succeeded or \
-                 Failed, then down again); Fledge looks again at every reconcile"
+                 Flagger finish it with Fledge not reconciling Flagger's Canaries (run Fledge \
+                 without --flagger-canaries, scale Flagger up until the phase is Succeeded or \
+                 Failed, scale it down, then set the flag again)"
+            ),
+            Problem::JustEnded {
+                phase,
+                ended,
+                until,
+            } => format!(
+                "Flagger's status.phase became {phase} at {ended}: Fledge takes the Canary over \
+                 once it has stayed so for three intervals (at {until}), and changes nothing \
+                 until then, in case Flagger still runs; make sure Flagger is scaled down"
             ),
         }
     }

@@ -39,6 +39,11 @@ pub(super) const MID_ROLLOUT: &[&str] = &[
     "Terminating",
 ];
 
+/// How many of the Canary's intervals Flagger's last phase must have held before the Canary is
+/// taken over: a rollout Flagger has just ended may be followed by another one if Flagger still
+/// runs (scaled down late), and two controllers must never drive one Canary.
+const QUIET_INTERVALS: u64 = 3;
+
 /// The annotation Flagger gives the primary's pods (a random id, to restart them on promotion).
 const FLAGGER_ID: &str = "flagger-id";
 /// Annotations Flagger does not copy to the primary.
@@ -48,8 +53,11 @@ impl Tick<'_> {
     /// Takes a Flagger Canary over when it needs to be; `None` when the reconcile goes on as
     /// for any Canary (a Fledge Canary, one with Fledge's state, or one to onboard afresh).
     pub(super) async fn take_over(&self) -> Result<Option<Requeue>> {
+        if !flagger::is_flagger(self.canary) {
+            return Ok(None);
+        }
         let recorded = self.canary.status.as_ref().and_then(|s| s.state.as_ref());
-        if !flagger::is_flagger(self.canary) || recorded.is_some() {
+        if recorded.is_some() && !self.record_is_stale().await? {
             return Ok(None);
         }
         let status = self.canary.status.as_ref();
@@ -65,6 +73,21 @@ impl Tick<'_> {
         let Ok(spec) = validate(&self.canary.spec) else {
             return Ok(None);
         };
+        let ended = status
+            .and_then(|s| s.last_transition_time.as_deref())
+            .and_then(|t| chrono::DateTime::parse_from_rfc3339(t).ok())
+            .and_then(|t| u64::try_from(t.timestamp_millis()).ok());
+        let quiet = spec.interval.millis().saturating_mul(QUIET_INTERVALS);
+        if let Some(ended) = ended
+            && self.now < ended.saturating_add(quiet)
+        {
+            let problem = Problem::JustEnded {
+                phase: phase.to_string(),
+                ended: status::rfc3339(ended),
+                until: status::rfc3339(ended.saturating_add(quiet)),
+            };
+            return self.report(problem).await.map(Some);
+        }
         let Some(target) = self.workloads.deployment(&spec.target).await? else {
             return Ok(None);
         };
@@ -76,11 +99,7 @@ impl Tick<'_> {
             return Ok(None);
         }
         let adopted = self.adopt(&spec.target).await?;
-        let since = status
-            .and_then(|s| s.last_transition_time.as_deref())
-            .and_then(|t| chrono::DateTime::parse_from_rfc3339(t).ok())
-            .and_then(|t| u64::try_from(t.timestamp_millis()).ok())
-            .unwrap_or(self.now);
+        let since = ended.unwrap_or(self.now);
         let same = same_template(&target, &primary);
         let state = taken_over_state(phase, &target, &primary, same, since);
         let template: Option<&PodTemplateSpec> = if same {
@@ -101,6 +120,42 @@ impl Tick<'_> {
         info!(%message, "taken over");
         self.publish(EventType::Normal, "TakenOver", &message).await;
         Ok(Some(Requeue::requeue(self.ctx.config.poll)))
+    }
+
+    /// Whether Fledge's record on this Flagger Canary is older than the primary: between two of
+    /// Fledge's rollouts, the primary runs another pod template than the one recorded as given
+    /// to it, so Flagger, run meanwhile, has promoted since (its `lastAppliedSpec` may have come
+    /// back to the hash the record was made against: A, B, then A again). During a rollout the
+    /// primary may be ahead of the record (a promotion whose status write was cut off), and
+    /// the record stands.
+    async fn record_is_stale(&self) -> Result<bool> {
+        let Ok(Some(state)) = status::recorded_state(self.canary.status.as_ref()) else {
+            return Ok(false);
+        };
+        if !matches!(
+            state.phase,
+            Phase::Initialized | Phase::Succeeded | Phase::Failed
+        ) {
+            return Ok(false);
+        }
+        let Some(recorded) = self.primary_template() else {
+            return Ok(false);
+        };
+        let name = &self.canary.spec.target_ref.name;
+        let Some(mut source) = self.workloads.deployment(name).await? else {
+            return Ok(false);
+        };
+        let primary_name = workloads::primary_name(name);
+        let Some(primary) = self.workloads.deployment(&primary_name).await? else {
+            return Ok(false);
+        };
+        source.spec.get_or_insert_default().template = recorded.clone();
+        let stale = !same_template(&source, &primary);
+        if stale {
+            warn!(%primary_name, "the primary runs another template than Fledge recorded: \
+                  Flagger has promoted since; taking over as found");
+        }
+        Ok(stale)
     }
 
     /// Makes the Canary the controller of the objects Flagger created for it: an object whose
