@@ -508,3 +508,30 @@ async fn a_canary_flagger_has_just_ended_is_taken_over_only_once_its_phase_has_h
     assert_eq!(c.get(TARGET).unwrap()["spec"]["replicas"], 0);
     assert_eq!(c.routes(), Some(Routes::PRIMARY_ONLY));
 }
+
+// Flagger copies the ConfigMaps and Secrets the target's pods reference to `-primary` versions
+// and points the primary's pod spec at them (pkg/canary/config_tracker.go): a primary whose
+// references Flagger renamed so runs the target's template, and no rollout is due.
+#[tokio::test]
+async fn a_primary_on_flaggers_primary_config_copies_needs_no_rollout() {
+    let c = flagger_cluster(
+        "Succeeded",
+        0,
+        flagger_owner("flagger.app/v1beta1", FLAGGER_UID),
+    );
+    for name in ["podinfo-config", "podinfo-config-primary"] {
+        c.put(
+            &format!("/api/v1/namespaces/test/configmaps/{name}"),
+            json!({"apiVersion": "v1", "kind": "ConfigMap",
+                   "metadata": {"name": name, "namespace": NS}, "data": {"a": "1"}}),
+        );
+    }
+    edit_templates(&c, |t, primary| {
+        let suffix = if primary { "-primary" } else { "" };
+        t["spec"]["volumes"] = json!([{"name": "config",
+            "configMap": {"name": format!("podinfo-config{suffix}")}}]);
+        t["spec"]["containers"][0]["envFrom"] =
+            json!([{"configMapRef": {"name": format!("podinfo-config{suffix}")}}]);
+    });
+    assert_taken_over_with_no_rollout(&c).await;
+}

@@ -15,6 +15,7 @@
 
 mod canaries;
 pub mod cli;
+pub mod config_copies;
 pub mod deadline;
 pub mod flagger;
 pub mod lease;

@@ -21,7 +21,7 @@ use kube::runtime::events::EventType;
 use serde_json::{Value, json};
 use tracing::{info, warn};
 
-use super::super::{Error, Result, flagger, status, workloads};
+use super::super::{Error, Result, config_copies, flagger, status, workloads};
 use super::problems::Problem;
 use super::tick::Tick;
 use crate::rollout::{Millis, Phase, RolloutState};
@@ -277,8 +277,9 @@ pub(super) fn adopted_owners(
 
 /// Whether the primary runs the target's pod template, as Flagger builds it: its selector
 /// labels' values with `-primary` (in the pod labels, and in the spreading and anti-affinity
-/// selectors that name the target), Flagger's `flagger-id` annotation added and Flux's labels
-/// and annotations left out.
+/// selectors that name the target), the ConfigMaps and Secrets it references renamed to their
+/// `-primary` copies where the primary's are, Flagger's `flagger-id` annotation added and Flux's
+/// labels and annotations left out. The copies' content is not compared.
 pub(super) fn same_template(target: &Deployment, primary: &Deployment) -> bool {
     let template = |d: &Deployment| d.spec.as_ref().map(|s| s.template.clone());
     let (Some(mut t), Some(mut p)) = (template(target), template(primary)) else {
@@ -289,6 +290,11 @@ pub(super) fn same_template(target: &Deployment, primary: &Deployment) -> bool {
     };
     // The pod spec as Flagger gives it to the primary (spreading and anti-affinity selectors).
     t.spec = workloads::primary_pod_spec(target, &workloads::rewritten_keys(&selectors));
+    // The ConfigMaps and Secrets Flagger copied to `-primary` versions, as it renames them.
+    if let (Some(ts), Some(ps)) = (t.spec.as_mut(), p.spec.as_ref()) {
+        let renamed = config_copies::renamed_by_flagger(ts, ps);
+        config_copies::rename(ts, &renamed);
+    }
     let target_labels = t
         .metadata
         .as_ref()
