@@ -3,13 +3,37 @@
 //! primary's pod spec at the copy (volumes, projected volume sources, and `env` `valueFrom` and
 //! `envFrom` of containers and init containers).
 //!
-//! Fledge does not make such copies yet; it reads them at take-over, so that a primary whose
-//! references Flagger renamed runs the same pod template as the target.
+//! Fledge does the same, for its own Canaries and Flagger's: the configs' content is part of the
+//! revision ([`revision`]), so a config-only change is a rollout, analysed on the target's pods
+//! (which read the configs themselves) before promotion copies it for the primary.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
 
-use k8s_openapi::api::core::v1::PodSpec;
+use k8s_openapi::api::apps::v1::Deployment;
+use k8s_openapi::api::core::v1::{ConfigMap, PodSpec, Secret};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
+use kube::Client;
+use kube::api::{Api, Patch, PatchParams};
+use serde_json::{Value, json};
+use tracing::warn;
+
+use super::{Error, FIELD_MANAGER, Result, workloads};
+use crate::spec::Canary;
+
+/// The annotation by which a config is left out of tracking (a value starting with `disable`).
+const TRACKING: &str = "flagger.app/config-tracking";
+/// The Secret types that are tracked: an image pull Secret or a service account token belongs
+/// to the service account, not to the app's configuration.
+const TRACKED_SECRET_TYPES: &[&str] = &[
+    "Opaque",
+    "kubernetes.io/basic-auth",
+    "kubernetes.io/ssh-auth",
+    "kubernetes.io/tls",
+];
+/// The primary's pod template annotation holding a checksum of its configs' content: a new
+/// content restarts the primary's pods at promotion, as Flagger's new `flagger-id` does.
+pub const CONFIGS_ANNOTATION: &str = "fledge.dev/configs";
 
 /// The suffix of a config's copy for the primary.
 const SUFFIX: &str = "-primary";
@@ -127,6 +151,212 @@ pub fn renamed_by_flagger(target: &PodSpec, primary: &PodSpec) -> BTreeSet<Confi
             })
         })
         .collect()
+}
+
+/// A tracked config as read.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Config {
+    Map(ConfigMap),
+    Secret(Secret),
+}
+
+/// The configs a pod spec references that are tracked, as read now.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct Tracked(pub BTreeMap<ConfigRef, Config>);
+
+impl Tracked {
+    pub fn refs(&self) -> BTreeSet<ConfigRef> {
+        self.0.keys().cloned().collect()
+    }
+
+    /// What of each config the pods read: a ConfigMap's `data` and `binaryData`, a Secret's
+    /// `type` and `data`, keyed as Flagger keys `trackedConfigs`.
+    pub fn content(&self) -> Value {
+        let mut out = serde_json::Map::new();
+        for (r, config) in &self.0 {
+            let content = match config {
+                Config::Map(m) => json!({"data": m.data, "binaryData": m.binary_data}),
+                Config::Secret(s) => json!({"type": s.type_, "data": s.data}),
+            };
+            out.insert(r.to_string(), content);
+        }
+        Value::Object(out)
+    }
+
+    /// A checksum of [`Tracked::content`]; `None` when nothing is tracked.
+    pub fn checksum(&self) -> Option<String> {
+        let bytes = serde_json::to_vec(&self.content()).unwrap_or_default();
+        (!self.0.is_empty()).then(|| format!("{:016x}", workloads::fnv1a(&bytes)))
+    }
+}
+
+/// Whether a config is tracked, as Flagger decides: not annotated `flagger.app/config-tracking:
+/// disabled`, and for a Secret, of a type the app reads (`secret_type`, `None` for a ConfigMap).
+fn is_tracked(meta: &ObjectMeta, secret_type: Option<&str>) -> bool {
+    let disabled = meta
+        .annotations
+        .as_ref()
+        .and_then(|a| a.get(TRACKING))
+        .is_some_and(|v| v.starts_with("disable"));
+    // The API server defaults an empty type to Opaque.
+    let type_ok = secret_type.is_none_or(|t| t.is_empty() || TRACKED_SECRET_TYPES.contains(&t));
+    !disabled && type_ok
+}
+
+/// The revision of the target: its pod template's and, when it references tracked configs,
+/// their content too, so that a change to a config alone is a new revision. Without tracked
+/// configs, the revision of the template alone (as recorded before configs were tracked).
+pub fn revision(target: &Deployment, tracked: &Tracked) -> String {
+    let Some(sum) = tracked.checksum() else {
+        return workloads::revision(target);
+    };
+    format!("{}-{sum}", workloads::revision(target))
+}
+
+/// The copy of a tracked config for the primary: `<name>-primary`, its content, owned by the
+/// Canary.
+pub fn copy(canary: &Canary, config: &Config) -> Config {
+    let meta = |m: &ObjectMeta| ObjectMeta {
+        name: Some(format!("{}{SUFFIX}", m.name.clone().unwrap_or_default())),
+        namespace: canary.metadata.namespace.clone(),
+        owner_references: Some(
+            super::flagger::owner_reference(canary)
+                .into_iter()
+                .collect(),
+        ),
+        ..ObjectMeta::default()
+    };
+    match config {
+        Config::Map(m) => Config::Map(ConfigMap {
+            metadata: meta(&m.metadata),
+            data: m.data.clone(),
+            binary_data: m.binary_data.clone(),
+            immutable: None,
+        }),
+        Config::Secret(s) => Config::Secret(Secret {
+            metadata: meta(&s.metadata),
+            data: s.data.clone(),
+            type_: s.type_.clone(),
+            immutable: None,
+            string_data: None,
+        }),
+    }
+}
+
+/// Reads and writes the configs of one namespace.
+pub struct Configs {
+    maps: Api<ConfigMap>,
+    secrets: Api<Secret>,
+}
+
+impl Configs {
+    pub fn new(client: Client, namespace: &str) -> Self {
+        Configs {
+            maps: Api::namespaced(client.clone(), namespace),
+            secrets: Api::namespaced(client, namespace),
+        }
+    }
+
+    async fn read(&self, r: &ConfigRef) -> Result<Option<Config>> {
+        let read = |kind: &'static str| {
+            let name = r.name.clone();
+            move |source| Error::Read { kind, name, source }
+        };
+        Ok(match r.kind {
+            ConfigKind::ConfigMap => self
+                .maps
+                .get_opt(&r.name)
+                .await
+                .map_err(read("ConfigMap"))?
+                .map(Config::Map),
+            ConfigKind::Secret => self
+                .secrets
+                .get_opt(&r.name)
+                .await
+                .map_err(read("Secret"))?
+                .map(Config::Secret),
+        })
+    }
+
+    /// The tracked configs `spec` references, as they are now. One that does not exist is left
+    /// out (the pods that need it do not start, which the rollout sees).
+    pub async fn tracked(&self, spec: Option<&PodSpec>) -> Result<Tracked> {
+        let mut out = BTreeMap::new();
+        for (r, needed) in spec.map(references).unwrap_or_default() {
+            let Some(config) = self.read(&r).await? else {
+                if needed {
+                    warn!(config = %r, "referenced by the pod template but not found");
+                }
+                continue;
+            };
+            let tracked = match &config {
+                Config::Map(m) => is_tracked(&m.metadata, None),
+                Config::Secret(s) => {
+                    is_tracked(&s.metadata, Some(s.type_.as_deref().unwrap_or_default()))
+                }
+            };
+            if tracked {
+                out.insert(r, config);
+            }
+        }
+        Ok(Tracked(out))
+    }
+
+    /// Whether the `-primary` copy of every tracked config exists with the same content.
+    pub async fn copies_current(&self, tracked: &Tracked) -> Result<bool> {
+        for (r, config) in &tracked.0 {
+            let copy = ConfigRef {
+                kind: r.kind,
+                name: format!("{}{SUFFIX}", r.name),
+            };
+            let found = self.read(&copy).await?;
+            let same = match (config, &found) {
+                (Config::Map(a), Some(Config::Map(b))) => {
+                    (&a.data, &a.binary_data) == (&b.data, &b.binary_data)
+                }
+                (Config::Secret(a), Some(Config::Secret(b))) => {
+                    (&a.type_, &a.data) == (&b.type_, &b.data)
+                }
+                _ => false,
+            };
+            if !same {
+                return Ok(false);
+            }
+        }
+        Ok(true)
+    }
+
+    /// Writes the `-primary` copy of every tracked config (server-side apply).
+    pub async fn write_copies(&self, canary: &Canary, tracked: &Tracked) -> Result<()> {
+        let params = PatchParams::apply(FIELD_MANAGER).force();
+        for config in tracked.0.values() {
+            match copy(canary, config) {
+                Config::Map(m) => {
+                    let name = m.metadata.name.clone().unwrap_or_default();
+                    self.maps
+                        .patch(&name, &params, &Patch::Apply(&m))
+                        .await
+                        .map_err(|source| Error::Write {
+                            kind: "ConfigMap",
+                            name: name.clone(),
+                            source,
+                        })?;
+                }
+                Config::Secret(s) => {
+                    let name = s.metadata.name.clone().unwrap_or_default();
+                    self.secrets
+                        .patch(&name, &params, &Patch::Apply(&s))
+                        .await
+                        .map_err(|source| Error::Write {
+                            kind: "Secret",
+                            name: name.clone(),
+                            source,
+                        })?;
+                }
+            }
+        }
+        Ok(())
+    }
 }
 
 #[cfg(test)]

@@ -17,6 +17,7 @@ use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString as K8sIntOrString;
 use kube::Client;
 use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams};
 
+use super::config_copies::{self, Tracked};
 pub use super::selectors::{Selectors, primary_pod_spec, rewritten_keys, selectors};
 use super::{Error, FIELD_MANAGER, Result};
 use crate::rollout::{PodState, Readiness};
@@ -67,7 +68,7 @@ pub fn revision(target: &Deployment) -> String {
     format!("{:016x}", fnv1a(&bytes))
 }
 
-fn fnv1a(bytes: &[u8]) -> u64 {
+pub(crate) fn fnv1a(bytes: &[u8]) -> u64 {
     bytes.iter().fold(0xcbf2_9ce4_8422_2325, |h, b| {
         (h ^ u64::from(*b)).wrapping_mul(0x0000_0100_0000_01b3)
     })
@@ -237,16 +238,21 @@ fn relabel(
 }
 
 /// The primary Deployment: the target's spec with its selector, pod labels and pod spec
-/// rewritten ([`selectors`], [`primary_pod_spec`]), owned by the Canary. `live` is the primary
-/// as it is (its selector is kept); `replicas` is its own count (the target's when created).
+/// rewritten ([`selectors`], [`primary_pod_spec`]) and its `tracked` configs replaced by their
+/// `-primary` copies, owned by the Canary. `live` is the primary as it is (its selector is
+/// kept); `replicas` is its own count (the target's when created).
 pub fn primary_deployment(
     canary: &Canary,
     target: &Deployment,
     live: Option<&Deployment>,
     replicas: Option<i32>,
+    tracked: &Tracked,
 ) -> Result<Deployment, WorkloadProblem> {
     let selectors = selectors(target, live)?;
-    let pod_spec = primary_pod_spec(target, &rewritten_keys(&selectors));
+    let mut pod_spec = primary_pod_spec(target, &rewritten_keys(&selectors));
+    if let Some(s) = pod_spec.as_mut() {
+        config_copies::rename(s, &tracked.refs());
+    }
     let primary = selectors.primary;
     let name = primary_name(&canary.spec.target_ref.name);
     let mut spec = target.spec.clone().unwrap_or_default();
@@ -258,6 +264,10 @@ pub fn primary_deployment(
     };
     let mut template_meta = spec.template.metadata.take().unwrap_or_default();
     template_meta.labels = Some(relabel(template_meta.labels.as_ref(), &primary));
+    if let Some(sum) = tracked.checksum() {
+        let annotations = template_meta.annotations.get_or_insert_default();
+        annotations.insert(config_copies::CONFIGS_ANNOTATION.into(), sum);
+    }
     spec.template.metadata = Some(template_meta);
     let annotations: BTreeMap<String, String> = target
         .metadata
@@ -654,7 +664,14 @@ mod tests {
 
     #[test]
     fn the_primary_selects_its_own_pods_and_is_owned_by_the_canary() {
-        let p = primary_deployment(&canary(), &target("podinfo:1"), None, Some(2)).unwrap();
+        let p = primary_deployment(
+            &canary(),
+            &target("podinfo:1"),
+            None,
+            Some(2),
+            &Tracked::default(),
+        )
+        .unwrap();
         let spec = p.spec.unwrap();
         let want = BTreeMap::from([("app".to_string(), "podinfo-primary".to_string())]);
         assert_eq!(spec.selector.match_labels, Some(want.clone()));
@@ -692,7 +709,7 @@ mod tests {
         let s = selectors(&t, None).unwrap();
         assert_eq!(s.primary, map(&[("app", "podinfo-primary")]));
         assert_eq!(s.canary, map(&[("app", "podinfo")]));
-        let p = primary_deployment(&canary(), &t, None, Some(2)).unwrap();
+        let p = primary_deployment(&canary(), &t, None, Some(2), &Tracked::default()).unwrap();
         let spec = p.spec.unwrap();
         assert_eq!(spec.selector.match_labels, Some(s.primary.clone()));
         let labels = spec.template.metadata.unwrap().labels.unwrap();
@@ -725,7 +742,7 @@ mod tests {
         let s = selectors(&t, Some(&live)).unwrap();
         assert_eq!(s.primary, old);
         assert_eq!(s.canary, map(&[("app", "podinfo"), ("team", "a")]));
-        let p = primary_deployment(&canary(), &t, Some(&live), None).unwrap();
+        let p = primary_deployment(&canary(), &t, Some(&live), None, &Tracked::default()).unwrap();
         let spec = p.spec.unwrap();
         assert_eq!(spec.selector.match_labels, Some(old.clone()));
         assert_eq!(spec.template.metadata.unwrap().labels, Some(old));
@@ -742,7 +759,7 @@ mod tests {
         let mut t = target("podinfo:1");
         t.spec.as_mut().unwrap().selector = LabelSelector::default();
         assert_eq!(
-            primary_deployment(&canary(), &t, None, None),
+            primary_deployment(&canary(), &t, None, None, &Tracked::default()),
             Err(WorkloadProblem::NoSelector {
                 target: "podinfo".into()
             })

@@ -163,20 +163,21 @@ impl Tick<'_> {
     /// existing primary kept by [`Tick::initialize`] runs another one (then its own, so that a
     /// repair never recreates it from the unanalysed target). Comparing keeps the record, and
     /// so the writes, of an onboarding resumed after a restart the same as of one that was not.
-    pub(super) fn onboarded_template<'t>(
+    pub(super) async fn onboarded_template<'t>(
         &self,
         target: &'t Deployment,
         primary: Option<&'t Deployment>,
-    ) -> Option<&'t PodTemplateSpec> {
+    ) -> Result<Option<&'t PodTemplateSpec>> {
         let own = primary.and_then(|p| p.spec.as_ref()).map(|s| &s.template);
-        let cloned = workloads::primary_deployment(self.canary, target, primary, None)
+        let tracked = self.target_configs(target).await?;
+        let cloned = workloads::primary_deployment(self.canary, target, primary, None, tracked)
             .ok()
             .and_then(|d| d.spec)
             .map(|s| s.template);
-        match own {
+        Ok(match own {
             Some(own) if cloned.as_ref() != Some(own) => Some(own),
             _ => target.spec.as_ref().map(|s| &s.template),
-        }
+        })
     }
 
     pub(super) async fn apply_primary(
@@ -185,8 +186,13 @@ impl Tick<'_> {
         live: Option<&Deployment>,
         replicas: Option<i32>,
     ) -> Result<()> {
-        match workloads::primary_deployment(self.canary, target, live, replicas) {
-            Ok(dep) => self.workloads.apply_deployment(&dep).await,
+        let tracked = self.target_configs(target).await?;
+        match workloads::primary_deployment(self.canary, target, live, replicas, tracked) {
+            Ok(dep) => {
+                // The copies first: the primary's new pods read them.
+                self.configs.write_copies(self.canary, tracked).await?;
+                self.workloads.apply_deployment(&dep).await
+            }
             // Checked before the core ran; a target edited since is caught on the next tick.
             Err(p) => {
                 warn!(problem = %p, "primary not written");

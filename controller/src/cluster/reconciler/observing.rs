@@ -34,7 +34,7 @@ impl Tick<'_> {
             let reading = self.read_metric(&subject, &measurement).await?;
             metrics.insert(measurement.metric, reading);
         }
-        let revision = workloads::revision(target);
+        let revision = self.target_revision(target).await?;
         let asked = Asked {
             name: &self.name,
             namespace: &self.namespace,

@@ -69,7 +69,7 @@ impl Tick<'_> {
             return Ok(Ok((primary, None)));
         }
         let name = workloads::primary_name(&self.canary.spec.target_ref.name);
-        let revision = workloads::revision(target);
+        let revision = self.target_revision(target).await?;
         let promoted = state.promoted_revision.as_deref().unwrap_or("none");
         let onboarding = state.phase == Phase::Initializing;
         // The template recorded for the primary, onboarding's included (a kept primary's, or
@@ -107,8 +107,12 @@ impl Tick<'_> {
             Some(replicas) => replicas,
             None => self.canary_replicas(Some(target)).await?,
         };
-        let Ok(dep) = workloads::primary_deployment(self.canary, &source, None, Some(replicas))
-        else {
+        // The copies of its configs are those of the last promotion: they are not rewritten.
+        let pod_spec = source.spec.as_ref().and_then(|s| s.template.spec.as_ref());
+        let tracked = self.configs.tracked(pod_spec).await?;
+        let built =
+            workloads::primary_deployment(self.canary, &source, None, Some(replicas), &tracked);
+        let Ok(dep) = built else {
             return Ok(Ok((None, None)));
         };
         self.workloads.apply_deployment(&dep).await?;

@@ -12,7 +12,9 @@
 //!   Flagger's `lastAppliedSpec` (a hash Fledge cannot reproduce, left as found).
 
 use k8s_openapi::api::apps::v1::Deployment;
-use k8s_openapi::api::core::v1::PodTemplateSpec;
+use std::collections::BTreeSet;
+
+use k8s_openapi::api::core::v1::{ConfigMap, PodTemplateSpec, Secret};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference;
 use kube::ResourceExt;
 use kube::api::{Api, ApiResource, DynamicObject, Patch, PatchParams};
@@ -21,7 +23,8 @@ use kube::runtime::events::EventType;
 use serde_json::{Value, json};
 use tracing::{info, warn};
 
-use super::super::{Error, Result, config_copies, flagger, status, workloads};
+use super::super::config_copies::{self, ConfigKind, ConfigRef};
+use super::super::{Error, Result, flagger, status, workloads};
 use super::problems::Problem;
 use super::tick::Tick;
 use crate::rollout::{Millis, Phase, RolloutState};
@@ -98,10 +101,13 @@ impl Tick<'_> {
         if workloads::selector_labels(&target).is_err() {
             return Ok(None);
         }
-        let adopted = self.adopt(&spec.target).await?;
+        let tracked = self.target_configs(&target).await?;
+        let adopted = self.adopt(&spec.target, &tracked.refs()).await?;
         let since = ended.unwrap_or(self.now);
-        let same = same_template(&target, &primary);
-        let state = taken_over_state(phase, &target, &primary, same, since);
+        // The configs' copies too: Flagger copies them at promotion.
+        let same = same_template(&target, &primary) && self.configs.copies_current(tracked).await?;
+        let revision = self.target_revision(&target).await?;
+        let state = taken_over_state(phase, revision, &primary, same, since);
         let template: Option<&PodTemplateSpec> = if same {
             target.spec.as_ref().map(|s| &s.template)
         } else {
@@ -163,7 +169,11 @@ impl Tick<'_> {
     /// object (another API version, or a Canary deleted and applied again) gets it replaced, in
     /// place (the API server refuses two controllers; nothing is recreated). An object with
     /// another controller or none (a user's) is left as it is. Returns what was adopted.
-    pub(super) async fn adopt(&self, target: &str) -> Result<Vec<String>> {
+    pub(super) async fn adopt(
+        &self,
+        target: &str,
+        configs: &BTreeSet<ConfigRef>,
+    ) -> Result<Vec<String>> {
         let Some(ours) = flagger::owner_reference(self.canary) else {
             return Ok(Vec::new());
         };
@@ -181,6 +191,13 @@ impl Tick<'_> {
                 k8s_openapi::api::autoscaling::v2::HorizontalPodAutoscaler,
             >(&());
             objects.push((hpa, workloads::primary_name(&r.name)));
+        }
+        for r in configs {
+            let resource = match r.kind {
+                ConfigKind::ConfigMap => ApiResource::erase::<ConfigMap>(&()),
+                ConfigKind::Secret => ApiResource::erase::<Secret>(&()),
+            };
+            objects.push((resource, workloads::primary_name(&r.name)));
         }
         let provider = self.provider()?;
         objects.push((api_resource(provider.routing_kind()), names.apex.clone()));
@@ -318,7 +335,11 @@ pub(super) fn same_template(target: &Deployment, primary: &Deployment) -> bool {
             }
         }
         if let Some(a) = m.annotations.as_mut() {
-            a.retain(|k, _| k != FLAGGER_ID && !k.contains(TOOLKIT_MARKER));
+            a.retain(|k, _| {
+                k != FLAGGER_ID
+                    && k != config_copies::CONFIGS_ANNOTATION
+                    && !k.contains(TOOLKIT_MARKER)
+            });
             if a.is_empty() {
                 m.annotations = None;
             }
@@ -336,12 +357,11 @@ pub(super) fn same_template(target: &Deployment, primary: &Deployment) -> bool {
 /// equals), so that the next tick rolls it out.
 pub(super) fn taken_over_state(
     phase: &str,
-    target: &Deployment,
+    target_revision: String,
     primary: &Deployment,
     same: bool,
     since: Millis,
 ) -> RolloutState {
-    let target_revision = workloads::revision(target);
     let primary_revision = format!("{}-primary", workloads::revision(primary));
     let (phase, revision, promoted, message) = match (phase, same) {
         ("Failed", _) => (
@@ -419,13 +439,14 @@ mod tests {
         let t = target();
         assert!(same_template(&t, &flaggers_primary("podinfo:1")));
         assert!(!same_template(&t, &flaggers_primary("podinfo:2")));
-        let same = taken_over_state("Succeeded", &t, &flaggers_primary("podinfo:1"), true, 5);
+        let rev = || workloads::revision(&t);
+        let same = taken_over_state("Succeeded", rev(), &flaggers_primary("podinfo:1"), true, 5);
         assert_eq!(same.phase, Phase::Succeeded);
         assert_eq!(same.revision, Some(workloads::revision(&t)));
         assert_eq!(same.revision, same.promoted_revision);
-        let other = taken_over_state("Succeeded", &t, &flaggers_primary("podinfo:2"), false, 5);
+        let other = taken_over_state("Succeeded", rev(), &flaggers_primary("podinfo:2"), false, 5);
         assert_ne!(other.revision, Some(workloads::revision(&t)));
-        let failed = taken_over_state("Failed", &t, &flaggers_primary("podinfo:2"), false, 5);
+        let failed = taken_over_state("Failed", rev(), &flaggers_primary("podinfo:2"), false, 5);
         assert_eq!(
             (failed.phase, failed.revision),
             (Phase::Failed, Some(workloads::revision(&t)))

@@ -3,10 +3,12 @@
 
 use std::time::Duration;
 
+use k8s_openapi::api::apps::v1::Deployment;
 use kube::ResourceExt;
 use kube::runtime::controller::Action as Requeue;
 
 use super::super::canaries::CanaryApi;
+use super::super::config_copies::{self, Configs, Tracked};
 use super::super::scaled_objects::ScaledObjects;
 use super::super::workloads::{self, WorkloadProblem, Workloads};
 use super::super::{COMMAND_ANNOTATION, Error, Result, status};
@@ -28,6 +30,9 @@ pub(super) struct Tick<'a> {
     pub(super) api: CanaryApi,
     pub(super) workloads: Workloads,
     pub(super) scaled_objects: ScaledObjects,
+    pub(super) configs: Configs,
+    /// The tracked configs of the target's pod template, read once a tick.
+    tracked: tokio::sync::OnceCell<Tracked>,
     pub(super) now: Millis,
 }
 
@@ -45,11 +50,27 @@ impl<'a> Tick<'a> {
             api: CanaryApi::of(ctx.client.clone(), &namespace, canary),
             workloads: Workloads::new(ctx.client.clone(), &namespace),
             scaled_objects: ScaledObjects::new(ctx.client.clone(), &namespace),
+            configs: Configs::new(ctx.client.clone(), &namespace),
+            tracked: tokio::sync::OnceCell::new(),
             now: (ctx.clock)(),
             namespace,
             name,
             provider,
         })
+    }
+
+    /// The tracked configs of `target`'s pod template (the tick's one target), as read now.
+    pub(super) async fn target_configs(&self, target: &Deployment) -> Result<&Tracked> {
+        let spec = target.spec.as_ref().and_then(|s| s.template.spec.as_ref());
+        self.tracked
+            .get_or_try_init(|| self.configs.tracked(spec))
+            .await
+    }
+
+    /// The target's revision: its pod template's and its tracked configs' content.
+    pub(super) async fn target_revision(&self, target: &Deployment) -> Result<String> {
+        let tracked = self.target_configs(target).await?;
+        Ok(config_copies::revision(target, tracked))
     }
 
     pub(super) async fn apply(&self) -> Result<Requeue> {
@@ -133,7 +154,9 @@ impl<'a> Tick<'a> {
         let targets = target.spec.as_ref().map(|s| &s.template);
         for action in actions {
             template = match action {
-                Action::InitializePrimary => self.onboarded_template(&target, primary.as_ref()),
+                Action::InitializePrimary => {
+                    self.onboarded_template(&target, primary.as_ref()).await?
+                }
                 Action::PromotePrimary => targets,
                 _ => template,
             };
