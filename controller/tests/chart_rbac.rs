@@ -383,7 +383,23 @@ async fn a_life(default: &str, named: Option<&str>) -> Life {
         .as_object_mut()
         .unwrap()
         .remove("finalizers");
-    let c = cluster_with(canary, Some(deployment("podinfo:1")));
+    // Its pods read a ConfigMap and a Secret, copied to `-primary` versions for the primary.
+    let mut target = deployment("podinfo:1");
+    target["spec"]["template"]["spec"]["volumes"] =
+        json!([{"name": "config", "configMap": {"name": "podinfo-config"}}]);
+    target["spec"]["template"]["spec"]["containers"][0]["envFrom"] =
+        json!([{"secretRef": {"name": "podinfo-secret"}}]);
+    let c = cluster_with(canary, Some(target));
+    for (kind, plural, name) in [
+        ("ConfigMap", "configmaps", "podinfo-config"),
+        ("Secret", "secrets", "podinfo-secret"),
+    ] {
+        c.put(
+            &format!("/api/v1/namespaces/{NS}/{plural}/{name}"),
+            json!({"apiVersion": "v1", "kind": kind,
+                   "metadata": {"name": name, "namespace": NS}, "data": {"a": "MQ=="}}),
+        );
+    }
     c.put(
         HPA,
         json!({
