@@ -509,21 +509,25 @@ async fn a_canary_flagger_has_just_ended_is_taken_over_only_once_its_phase_has_h
     assert_eq!(c.routes(), Some(Routes::PRIMARY_ONLY));
 }
 
-// Flagger copies the ConfigMaps and Secrets the target's pods reference to `-primary` versions
-// and points the primary's pod spec at them (pkg/canary/config_tracker.go): a primary whose
-// references Flagger renamed so runs the target's template, and no rollout is due.
-#[tokio::test]
-async fn a_primary_on_flaggers_primary_config_copies_needs_no_rollout() {
+/// Flagger's cluster with the target's and primary's pods reading the ConfigMap
+/// `podinfo-config` and Flagger's copy `podinfo-config-primary` (owned as `copy_owner` says),
+/// holding `data` and `copied` respectively.
+fn with_config_copies(data: Value, copied: Value, copy_owner: Value) -> FakeCluster {
     let c = flagger_cluster(
         "Succeeded",
         0,
         flagger_owner("flagger.app/v1beta1", FLAGGER_UID),
     );
-    for name in ["podinfo-config", "podinfo-config-primary"] {
+    for (name, data, owner) in [
+        ("podinfo-config", data, Value::Null),
+        ("podinfo-config-primary", copied, copy_owner),
+    ] {
         c.put(
-            &format!("/api/v1/namespaces/test/configmaps/{name}"),
+            &format!("{CONFIG_MAPS}/{name}"),
             json!({"apiVersion": "v1", "kind": "ConfigMap",
-                   "metadata": {"name": name, "namespace": NS}, "data": {"a": "1"}}),
+                   "metadata": {"name": name, "namespace": NS, "uid": format!("uid-{name}"),
+                                "ownerReferences": owner},
+                   "data": data}),
         );
     }
     edit_templates(&c, |t, primary| {
@@ -533,5 +537,59 @@ async fn a_primary_on_flaggers_primary_config_copies_needs_no_rollout() {
         t["spec"]["containers"][0]["envFrom"] =
             json!([{"configMapRef": {"name": format!("podinfo-config{suffix}")}}]);
     });
+    c
+}
+
+const CONFIG_MAPS: &str = "/api/v1/namespaces/test/configmaps";
+
+// Flagger copies the ConfigMaps and Secrets the target's pods reference to `-primary` versions
+// and points the primary's pod spec at them (pkg/canary/config_tracker.go): a primary whose
+// references Flagger renamed so, to copies of the same content, runs the target's template, and
+// no rollout is due; the copies are adopted like the other objects Flagger made.
+#[tokio::test]
+async fn a_primary_on_flaggers_primary_config_copies_needs_no_rollout() {
+    let old = flagger_owner("flagger.app/v1alpha3", "old-uid");
+    let c = with_config_copies(json!({"a": "1"}), json!({"a": "1"}), old);
     assert_taken_over_with_no_rollout(&c).await;
+    let copy = c
+        .get(&format!("{CONFIG_MAPS}/podinfo-config-primary"))
+        .unwrap();
+    assert_eq!(copy["metadata"]["uid"], "uid-podinfo-config-primary");
+    assert_eq!(copy["metadata"]["ownerReferences"][0]["uid"], FLAGGER_UID);
+    assert_eq!(copy["data"], json!({"a": "1"}));
+}
+
+// A config changed since Flagger last promoted (its copy holds the old content): Flagger would
+// see the checksum in `trackedConfigs` change and roll it out, and so does Fledge.
+#[tokio::test]
+async fn a_config_changed_since_flaggers_last_promotion_is_rolled_out_at_take_over() {
+    let owner = flagger_owner("flagger.app/v1beta1", FLAGGER_UID);
+    let c = with_config_copies(json!({"a": "2"}), json!({"a": "1"}), owner);
+    let copy = |c: &FakeCluster| {
+        c.get(&format!("{CONFIG_MAPS}/podinfo-config-primary"))
+            .unwrap()
+    };
+    reconcile_times(&c, 3).await;
+    assert!(
+        events(&c).iter().any(|e| e.contains("Normal TakenOver")),
+        "{:#?}",
+        events(&c)
+    );
+    assert_eq!(
+        copy(&c)["data"],
+        json!({"a": "1"}),
+        "copied only at promotion"
+    );
+    for _ in 0..30 {
+        reconcile_times(&c, 1).await;
+        if c.flagger_status()["phase"] == "Succeeded" && copy(&c)["data"] == json!({"a": "2"}) {
+            break;
+        }
+    }
+    assert_eq!(copy(&c)["data"], json!({"a": "2"}), "{:#?}", c.writes());
+    assert!(
+        c.writes().iter().any(|w| w.contains("canary 10%")),
+        "analysed: {:#?}",
+        c.writes()
+    );
 }
