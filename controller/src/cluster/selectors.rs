@@ -13,7 +13,7 @@ use super::workloads::{WorkloadProblem, selector_labels};
 /// The labels Flagger selects pods on, in its order of preference (the default of its
 /// `-selector-labels`): the primary and the Services select on the first of them the target's
 /// selector has.
-pub(crate) const FLAGGER_SELECTOR_LABELS: &[&str] = &["app", "name", "app.kubernetes.io/name"];
+pub const FLAGGER_SELECTOR_LABELS: &[&str] = &["app", "name", "app.kubernetes.io/name"];
 
 /// What tells the primary's pods and the target's apart.
 #[derive(Clone, Debug, PartialEq, Eq)]

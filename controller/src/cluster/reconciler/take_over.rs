@@ -1,9 +1,11 @@
 //! Taking a Flagger Canary over: once, before Fledge has recorded any state of its own for it
-//! (and again when the record is stale: Flagger ran a rollout since).
+//! (and again when the record is stale: Flagger ran a rollout since, [`Tick::record_is_stale`]).
 //!
 //! - Mid-rollout (Flagger's phase is one of [`MID_ROLLOUT`]) nothing is touched: the Canary is
 //!   reported `Stalled` with a Warning Event, and looked at again every reconcile, so that it is
 //!   taken over once Flagger has finished the rollout.
+//! - Just ended (Flagger's phase changed less than [`QUIET_INTERVALS`] intervals ago): left
+//!   alone the same way, in case Flagger, still running, starts the next rollout.
 //! - Not yet onboarded by Flagger (no phase, or `Initializing`): Fledge onboards it as a new
 //!   Canary, which keeps a primary that exists already.
 //! - Otherwise the objects Flagger created are adopted ([`Tick::adopt`]) and the state Fledge
@@ -11,9 +13,9 @@
 //!   rollout is due is decided by comparing the target's pod template with the primary's, not by
 //!   Flagger's `lastAppliedSpec` (a hash Fledge cannot reproduce, left as found).
 
-use k8s_openapi::api::apps::v1::Deployment;
 use std::collections::BTreeSet;
 
+use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::core::v1::{ConfigMap, PodTemplateSpec, Secret};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference;
 use kube::ResourceExt;
@@ -134,7 +136,7 @@ impl Tick<'_> {
     /// back to the hash the record was made against: A, B, then A again). During a rollout the
     /// primary may be ahead of the record (a promotion whose status write was cut off), and
     /// the record stands.
-    async fn record_is_stale(&self) -> Result<bool> {
+    pub(super) async fn record_is_stale(&self) -> Result<bool> {
         let Ok(Some(state)) = status::recorded_state(self.canary.status.as_ref()) else {
             return Ok(false);
         };
