@@ -187,3 +187,68 @@ async fn configs_flagger_does_not_track_are_neither_copied_nor_part_of_the_revis
     assert_eq!(c.phase(), "Initialized");
     assert_eq!(c.get(TARGET).unwrap()["spec"]["replicas"], 0);
 }
+
+/// A cluster whose target reads `podinfo-config` and `podinfo-secret`.
+fn cluster_reading_configs() -> FakeCluster {
+    let c = cluster_with(canary(json!({})), Some(target_reading_configs(json!({}))));
+    c.put(
+        &format!("{CONFIG_MAPS}/podinfo-config"),
+        config_map("podinfo-config", json!({"a": "1"}), json!({})),
+    );
+    c.put(
+        &format!("{SECRETS}/podinfo-secret"),
+        secret("podinfo-secret", "Opaque"),
+    );
+    c.settle();
+    c
+}
+
+/// Onboards, then rolls a change of the ConfigMap alone out to promotion, one reconcile an
+/// interval, each in a freshly built controller; a failed reconcile is retried by the next.
+async fn config_rollout(c: &FakeCluster) {
+    let drive = async |phase: &str| {
+        for _ in 0..30 {
+            let _ = c.reconcile(&c.context()).await;
+            c.settle();
+            c.advance_clock(Duration::from_secs(60));
+            if c.phase() == phase {
+                return;
+            }
+        }
+        panic!("{phase} not reached; at {}", c.phase());
+    };
+    drive("Initialized").await;
+    set_data(
+        c,
+        &format!("{CONFIG_MAPS}/podinfo-config"),
+        json!({"a": "2"}),
+    );
+    drive("Succeeded").await;
+}
+
+/// What the rollout leaves: the phase, the copies, the primary's pod template.
+fn outcome(c: &FakeCluster) -> Vec<Value> {
+    vec![
+        c.get(CANARY).unwrap()["status"]["phase"].clone(),
+        c.get(&format!("{CONFIG_MAPS}/podinfo-config-primary"))
+            .unwrap()["data"]
+            .clone(),
+        c.get(&format!("{SECRETS}/podinfo-secret-primary")).unwrap()["data"].clone(),
+        c.get(PRIMARY).unwrap()["spec"]["template"].clone(),
+    ]
+}
+
+#[tokio::test]
+async fn a_config_rollout_stopped_before_any_single_write_ends_as_one_never_stopped() {
+    let steady = cluster_reading_configs();
+    config_rollout(&steady).await;
+    let expected = outcome(&steady);
+    assert_eq!(expected[1], json!({"a": "2"}));
+    let total = steady.writes().len();
+    for n in 1..=total {
+        let c = cluster_reading_configs();
+        c.crash_at_write(n);
+        config_rollout(&c).await;
+        assert_eq!(outcome(&c), expected, "stopped before write {n}");
+    }
+}
