@@ -5,7 +5,7 @@ mod structural;
 
 use std::collections::BTreeMap;
 
-use fledge_controller::cluster::workloads::services;
+use fledge_controller::cluster::workloads::{Selectors, services};
 use fledge_controller::spec::{Canary, MetricTemplate, load_manifests, validate, warnings};
 use kube::CustomResourceExt;
 use serde_json::{Value, json};
@@ -122,7 +122,11 @@ fn headless_traffic_distribution_and_unmanaged_keys_shape_all_three_services() {
                  "annotations": {"owner": "ops", "external-dns/hostname": "x"}},
         "unmanagedMetadata": {"labels": ["team"], "annotations": ["external-dns/hostname"]},
     }));
-    let selector = BTreeMap::from([("app".to_string(), "podinfo".to_string())]);
+    let label = |v: &str| BTreeMap::from([("app".to_string(), v.to_string())]);
+    let selector = Selectors {
+        primary: label("podinfo-primary"),
+        canary: label("podinfo"),
+    };
     let svcs = services(&c, &selector, &BTreeMap::new());
     assert_eq!(svcs.len(), 3);
     for svc in &svcs {
