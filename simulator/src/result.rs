@@ -118,6 +118,10 @@ pub struct RunResult {
     pub counters: BTreeMap<String, u64>,
     /// The service graph: who called which service's version, as the clients saw it.
     pub graph: Vec<GraphEdge>,
+    /// The scenario's services other than the rollout's, by version (none for a scenario of
+    /// one service, whose figures are the ones above).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub services: Vec<ServiceFigures>,
     pub warnings: Vec<String>,
     /// The routing objects the controller applied, in order.
     #[serde(skip)]
@@ -188,6 +192,30 @@ pub struct VersionQueueing {
     /// Mean wait for a worker over every request that started service (zero for those that
     /// did not wait), in milliseconds; none when none started.
     pub mean_queue_wait_ms: Option<f64>,
+}
+
+/// One of the scenario's other services over the run, as its clients' proxies reported it
+/// (`reporter="source"`, after retries).
+#[derive(Clone, Debug, Serialize)]
+pub struct ServiceFigures {
+    pub name: String,
+    pub versions: Vec<ServiceVersionFigures>,
+    /// Requests to the service that reached no pod: no healthy upstream (`UH`, e.g. a subset
+    /// whose version has no pods), no route (`NR`) or an injected fault (`FI`).
+    pub unanswered: u64,
+}
+
+/// One version of a service over the run.
+#[derive(Clone, Debug, Serialize)]
+pub struct ServiceVersionFigures {
+    pub version: String,
+    pub requests: u64,
+    /// Answered with a 5xx.
+    pub failed: u64,
+    /// The 99th percentile of the durations clients saw, in milliseconds.
+    pub p99_ms: Option<f64>,
+    /// Queueing at the version's pods.
+    pub queueing: VersionQueueing,
 }
 
 impl RunResult {

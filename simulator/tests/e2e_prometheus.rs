@@ -163,7 +163,7 @@ fn check_builtin_queries(scenario_file: &str, mesh: Mesh) {
             .1
             .contains(r#""revision":"rev-2""#)
     });
-    let scale = format!(r#"{{"replicas": {}}}"#, scenario.canary.pods);
+    let scale = format!(r#"{{"replicas": {}}}"#, scenario.canary().pods);
     let (status, body) = http(&sim, "POST", "/workloads/canary/scale", &scale);
     assert_eq!(status, 200, "{body}");
     let provider = scenario.variants[0]

@@ -19,7 +19,7 @@ impl Harness<'_> {
             Action::InitializePrimary => self.apply_routes(Routes::PRIMARY_ONLY),
             Action::RunHooks { .. } | Action::Event { .. } => Ok(()),
             Action::ScaleCanary { up } => {
-                self.scale_canary(if *up { self.scenario.canary.pods } else { 0 })
+                self.scale_canary(if *up { self.scenario.canary().pods } else { 0 })
             }
             Action::SetRoutes {
                 primary,
@@ -157,9 +157,9 @@ impl Harness<'_> {
     fn scale_canary_to(&mut self, pods: u32) -> Result<(), MeshError> {
         if pods > 0 {
             let behaviour = if self.revision == NEW_REVISION {
-                self.scenario.canary.behaviour.clone()
+                self.scenario.canary().behaviour.clone()
             } else {
-                self.scenario.primary.behaviour.clone()
+                self.scenario.primary().behaviour.clone()
             };
             self.mesh.apply(mesh::Action::SetBehaviour {
                 version: self.canary,

@@ -7,9 +7,7 @@ use fledge_controller::rollout::Phase;
 
 use super::{Harness, NEW_REVISION};
 use crate::engine::{MILLIS, SECONDS, SimTime};
-use crate::result::{
-    ClientFigures, GraphEdge, Outcome, RunResult, Sample, VersionQueueing, WindowFigures,
-};
+use crate::result::{ClientFigures, GraphEdge, Outcome, RunResult, Sample, WindowFigures};
 use crate::telemetry::{Reporter, Selector};
 
 impl Harness<'_> {
@@ -117,6 +115,7 @@ impl Harness<'_> {
                     }
                 })
             })
+            .chain(self.other_edges(seconds))
             .filter(|e| e.requests > 0)
             .collect();
         let mut counters: BTreeMap<String, u64> = crate::telemetry::counter_names()
@@ -145,17 +144,11 @@ impl Harness<'_> {
         let queueing = [self.primary, self.canary]
             .into_iter()
             .map(|v| {
-                let q = self.mesh.queue_stats(v);
-                VersionQueueing {
-                    version: self.mesh.version_name(v).unwrap_or_default().to_string(),
-                    arrivals: q.arrivals,
-                    queued: q.queued,
-                    queued_fraction: (q.arrivals > 0).then(|| q.queued as f64 / q.arrivals as f64),
-                    mean_queue_wait_ms: (q.started > 0)
-                        .then(|| q.total_wait as f64 / q.started as f64 / MILLIS as f64),
-                }
+                let name = self.mesh.version_name(v).unwrap_or_default();
+                super::services::queueing(name, self.mesh.queue_stats(v))
             })
             .collect();
+        let services = self.other_services();
         let mut warnings = self.warnings;
         if self.mesh.destination_stats(self.canary, 0, end).requests == 0 {
             warnings.push(
@@ -187,6 +180,7 @@ impl Harness<'_> {
             queueing,
             counters,
             graph,
+            services,
             warnings,
             applied_routes,
         }

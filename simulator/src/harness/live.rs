@@ -163,7 +163,7 @@ impl<'a> Live<'a> {
             },
             primary: Replicas {
                 ready: self.h.mesh.ready_pods(self.h.primary),
-                desired: self.h.scenario.primary.pods,
+                desired: self.h.scenario.primary().pods,
             },
             canary_weight: self.weight,
         }

@@ -29,6 +29,7 @@ mod figures;
 mod live;
 mod objects;
 pub mod observe;
+mod services;
 mod timeline;
 
 use fledge_controller::analysis::MetricResult;
@@ -164,24 +165,40 @@ impl<'a> Harness<'a> {
             source,
         };
         let (target, primary_workload) = scenario.workloads();
-        let mut primary = VersionConfig::new(
-            "primary",
-            scenario.primary.pods,
-            scenario.primary.behaviour.clone(),
-        );
-        primary.workload = Some(primary_workload);
-        primary.sidecar = scenario.primary.sidecar;
+        let (primary, canary) = (scenario.primary(), scenario.canary());
+        let mut primary_cfg =
+            VersionConfig::new("primary", primary.pods, primary.behaviour.clone());
+        primary_cfg.workload = Some(primary_workload);
+        primary_cfg.sidecar = primary.sidecar;
+        primary_cfg.labels = primary.labels.clone();
         // The target starts as the current revision and is scaled to zero by initialisation.
-        let mut canary = VersionConfig::new("canary", 0, scenario.primary.behaviour.clone());
-        canary.workload = Some(target);
-        canary.sidecar = scenario.canary.sidecar;
-        let mut service = ServiceConfig::new(&scenario.service, vec![primary, canary]);
+        let mut canary_cfg = VersionConfig::new("canary", 0, primary.behaviour.clone());
+        canary_cfg.workload = Some(target);
+        canary_cfg.sidecar = canary.sidecar;
+        canary_cfg.labels = canary.labels.clone();
+        let mut service = ServiceConfig::new(&scenario.service, vec![primary_cfg, canary_cfg]);
         service.namespace = Some(scenario.namespace.clone());
         service.target_port = scenario.pod_port();
         // The controller points the apex Service at the primary's pods: requests that no
         // routing object of the mesh governs (a VirtualService bound to a gateway only, an
         // HTTPRoute on a Gateway) reach the primary alone, as on a cluster.
         service.selects = Some(vec!["primary".into()]);
+        let mut services = vec![service];
+        services.extend(scenario.services[1..].iter().map(|s| {
+            let versions = s
+                .versions
+                .iter()
+                .map(|(name, v)| {
+                    let mut cfg = VersionConfig::new(name, v.pods, v.behaviour.clone());
+                    cfg.sidecar = v.sidecar;
+                    cfg.labels = v.labels.clone();
+                    cfg
+                })
+                .collect();
+            let mut cfg = ServiceConfig::new(&s.name, versions);
+            cfg.namespace = Some(scenario.namespace.clone());
+            cfg
+        }));
         let clients = scenario
             .clients
             .iter()
@@ -193,7 +210,7 @@ impl<'a> Harness<'a> {
                 let service = if c.load_tester {
                     format!("{}-canary", scenario.service)
                 } else {
-                    scenario.service.clone()
+                    c.service.clone()
                 };
                 let mut cfg = ClientConfig::new(&c.name, &service, rate);
                 cfg.namespace = c.namespace.clone();
@@ -214,7 +231,7 @@ impl<'a> Harness<'a> {
             seed,
             certs: scenario.certificates.clone(),
             namespace: scenario.namespace.clone(),
-            services: vec![service],
+            services,
             clients,
             data_plane: scenario.data_plane,
             istio_retry_503: scenario.istio_retry_503,
@@ -337,7 +354,7 @@ impl<'a> Harness<'a> {
             },
             primary: Readiness {
                 ready: self.mesh.ready_pods(self.primary),
-                desired: self.scenario.primary.pods,
+                desired: self.scenario.primary().pods,
             },
             metrics: observe::metrics(&self.mesh, self.scenario, spec, &w, now),
             hooks: w

@@ -136,8 +136,13 @@ impl Context {
             src.error(
                 src.line_at(doc, path, host),
                 format!(
-                    "{kind} {name}: unknown service `{host}` in {what}; the scenario simulates `{svc}` (and `{svc}-primary`, `{svc}-canary`)",
-                    svc = self.service
+                    "{kind} {name}: unknown service `{host}` in {what}; the scenario simulates `{svc}` (and `{svc}-primary`, `{svc}-canary`){others}",
+                    svc = self.service,
+                    others = self
+                        .others
+                        .iter()
+                        .map(|s| format!(", `{}`", s.name))
+                        .collect::<String>()
                 ),
             )
         };
@@ -222,22 +227,80 @@ impl Context {
                         }
                     }
                 }
+                Manifest::DestinationRule(dr) => self.check_subsets(src, dr)?,
                 _ => {}
             }
         }
         Ok(())
     }
 
-    /// Whether `host` names the simulated service or one of its generated Services, short or
-    /// qualified with the namespace.
-    pub(super) fn is_service(&self, host: &str) -> bool {
+    /// A subset of one of the scenario's own services (not the rollout's, whose subsets the
+    /// controller writes) must select the pods of exactly one version by its labels: a subset
+    /// selecting none is most likely a typo, and one over several versions is not simulated.
+    fn check_subsets(
+        &self,
+        src: &Source<'_>,
+        dr: &crate::manifest::DestinationRule,
+    ) -> Result<(), ScenarioError> {
+        let Some(svc) = self.other_service(&dr.host) else {
+            return Ok(());
+        };
+        for (k, sub) in dr.subsets.iter().enumerate() {
+            let selected = svc.selected_by(&sub.labels);
+            let problem = match selected.as_slice() {
+                [_] => continue,
+                [] => format!(
+                    "selects the pods of no version of `{}` (its versions: {})",
+                    svc.name,
+                    super::services::quoted(
+                        &svc.versions
+                            .iter()
+                            .map(|(n, _)| n.as_str())
+                            .collect::<Vec<_>>()
+                    )
+                ),
+                several => format!(
+                    "selects the pods of several versions ({}); a subset over several versions is not supported yet: select one by its labels, e.g. `version`",
+                    super::services::quoted(several)
+                ),
+            };
+            let doc = src.outline.document("DestinationRule", Some(&dr.name));
+            let path = format!("spec.subsets[{k}]");
+            return Err(src.error(
+                src.line_at(doc, &path, "labels"),
+                format!(
+                    "DestinationRule {}: subset `{}` {problem}",
+                    dr.name, sub.name
+                ),
+            ));
+        }
+        Ok(())
+    }
+
+    /// The scenario's service other than the rollout's that `host` names, short or qualified
+    /// with the namespace.
+    fn other_service(&self, host: &str) -> Option<&super::ServiceModel> {
         let ns = &self.namespace;
-        ["", "-primary", "-canary"].iter().any(|suffix| {
-            let name = format!("{}{suffix}", self.service);
+        self.others.iter().find(|s| {
+            let name = &s.name;
             host == name
                 || host == format!("{name}.{ns}")
                 || host == format!("{name}.{ns}.svc")
                 || host == format!("{name}.{ns}.svc.cluster.local")
         })
+    }
+
+    /// Whether `host` names the simulated service or one of its generated Services, short or
+    /// qualified with the namespace.
+    pub(super) fn is_service(&self, host: &str) -> bool {
+        let ns = &self.namespace;
+        self.other_service(host).is_some()
+            || ["", "-primary", "-canary"].iter().any(|suffix| {
+                let name = format!("{}{suffix}", self.service);
+                host == name
+                    || host == format!("{name}.{ns}")
+                    || host == format!("{name}.{ns}.svc")
+                    || host == format!("{name}.{ns}.svc.cluster.local")
+            })
     }
 }

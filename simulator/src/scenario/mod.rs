@@ -14,6 +14,7 @@ mod manifests;
 mod model;
 mod patch;
 mod raw;
+mod services;
 mod source;
 mod timeline;
 mod traffic;
@@ -41,6 +42,7 @@ pub use timeline::{Event, Side, TimelineEntry};
 pub use traffic::{Client, RateShape};
 
 pub(crate) use patch::Patch;
+pub(crate) use services::ServiceModel;
 pub(crate) use source::{load_error_place, read_bounded};
 pub(crate) use timeline::{HookAnswer, Trigger};
 
@@ -54,10 +56,10 @@ pub struct Scenario {
     pub duration: SimTime,
     pub(crate) data_plane: DataPlane,
     pub namespace: String,
+    /// The rollout's service: the Canary's target, `services[0]`.
     pub(crate) service: String,
-    pub(crate) primary: Version,
-    /// The new revision's behaviour (deployed by the timeline's `deploy`).
-    pub canary: Version,
+    /// Every service, the rollout's first (see [`services`]).
+    pub(crate) services: Vec<ServiceModel>,
     pub clients: Vec<Client>,
     pub(crate) manifests: Manifests,
     /// The texts `manifests` was read from, in order.
@@ -131,6 +133,7 @@ impl Scenario {
             file: path.display().to_string(),
             dir: path.parent().map(Path::to_path_buf),
             service: String::new(),
+            others: Vec::new(),
             namespace: String::new(),
             data_plane: DataPlane::Istio,
             warnings: Vec::new(),
@@ -138,6 +141,16 @@ impl Scenario {
         let raw = raw::parse(text)
             .map_err(|(field, line, message)| cx.error_at(&field, line, message))?;
         cx.build(raw, path)
+    }
+
+    /// The rollout's stable version.
+    pub(crate) fn primary(&self) -> &Version {
+        &self.services[0].versions[0].1
+    }
+
+    /// The new revision's behaviour (deployed by the timeline's `deploy`).
+    pub fn canary(&self) -> &Version {
+        &self.services[0].versions[1].1
     }
 
     /// The Canary's target workload name (the canary), and the primary's.
@@ -168,6 +181,8 @@ struct Context {
     dir: Option<PathBuf>,
     /// The simulated service and its namespace, for checking the manifests' routes.
     service: String,
+    /// The scenario's other services, for checking the manifests' routes and the traffic.
+    others: Vec<ServiceModel>,
     namespace: String,
     data_plane: DataPlane,
     warnings: Vec<String>,
@@ -202,7 +217,10 @@ impl Context {
     }
 
     fn build(&mut self, raw: raw::Scenario, path: &Path) -> Result<Scenario, ScenarioError> {
-        self.service = raw.service.name.clone();
+        let written = self.written(&raw)?;
+        if let services::Written::One(one) = &written {
+            self.service = one.name.clone();
+        }
         self.namespace = raw.namespace.clone().unwrap_or_else(|| "default".into());
         let duration = self.duration("duration", &raw.duration)?;
         if !(1..=MAX_DURATION).contains(&duration) {
@@ -214,8 +232,11 @@ impl Context {
                 ),
             ));
         }
-        let primary = self.version("service.primary", &raw.service.primary, None)?;
-        let canary = self.version("service.canary", &raw.service.canary, Some(&primary))?;
+        // The short form's versions are checked first, as they always were.
+        let mut services = match &written {
+            services::Written::One(one) => Some(self.services(&written, &one.name)?),
+            services::Written::Many(_) => None,
+        };
 
         self.data_plane = match raw.mesh.as_deref().unwrap_or("istio") {
             "istio" => DataPlane::Istio,
@@ -229,23 +250,29 @@ impl Context {
         };
         let data_plane = self.data_plane;
         let (canary_resource, spec, metric_templates) = self.canary(&raw)?;
-        if spec.target != raw.service.name {
+        let rollout = self.rollout_service(&written, &spec.target)?;
+        if spec.target != rollout {
             return Err(self.error(
                 "canary.spec.targetRef.name",
                 format!(
-                    "targets `{}`, but the scenario's service is `{}`",
-                    spec.target, raw.service.name
+                    "targets `{}`, but the scenario's service is `{rollout}`",
+                    spec.target
                 ),
             ));
         }
+        let services = match services.take() {
+            Some(s) => s,
+            None => self.services(&written, &rollout)?,
+        };
+        self.service = rollout.clone();
+        self.others = services[1..].to_vec();
         let apex = fledge_controller::routes::service_names(&canary_resource).apex;
-        if apex != raw.service.name {
+        if apex != rollout {
             // The router's objects would route `apex`, which no client of the scenario calls.
             return Err(self.error(
                 "canary.spec.service.name",
                 format!(
-                    "names the Canary's Services `{apex}`, `{apex}-primary` and `{apex}-canary`, but the scenario's service is `{}`: the controller's routes would govern a Service no client calls. Name the scenario's service `{apex}`, or leave service.name out",
-                    raw.service.name
+                    "names the Canary's Services `{apex}`, `{apex}-primary` and `{apex}-canary`, but the scenario's service is `{rollout}`: the controller's routes would govern a Service no client calls. Name the scenario's service `{apex}`, or leave service.name out",
                 ),
             ));
         }
@@ -253,7 +280,7 @@ impl Context {
 
         let mut clients = Vec::new();
         for (i, c) in raw.traffic.iter().enumerate() {
-            let client = self.client(&format!("traffic[{i}]"), c)?;
+            let client = self.client(&format!("traffic[{i}]"), c, &services)?;
             if clients.iter().any(|o: &Client| o.name == client.name) {
                 return Err(self.error(
                     &format!("traffic[{i}].client"),
@@ -317,9 +344,8 @@ impl Context {
             duration,
             data_plane,
             namespace: raw.namespace.unwrap_or_else(|| "default".into()),
-            service: raw.service.name,
-            primary,
-            canary,
+            service: rollout,
+            services,
             clients,
             manifests,
             manifest_sources,

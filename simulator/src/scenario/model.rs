@@ -9,6 +9,8 @@ use crate::mesh::dist::ServiceTime;
 #[derive(Clone, Debug)]
 pub struct Version {
     pub pods: u32,
+    /// Pod labels as written (the mesh adds `app` and `version` when absent).
+    pub(crate) labels: std::collections::BTreeMap<String, String>,
     pub(crate) behaviour: Behaviour,
     /// Whether the pods have a sidecar.
     pub(crate) sidecar: bool,
@@ -87,20 +89,24 @@ impl Context {
         field: &str,
         raw: &raw::Version,
         base: Option<&Version>,
+        min_pods: u32,
     ) -> Result<Version, ScenarioError> {
         let mut v = base.cloned().unwrap_or(Version {
             pods: 2,
+            labels: Default::default(),
             behaviour: Behaviour::default(),
             sidecar: true,
         });
+        // Labels name a version's own pods: the canary does not take the primary's.
+        v.labels = raw.labels.clone().unwrap_or_default();
         if let Some(sidecar) = raw.sidecar {
             v.sidecar = sidecar;
         }
         if let Some(pods) = raw.pods {
-            if !(1..=1000).contains(&pods) {
+            if !(min_pods..=1000).contains(&pods) {
                 return Err(self.error(
                     &format!("{field}.pods"),
-                    format!("must be between 1 and 1000, got {pods}"),
+                    format!("must be between {min_pods} and 1000, got {pods}"),
                 ));
             }
             v.pods = pods;

@@ -18,7 +18,10 @@ pub(super) struct Scenario {
     /// `istio` (default) or `linkerd`.
     pub(crate) mesh: Option<String>,
     pub(crate) namespace: Option<String>,
-    pub(crate) service: Service,
+    /// One service with a primary and a canary: the short form of `services`.
+    pub(crate) service: Option<Service>,
+    /// Services with their versions by name.
+    pub(crate) services: Option<Vec<ServiceEntry>>,
     pub(crate) traffic: Vec<Traffic>,
     /// Mesh manifests as multi-document YAML.
     pub(crate) manifests: Option<String>,
@@ -69,10 +72,21 @@ pub(super) struct Service {
     pub(crate) canary: Version,
 }
 
+#[derive(Deserialize, Debug)]
+#[serde(deny_unknown_fields)]
+pub(super) struct ServiceEntry {
+    pub(crate) name: String,
+    /// Versions by name, in the order written (a name written twice is an error).
+    #[serde(deserialize_with = "ordered_map")]
+    pub(crate) versions: Vec<(String, Version)>,
+}
+
 #[derive(Deserialize, Debug, Default)]
 #[serde(deny_unknown_fields)]
 pub(super) struct Version {
     pub(crate) pods: Option<u32>,
+    /// Pod labels, as a Deployment's pod template sets them.
+    pub(crate) labels: Option<BTreeMap<String, String>>,
     pub(crate) workers: Option<u32>,
     pub(crate) latency: Option<Latency>,
     #[serde(default, deserialize_with = "finite_or_none")]
@@ -118,6 +132,8 @@ pub(super) struct Traffic {
     pub(crate) headers: Vec<HeaderProfile>,
     #[serde(default, deserialize_with = "bool_if_written")]
     pub(crate) sidecar: Option<bool>,
+    /// The service the client calls; the rollout's service when absent.
+    pub(crate) service: Option<String>,
     /// `service` (default) or `canary`: a load tester sending to the canary's own Service.
     pub(crate) target: Option<String>,
 }
@@ -317,6 +333,37 @@ fn bool_if_written<'de, D: Deserializer<'de>>(d: D) -> Result<Option<bool>, D::E
         Some(b) => Ok(Some(b)),
         None => Err(D::Error::custom(NO_VALUE)),
     }
+}
+
+/// A mapping kept in the order written; a key written twice is an error, as in the rest of
+/// the file.
+fn ordered_map<'de, D: Deserializer<'de>, V: Deserialize<'de>>(
+    d: D,
+) -> Result<Vec<(String, V)>, D::Error> {
+    struct Visit<V>(std::marker::PhantomData<V>);
+    impl<'de, V: Deserialize<'de>> serde::de::Visitor<'de> for Visit<V> {
+        type Value = Vec<(String, V)>;
+        fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+            f.write_str("a map from version names to versions")
+        }
+        fn visit_map<A: serde::de::MapAccess<'de>>(
+            self,
+            mut m: A,
+        ) -> Result<Self::Value, A::Error> {
+            let mut out: Vec<(String, V)> = Vec::new();
+            while let Some(k) = m.next_key::<String>()? {
+                if out.iter().any(|(o, _)| *o == k) {
+                    return Err(A::Error::custom(format!(
+                        "duplicate entry with key \"{k}\""
+                    )));
+                }
+                let v = m.next_value()?;
+                out.push((k, v));
+            }
+            Ok(out)
+        }
+    }
+    d.deserialize_map(Visit(std::marker::PhantomData))
 }
 
 /// Parses the text; on failure returns (field path, line, message).

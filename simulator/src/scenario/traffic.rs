@@ -17,6 +17,8 @@ pub struct Client {
     /// A load tester: sends straight to the canary's Service (`<service>-canary`), and only
     /// while a rollout progresses, as Flagger's load tester does from a rollout webhook.
     pub(crate) load_tester: bool,
+    /// The service the client calls.
+    pub(crate) service: String,
 }
 
 /// How a client's rate changes over time.
@@ -54,7 +56,12 @@ pub(super) fn rate_out_of_range(rate: f64) -> String {
 }
 
 impl Context {
-    pub(super) fn client(&self, field: &str, c: &raw::Traffic) -> Result<Client, ScenarioError> {
+    pub(super) fn client(
+        &self,
+        field: &str,
+        c: &raw::Traffic,
+        services: &[super::ServiceModel],
+    ) -> Result<Client, ScenarioError> {
         if !(c.rate.is_finite() && c.rate >= 0.0 && c.rate <= 1_000_000.0) {
             return Err(self.error(&format!("{field}.rate"), rate_out_of_range(c.rate)));
         }
@@ -162,8 +169,29 @@ impl Context {
                 "a load tester (`target: canary`) sends at a constant rate: drop `ramp`, `diurnal` or `bursts`",
             ));
         }
+        let service = match &c.service {
+            None => services[0].name.clone(),
+            Some(name) if services.iter().any(|s| &s.name == name) => name.clone(),
+            Some(name) => {
+                let names: Vec<&str> = services.iter().map(|s| s.name.as_str()).collect();
+                return Err(self.error(
+                    &format!("{field}.service"),
+                    format!(
+                        "unknown service `{name}`: the scenario's services are {}",
+                        super::services::quoted(&names)
+                    ),
+                ));
+            }
+        };
+        if load_tester && service != services[0].name {
+            return Err(self.error(
+                &format!("{field}.service"),
+                "a load tester (`target: canary`) calls the canary of the Canary's service: leave `service` out",
+            ));
+        }
         Ok(Client {
             name: c.client.clone(),
+            service,
             namespace: c.namespace.clone(),
             rate: c.rate,
             arrivals,

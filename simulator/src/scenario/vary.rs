@@ -237,6 +237,7 @@ impl Scenario {
             file: self.file.display().to_string(),
             dir: self.file.parent().map(std::path::Path::to_path_buf),
             service: self.service.clone(),
+            others: self.services[1..].to_vec(),
             namespace: self.namespace.clone(),
             data_plane: self.data_plane,
             warnings: Vec::new(),
