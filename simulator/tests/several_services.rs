@@ -1,0 +1,245 @@
+//! Several services: `services:` with versions by name and pod labels, clients calling any
+//! service, DestinationRule subsets selecting versions by labels as Istio's bookinfo samples
+//! write them, and `service:` read as the one entry of `services:`.
+
+mod support;
+
+use std::path::Path;
+
+use fledge_simulator::harness;
+use fledge_simulator::result::{RunResult, ServiceFigures};
+use fledge_simulator::scenario::Scenario;
+use support::*;
+
+const BOOKINFO: &str = include_str!("../../scenarios/bookinfo-reviews.yaml");
+
+fn run_text(name: &str, text: &str, seed: u64) -> RunResult {
+    let scenario = Scenario::parse(text, Path::new(name)).unwrap_or_else(|e| panic!("{e}"));
+    harness::run(&scenario, &scenario.variants[0], seed).expect("the run")
+}
+
+fn reviews(r: &RunResult) -> &ServiceFigures {
+    r.services
+        .iter()
+        .find(|s| s.name == "reviews")
+        .expect("reviews is reported")
+}
+
+fn requests(s: &ServiceFigures, version: &str) -> u64 {
+    s.versions
+        .iter()
+        .find(|v| v.version == version)
+        .map_or_else(|| panic!("no version {version}"), |v| v.requests)
+}
+
+/// Client requests of `client` to `version` of `service`, from the service graph.
+fn edge(r: &RunResult, client: &str, service: &str, version: &str) -> u64 {
+    r.graph
+        .iter()
+        .filter(|e| e.source == client && e.service == service && e.version == version)
+        .map(|e| e.requests)
+        .sum()
+}
+
+#[test]
+fn a_90_10_split_by_subsets_is_measured_within_its_margin() {
+    let r = run_text("bookinfo.yaml", BOOKINFO, 7);
+    let s = reviews(&r);
+    let (v1, v3) = (requests(s, "v1"), requests(s, "v3"));
+    let n = (v1 + v3) as f64;
+    assert!(n > 40_000.0, "{n} requests split");
+    let share = v1 as f64 / n;
+    // Binomial: five standard deviations of the share.
+    let margin = 5.0 * (0.9 * 0.1 / n).sqrt();
+    assert!(
+        (share - 0.9).abs() < margin,
+        "v1 took {share:.4} of the split, expected 0.9 ± {margin:.4}"
+    );
+    assert!(r.passed(), "{:?}", r.checks);
+}
+
+#[test]
+fn the_end_user_header_routes_jason_to_v2_and_no_one_else() {
+    // Two callers: every request of one carries `end-user: jason`, none of the other's.
+    let text = BOOKINFO.replace(
+        "    headers:\n      - weight: 9\n      - weight: 1\n        set: {end-user: jason}\n",
+        "  - client: jason\n    service: reviews\n    rate: 20\n    headers:\n      - weight: 1\n        set: {end-user: jason}\n",
+    );
+    assert_ne!(text, BOOKINFO);
+    let r = run_text("jason.yaml", &text, 3);
+    assert!(edge(&r, "jason", "reviews", "v2") > 5_000);
+    assert_eq!(edge(&r, "jason", "reviews", "v1"), 0);
+    assert_eq!(edge(&r, "jason", "reviews", "v3"), 0);
+    assert_eq!(edge(&r, "productpage-reviews", "reviews", "v2"), 0);
+    assert!(edge(&r, "productpage-reviews", "reviews", "v1") > 0);
+    // The rollout's client never reaches `reviews`.
+    assert_eq!(
+        ["v1", "v2", "v3"]
+            .map(|v| edge(&r, "browser", "reviews", v))
+            .iter()
+            .sum::<u64>(),
+        0
+    );
+}
+
+#[test]
+fn a_subset_selecting_no_pods_answers_503_no_healthy_upstream() {
+    // The callers then see about 9% failures.
+    let text = BOOKINFO
+        .replace("      v3:\n        pods: 2\n", "      v3:\n        pods: 0\n")
+        .replace("min_success_rate: 99.9", "min_success_rate: 85");
+    assert_ne!(text, BOOKINFO);
+    let r = run_text("no-pods.yaml", &text, 5);
+    let s = reviews(&r);
+    assert_eq!(requests(s, "v3"), 0);
+    // A tenth of the callers' non-jason requests (nine tenths of them) go to v3.
+    let v1 = requests(s, "v1") as f64;
+    let expected = v1 / 9.0;
+    assert!(
+        (s.unanswered as f64 - expected).abs() < 0.1 * expected,
+        "{} unanswered, expected about {expected:.0}",
+        s.unanswered
+    );
+    // Envoy answers them itself: 503 with the response flag UH.
+    let file = write("no-pods.yaml", &text);
+    let log = file.with_file_name("no-pods.log");
+    let out = sim(&[
+        "run",
+        path_str(&file),
+        "--seed",
+        "5",
+        "--access-log",
+        path_str(&log),
+    ]);
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    let log = std::fs::read_to_string(&log).expect("the access log");
+    let uh = log
+        .lines()
+        .filter(|l| l.contains("\" 503 UH ") && l.contains("\"reviews\" \"-\""))
+        .count() as u64;
+    assert_eq!(uh, s.unanswered, "UH lines in the access log");
+}
+
+#[test]
+fn the_service_form_and_a_one_entry_services_form_give_identical_output() {
+    let services = BASE.replace(
+        "service:\n  name: podinfo\n  primary:\n",
+        "services:\n  - name: podinfo\n    versions:\n      primary:\n",
+    );
+    // Re-indent the primary's keys under `versions.primary`.
+    let services = indent_block(&services, "      primary:\n", 4);
+    assert_ne!(services, BASE);
+    for seed in [1, 2] {
+        let old = serde_json::to_string(&run_text("same.yaml", BASE, seed)).unwrap();
+        let new = serde_json::to_string(&run_text("same.yaml", &services, seed)).unwrap();
+        assert_eq!(old, new, "seed {seed}");
+    }
+}
+
+/// `text` with the lines after `after` that are indented deeper than it indented `by` more,
+/// up to the first line that is not.
+fn indent_block(text: &str, after: &str, by: usize) -> String {
+    let start = text.find(after).expect("the block") + after.len();
+    let depth = after.len() - after.trim_start().len();
+    let mut out = text[..start].to_string();
+    let mut inside = true;
+    for line in text[start..].split_inclusive('\n') {
+        let indent = line.len() - line.trim_start().len();
+        inside &= !line.trim().is_empty() && indent > depth - by;
+        if inside {
+            out.push_str(&" ".repeat(by));
+        }
+        out.push_str(line);
+    }
+    out
+}
+
+#[test]
+fn a_client_of_an_unknown_service_is_an_error_at_its_line() {
+    let text = BOOKINFO.replace("    service: reviews\n", "    service: ratings\n");
+    assert_bad_input(
+        "unknown-service.yaml",
+        &text,
+        line_of(&text, "service: ratings"),
+        "traffic[1].service",
+        "unknown service `ratings`: the scenario's services are `productpage`, `reviews`",
+    );
+}
+
+#[test]
+fn a_version_named_twice_is_an_error_at_the_second() {
+    let text = BOOKINFO.replacen("      v3:\n", "      v1:\n", 1);
+    let second = text
+        .lines()
+        .enumerate()
+        .filter(|(_, l)| l.trim() == "v1:")
+        .nth(1)
+        .expect("two v1")
+        .0
+        + 1;
+    assert_bad_input(
+        "twice.yaml",
+        &text,
+        second,
+        "services[1].versions",
+        "duplicate entry with key \"v1\"",
+    );
+}
+
+#[test]
+fn labels_that_are_not_a_map_are_an_error_at_their_line() {
+    let text = BOOKINFO.replace(
+        "        labels: {app: reviews, version: v2}\n",
+        "        labels: [version, v2]\n",
+    );
+    assert_bad_input(
+        "labels.yaml",
+        &text,
+        line_of(&text, "labels: [version, v2]"),
+        "services[1].versions.v2.labels",
+        "invalid type: sequence, expected a map",
+    );
+}
+
+#[test]
+fn a_subset_selecting_no_version_is_an_error_at_its_labels() {
+    let text = BOOKINFO.replace(
+        "    - name: v3\n      labels:\n        version: v3\n",
+        "    - name: v3\n      labels:\n        version: v4\n",
+    );
+    assert_ne!(text, BOOKINFO);
+    assert_bad_input(
+        "subset.yaml",
+        &text,
+        line_of(&text, "version: v4") - 1,
+        "manifests",
+        "DestinationRule reviews: subset `v3` selects the pods of no version of `reviews` (its versions: `v1`, `v2`, `v3`)",
+    );
+}
+
+#[test]
+fn the_canarys_service_has_only_the_versions_flagger_manages() {
+    let text = BOOKINFO.replace("      primary:\n        pods: 2\n", "      v1:\n        pods: 2\n");
+    assert_bad_input(
+        "flagger.yaml",
+        &text,
+        line_of(&text, "      v1:"),
+        "services[0].versions.v1",
+        "`productpage` is the Canary's service, whose versions Flagger manages",
+    );
+}
+
+#[test]
+fn service_and_services_together_are_an_error() {
+    let text = BOOKINFO.replace(
+        "services:\n",
+        "service:\n  name: productpage\n  primary: {pods: 1}\nservices:\n",
+    );
+    assert_bad_input(
+        "both.yaml",
+        &text,
+        line_of(&text, "services:"),
+        "services",
+        "give either `service:` or `services:`, not both",
+    );
+}
