@@ -86,7 +86,10 @@ fn the_end_user_header_routes_jason_to_v2_and_no_one_else() {
 fn a_subset_selecting_no_pods_answers_503_no_healthy_upstream() {
     // The callers then see about 9% failures.
     let text = BOOKINFO
-        .replace("      v3:\n        pods: 2\n", "      v3:\n        pods: 0\n")
+        .replace(
+            "      v3:\n        pods: 2\n",
+            "      v3:\n        pods: 0\n",
+        )
         .replace("min_success_rate: 99.9", "min_success_rate: 85");
     assert_ne!(text, BOOKINFO);
     let r = run_text("no-pods.yaml", &text, 5);
@@ -122,36 +125,24 @@ fn a_subset_selecting_no_pods_answers_503_no_healthy_upstream() {
 
 #[test]
 fn the_service_form_and_a_one_entry_services_form_give_identical_output() {
-    let services = BASE.replace(
-        "service:\n  name: podinfo\n  primary:\n",
-        "services:\n  - name: podinfo\n    versions:\n      primary:\n",
+    const SERVICE: &str =
+        "service:\n  name: podinfo\n  primary:\n    pods: 2\n    latency: {p50: 10ms, p99: 40ms}\n";
+    // A canary that sets one key and takes the others from the primary.
+    let old = BASE.replace(
+        SERVICE,
+        &format!("{SERVICE}  canary:\n    error_rate: 0.02\n"),
     );
-    // Re-indent the primary's keys under `versions.primary`.
-    let services = indent_block(&services, "      primary:\n", 4);
-    assert_ne!(services, BASE);
+    let new = BASE.replace(
+        SERVICE,
+        "services:\n  - name: podinfo\n    versions:\n      primary:\n        pods: 2\n        latency: {p50: 10ms, p99: 40ms}\n      canary:\n        error_rate: 0.02\n",
+    );
+    assert_ne!(old, BASE);
+    assert_ne!(new, BASE);
     for seed in [1, 2] {
-        let old = serde_json::to_string(&run_text("same.yaml", BASE, seed)).unwrap();
-        let new = serde_json::to_string(&run_text("same.yaml", &services, seed)).unwrap();
+        let old = serde_json::to_string(&run_text("same.yaml", &old, seed)).unwrap();
+        let new = serde_json::to_string(&run_text("same.yaml", &new, seed)).unwrap();
         assert_eq!(old, new, "seed {seed}");
     }
-}
-
-/// `text` with the lines after `after` that are indented deeper than it indented `by` more,
-/// up to the first line that is not.
-fn indent_block(text: &str, after: &str, by: usize) -> String {
-    let start = text.find(after).expect("the block") + after.len();
-    let depth = after.len() - after.trim_start().len();
-    let mut out = text[..start].to_string();
-    let mut inside = true;
-    for line in text[start..].split_inclusive('\n') {
-        let indent = line.len() - line.trim_start().len();
-        inside &= !line.trim().is_empty() && indent > depth - by;
-        if inside {
-            out.push_str(&" ".repeat(by));
-        }
-        out.push_str(line);
-    }
-    out
 }
 
 #[test]
@@ -219,7 +210,10 @@ fn a_subset_selecting_no_version_is_an_error_at_its_labels() {
 
 #[test]
 fn the_canarys_service_has_only_the_versions_flagger_manages() {
-    let text = BOOKINFO.replace("      primary:\n        pods: 2\n", "      v1:\n        pods: 2\n");
+    let text = BOOKINFO.replace(
+        "      primary:\n        pods: 2\n",
+        "      v1:\n        pods: 2\n",
+    );
     assert_bad_input(
         "flagger.yaml",
         &text,
