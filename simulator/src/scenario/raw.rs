@@ -85,8 +85,6 @@ pub(super) struct ServiceEntry {
 #[serde(deny_unknown_fields)]
 pub(super) struct Version {
     pub(crate) pods: Option<u32>,
-    /// Pod labels, as a Deployment's pod template sets them.
-    pub(crate) labels: Option<BTreeMap<String, String>>,
     pub(crate) workers: Option<u32>,
     pub(crate) latency: Option<Latency>,
     #[serde(default, deserialize_with = "finite_or_none")]
@@ -95,6 +93,8 @@ pub(super) struct Version {
     /// Whether the pods get a sidecar (false: as `sidecar.istio.io/inject: "false"`).
     #[serde(default, deserialize_with = "bool_if_written")]
     pub(crate) sidecar: Option<bool>,
+    /// Pod labels, as a Deployment's pod template sets them.
+    pub(crate) labels: Option<BTreeMap<String, String>>,
 }
 
 #[derive(Deserialize, Debug, Default)]
