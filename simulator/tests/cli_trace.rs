@@ -362,3 +362,27 @@ fn scenarios_readme_gives_the_legend_of_run_help() {
         &out.stdout[start..end]
     );
 }
+
+/// A pending overflow is answered with no upstream host (Envoy's pool fails the stream with none),
+/// so `request-done` names no version (`-`), as telemetry, the access log and the spans do.
+#[test]
+fn a_request_no_pod_answered_is_traced_with_no_version() {
+    let scenario =
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("../scenarios/load-spike-pool-overflow.yaml");
+    let trace = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("cli-trace-uo.trace");
+    let out = sim(&[
+        "run",
+        path_str(&scenario),
+        "--trace",
+        path_str(&trace),
+        "--trace-filter",
+        "event=request-done,flags=UO",
+    ]);
+    let text = std::fs::read_to_string(&trace).expect("the trace");
+    assert!(out.code == 0 || out.code == 1, "{}", out.stderr);
+    let done: Vec<&str> = text.lines().filter(|l| !l.starts_with('#')).collect();
+    assert!(done.len() > 1000, "{}", done.len());
+    for line in done {
+        assert!(line.contains(" version=- "), "{line}");
+    }
+}

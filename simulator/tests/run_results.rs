@@ -185,3 +185,29 @@ fn the_report_draws_the_bounds_labels_the_decisions_and_says_what_it_leaves_out(
     // Round time ticks: 8m of run, a tick every minute.
     assert!(html.contains(">1m</text>") && html.contains(">8m</text>"));
 }
+
+/// The run's requests and failures, and each sample's, are what the clients saw: the requests
+/// no pod answered included (here about 5,400 pool overflows, `UO`, which Istio reports against
+/// the destination `unknown`, as Envoy's pool fails the stream with no upstream host).
+#[test]
+fn the_runs_figures_and_samples_count_what_the_clients_saw_answered_or_not() {
+    let out = sim(&["run", &library("load-spike-pool-overflow.yaml"), "--json"]);
+    assert!(out.code == 0 || out.code == 1, "{}", out.stderr);
+    let v = json(&out);
+    let run = &v[0];
+    let sum = |field: &str| -> u64 {
+        let clients = run["clients"].as_array().expect("clients");
+        clients
+            .iter()
+            .map(|c| c[field].as_u64().expect(field))
+            .sum()
+    };
+    assert!(run["counters"]["pending_overflow"].as_u64().unwrap() > 1000);
+    assert_eq!(run["requests"].as_u64(), Some(sum("requests")));
+    assert_eq!(run["failed_requests"].as_u64(), Some(sum("failed")));
+    // The 3x spikes overflow the pool far more than the run's 2.5% average: a sample shows it.
+    let worst = (run["samples"].as_array().expect("samples").iter())
+        .filter_map(|s| s["clients_success_rate"].as_f64())
+        .fold(100.0_f64, f64::min);
+    assert!(worst < 97.5, "the worst sampled success rate is {worst}%");
+}

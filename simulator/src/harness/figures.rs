@@ -23,9 +23,8 @@ impl Harness<'_> {
         };
         let primary = figures(self.mesh.destination_stats(self.primary, from, now));
         let canary = figures(self.mesh.destination_stats(self.canary, from, now));
-        let (sent, failed) = [self.primary, self.canary]
-            .iter()
-            .map(|v| self.mesh.source_stats(*v, from, now))
+        let (sent, failed) = self
+            .clients_saw(from, now)
             .fold((0, 0), |(r, f), s| (r + s.requests, f + s.failures));
         let seconds = ((now - from) as f64 / SECONDS as f64).max(1e-9);
         self.samples.push(Sample {
@@ -41,6 +40,24 @@ impl Harness<'_> {
             clients_requests: sent,
             clients_success_rate: (sent > 0).then(|| 100.0 * (1.0 - failed as f64 / sent as f64)),
         });
+    }
+
+    /// What the clients of the rollout's service saw over `[from, to]`: the primary's and the
+    /// canary's answers, and the requests no pod answered (a pool overflow, no healthy upstream,
+    /// an abort, no route), which their proxies report against the destination `unknown`.
+    fn clients_saw(
+        &self,
+        from: SimTime,
+        to: SimTime,
+    ) -> impl Iterator<Item = crate::telemetry::WindowStats> + '_ {
+        let unanswered = self
+            .mesh
+            .service_id(&self.scenario.service)
+            .map(|s| self.mesh.unanswered_stats(s, from, to));
+        [self.primary, self.canary]
+            .into_iter()
+            .map(move |v| self.mesh.source_stats(v, from, to))
+            .chain(unanswered)
     }
 
     /// The run's result, with figures up to `end`.
@@ -62,11 +79,7 @@ impl Harness<'_> {
         let mut requests = 0;
         let mut failed = 0;
         let mut buckets = [0; crate::telemetry::NUM_BUCKETS];
-        // The client proxies' answers too: a request no pod answered failed all the same.
-        let service = self.mesh.service_id(&self.scenario.service);
-        let answered = [self.primary, self.canary].map(|v| self.mesh.source_stats(v, 0, end));
-        let unanswered = service.map(|s| self.mesh.unanswered_stats(s, 0, end));
-        for s in answered.into_iter().chain(unanswered) {
+        for s in self.clients_saw(0, end) {
             requests += s.requests;
             failed += s.failures;
             buckets.iter_mut().zip(s.buckets).for_each(|(b, n)| *b += n);

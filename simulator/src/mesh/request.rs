@@ -446,7 +446,7 @@ impl Mesh {
             self.output_request(req, code, f | r.flags, peer);
         }
         trace!(self, "request-done", "req" => r.number, "client" => self.client_name(r.client),
-            "version" => if r.cluster.is_some() { self.trace_version(r.version) } else { "-" },
+            "version" => if peer { self.trace_version(r.version) } else { "-" },
             "code" => code, "flags" => flags::render(f | r.flags),
             "ms" => crate::trace::ms(now - r.start));
         let dest = if peer {
