@@ -14,7 +14,7 @@ use fledge_controller::cluster::lease::{LeaderElection, LeaseConfig, Timing};
 use fledge_controller::cluster::providers::{LiveObserver, LiveRouting};
 use fledge_controller::cluster::telemetry::{self, Metrics};
 use fledge_controller::cluster::{self as cluster, Config, Context};
-use fledge_controller::metrics::Prometheus;
+use fledge_controller::metrics::{Mesh, Prometheus};
 use fledge_controller::routes::Provider;
 use fledge_controller::spec::{Canary, MetricTemplate};
 use fledge_controller::webhook::Webhooks;
@@ -87,6 +87,9 @@ struct LocalArgs {
     /// Traffic provider if the Canary names none.
     #[arg(long, default_value = "istio")]
     provider: Provider,
+    /// Whose series the built-in metrics of a Gateway API Canary read, as for `run`.
+    #[arg(long, default_value = "contour")]
+    gateway_api_metrics: Mesh,
     /// Timeout of one Prometheus query.
     #[arg(long, default_value_t = 5, value_parser = clap::value_parser!(u64).range(1..=300))]
     prometheus_timeout_seconds: u64,
@@ -141,6 +144,10 @@ struct RunArgs {
     /// Traffic provider of Canaries that name none.
     #[arg(long, env = "FLEDGE_PROVIDER", default_value = "istio")]
     provider: Provider,
+    /// Whose series the built-in metrics of Gateway API Canaries read: contour (the gateway
+    /// Envoy's clusters), istio or linkerd (the mesh behind the gateway, or GAMMA).
+    #[arg(long, env = "FLEDGE_GATEWAY_API_METRICS", default_value = "contour")]
+    gateway_api_metrics: Mesh,
     /// Namespaces to watch (comma-separated or repeated); all when empty.
     #[arg(long = "namespace", env = "FLEDGE_NAMESPACES", value_delimiter = ',')]
     namespaces: Vec<String>,
@@ -306,7 +313,8 @@ fn local(args: &LocalArgs) -> ExitCode {
         if let Err(e) = local::wait_for_prometheus(&prometheus, local::START_WAIT).await {
             return bad_input(e);
         }
-        let observer = LiveObserver::new(prometheus, Webhooks::new());
+        let observer = LiveObserver::new(prometheus, Webhooks::new())
+            .with_gateway_api_metrics(args.gateway_api_metrics);
         let poll = Duration::from_secs(args.poll_seconds);
         let controller = match Local::new(file, args.provider, observer, mesh, poll).await {
             Ok(c) => c,
@@ -399,7 +407,10 @@ async fn run(mut args: RunArgs) -> Result<(), Failure> {
     let ctx = Arc::new(Context::new(
         client.clone(),
         Arc::new(LiveRouting::new(client.clone())),
-        Arc::new(LiveObserver::new(prometheus, Webhooks::new())),
+        Arc::new(
+            LiveObserver::new(prometheus, Webhooks::new())
+                .with_gateway_api_metrics(args.gateway_api_metrics),
+        ),
         Config {
             default_provider: args.provider,
             flagger_canaries: args.flagger_canaries,
@@ -573,6 +584,30 @@ mod tests {
         assert_eq!(args.namespaces, ["a", "b"]);
         assert!(args.leader_elect);
         assert_eq!(args.provider.to_string(), "smi:v1alpha2");
+        assert_eq!(args.gateway_api_metrics, Mesh::GatewayApi);
+        let cli = Cli::try_parse_from([
+            "fledge-controller",
+            "run",
+            "--gateway-api-metrics",
+            "linkerd",
+        ])
+        .unwrap();
+        let Some(Cmd::Run(args)) = cli.command else {
+            panic!("not run");
+        };
+        assert_eq!(args.gateway_api_metrics, Mesh::Linkerd);
+        let refused = Cli::try_parse_from([
+            "fledge-controller",
+            "run",
+            "--gateway-api-metrics",
+            "envoy-gateway",
+        ])
+        .unwrap_err()
+        .to_string();
+        assert!(
+            refused.contains("use istio, linkerd or contour"),
+            "{refused}"
+        );
         let cli =
             Cli::try_parse_from(["fledge-controller", "status", "-n", "test", "podinfo"]).unwrap();
         assert!(matches!(

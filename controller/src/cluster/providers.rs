@@ -149,6 +149,8 @@ impl Routing for LiveRouting {
 pub struct LiveObserver {
     prometheus: Prometheus,
     webhooks: Webhooks,
+    /// Whose series the built-in queries of Gateway API Canaries read.
+    gateway_api: Mesh,
 }
 
 impl LiveObserver {
@@ -156,7 +158,14 @@ impl LiveObserver {
         LiveObserver {
             prometheus,
             webhooks,
+            gateway_api: Mesh::GatewayApi,
         }
+    }
+
+    /// Reads Gateway API Canaries' built-in metrics from `mesh`'s series.
+    pub fn with_gateway_api_metrics(mut self, mesh: Mesh) -> Self {
+        self.gateway_api = mesh;
+        self
     }
 }
 
@@ -168,7 +177,7 @@ impl Observer for LiveObserver {
         measurement: &'a Measurement,
         template: Option<&'a MetricTemplateSpec>,
     ) -> BoxFuture<'a, MetricReading> {
-        let mesh = Mesh::for_provider(provider);
+        let mesh = Mesh::for_provider(provider, self.gateway_api);
         self.prometheus
             .read(mesh, subject, measurement, template)
             .boxed()

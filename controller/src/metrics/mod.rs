@@ -19,7 +19,15 @@
 //!
 //! The mesh whose series the built-in queries read follows the traffic provider
 //! ([`Mesh::for_provider`]): `istio` reads Istio's, `linkerd` and every `smi:*` read Linkerd's
-//! (`response_total`), `gatewayapi:*` the gateway Envoy's. Flagger differs for `smi:*`: it reads
+//! (`response_total`), `gatewayapi:*` those of the implementation the controller setting
+//! `--gateway-api-metrics` names: `contour` (the default: the gateway Envoy's clusters, Flagger's
+//! Contour queries), `istio` (Istio's gateway or GAMMA: the sidecars' series) or `linkerd`
+//! (Linkerd through Gateway API/GAMMA, as Flagger's current Linkerd guide routes). Flagger's own
+//! `gatewayapi:*` observer reads the application's `http_request_duration_seconds` instead, and
+//! its guides replace the built-ins with MetricTemplates of exactly these mesh queries.
+//! Envoy Gateway is not offered: it names a cluster per route rule
+//! (`httproute/<ns>/<route>/rule/<n>`) holding both backends, so its series cannot tell the
+//! canary from the primary. Flagger differs for `smi:*`: it reads
 //! Linkerd's only when its controller-wide mesh provider is Linkerd and falls back to Istio's
 //! queries otherwise (its observer factory's default). Fledge routes SMI TrafficSplits for
 //! Linkerd only (the simulator's Linkerd data plane reads them), so it reads Linkerd's series
@@ -76,17 +84,50 @@ pub enum Mesh {
     Istio,
     /// Linkerd proxy metrics: `response_total`, `response_latency_ms_bucket`.
     Linkerd,
-    /// Envoy-based Gateway API implementations: `envoy_cluster_upstream_rq*`.
+    /// Envoy that names upstream clusters `<namespace>_<service>_<port>` (Contour):
+    /// `envoy_cluster_upstream_rq*`, Flagger's Contour queries.
     GatewayApi,
 }
 
 impl Mesh {
-    /// The mesh of a traffic provider: SMI TrafficSplits are read by Linkerd.
-    pub fn for_provider(provider: Provider) -> Mesh {
+    /// The mesh of a traffic provider: SMI TrafficSplits are read by Linkerd, Gateway API
+    /// routes by `gateway_api`, the implementation the controller is told serves them
+    /// (`--gateway-api-metrics`): the gateway's Envoy, or the mesh behind it.
+    pub fn for_provider(provider: Provider, gateway_api: Mesh) -> Mesh {
         match provider {
             Provider::Istio => Mesh::Istio,
             Provider::Smi(_) => Mesh::Linkerd,
-            Provider::GatewayApi(_) => Mesh::GatewayApi,
+            Provider::GatewayApi(_) => gateway_api,
+        }
+    }
+
+    /// Its name as `--gateway-api-metrics` takes it.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Mesh::Istio => "istio",
+            Mesh::Linkerd => "linkerd",
+            Mesh::GatewayApi => "contour",
+        }
+    }
+}
+
+impl std::fmt::Display for Mesh {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl std::str::FromStr for Mesh {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Mesh, String> {
+        match s {
+            "istio" => Ok(Mesh::Istio),
+            "linkerd" => Ok(Mesh::Linkerd),
+            "contour" => Ok(Mesh::GatewayApi),
+            other => Err(format!(
+                "`{other}` is not an implementation whose metrics Fledge reads: use istio, linkerd or contour"
+            )),
         }
     }
 }

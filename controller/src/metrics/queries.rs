@@ -216,6 +216,65 @@ mod tests {
     }
 
     #[test]
+    fn the_contour_queries_are_flaggers_contour_observer_with_the_apex_service() {
+        let sr = builtin_query(
+            Mesh::GatewayApi,
+            &Measure::SuccessRate,
+            &subject(),
+            last(60),
+        );
+        assert_eq!(
+            sr.as_deref(),
+            Some(
+                r#"sum(rate(envoy_cluster_upstream_rq{envoy_cluster_name=~"test_frontend-canary_[0-9a-zA-Z-]+",envoy_response_code!~"5.*"}[1m])) / sum(rate(envoy_cluster_upstream_rq{envoy_cluster_name=~"test_frontend-canary_[0-9a-zA-Z-]+"}[1m])) * 100"#
+            )
+        );
+        let p99 = builtin_query(Mesh::GatewayApi, &Measure::Latency, &subject(), last(60));
+        assert_eq!(
+            p99.as_deref(),
+            Some(
+                r#"histogram_quantile(0.99, sum(rate(envoy_cluster_upstream_rq_time_bucket{envoy_cluster_name=~"test_frontend-canary_[0-9a-zA-Z-]+"}[1m])) by (le))"#
+            )
+        );
+    }
+
+    #[test]
+    fn the_istio_duration_and_the_linkerd_success_rate_are_flaggers_queries() {
+        let p99 = builtin_query(Mesh::Istio, &Measure::Latency, &subject(), last(60));
+        assert_eq!(
+            p99.as_deref(),
+            Some(
+                r#"histogram_quantile(0.99, sum(rate(istio_request_duration_milliseconds_bucket{reporter="destination",destination_workload_namespace="test",destination_workload=~"podinfo"}[1m])) by (le))"#
+            )
+        );
+        let sr = builtin_query(Mesh::Linkerd, &Measure::SuccessRate, &subject(), last(60));
+        assert_eq!(
+            sr.as_deref(),
+            Some(
+                r#"sum(rate(response_total{namespace="test",deployment=~"podinfo",classification!="failure",direction="inbound"}[1m])) / sum(rate(response_total{namespace="test",deployment=~"podinfo",direction="inbound"}[1m])) * 100"#
+            )
+        );
+    }
+
+    #[test]
+    fn gateway_api_canaries_read_the_implementation_the_setting_names_and_others_ignore_it() {
+        use crate::routes::{GatewayVersion, Provider, SmiVersion};
+        for mesh in [Mesh::Istio, Mesh::Linkerd, Mesh::GatewayApi] {
+            let gateway = Provider::GatewayApi(GatewayVersion::V1);
+            assert_eq!(Mesh::for_provider(gateway, mesh), mesh);
+            assert_eq!(Mesh::for_provider(Provider::Istio, mesh), Mesh::Istio);
+            let smi = Provider::Smi(SmiVersion::V1Alpha2);
+            assert_eq!(Mesh::for_provider(smi, mesh), Mesh::Linkerd);
+            assert_eq!(mesh.as_str().parse::<Mesh>(), Ok(mesh));
+        }
+        let err = "envoy-gateway".parse::<Mesh>().unwrap_err();
+        assert!(
+            err.contains("`envoy-gateway`") && err.contains("contour"),
+            "{err}"
+        );
+    }
+
+    #[test]
     fn only_flaggers_scalars_have_a_builtin_query() {
         for measure in [
             Measure::Counts,
