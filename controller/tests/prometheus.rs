@@ -674,7 +674,13 @@ async fn an_inline_query_is_rendered_and_sent_as_is() {
     )]);
     let address = fake.serve().await;
     let query = r#"avg(cpu{namespace="{{ namespace }}",pod=~"{{ target }}-.*"})"#;
-    let cpu = measure("cpu", Measure::Query(QuerySource::Inline(query.into())));
+    let cpu = measure(
+        "cpu",
+        Measure::Query(QuerySource::Inline {
+            query: query.into(),
+            variables: Default::default(),
+        }),
+    );
     let reading = read(&prometheus(&address, 2_000, 0), Mesh::Linkerd, cpu, None).await;
     assert_eq!(reading, MetricReading::Value { value: 0.25 });
 }

@@ -279,7 +279,10 @@ mod tests {
         for measure in [
             Measure::Counts,
             Measure::Histograms,
-            Measure::Query(QuerySource::Inline("up".into())),
+            Measure::Query(QuerySource::Inline {
+                query: "up".into(),
+                variables: Default::default(),
+            }),
         ] {
             assert_eq!(
                 builtin_query(Mesh::Istio, &measure, &subject(), last(60)),

@@ -16,7 +16,8 @@
 mod template;
 
 pub use template::{
-    RenderError, ResolvedQuery, render_template, resolve_query, template_not_found,
+    RenderError, ResolvedQuery, check_placeholders, render_template, resolve_query,
+    template_not_found,
 };
 
 use std::collections::BTreeMap;
@@ -139,8 +140,11 @@ pub enum Measure {
 /// Where a user's query comes from.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum QuerySource {
-    /// The metric's own `query`.
-    Inline(String),
+    /// The metric's own `query`, with its `templateVariables`.
+    Inline {
+        query: String,
+        variables: BTreeMap<String, String>,
+    },
     /// A `MetricTemplate`, by namespace and name, with the metric's `templateVariables`.
     Template {
         namespace: String,
@@ -180,9 +184,13 @@ pub fn plan(wants: &Wants, spec: &RolloutSpec, subject: &Subject, now: Millis) -
                 MetricKind::RequestDuration if statistical => (Measure::Histograms, step),
                 MetricKind::RequestSuccessRate => (Measure::SuccessRate, window),
                 MetricKind::RequestDuration => (Measure::Latency, window),
-                MetricKind::Query { query } => {
-                    (Measure::Query(QuerySource::Inline(query.clone())), window)
-                }
+                MetricKind::Query { query, variables } => (
+                    Measure::Query(QuerySource::Inline {
+                        query: query.clone(),
+                        variables: variables.clone(),
+                    }),
+                    window,
+                ),
                 MetricKind::Template {
                     name,
                     namespace,

@@ -4,7 +4,7 @@
 
 use std::collections::BTreeMap;
 
-use super::{QuerySource, Range, Subject};
+use super::{QuerySource, Range, Subject, Workload};
 use crate::spec::{Duration, MetricTemplateSpec};
 
 /// A problem with a query's placeholders.
@@ -25,7 +25,9 @@ pub enum RenderError {
 
 /// Fills Flagger's placeholders in `query`: `{{ name }}` (the Canary), `{{ namespace }}`,
 /// `{{ target }}`, `{{ service }}`, `{{ ingress }}`, `{{ route }}`, `{{ interval }}` (the measured
-/// range's length) and `{{ variables.NAME }}`. Spaces inside the braces are optional. Flagger
+/// range's length) and `{{ variables.NAME }}`. Spaces inside the braces are optional. As in Go's
+/// templates, which Flagger renders with, `{{- ` drops the whitespace before the placeholder and
+/// ` -}}` the whitespace after it (the space next to the dash is required). Flagger
 /// sets `ingress` and `route` to the target's name unless the Canary has an `ingressRef` or
 /// `routeRef`; Fledge's Canary has neither, so both are the target. Any other placeholder, or a variable the Canary does not set, is an error
 /// that names it.
@@ -45,7 +47,21 @@ pub fn render_template(
                 at: query.len() - rest.len() + start,
             });
         };
-        let name = after[..end].trim();
+        let mut inner = &after[..end];
+        if let Some(rest) = inner.strip_prefix('-')
+            && rest.starts_with(GO_SPACE)
+        {
+            out.truncate(out.trim_end_matches(GO_SPACE).len());
+            inner = rest;
+        }
+        let trim_after = match inner.strip_suffix('-') {
+            Some(rest) if rest.ends_with(GO_SPACE) => {
+                inner = rest;
+                true
+            }
+            _ => false,
+        };
+        let name = inner.trim_matches(GO_SPACE);
         match name {
             "name" => out.push_str(&subject.name),
             "namespace" => out.push_str(&subject.namespace),
@@ -69,9 +85,36 @@ pub fn render_template(
             },
         }
         rest = &after[end + 2..];
+        if trim_after {
+            rest = rest.trim_start_matches(GO_SPACE);
+        }
     }
     out.push_str(rest);
     Ok(out)
+}
+
+/// The whitespace Go's templates trim next to `{{-` and `-}}`.
+const GO_SPACE: [char; 4] = [' ', '\t', '\r', '\n'];
+
+/// Whether every placeholder of `query` can be filled with `variables`, checked before any
+/// Canary is measured (the values do not matter, only the names).
+pub fn check_placeholders(
+    query: &str,
+    variables: &BTreeMap<String, String>,
+) -> Result<(), RenderError> {
+    let anyone = Workload {
+        deployment: String::new(),
+        service: String::new(),
+    };
+    let subject = Subject {
+        name: String::new(),
+        namespace: String::new(),
+        target: String::new(),
+        service: String::new(),
+        canary: anyone.clone(),
+        primary: anyone,
+    };
+    render_template(query, &subject, Duration(0), variables).map(drop)
 }
 
 /// Why a measurement has no reading when the `MetricTemplate` it names does not exist.
@@ -100,8 +143,8 @@ pub fn resolve_query(
     template: Option<&MetricTemplateSpec>,
 ) -> Result<ResolvedQuery, String> {
     match source {
-        QuerySource::Inline(query) => {
-            render_template(query, subject, range.length(), &BTreeMap::new())
+        QuerySource::Inline { query, variables } => {
+            render_template(query, subject, range.length(), variables)
                 .map(|promql| ResolvedQuery {
                     promql,
                     address: None,

@@ -277,3 +277,73 @@ fn a_template_with_a_secret_ref_or_insecure_skip_verify_is_refused_naming_the_fi
         );
     }
 }
+
+fn with_inline_query(query: &str, variables: serde_json::Value) -> Canary {
+    let mut c = canary("threshold", None);
+    c.spec.analysis.metrics[3].query = Some(query.into());
+    c.spec.analysis.metrics[3].template_variables =
+        serde_json::from_value(variables).expect("variables");
+    c
+}
+
+#[test]
+fn an_inline_query_is_rendered_with_the_metrics_template_variables_as_flagger_does() {
+    let c = with_inline_query(
+        r#"sum(rate(response_total{namespace="{{ namespace }}",deployment=~"{{ target }}",direction="{{ variables.direction }}"}[{{ interval }}]))"#,
+        json!({"direction": "inbound"}),
+    );
+    let p = plan(&wanted(None), &spec(&c), &Subject::of(&c), NOW);
+    let Measure::Query(source) = &p[3].measure else {
+        panic!("not a query: {:?}", p[3].measure);
+    };
+    let q = resolve_query(source, &Subject::of(&c), p[3].range, None);
+    assert_eq!(
+        q.map(|q| q.promql).as_deref(),
+        Ok(
+            r#"sum(rate(response_total{namespace="test",deployment=~"podinfo",direction="inbound"}[1m]))"#
+        )
+    );
+}
+
+#[test]
+fn go_trim_markers_drop_the_whitespace_beside_a_placeholder() {
+    let empty = BTreeMap::new();
+    let q = render_template(
+        "a \n\t{{- namespace -}}\n  b {{-target}}",
+        &subject(),
+        Duration(1000),
+        &empty,
+    );
+    // `{{-target}}` is no trim marker (Go wants a space after the dash): an unknown name.
+    assert!(
+        matches!(&q, Err(RenderError::UnknownPlaceholder { name }) if name == "-target"),
+        "{q:?}"
+    );
+    let q = render_template(
+        "a \n\t{{- namespace -}}\n  b {{ target -}} c{{- name }}",
+        &subject(),
+        Duration(1000),
+        &empty,
+    );
+    assert_eq!(q.as_deref(), Ok("atestb podinfocpodinfo"));
+}
+
+#[test]
+fn an_inline_query_whose_placeholder_cannot_be_filled_does_not_validate_naming_metric_and_placeholder()
+ {
+    for (query, says) in [
+        ("up{pod=\"{{ pod }}\"}", "`{{ pod }}`"),
+        ("up{d=\"{{ variables.direction }}\"}", "`direction`"),
+    ] {
+        let c = with_inline_query(query, json!({"other": "x"}));
+        let errors = match validate(&c.spec) {
+            Ok(_) => panic!("{query} validated"),
+            Err(e) => e.to_string(),
+        };
+        assert!(
+            errors.contains("spec.analysis.metrics[3].query") && errors.contains("metric `cpu`"),
+            "{errors}"
+        );
+        assert!(errors.contains(says), "{errors}");
+    }
+}

@@ -125,7 +125,7 @@ pub fn read(
                 QuerySource::Template {
                     namespace, name, ..
                 } => promql::find_template(templates, &subject.namespace, namespace, name),
-                QuerySource::Inline(_) => None,
+                QuerySource::Inline { .. } => None,
             };
             match resolve_query(source, subject, m.range, template) {
                 Err(reason) => MetricReading::Error { reason },

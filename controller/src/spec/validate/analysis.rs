@@ -52,8 +52,13 @@ pub enum MetricKind {
     RequestSuccessRate,
     /// Built-in: p99 latency in milliseconds.
     RequestDuration,
-    /// An inline PromQL query.
-    Query { query: String },
+    /// An inline PromQL query, its placeholders filled as a MetricTemplate's (Flagger renders
+    /// both with the metric's `templateVariables`).
+    Query {
+        query: String,
+        #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+        variables: BTreeMap<String, String>,
+    },
     /// A `MetricTemplate` by reference.
     Template {
         name: String,
@@ -234,7 +239,17 @@ fn metric(p: &mut Problems, i: usize, m: &CanaryMetric) -> Option<MetricCheck> {
             p.add(format!("{path}.query"), "must not be empty");
             None
         }
-        (Some(q), None) => Some(MetricKind::Query { query: q.clone() }),
+        (Some(q), None) => {
+            // A placeholder that cannot be filled is known now: say so at load, not at the
+            // first analysis.
+            if let Err(e) = crate::observe::check_placeholders(q, &m.template_variables) {
+                p.add(format!("{path}.query"), format!("metric `{}`: {e}", m.name));
+            }
+            Some(MetricKind::Query {
+                query: q.clone(),
+                variables: m.template_variables.clone(),
+            })
+        }
         (None, Some(t)) if t.name.trim().is_empty() => {
             p.add(
                 format!("{path}.templateRef.name"),
