@@ -236,7 +236,13 @@ mod tests {
         let metrics = vec![
             metric("request-success-rate", MetricKind::RequestSuccessRate),
             metric("request-duration", MetricKind::RequestDuration),
-            metric("custom", MetricKind::Query { query: "up".into() }),
+            metric(
+                "custom",
+                MetricKind::Query {
+                    query: "up".into(),
+                    variables: Default::default(),
+                },
+            ),
         ];
         let levels = comparison_levels(&metrics, 0.01);
         assert_eq!(levels.alpha, 0.005);
