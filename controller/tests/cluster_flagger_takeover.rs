@@ -593,3 +593,75 @@ async fn a_config_changed_since_flaggers_last_promotion_is_rolled_out_at_take_ov
         c.writes()
     );
 }
+
+// Review r14b, finding 1: Flagger writes its primary and its config copies with Update
+// (pkg/canary/deployment_controller.go, config_tracker.go), so its field manager owns every
+// field of them. Fledge writes them by server-side apply: a field Fledge leaves out is removed
+// only if no other manager owns it (Kubernetes' server-side apply, "merge strategy";
+// kubernetes/kubernetes#99003), so a key dropped from the target's ConfigMap since Flagger's
+// last promotion stays in the `-primary` copy after Fledge's promotion. (The mock API merges
+// maps on apply, which gives the same result here for that reason.)
+#[tokio::test]
+#[ignore = "r14b finding 1"]
+async fn a_key_dropped_from_a_config_leaves_flaggers_primary_copy_at_fledges_promotion() {
+    let owner = flagger_owner("flagger.app/v1beta1", FLAGGER_UID);
+    let c = with_config_copies(json!({"a": "1"}), json!({"a": "1", "b": "2"}), owner);
+    let copy = |c: &FakeCluster| {
+        c.get(&format!("{CONFIG_MAPS}/podinfo-config-primary"))
+            .unwrap()
+    };
+    reconcile_times(&c, 3).await;
+    for _ in 0..30 {
+        reconcile_times(&c, 1).await;
+        if c.writes().iter().any(|w| w.contains("canary 10%"))
+            && c.flagger_status()["phase"] == "Succeeded"
+        {
+            break;
+        }
+    }
+    assert_eq!(copy(&c)["data"], json!({"a": "1"}), "{:#?}", c.writes());
+}
+
+// Review r14b, finding 1, the primary: an annotation removed from the target's pod template
+// since Flagger's last promotion is owned by Flagger's manager on the primary, so Fledge's
+// apply at promotion leaves it there; the primary then runs another template than Fledge
+// recorded, the record reads as stale (Flagger promoted since), and the Canary is taken over
+// afresh and rolled out again, without end.
+#[tokio::test]
+#[ignore = "r14b finding 1"]
+async fn a_pod_annotation_removed_from_the_target_leaves_flaggers_primary_at_fledges_promotion() {
+    let owner = flagger_owner("flagger.app/v1beta1", FLAGGER_UID);
+    let c = flagger_cluster("Succeeded", 0, owner);
+    edit_templates(&c, |t, primary| {
+        if primary {
+            t["metadata"]["annotations"]["prometheus.io/scrape"] = json!("true");
+        }
+    });
+    reconcile_times(&c, 3).await;
+    for _ in 0..30 {
+        reconcile_times(&c, 1).await;
+        if c.writes().iter().any(|w| w.contains("canary 10%"))
+            && c.flagger_status()["phase"] == "Succeeded"
+        {
+            break;
+        }
+    }
+    let primary = c.get(PRIMARY).unwrap();
+    assert!(
+        primary["spec"]["template"]["metadata"]["annotations"]
+            .get("prometheus.io/scrape")
+            .is_none(),
+        "{:#?}",
+        c.writes()
+    );
+    // And no second rollout of the same revision.
+    let rollouts = |c: &FakeCluster| {
+        c.writes()
+            .iter()
+            .filter(|w| w.contains("Normal TakenOver"))
+            .count()
+    };
+    let before = rollouts(&c);
+    reconcile_times(&c, 10).await;
+    assert_eq!(rollouts(&c), before, "{:#?}", c.writes());
+}
