@@ -665,3 +665,35 @@ async fn a_pod_annotation_removed_from_the_target_leaves_flaggers_primary_at_fle
     reconcile_times(&c, 10).await;
     assert_eq!(rollouts(&c), before, "{:#?}", c.writes());
 }
+
+// Review r14b, finding 3: taken over with a change pending, the record holds the primary's
+// own template (references already on Flagger's `-primary` copies). A primary deleted before
+// that change is promoted is recreated from the record, and its references renamed again:
+// `podinfo-config-primary-primary`, which does not exist, so the recreated primary's pods
+// cannot start (CreateContainerConfigError) while it serves all traffic.
+#[tokio::test]
+#[ignore = "r14b finding 3"]
+async fn a_primary_recreated_from_a_taken_over_record_reads_flaggers_copies_not_copies_of_them() {
+    let owner = flagger_owner("flagger.app/v1beta1", FLAGGER_UID);
+    let c = with_config_copies(json!({"a": "2"}), json!({"a": "1"}), owner);
+    reconcile_times(&c, 3).await;
+    assert!(
+        events(&c).iter().any(|e| e.contains("Normal TakenOver")),
+        "{:#?}",
+        events(&c)
+    );
+    c.delete(PRIMARY);
+    reconcile_times(&c, 1).await;
+    let primary = c.get(PRIMARY).expect("recreated");
+    let spec = &primary["spec"]["template"]["spec"];
+    assert_eq!(
+        spec["volumes"][0]["configMap"]["name"],
+        "podinfo-config-primary",
+        "{:#?}",
+        c.writes()
+    );
+    assert_eq!(
+        spec["containers"][0]["envFrom"][0]["configMapRef"]["name"],
+        "podinfo-config-primary"
+    );
+}
