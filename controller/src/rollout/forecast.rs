@@ -14,9 +14,9 @@ use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
-use super::plan::{agreeing_hooks, ideal_readings};
+use super::plan::{agreeing_hooks, ideal_readings, initialised};
 use super::schedule::look_interval;
-use super::{Millis, Observation, Phase, Readiness, RolloutState, advance, wants};
+use super::{Millis, Phase, RolloutState, advance, wants};
 use crate::analysis::{Counts, Histogram, MetricReading};
 use crate::spec::{Duration, Judge, MetricKind, RolloutSpec};
 
@@ -281,16 +281,7 @@ fn deadline_end(spec: &RolloutSpec, steps: &[StepForecast]) -> Option<ForecastEn
 /// Runs the core from a new revision, ticking at every look, on expected counts.
 fn run(spec: &RolloutSpec, load: &Load) -> (Vec<StepForecast>, ForecastEnd) {
     let (rps, error_rate) = (load.rps, load.error_rate);
-    let mut spec = spec.clone();
-    spec.suspend = false;
-    let mut obs = Observation {
-        revision: "initial".into(),
-        canary: Readiness::all(1),
-        primary: Readiness::all(1),
-        ..Observation::default()
-    };
-    let (mut state, _) = advance(&RolloutState::default(), &spec, &obs, 0);
-    obs.revision = "forecast".into();
+    let (spec, mut state, mut obs) = initialised(spec, "forecast");
     let tick = look_interval(&spec);
     let mut steps: Vec<StepForecast> = Vec::new();
     let mut now = 0;

@@ -39,9 +39,12 @@ pub struct RolloutPlan {
 
 const REVISION: &str = "planned";
 
-/// Runs the core on ideal observations, one tick per interval, from a new revision until the
-/// rollout has succeeded.
-pub fn plan(spec: &RolloutSpec) -> RolloutPlan {
+/// `spec` (unsuspended) initialised on a first revision with every workload ready, and the
+/// observation of a new revision `revision` to drive it with.
+pub(super) fn initialised(
+    spec: &RolloutSpec,
+    revision: &str,
+) -> (RolloutSpec, RolloutState, Observation) {
     let mut spec = spec.clone();
     spec.suspend = false;
     let mut obs = Observation {
@@ -50,9 +53,16 @@ pub fn plan(spec: &RolloutSpec) -> RolloutPlan {
         primary: Readiness::all(1),
         ..Observation::default()
     };
-    let (mut state, _) = advance(&RolloutState::default(), &spec, &obs, 0);
+    let (state, _) = advance(&RolloutState::default(), &spec, &obs, 0);
+    obs.revision = revision.into();
+    (spec, state, obs)
+}
+
+/// Runs the core on ideal observations, one tick per interval, from a new revision until the
+/// rollout has succeeded.
+pub fn plan(spec: &RolloutSpec) -> RolloutPlan {
+    let (spec, mut state, mut obs) = initialised(spec, REVISION);
     debug_assert_eq!(state.phase, Phase::Initialized);
-    obs.revision = REVISION.into();
 
     let mut steps = Vec::new();
     let mut analyses = 0;
