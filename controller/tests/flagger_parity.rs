@@ -1,5 +1,7 @@
 //! Parity with today's Flagger (1.41 to 1.44): its newer fields are read, kept through
 //! Fledge's CRD and a round trip, and honoured where Fledge can (or warned about where not).
+// The Services' shape is the cluster shell's.
+#![cfg(feature = "cluster")]
 
 mod structural;
 

@@ -1,6 +1,8 @@
 //! The statistical judge's forecast as a rollout reports it: unknown until the first look has
 //! seen the traffic rate, then a status condition, and a Warning Event naming the setting to
 //! change when the progress deadline is expected to roll a healthy canary back.
+// The condition is read back through the cluster shell's status.
+#![cfg(feature = "cluster")]
 
 mod support;
 
