@@ -1,0 +1,208 @@
+//! Review r20 of issue 20 (parts 2 and 3, part 1's base): behaviours that differ from what the
+//! issue, Istio or Envoy ask, each a failing test marked with its finding.
+
+mod support;
+
+use std::path::Path;
+
+use fledge_simulator::harness;
+use fledge_simulator::result::RunResult;
+use fledge_simulator::scenario::Scenario;
+use support::{path_str, sim, write};
+
+const BOOKINFO: &str = include_str!("../../scenarios/bookinfo-reviews.yaml");
+
+fn scenario(name: &str) -> String {
+    format!("{}/../scenarios/{name}.yaml", env!("CARGO_MANIFEST_DIR"))
+}
+
+fn run_file(name: &str, seed: u64) -> RunResult {
+    let scenario = Scenario::load(Path::new(&scenario(name))).unwrap_or_else(|e| panic!("{e}"));
+    harness::run(&scenario, &scenario.variants[0], seed).expect("the run")
+}
+
+/// Finding 1: the service graph leaves out the requests no pod answered (a full pool's `UO`,
+/// `UH`, `NR`, an injected abort), so its error rates understate what the callers saw: on
+/// load-spike-pool-overflow the clients see about 2.5% fail (5,395 `503 UO` in the access
+/// log) and the edges show 0.05%.
+#[test]
+#[ignore = "finding 1"]
+fn the_service_graph_carries_every_request_and_failure_the_callers_saw() {
+    let r = run_file("load-spike-pool-overflow", 1);
+    assert!(r.failed_requests > 1000, "{}", r.failed_requests);
+    let requests: u64 = r.graph.iter().map(|e| e.requests).sum();
+    let failed: u64 = r.graph.iter().map(|e| e.failed).sum();
+    assert_eq!(requests, r.requests, "requests on the edges: {:?}", r.graph);
+    assert_eq!(
+        failed, r.failed_requests,
+        "failures on the edges: {:?}",
+        r.graph
+    );
+}
+
+/// Finding 2: `--vary` on a routing object the controller writes (under Gateway API the
+/// HTTPRoute named after the service) is accepted, but the controller replaces it when it
+/// initialises, so every value gives the scenario's figures. The README gives this very path
+/// as its example of a manifest field.
+#[test]
+#[ignore = "finding 2"]
+fn a_route_the_controller_writes_is_refused_by_vary() {
+    let out = sim(&[
+        "sweep",
+        &scenario("tune-outlier-detection"),
+        "--seeds",
+        "1",
+        "--vary",
+        "HTTPRoute/podinfo:spec.rules[0].backendRefs[0].weight=0,100",
+    ]);
+    assert_eq!(
+        out.code, 2,
+        "accepted, and every value gives the same figures:\n{}",
+        out.stdout
+    );
+    assert!(
+        out.stderr
+            .contains("the controller writes HTTPRoute podinfo"),
+        "{}",
+        out.stderr
+    );
+}
+
+/// Finding 3: Istio's samples define subsets for versions a cluster need not run
+/// (destination-rule-all.yaml: `ratings` v2-mysql, v2-mysql-vm); Istio accepts them (their
+/// clusters have no endpoints). The loader refuses such a subset, so the sample does not
+/// load unchanged.
+#[test]
+#[ignore = "finding 3"]
+fn a_subset_for_a_version_not_deployed_loads_as_in_istio() {
+    let text = BOOKINFO.replace(
+        "    - name: v3\n      labels:\n        version: v3\n",
+        "    - name: v3\n      labels:\n        version: v3\n    - name: v4\n      labels:\n        version: v4\n",
+    );
+    assert_ne!(text, BOOKINFO);
+    let scenario = Scenario::parse(&text, Path::new("bookinfo-v4.yaml"))
+        .unwrap_or_else(|e| panic!("Istio accepts a subset with no pods: {e}"));
+    let r = harness::run(&scenario, &scenario.variants[0], 7).expect("the run");
+    assert!(r.passed(), "{:?}", r.checks);
+}
+
+/// Finding 4: a VirtualService routing to a subset that no DestinationRule defines is routed
+/// to the version of that name; Envoy has no cluster for it (503, flag NC) and istioctl
+/// analyze reports the missing subset. Either refusing it at its line or failing its requests
+/// is right; serving them is not.
+#[test]
+#[ignore = "finding 4"]
+fn a_subset_no_destination_rule_defines_is_not_routed_by_its_name() {
+    let start = BOOKINFO.find("manifests: |\n").expect("manifests") + "manifests: |\n".len();
+    let end = BOOKINFO.find("  ---\n").expect("two documents") + "  ---\n".len();
+    let text = format!("{}{}", &BOOKINFO[..start], &BOOKINFO[end..]);
+    assert!(!text.contains("kind: DestinationRule"), "{text}");
+    let Ok(scenario) = Scenario::parse(&text, Path::new("bookinfo-no-dr.yaml")) else {
+        return; // refused: fine
+    };
+    let r = harness::run(&scenario, &scenario.variants[0], 7).expect("the run");
+    let reviews = r
+        .services
+        .iter()
+        .find(|s| s.name == "reviews")
+        .expect("reviews");
+    let served: u64 = reviews.versions.iter().map(|v| v.requests).sum();
+    assert_eq!(
+        served, 0,
+        "subsets without a DestinationRule served: {:?}",
+        reviews.versions
+    );
+}
+
+/// Finding 5: `--graph` escapes quotes but not backslashes: a name ending in `\` (a client, the
+/// scenario's name) ends its DOT string early and `dot` rejects the file ("syntax error in
+/// line 1").
+#[test]
+#[ignore = "finding 5"]
+fn a_backslash_in_a_name_leaves_the_graph_valid_dot() {
+    let text = BOOKINFO
+        .replace("name: bookinfo-reviews", "name: 'book\\'")
+        .replace("client: browser", "client: 'browser\\'");
+    let file = write("r20-backslash.yaml", &text);
+    let dot = file.with_extension("dot");
+    let out = sim(&["run", path_str(&file), "--graph", path_str(&dot)]);
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    let graph = std::fs::read_to_string(&dot).expect("the graph");
+    for line in graph.lines() {
+        // Inside a DOT string a backslash escapes the next character.
+        let (mut open, mut escaped) = (false, false);
+        for c in line.chars() {
+            match (open, escaped, c) {
+                (true, true, _) => escaped = false,
+                (true, false, '\\') => escaped = true,
+                (_, false, '"') => open = !open,
+                _ => {}
+            }
+        }
+        assert!(!open, "a string is not closed in `{line}`:\n{graph}");
+    }
+}
+
+/// Finding 6: one path given to two outputs (`--access-log X --traces X`, likewise `--trace`,
+/// `--report`, `--graph`) is opened twice; the writers overwrite each other's bytes and the run
+/// exits 0 with a corrupt file.
+#[test]
+#[ignore = "finding 6"]
+fn one_path_for_two_outputs_is_refused() {
+    let file = write("r20-same.yaml", BOOKINFO);
+    let same = file.with_extension("out");
+    let out = sim(&[
+        "run",
+        path_str(&file),
+        "--access-log",
+        path_str(&same),
+        "--traces",
+        path_str(&same),
+        "--sample",
+        "0.2",
+    ]);
+    assert_eq!(out.code, 2, "{}", out.stderr);
+    assert!(
+        out.stderr.contains("--access-log") && out.stderr.contains("--traces"),
+        "{}",
+        out.stderr
+    );
+}
+
+/// Finding 7 (a gap): no test failed when subsets were resolved by the version of the same
+/// name before their labels (every subset of the tests is named as its version). Here the
+/// subsets `v1` and `v3` select each other's pods by label: the 90% goes to version v3.
+/// Passes today; seen failing with the name tried first in `Mesh::resolve_subset`.
+#[test]
+fn a_subset_selects_the_version_its_labels_name_not_the_one_it_is_named_after() {
+    let (v1, v3) = (
+        "    - name: v1\n      labels:\n        version: v1\n",
+        "    - name: v3\n      labels:\n        version: v3\n",
+    );
+    assert!(BOOKINFO.contains(v1) && BOOKINFO.contains(v3));
+    let text = BOOKINFO
+        .replace(v1, "    - name: v1\n      labels:\n        version: v3\n")
+        .replace(v3, "    - name: v3\n      labels:\n        version: v1\n");
+    let scenario = Scenario::parse(&text, Path::new("swapped.yaml")).expect("loads");
+    let r = harness::run(&scenario, &scenario.variants[0], 7).expect("the run");
+    let reviews = r
+        .services
+        .iter()
+        .find(|s| s.name == "reviews")
+        .expect("reviews");
+    let served = |name: &str| {
+        reviews
+            .versions
+            .iter()
+            .find(|v| v.version == name)
+            .map_or(0, |v| v.requests) as f64
+    };
+    let share = served("v3") / (served("v1") + served("v3"));
+    let n = served("v1") + served("v3");
+    let margin = 5.0 * (0.9 * 0.1 / n).sqrt();
+    assert!(
+        (share - 0.9).abs() < margin,
+        "v3 took {share:.4}, expected 0.9 ± {margin:.4}: {:?}",
+        reviews.versions
+    );
+}
