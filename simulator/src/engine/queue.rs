@@ -6,7 +6,8 @@
 //! Order is exactly (time, sequence number) whichever store an event sits in: every store is
 //! sorted by that key, `pop_until` takes the smallest key of the heap's top and the lanes' fronts,
 //! and an event goes into a lane only if it sorts after the lane's last event (else into the heap).
-//! A lane hint therefore changes speed, never the order.
+//! A lane hint therefore changes speed, never the order. The smallest key outside lane 0 is
+//! kept, so an event for now (lane 0) pops without a scan when nothing else is due before it.
 
 use std::cmp::Ordering;
 use std::collections::{BinaryHeap, VecDeque};
@@ -79,6 +80,11 @@ pub(crate) struct EventQueue<E> {
     backs: [Key; MAX_LANES],
     /// Bit `i` is set while lane `i` holds events, so a pop scans only those.
     busy: u32,
+    /// The smallest key outside lane 0 (heap top and lanes 1.., [`NONE`] when empty) and where
+    /// it is (`MAX_LANES` for the heap). An event for now sorts after everything pending at now,
+    /// so while this is later than lane 0's front, lane 0 pops without a scan.
+    rest_min: Key,
+    rest_from: usize,
     now: SimTime,
     seq: u64,
     popped: u64,
@@ -100,6 +106,8 @@ impl<E: Laned> EventQueue<E> {
             fronts: [NONE; MAX_LANES],
             backs: [0; MAX_LANES],
             busy: 0,
+            rest_min: NONE,
+            rest_from: MAX_LANES,
             now: 0,
             seq: 0,
             popped: 0,
@@ -112,8 +120,9 @@ impl<E: Laned> EventQueue<E> {
         self.now
     }
 
-    /// Schedules `event` at absolute time `at` (clamped to now).
-    #[inline]
+    /// Schedules `event` at absolute time `at` (clamped to now). Always inlined: most callers
+    /// pass a known kind, so the lane choice folds away.
+    #[inline(always)]
     pub(crate) fn schedule_at(&mut self, at: SimTime, event: E) {
         let time = at.max(self.now);
         self.seq += 1;
@@ -122,13 +131,18 @@ impl<E: Laned> EventQueue<E> {
         let lane = if time == self.now {
             0
         } else {
-            match event.lane() {
+            let lane = match event.lane() {
                 Some(i) if self.backs[i + 1] < k => i + 1,
-                _ => {
-                    self.heap.push(Entry { key: k, event });
-                    return;
-                }
+                _ => MAX_LANES,
+            };
+            if k < self.rest_min {
+                (self.rest_min, self.rest_from) = (k, lane);
             }
+            if lane == MAX_LANES {
+                self.heap.push(Entry { key: k, event });
+                return;
+            }
+            lane
         };
         if self.busy & (1 << lane) == 0 {
             self.busy |= 1 << lane;
@@ -147,17 +161,12 @@ impl<E: Laned> EventQueue<E> {
     /// Removes the next event if it is due at or before `limit`, advancing the clock to it.
     #[inline]
     pub(crate) fn pop_until(&mut self, limit: SimTime) -> Option<E> {
-        let mut best = self.heap.peek().map_or(NONE, |e| e.key);
-        let mut from = MAX_LANES;
-        let mut busy = self.busy;
-        while busy != 0 {
-            let i = busy.trailing_zeros() as usize;
-            busy &= busy - 1;
-            if self.fronts[i] < best {
-                best = self.fronts[i];
-                from = i;
-            }
-        }
+        let from = if self.fronts[0] < self.rest_min {
+            0
+        } else {
+            self.rest_from
+        };
+        let best = self.fronts[0].min(self.rest_min);
         if best == NONE || time_of(best) > limit {
             return None;
         }
@@ -176,9 +185,43 @@ impl<E: Laned> EventQueue<E> {
         } else {
             self.heap.pop()?
         };
+        if from != 0 {
+            self.rescan_rest();
+        }
         self.now = time_of(e.key);
         self.popped += 1;
         Some(e.event)
+    }
+
+    /// Finds the smallest key outside lane 0 again (after one of them was popped).
+    #[inline]
+    fn rescan_rest(&mut self) {
+        let mut best = self.heap.peek().map_or(NONE, |e| e.key);
+        let mut from = MAX_LANES;
+        let mut busy = self.busy & !1;
+        while busy != 0 {
+            let i = busy.trailing_zeros() as usize;
+            busy &= busy - 1;
+            if self.fronts[i] < best {
+                best = self.fronts[i];
+                from = i;
+            }
+        }
+        (self.rest_min, self.rest_from) = (best, from);
+    }
+
+    /// True when an event scheduled for now would be the next one popped: nothing else is due
+    /// now. A caller about to schedule one as its last act may then handle it at once instead,
+    /// telling [`EventQueue::count_handled`]; the order of events is the same.
+    #[inline]
+    pub(crate) fn nothing_due_now(&self) -> bool {
+        self.busy & 1 == 0 && time_of(self.rest_min) > self.now
+    }
+
+    /// Counts an event handled at once (see [`EventQueue::nothing_due_now`]) as processed.
+    #[inline]
+    pub(crate) fn count_handled(&mut self) {
+        self.popped += 1;
     }
 
     /// Moves the clock forward to `t` without processing anything (used after `pop_until`
@@ -242,6 +285,31 @@ mod tests {
         q.schedule_at(15, T(2, Some(1)));
         assert_eq!(drain(&mut q, 12), vec![1]);
         assert_eq!(drain(&mut q, u64::MAX), vec![2, 3]);
+    }
+
+    #[test]
+    fn nothing_is_due_now_only_once_every_event_at_now_has_popped() {
+        let mut q = EventQueue::new();
+        q.schedule_at(5, T(1, None));
+        q.schedule_at(5, T(2, Some(0)));
+        q.schedule_at(9, T(3, None));
+        assert_eq!(q.pop_until(u64::MAX), Some(T(1, None)));
+        assert!(!q.nothing_due_now(), "event 2 is due at 5 in a lane");
+        assert_eq!(q.pop_until(u64::MAX), Some(T(2, Some(0))));
+        assert!(q.nothing_due_now(), "only event 3, at 9, is left");
+        q.schedule_in(0, T(4, None));
+        assert!(!q.nothing_due_now(), "event 4 was scheduled for now");
+        assert_eq!(drain(&mut q, 5), vec![4]);
+        q.schedule_at(5, T(5, None));
+        q.schedule_at(5, T(6, None));
+        assert_eq!(q.pop_until(u64::MAX), Some(T(5, None)));
+        assert!(!q.nothing_due_now(), "event 6 is due now");
+        q.count_handled();
+        assert_eq!(
+            q.events_processed(),
+            5,
+            "four pops and one event handled at once"
+        );
     }
 
     /// Any mix of hints, delays and interleaved pops yields the (time, insertion) order that

@@ -198,6 +198,9 @@ struct SeriesKey {
 /// A proxy counter's metric name and accessor.
 type ProxyMetric = (&'static str, fn(&ProxyCounters) -> u64);
 
+/// No series recorded yet in a slot ([`Telemetry::record`]'s last-series cache).
+const NO_SERIES: (u16, u16, u32) = (0, 0, u32::MAX);
+
 // requests, sum in microseconds, then NUM_BUCKETS non-cumulative bucket counts
 const STRIDE: usize = 2 + NUM_BUCKETS;
 
@@ -223,6 +226,9 @@ pub struct Telemetry {
     data: Vec<u64>,
     // Per (reporter, source, dest): the few (code, flags) series seen so far, scanned linearly.
     slots: Vec<Vec<(u16, u16, u32)>>,
+    // Per (reporter, source, dest): the series recorded last, looked at before the scan (a slot
+    // sees one (code, flags) most of the time). `NO_SERIES` until the first sample.
+    last: Vec<(u16, u16, u32)>,
     proxy: Vec<ProxyCounters>,
     bounds_ns: [u64; DURATION_BUCKETS_MS.len()],
     snapshots: VecDeque<Snapshot>,
@@ -311,6 +317,7 @@ impl Telemetry {
         Self {
             proxy: vec![ProxyCounters::default(); sources.len() * dests.len()],
             slots: vec![Vec::new(); n],
+            last: vec![NO_SERIES; n],
             sources,
             dests,
             keys: Vec::new(),
@@ -354,30 +361,48 @@ impl Telemetry {
         duration: SimTime,
     ) {
         let slot = self.slot(reporter, source, dest);
-        let series = match self.slots[slot]
-            .iter()
-            .find(|s| s.0 == code && s.1 == flags)
-        {
-            Some(s) => s.2 as usize,
-            None => {
-                let idx = self.keys.len();
-                self.keys.push(SeriesKey {
-                    reporter,
-                    source,
-                    dest,
-                    code,
-                    flags,
-                });
-                self.data.resize(self.data.len() + STRIDE, 0);
-                self.slots[slot].push((code, flags, idx as u32));
-                idx
-            }
+        let last = self.last[slot];
+        let series = if last.2 != NO_SERIES.2 && last.0 == code && last.1 == flags {
+            last.2 as usize
+        } else {
+            let series = self.find_or_add(slot, reporter, source, dest, code, flags);
+            self.last[slot] = (code, flags, series as u32);
+            series
         };
         let b = self.bounds_ns.partition_point(|&bound| bound < duration);
         let base = series * STRIDE;
         self.data[base] += 1;
         self.data[base + 1] += duration / 1_000;
         self.data[base + 2 + b] += 1;
+    }
+
+    /// The series of (code, flags) in `slot`, created (after every other) when new.
+    fn find_or_add(
+        &mut self,
+        slot: usize,
+        reporter: Reporter,
+        source: u32,
+        dest: u32,
+        code: u16,
+        flags: u16,
+    ) -> usize {
+        if let Some(s) = self.slots[slot]
+            .iter()
+            .find(|s| s.0 == code && s.1 == flags)
+        {
+            return s.2 as usize;
+        }
+        let idx = self.keys.len();
+        self.keys.push(SeriesKey {
+            reporter,
+            source,
+            dest,
+            code,
+            flags,
+        });
+        self.data.resize(self.data.len() + STRIDE, 0);
+        self.slots[slot].push((code, flags, idx as u32));
+        idx
     }
 
     /// Mutable proxy counters of (source, dest).
