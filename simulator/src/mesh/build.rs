@@ -7,6 +7,7 @@
 //! default retry policy.
 
 use super::config::{Behaviour, DataPlane, MeshConfig};
+use super::dist::LogNormalMemo;
 use super::event::Ev;
 use super::outlier::AccrualConfig;
 use super::pod::new_pod;
@@ -56,6 +57,8 @@ pub(super) struct Version {
     pub(super) sidecar: bool,
     pub(super) server_mode: MtlsMode,
     pub(super) stream: Stream,
+    /// The service time's log-normal parameters, kept between draws.
+    pub(super) ln_memo: LogNormalMemo,
     pub(super) queue_stats: QueueStats,
 }
 
@@ -152,6 +155,7 @@ impl Mesh {
                     sidecar: vc.sidecar,
                     server_mode: cfg.default_mtls,
                     queue_stats: QueueStats::default(),
+                    ln_memo: LogNormalMemo::default(),
                     stream: Stream::new(cfg.seed, &format!("pods/{}/{}", sc.name, vc.name)),
                 };
                 for _ in 0..vc.pods {

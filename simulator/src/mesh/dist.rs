@@ -30,15 +30,44 @@ pub enum ServiceTime {
 /// z-score of the 99th percentile of the standard normal.
 const Z99: f64 = 2.326_347_874_040_841;
 
+/// The log-normal's parameters (mu, sigma) for the (p50, p99) seen last: two logarithms a draw
+/// spared. Computed by the same expressions, so a draw is the same with or without it.
+#[derive(Clone, Copy, Debug, Default)]
+pub(crate) struct LogNormalMemo {
+    of: Option<(SimTime, SimTime)>,
+    mu: f64,
+    sigma: f64,
+}
+
+impl LogNormalMemo {
+    fn params(&mut self, p50: SimTime, p99: SimTime) -> (f64, f64) {
+        if self.of != Some((p50, p99)) {
+            let mu = (p50.max(1) as f64).ln();
+            let sigma = ((p99.max(p50) as f64).ln() - mu).max(0.0) / Z99;
+            *self = Self {
+                of: Some((p50, p99)),
+                mu,
+                sigma,
+            };
+        }
+        (self.mu, self.sigma)
+    }
+}
+
 impl ServiceTime {
     /// Draws one service time.
+    #[cfg(test)]
     pub(crate) fn sample(&self, rng: &mut Stream) -> SimTime {
+        self.sample_with(rng, &mut LogNormalMemo::default())
+    }
+
+    /// Draws one service time, with the log-normal's parameters kept in `memo`.
+    pub(crate) fn sample_with(&self, rng: &mut Stream, memo: &mut LogNormalMemo) -> SimTime {
         match self {
             ServiceTime::Constant(t) => *t,
             ServiceTime::Exponential { mean } => rng.exp(*mean as f64) as SimTime,
             ServiceTime::LogNormal { p50, p99 } => {
-                let mu = (*p50.max(&1) as f64).ln();
-                let sigma = ((*p99.max(p50) as f64).ln() - mu).max(0.0) / Z99;
+                let (mu, sigma) = memo.params(*p50, *p99);
                 (mu + sigma * rng.std_normal()).exp() as SimTime
             }
             ServiceTime::Mixture(parts) => {
@@ -47,11 +76,11 @@ impl ServiceTime {
                 for (w, d) in parts {
                     let w = w.max(0.0);
                     if x < w {
-                        return d.sample(rng);
+                        return d.sample_with(rng, memo);
                     }
                     x -= w;
                 }
-                parts.last().map_or(0, |p| p.1.sample(rng))
+                parts.last().map_or(0, |p| p.1.sample_with(rng, memo))
             }
         }
     }
@@ -82,6 +111,28 @@ impl ServiceTime {
 mod tests {
     use super::*;
     use crate::engine::MILLIS;
+
+    /// The memo spares the logarithms of p50 and p99, never changes a draw, and follows a
+    /// changed distribution (a promotion swaps the service time).
+    #[test]
+    fn a_kept_memo_draws_what_fresh_parameters_draw() {
+        let a = ServiceTime::LogNormal {
+            p50: 10 * MILLIS,
+            p99: 100 * MILLIS,
+        };
+        let b = ServiceTime::LogNormal {
+            p50: 3 * MILLIS,
+            p99: 7 * MILLIS,
+        };
+        let (mut kept_rng, mut fresh_rng) = (Stream::new(5, "t"), Stream::new(5, "t"));
+        let mut memo = LogNormalMemo::default();
+        for d in [&a, &a, &b, &b, &a] {
+            assert_eq!(
+                d.sample_with(&mut kept_rng, &mut memo),
+                d.sample(&mut fresh_rng)
+            );
+        }
+    }
 
     #[test]
     fn log_normal_hits_its_median_and_p99() {
