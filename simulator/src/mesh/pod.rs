@@ -175,7 +175,10 @@ impl Mesh {
             pod.in_service.push(a);
             ver.queue_stats.started += 1;
             ver.queue_stats.total_wait += u128::from(now - self.atts[a].at_pod);
-            let mut st = ver.behaviour.service_time.sample(&mut ver.stream);
+            let mut st = ver
+                .behaviour
+                .service_time
+                .sample_with(&mut ver.stream, &mut ver.ln_memo);
             if pod.slowdown != 1.0 {
                 st = (st as f64 * pod.slowdown) as SimTime;
             }
@@ -232,10 +235,15 @@ impl Mesh {
         at.code = code;
         at.stage = Stage::Returning;
         let g = at.tag;
-        self.q.schedule_in(
-            self.net.one_way + 2 * self.net.sidecar_latency,
-            Ev::Response { attempt: a, tag: g },
-        );
+        let back = self.net.one_way + 2 * self.net.sidecar_latency;
+        if back == 0 && self.q.nothing_due_now() {
+            // The response would be the next event: handle it now, in the same order.
+            self.q.count_handled();
+            self.on_response(a);
+            return;
+        }
+        self.q
+            .schedule_in(back, Ev::Response { attempt: a, tag: g });
     }
 
     pub(super) fn crash(&mut self, p: PodId) {
