@@ -3,6 +3,7 @@
 #![forbid(unsafe_code)]
 #![warn(clippy::iter_over_hash_type)]
 
+pub mod alerts;
 pub mod analysis;
 // The shell talks to a real cluster: lease deadlines, timestamps and timings need the clock.
 #[cfg(feature = "cluster")]

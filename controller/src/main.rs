@@ -16,7 +16,7 @@ use fledge_controller::cluster::telemetry::{self, Metrics};
 use fledge_controller::cluster::{self as cluster, Config, Context};
 use fledge_controller::metrics::{Mesh, Prometheus};
 use fledge_controller::routes::Provider;
-use fledge_controller::spec::{Canary, MetricTemplate};
+use fledge_controller::spec::{AlertProvider, Canary, MetricTemplate};
 use fledge_controller::webhook::Webhooks;
 use k8s_openapi::api::coordination::v1::Lease;
 use kube::CustomResourceExt;
@@ -327,10 +327,10 @@ fn local(args: &LocalArgs) -> ExitCode {
     })
 }
 
-/// Both CRDs as one multi-document YAML text.
+/// The CRDs as one multi-document YAML text.
 fn crds() -> Result<String> {
     let mut out = String::new();
-    for crd in [Canary::crd(), MetricTemplate::crd()] {
+    for crd in [Canary::crd(), MetricTemplate::crd(), AlertProvider::crd()] {
         out.push_str("---\n");
         out.push_str(&serde_norway::to_string(&crd).context("serialising a CRD")?);
     }

@@ -296,7 +296,9 @@ fn live_context(c: &FakeCluster, default: Provider) -> Arc<Context> {
 fn live_context_with(c: &FakeCluster, default: Provider, flagger: bool) -> Arc<Context> {
     let client = c.client();
     let clock = c.clock.clone();
+    let metrics = Arc::new(Metrics::new());
     Arc::new(Context {
+        alerts: fledge_controller::alerts::Alerts::start(client.clone(), metrics.clone()),
         client: client.clone(),
         routing: Arc::new(LiveRouting::new(client)),
         observer: Arc::new(FakeObserver(c.clone())),
@@ -306,7 +308,7 @@ fn live_context_with(c: &FakeCluster, default: Provider, flagger: bool) -> Arc<C
             flagger_canaries: flagger,
             ..Config::default()
         },
-        metrics: Arc::new(Metrics::new()),
+        metrics,
         reporter: Reporter {
             controller: "fledge".into(),
             instance: Some("test".into()),

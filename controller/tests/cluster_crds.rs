@@ -29,7 +29,7 @@ fn the_charts_crds_equal_what_fledge_controller_crd_prints() {
 }
 
 #[test]
-fn the_crds_describe_canaries_with_a_status_subresource_and_metric_templates() {
+fn the_crds_describe_canaries_with_a_status_subresource_metric_templates_and_alert_providers() {
     let out = Command::new(env!("CARGO_BIN_EXE_fledge-controller"))
         .arg("crd")
         .output()
@@ -43,7 +43,14 @@ fn the_crds_describe_canaries_with_a_status_subresource_and_metric_templates() {
         .iter()
         .map(|d| d["metadata"]["name"].as_str().unwrap_or(""))
         .collect();
-    assert_eq!(names, ["canaries.fledge.dev", "metrictemplates.fledge.dev"]);
+    assert_eq!(
+        names,
+        [
+            "canaries.fledge.dev",
+            "metrictemplates.fledge.dev",
+            "alertproviders.fledge.dev"
+        ]
+    );
     let version = &docs[0]["spec"]["versions"][0];
     assert_eq!(version["name"].as_str(), Some("v1alpha1"));
     assert!(version["subresources"]["status"].is_mapping());

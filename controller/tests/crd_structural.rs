@@ -5,7 +5,7 @@
 
 mod structural;
 
-use fledge_controller::spec::{Canary, MetricTemplate};
+use fledge_controller::spec::{AlertProvider, Canary, MetricTemplate};
 use kube::CustomResourceExt;
 use serde_json::{Value, json};
 use structural::{Rule, Violation, check_crd, check_schema};
@@ -322,7 +322,7 @@ fn keywords_the_checker_does_not_implement_fail_rather_than_pass_unchecked() {
 }
 
 fn generated() -> Vec<Value> {
-    [Canary::crd(), MetricTemplate::crd()]
+    [Canary::crd(), MetricTemplate::crd(), AlertProvider::crd()]
         .iter()
         .map(|crd| serde_json::to_value(crd).expect("a CRD serialises"))
         .collect()

@@ -36,6 +36,11 @@ pub struct MetricLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct AlertLabels {
+    pub outcome: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct ErrorLabels {
     pub error: String,
 }
@@ -54,6 +59,7 @@ pub struct Metrics {
     analysis: Family<MetricLabels, Gauge<f64, AtomicU64>>,
     successes: Family<CanaryLabels, Counter>,
     failures: Family<CanaryLabels, Counter>,
+    alerts: Family<AlertLabels, Counter>,
     reconciles: Counter,
     errors: Family<ErrorLabels, Counter>,
     duration: Histogram,
@@ -76,6 +82,7 @@ impl Metrics {
             analysis: Family::default(),
             successes: Family::default(),
             failures: Family::default(),
+            alerts: Family::default(),
             reconciles: Counter::default(),
             errors: Family::default(),
             duration: reconcile_histogram(),
@@ -108,6 +115,11 @@ impl Metrics {
             "Rollouts rolled back",
             m.failures.clone(),
         );
+        r.register(
+            "alerts",
+            "Alerts by outcome: sent, failed (after its retries), dropped (queue full)",
+            m.alerts.clone(),
+        );
         r.register("reconcile", "Reconciles started", m.reconciles.clone());
         r.register(
             "reconcile_errors",
@@ -136,6 +148,15 @@ impl Metrics {
         self.errors
             .get_or_create(&ErrorLabels {
                 error: error.metric_label().into(),
+            })
+            .inc();
+    }
+
+    /// Counts an alert's `outcome`.
+    pub fn alert(&self, outcome: &str) {
+        self.alerts
+            .get_or_create(&AlertLabels {
+                outcome: outcome.into(),
             })
             .inc();
     }

@@ -5,19 +5,21 @@
 //! types here mirror what a user writes; [`validate`] turns them into a [`RolloutSpec`], the typed
 //! and normalised form the rollout core runs on.
 
+mod alert_provider;
 mod duration;
 mod load;
 mod validate;
 
+pub use alert_provider::{AlertProvider, AlertProviderSpec, CanaryAlert, SecretName};
 pub use duration::{
     Duration, DurationError, GATEWAY_DURATION, ISTIO_DURATION, is_gateway_duration,
     is_istio_duration, parse_nanos,
 };
 pub use load::{LoadError, LoadedManifests, load_manifests};
 pub use validate::{
-    DurationRule, FLAGGER_ONLY_METRIC_PROVIDERS, FieldError, HookGate, Judge, Margin, MetricCheck,
-    MetricKind, RolloutSpec, Strategy, TRAFFIC_POLICY_DURATIONS, ValidationErrors, WebhookRef,
-    metric_template, unroutable_by, validate, warnings,
+    AlertSeverity, DurationRule, FLAGGER_ONLY_METRIC_PROVIDERS, FieldError, HookGate, Judge,
+    Margin, MetricCheck, MetricKind, RolloutSpec, Strategy, TRAFFIC_POLICY_DURATIONS,
+    ValidationErrors, WebhookRef, metric_template, unroutable_by, validate, warnings,
 };
 
 use std::collections::BTreeMap;
@@ -272,10 +274,9 @@ pub struct CanaryAnalysis {
     pub metrics: Vec<CanaryMetric>,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub webhooks: Vec<CanaryWebhook>,
-    /// Alert providers (accepted for compatibility; Fledge reports through events and `event` hooks).
+    /// Who is alerted of the rollout's decisions, as Flagger alerts.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    #[schemars(schema_with = "free_form_objects")]
-    pub alerts: Vec<serde_json::Value>,
+    pub alerts: Vec<CanaryAlert>,
 }
 
 /// Settings of the statistical judge (Fledge only).

@@ -26,6 +26,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use fledge_controller::alerts::{Alerts, Settings as AlertSettings};
 use fledge_controller::analysis::MetricReading;
 use fledge_controller::cluster::deadline;
 use fledge_controller::cluster::telemetry::Metrics;
@@ -452,21 +453,43 @@ impl FakeCluster {
 
     /// A fresh context whose metrics and hooks come from `observer`.
     pub fn context_with(&self, observer: Arc<dyn Observer>) -> Arc<Context> {
+        self.context_alerting(observer, self.alert_settings())
+    }
+
+    /// A fresh context whose alerts are delivered with `alerts`.
+    pub fn context_alerting(
+        &self,
+        observer: Arc<dyn Observer>,
+        alerts: AlertSettings,
+    ) -> Arc<Context> {
         let clock = self.clock.clone();
+        // As the controller's: every call but a watch under the deadline.
+        let client = deadline::bounded(self.client(), deadline::API_CALL_TIMEOUT);
+        let metrics = Arc::new(Metrics::new());
         Arc::new(Context {
-            // As the controller's: every call but a watch under the deadline.
-            client: deadline::bounded(self.client(), deadline::API_CALL_TIMEOUT),
+            alerts: Alerts::with_settings(client.clone(), metrics.clone(), alerts),
+            client,
             routing: Arc::new(FakeRouting(self.clone())),
             observer,
             clock: Arc::new(move || clock.load(Ordering::SeqCst)),
             config: Config::default(),
-            metrics: Arc::new(Metrics::new()),
+            metrics,
             reporter: Reporter {
                 controller: "fledge".into(),
                 instance: Some("test".into()),
             },
             backoff: Default::default(),
         })
+    }
+
+    /// Alert delivery as the controller's, with short waits: a failed alert is retried after
+    /// 10 ms, and an attempt given 2 s.
+    pub fn alert_settings(&self) -> AlertSettings {
+        AlertSettings {
+            first_backoff: Duration::from_millis(10),
+            timeout: Duration::from_secs(2),
+            ..AlertSettings::default()
+        }
     }
 
     /// One reconcile of the stored Canary with `ctx`.

@@ -10,6 +10,7 @@ use kube::{Client, ResourceExt};
 
 use super::super::providers::{Observer, Routing};
 use super::super::telemetry::Metrics;
+use crate::alerts::Alerts;
 use crate::rollout::Millis;
 use crate::routes::Provider;
 use crate::spec::Canary;
@@ -49,6 +50,8 @@ pub struct Context {
     pub clock: Clock,
     pub config: Config,
     pub metrics: Arc<Metrics>,
+    /// Alerts on decisions, delivered by their own task.
+    pub alerts: Alerts,
     pub reporter: Reporter,
     pub backoff: Backoff,
 }
@@ -78,7 +81,7 @@ pub(super) fn key(canary: &Canary) -> (String, String) {
 }
 
 impl Context {
-    /// A context on the system clock.
+    /// A context on the system clock; starts the alert sender (on the current runtime).
     pub fn new(
         client: Client,
         routing: Arc<dyn Routing>,
@@ -87,6 +90,7 @@ impl Context {
         metrics: Arc<Metrics>,
     ) -> Self {
         Context {
+            alerts: Alerts::start(client.clone(), metrics.clone()),
             client,
             routing,
             observer,

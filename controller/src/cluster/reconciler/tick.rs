@@ -150,6 +150,7 @@ impl<'a> Tick<'a> {
             .observe(&state, &spec, &target, primary.as_ref(), command)
             .await?;
         let (mut next, actions) = advance(&state, &spec, &obs, self.now);
+        let alerts = crate::alerts::decided(self.canary, &spec, &state, &next, &obs);
         let mut template = self.primary_template();
         let targets = target.spec.as_ref().map(|s| &s.template);
         for action in actions {
@@ -177,6 +178,8 @@ impl<'a> Tick<'a> {
         }
         let new = status::status_of(&next, template, self.primary_replicas(primary.as_ref()));
         status::write(&self.api, self.canary, &new).await?;
+        // Once the decision is recorded: a failed write retries the tick, not the alert.
+        self.ctx.alerts.send(self.canary, &next, self.now, alerts);
         if command.is_some_and(|c| command_used(c, &state, &next)) {
             self.clear_command().await?;
         }

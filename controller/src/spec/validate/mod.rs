@@ -5,8 +5,9 @@
 //! module holds the entry point [`validate`], the error types and the top-level fields (target,
 //! provider, interval, threshold, deadlines, readiness); each concern has its own file:
 //! `strategy` (weights, iterations, matches, mirroring), `analysis` (judge, metrics, margins),
-//! `webhooks` and `service` (the Services and routes Fledge generates).
+//! `webhooks`, `alerts` and `service` (the Services and routes Fledge generates).
 
+mod alerts;
 mod analysis;
 mod service;
 mod strategy;
@@ -17,6 +18,7 @@ use std::fmt;
 
 use serde::{Deserialize, Serialize};
 
+pub use alerts::AlertSeverity;
 pub use analysis::{Judge, Margin, MetricCheck, MetricKind};
 pub use service::{DurationRule, TRAFFIC_POLICY_DURATIONS};
 pub use strategy::Strategy;
@@ -248,6 +250,7 @@ pub fn validate(spec: &CanarySpec) -> Result<RolloutSpec, ValidationErrors> {
         .and_then(|s| analysis::min_step(&mut p, a, &judge, s, interval));
     let metrics = analysis::metrics(&mut p, a, &judge);
     let webhooks = webhooks::webhooks(&mut p, &a.webhooks);
+    alerts::alerts(&mut p, &a.alerts);
     if let (Some(provider), Some(strategy)) = (provider, &strategy) {
         p.0.extend(strategy.unroutable_by(provider));
     }

@@ -1,0 +1,307 @@
+//! Delivering alerts off the reconcile path: a reconcile only queues them ([`Alerts::send`]
+//! never waits); one task reads each alert's provider (and its Secret), posts the body, and
+//! retries a failure a few times with a doubling backoff. A full queue drops the alert, and an
+//! alert that still fails is dropped, each logged and counted in `fledge_alerts_total`
+//! (`outcome` `dropped`, `failed`; `sent` for a delivery). Every attempt has a timeout, so a
+//! receiver that never answers delays only the alerts queued behind it.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use k8s_openapi::api::core::v1::Secret;
+use kube::api::{Api, ApiResource, DynamicObject};
+use kube::{Client, ResourceExt};
+use tokio::sync::mpsc;
+use tracing::{debug, warn};
+
+use super::Alert;
+use super::payload::{Message, ProviderType, payload};
+use crate::cluster::flagger;
+use crate::cluster::telemetry::Metrics;
+use crate::rollout::{Millis, RolloutState};
+use crate::spec::{AlertProvider, AlertProviderSpec, AlertSeverity, Canary, CanaryAlert};
+
+/// How alerts are queued and delivered.
+#[derive(Clone, Debug)]
+pub struct Settings {
+    /// Alerts waiting to be sent; more are dropped.
+    pub capacity: usize,
+    /// Attempts per delivery, the first included.
+    pub attempts: u32,
+    /// The wait before the second attempt, doubled before each further one.
+    pub first_backoff: Duration,
+    /// The longest an attempt may take (Flagger's notifiers wait 5 s).
+    pub timeout: Duration,
+}
+
+impl Default for Settings {
+    fn default() -> Self {
+        Settings {
+            capacity: 256,
+            attempts: 3,
+            first_backoff: Duration::from_secs(1),
+            timeout: Duration::from_secs(5),
+        }
+    }
+}
+
+/// The queue of alerts and the task that delivers them; the task ends when the last clone
+/// of this handle is dropped.
+#[derive(Clone)]
+pub struct Alerts {
+    tx: mpsc::Sender<Job>,
+    metrics: Arc<Metrics>,
+}
+
+#[derive(Debug)]
+struct Job {
+    flagger: bool,
+    namespace: String,
+    name: String,
+    phase: String,
+    checksum: String,
+    timestamp: Millis,
+    to: Vec<CanaryAlert>,
+    alert: Alert,
+}
+
+/// Where one alert goes, read from its provider.
+struct Destination {
+    kind: ProviderType,
+    url: String,
+    token: Option<String>,
+    proxy: Option<String>,
+    channel: String,
+    username: String,
+}
+
+impl Alerts {
+    /// Starts the delivery task (on the current Tokio runtime) with the default settings.
+    pub fn start(client: Client, metrics: Arc<Metrics>) -> Alerts {
+        Alerts::with_settings(client, metrics, Settings::default())
+    }
+
+    pub fn with_settings(client: Client, metrics: Arc<Metrics>, settings: Settings) -> Alerts {
+        let (tx, rx) = mpsc::channel(settings.capacity.max(1));
+        tokio::spawn(deliver_all(rx, client, metrics.clone(), settings));
+        Alerts { tx, metrics }
+    }
+
+    /// Queues `alerts` about `canary`, now in `state`, for its `analysis.alerts`; never waits.
+    pub fn send(&self, canary: &Canary, state: &RolloutState, now: Millis, alerts: Vec<Alert>) {
+        let to = &canary.spec.analysis.alerts;
+        if to.is_empty() {
+            return;
+        }
+        for alert in alerts {
+            let job = Job {
+                flagger: flagger::is_flagger(canary),
+                namespace: canary.namespace().unwrap_or_default(),
+                name: canary.name_any(),
+                phase: state.phase.to_string(),
+                checksum: state.revision.clone().unwrap_or_default(),
+                timestamp: now,
+                to: to.clone(),
+                alert,
+            };
+            if let Err(e) = self.tx.try_send(job) {
+                let job = match e {
+                    mpsc::error::TrySendError::Full(job)
+                    | mpsc::error::TrySendError::Closed(job) => job,
+                };
+                warn!(
+                    namespace = %job.namespace, canary = %job.name, alert = %job.alert.message,
+                    "alert dropped: the alert queue is full"
+                );
+                self.metrics.alert("dropped");
+            }
+        }
+    }
+}
+
+async fn deliver_all(
+    mut rx: mpsc::Receiver<Job>,
+    client: Client,
+    metrics: Arc<Metrics>,
+    settings: Settings,
+) {
+    let mut http = HttpClients::default();
+    while let Some(job) = rx.recv().await {
+        for to in &job.to {
+            // Validation refused any other severity; an unreadable one sends everything.
+            let least = AlertSeverity::of(to).unwrap_or(AlertSeverity::Info);
+            if !least.admits(job.alert.severity) {
+                continue;
+            }
+            let outcome = match destination(&client, &job, to).await {
+                Ok(d) => deliver(&mut http, &d, &job, &settings).await,
+                Err(e) => Err(e),
+            };
+            match outcome {
+                Ok(()) => metrics.alert("sent"),
+                Err(why) => {
+                    warn!(
+                        namespace = %job.namespace, canary = %job.name, alert = %to.name,
+                        %why, "alert not sent"
+                    );
+                    metrics.alert("failed");
+                }
+            }
+        }
+    }
+}
+
+/// Reads the provider `to` names (Flagger's own for Flagger's Canaries), and its Secret.
+async fn destination(client: &Client, job: &Job, to: &CanaryAlert) -> Result<Destination, String> {
+    let namespace = to
+        .provider_ref
+        .namespace
+        .as_deref()
+        .filter(|n| !n.is_empty())
+        .unwrap_or(&job.namespace);
+    let name = &to.provider_ref.name;
+    let resource = if job.flagger {
+        ApiResource {
+            group: flagger::GROUP.into(),
+            version: flagger::VERSION.into(),
+            api_version: flagger::API_VERSION.into(),
+            kind: "AlertProvider".into(),
+            plural: "alertproviders".into(),
+        }
+    } else {
+        ApiResource::erase::<AlertProvider>(&())
+    };
+    let what = format!("{} {namespace}/{name}", resource.api_version);
+    let api: Api<DynamicObject> = Api::namespaced_with(client.clone(), namespace, &resource);
+    let object = api
+        .get(name)
+        .await
+        .map_err(|e| format!("AlertProvider {what}: {e}"))?;
+    let spec: AlertProviderSpec = object
+        .data
+        .get("spec")
+        .cloned()
+        .ok_or_else(|| "no spec".to_string())
+        .and_then(|s| serde_json::from_value(s).map_err(|e| e.to_string()))
+        .map_err(|e| format!("AlertProvider {what}: {e}"))?;
+    let kind: ProviderType = spec
+        .type_
+        .parse()
+        .map_err(|e| format!("AlertProvider {what}: {e}"))?;
+    let (mut url, mut token) = (spec.address.clone().unwrap_or_default(), None);
+    if let Some(secret) = &spec.secret_ref {
+        let secrets: Api<Secret> = Api::namespaced(client.clone(), namespace);
+        let read = secrets
+            .get(&secret.name)
+            .await
+            .map_err(|e| format!("AlertProvider {what}: Secret {}: {e}", secret.name))?;
+        let key = |k: &str| {
+            read.data
+                .as_ref()
+                .and_then(|d| d.get(k))
+                .map(|v| String::from_utf8_lossy(&v.0).trim().to_string())
+        };
+        url = key("address").ok_or_else(|| {
+            format!(
+                "AlertProvider {what}: Secret {} has no key `address`",
+                secret.name
+            )
+        })?;
+        token = key("token").filter(|t| !t.is_empty());
+    }
+    if url.is_empty() {
+        return Err(format!(
+            "AlertProvider {what}: no address (spec.address or a secretRef's `address`)"
+        ));
+    }
+    Ok(Destination {
+        kind,
+        url: kind.url(&url),
+        token,
+        proxy: spec.proxy.filter(|p| !p.is_empty()),
+        channel: spec
+            .channel
+            .filter(|c| !c.is_empty())
+            .unwrap_or_else(|| "general".into()),
+        username: spec
+            .username
+            .filter(|u| !u.is_empty())
+            .unwrap_or_else(|| "flagger".into()),
+    })
+}
+
+/// One HTTP client per proxy.
+#[derive(Default)]
+struct HttpClients(BTreeMap<Option<String>, reqwest::Client>);
+
+impl HttpClients {
+    fn get(&mut self, proxy: Option<&str>) -> Result<reqwest::Client, String> {
+        let key = proxy.map(String::from);
+        if let Some(c) = self.0.get(&key) {
+            return Ok(c.clone());
+        }
+        let mut builder = reqwest::Client::builder();
+        if let Some(p) = proxy {
+            let proxy = reqwest::Proxy::all(p).map_err(|e| format!("proxy {p}: {e}"))?;
+            builder = builder.proxy(proxy);
+        }
+        let client = builder.build().map_err(|e| e.to_string())?;
+        self.0.insert(key, client.clone());
+        Ok(client)
+    }
+}
+
+async fn deliver(
+    http: &mut HttpClients,
+    d: &Destination,
+    job: &Job,
+    settings: &Settings,
+) -> Result<(), String> {
+    let client = http.get(d.proxy.as_deref())?;
+    let message = Message {
+        name: &job.name,
+        namespace: &job.namespace,
+        phase: &job.phase,
+        checksum: &job.checksum,
+        timestamp: job.timestamp,
+        channel: &d.channel,
+        username: &d.username,
+    };
+    let body = payload(d.kind, &job.alert, &message);
+    let mut backoff = settings.first_backoff;
+    let mut attempt = 1;
+    loop {
+        let mut request = client.post(&d.url).timeout(settings.timeout).json(&body);
+        if let Some(token) = &d.token {
+            request = request.bearer_auth(token);
+        }
+        let (why, retryable) = match request.send().await {
+            Ok(r) if r.status().is_success() => return Ok(()),
+            Ok(r) => {
+                let code = r.status();
+                // A client error other than throttling will not change on a retry.
+                let retryable = code.is_server_error() || code.as_u16() == 429;
+                (format!("{} answered HTTP {code}", d.kind), retryable)
+            }
+            Err(e) if e.is_timeout() => (
+                format!("{} did not answer within {:?}", d.kind, settings.timeout),
+                true,
+            ),
+            Err(e) => (
+                format!("{}: {}", d.kind, crate::http_errors::error_chain(&e)),
+                true,
+            ),
+        };
+        if !retryable || attempt >= settings.attempts {
+            return Err(format!(
+                "{why} (attempt {attempt} of {})",
+                settings.attempts
+            ));
+        }
+        debug!(%why, attempt, "alert failed; retrying");
+        tokio::time::sleep(backoff).await;
+        backoff = backoff.saturating_mul(2);
+        attempt += 1;
+    }
+}
