@@ -12,7 +12,7 @@ use axum::http::StatusCode;
 use axum::routing::post;
 use fledge_controller::rollout::HookOutcome;
 use fledge_controller::spec::{Duration, HookGate, WebhookRef};
-use fledge_controller::webhook::{Payload, Webhooks};
+use fledge_controller::webhook::{HookEvent, Payload, Webhooks};
 use serde_json::{Value, json};
 
 #[derive(Clone, Default)]
@@ -109,7 +109,7 @@ fn payload(gate: HookGate) -> Payload {
         checksum: "7d4f9c".into(),
         gate,
         metadata: BTreeMap::new(),
-        message: None,
+        event: None,
     }
 }
 
@@ -227,7 +227,10 @@ async fn an_event_hook_gets_the_event_message() {
     let hooks = Hooks::default();
     let base = hooks.serve().await;
     let mut event = payload(HookGate::Event);
-    event.message = Some("Advance podinfo.test canary weight 20".into());
+    event.event = Some(HookEvent {
+        message: "Advance podinfo.test canary weight 20".into(),
+        warning: false,
+    });
     let outcome = bounded(Webhooks::new().call(
         &hook(format!("{base}/ok"), HookGate::Event, 2_000, 0),
         &event,
@@ -242,8 +245,15 @@ async fn an_event_hook_gets_the_event_message() {
         Some(json!("Advance podinfo.test canary weight 20"))
     );
     assert_eq!(
-        received.first().map(|(_, body)| body["type"].clone()),
-        Some(json!("event"))
+        received
+            .first()
+            .map(|(_, body)| body["metadata"]["eventType"].clone()),
+        Some(json!("Normal"))
+    );
+    // Flagger's event payload has no `type`.
+    assert_eq!(
+        received.first().map(|(_, body)| body.get("type").cloned()),
+        Some(None)
     );
 }
 

@@ -12,7 +12,7 @@ use crate::rollout::HookOutcome;
 use crate::router::{Router, Routes};
 use crate::routes::Provider;
 use crate::spec::{Canary, HookGate, MetricTemplateSpec, WebhookRef};
-use crate::webhook::{Payload, Webhooks};
+use crate::webhook::{HookEvent, Payload, Webhooks};
 
 /// A traffic router for every provider. Errors are the router's own messages; the reconciler
 /// wraps them with the provider's name.
@@ -52,8 +52,8 @@ pub struct HookCall {
     /// The target revision under rollout.
     pub checksum: String,
     pub gate: HookGate,
-    /// For `event` hooks: the event's message.
-    pub message: Option<String>,
+    /// For `event` hooks: the event.
+    pub event: Option<HookEvent>,
 }
 
 /// Where metric readings and webhook answers come from. Failures are values (a reading of kind
@@ -196,7 +196,7 @@ impl Observer for LiveObserver {
                 checksum: call.checksum.clone(),
                 gate: call.gate,
                 metadata: Default::default(),
-                message: call.message.clone(),
+                event: call.event.clone(),
             };
             self.webhooks.call(hook, &payload).await
         }

@@ -33,7 +33,7 @@ use crate::cluster::reconciler::{Asked, call_hooks, event_reason, notify, requeu
 use crate::cluster::status;
 use crate::metrics::Prometheus;
 use crate::observe::{Measure, QuerySource, Subject, plan, template_not_found};
-use crate::rollout::{Action, Millis, Observation, Phase, RolloutState, advance, wants};
+use crate::rollout::{Action, Millis, Observation, Phase, RolloutState, Severity, advance, wants};
 use crate::routes::{Provider, Routes};
 use crate::spec::{Canary, HookGate, MetricTemplate, RolloutSpec, ValidationErrors, unroutable_by};
 
@@ -279,13 +279,14 @@ impl Local {
                 .map(drop)
                 .map_err(|e| e.to_string()),
             Action::RunHooks { gate } => {
-                self.notify(gate, next, "", out).await;
+                self.notify(gate, next, None, out).await;
                 Ok(())
             }
             Action::Event { severity, message } => {
                 let (type_, reason) = event_reason(severity, next.phase);
                 let _ = writeln!(out, "event: {type_:?} {reason}: {}", one_line(&message));
-                self.notify(HookGate::Event, next, &message, out).await;
+                self.notify(HookGate::Event, next, Some((severity, &message)), out)
+                    .await;
                 Ok(())
             }
             Action::Finalize { .. } => self.set_routes(Routes::PRIMARY_ONLY, out).await,
@@ -310,10 +311,16 @@ impl Local {
     }
 
     /// Calls every hook of `gate`; their answers change nothing (post-rollout, event).
-    async fn notify(&self, gate: HookGate, state: &RolloutState, msg: &str, out: &mut impl Write) {
+    async fn notify(
+        &self,
+        gate: HookGate,
+        state: &RolloutState,
+        event: Option<(Severity, &str)>,
+        out: &mut impl Write,
+    ) {
         let revision = state.revision.clone().unwrap_or_default();
         let asked = self.asked(state, &revision);
-        for (hook, why) in notify(&self.observer, &self.spec, gate, &asked, msg).await {
+        for (hook, why) in notify(&self.observer, &self.spec, gate, &asked, event).await {
             let _ = writeln!(out, "warning: webhook {hook} failed: {why}");
         }
     }

@@ -12,7 +12,9 @@
 //!   and `rollout` hooks run again at the next interval anyway.
 //!
 //! # Event hooks
-//! The event's message goes in `metadata.eventMessage`, where Flagger puts it.
+//! As Flagger's: `metadata` carries the event's message (`eventMessage`), its type (`eventType`,
+//! `Normal` or `Warning`) and when it was sent (`timestamp`, Unix milliseconds as a string),
+//! over the hook's own metadata of those names; the body has no `type`.
 
 use std::collections::BTreeMap;
 use std::time::Duration as StdDuration;
@@ -39,8 +41,16 @@ pub struct Payload {
     pub gate: HookGate,
     /// Merged over the hook's own metadata from the spec.
     pub metadata: BTreeMap<String, String>,
-    /// For event hooks: the event's message.
-    pub message: Option<String>,
+    /// For event hooks: the event.
+    pub event: Option<HookEvent>,
+}
+
+/// An Event an `event` hook is told of.
+#[derive(Clone, Debug, PartialEq)]
+pub struct HookEvent {
+    pub message: String,
+    /// A Warning Event (else Normal).
+    pub warning: bool,
 }
 
 /// The JSON body, in Flagger's field names.
@@ -50,8 +60,8 @@ struct Body<'a> {
     namespace: &'a str,
     phase: &'a str,
     checksum: &'a str,
-    #[serde(rename = "type")]
-    type_: &'static str,
+    #[serde(rename = "type", skip_serializing_if = "Option::is_none")]
+    type_: Option<&'static str>,
     metadata: BTreeMap<String, String>,
 }
 
@@ -137,17 +147,29 @@ impl Webhooks {
 fn body<'a>(hook: &WebhookRef, payload: &'a Payload) -> Body<'a> {
     let mut metadata = hook.metadata.clone();
     metadata.extend(payload.metadata.clone());
-    if let Some(message) = &payload.message {
-        metadata.insert("eventMessage".into(), message.clone());
+    if let Some(event) = &payload.event {
+        let type_ = if event.warning { "Warning" } else { "Normal" };
+        metadata.insert("eventMessage".into(), event.message.clone());
+        metadata.insert("eventType".into(), type_.into());
+        metadata.insert("timestamp".into(), unix_millis().to_string());
     }
     Body {
         name: &payload.name,
         namespace: &payload.namespace,
         phase: &payload.phase,
         checksum: &payload.checksum,
-        type_: payload.gate.as_str(),
+        // Flagger's event payload has no type; Fledge tells the other hooks theirs.
+        type_: (payload.gate != HookGate::Event).then(|| payload.gate.as_str()),
         metadata,
     }
+}
+
+/// Now, as Flagger stamps an event when it sends it (a shell's wall clock, as the cluster's).
+#[allow(clippy::disallowed_types, clippy::disallowed_methods)]
+fn unix_millis() -> u128 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis())
 }
 
 /// Why one call failed.
@@ -227,7 +249,7 @@ mod tests {
     }
 
     #[test]
-    fn the_body_has_flaggers_fields_and_the_event_message_in_metadata() {
+    fn an_event_hooks_body_is_flaggers_with_the_events_message_type_and_time_in_metadata() {
         let payload = Payload {
             name: "podinfo".into(),
             namespace: "test".into(),
@@ -235,22 +257,31 @@ mod tests {
             checksum: "abc123".into(),
             gate: HookGate::Event,
             metadata: BTreeMap::new(),
-            message: Some("Advance podinfo.test canary weight 10".into()),
+            event: Some(HookEvent {
+                message: "Advance podinfo.test canary weight 10".into(),
+                warning: true,
+            }),
         };
-        let json = serde_json::to_value(body(&hook(HookGate::Event), &payload)).ok();
+        let mut hook = hook(HookGate::Event);
+        hook.metadata.insert("eventType".into(), "mine".into());
+        let mut json = serde_json::to_value(body(&hook, &payload)).unwrap_or_default();
+        let stamp = json["metadata"]["timestamp"].take();
+        let at: u128 = stamp.as_str().unwrap_or("").parse().unwrap_or(0);
+        assert!(at > 1_700_000_000_000, "Unix milliseconds: {stamp}");
         assert_eq!(
             json,
-            Some(serde_json::json!({
+            serde_json::json!({
                 "name": "podinfo",
                 "namespace": "test",
                 "phase": "Progressing",
                 "checksum": "abc123",
-                "type": "event",
                 "metadata": {
                     "cmd": "hey -z 1m",
                     "eventMessage": "Advance podinfo.test canary weight 10",
+                    "eventType": "Warning",
+                    "timestamp": null,
                 },
-            }))
+            })
         );
     }
 

@@ -115,7 +115,7 @@ impl Observer for FakeObserver {
             self.0.log(
                 "HOOK",
                 &format!("{} {} {}", call.gate, hook.name, call.phase),
-                json!(call.message),
+                json!(call.event.as_ref().map(|e| &e.message)),
             );
             let s = self.0.store.lock().unwrap();
             s.hooks

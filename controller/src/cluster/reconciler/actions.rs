@@ -15,9 +15,10 @@ use super::super::{scaled_objects, workloads};
 use super::observing::Asked;
 use super::problems::event_reason;
 use super::tick::Tick;
-use crate::rollout::{Action, HookOutcome, Phase, RolloutState};
+use crate::rollout::{Action, HookOutcome, Phase, RolloutState, Severity};
 use crate::router::Routes;
 use crate::spec::{HookGate, RolloutSpec, validate};
+use crate::webhook::HookEvent;
 
 impl Tick<'_> {
     pub(super) async fn set_routes(&self, weights: Routes) -> Result<()> {
@@ -34,7 +35,7 @@ impl Tick<'_> {
         spec: &RolloutSpec,
         gate: HookGate,
         state: &RolloutState,
-        msg: &str,
+        event: Option<(Severity, &str)>,
     ) {
         let revision = state.revision.clone().unwrap_or_default();
         let asked = Asked {
@@ -43,7 +44,7 @@ impl Tick<'_> {
             state,
             revision: &revision,
         };
-        for (hook, why) in notify(&*self.ctx.observer, spec, gate, &asked, msg).await {
+        for (hook, why) in notify(&*self.ctx.observer, spec, gate, &asked, event).await {
             warn!(%hook, %gate, %why, "webhook failed");
         }
     }
@@ -98,13 +99,14 @@ impl Tick<'_> {
                 self.sync_autoscaler().await
             }
             Action::RunHooks { gate } => {
-                self.notify(spec, gate, next, "").await;
+                self.notify(spec, gate, next, None).await;
                 Ok(())
             }
             Action::Event { severity, message } => {
                 let (type_, reason) = event_reason(severity, next.phase);
                 self.publish(type_, reason, &message).await;
-                self.notify(spec, HookGate::Event, next, &message).await;
+                self.notify(spec, HookGate::Event, next, Some((severity, &message)))
+                    .await;
                 Ok(())
             }
             // Only a deleted Canary is finalised; its cleanup carries this action out itself,
@@ -383,20 +385,25 @@ impl Tick<'_> {
 }
 
 /// Calls every hook of `gate` (post-rollout, event: their answers change nothing; an event
-/// hook is told `msg`) and returns those that failed, by name, with why. Shared with the
+/// hook is told `event`) and returns those that failed, by name, with why. Shared with the
 /// standalone controller, which reports the failures its own way.
 pub(crate) async fn notify(
     observer: &dyn Observer,
     spec: &RolloutSpec,
     gate: HookGate,
     asked: &Asked<'_>,
-    msg: &str,
+    event: Option<(Severity, &str)>,
 ) -> Vec<(String, String)> {
-    let message = (gate == HookGate::Event).then(|| msg.to_string());
+    let event = event
+        .filter(|_| gate == HookGate::Event)
+        .map(|(severity, message)| HookEvent {
+            message: message.to_string(),
+            warning: severity == Severity::Warning,
+        });
     let mut failed = Vec::new();
     for hook in spec.hooks(gate) {
         if let HookOutcome::Failed(why) = observer
-            .call_hook(hook, &asked.call(gate, message.clone()))
+            .call_hook(hook, &asked.call(gate, event.clone()))
             .await
         {
             failed.push((hook.name.clone(), why));

@@ -17,6 +17,7 @@ use crate::rollout::{
     Command, HookOutcome, Millis, Observation, Phase, PodState, RolloutState, wants,
 };
 use crate::spec::{HookGate, MetricTemplateSpec, RolloutSpec};
+use crate::webhook::HookEvent;
 
 impl Tick<'_> {
     pub(super) async fn observe(
@@ -130,15 +131,15 @@ pub(crate) struct Asked<'a> {
 }
 
 impl Asked<'_> {
-    /// The call of a hook of `gate`; `message` only for event hooks.
-    pub(crate) fn call(&self, gate: HookGate, message: Option<String>) -> HookCall {
+    /// The call of a hook of `gate`; `event` only for event hooks.
+    pub(crate) fn call(&self, gate: HookGate, event: Option<HookEvent>) -> HookCall {
         HookCall {
             name: self.name.to_string(),
             namespace: self.namespace.to_string(),
             phase: self.state.phase.to_string(),
             checksum: self.revision.to_string(),
             gate,
-            message,
+            event,
         }
     }
 }
