@@ -404,6 +404,7 @@ async fn run(mut args: RunArgs) -> Result<(), Failure> {
     args.namespaces.retain(|ns| !ns.trim().is_empty());
     let client = deadline::bounded(client().await?, deadline::API_CALL_TIMEOUT);
     let metrics = Arc::new(Metrics::new());
+    metrics.set_info(env!("CARGO_PKG_VERSION"), &args.provider.to_string());
     let ctx = Arc::new(Context::new(
         client.clone(),
         Arc::new(LiveRouting::new(client.clone())),

@@ -21,17 +21,47 @@ use prometheus_client::registry::Registry;
 
 use super::Error;
 use crate::rollout::{Phase, RolloutState};
+use crate::spec::{RolloutSpec, Strategy};
 
+// Flagger's labels: `name` is the target's name (Flagger's `targetRef.name`), and a weight is
+// labelled by `workload`, the primary's and the canary's.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct CanaryLabels {
-    pub namespace: String,
     pub name: String,
+    pub namespace: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct WeightLabels {
+    pub workload: String,
+    pub namespace: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct NamespaceLabels {
+    pub namespace: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct OutcomeLabels {
+    pub name: String,
+    pub namespace: String,
+    /// `canary`, `blue-green` or `ab-testing`.
+    pub deployment_strategy: String,
+    /// `completed`, or `skipped` (`skipAnalysis`).
+    pub analysis_status: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct InfoLabels {
+    pub version: String,
+    pub mesh_provider: String,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct MetricLabels {
-    pub namespace: String,
     pub name: String,
+    pub namespace: String,
     pub metric: String,
 }
 
@@ -49,16 +79,28 @@ fn reconcile_histogram() -> Histogram {
     Histogram::new(exponential_buckets(0.01, 2.0, 12))
 }
 
+/// Prometheus' default buckets, as Flagger's `canary_duration_seconds` has.
+fn analysis_histogram() -> Histogram {
+    Histogram::new([
+        0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
+    ])
+}
+
 /// The controller's metrics.
 pub struct Metrics {
     registry: Registry,
-    /// Flagger's `canary_status`: 0 running, 1 succeeded, 2 failed.
+    info: Family<InfoLabels, Gauge>,
+    /// Flagger's `canary_status`: 0 progressing, 2 failed, 1 otherwise.
     status: Family<CanaryLabels, Gauge>,
-    weight: Family<CanaryLabels, Gauge>,
+    weight: Family<WeightLabels, Gauge>,
     failed_checks: Family<CanaryLabels, Gauge>,
     analysis: Family<MetricLabels, Gauge<f64, AtomicU64>>,
-    successes: Family<CanaryLabels, Counter>,
-    failures: Family<CanaryLabels, Counter>,
+    analysis_duration: Family<CanaryLabels, Histogram>,
+    total: Family<NamespaceLabels, Gauge>,
+    /// The Canaries counted in `total`.
+    canaries: std::sync::Mutex<std::collections::BTreeSet<(String, String)>>,
+    successes: Family<OutcomeLabels, Counter>,
+    failures: Family<OutcomeLabels, Counter>,
     alerts: Family<AlertLabels, Counter>,
     reconciles: Counter,
     errors: Family<ErrorLabels, Counter>,
@@ -76,10 +118,14 @@ impl Metrics {
     pub fn new() -> Self {
         let mut m = Metrics {
             registry: Registry::with_prefix("fledge"),
+            info: Family::default(),
             status: Family::default(),
             weight: Family::default(),
             failed_checks: Family::default(),
             analysis: Family::default(),
+            analysis_duration: Family::new_with_constructor(analysis_histogram),
+            total: Family::default(),
+            canaries: Default::default(),
             successes: Family::default(),
             failures: Family::default(),
             alerts: Family::default(),
@@ -90,14 +136,29 @@ impl Metrics {
         };
         let r = &mut m.registry;
         r.register(
+            "info",
+            "The controller's version and default traffic provider",
+            m.info.clone(),
+        );
+        r.register(
             "canary_status",
-            "Last canary analysis result: 0 running, 1 succeeded, 2 failed",
+            "Last canary analysis result: 0 progressing, 1 succeeded (or idle), 2 failed",
             m.status.clone(),
         );
         r.register(
             "canary_weight",
-            "Percentage of traffic on the canary",
+            "Percentage of traffic on each workload (the primary and the canary)",
             m.weight.clone(),
+        );
+        r.register(
+            "canary_duration_seconds",
+            "Seconds spent on a rollout's reconcile (Flagger's: performing canary analysis)",
+            m.analysis_duration.clone(),
+        );
+        r.register(
+            "canary_total",
+            "Canaries reconciled, by namespace",
+            m.total.clone(),
         );
         r.register(
             "canary_failed_checks",
@@ -161,27 +222,56 @@ impl Metrics {
             .inc();
     }
 
-    /// Records a Canary's state after a reconcile; `before` tells a transition from a repeat.
+    /// The controller's version and default traffic provider (`fledge_info`, 1).
+    pub fn set_info(&self, version: &str, mesh_provider: &str) {
+        self.info
+            .get_or_create(&InfoLabels {
+                version: version.into(),
+                mesh_provider: mesh_provider.into(),
+            })
+            .set(1);
+    }
+
+    /// Records the state of Canary `canary` (in `namespace`, rolling `spec` out) after a
+    /// reconcile that took `took`; `before` tells a transition from a repeat. Series are named
+    /// by the target, as Flagger's.
     pub fn record_canary(
         &self,
-        namespace: &str,
-        name: &str,
+        (namespace, canary): (&str, &str),
+        spec: &RolloutSpec,
         before: &RolloutState,
         after: &RolloutState,
+        took: std::time::Duration,
     ) {
+        let name = spec.target.as_str();
         let labels = CanaryLabels {
             namespace: namespace.into(),
             name: name.into(),
         };
+        self.count(namespace, canary, after.phase);
         let status = match after.phase {
-            Phase::Succeeded | Phase::Initialized => 1,
+            Phase::Progressing => 0,
             Phase::Failed => 2,
-            _ => 0,
+            _ => 1,
         };
         self.status.get_or_create(&labels).set(status);
-        self.weight
-            .get_or_create(&labels)
-            .set(i64::from(after.canary_weight));
+        let canary_weight = i64::from(after.canary_weight);
+        for (workload, weight) in [
+            (format!("{name}-primary"), 100 - canary_weight),
+            (name.to_string(), canary_weight),
+        ] {
+            self.weight
+                .get_or_create(&WeightLabels {
+                    workload,
+                    namespace: namespace.into(),
+                })
+                .set(weight);
+        }
+        if before.phase.is_active() {
+            self.analysis_duration
+                .get_or_create(&labels)
+                .observe(took.as_secs_f64());
+        }
         self.failed_checks
             .get_or_create(&labels)
             .set(i64::from(after.failed_checks));
@@ -197,16 +287,49 @@ impl Metrics {
             }
         }
         if before.phase != after.phase {
+            let outcome = OutcomeLabels {
+                name: name.into(),
+                namespace: namespace.into(),
+                deployment_strategy: match spec.strategy {
+                    Strategy::Canary { .. } => "canary",
+                    Strategy::BlueGreen { .. } => "blue-green",
+                    Strategy::AbTesting { .. } => "ab-testing",
+                }
+                .into(),
+                analysis_status: if spec.skip_analysis {
+                    "skipped"
+                } else {
+                    "completed"
+                }
+                .into(),
+            };
             match after.phase {
                 Phase::Succeeded => {
-                    self.successes.get_or_create(&labels).inc();
+                    self.successes.get_or_create(&outcome).inc();
                 }
                 Phase::Failed => {
-                    self.failures.get_or_create(&labels).inc();
+                    self.failures.get_or_create(&outcome).inc();
                 }
                 _ => {}
             }
         }
+    }
+
+    /// `canary_total`: the Canaries recorded and not seen going, per namespace.
+    fn count(&self, namespace: &str, canary: &str, phase: Phase) {
+        let mut seen = self.canaries.lock().unwrap_or_else(|e| e.into_inner());
+        let key = (namespace.to_string(), canary.to_string());
+        if matches!(phase, Phase::Terminating | Phase::Terminated) {
+            seen.remove(&key);
+        } else {
+            seen.insert(key);
+        }
+        let n = seen.iter().filter(|(ns, _)| ns == namespace).count();
+        self.total
+            .get_or_create(&NamespaceLabels {
+                namespace: namespace.into(),
+            })
+            .set(i64::try_from(n).unwrap_or(i64::MAX));
     }
 
     /// Marks the controller ready (it leads and its Canary watches have their first complete
@@ -357,22 +480,78 @@ pub fn init_logs(filter: &str, json: bool) -> Result<(), Error> {
 mod tests {
     use super::*;
 
+    fn spec(analysis: &str) -> RolloutSpec {
+        let text = format!(
+            "targetRef: {{name: podinfo}}\nservice: {{port: 9898}}\nanalysis: {{{analysis}}}\n"
+        );
+        let canary: crate::spec::CanarySpec =
+            serde_norway::from_str(&text).unwrap_or_else(|e| panic!("{e}"));
+        crate::spec::validate(&canary).unwrap_or_else(|e| panic!("{e}"))
+    }
+
     #[test]
-    fn metrics_carry_the_fledge_prefix_and_the_canary_labels() {
+    fn metrics_carry_the_fledge_prefix_and_flaggers_names_and_labels() {
         let m = Metrics::new();
-        let before = RolloutState::default();
-        let after = RolloutState {
-            phase: Phase::Failed,
-            canary_weight: 0,
+        m.set_info("0.1.0", "istio");
+        let progressing = RolloutState {
+            phase: Phase::Progressing,
+            canary_weight: 20,
             failed_checks: 2,
             ..RolloutState::default()
         };
-        m.record_canary("test", "podinfo", &before, &after);
-        let text = m.encode();
-        assert!(text.contains(r#"fledge_canary_status{namespace="test",name="podinfo"} 2"#));
-        assert!(
-            text.contains(r#"fledge_canary_failures_total{namespace="test",name="podinfo"} 1"#)
+        let failed = RolloutState {
+            phase: Phase::Failed,
+            ..RolloutState::default()
+        };
+        let took = std::time::Duration::from_millis(30);
+        let blue_green = spec("iterations: 3");
+        m.record_canary(
+            ("test", "my-canary"),
+            &blue_green,
+            &failed,
+            &progressing,
+            took,
         );
-        assert!(text.contains(r#"fledge_canary_failed_checks{namespace="test",name="podinfo"} 2"#));
+        let text = m.encode();
+        for line in [
+            r#"fledge_info{version="0.1.0",mesh_provider="istio"} 1"#,
+            r#"fledge_canary_status{name="podinfo",namespace="test"} 0"#,
+            r#"fledge_canary_weight{workload="podinfo-primary",namespace="test"} 80"#,
+            r#"fledge_canary_weight{workload="podinfo",namespace="test"} 20"#,
+            r#"fledge_canary_failed_checks{name="podinfo",namespace="test"} 2"#,
+            r#"fledge_canary_total{namespace="test"} 1"#,
+        ] {
+            assert!(text.contains(line), "{line} in\n{text}");
+        }
+        // Analysis time is recorded only for a rollout that was under way.
+        assert!(
+            !text.contains("fledge_canary_duration_seconds_count"),
+            "{text}"
+        );
+        m.record_canary(
+            ("test", "my-canary"),
+            &blue_green,
+            &progressing,
+            &failed,
+            took,
+        );
+        let text = m.encode();
+        for line in [
+            r#"fledge_canary_status{name="podinfo",namespace="test"} 2"#,
+            r#"fledge_canary_failures_total{name="podinfo",namespace="test",deployment_strategy="blue-green",analysis_status="completed"} 1"#,
+            r#"fledge_canary_duration_seconds_count{name="podinfo",namespace="test"} 1"#,
+            r#"fledge_canary_total{namespace="test"} 1"#,
+        ] {
+            assert!(text.contains(line), "{line} in\n{text}");
+        }
+        let gone = RolloutState {
+            phase: Phase::Terminating,
+            ..RolloutState::default()
+        };
+        m.record_canary(("test", "my-canary"), &blue_green, &failed, &gone, took);
+        assert!(
+            m.encode()
+                .contains(r#"fledge_canary_total{namespace="test"} 0"#)
+        );
     }
 }

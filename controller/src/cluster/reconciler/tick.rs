@@ -34,6 +34,8 @@ pub(super) struct Tick<'a> {
     /// The tracked configs of the target's pod template, read once a tick.
     tracked: tokio::sync::OnceCell<Tracked>,
     pub(super) now: Millis,
+    /// For `fledge_canary_duration_seconds`.
+    started: std::time::Instant,
 }
 
 impl<'a> Tick<'a> {
@@ -53,6 +55,7 @@ impl<'a> Tick<'a> {
             configs: Configs::new(ctx.client.clone(), &namespace),
             tracked: tokio::sync::OnceCell::new(),
             now: (ctx.clock)(),
+            started: std::time::Instant::now(),
             namespace,
             name,
             provider,
@@ -183,9 +186,9 @@ impl<'a> Tick<'a> {
         if command.is_some_and(|c| command_used(c, &state, &next)) {
             self.clear_command().await?;
         }
-        self.ctx
-            .metrics
-            .record_canary(&self.namespace, &self.name, &state, &next);
+        let key = (self.namespace.as_str(), self.name.as_str());
+        let took = self.started.elapsed();
+        (self.ctx.metrics).record_canary(key, &spec, &state, &next, took);
         Ok(Requeue::requeue(self.requeue_after(&next, &spec)))
     }
 
