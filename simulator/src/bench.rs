@@ -150,8 +150,7 @@ pub(crate) fn reference_mesh(seed: u64, rps: f64) -> Result<Mesh, MeshError> {
             p50: 5 * MILLIS,
             p99: 50 * MILLIS,
         },
-        error_rate: 0.0,
-        error_code: 500,
+        ..Behaviour::default()
     };
     let canary = Behaviour {
         error_rate: 0.01,
@@ -220,8 +219,7 @@ pub fn mmc_mesh(seed: u64, c: u32, load: f64, mu: f64) -> Result<Mesh, MeshError
                 Behaviour {
                     workers: c,
                     service_time: ServiceTime::Exponential { mean },
-                    error_rate: 0.0,
-                    error_code: 500,
+                    ..Behaviour::default()
                 },
             )],
         )],

@@ -40,7 +40,7 @@ proptest! {
         attempts in 0u32..4,
         canary in 0u8..=100,
     ) {
-        let b = Behaviour { workers: 4, service_time: ServiceTime::Exponential { mean: mean_ms * MILLIS }, error_rate: error, error_code: 503 };
+        let b = Behaviour { workers: 4, service_time: ServiceTime::Exponential { mean: mean_ms * MILLIS }, error_rate: error, error_code: 503, ..Behaviour::default() };
         let cfg = MeshConfig {
             seed,
             services: vec![ServiceConfig::new("svc", vec![VersionConfig::new("primary", 3, b.clone()), VersionConfig::new("canary", 1, b)])],

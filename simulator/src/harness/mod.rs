@@ -183,6 +183,14 @@ impl<'a> Harness<'a> {
         // routing object of the mesh governs (a VirtualService bound to a gateway only, an
         // HTTPRoute on a Gateway) reach the primary alone, as on a cluster.
         service.selects = Some(vec!["primary".into()]);
+        // The new revision may call what the current one does not.
+        service.may_call = canary
+            .behaviour
+            .calls
+            .iter()
+            .flatten()
+            .map(|c| c.service.clone())
+            .collect();
         let mut services = vec![service];
         services.extend(scenario.services[1..].iter().map(|s| {
             let versions = s

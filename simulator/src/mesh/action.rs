@@ -134,6 +134,7 @@ impl Mesh {
             Action::SetBehaviour { version, behaviour } => {
                 self.version_check(*version)?;
                 validate_behaviour(behaviour).map_err(|r| invalid("behaviour", r))?;
+                self.resolve_calls(*version, &behaviour.calls)?;
             }
             Action::SetPodErrorRate { version, pod, rate } => {
                 self.pod_check(*version, *pod)?;
@@ -240,6 +241,10 @@ impl Mesh {
                 self.versions[version].behaviour.service_time = service_time;
             }
             Action::SetBehaviour { version, behaviour } => {
+                // Resolved when the action was checked.
+                self.versions[version].calls = self
+                    .resolve_calls(version, &behaviour.calls)
+                    .unwrap_or_default();
                 self.versions[version].behaviour = behaviour;
                 let pods = self.versions[version].pods.clone();
                 for p in pods {

@@ -6,6 +6,7 @@
 //! over its pods, and, on Istio, with Istio's
 //! default retry policy.
 
+use super::calls::CallSite;
 use super::config::{Behaviour, DataPlane, MeshConfig};
 use super::dist::LogNormalMemo;
 use super::event::Ev;
@@ -60,6 +61,12 @@ pub(super) struct Version {
     /// The service time's log-normal parameters, kept between draws.
     pub(super) ln_memo: LogNormalMemo,
     pub(super) queue_stats: QueueStats,
+    /// The behaviour's calls, resolved (calls.rs).
+    pub(super) calls: Vec<Vec<CallSite>>,
+    /// The client standing for the version's sidecar towards each service it may call.
+    pub(super) call_clients: Vec<(ServiceId, ClientId)>,
+    /// Draws which calls a request makes.
+    pub(super) call_rng: Stream,
 }
 
 impl Mesh {
@@ -157,6 +164,9 @@ impl Mesh {
                     queue_stats: QueueStats::default(),
                     ln_memo: LogNormalMemo::default(),
                     stream: Stream::new(cfg.seed, &format!("pods/{}/{}", sc.name, vc.name)),
+                    calls: Vec::new(),
+                    call_clients: Vec::new(),
+                    call_rng: Stream::new(cfg.seed, &format!("calls/{}/{}", sc.name, vc.name)),
                 };
                 for _ in 0..vc.pods {
                     v.pods.push(PodId(pods.len() as u32));
@@ -199,6 +209,8 @@ impl Mesh {
         }
         let mut clients = Vec::new();
         let mut source_labels = Vec::new();
+        // Every client's header profiles in one list: a call carries its caller's set.
+        let mut header_sets: Vec<(f64, Vec<(String, String)>)> = Vec::new();
         for cc in &cfg.clients {
             let (service, direct) = match services.iter().position(|s| s.name == cc.target) {
                 Some(s) => (ServiceId(s as u32), None),
@@ -249,14 +261,18 @@ impl Mesh {
                 namespace: namespace.clone(),
                 sidecar: cc.sidecar,
             });
+            let header_base = header_sets.len() as u32;
+            header_sets.extend(profiles.iter().cloned());
             clients.push(Client {
                 service,
                 direct,
+                caller: None,
                 rate: cc.rate,
                 shape: cc.shape,
                 cache: vec![None; profiles.len()],
                 profiles,
                 profile_total: total,
+                header_base,
                 sidecar: cc.sidecar,
                 kube_proxy: None,
                 cache_epoch: None,
@@ -269,7 +285,17 @@ impl Mesh {
                 running: false,
             });
         }
-        let n_certs = clients.len() + versions.len();
+        let own_certs = clients.len() as u32;
+        add_call_clients(
+            &cfg,
+            &services,
+            &mut versions,
+            &dest_labels,
+            &header_sets,
+            &mut clients,
+            &mut source_labels,
+        )?;
+        let n_certs = own_certs as usize + versions.len();
         let telemetry = Telemetry::new(
             source_labels,
             dest_labels,
@@ -286,6 +312,7 @@ impl Mesh {
             default_mtls: cfg.default_mtls,
             istio_retry_503: cfg.istio_retry_503,
             default_namespace: cfg.namespace.clone(),
+            own_certs,
             services,
             versions,
             pods,
@@ -313,6 +340,8 @@ impl Mesh {
             cert_rng: Stream::new(cfg.seed, "certs"),
             trace: None,
             outputs: None,
+            callings: Vec::new(),
+            free_callings: Vec::new(),
         };
         // One cluster per (client, version), as Istio builds one Envoy cluster per subset.
         for c in (0..mesh.clients.len() as u32).map(ClientId) {
@@ -354,6 +383,15 @@ impl Mesh {
             let rule = mesh.kube_proxy_rule();
             mesh.clients[c].kube_proxy = cluster.map(|ci| (ci, rule));
         }
+        for v in (0..mesh.versions.len() as u32).map(VersionId) {
+            let calls = cfg.services[mesh.versions[v].service.0 as usize]
+                .versions
+                .iter()
+                .find(|vc| vc.name == mesh.versions[v].name)
+                .map(|vc| vc.behaviour.calls.clone())
+                .unwrap_or_default();
+            mesh.versions[v].calls = mesh.resolve_calls(v, &calls)?;
+        }
         for i in (0..mesh.certs.len() as u32).map(CertId) {
             mesh.schedule_rotation(i);
         }
@@ -389,4 +427,112 @@ pub(super) fn validate_behaviour(b: &Behaviour) -> Result<(), String> {
         return Err("error code must be an HTTP status".into());
     }
     b.service_time.validate()
+}
+
+/// One client per (version, service its service's versions call or may call), standing for the
+/// version's sidecar as a client of that service: reporter `source` names the version's workload,
+/// and the client carries every client's header profiles, since a call carries its caller's.
+/// Refuses a call to a service that is not simulated and calls that loop.
+fn add_call_clients(
+    cfg: &MeshConfig,
+    services: &[Service],
+    versions: &mut [Version],
+    dest_labels: &[DestLabels],
+    header_sets: &[(f64, Vec<(String, String)>)],
+    clients: &mut Vec<Client>,
+    source_labels: &mut Vec<SourceLabels>,
+) -> Result<(), MeshError> {
+    let names: Vec<String> = services.iter().map(|s| s.name.clone()).collect();
+    let mut callees = Vec::with_capacity(cfg.services.len());
+    for sc in &cfg.services {
+        let called = sc
+            .versions
+            .iter()
+            .flat_map(|vc| vc.behaviour.calls.iter().flatten())
+            .map(|c| c.service.clone())
+            .chain(sc.may_call.iter().cloned());
+        callees.push(
+            Mesh::callees(&names, called)
+                .map_err(|r| invalid(format!("service {}", sc.name), r))?,
+        );
+    }
+    if let Some(cycle) = call_cycle(&callees) {
+        let path: Vec<&str> = cycle.iter().map(|s| names[s.0 as usize].as_str()).collect();
+        return Err(invalid(
+            "calls",
+            format!("services call each other in a loop: {}", path.join(" -> ")),
+        ));
+    }
+    let total: f64 = header_sets.iter().map(|p| p.0).sum();
+    for v in 0..versions.len() {
+        let si = versions[v].service;
+        for &callee in &callees[si.0 as usize] {
+            let id = ClientId(clients.len() as u32);
+            let dest = &dest_labels[v];
+            let tag = format!("{}->{}", dest.workload, services[callee.0 as usize].name);
+            source_labels.push(SourceLabels {
+                workload: dest.workload.clone(),
+                namespace: dest.namespace.clone(),
+                sidecar: versions[v].sidecar,
+            });
+            clients.push(Client {
+                service: callee,
+                direct: None,
+                caller: Some(VersionId(v as u32)),
+                rate: 0.0,
+                shape: Default::default(),
+                cache: vec![None; header_sets.len()],
+                profiles: header_sets.to_vec(),
+                profile_total: total,
+                header_base: 0,
+                sidecar: versions[v].sidecar,
+                kube_proxy: None,
+                cache_epoch: None,
+                clusters: Vec::new(),
+                service_cluster: None,
+                arrivals: Stream::new(cfg.seed, &format!("arrivals/{tag}")),
+                routing: Stream::new(cfg.seed, &format!("routing/{tag}")),
+                retry: Stream::new(cfg.seed, &format!("retry/{tag}")),
+                budget: None,
+                running: false,
+            });
+            versions[v].call_clients.push((callee, id));
+        }
+    }
+    Ok(())
+}
+
+/// A loop in the graph of which service calls which, as the services on it (the first again
+/// at the end), if there is one.
+fn call_cycle(callees: &[Vec<ServiceId>]) -> Option<Vec<ServiceId>> {
+    // 0: not visited, 1: on the current path, 2: done.
+    fn visit(s: usize, g: &[Vec<ServiceId>], state: &mut [u8], path: &mut Vec<ServiceId>) -> bool {
+        state[s] = 1;
+        path.push(ServiceId(s as u32));
+        for &n in &g[s] {
+            let n = n.0 as usize;
+            if state[n] == 1 {
+                path.push(ServiceId(n as u32));
+                return true;
+            }
+            if state[n] == 0 && visit(n, g, state, path) {
+                return true;
+            }
+        }
+        path.pop();
+        state[s] = 2;
+        false
+    }
+    let mut state = vec![0u8; callees.len()];
+    for s in 0..callees.len() {
+        let mut path = Vec::new();
+        if state[s] == 0 && visit(s, callees, &mut state, &mut path) {
+            let start = path
+                .iter()
+                .position(|x| Some(x) == path.last())
+                .unwrap_or(0);
+            return Some(path[start..].to_vec());
+        }
+    }
+    None
 }

@@ -23,6 +23,23 @@ pub struct Behaviour {
     pub error_rate: f64,
     /// Status returned by failing requests (500 unless set).
     pub error_code: u16,
+    /// What each request does once served: steps run in sequence, the calls of one step in
+    /// parallel (see [`Call`]).
+    pub calls: Vec<Vec<Call>>,
+}
+
+/// A request to another service that a version's request makes once its own work is done,
+/// through the version's sidecar as a client of that service. The pod's worker waits for it; a
+/// failed call (no answer below 400) fails the caller's request, answered with the caller's
+/// `error_code`, unless the call is `optional`.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Call {
+    /// The service called (by name).
+    pub service: String,
+    /// The chance a request makes this call.
+    pub probability: f64,
+    /// A failed optional call does not fail the caller.
+    pub optional: bool,
 }
 
 impl Default for Behaviour {
@@ -32,6 +49,7 @@ impl Default for Behaviour {
             service_time: ServiceTime::Exponential { mean: 10 * MILLIS },
             error_rate: 0.0,
             error_code: 500,
+            calls: Vec::new(),
         }
     }
 }
@@ -92,6 +110,10 @@ pub struct ServiceConfig {
     /// The port the pods serve on (the Service's `targetPort`): a PeerAuthentication's
     /// `portLevelMtls` for it decides the pods' mTLS mode.
     pub target_port: u32,
+    /// Services the versions may call after a change of behaviour (a canary's new revision),
+    /// beyond those their behaviours call now: each version gets a proxy's clusters for every
+    /// service its service's versions call.
+    pub may_call: Vec<String>,
 }
 
 impl ServiceConfig {
@@ -106,6 +128,7 @@ impl ServiceConfig {
             failure_accrual: None,
             selects: None,
             target_port: 80,
+            may_call: Vec::new(),
         }
     }
 }

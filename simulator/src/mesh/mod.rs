@@ -80,6 +80,7 @@
 mod action;
 mod balance;
 mod build;
+mod calls;
 mod cluster;
 pub(crate) mod config;
 pub(crate) mod dist;
@@ -171,7 +172,7 @@ pub struct VersionId(pub u32);
 
 /// Index of a client workload.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
-pub struct ClientId(pub(crate) u32);
+pub struct ClientId(pub u32);
 
 /// A workload holding a certificate.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -264,6 +265,9 @@ pub struct Mesh {
     /// Istio's default retry policy also retries 503 ([`MeshConfig::istio_retry_503`]).
     istio_retry_503: bool,
     default_namespace: String,
+    /// Clients holding a certificate of their own (the configured ones; a call uses its
+    /// version's): certificates are theirs first, then the versions'.
+    own_certs: u32,
     services: Vec<Service>,
     versions: Vec<Version>,
     pods: Vec<Pod>,
@@ -288,6 +292,9 @@ pub struct Mesh {
     trace: Option<Box<crate::trace::Tracer>>,
     /// `--access-log`, `--traces`: where requests are written, when asked.
     outputs: Option<Box<crate::observability::Outputs>>,
+    /// Calls in flight of requests at pods (calls.rs), and the free slots.
+    callings: Vec<calls::Calling>,
+    free_callings: Vec<u32>,
 }
 
 impl Mesh {

@@ -189,12 +189,24 @@ impl Mesh {
     }
 
     pub(super) fn on_done(&mut self, a: AttemptId) {
+        let at = &self.atts[a];
+        if self.pods[at.pod].epoch != at.pod_epoch {
+            return; // the pod crashed meanwhile; the crash already failed this attempt
+        }
+        if self.makes_calls(a) {
+            // The worker waits for the calls (calls.rs), then answers.
+            self.begin_calls(a);
+        } else {
+            self.respond(a, false);
+        }
+    }
+
+    /// The pod answers attempt `a` and frees its worker: with the version's error code when a
+    /// call failed it, else as its behaviour draws.
+    pub(super) fn respond(&mut self, a: AttemptId, call_failed: bool) {
         let now = self.now();
         let at = self.atts[a];
         let pod = &mut self.pods[at.pod];
-        if pod.epoch != at.pod_epoch {
-            return; // the pod crashed meanwhile; the crash already failed this attempt
-        }
         pod.busy -= 1;
         pod.served += 1;
         if let Some(i) = pod.in_service.iter().position(|&x| x == a) {
@@ -202,7 +214,7 @@ impl Mesh {
         }
         let ver = &mut self.versions[pod.version];
         let rate = pod.error_rate.unwrap_or(ver.behaviour.error_rate);
-        let code = if ver.stream.chance(rate) {
+        let code = if call_failed || ver.stream.chance(rate) {
             ver.behaviour.error_code
         } else {
             200

@@ -5,6 +5,7 @@
 //! completes the request, which the client-side telemetry reports as Istio's `reporter="source"`
 //! metrics do.
 
+use super::calls::NO_PARENT;
 use super::config::ArrivalShape;
 use super::event::Ev;
 use super::retry::RetryBudget;
@@ -19,10 +20,14 @@ pub(super) struct Client {
     /// Set when the client calls a version's own Service (`<service>-<version>`): no route of
     /// the service governs it, only this one (built with the mesh).
     pub(super) direct: Option<(VersionId, Option<RuleId>)>,
+    /// Set for the client standing for a version's sidecar towards a service it calls.
+    pub(super) caller: Option<VersionId>,
     pub(super) rate: f64,
     pub(super) shape: ArrivalShape,
     pub(super) profiles: Vec<(f64, Vec<(String, String)>)>,
     pub(super) profile_total: f64,
+    /// The header set of the first profile ([`Call::headers`]).
+    pub(super) header_base: u32,
     pub(super) sidecar: bool,
     /// Without a sidecar: the cluster standing for the Service's kube-proxy rules (random
     /// ready pod, no DestinationRule) and a rule without timeout, retries, fault or mirror.
@@ -61,6 +66,19 @@ pub(super) struct Request {
     pub(super) ntried: u8,
     pub(super) holds_retry: bool,
     pub(super) live: bool,
+    pub(super) call: Call,
+}
+
+/// Where a request comes from: the calls of a request at a pod ([`NO_PARENT`] for a client's
+/// own), and the headers it carries.
+#[derive(Clone, Copy)]
+pub(super) struct Call {
+    /// The [`Calling`](super::calls::Calling) it is a call of.
+    pub(super) parent: u32,
+    /// The header set: an index into every client's header profiles, in client order.
+    pub(super) headers: u32,
+    /// A failed optional call does not fail its caller.
+    pub(super) optional: bool,
 }
 
 #[derive(Clone, Copy, PartialEq, Eq)]
@@ -93,6 +111,8 @@ pub(super) struct Attempt {
     /// For the trace: the request's number (0 for a mirrored copy) and the try, from 1.
     pub(super) number: u64,
     pub(super) try_no: u32,
+    /// The request's header set ([`Call::headers`]), which calls made at the pod carry on.
+    pub(super) headers: u32,
 }
 
 impl Attempt {
@@ -120,6 +140,7 @@ impl Attempt {
             pod_epoch: 0,
             number: 0,
             try_no: 0,
+            headers: 0,
         }
     }
 
@@ -149,10 +170,39 @@ impl Mesh {
         let gap = next_gap(cl);
         self.q
             .schedule_at(now.saturating_add(gap), Ev::Arrival { client: c });
+        self.send(c, None, NO_PARENT, false);
+    }
+
+    /// Client `c` sends a request: a new one (`headers` None: its header profile is drawn), or
+    /// a call of the request at a pod that `parent` names, carrying that request's headers.
+    pub(super) fn send(&mut self, c: ClientId, headers: Option<u32>, parent: u32, optional: bool) {
+        let now = self.now();
         self.stats.requests += 1;
+        let cl = &mut self.clients[c];
+        let profile = match headers {
+            Some(h) => h as usize,
+            None if cl.profiles.len() == 1 => 0,
+            None => {
+                let mut x = cl.routing.uniform() * cl.profile_total;
+                let mut pick = cl.profiles.len() - 1;
+                for (i, p) in cl.profiles.iter().enumerate() {
+                    if x < p.0 {
+                        pick = i;
+                        break;
+                    }
+                    x -= p.0;
+                }
+                pick
+            }
+        };
+        let call = Call {
+            parent,
+            headers: cl.header_base + profile as u32,
+            optional,
+        };
         if let Some((ci, rule)) = self.clients[c].kube_proxy {
             // No sidecar: no route, fault or mirror applies; kube-proxy picks the pod.
-            let req = self.alloc_req(c, now, Some(ci), rule);
+            let req = self.alloc_req(c, now, Some(ci), rule, call);
             trace!(self, "request", "req" => self.req_no(req), "client" => self.client_name(c),
                 "version" => "-");
             self.start_attempt(req);
@@ -167,40 +217,25 @@ impl Mesh {
         if self.clients[c].cache_epoch != Some(epoch) {
             self.refresh_route_cache(c);
         }
-        let cl = &mut self.clients[c];
-        let profile = if cl.profiles.len() == 1 {
-            0
-        } else {
-            let mut x = cl.routing.uniform() * cl.profile_total;
-            let mut pick = cl.profiles.len() - 1;
-            for (i, p) in cl.profiles.iter().enumerate() {
-                if x < p.0 {
-                    pick = i;
-                    break;
-                }
-                x -= p.0;
-            }
-            pick
-        };
         // No matching rule is a 404 `NR`; a rule whose weights are all zero a 503 `NR`.
-        let Some(rule_id) = cl.cache[profile] else {
+        let Some(rule_id) = self.clients[c].cache[profile] else {
             trace!(self, "unrouted", "req" => self.stats.requests, "client" => self.client_name(c),
                 "code" => 404, "flags" => "NR");
-            self.complete_unrouted(c, 404);
+            self.complete_unrouted(c, 404, call);
             return;
         };
         let rule = &self.rules[rule_id];
         let Some(dest) = pick_weighted(rule, &mut self.clients[c].routing) else {
             trace!(self, "unrouted", "req" => self.stats.requests, "client" => self.client_name(c),
                 "code" => 503, "flags" => "NR");
-            self.complete_unrouted(c, 503);
+            self.complete_unrouted(c, 503, call);
             return;
         };
         let cluster = match dest {
             Dest::Version(v) => self.cluster_of(c, v),
             Dest::Service => self.clients[c].service_cluster,
         };
-        let req = self.alloc_req(c, now, cluster, rule_id);
+        let req = self.alloc_req(c, now, cluster, rule_id, call);
         trace!(self, "request", "req" => self.req_no(req), "client" => self.client_name(c),
         "version" => match dest {
             Dest::Version(v) => self.trace_version(v),
@@ -218,6 +253,7 @@ impl Mesh {
         now: SimTime,
         cluster: Option<ClusterId>,
         rule: RuleId,
+        call: Call,
     ) -> RequestId {
         let version = match cluster {
             Some(ci) => self.clusters[ci].version,
@@ -238,6 +274,7 @@ impl Mesh {
             ntried: 0,
             holds_retry: false,
             live: true,
+            call,
         };
         match self.free_reqs.pop() {
             Some(i) => {
@@ -347,7 +384,7 @@ impl Mesh {
             rr.tried[slot] = h;
             rr.ntried = rr.ntried.saturating_add(1);
             let at = &mut self.atts[a];
-            (at.number, at.try_no) = (rr.number, rr.retries_done + 1);
+            (at.number, at.try_no, at.headers) = (rr.number, rr.retries_done + 1, rr.call.headers);
         }
         // The pool sends it on a ready connection, queues it or overflows it (pool.rs).
         self.dispatch(a);
@@ -413,11 +450,14 @@ impl Mesh {
 
     /// A request no route takes: the client's proxy answers at once with `NR`, reported
     /// against the service's `unknown` destination.
-    fn complete_unrouted(&mut self, c: ClientId, code: u16) {
+    fn complete_unrouted(&mut self, c: ClientId, code: u16, call: Call) {
         let dest = self.unknown_dest(self.clients[c].service);
         self.telemetry
             .record(Reporter::Source, c.0, dest, code, flags::NR, 0);
         self.stats.completed += 1;
+        if call.parent != NO_PARENT {
+            self.call_done(call.parent, code, call.optional);
+        }
     }
 
     /// The telemetry destination of requests of service `s` that reached no pod.
@@ -467,6 +507,9 @@ impl Mesh {
         rr.live = false;
         rr.tag = rr.tag.wrapping_add(1);
         self.free_reqs.push(req);
+        if r.call.parent != NO_PARENT {
+            self.call_done(r.call.parent, code, r.call.optional);
+        }
     }
 }
 

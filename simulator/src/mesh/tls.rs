@@ -96,12 +96,16 @@ pub(super) fn handshake(p: &Peers, net: &NetworkConfig) -> Handshake {
 impl Mesh {
     /// A client workload's certificate.
     pub(super) fn client_cert(&self, c: ClientId) -> CertId {
-        CertId(c.0)
+        match self.clients[c].caller {
+            // A call leaves with its version's certificate.
+            Some(v) => self.version_cert(v),
+            None => CertId(c.0),
+        }
     }
 
     /// A version's certificate (its pods share one, as they share a service account).
     pub(super) fn version_cert(&self, v: VersionId) -> CertId {
-        CertId(self.clients.len() as u32 + v.0)
+        CertId(self.own_certs + v.0)
     }
 
     pub(super) fn on_cert_rotate(&mut self, cert: CertId) {

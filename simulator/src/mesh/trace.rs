@@ -78,7 +78,7 @@ impl Mesh {
 
     /// The workload holding certificate `c` (clients first, then versions).
     pub(super) fn cert_holder(&self, c: CertId) -> Holder<'_> {
-        let clients = self.clients.len() as u32;
+        let clients = self.own_certs;
         if c.0 < clients {
             return Holder(self.client_name(ClientId(c.0)), None);
         }

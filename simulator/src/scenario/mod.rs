@@ -8,6 +8,7 @@
 //! is written; each section has a file: `model` (versions, certificates), `traffic`,
 //! `timeline` (events, webhooks), `expectations` (variants, checks), `canary` and `manifests`.
 
+mod calls;
 mod canary;
 mod expectations;
 mod manifests;

@@ -135,6 +135,9 @@ impl Context {
         if let Some(latency) = &raw.latency {
             v.behaviour.service_time = self.latency(&format!("{field}.latency"), latency)?;
         }
+        if let Some(steps) = &raw.calls {
+            v.behaviour.calls = self.calls(&format!("{field}.calls"), steps)?;
+        }
         Ok(v)
     }
 

@@ -95,6 +95,30 @@ pub(super) struct Version {
     pub(crate) sidecar: Option<bool>,
     /// Pod labels, as a Deployment's pod template sets them.
     pub(crate) labels: Option<BTreeMap<String, String>>,
+    /// What each request calls, step by step.
+    pub(crate) calls: Option<Vec<CallStep>>,
+}
+
+/// A step of a version's calls: one call, or `parallel` calls made together.
+#[derive(Deserialize, Debug)]
+#[serde(deny_unknown_fields)]
+pub(super) struct CallStep {
+    pub(crate) service: Option<String>,
+    #[serde(default, deserialize_with = "finite_or_none")]
+    pub(crate) probability: Option<f64>,
+    #[serde(default, deserialize_with = "bool_if_written")]
+    pub(crate) optional: Option<bool>,
+    pub(crate) parallel: Option<Vec<CallTo>>,
+}
+
+#[derive(Deserialize, Debug)]
+#[serde(deny_unknown_fields)]
+pub(super) struct CallTo {
+    pub(crate) service: String,
+    #[serde(default, deserialize_with = "finite_or_none")]
+    pub(crate) probability: Option<f64>,
+    #[serde(default, deserialize_with = "bool_if_written")]
+    pub(crate) optional: Option<bool>,
 }
 
 #[derive(Deserialize, Debug, Default)]

@@ -116,10 +116,12 @@ impl Context {
                     "service.canary",
                     &s.canary,
                 )?;
-                return Ok(vec![ServiceModel {
+                let out = vec![ServiceModel {
                     name: s.name.clone(),
                     versions: vec![("primary".into(), primary), ("canary".into(), canary)],
-                }]);
+                }];
+                self.check_calls(&out, |_, version| format!("service.{version}"))?;
+                return Ok(out);
             }
             Written::Many(list) => list,
         };
@@ -166,6 +168,10 @@ impl Context {
                 out.push(model);
             }
         }
+        self.check_calls(&out, |si, version| {
+            let i = list.iter().position(|e| e.name == out[si].name);
+            format!("services[{}].versions.{version}", i.unwrap_or(si))
+        })?;
         Ok(out)
     }
 
