@@ -36,6 +36,8 @@ fn call(optional: bool) -> Call {
         service: "backend".into(),
         probability: 1.0,
         optional,
+        method: None,
+        path: None,
     }
 }
 

@@ -184,13 +184,7 @@ impl<'a> Harness<'a> {
         // HTTPRoute on a Gateway) reach the primary alone, as on a cluster.
         service.selects = Some(vec!["primary".into()]);
         // The new revision may call what the current one does not.
-        service.may_call = canary
-            .behaviour
-            .calls
-            .iter()
-            .flatten()
-            .map(|c| c.service.clone())
-            .collect();
+        service.may_call = canary.behaviour.calls.iter().flatten().cloned().collect();
         let mut services = vec![service];
         services.extend(scenario.services[1..].iter().map(|s| {
             let versions = s

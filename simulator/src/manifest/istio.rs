@@ -323,23 +323,25 @@ pub(super) fn istio_http_route(
                     });
                 }
             }
-            let unmet: Vec<&str> = [
-                "uri",
-                "method",
-                "authority",
-                "queryParams",
-                "sourceLabels",
-                "withoutHeaders",
-            ]
-            .into_iter()
-            .filter(|k| b.contains_key(*k))
-            // A `/` prefix holds for every path.
-            .filter(|&k| k != "uri" || b["uri"] != serde_json::json!({"prefix": "/"}))
-            .collect();
+            // Envoy matches the path and the method as the pseudo-headers `:path` and
+            // `:method`; requests carry both (the mesh's header sets).
+            for (key, pseudo) in [("uri", ":path"), ("method", ":method")] {
+                if let Some(v) = get(b, key) {
+                    let matcher = string_match(doc, v, &join(&bp, key))?;
+                    block.push(HeaderMatch {
+                        name: pseudo.into(),
+                        matcher,
+                    });
+                }
+            }
+            let unmet: Vec<&str> = ["authority", "queryParams", "sourceLabels", "withoutHeaders"]
+                .into_iter()
+                .filter(|k| b.contains_key(*k))
+                .collect();
             if unmet.is_empty() {
                 r.matches.push(block);
             } else {
-                doc.warn(format!("`{bp}`: {} not simulated: requests carry only headers, so this match block matches no request", unmet.join(", ")));
+                doc.warn(format!("`{bp}`: {} not simulated: requests carry headers, a method and a path only, so this match block matches no request", unmet.join(", ")));
             }
         }
         r.matches_none = r.matches.is_empty();

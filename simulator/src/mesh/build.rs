@@ -6,10 +6,11 @@
 //! over its pods, and, on Istio, with Istio's
 //! default retry policy.
 
-use super::calls::CallSite;
+use super::calls::{CallSite, add_call_clients};
 use super::config::{Behaviour, DataPlane, MeshConfig};
 use super::dist::LogNormalMemo;
 use super::event::Ev;
+use super::headers::HeaderSets;
 use super::outlier::AccrualConfig;
 use super::pod::new_pod;
 use super::request::Client;
@@ -209,8 +210,7 @@ impl Mesh {
         }
         let mut clients = Vec::new();
         let mut source_labels = Vec::new();
-        // Every client's header profiles in one list: a call carries its caller's set.
-        let mut header_sets: Vec<(f64, Vec<(String, String)>)> = Vec::new();
+        let mut header_sets = HeaderSets::default();
         for cc in &cfg.clients {
             let (service, direct) = match services.iter().position(|s| s.name == cc.target) {
                 Some(s) => (ServiceId(s as u32), None),
@@ -231,15 +231,7 @@ impl Mesh {
             let mut profiles: Vec<(f64, Vec<(String, String)>)> = cc
                 .headers
                 .iter()
-                .map(|p| {
-                    (
-                        p.weight,
-                        p.headers
-                            .iter()
-                            .map(|(k, v)| (k.to_ascii_lowercase(), v.clone()))
-                            .collect(),
-                    )
-                })
+                .map(|p| (p.weight, p.headers.clone()))
                 .collect();
             if profiles.iter().any(|p| !(p.0.is_finite() && p.0 >= 0.0)) {
                 return Err(invalid(
@@ -252,6 +244,12 @@ impl Mesh {
                 profiles = vec![(1.0, Vec::new())];
                 total = 1.0;
             }
+            let mut header_ids = Vec::with_capacity(profiles.len());
+            for p in &mut profiles {
+                let (id, set) = header_sets.profile(&p.1);
+                header_ids.push(id);
+                p.1 = set;
+            }
             let namespace = cc
                 .namespace
                 .clone()
@@ -261,8 +259,6 @@ impl Mesh {
                 namespace: namespace.clone(),
                 sidecar: cc.sidecar,
             });
-            let header_base = header_sets.len() as u32;
-            header_sets.extend(profiles.iter().cloned());
             clients.push(Client {
                 service,
                 direct,
@@ -272,7 +268,7 @@ impl Mesh {
                 cache: vec![None; profiles.len()],
                 profiles,
                 profile_total: total,
-                header_base,
+                header_ids,
                 sidecar: cc.sidecar,
                 kube_proxy: None,
                 cache_epoch: None,
@@ -291,7 +287,7 @@ impl Mesh {
             &services,
             &mut versions,
             &dest_labels,
-            &header_sets,
+            &mut header_sets,
             &mut clients,
             &mut source_labels,
         )?;
@@ -342,6 +338,7 @@ impl Mesh {
             outputs: None,
             callings: Vec::new(),
             free_callings: Vec::new(),
+            header_sets,
         };
         // One cluster per (client, version), as Istio builds one Envoy cluster per subset.
         for c in (0..mesh.clients.len() as u32).map(ClientId) {
@@ -427,112 +424,4 @@ pub(super) fn validate_behaviour(b: &Behaviour) -> Result<(), String> {
         return Err("error code must be an HTTP status".into());
     }
     b.service_time.validate()
-}
-
-/// One client per (version, service its service's versions call or may call), standing for the
-/// version's sidecar as a client of that service: reporter `source` names the version's workload,
-/// and the client carries every client's header profiles, since a call carries its caller's.
-/// Refuses a call to a service that is not simulated and calls that loop.
-fn add_call_clients(
-    cfg: &MeshConfig,
-    services: &[Service],
-    versions: &mut [Version],
-    dest_labels: &[DestLabels],
-    header_sets: &[(f64, Vec<(String, String)>)],
-    clients: &mut Vec<Client>,
-    source_labels: &mut Vec<SourceLabels>,
-) -> Result<(), MeshError> {
-    let names: Vec<String> = services.iter().map(|s| s.name.clone()).collect();
-    let mut callees = Vec::with_capacity(cfg.services.len());
-    for sc in &cfg.services {
-        let called = sc
-            .versions
-            .iter()
-            .flat_map(|vc| vc.behaviour.calls.iter().flatten())
-            .map(|c| c.service.clone())
-            .chain(sc.may_call.iter().cloned());
-        callees.push(
-            Mesh::callees(&names, called)
-                .map_err(|r| invalid(format!("service {}", sc.name), r))?,
-        );
-    }
-    if let Some(cycle) = call_cycle(&callees) {
-        let path: Vec<&str> = cycle.iter().map(|s| names[s.0 as usize].as_str()).collect();
-        return Err(invalid(
-            "calls",
-            format!("services call each other in a loop: {}", path.join(" -> ")),
-        ));
-    }
-    let total: f64 = header_sets.iter().map(|p| p.0).sum();
-    for v in 0..versions.len() {
-        let si = versions[v].service;
-        for &callee in &callees[si.0 as usize] {
-            let id = ClientId(clients.len() as u32);
-            let dest = &dest_labels[v];
-            let tag = format!("{}->{}", dest.workload, services[callee.0 as usize].name);
-            source_labels.push(SourceLabels {
-                workload: dest.workload.clone(),
-                namespace: dest.namespace.clone(),
-                sidecar: versions[v].sidecar,
-            });
-            clients.push(Client {
-                service: callee,
-                direct: None,
-                caller: Some(VersionId(v as u32)),
-                rate: 0.0,
-                shape: Default::default(),
-                cache: vec![None; header_sets.len()],
-                profiles: header_sets.to_vec(),
-                profile_total: total,
-                header_base: 0,
-                sidecar: versions[v].sidecar,
-                kube_proxy: None,
-                cache_epoch: None,
-                clusters: Vec::new(),
-                service_cluster: None,
-                arrivals: Stream::new(cfg.seed, &format!("arrivals/{tag}")),
-                routing: Stream::new(cfg.seed, &format!("routing/{tag}")),
-                retry: Stream::new(cfg.seed, &format!("retry/{tag}")),
-                budget: None,
-                running: false,
-            });
-            versions[v].call_clients.push((callee, id));
-        }
-    }
-    Ok(())
-}
-
-/// A loop in the graph of which service calls which, as the services on it (the first again
-/// at the end), if there is one.
-fn call_cycle(callees: &[Vec<ServiceId>]) -> Option<Vec<ServiceId>> {
-    // 0: not visited, 1: on the current path, 2: done.
-    fn visit(s: usize, g: &[Vec<ServiceId>], state: &mut [u8], path: &mut Vec<ServiceId>) -> bool {
-        state[s] = 1;
-        path.push(ServiceId(s as u32));
-        for &n in &g[s] {
-            let n = n.0 as usize;
-            if state[n] == 1 {
-                path.push(ServiceId(n as u32));
-                return true;
-            }
-            if state[n] == 0 && visit(n, g, state, path) {
-                return true;
-            }
-        }
-        path.pop();
-        state[s] = 2;
-        false
-    }
-    let mut state = vec![0u8; callees.len()];
-    for s in 0..callees.len() {
-        let mut path = Vec::new();
-        if state[s] == 0 && visit(s, callees, &mut state, &mut path) {
-            let start = path
-                .iter()
-                .position(|x| Some(x) == path.last())
-                .unwrap_or(0);
-            return Some(path[start..].to_vec());
-        }
-    }
-    None
 }

@@ -8,8 +8,13 @@
 //! When every call of a step is answered the next step starts; a failed call that is not
 //! optional ends the calls, and the pod answers with its version's error code.
 
-use super::{AttemptId, ClientId, Mesh, ServiceId, VersionId, invalid};
-use super::{MeshError, config::Call};
+use super::build::{Service, Version};
+use super::config::{Call, MeshConfig};
+use super::headers::HeaderSets;
+use super::request::Client;
+use super::{AttemptId, ClientId, Mesh, MeshError, ServiceId, VersionId, invalid};
+use crate::engine::Stream;
+use crate::telemetry::{DestLabels, SourceLabels};
 
 /// A version's call to one service, resolved to the client that stands for the version's
 /// sidecar as a client of that service.
@@ -18,6 +23,8 @@ pub(super) struct CallSite {
     pub(super) client: ClientId,
     pub(super) probability: f64,
     pub(super) optional: bool,
+    /// The method and path it sets in place of its caller's ([`HeaderSets`]).
+    pub(super) rewrite: Option<u32>,
 }
 
 /// The calls in flight of one request at a pod (a slot reused once they end).
@@ -78,15 +85,30 @@ impl Mesh {
                                 "probability must be within [0, 1]",
                             ));
                         }
+                        let rewrite = self.header_sets.rewrite(&c.method, &c.path);
+                        if rewrite.is_none() && (c.method.is_some() || c.path.is_some()) {
+                            return Err(invalid(
+                                format!("call to {}", c.service),
+                                "its method and path are not among those the mesh was built with (give the call in `may_call`)",
+                            ));
+                        }
                         Ok(CallSite {
                             client,
                             probability: c.probability,
                             optional: c.optional,
+                            rewrite,
                         })
                     })
                     .collect()
             })
             .collect()
+    }
+
+    /// The clients that stand for a version's sidecar calling another service.
+    pub(crate) fn call_clients(&self) -> impl Iterator<Item = ClientId> + '_ {
+        (0..self.clients.len() as u32)
+            .map(ClientId)
+            .filter(|&c| self.clients[c].caller.is_some())
     }
 
     /// Whether a request served by attempt `a` makes calls (a mirrored copy makes none).
@@ -150,7 +172,11 @@ impl Mesh {
             // abort) must not end the step while others are still to be sent.
             cc.outstanding = sites.len() as u32;
             for site in sites {
-                self.send(site.client, Some(at.headers), id, site.optional);
+                let headers = match site.rewrite {
+                    Some(r) => self.header_sets.rewritten(r, at.headers),
+                    None => at.headers,
+                };
+                self.send(site.client, Some(headers), id, site.optional);
             }
             return;
         }
@@ -186,4 +212,122 @@ impl Mesh {
         }
         Ok(out)
     }
+}
+
+/// One client per (version, service its service's versions call or may call), standing for the
+/// version's sidecar as a client of that service: reporter `source` names the version's workload,
+/// and the client carries every client's header profiles, since a call carries its caller's.
+/// Refuses a call to a service that is not simulated and calls that loop.
+pub(super) fn add_call_clients(
+    cfg: &MeshConfig,
+    services: &[Service],
+    versions: &mut [Version],
+    dest_labels: &[DestLabels],
+    header_sets: &mut HeaderSets,
+    clients: &mut Vec<Client>,
+    source_labels: &mut Vec<SourceLabels>,
+) -> Result<(), MeshError> {
+    let names: Vec<String> = services.iter().map(|s| s.name.clone()).collect();
+    let mut callees = Vec::with_capacity(cfg.services.len());
+    let mut rewrites = Vec::new();
+    for sc in &cfg.services {
+        let calls = sc
+            .versions
+            .iter()
+            .flat_map(|vc| vc.behaviour.calls.iter().flatten())
+            .chain(sc.may_call.iter());
+        for c in calls.clone() {
+            let r = (c.method.clone(), c.path.clone());
+            if (r.0.is_some() || r.1.is_some()) && !rewrites.contains(&r) {
+                rewrites.push(r);
+            }
+        }
+        let called = calls.map(|c| c.service.clone());
+        callees.push(
+            Mesh::callees(&names, called)
+                .map_err(|r| invalid(format!("service {}", sc.name), r))?,
+        );
+    }
+    if let Some(cycle) = call_cycle(&callees) {
+        let path: Vec<&str> = cycle.iter().map(|s| names[s.0 as usize].as_str()).collect();
+        return Err(invalid(
+            "calls",
+            format!("services call each other in a loop: {}", path.join(" -> ")),
+        ));
+    }
+    header_sets.close(rewrites);
+    // A call's client matches routes on any set: its profiles are all of them.
+    let profiles: Vec<(f64, Vec<(String, String)>)> =
+        header_sets.sets.iter().map(|s| (1.0, s.clone())).collect();
+    for v in 0..versions.len() {
+        let si = versions[v].service;
+        for &callee in &callees[si.0 as usize] {
+            let id = ClientId(clients.len() as u32);
+            let dest = &dest_labels[v];
+            let tag = format!("{}->{}", dest.workload, services[callee.0 as usize].name);
+            source_labels.push(SourceLabels {
+                workload: dest.workload.clone(),
+                namespace: dest.namespace.clone(),
+                sidecar: versions[v].sidecar,
+            });
+            clients.push(Client {
+                service: callee,
+                direct: None,
+                caller: Some(VersionId(v as u32)),
+                rate: 0.0,
+                shape: Default::default(),
+                cache: vec![None; profiles.len()],
+                profiles: profiles.clone(),
+                profile_total: profiles.len() as f64,
+                header_ids: Vec::new(),
+                sidecar: versions[v].sidecar,
+                kube_proxy: None,
+                cache_epoch: None,
+                clusters: Vec::new(),
+                service_cluster: None,
+                arrivals: Stream::new(cfg.seed, &format!("arrivals/{tag}")),
+                routing: Stream::new(cfg.seed, &format!("routing/{tag}")),
+                retry: Stream::new(cfg.seed, &format!("retry/{tag}")),
+                budget: None,
+                running: false,
+            });
+            versions[v].call_clients.push((callee, id));
+        }
+    }
+    Ok(())
+}
+
+/// A loop in the graph of which service calls which, as the services on it (the first again
+/// at the end), if there is one.
+fn call_cycle(callees: &[Vec<ServiceId>]) -> Option<Vec<ServiceId>> {
+    // 0: not visited, 1: on the current path, 2: done.
+    fn visit(s: usize, g: &[Vec<ServiceId>], state: &mut [u8], path: &mut Vec<ServiceId>) -> bool {
+        state[s] = 1;
+        path.push(ServiceId(s as u32));
+        for &n in &g[s] {
+            let n = n.0 as usize;
+            if state[n] == 1 {
+                path.push(ServiceId(n as u32));
+                return true;
+            }
+            if state[n] == 0 && visit(n, g, state, path) {
+                return true;
+            }
+        }
+        path.pop();
+        state[s] = 2;
+        false
+    }
+    let mut state = vec![0u8; callees.len()];
+    for s in 0..callees.len() {
+        let mut path = Vec::new();
+        if state[s] == 0 && visit(s, callees, &mut state, &mut path) {
+            let start = path
+                .iter()
+                .position(|x| Some(x) == path.last())
+                .unwrap_or(0);
+            return Some(path[start..].to_vec());
+        }
+    }
+    None
 }

@@ -40,6 +40,11 @@ pub struct Call {
     pub probability: f64,
     /// A failed optional call does not fail the caller.
     pub optional: bool,
+    /// The method and path of the call (its caller's when absent); its other headers are
+    /// its caller's.
+    pub method: Option<String>,
+    /// See `method`.
+    pub path: Option<String>,
 }
 
 impl Default for Behaviour {
@@ -110,10 +115,10 @@ pub struct ServiceConfig {
     /// The port the pods serve on (the Service's `targetPort`): a PeerAuthentication's
     /// `portLevelMtls` for it decides the pods' mTLS mode.
     pub target_port: u32,
-    /// Services the versions may call after a change of behaviour (a canary's new revision),
-    /// beyond those their behaviours call now: each version gets a proxy's clusters for every
+    /// Calls the versions may make after a change of behaviour (a canary's new revision),
+    /// beyond those their behaviours make now: each version gets a proxy's clusters for every
     /// service its service's versions call.
-    pub may_call: Vec<String>,
+    pub may_call: Vec<Call>,
 }
 
 impl ServiceConfig {

@@ -64,9 +64,19 @@
 //! picks a host, takes or opens a connection (TCP + TLS round trips and handshake CPU for a new
 //! one), crosses the network to the pod, waits for a worker, is served, and the response returns.
 //!
-//! Simplifications: requests carry headers only (no path or method), so a ServiceProfile's first
-//! route stands for all requests and VirtualService `uri`/`method` matches are ignored with a
-//! warning; one proxy per client workload (not per pod); mirrored requests skip connection-pool
+//! Requests carry headers, a method and a path (the pseudo-headers `:method` and `:path`, `GET /`
+//! unless set), so VirtualService `uri` and `method` matches route them. A version's requests
+//! may call other services (calls.rs): the version's sidecar is then a client of each, with its
+//! own clusters, and a call carries its caller's headers.
+//!
+//! Simplifications: a ServiceProfile's first route stands for all requests, and HTTPRoute
+//! `path`/`method` matches are not simulated; one proxy per workload (one per client workload
+//! and one per version as a caller, not one per pod), so limits, balancing and outlier detection
+//! of calls are per (calling version, cluster); a call starts after the pod's own work and
+//! carries every header of its caller (an application propagates only those it is written to);
+//! a failed call (no answer, or a status of 400 or more) that is not optional makes the caller
+//! answer with its version's error code, and later steps are skipped; mirrored copies make no
+//! calls; calls that loop are refused; mirrored requests skip connection-pool
 //! accounting; a black-holed pod accepts requests on existing connections and never answers
 //! (Envoy's 5-minute stream idle timeout ends them when no route timeout is set); routing to a
 //! different service from a VirtualService is not simulated; requests the client's proxy answers
@@ -86,6 +96,7 @@ pub(crate) mod config;
 pub(crate) mod dist;
 mod event;
 mod faults;
+mod headers;
 mod observe;
 pub(crate) mod outlier;
 mod outputs;
@@ -295,6 +306,8 @@ pub struct Mesh {
     /// Calls in flight of requests at pods (calls.rs), and the free slots.
     callings: Vec<calls::Calling>,
     free_callings: Vec<u32>,
+    /// Every header set a request may carry.
+    header_sets: headers::HeaderSets,
 }
 
 impl Mesh {

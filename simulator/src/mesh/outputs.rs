@@ -2,6 +2,7 @@
 //! tells the outputs when a request or one of its attempts ends. Off, a hook costs the test of
 //! an `Option` at its call site; on, a record is built only for the requests sampled.
 
+use super::headers::{METHOD, PATH};
 use super::{AttemptId, Mesh, RequestId};
 use crate::observability::{Exchange, Outputs};
 
@@ -35,6 +36,9 @@ impl Mesh {
                 service: &self.services[self.clients[r.client].service].name,
                 version: peer.then(|| self.trace_version(r.version)),
                 upstream: None,
+                method: self.header_sets.value(r.call.headers, METHOD),
+                path: self.header_sets.value(r.call.headers, PATH),
+                route: self.rules[r.rule].name.as_deref(),
             });
         }
         self.outputs = Some(o);
@@ -50,7 +54,8 @@ impl Mesh {
         if let Some(req) = at.req
             && o.wants(at.number)
         {
-            let client = self.reqs[req].client;
+            let r = self.reqs[req];
+            let client = r.client;
             let version = self.pods[at.pod].version;
             o.attempt(Exchange {
                 number: at.number,
@@ -63,6 +68,9 @@ impl Mesh {
                 service: &self.services[self.clients[client].service].name,
                 version: Some(self.trace_version(version)),
                 upstream: Some(self.pod_name(at.pod).to_string()),
+                method: self.header_sets.value(at.headers, METHOD),
+                path: self.header_sets.value(at.headers, PATH),
+                route: self.rules[r.rule].name.as_deref(),
             });
         }
         self.outputs = Some(o);

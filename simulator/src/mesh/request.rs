@@ -26,8 +26,9 @@ pub(super) struct Client {
     pub(super) shape: ArrivalShape,
     pub(super) profiles: Vec<(f64, Vec<(String, String)>)>,
     pub(super) profile_total: f64,
-    /// The header set of the first profile ([`Call::headers`]).
-    pub(super) header_base: u32,
+    /// The header set of each profile ([`Call::headers`]); none for a call's client, whose
+    /// profiles are every set.
+    pub(super) header_ids: Vec<u32>,
     pub(super) sidecar: bool,
     /// Without a sidecar: the cluster standing for the Service's kube-proxy rules (random
     /// ready pod, no DestinationRule) and a rule without timeout, retries, fault or mirror.
@@ -75,7 +76,7 @@ pub(super) struct Request {
 pub(super) struct Call {
     /// The [`Calling`](super::calls::Calling) it is a call of.
     pub(super) parent: u32,
-    /// The header set: an index into every client's header profiles, in client order.
+    /// The header set ([`HeaderSets`](super::headers::HeaderSets)).
     pub(super) headers: u32,
     /// A failed optional call does not fail its caller.
     pub(super) optional: bool,
@@ -197,7 +198,11 @@ impl Mesh {
         };
         let call = Call {
             parent,
-            headers: cl.header_base + profile as u32,
+            headers: cl
+                .header_ids
+                .get(profile)
+                .copied()
+                .unwrap_or(profile as u32),
             optional,
         };
         if let Some((ci, rule)) = self.clients[c].kube_proxy {

@@ -54,6 +54,9 @@ pub(super) struct RouteRule {
     pub(super) timeout: Option<SimTime>,
     pub(super) retry: RetryPolicy,
     pub(super) fault: Option<FaultInjection>,
+    /// The route's name, as the access log shows it (Istio names a service's default route
+    /// `default`).
+    pub(super) name: Option<String>,
 }
 
 impl Mesh {
@@ -80,6 +83,7 @@ impl Mesh {
             timeout: svc.base.timeout,
             retry: svc.base.retry.clone(),
             fault: svc.base.fault.clone(),
+            name: Some("default".into()),
         };
         self.install_rules(s, vec![rule]);
         // Without a route of its own, clients send to the cluster over every pod the Service
@@ -247,6 +251,7 @@ impl Mesh {
                     timeout: r.timeout.or(base.timeout),
                     retry,
                     fault: base.fault.clone(),
+                    name: None,
                 }
             })
             .collect();
@@ -365,6 +370,7 @@ impl Mesh {
                     timeout: r.timeout,
                     retry: retry.clone(),
                     fault: r.fault.clone(),
+                    name: r.name.clone(),
                 };
                 if i + 1 == vs.http.len() && rule.matches.is_empty() {
                     self.services[s].base = RouteBase {
@@ -506,6 +512,7 @@ impl Mesh {
             timeout: None,
             retry: self.default_retry(),
             fault: None,
+            name: Some("default".into()),
         });
         id
     }
@@ -523,6 +530,7 @@ impl Mesh {
             timeout: None,
             retry: RetryPolicy::none(),
             fault: None,
+            name: None,
         });
         id
     }

@@ -8,10 +8,10 @@
 //! ```
 //!
 //! (one line). What the simulation does not model is `-`, as Envoy writes an unset value:
-//! bodies (bytes), forwarding headers, the user agent, the upstream's own time, and route
-//! names (the mesh's route table keeps none yet). Requests carry no method or path yet: each
-//! is `GET /`. The authority is the service called, the upstream host the pod that answered
-//! (`<service>-<version>-<n>`, which names the version), `-` when none did.
+//! bodies (bytes), forwarding headers, the user agent and the upstream's own time. The route
+//! name is the VirtualService route's `name` (`-` when it has none; Istio names a service's
+//! default route `default`). The authority is the service called, the upstream host the pod
+//! that answered (`<service>-<version>-<n>`, which names the version), `-` when none did.
 
 use super::{Exchange, Ids, timestamp};
 use crate::engine::MILLIS;
@@ -19,14 +19,17 @@ use crate::telemetry::flags;
 
 pub(super) fn line(e: &Exchange<'_>, ids: &Ids) -> String {
     format!(
-        "[{}] \"GET / HTTP/1.1\" {} {} - - {} - \"-\" \"-\" \"{}\" \"{}\" \"{}\" -\n",
+        "[{}] \"{} {} HTTP/1.1\" {} {} - - {} - \"-\" \"-\" \"{}\" \"{}\" \"{}\" {}\n",
         timestamp(e.start),
+        e.method,
+        e.path,
         e.code,
         flags::render(e.flags),
         (e.end - e.start) / MILLIS,
         ids.request_id(),
         e.service,
         e.upstream.as_deref().unwrap_or("-"),
+        e.route.unwrap_or("-"),
     )
 }
 
@@ -47,12 +50,15 @@ mod tests {
             service: "podinfo",
             version: Some("primary"),
             upstream: Some("podinfo-primary-2".into()),
+            method: "POST",
+            path: "/api/echo",
+            route: Some("default"),
         };
         let ids = Ids::of(1, 7);
         assert_eq!(
             line(&e, &ids),
             format!(
-                "[1970-01-01T00:01:01.250Z] \"GET / HTTP/1.1\" 503 UO - - 40 - \"-\" \"-\" \"{}\" \"podinfo\" \"podinfo-primary-2\" -\n",
+                "[1970-01-01T00:01:01.250Z] \"POST /api/echo HTTP/1.1\" 503 UO - - 40 - \"-\" \"-\" \"{}\" \"podinfo\" \"podinfo-primary-2\" default\n",
                 ids.request_id()
             )
         );

@@ -43,6 +43,11 @@ pub(crate) struct Exchange<'a> {
     pub(crate) version: Option<&'a str>,
     /// The pod that answered (`<service>-<version>-<n>`), when one did.
     pub(crate) upstream: Option<String>,
+    /// The request's method and path.
+    pub(crate) method: &'a str,
+    pub(crate) path: &'a str,
+    /// The name of the route that took it, if it has one.
+    pub(crate) route: Option<&'a str>,
 }
 
 /// One output file, and the share of requests it keeps.

@@ -1,7 +1,8 @@
 //! A version's `calls`: what each of its requests calls once the pod has done its own work,
 //! step by step, a step being one call or `parallel` calls made together (see the mesh's
 //! `Call`). A call names another service of the scenario; `probability` (default 1) is the
-//! chance a request makes it; a failed call fails the caller's request unless `optional`.
+//! chance a request makes it; a failed call fails the caller's request unless `optional`;
+//! `method` and `path` replace the caller's request's, whose headers the call carries.
 
 use super::services::quoted;
 use super::{Context, ScenarioError, ServiceModel, raw};
@@ -21,15 +22,23 @@ impl Context {
             match (&step.service, &step.parallel) {
                 (Some(service), None) => out.push(vec![self.call(
                     &f,
-                    service,
-                    step.probability,
-                    step.optional,
+                    &raw::CallTo {
+                        service: service.clone(),
+                        method: step.method.clone(),
+                        path: step.path.clone(),
+                        probability: step.probability,
+                        optional: step.optional,
+                    },
                 )?]),
                 (None, Some(list)) => {
-                    if step.probability.is_some() || step.optional.is_some() {
+                    if step.probability.is_some()
+                        || step.optional.is_some()
+                        || step.method.is_some()
+                        || step.path.is_some()
+                    {
                         return Err(self.error(
                             &f,
-                            "set `probability` and `optional` on each call of `parallel`",
+                            "set `probability`, `optional`, `method` and `path` on each call of `parallel`",
                         ));
                     }
                     if list.is_empty() {
@@ -37,12 +46,7 @@ impl Context {
                     }
                     let mut calls = Vec::with_capacity(list.len());
                     for (j, c) in list.iter().enumerate() {
-                        calls.push(self.call(
-                            &format!("{f}.parallel[{j}]"),
-                            &c.service,
-                            c.probability,
-                            c.optional,
-                        )?);
+                        calls.push(self.call(&format!("{f}.parallel[{j}]"), c)?);
                     }
                     out.push(calls);
                 }
@@ -63,24 +67,21 @@ impl Context {
         Ok(out)
     }
 
-    fn call(
-        &self,
-        field: &str,
-        service: &str,
-        probability: Option<f64>,
-        optional: Option<bool>,
-    ) -> Result<Call, ScenarioError> {
+    fn call(&self, field: &str, c: &raw::CallTo) -> Result<Call, ScenarioError> {
+        let service = &c.service;
         if service.is_empty() {
             return Err(self.error(&format!("{field}.service"), "must not be empty"));
         }
-        let probability = match probability {
+        let probability = match c.probability {
             Some(p) => self.probability(&format!("{field}.probability"), p)?,
             None => 1.0,
         };
         Ok(Call {
             service: service.to_string(),
             probability,
-            optional: optional.unwrap_or(false),
+            optional: c.optional.unwrap_or(false),
+            method: self.method(&format!("{field}.method"), c.method.as_deref())?,
+            path: self.path(&format!("{field}.path"), c.path.as_deref())?,
         })
     }
 

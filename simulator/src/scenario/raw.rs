@@ -104,6 +104,8 @@ pub(super) struct Version {
 #[serde(deny_unknown_fields)]
 pub(super) struct CallStep {
     pub(crate) service: Option<String>,
+    pub(crate) method: Option<String>,
+    pub(crate) path: Option<String>,
     #[serde(default, deserialize_with = "finite_or_none")]
     pub(crate) probability: Option<f64>,
     #[serde(default, deserialize_with = "bool_if_written")]
@@ -115,6 +117,8 @@ pub(super) struct CallStep {
 #[serde(deny_unknown_fields)]
 pub(super) struct CallTo {
     pub(crate) service: String,
+    pub(crate) method: Option<String>,
+    pub(crate) path: Option<String>,
     #[serde(default, deserialize_with = "finite_or_none")]
     pub(crate) probability: Option<f64>,
     #[serde(default, deserialize_with = "bool_if_written")]
@@ -154,6 +158,9 @@ pub(super) struct Traffic {
     pub(crate) bursts: Option<Bursts>,
     #[serde(default)]
     pub(crate) headers: Vec<HeaderProfile>,
+    /// The requests' method and path: `GET` and `/` when absent.
+    pub(crate) method: Option<String>,
+    pub(crate) path: Option<String>,
     #[serde(default, deserialize_with = "bool_if_written")]
     pub(crate) sidecar: Option<bool>,
     /// The service the client calls; the rollout's service when absent.
@@ -195,6 +202,9 @@ pub(super) struct HeaderProfile {
     pub(crate) weight: f64,
     #[serde(default)]
     pub(crate) set: BTreeMap<String, String>,
+    /// The requests' method and path (the client's when absent).
+    pub(crate) method: Option<String>,
+    pub(crate) path: Option<String>,
 }
 
 #[derive(Deserialize, Debug)]

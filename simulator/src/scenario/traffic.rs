@@ -138,20 +138,30 @@ impl Context {
             RateShape::Constant
         };
         let mut headers = Vec::new();
+        let method = self.method(&format!("{field}.method"), c.method.as_deref())?;
+        let path = self.path(&format!("{field}.path"), c.path.as_deref())?;
         for (i, h) in c.headers.iter().enumerate() {
+            let hfield = format!("{field}.headers[{i}]");
             if !(h.weight.is_finite() && h.weight >= 0.0) {
-                return Err(self.error(
-                    &format!("{field}.headers[{i}].weight"),
-                    "must not be negative",
-                ));
+                return Err(self.error(&format!("{hfield}.weight"), "must not be negative"));
             }
-            headers.push((
-                h.weight,
-                h.set
-                    .iter()
-                    .map(|(k, v)| (k.to_ascii_lowercase(), v.clone()))
-                    .collect(),
-            ));
+            let mut set: Vec<(String, String)> = Vec::with_capacity(h.set.len() + 2);
+            for (k, v) in &h.set {
+                if k.starts_with(':') {
+                    return Err(self.error(
+                        &format!("{hfield}.set.{k}"),
+                        "give the method and the path as `method` and `path`, not as pseudo-headers",
+                    ));
+                }
+                set.push((k.to_ascii_lowercase(), v.clone()));
+            }
+            let m = self.method(&format!("{hfield}.method"), h.method.as_deref())?;
+            let p = self.path(&format!("{hfield}.path"), h.path.as_deref())?;
+            set.extend(pseudo(m.or(method.clone()), p.or(path.clone())));
+            headers.push((h.weight, set));
+        }
+        if headers.is_empty() && (method.is_some() || path.is_some()) {
+            headers.push((1.0, pseudo(method, path)));
         }
         let load_tester = match c.target.as_deref().unwrap_or("service") {
             "service" => false,
@@ -200,5 +210,47 @@ impl Context {
             sidecar: c.sidecar.unwrap_or(true),
             load_tester,
         })
+    }
+}
+
+/// The pseudo-headers Envoy matches a route's method and path on, for those set.
+fn pseudo(method: Option<String>, path: Option<String>) -> Vec<(String, String)> {
+    [(":method", method), (":path", path)]
+        .into_iter()
+        .filter_map(|(k, v)| Some((k.to_string(), v?)))
+        .collect()
+}
+
+impl Context {
+    /// A request method: an HTTP token such as `GET` or `POST`.
+    pub(super) fn method(
+        &self,
+        field: &str,
+        m: Option<&str>,
+    ) -> Result<Option<String>, ScenarioError> {
+        let Some(m) = m else { return Ok(None) };
+        if m.is_empty() || !m.chars().all(|c| c.is_ascii_uppercase()) {
+            return Err(self.error(
+                field,
+                format!("`{m}` is not a method: expected e.g. `GET` or `POST`"),
+            ));
+        }
+        Ok(Some(m.to_string()))
+    }
+
+    /// A request path: it starts with `/`.
+    pub(super) fn path(
+        &self,
+        field: &str,
+        p: Option<&str>,
+    ) -> Result<Option<String>, ScenarioError> {
+        let Some(p) = p else { return Ok(None) };
+        if !p.starts_with('/') || p.chars().any(char::is_whitespace) {
+            return Err(self.error(
+                field,
+                format!("`{p}` is not a path: expected one starting with `/`, without spaces"),
+            ));
+        }
+        Ok(Some(p.to_string()))
     }
 }

@@ -1,0 +1,159 @@
+//! Requests carry a method and a path (the pseudo-headers `:method` and `:path`, `GET /` unless
+//! set), so VirtualService `uri` and `method` matches route them, and a call sets its own.
+
+use fledge_simulator::engine::SECONDS;
+use fledge_simulator::manifest;
+use fledge_simulator::mesh::*;
+use fledge_simulator::telemetry::{Reporter, Selector, WindowStats};
+
+fn client(name: &str, method: &str, path: &str) -> ClientConfig {
+    let mut c = ClientConfig::new(name, "backend", 100.0);
+    c.headers = vec![HeaderProfile {
+        weight: 1.0,
+        headers: vec![
+            (":method".into(), method.into()),
+            (":path".into(), path.into()),
+        ],
+    }];
+    c
+}
+
+fn apply(mesh: &mut Mesh, yaml: &str) {
+    let m = manifest::parse(yaml).expect("manifests");
+    assert!(mesh.apply_manifests(&m).expect("applied").is_empty());
+}
+
+/// What `client` saw of its requests answered by `version` of `service`.
+fn seen(mesh: &Mesh, client: &str, service: &str, version: &str) -> WindowStats {
+    let c = mesh.client_id(client).expect("client");
+    let v = mesh.version_id(service, version).expect("version");
+    mesh.telemetry().totals(&Selector {
+        reporter: Reporter::Source,
+        source: Some(c.0),
+        dest: Some(v.0),
+    })
+}
+
+const SUBSETS: &str = r#"
+apiVersion: networking.istio.io/v1beta1
+kind: DestinationRule
+metadata: {name: backend}
+spec:
+  host: backend
+  subsets:
+    - {name: v1, labels: {version: v1}}
+    - {name: v2, labels: {version: v2}}
+"#;
+
+#[test]
+fn virtualservice_uri_and_method_matches_route_requests_by_path_and_method() {
+    let backend = ServiceConfig::new(
+        "backend",
+        vec![
+            VersionConfig::new("v1", 2, Behaviour::default()),
+            VersionConfig::new("v2", 2, Behaviour::default()),
+        ],
+    );
+    let cfg = MeshConfig {
+        seed: 2,
+        services: vec![backend],
+        clients: vec![
+            client("reads", "GET", "/reviews/1"),
+            client("writes", "POST", "/reviews/1"),
+            client("health", "GET", "/health"),
+        ],
+        ..Default::default()
+    };
+    let mut mesh = Mesh::new(cfg).expect("a mesh");
+    apply(&mut mesh, SUBSETS);
+    apply(
+        &mut mesh,
+        r#"
+apiVersion: networking.istio.io/v1beta1
+kind: VirtualService
+metadata: {name: backend}
+spec:
+  hosts: [backend]
+  http:
+    - match: [{uri: {prefix: /reviews}, method: {exact: POST}}]
+      route: [{destination: {host: backend, subset: v2}}]
+    - match: [{uri: {regex: "/reviews/[0-9]+"}}]
+      route: [{destination: {host: backend, subset: v1}}]
+"#,
+    );
+    mesh.run_until(20 * SECONDS);
+    assert!(seen(&mesh, "writes", "backend", "v2").requests > 1_500);
+    assert_eq!(seen(&mesh, "writes", "backend", "v1").requests, 0);
+    assert!(seen(&mesh, "reads", "backend", "v1").requests > 1_500);
+    assert_eq!(seen(&mesh, "reads", "backend", "v2").requests, 0);
+    // No route takes `/health`: 404 NR, answered by the client's proxy.
+    let c = mesh.client_id("health").expect("client");
+    let health = mesh.telemetry().totals(&Selector {
+        reporter: Reporter::Source,
+        source: Some(c.0),
+        dest: None,
+    });
+    assert!(health.requests > 1_500);
+    assert_eq!(health.failures, 0, "a 404 is no server error");
+    assert_eq!(
+        mesh.destination_stats(VersionId(0), 0, mesh.now()).requests
+            + mesh.destination_stats(VersionId(1), 0, mesh.now()).requests,
+        seen(&mesh, "reads", "backend", "v1").requests
+            + seen(&mesh, "writes", "backend", "v2").requests
+    );
+}
+
+#[test]
+fn a_call_sets_its_own_path_and_a_path_no_route_takes_fails_the_caller() {
+    let calls = |path: &str| Behaviour {
+        calls: vec![vec![Call {
+            service: "backend".into(),
+            probability: 1.0,
+            optional: false,
+            method: None,
+            path: Some(path.into()),
+        }]],
+        ..Behaviour::default()
+    };
+    let cfg = MeshConfig {
+        seed: 4,
+        services: vec![
+            ServiceConfig::new(
+                "frontend",
+                vec![
+                    VersionConfig::new("good", 2, calls("/ratings/1")),
+                    VersionConfig::new("bad", 2, calls("/rating/1")),
+                ],
+            ),
+            ServiceConfig::new(
+                "backend",
+                vec![VersionConfig::new("v1", 2, Behaviour::default())],
+            ),
+        ],
+        clients: vec![ClientConfig::new("user", "frontend", 200.0)],
+        ..Default::default()
+    };
+    let mut mesh = Mesh::new(cfg).expect("a mesh");
+    apply(
+        &mut mesh,
+        r#"
+apiVersion: networking.istio.io/v1beta1
+kind: VirtualService
+metadata: {name: backend}
+spec:
+  hosts: [backend]
+  http:
+    - match: [{uri: {prefix: /ratings/}}]
+      route: [{destination: {host: backend}}]
+"#,
+    );
+    mesh.run_until(20 * SECONDS);
+    let good = seen(&mesh, "user", "frontend", "good");
+    let bad = seen(&mesh, "user", "frontend", "bad");
+    assert!(good.requests > 1_500 && bad.requests > 1_500);
+    assert_eq!(good.failures, 0);
+    assert_eq!(
+        bad.failures, bad.requests,
+        "the bad path's 404 fails every request of `bad`"
+    );
+}
