@@ -129,6 +129,7 @@ impl Harness<'_> {
                 })
             })
             .chain(self.other_edges(seconds))
+            .chain(self.call_edges(seconds))
             .filter(|e| e.requests > 0)
             .collect();
         let mut counters: BTreeMap<String, u64> = crate::telemetry::counter_names()

@@ -3,7 +3,9 @@
 
 use super::Harness;
 use crate::engine::MILLIS;
+use crate::mesh::ClientId;
 use crate::result::{GraphEdge, ServiceFigures, ServiceVersionFigures, VersionQueueing};
+use crate::scenario::ServiceModel;
 use crate::telemetry::{Reporter, Selector};
 
 impl Harness<'_> {
@@ -61,28 +63,50 @@ impl Harness<'_> {
                 continue;
             };
             for s in &self.scenario.services[1..] {
-                for (name, _) in &s.versions {
-                    let Some(v) = self.mesh.version_id(&s.name, name) else {
-                        continue;
-                    };
-                    let t = self.mesh.telemetry().totals(&Selector {
-                        reporter: Reporter::Source,
-                        source: Some(id.0),
-                        dest: Some(v.0),
-                    });
-                    edges.push(GraphEdge {
-                        source: c.name.clone(),
-                        service: s.name.clone(),
-                        version: name.clone(),
-                        requests: t.requests,
-                        failed: t.failures,
-                        rps: t.requests as f64 / seconds,
-                        p99_ms: t.quantile_ms(0.99),
-                    });
-                }
+                edges.extend(self.edges_to(id, &c.name, s, seconds));
             }
         }
         edges
+    }
+
+    /// The service graph's edges of calls: each calling version's workload to each version of
+    /// the services it calls, over `seconds`.
+    pub(super) fn call_edges(&self, seconds: f64) -> Vec<GraphEdge> {
+        let sources = self.mesh.telemetry().sources();
+        let mut edges = Vec::new();
+        for c in self.mesh.call_clients() {
+            for s in &self.scenario.services {
+                edges.extend(self.edges_to(c, &sources[c.0 as usize].workload, s, seconds));
+            }
+        }
+        edges
+    }
+
+    /// Client `id`'s (named `source`) requests to each version of `service`.
+    fn edges_to<'s>(
+        &'s self,
+        id: ClientId,
+        source: &'s str,
+        service: &'s ServiceModel,
+        seconds: f64,
+    ) -> impl Iterator<Item = GraphEdge> + 's {
+        service.versions.iter().filter_map(move |(name, _)| {
+            let v = self.mesh.version_id(&service.name, name)?;
+            let t = self.mesh.telemetry().totals(&Selector {
+                reporter: Reporter::Source,
+                source: Some(id.0),
+                dest: Some(v.0),
+            });
+            Some(GraphEdge {
+                source: source.to_string(),
+                service: service.name.clone(),
+                version: name.clone(),
+                requests: t.requests,
+                failed: t.failures,
+                rps: t.requests as f64 / seconds,
+                p99_ms: t.quantile_ms(0.99),
+            })
+        })
     }
 }
 
