@@ -315,7 +315,7 @@ fn canary_share_under(yaml: &str) -> (f64, Vec<String>) {
 }
 
 #[test]
-fn a_virtual_service_route_matching_only_on_uri_or_method_matches_no_request() {
+fn a_virtual_service_uri_or_method_match_sees_a_get_of_slash_when_the_client_sets_neither() {
     let vs = |cond: &str| {
         format!(
             "apiVersion: networking.istio.io/v1beta1\nkind: VirtualService\nmetadata: {{name: podinfo}}\nspec:\n  hosts: [podinfo]\n  http:\n    - match: [{cond}]\n      route: [{{destination: {{host: podinfo, subset: canary}}}}]\n    - route: [{{destination: {{host: podinfo, subset: primary}}}}]\n"
@@ -328,12 +328,19 @@ fn a_virtual_service_route_matching_only_on_uri_or_method_matches_no_request() {
     ] {
         let (share, w) = canary_share_under(&vs(cond));
         assert_eq!(share, 0.0, "{cond}");
-        assert!(w.iter().any(|w| w.contains("matches no request")), "{w:?}");
+        assert!(w.is_empty(), "{w:?}");
     }
-    // A `/` prefix and an empty block hold for every request.
-    for cond in ["{uri: {prefix: /}}", "{}"] {
+    for cond in [
+        "{uri: {prefix: /}}",
+        "{uri: {exact: /}, method: {regex: \"GET|HEAD\"}}",
+        "{}",
+    ] {
         assert_eq!(canary_share_under(&vs(cond)).0, 1.0, "{cond}");
     }
+    // What requests do not carry matches none, with a warning.
+    let (share, w) = canary_share_under(&vs("{authority: {exact: podinfo}}"));
+    assert_eq!(share, 0.0);
+    assert!(w.iter().any(|w| w.contains("matches no request")), "{w:?}");
 }
 
 #[test]
