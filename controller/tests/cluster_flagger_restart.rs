@@ -132,8 +132,12 @@ async fn a_record_older_than_flaggers_rollouts_back_to_the_same_hash_is_not_resu
     let mut target = c.get(TARGET).unwrap();
     target["spec"]["replicas"] = serde_json::json!(0);
     c.put(TARGET, target);
+    // Flagger's promotions gave the primary a new flagger-id and its fields back to Flagger.
     let mut primary = c.get(PRIMARY).unwrap();
     primary["spec"]["template"] = flaggers_primary_template;
+    primary["spec"]["template"]["metadata"]["annotations"]["flagger-id"] =
+        serde_json::json!("9e8d7c6b-5a4f-4e3d-8c2b-1a0f9e8d7c6b");
+    primary["metadata"]["managedFields"] = flaggers_fields("apps/v1");
     c.put(PRIMARY, primary);
     let mut canary = c.get(FLAGGER_CANARY).unwrap();
     canary["status"] = flagger_canary("Succeeded", 0)["status"].clone();

@@ -128,6 +128,7 @@ fn headless_traffic_distribution_and_unmanaged_keys_shape_all_three_services() {
     let selector = Selectors {
         primary: label("podinfo-primary"),
         canary: label("podinfo"),
+        by_default_labels: true,
     };
     let svcs = services(&c, &selector, &BTreeMap::new());
     assert_eq!(svcs.len(), 3);

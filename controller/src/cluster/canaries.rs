@@ -7,9 +7,11 @@ use kube::Client;
 use kube::api::{Api, DynamicObject, Patch, PatchParams};
 use serde_json::{Map, Value, json};
 
+use k8s_openapi::api::apps::v1::Deployment;
+
 use super::flagger::{self, Record, STATE_ANNOTATION};
 use super::status::merge_patch;
-use super::{Error, Result};
+use super::{Error, Result, workloads};
 use crate::spec::{Canary, CanaryStatus};
 
 /// The API of one namespace's Canaries of one group.
@@ -102,15 +104,18 @@ impl CanaryApi {
                 let (new_flagger, new_own) = flagger::split(&new);
                 let mut version = version;
                 if new_own != old_own {
-                    // Fledge's part comes only from a current record: when there is one, the
-                    // `lastAppliedSpec` it was made against still holds.
-                    let seen = match recorded(canary).filter(|_| !old_own.is_empty()) {
-                        Some(r) => r.flagger_last_applied_spec,
-                        None => self.flagger_last_applied(&name).await?,
-                    };
-                    let record = Record {
-                        flagger_last_applied_spec: seen,
-                        status: new_own,
+                    // Fledge's part comes only from a current record: when there is one, what
+                    // of Flagger's it was made against still holds.
+                    let current = flagger::recorded(canary).filter(|_| !old_own.is_empty());
+                    let record = match current {
+                        Some(r) => Record {
+                            status: new_own,
+                            ..r
+                        },
+                        None => Record {
+                            status: new_own,
+                            ..self.flaggers_marks(canary).await?
+                        },
                     };
                     let text =
                         serde_json::to_string(&record).map_err(|source| Error::Serialize {
@@ -162,24 +167,32 @@ impl CanaryApi {
         Ok(fresh_flagger == old_flagger && fresh_own == new_own)
     }
 
-    /// Flagger's `status.lastAppliedSpec` as stored now (Fledge never writes it).
-    async fn flagger_last_applied(&self, name: &str) -> Result<Option<String>> {
-        match self {
-            CanaryApi::Fledge(_) => Ok(None),
-            CanaryApi::Flagger(api) => {
-                let object = api.get(name).await.map_err(read(name))?;
-                Ok(flagger::flagger_last_applied_spec(&object))
-            }
-        }
+    /// A record with no status, of what Flagger last wrote that tells whether it ran since:
+    /// its `status.lastAppliedSpec` and the primary's `flagger-id`, as stored now (Fledge writes
+    /// neither).
+    async fn flaggers_marks(&self, canary: &Canary) -> Result<Record> {
+        let CanaryApi::Flagger(api) = self else {
+            return Ok(Record::default());
+        };
+        let name = canary.metadata.name.clone().ok_or(Error::Unnamed("name"))?;
+        let object = api.get(&name).await.map_err(read(&name))?;
+        let primary = workloads::primary_name(&canary.spec.target_ref.name);
+        let deployments: Api<Deployment> = match &canary.metadata.namespace {
+            Some(ns) => Api::namespaced(api.clone().into_client(), ns),
+            None => Api::default_namespaced(api.clone().into_client()),
+        };
+        let found = deployments
+            .get_opt(&primary)
+            .await
+            .map_err(|source| Error::Read {
+                kind: "Deployment",
+                name: primary,
+                source,
+            })?;
+        Ok(Record {
+            flagger_last_applied_spec: flagger::flagger_last_applied_spec(&object),
+            primary_flagger_id: found.as_ref().and_then(flagger::primary_flagger_id),
+            status: Map::new(),
+        })
     }
-}
-
-/// The record in the Canary's annotation, if it reads as one.
-fn recorded(canary: &Canary) -> Option<Record> {
-    let raw = canary
-        .metadata
-        .annotations
-        .as_ref()?
-        .get(STATE_ANNOTATION)?;
-    serde_json::from_str(raw).ok()
 }

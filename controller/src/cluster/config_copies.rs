@@ -138,6 +138,23 @@ pub fn rename(spec: &mut PodSpec, renamed: &BTreeSet<ConfigRef>) {
     });
 }
 
+/// [`rename`] undone: every reference of `spec` to the `-primary` copy of a config of
+/// `renamed` points at that config again.
+pub fn unrename(spec: &mut PodSpec, renamed: &BTreeSet<ConfigRef>) {
+    visit(spec, &mut |kind, name, _| {
+        let Some(base) = name.strip_suffix(SUFFIX) else {
+            return;
+        };
+        let reference = ConfigRef {
+            kind,
+            name: base.to_string(),
+        };
+        if renamed.contains(&reference) {
+            *name = reference.name;
+        }
+    });
+}
+
 /// The configs of `target` whose `-primary` copy `primary` references instead: those Flagger
 /// copied when it last promoted.
 pub fn renamed_by_flagger(target: &PodSpec, primary: &PodSpec) -> BTreeSet<ConfigRef> {
@@ -412,6 +429,8 @@ mod tests {
         let all: BTreeSet<ConfigRef> = found.into_keys().collect();
         rename(&mut renamed, &all);
         assert_eq!(renamed, spec("-primary"));
+        unrename(&mut renamed, &all);
+        assert_eq!(renamed, spec(""));
     }
 
     #[test]

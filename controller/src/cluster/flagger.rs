@@ -13,14 +13,16 @@
 //!   Fledge cannot reproduce: they are left as found, so that Flagger, started again, sees no new
 //!   revision. The `lastAppliedSpec` seen when the state was recorded is kept in the annotation:
 //!   when Flagger has run a rollout since (it changed), the record is stale and the Canary is
-//!   taken over afresh.
+//!   taken over afresh. So is the primary's [`FLAGGER_ID`] seen then: Flagger gives the primary's
+//!   pod template a new one at every promotion, and Fledge never writes one.
 //!
 //! A Canary read from Flagger's API is carried through the reconciler as a [`Canary`] marked
 //! with [`SERVED_AS`] (in memory only, never written), so that everything that names the Canary
 //! (owner references, Events, its own API) names Flagger's.
 
+use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::core::v1::ObjectReference;
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ManagedFieldsEntry, OwnerReference};
 use kube::Client;
 use kube::api::{Api, ApiResource, DynamicObject};
 use kube::{Resource, ResourceExt};
@@ -39,6 +41,14 @@ pub const FINALIZER: &str = "finalizer.flagger.app";
 
 /// Fledge's record of a Flagger Canary it reconciles (JSON, see [`Record`]).
 pub const STATE_ANNOTATION: &str = "fledge.dev/state";
+
+/// The pod template annotation Flagger gives the primary at every promotion: a random id, new
+/// each time, so that the primary's pods restart (its `makeAnnotations`).
+pub const FLAGGER_ID: &str = "flagger-id";
+
+/// The field manager Flagger's writes are recorded under: it writes by update, so the API
+/// server names the manager after its binary.
+pub const FIELD_MANAGER: &str = "flagger";
 
 /// In memory only: the API version a [`Canary`] was read as, when not `fledge.dev`'s. It is set
 /// by [`to_canary`] and removed from Canaries read from Fledge's own API ([`unmarked`]), so a
@@ -150,6 +160,10 @@ pub struct Record {
     /// Flagger's `status.lastAppliedSpec` when this was recorded (absent if it had none).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub flagger_last_applied_spec: Option<String>,
+    /// The primary's [`FLAGGER_ID`] when this was recorded (absent if it had none, and in
+    /// records written before it was kept).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub primary_flagger_id: Option<String>,
     /// Fledge's status but for the [`MIRRORED`] fields, which are in `status`.
     #[serde(default)]
     pub status: Map<String, Value>,
@@ -182,6 +196,54 @@ pub fn flagger_last_applied_spec(object: &DynamicObject) -> Option<String> {
     object.data["status"]["lastAppliedSpec"]
         .as_str()
         .map(String::from)
+}
+
+/// The record in a Canary's annotation, if it reads as one (current or not).
+pub fn recorded(canary: &Canary) -> Option<Record> {
+    let raw = canary.annotations().get(STATE_ANNOTATION)?;
+    serde_json::from_str(raw).ok()
+}
+
+/// The [`FLAGGER_ID`] of a primary's pod template.
+pub fn primary_flagger_id(primary: &Deployment) -> Option<String> {
+    primary
+        .spec
+        .as_ref()?
+        .template
+        .metadata
+        .as_ref()?
+        .annotations
+        .as_ref()?
+        .get(FLAGGER_ID)
+        .cloned()
+}
+
+/// Whether Flagger has promoted since `record` was made: the primary carries a [`FLAGGER_ID`]
+/// other than the one recorded. Fledge's own promotions leave none (Fledge, the fields' only
+/// owner since the take-over, drops it), so the id seen at take-over stays until Flagger,
+/// running again, writes a new one.
+pub fn promoted_since(record: &Record, primary: &Deployment) -> bool {
+    primary_flagger_id(primary).is_some_and(|id| Some(&id) != record.primary_flagger_id.as_ref())
+}
+
+/// The Canary without Fledge's part of its status: as a Canary with no record (or a stale one)
+/// reads, so that taking it over afresh writes a new record.
+pub fn without_record(canary: &Canary) -> Canary {
+    let mut c = canary.clone();
+    let status = serde_json::to_value(&c.status).unwrap_or(Value::Null);
+    let (flaggers, _) = split(&status);
+    c.status = if flaggers.is_empty() {
+        None
+    } else {
+        serde_json::from_value(Value::Object(flaggers)).ok()
+    };
+    c
+}
+
+/// Whether a `managedFields` entry is Flagger's write to the object itself (not to a
+/// subresource, such as the status the Deployment controller writes).
+pub fn is_flaggers(entry: &ManagedFieldsEntry) -> bool {
+    entry.manager.as_deref() == Some(FIELD_MANAGER) && entry.subresource.is_none()
 }
 
 /// Why a Flagger Canary cannot be read as a Canary.

@@ -22,6 +22,9 @@ pub struct Selectors {
     pub primary: BTreeMap<String, String>,
     /// What the `-canary` Service selects: the same keys, with the target's values.
     pub canary: BTreeMap<String, String>,
+    /// Whether the primary selects on the label Flagger's default `-selector-labels` choose
+    /// for the target (else Flagger ran with others, or a target selects on none of them).
+    pub by_default_labels: bool,
 }
 
 /// The selectors of a rollout, as Flagger makes them, so that a primary made by either
@@ -36,6 +39,10 @@ pub fn selectors(
     primary: Option<&Deployment>,
 ) -> Result<Selectors, WorkloadProblem> {
     let selector = selector_labels(target)?;
+    let by_default = FLAGGER_SELECTOR_LABELS
+        .iter()
+        .find_map(|l| selector.get_key_value(*l))
+        .map(|(k, v)| BTreeMap::from([(k.clone(), v.clone())]));
     let found = primary
         .and_then(|p| p.spec.as_ref())
         .and_then(|s| s.selector.match_labels.as_ref())
@@ -53,22 +60,22 @@ pub fn selectors(
         if let Some(canary) = canary {
             return Ok(Selectors {
                 primary: found.clone(),
+                by_default_labels: by_default.as_ref() == Some(&canary),
                 canary,
             });
         }
     }
-    let canary: BTreeMap<String, String> = match FLAGGER_SELECTOR_LABELS
-        .iter()
-        .find_map(|l| selector.get_key_value(*l))
-    {
-        Some((k, v)) => BTreeMap::from([(k.clone(), v.clone())]),
-        None => selector,
-    };
+    let by_default_labels = by_default.is_some();
+    let canary = by_default.unwrap_or(selector);
     let primary = canary
         .iter()
         .map(|(k, v)| (k.clone(), format!("{v}-primary")))
         .collect();
-    Ok(Selectors { primary, canary })
+    Ok(Selectors {
+        primary,
+        canary,
+        by_default_labels,
+    })
 }
 
 /// The primary's pod spec: the target's, with the selectors by which its pods spread or keep
@@ -78,18 +85,31 @@ pub fn selectors(
 pub fn primary_pod_spec(target: &Deployment, keys: &[&str]) -> Option<PodSpec> {
     let mut spec = target.spec.as_ref()?.template.spec.clone()?;
     let name = target.metadata.name.clone().unwrap_or_default();
+    replace_in_selectors(&mut spec, keys, &name, &format!("{name}-primary"));
+    Some(spec)
+}
+
+/// [`primary_pod_spec`] undone on a primary's pod spec: the spreading and anti-affinity
+/// selector values `<target>-primary` under `keys` read as the target's name again.
+pub fn target_pod_spec(spec: &mut PodSpec, target: &str, keys: &[&str]) {
+    replace_in_selectors(spec, keys, &format!("{target}-primary"), target);
+}
+
+/// Replaces the value `from` by `to` under the keys `keys` in the spreading and anti-affinity
+/// selectors of `spec` (in a list of values, only the first such).
+fn replace_in_selectors(spec: &mut PodSpec, keys: &[&str], from: &str, to: &str) {
     let rewrite = |selector: Option<&mut LabelSelector>| {
         let Some(selector) = selector else { return };
         for e in selector.match_expressions.iter_mut().flatten() {
             if keys.contains(&e.key.as_str())
-                && let Some(v) = e.values.iter_mut().flatten().find(|v| **v == name)
+                && let Some(v) = e.values.iter_mut().flatten().find(|v| *v == from)
             {
-                v.push_str("-primary");
+                to.clone_into(v);
             }
         }
         for (k, v) in selector.match_labels.iter_mut().flatten() {
-            if keys.contains(&k.as_str()) && *v == name {
-                v.push_str("-primary");
+            if keys.contains(&k.as_str()) && v == from {
+                to.clone_into(v);
             }
         }
     };
@@ -116,13 +136,17 @@ pub fn primary_pod_spec(target: &Deployment, keys: &[&str]) -> Option<PodSpec> {
             rewrite(t.label_selector.as_mut());
         }
     }
-    Some(spec)
 }
 
-/// The keys whose values [`primary_pod_spec`] rewrites: Flagger's and the primary's own.
+/// The keys whose values [`primary_pod_spec`] rewrites, as Flagger chooses them (all of its
+/// `-selector-labels`): with its default labels, those and the primary's own selector keys;
+/// with others (a primary selecting on a key the defaults would not have chosen), only the
+/// primary's own keys, the one Flagger setting Fledge can read back.
 pub fn rewritten_keys(selectors: &Selectors) -> Vec<&str> {
-    let mut keys: Vec<&str> = FLAGGER_SELECTOR_LABELS.to_vec();
-    keys.extend(selectors.primary.keys().map(String::as_str));
+    let mut keys: Vec<&str> = selectors.primary.keys().map(String::as_str).collect();
+    if selectors.by_default_labels {
+        keys.extend(FLAGGER_SELECTOR_LABELS);
+    }
     keys
 }
 
@@ -171,5 +195,35 @@ mod tests {
                 ["matchLabels"]["name"],
             "podinfo-primary"
         );
+    }
+
+    fn selecting(labels: serde_json::Value) -> Deployment {
+        serde_json::from_value(serde_json::json!({
+            "metadata": {"name": "podinfo"},
+            "spec": {"selector": {"matchLabels": labels},
+                     "template": {"spec": {"containers": [{"name": "app"}]}}}}))
+        .unwrap()
+    }
+
+    #[test]
+    fn only_the_primarys_own_key_is_rewritten_when_flagger_ran_with_other_selector_labels() {
+        let t = selecting(serde_json::json!({"app": "podinfo", "component": "podinfo"}));
+        let mut keys = |primary| {
+            let s = selectors(&t, primary).unwrap();
+            let mut k: Vec<String> = rewritten_keys(&s).into_iter().map(String::from).collect();
+            k.sort();
+            k.dedup();
+            k
+        };
+        // Flagger's defaults (or no primary yet): the defaults, `app` among them.
+        assert_eq!(keys(None), ["app", "app.kubernetes.io/name", "name"]);
+        let by_app = selecting(serde_json::json!({"app": "podinfo-primary"}));
+        assert_eq!(
+            keys(Some(&by_app)),
+            ["app", "app.kubernetes.io/name", "name"]
+        );
+        // Flagger run with `-selector-labels=component`: it rewrote only `component` values.
+        let by_component = selecting(serde_json::json!({"component": "podinfo-primary"}));
+        assert_eq!(keys(Some(&by_component)), ["component"]);
     }
 }

@@ -18,7 +18,9 @@ use kube::Client;
 use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams};
 
 use super::config_copies::{self, Tracked};
-pub use super::selectors::{Selectors, primary_pod_spec, rewritten_keys, selectors};
+pub use super::selectors::{
+    Selectors, primary_pod_spec, rewritten_keys, selectors, target_pod_spec,
+};
 use super::{Error, FIELD_MANAGER, Result};
 use crate::rollout::{PodState, Readiness};
 use crate::routes::service_names;

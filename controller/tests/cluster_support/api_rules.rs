@@ -51,6 +51,64 @@ pub(super) fn applied_ports(
     Some(Value::Array(ports))
 }
 
+/// Server-side apply by `manager` to an object that records its field managers
+/// (`metadata.managedFields`, as Flagger's fixtures do; objects without it are merged as
+/// before): the manager gets an `Apply` entry, and when it is the only manager of the object
+/// itself (status subresource entries aside) the fields its last apply set and this one does
+/// not are removed, as the API server removes fields no other manager owns. With another
+/// manager on the object, nothing is removed: the fake does not know which fields it owns,
+/// and the API server keeps those it does.
+pub(super) fn managed_apply(
+    s: &mut Store,
+    path: &str,
+    obj: &mut Value,
+    manager: Option<&str>,
+    body: &Value,
+) {
+    let (Some(manager), Some(entries)) = (
+        manager,
+        obj["metadata"]["managedFields"].as_array().cloned(),
+    ) else {
+        return;
+    };
+    let sole = entries
+        .iter()
+        .all(|e| e["manager"] == manager || !e["subresource"].is_null());
+    let before = s.applied.insert(path.to_string(), body.clone());
+    if sole && let Some(before) = before {
+        drop_unapplied(obj, &before, body);
+    }
+    if !entries
+        .iter()
+        .any(|e| e["manager"] == manager && e["operation"] == "Apply")
+    {
+        let mut entries = entries;
+        entries.push(json!({"manager": manager, "operation": "Apply",
+                            "apiVersion": body["apiVersion"], "fieldsType": "FieldsV1"}));
+        obj["metadata"]["managedFields"] = Value::Array(entries);
+    }
+}
+
+/// Removes from `obj` the keys `before` set and `now` does not, map by map.
+fn drop_unapplied(obj: &mut Value, before: &Value, now: &Value) {
+    let (Some(o), Some(b)) = (obj.as_object_mut(), before.as_object()) else {
+        return;
+    };
+    for (k, v) in b {
+        match now.get(k) {
+            None => {
+                o.remove(k);
+            }
+            Some(n) if v.is_object() && n.is_object() => {
+                if let Some(child) = o.get_mut(k) {
+                    drop_unapplied(child, v, n);
+                }
+            }
+            Some(_) => {}
+        }
+    }
+}
+
 /// RFC 7386 JSON merge patch.
 pub fn merge(target: &mut Value, patch: &Value) {
     match patch {

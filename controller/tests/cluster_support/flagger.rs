@@ -33,6 +33,18 @@ pub fn flagger_owner(api_version: &str, uid: &str) -> Value {
             "controller": true, "blockOwnerDeletion": true}])
 }
 
+/// `metadata.managedFields` as the API server records Flagger's writes (updates, under the
+/// manager named after its binary) beside the Deployment controller's status writes.
+pub fn flaggers_fields(api_version: &str) -> Value {
+    json!([
+        {"manager": "flagger", "operation": "Update", "apiVersion": api_version,
+         "time": "2023-11-14T20:00:00Z", "fieldsType": "FieldsV1", "fieldsV1": {"f:spec": {}}},
+        {"manager": "kube-controller-manager", "operation": "Update", "apiVersion": api_version,
+         "time": "2023-11-14T20:00:00Z", "fieldsType": "FieldsV1", "fieldsV1": {"f:status": {}},
+         "subresource": "status"}
+    ])
+}
+
 /// Flagger's Canary at `phase` (weight and iterations as Flagger leaves them in that phase).
 pub fn flagger_canary(phase: &str, canary_weight: i64) -> Value {
     let promoted = match phase {
@@ -75,6 +87,7 @@ pub fn flagger_cluster(phase: &str, canary_weight: i64, owner: Value) -> FakeClu
     primary["metadata"] = json!({
         "name": "podinfo-primary", "namespace": NS, "uid": "uid-podinfo-primary",
         "labels": {"app": "podinfo-primary"}, "ownerReferences": owner,
+        "managedFields": flaggers_fields("apps/v1"),
     });
     primary["spec"]["selector"] = json!({"matchLabels": {"app": "podinfo-primary"}});
     primary["spec"]["template"]["metadata"] = json!({
@@ -92,7 +105,8 @@ pub fn flagger_cluster(phase: &str, canary_weight: i64, owner: Value) -> FakeClu
             json!({
                 "apiVersion": "v1", "kind": "Service",
                 "metadata": {"name": name, "namespace": NS, "uid": format!("uid-{name}"),
-                             "labels": {"app": name}, "ownerReferences": owner},
+                             "labels": {"app": name}, "ownerReferences": owner,
+                             "managedFields": flaggers_fields("v1")},
                 "spec": {"type": "ClusterIP", "selector": {"app": selector},
                          "ports": [{"name": "http", "port": 9898, "protocol": "TCP",
                                     "targetPort": 9898}]}

@@ -14,7 +14,7 @@ mod fixtures;
 mod flagger;
 
 pub use api_rules::merge;
-use api_rules::{applied_ports, in_collection, is_collection, json_patch};
+use api_rules::{applied_ports, in_collection, is_collection, json_patch, managed_apply};
 pub use fakes::{FakeObserver, FakeRouting};
 pub use fixtures::*;
 // Used by the Flagger take-over tests only.
@@ -108,6 +108,8 @@ struct Store {
     hangs: Vec<(String, String, usize)>,
     /// By Service path, the `spec.ports` keys the controller's last apply set.
     applied_ports: BTreeMap<String, Vec<Value>>,
+    /// By path, the controller's last apply to an object that records its field managers.
+    applied: BTreeMap<String, Value>,
 }
 
 impl Store {
@@ -271,7 +273,14 @@ impl FakeCluster {
         });
     }
 
-    fn answer(&self, method: &str, path: &str, content_type: &str, body: Value) -> (u16, Value) {
+    fn answer(
+        &self,
+        method: &str,
+        path: &str,
+        content_type: &str,
+        manager: Option<&str>,
+        body: Value,
+    ) -> (u16, Value) {
         let mut s = self.store.lock().unwrap();
         let call = s.calls.len();
         s.calls.push(Call {
@@ -328,10 +337,11 @@ impl FakeCluster {
                 (200, obj)
             }
             "DELETE" => match s.objects.remove(&object_path) {
-                Some(_) if s.applied_ports.remove(&object_path).is_some() => {
+                Some(_) => {
+                    s.applied_ports.remove(&object_path);
+                    s.applied.remove(&object_path);
                     (200, status(200, "", "deleted"))
                 }
-                Some(_) => (200, status(200, "", "deleted")),
                 None => (404, status(404, "NotFound", "not found")),
             },
             "POST" => {
@@ -360,6 +370,7 @@ impl FakeCluster {
                     merge(&mut obj, &body);
                 } else if content_type.contains("apply-patch") {
                     let ports = applied_ports(&mut s, &object_path, &obj, &body);
+                    managed_apply(&mut s, &object_path, &mut obj, manager, &body);
                     merge(&mut obj, &body);
                     if let Some(ports) = ports {
                         obj["spec"]["ports"] = ports;
@@ -435,7 +446,12 @@ impl FakeCluster {
                     });
                     continue;
                 }
-                let (code, answer) = cluster.answer(&method, &path, &content_type, body);
+                let manager = query
+                    .split('&')
+                    .find_map(|q| q.strip_prefix("fieldManager="))
+                    .map(String::from);
+                let (code, answer) =
+                    cluster.answer(&method, &path, &content_type, manager.as_deref(), body);
                 let response = Response::builder()
                     .status(code)
                     .body(Body::from(serde_json::to_vec(&answer).unwrap()))

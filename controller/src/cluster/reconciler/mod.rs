@@ -21,9 +21,11 @@
 //! The rooms: [`context`] (what every reconcile needs), [`wiring`] (the watches), `tick` (one
 //! reconcile), `finalizer` (held only while there is something to clean up), `observing` (the observation plan's executor), `actions` (carrying out the core's
 //! actions), `repairs` (what is put back every tick), `problems` (conditions and Events) and
-//! `take_over` (a Flagger Canary's first reconcile under `--flagger-canaries`).
+//! `take_over` (a Flagger Canary's first reconcile under `--flagger-canaries`) with `adoption`
+//! (the objects Flagger created made Fledge's).
 
 mod actions;
+mod adoption;
 mod context;
 mod finalizer;
 mod observing;

@@ -1,5 +1,5 @@
 //! Taking a Flagger Canary over: once, before Fledge has recorded any state of its own for it
-//! (and again when the record is stale: Flagger ran a rollout since, [`Tick::record_is_stale`]).
+//! (and again when the record is stale: Flagger promoted since, [`Tick::record_is_stale`]).
 //!
 //! - Mid-rollout (Flagger's phase is one of [`MID_ROLLOUT`]) nothing is touched: the Canary is
 //!   reported `Stalled` with a Warning Event, and looked at again every reconcile, so that it is
@@ -11,27 +11,24 @@
 //! - Otherwise the objects Flagger created are adopted ([`Tick::adopt`]) and the state Fledge
 //!   would have recorded is written: the revision the primary runs counts as promoted. Whether a
 //!   rollout is due is decided by comparing the target's pod template with the primary's, not by
-//!   Flagger's `lastAppliedSpec` (a hash Fledge cannot reproduce, left as found).
+//!   Flagger's `lastAppliedSpec` (a hash Fledge cannot reproduce, left as found). The template
+//!   recorded for the primary is in the target's shape ([`target_shaped`]), as Fledge records
+//!   every template it promotes: a primary recreated from it is built as any other.
 
-use std::collections::BTreeSet;
+use std::collections::BTreeMap;
 
 use k8s_openapi::api::apps::v1::Deployment;
-use k8s_openapi::api::core::v1::{ConfigMap, PodTemplateSpec, Secret};
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference;
-use kube::ResourceExt;
-use kube::api::{Api, ApiResource, DynamicObject, Patch, PatchParams};
+use k8s_openapi::api::core::v1::PodTemplateSpec;
 use kube::runtime::controller::Action as Requeue;
 use kube::runtime::events::EventType;
-use serde_json::{Value, json};
+use serde_json::Value;
 use tracing::{info, warn};
 
-use super::super::config_copies::{self, ConfigKind, ConfigRef};
-use super::super::{Error, Result, flagger, status, workloads};
+use super::super::config_copies;
+use super::super::{Result, flagger, status, workloads};
 use super::problems::Problem;
 use super::tick::Tick;
 use crate::rollout::{Millis, Phase, RolloutState};
-use crate::router::api_resource;
-use crate::routes::service_names;
 use crate::spec::validate;
 
 /// Flagger's phases in which a rollout is under way: traffic may be on the canary, or the
@@ -49,8 +46,6 @@ pub(super) const MID_ROLLOUT: &[&str] = &[
 /// runs (scaled down late), and two controllers must never drive one Canary.
 const QUIET_INTERVALS: u64 = 3;
 
-/// The annotation Flagger gives the primary's pods (a random id, to restart them on promotion).
-const FLAGGER_ID: &str = "flagger-id";
 /// Annotations Flagger does not copy to the primary.
 const TOOLKIT_MARKER: &str = "toolkit.fluxcd.io";
 
@@ -65,6 +60,8 @@ impl Tick<'_> {
         if recorded.is_some() && !self.record_is_stale().await? {
             return Ok(None);
         }
+        // Taken over afresh: a stale record is written over as if there were none.
+        let canary = &flagger::without_record(self.canary);
         let status = self.canary.status.as_ref();
         let phase = status.map(|s| s.phase.as_str()).unwrap_or_default();
         if MID_ROLLOUT.contains(&phase) {
@@ -110,14 +107,14 @@ impl Tick<'_> {
         let same = same_template(&target, &primary) && self.configs.copies_current(tracked).await?;
         let revision = self.target_revision(&target).await?;
         let state = taken_over_state(phase, revision, &primary, same, since);
-        let template: Option<&PodTemplateSpec> = if same {
-            target.spec.as_ref().map(|s| &s.template)
+        let template = if same {
+            target.spec.as_ref().map(|s| s.template.clone())
         } else {
-            primary.spec.as_ref().map(|s| &s.template)
+            target_shaped(&target, &primary)
         };
         let replicas = primary.spec.as_ref().and_then(|s| s.replicas);
-        let new = status::status_of(&state, template, replicas);
-        status::write(&self.api, self.canary, &new).await?;
+        let new = status::status_of(&state, template.as_ref(), replicas);
+        status::write(&self.api, canary, &new).await?;
         let mut message = format!(
             "Taken over from Flagger at phase {phase}: {}",
             state.message
@@ -131,11 +128,10 @@ impl Tick<'_> {
     }
 
     /// Whether Fledge's record on this Flagger Canary is older than the primary: between two of
-    /// Fledge's rollouts, the primary runs another pod template than the one recorded as given
-    /// to it, so Flagger, run meanwhile, has promoted since (its `lastAppliedSpec` may have come
-    /// back to the hash the record was made against: A, B, then A again). During a rollout the
-    /// primary may be ahead of the record (a promotion whose status write was cut off), and
-    /// the record stands.
+    /// Fledge's rollouts, the primary carries a `flagger-id` other than the one recorded, so
+    /// Flagger, run meanwhile, has promoted since (its `lastAppliedSpec` may have come back to
+    /// the hash the record was made against: A, B, then A again), and owns the primary's fields
+    /// again. During a rollout the record stands.
     pub(super) async fn record_is_stale(&self) -> Result<bool> {
         let Ok(Some(state)) = status::recorded_state(self.canary.status.as_ref()) else {
             return Ok(false);
@@ -146,152 +142,67 @@ impl Tick<'_> {
         ) {
             return Ok(false);
         }
-        let Some(recorded) = self.primary_template() else {
+        let Some(record) = flagger::recorded(self.canary) else {
             return Ok(false);
         };
-        let name = &self.canary.spec.target_ref.name;
-        let Some(mut source) = self.workloads.deployment(name).await? else {
-            return Ok(false);
-        };
-        let primary_name = workloads::primary_name(name);
+        let primary_name = workloads::primary_name(&self.canary.spec.target_ref.name);
         let Some(primary) = self.workloads.deployment(&primary_name).await? else {
             return Ok(false);
         };
-        source.spec.get_or_insert_default().template = recorded.clone();
-        let stale = !same_template(&source, &primary);
+        let stale = flagger::promoted_since(&record, &primary);
         if stale {
-            warn!(%primary_name, "the primary runs another template than Fledge recorded: \
+            warn!(%primary_name, "the primary carries a flagger-id other than Fledge recorded: \
                   Flagger has promoted since; taking over as found");
         }
         Ok(stale)
     }
-
-    /// Makes the Canary the controller of the objects Flagger created for it: an object whose
-    /// controlling owner reference is to a Flagger Canary of this name but not to this very
-    /// object (another API version, or a Canary deleted and applied again) gets it replaced, in
-    /// place (the API server refuses two controllers; nothing is recreated). An object with
-    /// another controller or none (a user's) is left as it is. Returns what was adopted.
-    pub(super) async fn adopt(
-        &self,
-        target: &str,
-        configs: &BTreeSet<ConfigRef>,
-    ) -> Result<Vec<String>> {
-        let Some(ours) = flagger::owner_reference(self.canary) else {
-            return Ok(Vec::new());
-        };
-        let names = service_names(self.canary);
-        let mut objects: Vec<(ApiResource, String)> = vec![(
-            ApiResource::erase::<Deployment>(&()),
-            workloads::primary_name(target),
-        )];
-        let service = ApiResource::erase::<k8s_openapi::api::core::v1::Service>(&());
-        for name in [&names.apex, &names.primary, &names.canary] {
-            objects.push((service.clone(), name.clone()));
-        }
-        if let Some(r) = &self.canary.spec.autoscaler_ref {
-            let hpa = ApiResource::erase::<
-                k8s_openapi::api::autoscaling::v2::HorizontalPodAutoscaler,
-            >(&());
-            objects.push((hpa, workloads::primary_name(&r.name)));
-        }
-        for r in configs {
-            let resource = match r.kind {
-                ConfigKind::ConfigMap => ApiResource::erase::<ConfigMap>(&()),
-                ConfigKind::Secret => ApiResource::erase::<Secret>(&()),
-            };
-            objects.push((resource, workloads::primary_name(&r.name)));
-        }
-        let provider = self.provider()?;
-        objects.push((api_resource(provider.routing_kind()), names.apex.clone()));
-        for companion in provider.companion_objects(self.canary) {
-            let kind = companion["kind"].as_str().unwrap_or_default();
-            let api_version = companion["apiVersion"].as_str().unwrap_or_default();
-            let Some((group, version)) = api_version.split_once('/') else {
-                continue;
-            };
-            let resource = ApiResource {
-                group: group.into(),
-                version: version.into(),
-                api_version: api_version.into(),
-                kind: kind.into(),
-                plural: format!("{}s", kind.to_ascii_lowercase()),
-            };
-            let name = companion["metadata"]["name"].as_str().unwrap_or_default();
-            objects.push((resource, name.to_string()));
-        }
-        let mut adopted = Vec::new();
-        for (resource, name) in objects {
-            if self.adopt_one(&resource, &name, &ours).await? {
-                adopted.push(format!("{} {name}", resource.kind));
-            }
-        }
-        Ok(adopted)
-    }
-
-    async fn adopt_one(
-        &self,
-        resource: &ApiResource,
-        name: &str,
-        ours: &OwnerReference,
-    ) -> Result<bool> {
-        let api: Api<DynamicObject> =
-            Api::namespaced_with(self.ctx.client.clone(), &self.namespace, resource);
-        let named = format!("{} {name}", resource.kind);
-        let object = api.get_opt(name).await.map_err(|source| Error::Read {
-            kind: "object to adopt",
-            name: named.clone(),
-            source,
-        })?;
-        let Some(object) = object else {
-            return Ok(false);
-        };
-        let Some(owners) = adopted_owners(object.owner_references(), ours) else {
-            return Ok(false);
-        };
-        let body = json!({"metadata": {
-            "ownerReferences": owners,
-            "resourceVersion": object.resource_version(),
-        }});
-        api.patch(name, &PatchParams::default(), &Patch::Merge(&body))
-            .await
-            .map_err(|source| Error::Write {
-                kind: "object to adopt",
-                name: named,
-                source,
-            })?;
-        Ok(true)
-    }
 }
 
-/// The owner references an object gets when adopted, `None` when it is not to be adopted: it
-/// is controlled by `ours` already, by something other than a Flagger Canary of the same name,
-/// or by nothing.
-pub(super) fn adopted_owners(
-    owners: &[OwnerReference],
-    ours: &OwnerReference,
-) -> Option<Vec<OwnerReference>> {
-    let controller = owners.iter().find(|o| o.controller == Some(true))?;
-    let same = |o: &OwnerReference| {
-        o.api_version == ours.api_version
-            && o.kind == ours.kind
-            && o.name == ours.name
-            && o.uid == ours.uid
-    };
-    let flaggers = controller.kind == "Canary"
-        && controller.name == ours.name
-        && controller
-            .api_version
-            .starts_with(&format!("{}/", flagger::GROUP));
-    if same(controller) || !flaggers {
-        return None;
+/// The primary's pod template in the target's shape, as Fledge records the templates it gives
+/// the primary: what Flagger changed undone (its selector label values with `-primary`, in the
+/// pod labels and in the spreading and anti-affinity selectors; the ConfigMaps and Secrets it
+/// renamed to their copies; its `flagger-id`), so that a primary built from it (recreated if
+/// deleted) reads the copies, not copies of them.
+pub(super) fn target_shaped(target: &Deployment, primary: &Deployment) -> Option<PodTemplateSpec> {
+    let mut t = primary.spec.as_ref()?.template.clone();
+    let target_template = &target.spec.as_ref()?.template;
+    let selectors = workloads::selectors(target, Some(primary)).ok()?;
+    let name = target.metadata.name.as_deref().unwrap_or_default();
+    if let (Some(ps), Some(ts)) = (t.spec.as_mut(), target_template.spec.as_ref()) {
+        let renamed = config_copies::renamed_by_flagger(ts, ps);
+        config_copies::unrename(ps, &renamed);
+        workloads::target_pod_spec(ps, name, &workloads::rewritten_keys(&selectors));
     }
-    let mut out: Vec<OwnerReference> = owners
-        .iter()
-        .filter(|o| o.controller != Some(true) && o.uid != ours.uid)
-        .cloned()
-        .collect();
-    out.push(ours.clone());
-    Some(out)
+    let target_labels = target_template
+        .metadata
+        .as_ref()
+        .and_then(|m| m.labels.clone())
+        .unwrap_or_default();
+    let meta = t.metadata.get_or_insert_default();
+    unsuffix_labels(meta.labels.iter_mut().flatten(), &target_labels);
+    if let Some(a) = meta.annotations.as_mut() {
+        a.remove(flagger::FLAGGER_ID);
+        a.remove(config_copies::CONFIGS_ANNOTATION);
+        if a.is_empty() {
+            meta.annotations = None;
+        }
+    }
+    Some(t)
+}
+
+/// Each label whose value is the target's value of it with `-primary` gets the target's value.
+fn unsuffix_labels<'a>(
+    labels: impl Iterator<Item = (&'a String, &'a mut String)>,
+    target: &BTreeMap<String, String>,
+) {
+    for (k, v) in labels {
+        if target
+            .get(k)
+            .is_some_and(|tv| *v == format!("{tv}-primary"))
+        {
+            v.clone_from(&target[k]);
+        }
+    }
 }
 
 /// Whether the primary runs the target's pod template, as Flagger builds it: its selector
@@ -320,14 +231,7 @@ pub(super) fn same_template(target: &Deployment, primary: &Deployment) -> bool {
         .and_then(|m| m.labels.clone())
         .unwrap_or_default();
     let meta = p.metadata.get_or_insert_default();
-    for (k, v) in meta.labels.iter_mut().flatten() {
-        if target_labels
-            .get(k)
-            .is_some_and(|tv| *v == format!("{tv}-primary"))
-        {
-            v.clone_from(&target_labels[k]);
-        }
-    }
+    unsuffix_labels(meta.labels.iter_mut().flatten(), &target_labels);
     for m in [t.metadata.get_or_insert_default(), meta] {
         // Flagger leaves Flux's labels out of the primary's pod labels too (`makePrimaryLabels`).
         if let Some(l) = m.labels.as_mut() {
@@ -338,7 +242,7 @@ pub(super) fn same_template(target: &Deployment, primary: &Deployment) -> bool {
         }
         if let Some(a) = m.annotations.as_mut() {
             a.retain(|k, _| {
-                k != FLAGGER_ID
+                k != flagger::FLAGGER_ID
                     && k != config_copies::CONFIGS_ANNOTATION
                     && !k.contains(TOOLKIT_MARKER)
             });
@@ -411,6 +315,7 @@ pub(super) fn taken_over_state(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use serde_json::json;
 
     fn deployment(value: Value) -> Deployment {
         serde_json::from_value(value).unwrap()
@@ -455,35 +360,29 @@ mod tests {
         );
     }
 
-    fn owner(api_version: &str, uid: &str, controller: bool) -> OwnerReference {
-        OwnerReference {
-            api_version: api_version.into(),
-            kind: "Canary".into(),
-            name: "podinfo".into(),
-            uid: uid.into(),
-            controller: Some(controller),
-            block_owner_deletion: Some(true),
-        }
-    }
-
     #[test]
-    fn only_a_flagger_canary_of_the_same_name_is_replaced_as_controller() {
-        let ours = owner(flagger::API_VERSION, "u1", true);
-        assert_eq!(adopted_owners(std::slice::from_ref(&ours), &ours), None);
-        assert_eq!(adopted_owners(&[], &ours), None);
-        let old = owner("flagger.app/v1alpha3", "u0", true);
-        let other = OwnerReference {
-            kind: "Rollout".into(),
-            ..owner("argoproj.io/v1alpha1", "u9", false)
+    fn a_primary_recorded_in_the_targets_shape_names_the_targets_labels_and_configs() {
+        let with_config = |mut d: Deployment, name: &str| {
+            let pod = d.spec.as_mut().unwrap().template.spec.as_mut().unwrap();
+            pod.volumes = Some(vec![
+                serde_json::from_value(json!({"name": "c", "configMap": {"name": name}})).unwrap(),
+            ]);
+            d
         };
-        assert_eq!(
-            adopted_owners(&[old, other.clone()], &ours),
-            Some(vec![other.clone(), ours.clone()])
+        let t = with_config(target(), "podinfo-config");
+        let p = with_config(flaggers_primary("podinfo:2"), "podinfo-config-primary");
+        let shaped = target_shaped(&t, &p).unwrap();
+        let mut want = with_config(flaggers_primary("podinfo:2"), "podinfo-config")
+            .spec
+            .unwrap()
+            .template;
+        want.metadata = Some(
+            serde_json::from_value(json!({"labels": {"app": "podinfo", "team": "a"}})).unwrap(),
         );
-        let foreign = OwnerReference {
-            controller: Some(true),
-            ..other
-        };
-        assert_eq!(adopted_owners(&[foreign], &ours), None);
+        assert_eq!(shaped, want);
+        // Built as a primary again, it is Flagger's (but for its flagger-id).
+        let mut source = t.clone();
+        source.spec.as_mut().unwrap().template = shaped;
+        assert!(same_template(&source, &p));
     }
 }
