@@ -502,10 +502,52 @@ async fn a_life(default: &str, named: Option<&str>) -> Life {
         "renews it"
     );
     election.release().await.unwrap();
+    // A second Canary, scaled by KEDA.
+    let mut calls = c.calls();
+    calls.extend(a_keda_life(default).await);
     Life {
-        calls: c.calls(),
+        calls,
         all_namespaces,
     }
+}
+
+/// The calls of a Canary whose autoscaler is a KEDA ScaledObject: initialised (its `-primary` copy applied,
+/// the target's paused), rolled out (the pause lifted) and deleted with `revertOnDeletion` (the
+/// copy deleted with the primary).
+async fn a_keda_life(default: Provider) -> Vec<Call> {
+    let mut canary = canary(json!({
+        "provider": null,
+        "autoscalerRef": {"apiVersion": "keda.sh/v1alpha1", "kind": "ScaledObject",
+                          "name": "podinfo-so"}
+    }));
+    canary["metadata"]
+        .as_object_mut()
+        .unwrap()
+        .remove("finalizers");
+    let c = cluster_with(canary, Some(deployment("podinfo:1")));
+    c.put(
+        "/apis/keda.sh/v1alpha1/namespaces/test/scaledobjects/podinfo-so",
+        json!({
+            "apiVersion": "keda.sh/v1alpha1", "kind": "ScaledObject",
+            "metadata": {"name": "podinfo-so", "namespace": NS},
+            "spec": {"scaleTargetRef": {"name": "podinfo"}, "minReplicaCount": 2,
+                     "triggers": [{"type": "cpu", "metadata": {"value": "60"}}]}
+        }),
+    );
+    drive(&c, default, "Initialized").await;
+    set_image(&c, "podinfo:2");
+    drive(&c, default, "Succeeded").await;
+    let mut obj = c.get(CANARY).unwrap();
+    obj["spec"]["revertOnDeletion"] = json!(true);
+    obj["metadata"]["deletionTimestamp"] = json!("2023-11-14T22:20:00Z");
+    c.put(CANARY, obj);
+    drive(&c, default, "Terminated").await;
+    assert!(
+        c.get("/apis/keda.sh/v1alpha1/namespaces/test/scaledobjects/podinfo-so-primary")
+            .is_none(),
+        "the copy is deleted with the primary"
+    );
+    c.calls()
 }
 
 /// A Flagger Canary's life under `--flagger-canaries` (Istio): taken over with `run` (all

@@ -84,3 +84,55 @@ async fn a_scaled_object_is_copied_for_the_primary_and_the_targets_paused_while_
     assert_eq!(c.get(TARGET).unwrap()["spec"]["replicas"], 0);
     assert_eq!(paused(&c), "0");
 }
+
+// Flagger's `<scaledobject>-primary` (pkg/canary/scaled_object_reconciler.go) is adopted at
+// take-over like the other objects it made: the same object, Fledge's Canary its controller and
+// Flagger's field manager dropped; not recreated, not mistaken for an HPA.
+#[tokio::test]
+async fn flaggers_primary_scaled_object_is_adopted_at_take_over_in_place() {
+    let c = flagger_cluster(
+        "Succeeded",
+        0,
+        flagger_owner("flagger.app/v1beta1", FLAGGER_UID),
+    );
+    let mut canary = c.get(FLAGGER_CANARY).unwrap();
+    canary["spec"]["autoscalerRef"] = json!({"apiVersion": "keda.sh/v1alpha1",
+                                             "kind": "ScaledObject", "name": "podinfo-so"});
+    c.put(FLAGGER_CANARY, canary);
+    c.put(TARGET_SO, target_so());
+    let mut copy = target_so();
+    copy["metadata"] = json!({"name": "podinfo-so-primary", "namespace": NS, "uid": "so-uid",
+                              "ownerReferences": flagger_owner("flagger.app/v1alpha3", "old-uid"),
+                              "managedFields": flaggers_fields("keda.sh/v1alpha1")});
+    copy["spec"]["scaleTargetRef"]["name"] = json!("podinfo-primary");
+    copy["spec"]["triggers"][0]["metadata"]["query"] =
+        json!("sum(rate(http_requests_total{deployment=\"podinfo-primary\"}[1m]))");
+    c.put(PRIMARY_SO, copy);
+    c.settle();
+    for _ in 0..3 {
+        c.reconcile_flagger(&c.context()).await.expect("reconcile");
+        c.settle();
+        c.advance_clock(Duration::from_secs(60));
+    }
+    let events = events(&c);
+    assert!(
+        events
+            .iter()
+            .any(|e| e.contains("adopted") && e.contains("ScaledObject podinfo-so-primary")),
+        "{events:#?}"
+    );
+    let adopted = c.get(PRIMARY_SO).unwrap();
+    assert_eq!(adopted["metadata"]["uid"], "so-uid");
+    assert_eq!(
+        adopted["metadata"]["ownerReferences"][0]["uid"],
+        FLAGGER_UID
+    );
+    let managers: Vec<&Value> = adopted["metadata"]["managedFields"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| &e["manager"])
+        .collect();
+    assert!(!managers.contains(&&json!("flagger")), "{managers:?}");
+    assert!(c.calls().iter().all(|w| !w.created), "{:#?}", c.writes());
+}

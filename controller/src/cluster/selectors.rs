@@ -208,7 +208,7 @@ mod tests {
     #[test]
     fn only_the_primarys_own_key_is_rewritten_when_flagger_ran_with_other_selector_labels() {
         let t = selecting(serde_json::json!({"app": "podinfo", "component": "podinfo"}));
-        let mut keys = |primary| {
+        let keys = |primary| {
             let s = selectors(&t, primary).unwrap();
             let mut k: Vec<String> = rewritten_keys(&s).into_iter().map(String::from).collect();
             k.sort();
