@@ -23,6 +23,7 @@ pub mod providers;
 pub mod reconciler;
 pub mod scaled_objects;
 pub mod selectors;
+pub mod services;
 pub mod status;
 pub mod telemetry;
 pub mod workloads;
