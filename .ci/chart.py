@@ -309,7 +309,7 @@ def expected_rules(values: dict) -> dict[str, list[dict]]:
             out[f"Role {ns}"] = watched
         for ns in values.get("rbac", {}).get("metricTemplateNamespaces", []):
             if ns not in namespaces:
-                out[f"Role {ns}"] = templates
+                out[f"Role {ns}"] = templates + perms["metricTemplateSecrets"]
     else:
         out["ClusterRole"] = watched
     election = values.get("leaderElection", {})

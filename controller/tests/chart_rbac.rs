@@ -95,6 +95,8 @@ struct Permissions {
     canaries: Vec<Rule>,
     #[serde(rename = "metricTemplates")]
     metric_templates: Vec<Rule>,
+    #[serde(rename = "metricTemplateSecrets")]
+    metric_template_secrets: Vec<Rule>,
     #[serde(rename = "flaggerCanaries")]
     flagger_canaries: Vec<Rule>,
     #[serde(rename = "flaggerMetricTemplates")]
@@ -163,7 +165,13 @@ impl Permissions {
                 .iter()
                 .map(|r| (Scope::Watched, r)),
         );
-        out.extend(templates.into_iter().map(|r| (Scope::Templates, r)));
+        let secrets = self.metric_template_secrets.iter();
+        out.extend(
+            templates
+                .into_iter()
+                .chain(secrets)
+                .map(|r| (Scope::Templates, r)),
+        );
         out.extend(self.leader_election.iter().map(|r| (Scope::Release, r)));
         out
     }
@@ -422,9 +430,16 @@ async fn a_life(default: &str, named: Option<&str>) -> Life {
             json!({
                 "apiVersion": "fledge.dev/v1alpha1", "kind": "MetricTemplate",
                 "metadata": {"name": name, "namespace": ns},
-                "spec": {"provider": {"type": "prometheus", "address": "http://prometheus:9090"},
+                "spec": {"provider": {"type": "prometheus", "address": "http://prometheus:9090",
+                                      "secretRef": {"name": "prom-auth"}},
                          "query": "1"}
             }),
+        );
+        // The template's credentials are read from its own namespace.
+        c.put(
+            &format!("/api/v1/namespaces/{ns}/secrets/prom-auth"),
+            json!({"apiVersion": "v1", "kind": "Secret",
+                   "metadata": {"name": "prom-auth", "namespace": ns}, "data": {"token": "MQ=="}}),
         );
     }
     for metric in ["not-found", "errors"] {

@@ -281,7 +281,7 @@ fn fields_fledge_does_not_know_are_listed_not_silently_dropped() {
     let text = fixture("podinfo-blue-green.yaml")
         .replace(
             "  progressDeadlineSeconds: 60",
-            "  progressDeadlineSeconds: 60\n  metricsServer: http://prometheus:9090",
+            "  progressDeadlineSeconds: 60\n  metricServer: http://prometheus:9090",
         )
         .replace(
             "    iterations: 10",
@@ -291,7 +291,7 @@ fn fields_fledge_does_not_know_are_listed_not_silently_dropped() {
     assert_eq!(
         loaded.ignored,
         [
-            "document 1 (Canary podinfo): spec.metricsServer",
+            "document 1 (Canary podinfo): spec.metricServer",
             "document 1 (Canary podinfo): spec.analysis.stepWeigth"
         ]
     );

@@ -6,7 +6,10 @@ use futures::FutureExt;
 use futures::future::BoxFuture;
 
 use crate::analysis::MetricReading;
-use crate::metrics::{Mesh, Prometheus};
+use k8s_openapi::api::core::v1::Secret;
+use kube::Api;
+
+use crate::metrics::{Access, Credentials, Mesh, Prometheus};
 use crate::observe::{Measurement, Subject};
 use crate::rollout::HookOutcome;
 use crate::router::{Router, Routes};
@@ -60,14 +63,14 @@ pub struct HookCall {
 /// `Error` or `NoData`, a failed hook outcome) because the rollout core decides what they mean.
 pub trait Observer: Send + Sync {
     /// Executes one measurement of the observation plan ([`crate::observe::plan`]) about
-    /// `subject`, with the `MetricTemplate` it names when it names one (`None` when that does
-    /// not exist).
+    /// `subject`, asking the Canary's own Prometheus and the `MetricTemplate` it names (with
+    /// its credentials) when `access` gives them.
     fn read_metric<'a>(
         &'a self,
         provider: Provider,
         subject: &'a Subject,
         measurement: &'a Measurement,
-        template: Option<&'a MetricTemplateSpec>,
+        access: Access<'a>,
     ) -> BoxFuture<'a, MetricReading>;
     fn call_hook<'a>(
         &'a self,
@@ -175,11 +178,11 @@ impl Observer for LiveObserver {
         provider: Provider,
         subject: &'a Subject,
         measurement: &'a Measurement,
-        template: Option<&'a MetricTemplateSpec>,
+        access: Access<'a>,
     ) -> BoxFuture<'a, MetricReading> {
         let mesh = Mesh::for_provider(provider, self.gateway_api);
         self.prometheus
-            .read(mesh, subject, measurement, template)
+            .read_with(mesh, subject, measurement, access)
             .boxed()
     }
 
@@ -202,4 +205,34 @@ impl Observer for LiveObserver {
         }
         .boxed()
     }
+}
+
+/// The credentials of a MetricTemplate in `namespace` (its `provider.secretRef`, read from the
+/// template's own namespace, as Flagger reads it): `None` when it names no Secret; a Secret
+/// that does not exist is a reason naming it, for the failed check; other API errors are the
+/// caller's to retry.
+pub(crate) async fn template_credentials(
+    client: kube::Client,
+    namespace: &str,
+    template: &MetricTemplateSpec,
+) -> Result<Option<Result<Credentials, String>>, kube::Error> {
+    let Some(r) = &template.provider.secret_ref else {
+        return Ok(None);
+    };
+    let secret = format!("{namespace}/{}", r.name);
+    let api: Api<Secret> = Api::namespaced(client, namespace);
+    Ok(Some(match api.get_opt(&r.name).await? {
+        None => Err(format!(
+            "Secret {secret} not found (the template's provider.secretRef)"
+        )),
+        Some(found) => Ok(Credentials {
+            secret,
+            data: found
+                .data
+                .unwrap_or_default()
+                .into_iter()
+                .map(|(k, v)| (k, v.0))
+                .collect(),
+        }),
+    }))
 }

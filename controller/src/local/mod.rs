@@ -190,9 +190,15 @@ impl Local {
                 },
                 _ => None,
             };
+            // No cluster, no Secrets: a template's secretRef reads as an error naming it.
+            let access = crate::metrics::Access {
+                server: self.canary.spec.metrics_server.as_deref(),
+                template,
+                credentials: None,
+            };
             let reading = self
                 .observer
-                .read_metric(self.provider, &self.subject, &m, template)
+                .read_metric(self.provider, &self.subject, &m, access)
                 .await;
             metrics.insert(m.metric, reading);
         }

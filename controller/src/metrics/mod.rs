@@ -10,6 +10,11 @@
 //!   series over the range (and [`SERIES_LOOKBACK`] before it), diffed per series with
 //!   counter-reset handling ([`counters`] says why not `increase()`, and its known error).
 //!
+//! Which Prometheus, and how ([`Access`]): the controller's `--prometheus`, or the Canary's own
+//! `metricsServer` (as Flagger: its built-ins, inline queries and, in Fledge, templates without
+//! an address); a MetricTemplate's `address`, with its `headers`, its credentials ([`Credentials`]:
+//! the Secret its `secretRef` names) and `insecureSkipVerify`.
+//!
 //! [`Prometheus::read`] never fails: whatever happens becomes a [`MetricReading`], with
 //! `NoData` when Prometheus answered but had nothing to say (no request series, NaN) and `Error`
 //! when it could not be asked or answered nonsense (unreachable, timed out, rejected the query, a
@@ -41,13 +46,17 @@
 //!
 //! [`MetricReading`]: crate::analysis::MetricReading
 
+#[cfg(feature = "cluster")]
+mod auth;
 pub mod counters;
 #[cfg(feature = "cluster")]
 mod prometheus;
 mod queries;
 
 #[cfg(feature = "cluster")]
-pub use prometheus::Prometheus;
+pub use auth::Credentials;
+#[cfg(feature = "cluster")]
+pub use prometheus::{Access, Prometheus};
 pub use queries::{SERIES_LOOKBACK, SideQueries, builtin_query, evaluation_time, side_queries};
 
 use crate::analysis::MetricReading;

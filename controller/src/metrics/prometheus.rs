@@ -11,6 +11,7 @@ use reqwest::header::{HeaderName, HeaderValue};
 use serde::Deserialize;
 use serde_json::Value;
 
+use super::auth::Credentials;
 use super::counters::{Series, counts_reading, histograms_reading};
 use super::queries::{builtin_query, evaluation_time, side_queries};
 use super::{Mesh, MetricsError, RANGE_VECTOR_FOR_A_SCALAR, scalar_reading};
@@ -28,9 +29,26 @@ const MAX_BACKOFF: StdDuration = StdDuration::from_secs(2);
 pub struct Prometheus {
     client: prometheus_http_query::Client,
     http: reqwest::Client,
+    /// For MetricTemplates with `insecureSkipVerify`: accepts any certificate.
+    insecure: reqwest::Client,
     address: String,
     timeout: StdDuration,
     retries: u32,
+}
+
+/// How one measurement is asked, besides its plan: the Canary's own Prometheus and the
+/// MetricTemplate it names, with that template's credentials.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Access<'a> {
+    /// The Canary's `metricsServer` (Flagger's per-Canary `-metrics-server`): the Prometheus of
+    /// its built-in metrics, inline queries and templates without an address.
+    pub server: Option<&'a str>,
+    /// The `MetricTemplate` a template query names, as the shell found it (`None` when it does
+    /// not exist).
+    pub template: Option<&'a MetricTemplateSpec>,
+    /// The data of the Secret the template's `provider.secretRef` names, or why it could not
+    /// be read (a message naming the Secret).
+    pub credentials: Option<&'a Result<Credentials, String>>,
 }
 
 impl Prometheus {
@@ -45,11 +63,17 @@ impl Prometheus {
             .timeout(timeout)
             .build()
             .map_err(|e| invalid(error_chain(&e)))?;
+        let insecure = reqwest::Client::builder()
+            .timeout(timeout)
+            .danger_accept_invalid_certs(true)
+            .build()
+            .map_err(|e| invalid(error_chain(&e)))?;
         let client = prometheus_http_query::Client::from(http.clone(), address)
             .map_err(|e| invalid(error_chain(&e)))?;
         Ok(Prometheus {
             client,
             http,
+            insecure,
             address: address.to_string(),
             timeout,
             retries,
@@ -66,64 +90,117 @@ impl Prometheus {
         measurement: &Measurement,
         template: Option<&MetricTemplateSpec>,
     ) -> MetricReading {
+        let access = Access {
+            template,
+            ..Access::default()
+        };
+        self.read_with(mesh, subject, measurement, access).await
+    }
+
+    /// [`Prometheus::read`] with the Canary's own Prometheus and the template's credentials.
+    pub async fn read_with(
+        &self,
+        mesh: Mesh,
+        subject: &Subject,
+        measurement: &Measurement,
+        access: Access<'_>,
+    ) -> MetricReading {
         let range = measurement.range;
+        let server = match access.server.filter(|a| !a.is_empty()) {
+            None => Server {
+                client: self.client.clone(),
+                address: &self.address,
+            },
+            Some(address) => match self.server(address, false) {
+                Ok(server) => server,
+                Err(e) => {
+                    return MetricReading::Error {
+                        reason: format!("spec.metricsServer {e}"),
+                    };
+                }
+            },
+        };
         match &measurement.measure {
-            Measure::Counts => self.counts(mesh, subject, range).await,
-            Measure::Histograms => self.histograms(mesh, subject, range).await,
+            Measure::Counts => self.counts(&server, mesh, subject, range).await,
+            Measure::Histograms => self.histograms(&server, mesh, subject, range).await,
             measure @ (Measure::SuccessRate | Measure::Latency) => {
                 match builtin_query(mesh, measure, subject, range) {
-                    Some(query) => {
-                        self.scalar(&self.client, &self.address, &query, &[], range)
-                            .await
-                    }
+                    Some(query) => self.scalar(&server, &query, &[], range).await,
                     None => MetricReading::Error {
                         reason: format!("no built-in query for {}", measurement.metric),
                     },
                 }
             }
-            Measure::Query(source) => match resolve_query(source, subject, range, template) {
-                Err(reason) => MetricReading::Error { reason },
-                // A template may name its own Prometheus, as in Flagger.
-                Ok(ResolvedQuery {
-                    promql,
-                    address: Some(address),
-                    headers,
-                }) if address != self.address => {
-                    match prometheus_http_query::Client::from(self.http.clone(), &address) {
-                        Ok(client) => {
-                            self.scalar(&client, &address, &promql, &headers, range)
-                                .await
+            Measure::Query(source) => {
+                match resolve_query(source, subject, range, access.template) {
+                    Err(reason) => MetricReading::Error { reason },
+                    Ok(q) => match self.template_server(server, &q, access) {
+                        Ok((server, headers)) => {
+                            self.scalar(&server, &q.promql, &headers, range).await
                         }
-                        Err(e) => MetricReading::Error {
-                            reason: format!(
-                                "{}: address `{address}` cannot be used: {}",
-                                measurement.metric,
-                                error_chain(&e)
-                            ),
+                        Err(reason) => MetricReading::Error {
+                            reason: format!("{}: {reason}", measurement.metric),
                         },
-                    }
+                    },
                 }
-                Ok(q) => {
-                    self.scalar(&self.client, &self.address, &q.promql, &q.headers, range)
-                        .await
-                }
-            },
+            }
         }
+    }
+
+    /// A client of the Prometheus at `address`, verifying its certificate unless `insecure`;
+    /// the error says why the address cannot be used.
+    fn server<'a>(&self, address: &'a str, insecure: bool) -> Result<Server<'a>, String> {
+        let http = if insecure { &self.insecure } else { &self.http };
+        prometheus_http_query::Client::from(http.clone(), address)
+            .map(|client| Server { client, address })
+            .map_err(|e| format!("`{address}` cannot be used: {}", error_chain(&e)))
+    }
+
+    /// Where a user's query is sent, and its headers: a template may name its own Prometheus,
+    /// skip TLS verification and authenticate, as in Flagger.
+    fn template_server<'a>(
+        &self,
+        server: Server<'a>,
+        q: &'a ResolvedQuery,
+        access: Access<'a>,
+    ) -> Result<(Server<'a>, Vec<(String, String)>), String> {
+        let Some(provider) = access.template.map(|t| &t.provider) else {
+            return Ok((server, q.headers.clone()));
+        };
+        let mut headers = q.headers.clone();
+        if let Some(r) = &provider.secret_ref {
+            let credentials = match access.credentials {
+                Some(Ok(c)) => c.authorization()?,
+                Some(Err(why)) => return Err(why.clone()),
+                None => {
+                    return Err(format!(
+                        "provider.secretRef: Secret `{}` was not read (no cluster to read it from)",
+                        r.name
+                    ));
+                }
+            };
+            headers.push(("Authorization".into(), credentials));
+        }
+        let address = q.address.as_deref().unwrap_or(server.address);
+        if address == server.address && !provider.insecure_skip_verify {
+            return Ok((server, headers));
+        }
+        let server = self.server(address, provider.insecure_skip_verify)?;
+        Ok((server, headers))
     }
 
     async fn scalar(
         &self,
-        client: &prometheus_http_query::Client,
-        address: &str,
+        server: &Server<'_>,
         query: &str,
         headers: &[(String, String)],
         range: Range,
     ) -> MetricReading {
-        let data = match self.query(client, query, headers, range.to).await {
+        let data = match self.query(&server.client, query, headers, range.to).await {
             Ok(data) => data,
             Err(f) => {
                 return MetricReading::Error {
-                    reason: f.reason(address, self.timeout, query),
+                    reason: f.reason(server.address, self.timeout, query),
                 };
             }
         };
@@ -148,12 +225,17 @@ impl Prometheus {
     }
 
     /// The raw counter samples of one query (see [`side_queries`]).
-    async fn matrix(&self, query: &str, range: Range) -> Result<Vec<Series>, MetricReading> {
+    async fn matrix(
+        &self,
+        server: &Server<'_>,
+        query: &str,
+        range: Range,
+    ) -> Result<Vec<Series>, MetricReading> {
         let data = self
-            .query(&self.client, query, &[], range.to)
+            .query(&server.client, query, &[], range.to)
             .await
             .map_err(|f| MetricReading::Error {
-                reason: f.reason(&self.address, self.timeout, query),
+                reason: f.reason(server.address, self.timeout, query),
             })?;
         match data {
             Data::Matrix(series) => Ok(series),
@@ -169,26 +251,38 @@ impl Prometheus {
 
     /// Requests and 5xx failures of canary and primary since the range began, for the
     /// sequential error-rate test.
-    async fn counts(&self, mesh: Mesh, subject: &Subject, range: Range) -> MetricReading {
+    async fn counts(
+        &self,
+        server: &Server<'_>,
+        mesh: Mesh,
+        subject: &Subject,
+        range: Range,
+    ) -> MetricReading {
         let c = side_queries(mesh, subject, Side::Canary, range);
         let p = side_queries(mesh, subject, Side::Primary, range);
         let (cr, cf, pr, pf) = futures::join!(
-            self.matrix(&c.requests, range),
-            self.matrix(&c.failures, range),
-            self.matrix(&p.requests, range),
-            self.matrix(&p.failures, range),
+            self.matrix(server, &c.requests, range),
+            self.matrix(server, &c.failures, range),
+            self.matrix(server, &p.requests, range),
+            self.matrix(server, &p.failures, range),
         );
         counts_reading([cr, cf, pr, pf], range)
     }
 
     /// Latency histograms of canary and primary since the range began, for the Mann-Whitney
     /// test.
-    async fn histograms(&self, mesh: Mesh, subject: &Subject, range: Range) -> MetricReading {
+    async fn histograms(
+        &self,
+        server: &Server<'_>,
+        mesh: Mesh,
+        subject: &Subject,
+        range: Range,
+    ) -> MetricReading {
         let c = side_queries(mesh, subject, Side::Canary, range);
         let p = side_queries(mesh, subject, Side::Primary, range);
         let (cd, pd) = futures::join!(
-            self.matrix(&c.histogram, range),
-            self.matrix(&p.histogram, range),
+            self.matrix(server, &c.histogram, range),
+            self.matrix(server, &p.histogram, range),
         );
         histograms_reading(cd, pd, range)
     }
@@ -273,6 +367,12 @@ impl Prometheus {
         }
         parse_data(answer.data.unwrap_or(Value::Null)).map_err(Failure::BadAnswer)
     }
+}
+
+/// One Prometheus server and its address, for messages.
+struct Server<'a> {
+    client: prometheus_http_query::Client,
+    address: &'a str,
 }
 
 /// The API's envelope: `{"status": "success"|"error", "data": .., "errorType": .., "error": ..}`.

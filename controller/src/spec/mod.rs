@@ -53,6 +53,11 @@ pub struct CanarySpec {
     /// Empty means the controller-wide default.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub provider: Option<String>,
+    /// The Prometheus of this Canary's metrics (Flagger's per-Canary `-metrics-server`), e.g.
+    /// `http://prometheus.monitoring:9090`: its built-in metrics, inline queries and templates
+    /// without an address read it. Empty means the controller's `--prometheus`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub metrics_server: Option<String>,
     /// The workload under rollout; it becomes the canary and is cloned into `<name>-primary`.
     pub target_ref: LocalObjectReference,
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -454,12 +459,21 @@ pub struct MetricProvider {
     /// HTTP headers sent with every query, each name with its values (Go's `http.Header`).
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub headers: BTreeMap<String, Vec<String>>,
+    /// The Secret (in the template's namespace) with the credentials sent with every query:
+    /// key `token` (a bearer token) or keys `username` and `password` (basic authentication).
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schemars(schema_with = "free_form_object")]
-    pub secret_ref: Option<serde_json::Value>,
+    pub secret_ref: Option<SecretReference>,
     /// The region of a cloud provider's metrics (CloudWatch); kept, not used by Prometheus.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub region: Option<String>,
+    /// Accept any TLS certificate from the template's Prometheus (a self-signed one).
     #[serde(default)]
     pub insecure_skip_verify: bool,
+}
+
+/// A Secret in the referring object's namespace, by name.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+pub struct SecretReference {
+    #[serde(default)]
+    pub name: String,
 }

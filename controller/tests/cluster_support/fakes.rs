@@ -94,7 +94,7 @@ impl Observer for FakeObserver {
         _provider: Provider,
         _subject: &'a Subject,
         measurement: &'a Measurement,
-        _template: Option<&'a MetricTemplateSpec>,
+        _access: Access<'a>,
     ) -> BoxFuture<'a, MetricReading> {
         async move {
             let s = self.0.store.lock().unwrap();

@@ -7,11 +7,12 @@ use std::collections::BTreeMap;
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::core::v1::{PodSpec, Probe};
 
-use super::super::providers::{HookCall, Observer};
+use super::super::providers::{HookCall, Observer, template_credentials};
 use super::super::workloads;
 use super::super::{Error, Result, flagger};
 use super::tick::Tick;
 use crate::analysis::MetricReading;
+use crate::metrics::Access;
 use crate::observe::{Measure, Measurement, QuerySource, Subject, plan, template_not_found};
 use crate::rollout::{
     Command, HookOutcome, Millis, Observation, Phase, PodState, RolloutState, wants,
@@ -90,34 +91,40 @@ impl Tick<'_> {
         Ok(states)
     }
 
-    /// One measurement, with the `MetricTemplate` it names read from the API.
+    /// One measurement, with the `MetricTemplate` it names and that template's credentials
+    /// read from the API.
     async fn read_metric(&self, subject: &Subject, m: &Measurement) -> Result<MetricReading> {
-        let template: Option<MetricTemplateSpec> = match &m.measure {
-            Measure::Query(QuerySource::Template {
-                namespace, name, ..
-            }) => {
-                let client = self.ctx.client.clone();
-                match flagger::metric_template(client, self.canary, namespace, name).await {
-                    Ok(Some(t)) => Some(t),
-                    Ok(None) => {
-                        let reason = template_not_found(namespace, name);
-                        return Ok(MetricReading::Error { reason });
-                    }
-                    Err(source) => {
-                        return Err(Error::Read {
-                            kind: "MetricTemplate",
-                            name: format!("{namespace}/{name}"),
-                            source,
-                        });
-                    }
-                }
-            }
-            _ => None,
+        let mut template: Option<MetricTemplateSpec> = None;
+        let mut credentials = None;
+        if let Measure::Query(QuerySource::Template {
+            namespace, name, ..
+        }) = &m.measure
+        {
+            let client = self.ctx.client.clone();
+            let read = |kind, name, source| Error::Read { kind, name, source };
+            let found = flagger::metric_template(client.clone(), self.canary, namespace, name)
+                .await
+                .map_err(|e| read("MetricTemplate", format!("{namespace}/{name}"), e))?;
+            let Some(t) = found else {
+                let reason = template_not_found(namespace, name);
+                return Ok(MetricReading::Error { reason });
+            };
+            let secret = t.provider.secret_ref.as_ref().map(|r| r.name.as_str());
+            let secret = format!("{namespace}/{}", secret.unwrap_or_default());
+            credentials = template_credentials(client, namespace, &t)
+                .await
+                .map_err(|e| read("Secret", secret, e))?;
+            template = Some(t);
+        }
+        let access = Access {
+            server: self.canary.spec.metrics_server.as_deref(),
+            template: template.as_ref(),
+            credentials: credentials.as_ref(),
         };
         Ok(self
             .ctx
             .observer
-            .read_metric(self.provider()?, subject, m, template.as_ref())
+            .read_metric(self.provider()?, subject, m, access)
             .await)
     }
 }

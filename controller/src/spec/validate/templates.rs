@@ -1,5 +1,6 @@
-//! MetricTemplates: what of one Fledge can query. Only Prometheus, without credentials or
-//! skipped TLS verification yet; Flagger's other metric providers are named as such.
+//! MetricTemplates: what of one Fledge can query. Only Prometheus (with credentials from a
+//! Secret and skipped TLS verification, as in Flagger); Flagger's other metric providers are
+//! named as such.
 
 use super::FieldError;
 use crate::spec::MetricTemplateSpec;
@@ -40,21 +41,17 @@ pub fn metric_template(spec: &MetricTemplateSpec) -> Vec<FieldError> {
             message,
         });
     }
-    // Flagger reads `username`/`password` or `token` from the Secret and may skip TLS
-    // verification; Fledge does neither yet, and sending the query without them would fail
-    // later with a less telling 401 or TLS error (or, worse, succeed elsewhere).
-    for (set, field) in [
-        (provider.secret_ref.is_some(), "secretRef"),
-        (provider.insecure_skip_verify, "insecureSkipVerify"),
-    ] {
-        if set {
-            out.push(FieldError {
-                path: format!("spec.provider.{field}"),
-                message: "not supported by Fledge yet; remove it (Prometheus without \
-                          authentication or with a verifiable certificate)"
-                    .into(),
-            });
-        }
+    // The Secret's keys are checked where it is read, at every query (it may change).
+    if provider
+        .secret_ref
+        .as_ref()
+        .is_some_and(|r| r.name.is_empty())
+    {
+        out.push(FieldError {
+            path: "spec.provider.secretRef.name".into(),
+            message: "empty: name the Secret (in the template's namespace) with the credentials"
+                .into(),
+        });
     }
     out
 }
