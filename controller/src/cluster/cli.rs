@@ -4,10 +4,10 @@
 
 use std::fmt::Write as _;
 
-use kube::api::{Api, ListParams, Patch, PatchParams};
+use kube::api::{Api, DynamicObject, ListParams, Patch, PatchParams};
 use kube::{Client, ResourceExt};
 
-use super::{COMMAND_ANNOTATION, Error, Result, status};
+use super::{COMMAND_ANNOTATION, Error, Result, flagger, status};
 use crate::spec::Canary;
 
 /// What an operator asks of a rollout.
@@ -28,8 +28,38 @@ fn api(client: Client, namespace: Option<&str>) -> Api<Canary> {
     }
 }
 
+/// Flagger's Canaries, which the controller reconciles under `--flagger-canaries`.
+fn flagger_api(client: Client, namespace: Option<&str>) -> Api<DynamicObject> {
+    let resource = flagger::canary_resource();
+    match namespace {
+        Some(ns) => Api::namespaced_with(client, ns, &resource),
+        None => Api::default_namespaced_with(client, &resource),
+    }
+}
+
+/// A Flagger Canary as the controller reads it (its state from the `fledge.dev/state`
+/// annotation); one that does not read shows why in its last decision.
+fn flagger_canary(object: &DynamicObject) -> Canary {
+    flagger::to_canary(object).unwrap_or_else(|e| {
+        let mut c = Canary::new(&object.name_any(), Default::default());
+        c.metadata = object.metadata.clone();
+        c.status = Some(crate::spec::CanaryStatus {
+            message: Some(format!("cannot be read: {e}")),
+            ..Default::default()
+        });
+        c
+    })
+}
+
+/// Whether an error is the API's 404: no such object, or no such resource (Flagger's CRD not
+/// installed).
+fn not_found(e: &kube::Error) -> bool {
+    matches!(e, kube::Error::Api(s) if s.code == 404)
+}
+
 /// `status [NAME]`: one Canary in detail, or a table of all in the namespace (or every
-/// namespace with `all_namespaces`).
+/// namespace with `all_namespaces`); Flagger's Canaries too (`flagger.app` in the table's
+/// API column), for the controller may reconcile them.
 pub async fn status(
     client: Client,
     namespace: Option<&str>,
@@ -42,30 +72,56 @@ pub async fn status(
         source,
     };
     if let Some(name) = name {
-        let canary = api(client, namespace).get(name).await.map_err(read)?;
-        return Ok(describe(&canary));
+        let fledge = api(client.clone(), namespace);
+        if let Some(canary) = fledge.get_opt(name).await.map_err(read)? {
+            return Ok(describe(&canary));
+        }
+        match flagger_api(client, namespace).get_opt(name).await {
+            Ok(Some(object)) => return Ok(describe(&flagger_canary(&object))),
+            Ok(None) => {}
+            Err(e) if not_found(&e) => {}
+            Err(e) => return Err(read(e)),
+        }
+        // Neither: the API's own answer for Fledge's Canary says so.
+        return Err(read(fledge.get(name).await.err().unwrap_or_else(|| {
+            kube::Error::Service("the Canary appeared and went while it was read".into())
+        })));
     }
-    let api = if all_namespaces {
-        Api::all(client)
+    let (fledge, flaggers) = if all_namespaces {
+        let resource = flagger::canary_resource();
+        (Api::all(client.clone()), Api::all_with(client, &resource))
     } else {
-        api(client, namespace)
+        (
+            api(client.clone(), namespace),
+            flagger_api(client, namespace),
+        )
     };
-    let list = api.list(&ListParams::default()).await.map_err(read)?;
-    Ok(table(&list.items))
+    let mut canaries = fledge
+        .list(&ListParams::default())
+        .await
+        .map_err(read)?
+        .items;
+    match flaggers.list(&ListParams::default()).await {
+        Ok(list) => canaries.extend(list.items.iter().map(flagger_canary)),
+        Err(e) if not_found(&e) => {}
+        Err(e) => return Err(read(e)),
+    }
+    Ok(table(&canaries))
 }
 
 /// A table of Canaries: namespace, name, phase, weight, failed checks, last decision.
 pub fn table(canaries: &[Canary]) -> String {
-    let mut out = String::from("NAMESPACE\tNAME\tPHASE\tWEIGHT\tFAILED\tLAST DECISION\n");
+    let mut out = String::from("NAMESPACE\tNAME\tAPI\tPHASE\tWEIGHT\tFAILED\tLAST DECISION\n");
     for c in canaries {
         let s = c.status.clone().unwrap_or_default();
         let message = s.message.unwrap_or_default();
         let first_line = message.lines().next().unwrap_or("");
         let _ = writeln!(
             out,
-            "{}\t{}\t{}\t{}\t{}\t{}",
+            "{}\t{}\t{}\t{}\t{}\t{}\t{}",
             c.namespace().unwrap_or_default(),
             c.name_any(),
+            api_group(c),
             if s.phase.is_empty() { "-" } else { &s.phase },
             s.canary_weight,
             s.failed_checks,
@@ -81,9 +137,10 @@ pub fn describe(canary: &Canary) -> String {
     let mut out = String::new();
     let _ = writeln!(
         out,
-        "Canary {}/{}",
+        "Canary {}/{} ({})",
         canary.namespace().unwrap_or_default(),
-        canary.name_any()
+        canary.name_any(),
+        api_group(canary)
     );
     let phase = if s.phase.is_empty() { "-" } else { &s.phase };
     let _ = writeln!(out, "  Phase:          {phase}");
@@ -123,14 +180,23 @@ pub fn describe(canary: &Canary) -> String {
     out
 }
 
-/// Sends `request` to the Canary `name`; returns what was done, for the operator.
+/// The API group a Canary was read from: Fledge's, or Flagger's.
+fn api_group(canary: &Canary) -> &'static str {
+    if flagger::is_flagger(canary) {
+        flagger::GROUP
+    } else {
+        crate::spec::GROUP
+    }
+}
+
+/// Sends `request` to the Canary `name` (Fledge's, else Flagger's of that name); returns what
+/// was done, for the operator.
 pub async fn send(
     client: Client,
     namespace: Option<&str>,
     name: &str,
     request: Request,
 ) -> Result<String> {
-    let api = api(client, namespace);
     let patch = match request {
         Request::Promote => {
             serde_json::json!({"metadata": {"annotations": {COMMAND_ANNOTATION: "promote"}}})
@@ -140,14 +206,30 @@ pub async fn send(
         }
         Request::Resume => serde_json::json!({"spec": {"suspend": false}}),
     };
-    let canary = api
-        .patch(name, &PatchParams::default(), &Patch::Merge(&patch))
+    let write = |source| Error::Write {
+        kind: "Canary",
+        name: name.to_string(),
+        source,
+    };
+    let params = PatchParams::default();
+    let canary = match api(client.clone(), namespace)
+        .patch(name, &params, &Patch::Merge(&patch))
         .await
-        .map_err(|source| Error::Write {
-            kind: "Canary",
-            name: name.to_string(),
-            source,
-        })?;
+    {
+        Ok(canary) => canary,
+        Err(e) if not_found(&e) => {
+            let patched = flagger_api(client, namespace)
+                .patch(name, &params, &Patch::Merge(&patch))
+                .await;
+            match patched {
+                Ok(object) => flagger_canary(&object),
+                // Neither exists: the error about Fledge's Canary, the one tried first.
+                Err(f) if not_found(&f) => return Err(write(e)),
+                Err(f) => return Err(write(f)),
+            }
+        }
+        Err(e) => return Err(write(e)),
+    };
     let phase = canary
         .status
         .map(|s| s.phase)
@@ -191,7 +273,9 @@ mod tests {
         )]);
         assert_eq!(
             t.lines().nth(1),
-            Some("test\tpodinfo\tProgressing\t20\t0\tAdvance podinfo canary weight 20%")
+            Some(
+                "test\tpodinfo\tfledge.dev\tProgressing\t20\t0\tAdvance podinfo canary weight 20%"
+            )
         );
     }
 
