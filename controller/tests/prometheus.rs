@@ -553,6 +553,7 @@ fn by_template(variables: &[(&str, &str)]) -> Measure {
             .iter()
             .map(|(k, v)| (k.to_string(), v.to_string()))
             .collect::<BTreeMap<_, _>>(),
+        interval: None,
     })
 }
 
@@ -679,6 +680,7 @@ async fn an_inline_query_is_rendered_and_sent_as_is() {
         Measure::Query(QuerySource::Inline {
             query: query.into(),
             variables: Default::default(),
+            interval: None,
         }),
     );
     let reading = read(&prometheus(&address, 2_000, 0), Mesh::Linkerd, cpu, None).await;

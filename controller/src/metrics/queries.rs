@@ -282,6 +282,7 @@ mod tests {
             Measure::Query(QuerySource::Inline {
                 query: "up".into(),
                 variables: Default::default(),
+                interval: None,
             }),
         ] {
             assert_eq!(

@@ -144,12 +144,17 @@ pub enum QuerySource {
     Inline {
         query: String,
         variables: BTreeMap<String, String>,
+        /// The metric's `interval` as written, Flagger's `{{ interval }}` (see
+        /// [`resolve_query`]).
+        interval: Option<String>,
     },
     /// A `MetricTemplate`, by namespace and name, with the metric's `templateVariables`.
     Template {
         namespace: String,
         name: String,
         variables: BTreeMap<String, String>,
+        /// As [`QuerySource::Inline`]'s.
+        interval: Option<String>,
     },
 }
 
@@ -179,15 +184,24 @@ pub fn plan(wants: &Wants, spec: &RolloutSpec, subject: &Subject, now: Millis) -
                 from: wants.since.unwrap_or(window.from).min(now),
                 to: now,
             };
+            // Flagger's `{{ interval }}`: as written, else its default (the window's, `1m`).
+            let written = |interval: &Option<String>| {
+                interval.clone().unwrap_or_else(|| m.window.to_string())
+            };
             let (measure, range) = match &m.kind {
                 MetricKind::RequestSuccessRate if statistical => (Measure::Counts, step),
                 MetricKind::RequestDuration if statistical => (Measure::Histograms, step),
                 MetricKind::RequestSuccessRate => (Measure::SuccessRate, window),
                 MetricKind::RequestDuration => (Measure::Latency, window),
-                MetricKind::Query { query, variables } => (
+                MetricKind::Query {
+                    query,
+                    variables,
+                    interval,
+                } => (
                     Measure::Query(QuerySource::Inline {
                         query: query.clone(),
                         variables: variables.clone(),
+                        interval: Some(written(interval)),
                     }),
                     window,
                 ),
@@ -195,6 +209,7 @@ pub fn plan(wants: &Wants, spec: &RolloutSpec, subject: &Subject, now: Millis) -
                     name,
                     namespace,
                     variables,
+                    interval,
                 } => (
                     Measure::Query(QuerySource::Template {
                         namespace: namespace
@@ -203,6 +218,7 @@ pub fn plan(wants: &Wants, spec: &RolloutSpec, subject: &Subject, now: Millis) -
                             .unwrap_or_else(|| subject.namespace.clone()),
                         name: name.clone(),
                         variables: variables.clone(),
+                        interval: Some(written(interval)),
                     }),
                     window,
                 ),

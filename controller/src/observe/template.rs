@@ -37,6 +37,16 @@ pub fn render_template(
     interval: Duration,
     variables: &BTreeMap<String, String>,
 ) -> Result<String, RenderError> {
+    render(query, subject, &interval.to_string(), variables)
+}
+
+/// [`render_template`] with `{{ interval }}` as given.
+fn render(
+    query: &str,
+    subject: &Subject,
+    interval: &str,
+    variables: &BTreeMap<String, String>,
+) -> Result<String, RenderError> {
     let mut out = String::with_capacity(query.len() + 32);
     let mut rest = query;
     while let Some(start) = rest.find("{{") {
@@ -67,7 +77,7 @@ pub fn render_template(
             "namespace" => out.push_str(&subject.namespace),
             "target" | "ingress" | "route" => out.push_str(&subject.target),
             "service" => out.push_str(&subject.service),
-            "interval" => out.push_str(&interval.to_string()),
+            "interval" => out.push_str(interval),
             _ => match name.strip_prefix("variables.").map(str::trim) {
                 Some(var) => match variables.get(var) {
                     Some(value) => out.push_str(value),
@@ -136,26 +146,37 @@ pub struct ResolvedQuery {
 /// The PromQL of a user's query for one measurement: the inline query, or the `template` the
 /// source names (looked up by the shell: `None` when it does not exist), rendered for `subject`
 /// over `range`. The error is the reason a person reads in the Canary's status.
+///
+/// `{{ interval }}` is the metric's `interval` as written (`90s` stays `90s`), as Flagger fills
+/// it, and `1m` (Flagger's default) when the metric sets none; the range is that long whenever
+/// the clock has run that long. A source without it (built by hand) gets the range's length.
 pub fn resolve_query(
     source: &QuerySource,
     subject: &Subject,
     range: Range,
     template: Option<&MetricTemplateSpec>,
 ) -> Result<ResolvedQuery, String> {
+    let interval = |written: &Option<String>| match written.as_deref() {
+        Some(text) if !text.is_empty() => text.to_string(),
+        _ => range.length().to_string(),
+    };
     match source {
-        QuerySource::Inline { query, variables } => {
-            render_template(query, subject, range.length(), variables)
-                .map(|promql| ResolvedQuery {
-                    promql,
-                    address: None,
-                    headers: Vec::new(),
-                })
-                .map_err(|e| e.to_string())
-        }
+        QuerySource::Inline {
+            query,
+            variables,
+            interval: written,
+        } => render(query, subject, &interval(written), variables)
+            .map(|promql| ResolvedQuery {
+                promql,
+                address: None,
+                headers: Vec::new(),
+            })
+            .map_err(|e| e.to_string()),
         QuerySource::Template {
             namespace,
             name,
             variables,
+            interval: written,
         } => {
             let Some(template) = template else {
                 return Err(template_not_found(namespace, name));
@@ -163,7 +184,7 @@ pub fn resolve_query(
             if let Some(e) = crate::spec::metric_template(template).first() {
                 return Err(format!("MetricTemplate {namespace}/{name}: {e}"));
             }
-            let promql = render_template(&template.query, subject, range.length(), variables)
+            let promql = render(&template.query, subject, &interval(written), variables)
                 .map_err(|e| format!("MetricTemplate {namespace}/{name}: {e}"))?;
             let headers = http_headers(&template.provider.headers)
                 .map_err(|e| format!("MetricTemplate {namespace}/{name}: {e}"))?;

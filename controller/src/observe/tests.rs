@@ -78,6 +78,7 @@ fn custom_queries_are_measured_over_their_own_window_under_either_judge() {
                     namespace: "test".into(),
                     name: "latency".into(),
                     variables: BTreeMap::new(),
+                    interval: Some("2m".into()),
                 }),
                 range: Range {
                     from: NOW - 120_000,
@@ -208,6 +209,7 @@ fn a_template_is_rendered_over_the_measured_range() {
         namespace: "istio-system".into(),
         name: "latency".into(),
         variables: BTreeMap::new(),
+        interval: None,
     };
     let range = Range {
         from: 0,
@@ -254,6 +256,7 @@ fn a_template_with_credentials_resolves_and_one_without_the_secrets_name_is_refu
         namespace: "istio-system".into(),
         name: "latency".into(),
         variables: BTreeMap::new(),
+        interval: None,
     };
     let range = Range {
         from: 0,
@@ -300,6 +303,34 @@ fn an_inline_query_is_rendered_with_the_metrics_template_variables_as_flagger_do
             r#"sum(rate(response_total{namespace="test",deployment=~"podinfo",direction="inbound"}[1m]))"#
         )
     );
+}
+
+#[test]
+fn interval_is_the_metrics_interval_as_written_as_flagger_fills_it() {
+    // `90s` stays `90s` (not `1m30s`), in inline queries and templates alike; a metric without
+    // an interval reads Flagger's default, `1m`, also before the clock has run a minute.
+    let query = "rate(x[{{ interval }}])";
+    let mut c = with_inline_query(query, json!({}));
+    c.spec.analysis.metrics[3].interval = Some("90s".into());
+    let mut templated = c.clone();
+    templated.spec.analysis.metrics[3].query = None;
+    templated.spec.analysis.metrics[3].template_ref =
+        Some(serde_json::from_value(json!({"name": "latency"})).expect("a templateRef"));
+    let mut unset = c.clone();
+    unset.spec.analysis.metrics[3].interval = None;
+    let t = template("prometheus", query);
+    for (c, now, expected) in [
+        (&c, NOW, "rate(x[90s])"),
+        (&templated, NOW, "rate(x[90s])"),
+        (&unset, 30_000, "rate(x[1m])"),
+    ] {
+        let p = plan(&wanted(None), &spec(c), &Subject::of(c), now);
+        let Measure::Query(source) = &p[3].measure else {
+            panic!("not a query: {:?}", p[3].measure);
+        };
+        let q = resolve_query(source, &Subject::of(c), p[3].range, Some(&t));
+        assert_eq!(q.map(|q| q.promql).as_deref(), Ok(expected));
+    }
 }
 
 #[test]

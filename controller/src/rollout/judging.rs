@@ -241,6 +241,7 @@ mod tests {
                 MetricKind::Query {
                     query: "up".into(),
                     variables: Default::default(),
+                    interval: None,
                 },
             ),
         ];

@@ -58,12 +58,18 @@ pub enum MetricKind {
         query: String,
         #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
         variables: BTreeMap<String, String>,
+        /// The metric's `interval` as written: Flagger's `{{ interval }}` (absent: `1m`).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        interval: Option<String>,
     },
     /// A `MetricTemplate` by reference.
     Template {
         name: String,
         namespace: Option<String>,
         variables: BTreeMap<String, String>,
+        /// The metric's `interval` as written: Flagger's `{{ interval }}` (absent: `1m`).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        interval: Option<String>,
     },
 }
 
@@ -248,6 +254,7 @@ fn metric(p: &mut Problems, i: usize, m: &CanaryMetric) -> Option<MetricCheck> {
             Some(MetricKind::Query {
                 query: q.clone(),
                 variables: m.template_variables.clone(),
+                interval: m.interval.clone(),
             })
         }
         (None, Some(t)) if t.name.trim().is_empty() => {
@@ -261,6 +268,7 @@ fn metric(p: &mut Problems, i: usize, m: &CanaryMetric) -> Option<MetricCheck> {
             name: t.name.clone(),
             namespace: t.namespace.clone(),
             variables: m.template_variables.clone(),
+            interval: m.interval.clone(),
         }),
         (None, None) => match m.name.as_str() {
             "request-success-rate" | "istio_requests_total" => Some(MetricKind::RequestSuccessRate),
