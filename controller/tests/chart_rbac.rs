@@ -306,7 +306,16 @@ fn live_context_with(c: &FakeCluster, default: Provider, flagger: bool) -> Arc<C
     let clock = c.clock.clone();
     let metrics = Arc::new(Metrics::new());
     Arc::new(Context {
-        alerts: fledge_controller::alerts::Alerts::start(client.clone(), metrics.clone()),
+        // One attempt per alert: the providers' webhooks refuse connections, and a retry would
+        // only hold the next alert's provider read up.
+        alerts: fledge_controller::alerts::Alerts::with_settings(
+            client.clone(),
+            metrics.clone(),
+            fledge_controller::alerts::Settings {
+                attempts: 1,
+                ..Default::default()
+            },
+        ),
         client: client.clone(),
         routing: Arc::new(LiveRouting::new(client)),
         observer: Arc::new(FakeObserver(c.clone())),
@@ -386,7 +395,7 @@ async fn a_life(default: &str, named: Option<&str>) -> Life {
              "templateRef": {"name": "not-found-percentage", "namespace": TEMPLATES_NS}},
             {"name": "errors", "interval": "1m", "thresholdRange": {"max": 5},
              "templateRef": {"name": "errors"}}
-        ]}
+        ], "alerts": alerts()}
     }));
     // A new Canary: the controller adds its finalizer.
     canary["metadata"]
@@ -421,6 +430,7 @@ async fn a_life(default: &str, named: Option<&str>) -> Life {
             }
         }),
     );
+    put_alert_providers(&c, "fledge.dev/v1alpha1");
     for (path, name, ns) in [
         (TEMPLATE, "not-found-percentage", TEMPLATES_NS),
         (LOCAL_TEMPLATE, "errors", NS),
@@ -517,6 +527,7 @@ async fn a_life(default: &str, named: Option<&str>) -> Life {
         "renews it"
     );
     election.release().await.unwrap();
+    alert_providers_read(&c).await;
     // A second Canary, scaled by KEDA.
     let mut calls = c.calls();
     calls.extend(a_keda_life(default).await);
@@ -582,7 +593,9 @@ async fn a_flagger_life() -> Life {
         {"name": "errors", "interval": "1m", "thresholdRange": {"max": 5},
          "templateRef": {"name": "errors"}}
     ]);
+    canary["spec"]["analysis"]["alerts"] = alerts();
     c.put(FLAGGER_CANARY, canary);
+    put_alert_providers(&c, "flagger.app/v1beta1");
     for (name, ns) in [("not-found-percentage", TEMPLATES_NS), ("errors", NS)] {
         c.put(
             &format!("/apis/flagger.app/v1beta1/namespaces/{ns}/metrictemplates/{name}"),
@@ -629,10 +642,50 @@ async fn a_flagger_life() -> Life {
     })
     .await;
     assert!(c.get(PRIMARY).is_none(), "the primary is deleted");
+    alert_providers_read(&c).await;
     Life {
         calls: c.calls(),
         all_namespaces,
     }
+}
+
+/// Alerts on every decision to two providers, the Canary's namespace's and one in the templates'
+/// namespace (a providerRef, like a templateRef, may name another), each a webhook that refuses
+/// connections: delivery fails; reading the providers is what the grants are about.
+fn alerts() -> Value {
+    json!([
+        {"name": "team", "severity": "info", "providerRef": {"name": "team"}},
+        {"name": "on-call", "severity": "info",
+         "providerRef": {"name": "on-call", "namespace": TEMPLATES_NS}}
+    ])
+}
+
+fn put_alert_providers(c: &FakeCluster, api_version: &str) {
+    for (name, ns) in [("team", NS), ("on-call", TEMPLATES_NS)] {
+        c.put(
+            &format!("/apis/{api_version}/namespaces/{ns}/alertproviders/{name}"),
+            json!({"apiVersion": api_version, "kind": "AlertProvider",
+                   "metadata": {"name": name, "namespace": ns},
+                   "spec": {"type": "webhook", "address": "http://127.0.0.1:9/"}}),
+        );
+    }
+}
+
+/// Alerts are sent off the reconcile path: waits (bounded) until the sender has read both
+/// providers.
+async fn alert_providers_read(c: &FakeCluster) {
+    for _ in 0..400 {
+        let calls = c.calls();
+        let read = |name: &str| {
+            let end = format!("/alertproviders/{name}");
+            calls.iter().any(|call| call.method == "GET" && call.path.ends_with(&end))
+        };
+        if read("team") && read("on-call") {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    panic!("the alert sender never read both AlertProviders");
 }
 
 fn show<'a>(set: impl IntoIterator<Item = &'a Permission>) -> String {
