@@ -678,7 +678,9 @@ async fn alert_providers_read(c: &FakeCluster) {
         let calls = c.calls();
         let read = |name: &str| {
             let end = format!("/alertproviders/{name}");
-            calls.iter().any(|call| call.method == "GET" && call.path.ends_with(&end))
+            calls
+                .iter()
+                .any(|call| call.method == "GET" && call.path.ends_with(&end))
         };
         if read("team") && read("on-call") {
             return;
