@@ -1,6 +1,7 @@
-//! An undecided rollout at its progress deadline: never promoted without its metrics; with
-//! them readable, it falls back to the metrics' thresholds over the rollout's traffic (what
-//! Flagger would check) and says so, with the deadline that would let the judge decide.
+//! A rollout the statistical judge cannot decide in time: never promoted without its metrics;
+//! with them readable, judged by the metrics' thresholds over each interval's traffic (what
+//! Flagger checks), from the first look when the forecast says so, else from the progress
+//! deadline, and saying so, with the deadline that would let the judge decide.
 
 mod support;
 
@@ -78,11 +79,16 @@ fn a_metrics_provider_that_fails_never_promotes_and_the_rollback_says_so() {
 }
 
 /// Drives a rollout at `rps` with both sides failing `rate` of requests until it ends; the
-/// analysis reasons of every tick.
-fn drive(rps: f64, rate: f64) -> (Driver, Vec<String>) {
+/// analysis reasons of every tick. Without `forecast` the rollout takes none (as a state
+/// recorded before forecasts): it learns at the deadline that the judge cannot decide.
+fn drive(rps: f64, rate: f64, forecast: bool) -> (Driver, Vec<String>, u64) {
     let mut reasons = Vec::new();
     let mut d = statistical();
     d.deploy("v2");
+    let deployed = d.now;
+    if !forecast {
+        d.state.forecast = None;
+    }
     for _ in 0..400 {
         if matches!(d.state.phase, Phase::Succeeded | Phase::Failed) {
             break;
@@ -90,48 +96,82 @@ fn drive(rps: f64, rate: f64) -> (Driver, Vec<String>) {
         d.reading = Some(reading_failing(&d, rps, rate));
         d.tick();
         reasons.extend(d.state.analysis.iter().map(|r| r.reason.clone()));
-        // The first step holds for the deadline (10m) before anything but thresholds decides.
-        if d.now < 10 * 60_000 {
-            assert!(d.state.canary_weight <= 10, "advanced at {}ms", d.now);
-        }
     }
-    (d, reasons)
+    let took = d.now - deployed;
+    (d, reasons, took)
 }
 
 #[test]
-fn too_little_traffic_at_the_deadline_falls_back_to_the_thresholds_and_says_so() {
-    let (d, reasons) = drive(10.0, 0.005);
+fn too_little_traffic_forecast_at_the_first_look_is_judged_by_thresholds_per_interval_and_says_so()
+{
+    let (d, reasons, took) = drive(1.0, 0.005, true);
     assert_eq!(d.state.phase, Phase::Succeeded);
     assert!(d.state.threshold_fallback);
+    // Flagger's pace: a step per interval from the first, no hold.
+    assert!(took <= 7 * 60_000, "decided after {took}ms");
     let messages = d.messages();
-    let fallback = messages
+    let forecast = messages
         .iter()
-        .find(|m| m.contains("falling back to the metrics' thresholds"))
-        .expect("the fallback is said");
-    assert!(fallback.contains("Progress deadline of 10m"), "{fallback}");
+        .find(|m| m.starts_with("Forecast for app"))
+        .expect("the forecast is said");
     assert!(
-        fallback.contains("at the 10 requests/s seen, spec.progressDeadlineSeconds of at least"),
-        "{fallback}"
+        forecast.contains("requests/s the statistical judge is not expected to decide")
+            && forecast.contains("judged by the metrics' thresholds over each interval's traffic")
+            && forecast.contains("raise spec.progressDeadlineSeconds to at least"),
+        "{forecast}"
     );
-    // Steps were judged by the threshold over the rollout's traffic.
     assert!(
-        reasons
-            .iter()
-            .any(|r| r.contains("within [99%, ∞)")
-                && r.contains("threshold over the rollout's traffic")),
+        reasons.iter().any(|r| r.contains("within [99%, ∞)")
+            && r.contains("threshold over this interval's traffic")),
         "{reasons:?}"
     );
 }
 
 #[test]
-fn a_canary_outside_its_threshold_at_the_fallback_is_rolled_back_by_failed_checks() {
-    // Both sides fail 1.5%: no regression, but below the metric's 99% success threshold.
-    let (d, _) = drive(10.0, 0.015);
+fn too_little_traffic_at_the_deadline_is_judged_by_thresholds_from_then_and_says_so() {
+    let (d, reasons, _) = drive(1.0, 0.005, false);
+    assert_eq!(d.state.phase, Phase::Succeeded);
+    assert!(d.state.threshold_fallback);
+    let messages = d.messages();
+    let fallback = messages
+        .iter()
+        .find(|m| m.contains("judged from now on by the metrics' thresholds"))
+        .expect("the fallback is said");
+    assert!(fallback.contains("Progress deadline of 10m"), "{fallback}");
+    assert!(
+        fallback.contains("at the 1 requests/s seen, spec.progressDeadlineSeconds of at least"),
+        "{fallback}"
+    );
+    assert!(
+        reasons
+            .iter()
+            .any(|r| r.contains("threshold over this interval's traffic")),
+        "{reasons:?}"
+    );
+}
+
+#[test]
+fn the_first_step_holds_for_the_deadline_before_thresholds_decide() {
+    let mut d = statistical();
+    d.deploy("v2");
+    d.state.forecast = None;
+    while d.now < 10 * 60_000 {
+        d.reading = Some(reading(&d, 1.0));
+        d.tick();
+        assert!(d.state.canary_weight <= 10, "advanced at {}ms", d.now);
+        assert!(!d.state.threshold_fallback, "at {}ms", d.now);
+    }
+}
+
+#[test]
+fn a_canary_outside_its_threshold_is_rolled_back_by_failed_checks_over_each_interval() {
+    // Both sides fail 5%: no regression, but every interval below the metric's 99% success.
+    let (d, _, _) = drive(1.0, 0.05, true);
     assert_eq!(d.state.phase, Phase::Failed);
     let last = d.messages().last().unwrap().clone();
     assert!(last.contains("failed checks threshold reached"), "{last}");
     assert!(
-        last.contains("threshold over the rollout's traffic"),
+        last.contains("threshold over this interval's traffic"),
         "{last}"
     );
 }

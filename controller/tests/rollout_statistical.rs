@@ -85,7 +85,7 @@ fn a_canary_failing_ten_times_as_often_is_rolled_back_at_once_without_waiting_fo
 }
 
 #[test]
-fn too_little_traffic_holds_without_failed_checks_until_the_progress_deadline_then_falls_back() {
+fn too_little_traffic_forecast_is_judged_by_thresholds_from_the_first_look_without_a_hold() {
     let mut d = Driver::new(statistical("").with_deadline_seconds(600));
     d.deploy("v2");
     Traffic {
@@ -94,20 +94,20 @@ fn too_little_traffic_holds_without_failed_checks_until_the_progress_deadline_th
         primary_errors: 0.0,
     }
     .run(&mut d);
-    // Held at 20% without a failed check until the deadline, then judged by the thresholds
-    // over the rollout's traffic: a canary with no failures passes them.
+    // The forecast at the first look says the judge cannot decide within the deadline: each
+    // step is judged by the thresholds over its interval's traffic, which a canary with no
+    // failures passes, a step per interval (the hold at the deadline is rollout_deadline's).
     assert_eq!(d.state.phase, Phase::Succeeded, "{:?}", d.messages());
     assert_eq!(d.state.failed_checks, 0);
     assert_eq!(d.route_weights(), [20, 40, 60, 80, 100, 0]);
     let messages = d.messages();
-    let fallback = messages
+    let forecast = messages
         .iter()
-        .find(|m| m.contains("falling back to the metrics' thresholds"))
-        .expect("the fallback is said");
+        .find(|m| m.starts_with("Forecast for app"))
+        .expect("the forecast is said");
     assert!(
-        fallback
-            .contains("too little traffic to judge (66 canary requests in this step, need 200)"),
-        "{fallback}"
+        forecast.contains("judged by the metrics' thresholds over each interval's traffic"),
+        "{forecast}"
     );
 }
 

@@ -42,7 +42,8 @@ use super::Counts;
 use super::Histogram;
 use super::mann_whitney::{Buckets, CompareError};
 use super::sequential::{
-    BetaBinomialSequence, REGRESSION_RATIOS, add_share_evidence, log_mean_exp, number,
+    BetaBinomialSequence, LEANING_WORSE_ABOVE, REGRESSION_RATIOS, add_share_evidence, log_mean_exp,
+    number,
 };
 
 /// Primary observations needed to fix the bound, times `1 / (1 - q)`: ten expected above the
@@ -133,6 +134,11 @@ pub struct LatencyJudgement {
     pub canary_quantile: Option<f64>,
     /// Held only because the step has fewer canary observations than needed: (seen, needed).
     pub short_of_traffic: Option<(f64, u64)>,
+    /// The step's own evidence lets it give way to the next (not to promotion): the bound is
+    /// fixed, nothing is High, the step has `min_requests` canary observations judged against
+    /// the bound, and this look saw some.
+    #[serde(default)]
+    pub step_clear: bool,
     pub reason: String,
 }
 
@@ -162,10 +168,10 @@ pub struct LatencyEvidence {
     pooled_canary: Vec<f64>,
     #[serde(default, skip_serializing_if = "Vec::is_empty", alias = "stepPrimary")]
     pooled_primary: Vec<f64>,
-    /// Every canary observation of the rollout per bucket, also those before the bound was
-    /// fixed: the canary's latency as a threshold check reads it (see `threshold_fallback`).
+    /// The canary's observations per bucket since the last step check (or the step's start):
+    /// one interval's window, as a threshold check reads it.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    canary_seen: Vec<f64>,
+    window_canary: Vec<f64>,
     /// Canary observations used as evidence in this step.
     #[serde(default)]
     step_canary_observations: f64,
@@ -195,7 +201,13 @@ impl LatencyEvidence {
     pub fn begin_step(&mut self) {
         self.baseline_canary.clear();
         self.baseline_primary.clear();
+        self.window_canary.clear();
         self.step_canary_observations = 0.0;
+    }
+
+    /// A step check has read the window: the next window starts now.
+    pub fn begin_window(&mut self) {
+        self.window_canary.clear();
     }
 
     /// Evidence that the canary is slow more often than primary, over the rollout.
@@ -207,13 +219,13 @@ impl LatencyEvidence {
         }
     }
 
-    /// The canary's `q`-quantile over all its observations in the rollout, read as
-    /// `histogram_quantile` reads it.
-    pub fn pooled_canary_quantile(&self, q: f64) -> Option<f64> {
-        if self.canary_seen.iter().sum::<f64>() <= 0.0 {
+    /// The canary's `q`-quantile over the window (see [`begin_window`](Self::begin_window)),
+    /// read as `histogram_quantile` reads it.
+    pub fn window_canary_quantile(&self, q: f64) -> Option<f64> {
+        if self.window_canary.iter().sum::<f64>() <= 0.0 {
             return None;
         }
-        Buckets::from_counts(&self.bounds, &self.canary_seen).quantile(q)
+        Buckets::from_counts(&self.bounds, &self.window_canary).quantile(q)
     }
 
     /// The slow bound, once fixed.
@@ -234,6 +246,7 @@ impl LatencyEvidence {
             slow_above: self.slow_above,
             canary_quantile: None,
             short_of_traffic: None,
+            step_clear: false,
             reason: String::new(),
         };
         if let Some(problem) = config.problem() {
@@ -306,8 +319,8 @@ impl LatencyEvidence {
         };
         self.baseline_canary = canary.counts().to_vec();
         self.baseline_primary = primary.counts().to_vec();
-        self.canary_seen.resize(n, 0.0);
-        add(&mut self.canary_seen, &inc_canary);
+        self.window_canary.resize(n, 0.0);
+        add(&mut self.window_canary, &inc_canary);
 
         let Some(t) = self.slow_above else {
             self.primary_seen.resize(n, 0.0);
@@ -391,9 +404,13 @@ impl LatencyEvidence {
         )
         .lower(level);
         let below = canary_upper < primary_lower;
-        let verb = if below && look_canary > 0.0 {
+        let leaning_worse = out.e_value > LEANING_WORSE_ABOVE;
+        out.step_clear = look_canary > 0.0 && !leaning_worse;
+        let verb = if below && look_canary > 0.0 && !leaning_worse {
             out.decision = LatencyDecision::NoWorse;
             "canary no worse than primary"
+        } else if below && leaning_worse {
+            "undecided, the rollback evidence leans towards slower (e-value above 1)"
         } else if below {
             "undecided, no canary observations in this look"
         } else {

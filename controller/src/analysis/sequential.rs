@@ -99,6 +99,12 @@ pub const REGRESSION_RATIOS: [f64; 7] = [1.5, 2.0, 3.0, 4.0, 6.0, 10.0, 25.0];
 const PRIOR_A: f64 = 0.5;
 const PRIOR_B: f64 = 50.0;
 
+/// The highest rollback evidence (e-value) with which a step may end, on its own evidence or
+/// on NoWorse (see the module, "Steps and promotion"): 1, no evidence either way. A canary
+/// whose failures lean towards a regression holds its step, at the lower weight where each
+/// failure weighs more, until the evidence goes either way.
+pub(super) const LEANING_WORSE_ABOVE: f64 = 1.0;
+
 /// Lowest value a stored log likelihood ratio may take: keeps the status JSON finite (JSON has no
 /// infinities) while being, for any practical purpose, zero evidence.
 const LOG_LR_FLOOR: f64 = -1.0e6;
@@ -254,6 +260,11 @@ pub struct ErrorRateJudgement {
     /// Canary requests in this step, and the number needed before NoWorse.
     pub step_canary_requests: f64,
     pub min_requests: u64,
+    /// The step's own evidence lets it give way to the next (not to promotion): nothing
+    /// regressed, the step has `min_requests` canary requests of its own, and this look, with
+    /// usable counts, saw canary requests. See the module, "Steps and promotion".
+    #[serde(default)]
+    pub step_clear: bool,
     /// Set when this look's input was unusable; the look added no evidence.
     pub input_error: Option<InputError>,
     /// One line for a person: the decision, the statistic and the bound.
@@ -288,6 +299,10 @@ pub struct ErrorRateEvidence {
     /// Counts used as evidence in this step, and in the whole rollout.
     step: Side2,
     rollout: Side2,
+    /// Counts used as evidence since the last step check (or the step's start): one interval's
+    /// window, as a threshold check reads it.
+    #[serde(default)]
+    window: Side2,
     /// Looks that added evidence.
     looks: u64,
 }
@@ -316,6 +331,7 @@ impl Default for ErrorRateEvidence {
             baseline: Side2::default(),
             step: Side2::default(),
             rollout: Side2::default(),
+            window: Side2::default(),
             looks: 0,
         }
     }
@@ -329,6 +345,17 @@ impl ErrorRateEvidence {
     pub fn begin_step(&mut self) {
         self.baseline = Side2::default();
         self.step = Side2::default();
+        self.window = Side2::default();
+    }
+
+    /// A step check has read the window: the next window starts now.
+    pub fn begin_window(&mut self) {
+        self.window = Side2::default();
+    }
+
+    /// Canary and primary counts used as evidence since the window began.
+    pub fn window_counts(&self) -> (Counts, Counts) {
+        (self.window.canary, self.window.primary)
     }
 
     /// Evidence that the canary fails more often than primary, over the rollout so far.
@@ -456,17 +483,25 @@ impl ErrorRateEvidence {
         // Only a look that saw canary requests may advance: one without any has nothing new to
         // say, and re-reading the step's earlier counts would advance a canary that stopped
         // serving.
-        let decision = if bound < margin_value(config.margin) && look_canary_requests > 0.0 {
+        let leaning_worse = self.e_value() > LEANING_WORSE_ABOVE;
+        let decision = if bound < margin_value(config.margin)
+            && look_canary_requests > 0.0
+            && !leaning_worse
+        {
             Decision::NoWorse
         } else {
             Decision::Undecided
         };
-        self.verdict(config, decision, Some(bound), None)
+        ErrorRateJudgement {
+            step_clear: look_canary_requests > 0.0 && !leaning_worse,
+            ..self.verdict(config, decision, Some(bound), None)
+        }
     }
 
     fn add_evidence(&mut self, inc: Side2) {
         self.step.add(inc);
         self.rollout.add(inc);
+        self.window.add(inc);
         self.looks += 1;
         add_share_evidence(&mut self.log_lr, inc.canary, inc.primary);
     }
@@ -525,6 +560,9 @@ impl ErrorRateEvidence {
                 };
                 let verb = match decision {
                     Decision::NoWorse => "no worse than primary",
+                    _ if below && e_value > LEANING_WORSE_ABOVE => {
+                        "undecided, the rollback evidence leans towards a regression (e-value above 1)"
+                    }
                     _ if below => "undecided, no canary requests in this look",
                     _ => "undecided",
                 };
@@ -542,6 +580,7 @@ impl ErrorRateEvidence {
             upper_bound,
             step_canary_requests,
             min_requests: config.min_requests,
+            step_clear: false,
             input_error,
             reason,
         }

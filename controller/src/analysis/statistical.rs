@@ -40,6 +40,17 @@ pub struct Levels {
     pub beta: f64,
 }
 
+/// What a step's analysis may lead to, which decides the evidence it needs to pass.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Gate {
+    /// A further step: nothing regressed after `min_requests` canary requests of the step's own
+    /// (from a look that saw some) suffices; "no worse" is asked of the last step.
+    Step,
+    /// Promotion: every comparison must show the canary no worse than primary over the
+    /// rollout's pooled evidence (the bound of `beta`).
+    Promotion,
+}
+
 /// What the statistical judge keeps between looks; serialised in the rollout state.
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
@@ -79,18 +90,29 @@ impl Evidence {
         }
     }
 
-    /// What the canary has shown for `check` since the rollout began, pooled across steps, as
-    /// a reading for Flagger's threshold check: its request counts, or its latency at the
-    /// metric's quantile. `None` before any evidence.
-    pub fn pooled_reading(&self, check: &MetricCheck) -> Option<MetricReading> {
+    /// A step check has read each metric's window: the next window starts now.
+    pub fn begin_window(&mut self) {
+        for e in self.error_rate.values_mut() {
+            e.begin_window();
+        }
+        for e in self.latency.values_mut() {
+            e.begin_window();
+        }
+    }
+
+    /// What the canary has shown for `check` over the window (the traffic since the last step
+    /// check, or since the step began), as a reading for Flagger's threshold check, which reads
+    /// each interval's own traffic: its request counts, or its latency at the metric's
+    /// quantile. `None` when the window has no evidence.
+    pub fn window_reading(&self, check: &MetricCheck) -> Option<MetricReading> {
         match check.kind {
             MetricKind::RequestSuccessRate => {
-                let (canary, primary) = self.error_rate.get(&check.name)?.rollout_counts();
+                let (canary, primary) = self.error_rate.get(&check.name)?.window_counts();
                 Some(MetricReading::Counts { canary, primary })
             }
             MetricKind::RequestDuration => {
                 let q = check.quantile.unwrap_or(DEFAULT_LATENCY_QUANTILE);
-                let value = self.latency.get(&check.name)?.pooled_canary_quantile(q)?;
+                let value = self.latency.get(&check.name)?.window_canary_quantile(q)?;
                 Some(MetricReading::Value { value })
             }
             _ => None,
@@ -104,6 +126,7 @@ impl Evidence {
         reading: Option<&MetricReading>,
         levels: Levels,
         min_requests: u64,
+        gate: Gate,
         target: &str,
     ) -> Judged {
         let judged = |verdict, value, reason: String| Judged {
@@ -139,9 +162,15 @@ impl Evidence {
                     Decision::Undecided if canary.requests <= 0.0 || j.input_error.is_some() => {
                         Verdict::NoData
                     }
+                    Decision::Undecided if gate == Gate::Step && j.step_clear => Verdict::Pass,
                     Decision::Undecided => Verdict::Undecided,
                 };
-                let mut out = judged(verdict, value, format!("{}: {}", check.name, j.reason));
+                let reason = step_clear_reason(
+                    gate,
+                    j.decision == Decision::Undecided && j.step_clear,
+                    &j.reason,
+                );
+                let mut out = judged(verdict, value, format!("{}: {reason}", check.name));
                 if j.is_short_of_traffic() {
                     out.short_of_traffic = Some((j.step_canary_requests, j.min_requests));
                 }
@@ -163,18 +192,25 @@ impl Evidence {
                     .entry(check.name.clone())
                     .or_default()
                     .observe(&config, canary, primary);
+                let clear = gate == Gate::Step && j.step_clear;
                 let verdict = match j.decision {
                     LatencyDecision::High => Verdict::Fail,
                     LatencyDecision::NoWorse => Verdict::Pass,
+                    LatencyDecision::Undecided if clear => Verdict::Pass,
                     LatencyDecision::Undecided => Verdict::Undecided,
                     LatencyDecision::NoData => Verdict::NoData,
                 };
+                let reason = step_clear_reason(
+                    gate,
+                    j.decision == LatencyDecision::Undecided && j.step_clear,
+                    &j.reason,
+                );
                 Judged {
                     short_of_traffic: j.short_of_traffic,
                     ..judged(
                         verdict,
                         j.canary_quantile,
-                        format!("{}: {}", check.name, j.reason),
+                        format!("{}: {reason}", check.name),
                     )
                 }
             }
@@ -200,6 +236,17 @@ impl Evidence {
                 short_of_traffic: None,
             },
         }
+    }
+}
+
+/// A comparison's reason, saying so when it passes a step on the step's own evidence.
+fn step_clear_reason(gate: Gate, undecided_but_clear: bool, reason: &str) -> String {
+    if gate == Gate::Step && undecided_but_clear {
+        format!(
+            "step clear, nothing regressed after the step's minimum of canary requests (promotion needs the canary shown no worse); {reason}"
+        )
+    } else {
+        reason.to_string()
     }
 }
 
@@ -247,6 +294,7 @@ mod tests {
             Some(&counts(1000.0, 100.0, 9000.0, 9.0)),
             LEVELS,
             100,
+            Gate::Promotion,
             "app",
         );
         assert_eq!(j.result.verdict, Verdict::Fail);
@@ -261,6 +309,7 @@ mod tests {
             Some(&counts(20.0, 0.0, 180.0, 0.0)),
             LEVELS,
             100,
+            Gate::Promotion,
             "app",
         );
         assert_eq!(j.result.verdict, Verdict::Undecided);
@@ -270,6 +319,7 @@ mod tests {
             Some(&counts(2000.0, 1.0, 18000.0, 10.0)),
             LEVELS,
             100,
+            Gate::Promotion,
             "app",
         );
         assert_eq!(j.result.verdict, Verdict::Pass, "{}", j.result.reason);
@@ -288,6 +338,7 @@ mod tests {
                 reading.as_ref(),
                 LEVELS,
                 100,
+                Gate::Promotion,
                 "app",
             );
             assert_eq!(j.result.verdict, Verdict::NoData, "{}", j.result.reason);
@@ -301,6 +352,7 @@ mod tests {
             Some(&empty),
             LEVELS,
             100,
+            Gate::Promotion,
             "app",
         );
         assert_eq!(j.result.verdict, Verdict::NoData);
@@ -330,6 +382,7 @@ mod tests {
                 Some(&reading),
                 LEVELS,
                 100,
+                Gate::Promotion,
                 "app",
             )
         };

@@ -1,24 +1,23 @@
 //! Time and the statistical judge: the forecast of a rollout at the traffic rate its first look
-//! sees (a Warning Event when the progress deadline is expected to come first), and what an
-//! undecided rollout does at its progress deadline, and what it says.
+//! sees, and what a rollout the judge cannot decide in time does instead, and what it says.
 //!
-//! - Metrics that could not be read (the metrics provider failed): rolled back, never promoted.
-//! - Metrics readable but too little evidence to decide (too little traffic, or a canary in the
-//!   judge's indifference zone): the rollout falls back to the metrics' own thresholds, what
-//!   Flagger would have checked, over the evidence pooled since the rollout began, once per
-//!   interval, failed checks counted against `threshold`; a regression the judge shows still
-//!   rolls back at once. A Warning Event says so, with the deadline that would let the judge
-//!   decide at the rate seen.
+//! - Metrics that could not be read (the metrics provider failed): rolled back at the progress
+//!   deadline, never promoted.
+//! - Too little traffic for the judge, known in advance: when the forecast at the first look
+//!   says the judge is not expected to decide within the progress deadline, the rollout is
+//!   judged from then on as Flagger judges it: each step lasts `interval` and passes when every
+//!   metric is within its threshold range over that interval's own traffic; a failed check
+//!   counts against `threshold`. A Warning Event (and the status' forecast) says so, with the
+//!   deadline that would let the judge decide.
+//! - Too little evidence at the deadline anyway (a forecast that was too hopeful, a canary in
+//!   the judge's indifference zone): the same, from the deadline on.
 //!
-//! Measured with `fledge-sim compare` (1,000 seeds, Flagger's pacing, 10m deadline, A/A at
-//! 0.5% errors): rolling back at the deadline rolled back 99.5% of A/A rollouts at 10
-//! requests/s and all at 1; promoting there instead would ship every regression only the
-//! deadline stops (94.5% of 2x error regressions at 10 requests/s). The fallback rolls back
-//! 2.1% of A/A rollouts at 10 requests/s (0.5 points on the judge's evidence, 1.6 on the
-//! thresholds: the pooled rate stays above a 99% threshold for several checks once it is there)
-//! and still catches 92.9% of 2x regressions at 100 requests/s on evidence, none at the
-//! deadline. Checking the thresholds over the current step's traffic instead (Flagger's own
-//! window) rolled back 6.6% at 10 requests/s and 43% at 1.
+//! In both cases the judge's rollback side keeps looking: a regression it shows rolls back at
+//! once. The threshold checks read each interval's own window, not the traffic pooled since the
+//! rollout began: checks over pooled traffic are correlated (once the pooled rate is out of
+//! range it stays there for several checks, and `threshold` of them roll back), which rolled
+//! back 1.6% of healthy rollouts at 10 requests/s in the simulator; a window's checks are
+//! independent as Flagger's are.
 
 use super::Severity;
 use super::forecast::{ForecastEnd, forecast};
@@ -62,6 +61,7 @@ impl Tick<'_> {
             return;
         };
         let warning = forecast.warning(self.spec);
+        let undecidable = !forecast.judge_decides();
         self.s.forecast = Some(ForecastStatus::Known {
             forecast,
             warning: warning.clone(),
@@ -74,6 +74,9 @@ impl Tick<'_> {
             );
             // The rollout's own message stays what it was; the Event carries the warning.
             self.s.message = message;
+        }
+        if undecidable && self.metrics_unavailable().is_none() {
+            self.s.threshold_fallback = true;
         }
     }
 
@@ -132,9 +135,9 @@ impl Tick<'_> {
     }
 
     /// The progress deadline of a step the judge still holds, its metrics readable: from now
-    /// on the metrics' thresholds judge what the comparison leaves undecided, over the
-    /// rollout's pooled evidence, once per interval (see `RolloutState::threshold_fallback`).
-    /// Said in a Warning Event; this step is judged so at once.
+    /// on the rollout is judged by the metrics' thresholds over each interval's traffic (see
+    /// `RolloutState::threshold_fallback`). Said in a Warning Event; this step is judged so at
+    /// once.
     pub(super) fn fall_back_to_thresholds(
         &mut self,
         why: &str,
@@ -152,7 +155,7 @@ impl Tick<'_> {
         self.event(
             Severity::Warning,
             format!(
-                "Progress deadline of {} reached by {} with {cause}: falling back to the metrics' thresholds over the rollout's traffic, once per interval, as Flagger judges; a regression the statistical judge shows still rolls back at once{advice}",
+                "Progress deadline of {} reached by {} with {cause}: judged from now on by the metrics' thresholds over each interval's traffic, as Flagger judges; a regression the statistical judge shows still rolls back at once{advice}",
                 self.spec.progress_deadline,
                 self.target()
             ),

@@ -82,17 +82,19 @@ pub struct Forecast {
 }
 
 impl Forecast {
-    /// A warning for a rollout expected to end at its progress deadline, naming what to change.
+    /// Whether the statistical judge is expected to decide within the progress deadline.
+    /// When not, the rollout is judged by the metrics' thresholds from its first look (see
+    /// `RolloutState::threshold_fallback`).
+    pub fn judge_decides(&self) -> bool {
+        matches!(self.end, ForecastEnd::Promoted { .. })
+    }
+
+    /// A warning for a rollout the judge is not expected to decide within its progress
+    /// deadline: what happens instead, and what to change for the judge to decide.
     pub fn warning(&self, spec: &RolloutSpec) -> Option<String> {
-        let ForecastEnd::Deadline { after } = self.end else {
-            if self.end == ForecastEnd::Undecided {
-                return Some(format!(
-                    "at {} requests/s the statistical judge is not expected to decide within a day; raise analysis.stepWeight (or maxWeight), or widen the metrics' margin",
-                    number(self.rps)
-                ));
-            }
+        if self.judge_decides() {
             return None;
-        };
+        }
         let interval = spec.interval.millis();
         let held = self.steps.iter().find(|s| {
             !s.ended || s.duration.saturating_sub(interval) >= spec.progress_deadline.millis()
@@ -108,11 +110,13 @@ impl Forecast {
             ),
             None => "raise analysis.stepWeight (or maxWeight), or widen the metrics' margin".into(),
         };
+        let within = match self.end {
+            ForecastEnd::Undecided => "within a day".to_string(),
+            _ => format!("within the progress deadline ({})", spec.progress_deadline),
+        };
         Some(format!(
-            "at {} requests/s the statistical judge is not expected to decide{step} within the progress deadline ({}): after {} the rollout falls back to the metrics' thresholds (Flagger's check, over the rollout's traffic); for the judge to decide, {fix}",
+            "at {} requests/s the statistical judge is not expected to decide{step} {within}: the rollout is judged by the metrics' thresholds over each interval's traffic, as Flagger judges (a regression the statistical judge shows still rolls back at once); for the judge to decide, {fix}",
             number(self.rps),
-            spec.progress_deadline,
-            Duration(after),
         ))
     }
 }

@@ -4,9 +4,9 @@
 
 use super::Severity;
 use super::tick::Tick;
-use crate::analysis::statistical::Levels;
+use crate::analysis::statistical::{Gate, Levels};
 use crate::analysis::{MetricResult, Verdict, check_threshold};
-use crate::spec::{HookGate, Judge, MetricCheck};
+use crate::spec::{HookGate, Judge, MetricCheck, Strategy};
 
 /// The error levels of each comparison: `alpha` is shared between the compared metrics
 /// (Bonferroni), so the chance that any of them rolls back a canary no worse than primary stays
@@ -56,7 +56,7 @@ impl Tick<'_> {
             ),
             Judge::Statistical { .. } => self.compare(|_| true),
         };
-        let (results, fell_back) = self.thresholds_where_undecided(results);
+        let (results, fell_back) = self.thresholds_in_threshold_mode(results);
         self.s.analysis = results;
         if let Err(why) = self.hooks_pass(HookGate::Rollout) {
             return Analysis::Failed(why);
@@ -111,11 +111,12 @@ impl Tick<'_> {
         }
     }
 
-    /// Fallen back to thresholds: each comparison the judge leaves undecided is checked against
-    /// its metric's threshold range over the evidence pooled since the rollout began (Flagger's
-    /// check on more traffic than one interval's). Returns the results and the metrics so
-    /// judged. A metric without data stays undecided: no threshold passes without a value.
-    fn thresholds_where_undecided(
+    /// Judged by thresholds (see `RolloutState::threshold_fallback`): each comparison that has
+    /// not regressed is checked against its metric's threshold range over the window since the
+    /// last step check, one interval's traffic, as Flagger checks it. Returns the results and
+    /// the metrics so judged. A window without data keeps the judge's own result: no threshold
+    /// passes without a value.
+    fn thresholds_in_threshold_mode(
         &self,
         mut results: Vec<MetricResult>,
     ) -> (Vec<MetricResult>, Vec<String>) {
@@ -123,21 +124,23 @@ impl Tick<'_> {
         if !self.s.threshold_fallback {
             return (results, fell_back);
         }
-        for r in results
-            .iter_mut()
-            .filter(|r| r.verdict == Verdict::Undecided)
-        {
-            let Some(m) = self.spec.metrics.iter().find(|m| m.name == r.name) else {
+        for r in results.iter_mut().filter(|r| r.verdict != Verdict::Fail) {
+            let Some(m) = self
+                .spec
+                .metrics
+                .iter()
+                .find(|m| m.name == r.name && m.kind.is_builtin())
+            else {
                 continue;
             };
-            let pooled = self.s.evidence.pooled_reading(m);
-            let checked = check_threshold(m, pooled.as_ref(), &self.spec.target);
+            let window = self.s.evidence.window_reading(m);
+            let checked = check_threshold(m, window.as_ref(), &self.spec.target);
             if checked.verdict == Verdict::NoData {
                 continue;
             }
             *r = MetricResult {
                 reason: format!(
-                    "{} (threshold over the rollout's traffic; the statistical judge: {})",
+                    "{} (threshold over this interval's traffic; the statistical judge: {})",
                     checked.reason, r.reason
                 ),
                 ..checked
@@ -145,6 +148,18 @@ impl Tick<'_> {
             fell_back.push(m.name.clone());
         }
         (results, fell_back)
+    }
+
+    /// What passing this step leads to: under the canary strategy, a step below the top weight
+    /// gives way to the next on its own evidence; the top step (and every blue/green or A/B
+    /// iteration) needs the canary shown no worse, as promotion does.
+    fn judge_gate(&self) -> Gate {
+        match &self.spec.strategy {
+            Strategy::Canary { steps, .. } if steps.iter().any(|&w| w > self.s.canary_weight) => {
+                Gate::Step
+            }
+            _ => Gate::Promotion,
+        }
     }
 
     /// The statistical judge on the metrics `include` picks: their results, and whether a hold is
@@ -161,6 +176,7 @@ impl Tick<'_> {
             return (Vec::new(), None);
         };
         let (spec, obs) = (self.spec, self.obs);
+        let gate = self.judge_gate();
         let mut short_of_traffic = None;
         let results = spec
             .metrics
@@ -172,6 +188,7 @@ impl Tick<'_> {
                     obs.metrics.get(&m.name),
                     comparison_levels(&spec.metrics, alpha),
                     min_requests,
+                    gate,
                     &spec.target,
                 );
                 short_of_traffic = short_of_traffic.or(judged.short_of_traffic);

@@ -108,10 +108,12 @@ pub struct RolloutState {
     /// Since when the statistical judge has held the current step undecided.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub held_since: Option<Millis>,
-    /// The statistical judge reached the progress deadline without a decision, its metrics
-    /// readable: from then on each step is judged once per interval by the metrics' own
-    /// thresholds over the evidence pooled since the rollout began, as Flagger would judge it
-    /// (a regression the judge shows still rolls back at once).
+    /// Judged by thresholds: the forecast at the first look said the statistical judge cannot
+    /// decide within the progress deadline at the traffic seen, or it reached the deadline
+    /// without a decision, its metrics readable. From then on each step lasts `interval` and
+    /// is judged by the metrics' own thresholds over that interval's traffic, failed checks
+    /// counted against `threshold`, as Flagger judges (a regression the statistical judge
+    /// shows still rolls back at once).
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub threshold_fallback: bool,
     /// The statistical judge's evidence.

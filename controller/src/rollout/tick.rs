@@ -47,6 +47,11 @@ impl Tick<'_> {
             Phase::Finalising => self.finalising(),
             Phase::Terminating | Phase::Terminated => self.terminate(),
         }
+        // A step check's window closes with its tick (which may analyse twice, see
+        // `fall_back_to_thresholds`): a threshold check reads each interval's own traffic.
+        if self.s.last_step == Some(self.now) {
+            self.s.evidence.begin_window();
+        }
     }
 
     pub(super) fn target(&self) -> &str {

@@ -445,28 +445,34 @@ fn identical_versions_are_flagged_high_within_alpha_while_the_canarys_weight_cha
 }
 
 #[test]
-fn the_canarys_pooled_quantile_counts_every_observation_of_the_rollout() {
+fn the_canarys_window_quantile_reads_the_observations_since_the_last_step_check() {
     let c = config(0.99, 0.01);
     let mut e = LatencyEvidence::default();
     let mut counts = [0.0; 12];
     counts[2] = 10.0;
     let h = histogram(&ISTIO, &counts);
-    // Ten primary observations: the slow bound (1,000 needed) is not fixed yet.
+    // Ten primary observations: the slow bound (1,000 needed) is not fixed yet; the window
+    // still holds the canary's.
     e.observe(&c, &h, &h);
     assert_eq!(e.slow_above(), None);
     let q = e
-        .pooled_canary_quantile(0.99)
+        .window_canary_quantile(0.99)
         .expect("ten canary observations");
     assert!(q > 10.0 && q <= 25.0, "{q}");
-    // A new step's readings start again from zero; the canary's earlier ones still count.
-    e.begin_step();
-    counts[2] = 0.0;
+    // Cumulative readings: the next look adds only its increment (990 slower ones).
     counts[4] = 990.0;
     e.observe(&c, &histogram(&ISTIO, &counts), &histogram(&ISTIO, &counts));
-    let q = e.pooled_canary_quantile(0.5).unwrap();
+    let q = e.window_canary_quantile(0.5).unwrap();
     assert!(q > 50.0 && q <= 100.0, "{q}");
+    // A step check closes the window: the earlier observations no longer count.
+    e.begin_window();
+    assert_eq!(e.window_canary_quantile(0.5), None);
+    counts[2] += 100.0;
+    e.observe(&c, &histogram(&ISTIO, &counts), &histogram(&ISTIO, &counts));
+    let q = e.window_canary_quantile(0.99).unwrap();
+    assert!(q > 10.0 && q <= 25.0, "{q}");
     assert_eq!(
-        LatencyEvidence::default().pooled_canary_quantile(0.99),
+        LatencyEvidence::default().window_canary_quantile(0.99),
         None
     );
 }

@@ -35,46 +35,58 @@ fn plenty_of_traffic_promotes_every_weight_with_each_step_at_its_floor() {
 #[test]
 fn less_traffic_needs_the_same_requests_for_longer_and_warns_past_the_deadline() {
     let unlimited = spec("  progressDeadlineSeconds: 86400");
-    let fast = forecast(&unlimited, 100.0, 0.005, None).unwrap();
-    let slow = forecast(&unlimited, 10.0, 0.005, None).unwrap();
-    // The judge's boundary is in requests: the first step needs as many at either rate, up to
-    // a look's worth (15s) of the faster one, so a tenth of the rate takes ten times as long.
-    let (f1, s1) = (&fast.steps[0], &slow.steps[0]);
-    assert!(f1.canary_requests > 1_000.0, "{f1:?}");
+    let fast = forecast(&unlimited, 10.0, 0.005, None).unwrap();
+    let slow = forecast(&unlimited, 1.0, 0.005, None).unwrap();
+    // The judge's boundaries are in requests: each step below the top needs its own
+    // `minRequests` (100), and the top step ends once the rollout's pooled canary requests
+    // show the canary no worse, as many at either rate up to a look's worth (15s) of the
+    // faster one; so a tenth of the rate takes about ten times as long.
+    for (f, s) in fast.steps.iter().zip(&slow.steps).take(4) {
+        assert!(
+            f.canary_requests >= 100.0 && s.canary_requests >= 100.0,
+            "{f:?} {s:?}"
+        );
+    }
+    let pooled = |f: &Forecast| f.steps.iter().map(|s| s.canary_requests).sum::<f64>();
+    let top = fast.steps.last().unwrap();
+    assert!(pooled(&fast) > 2_000.0, "{fast:?}");
     assert!(
-        (s1.canary_requests - f1.canary_requests).abs() <= f1.canary_rps * 15.0,
-        "{f1:?} {s1:?}"
+        (pooled(&slow) - pooled(&fast)).abs() <= top.canary_rps * 15.0,
+        "{fast:?} {slow:?}"
     );
-    let slow = forecast(&spec(""), 10.0, 0.005, None).unwrap();
+    let slow = forecast(&spec(""), 1.0, 0.005, None).unwrap();
     assert!(matches!(slow.end, ForecastEnd::Deadline { .. }), "{slow:?}");
+    assert!(!slow.judge_decides());
     let warning = slow.warning(&spec("")).unwrap();
     assert!(
-        warning.contains("spec.progressDeadlineSeconds"),
+        warning.contains("spec.progressDeadlineSeconds")
+            && warning.contains("thresholds over each interval's traffic"),
         "{warning}"
     );
     let needed = slow.deadline_needed.unwrap();
     let generous = spec(&format!("  progressDeadlineSeconds: {}", needed / 1000));
-    let fixed = forecast(&generous, 10.0, 0.005, None).unwrap();
+    let fixed = forecast(&generous, 1.0, 0.005, None).unwrap();
     assert_eq!(
         fixed.end,
         ForecastEnd::Promoted {
             after: slow.unbounded.unwrap()
         }
     );
+    assert!(fixed.judge_decides());
     assert_eq!(fixed.warning(&generous), None);
 }
 
 #[test]
 fn latency_is_forecast_from_a_given_shape_and_otherwise_named_as_not_forecast() {
     let with_latency = spec("      - name: request-duration\n        thresholdRange: {max: 500}");
-    let blind = forecast(&with_latency, 100.0, 0.005, None).unwrap();
+    let blind = forecast(&with_latency, 10.0, 0.005, None).unwrap();
     assert_eq!(blind.not_forecast, ["request-duration"]);
     // The same as a spec without the latency metric.
-    let errors_only = forecast(&spec(""), 100.0, 0.005, None).unwrap();
+    let errors_only = forecast(&spec(""), 10.0, 0.005, None).unwrap();
     assert_eq!(blind.steps, errors_only.steps);
     // A p99 of 80ms: the latency test needs more canary requests than the error rate's alone.
     let shape = log_normal_latency(20.0, 80.0).unwrap();
-    let seen = forecast(&with_latency, 100.0, 0.005, Some(&shape)).unwrap();
+    let seen = forecast(&with_latency, 10.0, 0.005, Some(&shape)).unwrap();
     assert!(seen.not_forecast.is_empty(), "{seen:?}");
     assert!(
         seen.unbounded.unwrap() > blind.unbounded.unwrap(),
