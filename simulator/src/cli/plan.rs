@@ -306,8 +306,8 @@ fn metric(m: &fledge_controller::spec::MetricCheck) -> String {
 }
 
 /// The rollout at `rps`: each step's canary traffic, the requests the judge needs in it and how
-/// long it lasts, the expected time to promotion, and a warning when the progress deadline is
-/// expected to roll a healthy canary back.
+/// long it lasts, the expected time to promotion, and a warning when the judge is not expected
+/// to decide within the progress deadline (the rollout is then judged by thresholds).
 fn forecast_text(
     file: &Path,
     name: &str,
@@ -373,21 +373,25 @@ fn forecast_text(
     let end = match f.end {
         ForecastEnd::Promoted { after } => format!("expected promotion after {}", Duration(after)),
         ForecastEnd::Deadline { after } => format!(
-            "expected to fall back to the metrics' thresholds at the progress deadline ({}) after {}{}",
+            "the judge would still hold a step at the progress deadline ({}) after {}, so the rollout is judged from its first look by the metrics' thresholds over each interval's traffic, a step per interval as Flagger judges, and the progress deadline of {} suffices{}",
             spec.progress_deadline,
             Duration(after),
+            spec.progress_deadline,
             f.unbounded
                 .map(|u| format!(
-                    "; decided by the judge after {} with a longer one",
+                    "; the judge would decide after {} with a longer one",
                     Duration(u)
                 ))
                 .unwrap_or_default()
         ),
-        ForecastEnd::Undecided => "no decision expected within a day".to_string(),
+        ForecastEnd::Undecided => format!(
+            "the judge is not expected to decide within a day, so the rollout is judged from its first look by the metrics' thresholds over each interval's traffic, a step per interval as Flagger judges, and the progress deadline of {} suffices",
+            spec.progress_deadline
+        ),
     };
     let _ = writeln!(
         out,
-        "\n  {end}; a step ends once the judge's evidence suffices (canary requests above), at a look"
+        "\n  {end}; with the judge, a step below the top weight ends once it has its own minRequests and nothing leans worse, the top step once the rollout's canary requests show the canary no worse (canary requests above), at a look"
     );
     if !f.not_forecast.is_empty() {
         let _ = writeln!(
