@@ -25,17 +25,18 @@ async fn a_deadline_too_short_for_the_rate_seen_gets_a_false_condition_and_a_war
         canary(json!({"analysis": {"judge": "statistical"}})),
         Some(deployment("podinfo:1")),
     );
-    // 15 seconds of traffic at 10 requests/s with the canary at 10%: 10 requests/s.
+    // 15 seconds of traffic at 2 requests/s with the canary at 10%: too little for the judge
+    // to decide within the default deadline (10m).
     c.set_metric(
         "request-success-rate",
         MetricReading::Counts {
             canary: Counts {
-                requests: 15.0,
+                requests: 3.0,
                 failures: 0.0,
             },
             primary: Counts {
-                requests: 135.0,
-                failures: 1.0,
+                requests: 27.0,
+                failures: 0.0,
             },
         },
     );
@@ -54,7 +55,9 @@ async fn a_deadline_too_short_for_the_rate_seen_gets_a_false_condition_and_a_war
     );
     let message = condition["message"].as_str().unwrap();
     assert!(
-        message.contains("at 10 requests/s") && message.contains("spec.progressDeadlineSeconds"),
+        message.contains("at 2 requests/s")
+            && message.contains("judged by the metrics' thresholds over each interval's traffic")
+            && message.contains("spec.progressDeadlineSeconds"),
         "{message}"
     );
     let warnings: Vec<String> = events(&c)

@@ -324,7 +324,7 @@ pub struct ErrorRateEvidence {
     rollout: Side2,
     /// Counts used as evidence since the last step check (or the step's start): one interval's
     /// window, as a threshold check reads it.
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Side2::is_empty")]
     window: Side2,
     /// Looks that added evidence.
     looks: u64,
@@ -339,6 +339,10 @@ struct Side2 {
 }
 
 impl Side2 {
+    fn is_empty(&self) -> bool {
+        *self == Side2::default()
+    }
+
     fn add(&mut self, other: Side2) {
         self.canary.requests += other.canary.requests;
         self.canary.failures += other.canary.failures;
