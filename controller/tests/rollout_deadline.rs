@@ -175,3 +175,63 @@ fn a_canary_outside_its_threshold_is_rolled_back_by_failed_checks_over_each_inte
         "{last}"
     );
 }
+
+/// A Canary judged on latency alone, statistical judge, Flagger's pacing.
+fn latency_only() -> Driver {
+    let text = "apiVersion: fledge.dev/v1alpha1\nkind: Canary\nmetadata: {name: app}\nspec:\n  targetRef: {kind: Deployment, name: app}\n  service: {port: 80}\n  analysis:\n    interval: 1m\n    stepWeight: 10\n    maxWeight: 50\n    judge: statistical\n    metrics:\n      - name: request-duration\n        thresholdRange: {max: 500}\n";
+    let loaded = fledge_controller::spec::load_manifests(text).expect("loads");
+    let spec = fledge_controller::spec::validate(&loaded.canaries[0].spec).expect("valid");
+    let mut d = Driver::new(spec);
+    d.tick_ms = 15_000;
+    d
+}
+
+#[test]
+#[ignore = "review r19 finding 1"]
+fn a_canary_that_serves_nothing_after_the_deadline_is_never_promoted_by_the_fallback() {
+    use fledge_controller::analysis::Histogram;
+    const BOUNDS: [f64; 8] = [10.0, 25.0, 50.0, 100.0, 250.0, 500.0, 1000.0, f64::INFINITY];
+    let cumulative = |per_bucket: [f64; 8]| Histogram {
+        bounds: BOUNDS.to_vec(),
+        cumulative: per_bucket
+            .iter()
+            .scan(0.0, |s, c| {
+                *s += c;
+                Some(*s)
+            })
+            .collect(),
+    };
+    let mut d = latency_only();
+    d.deploy("v2");
+    let mut first_step = None;
+    for _ in 0..400 {
+        if matches!(d.state.phase, Phase::Succeeded | Phase::Failed) {
+            break;
+        }
+        // Primary: 100 requests/s, 2% in (50, 100]. Canary: 20 fast requests early in its first
+        // step, then nothing at all (its pods stopped being scraped, or stopped serving).
+        let since = wants(&d.state, &d.spec, d.now)
+            .since
+            .unwrap_or(d.state.step_since);
+        let seconds = d.now.saturating_sub(since) as f64 / 1000.0;
+        let n = 100.0 * (1.0 - f64::from(d.state.canary_weight) / 100.0) * seconds;
+        let primary = cumulative([0.0, 0.98 * n, 0.0, 0.02 * n, 0.0, 0.0, 0.0, 0.0]);
+        if d.state.canary_weight > 0 {
+            first_step.get_or_insert(d.state.step_since);
+        }
+        let served = if first_step == Some(d.state.step_since) {
+            20.0
+        } else {
+            0.0
+        };
+        let canary = cumulative([0.0, served, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0]);
+        d.reading = Some(MetricReading::Histograms { canary, primary });
+        d.tick();
+    }
+    assert_ne!(
+        d.state.phase,
+        Phase::Succeeded,
+        "promoted on 20 canary requests from its first step, none since: {:?}",
+        d.messages()
+    );
+}

@@ -476,3 +476,30 @@ fn the_canarys_window_quantile_reads_the_observations_since_the_last_step_check(
         None
     );
 }
+
+#[test]
+#[ignore = "review r19 finding 2"]
+fn identical_fast_versions_whose_latency_shares_one_bucket_can_advance() {
+    // A/A, p50 2 ms and p99 3 ms: every observation in Istio's (1, 5] bucket. The bound picked
+    // is 1 ms (the only bound with primary observations above it), so every request is "slow"
+    // on both sides: the canary's upper share is 1 and can never fall below the primary's
+    // lower share, whatever the traffic or the margin; the step holds until the deadline.
+    const FAST: [f64; 5] = [0.5, 1.0, 5.0, 10.0, f64::INFINITY];
+    let source = Source::lognormal(2.0, 0.174);
+    let mut rng = Pcg64Mcg::seed_from_u64(7);
+    let decisions = rollout(
+        &mut rng,
+        &config(0.99, 0.01),
+        &FAST,
+        source,
+        source,
+        (5_000, 5_000),
+        1,
+        20,
+    );
+    assert!(
+        decisions.contains(&LatencyDecision::NoWorse),
+        "identical versions never advance: {:?}",
+        decisions.last()
+    );
+}
