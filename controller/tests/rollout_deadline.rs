@@ -235,3 +235,58 @@ fn a_canary_that_serves_nothing_after_the_deadline_is_never_promoted_by_the_fall
         d.messages()
     );
 }
+
+/// Drives a 10 requests/s A/A rollout (0.5% errors) until the deadline has handed it to the
+/// thresholds.
+fn fallen_back() -> Driver {
+    let mut d = statistical();
+    d.deploy("v2");
+    for _ in 0..400 {
+        if d.state.threshold_fallback {
+            return d;
+        }
+        d.reading = Some(reading(&d, 10.0));
+        d.tick();
+    }
+    panic!("no fallback: {:?}", d.messages());
+}
+
+#[test]
+fn metrics_that_fail_after_the_fallback_never_advance_or_promote() {
+    let mut d = fallen_back();
+    let weight = d.state.canary_weight;
+    d.reading = Some(MetricReading::Error {
+        reason: "connection refused".into(),
+    });
+    for _ in 0..200 {
+        if matches!(d.state.phase, Phase::Succeeded | Phase::Failed) {
+            break;
+        }
+        d.tick();
+        assert!(d.state.canary_weight <= weight, "advanced without metrics");
+    }
+    assert_eq!(d.state.phase, Phase::Failed, "{:?}", d.messages());
+}
+
+#[test]
+fn after_the_fallback_a_step_lasts_its_interval() {
+    let mut d = fallen_back();
+    let mut advanced_at = vec![d.now];
+    for _ in 0..400 {
+        if matches!(d.state.phase, Phase::Succeeded | Phase::Failed) {
+            break;
+        }
+        d.reading = Some(reading(&d, 10.0));
+        let before = d.state.canary_weight;
+        d.tick();
+        if d.state.canary_weight > before {
+            advanced_at.push(d.now);
+        }
+    }
+    assert_eq!(d.state.phase, Phase::Succeeded, "{:?}", d.messages());
+    let interval = d.spec.interval.millis();
+    assert!(
+        advanced_at.windows(2).all(|w| w[1] - w[0] >= interval),
+        "{advanced_at:?}"
+    );
+}
