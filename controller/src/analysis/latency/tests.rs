@@ -505,7 +505,7 @@ fn identical_fast_versions_whose_latency_shares_one_bucket_can_advance() {
 }
 
 #[test]
-#[ignore = "review r19 finding 4"]
+#[ignore = "review r19 finding 3"]
 fn a_canary_slower_than_the_margin_allows_is_advanced_within_beta() {
     // Primary log-normal p50 20 ms, p99 ~80 ms (the benchmarks' shape); canary 15% slower at
     // every quantile, beyond the 10% margin. The slow bound is 100 ms (0.35% of the primary
