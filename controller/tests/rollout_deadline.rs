@@ -250,7 +250,6 @@ fn fallen_back() -> Driver {
 }
 
 #[test]
-#[ignore = "review r19 finding 1"]
 fn metrics_that_fail_after_the_fallback_never_advance_or_promote() {
     let mut d = fallen_back();
     let weight = d.state.canary_weight;
@@ -295,7 +294,6 @@ fn after_the_fallback_a_step_lasts_its_interval() {
 }
 
 #[test]
-#[ignore = "review r19 finding 1"]
 fn a_step_check_whose_metrics_query_failed_never_advances_or_promotes_under_thresholds() {
     // Judged by thresholds (1 request/s), the metrics provider fails exactly at each step's
     // check and answers at the looks in between: the check must hold, not pass on the earlier

@@ -115,7 +115,9 @@ impl Tick<'_> {
     /// not regressed is checked against its metric's threshold range over the window since the
     /// last step check, one interval's traffic, as Flagger checks it. Returns the results and
     /// the metrics so judged. A window without data keeps the judge's own result: no threshold
-    /// passes without a value.
+    /// passes without a value. Neither does one whose look had no data (a failed query, or no
+    /// canary traffic yet): the window still holds the earlier looks' traffic, and passing on it
+    /// would let a canary advance, even be promoted, while its metrics cannot be read.
     fn thresholds_in_threshold_mode(
         &self,
         mut results: Vec<MetricResult>,
@@ -124,7 +126,10 @@ impl Tick<'_> {
         if !self.s.threshold_fallback {
             return (results, fell_back);
         }
-        for r in results.iter_mut().filter(|r| r.verdict != Verdict::Fail) {
+        let judged_this_look = |r: &&mut MetricResult| {
+            matches!(r.verdict, Verdict::Pass | Verdict::Low | Verdict::Undecided)
+        };
+        for r in results.iter_mut().filter(judged_this_look) {
             let Some(m) = self
                 .spec
                 .metrics
