@@ -195,8 +195,10 @@ fn a_bad_vary_is_exit_2_naming_the_flag_and_what_is_wrong() {
             "`3` is given twice",
         ),
         (
-            vec!["HTTPRoute/podinfo:spec.rules[3].backendRefs[0].weight=1".into()],
-            "spec.rules[3].backendRefs[0].weight: `[3]` is past the end of a list of 1 element",
+            vec!["HTTPRoute/podinfo:spec.rules[0].backendRefs[0].weight=0,100".into()],
+            "the controller writes HTTPRoute podinfo from the Canary's `service` and `analysis` \
+             (its weights) and replaces the scenario's, so every value would give the same run; \
+             vary Canary/podinfo:spec.service.timeout",
         ),
         (
             vec!["podinfo:spec.host=x".into()],
@@ -211,7 +213,19 @@ fn a_bad_vary_is_exit_2_naming_the_flag_and_what_is_wrong() {
             "110 combinations of the --vary values, more than the 100",
         ),
     ];
-    for (args, says) in cases {
+    let bookinfo = format!(
+        "{}/../scenarios/bookinfo-reviews.yaml",
+        env!("CARGO_MANIFEST_DIR")
+    );
+    let past_the_end = (
+        vec!["VirtualService/reviews:spec.http[3].route[0].weight=1".into()],
+        "spec.http[3].route[0].weight: `[3]` is past the end of a list of 2 elements",
+    );
+    let cases = cases
+        .into_iter()
+        .map(|(args, says)| (&file, args, says))
+        .chain([(&bookinfo, past_the_end.0, past_the_end.1)]);
+    for (file, args, says) in cases {
         let mut all = vec!["sweep", file.as_str(), "--seeds", "1"];
         for a in &args {
             all.extend(["--vary", a.as_str()]);

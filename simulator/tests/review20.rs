@@ -40,34 +40,6 @@ fn the_service_graph_carries_every_request_and_failure_the_callers_saw() {
     );
 }
 
-/// Finding 2: `--vary` on a routing object the controller writes (under Gateway API the
-/// HTTPRoute named after the service) is accepted, but the controller replaces it when it
-/// initialises, so every value gives the scenario's figures. The README gives this very path
-/// as its example of a manifest field.
-#[test]
-#[ignore = "finding 2"]
-fn a_route_the_controller_writes_is_refused_by_vary() {
-    let out = sim(&[
-        "sweep",
-        &scenario("tune-outlier-detection"),
-        "--seeds",
-        "1",
-        "--vary",
-        "HTTPRoute/podinfo:spec.rules[0].backendRefs[0].weight=0,100",
-    ]);
-    assert_eq!(
-        out.code, 2,
-        "accepted, and every value gives the same figures:\n{}",
-        out.stdout
-    );
-    assert!(
-        out.stderr
-            .contains("the controller writes HTTPRoute podinfo"),
-        "{}",
-        out.stderr
-    );
-}
-
 /// Finding 3: Istio's samples define subsets for versions a cluster need not run
 /// (destination-rule-all.yaml: `ratings` v2-mysql, v2-mysql-vm); Istio accepts them (their
 /// clusters have no endpoints). The loader refuses such a subset, so the sample does not

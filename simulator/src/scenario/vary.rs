@@ -5,8 +5,9 @@
 //! `PATH=V1,V2,...` edits the Canary's spec (`analysis.threshold`); `KIND/NAME:PATH=...` edits
 //! the object of that kind and `metadata.name`, `PATH` from the document's top
 //! (`DestinationRule/podinfo-primary:spec.trafficPolicy.outlierDetection.consecutive5xxErrors`,
-//! `VirtualService/podinfo:spec.http[0].fault.abort.percentage.value`); `Canary/NAME:spec.…` is
-//! the Canary again.
+//! `VirtualService/reviews:spec.http[1].route[0].weight`); `Canary/NAME:spec.…` is the Canary
+//! again. The objects the controller writes (the route named after the Canary's service, under
+//! Istio its DestinationRules) are refused: it replaces them, so no value would tell.
 
 use serde_json::Value;
 
@@ -168,19 +169,11 @@ impl Scenario {
                  the run starts with, so the run would not keep the value"
             )));
         }
-        let apex = &self.service;
-        let provider = self
-            .spec
-            .provider
-            .unwrap_or(fledge_controller::routes::Provider::Istio);
-        if provider == fledge_controller::routes::Provider::Istio
-            && kind == "DestinationRule"
-            && [format!("{apex}-primary"), format!("{apex}-canary")].contains(&name.to_string())
-        {
+        if let Some((from, field)) = self.controller_writes(kind, name) {
             return Err(PatchError(format!(
-                "the controller writes DestinationRule {name} from the Canary's \
-                 `service.trafficPolicy` and replaces the scenario's; vary \
-                 Canary/{canary}:spec.service.trafficPolicy.… instead"
+                "the controller writes {kind} {name} from the Canary's {from} and replaces \
+                 the scenario's, so every value would give the same run; vary \
+                 Canary/{canary}:spec.{field} instead"
             )));
         }
         Ok((
@@ -190,6 +183,32 @@ impl Scenario {
             },
             path,
         ))
+    }
+
+    /// Which of the Canary's fields the controller writes the object from, when the object is
+    /// one the controller writes for the scenario's provider (and so replaces once it
+    /// initialises): the route named after the service, and under Istio its two
+    /// DestinationRules.
+    fn controller_writes(&self, kind: &str, name: &str) -> Option<(&'static str, &'static str)> {
+        use fledge_controller::routes::Provider;
+        let apex = self.service.as_str();
+        let provider = self.spec.provider.unwrap_or(Provider::Istio);
+        let route = match provider {
+            Provider::Istio => "VirtualService",
+            Provider::Smi(_) => "TrafficSplit",
+            Provider::GatewayApi(_) => "HTTPRoute",
+        };
+        if kind == route && name == apex {
+            return Some((
+                "`service` and `analysis` (its weights)",
+                "service.timeout, …",
+            ));
+        }
+        let subset = |suffix: &str| name.strip_suffix(suffix) == Some(apex);
+        (provider == Provider::Istio
+            && kind == "DestinationRule"
+            && (subset("-primary") || subset("-canary")))
+        .then_some(("`service.trafficPolicy`", "service.trafficPolicy.…"))
     }
 
     /// Whether every path the patch sets on the Canary is still there once the patched Canary
