@@ -1,7 +1,7 @@
 //! `fledge-sim run --access-log, --traces, --graph, --sample`: the access log agrees with the
 //! run's telemetry, sampling keeps its fraction, the same seed writes the same files (and the
 //! outputs change no result), spans nest, the graph is DOT with the run's edges, and a path
-//! that cannot be written is refused before the run.
+//! that cannot be written, or one given to two outputs, is refused before the run.
 
 mod support;
 
@@ -304,7 +304,7 @@ fn the_graph_is_dot_with_an_edge_per_caller_and_version_and_the_report_draws_it(
 }
 
 #[test]
-fn an_output_that_cannot_be_written_or_a_bad_fraction_is_exit_2_naming_it() {
+fn an_output_that_cannot_be_written_shares_a_path_or_has_a_bad_fraction_is_exit_2_naming_it() {
     let file = scenario("flaky-pod-ejected");
     let missing = "/nonexistent-h20a/out";
     for flag in ["--access-log", "--traces", "--graph"] {
@@ -321,6 +321,35 @@ fn an_output_that_cannot_be_written_or_a_bad_fraction_is_exit_2_naming_it() {
             out.stdout
         );
     }
+    // One path for two outputs: each writer would overwrite the other's bytes.
+    let same = tmp("same.out");
+    let dotted = tmp(".").join("same.out");
+    for (first, second, path) in [
+        ("--access-log", "--traces", &same),
+        ("--trace", "--graph", &dotted),
+        ("--report", "--access-log", &same),
+    ] {
+        let out = sim(&["run", &file, first, path_str(&same), second, path_str(path)]);
+        assert_eq!(out.code, 2, "{first} {second}: {}", out.stderr);
+        assert!(
+            out.stderr
+                .contains(&format!("{first} and {second} are both")),
+            "{}",
+            out.stderr
+        );
+        assert!(
+            out.stdout.is_empty(),
+            "refused before the run: {}",
+            out.stdout
+        );
+    }
+    let out = sim(&["run", &file, "--report", &file]);
+    assert_eq!(out.code, 2, "{}", out.stderr);
+    assert!(
+        out.stderr.contains("is the scenario file itself"),
+        "{}",
+        out.stderr
+    );
     let out = sim(&["run", &file, "--sample", "0.5"]);
     assert_eq!(
         out.code, 2,

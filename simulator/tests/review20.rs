@@ -115,32 +115,6 @@ fn a_backslash_in_a_name_leaves_the_graph_valid_dot() {
     }
 }
 
-/// Finding 6: one path given to two outputs (`--access-log X --traces X`, likewise `--trace`,
-/// `--report`, `--graph`) is opened twice; the writers overwrite each other's bytes and the run
-/// exits 0 with a corrupt file.
-#[test]
-#[ignore = "finding 6"]
-fn one_path_for_two_outputs_is_refused() {
-    let file = write("r20-same.yaml", BOOKINFO);
-    let same = file.with_extension("out");
-    let out = sim(&[
-        "run",
-        path_str(&file),
-        "--access-log",
-        path_str(&same),
-        "--traces",
-        path_str(&same),
-        "--sample",
-        "0.2",
-    ]);
-    assert_eq!(out.code, 2, "{}", out.stderr);
-    assert!(
-        out.stderr.contains("--access-log") && out.stderr.contains("--traces"),
-        "{}",
-        out.stderr
-    );
-}
-
 /// Finding 7 (a gap): no test failed when subsets were resolved by the version of the same
 /// name before their labels (every subset of the tests is named as its version). Here the
 /// subsets `v1` and `v3` select each other's pods by label: the 90% goes to version v3.

@@ -43,6 +43,17 @@ pub(super) fn run(
             return ExitCode::from(EXIT_BAD_INPUT);
         }
     };
+    let outputs = [
+        ("--report", report_file),
+        ("--trace", trace_args.path),
+        ("--access-log", observe.access_log),
+        ("--traces", observe.traces),
+        ("--graph", observe.graph),
+    ];
+    if let Some(e) = shared_path(file, &outputs) {
+        sayln!("error: {e}");
+        return ExitCode::from(EXIT_BAD_INPUT);
+    }
     let scenario = match Scenario::load(file) {
         Ok(s) => s,
         Err(e) => {
@@ -192,6 +203,44 @@ pub(super) fn run(
     } else {
         ExitCode::from(EXIT_EXPECTATION_FAILED)
     }
+}
+
+/// Two outputs given one path (each writer would overwrite the other's bytes), or an output
+/// given the scenario's own path: the error names both.
+fn shared_path(scenario: &Path, outputs: &[(&str, Option<&Path>)]) -> Option<String> {
+    // The file may not exist yet: its directory, resolved, and its name identify it.
+    let key = |p: &Path| {
+        let dir = match p.parent() {
+            Some(d) if !d.as_os_str().is_empty() => d,
+            _ => Path::new("."),
+        };
+        let dir = dir.canonicalize().unwrap_or_else(|_| dir.to_path_buf());
+        p.file_name().map(|name| dir.join(name))
+    };
+    let given: Vec<(&str, &Path)> = outputs
+        .iter()
+        .filter_map(|(flag, p)| p.map(|p| (*flag, p)))
+        .collect();
+    for (i, (flag, path)) in given.iter().enumerate() {
+        let Some(this) = key(path) else { continue };
+        if key(scenario).as_ref() == Some(&this) {
+            return Some(format!(
+                "{flag} {} is the scenario file itself; give the output another path",
+                path.display()
+            ));
+        }
+        if let Some((other, _)) = given[..i]
+            .iter()
+            .find(|(_, p)| key(p).as_ref() == Some(&this))
+        {
+            return Some(format!(
+                "{other} and {flag} are both {}: one file cannot hold two outputs; give each \
+                 its own path",
+                path.display()
+            ));
+        }
+    }
+    None
 }
 
 /// The `--trace` file, created before the run so that a path that cannot be written fails
