@@ -20,8 +20,8 @@ pub(crate) fn dot(runs: &[RunResult]) -> String {
         let mut nodes: Vec<(String, String)> = Vec::new();
         for e in &run.graph {
             for node in [
-                (e.source.clone(), e.source.clone()),
-                (version_node(e), format!("{}\\n{}", e.service, e.version)),
+                (e.source.clone(), quoted(&e.source)),
+                (version_node(e), lines(&[&e.service, &e.version])),
             ] {
                 if !nodes.contains(&node) {
                     nodes.push(node);
@@ -29,14 +29,14 @@ pub(crate) fn dot(runs: &[RunResult]) -> String {
             }
         }
         for (id, label) in &nodes {
-            out.push_str(&format!("  {} [label={}];\n", quoted(id), quoted(label)));
+            out.push_str(&format!("  {} [label={label}];\n", quoted(id)));
         }
         for e in &run.graph {
             out.push_str(&format!(
                 "  {} -> {} [label={}];\n",
                 quoted(&e.source),
                 quoted(&version_node(e)),
-                quoted(&label(e).join("\\n"))
+                lines(&label(e).each_ref().map(String::as_str))
             ));
         }
         out.push_str("}\n");
@@ -64,7 +64,17 @@ pub(crate) fn label(e: &GraphEdge) -> [String; 3] {
     ]
 }
 
-/// A DOT string: quotes and backslashes other than the `\n` line breaks escaped.
+/// A DOT string: inside one a backslash escapes the next character, so backslashes are
+/// escaped as well as quotes.
 fn quoted(s: &str) -> String {
-    format!("\"{}\"", s.replace('"', "\\\""))
+    lines(&[s])
+}
+
+/// A DOT string of several lines, each escaped, joined by DOT's `\n` line break.
+fn lines(parts: &[&str]) -> String {
+    let escaped: Vec<String> = parts
+        .iter()
+        .map(|p| p.replace('\\', "\\\\").replace('"', "\\\""))
+        .collect();
+    format!("\"{}\"", escaped.join("\\n"))
 }
