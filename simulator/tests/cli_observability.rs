@@ -228,6 +228,62 @@ fn a_request_no_pod_answered_names_no_version_as_its_telemetry_reports_unknown()
     }
 }
 
+#[test]
+fn a_request_cut_by_the_route_timeout_names_the_pod_it_was_waiting_for_and_has_its_span() {
+    // Envoy's %UPSTREAM_HOST% is set once the host is chosen, answered or not.
+    let (log, spans) = (tmp("timeout.log"), tmp("timeout.jsonl"));
+    run_json(
+        &scenario("gateway-api-httproute"),
+        &[
+            "--access-log",
+            path_str(&log),
+            "--traces",
+            path_str(&spans),
+            "--sample",
+            "1",
+        ],
+    );
+    let log = std::fs::read_to_string(&log).expect("the access log");
+    let cut: Vec<&str> = log.lines().filter(|l| l.contains("\" 504 UT ")).collect();
+    assert!(!cut.is_empty(), "the scenario times requests out");
+    for line in &cut {
+        assert!(
+            fields(line).2.starts_with("podinfo-"),
+            "no upstream host: {line}"
+        );
+    }
+    let spans: Vec<Value> = std::fs::read_to_string(&spans)
+        .expect("the spans")
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{e}: {l}")))
+        .collect();
+    let attempts: std::collections::BTreeSet<(&str, &str)> = spans
+        .iter()
+        .filter(|s| s["parentSpanId"] != "")
+        .map(|s| {
+            (
+                s["traceId"].as_str().unwrap(),
+                s["parentSpanId"].as_str().unwrap(),
+            )
+        })
+        .collect();
+    let timed_out: Vec<&Value> = spans
+        .iter()
+        .filter(|s| s["parentSpanId"] == "" && s["attributes"]["response_flags"] == "UT")
+        .collect();
+    assert_eq!(timed_out.len(), cut.len());
+    for request in timed_out {
+        let key = (
+            request["traceId"].as_str().unwrap(),
+            request["spanId"].as_str().unwrap(),
+        );
+        assert!(
+            attempts.contains(&key),
+            "no span of the attempt in flight: {request}"
+        );
+    }
+}
+
 /// Whether every DOT string of a line is closed (inside one, a backslash escapes the next
 /// character).
 fn strings_closed(line: &str) -> bool {

@@ -167,7 +167,11 @@ impl Mesh {
             self.telemetry.proxy_mut(cl.client.0, cl.version.0).timeouts += 1;
         }
         if let Some(a) = r.attempt {
-            // Abandon the attempt without retrying: the route deadline is over.
+            // Abandon the attempt without retrying: the route deadline is over. Its pod was
+            // chosen: the outputs name it (Envoy's %UPSTREAM_HOST%) and write its span.
+            if self.outputs.is_some() {
+                self.output_attempt(a, 504, flags::UT);
+            }
             let at = self.atts[a];
             self.unqueue_pending(a);
             self.release_conn(a, true);
