@@ -104,7 +104,7 @@ fn sampling_keeps_its_fraction_within_four_standard_deviations() {
     let text = std::fs::read_to_string(&spans).expect("spans");
     let clients = text
         .lines()
-        .filter(|l| l.contains("\"kind\":\"CLIENT\""))
+        .filter(|l| l.contains("\"kind\":\"SPAN_KIND_CLIENT\""))
         .count();
     assert!(within(clients, 0.1), "{clients} of {requests}");
     // Without --sample, traces keep Istio's default 1%.
@@ -116,7 +116,7 @@ fn sampling_keeps_its_fraction_within_four_standard_deviations() {
     let text = std::fs::read_to_string(&spans).expect("spans");
     let clients = text
         .lines()
-        .filter(|l| l.contains("\"kind\":\"CLIENT\""))
+        .filter(|l| l.contains("\"kind\":\"SPAN_KIND_CLIENT\""))
         .count();
     assert!(within(clients, 0.01), "{clients} of {requests}");
 }
@@ -179,11 +179,11 @@ fn every_attempt_span_is_the_child_of_its_requests_span_and_names_its_version() 
         .collect();
     let requests: BTreeMap<&str, &Value> = all
         .iter()
-        .filter(|s| s["kind"] == "CLIENT")
+        .filter(|s| s["kind"] == "SPAN_KIND_CLIENT")
         .map(|s| (s["traceId"].as_str().unwrap(), s))
         .collect();
     let mut children = 0;
-    for s in all.iter().filter(|s| s["kind"] == "SERVER") {
+    for s in all.iter().filter(|s| s["kind"] == "SPAN_KIND_SERVER") {
         assert!(
             ["primary", "canary"]
                 .contains(&s["attributes"]["destination.version"].as_str().unwrap()),
@@ -203,8 +203,18 @@ fn every_attempt_span_is_the_child_of_its_requests_span_and_names_its_version() 
     // 500s from the bad pod are errors.
     assert!(
         all.iter()
-            .any(|s| s["status"] == "ERROR" && s["attributes"]["http.status_code"] == 500)
+            .any(|s| s["status"]["code"] == "STATUS_CODE_ERROR"
+                && s["attributes"]["http.status_code"] == 500)
     );
+    // OTLP's shape: an end time, not a duration; a success leaves the status unset.
+    for s in &all {
+        let (start, end) = (&s["startTimeUnixNano"], &s["endTimeUnixNano"]);
+        assert!(start.as_u64().unwrap() <= end.as_u64().unwrap(), "{s}");
+        assert!(s.get("durationNano").is_none(), "{s}");
+        if s["attributes"]["http.status_code"] == 200 {
+            assert_eq!(s["status"]["code"], "STATUS_CODE_UNSET", "{s}");
+        }
+    }
 }
 
 #[test]
@@ -220,7 +230,7 @@ fn a_request_no_pod_answered_names_no_version_as_its_telemetry_reports_unknown()
     let overflows: Vec<Value> = text
         .lines()
         .map(|l| serde_json::from_str::<Value>(l).unwrap_or_else(|e| panic!("{e}: {l}")))
-        .filter(|s| s["kind"] == "CLIENT" && s["attributes"]["response_flags"] == "UO")
+        .filter(|s| s["kind"] == "SPAN_KIND_CLIENT" && s["attributes"]["response_flags"] == "UO")
         .collect();
     assert!(overflows.len() > 10, "{}", overflows.len());
     for s in &overflows {

@@ -97,7 +97,7 @@ enum Command {
         /// format (see scenarios/README.md); streamed as the run goes.
         #[arg(long = "access-log", value_name = "FILE")]
         access_log: Option<PathBuf>,
-        /// Write spans (a CLIENT span per request, a SERVER span per attempt) as JSON lines in
+        /// Write spans (a client span per request, a server span per attempt) as JSON lines in
         /// an OTLP-like shape; streamed as the run goes.
         #[arg(long, value_name = "FILE")]
         traces: Option<PathBuf>,

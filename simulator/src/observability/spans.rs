@@ -1,7 +1,9 @@
 //! Spans as JSON lines, in the shape of OpenTelemetry's OTLP/JSON spans made flat: per request a
 //! CLIENT span of the client's proxy, and per attempt a SERVER span of the pod's, its child.
 //! Ids are hex (32 digits for the trace, 16 for a span); times are nanoseconds from the run's
-//! start (the Unix epoch); `status` is `ERROR` for a 5xx or no response (code 0), else `OK`.
+//! start (the Unix epoch); `kind` and `status.code` are OTLP's enum names, the status
+//! `STATUS_CODE_ERROR` for a 5xx or no response (code 0), else unset (as OpenTelemetry's HTTP
+//! conventions leave a success).
 //! Every span names the service and the version that answered.
 
 use serde_json::json;
@@ -17,11 +19,11 @@ pub(super) fn line(e: &Exchange<'_>, ids: &Ids) -> String {
         "spanId": format!("{:016x}", ids.span(e.try_no)),
         "parentSpanId": if request { String::new() } else { format!("{:016x}", ids.span(0)) },
         "name": format!("{}:{}", e.service, if request { "request" } else { "attempt" }),
-        "kind": if request { "CLIENT" } else { "SERVER" },
+        "kind": if request { "SPAN_KIND_CLIENT" } else { "SPAN_KIND_SERVER" },
         "service": if request { e.client } else { e.service },
         "startTimeUnixNano": e.start,
-        "durationNano": e.end - e.start,
-        "status": if error { "ERROR" } else { "OK" },
+        "endTimeUnixNano": e.end,
+        "status": { "code": if error { "STATUS_CODE_ERROR" } else { "STATUS_CODE_UNSET" } },
         "attributes": {
             "client": e.client,
             "destination.service": e.service,
