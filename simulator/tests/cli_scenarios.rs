@@ -76,7 +76,7 @@ fn a_rate_event_for_an_unknown_client_is_rejected() {
 }
 
 #[test]
-fn route_weights_that_do_not_add_up_to_100_are_rejected_at_their_line() {
+fn route_weights_that_add_up_to_0_are_rejected_at_their_line() {
     let vs = r#"  ---
   apiVersion: networking.istio.io/v1beta1
   kind: VirtualService
@@ -88,17 +88,17 @@ fn route_weights_that_do_not_add_up_to_100_are_rejected_at_their_line() {
     http:
       - route:
           - destination: {host: podinfo-primary}
-            weight: 90
+            weight: 0
           - destination: {host: podinfo-canary}
-            weight: 20
+            weight: 0
 canary:"#;
     let text = base_with("canary:", vs);
     assert_bad_input(
         "weights.yaml",
         &text,
-        line_of(&text, "weight: 90"),
+        line_of(&text, "weight: 0"),
         "manifests",
-        "route weights add up to 110, expected 100",
+        "route weights add up to 0: give some destination a weight (Istio refuses a total of 0)",
     );
 }
 

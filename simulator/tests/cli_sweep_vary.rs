@@ -240,6 +240,41 @@ fn a_bad_vary_is_exit_2_naming_the_flag_and_what_is_wrong() {
         );
         assert!(out.stdout.is_empty(), "{}", out.stdout);
     }
+    // Two weights varied together are checked together: each value is fine with the other
+    // weight as written, but 0 and 0 add up to 0, which Istio refuses.
+    let weight = |i: usize| format!("VirtualService/reviews:spec.http[1].route[{i}].weight");
+    let (first, second) = (format!("{}=0", weight(0)), format!("{}=0,10", weight(1)));
+    let out = sim(&[
+        "sweep", &bookinfo, "--seeds", "1", "--vary", &first, "--vary", &second,
+    ]);
+    assert_eq!(out.code, 2, "{}", out.stderr);
+    let says = format!("--vary: {} {}=0: ", first, weight(1));
+    assert!(
+        out.stderr.contains(&says) && out.stderr.contains("route weights add up to 0"),
+        "`{says}` not in: {}",
+        out.stderr
+    );
+    // And a value that alone would add up to 0 (the other weight is written 0) runs when its
+    // combination does not.
+    let text = std::fs::read_to_string(&bookinfo).expect("bookinfo");
+    let zero = write(
+        "bookinfo-90-0.yaml",
+        &text.replacen("        weight: 10\n", "        weight: 0\n", 1),
+    );
+    let (first, second) = (format!("{}=0,50", weight(0)), format!("{}=50", weight(1)));
+    let out = sim(&[
+        "sweep",
+        path_str(&zero),
+        "--seeds",
+        "1",
+        "--vary",
+        &first,
+        "--vary",
+        &second,
+    ]);
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    let both = format!("{}=0 {}=50", weight(0), weight(1));
+    assert!(out.stdout.contains(&both), "{}", out.stdout);
 }
 
 #[test]

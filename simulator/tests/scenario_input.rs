@@ -66,11 +66,11 @@ fn an_index_into_an_inline_list_is_located_at_that_list_not_at_the_next_one() {
 
 #[test]
 fn an_error_in_a_multi_document_manifest_file_is_located_in_its_own_document() {
-    // Both documents have weights; only the second one's do not add up.
+    // Both documents have weights; only the second one's add up to 0.
     let manifest = format!(
         "{}---\n{}",
         virtual_service("first", 90, 10),
-        virtual_service("second", 90, 20)
+        virtual_service("second", 0, 0)
     );
     write("two-routes.yaml", &manifest);
     let text = base_with("canary:", "manifest_files: [two-routes.yaml]\ncanary:");
@@ -78,9 +78,9 @@ fn an_error_in_a_multi_document_manifest_file_is_located_in_its_own_document() {
     let out = sim(&["validate", path_str(&file)]);
     assert_eq!(out.code, 2, "{}", out.stderr);
     let second = manifest.find("name: second").expect("second document");
-    let line = line_of(&manifest[second..], "weight: 90") + line_of(&manifest, "name: second") - 1;
+    let line = line_of(&manifest[second..], "weight: 0") + line_of(&manifest, "name: second") - 1;
     let prefix = format!(
-        "two-routes.yaml:{line}: manifest_files[0]: VirtualService second: http[0] route weights add up to 110"
+        "two-routes.yaml:{line}: manifest_files[0]: VirtualService second: http[0] route weights add up to 0"
     );
     assert!(out.stderr.contains(&prefix), "{prefix}\n{}", out.stderr);
 }

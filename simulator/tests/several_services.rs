@@ -59,6 +59,23 @@ fn a_90_10_split_by_subsets_is_measured_within_its_margin() {
 }
 
 #[test]
+fn weights_not_adding_up_to_100_split_by_their_share_of_the_total_as_envoy_does() {
+    // Istio accepts any total but 0; Envoy sends each destination weight / total.
+    let text = BOOKINFO.replace("        weight: 10\n", "        weight: 20\n");
+    assert_ne!(text, BOOKINFO);
+    let r = run_text("bookinfo-90-20.yaml", &text, 7);
+    let s = reviews(&r);
+    let (v1, v3) = (requests(s, "v1"), requests(s, "v3"));
+    let n = (v1 + v3) as f64;
+    let (share, p) = (v1 as f64 / n, 90.0 / 110.0);
+    let margin = 5.0 * (p * (1.0 - p) / n).sqrt();
+    assert!(
+        (share - p).abs() < margin,
+        "v1 took {share:.4} of the split, expected {p:.4} ± {margin:.4}"
+    );
+}
+
+#[test]
 fn the_end_user_header_routes_jason_to_v2_and_no_one_else() {
     // Two callers: every request of one carries `end-user: jason`, none of the other's.
     let text = BOOKINFO.replace(

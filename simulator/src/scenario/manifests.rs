@@ -127,7 +127,7 @@ impl Context {
     }
 
     /// Routes must lead to the simulated service (or the primary and canary Services Flagger
-    /// generates for it), and weighted Istio routes must add up to 100, as Istio's validation
+    /// generates for it), and weighted Istio routes must not add up to 0, as Istio's validation
     /// demands. Anything else is most likely a typo that would silently route nowhere.
     fn check_routes(&self, src: &Source<'_>, m: &Manifests) -> Result<(), ScenarioError> {
         let known = |host: &str| self.is_service(host);
@@ -174,13 +174,15 @@ impl Context {
                                 .iter()
                                 .map(|d| u64::from(d.weight.unwrap_or(0)))
                                 .sum();
-                            if total != 100 {
+                            // Istio refuses only a total of 0; Envoy splits by each weight's
+                            // share of the total, whatever it adds up to.
+                            if total == 0 {
                                 let doc = src.outline.document("VirtualService", Some(&vs.name));
                                 let path = format!("spec.http[{i}].route[0].weight");
                                 return Err(src.error(
                                     src.line_at(doc, &path, "weight:"),
                                     format!(
-                                        "VirtualService {}: http[{i}] route weights add up to {total}, expected 100",
+                                        "VirtualService {}: http[{i}] route weights add up to 0: give some destination a weight (Istio refuses a total of 0)",
                                         vs.name
                                     ),
                                 ));

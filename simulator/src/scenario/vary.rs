@@ -25,7 +25,7 @@ impl Scenario {
     /// An alternative per value of one `--vary` argument, named `PATH=V` (as written). Every
     /// error names the flag.
     pub(crate) fn vary(&self, arg: &str) -> Result<Vec<Variant>, PatchError> {
-        self.vary_patches(arg)?
+        self.vary_patches(arg, true)?
             .into_iter()
             .map(|(name, patch)| self.variant(&name, &patch))
             .collect()
@@ -33,11 +33,12 @@ impl Scenario {
 
     /// The cross product of several `--vary` arguments: an alternative per combination of
     /// their values, named by its `PATH=V` joined with spaces, in the order given (the last
-    /// argument's values vary fastest).
+    /// argument's values vary fastest). With several arguments each combination is checked,
+    /// not each value alone: two route weights varied together may add up to 0 only together.
     pub(crate) fn vary_product(&self, args: &[String]) -> Result<Vec<Variant>, PatchError> {
         let mut combinations = vec![(String::new(), Patch::default())];
         for arg in args {
-            let values = self.vary_patches(arg)?;
+            let values = self.vary_patches(arg, args.len() == 1)?;
             let count = combinations.len().saturating_mul(values.len());
             if count > MAX_COMBINATIONS {
                 return Err(PatchError(format!(
@@ -74,8 +75,8 @@ impl Scenario {
             .collect()
     }
 
-    /// The patches of one argument, each checked alone, with their names.
-    fn vary_patches(&self, arg: &str) -> Result<Vec<(String, Patch)>, PatchError> {
+    /// The patches of one argument, with their names; each checked alone when `alone`.
+    fn vary_patches(&self, arg: &str, alone: bool) -> Result<Vec<(String, Patch)>, PatchError> {
         let error = |why: String| PatchError(format!("--vary {arg}: {why}"));
         let Some((place, values)) = arg.split_once('=').filter(|(p, v)| {
             !p.is_empty() && !p.contains(char::is_whitespace) && !v.trim().is_empty()
@@ -111,8 +112,10 @@ impl Scenario {
                      `spec`, e.g. analysis.stepWeight)"
                 )));
             }
-            self.variant(&name, &patch)
-                .map_err(|e| error(format!("{raw}: {e}")))?;
+            if alone {
+                self.variant(&name, &patch)
+                    .map_err(|e| error(format!("{raw}: {e}")))?;
+            }
             out.push((name, patch));
         }
         Ok(out)
