@@ -167,9 +167,12 @@ enum Command {
         /// compared, as `scenario`, and so are its variants. Default: `flagger-default`.
         #[arg(long = "policy", value_name = "NAME=CANARY.yaml")]
         policies: Vec<String>,
-        /// Also compare the scenario's Canary with the value at PATH (camelCase keys below its
-        /// `spec`, e.g. `analysis.stepWeight`) set to each value in turn, named `PATH=V`; a
-        /// value is JSON (a number, `true`) or else a string (`2m`). Repeatable.
+        /// Also compare the scenario with the value at PATH set to each value in turn, named
+        /// `PATH=V`: PATH is below the Canary's `spec` (`analysis.stepWeight`), or
+        /// `KIND/NAME:PATH` a field of one of its manifests
+        /// (`DestinationRule/NAME:spec.trafficPolicy.outlierDetection.consecutive5xxErrors`).
+        /// A value is JSON (a number, `true`) or else a string (`2m`). Repeatable: each flag's
+        /// values are compared one by one (not combined).
         #[arg(long, value_name = "PATH=V1,V2,...")]
         vary: Vec<String>,
         /// Number of seeds (1..=N, or from --first-seed).
