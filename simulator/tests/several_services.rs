@@ -76,6 +76,29 @@ fn weights_not_adding_up_to_100_split_by_their_share_of_the_total_as_envoy_does(
 }
 
 #[test]
+fn a_subset_selects_the_version_its_labels_name_not_the_one_it_is_named_after() {
+    // The subsets `v1` and `v3` select each other's pods: the 90% goes to version v3.
+    let (v1, v3) = (
+        "    - name: v1\n      labels:\n        version: v1\n",
+        "    - name: v3\n      labels:\n        version: v3\n",
+    );
+    assert!(BOOKINFO.contains(v1) && BOOKINFO.contains(v3));
+    let text = BOOKINFO
+        .replace(v1, "    - name: v1\n      labels:\n        version: v3\n")
+        .replace(v3, "    - name: v3\n      labels:\n        version: v1\n");
+    let r = run_text("swapped.yaml", &text, 7);
+    let s = reviews(&r);
+    let (v1, v3) = (requests(s, "v1") as f64, requests(s, "v3") as f64);
+    let (share, n) = (v3 / (v1 + v3), v1 + v3);
+    let margin = 5.0 * (0.9 * 0.1 / n).sqrt();
+    assert!(
+        (share - 0.9).abs() < margin,
+        "v3 took {share:.4}, expected 0.9 ± {margin:.4}: {:?}",
+        s.versions
+    );
+}
+
+#[test]
 fn the_end_user_header_routes_jason_to_v2_and_no_one_else() {
     // Two callers: every request of one carries `end-user: jason`, none of the other's.
     let text = BOOKINFO.replace(
