@@ -74,7 +74,6 @@ fn the_readme_table_and_the_plot_are_what_publish_renders_from_the_committed_res
 /// Each case's committed results against a few seeds run now: the first and the last shard of
 /// 500 (seeds 1, 2, 999 and 1000 of 1,000), under every policy.
 #[test]
-#[ignore = "figures move with h19d; regenerate"]
 fn the_committed_results_are_of_the_current_files_and_a_few_seeds_still_give_them() {
     for case in cases() {
         let file = results(&case);
