@@ -68,6 +68,12 @@
 //!   regression from its first failures on, undiluted by the lighter steps. And each step must
 //!   serve `min_requests` canary requests of its own, at a look that saw canary traffic, before
 //!   it may end.
+//! - What pooling assumes: each side's failure probability is constant over the rollout. A
+//!   failure spike that hits both versions at once (an incident in a shared dependency) weighs
+//!   differently on the two pooled rates, the canary's leaning on the later, heavier steps and
+//!   the primary's on the earlier ones: an incident early in the rollout raises the primary's
+//!   pooled rate more and makes NoWorse easier for a canary that is worse in every window. The
+//!   rollback side, conditioned look by look, is not affected.
 //!
 //! # Steps and promotion
 //!
