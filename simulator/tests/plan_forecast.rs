@@ -134,9 +134,14 @@ fn plan_with_a_rate_prints_each_steps_requests_and_warns_naming_the_deadline_set
         out.contains("raise spec.progressDeadlineSeconds to at least"),
         "{out}"
     );
-    let (code, out) = plan("0");
-    assert_eq!(code, 2, "{out}");
-    assert!(out.contains("--rps"), "{out}");
+    for absurd in ["0", "nan", "inf", "1e300", "1e-300"] {
+        let (code, out) = plan(absurd);
+        assert_eq!(code, 2, "--rps {absurd}: {out}");
+        assert!(
+            out.contains("error: --rps: expected requests per second"),
+            "{out}"
+        );
+    }
 }
 
 #[test]

@@ -14,6 +14,10 @@ use fledge_controller::spec::{
 use super::EXIT_BAD_INPUT;
 use crate::manifest::yaml::Outline;
 
+/// The rates a forecast is given for: from one request in about 17 minutes to far beyond any
+/// one service's traffic (outside them the figures print as noise: hundreds of digits).
+const RPS_RANGE: std::ops::RangeInclusive<f64> = 0.001..=10_000_000.0;
+
 pub(super) fn run(
     file: &Path,
     rps: Option<f64>,
@@ -21,9 +25,13 @@ pub(super) fn run(
     latency: Option<&str>,
 ) -> ExitCode {
     if let Some(r) = rps
-        && !(r > 0.0 && r.is_finite())
+        && !RPS_RANGE.contains(&r)
     {
-        sayln!("error: --rps: expected a positive number of requests per second, got {r}");
+        sayln!(
+            "error: --rps: expected requests per second from {} to {}, got {r}",
+            RPS_RANGE.start(),
+            RPS_RANGE.end()
+        );
         return ExitCode::from(EXIT_BAD_INPUT);
     }
     if !(0.0..100.0).contains(&error_rate) {
