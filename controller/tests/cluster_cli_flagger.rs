@@ -88,3 +88,30 @@ async fn a_name_that_is_neither_canary_is_an_error_naming_it() {
         .to_string();
     assert!(e.contains("nope"), "{e}");
 }
+
+/// Review r14c, finding 5: `status` lists Flagger's Canaries beside Fledge's, and any error
+/// but a 404 on Flagger's fails the whole command. A user allowed to read only `fledge.dev`
+/// Canaries (a namespaced developer role), on a cluster where Flagger's CRD is installed, gets
+/// a 403 and no table at all. Fledge's Canaries should be listed, with a note that Flagger's
+/// could not be read.
+#[tokio::test]
+#[ignore = "finding 5"]
+async fn status_lists_fledges_canaries_when_flaggers_cannot_be_read() {
+    let c = cluster_with(canary(json!({})), Some(deployment("podinfo:1")));
+    c.fail(
+        "GET",
+        "/apis/flagger.app/v1beta1/namespaces/test/canaries",
+        403,
+        1,
+    );
+    let table = cli::status(c.client(), Some(NS), None, false)
+        .await
+        .unwrap_or_else(|e| panic!("no table for a 403 on Flagger's Canaries: {e}"));
+    assert!(
+        table
+            .lines()
+            .nth(1)
+            .is_some_and(|r| r.starts_with("test\tpodinfo\tfledge.dev\t")),
+        "{table}"
+    );
+}

@@ -751,3 +751,33 @@ async fn a_flagger_canary_of_a_daemonset_is_refused_by_name_and_nothing_is_touch
         "{stalled}"
     );
 }
+
+/// Review r14c, finding 7: the README's install step (`helm install ... --set
+/// flaggerCanaries=true`) keeps the chart's default `provider` (istio) and no `extraProviders`,
+/// so a Flagger Canary on another provider (or a cluster whose Flagger ran with another
+/// `-mesh-provider`) gets no RBAC for its routing objects. Take-over then fails reading them
+/// (403) at every reconcile, and that is only logged: no `TakenOver` Event ever comes, and
+/// nothing on the Canary says why. A routing failure of a Fledge Canary is a Warning Event
+/// naming what was refused (values.yaml, `extraProviders`); take-over should say the same.
+#[tokio::test]
+#[ignore = "finding 7"]
+async fn a_routing_object_take_over_cannot_read_is_a_warning_event_naming_it() {
+    let c = flagger_cluster(
+        "Succeeded",
+        0,
+        flagger_owner("flagger.app/v1beta1", FLAGGER_UID),
+    );
+    c.fail("GET", VIRTUAL_SERVICE, 403, 100);
+    for _ in 0..3 {
+        let _ = c.reconcile_flagger(&c.context()).await;
+        c.settle();
+        c.advance_clock(Duration::from_secs(60));
+    }
+    let events = events(&c);
+    assert!(
+        events
+            .iter()
+            .any(|e| e.starts_with("EVENT Warning") && e.contains("VirtualService")),
+        "nothing on the Canary says why take-over does not happen: {events:#?}"
+    );
+}

@@ -230,3 +230,86 @@ fn discord_is_sent_slacks_body_at_the_hooks_slack_path() {
         "https://hooks/x"
     );
 }
+
+// Review r14c, finding 3: Flagger (scheduler.go, checkCanaryStatus) runs the confirm-rollout
+// gate before it alerts "New revision detected, progressing canary analysis.": a held rollout
+// alerts only the wait, and the analysis' start is alerted once the gate opens.
+#[test]
+#[ignore = "finding 3"]
+fn a_new_revision_held_by_confirm_rollout_alerts_the_wait_then_progressing_once_approved() {
+    let c = canary("webhooks: [{name: gate, type: confirm-rollout, url: 'http://gate/'}]");
+    let said_no = Observation {
+        hooks: [("gate".to_string(), HookOutcome::Failed("403".into()))].into(),
+        ..Observation::default()
+    };
+    let idle = state(Phase::Succeeded, "a", "");
+    let held = state(
+        Phase::Waiting,
+        "b",
+        "waiting for approval: confirm-rollout hook gate said no: 403",
+    );
+    assert_eq!(
+        severities(&alerts(&c, &idle, &held, &said_no)),
+        [(AlertSeverity::Warn, "Canary is waiting for approval.")]
+    );
+    let said_yes = Observation {
+        hooks: [("gate".to_string(), HookOutcome::Passed)].into(),
+        ..Observation::default()
+    };
+    let going = state(Phase::Progressing, "b", "");
+    assert_eq!(
+        severities(&alerts(&c, &held, &going, &said_yes)),
+        [(
+            AlertSeverity::Info,
+            "New revision detected, progressing canary analysis."
+        )]
+    );
+}
+
+// Review r14c, finding 3: Flagger restarts an analysis whose target changed with an Event
+// ("New revision detected! Restarting analysis") and no alert.
+#[test]
+#[ignore = "finding 3"]
+fn a_revision_changed_mid_analysis_restarts_it_without_an_alert_as_flaggers() {
+    let c = canary("");
+    let obs = Observation::default();
+    let before = state(Phase::Progressing, "b", "");
+    let after = state(Phase::Progressing, "c", "");
+    assert_eq!(severities(&alerts(&c, &before, &after, &obs)), []);
+}
+
+// Review r14c, finding 4: Flagger's rocket.go colours Rocket.Chat's attachment `#0076D7`, or
+// `#FF0000` for an error (not Slack's `good`/`danger`).
+#[test]
+#[ignore = "finding 4"]
+fn rocket_chat_gets_flaggers_colours() {
+    let m = Message {
+        name: "podinfo",
+        namespace: "test",
+        phase: "Failed",
+        checksum: "abc",
+        timestamp: 1_700_000_000_000,
+        channel: "general",
+        username: "flagger",
+    };
+    let alert = |severity| Alert {
+        severity,
+        message: "m".into(),
+        fields: Vec::new(),
+    };
+    let colour =
+        |s| payload(ProviderType::Rocket, &alert(s), &m)["attachments"][0]["color"].clone();
+    assert_eq!(colour(AlertSeverity::Error), "#FF0000");
+    assert_eq!(colour(AlertSeverity::Info), "#0076D7");
+}
+
+// Review r14c, finding 4: Flagger's discord.go joins `slack` to the URL's path
+// (`path.Join(webhook.Path, "slack")`), so a query (Discord's `thread_id`, `wait`) stays a query.
+#[test]
+#[ignore = "finding 4"]
+fn a_discord_address_with_a_query_gets_slack_on_its_path_not_after_the_query() {
+    assert_eq!(
+        ProviderType::Discord.url("https://discord.com/api/webhooks/1/x?thread_id=9"),
+        "https://discord.com/api/webhooks/1/x/slack?thread_id=9"
+    );
+}
