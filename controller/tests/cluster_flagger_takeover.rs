@@ -752,7 +752,7 @@ async fn a_flagger_canary_of_a_daemonset_is_refused_by_name_and_nothing_is_touch
     );
 }
 
-/// Review r14c, finding 7: the README's install step (`helm install ... --set
+/// Review r14c, finding 2: the README's install step (`helm install ... --set
 /// flaggerCanaries=true`) keeps the chart's default `provider` (istio) and no `extraProviders`,
 /// so a Flagger Canary on another provider (or a cluster whose Flagger ran with another
 /// `-mesh-provider`) gets no RBAC for its routing objects. Take-over then fails reading them
@@ -760,7 +760,7 @@ async fn a_flagger_canary_of_a_daemonset_is_refused_by_name_and_nothing_is_touch
 /// nothing on the Canary says why. A routing failure of a Fledge Canary is a Warning Event
 /// naming what was refused (values.yaml, `extraProviders`); take-over should say the same.
 #[tokio::test]
-#[ignore = "finding 7"]
+#[ignore = "finding 2"]
 async fn a_routing_object_take_over_cannot_read_is_a_warning_event_naming_it() {
     let c = flagger_cluster(
         "Succeeded",
