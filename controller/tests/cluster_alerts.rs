@@ -315,12 +315,11 @@ async fn counted(ctx: &std::sync::Arc<fledge_controller::cluster::Context>, what
     .unwrap_or_else(|_| panic!("no alert counted `{what}`"));
 }
 
-/// Review r14c, finding 3: an alert that cannot be sent because of the user's own objects (an
-/// AlertProvider that does not exist, a Secret without `address`) is only logged and counted;
-/// `kubectl describe canary` shows nothing. It should be a Warning Event on the Canary naming
-/// the alert, the provider and what is wrong (as a MetricTemplate's missing Secret is).
+/// An alert that cannot be sent because of the user's own objects (an AlertProvider that does
+/// not exist, a Secret without `address`) is a Warning Event on the Canary naming the alert,
+/// the provider and what is wrong, as a MetricTemplate's missing Secret is: a log line alone is
+/// not seen by `kubectl describe canary` (review r14c, finding 3).
 #[tokio::test]
-#[ignore = "finding 3"]
 async fn an_alert_naming_a_missing_alert_provider_is_a_warning_event_on_the_canary() {
     let c = cluster_with(
         canary(alerting("info", "nowhere")),
@@ -342,12 +341,10 @@ async fn an_alert_naming_a_missing_alert_provider_is_a_warning_event_on_the_cana
     );
 }
 
-/// Review r14c, finding 5: Flagger sends the Secret's `token` only to Slack (events.go passes it
-/// to the factory, which gives it to NewSlack alone; Discord, Rocket and Teams post with no
-/// token). Fledge sends it to every provider type, so a Slack bot token kept in a shared Secret
-/// reaches a Teams or Discord URL.
+/// The Secret's `token` goes to Slack only, as Flagger's (events.go passes it to the factory,
+/// which gives it to NewSlack alone; Discord, Rocket and Teams post with no token): a Slack bot
+/// token kept in a shared Secret must not reach a Teams or Discord URL (review r14c, finding 5).
 #[tokio::test]
-#[ignore = "finding 5"]
 async fn a_secrets_token_is_sent_to_slack_only_as_flaggers() {
     let receiver = Receiver::start(Some(200)).await;
     let c = cluster_with(

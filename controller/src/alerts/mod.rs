@@ -2,8 +2,8 @@
 //! seriously ([`decided`], pure), the body each provider expects ([`payload`], pure), and (with
 //! the `cluster` feature) the sender that delivers them off the reconcile path ([`Alerts`]).
 //!
-//! Flagger alerts when a Canary is initialised and when a new revision starts a rollout (both
-//! `info`, with the Canary's settings as fields), when a confirm gate starts holding the rollout
+//! Flagger alerts when a Canary is initialised and when a new revision's analysis starts, once
+//! any confirm-rollout gate has opened (both `info`, with the Canary's settings as fields), when a confirm gate starts holding the rollout
 //! (`warn`, unless the hook has `muteAlert`), when a rollout is promoted (`info`) and when it is
 //! rolled back (`error`; `warn` when a rollback hook or an operator asked for it). It does not
 //! alert on each step, nor on a failed check below the threshold: Events and `event` hooks do.
@@ -54,9 +54,14 @@ pub fn decided(
             settings(canary, spec),
         );
     }
-    let started = after.revision != before.revision
-        && before.phase != Phase::Initializing
-        && matches!(after.phase, Phase::Waiting | Phase::Progressing);
+    // As Flagger: once the confirm-rollout gate (if any) has opened, and not when a revision
+    // changed mid-analysis restarts it (an Event says that).
+    let started = moved
+        && after.phase == Phase::Progressing
+        && matches!(
+            before.phase,
+            Phase::Initialized | Phase::Waiting | Phase::Succeeded | Phase::Failed
+        );
     if started {
         alert(
             AlertSeverity::Info,

@@ -53,13 +53,26 @@ impl fmt::Display for ProviderType {
 }
 
 impl ProviderType {
-    /// Where the body is posted: Discord takes Slack's body at the hook's `/slack` path.
+    /// Where the body is posted: Discord takes Slack's body at the hook's `/slack` path, joined
+    /// to the path as Flagger does (a query such as `?thread_id=` stays after it).
     pub fn url(self, address: &str) -> String {
-        if self == ProviderType::Discord && !address.ends_with("/slack") {
-            format!("{}/slack", address.trim_end_matches('/'))
-        } else {
-            address.to_string()
+        if self != ProviderType::Discord {
+            return address.to_string();
         }
+        // The path ends at the query or the fragment.
+        let end = address.find(['?', '#']).unwrap_or(address.len());
+        let (path, rest) = address.split_at(end);
+        if path.ends_with("/slack") {
+            address.to_string()
+        } else {
+            format!("{}/slack{rest}", path.trim_end_matches('/'))
+        }
+    }
+
+    /// Whether the Secret's `token` goes along: Flagger gives it to Slack only (a bot token in
+    /// a shared Secret must not reach a Teams or Discord URL); Fledge's own `webhook` takes it too.
+    pub(crate) fn takes_token(self) -> bool {
+        matches!(self, ProviderType::Slack | ProviderType::Webhook)
     }
 }
 
@@ -76,6 +89,16 @@ pub struct Message<'a> {
     pub timestamp: u64,
     pub channel: &'a str,
     pub username: &'a str,
+}
+
+/// Slack's named colours; Rocket.Chat gets Flagger's hex ones.
+fn colour(kind: ProviderType, error: bool) -> &'static str {
+    match (kind, error) {
+        (ProviderType::Rocket, true) => "#FF0000",
+        (ProviderType::Rocket, false) => "#0076D7",
+        (_, true) => "danger",
+        (_, false) => "good",
+    }
 }
 
 /// The JSON body `kind` expects for `alert`.
@@ -95,7 +118,7 @@ pub fn payload(kind: ProviderType, alert: &Alert, m: &Message<'_>) -> Value {
                 "icon_url": "",
                 "icon_emoji": ":rocket:",
                 "attachments": [{
-                    "color": if error { "danger" } else { "good" },
+                    "color": colour(kind, error),
                     "author_name": workload,
                     "text": alert.message,
                     "mrkdwn_in": ["text"],

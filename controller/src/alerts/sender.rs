@@ -2,15 +2,19 @@
 //! never waits); one task reads each alert's provider (and its Secret), posts the body, and
 //! retries a failure a few times with a doubling backoff. A full queue drops the alert, and an
 //! alert that still fails is dropped, each logged and counted in `fledge_alerts_total`
-//! (`outcome` `dropped`, `failed`; `sent` for a delivery). Every attempt has a timeout, so a
-//! receiver that never answers delays only the alerts queued behind it.
+//! (`outcome` `dropped`, `failed`; `sent` for a delivery). An alert that cannot be sent because
+//! of the user's own objects (a missing AlertProvider or Secret, an unknown type, an address
+//! that is not a URL) is also a Warning Event on the Canary, for `kubectl describe` to show.
+//! Every attempt has a timeout, so a receiver that never answers delays only the alerts queued
+//! behind it.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
-use k8s_openapi::api::core::v1::Secret;
+use k8s_openapi::api::core::v1::{ObjectReference, Secret};
 use kube::api::{Api, ApiResource, DynamicObject};
+use kube::runtime::events::{Event, EventType, Recorder};
 use kube::{Client, ResourceExt};
 use tokio::sync::mpsc;
 use tracing::{debug, warn};
@@ -56,6 +60,8 @@ pub struct Alerts {
 
 #[derive(Debug)]
 struct Job {
+    /// The Canary, for Events.
+    about: ObjectReference,
     flagger: bool,
     namespace: String,
     name: String,
@@ -96,6 +102,7 @@ impl Alerts {
         }
         for alert in alerts {
             let job = Job {
+                about: flagger::object_ref(canary),
                 flagger: flagger::is_flagger(canary),
                 namespace: canary.namespace().unwrap_or_default(),
                 name: canary.name_any(),
@@ -136,7 +143,10 @@ async fn deliver_all(
             }
             let outcome = match destination(&client, &job, to).await {
                 Ok(d) => deliver(&mut http, &d, &job, &settings).await,
-                Err(e) => Err(e),
+                Err(why) => {
+                    misconfigured(&client, &job, to, &why).await;
+                    Err(why)
+                }
             };
             match outcome {
                 Ok(()) => metrics.alert("sent"),
@@ -149,6 +159,24 @@ async fn deliver_all(
                 }
             }
         }
+    }
+}
+
+/// Says on the Canary that alert `to` cannot be sent, and `why`; a failure to say it is logged.
+async fn misconfigured(client: &Client, job: &Job, to: &CanaryAlert, why: &str) {
+    let event = Event {
+        type_: EventType::Warning,
+        reason: "AlertNotSent".into(),
+        note: Some(
+            crate::cluster::reconciler::note_of(&format!("alert `{}` not sent: {why}", to.name))
+                .to_string(),
+        ),
+        action: "Alert".into(),
+        secondary: None,
+    };
+    let recorder = Recorder::new(client.clone(), crate::cluster::reconciler::reporter());
+    if let Err(e) = recorder.publish(&event, &job.about).await {
+        warn!(namespace = %job.namespace, canary = %job.name, error = %e, "event not published");
     }
 }
 
@@ -208,11 +236,17 @@ async fn destination(client: &Client, job: &Job, to: &CanaryAlert) -> Result<Des
                 secret.name
             )
         })?;
-        token = key("token").filter(|t| !t.is_empty());
+        token = key("token").filter(|t| !t.is_empty() && kind.takes_token());
     }
     if url.is_empty() {
         return Err(format!(
             "AlertProvider {what}: no address (spec.address or a secretRef's `address`)"
+        ));
+    }
+    // A typo is not worth three attempts as if the network had failed.
+    if !matches!(reqwest::Url::parse(&url), Ok(u) if matches!(u.scheme(), "http" | "https")) {
+        return Err(format!(
+            "AlertProvider {what}: address `{url}` is not an http(s) URL"
         ));
     }
     Ok(Destination {

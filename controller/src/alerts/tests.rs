@@ -237,7 +237,6 @@ fn discord_is_sent_slacks_body_at_the_hooks_slack_path() {
 // are the core's (rollout/tick.rs): the new revision enters `Waiting`, the gate is asked at the
 // next tick, and the rollout progresses once it says yes.
 #[test]
-#[ignore = "finding 4"]
 fn a_new_revision_held_by_confirm_rollout_alerts_the_wait_then_progressing_once_approved() {
     let c = canary("webhooks: [{name: gate, type: confirm-rollout, url: 'http://gate/'}]");
     let progressing = (
@@ -282,7 +281,6 @@ fn a_new_revision_held_by_confirm_rollout_alerts_the_wait_then_progressing_once_
 // Review r14c, finding 4: Flagger restarts an analysis whose target changed with an Event
 // ("New revision detected! Restarting analysis") and no alert.
 #[test]
-#[ignore = "finding 4"]
 fn a_revision_changed_mid_analysis_restarts_it_without_an_alert_as_flaggers() {
     let c = canary("");
     let obs = Observation::default();
@@ -294,7 +292,6 @@ fn a_revision_changed_mid_analysis_restarts_it_without_an_alert_as_flaggers() {
 // Review r14c, finding 6: Flagger's rocket.go colours Rocket.Chat's attachment `#0076D7`, or
 // `#FF0000` for an error (not Slack's `good`/`danger`).
 #[test]
-#[ignore = "finding 6"]
 fn rocket_chat_gets_flaggers_colours() {
     let m = Message {
         name: "podinfo",
@@ -319,7 +316,6 @@ fn rocket_chat_gets_flaggers_colours() {
 // Review r14c, finding 6: Flagger's discord.go joins `slack` to the URL's path
 // (`path.Join(webhook.Path, "slack")`), so a query (Discord's `thread_id`, `wait`) stays a query.
 #[test]
-#[ignore = "finding 6"]
 fn a_discord_address_with_a_query_gets_slack_on_its_path_not_after_the_query() {
     assert_eq!(
         ProviderType::Discord.url("https://discord.com/api/webhooks/1/x?thread_id=9"),

@@ -102,11 +102,16 @@ impl Context {
             }),
             config,
             metrics,
-            reporter: Reporter {
-                controller: "fledge".into(),
-                instance: std::env::var("POD_NAME").ok(),
-            },
+            reporter: reporter(),
             backoff: Backoff::default(),
         }
+    }
+}
+
+/// Who publishes Fledge's Events: the controller, and its pod when it runs in one.
+pub(crate) fn reporter() -> Reporter {
+    Reporter {
+        controller: "fledge".into(),
+        instance: std::env::var("POD_NAME").ok(),
     }
 }

@@ -53,8 +53,9 @@ pub use context::{Backoff, Clock, Config, Context};
 pub use wiring::run;
 // The standalone controller (`crate::local`) paces and reports its ticks as a reconcile does.
 pub(crate) use actions::notify;
+pub(crate) use context::reporter;
 pub(crate) use observing::{Asked, call_hooks};
-pub(crate) use problems::event_reason;
+pub(crate) use problems::{event_reason, note_of};
 pub(crate) use tick::requeue_after;
 
 /// Reconciles one Canary: a tick of the rollout or, once it is deleted, its cleanup and then

@@ -155,7 +155,7 @@ impl Tick<'_> {
 const NOTE_LIMIT: usize = 1024;
 
 /// `message` cut to at most [`NOTE_LIMIT`] bytes, at a character boundary.
-pub(super) fn note_of(message: &str) -> &str {
+pub(crate) fn note_of(message: &str) -> &str {
     let mut end = message.len().min(NOTE_LIMIT);
     while !message.is_char_boundary(end) {
         end -= 1;
