@@ -89,13 +89,10 @@ async fn a_name_that_is_neither_canary_is_an_error_naming_it() {
     assert!(e.contains("nope"), "{e}");
 }
 
-/// Review r14c, finding 7: `status` lists Flagger's Canaries beside Fledge's, and any error
-/// but a 404 on Flagger's fails the whole command. A user allowed to read only `fledge.dev`
-/// Canaries (a namespaced developer role), on a cluster where Flagger's CRD is installed, gets
-/// a 403 and no table at all. Fledge's Canaries should be listed, with a note that Flagger's
-/// could not be read.
+/// `status` lists Flagger's Canaries beside Fledge's; a user allowed to read only `fledge.dev`
+/// Canaries (a namespaced developer role), on a cluster where Flagger's CRD is installed, still
+/// gets Fledge's, with a note that Flagger's could not be read (review r14c, finding 7).
 #[tokio::test]
-#[ignore = "finding 7"]
 async fn status_lists_fledges_canaries_when_flaggers_cannot_be_read() {
     let c = cluster_with(canary(json!({})), Some(deployment("podinfo:1")));
     c.fail(
@@ -112,6 +109,10 @@ async fn status_lists_fledges_canaries_when_flaggers_cannot_be_read() {
             .lines()
             .nth(1)
             .is_some_and(|r| r.starts_with("test\tpodinfo\tfledge.dev\t")),
+        "{table}"
+    );
+    assert!(
+        table.contains("Flagger's Canaries (flagger.app) could not be read"),
         "{table}"
     );
 }

@@ -707,12 +707,11 @@ async fn a_nan_failure_count_is_no_data_not_zero_failures() {
     assert_no_data(&reading, "NaN");
 }
 
-/// Review r14c, finding 8: a Prometheus (or the auth proxy in front of it) answering 200 with
-/// something that is not a query result (a login page) is reported without the address: with a
+/// A Prometheus (or the auth proxy in front of it) answering 200 with something that is not a
+/// query result (a login page) is reported with its address, as every other failure is: with a
 /// controller Prometheus, a Canary's `metricsServer` and templates' own `address`es, the reader
-/// cannot tell which server answered. Every other failure names it ("Prometheus at ADDRESS").
+/// must tell which server answered (review r14c, finding 8).
 #[tokio::test]
-#[ignore = "finding 8"]
 async fn an_answer_that_is_not_a_query_result_names_the_prometheus_that_gave_it() {
     let fake = Fake::answering(vec![(
         ISTIO_SUCCESS_RATE.to_string(),

@@ -101,12 +101,16 @@ pub async fn status(
         .await
         .map_err(read)?
         .items;
-    match flaggers.list(&ListParams::default()).await {
-        Ok(list) => canaries.extend(list.items.iter().map(flagger_canary)),
-        Err(e) if not_found(&e) => {}
-        Err(e) => return Err(read(e)),
-    }
-    Ok(table(&canaries))
+    // Flagger's Canaries are an extra: a role that may read only Fledge's still gets its table.
+    let note = match flaggers.list(&ListParams::default()).await {
+        Ok(list) => {
+            canaries.extend(list.items.iter().map(flagger_canary));
+            String::new()
+        }
+        Err(e) if not_found(&e) => String::new(),
+        Err(e) => format!("note: Flagger's Canaries (flagger.app) could not be read: {e}\n"),
+    };
+    Ok(table(&canaries) + &note)
 }
 
 /// A table of Canaries: namespace, name, phase, weight, failed checks, last decision.

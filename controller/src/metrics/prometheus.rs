@@ -354,7 +354,7 @@ impl Prometheus {
             }
             Err(e) => {
                 return Err(Failure::BadAnswer(format!(
-                    "Prometheus answered something that is not a query result ({e}): {}",
+                    "answered something that is not a query result ({e}): {}",
                     excerpt(&body)
                 )));
             }
@@ -497,7 +497,7 @@ impl Failure {
                 error_type,
                 message,
             } => format!("Prometheus rejected the query ({error_type}: {message}): {query}"),
-            Failure::BadAnswer(why) => why.clone(),
+            Failure::BadAnswer(why) => format!("Prometheus at {address}: {why}"),
         }
     }
 }
