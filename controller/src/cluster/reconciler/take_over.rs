@@ -25,7 +25,7 @@ use serde_json::Value;
 use tracing::{info, warn};
 
 use super::super::config_copies;
-use super::super::{Result, flagger, status, workloads};
+use super::super::{Error, Result, flagger, status, workloads};
 use super::problems::Problem;
 use super::tick::Tick;
 use crate::rollout::{Millis, Phase, RolloutState};
@@ -101,7 +101,22 @@ impl Tick<'_> {
             return Ok(None);
         }
         let tracked = self.target_configs(&target).await?;
-        let adopted = self.adopt(&spec.target, &tracked.refs()).await?;
+        let adopted = match self.adopt(&spec.target, &tracked.refs()).await {
+            Ok(adopted) => adopted,
+            Err(e) => {
+                // Retried as any failure, but said on the Canary: a log line is not seen.
+                let hint = if forbidden(&e) {
+                    "; Fledge may not touch it: install the chart with the `provider` (and \
+                     `extraProviders`) of the meshes Flagger's Canaries use"
+                } else {
+                    ""
+                };
+                let message = format!("cannot take over from Flagger yet: {e}{hint}");
+                self.publish(EventType::Warning, "TakeOverFailed", &message)
+                    .await;
+                return Err(e);
+            }
+        };
         let since = ended.unwrap_or(self.now);
         // The configs' copies too: Flagger copies them at promotion.
         let same = same_template(&target, &primary) && self.configs.copies_current(tracked).await?;
@@ -310,6 +325,12 @@ pub(super) fn taken_over_state(
         message,
         ..RolloutState::default()
     }
+}
+
+/// Whether the API server refused `e` for want of a grant.
+fn forbidden(e: &Error) -> bool {
+    matches!(e, Error::Read { source: kube::Error::Api(s), .. }
+        | Error::Write { source: kube::Error::Api(s), .. } if s.code == 403)
 }
 
 #[cfg(test)]
