@@ -212,11 +212,21 @@ fn what_fledge_cannot_honour_yet_is_warned_about_at_its_field() {
         ))),
         Vec::<String>::new()
     );
-    let mut affinity = spec_of("istio", json!({}));
-    affinity.analysis.session_affinity = Some(json!({"cookieName": "c", "primaryCookieName": "p"}));
-    let found = paths(warnings(&affinity));
+    // Session affinity is honoured on Istio and the Gateway API; SMI cannot carry it.
+    let affinity = |provider: &str| {
+        let mut spec = spec_of(provider, json!({}));
+        spec.analysis.session_affinity = Some(
+            serde_json::from_value(json!({"cookieName": "c", "primaryCookieName": "p"})).unwrap(),
+        );
+        paths(warnings(&spec))
+    };
+    assert_eq!(affinity("istio"), Vec::<String>::new());
+    assert_eq!(affinity("gatewayapi"), Vec::<String>::new());
+    let found = affinity("smi");
     assert!(
-        found.len() == 1 && found[0].starts_with("spec.analysis.sessionAffinity: not supported"),
+        found.len() == 1
+            && found[0].starts_with("spec.analysis.sessionAffinity: not used")
+            && found[0].contains("provider smi"),
         "{found:?}"
     );
 }

@@ -56,7 +56,7 @@ pub const FIELD_MANAGER: &str = "flagger";
 pub(crate) const SERVED_AS: &str = "fledge.dev/served-as";
 
 /// The status fields of Flagger's schema that Fledge writes; the rest of `status`
-/// (`lastAppliedSpec`, `lastPromotedSpec`, `trackedConfigs`, session cookies) is left as found.
+/// (`lastAppliedSpec`, `lastPromotedSpec`, `trackedConfigs`) is left as found.
 pub const MIRRORED: &[&str] = &[
     "phase",
     "canaryWeight",
@@ -64,6 +64,9 @@ pub const MIRRORED: &[&str] = &[
     "iterations",
     "lastTransitionTime",
     "conditions",
+    "sessionAffinityCookie",
+    "previousSessionAffinityCookie",
+    "primarySessionAffinityCookie",
 ];
 
 /// Flagger's Canaries, as a dynamic resource.

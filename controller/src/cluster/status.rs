@@ -173,6 +173,9 @@ pub fn status_of(
         state: serde_json::to_value(state).ok(),
         primary_template: primary_template.cloned(),
         primary_replicas,
+        session_affinity_cookie: state.cookies.canary.clone(),
+        previous_session_affinity_cookie: state.cookies.previous.clone(),
+        primary_session_affinity_cookie: state.cookies.primary.clone(),
     }
 }
 

@@ -254,7 +254,7 @@ impl Local {
         match action {
             // The primary exists in the simulator from the start; as the router's first
             // reconcile does, its objects are written with all traffic on the primary.
-            Action::InitializePrimary => self.set_routes(Routes::PRIMARY_ONLY, out).await,
+            Action::InitializePrimary => self.set_routes(Routes::PRIMARY_ONLY, next, out).await,
             Action::ScaleCanary { up } => {
                 // The canary's size while analysed: the primary's (there is no HPA here).
                 let replicas = if up { w.primary.desired.max(1) } else { 0 };
@@ -276,7 +276,7 @@ impl Local {
                     mirror,
                     matched,
                 };
-                self.set_routes(routes, out).await
+                self.set_routes(routes, next, out).await
             }
             Action::PromotePrimary => self
                 .mesh
@@ -295,15 +295,22 @@ impl Local {
                     .await;
                 Ok(())
             }
-            Action::Finalize { .. } => self.set_routes(Routes::PRIMARY_ONLY, out).await,
+            Action::Finalize { .. } => self.set_routes(Routes::PRIMARY_ONLY, next, out).await,
         }
     }
 
-    /// The router's objects for `routes`, written to the mesh.
-    async fn set_routes(&self, routes: Routes, out: &mut impl Write) -> Result<(), String> {
+    /// The router's objects for `routes` (with the session cookies of `next`), written to the
+    /// mesh.
+    async fn set_routes(
+        &self,
+        routes: Routes,
+        next: &RolloutState,
+        out: &mut impl Write,
+    ) -> Result<(), String> {
+        let canary = crate::routes::with_cookies(&self.canary, &next.cookies);
         let objects = self
             .provider
-            .objects(&self.canary, &routes)
+            .objects(&canary, &routes)
             .map_err(|e| format!("routing with {}: {e}", self.provider))?;
         let warnings = self
             .mesh

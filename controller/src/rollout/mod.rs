@@ -44,7 +44,7 @@ pub use observation::{Command, HookOutcome, Observation, PodState, Readiness, Wa
 pub use plan::{PlanStep, RolloutPlan, plan};
 pub use record::{StateError, StateVersion};
 pub use schedule::{look_interval, next_analysis, wants};
-pub use state::{ForecastStatus, Millis, Phase, RolloutState};
+pub use state::{ForecastStatus, Millis, Phase, RolloutState, SessionCookies};
 
 use crate::spec::RolloutSpec;
 use tick::Tick;

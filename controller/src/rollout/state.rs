@@ -133,6 +133,10 @@ pub struct RolloutState {
     /// once the routes that point at the primary have been written and it is still ready.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub scale_down_pending: bool,
+    /// Session affinity's cookies (`analysis.sessionAffinity`), kept across restarts so that
+    /// users pinned to the canary stay pinned.
+    #[serde(default, skip_serializing_if = "SessionCookies::is_empty")]
+    pub cookies: SessionCookies,
     /// The last reason given, for the status.
     #[serde(default)]
     pub message: String,
@@ -148,6 +152,29 @@ fn unversioned() -> StateVersion {
 impl RolloutState {
     pub fn primary_weight(&self) -> u8 {
         100 - self.canary_weight
+    }
+}
+
+/// Session affinity's cookies, each `name=value` as Flagger records them in its status.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct SessionCookies {
+    /// Set by the canary's answers while it has traffic; requests carrying it go to the canary.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub canary: Option<String>,
+    /// The canary cookie of the rollout that ended last: once traffic is back on the primary
+    /// the routes answer requests carrying it with an expired copy.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub previous: Option<String>,
+    /// With `primaryCookieName`: set by the primary's answers during a rollout, requests
+    /// carrying it stay on the primary. Chosen once, as Flagger does.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub primary: Option<String>,
+}
+
+impl SessionCookies {
+    pub fn is_empty(&self) -> bool {
+        self.canary.is_none() && self.previous.is_none() && self.primary.is_none()
     }
 }
 

@@ -203,6 +203,61 @@ impl Tick<'_> {
         );
     }
 
+    /// Session affinity's cookies follow the canary's traffic, as Flagger keeps them: a rollout
+    /// giving the canary traffic chooses its cookie (once: restarts and later steps keep it);
+    /// traffic back on the primary makes it the previous one, which the routes expire. The
+    /// primary's cookie is chosen once and kept.
+    pub(super) fn keep_session_cookies(&mut self, canary_weight: u8) {
+        let Some(affinity) = &self.spec.session_affinity else {
+            return;
+        };
+        if canary_weight == 0 {
+            if let Some(ended) = self.s.cookies.canary.take() {
+                self.s.cookies.previous = Some(ended);
+            }
+            return;
+        }
+        if self.s.cookies.canary.is_none() {
+            let value = self.cookie_value(&affinity.cookie_name);
+            self.s.cookies.canary = Some(format!("{}={value}", affinity.cookie_name));
+        }
+        let primary = &affinity.primary_cookie_name;
+        if !primary.is_empty() && self.s.cookies.primary.is_none() {
+            let value = self.cookie_value(primary);
+            self.s.cookies.primary = Some(format!("{primary}={value}"));
+        }
+    }
+
+    /// Ten letters, as Flagger's cookie values, from the revision, the time, the target and the
+    /// cookie's name: new for each rollout, and the same for the same inputs, so the core stays
+    /// a function of them (the simulator repeats its runs; a cluster's clock makes them differ).
+    /// Not a secret: the canary hands it to anyone it answers.
+    fn cookie_value(&self, name: &str) -> String {
+        const LETTERS: &[u8] = b"abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ";
+        // FNV-1a over the inputs, then SplitMix64 for the letters: stable across builds.
+        let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+        let revision = self.s.revision.as_deref().unwrap_or_default();
+        let inputs = [
+            revision.as_bytes(),
+            &self.now.to_le_bytes(),
+            self.target().as_bytes(),
+            name.as_bytes(),
+        ];
+        for byte in inputs.iter().flat_map(|part| part.iter().chain(&[0xff])) {
+            h = (h ^ u64::from(*byte)).wrapping_mul(0x0000_0100_0000_01b3);
+        }
+        (0..10)
+            .map(|_| {
+                h = h.wrapping_add(0x9e37_79b9_7f4a_7c15);
+                let mut z = h;
+                z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+                z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+                z ^= z >> 31;
+                char::from(LETTERS[(z % LETTERS.len() as u64) as usize])
+            })
+            .collect()
+    }
+
     pub(super) fn terminate(&mut self) {
         match self.s.phase {
             Phase::Terminated => {}

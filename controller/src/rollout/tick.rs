@@ -72,6 +72,7 @@ impl Tick<'_> {
 
     pub(super) fn set_routes(&mut self, canary: u8, mirror: Option<u8>, matched: bool) {
         self.new_step();
+        self.keep_session_cookies(canary);
         self.s.canary_weight = canary;
         self.s.mirror = mirror;
         self.s.matched = matched;

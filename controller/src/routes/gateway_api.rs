@@ -11,6 +11,7 @@
 
 use serde_json::{Map, Value, json};
 
+use super::affinity::{self, Cookie, Sticky};
 use super::{
     RouteError, Routes, RuleShape, ServiceNames, general_rule, object_metadata, percentages,
     required_matches, service_names,
@@ -74,7 +75,17 @@ pub fn http_route(
         );
     }
 
-    let rules = if routes.matched {
+    let rules = if let Some(sticky) = affinity::sticky(canary, routes) {
+        let mut rules = sticky_rules(canary, &names, routes, &sticky)?;
+        if let Sticky::Pinning { canary: c, primary } = &sticky {
+            set_cookie_on(&mut general, &names.canary, &c.set_cookie);
+            if let Some(p) = primary {
+                set_cookie_on(&mut general, &names.primary, &p.set_cookie);
+            }
+        }
+        rules.push(Value::Object(general));
+        rules
+    } else if routes.matched {
         let mut matched = Map::new();
         matched.insert("matches".into(), Value::Array(ab_matches(canary)?));
         matched.extend(rule_options(canary)?);
@@ -109,6 +120,12 @@ pub fn http_route(
 pub fn read_routes(canary: &Canary, spec: &Value) -> Result<Routes, String> {
     let names = service_names(canary);
     let rules = spec["rules"].as_array().ok_or("it has no rules")?;
+    // The session affinity rules pin some users; the split is the weighted rule's.
+    let rules: Vec<Value> = rules
+        .iter()
+        .filter(|r| !is_sticky_rule(canary, r))
+        .cloned()
+        .collect();
     let ours = |r: &Value| {
         r["backendRefs"].as_array().is_some_and(|bs| {
             bs.iter()
@@ -120,7 +137,7 @@ pub fn read_routes(canary: &Canary, spec: &Value) -> Result<Routes, String> {
         matched: &has_ab_match,
         weights: &|r: &Value| weights(r, &names),
     };
-    let (rule, (primary, canary_weight), matched) = general_rule(rules, &shape, || {
+    let (rule, (primary, canary_weight), matched) = general_rule(&rules, &shape, || {
         format!(
             "no rule without a header, query or method match has {} or {} as a backend",
             names.primary, names.canary
@@ -225,6 +242,109 @@ fn mirror_percent(mirror: &Value) -> Result<u8, String> {
         return Err(format!("mirror percentage {pct} is not between 0 and 100"));
     }
     Ok(pct.round() as u8)
+}
+
+/// The session affinity rules placed before the weighted one: carriers of the canary cookie to
+/// the canary and of the primary cookie to the primary; or, with no traffic on the canary,
+/// carriers of the last rollout's cookie routed as everyone else and answered with it expired.
+fn sticky_rules(
+    canary: &Canary,
+    names: &ServiceNames,
+    routes: &Routes,
+    sticky: &Sticky<'_>,
+) -> Result<Vec<Value>, RouteError> {
+    let port = canary.spec.service.port;
+    let rule = |cookie: Cookie<'_>, primary: u8, canary_weight: u8| {
+        let mut rule = Map::new();
+        rule.insert("matches".into(), cookie_match(cookie));
+        rule.extend(rule_options(canary)?);
+        rule.insert(
+            "backendRefs".into(),
+            json!([
+                backend(&names.primary, port, primary),
+                backend(&names.canary, port, canary_weight),
+            ]),
+        );
+        Ok::<_, RouteError>(rule)
+    };
+    Ok(match sticky {
+        Sticky::Pinning { canary: c, primary } => {
+            let mut rules = vec![Value::Object(rule(c.cookie, 0, 100)?)];
+            if let Some(p) = primary {
+                rules.push(Value::Object(rule(p.cookie, 100, 0)?));
+            }
+            rules
+        }
+        Sticky::Expiring(expired) => {
+            let mut rule = rule(expired.cookie, routes.primary, routes.canary)?;
+            add_response_header(&mut rule, "Set-Cookie", &expired.set_cookie);
+            vec![Value::Object(rule)]
+        }
+    })
+}
+
+/// A match on a `Cookie` header that carries `cookie`.
+fn cookie_match(cookie: Cookie<'_>) -> Value {
+    json!([{ "headers": [{ "type": "RegularExpression", "name": "Cookie", "value": cookie.pattern() }] }])
+}
+
+/// The weighted rule's backend `name` answers with `Set-Cookie: value`.
+fn set_cookie_on(rule: &mut Map<String, Value>, name: &str, value: &str) {
+    let backends = rule.get_mut("backendRefs").and_then(Value::as_array_mut);
+    for b in backends.into_iter().flatten() {
+        if b["name"] == name {
+            let mut filtered = Map::new();
+            add_response_header(&mut filtered, "Set-Cookie", value);
+            b["filters"] = filtered.remove("filters").unwrap_or_default();
+        }
+    }
+}
+
+/// Adds a response header to the rule's `ResponseHeaderModifier` filter (one of each type is
+/// allowed per rule), creating it if absent.
+fn add_response_header(rule: &mut Map<String, Value>, name: &str, value: &str) {
+    let header = json!({ "name": name, "value": value });
+    let existing = rule
+        .get_mut("filters")
+        .and_then(Value::as_array_mut)
+        .and_then(|fs| {
+            fs.iter_mut()
+                .find(|f| f["type"] == "ResponseHeaderModifier")
+        });
+    match existing {
+        Some(filter) => {
+            let modifier = &mut filter["responseHeaderModifier"];
+            match modifier["add"].as_array_mut() {
+                Some(add) => add.push(header),
+                None => modifier["add"] = json!([header]),
+            }
+        }
+        None => push_filter(
+            rule,
+            json!({ "type": "ResponseHeaderModifier", "responseHeaderModifier": { "add": [header] } }),
+        ),
+    }
+}
+
+/// A session affinity rule: every match is on a `Cookie` header with one of the Canary's
+/// cookies (beside, at most, the `/` path prefix the API server defaults).
+fn is_sticky_rule(canary: &Canary, rule: &Value) -> bool {
+    rule["matches"].as_array().is_some_and(|ms| {
+        !ms.is_empty()
+            && ms.iter().all(|m| {
+                m["headers"].as_array().is_some_and(|hs| {
+                    hs.iter().any(|h| {
+                        h["name"]
+                            .as_str()
+                            .is_some_and(|n| n.eq_ignore_ascii_case("cookie"))
+                            && h["type"] == "RegularExpression"
+                            && h["value"]
+                                .as_str()
+                                .is_some_and(|p| affinity::is_sticky_pattern(canary, p))
+                    })
+                })
+            })
+    })
 }
 
 fn backend(name: &str, port: i32, weight: u8) -> Value {
@@ -402,21 +522,13 @@ fn string_match(m: &Value, field: &str) -> Result<(&'static str, String), RouteE
     match (exact, regex, prefix) {
         (Some(v), None, None) => Ok(("Exact", v.to_string())),
         (None, Some(v), None) => Ok(("RegularExpression", v.to_string())),
-        (None, None, Some(v)) => Ok(("RegularExpression", format!("^{}.*", escape_regex(v)))),
+        (None, None, Some(v)) => Ok((
+            "RegularExpression",
+            format!("^{}.*", super::escape_regex(v)),
+        )),
         _ => Err(RouteError::InvalidSpec {
             field: field.to_string(),
             reason: "must have exactly one of exact, regex or prefix (a string)".into(),
         }),
     }
-}
-
-fn escape_regex(text: &str) -> String {
-    let mut out = String::with_capacity(text.len());
-    for c in text.chars() {
-        if "\\.+*?()|[]{}^$".contains(c) {
-            out.push('\\');
-        }
-        out.push(c);
-    }
-    out
 }

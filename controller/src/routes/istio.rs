@@ -10,6 +10,7 @@
 
 use serde_json::{Map, Value, json};
 
+use super::affinity::{self, Cookie, Sticky};
 use super::{
     RouteError, Routes, RuleShape, ServiceNames, general_rule, object_metadata, required_matches,
     service_names,
@@ -36,8 +37,18 @@ pub fn virtual_service(canary: &Canary, routes: &Routes) -> Result<Value, RouteE
         service.gateways.clone()
     };
 
-    let general = weighted_route(canary, &names, routes);
-    let http = if routes.matched {
+    let mut general = weighted_route(canary, &names, routes);
+    let http = if let Some(sticky) = affinity::sticky(canary, routes) {
+        let mut http = sticky_routes(canary, &names, routes, &sticky);
+        if let Sticky::Pinning { canary: c, primary } = &sticky {
+            set_cookie_on(&mut general, &names.canary, &c.set_cookie);
+            if let Some(p) = primary {
+                set_cookie_on(&mut general, &names.primary, &p.set_cookie);
+            }
+        }
+        http.push(Value::Object(general));
+        http
+    } else if routes.matched {
         let mut matched = Map::new();
         matched.insert("match".into(), json!(required_matches(canary)?));
         matched.extend(route_options(canary));
@@ -89,6 +100,12 @@ pub fn destination_rule(canary: &Canary, host: &str) -> Value {
 pub fn read_routes(canary: &Canary, spec: &Value) -> Result<Routes, String> {
     let names = service_names(canary);
     let http = spec["http"].as_array().ok_or("it has no HTTP routes")?;
+    // The session affinity routes pin some users; the split is the weighted route's.
+    let http: Vec<Value> = http
+        .iter()
+        .filter(|r| !is_sticky_route(canary, r))
+        .cloned()
+        .collect();
     let ours = |r: &Value| {
         r["route"].as_array().is_some_and(|ds| {
             ds.iter().any(|d| {
@@ -102,7 +119,7 @@ pub fn read_routes(canary: &Canary, spec: &Value) -> Result<Routes, String> {
         matched: &|r: &Value| r["match"].as_array().is_some_and(|m| !m.is_empty()),
         weights: &|r: &Value| weights(r, &names),
     };
-    let (route, (primary, canary_weight), matched) = general_rule(http, &shape, || {
+    let (route, (primary, canary_weight), matched) = general_rule(&http, &shape, || {
         format!(
             "no HTTP route without a match sends traffic to {} or {}",
             names.primary, names.canary
@@ -159,6 +176,93 @@ fn weights(route: &Value, names: &ServiceNames) -> Result<(u8, u8), String> {
 fn same_host(host: &Value, name: &str) -> bool {
     host.as_str()
         .is_some_and(|h| h == name || h.strip_prefix(name).is_some_and(|r| r.starts_with('.')))
+}
+
+/// The session affinity routes placed before the weighted one: carriers of the canary cookie to
+/// the canary and of the primary cookie to the primary; or, with no traffic on the canary,
+/// carriers of the last rollout's cookie routed as everyone else and answered with it expired.
+fn sticky_routes(
+    canary: &Canary,
+    names: &ServiceNames,
+    routes: &Routes,
+    sticky: &Sticky<'_>,
+) -> Vec<Value> {
+    let pinned = |cookie: Cookie<'_>, primary: u8| {
+        let mut route = route_options(canary);
+        route.insert("match".into(), cookie_match(cookie));
+        route.insert(
+            "route".into(),
+            json!([
+                destination(canary, &names.primary, primary),
+                destination(canary, &names.canary, 100 - primary),
+            ]),
+        );
+        Value::Object(route)
+    };
+    match sticky {
+        Sticky::Pinning { canary: c, primary } => std::iter::once(pinned(c.cookie, 0))
+            .chain(primary.as_ref().map(|p| pinned(p.cookie, 100)))
+            .collect(),
+        Sticky::Expiring(expired) => {
+            let mut route = route_options(canary);
+            route.insert("match".into(), cookie_match(expired.cookie));
+            let headers = route.entry("headers").or_insert_with(|| json!({}));
+            if !headers.is_object() {
+                *headers = json!({});
+            }
+            let response = headers
+                .as_object_mut()
+                .map(|h| h.entry("response").or_insert_with(|| json!({})));
+            if let Some(response) = response {
+                if !response["add"].is_object() {
+                    response["add"] = json!({});
+                }
+                response["add"]["Set-Cookie"] = json!(expired.set_cookie);
+            }
+            route.insert(
+                "route".into(),
+                json!([
+                    destination(canary, &names.primary, routes.primary),
+                    destination(canary, &names.canary, routes.canary),
+                ]),
+            );
+            vec![Value::Object(route)]
+        }
+    }
+}
+
+/// An HTTP match on a `Cookie` header that carries `cookie` (Istio names header matches in
+/// lower case).
+fn cookie_match(cookie: Cookie<'_>) -> Value {
+    json!([{ "headers": { "cookie": { "regex": cookie.pattern() } } }])
+}
+
+/// The weighted route's destination `host` answers with `Set-Cookie: value`.
+fn set_cookie_on(route: &mut Map<String, Value>, host: &str, value: &str) {
+    let destinations = route.get_mut("route").and_then(Value::as_array_mut);
+    for d in destinations.into_iter().flatten() {
+        if d["destination"]["host"] == host {
+            d["headers"] = json!({ "response": { "add": { "Set-Cookie": value } } });
+        }
+    }
+}
+
+/// A session affinity route: every match is on a `Cookie` header with one of the Canary's
+/// cookies.
+fn is_sticky_route(canary: &Canary, route: &Value) -> bool {
+    route["match"].as_array().is_some_and(|ms| {
+        !ms.is_empty()
+            && ms.iter().all(|m| {
+                m["headers"].as_object().is_some_and(|h| {
+                    h.iter().any(|(name, v)| {
+                        name.eq_ignore_ascii_case("cookie")
+                            && v["regex"]
+                                .as_str()
+                                .is_some_and(|p| affinity::is_sticky_pattern(canary, p))
+                    })
+                })
+            })
+    })
 }
 
 fn weighted_route(canary: &Canary, names: &ServiceNames, routes: &Routes) -> Map<String, Value> {

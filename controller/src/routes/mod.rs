@@ -19,6 +19,7 @@
 //! Each reader inverts its builder (`read(build(r)) == r`, a property test), so the reconciler's
 //! drift check compares like with like.
 
+mod affinity;
 pub mod gateway_api;
 pub mod istio;
 pub mod smi;
@@ -30,6 +31,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 
 use crate::spec::Canary;
+pub use affinity::with_cookies;
 pub use gateway_api::GatewayVersion;
 pub use smi::SmiVersion;
 
@@ -435,6 +437,18 @@ fn general_rule<'v>(
         matched = true;
     }
     Ok((&rules[at], (shape.weights)(&rules[at])?, matched))
+}
+
+/// `text` matched literally in an RE2 regular expression.
+fn escape_regex(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    for c in text.chars() {
+        if "\\.+*?()|[]{}^$".contains(c) {
+            out.push('\\');
+        }
+        out.push(c);
+    }
+    out
 }
 
 /// A non-negative integer weight; anything else is a hand edit the reader cannot read.

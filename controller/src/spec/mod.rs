@@ -19,7 +19,8 @@ pub use load::{LoadError, LoadedManifests, load_manifests};
 pub use validate::{
     AlertSeverity, DurationRule, FLAGGER_ONLY_METRIC_PROVIDERS, FieldError, HookGate, Judge,
     Margin, MetricCheck, MetricKind, RolloutSpec, Strategy, TRAFFIC_POLICY_DURATIONS,
-    ValidationErrors, WebhookRef, metric_template, unroutable_by, validate, warnings,
+    ValidationErrors, WebhookRef, analysis_interval, metric_template, unroutable_by, validate,
+    warnings,
 };
 
 use std::collections::BTreeMap;
@@ -258,11 +259,10 @@ pub struct CanaryAnalysis {
     pub primary_ready_threshold: Option<i64>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub canary_ready_threshold: Option<i64>,
-    /// Cookie-based session affinity (`cookieName`, `primaryCookieName`, the cookie attributes):
-    /// kept as written; not supported yet ([`warnings`] says so).
+    /// Cookie-based session affinity, as Flagger 1.41+ does it on Istio and the Gateway API: a
+    /// user the canary answered once keeps reaching it while the rollout lasts.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schemars(schema_with = "free_form_object")]
-    pub session_affinity: Option<serde_json::Value>,
+    pub session_affinity: Option<SessionAffinity>,
     /// `threshold` (Flagger's, the default) or `statistical` (canary judged against primary).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub judge: Option<String>,
@@ -282,6 +282,40 @@ pub struct CanaryAnalysis {
     /// Who is alerted of the rollout's decisions, as Flagger alerts.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub alerts: Vec<CanaryAlert>,
+}
+
+/// `analysis.sessionAffinity` (Flagger's fields and defaults): the canary's answers set the
+/// cookie `cookieName` (a value new each rollout), and requests carrying it go to the canary.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct SessionAffinity {
+    /// The canary's cookie.
+    #[serde(default)]
+    pub cookie_name: String,
+    /// With it, the primary's answers during a rollout set this cookie (for one `interval`) and
+    /// requests carrying it stay on the primary.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub primary_cookie_name: String,
+    /// Seconds the canary's cookie lasts (0 or absent: 86400, a day).
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub max_age: i64,
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub domain: String,
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub path: String,
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub http_only: bool,
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub secure: bool,
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub partitioned: bool,
+    /// `Strict`, `Lax` or `None`.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub same_site: String,
+}
+
+fn is_zero(n: &i64) -> bool {
+    *n == 0
 }
 
 /// Settings of the statistical judge (Fledge only).
@@ -399,6 +433,15 @@ pub struct CanaryStatus {
     /// first seen, and in statuses written before it existed.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub primary_replicas: Option<i32>,
+    /// Session affinity: the cookie (`name=value`) the canary sets during this rollout, the one
+    /// of the last rollout (expired by the routes once traffic is back on the primary) and the
+    /// primary's, as Flagger records them. The route builders read them from here.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub session_affinity_cookie: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub previous_session_affinity_cookie: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub primary_session_affinity_cookie: Option<String>,
 }
 
 #[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]

@@ -80,10 +80,12 @@ impl Harness<'_> {
     /// controller's own builders and loaded through the manifest loader.
     pub(super) fn apply_routes(&mut self, routes: Routes) -> Result<(), MeshError> {
         self.routes = Some(routes);
-        let objects = match self
-            .provider
-            .objects(&self.scenario.canary_resource, &routes)
-        {
+        // As the cluster does, the routes carry the session cookies of the state just decided.
+        let canary = fledge_controller::routes::with_cookies(
+            &self.scenario.canary_resource,
+            &self.state.cookies,
+        );
+        let objects = match self.provider.objects(&canary, &routes) {
             Ok(objects) => objects,
             Err(e) => return Err(routing_error(format!("the router refuses {routes}: {e}"))),
         };

@@ -101,7 +101,7 @@ impl Patch {
                 patch = patch.set("analysis.mirrorWeight", w);
             }
             if let Some(a) = &own.session_affinity {
-                patch = patch.set("analysis.sessionAffinity", a.clone());
+                patch = patch.set("analysis.sessionAffinity", json(a)?);
             }
         }
         Ok(patch)

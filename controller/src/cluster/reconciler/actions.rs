@@ -17,6 +17,7 @@ use super::problems::event_reason;
 use super::tick::Tick;
 use crate::rollout::{Action, HookOutcome, Phase, RolloutState, Severity};
 use crate::router::Routes;
+use crate::routes;
 use crate::spec::{HookGate, RolloutSpec, validate};
 use crate::webhook::HookEvent;
 
@@ -83,13 +84,19 @@ impl Tick<'_> {
                 if next.phase == Phase::Initialized {
                     self.route_to_primary(target, primary).await?;
                 }
-                self.set_routes(Routes {
+                // The routes carry the session cookies of the state this tick records.
+                let with_cookies = routes::with_cookies(self.canary, &next.cookies);
+                let routes = Routes {
                     primary: to_primary,
                     canary,
                     mirror,
                     matched,
-                })
-                .await
+                };
+                self.ctx
+                    .routing
+                    .set_routes(self.provider()?, &with_cookies, routes)
+                    .await
+                    .map_err(|m| self.route_error(m))
             }
             Action::PromotePrimary => {
                 let replicas = primary

@@ -7,6 +7,7 @@
 //! `strategy` (weights, iterations, matches, mirroring), `analysis` (judge, metrics, margins),
 //! `webhooks`, `alerts` and `service` (the Services and routes Fledge generates).
 
+mod affinity;
 mod alerts;
 mod analysis;
 mod service;
@@ -63,6 +64,9 @@ pub struct RolloutSpec {
     pub judge: Judge,
     pub metrics: Vec<MetricCheck>,
     pub webhooks: Vec<WebhookRef>,
+    /// Cookie-based session affinity, when the rollout keeps cookies (not with A/B testing).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub session_affinity: Option<super::SessionAffinity>,
 }
 
 /// One problem with a spec: where, and what was expected.
@@ -141,6 +145,17 @@ pub fn unroutable_by(
     let mut errors = rollout.strategy.unroutable_by(provider);
     errors.extend(canary.service.unroutable_by(provider));
     errors
+}
+
+/// `analysis.interval` as the rollout reads it (the primary's session cookie lasts one); one
+/// that does not parse reads as the default, and validation refuses it.
+pub fn analysis_interval(spec: &CanarySpec) -> Duration {
+    spec.analysis
+        .interval
+        .as_deref()
+        .and_then(|t| t.parse().ok())
+        .unwrap_or(DEFAULT_INTERVAL)
+        .max(MIN_INTERVAL)
 }
 
 /// Checks `spec` and returns the rollout it describes, or every problem found.
@@ -251,6 +266,7 @@ pub fn validate(spec: &CanarySpec) -> Result<RolloutSpec, ValidationErrors> {
     let metrics = analysis::metrics(&mut p, a, &judge);
     let webhooks = webhooks::webhooks(&mut p, &a.webhooks);
     alerts::alerts(&mut p, &a.alerts);
+    let session_affinity = affinity::session_affinity(&mut p, spec);
     if let (Some(provider), Some(strategy)) = (provider, &strategy) {
         p.0.extend(strategy.unroutable_by(provider));
     }
@@ -275,6 +291,7 @@ pub fn validate(spec: &CanarySpec) -> Result<RolloutSpec, ValidationErrors> {
         judge,
         metrics,
         webhooks,
+        session_affinity,
     })
 }
 
@@ -369,12 +386,8 @@ pub fn warnings(spec: &CanarySpec) -> Vec<FieldError> {
                 .into(),
         );
     }
-    if a.session_affinity.is_some() {
-        warn(
-            "spec.analysis.sessionAffinity",
-            "not supported yet: ignored; no cookie is set and no request is pinned to the canary"
-                .into(),
-        );
+    if let Some(w) = affinity::unused(spec, rollout.provider) {
+        warn(&w.path, w.message);
     }
     if let Some(Ok(written)) = a.interval.as_deref().map(str::parse::<Duration>)
         && written < rollout.interval
