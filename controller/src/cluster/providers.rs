@@ -43,6 +43,15 @@ pub trait Routing: Send + Sync {
         provider: Provider,
         canary: &'a Canary,
     ) -> BoxFuture<'a, Result<(), String>>;
+    /// Why the routing object is not in force yet (a Gateway API parent that has not accepted
+    /// its current generation), `None` when it is. A router that cannot tell says `None`.
+    fn not_accepted<'a>(
+        &'a self,
+        _provider: Provider,
+        _canary: &'a Canary,
+    ) -> BoxFuture<'a, Result<Option<String>, String>> {
+        async { Ok(None) }.boxed()
+    }
 }
 
 /// What a webhook is told about the rollout (Flagger's payload).
@@ -143,6 +152,18 @@ impl Routing for LiveRouting {
         async move {
             let router = self.router(provider);
             router.finalize(canary).await.map_err(|e| e.to_string())
+        }
+        .boxed()
+    }
+
+    fn not_accepted<'a>(
+        &'a self,
+        provider: Provider,
+        canary: &'a Canary,
+    ) -> BoxFuture<'a, Result<Option<String>, String>> {
+        async move {
+            let router = self.router(provider);
+            router.not_accepted(canary).await.map_err(|e| e.to_string())
         }
         .boxed()
     }

@@ -346,6 +346,30 @@ mod tests {
         assert_eq!(back, state);
     }
 
+    #[test]
+    fn the_session_cookies_are_recorded_in_flaggers_status_fields() {
+        let state = RolloutState {
+            cookies: crate::rollout::SessionCookies {
+                canary: Some("c=new".into()),
+                previous: Some("c=old".into()),
+                primary: Some("p=kept".into()),
+            },
+            ..RolloutState::default()
+        };
+        let s = serde_json::to_value(status_of(&state, None, None)).unwrap();
+        assert_eq!(s["sessionAffinityCookie"], json!("c=new"));
+        assert_eq!(s["previousSessionAffinityCookie"], json!("c=old"));
+        assert_eq!(s["primarySessionAffinityCookie"], json!("p=kept"));
+        // A Flagger Canary gets them in its own status, not in Fledge's record.
+        for key in [
+            "sessionAffinityCookie",
+            "previousSessionAffinityCookie",
+            "primarySessionAffinityCookie",
+        ] {
+            assert!(super::super::flagger::MIRRORED.contains(&key), "{key}");
+        }
+    }
+
     /// Argo CD's check knows Flagger's phases only: a step the statistical judge holds stays
     /// `Progressing`, and the hold is a condition, gone once the judge decides.
     #[test]

@@ -218,6 +218,8 @@ impl Local {
             canary_pods: Vec::new(),
             deleting: false,
             command: None,
+            // The live simulator applies every route at once.
+            routes_not_accepted: None,
         }
     }
 

@@ -115,6 +115,11 @@ pub struct Observation {
     pub deleting: bool,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub command: Option<Command>,
+    /// Why the routing object is not yet in force, when the shell found it so: a Gateway API
+    /// parent that has not accepted the HTTPRoute's current generation. The rollout holds
+    /// (counted against the progress deadline) rather than shift traffic its parent ignores.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub routes_not_accepted: Option<String>,
 }
 
 /// What the shell must gather before calling [`advance`].

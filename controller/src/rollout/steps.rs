@@ -203,6 +203,24 @@ impl Tick<'_> {
         );
     }
 
+    /// Whether the routes are in force (see [`super::Observation::routes_not_accepted`]); if
+    /// not, the rollout holds, an Event saying why when the hold begins, and rolls back once
+    /// the progress deadline has passed.
+    pub(super) fn routes_accepted(&mut self) -> bool {
+        let Some(why) = self.obs.routes_not_accepted.clone() else {
+            return true;
+        };
+        let problem = format!("routes not in force: {why}");
+        if self.s.message != format!("waiting: {problem}") {
+            self.event(
+                Severity::Normal,
+                format!("Holding {}: {problem}", self.target()),
+            );
+        }
+        self.stalled(problem);
+        false
+    }
+
     /// Session affinity's cookies follow the canary's traffic, as Flagger keeps them: a rollout
     /// giving the canary traffic chooses its cookie (once: restarts and later steps keep it);
     /// traffic back on the primary makes it the previous one, which the routes expire. The

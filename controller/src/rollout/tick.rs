@@ -253,7 +253,8 @@ impl Tick<'_> {
         if let Some(why) = self.failing_canary() {
             return self.rollback(why);
         }
-        if !self.workloads_ready() {
+        // Before the workloads' check, which clears the time stalled that this one counts.
+        if !self.routes_accepted() || !self.workloads_ready() {
             return;
         }
         if self.spec.skip_analysis {

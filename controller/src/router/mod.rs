@@ -26,7 +26,7 @@ use kube::api::{Api, ApiResource, DynamicObject, Patch, PatchParams};
 use serde_json::{Value, json};
 
 pub use crate::routes::Routes;
-use crate::routes::{Provider, RouteError, RoutingKind, istio, service_names};
+use crate::routes::{Provider, RouteError, RoutingKind, gateway_api, istio, service_names};
 use crate::spec::Canary;
 
 /// The field manager of every write, as shown in `managedFields`.
@@ -171,6 +171,22 @@ impl Router {
         self.provider
             .read_routes(canary, &object.data["spec"])
             .map_err(|why| self.routing.malformed(&object, why))
+    }
+
+    /// Why the routing object is not in force yet: an HTTPRoute whose parents have not all
+    /// accepted its current generation ([`gateway_api::not_accepted`]); `None` for the other
+    /// providers, whose objects carry no such status.
+    pub async fn not_accepted(&self, canary: &Canary) -> Result<Option<String>, RouterError> {
+        if !matches!(self.provider, Provider::GatewayApi(_)) {
+            return Ok(None);
+        }
+        let ns = namespace(canary)?;
+        let object = self
+            .routing
+            .get_existing(&ns, &service_names(canary).apex)
+            .await?;
+        let value = serde_json::to_value(&object).unwrap_or_default();
+        Ok(gateway_api::not_accepted(&value))
     }
 
     /// The Canary goes: an object the user wrote gets the spec it had before the Canary back

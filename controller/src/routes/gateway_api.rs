@@ -161,6 +161,95 @@ pub fn read_routes(canary: &Canary, spec: &Value) -> Result<Routes, String> {
     })
 }
 
+/// Why `route` (a whole HTTPRoute as read) is not in force yet, as Flagger's router checks it
+/// before shifting traffic: for each of its `parentRefs`, the `status.parents` entry of that
+/// parent must carry `Accepted` `True` observed at the route's current generation. Unlike
+/// Flagger, a parent with no entry (its controller has not seen this route yet) holds too: a
+/// parent that never answers is one whose traffic would not move.
+pub fn not_accepted(route: &Value) -> Option<String> {
+    let namespace = route["metadata"]["namespace"].as_str().unwrap_or_default();
+    let name = format!(
+        "{namespace}/{}",
+        route["metadata"]["name"].as_str().unwrap_or_default()
+    );
+    let generation = route["metadata"]["generation"].as_i64().unwrap_or(0);
+    let parents = route["status"]["parents"]
+        .as_array()
+        .map(Vec::as_slice)
+        .unwrap_or(&[]);
+    let refs = route["spec"]["parentRefs"]
+        .as_array()
+        .map(Vec::as_slice)
+        .unwrap_or(&[]);
+    for parent in refs {
+        let which = parent_name(parent, namespace);
+        let entry = parents
+            .iter()
+            .find(|p| same_parent(&p["parentRef"], parent, namespace));
+        let accepted = entry.and_then(|e| {
+            e["conditions"]
+                .as_array()?
+                .iter()
+                .find(|c| c["type"] == "Accepted")
+        });
+        let Some(accepted) = accepted else {
+            return Some(format!(
+                "HTTPRoute {name}: parent {which} has not reported whether it accepts the route"
+            ));
+        };
+        let observed = accepted["observedGeneration"].as_i64().unwrap_or(0);
+        if accepted["status"] != "True" {
+            let status = accepted["status"].as_str().unwrap_or("unknown");
+            let reason = accepted["reason"].as_str().unwrap_or_default();
+            let message = accepted["message"].as_str().unwrap_or_default();
+            return Some(format!(
+                "HTTPRoute {name}: parent {which} does not accept it (Accepted {status}: \
+                 {reason} {message})"
+            ));
+        }
+        if observed < generation {
+            return Some(format!(
+                "HTTPRoute {name}: parent {which} accepted generation {observed}, not the \
+                 current {generation} yet"
+            ));
+        }
+    }
+    None
+}
+
+/// A parent reference with the Gateway API's defaults: group `gateway.networking.k8s.io`,
+/// kind `Gateway`, the route's namespace.
+fn parent_key<'v>(r: &'v Value, route_namespace: &'v str) -> [Option<String>; 6] {
+    let text = |v: &Value| match v {
+        Value::String(s) => Some(s.clone()),
+        Value::Number(n) => Some(n.to_string()),
+        _ => None,
+    };
+    [
+        text(&r["group"]).or_else(|| Some(GROUP.into())),
+        text(&r["kind"]).or_else(|| Some("Gateway".into())),
+        text(&r["namespace"]).or_else(|| Some(route_namespace.into())),
+        text(&r["name"]),
+        text(&r["sectionName"]),
+        text(&r["port"]),
+    ]
+}
+
+fn same_parent(a: &Value, b: &Value, route_namespace: &str) -> bool {
+    parent_key(a, route_namespace) == parent_key(b, route_namespace)
+}
+
+/// `Kind namespace/name` of a parent reference.
+fn parent_name(r: &Value, route_namespace: &str) -> String {
+    let [_, kind, namespace, name, ..] = parent_key(r, route_namespace);
+    format!(
+        "{} {}/{}",
+        kind.unwrap_or_default(),
+        namespace.unwrap_or_default(),
+        name.unwrap_or_default()
+    )
+}
+
 /// Why the HTTPRoute the API server stored reads as `found` where `routes` was applied, when
 /// the cause is known. An HTTPRoute CRD older than Gateway API v1.2 has no
 /// `requestMirror.percent` and prunes it silently: the gateway then mirrors everything, and the

@@ -79,6 +79,8 @@ pub struct Driver {
     /// Sent with the next tick only.
     pub command: Option<Command>,
     pub deleting: bool,
+    /// Reported as the routes' reason not to be in force, while set.
+    pub routes_not_accepted: Option<String>,
     pub log: Vec<Action>,
     /// Where the current rollout's actions start in `log`.
     pub rollout_start: usize,
@@ -104,6 +106,7 @@ impl Driver {
             hook_answers: BTreeMap::new(),
             command: None,
             deleting: false,
+            routes_not_accepted: None,
             log: Vec::new(),
             rollout_start: 0,
             last_change: 0,
@@ -173,6 +176,7 @@ impl Driver {
             canary_pods: Vec::new(),
             deleting: self.deleting,
             command: self.command,
+            routes_not_accepted: self.routes_not_accepted.clone(),
         }
     }
 

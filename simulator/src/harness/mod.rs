@@ -368,6 +368,8 @@ impl<'a> Harness<'a> {
             canary_pods: Vec::new(),
             deleting: self.deleting,
             command: None,
+            // The simulated gateway accepts every route at once.
+            routes_not_accepted: None,
         };
         let before = self.state.clone();
         let (state, actions) = advance(&self.state, spec, &obs, now_ms);

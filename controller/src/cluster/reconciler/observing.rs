@@ -52,6 +52,16 @@ impl Tick<'_> {
             Ok(selector) if waiting => self.current_pod_states(target, &selector).await?,
             _ => Vec::new(),
         };
+        // Read while a rollout shifts traffic: the core holds on it then.
+        let routes_not_accepted =
+            if matches!(state.phase, Phase::Progressing | Phase::WaitingPromotion) {
+                (self.ctx.routing)
+                    .not_accepted(self.provider()?, self.canary)
+                    .await
+                    .map_err(|m| self.route_error(m))?
+            } else {
+                None
+            };
         Ok(Observation {
             revision,
             canary,
@@ -61,6 +71,7 @@ impl Tick<'_> {
             canary_pods,
             deleting: false,
             command,
+            routes_not_accepted,
         })
     }
 

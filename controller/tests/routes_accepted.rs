@@ -1,0 +1,124 @@
+//! Routes not in force yet (a Gateway API parent that has not accepted the HTTPRoute's current
+//! generation): read from the HTTPRoute as Flagger's router reads it, and held on by the
+//! rollout core against the progress deadline. Pure: no cluster needed.
+
+mod support;
+
+use fledge_controller::rollout::{Action, Phase};
+use fledge_controller::routes::gateway_api::not_accepted;
+use serde_json::{Value, json};
+use support::{Driver, SpecExt, canary_spec};
+
+fn route(parent_refs: Value, parents: Value) -> Value {
+    json!({
+        "metadata": {"name": "podinfo", "namespace": "test", "generation": 4},
+        "spec": {"parentRefs": parent_refs},
+        "status": {"parents": parents},
+    })
+}
+
+fn accepted(parent: Value, status: &str, observed: i64) -> Value {
+    json!({"parentRef": parent, "conditions": [
+        {"type": "ResolvedRefs", "status": "False", "observedGeneration": 1},
+        {"type": "Accepted", "status": status, "observedGeneration": observed,
+         "reason": "NoMatchingParent", "message": "no listener"}]})
+}
+
+#[test]
+fn a_route_is_in_force_when_every_parent_accepted_its_current_generation() {
+    // The spec leaves the defaults out; the status names them.
+    let spec_ref = json!({"name": "public"});
+    let status_ref = json!({"group": "gateway.networking.k8s.io", "kind": "Gateway",
+                            "namespace": "test", "name": "public"});
+    let mesh_ref = json!({"group": "", "kind": "Service", "name": "podinfo", "port": 9898});
+    let both = route(
+        json!([spec_ref, mesh_ref]),
+        json!([
+            accepted(status_ref.clone(), "True", 4),
+            accepted(mesh_ref.clone(), "True", 5)
+        ]),
+    );
+    assert_eq!(not_accepted(&both), None);
+    let refused = route(
+        json!([spec_ref]),
+        json!([accepted(status_ref.clone(), "False", 4)]),
+    );
+    assert_eq!(
+        not_accepted(&refused).as_deref(),
+        Some(
+            "HTTPRoute test/podinfo: parent Gateway test/public does not accept it (Accepted \
+             False: NoMatchingParent no listener)"
+        )
+    );
+    let behind = route(json!([spec_ref]), json!([accepted(status_ref, "True", 3)]));
+    assert!(
+        not_accepted(&behind)
+            .is_some_and(|m| m.contains("accepted generation 3, not the current 4")),
+        "{behind}"
+    );
+}
+
+#[test]
+fn a_parent_that_has_not_answered_holds_and_another_parents_answer_is_not_its() {
+    let other = json!({"name": "internal"});
+    let silent = route(
+        json!([{"name": "public"}]),
+        json!([accepted(other, "True", 4)]),
+    );
+    assert!(
+        not_accepted(&silent)
+            .is_some_and(|m| m.contains("parent Gateway test/public has not reported")),
+        "{silent}"
+    );
+    let no_status = route(json!([{"name": "public"}]), Value::Null);
+    assert!(not_accepted(&no_status).is_some());
+}
+
+#[test]
+fn a_rollout_holds_while_its_routes_are_not_in_force_and_moves_on_once_they_are() {
+    let mut d = Driver::new(canary_spec("stepWeight: 10\n    maxWeight: 30"));
+    d.deploy("v2");
+    while d.state.canary_weight == 0 {
+        d.tick();
+    }
+    d.routes_not_accepted = Some("parent Gateway test/public does not accept it".into());
+    let held: Vec<Action> = (0..3).flat_map(|_| d.tick()).collect();
+    assert_eq!(d.state.canary_weight, 10);
+    assert_eq!(d.state.phase, Phase::Progressing);
+    assert_eq!(
+        d.state.message,
+        "waiting: routes not in force: parent Gateway test/public does not accept it"
+    );
+    assert!(
+        matches!(held.as_slice(), [Action::Event { message, .. }] if message.starts_with("Holding app: routes not in force")),
+        "one Event when the hold begins: {held:?}"
+    );
+    d.routes_not_accepted = None;
+    d.tick();
+    assert_eq!(d.state.canary_weight, 20, "{}", d.state.message);
+}
+
+#[test]
+fn routes_never_in_force_roll_back_at_the_progress_deadline() {
+    let mut d =
+        Driver::new(canary_spec("stepWeight: 10\n    maxWeight: 30").with_deadline_seconds(300));
+    d.deploy("v2");
+    while d.state.canary_weight == 0 {
+        d.tick();
+    }
+    d.routes_not_accepted = Some("parent Gateway test/public has not reported".into());
+    for _ in 0..10 {
+        d.tick();
+        if d.state.phase == Phase::Failed {
+            break;
+        }
+    }
+    assert_eq!(d.state.phase, Phase::Failed);
+    assert!(
+        d.state.message.contains("routes not in force")
+            && d.state.message.contains("progress deadline"),
+        "{}",
+        d.state.message
+    );
+    assert_eq!(d.state.canary_weight, 0);
+}
