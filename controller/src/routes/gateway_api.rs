@@ -163,9 +163,10 @@ pub fn read_routes(canary: &Canary, spec: &Value) -> Result<Routes, String> {
 
 /// Why `route` (a whole HTTPRoute as read) is not in force yet, as Flagger's router checks it
 /// before shifting traffic: for each of its `parentRefs`, the `status.parents` entry of that
-/// parent must carry `Accepted` `True` observed at the route's current generation. Unlike
-/// Flagger, a parent with no entry (its controller has not seen this route yet) holds too: a
-/// parent that never answers is one whose traffic would not move.
+/// parent must carry `Accepted` `True` observed at the route's current generation. As in
+/// Flagger, a parent with no entry (or no `Accepted` condition) is not waited on: some
+/// implementations never report status for some parents, and waiting on them would stall
+/// every rollout until the progress deadline.
 pub fn not_accepted(route: &Value) -> Option<String> {
     let namespace = route["metadata"]["namespace"].as_str().unwrap_or_default();
     let name = format!(
@@ -193,9 +194,7 @@ pub fn not_accepted(route: &Value) -> Option<String> {
                 .find(|c| c["type"] == "Accepted")
         });
         let Some(accepted) = accepted else {
-            return Some(format!(
-                "HTTPRoute {name}: parent {which} has not reported whether it accepts the route"
-            ));
+            continue;
         };
         let observed = accepted["observedGeneration"].as_i64().unwrap_or(0);
         if accepted["status"] != "True" {
