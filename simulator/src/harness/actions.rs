@@ -80,10 +80,7 @@ impl Harness<'_> {
     /// controller's own builders and loaded through the manifest loader.
     pub(super) fn apply_routes(&mut self, routes: Routes) -> Result<(), MeshError> {
         self.routes = Some(routes);
-        let objects = match self
-            .provider
-            .objects(&self.scenario.canary_resource, &routes)
-        {
+        let objects = match self.provider.objects(self.rollout_canary(), &routes) {
             Ok(objects) => objects,
             Err(e) => return Err(routing_error(format!("the router refuses {routes}: {e}"))),
         };
@@ -99,7 +96,7 @@ impl Harness<'_> {
             at_ms: self.mesh.now() / MILLIS,
             routes,
             objects,
-            mesh_routes: self.mesh.route_table(self.service),
+            mesh_routes: self.mesh.route_table(self.target().service),
         });
         Ok(())
     }
@@ -125,7 +122,7 @@ impl Harness<'_> {
         let warnings = std::mem::take(&mut loaded.warnings);
         self.warn(Writer::Controller, warnings);
         self.apply_objects(&loaded, Writer::Controller)?;
-        if self.mesh.service_policy_bypassed(self.service) {
+        if self.mesh.service_policy_bypassed(self.target().service) {
             self.warn(
                 Writer::Scenario,
                 vec![format!(
@@ -140,12 +137,12 @@ impl Harness<'_> {
     /// Scales the target to `pods`; scaled up, it runs the revision the scenario deployed.
     /// A refused scale (too many pods) changes nothing.
     pub(super) fn scale_canary(&mut self, pods: u32) -> Result<(), MeshError> {
-        let before = self.mesh.behaviour(self.canary).cloned();
+        let before = self.mesh.behaviour(self.target().canary).cloned();
         self.scale_canary_to(pods).inspect_err(|_| {
             if let Some(behaviour) = before {
                 // Setting back what the version had cannot be refused.
                 let _ = self.mesh.apply(mesh::Action::SetBehaviour {
-                    version: self.canary,
+                    version: self.target().canary,
                     behaviour,
                 });
             }
@@ -162,12 +159,12 @@ impl Harness<'_> {
                 self.scenario.primary().behaviour.clone()
             };
             self.mesh.apply(mesh::Action::SetBehaviour {
-                version: self.canary,
+                version: self.target().canary,
                 behaviour,
             })?;
         }
         self.mesh.apply(mesh::Action::Scale {
-            version: self.canary,
+            version: self.target().canary,
             pods,
         })
     }
@@ -176,11 +173,11 @@ impl Harness<'_> {
     pub(super) fn promote_primary(&mut self) -> Result<(), MeshError> {
         let behaviour = self
             .mesh
-            .behaviour(self.canary)
+            .behaviour(self.target().canary)
             .cloned()
             .unwrap_or_default();
         self.mesh.apply(mesh::Action::SetBehaviour {
-            version: self.primary,
+            version: self.target().primary,
             behaviour,
         })
     }

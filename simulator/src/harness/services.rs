@@ -1,15 +1,17 @@
-//! Figures of the scenario's services other than the rollout's: per version, what the clients'
-//! proxies saw and how requests queued at the pods, and the requests that reached no pod.
+//! Figures of the scenario's services (in a rollout, those other than the rollout's): per
+//! version, what the callers' proxies saw and how requests queued at the pods, and the
+//! requests that reached no pod.
 
 use super::Harness;
 use crate::engine::MILLIS;
 use crate::mesh::ClientId;
 use crate::result::{GraphEdge, ServiceFigures, ServiceVersionFigures, VersionQueueing};
 use crate::scenario::ServiceModel;
-use crate::telemetry::{Reporter, Selector};
+use crate::telemetry::{Reporter, Selector, WindowStats};
 
 impl Harness<'_> {
-    pub(super) fn other_services(&self) -> Vec<ServiceFigures> {
+    /// Each of `services` by version, as its callers' proxies reported it.
+    pub(super) fn service_figures(&self, services: &[ServiceModel]) -> Vec<ServiceFigures> {
         let telemetry = self.mesh.telemetry();
         let totals = |dest: u32| {
             telemetry.totals(&Selector {
@@ -19,19 +21,30 @@ impl Harness<'_> {
             })
         };
         let namespace = &self.scenario.namespace;
-        self.scenario.services[1..]
+        services
             .iter()
             .map(|s| {
+                let mut all = WindowStats::default();
+                let mut add = |t: &WindowStats| {
+                    all.requests += t.requests;
+                    all.failures += t.failures;
+                    all.buckets
+                        .iter_mut()
+                        .zip(t.buckets)
+                        .for_each(|(b, n)| *b += n);
+                };
                 let versions = s
                     .versions
                     .iter()
                     .filter_map(|(name, _)| {
                         let v = self.mesh.version_id(&s.name, name)?;
                         let t = totals(v.0);
+                        add(&t);
                         Some(ServiceVersionFigures {
                             version: name.clone(),
                             requests: t.requests,
                             failed: t.failures,
+                            p50_ms: t.quantile_ms(0.5),
                             p99_ms: t.quantile_ms(0.99),
                             queueing: queueing(name, self.mesh.queue_stats(v)),
                         })
@@ -44,11 +57,18 @@ impl Harness<'_> {
                     .dests()
                     .iter()
                     .position(|d| !d.peer && d.service == fqdn)
-                    .map_or(0, |i| totals(i as u32).requests);
+                    .map(|i| totals(i as u32));
+                if let Some(t) = &unanswered {
+                    add(t);
+                }
                 ServiceFigures {
                     name: s.name.clone(),
+                    requests: all.requests,
+                    failed: all.failures,
+                    p50_ms: all.quantile_ms(0.5),
+                    p99_ms: all.quantile_ms(0.99),
                     versions,
-                    unanswered,
+                    unanswered: unanswered.map_or(0, |t| t.requests),
                 }
             })
             .collect()
@@ -62,7 +82,7 @@ impl Harness<'_> {
             let Some(id) = self.mesh.client_id(&c.name) else {
                 continue;
             };
-            for s in &self.scenario.services[1..] {
+            for s in self.scenario.other_services() {
                 edges.extend(self.edges_to(id, &c.name, s, seconds));
             }
         }

@@ -136,13 +136,15 @@ impl Context {
             src.error(
                 src.line_at(doc, path, host),
                 format!(
-                    "{kind} {name}: unknown service `{host}` in {what}; the scenario simulates `{svc}` (and `{svc}-primary`, `{svc}-canary`){others}",
-                    svc = self.service,
-                    others = self
-                        .others
-                        .iter()
-                        .map(|s| format!(", `{}`", s.name))
-                        .collect::<String>()
+                    "{kind} {name}: unknown service `{host}` in {what}; the scenario simulates {rollout}{others}",
+                    rollout = if self.service.is_empty() {
+                        String::new()
+                    } else {
+                        format!("`{svc}` (and `{svc}-primary`, `{svc}-canary`), ", svc = self.service)
+                    },
+                    others = super::services::quoted(
+                        &self.others.iter().map(|s| s.name.as_str()).collect::<Vec<_>>()
+                    )
                 ),
             )
         };
@@ -297,12 +299,13 @@ impl Context {
     pub(super) fn is_service(&self, host: &str) -> bool {
         let ns = &self.namespace;
         self.other_service(host).is_some()
-            || ["", "-primary", "-canary"].iter().any(|suffix| {
-                let name = format!("{}{suffix}", self.service);
-                host == name
-                    || host == format!("{name}.{ns}")
-                    || host == format!("{name}.{ns}.svc")
-                    || host == format!("{name}.{ns}.svc.cluster.local")
-            })
+            || !self.service.is_empty()
+                && ["", "-primary", "-canary"].iter().any(|suffix| {
+                    let name = format!("{}{suffix}", self.service);
+                    host == name
+                        || host == format!("{name}.{ns}")
+                        || host == format!("{name}.{ns}.svc")
+                        || host == format!("{name}.{ns}.svc.cluster.local")
+                })
     }
 }
