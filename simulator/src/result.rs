@@ -161,6 +161,8 @@ pub struct RuleView {
 pub struct GraphEdge {
     pub source: String,
     pub service: String,
+    /// The version that answered, or `unknown` for the requests no pod answered (no route, no
+    /// healthy upstream, an injected abort, a full pool), as Istio reports and Kiali draws them.
     pub version: String,
     pub requests: u64,
     /// Answered with a 5xx.

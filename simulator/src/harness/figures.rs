@@ -8,7 +8,7 @@ use fledge_controller::rollout::Phase;
 use super::{Harness, NEW_REVISION};
 use crate::engine::{MILLIS, SECONDS, SimTime};
 use crate::mesh::VersionId;
-use crate::result::{ClientFigures, GraphEdge, Outcome, RunResult, Sample, WindowFigures};
+use crate::result::{ClientFigures, Outcome, RunResult, Sample, WindowFigures};
 use crate::telemetry::{Reporter, Selector, WindowStats};
 
 impl Harness<'_> {
@@ -134,30 +134,9 @@ impl Harness<'_> {
             .iter()
             .flat_map(|t| [t.primary, t.canary])
             .collect();
-        let mesh = &self.mesh;
         let graph = self
-            .scenario
-            .clients
-            .iter()
-            .filter_map(|c| Some((c, mesh.client_id(&c.name)?)))
-            .flat_map(|(c, id)| {
-                rollout_versions.iter().map(move |&v| {
-                    let s = mesh.telemetry().totals(&Selector {
-                        reporter: Reporter::Source,
-                        source: Some(id.0),
-                        dest: Some(v.0),
-                    });
-                    GraphEdge {
-                        source: c.name.clone(),
-                        service: self.scenario.service.clone(),
-                        version: mesh.version_name(v).unwrap_or_default().to_string(),
-                        requests: s.requests,
-                        failed: s.failures,
-                        rps: s.requests as f64 / seconds,
-                        p99_ms: s.quantile_ms(0.99),
-                    }
-                })
-            })
+            .rollout_edges(seconds)
+            .into_iter()
             .chain(self.other_edges(seconds))
             .chain(self.call_edges(seconds))
             .filter(|e| e.requests > 0)

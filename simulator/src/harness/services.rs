@@ -20,7 +20,6 @@ impl Harness<'_> {
                 dest: Some(dest),
             })
         };
-        let namespace = &self.scenario.namespace;
         services
             .iter()
             .map(|s| {
@@ -52,12 +51,7 @@ impl Harness<'_> {
                     .collect();
                 // Requests that reached no pod are reported against the service's `unknown`
                 // destination.
-                let fqdn = format!("{}.{namespace}.svc.cluster.local", s.name);
-                let unanswered = telemetry
-                    .dests()
-                    .iter()
-                    .position(|d| !d.peer && d.service == fqdn)
-                    .map(|i| totals(i as u32));
+                let unanswered = self.unknown_dest(&s.name).map(totals);
                 if let Some(t) = &unanswered {
                     add(t);
                 }
@@ -72,6 +66,38 @@ impl Harness<'_> {
                 }
             })
             .collect()
+    }
+
+    /// The telemetry destination of the requests to `service` that reached no pod (no route,
+    /// no healthy upstream, a fault's abort, a full pool): Istio's `unknown` destination.
+    fn unknown_dest(&self, service: &str) -> Option<u32> {
+        let fqdn = format!("{service}.{}.svc.cluster.local", self.scenario.namespace);
+        self.mesh
+            .telemetry()
+            .dests()
+            .iter()
+            .position(|d| !d.peer && d.service == fqdn)
+            .map(|i| i as u32)
+    }
+
+    /// The service graph's edges to the rollout's service: each client's requests to the
+    /// primary, the canary and `unknown`, over `seconds`. None without a Canary.
+    pub(super) fn rollout_edges(&self, seconds: f64) -> Vec<GraphEdge> {
+        let Some(rollout) = self
+            .scenario
+            .services
+            .first()
+            .filter(|_| self.target.is_some())
+        else {
+            return Vec::new();
+        };
+        let mut edges = Vec::new();
+        for c in &self.scenario.clients {
+            if let Some(id) = self.mesh.client_id(&c.name) {
+                edges.extend(self.edges_to(id, &c.name, rollout, seconds));
+            }
+        }
+        edges
     }
 
     /// The service graph's edges to the other services: each client's requests to each of
@@ -102,7 +128,8 @@ impl Harness<'_> {
         edges
     }
 
-    /// Client `id`'s (named `source`) requests to each version of `service`.
+    /// Client `id`'s (named `source`) requests to each version of `service`, and to its
+    /// `unknown` destination: the requests no pod answered, as Kiali draws them.
     fn edges_to<'s>(
         &'s self,
         id: ClientId,
@@ -110,22 +137,25 @@ impl Harness<'_> {
         service: &'s ServiceModel,
         seconds: f64,
     ) -> impl Iterator<Item = GraphEdge> + 's {
-        service.versions.iter().filter_map(move |(name, _)| {
-            let v = self.mesh.version_id(&service.name, name)?;
+        let versions = service.versions.iter().filter_map(move |(name, _)| {
+            Some((name.as_str(), self.mesh.version_id(&service.name, name)?.0))
+        });
+        let unknown = self.unknown_dest(&service.name).map(|d| ("unknown", d));
+        versions.chain(unknown).map(move |(name, dest)| {
             let t = self.mesh.telemetry().totals(&Selector {
                 reporter: Reporter::Source,
                 source: Some(id.0),
-                dest: Some(v.0),
+                dest: Some(dest),
             });
-            Some(GraphEdge {
+            GraphEdge {
                 source: source.to_string(),
                 service: service.name.clone(),
-                version: name.clone(),
+                version: name.to_string(),
                 requests: t.requests,
                 failed: t.failures,
                 rps: t.requests as f64 / seconds,
                 p99_ms: t.quantile_ms(0.99),
-            })
+            }
         })
     }
 }
