@@ -4,7 +4,7 @@ use fledge_controller::analysis::{MetricResult, Verdict};
 use fledge_controller::spec::Duration;
 
 use crate::result::{Check, Outcome, RunResult};
-use crate::scenario::Expectations;
+use crate::scenario::{Expectations, FigureBound, Subject};
 
 /// The run with its checks against `expect` filled in.
 pub fn checked(mut run: RunResult, expect: &Expectations) -> RunResult {
@@ -124,9 +124,46 @@ pub(crate) fn check(expect: &Expectations, run: &RunResult) -> Vec<Check> {
             b.min.is_none_or(|lo| actual >= lo) && b.max.is_none_or(|hi| actual <= hi),
         );
     }
-    for b in &expect.clients {
-        let seen = run.clients.iter().find(|c| c.name == b.client);
-        let rate = seen.and_then(|c| c.success_rate);
+    for b in &expect.figures {
+        figure_checks(b, run, &mut add);
+    }
+    checks
+}
+
+/// The figures a bound's subject shows: requests, failed, p99, and a version's share of its
+/// service's answered requests; none when the run has no figures for it.
+fn figures_of(subject: &Subject, run: &RunResult) -> Option<(u64, u64, Option<f64>, Option<f64>)> {
+    match subject {
+        Subject::Client(name) => {
+            let c = run.clients.iter().find(|c| &c.name == name)?;
+            Some((c.requests, c.failed, c.p99_ms, None))
+        }
+        Subject::Service(name) => {
+            let s = run.services.iter().find(|s| &s.name == name)?;
+            Some((s.requests, s.failed, s.p99_ms, None))
+        }
+        Subject::Version { service, version } => {
+            let s = run.services.iter().find(|s| &s.name == service)?;
+            let v = s.versions.iter().find(|v| &v.version == version)?;
+            let answered: u64 = s.versions.iter().map(|v| v.requests).sum();
+            let share = (answered > 0).then(|| 100.0 * v.requests as f64 / answered as f64);
+            Some((v.requests, v.failed, v.p99_ms, share))
+        }
+    }
+}
+
+/// One check per bound the scenario gives for a client, service or version.
+fn figure_checks(
+    b: &FigureBound,
+    run: &RunResult,
+    add: &mut impl FnMut(&str, String, String, bool),
+) {
+    let seen = figures_of(&b.subject, run);
+    let requests = seen.map_or(0, |f| f.0);
+    let rate = seen
+        .filter(|f| f.0 > 0)
+        .map(|f| 100.0 * (1.0 - f.1 as f64 / f.0 as f64));
+    if b.min_success_rate.is_some() || b.max_success_rate.is_some() {
         let expected = match (b.min_success_rate, b.max_success_rate) {
             (Some(lo), Some(hi)) => format!("success between {lo}% and {hi}%"),
             (Some(lo), None) => format!("success >= {lo}%"),
@@ -134,10 +171,10 @@ pub(crate) fn check(expect: &Expectations, run: &RunResult) -> Vec<Check> {
             (None, None) => "anything".into(),
         };
         add(
-            &format!("clients.{}", b.client),
+            &b.name,
             expected,
             match (seen, rate) {
-                (Some(c), Some(r)) => format!("{r:.3}% ({} of {} failed)", c.failed, c.requests),
+                (Some(f), Some(r)) => format!("{r:.3}% ({} of {} failed)", f.1, f.0),
                 _ => "no requests".into(),
             },
             rate.is_some_and(|r| {
@@ -146,7 +183,39 @@ pub(crate) fn check(expect: &Expectations, run: &RunResult) -> Vec<Check> {
             }),
         );
     }
-    checks
+    if let Some(max) = b.max_p99_ms {
+        let p99 = seen.and_then(|f| f.2);
+        add(
+            &format!("{}.max_p99_ms", b.name),
+            format!("p99 <= {max} ms"),
+            p99.map_or("no requests".into(), |p| format!("{p:.1} ms")),
+            p99.is_some_and(|p| p <= max),
+        );
+    }
+    if b.min_requests.is_some() || b.max_requests.is_some() {
+        let expected = match (b.min_requests, b.max_requests) {
+            (Some(lo), Some(hi)) => format!("between {lo} and {hi} requests"),
+            (Some(lo), None) => format!(">= {lo} requests"),
+            (None, Some(hi)) => format!("<= {hi} requests"),
+            (None, None) => "anything".into(),
+        };
+        add(
+            &format!("{}.requests", b.name),
+            expected,
+            requests.to_string(),
+            b.min_requests.is_none_or(|lo| requests >= lo)
+                && b.max_requests.is_none_or(|hi| requests <= hi),
+        );
+    }
+    if let Some((share, margin)) = b.share {
+        let measured = seen.and_then(|f| f.3);
+        add(
+            &format!("{}.share", b.name),
+            format!("{share}% ± {margin} of the service's answered requests"),
+            measured.map_or("no requests".into(), |m| format!("{m:.2}% ({requests})")),
+            measured.is_some_and(|m| (m - share).abs() <= margin),
+        );
+    }
 }
 
 /// Whether the rollback's own analysis gave `metric` this verdict (Fail: a value beyond its

@@ -16,6 +16,8 @@ pub enum Outcome {
     RolledBack,
     /// Neither by the end of the run.
     Undecided,
+    /// A scenario without a Canary: the mesh ran alone.
+    NoRollout,
 }
 
 impl Outcome {
@@ -25,6 +27,7 @@ impl Outcome {
             Outcome::Promoted => "promoted",
             Outcome::RolledBack => "rolled-back",
             Outcome::Undecided => "undecided",
+            Outcome::NoRollout => "no-rollout",
         }
     }
 }
@@ -119,7 +122,8 @@ pub struct RunResult {
     /// The service graph: who called which service's version, as the clients saw it.
     pub graph: Vec<GraphEdge>,
     /// The scenario's services other than the rollout's, by version (none for a scenario of
-    /// one service, whose figures are the ones above).
+    /// one service, whose figures are the ones above); every service in a scenario of the
+    /// mesh alone.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub services: Vec<ServiceFigures>,
     pub warnings: Vec<String>,
@@ -157,6 +161,8 @@ pub struct RuleView {
 pub struct GraphEdge {
     pub source: String,
     pub service: String,
+    /// The version that answered, or `unknown` for the requests no pod answered (no route, no
+    /// healthy upstream, an injected abort, a full pool), as Istio reports and Kiali draws them.
     pub version: String,
     pub requests: u64,
     /// Answered with a 5xx.
@@ -175,6 +181,8 @@ pub struct ClientFigures {
     pub failed: u64,
     /// Percentage of requests that succeeded; none without requests.
     pub success_rate: Option<f64>,
+    /// The 99th percentile of the durations it saw, in milliseconds.
+    pub p99_ms: Option<f64>,
 }
 
 /// Queueing at one version's pods over a run: requests that found every worker of their pod
@@ -199,6 +207,13 @@ pub struct VersionQueueing {
 #[derive(Clone, Debug, Serialize)]
 pub struct ServiceFigures {
     pub name: String,
+    /// Every request its callers sent it (after retries), answered or not, and those answered
+    /// with a 5xx (a pod's, or a proxy's own when no pod answered).
+    pub requests: u64,
+    pub failed: u64,
+    /// The durations its callers saw, in milliseconds.
+    pub p50_ms: Option<f64>,
+    pub p99_ms: Option<f64>,
     pub versions: Vec<ServiceVersionFigures>,
     /// Requests to the service that reached no pod: no healthy upstream (`UH`, e.g. a subset
     /// whose version has no pods), no route (`NR`) or an injected fault (`FI`).
@@ -212,7 +227,8 @@ pub struct ServiceVersionFigures {
     pub requests: u64,
     /// Answered with a 5xx.
     pub failed: u64,
-    /// The 99th percentile of the durations clients saw, in milliseconds.
+    /// The durations its callers saw, in milliseconds.
+    pub p50_ms: Option<f64>,
     pub p99_ms: Option<f64>,
     /// Queueing at the version's pods.
     pub queueing: VersionQueueing,

@@ -27,8 +27,9 @@ fn the_graphs_edges_match_the_call_graph() {
         ("productpage-v1", "reviews", "canary"),
         ("reviews-primary", "ratings", "v1"),
         // The canary's workload is the Canary's target: its good calls reach ratings, its
-        // mistyped ones no pod (404 NR), which is no edge.
+        // mistyped ones no pod (404 NR), an edge to ratings' `unknown` destination.
         ("reviews", "ratings", "v1"),
+        ("reviews", "ratings", "unknown"),
     ]
     .into_iter()
     .collect();

@@ -166,9 +166,11 @@ fn check_builtin_queries(scenario_file: &str, mesh: Mesh) {
     let scale = format!(r#"{{"replicas": {}}}"#, scenario.canary().pods);
     let (status, body) = http(&sim, "POST", "/workloads/canary/scale", &scale);
     assert_eq!(status, 200, "{body}");
+    let canary = scenario.canary_resource.as_ref().expect("a Canary");
     let provider = scenario.variants[0]
         .spec
-        .provider
+        .as_ref()
+        .and_then(|s| s.provider)
         .unwrap_or(Provider::Istio);
     let half = Routes {
         primary: 50,
@@ -177,7 +179,7 @@ fn check_builtin_queries(scenario_file: &str, mesh: Mesh) {
         matched: false,
     };
     let objects = provider
-        .objects(&scenario.canary_resource, &half)
+        .objects(canary, &half)
         .expect("the router builds its objects");
     let text: Vec<String> = objects.iter().map(|o| o.to_string()).collect();
     let (status, body) = http(&sim, "PUT", "/objects", &text.join("\n---\n"));
@@ -187,7 +189,7 @@ fn check_builtin_queries(scenario_file: &str, mesh: Mesh) {
 
     // Let the canary's series exist in a scrape before the window opens.
     std::thread::sleep(Duration::from_secs(2));
-    let target = &scenario.canary_resource.spec.target_ref.name;
+    let target = &canary.spec.target_ref.name;
     let (from, before) = (unix_ms(), Counted::read(&sim, mesh, target));
     std::thread::sleep(WINDOW);
     let (to, after) = (unix_ms(), Counted::read(&sim, mesh, target));
@@ -214,7 +216,7 @@ fn check_builtin_queries(scenario_file: &str, mesh: Mesh) {
 
     let client = Prometheus::new(&format!("http://{prom}"), Duration::from_secs(10), 2)
         .expect("a client for the address");
-    let subject = fledge_simulator::promql::subject(&scenario.canary_resource, &scenario.namespace);
+    let subject = fledge_simulator::promql::subject(canary, &scenario.namespace);
     let range = Range { from, to };
     let runtime = tokio::runtime::Runtime::new().expect("a runtime");
     let read = |metric: &str, measure| {

@@ -142,7 +142,9 @@ fn the_seed_header_route_sends_jason_to_v2_and_everyone_else_to_v1() {
         ..Default::default()
     };
     let mut mesh = Mesh::new(cfg).expect("mesh");
-    let m = manifest::parse(SEED).expect("parses");
+    // The guide routes to subsets of `reviews` it leaves to a DestinationRule of their own.
+    let subsets = "kind: DestinationRule\nmetadata: {name: reviews}\nspec:\n  host: reviews\n  subsets:\n    - {name: v1, labels: {version: v1}}\n    - {name: v2, labels: {version: v2}}\n";
+    let m = manifest::parse(&format!("{subsets}---\n{SEED}")).expect("parses");
     mesh.apply_manifests(&m).expect("applies");
     mesh.run_until(60 * SECONDS);
     let v1 = mesh.version_id("reviews", "v1").expect("v1");
@@ -318,7 +320,7 @@ fn canary_share_under(yaml: &str) -> (f64, Vec<String>) {
 fn a_virtual_service_uri_or_method_match_sees_a_get_of_slash_when_the_client_sets_neither() {
     let vs = |cond: &str| {
         format!(
-            "apiVersion: networking.istio.io/v1beta1\nkind: VirtualService\nmetadata: {{name: podinfo}}\nspec:\n  hosts: [podinfo]\n  http:\n    - match: [{cond}]\n      route: [{{destination: {{host: podinfo, subset: canary}}}}]\n    - route: [{{destination: {{host: podinfo, subset: primary}}}}]\n"
+            "kind: DestinationRule\nmetadata:\n  name: podinfo-subsets\nspec:\n  host: podinfo\n  subsets:\n    - {{name: primary, labels: {{version: primary}}}}\n    - {{name: canary, labels: {{version: canary}}}}\n---\napiVersion: networking.istio.io/v1beta1\nkind: VirtualService\nmetadata: {{name: podinfo}}\nspec:\n  hosts: [podinfo]\n  http:\n    - match: [{cond}]\n      route: [{{destination: {{host: podinfo, subset: canary}}}}]\n    - route: [{{destination: {{host: podinfo, subset: primary}}}}]\n"
         )
     };
     for cond in [
@@ -363,7 +365,7 @@ fn an_http_route_rule_matching_only_on_path_or_method_matches_no_request() {
 
 #[test]
 fn a_virtual_service_mirror_copies_traffic_to_the_canary() {
-    let yaml = "apiVersion: networking.istio.io/v1beta1\nkind: VirtualService\nmetadata:\n  name: podinfo\nspec:\n  hosts: [podinfo]\n  http:\n    - route:\n        - destination:\n            host: podinfo\n            subset: primary\n      mirror:\n        host: podinfo\n        subset: canary\n      mirrorPercentage:\n        value: 25.0\n";
+    let yaml = "kind: DestinationRule\nmetadata:\n  name: podinfo-subsets\nspec:\n  host: podinfo\n  subsets:\n    - {name: primary, labels: {version: primary}}\n    - {name: canary, labels: {version: canary}}\n---\napiVersion: networking.istio.io/v1beta1\nkind: VirtualService\nmetadata:\n  name: podinfo\nspec:\n  hosts: [podinfo]\n  http:\n    - route:\n        - destination:\n            host: podinfo\n            subset: primary\n      mirror:\n        host: podinfo\n        subset: canary\n      mirrorPercentage:\n        value: 25.0\n";
     let mut mesh = podinfo_mesh(vec![]);
     let w = mesh
         .apply_manifests(&manifest::parse(yaml).expect("parses"))

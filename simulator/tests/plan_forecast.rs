@@ -41,8 +41,8 @@ fn runs(scenario: &Scenario, seeds: u64) -> Vec<(Outcome, u64, String)> {
 fn a_healthy_canary_at_the_forecast_rate_is_promoted_near_the_forecast_time() {
     // The A/A benchmark at 100 requests/s, 0.5% errors on both sides.
     let scenario = benchmark("aa-100rps");
-    let f = forecast(&scenario.variants[0].spec, 100.0, 0.005, Some(&latency()))
-        .expect("statistical judge");
+    let spec = scenario.variants[0].spec.as_ref().expect("a Canary");
+    let f = forecast(spec, 100.0, 0.005, Some(&latency())).expect("statistical judge");
     assert!(matches!(f.end, ForecastEnd::Promoted { .. }), "{f:?}");
     assert!(f.not_forecast.is_empty(), "{f:?}");
     let last = f.steps.last().expect("steps");
@@ -67,7 +67,7 @@ fn a_healthy_canary_at_the_forecast_rate_is_promoted_near_the_forecast_time() {
 #[test]
 fn a_canary_the_judge_cannot_decide_in_time_at_1_rps_is_judged_by_thresholds_within_its_deadline() {
     let scenario = benchmark("aa-1rps");
-    let spec = &scenario.variants[0].spec;
+    let spec = scenario.variants[0].spec.as_ref().expect("a Canary");
     let f = forecast(spec, 1.0, 0.005, Some(&latency())).expect("statistical judge");
     assert!(matches!(f.end, ForecastEnd::Deadline { .. }), "{f:?}");
     assert!(!f.judge_decides());

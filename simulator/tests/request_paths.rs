@@ -1,10 +1,11 @@
 //! Requests carry a method and a path (the pseudo-headers `:method` and `:path`, `GET /` unless
 //! set), so VirtualService `uri` and `method` matches route them, and a call sets its own.
 
+mod support;
+
 use fledge_simulator::engine::SECONDS;
-use fledge_simulator::manifest;
 use fledge_simulator::mesh::*;
-use fledge_simulator::telemetry::{Reporter, Selector, WindowStats};
+use support::mesh::{apply, call_of, seen};
 
 fn client(name: &str, method: &str, path: &str) -> ClientConfig {
     let mut c = ClientConfig::new(name, "backend", 100.0);
@@ -16,22 +17,6 @@ fn client(name: &str, method: &str, path: &str) -> ClientConfig {
         ],
     }];
     c
-}
-
-fn apply(mesh: &mut Mesh, yaml: &str) {
-    let m = manifest::parse(yaml).expect("manifests");
-    assert!(mesh.apply_manifests(&m).expect("applied").is_empty());
-}
-
-/// What `client` saw of its requests answered by `version` of `service`.
-fn seen(mesh: &Mesh, client: &str, service: &str, version: &str) -> WindowStats {
-    let c = mesh.client_id(client).expect("client");
-    let v = mesh.version_id(service, version).expect("version");
-    mesh.telemetry().totals(&Selector {
-        reporter: Reporter::Source,
-        source: Some(c.0),
-        dest: Some(v.0),
-    })
 }
 
 const SUBSETS: &str = r#"
@@ -82,37 +67,26 @@ spec:
 "#,
     );
     mesh.run_until(20 * SECONDS);
-    assert!(seen(&mesh, "writes", "backend", "v2").requests > 1_500);
-    assert_eq!(seen(&mesh, "writes", "backend", "v1").requests, 0);
-    assert!(seen(&mesh, "reads", "backend", "v1").requests > 1_500);
-    assert_eq!(seen(&mesh, "reads", "backend", "v2").requests, 0);
+    assert!(seen(&mesh, "writes", Some(("backend", "v2"))).requests > 1_500);
+    assert_eq!(seen(&mesh, "writes", Some(("backend", "v1"))).requests, 0);
+    assert!(seen(&mesh, "reads", Some(("backend", "v1"))).requests > 1_500);
+    assert_eq!(seen(&mesh, "reads", Some(("backend", "v2"))).requests, 0);
     // No route takes `/health`: 404 NR, answered by the client's proxy.
-    let c = mesh.client_id("health").expect("client");
-    let health = mesh.telemetry().totals(&Selector {
-        reporter: Reporter::Source,
-        source: Some(c.0),
-        dest: None,
-    });
+    let health = seen(&mesh, "health", None);
     assert!(health.requests > 1_500);
     assert_eq!(health.failures, 0, "a 404 is no server error");
     assert_eq!(
         mesh.destination_stats(VersionId(0), 0, mesh.now()).requests
             + mesh.destination_stats(VersionId(1), 0, mesh.now()).requests,
-        seen(&mesh, "reads", "backend", "v1").requests
-            + seen(&mesh, "writes", "backend", "v2").requests
+        seen(&mesh, "reads", Some(("backend", "v1"))).requests
+            + seen(&mesh, "writes", Some(("backend", "v2"))).requests
     );
 }
 
 #[test]
 fn a_call_sets_its_own_path_and_a_path_no_route_takes_fails_the_caller() {
     let calls = |path: &str| Behaviour {
-        calls: vec![vec![Call {
-            service: "backend".into(),
-            probability: 1.0,
-            optional: false,
-            method: None,
-            path: Some(path.into()),
-        }]],
+        calls: vec![vec![call_of("backend", false, Some(path))]],
         ..Behaviour::default()
     };
     let cfg = MeshConfig {
@@ -148,8 +122,8 @@ spec:
 "#,
     );
     mesh.run_until(20 * SECONDS);
-    let good = seen(&mesh, "user", "frontend", "good");
-    let bad = seen(&mesh, "user", "frontend", "bad");
+    let good = seen(&mesh, "user", Some(("frontend", "good")));
+    let bad = seen(&mesh, "user", Some(("frontend", "bad")));
     assert!(good.requests > 1_500 && bad.requests > 1_500);
     assert_eq!(good.failures, 0);
     assert_eq!(

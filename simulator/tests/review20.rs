@@ -25,7 +25,6 @@ fn run_file(name: &str, seed: u64) -> RunResult {
 /// load-spike-pool-overflow the clients see about 2.5% fail (5,395 `503 UO` in the access
 /// log) and the edges show 0.05%.
 #[test]
-#[ignore = "finding 1"]
 fn the_service_graph_carries_every_request_and_failure_the_callers_saw() {
     let r = run_file("load-spike-pool-overflow", 1);
     assert!(r.failed_requests > 1000, "{}", r.failed_requests);
@@ -44,7 +43,6 @@ fn the_service_graph_carries_every_request_and_failure_the_callers_saw() {
 /// clusters have no endpoints). The loader refuses such a subset, so the sample does not
 /// load unchanged.
 #[test]
-#[ignore = "finding 3"]
 fn a_subset_for_a_version_not_deployed_loads_as_in_istio() {
     let text = BOOKINFO.replace(
         "    - name: v3\n      labels:\n        version: v3\n",
@@ -62,7 +60,6 @@ fn a_subset_for_a_version_not_deployed_loads_as_in_istio() {
 /// analyze reports the missing subset. Either refusing it at its line or failing its requests
 /// is right; serving them is not.
 #[test]
-#[ignore = "finding 4"]
 fn a_subset_no_destination_rule_defines_is_not_routed_by_its_name() {
     let start = BOOKINFO.find("manifests: |\n").expect("manifests") + "manifests: |\n".len();
     let end = BOOKINFO.find("  ---\n").expect("two documents") + "  ---\n".len();
@@ -83,4 +80,99 @@ fn a_subset_no_destination_rule_defines_is_not_routed_by_its_name() {
         "subsets without a DestinationRule served: {:?}",
         reviews.versions
     );
+}
+
+/// `backend` with versions v1 and v2, one client at 100 requests/s, `manifests` applied; the
+/// mesh's warnings while applying them.
+fn backend_mesh(manifests: &str) -> (fledge_simulator::mesh::Mesh, Vec<String>) {
+    use fledge_simulator::mesh::*;
+    let backend = ServiceConfig::new(
+        "backend",
+        vec![
+            VersionConfig::new("v1", 2, support::mesh::behaviour(5, 4)),
+            VersionConfig::new("v2", 2, support::mesh::behaviour(5, 4)),
+        ],
+    );
+    let cfg = MeshConfig {
+        seed: 4,
+        services: vec![backend],
+        clients: vec![ClientConfig::new("client", "backend", 100.0)],
+        ..Default::default()
+    };
+    let mut mesh = Mesh::new(cfg).expect("a mesh");
+    let m = fledge_simulator::manifest::parse(manifests).expect("manifests");
+    let warnings = mesh.apply_manifests(&m).expect("applied");
+    mesh.run_until(20 * fledge_simulator::engine::SECONDS);
+    (mesh, warnings)
+}
+
+const HALF_TO_V9: &str = r#"
+apiVersion: networking.istio.io/v1
+kind: DestinationRule
+metadata: {name: backend}
+spec:
+  host: backend
+  subsets:
+    - {name: v1, labels: {version: v1}}
+    - {name: v9, labels: {version: v9}}
+---
+apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: {name: backend}
+spec:
+  hosts: [backend]
+  http:
+    - route:
+        - {destination: {host: backend, subset: v1}, weight: 50}
+        - {destination: {host: backend, subset: v9}, weight: 50}
+"#;
+
+/// Finding 3, the requests: a subset whose labels select no pod is an Envoy cluster without
+/// endpoints; its share of the route is answered 503 `UH` by the client's proxy.
+#[test]
+fn a_route_to_a_subset_selecting_no_pod_is_answered_503_uh() {
+    use fledge_simulator::telemetry::flags;
+    let (mesh, warnings) = backend_mesh(HALF_TO_V9);
+    assert!(
+        warnings
+            .iter()
+            .any(|w| w.contains("subset `v9`") && w.contains("503 `UH`")),
+        "{warnings:?}"
+    );
+    let (requests, _) = support::mesh::total(&mesh, fledge_simulator::telemetry::Reporter::Source);
+    let uh = support::mesh::count_flag(&mesh, flags::UH);
+    let share = uh as f64 / requests as f64;
+    assert!(requests > 1500, "{requests}");
+    // Binomial: five standard deviations of a half.
+    let margin = 5.0 * (0.25 / requests as f64).sqrt();
+    assert!((share - 0.5).abs() < margin, "{uh} of {requests} UH");
+}
+
+/// Finding 4, at the mesh: a subset no DestinationRule defines has no Envoy cluster; its
+/// requests are answered 503 `NC`, not served by the version of that name.
+#[test]
+fn a_route_to_a_subset_no_destination_rule_defines_is_answered_503_nc() {
+    use fledge_simulator::telemetry::flags;
+    let vs = r#"
+apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: {name: backend}
+spec:
+  hosts: [backend]
+  http:
+    - route:
+        - {destination: {host: backend, subset: v2}}
+"#;
+    let (mesh, warnings) = backend_mesh(vs);
+    assert!(
+        warnings
+            .iter()
+            .any(|w| w.contains("subset `v2`") && w.contains("503 `NC`")),
+        "{warnings:?}"
+    );
+    let (requests, failures) =
+        support::mesh::total(&mesh, fledge_simulator::telemetry::Reporter::Source);
+    assert!(requests > 1500, "{requests}");
+    assert_eq!(failures, requests);
+    assert_eq!(support::mesh::count_flag(&mesh, flags::NC), requests);
 }

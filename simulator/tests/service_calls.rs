@@ -2,10 +2,11 @@
 //! worker waiting; the callee's routes and faults apply to the calls, headers propagate, and a
 //! failed call fails the caller unless it is optional.
 
+mod support;
+
 use fledge_simulator::engine::{MILLIS, SECONDS};
-use fledge_simulator::manifest;
 use fledge_simulator::mesh::*;
-use fledge_simulator::telemetry::{Reporter, Selector, WindowStats};
+use support::mesh::{apply, call_of, seen};
 
 /// `frontend` (one version, `v1`) calls `backend` with `call`; clients `jason` (every request
 /// with `end-user: jason`) and `anon` (no header) call `frontend`.
@@ -31,26 +32,6 @@ fn mesh(call: Call, backend: Behaviour) -> Mesh {
     Mesh::new(cfg).expect("a valid mesh")
 }
 
-fn call(optional: bool) -> Call {
-    Call {
-        service: "backend".into(),
-        probability: 1.0,
-        optional,
-        method: None,
-        path: None,
-    }
-}
-
-/// What client `name` saw of its requests (reporter `source`).
-fn seen_by(mesh: &Mesh, name: &str) -> WindowStats {
-    let c = mesh.client_id(name).expect("a client");
-    mesh.telemetry().totals(&Selector {
-        reporter: Reporter::Source,
-        source: Some(c.0),
-        dest: None,
-    })
-}
-
 fn backend_served(mesh: &Mesh) -> u64 {
     let v = mesh.version_id("backend", "v1").expect("backend v1");
     mesh.destination_stats(v, 0, mesh.now()).requests
@@ -58,8 +39,9 @@ fn backend_served(mesh: &Mesh) -> u64 {
 
 #[test]
 fn a_header_matched_fault_on_a_downstream_call_fails_only_the_matching_users() {
-    let mut mesh = mesh(call(false), Behaviour::default());
-    let vs = manifest::parse(
+    let mut mesh = mesh(call_of("backend", false, None), Behaviour::default());
+    apply(
+        &mut mesh,
         r#"
 apiVersion: networking.istio.io/v1beta1
 kind: VirtualService
@@ -72,11 +54,9 @@ spec:
       route: [{destination: {host: backend}}]
     - route: [{destination: {host: backend}}]
 "#,
-    )
-    .expect("a VirtualService");
-    assert!(mesh.apply_manifests(&vs).expect("applied").is_empty());
+    );
     mesh.run_until(30 * SECONDS);
-    let (jason, anon) = (seen_by(&mesh, "jason"), seen_by(&mesh, "anon"));
+    let (jason, anon) = (seen(&mesh, "jason", None), seen(&mesh, "anon", None));
     assert!(jason.requests > 4_000 && anon.requests > 4_000);
     assert_eq!(
         jason.failures, jason.requests,
@@ -94,18 +74,18 @@ fn a_failed_optional_call_does_not_fail_the_caller() {
         error_rate: 1.0,
         ..Behaviour::default()
     };
-    let mut optional = mesh(call(true), failing.clone());
+    let mut optional = mesh(call_of("backend", true, None), failing.clone());
     optional.run_until(20 * SECONDS);
     assert!(backend_served(&optional) > 4_000, "the calls are made");
-    let seen = seen_by(&optional, "anon");
-    assert!(seen.requests > 3_000);
-    assert_eq!(seen.failures, 0);
+    let anon = seen(&optional, "anon", None);
+    assert!(anon.requests > 3_000);
+    assert_eq!(anon.failures, 0);
 
-    let mut required = mesh(call(false), failing);
+    let mut required = mesh(call_of("backend", false, None), failing);
     required.run_until(20 * SECONDS);
-    let seen = seen_by(&required, "anon");
+    let anon = seen(&required, "anon", None);
     assert_eq!(
-        seen.failures, seen.requests,
+        anon.failures, anon.requests,
         "a required call's failure is the caller's"
     );
 }
@@ -117,9 +97,11 @@ fn a_call_holds_the_callers_worker_until_it_is_answered() {
         service_time: ServiceTime::Constant(50 * MILLIS),
         ..Behaviour::default()
     };
-    let mut mesh = mesh(call(false), slow);
+    let mut mesh = mesh(call_of("backend", false, None), slow);
     mesh.run_until(20 * SECONDS);
-    let p50 = seen_by(&mesh, "anon").quantile_ms(0.5).expect("requests");
+    let p50 = seen(&mesh, "anon", None)
+        .quantile_ms(0.5)
+        .expect("requests");
     assert!(
         p50 >= 50.0,
         "the caller's latency holds the call's: p50 {p50} ms"

@@ -166,8 +166,13 @@ fn given_policies(scenario: &Scenario, args: &[String]) -> Result<Vec<Policy>, P
                 v.len()
             ))
         })?;
-        let patch = Patch::policy(&canary.spec, &scenario.canary_resource.spec)
-            .map_err(|e| error(format!("{shown}: {e}")))?;
+        let Some(ours) = &scenario.canary_resource else {
+            return Err(error(
+                "the scenario has no Canary whose analysis a policy could replace".into(),
+            ));
+        };
+        let patch =
+            Patch::policy(&canary.spec, &ours.spec).map_err(|e| error(format!("{shown}: {e}")))?;
         out.push(own(name, &patch).map_err(|e| PolicyError {
             message: format!("{shown}: {}", e.message),
             ..e
@@ -204,7 +209,7 @@ impl Tally {
             Outcome::Promoted => Decided::Promoted,
             Outcome::RolledBack if run.final_message.contains(DEADLINE_WORDS) => Decided::Deadline,
             Outcome::RolledBack => Decided::RolledBack,
-            Outcome::Undecided => Decided::Undecided,
+            Outcome::Undecided | Outcome::NoRollout => Decided::Undecided,
         };
         Tally {
             decided,

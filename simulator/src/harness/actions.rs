@@ -81,10 +81,8 @@ impl Harness<'_> {
     pub(super) fn apply_routes(&mut self, routes: Routes) -> Result<(), MeshError> {
         self.routes = Some(routes);
         // As the cluster does, the routes carry the session cookies of the state just decided.
-        let canary = fledge_controller::routes::with_cookies(
-            &self.scenario.canary_resource,
-            &self.state.cookies,
-        );
+        let canary =
+            fledge_controller::routes::with_cookies(self.rollout_canary(), &self.state.cookies);
         let objects = match self.provider.objects(&canary, &routes) {
             Ok(objects) => objects,
             Err(e) => return Err(routing_error(format!("the router refuses {routes}: {e}"))),
@@ -101,7 +99,7 @@ impl Harness<'_> {
             at_ms: self.mesh.now() / MILLIS,
             routes,
             objects,
-            mesh_routes: self.mesh.route_table(self.service),
+            mesh_routes: self.mesh.route_table(self.target().service),
         });
         Ok(())
     }
@@ -127,7 +125,7 @@ impl Harness<'_> {
         let warnings = std::mem::take(&mut loaded.warnings);
         self.warn(Writer::Controller, warnings);
         self.apply_objects(&loaded, Writer::Controller)?;
-        if self.mesh.service_policy_bypassed(self.service) {
+        if self.mesh.service_policy_bypassed(self.target().service) {
             self.warn(
                 Writer::Scenario,
                 vec![format!(
@@ -142,12 +140,12 @@ impl Harness<'_> {
     /// Scales the target to `pods`; scaled up, it runs the revision the scenario deployed.
     /// A refused scale (too many pods) changes nothing.
     pub(super) fn scale_canary(&mut self, pods: u32) -> Result<(), MeshError> {
-        let before = self.mesh.behaviour(self.canary).cloned();
+        let before = self.mesh.behaviour(self.target().canary).cloned();
         self.scale_canary_to(pods).inspect_err(|_| {
             if let Some(behaviour) = before {
                 // Setting back what the version had cannot be refused.
                 let _ = self.mesh.apply(mesh::Action::SetBehaviour {
-                    version: self.canary,
+                    version: self.target().canary,
                     behaviour,
                 });
             }
@@ -164,12 +162,12 @@ impl Harness<'_> {
                 self.scenario.primary().behaviour.clone()
             };
             self.mesh.apply(mesh::Action::SetBehaviour {
-                version: self.canary,
+                version: self.target().canary,
                 behaviour,
             })?;
         }
         self.mesh.apply(mesh::Action::Scale {
-            version: self.canary,
+            version: self.target().canary,
             pods,
         })
     }
@@ -178,11 +176,11 @@ impl Harness<'_> {
     pub(super) fn promote_primary(&mut self) -> Result<(), MeshError> {
         let behaviour = self
             .mesh
-            .behaviour(self.canary)
+            .behaviour(self.target().canary)
             .cloned()
             .unwrap_or_default();
         self.mesh.apply(mesh::Action::SetBehaviour {
-            version: self.primary,
+            version: self.target().primary,
             behaviour,
         })
     }

@@ -7,8 +7,9 @@ use fledge_controller::rollout::Phase;
 
 use super::{Harness, NEW_REVISION};
 use crate::engine::{MILLIS, SECONDS, SimTime};
-use crate::result::{ClientFigures, GraphEdge, Outcome, RunResult, Sample, WindowFigures};
-use crate::telemetry::{Reporter, Selector};
+use crate::mesh::VersionId;
+use crate::result::{ClientFigures, Outcome, RunResult, Sample, WindowFigures};
+use crate::telemetry::{Reporter, Selector, WindowStats};
 
 impl Harness<'_> {
     pub(super) fn sample(&mut self, from: SimTime, now: SimTime) {
@@ -21,10 +22,16 @@ impl Harness<'_> {
             success_rate: stats.success_rate().map(|r| r * 100.0),
             p99_ms: stats.quantile_ms(0.99),
         };
-        let primary = figures(self.mesh.destination_stats(self.primary, from, now));
-        let canary = figures(self.mesh.destination_stats(self.canary, from, now));
+        // Without a Canary there is no primary or canary to plot.
+        let (primary, canary) = self.target.map_or_else(Default::default, |t| {
+            (
+                figures(self.mesh.destination_stats(t.primary, from, now)),
+                figures(self.mesh.destination_stats(t.canary, from, now)),
+            )
+        });
         let (sent, failed) = self
             .clients_saw(from, now)
+            .iter()
             .fold((0, 0), |(r, f), s| (r + s.requests, f + s.failures));
         let seconds = ((now - from) as f64 / SECONDS as f64).max(1e-9);
         self.samples.push(Sample {
@@ -45,25 +52,39 @@ impl Harness<'_> {
     /// What the clients of the rollout's service saw over `[from, to]`: the primary's and the
     /// canary's answers, and the requests no pod answered (a pool overflow, no healthy upstream,
     /// an abort, no route), which their proxies report against the destination `unknown`.
-    fn clients_saw(
-        &self,
-        from: SimTime,
-        to: SimTime,
-    ) -> impl Iterator<Item = crate::telemetry::WindowStats> + '_ {
-        let unanswered = self
-            .mesh
-            .service_id(&self.scenario.service)
-            .map(|s| self.mesh.unanswered_stats(s, from, to));
-        [self.primary, self.canary]
+    /// Without a Canary: what each client of `traffic` saw, whatever it called.
+    fn clients_saw(&self, from: SimTime, to: SimTime) -> Vec<WindowStats> {
+        let Some(t) = self.target else {
+            return self
+                .scenario
+                .clients
+                .iter()
+                .filter_map(|c| self.mesh.client_id(&c.name))
+                .map(|id| {
+                    let sel = Selector {
+                        reporter: Reporter::Source,
+                        source: Some(id.0),
+                        dest: None,
+                    };
+                    self.mesh
+                        .telemetry()
+                        .window(&sel, from, to, self.mesh.now())
+                })
+                .collect();
+        };
+        let unanswered = self.mesh.unanswered_stats(t.service, from, to);
+        [t.primary, t.canary]
             .into_iter()
-            .map(move |v| self.mesh.source_stats(v, from, to))
-            .chain(unanswered)
+            .map(|v| self.mesh.source_stats(v, from, to))
+            .chain([unanswered])
+            .collect()
     }
 
     /// The run's result, with figures up to `end`.
     pub(super) fn finish(self, end: SimTime) -> RunResult {
         let applied_routes = self.applied_routes.clone();
         let outcome = match (self.deployed_at, self.state.phase) {
+            _ if self.target.is_none() => Outcome::NoRollout,
             (Some(_), Phase::Succeeded)
                 if self.state.promoted_revision.as_deref() == Some(NEW_REVISION) =>
             {
@@ -84,7 +105,9 @@ impl Harness<'_> {
             failed += s.failures;
             buckets.iter_mut().zip(s.buckets).for_each(|(b, n)| *b += n);
         }
-        let failed_canary = self.mesh.source_stats(self.canary, 0, end).failures;
+        let failed_canary = self
+            .target
+            .map_or(0, |t| self.mesh.source_stats(t.canary, 0, end).failures);
         let clients = self
             .scenario
             .clients
@@ -101,33 +124,19 @@ impl Harness<'_> {
                     requests: s.requests,
                     failed: s.failures,
                     success_rate: s.success_rate().map(|r| r * 100.0),
+                    p99_ms: s.quantile_ms(0.99),
                 })
             })
             .collect();
         let seconds = (end as f64 / SECONDS as f64).max(1e-9);
-        let graph = self
-            .scenario
-            .clients
+        let rollout_versions: Vec<VersionId> = self
+            .target
             .iter()
-            .filter_map(|c| Some((c, self.mesh.client_id(&c.name)?)))
-            .flat_map(|(c, id)| {
-                [self.primary, self.canary].map(|v| {
-                    let s = self.mesh.telemetry().totals(&Selector {
-                        reporter: Reporter::Source,
-                        source: Some(id.0),
-                        dest: Some(v.0),
-                    });
-                    GraphEdge {
-                        source: c.name.clone(),
-                        service: self.scenario.service.clone(),
-                        version: self.mesh.version_name(v).unwrap_or_default().to_string(),
-                        requests: s.requests,
-                        failed: s.failures,
-                        rps: s.requests as f64 / seconds,
-                        p99_ms: s.quantile_ms(0.99),
-                    }
-                })
-            })
+            .flat_map(|t| [t.primary, t.canary])
+            .collect();
+        let graph = self
+            .rollout_edges(seconds)
+            .into_iter()
             .chain(self.other_edges(seconds))
             .chain(self.call_edges(seconds))
             .filter(|e| e.requests > 0)
@@ -136,35 +145,53 @@ impl Harness<'_> {
             .map(|name| (name.to_string(), 0))
             .collect();
         counters.insert("cert_rotations".into(), self.mesh.stats().cert_rotations);
-        counters.insert(
-            "requests_primary".into(),
-            self.mesh.source_stats(self.primary, 0, end).requests,
-        );
-        counters.insert(
-            "requests_canary".into(),
-            self.mesh.source_stats(self.canary, 0, end).requests,
-        );
+        if let Some(t) = self.target {
+            counters.insert(
+                "requests_primary".into(),
+                self.mesh.source_stats(t.primary, 0, end).requests,
+            );
+            counters.insert(
+                "requests_canary".into(),
+                self.mesh.source_stats(t.canary, 0, end).requests,
+            );
+        }
+        // The rollout's versions; without a Canary, every version of every service.
+        let counted: Vec<VersionId> = if self.target.is_some() {
+            rollout_versions.clone()
+        } else {
+            self.scenario
+                .services
+                .iter()
+                .flat_map(|s| {
+                    s.versions
+                        .iter()
+                        .filter_map(|(n, _)| self.mesh.version_id(&s.name, n))
+                })
+                .collect()
+        };
         for c in &self.scenario.clients {
             let Some(id) = self.mesh.client_id(&c.name) else {
                 continue;
             };
-            for v in [self.primary, self.canary] {
+            for &v in &counted {
                 let proxy = self.mesh.proxy_counters(id, v);
                 for (name, get) in crate::telemetry::PROXY_COUNTERS {
                     *counters.entry(name.to_string()).or_default() += get(&proxy);
                 }
             }
         }
-        let queueing = [self.primary, self.canary]
-            .into_iter()
-            .map(|v| {
+        let queueing = rollout_versions
+            .iter()
+            .map(|&v| {
                 let name = self.mesh.version_name(v).unwrap_or_default();
                 super::services::queueing(name, self.mesh.queue_stats(v))
             })
             .collect();
-        let services = self.other_services();
+        let services = self.service_figures(self.scenario.other_services());
         let mut warnings = self.warnings;
-        if self.mesh.destination_stats(self.canary, 0, end).requests == 0 {
+        if let Some(t) = self.target
+            && self.mesh.destination_stats(t.canary, 0, end).requests == 0
+        {
             warnings.push(
                 "the canary never received a request: nothing was judged on its traffic (check the clients' rates, the routes and the time of the deploy)"
                     .into(),

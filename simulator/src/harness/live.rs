@@ -55,6 +55,11 @@ impl<'a> Live<'a> {
         variant: &'a Variant,
         seed: u64,
     ) -> Result<Self, HarnessError> {
+        if scenario.canary_resource.is_none() {
+            return Err(HarnessError::NoCanary {
+                file: scenario.file.display().to_string(),
+            });
+        }
         Ok(Live {
             h: Harness::new(scenario, variant, seed)?,
             weight: 0,
@@ -127,14 +132,13 @@ impl<'a> Live<'a> {
             let Ok(doc) = Json::deserialize(doc) else {
                 continue;
             };
-            let service =
-                fledge_controller::routes::service_names(&self.h.scenario.canary_resource);
+            let service = fledge_controller::routes::service_names(self.h.rollout_canary());
             let routes_service = doc["metadata"]["name"].as_str() == Some(service.apex.as_str());
             if doc["kind"].as_str() != Some(kind.kind) || !routes_service {
                 continue;
             }
             let routes = provider
-                .read_routes(&self.h.scenario.canary_resource, &doc["spec"])
+                .read_routes(self.h.rollout_canary(), &doc["spec"])
                 .map_err(|reason| {
                     LiveApplyError::Invalid(format!("{} {:?}: {reason}", kind.kind, service.apex))
                 })?;
@@ -158,11 +162,11 @@ impl<'a> Live<'a> {
         Workloads {
             revision: self.h.revision.to_string(),
             canary: Replicas {
-                ready: self.h.mesh.ready_pods(self.h.canary),
+                ready: self.h.mesh.ready_pods(self.h.target().canary),
                 desired: self.h.canary_desired,
             },
             primary: Replicas {
-                ready: self.h.mesh.ready_pods(self.h.primary),
+                ready: self.h.mesh.ready_pods(self.h.target().primary),
                 desired: self.h.scenario.primary().pods,
             },
             canary_weight: self.weight,

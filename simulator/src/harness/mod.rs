@@ -38,7 +38,7 @@ use fledge_controller::rollout::{
     look_interval, wants,
 };
 use fledge_controller::routes::{Provider, Routes};
-use fledge_controller::spec::HookGate;
+use fledge_controller::spec::{HookGate, RolloutSpec};
 
 use crate::engine::{MILLIS, SECONDS, SimTime};
 use crate::mesh::{
@@ -64,6 +64,10 @@ const SHAPE_STEP: SimTime = 10 * SECONDS;
 pub enum HarnessError {
     #[error("{file}: the mesh could not be built: {source}")]
     Mesh { file: String, source: MeshError },
+    #[error(
+        "{file}: the scenario has no Canary: the live mode serves a rollout's workloads and routes"
+    )]
+    NoCanary { file: String },
 }
 
 /// Runs one variant of a scenario with a seed. The result's `checks` are empty: the caller
@@ -132,9 +136,8 @@ struct Harness<'a> {
     provider: Provider,
     /// The routing objects as the API server holds them.
     objects: Store,
-    service: ServiceId,
-    primary: VersionId,
-    canary: VersionId,
+    /// The rollout's service and versions; none for a scenario of the mesh alone.
+    target: Option<Target>,
     canary_desired: u32,
     revision: &'static str,
     deleting: bool,
@@ -158,35 +161,44 @@ struct Harness<'a> {
     warnings: Vec<String>,
 }
 
+/// The Canary's service and its two versions, as the mesh numbers them.
+#[derive(Clone, Copy)]
+struct Target {
+    service: ServiceId,
+    primary: VersionId,
+    canary: VersionId,
+}
+
+/// Without a Canary, the plots sample at this interval.
+const SAMPLE_STEP: SimTime = 10 * SECONDS;
+
 impl<'a> Harness<'a> {
+    /// The rollout's service and versions. Only the rollout's paths ask (the controller's
+    /// actions, timeline events naming the primary or the canary, the live mode), which the
+    /// scenario loader refuses in a scenario without a Canary.
+    fn target(&self) -> Target {
+        self.target
+            .expect("a rollout's action in a scenario without a Canary, which the loader refuses")
+    }
+
+    /// The Canary, on the same paths as [`Self::target`].
+    fn rollout_canary(&self) -> &'a fledge_controller::spec::Canary {
+        self.scenario
+            .canary_resource
+            .as_ref()
+            .expect("a rollout's action in a scenario without a Canary, which the loader refuses")
+    }
+
     fn new(scenario: &'a Scenario, variant: &'a Variant, seed: u64) -> Result<Self, HarnessError> {
         let mesh_error = |source| HarnessError::Mesh {
             file: scenario.file.display().to_string(),
             source,
         };
-        let (target, primary_workload) = scenario.workloads();
-        let (primary, canary) = (scenario.primary(), scenario.canary());
-        let mut primary_cfg =
-            VersionConfig::new("primary", primary.pods, primary.behaviour.clone());
-        primary_cfg.workload = Some(primary_workload);
-        primary_cfg.sidecar = primary.sidecar;
-        primary_cfg.labels = primary.labels.clone();
-        // The target starts as the current revision and is scaled to zero by initialisation.
-        let mut canary_cfg = VersionConfig::new("canary", 0, primary.behaviour.clone());
-        canary_cfg.workload = Some(target);
-        canary_cfg.sidecar = canary.sidecar;
-        canary_cfg.labels = canary.labels.clone();
-        let mut service = ServiceConfig::new(&scenario.service, vec![primary_cfg, canary_cfg]);
-        service.namespace = Some(scenario.namespace.clone());
-        service.target_port = scenario.pod_port();
-        // The controller points the apex Service at the primary's pods: requests that no
-        // routing object of the mesh governs (a VirtualService bound to a gateway only, an
-        // HTTPRoute on a Gateway) reach the primary alone, as on a cluster.
-        service.selects = Some(vec!["primary".into()]);
-        // The new revision may call what the current one does not.
-        service.may_call = canary.behaviour.calls.iter().flatten().cloned().collect();
-        let mut services = vec![service];
-        services.extend(scenario.services[1..].iter().map(|s| {
+        let mut services = Vec::new();
+        if scenario.canary_resource.is_some() {
+            services.push(rollout_service(scenario));
+        }
+        services.extend(scenario.other_services().iter().map(|s| {
             let versions = s
                 .versions
                 .iter()
@@ -240,14 +252,25 @@ impl<'a> Harness<'a> {
             ..MeshConfig::default()
         };
         let mesh = Mesh::new(config).map_err(mesh_error)?;
-        let service = mesh
-            .service_id(&scenario.service)
-            .expect("the service was just built");
+        let target = scenario.canary_resource.as_ref().map(|_| {
+            let service = mesh
+                .service_id(&scenario.service)
+                .expect("the service was just built");
+            let (primary, canary) = mesh
+                .primary_canary(service)
+                .expect("the service has both versions");
+            Target {
+                service,
+                primary,
+                canary,
+            }
+        });
         // The scenario loader resolved the provider (the data plane's when the Canary names none).
-        let provider = variant.spec.provider.unwrap_or(Provider::Istio);
-        let (primary, canary) = mesh
-            .primary_canary(service)
-            .expect("the service has both versions");
+        let provider = variant
+            .spec
+            .as_ref()
+            .and_then(|s| s.provider)
+            .unwrap_or(Provider::Istio);
         let manifests = variant.manifests.as_ref().unwrap_or(&scenario.manifests);
         let mut h = Harness {
             scenario,
@@ -256,9 +279,7 @@ impl<'a> Harness<'a> {
             mesh,
             provider,
             objects: Store::new(&scenario.namespace),
-            service,
-            primary,
-            canary,
+            target,
             canary_desired: 0,
             revision: OLD_REVISION,
             deleting: false,
@@ -296,7 +317,11 @@ impl<'a> Harness<'a> {
     ) -> Result<(RunResult, Writers), HarnessError> {
         // Ticks come as often as the judge looks (the cluster shell requeues the same way), and
         // the plots sample at every tick, so that a short step is seen.
-        let look = look_interval(&self.variant.spec) * MILLIS;
+        let look = self
+            .variant
+            .spec
+            .as_ref()
+            .map_or(SAMPLE_STEP, |spec| look_interval(spec) * MILLIS);
         let mut end = self.scenario.duration;
         let (mut next_tick, mut last_sample) = (0, 0);
         loop {
@@ -345,24 +370,28 @@ impl<'a> Harness<'a> {
     }
 
     fn tick(&mut self, now: SimTime) {
+        // Without a Canary there is no controller: the timeline alone changes the mesh.
+        let (Some(spec), Some(target)) = (self.variant.spec.as_ref(), self.target) else {
+            self.fire_pending(now);
+            return;
+        };
         let now_ms = now / MILLIS;
-        let spec = &self.variant.spec;
         let w = wants(&self.state, spec, now_ms);
         let obs = Observation {
             revision: self.revision.to_string(),
             canary: Readiness {
-                ready: self.mesh.ready_pods(self.canary),
+                ready: self.mesh.ready_pods(target.canary),
                 desired: self.canary_desired,
             },
             primary: Readiness {
-                ready: self.mesh.ready_pods(self.primary),
+                ready: self.mesh.ready_pods(target.primary),
                 desired: self.scenario.primary().pods,
             },
             metrics: observe::metrics(&self.mesh, self.scenario, spec, &w, now),
             hooks: w
                 .hooks
                 .iter()
-                .flat_map(|g| self.answer_hooks(*g, now))
+                .flat_map(|g| self.answer_hooks(spec, *g, now))
                 .collect(),
             // The simulated pods never report container states (yet).
             canary_pods: Vec::new(),
@@ -425,10 +454,13 @@ impl<'a> Harness<'a> {
         self.fire_pending(now);
     }
 
-    fn answer_hooks(&self, gate: HookGate, now: SimTime) -> Vec<(String, HookOutcome)> {
-        self.variant
-            .spec
-            .hooks(gate)
+    fn answer_hooks(
+        &self,
+        spec: &RolloutSpec,
+        gate: HookGate,
+        now: SimTime,
+    ) -> Vec<(String, HookOutcome)> {
+        spec.hooks(gate)
             .map(|hook| {
                 let outcome = match self
                     .scenario
@@ -475,6 +507,32 @@ impl<'a> Harness<'a> {
             scenario_event,
         });
     }
+}
+
+/// The Canary's service as the controller leaves it before a rollout: the primary serving, the
+/// target (the canary) scaled to zero, the apex Service selecting the primary's pods.
+fn rollout_service(scenario: &Scenario) -> ServiceConfig {
+    let (target, primary_workload) = scenario.workloads();
+    let (primary, canary) = (scenario.primary(), scenario.canary());
+    let mut primary_cfg = VersionConfig::new("primary", primary.pods, primary.behaviour.clone());
+    primary_cfg.workload = Some(primary_workload);
+    primary_cfg.sidecar = primary.sidecar;
+    primary_cfg.labels = primary.labels.clone();
+    // The target starts as the current revision and is scaled to zero by initialisation.
+    let mut canary_cfg = VersionConfig::new("canary", 0, primary.behaviour.clone());
+    canary_cfg.workload = Some(target);
+    canary_cfg.sidecar = canary.sidecar;
+    canary_cfg.labels = canary.labels.clone();
+    let mut service = ServiceConfig::new(&scenario.service, vec![primary_cfg, canary_cfg]);
+    service.namespace = Some(scenario.namespace.clone());
+    service.target_port = scenario.pod_port();
+    // The controller points the apex Service at the primary's pods: requests that no
+    // routing object of the mesh governs (a VirtualService bound to a gateway only, an
+    // HTTPRoute on a Gateway) reach the primary alone, as on a cluster.
+    service.selects = Some(vec!["primary".into()]);
+    // The new revision may call what the current one does not.
+    service.may_call = canary.behaviour.calls.iter().flatten().cloned().collect();
+    service
 }
 
 /// The controller's side of a trace: the state after a tick, each metric's verdict, then what

@@ -42,7 +42,11 @@ pub(crate) fn metrics(
     wants: &Wants,
     now: SimTime,
 ) -> BTreeMap<String, MetricReading> {
-    let subject = promql::subject(&scenario.canary_resource, &scenario.namespace);
+    // Only a rollout measures: without a Canary there is nothing to ask.
+    let Some(canary) = &scenario.canary_resource else {
+        return BTreeMap::new();
+    };
+    let subject = promql::subject(canary, &scenario.namespace);
     let naming = match scenario.data_plane {
         DataPlane::Istio => Naming::Istio,
         DataPlane::Linkerd => Naming::Linkerd,

@@ -1,15 +1,17 @@
-//! Figures of the scenario's services other than the rollout's: per version, what the clients'
-//! proxies saw and how requests queued at the pods, and the requests that reached no pod.
+//! Figures of the scenario's services (in a rollout, those other than the rollout's): per
+//! version, what the callers' proxies saw and how requests queued at the pods, and the
+//! requests that reached no pod.
 
 use super::Harness;
 use crate::engine::MILLIS;
 use crate::mesh::ClientId;
 use crate::result::{GraphEdge, ServiceFigures, ServiceVersionFigures, VersionQueueing};
 use crate::scenario::ServiceModel;
-use crate::telemetry::{Reporter, Selector};
+use crate::telemetry::{Reporter, Selector, WindowStats};
 
 impl Harness<'_> {
-    pub(super) fn other_services(&self) -> Vec<ServiceFigures> {
+    /// Each of `services` by version, as its callers' proxies reported it.
+    pub(super) fn service_figures(&self, services: &[ServiceModel]) -> Vec<ServiceFigures> {
         let telemetry = self.mesh.telemetry();
         let totals = |dest: u32| {
             telemetry.totals(&Selector {
@@ -18,20 +20,30 @@ impl Harness<'_> {
                 dest: Some(dest),
             })
         };
-        let namespace = &self.scenario.namespace;
-        self.scenario.services[1..]
+        services
             .iter()
             .map(|s| {
+                let mut all = WindowStats::default();
+                let mut add = |t: &WindowStats| {
+                    all.requests += t.requests;
+                    all.failures += t.failures;
+                    all.buckets
+                        .iter_mut()
+                        .zip(t.buckets)
+                        .for_each(|(b, n)| *b += n);
+                };
                 let versions = s
                     .versions
                     .iter()
                     .filter_map(|(name, _)| {
                         let v = self.mesh.version_id(&s.name, name)?;
                         let t = totals(v.0);
+                        add(&t);
                         Some(ServiceVersionFigures {
                             version: name.clone(),
                             requests: t.requests,
                             failed: t.failures,
+                            p50_ms: t.quantile_ms(0.5),
                             p99_ms: t.quantile_ms(0.99),
                             queueing: queueing(name, self.mesh.queue_stats(v)),
                         })
@@ -39,19 +51,53 @@ impl Harness<'_> {
                     .collect();
                 // Requests that reached no pod are reported against the service's `unknown`
                 // destination.
-                let fqdn = format!("{}.{namespace}.svc.cluster.local", s.name);
-                let unanswered = telemetry
-                    .dests()
-                    .iter()
-                    .position(|d| !d.peer && d.service == fqdn)
-                    .map_or(0, |i| totals(i as u32).requests);
+                let unanswered = self.unknown_dest(&s.name).map(totals);
+                if let Some(t) = &unanswered {
+                    add(t);
+                }
                 ServiceFigures {
                     name: s.name.clone(),
+                    requests: all.requests,
+                    failed: all.failures,
+                    p50_ms: all.quantile_ms(0.5),
+                    p99_ms: all.quantile_ms(0.99),
                     versions,
-                    unanswered,
+                    unanswered: unanswered.map_or(0, |t| t.requests),
                 }
             })
             .collect()
+    }
+
+    /// The telemetry destination of the requests to `service` that reached no pod (no route,
+    /// no healthy upstream, a fault's abort, a full pool): Istio's `unknown` destination.
+    fn unknown_dest(&self, service: &str) -> Option<u32> {
+        let fqdn = format!("{service}.{}.svc.cluster.local", self.scenario.namespace);
+        self.mesh
+            .telemetry()
+            .dests()
+            .iter()
+            .position(|d| !d.peer && d.service == fqdn)
+            .map(|i| i as u32)
+    }
+
+    /// The service graph's edges to the rollout's service: each client's requests to the
+    /// primary, the canary and `unknown`, over `seconds`. None without a Canary.
+    pub(super) fn rollout_edges(&self, seconds: f64) -> Vec<GraphEdge> {
+        let Some(rollout) = self
+            .scenario
+            .services
+            .first()
+            .filter(|_| self.target.is_some())
+        else {
+            return Vec::new();
+        };
+        let mut edges = Vec::new();
+        for c in &self.scenario.clients {
+            if let Some(id) = self.mesh.client_id(&c.name) {
+                edges.extend(self.edges_to(id, &c.name, rollout, seconds));
+            }
+        }
+        edges
     }
 
     /// The service graph's edges to the other services: each client's requests to each of
@@ -62,7 +108,7 @@ impl Harness<'_> {
             let Some(id) = self.mesh.client_id(&c.name) else {
                 continue;
             };
-            for s in &self.scenario.services[1..] {
+            for s in self.scenario.other_services() {
                 edges.extend(self.edges_to(id, &c.name, s, seconds));
             }
         }
@@ -82,7 +128,8 @@ impl Harness<'_> {
         edges
     }
 
-    /// Client `id`'s (named `source`) requests to each version of `service`.
+    /// Client `id`'s (named `source`) requests to each version of `service`, and to its
+    /// `unknown` destination: the requests no pod answered, as Kiali draws them.
     fn edges_to<'s>(
         &'s self,
         id: ClientId,
@@ -90,22 +137,25 @@ impl Harness<'_> {
         service: &'s ServiceModel,
         seconds: f64,
     ) -> impl Iterator<Item = GraphEdge> + 's {
-        service.versions.iter().filter_map(move |(name, _)| {
-            let v = self.mesh.version_id(&service.name, name)?;
+        let versions = service.versions.iter().filter_map(move |(name, _)| {
+            Some((name.as_str(), self.mesh.version_id(&service.name, name)?.0))
+        });
+        let unknown = self.unknown_dest(&service.name).map(|d| ("unknown", d));
+        versions.chain(unknown).map(move |(name, dest)| {
             let t = self.mesh.telemetry().totals(&Selector {
                 reporter: Reporter::Source,
                 source: Some(id.0),
-                dest: Some(v.0),
+                dest: Some(dest),
             });
-            Some(GraphEdge {
+            GraphEdge {
                 source: source.to_string(),
                 service: service.name.clone(),
-                version: name.clone(),
+                version: name.to_string(),
                 requests: t.requests,
                 failed: t.failures,
                 rps: t.requests as f64 / seconds,
                 p99_ms: t.quantile_ms(0.99),
-            })
+            }
         })
     }
 }

@@ -52,9 +52,15 @@ impl Harness<'_> {
 
     /// Carries out a timeline event and records it.
     pub(super) fn fire(&mut self, now: SimTime, entry: &TimelineEntry) {
-        let version = |side: Side| match side {
-            Side::Primary => self.primary,
-            Side::Canary => self.canary,
+        // Events naming the primary or the canary are refused without a Canary.
+        let target = self.target;
+        let version = |side: Side| {
+            let t = target
+                .expect("a version of the rollout, which a scenario without a Canary has not");
+            match side {
+                Side::Primary => t.primary,
+                Side::Canary => t.canary,
+            }
         };
         let (message, result) = match &entry.event {
             Event::Deploy => {

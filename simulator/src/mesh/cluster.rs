@@ -11,6 +11,7 @@ use super::config::DataPlane;
 use super::event::Ev;
 use super::outlier::{Accrual, AccrualConfig, OutlierConfig, OutlierDetector};
 use super::pool::Conn;
+use super::routes::Subset;
 use super::tls::ClientTls;
 use super::{AttemptId, ClientId, ClusterId, Mesh, PodId, ServiceId, VersionId};
 use crate::engine::{SECONDS, SimTime, Stream};
@@ -330,14 +331,14 @@ impl Mesh {
         self.services[s].subset_policy.clear();
         for sub in &dr.subsets {
             match self.resolve_subset(s, &sub.name, Some(&sub.labels)) {
-                Some(v) => {
+                Subset::Version(v) => {
                     if let Some(tp) = &sub.traffic_policy {
                         self.services[s].subset_policy.insert(v, tp.clone());
                     }
                 }
-                None => warnings.push(format!(
-                    "DestinationRule {}: subset `{}` selects no version",
-                    dr.name, sub.name
+                Subset::NoEndpoints | Subset::Undefined => warnings.push(format!(
+                    "DestinationRule {}: subset `{}` selects no pod of `{}`: the requests routed to it are answered 503 `UH` (no healthy upstream)",
+                    dr.name, sub.name, self.services[s].name
                 )),
             }
         }

@@ -3,7 +3,7 @@
 //! an `Option` at its call site; on, a record is built only for the requests sampled.
 
 use super::headers::{METHOD, PATH};
-use super::{AttemptId, Mesh, RequestId};
+use super::{AttemptId, ClientId, Mesh, RequestId, RuleId};
 use crate::observability::{Exchange, Outputs};
 
 impl Mesh {
@@ -39,6 +39,44 @@ impl Mesh {
                 method: self.header_sets.value(r.call.headers, METHOD),
                 path: self.header_sets.value(r.call.headers, PATH),
                 route: self.rules[r.rule].name.as_deref(),
+            });
+        }
+        self.outputs = Some(o);
+    }
+
+    /// A request of client `c` (carrying header set `headers`) that its proxy answered at once
+    /// with `code` and `flags`: no route took it (`NR`), or its route, `rule`, names no
+    /// cluster (`NC`). It takes no time and reached no pod.
+    #[cold]
+    pub(super) fn output_unrouted(
+        &mut self,
+        c: ClientId,
+        code: u16,
+        flags: u16,
+        headers: u32,
+        rule: Option<RuleId>,
+    ) {
+        let Some(mut o) = self.outputs.take() else {
+            return;
+        };
+        // `send` counted it: requests are numbered from 1.
+        let number = self.stats.requests;
+        if o.wants(number) {
+            let now = self.now();
+            o.request(Exchange {
+                number,
+                try_no: 0,
+                start: now,
+                end: now,
+                code,
+                flags,
+                client: self.client_name(c),
+                service: &self.services[self.clients[c].service].name,
+                version: None,
+                upstream: None,
+                method: self.header_sets.value(headers, METHOD),
+                path: self.header_sets.value(headers, PATH),
+                route: rule.and_then(|r| self.rules[r].name.as_deref()),
             });
         }
         self.outputs = Some(o);

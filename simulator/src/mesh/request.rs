@@ -9,7 +9,7 @@ use super::calls::NO_PARENT;
 use super::config::ArrivalShape;
 use super::event::Ev;
 use super::retry::RetryBudget;
-use super::routes::RouteRule;
+use super::routes::{RouteRule, Void};
 use super::trace::trace;
 use super::{AttemptId, ClientId, ClusterId, Mesh, PodId, RequestId, RuleId, ServiceId, VersionId};
 use crate::engine::{SimTime, Stream};
@@ -226,25 +226,33 @@ impl Mesh {
         let Some(rule_id) = self.clients[c].cache[profile] else {
             trace!(self, "unrouted", "req" => self.stats.requests, "client" => self.client_name(c),
                 "code" => 404, "flags" => "NR");
-            self.complete_unrouted(c, 404, call);
+            self.complete_unrouted(c, 404, flags::NR, call, None);
             return;
         };
         let rule = &self.rules[rule_id];
         let Some(dest) = pick_weighted(rule, &mut self.clients[c].routing) else {
             trace!(self, "unrouted", "req" => self.stats.requests, "client" => self.client_name(c),
                 "code" => 503, "flags" => "NR");
-            self.complete_unrouted(c, 503, call);
+            self.complete_unrouted(c, 503, flags::NR, call, Some(rule_id));
             return;
         };
         let cluster = match dest {
             Dest::Version(v) => self.cluster_of(c, v),
             Dest::Service => self.clients[c].service_cluster,
+            // No endpoints: the attempt finds no host, 503 `UH`.
+            Dest::Void(Void::NoEndpoints) => None,
+            Dest::Void(Void::NoCluster) => {
+                trace!(self, "unrouted", "req" => self.stats.requests, "client" => self.client_name(c),
+                    "code" => 503, "flags" => "NC");
+                self.complete_unrouted(c, 503, flags::NC, call, Some(rule_id));
+                return;
+            }
         };
         let req = self.alloc_req(c, now, cluster, rule_id, call);
         trace!(self, "request", "req" => self.req_no(req), "client" => self.client_name(c),
         "version" => match dest {
             Dest::Version(v) => self.trace_version(v),
-            Dest::Service => "-",
+            Dest::Service | Dest::Void(_) => "-",
         });
         if self.inject_fault(req, rule_id) {
             return;
@@ -344,6 +352,7 @@ impl Mesh {
         let cluster = match to {
             Dest::Version(v) => self.cluster_of(client, v),
             Dest::Service => self.clients[client].service_cluster,
+            Dest::Void(_) => None,
         };
         let Some(ci) = cluster else {
             return;
@@ -453,12 +462,23 @@ impl Mesh {
         self.retry_or_complete(req, ci, code, f);
     }
 
-    /// A request no route takes: the client's proxy answers at once with `NR`, reported
-    /// against the service's `unknown` destination.
-    fn complete_unrouted(&mut self, c: ClientId, code: u16, call: Call) {
+    /// A request no route takes (`NR`), or whose route names no cluster (`NC`, `rule` the
+    /// route): the client's proxy answers at once, reported against the service's `unknown`
+    /// destination.
+    fn complete_unrouted(
+        &mut self,
+        c: ClientId,
+        code: u16,
+        flag: u16,
+        call: Call,
+        rule: Option<RuleId>,
+    ) {
+        if self.outputs.is_some() {
+            self.output_unrouted(c, code, flag, call.headers, rule);
+        }
         let dest = self.unknown_dest(self.clients[c].service);
         self.telemetry
-            .record(Reporter::Source, c.0, dest, code, flags::NR, 0);
+            .record(Reporter::Source, c.0, dest, code, flag, 0);
         self.stats.completed += 1;
         if call.parent != NO_PARENT {
             self.call_done(call.parent, code, call.optional);
@@ -524,14 +544,16 @@ impl Mesh {
 pub(super) enum Dest {
     Version(VersionId),
     Service,
+    /// A subset that leads to no pod.
+    Void(Void),
 }
 
 /// Envoy's weighted cluster pick: a uniform draw over the total weight, walked in order (the
 /// whole-service destination last). None when every weight is zero.
 pub(super) fn pick_weighted(rule: &RouteRule, rng: &mut Stream) -> Option<Dest> {
-    match (rule.dests.len(), rule.whole) {
-        (1, 0) => return Some(Dest::Version(rule.dests[0].0)),
-        (0, w) if w > 0 => return Some(Dest::Service),
+    match (rule.dests.len(), rule.whole, rule.void.is_empty()) {
+        (1, 0, true) => return Some(Dest::Version(rule.dests[0].0)),
+        (0, w, true) if w > 0 => return Some(Dest::Service),
         _ => {}
     }
     if rule.total_weight == 0 {
@@ -541,6 +563,12 @@ pub(super) fn pick_weighted(rule: &RouteRule, rng: &mut Stream) -> Option<Dest> 
     for &(v, w) in &rule.dests {
         if x < w {
             return Some(Dest::Version(v));
+        }
+        x -= w;
+    }
+    for &(v, w) in &rule.void {
+        if x < w {
+            return Some(Dest::Void(v));
         }
         x -= w;
     }

@@ -31,6 +31,26 @@ pub(super) struct WeightedRule {
     pub(super) mirror: Option<(VersionId, f64)>,
 }
 
+/// What a route's subset names, once resolved.
+pub(super) enum Subset {
+    /// A DestinationRule defines it and its labels select this version's pods.
+    Version(VersionId),
+    /// A DestinationRule defines it but its labels select no pod: an Envoy cluster without
+    /// endpoints.
+    NoEndpoints,
+    /// No DestinationRule defines it: Envoy has no such cluster.
+    Undefined,
+}
+
+/// A route destination that leads to no pod.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(super) enum Void {
+    /// A subset selecting no pod: 503 `UH` (no healthy upstream).
+    NoEndpoints,
+    /// A subset no DestinationRule defines: 503 `NC` (cluster not found).
+    NoCluster,
+}
+
 /// Route settings that a split keeps when it replaces the weights.
 #[derive(Clone, Debug)]
 pub(super) struct RouteBase {
@@ -47,6 +67,8 @@ pub(super) struct RouteRule {
     /// Weight of the service itself (a destination without a subset): its cluster spans every
     /// pod the Service selects.
     pub(super) whole: u32,
+    /// Weights of subsets that lead to no pod (see [`Void`]).
+    pub(super) void: Vec<(Void, u32)>,
     pub(super) total_weight: u32,
     /// Where requests are copied to (a version, or the service's whole cluster), and the
     /// percentage copied.
@@ -79,6 +101,7 @@ impl Mesh {
             total_weight: 100,
             dests: Vec::new(),
             whole: 100,
+            void: Vec::new(),
             mirror: None,
             timeout: svc.base.timeout,
             retry: svc.base.retry.clone(),
@@ -244,6 +267,7 @@ impl Mesh {
                     total_weight: weight_sum(&r.dests),
                     dests: r.dests,
                     whole: 0,
+                    void: Vec::new(),
                     mirror: r
                         .mirror
                         .filter(|(_, pct)| *pct > 0.0)
@@ -287,6 +311,7 @@ impl Mesh {
                 }
                 let mut dests = Vec::new();
                 let mut whole = 0u32;
+                let mut void = Vec::new();
                 let single = r.route.len() == 1;
                 for d in &r.route {
                     let w = d.weight.unwrap_or(if single { 100 } else { 0 });
@@ -303,11 +328,16 @@ impl Mesh {
                     }
                     match &d.subset {
                         Some(sub) => match self.resolve_subset(s, sub, None) {
-                            Some(v) => dests.push((v, w)),
-                            None => warnings.push(format!(
-                                "VirtualService {}: subset `{sub}` matches no version",
-                                vs.name
-                            )),
+                            Subset::Version(v) => dests.push((v, w)),
+                            // Its DestinationRule warned that it selects no pod.
+                            Subset::NoEndpoints => void.push((Void::NoEndpoints, w)),
+                            Subset::Undefined => {
+                                void.push((Void::NoCluster, w));
+                                warnings.push(format!(
+                                    "VirtualService {}: subset `{sub}` of `{}` is defined by no DestinationRule applied before it: Envoy has no cluster for it and answers its requests 503 `NC`",
+                                    vs.name, d.host
+                                ));
+                            }
                         },
                         // No subset: one Envoy cluster over every pod the Service selects.
                         None => whole = whole.saturating_add(w),
@@ -330,7 +360,10 @@ impl Mesh {
                     Some(m) => match m
                         .subset
                         .as_deref()
-                        .and_then(|sub| self.resolve_subset(s, sub, None))
+                        .and_then(|sub| match self.resolve_subset(s, sub, None) {
+                            Subset::Version(v) => Some(v),
+                            Subset::NoEndpoints | Subset::Undefined => None,
+                        })
                         .map(Dest::Version)
                         .or_else(|| {
                             self.find_version_service(&m.host, ns)
@@ -363,9 +396,12 @@ impl Mesh {
                     } else {
                         r.matches.clone()
                     },
-                    total_weight: weight_sum(&dests).saturating_add(whole),
+                    total_weight: weight_sum(&dests)
+                        .saturating_add(whole)
+                        .saturating_add(void.iter().map(|&(_, w)| w).sum()),
                     dests,
                     whole,
+                    void,
                     mirror,
                     timeout: r.timeout,
                     retry: retry.clone(),
@@ -423,6 +459,8 @@ impl Mesh {
                         .map(|(d, pct)| match d {
                             Dest::Version(v) => (name(v), pct),
                             Dest::Service => (self.services[service].name.clone(), pct),
+                            // A mirror is never resolved to a void subset.
+                            Dest::Void(_) => ("-".into(), pct),
                         }),
                 }
             })
@@ -439,36 +477,30 @@ impl Mesh {
             .map(|i| ServiceId(i as u32))
     }
 
+    /// What subset `subset` of service `s` is, as Envoy builds clusters: a DestinationRule's
+    /// subset selects pods by its labels only (`labels`, or those of the DestinationRule
+    /// applied for `s` that names it); a name no DestinationRule defines has no cluster.
     pub(super) fn resolve_subset(
         &self,
         s: ServiceId,
         subset: &str,
         labels: Option<&BTreeMap<String, String>>,
-    ) -> Option<VersionId> {
+    ) -> Subset {
         let svc = &self.services[s];
-        let by_labels = |sel: &BTreeMap<String, String>| {
-            svc.versions
+        let defined = labels.or_else(|| {
+            self.subset_labels
                 .iter()
-                .copied()
-                .find(|&v| !sel.is_empty() && labels_match(sel, &self.versions[v].labels))
+                .find(|(sv, n, _)| *sv == s && n == subset)
+                .map(|(_, _, l)| l)
+        });
+        let Some(sel) = defined else {
+            return Subset::Undefined;
         };
-        if let Some(l) = labels
-            && let Some(v) = by_labels(l)
-        {
-            return Some(v);
-        }
-        if let Some((_, _, l)) = self
-            .subset_labels
-            .iter()
-            .find(|(sv, n, _)| *sv == s && n == subset)
-            && let Some(v) = by_labels(l)
-        {
-            return Some(v);
-        }
         svc.versions
             .iter()
             .copied()
-            .find(|&v| self.versions[v].name == subset)
+            .find(|&v| !sel.is_empty() && labels_match(sel, &self.versions[v].labels))
+            .map_or(Subset::NoEndpoints, Subset::Version)
     }
 
     pub(super) fn resolve_backend(&self, s: ServiceId, backend: &str) -> Option<VersionId> {
@@ -507,6 +539,7 @@ impl Mesh {
             matches: Vec::new(),
             dests: vec![(v, 100)],
             whole: 0,
+            void: Vec::new(),
             total_weight: 100,
             mirror: None,
             timeout: None,
@@ -525,6 +558,7 @@ impl Mesh {
             matches: Vec::new(),
             dests: Vec::new(),
             whole: 0,
+            void: Vec::new(),
             total_weight: 0,
             mirror: None,
             timeout: None,

@@ -1,47 +1,73 @@
 //! The service graph as Graphviz DOT: a node per client workload and per service version, an
 //! edge per caller and callee with its request rate, error rate and p99 over the run (the
-//! callers' view, after retries). A run of several variants writes a `digraph` per variant.
+//! callers' view, after retries). A run of several variants writes one `digraph` holding a
+//! cluster per variant, its nodes named after the variant, so that one file renders as one
+//! picture.
 
 use crate::result::{GraphEdge, RunResult};
 
-/// The graphs of the runs, one `digraph` each.
+/// The graph of the runs: one `digraph`, with a `cluster_N` subgraph per run when there are
+/// several.
 pub(crate) fn dot(runs: &[RunResult]) -> String {
     let mut out = String::new();
-    for run in runs {
-        let name = if run.variant.is_empty() {
-            run.scenario.clone()
-        } else {
-            format!("{} [{}]", run.scenario, run.variant)
-        };
+    let [run] = runs else {
+        let name = runs.first().map_or("", |r| r.scenario.as_str());
         out.push_str(&format!(
             "digraph {} {{\n  rankdir=LR;\n  node [shape=box];\n",
-            quoted(&name)
+            quoted(name)
         ));
-        let mut nodes: Vec<(String, String)> = Vec::new();
-        for e in &run.graph {
-            for node in [
-                (e.source.clone(), quoted(&e.source)),
-                (version_node(e), lines(&[&e.service, &e.version])),
-            ] {
-                if !nodes.contains(&node) {
-                    nodes.push(node);
-                }
-            }
-        }
-        for (id, label) in &nodes {
-            out.push_str(&format!("  {} [label={label}];\n", quoted(id)));
-        }
-        for e in &run.graph {
+        for (i, run) in runs.iter().enumerate() {
             out.push_str(&format!(
-                "  {} -> {} [label={}];\n",
-                quoted(&e.source),
-                quoted(&version_node(e)),
-                lines(&label(e).each_ref().map(String::as_str))
+                "  subgraph cluster_{i} {{\n    label={};\n",
+                quoted(&run.variant)
             ));
+            body(&mut out, run, &format!("{}: ", run.variant), "    ");
+            out.push_str("  }\n");
         }
         out.push_str("}\n");
-    }
+        return out;
+    };
+    let name = if run.variant.is_empty() {
+        run.scenario.clone()
+    } else {
+        format!("{} [{}]", run.scenario, run.variant)
+    };
+    out.push_str(&format!(
+        "digraph {} {{\n  rankdir=LR;\n  node [shape=box];\n",
+        quoted(&name)
+    ));
+    body(&mut out, run, "", "  ");
+    out.push_str("}\n");
     out
+}
+
+/// A run's nodes and edges, node ids starting with `prefix`, lines with `indent`.
+fn body(out: &mut String, run: &RunResult, prefix: &str, indent: &str) {
+    let mut nodes: Vec<(String, String)> = Vec::new();
+    for e in &run.graph {
+        for node in [
+            (format!("{prefix}{}", e.source), quoted(&e.source)),
+            (
+                format!("{prefix}{}", version_node(e)),
+                lines(&[&e.service, &e.version]),
+            ),
+        ] {
+            if !nodes.contains(&node) {
+                nodes.push(node);
+            }
+        }
+    }
+    for (id, label) in &nodes {
+        out.push_str(&format!("{indent}{} [label={label}];\n", quoted(id)));
+    }
+    for e in &run.graph {
+        out.push_str(&format!(
+            "{indent}{} -> {} [label={}];\n",
+            quoted(&format!("{prefix}{}", e.source)),
+            quoted(&format!("{prefix}{}", version_node(e))),
+            lines(&label(e).each_ref().map(String::as_str))
+        ));
+    }
 }
 
 /// A version's node: `<service>/<version>`.

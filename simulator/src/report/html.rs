@@ -48,14 +48,14 @@ pub(crate) fn html(scenario: &Scenario, runs: &[RunResult]) -> String {
             .variants
             .iter()
             .find(|v| v.name == run.variant)
-            .map_or(&scenario.spec, |v| &v.spec);
+            .map_or(scenario.spec.as_ref(), |v| v.spec.as_ref());
         section(&mut out, run, spec);
     }
     out.push_str("</body></html>\n");
     out
 }
 
-fn section(out: &mut String, run: &RunResult, spec: &RolloutSpec) {
+fn section(out: &mut String, run: &RunResult, spec: Option<&RolloutSpec>) {
     let name = if run.variant.is_empty() {
         format!("seed {}", run.seed)
     } else {
@@ -91,7 +91,7 @@ fn section(out: &mut String, run: &RunResult, spec: &RolloutSpec) {
     out.push_str("</section>\n");
 }
 
-fn plots(out: &mut String, run: &RunResult, spec: &RolloutSpec) {
+fn plots(out: &mut String, run: &RunResult, spec: Option<&RolloutSpec>) {
     let end = run.samples.last().map_or(1, |s| s.at_ms).max(1) as f64;
     // Decisions at the same time share one marker.
     let mut marks: Vec<Mark> = Vec::new();
@@ -139,7 +139,7 @@ fn plots(out: &mut String, run: &RunResult, spec: &RolloutSpec) {
     }
     .render(out);
 
-    let threshold = matches!(spec.judge, Judge::Threshold);
+    let threshold = spec.is_some_and(|s| matches!(s.judge, Judge::Threshold));
     let note = format!(
         "Each point covers the time since the one before (a tick: {}; from the scrape before it); windows with fewer than {MIN_REQUESTS} requests are not drawn.",
         tick(run)
@@ -234,10 +234,14 @@ fn tick(run: &RunResult) -> String {
 /// for them at each decision, failed checks marked.
 fn analysis(
     run: &RunResult,
-    spec: &RolloutSpec,
+    spec: Option<&RolloutSpec>,
     kind: &MetricKind,
     threshold: bool,
 ) -> (Vec<Bound>, Option<Dots>) {
+    // Without a Canary nothing was analysed.
+    let Some(spec) = spec else {
+        return (Vec::new(), None);
+    };
     let metrics: Vec<_> = spec.metrics.iter().filter(|m| &m.kind == kind).collect();
     let mut bounds = Vec::new();
     if threshold {

@@ -101,21 +101,35 @@ pub fn summary(run: &RunResult) -> String {
         (Some(d), Some(t)) => format!(" at {} ({} after the deploy)", clock(t), Duration(t - d)),
         _ => String::new(),
     };
-    let _ = writeln!(
-        out,
-        "outcome: {}{decided}; highest canary weight {}%",
-        Outcome::name(run.outcome),
-        run.max_canary_weight
-    );
-    let _ = writeln!(out, "  last decision: {}", run.final_message);
-    let _ = writeln!(
-        out,
-        "requests: {} sent, {} failed ({}); {} failures served by the canary",
-        run.requests,
-        run.failed_requests,
-        success(run.success_rate),
-        run.failed_requests_canary
-    );
+    if run.outcome == Outcome::NoRollout {
+        let _ = writeln!(
+            out,
+            "outcome: no-rollout (the mesh alone, without a Canary)"
+        );
+        let _ = writeln!(
+            out,
+            "requests: {} sent, {} failed ({})",
+            run.requests,
+            run.failed_requests,
+            success(run.success_rate)
+        );
+    } else {
+        let _ = writeln!(
+            out,
+            "outcome: {}{decided}; highest canary weight {}%",
+            Outcome::name(run.outcome),
+            run.max_canary_weight
+        );
+        let _ = writeln!(out, "  last decision: {}", run.final_message);
+        let _ = writeln!(
+            out,
+            "requests: {} sent, {} failed ({}); {} failures served by the canary",
+            run.requests,
+            run.failed_requests,
+            success(run.success_rate),
+            run.failed_requests_canary
+        );
+    }
     if run.clients.len() > 1 {
         for c in &run.clients {
             let _ = writeln!(
@@ -143,6 +157,24 @@ pub fn summary(run: &RunResult) -> String {
         .collect();
     if !queueing.is_empty() {
         let _ = writeln!(out, "queueing: {}", queueing.join("; "));
+    }
+    if run.outcome == Outcome::NoRollout {
+        for s in &run.services {
+            let versions: Vec<String> = s
+                .versions
+                .iter()
+                .map(|v| format!("{} {}", v.version, v.requests))
+                .collect();
+            let _ = writeln!(
+                out,
+                "  {}: {} requests, {} failed, p99 {}; by version: {}",
+                s.name,
+                s.requests,
+                s.failed,
+                s.p99_ms.map_or("-".into(), |p| format!("{p:.1} ms")),
+                versions.join(", ")
+            );
+        }
     }
     for w in &run.warnings {
         let _ = writeln!(out, "warning: {w}");

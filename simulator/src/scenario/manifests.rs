@@ -136,13 +136,15 @@ impl Context {
             src.error(
                 src.line_at(doc, path, host),
                 format!(
-                    "{kind} {name}: unknown service `{host}` in {what}; the scenario simulates `{svc}` (and `{svc}-primary`, `{svc}-canary`){others}",
-                    svc = self.service,
-                    others = self
-                        .others
-                        .iter()
-                        .map(|s| format!(", `{}`", s.name))
-                        .collect::<String>()
+                    "{kind} {name}: unknown service `{host}` in {what}; the scenario simulates {rollout}{others}",
+                    rollout = if self.service.is_empty() {
+                        String::new()
+                    } else {
+                        format!("`{svc}` (and `{svc}-primary`, `{svc}-canary`), ", svc = self.service)
+                    },
+                    others = super::services::quoted(
+                        &self.others.iter().map(|s| s.name.as_str()).collect::<Vec<_>>()
+                    )
                 ),
             )
         };
@@ -237,8 +239,10 @@ impl Context {
     }
 
     /// A subset of one of the scenario's own services (not the rollout's, whose subsets the
-    /// controller writes) must select the pods of exactly one version by its labels: a subset
-    /// selecting none is most likely a typo, and one over several versions is not simulated.
+    /// controller writes) may select the pods of one version by its labels, or none (Istio's
+    /// samples define subsets for versions a cluster need not run; the mesh warns when it
+    /// applies it, and answers its requests 503 `UH`); one over several versions is not
+    /// simulated yet.
     fn check_subsets(
         &self,
         src: &Source<'_>,
@@ -250,17 +254,7 @@ impl Context {
         for (k, sub) in dr.subsets.iter().enumerate() {
             let selected = svc.selected_by(&sub.labels);
             let problem = match selected.as_slice() {
-                [_] => continue,
-                [] => format!(
-                    "selects the pods of no version of `{}` (its versions: {})",
-                    svc.name,
-                    super::services::quoted(
-                        &svc.versions
-                            .iter()
-                            .map(|(n, _)| n.as_str())
-                            .collect::<Vec<_>>()
-                    )
-                ),
+                [] | [_] => continue,
                 several => format!(
                     "selects the pods of several versions ({}); a subset over several versions is not supported yet: select one by its labels, e.g. `version`",
                     super::services::quoted(several)
@@ -297,12 +291,13 @@ impl Context {
     pub(super) fn is_service(&self, host: &str) -> bool {
         let ns = &self.namespace;
         self.other_service(host).is_some()
-            || ["", "-primary", "-canary"].iter().any(|suffix| {
-                let name = format!("{}{suffix}", self.service);
-                host == name
-                    || host == format!("{name}.{ns}")
-                    || host == format!("{name}.{ns}.svc")
-                    || host == format!("{name}.{ns}.svc.cluster.local")
-            })
+            || !self.service.is_empty()
+                && ["", "-primary", "-canary"].iter().any(|suffix| {
+                    let name = format!("{}{suffix}", self.service);
+                    host == name
+                        || host == format!("{name}.{ns}")
+                        || host == format!("{name}.{ns}.svc")
+                        || host == format!("{name}.{ns}.svc.cluster.local")
+                })
     }
 }

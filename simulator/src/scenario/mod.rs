@@ -38,6 +38,7 @@ const MAX_DURATION: SimTime = 720 * 3600 * crate::engine::SECONDS;
 
 pub use crate::result::Outcome;
 pub use expectations::{Expectations, Variant};
+pub(crate) use expectations::{FigureBound, Subject};
 pub use model::Version;
 pub use timeline::{Event, Side, TimelineEntry};
 pub use traffic::{Client, RateShape};
@@ -57,7 +58,7 @@ pub struct Scenario {
     pub duration: SimTime,
     pub(crate) data_plane: DataPlane,
     pub namespace: String,
-    /// The rollout's service: the Canary's target, `services[0]`.
+    /// The rollout's service: the Canary's target, `services[0]`; empty without a Canary.
     pub(crate) service: String,
     /// Every service, the rollout's first (see [`services`]).
     pub(crate) services: Vec<ServiceModel>,
@@ -65,10 +66,12 @@ pub struct Scenario {
     pub(crate) manifests: Manifests,
     /// The texts `manifests` was read from, in order.
     pub(crate) manifest_sources: Vec<manifests::ManifestSource>,
-    pub canary_resource: Canary,
+    /// The Canary; none for a scenario of the mesh alone (no rollout, no controller).
+    pub canary_resource: Option<Canary>,
     /// The MetricTemplates given beside the Canary, for its `templateRef` metrics.
     pub metric_templates: Vec<MetricTemplate>,
-    pub(crate) spec: RolloutSpec,
+    /// The Canary's validated spec; none without a Canary.
+    pub(crate) spec: Option<RolloutSpec>,
     pub timeline: Vec<TimelineEntry>,
     pub(crate) hooks: BTreeMap<String, HookAnswer>,
     /// Runs of the scenario: one, or one per judge variant.
@@ -144,6 +147,12 @@ impl Scenario {
         cx.build(raw, path)
     }
 
+    /// The services whose versions the scenario names: all but the rollout's (every one
+    /// without a Canary).
+    pub(crate) fn other_services(&self) -> &[ServiceModel] {
+        &self.services[usize::from(self.canary_resource.is_some())..]
+    }
+
     /// The rollout's stable version.
     pub(crate) fn primary(&self) -> &Version {
         &self.services[0].versions[0].1
@@ -156,17 +165,18 @@ impl Scenario {
 
     /// The Canary's target workload name (the canary), and the primary's.
     pub(crate) fn workloads(&self) -> (String, String) {
-        (
-            self.spec.target.clone(),
-            format!("{}-primary", self.spec.target),
-        )
+        let target = self.spec.as_ref().map_or("", |s| s.target.as_str());
+        (target.to_string(), format!("{target}-primary"))
     }
 
     /// The port the pods serve on: the Canary's `service.targetPort` when it is a number,
     /// else its `service.port` (a named port is the same container port).
     pub(crate) fn pod_port(&self) -> u32 {
         use fledge_controller::spec::IntOrString;
-        let svc = &self.canary_resource.spec.service;
+        let Some(canary) = &self.canary_resource else {
+            return 80;
+        };
+        let svc = &canary.spec.service;
         let port = match &svc.target_port {
             Some(IntOrString::Int(p)) => *p,
             _ => svc.port,
@@ -189,7 +199,58 @@ struct Context {
     warnings: Vec<String>,
 }
 
+/// Why a timeline entry needs a rollout (a deploy, the Canary's deletion, a trigger at the
+/// canary's weight, an event at the primary or the canary), if it does.
+fn needs_rollout(entry: &TimelineEntry) -> Option<&'static str> {
+    if matches!(entry.when, Trigger::Weight(_)) {
+        return Some("`when_weight` waits for the canary's weight");
+    }
+    match &entry.event {
+        Event::Deploy => Some("`deploy` starts a rollout"),
+        Event::Delete => Some("`delete` deletes the Canary"),
+        Event::Rate { .. } | Event::ApplyManifests(_) => None,
+        Event::ErrorRate { .. }
+        | Event::Latency { .. }
+        | Event::PodErrorRate { .. }
+        | Event::Crash { .. }
+        | Event::BlackHole { .. }
+        | Event::CertRotation { .. } => {
+            Some("it acts on the rollout's primary or canary (`version`)")
+        }
+    }
+}
+
 impl Context {
+    /// The Canary's target must be the rollout's service, and its Services must be named
+    /// after it.
+    fn check_rollout_service(
+        &self,
+        canary: &Canary,
+        spec: &RolloutSpec,
+        rollout: &str,
+    ) -> Result<(), ScenarioError> {
+        if spec.target != rollout {
+            return Err(self.error(
+                "canary.spec.targetRef.name",
+                format!(
+                    "targets `{}`, but the scenario's service is `{rollout}`",
+                    spec.target
+                ),
+            ));
+        }
+        let apex = fledge_controller::routes::service_names(canary).apex;
+        if apex != rollout {
+            // The router's objects would route `apex`, which no client of the scenario calls.
+            return Err(self.error(
+                "canary.spec.service.name",
+                format!(
+                    "names the Canary's Services `{apex}`, `{apex}-primary` and `{apex}-canary`, but the scenario's service is `{rollout}`: the controller's routes would govern a Service no client calls. Name the scenario's service `{apex}`, or leave service.name out",
+                ),
+            ));
+        }
+        Ok(())
+    }
+
     fn error_at(
         &self,
         field: &str,
@@ -219,7 +280,14 @@ impl Context {
 
     fn build(&mut self, raw: raw::Scenario, path: &Path) -> Result<Scenario, ScenarioError> {
         let written = self.written(&raw)?;
+        let rollout = raw.canary.is_some() || raw.canary_file.is_some();
         if let services::Written::One(one) = &written {
+            if !rollout {
+                return Err(self.error(
+                    "service",
+                    "`service:` is the Canary's service with its primary and canary; a scenario without a Canary lists its services under `services:`",
+                ));
+            }
             self.service = one.name.clone();
         }
         self.namespace = raw.namespace.clone().unwrap_or_else(|| "default".into());
@@ -250,33 +318,21 @@ impl Context {
             }
         };
         let data_plane = self.data_plane;
-        let (canary_resource, spec, metric_templates) = self.canary(&raw)?;
-        let rollout = self.rollout_service(&written, &spec.target)?;
-        if spec.target != rollout {
-            return Err(self.error(
-                "canary.spec.targetRef.name",
-                format!(
-                    "targets `{}`, but the scenario's service is `{rollout}`",
-                    spec.target
-                ),
-            ));
-        }
+        let (canary_resource, spec, metric_templates, rollout) = if rollout {
+            let (canary, spec, templates) = self.canary(&raw)?;
+            let name = self.rollout_service(&written, &spec.target)?;
+            self.check_rollout_service(&canary, &spec, &name)?;
+            (Some(canary), Some(spec), templates, name)
+        } else {
+            // No service is the rollout's: every one is written version by version.
+            (None, None, Vec::new(), String::new())
+        };
         let services = match services.take() {
             Some(s) => s,
             None => self.services(&written, &rollout)?,
         };
         self.service = rollout.clone();
-        self.others = services[1..].to_vec();
-        let apex = fledge_controller::routes::service_names(&canary_resource).apex;
-        if apex != rollout {
-            // The router's objects would route `apex`, which no client of the scenario calls.
-            return Err(self.error(
-                "canary.spec.service.name",
-                format!(
-                    "names the Canary's Services `{apex}`, `{apex}-primary` and `{apex}-canary`, but the scenario's service is `{rollout}`: the controller's routes would govern a Service no client calls. Name the scenario's service `{apex}`, or leave service.name out",
-                ),
-            ));
-        }
+        self.others = services[usize::from(spec.is_some())..].to_vec();
         let (manifests, manifest_sources) = self.manifests(&raw)?;
 
         let mut clients = Vec::new();
@@ -288,6 +344,12 @@ impl Context {
                     format!("client `{}` is named twice", client.name),
                 ));
             }
+            if spec.is_none() && client.load_tester {
+                return Err(self.error(
+                    &format!("traffic[{i}].target"),
+                    "a load tester calls the canary of a rollout; a scenario without a Canary has none",
+                ));
+            }
             clients.push(client);
         }
         if clients.is_empty() {
@@ -295,9 +357,18 @@ impl Context {
         }
         let mut timeline = Vec::new();
         for (i, e) in raw.timeline.iter().enumerate() {
-            timeline.push(self.timeline_entry(&format!("timeline[{i}]"), e, &clients)?);
+            let entry = self.timeline_entry(&format!("timeline[{i}]"), e, &clients)?;
+            if spec.is_none()
+                && let Some(why) = needs_rollout(&entry)
+            {
+                return Err(self.error(
+                    &format!("timeline[{i}]"),
+                    format!("{why}; a scenario without a Canary has no rollout"),
+                ));
+            }
+            timeline.push(entry);
         }
-        if !timeline.iter().any(|e| e.event == Event::Deploy) {
+        if spec.is_some() && !timeline.iter().any(|e| e.event == Event::Deploy) {
             return Err(self.error(
                 "timeline",
                 "needs a `deploy` entry: the new revision the Canary rolls out",
@@ -334,8 +405,22 @@ impl Context {
         }
         let certificates = self.certificates(raw.certificates.as_ref())?;
         let istio_retry_503 = self.istio_retry_503(raw.istio.as_ref())?;
-        let hooks = self.hooks(&raw, &spec)?;
-        let variants = self.variants(&raw, &spec, &canary_resource, &clients)?;
+        let hooks = match &spec {
+            Some(spec) => self.hooks(&raw, spec)?,
+            None if raw.webhooks.is_empty() => BTreeMap::new(),
+            None => {
+                return Err(self.error(
+                    "webhooks",
+                    "answers the Canary's webhooks; a scenario without a Canary has none",
+                ));
+            }
+        };
+        let variants = self.variants(
+            &raw,
+            canary_resource.as_ref().zip(spec.as_ref()),
+            &clients,
+            &services,
+        )?;
 
         Ok(Scenario {
             name: raw.name,

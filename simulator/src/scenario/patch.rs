@@ -167,15 +167,29 @@ impl Scenario {
     /// of its own.
     pub(crate) fn variant(&self, name: &str, patch: &Patch) -> Result<Variant, PatchError> {
         let manifests = self.patched_manifests(patch)?;
-        let spec = patch.apply(&self.canary_resource.spec, &self.spec)?;
-        let subject = crate::promql::subject(&self.canary_resource, &self.namespace);
+        let (Some(canary), Some(spec)) = (&self.canary_resource, &self.spec) else {
+            if patch.canary_edits().next().is_some() {
+                return Err(PatchError(
+                    "the scenario has no Canary to patch: only its manifests can vary".into(),
+                ));
+            }
+            return Ok(Variant {
+                name: name.to_string(),
+                spec: None,
+                expect: Expectations::default(),
+                warnings: Vec::new(),
+                manifests,
+            });
+        };
+        let spec = patch.apply(&canary.spec, spec)?;
+        let subject = crate::promql::subject(canary, &self.namespace);
         crate::promql::check_metrics(&spec, &subject, &self.metric_templates)
             .map_err(|p| PatchError(format!("analysis.metrics[{}]: {}", p.index, p.message)))?;
         Ok(Variant {
             name: name.to_string(),
-            spec,
+            spec: Some(spec),
             expect: Expectations::default(),
-            warnings: patch.warnings(&self.canary_resource.spec),
+            warnings: patch.warnings(&canary.spec),
             manifests,
         })
     }

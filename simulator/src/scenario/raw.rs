@@ -306,9 +306,12 @@ pub(super) struct Expect {
     /// certificate rotations), by name.
     #[serde(default)]
     pub(crate) counters: BTreeMap<String, Bounds>,
-    /// Per-client success rates, by client name.
+    /// Per-client figures, by client name.
     #[serde(default)]
-    pub(crate) clients: BTreeMap<String, ClientExpect>,
+    pub(crate) clients: BTreeMap<String, FiguresExpect>,
+    /// Per-service figures, and per version under `versions`, by name.
+    #[serde(default)]
+    pub(crate) services: BTreeMap<String, FiguresExpect>,
 }
 
 #[derive(Deserialize, Debug, Default)]
@@ -318,13 +321,24 @@ pub(super) struct Bounds {
     pub(crate) max: Option<u64>,
 }
 
+/// Bounds on what a client, a service or a version saw; which keys apply where is checked
+/// when the expectations are built (`share`, `margin` for a version, `versions` for a service).
 #[derive(Deserialize, Debug, Default)]
 #[serde(deny_unknown_fields)]
-pub(super) struct ClientExpect {
+pub(super) struct FiguresExpect {
     #[serde(default, deserialize_with = "finite_or_none")]
     pub(crate) min_success_rate: Option<f64>,
     #[serde(default, deserialize_with = "finite_or_none")]
     pub(crate) max_success_rate: Option<f64>,
+    #[serde(default, deserialize_with = "finite_or_none")]
+    pub(crate) max_p99_ms: Option<f64>,
+    pub(crate) min_requests: Option<u64>,
+    pub(crate) max_requests: Option<u64>,
+    #[serde(default, deserialize_with = "finite_or_none")]
+    pub(crate) share: Option<f64>,
+    #[serde(default, deserialize_with = "finite_or_none")]
+    pub(crate) margin: Option<f64>,
+    pub(crate) versions: Option<BTreeMap<String, FiguresExpect>>,
 }
 
 #[derive(Deserialize, Debug)]

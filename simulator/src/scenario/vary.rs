@@ -89,6 +89,11 @@ impl Scenario {
             ));
         };
         let (target, path) = self.target(place).map_err(|e| error(e.0))?;
+        if target == Target::Canary && self.canary_resource.is_none() {
+            return Err(error(
+                "the scenario has no Canary: vary a manifest, as KIND/NAME:PATH=V1,V2,...".into(),
+            ));
+        }
         let mut out: Vec<(String, Patch)> = Vec::new();
         for raw in values.split(',').map(str::trim) {
             if raw.is_empty() {
@@ -135,7 +140,11 @@ impl Scenario {
                  DestinationRule/podinfo-primary:spec.trafficPolicy"
             )));
         };
-        let canary = self.canary_resource.metadata.name.as_deref().unwrap_or("");
+        let canary = self
+            .canary_resource
+            .as_ref()
+            .and_then(|c| c.metadata.name.as_deref())
+            .unwrap_or("");
         if kind == "Canary" {
             if name != canary {
                 return Err(PatchError(format!(
@@ -195,7 +204,8 @@ impl Scenario {
     fn controller_writes(&self, kind: &str, name: &str) -> Option<(&'static str, &'static str)> {
         use fledge_controller::routes::Provider;
         let apex = self.service.as_str();
-        let provider = self.spec.provider.unwrap_or(Provider::Istio);
+        // Without a Canary the controller writes nothing.
+        let provider = self.spec.as_ref()?.provider.unwrap_or(Provider::Istio);
         let route = match provider {
             Provider::Istio => "VirtualService",
             Provider::Smi(_) => "TrafficSplit",
@@ -218,7 +228,10 @@ impl Scenario {
     /// is loaded and written back: a path the spec does not know is dropped by the loader.
     fn has_field(&self, patch: &Patch) -> Result<bool, PatchError> {
         use fledge_controller::spec::CanarySpec;
-        let mut doc = serde_json::to_value(&self.canary_resource.spec)
+        let Some(canary) = &self.canary_resource else {
+            return Ok(false);
+        };
+        let mut doc = serde_json::to_value(&canary.spec)
             .map_err(|e| PatchError(format!("the Canary cannot be patched: {e}")))?;
         for edit in patch.canary_edits() {
             edit.apply(&mut doc)?;
@@ -259,7 +272,7 @@ impl Scenario {
             file: self.file.display().to_string(),
             dir: self.file.parent().map(std::path::Path::to_path_buf),
             service: self.service.clone(),
-            others: self.services[1..].to_vec(),
+            others: self.other_services().to_vec(),
             namespace: self.namespace.clone(),
             data_plane: self.data_plane,
             warnings: Vec::new(),

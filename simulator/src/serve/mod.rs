@@ -269,7 +269,7 @@ mod tests {
             matched: false,
         };
         let objects = Provider::Istio
-            .objects(&s.canary_resource, &routes)
+            .objects(s.canary_resource.as_ref().expect("a Canary"), &routes)
             .expect("the router builds its objects");
         let docs: Vec<String> = objects.iter().map(|o| o.to_string()).collect();
         docs.join("\n---\n")

@@ -57,9 +57,12 @@ pub mod flags {
     /// Downstream connection termination: the server sidecar saw its client reset the stream
     /// before it answered (reported with response code 0).
     pub const DC: u16 = 1 << 10;
+    /// No cluster: the route names a cluster Envoy does not have (a subset no DestinationRule
+    /// defines), with 503.
+    pub const NC: u16 = 1 << 11;
     /// Names in Envoy's `%RESPONSE_FLAGS%` order: the order of its `CoreResponseFlag` bits
     /// (envoy `envoy/stream_info/stream_info.h`, rendered by `source/common/stream_info/utility.cc`).
-    pub(crate) const NAMES: [(u16, &str); 11] = [
+    pub(crate) const NAMES: [(u16, &str); 12] = [
         (UH, "UH"),
         (UT, "UT"),
         (UR, "UR"),
@@ -71,6 +74,7 @@ pub mod flags {
         (FI, "FI"),
         (DC, "DC"),
         (URX, "URX"),
+        (NC, "NC"),
     ];
 
     /// Renders flags like Envoy's `%RESPONSE_FLAGS%` (`-` when empty).

@@ -102,7 +102,7 @@ fn linkerd_peak_ewma_steers_away_from_a_slow_pod_and_accrual_removes_a_failing_o
 fn all_bad(min_health: Option<u32>) -> (u64, u64) {
     let extra = min_health.map_or(String::new(), |p| format!("      minHealthPercent: {p}\n"));
     let m = format!(
-        "kind: DestinationRule\nmetadata:\n  name: p\nspec:\n  host: podinfo\n  trafficPolicy:\n    outlierDetection:\n      consecutive5xxErrors: 5\n      maxEjectionPercent: 100\n{extra}---\nkind: VirtualService\nmetadata:\n  name: p\nspec:\n  hosts: [podinfo]\n  http:\n    - route:\n        - {{destination: {{host: podinfo, subset: primary}}, weight: 50}}\n        - {{destination: {{host: podinfo, subset: canary}}, weight: 50}}\n"
+        "kind: DestinationRule\nmetadata:\n  name: p\nspec:\n  host: podinfo\n  subsets:\n    - {{name: primary, labels: {{version: primary}}}}\n    - {{name: canary, labels: {{version: canary}}}}\n  trafficPolicy:\n    outlierDetection:\n      consecutive5xxErrors: 5\n      maxEjectionPercent: 100\n{extra}---\nkind: VirtualService\nmetadata:\n  name: p\nspec:\n  hosts: [podinfo]\n  http:\n    - route:\n        - {{destination: {{host: podinfo, subset: primary}}, weight: 50}}\n        - {{destination: {{host: podinfo, subset: canary}}, weight: 50}}\n"
     );
     // The canary's own subset cluster: all its hosts can be ejected (over the whole service,
     // the primary's pods would stay healthy).

@@ -55,7 +55,7 @@ fn overflow_answers_503_uo_only_when_the_pool_limits_are_exceeded() {
 
 #[test]
 fn retries_in_flight_never_exceed_max_retries() {
-    let m = "kind: DestinationRule\nmetadata:\n  name: p\nspec:\n  host: podinfo\n  trafficPolicy:\n    connectionPool:\n      http:\n        maxRetries: 3\n---\nkind: VirtualService\nmetadata:\n  name: p\nspec:\n  hosts: [podinfo]\n  http:\n    - route:\n        - destination:\n            host: podinfo\n            subset: primary\n      retries:\n        attempts: 5\n        retryOn: 5xx\n";
+    let m = "kind: DestinationRule\nmetadata:\n  name: p\nspec:\n  host: podinfo\n  subsets:\n    - {name: primary, labels: {version: primary}}\n    - {name: canary, labels: {version: canary}}\n  trafficPolicy:\n    connectionPool:\n      http:\n        maxRetries: 3\n---\nkind: VirtualService\nmetadata:\n  name: p\nspec:\n  hosts: [podinfo]\n  http:\n    - route:\n        - destination:\n            host: podinfo\n            subset: primary\n      retries:\n        attempts: 5\n        retryOn: 5xx\n";
     let mut mesh = canary_mesh(3, 1000.0, m);
     let v = mesh.version_id("podinfo", "primary").unwrap();
     mesh.apply(Action::SetErrorRate {

@@ -11,7 +11,7 @@ use crate::support::mesh::{behaviour, canary_mesh, count_flag};
 
 #[test]
 fn retries_turn_transient_errors_into_successes_and_attempts_are_bounded() {
-    let m = "kind: VirtualService\nmetadata:\n  name: p\nspec:\n  hosts: [podinfo]\n  http:\n    - route:\n        - destination:\n            host: podinfo\n            subset: primary\n      retries:\n        attempts: 2\n        retryOn: 5xx\n";
+    let m = "kind: DestinationRule\nmetadata:\n  name: podinfo-subsets\nspec:\n  host: podinfo\n  subsets:\n    - {name: primary, labels: {version: primary}}\n    - {name: canary, labels: {version: canary}}\n---\nkind: VirtualService\nmetadata:\n  name: p\nspec:\n  hosts: [podinfo]\n  http:\n    - route:\n        - destination:\n            host: podinfo\n            subset: primary\n      retries:\n        attempts: 2\n        retryOn: 5xx\n";
     let mut mesh = canary_mesh(4, 200.0, m);
     let v = mesh.version_id("podinfo", "primary").unwrap();
     mesh.apply(Action::SetErrorRate {
@@ -47,7 +47,7 @@ fn istio_default_retries_do_not_retry_a_500() {
 
 #[test]
 fn a_route_timeout_ends_slow_requests_with_504_ut() {
-    let m = "kind: VirtualService\nmetadata:\n  name: p\nspec:\n  hosts: [podinfo]\n  http:\n    - route:\n        - destination:\n            host: podinfo\n            subset: primary\n      timeout: 100ms\n";
+    let m = "kind: DestinationRule\nmetadata:\n  name: podinfo-subsets\nspec:\n  host: podinfo\n  subsets:\n    - {name: primary, labels: {version: primary}}\n    - {name: canary, labels: {version: canary}}\n---\nkind: VirtualService\nmetadata:\n  name: p\nspec:\n  hosts: [podinfo]\n  http:\n    - route:\n        - destination:\n            host: podinfo\n            subset: primary\n      timeout: 100ms\n";
     let mut mesh = canary_mesh(15, 100.0, m);
     let v = mesh.version_id("podinfo", "primary").unwrap();
     mesh.apply(Action::SetServiceTime {
@@ -108,7 +108,7 @@ fn linkerd_retries_stay_within_the_service_profile_budget() {
 
 #[test]
 fn a_black_holed_pod_times_out_and_retries_move_requests_to_healthy_pods() {
-    let m = "kind: DestinationRule\nmetadata:\n  name: p\nspec:\n  host: podinfo\n  trafficPolicy:\n    connectionPool:\n      tcp:\n        connectTimeout: 1s\n---\nkind: VirtualService\nmetadata:\n  name: p\nspec:\n  hosts: [podinfo]\n  http:\n    - route:\n        - destination:\n            host: podinfo\n            subset: primary\n      timeout: 3s\n      retries:\n        attempts: 3\n        perTryTimeout: 500ms\n        retryOn: 5xx,connect-failure,reset\n";
+    let m = "kind: DestinationRule\nmetadata:\n  name: p\nspec:\n  host: podinfo\n  subsets:\n    - {name: primary, labels: {version: primary}}\n    - {name: canary, labels: {version: canary}}\n  trafficPolicy:\n    connectionPool:\n      tcp:\n        connectTimeout: 1s\n---\nkind: VirtualService\nmetadata:\n  name: p\nspec:\n  hosts: [podinfo]\n  http:\n    - route:\n        - destination:\n            host: podinfo\n            subset: primary\n      timeout: 3s\n      retries:\n        attempts: 3\n        perTryTimeout: 500ms\n        retryOn: 5xx,connect-failure,reset\n";
     let mut mesh = canary_mesh(34, 200.0, m);
     let v = mesh.version_id("podinfo", "primary").unwrap();
     mesh.run_until(10 * SECONDS);
@@ -144,7 +144,7 @@ fn a_black_holed_pod_times_out_and_retries_move_requests_to_healthy_pods() {
 
 #[test]
 fn a_retry_prefers_a_host_not_tried_before() {
-    let m = "kind: DestinationRule\nmetadata:\n  name: p\nspec:\n  host: podinfo\n  trafficPolicy:\n    loadBalancer:\n      simple: RANDOM\n---\nkind: VirtualService\nmetadata:\n  name: p\nspec:\n  hosts: [podinfo]\n  http:\n    - route:\n        - destination:\n            host: podinfo\n            subset: canary\n      retries:\n        attempts: 1\n        retryOn: 5xx\n";
+    let m = "kind: DestinationRule\nmetadata:\n  name: p\nspec:\n  host: podinfo\n  subsets:\n    - {name: primary, labels: {version: primary}}\n    - {name: canary, labels: {version: canary}}\n  trafficPolicy:\n    loadBalancer:\n      simple: RANDOM\n---\nkind: VirtualService\nmetadata:\n  name: p\nspec:\n  hosts: [podinfo]\n  http:\n    - route:\n        - destination:\n            host: podinfo\n            subset: canary\n      retries:\n        attempts: 1\n        retryOn: 5xx\n";
     let mut mesh = canary_mesh(35, 300.0, m);
     let c = mesh.version_id("podinfo", "canary").unwrap();
     mesh.apply(Action::SetPodErrorRate {

@@ -87,7 +87,7 @@ fn mirrored_requests_reach_the_canary_but_clients_only_see_the_primary() {
 
 #[test]
 fn injected_aborts_and_delays_follow_their_percentages() {
-    let m = "kind: VirtualService\nmetadata:\n  name: p\nspec:\n  hosts: [podinfo]\n  http:\n    - fault:\n        abort:\n          httpStatus: 503\n          percentage:\n            value: 10\n        delay:\n          fixedDelay: 2s\n          percentage:\n            value: 5\n      route:\n        - destination:\n            host: podinfo\n            subset: primary\n";
+    let m = "kind: DestinationRule\nmetadata:\n  name: podinfo-subsets\nspec:\n  host: podinfo\n  subsets:\n    - {name: primary, labels: {version: primary}}\n    - {name: canary, labels: {version: canary}}\n---\nkind: VirtualService\nmetadata:\n  name: p\nspec:\n  hosts: [podinfo]\n  http:\n    - fault:\n        abort:\n          httpStatus: 503\n          percentage:\n            value: 10\n        delay:\n          fixedDelay: 2s\n          percentage:\n            value: 5\n      route:\n        - destination:\n            host: podinfo\n            subset: primary\n";
     let mut mesh = canary_mesh(14, 500.0, m);
     mesh.run_until(100 * SECONDS);
     let (requests, failures) = total(&mesh, Reporter::Source);
@@ -103,7 +103,7 @@ fn injected_aborts_and_delays_follow_their_percentages() {
 
 #[test]
 fn a_crashed_pod_fails_in_flight_requests_and_recovers_after_restart() {
-    let none = "kind: VirtualService\nmetadata:\n  name: p\nspec:\n  hosts: [podinfo]\n  http:\n    - route:\n        - destination:\n            host: podinfo\n            subset: primary\n      retries:\n        attempts: 0\n";
+    let none = "kind: DestinationRule\nmetadata:\n  name: podinfo-subsets\nspec:\n  host: podinfo\n  subsets:\n    - {name: primary, labels: {version: primary}}\n    - {name: canary, labels: {version: canary}}\n---\nkind: VirtualService\nmetadata:\n  name: p\nspec:\n  hosts: [podinfo]\n  http:\n    - route:\n        - destination:\n            host: podinfo\n            subset: primary\n      retries:\n        attempts: 0\n";
     let mut mesh = canary_mesh(16, 500.0, none);
     let v = mesh.version_id("podinfo", "primary").unwrap();
     mesh.schedule(

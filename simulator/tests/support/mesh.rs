@@ -5,9 +5,9 @@
 use fledge_simulator::engine::MILLIS;
 use fledge_simulator::manifest;
 use fledge_simulator::mesh::{
-    Behaviour, ClientConfig, Mesh, MeshConfig, ServiceConfig, ServiceTime, VersionConfig,
+    Behaviour, Call, ClientConfig, Mesh, MeshConfig, ServiceConfig, ServiceTime, VersionConfig,
 };
-use fledge_simulator::telemetry::{Reporter, Selector};
+use fledge_simulator::telemetry::{Reporter, Selector, WindowStats};
 
 /// A pod with `workers` workers and exponential service times of mean `mean_ms`.
 pub fn behaviour(mean_ms: u64, workers: u32) -> Behaviour {
@@ -28,6 +28,36 @@ pub fn mesh_with(cfg: MeshConfig, manifests: &str) -> Mesh {
             .expect("manifests apply");
     }
     mesh
+}
+
+/// Applies `yaml` to `mesh`, which takes it without a warning.
+pub fn apply(mesh: &mut Mesh, yaml: &str) {
+    let m = manifest::parse(yaml).expect("manifests");
+    let warnings = mesh.apply_manifests(&m).expect("applied");
+    assert!(warnings.is_empty(), "{warnings:?}");
+}
+
+/// A call every request makes to `service`, with its own `path` if given.
+pub fn call_of(service: &str, optional: bool, path: Option<&str>) -> Call {
+    Call {
+        service: service.into(),
+        probability: 1.0,
+        optional,
+        method: None,
+        path: path.map(Into::into),
+    }
+}
+
+/// What client `client` saw of its requests so far (reporter `source`, after retries): those
+/// answered by `version` (service, version), or all.
+pub fn seen(mesh: &Mesh, client: &str, version: Option<(&str, &str)>) -> WindowStats {
+    let c = mesh.client_id(client).expect("a client");
+    let dest = version.map(|(s, v)| mesh.version_id(s, v).expect("a version").0);
+    mesh.telemetry().totals(&Selector {
+        reporter: Reporter::Source,
+        source: Some(c.0),
+        dest,
+    })
 }
 
 /// Requests the clients' sidecars reported so far whose response flags satisfy `pred`.

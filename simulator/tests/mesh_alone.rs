@@ -1,0 +1,329 @@
+//! A scenario without a Canary: the mesh runs alone (no controller, no rollout), the timeline
+//! still changes it, and the expectations bound what each client, service and version saw.
+
+use std::path::Path;
+
+use fledge_simulator::result::{Outcome, RunResult, ServiceFigures};
+use fledge_simulator::scenario::Scenario;
+use fledge_simulator::{expect, harness};
+
+/// `web` calls `reviews`, whose v1 takes 90% and v2 10%; v2 calls `ratings`.
+const MESH: &str = r#"name: mesh-alone
+seed: 5
+duration: 2m
+services:
+  - name: web
+    versions:
+      v1:
+        pods: 2
+        latency: {p50: 2ms, p99: 8ms}
+        calls: [{service: reviews}]
+  - name: reviews
+    versions:
+      v1:
+        pods: 2
+        latency: {p50: 5ms, p99: 20ms}
+      v2:
+        pods: 2
+        latency: {p50: 5ms, p99: 20ms}
+        calls: [{service: ratings}]
+  - name: ratings
+    versions:
+      v1: {pods: 1, latency: {p50: 1ms, p99: 4ms}}
+traffic:
+  - client: browser
+    service: web
+    rate: 100
+manifests: |
+  apiVersion: networking.istio.io/v1
+  kind: DestinationRule
+  metadata:
+    name: reviews
+  spec:
+    host: reviews
+    subsets:
+    - name: v1
+      labels: {version: v1}
+    - name: v2
+      labels: {version: v2}
+  ---
+  apiVersion: networking.istio.io/v1
+  kind: VirtualService
+  metadata:
+    name: reviews
+  spec:
+    hosts: [reviews]
+    http:
+    - route:
+      - destination: {host: reviews, subset: v1}
+        weight: 90
+      - destination: {host: reviews, subset: v2}
+        weight: 10
+expect:
+  clients:
+    browser: {min_success_rate: 99.9}
+  services:
+    reviews:
+      versions:
+        v1: {share: 90, margin: 2}
+"#;
+
+fn load(text: &str) -> Scenario {
+    Scenario::parse(text, Path::new("mesh.yaml")).unwrap_or_else(|e| panic!("{e}"))
+}
+
+fn checked(text: &str) -> RunResult {
+    let s = load(text);
+    let run = harness::run(&s, &s.variants[0], s.seed).expect("the run");
+    expect::checked(run, &s.variants[0].expect)
+}
+
+fn service<'r>(r: &'r RunResult, name: &str) -> &'r ServiceFigures {
+    r.services
+        .iter()
+        .find(|s| s.name == name)
+        .unwrap_or_else(|| panic!("no figures for {name}: {:?}", r.services))
+}
+
+fn version_requests(s: &ServiceFigures, version: &str) -> u64 {
+    s.versions
+        .iter()
+        .find(|v| v.version == version)
+        .map_or_else(|| panic!("no version {version}"), |v| v.requests)
+}
+
+/// MESH with `expect:` replaced by `expect`.
+fn expecting(expect: &str) -> String {
+    let at = MESH.find("expect:\n").expect("MESH has expectations");
+    format!("{}{expect}", &MESH[..at])
+}
+
+/// The check named `name`: whether it passed.
+fn passed(r: &RunResult, name: &str) -> bool {
+    r.checks
+        .iter()
+        .find(|c| c.name == name)
+        .unwrap_or_else(|| panic!("no check {name}: {:?}", r.checks))
+        .passed
+}
+
+#[test]
+fn a_scenario_without_a_canary_runs_the_mesh_alone_and_reports_every_service_and_version() {
+    let r = checked(MESH);
+    assert_eq!(r.outcome, Outcome::NoRollout);
+    assert!(r.decisions.is_empty(), "{:?}", r.decisions);
+    assert!(r.passed(), "{:?}", r.checks);
+    // Every service is reported, the first as well, with its versions.
+    let names: Vec<&str> = r.services.iter().map(|s| s.name.as_str()).collect();
+    assert_eq!(names, ["web", "reviews", "ratings"]);
+    let web = service(&r, "web");
+    assert!(web.requests > 11_000, "{web:?}");
+    assert_eq!(web.requests, r.requests);
+    let reviews = service(&r, "reviews");
+    let (v1, v2) = (
+        version_requests(reviews, "v1"),
+        version_requests(reviews, "v2"),
+    );
+    assert_eq!(reviews.requests, v1 + v2);
+    // Only v2 calls ratings.
+    assert_eq!(service(&r, "ratings").requests, v2);
+    for s in &r.services {
+        assert!(s.p50_ms.is_some() && s.p99_ms >= s.p50_ms, "{s:?}");
+        for v in &s.versions {
+            assert!(v.p50_ms.is_some() && v.p99_ms >= v.p50_ms, "{v:?}");
+            assert_eq!(v.queueing.arrivals, v.requests, "{v:?}");
+        }
+    }
+    assert!(
+        r.queueing.is_empty(),
+        "no primary or canary: {:?}",
+        r.queueing
+    );
+}
+
+#[test]
+fn a_version_share_off_by_more_than_its_margin_fails_its_check() {
+    let r = checked(&expecting(
+        "expect:\n  services:\n    reviews:\n      versions:\n        v1: {share: 90, margin: 2}\n        v2: {share: 50, margin: 5}\n",
+    ));
+    assert!(passed(&r, "services.reviews.versions.v1.share"));
+    assert!(!passed(&r, "services.reviews.versions.v2.share"));
+}
+
+#[test]
+fn bounds_on_a_client_a_service_and_a_version_are_each_checked() {
+    let r = checked(&expecting(
+        r#"expect:
+  clients:
+    browser: {max_p99_ms: 1, min_requests: 1000}
+  services:
+    ratings: {min_success_rate: 99, max_requests: 10}
+    reviews:
+      max_p99_ms: 10000
+      versions:
+        v2: {min_requests: 1000000, max_success_rate: 100}
+"#,
+    ));
+    let outcomes: Vec<(&str, bool)> = r
+        .checks
+        .iter()
+        .map(|c| (c.name.as_str(), c.passed))
+        .collect();
+    assert_eq!(
+        outcomes,
+        [
+            ("clients.browser.max_p99_ms", false),
+            ("clients.browser.requests", true),
+            ("services.ratings", true),
+            ("services.ratings.requests", false),
+            ("services.reviews.max_p99_ms", true),
+            ("services.reviews.versions.v2", true),
+            ("services.reviews.versions.v2.requests", false),
+        ]
+    );
+}
+
+#[test]
+fn the_timeline_changes_the_mesh_without_a_canary() {
+    // At 1m every request of reviews goes to v2: v2 takes about half of the run's.
+    let text = MESH.replace(
+        "expect:\n",
+        r#"timeline:
+  - at: 1m
+    apply_manifests: |
+      apiVersion: networking.istio.io/v1
+      kind: VirtualService
+      metadata:
+        name: reviews
+      spec:
+        hosts: [reviews]
+        http:
+        - route:
+          - destination: {host: reviews, subset: v2}
+expect:
+"#,
+    );
+    let r = checked(&text);
+    let reviews = service(&r, "reviews");
+    let share = version_requests(reviews, "v2") as f64 / reviews.requests as f64;
+    assert!((0.5..0.6).contains(&share), "v2 took {share:.3}");
+    assert!(!passed(&r, "services.reviews.versions.v1.share"));
+}
+
+/// The error of loading `text`, which must not load.
+fn error(text: &str) -> String {
+    match Scenario::parse(text, Path::new("mesh.yaml")) {
+        Ok(_) => panic!("loaded:\n{text}"),
+        Err(e) => e.to_string(),
+    }
+}
+
+fn line_of(text: &str, needle: &str) -> usize {
+    text.lines()
+        .position(|l| l.contains(needle))
+        .unwrap_or_else(|| panic!("no `{needle}`"))
+        + 1
+}
+
+#[test]
+fn a_bad_expectation_is_refused_at_its_line() {
+    let cases = [
+        (
+            "        v1: {share: 90}\n",
+            "services.reviews.versions.v1.share",
+            "give its `margin` too",
+        ),
+        (
+            "        v1: {share: 90, margin: 200}\n",
+            "services.reviews.versions.v1.margin",
+            "between 0 and 100",
+        ),
+        (
+            "        v4: {share: 90, margin: 2}\n",
+            "services.reviews.versions.v4",
+            "`reviews` has no version `v4`",
+        ),
+        (
+            "        v1: {min_requests: 9, max_requests: 1}\n",
+            "services.reviews.versions.v1",
+            "`min_requests` (9) is above `max_requests` (1)",
+        ),
+    ];
+    for (line, field, message) in cases {
+        let text = expecting(&format!(
+            "expect:\n  services:\n    reviews:\n      versions:\n{line}"
+        ));
+        let e = error(&text);
+        let at = line_of(&text, line.trim_end());
+        assert!(
+            e.starts_with(&format!("mesh.yaml:{at}: expect.{field}: ")) && e.contains(message),
+            "{e}"
+        );
+    }
+    let misplaced = [
+        (
+            "  clients:\n    browser: {share: 10, margin: 1}\n",
+            "clients.browser.share",
+            "a version's",
+        ),
+        (
+            "  services:\n    nowhere: {min_requests: 1}\n",
+            "services.nowhere",
+            "no service named `nowhere`",
+        ),
+        (
+            "  services:\n    ratings: {max_p99_ms: 0}\n",
+            "services.ratings.max_p99_ms",
+            "positive",
+        ),
+        ("  outcome: promoted\n", "outcome", "bounds a rollout"),
+    ];
+    for (lines, field, message) in misplaced {
+        let text = expecting(&format!("expect:\n{lines}"));
+        let e = error(&text);
+        let key = field.rsplit('.').next().expect("a key");
+        let at = line_of(&text, &format!("{key}:"));
+        assert!(
+            e.starts_with(&format!("mesh.yaml:{at}: expect.{field}: ")) && e.contains(message),
+            "{e}"
+        );
+    }
+}
+
+#[test]
+fn what_needs_a_rollout_is_refused_without_a_canary() {
+    let deploy = MESH.replace(
+        "expect:\n",
+        "timeline:\n  - at: 1m\n    deploy: {}\nexpect:\n",
+    );
+    assert!(
+        error(&deploy).contains("timeline[0]: `deploy` starts a rollout"),
+        "{}",
+        error(&deploy)
+    );
+    let hooks = MESH.replace("expect:\n", "webhooks:\n  gate: fail\nexpect:\n");
+    assert!(
+        error(&hooks).contains("webhooks: answers the Canary's webhooks"),
+        "{}",
+        error(&hooks)
+    );
+    let tester = MESH.replace("    rate: 100\n", "    rate: 100\n    target: canary\n");
+    assert!(
+        error(&tester).contains("a load tester"),
+        "{}",
+        error(&tester)
+    );
+    let short = r#"name: short
+duration: 1m
+service:
+  name: web
+  primary: {pods: 1}
+traffic: [{client: c, rate: 1}]
+expect: {}
+"#;
+    assert!(
+        error(short).contains("a scenario without a Canary lists its services under `services:`"),
+        "{}",
+        error(short)
+    );
+}
