@@ -199,6 +199,7 @@ impl<'a> Harness<'a> {
                 .collect();
             let mut cfg = ServiceConfig::new(&s.name, versions);
             cfg.namespace = Some(scenario.namespace.clone());
+            cfg.external = scenario.external_hosts.contains(&s.name);
             cfg
         }));
         let clients = scenario

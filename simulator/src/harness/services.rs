@@ -39,11 +39,12 @@ impl Harness<'_> {
                     .collect();
                 // Requests that reached no pod are reported against the service's `unknown`
                 // destination.
+                // (an external host's is named by the host itself).
                 let fqdn = format!("{}.{namespace}.svc.cluster.local", s.name);
                 let unanswered = telemetry
                     .dests()
                     .iter()
-                    .position(|d| !d.peer && d.service == fqdn)
+                    .position(|d| !d.peer && (d.service == fqdn || d.service == s.name))
                     .map_or(0, |i| totals(i as u32).requests);
                 ServiceFigures {
                     name: s.name.clone(),

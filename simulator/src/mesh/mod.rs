@@ -95,6 +95,7 @@ mod cluster;
 pub(crate) mod config;
 pub(crate) mod dist;
 mod event;
+mod external;
 mod faults;
 mod headers;
 mod observe;

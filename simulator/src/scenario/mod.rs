@@ -11,6 +11,7 @@
 mod calls;
 mod canary;
 mod expectations;
+mod external;
 mod manifests;
 mod model;
 mod patch;
@@ -59,8 +60,10 @@ pub struct Scenario {
     pub namespace: String,
     /// The rollout's service: the Canary's target, `services[0]`.
     pub(crate) service: String,
-    /// Every service, the rollout's first (see [`services`]).
+    /// Every service, the rollout's first (see [`services`]), then the external hosts.
     pub(crate) services: Vec<ServiceModel>,
+    /// The services that are hosts outside the mesh (`external`, see [`external`]).
+    pub(crate) external_hosts: Vec<String>,
     pub clients: Vec<Client>,
     pub(crate) manifests: Manifests,
     /// The texts `manifests` was read from, in order.
@@ -135,6 +138,7 @@ impl Scenario {
             dir: path.parent().map(Path::to_path_buf),
             service: String::new(),
             others: Vec::new(),
+            external_hosts: Vec::new(),
             namespace: String::new(),
             data_plane: DataPlane::Istio,
             warnings: Vec::new(),
@@ -184,6 +188,8 @@ struct Context {
     service: String,
     /// The scenario's other services, for checking the manifests' routes and the traffic.
     others: Vec<ServiceModel>,
+    /// The external hosts (`external`), which calls may name.
+    external_hosts: Vec<String>,
     namespace: String,
     data_plane: DataPlane,
     warnings: Vec<String>,
@@ -233,6 +239,8 @@ impl Context {
                 ),
             ));
         }
+        let mut externals = self.externals(&raw.external)?;
+        self.external_hosts = externals.iter().map(|s| s.name.clone()).collect();
         // The short form's versions are checked first, as they always were.
         let mut services = match &written {
             services::Written::One(one) => Some(self.services(&written, &one.name)?),
@@ -267,6 +275,7 @@ impl Context {
         };
         self.service = rollout.clone();
         self.others = services[1..].to_vec();
+        self.others.extend(externals.iter().cloned());
         let apex = fledge_controller::routes::service_names(&canary_resource).apex;
         if apex != rollout {
             // The router's objects would route `apex`, which no client of the scenario calls.
@@ -278,6 +287,10 @@ impl Context {
             ));
         }
         let (manifests, manifest_sources) = self.manifests(&raw)?;
+        self.resolve_externals(&mut externals, &services, &manifests)?;
+        let external_hosts = std::mem::take(&mut self.external_hosts);
+        let mut services = services;
+        services.extend(externals);
 
         let mut clients = Vec::new();
         for (i, c) in raw.traffic.iter().enumerate() {
@@ -347,6 +360,7 @@ impl Context {
             namespace: raw.namespace.unwrap_or_else(|| "default".into()),
             service: rollout,
             services,
+            external_hosts,
             clients,
             manifests,
             manifest_sources,
