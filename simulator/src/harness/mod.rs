@@ -219,6 +219,7 @@ impl<'a> Harness<'a> {
                 cfg.namespace = c.namespace.clone();
                 cfg.shape = c.arrivals;
                 cfg.sidecar = c.sidecar;
+                cfg.gateway = c.gateway.clone();
                 cfg.headers = c
                     .headers
                     .iter()

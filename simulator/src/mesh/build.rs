@@ -11,6 +11,7 @@ use super::config::{Behaviour, DataPlane, MeshConfig};
 use super::dist::LogNormalMemo;
 use super::event::Ev;
 use super::external;
+use super::gateway::Ingress;
 use super::headers::HeaderSets;
 use super::outlier::AccrualConfig;
 use super::pod::new_pod;
@@ -286,6 +287,10 @@ impl Mesh {
                 retry: Stream::new(cfg.seed, &format!("retry/{}", cc.name)),
                 budget: None,
                 running: false,
+                ingress: cc.gateway.clone().map(|gateway| Ingress {
+                    gateway,
+                    rules: Vec::new(),
+                }),
             });
         }
         let own_certs = clients.len() as u32;

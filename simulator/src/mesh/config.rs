@@ -182,6 +182,9 @@ pub struct ClientConfig {
     pub sidecar: bool,
     /// Pod labels of the client workload.
     pub labels: BTreeMap<String, String>,
+    /// The Istio Gateway (`metadata.name`) the requests enter through: the client is that
+    /// gateway's proxy and routes by the VirtualServices bound to it (see `mesh/gateway.rs`).
+    pub gateway: Option<String>,
 }
 
 impl ClientConfig {
@@ -196,6 +199,7 @@ impl ClientConfig {
             headers: Vec::new(),
             sidecar: true,
             labels: BTreeMap::new(),
+            gateway: None,
         }
     }
 }

@@ -97,6 +97,7 @@ pub(crate) mod dist;
 mod event;
 mod external;
 mod faults;
+mod gateway;
 mod headers;
 mod observe;
 pub(crate) mod outlier;

@@ -12,6 +12,7 @@ mod calls;
 mod canary;
 mod expectations;
 mod external;
+mod ingress;
 mod manifests;
 mod model;
 mod patch;
@@ -306,6 +307,7 @@ impl Context {
         if clients.is_empty() {
             return Err(self.error("traffic", "needs at least one client"));
         }
+        self.check_ingress(&mut clients, &manifests)?;
         let mut timeline = Vec::new();
         for (i, e) in raw.timeline.iter().enumerate() {
             timeline.push(self.timeline_entry(&format!("timeline[{i}]"), e, &clients)?);

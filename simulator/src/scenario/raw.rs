@@ -183,6 +183,8 @@ pub(super) struct Traffic {
     pub(crate) service: Option<String>,
     /// `service` (default) or `canary`: a load tester sending to the canary's own Service.
     pub(crate) target: Option<String>,
+    /// The Istio Gateway the requests enter through (scenario/ingress.rs).
+    pub(crate) gateway: Option<String>,
 }
 
 #[derive(Deserialize, Debug)]

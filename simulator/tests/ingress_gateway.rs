@@ -1,0 +1,162 @@
+//! Traffic entering through an Istio ingress gateway (issue 21, part 1, ingress): the gateway's
+//! proxy routes by the VirtualServices bound to its Gateway, the sidecars by the mesh's.
+
+mod support;
+
+use support::mesh::{behaviour, mesh_with};
+
+use fledge_simulator::engine::SECONDS;
+use fledge_simulator::mesh::{
+    ClientConfig, HeaderProfile, Mesh, MeshConfig, ServiceConfig, VersionConfig,
+};
+
+/// Istio's bookinfo ingress as users write it: a Gateway on the ingress gateway's pods and a
+/// VirtualService bound to it alone, taking `/productpage` and `/static` to `productpage`.
+const BOOKINFO_GATEWAY: &str = r#"
+apiVersion: networking.istio.io/v1
+kind: Gateway
+metadata:
+  name: bookinfo-gateway
+spec:
+  selector:
+    istio: ingressgateway
+  servers:
+  - port:
+      number: 8080
+      name: http
+      protocol: HTTP
+    hosts:
+    - "*"
+---
+apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata:
+  name: bookinfo
+spec:
+  hosts:
+  - "*"
+  gateways:
+  - bookinfo-gateway
+  http:
+  - match:
+    - uri:
+        exact: /productpage
+    - uri:
+        prefix: /static
+    route:
+    - destination:
+        host: productpage
+        port:
+          number: 9080
+"#;
+
+/// Half of each client's requests ask for `/productpage`, half for `/admin`.
+fn paths() -> Vec<HeaderProfile> {
+    ["/productpage", "/admin"]
+        .iter()
+        .map(|p| HeaderProfile {
+            weight: 1.0,
+            headers: vec![(":path".into(), (*p).into())],
+        })
+        .collect()
+}
+
+/// `productpage` with the ingress gateway's proxy and an in-mesh client, both at 100 rps.
+fn mesh(manifests: &str) -> Mesh {
+    let mut gateway = ClientConfig::new("istio-ingressgateway", "productpage", 100.0);
+    gateway.namespace = Some("istio-system".into());
+    gateway.gateway = Some("bookinfo-gateway".into());
+    gateway.headers = paths();
+    let mut inside = ClientConfig::new("reviews-v1", "productpage", 100.0);
+    inside.headers = paths();
+    let cfg = MeshConfig {
+        seed: 21,
+        services: vec![ServiceConfig::new(
+            "productpage",
+            vec![VersionConfig::new("v1", 2, behaviour(5, 16))],
+        )],
+        clients: vec![gateway, inside],
+        ..Default::default()
+    };
+    let mut m = mesh_with(cfg, manifests);
+    m.run_until(20 * SECONDS);
+    m
+}
+
+/// `(source_workload, response_code, response_flags)` of each source series and its count.
+fn source_series(m: &Mesh) -> Vec<(String, String, String, u64)> {
+    let label = |line: &str, name: &str| {
+        let start = line.find(&format!("{name}=\""))? + name.len() + 2;
+        Some(line[start..].split('"').next()?.to_string())
+    };
+    m.render_prometheus()
+        .lines()
+        .filter(|l| l.starts_with("istio_requests_total{") && l.contains("reporter=\"source\""))
+        .filter_map(|l| {
+            Some((
+                label(l, "source_workload")?,
+                label(l, "response_code")?,
+                label(l, "response_flags")?,
+                l.rsplit(' ').next()?.parse().ok()?,
+            ))
+        })
+        .collect()
+}
+
+fn count(series: &[(String, String, String, u64)], source: &str, code: &str) -> u64 {
+    series
+        .iter()
+        .filter(|s| s.0 == source && s.1 == code)
+        .map(|s| s.3)
+        .sum()
+}
+
+#[test]
+fn the_gateway_routes_by_its_bound_virtual_service_and_the_mesh_does_not() {
+    let series = source_series(&mesh(BOOKINFO_GATEWAY));
+    let gw = "istio-ingressgateway";
+    // At the gateway: `/productpage` is routed, `/admin` matches no route (404 NR).
+    assert!(count(&series, gw, "200") > 500, "{series:?}");
+    assert!(count(&series, gw, "404") > 500, "{series:?}");
+    assert!(
+        series
+            .iter()
+            .filter(|s| s.0 == gw && s.1 == "404")
+            .all(|s| s.2 == "NR"),
+        "{series:?}"
+    );
+    // In the mesh the VirtualService does not apply: every path reaches productpage.
+    assert!(count(&series, "reviews-v1", "200") > 1000, "{series:?}");
+    assert_eq!(count(&series, "reviews-v1", "404"), 0, "{series:?}");
+}
+
+#[test]
+fn a_gateway_no_virtual_service_is_bound_to_answers_404() {
+    let gateway_only = &BOOKINFO_GATEWAY[..BOOKINFO_GATEWAY.find("---").unwrap()];
+    let series = source_series(&mesh(gateway_only));
+    assert_eq!(
+        count(&series, "istio-ingressgateway", "200"),
+        0,
+        "{series:?}"
+    );
+    assert!(
+        count(&series, "istio-ingressgateway", "404") > 1000,
+        "{series:?}"
+    );
+}
+
+#[test]
+fn a_virtual_service_bound_to_the_gateway_and_mesh_routes_both() {
+    let both =
+        BOOKINFO_GATEWAY.replace("  - bookinfo-gateway\n", "  - bookinfo-gateway\n  - mesh\n");
+    let both = both.replace(
+        "  - \"*\"\n  gateways",
+        "  - \"*\"\n  - productpage\n  gateways",
+    );
+    let series = source_series(&mesh(&both));
+    assert!(
+        count(&series, "istio-ingressgateway", "404") > 500,
+        "{series:?}"
+    );
+    assert!(count(&series, "reviews-v1", "404") > 500, "{series:?}");
+}
