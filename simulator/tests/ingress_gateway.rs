@@ -3,7 +3,12 @@
 
 mod support;
 
+use std::path::Path;
+
 use support::mesh::{behaviour, mesh_with};
+
+use fledge_simulator::harness;
+use fledge_simulator::scenario::{Outcome, Scenario, ScenarioError};
 
 use fledge_simulator::engine::SECONDS;
 use fledge_simulator::mesh::{
@@ -159,4 +164,80 @@ fn a_virtual_service_bound_to_the_gateway_and_mesh_routes_both() {
         "{series:?}"
     );
     assert!(count(&series, "reviews-v1", "404") > 500, "{series:?}");
+}
+
+/// A scenario whose traffic enters through `gateway`, with `extra` keys for the traffic entry
+/// and a second entry when `second` is set.
+fn scenario(gateway: &str, extra: &str, second: &str) -> String {
+    format!(
+        r#"name: x
+duration: 5m
+service:
+  name: productpage
+  primary: {{pods: 2}}
+traffic:
+  - client: istio-ingressgateway
+    gateway: {gateway}
+    rate: 10{extra}{second}
+manifests: |
+{}
+canary:
+  apiVersion: flagger.app/v1beta1
+  kind: Canary
+  metadata: {{name: productpage}}
+  spec:
+    targetRef: {{apiVersion: apps/v1, kind: Deployment, name: productpage}}
+    service: {{port: 9080, gateways: [bookinfo-gateway], hosts: ["*"]}}
+    analysis: {{interval: 30s, threshold: 2, maxWeight: 50, stepWeight: 10}}
+timeline:
+  - at: 1m
+    deploy: {{}}
+expect:
+  outcome: promoted
+"#,
+        BOOKINFO_GATEWAY
+            .trim_start()
+            .lines()
+            .map(|l| format!("  {l}"))
+            .collect::<Vec<_>>()
+            .join("\n")
+    )
+}
+
+fn refused(text: &str) -> ScenarioError {
+    Scenario::parse(text, Path::new("x.yaml")).expect_err("refused")
+}
+
+#[test]
+fn traffic_enters_only_through_a_declared_gateway_one_proxy_per_gateway() {
+    Scenario::parse(&scenario("bookinfo-gateway", "", ""), Path::new("x.yaml")).expect("loads");
+    let e = refused(&scenario("public-gateway", "", ""));
+    assert_eq!(e.field, "traffic[0].gateway", "{e}");
+    assert_eq!(e.line, Some(8), "{e}");
+    assert!(
+        e.message
+            .contains("no Istio Gateway named `public-gateway`"),
+        "{e}"
+    );
+    let e = refused(&scenario("bookinfo-gateway", "\n    sidecar: false", ""));
+    assert_eq!(e.field, "traffic[0].sidecar", "{e}");
+    let twice = "\n  - {client: edge, gateway: bookinfo-gateway, rate: 5}";
+    let e = refused(&scenario("bookinfo-gateway", "", twice));
+    assert_eq!(e.field, "traffic[1].gateway", "{e}");
+}
+
+#[test]
+fn the_canary_split_bound_to_the_gateway_reaches_the_canary_through_it() {
+    let s =
+        Scenario::parse(&scenario("bookinfo-gateway", "", ""), Path::new("x.yaml")).expect("loads");
+    let r = harness::run(&s, &s.variants[0], s.seed).expect("runs");
+    assert_eq!(r.outcome, Outcome::Promoted, "{:?}", r.final_message);
+    assert!(r.counters["requests_canary"] > 0, "{:?}", r.counters);
+    assert!(r.warnings.is_empty(), "{:?}", r.warnings);
+    let gw = r
+        .clients
+        .iter()
+        .find(|c| c.name == "istio-ingressgateway")
+        .expect("client");
+    assert_eq!(gw.failed, 0, "{gw:?}");
 }
