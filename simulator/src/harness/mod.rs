@@ -211,6 +211,7 @@ impl<'a> Harness<'a> {
                 .collect();
             let mut cfg = ServiceConfig::new(&s.name, versions);
             cfg.namespace = Some(scenario.namespace.clone());
+            cfg.external = scenario.external_hosts.contains(&s.name);
             cfg
         }));
         let clients = scenario
@@ -230,6 +231,7 @@ impl<'a> Harness<'a> {
                 cfg.namespace = c.namespace.clone();
                 cfg.shape = c.arrivals;
                 cfg.sidecar = c.sidecar;
+                cfg.gateway = c.gateway.clone();
                 cfg.headers = c
                     .headers
                     .iter()

@@ -51,6 +51,7 @@ impl Harness<'_> {
                     .collect();
                 // Requests that reached no pod are reported against the service's `unknown`
                 // destination.
+                // (an external host's is named by the host itself).
                 let unanswered = self.unknown_dest(&s.name).map(totals);
                 if let Some(t) = &unanswered {
                     add(t);
@@ -76,7 +77,7 @@ impl Harness<'_> {
             .telemetry()
             .dests()
             .iter()
-            .position(|d| !d.peer && d.service == fqdn)
+            .position(|d| !d.peer && (d.service == fqdn || d.service == service))
             .map(|i| i as u32)
     }
 

@@ -221,6 +221,8 @@ fn manifest_label(m: &Manifest) -> String {
         Manifest::ServiceProfile(x) => format!("ServiceProfile {}", x.name),
         Manifest::TrafficSplit(x) => format!("TrafficSplit {}", x.name),
         Manifest::GatewayHttpRoute(x) => format!("HTTPRoute {}", x.name),
+        Manifest::IstioGateway(x) => format!("Gateway {}", x.name),
+        Manifest::ServiceEntry(x) => format!("ServiceEntry {}", x.name),
     }
 }
 

@@ -1,5 +1,6 @@
 //! Mesh manifests as users write them: Istio `VirtualService`, `DestinationRule`,
-//! `PeerAuthentication`, Linkerd `ServiceProfile`, SMI `TrafficSplit` and Gateway API `HTTPRoute`.
+//! `PeerAuthentication`, `Gateway`, `ServiceEntry`, Linkerd `ServiceProfile`, SMI `TrafficSplit`
+//! and Gateway API `HTTPRoute`.
 //!
 //! [`parse`] reads multi-document YAML. Unknown fields are ignored and reported in
 //! [`Manifests::warnings`]; a field of the wrong type is a [`ManifestError`] naming the document
@@ -10,14 +11,17 @@
 //! One reader (`reader`: the YAML value as Kubernetes reads it, typed fields with their paths,
 //! durations and quantities) serves a file per mesh API: `istio` (VirtualService),
 //! `istio_policy` (DestinationRule, PeerAuthentication), `linkerd` (ServiceProfile), `smi`
-//! (TrafficSplit) and `gateway` (HTTPRoute). This file holds what they share: the error, the
+//! (TrafficSplit), `gateway` (HTTPRoute), `istio_gateway` (Istio's Gateway) and
+//! `service_entry` (ServiceEntry). This file holds what they share: the error, the
 //! header matches, the parsed manifest and the dispatch by kind.
 
 mod gateway;
 mod istio;
+mod istio_gateway;
 mod istio_policy;
 mod linkerd;
 mod reader;
+mod service_entry;
 mod smi;
 pub(crate) mod yaml;
 
@@ -26,19 +30,24 @@ use serde_json::Value;
 
 pub use gateway::GatewayHttpRoute;
 pub use istio::{FaultInjection, IstioHttpRoute, VirtualService};
+pub use istio_gateway::IstioGateway;
 pub use istio_policy::{DestinationRule, MtlsMode, OutlierDetectionSpec, PeerAuthentication};
 pub use linkerd::ServiceProfile;
+pub use service_entry::ServiceEntry;
 pub use smi::TrafficSplit;
 
 pub(crate) use istio::RetryOn;
 pub(crate) use istio_policy::{LbPolicy, TlsMode, TrafficPolicy};
 pub(crate) use linkerd::RetryBudget;
+pub(crate) use service_entry::{Location, Resolution};
 
 use gateway::gateway_http_route;
 use istio::virtual_service;
+use istio_gateway::istio_gateway;
 use istio_policy::{destination_rule, peer_authentication};
 use linkerd::service_profile;
 use reader::{Doc, Node, get, to_json};
+use service_entry::service_entry;
 use smi::traffic_split;
 
 /// Why manifests could not be read. Messages count documents from 1, as the Canary loader does.
@@ -143,6 +152,10 @@ pub enum Manifest {
     TrafficSplit(TrafficSplit),
     /// Gateway API HTTPRoute.
     GatewayHttpRoute(GatewayHttpRoute),
+    /// Istio Gateway (`networking.istio.io`, not the Gateway API's).
+    IstioGateway(IstioGateway),
+    /// Istio ServiceEntry.
+    ServiceEntry(ServiceEntry),
 }
 
 /// Parsed manifests and the warnings collected while reading them.
@@ -287,11 +300,23 @@ fn parse_doc(
         "ServiceProfile" => Manifest::ServiceProfile(service_profile(doc, spec?, name, namespace)?),
         "TrafficSplit" => Manifest::TrafficSplit(traffic_split(doc, spec?, name, namespace)?),
         "HTTPRoute" => Manifest::GatewayHttpRoute(gateway_http_route(doc, spec?, name, namespace)?),
+        // The Gateway API's `Gateway` has another group; only Istio's is read here.
+        "Gateway" if is_istio_networking(map) => {
+            Manifest::IstioGateway(istio_gateway(doc, spec?, name, namespace)?)
+        }
+        "ServiceEntry" => Manifest::ServiceEntry(service_entry(doc, spec?, name, namespace)?),
         other => {
             doc.warn(format!("kind `{other}` is not simulated; document ignored"));
             return Ok(None);
         }
     }))
+}
+
+/// Whether the document's `apiVersion` is Istio's `networking.istio.io` group.
+fn is_istio_networking(map: &serde_json::Map<String, Value>) -> bool {
+    map.get("apiVersion")
+        .and_then(Value::as_str)
+        .is_some_and(|v| v.starts_with("networking.istio.io/"))
 }
 
 #[cfg(test)]

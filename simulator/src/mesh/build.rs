@@ -10,6 +10,8 @@ use super::calls::{CallSite, add_call_clients};
 use super::config::{Behaviour, DataPlane, MeshConfig};
 use super::dist::LogNormalMemo;
 use super::event::Ev;
+use super::external;
+use super::gateway::Ingress;
 use super::headers::HeaderSets;
 use super::outlier::AccrualConfig;
 use super::pod::new_pod;
@@ -147,12 +149,16 @@ impl Mesh {
                     .workload
                     .clone()
                     .unwrap_or_else(|| format!("{}-{}", sc.name, vc.name));
-                dest_labels.push(DestLabels {
-                    workload,
-                    namespace: namespace.clone(),
-                    service: format!("{}.{}.svc.cluster.local", sc.name, namespace),
-                    version: vc.name.clone(),
-                    peer: true,
+                dest_labels.push(if sc.external {
+                    external::endpoint_labels(sc, vc).map_err(|r| invalid(&what, r))?
+                } else {
+                    DestLabels {
+                        workload,
+                        namespace: namespace.clone(),
+                        service: format!("{}.{}.svc.cluster.local", sc.name, namespace),
+                        version: vc.name.clone(),
+                        peer: true,
+                    }
                 });
                 let mut v = Version {
                     service: ServiceId(si as u32),
@@ -204,9 +210,11 @@ impl Mesh {
         }
         // Requests no pod answered are reported against their service's `unknown`
         // destination, after the versions' (see `Mesh::unknown_dest`).
-        for s in &services {
-            let fqdn = format!("{}.{}.svc.cluster.local", s.name, s.namespace);
-            dest_labels.push(DestLabels::unknown(fqdn));
+        for (s, sc) in services.iter().zip(&cfg.services) {
+            dest_labels.push(DestLabels::unknown(external::service_label(
+                sc,
+                &s.namespace,
+            )));
         }
         let mut clients = Vec::new();
         let mut source_labels = Vec::new();
@@ -279,6 +287,10 @@ impl Mesh {
                 retry: Stream::new(cfg.seed, &format!("retry/{}", cc.name)),
                 budget: None,
                 running: false,
+                ingress: cc.gateway.clone().map(|gateway| Ingress {
+                    gateway,
+                    rules: Vec::new(),
+                }),
             });
         }
         let own_certs = clients.len() as u32;

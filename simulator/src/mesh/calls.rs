@@ -290,6 +290,7 @@ pub(super) fn add_call_clients(
                 retry: Stream::new(cfg.seed, &format!("retry/{tag}")),
                 budget: None,
                 running: false,
+                ingress: None,
             });
             versions[v].call_clients.push((callee, id));
         }

@@ -119,6 +119,10 @@ pub struct ServiceConfig {
     /// beyond those their behaviours make now: each version gets a proxy's clusters for every
     /// service its service's versions call.
     pub may_call: Vec<Call>,
+    /// A host outside the mesh (an Istio ServiceEntry with `location: MESH_EXTERNAL`): its
+    /// name is the host, its versions' endpoints have no sidecar, and the callers' proxies
+    /// report it as Istio reports an external host (see `mesh/external.rs`).
+    pub external: bool,
 }
 
 impl ServiceConfig {
@@ -134,6 +138,7 @@ impl ServiceConfig {
             selects: None,
             target_port: 80,
             may_call: Vec::new(),
+            external: false,
         }
     }
 }
@@ -177,6 +182,9 @@ pub struct ClientConfig {
     pub sidecar: bool,
     /// Pod labels of the client workload.
     pub labels: BTreeMap<String, String>,
+    /// The Istio Gateway (`metadata.name`) the requests enter through: the client is that
+    /// gateway's proxy and routes by the VirtualServices bound to it (see `mesh/gateway.rs`).
+    pub gateway: Option<String>,
 }
 
 impl ClientConfig {
@@ -191,6 +199,7 @@ impl ClientConfig {
             headers: Vec::new(),
             sidecar: true,
             labels: BTreeMap::new(),
+            gateway: None,
         }
     }
 }

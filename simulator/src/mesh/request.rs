@@ -44,6 +44,8 @@ pub(super) struct Client {
     pub(super) retry: Stream,
     pub(super) budget: Option<RetryBudget>,
     pub(super) running: bool,
+    /// Set for a client entering through an ingress gateway: the routes bound to it.
+    pub(super) ingress: Option<super::gateway::Ingress>,
 }
 
 #[derive(Clone, Copy)]

@@ -127,6 +127,7 @@ impl Mesh {
             self.reset_default_route(s);
             self.set_host_routed(s, BTreeSet::new());
         }
+        self.reset_gateway_routes();
     }
 
     /// Applies parsed manifests: DestinationRules and PeerAuthentications set policies, then
@@ -287,140 +288,157 @@ impl Mesh {
         vs: &crate::manifest::VirtualService,
         warnings: &mut Vec<String>,
     ) -> Result<(), MeshError> {
+        // Bound to gateways: their proxies' routes (gateway.rs); to `mesh` too: the sidecars'.
+        if !vs.gateways.is_empty() {
+            self.apply_gateway_routes(vs, warnings);
+        }
         if !vs.binds_mesh() {
-            warnings.push(format!(
-                "VirtualService {}: bound to gateways {} and not to `mesh`, so no sidecar applies it; the simulator has no gateway",
-                vs.name,
-                vs.gateways.join(", ")
-            ));
             return Ok(());
         }
         for host in &vs.hosts {
             let Some(s) = self.find_service(host, vs.namespace.as_deref()) else {
-                warnings.push(format!(
-                    "VirtualService {}: host `{host}` is not simulated",
-                    vs.name
-                ));
+                // A gateway's hosts are names from outside the cluster.
+                if vs.gateways.is_empty() {
+                    warnings.push(format!(
+                        "VirtualService {}: host `{host}` is not simulated",
+                        vs.name
+                    ));
+                }
                 continue;
             };
-            let mut rules = Vec::new();
-            let mut by_host = BTreeSet::new();
-            for (i, r) in vs.http.iter().enumerate() {
-                if r.matches_none {
-                    continue;
-                }
-                let mut dests = Vec::new();
-                let mut whole = 0u32;
-                let mut void = Vec::new();
-                let single = r.route.len() == 1;
-                for d in &r.route {
-                    let w = d.weight.unwrap_or(if single { 100 } else { 0 });
-                    if self.find_service(&d.host, vs.namespace.as_deref()) != Some(s) {
-                        match self.find_version_service(&d.host, vs.namespace.as_deref()) {
-                            // A version's own Service selects that version's pods.
-                            Some((ds, v)) if ds == s => {
-                                by_host.insert(v);
-                                dests.push((v, w));
-                            }
-                            _ => warnings.push(format!("VirtualService {}: destination `{}` is another service; routing to it is not simulated", vs.name, d.host)),
-                        }
-                        continue;
-                    }
-                    match &d.subset {
-                        Some(sub) => match self.resolve_subset(s, sub, None) {
-                            Subset::Version(v) => dests.push((v, w)),
-                            // Its DestinationRule warned that it selects no pod.
-                            Subset::NoEndpoints => void.push((Void::NoEndpoints, w)),
-                            Subset::Undefined => {
-                                void.push((Void::NoCluster, w));
-                                warnings.push(format!(
-                                    "VirtualService {}: subset `{sub}` of `{}` is defined by no DestinationRule applied before it: Envoy has no cluster for it and answers its requests 503 `NC`",
-                                    vs.name, d.host
-                                ));
-                            }
-                        },
-                        // No subset: one Envoy cluster over every pod the Service selects.
-                        None => whole = whole.saturating_add(w),
-                    }
-                }
-                let retry = match &r.retries {
-                    None => self.default_retry(),
-                    Some(rt) => RetryPolicy {
-                        attempts: rt.attempts,
-                        per_try_timeout: rt.per_try_timeout,
-                        // Istio starts a given policy from its default, `retryOn` included.
-                        on: rt
-                            .retry_on
-                            .clone()
-                            .unwrap_or_else(|| RetryOn::istio_default(self.istio_retry_503)),
-                    },
-                };
-                let ns = vs.namespace.as_deref();
-                let mirror = match &r.mirror {
-                    Some(m) => match m
-                        .subset
-                        .as_deref()
-                        .and_then(|sub| match self.resolve_subset(s, sub, None) {
-                            Subset::Version(v) => Some(v),
-                            Subset::NoEndpoints | Subset::Undefined => None,
-                        })
-                        .map(Dest::Version)
-                        .or_else(|| {
-                            self.find_version_service(&m.host, ns)
-                                .filter(|(ms, _)| *ms == s)
-                                .map(|(_, v)| Dest::Version(v))
-                        })
-                        .or_else(|| {
-                            // The service's host without a subset: Istio mirrors to the
-                            // cluster over the whole service (`outbound|port||host`).
-                            (m.subset.is_none() && self.find_service(&m.host, ns) == Some(s))
-                                .then_some(Dest::Service)
-                        }) {
-                        Some(d) => {
-                            Some((d, r.mirror_percentage.unwrap_or(100.0).clamp(0.0, 100.0)))
-                        }
-                        None => {
-                            warnings.push(format!(
-                                "VirtualService {}: mirror `{}` is not a simulated subset",
-                                vs.name, m.host
-                            ));
-                            None
-                        }
-                    },
-                    None => None,
-                };
-                let rule = RouteRule {
-                    // An empty block matches every request, and so does the route.
-                    matches: if r.matches.iter().any(Vec::is_empty) {
-                        Vec::new()
-                    } else {
-                        r.matches.clone()
-                    },
-                    total_weight: weight_sum(&dests)
-                        .saturating_add(whole)
-                        .saturating_add(void.iter().map(|&(_, w)| w).sum()),
-                    dests,
-                    whole,
-                    void,
-                    mirror,
-                    timeout: r.timeout,
-                    retry: retry.clone(),
-                    fault: r.fault.clone(),
-                    name: r.name.clone(),
-                };
-                if i + 1 == vs.http.len() && rule.matches.is_empty() {
-                    self.services[s].base = RouteBase {
-                        timeout: r.timeout,
-                        retry,
-                        fault: r.fault.clone(),
-                    };
-                }
-                rules.push(rule);
+            let (rules, by_host, base) = self.compile_http_routes(vs, s, warnings);
+            if let Some(base) = base {
+                self.services[s].base = base;
             }
             self.install_rules(s, rules);
             self.set_host_routed(s, by_host);
         }
         Ok(())
+    }
+
+    /// The rules of `vs`'s http routes towards service `s`, the versions they name by their
+    /// own host (`<service>-<version>`), and the route settings a split keeps (the last
+    /// route's, when it matches every request).
+    pub(super) fn compile_http_routes(
+        &self,
+        vs: &crate::manifest::VirtualService,
+        s: ServiceId,
+        warnings: &mut Vec<String>,
+    ) -> (Vec<RouteRule>, BTreeSet<VersionId>, Option<RouteBase>) {
+        let mut rules = Vec::new();
+        let mut by_host = BTreeSet::new();
+        let mut base = None;
+        for (i, r) in vs.http.iter().enumerate() {
+            if r.matches_none {
+                continue;
+            }
+            let mut dests = Vec::new();
+            let mut whole = 0u32;
+            let mut void = Vec::new();
+            let single = r.route.len() == 1;
+            for d in &r.route {
+                let w = d.weight.unwrap_or(if single { 100 } else { 0 });
+                if self.find_service(&d.host, vs.namespace.as_deref()) != Some(s) {
+                    match self.find_version_service(&d.host, vs.namespace.as_deref()) {
+                        // A version's own Service selects that version's pods.
+                        Some((ds, v)) if ds == s => {
+                            by_host.insert(v);
+                            dests.push((v, w));
+                        }
+                        _ => warnings.push(format!("VirtualService {}: destination `{}` is another service; routing to it is not simulated", vs.name, d.host)),
+                    }
+                    continue;
+                }
+                match &d.subset {
+                    Some(sub) => match self.resolve_subset(s, sub, None) {
+                        Subset::Version(v) => dests.push((v, w)),
+                        // Its DestinationRule warned that it selects no pod.
+                        Subset::NoEndpoints => void.push((Void::NoEndpoints, w)),
+                        Subset::Undefined => {
+                            void.push((Void::NoCluster, w));
+                            warnings.push(format!(
+                                "VirtualService {}: subset `{sub}` of `{}` is defined by no DestinationRule applied before it: Envoy has no cluster for it and answers its requests 503 `NC`",
+                                vs.name, d.host
+                            ));
+                        }
+                    },
+                    // No subset: one Envoy cluster over every pod the Service selects.
+                    None => whole = whole.saturating_add(w),
+                }
+            }
+            let retry = match &r.retries {
+                None => self.default_retry(),
+                Some(rt) => RetryPolicy {
+                    attempts: rt.attempts,
+                    per_try_timeout: rt.per_try_timeout,
+                    // Istio starts a given policy from its default, `retryOn` included.
+                    on: rt
+                        .retry_on
+                        .clone()
+                        .unwrap_or_else(|| RetryOn::istio_default(self.istio_retry_503)),
+                },
+            };
+            let ns = vs.namespace.as_deref();
+            let mirror = match &r.mirror {
+                Some(m) => match m
+                    .subset
+                    .as_deref()
+                    .and_then(|sub| match self.resolve_subset(s, sub, None) {
+                        Subset::Version(v) => Some(v),
+                        Subset::NoEndpoints | Subset::Undefined => None,
+                    })
+                    .map(Dest::Version)
+                    .or_else(|| {
+                        self.find_version_service(&m.host, ns)
+                            .filter(|(ms, _)| *ms == s)
+                            .map(|(_, v)| Dest::Version(v))
+                    })
+                    .or_else(|| {
+                        // The service's host without a subset: Istio mirrors to the
+                        // cluster over the whole service (`outbound|port||host`).
+                        (m.subset.is_none() && self.find_service(&m.host, ns) == Some(s))
+                            .then_some(Dest::Service)
+                    }) {
+                    Some(d) => Some((d, r.mirror_percentage.unwrap_or(100.0).clamp(0.0, 100.0))),
+                    None => {
+                        warnings.push(format!(
+                            "VirtualService {}: mirror `{}` is not a simulated subset",
+                            vs.name, m.host
+                        ));
+                        None
+                    }
+                },
+                None => None,
+            };
+            let rule = RouteRule {
+                // An empty block matches every request, and so does the route.
+                matches: if r.matches.iter().any(Vec::is_empty) {
+                    Vec::new()
+                } else {
+                    r.matches.clone()
+                },
+                total_weight: weight_sum(&dests)
+                    .saturating_add(whole)
+                    .saturating_add(void.iter().map(|&(_, w)| w).sum()),
+                dests,
+                whole,
+                void,
+                mirror,
+                timeout: r.timeout,
+                retry: retry.clone(),
+                fault: r.fault.clone(),
+                name: r.name.clone(),
+            };
+            if i + 1 == vs.http.len() && rule.matches.is_empty() {
+                base = Some(RouteBase {
+                    timeout: r.timeout,
+                    retry,
+                    fault: r.fault.clone(),
+                });
+            }
+            rules.push(rule);
+        }
+        (rules, by_host, base)
     }
 
     /// The rules clients of `service` walk, in order, as plain data.
@@ -604,8 +622,10 @@ impl Mesh {
             cl.cache_epoch = Some(epoch);
             return;
         }
+        // A gateway's proxy walks the routes bound to its gateway (gateway.rs).
+        let rules = cl.ingress.as_ref().map_or(&svc.rules, |i| &i.rules);
         for (_, headers) in &cl.profiles {
-            let hit = svc.rules.iter().copied().find(|&rid| {
+            let hit = rules.iter().copied().find(|&rid| {
                 let r = &self.rules[rid];
                 r.matches.is_empty()
                     || r.matches.iter().any(|block| {

@@ -91,7 +91,8 @@ impl Context {
         services: &[ServiceModel],
         field: impl Fn(usize, &str) -> String,
     ) -> Result<(), ScenarioError> {
-        let names: Vec<&str> = services.iter().map(|s| s.name.as_str()).collect();
+        let mut names: Vec<&str> = services.iter().map(|s| s.name.as_str()).collect();
+        names.extend(self.external_hosts.iter().map(String::as_str));
         for (si, s) in services.iter().enumerate() {
             for (name, v) in &s.versions {
                 for (i, step) in v.behaviour.calls.iter().enumerate() {

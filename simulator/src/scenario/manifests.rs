@@ -98,6 +98,8 @@ impl Context {
                 Manifest::PeerAuthentication(x) => {
                     ("PeerAuthentication", &x.name, Istio, "Istio's")
                 }
+                Manifest::IstioGateway(x) => ("Gateway", &x.name, Istio, "Istio's"),
+                Manifest::ServiceEntry(x) => ("ServiceEntry", &x.name, Istio, "Istio's"),
                 Manifest::ServiceProfile(x) => ("ServiceProfile", &x.name, Linkerd, "Linkerd's"),
                 Manifest::TrafficSplit(x) => (
                     "TrafficSplit",

@@ -11,6 +11,8 @@
 mod calls;
 mod canary;
 mod expectations;
+mod external;
+mod ingress;
 mod manifests;
 mod model;
 mod patch;
@@ -60,8 +62,10 @@ pub struct Scenario {
     pub namespace: String,
     /// The rollout's service: the Canary's target, `services[0]`; empty without a Canary.
     pub(crate) service: String,
-    /// Every service, the rollout's first (see [`services`]).
+    /// Every service, the rollout's first (see [`services`]), then the external hosts.
     pub(crate) services: Vec<ServiceModel>,
+    /// The services that are hosts outside the mesh (`external`, see [`external`]).
+    pub(crate) external_hosts: Vec<String>,
     pub clients: Vec<Client>,
     pub(crate) manifests: Manifests,
     /// The texts `manifests` was read from, in order.
@@ -138,6 +142,7 @@ impl Scenario {
             dir: path.parent().map(Path::to_path_buf),
             service: String::new(),
             others: Vec::new(),
+            external_hosts: Vec::new(),
             namespace: String::new(),
             data_plane: DataPlane::Istio,
             warnings: Vec::new(),
@@ -194,6 +199,8 @@ struct Context {
     service: String,
     /// The scenario's other services, for checking the manifests' routes and the traffic.
     others: Vec<ServiceModel>,
+    /// The external hosts (`external`), which calls may name.
+    external_hosts: Vec<String>,
     namespace: String,
     data_plane: DataPlane,
     warnings: Vec<String>,
@@ -301,6 +308,8 @@ impl Context {
                 ),
             ));
         }
+        let mut externals = self.externals(&raw.external)?;
+        self.external_hosts = externals.iter().map(|s| s.name.clone()).collect();
         // The short form's versions are checked first, as they always were.
         let mut services = match &written {
             services::Written::One(one) => Some(self.services(&written, &one.name)?),
@@ -333,7 +342,12 @@ impl Context {
         };
         self.service = rollout.clone();
         self.others = services[usize::from(spec.is_some())..].to_vec();
+        self.others.extend(externals.iter().cloned());
         let (manifests, manifest_sources) = self.manifests(&raw)?;
+        self.resolve_externals(&mut externals, &services, &manifests)?;
+        let external_hosts = std::mem::take(&mut self.external_hosts);
+        let mut services = services;
+        services.extend(externals);
 
         let mut clients = Vec::new();
         for (i, c) in raw.traffic.iter().enumerate() {
@@ -355,6 +369,7 @@ impl Context {
         if clients.is_empty() {
             return Err(self.error("traffic", "needs at least one client"));
         }
+        self.check_ingress(&mut clients, &manifests)?;
         let mut timeline = Vec::new();
         for (i, e) in raw.timeline.iter().enumerate() {
             let entry = self.timeline_entry(&format!("timeline[{i}]"), e, &clients)?;
@@ -432,6 +447,7 @@ impl Context {
             namespace: raw.namespace.unwrap_or_else(|| "default".into()),
             service: rollout,
             services,
+            external_hosts,
             clients,
             manifests,
             manifest_sources,

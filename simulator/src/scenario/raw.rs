@@ -42,6 +42,22 @@ pub(super) struct Scenario {
     pub(crate) certificates: Option<Certificates>,
     /// Istio control-plane settings that change the data plane's defaults.
     pub(crate) istio: Option<IstioSettings>,
+    /// Dependencies outside the mesh, each named by a ServiceEntry of the manifests.
+    #[serde(default)]
+    pub(crate) external: Vec<External>,
+}
+
+/// A dependency outside the mesh (scenario/external.rs): its host and how it answers.
+#[derive(Deserialize, Debug)]
+#[serde(deny_unknown_fields)]
+pub(super) struct External {
+    pub(crate) host: String,
+    /// Requests one endpoint serves at once; more wait (default 1000).
+    pub(crate) workers: Option<u32>,
+    pub(crate) latency: Option<Latency>,
+    #[serde(default, deserialize_with = "finite_or_none")]
+    pub(crate) error_rate: Option<f64>,
+    pub(crate) error_code: Option<u16>,
 }
 
 #[derive(Deserialize, Debug)]
@@ -125,7 +141,7 @@ pub(super) struct CallTo {
     pub(crate) optional: Option<bool>,
 }
 
-#[derive(Deserialize, Debug, Default)]
+#[derive(Deserialize, Debug, Default, Clone)]
 #[serde(deny_unknown_fields)]
 pub(super) struct Latency {
     pub(crate) mean: Option<String>,
@@ -135,7 +151,7 @@ pub(super) struct Latency {
     pub(crate) mixture: Option<Vec<MixturePart>>,
 }
 
-#[derive(Deserialize, Debug)]
+#[derive(Deserialize, Debug, Clone)]
 #[serde(deny_unknown_fields)]
 pub(super) struct MixturePart {
     #[serde(deserialize_with = "finite")]
@@ -167,6 +183,8 @@ pub(super) struct Traffic {
     pub(crate) service: Option<String>,
     /// `service` (default) or `canary`: a load tester sending to the canary's own Service.
     pub(crate) target: Option<String>,
+    /// The Istio Gateway the requests enter through (scenario/ingress.rs).
+    pub(crate) gateway: Option<String>,
 }
 
 #[derive(Deserialize, Debug)]

@@ -19,6 +19,9 @@ pub struct Client {
     pub(crate) load_tester: bool,
     /// The service the client calls.
     pub(crate) service: String,
+    /// The Istio Gateway its requests enter through: the client is that gateway's proxy
+    /// (checked in ingress.rs).
+    pub(crate) gateway: Option<String>,
 }
 
 /// How a client's rate changes over time.
@@ -209,6 +212,7 @@ impl Context {
             headers,
             sidecar: c.sidecar.unwrap_or(true),
             load_tester,
+            gateway: c.gateway.clone(),
         })
     }
 }

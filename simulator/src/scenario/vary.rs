@@ -273,6 +273,7 @@ impl Scenario {
             dir: self.file.parent().map(std::path::Path::to_path_buf),
             service: self.service.clone(),
             others: self.other_services().to_vec(),
+            external_hosts: self.external_hosts.clone(),
             namespace: self.namespace.clone(),
             data_plane: self.data_plane,
             warnings: Vec::new(),
@@ -328,6 +329,8 @@ fn kind_name(m: &Manifest) -> (&'static str, &str) {
         Manifest::ServiceProfile(x) => ("ServiceProfile", &x.name),
         Manifest::TrafficSplit(x) => ("TrafficSplit", &x.name),
         Manifest::GatewayHttpRoute(x) => ("HTTPRoute", &x.name),
+        Manifest::IstioGateway(x) => ("Gateway", &x.name),
+        Manifest::ServiceEntry(x) => ("ServiceEntry", &x.name),
     }
 }
 
