@@ -3,7 +3,7 @@
 use std::sync::Arc;
 
 use futures::{FutureExt, StreamExt};
-use k8s_openapi::api::apps::v1::Deployment;
+use k8s_openapi::api::apps::v1::{DaemonSet, Deployment};
 use k8s_openapi::api::core::v1::Service;
 use kube::ResourceExt;
 use kube::api::{Api, DynamicObject};
@@ -112,7 +112,9 @@ async fn log_errors<T, E: std::fmt::Display>(res: Result<T, E>) {
 /// A Canary controller with what else wakes its Canaries: the objects they own (the primary,
 /// the generated Services, the default provider's routing objects: a change by hand is put
 /// back at once rather than at the next analysis tick) and their target Deployments (a new
-/// revision, readiness), which `targets` maps to the Canaries naming them.
+/// revision, readiness), which `targets` maps to the Canaries naming them. DaemonSets (targets
+/// and primaries) are watched by one stream: a primary `<target>-primary` wakes the Canaries of
+/// `<target>`.
 fn owning<K>(
     controller: Controller<K>,
     ctx: &Context,
@@ -136,20 +138,34 @@ where
             Some(ns) => (
                 Api::namespaced_with(client.clone(), ns, &resource),
                 Api::namespaced(client.clone(), ns),
-                Api::namespaced(client, ns),
+                Api::namespaced(client.clone(), ns),
             ),
             None => (
                 Api::all_with(client.clone(), &resource),
                 Api::all(client.clone()),
-                Api::all(client),
+                Api::all(client.clone()),
             ),
         };
+    let daemon_sets: Api<DaemonSet> = match ns {
+        Some(ns) => Api::namespaced(client, ns),
+        None => Api::all(client),
+    };
+    let targets = Arc::new(targets);
+    let of_target = targets.clone();
     controller
         .owns_with(routes, resource, watcher::Config::default())
         .owns(deployments.clone(), watcher::Config::default())
         .owns(services, watcher::Config::default())
         .watches(deployments, watcher::Config::default(), move |dep| {
-            targets(dep.namespace(), dep.name_any())
+            (*of_target)(dep.namespace(), dep.name_any())
+        })
+        .watches(daemon_sets, watcher::Config::default(), move |ds| {
+            let name = ds.name_any();
+            let mut woken = (*targets)(ds.namespace(), name.clone());
+            if let Some(target) = name.strip_suffix("-primary") {
+                woken.extend((*targets)(ds.namespace(), target.to_string()));
+            }
+            woken
         })
 }
 
