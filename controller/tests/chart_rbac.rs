@@ -528,9 +528,11 @@ async fn a_life(default: &str, named: Option<&str>) -> Life {
     );
     election.release().await.unwrap();
     alert_providers_read(&c).await;
-    // A second Canary, scaled by KEDA.
+    // A second Canary, scaled by KEDA, and a third rolling a DaemonSet out.
     let mut calls = c.calls();
-    calls.extend(a_keda_life(default).await);
+    // Boxed: the futures of three lives in one overflow a test thread's stack.
+    calls.extend(Box::pin(a_keda_life(default)).await);
+    calls.extend(Box::pin(a_daemon_set_life(default)).await);
     Life {
         calls,
         all_namespaces,
@@ -573,6 +575,34 @@ async fn a_keda_life(default: Provider) -> Vec<Call> {
             .is_none(),
         "the copy is deleted with the primary"
     );
+    c.calls()
+}
+
+/// The calls of a Canary of a DaemonSet: initialised (the primary DaemonSet created, the target
+/// kept off every node), rolled out to promotion, deleted with `revertOnDeletion`.
+async fn a_daemon_set_life(default: Provider) -> Vec<Call> {
+    let mut canary = canary(json!({
+        "provider": null,
+        "targetRef": {"apiVersion": "apps/v1", "kind": "DaemonSet", "name": "podinfo"}
+    }));
+    canary["metadata"]
+        .as_object_mut()
+        .unwrap()
+        .remove("finalizers");
+    let c = cluster_with(canary, None);
+    c.put(DS_TARGET, daemon_set("podinfo:1"));
+    drive(&c, default, "Initialized").await;
+    let mut ds = c.get(DS_TARGET).unwrap();
+    ds["spec"]["template"]["spec"]["containers"][0]["image"] = json!("podinfo:2");
+    ds["metadata"]["generation"] = json!(2);
+    c.put(DS_TARGET, ds);
+    drive(&c, default, "Succeeded").await;
+    let mut obj = c.get(CANARY).unwrap();
+    obj["spec"]["revertOnDeletion"] = json!(true);
+    obj["metadata"]["deletionTimestamp"] = json!("2023-11-14T22:20:00Z");
+    c.put(CANARY, obj);
+    drive(&c, default, "Terminated").await;
+    assert!(c.get(DS_PRIMARY).is_none(), "the primary is deleted");
     c.calls()
 }
 

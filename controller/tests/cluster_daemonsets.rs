@@ -11,29 +11,6 @@ use cluster_support::*;
 use fledge_controller::analysis::MetricReading;
 use serde_json::{Value, json};
 
-const DS_TARGET: &str = "/apis/apps/v1/namespaces/test/daemonsets/podinfo";
-const DS_PRIMARY: &str = "/apis/apps/v1/namespaces/test/daemonsets/podinfo-primary";
-const SCALE_TO_ZERO: &str = "flagger.app/scale-to-zero";
-/// The nodes a DaemonSet not kept off them schedules a pod on, in these tests.
-const NODES: i64 = 3;
-
-fn daemon_set(image: &str) -> Value {
-    json!({
-        "apiVersion": "apps/v1",
-        "kind": "DaemonSet",
-        "metadata": {"name": "podinfo", "namespace": NS, "labels": {"app": "podinfo"}},
-        "spec": {
-            "selector": {"matchLabels": {"app": "podinfo"}},
-            "updateStrategy": {"type": "RollingUpdate", "rollingUpdate": {"maxUnavailable": 1}},
-            "template": {
-                "metadata": {"labels": {"app": "podinfo"}},
-                "spec": {"containers": [{"name": "podinfo", "image": image}],
-                         "nodeSelector": {"disk": "ssd"}}
-            }
-        }
-    })
-}
-
 fn daemon_set_canary() -> Value {
     canary(json!({"targetRef": {"apiVersion": "apps/v1", "kind": "DaemonSet", "name": "podinfo"}}))
 }
@@ -41,24 +18,8 @@ fn daemon_set_canary() -> Value {
 fn cluster() -> FakeCluster {
     let c = cluster_with(daemon_set_canary(), None);
     c.put(DS_TARGET, daemon_set("podinfo:1"));
-    settle_daemon_sets(&c);
+    c.settle();
     c
-}
-
-/// The DaemonSet controller catches up: every DaemonSet has its pods on every node its node
-/// selector allows (none with the scale-to-zero selector), updated and available.
-fn settle_daemon_sets(c: &FakeCluster) {
-    for path in [DS_TARGET, DS_PRIMARY] {
-        let Some(mut ds) = c.get(path) else { continue };
-        let off = !ds["spec"]["template"]["spec"]["nodeSelector"][SCALE_TO_ZERO].is_null();
-        let n = if off { 0 } else { NODES };
-        ds["status"] = json!({
-            "observedGeneration": ds["metadata"]["generation"].clone(),
-            "desiredNumberScheduled": n, "currentNumberScheduled": n, "numberReady": n,
-            "updatedNumberScheduled": n, "numberAvailable": n, "numberMisscheduled": 0,
-        });
-        c.put(path, ds);
-    }
 }
 
 async fn tick(c: &FakeCluster) {
@@ -69,7 +30,7 @@ async fn tick(c: &FakeCluster) {
 async fn run_to(c: &FakeCluster, phase: &str, limit: usize) {
     for _ in 0..limit {
         tick(c).await;
-        settle_daemon_sets(c);
+        c.settle();
         c.advance_clock(Duration::from_secs(60));
         if c.phase() == phase && !(phase == "Initialized" && canary_on_nodes(c)) {
             return;
@@ -195,7 +156,7 @@ async fn traffic_waits_until_the_canary_daemonset_has_updated_and_available_pods
     tick(&c).await;
     c.advance_clock(Duration::from_secs(60));
     assert_eq!(c.routes().map(|r| r.canary), Some(0));
-    settle_daemon_sets(&c);
+    c.settle();
     tick(&c).await;
     assert_eq!(c.routes().map(|r| r.canary), Some(10));
 }
@@ -249,7 +210,7 @@ fn flagger_daemon_set_cluster() -> FakeCluster {
         }
         c.put(to, ds);
     }
-    settle_daemon_sets(&c);
+    c.settle();
     c
 }
 
@@ -259,7 +220,7 @@ async fn flaggers_primary_daemonset_is_adopted_in_place_with_no_rollout_started(
     let uid = c.get(DS_PRIMARY).unwrap()["metadata"]["uid"].clone();
     for _ in 0..4 {
         c.reconcile_flagger(&c.context()).await.expect("reconcile");
-        settle_daemon_sets(&c);
+        c.settle();
         c.advance_clock(Duration::from_secs(60));
     }
     let calls = c.calls();
