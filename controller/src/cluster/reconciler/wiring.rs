@@ -109,12 +109,12 @@ async fn log_errors<T, E: std::fmt::Display>(res: Result<T, E>) {
     }
 }
 
-/// A Canary controller with what else wakes its Canaries: the objects they own (the primary,
-/// the generated Services, the default provider's routing objects: a change by hand is put
-/// back at once rather than at the next analysis tick) and their target Deployments (a new
-/// revision, readiness), which `targets` maps to the Canaries naming them. DaemonSets (targets
-/// and primaries) are watched by one stream: a primary `<target>-primary` wakes the Canaries of
-/// `<target>`.
+/// A Canary controller with what else wakes its Canaries: the objects they own (the generated
+/// Services, the default provider's routing objects: a change by hand is put back at once
+/// rather than at the next analysis tick), and their targets (a new revision, readiness) and
+/// primaries, which `targets` maps to the Canaries naming them. One stream a kind: targets and
+/// primaries, Deployments or DaemonSets, share theirs, a primary `<target>-primary` waking the
+/// Canaries of `<target>`.
 fn owning<K>(
     controller: Controller<K>,
     ctx: &Context,
@@ -150,22 +150,23 @@ where
         Some(ns) => Api::namespaced(client, ns),
         None => Api::all(client),
     };
-    let targets = Arc::new(targets);
-    let of_target = targets.clone();
+    let wake = Arc::new(move |ns: Option<String>, name: String| {
+        let mut woken = match name.strip_suffix("-primary") {
+            Some(target) => targets(ns.clone(), target.to_string()),
+            None => Vec::new(),
+        };
+        woken.extend(targets(ns, name));
+        woken
+    });
+    let wake_too = wake.clone();
     controller
         .owns_with(routes, resource, watcher::Config::default())
-        .owns(deployments.clone(), watcher::Config::default())
         .owns(services, watcher::Config::default())
-        .watches(deployments, watcher::Config::default(), move |dep| {
-            (*of_target)(dep.namespace(), dep.name_any())
+        .watches(deployments, watcher::Config::default(), move |d| {
+            (*wake)(d.namespace(), d.name_any())
         })
-        .watches(daemon_sets, watcher::Config::default(), move |ds| {
-            let name = ds.name_any();
-            let mut woken = (*targets)(ds.namespace(), name.clone());
-            if let Some(target) = name.strip_suffix("-primary") {
-                woken.extend((*targets)(ds.namespace(), target.to_string()));
-            }
-            woken
+        .watches(daemon_sets, watcher::Config::default(), move |d| {
+            (*wake_too)(d.namespace(), d.name_any())
         })
 }
 
