@@ -187,7 +187,7 @@ mod tests {
 
     #[test]
     fn the_primary_written_back_keeps_the_fields_flagger_copies() {
-        let ds = daemon_set(&[]);
+        let ds = daemon_set(&[("disk", "ssd")]);
         let back = from_deployment(&as_deployment(ds.clone()));
         let (want, got) = (ds.spec.unwrap(), back.spec.unwrap());
         assert_eq!(got.update_strategy, want.update_strategy);
