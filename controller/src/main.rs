@@ -8,6 +8,7 @@ use std::time::Duration;
 
 use anyhow::{Context as _, Result, bail};
 use clap::{Parser, Subcommand};
+use fledge_controller::alerts::{self, ProviderType};
 use fledge_controller::cluster::cli::{self, Request};
 use fledge_controller::cluster::deadline;
 use fledge_controller::cluster::lease::{LeaderElection, LeaseConfig, Timing};
@@ -183,9 +184,78 @@ struct RunArgs {
     /// duration).
     #[arg(long, env = "FLEDGE_LEASE_RETRY_PERIOD_SECONDS")]
     lease_retry_period_seconds: Option<f64>,
+    /// Flagger's -slack-url: the Slack incoming webhook that the alerts of Canaries listing no
+    /// analysis.alerts go to, at every severity.
+    #[arg(long, env = "SLACK_URL", hide_env_values = true)]
+    slack_url: Option<String>,
+    /// Flagger's -slack-token: sent with them as a bearer token.
+    #[arg(long, env = "SLACK_TOKEN", hide_env_values = true)]
+    slack_token: Option<String>,
+    /// Flagger's -slack-proxy-url.
+    #[arg(long, env = "SLACK_PROXY_URL")]
+    slack_proxy_url: Option<String>,
+    /// Flagger's -slack-user.
+    #[arg(long, default_value = "flagger")]
+    slack_user: String,
+    /// Flagger's -slack-channel (none: the webhook's own).
+    #[arg(long, default_value = "")]
+    slack_channel: String,
+    /// Flagger's -msteams-url: those alerts go to this Microsoft Teams webhook instead.
+    #[arg(long, env = "MSTEAMS_URL", hide_env_values = true)]
+    msteams_url: Option<String>,
+    /// Flagger's -msteams-proxy-url.
+    #[arg(long, env = "MSTEAMS_PROXY_URL")]
+    msteams_proxy_url: Option<String>,
+    /// Flagger's -cluster-name: a Cluster field first in every alert.
+    #[arg(long, env = "FLEDGE_CLUSTER_NAME")]
+    cluster_name: Option<String>,
 }
 
 impl RunArgs {
+    /// The alert sender's settings: the controller-wide destination as Flagger picks it (Teams
+    /// when its URL is given, else Slack), and the cluster's name.
+    fn alert_settings(&self) -> Result<alerts::Settings> {
+        let given = |s: &Option<String>| s.clone().filter(|s| !s.trim().is_empty());
+        let global = match (given(&self.msteams_url), given(&self.slack_url)) {
+            (Some(url), _) => Some((
+                ProviderType::MsTeams,
+                "--msteams-url",
+                url,
+                None,
+                &self.msteams_proxy_url,
+            )),
+            (None, Some(url)) => Some((
+                ProviderType::Slack,
+                "--slack-url",
+                url,
+                given(&self.slack_token),
+                &self.slack_proxy_url,
+            )),
+            (None, None) => None,
+        };
+        let global = match global {
+            None => None,
+            Some((kind, flag, url, token, proxy)) => {
+                // The URL is a secret: the error does not repeat it.
+                reqwest::Url::parse(&url)
+                    .map_err(|e| anyhow::anyhow!("{flag}: not a URL ({e})"))?;
+                Some(alerts::Destination::new(
+                    kind,
+                    &url,
+                    token,
+                    given(proxy),
+                    &self.slack_channel,
+                    &self.slack_user,
+                ))
+            }
+        };
+        Ok(alerts::Settings {
+            global,
+            cluster_name: given(&self.cluster_name),
+            ..alerts::Settings::default()
+        })
+    }
+
     /// The election's timing; the defaults keep Kubernetes' proportions (15 s, 10 s, 2 s).
     fn lease_timing(&self) -> Result<Timing> {
         // Checked first: with it 0, the derived retry period is 0 too, and that error would
@@ -381,7 +451,7 @@ fn terminated() -> std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send
 }
 
 /// The flags' values checked before anything is started: each error is a configuration error.
-fn configure(args: &RunArgs) -> Result<(Prometheus, Option<Timing>)> {
+fn configure(args: &RunArgs) -> Result<(Prometheus, Option<Timing>, alerts::Settings)> {
     telemetry::init_logs(&args.log_level, args.log_format == "json").context("--log-level")?;
     let prometheus = Prometheus::new(
         &args.prometheus_address,
@@ -393,11 +463,11 @@ fn configure(args: &RunArgs) -> Result<(Prometheus, Option<Timing>)> {
         true => Some(args.lease_timing()?),
         false => None,
     };
-    Ok((prometheus, lease_timing))
+    Ok((prometheus, lease_timing, args.alert_settings()?))
 }
 
 async fn run(mut args: RunArgs) -> Result<(), Failure> {
-    let (prometheus, lease_timing) = configure(&args).map_err(Failure::Config)?;
+    let (prometheus, lease_timing, alert_settings) = configure(&args).map_err(Failure::Config)?;
     // Next: a port in use stops the controller here, with the address, not unnoticed later.
     let listener = telemetry::bind(args.listen).await.context("--listen")?;
     // FLEDGE_NAMESPACES="" (the chart's default) means every namespace.
@@ -418,6 +488,7 @@ async fn run(mut args: RunArgs) -> Result<(), Failure> {
             ..Config::default()
         },
         metrics.clone(),
+        alert_settings,
     ));
 
     // One shutdown signal for the ops server, the controller and the lease.
@@ -560,6 +631,41 @@ async fn finish(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn run_args(flags: &[&str]) -> RunArgs {
+        let cli = Cli::try_parse_from(["fledge-controller", "run"].iter().chain(flags)).unwrap();
+        let Some(Cmd::Run(args)) = cli.command else {
+            panic!("not run");
+        };
+        *args
+    }
+
+    #[test]
+    fn controller_wide_alerts_go_to_teams_when_given_else_slack_and_a_bad_url_is_not_echoed() {
+        let none = run_args(&[]).alert_settings().unwrap();
+        assert!(none.global.is_none() && none.cluster_name.is_none());
+        let slack = run_args(&[
+            "--slack-url",
+            "https://hooks.example/s",
+            "--cluster-name",
+            "eu",
+        ]);
+        let settings = slack.alert_settings().unwrap();
+        assert!(format!("{:?}", settings.global).contains("kind: Slack"));
+        assert_eq!(settings.cluster_name.as_deref(), Some("eu"));
+        let both = run_args(&[
+            "--slack-url",
+            "https://hooks.example/s",
+            "--msteams-url",
+            "https://teams.example/t",
+        ]);
+        let global = format!("{:?}", both.alert_settings().unwrap().global);
+        assert!(global.contains("kind: MsTeams"), "{global}");
+        let bad = run_args(&["--slack-url", "hooks/s3cret"]).alert_settings();
+        let error = format!("{:#}", bad.unwrap_err());
+        assert!(error.starts_with("--slack-url: not a URL"), "{error}");
+        assert!(!error.contains("s3cret"), "{error}");
+    }
 
     #[test]
     fn no_subcommand_runs_the_controller_and_subcommands_take_their_flags() {

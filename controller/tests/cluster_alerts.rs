@@ -136,6 +136,26 @@ fn alerting(severity: &str, provider: &str) -> Value {
     ]}})
 }
 
+/// A receiver answering `status` (`None`: never), and a cluster whose Canary alerts at
+/// `severity` to the AlertProvider `to` of `spec`, its `address` the receiver's unless `spec`
+/// reads it from a Secret.
+async fn alerting_to(
+    status: Option<u16>,
+    severity: &str,
+    mut spec: Value,
+) -> (Receiver, FakeCluster) {
+    let receiver = Receiver::start(status).await;
+    let c = cluster_with(
+        canary(alerting(severity, "to")),
+        Some(deployment("podinfo:1")),
+    );
+    if spec.get("secretRef").is_none() {
+        spec["address"] = json!(receiver.url);
+    }
+    c.put(&format!("{PROVIDERS}/to"), provider("to", spec));
+    (receiver, c)
+}
+
 fn outcome(c: &std::sync::Arc<fledge_controller::cluster::Context>, outcome: &str) -> bool {
     c.metrics
         .encode()
@@ -144,15 +164,7 @@ fn outcome(c: &std::sync::Arc<fledge_controller::cluster::Context>, outcome: &st
 
 #[tokio::test]
 async fn initialisation_alerts_a_webhook_receiver_with_an_event_hooks_payload() {
-    let receiver = Receiver::start(Some(200)).await;
-    let c = cluster_with(
-        canary(alerting("info", "hooks")),
-        Some(deployment("podinfo:1")),
-    );
-    c.put(
-        &format!("{PROVIDERS}/hooks"),
-        provider("hooks", json!({"type": "webhook", "address": receiver.url})),
-    );
+    let (receiver, c) = alerting_to(Some(200), "info", json!({"type": "webhook"})).await;
     run_until(&c, "Initialized", 5).await;
     let got = receiver.wait_for(1).await;
     let body = &got[0].body;
@@ -182,18 +194,12 @@ async fn initialisation_alerts_a_webhook_receiver_with_an_event_hooks_payload() 
 
 #[tokio::test]
 async fn an_aborted_rollout_alerts_slack_from_a_secret_and_info_alerts_are_filtered_out() {
-    let receiver = Receiver::start(Some(200)).await;
-    let c = cluster_with(
-        canary(alerting("warn", "slack")),
-        Some(deployment("podinfo:1")),
-    );
-    c.put(
-        &format!("{PROVIDERS}/slack"),
-        provider(
-            "slack",
-            json!({"type": "slack", "channel": "deploys", "secretRef": {"name": "slack-url"}}),
-        ),
-    );
+    let (receiver, c) = alerting_to(
+        Some(200),
+        "warn",
+        json!({"type": "slack", "channel": "deploys", "secretRef": {"name": "slack-url"}}),
+    )
+    .await;
     let secret = k8s_openapi::api::core::v1::Secret {
         metadata: kube::api::ObjectMeta {
             name: Some("slack-url".into()),
@@ -241,15 +247,7 @@ async fn an_aborted_rollout_alerts_slack_from_a_secret_and_info_alerts_are_filte
 
 #[tokio::test]
 async fn a_failing_receiver_is_retried_then_the_alert_is_dropped_and_counted() {
-    let receiver = Receiver::start(Some(503)).await;
-    let c = cluster_with(
-        canary(alerting("info", "hooks")),
-        Some(deployment("podinfo:1")),
-    );
-    c.put(
-        &format!("{PROVIDERS}/hooks"),
-        provider("hooks", json!({"type": "msteams", "address": receiver.url})),
-    );
+    let (receiver, c) = alerting_to(Some(503), "info", json!({"type": "msteams"})).await;
     let ctx = c.context();
     // The first reconcile onboards; the one after the primary is ready alerts.
     for _ in 0..2 {
@@ -272,15 +270,7 @@ async fn a_failing_receiver_is_retried_then_the_alert_is_dropped_and_counted() {
 
 #[tokio::test]
 async fn a_receiver_that_never_answers_does_not_hold_a_reconcile_up() {
-    let receiver = Receiver::start(None).await;
-    let c = cluster_with(
-        canary(alerting("info", "hooks")),
-        Some(deployment("podinfo:1")),
-    );
-    c.put(
-        &format!("{PROVIDERS}/hooks"),
-        provider("hooks", json!({"type": "webhook", "address": receiver.url})),
-    );
+    let (receiver, c) = alerting_to(None, "info", json!({"type": "webhook"})).await;
     // An attempt may wait an hour: only a sender off the reconcile path lets these finish.
     let settings = AlertSettings {
         timeout: Duration::from_secs(3600),
@@ -377,4 +367,61 @@ async fn a_secrets_token_is_sent_to_slack_only_as_flaggers() {
     let got = receiver.wait_for(1).await;
     assert_eq!(got[0].body["@type"], "MessageCard");
     assert_eq!(got[0].authorization, None, "Teams got the Slack token");
+}
+
+#[tokio::test]
+async fn a_google_chat_provider_gets_a_card_naming_the_workload() {
+    let (receiver, c) = alerting_to(Some(200), "info", json!({"type": "gchat"})).await;
+    run_until(&c, "Initialized", 5).await;
+    let got = receiver.wait_for(1).await;
+    let card = &got[0].body["cards"][0];
+    assert_eq!(card["header"]["subtitle"], "podinfo.test");
+    let message = card["sections"][0]["widgets"][0]["textParagraph"]["text"].as_str();
+    assert!(
+        message.is_some_and(|m| m.contains("New Deployment detected")),
+        "{card}"
+    );
+    let target = card["sections"][1]["widgets"][0]["textParagraph"]["text"].as_str();
+    assert!(
+        target
+            .is_some_and(|t| t.starts_with("Target<br>") && t.contains("Deployment/podinfo.test")),
+        "{card}"
+    );
+}
+
+#[tokio::test]
+async fn a_canary_listing_no_alerts_alerts_the_controller_wide_slack_with_the_cluster_name() {
+    use fledge_controller::alerts::{Destination, ProviderType};
+    let receiver = Receiver::start(Some(200)).await;
+    let c = cluster_with(canary(json!({})), Some(deployment("podinfo:1")));
+    let settings = AlertSettings {
+        global: Some(Destination::new(
+            ProviderType::Slack,
+            &receiver.url,
+            Some("t0ken".into()),
+            None,
+            "",
+            "flagger",
+        )),
+        cluster_name: Some("prod-eu".into()),
+        ..c.alert_settings()
+    };
+    let ctx = c.context_alerting(Arc::new(FakeObserver(c.clone())), settings);
+    for _ in 0..2 {
+        c.reconcile(&ctx).await.expect("reconcile");
+        c.settle();
+    }
+    assert_eq!(c.phase(), "Initialized");
+    let got = receiver.wait_for(1).await;
+    assert_eq!(got[0].authorization.as_deref(), Some("Bearer t0ken"));
+    let attachment = &got[0].body["attachments"][0];
+    assert_eq!(
+        attachment["text"],
+        "New Deployment detected, initialization completed."
+    );
+    assert_eq!(
+        attachment["fields"][0],
+        json!({"title": "Cluster", "value": "prod-eu", "short": false})
+    );
+    assert_eq!(attachment["fields"][1]["title"], "Target");
 }

@@ -252,3 +252,44 @@ async fn a_config_rollout_stopped_before_any_single_write_ends_as_one_never_stop
         assert_eq!(outcome(&c), expected, "stopped before write {n}");
     }
 }
+
+/// The checksum on the primary's pod template, which restarts its pods when it changes.
+fn primary_checksum(c: &FakeCluster) -> Value {
+    c.get(PRIMARY).unwrap()["spec"]["template"]["metadata"]["annotations"]["fledge.dev/configs"]
+        .clone()
+}
+
+#[tokio::test]
+async fn a_primary_recreated_while_a_config_change_is_pending_is_restarted_by_its_promotion() {
+    let c = cluster_reading_configs();
+    run_until(&c, "Initialized", 8).await;
+    let analysed = primary_checksum(&c);
+    set_data(
+        &c,
+        &format!("{CONFIG_MAPS}/podinfo-config"),
+        json!({"a": "2"}),
+    );
+    c.advance_clock(Duration::from_secs(60));
+    reconcile_until(&c, |c| c.routes().is_some_and(|r| r.canary > 0)).await;
+    c.delete(PRIMARY);
+    reconcile_until(&c, |c| c.get(PRIMARY).is_some()).await;
+    // Recreated reading the copies of the last promotion: its checksum is theirs, not the
+    // pending change's.
+    assert_eq!(
+        c.get(&format!("{CONFIG_MAPS}/podinfo-config-primary"))
+            .unwrap()["data"],
+        json!({"a": "1"})
+    );
+    assert_eq!(primary_checksum(&c), analysed);
+    reconcile_until(&c, |c| c.phase() == "Succeeded").await;
+    assert_eq!(
+        c.get(&format!("{CONFIG_MAPS}/podinfo-config-primary"))
+            .unwrap()["data"],
+        json!({"a": "2"})
+    );
+    assert_ne!(
+        primary_checksum(&c),
+        analysed,
+        "the promotion changes the checksum, restarting the primary's pods on the new copies"
+    );
+}

@@ -700,58 +700,6 @@ async fn a_primary_recreated_from_a_taken_over_record_reads_flaggers_copies_not_
     );
 }
 
-// Flagger rolls DaemonSets out too (pkg/canary/daemonset_controller.go); Fledge does not yet, so
-// a Flagger Canary of one is refused by name at take-over and nothing Flagger made is touched:
-// the README tells to leave such Canaries with Flagger.
-#[tokio::test]
-async fn a_flagger_canary_of_a_daemonset_is_refused_by_name_and_nothing_is_touched() {
-    let c = flagger_cluster(
-        "Succeeded",
-        0,
-        flagger_owner("flagger.app/v1beta1", FLAGGER_UID),
-    );
-    let mut canary = c.get(FLAGGER_CANARY).unwrap();
-    canary["spec"]["targetRef"]["kind"] = json!("DaemonSet");
-    c.put(FLAGGER_CANARY, canary);
-    let before = uids(&c);
-    reconcile_times(&c, 3).await;
-    let writes = c.writes();
-    assert!(
-        writes
-            .iter()
-            .all(|w| w.starts_with("EVENT") || w.contains(FLAGGER_CANARY)),
-        "{writes:#?}"
-    );
-    assert_eq!(uids(&c), before);
-    let refused = events(&c);
-    assert!(
-        refused
-            .iter()
-            .any(|e| e.starts_with("EVENT Warning") && e.contains("DaemonSet")),
-        "{refused:#?}"
-    );
-    assert!(
-        !refused.iter().any(|e| e.contains("TakenOver")),
-        "{refused:#?}"
-    );
-    let status = c.flagger_status();
-    assert_eq!(
-        status["phase"], "Succeeded",
-        "Flagger's phase is left: {status}"
-    );
-    let stalled = status["conditions"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|c| c["type"] == "Stalled")
-        .cloned()
-        .expect("a Stalled condition");
-    assert!(
-        stalled["message"].as_str().unwrap().contains("DaemonSet"),
-        "{stalled}"
-    );
-}
-
 /// A take-over that cannot read the routing objects it adopts (a chart installed without the
 /// `provider`/`extraProviders` of Flagger's Canaries: 403) is retried, and a Warning Event on
 /// the Canary names the object refused and the setting to change: a log line alone leaves the

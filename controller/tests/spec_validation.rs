@@ -108,7 +108,7 @@ fn a_broken_canary_gets_every_error_with_its_field_path() {
     let errors = validate(&spec).unwrap_err().to_string();
     for expected in [
         "spec.targetRef.name: must name the workload",
-        "spec.targetRef.kind: must be Deployment, got `StatefulSet`",
+        "spec.targetRef.kind: must be Deployment or DaemonSet, got `StatefulSet`",
         "spec.service.port: must be a port between 1 and 65535, got 0",
         "spec.progressDeadlineSeconds: must be a positive number of seconds, got -5",
         "spec.analysis.interval: `5 minutes` is not a duration",

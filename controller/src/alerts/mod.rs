@@ -14,7 +14,7 @@ mod sender;
 
 pub use payload::{Message, ProviderType, UnknownProviderType, payload};
 #[cfg(feature = "cluster")]
-pub use sender::{Alerts, Settings};
+pub use sender::{Alerts, Destination, Settings};
 
 use crate::rollout::{Command, HookOutcome, Observation, Phase, RolloutState};
 use crate::spec::{AlertSeverity, Canary, HookGate, RolloutSpec};

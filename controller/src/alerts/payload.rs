@@ -1,6 +1,6 @@
 //! The body each alert provider expects, with the fields Flagger's notifiers send: Slack's
 //! attachment (Discord's Slack-compatible endpoint and Rocket.Chat take the same), a Teams
-//! MessageCard, and Fledge's `webhook`, shaped as an `event` hook's payload so that one receiver
+//! MessageCard, a Google Chat card, and Fledge's `webhook`, shaped as an `event` hook's payload so that one receiver
 //! can take both.
 
 use std::fmt;
@@ -18,11 +18,16 @@ pub enum ProviderType {
     Discord,
     Rocket,
     MsTeams,
+    /// Google Chat's incoming webhook: a card.
+    GChat,
     Webhook,
 }
 
 #[derive(Debug, thiserror::Error, PartialEq)]
-#[error("type `{0}` is not supported: Fledge sends to slack, msteams, discord, rocket and webhook")]
+#[error(
+    "type `{0}` is not supported: Fledge sends to slack, msteams, gchat, discord, rocket and \
+     webhook"
+)]
 pub struct UnknownProviderType(pub String);
 
 impl FromStr for ProviderType {
@@ -34,6 +39,7 @@ impl FromStr for ProviderType {
             "discord" => Ok(ProviderType::Discord),
             "rocket" => Ok(ProviderType::Rocket),
             "msteams" => Ok(ProviderType::MsTeams),
+            "gchat" => Ok(ProviderType::GChat),
             "webhook" => Ok(ProviderType::Webhook),
             other => Err(UnknownProviderType(other.to_string())),
         }
@@ -47,6 +53,7 @@ impl fmt::Display for ProviderType {
             ProviderType::Discord => "discord",
             ProviderType::Rocket => "rocket",
             ProviderType::MsTeams => "msteams",
+            ProviderType::GChat => "gchat",
             ProviderType::Webhook => "webhook",
         })
     }
@@ -141,6 +148,21 @@ pub fn payload(kind: ProviderType, alert: &Alert, m: &Message<'_>) -> Value {
                     "activityTitle": alert.message,
                     "activitySubtitle": workload,
                     "facts": facts,
+                }],
+            })
+        }
+        ProviderType::GChat => {
+            // A card: the workload as its subtitle, a section for the message and one a field.
+            let text = |value: &str| format!("<font color=#848484><strong>{value}</strong></font>");
+            let mut sections =
+                vec![json!({"widgets": [{"textParagraph": {"text": text(&alert.message)}}]})];
+            sections.extend(alert.fields.iter().map(|(name, value)| {
+                json!({"widgets": [{"textParagraph": {"text": format!("{name}<br>{}", text(value))}}]})
+            }));
+            json!({
+                "cards": [{
+                    "header": {"title": "Fledge", "subtitle": workload},
+                    "sections": sections,
                 }],
             })
         }

@@ -37,6 +37,11 @@ pub struct Settings {
     pub first_backoff: Duration,
     /// The longest an attempt may take (Flagger's notifiers wait 5 s).
     pub timeout: Duration,
+    /// Where the alerts of a Canary that lists none go (Flagger's controller-wide
+    /// `-slack-url`, `-msteams-url`); none: nowhere.
+    pub global: Option<Destination>,
+    /// Flagger's `-cluster-name`: a `Cluster` field first in every alert.
+    pub cluster_name: Option<String>,
 }
 
 impl Default for Settings {
@@ -46,6 +51,8 @@ impl Default for Settings {
             attempts: 3,
             first_backoff: Duration::from_secs(1),
             timeout: Duration::from_secs(5),
+            global: None,
+            cluster_name: None,
         }
     }
 }
@@ -56,6 +63,8 @@ impl Default for Settings {
 pub struct Alerts {
     tx: mpsc::Sender<Job>,
     metrics: Arc<Metrics>,
+    global: bool,
+    cluster_name: Option<String>,
 }
 
 #[derive(Debug)]
@@ -68,18 +77,41 @@ struct Job {
     phase: String,
     checksum: String,
     timestamp: Millis,
+    /// The Canary's alerts; none: the controller-wide destination.
     to: Vec<CanaryAlert>,
     alert: Alert,
 }
 
-/// Where one alert goes, read from its provider.
-struct Destination {
+/// Where one alert goes: read from its provider, or the controller-wide one.
+#[derive(Clone, Debug)]
+pub struct Destination {
     kind: ProviderType,
     url: String,
     token: Option<String>,
     proxy: Option<String>,
     channel: String,
     username: String,
+}
+
+impl Destination {
+    /// `kind` at `address`, as a provider of that type with these fields would be read.
+    pub fn new(
+        kind: ProviderType,
+        address: &str,
+        token: Option<String>,
+        proxy: Option<String>,
+        channel: &str,
+        username: &str,
+    ) -> Self {
+        Destination {
+            kind,
+            url: kind.url(address),
+            token: token.filter(|t| !t.is_empty() && kind.takes_token()),
+            proxy: proxy.filter(|p| !p.is_empty()),
+            channel: channel.to_string(),
+            username: username.to_string(),
+        }
+    }
 }
 
 impl Alerts {
@@ -90,17 +122,28 @@ impl Alerts {
 
     pub fn with_settings(client: Client, metrics: Arc<Metrics>, settings: Settings) -> Alerts {
         let (tx, rx) = mpsc::channel(settings.capacity.max(1));
+        let global = settings.global.is_some();
+        let cluster_name = settings.cluster_name.clone().filter(|n| !n.is_empty());
         tokio::spawn(deliver_all(rx, client, metrics.clone(), settings));
-        Alerts { tx, metrics }
+        Alerts {
+            tx,
+            metrics,
+            global,
+            cluster_name,
+        }
     }
 
-    /// Queues `alerts` about `canary`, now in `state`, for its `analysis.alerts`; never waits.
+    /// Queues `alerts` about `canary`, now in `state`, for its `analysis.alerts` (none: for the
+    /// controller-wide destination, if any); never waits.
     pub fn send(&self, canary: &Canary, state: &RolloutState, now: Millis, alerts: Vec<Alert>) {
         let to = &canary.spec.analysis.alerts;
-        if to.is_empty() {
+        if to.is_empty() && !self.global {
             return;
         }
-        for alert in alerts {
+        for mut alert in alerts {
+            if let Some(cluster) = &self.cluster_name {
+                alert.fields.insert(0, ("Cluster".into(), cluster.clone()));
+            }
             let job = Job {
                 about: flagger::object_ref(canary),
                 flagger: flagger::is_flagger(canary),
@@ -135,6 +178,13 @@ async fn deliver_all(
 ) {
     let mut http = HttpClients::default();
     while let Some(job) = rx.recv().await {
+        if job.to.is_empty()
+            && let Some(d) = &settings.global
+        {
+            // Flagger's controller-wide notifier: every severity.
+            let outcome = deliver(&mut http, d, &job, &settings).await;
+            record(&metrics, &job, "controller-wide", outcome);
+        }
         for to in &job.to {
             // Validation refused any other severity; an unreadable one sends everything.
             let least = AlertSeverity::of(to).unwrap_or(AlertSeverity::Info);
@@ -148,16 +198,20 @@ async fn deliver_all(
                     Err(why)
                 }
             };
-            match outcome {
-                Ok(()) => metrics.alert("sent"),
-                Err(why) => {
-                    warn!(
-                        namespace = %job.namespace, canary = %job.name, alert = %to.name,
-                        %why, "alert not sent"
-                    );
-                    metrics.alert("failed");
-                }
-            }
+            record(&metrics, &job, &to.name, outcome);
+        }
+    }
+}
+
+/// Counts a delivery, and logs one that failed.
+fn record(metrics: &Metrics, job: &Job, alert: &str, outcome: Result<(), String>) {
+    match outcome {
+        Ok(()) => metrics.alert("sent"),
+        Err(why) => {
+            warn!(
+                namespace = %job.namespace, canary = %job.name, %alert, %why, "alert not sent"
+            );
+            metrics.alert("failed");
         }
     }
 }
@@ -249,20 +303,16 @@ async fn destination(client: &Client, job: &Job, to: &CanaryAlert) -> Result<Des
             "AlertProvider {what}: address `{url}` is not an http(s) URL"
         ));
     }
-    Ok(Destination {
+    let channel = spec.channel.filter(|c| !c.is_empty());
+    let username = spec.username.filter(|u| !u.is_empty());
+    Ok(Destination::new(
         kind,
-        url: kind.url(&url),
+        &url,
         token,
-        proxy: spec.proxy.filter(|p| !p.is_empty()),
-        channel: spec
-            .channel
-            .filter(|c| !c.is_empty())
-            .unwrap_or_else(|| "general".into()),
-        username: spec
-            .username
-            .filter(|u| !u.is_empty())
-            .unwrap_or_else(|| "flagger".into()),
-    })
+        spec.proxy,
+        channel.as_deref().unwrap_or("general"),
+        username.as_deref().unwrap_or("flagger"),
+    ))
 }
 
 /// One HTTP client per proxy.

@@ -203,6 +203,19 @@ fn slack_teams_and_webhook_bodies_carry_flaggers_fields() {
             }],
         })
     );
+    let grey = |v: &str| format!("<font color=#848484><strong>{v}</strong></font>");
+    assert_eq!(
+        payload(ProviderType::GChat, &alert, &m),
+        serde_json::json!({"cards": [{
+            "header": {"title": "Fledge", "subtitle": "podinfo.test"},
+            "sections": [
+                {"widgets": [{"textParagraph": {"text": grey("Rolling back podinfo")}}]},
+                {"widgets": [{"textParagraph": {
+                    "text": format!("Target<br>{}", grey("Deployment/podinfo.test"))}}]},
+            ],
+        }]})
+    );
+    assert_eq!("gchat".parse(), Ok(ProviderType::GChat));
     assert_eq!(
         payload(ProviderType::Webhook, &alert, &m),
         serde_json::json!({

@@ -7,11 +7,10 @@ use kube::Client;
 use kube::api::{Api, DynamicObject, Patch, PatchParams};
 use serde_json::{Map, Value, json};
 
-use k8s_openapi::api::apps::v1::Deployment;
-
 use super::flagger::{self, Record, STATE_ANNOTATION};
 use super::status::merge_patch;
-use super::{Error, Result, workloads};
+use super::workloads::{self, TargetKind, Workloads};
+use super::{Error, Result};
 use crate::spec::{Canary, CanaryStatus};
 
 /// The API of one namespace's Canaries of one group.
@@ -177,18 +176,11 @@ impl CanaryApi {
         let name = canary.metadata.name.clone().ok_or(Error::Unnamed("name"))?;
         let object = api.get(&name).await.map_err(read(&name))?;
         let primary = workloads::primary_name(&canary.spec.target_ref.name);
-        let deployments: Api<Deployment> = match &canary.metadata.namespace {
-            Some(ns) => Api::namespaced(api.clone().into_client(), ns),
-            None => Api::default_namespaced(api.clone().into_client()),
-        };
-        let found = deployments
-            .get_opt(&primary)
-            .await
-            .map_err(|source| Error::Read {
-                kind: "Deployment",
-                name: primary,
-                source,
-            })?;
+        let namespace = canary.metadata.namespace.clone().unwrap_or_default();
+        let kind = TargetKind::of(&canary.spec.target_ref.kind).unwrap_or_default();
+        let found = Workloads::new(api.clone().into_client(), &namespace, kind)
+            .deployment(&primary)
+            .await?;
         Ok(Record {
             flagger_last_applied_spec: flagger::flagger_last_applied_spec(&object),
             primary_flagger_id: found.as_ref().and_then(flagger::primary_flagger_id),

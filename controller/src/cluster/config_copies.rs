@@ -230,6 +230,14 @@ pub fn revision(target: &Deployment, tracked: &Tracked) -> String {
     format!("{}-{sum}", workloads::revision(target))
 }
 
+/// The reference to a config's `-primary` copy.
+fn copy_of(r: &ConfigRef) -> ConfigRef {
+    ConfigRef {
+        kind: r.kind,
+        name: format!("{}{SUFFIX}", r.name),
+    }
+}
+
 /// The copy of a tracked config for the primary: `<name>-primary`, its content, owned by the
 /// Canary.
 pub fn copy(canary: &Canary, config: &Config) -> Config {
@@ -319,14 +327,22 @@ impl Configs {
         Ok(Tracked(out))
     }
 
+    /// `tracked` with each config's content replaced by its `-primary` copy's, where there is
+    /// one: what a primary reading the copies reads. A config changed since the last promotion
+    /// differs from its copy until the next one.
+    pub async fn as_copied(&self, tracked: Tracked) -> Result<Tracked> {
+        let mut out = BTreeMap::new();
+        for (r, config) in tracked.0 {
+            let copied = self.read(&copy_of(&r)).await?;
+            out.insert(r, copied.unwrap_or(config));
+        }
+        Ok(Tracked(out))
+    }
+
     /// Whether the `-primary` copy of every tracked config exists with the same content.
     pub async fn copies_current(&self, tracked: &Tracked) -> Result<bool> {
         for (r, config) in &tracked.0 {
-            let copy = ConfigRef {
-                kind: r.kind,
-                name: format!("{}{SUFFIX}", r.name),
-            };
-            let found = self.read(&copy).await?;
+            let found = self.read(&copy_of(r)).await?;
             let same = match (config, &found) {
                 (Config::Map(a), Some(Config::Map(b))) => {
                     (&a.data, &a.binary_data) == (&b.data, &b.binary_data)

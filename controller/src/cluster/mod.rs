@@ -16,6 +16,7 @@
 mod canaries;
 pub mod cli;
 pub mod config_copies;
+mod daemonsets;
 pub mod deadline;
 pub mod flagger;
 pub mod lease;

@@ -10,7 +10,7 @@
 use std::collections::BTreeMap;
 use std::fmt;
 
-use k8s_openapi::api::apps::v1::{Deployment, ReplicaSet};
+use k8s_openapi::api::apps::v1::{DaemonSet, Deployment, ReplicaSet};
 use k8s_openapi::api::autoscaling::v2::HorizontalPodAutoscaler;
 use k8s_openapi::api::core::v1::{Pod, Service};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta, OwnerReference};
@@ -18,6 +18,7 @@ use kube::Client;
 use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams};
 
 use super::config_copies::{self, Tracked};
+use super::daemonsets;
 pub use super::selectors::{
     Selectors, primary_pod_spec, rewritten_keys, selectors, target_pod_spec,
 };
@@ -37,8 +38,10 @@ const NOT_COPIED: &[&str] = &[
 pub enum WorkloadProblem {
     /// The target Deployment has no `spec.selector.matchLabels`.
     NoSelector { target: String },
-    /// The target kind is not a Deployment.
+    /// The target kind is neither a Deployment nor a DaemonSet.
     UnsupportedKind { target: String, kind: String },
+    /// A DaemonSet updated `OnDelete`: a promotion would leave the old pods running.
+    NotRollingUpdate { target: String },
 }
 
 impl fmt::Display for WorkloadProblem {
@@ -51,9 +54,55 @@ impl fmt::Display for WorkloadProblem {
             ),
             WorkloadProblem::UnsupportedKind { target, kind } => write!(
                 f,
-                "spec.targetRef {target} has kind {kind}; only Deployment is supported"
+                "spec.targetRef {target} has kind {kind}; only Deployment and DaemonSet are \
+                 supported"
+            ),
+            WorkloadProblem::NotRollingUpdate { target } => write!(
+                f,
+                "DaemonSet {target} has updateStrategy OnDelete; a canary DaemonSet must have the \
+                 RollingUpdate strategy, or a promotion would leave its old pods running"
             ),
         }
+    }
+}
+
+/// The kinds of workload a Canary can roll out (`spec.targetRef.kind`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum TargetKind {
+    #[default]
+    Deployment,
+    /// Read and written in the shape of a Deployment: see [`super::daemonsets`].
+    DaemonSet,
+}
+
+impl TargetKind {
+    /// The kind `spec.targetRef.kind` names (none is a Deployment), or `None` for another.
+    pub fn of(kind: &str) -> Option<Self> {
+        match kind {
+            "" | "Deployment" => Some(TargetKind::Deployment),
+            "DaemonSet" => Some(TargetKind::DaemonSet),
+            _ => None,
+        }
+    }
+
+    /// The kind's name, as in `kind:`.
+    pub fn name(self) -> &'static str {
+        match self {
+            TargetKind::Deployment => "Deployment",
+            TargetKind::DaemonSet => "DaemonSet",
+        }
+    }
+}
+
+/// A target that can be rolled out as it is updated: Flagger refuses a DaemonSet updated
+/// `OnDelete`, and so does Fledge.
+pub fn rolls_on_update(target: &Deployment) -> Result<(), WorkloadProblem> {
+    let strategy = target.spec.as_ref().and_then(|s| s.strategy.as_ref());
+    match strategy.and_then(|s| s.type_.as_deref()) {
+        Some("OnDelete") => Err(WorkloadProblem::NotRollingUpdate {
+            target: target.metadata.name.clone().unwrap_or_default(),
+        }),
+        _ => Ok(()),
     }
 }
 
@@ -312,9 +361,11 @@ pub fn primary_hpa(canary: &Canary, hpa: &HorizontalPodAutoscaler) -> Horizontal
     }
 }
 
-/// Reads and writes the workloads of one namespace.
+/// Reads and writes the workloads of one namespace; the target and its primary are of `kind`.
 pub struct Workloads {
+    kind: TargetKind,
     deployments: Api<Deployment>,
+    daemon_sets: Api<DaemonSet>,
     pods: Api<Pod>,
     replica_sets: Api<ReplicaSet>,
     services: Api<Service>,
@@ -332,9 +383,11 @@ fn write(kind: &'static str, name: &str) -> impl FnOnce(kube::Error) -> Error {
 }
 
 impl Workloads {
-    pub fn new(client: Client, namespace: &str) -> Self {
+    pub fn new(client: Client, namespace: &str, kind: TargetKind) -> Self {
         Workloads {
+            kind,
             deployments: Api::namespaced(client.clone(), namespace),
+            daemon_sets: Api::namespaced(client.clone(), namespace),
             pods: Api::namespaced(client.clone(), namespace),
             replica_sets: Api::namespaced(client.clone(), namespace),
             services: Api::namespaced(client.clone(), namespace),
@@ -342,12 +395,27 @@ impl Workloads {
         }
     }
 
-    /// A Deployment, or `None` when it does not exist.
+    /// The kind of the target and its primary.
+    pub fn kind(&self) -> TargetKind {
+        self.kind
+    }
+
+    /// The workload (a DaemonSet in the shape of a Deployment), or `None` when it does not
+    /// exist.
     pub async fn deployment(&self, name: &str) -> Result<Option<Deployment>> {
-        self.deployments
-            .get_opt(name)
-            .await
-            .map_err(read("Deployment", name))
+        match self.kind {
+            TargetKind::Deployment => self
+                .deployments
+                .get_opt(name)
+                .await
+                .map_err(read("Deployment", name)),
+            TargetKind::DaemonSet => Ok(self
+                .daemon_sets
+                .get_opt(name)
+                .await
+                .map_err(read("DaemonSet", name))?
+                .map(daemonsets::as_deployment)),
+        }
     }
 
     /// The pods a Deployment's selector labels select.
@@ -362,11 +430,16 @@ impl Workloads {
         Ok(list.items)
     }
 
-    /// The ReplicaSets a Deployment's selector labels select (its own among them).
+    /// The ReplicaSets a Deployment's selector labels select (its own among them). A DaemonSet
+    /// has none (its revisions are ControllerRevisions, not read yet): its pods are not judged
+    /// one by one, and a canary that never becomes ready fails at its progress deadline.
     pub async fn replica_sets(
         &self,
         selector: &BTreeMap<String, String>,
     ) -> Result<Vec<ReplicaSet>> {
+        if self.kind == TargetKind::DaemonSet {
+            return Ok(Vec::new());
+        }
         let labels: Vec<String> = selector.iter().map(|(k, v)| format!("{k}={v}")).collect();
         let params = ListParams::default().labels(&labels.join(","));
         let list = self
@@ -402,8 +475,17 @@ impl Workloads {
             .map_err(read("HorizontalPodAutoscaler", name))
     }
 
+    /// Applies a workload built in the shape of a Deployment, as the target's kind.
     pub async fn apply_deployment(&self, dep: &Deployment) -> Result<()> {
         let name = dep.metadata.name.clone().unwrap_or_default();
+        if self.kind == TargetKind::DaemonSet {
+            let ds = daemonsets::from_deployment(dep);
+            self.daemon_sets
+                .patch(&name, &apply(), &Patch::Apply(&ds))
+                .await
+                .map_err(write("DaemonSet", &name))?;
+            return Ok(());
+        }
         self.deployments
             .patch(&name, &apply(), &Patch::Apply(dep))
             .await
@@ -429,35 +511,47 @@ impl Workloads {
         Ok(())
     }
 
-    /// Sets a Deployment's replicas (a merge patch: the user keeps ownership of the rest).
+    /// A JSON merge patch of a workload (the user keeps ownership of the rest).
     pub async fn merge_deployment(&self, name: &str, body: &serde_json::Value) -> Result<()> {
-        self.deployments
-            .patch(name, &PatchParams::default(), &Patch::Merge(body))
-            .await
-            .map_err(write("Deployment", name))?;
-        Ok(())
+        let params = PatchParams::default();
+        let kind = self.kind.name();
+        let patched = match self.kind {
+            TargetKind::Deployment => self
+                .deployments
+                .patch(name, &params, &Patch::Merge(body))
+                .await
+                .map(drop),
+            TargetKind::DaemonSet => self
+                .daemon_sets
+                .patch(name, &params, &Patch::Merge(body))
+                .await
+                .map(drop),
+        };
+        patched.map_err(write(kind, name))
     }
 
+    /// Sets a Deployment's replicas; a DaemonSet has none, and is scaled to zero (any other
+    /// count: back) by Flagger's node selector ([`daemonsets::scale_patch`]).
     pub async fn scale(&self, name: &str, replicas: i32) -> Result<()> {
-        let patch = serde_json::json!({ "spec": { "replicas": replicas } });
-        self.deployments
-            .patch(name, &PatchParams::default(), &Patch::Merge(&patch))
-            .await
-            .map_err(write("Deployment", name))?;
-        Ok(())
+        let patch = match self.kind {
+            TargetKind::Deployment => serde_json::json!({ "spec": { "replicas": replicas } }),
+            TargetKind::DaemonSet => daemonsets::scale_patch(replicas > 0),
+        };
+        self.merge_deployment(name, &patch).await
     }
 
-    /// Deletes a Deployment; one already gone is fine.
+    /// Deletes a workload; one already gone is fine.
     pub async fn delete_deployment(&self, name: &str) -> Result<()> {
-        match self
-            .deployments
-            .delete(name, &DeleteParams::default())
-            .await
-        {
-            Ok(_) => Ok(()),
+        let params = DeleteParams::default();
+        let deleted = match self.kind {
+            TargetKind::Deployment => self.deployments.delete(name, &params).await.map(drop),
+            TargetKind::DaemonSet => self.daemon_sets.delete(name, &params).await.map(drop),
+        };
+        match deleted {
+            Ok(()) => Ok(()),
             Err(kube::Error::Api(s)) if s.code == 404 => Ok(()),
             Err(source) => Err(Error::Write {
-                kind: "Deployment",
+                kind: self.kind.name(),
                 name: name.into(),
                 source,
             }),

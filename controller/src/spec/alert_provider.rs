@@ -31,8 +31,8 @@ pub struct CanaryAlert {
 )]
 #[serde(rename_all = "camelCase")]
 pub struct AlertProviderSpec {
-    /// `slack`, `msteams`, `discord`, `rocket`, or `webhook` (Fledge only: a JSON `POST` shaped
-    /// as an `event` hook's).
+    /// `slack`, `msteams`, `gchat`, `discord`, `rocket`, or `webhook` (Fledge only: a JSON `POST`
+    /// shaped as an `event` hook's).
     #[serde(rename = "type")]
     pub type_: String,
     /// Slack, Discord and Rocket.Chat: the channel (default `general`).

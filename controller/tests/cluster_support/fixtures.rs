@@ -42,6 +42,27 @@ pub fn deployment(image: &str) -> Value {
     })
 }
 
+pub const DS_TARGET: &str = "/apis/apps/v1/namespaces/test/daemonsets/podinfo";
+pub const DS_PRIMARY: &str = "/apis/apps/v1/namespaces/test/daemonsets/podinfo-primary";
+
+/// The target DaemonSet, running `image` on the nodes with SSDs.
+pub fn daemon_set(image: &str) -> Value {
+    json!({
+        "apiVersion": "apps/v1",
+        "kind": "DaemonSet",
+        "metadata": {"name": "podinfo", "namespace": NS, "labels": {"app": "podinfo"}},
+        "spec": {
+            "selector": {"matchLabels": {"app": "podinfo"}},
+            "updateStrategy": {"type": "RollingUpdate", "rollingUpdate": {"maxUnavailable": 1}},
+            "template": {
+                "metadata": {"labels": {"app": "podinfo"}},
+                "spec": {"containers": [{"name": "podinfo", "image": image}],
+                         "nodeSelector": {"disk": "ssd"}}
+            }
+        }
+    })
+}
+
 /// A cluster with the Canary (finalizer already added) and its target.
 pub fn cluster_with(canary: Value, target: Option<Value>) -> FakeCluster {
     let c = FakeCluster::new();

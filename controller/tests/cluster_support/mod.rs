@@ -48,6 +48,10 @@ pub const NS: &str = "test";
 pub const CANARY: &str = "/apis/fledge.dev/v1alpha1/namespaces/test/canaries/podinfo";
 pub const TARGET: &str = "/apis/apps/v1/namespaces/test/deployments/podinfo";
 pub const PRIMARY: &str = "/apis/apps/v1/namespaces/test/deployments/podinfo-primary";
+/// The node selector with which Flagger keeps a DaemonSet's pods off every node.
+pub const SCALE_TO_ZERO: &str = "flagger.app/scale-to-zero";
+/// The nodes a DaemonSet schedules its pods on in these tests.
+pub const NODES: i64 = 3;
 pub const EVENTS: &str = "/apis/events.k8s.io/v1/namespaces/test/events";
 
 /// One request the controller made (or one call to the fake router).
@@ -246,10 +250,22 @@ impl FakeCluster {
             .insert("podinfo".into(), weights);
     }
 
-    /// The kubelet and the Deployment controller catch up: every Deployment's rollout completes.
+    /// The kubelet and the Deployment controller catch up: every Deployment's rollout completes;
+    /// so does every DaemonSet's, on [`NODES`] nodes (none with Flagger's scale-to-zero node
+    /// selector).
     pub fn settle(&self) {
         let mut s = self.store.lock().unwrap();
         for (path, obj) in s.objects.iter_mut() {
+            if path.contains("/daemonsets/") {
+                let off = &obj["spec"]["template"]["spec"]["nodeSelector"][SCALE_TO_ZERO];
+                let n = if off.is_null() { NODES } else { 0 };
+                obj["status"] = json!({
+                    "observedGeneration": obj["metadata"]["generation"].clone(),
+                    "desiredNumberScheduled": n, "currentNumberScheduled": n, "numberReady": n,
+                    "updatedNumberScheduled": n, "numberAvailable": n, "numberMisscheduled": 0,
+                });
+                continue;
+            }
             if !path.contains("/deployments/") {
                 continue;
             }
@@ -514,7 +530,13 @@ impl FakeCluster {
         &self,
         ctx: &Arc<Context>,
     ) -> Result<kube::runtime::controller::Action, fledge_controller::cluster::Error> {
-        fledge_controller::cluster::reconcile(Arc::new(self.canary()), ctx.clone()).await
+        // Boxed: a test driving several lives in one future would otherwise carry a reconcile's
+        // state in its own, near a debug build's thread stack limit.
+        Box::pin(fledge_controller::cluster::reconcile(
+            Arc::new(self.canary()),
+            ctx.clone(),
+        ))
+        .await
     }
 
     /// The recorded rollout phase, if any.

@@ -17,7 +17,7 @@
 
 use std::collections::BTreeSet;
 
-use k8s_openapi::api::apps::v1::Deployment;
+use k8s_openapi::api::apps::v1::{DaemonSet, Deployment};
 use k8s_openapi::api::autoscaling::v2::HorizontalPodAutoscaler;
 use k8s_openapi::api::core::v1::{ConfigMap, Secret, Service};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ManagedFieldsEntry, OwnerReference};
@@ -27,6 +27,7 @@ use serde_json::{Map, Value, json};
 use tracing::{info, warn};
 
 use super::super::config_copies::{ConfigKind, ConfigRef};
+use super::super::workloads::TargetKind;
 use super::super::{Error, FIELD_MANAGER, Result, flagger, scaled_objects, workloads};
 use super::tick::Tick;
 use crate::router::api_resource;
@@ -77,10 +78,11 @@ impl Tick<'_> {
                 fields: true,
             });
         };
-        copy(
-            ApiResource::erase::<Deployment>(&()),
-            workloads::primary_name(target),
-        );
+        let primary = match self.workloads.kind() {
+            TargetKind::Deployment => ApiResource::erase::<Deployment>(&()),
+            TargetKind::DaemonSet => ApiResource::erase::<DaemonSet>(&()),
+        };
+        copy(primary, workloads::primary_name(target));
         let names = service_names(self.canary);
         for name in [&names.apex, &names.primary, &names.canary] {
             copy(ApiResource::erase::<Service>(&()), name.clone());

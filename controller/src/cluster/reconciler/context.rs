@@ -88,9 +88,10 @@ impl Context {
         observer: Arc<dyn Observer>,
         config: Config,
         metrics: Arc<Metrics>,
+        alerts: crate::alerts::Settings,
     ) -> Self {
         Context {
-            alerts: Alerts::start(client.clone(), metrics.clone()),
+            alerts: Alerts::with_settings(client.clone(), metrics.clone(), alerts),
             client,
             routing,
             observer,

@@ -47,6 +47,7 @@ impl Problem {
             Problem::TargetNotFound(_) => "TargetNotFound",
             Problem::Workload(WorkloadProblem::NoSelector { .. }) => "TargetWithoutSelector",
             Problem::Workload(WorkloadProblem::UnsupportedKind { .. }) => "UnsupportedTarget",
+            Problem::Workload(WorkloadProblem::NotRollingUpdate { .. }) => "TargetNotRollingUpdate",
             Problem::UnknownCommand(_) => "UnknownCommand",
             Problem::PutBack(_) => "PutBack",
             Problem::PrimaryLost { .. } => "PrimaryTemplateUnknown",
@@ -63,8 +64,8 @@ impl Problem {
                 "status.state is not a rollout state ({e}); nothing is changed until it is \
                  cleared or fixed"
             ),
-            Problem::TargetNotFound(name) => {
-                format!("target Deployment {name} not found (spec.targetRef.name)")
+            Problem::TargetNotFound(target) => {
+                format!("target {target} not found (spec.targetRef.name)")
             }
             Problem::Workload(p) => p.to_string(),
             Problem::UnknownCommand(c) => format!(

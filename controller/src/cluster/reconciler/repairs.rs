@@ -107,9 +107,12 @@ impl Tick<'_> {
             Some(replicas) => replicas,
             None => self.canary_replicas(Some(target)).await?,
         };
-        // The copies of its configs are those of the last promotion: they are not rewritten.
+        // The copies of its configs are those of the last promotion: they are not rewritten, and
+        // the checksum on its template is of what it reads, theirs, so that promoting a config
+        // changed since changes the checksum and restarts its pods.
         let pod_spec = source.spec.as_ref().and_then(|s| s.template.spec.as_ref());
         let tracked = self.configs.tracked(pod_spec).await?;
+        let tracked = self.configs.as_copied(tracked).await?;
         let built =
             workloads::primary_deployment(self.canary, &source, None, Some(replicas), &tracked);
         let Ok(dep) = built else {

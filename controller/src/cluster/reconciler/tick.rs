@@ -10,7 +10,7 @@ use kube::runtime::controller::Action as Requeue;
 use super::super::canaries::CanaryApi;
 use super::super::config_copies::{self, Configs, Tracked};
 use super::super::scaled_objects::ScaledObjects;
-use super::super::workloads::{self, WorkloadProblem, Workloads};
+use super::super::workloads::{self, TargetKind, WorkloadProblem, Workloads};
 use super::super::{COMMAND_ANNOTATION, Error, Result, status};
 use super::Context;
 use super::problems::Problem;
@@ -46,11 +46,13 @@ impl<'a> Tick<'a> {
             Some(name) => name.parse(),
             None => Ok(ctx.config.default_provider),
         };
+        // Another kind is reported by `apply` before any workload is read.
+        let kind = TargetKind::of(&canary.spec.target_ref.kind).unwrap_or_default();
         Ok(Tick {
             canary,
             ctx,
             api: CanaryApi::of(ctx.client.clone(), &namespace, canary),
-            workloads: Workloads::new(ctx.client.clone(), &namespace),
+            workloads: Workloads::new(ctx.client.clone(), &namespace, kind),
             scaled_objects: ScaledObjects::new(ctx.client.clone(), &namespace),
             configs: Configs::new(ctx.client.clone(), &namespace),
             tracked: tokio::sync::OnceCell::new(),
@@ -92,7 +94,7 @@ impl<'a> Tick<'a> {
             Err(e) => return self.report(Problem::UnreadableState(e)).await,
         };
         let kind = &self.canary.spec.target_ref.kind;
-        if !kind.is_empty() && kind != "Deployment" {
+        if TargetKind::of(kind).is_none() {
             let problem = WorkloadProblem::UnsupportedKind {
                 target: spec.target.clone(),
                 kind: kind.clone(),
@@ -105,10 +107,15 @@ impl<'a> Tick<'a> {
                 self.set_routes(Routes::PRIMARY_ONLY).await?;
             }
             return self
-                .report(Problem::TargetNotFound(spec.target.clone()))
+                .report(Problem::TargetNotFound(format!(
+                    "{} {}",
+                    self.workloads.kind().name(),
+                    spec.target
+                )))
                 .await;
         };
-        if let Err(p) = workloads::selector_labels(&target) {
+        if let Err(p) = workloads::selector_labels(&target).and(workloads::rolls_on_update(&target))
+        {
             return self.report(Problem::Workload(p)).await;
         }
         let command = match self.command() {

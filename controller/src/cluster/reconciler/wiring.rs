@@ -3,7 +3,7 @@
 use std::sync::Arc;
 
 use futures::{FutureExt, StreamExt};
-use k8s_openapi::api::apps::v1::Deployment;
+use k8s_openapi::api::apps::v1::{DaemonSet, Deployment};
 use k8s_openapi::api::core::v1::Service;
 use kube::ResourceExt;
 use kube::api::{Api, DynamicObject};
@@ -109,10 +109,12 @@ async fn log_errors<T, E: std::fmt::Display>(res: Result<T, E>) {
     }
 }
 
-/// A Canary controller with what else wakes its Canaries: the objects they own (the primary,
-/// the generated Services, the default provider's routing objects: a change by hand is put
-/// back at once rather than at the next analysis tick) and their target Deployments (a new
-/// revision, readiness), which `targets` maps to the Canaries naming them.
+/// A Canary controller with what else wakes its Canaries: the objects they own (the generated
+/// Services, the default provider's routing objects: a change by hand is put back at once
+/// rather than at the next analysis tick), and their targets (a new revision, readiness) and
+/// primaries, which `targets` maps to the Canaries naming them. One stream a kind: targets and
+/// primaries, Deployments or DaemonSets, share theirs, a primary `<target>-primary` waking the
+/// Canaries of `<target>`.
 fn owning<K>(
     controller: Controller<K>,
     ctx: &Context,
@@ -136,20 +138,35 @@ where
             Some(ns) => (
                 Api::namespaced_with(client.clone(), ns, &resource),
                 Api::namespaced(client.clone(), ns),
-                Api::namespaced(client, ns),
+                Api::namespaced(client.clone(), ns),
             ),
             None => (
                 Api::all_with(client.clone(), &resource),
                 Api::all(client.clone()),
-                Api::all(client),
+                Api::all(client.clone()),
             ),
         };
+    let daemon_sets: Api<DaemonSet> = match ns {
+        Some(ns) => Api::namespaced(client, ns),
+        None => Api::all(client),
+    };
+    let wake = Arc::new(move |ns: Option<String>, name: String| {
+        let mut woken = match name.strip_suffix("-primary") {
+            Some(target) => targets(ns.clone(), target.to_string()),
+            None => Vec::new(),
+        };
+        woken.extend(targets(ns, name));
+        woken
+    });
+    let wake_too = wake.clone();
     controller
         .owns_with(routes, resource, watcher::Config::default())
-        .owns(deployments.clone(), watcher::Config::default())
         .owns(services, watcher::Config::default())
-        .watches(deployments, watcher::Config::default(), move |dep| {
-            targets(dep.namespace(), dep.name_any())
+        .watches(deployments, watcher::Config::default(), move |d| {
+            (*wake)(d.namespace(), d.name_any())
+        })
+        .watches(daemon_sets, watcher::Config::default(), move |d| {
+            (*wake_too)(d.namespace(), d.name_any())
         })
 }
 

@@ -168,14 +168,15 @@ pub fn validate(spec: &CanarySpec) -> Result<RolloutSpec, ValidationErrors> {
     }
     match spec.target_ref.kind.as_str() {
         "" | "Deployment" => {}
-        // Flagger rolls DaemonSets out too; Fledge's cluster shell does not yet.
-        "DaemonSet" => p.add(
-            "spec.targetRef.kind",
-            "DaemonSet targets are not supported yet; only Deployment",
+        // A DaemonSet has no replicas to autoscale; Flagger leaves the reference unused.
+        "DaemonSet" if spec.autoscaler_ref.is_some() => p.add(
+            "spec.autoscalerRef",
+            "a DaemonSet target cannot be autoscaled; remove the autoscalerRef",
         ),
+        "DaemonSet" => {}
         other => p.add(
             "spec.targetRef.kind",
-            format!("must be Deployment, got `{other}`"),
+            format!("must be Deployment or DaemonSet, got `{other}`"),
         ),
     }
     let provider = match spec.provider.as_deref().filter(|s| !s.is_empty()) {
