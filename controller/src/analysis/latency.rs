@@ -362,8 +362,9 @@ impl LatencyEvidence {
             }
             let t = bucket_bound_at(&self.bounds, &self.primary_seen, config.quantile);
             self.slow_above = Some(t);
+            // Fewer than one: expected counts (a forecast's) are fractional.
             self.empty_tail =
-                Buckets::from_counts(&self.bounds, &self.primary_seen).count_above(t) <= 0.0;
+                Buckets::from_counts(&self.bounds, &self.primary_seen).count_above(t) < 1.0;
             self.primary_seen.clear();
             out.slow_above = Some(t);
             out.reason = format!(
