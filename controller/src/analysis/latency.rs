@@ -62,7 +62,7 @@ use super::Counts;
 use super::Histogram;
 use super::mann_whitney::{Buckets, CompareError};
 use super::sequential::{
-    BetaBinomialSequence, LEANING_WORSE_ABOVE, REGRESSION_RATIOS, add_share_evidence, log_mean_exp,
+    BetaBinomialSequence, LEANING_WORSE_ABOVE, REGRESSION_RATIOS, add_share_evidence, log_mixture,
     number,
 };
 
@@ -239,7 +239,7 @@ impl LatencyEvidence {
         if self.log_lr.is_empty() {
             1.0
         } else {
-            log_mean_exp(&self.log_lr).exp()
+            log_mixture(&self.log_lr).exp()
         }
     }
 
