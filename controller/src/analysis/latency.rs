@@ -23,16 +23,36 @@
 //!   observation, whatever bucket it shares.
 //! - **No worse** (advance) needs evidence that the canary is no slower than the primary slowed
 //!   by the margin: its share of requests above `t` below the share of the primary's above
-//!   `t / (1 + margin)`, which a primary made `1 + margin` times slower would have above `t`.
-//!   Each share gets the beta-binomial always-valid confidence sequence of the error-rate test
-//!   (at `beta / 2` each), over the traffic since the bound was fixed, pooled across steps
-//!   (the versions do not change between steps, only the canary's weight: the argument is the
-//!   error-rate test's, [`super::sequential`], "What accumulates"); each step still needs
-//!   `min_requests` canary observations of its own before it may advance. `t / (1 + margin)` usually lies
-//!   inside a bucket; the primary's count above it is read linearly within that bucket, as
-//!   `histogram_quantile` reads a quantile, which is the only approximation here (of the margin,
-//!   not of the rollback bound). Without enough evidence the step holds, as the error rate's
-//!   Undecided does, and only a look with canary observations can advance.
+//!   `x = t / (1 + margin)`, which a primary made `1 + margin` times slower would have above
+//!   `t`. Each side's share gets the beta-binomial always-valid confidence sequence of the
+//!   error-rate test (`beta / 2` each side), over the traffic since the bound was fixed, pooled
+//!   across steps (the versions do not change between steps, only the canary's weight: the
+//!   argument is the error-rate test's, [`super::sequential`], "What accumulates"); each step
+//!   still needs `min_requests` canary observations of its own before it may advance. Without
+//!   enough evidence the step holds, as the error rate's Undecided does, and only a look with
+//!   canary observations can advance.
+//! - **The primary's share above `x`**, which usually lies inside a bucket `(a, b]`, is what
+//!   bucket counts do not give. From the counts alone it is only known to be at least the share
+//!   above `b`, which is `t` itself when the margin is finer than the buckets: a canary no
+//!   slower than primary would then never be shown no worse. Read linearly within the bucket,
+//!   as `histogram_quantile` reads a quantile, it is overstated in a tail, where the density
+//!   falls within the bucket (a p99 of 80 ms has 0.55% above 91 ms, read linearly as 1.4%: a
+//!   canary 35% slower passed a 10% margin). So it is read on the tail's own scale: `ln S`,
+//!   the log of the share above, is taken as linear in `ln x` between `a` and `b` (the tail
+//!   falls like a power law within one bucket), from the lower confidence bounds of the shares
+//!   above `a` and above `b` (`beta / 4` each, so both hold at once at `beta / 2`). That is a
+//!   lower bound whenever `ln S` is concave in `ln x` there: tails that fall at least as fast
+//!   as a power law within a bucket, as log-normal, exponential, gamma and Weibull tails do
+//!   everywhere. A tail heavier than that inside one bucket (a mixture whose slow part begins
+//!   inside it) is read too high, which makes NoWorse easier; the rollback side does not use
+//!   this read.
+//! - **When the primary has no observation above `t`** as the bound is fixed (nearly every
+//!   observation shares one bucket, the bound is that bucket's top), the buckets hold no tail to
+//!   read, and the share above `x` would be bounded by 0. The comparison is then made at the
+//!   histogram's resolution, decided before any evidence: the primary's share above `a`, the
+//!   highest bound at or below `x` (0, every request, when there is none), exactly what the
+//!   counts give; NoWorse then shows the canary no slower than the primary slowed by `t / a`,
+//!   the margin rounded up to the buckets, and the reason says so.
 
 use std::fmt;
 
@@ -42,7 +62,7 @@ use super::Counts;
 use super::Histogram;
 use super::mann_whitney::{Buckets, CompareError};
 use super::sequential::{
-    BetaBinomialSequence, LEANING_WORSE_ABOVE, REGRESSION_RATIOS, add_share_evidence, log_mean_exp,
+    BetaBinomialSequence, LEANING_WORSE_ABOVE, REGRESSION_RATIOS, add_share_evidence, log_mixture,
     number,
 };
 
@@ -152,6 +172,10 @@ pub struct LatencyEvidence {
     /// The slow bound, once fixed.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     slow_above: Option<f64>,
+    /// The primary had no observation above the slow bound when it was fixed: "no worse" is
+    /// judged at the buckets' resolution (see the module).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    empty_tail: bool,
     /// The primary's observations per bucket while the bound is being chosen.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     primary_seen: Vec<f64>,
@@ -215,7 +239,7 @@ impl LatencyEvidence {
         if self.log_lr.is_empty() {
             1.0
         } else {
-            log_mean_exp(&self.log_lr).exp()
+            log_mixture(&self.log_lr).exp()
         }
     }
 
@@ -338,6 +362,9 @@ impl LatencyEvidence {
             }
             let t = bucket_bound_at(&self.bounds, &self.primary_seen, config.quantile);
             self.slow_above = Some(t);
+            // Fewer than one: expected counts (a forecast's) are fractional.
+            self.empty_tail =
+                Buckets::from_counts(&self.bounds, &self.primary_seen).count_above(t) < 1.0;
             self.primary_seen.clear();
             out.slow_above = Some(t);
             out.reason = format!(
@@ -394,15 +421,11 @@ impl LatencyEvidence {
             );
             return out;
         }
-        let shifted = t / (1.0 + config.margin);
         let level = config.beta / 2.0;
         let canary_upper =
             BetaBinomialSequence::with_prior(pooled_canary, prior(config.quantile)).upper(level);
-        let primary_lower = BetaBinomialSequence::with_prior(
-            side(&self.pooled_primary, shifted),
-            prior(config.quantile),
-        )
-        .lower(level);
+        let shifted = t / (1.0 + config.margin);
+        let (primary_lower, read) = self.primary_share_lower(config, shifted, level);
         let below = canary_upper < primary_lower;
         let leaning_worse = out.e_value > LEANING_WORSE_ABOVE;
         out.step_clear = look_canary > 0.0 && !leaning_worse;
@@ -418,37 +441,112 @@ impl LatencyEvidence {
         };
         let comparison = if below { "<" } else { "≥" };
         out.reason = format!(
-            "{verb} at p{q} with margin {}%: canary's share slower than {} at most {}% {comparison} primary's share slower than {} at least {}% ({}% always-valid bounds); {evidence}",
+            "{verb} at p{q} with margin {}%: canary's share slower than {} at most {}% {comparison} primary's share slower than {read} at least {}% ({}% always-valid bounds); {evidence}",
             number(100.0 * config.margin),
             number(t),
             number(100.0 * canary_upper),
-            number(shifted),
             number(100.0 * primary_lower),
             number(100.0 * (1.0 - config.beta)),
         );
         out
     }
+
+    /// A lower confidence bound (at `level`) of the primary's share of requests slower than
+    /// `x`, over the pooled evidence, and how it was read, for the reason (see the module).
+    fn primary_share_lower(&self, config: &LatencyTestConfig, x: f64, level: f64) -> (f64, String) {
+        let pooled = Buckets::from_counts(&self.bounds, &self.pooled_primary);
+        let lower = |above: f64, level: f64| {
+            let counts = Counts {
+                requests: pooled.total(),
+                failures: if above > 0.0 {
+                    pooled.count_above(above)
+                } else {
+                    pooled.total()
+                },
+            };
+            BetaBinomialSequence::with_prior(counts, prior(config.quantile)).lower(level)
+        };
+        let a = resolved_bound(&self.bounds, x);
+        let t = self.slow_above.unwrap_or(x);
+        if self.empty_tail {
+            let resolved = if a > 0.0 { t / a - 1.0 } else { f64::INFINITY };
+            return (
+                lower(a, level),
+                format!(
+                    "{} (none of the primary's observations above {} as it was fixed: the buckets resolve a margin of {}%, not finer)",
+                    number(a),
+                    number(t),
+                    number(100.0 * resolved)
+                ),
+            );
+        }
+        let b = self
+            .bounds
+            .iter()
+            .copied()
+            .find(|&b| b >= x)
+            .unwrap_or(f64::INFINITY);
+        if a >= x || b == x {
+            return (lower(x, level), number(x));
+        }
+        if !b.is_finite() {
+            // Above the highest finite bound nothing is known but that the share is positive.
+            return (0.0, number(x));
+        }
+        let share = if a > 0.0 {
+            let weight = (x / a).ln() / (b / a).ln();
+            lower(a, level / 2.0).powf(1.0 - weight) * lower(b, level / 2.0).powf(weight)
+        } else {
+            // Below the first bound: at least the share above it.
+            lower(b, level)
+        };
+        (
+            share,
+            format!(
+                "{} (read between {} and {} as a power-law tail)",
+                number(x),
+                number(a),
+                number(b)
+            ),
+        )
+    }
 }
 
 /// The finite bucket bound whose share of the primary's observations above it is nearest to
-/// `1 - q` (as a ratio): the bound that best stands for the quantile. Istio's bounds are 2 to
+/// `1 - q` in log-odds: the bound that best stands for the quantile. Istio's bounds are 2 to
 /// 2.5 times apart, so the quantile can sit far from the bound above it (a p99 of 60 ms has
-/// 0.07% above 100 ms but 2% above 50 ms). With no observation above any bound, the highest.
+/// 0.07% above 100 ms but 2% above 50 ms). Log-odds weigh a share near 1 as far off as its
+/// complement near 0: when nearly every observation shares one bucket, the bound is that
+/// bucket's top, not the bound below, which nearly every observation exceeds (shares of all
+/// requests on both sides compare nothing). A bound with no observation above it (or none at
+/// or below it) counts as half of one.
 fn bucket_bound_at(bounds: &[f64], counts: &[f64], q: f64) -> f64 {
     let total: f64 = counts.iter().sum();
     let finite = &bounds[..bounds.len() - 1];
+    let log_odds = |share: f64| (share / (1.0 - share)).ln();
+    let target = log_odds(1.0 - q);
     let mut above = total;
     let mut best = (f64::INFINITY, finite[finite.len() - 1]);
     for (&bound, &count) in finite.iter().zip(counts) {
         above -= count;
-        if above > 0.0 {
-            let distance = (above / total / (1.0 - q)).ln().abs();
-            if distance < best.0 {
-                best = (distance, bound);
-            }
+        let share = above.max(0.5).min(total - 0.5) / total;
+        let distance = (log_odds(share) - target).abs();
+        if distance < best.0 {
+            best = (distance, bound);
         }
     }
     best.1
+}
+
+/// The highest bucket bound at or below `x`, or 0 (below every bound: every observation is
+/// above it) when there is none: the point nearest `x` whose share above it the bucket counts
+/// give exactly, and at least the share above `x`.
+fn resolved_bound(bounds: &[f64], x: f64) -> f64 {
+    bounds
+        .iter()
+        .copied()
+        .filter(|&b| b <= x * (1.0 + 1e-12))
+        .fold(0.0, f64::max)
 }
 
 /// A Beta prior for the confidence sequences with its mean at `1 - q` (the share above the

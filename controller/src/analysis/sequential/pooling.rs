@@ -87,6 +87,12 @@ fn a_canary_worse_by_the_margin_is_advanced_past_any_step_within_beta_with_poole
     // advances on NoWorse at any look of any step: the pooled bounds must keep the chance of
     // any such advance over the rollout within beta. The rollback side, at a tiny alpha, stays
     // out of the way.
+    //
+    // The two confidence sequences are conservative (each misses its side's rate far less
+    // often than its level), so the share advanced sits well below beta: about 0.1% here.
+    // The rates are where a laxer bound shows most (a primary failing 0.5% leaves its lower
+    // bound little room): with each side at 10x `beta / 2`, about 6% of rollouts advance, so
+    // the assertion is at beta itself, not beta plus sampling slack.
     let config = ErrorRateConfig {
         beta: 0.05,
         ..ErrorRateConfig::new(1e-9, RateMargin::Absolute(1.0), 100)
@@ -94,14 +100,14 @@ fn a_canary_worse_by_the_margin_is_advanced_past_any_step_within_beta_with_poole
     let runs = 1_000;
     let advanced = (0..runs)
         .filter(|&seed| {
-            rollout(seed as u64, &config, (0.02, 0.01), 2_000, 8, |d| {
+            rollout(seed as u64, &config, (0.015, 0.005), 2_000, 8, |d| {
                 d == Decision::NoWorse
             })
             .is_some()
         })
         .count();
     let rate = advanced as f64 / runs as f64;
-    assert!(rate <= within(0.05, runs), "advanced in {rate} of rollouts");
+    assert!(rate <= config.beta, "advanced in {rate} of rollouts");
 }
 
 #[test]

@@ -21,7 +21,7 @@ fn defaults_are_alpha_one_percent_one_point_margin_and_100_requests() {
 }
 
 #[test]
-fn the_e_value_is_the_mean_over_the_grid_of_binomial_likelihood_ratios() {
+fn the_e_value_is_the_weighted_mean_over_the_grid_of_binomial_likelihood_ratios() {
     // Equal traffic (q = 1/2), 3 canary and 1 primary failures. Under ratio r each failure is
     // the canary's with probability r/(1+r) instead of 1/2, so the likelihood ratio is
     // (2r/(1+r))^3 * (2/(1+r)) = 16 r^3 / (1+r)^4; for r = 3: 16 * 27 / 256 = 1.6875.
@@ -29,14 +29,26 @@ fn the_e_value_is_the_mean_over_the_grid_of_binomial_likelihood_ratios() {
     let j = evidence.observe(&config(), counts(1000.0, 3.0), counts(1000.0, 1.0));
     let lr = |r: f64| 16.0 * r.powi(3) / (1.0 + r).powi(4);
     assert!((lr(3.0) - 1.6875).abs() < 1e-12);
-    let expected: f64 =
-        REGRESSION_RATIOS.iter().map(|&r| lr(r)).sum::<f64>() / REGRESSION_RATIOS.len() as f64;
+    let expected: f64 = REGRESSION_RATIOS
+        .iter()
+        .zip(REGRESSION_WEIGHTS)
+        .map(|(&r, w)| w * lr(r))
+        .sum();
     assert!(
         (j.e_value - expected).abs() < 1e-9,
         "{} vs {expected}",
         j.e_value
     );
     assert_eq!(j.decision, Decision::Undecided);
+}
+
+#[test]
+fn the_mixtures_weights_sum_to_one() {
+    // More than 1 would void the alpha bound (the mixture's expectation under "no worse" is
+    // the weights' sum); less would waste evidence.
+    let sum: f64 = REGRESSION_WEIGHTS.iter().sum();
+    assert!((sum - 1.0).abs() < 1e-12, "{sum}");
+    assert!(REGRESSION_WEIGHTS.iter().all(|&w| w > 0.0));
 }
 
 #[test]
@@ -48,9 +60,9 @@ fn unequal_traffic_enters_through_the_canarys_share_of_requests() {
     let j = evidence.observe(&config(), counts(100.0, 1.0), counts(900.0, 0.0));
     let expected: f64 = REGRESSION_RATIOS
         .iter()
-        .map(|&r| 10.0 * r / (r + 9.0))
-        .sum::<f64>()
-        / REGRESSION_RATIOS.len() as f64;
+        .zip(REGRESSION_WEIGHTS)
+        .map(|(&r, w)| w * 10.0 * r / (r + 9.0))
+        .sum();
     assert!((j.e_value - expected).abs() < 1e-9);
 }
 
