@@ -9,6 +9,11 @@ use crate::analysis::verdict::{Mode, StepVerdict, gate, step_verdict};
 use crate::analysis::{MetricResult, Verdict, check_threshold};
 use crate::spec::{HookGate, Judge, MetricCheck};
 
+/// What a rollback by failed checks says once the statistical judge has handed the rollout
+/// over to the metrics' thresholds (see `RolloutState::threshold_fallback`), and no other.
+pub const JUDGED_BY_THRESHOLDS: &str =
+    "judged by the metrics' thresholds (the statistical judge's threshold mode)";
+
 /// The error levels of each comparison: `alpha` is shared between the compared metrics
 /// (Bonferroni), so the chance that any of them rolls back a canary no worse than primary stays
 /// within `alpha`; each gets the whole `beta` (= `alpha`), since advancing needs them all.
@@ -180,8 +185,14 @@ impl Tick<'_> {
         self.s.failed_checks += 1;
         let (n, threshold) = (self.s.failed_checks, self.spec.threshold);
         if n >= threshold {
+            // A rollback in threshold mode says so: it is not the statistical judge's evidence.
+            let mode = if self.s.threshold_fallback {
+                format!(", {JUDGED_BY_THRESHOLDS}")
+            } else {
+                String::new()
+            };
             self.rollback(format!(
-                "failed checks threshold reached ({n}/{threshold}): {why}"
+                "failed checks threshold reached ({n}/{threshold}){mode}: {why}"
             ));
         } else {
             self.event(

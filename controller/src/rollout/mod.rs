@@ -40,6 +40,7 @@ mod tick;
 
 pub use action::{Action, Severity};
 pub use forecast::{Forecast, ForecastEnd, StepForecast, forecast, log_normal_latency};
+pub use judging::JUDGED_BY_THRESHOLDS;
 pub use observation::{Command, HookOutcome, Observation, PodState, Readiness, Wants};
 pub use plan::{PlanStep, RolloutPlan, plan};
 pub use record::{StateError, StateVersion};
