@@ -1,6 +1,7 @@
-//! The analysis of one step: rollout hooks, then the metrics by the spec's judge (Flagger's
-//! threshold checks, or the statistical comparison of canary with primary), and what a result
-//! means: pass, a failed check counted against `threshold`, a regression, or a hold.
+//! The analysis of one step: the metrics by the spec's judge (Flagger's threshold checks, or the
+//! statistical comparison of canary with primary, re-judged by thresholds in threshold mode) and
+//! the rollout hooks, gathered for `analysis::verdict`, whose verdict (pass, a failed check, a
+//! regression, a hold) the rollout acts on: failed checks are counted against `threshold`.
 
 use super::Severity;
 use super::tick::Tick;
