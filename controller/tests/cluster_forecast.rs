@@ -65,6 +65,12 @@ async fn a_deadline_too_short_for_the_rate_seen_gets_a_false_condition_and_a_war
         .filter(|e| e.contains("Warning") && e.contains("Forecast for podinfo"))
         .collect();
     assert_eq!(warnings.len(), 1, "{:?}", events(&c));
+    // Under the reason of the False condition: it says what is wrong, not that a step halted.
+    assert!(
+        warnings[0].starts_with("EVENT Warning ProgressDeadlineTooShort: Forecast for podinfo"),
+        "{}",
+        warnings[0]
+    );
     assert!(
         warnings[0].contains("spec.progressDeadlineSeconds"),
         "{}",

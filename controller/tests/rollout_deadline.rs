@@ -6,7 +6,7 @@
 mod support;
 
 use fledge_controller::analysis::{Counts, MetricReading};
-use fledge_controller::rollout::{Phase, wants};
+use fledge_controller::rollout::{JUDGED_BY_THRESHOLDS, Phase, wants};
 use support::{Driver, canary_spec};
 
 fn statistical() -> Driver {
@@ -170,6 +170,7 @@ fn a_canary_outside_its_threshold_is_rolled_back_by_failed_checks_over_each_inte
     assert_eq!(d.state.phase, Phase::Failed);
     let last = d.messages().last().unwrap().clone();
     assert!(last.contains("failed checks threshold reached"), "{last}");
+    assert!(last.contains(JUDGED_BY_THRESHOLDS), "{last}");
     assert!(
         last.contains("threshold over this interval's traffic"),
         "{last}"

@@ -9,7 +9,7 @@ mod support;
 
 use fledge_controller::analysis::{Counts, MetricReading};
 use fledge_controller::cluster::status::{FORECAST, status_of};
-use fledge_controller::rollout::{Action, ForecastStatus, Phase, Severity, wants};
+use fledge_controller::rollout::{Action, EventReason, ForecastStatus, Phase, Severity, wants};
 use support::{Driver, canary_spec};
 
 fn reading(d: &Driver, rps: f64) -> MetricReading {
@@ -29,8 +29,8 @@ fn reading(d: &Driver, rps: f64) -> MetricReading {
 }
 
 /// A rollout at `rps` ticked every 15s until its first look has been made; the warnings
-/// raised on the way.
-fn first_look(rps: f64) -> (Driver, Vec<String>) {
+/// raised on the way, each with the reason it is recorded under.
+fn first_look(rps: f64) -> (Driver, Vec<(String, Option<EventReason>)>) {
     let spec = canary_spec("stepWeight: 10\n    maxWeight: 50\n    judge: statistical");
     let mut d = Driver::new(spec);
     d.tick_ms = 15_000;
@@ -51,9 +51,10 @@ fn first_look(rps: f64) -> (Driver, Vec<String>) {
             if let Action::Event {
                 severity: Severity::Warning,
                 message,
+                reason,
             } = a
             {
-                warnings.push(message);
+                warnings.push((message, reason));
             }
         }
     }
@@ -65,16 +66,18 @@ fn first_look(rps: f64) -> (Driver, Vec<String>) {
 fn a_deadline_too_short_for_the_rate_seen_gets_a_false_condition_and_one_warning_event() {
     let (d, warnings) = first_look(2.0);
     assert_eq!(warnings.len(), 1, "{warnings:?}");
+    let (warning, reason) = &warnings[0];
+    // Recorded under the reason of the False condition, not as a halted step.
+    assert_eq!(*reason, Some(EventReason::ProgressDeadlineTooShort));
     assert!(
-        warnings[0].starts_with("Forecast for app: at ")
-            && warnings[0].contains(
+        warning.starts_with("Forecast for app: at ")
+            && warning.contains(
                 "requests/s the statistical judge is not expected to decide at canary weight"
             )
-            && warnings[0]
-                .contains("judged by the metrics' thresholds over each interval's traffic")
-            && warnings[0].contains("raise spec.progressDeadlineSeconds to at least"),
+            && warning.contains("judged by the metrics' thresholds over each interval's traffic")
+            && warning.contains("raise spec.progressDeadlineSeconds to at least"),
         "{}",
-        warnings[0]
+        warning
     );
     let condition = status_of(&d.state, None, None)
         .conditions

@@ -358,6 +358,7 @@ fn warnings_are_only_given_for_failed_checks_and_rollbacks() {
             Action::Event {
                 severity: Severity::Warning,
                 message,
+                ..
             } => Some(message),
             _ => None,
         })

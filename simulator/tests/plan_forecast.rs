@@ -162,3 +162,24 @@ fn plan_forecasts_latency_only_from_a_given_shape_and_says_when_it_does_not() {
         assert!(out.contains("--latency"), "{bad}: {out}");
     }
 }
+
+#[test]
+fn plan_names_the_latency_quantile_the_canary_gates() {
+    let p99 = "      - name: request-duration\n        thresholdRange: {max: 500}\n";
+    let (code, out) = plan_with(&["--rps", "100", "--latency", "20,80"], p99);
+    assert_eq!(code, 0, "{out}");
+    assert!(out.contains("(built-in, gates p99)"), "{out}");
+    assert!(
+        out.contains("request-duration the default margin at p99"),
+        "{out}"
+    );
+    let median = "      - name: request-duration\n        thresholdRange: {max: 500}\n        quantile: 0.5\n";
+    let (code, out) = plan_with(&["--rps", "100", "--latency", "20,80"], median);
+    assert_eq!(code, 0, "{out}");
+    assert!(out.contains("(built-in, gates the median)"), "{out}");
+    assert!(
+        out.contains("request-duration the default margin at the median"),
+        "{out}"
+    );
+    assert!(!out.contains("p99"), "{out}");
+}

@@ -10,6 +10,7 @@ pub mod latency;
 pub mod mann_whitney;
 pub mod sequential;
 pub mod statistical;
+pub(crate) mod verdict;
 
 use std::fmt;
 

@@ -11,7 +11,7 @@ use serde_json::{Map, Value};
 
 use super::canaries::CanaryApi;
 use super::{Error, Result};
-use crate::rollout::{ForecastStatus, Millis, Phase, RolloutState};
+use crate::rollout::{EventReason, ForecastStatus, Millis, Phase, RolloutState};
 use crate::spec::{Canary, CanaryCondition, CanaryStatus};
 
 /// The condition type Flagger users watch.
@@ -74,7 +74,11 @@ pub fn forecast_condition(state: &RolloutState) -> Option<CanaryCondition> {
         ),
         ForecastStatus::Known {
             warning: Some(w), ..
-        } => ("False", "ProgressDeadlineTooShort", w.clone()),
+        } => (
+            "False",
+            EventReason::ProgressDeadlineTooShort.as_str(),
+            w.clone(),
+        ),
         ForecastStatus::Known {
             forecast,
             warning: None,

@@ -290,8 +290,12 @@ impl Local {
                 self.notify(gate, next, None, out).await;
                 Ok(())
             }
-            Action::Event { severity, message } => {
-                let (type_, reason) = event_reason(severity, next.phase);
+            Action::Event {
+                severity,
+                message,
+                reason,
+            } => {
+                let (type_, reason) = event_reason(severity, next.phase, reason);
                 let _ = writeln!(out, "event: {type_:?} {reason}: {}", one_line(&message));
                 self.notify(HookGate::Event, next, Some((severity, &message)), out)
                     .await;

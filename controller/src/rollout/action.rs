@@ -12,6 +12,23 @@ pub enum Severity {
     Warning,
 }
 
+/// Why an Event is recorded, when the phase it leads to does not say it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum EventReason {
+    /// The forecast at the first look: the statistical judge is not expected to decide within
+    /// the progress deadline (the `Forecast` condition's reason when `False`).
+    ProgressDeadlineTooShort,
+}
+
+impl EventReason {
+    /// The reason as Kubernetes records it.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            EventReason::ProgressDeadlineTooShort => "ProgressDeadlineTooShort",
+        }
+    }
+}
+
 /// What the shell must do, in order.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase", tag = "action")]
@@ -33,8 +50,14 @@ pub enum Action {
     PromotePrimary,
     /// Call these hooks without waiting on their answer (post-rollout).
     RunHooks { gate: HookGate },
-    /// Record a Kubernetes Event (and notify `event` hooks).
-    Event { severity: Severity, message: String },
+    /// Record a Kubernetes Event (and notify `event` hooks); its reason is `reason` when given,
+    /// else the shell names it from the severity and the phase.
+    Event {
+        severity: Severity,
+        message: String,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        reason: Option<EventReason>,
+    },
     /// The Canary is going away: routes back to the primary; with `revert`, the original
     /// workload is restored (scaled up, primary removed).
     Finalize { revert: bool },

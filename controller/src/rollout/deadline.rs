@@ -19,11 +19,11 @@
 //! back 1.6% of healthy rollouts at 10 requests/s in the simulator; a window's checks are
 //! independent as Flagger's are.
 
-use super::Severity;
 use super::forecast::{ForecastEnd, forecast};
 use super::judging::Analysis;
 use super::state::ForecastStatus;
 use super::tick::Tick;
+use super::{EventReason, Severity};
 use crate::analysis::{Histogram, MetricReading};
 use crate::spec::MetricKind;
 
@@ -68,8 +68,9 @@ impl Tick<'_> {
         });
         if let Some(w) = warning {
             let message = self.s.message.clone();
-            self.event(
+            self.event_for(
                 Severity::Warning,
+                Some(EventReason::ProgressDeadlineTooShort),
                 format!("Forecast for {}: {w}", self.target()),
             );
             // The rollout's own message stays what it was; the Event carries the warning.

@@ -1,12 +1,19 @@
-//! The analysis of one step: rollout hooks, then the metrics by the spec's judge (Flagger's
-//! threshold checks, or the statistical comparison of canary with primary), and what a result
-//! means: pass, a failed check counted against `threshold`, a regression, or a hold.
+//! The analysis of one step: the metrics by the spec's judge (Flagger's threshold checks, or the
+//! statistical comparison of canary with primary, re-judged by thresholds in threshold mode) and
+//! the rollout hooks, gathered for `analysis::verdict`, whose verdict (pass, a failed check, a
+//! regression, a hold) the rollout acts on: failed checks are counted against `threshold`.
 
 use super::Severity;
 use super::tick::Tick;
-use crate::analysis::statistical::{Gate, Levels};
+use crate::analysis::statistical::Levels;
+use crate::analysis::verdict::{Mode, StepVerdict, gate, step_verdict};
 use crate::analysis::{MetricResult, Verdict, check_threshold};
-use crate::spec::{HookGate, Judge, MetricCheck, Strategy};
+use crate::spec::{HookGate, Judge, MetricCheck};
+
+/// What a rollback by failed checks says once the statistical judge has handed the rollout
+/// over to the metrics' thresholds (see `RolloutState::threshold_fallback`), and no other.
+pub const JUDGED_BY_THRESHOLDS: &str =
+    "judged by the metrics' thresholds (the statistical judge's threshold mode)";
 
 /// The error levels of each comparison: `alpha` is shared between the compared metrics
 /// (Bonferroni), so the chance that any of them rolls back a canary no worse than primary stays
@@ -43,7 +50,8 @@ impl Tick<'_> {
         }
     }
 
-    /// Metrics and rollout hooks for this tick.
+    /// Metrics and rollout hooks for this tick: the results are kept for the status, the
+    /// verdict is [`step_verdict`]'s.
     pub(super) fn analyse(&mut self) -> Analysis {
         let (spec, obs) = (self.spec, self.obs);
         let (results, short_of_traffic) = match spec.judge {
@@ -58,56 +66,21 @@ impl Tick<'_> {
         };
         let (results, fell_back) = self.thresholds_in_threshold_mode(results);
         self.s.analysis = results;
-        if let Err(why) = self.hooks_pass(HookGate::Rollout) {
-            return Analysis::Failed(why);
-        }
-        let reasons = |keep: &dyn Fn(&MetricResult) -> bool| -> String {
-            let picked: Vec<&str> = self
-                .s
-                .analysis
-                .iter()
-                .filter(|r| keep(r))
-                .map(|r| r.reason.as_str())
-                .collect();
-            picked.join("; ")
+        let mode = match spec.judge {
+            Judge::Threshold => Mode::Thresholds,
+            Judge::Statistical { .. } => Mode::Statistical {
+                by_threshold: &fell_back,
+            },
         };
-        let failed = |r: &MetricResult| r.verdict == Verdict::Fail;
-        // A comparison judged by its threshold (fallen back) fails as a threshold check does.
-        let builtin = |name: &str| {
-            spec.metrics
-                .iter()
-                .any(|m| m.name == name && m.kind.is_builtin())
-                && !fell_back.iter().any(|f| f == name)
-        };
-        match spec.judge {
-            Judge::Threshold => {
-                let why = reasons(&|r| matches!(r.verdict, Verdict::Fail | Verdict::NoData));
-                if why.is_empty() {
-                    Analysis::Passed
-                } else {
-                    Analysis::Failed(why)
-                }
-            }
-            Judge::Statistical { .. } => {
-                // A comparison that regressed rolls back at once; a scalar out of range is a
-                // failed check, as in threshold mode.
-                let regressed = reasons(&|r| failed(r) && builtin(&r.name));
-                let out_of_range = reasons(&|r| failed(r) && !builtin(&r.name));
-                let waiting =
-                    reasons(&|r| matches!(r.verdict, Verdict::Undecided | Verdict::NoData));
-                if !regressed.is_empty() {
-                    Analysis::Regressed(regressed)
-                } else if !out_of_range.is_empty() {
-                    Analysis::Failed(out_of_range)
-                } else if !waiting.is_empty() {
-                    Analysis::Held {
-                        why: waiting,
-                        short_of_traffic,
-                    }
-                } else {
-                    Analysis::Passed
-                }
-            }
+        let hooks = self.hooks_pass(HookGate::Rollout);
+        match step_verdict(&spec.metrics, &self.s.analysis, hooks, mode) {
+            StepVerdict::Pass => Analysis::Passed,
+            StepVerdict::FailedCheck(why) => Analysis::Failed(why),
+            StepVerdict::Regressed(why) => Analysis::Regressed(why),
+            StepVerdict::Hold(why) => Analysis::Held {
+                why,
+                short_of_traffic,
+            },
         }
     }
 
@@ -155,18 +128,6 @@ impl Tick<'_> {
         (results, fell_back)
     }
 
-    /// What passing this step leads to: under the canary strategy, a step below the top weight
-    /// gives way to the next on its own evidence; the top step (and every blue/green or A/B
-    /// iteration) needs the canary shown no worse, as promotion does.
-    fn judge_gate(&self) -> Gate {
-        match &self.spec.strategy {
-            Strategy::Canary { steps, .. } if steps.iter().any(|&w| w > self.s.canary_weight) => {
-                Gate::Step
-            }
-            _ => Gate::Promotion,
-        }
-    }
-
     /// The statistical judge on the metrics `include` picks: their results, and whether a hold is
     /// for lack of traffic (canary requests seen, requests needed).
     pub(super) fn compare(
@@ -181,7 +142,7 @@ impl Tick<'_> {
             return (Vec::new(), None);
         };
         let (spec, obs) = (self.spec, self.obs);
-        let gate = self.judge_gate();
+        let gate = gate(&spec.strategy, self.s.canary_weight);
         let mut short_of_traffic = None;
         let results = spec
             .metrics
@@ -208,13 +169,14 @@ impl Tick<'_> {
     pub(super) fn look_between_steps(&mut self) {
         self.s.last_look = Some(self.now);
         let (looked, _) = self.compare(|m| m.kind.is_builtin());
-        let regressed: Vec<&str> = looked
-            .iter()
-            .filter(|r| r.verdict == Verdict::Fail)
-            .map(|r| r.reason.as_str())
-            .collect();
-        if !regressed.is_empty() {
-            let why = regressed.join("; ");
+        let verdict = step_verdict(
+            &self.spec.metrics,
+            &looked,
+            Ok(()),
+            Mode::Statistical { by_threshold: &[] },
+        );
+        // Only a regression acts between steps; a step's other outcomes wait for its check.
+        if let StepVerdict::Regressed(why) = verdict {
             self.s.analysis = looked;
             self.rollback(format!("canary regressed: {why}"));
         }
@@ -224,8 +186,14 @@ impl Tick<'_> {
         self.s.failed_checks += 1;
         let (n, threshold) = (self.s.failed_checks, self.spec.threshold);
         if n >= threshold {
+            // A rollback in threshold mode says so: it is not the statistical judge's evidence.
+            let mode = if self.s.threshold_fallback {
+                format!(", {JUDGED_BY_THRESHOLDS}")
+            } else {
+                String::new()
+            };
             self.rollback(format!(
-                "failed checks threshold reached ({n}/{threshold}): {why}"
+                "failed checks threshold reached ({n}/{threshold}){mode}: {why}"
             ));
         } else {
             self.event(

@@ -38,8 +38,9 @@ mod state;
 mod steps;
 mod tick;
 
-pub use action::{Action, Severity};
+pub use action::{Action, EventReason, Severity};
 pub use forecast::{Forecast, ForecastEnd, StepForecast, forecast, log_normal_latency};
+pub use judging::JUDGED_BY_THRESHOLDS;
 pub use observation::{Command, HookOutcome, Observation, PodState, Readiness, Wants};
 pub use plan::{PlanStep, RolloutPlan, plan};
 pub use record::{StateError, StateVersion};

@@ -6,7 +6,8 @@ use std::collections::BTreeMap;
 use serde::Serialize;
 
 use super::{
-    Action, HookOutcome, Millis, Observation, Phase, Readiness, RolloutState, advance, wants,
+    Action, HookOutcome, Millis, Observation, Phase, Readiness, RolloutState, advance,
+    look_interval, wants,
 };
 use crate::analysis::MetricReading;
 use crate::spec::{HookGate, MetricKind, RolloutSpec};
@@ -58,18 +59,22 @@ pub(super) fn initialised(
     (spec, state, obs)
 }
 
-/// Runs the core on ideal observations, one tick per interval, from a new revision until the
-/// rollout has succeeded.
+/// Runs the core on ideal observations, a tick per look (the threshold judge looks once per
+/// interval, the statistical judge more often: see [`look_interval`]), from a new revision until
+/// the rollout has succeeded. Under the statistical judge a step below the top ends at its first
+/// look after `minStepDuration` once the evidence suffices, which ideal readings always do:
+/// the shortest time is the one of plenty of traffic.
 pub fn plan(spec: &RolloutSpec) -> RolloutPlan {
     let (spec, mut state, mut obs) = initialised(spec, REVISION);
     debug_assert_eq!(state.phase, Phase::Initialized);
 
     let mut steps = Vec::new();
     let mut analyses = 0;
-    let interval = spec.interval.millis();
-    // Every tick either advances or is gated by the interval, so this bound is never reached
-    // by a valid spec; it only guards against a core bug looping forever.
-    let max_ticks = 4 * (200 + spec.threshold as u64 + iterations(&spec));
+    let tick = look_interval(&spec);
+    // Every interval's tick either advances or is gated by the interval, so this bound is
+    // never reached by a valid spec; it only guards against a core bug looping forever.
+    let per_interval = spec.interval.millis().div_ceil(tick).max(1);
+    let max_ticks = 4 * per_interval * (200 + spec.threshold as u64 + iterations(&spec));
     let mut now = 0;
     for _ in 0..max_ticks {
         let w = wants(&state, &spec, now);
@@ -102,9 +107,10 @@ pub fn plan(spec: &RolloutSpec) -> RolloutPlan {
         if state.phase == Phase::Succeeded {
             break;
         }
-        // Flagger's shells tick once per interval; ticks in between would change nothing here
-        // except finishing Promoting and Finalising, which the next interval does too.
-        now += interval;
+        // The shells tick at each look (`next_analysis`): once per interval for Flagger's
+        // judge, whose ticks in between would change nothing here except finishing Promoting
+        // and Finalising, which the next interval does too.
+        now += tick;
     }
     let shortest_promotion = steps.last().map_or(0, |s| s.at);
     RolloutPlan {

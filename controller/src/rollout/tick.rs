@@ -6,7 +6,9 @@
 use super::judging::Analysis;
 use super::schedule::{analysing, early_end_due, look_due, step_due};
 use super::state::ForecastStatus;
-use super::{Action, Command, HookOutcome, Millis, Observation, Phase, RolloutState, Severity};
+use super::{
+    Action, Command, EventReason, HookOutcome, Millis, Observation, Phase, RolloutState, Severity,
+};
 use crate::analysis::statistical::Evidence;
 use crate::spec::{HookGate, Judge, RolloutSpec, Strategy};
 
@@ -59,8 +61,22 @@ impl Tick<'_> {
     }
 
     pub(super) fn event(&mut self, severity: Severity, message: String) {
+        self.event_for(severity, None, message);
+    }
+
+    /// An Event with a reason of its own (see [`Action::Event`]).
+    pub(super) fn event_for(
+        &mut self,
+        severity: Severity,
+        reason: Option<EventReason>,
+        message: String,
+    ) {
         self.s.message = message.clone();
-        self.actions.push(Action::Event { severity, message });
+        self.actions.push(Action::Event {
+            severity,
+            message,
+            reason,
+        });
     }
 
     pub(super) fn set_phase(&mut self, phase: Phase) {

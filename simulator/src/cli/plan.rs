@@ -5,10 +5,11 @@ use std::path::Path;
 use std::process::ExitCode;
 
 use fledge_controller::analysis::Histogram;
+use fledge_controller::analysis::statistical::DEFAULT_LATENCY_QUANTILE;
 use fledge_controller::rollout::{ForecastEnd, RolloutPlan, forecast, log_normal_latency, plan};
 use fledge_controller::spec::{
-    Canary, Duration, Judge, LoadError, Margin, MetricKind, RolloutSpec, Strategy, load_manifests,
-    validate,
+    Canary, Duration, Judge, LoadError, Margin, MetricCheck, MetricKind, RolloutSpec, Strategy,
+    load_manifests, validate,
 };
 
 use super::EXIT_BAD_INPUT;
@@ -187,7 +188,7 @@ pub(super) fn render(name: &str, spec: &RolloutSpec, plan: &RolloutPlan) -> Stri
     let _ = writeln!(out, "  judge      {judge}");
     for (i, m) in spec.metrics.iter().enumerate() {
         let label = if i == 0 { "metrics" } else { "" };
-        let _ = writeln!(out, "  {label:<10} {}", metric(m));
+        let _ = writeln!(out, "  {label:<10} {}", metric(m, &spec.judge));
     }
     for (i, h) in spec.webhooks.iter().enumerate() {
         let label = if i == 0 { "webhooks" } else { "" };
@@ -286,10 +287,28 @@ fn strategy(spec: &RolloutSpec) -> String {
     }
 }
 
-fn metric(m: &fledge_controller::spec::MetricCheck) -> String {
+/// The latency quantile a `request-duration` metric gates: the statistical judge compares the
+/// metric's `quantile` (p99 unless given); Flagger's threshold query reads the p99.
+fn gated_quantile(m: &MetricCheck, judge: &Judge) -> String {
+    let q = match judge {
+        Judge::Statistical { .. } => m.quantile.unwrap_or(DEFAULT_LATENCY_QUANTILE),
+        Judge::Threshold => 0.99,
+    };
+    if q == 0.5 {
+        "the median".to_string()
+    } else {
+        let percent = format!("{:.3}", q * 100.0);
+        format!("p{}", percent.trim_end_matches('0').trim_end_matches('.'))
+    }
+}
+
+fn metric(m: &MetricCheck, judge: &Judge) -> String {
     let (unit, what) = match &m.kind {
         MetricKind::RequestSuccessRate => ("%", "built-in".to_string()),
-        MetricKind::RequestDuration => ("ms", "built-in, p99".to_string()),
+        MetricKind::RequestDuration => (
+            "ms",
+            format!("built-in, gates {}", gated_quantile(m, judge)),
+        ),
         MetricKind::Query { .. } => ("", "inline query".to_string()),
         MetricKind::Template {
             name, namespace, ..
@@ -342,7 +361,12 @@ fn forecast_text(
                 (None, MetricKind::RequestSuccessRate) => "the default +1 pp".to_string(),
                 (None, _) => "the default margin".to_string(),
             };
-            format!("{} {margin}", m.name)
+            match m.kind {
+                MetricKind::RequestDuration => {
+                    format!("{} {margin} at {}", m.name, gated_quantile(m, &spec.judge))
+                }
+                _ => format!("{} {margin}", m.name),
+            }
         })
         .collect();
     let _ = writeln!(

@@ -1,6 +1,6 @@
 //! `fledge-sim compare`: one scenario under several Canary policies over the same seeds, and
-//! how well each decides: how often it promotes, rolls back on evidence or at the progress
-//! deadline, how long the decision takes and how many failed requests the canary served
+//! how well each decides: how often it promotes, rolls back on evidence, by the metrics'
+//! thresholds the statistical judge hands over to, or at the progress deadline, how long the decision takes and how many failed requests the canary served
 //! before it.
 //!
 //! Every policy is a [`Patch`] of the scenario's Canary (its analysis replaced by the policy's),
@@ -10,6 +10,7 @@
 
 mod stats;
 
+use fledge_controller::rollout::JUDGED_BY_THRESHOLDS;
 use fledge_controller::spec::load_manifests;
 use serde::{Deserialize, Serialize};
 
@@ -186,11 +187,38 @@ fn given_policies(scenario: &Scenario, args: &[String]) -> Result<Vec<Policy>, P
 #[serde(rename_all = "kebab-case")]
 pub(crate) enum Decided {
     Promoted,
-    /// Rolled back on the analysis' evidence (failed checks, a regression, a failed hook).
+    /// Rolled back on the analysis' evidence: the statistical judge's regression, or the failed
+    /// checks of a threshold judge, of hooks, of scalar metrics.
     RolledBack,
+    /// Rolled back by failed threshold checks after the statistical judge handed the rollout
+    /// over to the metrics' thresholds (too little traffic to decide within the deadline).
+    Thresholds,
     /// Rolled back at the progress deadline.
     Deadline,
     Undecided,
+}
+
+impl Decided {
+    /// How a run with this outcome and last message decided: the rollout core's messages say
+    /// which rollbacks the deadline made and which the thresholds of the statistical judge's
+    /// threshold mode.
+    pub(crate) fn of(outcome: Outcome, message: &str) -> Decided {
+        match outcome {
+            Outcome::Promoted => Decided::Promoted,
+            Outcome::RolledBack if message.contains(DEADLINE_WORDS) => Decided::Deadline,
+            Outcome::RolledBack if message.contains(JUDGED_BY_THRESHOLDS) => Decided::Thresholds,
+            Outcome::RolledBack => Decided::RolledBack,
+            Outcome::Undecided | Outcome::NoRollout => Decided::Undecided,
+        }
+    }
+
+    /// A rollback of any kind: for a healthy canary, a false one.
+    pub(crate) fn is_rollback(self) -> bool {
+        matches!(
+            self,
+            Decided::RolledBack | Decided::Thresholds | Decided::Deadline
+        )
+    }
 }
 
 /// What `compare` keeps of a run (and writes, per seed, in a shard's partial results).
@@ -205,12 +233,7 @@ pub(crate) struct Tally {
 
 impl Tally {
     pub(crate) fn of(run: &RunResult) -> Tally {
-        let decided = match run.outcome {
-            Outcome::Promoted => Decided::Promoted,
-            Outcome::RolledBack if run.final_message.contains(DEADLINE_WORDS) => Decided::Deadline,
-            Outcome::RolledBack => Decided::RolledBack,
-            Outcome::Undecided | Outcome::NoRollout => Decided::Undecided,
-        };
+        let decided = Decided::of(run.outcome, &run.final_message);
         Tally {
             decided,
             decision_ms: match decided {
@@ -226,17 +249,22 @@ impl Tally {
 }
 
 /// One policy's figures over the seeds. Rates are fractions (0 to 1) with their 95% Wilson
-/// intervals; a run is exactly one of promoted, rolled back, deadline or undecided.
-/// `rolled_back_all` counts both kinds of rollback: a healthy canary rolled back at the deadline
-/// is as falsely rolled back as one rolled back on evidence, and the tables show that figure.
+/// intervals; a run is exactly one of promoted, rolled back (on evidence), thresholds, deadline
+/// or undecided. `rolled_back_all` counts every kind of rollback: a healthy canary rolled back
+/// at the deadline or by thresholds is as falsely rolled back as one rolled back on evidence,
+/// and the tables show that figure.
 #[derive(Clone, Debug, PartialEq, Serialize)]
 pub(crate) struct Summary {
     pub(crate) seeds: u64,
     pub(crate) promoted: f64,
     pub(crate) promoted_95: [f64; 2],
+    /// On evidence.
     pub(crate) rolled_back: f64,
     pub(crate) rolled_back_95: [f64; 2],
-    /// On evidence or at the deadline.
+    /// By the thresholds of the statistical judge's threshold mode.
+    pub(crate) thresholds: f64,
+    pub(crate) thresholds_95: [f64; 2],
+    /// On evidence, by thresholds or at the deadline.
     pub(crate) rolled_back_all: f64,
     pub(crate) rolled_back_all_95: [f64; 2],
     pub(crate) deadline: f64,
@@ -256,15 +284,13 @@ impl Summary {
         let n = tallies.len() as u64;
         let rate = |d: Decided| wilson(tallies.iter().filter(|t| t.decided == d).count() as u64, n);
         let rolled_back_all = wilson(
-            tallies
-                .iter()
-                .filter(|t| matches!(t.decided, Decided::RolledBack | Decided::Deadline))
-                .count() as u64,
+            tallies.iter().filter(|t| t.decided.is_rollback()).count() as u64,
             n,
         );
-        let (promoted, rolled_back, deadline, undecided) = (
+        let (promoted, rolled_back, thresholds, deadline, undecided) = (
             rate(Decided::Promoted),
             rate(Decided::RolledBack),
+            rate(Decided::Thresholds),
             rate(Decided::Deadline),
             rate(Decided::Undecided),
         );
@@ -279,6 +305,8 @@ impl Summary {
             promoted_95: promoted.interval,
             rolled_back: rolled_back.rate,
             rolled_back_95: rolled_back.interval,
+            thresholds: thresholds.rate,
+            thresholds_95: thresholds.interval,
             rolled_back_all: rolled_back_all.rate,
             rolled_back_all_95: rolled_back_all.interval,
             deadline: deadline.rate,
@@ -317,10 +345,10 @@ pub(crate) fn summaries(runs: &[(String, Vec<Tally>)]) -> Vec<(String, Summary)>
         .collect()
 }
 
-/// A summary's cells as the tables show them: the rates with their intervals (every rollback,
-/// the deadline's included; of them, those at the deadline; promoted; undecided), the decision
+/// A summary's cells as the tables show them: the rates with their intervals (promoted; every
+/// rollback; of them, those by thresholds and those at the deadline; undecided), the decision
 /// times and the canary failures (each `p50 / p95`).
-fn cells(s: &Summary) -> [String; 6] {
+fn cells(s: &Summary) -> [String; 7] {
     let pct = |rate: f64, ci: [f64; 2]| {
         format!(
             "{:.1}% [{:.1}, {:.1}]",
@@ -338,6 +366,7 @@ fn cells(s: &Summary) -> [String; 6] {
     [
         pct(s.promoted, s.promoted_95),
         pct(s.rolled_back_all, s.rolled_back_all_95),
+        pct(s.thresholds, s.thresholds_95),
         pct(s.deadline, s.deadline_95),
         pct(s.undecided, s.undecided_95),
         format!("{} / {}", time(s.median_decision_s), time(s.p95_decision_s)),
@@ -353,8 +382,8 @@ fn cells(s: &Summary) -> [String; 6] {
 /// column so that the tables of several cases stack into one ([`markdown_rows`]).
 pub(crate) fn render_markdown(scenario: &str, summaries: &[(String, Summary)]) -> String {
     String::from(
-        "| case | policy | promoted [95%] | rolled back, deadline included [95%] | of which at deadline [95%] | undecided [95%] | decision p50 / p95 | canary failures p50 / p95 |\n\
-         |---|---|---|---|---|---|---|---|\n",
+        "| case | policy | promoted [95%] | rolled back, all [95%] | of which by thresholds [95%] | of which at deadline [95%] | undecided [95%] | decision p50 / p95 | canary failures p50 / p95 |\n\
+         |---|---|---|---|---|---|---|---|---|\n",
     ) + &markdown_rows(scenario, summaries)
 }
 
@@ -366,8 +395,8 @@ pub(crate) fn markdown_rows(scenario: &str, summaries: &[(String, Summary)]) -> 
         .collect()
 }
 
-/// What the rollback column counts, under the text table.
-pub(crate) const ROLLBACK_LEGEND: &str = "¹ rolled back on evidence or at the progress deadline (the deadline column is the part of them it made): for a healthy canary, each is a false rollback\n";
+/// What the rollback columns count, under the text table.
+pub(crate) const ROLLBACK_LEGEND: &str = "¹ rolled back on evidence, by thresholds or at the progress deadline (the next two columns are the parts of them the latter made): for a healthy canary, each is a false rollback\n² by the metrics' thresholds, once the statistical judge handed the rollout over to them (too little traffic to decide within the progress deadline)\n";
 
 /// The summaries as a table.
 pub(crate) fn render(summaries: &[(String, Summary)]) -> String {
@@ -378,21 +407,25 @@ pub(crate) fn render(summaries: &[(String, Summary)]) -> String {
         .unwrap_or(0)
         .max("policy".len());
     let mut out = format!(
-        "{:width$}  {:>21}  {:>21}  {:>21}  {:>21}  {:>17}  {:>20}\n",
+        "{:width$}  {:>21}  {:>21}  {:>21}  {:>21}  {:>21}  {:>17}  {:>20}\n",
         "policy",
         "promoted [95%]",
         "rolled back¹ [95%]",
+        "by thresholds² [95%]",
         "at deadline [95%]",
         "undecided [95%]",
         "decision p50/p95",
         "canary fails p50/p95"
     );
     for (name, s) in summaries {
-        let [a, b, c, d, e, f] = cells(s);
+        let [a, b, c, d, e, f, g] = cells(s);
         out.push_str(&format!(
-            "{name:width$}  {a:>21}  {b:>21}  {c:>21}  {d:>21}  {e:>17}  {f:>20}\n"
+            "{name:width$}  {a:>21}  {b:>21}  {c:>21}  {d:>21}  {e:>21}  {f:>17}  {g:>20}\n"
         ));
     }
     out.push_str(ROLLBACK_LEGEND);
     out
 }
+
+#[cfg(test)]
+mod tests;

@@ -409,7 +409,9 @@ impl<'a> Harness<'a> {
         let mut warning = false;
         for action in &actions {
             match action {
-                Action::Event { severity, message } => {
+                Action::Event {
+                    severity, message, ..
+                } => {
                     warning |= *severity == Severity::Warning;
                     messages.push(message.clone());
                 }

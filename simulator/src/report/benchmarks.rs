@@ -6,7 +6,7 @@ use std::fmt::Write as _;
 
 use super::html::escape;
 use super::plot::ticks;
-use crate::compare::{Decided, Tally, quantile, wilson};
+use crate::compare::{Tally, quantile, wilson};
 
 /// One case: its name and each policy's runs, in seed order.
 pub(crate) type Case = (String, Vec<(String, Vec<Tally>)>);
@@ -24,12 +24,9 @@ type Estimate = Option<(f64, f64, f64)>;
 /// A panel: its title, the largest value its axis must show, and what it plots of a policy.
 type Panel = (&'static str, f64, fn(&[Tally]) -> Estimate);
 
-/// The share of runs rolled back, on evidence or at the deadline, in percent.
+/// The share of runs rolled back, on evidence, by thresholds or at the deadline, in percent.
 fn rollbacks(tallies: &[Tally]) -> Estimate {
-    let k = tallies
-        .iter()
-        .filter(|t| matches!(t.decided, Decided::RolledBack | Decided::Deadline))
-        .count() as u64;
+    let k = tallies.iter().filter(|t| t.decided.is_rollback()).count() as u64;
     let r = wilson(k, tallies.len() as u64);
     (!tallies.is_empty()).then(|| (r.rate * 100.0, r.interval[0] * 100.0, r.interval[1] * 100.0))
 }
@@ -150,6 +147,7 @@ pub(crate) fn svg(cases: &[Case]) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::compare::Decided;
 
     fn tally(decided: Decided, decision_ms: Option<u64>) -> Tally {
         Tally {
@@ -160,19 +158,22 @@ mod tests {
     }
 
     #[test]
-    fn a_rollback_at_the_deadline_counts_as_a_rollback_and_undecided_runs_have_no_time() {
+    fn rollbacks_by_thresholds_or_at_the_deadline_count_as_rollbacks_and_undecided_runs_have_no_time()
+     {
         let runs = [
             tally(Decided::RolledBack, Some(60_000)),
             tally(Decided::Deadline, Some(600_000)),
+            tally(Decided::Thresholds, Some(300_000)),
             tally(Decided::Promoted, Some(120_000)),
+            tally(Decided::Promoted, Some(180_000)),
             tally(Decided::Undecided, None),
         ];
         let (rate, lo, hi) = rollbacks(&runs).unwrap();
         assert_eq!(rate, 50.0);
         assert!(lo < 50.0 && hi > 50.0);
-        // The decided runs: 1, 2 and 10 minutes.
-        assert_eq!(median_decision(&runs).unwrap().0, 2.0);
-        assert_eq!(median_decision(&runs[3..]), None);
+        // The decided runs: 1, 2, 3, 5 and 10 minutes.
+        assert_eq!(median_decision(&runs).unwrap().0, 3.0);
+        assert_eq!(median_decision(&runs[5..]), None);
     }
 
     #[test]

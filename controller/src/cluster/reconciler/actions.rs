@@ -109,8 +109,12 @@ impl Tick<'_> {
                 self.notify(spec, gate, next, None).await;
                 Ok(())
             }
-            Action::Event { severity, message } => {
-                let (type_, reason) = event_reason(severity, next.phase);
+            Action::Event {
+                severity,
+                message,
+                reason,
+            } => {
+                let (type_, reason) = event_reason(severity, next.phase, reason);
                 self.publish(type_, reason, &message).await;
                 self.notify(spec, HookGate::Event, next, Some((severity, &message)))
                     .await;
@@ -131,8 +135,12 @@ impl Tick<'_> {
         next: &RolloutState,
     ) -> Result<()> {
         match action {
-            Action::Event { severity, message } => {
-                let (type_, reason) = event_reason(severity, next.phase);
+            Action::Event {
+                severity,
+                message,
+                reason,
+            } => {
+                let (type_, reason) = event_reason(severity, next.phase, reason);
                 self.publish(type_, reason, &message).await;
                 Ok(())
             }

@@ -8,7 +8,7 @@ use tracing::warn;
 use super::super::workloads::WorkloadProblem;
 use super::super::{COMMAND_ANNOTATION, Error, Result, flagger, status};
 use super::tick::Tick;
-use crate::rollout::{Phase, Severity};
+use crate::rollout::{EventReason, Phase, Severity};
 
 /// Why a Canary cannot be acted on; reported, not retried as an error.
 #[derive(Debug)]
@@ -164,8 +164,20 @@ pub(crate) fn note_of(message: &str) -> &str {
     &message[..end]
 }
 
-/// The Event reason for a decision: the phase it led to, or why it halted.
-pub(crate) fn event_reason(severity: Severity, phase: Phase) -> (EventType, &'static str) {
+/// The Event reason for a decision: its own when it has one, else the phase it led to, or why
+/// it halted.
+pub(crate) fn event_reason(
+    severity: Severity,
+    phase: Phase,
+    reason: Option<EventReason>,
+) -> (EventType, &'static str) {
+    if let Some(reason) = reason {
+        let type_ = match severity {
+            Severity::Warning => EventType::Warning,
+            Severity::Normal => EventType::Normal,
+        };
+        return (type_, reason.as_str());
+    }
     match (severity, phase) {
         (Severity::Warning, Phase::Failed) => (EventType::Warning, "RolledBack"),
         (Severity::Warning, _) => (EventType::Warning, "Halted"),
@@ -206,12 +218,24 @@ mod tests {
     #[test]
     fn a_rollback_is_reported_as_a_warning_named_rolled_back() {
         assert_eq!(
-            event_reason(Severity::Warning, Phase::Failed),
+            event_reason(Severity::Warning, Phase::Failed, None),
             (EventType::Warning, "RolledBack")
         );
         assert_eq!(
-            event_reason(Severity::Warning, Phase::Progressing),
+            event_reason(Severity::Warning, Phase::Progressing, None),
             (EventType::Warning, "Halted")
+        );
+    }
+
+    #[test]
+    fn an_event_with_a_reason_of_its_own_is_recorded_under_it() {
+        assert_eq!(
+            event_reason(
+                Severity::Warning,
+                Phase::Progressing,
+                Some(EventReason::ProgressDeadlineTooShort)
+            ),
+            (EventType::Warning, "ProgressDeadlineTooShort")
         );
     }
 }

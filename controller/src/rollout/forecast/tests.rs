@@ -113,11 +113,10 @@ fn a_log_normal_latency_has_its_median_and_p99_where_given() {
 }
 
 #[test]
-#[ignore = "review r19 finding 5"]
 fn the_plans_shortest_promotion_is_no_longer_than_a_forecast_with_plenty_of_traffic() {
-    // `fledge-sim plan` prints "shortest time to promotion" from `plan`, which ticks once per
-    // interval: 8m for this spec, while the statistical judge ends a step at its 30s floor and
-    // the forecast (and the simulated runs: bench-aa-1000rps, 3m) promote in about 3m30s.
+    // `fledge-sim plan` prints "shortest time to promotion" from `plan`: once it ticked once
+    // per interval (8m for this spec), while the statistical judge ends a step at its 30s floor
+    // and the forecast (and the simulated runs: bench-aa-1000rps, 2m45s) promote in about 3m.
     let s = spec("");
     let shortest = crate::rollout::plan(&s).shortest_promotion;
     let f = forecast(&s, 10_000.0, 0.005, None).unwrap();
