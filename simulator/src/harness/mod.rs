@@ -249,6 +249,7 @@ impl<'a> Harness<'a> {
             clients,
             data_plane: scenario.data_plane,
             istio_retry_503: scenario.istio_retry_503,
+            propagation: scenario.propagation.clone(),
             ..MeshConfig::default()
         };
         let mesh = Mesh::new(config).map_err(mesh_error)?;

@@ -282,6 +282,8 @@ pub struct MeshConfig {
     pub scrape_interval: SimTime,
     /// How long snapshots are kept.
     pub retention: SimTime,
+    /// How route changes reach the proxies (at once unless set).
+    pub propagation: crate::mesh::Propagation,
 }
 
 impl Default for MeshConfig {
@@ -299,6 +301,7 @@ impl Default for MeshConfig {
             istio_retry_503: false,
             scrape_interval: 5 * SECONDS,
             retention: 3600 * SECONDS,
+            propagation: Default::default(),
         }
     }
 }

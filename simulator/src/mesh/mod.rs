@@ -102,6 +102,7 @@ pub(crate) mod outlier;
 mod outputs;
 mod pod;
 mod pool;
+mod propagation;
 mod request;
 mod retry;
 mod routes;
@@ -116,6 +117,7 @@ pub use outlier::{
 };
 
 pub use action::Action;
+pub use propagation::Propagation;
 
 use std::collections::BTreeMap;
 
@@ -308,6 +310,8 @@ pub struct Mesh {
     free_callings: Vec<u32>,
     /// Every header set a request may carry.
     header_sets: headers::HeaderSets,
+    /// Route changes on their way to the proxies, when they are not atomic (propagation.rs).
+    pushes: Option<Box<propagation::Pushes>>,
 }
 
 impl Mesh {

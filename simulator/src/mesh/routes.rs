@@ -92,6 +92,7 @@ impl Mesh {
         svc.rules = ids;
         svc.epoch = svc.epoch.wrapping_add(1);
         svc.explicit_route = true;
+        self.routes_changed(s);
     }
 
     pub(super) fn reset_default_route(&mut self, s: ServiceId) {
@@ -594,18 +595,18 @@ impl Mesh {
     }
 
     pub(super) fn refresh_route_cache(&mut self, c: ClientId) {
-        let svc = &self.services[self.clients[c].service];
+        // The routes the client's own proxy has applied (propagation.rs).
+        let epoch = self.route_epoch(c);
         let cl = &self.clients[c];
         let mut cache = Vec::with_capacity(cl.profiles.len());
         if let Some((_, rule)) = cl.direct {
-            let epoch = svc.epoch;
             let cl = &mut self.clients[c];
             cl.cache = vec![rule; cl.profiles.len()];
             cl.cache_epoch = Some(epoch);
             return;
         }
         for (_, headers) in &cl.profiles {
-            let hit = svc.rules.iter().copied().find(|&rid| {
+            let hit = self.client_rules(c).iter().copied().find(|&rid| {
                 let r = &self.rules[rid];
                 r.matches.is_empty()
                     || r.matches.iter().any(|block| {
@@ -618,7 +619,6 @@ impl Mesh {
             });
             cache.push(hit);
         }
-        let epoch = svc.epoch;
         let cl = &mut self.clients[c];
         cl.cache = cache;
         cl.cache_epoch = Some(epoch);

@@ -3,6 +3,7 @@
 
 use super::{Context, ScenarioError, raw};
 use crate::engine::SimTime;
+use crate::mesh::Propagation;
 use crate::mesh::config::{Behaviour, CertConfig};
 use crate::mesh::dist::ServiceTime;
 
@@ -39,6 +40,32 @@ impl Context {
             c.grace_ratio = r;
         }
         Ok(c)
+    }
+
+    /// The `control_plane` section: how route changes reach the proxies.
+    pub(super) fn propagation(
+        &self,
+        raw: Option<&raw::ControlPlane>,
+        duration: SimTime,
+    ) -> Result<Propagation, ScenarioError> {
+        let mut p = Propagation::default();
+        let Some(raw) = raw else { return Ok(p) };
+        if let Some(d) = &raw.push_delay {
+            p.push_delay = Some(self.latency("control_plane.push_delay", d)?);
+        }
+        for (i, o) in raw.outages.iter().enumerate() {
+            let field = format!("control_plane.outages[{i}]");
+            let at = self.duration(&format!("{field}.at"), &o.at)?;
+            let lasting = self.duration(&format!("{field}.for"), &o.lasting)?;
+            if lasting == 0 {
+                return Err(self.error(&format!("{field}.for"), "must be longer than 0s"));
+            }
+            if at >= duration {
+                return Err(self.error(&format!("{field}.at"), "must be before the end of the run"));
+            }
+            p.outages.push((at, at.saturating_add(lasting)));
+        }
+        Ok(p)
     }
 
     /// Whether Istio's default retry policy retries 503: up to 1.23 always; 1.24 to 1.26 unless

@@ -42,6 +42,25 @@ pub(super) struct Scenario {
     pub(crate) certificates: Option<Certificates>,
     /// Istio control-plane settings that change the data plane's defaults.
     pub(crate) istio: Option<IstioSettings>,
+    /// How configuration reaches the proxies: push delay and outages.
+    pub(crate) control_plane: Option<ControlPlane>,
+}
+
+#[derive(Deserialize, Debug)]
+#[serde(deny_unknown_fields)]
+pub(super) struct ControlPlane {
+    /// From a route change to a proxy applying it, drawn per proxy (a latency distribution).
+    pub(crate) push_delay: Option<Latency>,
+    #[serde(default)]
+    pub(crate) outages: Vec<Outage>,
+}
+
+#[derive(Deserialize, Debug)]
+#[serde(deny_unknown_fields)]
+pub(super) struct Outage {
+    pub(crate) at: String,
+    #[serde(rename = "for")]
+    pub(crate) lasting: String,
 }
 
 #[derive(Deserialize, Debug)]
