@@ -221,6 +221,7 @@ fn manifest_label(m: &Manifest) -> String {
         Manifest::ServiceProfile(x) => format!("ServiceProfile {}", x.name),
         Manifest::TrafficSplit(x) => format!("TrafficSplit {}", x.name),
         Manifest::GatewayHttpRoute(x) => format!("HTTPRoute {}", x.name),
+        Manifest::AuthorizationPolicy(x) => format!("AuthorizationPolicy {}", x.name),
     }
 }
 

@@ -13,6 +13,7 @@
 //! (TrafficSplit) and `gateway` (HTTPRoute). This file holds what they share: the error, the
 //! header matches, the parsed manifest and the dispatch by kind.
 
+mod authorization;
 mod gateway;
 mod istio;
 mod istio_policy;
@@ -24,6 +25,8 @@ pub(crate) mod yaml;
 use serde::Deserialize;
 use serde_json::Value;
 
+pub use authorization::{AuthorizationPolicy, AuthzAction};
+pub(crate) use authorization::{AuthzRule, Operation, Source};
 pub use gateway::GatewayHttpRoute;
 pub use istio::{FaultInjection, IstioHttpRoute, VirtualService};
 pub use istio_policy::{DestinationRule, MtlsMode, OutlierDetectionSpec, PeerAuthentication};
@@ -143,6 +146,8 @@ pub enum Manifest {
     TrafficSplit(TrafficSplit),
     /// Gateway API HTTPRoute.
     GatewayHttpRoute(GatewayHttpRoute),
+    /// Istio AuthorizationPolicy.
+    AuthorizationPolicy(AuthorizationPolicy),
 }
 
 /// Parsed manifests and the warnings collected while reading them.
@@ -287,6 +292,12 @@ fn parse_doc(
         "ServiceProfile" => Manifest::ServiceProfile(service_profile(doc, spec?, name, namespace)?),
         "TrafficSplit" => Manifest::TrafficSplit(traffic_split(doc, spec?, name, namespace)?),
         "HTTPRoute" => Manifest::GatewayHttpRoute(gateway_http_route(doc, spec?, name, namespace)?),
+        "AuthorizationPolicy" => {
+            match authorization::authorization_policy(doc, spec?, name, namespace)? {
+                Some(p) => Manifest::AuthorizationPolicy(p),
+                None => return Ok(None),
+            }
+        }
         other => {
             doc.warn(format!("kind `{other}` is not simulated; document ignored"));
             return Ok(None);

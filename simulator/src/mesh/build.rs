@@ -340,6 +340,7 @@ impl Mesh {
             free_callings: Vec::new(),
             header_sets,
             pushes: None,
+            authz: Box::default(),
         };
         // One cluster per (client, version), as Istio builds one Envoy cluster per subset.
         for c in (0..mesh.clients.len() as u32).map(ClientId) {
@@ -391,6 +392,7 @@ impl Mesh {
             mesh.versions[v].calls = mesh.resolve_calls(v, &calls)?;
         }
         mesh.init_propagation(&cfg.propagation)?;
+        mesh.authz = Box::new(super::authz::Authz::new(&cfg, &mesh));
         for i in (0..mesh.certs.len() as u32).map(CertId) {
             mesh.schedule_rotation(i);
         }

@@ -76,6 +76,9 @@ pub struct VersionConfig {
     /// Whether the pods have a sidecar (Istio's `sidecar.istio.io/inject: "false"` when not):
     /// without one they take plaintext only and report no destination series.
     pub sidecar: bool,
+    /// The pods' service account: their mTLS identity, which AuthorizationPolicies match
+    /// (`default` when absent).
+    pub service_account: Option<String>,
 }
 
 impl VersionConfig {
@@ -88,6 +91,7 @@ impl VersionConfig {
             behaviour,
             labels: BTreeMap::new(),
             sidecar: true,
+            service_account: None,
         }
     }
 }
@@ -177,6 +181,8 @@ pub struct ClientConfig {
     pub sidecar: bool,
     /// Pod labels of the client workload.
     pub labels: BTreeMap<String, String>,
+    /// The pods' service account, their mTLS identity (`default` when absent).
+    pub service_account: Option<String>,
 }
 
 impl ClientConfig {
@@ -191,6 +197,7 @@ impl ClientConfig {
             headers: Vec::new(),
             sidecar: true,
             labels: BTreeMap::new(),
+            service_account: None,
         }
     }
 }

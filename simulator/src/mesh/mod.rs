@@ -88,6 +88,7 @@
 //! abandons an attempt at the pod is reported by the destination at once as code 0 `DC`.
 
 mod action;
+mod authz;
 mod balance;
 mod build;
 mod calls;
@@ -312,6 +313,8 @@ pub struct Mesh {
     header_sets: headers::HeaderSets,
     /// Route changes on their way to the proxies, when they are not atomic (propagation.rs).
     pushes: Option<Box<propagation::Pushes>>,
+    /// AuthorizationPolicies and the workloads' identities (authz.rs).
+    authz: Box<authz::Authz>,
 }
 
 impl Mesh {

@@ -139,6 +139,7 @@ impl Mesh {
             match item {
                 Manifest::DestinationRule(dr) => self.apply_destination_rule(dr, &mut warnings),
                 Manifest::PeerAuthentication(pa) => self.apply_peer_authentication(pa),
+                Manifest::AuthorizationPolicy(p) => self.apply_authorization_policy(p),
                 _ => {}
             }
         }

@@ -98,6 +98,9 @@ impl Context {
                 Manifest::PeerAuthentication(x) => {
                     ("PeerAuthentication", &x.name, Istio, "Istio's")
                 }
+                Manifest::AuthorizationPolicy(x) => {
+                    ("AuthorizationPolicy", &x.name, Istio, "Istio's")
+                }
                 Manifest::ServiceProfile(x) => ("ServiceProfile", &x.name, Linkerd, "Linkerd's"),
                 Manifest::TrafficSplit(x) => (
                     "TrafficSplit",

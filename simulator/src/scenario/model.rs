@@ -15,6 +15,8 @@ pub struct Version {
     pub(crate) behaviour: Behaviour,
     /// Whether the pods have a sidecar.
     pub(crate) sidecar: bool,
+    /// The pods' service account (`default` when absent; a canary inherits the primary's).
+    pub(crate) service_account: Option<String>,
 }
 
 impl Context {
@@ -123,11 +125,29 @@ impl Context {
             labels: Default::default(),
             behaviour: Behaviour::default(),
             sidecar: true,
+            service_account: None,
         });
         // Labels name a version's own pods: the canary does not take the primary's.
         v.labels = raw.labels.clone().unwrap_or_default();
         if let Some(sidecar) = raw.sidecar {
             v.sidecar = sidecar;
+        }
+        if let Some(sa) = &raw.service_account {
+            // A Kubernetes object name (DNS-1123 subdomain).
+            let ok = !sa.is_empty()
+                && sa.len() <= 253
+                && sa.bytes().all(|b| {
+                    b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'.'
+                })
+                && sa.bytes().next().is_some_and(|b| b.is_ascii_alphanumeric())
+                && sa.bytes().last().is_some_and(|b| b.is_ascii_alphanumeric());
+            if !ok {
+                return Err(self.error(
+                    &format!("{field}.service_account"),
+                    format!("`{sa}` is not a Kubernetes name: lower-case letters, digits, `-` and `.`, starting and ending with a letter or digit"),
+                ));
+            }
+            v.service_account = Some(sa.clone());
         }
         if let Some(pods) = raw.pods {
             if !(min_pods..=1000).contains(&pods) {

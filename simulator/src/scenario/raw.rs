@@ -114,6 +114,8 @@ pub(super) struct Version {
     pub(crate) sidecar: Option<bool>,
     /// Pod labels, as a Deployment's pod template sets them.
     pub(crate) labels: Option<BTreeMap<String, String>>,
+    /// The pods' service account (their mTLS identity).
+    pub(crate) service_account: Option<String>,
     /// What each request calls, step by step.
     pub(crate) calls: Option<Vec<CallStep>>,
 }

@@ -328,6 +328,7 @@ fn kind_name(m: &Manifest) -> (&'static str, &str) {
         Manifest::ServiceProfile(x) => ("ServiceProfile", &x.name),
         Manifest::TrafficSplit(x) => ("TrafficSplit", &x.name),
         Manifest::GatewayHttpRoute(x) => ("HTTPRoute", &x.name),
+        Manifest::AuthorizationPolicy(x) => ("AuthorizationPolicy", &x.name),
     }
 }
 
