@@ -222,6 +222,7 @@ fn manifest_label(m: &Manifest) -> String {
         Manifest::TrafficSplit(x) => format!("TrafficSplit {}", x.name),
         Manifest::GatewayHttpRoute(x) => format!("HTTPRoute {}", x.name),
         Manifest::AuthorizationPolicy(x) => format!("AuthorizationPolicy {}", x.name),
+        Manifest::RequestAuthentication(x) => format!("RequestAuthentication {}", x.name),
     }
 }
 

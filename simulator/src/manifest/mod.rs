@@ -19,6 +19,7 @@ mod istio;
 mod istio_policy;
 mod linkerd;
 mod reader;
+mod request_authentication;
 mod smi;
 pub(crate) mod yaml;
 
@@ -31,6 +32,7 @@ pub use gateway::GatewayHttpRoute;
 pub use istio::{FaultInjection, IstioHttpRoute, VirtualService};
 pub use istio_policy::{DestinationRule, MtlsMode, OutlierDetectionSpec, PeerAuthentication};
 pub use linkerd::ServiceProfile;
+pub use request_authentication::RequestAuthentication;
 pub use smi::TrafficSplit;
 
 pub(crate) use istio::RetryOn;
@@ -148,6 +150,8 @@ pub enum Manifest {
     GatewayHttpRoute(GatewayHttpRoute),
     /// Istio AuthorizationPolicy.
     AuthorizationPolicy(AuthorizationPolicy),
+    /// Istio RequestAuthentication.
+    RequestAuthentication(RequestAuthentication),
 }
 
 /// Parsed manifests and the warnings collected while reading them.
@@ -295,6 +299,12 @@ fn parse_doc(
         "AuthorizationPolicy" => {
             match authorization::authorization_policy(doc, spec?, name, namespace)? {
                 Some(p) => Manifest::AuthorizationPolicy(p),
+                None => return Ok(None),
+            }
+        }
+        "RequestAuthentication" => {
+            match request_authentication::request_authentication(doc, spec?, name, namespace)? {
+                Some(p) => Manifest::RequestAuthentication(p),
                 None => return Ok(None),
             }
         }

@@ -6,6 +6,14 @@
 //! 403 by the sidecar (Envoy's RBAC filter: body `RBAC: access denied`, response flags `-`, the
 //! policy in the response code details), and never reaches the application.
 //!
+//! Before that, the RequestAuthentications that apply (scoped the same way) verify the
+//! request's JSON Web Token, taken from `authorization: Bearer TOKEN`: no token passes (with no
+//! request principal); a token that fails verification, or whose issuer none of them lists, is
+//! answered 401 (Envoy's jwt_authn filter: `Jwt verification fails`). The simulator does not
+//! sign tokens: `iss=ISSUER;sub=SUBJECT` stands for a token signed by that issuer's key, any
+//! other text for one that does not verify (a bad signature, an expired token). A verified
+//! token's request principal is `ISSUER/SUBJECT`.
+//!
 //! The source principal is the calling workload's identity, `cluster.local/ns/NS/sa/SA`, known
 //! only over mutual TLS: a plaintext request has no principal and no source namespace, so it
 //! matches no `principals` or `namespaces` pattern (and every negation). A request principal
@@ -17,13 +25,30 @@ use super::request::Stage;
 use super::tls::{Handshake, Peers, handshake};
 use super::trace::trace;
 use super::{AttemptId, ClientId, Mesh, VersionId, headers};
-use crate::manifest::{AuthorizationPolicy, AuthzAction};
+use crate::manifest::{AuthorizationPolicy, AuthzAction, RequestAuthentication};
 use crate::manifest::{AuthzRule, Operation, Source};
 use crate::mesh::routes::labels_match;
 use crate::telemetry::Reporter;
 
 /// The mesh's root namespace: its policies apply to every workload.
 pub(super) const ROOT_NAMESPACE: &str = "istio-system";
+
+const UNAUTHORIZED: u16 = 401;
+const FORBIDDEN: u16 = 403;
+
+/// The issuer and subject of a stand-in token `iss=ISSUER;sub=SUBJECT` (either order); none
+/// for any other text, a token that does not verify.
+pub(crate) fn parse_token(token: &str) -> Option<(&str, &str)> {
+    let (mut iss, mut sub) = (None, None);
+    for part in token.split(';') {
+        match part.split_once('=') {
+            Some(("iss", v)) if !v.is_empty() => iss = Some(v),
+            Some(("sub", v)) if !v.is_empty() => sub = Some(v),
+            _ => return None,
+        }
+    }
+    Some((iss?, sub?))
+}
 
 /// A service account when none is given (Kubernetes gives every pod one, `default`).
 pub(crate) const DEFAULT_SERVICE_ACCOUNT: &str = "default";
@@ -89,8 +114,11 @@ pub(super) struct Authz {
     /// Whether any policy was applied: until then nothing is checked.
     pub(super) active: bool,
     policies: Vec<AuthorizationPolicy>,
+    authns: Vec<RequestAuthentication>,
     /// Per version, the policies (indices) that apply to its pods.
     applies: Vec<Vec<u32>>,
+    /// Per version, the RequestAuthentications (indices) that apply to its pods.
+    verifies: Vec<Vec<u32>>,
     /// Per client, its principal and namespace (a call's: its version's).
     identity: Vec<(String, String)>,
 }
@@ -143,50 +171,118 @@ impl Authz {
 impl Mesh {
     /// Applies an AuthorizationPolicy (replacing one of the same namespace and name).
     pub(super) fn apply_authorization_policy(&mut self, p: &AuthorizationPolicy) {
-        let ns = |p: &AuthorizationPolicy| {
-            p.namespace
-                .clone()
-                .unwrap_or_else(|| self.default_namespace.clone())
+        let ns = self.default_namespace.clone();
+        // `metadata.namespace` absent is the default namespace.
+        let key = |q: &AuthorizationPolicy| {
+            (
+                q.namespace.clone().unwrap_or_else(|| ns.clone()),
+                q.name.clone(),
+            )
         };
-        let key = (ns(p), p.name.clone());
-        let az = &self.authz;
-        match az
-            .policies
-            .iter()
-            .position(|q| (ns(q), q.name.clone()) == key)
-        {
-            Some(i) => self.authz.policies[i] = p.clone(),
-            None => self.authz.policies.push(p.clone()),
+        let list = &mut self.authz.policies;
+        match list.iter().position(|q| key(q) == key(p)) {
+            Some(i) => list[i] = p.clone(),
+            None => list.push(p.clone()),
         }
-        let applies = (0..self.versions.len())
+        self.rescope_authz();
+    }
+
+    /// Applies a RequestAuthentication (replacing one of the same namespace and name).
+    pub(super) fn apply_request_authentication(&mut self, r: &RequestAuthentication) {
+        let ns = self.default_namespace.clone();
+        // `metadata.namespace` absent is the default namespace.
+        let key = |q: &RequestAuthentication| {
+            (
+                q.namespace.clone().unwrap_or_else(|| ns.clone()),
+                q.name.clone(),
+            )
+        };
+        let list = &mut self.authz.authns;
+        match list.iter().position(|q| key(q) == key(r)) {
+            Some(i) => list[i] = r.clone(),
+            None => list.push(r.clone()),
+        }
+        self.rescope_authz();
+    }
+
+    /// Which policies apply to each version: its namespace's and the root namespace's, all
+    /// workloads' or those their selector picks.
+    fn rescope_authz(&mut self) {
+        let default_ns = &self.default_namespace;
+        let scoped = |ns: &Option<String>, selector: &Option<_>, v: usize| {
+            let ver = &self.versions[VersionId(v as u32)];
+            let ns = ns.as_deref().unwrap_or(default_ns);
+            (ns == self.services[ver.service].namespace || ns == ROOT_NAMESPACE)
+                && selector
+                    .as_ref()
+                    .is_none_or(|s| labels_match(s, &ver.labels))
+        };
+        let az = &self.authz;
+        let n = self.versions.len();
+        let applies = (0..n)
             .map(|v| {
-                let ver = &self.versions[VersionId(v as u32)];
-                let vns = &self.services[ver.service].namespace;
-                let az = &self.authz;
                 (0..az.policies.len() as u32)
                     .filter(|&i| {
                         let q = &az.policies[i as usize];
-                        let qns = ns(q);
-                        (qns == *vns || qns == ROOT_NAMESPACE)
-                            && q.selector
-                                .as_ref()
-                                .is_none_or(|s| labels_match(s, &ver.labels))
+                        scoped(&q.namespace, &q.selector, v)
+                    })
+                    .collect()
+            })
+            .collect();
+        let verifies = (0..n)
+            .map(|v| {
+                (0..az.authns.len() as u32)
+                    .filter(|&i| {
+                        let q = &az.authns[i as usize];
+                        scoped(&q.namespace, &q.selector, v)
                     })
                     .collect()
             })
             .collect();
         self.authz.applies = applies;
+        self.authz.verifies = verifies;
         self.authz.active = true;
     }
 
-    /// Whether the server's sidecar lets attempt `a` through to its pod.
-    pub(super) fn authorized(&self, a: AttemptId) -> bool {
+    /// The code the server's sidecar answers attempt `a` with itself (401 for a token that
+    /// does not verify, 403 for what the policies do not allow), if any.
+    pub(super) fn refused(&self, a: AttemptId) -> Option<u16> {
         let at = &self.atts[a];
         let v = self.pods[at.pod].version;
-        let applies = &self.authz.applies[v.0 as usize];
-        if applies.is_empty() || !self.versions[v].sidecar {
-            return true;
+        let (applies, verifies) = (
+            &self.authz.applies[v.0 as usize],
+            &self.authz.verifies[v.0 as usize],
+        );
+        if (applies.is_empty() && verifies.is_empty()) || !self.versions[v].sidecar {
+            return None;
         }
+        let header = |name: &str| {
+            self.header_sets.sets[at.headers as usize]
+                .iter()
+                .find(|(k, _)| k == name)
+                .map(|(_, v)| v.as_str())
+        };
+        let request_principal = if verifies.is_empty() {
+            None
+        } else {
+            match header("authorization").and_then(|h| h.strip_prefix("Bearer ")) {
+                None => None,
+                Some(token) => {
+                    let verified = parse_token(token).filter(|(iss, _)| {
+                        verifies.iter().any(|&i| {
+                            self.authz.authns[i as usize]
+                                .issuers
+                                .iter()
+                                .any(|x| x == iss)
+                        })
+                    });
+                    match verified {
+                        Some((iss, sub)) => Some(format!("{iss}/{sub}")),
+                        None => return Some(UNAUTHORIZED),
+                    }
+                }
+            }
+        };
         let client = self.clusters[at.cluster].client;
         let (principal, namespace) = if self.mutual(at.cluster, v) {
             let (p, ns) = &self.authz.identity[client.0 as usize];
@@ -197,14 +293,15 @@ impl Mesh {
         let req = Request {
             principal,
             namespace,
-            request_principal: None,
-            method: self.header_sets.value(at.headers, headers::METHOD),
-            path: self.header_sets.value(at.headers, headers::PATH),
+            request_principal: request_principal.as_deref(),
+            method: header(headers::METHOD).unwrap_or("GET"),
+            path: header(headers::PATH).unwrap_or("/"),
         };
-        allows(
+        let ok = allows(
             applies.iter().map(|&i| &self.authz.policies[i as usize]),
             &req,
-        )
+        );
+        (!ok).then_some(FORBIDDEN)
     }
 
     /// Whether connections of cluster `ci` to version `v` speak mutual TLS, as their
@@ -226,19 +323,18 @@ impl Mesh {
         )
     }
 
-    /// The server's sidecar answers attempt `a` itself (403, RBAC), without the pod.
-    pub(super) fn deny_at_sidecar(&mut self, a: AttemptId) {
-        const FORBIDDEN: u16 = 403;
+    /// The server's sidecar answers attempt `a` itself with `code`, without the pod.
+    pub(super) fn deny_at_sidecar(&mut self, a: AttemptId, code: u16) {
         let at = self.atts[a];
         let version = self.pods[at.pod].version;
         let source = self.clusters[at.cluster].client;
-        trace!(self, "rbac-denied", "req" => at.number, "try" => at.try_no,
-            "pod" => self.pod_name(at.pod));
+        trace!(self, "refused", "req" => at.number, "try" => at.try_no,
+            "pod" => self.pod_name(at.pod), "code" => code);
         self.telemetry.record(
             Reporter::Destination,
             source.0,
             version.0,
-            FORBIDDEN,
+            code,
             0,
             self.net.sidecar_latency,
         );
@@ -247,7 +343,7 @@ impl Mesh {
             return;
         }
         let at = &mut self.atts[a];
-        at.code = FORBIDDEN;
+        at.code = code;
         at.stage = Stage::Returning;
         let g = at.tag;
         self.q.schedule_in(
@@ -422,6 +518,18 @@ spec:
 ",
         );
         assert!(!allows(deny_ip.iter(), &request(None, "GET", "/")));
+    }
+
+    #[test]
+    fn a_stand_in_token_names_its_issuer_and_subject() {
+        assert_eq!(
+            parse_token("iss=https://a.example;sub=alice"),
+            Some(("https://a.example", "alice"))
+        );
+        assert_eq!(parse_token("sub=alice;iss=x"), Some(("x", "alice")));
+        assert_eq!(parse_token("invalid"), None);
+        assert_eq!(parse_token("iss=x"), None);
+        assert_eq!(parse_token("iss=x;sub=a;exp=1"), None);
     }
 
     #[test]

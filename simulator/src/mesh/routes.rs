@@ -140,6 +140,7 @@ impl Mesh {
                 Manifest::DestinationRule(dr) => self.apply_destination_rule(dr, &mut warnings),
                 Manifest::PeerAuthentication(pa) => self.apply_peer_authentication(pa),
                 Manifest::AuthorizationPolicy(p) => self.apply_authorization_policy(p),
+                Manifest::RequestAuthentication(r) => self.apply_request_authentication(r),
                 _ => {}
             }
         }

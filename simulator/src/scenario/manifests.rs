@@ -101,6 +101,9 @@ impl Context {
                 Manifest::AuthorizationPolicy(x) => {
                     ("AuthorizationPolicy", &x.name, Istio, "Istio's")
                 }
+                Manifest::RequestAuthentication(x) => {
+                    ("RequestAuthentication", &x.name, Istio, "Istio's")
+                }
                 Manifest::ServiceProfile(x) => ("ServiceProfile", &x.name, Linkerd, "Linkerd's"),
                 Manifest::TrafficSplit(x) => (
                     "TrafficSplit",

@@ -329,6 +329,7 @@ fn kind_name(m: &Manifest) -> (&'static str, &str) {
         Manifest::TrafficSplit(x) => ("TrafficSplit", &x.name),
         Manifest::GatewayHttpRoute(x) => ("HTTPRoute", &x.name),
         Manifest::AuthorizationPolicy(x) => ("AuthorizationPolicy", &x.name),
+        Manifest::RequestAuthentication(x) => ("RequestAuthentication", &x.name),
     }
 }
 
