@@ -167,3 +167,25 @@ fn a_policy_requiring_request_principals_refuses_a_request_without_a_token_403()
         "no token: {forbidden} of {total}"
     );
 }
+
+#[test]
+fn a_service_account_that_is_not_a_kubernetes_name_is_refused_at_its_field() {
+    let text = std::fs::read_to_string(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../scenarios/authz-new-service-account.yaml"
+    ))
+    .expect("the scenario exists");
+    let path = std::path::Path::new("x.yaml");
+    assert!(fledge_simulator::scenario::Scenario::parse(&text, path).is_ok());
+    let bad = text.replace(
+        "service_account: checkout-v2",
+        "service_account: Checkout_V2",
+    );
+    let err = fledge_simulator::scenario::Scenario::parse(&bad, path)
+        .expect_err("refused")
+        .to_string();
+    assert!(
+        err.contains("service_account") && err.contains("Checkout_V2"),
+        "{err}"
+    );
+}

@@ -129,3 +129,30 @@ fn an_outage_that_ends_before_it_starts_is_refused() {
     let err = Mesh::new(cfg).err().expect("refused");
     assert!(err.to_string().contains("control-plane outage"), "{err}");
 }
+
+/// The push-delay scenario with its `control_plane` section replaced.
+fn scenario_with(section: &str) -> Result<fledge_simulator::scenario::Scenario, String> {
+    let text = std::fs::read_to_string(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../scenarios/push-delay.yaml"
+    ))
+    .expect("the scenario exists");
+    let start = text
+        .find("control_plane:\n")
+        .expect("it has a control_plane");
+    let end = text.find("traffic:\n").expect("and traffic");
+    let text = format!("{}{section}{}", &text[..start], &text[end..]);
+    fledge_simulator::scenario::Scenario::parse(&text, std::path::Path::new("x.yaml"))
+        .map_err(|e| e.to_string())
+}
+
+#[test]
+fn an_outage_after_the_end_of_the_run_or_of_no_length_is_refused_at_its_field() {
+    let late = scenario_with("control_plane:\n  outages: [{at: 30m, for: 1m}]\n").unwrap_err();
+    assert!(late.contains("control_plane.outages[0].at"), "{late}");
+    let empty = scenario_with("control_plane:\n  outages: [{at: 3m, for: 0s}]\n").unwrap_err();
+    assert!(empty.contains("control_plane.outages[0].for"), "{empty}");
+    let delay = scenario_with("control_plane:\n  push_delay: {p50: 2s}\n").unwrap_err();
+    assert!(delay.contains("control_plane.push_delay"), "{delay}");
+    assert!(scenario_with("control_plane: {push_delay: {constant: 1s}}\n").is_ok());
+}
