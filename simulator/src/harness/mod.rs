@@ -205,6 +205,7 @@ impl<'a> Harness<'a> {
                 .map(|(name, v)| {
                     let mut cfg = VersionConfig::new(name, v.pods, v.behaviour.clone());
                     cfg.sidecar = v.sidecar;
+                    cfg.service_account = v.service_account.clone();
                     cfg.labels = v.labels.clone();
                     cfg
                 })
@@ -251,6 +252,7 @@ impl<'a> Harness<'a> {
             clients,
             data_plane: scenario.data_plane,
             istio_retry_503: scenario.istio_retry_503,
+            propagation: scenario.propagation.clone(),
             ..MeshConfig::default()
         };
         let mesh = Mesh::new(config).map_err(mesh_error)?;
@@ -521,11 +523,13 @@ fn rollout_service(scenario: &Scenario) -> ServiceConfig {
     let mut primary_cfg = VersionConfig::new("primary", primary.pods, primary.behaviour.clone());
     primary_cfg.workload = Some(primary_workload);
     primary_cfg.sidecar = primary.sidecar;
+    primary_cfg.service_account = primary.service_account.clone();
     primary_cfg.labels = primary.labels.clone();
     // The target starts as the current revision and is scaled to zero by initialisation.
     let mut canary_cfg = VersionConfig::new("canary", 0, primary.behaviour.clone());
     canary_cfg.workload = Some(target);
     canary_cfg.sidecar = canary.sidecar;
+    canary_cfg.service_account = canary.service_account.clone();
     canary_cfg.labels = canary.labels.clone();
     let mut service = ServiceConfig::new(&scenario.service, vec![primary_cfg, canary_cfg]);
     service.namespace = Some(scenario.namespace.clone());

@@ -223,6 +223,8 @@ fn manifest_label(m: &Manifest) -> String {
         Manifest::GatewayHttpRoute(x) => format!("HTTPRoute {}", x.name),
         Manifest::IstioGateway(x) => format!("Gateway {}", x.name),
         Manifest::ServiceEntry(x) => format!("ServiceEntry {}", x.name),
+        Manifest::AuthorizationPolicy(x) => format!("AuthorizationPolicy {}", x.name),
+        Manifest::RequestAuthentication(x) => format!("RequestAuthentication {}", x.name),
     }
 }
 

@@ -15,12 +15,14 @@
 //! `service_entry` (ServiceEntry). This file holds what they share: the error, the
 //! header matches, the parsed manifest and the dispatch by kind.
 
+mod authorization;
 mod gateway;
 mod istio;
 mod istio_gateway;
 mod istio_policy;
 mod linkerd;
 mod reader;
+mod request_authentication;
 mod service_entry;
 mod smi;
 pub(crate) mod yaml;
@@ -28,11 +30,14 @@ pub(crate) mod yaml;
 use serde::Deserialize;
 use serde_json::Value;
 
+pub use authorization::{AuthorizationPolicy, AuthzAction};
+pub(crate) use authorization::{AuthzRule, Operation, Source};
 pub use gateway::GatewayHttpRoute;
 pub use istio::{FaultInjection, IstioHttpRoute, VirtualService};
 pub use istio_gateway::IstioGateway;
 pub use istio_policy::{DestinationRule, MtlsMode, OutlierDetectionSpec, PeerAuthentication};
 pub use linkerd::ServiceProfile;
+pub use request_authentication::RequestAuthentication;
 pub use service_entry::ServiceEntry;
 pub use smi::TrafficSplit;
 
@@ -156,6 +161,10 @@ pub enum Manifest {
     IstioGateway(IstioGateway),
     /// Istio ServiceEntry.
     ServiceEntry(ServiceEntry),
+    /// Istio AuthorizationPolicy.
+    AuthorizationPolicy(AuthorizationPolicy),
+    /// Istio RequestAuthentication.
+    RequestAuthentication(RequestAuthentication),
 }
 
 /// Parsed manifests and the warnings collected while reading them.
@@ -305,6 +314,18 @@ fn parse_doc(
             Manifest::IstioGateway(istio_gateway(doc, spec?, name, namespace)?)
         }
         "ServiceEntry" => Manifest::ServiceEntry(service_entry(doc, spec?, name, namespace)?),
+        "AuthorizationPolicy" => {
+            match authorization::authorization_policy(doc, spec?, name, namespace)? {
+                Some(p) => Manifest::AuthorizationPolicy(p),
+                None => return Ok(None),
+            }
+        }
+        "RequestAuthentication" => {
+            match request_authentication::request_authentication(doc, spec?, name, namespace)? {
+                Some(p) => Manifest::RequestAuthentication(p),
+                None => return Ok(None),
+            }
+        }
         other => {
             doc.warn(format!("kind `{other}` is not simulated; document ignored"));
             return Ok(None);

@@ -351,6 +351,8 @@ impl Mesh {
             callings: Vec::new(),
             free_callings: Vec::new(),
             header_sets,
+            pushes: None,
+            authz: Box::default(),
         };
         // One cluster per (client, version), as Istio builds one Envoy cluster per subset.
         for c in (0..mesh.clients.len() as u32).map(ClientId) {
@@ -401,6 +403,8 @@ impl Mesh {
                 .unwrap_or_default();
             mesh.versions[v].calls = mesh.resolve_calls(v, &calls)?;
         }
+        mesh.init_propagation(&cfg.propagation)?;
+        mesh.authz = Box::new(super::authz::Authz::new(&cfg, &mesh));
         for i in (0..mesh.certs.len() as u32).map(CertId) {
             mesh.schedule_rotation(i);
         }

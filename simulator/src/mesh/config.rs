@@ -76,6 +76,9 @@ pub struct VersionConfig {
     /// Whether the pods have a sidecar (Istio's `sidecar.istio.io/inject: "false"` when not):
     /// without one they take plaintext only and report no destination series.
     pub sidecar: bool,
+    /// The pods' service account: their mTLS identity, which AuthorizationPolicies match
+    /// (`default` when absent).
+    pub service_account: Option<String>,
 }
 
 impl VersionConfig {
@@ -88,6 +91,7 @@ impl VersionConfig {
             behaviour,
             labels: BTreeMap::new(),
             sidecar: true,
+            service_account: None,
         }
     }
 }
@@ -185,6 +189,8 @@ pub struct ClientConfig {
     /// The Istio Gateway (`metadata.name`) the requests enter through: the client is that
     /// gateway's proxy and routes by the VirtualServices bound to it (see `mesh/gateway.rs`).
     pub gateway: Option<String>,
+    /// The pods' service account, their mTLS identity (`default` when absent).
+    pub service_account: Option<String>,
 }
 
 impl ClientConfig {
@@ -200,6 +206,7 @@ impl ClientConfig {
             sidecar: true,
             labels: BTreeMap::new(),
             gateway: None,
+            service_account: None,
         }
     }
 }
@@ -291,6 +298,8 @@ pub struct MeshConfig {
     pub scrape_interval: SimTime,
     /// How long snapshots are kept.
     pub retention: SimTime,
+    /// How route changes reach the proxies (at once unless set).
+    pub propagation: crate::mesh::Propagation,
 }
 
 impl Default for MeshConfig {
@@ -308,6 +317,7 @@ impl Default for MeshConfig {
             istio_retry_503: false,
             scrape_interval: 5 * SECONDS,
             retention: 3600 * SECONDS,
+            propagation: Default::default(),
         }
     }
 }

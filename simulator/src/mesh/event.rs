@@ -55,6 +55,8 @@ pub(super) enum Ev {
     Restart { pod: PodId, epoch: u32 },
     /// The workload's agent renews its certificate.
     CertRotate { cert: CertId },
+    /// A route configuration (a generation of its service's) reaches the client's proxy.
+    Push { client: ClientId, generation: u32 },
 }
 
 /// Kinds whose events are usually scheduled in time order, so the queue can keep each kind in a
@@ -158,6 +160,7 @@ impl Mesh {
             Ev::EndpointOut { pod, epoch } => self.on_endpoint_out(pod, epoch),
             Ev::Restart { pod, epoch } => self.on_restart(pod, epoch),
             Ev::CertRotate { cert } => self.on_cert_rotate(cert),
+            Ev::Push { client, generation } => self.on_push(client, generation),
             // A stale event: its attempt or request has ended (and its slot may be reused).
             Ev::AtPod { .. }
             | Ev::Done { .. }

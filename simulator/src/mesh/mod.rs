@@ -88,6 +88,7 @@
 //! abandons an attempt at the pod is reported by the destination at once as code 0 `DC`.
 
 mod action;
+mod authz;
 mod balance;
 mod build;
 mod calls;
@@ -104,6 +105,7 @@ pub(crate) mod outlier;
 mod outputs;
 mod pod;
 mod pool;
+mod propagation;
 mod request;
 mod retry;
 mod routes;
@@ -118,6 +120,7 @@ pub use outlier::{
 };
 
 pub use action::Action;
+pub use propagation::Propagation;
 
 use std::collections::BTreeMap;
 
@@ -310,6 +313,10 @@ pub struct Mesh {
     free_callings: Vec<u32>,
     /// Every header set a request may carry.
     header_sets: headers::HeaderSets,
+    /// Route changes on their way to the proxies, when they are not atomic (propagation.rs).
+    pushes: Option<Box<propagation::Pushes>>,
+    /// AuthorizationPolicies and the workloads' identities (authz.rs).
+    authz: Box<authz::Authz>,
 }
 
 impl Mesh {

@@ -139,6 +139,14 @@ impl Mesh {
             }
             return;
         }
+        // The server's sidecar authorizes before the application sees anything (authz.rs).
+        if self.authz.active
+            && !self.atts[a].cancelled
+            && let Some(code) = self.refused(a)
+        {
+            self.deny_at_sidecar(a, code);
+            return;
+        }
         trace!(self, "at-pod", "req" => self.atts[a].number, "try" => self.atts[a].try_no,
             "pod" => self.pod_name(p), "queue" => self.pods[p].queue.len());
         let pod = &mut self.pods[p];

@@ -220,7 +220,7 @@ impl Mesh {
         }
 
         // Route: header profile -> rule (cached per route epoch) -> weighted version.
-        let epoch = self.services[self.clients[c].service].epoch;
+        let epoch = self.route_epoch(c);
         if self.clients[c].cache_epoch != Some(epoch) {
             self.refresh_route_cache(c);
         }

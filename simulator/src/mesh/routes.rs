@@ -92,6 +92,7 @@ impl Mesh {
         svc.rules = ids;
         svc.epoch = svc.epoch.wrapping_add(1);
         svc.explicit_route = true;
+        self.routes_changed(s);
     }
 
     pub(super) fn reset_default_route(&mut self, s: ServiceId) {
@@ -139,6 +140,8 @@ impl Mesh {
             match item {
                 Manifest::DestinationRule(dr) => self.apply_destination_rule(dr, &mut warnings),
                 Manifest::PeerAuthentication(pa) => self.apply_peer_authentication(pa),
+                Manifest::AuthorizationPolicy(p) => self.apply_authorization_policy(p),
+                Manifest::RequestAuthentication(r) => self.apply_request_authentication(r),
                 _ => {}
             }
         }
@@ -612,18 +615,22 @@ impl Mesh {
     }
 
     pub(super) fn refresh_route_cache(&mut self, c: ClientId) {
-        let svc = &self.services[self.clients[c].service];
+        // The routes the client's own proxy has applied (propagation.rs).
+        let epoch = self.route_epoch(c);
         let cl = &self.clients[c];
         let mut cache = Vec::with_capacity(cl.profiles.len());
         if let Some((_, rule)) = cl.direct {
-            let epoch = svc.epoch;
             let cl = &mut self.clients[c];
             cl.cache = vec![rule; cl.profiles.len()];
             cl.cache_epoch = Some(epoch);
             return;
         }
-        // A gateway's proxy walks the routes bound to its gateway (gateway.rs).
-        let rules = cl.ingress.as_ref().map_or(&svc.rules, |i| &i.rules);
+        // A gateway's proxy walks the routes bound to its gateway (gateway.rs), a sidecar
+        // those its proxy has applied.
+        let rules = match cl.ingress.as_ref() {
+            Some(i) => &i.rules[..],
+            None => self.client_rules(c),
+        };
         for (_, headers) in &cl.profiles {
             let hit = rules.iter().copied().find(|&rid| {
                 let r = &self.rules[rid];
@@ -638,7 +645,6 @@ impl Mesh {
             });
             cache.push(hit);
         }
-        let epoch = svc.epoch;
         let cl = &mut self.clients[c];
         cl.cache = cache;
         cl.cache_epoch = Some(epoch);

@@ -51,6 +51,7 @@ impl Context {
                 sidecar: Some(false),
                 labels: None,
                 calls: None,
+                service_account: None,
             };
             let version = self.version(&field, &written, None, 0)?;
             out.push(ServiceModel {

@@ -100,6 +100,12 @@ impl Context {
                 }
                 Manifest::IstioGateway(x) => ("Gateway", &x.name, Istio, "Istio's"),
                 Manifest::ServiceEntry(x) => ("ServiceEntry", &x.name, Istio, "Istio's"),
+                Manifest::AuthorizationPolicy(x) => {
+                    ("AuthorizationPolicy", &x.name, Istio, "Istio's")
+                }
+                Manifest::RequestAuthentication(x) => {
+                    ("RequestAuthentication", &x.name, Istio, "Istio's")
+                }
                 Manifest::ServiceProfile(x) => ("ServiceProfile", &x.name, Linkerd, "Linkerd's"),
                 Manifest::TrafficSplit(x) => (
                     "TrafficSplit",

@@ -85,6 +85,8 @@ pub struct Scenario {
     /// Istio's default retry policy also retries 503 (`istio.version` up to 1.23, or
     /// `istio.exclude_unsafe_503_from_default_retry: false`).
     pub istio_retry_503: bool,
+    /// How route changes reach the proxies (`control_plane`).
+    pub(crate) propagation: crate::mesh::Propagation,
     /// Input that loads but is questionable: a setting changed or unused, a resource the
     /// scenario's mesh would not read, an event after the end. Shown once per command.
     pub warnings: Vec<String>,
@@ -420,6 +422,7 @@ impl Context {
         }
         let certificates = self.certificates(raw.certificates.as_ref())?;
         let istio_retry_503 = self.istio_retry_503(raw.istio.as_ref())?;
+        let propagation = self.propagation(raw.control_plane.as_ref(), duration)?;
         let hooks = match &spec {
             Some(spec) => self.hooks(&raw, spec)?,
             None if raw.webhooks.is_empty() => BTreeMap::new(),
@@ -459,6 +462,7 @@ impl Context {
             variants,
             certificates,
             istio_retry_503,
+            propagation,
             warnings: std::mem::take(&mut self.warnings),
         })
     }

@@ -3,6 +3,7 @@
 
 use super::{Context, ScenarioError, raw};
 use crate::engine::SimTime;
+use crate::mesh::Propagation;
 use crate::mesh::config::{Behaviour, CertConfig};
 use crate::mesh::dist::ServiceTime;
 
@@ -14,6 +15,8 @@ pub struct Version {
     pub(crate) behaviour: Behaviour,
     /// Whether the pods have a sidecar.
     pub(crate) sidecar: bool,
+    /// The pods' service account (`default` when absent; a canary inherits the primary's).
+    pub(crate) service_account: Option<String>,
 }
 
 impl Context {
@@ -39,6 +42,32 @@ impl Context {
             c.grace_ratio = r;
         }
         Ok(c)
+    }
+
+    /// The `control_plane` section: how route changes reach the proxies.
+    pub(super) fn propagation(
+        &self,
+        raw: Option<&raw::ControlPlane>,
+        duration: SimTime,
+    ) -> Result<Propagation, ScenarioError> {
+        let mut p = Propagation::default();
+        let Some(raw) = raw else { return Ok(p) };
+        if let Some(d) = &raw.push_delay {
+            p.push_delay = Some(self.latency("control_plane.push_delay", d)?);
+        }
+        for (i, o) in raw.outages.iter().enumerate() {
+            let field = format!("control_plane.outages[{i}]");
+            let at = self.duration(&format!("{field}.at"), &o.at)?;
+            let lasting = self.duration(&format!("{field}.for"), &o.lasting)?;
+            if lasting == 0 {
+                return Err(self.error(&format!("{field}.for"), "must be longer than 0s"));
+            }
+            if at >= duration {
+                return Err(self.error(&format!("{field}.at"), "must be before the end of the run"));
+            }
+            p.outages.push((at, at.saturating_add(lasting)));
+        }
+        Ok(p)
     }
 
     /// Whether Istio's default retry policy retries 503: up to 1.23 always; 1.24 to 1.26 unless
@@ -96,11 +125,29 @@ impl Context {
             labels: Default::default(),
             behaviour: Behaviour::default(),
             sidecar: true,
+            service_account: None,
         });
         // Labels name a version's own pods: the canary does not take the primary's.
         v.labels = raw.labels.clone().unwrap_or_default();
         if let Some(sidecar) = raw.sidecar {
             v.sidecar = sidecar;
+        }
+        if let Some(sa) = &raw.service_account {
+            // A Kubernetes object name (DNS-1123 subdomain).
+            let ok = !sa.is_empty()
+                && sa.len() <= 253
+                && sa.bytes().all(|b| {
+                    b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'.'
+                })
+                && sa.bytes().next().is_some_and(|b| b.is_ascii_alphanumeric())
+                && sa.bytes().last().is_some_and(|b| b.is_ascii_alphanumeric());
+            if !ok {
+                return Err(self.error(
+                    &format!("{field}.service_account"),
+                    format!("`{sa}` is not a Kubernetes name: lower-case letters, digits, `-` and `.`, starting and ending with a letter or digit"),
+                ));
+            }
+            v.service_account = Some(sa.clone());
         }
         if let Some(pods) = raw.pods {
             if !(min_pods..=1000).contains(&pods) {

@@ -45,6 +45,8 @@ pub(super) struct Scenario {
     /// Dependencies outside the mesh, each named by a ServiceEntry of the manifests.
     #[serde(default)]
     pub(crate) external: Vec<External>,
+    /// How configuration reaches the proxies: push delay and outages.
+    pub(crate) control_plane: Option<ControlPlane>,
 }
 
 /// A dependency outside the mesh (scenario/external.rs): its host and how it answers.
@@ -58,6 +60,23 @@ pub(super) struct External {
     #[serde(default, deserialize_with = "finite_or_none")]
     pub(crate) error_rate: Option<f64>,
     pub(crate) error_code: Option<u16>,
+}
+
+#[derive(Deserialize, Debug)]
+#[serde(deny_unknown_fields)]
+pub(super) struct ControlPlane {
+    /// From a route change to a proxy applying it, drawn per proxy (a latency distribution).
+    pub(crate) push_delay: Option<Latency>,
+    #[serde(default)]
+    pub(crate) outages: Vec<Outage>,
+}
+
+#[derive(Deserialize, Debug)]
+#[serde(deny_unknown_fields)]
+pub(super) struct Outage {
+    pub(crate) at: String,
+    #[serde(rename = "for")]
+    pub(crate) lasting: String,
 }
 
 #[derive(Deserialize, Debug)]
@@ -111,6 +130,8 @@ pub(super) struct Version {
     pub(crate) sidecar: Option<bool>,
     /// Pod labels, as a Deployment's pod template sets them.
     pub(crate) labels: Option<BTreeMap<String, String>>,
+    /// The pods' service account (their mTLS identity).
+    pub(crate) service_account: Option<String>,
     /// What each request calls, step by step.
     pub(crate) calls: Option<Vec<CallStep>>,
 }

@@ -331,6 +331,8 @@ fn kind_name(m: &Manifest) -> (&'static str, &str) {
         Manifest::GatewayHttpRoute(x) => ("HTTPRoute", &x.name),
         Manifest::IstioGateway(x) => ("Gateway", &x.name),
         Manifest::ServiceEntry(x) => ("ServiceEntry", &x.name),
+        Manifest::AuthorizationPolicy(x) => ("AuthorizationPolicy", &x.name),
+        Manifest::RequestAuthentication(x) => ("RequestAuthentication", &x.name),
     }
 }
 
