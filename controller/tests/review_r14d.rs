@@ -94,3 +94,32 @@ fn every_controllers_entry_for_a_parent_is_waited_on() {
     });
     assert!(not_accepted(&route).is_some(), "{route}");
 }
+
+/// Finding 1, second case: `sessionAffinity` removed from the spec mid-rollout. The live
+/// routing object still has the cookie rules written under it; `Router::reconcile` reads it
+/// with the new spec before rewriting it, sees the pinning rule as an A/B rule (or the primary
+/// pin as a malformed one), and falls back to all traffic on the primary.
+#[test]
+#[ignore = "finding 1"]
+fn routes_written_with_session_affinity_read_back_once_it_is_removed_from_the_spec() {
+    let cookies = SessionCookies {
+        canary: Some("c=AbCdEfGhIj".into()),
+        previous: None,
+        primary: Some("p=PPPPPPPPPP".into()),
+    };
+    for provider in ["istio", "gatewayapi"] {
+        let p: Provider = provider.parse().unwrap();
+        let with = with_cookies(
+            &canary(provider, json!({"cookieName": "c", "primaryCookieName": "p"})),
+            &cookies,
+        );
+        let object = p.routing_object(&with, &split(20)).expect("builds");
+        let mut without = with.clone();
+        without.spec.analysis.session_affinity = None;
+        assert_eq!(
+            p.read_routes(&without, &object["spec"]),
+            Ok(split(20)),
+            "{provider}"
+        );
+    }
+}
