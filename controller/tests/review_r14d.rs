@@ -110,7 +110,10 @@ fn routes_written_with_session_affinity_read_back_once_it_is_removed_from_the_sp
     for provider in ["istio", "gatewayapi"] {
         let p: Provider = provider.parse().unwrap();
         let with = with_cookies(
-            &canary(provider, json!({"cookieName": "c", "primaryCookieName": "p"})),
+            &canary(
+                provider,
+                json!({"cookieName": "c", "primaryCookieName": "p"}),
+            ),
             &cookies,
         );
         let object = p.routing_object(&with, &split(20)).expect("builds");
