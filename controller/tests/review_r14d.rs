@@ -1,11 +1,14 @@
 //! Review r14d of issue 14's session affinity, HTTPRoute `Accepted` wait, DaemonSet targets and
 //! alerts: failing tests for the findings, ignored until fixed. Pure: no cluster needed.
 
-use fledge_controller::rollout::SessionCookies;
+mod support;
+
+use fledge_controller::rollout::{Action, Phase, SessionCookies};
 use fledge_controller::routes::gateway_api::not_accepted;
 use fledge_controller::routes::{Provider, Routes, with_cookies};
 use fledge_controller::spec::Canary;
 use serde_json::{Value, json};
+use support::{Driver, canary_spec};
 
 fn canary(provider: &str, affinity: Value) -> Canary {
     serde_json::from_value(json!({
@@ -125,4 +128,30 @@ fn routes_written_with_session_affinity_read_back_once_it_is_removed_from_the_sp
             "{provider}"
         );
     }
+}
+
+/// Finding 4: Flagger's scheduler reads the routes (GetRoutes, which fails while a parent has
+/// not accepted the HTTPRoute's current generation) before every phase's work, so after
+/// routing all traffic back to the primary it scales the canary to zero only once that route
+/// is in force. Fledge waits only while Progressing/WaitingPromotion (the core's
+/// `progressing`; the shell reads the status only then, observing.rs): Finalising scales the
+/// canary down while the gateway may still send it the last step's share.
+#[test]
+#[ignore = "finding 4"]
+fn the_canary_is_scaled_down_only_once_the_routes_back_to_the_primary_are_in_force() {
+    let mut d = Driver::new(canary_spec("stepWeight: 50\n    maxWeight: 50"));
+    d.deploy("v2");
+    for _ in 0..200 {
+        if d.state.phase == Phase::Finalising {
+            break;
+        }
+        d.tick();
+    }
+    assert_eq!(d.state.phase, Phase::Finalising, "{}", d.state.message);
+    d.routes_not_accepted = Some("parent Gateway test/public accepted generation 3".into());
+    let actions = d.tick();
+    assert!(
+        !actions.contains(&Action::ScaleCanary { up: false }),
+        "scaled down under routes not in force: {actions:?}"
+    );
 }
