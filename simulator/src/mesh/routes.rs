@@ -639,7 +639,7 @@ impl Mesh {
                         block.iter().all(|m| {
                             headers
                                 .iter()
-                                .any(|(k, v)| *k == m.name && m.matcher.matches(v))
+                                .any(|(k, v)| *k == m.name && m.matcher.matches(match_value(k, v)))
                         })
                     })
             });
@@ -648,6 +648,15 @@ impl Mesh {
         let cl = &mut self.clients[c];
         cl.cache = cache;
         cl.cache_epoch = Some(epoch);
+    }
+}
+
+/// The value a header condition compares: Envoy's path and regex route matches see `:path`
+/// without its query string and fragment (the access log keeps the full path).
+fn match_value<'a>(name: &str, value: &'a str) -> &'a str {
+    match name {
+        ":path" => value.split(['?', '#']).next().unwrap_or(value),
+        _ => value,
     }
 }
 
