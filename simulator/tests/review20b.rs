@@ -429,3 +429,31 @@ spec:
         s.requests
     );
 }
+
+#[test]
+fn calls_that_loop_across_services_are_refused_at_the_call_closing_the_loop() {
+    // productpage -> reviews -> ratings, and now ratings -> productpage.
+    let text = include_str!("../../scenarios/bookinfo-ratings-canary.yaml").replace(
+        "        pods: 2\n        latency: {p50: 2ms, p99: 10ms}\n",
+        "        pods: 2\n        latency: {p50: 2ms, p99: 10ms}\n        calls:\n          - service: productpage\n",
+    );
+    let err = fledge_simulator::scenario::Scenario::parse(&text, std::path::Path::new("loop.yaml"))
+        .expect_err("a loop of calls is refused");
+    // The Canary's service comes first, so the search goes reviews -> ratings -> productpage,
+    // whose call to reviews closes the loop: the error is at that call's line.
+    let line = text
+        .lines()
+        .position(|l| l.contains("- service: reviews"))
+        .unwrap()
+        + 1;
+    assert_eq!(
+        (err.line, err.field.as_str()),
+        (Some(line), "services[0].versions.v1.calls[0]"),
+        "{err}"
+    );
+    assert!(
+        err.message
+            .contains("closes a loop of calls (reviews -> ratings -> productpage -> reviews)"),
+        "{err}"
+    );
+}

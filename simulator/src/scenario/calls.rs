@@ -85,7 +85,8 @@ impl Context {
         })
     }
 
-    /// Every call names another service of the scenario. `field` gives a version's field.
+    /// Every call names another service of the scenario, and no calls loop between services
+    /// (a request would wait on itself). `field` gives a version's field.
     pub(super) fn check_calls(
         &self,
         services: &[ServiceModel],
@@ -116,6 +117,75 @@ impl Context {
                 }
             }
         }
+        // Who calls whom, in the order written: (callee, caller's version, step).
+        let edges: Vec<Vec<(usize, &str, usize)>> = services
+            .iter()
+            .map(|s| {
+                let mut out = Vec::new();
+                for (version, v) in &s.versions {
+                    for (i, step) in v.behaviour.calls.iter().enumerate() {
+                        for c in step {
+                            if let Some(to) = names.iter().position(|n| *n == c.service) {
+                                out.push((to, version.as_str(), i));
+                            }
+                        }
+                    }
+                }
+                out
+            })
+            .collect();
+        if let Some((caller, version, i, cycle)) = closing_call(&edges) {
+            let cycle: Vec<&str> = cycle.iter().map(|&s| names[s]).collect();
+            return Err(self.error(
+                &format!("{}.calls[{i}]", field(caller, version)),
+                format!(
+                    "calling `{}` closes a loop of calls ({}): a request would wait on itself and never finish",
+                    cycle[0],
+                    cycle.join(" -> ")
+                ),
+            ));
+        }
         Ok(())
     }
+}
+
+/// The first call found (depth first, in the order written) that closes a loop: its caller,
+/// version and step, and the loop's services from the callee round to it again.
+fn closing_call<'a>(
+    edges: &[Vec<(usize, &'a str, usize)>],
+) -> Option<(usize, &'a str, usize, Vec<usize>)> {
+    type Found<'a> = Option<(usize, &'a str, usize, Vec<usize>)>;
+    // state: 0 not visited, 1 on the current path, 2 done.
+    fn visit<'a>(
+        s: usize,
+        edges: &[Vec<(usize, &'a str, usize)>],
+        state: &mut [u8],
+        path: &mut Vec<usize>,
+    ) -> Found<'a> {
+        state[s] = 1;
+        path.push(s);
+        for &(to, version, step) in &edges[s] {
+            if state[to] == 1 {
+                let start = path.iter().position(|&p| p == to).unwrap_or(0);
+                let mut cycle = path[start..].to_vec();
+                cycle.push(to);
+                return Some((s, version, step, cycle));
+            }
+            if state[to] == 0
+                && let Some(found) = visit(to, edges, state, path)
+            {
+                return Some(found);
+            }
+        }
+        path.pop();
+        state[s] = 2;
+        None
+    }
+    let mut state = vec![0u8; edges.len()];
+    (0..edges.len()).find_map(|s| {
+        if state[s] != 0 {
+            return None;
+        }
+        visit(s, edges, &mut state, &mut Vec::new())
+    })
 }
