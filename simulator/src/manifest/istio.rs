@@ -174,6 +174,17 @@ pub(super) fn string_match(
     Err(doc.wrong(path, "one of exact, prefix or regex"))
 }
 
+/// Istio's `ignoreUriCase`: an exact or prefix `uri` compared case-insensitively (Envoy's
+/// `case_sensitive: false`); a regex keeps its own case rules.
+fn case_insensitive(m: StringMatch) -> StringMatch {
+    let pattern = match &m {
+        StringMatch::Exact(s) => format!("(?i:{})", regex::escape(s)),
+        StringMatch::Prefix(s) => format!("(?i:{})(?s:.*)", regex::escape(s)),
+        StringMatch::Regex(_) => return m,
+    };
+    StringMatch::regex(&pattern).unwrap_or(m)
+}
+
 pub(super) fn destination(
     doc: &mut Doc<'_>,
     n: Node<'_>,
@@ -323,22 +334,52 @@ pub(super) fn istio_http_route(
                     });
                 }
             }
+            let ignore_case = get(b, "ignoreUriCase")
+                .map(|v| doc.bool(v, &join(&bp, "ignoreUriCase")))
+                .transpose()?
+                .unwrap_or(false);
             // Envoy matches the path and the method as the pseudo-headers `:path` and
             // `:method`; requests carry both (the mesh's header sets).
             for (key, pseudo) in [("uri", ":path"), ("method", ":method")] {
                 if let Some(v) = get(b, key) {
-                    let matcher = string_match(doc, v, &join(&bp, key))?;
+                    let mut matcher = string_match(doc, v, &join(&bp, key))?;
+                    if key == "uri" && ignore_case {
+                        matcher = case_insensitive(matcher);
+                    }
                     block.push(HeaderMatch {
                         name: pseudo.into(),
                         matcher,
                     });
                 }
             }
-            let unmet: Vec<&str> = ["authority", "queryParams", "sourceLabels", "withoutHeaders"]
-                .into_iter()
-                .filter(|k| b.contains_key(*k))
-                .collect();
-            if unmet.is_empty() {
+            // A block naming gateways applies at those gateways only, so at no sidecar unless
+            // it names `mesh`; the source, port and scheme of a request are not modelled.
+            let gateway_only = match get(b, "gateways") {
+                Some(g) => {
+                    let gp = join(&bp, "gateways");
+                    let mut mesh = false;
+                    for (i, v) in doc.list(g, &gp)?.iter().enumerate() {
+                        mesh |= doc.str(Node { v }, &idx(&gp, i))? == "mesh";
+                    }
+                    !mesh
+                }
+                None => false,
+            };
+            let unmet: Vec<&str> = [
+                "authority",
+                "queryParams",
+                "sourceLabels",
+                "sourceNamespace",
+                "port",
+                "scheme",
+                "withoutHeaders",
+            ]
+            .into_iter()
+            .filter(|k| b.contains_key(*k))
+            .collect();
+            if gateway_only {
+                doc.warn(format!("`{bp}`: its gateways do not include `mesh`, so it applies at those gateways and matches no request of the sidecars"));
+            } else if unmet.is_empty() {
                 r.matches.push(block);
             } else {
                 doc.warn(format!("`{bp}`: {} not simulated: requests carry headers, a method and a path only, so this match block matches no request", unmet.join(", ")));
