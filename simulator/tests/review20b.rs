@@ -425,7 +425,6 @@ spec:
 }
 
 #[test]
-#[ignore = "finding 3"]
 fn a_direct_response_route_answers_from_the_proxy() {
     let (m, w) = front_with_path(
         "/",
@@ -440,20 +439,18 @@ spec:
 "#,
     );
     let s = seen_by_user(&m);
-    // Istio (1.21+): the sidecar answers 200 itself; no request reaches the pods. The
-    // simulator answers 503 (a rule without destinations). Refusing the key, or a warning,
-    // would do too.
+    // Istio (1.21+): the sidecar answers 200 itself; no request reaches the pods.
     assert!(
-        (s.failures == 0 && served(&m, "front") == 0) || !w.is_empty(),
-        "{} of {} failed, {} served, no warning",
+        s.requests > 200 && s.failures == 0,
+        "{} of {} failed",
         s.failures,
-        s.requests,
-        served(&m, "front")
+        s.requests
     );
+    assert_eq!(served(&m, "front"), 0);
+    assert!(w.is_empty(), "{w:?}");
 }
 
 #[test]
-#[ignore = "finding 3"]
 fn a_redirect_route_does_not_reach_the_pods() {
     let (m, w) = front_with_path(
         "/old",
@@ -470,13 +467,35 @@ spec:
 "#,
     );
     // Envoy answers 301 itself: nothing of /old reaches the pods, and nothing fails with a
-    // 5xx. The simulator answers 503 (a rule without destinations), silently.
+    // 5xx.
     let s = seen_by_user(&m);
     assert!(
-        s.failures == 0 || !w.is_empty(),
-        "{} of {} failed with a 5xx, no warning",
+        s.requests > 200 && s.failures == 0,
+        "{} of {} failed",
         s.failures,
         s.requests
+    );
+    assert_eq!(served(&m, "front"), 0);
+    assert!(w.is_empty(), "{w:?}");
+}
+
+#[test]
+fn a_delegate_route_is_refused_at_its_field_and_a_rewrite_warns() {
+    let err = manifest::parse(
+        "apiVersion: networking.istio.io/v1\nkind: VirtualService\nmetadata: {name: front}\nspec:\n  hosts: [front]\n  http:\n    - delegate: {name: reviews}\n",
+    )
+    .expect_err("delegate is refused");
+    assert!(err.to_string().contains("spec.http[0].delegate"), "{err}");
+    let m = manifest::parse(
+        "apiVersion: networking.istio.io/v1\nkind: VirtualService\nmetadata: {name: front}\nspec:\n  hosts: [front]\n  http:\n    - rewrite: {uri: /v2}\n      route: [{destination: {host: front}}]\n",
+    )
+    .expect("rewrite is read");
+    assert!(
+        m.warnings
+            .iter()
+            .any(|w| w.contains("spec.http[0].rewrite")),
+        "{:?}",
+        m.warnings
     );
 }
 

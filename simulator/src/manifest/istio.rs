@@ -128,6 +128,9 @@ pub struct IstioHttpRoute {
     pub(crate) mirror: Option<RouteDestination>,
     /// Mirror percentage (Istio: 100 when `mirror` is set without it).
     pub(crate) mirror_percentage: Option<f64>,
+    /// The status the proxy answers itself, reaching no pod: a `directResponse`'s, or a
+    /// `redirect`'s (301 unless `redirectCode`).
+    pub(crate) answer: Option<u16>,
 }
 
 /// An Istio VirtualService.
@@ -172,6 +175,14 @@ pub(super) fn string_match(
         return StringMatch::regex(&s).map_err(|_| doc.wrong(&p, "a valid RE2 regular expression"));
     }
     Err(doc.wrong(path, "one of exact, prefix or regex"))
+}
+
+fn http_status(doc: &Doc<'_>, n: Node<'_>, path: &str) -> Result<u16, ManifestError> {
+    let status = doc.u32(n, path)?;
+    u16::try_from(status)
+        .ok()
+        .filter(|s| (100..600).contains(s))
+        .ok_or_else(|| doc.wrong(path, "an HTTP status between 100 and 599"))
 }
 
 /// Istio's `ignoreUriCase`: an exact or prefix `uri` compared case-insensitively (Envoy's
@@ -480,20 +491,47 @@ pub(super) fn istio_http_route(
             )?;
             let status =
                 get(am, "httpStatus").ok_or_else(|| doc.missing(&join(&ap, "httpStatus")))?;
-            let status = doc.u32(status, &join(&ap, "httpStatus"))?;
-            let status = u16::try_from(status)
-                .ok()
-                .filter(|s| (100..600).contains(s))
-                .ok_or_else(|| {
-                    doc.wrong(
-                        &join(&ap, "httpStatus"),
-                        "an HTTP status between 100 and 599",
-                    )
-                })?;
+            let status = http_status(doc, status, &join(&ap, "httpStatus"))?;
             let pct = percentage(doc, am, &ap)?.unwrap_or(0.0);
             fault.abort = Some((status, pct));
         }
         r.fault = Some(fault);
+    }
+    if get(m, "delegate").is_some() {
+        return Err(doc.wrong(
+            &join(path, "delegate"),
+            "routes written inline (a delegate VirtualService is not simulated)",
+        ));
+    }
+    if let Some(d) = get(m, "directResponse") {
+        let dp = join(path, "directResponse");
+        let dm = doc.obj(d, &dp, &["status", "body"])?;
+        let st = get(dm, "status").ok_or_else(|| doc.missing(&join(&dp, "status")))?;
+        r.answer = Some(http_status(doc, st, &join(&dp, "status"))?);
+    }
+    if let Some(rd) = get(m, "redirect") {
+        let rp = join(path, "redirect");
+        let rm = doc.obj(
+            rd,
+            &rp,
+            &[
+                "uri",
+                "authority",
+                "port",
+                "derivePort",
+                "scheme",
+                "redirectCode",
+            ],
+        )?;
+        r.answer = Some(match get(rm, "redirectCode") {
+            Some(c) => http_status(doc, c, &join(&rp, "redirectCode"))?,
+            None => 301,
+        });
+    }
+    if get(m, "rewrite").is_some() {
+        doc.warn(format!(
+            "`{path}.rewrite` is not simulated: the request keeps its path and authority"
+        ));
     }
     if let Some(mi) = get(m, "mirror") {
         r.mirror = Some(destination(doc, mi, &join(path, "mirror"), None)?);

@@ -232,6 +232,13 @@ impl Mesh {
             return;
         };
         let rule = &self.rules[rule_id];
+        // A direct response or a redirect: the proxy answers, with no response flag.
+        if let Some(code) = rule.answer {
+            trace!(self, "answered", "req" => self.stats.requests, "client" => self.client_name(c),
+                "code" => code, "flags" => "-");
+            self.complete_unrouted(c, code, 0, call, Some(rule_id));
+            return;
+        }
         let Some(dest) = pick_weighted(rule, &mut self.clients[c].routing) else {
             trace!(self, "unrouted", "req" => self.stats.requests, "client" => self.client_name(c),
                 "code" => 503, "flags" => "NR");

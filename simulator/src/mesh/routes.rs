@@ -79,6 +79,8 @@ pub(super) struct RouteRule {
     /// The route's name, as the access log shows it (Istio names a service's default route
     /// `default`).
     pub(super) name: Option<String>,
+    /// The status the client's proxy answers itself (a direct response or a redirect).
+    pub(super) answer: Option<u16>,
 }
 
 impl Mesh {
@@ -108,6 +110,7 @@ impl Mesh {
             retry: svc.base.retry.clone(),
             fault: svc.base.fault.clone(),
             name: Some("default".into()),
+            answer: None,
         };
         self.install_rules(s, vec![rule]);
         // Without a route of its own, clients send to the cluster over every pod the Service
@@ -280,6 +283,7 @@ impl Mesh {
                     retry,
                     fault: base.fault.clone(),
                     name: None,
+                    answer: None,
                 }
             })
             .collect();
@@ -431,6 +435,7 @@ impl Mesh {
                 retry: retry.clone(),
                 fault: r.fault.clone(),
                 name: r.name.clone(),
+                answer: r.answer,
             };
             if i + 1 == vs.http.len() && rule.matches.is_empty() {
                 base = Some(RouteBase {
@@ -567,6 +572,7 @@ impl Mesh {
             retry: self.default_retry(),
             fault: None,
             name: Some("default".into()),
+            answer: None,
         });
         id
     }
@@ -586,6 +592,7 @@ impl Mesh {
             retry: RetryPolicy::none(),
             fault: None,
             name: None,
+            answer: None,
         });
         id
     }
