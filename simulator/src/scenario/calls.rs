@@ -125,7 +125,8 @@ impl Context {
                 for (version, v) in &s.versions {
                     for (i, step) in v.behaviour.calls.iter().enumerate() {
                         for c in step {
-                            if let Some(to) = names.iter().position(|n| *n == c.service) {
+                            // External hosts call no one: only the services can loop.
+                            if let Some(to) = services.iter().position(|t| t.name == c.service) {
                                 out.push((to, version.as_str(), i));
                             }
                         }
