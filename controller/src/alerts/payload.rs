@@ -78,6 +78,7 @@ impl ProviderType {
 
     /// Whether the Secret's `token` goes along: Flagger gives it to Slack only (a bot token in
     /// a shared Secret must not reach a Teams or Discord URL); Fledge's own `webhook` takes it too.
+    #[cfg(feature = "cluster")]
     pub(crate) fn takes_token(self) -> bool {
         matches!(self, ProviderType::Slack | ProviderType::Webhook)
     }
