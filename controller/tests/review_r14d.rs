@@ -41,7 +41,7 @@ fn split(canary: u8) -> Routes {
 /// that does not send everything to the canary, so `Router::reconcile` falls back to
 /// `Routes::PRIMARY_ONLY` mid-rollout and `get_routes` reports the object malformed.
 #[test]
-#[ignore = "finding 1"]
+#[ignore = "review r14d finding 1"]
 fn routes_written_for_cookies_recorded_under_a_previous_cookie_name_still_read_back() {
     let renamed = json!({ "cookieName": "new-cookie", "primaryCookieName": "new-primary" });
     let recorded = [
@@ -82,7 +82,7 @@ fn routes_written_for_cookies_recorded_under_a_previous_cookie_name_still_read_b
 /// (`controllerName`); Flagger's GetRoutes checks every entry of a parent, Fledge only the
 /// first it finds, so a second controller that refuses the route is not waited on.
 #[test]
-#[ignore = "finding 2"]
+#[ignore = "review r14d finding 3"]
 fn every_controllers_entry_for_a_parent_is_waited_on() {
     let parent = json!({"group": "", "kind": "Service", "name": "podinfo", "port": 9898});
     let entry = |controller: &str, status: &str| {
@@ -103,7 +103,7 @@ fn every_controllers_entry_for_a_parent_is_waited_on() {
 /// with the new spec before rewriting it, sees the pinning rule as an A/B rule (or the primary
 /// pin as a malformed one), and falls back to all traffic on the primary.
 #[test]
-#[ignore = "finding 1"]
+#[ignore = "review r14d finding 1"]
 fn routes_written_with_session_affinity_read_back_once_it_is_removed_from_the_spec() {
     let cookies = SessionCookies {
         canary: Some("c=AbCdEfGhIj".into()),
@@ -137,7 +137,7 @@ fn routes_written_with_session_affinity_read_back_once_it_is_removed_from_the_sp
 /// `progressing`; the shell reads the status only then, observing.rs): Finalising scales the
 /// canary down while the gateway may still send it the last step's share.
 #[test]
-#[ignore = "finding 4"]
+#[ignore = "review r14d finding 2"]
 fn the_canary_is_scaled_down_only_once_the_routes_back_to_the_primary_are_in_force() {
     let mut d = Driver::new(canary_spec("stepWeight: 50\n    maxWeight: 50"));
     d.deploy("v2");

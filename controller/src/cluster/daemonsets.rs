@@ -185,13 +185,13 @@ mod tests {
         assert!(!readiness(&as_deployment(ds)).meets(100));
     }
 
-    /// Review r14d finding 3: a DaemonSet whose node selector matches no node yet schedules
+    /// Review r14d finding 4: a DaemonSet whose node selector matches no node yet schedules
     /// no pod (`desiredNumberScheduled` 0, everything updated and available). Flagger's
     /// `isDaemonSetReady` finds it ready (0 < 0 is false on both counts); here it reads as
     /// 0 of 0, which `Readiness::meets` never admits, so its initialisation or rollout waits
     /// until the progress deadline.
     #[test]
-    #[ignore = "finding 3"]
+    #[ignore = "review r14d finding 4"]
     fn a_daemon_set_that_schedules_no_pod_on_any_node_is_ready_as_in_flagger() {
         let mut ds = daemon_set(&[("gpu", "true")]);
         ds.status = Some(
