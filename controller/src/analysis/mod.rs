@@ -137,7 +137,18 @@ pub fn check_threshold(
             ),
         };
     }
-    let (verdict, reason) = match (check.min, check.max) {
+    // Flagger reads the built-in latency as whole milliseconds and its bounds too
+    // (`time.Duration(int64(value)) * time.Millisecond`), so 500.4 ms is within a max of 500.
+    let (value, min, max) = if check.kind == MetricKind::RequestDuration {
+        (
+            value.trunc(),
+            check.min.map(f64::trunc),
+            check.max.map(f64::trunc),
+        )
+    } else {
+        (value, check.min, check.max)
+    };
+    let (verdict, reason) = match (min, max) {
         (Some(min), _) if value < min => (
             Verdict::Fail,
             format!("{} {value:.2}{unit} < {min}{unit} (min)", check.name),
@@ -206,6 +217,42 @@ mod tests {
         );
         assert_eq!(r.verdict, Verdict::Fail);
         assert_eq!(r.reason, "request-success-rate 97.50% < 99% (min)");
+    }
+
+    #[test]
+    fn request_duration_and_its_bounds_are_whole_milliseconds_as_in_flagger() {
+        let check = |min: Option<f64>, max: Option<f64>, value: f64| {
+            let check = MetricCheck {
+                name: "request-duration".into(),
+                kind: MetricKind::RequestDuration,
+                min,
+                max,
+                ..success_rate(0.0)
+            };
+            check_threshold(&check, Some(&MetricReading::Value { value }), "app").verdict
+        };
+        assert_eq!(check(None, Some(500.0), 500.9), Verdict::Pass);
+        assert_eq!(check(None, Some(500.0), 501.0), Verdict::Fail);
+        assert_eq!(check(None, Some(500.7), 500.9), Verdict::Pass);
+        assert_eq!(check(Some(10.0), None, 9.9), Verdict::Fail);
+        assert_eq!(check(Some(10.4), None, 10.2), Verdict::Pass);
+    }
+
+    #[test]
+    fn a_query_value_is_compared_exactly() {
+        let check = MetricCheck {
+            name: "errors".into(),
+            kind: MetricKind::Query {
+                query: "q".into(),
+                variables: Default::default(),
+                interval: None,
+            },
+            min: None,
+            max: Some(500.0),
+            ..success_rate(0.0)
+        };
+        let r = check_threshold(&check, Some(&MetricReading::Value { value: 500.4 }), "app");
+        assert_eq!(r.verdict, Verdict::Fail);
     }
 
     #[test]

@@ -26,7 +26,7 @@ pub use strategy::Strategy;
 pub use templates::{FLAGGER_ONLY_METRIC_PROVIDERS, metric_template};
 pub use webhooks::{HookGate, WebhookRef};
 
-use super::{CanarySpec, Duration};
+use super::{CanaryMetric, CanarySpec, Duration};
 use crate::routes::Provider;
 
 /// Flagger's defaults for the top-level fields (each file keeps its own).
@@ -437,6 +437,11 @@ pub fn warnings(spec: &CanarySpec) -> Vec<FieldError> {
             ),
         );
     }
+    for (i, m) in a.metrics.iter().enumerate() {
+        if let Some(bound) = unbounded_builtin(m) {
+            warn(&format!("spec.analysis.metrics[{i}]"), bound);
+        }
+    }
     if a.min_step_duration.is_some() && rollout.min_step.is_none() {
         warn(
             "spec.analysis.minStepDuration",
@@ -454,6 +459,27 @@ pub fn warnings(spec: &CanarySpec) -> Vec<FieldError> {
         );
     }
     out
+}
+
+/// A built-in metric written with no bound gets Flagger's usual one, which is not what Flagger
+/// itself does (its missing `threshold` is 0): say so at the metric.
+fn unbounded_builtin(m: &CanaryMetric) -> Option<String> {
+    if m.threshold.is_some()
+        || m.threshold_range.is_some()
+        || m.query.is_some()
+        || m.template_ref.is_some()
+    {
+        return None;
+    }
+    match m.name.as_str() {
+        "request-success-rate" | "istio_requests_total" => Some(
+            "no threshold or thresholdRange: checked with min 99 (%); Flagger reads a missing threshold as 0 and never fails this check".into(),
+        ),
+        "request-duration" | "istio_request_duration_seconds_bucket" => Some(
+            "no threshold or thresholdRange: checked with max 500 (ms); Flagger reads a missing threshold as 0 ms and fails every check".into(),
+        ),
+        _ => None,
+    }
 }
 
 impl RolloutSpec {
@@ -476,6 +502,27 @@ mod tests {
 
     fn warned(spec: &CanarySpec) -> Vec<String> {
         warnings(spec).iter().map(ToString::to_string).collect()
+    }
+
+    #[test]
+    fn a_builtin_metric_without_bounds_is_warned_about_with_the_bound_used() {
+        let bounded = canary(
+            "metrics: [{name: request-success-rate, threshold: 98}, {name: request-duration, thresholdRange: {max: 300}}]",
+            "",
+        );
+        assert_eq!(warned(&bounded), Vec::<String>::new());
+        let spec = canary(
+            "metrics: [{name: request-success-rate}, {name: request-duration}]",
+            "",
+        );
+        let warned = warned(&spec);
+        assert_eq!(warned.len(), 2, "{warned:?}");
+        assert!(
+            warned[0].starts_with("spec.analysis.metrics[0]: ") && warned[0].contains("min 99")
+        );
+        assert!(
+            warned[1].starts_with("spec.analysis.metrics[1]: ") && warned[1].contains("max 500")
+        );
     }
 
     #[test]
