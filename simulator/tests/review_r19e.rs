@@ -85,9 +85,14 @@ fn aa_rollout(
     false
 }
 
+/// An A/A case: the latency's shape (median, sigma), the canary's weights, looks a weight and
+/// observations a look.
+type Case<'a> = ((f64, f64), &'a [f64], usize, usize);
+
 #[test]
 #[ignore = "review r19e check, not a finding (the latency High side's A/A size with one dominant bucket, unbalanced sides, many looks)"]
 fn review_r19e_probe_latency_false_high_rate() {
+    // Measured (1,000 rollouts a case, alpha 1%): 0.1%, 0.3%, ... (see the review's report).
     let config = LatencyTestConfig {
         alpha: 0.01,
         beta: 0.01,
@@ -95,20 +100,37 @@ fn review_r19e_probe_latency_false_high_rate() {
         margin: 0.5,
         min_requests: 100,
     };
-    // Nearly every observation in (10, 25]: median 15 ms, sigma 0.15; canary at 2% to 10%,
-    // 200 looks, 40 requests a look.
-    let cases: [((f64, f64), &[f64], usize, usize); 3] = [
+    let n = 1000;
+    let allowed = 0.01 + 3.0 * (0.01 * 0.99 / n as f64).sqrt();
+    // p99: nearly every observation in (10, 25] (median 15 ms, sigma 0.15 or 0.25), a canary at
+    // 1% to 10% of the traffic over up to 240 looks; a canary swinging between 2% and 50%.
+    let p99: [Case; 4] = [
         ((15.0, 0.15), &[0.02, 0.05, 0.1], 80, 40),
         ((15.0, 0.25), &[0.02, 0.05, 0.1, 0.2, 0.5], 60, 200),
         ((20.0, 0.6), &[0.01, 0.02], 150, 500),
+        ((40.0, 0.05), &[0.02, 0.5, 0.02, 0.5], 60, 100),
     ];
-    for (i, (shape, weights, looks, per_look)) in cases.into_iter().enumerate() {
-        let mut rng = Pcg64Mcg::seed_from_u64(19 + i as u64);
-        let n = 4000;
-        let highs = (0..n)
-            .filter(|_| aa_rollout(&mut rng, &config, shape, weights, looks, per_look))
-            .count();
-        println!("case {i}: false High in {highs} of {n}");
+    // The median: every observation in (10, 25] or spread over three buckets.
+    let median: [Case; 2] = [
+        ((20.0, 0.05), &[0.02, 0.1], 100, 40),
+        ((24.0, 0.3), &[0.03, 0.5], 100, 60),
+    ];
+    for (q, cases) in [(0.99, &p99[..]), (0.5, &median[..])] {
+        let config = LatencyTestConfig {
+            quantile: q,
+            ..config
+        };
+        for (i, &(shape, weights, looks, per_look)) in cases.iter().enumerate() {
+            let mut rng = Pcg64Mcg::seed_from_u64(19 + i as u64);
+            let highs = (0..n)
+                .filter(|_| aa_rollout(&mut rng, &config, shape, weights, looks, per_look))
+                .count();
+            let rate = highs as f64 / n as f64;
+            assert!(
+                rate <= allowed,
+                "q {q} case {i}: false High in {highs} of {n} rollouts, alpha 1%"
+            );
+        }
     }
 }
 
@@ -245,20 +267,6 @@ mod first_look {
     }
 }
 
-#[test]
-#[ignore = "review r19e check, not a finding (first look's rate by scrape interval)"]
-fn review_r19e_probe_first_look_rate() {
-    for scrape in [5_000, 15_000, 30_000] {
-        for phase in [1_000, 7_000, 13_000] {
-            let (rps, fell_back, warning) =
-                first_look::forecast_at_first_look(100.0, scrape, phase.min(scrape - 1));
-            println!(
-                "scrape {scrape} phase {phase}: forecast rps {rps:.2}, fell back {fell_back}, warning {warning:?}"
-            );
-        }
-    }
-}
-
 mod latency_only {
     use std::collections::BTreeMap;
 
@@ -356,26 +364,6 @@ mod latency_only {
 
 const LATENCY_ONLY: &str =
     "      - name: request-duration\n        thresholdRange: {max: 500}\n        interval: 1m\n";
-const BOTH: &str = "      - name: request-success-rate\n        thresholdRange: {min: 99}\n        interval: 1m\n      - name: request-duration\n        thresholdRange: {max: 500}\n        interval: 1m\n";
-
-#[test]
-#[ignore = "review r19e check, not a finding (forecast at 1 rps with both metrics and latency only)"]
-fn review_r19e_probe_forecast_by_metrics() {
-    for (what, metrics) in [("both", BOTH), ("latency only", LATENCY_ONLY)] {
-        let (forecast, events, state) = latency_only::run(&latency_only::spec(metrics), 1.0, 5);
-        println!(
-            "{what}: forecast known {}, events {events:?}, fallback {}, weight {} phase {:?}: {}",
-            matches!(
-                forecast,
-                Some(fledge_controller::rollout::ForecastStatus::Known { .. })
-            ),
-            state.threshold_fallback,
-            state.canary_weight,
-            state.phase,
-            state.message
-        );
-    }
-}
 
 // ---------------------------------------------------------------------------------------------
 // Flagger's threshold judge.
