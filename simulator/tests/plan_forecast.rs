@@ -164,13 +164,13 @@ fn plan_forecasts_latency_only_from_a_given_shape_and_says_when_it_does_not() {
 }
 
 #[test]
-fn plan_names_the_latency_quantile_the_canary_gates() {
+fn plan_names_the_latency_quantile_and_default_margin_the_canary_gates() {
     let p99 = "      - name: request-duration\n        thresholdRange: {max: 500}\n";
     let (code, out) = plan_with(&["--rps", "100", "--latency", "20,80"], p99);
     assert_eq!(code, 0, "{out}");
     assert!(out.contains("(built-in, gates p99)"), "{out}");
     assert!(
-        out.contains("request-duration the default margin at p99"),
+        out.contains("request-duration the default +50% at p99"),
         "{out}"
     );
     let median = "      - name: request-duration\n        thresholdRange: {max: 500}\n        quantile: 0.5\n";
@@ -178,7 +178,7 @@ fn plan_names_the_latency_quantile_the_canary_gates() {
     assert_eq!(code, 0, "{out}");
     assert!(out.contains("(built-in, gates the median)"), "{out}");
     assert!(
-        out.contains("request-duration the default margin at the median"),
+        out.contains("request-duration the default +50% at the median"),
         "{out}"
     );
     assert!(!out.contains("p99"), "{out}");

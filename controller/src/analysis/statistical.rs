@@ -30,9 +30,9 @@ use crate::spec::{Margin, MetricCheck, MetricKind};
 /// share above `x`"). With log-normal latency of a 20 ms median and an 80 ms p99, identical
 /// versions are shown no worse after about 2,500 canary observations at 50%, 8,000 at 30% and
 /// over 30,000 at 10%. The rollback side does not use the margin.
-const DEFAULT_LATENCY_INCREASE: f64 = 0.5;
+pub const DEFAULT_LATENCY_INCREASE: f64 = 0.5;
 /// Default smallest error-rate regression: one percentage point, Flagger's usual 99% slack.
-const DEFAULT_ERROR_MARGIN_PP: f64 = 1.0;
+pub const DEFAULT_ERROR_MARGIN_PP: f64 = 1.0;
 /// The latency quantile gated by default: Flagger's `request-duration` is the p99.
 pub const DEFAULT_LATENCY_QUANTILE: f64 = 0.99;
 

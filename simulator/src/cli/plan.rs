@@ -5,7 +5,9 @@ use std::path::Path;
 use std::process::ExitCode;
 
 use fledge_controller::analysis::Histogram;
-use fledge_controller::analysis::statistical::DEFAULT_LATENCY_QUANTILE;
+use fledge_controller::analysis::statistical::{
+    DEFAULT_ERROR_MARGIN_PP, DEFAULT_LATENCY_INCREASE, DEFAULT_LATENCY_QUANTILE,
+};
 use fledge_controller::rollout::{ForecastEnd, RolloutPlan, forecast, log_normal_latency, plan};
 use fledge_controller::spec::{
     Canary, Duration, Judge, LoadError, Margin, MetricCheck, MetricKind, RolloutSpec, Strategy,
@@ -358,8 +360,10 @@ fn forecast_text(
             let margin = match (m.margin, &m.kind) {
                 (Some(Margin::Absolute(v)), _) => format!("+{v} pp"),
                 (Some(Margin::Relative(v)), _) => format!("+{}%", v * 100.0),
-                (None, MetricKind::RequestSuccessRate) => "the default +1 pp".to_string(),
-                (None, _) => "the default margin".to_string(),
+                (None, MetricKind::RequestSuccessRate) => {
+                    format!("the default +{DEFAULT_ERROR_MARGIN_PP} pp")
+                }
+                (None, _) => format!("the default +{}%", DEFAULT_LATENCY_INCREASE * 100.0),
             };
             match m.kind {
                 MetricKind::RequestDuration => {
