@@ -8,6 +8,7 @@
 # Usage: simulator/bench/run-simpy.sh [C] [LOAD] [SIMULATED_SECONDS] [ROUNDS]
 #   SIMPY_SECONDS  simulated seconds of SimPy's runs (default SIMULATED_SECONDS; SimPy needs
 #                  about 20 us of CPU a request, the simulator well under 1 us)
+#   BENCH          the `mesh` bench executable to run (default: built here by cargo)
 #   OLD_BENCH      the `mesh` bench executable of another build, run in each round too (to
 #                  compare a change side by side)
 #   SIMPY_VENV     where the venv lives (default /tmp/fledge-simpy-venv)
@@ -28,8 +29,8 @@ fi
 "$VENV/bin/python" -c "import simpy" 2>/dev/null || "$VENV/bin/pip" install --quiet simpy
 
 # Build once, then run the bench executable itself in every round.
-bench="$(cd "$ROOT" && cargo bench --quiet -p fledge-simulator --bench mesh --no-run 2>&1 |
-  sed -n 's/.*Executable .*(\(.*\)).*/\1/p' | tail -n 1)"
+bench="${BENCH:-$(cd "$ROOT" && cargo bench --quiet -p fledge-simulator --bench mesh --no-run 2>&1 |
+  sed -n 's/.*Executable .*(\(.*\)).*/\1/p' | tail -n 1)}"
 [ -x "$bench" ] || { echo "run-simpy: could not build the mesh bench" >&2; exit 2; }
 
 results="$(mktemp)"

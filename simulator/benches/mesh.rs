@@ -26,7 +26,9 @@ fn main() {
             let r = bench_mmc(1, c, load, 1.0, (seconds * SECONDS as f64) as u64)
                 .expect("valid M/M/c model");
             // CPU figures are null where the thread's CPU time cannot be read.
-            let cpu = r.cpu_seconds.map_or("null".to_string(), |c| format!("{c:.4}"));
+            let cpu = r
+                .cpu_seconds
+                .map_or("null".to_string(), |c| format!("{c:.4}"));
             let per_cpu = r.cpu_seconds.map_or("null".to_string(), |c| {
                 format!("{:.0}", r.requests as f64 / c.max(1e-9))
             });

@@ -337,7 +337,11 @@ mod tests {
         assert!(!q.nothing_due_now(), "event 2 is due now");
         q.schedule_in(0, T(3, Some(1)));
         q.schedule_at(3, T(4, None)); // in the past: clamped to now, after 2 and 3
-        assert_eq!(q.pop_until(4), None, "nothing is due by 4, the clock is at 5");
+        assert_eq!(
+            q.pop_until(4),
+            None,
+            "nothing is due by 4, the clock is at 5"
+        );
         assert_eq!(drain(&mut q, u64::MAX), vec![2, 3, 4, 5]);
         assert_eq!(q.events_processed(), 5);
     }

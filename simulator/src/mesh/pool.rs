@@ -15,11 +15,11 @@
 //! well), and its per-try timer starts (envoy issue 4903). A failed connection attempt fails
 //! every pending attempt of its host. A mode change on the server's sidecar drains connections.
 
+use super::cluster::Host;
 use super::event::Ev;
 use super::request::Stage;
 use super::tls::{Handshake, Peers, handshake};
 use super::trace::trace;
-use super::cluster::Host;
 use super::{AttemptId, ClusterId, Mesh, VersionId};
 use crate::engine::SimTime;
 use crate::telemetry::flags;
@@ -98,7 +98,11 @@ impl Host {
     fn idle_in_line(&self) -> bool {
         let bits = self.conns.len().div_ceil(64).max(self.idle.0.len());
         (0..bits * 64).all(|i| {
-            let bit = self.idle.0.get(i / 64).is_some_and(|w| w >> (i % 64) & 1 == 1);
+            let bit = self
+                .idle
+                .0
+                .get(i / 64)
+                .is_some_and(|w| w >> (i % 64) & 1 == 1);
             bit == self.conns.get(i).is_some_and(Conn::idle)
         })
     }
@@ -164,7 +168,10 @@ impl Mesh {
         let mut closed = 0;
         let mut found = None;
         let host = &mut cl.hosts[h as usize];
-        debug_assert!(host.idle_in_line(), "idle bits out of line with the connections");
+        debug_assert!(
+            host.idle_in_line(),
+            "idle bits out of line with the connections"
+        );
         if cap == 1 {
             // HTTP/1.1: the walk below, visiting only the connections it could act on (an
             // idle one is taken or, past the idle timeout, closed).
