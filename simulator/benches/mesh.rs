@@ -1,8 +1,9 @@
 //! `cargo bench -p fledge-simulator --bench mesh -- [reference HOURS RPS | mmc C LOAD SECONDS]`
 //!
 //! `reference` runs the reference mesh (default 24 simulated hours at 1,000 rps) and prints
-//! requests/s, events/s and peak RSS. `mmc` runs the M/M/c model matching
-//! `simulator/bench/mmc_simpy.py` and prints one JSON line.
+//! requests/s, events/s, the thread's CPU time and peak RSS. `mmc` runs the M/M/c model matching
+//! `simulator/bench/mmc_simpy.py` and prints one JSON line, with requests per wall second and per
+//! CPU second of the simulating thread.
 
 use fledge_simulator::engine::SECONDS;
 use fledge_simulator::{BenchOptions, bench, bench_mmc};
@@ -24,9 +25,16 @@ fn main() {
             let seconds: f64 = arg(&args, 3, 1_000_000.0);
             let r = bench_mmc(1, c, load, 1.0, (seconds * SECONDS as f64) as u64)
                 .expect("valid M/M/c model");
+            // CPU figures are null where the thread's CPU time cannot be read.
+            let cpu = r
+                .cpu_seconds
+                .map_or("null".to_string(), |c| format!("{c:.4}"));
+            let per_cpu = r.cpu_seconds.map_or("null".to_string(), |c| {
+                format!("{:.0}", r.requests as f64 / c.max(1e-9))
+            });
             println!(
-                "{{\"engine\":\"fledge\",\"c\":{c},\"load\":{load},\"requests\":{},\"wall_seconds\":{:.4},\"requests_per_second\":{:.0}}}",
-                r.requests, r.wall_seconds, r.requests_per_second
+                "{{\"engine\":\"fledge\",\"c\":{c},\"load\":{load},\"requests\":{},\"events\":{},\"wall_seconds\":{:.4},\"cpu_seconds\":{cpu},\"requests_per_second\":{:.0},\"requests_per_cpu_second\":{per_cpu}}}",
+                r.requests, r.events, r.wall_seconds, r.requests_per_second
             );
         }
         _ => {

@@ -109,6 +109,10 @@ pub struct BenchReport {
     pub events: u64,
     /// Wall-clock seconds.
     pub wall_seconds: f64,
+    /// CPU seconds the simulating thread ran (its `/proc/thread-self/schedstat`), if readable: on
+    /// a shared machine this, unlike the wall clock, does not count the time other processes had
+    /// the CPU.
+    pub cpu_seconds: Option<f64>,
     /// Simulated requests per wall second.
     pub requests_per_second: f64,
     /// Events per wall second.
@@ -125,11 +129,42 @@ impl std::fmt::Display for BenchReport {
             self.simulated_seconds, self.requests, self.events
         )?;
         writeln!(f, "wall:       {:.2} s", self.wall_seconds)?;
+        if let Some(cpu) = self.cpu_seconds {
+            writeln!(
+                f,
+                "cpu:        {cpu:.2} s ({:.0} requests/s, {:.1} ns an event)",
+                self.requests as f64 / cpu.max(1e-9),
+                cpu * 1e9 / self.events.max(1) as f64
+            )?;
+        }
         writeln!(f, "requests/s: {:.0}", self.requests_per_second)?;
         writeln!(f, "events/s:   {:.0}", self.events_per_second)?;
         match self.peak_rss_kib {
             Some(k) => write!(f, "peak RSS:   {:.1} MiB", k as f64 / 1024.0),
             None => write!(f, "peak RSS:   unavailable"),
+        }
+    }
+}
+
+/// CPU time the calling thread has run, in seconds: the first field of
+/// `/proc/thread-self/schedstat` (nanoseconds on the CPU), if readable.
+pub(crate) fn thread_cpu_seconds() -> Option<f64> {
+    let stat = std::fs::read_to_string("/proc/thread-self/schedstat").ok()?;
+    let ns: u64 = stat.split_whitespace().next()?.parse().ok()?;
+    Some(ns as f64 / 1e9)
+}
+
+/// Wall clock and thread CPU time at the start of a measurement.
+struct Start {
+    wall: Instant,
+    cpu: Option<f64>,
+}
+
+impl Start {
+    fn now() -> Self {
+        Self {
+            cpu: thread_cpu_seconds(),
+            wall: Instant::now(),
         }
     }
 }
@@ -180,7 +215,7 @@ pub(crate) fn reference_mesh(seed: u64, rps: f64) -> Result<Mesh, MeshError> {
 /// Runs the reference mesh for `opts.duration` and measures it.
 pub fn bench(opts: &BenchOptions) -> Result<BenchReport, MeshError> {
     let mut mesh = reference_mesh(opts.seed, opts.rps)?;
-    let start = Instant::now();
+    let start = Start::now();
     // Advance in slices so the harness pattern (run, read, adjust) is what gets measured.
     let step = 60 * SECONDS;
     let mut t = 0;
@@ -191,14 +226,18 @@ pub fn bench(opts: &BenchOptions) -> Result<BenchReport, MeshError> {
     Ok(report(&mesh, start, opts.duration))
 }
 
-fn report(mesh: &Mesh, start: Instant, duration: SimTime) -> BenchReport {
-    let wall = start.elapsed().as_secs_f64().max(1e-9);
+fn report(mesh: &Mesh, start: Start, duration: SimTime) -> BenchReport {
+    let wall = start.wall.elapsed().as_secs_f64().max(1e-9);
+    let cpu = thread_cpu_seconds()
+        .zip(start.cpu)
+        .map(|(end, begin)| end - begin);
     let stats = mesh.stats();
     BenchReport {
         simulated_seconds: duration as f64 / SECONDS as f64,
         requests: stats.requests,
         events: stats.events,
         wall_seconds: wall,
+        cpu_seconds: cpu,
         requests_per_second: stats.requests as f64 / wall,
         events_per_second: stats.events as f64 / wall,
         peak_rss_kib: peak_rss_kib(),
@@ -247,7 +286,7 @@ pub fn bench_mmc(
     duration: SimTime,
 ) -> Result<BenchReport, MeshError> {
     let mut mesh = mmc_mesh(seed, c, load, mu)?;
-    let start = Instant::now();
+    let start = Start::now();
     mesh.run_until(duration);
     Ok(report(&mesh, start, duration))
 }

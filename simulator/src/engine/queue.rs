@@ -8,6 +8,9 @@
 //! and an event goes into a lane only if it sorts after the lane's last event (else into the heap).
 //! A lane hint therefore changes speed, never the order. The smallest key outside lane 0 is
 //! kept, so an event for now (lane 0) pops without a scan when nothing else is due before it.
+//! An event for now scheduled while nothing at all is due now (the hop of a request through a
+//! mesh without latency) waits in a single slot instead: it is the smallest key pending until it
+//! pops, since whatever is scheduled after it sorts after it.
 
 use std::cmp::Ordering;
 use std::collections::{BinaryHeap, VecDeque};
@@ -85,6 +88,8 @@ pub(crate) struct EventQueue<E> {
     /// so while this is later than lane 0's front, lane 0 pops without a scan.
     rest_min: Key,
     rest_from: usize,
+    /// An event for now scheduled while nothing else was due now: the next to pop.
+    next: Option<E>,
     now: SimTime,
     seq: u64,
     popped: u64,
@@ -108,6 +113,7 @@ impl<E: Laned> EventQueue<E> {
             busy: 0,
             rest_min: NONE,
             rest_from: MAX_LANES,
+            next: None,
             now: 0,
             seq: 0,
             popped: 0,
@@ -129,6 +135,10 @@ impl<E: Laned> EventQueue<E> {
         let k = key(time, self.seq);
         // Everything pending at `now` was scheduled before, so an event for now sorts last.
         let lane = if time == self.now {
+            if self.nothing_due_now() {
+                self.next = Some(event);
+                return;
+            }
             0
         } else {
             let lane = match event.lane() {
@@ -159,8 +169,12 @@ impl<E: Laned> EventQueue<E> {
     }
 
     /// Removes the next event if it is due at or before `limit`, advancing the clock to it.
-    #[inline]
+    #[inline(always)]
     pub(crate) fn pop_until(&mut self, limit: SimTime) -> Option<E> {
+        if self.next.is_some() && self.now <= limit {
+            self.popped += 1;
+            return self.next.take();
+        }
         let from = if self.fronts[0] < self.rest_min {
             0
         } else {
@@ -215,7 +229,7 @@ impl<E: Laned> EventQueue<E> {
     /// telling [`EventQueue::count_handled`]; the order of events is the same.
     #[inline]
     pub(crate) fn nothing_due_now(&self) -> bool {
-        self.busy & 1 == 0 && time_of(self.rest_min) > self.now
+        self.next.is_none() && self.busy & 1 == 0 && time_of(self.rest_min) > self.now
     }
 
     /// Counts an event handled at once (see [`EventQueue::nothing_due_now`]) as processed.
@@ -310,6 +324,26 @@ mod tests {
             5,
             "four pops and one event handled at once"
         );
+    }
+
+    #[test]
+    fn an_event_for_now_while_nothing_is_due_pops_before_everything_scheduled_after_it() {
+        let mut q = EventQueue::new();
+        q.schedule_at(5, T(1, None));
+        q.schedule_at(9, T(5, Some(0)));
+        assert_eq!(q.pop_until(u64::MAX), Some(T(1, None)));
+        // Nothing else is due at 5: event 2 waits in the slot for the next event.
+        q.schedule_in(0, T(2, None));
+        assert!(!q.nothing_due_now(), "event 2 is due now");
+        q.schedule_in(0, T(3, Some(1)));
+        q.schedule_at(3, T(4, None)); // in the past: clamped to now, after 2 and 3
+        assert_eq!(
+            q.pop_until(4),
+            None,
+            "nothing is due by 4, the clock is at 5"
+        );
+        assert_eq!(drain(&mut q, u64::MAX), vec![2, 3, 4, 5]);
+        assert_eq!(q.events_processed(), 5);
     }
 
     /// Any mix of hints, delays and interleaved pops yields the (time, insertion) order that

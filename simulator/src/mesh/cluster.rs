@@ -10,7 +10,7 @@
 use super::config::DataPlane;
 use super::event::Ev;
 use super::outlier::{Accrual, AccrualConfig, OutlierConfig, OutlierDetector};
-use super::pool::Conn;
+use super::pool::{Conn, IdleConns};
 use super::routes::Subset;
 use super::tls::ClientTls;
 use super::{AttemptId, ClientId, ClusterId, Mesh, PodId, ServiceId, VersionId};
@@ -37,6 +37,8 @@ pub(super) struct ClusterPolicy {
 pub(super) struct Host {
     pub(super) active: u32,
     pub(super) conns: Vec<Conn>,
+    /// Which of `conns` are idle (pool.rs keeps it in line with them).
+    pub(super) idle: IdleConns,
     pub(super) pending: VecDeque<AttemptId>,
     pub(super) ewma: f64,
     pub(super) ewma_at: SimTime,
@@ -294,6 +296,7 @@ pub(super) fn new_host(joined: SimTime) -> Host {
     let mut h = Host {
         active: 0,
         conns: Vec::new(),
+        idle: IdleConns::default(),
         pending: VecDeque::new(),
         ewma: 0.0,
         ewma_at: 0,

@@ -308,9 +308,13 @@ impl Mesh {
             };
             let cl = &mut self.clusters[ci];
             let mut closed = 0;
-            for c in cl.hosts[h].conns.iter_mut().filter(|c| c.open) {
-                c.open = false;
-                closed += 1;
+            let host = &mut cl.hosts[h];
+            for i in 0..host.conns.len() {
+                if host.conns[i].open {
+                    host.conns[i].open = false;
+                    host.sync_idle(i);
+                    closed += 1;
+                }
             }
             self.count_closed(ci, closed);
             self.fail_pending(ci, h, flags::UF);

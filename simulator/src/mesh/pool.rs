@@ -15,6 +15,7 @@
 //! well), and its per-try timer starts (envoy issue 4903). A failed connection attempt fails
 //! every pending attempt of its host. A mode change on the server's sidecar drains connections.
 
+use super::cluster::Host;
 use super::event::Ev;
 use super::request::Stage;
 use super::tls::{Handshake, Peers, handshake};
@@ -40,6 +41,71 @@ pub(super) struct Conn {
     /// The server resets it on the first bytes of a request (a STRICT server, a plaintext
     /// client): connected, but every stream sent on it fails `UC`.
     pub(super) resets: bool,
+}
+
+impl Conn {
+    /// Open, set up and carrying no stream: an HTTP/1.1 request may take it (unless closing), or
+    /// the idle timeout may close it.
+    fn idle(&self) -> bool {
+        self.open && !self.connecting && self.streams == 0
+    }
+}
+
+/// One bit per connection slot of a host, set while the connection is [idle](Conn::idle), so
+/// that an HTTP/1.1 request finds the first idle connection without walking the busy ones.
+#[derive(Clone, Debug, Default)]
+pub(super) struct IdleConns(Vec<u64>);
+
+impl IdleConns {
+    fn set(&mut self, slot: usize, idle: bool) {
+        let (word, bit) = (slot / 64, slot % 64);
+        if word >= self.0.len() {
+            if !idle {
+                return;
+            }
+            self.0.resize(word + 1, 0);
+        }
+        if idle {
+            self.0[word] |= 1 << bit;
+        } else {
+            self.0[word] &= !(1 << bit);
+        }
+    }
+
+    /// The first idle slot at or after `from`.
+    fn first_from(&self, from: usize) -> Option<usize> {
+        let mut word = from / 64;
+        let mut bits = self.0.get(word)? & (u64::MAX << (from % 64));
+        loop {
+            if bits != 0 {
+                return Some(word * 64 + bits.trailing_zeros() as usize);
+            }
+            word += 1;
+            bits = *self.0.get(word)?;
+        }
+    }
+}
+
+impl Host {
+    /// Brings slot `i`'s idle bit in line with its connection: called after every change to one.
+    pub(super) fn sync_idle(&mut self, i: usize) {
+        let idle = self.conns[i].idle();
+        self.idle.set(i, idle);
+    }
+
+    /// Every slot's idle bit matches its connection (checked in debug builds, so the tests'
+    /// runs catch a change to a connection that forgot [`Host::sync_idle`]).
+    fn idle_in_line(&self) -> bool {
+        let bits = self.conns.len().div_ceil(64).max(self.idle.0.len());
+        (0..bits * 64).all(|i| {
+            let bit = self
+                .idle
+                .0
+                .get(i / 64)
+                .is_some_and(|w| w >> (i % 64) & 1 == 1);
+            bit == self.conns.get(i).is_some_and(Conn::idle)
+        })
+    }
 }
 
 impl Mesh {
@@ -101,18 +167,45 @@ impl Mesh {
         let idle = cl.policy.idle_timeout;
         let mut closed = 0;
         let mut found = None;
-        for (i, c) in cl.hosts[h as usize].conns.iter_mut().enumerate() {
-            if !c.open || c.connecting {
-                continue;
+        let host = &mut cl.hosts[h as usize];
+        debug_assert!(
+            host.idle_in_line(),
+            "idle bits out of line with the connections"
+        );
+        if cap == 1 {
+            // HTTP/1.1: the walk below, visiting only the connections it could act on (an
+            // idle one is taken or, past the idle timeout, closed).
+            let mut from = 0;
+            while let Some(i) = host.idle.first_from(from) {
+                from = i + 1;
+                let c = &mut host.conns[i];
+                if now.saturating_sub(c.last_used) > idle {
+                    c.open = false;
+                    host.idle.set(i, false);
+                    closed += 1;
+                    continue;
+                }
+                if !c.closing {
+                    found = Some(i as u32);
+                    break;
+                }
             }
-            if c.streams == 0 && now.saturating_sub(c.last_used) > idle {
-                c.open = false;
-                closed += 1;
-                continue;
-            }
-            if !c.closing && c.streams < cap {
-                found = Some(i as u32);
-                break;
+        } else {
+            for i in 0..host.conns.len() {
+                let c = &mut host.conns[i];
+                if !c.open || c.connecting {
+                    continue;
+                }
+                if c.streams == 0 && now.saturating_sub(c.last_used) > idle {
+                    c.open = false;
+                    host.sync_idle(i);
+                    closed += 1;
+                    continue;
+                }
+                if !c.closing && c.streams < cap {
+                    found = Some(i as u32);
+                    break;
+                }
             }
         }
         if closed > 0 {
@@ -144,6 +237,7 @@ impl Mesh {
             c.closing = true;
         }
         let (tag, resets) = (c.tag, c.resets);
+        host.sync_idle(slot as usize);
         let client = cl.client;
         let att = &mut self.atts[a];
         (att.conn, att.conn_gen, att.stage, att.sent) = (Some(slot), tag, Stage::Wire, now);
@@ -281,10 +375,17 @@ impl Mesh {
             closing: false,
             resets,
         };
-        match host.conns.iter().position(|c| !c.open) {
-            Some(i) => host.conns[i] = fresh,
-            None => host.conns.push(fresh),
-        }
+        let slot = match host.conns.iter().position(|c| !c.open) {
+            Some(i) => {
+                host.conns[i] = fresh;
+                i
+            }
+            None => {
+                host.conns.push(fresh);
+                host.conns.len() - 1
+            }
+        };
+        host.sync_idle(slot);
         trace!(self, "conn-open", "pod" => self.pod_name(self.clusters[ci].pods[h as usize]),
             "ms" => crate::trace::ms(after));
         self.q.schedule_at(
@@ -303,22 +404,26 @@ impl Mesh {
     /// closed after connecting (a server resetting plaintext) fails only what was sent on it.
     pub(super) fn on_conn_set_up(&mut self, ci: ClusterId, h: u32, tag: u32) {
         let now = self.now();
-        let cl = &mut self.clusters[ci];
-        let Some(c) = cl.hosts[h as usize]
+        let host = &mut self.clusters[ci].hosts[h as usize];
+        let Some(slot) = host
             .conns
-            .iter_mut()
-            .find(|c| c.open && c.connecting && c.tag == tag)
+            .iter()
+            .position(|c| c.open && c.connecting && c.tag == tag)
         else {
             return; // closed while connecting (pod crash, drain)
         };
+        let c = &mut host.conns[slot];
         c.connecting = false;
         c.last_used = now;
         let fail = c.fail;
+        if fail != 0 {
+            c.open = false;
+        }
+        host.sync_idle(slot);
         if fail == 0 {
             self.drain_pending(ci, h);
             return;
         }
-        c.open = false;
         self.count_closed(ci, 1);
         let waiting = self.fail_pending(ci, h as usize, fail);
         trace!(self, "conn-fail", "pod" => self.pod_name(self.clusters[ci].pods[h as usize]),
@@ -363,7 +468,8 @@ impl Mesh {
         let cl = &mut self.clusters[ci];
         cl.active_requests -= 1;
         cl.hosts[at.host as usize].active -= 1;
-        let c = &mut cl.hosts[at.host as usize].conns[conn as usize];
+        let host = &mut cl.hosts[at.host as usize];
+        let c = &mut host.conns[conn as usize];
         if !c.open || c.tag != at.conn_gen {
             return;
         }
@@ -371,8 +477,12 @@ impl Mesh {
         c.last_used = now;
         // Resetting an HTTP/1.1 request closes its connection; HTTP/2 resets just the stream,
         // unless the server reset the whole connection.
-        if (reset && (!http2 || c.resets)) || (c.closing && c.streams == 0) {
+        let close = (reset && (!http2 || c.resets)) || (c.closing && c.streams == 0);
+        if close {
             c.open = false;
+        }
+        host.sync_idle(conn as usize);
+        if close {
             self.count_closed(ci, 1);
         }
         self.drain_pending(at.cluster, at.host);
@@ -400,19 +510,25 @@ impl Mesh {
             let cl = &mut self.clusters[ci];
             let pods = &self.pods;
             let mut closed = 0;
-            for c in cl
+            for host in cl
                 .hosts
                 .iter_mut()
                 .zip(&cl.pods)
                 .filter(|(_, p)| pods[**p].version == v)
-                .flat_map(|(h, _)| h.conns.iter_mut())
-                .filter(|c| c.open)
+                .map(|(h, _)| h)
             {
-                if c.streams == 0 {
-                    c.open = false;
-                    closed += 1;
-                } else {
-                    c.closing = true;
+                for i in 0..host.conns.len() {
+                    let c = &mut host.conns[i];
+                    if !c.open {
+                        continue;
+                    }
+                    if c.streams == 0 {
+                        c.open = false;
+                        closed += 1;
+                    } else {
+                        c.closing = true;
+                    }
+                    host.sync_idle(i);
                 }
             }
             cl.open_conns -= closed;
