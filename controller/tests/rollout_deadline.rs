@@ -185,7 +185,9 @@ fn one_failure_in_a_few_requests_is_not_a_failed_check_under_thresholds() {
     let (d, reasons, _) = drive(1.0, 0.05, true);
     assert_eq!(d.state.phase, Phase::Succeeded, "{:?}", d.messages());
     assert!(
-        reasons.iter().any(|r| r.contains("< 99% (min)") && r.contains("not shown")),
+        reasons
+            .iter()
+            .any(|r| r.contains("< 99% (min)") && r.contains("not shown")),
         "{reasons:?}"
     );
 }

@@ -101,17 +101,16 @@
 //! All state lives in [`ErrorRateEvidence`], which serialises into the Canary's status; a
 //! controller that restarts resumes exactly.
 
-
 mod evidence;
 mod maths;
 
 use serde::{Deserialize, Serialize};
 use thiserror::Error;
 
-pub use evidence::{Decision, ErrorRateEvidence, ErrorRateJudgement};
-pub use maths::{REGRESSION_RATIOS, REGRESSION_WEIGHTS};
 pub(super) use evidence::number;
+pub use evidence::{Decision, ErrorRateEvidence, ErrorRateJudgement};
 pub(super) use maths::{BetaBinomialSequence, add_share_evidence, log_mixture};
+pub use maths::{REGRESSION_RATIOS, REGRESSION_WEIGHTS};
 
 /// The highest rollback evidence (e-value) with which a step may end, on its own evidence or
 /// on NoWorse (see the module, "Steps and promotion"): 1, no evidence either way. A canary

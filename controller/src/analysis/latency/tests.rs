@@ -98,10 +98,18 @@ fn rollout(
 ) -> Vec<LatencyDecision> {
     let per_look = (per_look.0 as u64, per_look.1 as u64);
     let mut decisions = Vec::new();
-    stepped(rng, config, bounds, (canary, primary), &vec![per_look; steps], looks, |d| {
-        decisions.push(d);
-        d == LatencyDecision::High
-    });
+    stepped(
+        rng,
+        config,
+        bounds,
+        (canary, primary),
+        &vec![per_look; steps],
+        looks,
+        |d| {
+            decisions.push(d);
+            d == LatencyDecision::High
+        },
+    );
     decisions
 }
 
@@ -359,7 +367,10 @@ fn at_the_benchmarks_shape_identical_versions_are_flagged_high_within_the_metric
     let rate = highs as f64 / rollouts as f64;
     let allowed = share + 3.0 * (share * (1.0 - share) / rollouts as f64).sqrt();
     eprintln!("A/A false High at the benchmarks' shape: {highs} of {rollouts} rollouts");
-    assert!(rate <= allowed, "false High in {rate} of rollouts > {allowed}");
+    assert!(
+        rate <= allowed,
+        "false High in {rate} of rollouts > {allowed}"
+    );
 }
 
 #[test]
