@@ -165,8 +165,9 @@ fn the_first_step_holds_for_the_deadline_before_thresholds_decide() {
 
 #[test]
 fn a_canary_outside_its_threshold_is_rolled_back_by_failed_checks_over_each_interval() {
-    // Both sides fail 5%: no regression, but every interval below the metric's 99% success.
-    let (d, _, _) = drive(1.0, 0.05, true);
+    // Both sides fail 20%: no regression, but every interval below the metric's 99% success,
+    // and from 12 requests on (2 failures) the counts show it at alpha.
+    let (d, _, _) = drive(1.0, 0.2, true);
     assert_eq!(d.state.phase, Phase::Failed);
     let last = d.messages().last().unwrap().clone();
     assert!(last.contains("failed checks threshold reached"), "{last}");
@@ -174,6 +175,20 @@ fn a_canary_outside_its_threshold_is_rolled_back_by_failed_checks_over_each_inte
     assert!(
         last.contains("threshold over this interval's traffic"),
         "{last}"
+    );
+}
+
+#[test]
+fn one_failure_in_a_few_requests_is_not_a_failed_check_under_thresholds() {
+    // Both sides fail 5% at 1 request/s: a window of 6 to 30 canary requests holds at most one
+    // failure, under 99% but not shown to be at alpha: Flagger's check would count it.
+    let (d, reasons, _) = drive(1.0, 0.05, true);
+    assert_eq!(d.state.phase, Phase::Succeeded, "{:?}", d.messages());
+    assert!(
+        reasons
+            .iter()
+            .any(|r| r.contains("< 99% (min)") && r.contains("not shown")),
+        "{reasons:?}"
     );
 }
 

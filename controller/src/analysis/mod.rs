@@ -10,11 +10,14 @@ pub mod latency;
 pub mod mann_whitney;
 pub mod sequential;
 pub mod statistical;
+#[cfg(test)]
+pub(crate) mod test_support;
 pub(crate) mod verdict;
 
 use std::fmt;
 
 use serde::{Deserialize, Serialize};
+use statrs::function::beta::checked_beta_reg;
 
 use crate::spec::{MetricCheck, MetricKind};
 
@@ -174,6 +177,81 @@ pub fn check_threshold(
     }
 }
 
+/// Flagger's check of a success rate over a window's counts, as the statistical judge's threshold
+/// mode reads it (see `rollout::RolloutState::threshold_fallback`): a rate under `min` fails only
+/// when the counts show it, that is when a canary failing exactly `100 - min` percent of its
+/// requests would show as many failures or more with probability below `level`.
+///
+/// Why: the mode judges the low traffic the statistical judge cannot decide in time, where a
+/// window holds a few dozen canary requests and one 5xx puts it under the minimum (1 in 60 is
+/// 98.3% against 99%). A canary failing 0.5%, half the slack, shows one in 26% of such windows,
+/// and `threshold` such checks rolled back about 1.5% of the healthy canaries judged so at 10
+/// requests/s. Under this rule a canary no worse than the threshold fails a check with
+/// probability at most `level`. Any other metric or reading is [`check_threshold`]'s.
+pub fn check_threshold_shown(
+    check: &MetricCheck,
+    reading: Option<&MetricReading>,
+    target: &str,
+    level: f64,
+) -> MetricResult {
+    let plain = check_threshold(check, reading, target);
+    let (Verdict::Fail, Some(min), Some(value), Some(MetricReading::Counts { canary, .. })) =
+        (plain.verdict, check.min, plain.value, reading)
+    else {
+        return plain;
+    };
+    if check.kind != MetricKind::RequestSuccessRate || value >= min {
+        return plain;
+    }
+    let tail = failures_at_least(canary.failures, canary.requests, 1.0 - min / 100.0);
+    let shown = format!(
+        "{} of {} canary requests failed, as many or more in {} of windows at {min}%",
+        canary.failures,
+        canary.requests,
+        percent(tail)
+    );
+    if tail < level {
+        MetricResult {
+            reason: format!("{}: {shown}, below {}", plain.reason, percent(level)),
+            ..plain
+        }
+    } else {
+        MetricResult {
+            verdict: Verdict::Pass,
+            reason: format!(
+                "{}, not shown over this window's traffic ({shown}, at least {}): passes",
+                plain.reason,
+                percent(level)
+            ),
+            ..plain
+        }
+    }
+}
+
+/// The chance of at least `failures` failures among `requests` failing with probability `p`
+/// each (the binomial upper tail, as the regularised incomplete beta function, which also
+/// takes counts that are not whole, as Prometheus' `increase` gives).
+fn failures_at_least(failures: f64, requests: f64, p: f64) -> f64 {
+    if failures <= 0.0 || p >= 1.0 {
+        return 1.0;
+    }
+    if p <= 0.0 {
+        return 0.0;
+    }
+    // Unreachable with counts a reading holds (0 < failures <= requests); an error fails the
+    // check as Flagger's would.
+    checked_beta_reg(failures, requests - failures + 1.0, p).unwrap_or(0.0)
+}
+
+fn percent(x: f64) -> String {
+    let p = 100.0 * x;
+    if p >= 1.0 || p == 0.0 {
+        format!("{p:.0}%")
+    } else {
+        format!("{p:.2}%")
+    }
+}
+
 fn unit(kind: &MetricKind) -> &'static str {
     match kind {
         MetricKind::RequestSuccessRate => "%",
@@ -194,17 +272,12 @@ fn range(min: Option<f64>, max: Option<f64>, unit: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::spec::Duration;
+    use crate::analysis::test_support::metric;
 
     fn success_rate(min: f64) -> MetricCheck {
         MetricCheck {
-            name: "request-success-rate".into(),
-            kind: MetricKind::RequestSuccessRate,
-            window: Duration::from_secs(60),
             min: Some(min),
-            max: None,
-            margin: None,
-            quantile: None,
+            ..metric("request-success-rate", MetricKind::RequestSuccessRate)
         }
     }
 
@@ -302,5 +375,71 @@ mod tests {
         let r = check_threshold(&success_rate(99.0), Some(&reading), "app");
         assert_eq!(r.value, Some(98.0));
         assert_eq!(r.verdict, Verdict::Fail);
+    }
+
+    fn window(requests: f64, failures: f64) -> MetricReading {
+        MetricReading::Counts {
+            canary: Counts { requests, failures },
+            primary: Counts::default(),
+        }
+    }
+
+    #[test]
+    fn threshold_mode_does_not_fail_a_99_percent_minimum_on_one_failure_in_60_requests() {
+        let r = check_threshold_shown(&success_rate(99.0), Some(&window(60.0, 1.0)), "app", 0.01);
+        assert_eq!(r.verdict, Verdict::Pass, "{}", r.reason);
+        assert_eq!(r.value, Some(100.0 * 59.0 / 60.0));
+        assert!(r.reason.contains("not shown"), "{}", r.reason);
+        // Flagger's own check fails it.
+        let plain = check_threshold(&success_rate(99.0), Some(&window(60.0, 1.0)), "app");
+        assert_eq!(plain.verdict, Verdict::Fail);
+    }
+
+    #[test]
+    fn threshold_mode_fails_a_minimum_the_window_shows_is_not_met() {
+        // 6 of 60: a canary at 99% shows 6 failures or more in about 0.002% of windows.
+        let r = check_threshold_shown(&success_rate(99.0), Some(&window(60.0, 6.0)), "app", 0.01);
+        assert_eq!(r.verdict, Verdict::Fail, "{}", r.reason);
+        // Plenty of traffic: 1.5% of 10,000 is shown below 99%.
+        let r = check_threshold_shown(
+            &success_rate(99.0),
+            Some(&window(10_000.0, 150.0)),
+            "app",
+            0.01,
+        );
+        assert_eq!(r.verdict, Verdict::Fail, "{}", r.reason);
+        // A scalar has no counts to weigh: Flagger's check.
+        let r = check_threshold_shown(
+            &success_rate(99.0),
+            Some(&MetricReading::Value { value: 98.0 }),
+            "app",
+            0.01,
+        );
+        assert_eq!(r.verdict, Verdict::Fail);
+    }
+
+    #[test]
+    fn threshold_mode_fails_a_canary_exactly_at_the_minimum_within_the_level() {
+        // Every window size of a low-traffic rollout: the chance that a canary failing exactly
+        // 1% of its requests fails a 99% check, summed exactly over the binomial.
+        for n in [6_u64, 30, 60, 120, 300, 1_000] {
+            let p = 0.01_f64;
+            let failed: f64 = (0..=n)
+                .filter(|&f| {
+                    let r = check_threshold_shown(
+                        &success_rate(99.0),
+                        Some(&window(n as f64, f as f64)),
+                        "app",
+                        0.01,
+                    );
+                    r.verdict == Verdict::Fail
+                })
+                .map(|f| {
+                    let ln_choose = statrs::function::factorial::ln_binomial(n, f);
+                    (ln_choose + f as f64 * p.ln() + (n - f) as f64 * (-p).ln_1p()).exp()
+                })
+                .sum();
+            assert!(failed <= 0.01, "{n} requests: failed checks {failed}");
+        }
     }
 }

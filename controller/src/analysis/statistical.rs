@@ -258,8 +258,8 @@ fn step_clear_reason(gate: Gate, undecided_but_clear: bool, reason: &str) -> Str
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::analysis::test_support::metric;
     use crate::analysis::{Counts, Histogram};
-    use crate::spec::Duration;
 
     const LEVELS: Levels = Levels {
         alpha: 0.01,
@@ -267,15 +267,7 @@ mod tests {
     };
 
     fn check(kind: MetricKind) -> MetricCheck {
-        MetricCheck {
-            name: "m".into(),
-            kind,
-            window: Duration::from_secs(60),
-            min: None,
-            max: None,
-            margin: None,
-            quantile: None,
-        }
+        metric("m", kind)
     }
 
     fn counts(cr: f64, cf: f64, pr: f64, pf: f64) -> MetricReading {
@@ -396,5 +388,39 @@ mod tests {
         let j = judge(look(2.0));
         assert_eq!(j.result.verdict, Verdict::Fail, "{}", j.result.reason);
         assert!(j.result.reason.contains("at p99"), "{}", j.result.reason);
+    }
+
+    /// Canary observations after which identical versions are first shown no worse at p99 with
+    /// `margin`, reading the expected counts of bench-aa-100rps' shape (p50 20 ms, p99 80 ms)
+    /// at a 30% canary weight, 1,500 requests a look.
+    fn observations_to_no_worse(margin: f64) -> Option<f64> {
+        let shape = crate::rollout::log_normal_latency(20.0, 80.0).unwrap();
+        let config = LatencyTestConfig {
+            alpha: 0.005,
+            beta: 0.01,
+            quantile: DEFAULT_LATENCY_QUANTILE,
+            margin,
+            min_requests: 100,
+        };
+        let scaled = |n: f64| Histogram {
+            bounds: shape.bounds.clone(),
+            cumulative: shape.cumulative.iter().map(|f| f * n).collect(),
+        };
+        let mut e = LatencyEvidence::default();
+        (1..=1_000).map(f64::from).find_map(|look| {
+            let (canary, primary) = (450.0 * look, 1_050.0 * look);
+            let j = e.observe(&config, &scaled(canary), &scaled(primary));
+            (j.decision == LatencyDecision::NoWorse).then_some(canary)
+        })
+    }
+
+    #[test]
+    fn the_default_latency_margin_is_50_percent_because_10_percent_at_p99_needs_ten_times_the_traffic()
+     {
+        assert_eq!(DEFAULT_LATENCY_INCREASE, 0.5);
+        let at_50 = observations_to_no_worse(0.5).expect("shown no worse at 50%");
+        let at_10 = observations_to_no_worse(0.1).unwrap_or(f64::INFINITY);
+        eprintln!("no worse at p99 after {at_50} canary observations at 50%, {at_10} at 10%");
+        assert!(at_10 > 10.0 * at_50, "50%: {at_50}, 10%: {at_10}");
     }
 }

@@ -97,30 +97,10 @@ pub(crate) fn gate(strategy: &Strategy, canary_weight: u8) -> Gate {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::spec::{Duration, MetricKind};
+    use crate::analysis::test_support::compared_and_custom;
 
     fn metrics() -> Vec<MetricCheck> {
-        let metric = |name: &str, kind| MetricCheck {
-            name: name.into(),
-            kind,
-            window: Duration::from_secs(60),
-            min: None,
-            max: None,
-            margin: None,
-            quantile: None,
-        };
-        vec![
-            metric("rate", MetricKind::RequestSuccessRate),
-            metric("latency", MetricKind::RequestDuration),
-            metric(
-                "custom",
-                MetricKind::Query {
-                    query: "up".into(),
-                    variables: Default::default(),
-                    interval: None,
-                },
-            ),
-        ]
+        compared_and_custom("rate", "latency")
     }
 
     fn result(name: &str, verdict: Verdict) -> MetricResult {

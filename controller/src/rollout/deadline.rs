@@ -7,7 +7,9 @@
 //!   says the judge is not expected to decide within the progress deadline, the rollout is
 //!   judged from then on as Flagger judges it: each step lasts `interval` and passes when every
 //!   metric is within its threshold range over that interval's own traffic; a failed check
-//!   counts against `threshold`. A Warning Event (and the status' forecast) says so, with the
+//!   counts against `threshold`. A success rate under its minimum fails only when the
+//!   interval's counts show it at the judge's `alpha` (`analysis::check_threshold_shown`): one
+//!   5xx among a few dozen requests is under 99% but shows nothing. A Warning Event (and the status' forecast) says so, with the
 //!   deadline that would let the judge decide.
 //! - Too little evidence at the deadline anyway (a forecast that was too hopeful, a canary in
 //!   the judge's indifference zone): the same, from the deadline on.

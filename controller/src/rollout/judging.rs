@@ -7,7 +7,7 @@ use super::Severity;
 use super::tick::Tick;
 use crate::analysis::statistical::Levels;
 use crate::analysis::verdict::{Mode, StepVerdict, gate, step_verdict};
-use crate::analysis::{MetricResult, Verdict, check_threshold};
+use crate::analysis::{MetricResult, Verdict, check_threshold, check_threshold_shown};
 use crate::spec::{HookGate, Judge, MetricCheck};
 
 /// What a rollback by failed checks says once the statistical judge has handed the rollout
@@ -86,7 +86,10 @@ impl Tick<'_> {
 
     /// Judged by thresholds (see `RolloutState::threshold_fallback`): each comparison that has
     /// not regressed is checked against its metric's threshold range over the window since the
-    /// last step check, one interval's traffic, as Flagger checks it. Returns the results and
+    /// last step check, one interval's traffic, as Flagger checks it, except that a success
+    /// rate under its minimum must be shown by the counts at `alpha`
+    /// ([`check_threshold_shown`]: one 5xx in a few dozen requests shows nothing, yet failed
+    /// 26% of a healthy canary's checks at 10 requests/s). Returns the results and
     /// the metrics so judged. A window without data keeps the judge's own result: no threshold
     /// passes without a value. Neither does one whose look had no data (a failed query, or no
     /// canary traffic yet): the window still holds the earlier looks' traffic, and passing on it
@@ -96,6 +99,9 @@ impl Tick<'_> {
         mut results: Vec<MetricResult>,
     ) -> (Vec<MetricResult>, Vec<String>) {
         let mut fell_back = Vec::new();
+        let Judge::Statistical { alpha, .. } = self.spec.judge else {
+            return (results, fell_back);
+        };
         if !self.s.threshold_fallback {
             return (results, fell_back);
         }
@@ -112,7 +118,7 @@ impl Tick<'_> {
                 continue;
             };
             let window = self.s.evidence.window_reading(m);
-            let checked = check_threshold(m, window.as_ref(), &self.spec.target);
+            let checked = check_threshold_shown(m, window.as_ref(), &self.spec.target, alpha);
             if checked.verdict == Verdict::NoData {
                 continue;
             }
@@ -210,31 +216,11 @@ impl Tick<'_> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::spec::{Duration, MetricKind};
+    use crate::analysis::test_support::compared_and_custom;
 
     #[test]
     fn each_comparison_gets_its_share_of_alpha_and_the_whole_beta() {
-        let metric = |name: &str, kind| MetricCheck {
-            name: name.into(),
-            kind,
-            window: Duration::from_secs(60),
-            min: None,
-            max: None,
-            margin: None,
-            quantile: None,
-        };
-        let metrics = vec![
-            metric("request-success-rate", MetricKind::RequestSuccessRate),
-            metric("request-duration", MetricKind::RequestDuration),
-            metric(
-                "custom",
-                MetricKind::Query {
-                    query: "up".into(),
-                    variables: Default::default(),
-                    interval: None,
-                },
-            ),
-        ];
+        let metrics = compared_and_custom("request-success-rate", "request-duration");
         let levels = comparison_levels(&metrics, 0.01);
         assert_eq!(levels.alpha, 0.005);
         assert_eq!(levels.beta, 0.01);

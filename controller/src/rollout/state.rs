@@ -112,8 +112,9 @@ pub struct RolloutState {
     /// decide within the progress deadline at the traffic seen, or it reached the deadline
     /// without a decision, its metrics readable. From then on each step lasts `interval` and
     /// is judged by the metrics' own thresholds over that interval's traffic, failed checks
-    /// counted against `threshold`, as Flagger judges (a regression the statistical judge
-    /// shows still rolls back at once).
+    /// counted against `threshold`, as Flagger judges, except that a success rate under its
+    /// minimum fails only when the interval's counts show it at `alpha` (a regression the
+    /// statistical judge shows still rolls back at once).
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub threshold_fallback: bool,
     /// The statistical judge's evidence.

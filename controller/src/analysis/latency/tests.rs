@@ -2,6 +2,8 @@
 //! false-High rate (identical versions) and its power (a slower median, a slow tail).
 
 use super::*;
+use crate::analysis::test_support::{WEIGHTS, binomial, each_look, weighted};
+use crate::rollout::log_normal_latency;
 use rand::{RngExt, SeedableRng};
 use rand_pcg::Pcg64Mcg;
 
@@ -94,23 +96,48 @@ fn rollout(
     steps: usize,
     looks: usize,
 ) -> Vec<LatencyDecision> {
-    let mut evidence = LatencyEvidence::default();
+    let per_look = (per_look.0 as u64, per_look.1 as u64);
     let mut decisions = Vec::new();
-    for _ in 0..steps {
-        evidence.begin_step();
-        let mut c = vec![0.0; bounds.len()];
-        let mut p = vec![0.0; bounds.len()];
-        for _ in 0..looks {
-            canary.observe(rng, bounds, &mut c, per_look.0);
-            primary.observe(rng, bounds, &mut p, per_look.1);
-            let j = evidence.observe(config, &histogram(bounds, &c), &histogram(bounds, &p));
-            decisions.push(j.decision);
-            if j.decision == LatencyDecision::High {
-                return decisions;
-            }
-        }
-    }
+    stepped(
+        rng,
+        config,
+        bounds,
+        (canary, primary),
+        &vec![per_look; steps],
+        looks,
+        |d| {
+            decisions.push(d);
+            d == LatencyDecision::High
+        },
+    );
     decisions
+}
+
+/// The looks of a rollout of `steps` (canary and primary observations a look in each), `looks`
+/// a step, readings cumulative since the step began: each decision goes to `stop`, and the
+/// rollout ends at the first it stops at (returned `true`).
+fn stepped(
+    rng: &mut Pcg64Mcg,
+    config: &LatencyTestConfig,
+    bounds: &[f64],
+    (canary, primary): (Source, Source),
+    steps: &[(u64, u64)],
+    looks: usize,
+    mut stop: impl FnMut(LatencyDecision) -> bool,
+) -> bool {
+    let mut evidence = LatencyEvidence::default();
+    let (mut c, mut p) = (vec![0.0; bounds.len()], vec![0.0; bounds.len()]);
+    each_look(steps, looks, |look| {
+        if look.step_begins {
+            evidence.begin_step();
+            (c, p) = (vec![0.0; bounds.len()], vec![0.0; bounds.len()]);
+        }
+        canary.observe(rng, bounds, &mut c, look.canary as usize);
+        primary.observe(rng, bounds, &mut p, look.primary as usize);
+        let j = evidence.observe(config, &histogram(bounds, &c), &histogram(bounds, &p));
+        stop(j.decision).then_some(())
+    })
+    .is_some()
 }
 
 #[test]
@@ -296,6 +323,57 @@ fn identical_versions_are_flagged_high_within_alpha_with_ties_coarse_buckets_and
 }
 
 #[test]
+fn at_the_benchmarks_shape_identical_versions_are_flagged_high_within_the_metrics_share_of_alpha() {
+    // bench-aa-100rps: p50 20 ms and p99 80 ms, 100 requests/s looked at every 15 s (1,500
+    // requests a look), the canary at 10% to 50%, four looks a step (a step ends no later than
+    // its interval). The latency metric's share of the default alpha of 1% is 0.5%: it is one
+    // of two compared metrics, and only High acts. The High side reads only which requests are
+    // slower than the bound (100 ms: 0.35% of requests), so two buckets hold all it reads.
+    let shape = log_normal_latency(20.0, 80.0).unwrap();
+    let at = shape.bounds.iter().position(|b| *b == 100.0).unwrap();
+    let slow = 1.0 - shape.cumulative[at];
+    let bounds = [100.0, f64::INFINITY];
+    let share = 0.01 / 2.0;
+    let c = LatencyTestConfig {
+        margin: 0.5,
+        ..config(0.99, share)
+    };
+    let mut rng = Pcg64Mcg::seed_from_u64(31);
+    let rollouts = 10_000;
+    let highs = (0..rollouts)
+        .filter(|_| {
+            let mut evidence = LatencyEvidence::default();
+            let (mut canary, mut primary) = ([0.0; 2], [0.0; 2]);
+            each_look(&weighted(1_500, &WEIGHTS), 4, |look| {
+                if look.step_begins {
+                    evidence.begin_step();
+                    (canary, primary) = ([0.0; 2], [0.0; 2]);
+                }
+                for (side, n) in [(&mut canary, look.canary), (&mut primary, look.primary)] {
+                    let slow = binomial(&mut rng, n, slow) as f64;
+                    side[0] += n as f64 - slow;
+                    side[1] += slow;
+                }
+                let j = evidence.observe(
+                    &c,
+                    &histogram(&bounds, &canary),
+                    &histogram(&bounds, &primary),
+                );
+                (j.decision == LatencyDecision::High).then_some(())
+            })
+            .is_some()
+        })
+        .count();
+    let rate = highs as f64 / rollouts as f64;
+    let allowed = share + 3.0 * (share * (1.0 - share) / rollouts as f64).sqrt();
+    eprintln!("A/A false High at the benchmarks' shape: {highs} of {rollouts} rollouts");
+    assert!(
+        rate <= allowed,
+        "false High in {rate} of rollouts > {allowed}"
+    );
+}
+
+#[test]
 fn a_median_25_percent_slower_at_20_requests_a_look_holds_rather_than_promotes() {
     // The canary's median 25% slower than primary's, beyond the 10% margin, with 20 canary
     // observations a look (180 primary). No step may advance on it more often than beta.
@@ -411,17 +489,8 @@ fn identical_versions_are_flagged_high_within_alpha_while_the_canarys_weight_cha
     // Steps at 10% to 50% of `total` observations a look, 8 looks each, the NoWorse counts
     // pooled across steps: the High side's per-look factors keep the rollout within alpha.
     let weighted_high = |rng: &mut Pcg64Mcg, c: &LatencyTestConfig, bounds: &[f64], s: Source| {
-        let mut evidence = LatencyEvidence::default();
-        let total = 400;
-        [10, 20, 30, 40, 50].into_iter().any(|weight| {
-            evidence.begin_step();
-            let (mut cc, mut pc) = (vec![0.0; bounds.len()], vec![0.0; bounds.len()]);
-            (0..8).any(|_| {
-                s.observe(rng, bounds, &mut cc, total * weight / 100);
-                s.observe(rng, bounds, &mut pc, total - total * weight / 100);
-                let j = evidence.observe(c, &histogram(bounds, &cc), &histogram(bounds, &pc));
-                j.decision == LatencyDecision::High
-            })
+        stepped(rng, c, bounds, (s, s), &weighted(400, &WEIGHTS), 8, |d| {
+            d == LatencyDecision::High
         })
     };
     let cases: [(f64, &[f64], Source); 2] = [

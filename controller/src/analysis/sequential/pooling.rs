@@ -2,23 +2,10 @@
 //! the module hold across weight changes, with the NoWorse bounds pooled over the rollout.
 
 use super::*;
-use rand::{RngExt, SeedableRng};
+use crate::analysis::Counts;
+use crate::analysis::test_support::{WEIGHTS, binomial, each_look, weighted};
+use rand::SeedableRng;
 use rand_pcg::Pcg64Mcg;
-
-/// Failures among `n` requests failing with probability `p` each: exact, by geometric gaps
-/// between failures (cheap at the small rates simulated here).
-fn binomial(rng: &mut Pcg64Mcg, n: u64, p: f64) -> u64 {
-    let log_q = (1.0 - p).ln();
-    let (mut failures, mut at) = (0, 0u64);
-    loop {
-        let u = 1.0 - rng.random::<f64>();
-        at += (u.ln() / log_q).floor() as u64 + 1;
-        if at > n {
-            return failures;
-        }
-        failures += 1;
-    }
-}
 
 /// Counts of one rollout's looks: 5 steps at weights 10..50% of `per_look` requests, `looks`
 /// looks each, readings cumulative since the step began. Stops at the first decision `stop`
@@ -33,23 +20,19 @@ fn rollout(
 ) -> Option<Decision> {
     let mut rng = Pcg64Mcg::seed_from_u64(seed);
     let mut evidence = ErrorRateEvidence::default();
-    for weight in [10, 20, 30, 40, 50] {
-        evidence.begin_step();
-        let (mut canary, mut primary) = (Counts::default(), Counts::default());
-        for _ in 0..looks {
-            let c = per_look * weight / 100;
-            let p = per_look - c;
-            canary.requests += c as f64;
-            canary.failures += binomial(&mut rng, c, p_canary) as f64;
-            primary.requests += p as f64;
-            primary.failures += binomial(&mut rng, p, p_primary) as f64;
-            let j = evidence.observe(config, canary, primary);
-            if stop(j.decision) {
-                return Some(j.decision);
-            }
+    let (mut canary, mut primary) = (Counts::default(), Counts::default());
+    each_look(&weighted(per_look, &WEIGHTS), looks, |look| {
+        if look.step_begins {
+            evidence.begin_step();
+            (canary, primary) = (Counts::default(), Counts::default());
         }
-    }
-    None
+        canary.requests += look.canary as f64;
+        canary.failures += binomial(&mut rng, look.canary, p_canary) as f64;
+        primary.requests += look.primary as f64;
+        primary.failures += binomial(&mut rng, look.primary, p_primary) as f64;
+        let decision = evidence.observe(config, canary, primary).decision;
+        stop(decision).then_some(decision)
+    })
 }
 
 /// `level` plus three standard errors of a share measured over `runs`.
@@ -172,7 +155,7 @@ fn paced_rollout(
 ) -> (Ended, usize) {
     let mut rng = Pcg64Mcg::seed_from_u64(seed);
     let mut evidence = ErrorRateEvidence::default();
-    let weights = [10, 20, 30, 40, 50];
+    let weights = WEIGHTS;
     let (mut step, mut looks) = (0, 0);
     let (mut canary, mut primary) = (Counts::default(), Counts::default());
     while looks < max_looks {
