@@ -451,6 +451,49 @@ spec:
 }
 
 #[test]
+fn a_fault_on_a_direct_response_route_aborts_or_delays_the_proxys_answer() {
+    // Istio sets a route's fault on a direct-response route as on any other, and Envoy's
+    // fault filter runs before the router answers: half are aborted with 503 `FI`.
+    let (m, w) = front_with_path(
+        "/",
+        r#"
+apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: {name: front}
+spec:
+  hosts: [front]
+  http:
+    - directResponse: {status: 200}
+      fault: {abort: {httpStatus: 503, percentage: {value: 50}}}
+"#,
+    );
+    let s = seen_by_user(&m);
+    assert!(s.requests > 250, "{} requests", s.requests);
+    let share = s.failures as f64 / s.requests as f64;
+    assert!((0.4..0.6).contains(&share), "{share:.3} aborted");
+    assert_eq!(served(&m, "front"), 0);
+    assert!(w.is_empty(), "{w:?}");
+    // A delay holds the answer: every request answered 200 after 40 ms.
+    let (m, _) = front_with_path(
+        "/",
+        r#"
+apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: {name: front}
+spec:
+  hosts: [front]
+  http:
+    - directResponse: {status: 200}
+      fault: {delay: {fixedDelay: 40ms, percentage: {value: 100}}}
+"#,
+    );
+    let s = seen_by_user(&m);
+    assert!(s.requests > 250 && s.failures == 0, "{s:?}");
+    assert!((mean_ms(&s) - 40.0).abs() < 1.0, "{:.2} ms", mean_ms(&s));
+    assert_eq!(served(&m, "front"), 0);
+}
+
+#[test]
 fn a_redirect_route_does_not_reach_the_pods() {
     let (m, w) = front_with_path(
         "/old",
