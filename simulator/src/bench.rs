@@ -90,7 +90,8 @@ pub struct BenchOptions {
     pub outputs: Written,
 }
 
-/// The outputs a measured run writes, as `run --access-log`, `--traces` and `--sample`.
+/// The outputs a measured run writes, as `run --access-log`, `--traces` and `--sample`
+/// (`BenchWritten` would repeat the module; the bench's options hold it).
 #[derive(Clone, Debug, Default, PartialEq)]
 pub struct Written {
     /// The access log's file.

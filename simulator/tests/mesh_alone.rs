@@ -391,7 +391,7 @@ fn a_timeline_event_naming_a_version_that_does_not_exist_is_refused_at_its_line(
         let e = error(&text);
         assert!(e.contains(field) && e.contains(message), "{e}");
         assert!(
-            e.contains(&format!("line {}", line_of(&text, event))),
+            e.starts_with(&format!("mesh.yaml:{}:", line_of(&text, event))),
             "{e}"
         );
     }

@@ -218,3 +218,58 @@ fn the_report_of_a_mesh_without_a_canary_draws_no_rollout_plots_and_tables_each_
         assert!(table.contains(&format!("<td>{version}</td>")), "{table}");
     }
 }
+
+#[test]
+fn the_access_log_names_the_upstream_cluster_whose_subset_is_the_version_routed_to() {
+    let log = tmp("bookinfo.log");
+    let out = sim(&[
+        "run",
+        &scenario("bookinfo-mesh"),
+        "--access-log",
+        path_str(&log),
+        "--sample",
+        "0.1",
+    ]);
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    let text = std::fs::read_to_string(&log).expect("the access log");
+    let mut subsets: BTreeMap<String, u64> = BTreeMap::new();
+    let mut ids: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
+    for line in text.lines() {
+        // `... "X-REQUEST-ID" "AUTHORITY" "UPSTREAM_HOST" UPSTREAM_CLUSTER ROUTE_NAME`
+        let quoted: Vec<&str> = line.split('"').collect();
+        let (id, authority, upstream) = (quoted[7], quoted[9], quoted[11]);
+        let rest: Vec<&str> = quoted[12].split_whitespace().collect();
+        let [cluster, _route] = rest[..] else {
+            panic!("no cluster and route in {line}");
+        };
+        ids.entry(id.to_string())
+            .or_default()
+            .insert(authority.to_string());
+        let parts: Vec<&str> = cluster.split('|').collect();
+        let [direction, port, subset, host] = parts[..] else {
+            panic!("{cluster} is not outbound|port|subset|host");
+        };
+        assert_eq!(direction, "outbound", "{line}");
+        assert!(port.parse::<u16>().is_ok(), "{line}");
+        assert_eq!(host, format!("{authority}.bookinfo.svc.cluster.local"), "{line}");
+        match authority {
+            // Routed by subsets: the subset is the version of the pod that answered.
+            "reviews" => {
+                assert!(upstream.starts_with(&format!("reviews-{subset}-")), "{line}");
+                *subsets.entry(subset.to_string()).or_default() += 1;
+            }
+            // No VirtualService: the cluster over the whole Service.
+            _ => assert_eq!(subset, "", "{line}"),
+        }
+    }
+    assert_eq!(
+        subsets.keys().map(String::as_str).collect::<Vec<_>>(),
+        ["v1", "v2", "v3"]
+    );
+    // A call carries its caller's request id: the lines of a request at the edge share it.
+    let whole = ids
+        .values()
+        .filter(|a| a.contains("productpage") && a.contains("details"))
+        .count();
+    assert!(whole > 0, "no request id shared along its calls");
+}
