@@ -355,7 +355,10 @@ expect:
         "scenario: reviews v2 error rate set to 100.00%",
         "scenario: reviews v1 scaled to 4 pods",
     ] {
-        assert!(messages.iter().any(|x| x.as_str() == m), "{m}: {messages:?}");
+        assert!(
+            messages.iter().any(|x| x.as_str() == m),
+            "{m}: {messages:?}"
+        );
     }
     let v1 = service(&r, "reviews")
         .versions
@@ -402,7 +405,9 @@ fn a_destinationrule_applied_after_the_virtualservice_naming_its_subsets_routes_
     // The VirtualService names subsets no DestinationRule defines until 1m: Envoy has no
     // cluster for them and answers 503 `NC`; once the DestinationRule is applied, the
     // routes resolve and the 90/10 split holds.
-    let at = MESH.find("  apiVersion: networking.istio.io/v1\n  kind: DestinationRule").expect("a DR");
+    let at = MESH
+        .find("  apiVersion: networking.istio.io/v1\n  kind: DestinationRule")
+        .expect("a DR");
     let end = MESH.find("  ---\n").expect("a second document") + "  ---\n".len();
     let dr = &MESH[at..end - "  ---\n".len()];
     let dr_later: String = dr.lines().map(|l| format!("    {l}\n")).collect();
@@ -413,11 +418,17 @@ fn a_destinationrule_applied_after_the_virtualservice_naming_its_subsets_routes_
     let r = checked(&text);
     let reviews = service(&r, "reviews");
     let unanswered = reviews.unanswered as f64 / reviews.requests as f64;
-    assert!((0.45..0.55).contains(&unanswered), "{unanswered:.3} unanswered");
+    assert!(
+        (0.45..0.55).contains(&unanswered),
+        "{unanswered:.3} unanswered"
+    );
     let (v1, v2) = (
         version_requests(reviews, "v1") as f64,
         version_requests(reviews, "v2") as f64,
     );
     let share = v2 / (v1 + v2);
-    assert!((0.08..0.12).contains(&share), "v2 took {share:.3} once routed");
+    assert!(
+        (0.08..0.12).contains(&share),
+        "v2 took {share:.3} once routed"
+    );
 }

@@ -120,7 +120,11 @@ fn the_spans_of_one_bookinfo_request_form_one_tree_along_the_call_graph() {
             .push(span);
     }
     // 2% of 30,000 requests at the edge, each a trace.
-    assert!((450..=750).contains(&traces.len()), "{} traces", traces.len());
+    assert!(
+        (450..=750).contains(&traces.len()),
+        "{} traces",
+        traces.len()
+    );
     let graph: BTreeSet<(&str, &str)> = [
         ("productpage", "details"),
         ("productpage", "reviews"),
@@ -140,7 +144,10 @@ fn the_spans_of_one_bookinfo_request_form_one_tree_along_the_call_graph() {
         assert_eq!(field(roots[0], "kind"), "SPAN_KIND_CLIENT");
         assert_eq!(field(roots[0], "service"), "browser");
         let mut children: BTreeMap<&str, BTreeSet<&str>> = BTreeMap::new();
-        for s in spans.iter().filter(|s| !field(s, "parentSpanId").is_empty()) {
+        for s in spans
+            .iter()
+            .filter(|s| !field(s, "parentSpanId").is_empty())
+        {
             let parent = by_id
                 .get(field(s, "parentSpanId"))
                 .unwrap_or_else(|| panic!("a span of {trace} has its parent elsewhere: {s}"));
@@ -169,7 +176,10 @@ fn the_spans_of_one_bookinfo_request_form_one_tree_along_the_call_graph() {
         }
         // Each pod's answer made its version's calls: productpage both, reviews v2 and v3
         // ratings, reviews v1 and the leaves none.
-        for s in spans.iter().filter(|s| field(s, "kind") == "SPAN_KIND_SERVER") {
+        for s in spans
+            .iter()
+            .filter(|s| field(s, "kind") == "SPAN_KIND_SERVER")
+        {
             let made: Vec<&str> = children
                 .get(field(s, "spanId"))
                 .map(|c| c.iter().copied().collect())
@@ -185,8 +195,10 @@ fn the_spans_of_one_bookinfo_request_form_one_tree_along_the_call_graph() {
             assert_eq!(made, expected, "{s}");
         }
     }
-    let edges: BTreeSet<(&str, &str)> =
-        edges.iter().map(|(a, b)| (a.as_str(), b.as_str())).collect();
+    let edges: BTreeSet<(&str, &str)> = edges
+        .iter()
+        .map(|(a, b)| (a.as_str(), b.as_str()))
+        .collect();
     assert_eq!(edges, graph);
 }
 
@@ -251,11 +263,18 @@ fn the_access_log_names_the_upstream_cluster_whose_subset_is_the_version_routed_
         };
         assert_eq!(direction, "outbound", "{line}");
         assert!(port.parse::<u16>().is_ok(), "{line}");
-        assert_eq!(host, format!("{authority}.bookinfo.svc.cluster.local"), "{line}");
+        assert_eq!(
+            host,
+            format!("{authority}.bookinfo.svc.cluster.local"),
+            "{line}"
+        );
         match authority {
             // Routed by subsets: the subset is the version of the pod that answered.
             "reviews" => {
-                assert!(upstream.starts_with(&format!("reviews-{subset}-")), "{line}");
+                assert!(
+                    upstream.starts_with(&format!("reviews-{subset}-")),
+                    "{line}"
+                );
                 *subsets.entry(subset.to_string()).or_default() += 1;
             }
             // No VirtualService: the cluster over the whole Service.

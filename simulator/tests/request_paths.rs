@@ -8,7 +8,12 @@ use fledge_simulator::mesh::*;
 use support::mesh::{apply, call_of, client_with, one_version, seen};
 
 fn client(name: &str, method: &str, path: &str) -> ClientConfig {
-    client_with(name, "backend", 100.0, &[(":method", method), (":path", path)])
+    client_with(
+        name,
+        "backend",
+        100.0,
+        &[(":method", method), (":path", path)],
+    )
 }
 
 const SUBSETS: &str = r#"

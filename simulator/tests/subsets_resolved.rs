@@ -73,7 +73,11 @@ fn a_destinationrule_applied_after_the_virtualservice_makes_its_subsets_route() 
     assert_eq!(served(&m, "v1") + served(&m, "v2"), 0);
     assert!(apply(&mut m, SUBSETS).is_empty());
     m.run_until(60 * SECONDS);
-    assert_eq!(count_flag(&m, flags::NC), unrouted, "NC after the DestinationRule");
+    assert_eq!(
+        count_flag(&m, flags::NC),
+        unrouted,
+        "NC after the DestinationRule"
+    );
     let (v1, v2) = (served(&m, "v1") as f64, served(&m, "v2") as f64);
     assert!(v1 + v2 > 2_500.0, "{} routed", v1 + v2);
     let share = v2 / (v1 + v2);

@@ -194,7 +194,10 @@ impl Harness<'_> {
                     }),
                 )
             }
-            Event::Scale { version: side, pods } => {
+            Event::Scale {
+                version: side,
+                pods,
+            } => {
                 let v = version(side);
                 (
                     format!("scenario: {} scaled to {pods} pods", side_name(side)),

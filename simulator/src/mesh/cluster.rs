@@ -193,7 +193,8 @@ impl Mesh {
             if cl.service != s || cl.direct.is_some() || !cl.sidecar {
                 continue;
             }
-            let mut cluster = self.cluster_over(c, vs[0], false, pods.clone(), format!("group/{g}"));
+            let mut cluster =
+                self.cluster_over(c, vs[0], false, pods.clone(), format!("group/{g}"));
             cluster.group = Some(g);
             let id = ClusterId(self.clusters.len() as u32);
             self.clusters.push(cluster);
@@ -205,7 +206,12 @@ impl Mesh {
 
     /// The cluster of `client` that a route to subset `name` of service `s` sends to, if the
     /// subset leads to pods.
-    pub(super) fn subset_cluster(&self, client: ClientId, s: ServiceId, name: &str) -> Option<ClusterId> {
+    pub(super) fn subset_cluster(
+        &self,
+        client: ClientId,
+        s: ServiceId,
+        name: &str,
+    ) -> Option<ClusterId> {
         match self.resolve_subset(s, name, None) {
             Subset::Version(v) => self.cluster_of(client, v),
             Subset::Several(vs) => self.group_cluster(client, self.group_of(s, &vs)?),
@@ -238,7 +244,8 @@ impl Mesh {
         let cl = &self.clusters[ci];
         let s = self.versions[v].service;
         if let Some(g) = cl.group {
-            return self.clients[cl.client].service == s && self.services[s].groups[g as usize].contains(&v);
+            return self.clients[cl.client].service == s
+                && self.services[s].groups[g as usize].contains(&v);
         }
         if !cl.whole {
             return cl.version == v;
@@ -416,7 +423,12 @@ impl Mesh {
                 )),
             }
         }
-        let before: Vec<_> = self.subset_labels.iter().filter(|(sv, _, _)| *sv == s).cloned().collect();
+        let before: Vec<_> = self
+            .subset_labels
+            .iter()
+            .filter(|(sv, _, _)| *sv == s)
+            .cloned()
+            .collect();
         self.subset_labels.retain(|(svc, _, _)| *svc != s);
         for sub in &dr.subsets {
             self.subset_labels
@@ -424,7 +436,12 @@ impl Mesh {
         }
         self.refresh_policies(s);
         // The routes in effect resolve the subsets anew only when they changed.
-        if self.subset_labels.iter().filter(|(sv, _, _)| *sv == s).ne(before.iter()) {
+        if self
+            .subset_labels
+            .iter()
+            .filter(|(sv, _, _)| *sv == s)
+            .ne(before.iter())
+        {
             self.resolve_subsets_again(s, warnings);
         }
     }

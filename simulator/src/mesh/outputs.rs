@@ -142,7 +142,10 @@ impl Mesh {
         let (host, subset) = if cl.whole {
             (svc.name.clone(), "")
         } else if c.direct.is_some() || svc.host_routed.contains(&cl.version) {
-            (format!("{}-{}", svc.name, self.versions[cl.version].name), "")
+            (
+                format!("{}-{}", svc.name, self.versions[cl.version].name),
+                "",
+            )
         } else {
             let subset = self
                 .subset_labels

@@ -247,7 +247,11 @@ impl Ids {
 }
 
 fn span_id(seed: u64, number: u64, try_no: u32) -> u64 {
-    mix(seed ^ 0x7370_616e_0000_0000, number << 8 ^ u64::from(try_no)).max(1)
+    mix(
+        seed ^ 0x7370_616e_0000_0000,
+        number << 8 ^ u64::from(try_no),
+    )
+    .max(1)
 }
 
 /// The draw that decides whether request `number` of a run of `seed` is written.

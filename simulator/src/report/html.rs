@@ -222,12 +222,18 @@ fn clients_plot(out: &mut String, run: &RunResult) {
         "Each point covers the time since the one before (a tick: {}); windows with fewer than {MIN_REQUESTS} requests are not drawn.",
         tick(run)
     );
-    let clients = vec![series("clients (after retries)", CLIENTS, false, run, |s| {
-        (
-            s.at_ms as f64,
-            drawable(s.clients_requests, s.clients_success_rate),
-        )
-    })];
+    let clients = vec![series(
+        "clients (after retries)",
+        CLIENTS,
+        false,
+        run,
+        |s| {
+            (
+                s.at_ms as f64,
+                drawable(s.clients_requests, s.clients_success_rate),
+            )
+        },
+    )];
     let lo = lowest(&clients, &[], &None).clamp(0.0, 99.0);
     Plot {
         title: "Success rate (%) seen by the clients",

@@ -119,7 +119,8 @@ impl Context {
                 ));
             }
         };
-        let side = |path: &str, service: &Option<String>, s: &str| match (service, s) {
+        let side = |path: &str, service: &Option<String>, s: &str| {
+            match (service, s) {
             (Some(service), _) if *service != self.service => {
                 self.named_version(&path.replace(".version", ".service"), path, service, s)
             }
@@ -131,6 +132,7 @@ impl Context {
                     "must be `primary` or `canary` (the rollout's), or a version of the service `service` names, got `{other}`"
                 ),
             )),
+        }
         };
         let mut events = Vec::new();
         if e.deploy.is_some() {
@@ -141,7 +143,11 @@ impl Context {
         }
         if let Some(f) = &e.error_rate {
             events.push(Event::ErrorRate {
-                version: side(&format!("{field}.error_rate.version"), &f.service, &f.version)?,
+                version: side(
+                    &format!("{field}.error_rate.version"),
+                    &f.service,
+                    &f.version,
+                )?,
                 rate: self.probability(&format!("{field}.error_rate.rate"), f.rate)?,
             });
         }
@@ -190,7 +196,11 @@ impl Context {
         }
         if let Some(f) = &e.black_hole {
             events.push(Event::BlackHole {
-                version: side(&format!("{field}.black_hole.version"), &f.service, &f.version)?,
+                version: side(
+                    &format!("{field}.black_hole.version"),
+                    &f.service,
+                    &f.version,
+                )?,
                 pod: f.pod,
                 on: f.on.unwrap_or(true),
             });

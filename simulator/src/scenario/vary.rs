@@ -158,7 +158,12 @@ impl Scenario {
             };
             return Ok((Target::Canary, below));
         }
-        let objects: Vec<(&str, &str)> = self.manifests.items.iter().map(Manifest::kind_name).collect();
+        let objects: Vec<(&str, &str)> = self
+            .manifests
+            .items
+            .iter()
+            .map(Manifest::kind_name)
+            .collect();
         if !objects.contains(&(kind, name)) {
             let known: Vec<String> = objects.iter().map(|(k, n)| format!("{k}/{n}")).collect();
             return Err(PatchError(format!(
