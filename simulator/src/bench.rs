@@ -86,6 +86,20 @@ pub struct BenchOptions {
     pub rps: f64,
     /// Simulated duration.
     pub duration: SimTime,
+    /// The outputs written while measuring (none by default).
+    pub outputs: Written,
+}
+
+/// The outputs a measured run writes, as `run --access-log`, `--traces` and `--sample`
+/// (`BenchWritten` would repeat the module; the bench's options hold it).
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct Written {
+    /// The access log's file.
+    pub access_log: Option<std::path::PathBuf>,
+    /// The spans' file.
+    pub traces: Option<std::path::PathBuf>,
+    /// The fraction of requests written (each output's default when none).
+    pub sample: Option<f64>,
 }
 
 impl Default for BenchOptions {
@@ -94,6 +108,7 @@ impl Default for BenchOptions {
             seed: 1,
             rps: 1000.0,
             duration: 3600 * SECONDS,
+            outputs: Written::default(),
         }
     }
 }
@@ -215,6 +230,18 @@ pub(crate) fn reference_mesh(seed: u64, rps: f64) -> Result<Mesh, MeshError> {
 /// Runs the reference mesh for `opts.duration` and measures it.
 pub fn bench(opts: &BenchOptions) -> Result<BenchReport, MeshError> {
     let mut mesh = reference_mesh(opts.seed, opts.rps)?;
+    let w = &opts.outputs;
+    let outputs = crate::observability::Outputs::open(
+        opts.seed,
+        w.access_log.as_deref(),
+        w.traces.as_deref(),
+        w.sample,
+    )
+    .map_err(|reason| MeshError::InvalidConfig {
+        what: "outputs".into(),
+        reason,
+    })?;
+    mesh.set_outputs(outputs);
     let start = Start::now();
     // Advance in slices so the harness pattern (run, read, adjust) is what gets measured.
     let step = 60 * SECONDS;
@@ -222,6 +249,12 @@ pub fn bench(opts: &BenchOptions) -> Result<BenchReport, MeshError> {
     while t < opts.duration {
         t = (t + step).min(opts.duration);
         mesh.run_until(t);
+    }
+    if let Some(mut o) = mesh.take_outputs() {
+        o.finish().map_err(|reason| MeshError::InvalidConfig {
+            what: "outputs".into(),
+            reason,
+        })?;
     }
     Ok(report(&mesh, start, opts.duration))
 }

@@ -42,7 +42,7 @@ mod serve;
 pub mod telemetry;
 mod trace;
 
-pub use bench::{BenchOptions, BenchReport, bench, bench_mmc, mmc_mesh};
+pub use bench::{BenchOptions, BenchReport, Written, bench, bench_mmc, mmc_mesh};
 
 /// Runs `fledge-sim` with the process's arguments and returns its exit code.
 pub fn run_cli() -> std::process::ExitCode {

@@ -327,3 +327,108 @@ expect: {}
         error(short)
     );
 }
+
+#[test]
+fn the_timeline_acts_on_a_named_version_of_a_service() {
+    // At 1m reviews v2 fails every request and v1 is scaled to 4 pods.
+    let text = MESH.replace(
+        "expect:\n",
+        r#"timeline:
+  - at: 1m
+    error_rate: {service: reviews, version: v2, rate: 1.0}
+  - at: 1m
+    scale: {service: reviews, version: v1, pods: 4}
+expect:
+"#,
+    );
+    let r = checked(&text);
+    let v2 = service(&r, "reviews")
+        .versions
+        .iter()
+        .find(|v| v.version == "v2")
+        .expect("v2");
+    let failed = v2.failed as f64 / v2.requests as f64;
+    assert!((0.4..0.6).contains(&failed), "v2 failed {failed:.3}");
+    assert!(r.warnings.is_empty(), "{:?}", r.warnings);
+    let messages: Vec<&String> = r.decisions.iter().flat_map(|d| &d.messages).collect();
+    for m in [
+        "scenario: reviews v2 error rate set to 100.00%",
+        "scenario: reviews v1 scaled to 4 pods",
+    ] {
+        assert!(
+            messages.iter().any(|x| x.as_str() == m),
+            "{m}: {messages:?}"
+        );
+    }
+    let v1 = service(&r, "reviews")
+        .versions
+        .iter()
+        .find(|v| v.version == "v1")
+        .expect("v1");
+    assert_eq!(v1.failed, 0);
+}
+
+#[test]
+fn a_timeline_event_naming_a_version_that_does_not_exist_is_refused_at_its_line() {
+    for (event, field, message) in [
+        (
+            "error_rate: {service: reviewz, version: v2, rate: 1.0}",
+            "timeline[0].error_rate.service",
+            "no service named `reviewz`",
+        ),
+        (
+            "crash: {service: reviews, version: v9}",
+            "timeline[0].crash.version",
+            "service `reviews` has no version `v9`; its versions are `v1`, `v2`",
+        ),
+        (
+            "scale: {service: reviews, version: v1, pods: 5000}",
+            "timeline[0].scale.pods",
+            "must be between 0 and 1000",
+        ),
+    ] {
+        let text = MESH.replace(
+            "expect:\n",
+            &format!("timeline:\n  - at: 1m\n    {event}\nexpect:\n"),
+        );
+        let e = error(&text);
+        assert!(e.contains(field) && e.contains(message), "{e}");
+        assert!(
+            e.starts_with(&format!("mesh.yaml:{}:", line_of(&text, event))),
+            "{e}"
+        );
+    }
+}
+
+#[test]
+fn a_destinationrule_applied_after_the_virtualservice_naming_its_subsets_routes_from_then_on() {
+    // The VirtualService names subsets no DestinationRule defines until 1m: Envoy has no
+    // cluster for them and answers 503 `NC`; once the DestinationRule is applied, the
+    // routes resolve and the 90/10 split holds.
+    let at = MESH
+        .find("  apiVersion: networking.istio.io/v1\n  kind: DestinationRule")
+        .expect("a DR");
+    let end = MESH.find("  ---\n").expect("a second document") + "  ---\n".len();
+    let dr = &MESH[at..end - "  ---\n".len()];
+    let dr_later: String = dr.lines().map(|l| format!("    {l}\n")).collect();
+    let text = format!("{}{}", &MESH[..at], &MESH[end..]).replace(
+        "expect:\n",
+        &format!("timeline:\n  - at: 1m\n    apply_manifests: |\n{dr_later}expect:\n"),
+    );
+    let r = checked(&text);
+    let reviews = service(&r, "reviews");
+    let unanswered = reviews.unanswered as f64 / reviews.requests as f64;
+    assert!(
+        (0.45..0.55).contains(&unanswered),
+        "{unanswered:.3} unanswered"
+    );
+    let (v1, v2) = (
+        version_requests(reviews, "v1") as f64,
+        version_requests(reviews, "v2") as f64,
+    );
+    let share = v2 / (v1 + v2);
+    assert!(
+        (0.08..0.12).contains(&share),
+        "v2 took {share:.3} once routed"
+    );
+}

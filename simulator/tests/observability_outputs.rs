@@ -1,9 +1,11 @@
 //! The outputs of `run` beside its result: the requests the client's proxy answers at once
-//! (no route, `NR`; no cluster, `NC`) are in the access log and the spans like any other, and
-//! a run of several variants writes one service graph that renders as one picture.
+//! (no route, `NR`; no cluster, `NC`) are in the access log and the spans like any other, the
+//! spans of one request at the edge form one tree along the call graph, and a run of several
+//! variants writes one service graph that renders as one picture.
 
 mod support;
 
+use std::collections::{BTreeMap, BTreeSet};
 use std::path::PathBuf;
 use std::process::Command;
 
@@ -85,4 +87,208 @@ fn several_variants_write_one_digraph_with_a_cluster_each() {
         let svg = String::from_utf8_lossy(&svg.stdout);
         assert_eq!(svg.matches("<svg").count(), 1);
     }
+}
+
+/// A span's field as text (`attributes.x` for an attribute).
+fn field<'a>(span: &'a serde_json::Value, name: &str) -> &'a str {
+    let v = match name.strip_prefix("attributes.") {
+        Some(a) => &span["attributes"][a],
+        None => &span[name],
+    };
+    v.as_str().unwrap_or("")
+}
+
+#[test]
+fn the_spans_of_one_bookinfo_request_form_one_tree_along_the_call_graph() {
+    let spans = tmp("bookinfo.jsonl");
+    let out = sim(&[
+        "run",
+        &scenario("bookinfo-mesh"),
+        "--traces",
+        path_str(&spans),
+        "--sample",
+        "0.02",
+    ]);
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    let text = std::fs::read_to_string(&spans).expect("the spans");
+    let mut traces: BTreeMap<String, Vec<serde_json::Value>> = BTreeMap::new();
+    for line in text.lines() {
+        let span: serde_json::Value = serde_json::from_str(line).expect("a JSON line");
+        traces
+            .entry(field(&span, "traceId").to_string())
+            .or_default()
+            .push(span);
+    }
+    // 2% of 30,000 requests at the edge, each a trace.
+    assert!(
+        (450..=750).contains(&traces.len()),
+        "{} traces",
+        traces.len()
+    );
+    let graph: BTreeSet<(&str, &str)> = [
+        ("productpage", "details"),
+        ("productpage", "reviews"),
+        ("reviews", "ratings"),
+    ]
+    .into();
+    let mut edges = BTreeSet::new();
+    for (trace, spans) in &traces {
+        let by_id: BTreeMap<&str, &serde_json::Value> =
+            spans.iter().map(|s| (field(s, "spanId"), s)).collect();
+        assert_eq!(by_id.len(), spans.len(), "span ids repeat in {trace}");
+        let roots: Vec<_> = spans
+            .iter()
+            .filter(|s| field(s, "parentSpanId").is_empty())
+            .collect();
+        assert_eq!(roots.len(), 1, "trace {trace} has {} roots", roots.len());
+        assert_eq!(field(roots[0], "kind"), "SPAN_KIND_CLIENT");
+        assert_eq!(field(roots[0], "service"), "browser");
+        let mut children: BTreeMap<&str, BTreeSet<&str>> = BTreeMap::new();
+        for s in spans
+            .iter()
+            .filter(|s| !field(s, "parentSpanId").is_empty())
+        {
+            let parent = by_id
+                .get(field(s, "parentSpanId"))
+                .unwrap_or_else(|| panic!("a span of {trace} has its parent elsewhere: {s}"));
+            // The caller's span encloses its child's.
+            assert!(parent["startTimeUnixNano"].as_u64() <= s["startTimeUnixNano"].as_u64());
+            assert!(parent["endTimeUnixNano"].as_u64() >= s["endTimeUnixNano"].as_u64());
+            let callee = field(s, "attributes.destination.service");
+            match field(s, "kind") {
+                // A pod's side of an attempt, under its request's client span.
+                "SPAN_KIND_SERVER" => {
+                    assert_eq!(field(parent, "kind"), "SPAN_KIND_CLIENT", "{s}");
+                    assert_eq!(field(parent, "attributes.destination.service"), callee);
+                }
+                // A call, under the server span of the caller's attempt that made it.
+                _ => {
+                    assert_eq!(field(parent, "kind"), "SPAN_KIND_SERVER", "{s}");
+                    let caller = field(parent, "attributes.destination.service");
+                    edges.insert((caller.to_string(), callee.to_string()));
+                    assert!(graph.contains(&(caller, callee)), "{caller} -> {callee}");
+                    children
+                        .entry(field(parent, "spanId"))
+                        .or_default()
+                        .insert(callee);
+                }
+            }
+        }
+        // Each pod's answer made its version's calls: productpage both, reviews v2 and v3
+        // ratings, reviews v1 and the leaves none.
+        for s in spans
+            .iter()
+            .filter(|s| field(s, "kind") == "SPAN_KIND_SERVER")
+        {
+            let made: Vec<&str> = children
+                .get(field(s, "spanId"))
+                .map(|c| c.iter().copied().collect())
+                .unwrap_or_default();
+            let expected: &[&str] = match (
+                field(s, "attributes.destination.service"),
+                field(s, "attributes.destination.version"),
+            ) {
+                ("productpage", _) => &["details", "reviews"],
+                ("reviews", "v2" | "v3") => &["ratings"],
+                _ => &[],
+            };
+            assert_eq!(made, expected, "{s}");
+        }
+    }
+    let edges: BTreeSet<(&str, &str)> = edges
+        .iter()
+        .map(|(a, b)| (a.as_str(), b.as_str()))
+        .collect();
+    assert_eq!(edges, graph);
+}
+
+#[test]
+fn the_report_of_a_mesh_without_a_canary_draws_no_rollout_plots_and_tables_each_version() {
+    let report = tmp("bookinfo.html");
+    let out = sim(&[
+        "run",
+        &scenario("bookinfo-mesh"),
+        "--report",
+        path_str(&report),
+    ]);
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    let html = std::fs::read_to_string(&report).expect("the report");
+    // No weight, primary or canary to draw.
+    assert!(!html.contains("Canary traffic weight"), "a rollout plot");
+    assert!(!html.contains("p99 latency (ms), at the destination"));
+    assert!(html.contains("Success rate (%) seen by the clients"));
+    assert!(html.contains("The mesh alone, without a Canary"));
+    let table = html
+        .split("<h3>Services</h3>")
+        .nth(1)
+        .and_then(|t| t.split("</table>").next())
+        .expect("a services table");
+    for row in ["<td>reviews</td>", "<td>ratings</td>", "<td>details</td>"] {
+        assert!(table.contains(row), "{row} in {table}");
+    }
+    for version in ["v1", "v2", "v3"] {
+        assert!(table.contains(&format!("<td>{version}</td>")), "{table}");
+    }
+}
+
+#[test]
+fn the_access_log_names_the_upstream_cluster_whose_subset_is_the_version_routed_to() {
+    let log = tmp("bookinfo.log");
+    let out = sim(&[
+        "run",
+        &scenario("bookinfo-mesh"),
+        "--access-log",
+        path_str(&log),
+        "--sample",
+        "0.1",
+    ]);
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    let text = std::fs::read_to_string(&log).expect("the access log");
+    let mut subsets: BTreeMap<String, u64> = BTreeMap::new();
+    let mut ids: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
+    for line in text.lines() {
+        // `... "X-REQUEST-ID" "AUTHORITY" "UPSTREAM_HOST" UPSTREAM_CLUSTER ROUTE_NAME`
+        let quoted: Vec<&str> = line.split('"').collect();
+        let (id, authority, upstream) = (quoted[7], quoted[9], quoted[11]);
+        let rest: Vec<&str> = quoted[12].split_whitespace().collect();
+        let [cluster, _route] = rest[..] else {
+            panic!("no cluster and route in {line}");
+        };
+        ids.entry(id.to_string())
+            .or_default()
+            .insert(authority.to_string());
+        let parts: Vec<&str> = cluster.split('|').collect();
+        let [direction, port, subset, host] = parts[..] else {
+            panic!("{cluster} is not outbound|port|subset|host");
+        };
+        assert_eq!(direction, "outbound", "{line}");
+        assert!(port.parse::<u16>().is_ok(), "{line}");
+        assert_eq!(
+            host,
+            format!("{authority}.bookinfo.svc.cluster.local"),
+            "{line}"
+        );
+        match authority {
+            // Routed by subsets: the subset is the version of the pod that answered.
+            "reviews" => {
+                assert!(
+                    upstream.starts_with(&format!("reviews-{subset}-")),
+                    "{line}"
+                );
+                *subsets.entry(subset.to_string()).or_default() += 1;
+            }
+            // No VirtualService: the cluster over the whole Service.
+            _ => assert_eq!(subset, "", "{line}"),
+        }
+    }
+    assert_eq!(
+        subsets.keys().map(String::as_str).collect::<Vec<_>>(),
+        ["v1", "v2", "v3"]
+    );
+    // A call carries its caller's request id: the lines of a request at the edge share it.
+    let whole = ids
+        .values()
+        .filter(|a| a.contains("productpage") && a.contains("details"))
+        .count();
+    assert!(whole > 0, "no request id shared along its calls");
 }

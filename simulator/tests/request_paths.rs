@@ -5,18 +5,15 @@ mod support;
 
 use fledge_simulator::engine::SECONDS;
 use fledge_simulator::mesh::*;
-use support::mesh::{apply, call_of, seen};
+use support::mesh::{apply, call_of, client_with, one_version, seen};
 
 fn client(name: &str, method: &str, path: &str) -> ClientConfig {
-    let mut c = ClientConfig::new(name, "backend", 100.0);
-    c.headers = vec![HeaderProfile {
-        weight: 1.0,
-        headers: vec![
-            (":method".into(), method.into()),
-            (":path".into(), path.into()),
-        ],
-    }];
-    c
+    client_with(
+        name,
+        "backend",
+        100.0,
+        &[(":method", method), (":path", path)],
+    )
 }
 
 const SUBSETS: &str = r#"
@@ -99,10 +96,7 @@ fn a_call_sets_its_own_path_and_a_path_no_route_takes_fails_the_caller() {
                     VersionConfig::new("bad", 2, calls("/rating/1")),
                 ],
             ),
-            ServiceConfig::new(
-                "backend",
-                vec![VersionConfig::new("v1", 2, Behaviour::default())],
-            ),
+            one_version("backend", 2, Behaviour::default()),
         ],
         clients: vec![ClientConfig::new("user", "frontend", 200.0)],
         ..Default::default()

@@ -3,10 +3,13 @@
 //! VirtualService (timeout, retries) applied from the caller's sidecar, headers over two hops,
 //! and uri matches.
 
+mod support;
+
 use fledge_simulator::engine::{MILLIS, SECONDS};
 use fledge_simulator::manifest;
 use fledge_simulator::mesh::*;
 use fledge_simulator::telemetry::{Reporter, Selector, WindowStats};
+use support::mesh::{client_with, one_version};
 
 fn constant(ms: u64) -> Behaviour {
     Behaviour {
@@ -32,17 +35,13 @@ fn mesh(calls: Vec<Vec<Call>>, a: Behaviour, b: Behaviour) -> Mesh {
         calls,
         ..constant(1)
     };
-    let mut user = ClientConfig::new("user", "front", 5.0);
-    user.headers = vec![HeaderProfile {
-        weight: 1.0,
-        headers: vec![("end-user".into(), "jason".into())],
-    }];
+    let user = client_with("user", "front", 5.0, &[("end-user", "jason")]);
     let cfg = MeshConfig {
         seed: 7,
         services: vec![
-            ServiceConfig::new("front", vec![VersionConfig::new("v1", 1, front)]),
-            ServiceConfig::new("a", vec![VersionConfig::new("v1", 1, a)]),
-            ServiceConfig::new("b", vec![VersionConfig::new("v1", 1, b)]),
+            one_version("front", 1, front),
+            one_version("a", 1, a),
+            one_version("b", 1, b),
         ],
         clients: vec![user],
         network: NetworkConfig {
@@ -234,20 +233,10 @@ spec:
 
 /// `user` calls `front` with `GET path`; `front`'s VirtualService is `vs`.
 fn front_with_path(path: &str, vs: &str) -> (Mesh, Vec<String>) {
-    let mut user = ClientConfig::new("user", "front", 5.0);
-    user.headers = vec![HeaderProfile {
-        weight: 1.0,
-        headers: vec![
-            (":method".into(), "GET".into()),
-            (":path".into(), path.into()),
-        ],
-    }];
+    let user = client_with("user", "front", 5.0, &[(":method", "GET"), (":path", path)]);
     let cfg = MeshConfig {
         seed: 7,
-        services: vec![ServiceConfig::new(
-            "front",
-            vec![VersionConfig::new("v1", 1, constant(1))],
-        )],
+        services: vec![one_version("front", 1, constant(1))],
         clients: vec![user],
         ..Default::default()
     };
@@ -448,6 +437,49 @@ spec:
     );
     assert_eq!(served(&m, "front"), 0);
     assert!(w.is_empty(), "{w:?}");
+}
+
+#[test]
+fn a_fault_on_a_direct_response_route_aborts_or_delays_the_proxys_answer() {
+    // Istio sets a route's fault on a direct-response route as on any other, and Envoy's
+    // fault filter runs before the router answers: half are aborted with 503 `FI`.
+    let (m, w) = front_with_path(
+        "/",
+        r#"
+apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: {name: front}
+spec:
+  hosts: [front]
+  http:
+    - directResponse: {status: 200}
+      fault: {abort: {httpStatus: 503, percentage: {value: 50}}}
+"#,
+    );
+    let s = seen_by_user(&m);
+    assert!(s.requests > 250, "{} requests", s.requests);
+    let share = s.failures as f64 / s.requests as f64;
+    assert!((0.4..0.6).contains(&share), "{share:.3} aborted");
+    assert_eq!(served(&m, "front"), 0);
+    assert!(w.is_empty(), "{w:?}");
+    // A delay holds the answer: every request answered 200 after 40 ms.
+    let (m, _) = front_with_path(
+        "/",
+        r#"
+apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: {name: front}
+spec:
+  hosts: [front]
+  http:
+    - directResponse: {status: 200}
+      fault: {delay: {fixedDelay: 40ms, percentage: {value: 100}}}
+"#,
+    );
+    let s = seen_by_user(&m);
+    assert!(s.requests > 250 && s.failures == 0, "{s:?}");
+    assert!((mean_ms(&s) - 40.0).abs() < 1.0, "{:.2} ms", mean_ms(&s));
+    assert_eq!(served(&m, "front"), 0);
 }
 
 #[test]

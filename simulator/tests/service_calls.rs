@@ -6,7 +6,7 @@ mod support;
 
 use fledge_simulator::engine::{MILLIS, SECONDS};
 use fledge_simulator::mesh::*;
-use support::mesh::{apply, call_of, seen};
+use support::mesh::{apply, call_of, client_with, one_version, seen};
 
 /// `frontend` (one version, `v1`) calls `backend` with `call`; clients `jason` (every request
 /// with `end-user: jason`) and `anon` (no header) call `frontend`.
@@ -15,16 +15,12 @@ fn mesh(call: Call, backend: Behaviour) -> Mesh {
         calls: vec![vec![call]],
         ..Behaviour::default()
     };
-    let mut jason = ClientConfig::new("jason", "frontend", 200.0);
-    jason.headers = vec![HeaderProfile {
-        weight: 1.0,
-        headers: vec![("end-user".into(), "jason".into())],
-    }];
+    let jason = client_with("jason", "frontend", 200.0, &[("end-user", "jason")]);
     let cfg = MeshConfig {
         seed: 5,
         services: vec![
-            ServiceConfig::new("frontend", vec![VersionConfig::new("v1", 2, frontend)]),
-            ServiceConfig::new("backend", vec![VersionConfig::new("v1", 2, backend)]),
+            one_version("frontend", 2, frontend),
+            one_version("backend", 2, backend),
         ],
         clients: vec![jason, ClientConfig::new("anon", "frontend", 200.0)],
         ..Default::default()

@@ -99,6 +99,35 @@ fn a_subset_selects_the_version_its_labels_name_not_the_one_it_is_named_after() 
 }
 
 #[test]
+fn a_subset_whose_labels_select_several_versions_balances_over_all_their_pods() {
+    // Subset `v3` selects every pod labelled `app: reviews`: v1, v2 and v3, two pods each.
+    // Istio builds one cluster over the six pods, so its tenth of the others' requests spreads
+    // evenly over them: v3 gets a third of it, v1 and v2 the rest on top of their own.
+    let v3 = "    - name: v3\n      labels:\n        version: v3\n";
+    assert!(BOOKINFO.contains(v3));
+    let text = BOOKINFO.replace(v3, "    - name: v3\n      labels:\n        app: reviews\n");
+    let r = run_text("several.yaml", &text, 7);
+    assert!(r.warnings.is_empty(), "{:?}", r.warnings);
+    let s = reviews(&r);
+    let (v1, v2, v3) = (requests(s, "v1"), requests(s, "v2"), requests(s, "v3"));
+    let n = (v1 + v2 + v3) as f64;
+    assert!(n > 50_000.0, "{n} requests");
+    // Jason's tenth goes to v2; a tenth of the other nine tenths spreads over the six pods.
+    for (version, got, expected) in [
+        ("v1", v1, 0.81 + 0.03),
+        ("v2", v2, 0.10 + 0.03),
+        ("v3", v3, 0.03),
+    ] {
+        let share = got as f64 / n;
+        assert!(
+            (share - expected).abs() < 0.006,
+            "{version} took {share:.4}, expected {expected:.2}: {:?}",
+            s.versions
+        );
+    }
+}
+
+#[test]
 fn the_end_user_header_routes_jason_to_v2_and_no_one_else() {
     // Two callers: every request of one carries `end-user: jason`, none of the other's.
     let text = BOOKINFO.replace(

@@ -291,6 +291,7 @@ enum Command {
         "1  the reference run failed",
         "2  a bad flag",
     ))]
+    #[command(group(clap::ArgGroup::new("sampled").args(["access_log", "traces"]).multiple(true)))]
     Bench {
         /// Simulated duration, e.g. `1h`, `24h`.
         #[arg(long, default_value = "1h")]
@@ -300,6 +301,15 @@ enum Command {
         rps: f64,
         #[arg(long, default_value_t = 1)]
         seed: u64,
+        /// Write the access log while measuring, as `run --access-log` does (its cost).
+        #[arg(long = "access-log", value_name = "FILE")]
+        access_log: Option<PathBuf>,
+        /// Write spans while measuring, as `run --traces` does (their cost).
+        #[arg(long, value_name = "FILE")]
+        traces: Option<PathBuf>,
+        /// The fraction of requests written, as `run --sample`.
+        #[arg(long, value_name = "F", value_parser = fraction, requires = "sampled")]
+        sample: Option<f64>,
     },
 }
 
@@ -419,7 +429,19 @@ pub(crate) fn main() -> ExitCode {
             duration,
             rps,
             seed,
-        } => bench(&duration, rps, seed),
+            access_log,
+            traces,
+            sample,
+        } => bench(
+            &duration,
+            rps,
+            seed,
+            crate::bench::Written {
+                access_log,
+                traces,
+                sample,
+            },
+        ),
     }
 }
 
@@ -433,7 +455,7 @@ fn fraction(text: &str) -> Result<f64, String> {
     }
 }
 
-fn bench(duration: &str, rps: f64, seed: u64) -> ExitCode {
+fn bench(duration: &str, rps: f64, seed: u64, outputs: crate::bench::Written) -> ExitCode {
     let Some(duration) = fledge_controller::spec::parse_nanos(duration)
         .ok()
         .filter(|d| *d > 0)
@@ -452,6 +474,7 @@ fn bench(duration: &str, rps: f64, seed: u64) -> ExitCode {
         seed,
         rps,
         duration,
+        outputs,
     }) {
         Ok(report) => {
             run::emit(&format!("{report}\n"));

@@ -52,14 +52,22 @@ impl Harness<'_> {
 
     /// Carries out a timeline event and records it.
     pub(super) fn fire(&mut self, now: SimTime, entry: &TimelineEntry) {
-        // Events naming the primary or the canary are refused without a Canary.
+        // Events naming the primary or the canary are refused without a Canary; names of
+        // versions are checked by the scenario's loader.
         let target = self.target;
-        let version = |side: Side| {
-            let t = target
-                .expect("a version of the rollout, which a scenario without a Canary has not");
-            match side {
-                Side::Primary => t.primary,
-                Side::Canary => t.canary,
+        let mesh = &self.mesh;
+        let version = |side: &Side| match side {
+            Side::Named { service, version } => mesh
+                .version_id(service, version)
+                .expect("versions are checked by the scenario loader"),
+            Side::Primary | Side::Canary => {
+                let t = target
+                    .expect("a version of the rollout, which a scenario without a Canary has not");
+                if *side == Side::Primary {
+                    t.primary
+                } else {
+                    t.canary
+                }
             }
         };
         let (message, result) = match &entry.event {
@@ -91,11 +99,11 @@ impl Harness<'_> {
             } => (
                 format!(
                     "scenario: {} error rate set to {:.2}%",
-                    side_name(*side),
+                    side_name(side),
                     rate * 100.0
                 ),
                 self.mesh.apply(mesh::Action::SetErrorRate {
-                    version: version(*side),
+                    version: version(side),
                     rate: *rate,
                 }),
             ),
@@ -103,9 +111,9 @@ impl Harness<'_> {
                 version: side,
                 service_time,
             } => (
-                format!("scenario: {} latency changed", side_name(*side)),
+                format!("scenario: {} latency changed", side_name(side)),
                 self.mesh.apply(mesh::Action::SetServiceTime {
-                    version: version(*side),
+                    version: version(side),
                     service_time: service_time.clone(),
                 }),
             ),
@@ -116,11 +124,11 @@ impl Harness<'_> {
             } => (
                 format!(
                     "scenario: {} pod {pod} error rate {}",
-                    side_name(*side),
+                    side_name(side),
                     rate.map_or("cleared".into(), |r| format!("{:.2}%", r * 100.0))
                 ),
                 self.mesh.apply(mesh::Action::SetPodErrorRate {
-                    version: version(*side),
+                    version: version(side),
                     pod: *pod,
                     rate: *rate,
                 }),
@@ -130,7 +138,7 @@ impl Harness<'_> {
                 pods,
                 restart_after,
             } => {
-                let v = version(*side);
+                let v = version(side);
                 let pods: Vec<u32> = if pods.is_empty() {
                     (0..self.mesh.ready_pods(v)).collect()
                 } else {
@@ -144,7 +152,7 @@ impl Harness<'_> {
                     })
                 });
                 (
-                    format!("scenario: {} pods {pods:?} crash", side_name(*side)),
+                    format!("scenario: {} pods {pods:?} crash", side_name(side)),
                     result,
                 )
             }
@@ -155,7 +163,7 @@ impl Harness<'_> {
             } => (
                 format!(
                     "scenario: {} pod {pod} {}",
-                    side_name(*side),
+                    side_name(side),
                     if *on {
                         "becomes a black hole"
                     } else {
@@ -163,7 +171,7 @@ impl Harness<'_> {
                     }
                 ),
                 self.mesh.apply(mesh::Action::BlackHole {
-                    version: version(*side),
+                    version: version(side),
                     pod: *pod,
                     on: *on,
                 }),
@@ -186,17 +194,30 @@ impl Harness<'_> {
                     }),
                 )
             }
+            Event::Scale {
+                version: side,
+                pods,
+            } => {
+                let v = version(side);
+                (
+                    format!("scenario: {} scaled to {pods} pods", side_name(side)),
+                    self.mesh.apply(mesh::Action::Scale {
+                        version: v,
+                        pods: *pods,
+                    }),
+                )
+            }
             Event::CertRotation {
                 version: side,
                 enabled,
             } => (
                 format!(
                     "scenario: certificate rotation of {} {}",
-                    side_name(*side),
+                    side_name(side),
                     if *enabled { "resumed" } else { "stopped" }
                 ),
                 self.mesh.apply(mesh::Action::CertRotation {
-                    workload: mesh::Workload::Version(version(*side)),
+                    workload: mesh::Workload::Version(version(side)),
                     enabled: *enabled,
                 }),
             ),
@@ -214,24 +235,15 @@ impl Harness<'_> {
 
 /// `Kind name` of a manifest, for the timeline.
 fn manifest_label(m: &Manifest) -> String {
-    match m {
-        Manifest::VirtualService(x) => format!("VirtualService {}", x.name),
-        Manifest::DestinationRule(x) => format!("DestinationRule {}", x.name),
-        Manifest::PeerAuthentication(x) => format!("PeerAuthentication {}", x.name),
-        Manifest::ServiceProfile(x) => format!("ServiceProfile {}", x.name),
-        Manifest::TrafficSplit(x) => format!("TrafficSplit {}", x.name),
-        Manifest::GatewayHttpRoute(x) => format!("HTTPRoute {}", x.name),
-        Manifest::IstioGateway(x) => format!("Gateway {}", x.name),
-        Manifest::ServiceEntry(x) => format!("ServiceEntry {}", x.name),
-        Manifest::AuthorizationPolicy(x) => format!("AuthorizationPolicy {}", x.name),
-        Manifest::RequestAuthentication(x) => format!("RequestAuthentication {}", x.name),
-    }
+    let (kind, name) = m.kind_name();
+    format!("{kind} {name}")
 }
 
-fn side_name(side: Side) -> &'static str {
+fn side_name(side: &Side) -> String {
     match side {
-        Side::Primary => "primary",
-        Side::Canary => "canary",
+        Side::Primary => "primary".into(),
+        Side::Canary => "canary".into(),
+        Side::Named { service, version } => format!("{service} {version}"),
     }
 }
 

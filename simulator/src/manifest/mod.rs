@@ -167,6 +167,24 @@ pub enum Manifest {
     RequestAuthentication(RequestAuthentication),
 }
 
+impl Manifest {
+    /// Its kind and `metadata.name`, as a manifest writes them.
+    pub fn kind_name(&self) -> (&'static str, &str) {
+        match self {
+            Manifest::VirtualService(x) => ("VirtualService", &x.name),
+            Manifest::DestinationRule(x) => ("DestinationRule", &x.name),
+            Manifest::PeerAuthentication(x) => ("PeerAuthentication", &x.name),
+            Manifest::ServiceProfile(x) => ("ServiceProfile", &x.name),
+            Manifest::TrafficSplit(x) => ("TrafficSplit", &x.name),
+            Manifest::GatewayHttpRoute(x) => ("HTTPRoute", &x.name),
+            Manifest::IstioGateway(x) => ("Gateway", &x.name),
+            Manifest::ServiceEntry(x) => ("ServiceEntry", &x.name),
+            Manifest::AuthorizationPolicy(x) => ("AuthorizationPolicy", &x.name),
+            Manifest::RequestAuthentication(x) => ("RequestAuthentication", &x.name),
+        }
+    }
+}
+
 /// Parsed manifests and the warnings collected while reading them.
 #[derive(Clone, Debug, Default, PartialEq)]
 pub struct Manifests {

@@ -40,8 +40,15 @@ pub(super) struct Service {
     pub(super) epoch: u32,
     pub(super) base: RouteBase,
     pub(super) explicit_route: bool,
+    /// The VirtualService whose routes are in effect, if one's are.
+    pub(super) virtual_service: Option<Box<crate::manifest::VirtualService>>,
     pub(super) policy: TrafficPolicy,
     pub(super) subset_policy: BTreeMap<VersionId, TrafficPolicy>,
+    /// The versions of each subset that selects several (DestinationRule labels shared by
+    /// their pods), each with a cluster per client over all their pods; kept once made.
+    pub(super) groups: Vec<Vec<VersionId>>,
+    /// The subset policies of those groups.
+    pub(super) group_policy: BTreeMap<u32, TrafficPolicy>,
     /// Policies of DestinationRules on a version's own host (`podinfo-primary`).
     pub(super) host_policy: BTreeMap<VersionId, TrafficPolicy>,
     /// Versions the routes in effect name by their own host: those take only that host's
@@ -114,8 +121,11 @@ impl Mesh {
                     fault: None,
                 },
                 explicit_route: false,
+                virtual_service: None,
                 policy: TrafficPolicy::default(),
                 subset_policy: BTreeMap::new(),
+                groups: Vec::new(),
+                group_policy: BTreeMap::new(),
                 host_policy: BTreeMap::new(),
                 host_routed: BTreeSet::new(),
                 accrual: sc.failure_accrual,

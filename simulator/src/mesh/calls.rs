@@ -38,6 +38,10 @@ pub(super) struct Calling {
     outstanding: u32,
     /// A call that is not optional failed.
     failed: bool,
+    /// For the spans: the number of the request the trace began with, and the caller's
+    /// attempt (request number and try), whose server span is each call's parent.
+    pub(super) root: u64,
+    pub(super) caller: (u64, u32),
 }
 
 /// A request that is no call.
@@ -119,12 +123,15 @@ impl Mesh {
 
     /// The pod's work for attempt `a` is done: its calls begin; the worker stays busy.
     pub(super) fn begin_calls(&mut self, a: AttemptId) {
+        let at = &self.atts[a];
         let c = Calling {
             attempt: a,
-            tag: self.atts[a].tag,
+            tag: at.tag,
             step: 0,
             outstanding: 0,
             failed: false,
+            root: at.root,
+            caller: (at.number, at.try_no),
         };
         let id = match self.free_callings.pop() {
             Some(i) => {
@@ -192,6 +199,22 @@ impl Mesh {
         if c.outstanding == 0 {
             self.run_step(id);
         }
+    }
+
+    /// The number of the request the trace of request `number` began with: its own, or for a
+    /// call (`parent` its caller's calls) its caller's. A caller's calls outlive each of
+    /// their requests, so `parent` is valid while one is in flight.
+    pub(super) fn trace_root(&self, number: u64, parent: u32) -> u64 {
+        if parent == NO_PARENT {
+            number
+        } else {
+            self.callings[parent as usize].root
+        }
+    }
+
+    /// The caller's span of a call (`parent` its caller's calls): its request number and try.
+    pub(super) fn caller_span(&self, parent: u32) -> Option<(u64, u32)> {
+        (parent != NO_PARENT).then(|| self.callings[parent as usize].caller)
     }
 
     /// Every service some version of `s` calls, and those `may_call` names.

@@ -1,5 +1,6 @@
-//! Envoy clusters: one per (client, version), as istiod builds one per subset, plus one per client
-//! over every pod the Service selects, the cluster a route without a subset (or no route at all)
+//! Envoy clusters: one per (client, version), as istiod builds one per subset, one per client
+//! and subset whose labels select the pods of several versions (made when a DestinationRule
+//! first defines it), plus one per client over every pod the Service selects, the cluster a route without a subset (or no route at all)
 //! sends to (`outbound|port||host`): one balancer and one outlier detector over all the pods. Each
 //! holds what a DestinationRule's `trafficPolicy`
 //! (overlaid by its subset's) sets there: the load-balancing policy, the connection-pool limits that
@@ -52,6 +53,8 @@ pub(super) struct Cluster {
     pub(super) version: VersionId,
     /// Whether the cluster spans every pod the Service selects (no subset).
     pub(super) whole: bool,
+    /// The subset over several versions it spans, by its group of the service.
+    pub(super) group: Option<u32>,
     /// The pod behind each host.
     pub(super) pods: Vec<PodId>,
     pub(super) policy: ClusterPolicy,
@@ -102,6 +105,7 @@ impl Mesh {
             client,
             version,
             whole,
+            group: None,
             pods,
             policy: self.client_policy(client),
             hosts: (0..n).map(|_| new_host(self.now())).collect(),
@@ -159,19 +163,80 @@ impl Mesh {
             .clusters
             .iter()
             .copied()
-            .find(|&c| self.clusters[c].version == version && !self.clusters[c].whole)
+            .find(|&c| {
+                let cl = &self.clusters[c];
+                cl.version == version && !cl.whole && cl.group.is_none()
+            })
+    }
+
+    /// The cluster of `client` over the versions of group `g` of its service.
+    pub(super) fn group_cluster(&self, client: ClientId, g: u32) -> Option<ClusterId> {
+        self.clients
+            .get(client.0 as usize)?
+            .clusters
+            .iter()
+            .copied()
+            .find(|&c| self.clusters[c].group == Some(g))
+    }
+
+    /// The group of service `s` over versions `vs` (several), made with a cluster over their
+    /// pods for each client of `s` with a sidecar the first time a subset selects them.
+    fn ensure_group(&mut self, s: ServiceId, vs: Vec<VersionId>) -> u32 {
+        if let Some(g) = self.group_of(s, &vs) {
+            return g;
+        }
+        let g = self.services[s].groups.len() as u32;
+        let pods: Vec<PodId> = vs
+            .iter()
+            .flat_map(|&v| self.versions[v].pods.iter().copied())
+            .collect();
+        for c in (0..self.clients.len() as u32).map(ClientId) {
+            let cl = &self.clients[c];
+            if cl.service != s || cl.direct.is_some() || !cl.sidecar {
+                continue;
+            }
+            let mut cluster =
+                self.cluster_over(c, vs[0], false, pods.clone(), format!("group/{g}"));
+            cluster.group = Some(g);
+            let id = ClusterId(self.clusters.len() as u32);
+            self.clusters.push(cluster);
+            self.clients[c].clusters.push(id);
+        }
+        self.services[s].groups.push(vs);
+        g
+    }
+
+    /// The cluster of `client` that a route to subset `name` of service `s` sends to, if the
+    /// subset leads to pods.
+    pub(super) fn subset_cluster(
+        &self,
+        client: ClientId,
+        s: ServiceId,
+        name: &str,
+    ) -> Option<ClusterId> {
+        match self.resolve_subset(s, name, None) {
+            Subset::Version(v) => self.cluster_of(client, v),
+            Subset::Several(vs) => self.group_cluster(client, self.group_of(s, &vs)?),
+            Subset::NoEndpoints | Subset::Undefined => None,
+        }
     }
 
     /// The clusters of `client` whose hosts include the pods of `v`: the subset's (or the
-    /// version's own Service's) and the one over the whole service while it selects `v`.
+    /// version's own Service's), those of subsets over several versions with `v` among them,
+    /// and the one over the whole service while it selects `v`.
     pub(super) fn clusters_reaching(&self, client: ClientId, v: VersionId) -> Vec<ClusterId> {
-        let whole = self
-            .clients
-            .get(client.0 as usize)
-            .and_then(|c| c.service_cluster)
-            .filter(|&ci| self.cluster_holds(ci, v));
+        let Some(c) = self.clients.get(client.0 as usize) else {
+            return Vec::new();
+        };
+        let groups = c
+            .clusters
+            .iter()
+            .copied()
+            .filter(|&ci| self.clusters[ci].group.is_some() && self.cluster_holds(ci, v));
+        let whole = c.service_cluster.filter(|&ci| self.cluster_holds(ci, v));
         self.cluster_of(client, v)
             .into_iter()
+            .chain(groups)
             .chain(whole)
             .collect()
     }
@@ -179,10 +244,14 @@ impl Mesh {
     /// Whether cluster `ci` has the pods of version `v` among its hosts.
     pub(super) fn cluster_holds(&self, ci: ClusterId, v: VersionId) -> bool {
         let cl = &self.clusters[ci];
+        let s = self.versions[v].service;
+        if let Some(g) = cl.group {
+            return self.clients[cl.client].service == s
+                && self.services[s].groups[g as usize].contains(&v);
+        }
         if !cl.whole {
             return cl.version == v;
         }
-        let s = self.versions[v].service;
         self.clients[cl.client].service == s && self.services[s].selected.contains(&v)
     }
 
@@ -197,6 +266,11 @@ impl Mesh {
             }
             let tp = if cl.whole {
                 svc.policy.clone()
+            } else if let Some(g) = cl.group {
+                match svc.group_policy.get(&g) {
+                    Some(sub) => svc.policy.overlay(sub),
+                    None => svc.policy.clone(),
+                }
             } else if svc.host_routed.contains(&cl.version) {
                 svc.host_policy
                     .get(&cl.version)
@@ -332,11 +406,18 @@ impl Mesh {
         };
         self.services[s].policy = dr.traffic_policy.clone();
         self.services[s].subset_policy.clear();
+        self.services[s].group_policy.clear();
         for sub in &dr.subsets {
             match self.resolve_subset(s, &sub.name, Some(&sub.labels)) {
                 Subset::Version(v) => {
                     if let Some(tp) = &sub.traffic_policy {
                         self.services[s].subset_policy.insert(v, tp.clone());
+                    }
+                }
+                Subset::Several(vs) => {
+                    let g = self.ensure_group(s, vs);
+                    if let Some(tp) = &sub.traffic_policy {
+                        self.services[s].group_policy.insert(g, tp.clone());
                     }
                 }
                 Subset::NoEndpoints | Subset::Undefined => warnings.push(format!(
@@ -345,12 +426,27 @@ impl Mesh {
                 )),
             }
         }
+        let before: Vec<_> = self
+            .subset_labels
+            .iter()
+            .filter(|(sv, _, _)| *sv == s)
+            .cloned()
+            .collect();
         self.subset_labels.retain(|(svc, _, _)| *svc != s);
         for sub in &dr.subsets {
             self.subset_labels
                 .push((s, sub.name.clone(), sub.labels.clone()));
         }
         self.refresh_policies(s);
+        // The routes in effect resolve the subsets anew only when they changed.
+        if self
+            .subset_labels
+            .iter()
+            .filter(|(sv, _, _)| *sv == s)
+            .ne(before.iter())
+        {
+            self.resolve_subsets_again(s, warnings);
+        }
     }
 
     /// Records which versions the routes of `s` name by their own host and rebuilds the

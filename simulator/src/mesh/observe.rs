@@ -66,28 +66,22 @@ impl Mesh {
         })
     }
 
-    /// Hosts of (client, version) currently ejected by outlier detection.
+    /// Hosts of (client, version) currently ejected by outlier detection: in its subset's
+    /// cluster, and its pods ejected from the clusters over several versions.
     pub fn ejected_hosts(&self, client: ClientId, v: VersionId) -> u32 {
-        let subset = self
-            .cluster_of(client, v)
-            .and_then(|c| self.clusters[c].od.as_ref().map(|o| o.ejected_count()))
-            .unwrap_or(0);
-        // And v's pods ejected from the cluster over the whole service.
-        let whole = self
-            .clients
-            .get(client.0 as usize)
-            .and_then(|c| c.service_cluster);
-        let whole = whole.map_or(0, |ci| {
-            let cl = &self.clusters[ci];
-            cl.od.as_ref().map_or(0, |od| {
-                cl.pods
-                    .iter()
-                    .enumerate()
-                    .filter(|&(h, &p)| self.pods[p].version == v && od.is_ejected(h))
-                    .count() as u32
+        self.clusters_reaching(client, v)
+            .into_iter()
+            .map(|ci| {
+                let cl = &self.clusters[ci];
+                cl.od.as_ref().map_or(0, |od| {
+                    cl.pods
+                        .iter()
+                        .enumerate()
+                        .filter(|&(h, &p)| self.pods[p].version == v && od.is_ejected(h))
+                        .count() as u32
+                })
             })
-        });
-        subset + whole
+            .sum()
     }
 
     /// Highest number of retries in flight at once so far in one cluster from `client` that

@@ -114,6 +114,8 @@ pub(super) struct Attempt {
     /// For the trace: the request's number (0 for a mirrored copy) and the try, from 1.
     pub(super) number: u64,
     pub(super) try_no: u32,
+    /// The number of the request its trace began with (its own, unless it is a call).
+    pub(super) root: u64,
     /// The request's header set ([`Call::headers`]), which calls made at the pod carry on.
     pub(super) headers: u32,
 }
@@ -143,6 +145,7 @@ impl Attempt {
             pod_epoch: 0,
             number: 0,
             try_no: 0,
+            root: 0,
             headers: 0,
         }
     }
@@ -232,11 +235,21 @@ impl Mesh {
             return;
         };
         let rule = &self.rules[rule_id];
-        // A direct response or a redirect: the proxy answers, with no response flag.
+        // A direct response or a redirect: the proxy answers, with no response flag. Envoy's
+        // fault filter runs before the router answers (Istio sets a route's fault on
+        // redirect and direct-response routes too): an abort replaces the answer, a delay
+        // holds it.
         if let Some(code) = rule.answer {
-            trace!(self, "answered", "req" => self.stats.requests, "client" => self.client_name(c),
-                "code" => code, "flags" => "-");
-            self.complete_unrouted(c, code, 0, call, Some(rule_id));
+            if rule.fault.is_none() {
+                trace!(self, "answered", "req" => self.stats.requests,
+                    "client" => self.client_name(c), "code" => code, "flags" => "-");
+                self.complete_unrouted(c, code, 0, call, Some(rule_id));
+            } else {
+                let req = self.alloc_req(c, now, None, rule_id, call);
+                if !self.inject_fault(req, rule_id) {
+                    self.forward(req);
+                }
+            }
             return;
         }
         let Some(dest) = pick_weighted(rule, &mut self.clients[c].routing) else {
@@ -247,6 +260,7 @@ impl Mesh {
         };
         let cluster = match dest {
             Dest::Version(v) => self.cluster_of(c, v),
+            Dest::Group(g) => self.group_cluster(c, g),
             Dest::Service => self.clients[c].service_cluster,
             // No endpoints: the attempt finds no host, 503 `UH`.
             Dest::Void(Void::NoEndpoints) => None,
@@ -261,7 +275,7 @@ impl Mesh {
         trace!(self, "request", "req" => self.req_no(req), "client" => self.client_name(c),
         "version" => match dest {
             Dest::Version(v) => self.trace_version(v),
-            Dest::Service | Dest::Void(_) => "-",
+            Dest::Group(_) | Dest::Service | Dest::Void(_) => "-",
         });
         if self.inject_fault(req, rule_id) {
             return;
@@ -337,6 +351,13 @@ impl Mesh {
     /// fault_filter.rst`; Istio puts the fault filter ahead of the router).
     pub(super) fn forward(&mut self, req: RequestId) {
         let r = self.reqs[req];
+        // A direct response or a redirect after its fault's delay.
+        if let Some(code) = self.rules[r.rule].answer {
+            trace!(self, "answered", "req" => r.number, "client" => self.client_name(r.client),
+                "code" => code, "flags" => flags::render(r.flags));
+            self.complete_as(req, code, 0, false);
+            return;
+        }
         if let Some((to, pct)) = self.rules[r.rule].mirror
             && self.mirror_rng.chance(pct / 100.0)
         {
@@ -360,6 +381,7 @@ impl Mesh {
     pub(super) fn send_mirror(&mut self, client: ClientId, to: Dest) {
         let cluster = match to {
             Dest::Version(v) => self.cluster_of(client, v),
+            Dest::Group(g) => self.group_cluster(client, g),
             Dest::Service => self.clients[client].service_cluster,
             Dest::Void(_) => None,
         };
@@ -399,6 +421,7 @@ impl Mesh {
         let pod = self.clusters[ci].pods[h as usize];
         let a = self.alloc_att(Attempt::on_wire(Some(req), ci, h, pod, now));
         self.stats.attempts += 1;
+        let root = self.trace_root(r.number, r.call.parent);
         {
             let rr = &mut self.reqs[req];
             rr.version = self.pods[pod].version;
@@ -408,6 +431,7 @@ impl Mesh {
             rr.ntried = rr.ntried.saturating_add(1);
             let at = &mut self.atts[a];
             (at.number, at.try_no, at.headers) = (rr.number, rr.retries_done + 1, rr.call.headers);
+            at.root = root;
         }
         // The pool sends it on a ready connection, queues it or overflows it (pool.rs).
         self.dispatch(a);
@@ -483,7 +507,7 @@ impl Mesh {
         rule: Option<RuleId>,
     ) {
         if self.outputs.is_some() {
-            self.output_unrouted(c, code, flag, call.headers, rule);
+            self.output_unrouted(c, code, flag, call, rule);
         }
         let dest = self.unknown_dest(self.clients[c].service);
         self.telemetry
@@ -552,6 +576,8 @@ impl Mesh {
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(super) enum Dest {
     Version(VersionId),
+    /// A subset over several versions: its cluster spans their pods.
+    Group(u32),
     Service,
     /// A subset that leads to no pod.
     Void(Void),
@@ -560,7 +586,8 @@ pub(super) enum Dest {
 /// Envoy's weighted cluster pick: a uniform draw over the total weight, walked in order (the
 /// whole-service destination last). None when every weight is zero.
 pub(super) fn pick_weighted(rule: &RouteRule, rng: &mut Stream) -> Option<Dest> {
-    match (rule.dests.len(), rule.whole, rule.void.is_empty()) {
+    let only_versions = rule.void.is_empty() && rule.groups.is_empty();
+    match (rule.dests.len(), rule.whole, only_versions) {
         (1, 0, true) => return Some(Dest::Version(rule.dests[0].0)),
         (0, w, true) if w > 0 => return Some(Dest::Service),
         _ => {}
@@ -572,6 +599,12 @@ pub(super) fn pick_weighted(rule: &RouteRule, rng: &mut Stream) -> Option<Dest> 
     for &(v, w) in &rule.dests {
         if x < w {
             return Some(Dest::Version(v));
+        }
+        x -= w;
+    }
+    for &(g, w) in &rule.groups {
+        if x < w {
+            return Some(Dest::Group(g));
         }
         x -= w;
     }

@@ -35,6 +35,9 @@ pub(super) struct WeightedRule {
 pub(super) enum Subset {
     /// A DestinationRule defines it and its labels select this version's pods.
     Version(VersionId),
+    /// A DestinationRule defines it and its labels select the pods of several versions (in
+    /// the service's order): one Envoy cluster over all of them.
+    Several(Vec<VersionId>),
     /// A DestinationRule defines it but its labels select no pod: an Envoy cluster without
     /// endpoints.
     NoEndpoints,
@@ -69,6 +72,9 @@ pub(super) struct RouteRule {
     pub(super) whole: u32,
     /// Weights of subsets that lead to no pod (see [`Void`]).
     pub(super) void: Vec<(Void, u32)>,
+    /// Weights of subsets over several versions, by their group of the service
+    /// ([`Service::groups`](super::build::Service::groups)).
+    pub(super) groups: Vec<(u32, u32)>,
     pub(super) total_weight: u32,
     /// Where requests are copied to (a version, or the service's whole cluster), and the
     /// percentage copied.
@@ -84,6 +90,8 @@ pub(super) struct RouteRule {
 }
 
 impl Mesh {
+    /// Installs `rules` as the routes of `s` (whatever set them: a VirtualService keeps
+    /// itself afterwards, see [`Self::resolve_subsets_again`]).
     pub(super) fn install_rules(&mut self, s: ServiceId, rules: Vec<RouteRule>) {
         let mut ids = Vec::with_capacity(rules.len());
         for r in rules {
@@ -92,6 +100,7 @@ impl Mesh {
         }
         let svc = &mut self.services[s];
         svc.rules = ids;
+        svc.virtual_service = None;
         svc.epoch = svc.epoch.wrapping_add(1);
         svc.explicit_route = true;
         self.routes_changed(s);
@@ -105,6 +114,7 @@ impl Mesh {
             dests: Vec::new(),
             whole: 100,
             void: Vec::new(),
+            groups: Vec::new(),
             mirror: None,
             timeout: svc.base.timeout,
             retry: svc.base.retry.clone(),
@@ -275,6 +285,7 @@ impl Mesh {
                     dests: r.dests,
                     whole: 0,
                     void: Vec::new(),
+                    groups: Vec::new(),
                     mirror: r
                         .mirror
                         .filter(|(_, pct)| *pct > 0.0)
@@ -313,14 +324,35 @@ impl Mesh {
                 }
                 continue;
             };
-            let (rules, by_host, base) = self.compile_http_routes(vs, s, warnings);
-            if let Some(base) = base {
-                self.services[s].base = base;
-            }
-            self.install_rules(s, rules);
-            self.set_host_routed(s, by_host);
+            self.route_by_virtual_service(vs, s, warnings);
         }
         Ok(())
+    }
+
+    /// The sidecars' routes of service `s` from `vs`; kept so that a DestinationRule applied
+    /// later resolves its subsets again (istiod rebuilds the routes on either change).
+    fn route_by_virtual_service(
+        &mut self,
+        vs: &crate::manifest::VirtualService,
+        s: ServiceId,
+        warnings: &mut Vec<String>,
+    ) {
+        let (rules, by_host, base) = self.compile_http_routes(vs, s, warnings);
+        if let Some(base) = base {
+            self.services[s].base = base;
+        }
+        self.install_rules(s, rules);
+        self.set_host_routed(s, by_host);
+        self.services[s].virtual_service = Some(Box::new(vs.clone()));
+    }
+
+    /// After a DestinationRule of `s` changed: the routes of the VirtualService in effect
+    /// resolved against its subsets now. A subset named before any DestinationRule defined
+    /// it (503 `NC` until then) routes from now on.
+    pub(super) fn resolve_subsets_again(&mut self, s: ServiceId, warnings: &mut Vec<String>) {
+        if let Some(vs) = self.services[s].virtual_service.take() {
+            self.route_by_virtual_service(&vs, s, warnings);
+        }
     }
 
     /// The rules of `vs`'s http routes towards service `s`, the versions they name by their
@@ -342,6 +374,7 @@ impl Mesh {
             let mut dests = Vec::new();
             let mut whole = 0u32;
             let mut void = Vec::new();
+            let mut groups = Vec::new();
             let single = r.route.len() == 1;
             for d in &r.route {
                 let w = d.weight.unwrap_or(if single { 100 } else { 0 });
@@ -359,6 +392,11 @@ impl Mesh {
                 match &d.subset {
                     Some(sub) => match self.resolve_subset(s, sub, None) {
                         Subset::Version(v) => dests.push((v, w)),
+                        // Its DestinationRule made the group when it was applied.
+                        Subset::Several(vs) => match self.group_of(s, &vs) {
+                            Some(g) => groups.push((g, w)),
+                            None => void.push((Void::NoEndpoints, w)),
+                        },
                         // Its DestinationRule warned that it selects no pod.
                         Subset::NoEndpoints => void.push((Void::NoEndpoints, w)),
                         Subset::Undefined => {
@@ -391,10 +429,10 @@ impl Mesh {
                     .subset
                     .as_deref()
                     .and_then(|sub| match self.resolve_subset(s, sub, None) {
-                        Subset::Version(v) => Some(v),
+                        Subset::Version(v) => Some(Dest::Version(v)),
+                        Subset::Several(vs) => self.group_of(s, &vs).map(Dest::Group),
                         Subset::NoEndpoints | Subset::Undefined => None,
                     })
-                    .map(Dest::Version)
                     .or_else(|| {
                         self.find_version_service(&m.host, ns)
                             .filter(|(ms, _)| *ms == s)
@@ -426,10 +464,12 @@ impl Mesh {
                 },
                 total_weight: weight_sum(&dests)
                     .saturating_add(whole)
-                    .saturating_add(void.iter().map(|&(_, w)| w).sum()),
+                    .saturating_add(void.iter().map(|&(_, w)| w).sum())
+                    .saturating_add(groups.iter().map(|&(_, w)| w).sum()),
                 dests,
                 whole,
                 void,
+                groups,
                 mirror,
                 timeout: r.timeout,
                 retry: retry.clone(),
@@ -459,9 +499,9 @@ impl Mesh {
                 let r = &self.rules[rid];
                 let mut weights: Vec<(String, u32)> =
                     r.dests.iter().map(|&(v, w)| (name(v), w)).collect();
-                if r.whole > 0 {
-                    // The service's own cluster, shown as its pods spread requests: by ready pods.
-                    let svc = &self.services[service];
+                // A cluster over several versions, shown as its pods spread requests: by
+                // ready pods.
+                let mut spread = |versions: &[VersionId], weight: u32| {
                     let ready = |v: VersionId| {
                         self.versions[v]
                             .pods
@@ -469,12 +509,19 @@ impl Mesh {
                             .filter(|&&p| !self.pods[p].removed)
                             .count() as u32
                     };
-                    let total: u32 = svc.selected.iter().map(|&v| ready(v)).sum();
-                    for &v in &svc.selected {
+                    let total: u32 = versions.iter().map(|&v| ready(v)).sum();
+                    for &v in versions {
                         let share =
-                            u64::from(r.whole) * u64::from(ready(v)) / u64::from(total.max(1));
+                            u64::from(weight) * u64::from(ready(v)) / u64::from(total.max(1));
                         weights.push((name(v), share as u32));
                     }
+                };
+                let svc = &self.services[service];
+                for &(g, w) in &r.groups {
+                    spread(&svc.groups[g as usize], w);
+                }
+                if r.whole > 0 {
+                    spread(&svc.selected, r.whole);
                 }
                 RuleView {
                     matched: !r.matches.is_empty(),
@@ -484,6 +531,11 @@ impl Mesh {
                         .filter(|(_, pct)| *pct > 0.0)
                         .map(|(d, pct)| match d {
                             Dest::Version(v) => (name(v), pct),
+                            Dest::Group(g) => {
+                                let vs = &self.services[service].groups[g as usize];
+                                let names: Vec<String> = vs.iter().map(|&v| name(v)).collect();
+                                (names.join("+"), pct)
+                            }
                             Dest::Service => (self.services[service].name.clone(), pct),
                             // A mirror is never resolved to a void subset.
                             Dest::Void(_) => ("-".into(), pct),
@@ -522,11 +574,26 @@ impl Mesh {
         let Some(sel) = defined else {
             return Subset::Undefined;
         };
-        svc.versions
+        let selected: Vec<VersionId> = svc
+            .versions
             .iter()
             .copied()
-            .find(|&v| !sel.is_empty() && labels_match(sel, &self.versions[v].labels))
-            .map_or(Subset::NoEndpoints, Subset::Version)
+            .filter(|&v| !sel.is_empty() && labels_match(sel, &self.versions[v].labels))
+            .collect();
+        match selected[..] {
+            [] => Subset::NoEndpoints,
+            [v] => Subset::Version(v),
+            _ => Subset::Several(selected),
+        }
+    }
+
+    /// The group of service `s` over versions `vs`, if a DestinationRule made one.
+    pub(super) fn group_of(&self, s: ServiceId, vs: &[VersionId]) -> Option<u32> {
+        self.services[s]
+            .groups
+            .iter()
+            .position(|g| g == vs)
+            .map(|g| g as u32)
     }
 
     pub(super) fn resolve_backend(&self, s: ServiceId, backend: &str) -> Option<VersionId> {
@@ -566,6 +633,7 @@ impl Mesh {
             dests: vec![(v, 100)],
             whole: 0,
             void: Vec::new(),
+            groups: Vec::new(),
             total_weight: 100,
             mirror: None,
             timeout: None,
@@ -586,6 +654,7 @@ impl Mesh {
             dests: Vec::new(),
             whole: 0,
             void: Vec::new(),
+            groups: Vec::new(),
             total_weight: 0,
             mirror: None,
             timeout: None,

@@ -30,6 +30,12 @@ pub(crate) const TRACES_SAMPLE: f64 = 0.01;
 pub(crate) struct Exchange<'a> {
     /// The request's number in the run, from 1.
     pub(crate) number: u64,
+    /// The number of the request its trace began with: its own, or for a call its caller's
+    /// (whose trace and `x-request-id` a call carries on).
+    pub(crate) root: u64,
+    /// For a call: its caller's attempt (request number and try), whose server span is the
+    /// parent of the call's client span.
+    pub(crate) caller: Option<(u64, u32)>,
     /// The attempt, from 1; 0 for the request as a whole.
     pub(crate) try_no: u32,
     pub(crate) start: SimTime,
@@ -43,6 +49,8 @@ pub(crate) struct Exchange<'a> {
     pub(crate) version: Option<&'a str>,
     /// The pod that answered (`<service>-<version>-<n>`), when one did.
     pub(crate) upstream: Option<String>,
+    /// The Envoy cluster it was sent to (`outbound|port|subset|host`), when it had one.
+    pub(crate) cluster: Option<String>,
     /// The request's method and path.
     pub(crate) method: &'a str,
     pub(crate) path: &'a str,
@@ -127,17 +135,22 @@ impl Outputs {
         self.last_upstream = None;
     }
 
-    /// Whether any output keeps request `number`: the mesh builds a record only then.
-    pub(crate) fn wants(&self, number: u64) -> bool {
-        let draw = draw(self.seed, number);
-        [&self.access, &self.spans]
-            .iter()
-            .any(|s| s.as_ref().is_some_and(|s| s.keeps(draw)))
+    /// Whether any output keeps request `number` of the trace begun by request `root`: the
+    /// mesh builds a record only then. The access log samples each request on its own; the
+    /// spans sample whole traces, as a tracer's sampling decision at the edge travels with
+    /// the trace's headers.
+    pub(crate) fn wants(&self, number: u64, root: u64) -> bool {
+        self.access
+            .as_ref()
+            .is_some_and(|s| s.keeps(draw(self.seed, number)))
+            || self
+                .spans
+                .as_ref()
+                .is_some_and(|s| s.keeps(draw(self.seed, root)))
     }
 
     /// A request ended.
     pub(crate) fn request(&mut self, mut e: Exchange<'_>) {
-        let draw = draw(self.seed, e.number);
         if e.upstream.is_none() {
             e.upstream = self
                 .last_upstream
@@ -145,11 +158,13 @@ impl Outputs {
                 .filter(|(n, _)| *n == e.number)
                 .map(|(_, pod)| pod);
         }
-        let ids = Ids::of(self.seed, e.number);
-        if let Some(s) = self.access.as_mut().filter(|s| s.keeps(draw)) {
+        let ids = Ids::of(self.seed, e.root, e.number);
+        let draw_own = draw(self.seed, e.number);
+        if let Some(s) = self.access.as_mut().filter(|s| s.keeps(draw_own)) {
             let line = access_log::line(&e, &ids);
             write(s, &mut self.failed, line.as_bytes());
         }
+        let draw = draw(self.seed, e.root);
         if let Some(s) = self.spans.as_mut().filter(|s| s.keeps(draw)) {
             let line = spans::line(&e, &ids);
             write(s, &mut self.failed, line.as_bytes());
@@ -161,9 +176,9 @@ impl Outputs {
         if let Some(pod) = &e.upstream {
             self.last_upstream = Some((e.number, pod.clone()));
         }
-        let draw = draw(self.seed, e.number);
+        let draw = draw(self.seed, e.root);
         if let Some(s) = self.spans.as_mut().filter(|s| s.keeps(draw)) {
-            let line = spans::line(&e, &Ids::of(self.seed, e.number));
+            let line = spans::line(&e, &Ids::of(self.seed, e.root, e.number));
             write(s, &mut self.failed, line.as_bytes());
         }
     }
@@ -188,7 +203,8 @@ fn write(s: &mut Sink, failed: &mut Option<String>, bytes: &[u8]) {
     }
 }
 
-/// A request's ids: its trace (and `x-request-id`), derived from the seed and its number.
+/// A request's ids: its trace (and `x-request-id`), derived from the seed and the number of
+/// the request the trace began with, and its spans, from its own number.
 pub(crate) struct Ids {
     pub(crate) trace: u128,
     seed: u64,
@@ -196,9 +212,9 @@ pub(crate) struct Ids {
 }
 
 impl Ids {
-    fn of(seed: u64, number: u64) -> Ids {
-        let hi = mix(seed ^ 0x7472_6163_6500_0000, number);
-        let lo = mix(hi, number);
+    fn of(seed: u64, root: u64, number: u64) -> Ids {
+        let hi = mix(seed ^ 0x7472_6163_6500_0000, root);
+        let lo = mix(hi, root);
         Ids {
             trace: (u128::from(hi) << 64) | u128::from(lo),
             seed,
@@ -208,11 +224,12 @@ impl Ids {
 
     /// The span of attempt `try_no` (0: the request's own span).
     pub(crate) fn span(&self, try_no: u32) -> u64 {
-        mix(
-            self.seed ^ 0x7370_616e_0000_0000,
-            self.number << 8 ^ u64::from(try_no),
-        )
-        .max(1)
+        span_id(self.seed, self.number, try_no)
+    }
+
+    /// The span of attempt `try_no` of request `number` of the same run.
+    pub(crate) fn span_of(&self, (number, try_no): (u64, u32)) -> u64 {
+        span_id(self.seed, number, try_no)
     }
 
     /// `x-request-id`, a UUID's shape.
@@ -227,6 +244,14 @@ impl Ids {
             &h[20..]
         )
     }
+}
+
+fn span_id(seed: u64, number: u64, try_no: u32) -> u64 {
+    mix(
+        seed ^ 0x7370_616e_0000_0000,
+        number << 8 ^ u64::from(try_no),
+    )
+    .max(1)
 }
 
 /// The draw that decides whether request `number` of a run of `seed` is written.
@@ -290,13 +315,18 @@ mod tests {
 
     #[test]
     fn a_request_id_has_a_uuids_shape_and_spans_of_a_request_differ() {
-        let ids = Ids::of(1, 42);
+        let ids = Ids::of(1, 42, 42);
         let id = ids.request_id();
         assert_eq!(
             id.split('-').map(str::len).collect::<Vec<_>>(),
             [8, 4, 4, 4, 12]
         );
         assert_ne!(ids.span(0), ids.span(1));
-        assert_ne!(Ids::of(1, 42).trace, Ids::of(2, 42).trace);
+        assert_ne!(Ids::of(1, 42, 42).trace, Ids::of(2, 42, 42).trace);
+        // A call carries its caller's trace, with spans of its own.
+        let call = Ids::of(1, 42, 43);
+        assert_eq!(call.trace, ids.trace);
+        assert_ne!(call.span(0), ids.span(0));
+        assert_eq!(call.span_of((42, 1)), ids.span(1));
     }
 }

@@ -1,5 +1,9 @@
 //! Spans as JSON lines, in the shape of OpenTelemetry's OTLP/JSON spans made flat: per request a
-//! CLIENT span of the client's proxy, and per attempt a SERVER span of the pod's, its child.
+//! CLIENT span of the client's proxy, and per attempt a SERVER span of the pod's, its child. A
+//! call between services is a request of the caller's proxy in the caller's trace: its CLIENT
+//! span's parent is the SERVER span of the caller's attempt that made it, so one request at
+//! the edge is one tree, as a tracer shows it when the applications propagate the trace
+//! context (Envoy's sidecars each report their side).
 //! Ids are hex (32 digits for the trace, 16 for a span); times are nanoseconds from the run's
 //! start (the Unix epoch); `kind` and `status.code` are OTLP's enum names, the status
 //! `STATUS_CODE_ERROR` for a 5xx or no response (code 0), else unset (as OpenTelemetry's HTTP
@@ -17,7 +21,11 @@ pub(super) fn line(e: &Exchange<'_>, ids: &Ids) -> String {
     let span = json!({
         "traceId": format!("{:032x}", ids.trace),
         "spanId": format!("{:016x}", ids.span(e.try_no)),
-        "parentSpanId": if request { String::new() } else { format!("{:016x}", ids.span(0)) },
+        "parentSpanId": match (request, e.caller) {
+            (false, _) => format!("{:016x}", ids.span(0)),
+            (true, Some(caller)) => format!("{:016x}", ids.span_of(caller)),
+            (true, None) => String::new(),
+        },
         "name": format!("{}:{}", e.service, if request { "request" } else { "attempt" }),
         "kind": if request { "SPAN_KIND_CLIENT" } else { "SPAN_KIND_SERVER" },
         "service": if request { e.client } else { e.service },

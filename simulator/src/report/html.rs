@@ -62,21 +62,32 @@ fn section(out: &mut String, run: &RunResult, spec: Option<&RolloutSpec>) {
         format!("{} (seed {})", run.variant, run.seed)
     };
     let verdict = if run.passed() { "pass" } else { "fail" };
+    let summary = match spec {
+        Some(_) => format!(
+            "Outcome <b>{}</b>; highest canary weight {}%; {} requests, {} failed ({}), {} failures served by the canary.",
+            Outcome::name(run.outcome),
+            run.max_canary_weight,
+            run.requests,
+            run.failed_requests,
+            success(run.success_rate),
+            run.failed_requests_canary
+        ),
+        None => format!(
+            "The mesh alone, without a Canary: {} requests, {} failed ({}).",
+            run.requests,
+            run.failed_requests,
+            success(run.success_rate)
+        ),
+    };
     let _ = write!(
         out,
-        "<section><h2>{} <span class=\"{verdict}\">{}</span></h2>\n<p>Outcome <b>{}</b>; highest canary weight {}%; {} requests, {} failed ({}), {} failures served by the canary.</p>\n",
+        "<section><h2>{} <span class=\"{verdict}\">{}</span></h2>\n<p>{summary}</p>\n",
         escape(&name),
         if run.passed() {
             "expectations met"
         } else {
             "expectations failed"
         },
-        Outcome::name(run.outcome),
-        run.max_canary_weight,
-        run.requests,
-        run.failed_requests,
-        success(run.success_rate),
-        run.failed_requests_canary
     );
     if !run.warnings.is_empty() {
         out.push_str("<ul class=\"warnings\">");
@@ -85,8 +96,14 @@ fn section(out: &mut String, run: &RunResult, spec: Option<&RolloutSpec>) {
         }
         out.push_str("</ul>\n");
     }
-    plots(out, run, spec);
+    match spec {
+        Some(_) => plots(out, run, spec),
+        // No rollout: no weight, primary or canary to draw; what the clients saw over time,
+        // and each service and version in the table below.
+        None => clients_plot(out, run),
+    }
     out.push_str(&super::graph::svg(run));
+    services_table(out, run);
     tables(out, run);
     out.push_str("</section>\n");
 }
@@ -196,6 +213,79 @@ fn plots(out: &mut String, run: &RunResult, spec: Option<&RolloutSpec>) {
         note: &note,
     }
     .render(out);
+}
+
+/// The success rate the clients saw over the run, for a scenario without a rollout.
+fn clients_plot(out: &mut String, run: &RunResult) {
+    let end = run.samples.last().map_or(1, |s| s.at_ms).max(1) as f64;
+    let note = format!(
+        "Each point covers the time since the one before (a tick: {}); windows with fewer than {MIN_REQUESTS} requests are not drawn.",
+        tick(run)
+    );
+    let clients = vec![series(
+        "clients (after retries)",
+        CLIENTS,
+        false,
+        run,
+        |s| {
+            (
+                s.at_ms as f64,
+                drawable(s.clients_requests, s.clients_success_rate),
+            )
+        },
+    )];
+    let lo = lowest(&clients, &[], &None).clamp(0.0, 99.0);
+    Plot {
+        title: "Success rate (%) seen by the clients",
+        end_ms: end,
+        range: (lo, 100.0),
+        series: clients,
+        bounds: Vec::new(),
+        dots: None,
+        marks: &[],
+        labelled: false,
+        note: &note,
+    }
+    .render(out);
+}
+
+/// Each service other than the rollout's, and each of its versions, over the run: requests,
+/// failures (5xx) and p99, as the callers saw them.
+fn services_table(out: &mut String, run: &RunResult) {
+    if run.services.is_empty() {
+        return;
+    }
+    let ms = |v: Option<f64>| v.map_or("-".to_string(), |v| format!("{v:.1}"));
+    let errors = |failed: u64, requests: u64| {
+        if requests == 0 {
+            "-".to_string()
+        } else {
+            format!("{:.2}%", 100.0 * failed as f64 / requests as f64)
+        }
+    };
+    out.push_str("<h3>Services</h3><table><tr><th>service</th><th>version</th><th>requests</th><th>5xx</th><th>p99 (ms)</th></tr>\n");
+    for s in &run.services {
+        let _ = writeln!(
+            out,
+            "<tr><td>{}</td><td>(all; {} reached no pod)</td><td>{}</td><td>{}</td><td>{}</td></tr>",
+            escape(&s.name),
+            s.unanswered,
+            s.requests,
+            errors(s.failed, s.requests),
+            ms(s.p99_ms)
+        );
+        for v in &s.versions {
+            let _ = writeln!(
+                out,
+                "<tr><td></td><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
+                escape(&v.version),
+                v.requests,
+                errors(v.failed, v.requests),
+                ms(v.p99_ms)
+            );
+        }
+    }
+    out.push_str("</table>\n");
 }
 
 /// A window's value, if it holds enough requests to mean something.

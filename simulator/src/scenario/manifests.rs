@@ -92,30 +92,20 @@ impl Context {
     fn warn_about_other_meshes(&mut self, src: &Source<'_>, m: &Manifests) {
         use DataPlane::{Istio, Linkerd};
         for item in &m.items {
-            let (kind, name, owner, whose) = match item {
-                Manifest::VirtualService(x) => ("VirtualService", &x.name, Istio, "Istio's"),
-                Manifest::DestinationRule(x) => ("DestinationRule", &x.name, Istio, "Istio's"),
-                Manifest::PeerAuthentication(x) => {
-                    ("PeerAuthentication", &x.name, Istio, "Istio's")
-                }
-                Manifest::IstioGateway(x) => ("Gateway", &x.name, Istio, "Istio's"),
-                Manifest::ServiceEntry(x) => ("ServiceEntry", &x.name, Istio, "Istio's"),
-                Manifest::AuthorizationPolicy(x) => {
-                    ("AuthorizationPolicy", &x.name, Istio, "Istio's")
-                }
-                Manifest::RequestAuthentication(x) => {
-                    ("RequestAuthentication", &x.name, Istio, "Istio's")
-                }
-                Manifest::ServiceProfile(x) => ("ServiceProfile", &x.name, Linkerd, "Linkerd's"),
-                Manifest::TrafficSplit(x) => (
-                    "TrafficSplit",
-                    &x.name,
-                    Linkerd,
-                    "SMI's, which Linkerd implements",
-                ),
+            let (owner, whose) = match item {
+                Manifest::VirtualService(_)
+                | Manifest::DestinationRule(_)
+                | Manifest::PeerAuthentication(_)
+                | Manifest::IstioGateway(_)
+                | Manifest::ServiceEntry(_)
+                | Manifest::AuthorizationPolicy(_)
+                | Manifest::RequestAuthentication(_) => (Istio, "Istio's"),
+                Manifest::ServiceProfile(_) => (Linkerd, "Linkerd's"),
+                Manifest::TrafficSplit(_) => (Linkerd, "SMI's, which Linkerd implements"),
                 // Both meshes implement the Gateway API.
                 Manifest::GatewayHttpRoute(_) => continue,
             };
+            let (kind, name) = item.kind_name();
             if owner != self.data_plane {
                 let mesh = match self.data_plane {
                     Istio => "Istio",
@@ -239,44 +229,8 @@ impl Context {
                         }
                     }
                 }
-                Manifest::DestinationRule(dr) => self.check_subsets(src, dr)?,
                 _ => {}
             }
-        }
-        Ok(())
-    }
-
-    /// A subset of one of the scenario's own services (not the rollout's, whose subsets the
-    /// controller writes) may select the pods of one version by its labels, or none (Istio's
-    /// samples define subsets for versions a cluster need not run; the mesh warns when it
-    /// applies it, and answers its requests 503 `UH`); one over several versions is not
-    /// simulated yet.
-    fn check_subsets(
-        &self,
-        src: &Source<'_>,
-        dr: &crate::manifest::DestinationRule,
-    ) -> Result<(), ScenarioError> {
-        let Some(svc) = self.other_service(&dr.host) else {
-            return Ok(());
-        };
-        for (k, sub) in dr.subsets.iter().enumerate() {
-            let selected = svc.selected_by(&sub.labels);
-            let problem = match selected.as_slice() {
-                [] | [_] => continue,
-                several => format!(
-                    "selects the pods of several versions ({}); a subset over several versions is not supported yet: select one by its labels, e.g. `version`",
-                    super::services::quoted(several)
-                ),
-            };
-            let doc = src.outline.document("DestinationRule", Some(&dr.name));
-            let path = format!("spec.subsets[{k}]");
-            return Err(src.error(
-                src.line_at(doc, &path, "labels"),
-                format!(
-                    "DestinationRule {}: subset `{}` {problem}",
-                    dr.name, sub.name
-                ),
-            ));
         }
         Ok(())
     }

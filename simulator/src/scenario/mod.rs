@@ -217,15 +217,18 @@ fn needs_rollout(entry: &TimelineEntry) -> Option<&'static str> {
     match &entry.event {
         Event::Deploy => Some("`deploy` starts a rollout"),
         Event::Delete => Some("`delete` deletes the Canary"),
-        Event::Rate { .. } | Event::ApplyManifests(_) => None,
-        Event::ErrorRate { .. }
-        | Event::Latency { .. }
-        | Event::PodErrorRate { .. }
-        | Event::Crash { .. }
-        | Event::BlackHole { .. }
-        | Event::CertRotation { .. } => {
-            Some("it acts on the rollout's primary or canary (`version`)")
-        }
+        Event::Rate { .. } | Event::ApplyManifests(_) | Event::Scale { .. } => None,
+        Event::ErrorRate { version, .. }
+        | Event::Latency { version, .. }
+        | Event::PodErrorRate { version, .. }
+        | Event::Crash { version, .. }
+        | Event::BlackHole { version, .. }
+        | Event::CertRotation { version, .. } => match version {
+            Side::Named { .. } => None,
+            Side::Primary | Side::Canary => Some(
+                "it acts on the rollout's primary or canary (`version`); name a version of a service with `service` and `version`",
+            ),
+        },
     }
 }
 

@@ -260,13 +260,24 @@ pub(super) struct TimelineEntry {
     pub(crate) black_hole: Option<BlackHole>,
     pub(crate) rate: Option<RateChange>,
     pub(crate) cert_rotation: Option<CertRotation>,
+    pub(crate) scale: Option<Scale>,
     /// Mesh manifests applied at this point, as multi-document YAML.
     pub(crate) apply_manifests: Option<String>,
 }
 
 #[derive(Deserialize, Debug)]
 #[serde(deny_unknown_fields)]
+pub(super) struct Scale {
+    pub(crate) service: String,
+    pub(crate) version: String,
+    pub(crate) pods: u32,
+}
+
+#[derive(Deserialize, Debug)]
+#[serde(deny_unknown_fields)]
 pub(super) struct ErrorRate {
+    /// A service of `services:` whose version `version` names; the rollout's when absent.
+    pub(crate) service: Option<String>,
     pub(crate) version: String,
     #[serde(deserialize_with = "finite")]
     pub(crate) rate: f64,
@@ -275,6 +286,8 @@ pub(super) struct ErrorRate {
 #[derive(Deserialize, Debug)]
 #[serde(deny_unknown_fields)]
 pub(super) struct LatencyChange {
+    /// A service of `services:` whose version `version` names; the rollout's when absent.
+    pub(crate) service: Option<String>,
     pub(crate) version: String,
     #[serde(flatten)]
     pub(crate) latency: Latency,
@@ -283,6 +296,8 @@ pub(super) struct LatencyChange {
 #[derive(Deserialize, Debug)]
 #[serde(deny_unknown_fields)]
 pub(super) struct PodErrorRate {
+    /// A service of `services:` whose version `version` names; the rollout's when absent.
+    pub(crate) service: Option<String>,
     pub(crate) version: String,
     pub(crate) pod: u32,
     #[serde(default, deserialize_with = "finite_or_none")]
@@ -292,6 +307,8 @@ pub(super) struct PodErrorRate {
 #[derive(Deserialize, Debug)]
 #[serde(deny_unknown_fields)]
 pub(super) struct Crash {
+    /// A service of `services:` whose version `version` names; the rollout's when absent.
+    pub(crate) service: Option<String>,
     pub(crate) version: String,
     pub(crate) pod: Option<u32>,
     pub(crate) pods: Option<Vec<u32>>,
@@ -301,6 +318,8 @@ pub(super) struct Crash {
 #[derive(Deserialize, Debug)]
 #[serde(deny_unknown_fields)]
 pub(super) struct BlackHole {
+    /// A service of `services:` whose version `version` names; the rollout's when absent.
+    pub(crate) service: Option<String>,
     pub(crate) version: String,
     pub(crate) pod: u32,
     pub(crate) on: Option<bool>,
@@ -317,6 +336,8 @@ pub(super) struct RateChange {
 #[derive(Deserialize, Debug)]
 #[serde(deny_unknown_fields)]
 pub(super) struct CertRotation {
+    /// A service of `services:` whose version `version` names; the rollout's when absent.
+    pub(crate) service: Option<String>,
     pub(crate) version: String,
     pub(crate) enabled: bool,
 }

@@ -8,8 +8,6 @@
 //! A version's pods carry its `labels` plus `app: <service>` and `version: <name>` unless set,
 //! as Istio's samples label them; DestinationRule subsets select versions by those labels.
 
-use std::collections::BTreeMap;
-
 use super::{Context, ScenarioError, Version, raw};
 
 /// A service and its versions, in the order written.
@@ -17,35 +15,6 @@ use super::{Context, ScenarioError, Version, raw};
 pub(crate) struct ServiceModel {
     pub(crate) name: String,
     pub(crate) versions: Vec<(String, Version)>,
-}
-
-impl ServiceModel {
-    /// The version `name`'s pod labels as the mesh gives them: its own, with `app` and
-    /// `version` added when absent.
-    pub(crate) fn pod_labels(&self, name: &str) -> Option<BTreeMap<String, String>> {
-        let (_, v) = self.versions.iter().find(|(n, _)| n == name)?;
-        let mut labels = v.labels.clone();
-        labels
-            .entry("app".into())
-            .or_insert_with(|| self.name.clone());
-        labels
-            .entry("version".into())
-            .or_insert_with(|| name.to_string());
-        Some(labels)
-    }
-
-    /// The versions whose pod labels include every one of `selector` (Istio's subset and
-    /// Kubernetes' selector semantics).
-    pub(crate) fn selected_by(&self, selector: &BTreeMap<String, String>) -> Vec<&str> {
-        self.versions
-            .iter()
-            .map(|(n, _)| n.as_str())
-            .filter(|n| {
-                let labels = self.pod_labels(n).unwrap_or_default();
-                selector.iter().all(|(k, v)| labels.get(k) == Some(v))
-            })
-            .collect()
-    }
 }
 
 /// The services as written, before the rollout's service is known.

@@ -63,6 +63,11 @@ pub enum Event {
         version: Side,
         enabled: bool,
     },
+    /// A service's version scaled to `pods` (the rollout's are the controller's to scale).
+    Scale {
+        version: Side,
+        pods: u32,
+    },
     /// Mesh manifests applied mid-run (a PeerAuthentication switched to STRICT, a new
     /// DestinationRule). The controller keeps owning its service's routes.
     ApplyManifests(Manifests),
@@ -70,10 +75,15 @@ pub enum Event {
     Delete,
 }
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+/// The version a timeline event acts on.
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Side {
+    /// The rollout's primary.
     Primary,
+    /// The rollout's canary.
     Canary,
+    /// A version of a service of `services:` by name (`service` and `version` given).
+    Named { service: String, version: String },
 }
 
 /// How the scenario answers a webhook.
@@ -109,13 +119,20 @@ impl Context {
                 ));
             }
         };
-        let side = |path: &str, s: &str| match s {
-            "primary" => Ok(Side::Primary),
-            "canary" => Ok(Side::Canary),
-            other => Err(self.error(
+        let side = |path: &str, service: &Option<String>, s: &str| {
+            match (service, s) {
+            (Some(service), _) if *service != self.service => {
+                self.named_version(&path.replace(".version", ".service"), path, service, s)
+            }
+            (_, "primary") => Ok(Side::Primary),
+            (_, "canary") => Ok(Side::Canary),
+            (_, other) => Err(self.error(
                 path,
-                format!("must be `primary` or `canary`, got `{other}`"),
+                format!(
+                    "must be `primary` or `canary` (the rollout's), or a version of the service `service` names, got `{other}`"
+                ),
             )),
+        }
         };
         let mut events = Vec::new();
         if e.deploy.is_some() {
@@ -126,13 +143,17 @@ impl Context {
         }
         if let Some(f) = &e.error_rate {
             events.push(Event::ErrorRate {
-                version: side(&format!("{field}.error_rate.version"), &f.version)?,
+                version: side(
+                    &format!("{field}.error_rate.version"),
+                    &f.service,
+                    &f.version,
+                )?,
                 rate: self.probability(&format!("{field}.error_rate.rate"), f.rate)?,
             });
         }
         if let Some(f) = &e.latency {
             events.push(Event::Latency {
-                version: side(&format!("{field}.latency.version"), &f.version)?,
+                version: side(&format!("{field}.latency.version"), &f.service, &f.version)?,
                 service_time: self.latency(&format!("{field}.latency"), &f.latency)?,
             });
         }
@@ -142,7 +163,11 @@ impl Context {
                 .map(|r| self.probability(&format!("{field}.pod_error_rate.rate"), r))
                 .transpose()?;
             events.push(Event::PodErrorRate {
-                version: side(&format!("{field}.pod_error_rate.version"), &f.version)?,
+                version: side(
+                    &format!("{field}.pod_error_rate.version"),
+                    &f.service,
+                    &f.version,
+                )?,
                 pod: f.pod,
                 rate,
             });
@@ -164,14 +189,18 @@ impl Context {
                 }
             };
             events.push(Event::Crash {
-                version: side(&format!("{field}.crash.version"), &f.version)?,
+                version: side(&format!("{field}.crash.version"), &f.service, &f.version)?,
                 pods,
                 restart_after,
             });
         }
         if let Some(f) = &e.black_hole {
             events.push(Event::BlackHole {
-                version: side(&format!("{field}.black_hole.version"), &f.version)?,
+                version: side(
+                    &format!("{field}.black_hole.version"),
+                    &f.service,
+                    &f.version,
+                )?,
                 pod: f.pod,
                 on: f.on.unwrap_or(true),
             });
@@ -193,8 +222,37 @@ impl Context {
         }
         if let Some(f) = &e.cert_rotation {
             events.push(Event::CertRotation {
-                version: side(&format!("{field}.cert_rotation.version"), &f.version)?,
+                version: side(
+                    &format!("{field}.cert_rotation.version"),
+                    &f.service,
+                    &f.version,
+                )?,
                 enabled: f.enabled,
+            });
+        }
+        if let Some(f) = &e.scale {
+            let path = format!("{field}.scale.version");
+            if f.service == self.service {
+                return Err(self.error(
+                    &format!("{field}.scale.service"),
+                    "the controller scales the rollout's primary and canary; scale a version of another service",
+                ));
+            }
+            // The bound of a version's `pods`.
+            if f.pods > 1000 {
+                return Err(self.error(
+                    &format!("{field}.scale.pods"),
+                    format!("must be between 0 and 1000, got {}", f.pods),
+                ));
+            }
+            events.push(Event::Scale {
+                version: self.named_version(
+                    &format!("{field}.scale.service"),
+                    &path,
+                    &f.service,
+                    &f.version,
+                )?,
+                pods: f.pods,
             });
         }
         if let Some(text) = &e.apply_manifests {
@@ -204,8 +262,42 @@ impl Context {
         }
         match <[Event; 1]>::try_from(events) {
             Ok([event]) => Ok(TimelineEntry { when, event, line: self.outline.line(0, field).unwrap_or(0) }),
-            Err(v) => Err(self.error(field, format!("needs exactly one event (deploy, delete, error_rate, latency, pod_error_rate, crash, black_hole, rate, cert_rotation, apply_manifests), found {}", v.len()))),
+            Err(v) => Err(self.error(field, format!("needs exactly one event (deploy, delete, error_rate, latency, pod_error_rate, crash, black_hole, rate, cert_rotation, scale, apply_manifests), found {}", v.len()))),
         }
+    }
+
+    /// Version `version` of service `service` (one of `services:` other than the rollout's),
+    /// or an error at `service_path` or `version_path`.
+    fn named_version(
+        &self,
+        service_path: &str,
+        version_path: &str,
+        service: &str,
+        version: &str,
+    ) -> Result<Side, ScenarioError> {
+        let names = |v: Vec<&str>| super::services::quoted(&v);
+        let Some(s) = self.others.iter().find(|s| s.name == service) else {
+            return Err(self.error(
+                service_path,
+                format!(
+                    "no service named `{service}`; the scenario's services are {}",
+                    names(self.others.iter().map(|s| s.name.as_str()).collect())
+                ),
+            ));
+        };
+        if !s.versions.iter().any(|(n, _)| n == version) {
+            return Err(self.error(
+                version_path,
+                format!(
+                    "service `{service}` has no version `{version}`; its versions are {}",
+                    names(s.versions.iter().map(|(n, _)| n.as_str()).collect())
+                ),
+            ));
+        }
+        Ok(Side::Named {
+            service: service.to_string(),
+            version: version.to_string(),
+        })
     }
 
     pub(super) fn hooks(

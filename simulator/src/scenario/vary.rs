@@ -158,7 +158,12 @@ impl Scenario {
             };
             return Ok((Target::Canary, below));
         }
-        let objects: Vec<(&str, &str)> = self.manifests.items.iter().map(kind_name).collect();
+        let objects: Vec<(&str, &str)> = self
+            .manifests
+            .items
+            .iter()
+            .map(Manifest::kind_name)
+            .collect();
         if !objects.contains(&(kind, name)) {
             let known: Vec<String> = objects.iter().map(|(k, n)| format!("{k}/{n}")).collect();
             return Err(PatchError(format!(
@@ -174,7 +179,7 @@ impl Scenario {
         }
         if let Some(i) = self.timeline.iter().position(|e| {
             matches!(&e.event, Event::ApplyManifests(m)
-                if m.items.iter().any(|m| kind_name(m) == (kind, name)))
+                if m.items.iter().any(|m| m.kind_name() == (kind, name)))
         }) {
             return Err(PatchError(format!(
                 "timeline[{i}] applies {kind} {name} again mid-run; --vary edits the manifests \
@@ -317,22 +322,6 @@ impl Scenario {
             return Err(PatchError(format!("{w}: the mesh does not read that path")));
         }
         Ok(Some(all))
-    }
-}
-
-/// A manifest's kind and `metadata.name`, as a scenario writes them.
-fn kind_name(m: &Manifest) -> (&'static str, &str) {
-    match m {
-        Manifest::VirtualService(x) => ("VirtualService", &x.name),
-        Manifest::DestinationRule(x) => ("DestinationRule", &x.name),
-        Manifest::PeerAuthentication(x) => ("PeerAuthentication", &x.name),
-        Manifest::ServiceProfile(x) => ("ServiceProfile", &x.name),
-        Manifest::TrafficSplit(x) => ("TrafficSplit", &x.name),
-        Manifest::GatewayHttpRoute(x) => ("HTTPRoute", &x.name),
-        Manifest::IstioGateway(x) => ("Gateway", &x.name),
-        Manifest::ServiceEntry(x) => ("ServiceEntry", &x.name),
-        Manifest::AuthorizationPolicy(x) => ("AuthorizationPolicy", &x.name),
-        Manifest::RequestAuthentication(x) => ("RequestAuthentication", &x.name),
     }
 }
 

@@ -5,7 +5,8 @@
 use fledge_simulator::engine::MILLIS;
 use fledge_simulator::manifest;
 use fledge_simulator::mesh::{
-    Behaviour, Call, ClientConfig, Mesh, MeshConfig, ServiceConfig, ServiceTime, VersionConfig,
+    Behaviour, Call, ClientConfig, HeaderProfile, Mesh, MeshConfig, ServiceConfig, ServiceTime,
+    VersionConfig,
 };
 use fledge_simulator::telemetry::{Reporter, Selector, WindowStats};
 
@@ -18,6 +19,25 @@ pub fn behaviour(mean_ms: u64, workers: u32) -> Behaviour {
         },
         ..Default::default()
     }
+}
+
+/// A client of `service` at `rps` requests/s whose every request carries `headers`
+/// (`:method` and `:path` among them when given).
+pub fn client_with(name: &str, service: &str, rps: f64, headers: &[(&str, &str)]) -> ClientConfig {
+    let mut c = ClientConfig::new(name, service, rps);
+    c.headers = vec![HeaderProfile {
+        weight: 1.0,
+        headers: headers
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect(),
+    }];
+    c
+}
+
+/// A service whose one version, `v1`, has `pods` pods of `behaviour`.
+pub fn one_version(name: &str, pods: u32, behaviour: Behaviour) -> ServiceConfig {
+    ServiceConfig::new(name, vec![VersionConfig::new("v1", pods, behaviour)])
 }
 
 /// The mesh of `cfg` with `manifests` (YAML, possibly empty) applied.
