@@ -449,7 +449,11 @@ async fn every_event_of_a_canary_without_event_hooks_is_posted_to_the_event_webh
     let got = receiver.wait_for(events.len()).await;
     let messages: Vec<&str> = got
         .iter()
-        .map(|r| r.body["metadata"]["eventMessage"].as_str().unwrap_or_default())
+        .map(|r| {
+            r.body["metadata"]["eventMessage"]
+                .as_str()
+                .unwrap_or_default()
+        })
         .collect();
     for event in &events {
         assert!(

@@ -270,7 +270,9 @@ async fn a_daemonsets_autoscaler_ref_is_accepted_left_unused_and_said_to_be() {
     run_to(&c, "Initialized", 8).await;
     let writes = c.writes();
     assert!(
-        !writes.iter().any(|w| w.contains("horizontalpodautoscalers")),
+        !writes
+            .iter()
+            .any(|w| w.contains("horizontalpodautoscalers")),
         "{writes:#?}"
     );
     let unused: Vec<String> = events(&c)
@@ -278,7 +280,10 @@ async fn a_daemonsets_autoscaler_ref_is_accepted_left_unused_and_said_to_be() {
         .filter(|e| e.contains("AutoscalerNotUsed"))
         .collect();
     assert!(
-        !unused.is_empty() && unused.iter().all(|e| e.contains("spec.autoscalerRef: not used")),
+        !unused.is_empty()
+            && unused
+                .iter()
+                .all(|e| e.contains("spec.autoscalerRef: not used")),
         "{writes:#?}"
     );
 }

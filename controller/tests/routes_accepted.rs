@@ -135,7 +135,10 @@ fn every_controllers_entry_for_a_parent_must_accept_the_route() {
     };
     let refused = route(
         json!([parent]),
-        json!([entry("a.example/mesh", "True"), entry("b.example/mesh", "False")]),
+        json!([
+            entry("a.example/mesh", "True"),
+            entry("b.example/mesh", "False")
+        ]),
     );
     assert!(
         not_accepted(&refused).is_some_and(|m| m.contains("(controller b.example/mesh) does not")),
@@ -143,7 +146,10 @@ fn every_controllers_entry_for_a_parent_must_accept_the_route() {
     );
     let both = route(
         json!([parent]),
-        json!([entry("a.example/mesh", "True"), entry("b.example/mesh", "True")]),
+        json!([
+            entry("a.example/mesh", "True"),
+            entry("b.example/mesh", "True")
+        ]),
     );
     assert_eq!(not_accepted(&both), None);
 }
@@ -170,7 +176,11 @@ fn the_canary_is_scaled_down_only_once_the_routes_back_to_the_primary_are_in_for
         "scaled down under routes not in force: {held:?}"
     );
     assert_eq!(d.state.phase, Phase::Finalising, "{}", d.state.message);
-    assert!(d.state.message.contains("routes not in force"), "{}", d.state.message);
+    assert!(
+        d.state.message.contains("routes not in force"),
+        "{}",
+        d.state.message
+    );
     d.routes_not_accepted = None;
     assert!(d.tick().contains(&Action::ScaleCanary { up: false }));
     assert_eq!(d.state.phase, Phase::Succeeded);

@@ -423,7 +423,8 @@ fn routes_written_with_session_affinity_read_back_once_it_is_removed_from_the_sp
 #[test]
 fn a_sticky_route_as_flagger_writes_it_is_skipped_for_the_weighted_split() {
     let c = canary("istio", affinity());
-    let set_cookie = json!({"response": {"add": {"Set-Cookie": "flagger-cookie=xyz; Max-Age=600"}}});
+    let set_cookie =
+        json!({"response": {"add": {"Set-Cookie": "flagger-cookie=xyz; Max-Age=600"}}});
     let spec = json!({"http": [
         {"match": [{"uri": {"prefix": "/"}, "headers": {"Cookie": {"regex": ".*flagger-cookie.*xyz.*"}}}],
          "route": [{"destination": {"host": "podinfo-primary"}, "weight": 0},

@@ -89,7 +89,11 @@ impl AlertFlags {
                     ProviderType::Slack,
                     url,
                     pick("SLACK_TOKEN", "--slack-token", &self.slack_token),
-                    pick("SLACK_PROXY_URL", "--slack-proxy-url", &self.slack_proxy_url),
+                    pick(
+                        "SLACK_PROXY_URL",
+                        "--slack-proxy-url",
+                        &self.slack_proxy_url,
+                    ),
                 )
             }),
         };
@@ -185,7 +189,12 @@ mod tests {
         let none = settings(&[], &[]).unwrap();
         assert!(none.global.is_none() && none.cluster_name.is_none());
         let slack = settings(
-            &["--slack-url", "https://hooks.example/s", "--cluster-name", "eu"],
+            &[
+                "--slack-url",
+                "https://hooks.example/s",
+                "--cluster-name",
+                "eu",
+            ],
             &[],
         )
         .unwrap();
@@ -200,7 +209,11 @@ mod tests {
     fn an_environment_variable_set_and_not_empty_wins_over_its_flag_as_in_flagger() {
         let flag = ["--slack-url", "https://flag.example/s"];
         let from_env = settings(&flag, &[("SLACK_URL", "https://env.example/s")]).unwrap();
-        assert!(kind(&from_env).contains("env.example"), "{}", kind(&from_env));
+        assert!(
+            kind(&from_env).contains("env.example"),
+            "{}",
+            kind(&from_env)
+        );
         let empty = settings(&flag, &[("SLACK_URL", "")]).unwrap();
         assert!(kind(&empty).contains("flag.example"), "{}", kind(&empty));
         let only_env = settings(&[], &[("SLACK_URL", "https://env.example/s")]).unwrap();
@@ -213,12 +226,18 @@ mod tests {
         assert!(none.event_webhook.is_none());
         let flag = settings(&["--event-webhook", "http://events.example/e"], &[]).unwrap();
         assert!(format!("{:?}", flag.event_webhook).contains("kind: Webhook"));
-        assert!(flag.global.is_none(), "an event webhook is no alert destination");
+        assert!(
+            flag.global.is_none(),
+            "an event webhook is no alert destination"
+        );
         let env = [("EVENT_WEBHOOK_URL", "https://env.example/e")];
         let both = settings(&["--event-webhook", "http://events.example/e"], &env).unwrap();
         assert!(format!("{:?}", both.event_webhook).contains("env.example"));
         let e = settings(&[], &[("EVENT_WEBHOOK_URL", "events.example")]).unwrap_err();
-        assert!(e.to_string().starts_with("EVENT_WEBHOOK_URL: not a URL"), "{e}");
+        assert!(
+            e.to_string().starts_with("EVENT_WEBHOOK_URL: not a URL"),
+            "{e}"
+        );
     }
 
     #[test]

@@ -14,9 +14,9 @@ mod payload;
 #[cfg(feature = "cluster")]
 mod sender;
 
-pub use payload::{Message, ProviderType, UnknownProviderType, payload};
 #[cfg(feature = "cluster")]
 pub use flags::{AlertFlags, FlagError};
+pub use payload::{Message, ProviderType, UnknownProviderType, payload};
 #[cfg(feature = "cluster")]
 pub use sender::{Alerts, Destination, Settings};
 

@@ -158,7 +158,13 @@ impl Alerts {
             if let Some(cluster) = &self.cluster_name {
                 alert.fields.insert(0, ("Cluster".into(), cluster.clone()));
             }
-            self.queue(job(canary, (&phase, revision, now), to.clone(), false, alert));
+            self.queue(job(
+                canary,
+                (&phase, revision, now),
+                to.clone(),
+                false,
+                alert,
+            ));
         }
     }
 

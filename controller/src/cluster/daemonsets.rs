@@ -210,7 +210,11 @@ mod tests {
             .unwrap(),
         );
         assert!(readiness(&as_deployment(ds.clone())).meets(100));
-        let pod = ds.spec.as_mut().and_then(|s| s.template.spec.as_mut()).unwrap();
+        let pod = ds
+            .spec
+            .as_mut()
+            .and_then(|s| s.template.spec.as_mut())
+            .unwrap();
         pod.node_selector = Some(BTreeMap::from([(
             SCALE_TO_ZERO.0.to_string(),
             SCALE_TO_ZERO.1.to_string(),

@@ -444,9 +444,10 @@ fn is_sticky_rule(rule: &Value, pinning: bool) -> bool {
 /// Whether a backend of `rule` answers with `Set-Cookie`: the weighted rule while the canary's
 /// users are pinned.
 fn sets_cookie_on_a_backend(rule: &Value) -> bool {
-    rule["backendRefs"]
-        .as_array()
-        .is_some_and(|bs| bs.iter().any(|b| response_headers(&b["filters"]).any(is_set_cookie)))
+    rule["backendRefs"].as_array().is_some_and(|bs| {
+        bs.iter()
+            .any(|b| response_headers(&b["filters"]).any(is_set_cookie))
+    })
 }
 
 /// The headers that `filters`' `ResponseHeaderModifier`s add or set.

@@ -256,11 +256,11 @@ fn is_sticky_route(route: &Value, pinning: bool) -> bool {
         !ms.is_empty()
             && ms.iter().all(|m| {
                 m["headers"].as_object().is_some_and(|h| {
-                        h.len() == 1
-                            && h.iter().all(|(name, v)| {
-                                name.eq_ignore_ascii_case("cookie") && v["regex"].is_string()
-                            })
-                    })
+                    h.len() == 1
+                        && h.iter().all(|(name, v)| {
+                            name.eq_ignore_ascii_case("cookie") && v["regex"].is_string()
+                        })
+                })
             })
     });
     let expiring = route["headers"]["response"]["add"]["Set-Cookie"]

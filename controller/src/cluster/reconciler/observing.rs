@@ -58,13 +58,13 @@ impl Tick<'_> {
             state.phase,
             Phase::Progressing | Phase::WaitingPromotion | Phase::Finalising
         ) {
-                (self.ctx.routing)
-                    .not_accepted(self.provider()?, self.canary)
-                    .await
-                    .map_err(|m| self.route_error(m))?
-            } else {
-                None
-            };
+            (self.ctx.routing)
+                .not_accepted(self.provider()?, self.canary)
+                .await
+                .map_err(|m| self.route_error(m))?
+        } else {
+            None
+        };
         Ok(Observation {
             revision,
             canary,
