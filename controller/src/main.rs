@@ -576,6 +576,20 @@ mod tests {
     }
 
     #[test]
+    fn the_alert_flags_are_flags_of_run() {
+        let args = run_args(&[
+            "--slack-url",
+            "https://hooks.example/s",
+            "--event-webhook",
+            "http://events.example/e",
+        ]);
+        let alerts = &args.alerts;
+        assert_eq!(alerts.slack_url.as_deref(), Some("https://hooks.example/s"));
+        assert_eq!(alerts.event_webhook.as_deref(), Some("http://events.example/e"));
+        assert_eq!(alerts.slack_user, "flagger");
+    }
+
+    #[test]
     fn no_subcommand_runs_the_controller_and_subcommands_take_their_flags() {
         assert!(
             Cli::try_parse_from(["fledge-controller"])
