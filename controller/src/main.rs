@@ -585,7 +585,10 @@ mod tests {
         ]);
         let alerts = &args.alerts;
         assert_eq!(alerts.slack_url.as_deref(), Some("https://hooks.example/s"));
-        assert_eq!(alerts.event_webhook.as_deref(), Some("http://events.example/e"));
+        assert_eq!(
+            alerts.event_webhook.as_deref(),
+            Some("http://events.example/e")
+        );
         assert_eq!(alerts.slack_user, "flagger");
     }
 
