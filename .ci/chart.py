@@ -248,6 +248,15 @@ def check_controller(label: str, objects: list[dict], values: dict) -> None:
         fail(where, f"update strategy {strategy}, expected {wanted}")
     if port != OPS_PORT:
         fail(where, f"container port {port}, not {OPS_PORT}")
+    # The controller-wide alerts' addresses come from the Secret alone, never from values.
+    alerts = merged(yaml.safe_load((CHART / "values.yaml").read_text()), values)["alerts"]
+    env_from = [e.get("secretRef", {}).get("name") for e in c.get("envFrom", [])]
+    if env_from != ([alerts["secretName"]] if alerts["secretName"] else []):
+        fail(where, f"envFrom {env_from}, expected the alerts Secret {alerts['secretName']!r}")
+    for var, value in [("FLEDGE_SLACK_USER", "slackUser"), ("FLEDGE_SLACK_CHANNEL", "slackChannel"),
+                       ("FLEDGE_CLUSTER_NAME", "clusterName")]:
+        if env.get(var) != alerts[value]:
+            fail(where, f"{var} is {env.get(var)!r}, not alerts.{value} {alerts[value]!r}")
     if env.get("FLEDGE_LISTEN") != f"0.0.0.0:{port}":
         fail(where, f"FLEDGE_LISTEN {env.get('FLEDGE_LISTEN')} is not the container port {port}")
     [service] = by_kind(objects, "Service")

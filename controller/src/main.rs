@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use anyhow::{Context as _, Result, bail};
 use clap::{Parser, Subcommand};
-use fledge_controller::alerts::{self, ProviderType};
+use fledge_controller::alerts;
 use fledge_controller::cluster::cli::{self, Request};
 use fledge_controller::cluster::deadline;
 use fledge_controller::cluster::lease::{LeaderElection, LeaseConfig, Timing};
@@ -184,78 +184,12 @@ struct RunArgs {
     /// duration).
     #[arg(long, env = "FLEDGE_LEASE_RETRY_PERIOD_SECONDS")]
     lease_retry_period_seconds: Option<f64>,
-    /// Flagger's -slack-url: the Slack incoming webhook that the alerts of Canaries listing no
-    /// analysis.alerts go to, at every severity.
-    #[arg(long, env = "SLACK_URL", hide_env_values = true)]
-    slack_url: Option<String>,
-    /// Flagger's -slack-token: sent with them as a bearer token.
-    #[arg(long, env = "SLACK_TOKEN", hide_env_values = true)]
-    slack_token: Option<String>,
-    /// Flagger's -slack-proxy-url.
-    #[arg(long, env = "SLACK_PROXY_URL")]
-    slack_proxy_url: Option<String>,
-    /// Flagger's -slack-user.
-    #[arg(long, default_value = "flagger")]
-    slack_user: String,
-    /// Flagger's -slack-channel (none: the webhook's own).
-    #[arg(long, default_value = "")]
-    slack_channel: String,
-    /// Flagger's -msteams-url: those alerts go to this Microsoft Teams webhook instead.
-    #[arg(long, env = "MSTEAMS_URL", hide_env_values = true)]
-    msteams_url: Option<String>,
-    /// Flagger's -msteams-proxy-url.
-    #[arg(long, env = "MSTEAMS_PROXY_URL")]
-    msteams_proxy_url: Option<String>,
-    /// Flagger's -cluster-name: a Cluster field first in every alert.
-    #[arg(long, env = "FLEDGE_CLUSTER_NAME")]
-    cluster_name: Option<String>,
+    /// Controller-wide alerts (Flagger's -slack-url, -msteams-url, ...).
+    #[command(flatten)]
+    alerts: alerts::AlertFlags,
 }
 
 impl RunArgs {
-    /// The alert sender's settings: the controller-wide destination as Flagger picks it (Teams
-    /// when its URL is given, else Slack), and the cluster's name.
-    fn alert_settings(&self) -> Result<alerts::Settings> {
-        let given = |s: &Option<String>| s.clone().filter(|s| !s.trim().is_empty());
-        let global = match (given(&self.msteams_url), given(&self.slack_url)) {
-            (Some(url), _) => Some((
-                ProviderType::MsTeams,
-                "--msteams-url",
-                url,
-                None,
-                &self.msteams_proxy_url,
-            )),
-            (None, Some(url)) => Some((
-                ProviderType::Slack,
-                "--slack-url",
-                url,
-                given(&self.slack_token),
-                &self.slack_proxy_url,
-            )),
-            (None, None) => None,
-        };
-        let global = match global {
-            None => None,
-            Some((kind, flag, url, token, proxy)) => {
-                // The URL is a secret: the error does not repeat it.
-                reqwest::Url::parse(&url)
-                    .map_err(|e| anyhow::anyhow!("{flag}: not a URL ({e})"))?;
-                Some(alerts::Destination::new(
-                    kind,
-                    &url,
-                    token,
-                    given(proxy),
-                    &self.slack_channel,
-                    &self.slack_user,
-                ))
-            }
-        };
-        Ok(alerts::Settings {
-            global,
-            cluster_name: given(&self.cluster_name),
-            ..alerts::Settings::default()
-        })
-    }
-
     /// The election's timing; the defaults keep Kubernetes' proportions (15 s, 10 s, 2 s).
     fn lease_timing(&self) -> Result<Timing> {
         // Checked first: with it 0, the derived retry period is 0 too, and that error would
@@ -463,7 +397,8 @@ fn configure(args: &RunArgs) -> Result<(Prometheus, Option<Timing>, alerts::Sett
         true => Some(args.lease_timing()?),
         false => None,
     };
-    Ok((prometheus, lease_timing, args.alert_settings()?))
+    let alert_settings = args.alerts.settings(&|var| std::env::var(var).ok())?;
+    Ok((prometheus, lease_timing, alert_settings))
 }
 
 async fn run(mut args: RunArgs) -> Result<(), Failure> {
@@ -641,30 +576,20 @@ mod tests {
     }
 
     #[test]
-    fn controller_wide_alerts_go_to_teams_when_given_else_slack_and_a_bad_url_is_not_echoed() {
-        let none = run_args(&[]).alert_settings().unwrap();
-        assert!(none.global.is_none() && none.cluster_name.is_none());
-        let slack = run_args(&[
+    fn the_alert_flags_are_flags_of_run() {
+        let args = run_args(&[
             "--slack-url",
             "https://hooks.example/s",
-            "--cluster-name",
-            "eu",
+            "--event-webhook",
+            "http://events.example/e",
         ]);
-        let settings = slack.alert_settings().unwrap();
-        assert!(format!("{:?}", settings.global).contains("kind: Slack"));
-        assert_eq!(settings.cluster_name.as_deref(), Some("eu"));
-        let both = run_args(&[
-            "--slack-url",
-            "https://hooks.example/s",
-            "--msteams-url",
-            "https://teams.example/t",
-        ]);
-        let global = format!("{:?}", both.alert_settings().unwrap().global);
-        assert!(global.contains("kind: MsTeams"), "{global}");
-        let bad = run_args(&["--slack-url", "hooks/s3cret"]).alert_settings();
-        let error = format!("{:#}", bad.unwrap_err());
-        assert!(error.starts_with("--slack-url: not a URL"), "{error}");
-        assert!(!error.contains("s3cret"), "{error}");
+        let alerts = &args.alerts;
+        assert_eq!(alerts.slack_url.as_deref(), Some("https://hooks.example/s"));
+        assert_eq!(
+            alerts.event_webhook.as_deref(),
+            Some("http://events.example/e")
+        );
+        assert_eq!(alerts.slack_user, "flagger");
     }
 
     #[test]

@@ -425,3 +425,62 @@ async fn a_canary_listing_no_alerts_alerts_the_controller_wide_slack_with_the_cl
     );
     assert_eq!(attachment["fields"][1]["title"], "Target");
 }
+
+/// Flagger's `-event-webhook`: every Event of a Canary with no `event` hook of its own is also
+/// posted there, with an `event` hook's payload (no severity, no alert fields); a Canary with
+/// an `event` hook gets only its own hook called, as in Flagger.
+#[tokio::test]
+async fn every_event_of_a_canary_without_event_hooks_is_posted_to_the_event_webhook() {
+    use fledge_controller::alerts::{Destination, ProviderType};
+    let receiver = Receiver::start(Some(200)).await;
+    let webhook = Destination::new(ProviderType::Webhook, &receiver.url, None, None, "", "");
+    let c = cluster_with(canary(json!({})), Some(deployment("podinfo:1")));
+    let settings = AlertSettings {
+        event_webhook: Some(webhook.clone()),
+        ..c.alert_settings()
+    };
+    let ctx = c.context_alerting(Arc::new(FakeObserver(c.clone())), settings.clone());
+    for _ in 0..2 {
+        c.reconcile(&ctx).await.expect("reconcile");
+        c.settle();
+    }
+    assert_eq!(c.phase(), "Initialized");
+    let events = events(&c);
+    let got = receiver.wait_for(events.len()).await;
+    let messages: Vec<&str> = got
+        .iter()
+        .map(|r| {
+            r.body["metadata"]["eventMessage"]
+                .as_str()
+                .unwrap_or_default()
+        })
+        .collect();
+    for event in &events {
+        assert!(
+            messages.iter().any(|m| event.ends_with(m)),
+            "{event} not posted: {messages:?}"
+        );
+    }
+    let body = &got.last().unwrap().body;
+    assert_eq!(body["name"], "podinfo");
+    assert_eq!(body["namespace"], "test");
+    assert_eq!(body["metadata"]["eventType"], "Normal");
+    assert!(body["metadata"]["timestamp"].is_string(), "{body}");
+    assert!(body["metadata"].get("severity").is_none(), "{body}");
+    assert!(body.get("type").is_none(), "{body}");
+
+    // With an event hook of its own, the Canary's Events go to that hook alone.
+    let hook = json!({"analysis": {"webhooks": [
+        {"name": "own", "type": "event", "url": "http://hooks.test/own"}
+    ]}});
+    let c = cluster_with(canary(hook), Some(deployment("podinfo:1")));
+    let before = receiver.got().len();
+    let ctx = c.context_alerting(Arc::new(FakeObserver(c.clone())), settings);
+    for _ in 0..2 {
+        c.reconcile(&ctx).await.expect("reconcile");
+        c.settle();
+    }
+    assert_eq!(c.phase(), "Initialized");
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert_eq!(receiver.got().len(), before, "{:?}", receiver.got());
+}

@@ -255,3 +255,35 @@ async fn flaggers_primary_daemonset_is_adopted_in_place_with_no_rollout_started(
         "{events:#?}"
     );
 }
+
+/// Flagger accepts an `autoscalerRef` on a DaemonSet target and copies it for the primary,
+/// where Kubernetes cannot scale a DaemonSet either: Fledge accepts the Canary too, rolls it
+/// out, makes no autoscaler, and says the reference is not used in a Warning Event.
+#[tokio::test]
+async fn a_daemonsets_autoscaler_ref_is_accepted_left_unused_and_said_to_be() {
+    let mut canary = daemon_set_canary();
+    canary["spec"]["autoscalerRef"] = json!({"apiVersion": "autoscaling/v2",
+        "kind": "HorizontalPodAutoscaler", "name": "podinfo"});
+    let c = cluster_with(canary, None);
+    c.put(DS_TARGET, daemon_set("podinfo:1"));
+    c.settle();
+    run_to(&c, "Initialized", 8).await;
+    let writes = c.writes();
+    assert!(
+        !writes
+            .iter()
+            .any(|w| w.contains("horizontalpodautoscalers")),
+        "{writes:#?}"
+    );
+    let unused: Vec<String> = events(&c)
+        .into_iter()
+        .filter(|e| e.contains("AutoscalerNotUsed"))
+        .collect();
+    assert!(
+        !unused.is_empty()
+            && unused
+                .iter()
+                .all(|e| e.contains("spec.autoscalerRef: not used")),
+        "{writes:#?}"
+    );
+}

@@ -725,3 +725,28 @@ async fn a_routing_object_take_over_cannot_read_is_a_warning_event_naming_it() {
         "nothing on the Canary says why take-over does not happen: {events:#?}"
     );
 }
+
+#[tokio::test]
+async fn the_session_cookies_flagger_recorded_are_kept_at_take_over() {
+    let c = flagger_cluster(
+        "Succeeded",
+        0,
+        flagger_owner("flagger.app/v1beta1", FLAGGER_UID),
+    );
+    let cookies = json!({
+        "previousSessionAffinityCookie": "flagger-cookie=AbCdEfGhIj",
+        "primarySessionAffinityCookie": "primary-cookie=PqRsTuVwXy",
+    });
+    let mut canary = c.get(FLAGGER_CANARY).unwrap();
+    for (k, v) in cookies.as_object().unwrap() {
+        canary["status"][k] = v.clone();
+    }
+    c.put(FLAGGER_CANARY, canary);
+    reconcile_times(&c, 3).await;
+    let status = c.flagger_status();
+    assert_eq!(status["phase"], "Succeeded", "{status:#}");
+    for (k, v) in cookies.as_object().unwrap() {
+        assert_eq!(&status[k], v, "{k} in {status:#}");
+    }
+    assert_eq!(status["sessionAffinityCookie"], Value::Null);
+}

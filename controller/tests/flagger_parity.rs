@@ -279,3 +279,26 @@ fn an_autoscaler_ref_is_an_hpa_or_a_scaled_object_with_bounds_that_make_sense() 
         ]
     );
 }
+
+/// Flagger accepts an `autoscalerRef` on a DaemonSet target (its primary copy of it never
+/// scales anything: a DaemonSet has no `scale` subresource); Fledge accepts it too, leaves it
+/// unused and says so at the field.
+#[test]
+fn a_daemonsets_autoscaler_ref_is_accepted_and_said_to_be_unused() {
+    let mut spec = canary(json!({})).spec;
+    spec.target_ref.kind = "DaemonSet".into();
+    spec.autoscaler_ref = Some(
+        serde_json::from_value(json!({"kind": "HorizontalPodAutoscaler", "name": "h"}))
+            .expect("a reference"),
+    );
+    assert!(validate(&spec).is_ok(), "{:?}", validate(&spec));
+    assert!(spec.scaled_by().is_none());
+    let warned = paths(warnings(&spec));
+    assert!(
+        warned.len() == 1 && warned[0].starts_with("spec.autoscalerRef: not used: a DaemonSet"),
+        "{warned:?}"
+    );
+    spec.target_ref.kind = "Deployment".into();
+    assert!(spec.scaled_by().is_some());
+    assert_eq!(paths(warnings(&spec)), Vec::<String>::new());
+}

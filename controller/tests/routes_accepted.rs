@@ -122,3 +122,66 @@ fn routes_never_in_force_roll_back_at_the_progress_deadline() {
     );
     assert_eq!(d.state.canary_weight, 0);
 }
+
+/// An HTTPRoute's `status.parents` has one entry per parent and controller (`controllerName`):
+/// as in Flagger, every controller's entry for a parent must accept the route.
+#[test]
+fn every_controllers_entry_for_a_parent_must_accept_the_route() {
+    let parent = json!({"group": "", "kind": "Service", "name": "podinfo", "port": 9898});
+    let entry = |controller: &str, status: &str| {
+        let mut e = accepted(parent.clone(), status, 4);
+        e["controllerName"] = json!(controller);
+        e
+    };
+    let refused = route(
+        json!([parent]),
+        json!([
+            entry("a.example/mesh", "True"),
+            entry("b.example/mesh", "False")
+        ]),
+    );
+    assert!(
+        not_accepted(&refused).is_some_and(|m| m.contains("(controller b.example/mesh) does not")),
+        "{refused}"
+    );
+    let both = route(
+        json!([parent]),
+        json!([
+            entry("a.example/mesh", "True"),
+            entry("b.example/mesh", "True")
+        ]),
+    );
+    assert_eq!(not_accepted(&both), None);
+}
+
+/// After a promotion the canary is scaled down only once the routes back to the primary are in
+/// force (Flagger reads its routes before each phase's work), and no deadline rolls the
+/// promoted revision back meanwhile.
+#[test]
+fn the_canary_is_scaled_down_only_once_the_routes_back_to_the_primary_are_in_force() {
+    let mut d =
+        Driver::new(canary_spec("stepWeight: 50\n    maxWeight: 50").with_deadline_seconds(60));
+    d.deploy("v2");
+    for _ in 0..200 {
+        if d.state.phase == Phase::Finalising {
+            break;
+        }
+        d.tick();
+    }
+    assert_eq!(d.state.phase, Phase::Finalising, "{}", d.state.message);
+    d.routes_not_accepted = Some("parent Gateway test/public accepted generation 3".into());
+    let held: Vec<Action> = (0..10).flat_map(|_| d.tick()).collect();
+    assert!(
+        !held.contains(&Action::ScaleCanary { up: false }),
+        "scaled down under routes not in force: {held:?}"
+    );
+    assert_eq!(d.state.phase, Phase::Finalising, "{}", d.state.message);
+    assert!(
+        d.state.message.contains("routes not in force"),
+        "{}",
+        d.state.message
+    );
+    d.routes_not_accepted = None;
+    assert!(d.tick().contains(&Action::ScaleCanary { up: false }));
+    assert_eq!(d.state.phase, Phase::Succeeded);
+}

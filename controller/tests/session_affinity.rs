@@ -106,6 +106,32 @@ fn the_primary_cookie_is_chosen_once_and_kept_across_rollouts() {
 }
 
 #[test]
+fn a_cookie_recorded_under_a_renamed_cookie_name_is_chosen_again_under_the_new_name() {
+    let spec = |names: &str| {
+        canary_spec(&format!(
+            "stepWeight: 10\n    maxWeight: 30\n    sessionAffinity: {{{names}}}"
+        ))
+    };
+    let mut d = Driver::new(spec("cookieName: c, primaryCookieName: p"));
+    d.deploy("v2");
+    to_first_step(&mut d);
+    let first = d.state.cookies.clone();
+    // Renamed mid-rollout: both cookies are chosen again at the next step.
+    d.spec = spec("cookieName: c2, primaryCookieName: p2");
+    while d.state.cookies == first {
+        d.tick();
+        assert!(d.now < 100_000_000, "{}", d.state.message);
+    }
+    let canary = d.state.cookies.canary.clone().expect("a canary cookie");
+    assert!(is_cookie(&canary, "c2"), "{canary}");
+    let primary = d.state.cookies.primary.clone().expect("a primary cookie");
+    assert!(is_cookie(&primary, "p2"), "{primary}");
+    // Kept from then on.
+    d.tick();
+    assert_eq!(d.state.cookies.primary, Some(primary));
+}
+
+#[test]
 fn without_session_affinity_no_cookie_is_kept() {
     let mut d = Driver::new(canary_spec("stepWeight: 10\n    maxWeight: 30"));
     d.deploy("v2");
@@ -326,6 +352,87 @@ fn a_cookie_name_is_escaped_in_the_match_and_the_route_still_reads_back() {
         Provider::Istio.read_routes(&c, &object["spec"]),
         Ok(split(10))
     );
+}
+
+/// The cookies keep the names the spec had when they were chosen: after a rename of
+/// `cookieName`/`primaryCookieName` the routes written for them must still read back, or the
+/// router would take its own pinning rule for a malformed A/B rule.
+#[test]
+fn routes_written_for_cookies_recorded_under_a_previous_cookie_name_still_read_back() {
+    let renamed = json!({ "cookieName": "new-cookie", "primaryCookieName": "new-primary" });
+    let recorded = [
+        // Mid-rollout rename: the canary and primary cookies were chosen under the old names.
+        (
+            SessionCookies {
+                canary: Some("old-cookie=AbCdEfGhIj".into()),
+                previous: None,
+                primary: Some("old-primary=PPPPPPPPPP".into()),
+            },
+            split(20),
+        ),
+        // Renamed between rollouts: the last rollout's cookie is expired under its old name.
+        (
+            SessionCookies {
+                canary: None,
+                previous: Some("old-cookie=AbCdEfGhIj".into()),
+                primary: Some("old-primary=PPPPPPPPPP".into()),
+            },
+            split(0),
+        ),
+    ];
+    for provider in ["istio", "gatewayapi"] {
+        let p: Provider = provider.parse().unwrap();
+        for (cookies, routes) in &recorded {
+            let c = with_cookies(&canary(provider, renamed.clone()), cookies);
+            let object = p.routing_object(&c, routes).expect("builds");
+            assert_eq!(
+                p.read_routes(&c, &object["spec"]),
+                Ok(*routes),
+                "{provider}: {cookies:?}"
+            );
+        }
+    }
+}
+
+/// `sessionAffinity` removed mid-rollout: the live routing object still has the cookie rules
+/// written under it, and the router reads it with the new spec before rewriting it.
+#[test]
+fn routes_written_with_session_affinity_read_back_once_it_is_removed_from_the_spec() {
+    for (cookies, routes) in [
+        (cookies(Some(PINNED), None), split(20)),
+        (cookies(None, Some(PINNED)), split(0)),
+    ] {
+        for provider in ["istio", "gatewayapi"] {
+            let p: Provider = provider.parse().unwrap();
+            let with = with_cookies(&canary(provider, affinity()), &cookies);
+            let object = p.routing_object(&with, &routes).expect("builds");
+            let mut without = with.clone();
+            without.spec.analysis.session_affinity = None;
+            assert_eq!(
+                p.read_routes(&without, &object["spec"]),
+                Ok(routes),
+                "{provider}"
+            );
+        }
+    }
+}
+
+/// Flagger's own sticky route (taken over mid-way between rollouts or read while Flagger
+/// wrote it) matches `.*name.*value.*` and merges `service.match` into it; it is found, as
+/// Flagger finds it, by the `Set-Cookie` on the weighted route's canary destination.
+#[test]
+fn a_sticky_route_as_flagger_writes_it_is_skipped_for_the_weighted_split() {
+    let c = canary("istio", affinity());
+    let set_cookie =
+        json!({"response": {"add": {"Set-Cookie": "flagger-cookie=xyz; Max-Age=600"}}});
+    let spec = json!({"http": [
+        {"match": [{"uri": {"prefix": "/"}, "headers": {"Cookie": {"regex": ".*flagger-cookie.*xyz.*"}}}],
+         "route": [{"destination": {"host": "podinfo-primary"}, "weight": 0},
+                   {"destination": {"host": "podinfo-canary"}, "weight": 100}]},
+        {"route": [{"destination": {"host": "podinfo-primary"}, "weight": 70},
+                   {"destination": {"host": "podinfo-canary"}, "weight": 30, "headers": set_cookie}]},
+    ]});
+    assert_eq!(Provider::Istio.read_routes(&c, &spec), Ok(split(30)));
 }
 
 // The spec.

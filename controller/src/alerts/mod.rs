@@ -8,10 +8,14 @@
 //! rolled back (`error`; `warn` when a rollback hook or an operator asked for it). It does not
 //! alert on each step, nor on a failed check below the threshold: Events and `event` hooks do.
 
+#[cfg(feature = "cluster")]
+mod flags;
 mod payload;
 #[cfg(feature = "cluster")]
 mod sender;
 
+#[cfg(feature = "cluster")]
+pub use flags::{AlertFlags, FlagError};
 pub use payload::{Message, ProviderType, UnknownProviderType, payload};
 #[cfg(feature = "cluster")]
 pub use sender::{Alerts, Destination, Settings};

@@ -7,6 +7,10 @@
 //! that is not a URL) is also a Warning Event on the Canary, for `kubectl describe` to show.
 //! Every attempt has a timeout, so a receiver that never answers delays only the alerts queued
 //! behind it.
+//!
+//! The same queue carries Flagger's `-event-webhook` ([`Alerts::event`]): every Event of a
+//! Canary that has no `event` hook of its own is also posted there, with an `event` hook's
+//! payload, as Flagger posts it.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -42,6 +46,8 @@ pub struct Settings {
     pub global: Option<Destination>,
     /// Flagger's `-cluster-name`: a `Cluster` field first in every alert.
     pub cluster_name: Option<String>,
+    /// Flagger's `-event-webhook`: where the Events of Canaries with no `event` hook go.
+    pub event_webhook: Option<Destination>,
 }
 
 impl Default for Settings {
@@ -53,6 +59,7 @@ impl Default for Settings {
             timeout: Duration::from_secs(5),
             global: None,
             cluster_name: None,
+            event_webhook: None,
         }
     }
 }
@@ -65,6 +72,7 @@ pub struct Alerts {
     metrics: Arc<Metrics>,
     global: bool,
     cluster_name: Option<String>,
+    event_webhook: bool,
 }
 
 #[derive(Debug)]
@@ -79,6 +87,8 @@ struct Job {
     timestamp: Millis,
     /// The Canary's alerts; none: the controller-wide destination.
     to: Vec<CanaryAlert>,
+    /// An Event for the event webhook, not an alert.
+    event: bool,
     alert: Alert,
 }
 
@@ -123,6 +133,7 @@ impl Alerts {
     pub fn with_settings(client: Client, metrics: Arc<Metrics>, settings: Settings) -> Alerts {
         let (tx, rx) = mpsc::channel(settings.capacity.max(1));
         let global = settings.global.is_some();
+        let event_webhook = settings.event_webhook.is_some();
         let cluster_name = settings.cluster_name.clone().filter(|n| !n.is_empty());
         tokio::spawn(deliver_all(rx, client, metrics.clone(), settings));
         Alerts {
@@ -130,6 +141,7 @@ impl Alerts {
             metrics,
             global,
             cluster_name,
+            event_webhook,
         }
     }
 
@@ -140,33 +152,86 @@ impl Alerts {
         if to.is_empty() && !self.global {
             return;
         }
+        let phase = state.phase.to_string();
+        let revision = state.revision.as_deref().unwrap_or_default();
         for mut alert in alerts {
             if let Some(cluster) = &self.cluster_name {
                 alert.fields.insert(0, ("Cluster".into(), cluster.clone()));
             }
-            let job = Job {
-                about: flagger::object_ref(canary),
-                flagger: flagger::is_flagger(canary),
-                namespace: canary.namespace().unwrap_or_default(),
-                name: canary.name_any(),
-                phase: state.phase.to_string(),
-                checksum: state.revision.clone().unwrap_or_default(),
-                timestamp: now,
-                to: to.clone(),
+            self.queue(job(
+                canary,
+                (&phase, revision, now),
+                to.clone(),
+                false,
                 alert,
-            };
-            if let Err(e) = self.tx.try_send(job) {
-                let job = match e {
-                    mpsc::error::TrySendError::Full(job)
-                    | mpsc::error::TrySendError::Closed(job) => job,
-                };
-                warn!(
-                    namespace = %job.namespace, canary = %job.name, alert = %job.alert.message,
-                    "alert dropped: the alert queue is full"
-                );
-                self.metrics.alert("dropped");
-            }
+            ));
         }
+    }
+
+    /// Queues an Event of `canary`, at `phase` and `revision`, for the event webhook, unless
+    /// there is none or the Canary has `event` hooks of its own (which Flagger calls instead);
+    /// never waits.
+    pub fn event(
+        &self,
+        canary: &Canary,
+        phase: &str,
+        revision: &str,
+        now: Millis,
+        warning: bool,
+        message: &str,
+    ) {
+        let hooks = &canary.spec.analysis.webhooks;
+        let own_hooks = hooks.iter().any(|h| h.type_.as_deref() == Some("event"));
+        if !self.event_webhook || own_hooks {
+            return;
+        }
+        let alert = Alert {
+            severity: if warning {
+                AlertSeverity::Warn
+            } else {
+                AlertSeverity::Info
+            },
+            message: message.to_string(),
+            fields: Vec::new(),
+        };
+        self.queue(job(canary, (phase, revision, now), Vec::new(), true, alert));
+    }
+
+    fn queue(&self, job: Job) {
+        if let Err(e) = self.tx.try_send(job) {
+            let job = match e {
+                mpsc::error::TrySendError::Full(job) | mpsc::error::TrySendError::Closed(job) => {
+                    job
+                }
+            };
+            warn!(
+                namespace = %job.namespace, canary = %job.name, alert = %job.alert.message,
+                "alert dropped: the alert queue is full"
+            );
+            self.metrics.alert("dropped");
+        }
+    }
+}
+
+/// A job about `canary` at (its phase, its revision, now).
+fn job(
+    canary: &Canary,
+    (phase, revision, now): (&str, &str, Millis),
+    to: Vec<CanaryAlert>,
+    event: bool,
+    alert: Alert,
+) -> Job {
+    Job {
+        about: flagger::object_ref(canary),
+        flagger: flagger::is_flagger(canary),
+        namespace: canary.namespace().unwrap_or_default(),
+        name: canary.name_any(),
+        phase: phase.to_string(),
+        checksum: revision.to_string(),
+        timestamp: now,
+        to,
+        event,
+        alert,
     }
 }
 
@@ -178,6 +243,13 @@ async fn deliver_all(
 ) {
     let mut http = HttpClients::default();
     while let Some(job) = rx.recv().await {
+        if job.event {
+            if let Some(d) = &settings.event_webhook {
+                let outcome = deliver(&mut http, d, &job, &settings).await;
+                record(&metrics, &job, "event-webhook", outcome);
+            }
+            continue;
+        }
         if job.to.is_empty()
             && let Some(d) = &settings.global
         {
@@ -352,7 +424,13 @@ async fn deliver(
         channel: &d.channel,
         username: &d.username,
     };
-    let body = payload(d.kind, &job.alert, &message);
+    let mut body = payload(d.kind, &job.alert, &message);
+    if job.event {
+        // Flagger's event payload: an `event` hook's, with no severity.
+        if let Some(metadata) = body["metadata"].as_object_mut() {
+            metadata.remove("severity");
+        }
+    }
     let mut backoff = settings.first_backoff;
     let mut attempt = 1;
     loop {

@@ -30,10 +30,21 @@ fn scaled_to_zero(ds: &DaemonSet) -> bool {
 /// pods the DaemonSet controller schedules, 0 while scaled to zero, at least 1 until the
 /// controller has seen the latest generation (so that a DaemonSet just written is never ready
 /// at once); ready pods are the available ones, updated ones those of the current template.
+///
+/// A DaemonSet whose node selector matches no node (the controller, having seen its latest
+/// generation, schedules no pod) is ready, as Flagger reads it: nothing is left to roll out.
+/// It reads as one pod, scheduled, updated and available, since a Deployment of no replicas
+/// is one scaled down, never ready.
 pub(crate) fn as_deployment(ds: DaemonSet) -> Deployment {
     let scaled_down = scaled_to_zero(&ds);
-    let status = ds.status.unwrap_or_default();
+    let mut status = ds.status.unwrap_or_default();
     let observed = status.observed_generation.unwrap_or(0) >= ds.metadata.generation.unwrap_or(0);
+    if !scaled_down && observed && status.desired_number_scheduled == 0 {
+        status.desired_number_scheduled = 1;
+        status.current_number_scheduled = 1;
+        status.updated_number_scheduled = Some(1);
+        status.number_available = Some(1);
+    }
     let desired = status.desired_number_scheduled;
     let replicas = match (scaled_down, observed) {
         (true, _) => 0,
@@ -185,14 +196,12 @@ mod tests {
         assert!(!readiness(&as_deployment(ds)).meets(100));
     }
 
-    /// Review r14d finding 4: a DaemonSet whose node selector matches no node yet schedules
-    /// no pod (`desiredNumberScheduled` 0, everything updated and available). Flagger's
-    /// `isDaemonSetReady` finds it ready (0 < 0 is false on both counts); here it reads as
-    /// 0 of 0, which `Readiness::meets` never admits, so its initialisation or rollout waits
-    /// until the progress deadline.
+    /// A DaemonSet whose node selector matches no node schedules no pod
+    /// (`desiredNumberScheduled` 0, everything updated and available): Flagger's
+    /// `isDaemonSetReady` finds it ready, so its initialisation or rollout does not wait for the
+    /// progress deadline. Scaled to zero, the same DaemonSet has no replicas.
     #[test]
-    #[ignore = "review r14d finding 4"]
-    fn a_daemon_set_that_schedules_no_pod_on_any_node_is_ready_as_in_flagger() {
+    fn a_daemon_set_that_schedules_no_pod_on_any_node_is_ready() {
         let mut ds = daemon_set(&[("gpu", "true")]);
         ds.status = Some(
             serde_json::from_value(json!({"observedGeneration": 2, "desiredNumberScheduled": 0,
@@ -200,7 +209,17 @@ mod tests {
                 "updatedNumberScheduled": 0, "numberAvailable": 0}))
             .unwrap(),
         );
-        assert!(readiness(&as_deployment(ds)).meets(100));
+        assert!(readiness(&as_deployment(ds.clone())).meets(100));
+        let pod = ds
+            .spec
+            .as_mut()
+            .and_then(|s| s.template.spec.as_mut())
+            .unwrap();
+        pod.node_selector = Some(BTreeMap::from([(
+            SCALE_TO_ZERO.0.to_string(),
+            SCALE_TO_ZERO.1.to_string(),
+        )]));
+        assert_eq!(as_deployment(ds).spec.unwrap().replicas, Some(0));
     }
 
     #[test]

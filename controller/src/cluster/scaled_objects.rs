@@ -39,11 +39,7 @@ pub fn resource() -> ApiResource {
 
 /// Whether the Canary's autoscaler is a ScaledObject.
 pub fn is_scaled_object(canary: &Canary) -> bool {
-    canary
-        .spec
-        .autoscaler_ref
-        .as_ref()
-        .is_some_and(|r| r.kind == KIND)
+    canary.spec.scaled_by().is_some_and(|r| r.kind == KIND)
 }
 
 /// `query` with the target's name, and its `-canary` form, replaced by the primary's (the

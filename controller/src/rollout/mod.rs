@@ -18,8 +18,8 @@
 //! 4. A passing tick advances the strategy: the next weight (canary), the next iteration
 //!    (blue/green, A/B). At the end, confirm-promotion hooks gate (`WaitingPromotion`), then the
 //!    canary's template is copied to the primary (`Promoting`), traffic returns to the primary
-//!    (at once, or `stepWeightPromotion` per interval), `Finalising` scales the canary to zero and
-//!    the rollout has `Succeeded`.
+//!    (at once, or `stepWeightPromotion` per interval), `Finalising` scales the canary to zero
+//!    once those routes are in force, and the rollout has `Succeeded`.
 //! 5. Deleting the Canary restores routing to the primary (`Terminating`, then `Terminated`).
 //!
 //! Every action and transition carries a reason naming the metric, value and bound, the hook,

@@ -117,7 +117,8 @@ pub struct Observation {
     pub command: Option<Command>,
     /// Why the routing object is not yet in force, when the shell found it so: a Gateway API
     /// parent that has not accepted the HTTPRoute's current generation. The rollout holds
-    /// (counted against the progress deadline) rather than shift traffic its parent ignores.
+    /// (counted against the progress deadline) rather than shift traffic its parent ignores,
+    /// and scales the canary down after a promotion only once the routes are in force.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub routes_not_accepted: Option<String>,
 }

@@ -176,7 +176,15 @@ impl Tick<'_> {
         }
     }
 
+    /// Scale the canary down once the routes back to the primary are in force, as Flagger
+    /// reads its routes before every phase's work: until then the gateway may still send the
+    /// canary the last step's share. No deadline: the primary already runs the promoted
+    /// revision, so there is nothing to roll back to.
     pub(super) fn finalising(&mut self) {
+        if let Some(problem) = self.routes_held() {
+            self.s.message = format!("waiting: {problem}");
+            return;
+        }
         self.actions.push(Action::ScaleCanary { up: false });
         self.actions.push(Action::RunHooks {
             gate: HookGate::PostRollout,
@@ -207,9 +215,16 @@ impl Tick<'_> {
     /// not, the rollout holds, an Event saying why when the hold begins, and rolls back once
     /// the progress deadline has passed.
     pub(super) fn routes_accepted(&mut self) -> bool {
-        let Some(why) = self.obs.routes_not_accepted.clone() else {
+        let Some(problem) = self.routes_held() else {
             return true;
         };
+        self.stalled(problem);
+        false
+    }
+
+    /// Why the routes are not in force yet, with an Event when the hold begins.
+    pub(super) fn routes_held(&mut self) -> Option<String> {
+        let why = self.obs.routes_not_accepted.as_ref()?;
         let problem = format!("routes not in force: {why}");
         if self.s.message != format!("waiting: {problem}") {
             self.event(
@@ -217,14 +232,16 @@ impl Tick<'_> {
                 format!("Holding {}: {problem}", self.target()),
             );
         }
-        self.stalled(problem);
-        false
+        Some(problem)
     }
 
     /// Session affinity's cookies follow the canary's traffic, as Flagger keeps them: a rollout
     /// giving the canary traffic chooses its cookie (once: restarts and later steps keep it);
     /// traffic back on the primary makes it the previous one, which the routes expire. The
-    /// primary's cookie is chosen once and kept.
+    /// primary's cookie is chosen once and kept. A cookie recorded under another name than the
+    /// spec's (`cookieName` or `primaryCookieName` renamed, or a Flagger status taken over) is
+    /// chosen again under the new name: Flagger would keep the old name until the status is
+    /// cleared, which for the primary's cookie is never.
     pub(super) fn keep_session_cookies(&mut self, canary_weight: u8) {
         let Some(affinity) = &self.spec.session_affinity else {
             return;
@@ -235,12 +252,12 @@ impl Tick<'_> {
             }
             return;
         }
-        if self.s.cookies.canary.is_none() {
+        if !named(&self.s.cookies.canary, &affinity.cookie_name) {
             let value = self.cookie_value(&affinity.cookie_name);
             self.s.cookies.canary = Some(format!("{}={value}", affinity.cookie_name));
         }
         let primary = &affinity.primary_cookie_name;
-        if !primary.is_empty() && self.s.cookies.primary.is_none() {
+        if !primary.is_empty() && !named(&self.s.cookies.primary, primary) {
             let value = self.cookie_value(primary);
             self.s.cookies.primary = Some(format!("{primary}={value}"));
         }
@@ -304,4 +321,12 @@ impl Tick<'_> {
             }
         }
     }
+}
+
+/// Whether `cookie` (`name=value`) is recorded under `name`.
+fn named(cookie: &Option<String>, name: &str) -> bool {
+    cookie
+        .as_deref()
+        .and_then(|c| c.split_once('='))
+        .is_some_and(|(n, _)| n == name)
 }

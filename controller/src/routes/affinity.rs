@@ -155,17 +155,23 @@ fn configured(canary: &Canary) -> Option<&SessionAffinity> {
         .filter(|_| analysis.match_.is_empty())
 }
 
-/// Whether `pattern`, the regular expression of a `Cookie` header match, is one of the session
-/// affinity routes the builders write (which the readers skip: the split is the weighted
-/// route's).
-pub(super) fn is_sticky_pattern(canary: &Canary, pattern: &str) -> bool {
-    let Some(affinity) = configured(canary) else {
-        return false;
-    };
-    [&affinity.cookie_name, &affinity.primary_cookie_name]
-        .into_iter()
-        .filter(|name| !name.is_empty())
-        .any(|name| pattern.starts_with(&format!(".*{}=", super::escape_regex(name))))
+/// Whether a `Set-Cookie` value expires its cookie (`Max-Age=-1`), as the route answering the
+/// last rollout's cookie does (Flagger's and Fledge's alike).
+pub(super) fn expires(set_cookie: &str) -> bool {
+    set_cookie
+        .split(';')
+        .any(|attribute| attribute.trim().eq_ignore_ascii_case("max-age=-1"))
+}
+
+/// Whether a route is one of the session affinity routes a builder wrote (which the readers
+/// skip: the split is the weighted route's), recognised by its shape as Flagger recognises it,
+/// not by the spec's cookie names, which may have been renamed, or `sessionAffinity` removed,
+/// since the routes were written: every match is on the `Cookie` header only
+/// (`cookie_only`), and either the routes pin (a backend of the weighted route answers with
+/// `Set-Cookie`: `pinning`) or this route answers with its cookie expired (`expiring`). An
+/// A/B route never comes with either: the builders refuse A/B with session affinity.
+pub(super) fn is_sticky(cookie_only: bool, pinning: bool, expiring: bool) -> bool {
+    cookie_only && (pinning || expiring)
 }
 
 #[cfg(test)]
@@ -194,6 +200,14 @@ mod tests {
             cookie.set(&SessionAffinity::default(), -1),
             "c=abc; Max-Age=-1"
         );
+    }
+
+    #[test]
+    fn only_a_max_age_of_minus_one_expires_a_cookie() {
+        assert!(expires("c=abc; Max-Age=-1; Path=/"));
+        assert!(expires("c=abc;max-age=-1"));
+        assert!(!expires("c=abc; Max-Age=-10"));
+        assert!(!expires("Max-Age=-1=x; Max-Age=60"));
     }
 
     #[test]

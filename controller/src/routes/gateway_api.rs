@@ -121,9 +121,10 @@ pub fn read_routes(canary: &Canary, spec: &Value) -> Result<Routes, String> {
     let names = service_names(canary);
     let rules = spec["rules"].as_array().ok_or("it has no rules")?;
     // The session affinity rules pin some users; the split is the weighted rule's.
+    let pinning = rules.iter().any(sets_cookie_on_a_backend);
     let rules: Vec<Value> = rules
         .iter()
-        .filter(|r| !is_sticky_rule(canary, r))
+        .filter(|r| !is_sticky_rule(r, pinning))
         .cloned()
         .collect();
     let ours = |r: &Value| {
@@ -162,8 +163,9 @@ pub fn read_routes(canary: &Canary, spec: &Value) -> Result<Routes, String> {
 }
 
 /// Why `route` (a whole HTTPRoute as read) is not in force yet, as Flagger's router checks it
-/// before shifting traffic: for each of its `parentRefs`, the `status.parents` entry of that
-/// parent must carry `Accepted` `True` observed at the route's current generation. As in
+/// before shifting traffic: for each of its `parentRefs`, every `status.parents` entry of that
+/// parent (one per controller that handles it) must carry `Accepted` `True` observed at the
+/// route's current generation. As in
 /// Flagger, a parent with no entry (or no `Accepted` condition) is not waited on: some
 /// implementations never report status for some parents, and waiting on them would stall
 /// every rollout until the progress deadline.
@@ -184,33 +186,35 @@ pub fn not_accepted(route: &Value) -> Option<String> {
         .unwrap_or(&[]);
     for parent in refs {
         let which = parent_name(parent, namespace);
-        let entry = parents
+        // One entry per controller that handles the parent: every one must accept.
+        let accepted = parents
             .iter()
-            .find(|p| same_parent(&p["parentRef"], parent, namespace));
-        let accepted = entry.and_then(|e| {
-            e["conditions"]
-                .as_array()?
-                .iter()
-                .find(|c| c["type"] == "Accepted")
-        });
-        let Some(accepted) = accepted else {
-            continue;
-        };
-        let observed = accepted["observedGeneration"].as_i64().unwrap_or(0);
-        if accepted["status"] != "True" {
-            let status = accepted["status"].as_str().unwrap_or("unknown");
-            let reason = accepted["reason"].as_str().unwrap_or_default();
-            let message = accepted["message"].as_str().unwrap_or_default();
-            return Some(format!(
-                "HTTPRoute {name}: parent {which} does not accept it (Accepted {status}: \
-                 {reason} {message})"
-            ));
-        }
-        if observed < generation {
-            return Some(format!(
-                "HTTPRoute {name}: parent {which} accepted generation {observed}, not the \
-                 current {generation} yet"
-            ));
+            .filter(|p| same_parent(&p["parentRef"], parent, namespace))
+            .filter_map(|e| {
+                let conditions = e["conditions"].as_array()?;
+                let accepted = conditions.iter().find(|c| c["type"] == "Accepted")?;
+                Some((e["controllerName"].as_str(), accepted))
+            });
+        for (controller, accepted) in accepted {
+            let by = controller
+                .map(|c| format!(" (controller {c})"))
+                .unwrap_or_default();
+            let observed = accepted["observedGeneration"].as_i64().unwrap_or(0);
+            if accepted["status"] != "True" {
+                let status = accepted["status"].as_str().unwrap_or("unknown");
+                let reason = accepted["reason"].as_str().unwrap_or_default();
+                let message = accepted["message"].as_str().unwrap_or_default();
+                return Some(format!(
+                    "HTTPRoute {name}: parent {which}{by} does not accept it (Accepted \
+                     {status}: {reason} {message})"
+                ));
+            }
+            if observed < generation {
+                return Some(format!(
+                    "HTTPRoute {name}: parent {which}{by} accepted generation {observed}, not \
+                     the current {generation} yet"
+                ));
+            }
         }
     }
     None
@@ -414,25 +418,56 @@ fn add_response_header(rule: &mut Map<String, Value>, name: &str, value: &str) {
     }
 }
 
-/// A session affinity rule: every match is on a `Cookie` header with one of the Canary's
-/// cookies (beside, at most, the `/` path prefix the API server defaults).
-fn is_sticky_rule(canary: &Canary, rule: &Value) -> bool {
-    rule["matches"].as_array().is_some_and(|ms| {
+/// A session affinity rule (see [`affinity::is_sticky`]): every match's headers are one
+/// `Cookie` regular expression (beside, at most, a path, which the API server defaults), and
+/// the rules pin or this one expires its cookie.
+fn is_sticky_rule(rule: &Value, pinning: bool) -> bool {
+    let cookie_only = rule["matches"].as_array().is_some_and(|ms| {
         !ms.is_empty()
             && ms.iter().all(|m| {
                 m["headers"].as_array().is_some_and(|hs| {
-                    hs.iter().any(|h| {
-                        h["name"]
-                            .as_str()
-                            .is_some_and(|n| n.eq_ignore_ascii_case("cookie"))
-                            && h["type"] == "RegularExpression"
-                            && h["value"]
+                    hs.len() == 1
+                        && hs.iter().all(|h| {
+                            h["name"]
                                 .as_str()
-                                .is_some_and(|p| affinity::is_sticky_pattern(canary, p))
-                    })
+                                .is_some_and(|n| n.eq_ignore_ascii_case("cookie"))
+                                && h["type"] == "RegularExpression"
+                        })
                 })
             })
+    });
+    let expiring = response_headers(&rule["filters"])
+        .any(|h| is_set_cookie(h) && h["value"].as_str().is_some_and(affinity::expires));
+    affinity::is_sticky(cookie_only, pinning, expiring)
+}
+
+/// Whether a backend of `rule` answers with `Set-Cookie`: the weighted rule while the canary's
+/// users are pinned.
+fn sets_cookie_on_a_backend(rule: &Value) -> bool {
+    rule["backendRefs"].as_array().is_some_and(|bs| {
+        bs.iter()
+            .any(|b| response_headers(&b["filters"]).any(is_set_cookie))
     })
+}
+
+/// The headers that `filters`' `ResponseHeaderModifier`s add or set.
+fn response_headers(filters: &Value) -> impl Iterator<Item = &Value> {
+    filters
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter(|f| f["type"] == "ResponseHeaderModifier")
+        .flat_map(|f| {
+            let modifier = &f["responseHeaderModifier"];
+            [&modifier["add"], &modifier["set"]]
+        })
+        .flat_map(|list| list.as_array().into_iter().flatten())
+}
+
+fn is_set_cookie(header: &Value) -> bool {
+    header["name"]
+        .as_str()
+        .is_some_and(|n| n.eq_ignore_ascii_case("set-cookie"))
 }
 
 fn backend(name: &str, port: i32, weight: u8) -> Value {

@@ -101,9 +101,10 @@ pub fn read_routes(canary: &Canary, spec: &Value) -> Result<Routes, String> {
     let names = service_names(canary);
     let http = spec["http"].as_array().ok_or("it has no HTTP routes")?;
     // The session affinity routes pin some users; the split is the weighted route's.
+    let pinning = http.iter().any(sets_cookie_on_a_destination);
     let http: Vec<Value> = http
         .iter()
-        .filter(|r| !is_sticky_route(canary, r))
+        .filter(|r| !is_sticky_route(r, pinning))
         .cloned()
         .collect();
     let ours = |r: &Value| {
@@ -247,21 +248,33 @@ fn set_cookie_on(route: &mut Map<String, Value>, host: &str, value: &str) {
     }
 }
 
-/// A session affinity route: every match is on a `Cookie` header with one of the Canary's
-/// cookies.
-fn is_sticky_route(canary: &Canary, route: &Value) -> bool {
-    route["match"].as_array().is_some_and(|ms| {
+/// A session affinity route (see [`affinity::is_sticky`]): every match's one header condition
+/// is a `Cookie` regular expression (Flagger adds `service.match`'s other conditions), and the
+/// routes pin or this one expires its cookie.
+fn is_sticky_route(route: &Value, pinning: bool) -> bool {
+    let cookie_only = route["match"].as_array().is_some_and(|ms| {
         !ms.is_empty()
             && ms.iter().all(|m| {
                 m["headers"].as_object().is_some_and(|h| {
-                    h.iter().any(|(name, v)| {
-                        name.eq_ignore_ascii_case("cookie")
-                            && v["regex"]
-                                .as_str()
-                                .is_some_and(|p| affinity::is_sticky_pattern(canary, p))
-                    })
+                    h.len() == 1
+                        && h.iter().all(|(name, v)| {
+                            name.eq_ignore_ascii_case("cookie") && v["regex"].is_string()
+                        })
                 })
             })
+    });
+    let expiring = route["headers"]["response"]["add"]["Set-Cookie"]
+        .as_str()
+        .is_some_and(affinity::expires);
+    affinity::is_sticky(cookie_only, pinning, expiring)
+}
+
+/// Whether a destination of `route` answers with `Set-Cookie`: the weighted route while the
+/// canary's users are pinned.
+fn sets_cookie_on_a_destination(route: &Value) -> bool {
+    route["route"].as_array().is_some_and(|ds| {
+        ds.iter()
+            .any(|d| d["headers"]["response"]["add"]["Set-Cookie"].is_string())
     })
 }
 

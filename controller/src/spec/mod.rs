@@ -19,8 +19,8 @@ pub use load::{LoadError, LoadedManifests, load_manifests};
 pub use validate::{
     AlertSeverity, DurationRule, FLAGGER_ONLY_METRIC_PROVIDERS, FieldError, HookGate, Judge,
     Margin, MetricCheck, MetricKind, RolloutSpec, Strategy, TRAFFIC_POLICY_DURATIONS,
-    ValidationErrors, WebhookRef, analysis_interval, metric_template, unroutable_by, validate,
-    warnings,
+    ValidationErrors, WebhookRef, analysis_interval, metric_template, unroutable_by,
+    unused_autoscaler, validate, warnings,
 };
 
 use std::collections::BTreeMap;
@@ -90,6 +90,19 @@ pub struct CanarySpec {
     /// On deletion, route to and restore the original workload.
     #[serde(default)]
     pub revert_on_deletion: bool,
+}
+
+impl CanarySpec {
+    /// The autoscaler Fledge copies for the primary and pauses while the canary is scaled
+    /// down: `autoscalerRef`, but none for a DaemonSet target, which has no replicas to scale
+    /// (Kubernetes gives a DaemonSet no `scale` subresource, so neither an HPA nor KEDA can act
+    /// on it). Flagger copies the reference for the primary all the same, a copy that never
+    /// scales anything; Fledge leaves it unused and [`warnings`] says so.
+    pub fn scaled_by(&self) -> Option<&AutoscalerReference> {
+        self.autoscaler_ref
+            .as_ref()
+            .filter(|_| self.target_ref.kind != "DaemonSet")
+    }
 }
 
 #[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]

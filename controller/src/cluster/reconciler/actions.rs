@@ -115,7 +115,7 @@ impl Tick<'_> {
                 reason,
             } => {
                 let (type_, reason) = event_reason(severity, next.phase, reason);
-                self.publish(type_, reason, &message).await;
+                self.publish_in(type_, reason, &message, Some(next)).await;
                 self.notify(spec, HookGate::Event, next, Some((severity, &message)))
                     .await;
                 Ok(())
@@ -219,7 +219,7 @@ impl Tick<'_> {
     }
 
     pub(super) async fn target_hpa(&self) -> Result<Option<HorizontalPodAutoscaler>> {
-        match &self.canary.spec.autoscaler_ref {
+        match self.canary.spec.scaled_by() {
             Some(r) if r.kind != scaled_objects::KIND => self.workloads.hpa(&r.name).await,
             _ => Ok(None),
         }
@@ -227,7 +227,7 @@ impl Tick<'_> {
 
     /// The target's ScaledObject's name, when its autoscaler is one.
     fn target_scaled_object(&self) -> Option<&str> {
-        let r = self.canary.spec.autoscaler_ref.as_ref()?;
+        let r = self.canary.spec.scaled_by()?;
         (r.kind == scaled_objects::KIND).then_some(r.name.as_str())
     }
 
@@ -309,7 +309,7 @@ impl Tick<'_> {
             if let Some(name) = self.target_scaled_object() {
                 let primary = workloads::primary_name(name);
                 self.scaled_objects.delete(&primary).await?;
-            } else if let Some(r) = &self.canary.spec.autoscaler_ref {
+            } else if let Some(r) = self.canary.spec.scaled_by() {
                 self.workloads
                     .delete_hpa(&workloads::primary_name(&r.name))
                     .await?;

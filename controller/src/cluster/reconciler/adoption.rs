@@ -87,7 +87,7 @@ impl Tick<'_> {
         for name in [&names.apex, &names.primary, &names.canary] {
             copy(ApiResource::erase::<Service>(&()), name.clone());
         }
-        if let Some(r) = &self.canary.spec.autoscaler_ref {
+        if let Some(r) = self.canary.spec.scaled_by() {
             let resource = if r.kind == scaled_objects::KIND {
                 scaled_objects::resource()
             } else {

@@ -52,16 +52,19 @@ impl Tick<'_> {
             Ok(selector) if waiting => self.current_pod_states(target, &selector).await?,
             _ => Vec::new(),
         };
-        // Read while a rollout shifts traffic: the core holds on it then.
-        let routes_not_accepted =
-            if matches!(state.phase, Phase::Progressing | Phase::WaitingPromotion) {
-                (self.ctx.routing)
-                    .not_accepted(self.provider()?, self.canary)
-                    .await
-                    .map_err(|m| self.route_error(m))?
-            } else {
-                None
-            };
+        // Read while a rollout shifts traffic, and before the canary is scaled down once
+        // traffic is back on the primary: the core holds on it then.
+        let routes_not_accepted = if matches!(
+            state.phase,
+            Phase::Progressing | Phase::WaitingPromotion | Phase::Finalising
+        ) {
+            (self.ctx.routing)
+                .not_accepted(self.provider()?, self.canary)
+                .await
+                .map_err(|m| self.route_error(m))?
+        } else {
+            None
+        };
         Ok(Observation {
             revision,
             canary,

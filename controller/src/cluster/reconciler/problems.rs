@@ -8,7 +8,7 @@ use tracing::warn;
 use super::super::workloads::WorkloadProblem;
 use super::super::{COMMAND_ANNOTATION, Error, Result, flagger, status};
 use super::tick::Tick;
-use crate::rollout::{EventReason, Phase, Severity};
+use crate::rollout::{EventReason, Phase, RolloutState, Severity};
 
 /// Why a Canary cannot be acted on; reported, not retried as an error.
 #[derive(Debug)]
@@ -128,10 +128,36 @@ impl Tick<'_> {
         Ok(Requeue::requeue(self.ctx.config.poll * 6))
     }
 
-    /// Publishes an Event. A failure is logged and counted (`fledge_reconcile_errors_total`
-    /// with `error="event"`), never returned: by the time an Event is due, routes may have been
-    /// written, and aborting would leave them unrecorded in the status.
+    /// Publishes an Event, and queues it for the event webhook with the Canary's phase and
+    /// revision as recorded (see [`Self::publish_in`]).
     pub(super) async fn publish(&self, type_: EventType, reason: &str, message: &str) {
+        self.publish_in(type_, reason, message, None).await;
+    }
+
+    /// Publishes an Event, and queues it for the event webhook (Flagger's `-event-webhook`,
+    /// which is told of every Event) as of `state`, a decision's (else as recorded). A failure
+    /// to publish is logged and counted (`fledge_reconcile_errors_total` with
+    /// `error="event"`), never returned: by the time an Event is due, routes may have been
+    /// written, and aborting would leave them unrecorded in the status.
+    pub(super) async fn publish_in(
+        &self,
+        type_: EventType,
+        reason: &str,
+        message: &str,
+        state: Option<&RolloutState>,
+    ) {
+        let warning = matches!(type_, EventType::Warning);
+        let (phase, revision) = match state {
+            Some(s) => (s.phase.to_string(), s.revision.clone()),
+            None => {
+                let status = self.canary.status.as_ref();
+                let recorded = status::recorded_state(status).ok().flatten();
+                let phase = status.map(|s| s.phase.clone()).unwrap_or_default();
+                (phase, recorded.and_then(|s| s.revision))
+            }
+        };
+        let revision = revision.unwrap_or_default();
+        (self.ctx.alerts).event(self.canary, &phase, &revision, self.now, warning, message);
         let event = KubeEvent {
             type_,
             reason: reason.into(),

@@ -28,8 +28,8 @@ use super::super::config_copies;
 use super::super::{Error, Result, flagger, status, workloads};
 use super::problems::Problem;
 use super::tick::Tick;
-use crate::rollout::{Millis, Phase, RolloutState};
-use crate::spec::validate;
+use crate::rollout::{Millis, Phase, RolloutState, SessionCookies};
+use crate::spec::{CanaryStatus, unused_autoscaler, validate};
 
 /// Flagger's phases in which a rollout is under way: traffic may be on the canary, or the
 /// primary half updated.
@@ -121,7 +121,8 @@ impl Tick<'_> {
         // The configs' copies too: Flagger copies them at promotion.
         let same = same_template(&target, &primary) && self.configs.copies_current(tracked).await?;
         let revision = self.target_revision(&target).await?;
-        let state = taken_over_state(phase, revision, &primary, same, since);
+        let mut state = taken_over_state(phase, revision, &primary, same, since);
+        state.cookies = flaggers_cookies(status);
         let template = if same {
             target.spec.as_ref().map(|s| s.template.clone())
         } else {
@@ -136,6 +137,9 @@ impl Tick<'_> {
         );
         if !adopted.is_empty() {
             message.push_str(&format!("; adopted {}", adopted.join(", ")));
+        }
+        if let Some(unused) = unused_autoscaler(&self.canary.spec) {
+            message.push_str(&format!("; {unused}"));
         }
         info!(%message, "taken over");
         self.publish(EventType::Normal, "TakenOver", &message).await;
@@ -324,6 +328,21 @@ pub(super) fn taken_over_state(
         step_since: since,
         message,
         ..RolloutState::default()
+    }
+}
+
+/// The session affinity cookies Flagger recorded in its status, kept by the taken-over state:
+/// without them Fledge's first status write would clear them, the routes would stop expiring
+/// the last rollout's cookie, and the primary's users would get a new primary cookie.
+pub(super) fn flaggers_cookies(status: Option<&CanaryStatus>) -> SessionCookies {
+    let found = |c: Option<&String>| c.filter(|c| !c.is_empty()).cloned();
+    let Some(status) = status else {
+        return SessionCookies::default();
+    };
+    SessionCookies {
+        canary: found(status.session_affinity_cookie.as_ref()),
+        previous: found(status.previous_session_affinity_cookie.as_ref()),
+        primary: found(status.primary_session_affinity_cookie.as_ref()),
     }
 }
 

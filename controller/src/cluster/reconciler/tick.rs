@@ -6,6 +6,7 @@ use std::time::Duration;
 use k8s_openapi::api::apps::v1::Deployment;
 use kube::ResourceExt;
 use kube::runtime::controller::Action as Requeue;
+use kube::runtime::events::EventType;
 
 use super::super::canaries::CanaryApi;
 use super::super::config_copies::{self, Configs, Tracked};
@@ -17,7 +18,9 @@ use super::problems::Problem;
 use crate::rollout::{Action, Command, Millis, Phase, RolloutState, advance, next_analysis};
 use crate::router::Routes;
 use crate::routes::{Provider, UnknownProvider};
-use crate::spec::{Canary, RolloutSpec, ValidationErrors, unroutable_by, validate};
+use crate::spec::{
+    Canary, RolloutSpec, ValidationErrors, unroutable_by, unused_autoscaler, validate,
+};
 
 /// One reconcile of one Canary.
 pub(super) struct Tick<'a> {
@@ -93,6 +96,14 @@ impl<'a> Tick<'a> {
             Ok(state) => state.unwrap_or_default(),
             Err(e) => return self.report(Problem::UnreadableState(e)).await,
         };
+        // Said once more than needed at worst (the first reconcile only holds the Canary).
+        if state.revision.is_none()
+            && let Some(unused) = unused_autoscaler(&self.canary.spec)
+        {
+            let message = unused.to_string();
+            self.publish(EventType::Warning, "AutoscalerNotUsed", &message)
+                .await;
+        }
         let kind = &self.canary.spec.target_ref.kind;
         if TargetKind::of(kind).is_none() {
             let problem = WorkloadProblem::UnsupportedKind {

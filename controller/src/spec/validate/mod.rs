@@ -167,13 +167,9 @@ pub fn validate(spec: &CanarySpec) -> Result<RolloutSpec, ValidationErrors> {
         p.add("spec.targetRef.name", "must name the workload to roll out");
     }
     match spec.target_ref.kind.as_str() {
-        "" | "Deployment" => {}
-        // A DaemonSet has no replicas to autoscale; Flagger leaves the reference unused.
-        "DaemonSet" if spec.autoscaler_ref.is_some() => p.add(
-            "spec.autoscalerRef",
-            "a DaemonSet target cannot be autoscaled; remove the autoscalerRef",
-        ),
-        "DaemonSet" => {}
+        // A DaemonSet's `autoscalerRef` is accepted, as Flagger accepts it, and left unused
+        // (see `CanarySpec::scaled_by`; `warnings` says so).
+        "" | "Deployment" | "DaemonSet" => {}
         other => p.add(
             "spec.targetRef.kind",
             format!("must be Deployment or DaemonSet, got `{other}`"),
@@ -350,6 +346,18 @@ fn provider_references(spec: &CanarySpec) -> Vec<(&'static str, &'static str)> {
     .collect()
 }
 
+/// A DaemonSet target's `autoscalerRef`, accepted and left unused (see
+/// [`CanarySpec::scaled_by`]): the cluster says so in an Event as well as [`warnings`] here.
+pub fn unused_autoscaler(spec: &CanarySpec) -> Option<FieldError> {
+    (spec.autoscaler_ref.is_some() && spec.scaled_by().is_none()).then(|| FieldError {
+        path: "spec.autoscalerRef".into(),
+        message: "not used: a DaemonSet has no replicas to scale, so no autoscaler is copied \
+                  for the primary nor paused (Flagger copies it for the primary, where \
+                  Kubernetes cannot scale a DaemonSet either); remove it"
+            .into(),
+    })
+}
+
 /// Settings that validate but do not do what they seem to, each at its field with what happens
 /// instead: Flagger raises a short interval and a threshold below 1; with `stepWeights` the
 /// ladder is the list and `maxWeight` unused; and counts past what a rollout can hold are read
@@ -376,6 +384,9 @@ pub fn warnings(spec: &CanarySpec) -> Vec<FieldError> {
                 format!("not used: names {what}; provider {provider} does not route through it"),
             );
         }
+    }
+    if let Some(w) = unused_autoscaler(spec) {
+        warn(&w.path, w.message);
     }
     if let Some(r) = &spec.autoscaler_ref
         && r.kind != "ScaledObject"
