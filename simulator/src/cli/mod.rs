@@ -300,6 +300,10 @@ enum Command {
         rps: f64,
         #[arg(long, default_value_t = 1)]
         seed: u64,
+        /// Model the sidecars' cost (latency drawn per proxy, CPU, worker threads) on every
+        /// proxy of the reference mesh.
+        #[arg(long)]
+        sidecar_cost: bool,
     },
 }
 
@@ -419,7 +423,8 @@ pub(crate) fn main() -> ExitCode {
             duration,
             rps,
             seed,
-        } => bench(&duration, rps, seed),
+            sidecar_cost,
+        } => bench(&duration, rps, seed, sidecar_cost),
     }
 }
 
@@ -433,7 +438,7 @@ fn fraction(text: &str) -> Result<f64, String> {
     }
 }
 
-fn bench(duration: &str, rps: f64, seed: u64) -> ExitCode {
+fn bench(duration: &str, rps: f64, seed: u64, sidecar_cost: bool) -> ExitCode {
     let Some(duration) = fledge_controller::spec::parse_nanos(duration)
         .ok()
         .filter(|d| *d > 0)
@@ -446,12 +451,14 @@ fn bench(duration: &str, rps: f64, seed: u64) -> ExitCode {
         return ExitCode::from(EXIT_BAD_INPUT);
     }
     sayln!(
-        "reference mesh: 1 client, primary + canary, 10 pods, LEAST_REQUEST, outlier detection, retries, mTLS; {rps} rps"
+        "reference mesh: 1 client, primary + canary, 10 pods, LEAST_REQUEST, outlier detection, retries, mTLS; {rps} rps{}",
+        if sidecar_cost { "; sidecar cost modelled" } else { "" }
     );
     match crate::bench::bench(&crate::bench::BenchOptions {
         seed,
         rps,
         duration,
+        sidecar_cost,
     }) {
         Ok(report) => {
             run::emit(&format!("{report}\n"));
