@@ -146,13 +146,9 @@ pub(crate) fn peak_rss_kib() -> Option<u64> {
 
 /// The reference mesh: one client, one service with primary (9 pods) and canary (1 pod),
 /// LEAST_REQUEST, outlier detection, retries and STRICT mTLS; the canary fails 1% of requests.
-pub(crate) fn reference_mesh(seed: u64, rps: f64) -> Result<Mesh, MeshError> {
-    reference_mesh_with(seed, rps, None)
-}
-
 /// The sidecar cost `bench --sidecar-cost` models on every proxy: Istio's defaults with the
 /// latency drawn (log-normal, median 0.45 ms, p99 1.5 ms per proxy).
-pub fn reference_proxy_cost() -> ProxyCost {
+pub(crate) fn reference_proxy_cost() -> ProxyCost {
     ProxyCost {
         latency: ServiceTime::LogNormal {
             p50: 450 * MICROS,
@@ -162,7 +158,11 @@ pub fn reference_proxy_cost() -> ProxyCost {
     }
 }
 
-fn reference_mesh_with(seed: u64, rps: f64, proxy: Option<ProxyCost>) -> Result<Mesh, MeshError> {
+pub(crate) fn reference_mesh(
+    seed: u64,
+    rps: f64,
+    proxy: Option<ProxyCost>,
+) -> Result<Mesh, MeshError> {
     let behaviour = Behaviour {
         proxy: proxy.clone(),
         workers: 8,
@@ -201,7 +201,7 @@ fn reference_mesh_with(seed: u64, rps: f64, proxy: Option<ProxyCost>) -> Result<
 /// Runs the reference mesh for `opts.duration` and measures it.
 pub fn bench(opts: &BenchOptions) -> Result<BenchReport, MeshError> {
     let proxy = opts.sidecar_cost.then(reference_proxy_cost);
-    let mut mesh = reference_mesh_with(opts.seed, opts.rps, proxy)?;
+    let mut mesh = reference_mesh(opts.seed, opts.rps, proxy)?;
     let start = Instant::now();
     // Advance in slices so the harness pattern (run, read, adjust) is what gets measured.
     let step = 60 * SECONDS;

@@ -30,7 +30,7 @@ fn mesh(rps: f64, client: Option<ProxyCost>, server: Option<ProxyCost>) -> (Mesh
         proxy: client,
         ..Default::default()
     };
-    let mut mesh = Mesh::new(cfg).expect("a valid mesh");
+    let mesh = Mesh::new(cfg).expect("a valid mesh");
     let v = mesh.version_id("podinfo", "primary").expect("declared");
     (mesh, v)
 }
@@ -65,9 +65,10 @@ fn an_undersized_sidecar_passes_at_most_its_threads_over_the_cpu_per_request() {
 
 #[test]
 fn a_cpu_limit_below_the_threads_caps_the_sidecar_at_the_limit_over_the_cpu() {
-    // Half a core for 2 threads: each request holds its thread twice its CPU, 50/s at most.
+    // Half a core for 2 threads: a quarter core each, so a request holds its thread four times
+    // its CPU, and the pod's sidecar passes the limit over the CPU: 50/s at most.
     let proxy = cost(10 * MILLIS, 2, Some(500));
-    assert_eq!(proxy.hold(), 20 * MILLIS);
+    assert_eq!(proxy.hold(), 40 * MILLIS);
     assert_eq!(proxy.capacity(), Some(50.0));
     let served = served_in_a_minute(100.0, proxy);
     assert!((2_990..=3_002).contains(&served), "served {served}");
@@ -158,7 +159,8 @@ spec:
     assert_eq!(usage.len(), 2, "{usage:?}");
     for (name, u) in usage {
         assert_eq!(u.handshakes, handshakes, "{name}");
-        assert!(u.requests >= handshakes, "{name}: {u:?}");
+        // The last connection may be set up for a request not yet sent.
+        assert!(u.requests + 1 >= handshakes, "{name}: {u:?}");
         assert_eq!(
             u.cpu,
             u.requests * 350 * MICROS + u.handshakes * handshake_cpu,
