@@ -8,8 +8,8 @@ use std::time::Instant;
 use crate::engine::{MICROS, MILLIS, SECONDS, SimTime};
 use crate::manifest;
 use crate::mesh::{
-    Behaviour, ClientConfig, Mesh, MeshConfig, MeshError, NetworkConfig, ProxyCost,
-    ServiceConfig, ServiceTime, VersionConfig,
+    Behaviour, ClientConfig, Mesh, MeshConfig, MeshError, NetworkConfig, ProxyCost, ServiceConfig,
+    ServiceTime, VersionConfig,
 };
 
 /// The reference mesh's manifests: outlier detection, retries and STRICT mTLS.

@@ -235,7 +235,11 @@ impl SidecarFigures {
             requests: u.requests,
             handshakes: u.handshakes,
             cpu_seconds,
-            mean_cores: if seconds > 0.0 { cpu_seconds / seconds } else { 0.0 },
+            mean_cores: if seconds > 0.0 {
+                cpu_seconds / seconds
+            } else {
+                0.0
+            },
             added_latency_ms: ms(u.added),
             waited: u.waited,
             mean_wait_ms: ms(u.wait),

@@ -128,10 +128,19 @@ fn constant_proxy_latencies_add_up_along_the_request_path() {
     let expected = 0.2 + 4.0 + 0.01;
     let seen = m.source_stats(v, 0, 60 * SECONDS);
     let mean = seen.mean_ms().expect("requests");
-    assert!((mean - expected).abs() < 0.01, "mean {mean} ms, expected {expected}");
+    assert!(
+        (mean - expected).abs() < 0.01,
+        "mean {mean} ms, expected {expected}"
+    );
     // The destination reports its own sidecar's way in (half of 3 ms) and the app.
-    let reported = m.destination_stats(v, 0, 60 * SECONDS).mean_ms().expect("requests");
-    assert!((reported - 1.51).abs() < 1e-4, "destination mean {reported} ms");
+    let reported = m
+        .destination_stats(v, 0, 60 * SECONDS)
+        .mean_ms()
+        .expect("requests");
+    assert!(
+        (reported - 1.51).abs() < 1e-4,
+        "destination mean {reported} ms"
+    );
 }
 
 #[test]

@@ -452,7 +452,11 @@ fn bench(duration: &str, rps: f64, seed: u64, sidecar_cost: bool) -> ExitCode {
     }
     sayln!(
         "reference mesh: 1 client, primary + canary, 10 pods, LEAST_REQUEST, outlier detection, retries, mTLS; {rps} rps{}",
-        if sidecar_cost { "; sidecar cost modelled" } else { "" }
+        if sidecar_cost {
+            "; sidecar cost modelled"
+        } else {
+            ""
+        }
     );
     match crate::bench::bench(&crate::bench::BenchOptions {
         seed,

@@ -42,8 +42,8 @@ use fledge_controller::spec::{HookGate, RolloutSpec};
 
 use crate::engine::{MILLIS, SECONDS, SimTime};
 use crate::mesh::{
-    ClientConfig, ClientId, HeaderProfile, Mesh, MeshConfig, MeshError, NetworkConfig, ServiceConfig, ServiceId,
-    VersionConfig, VersionId,
+    ClientConfig, ClientId, HeaderProfile, Mesh, MeshConfig, MeshError, NetworkConfig,
+    ServiceConfig, ServiceId, VersionConfig, VersionId,
 };
 use crate::result::{AppliedObject, Decision, RunResult, Sample};
 use crate::scenario::{HookAnswer, Scenario, TimelineEntry, Trigger, Variant};

@@ -73,7 +73,11 @@ macro_rules! workload_policy {
         }
     )*};
 }
-workload_policy!(PeerAuthentication, AuthorizationPolicy, RequestAuthentication);
+workload_policy!(
+    PeerAuthentication,
+    AuthorizationPolicy,
+    RequestAuthentication
+);
 
 use gateway::gateway_http_route;
 use istio::virtual_service;

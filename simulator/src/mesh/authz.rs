@@ -124,7 +124,12 @@ fn all_match(unsupported: bool, action: AuthzAction, fields: &[(&Field, Option<&
 /// Puts `p` in `list`, replacing the policy of the same namespace (absent: `default_ns`) and
 /// name, which keeps its place: a re-applied policy keeps its age.
 pub(super) fn upsert<P: WorkloadPolicy>(list: &mut Vec<P>, p: &P, default_ns: &str) {
-    let key = |q: &P| (q.namespace().unwrap_or(default_ns).to_string(), q.name().to_string());
+    let key = |q: &P| {
+        (
+            q.namespace().unwrap_or(default_ns).to_string(),
+            q.name().to_string(),
+        )
+    };
     match list.iter().position(|q| key(q) == key(p)) {
         Some(i) => list[i] = p.clone(),
         None => list.push(p.clone()),
@@ -344,7 +349,8 @@ impl Mesh {
         at.stage = Stage::Returning;
         let g = at.tag;
         let back = self.net.one_way + at.back;
-        self.q.schedule_in(back, Ev::Response { attempt: a, tag: g });
+        self.q
+            .schedule_in(back, Ev::Response { attempt: a, tag: g });
     }
 }
 

@@ -176,7 +176,11 @@ impl Mesh {
         if !self.sidecars.active {
             let at = &mut self.atts[a];
             (at.back, at.inbound) = (2 * fixed, fixed);
-            let ev = if resets { reset } else { Ev::AtPod { attempt: a, tag } };
+            let ev = if resets {
+                reset
+            } else {
+                Ev::AtPod { attempt: a, tag }
+            };
             self.q.schedule_in(self.net.one_way + 2 * fixed, ev);
             return;
         }
@@ -267,8 +271,7 @@ impl Mesh {
             if hold > 0 {
                 pod.proxy.busy += 1;
                 let epoch = pod.epoch;
-                self.q
-                    .schedule_in(hold, Ev::ProxyFree { pod: p, epoch });
+                self.q.schedule_in(hold, Ev::ProxyFree { pod: p, epoch });
             }
         }
     }

@@ -44,11 +44,23 @@ impl Context {
             }
             let a = &e.answers;
             let outside = [
-                ("pods", a.pods.is_some(), "its endpoints are the ServiceEntry's"),
+                (
+                    "pods",
+                    a.pods.is_some(),
+                    "its endpoints are the ServiceEntry's",
+                ),
                 ("sidecar", a.sidecar.is_some(), "it has none"),
                 ("labels", a.labels.is_some(), "it has no pods"),
-                ("service_account", a.service_account.is_some(), "it has no mesh identity"),
-                ("calls", a.calls.is_some(), "what it calls is outside the mesh"),
+                (
+                    "service_account",
+                    a.service_account.is_some(),
+                    "it has no mesh identity",
+                ),
+                (
+                    "calls",
+                    a.calls.is_some(),
+                    "what it calls is outside the mesh",
+                ),
                 ("proxy", a.proxy.is_some(), "it has no sidecar"),
             ];
             if let Some((key, _, why)) = outside.iter().find(|k| k.1) {
