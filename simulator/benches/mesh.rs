@@ -36,6 +36,7 @@ fn main() {
                 seed: 1,
                 rps,
                 duration: (hours * 3600.0 * SECONDS as f64) as u64,
+                ..BenchOptions::default()
             };
             let r = bench(&opts).expect("reference mesh builds");
             println!("{r}");
