@@ -5,10 +5,10 @@
 
 use std::time::Instant;
 
-use crate::engine::{MILLIS, SECONDS, SimTime};
+use crate::engine::{MICROS, MILLIS, SECONDS, SimTime};
 use crate::manifest;
 use crate::mesh::{
-    Behaviour, ClientConfig, Mesh, MeshConfig, MeshError, NetworkConfig, ServiceConfig,
+    Behaviour, ClientConfig, Mesh, MeshConfig, MeshError, NetworkConfig, ProxyCost, ServiceConfig,
     ServiceTime, VersionConfig,
 };
 
@@ -88,6 +88,8 @@ pub struct BenchOptions {
     pub duration: SimTime,
     /// The outputs written while measuring (none by default).
     pub outputs: Written,
+    /// Model every proxy's cost ([`reference_proxy_cost`]).
+    pub sidecar_cost: bool,
 }
 
 /// The outputs a measured run writes, as `run --access-log`, `--traces` and `--sample`
@@ -109,6 +111,7 @@ impl Default for BenchOptions {
             rps: 1000.0,
             duration: 3600 * SECONDS,
             outputs: Written::default(),
+            sidecar_cost: false,
         }
     }
 }
@@ -193,8 +196,25 @@ pub(crate) fn peak_rss_kib() -> Option<u64> {
 
 /// The reference mesh: one client, one service with primary (9 pods) and canary (1 pod),
 /// LEAST_REQUEST, outlier detection, retries and STRICT mTLS; the canary fails 1% of requests.
-pub(crate) fn reference_mesh(seed: u64, rps: f64) -> Result<Mesh, MeshError> {
+/// The sidecar cost `bench --sidecar-cost` models on every proxy: Istio's defaults with the
+/// latency drawn (log-normal, median 0.45 ms, p99 1.5 ms per proxy).
+pub(crate) fn reference_proxy_cost() -> ProxyCost {
+    ProxyCost {
+        latency: ServiceTime::LogNormal {
+            p50: 450 * MICROS,
+            p99: 1500 * MICROS,
+        },
+        ..ProxyCost::default()
+    }
+}
+
+pub(crate) fn reference_mesh(
+    seed: u64,
+    rps: f64,
+    proxy: Option<ProxyCost>,
+) -> Result<Mesh, MeshError> {
     let behaviour = Behaviour {
+        proxy: proxy.clone(),
         workers: 8,
         service_time: ServiceTime::LogNormal {
             p50: 5 * MILLIS,
@@ -216,6 +236,7 @@ pub(crate) fn reference_mesh(seed: u64, rps: f64) -> Result<Mesh, MeshError> {
             ],
         )],
         clients: vec![ClientConfig::new("loadtester", "podinfo", rps)],
+        proxy,
         ..Default::default()
     };
     let mut mesh = Mesh::new(cfg)?;
@@ -229,7 +250,8 @@ pub(crate) fn reference_mesh(seed: u64, rps: f64) -> Result<Mesh, MeshError> {
 
 /// Runs the reference mesh for `opts.duration` and measures it.
 pub fn bench(opts: &BenchOptions) -> Result<BenchReport, MeshError> {
-    let mut mesh = reference_mesh(opts.seed, opts.rps)?;
+    let proxy = opts.sidecar_cost.then(reference_proxy_cost);
+    let mut mesh = reference_mesh(opts.seed, opts.rps, proxy)?;
     let w = &opts.outputs;
     let outputs = crate::observability::Outputs::open(
         opts.seed,

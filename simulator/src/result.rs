@@ -126,6 +126,9 @@ pub struct RunResult {
     /// mesh alone.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub services: Vec<ServiceFigures>,
+    /// What the sidecars cost, per workload whose cost the scenario models (`proxy`).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub sidecars: Vec<SidecarFigures>,
     pub warnings: Vec<String>,
     /// The routing objects the controller applied, in order.
     #[serde(skip)]
@@ -200,6 +203,48 @@ pub struct VersionQueueing {
     /// Mean wait for a worker over every request that started service (zero for those that
     /// did not wait), in milliseconds; none when none started.
     pub mean_queue_wait_ms: Option<f64>,
+}
+
+/// One workload's sidecars over a run (all its pods'), when their cost is modelled.
+#[derive(Clone, Debug, Serialize)]
+pub struct SidecarFigures {
+    pub workload: String,
+    /// Requests through them (each attempt once, its response with it).
+    pub requests: u64,
+    /// TLS handshakes they took part in, as client or server.
+    pub handshakes: u64,
+    /// CPU spent on requests and handshakes, in seconds, and its mean over the run in cores.
+    pub cpu_seconds: f64,
+    pub mean_cores: f64,
+    /// Mean latency they added to a request, waits for a worker thread included, in
+    /// milliseconds; none without requests.
+    pub added_latency_ms: Option<f64>,
+    /// Requests that found every worker thread busy, and the mean wait over all requests, in
+    /// milliseconds.
+    pub waited: u64,
+    pub mean_wait_ms: Option<f64>,
+}
+
+impl SidecarFigures {
+    /// A workload's usage over a run of `seconds`.
+    pub(crate) fn new(workload: String, u: &crate::mesh::SidecarUsage, seconds: f64) -> Self {
+        let ms = |ns: u64| (u.requests > 0).then(|| ns as f64 / 1e6 / u.requests as f64);
+        let cpu_seconds = u.cpu as f64 / 1e9;
+        Self {
+            workload,
+            requests: u.requests,
+            handshakes: u.handshakes,
+            cpu_seconds,
+            mean_cores: if seconds > 0.0 {
+                cpu_seconds / seconds
+            } else {
+                0.0
+            },
+            added_latency_ms: ms(u.added),
+            waited: u.waited,
+            mean_wait_ms: ms(u.wait),
+        }
+    }
 }
 
 /// One of the scenario's other services over the run, as its clients' proxies reported it

@@ -310,6 +310,10 @@ enum Command {
         /// The fraction of requests written, as `run --sample`.
         #[arg(long, value_name = "F", value_parser = fraction, requires = "sampled")]
         sample: Option<f64>,
+        /// Model the sidecars' cost (latency drawn per proxy, CPU, worker threads) on every
+        /// proxy of the reference mesh.
+        #[arg(long)]
+        sidecar_cost: bool,
     },
 }
 
@@ -432,6 +436,7 @@ pub(crate) fn main() -> ExitCode {
             access_log,
             traces,
             sample,
+            sidecar_cost,
         } => bench(
             &duration,
             rps,
@@ -441,6 +446,7 @@ pub(crate) fn main() -> ExitCode {
                 traces,
                 sample,
             },
+            sidecar_cost,
         ),
     }
 }
@@ -455,7 +461,13 @@ fn fraction(text: &str) -> Result<f64, String> {
     }
 }
 
-fn bench(duration: &str, rps: f64, seed: u64, outputs: crate::bench::Written) -> ExitCode {
+fn bench(
+    duration: &str,
+    rps: f64,
+    seed: u64,
+    outputs: crate::bench::Written,
+    sidecar_cost: bool,
+) -> ExitCode {
     let Some(duration) = fledge_controller::spec::parse_nanos(duration)
         .ok()
         .filter(|d| *d > 0)
@@ -468,13 +480,19 @@ fn bench(duration: &str, rps: f64, seed: u64, outputs: crate::bench::Written) ->
         return ExitCode::from(EXIT_BAD_INPUT);
     }
     sayln!(
-        "reference mesh: 1 client, primary + canary, 10 pods, LEAST_REQUEST, outlier detection, retries, mTLS; {rps} rps"
+        "reference mesh: 1 client, primary + canary, 10 pods, LEAST_REQUEST, outlier detection, retries, mTLS; {rps} rps{}",
+        if sidecar_cost {
+            "; sidecar cost modelled"
+        } else {
+            ""
+        }
     );
     match crate::bench::bench(&crate::bench::BenchOptions {
         seed,
         rps,
         duration,
         outputs,
+        sidecar_cost,
     }) {
         Ok(report) => {
             run::emit(&format!("{report}\n"));

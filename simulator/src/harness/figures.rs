@@ -197,6 +197,13 @@ impl Harness<'_> {
                     .into(),
             );
         }
+        let seconds = end as f64 / crate::engine::SECONDS as f64;
+        let sidecars = self
+            .mesh
+            .sidecar_usage()
+            .into_iter()
+            .map(|(name, u)| crate::result::SidecarFigures::new(name, &u, seconds))
+            .collect();
         RunResult {
             scenario: self.scenario.name.clone(),
             variant: self.variant.name.clone(),
@@ -222,6 +229,7 @@ impl Harness<'_> {
             counters,
             graph,
             services,
+            sidecars,
             warnings,
             applied_routes,
         }

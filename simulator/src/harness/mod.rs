@@ -42,8 +42,8 @@ use fledge_controller::spec::{HookGate, RolloutSpec};
 
 use crate::engine::{MILLIS, SECONDS, SimTime};
 use crate::mesh::{
-    ClientConfig, ClientId, HeaderProfile, Mesh, MeshConfig, MeshError, ServiceConfig, ServiceId,
-    VersionConfig, VersionId,
+    ClientConfig, ClientId, HeaderProfile, Mesh, MeshConfig, MeshError, NetworkConfig,
+    ServiceConfig, ServiceId, VersionConfig, VersionId,
 };
 use crate::result::{AppliedObject, Decision, RunResult, Sample};
 use crate::scenario::{HookAnswer, Scenario, TimelineEntry, Trigger, Variant};
@@ -253,6 +253,13 @@ impl<'a> Harness<'a> {
             data_plane: scenario.data_plane,
             istio_retry_503: scenario.istio_retry_503,
             propagation: scenario.propagation.clone(),
+            proxy: scenario.proxy.clone(),
+            network: NetworkConfig {
+                handshake_cpu: scenario
+                    .handshake_cpu
+                    .unwrap_or(NetworkConfig::default().handshake_cpu),
+                ..NetworkConfig::default()
+            },
             ..MeshConfig::default()
         };
         let mesh = Mesh::new(config).map_err(mesh_error)?;

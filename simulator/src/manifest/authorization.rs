@@ -170,25 +170,10 @@ pub(super) fn authorization_policy(
             _ => return Err(doc.wrong("spec.action", "one of ALLOW, DENY, AUDIT, CUSTOM")),
         },
     };
-    if get(s, "targetRef").is_some() || get(s, "targetRefs").is_some() {
-        doc.warn(
-            "spec.targetRef(s): a policy bound to a gateway or service is not simulated; policy ignored"
-                .into(),
-        );
+    if doc.bound_by_target_ref(s) {
         return Ok(None);
     }
-    let selector = match get(s, "selector") {
-        Some(sel) => {
-            let sm = doc.obj(sel, "spec.selector", &["matchLabels"])?;
-            Some(
-                get(sm, "matchLabels")
-                    .map(|l| doc.labels(l, "spec.selector.matchLabels"))
-                    .transpose()?
-                    .unwrap_or_default(),
-            )
-        }
-        None => None,
-    };
+    let selector = doc.workload_selector(s)?;
     let mut rules = Vec::new();
     if let Some(list) = get(s, "rules") {
         for (i, r) in doc.list(list, "spec.rules")?.iter().enumerate() {

@@ -518,18 +518,7 @@ pub(super) fn peer_authentication(
     namespace: Option<String>,
 ) -> Result<PeerAuthentication, ManifestError> {
     let s = doc.obj(spec, "spec", &["selector", "mtls", "portLevelMtls"])?;
-    let selector = match get(s, "selector") {
-        Some(sel) => {
-            let sm = doc.obj(sel, "spec.selector", &["matchLabels"])?;
-            Some(
-                get(sm, "matchLabels")
-                    .map(|l| doc.labels(l, "spec.selector.matchLabels"))
-                    .transpose()?
-                    .unwrap_or_default(),
-            )
-        }
-        None => None,
-    };
+    let selector = doc.workload_selector(s)?;
     let mode = match get(s, "mtls") {
         Some(m) => mtls_mode(doc, m, "spec.mtls")?,
         None => MtlsMode::Unset,

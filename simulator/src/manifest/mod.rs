@@ -31,7 +31,7 @@ use serde::Deserialize;
 use serde_json::Value;
 
 pub use authorization::{AuthorizationPolicy, AuthzAction};
-pub(crate) use authorization::{AuthzRule, Operation, Source};
+pub(crate) use authorization::{AuthzRule, Field, Operation, Source};
 pub use gateway::GatewayHttpRoute;
 pub use istio::{FaultInjection, IstioHttpRoute, VirtualService};
 pub use istio_gateway::IstioGateway;
@@ -44,7 +44,40 @@ pub use smi::TrafficSplit;
 pub(crate) use istio::RetryOn;
 pub(crate) use istio_policy::{LbPolicy, TlsMode, TrafficPolicy};
 pub(crate) use linkerd::RetryBudget;
+pub(crate) use reader::parse_quantity_milli;
 pub(crate) use service_entry::{Location, Resolution};
+
+/// A security policy that applies to workloads by namespace and selector (PeerAuthentication,
+/// AuthorizationPolicy, RequestAuthentication): what the mesh needs to scope and replace it.
+pub(crate) trait WorkloadPolicy: Clone {
+    /// `metadata.name`.
+    fn name(&self) -> &str;
+    /// `metadata.namespace`; none: the default namespace.
+    fn namespace(&self) -> Option<&str>;
+    /// `spec.selector.matchLabels`; none: every workload of the namespace.
+    fn selector(&self) -> Option<&std::collections::BTreeMap<String, String>>;
+}
+
+macro_rules! workload_policy {
+    ($($t:ty),*) => {$(
+        impl WorkloadPolicy for $t {
+            fn name(&self) -> &str {
+                &self.name
+            }
+            fn namespace(&self) -> Option<&str> {
+                self.namespace.as_deref()
+            }
+            fn selector(&self) -> Option<&std::collections::BTreeMap<String, String>> {
+                self.selector.as_ref()
+            }
+        }
+    )*};
+}
+workload_policy!(
+    PeerAuthentication,
+    AuthorizationPolicy,
+    RequestAuthentication
+);
 
 use gateway::gateway_http_route;
 use istio::virtual_service;

@@ -144,6 +144,36 @@ impl Doc<'_> {
         n.v.as_array().ok_or_else(|| self.wrong(path, "a list"))
     }
 
+    /// A workload policy's `spec.selector.matchLabels` (PeerAuthentication,
+    /// AuthorizationPolicy, RequestAuthentication): `None` without a selector, the whole
+    /// namespace; an empty one selects every workload too.
+    pub(super) fn workload_selector(
+        &mut self,
+        spec: &serde_json::Map<String, Value>,
+    ) -> Result<Option<BTreeMap<String, String>>, ManifestError> {
+        let Some(sel) = get(spec, "selector") else {
+            return Ok(None);
+        };
+        let sm = self.obj(sel, "spec.selector", &["matchLabels"])?;
+        let labels = get(sm, "matchLabels")
+            .map(|l| self.labels(l, "spec.selector.matchLabels"))
+            .transpose()?;
+        Ok(Some(labels.unwrap_or_default()))
+    }
+
+    /// Whether a security policy is bound by `spec.targetRef(s)` to a gateway or a service
+    /// instead of selecting workloads: not simulated, so it is ignored with a warning.
+    pub(super) fn bound_by_target_ref(&mut self, spec: &serde_json::Map<String, Value>) -> bool {
+        let bound = get(spec, "targetRef").is_some() || get(spec, "targetRefs").is_some();
+        if bound {
+            self.warn(
+                "spec.targetRef(s): a policy bound to a gateway or service is not simulated; policy ignored"
+                    .into(),
+            );
+        }
+        bound
+    }
+
     pub(super) fn labels(
         &mut self,
         n: Node<'_>,

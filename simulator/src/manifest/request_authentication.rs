@@ -49,25 +49,10 @@ pub(super) fn request_authentication(
         "spec",
         &["selector", "jwtRules", "targetRef", "targetRefs"],
     )?;
-    if get(s, "targetRef").is_some() || get(s, "targetRefs").is_some() {
-        doc.warn(
-            "spec.targetRef(s): a policy bound to a gateway or service is not simulated; policy ignored"
-                .into(),
-        );
+    if doc.bound_by_target_ref(s) {
         return Ok(None);
     }
-    let selector = match get(s, "selector") {
-        Some(sel) => {
-            let sm = doc.obj(sel, "spec.selector", &["matchLabels"])?;
-            Some(
-                get(sm, "matchLabels")
-                    .map(|l| doc.labels(l, "spec.selector.matchLabels"))
-                    .transpose()?
-                    .unwrap_or_default(),
-            )
-        }
-        None => None,
-    };
+    let selector = doc.workload_selector(s)?;
     let mut issuers = Vec::new();
     if let Some(rules) = get(s, "jwtRules") {
         for (i, r) in doc.list(rules, "spec.jwtRules")?.iter().enumerate() {

@@ -245,6 +245,7 @@ impl Mesh {
                 self.versions[version].calls = self
                     .resolve_calls(version, &behaviour.calls)
                     .unwrap_or_default();
+                self.note_proxy_cost(behaviour.proxy.as_ref());
                 self.versions[version].behaviour = behaviour;
                 let pods = self.versions[version].pods.clone();
                 for p in pods {

@@ -26,7 +26,7 @@ use super::tls::{Handshake, Peers, handshake};
 use super::trace::trace;
 use super::{AttemptId, ClientId, Mesh, VersionId, headers};
 use crate::manifest::{AuthorizationPolicy, AuthzAction, RequestAuthentication};
-use crate::manifest::{AuthzRule, Operation, Source};
+use crate::manifest::{AuthzRule, Field, Operation, Source, WorkloadPolicy};
 use crate::mesh::routes::labels_match;
 use crate::telemetry::Reporter;
 
@@ -88,24 +88,70 @@ pub(crate) fn allows<'p>(
             .any(|r| rule_matches(r, req, AuthzAction::Allow))
 }
 
-/// A condition the simulator cannot evaluate holds for a DENY rule and fails for an ALLOW one
-/// (istiod's safe side, see manifest/authorization.rs).
+/// Whether a rule matches `req`: one of its sources (if any), one of its operations (if any)
+/// and its conditions.
 fn rule_matches(r: &AuthzRule, req: &Request<'_>, action: AuthzAction) -> bool {
-    let unknown = action == AuthzAction::Deny;
     let source = |s: &Source| {
-        (!s.unsupported || unknown)
-            && s.principals.matches(req.principal)
-            && s.namespaces.matches(req.namespace)
-            && s.request_principals.matches(req.request_principal)
+        all_match(
+            s.unsupported,
+            action,
+            &[
+                (&s.principals, req.principal),
+                (&s.namespaces, req.namespace),
+                (&s.request_principals, req.request_principal),
+            ],
+        )
     };
     let operation = |o: &Operation| {
-        (!o.unsupported || unknown)
-            && o.methods.matches(Some(req.method))
-            && o.paths.matches(Some(req.path))
+        all_match(
+            o.unsupported,
+            action,
+            &[(&o.methods, Some(req.method)), (&o.paths, Some(req.path))],
+        )
     };
-    (!r.unsupported || unknown)
+    all_match(r.unsupported, action, &[])
         && (r.from.is_empty() || r.from.iter().any(source))
         && (r.to.is_empty() || r.to.iter().any(operation))
+}
+
+/// The one matcher of a rule's parts: each field matches the request's value for it, and a
+/// condition the simulator cannot evaluate (`unsupported`) holds for a DENY rule and fails for
+/// an ALLOW one (istiod's safe side, see manifest/authorization.rs).
+fn all_match(unsupported: bool, action: AuthzAction, fields: &[(&Field, Option<&str>)]) -> bool {
+    (!unsupported || action == AuthzAction::Deny) && fields.iter().all(|(f, v)| f.matches(*v))
+}
+
+/// Puts `p` in `list`, replacing the policy of the same namespace (absent: `default_ns`) and
+/// name, which keeps its place: a re-applied policy keeps its age.
+pub(super) fn upsert<P: WorkloadPolicy>(list: &mut Vec<P>, p: &P, default_ns: &str) {
+    let key = |q: &P| {
+        (
+            q.namespace().unwrap_or(default_ns).to_string(),
+            q.name().to_string(),
+        )
+    };
+    match list.iter().position(|q| key(q) == key(p)) {
+        Some(i) => list[i] = p.clone(),
+        None => list.push(p.clone()),
+    }
+}
+
+/// The policies of `list` (indices) that apply to a workload of namespace `ns` with `labels`:
+/// its namespace's and the root namespace's, all workloads' or those their selector picks.
+fn applying<P: WorkloadPolicy>(
+    list: &[P],
+    default_ns: &str,
+    ns: &str,
+    labels: &std::collections::BTreeMap<String, String>,
+) -> Vec<u32> {
+    (0..list.len() as u32)
+        .filter(|&i| {
+            let p = &list[i as usize];
+            let pns = p.namespace().unwrap_or(default_ns);
+            (pns == ns || pns == ROOT_NAMESPACE)
+                && p.selector().is_none_or(|s| labels_match(s, labels))
+        })
+        .collect()
 }
 
 /// The policies in effect and which apply to each version.
@@ -171,74 +217,30 @@ impl Authz {
 impl Mesh {
     /// Applies an AuthorizationPolicy (replacing one of the same namespace and name).
     pub(super) fn apply_authorization_policy(&mut self, p: &AuthorizationPolicy) {
-        let ns = self.default_namespace.clone();
-        // `metadata.namespace` absent is the default namespace.
-        let key = |q: &AuthorizationPolicy| {
-            (
-                q.namespace.clone().unwrap_or_else(|| ns.clone()),
-                q.name.clone(),
-            )
-        };
-        let list = &mut self.authz.policies;
-        match list.iter().position(|q| key(q) == key(p)) {
-            Some(i) => list[i] = p.clone(),
-            None => list.push(p.clone()),
-        }
+        upsert(&mut self.authz.policies, p, &self.default_namespace);
         self.rescope_authz();
     }
 
     /// Applies a RequestAuthentication (replacing one of the same namespace and name).
     pub(super) fn apply_request_authentication(&mut self, r: &RequestAuthentication) {
-        let ns = self.default_namespace.clone();
-        // `metadata.namespace` absent is the default namespace.
-        let key = |q: &RequestAuthentication| {
-            (
-                q.namespace.clone().unwrap_or_else(|| ns.clone()),
-                q.name.clone(),
-            )
-        };
-        let list = &mut self.authz.authns;
-        match list.iter().position(|q| key(q) == key(r)) {
-            Some(i) => list[i] = r.clone(),
-            None => list.push(r.clone()),
-        }
+        upsert(&mut self.authz.authns, r, &self.default_namespace);
         self.rescope_authz();
     }
 
-    /// Which policies apply to each version: its namespace's and the root namespace's, all
-    /// workloads' or those their selector picks.
+    /// Which policies and RequestAuthentications apply to each version.
     fn rescope_authz(&mut self) {
-        let default_ns = &self.default_namespace;
-        let scoped = |ns: &Option<String>, selector: &Option<_>, v: usize| {
-            let ver = &self.versions[VersionId(v as u32)];
-            let ns = ns.as_deref().unwrap_or(default_ns);
-            (ns == self.services[ver.service].namespace || ns == ROOT_NAMESPACE)
-                && selector
-                    .as_ref()
-                    .is_none_or(|s| labels_match(s, &ver.labels))
-        };
-        let az = &self.authz;
-        let n = self.versions.len();
-        let applies = (0..n)
-            .map(|v| {
-                (0..az.policies.len() as u32)
-                    .filter(|&i| {
-                        let q = &az.policies[i as usize];
-                        scoped(&q.namespace, &q.selector, v)
-                    })
-                    .collect()
+        let (az, ns) = (&self.authz, self.default_namespace.as_str());
+        let (applies, verifies) = self
+            .versions
+            .iter()
+            .map(|ver| {
+                let home = &self.services[ver.service].namespace;
+                (
+                    applying(&az.policies, ns, home, &ver.labels),
+                    applying(&az.authns, ns, home, &ver.labels),
+                )
             })
-            .collect();
-        let verifies = (0..n)
-            .map(|v| {
-                (0..az.authns.len() as u32)
-                    .filter(|&i| {
-                        let q = &az.authns[i as usize];
-                        scoped(&q.namespace, &q.selector, v)
-                    })
-                    .collect()
-            })
-            .collect();
+            .unzip();
         self.authz.applies = applies;
         self.authz.verifies = verifies;
         self.authz.active = true;
@@ -336,7 +338,7 @@ impl Mesh {
             version.0,
             code,
             0,
-            self.net.sidecar_latency,
+            at.inbound,
         );
         if at.is_mirror() {
             self.free_att(a);
@@ -346,10 +348,9 @@ impl Mesh {
         at.code = code;
         at.stage = Stage::Returning;
         let g = at.tag;
-        self.q.schedule_in(
-            self.net.one_way + 2 * self.net.sidecar_latency,
-            Ev::Response { attempt: a, tag: g },
-        );
+        let back = self.net.one_way + at.back;
+        self.q
+            .schedule_in(back, Ev::Response { attempt: a, tag: g });
     }
 }
 

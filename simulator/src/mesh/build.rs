@@ -363,6 +363,7 @@ impl Mesh {
             header_sets,
             pushes: None,
             authz: Box::default(),
+            sidecars: Box::new(super::sidecar::Sidecars::new(&cfg, n_certs)?),
         };
         // One cluster per (client, version), as Istio builds one Envoy cluster per subset.
         for c in (0..mesh.clients.len() as u32).map(ClientId) {
@@ -448,6 +449,9 @@ pub(super) fn validate_behaviour(b: &Behaviour) -> Result<(), String> {
     }
     if !(100..600).contains(&b.error_code) {
         return Err("error code must be an HTTP status".into());
+    }
+    if let Some(p) = &b.proxy {
+        p.validate()?;
     }
     b.service_time.validate()
 }

@@ -26,6 +26,42 @@ pub struct Behaviour {
     /// What each request does once served: steps run in sequence, the calls of one step in
     /// parallel (see [`Call`]).
     pub calls: Vec<Vec<Call>>,
+    /// What the pods' sidecar costs (latency, CPU, worker threads), as their pod template's
+    /// proxy settings say; none: the fixed [`NetworkConfig::sidecar_latency`] and nothing
+    /// counted. Part of the behaviour because it is part of the revision: a promotion copies it.
+    pub proxy: Option<ProxyCost>,
+}
+
+/// The cost of a sidecar proxy (mesh/sidecar.rs): the latency it adds to each request, the
+/// CPU it spends on it, and the Envoy worker threads that spend it, so that an undersized
+/// sidecar queues requests and caps its pod's throughput at `min(concurrency, cpu limit) /
+/// cpu_per_request`.
+#[derive(Clone, Debug, PartialEq)]
+pub struct ProxyCost {
+    /// What one idle proxy adds to one request, the way there and back together (half each
+    /// way), drawn per request and proxy. 0.5 ms unless set: about 1 ms per call through two
+    /// sidecars.
+    pub latency: ServiceTime,
+    /// CPU a request costs one proxy (Istio's published figure: 0.35 vCPU per 1000 requests
+    /// per second through a sidecar). A TLS handshake costs [`NetworkConfig::handshake_cpu`].
+    pub cpu_per_request: SimTime,
+    /// Envoy's worker threads (Istio's ProxyConfig `concurrency`; 2 unless set).
+    pub concurrency: u32,
+    /// The sidecar container's CPU limit in millicores (Istio's
+    /// `sidecar.istio.io/proxyCPULimit`); none: unlimited. Below `concurrency` cores the
+    /// workers share it, so each request holds its worker longer.
+    pub cpu_limit_millis: Option<u32>,
+}
+
+impl Default for ProxyCost {
+    fn default() -> Self {
+        Self {
+            latency: ServiceTime::Constant(500 * MICROS),
+            cpu_per_request: 350 * MICROS,
+            concurrency: 2,
+            cpu_limit_millis: None,
+        }
+    }
 }
 
 /// A request to another service that a version's request makes once its own work is done,
@@ -55,6 +91,7 @@ impl Default for Behaviour {
             error_rate: 0.0,
             error_code: 500,
             calls: Vec::new(),
+            proxy: None,
         }
     }
 }
@@ -300,6 +337,9 @@ pub struct MeshConfig {
     pub retention: SimTime,
     /// How route changes reach the proxies (at once unless set).
     pub propagation: crate::mesh::Propagation,
+    /// What the client workloads' sidecars cost (a version's is its behaviour's); none: the
+    /// fixed [`NetworkConfig::sidecar_latency`] and nothing counted.
+    pub proxy: Option<ProxyCost>,
 }
 
 impl Default for MeshConfig {
@@ -318,6 +358,7 @@ impl Default for MeshConfig {
             scrape_interval: 5 * SECONDS,
             retention: 3600 * SECONDS,
             propagation: Default::default(),
+            proxy: None,
         }
     }
 }

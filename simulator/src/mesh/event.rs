@@ -15,6 +15,10 @@ pub(super) enum Ev {
     Arrival { client: ClientId },
     /// The attempt reaches its pod through both sidecars.
     AtPod { attempt: AttemptId, tag: u32 },
+    /// The attempt reaches its pod's sidecar, whose worker threads are modelled (sidecar.rs).
+    AtSidecar { attempt: AttemptId, tag: u32 },
+    /// A worker thread of the pod's sidecar is free again.
+    ProxyFree { pod: PodId, epoch: u32 },
     /// The pod has served the attempt.
     Done { attempt: AttemptId, tag: u32 },
     /// The attempt's response is back at the client's proxy.
@@ -114,6 +118,10 @@ impl Mesh {
         match ev {
             Ev::Arrival { client } => self.on_arrival(client),
             Ev::AtPod { attempt, tag } if attempt_is(self, attempt, tag) => self.on_at_pod(attempt),
+            Ev::AtSidecar { attempt, tag } if attempt_is(self, attempt, tag) => {
+                self.on_at_sidecar(attempt)
+            }
+            Ev::ProxyFree { pod, epoch } => self.on_proxy_free(pod, epoch),
             Ev::Done { attempt, tag } if attempt_is(self, attempt, tag) => self.on_done(attempt),
             Ev::Response { attempt, tag } if attempt_is(self, attempt, tag) => {
                 self.on_response(attempt)
@@ -163,6 +171,7 @@ impl Mesh {
             Ev::Push { client, generation } => self.on_push(client, generation),
             // A stale event: its attempt or request has ended (and its slot may be reused).
             Ev::AtPod { .. }
+            | Ev::AtSidecar { .. }
             | Ev::Done { .. }
             | Ev::Response { .. }
             | Ev::Fail { .. }

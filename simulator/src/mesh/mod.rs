@@ -109,6 +109,7 @@ mod propagation;
 mod request;
 mod retry;
 mod routes;
+mod sidecar;
 mod tls;
 mod trace;
 
@@ -121,6 +122,7 @@ pub use outlier::{
 
 pub use action::Action;
 pub use propagation::Propagation;
+pub use sidecar::SidecarUsage;
 
 use std::collections::BTreeMap;
 
@@ -317,6 +319,8 @@ pub struct Mesh {
     pushes: Option<Box<propagation::Pushes>>,
     /// AuthorizationPolicies and the workloads' identities (authz.rs).
     authz: Box<authz::Authz>,
+    /// What the sidecars cost (sidecar.rs).
+    sidecars: Box<sidecar::Sidecars>,
 }
 
 impl Mesh {

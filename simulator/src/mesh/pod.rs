@@ -26,6 +26,8 @@ pub(super) struct Pod {
     pub(super) error_rate: Option<f64>,
     pub(super) slowdown: f64,
     pub(super) served: u64,
+    /// Its sidecar's worker threads, when they are modelled (sidecar.rs).
+    pub(super) proxy: super::sidecar::PodProxy,
 }
 
 impl Mesh {
@@ -95,7 +97,7 @@ impl Mesh {
             version.0,
             0,
             flags::DC,
-            now - at.at_pod + self.net.sidecar_latency,
+            now - at.at_pod + at.inbound,
         );
     }
 
@@ -243,7 +245,7 @@ impl Mesh {
                 version.0,
                 code,
                 0,
-                now - at.at_pod + self.net.sidecar_latency,
+                now - at.at_pod + at.inbound,
             );
         }
         self.start_work(at.pod);
@@ -255,7 +257,7 @@ impl Mesh {
         at.code = code;
         at.stage = Stage::Returning;
         let g = at.tag;
-        let back = self.net.one_way + 2 * self.net.sidecar_latency;
+        let back = self.net.one_way + at.back;
         if back == 0 && self.q.nothing_due_now() {
             // The response would be the next event: handle it now, in the same order.
             self.q.count_handled();
@@ -278,6 +280,8 @@ impl Mesh {
         pod.busy = 0;
         let mut victims: Vec<AttemptId> = pod.queue.drain(..).collect();
         victims.append(&mut pod.in_service);
+        victims.extend(self.drain_proxy(p));
+        let pod = &mut self.pods[p];
         pod.epoch += 1;
         let epoch = pod.epoch;
         let v = pod.version;
@@ -394,5 +398,6 @@ pub(super) fn new_pod(version: VersionId) -> Pod {
         error_rate: None,
         slowdown: 1.0,
         served: 0,
+        proxy: Default::default(),
     }
 }

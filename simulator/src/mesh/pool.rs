@@ -258,19 +258,9 @@ impl Mesh {
                 },
             );
         }
-        let (attempt, tag) = (a, at.tag);
-        let ev = if resets {
-            // The server's sidecar resets the connection when the request's bytes reach it.
-            Ev::Fail {
-                attempt,
-                tag,
-                flags: flags::UC,
-            }
-        } else {
-            Ev::AtPod { attempt, tag }
-        };
-        self.q
-            .schedule_in(self.net.one_way + 2 * self.net.sidecar_latency, ev);
+        // Across the network and both sidecars (sidecar.rs); a server that resets the
+        // connection does so when the request's bytes reach its sidecar.
+        self.send_to_pod(a, resets);
     }
 
     /// The pool refuses attempt `a` (`limit`: which circuit breaker): 503 `UO`, counted as

@@ -118,6 +118,11 @@ pub(super) struct Attempt {
     pub(super) root: u64,
     /// The request's header set ([`Call::headers`]), which calls made at the pod carry on.
     pub(super) headers: u32,
+    /// What both sidecars add to the response on its way back (sidecar.rs).
+    pub(super) back: SimTime,
+    /// Its time in the server's sidecar on the way in, waiting for a worker included: the
+    /// part of the destination's reported duration before the pod.
+    pub(super) inbound: SimTime,
 }
 
 impl Attempt {
@@ -147,6 +152,8 @@ impl Attempt {
             try_no: 0,
             root: 0,
             headers: 0,
+            back: 0,
+            inbound: 0,
         }
     }
 
@@ -399,11 +406,7 @@ impl Mesh {
         trace!(self, "mirror-sent", "client" => self.client_name(client),
             "pod" => self.pod_name(pod), "version" => self.trace_version(version));
         self.telemetry.proxy_mut(client.0, version.0).mirrored += 1;
-        let g = self.atts[a].tag;
-        self.q.schedule_in(
-            self.net.one_way + 2 * self.net.sidecar_latency,
-            Ev::AtPod { attempt: a, tag: g },
-        );
+        self.send_to_pod(a, false);
     }
 
     pub(super) fn start_attempt(&mut self, req: RequestId) {

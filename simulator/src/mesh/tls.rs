@@ -188,11 +188,7 @@ impl Mesh {
     pub(super) fn apply_peer_authentication(&mut self, pa: &PeerAuthentication) {
         // Re-applying a policy updates it in place: it keeps its age, which decides among
         // policies of one scope.
-        let same = |p: &PeerAuthentication| p.name == pa.name && p.namespace == pa.namespace;
-        match self.peer_auth.iter_mut().find(|p| same(p)) {
-            Some(p) => *p = pa.clone(),
-            None => self.peer_auth.push(pa.clone()),
-        }
+        super::authz::upsert(&mut self.peer_auth, pa, &self.default_namespace);
         let before: Vec<MtlsMode> = self.versions.iter().map(|v| v.server_mode).collect();
         self.resolve_peer_auth();
         // A sidecar whose mTLS mode changes gets a new inbound listener, and Envoy

@@ -158,6 +158,24 @@ pub fn summary(run: &RunResult) -> String {
     if !queueing.is_empty() {
         let _ = writeln!(out, "queueing: {}", queueing.join("; "));
     }
+    let sidecars: Vec<String> = run
+        .sidecars
+        .iter()
+        .map(|s| {
+            let ms = |v: Option<f64>| v.map_or("-".into(), |v| format!("{v:.2} ms"));
+            format!(
+                "{} {:.1} s CPU ({:.3} cores), +{} per request ({} waiting for a worker)",
+                s.workload,
+                s.cpu_seconds,
+                s.mean_cores,
+                ms(s.added_latency_ms),
+                ms(s.mean_wait_ms)
+            )
+        })
+        .collect();
+    if !sidecars.is_empty() {
+        let _ = writeln!(out, "sidecars: {}", sidecars.join("; "));
+    }
     if run.outcome == Outcome::NoRollout {
         for s in &run.services {
             let versions: Vec<String> = s

@@ -42,16 +42,37 @@ impl Context {
                     format!("`{host}` is listed twice"),
                 ));
             }
+            let a = &e.answers;
+            let outside = [
+                (
+                    "pods",
+                    a.pods.is_some(),
+                    "its endpoints are the ServiceEntry's",
+                ),
+                ("sidecar", a.sidecar.is_some(), "it has none"),
+                ("labels", a.labels.is_some(), "it has no pods"),
+                (
+                    "service_account",
+                    a.service_account.is_some(),
+                    "it has no mesh identity",
+                ),
+                (
+                    "calls",
+                    a.calls.is_some(),
+                    "what it calls is outside the mesh",
+                ),
+                ("proxy", a.proxy.is_some(), "it has no sidecar"),
+            ];
+            if let Some((key, _, why)) = outside.iter().find(|k| k.1) {
+                return Err(self.error(
+                    &format!("{field}.{key}"),
+                    format!("does not apply to a host outside the mesh: {why}"),
+                ));
+            }
             let written = raw::Version {
-                pods: None,
-                workers: Some(e.workers.unwrap_or(DEFAULT_WORKERS)),
-                latency: e.latency.clone(),
-                error_rate: e.error_rate,
-                error_code: e.error_code,
+                workers: Some(a.workers.unwrap_or(DEFAULT_WORKERS)),
                 sidecar: Some(false),
-                labels: None,
-                calls: None,
-                service_account: None,
+                ..a.clone()
             };
             let version = self.version(&field, &written, None, 0)?;
             out.push(ServiceModel {

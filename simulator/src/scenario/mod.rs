@@ -87,6 +87,10 @@ pub struct Scenario {
     pub istio_retry_503: bool,
     /// How route changes reach the proxies (`control_plane`).
     pub(crate) propagation: crate::mesh::Propagation,
+    /// What the client workloads' sidecars cost (`proxy`; a version's is its behaviour's).
+    pub(crate) proxy: Option<crate::mesh::ProxyCost>,
+    /// A TLS handshake's CPU per side (`proxy.cpu_per_handshake`), when set.
+    pub(crate) handshake_cpu: Option<SimTime>,
     /// Input that loads but is questionable: a setting changed or unused, a resource the
     /// scenario's mesh would not read, an event after the end. Shown once per command.
     pub warnings: Vec<String>,
@@ -147,6 +151,7 @@ impl Scenario {
             external_hosts: Vec::new(),
             namespace: String::new(),
             data_plane: DataPlane::Istio,
+            proxy: None,
             warnings: Vec::new(),
         };
         let raw = raw::parse(text)
@@ -205,6 +210,8 @@ struct Context {
     external_hosts: Vec<String>,
     namespace: String,
     data_plane: DataPlane,
+    /// What every sidecar costs unless its version says otherwise (`proxy`).
+    proxy: Option<crate::mesh::ProxyCost>,
     warnings: Vec<String>,
 }
 
@@ -313,6 +320,8 @@ impl Context {
                 ),
             ));
         }
+        let (proxy, handshake_cpu) = self.mesh_proxy(raw.proxy.as_ref())?;
+        self.proxy = proxy.clone();
         let mut externals = self.externals(&raw.external)?;
         self.external_hosts = externals.iter().map(|s| s.name.clone()).collect();
         // The short form's versions are checked first, as they always were.
@@ -466,6 +475,8 @@ impl Context {
             certificates,
             istio_retry_503,
             propagation,
+            proxy,
+            handshake_cpu,
             warnings: std::mem::take(&mut self.warnings),
         })
     }

@@ -4,7 +4,7 @@
 use super::{Context, ScenarioError, raw};
 use crate::engine::SimTime;
 use crate::mesh::Propagation;
-use crate::mesh::config::{Behaviour, CertConfig};
+use crate::mesh::config::{Behaviour, CertConfig, ProxyCost};
 use crate::mesh::dist::ServiceTime;
 
 #[derive(Clone, Debug)]
@@ -123,10 +123,24 @@ impl Context {
         let mut v = base.cloned().unwrap_or(Version {
             pods: 2,
             labels: Default::default(),
-            behaviour: Behaviour::default(),
+            behaviour: Behaviour {
+                proxy: self.proxy.clone(),
+                ..Behaviour::default()
+            },
             sidecar: true,
             service_account: None,
         });
+        if let Some(p) = &raw.proxy {
+            let field = format!("{field}.proxy");
+            if p.cpu_per_handshake.is_some() {
+                return Err(self.error(
+                    &format!("{field}.cpu_per_handshake"),
+                    "is mesh-wide: set it under the scenario's top-level `proxy`",
+                ));
+            }
+            let base = v.behaviour.proxy.take().unwrap_or_default();
+            v.behaviour.proxy = Some(self.proxy_cost(&field, p, base)?);
+        }
         // Labels name a version's own pods: the canary does not take the primary's.
         v.labels = raw.labels.clone().unwrap_or_default();
         if let Some(sidecar) = raw.sidecar {
@@ -186,6 +200,64 @@ impl Context {
             v.behaviour.calls = self.calls(&format!("{field}.calls"), steps)?;
         }
         Ok(v)
+    }
+
+    /// The scenario's `proxy`: what every sidecar costs unless its version says otherwise,
+    /// and a TLS handshake's CPU (mesh-wide, as the network's).
+    pub(super) fn mesh_proxy(
+        &self,
+        raw: Option<&raw::Proxy>,
+    ) -> Result<(Option<ProxyCost>, Option<SimTime>), ScenarioError> {
+        let Some(raw) = raw else {
+            return Ok((None, None));
+        };
+        let handshake = raw
+            .cpu_per_handshake
+            .as_deref()
+            .map(|t| self.duration("proxy.cpu_per_handshake", t))
+            .transpose()?;
+        let cost = self.proxy_cost("proxy", raw, ProxyCost::default())?;
+        Ok((Some(cost), handshake))
+    }
+
+    /// A sidecar's cost: `base` with what `raw` sets. A CPU limit without a `concurrency`
+    /// sets the worker threads to its cores rounded up, as Istio's injector does.
+    fn proxy_cost(
+        &self,
+        field: &str,
+        raw: &raw::Proxy,
+        base: ProxyCost,
+    ) -> Result<ProxyCost, ScenarioError> {
+        let mut p = base;
+        if let Some(l) = &raw.latency {
+            p.latency = self.latency(&format!("{field}.latency"), l)?;
+        }
+        if let Some(t) = &raw.cpu_per_request {
+            p.cpu_per_request = self.duration(&format!("{field}.cpu_per_request"), t)?;
+        }
+        if let Some(text) = &raw.cpu_limit {
+            let millis = crate::manifest::parse_quantity_milli(text)
+                .filter(|m| (1..=1_024_000).contains(m))
+                .map(|m| m as u32)
+                .ok_or_else(|| {
+                    self.error(
+                        &format!("{field}.cpu_limit"),
+                        format!("`{text}` is not a CPU limit: write millicores (`500m`) or cores (`0.5`, `2`), above 0 and at most 1024 cores"),
+                    )
+                })?;
+            p.cpu_limit_millis = Some(millis);
+            p.concurrency = millis.div_ceil(1000);
+        }
+        if let Some(c) = raw.concurrency {
+            if !(1..=1024).contains(&c) {
+                return Err(self.error(
+                    &format!("{field}.concurrency"),
+                    format!("must be between 1 and 1024 worker threads, got {c}"),
+                ));
+            }
+            p.concurrency = c;
+        }
+        Ok(p)
     }
 
     pub(super) fn probability(&self, field: &str, p: f64) -> Result<f64, ScenarioError> {

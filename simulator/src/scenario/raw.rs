@@ -47,19 +47,34 @@ pub(super) struct Scenario {
     pub(crate) external: Vec<External>,
     /// How configuration reaches the proxies: push delay and outages.
     pub(crate) control_plane: Option<ControlPlane>,
+    /// What every sidecar costs unless its version says otherwise (scenario/model.rs).
+    pub(crate) proxy: Option<Proxy>,
 }
 
-/// A dependency outside the mesh (scenario/external.rs): its host and how it answers.
+/// A sidecar's cost: the mesh's default (`proxy`), or a version's (`versions.NAME.proxy`).
+#[derive(Deserialize, Debug, Default, Clone)]
+#[serde(deny_unknown_fields)]
+pub(super) struct Proxy {
+    /// What one proxy adds to one request, there and back together.
+    pub(crate) latency: Option<Latency>,
+    pub(crate) cpu_per_request: Option<String>,
+    /// Mesh-wide only: a TLS handshake's CPU, per side.
+    pub(crate) cpu_per_handshake: Option<String>,
+    /// Envoy's worker threads.
+    pub(crate) concurrency: Option<u32>,
+    /// The sidecar's CPU limit, as Kubernetes writes it: `500m`, `0.5` or `2`.
+    #[serde(default, deserialize_with = "cpu_quantity")]
+    pub(crate) cpu_limit: Option<String>,
+}
+
+/// A dependency outside the mesh (scenario/external.rs): its host and how it answers, with a
+/// version's keys (those that do not apply to a host outside the mesh are refused there).
 #[derive(Deserialize, Debug)]
 #[serde(deny_unknown_fields)]
 pub(super) struct External {
     pub(crate) host: String,
-    /// Requests one endpoint serves at once; more wait (default 1000).
-    pub(crate) workers: Option<u32>,
-    pub(crate) latency: Option<Latency>,
-    #[serde(default, deserialize_with = "finite_or_none")]
-    pub(crate) error_rate: Option<f64>,
-    pub(crate) error_code: Option<u16>,
+    #[serde(flatten)]
+    pub(crate) answers: Version,
 }
 
 #[derive(Deserialize, Debug)]
@@ -116,7 +131,7 @@ pub(super) struct ServiceEntry {
     pub(crate) versions: Vec<(String, Version)>,
 }
 
-#[derive(Deserialize, Debug, Default)]
+#[derive(Deserialize, Debug, Default, Clone)]
 #[serde(deny_unknown_fields)]
 pub(super) struct Version {
     pub(crate) pods: Option<u32>,
@@ -134,10 +149,12 @@ pub(super) struct Version {
     pub(crate) service_account: Option<String>,
     /// What each request calls, step by step.
     pub(crate) calls: Option<Vec<CallStep>>,
+    /// What the pods' sidecar costs (the mesh's `proxy` unless set).
+    pub(crate) proxy: Option<Proxy>,
 }
 
 /// A step of a version's calls: one call, or `parallel` calls made together.
-#[derive(Deserialize, Debug)]
+#[derive(Deserialize, Debug, Clone)]
 #[serde(deny_unknown_fields)]
 pub(super) struct CallStep {
     pub(crate) service: Option<String>,
@@ -150,7 +167,7 @@ pub(super) struct CallStep {
     pub(crate) parallel: Option<Vec<CallTo>>,
 }
 
-#[derive(Deserialize, Debug)]
+#[derive(Deserialize, Debug, Clone)]
 #[serde(deny_unknown_fields)]
 pub(super) struct CallTo {
     pub(crate) service: String,
@@ -430,6 +447,17 @@ fn finite_or_none<'de, D: Deserializer<'de>>(d: D) -> Result<Option<f64>, D::Err
     Option::<f64>::deserialize(d)?
         .map(|v| finite(serde::de::value::F64Deserializer::<D::Error>::new(v)))
         .transpose()
+}
+
+/// A CPU quantity written as a number (`0.5`, `2`) or a string (`500m`), kept as text.
+fn cpu_quantity<'de, D: Deserializer<'de>>(d: D) -> Result<Option<String>, D::Error> {
+    match serde_norway::Value::deserialize(d)? {
+        serde_norway::Value::String(s) => Ok(Some(s)),
+        serde_norway::Value::Number(n) => Ok(Some(n.to_string())),
+        _ => Err(D::Error::custom(
+            "expected a CPU quantity such as `500m`, `0.5` or `2`",
+        )),
+    }
 }
 
 const NO_VALUE: &str = "has no value: write true or false, or leave the key out";

@@ -281,6 +281,7 @@ impl Scenario {
             external_hosts: self.external_hosts.clone(),
             namespace: self.namespace.clone(),
             data_plane: self.data_plane,
+            proxy: self.proxy.clone(),
             warnings: Vec::new(),
         };
         let mut all = Manifests::default();

@@ -1,0 +1,204 @@
+//! The sidecars' cost: an undersized sidecar caps its pod's throughput at its worker threads
+//! over the time a request holds one (queueing: c workers of service time s serve c/s per
+//! second), each proxy adds its latency distribution's draw, and CPU is counted per request
+//! and per TLS handshake. A cost equal to the fixed latency changes nothing.
+
+use fledge_simulator::engine::{MILLIS, SECONDS, SimTime};
+use fledge_simulator::mesh::*;
+
+const MICROS: SimTime = MILLIS / 1000;
+
+/// One client at `rps` (evenly spaced) to one pod whose app answers at once and whose sidecar
+/// costs `server`; the client's proxy costs `client`.
+fn mesh(rps: f64, client: Option<ProxyCost>, server: Option<ProxyCost>) -> (Mesh, VersionId) {
+    let behaviour = Behaviour {
+        workers: 100_000,
+        service_time: ServiceTime::Constant(10 * MICROS),
+        proxy: server,
+        ..Behaviour::default()
+    };
+    let cfg = MeshConfig {
+        seed: 3,
+        services: vec![ServiceConfig::new(
+            "podinfo",
+            vec![VersionConfig::new("primary", 1, behaviour)],
+        )],
+        clients: vec![ClientConfig {
+            shape: ArrivalShape::Constant,
+            ..ClientConfig::new("loadtester", "podinfo", rps)
+        }],
+        proxy: client,
+        ..Default::default()
+    };
+    let mesh = Mesh::new(cfg).expect("a valid mesh");
+    let v = mesh.version_id("podinfo", "primary").expect("declared");
+    (mesh, v)
+}
+
+fn cost(cpu: SimTime, concurrency: u32, limit: Option<u32>) -> ProxyCost {
+    ProxyCost {
+        cpu_per_request: cpu,
+        concurrency,
+        cpu_limit_millis: limit,
+        ..ProxyCost::default()
+    }
+}
+
+/// Requests the pod's app received over a minute of load.
+fn served_in_a_minute(rps: f64, proxy: ProxyCost) -> u64 {
+    let (mut m, v) = mesh(rps, None, Some(proxy));
+    m.run_until(60 * SECONDS);
+    m.queue_stats(v).arrivals
+}
+
+#[test]
+fn an_undersized_sidecar_passes_at_most_its_threads_over_the_cpu_per_request() {
+    // 2 threads, 10 ms of CPU a request: 200 requests/s at most, whatever is offered.
+    let proxy = cost(10 * MILLIS, 2, None);
+    assert_eq!(proxy.capacity(), Some(200.0));
+    let served = served_in_a_minute(400.0, proxy.clone());
+    assert!((11_900..=12_002).contains(&served), "served {served}");
+    // Below its capacity it passes everything offered.
+    let served = served_in_a_minute(150.0, proxy);
+    assert!((8_990..=9_000).contains(&served), "served {served}");
+}
+
+#[test]
+fn a_cpu_limit_below_the_threads_caps_the_sidecar_at_the_limit_over_the_cpu() {
+    // Half a core for 2 threads: a quarter core each, so a request holds its thread four times
+    // its CPU, and the pod's sidecar passes the limit over the CPU: 50/s at most.
+    let proxy = cost(10 * MILLIS, 2, Some(500));
+    assert_eq!(proxy.hold(), 40 * MILLIS);
+    assert_eq!(proxy.capacity(), Some(50.0));
+    let served = served_in_a_minute(100.0, proxy);
+    assert!((2_990..=3_002).contains(&served), "served {served}");
+}
+
+#[test]
+fn waiting_for_a_worker_thread_is_latency_the_destination_reports() {
+    let (mut m, v) = mesh(400.0, None, Some(cost(10 * MILLIS, 2, None)));
+    m.run_until(60 * SECONDS);
+    let usage = m.sidecar_usage();
+    let (name, server) = usage.last().expect("the server's sidecar is modelled");
+    assert_eq!(name, "podinfo-primary");
+    assert!(server.waited > 0 && server.wait > 0, "{server:?}");
+    // The queue grows by 200 requests a second: late requests wait many seconds.
+    let p99 = m
+        .destination_stats(v, 0, 60 * SECONDS)
+        .quantile_ms(0.99)
+        .expect("requests");
+    assert!(p99 > 10_000.0, "destination p99 {p99} ms");
+}
+
+#[test]
+fn each_proxy_adds_a_draw_of_its_latency_distribution() {
+    let lognormal = ProxyCost {
+        latency: ServiceTime::LogNormal {
+            p50: MILLIS,
+            p99: 5 * MILLIS,
+        },
+        cpu_per_request: 0,
+        ..ProxyCost::default()
+    };
+    let (mut m, _) = mesh(500.0, Some(lognormal.clone()), Some(lognormal));
+    m.run_until(120 * SECONDS);
+    // The log-normal's mean: exp(mu + sigma^2 / 2) with sigma = ln(p99 / p50) / z99.
+    let sigma = 5f64.ln() / 2.326_347_874;
+    let mean_ms = (sigma * sigma / 2.0).exp();
+    for (name, u) in m.sidecar_usage() {
+        let added = u.added as f64 / 1e6 / u.requests as f64;
+        assert!(
+            (added - mean_ms).abs() < 0.02 * mean_ms,
+            "{name}: {added} ms per request, expected {mean_ms}"
+        );
+    }
+}
+
+#[test]
+fn constant_proxy_latencies_add_up_along_the_request_path() {
+    let fixed = |ms: SimTime| ProxyCost {
+        latency: ServiceTime::Constant(ms * MILLIS),
+        cpu_per_request: 0,
+        ..ProxyCost::default()
+    };
+    let (mut m, v) = mesh(100.0, Some(fixed(1)), Some(fixed(3)));
+    m.run_until(60 * SECONDS);
+    // Client seen: the network both ways, 1 ms + 3 ms of proxies and the app's 10 us; only the
+    // first request waits for the connection's handshake.
+    let expected = 0.2 + 4.0 + 0.01;
+    let seen = m.source_stats(v, 0, 60 * SECONDS);
+    let mean = seen.mean_ms().expect("requests");
+    assert!(
+        (mean - expected).abs() < 0.01,
+        "mean {mean} ms, expected {expected}"
+    );
+    // The destination reports its own sidecar's way in (half of 3 ms) and the app.
+    let reported = m
+        .destination_stats(v, 0, 60 * SECONDS)
+        .mean_ms()
+        .expect("requests");
+    assert!(
+        (reported - 1.51).abs() < 1e-4,
+        "destination mean {reported} ms"
+    );
+}
+
+#[test]
+fn cpu_is_counted_per_request_and_per_tls_handshake() {
+    let proxy = cost(350 * MICROS, 2, None);
+    let (mut m, v) = mesh(200.0, Some(proxy.clone()), Some(proxy));
+    // Each connection carries one request: a handshake per request.
+    let dr = "apiVersion: networking.istio.io/v1beta1
+kind: DestinationRule
+metadata: {name: podinfo}
+spec:
+  host: podinfo
+  trafficPolicy:
+    connectionPool:
+      http: {maxRequestsPerConnection: 1}
+";
+    let manifests = fledge_simulator::manifest::parse(dr).expect("a DestinationRule");
+    m.apply_manifests(&manifests).expect("applies");
+    m.run_until(30 * SECONDS);
+    let client = m.client_id("loadtester").expect("declared");
+    let handshakes = m.proxy_counters(client, v).handshakes;
+    assert!(handshakes > 5_000, "handshakes {handshakes}");
+    let handshake_cpu = NetworkConfig::default().handshake_cpu;
+    let usage = m.sidecar_usage();
+    assert_eq!(usage.len(), 2, "{usage:?}");
+    for (name, u) in usage {
+        assert_eq!(u.handshakes, handshakes, "{name}");
+        // The last connection may be set up for a request not yet sent.
+        assert!(u.requests + 1 >= handshakes, "{name}: {u:?}");
+        assert_eq!(
+            u.cpu,
+            u.requests * 350 * MICROS + u.handshakes * handshake_cpu,
+            "{name}"
+        );
+    }
+}
+
+#[test]
+fn a_modelled_cost_equal_to_the_fixed_latency_changes_nothing() {
+    let run = |proxy: Option<ProxyCost>| {
+        let (mut m, _) = mesh(300.0, proxy.clone(), proxy);
+        m.run_until(30 * SECONDS);
+        (m.telemetry().fingerprint(), m.stats())
+    };
+    // The fixed model: 0.25 ms per pass, 0.5 ms per proxy.
+    let same = ProxyCost {
+        cpu_per_request: 0,
+        ..ProxyCost::default()
+    };
+    assert_eq!(run(None), run(Some(same)));
+}
+
+#[test]
+fn a_sidecar_cost_without_threads_is_refused() {
+    let refused = Mesh::new(MeshConfig {
+        proxy: Some(cost(MILLIS, 0, None)),
+        ..Default::default()
+    });
+    let err = refused.err().expect("refused");
+    assert!(err.to_string().contains("concurrency"), "{err}");
+}
