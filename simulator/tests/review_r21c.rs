@@ -242,8 +242,11 @@ traffic:
 }
 
 /// The codes `backend`'s sidecar reported for requests of `frontend` (mTLS, service account
-/// `frontend`) to `path` under `manifests`; and the parse warnings.
-fn backend_codes(manifests: &str, headers: Vec<(String, String)>) -> (Vec<(u16, u64)>, Vec<String>) {
+/// `frontend`) carrying `headers` under `manifests`; and the parse warnings.
+fn backend_codes(
+    manifests: &str,
+    headers: Vec<(String, String)>,
+) -> (Vec<(u16, u64)>, Vec<String>) {
     let backend = VersionConfig::new("v1", 2, Behaviour::default());
     let mut client = ClientConfig::new("frontend", "backend", 50.0);
     client.service_account = Some("frontend".into());
@@ -359,7 +362,8 @@ spec:
 #[test]
 #[ignore = "review r21c finding 7: AuthorizationPolicies Istio refuses load, and `from: []` allows everyone"]
 fn review_r21c_finding_7_policies_istio_refuses_are_refused() {
-    let head = "apiVersion: security.istio.io/v1\nkind: AuthorizationPolicy\nmetadata: {name: p}\nspec:\n";
+    let head =
+        "apiVersion: security.istio.io/v1\nkind: AuthorizationPolicy\nmetadata: {name: p}\nspec:\n";
     for spec in [
         "  rules:\n  - from: []\n",
         "  rules:\n  - to: []\n",
@@ -398,7 +402,10 @@ fn review_r21c_finding_8_a_service_entry_port_without_protocol_is_sniffed() {
         "a port without protocol is sniffed, HTTP reported as requests: {:?}",
         s.warnings
     );
-    let unknown = text.replace("protocol: HTTP\n    location", "protocol: HTTPX\n    location");
+    let unknown = text.replace(
+        "protocol: HTTP\n    location",
+        "protocol: HTTPX\n    location",
+    );
     assert_ne!(unknown, text);
     assert!(
         fledge_simulator::scenario::Scenario::parse(&unknown, path).is_err(),
