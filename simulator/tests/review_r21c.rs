@@ -69,7 +69,7 @@ fn source_count(m: &Mesh, source: &str, code: &str) -> u64 {
 /// simulator drops the block at parse time (review r20b finding 1's fix), so it matches
 /// nothing at the very gateway it names.
 #[test]
-#[ignore = "review r21c finding 1: a match block naming the gateway matches nothing at that gateway"]
+
 fn review_r21c_finding_1_a_match_block_naming_the_gateway_applies_at_that_gateway() {
     let vs = r#"---
 apiVersion: networking.istio.io/v1
@@ -110,7 +110,7 @@ spec:
 /// it pushes them to every proxy. The simulator's push delay (control_plane) applies to the
 /// sidecars' routes only: the routes bound to a gateway are swapped at once.
 #[test]
-#[ignore = "review r21c finding 2: a route change reaches the ingress gateway at once, whatever the push delay"]
+
 fn review_r21c_finding_2_the_gateway_proxy_gets_route_changes_after_the_push_delay() {
     let split = |canary: u32| {
         parse(&format!(
@@ -181,7 +181,7 @@ spec:
 /// `cluster.local/ns/istio-system/sa/default`, and a `traffic` entry cannot name another, so
 /// the documented policy refuses every request coming through the gateway.
 #[test]
-#[ignore = "review r21c finding 3: the ingress gateway's principal is sa/default, not Istio's gateway service account"]
+
 fn review_r21c_finding_3_the_ingress_gateways_principal_is_its_service_account() {
     let manifests = format!(
         r#"{GATEWAY}---
@@ -383,7 +383,7 @@ fn review_r21c_finding_7_policies_istio_refuses_are_refused() {
 /// and warns that the sidecar reports no request metrics; an unknown protocol, which Istio
 /// refuses, loads.
 #[test]
-#[ignore = "review r21c finding 8: a ServiceEntry port without protocol is taken as TCP; an unknown protocol loads"]
+
 fn review_r21c_finding_8_a_service_entry_port_without_protocol_is_sniffed() {
     let text = std::fs::read_to_string(concat!(
         env!("CARGO_MANIFEST_DIR"),
@@ -419,7 +419,7 @@ fn review_r21c_finding_8_a_service_entry_port_without_protocol_is_sniffed() {
 /// `istio-system/bookinfo-gateway` is not bound to the Gateway `bookinfo-gateway` of `shop`.
 /// The simulator drops the namespace (mesh/gateway.rs names_gateway), so it binds.
 #[test]
-#[ignore = "review r21c finding 9: a gateways entry binds a Gateway of another namespace"]
+
 fn review_r21c_finding_9_a_gateway_of_another_namespace_is_not_bound() {
     let manifests = r#"apiVersion: networking.istio.io/v1
 kind: Gateway
@@ -493,7 +493,7 @@ fn review_r21c_finding_10_push_delay_fails_without_its_mechanism() {
 /// (mesh/gateway.rs apply_gateway_routes: `i.rules = ids`), so binding a second host's
 /// VirtualService to the gateway takes every route away from the first.
 #[test]
-#[ignore = "review r21c finding 11: a second VirtualService bound to the gateway replaces the first's routes"]
+
 fn review_r21c_finding_11_virtual_services_of_other_hosts_on_the_gateway_do_not_replace_routes() {
     let manifests = format!(
         r#"{GATEWAY}---
