@@ -50,7 +50,11 @@ impl Ingress {
     }
 
     fn set_rules(&mut self) {
-        self.rules = self.bound.iter().flat_map(|(_, r)| r.iter().copied()).collect();
+        self.rules = self
+            .bound
+            .iter()
+            .flat_map(|(_, r)| r.iter().copied())
+            .collect();
         self.epoch = self.epoch.wrapping_add(1);
     }
 }
@@ -168,12 +172,14 @@ mod tests {
     use super::names_gateway;
 
     #[test]
-    fn a_gateway_is_named_in_the_virtual_services_namespace_by_namespace_or_by_its_service_name()
-    {
+    fn a_gateway_is_named_in_the_virtual_services_namespace_by_namespace_or_by_its_service_name() {
         let named = |entry| names_gateway(entry, "shop", "public", "ingress");
         assert!(named("ingress/public"));
         assert!(named("public.ingress.svc.cluster.local"));
-        assert!(!named("public"), "a bare name is a Gateway of the VirtualService's namespace");
+        assert!(
+            !named("public"),
+            "a bare name is a Gateway of the VirtualService's namespace"
+        );
         assert!(names_gateway("public", "ingress", "public", "ingress"));
         assert!(!named("shop/public"));
         assert!(!named("ingress/private"));
