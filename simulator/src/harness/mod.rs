@@ -233,6 +233,7 @@ impl<'a> Harness<'a> {
                 cfg.shape = c.arrivals;
                 cfg.sidecar = c.sidecar;
                 cfg.gateway = c.gateway.clone();
+                cfg.service_account = c.service_account.clone();
                 cfg.headers = c
                     .headers
                     .iter()

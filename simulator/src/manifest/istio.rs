@@ -116,6 +116,9 @@ pub struct IstioHttpRoute {
     /// Every match block has a condition requests here cannot meet (they carry only headers):
     /// the route matches no request.
     pub(crate) matches_none: bool,
+    /// Per match block, the gateways it is restricted to (`mesh`: the sidecars); empty: every
+    /// gateway the VirtualService is bound to.
+    pub(crate) match_gateways: Vec<Vec<String>>,
     /// Weighted destinations.
     pub(crate) route: Vec<RouteDestination>,
     /// Route timeout.
@@ -154,6 +157,26 @@ impl VirtualService {
     /// gateways, not for the mesh's clients.
     pub(crate) fn binds_mesh(&self) -> bool {
         self.gateways.is_empty() || self.gateways.iter().any(|g| g == "mesh")
+    }
+
+    /// The VirtualService as the proxy `at` applies it (`at` tells whether a `gateways` entry
+    /// names that proxy): a match block restricted to other gateways is left out, and a route
+    /// whose every block is left out matches no request there.
+    pub(crate) fn at(&self, at: impl Fn(&str) -> bool) -> VirtualService {
+        let mut vs = self.clone();
+        for r in &mut vs.http {
+            let had = !r.matches.is_empty();
+            let blocks = std::mem::take(&mut r.matches);
+            let gateways = std::mem::take(&mut r.match_gateways);
+            for (block, gs) in blocks.into_iter().zip(gateways) {
+                if gs.is_empty() || gs.iter().any(|g| at(g)) {
+                    r.matches.push(block);
+                    r.match_gateways.push(gs);
+                }
+            }
+            r.matches_none |= had && r.matches.is_empty();
+        }
+        vs
     }
 }
 
@@ -363,19 +386,16 @@ pub(super) fn istio_http_route(
                     });
                 }
             }
-            // A block naming gateways applies at those gateways only, so at no sidecar unless
-            // it names `mesh`; the source, port and scheme of a request are not modelled.
-            let gateway_only = match get(b, "gateways") {
-                Some(g) => {
-                    let gp = join(&bp, "gateways");
-                    let mut mesh = false;
-                    for (i, v) in doc.list(g, &gp)?.iter().enumerate() {
-                        mesh |= doc.str(Node { v }, &idx(&gp, i))? == "mesh";
-                    }
-                    !mesh
+            // A block naming gateways applies at those gateways only (`mesh`: the sidecars),
+            // narrowing the VirtualService's own; the source, port and scheme of a request are
+            // not modelled.
+            let mut gateways = Vec::new();
+            if let Some(g) = get(b, "gateways") {
+                let gp = join(&bp, "gateways");
+                for (i, v) in doc.list(g, &gp)?.iter().enumerate() {
+                    gateways.push(doc.str(Node { v }, &idx(&gp, i))?);
                 }
-                None => false,
-            };
+            }
             let unmet: Vec<&str> = [
                 "authority",
                 "queryParams",
@@ -388,10 +408,9 @@ pub(super) fn istio_http_route(
             .into_iter()
             .filter(|k| b.contains_key(*k))
             .collect();
-            if gateway_only {
-                doc.warn(format!("`{bp}`: its gateways do not include `mesh`, so it applies at those gateways and matches no request of the sidecars"));
-            } else if unmet.is_empty() {
+            if unmet.is_empty() {
                 r.matches.push(block);
+                r.match_gateways.push(gateways);
             } else {
                 doc.warn(format!("`{bp}`: {} not simulated: requests carry headers, a method and a path only, so this match block matches no request", unmet.join(", ")));
             }

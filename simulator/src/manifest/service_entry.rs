@@ -34,9 +34,27 @@ pub(crate) enum Resolution {
 pub(crate) struct ServiceEntryPort {
     /// `number`.
     pub(crate) number: u32,
-    /// `protocol`, upper case (HTTP, HTTPS, HTTP2, GRPC, TLS, TCP, ...).
+    /// `protocol`, upper case (HTTP, HTTPS, HTTP2, GRPC, TLS, TCP, ...); empty when not
+    /// written: the sidecar sniffs the protocol of each connection.
     pub(crate) protocol: String,
 }
+
+/// The port protocols Istio knows (it compares them case-insensitively and refuses others).
+const PROTOCOLS: [&str; 13] = [
+    "HTTP",
+    "HTTPS",
+    "HTTP2",
+    "HTTP_PROXY",
+    "GRPC",
+    "GRPC-WEB",
+    "TLS",
+    "TCP",
+    "UDP",
+    "MONGO",
+    "REDIS",
+    "MYSQL",
+    "THRIFT",
+];
 
 /// An Istio ServiceEntry.
 #[derive(Clone, Debug, PartialEq)]
@@ -116,11 +134,17 @@ pub(super) fn service_entry(
                 return Err(doc.wrong(&np, "a port number from 1 to 65535"));
             }
             let pp = join(&p, "protocol");
-            // Istio infers the protocol from the port's name when none is given; TCP otherwise.
+            // Without a protocol Istio sniffs it per connection (HTTP is seen as HTTP).
             let protocol = match get(m, "protocol") {
                 Some(n) => doc.str(n, &pp)?.to_ascii_uppercase(),
-                None => "TCP".into(),
+                None => String::new(),
             };
+            if !protocol.is_empty() && !PROTOCOLS.contains(&protocol.as_str()) {
+                return Err(doc.wrong(
+                    &pp,
+                    "a protocol Istio knows: HTTP, HTTPS, HTTP2, HTTP_PROXY, GRPC, GRPC-WEB, TLS, TCP, UDP, MONGO, REDIS, MYSQL or THRIFT",
+                ));
+            }
             if ports.iter().any(|q: &ServiceEntryPort| q.number == number) {
                 return Err(doc.wrong(&np, "a port number not already defined"));
             }
@@ -235,6 +259,10 @@ mod tests {
             e => panic!("{e}"),
         };
         assert_eq!(field_of("  hosts: ['*']\n"), "spec.hosts[0]");
+        assert_eq!(
+            field_of("  hosts: [a.example.com]\n  ports: [{number: 80, protocol: HTTPX}]\n"),
+            "spec.ports[0].protocol"
+        );
         assert_eq!(field_of("  ports: []\n"), "spec.hosts");
         assert_eq!(
             field_of("  hosts: [a.example.com]\n  location: OUTSIDE\n"),

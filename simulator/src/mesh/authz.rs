@@ -200,6 +200,7 @@ impl Authz {
                                 .unwrap_or_else(|| cfg.namespace.clone()),
                             cc.service_account
                                 .clone()
+                                .or_else(|| super::gateway::gateway_service_account(cc))
                                 .unwrap_or_else(|| DEFAULT_SERVICE_ACCOUNT.into()),
                         )
                     }

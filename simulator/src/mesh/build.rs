@@ -297,10 +297,10 @@ impl Mesh {
                 retry: Stream::new(cfg.seed, &format!("retry/{}", cc.name)),
                 budget: None,
                 running: false,
-                ingress: cc.gateway.clone().map(|gateway| Ingress {
-                    gateway,
-                    rules: Vec::new(),
-                }),
+                ingress: cc
+                    .gateway
+                    .clone()
+                    .map(|gateway| Ingress::new(gateway, cfg.namespace.clone())),
             });
         }
         let own_certs = clients.len() as u32;

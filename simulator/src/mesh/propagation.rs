@@ -16,7 +16,7 @@
 use super::dist::{LogNormalMemo, ServiceTime};
 use super::event::Ev;
 use super::{ClientId, Mesh, RuleId, ServiceId, invalid};
-use crate::engine::{SimTime, Stream};
+use crate::engine::{EventQueue, SimTime, Stream};
 use crate::mesh::MeshError;
 
 /// How configuration reaches the proxies.
@@ -68,8 +68,12 @@ pub(super) struct Pushes {
     cfg: Propagation,
     rng: Stream,
     memo: LogNormalMemo,
-    /// Per service, its route configurations in the order they were made.
+    /// Per route source (each service, then each gateway client), its route configurations
+    /// in the order they were made.
     history: Vec<Vec<Generation>>,
+    /// Per client, the route source its proxy applies: its service's routes, or for a gateway's
+    /// proxy those bound to its gateway.
+    source: Vec<u32>,
     /// Per client, the generation (index into its service's history) its proxy applies.
     applied: Vec<u32>,
 }
@@ -81,7 +85,7 @@ impl Mesh {
         if cfg.is_atomic() {
             return Ok(());
         }
-        let history = self
+        let mut history: Vec<Vec<Generation>> = self
             .services
             .iter()
             .map(|s| {
@@ -92,11 +96,26 @@ impl Mesh {
                 }]
             })
             .collect();
+        let mut source = Vec::with_capacity(self.clients.len());
+        for cl in &self.clients {
+            match &cl.ingress {
+                Some(i) => {
+                    source.push(history.len() as u32);
+                    history.push(vec![Generation {
+                        made_at: 0,
+                        epoch: i.epoch,
+                        rules: i.rules.clone(),
+                    }]);
+                }
+                None => source.push(cl.service.0),
+            }
+        }
         self.pushes = Some(Box::new(Pushes {
             cfg: cfg.clone(),
             rng: Stream::new(self.seed, "control-plane"),
             memo: LogNormalMemo::default(),
             history,
+            source,
             applied: vec![0; self.clients.len()],
         }));
         Ok(())
@@ -105,19 +124,23 @@ impl Mesh {
     /// The route epoch client `c`'s proxy has applied.
     #[inline]
     pub(super) fn route_epoch(&self, c: ClientId) -> u32 {
-        let s = self.clients[c].service;
         match &self.pushes {
-            None => self.services[s].epoch,
-            Some(p) => p.history[s.0 as usize][p.applied[c.0 as usize] as usize].epoch,
+            None => match &self.clients[c].ingress {
+                None => self.services[self.clients[c].service].epoch,
+                Some(i) => i.epoch,
+            },
+            Some(p) => p.applied_generation(c).epoch,
         }
     }
 
     /// The route rules client `c`'s proxy walks.
     pub(super) fn client_rules(&self, c: ClientId) -> &[RuleId] {
-        let s = self.clients[c].service;
         match &self.pushes {
-            None => &self.services[s].rules,
-            Some(p) => &p.history[s.0 as usize][p.applied[c.0 as usize] as usize].rules,
+            None => match &self.clients[c].ingress {
+                None => &self.services[self.clients[c].service].rules,
+                Some(i) => &i.rules,
+            },
+            Some(p) => &p.applied_generation(c).rules,
         }
     }
 
@@ -128,46 +151,37 @@ impl Mesh {
             return;
         };
         let svc = &self.services[s];
-        let history = &mut p.history[s.0 as usize];
-        history.push(Generation {
-            made_at: now,
-            epoch: svc.epoch,
-            rules: svc.rules.clone(),
-        });
-        let generation = (history.len() - 1) as u32;
-        let sent = p.cfg.sent_at(now);
+        let generation = p.made(s.0, now, svc.epoch, &svc.rules);
         for (ci, cl) in self.clients.iter().enumerate() {
             // A proxy routes only by its own service's routes; a client calling one version's
             // Service, or without a sidecar, walks none of them.
-            if cl.service != s || cl.direct.is_some() || cl.kube_proxy.is_some() {
+            if p.source[ci] != s.0 || cl.direct.is_some() || cl.kube_proxy.is_some() {
                 continue;
             }
-            if now == 0 {
-                p.applied[ci] = generation;
-                continue;
-            }
-            let delay = match &p.cfg.push_delay {
-                Some(d) => d.sample_with(&mut p.rng, &mut p.memo),
-                None => 0,
-            };
-            self.q.schedule_at(
-                sent.saturating_add(delay),
-                Ev::Push {
-                    client: ClientId(ci as u32),
-                    generation,
-                },
-            );
+            p.push(&mut self.q, ClientId(ci as u32), generation, now);
         }
+    }
+
+    /// The routes bound to gateway client `c`'s gateway changed: push them to its proxy.
+    pub(super) fn gateway_routes_changed(&mut self, c: ClientId) {
+        let now = self.now();
+        let cl = &mut self.clients[c];
+        // The client's cached rule per header profile is stale now.
+        cl.cache_epoch = None;
+        let (Some(p), Some(i)) = (self.pushes.as_deref_mut(), cl.ingress.as_ref()) else {
+            return;
+        };
+        let generation = p.made(p.source[c.0 as usize], now, i.epoch, &i.rules);
+        p.push(&mut self.q, c, generation, now);
     }
 
     /// A push reaches client `c`'s proxy: it applies the newest configuration there was when
     /// the push was sent, unless it already has a newer one.
     pub(super) fn on_push(&mut self, c: ClientId, generation: u32) {
-        let s = self.clients[c].service;
         let Some(p) = self.pushes.as_deref_mut() else {
             return;
         };
-        let history = &p.history[s.0 as usize];
+        let history = &p.history[p.source[c.0 as usize] as usize];
         let sent = p.cfg.sent_at(history[generation as usize].made_at);
         let newest = history[generation as usize..]
             .iter()
@@ -177,6 +191,44 @@ impl Mesh {
         if newest > *applied {
             *applied = newest;
         }
+    }
+}
+
+impl Pushes {
+    fn applied_generation(&self, c: ClientId) -> &Generation {
+        let c = c.0 as usize;
+        &self.history[self.source[c] as usize][self.applied[c] as usize]
+    }
+
+    /// Records a new configuration of route source `source`; returns its generation.
+    fn made(&mut self, source: u32, now: SimTime, epoch: u32, rules: &[RuleId]) -> u32 {
+        let history = &mut self.history[source as usize];
+        history.push(Generation {
+            made_at: now,
+            epoch,
+            rules: rules.to_vec(),
+        });
+        (history.len() - 1) as u32
+    }
+
+    /// Sends `generation` to client `c`'s proxy, arriving after its push delay (at once when
+    /// the run starts).
+    fn push(&mut self, q: &mut EventQueue<Ev>, c: ClientId, generation: u32, now: SimTime) {
+        if now == 0 {
+            self.applied[c.0 as usize] = generation;
+            return;
+        }
+        let delay = match &self.cfg.push_delay {
+            Some(d) => d.sample_with(&mut self.rng, &mut self.memo),
+            None => 0,
+        };
+        q.schedule_at(
+            self.cfg.sent_at(now).saturating_add(delay),
+            Ev::Push {
+                client: c,
+                generation,
+            },
+        );
     }
 }
 

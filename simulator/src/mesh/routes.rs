@@ -155,6 +155,7 @@ impl Mesh {
                 Manifest::PeerAuthentication(pa) => self.apply_peer_authentication(pa),
                 Manifest::AuthorizationPolicy(p) => self.apply_authorization_policy(p),
                 Manifest::RequestAuthentication(r) => self.apply_request_authentication(r),
+                Manifest::IstioGateway(g) => self.apply_istio_gateway(g),
                 _ => {}
             }
         }
@@ -313,6 +314,7 @@ impl Mesh {
         if !vs.binds_mesh() {
             return Ok(());
         }
+        let vs = &vs.at(|g| g == "mesh");
         for host in &vs.hosts {
             let Some(s) = self.find_service(host, vs.namespace.as_deref()) else {
                 // A gateway's hosts are names from outside the cluster.
@@ -702,11 +704,8 @@ impl Mesh {
             return;
         }
         // A gateway's proxy walks the routes bound to its gateway (gateway.rs), a sidecar
-        // those its proxy has applied.
-        let rules = match cl.ingress.as_ref() {
-            Some(i) => &i.rules[..],
-            None => self.client_rules(c),
-        };
+        // those of its service; each as its proxy has applied them.
+        let rules = self.client_rules(c);
         for (_, headers) in &cl.profiles {
             let hit = rules.iter().copied().find(|&rid| {
                 let r = &self.rules[rid];

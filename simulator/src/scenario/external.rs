@@ -16,7 +16,8 @@ pub(crate) const EXTERNAL_VERSION: &str = "external";
 /// rarely the scenario's bottleneck, its latency is.
 const DEFAULT_WORKERS: u32 = 1000;
 
-/// Protocols for which Istio's sidecar sees requests (and reports `istio_requests_total`).
+/// Protocols for which Istio's sidecar sees requests (and reports `istio_requests_total`); a
+/// port without a protocol is sniffed, so HTTP to it is seen as HTTP too.
 const HTTP_PROTOCOLS: [&str; 3] = ["HTTP", "HTTP2", "GRPC"];
 
 impl Context {
@@ -145,7 +146,7 @@ impl Context {
                 && !se
                     .ports
                     .iter()
-                    .any(|p| HTTP_PROTOCOLS.contains(&p.protocol.as_str()))
+                    .any(|p| p.protocol.is_empty() || HTTP_PROTOCOLS.contains(&p.protocol.as_str()))
             {
                 self.warnings.push(format!(
                     "ServiceEntry {}: no HTTP port, so on a cluster the sidecar sees only a TCP or TLS stream to `{host}` and reports no request metrics for it; the simulator reports its calls as HTTP",

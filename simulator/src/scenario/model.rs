@@ -20,6 +20,25 @@ pub struct Version {
 }
 
 impl Context {
+    /// A `service_account` as written at `{field}.service_account`: a Kubernetes object name
+    /// (DNS-1123 subdomain).
+    pub(super) fn service_account(&self, field: &str, sa: &str) -> Result<String, ScenarioError> {
+        let ok = !sa.is_empty()
+            && sa.len() <= 253
+            && sa
+                .bytes()
+                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'.')
+            && sa.bytes().next().is_some_and(|b| b.is_ascii_alphanumeric())
+            && sa.bytes().last().is_some_and(|b| b.is_ascii_alphanumeric());
+        if !ok {
+            return Err(self.error(
+                &format!("{field}.service_account"),
+                format!("`{sa}` is not a Kubernetes name: lower-case letters, digits, `-` and `.`, starting and ending with a letter or digit"),
+            ));
+        }
+        Ok(sa.to_string())
+    }
+
     pub(super) fn certificates(
         &self,
         raw: Option<&raw::Certificates>,
@@ -147,21 +166,7 @@ impl Context {
             v.sidecar = sidecar;
         }
         if let Some(sa) = &raw.service_account {
-            // A Kubernetes object name (DNS-1123 subdomain).
-            let ok = !sa.is_empty()
-                && sa.len() <= 253
-                && sa.bytes().all(|b| {
-                    b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'.'
-                })
-                && sa.bytes().next().is_some_and(|b| b.is_ascii_alphanumeric())
-                && sa.bytes().last().is_some_and(|b| b.is_ascii_alphanumeric());
-            if !ok {
-                return Err(self.error(
-                    &format!("{field}.service_account"),
-                    format!("`{sa}` is not a Kubernetes name: lower-case letters, digits, `-` and `.`, starting and ending with a letter or digit"),
-                ));
-            }
-            v.service_account = Some(sa.clone());
+            v.service_account = Some(self.service_account(field, sa)?);
         }
         if let Some(pods) = raw.pods {
             if !(min_pods..=1000).contains(&pods) {

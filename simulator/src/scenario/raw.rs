@@ -223,6 +223,9 @@ pub(super) struct Traffic {
     pub(crate) target: Option<String>,
     /// The Istio Gateway the requests enter through (scenario/ingress.rs).
     pub(crate) gateway: Option<String>,
+    /// The workload's service account (its principal over mTLS); `default`, or for a
+    /// gateway's proxy `<client>-service-account`, when absent.
+    pub(crate) service_account: Option<String>,
 }
 
 #[derive(Deserialize, Debug)]

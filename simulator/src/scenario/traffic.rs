@@ -22,6 +22,8 @@ pub struct Client {
     /// The Istio Gateway its requests enter through: the client is that gateway's proxy
     /// (checked in ingress.rs).
     pub(crate) gateway: Option<String>,
+    /// Its service account, when written.
+    pub(crate) service_account: Option<String>,
 }
 
 /// How a client's rate changes over time.
@@ -213,6 +215,11 @@ impl Context {
             sidecar: c.sidecar.unwrap_or(true),
             load_tester,
             gateway: c.gateway.clone(),
+            service_account: c
+                .service_account
+                .as_deref()
+                .map(|sa| self.service_account(&field, sa))
+                .transpose()?,
         })
     }
 }
