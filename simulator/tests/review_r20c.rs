@@ -16,6 +16,14 @@ fn load(text: &str) -> Result<Scenario, String> {
     Scenario::parse(text, Path::new("review-r20c.yaml")).map_err(|e| e.to_string())
 }
 
+/// The error `text` loads with; a panic saying `why` if it loads.
+fn refused(text: &str, why: &str) -> String {
+    match load(text) {
+        Ok(s) => panic!("{why}, yet `{}` loads", s.name),
+        Err(e) => e,
+    }
+}
+
 fn checked(text: &str) -> RunResult {
     let s = load(text).unwrap_or_else(|e| panic!("{e}"));
     let run = harness::run(&s, &s.variants[0], s.seed).expect("the run");
@@ -259,7 +267,7 @@ fn an_abort_with_the_removed_percent_field_aborts_nothing_or_is_refused() {
     let status = routed(
         "    - fault:\n        abort: {httpStatus: 150, percentage: {value: 100}}\n      route:\n      - destination: {host: reviews, subset: v1}\n",
     );
-    let e = load(&status).expect_err("Istio refuses an abort status outside 200-599");
+    let e = refused(&status, "Istio refuses an abort status outside 200-599");
     assert!(e.contains("httpStatus"), "{e}");
 }
 
@@ -452,7 +460,10 @@ expect:
   counters:
     requests_primary: {min: 1}
 "#;
-    let e = load(text).expect_err("requests_primary bounds a rollout's primary, and there is none");
+    let e = refused(
+        text,
+        "requests_primary bounds a rollout's primary, and there is none",
+    );
     assert!(e.contains("expect.counters.requests_primary"), "{e}");
 }
 
@@ -480,6 +491,6 @@ expect:
   clients:
     browser: {min_requests: 1}
 "#;
-    let e = load(text).expect_err("no rollout, so no default service for the client");
+    let e = refused(text, "no rollout, so no default service for the client");
     assert!(e.contains("traffic[0]"), "{e}");
 }
