@@ -113,7 +113,6 @@ expect:
 /// sidecars of calling versions, through which every call goes, are left out. So outlier
 /// detection and pool limits of any service reached by calls show 0 ejections and 0 overflow.
 #[test]
-#[ignore = "review r20c finding 1: counters leave out the calling versions' sidecars (ejections, overflow of calls)"]
 fn counters_count_the_calls_sidecars_too() {
     let r = checked(CALLS_TO_A_FLAKY_POD);
     // The flaky pod was ejected by `front`'s sidecar: it served a small part of the calls.
@@ -160,7 +159,6 @@ fn scenario_file(name: &str) -> String {
 /// whatever its runs did: here a request-duration bound of 5 ms rolls the healthy canary back in
 /// every run, and the sweep says every expectation (outcome promoted, no false rollback) held.
 #[test]
-#[ignore = "review r20c finding 2: sweep --vary alternatives check no expectation (100% met, 0 false rollbacks whatever happens)"]
 fn a_varied_alternative_is_held_to_the_scenarios_expectations() {
     let file = scenario_file("healthy-canary.yaml");
     let vary = "analysis.metrics[1].thresholdRange.max=5";
