@@ -441,7 +441,6 @@ expect:
 /// `counters.requests_canary`, the client requests the rollout's primary and canary answered:
 /// without a rollout they are 0 whatever happens, and the check fails (or holds) on nothing.
 #[test]
-#[ignore = "review r20c finding 9: counters.requests_primary / requests_canary load without a Canary (always 0)"]
 fn the_rollouts_counters_are_refused_without_a_canary() {
     let text = r#"name: review-r20c-rollout-counters
 seed: 1
@@ -470,7 +469,6 @@ expect:
 /// listed (`services[0]` in traffic.rs), which the README does not say. With several services
 /// the client's target is a guess: refuse it at `traffic[N].service` (or document the default).
 #[test]
-#[ignore = "review r20c finding 10: without a Canary a client without `service` silently calls the first service listed"]
 fn a_client_without_a_service_is_refused_when_there_is_no_rollout() {
     let text = r#"name: review-r20c-default-service
 seed: 1
