@@ -169,10 +169,16 @@ impl Harness<'_> {
                 })
                 .collect()
         };
-        for c in &self.scenario.clients {
-            let Some(id) = self.mesh.client_id(&c.name) else {
-                continue;
-            };
+        // Envoy's stats are per calling proxy: the `traffic` clients' and the sidecars of the
+        // versions that call a service (their outlier detection, their pools).
+        let proxies: Vec<_> = self
+            .scenario
+            .clients
+            .iter()
+            .filter_map(|c| self.mesh.client_id(&c.name))
+            .chain(self.mesh.call_clients())
+            .collect();
+        for id in proxies {
             for &v in &counted {
                 let proxy = self.mesh.proxy_counters(id, v);
                 for (name, get) in crate::telemetry::PROXY_COUNTERS {

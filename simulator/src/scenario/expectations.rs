@@ -200,6 +200,12 @@ impl Context {
                     ),
                 ));
             }
+            if spec.is_none() && crate::telemetry::ROLLOUT_COUNTERS.contains(&name.as_str()) {
+                return Err(self.error(
+                    &path,
+                    "counts the requests a rollout's primary or canary answered, and a scenario without a Canary has none: bound the versions instead",
+                ));
+            }
             if b.min.is_none() && b.max.is_none() {
                 return Err(self.error(&path, "give `min`, `max` or both"));
             }

@@ -163,10 +163,11 @@ impl Edit {
 }
 
 impl Scenario {
-    /// An alternative of the scenario: its Canary and manifests patched, with no expectations
-    /// of its own.
+    /// An alternative of the scenario: its Canary and manifests patched, held to the
+    /// scenario's `expect`.
     pub(crate) fn variant(&self, name: &str, patch: &Patch) -> Result<Variant, PatchError> {
         let manifests = self.patched_manifests(patch)?;
+        let expect = self.own_expectations();
         let (Some(canary), Some(spec)) = (&self.canary_resource, &self.spec) else {
             if patch.canary_edits().next().is_some() {
                 return Err(PatchError(
@@ -176,7 +177,7 @@ impl Scenario {
             return Ok(Variant {
                 name: name.to_string(),
                 spec: None,
-                expect: Expectations::default(),
+                expect,
                 warnings: Vec::new(),
                 manifests,
             });
@@ -188,10 +189,19 @@ impl Scenario {
         Ok(Variant {
             name: name.to_string(),
             spec: Some(spec),
-            expect: Expectations::default(),
+            expect,
             warnings: patch.warnings(&canary.spec),
             manifests,
         })
+    }
+
+    /// The expectations of the scenario's `expect`, which an alternative is held to; with
+    /// `variants` (each its own judge and `expect`) none applies to the Canary as written.
+    fn own_expectations(&self) -> Expectations {
+        match self.variants.as_slice() {
+            [own] if own.name.is_empty() => own.expect.clone(),
+            _ => Expectations::default(),
+        }
     }
 }
 

@@ -185,6 +185,14 @@ impl Context {
             ));
         }
         let service = match &c.service {
+            // Without a Canary no service is the rollout's: which one the client calls would
+            // be a guess.
+            None if self.service.is_empty() => {
+                return Err(self.error(
+                    &format!("{field}.service"),
+                    "name the service the client calls: a scenario without a Canary has no rollout's service to default to",
+                ));
+            }
             None => services[0].name.clone(),
             Some(name) if services.iter().any(|s| &s.name == name) => name.clone(),
             Some(name) => {

@@ -27,6 +27,9 @@ pub(crate) const PROXY_COUNTERS: [ProxyCounter; 13] = [
 pub(crate) const MESH_COUNTERS: [&str; 3] =
     ["cert_rotations", "requests_primary", "requests_canary"];
 
+/// The counters of a rollout's primary and canary: a scenario without a Canary has none.
+pub(crate) const ROLLOUT_COUNTERS: [&str; 2] = ["requests_primary", "requests_canary"];
+
 /// Every name `expect.counters` accepts.
 pub(crate) fn counter_names() -> impl Iterator<Item = &'static str> {
     PROXY_COUNTERS

@@ -16,7 +16,7 @@ mod series;
 
 pub use series::Naming;
 
-pub(crate) use counter_names::{PROXY_COUNTERS, counter_names};
+pub(crate) use counter_names::{PROXY_COUNTERS, ROLLOUT_COUNTERS, counter_names};
 pub(crate) use series::LabelledSeries;
 
 use std::collections::VecDeque;
