@@ -226,7 +226,7 @@ impl Context {
             service_account: c
                 .service_account
                 .as_deref()
-                .map(|sa| self.service_account(&field, sa))
+                .map(|sa| self.service_account(field, sa))
                 .transpose()?,
         })
     }
