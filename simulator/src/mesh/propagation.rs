@@ -7,9 +7,10 @@
 //! Off by default (no delay, no outage): a change is in effect for every proxy at once, and no
 //! event or random draw is added, so a run is the same as without this module.
 //!
-//! Simplifications: only routes propagate this way (VirtualService, HTTPRoute, TrafficSplit,
-//! ServiceProfile); DestinationRule and PeerAuthentication changes and endpoint updates keep
-//! their own timing; a push carries the newest configuration at the time it is sent (istiod's
+//! Sidecars and ingress gateways alike get their routes this way. Simplifications: only routes
+//! propagate this way (VirtualService, HTTPRoute, TrafficSplit); DestinationRule,
+//! PeerAuthentication, ServiceProfile, AuthorizationPolicy and RequestAuthentication changes and
+//! endpoint updates keep their own timing; a push carries the newest configuration at the time it is sent (istiod's
 //! debounce of changes made at one instant), and a proxy never goes back to an older one.
 //! Configuration applied at time 0 is in place when the run starts.
 
