@@ -1,6 +1,6 @@
 //! Review r21c (issue 21 items 1, 2, 4: gateways and external services, authorization and JWT,
-//! control-plane propagation) against Istio's semantics. Each test fails today and is ignored
-//! with the finding it proves.
+//! control-plane propagation) against Istio's semantics. The tests of findings 1-3, 8, 9 and 11
+//! pass since their fixes; the others fail today and are ignored with the finding they prove.
 
 mod support;
 
@@ -70,7 +70,7 @@ fn source_count(m: &Mesh, source: &str, code: &str) -> u64 {
 /// nothing at the very gateway it names.
 #[test]
 
-fn review_r21c_finding_1_a_match_block_naming_the_gateway_applies_at_that_gateway() {
+fn a_match_block_naming_the_gateway_applies_at_that_gateway() {
     let vs = r#"---
 apiVersion: networking.istio.io/v1
 kind: VirtualService
@@ -111,7 +111,7 @@ spec:
 /// sidecars' routes only: the routes bound to a gateway are swapped at once.
 #[test]
 
-fn review_r21c_finding_2_the_gateway_proxy_gets_route_changes_after_the_push_delay() {
+fn the_gateway_proxy_gets_route_changes_after_the_push_delay() {
     let split = |canary: u32| {
         parse(&format!(
             r#"{GATEWAY}---
@@ -182,7 +182,7 @@ spec:
 /// the documented policy refuses every request coming through the gateway.
 #[test]
 
-fn review_r21c_finding_3_the_ingress_gateways_principal_is_its_service_account() {
+fn the_ingress_gateways_principal_is_its_service_account() {
     let manifests = format!(
         r#"{GATEWAY}---
 apiVersion: networking.istio.io/v1
@@ -384,7 +384,7 @@ fn review_r21c_finding_7_policies_istio_refuses_are_refused() {
 /// refuses, loads.
 #[test]
 
-fn review_r21c_finding_8_a_service_entry_port_without_protocol_is_sniffed() {
+fn a_service_entry_port_without_protocol_is_sniffed() {
     let text = std::fs::read_to_string(concat!(
         env!("CARGO_MANIFEST_DIR"),
         "/../scenarios/external-api-canary.yaml"
@@ -420,7 +420,7 @@ fn review_r21c_finding_8_a_service_entry_port_without_protocol_is_sniffed() {
 /// The simulator drops the namespace (mesh/gateway.rs names_gateway), so it binds.
 #[test]
 
-fn review_r21c_finding_9_a_gateway_of_another_namespace_is_not_bound() {
+fn a_gateway_of_another_namespace_is_not_bound() {
     let manifests = r#"apiVersion: networking.istio.io/v1
 kind: Gateway
 metadata: {name: bookinfo-gateway, namespace: shop}
@@ -494,7 +494,7 @@ fn review_r21c_finding_10_push_delay_fails_without_its_mechanism() {
 /// VirtualService to the gateway takes every route away from the first.
 #[test]
 
-fn review_r21c_finding_11_virtual_services_of_other_hosts_on_the_gateway_do_not_replace_routes() {
+fn virtual_services_of_other_hosts_on_the_gateway_do_not_replace_routes() {
     let manifests = format!(
         r#"{GATEWAY}---
 apiVersion: networking.istio.io/v1
