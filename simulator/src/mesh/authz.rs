@@ -298,7 +298,8 @@ impl Mesh {
             namespace,
             request_principal: request_principal.as_deref(),
             method: header(headers::METHOD).unwrap_or("GET"),
-            path: header(headers::PATH).unwrap_or("/"),
+            // Istio builds `paths` into Envoy's `url_path` matcher: no query string.
+            path: super::routes::path_only(header(headers::PATH).unwrap_or("/")),
         };
         let ok = allows(
             applies.iter().map(|&i| &self.authz.policies[i as usize]),

@@ -730,9 +730,15 @@ impl Mesh {
 /// without its query string and fragment (the access log keeps the full path).
 fn match_value<'a>(name: &str, value: &'a str) -> &'a str {
     match name {
-        ":path" => value.split(['?', '#']).next().unwrap_or(value),
+        ":path" => path_only(value),
         _ => value,
     }
+}
+
+/// A `:path` without its query string and fragment, as Envoy's path matchers see it (routes and
+/// the RBAC filter's `url_path` alike).
+pub(super) fn path_only(path: &str) -> &str {
+    path.split(['?', '#']).next().unwrap_or(path)
 }
 
 pub(super) fn labels_match(
