@@ -64,6 +64,14 @@ pub(super) fn request_authentication(
                 return Err(doc.wrong(&join(&p, "issuer"), "a non-empty issuer"));
             }
             issuers.push(iss);
+            for key in ["fromHeaders", "fromParams", "fromCookies"] {
+                if get(m, key).is_some() {
+                    doc.warn(format!(
+                        "{} is not simulated: the stand-in token is read from the `authorization` header only, so a token given elsewhere is neither checked nor refused (Istio answers a bad one 401)",
+                        join(&p, key)
+                    ));
+                }
+            }
         }
     }
     Ok(Some(RequestAuthentication {
