@@ -124,7 +124,7 @@ async fn a_rollout_holds_at_its_step_until_the_gateway_accepts_the_routes_curren
     let message = c.get(CANARY).unwrap()["status"]["message"].clone();
     let message = message.as_str().unwrap_or_default();
     assert!(
-        message.starts_with("waiting: routes not in force: HTTPRoute test/podinfo: parent Gateway gateways/public does not accept it")
+        message.starts_with("waiting: routes not in force: HTTPRoute test/podinfo: parent Gateway gateways/public (controller gateway.envoyproxy.io/gatewayclass-controller) does not accept it")
             && message.contains("NotAllowedByListeners"),
         "{message}"
     );
