@@ -293,11 +293,8 @@ spec:
         s.failures,
         s.requests
     );
-    assert!(
-        w.iter()
-            .any(|w| w.contains("http[0].match[0]") && w.contains("`mesh`")),
-        "{w:?}"
-    );
+    // Match-block gateways are modelled (mesh/gateway.rs), so nothing is warned.
+    assert!(w.is_empty(), "{w:?}");
 }
 
 #[test]
