@@ -338,7 +338,7 @@ expect:
         l.split_whitespace()
             .find_map(|f| f.strip_prefix(k).map(str::to_string))
     };
-    let mut first = std::collections::HashMap::new();
+    let mut first = std::collections::BTreeMap::new();
     let (mut retries, mut same) = (0u32, 0u32);
     for l in text.lines().filter(|l| !l.starts_with('#')) {
         let (Some(req), Some(try_no), Some(pod)) =
