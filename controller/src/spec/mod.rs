@@ -129,7 +129,7 @@ pub struct AutoscalerReference {
     /// without it, the target's name in each `query` is replaced with the primary's.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub primary_scaler_queries: BTreeMap<String, String>,
-    /// ScaledObject only: the primary's replica bounds, in place of the target's.
+    /// The primary's replica bounds (its HPA's or ScaledObject's), in place of the target's.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub primary_scaler_replicas: Option<ScalerReplicas>,
 }

@@ -1,5 +1,6 @@
-//! Review r14e of issue 14, walked as a Flagger user who switches in place: failing tests for
-//! the findings, ignored until fixed. Pure: no cluster needed (the cluster feature's builders are
+//! What Fledge generates for a Flagger user's Canary, as Flagger generates it: the primary's
+//! HPA, the Services, the routes' share of the `service` block and the `Promoted` condition
+//! (review r14e of issue 14). Pure: no cluster needed (the cluster feature's builders are
 //! called directly).
 #![cfg(feature = "cluster")]
 
@@ -55,16 +56,12 @@ fn target() -> Deployment {
     .unwrap()
 }
 
-/// Finding 1: `autoscalerRef.primaryScalerReplicas` with an HPA. Flagger applies it to the
-/// primary's HPA as it does to a ScaledObject (pkg/canary/hpa_reconciler.go,
-/// `reconcilePrimaryHpaV2`: `MinReplicas`/`MaxReplicas` replaced from `PrimaryScalerReplicas`);
-/// Fledge warns "not used ... apply to a ScaledObject only" and gives `podinfo-primary` the
-/// target HPA's bounds. A Flagger user who sized the primary apart from the canary (the usual
-/// reason: the canary's HPA small, the primary's large) sees the primary's bounds replaced by
-/// the canary's at take-over's next HPA sync.
+/// `autoscalerRef.primaryScalerReplicas` with an HPA: Flagger applies it to the primary's HPA
+/// as it does to a ScaledObject (pkg/canary/hpa_reconciler.go, `reconcilePrimaryHpaV2`:
+/// `MinReplicas`/`MaxReplicas` replaced from `PrimaryScalerReplicas`), so that the primary is
+/// sized apart from the canary (review r14e finding 1: Fledge gave it the target HPA's bounds).
 #[test]
-#[ignore = "review r14e finding 1: primaryScalerReplicas is ignored for an HPA autoscalerRef (Flagger applies it)"]
-fn review_r14e_finding_1_primary_scaler_replicas_bound_the_primary_hpa_as_in_flagger() {
+fn primary_scaler_replicas_bound_the_primary_hpa_as_in_flagger() {
     let canary = flagger_canary(json!({
         "autoscalerRef": {"apiVersion": "autoscaling/v2", "kind": "HorizontalPodAutoscaler",
                           "name": "podinfo",
@@ -77,14 +74,13 @@ fn review_r14e_finding_1_primary_scaler_replicas_bound_the_primary_hpa_as_in_fla
                  "minReplicas": 1, "maxReplicas": 3}
     }))
     .unwrap();
-    // Fledge says it will not use the setting...
     let said: Vec<String> = warnings(&canary.spec)
         .iter()
         .map(ToString::to_string)
         .collect();
     let primary = workloads::primary_hpa(&canary, &hpa);
     let spec = primary.spec.expect("a spec");
-    // ...where Flagger's primary HPA gets 4..20.
+    assert!(said.is_empty(), "{said:?}");
     assert_eq!(
         (spec.min_replicas, spec.max_replicas),
         (Some(4), 20),
@@ -140,17 +136,14 @@ fn review_r14e_finding_2_flaggers_service_fields_fledge_lacks_are_honoured_or_re
     );
 }
 
-/// Finding 3: the generated Services lack the label Flagger gives each of them: its selector
-/// label (`app`, `name` or `app.kubernetes.io/name`, the one it selects on) set to the
-/// Service's own name (pkg/router/kubernetes_default.go `reconcileService`:
-/// `metadata.Labels[c.labelSelector] = name`). Flagger users select these Services by it
-/// (Prometheus Operator ServiceMonitors, `kubectl get svc -l app=podinfo-primary`). A Flagger
-/// Canary Fledge onboards (phase `Initializing`) gets Services without it, and after a
-/// take-over Fledge owns Flagger's fields of the three Services (Flagger's managedFields entry
-/// removed), so its next apply of one of them (any drift) removes the label.
+/// Each generated Service carries the label Flagger gives it: its selector label (`app`,
+/// `name` or `app.kubernetes.io/name`, the one it selects on) set to the Service's own name
+/// (pkg/router/kubernetes_default.go `reconcileService`: `metadata.Labels[c.labelSelector] =
+/// name`). Flagger users select these Services by it (ServiceMonitors, `kubectl get svc -l
+/// app=podinfo-primary`); after a take-over Fledge owns the Services' fields, so an apply
+/// without it would remove it (review r14e finding 3).
 #[test]
-#[ignore = "review r14e finding 3: generated Services lack Flagger's `<selector label>: <service name>` label"]
-fn review_r14e_finding_3_generated_services_carry_flaggers_selector_label_named_after_them() {
+fn generated_services_carry_flaggers_selector_label_named_after_them() {
     let canary = flagger_canary(json!({}));
     let t = target();
     let selectors = workloads::selectors(&t, None).unwrap();
@@ -183,18 +176,12 @@ fn review_r14e_finding_3_generated_services_carry_flaggers_selector_label_named_
     );
 }
 
-/// Finding 4: the `Promoted` condition's message is Fledge's last event message, where Flagger
-/// writes a fixed message per phase (pkg/canary/status.go `MakeStatusConditions`: "Canary
-/// analysis completed successfully, promotion finished." for `Succeeded`, "New revision
-/// detected, progressing canary analysis." for `Progressing`, "Canary analysis failed,
-/// Deployment scaled to zero." for `Failed`, ...). The README says the status is "filled as
-/// Flagger fills" it; tools and runbooks that show or match the condition's message (Argo CD's
-/// health check shows it as the Canary's health message) read Fledge's wording instead. At
-/// take-over the condition Flagger wrote is replaced by "the primary runs the target's pod
-/// template; no rollout is due".
+/// The `Promoted` condition's message is Flagger's fixed one for the phase
+/// (pkg/canary/status.go `MakeStatusConditions`), not Fledge's last decision: tools and
+/// runbooks show or match it (Argo CD's health check shows it as the Canary's health
+/// message). Review r14e finding 4.
 #[test]
-#[ignore = "review r14e finding 4: the Promoted condition's message is not Flagger's per-phase message"]
-fn review_r14e_finding_4_the_promoted_condition_carries_flaggers_message_for_the_phase() {
+fn the_promoted_condition_carries_flaggers_message_for_the_phase() {
     let cases = [
         (
             Phase::Succeeded,
@@ -224,7 +211,7 @@ fn review_r14e_finding_4_the_promoted_condition_carries_flaggers_message_for_the
             message: event.to_string(),
             ..RolloutState::default()
         };
-        let c = status::promoted_condition(&state);
+        let c = status::promoted_condition(&state, "Deployment");
         assert_eq!(c.reason.as_deref(), Some(phase.to_string().as_str()));
         if c.message.as_deref() != Some(flaggers) {
             wrong.push(format!("{phase}: {:?}, Flagger's {flaggers:?}", c.message));
