@@ -8,6 +8,7 @@ use std::collections::BTreeMap;
 
 use fledge_controller::cluster::{status, workloads};
 use fledge_controller::rollout::{Phase, RolloutState};
+use fledge_controller::routes::{GatewayVersion, Provider, Routes};
 use fledge_controller::spec::{Canary, validate, warnings};
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::autoscaling::v2::HorizontalPodAutoscaler;
@@ -88,22 +89,13 @@ fn primary_scaler_replicas_bound_the_primary_hpa_as_in_flagger() {
     );
 }
 
-/// Finding 2: Flagger's `service` fields `appProtocol`, `match`, `rewrite`, `corsPolicy`,
-/// `delegation` and `mirror` are neither honoured nor refused. Fledge's `CanaryService` has no
-/// such fields, so a Flagger Canary naming them validates with no error and no warning, is
-/// taken over, and the routes and Services Fledge writes lack them: an Istio route's URI
-/// `rewrite` (the app then answers 404 on the rewritten prefix) and CORS policy are dropped at
-/// the first rollout (the VirtualService's `http` list is atomic, replaced whole by Fledge's
-/// apply), a `delegation` VirtualService gets hosts, the Services' `appProtocol` (Istio's
-/// protocol selection, e.g. `grpc`) is lost once Fledge re-applies them. Flagger writes each
-/// (pkg/router/istio.go: `Match`, `CorsPolicy`, `Delegation`, the rewrite; pkg/router/gateway_api.go:
-/// `Rewrite` as a URLRewrite filter, `Mirror` as RequestMirror filters;
-/// pkg/router/kubernetes_default.go `reconcileService`: `AppProtocol` on the port). The README's support table lists none of
-/// them; the step 1 listing does not find such Canaries. Either support them or refuse them
-/// at take-over (a `Stalled` condition naming the field), as Fledge does a provider it lacks.
+/// Flagger's `service` fields `appProtocol`, `match`, `rewrite`, `corsPolicy`, `delegation`
+/// and `mirror` are kept and written as Flagger writes them (the tests below), refused where
+/// the provider cannot carry them, or said to be unused: never read as if absent (review r14e
+/// finding 2: an Istio route's URI rewrite and CORS policy were dropped at the first rollout,
+/// a delegate VirtualService got hosts, the Services' `appProtocol` was lost).
 #[test]
-#[ignore = "review r14e finding 2: Flagger's service.appProtocol/match/rewrite/corsPolicy/delegation/mirror are silently dropped"]
-fn review_r14e_finding_2_flaggers_service_fields_fledge_lacks_are_honoured_or_refused() {
+fn flaggers_service_routing_fields_are_kept_refused_or_said_unused() {
     let fields = json!({
         "appProtocol": "http",
         "match": [{"uri": {"prefix": "/api"}}],
@@ -218,4 +210,166 @@ fn the_promoted_condition_carries_flaggers_message_for_the_phase() {
         }
     }
     assert!(wrong.is_empty(), "{wrong:#?}");
+}
+
+fn paths(errors: Vec<fledge_controller::spec::FieldError>) -> Vec<String> {
+    errors.into_iter().map(|e| e.to_string()).collect()
+}
+
+const AB: Routes = Routes {
+    primary: 100,
+    canary: 0,
+    mirror: None,
+    matched: true,
+};
+
+const SPLIT: Routes = Routes {
+    primary: 80,
+    canary: 20,
+    mirror: None,
+    matched: false,
+};
+
+/// Istio, as Flagger's router writes it: every HTTP route carries `service.match`, the
+/// `rewrite` (its `uri` and `authority`) and `corsPolicy`; the A/B route's match is
+/// `analysis.match` merged into each `service.match`. The split reads back as written: the
+/// service match is no A/B match.
+#[test]
+fn istio_routes_carry_the_service_match_rewrite_and_cors_policy() {
+    let canary = flagger_canary(json!({
+        "service": {"match": [{"uri": {"prefix": "/api"}}],
+                    "rewrite": {"uri": "/", "authority": "podinfo.internal"},
+                    "corsPolicy": {"allowOrigins": [{"exact": "https://example.com"}]}},
+        "analysis": {"match": [{"headers": {"x-canary": {"exact": "insider"}}}]}
+    }));
+    let vs = Provider::Istio.routing_object(&canary, &SPLIT).unwrap();
+    let route = &vs["spec"]["http"][0];
+    assert_eq!(route["match"], json!([{"uri": {"prefix": "/api"}}]));
+    assert_eq!(
+        route["rewrite"],
+        json!({"uri": "/", "authority": "podinfo.internal"})
+    );
+    assert_eq!(
+        route["corsPolicy"],
+        json!({"allowOrigins": [{"exact": "https://example.com"}]})
+    );
+    let ab = Provider::Istio.routing_object(&canary, &AB).unwrap();
+    let http = ab["spec"]["http"].as_array().unwrap();
+    assert_eq!(
+        http[0]["match"],
+        json!([{"uri": {"prefix": "/api"}, "headers": {"x-canary": {"exact": "insider"}}}])
+    );
+    assert_eq!(http[1]["match"], json!([{"uri": {"prefix": "/api"}}]));
+    assert!(http.iter().all(|r| r["rewrite"]["uri"] == "/"), "{ab:#}");
+    for routes in [SPLIT, AB, Routes::PRIMARY_ONLY] {
+        let written = Provider::Istio.routing_object(&canary, &routes).unwrap();
+        let read = Provider::Istio.read_routes(&canary, &written["spec"]);
+        assert_eq!(read, Ok(routes), "{written:#}");
+    }
+}
+
+/// `delegation`: a delegate VirtualService has no hosts and no gateways; with either set,
+/// the Canary is refused at the field, as Flagger's router refuses it.
+#[test]
+fn a_delegate_virtual_service_has_no_hosts_or_gateways() {
+    let canary = flagger_canary(json!({"service": {"delegation": true}}));
+    let vs = Provider::Istio.routing_object(&canary, &SPLIT).unwrap();
+    assert_eq!(
+        (&vs["spec"]["hosts"], &vs["spec"]["gateways"]),
+        (&json!([]), &json!([]))
+    );
+    let hosts = flagger_canary(json!({"service": {"delegation": true,
+                                                  "hosts": ["podinfo.example.com"]}}));
+    let refused = paths(validate(&hosts.spec).unwrap_err().0);
+    assert!(
+        refused[0].starts_with("spec.service.delegation: a delegate VirtualService has no hosts"),
+        "{refused:?}"
+    );
+}
+
+/// `appProtocol` is the generated Services' port's; `tcp` on Istio (Flagger writes a TCP
+/// route then, Fledge routes HTTP only) is refused at the field.
+#[test]
+fn app_protocol_is_the_services_and_tcp_is_refused_on_istio() {
+    let canary = flagger_canary(json!({"service": {"appProtocol": "grpc"}}));
+    let selectors = workloads::selectors(&target(), None).unwrap();
+    for svc in workloads::services(&canary, &selectors, &BTreeMap::new()) {
+        let port = &svc.spec.unwrap().ports.unwrap()[0];
+        assert_eq!(port.app_protocol.as_deref(), Some("grpc"));
+    }
+    let tcp = flagger_canary(json!({"service": {"appProtocol": "tcp"}}));
+    let refused = paths(validate(&tcp.spec).unwrap_err().0);
+    assert!(
+        refused[0].starts_with("spec.service.appProtocol: `tcp`"),
+        "{refused:?}"
+    );
+}
+
+/// Gateway API, as Flagger's router writes it: every rule matches `service.match` (as
+/// HTTPRoute matches), the A/B rule `analysis.match` merged into it; `rewrite` is a URLRewrite
+/// filter, each `mirror` a RequestMirror filter and `corsPolicy` a CORS filter. The split
+/// reads back as written.
+#[test]
+fn gateway_api_rules_carry_the_service_match_rewrite_mirrors_and_cors() {
+    let canary = flagger_canary(json!({
+        "provider": "gatewayapi:v1",
+        "service": {"gatewayRefs": [{"name": "public", "namespace": "gw"}],
+                    "match": [{"uri": {"prefix": "/api"}}],
+                    "rewrite": {"uri": "/", "type": "ReplacePrefixMatch"},
+                    "mirror": [{"backendRef": {"name": "shadow", "port": 9898}}],
+                    "corsPolicy": {"allowOrigin": ["https://example.com"],
+                                   "allowMethods": ["GET"], "maxAge": "24h"}},
+        "analysis": {"match": [{"headers": {"x-canary": {"exact": "insider"}}}]}
+    }));
+    let provider = Provider::GatewayApi(GatewayVersion::V1);
+    let route = provider.routing_object(&canary, &SPLIT).unwrap();
+    let rule = &route["spec"]["rules"][0];
+    assert_eq!(
+        rule["matches"],
+        json!([{"path": {"type": "PathPrefix", "value": "/api"}}])
+    );
+    let filters = rule["filters"].as_array().unwrap();
+    assert_eq!(
+        filters,
+        &[
+            json!({"type": "URLRewrite", "urlRewrite": {"path": {
+                "type": "ReplacePrefixMatch", "replacePrefixMatch": "/"}}}),
+            json!({"type": "RequestMirror",
+                   "requestMirror": {"backendRef": {"name": "shadow", "port": 9898}}}),
+            json!({"type": "CORS", "cors": {"allowOrigins": ["https://example.com"],
+                                            "allowMethods": ["GET"], "maxAge": 86400}}),
+        ]
+    );
+    let ab = provider.routing_object(&canary, &AB).unwrap();
+    let rules = ab["spec"]["rules"].as_array().unwrap();
+    assert_eq!(
+        rules[0]["matches"],
+        json!([{"path": {"type": "PathPrefix", "value": "/api"},
+                "headers": [{"type": "Exact", "name": "x-canary", "value": "insider"}]}])
+    );
+    for routes in [SPLIT, AB, Routes::PRIMARY_ONLY] {
+        let written = provider.routing_object(&canary, &routes).unwrap();
+        let read = provider.read_routes(&canary, &written["spec"]);
+        assert_eq!(read, Ok(routes), "{written:#}");
+    }
+}
+
+/// Where the provider has nothing to carry them in, the fields are said to be unused.
+#[test]
+fn service_routing_fields_a_provider_cannot_carry_are_said_to_be_unused() {
+    let service = json!({"match": [{"uri": {"prefix": "/api"}}], "rewrite": {"uri": "/"},
+                         "corsPolicy": {"allowMethods": ["GET"]}, "delegation": true,
+                         "mirror": [{"backendRef": {"name": "shadow"}}]});
+    let smi = flagger_canary(json!({"provider": "linkerd", "service": service}));
+    let said: Vec<String> = warnings(&smi.spec).iter().map(|w| w.path.clone()).collect();
+    for field in ["match", "rewrite", "corsPolicy", "delegation", "mirror"] {
+        let path = format!("spec.service.{field}");
+        assert!(said.contains(&path), "{path}: {said:?}");
+    }
+    let istio = flagger_canary(json!({"service": {"mirror": [{"backendRef": {"name": "s"}}]}}));
+    let said: Vec<String> = warnings(&istio.spec)
+        .iter()
+        .map(|w| w.path.clone())
+        .collect();
+    assert_eq!(said, ["spec.service.mirror"]);
 }

@@ -64,6 +64,7 @@ pub fn services(
     let name = service_names(canary).apex;
     let primary = &selectors.primary;
     let port = ServicePort {
+        app_protocol: svc.app_protocol.clone().filter(|p| !p.is_empty()),
         name: Some(svc.port_name.clone().unwrap_or_else(|| "http".into())),
         port: svc.port,
         protocol: Some("TCP".into()),

@@ -11,6 +11,7 @@ mod affinity;
 mod alerts;
 mod analysis;
 mod service;
+mod service_routing;
 mod strategy;
 mod templates;
 mod webhooks;
