@@ -142,7 +142,7 @@ pub fn read_routes(canary: &Canary, spec: &Value) -> Result<Routes, String> {
     };
     // Every rule carries `service.match`: only other matches are A/B ones.
     let service_matches = service_matches(canary).map_err(|e| e.to_string())?;
-    let general_matches = (!service_matches.is_empty()).then(|| Value::Array(service_matches));
+    let general_matches = (!service_matches.is_empty()).then_some(Value::Array(service_matches));
     let shape = RuleShape {
         ours: &ours,
         matched: &|r: &Value| has_ab_match(r) && general_matches.as_ref() != Some(&r["matches"]),
