@@ -85,8 +85,11 @@ impl Tick<'_> {
                 flagger::STATE_ANNOTATION
             );
             warn!(%message, "record lost");
-            self.publish(EventType::Warning, "RecordLost", &message)
-                .await;
+            // Said once: a Canary replaced without Fledge's finalizer is only held this time.
+            if self.held() {
+                self.publish(EventType::Warning, "RecordLost", &message)
+                    .await;
+            }
             return Ok(None);
         }
         if MID_ROLLOUT.contains(&phase) {
