@@ -184,7 +184,7 @@ fn the_promoted_condition_reason_is_the_phase_as_flagger_sets_it() {
             phase,
             ..RolloutState::default()
         };
-        let c = promoted_condition(&state);
+        let c = promoted_condition(&state, "Deployment");
         assert_eq!(c.reason.as_deref(), Some(phase.to_string().as_str()));
         assert_eq!(c.status, "Unknown");
     }

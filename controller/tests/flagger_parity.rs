@@ -139,7 +139,8 @@ fn headless_traffic_distribution_and_unmanaged_keys_shape_all_three_services() {
     }
     let apex = &svcs[0].metadata;
     let labels = apex.labels.clone().unwrap_or_default();
-    assert_eq!(labels.keys().collect::<Vec<_>>(), ["tier"]);
+    // `app` is Flagger's label of every Service it generates, named after it.
+    assert_eq!(labels.keys().collect::<Vec<_>>(), ["app", "tier"]);
     let annotations = apex.annotations.clone().unwrap_or_default();
     assert_eq!(annotations.keys().collect::<Vec<_>>(), ["owner"]);
 
@@ -275,7 +276,7 @@ fn an_autoscaler_ref_is_an_hpa_or_a_scaled_object_with_bounds_that_make_sense() 
     assert_eq!(
         paths(warnings(&hpa)),
         [
-            "spec.autoscalerRef: not used: primaryScalerQueries and primaryScalerReplicas apply to a ScaledObject only"
+            "spec.autoscalerRef.primaryScalerQueries: not used: an HPA has no queries; primaryScalerQueries apply to a ScaledObject only"
         ]
     );
 }

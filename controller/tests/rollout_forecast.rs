@@ -35,7 +35,7 @@ fn first_look(rps: f64) -> (Driver, Vec<(String, Option<EventReason>)>) {
     let mut d = Driver::new(spec);
     d.tick_ms = 15_000;
     d.deploy("v2");
-    let condition = status_of(&d.state, None, None)
+    let condition = status_of(&d.state, "Deployment", None, None)
         .conditions
         .into_iter()
         .find(|c| c.type_ == FORECAST)
@@ -79,7 +79,7 @@ fn a_deadline_too_short_for_the_rate_seen_gets_a_false_condition_and_one_warning
         "{}",
         warning
     );
-    let condition = status_of(&d.state, None, None)
+    let condition = status_of(&d.state, "Deployment", None, None)
         .conditions
         .into_iter()
         .find(|c| c.type_ == FORECAST)
@@ -107,7 +107,7 @@ fn enough_traffic_gets_a_true_condition_with_each_steps_requests_and_no_warning(
     };
     assert_eq!(warning, &None);
     assert_eq!(forecast.steps.len(), 5);
-    let condition = status_of(&d.state, None, None)
+    let condition = status_of(&d.state, "Deployment", None, None)
         .conditions
         .into_iter()
         .find(|c| c.type_ == FORECAST)

@@ -136,7 +136,13 @@ impl CanaryApi {
                         "metadata": { "resourceVersion": version },
                         "status": merge_patch(&Value::Object(old_flagger), &Value::Object(new_flagger)),
                     });
-                    api.patch_status(&name, &PatchParams::default(), &Patch::Merge(&body))
+                    // Under Fledge's name: who last set the phase tells Fledge's rollouts
+                    // from Flagger's ([`flagger::phase_set_by_fledge`]).
+                    let params = PatchParams {
+                        field_manager: Some(super::FIELD_MANAGER.into()),
+                        ..PatchParams::default()
+                    };
+                    api.patch_status(&name, &params, &Patch::Merge(&body))
                         .await
                         .map_err(write("Canary status", &name))?;
                 }

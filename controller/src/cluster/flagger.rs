@@ -243,6 +243,24 @@ pub fn without_record(canary: &Canary) -> Canary {
     c
 }
 
+/// Whether Fledge was the last to set a Flagger Canary's `status.phase`: the `managedFields`
+/// entry that owns it is Fledge's (its status writes are under [`super::FIELD_MANAGER`],
+/// Flagger's under [`FIELD_MANAGER`]; an update takes over the fields it changes). Tells a
+/// rollout of Fledge's whose record is gone from one of Flagger's.
+pub fn phase_set_by_fledge(canary: &Canary) -> bool {
+    canary
+        .metadata
+        .managed_fields
+        .iter()
+        .flatten()
+        .find(|e| {
+            e.fields_v1
+                .as_ref()
+                .is_some_and(|f| f.0["f:status"]["f:phase"].is_object())
+        })
+        .is_some_and(|e| e.manager.as_deref() == Some(super::FIELD_MANAGER))
+}
+
 /// Whether a `managedFields` entry is Flagger's write to the object itself (not to a
 /// subresource, such as the status the Deployment controller writes).
 pub fn is_flaggers(entry: &ManagedFieldsEntry) -> bool {

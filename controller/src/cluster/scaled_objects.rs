@@ -37,11 +37,6 @@ pub fn resource() -> ApiResource {
     }
 }
 
-/// Whether the Canary's autoscaler is a ScaledObject.
-pub fn is_scaled_object(canary: &Canary) -> bool {
-    canary.spec.scaled_by().is_some_and(|r| r.kind == KIND)
-}
-
 /// `query` with the target's name, and its `-canary` form, replaced by the primary's (the
 /// `-canary` form first, so that it does not become `<target>-primary-canary`).
 fn primary_query(query: &str, target: &str) -> String {

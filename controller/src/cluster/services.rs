@@ -64,6 +64,7 @@ pub fn services(
     let name = service_names(canary).apex;
     let primary = &selectors.primary;
     let port = ServicePort {
+        app_protocol: svc.app_protocol.clone().filter(|p| !p.is_empty()),
         name: Some(svc.port_name.clone().unwrap_or_else(|| "http".into())),
         port: svc.port,
         protocol: Some("TCP".into()),
@@ -86,6 +87,13 @@ pub fn services(
     let build =
         |name: String, selector: &BTreeMap<String, String>, meta: Option<&ObjectMetadata>| {
             let mut meta = meta.cloned().unwrap_or_default();
+            // Flagger labels each Service with its selector label set to the Service's own
+            // name (users select them by it: ServiceMonitors, `kubectl get svc -l`). Flagger
+            // selects on one label; a selector of several (a target Flagger would refuse)
+            // gets none.
+            if let [key] = selector.keys().collect::<Vec<_>>()[..] {
+                meta.labels.insert(key.clone(), name.clone());
+            }
             // Keys left to others are not applied, so never set, changed or claimed.
             if let Some(unmanaged) = &svc.unmanaged_metadata {
                 meta.labels.retain(|k, _| !unmanaged.labels.contains(k));

@@ -38,10 +38,13 @@ pub fn recorded_state(status: Option<&CanaryStatus>) -> Result<Option<RolloutSta
 
 /// The `Promoted` condition for a state: `True` once promoted (or initialised), `False` after a
 /// rollback, `Unknown` while a rollout is under way; its reason is the phase, whatever the
-/// phase, as Flagger sets it (pkg/canary/status.go, `MakeStatusConditions`). Its
-/// `lastTransitionTime` is when the phase began; [`write`] keeps the one already written
-/// while the condition's status is unchanged.
-pub fn promoted_condition(state: &RolloutState) -> CanaryCondition {
+/// phase, and its message Flagger's fixed one for the phase, as Flagger sets them
+/// (pkg/canary/status.go, `MakeStatusConditions`): tools and runbooks written for Flagger show
+/// or match it. (The last decision's own message is the status's `message`.) `target_kind` is
+/// `spec.targetRef.kind`, which Flagger's messages name. Its `lastTransitionTime` is when the
+/// phase began; [`write`] keeps the one already written while the condition's status is
+/// unchanged.
+pub fn promoted_condition(state: &RolloutState, target_kind: &str) -> CanaryCondition {
     let status = match state.phase {
         Phase::Initialized | Phase::Succeeded => "True",
         Phase::Failed => "False",
@@ -54,7 +57,29 @@ pub fn promoted_condition(state: &RolloutState) -> CanaryCondition {
         last_update_time: Some(at.clone()),
         last_transition_time: Some(at),
         reason: Some(state.phase.to_string()),
-        message: Some(state.message.clone()),
+        message: Some(flaggers_message(state.phase, target_kind)),
+    }
+}
+
+/// Flagger's message of the `Promoted` condition in `phase`. Flagger has none of its own for
+/// `Terminating` and `Terminated`, and writes its initial one for them: so does Fledge.
+fn flaggers_message(phase: Phase, target_kind: &str) -> String {
+    let kind = if target_kind.is_empty() {
+        "Deployment"
+    } else {
+        target_kind
+    };
+    match phase {
+        Phase::Initializing | Phase::Terminating | Phase::Terminated => {
+            format!("New {kind} detected, starting initialization.")
+        }
+        Phase::Initialized => format!("{kind} initialization completed."),
+        Phase::Waiting | Phase::WaitingPromotion => "Waiting for approval.".into(),
+        Phase::Progressing => "New revision detected, progressing canary analysis.".into(),
+        Phase::Promoting => "Canary analysis completed, starting primary rolling update.".into(),
+        Phase::Finalising => "Canary analysis completed, routing all traffic to primary.".into(),
+        Phase::Succeeded => "Canary analysis completed successfully, promotion finished.".into(),
+        Phase::Failed => format!("Canary analysis failed, {kind} scaled to zero."),
     }
 }
 
@@ -154,10 +179,11 @@ fn held_condition(state: &RolloutState) -> Option<CanaryCondition> {
     })
 }
 
-/// The status a state is recorded as, with the pod template last given to the primary and the
-/// primary's size as last seen.
+/// The status a state is recorded as, for a target of `target_kind`, with the pod template last
+/// given to the primary and the primary's size as last seen.
 pub fn status_of(
     state: &RolloutState,
+    target_kind: &str,
     primary_template: Option<&PodTemplateSpec>,
     primary_replicas: Option<i32>,
 ) -> CanaryStatus {
@@ -170,7 +196,7 @@ pub fn status_of(
         last_promoted_spec: state.promoted_revision.clone(),
         last_transition_time: Some(rfc3339(state.phase_since)),
         message: (!state.message.is_empty()).then(|| state.message.clone()),
-        conditions: std::iter::once(promoted_condition(state))
+        conditions: std::iter::once(promoted_condition(state, target_kind))
             .chain(held_condition(state))
             .chain(forecast_condition(state))
             .collect(),
@@ -332,7 +358,7 @@ mod tests {
             message: "Advance podinfo canary weight 20%".into(),
             ..RolloutState::default()
         };
-        let s = status_of(&state, None, None);
+        let s = status_of(&state, "Deployment", None, None);
         assert_eq!(s.phase, "Progressing");
         assert_eq!(s.canary_weight, 20);
         assert_eq!(s.failed_checks, 1);
@@ -360,7 +386,7 @@ mod tests {
             },
             ..RolloutState::default()
         };
-        let s = serde_json::to_value(status_of(&state, None, None)).unwrap();
+        let s = serde_json::to_value(status_of(&state, "Deployment", None, None)).unwrap();
         assert_eq!(s["sessionAffinityCookie"], json!("c=new"));
         assert_eq!(s["previousSessionAffinityCookie"], json!("c=old"));
         assert_eq!(s["primarySessionAffinityCookie"], json!("p=kept"));
@@ -385,7 +411,7 @@ mod tests {
             message: "too few requests to judge: 40 of 100".into(),
             ..RolloutState::default()
         };
-        let s = status_of(&state, None, None);
+        let s = status_of(&state, "Deployment", None, None);
         assert_eq!(s.phase, "Progressing");
         let held = s.conditions.iter().find(|c| c.type_ == HELD).cloned();
         let held = held.expect("a Held condition");
@@ -399,13 +425,13 @@ mod tests {
             Some("2023-11-14T22:13:20Z")
         );
         state.held_since = None;
-        let s = status_of(&state, None, None);
+        let s = status_of(&state, "Deployment", None, None);
         assert!(s.conditions.iter().all(|c| c.type_ != HELD), "{s:?}");
         // A rollback leaves no hold behind.
         state.held_since = Some(1);
         state.phase = Phase::Failed;
         assert!(
-            status_of(&state, None, None)
+            status_of(&state, "Deployment", None, None)
                 .conditions
                 .iter()
                 .all(|c| c.type_ != HELD)
@@ -437,7 +463,7 @@ mod tests {
         assert_eq!(out.conditions.len(), 1);
         assert_eq!(out.conditions[0].type_, STALLED);
         assert_eq!(out.conditions[0].message.as_deref(), Some(""));
-        let full = status_of(&RolloutState::default(), None, None);
+        let full = status_of(&RolloutState::default(), "Deployment", None, None);
         assert_eq!(for_health_checks(full.clone()), full);
     }
 
@@ -448,12 +474,15 @@ mod tests {
             message: "Rolling back podinfo: failed checks threshold reached".into(),
             ..RolloutState::default()
         };
-        let c = promoted_condition(&state);
+        let c = promoted_condition(&state, "DaemonSet");
         assert_eq!(
             (c.status.as_str(), c.reason.as_deref()),
             ("False", Some("Failed"))
         );
-        assert_eq!(c.message, Some(state.message));
+        assert_eq!(
+            c.message.as_deref(),
+            Some("Canary analysis failed, DaemonSet scaled to zero.")
+        );
     }
 
     #[test]

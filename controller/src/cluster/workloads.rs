@@ -342,10 +342,25 @@ pub fn primary_deployment(
     })
 }
 
-/// The primary's HPA: the target's, pointed at the primary Deployment.
+/// The primary's HPA: the target's, pointed at the primary Deployment, with the bounds of
+/// `autoscalerRef.primaryScalerReplicas` where given (as Flagger's `reconcilePrimaryHpaV2`
+/// does, so that the primary can be sized apart from the canary).
 pub fn primary_hpa(canary: &Canary, hpa: &HorizontalPodAutoscaler) -> HorizontalPodAutoscaler {
     let mut spec = hpa.spec.clone().unwrap_or_default();
     spec.scale_target_ref.name = primary_name(&canary.spec.target_ref.name);
+    let bounds = canary
+        .spec
+        .autoscaler_ref
+        .as_ref()
+        .and_then(|r| r.primary_scaler_replicas.as_ref());
+    if let Some(bounds) = bounds {
+        if let Some(min) = bounds.min_replicas {
+            spec.min_replicas = Some(min);
+        }
+        if let Some(max) = bounds.max_replicas {
+            spec.max_replicas = max;
+        }
+    }
     HorizontalPodAutoscaler {
         metadata: ObjectMeta {
             name: Some(primary_name(

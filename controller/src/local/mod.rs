@@ -395,7 +395,7 @@ where
 /// failed checks, iterations and the last decision.
 fn report(out: &mut impl Write, before: &RolloutState, after: &RolloutState) {
     let key = |s: &RolloutState| {
-        let s = status::status_of(s, None, None);
+        let s = status::status_of(s, "Deployment", None, None);
         (
             s.phase,
             s.canary_weight,

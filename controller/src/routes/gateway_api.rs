@@ -3,15 +3,18 @@
 //! It attaches to `service.gatewayRefs`, or, when none are given, to the apex Service itself
 //! (the GAMMA way meshes such as Istio and Linkerd route east-west traffic with HTTPRoutes).
 //! Its rule sends `primary`/`canary` weight to the two Services, mirrors with a
-//! `RequestMirror` filter, turns the Istio-style `headers` block into header modifier filters
-//! and `timeout` and `backendTimeout` into the rule's `timeouts`. For A/B testing a first rule carries the
-//! Canary's `analysis.match` converted to HTTPRoute matches and sends every matching request to
-//! the canary (primary 0, canary 100, as Flagger writes it); the second, general rule carries the
-//! split.
+//! `RequestMirror` filter, turns the Istio-style `headers` block into header modifier filters,
+//! `rewrite` into a `URLRewrite` filter, `service.mirror` into `RequestMirror` filters,
+//! `corsPolicy` into a `CORS` filter and `timeout` and `backendTimeout` into the rule's
+//! `timeouts`; every rule carries `service.match`. For A/B testing a first rule carries the
+//! Canary's `analysis.match` converted to HTTPRoute matches (merged into `service.match`) and
+//! sends every matching request to the canary (primary 0, canary 100, as Flagger writes it); the
+//! second, general rule carries the split.
 
 use serde_json::{Map, Value, json};
 
 use super::affinity::{self, Cookie, Sticky};
+use super::service_routing::{gateway_filters, merged};
 use super::{
     RouteError, Routes, RuleShape, ServiceNames, general_rule, object_metadata, percentages,
     required_matches, service_names,
@@ -52,7 +55,11 @@ pub fn http_route(
         _ => json!([{ "group": "", "kind": "Service", "name": names.apex, "port": port }]),
     };
 
+    let service_matches = service_matches(canary)?;
     let mut general = rule_options(canary)?;
+    if !service_matches.is_empty() {
+        general.insert("matches".into(), Value::Array(service_matches.clone()));
+    }
     general.insert(
         "backendRefs".into(),
         json!([
@@ -76,7 +83,7 @@ pub fn http_route(
     }
 
     let rules = if let Some(sticky) = affinity::sticky(canary, routes) {
-        let mut rules = sticky_rules(canary, &names, routes, &sticky)?;
+        let mut rules = sticky_rules(canary, &names, routes, &sticky, &service_matches)?;
         if let Sticky::Pinning { canary: c, primary } = &sticky {
             set_cookie_on(&mut general, &names.canary, &c.set_cookie);
             if let Some(p) = primary {
@@ -86,9 +93,9 @@ pub fn http_route(
         rules.push(Value::Object(general));
         rules
     } else if routes.matched {
-        let mut matched = Map::new();
-        matched.insert("matches".into(), Value::Array(ab_matches(canary)?));
-        matched.extend(rule_options(canary)?);
+        let mut matched = rule_options(canary)?;
+        let ab = merged(ab_matches(canary)?, &service_matches);
+        matched.insert("matches".into(), Value::Array(ab));
         matched.insert(
             "backendRefs".into(),
             json!([
@@ -133,9 +140,12 @@ pub fn read_routes(canary: &Canary, spec: &Value) -> Result<Routes, String> {
                 .any(|b| b["name"] == names.canary.as_str() || b["name"] == names.primary.as_str())
         })
     };
+    // Every rule carries `service.match`: only other matches are A/B ones.
+    let service_matches = service_matches(canary).map_err(|e| e.to_string())?;
+    let general_matches = (!service_matches.is_empty()).then_some(Value::Array(service_matches));
     let shape = RuleShape {
         ours: &ours,
-        matched: &has_ab_match,
+        matched: &|r: &Value| has_ab_match(r) && general_matches.as_ref() != Some(&r["matches"]),
         weights: &|r: &Value| weights(r, &names),
     };
     let (rule, (primary, canary_weight), matched) = general_rule(&rules, &shape, || {
@@ -344,12 +354,13 @@ fn sticky_rules(
     names: &ServiceNames,
     routes: &Routes,
     sticky: &Sticky<'_>,
+    service_matches: &[Value],
 ) -> Result<Vec<Value>, RouteError> {
     let port = canary.spec.service.port;
     let rule = |cookie: Cookie<'_>, primary: u8, canary_weight: u8| {
-        let mut rule = Map::new();
-        rule.insert("matches".into(), cookie_match(cookie));
-        rule.extend(rule_options(canary)?);
+        let mut rule = rule_options(canary)?;
+        let matches = merged(vec![cookie_match(cookie)], service_matches);
+        rule.insert("matches".into(), Value::Array(matches));
         rule.insert(
             "backendRefs".into(),
             json!([
@@ -377,7 +388,7 @@ fn sticky_rules(
 
 /// A match on a `Cookie` header that carries `cookie`.
 fn cookie_match(cookie: Cookie<'_>) -> Value {
-    json!([{ "headers": [{ "type": "RegularExpression", "name": "Cookie", "value": cookie.pattern() }] }])
+    json!({ "headers": [{ "type": "RegularExpression", "name": "Cookie", "value": cookie.pattern() }] })
 }
 
 /// The weighted rule's backend `name` answers with `Set-Cookie: value`.
@@ -483,7 +494,8 @@ fn push_filter(rule: &mut Map<String, Value>, filter: Value) {
     }
 }
 
-/// Header modifiers and the timeouts (`timeout`, `backendTimeout`) from the Canary's service block.
+/// Header modifiers, the `rewrite`, `mirror` and `corsPolicy` filters and the timeouts
+/// (`timeout`, `backendTimeout`) from the Canary's service block.
 fn rule_options(canary: &Canary) -> Result<Map<String, Value>, RouteError> {
     let service = &canary.spec.service;
     let mut rule = Map::new();
@@ -502,6 +514,9 @@ fn rule_options(canary: &Canary) -> Result<Map<String, Value>, RouteError> {
             let modifier = header_modifier(ops, &format!("spec.service.headers.{side}"))?;
             push_filter(&mut rule, json!({ "type": filter, field: modifier }));
         }
+    }
+    for filter in gateway_filters(canary)? {
+        push_filter(&mut rule, filter);
     }
     let mut timeouts = Map::new();
     if let Some(timeout) = &service.timeout {
@@ -552,6 +567,16 @@ fn header_modifier(ops: &Value, field: &str) -> Result<Value, RouteError> {
         modifier.insert("remove".into(), remove.clone());
     }
     Ok(Value::Object(modifier))
+}
+
+/// The Canary's Istio-style `service.match` as HTTPRoute matches, carried by every rule.
+fn service_matches(canary: &Canary) -> Result<Vec<Value>, RouteError> {
+    let service = &canary.spec.service.match_;
+    service
+        .iter()
+        .enumerate()
+        .map(|(i, m)| convert_match(m, &format!("spec.service.match[{i}]")))
+        .collect()
 }
 
 /// The Canary's Istio-style `analysis.match` as HTTPRoute matches.

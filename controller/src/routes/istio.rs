@@ -2,15 +2,18 @@
 //! primary and canary services, as Flagger writes them.
 //!
 //! The VirtualService answers for `service.hosts` plus the apex service, on `service.gateways`
-//! (the `mesh` gateway when none is given). Its HTTP route sends `primary`/`canary` percent to
-//! `<svc>-primary`/`<svc>-canary`, carries the `headers`, `retries` and `timeout` of the
-//! Canary's service block, and mirrors to the canary when asked. For A/B testing a first route
-//! with `analysis.match` sends every matching request to the canary (primary 0, canary 100, as
-//! Flagger writes it) and the second, general route carries the split.
+//! (the `mesh` gateway when none is given; neither for a `delegation` VirtualService). Its HTTP
+//! route sends `primary`/`canary` percent to `<svc>-primary`/`<svc>-canary`, carries the
+//! `match`, `rewrite`, `headers`, `retries`, `timeout` and `corsPolicy` of the Canary's service
+//! block, and mirrors to the canary when asked. For A/B testing a first route with
+//! `analysis.match` (merged into `service.match`) sends every matching request to the canary
+//! (primary 0, canary 100, as Flagger writes it) and the second, general route carries the
+//! split.
 
 use serde_json::{Map, Value, json};
 
 use super::affinity::{self, Cookie, Sticky};
+use super::service_routing::{istio_rewrite, merged};
 use super::{
     RouteError, Routes, RuleShape, ServiceNames, general_rule, object_metadata, required_matches,
     service_names,
@@ -36,6 +39,12 @@ pub fn virtual_service(canary: &Canary, routes: &Routes) -> Result<Value, RouteE
     } else {
         service.gateways.clone()
     };
+    // A delegate VirtualService has neither (validation refuses them with `delegation`).
+    let (hosts, gateways) = if service.delegation {
+        (Vec::new(), Vec::new())
+    } else {
+        (hosts, gateways)
+    };
 
     let mut general = weighted_route(canary, &names, routes);
     let http = if let Some(sticky) = affinity::sticky(canary, routes) {
@@ -49,9 +58,9 @@ pub fn virtual_service(canary: &Canary, routes: &Routes) -> Result<Value, RouteE
         http.push(Value::Object(general));
         http
     } else if routes.matched {
-        let mut matched = Map::new();
-        matched.insert("match".into(), json!(required_matches(canary)?));
-        matched.extend(route_options(canary));
+        let mut matched = route_options(canary);
+        let ab = required_matches(canary)?.to_vec();
+        matched.insert("match".into(), json!(merged(ab, &service.match_)));
         matched.insert(
             "route".into(),
             json!([
@@ -115,9 +124,13 @@ pub fn read_routes(canary: &Canary, spec: &Value) -> Result<Routes, String> {
             })
         })
     };
+    // Every route carries `service.match`: only other matches are A/B ones.
+    let service_match = json!(canary.spec.service.match_);
     let shape = RuleShape {
         ours: &ours,
-        matched: &|r: &Value| r["match"].as_array().is_some_and(|m| !m.is_empty()),
+        matched: &|r: &Value| {
+            r["match"].as_array().is_some_and(|m| !m.is_empty()) && r["match"] != service_match
+        },
         weights: &|r: &Value| weights(r, &names),
     };
     let (route, (primary, canary_weight), matched) = general_rule(&http, &shape, || {
@@ -190,7 +203,7 @@ fn sticky_routes(
 ) -> Vec<Value> {
     let pinned = |cookie: Cookie<'_>, primary: u8| {
         let mut route = route_options(canary);
-        route.insert("match".into(), cookie_match(cookie));
+        route.insert("match".into(), cookie_match(canary, cookie));
         route.insert(
             "route".into(),
             json!([
@@ -206,7 +219,7 @@ fn sticky_routes(
             .collect(),
         Sticky::Expiring(expired) => {
             let mut route = route_options(canary);
-            route.insert("match".into(), cookie_match(expired.cookie));
+            route.insert("match".into(), cookie_match(canary, expired.cookie));
             let headers = route.entry("headers").or_insert_with(|| json!({}));
             if !headers.is_object() {
                 *headers = json!({});
@@ -233,9 +246,10 @@ fn sticky_routes(
 }
 
 /// An HTTP match on a `Cookie` header that carries `cookie` (Istio names header matches in
-/// lower case).
-fn cookie_match(cookie: Cookie<'_>) -> Value {
-    json!([{ "headers": { "cookie": { "regex": cookie.pattern() } } }])
+/// lower case), merged into `service.match`.
+fn cookie_match(canary: &Canary, cookie: Cookie<'_>) -> Value {
+    let cookie = json!({ "headers": { "cookie": { "regex": cookie.pattern() } } });
+    json!(merged(vec![cookie], &canary.spec.service.match_))
 }
 
 /// The weighted route's destination `host` answers with `Set-Cookie: value`.
@@ -300,10 +314,20 @@ fn weighted_route(canary: &Canary, names: &ServiceNames, routes: &Routes) -> Map
     route
 }
 
-/// Headers, retries and timeout from the Canary's service block, on every route.
+/// `match` (the general route's; others replace it), `rewrite`, headers, retries, timeout and
+/// CORS policy from the Canary's service block, on every route, as Flagger writes each.
 fn route_options(canary: &Canary) -> Map<String, Value> {
     let service = &canary.spec.service;
     let mut options = Map::new();
+    if !service.match_.is_empty() {
+        options.insert("match".into(), json!(service.match_));
+    }
+    if let Some(rewrite) = service.rewrite.as_ref().and_then(istio_rewrite) {
+        options.insert("rewrite".into(), rewrite);
+    }
+    if let Some(cors) = &service.cors_policy {
+        options.insert("corsPolicy".into(), cors.clone());
+    }
     if let Some(headers) = &service.headers {
         options.insert("headers".into(), headers.clone());
     }

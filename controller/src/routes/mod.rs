@@ -22,6 +22,7 @@
 mod affinity;
 pub mod gateway_api;
 pub mod istio;
+mod service_routing;
 pub mod smi;
 
 use std::fmt;

@@ -129,7 +129,7 @@ pub struct AutoscalerReference {
     /// without it, the target's name in each `query` is replaced with the primary's.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub primary_scaler_queries: BTreeMap<String, String>,
-    /// ScaledObject only: the primary's replica bounds, in place of the target's.
+    /// The primary's replica bounds (its HPA's or ScaledObject's), in place of the target's.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub primary_scaler_replicas: Option<ScalerReplicas>,
 }
@@ -190,12 +190,52 @@ pub struct CanaryService {
     /// Generate headless Services (`clusterIP: None`).
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub headless: bool,
+    /// The `appProtocol` of the generated Services' port (e.g. `http`, `grpc`), which meshes
+    /// read to choose the protocol.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub app_protocol: Option<String>,
+    /// Istio and Gateway API: Istio `HTTPMatchRequest`s every generated route matches (e.g. a
+    /// URI prefix on a shared gateway); an A/B match and the session affinity cookie are
+    /// merged into each, as Flagger merges them.
+    #[serde(default, rename = "match", skip_serializing_if = "Vec::is_empty")]
+    #[schemars(schema_with = "free_form_objects")]
+    pub match_: Vec<serde_json::Value>,
+    /// Istio and Gateway API: the URL rewrite of every generated route.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rewrite: Option<HttpRewrite>,
+    /// Istio: the CORS policy of every generated route.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(schema_with = "free_form_object")]
+    pub cors_policy: Option<serde_json::Value>,
+    /// Istio: generate a delegate VirtualService (no hosts, no gateways), for a root
+    /// VirtualService to delegate to.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub delegation: bool,
+    /// Gateway API: `HTTPRequestMirrorFilter`s (each a `backendRef`, and a `percent` or
+    /// `fraction`) added to every generated rule.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(schema_with = "free_form_objects")]
+    pub mirror: Vec<serde_json::Value>,
     /// The generated Services' `trafficDistribution` (e.g. `PreferClose`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub traffic_distribution: Option<String>,
     /// Label and annotation keys of the generated Services that Fledge neither sets nor changes.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub unmanaged_metadata: Option<UnmanagedMetadata>,
+}
+
+/// `service.rewrite` (Flagger's `HTTPRewrite`).
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+pub struct HttpRewrite {
+    /// The new path, or the new prefix in place of the matched one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub uri: Option<String>,
+    /// The new `Host`/authority.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub authority: Option<String>,
+    /// Gateway API only: `ReplacePrefixMatch`, or (the default) `ReplaceFullPath`.
+    #[serde(default, rename = "type", skip_serializing_if = "Option::is_none")]
+    pub type_: Option<String>,
 }
 
 /// Metadata keys left to others (Flagger's `unmanagedMetadata`).

@@ -213,3 +213,35 @@ pub(super) fn json_patch(doc: &mut Value, ops: &Value) -> Result<(), String> {
     }
     Ok(())
 }
+
+/// A status update by `manager` (a merge patch of `/status`) of an object that records its
+/// field managers: an update takes over the fields it changes, so when `status.phase`
+/// changed, the entry that owned it loses it and `manager`'s status entry owns it. Only the
+/// phase is tracked (what tells whose rollout a Flagger Canary's status shows).
+pub(super) fn managed_status_update(before: &Value, after: &mut Value, manager: Option<&str>) {
+    let (Some(manager), Some(mut entries)) = (
+        manager,
+        after["metadata"]["managedFields"].as_array().cloned(),
+    ) else {
+        return;
+    };
+    if before["status"]["phase"] == after["status"]["phase"] {
+        return;
+    }
+    for e in &mut entries {
+        if let Some(status) = e["fieldsV1"]["f:status"].as_object_mut() {
+            status.remove("f:phase");
+        }
+    }
+    let ours = |e: &Value| e["manager"] == manager && e["subresource"] == "status";
+    if !entries.iter().any(ours) {
+        entries.push(
+            json!({"manager": manager, "operation": "Update", "subresource": "status",
+                            "fieldsType": "FieldsV1", "fieldsV1": {"f:status": {}}}),
+        );
+    }
+    for e in entries.iter_mut().filter(|e| ours(e)) {
+        e["fieldsV1"]["f:status"]["f:phase"] = json!({});
+    }
+    after["metadata"]["managedFields"] = Value::Array(entries);
+}

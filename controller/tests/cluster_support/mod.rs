@@ -14,7 +14,9 @@ mod fixtures;
 mod flagger;
 
 pub use api_rules::merge;
-use api_rules::{applied_ports, in_collection, is_collection, json_patch, managed_apply};
+use api_rules::{
+    applied_ports, in_collection, is_collection, json_patch, managed_apply, managed_status_update,
+};
 pub use fakes::{FakeObserver, FakeRouting};
 pub use fixtures::*;
 // Used by the Flagger take-over tests only.
@@ -403,6 +405,7 @@ impl FakeCluster {
                     (Some(o), true) => {
                         let mut kept = o.clone();
                         kept["status"] = obj["status"].clone();
+                        managed_status_update(o, &mut kept, manager);
                         kept
                     }
                     _ => obj,

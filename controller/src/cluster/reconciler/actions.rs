@@ -14,6 +14,7 @@ use super::super::providers::Observer;
 use super::super::{scaled_objects, workloads};
 use super::observing::Asked;
 use super::problems::event_reason;
+use super::take_over::same_template;
 use super::tick::Tick;
 use crate::rollout::{Action, HookOutcome, Phase, RolloutState, Severity};
 use crate::router::Routes;
@@ -178,23 +179,36 @@ impl Tick<'_> {
 
     /// The pod template to record as the primary's after onboarding: the target's, unless an
     /// existing primary kept by [`Tick::initialize`] runs another one (then its own, so that a
-    /// repair never recreates it from the unanalysed target). Comparing keeps the record, and
-    /// so the writes, of an onboarding resumed after a restart the same as of one that was not.
+    /// repair never recreates it from the unanalysed target, and the target is rolled out
+    /// next). Comparing keeps the record, and so the writes, of an onboarding resumed after a
+    /// restart the same as of one that was not. A primary Flagger built (a Flagger Canary it
+    /// left `Initializing`) runs the target's template in Flagger's shape: compared as
+    /// take-over compares it ([`same_template`]), so that an unchanged target is not rolled out.
     pub(super) async fn onboarded_template<'t>(
         &self,
         target: &'t Deployment,
         primary: Option<&'t Deployment>,
     ) -> Result<Option<&'t PodTemplateSpec>> {
-        let own = primary.and_then(|p| p.spec.as_ref()).map(|s| &s.template);
+        let targets = target.spec.as_ref().map(|s| &s.template);
+        let (Some(primary), Some(own)) = (
+            primary,
+            primary.and_then(|p| p.spec.as_ref()).map(|s| &s.template),
+        ) else {
+            return Ok(targets);
+        };
         let tracked = self.target_configs(target).await?;
-        let cloned = workloads::primary_deployment(self.canary, target, primary, None, tracked)
-            .ok()
-            .and_then(|d| d.spec)
-            .map(|s| s.template);
-        Ok(match own {
-            Some(own) if cloned.as_ref() != Some(own) => Some(own),
-            _ => target.spec.as_ref().map(|s| &s.template),
-        })
+        let cloned =
+            workloads::primary_deployment(self.canary, target, Some(primary), None, tracked)
+                .ok()
+                .and_then(|d| d.spec)
+                .map(|s| s.template);
+        if cloned.as_ref() == Some(own) {
+            return Ok(targets);
+        }
+        // The configs' copies too: Flagger copies them with the template.
+        let flaggers =
+            same_template(target, primary) && self.configs.copies_current(tracked).await?;
+        Ok(if flaggers { targets } else { Some(own) })
     }
 
     pub(super) async fn apply_primary(

@@ -120,7 +120,8 @@ impl Tick<'_> {
             state = next;
         }
         let replicas = self.primary_replicas(primary.as_ref());
-        let new = status::status_of(&state, self.primary_template(), replicas);
+        let kind = &self.canary.spec.target_ref.kind;
+        let new = status::status_of(&state, kind, self.primary_template(), replicas);
         status::write(&self.api, self.canary, &new).await?;
         Ok(None)
     }

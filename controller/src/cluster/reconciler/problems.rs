@@ -31,6 +31,9 @@ pub(super) enum Problem {
     MidRollout(String),
     /// MetricTemplates Fledge cannot query (one line each, naming the field and the value).
     UnsupportedMetricSource(Vec<String>),
+    /// A Flagger Canary not taken over yet whose `spec.suspend` is true: left as Flagger leaves
+    /// it, untouched.
+    SuspendedBeforeTakeOver,
     /// A Flagger Canary whose phase changed less than a few intervals ago: Flagger may still run.
     JustEnded {
         phase: String,
@@ -54,6 +57,7 @@ impl Problem {
             Problem::MidRollout(_) => "TakeOverRefused",
             Problem::UnsupportedMetricSource(_) => "UnsupportedMetricSource",
             Problem::JustEnded { .. } => "TakeOverPending",
+            Problem::SuspendedBeforeTakeOver => "TakeOverSuspended",
         }
     }
 
@@ -96,6 +100,10 @@ impl Problem {
                  without --flagger-canaries, scale Flagger up until the phase is Succeeded or \
                  Failed, scale it down, then set the flag again)"
             ),
+            Problem::SuspendedBeforeTakeOver => "spec.suspend is true: Flagger skips a suspended \
+                 Canary before reading or writing anything, and Fledge does not take it over \
+                 (nor change anything of it) until spec.suspend is false"
+                .to_string(),
             Problem::JustEnded {
                 phase,
                 ended,

@@ -327,6 +327,7 @@ fn ports_of(svc: &Service) -> Vec<ServicePort> {
         .iter()
         .flat_map(|s| s.ports.iter().flatten())
         .map(|p| ServicePort {
+            app_protocol: p.app_protocol.clone(),
             name: p.name.clone(),
             port: p.port,
             protocol: Some(p.protocol.clone().unwrap_or_else(|| "TCP".into())),

@@ -60,10 +60,38 @@ impl Tick<'_> {
         if recorded.is_some() && !self.record_is_stale().await? {
             return Ok(None);
         }
+        // Flagger skips a suspended Canary before it reads or writes anything (its scheduler's
+        // `advanceCanary`): so does the take-over, until the Canary is resumed.
+        if self.canary.spec.suspend {
+            return self
+                .report(Problem::SuspendedBeforeTakeOver)
+                .await
+                .map(Some);
+        }
         // Taken over afresh: a stale record is written over as if there were none.
         let canary = &flagger::without_record(self.canary);
         let status = self.canary.status.as_ref();
         let phase = status.map(|s| s.phase.as_str()).unwrap_or_default();
+        if MID_ROLLOUT.contains(&phase)
+            && recorded.is_none()
+            && flagger::phase_set_by_fledge(canary)
+        {
+            // Fledge's own rollout, its record gone (the annotation lost to a `kubectl
+            // replace`): onboarded again as a `fledge.dev` Canary whose status was lost, traffic
+            // back on the primary and the target analysed again.
+            let message = format!(
+                "Fledge's record of its rollout (annotation {}) is gone while status.phase is \
+                 {phase}: traffic goes back to the primary and the target is analysed again",
+                flagger::STATE_ANNOTATION
+            );
+            warn!(%message, "record lost");
+            // Said once: a Canary replaced without Fledge's finalizer is only held this time.
+            if self.held() {
+                self.publish(EventType::Warning, "RecordLost", &message)
+                    .await;
+            }
+            return Ok(None);
+        }
         if MID_ROLLOUT.contains(&phase) {
             let problem = Problem::MidRollout(phase.to_string());
             return self.report(problem).await.map(Some);
@@ -129,7 +157,8 @@ impl Tick<'_> {
             target_shaped(&target, &primary)
         };
         let replicas = primary.spec.as_ref().and_then(|s| s.replicas);
-        let new = status::status_of(&state, template.as_ref(), replicas);
+        let kind = &canary.spec.target_ref.kind;
+        let new = status::status_of(&state, kind, template.as_ref(), replicas);
         status::write(&self.api, canary, &new).await?;
         let mut message = format!(
             "Taken over from Flagger at phase {phase}: {}",

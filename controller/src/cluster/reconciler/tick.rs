@@ -197,7 +197,9 @@ impl<'a> Tick<'a> {
             next.promoted_revision.clone_from(&kept);
             next.revision = kept;
         }
-        let new = status::status_of(&next, template, self.primary_replicas(primary.as_ref()));
+        let kind = &self.canary.spec.target_ref.kind;
+        let replicas = self.primary_replicas(primary.as_ref());
+        let new = status::status_of(&next, kind, template, replicas);
         status::write(&self.api, self.canary, &new).await?;
         // Once the decision is recorded: a failed write retries the tick, not the alert.
         self.ctx.alerts.send(self.canary, &next, self.now, alerts);

@@ -11,6 +11,7 @@ mod affinity;
 mod alerts;
 mod analysis;
 mod service;
+mod service_routing;
 mod strategy;
 mod templates;
 mod webhooks;
@@ -390,11 +391,11 @@ pub fn warnings(spec: &CanarySpec) -> Vec<FieldError> {
     }
     if let Some(r) = &spec.autoscaler_ref
         && r.kind != "ScaledObject"
-        && (!r.primary_scaler_queries.is_empty() || r.primary_scaler_replicas.is_some())
+        && !r.primary_scaler_queries.is_empty()
     {
         warn(
-            "spec.autoscalerRef",
-            "not used: primaryScalerQueries and primaryScalerReplicas apply to a ScaledObject only"
+            "spec.autoscalerRef.primaryScalerQueries",
+            "not used: an HPA has no queries; primaryScalerQueries apply to a ScaledObject only"
                 .into(),
         );
     }

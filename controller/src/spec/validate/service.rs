@@ -74,6 +74,7 @@ pub(super) fn unused_by(service: &CanaryService, provider: Provider) -> Vec<Fiel
             ),
         });
     }
+    out.extend(super::service_routing::unused_by(service, provider));
     out
 }
 
@@ -128,6 +129,7 @@ impl CanaryService {
         if matches!(provider, Provider::GatewayApi(_)) {
             errors.extend(self.gateway_timeouts(provider));
         }
+        errors.extend(super::service_routing::unroutable_by(self, provider));
         errors
     }
 
