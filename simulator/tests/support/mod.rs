@@ -6,6 +6,7 @@
 
 pub mod live;
 pub mod mesh;
+pub mod scenario;
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
