@@ -1,9 +1,11 @@
 //! An Istio VirtualService's HTTP routes in a scenario, read as Istio's API and istiod read
-//! them: the fault fields the API has.
+//! them: the fault fields the API has, header presence matches.
 
 mod support;
 
-use support::scenario::{MeshScenario, load, refused, subsets, virtual_service};
+use support::scenario::{
+    MeshScenario, checked, load, refused, subsets, version_requests, virtual_service,
+};
 
 /// `reviews` (v1, v2) and its client, half of whose requests are jason's, routed by `http`
 /// (a VirtualService's routes) after a DestinationRule with subsets v1 and v2.
@@ -61,4 +63,36 @@ fn an_abort_with_the_removed_percent_field_or_a_1xx_status_is_refused_at_its_fie
         ));
         load(&text).unwrap_or_else(|e| panic!("{status}: {e}"));
     }
+}
+
+/// A header condition without a match type (`end-user: {}`) is Istio's presence match (Envoy's
+/// `present_match`): jason's requests, the half carrying `end-user`, go to v2. Istio's own
+/// spelling for `withoutHeaders`, `regex: "*"`, is no RE2 regex and its validation refuses it
+/// under `headers`: refused at its field, pointing at `{}`.
+#[test]
+fn a_header_match_without_a_value_matches_requests_carrying_the_header() {
+    let text = routed(
+        "- match:\n  - headers:\n      end-user: {}\n  route:\n  - destination: {host: reviews, subset: v2}\n- route:\n  - destination: {host: reviews, subset: v1}\n",
+    );
+    let r = checked(&text);
+    let (v1, v2) = (
+        version_requests(&r, "reviews", "v1"),
+        version_requests(&r, "reviews", "v2"),
+    );
+    assert!(v1 + v2 > 2500, "v1 {v1}, v2 {v2}");
+    let share = v2 as f64 / (v1 + v2) as f64;
+    assert!(
+        (share - 0.5).abs() < 0.05,
+        "jason (half the requests) goes to v2: v1 {v1}, v2 {v2}"
+    );
+    let star = text.replace("end-user: {}", "end-user: {regex: \"*\"}");
+    let e = refused(
+        &star,
+        "Istio's validation refuses the regex `*` in `headers`",
+    );
+    assert!(
+        e.contains("field `spec.http[0].match[0].headers.end-user.regex`")
+            && e.contains("for a presence match write `{}`"),
+        "{e}"
+    );
 }

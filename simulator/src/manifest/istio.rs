@@ -195,7 +195,19 @@ pub(super) fn string_match(
     if let Some(v) = get(m, "regex") {
         let p = join(path, "regex");
         let s = doc.str(v, &p)?;
-        return StringMatch::regex(&s).map_err(|_| doc.wrong(&p, "a valid RE2 regular expression"));
+        // Istio's validation compiles `*` as a regex and refuses it (only `withoutHeaders`
+        // takes it); `{}` is how a presence match is written.
+        let hint = if s == "*" {
+            "a valid RE2 regular expression (for a presence match write `{}`)"
+        } else {
+            "a valid RE2 regular expression"
+        };
+        return StringMatch::regex(&s).map_err(|_| doc.wrong(&p, hint));
+    }
+    // No match type: Istio translates it to Envoy's `present_match` (a `uri` without one
+    // is the default prefix `/`, which every path has).
+    if m.is_empty() {
+        return Ok(StringMatch::Present);
     }
     Err(doc.wrong(path, "one of exact, prefix or regex"))
 }
@@ -223,7 +235,7 @@ fn case_insensitive(m: StringMatch) -> StringMatch {
     let pattern = match &m {
         StringMatch::Exact(s) => format!("(?i:{})", regex::escape(s)),
         StringMatch::Prefix(s) => format!("(?i:{})(?s:.*)", regex::escape(s)),
-        StringMatch::Regex(_) => return m,
+        StringMatch::Regex(_) | StringMatch::Present => return m,
     };
     StringMatch::regex(&pattern).unwrap_or(m)
 }
