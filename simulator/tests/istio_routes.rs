@@ -1,5 +1,5 @@
 //! An Istio VirtualService's HTTP routes in a scenario, read as Istio's API and istiod read
-//! them: the fault fields the API has, header presence matches.
+//! them: the fault fields the API has, header presence matches, a lone destination's weight.
 
 mod support;
 
@@ -95,4 +95,20 @@ fn a_header_match_without_a_value_matches_requests_carrying_the_header() {
             && e.contains("for a presence match write `{}`"),
         "{e}"
     );
+}
+
+/// istiod routes a lone destination as a plain cluster (`processDestination`), so its
+/// `weight` counts for nothing, 0 included, with a subset or without (validation refuses a
+/// total of 0 only with several destinations).
+#[test]
+fn a_single_destination_takes_every_request_whatever_its_weight() {
+    for destination in ["{host: reviews}", "{host: reviews, subset: v2}"] {
+        let text = routed(&format!(
+            "- route:\n  - destination: {destination}\n    weight: 0\n"
+        ));
+        let r = checked(&text);
+        let browser = &r.clients[0];
+        assert!(browser.requests > 2000, "{destination}: {browser:?}");
+        assert_eq!(browser.failed, 0, "{destination}: {browser:?}");
+    }
 }
