@@ -12,8 +12,10 @@
 //!   client saw and the end-to-end duration, labelled with the version that produced the answer.
 
 mod counter_names;
+mod durations;
 mod series;
 
+pub use durations::Durations;
 pub use series::Naming;
 
 pub(crate) use counter_names::{PROXY_COUNTERS, ROLLOUT_COUNTERS, counter_names};
@@ -234,6 +236,9 @@ pub struct Telemetry {
     // sees one (code, flags) most of the time). `NO_SERIES` until the first sample.
     last: Vec<(u16, u16, u32)>,
     proxy: Vec<ProxyCounters>,
+    // Per (source, dest): the durations of reporter `source`'s samples, finer than Istio's
+    // buckets, for the percentiles of what a client saw.
+    seen: Vec<Durations>,
     bounds_ns: [u64; DURATION_BUCKETS_MS.len()],
     snapshots: VecDeque<Snapshot>,
     scrape_interval: SimTime,
@@ -320,6 +325,7 @@ impl Telemetry {
         let n = 2 * sources.len() * dests.len();
         Self {
             proxy: vec![ProxyCounters::default(); sources.len() * dests.len()],
+            seen: vec![Durations::default(); sources.len() * dests.len()],
             slots: vec![Vec::new(); n],
             last: vec![NO_SERIES; n],
             sources,
@@ -373,6 +379,9 @@ impl Telemetry {
             self.last[slot] = (code, flags, series as u32);
             series
         };
+        if reporter == Reporter::Source {
+            self.seen[source as usize * self.dests.len() + dest as usize].record(duration);
+        }
         let b = self.bounds_ns.partition_point(|&bound| bound < duration);
         let base = series * STRIDE;
         self.data[base] += 1;
@@ -407,6 +416,20 @@ impl Telemetry {
         self.data.resize(self.data.len() + STRIDE, 0);
         self.slots[slot].push((code, flags, idx as u32));
         idx
+    }
+
+    /// The durations reporter `source` recorded since the start for `source` (or every
+    /// source) and `dest` (or every destination), as the clients saw them.
+    pub(crate) fn seen(&self, source: Option<u32>, dest: Option<u32>) -> Durations {
+        let mut all = Durations::default();
+        let n = self.dests.len();
+        for (i, d) in self.seen.iter().enumerate() {
+            let (s, t) = ((i / n) as u32, (i % n) as u32);
+            if source.is_none_or(|x| x == s) && dest.is_none_or(|x| x == t) {
+                all.merge(d);
+            }
+        }
+        all
     }
 
     /// Mutable proxy counters of (source, dest).
