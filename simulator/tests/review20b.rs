@@ -25,6 +25,7 @@ fn to(service: &str) -> Call {
         optional: false,
         method: None,
         path: None,
+        timeout: None,
     }
 }
 

@@ -65,6 +65,7 @@ pub fn call_of(service: &str, optional: bool, path: Option<&str>) -> Call {
         optional,
         method: None,
         path: path.map(Into::into),
+        timeout: None,
     }
 }
 
