@@ -454,16 +454,14 @@ fn manifest_and_canary_errors_both_count_documents_from_1() {
 /// clients were served, not promotion rates of 0% or the canary's failures.
 #[test]
 fn a_sweep_of_the_mesh_alone_prints_the_clients_figures_and_no_rollout_rates() {
-    let file = format!(
-        "{}/../scenarios/bookinfo-mesh.yaml",
-        env!("CARGO_MANIFEST_DIR")
-    );
+    let file = scenario_file("bookinfo-mesh.yaml");
     let out = sim(&["sweep", &file, "--seeds", "1", "--threads", "1"]);
     assert_eq!(out.code, 0, "{}", out.stderr);
     for rollout in [
         "promoted",
         "served by the canary",
         "time to decision",
+        "rolled back",
         "rollback",
     ] {
         assert!(
@@ -478,11 +476,10 @@ fn a_sweep_of_the_mesh_alone_prints_the_clients_figures_and_no_rollout_rates() {
     ] {
         assert!(out.stdout.contains(mesh), "`{mesh}` in:\n{}", out.stdout);
     }
-    let json = sim(&["sweep", &file, "--seeds", "1", "--threads", "1", "--json"]);
-    let v: serde_json::Value = serde_json::from_str(&json.stdout).expect("sweep JSON");
+    let v = sweep_json(&[&file, "--seeds", "1", "--threads", "1"]);
     assert_eq!(
         (v[0]["runs"].as_u64(), v[0]["no_rollout"].as_u64()),
         (Some(1), Some(1)),
-        "{v}"
+        "{v:?}"
     );
 }

@@ -4,109 +4,64 @@
 
 mod support;
 
-use std::path::Path;
+use support::scenario::{MeshScenario, checked, destination_rule, refused, version_requests};
+use support::{scenario_file, sweep_json};
 
-use fledge_simulator::result::RunResult;
-use fledge_simulator::scenario::Scenario;
-use fledge_simulator::{expect, harness};
-use serde_json::Value;
-use support::sim;
-
-fn load(text: &str) -> Result<Scenario, String> {
-    Scenario::parse(text, Path::new("review-r20c.yaml")).map_err(|e| e.to_string())
+/// `front` (two pods, 1 ms) calls `back` on every request, `rate` a second; `back`'s versions
+/// are `back`, its DestinationRule's `trafficPolicy` is `policy`, and `counter` must count.
+fn calls_to_back(
+    name: &str,
+    rate: u32,
+    back: &[(&str, &str)],
+    policy: &str,
+    counter: &str,
+) -> MeshScenario {
+    MeshScenario::new(name)
+        .seed(5)
+        .service(
+            "front",
+            &[(
+                "v1",
+                "{pods: 2, workers: 200, latency: {constant: 1ms}, calls: [{service: back}]}",
+            )],
+        )
+        .service("back", back)
+        .client("browser", "front", rate)
+        .manifest(&destination_rule(
+            "back",
+            &format!("trafficPolicy:\n{policy}"),
+        ))
+        .expect(&format!("counters:\n  {counter}: {{min: 1}}"))
 }
 
-/// The error `text` loads with; a panic saying `why` if it loads.
-fn refused(text: &str, why: &str) -> String {
-    match load(text) {
-        Ok(_) => panic!("{why}, yet the scenario loads"),
-        Err(e) => e,
-    }
+/// `back` v1 (one pod) fails half its requests, v2 (three pods) none. No route: the calls go to
+/// the cluster over all four pods, whose outlier detection the caller's sidecar runs.
+fn calls_to_a_flaky_pod() -> String {
+    calls_to_back(
+        "review-r20c-ejections-on-calls",
+        100,
+        &[
+            ("v1", "{pods: 1, workers: 64, latency: {constant: 2ms}, error_rate: 0.5}"),
+            ("v2", "{pods: 3, workers: 64, latency: {constant: 2ms}}"),
+        ],
+        "  outlierDetection: {consecutive5xxErrors: 3, interval: 1s, baseEjectionTime: 30s, maxEjectionPercent: 100}",
+        "ejections_enforced",
+    )
+    .duration("3m")
+    .text()
 }
 
-fn checked(text: &str) -> RunResult {
-    let s = load(text).unwrap_or_else(|e| panic!("{e}"));
-    let run = harness::run(&s, &s.variants[0], s.seed).expect("the run");
-    expect::checked(run, &s.variants[0].expect)
+/// `back`'s pool (one connection, one pending request) overflows.
+fn calls_overflow_a_pool() -> String {
+    calls_to_back(
+        "review-r20c-overflow-on-calls",
+        300,
+        &[("v1", "{pods: 1, workers: 4, latency: {constant: 20ms}}")],
+        "  connectionPool:\n    tcp: {maxConnections: 1}\n    http: {http1MaxPendingRequests: 1, http2MaxRequests: 2}",
+        "pending_overflow",
+    )
+    .text()
 }
-
-fn version_requests(r: &RunResult, service: &str, version: &str) -> u64 {
-    r.services
-        .iter()
-        .find(|s| s.name == service)
-        .and_then(|s| s.versions.iter().find(|v| v.version == version))
-        .unwrap_or_else(|| panic!("no {service} {version} in {:?}", r.services))
-        .requests
-}
-
-/// `front` calls `back` on every request; `back` v1 (one pod) fails half its requests, v2 (three
-/// pods) none. No route: the calls go to the cluster over all four pods, whose outlier detection
-/// (`DR`) the caller's sidecar runs.
-const CALLS_TO_A_FLAKY_POD: &str = r#"name: review-r20c-ejections-on-calls
-seed: 5
-duration: 3m
-services:
-  - name: front
-    versions:
-      v1:
-        pods: 2
-        workers: 64
-        latency: {constant: 1ms}
-        calls: [{service: back}]
-  - name: back
-    versions:
-      v1: {pods: 1, workers: 64, latency: {constant: 2ms}, error_rate: 0.5}
-      v2: {pods: 3, workers: 64, latency: {constant: 2ms}}
-traffic:
-  - client: browser
-    service: front
-    rate: 100
-manifests: |
-  apiVersion: networking.istio.io/v1
-  kind: DestinationRule
-  metadata: {name: back}
-  spec:
-    host: back
-    trafficPolicy:
-      outlierDetection: {consecutive5xxErrors: 3, interval: 1s, baseEjectionTime: 30s, maxEjectionPercent: 100}
-expect:
-  counters:
-    ejections_enforced: {min: 1}
-"#;
-
-/// `front` calls `back`, whose pool (one connection, one pending request) overflows.
-const CALLS_OVERFLOW_A_POOL: &str = r#"name: review-r20c-overflow-on-calls
-seed: 5
-duration: 1m
-services:
-  - name: front
-    versions:
-      v1:
-        pods: 2
-        workers: 200
-        latency: {constant: 1ms}
-        calls: [{service: back}]
-  - name: back
-    versions:
-      v1: {pods: 1, workers: 4, latency: {constant: 20ms}}
-traffic:
-  - client: browser
-    service: front
-    rate: 300
-manifests: |
-  apiVersion: networking.istio.io/v1
-  kind: DestinationRule
-  metadata: {name: back}
-  spec:
-    host: back
-    trafficPolicy:
-      connectionPool:
-        tcp: {maxConnections: 1}
-        http: {http1MaxPendingRequests: 1, http2MaxRequests: 2}
-expect:
-  counters:
-    pending_overflow: {min: 1}
-"#;
 
 /// Finding 1: the run's counters (`expect.counters`, `--json` `counters`, and the ejections and
 /// overflow columns of `sweep --vary`) add up the proxies of the `traffic` clients only; the
@@ -114,7 +69,7 @@ expect:
 /// detection and pool limits of any service reached by calls show 0 ejections and 0 overflow.
 #[test]
 fn counters_count_the_calls_sidecars_too() {
-    let r = checked(CALLS_TO_A_FLAKY_POD);
+    let r = checked(&calls_to_a_flaky_pod());
     // The flaky pod was ejected by `front`'s sidecar: it served a small part of the calls.
     let (v1, v2) = (
         version_requests(&r, "back", "v1"),
@@ -128,7 +83,7 @@ fn counters_count_the_calls_sidecars_too() {
         r.checks
     );
 
-    let r = checked(CALLS_OVERFLOW_A_POOL);
+    let r = checked(&calls_overflow_a_pool());
     let back = r.services.iter().find(|s| s.name == "back").expect("back");
     assert!(back.unanswered > 1000, "{back:?}");
     assert!(
@@ -139,21 +94,6 @@ fn counters_count_the_calls_sidecars_too() {
     );
 }
 
-fn sweep_json(args: &[&str]) -> Vec<Value> {
-    let mut all = vec!["sweep", "--json", "--threads", "1"];
-    all.extend_from_slice(args);
-    let out = sim(&all);
-    assert_eq!(out.code, 0, "{all:?}: {}", out.stderr);
-    match serde_json::from_str(&out.stdout) {
-        Ok(Value::Array(v)) => v,
-        other => panic!("{other:?}: {}", out.stdout),
-    }
-}
-
-fn scenario_file(name: &str) -> String {
-    format!("{}/../scenarios/{name}", env!("CARGO_MANIFEST_DIR"))
-}
-
 /// Finding 2: the alternatives `sweep --vary` makes have no expectations (`Expectations::default()`
 /// in `Scenario::variant`), so each reports "expectations met in 100%" and "false rollbacks 0",
 /// whatever its runs did: here a request-duration bound of 5 ms rolls the healthy canary back in
@@ -162,7 +102,7 @@ fn scenario_file(name: &str) -> String {
 fn a_varied_alternative_is_held_to_the_scenarios_expectations() {
     let file = scenario_file("healthy-canary.yaml");
     let vary = "analysis.metrics[1].thresholdRange.max=5";
-    let all = sweep_json(&[&file, "--seeds", "2", "--vary", vary]);
+    let all = sweep_json(&[&file, "--threads", "1", "--seeds", "2", "--vary", vary]);
     let s = all
         .iter()
         .find(|s| s["variant"] == vary)
@@ -184,23 +124,13 @@ fn a_varied_alternative_is_held_to_the_scenarios_expectations() {
 /// without a rollout they are 0 whatever happens, and the check fails (or holds) on nothing.
 #[test]
 fn the_rollouts_counters_are_refused_without_a_canary() {
-    let text = r#"name: review-r20c-rollout-counters
-seed: 1
-duration: 1m
-services:
-  - name: reviews
-    versions:
-      v1: {pods: 1, latency: {constant: 3ms}}
-traffic:
-  - client: browser
-    service: reviews
-    rate: 5
-expect:
-  counters:
-    requests_primary: {min: 1}
-"#;
+    let text = MeshScenario::new("review-r20c-rollout-counters")
+        .service("reviews", &[("v1", "{pods: 1, latency: {constant: 3ms}}")])
+        .client("browser", "reviews", 5)
+        .expect("counters:\n  requests_primary: {min: 1}")
+        .text();
     let e = refused(
-        text,
+        &text,
         "requests_primary bounds a rollout's primary, and there is none",
     );
     assert!(e.contains("expect.counters.requests_primary"), "{e}");
@@ -212,23 +142,16 @@ expect:
 /// the client's target is a guess: refuse it at `traffic[N].service` (or document the default).
 #[test]
 fn a_client_without_a_service_is_refused_when_there_is_no_rollout() {
-    let text = r#"name: review-r20c-default-service
-seed: 1
-duration: 1m
-services:
-  - name: ratings
-    versions:
-      v1: {pods: 1, latency: {constant: 3ms}}
-  - name: reviews
-    versions:
-      v1: {pods: 1, latency: {constant: 3ms}}
-traffic:
-  - client: browser
-    rate: 5
-expect:
-  clients:
-    browser: {min_requests: 1}
-"#;
-    let e = refused(text, "no rollout, so no default service for the client");
+    let one = [("v1", "{pods: 1, latency: {constant: 3ms}}")];
+    let text = MeshScenario::new("review-r20c-default-service")
+        .service("ratings", &one)
+        .service("reviews", &one)
+        .client("browser", "ratings", 5)
+        .expect("clients:\n  browser: {min_requests: 1}")
+        .text()
+        // The client names no service.
+        .replacen("    service: ratings\n", "", 1);
+    assert!(!text.contains("service: ratings"), "{text}");
+    let e = refused(&text, "no rollout, so no default service for the client");
     assert!(e.contains("traffic[0]"), "{e}");
 }

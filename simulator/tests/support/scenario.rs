@@ -28,6 +28,13 @@ pub fn checked(text: &str) -> RunResult {
     expect::checked(run, &s.variants[0].expect)
 }
 
+/// The repository's `scenarios/<name>.yaml` run at `seed` (its expectations not checked).
+pub fn run_file(name: &str, seed: u64) -> RunResult {
+    let file = format!("{}/../scenarios/{name}.yaml", env!("CARGO_MANIFEST_DIR"));
+    let s = Scenario::load(Path::new(&file)).unwrap_or_else(|e| panic!("{e}"));
+    harness::run(&s, &s.variants[0], seed).expect("the run")
+}
+
 /// The requests `service`'s `version` answered in `r`.
 pub fn version_requests(r: &RunResult, service: &str, version: &str) -> u64 {
     r.services
@@ -57,6 +64,15 @@ pub fn subsets(host: &str, versions: &[&str]) -> String {
         .collect();
     format!(
         "apiVersion: networking.istio.io/v1\nkind: DestinationRule\nmetadata: {{name: {host}}}\nspec:\n  host: {host}\n  subsets:\n{list}"
+    )
+}
+
+/// A DestinationRule for `host` whose `spec` goes on with `rest` (YAML written from the first
+/// column, as `trafficPolicy: ...`).
+pub fn destination_rule(host: &str, rest: &str) -> String {
+    format!(
+        "apiVersion: networking.istio.io/v1\nkind: DestinationRule\nmetadata: {{name: {host}}}\nspec:\n  host: {host}\n{}",
+        indent(rest, 2)
     )
 }
 
