@@ -4,6 +4,7 @@
 //! bins per power of two, so a percentile is within 0.4% of the duration it stands for; memory
 //! grows with the longest duration's bin, not with the number of requests.
 
+use super::Telemetry;
 use crate::engine::{MILLIS, SimTime};
 
 /// Bins per power of two (and the durations below it, in ns, binned exactly).
@@ -75,6 +76,22 @@ impl Durations {
             seen >= rank
         })?;
         Some(value(i) / MILLIS as f64)
+    }
+}
+
+impl Telemetry {
+    /// The durations reporter `source` recorded since the start for `source` (or every
+    /// source) and `dest` (or every destination), as the clients saw them.
+    pub(crate) fn seen(&self, source: Option<u32>, dest: Option<u32>) -> Durations {
+        let mut all = Durations::default();
+        let n = self.dests.len();
+        for (i, d) in self.seen.iter().enumerate() {
+            let (s, t) = ((i / n) as u32, (i % n) as u32);
+            if source.is_none_or(|x| x == s) && dest.is_none_or(|x| x == t) {
+                all.merge(d);
+            }
+        }
+        all
     }
 }
 

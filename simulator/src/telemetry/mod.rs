@@ -236,8 +236,7 @@ pub struct Telemetry {
     // sees one (code, flags) most of the time). `NO_SERIES` until the first sample.
     last: Vec<(u16, u16, u32)>,
     proxy: Vec<ProxyCounters>,
-    // Per (source, dest): the durations of reporter `source`'s samples, finer than Istio's
-    // buckets, for the percentiles of what a client saw.
+    // Per (source, dest): reporter `source`'s durations, finer than Istio's buckets.
     seen: Vec<Durations>,
     bounds_ns: [u64; DURATION_BUCKETS_MS.len()],
     snapshots: VecDeque<Snapshot>,
@@ -416,20 +415,6 @@ impl Telemetry {
         self.data.resize(self.data.len() + STRIDE, 0);
         self.slots[slot].push((code, flags, idx as u32));
         idx
-    }
-
-    /// The durations reporter `source` recorded since the start for `source` (or every
-    /// source) and `dest` (or every destination), as the clients saw them.
-    pub(crate) fn seen(&self, source: Option<u32>, dest: Option<u32>) -> Durations {
-        let mut all = Durations::default();
-        let n = self.dests.len();
-        for (i, d) in self.seen.iter().enumerate() {
-            let (s, t) = ((i / n) as u32, (i % n) as u32);
-            if source.is_none_or(|x| x == s) && dest.is_none_or(|x| x == t) {
-                all.merge(d);
-            }
-        }
-        all
     }
 
     /// Mutable proxy counters of (source, dest).
