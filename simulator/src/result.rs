@@ -172,7 +172,8 @@ pub struct GraphEdge {
     pub failed: u64,
     /// Requests per second over the run.
     pub rps: f64,
-    /// The 99th percentile of their durations, in milliseconds.
+    /// The 99th percentile of their durations as seen (to 0.4%, not read off Istio's
+    /// buckets), in milliseconds.
     pub p99_ms: Option<f64>,
 }
 
@@ -184,7 +185,8 @@ pub struct ClientFigures {
     pub failed: u64,
     /// Percentage of requests that succeeded; none without requests.
     pub success_rate: Option<f64>,
-    /// The 99th percentile of the durations it saw, in milliseconds.
+    /// The 99th percentile of the durations it saw (to 0.4%, not read off Istio's buckets),
+    /// in milliseconds.
     pub p99_ms: Option<f64>,
 }
 
@@ -256,7 +258,8 @@ pub struct ServiceFigures {
     /// with a 5xx (a pod's, or a proxy's own when no pod answered).
     pub requests: u64,
     pub failed: u64,
-    /// The durations its callers saw, in milliseconds.
+    /// Percentiles of the durations its callers saw (to 0.4%, not read off Istio's
+    /// buckets), in milliseconds.
     pub p50_ms: Option<f64>,
     pub p99_ms: Option<f64>,
     pub versions: Vec<ServiceVersionFigures>,
@@ -272,7 +275,8 @@ pub struct ServiceVersionFigures {
     pub requests: u64,
     /// Answered with a 5xx.
     pub failed: u64,
-    /// The durations its callers saw, in milliseconds.
+    /// Percentiles of the durations its callers saw (to 0.4%, not read off Istio's
+    /// buckets), in milliseconds.
     pub p50_ms: Option<f64>,
     pub p99_ms: Option<f64>,
     /// Queueing at the version's pods.

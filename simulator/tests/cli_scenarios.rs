@@ -449,3 +449,37 @@ fn manifest_and_canary_errors_both_count_documents_from_1() {
         out.stderr
     );
 }
+
+/// A sweep of a scenario without a Canary has no rollout to count: it prints what the mesh's
+/// clients were served, not promotion rates of 0% or the canary's failures.
+#[test]
+fn a_sweep_of_the_mesh_alone_prints_the_clients_figures_and_no_rollout_rates() {
+    let file = scenario_file("bookinfo-mesh.yaml");
+    let out = sim(&["sweep", &file, "--seeds", "1", "--threads", "1"]);
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    for rollout in [
+        "promoted",
+        "served by the canary",
+        "time to decision",
+        "rolled back",
+        "rollback",
+    ] {
+        assert!(
+            !out.stdout.contains(rollout),
+            "`{rollout}` in a sweep without a Canary:\n{}",
+            out.stdout
+        );
+    }
+    for mesh in [
+        "no rollout (the mesh alone); expectations met in 100.0%",
+        "clients' success 100.00%, p99 median ",
+    ] {
+        assert!(out.stdout.contains(mesh), "`{mesh}` in:\n{}", out.stdout);
+    }
+    let v = sweep_json(&[&file, "--seeds", "1", "--threads", "1"]);
+    assert_eq!(
+        (v[0]["runs"].as_u64(), v[0]["no_rollout"].as_u64()),
+        (Some(1), Some(1)),
+        "{v:?}"
+    );
+}

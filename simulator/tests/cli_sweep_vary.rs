@@ -5,26 +5,12 @@
 mod support;
 
 use serde_json::Value;
-use support::{path_str, sim, write};
+use support::{path_str, scenario_file, sim, sweep_json, write};
 
 const DR: &str = "DestinationRule/podinfo-primary:spec.trafficPolicy.outlierDetection";
 
 fn tune() -> String {
-    format!(
-        "{}/../scenarios/tune-outlier-detection.yaml",
-        env!("CARGO_MANIFEST_DIR")
-    )
-}
-
-fn sweep_json(args: &[&str]) -> Vec<Value> {
-    let mut all = vec!["sweep", "--json"];
-    all.extend_from_slice(args);
-    let out = sim(&all);
-    assert_eq!(out.code, 0, "{all:?}: {}", out.stderr);
-    match serde_json::from_str(&out.stdout) {
-        Ok(Value::Array(v)) => v,
-        other => panic!("{other:?}: {}", out.stdout),
-    }
+    scenario_file("tune-outlier-detection.yaml")
 }
 
 fn summary<'a>(summaries: &'a [Value], variant: &str) -> &'a Value {
@@ -213,10 +199,7 @@ fn a_bad_vary_is_exit_2_naming_the_flag_and_what_is_wrong() {
             "110 combinations of the --vary values, more than the 100",
         ),
     ];
-    let bookinfo = format!(
-        "{}/../scenarios/bookinfo-reviews.yaml",
-        env!("CARGO_MANIFEST_DIR")
-    );
+    let bookinfo = scenario_file("bookinfo-reviews.yaml");
     let past_the_end = (
         vec!["VirtualService/reviews:spec.http[3].route[0].weight=1".into()],
         "spec.http[3].route[0].weight: `[3]` is past the end of a list of 2 elements",

@@ -5,10 +5,10 @@ mod support;
 
 use std::path::Path;
 
-use support::mesh::{STRICT, behaviour, count_flags, mesh_with};
+use support::mesh::{STRICT, behaviour, call_of, count_flags, mesh_with};
 
 use fledge_simulator::engine::SECONDS;
-use fledge_simulator::mesh::{Call, Mesh, MeshConfig, MeshError, ServiceConfig, VersionConfig};
+use fledge_simulator::mesh::{Mesh, MeshConfig, MeshError, ServiceConfig, VersionConfig};
 use fledge_simulator::scenario::Scenario;
 
 const HOST: &str = "api.payments.example.com";
@@ -16,13 +16,7 @@ const HOST: &str = "api.payments.example.com";
 /// `checkout` (2 pods with a sidecar) calls the external `HOST` on every request.
 fn config(external_sidecar: bool) -> MeshConfig {
     let mut caller = behaviour(2, 16);
-    caller.calls = vec![vec![Call {
-        service: HOST.into(),
-        probability: 1.0,
-        optional: false,
-        method: None,
-        path: None,
-    }]];
+    caller.calls = vec![vec![call_of(HOST, false, None)]];
     let mut endpoint = VersionConfig::new("external", 1, behaviour(20, 1000));
     endpoint.sidecar = external_sidecar;
     let mut api = ServiceConfig::new(HOST, vec![endpoint]);

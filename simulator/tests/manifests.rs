@@ -101,12 +101,12 @@ fn invalid_yaml_and_bad_durations_are_errors_not_panics() {
 
 #[test]
 fn older_integer_percent_and_quantity_weights_are_accepted() {
-    let yaml = "kind: VirtualService\nmetadata:\n  name: v\nspec:\n  hosts: [s]\n  http:\n    - fault:\n        abort:\n          httpStatus: 503\n          percent: 20\n      route:\n        - destination:\n            host: s\n---\nkind: TrafficSplit\nmetadata:\n  name: t\nspec:\n  service: s\n  backends:\n    - service: s-a\n      weight: 1\n    - service: s-b\n      weight: 0.5\n";
+    let yaml = "kind: VirtualService\nmetadata:\n  name: v\nspec:\n  hosts: [s]\n  http:\n    - fault:\n        delay:\n          fixedDelay: 2s\n          percent: 20\n      route:\n        - destination:\n            host: s\n---\nkind: TrafficSplit\nmetadata:\n  name: t\nspec:\n  service: s\n  backends:\n    - service: s-a\n      weight: 1\n    - service: s-b\n      weight: 0.5\n";
     let m = manifest::parse(yaml).expect("parses");
     match &m.items[0] {
         Manifest::VirtualService(v) => assert_eq!(
-            v.http[0].fault.as_ref().and_then(|f| f.abort),
-            Some((503, 20.0))
+            v.http[0].fault.as_ref().and_then(|f| f.delay),
+            Some((2 * SECONDS, 20.0))
         ),
         _ => panic!("expected a VirtualService"),
     }

@@ -183,6 +183,46 @@ fn bounds_on_a_client_a_service_and_a_version_are_each_checked() {
     );
 }
 
+/// `max_p99_ms` and the figures' `p50_ms` / `p99_ms` are of the durations seen, not read off
+/// Istio's buckets (2.5-5 s here, which `histogram_quantile` reads as up to 4975 ms for requests
+/// of 3 s): every request takes about 3 s, and a bound of 3200 ms holds.
+#[test]
+fn max_p99_bounds_the_durations_the_clients_saw_not_the_buckets() {
+    let text = r#"name: p99-as-seen
+seed: 1
+duration: 1m
+services:
+  - name: reviews
+    versions:
+      v1: {pods: 1, workers: 64, latency: {constant: 3s}}
+traffic:
+  - client: browser
+    service: reviews
+    rate: 5
+expect:
+  clients:
+    browser: {max_p99_ms: 3200}
+  services:
+    reviews: {max_p99_ms: 3200, versions: {v1: {max_p99_ms: 3200}}}
+"#;
+    let r = checked(text);
+    assert!(r.passed(), "every request took about 3 s: {:?}", r.checks);
+    let reviews = service(&r, "reviews");
+    let figures = [
+        r.clients[0].p99_ms,
+        reviews.p50_ms,
+        reviews.p99_ms,
+        reviews.versions[0].p99_ms,
+        r.graph[0].p99_ms,
+    ];
+    for p in figures {
+        let p = p.expect("a percentile");
+        assert!((2985.0..3015.0).contains(&p), "{p} in {figures:?}");
+    }
+    // What Flagger and the sweep read stays Istio's buckets, as Prometheus has them.
+    assert!(r.p99_ms.expect("the run's p99") > 4900.0, "{:?}", r.p99_ms);
+}
+
 #[test]
 fn the_timeline_changes_the_mesh_without_a_canary() {
     // At 1m every request of reviews goes to v2: v2 takes about half of the run's.

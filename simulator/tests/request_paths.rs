@@ -5,7 +5,8 @@ mod support;
 
 use fledge_simulator::engine::SECONDS;
 use fledge_simulator::mesh::*;
-use support::mesh::{apply, call_of, client_with, one_version, seen};
+use support::mesh::{apply, call_of, client_with, one_version, seen, v1_and_v2};
+use support::scenario::{subsets, virtual_service};
 
 fn client(name: &str, method: &str, path: &str) -> ClientConfig {
     client_with(
@@ -16,29 +17,11 @@ fn client(name: &str, method: &str, path: &str) -> ClientConfig {
     )
 }
 
-const SUBSETS: &str = r#"
-apiVersion: networking.istio.io/v1beta1
-kind: DestinationRule
-metadata: {name: backend}
-spec:
-  host: backend
-  subsets:
-    - {name: v1, labels: {version: v1}}
-    - {name: v2, labels: {version: v2}}
-"#;
-
 #[test]
 fn virtualservice_uri_and_method_matches_route_requests_by_path_and_method() {
-    let backend = ServiceConfig::new(
-        "backend",
-        vec![
-            VersionConfig::new("v1", 2, Behaviour::default()),
-            VersionConfig::new("v2", 2, Behaviour::default()),
-        ],
-    );
     let cfg = MeshConfig {
         seed: 2,
-        services: vec![backend],
+        services: vec![v1_and_v2("backend", 2, Behaviour::default())],
         clients: vec![
             client("reads", "GET", "/reviews/1"),
             client("writes", "POST", "/reviews/1"),
@@ -47,21 +30,17 @@ fn virtualservice_uri_and_method_matches_route_requests_by_path_and_method() {
         ..Default::default()
     };
     let mut mesh = Mesh::new(cfg).expect("a mesh");
-    apply(&mut mesh, SUBSETS);
+    apply(&mut mesh, &subsets("backend", &["v1", "v2"]));
     apply(
         &mut mesh,
-        r#"
-apiVersion: networking.istio.io/v1beta1
-kind: VirtualService
-metadata: {name: backend}
-spec:
-  hosts: [backend]
-  http:
-    - match: [{uri: {prefix: /reviews}, method: {exact: POST}}]
-      route: [{destination: {host: backend, subset: v2}}]
-    - match: [{uri: {regex: "/reviews/[0-9]+"}}]
-      route: [{destination: {host: backend, subset: v1}}]
+        &virtual_service(
+            "backend",
+            r#"- match: [{uri: {prefix: /reviews}, method: {exact: POST}}]
+  route: [{destination: {host: backend, subset: v2}}]
+- match: [{uri: {regex: "/reviews/[0-9]+"}}]
+  route: [{destination: {host: backend, subset: v1}}]
 "#,
+        ),
     );
     mesh.run_until(20 * SECONDS);
     assert!(seen(&mesh, "writes", Some(("backend", "v2"))).requests > 1_500);
@@ -104,16 +83,10 @@ fn a_call_sets_its_own_path_and_a_path_no_route_takes_fails_the_caller() {
     let mut mesh = Mesh::new(cfg).expect("a mesh");
     apply(
         &mut mesh,
-        r#"
-apiVersion: networking.istio.io/v1beta1
-kind: VirtualService
-metadata: {name: backend}
-spec:
-  hosts: [backend]
-  http:
-    - match: [{uri: {prefix: /ratings/}}]
-      route: [{destination: {host: backend}}]
-"#,
+        &virtual_service(
+            "backend",
+            "- match: [{uri: {prefix: /ratings/}}]\n  route: [{destination: {host: backend}}]\n",
+        ),
     );
     mesh.run_until(20 * SECONDS);
     let good = seen(&mesh, "user", Some(("frontend", "good")));

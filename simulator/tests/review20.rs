@@ -5,20 +5,15 @@ mod support;
 
 use std::path::Path;
 
+use fledge_simulator::engine::SECONDS;
 use fledge_simulator::harness;
-use fledge_simulator::result::RunResult;
+use fledge_simulator::mesh::{ClientConfig, Mesh, MeshConfig};
 use fledge_simulator::scenario::Scenario;
+use fledge_simulator::telemetry::{Reporter, flags};
+use support::mesh::{applied, behaviour, count_flag, total, v1_and_v2};
+use support::scenario::{run_file, subsets, virtual_service};
 
 const BOOKINFO: &str = include_str!("../../scenarios/bookinfo-reviews.yaml");
-
-fn scenario(name: &str) -> String {
-    format!("{}/../scenarios/{name}.yaml", env!("CARGO_MANIFEST_DIR"))
-}
-
-fn run_file(name: &str, seed: u64) -> RunResult {
-    let scenario = Scenario::load(Path::new(&scenario(name))).unwrap_or_else(|e| panic!("{e}"));
-    harness::run(&scenario, &scenario.variants[0], seed).expect("the run")
-}
 
 /// Finding 1: the service graph leaves out the requests no pod answered (a full pool's `UO`,
 /// `UH`, `NR`, an injected abort), so its error rates understate what the callers saw: on
@@ -84,63 +79,41 @@ fn a_subset_no_destination_rule_defines_is_not_routed_by_its_name() {
 
 /// `backend` with versions v1 and v2, one client at 100 requests/s, `manifests` applied; the
 /// mesh's warnings while applying them.
-fn backend_mesh(manifests: &str) -> (fledge_simulator::mesh::Mesh, Vec<String>) {
-    use fledge_simulator::mesh::*;
-    let backend = ServiceConfig::new(
-        "backend",
-        vec![
-            VersionConfig::new("v1", 2, support::mesh::behaviour(5, 4)),
-            VersionConfig::new("v2", 2, support::mesh::behaviour(5, 4)),
-        ],
-    );
+fn backend_mesh(manifests: &str) -> (Mesh, Vec<String>) {
     let cfg = MeshConfig {
         seed: 4,
-        services: vec![backend],
+        services: vec![v1_and_v2("backend", 2, behaviour(5, 4))],
         clients: vec![ClientConfig::new("client", "backend", 100.0)],
         ..Default::default()
     };
     let mut mesh = Mesh::new(cfg).expect("a mesh");
-    let m = fledge_simulator::manifest::parse(manifests).expect("manifests");
-    let warnings = mesh.apply_manifests(&m).expect("applied");
-    mesh.run_until(20 * fledge_simulator::engine::SECONDS);
+    let warnings = applied(&mut mesh, manifests);
+    mesh.run_until(20 * SECONDS);
     (mesh, warnings)
 }
 
-const HALF_TO_V9: &str = r#"
-apiVersion: networking.istio.io/v1
-kind: DestinationRule
-metadata: {name: backend}
-spec:
-  host: backend
-  subsets:
-    - {name: v1, labels: {version: v1}}
-    - {name: v9, labels: {version: v9}}
----
-apiVersion: networking.istio.io/v1
-kind: VirtualService
-metadata: {name: backend}
-spec:
-  hosts: [backend]
-  http:
-    - route:
-        - {destination: {host: backend, subset: v1}, weight: 50}
-        - {destination: {host: backend, subset: v9}, weight: 50}
-"#;
+/// Subsets v1 and v9 (no such version), half the requests to each.
+fn half_to_v9() -> String {
+    let vs = virtual_service(
+        "backend",
+        "- route:\n    - {destination: {host: backend, subset: v1}, weight: 50}\n    - {destination: {host: backend, subset: v9}, weight: 50}\n",
+    );
+    format!("{}---\n{vs}", subsets("backend", &["v1", "v9"]))
+}
 
 /// Finding 3, the requests: a subset whose labels select no pod is an Envoy cluster without
 /// endpoints; its share of the route is answered 503 `UH` by the client's proxy.
 #[test]
 fn a_route_to_a_subset_selecting_no_pod_is_answered_503_uh() {
-    use fledge_simulator::telemetry::flags;
-    let (mesh, warnings) = backend_mesh(HALF_TO_V9);
+    let (mesh, warnings) = backend_mesh(&half_to_v9());
     assert!(
         warnings
             .iter()
             .any(|w| w.contains("subset `v9`") && w.contains("503 `UH`")),
         "{warnings:?}"
     );
-    let (requests, _) = support::mesh::total(&mesh, fledge_simulator::telemetry::Reporter::Source);
-    let uh = support::mesh::count_flag(&mesh, flags::UH);
+    let (requests, _) = total(&mesh, Reporter::Source);
+    let uh = count_flag(&mesh, flags::UH);
     let share = uh as f64 / requests as f64;
     assert!(requests > 1500, "{requests}");
     // Binomial: five standard deviations of a half.
@@ -152,27 +125,19 @@ fn a_route_to_a_subset_selecting_no_pod_is_answered_503_uh() {
 /// requests are answered 503 `NC`, not served by the version of that name.
 #[test]
 fn a_route_to_a_subset_no_destination_rule_defines_is_answered_503_nc() {
-    use fledge_simulator::telemetry::flags;
-    let vs = r#"
-apiVersion: networking.istio.io/v1
-kind: VirtualService
-metadata: {name: backend}
-spec:
-  hosts: [backend]
-  http:
-    - route:
-        - {destination: {host: backend, subset: v2}}
-"#;
-    let (mesh, warnings) = backend_mesh(vs);
+    let vs = virtual_service(
+        "backend",
+        "- route:\n    - {destination: {host: backend, subset: v2}}\n",
+    );
+    let (mesh, warnings) = backend_mesh(&vs);
     assert!(
         warnings
             .iter()
             .any(|w| w.contains("subset `v2`") && w.contains("503 `NC`")),
         "{warnings:?}"
     );
-    let (requests, failures) =
-        support::mesh::total(&mesh, fledge_simulator::telemetry::Reporter::Source);
+    let (requests, failures) = total(&mesh, Reporter::Source);
     assert!(requests > 1500, "{requests}");
     assert_eq!(failures, requests);
-    assert_eq!(support::mesh::count_flag(&mesh, flags::NC), requests);
+    assert_eq!(count_flag(&mesh, flags::NC), requests);
 }

@@ -5,27 +5,15 @@
 
 mod support;
 
-use fledge_simulator::engine::{MILLIS, SECONDS};
+use fledge_simulator::engine::SECONDS;
 use fledge_simulator::manifest;
 use fledge_simulator::mesh::*;
-use fledge_simulator::telemetry::{Reporter, Selector, WindowStats};
-use support::mesh::{client_with, one_version};
-
-fn constant(ms: u64) -> Behaviour {
-    Behaviour {
-        service_time: ServiceTime::Constant(ms * MILLIS),
-        ..Behaviour::default()
-    }
-}
+use fledge_simulator::telemetry::WindowStats;
+use support::mesh::{applied, call_of, client_with, constant, one_version, seen, served};
+use support::scenario::virtual_service;
 
 fn to(service: &str) -> Call {
-    Call {
-        service: service.into(),
-        probability: 1.0,
-        optional: false,
-        method: None,
-        path: None,
-    }
+    call_of(service, false, None)
 }
 
 /// `front` (own work 1 ms, `calls`) calling `a` (10 ms) and `b` (20 ms), on a network and
@@ -56,29 +44,11 @@ fn mesh(calls: Vec<Vec<Call>>, a: Behaviour, b: Behaviour) -> Mesh {
 }
 
 fn seen_by_user(mesh: &Mesh) -> WindowStats {
-    let c = mesh.client_id("user").expect("a client");
-    mesh.telemetry().totals(&Selector {
-        reporter: Reporter::Source,
-        source: Some(c.0),
-        dest: None,
-    })
+    seen(mesh, "user", None)
 }
 
 fn mean_ms(s: &WindowStats) -> f64 {
-    s.duration_sum_ms / s.requests as f64
-}
-
-fn served(mesh: &Mesh, service: &str) -> u64 {
-    let v = mesh.version_id(service, "v1").expect("a version");
-    mesh.destination_stats(v, 0, mesh.now()).requests
-}
-
-/// Applies `yaml`; returns the warnings of its reading and of its applying.
-fn apply(mesh: &mut Mesh, yaml: &str) -> Vec<String> {
-    let m = manifest::parse(yaml).expect("manifests");
-    let mut warnings = m.warnings.clone();
-    warnings.extend(mesh.apply_manifests(&m).expect("applied"));
-    warnings
+    s.mean_ms().expect("requests")
 }
 
 #[test]
@@ -129,7 +99,7 @@ fn a_failed_step_skips_the_later_steps() {
     m.run_until(60 * SECONDS);
     let s = seen_by_user(&m);
     assert_eq!(s.failures, s.requests);
-    assert_eq!(served(&m, "b"), 0);
+    assert_eq!(served(&m, "b", "v1"), 0);
     let mean = mean_ms(&s);
     assert!((mean - 11.0).abs() < 0.01, "got {mean}");
 }
@@ -141,7 +111,7 @@ fn a_call_made_with_probability_one_quarter_reaches_a_quarter_of_the_requests() 
     let mut m = mesh(vec![vec![quarter]], constant(10), constant(20));
     m.run_until(400 * SECONDS);
     let n = seen_by_user(&m).requests as f64;
-    let got = served(&m, "a") as f64 / n;
+    let got = served(&m, "a", "v1") as f64 / n;
     // n ~ 2000: sd of the share ~ 0.0097.
     assert!((got - 0.25).abs() < 0.04, "share {got} of {n}");
     // Mean latency: 1 + 0.25 * 10 ms.
@@ -152,18 +122,14 @@ fn a_call_made_with_probability_one_quarter_reaches_a_quarter_of_the_requests() 
 #[test]
 fn the_callees_route_timeout_cuts_the_call_from_the_callers_sidecar() {
     let mut m = mesh(vec![vec![to("a")]], constant(50), constant(20));
-    apply(
+    applied(
         &mut m,
-        r#"
-apiVersion: networking.istio.io/v1
-kind: VirtualService
-metadata: {name: a}
-spec:
-  hosts: [a]
-  http:
-    - timeout: 5ms
-      route: [{destination: {host: a}}]
+        &virtual_service(
+            "a",
+            r#"- timeout: 5ms
+  route: [{destination: {host: a}}]
 "#,
+        ),
     );
     m.run_until(60 * SECONDS);
     let s = seen_by_user(&m);
@@ -181,18 +147,14 @@ fn the_callees_retries_apply_to_the_call() {
         ..constant(10)
     };
     let mut m = mesh(vec![vec![to("a")]], half, constant(20));
-    apply(
+    applied(
         &mut m,
-        r#"
-apiVersion: networking.istio.io/v1
-kind: VirtualService
-metadata: {name: a}
-spec:
-  hosts: [a]
-  http:
-    - retries: {attempts: 3, retryOn: 5xx}
-      route: [{destination: {host: a}}]
+        &virtual_service(
+            "a",
+            r#"- retries: {attempts: 3, retryOn: 5xx}
+  route: [{destination: {host: a}}]
 "#,
+        ),
     );
     m.run_until(400 * SECONDS);
     let s = seen_by_user(&m);
@@ -209,26 +171,22 @@ fn a_header_propagates_over_two_hops() {
         ..constant(10)
     };
     let mut m = mesh(vec![vec![to("a")]], a, constant(20));
-    apply(
+    applied(
         &mut m,
-        r#"
-apiVersion: networking.istio.io/v1
-kind: VirtualService
-metadata: {name: b}
-spec:
-  hosts: [b]
-  http:
-    - match: [{headers: {end-user: {exact: jason}}}]
-      fault: {abort: {httpStatus: 503, percentage: {value: 100}}}
-      route: [{destination: {host: b}}]
-    - route: [{destination: {host: b}}]
+        &virtual_service(
+            "b",
+            r#"- match: [{headers: {end-user: {exact: jason}}}]
+  fault: {abort: {httpStatus: 503, percentage: {value: 100}}}
+  route: [{destination: {host: b}}]
+- route: [{destination: {host: b}}]
 "#,
+        ),
     );
     m.run_until(60 * SECONDS);
     let s = seen_by_user(&m);
     assert!(s.requests > 200);
     assert_eq!(s.failures, s.requests);
-    assert_eq!(served(&m, "b"), 0);
+    assert_eq!(served(&m, "b", "v1"), 0);
 }
 
 /// `user` calls `front` with `GET path`; `front`'s VirtualService is `vs`.
@@ -241,7 +199,7 @@ fn front_with_path(path: &str, vs: &str) -> (Mesh, Vec<String>) {
         ..Default::default()
     };
     let mut m = Mesh::new(cfg).expect("a valid mesh");
-    let warnings = apply(&mut m, vs);
+    let warnings = applied(&mut m, vs);
     m.run_until(60 * SECONDS);
     (m, warnings)
 }
@@ -250,20 +208,20 @@ fn front_with_path(path: &str, vs: &str) -> (Mesh, Vec<String>) {
 fn ignore_uri_case_makes_the_uri_match_case_insensitive() {
     let (m, w) = front_with_path(
         "/productpage",
-        r#"
-apiVersion: networking.istio.io/v1
-kind: VirtualService
-metadata: {name: front}
-spec:
-  hosts: [front]
-  http:
-    - match: [{uri: {exact: /ProductPage}, ignoreUriCase: true}]
-      route: [{destination: {host: front}}]
+        &virtual_service(
+            "front",
+            r#"- match: [{uri: {exact: /ProductPage}, ignoreUriCase: true}]
+  route: [{destination: {host: front}}]
 "#,
+        ),
     );
     // Istio: `ignoreUriCase` makes the match case-insensitive (Envoy `case_sensitive: false`),
     // so every request is routed.
-    assert!(served(&m, "front") > 200, "routed {}", served(&m, "front"));
+    assert!(
+        served(&m, "front", "v1") > 200,
+        "routed {}",
+        served(&m, "front", "v1")
+    );
     assert!(w.is_empty(), "{w:?}");
 }
 
@@ -301,18 +259,14 @@ spec:
 fn a_source_namespace_match_is_not_taken_for_every_request() {
     let (m, w) = front_with_path(
         "/",
-        r#"
-apiVersion: networking.istio.io/v1
-kind: VirtualService
-metadata: {name: front}
-spec:
-  hosts: [front]
-  http:
-    - match: [{sourceNamespace: elsewhere}]
-      fault: {abort: {httpStatus: 503, percentage: {value: 100}}}
-      route: [{destination: {host: front}}]
-    - route: [{destination: {host: front}}]
+        &virtual_service(
+            "front",
+            r#"- match: [{sourceNamespace: elsewhere}]
+  fault: {abort: {httpStatus: 503, percentage: {value: 100}}}
+  route: [{destination: {host: front}}]
+- route: [{destination: {host: front}}]
 "#,
+        ),
     );
     let s = seen_by_user(&m);
     // The user is not in namespace `elsewhere`: Istio does not abort its requests. The
@@ -330,18 +284,14 @@ spec:
 fn port_and_scheme_matches_warn_and_match_no_request() {
     let (m, w) = front_with_path(
         "/",
-        r#"
-apiVersion: networking.istio.io/v1
-kind: VirtualService
-metadata: {name: front}
-spec:
-  hosts: [front]
-  http:
-    - match: [{port: 9080}, {scheme: {exact: https}}]
-      fault: {abort: {httpStatus: 503, percentage: {value: 100}}}
-      route: [{destination: {host: front}}]
-    - route: [{destination: {host: front}}]
+        &virtual_service(
+            "front",
+            r#"- match: [{port: 9080}, {scheme: {exact: https}}]
+  fault: {abort: {httpStatus: 503, percentage: {value: 100}}}
+  route: [{destination: {host: front}}]
+- route: [{destination: {host: front}}]
 "#,
+        ),
     );
     let s = seen_by_user(&m);
     assert!(
@@ -359,70 +309,66 @@ spec:
 fn ignore_uri_case_applies_to_a_prefix_too() {
     let (m, _) = front_with_path(
         "/API/v1/items",
-        r#"
-apiVersion: networking.istio.io/v1
-kind: VirtualService
-metadata: {name: front}
-spec:
-  hosts: [front]
-  http:
-    - match: [{uri: {prefix: /api/}, ignoreUriCase: true}]
-      route: [{destination: {host: front}}]
+        &virtual_service(
+            "front",
+            r#"- match: [{uri: {prefix: /api/}, ignoreUriCase: true}]
+  route: [{destination: {host: front}}]
 "#,
+        ),
     );
-    assert!(served(&m, "front") > 200, "routed {}", served(&m, "front"));
+    assert!(
+        served(&m, "front", "v1") > 200,
+        "routed {}",
+        served(&m, "front", "v1")
+    );
 }
 
 #[test]
 fn a_uri_match_ignores_the_query_string_as_envoy_does() {
     let (m, _) = front_with_path(
         "/productpage?u=normal",
-        r#"
-apiVersion: networking.istio.io/v1
-kind: VirtualService
-metadata: {name: front}
-spec:
-  hosts: [front]
-  http:
-    - match: [{uri: {exact: /productpage}}]
-      route: [{destination: {host: front}}]
+        &virtual_service(
+            "front",
+            r#"- match: [{uri: {exact: /productpage}}]
+  route: [{destination: {host: front}}]
 "#,
+        ),
     );
     // Envoy's `path` and `safe_regex` route matches compare the path without its query.
-    assert!(served(&m, "front") > 200, "routed {}", served(&m, "front"));
+    assert!(
+        served(&m, "front", "v1") > 200,
+        "routed {}",
+        served(&m, "front", "v1")
+    );
 }
 
 #[test]
 fn a_uri_regex_match_ignores_the_fragment() {
     let (m, _) = front_with_path(
         "/reviews/7#top",
-        r#"
-apiVersion: networking.istio.io/v1
-kind: VirtualService
-metadata: {name: front}
-spec:
-  hosts: [front]
-  http:
-    - match: [{uri: {regex: "/reviews/[0-9]+"}}]
-      route: [{destination: {host: front}}]
+        &virtual_service(
+            "front",
+            r#"- match: [{uri: {regex: "/reviews/[0-9]+"}}]
+  route: [{destination: {host: front}}]
 "#,
+        ),
     );
-    assert!(served(&m, "front") > 200, "routed {}", served(&m, "front"));
+    assert!(
+        served(&m, "front", "v1") > 200,
+        "routed {}",
+        served(&m, "front", "v1")
+    );
 }
 
 #[test]
 fn a_direct_response_route_answers_from_the_proxy() {
     let (m, w) = front_with_path(
         "/",
-        r#"
-apiVersion: networking.istio.io/v1
-kind: VirtualService
-metadata: {name: front}
-spec:
-  hosts: [front]
-  http:
-    - directResponse: {status: 200, body: {string: ok}}
+        &virtual_service(
+            "front",
+            r#"- directResponse: {status: 200, body: {string: ok}}
 "#,
+        ),
     );
     let s = seen_by_user(&m);
     // Istio (1.21+): the sidecar answers 200 itself; no request reaches the pods.
@@ -432,7 +378,7 @@ spec:
         s.failures,
         s.requests
     );
-    assert_eq!(served(&m, "front"), 0);
+    assert_eq!(served(&m, "front", "v1"), 0);
     assert!(w.is_empty(), "{w:?}");
 }
 
@@ -442,58 +388,46 @@ fn a_fault_on_a_direct_response_route_aborts_or_delays_the_proxys_answer() {
     // fault filter runs before the router answers: half are aborted with 503 `FI`.
     let (m, w) = front_with_path(
         "/",
-        r#"
-apiVersion: networking.istio.io/v1
-kind: VirtualService
-metadata: {name: front}
-spec:
-  hosts: [front]
-  http:
-    - directResponse: {status: 200}
-      fault: {abort: {httpStatus: 503, percentage: {value: 50}}}
+        &virtual_service(
+            "front",
+            r#"- directResponse: {status: 200}
+  fault: {abort: {httpStatus: 503, percentage: {value: 50}}}
 "#,
+        ),
     );
     let s = seen_by_user(&m);
     assert!(s.requests > 250, "{} requests", s.requests);
     let share = s.failures as f64 / s.requests as f64;
     assert!((0.4..0.6).contains(&share), "{share:.3} aborted");
-    assert_eq!(served(&m, "front"), 0);
+    assert_eq!(served(&m, "front", "v1"), 0);
     assert!(w.is_empty(), "{w:?}");
     // A delay holds the answer: every request answered 200 after 40 ms.
     let (m, _) = front_with_path(
         "/",
-        r#"
-apiVersion: networking.istio.io/v1
-kind: VirtualService
-metadata: {name: front}
-spec:
-  hosts: [front]
-  http:
-    - directResponse: {status: 200}
-      fault: {delay: {fixedDelay: 40ms, percentage: {value: 100}}}
+        &virtual_service(
+            "front",
+            r#"- directResponse: {status: 200}
+  fault: {delay: {fixedDelay: 40ms, percentage: {value: 100}}}
 "#,
+        ),
     );
     let s = seen_by_user(&m);
     assert!(s.requests > 250 && s.failures == 0, "{s:?}");
     assert!((mean_ms(&s) - 40.0).abs() < 1.0, "{:.2} ms", mean_ms(&s));
-    assert_eq!(served(&m, "front"), 0);
+    assert_eq!(served(&m, "front", "v1"), 0);
 }
 
 #[test]
 fn a_redirect_route_does_not_reach_the_pods() {
     let (m, w) = front_with_path(
         "/old",
-        r#"
-apiVersion: networking.istio.io/v1
-kind: VirtualService
-metadata: {name: front}
-spec:
-  hosts: [front]
-  http:
-    - match: [{uri: {prefix: /old}}]
-      redirect: {uri: /new}
-    - route: [{destination: {host: front}}]
+        &virtual_service(
+            "front",
+            r#"- match: [{uri: {prefix: /old}}]
+  redirect: {uri: /new}
+- route: [{destination: {host: front}}]
 "#,
+        ),
     );
     // Envoy answers 301 itself: nothing of /old reaches the pods, and nothing fails with a
     // 5xx.
@@ -504,7 +438,7 @@ spec:
         s.failures,
         s.requests
     );
-    assert_eq!(served(&m, "front"), 0);
+    assert_eq!(served(&m, "front", "v1"), 0);
     assert!(w.is_empty(), "{w:?}");
 }
 

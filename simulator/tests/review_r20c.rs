@@ -4,109 +4,64 @@
 
 mod support;
 
-use std::path::Path;
+use support::scenario::{MeshScenario, checked, destination_rule, refused, version_requests};
+use support::{scenario_file, sweep_json};
 
-use fledge_simulator::result::RunResult;
-use fledge_simulator::scenario::Scenario;
-use fledge_simulator::{expect, harness};
-use serde_json::Value;
-use support::sim;
-
-fn load(text: &str) -> Result<Scenario, String> {
-    Scenario::parse(text, Path::new("review-r20c.yaml")).map_err(|e| e.to_string())
+/// `front` (two pods, 1 ms) calls `back` on every request, `rate` a second; `back`'s versions
+/// are `back`, its DestinationRule's `trafficPolicy` is `policy`, and `counter` must count.
+fn calls_to_back(
+    name: &str,
+    rate: u32,
+    back: &[(&str, &str)],
+    policy: &str,
+    counter: &str,
+) -> MeshScenario {
+    MeshScenario::new(name)
+        .seed(5)
+        .service(
+            "front",
+            &[(
+                "v1",
+                "{pods: 2, workers: 200, latency: {constant: 1ms}, calls: [{service: back}]}",
+            )],
+        )
+        .service("back", back)
+        .client("browser", "front", rate)
+        .manifest(&destination_rule(
+            "back",
+            &format!("trafficPolicy:\n{policy}"),
+        ))
+        .expect(&format!("counters:\n  {counter}: {{min: 1}}"))
 }
 
-/// The error `text` loads with; a panic saying `why` if it loads.
-fn refused(text: &str, why: &str) -> String {
-    match load(text) {
-        Ok(_) => panic!("{why}, yet the scenario loads"),
-        Err(e) => e,
-    }
+/// `back` v1 (one pod) fails half its requests, v2 (three pods) none. No route: the calls go to
+/// the cluster over all four pods, whose outlier detection the caller's sidecar runs.
+fn calls_to_a_flaky_pod() -> String {
+    calls_to_back(
+        "review-r20c-ejections-on-calls",
+        100,
+        &[
+            ("v1", "{pods: 1, workers: 64, latency: {constant: 2ms}, error_rate: 0.5}"),
+            ("v2", "{pods: 3, workers: 64, latency: {constant: 2ms}}"),
+        ],
+        "  outlierDetection: {consecutive5xxErrors: 3, interval: 1s, baseEjectionTime: 30s, maxEjectionPercent: 100}",
+        "ejections_enforced",
+    )
+    .duration("3m")
+    .text()
 }
 
-fn checked(text: &str) -> RunResult {
-    let s = load(text).unwrap_or_else(|e| panic!("{e}"));
-    let run = harness::run(&s, &s.variants[0], s.seed).expect("the run");
-    expect::checked(run, &s.variants[0].expect)
+/// `back`'s pool (one connection, one pending request) overflows.
+fn calls_overflow_a_pool() -> String {
+    calls_to_back(
+        "review-r20c-overflow-on-calls",
+        300,
+        &[("v1", "{pods: 1, workers: 4, latency: {constant: 20ms}}")],
+        "  connectionPool:\n    tcp: {maxConnections: 1}\n    http: {http1MaxPendingRequests: 1, http2MaxRequests: 2}",
+        "pending_overflow",
+    )
+    .text()
 }
-
-fn version_requests(r: &RunResult, service: &str, version: &str) -> u64 {
-    r.services
-        .iter()
-        .find(|s| s.name == service)
-        .and_then(|s| s.versions.iter().find(|v| v.version == version))
-        .unwrap_or_else(|| panic!("no {service} {version} in {:?}", r.services))
-        .requests
-}
-
-/// `front` calls `back` on every request; `back` v1 (one pod) fails half its requests, v2 (three
-/// pods) none. No route: the calls go to the cluster over all four pods, whose outlier detection
-/// (`DR`) the caller's sidecar runs.
-const CALLS_TO_A_FLAKY_POD: &str = r#"name: review-r20c-ejections-on-calls
-seed: 5
-duration: 3m
-services:
-  - name: front
-    versions:
-      v1:
-        pods: 2
-        workers: 64
-        latency: {constant: 1ms}
-        calls: [{service: back}]
-  - name: back
-    versions:
-      v1: {pods: 1, workers: 64, latency: {constant: 2ms}, error_rate: 0.5}
-      v2: {pods: 3, workers: 64, latency: {constant: 2ms}}
-traffic:
-  - client: browser
-    service: front
-    rate: 100
-manifests: |
-  apiVersion: networking.istio.io/v1
-  kind: DestinationRule
-  metadata: {name: back}
-  spec:
-    host: back
-    trafficPolicy:
-      outlierDetection: {consecutive5xxErrors: 3, interval: 1s, baseEjectionTime: 30s, maxEjectionPercent: 100}
-expect:
-  counters:
-    ejections_enforced: {min: 1}
-"#;
-
-/// `front` calls `back`, whose pool (one connection, one pending request) overflows.
-const CALLS_OVERFLOW_A_POOL: &str = r#"name: review-r20c-overflow-on-calls
-seed: 5
-duration: 1m
-services:
-  - name: front
-    versions:
-      v1:
-        pods: 2
-        workers: 200
-        latency: {constant: 1ms}
-        calls: [{service: back}]
-  - name: back
-    versions:
-      v1: {pods: 1, workers: 4, latency: {constant: 20ms}}
-traffic:
-  - client: browser
-    service: front
-    rate: 300
-manifests: |
-  apiVersion: networking.istio.io/v1
-  kind: DestinationRule
-  metadata: {name: back}
-  spec:
-    host: back
-    trafficPolicy:
-      connectionPool:
-        tcp: {maxConnections: 1}
-        http: {http1MaxPendingRequests: 1, http2MaxRequests: 2}
-expect:
-  counters:
-    pending_overflow: {min: 1}
-"#;
 
 /// Finding 1: the run's counters (`expect.counters`, `--json` `counters`, and the ejections and
 /// overflow columns of `sweep --vary`) add up the proxies of the `traffic` clients only; the
@@ -114,7 +69,7 @@ expect:
 /// detection and pool limits of any service reached by calls show 0 ejections and 0 overflow.
 #[test]
 fn counters_count_the_calls_sidecars_too() {
-    let r = checked(CALLS_TO_A_FLAKY_POD);
+    let r = checked(&calls_to_a_flaky_pod());
     // The flaky pod was ejected by `front`'s sidecar: it served a small part of the calls.
     let (v1, v2) = (
         version_requests(&r, "back", "v1"),
@@ -128,7 +83,7 @@ fn counters_count_the_calls_sidecars_too() {
         r.checks
     );
 
-    let r = checked(CALLS_OVERFLOW_A_POOL);
+    let r = checked(&calls_overflow_a_pool());
     let back = r.services.iter().find(|s| s.name == "back").expect("back");
     assert!(back.unanswered > 1000, "{back:?}");
     assert!(
@@ -139,21 +94,6 @@ fn counters_count_the_calls_sidecars_too() {
     );
 }
 
-fn sweep_json(args: &[&str]) -> Vec<Value> {
-    let mut all = vec!["sweep", "--json", "--threads", "1"];
-    all.extend_from_slice(args);
-    let out = sim(&all);
-    assert_eq!(out.code, 0, "{all:?}: {}", out.stderr);
-    match serde_json::from_str(&out.stdout) {
-        Ok(Value::Array(v)) => v,
-        other => panic!("{other:?}: {}", out.stdout),
-    }
-}
-
-fn scenario_file(name: &str) -> String {
-    format!("{}/../scenarios/{name}", env!("CARGO_MANIFEST_DIR"))
-}
-
 /// Finding 2: the alternatives `sweep --vary` makes have no expectations (`Expectations::default()`
 /// in `Scenario::variant`), so each reports "expectations met in 100%" and "false rollbacks 0",
 /// whatever its runs did: here a request-duration bound of 5 ms rolls the healthy canary back in
@@ -162,7 +102,7 @@ fn scenario_file(name: &str) -> String {
 fn a_varied_alternative_is_held_to_the_scenarios_expectations() {
     let file = scenario_file("healthy-canary.yaml");
     let vary = "analysis.metrics[1].thresholdRange.max=5";
-    let all = sweep_json(&[&file, "--seeds", "2", "--vary", vary]);
+    let all = sweep_json(&[&file, "--threads", "1", "--seeds", "2", "--vary", vary]);
     let s = all
         .iter()
         .find(|s| s["variant"] == vary)
@@ -178,287 +118,19 @@ fn a_varied_alternative_is_held_to_the_scenarios_expectations() {
     );
 }
 
-/// Finding 7: `sweep` of a scenario without a Canary prints the rollout's rates (promoted 0%,
-/// rolled back 0%, undecided 0%, time to decision, failed requests served by the canary) for a
-/// run whose outcome is `no-rollout`, which none of them counts.
-#[test]
-#[ignore = "review r20c finding 7: sweep of a mesh without a Canary prints rollout rates (promoted 0%, canary's failures)"]
-fn a_sweep_of_the_mesh_alone_prints_no_rollout_rates() {
-    let file = scenario_file("bookinfo-mesh.yaml");
-    let out = sim(&["sweep", &file, "--seeds", "1", "--threads", "1"]);
-    assert_eq!(out.code, 0, "{}", out.stderr);
-    for rollout in ["promoted 0.0%", "served by the canary", "time to decision"] {
-        assert!(
-            !out.stdout.contains(rollout),
-            "`{rollout}` in a sweep without a Canary:\n{}",
-            out.stdout
-        );
-    }
-}
-
-/// One service `reviews` (v1, v2) and its client, routed by `ROUTES` (a VirtualService's
-/// `http` list) after a DestinationRule with subsets v1 and v2; jason is one request in two.
-const ROUTED: &str = r#"name: review-r20c-routes
-seed: 3
-duration: 1m
-services:
-  - name: reviews
-    versions:
-      v1: {pods: 1, latency: {constant: 2ms}}
-      v2: {pods: 1, latency: {constant: 2ms}}
-traffic:
-  - client: browser
-    service: reviews
-    rate: 50
-    headers:
-      - weight: 1
-        set: {end-user: jason}
-      - weight: 1
-manifests: |
-  apiVersion: networking.istio.io/v1
-  kind: DestinationRule
-  metadata: {name: reviews}
-  spec:
-    host: reviews
-    subsets:
-    - {name: v1, labels: {version: v1}}
-    - {name: v2, labels: {version: v2}}
-  ---
-  apiVersion: networking.istio.io/v1
-  kind: VirtualService
-  metadata: {name: reviews}
-  spec:
-    hosts: [reviews]
-    http:
-ROUTES
-expect:
-  clients:
-    browser: {min_requests: 1}
-"#;
-
-fn routed(routes: &str) -> String {
-    ROUTED.replace("ROUTES\n", routes)
-}
-
-/// Finding 3: `fault.abort.percent` is read as the share of requests to abort, but Istio's API
-/// removed that field from `Abort` (`reserved "percent"` in virtual_service.proto; the CRD's
-/// `abort` has no `percent`, so the apiserver refuses or prunes it): on a cluster no request is
-/// aborted. Only `delay` keeps the deprecated integer `percent`. And an abort `httpStatus` below
-/// 200 loads, where Istio's validation wants 200 to 599.
-#[test]
-#[ignore = "review r20c finding 3: abort.percent (not in Istio's API) aborts requests; abort httpStatus 1xx loads"]
-fn an_abort_with_the_removed_percent_field_aborts_nothing_or_is_refused() {
-    let text = routed(
-        "    - fault:\n        abort: {httpStatus: 500, percent: 100}\n      route:\n      - destination: {host: reviews, subset: v1}\n",
-    );
-    match load(&text) {
-        Err(e) => assert!(e.contains("percent"), "{e}"),
-        Ok(_) => {
-            let r = checked(&text);
-            let browser = &r.clients[0];
-            assert_eq!(
-                browser.failed, 0,
-                "Istio aborts nothing with `abort.percent`: {browser:?}"
-            );
-        }
-    }
-    let status = routed(
-        "    - fault:\n        abort: {httpStatus: 150, percentage: {value: 100}}\n      route:\n      - destination: {host: reviews, subset: v1}\n",
-    );
-    let e = refused(&status, "Istio refuses an abort status outside 200-599");
-    assert!(e.contains("httpStatus"), "{e}");
-}
-
-/// Finding 4: a header condition without a value (`end-user: {}`), or Istio's `regex: "*"`, is
-/// a presence match in Istio (`canBeConvertedToPresentMatch` in route.go: Envoy's
-/// `present_match`), valid for its validation; the simulator refuses both ("expected one of
-/// exact, prefix or regex", "a valid RE2 regular expression").
-#[test]
-#[ignore = "review r20c finding 4: a header presence match (`{}` or regex `*`) is refused"]
-fn a_header_match_without_a_value_matches_requests_carrying_the_header() {
-    for condition in ["{}", "{regex: \"*\"}"] {
-        let text = routed(&format!(
-            "    - match:\n      - headers:\n          end-user: {condition}\n      route:\n      - destination: {{host: reviews, subset: v2}}\n    - route:\n      - destination: {{host: reviews, subset: v1}}\n"
-        ));
-        let r = match load(&text) {
-            Ok(_) => checked(&text),
-            Err(e) => panic!("`end-user: {condition}` is refused: {e}"),
-        };
-        let (v1, v2) = (
-            version_requests(&r, "reviews", "v1"),
-            version_requests(&r, "reviews", "v2"),
-        );
-        let share = v2 as f64 / (v1 + v2) as f64;
-        assert!(
-            (share - 0.5).abs() < 0.05,
-            "jason (half the requests) goes to v2: v1 {v1}, v2 {v2}"
-        );
-    }
-}
-
-/// Finding 5: a route with one destination sends every request there whatever its `weight`
-/// (Istio's `applyHTTPRouteDestination` takes `processDestination` for a single destination
-/// and sets no weighted clusters; validation refuses a total of 0 only with several). The
-/// simulator answers every request 503 `NR` when that one destination, without a subset, says
-/// `weight: 0` (with a subset it is routed).
-#[test]
-#[ignore = "review r20c finding 5: a single destination without a subset and `weight: 0` answers every request 503 NR"]
-fn a_single_destination_takes_every_request_whatever_its_weight() {
-    let text = routed("    - route:\n      - destination: {host: reviews}\n        weight: 0\n");
-    let r = checked(&text);
-    let browser = &r.clients[0];
-    assert!(browser.requests > 2000, "{browser:?}");
-    assert_eq!(browser.failed, 0, "{browser:?}");
-}
-
-/// Finding 6: Istio's fault-injection task (istio.io, "Injecting an HTTP delay fault") delays
-/// jason's calls from reviews v2 to ratings by 7 s with the sample
-/// `virtual-service-ratings-test-delay.yaml`; the bug it uncovers is that productpage's own
-/// client timeout to reviews (3 s, and one retry: 6 s) is shorter, so jason's reviews fail after
-/// about 6 s. A call has no timeout of its own (only the callee's route timeout cuts it), so a
-/// scenario cannot say that and every one of jason's requests succeeds after 7 s. A call
-/// `timeout` (the application's) is what the scenario needs.
-#[test]
-#[ignore = "review r20c finding 6: a call has no timeout of its own; bookinfo's delay task cannot be rehearsed as Istio documents it"]
-fn a_call_can_time_out_on_the_callers_own_timeout() {
-    let text = r#"name: review-r20c-bookinfo-test-delay
-seed: 3
-duration: 2m
-services:
-  - name: productpage
-    versions:
-      v1:
-        pods: 2
-        workers: 64
-        latency: {constant: 5ms}
-        calls: [{service: reviews, path: /reviews/0, timeout: 3s, optional: true}]
-  - name: reviews
-    versions:
-      v1: {pods: 1, workers: 64, latency: {constant: 8ms}}
-      v2:
-        pods: 1
-        workers: 64
-        latency: {constant: 10ms}
-        calls: [{service: ratings, path: /ratings/0, timeout: 10s}]
-  - name: ratings
-    versions:
-      v1: {pods: 1, latency: {constant: 2ms}}
-traffic:
-  - client: browser
-    service: productpage
-    rate: 10
-    headers:
-      - weight: 9
-      - weight: 1
-        set: {end-user: jason}
-manifests: |
-  apiVersion: networking.istio.io/v1
-  kind: DestinationRule
-  metadata: {name: reviews}
-  spec:
-    host: reviews
-    subsets:
-    - {name: v1, labels: {version: v1}}
-    - {name: v2, labels: {version: v2}}
-  ---
-  apiVersion: networking.istio.io/v1
-  kind: VirtualService
-  metadata: {name: reviews}
-  spec:
-    hosts: [reviews]
-    http:
-    - match:
-      - headers:
-          end-user: {exact: jason}
-      route:
-      - destination: {host: reviews, subset: v2}
-    - route:
-      - destination: {host: reviews, subset: v1}
-  ---
-  apiVersion: networking.istio.io/v1
-  kind: VirtualService
-  metadata: {name: ratings}
-  spec:
-    hosts: [ratings]
-    http:
-    - match:
-      - headers:
-          end-user: {exact: jason}
-      fault:
-        delay:
-          percentage: {value: 100.0}
-          fixedDelay: 7s
-      route:
-      - destination: {host: ratings}
-    - route:
-      - destination: {host: ratings}
-expect:
-  clients:
-    browser: {max_p99_ms: 3500}
-"#;
-    let r = match load(text) {
-        Ok(_) => checked(text),
-        Err(e) => panic!("a call's own timeout does not load: {e}"),
-    };
-    // jason's page gives up on reviews after 3 s (and is served without them).
-    let browser = &r.clients[0];
-    assert_eq!(browser.failed, 0, "{browser:?}");
-    assert!(r.passed(), "{:?}", r.checks);
-}
-
-/// Finding 8: `max_p99_ms` (of a client, a service or a version) and the `p50_ms` / `p99_ms` of
-/// `--json`'s services are documented as the percentile "of the durations it saw", but they
-/// are read off Istio's histogram buckets (0.5 ... 1000, 2500, 5000, 10000 ms) by linear
-/// interpolation, as `histogram_quantile` would: every request here takes 3 s and the p99 reads
-/// 4975 ms, so a bound of 3200 ms fails (a 7 s delay reads 9950 ms). The simulator holds the
-/// exact durations; either bound on them or say the figure is a bucket estimate.
-#[test]
-#[ignore = "review r20c finding 8: max_p99_ms bounds a bucket interpolation (3 s reads 4975 ms), not the durations seen"]
-fn max_p99_bounds_the_durations_the_clients_saw() {
-    let text = r#"name: review-r20c-p99
-seed: 1
-duration: 1m
-services:
-  - name: reviews
-    versions:
-      v1: {pods: 1, workers: 64, latency: {constant: 3s}}
-traffic:
-  - client: browser
-    service: reviews
-    rate: 5
-expect:
-  clients:
-    browser: {max_p99_ms: 3200}
-  services:
-    reviews: {max_p99_ms: 3200}
-"#;
-    let r = checked(text);
-    assert!(r.passed(), "every request took about 3 s: {:?}", r.checks);
-}
-
 /// Finding 9: a scenario without a Canary refuses the rollout's expectations (`outcome`,
 /// `max_failed_requests`, ...) at their line, but takes `counters.requests_primary` and
 /// `counters.requests_canary`, the client requests the rollout's primary and canary answered:
 /// without a rollout they are 0 whatever happens, and the check fails (or holds) on nothing.
 #[test]
 fn the_rollouts_counters_are_refused_without_a_canary() {
-    let text = r#"name: review-r20c-rollout-counters
-seed: 1
-duration: 1m
-services:
-  - name: reviews
-    versions:
-      v1: {pods: 1, latency: {constant: 3ms}}
-traffic:
-  - client: browser
-    service: reviews
-    rate: 5
-expect:
-  counters:
-    requests_primary: {min: 1}
-"#;
+    let text = MeshScenario::new("review-r20c-rollout-counters")
+        .service("reviews", &[("v1", "{pods: 1, latency: {constant: 3ms}}")])
+        .client("browser", "reviews", 5)
+        .expect("counters:\n  requests_primary: {min: 1}")
+        .text();
     let e = refused(
-        text,
+        &text,
         "requests_primary bounds a rollout's primary, and there is none",
     );
     assert!(e.contains("expect.counters.requests_primary"), "{e}");
@@ -470,23 +142,16 @@ expect:
 /// the client's target is a guess: refuse it at `traffic[N].service` (or document the default).
 #[test]
 fn a_client_without_a_service_is_refused_when_there_is_no_rollout() {
-    let text = r#"name: review-r20c-default-service
-seed: 1
-duration: 1m
-services:
-  - name: ratings
-    versions:
-      v1: {pods: 1, latency: {constant: 3ms}}
-  - name: reviews
-    versions:
-      v1: {pods: 1, latency: {constant: 3ms}}
-traffic:
-  - client: browser
-    rate: 5
-expect:
-  clients:
-    browser: {min_requests: 1}
-"#;
-    let e = refused(text, "no rollout, so no default service for the client");
+    let one = [("v1", "{pods: 1, latency: {constant: 3ms}}")];
+    let text = MeshScenario::new("review-r20c-default-service")
+        .service("ratings", &one)
+        .service("reviews", &one)
+        .client("browser", "ratings", 5)
+        .expect("clients:\n  browser: {min_requests: 1}")
+        .text()
+        // The client names no service.
+        .replacen("    service: ratings\n", "", 1);
+    assert!(!text.contains("service: ratings"), "{text}");
+    let e = refused(&text, "no rollout, so no default service for the client");
     assert!(e.contains("traffic[0]"), "{e}");
 }

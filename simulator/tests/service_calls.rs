@@ -7,6 +7,7 @@ mod support;
 use fledge_simulator::engine::{MILLIS, SECONDS};
 use fledge_simulator::mesh::*;
 use support::mesh::{apply, call_of, client_with, one_version, seen};
+use support::scenario::{MeshScenario, checked, refused, subsets, virtual_service};
 
 /// `frontend` (one version, `v1`) calls `backend` with `call`; clients `jason` (every request
 /// with `end-user: jason`) and `anon` (no header) call `frontend`.
@@ -107,4 +108,87 @@ fn a_call_holds_the_callers_worker_until_it_is_answered() {
     let v = mesh.version_id("frontend", "v1").expect("frontend");
     let q = mesh.queue_stats(v);
     assert!(q.queued > 0, "{q:?}");
+}
+
+/// Istio's fault-injection task ("Injecting an HTTP delay fault"): jason's calls from reviews
+/// v2 to ratings are delayed 7 s, and productpage's own client timeout to reviews (3 s here,
+/// the call's `timeout`) is shorter, so jason's page gives up on reviews after 3 s and, the
+/// call being optional, is served without them. Without the call's timeout every one of
+/// jason's pages would take 7 s.
+#[test]
+fn a_call_times_out_on_the_callers_own_timeout_as_in_bookinfos_delay_task() {
+    let ratings = "- match:\n  - headers:\n      end-user: {exact: jason}\n  fault:\n    delay:\n      percentage: {value: 100.0}\n      fixedDelay: 7s\n  route:\n  - destination: {host: ratings}\n- route:\n  - destination: {host: ratings}\n";
+    let reviews = "- match:\n  - headers:\n      end-user: {exact: jason}\n  route:\n  - destination: {host: reviews, subset: v2}\n- route:\n  - destination: {host: reviews, subset: v1}\n";
+    let text = |timeout: &str| {
+        MeshScenario::new("bookinfo-test-delay")
+            .seed(3)
+            .duration("2m")
+            .service(
+                "productpage",
+                &[(
+                    "v1",
+                    &format!("{{pods: 2, workers: 64, latency: {{constant: 5ms}}, calls: [{{service: reviews, path: /reviews/0, optional: true{timeout}}}]}}"),
+                )],
+            )
+            .service(
+                "reviews",
+                &[
+                    ("v1", "{pods: 1, workers: 64, latency: {constant: 8ms}}"),
+                    ("v2", "{pods: 1, workers: 64, latency: {constant: 10ms}, calls: [{service: ratings, path: /ratings/0, timeout: 10s}]}"),
+                ],
+            )
+            .service("ratings", &[("v1", "{pods: 1, latency: {constant: 2ms}}")])
+            .client_with(
+                "browser",
+                "productpage",
+                10,
+                "headers: [{weight: 9}, {weight: 1, set: {end-user: jason}}]",
+            )
+            .manifest(&subsets("reviews", &["v1", "v2"]))
+            .manifest(&virtual_service("reviews", reviews))
+            .manifest(&virtual_service("ratings", ratings))
+            .expect("clients:\n  browser: {max_p99_ms: 3050, min_success_rate: 100}")
+            .text()
+    };
+    let r = checked(&text(", timeout: 3s"));
+    let browser = &r.clients[0];
+    assert!(browser.requests > 1000, "{browser:?}");
+    assert!(r.passed(), "{:?}", r.checks);
+    // The p99 is jason's tenth of the pages: 5 ms of productpage's own work and the 3 s timeout.
+    let p99 = browser.p99_ms.expect("a p99");
+    assert!((2985.0..3030.0).contains(&p99), "{p99}");
+    // productpage's sidecar saw its application give up: code 0, `DC`, on every jason's call.
+    let reviews = r.services.iter().find(|s| s.name == "reviews").unwrap();
+    let v2 = reviews.versions.iter().find(|v| v.version == "v2").unwrap();
+    assert_eq!(v2.failed, 0, "a code 0 is no 5xx: {v2:?}");
+    let p99 = v2.p99_ms.expect("a p99");
+    assert!((2985.0..3015.0).contains(&p99), "cut at 3 s: {p99}");
+
+    // Without it, jason waits out the 7 s delay.
+    let r = checked(&text(""));
+    let p99 = r.clients[0].p99_ms.expect("a p99");
+    assert!(p99 > 7000.0, "{p99}");
+    assert!(!r.passed(), "{:?}", r.checks);
+}
+
+#[test]
+fn a_call_timeout_of_zero_or_not_a_duration_is_refused_at_its_field() {
+    for (timeout, says) in [("0s", "must be more than 0"), ("soon", "is not a duration")] {
+        let text = MeshScenario::new("call-timeout")
+            .service(
+                "front",
+                &[(
+                    "v1",
+                    &format!("{{pods: 1, calls: [{{service: back, timeout: {timeout}}}]}}"),
+                )],
+            )
+            .service("back", &[("v1", "{pods: 1}")])
+            .client("user", "front", 5)
+            .text();
+        let e = refused(&text, "a call's timeout must be a positive duration");
+        assert!(
+            e.contains("services[0].versions.v1.calls[0].timeout") && e.contains(says),
+            "{e}"
+        );
+    }
 }

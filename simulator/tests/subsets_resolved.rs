@@ -5,73 +5,45 @@
 mod support;
 
 use fledge_simulator::engine::SECONDS;
-use fledge_simulator::manifest;
 use fledge_simulator::mesh::*;
 use fledge_simulator::telemetry::flags;
-use support::mesh::count_flag;
+use support::mesh::{applied as apply, count_flag, v1_and_v2};
+use support::scenario::{destination_rule, subsets, virtual_service};
 
 /// `backend` with versions v1 and v2 (two pods each), called by `frontend` at 100/s.
 fn mesh() -> Mesh {
-    let backend = ServiceConfig::new(
-        "backend",
-        vec![
-            VersionConfig::new("v1", 2, Behaviour::default()),
-            VersionConfig::new("v2", 2, Behaviour::default()),
-        ],
-    );
     let cfg = MeshConfig {
         seed: 3,
-        services: vec![backend],
+        services: vec![v1_and_v2("backend", 2, Behaviour::default())],
         clients: vec![ClientConfig::new("frontend", "backend", 100.0)],
         ..Default::default()
     };
     Mesh::new(cfg).expect("a mesh")
 }
 
-fn apply(mesh: &mut Mesh, yaml: &str) -> Vec<String> {
-    mesh.apply_manifests(&manifest::parse(yaml).expect("manifests"))
-        .expect("applied")
-}
-
 fn served(mesh: &Mesh, version: &str) -> u64 {
-    let v = mesh.version_id("backend", version).expect("a version");
-    mesh.destination_stats(v, 0, mesh.now()).requests
+    support::mesh::served(mesh, "backend", version)
 }
 
-const SPLIT: &str = r#"
-apiVersion: networking.istio.io/v1
-kind: VirtualService
-metadata: {name: backend}
-spec:
-  hosts: [backend]
-  http:
-    - route:
-        - {destination: {host: backend, subset: v1}, weight: 90}
-        - {destination: {host: backend, subset: v2}, weight: 10}
-"#;
-
-const SUBSETS: &str = r#"
-apiVersion: networking.istio.io/v1
-kind: DestinationRule
-metadata: {name: backend}
-spec:
-  host: backend
-  subsets:
-    - {name: v1, labels: {version: v1}}
-    - {name: v2, labels: {version: v2}}
-"#;
+/// 90% to subset v1, 10% to v2.
+fn split() -> String {
+    virtual_service(
+        "backend",
+        "- route:\n    - {destination: {host: backend, subset: v1}, weight: 90}\n    - {destination: {host: backend, subset: v2}, weight: 10}\n",
+    )
+}
 
 #[test]
 fn a_destinationrule_applied_after_the_virtualservice_makes_its_subsets_route() {
     let mut m = mesh();
-    let warnings = apply(&mut m, SPLIT);
+    let warnings = apply(&mut m, &split());
     assert_eq!(warnings.len(), 2, "{warnings:?}");
     m.run_until(30 * SECONDS);
     // No cluster for either subset yet: Envoy answers 503 `NC`.
     let unrouted = count_flag(&m, flags::NC);
     assert!(unrouted > 2_500, "{unrouted} NC");
     assert_eq!(served(&m, "v1") + served(&m, "v2"), 0);
-    assert!(apply(&mut m, SUBSETS).is_empty());
+    assert!(apply(&mut m, &subsets("backend", &["v1", "v2"])).is_empty());
     m.run_until(60 * SECONDS);
     assert_eq!(
         count_flag(&m, flags::NC),
@@ -87,26 +59,16 @@ fn a_destinationrule_applied_after_the_virtualservice_makes_its_subsets_route() 
 #[test]
 fn a_subset_over_two_versions_spreads_its_share_over_all_their_pods() {
     let mut m = mesh();
-    let both = r#"
-apiVersion: networking.istio.io/v1
-kind: DestinationRule
-metadata: {name: backend}
-spec:
-  host: backend
-  subsets:
-    - {name: all, labels: {app: backend}}
-"#;
-    assert!(apply(&mut m, both).is_empty());
-    let to_all = r#"
-apiVersion: networking.istio.io/v1
-kind: VirtualService
-metadata: {name: backend}
-spec:
-  hosts: [backend]
-  http:
-    - route: [{destination: {host: backend, subset: all}}]
-"#;
-    assert!(apply(&mut m, to_all).is_empty());
+    let both = destination_rule(
+        "backend",
+        "subsets:\n  - {name: all, labels: {app: backend}}\n",
+    );
+    assert!(apply(&mut m, &both).is_empty());
+    let to_all = virtual_service(
+        "backend",
+        "- route: [{destination: {host: backend, subset: all}}]\n",
+    );
+    assert!(apply(&mut m, &to_all).is_empty());
     m.run_until(60 * SECONDS);
     let (v1, v2) = (served(&m, "v1") as f64, served(&m, "v2") as f64);
     assert!(v1 + v2 > 5_000.0, "{} served", v1 + v2);

@@ -24,6 +24,8 @@ pub(super) struct SweepSummary {
     pub(crate) promoted: u64,
     pub(crate) rolled_back: u64,
     pub(crate) undecided: u64,
+    /// Runs of a scenario without a Canary (outcome `no-rollout`): no rollout rate counts them.
+    pub(crate) no_rollout: u64,
     /// Runs whose expectations all held.
     pub(crate) passed: u64,
     /// Time from deploy to decision, in seconds: median and 95th percentile.
@@ -228,6 +230,7 @@ fn summarise(variant: &str, tallies: Vec<Tally>) -> SweepSummary {
         promoted: count(Outcome::Promoted),
         rolled_back: count(Outcome::RolledBack),
         undecided: count(Outcome::Undecided),
+        no_rollout: count(Outcome::NoRollout),
         passed: tallies.iter().filter(|t| t.passed).count() as u64,
         decision_p50_s: nearest_rank(decisions.clone(), 0.5),
         decision_p95_s: nearest_rank(decisions, 0.95),
@@ -296,6 +299,20 @@ fn render(s: &SweepSummary) -> String {
     } else {
         format!("[{}] ", s.variant)
     };
+    if s.runs > 0 && s.no_rollout == s.runs {
+        // The mesh alone: what its clients were served, no rollout's rates.
+        let ms = |v: Option<f64>| v.map_or("-".to_string(), |v| format!("{v:.1} ms"));
+        return format!(
+            "  {name}no rollout (the mesh alone); expectations met in {:.1}%\n  {name}clients' success {}, p99 median {}, worst {}; per run {:.1} ejections, {:.1} pool overflows\n",
+            pct(s.passed),
+            s.success_rate
+                .map_or("-".to_string(), |r| format!("{r:.2}%")),
+            ms(s.p99_ms_median),
+            ms(s.p99_ms_max),
+            s.ejections_mean,
+            s.overflow_mean,
+        );
+    }
     format!(
         "  {name}promoted {:.1}%, rolled back {:.1}%, undecided {:.1}%; expectations met in {:.1}%\n  {name}time to decision p50 {}, p95 {}; failed requests served by the canary: mean {:.1}, max {}; false rollbacks {} ({:.1}%)\n",
         pct(s.promoted),

@@ -124,7 +124,12 @@ impl Harness<'_> {
                     requests: s.requests,
                     failed: s.failures,
                     success_rate: s.success_rate().map(|r| r * 100.0),
-                    p99_ms: s.quantile_ms(0.99),
+                    // As seen, not read off Istio's buckets.
+                    p99_ms: self
+                        .mesh
+                        .telemetry()
+                        .seen(Some(id.0), None)
+                        .quantile_ms(0.99),
                 })
             })
             .collect();

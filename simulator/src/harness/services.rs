@@ -7,7 +7,7 @@ use crate::engine::MILLIS;
 use crate::mesh::ClientId;
 use crate::result::{GraphEdge, ServiceFigures, ServiceVersionFigures, VersionQueueing};
 use crate::scenario::ServiceModel;
-use crate::telemetry::{Reporter, Selector, WindowStats};
+use crate::telemetry::{Durations, Reporter, Selector, WindowStats};
 
 impl Harness<'_> {
     /// Each of `services` by version, as its callers' proxies reported it.
@@ -23,14 +23,15 @@ impl Harness<'_> {
         services
             .iter()
             .map(|s| {
-                let mut all = WindowStats::default();
-                let mut add = |t: &WindowStats| {
-                    all.requests += t.requests;
-                    all.failures += t.failures;
-                    all.buckets
-                        .iter_mut()
-                        .zip(t.buckets)
-                        .for_each(|(b, n)| *b += n);
+                let (mut requests, mut failed) = (0, 0);
+                // The percentiles are of the durations as seen, not read off Istio's buckets.
+                let mut seen = Durations::default();
+                let mut add = |t: &WindowStats, dest: u32| {
+                    requests += t.requests;
+                    failed += t.failures;
+                    let d = telemetry.seen(None, Some(dest));
+                    seen.merge(&d);
+                    d
                 };
                 let versions = s
                     .versions
@@ -38,13 +39,13 @@ impl Harness<'_> {
                     .filter_map(|(name, _)| {
                         let v = self.mesh.version_id(&s.name, name)?;
                         let t = totals(v.0);
-                        add(&t);
+                        let d = add(&t, v.0);
                         Some(ServiceVersionFigures {
                             version: name.clone(),
                             requests: t.requests,
                             failed: t.failures,
-                            p50_ms: t.quantile_ms(0.5),
-                            p99_ms: t.quantile_ms(0.99),
+                            p50_ms: d.quantile_ms(0.5),
+                            p99_ms: d.quantile_ms(0.99),
                             queueing: queueing(name, self.mesh.queue_stats(v)),
                         })
                     })
@@ -52,16 +53,17 @@ impl Harness<'_> {
                 // Requests that reached no pod are reported against the service's `unknown`
                 // destination.
                 // (an external host's is named by the host itself).
-                let unanswered = self.unknown_dest(&s.name).map(totals);
-                if let Some(t) = &unanswered {
-                    add(t);
+                let unknown = self.unknown_dest(&s.name);
+                let unanswered = unknown.map(totals);
+                if let (Some(t), Some(dest)) = (&unanswered, unknown) {
+                    add(t, dest);
                 }
                 ServiceFigures {
                     name: s.name.clone(),
-                    requests: all.requests,
-                    failed: all.failures,
-                    p50_ms: all.quantile_ms(0.5),
-                    p99_ms: all.quantile_ms(0.99),
+                    requests,
+                    failed,
+                    p50_ms: seen.quantile_ms(0.5),
+                    p99_ms: seen.quantile_ms(0.99),
                     versions,
                     unanswered: unanswered.map_or(0, |t| t.requests),
                 }
@@ -143,7 +145,8 @@ impl Harness<'_> {
         });
         let unknown = self.unknown_dest(&service.name).map(|d| ("unknown", d));
         versions.chain(unknown).map(move |(name, dest)| {
-            let t = self.mesh.telemetry().totals(&Selector {
+            let telemetry = self.mesh.telemetry();
+            let t = telemetry.totals(&Selector {
                 reporter: Reporter::Source,
                 source: Some(id.0),
                 dest: Some(dest),
@@ -155,7 +158,7 @@ impl Harness<'_> {
                 requests: t.requests,
                 failed: t.failures,
                 rps: t.requests as f64 / seconds,
-                p99_ms: t.quantile_ms(0.99),
+                p99_ms: telemetry.seen(Some(id.0), Some(dest)).quantile_ms(0.99),
             }
         })
     }

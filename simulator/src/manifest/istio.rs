@@ -101,7 +101,7 @@ pub(crate) struct Retries {
 #[derive(Clone, Debug, Default, PartialEq)]
 pub struct FaultInjection {
     /// Fixed delay and the percentage of requests delayed.
-    pub(crate) delay: Option<(SimTime, f64)>,
+    pub delay: Option<(SimTime, f64)>,
     /// HTTP status and the percentage of requests aborted.
     pub abort: Option<(u16, f64)>,
 }
@@ -195,7 +195,19 @@ pub(super) fn string_match(
     if let Some(v) = get(m, "regex") {
         let p = join(path, "regex");
         let s = doc.str(v, &p)?;
-        return StringMatch::regex(&s).map_err(|_| doc.wrong(&p, "a valid RE2 regular expression"));
+        // Istio's validation compiles `*` as a regex and refuses it (only `withoutHeaders`
+        // takes it); `{}` is how a presence match is written.
+        let hint = if s == "*" {
+            "a valid RE2 regular expression (for a presence match write `{}`)"
+        } else {
+            "a valid RE2 regular expression"
+        };
+        return StringMatch::regex(&s).map_err(|_| doc.wrong(&p, hint));
+    }
+    // No match type: Istio translates it to Envoy's `present_match` (a `uri` without one
+    // is the default prefix `/`, which every path has).
+    if m.is_empty() {
+        return Ok(StringMatch::Present);
     }
     Err(doc.wrong(path, "one of exact, prefix or regex"))
 }
@@ -208,13 +220,22 @@ fn http_status(doc: &Doc<'_>, n: Node<'_>, path: &str) -> Result<u16, ManifestEr
         .ok_or_else(|| doc.wrong(path, "an HTTP status between 100 and 599"))
 }
 
+/// An abort's status: Istio's validation and Envoy's fault filter take 200 to 599 only.
+fn abort_status(doc: &Doc<'_>, n: Node<'_>, path: &str) -> Result<u16, ManifestError> {
+    let status = doc.u32(n, path)?;
+    u16::try_from(status)
+        .ok()
+        .filter(|s| (200..600).contains(s))
+        .ok_or_else(|| doc.wrong(path, "an HTTP status between 200 and 599"))
+}
+
 /// Istio's `ignoreUriCase`: an exact or prefix `uri` compared case-insensitively (Envoy's
 /// `case_sensitive: false`); a regex keeps its own case rules.
 fn case_insensitive(m: StringMatch) -> StringMatch {
     let pattern = match &m {
         StringMatch::Exact(s) => format!("(?i:{})", regex::escape(s)),
         StringMatch::Prefix(s) => format!("(?i:{})(?s:.*)", regex::escape(s)),
-        StringMatch::Regex(_) => return m,
+        StringMatch::Regex(_) | StringMatch::Present => return m,
     };
     StringMatch::regex(&pattern).unwrap_or(m)
 }
@@ -500,17 +521,19 @@ pub(super) fn istio_http_route(
             let am = doc.obj(
                 a,
                 &ap,
-                &[
-                    "httpStatus",
-                    "percentage",
-                    "percent",
-                    "grpcStatus",
-                    "http2Error",
-                ],
+                &["httpStatus", "percentage", "grpcStatus", "http2Error"],
             )?;
+            // Unlike delay's, abort's integer `percent` is gone from Istio's API (`reserved`
+            // in istio/api): the apiserver refuses it, so a cluster would never abort by it.
+            if get(am, "percent").is_some() {
+                return Err(doc.wrong(
+                    &join(&ap, "percent"),
+                    "`percentage: {value: N}` (Istio's abort has no integer `percent`)",
+                ));
+            }
             let status =
                 get(am, "httpStatus").ok_or_else(|| doc.missing(&join(&ap, "httpStatus")))?;
-            let status = http_status(doc, status, &join(&ap, "httpStatus"))?;
+            let status = abort_status(doc, status, &join(&ap, "httpStatus"))?;
             let pct = percentage(doc, am, &ap)?.unwrap_or(0.0);
             fault.abort = Some((status, pct));
         }

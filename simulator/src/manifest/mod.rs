@@ -138,6 +138,8 @@ pub enum StringMatch {
     Prefix(String),
     /// Matches the whole value (RE2 semantics as Envoy's `safe_regex`).
     Regex(regex::Regex),
+    /// Any value: the header is present (Istio's `{}`, Envoy's `present_match`).
+    Present,
 }
 
 impl PartialEq for StringMatch {
@@ -145,6 +147,7 @@ impl PartialEq for StringMatch {
         match (self, other) {
             (Self::Exact(a), Self::Exact(b)) | (Self::Prefix(a), Self::Prefix(b)) => a == b,
             (Self::Regex(a), Self::Regex(b)) => a.as_str() == b.as_str(),
+            (Self::Present, Self::Present) => true,
             _ => false,
         }
     }
@@ -162,6 +165,7 @@ impl StringMatch {
             Self::Exact(s) => value == s,
             Self::Prefix(s) => value.starts_with(s.as_str()),
             Self::Regex(r) => r.is_match(value),
+            Self::Present => true,
         }
     }
 }

@@ -11,9 +11,9 @@
 use super::build::{Service, Version};
 use super::config::{Call, MeshConfig};
 use super::headers::HeaderSets;
-use super::request::Client;
+use super::request::{self, Client};
 use super::{AttemptId, ClientId, Mesh, MeshError, ServiceId, VersionId, invalid};
-use crate::engine::Stream;
+use crate::engine::{SimTime, Stream};
 use crate::telemetry::{DestLabels, SourceLabels};
 
 /// A version's call to one service, resolved to the client that stands for the version's
@@ -25,6 +25,8 @@ pub(super) struct CallSite {
     pub(super) optional: bool,
     /// The method and path it sets in place of its caller's ([`HeaderSets`]).
     pub(super) rewrite: Option<u32>,
+    /// The application's own timeout of the call, 0 for none.
+    pub(super) timeout: SimTime,
 }
 
 /// The calls in flight of one request at a pod (a slot reused once they end).
@@ -101,6 +103,7 @@ impl Mesh {
                             probability: c.probability,
                             optional: c.optional,
                             rewrite,
+                            timeout: c.timeout.unwrap_or(0),
                         })
                     })
                     .collect()
@@ -183,7 +186,13 @@ impl Mesh {
                     Some(r) => self.header_sets.rewritten(r, at.headers),
                     None => at.headers,
                 };
-                self.send(site.client, Some(headers), id, site.optional);
+                let call = request::Call {
+                    parent: id,
+                    headers,
+                    optional: site.optional,
+                    timeout: site.timeout,
+                };
+                self.send(site.client, Some(call));
             }
             return;
         }

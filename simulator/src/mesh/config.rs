@@ -81,6 +81,9 @@ pub struct Call {
     pub method: Option<String>,
     /// See `method`.
     pub path: Option<String>,
+    /// The calling application's own timeout: it gives up on the call after this long (its
+    /// sidecar then sees the downstream disconnect, `DC`), whatever the route's timeout.
+    pub timeout: Option<SimTime>,
 }
 
 impl Default for Behaviour {

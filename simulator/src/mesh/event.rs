@@ -41,6 +41,8 @@ pub(super) enum Ev {
     StreamIdle { attempt: AttemptId, tag: u32 },
     /// The route's timeout of the request expires.
     RouteTimeout { request: RequestId, tag: u32 },
+    /// The calling application's own timeout of the call expires.
+    CallTimeout { request: RequestId, tag: u32 },
     /// The request's retry backoff is over.
     Retry { request: RequestId, tag: u32 },
     /// The request's injected delay is over.
@@ -146,6 +148,9 @@ impl Mesh {
             Ev::RouteTimeout { request, tag } if live_request(self, request, tag) => {
                 self.on_route_timeout(request)
             }
+            Ev::CallTimeout { request, tag } if live_request(self, request, tag) => {
+                self.on_call_timeout(request)
+            }
             Ev::Retry { request, tag } if live_request(self, request, tag) => {
                 self.start_attempt(request)
             }
@@ -178,6 +183,7 @@ impl Mesh {
             | Ev::PerTry { .. }
             | Ev::StreamIdle { .. }
             | Ev::RouteTimeout { .. }
+            | Ev::CallTimeout { .. }
             | Ev::Retry { .. }
             | Ev::FaultDelay { .. } => {}
         }

@@ -82,6 +82,8 @@ pub(super) struct Call {
     pub(super) headers: u32,
     /// A failed optional call does not fail its caller.
     pub(super) optional: bool,
+    /// The calling application gives up after this long ([`Ev::CallTimeout`]), 0 never.
+    pub(super) timeout: SimTime,
 }
 
 #[derive(Clone, Copy, PartialEq, Eq)]
@@ -183,17 +185,17 @@ impl Mesh {
         let gap = next_gap(cl);
         self.q
             .schedule_at(now.saturating_add(gap), Ev::Arrival { client: c });
-        self.send(c, None, NO_PARENT, false);
+        self.send(c, None);
     }
 
-    /// Client `c` sends a request: a new one (`headers` None: its header profile is drawn), or
-    /// a call of the request at a pod that `parent` names, carrying that request's headers.
-    pub(super) fn send(&mut self, c: ClientId, headers: Option<u32>, parent: u32, optional: bool) {
+    /// Client `c` sends a request: a new one (`call` None: its header profile is drawn), or a
+    /// call of a request at a pod, carrying that request's headers.
+    pub(super) fn send(&mut self, c: ClientId, call: Option<Call>) {
         let now = self.now();
         self.stats.requests += 1;
         let cl = &mut self.clients[c];
-        let profile = match headers {
-            Some(h) => h as usize,
+        let profile = match call {
+            Some(call) => call.headers as usize,
             None if cl.profiles.len() == 1 => 0,
             None => {
                 let mut x = cl.routing.uniform() * cl.profile_total;
@@ -209,13 +211,17 @@ impl Mesh {
             }
         };
         let call = Call {
-            parent,
             headers: cl
                 .header_ids
                 .get(profile)
                 .copied()
                 .unwrap_or(profile as u32),
-            optional,
+            ..call.unwrap_or(Call {
+                parent: NO_PARENT,
+                headers: 0,
+                optional: false,
+                timeout: 0,
+            })
         };
         if let Some((ci, rule)) = self.clients[c].kube_proxy {
             // No sidecar: no route, fault or mirror applies; kube-proxy picks the pod.
@@ -319,7 +325,7 @@ impl Mesh {
             live: true,
             call,
         };
-        match self.free_reqs.pop() {
+        let req = match self.free_reqs.pop() {
             Some(i) => {
                 let tag = self.reqs[i].tag;
                 self.reqs[i] = Request { tag, ..fresh };
@@ -329,7 +335,13 @@ impl Mesh {
                 self.reqs.push(fresh);
                 RequestId((self.reqs.len() - 1) as u32)
             }
+        };
+        if call.timeout > 0 {
+            let tag = self.reqs[req].tag;
+            self.q
+                .schedule_in(call.timeout, Ev::CallTimeout { request: req, tag });
         }
+        req
     }
 
     pub(super) fn alloc_att(&mut self, a: Attempt) -> AttemptId {

@@ -192,6 +192,26 @@ impl Mesh {
         self.release_retry_hold(req);
         self.complete(req, 504, flags::UT);
     }
+
+    /// The calling application gave up on the call `req`: its sidecar sees the downstream
+    /// disconnect (code 0, `DC`) and resets the attempt in flight, which its pod may still
+    /// work to the end; no retry follows and outlier detection hears nothing.
+    pub(super) fn on_call_timeout(&mut self, req: RequestId) {
+        let r = self.reqs[req];
+        trace!(self, "call-timeout", "req" => r.number);
+        if let Some(a) = r.attempt {
+            if self.outputs.is_some() {
+                self.output_attempt(a, 0, flags::DC);
+            }
+            self.unqueue_pending(a);
+            self.release_conn(a, true);
+            self.abandon(a);
+            self.reqs[req].attempt = None;
+        }
+        self.release_retry_hold(req);
+        // Still held by an injected delay, it reached no pod.
+        self.complete_as(req, 0, flags::DC, r.ntried > 0 && r.cluster.is_some());
+    }
 }
 
 /// Envoy's fully jittered exponential backoff as its code computes it (envoy

@@ -379,7 +379,8 @@ impl Mesh {
             let mut groups = Vec::new();
             let single = r.route.len() == 1;
             for d in &r.route {
-                let w = d.weight.unwrap_or(if single { 100 } else { 0 });
+                // istiod routes a lone destination as a plain cluster, whatever its weight.
+                let w = if single { 100 } else { d.weight.unwrap_or(0) };
                 if self.find_service(&d.host, vs.namespace.as_deref()) != Some(s) {
                     match self.find_version_service(&d.host, vs.namespace.as_deref()) {
                         // A version's own Service selects that version's pods.

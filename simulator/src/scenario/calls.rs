@@ -2,7 +2,8 @@
 //! step by step, a step being one call or `parallel` calls made together (see the mesh's
 //! `Call`). A call names another service of the scenario; `probability` (default 1) is the
 //! chance a request makes it; a failed call fails the caller's request unless `optional`;
-//! `method` and `path` replace the caller's request's, whose headers the call carries.
+//! `method` and `path` replace the caller's request's, whose headers the call carries;
+//! `timeout` is the calling application's own (it gives up on the call, whatever the route says).
 
 use super::services::quoted;
 use super::{Context, ScenarioError, ServiceModel, raw};
@@ -28,6 +29,7 @@ impl Context {
                         path: step.path.clone(),
                         probability: step.probability,
                         optional: step.optional,
+                        timeout: step.timeout.clone(),
                     },
                 )?]),
                 (None, Some(list)) => {
@@ -35,10 +37,11 @@ impl Context {
                         || step.optional.is_some()
                         || step.method.is_some()
                         || step.path.is_some()
+                        || step.timeout.is_some()
                     {
                         return Err(self.error(
                             &f,
-                            "set `probability`, `optional`, `method` and `path` on each call of `parallel`",
+                            "set `probability`, `optional`, `method`, `path` and `timeout` on each call of `parallel`",
                         ));
                     }
                     if list.is_empty() {
@@ -76,12 +79,23 @@ impl Context {
             Some(p) => self.probability(&format!("{field}.probability"), p)?,
             None => 1.0,
         };
+        let timeout = match &c.timeout {
+            Some(t) => {
+                let tf = format!("{field}.timeout");
+                match self.duration(&tf, t)? {
+                    0 => return Err(self.error(&tf, "must be more than 0 (leave it out for none)")),
+                    t => Some(t),
+                }
+            }
+            None => None,
+        };
         Ok(Call {
             service: service.to_string(),
             probability,
             optional: c.optional.unwrap_or(false),
             method: self.method(&format!("{field}.method"), c.method.as_deref())?,
             path: self.path(&format!("{field}.path"), c.path.as_deref())?,
+            timeout,
         })
     }
 

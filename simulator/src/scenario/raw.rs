@@ -164,6 +164,7 @@ pub(super) struct CallStep {
     pub(crate) probability: Option<f64>,
     #[serde(default, deserialize_with = "bool_if_written")]
     pub(crate) optional: Option<bool>,
+    pub(crate) timeout: Option<String>,
     pub(crate) parallel: Option<Vec<CallTo>>,
 }
 
@@ -177,6 +178,7 @@ pub(super) struct CallTo {
     pub(crate) probability: Option<f64>,
     #[serde(default, deserialize_with = "bool_if_written")]
     pub(crate) optional: Option<bool>,
+    pub(crate) timeout: Option<String>,
 }
 
 #[derive(Deserialize, Debug, Default, Clone)]

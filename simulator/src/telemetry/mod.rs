@@ -12,8 +12,10 @@
 //!   client saw and the end-to-end duration, labelled with the version that produced the answer.
 
 mod counter_names;
+mod durations;
 mod series;
 
+pub use durations::Durations;
 pub use series::Naming;
 
 pub(crate) use counter_names::{PROXY_COUNTERS, ROLLOUT_COUNTERS, counter_names};
@@ -234,6 +236,8 @@ pub struct Telemetry {
     // sees one (code, flags) most of the time). `NO_SERIES` until the first sample.
     last: Vec<(u16, u16, u32)>,
     proxy: Vec<ProxyCounters>,
+    // Per (source, dest): reporter `source`'s durations, finer than Istio's buckets.
+    seen: Vec<Durations>,
     bounds_ns: [u64; DURATION_BUCKETS_MS.len()],
     snapshots: VecDeque<Snapshot>,
     scrape_interval: SimTime,
@@ -320,6 +324,7 @@ impl Telemetry {
         let n = 2 * sources.len() * dests.len();
         Self {
             proxy: vec![ProxyCounters::default(); sources.len() * dests.len()],
+            seen: vec![Durations::default(); sources.len() * dests.len()],
             slots: vec![Vec::new(); n],
             last: vec![NO_SERIES; n],
             sources,
@@ -373,6 +378,9 @@ impl Telemetry {
             self.last[slot] = (code, flags, series as u32);
             series
         };
+        if reporter == Reporter::Source {
+            self.seen[source as usize * self.dests.len() + dest as usize].record(duration);
+        }
         let b = self.bounds_ns.partition_point(|&bound| bound < duration);
         let base = series * STRIDE;
         self.data[base] += 1;

@@ -21,6 +21,14 @@ pub fn behaviour(mean_ms: u64, workers: u32) -> Behaviour {
     }
 }
 
+/// A pod with the default workers whose every request takes `ms` milliseconds.
+pub fn constant(ms: u64) -> Behaviour {
+    Behaviour {
+        service_time: ServiceTime::Constant(ms * MILLIS),
+        ..Default::default()
+    }
+}
+
 /// A client of `service` at `rps` requests/s whose every request carries `headers`
 /// (`:method` and `:path` among them when given).
 pub fn client_with(name: &str, service: &str, rps: f64, headers: &[(&str, &str)]) -> ClientConfig {
@@ -40,6 +48,17 @@ pub fn one_version(name: &str, pods: u32, behaviour: Behaviour) -> ServiceConfig
     ServiceConfig::new(name, vec![VersionConfig::new("v1", pods, behaviour)])
 }
 
+/// A service with versions `v1` and `v2`, each of `pods` pods of `behaviour`.
+pub fn v1_and_v2(name: &str, pods: u32, behaviour: Behaviour) -> ServiceConfig {
+    ServiceConfig::new(
+        name,
+        vec![
+            VersionConfig::new("v1", pods, behaviour.clone()),
+            VersionConfig::new("v2", pods, behaviour),
+        ],
+    )
+}
+
 /// The mesh of `cfg` with `manifests` (YAML, possibly empty) applied.
 pub fn mesh_with(cfg: MeshConfig, manifests: &str) -> Mesh {
     let mut mesh = Mesh::new(cfg).expect("mesh builds");
@@ -57,6 +76,20 @@ pub fn apply(mesh: &mut Mesh, yaml: &str) {
     assert!(warnings.is_empty(), "{warnings:?}");
 }
 
+/// Applies `yaml` to `mesh`: the warnings of its reading and of its applying.
+pub fn applied(mesh: &mut Mesh, yaml: &str) -> Vec<String> {
+    let m = manifest::parse(yaml).expect("manifests");
+    let mut warnings = m.warnings.clone();
+    warnings.extend(mesh.apply_manifests(&m).expect("applied"));
+    warnings
+}
+
+/// The requests `service`'s `version` served so far (its pods' sidecars' count).
+pub fn served(mesh: &Mesh, service: &str, version: &str) -> u64 {
+    let v = mesh.version_id(service, version).expect("a version");
+    mesh.destination_stats(v, 0, mesh.now()).requests
+}
+
 /// A call every request makes to `service`, with its own `path` if given.
 pub fn call_of(service: &str, optional: bool, path: Option<&str>) -> Call {
     Call {
@@ -65,6 +98,7 @@ pub fn call_of(service: &str, optional: bool, path: Option<&str>) -> Call {
         optional,
         method: None,
         path: path.map(Into::into),
+        timeout: None,
     }
 }
 

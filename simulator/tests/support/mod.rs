@@ -6,6 +6,7 @@
 
 pub mod live;
 pub mod mesh;
+pub mod scenario;
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -101,6 +102,23 @@ pub fn write(name: &str, text: &str) -> PathBuf {
 
 pub fn path_str(p: &Path) -> &str {
     p.to_str().expect("temp paths are UTF-8")
+}
+
+/// The path of the repository's `scenarios/<name>` (a file name with its extension).
+pub fn scenario_file(name: &str) -> String {
+    format!("{}/../scenarios/{name}", env!("CARGO_MANIFEST_DIR"))
+}
+
+/// `fledge-sim sweep --json ARGS`, which must exit 0: its summaries, one per variant.
+pub fn sweep_json(args: &[&str]) -> Vec<serde_json::Value> {
+    let mut all = vec!["sweep", "--json"];
+    all.extend_from_slice(args);
+    let out = sim(&all);
+    assert_eq!(out.code, 0, "{all:?}: {}", out.stderr);
+    match serde_json::from_str(&out.stdout) {
+        Ok(serde_json::Value::Array(v)) => v,
+        other => panic!("{other:?}: {}", out.stdout),
+    }
 }
 
 /// BASE with `from` replaced by `to` (which must be there).
