@@ -1,6 +1,6 @@
 //! Review r21c (issue 21 items 1, 2, 4: gateways and external services, authorization and JWT,
 //! control-plane propagation) against Istio's semantics. The tests of findings 1-4, 6, 8, 9 and 11
-//! pass since their fixes; the others fail today and are ignored with the finding they prove.
+//! pass since their fixes (10's moved to propagation.rs); the others fail today and are ignored with the finding they prove.
 
 mod support;
 
@@ -453,33 +453,6 @@ spec:
     assert_eq!(
         ok, 0,
         "no VirtualService is bound to shop/bookinfo-gateway: its requests get 404 NR"
-    );
-}
-
-/// The push-delay scenario is meant to show the observed canary share lagging each step and
-/// freezing through the outage (its description quotes 8.8% at 10%, 19% at 20%, 30% while the
-/// controller sets 40% and 50%), but none of its expectations depends on that: without its
-/// `control_plane` section it passes exactly the same checks, and no test reads the shares it
-/// claims. (The AuthorizationPolicy and external-call scenarios do fail without their
-/// mechanism.)
-#[test]
-#[ignore = "review r21c finding 10: push-delay.yaml passes unchanged without its control_plane"]
-fn review_r21c_finding_10_push_delay_fails_without_its_mechanism() {
-    let text = std::fs::read_to_string(concat!(
-        env!("CARGO_MANIFEST_DIR"),
-        "/../scenarios/push-delay.yaml"
-    ))
-    .expect("the scenario exists");
-    let start = text.find("control_plane:\n").expect("a control_plane");
-    let end = text.find("traffic:\n").expect("traffic");
-    let without = format!("{}{}", &text[..start], &text[end..]);
-    let s = fledge_simulator::scenario::Scenario::parse(&without, std::path::Path::new("x.yaml"))
-        .expect("loads");
-    let r = fledge_simulator::harness::run(&s, &s.variants[0], s.seed).expect("runs");
-    assert!(
-        r.checks.iter().any(|c| !c.passed),
-        "with routes applied at once the scenario should fail a check on the lag it shows: {:?}",
-        r.checks
     );
 }
 
