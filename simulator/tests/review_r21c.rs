@@ -1,6 +1,6 @@
 //! Review r21c (issue 21 items 1, 2, 4: gateways and external services, authorization and JWT,
 //! control-plane propagation) against Istio's semantics. The tests of findings 1-4, 6, 8, 9 and 11
-//! pass since their fixes (10's moved to propagation.rs); the others fail today and are ignored with the finding they prove.
+//! pass since their fixes (4-7 moved to authorization.rs, 10 to propagation.rs); the others fail today and are ignored with the finding they prove.
 
 mod support;
 
@@ -9,8 +9,8 @@ use support::mesh::{behaviour, mesh_with};
 use fledge_simulator::engine::SECONDS;
 use fledge_simulator::manifest::parse;
 use fledge_simulator::mesh::{
-    Behaviour, ClientConfig, HeaderProfile, Mesh, MeshConfig, Propagation, ServiceConfig,
-    ServiceTime, VersionConfig,
+    ClientConfig, HeaderProfile, Mesh, MeshConfig, Propagation, ServiceConfig, ServiceTime,
+    VersionConfig,
 };
 use fledge_simulator::telemetry::{Reporter, Selector};
 
@@ -239,138 +239,6 @@ traffic:
         !e.contains("unknown field `service_account`"),
         "a traffic entry can name its service account: {e}"
     );
-}
-
-/// The codes `backend`'s sidecar reported for requests of `frontend` (mTLS, service account
-/// `frontend`) carrying `headers` under `manifests`; and the parse warnings.
-fn backend_codes(
-    manifests: &str,
-    headers: Vec<(String, String)>,
-) -> (Vec<(u16, u64)>, Vec<String>) {
-    let backend = VersionConfig::new("v1", 2, Behaviour::default());
-    let mut client = ClientConfig::new("frontend", "backend", 50.0);
-    client.service_account = Some("frontend".into());
-    client.headers = vec![HeaderProfile {
-        weight: 1.0,
-        headers,
-    }];
-    let cfg = MeshConfig {
-        namespace: "shop".into(),
-        services: vec![ServiceConfig::new("backend", vec![backend])],
-        clients: vec![client],
-        ..Default::default()
-    };
-    let mut mesh = Mesh::new(cfg).expect("a valid mesh");
-    let parsed = parse(manifests).expect("manifests parse");
-    let warnings = parsed.warnings.clone();
-    mesh.apply_manifests(&parsed).expect("applies");
-    mesh.run_until(20 * SECONDS);
-    let sel = Selector {
-        reporter: Reporter::Destination,
-        source: None,
-        dest: None,
-    };
-    let codes = mesh
-        .telemetry()
-        .by_code(&sel, 0, 20 * SECONDS, 20 * SECONDS)
-        .into_iter()
-        .map(|(code, _, n)| (code, n))
-        .collect();
-    (codes, warnings)
-}
-
-fn path(p: &str) -> Vec<(String, String)> {
-    vec![(":path".into(), p.into())]
-}
-
-fn allow_paths(paths: &str) -> String {
-    format!(
-        "apiVersion: security.istio.io/v1
-kind: AuthorizationPolicy
-metadata: {{name: backend, namespace: shop}}
-spec:
-  selector: {{matchLabels: {{app: backend}}}}
-  action: ALLOW
-  rules:
-  - to:
-    - operation: {{paths: {paths}}}
-"
-    )
-}
-
-/// Istio builds `paths` into Envoy's `url_path` matcher (pilot/pkg/security/authz/model/
-/// generator.go pathGenerator -> matcher.PathMatcher), which compares the path without its
-/// query string (review r21c finding 4: a query string turned an allowed request into a 403).
-#[test]
-fn policy_paths_ignore_the_query_string() {
-    let (codes, _) = backend_codes(&allow_paths("[/pay/card]"), path("/pay/card?order=7"));
-    assert!(
-        !codes.is_empty() && codes.iter().all(|c| c.0 == 200),
-        "/pay/card?order=7 is /pay/card to Istio's RBAC filter: {codes:?}"
-    );
-}
-
-/// Istio (1.22 on) reads `{*}` and `{**}` in `paths` as path templates
-/// (pkg/config/security/security.go ContainsPathTemplate; generator.go ->
-/// matcher.PathTemplateMatcher): `/pay/{*}` matches `/pay/card`. The simulator takes the
-/// value as an exact path, silently, so the ALLOW rule never matches.
-#[test]
-#[ignore = "review r21c finding 5: path templates {*} and {**} are taken as exact paths, silently"]
-fn review_r21c_finding_5_path_templates_match_or_are_warned_about() {
-    let (codes, warnings) = backend_codes(&allow_paths("['/pay/{*}']"), path("/pay/card"));
-    let allowed = !codes.is_empty() && codes.iter().all(|c| c.0 == 200);
-    assert!(
-        allowed || warnings.iter().any(|w| w.contains("{*}")),
-        "/pay/{{*}} matches /pay/card in Istio; here {codes:?}, warnings {warnings:?}"
-    );
-}
-
-/// Istio hands `fromHeaders` to Envoy's jwt_authn provider (pilot/pkg/security/authn/
-/// policy_applier.go): the token is read from that header only, and one that does not
-/// verify is answered 401. The simulator reads only `authorization`, so it must say that it
-/// ignores the key (review r21c finding 6: it did not).
-#[test]
-fn a_token_location_the_simulator_ignores_is_warned_about() {
-    let authn = "apiVersion: security.istio.io/v1
-kind: RequestAuthentication
-metadata: {name: backend, namespace: shop}
-spec:
-  selector: {matchLabels: {app: backend}}
-  jwtRules:
-  - issuer: https://auth.shop.example
-    fromHeaders:
-    - name: x-jwt-assertion
-";
-    let (codes, warnings) = backend_codes(
-        authn,
-        vec![("x-jwt-assertion".into(), "not-a-valid-token".into())],
-    );
-    let unauthorized = codes.iter().any(|c| c.0 == 401);
-    assert!(
-        unauthorized || warnings.iter().any(|w| w.contains("fromHeaders")),
-        "Istio answers the bad token in x-jwt-assertion 401; here {codes:?}, warnings {warnings:?}"
-    );
-}
-
-/// Istio's validation (pkg/config/validation/validation.go ValidateAuthorizationPolicy)
-/// refuses `from: []`, `to: []`, an empty `source` or `operation`, and a DENY policy without
-/// `rules`. The simulator loads them, and `from: []` / `source: {}` then match every request:
-/// an ALLOW policy a cluster would refuse admits everyone.
-#[test]
-#[ignore = "review r21c finding 7: AuthorizationPolicies Istio refuses load, and `from: []` allows everyone"]
-fn review_r21c_finding_7_policies_istio_refuses_are_refused() {
-    let head =
-        "apiVersion: security.istio.io/v1\nkind: AuthorizationPolicy\nmetadata: {name: p}\nspec:\n";
-    for spec in [
-        "  rules:\n  - from: []\n",
-        "  rules:\n  - to: []\n",
-        "  rules:\n  - from:\n    - source: {}\n",
-        "  rules:\n  - to:\n    - operation: {}\n",
-        "  action: DENY\n",
-    ] {
-        let text = format!("{head}{spec}");
-        assert!(parse(&text).is_err(), "Istio refuses:\n{text}");
-    }
 }
 
 /// Istio: a ServiceEntry port without `protocol` is sniffed (pkg/config/validation ValidateProtocol:
