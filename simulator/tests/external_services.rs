@@ -179,3 +179,24 @@ fn a_https_only_entry_warns_that_istio_would_see_no_requests() {
         s.warnings
     );
 }
+
+/// Istio: a ServiceEntry port without `protocol` is sniffed (pkg/config/validation
+/// ValidateProtocol: "Empty string is used for protocol sniffing"; serviceentry/conversion.go
+/// convertPort -> protocol.Parse("") = Unsupported, detected per connection), so HTTP to it is
+/// reported as requests; an unknown protocol is refused.
+#[test]
+fn a_service_entry_port_without_protocol_is_sniffed() {
+    let sniffed = ENTRY.replace(", protocol: HTTP}", "}");
+    assert_ne!(sniffed, ENTRY);
+    let s = Scenario::parse(&scenario(&sniffed), Path::new("x.yaml")).expect("loads");
+    assert!(
+        !s.warnings.iter().any(|w| w.contains("no HTTP port")),
+        "a port without protocol is sniffed, HTTP reported as requests: {:?}",
+        s.warnings
+    );
+    let unknown = ENTRY.replace("protocol: HTTP}", "protocol: HTTPX}");
+    assert!(
+        Scenario::parse(&scenario(&unknown), Path::new("x.yaml")).is_err(),
+        "Istio refuses protocol HTTPX"
+    );
+}

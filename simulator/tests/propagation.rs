@@ -156,3 +156,21 @@ fn an_outage_after_the_end_of_the_run_or_of_no_length_is_refused_at_its_field() 
     assert!(delay.contains("control_plane.push_delay"), "{delay}");
     assert!(scenario_with("control_plane: {push_delay: {constant: 1s}}\n").is_ok());
 }
+
+/// The push-delay scenario shows the canary's observed share lagging each step and frozen
+/// through the outage; its bound on the canary's requests holds only with the lag, so without
+/// its `control_plane` (routes applied at once) the scenario fails that check.
+#[test]
+fn the_push_delay_scenario_fails_without_its_control_plane() {
+    let s = scenario_with("").expect("loads");
+    let v = &s.variants[0];
+    let r = fledge_simulator::harness::run(&s, v, s.seed).expect("runs");
+    let r = fledge_simulator::expect::checked(r, &v.expect);
+    let failed: Vec<&str> = r
+        .checks
+        .iter()
+        .filter(|c| !c.passed)
+        .map(|c| c.name.as_str())
+        .collect();
+    assert_eq!(failed, ["counters.requests_canary"], "{:?}", r.checks);
+}

@@ -21,6 +21,7 @@ mod istio;
 mod istio_gateway;
 mod istio_policy;
 mod linkerd;
+mod path_template;
 mod reader;
 mod request_authentication;
 mod service_entry;

@@ -30,6 +30,14 @@ pub(super) struct Doc<'w> {
     pub(super) warnings: &'w mut Vec<String>,
 }
 
+/// Whom a security policy applies to (see [`Doc::policy_scope`]).
+pub(super) enum Scope {
+    /// The workloads of its namespace its `spec.selector.matchLabels` picks; none: all.
+    Workloads(Option<BTreeMap<String, String>>),
+    /// A gateway or service by `targetRef(s)`: not simulated.
+    Target,
+}
+
 #[derive(Clone, Copy)]
 pub(super) struct Node<'a> {
     pub(super) v: &'a Value,
@@ -146,7 +154,8 @@ impl Doc<'_> {
 
     /// A workload policy's `spec.selector.matchLabels` (PeerAuthentication,
     /// AuthorizationPolicy, RequestAuthentication): `None` without a selector, the whole
-    /// namespace; an empty one selects every workload too.
+    /// namespace; an empty one selects every workload too (Istio warns of it). Istio refuses
+    /// an empty key and `*` in a key or value.
     pub(super) fn workload_selector(
         &mut self,
         spec: &serde_json::Map<String, Value>,
@@ -154,24 +163,56 @@ impl Doc<'_> {
         let Some(sel) = get(spec, "selector") else {
             return Ok(None);
         };
+        let path = "spec.selector.matchLabels";
         let sm = self.obj(sel, "spec.selector", &["matchLabels"])?;
         let labels = get(sm, "matchLabels")
-            .map(|l| self.labels(l, "spec.selector.matchLabels"))
-            .transpose()?;
-        Ok(Some(labels.unwrap_or_default()))
-    }
-
-    /// Whether a security policy is bound by `spec.targetRef(s)` to a gateway or a service
-    /// instead of selecting workloads: not simulated, so it is ignored with a warning.
-    pub(super) fn bound_by_target_ref(&mut self, spec: &serde_json::Map<String, Value>) -> bool {
-        let bound = get(spec, "targetRef").is_some() || get(spec, "targetRefs").is_some();
-        if bound {
+            .map(|l| self.labels(l, path))
+            .transpose()?
+            .unwrap_or_default();
+        for (k, v) in &labels {
+            if k.is_empty() || k.contains('*') {
+                return Err(self.wrong(path, "label keys, neither empty nor with a wildcard `*`"));
+            }
+            if v.contains('*') {
+                return Err(self.wrong(&join(path, k), "a label value without a wildcard `*`"));
+            }
+        }
+        if labels.is_empty() {
             self.warn(
-                "spec.targetRef(s): a policy bound to a gateway or service is not simulated; policy ignored"
-                    .into(),
+                "spec.selector has no labels: it selects every workload of the namespace".into(),
             );
         }
-        bound
+        Ok(Some(labels))
+    }
+
+    /// Whom a security policy that may name targets (AuthorizationPolicy,
+    /// RequestAuthentication) applies to: workloads by selector, or by `spec.targetRef(s)` a
+    /// gateway or a service, which is not simulated (warned about; the caller ignores the
+    /// policy). Istio refuses a policy with both a selector and a target.
+    pub(super) fn policy_scope(
+        &mut self,
+        spec: &serde_json::Map<String, Value>,
+    ) -> Result<Scope, ManifestError> {
+        let refs = get(spec, "targetRefs")
+            .map(|n| self.list(n, "spec.targetRefs"))
+            .transpose()?;
+        // An empty `targetRefs` reaches istiod as none (see authorization.rs `given_list`).
+        let bound = get(spec, "targetRef").is_some() || refs.is_some_and(|r| !r.is_empty());
+        let selector = self.workload_selector(spec)?;
+        if !bound {
+            return Ok(Scope::Workloads(selector));
+        }
+        if selector.is_some() {
+            return Err(self.wrong(
+                "spec.selector",
+                "a selector or a target, not both (Istio refuses a policy with `selector` and `targetRef(s)`)",
+            ));
+        }
+        self.warn(
+            "spec.targetRef(s): a policy bound to a gateway or service is not simulated; policy ignored"
+                .into(),
+        );
+        Ok(Scope::Target)
     }
 
     pub(super) fn labels(

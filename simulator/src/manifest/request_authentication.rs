@@ -7,7 +7,7 @@
 use std::collections::BTreeMap;
 
 use super::ManifestError;
-use super::reader::{Doc, Node, get, idx, join};
+use super::reader::{Doc, Node, Scope, get, idx, join};
 
 /// An Istio RequestAuthentication.
 #[derive(Clone, Debug, PartialEq)]
@@ -49,10 +49,9 @@ pub(super) fn request_authentication(
         "spec",
         &["selector", "jwtRules", "targetRef", "targetRefs"],
     )?;
-    if doc.bound_by_target_ref(s) {
+    let Scope::Workloads(selector) = doc.policy_scope(s)? else {
         return Ok(None);
-    }
-    let selector = doc.workload_selector(s)?;
+    };
     let mut issuers = Vec::new();
     if let Some(rules) = get(s, "jwtRules") {
         for (i, r) in doc.list(rules, "spec.jwtRules")?.iter().enumerate() {

@@ -175,6 +175,16 @@ pub fn canary_mesh(seed: u64, rps: f64, manifests: &str) -> Mesh {
     mesh_with(cfg, manifests)
 }
 
+/// `(response code, response flags, requests)` the servers' sidecars reported so far.
+pub fn destination_codes(mesh: &Mesh) -> Vec<(u16, u16, u64)> {
+    let sel = Selector {
+        reporter: Reporter::Destination,
+        source: None,
+        dest: None,
+    };
+    mesh.telemetry().by_code(&sel, 0, mesh.now(), mesh.now())
+}
+
 /// Requests the clients' sidecars reported so far with response flag `flag`.
 pub fn count_flag(mesh: &Mesh, flag: u16) -> u64 {
     count_flags(mesh, |f| f & flag != 0)
