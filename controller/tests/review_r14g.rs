@@ -65,8 +65,9 @@ const SPLIT: Routes = Routes {
 /// method) on the Gateway API: the API server stores each written match with the default `/`
 /// path prefix added, so the general rule's matches no longer equal the converted
 /// `service.match` and the reader takes it for an A/B rule: the split Fledge wrote cannot be
-/// read back ("no rule without a header, query or method match ..."), and the rollout stalls
-/// at its first step.
+/// read back ("no rule without a header, query or method match ..."). The router checks every
+/// write by reading the stored object back (`check_stored`, on the dry run's answer first), so
+/// every write of the HTTPRoute fails: such a Canary is never routed, nor taken over.
 #[test]
 #[ignore = "review r14g finding 1: a Gateway API service.match without uri cannot be read back once the API server defaults its path"]
 fn gateway_api_service_match_without_uri_reads_back_after_api_server_defaulting() {
@@ -80,9 +81,40 @@ fn gateway_api_service_match_without_uri_reads_back_after_api_server_defaulting(
         let written = provider.routing_object(&canary, &routes).unwrap();
         let stored = as_stored(&written["spec"]);
         assert_eq!(
+            provider.check_stored(&canary, &routes, &stored),
+            Ok(()),
+            "{stored:#}"
+        );
+        assert_eq!(
             provider.read_routes(&canary, &stored),
             Ok(routes),
             "{stored:#}"
         );
+    }
+}
+
+mod cluster_support;
+
+use std::time::Duration;
+
+/// Reconciles the Flagger Canary `n` times, a fresh controller and an interval apart each time.
+async fn reconcile_times(c: &cluster_support::FakeCluster, n: usize) {
+    for _ in 0..n {
+        c.reconcile_flagger(&c.context()).await.expect("reconcile");
+        c.settle();
+        c.advance_clock(Duration::from_secs(60));
+    }
+}
+
+/// Probe: onboarding a Canary Flagger left `Initializing` with an unchanged target.
+#[tokio::test]
+async fn probe_onboarding_keeps_the_primary_pods() {
+    use cluster_support::*;
+    for phase in ["Initializing", ""] {
+        let c = flagger_cluster(phase, 0, flagger_owner("flagger.app/v1beta1", FLAGGER_UID));
+        let before = c.get(PRIMARY).unwrap()["spec"]["template"].clone();
+        reconcile_times(&c, 6).await;
+        let after = c.get(PRIMARY).unwrap()["spec"]["template"].clone();
+        assert_eq!(after, before, "{phase:?}");
     }
 }
