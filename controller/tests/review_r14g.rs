@@ -118,7 +118,11 @@ async fn reconcile_times(c: &cluster_support::FakeCluster, n: usize) {
 #[ignore = "review r14g finding 2: a Flagger Canary on the default provider that Fledge refuses (appProtocol tcp on Istio) is taken over before it is refused"]
 async fn a_canary_refused_on_the_default_provider_is_not_taken_over() {
     use cluster_support::*;
-    let c = flagger_cluster("Succeeded", 0, flagger_owner("flagger.app/v1beta1", FLAGGER_UID));
+    let c = flagger_cluster(
+        "Succeeded",
+        0,
+        flagger_owner("flagger.app/v1beta1", FLAGGER_UID),
+    );
     let mut canary = c.get(FLAGGER_CANARY).unwrap();
     canary["spec"].as_object_mut().unwrap().remove("provider");
     canary["spec"]["service"]["appProtocol"] = json!("tcp");
@@ -130,10 +134,7 @@ async fn a_canary_refused_on_the_default_provider_is_not_taken_over() {
         !said.iter().any(|e| e.contains("TakenOver")),
         "taken over before it is refused: {said:#?}"
     );
-    assert!(
-        said.iter().any(|e| e.contains("InvalidSpec")),
-        "{said:#?}"
-    );
+    assert!(said.iter().any(|e| e.contains("InvalidSpec")), "{said:#?}");
     assert_eq!(
         c.get(PRIMARY).unwrap()["metadata"]["managedFields"],
         primary_fields,
@@ -160,9 +161,14 @@ fn a_gateway_api_service_match_condition_flagger_drops_is_warned_not_refused() {
     }));
     let refused = validate(&canary.spec).err().map(|e| e.to_string());
     assert_eq!(refused, None, "Flagger routes this Canary");
-    let warned: Vec<String> = warnings(&canary.spec).iter().map(|w| w.path.clone()).collect();
+    let warned: Vec<String> = warnings(&canary.spec)
+        .iter()
+        .map(|w| w.path.clone())
+        .collect();
     assert!(
-        warned.iter().any(|p| p.starts_with("spec.service.match[0]")),
+        warned
+            .iter()
+            .any(|p| p.starts_with("spec.service.match[0]")),
         "{warned:?}"
     );
 }
