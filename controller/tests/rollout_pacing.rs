@@ -24,6 +24,7 @@ fn healthy_reading(d: &Driver, rps: f64) -> MetricReading {
             requests: (rps * (1.0 - share) * seconds).floor(),
             failures: 0.0,
         },
+        covered: None,
     }
 }
 

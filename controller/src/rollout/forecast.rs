@@ -363,10 +363,15 @@ fn readings(
     let mut out = ideal_readings(spec);
     for m in &spec.metrics {
         let reading = match (&m.kind, &load.latency) {
-            (MetricKind::RequestSuccessRate, _) => MetricReading::Counts { canary, primary },
+            (MetricKind::RequestSuccessRate, _) => MetricReading::Counts {
+                canary,
+                primary,
+                covered: None,
+            },
             (MetricKind::RequestDuration, Some(shape)) => MetricReading::Histograms {
                 canary: shape.histogram(canary.requests),
                 primary: shape.histogram(primary.requests),
+                covered: None,
             },
             _ => continue,
         };
