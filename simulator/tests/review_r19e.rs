@@ -5,26 +5,10 @@ mod support;
 
 use std::process::Command;
 
-use fledge_controller::analysis::Histogram;
 use fledge_controller::analysis::latency::{LatencyDecision, LatencyEvidence, LatencyTestConfig};
+use fledge_controller::analysis::{Histogram, ISTIO_DURATION_BOUNDS_MS as ISTIO};
 use rand::{RngExt, SeedableRng};
 use rand_pcg::Pcg64Mcg;
-
-/// Istio's duration buckets up to 10 s.
-const ISTIO: [f64; 12] = [
-    5.0,
-    10.0,
-    25.0,
-    50.0,
-    100.0,
-    250.0,
-    500.0,
-    1000.0,
-    2500.0,
-    5000.0,
-    10000.0,
-    f64::INFINITY,
-];
 
 fn cumulative(counts: &[f64]) -> Histogram {
     let mut sum = 0.0;

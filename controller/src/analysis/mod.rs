@@ -59,6 +59,31 @@ pub struct Covered {
     pub primary: Option<f64>,
 }
 
+/// Istio's default bucket bounds of `istio_request_duration_milliseconds` (ms), `+Inf` last: the
+/// shape [`crate::rollout::log_normal_latency`] fills, and the buckets tests draw latencies into.
+pub const ISTIO_DURATION_BOUNDS_MS: [f64; 20] = [
+    0.5,
+    1.0,
+    5.0,
+    10.0,
+    25.0,
+    50.0,
+    100.0,
+    250.0,
+    500.0,
+    1000.0,
+    2500.0,
+    5000.0,
+    10000.0,
+    30000.0,
+    60000.0,
+    300000.0,
+    600000.0,
+    1800000.0,
+    3600000.0,
+    f64::INFINITY,
+];
+
 /// Requests and failures (5xx) served over a window.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Serialize, Deserialize)]
 pub struct Counts {
