@@ -87,7 +87,7 @@ impl Tick<'_> {
     /// whose reading has counts (the success rate's, else the latency histograms' totals). Each
     /// side's rate is its count over the span its samples cover (counters scraped every 15s
     /// count the step from its first scrape, not from its start); `None` until both sides'
-    /// rates are known, or with no traffic.
+    /// rates are known (the primary's alone for a mirrored canary), or with no traffic.
     fn observed_rate(&self) -> Option<(f64, f64)> {
         let since = self.now.saturating_sub(self.s.step_since) as f64 / 1000.0;
         let compared = || self.spec.metrics.iter().filter(|m| m.kind.is_builtin());
@@ -118,12 +118,12 @@ impl Tick<'_> {
         let (canary, primary, covered) = counts.or_else(histograms)?;
         let spans = covered.map_or((Some(since), Some(since)), |c| (c.canary, c.primary));
         let rate = |n: f64, span: Option<f64>| span.filter(|s| *s > 0.0).map(|s| n / s);
-        let (c, p) = (
-            rate(canary.requests, spans.0)?,
-            rate(primary.requests, spans.1)?,
-        );
+        let primary_rate = rate(primary.requests, spans.1)?;
         // A mirrored canary serves copies of the primary's requests.
-        let rps = if self.s.mirror.is_some() { p } else { c + p };
+        let rps = match self.s.mirror {
+            Some(_) => primary_rate,
+            None => rate(canary.requests, spans.0)? + primary_rate,
+        };
         let requests = canary.requests + primary.requests;
         // A first look's few requests often hold no failure at all, and a forecast at 0% errors
         // would promise a rollout far shorter than the first failures make it: the error rate
