@@ -8,7 +8,9 @@ use fledge_controller::analysis::Histogram;
 use fledge_controller::analysis::statistical::{
     DEFAULT_ERROR_MARGIN_PP, DEFAULT_LATENCY_INCREASE, DEFAULT_LATENCY_QUANTILE,
 };
-use fledge_controller::rollout::{ForecastEnd, RolloutPlan, forecast, log_normal_latency, plan};
+use fledge_controller::rollout::{
+    Forecast, ForecastEnd, Millis, RolloutPlan, forecast, log_normal_latency, plan,
+};
 use fledge_controller::spec::{
     Canary, Duration, Judge, LoadError, Margin, MetricCheck, MetricKind, RolloutSpec, Strategy,
     load_manifests, validate,
@@ -20,6 +22,11 @@ use crate::manifest::yaml::Outline;
 /// The rates a forecast is given for: from one request in about 17 minutes to far beyond any
 /// one service's traffic (outside them the figures print as noise: hundreds of digits).
 const RPS_RANGE: std::ops::RangeInclusive<f64> = 0.001..=10_000_000.0;
+
+/// The longest a rollout at low traffic should have to wait for the statistical judge (issue
+/// 19's bound): a plan whose judge needs a longer progress deadline says so plainly, with the
+/// rate from which it would not.
+const PRACTICAL_DEADLINE: Millis = 30 * 60_000;
 
 pub(super) fn run(
     file: &Path,
@@ -436,9 +443,83 @@ fn forecast_text(
             f.not_forecast.join(", ")
         );
     }
+    if let Some(line) = beyond_practical(spec, &f, error_rate / 100.0, latency) {
+        let _ = writeln!(out, "  {line}");
+    }
     let _ = writeln!(out);
     if let Some(w) = f.warning(spec) {
         let _ = writeln!(out, "warning: {}: Canary {name}: {w}", file.display());
     }
     out
+}
+
+/// When the judge needs a progress deadline beyond [`PRACTICAL_DEADLINE`] at the forecast's
+/// rate: what it needs, the evidence that takes, and the rate from which it decides in time.
+fn beyond_practical(
+    spec: &RolloutSpec,
+    f: &Forecast,
+    error_rate: f64,
+    latency: Option<&Histogram>,
+) -> Option<String> {
+    if f.judge_decides() && spec.progress_deadline.millis() <= PRACTICAL_DEADLINE {
+        return None;
+    }
+    let within = |d: Option<Millis>| d.is_some_and(|d| d <= PRACTICAL_DEADLINE);
+    if within(f.deadline_needed) {
+        return None;
+    }
+    let Judge::Statistical { alpha, .. } = spec.judge else {
+        return None;
+    };
+    let practical = Duration(PRACTICAL_DEADLINE);
+    let needs = match f.deadline_needed {
+        Some(d) => format!(
+            "a progress deadline of {}s ({}) for its evidence",
+            d / 1000,
+            Duration(d)
+        ),
+        None => "more than a day for its evidence".to_string(),
+    };
+    let canary: f64 = f.steps.iter().map(|s| s.canary_requests).sum();
+    let top = f.steps.last().map_or(0.0, |s| s.canary_requests);
+    let decides = |rps: f64| {
+        forecast(spec, rps, error_rate, latency).is_some_and(|f| within(f.deadline_needed))
+    };
+    let from = match lowest_rate(f.rps, decides) {
+        Some(r) => format!(
+            "from about {r} requests/s a progress deadline of {practical} or less lets it decide"
+        ),
+        None => format!(
+            "no rate up to {} requests/s lets it decide within a progress deadline of {practical}",
+            RPS_RANGE.end()
+        ),
+    };
+    Some(format!(
+        "the statistical judge cannot decide within a progress deadline of {practical} at {} requests/s: it needs {needs} ({canary:.0} canary requests, {top:.0} of them at the top weight, at alpha {alpha} and the margins above); {from}; below that, the metrics' thresholds judge as said above",
+        f.rps
+    ))
+}
+
+/// The lowest rate above `rps` at which `decides` (two significant figures, rounded up), found
+/// by doubling then halving on a log scale; `None` past the rates a forecast takes.
+fn lowest_rate(rps: f64, decides: impl Fn(f64) -> bool) -> Option<String> {
+    let mut hi = rps * 2.0;
+    while !decides(hi) {
+        hi *= 2.0;
+        if hi > *RPS_RANGE.end() {
+            return None;
+        }
+    }
+    let mut lo = hi / 2.0;
+    for _ in 0..6 {
+        let mid = (lo * hi).sqrt();
+        if decides(mid) {
+            hi = mid;
+        } else {
+            lo = mid;
+        }
+    }
+    let scale = 10f64.powi(hi.log10().floor() as i32 - 1);
+    let rounded = (hi / scale).ceil() * scale;
+    Some(format!("{}", (rounded * 1e6).round() / 1e6))
 }
