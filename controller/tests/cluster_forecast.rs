@@ -38,6 +38,7 @@ async fn a_deadline_too_short_for_the_rate_seen_gets_a_false_condition_and_a_war
                 requests: 27.0,
                 failures: 0.0,
             },
+            covered: None,
         },
     );
     progressing_at(&c, 10).await;

@@ -13,7 +13,7 @@ use axum::extract::{Query, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
-use fledge_controller::analysis::{Counts, Histogram, MetricReading};
+use fledge_controller::analysis::{Counts, Covered, Histogram, MetricReading};
 use fledge_controller::metrics::{Mesh, Prometheus};
 use fledge_controller::observe::{Measure, Measurement, QuerySource, Range, Subject, Workload};
 use fledge_controller::rollout::Millis;
@@ -446,18 +446,33 @@ async fn statistical_counts_are_each_series_diffed_from_its_first_sample_in_the_
         (istio_counters("podinfo-primary", true), matrix(&[])),
     ])
     .await;
+    let MetricReading::Counts {
+        canary,
+        primary,
+        covered: Some(covered),
+    } = reading
+    else {
+        panic!("{reading:?}")
+    };
     assert_eq!(
-        reading,
-        MetricReading::Counts {
-            canary: Counts {
+        (canary, primary),
+        (
+            Counts {
                 requests: 900.0,
                 failures: 5.0
             },
-            primary: Counts {
+            Counts {
                 requests: 530.0,
                 failures: 0.0
-            },
-        }
+            }
+        )
+    );
+    // The spans the counts cover, for the rate: pod a's 800 requests over 30s and pod b's 100
+    // over 15s are 900 at 100/3 per second, 27s of it; the primary's 30s.
+    let near = |x: Option<f64>, want: f64| x.is_some_and(|x| (x - want).abs() < 1e-6);
+    assert!(
+        near(covered.canary, 27.0) && near(covered.primary, 30.0),
+        "{covered:?}"
     );
     assert_eq!(fake.received().len(), 4);
     assert!(fake.times().iter().all(|t| t == "1700000000.250"));
@@ -530,6 +545,11 @@ async fn statistical_duration_reads_both_histograms_summed_per_bucket() {
                 bounds: vec![5.0, 25.0, f64::INFINITY],
                 cumulative: vec![50.0, 900.0, 1000.0],
             },
+            // New series, one sample 1s into the range: counted from its start.
+            covered: Some(Box::new(Covered {
+                canary: Some(1.0),
+                primary: Some(1.0)
+            })),
         }
     );
 }

@@ -35,6 +35,7 @@ fn reading_failing(d: &Driver, rps: f64, rate: f64) -> MetricReading {
     MetricReading::Counts {
         canary: side(rps * share * seconds),
         primary: side(rps * (1.0 - share) * seconds),
+        covered: None,
     }
 }
 
@@ -240,7 +241,11 @@ fn a_canary_that_serves_nothing_after_the_deadline_is_never_promoted_by_the_fall
             0.0
         };
         let canary = cumulative([0.0, served, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0]);
-        d.reading = Some(MetricReading::Histograms { canary, primary });
+        d.reading = Some(MetricReading::Histograms {
+            canary,
+            primary,
+            covered: None,
+        });
         d.tick();
     }
     assert_ne!(

@@ -25,6 +25,7 @@ fn reading(d: &Driver, rps: f64) -> MetricReading {
     MetricReading::Counts {
         canary: side(rps * share * seconds),
         primary: side(rps * (1.0 - share) * seconds),
+        covered: None,
     }
 }
 

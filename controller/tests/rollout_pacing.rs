@@ -24,6 +24,7 @@ fn healthy_reading(d: &Driver, rps: f64) -> MetricReading {
             requests: (rps * (1.0 - share) * seconds).floor(),
             failures: 0.0,
         },
+        covered: None,
     }
 }
 
@@ -94,9 +95,16 @@ fn canary(analysis: &str) -> fledge_controller::spec::CanarySpec {
     load_manifests(&text).unwrap().canaries.remove(0).spec
 }
 
+/// A compared metric, on which a step may end early.
+const SUCCESS_RATE: &str =
+    "    metrics:\n      - {name: request-success-rate, thresholdRange: {min: 99}, interval: 1m}";
+
 #[test]
 fn min_step_duration_defaults_to_30s_under_the_statistical_judge_and_is_bounded_by_the_interval() {
-    let spec = validate(&canary("    judge: statistical\n    stepWeight: 10")).unwrap();
+    let spec = validate(&canary(&format!(
+        "    judge: statistical\n    stepWeight: 10\n{SUCCESS_RATE}"
+    )))
+    .unwrap();
     assert_eq!(spec.min_step, Some(Duration::from_secs(30)));
     let errors = validate(&canary(
         "    judge: statistical\n    stepWeight: 10\n    minStepDuration: 2m",
@@ -133,6 +141,7 @@ fn min_step_duration_is_ignored_with_a_warning_by_the_threshold_judge_and_by_ite
     for analysis in [
         "    stepWeight: 10\n    minStepDuration: 20s",
         "    judge: statistical\n    iterations: 5\n    minStepDuration: 20s",
+        "    judge: statistical\n    stepWeight: 10\n    minStepDuration: 20s",
     ] {
         let c = canary(analysis);
         assert_eq!(validate(&c).unwrap().min_step, None, "{analysis}");
@@ -144,4 +153,30 @@ fn min_step_duration_is_ignored_with_a_warning_by_the_threshold_judge_and_by_ite
             "{analysis}: {w:?}"
         );
     }
+}
+
+#[test]
+fn without_a_compared_metric_a_step_lasts_its_interval() {
+    // Only a custom query: its scalar checks read a 1m window that mostly holds the previous
+    // weight's traffic, which is no step's own evidence, so the steps keep Flagger's pacing.
+    use fledge_controller::rollout::plan;
+    let spec = validate(&canary(
+        "    judge: statistical\n    threshold: 5\n    stepWeight: 10\n    maxWeight: 50\n    metrics:\n      - name: error-rate\n        query: sum(rate(http_errors_total[1m]))\n        thresholdRange: {max: 1}\n        interval: 1m",
+    ))
+    .unwrap();
+    assert_eq!(spec.min_step, None);
+    let p = plan(&spec);
+    // Five weights, each checked over its own interval's traffic as Flagger checks it.
+    assert!(
+        p.shortest_promotion >= 5 * 60_000,
+        "promotion after {}ms with {} analyses",
+        p.shortest_promotion,
+        p.analyses
+    );
+    // With a compared metric beside it, a step may end at minStepDuration.
+    let spec = validate(&canary(&format!(
+        "    judge: statistical\n    stepWeight: 10\n    maxWeight: 50\n{SUCCESS_RATE}"
+    )))
+    .unwrap();
+    assert!(plan(&spec).shortest_promotion < 5 * 60_000);
 }

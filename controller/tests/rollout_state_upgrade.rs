@@ -95,6 +95,7 @@ fn equal_error_rates(d: &Driver) -> Option<MetricReading> {
     Some(MetricReading::Counts {
         canary: counts(100.0 * share * seconds),
         primary: counts(100.0 * (1.0 - share) * seconds),
+        covered: None,
     })
 }
 

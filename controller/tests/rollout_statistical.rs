@@ -32,6 +32,7 @@ impl Traffic {
                 requests: primary.floor(),
                 failures: (primary * self.primary_errors).floor(),
             },
+            covered: None,
         }
     }
 
@@ -126,6 +127,7 @@ fn unusable_counts_hold_the_step_and_never_promote() {
                 requests: -3.0,
                 failures: 0.0,
             },
+            covered: None,
         });
         d.tick();
     }

@@ -241,7 +241,9 @@ async fn bounded<T>(f: impl std::future::Future<Output = T>) -> T {
 
 fn counts(reading: &MetricReading) -> (Counts, Counts) {
     match reading {
-        MetricReading::Counts { canary, primary } => (*canary, *primary),
+        MetricReading::Counts {
+            canary, primary, ..
+        } => (*canary, *primary),
         other => panic!("expected counts, got {other:?}"),
     }
 }

@@ -159,21 +159,8 @@ pub fn median_look(outcomes: &[Outcome], at: impl Fn(&Outcome) -> Option<u32>) -
     looks.get(looks.len() / 2).copied()
 }
 
-/// Istio's default latency buckets (ms) up to 10 s, then +Inf.
-pub const LATENCY_BOUNDS: [f64; 12] = [
-    5.0,
-    10.0,
-    25.0,
-    50.0,
-    100.0,
-    250.0,
-    500.0,
-    1000.0,
-    2500.0,
-    5000.0,
-    10000.0,
-    f64::INFINITY,
-];
+/// Istio's default latency buckets (ms).
+pub use fledge_controller::analysis::ISTIO_DURATION_BOUNDS_MS as LATENCY_BOUNDS;
 
 /// One latency observation, log-normal with the given median (ms) and log-scale spread, counted
 /// into its `le` bucket.

@@ -28,17 +28,61 @@ pub enum MetricReading {
     /// A scalar (threshold mode, and custom queries in any mode).
     Value { value: f64 },
     /// Request and failure counts over the window, for the error-rate test.
-    Counts { canary: Counts, primary: Counts },
-    /// Latency histograms over the window, for the Mann-Whitney test.
+    Counts {
+        canary: Counts,
+        primary: Counts,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        covered: Option<Box<Covered>>,
+    },
+    /// Latency histograms over the window, for the latency test.
     Histograms {
         canary: Histogram,
         primary: Histogram,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        covered: Option<Box<Covered>>,
     },
     /// The query returned no series or no samples.
     NoData { reason: String },
     /// The query failed (source unreachable, bad answer).
     Error { reason: String },
 }
+
+/// How long each side's counts of a reading took to accumulate, in seconds, when the reader
+/// knows it (`None` in the reading: the whole window). Counters diffed between scrapes count
+/// from a scrape after the window began to the last one before it ended (see
+/// `metrics::counters`), which can be far less than the window: the request rate is the count
+/// over this span. A side is `None` when none of its series has covered any time yet. Boxed in
+/// a reading, which stays small.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct Covered {
+    pub canary: Option<f64>,
+    pub primary: Option<f64>,
+}
+
+/// Istio's default bucket bounds of `istio_request_duration_milliseconds` (ms), `+Inf` last: the
+/// shape [`crate::rollout::log_normal_latency`] fills, and the buckets tests draw latencies into.
+pub const ISTIO_DURATION_BOUNDS_MS: [f64; 20] = [
+    0.5,
+    1.0,
+    5.0,
+    10.0,
+    25.0,
+    50.0,
+    100.0,
+    250.0,
+    500.0,
+    1000.0,
+    2500.0,
+    5000.0,
+    10000.0,
+    30000.0,
+    60000.0,
+    300000.0,
+    600000.0,
+    1800000.0,
+    3600000.0,
+    f64::INFINITY,
+];
 
 /// Requests and failures (5xx) served over a window.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Serialize, Deserialize)]
@@ -371,6 +415,7 @@ mod tests {
                 requests: 800.0,
                 failures: 0.0,
             },
+            covered: None,
         };
         let r = check_threshold(&success_rate(99.0), Some(&reading), "app");
         assert_eq!(r.value, Some(98.0));
@@ -381,6 +426,7 @@ mod tests {
         MetricReading::Counts {
             canary: Counts { requests, failures },
             primary: Counts::default(),
+            covered: None,
         }
     }
 

@@ -113,7 +113,11 @@ impl Evidence {
         match check.kind {
             MetricKind::RequestSuccessRate => {
                 let (canary, primary) = self.error_rate.get(&check.name)?.window_counts();
-                Some(MetricReading::Counts { canary, primary })
+                Some(MetricReading::Counts {
+                    canary,
+                    primary,
+                    covered: None,
+                })
             }
             MetricKind::RequestDuration => {
                 let q = check.quantile.unwrap_or(DEFAULT_LATENCY_QUANTILE);
@@ -144,7 +148,12 @@ impl Evidence {
             short_of_traffic: None,
         };
         match (&check.kind, reading) {
-            (MetricKind::RequestSuccessRate, Some(MetricReading::Counts { canary, primary })) => {
+            (
+                MetricKind::RequestSuccessRate,
+                Some(MetricReading::Counts {
+                    canary, primary, ..
+                }),
+            ) => {
                 let margin = match check.margin {
                     Some(Margin::Relative(m)) => RateMargin::Relative(m),
                     Some(Margin::Absolute(m)) => RateMargin::Absolute(m),
@@ -181,7 +190,12 @@ impl Evidence {
                 }
                 out
             }
-            (MetricKind::RequestDuration, Some(MetricReading::Histograms { canary, primary })) => {
+            (
+                MetricKind::RequestDuration,
+                Some(MetricReading::Histograms {
+                    canary, primary, ..
+                }),
+            ) => {
                 let config = LatencyTestConfig {
                     alpha: levels.alpha,
                     beta: levels.beta,
@@ -280,6 +294,7 @@ mod tests {
                 requests: pr,
                 failures: pf,
             },
+            covered: None,
         }
     }
 
@@ -343,6 +358,7 @@ mod tests {
         let empty = MetricReading::Histograms {
             canary: Histogram::default(),
             primary: Histogram::default(),
+            covered: None,
         };
         let j = e.judge(
             &check(MetricKind::RequestDuration),
@@ -371,6 +387,7 @@ mod tests {
                 .iter()
                 .map(|c| k * c)
                 .collect()),
+            covered: None,
         };
         let mut e = Evidence::default();
         let mut judge = |reading| {

@@ -23,7 +23,7 @@
 
 use std::collections::BTreeMap;
 
-use crate::analysis::{Counts, Histogram, MetricReading};
+use crate::analysis::{Counts, Covered, Histogram, MetricReading};
 use crate::observe::{Range, Side};
 use crate::rollout::Millis;
 
@@ -72,6 +72,40 @@ fn resets_since(samples: &[(Millis, f64)], from: Millis) -> usize {
         .map(|(_, v)| *v)
         .collect();
     inside.windows(2).filter(|w| w[1] < w[0]).count()
+}
+
+/// The seconds over which a series' counted increase (see [`increase_since`]) accumulated: from
+/// the sample it counts from (its first in the range if it existed before, else the range's
+/// start, a new series counting from zero) to its last. `None` when that is no time at all: one
+/// sample of an existing series shows no rate.
+fn covered_since(samples: &[(Millis, f64)], from: Millis) -> Option<f64> {
+    let existed = samples.first().is_some_and(|(t, _)| *t < from);
+    let mut inside = samples.iter().filter(|(t, _)| *t >= from).map(|(t, _)| *t);
+    let first = inside.next()?;
+    let last = inside.next_back().unwrap_or(first);
+    let start = if existed { first } else { from };
+    (last > start).then(|| (last - start) as f64 / 1000.0)
+}
+
+/// The seconds a side's count covers: the span over which its series, each at the rate its own
+/// samples show, would serve the side's count (pods are scraped at different moments, so their
+/// series cover different spans); the longest span when they counted nothing. `None` when no
+/// series has covered any time yet.
+fn side_covered<'a>(series: impl IntoIterator<Item = &'a Series>, from: Millis) -> Option<f64> {
+    let spans: Vec<(f64, f64)> = series
+        .into_iter()
+        .filter_map(|s| {
+            let span = covered_since(&s.samples, from)?;
+            Some((increase_since(&s.samples, from), span))
+        })
+        .collect();
+    let counted: f64 = spans.iter().map(|(n, _)| n).sum();
+    let rate: f64 = spans.iter().map(|(n, span)| n / span).sum();
+    if counted > 0.0 && rate > 0.0 {
+        Some(counted / rate)
+    } else {
+        spans.iter().map(|(_, span)| *span).reduce(f64::max)
+    }
 }
 
 /// Reports the resets of `series` in the range, as what they are.
@@ -134,12 +168,20 @@ pub fn counts_reading(
     ]: [Result<Vec<Series>, MetricReading>; 4],
     range: Range,
 ) -> MetricReading {
-    let canary = match side_counts(Side::Canary, canary_requests, canary_failures, range) {
-        Ok(counts) => counts,
-        Err(reading) => return reading,
-    };
+    let (canary, canary_covered) =
+        match side_counts(Side::Canary, canary_requests, canary_failures, range) {
+            Ok(counts) => counts,
+            Err(reading) => return reading,
+        };
     match side_counts(Side::Primary, primary_requests, primary_failures, range) {
-        Ok(primary) => MetricReading::Counts { canary, primary },
+        Ok((primary, primary_covered)) => MetricReading::Counts {
+            canary,
+            primary,
+            covered: Some(Box::new(Covered {
+                canary: canary_covered,
+                primary: primary_covered,
+            })),
+        },
         Err(reading) => reading,
     }
 }
@@ -151,27 +193,36 @@ pub fn histograms_reading(
     primary: Result<Vec<Series>, MetricReading>,
     range: Range,
 ) -> MetricReading {
-    let canary = match canary.and_then(|s| histogram(Side::Canary, &s, range)) {
+    let (canary, canary_covered) = match canary.and_then(|s| histogram(Side::Canary, &s, range)) {
         Ok(h) => h,
         Err(reading) => return reading,
     };
     match primary.and_then(|s| histogram(Side::Primary, &s, range)) {
-        Ok(primary) => MetricReading::Histograms { canary, primary },
+        Ok((primary, primary_covered)) => MetricReading::Histograms {
+            canary,
+            primary,
+            covered: Some(Box::new(Covered {
+                canary: canary_covered,
+                primary: primary_covered,
+            })),
+        },
         Err(reading) => reading,
     }
 }
 
-/// One side's requests and failures over the range. No request series (or NaN) is no data; no
-/// failure series while requests exist is no failure; more failures than requests is an
-/// error, since the two cannot both be right.
+/// One side's requests and failures over the range, and the seconds they cover. No request
+/// series (or NaN) is no data; no failure series while requests exist is no failure; more
+/// failures than requests is an error, since the two cannot both be right.
 fn side_counts(
     side: Side,
     requests: Result<Vec<Series>, MetricReading>,
     failures: Result<Vec<Series>, MetricReading>,
     range: Range,
-) -> Result<Counts, MetricReading> {
+) -> Result<(Counts, Option<f64>), MetricReading> {
     let name = side.as_str();
-    let requests = match total_since(&requests?, range.from) {
+    let series = requests?;
+    let covered = side_covered(&series, range.from);
+    let requests = match total_since(&series, range.from) {
         Some(r) if r.is_nan() => {
             return Err(MetricReading::NoData {
                 reason: format!("the {name} request count is NaN"),
@@ -201,11 +252,16 @@ fn side_counts(
             ),
         });
     }
-    Ok(Counts { requests, failures })
+    Ok((Counts { requests, failures }, covered))
 }
 
-/// One side's latency histogram over the range, cumulative per bucket, from its bucket series.
-fn histogram(side: Side, series: &[Series], range: Range) -> Result<Histogram, MetricReading> {
+/// One side's latency histogram over the range, cumulative per bucket, from its bucket series,
+/// and the seconds its `+Inf` bucket (every observation) covers.
+fn histogram(
+    side: Side,
+    series: &[Series],
+    range: Range,
+) -> Result<(Histogram, Option<f64>), MetricReading> {
     let wrong = |what: String| MetricReading::Error {
         reason: format!(
             "wrong result type for the {} histogram: {what}",
@@ -239,7 +295,15 @@ fn histogram(side: Side, series: &[Series], range: Range) -> Result<Histogram, M
         return Err(wrong("no `+Inf` bucket".into()));
     }
     let (bounds, cumulative) = buckets.into_iter().unzip();
-    Ok(Histogram { bounds, cumulative })
+    let every = series.iter().filter(|s| {
+        s.labels
+            .get("le")
+            .is_some_and(|le| le.parse().is_ok_and(f64::is_infinite))
+    });
+    Ok((
+        Histogram { bounds, cumulative },
+        side_covered(every, range.from),
+    ))
 }
 
 #[cfg(test)]
@@ -349,5 +413,67 @@ mod tests {
             ]))
         );
         assert!(totals_by(&series, "quantile", STEP).is_err());
+    }
+
+    #[test]
+    fn a_sides_count_covers_the_time_between_the_samples_it_counts_from_and_to() {
+        let series = |samples: Vec<(Millis, f64)>| Series {
+            samples,
+            ..Series::default()
+        };
+        // Existed before the step at 60s: counts from its first scrape in it (61s) to its last.
+        let old = series(vec![(46_000, 100.0), (61_000, 100.0), (76_000, 130.0)]);
+        assert_eq!(side_covered([&old], STEP), Some(15.0));
+        // One scrape in the step shows no rate yet, however long the step has lasted.
+        assert_eq!(
+            side_covered([&series(vec![(46_000, 1.0), (61_000, 2.0)])], STEP),
+            None
+        );
+        // New in the step: counts from zero, so from the step's start.
+        let new = series(vec![(61_000, 1.0), (76_000, 4.0)]);
+        assert_eq!(side_covered([&new], STEP), Some(16.0));
+        // Two pods scraped at different moments, each at 2 requests/s: 28 requests over 14s
+        // and 12 over 6s, the side's 40 at 4 requests/s.
+        let a = series(vec![(50_000, 0.0), (62_000, 0.0), (76_000, 28.0)]);
+        let b = series(vec![(58_000, 0.0), (70_000, 0.0), (76_000, 12.0)]);
+        let covered = side_covered([&a, &b], STEP).unwrap();
+        assert_eq!(
+            total_since(&[a, b], STEP).unwrap() / covered,
+            4.0,
+            "{covered}"
+        );
+    }
+
+    #[test]
+    fn a_counts_reading_says_what_each_side_covers() {
+        let series = |samples: Vec<(Millis, f64)>| {
+            Ok(vec![Series {
+                samples,
+                ..Series::default()
+            }])
+        };
+        let range = Range {
+            from: STEP,
+            to: 75_000,
+        };
+        let reading = counts_reading(
+            [
+                series(vec![(61_000, 2.0)]),
+                Ok(Vec::new()),
+                series(vec![(46_000, 100.0), (61_000, 140.0)]),
+                Ok(Vec::new()),
+            ],
+            range,
+        );
+        let MetricReading::Counts { covered, .. } = reading else {
+            panic!("{reading:?}")
+        };
+        assert_eq!(
+            covered,
+            Some(Box::new(Covered {
+                canary: Some(1.0),
+                primary: None
+            }))
+        );
     }
 }

@@ -1,5 +1,5 @@
-//! Time and the statistical judge: the forecast of a rollout at the traffic rate its first look
-//! sees, and what a rollout the judge cannot decide in time does instead, and what it says.
+//! Time and the statistical judge: the forecast of a rollout at the traffic rate its first looks
+//! show, and what a rollout the judge cannot decide in time does instead, and what it says.
 //!
 //! - Metrics that could not be read (the metrics provider failed): rolled back at the progress
 //!   deadline, never promoted.
@@ -26,7 +26,7 @@ use super::judging::Analysis;
 use super::state::ForecastStatus;
 use super::tick::Tick;
 use super::{EventReason, Severity};
-use crate::analysis::{Histogram, MetricReading};
+use crate::analysis::{Counts, Histogram, MetricReading};
 use crate::spec::MetricKind;
 
 impl Tick<'_> {
@@ -49,7 +49,7 @@ impl Tick<'_> {
         (!failed.is_empty()).then(|| failed.join("; "))
     }
 
-    /// At the rollout's first look with traffic: the forecast at the rate seen, recorded for
+    /// At the rollout's first look that shows the traffic's rate: the forecast at that rate, recorded for
     /// the status, and a Warning Event naming the setting to change if the progress deadline is
     /// expected to roll a healthy canary back.
     pub(super) fn forecast_once(&mut self) {
@@ -83,23 +83,54 @@ impl Tick<'_> {
         }
     }
 
-    /// The request rate and the error rate of the current step, from the judge's counts.
+    /// The service's request rate and error rate at this look, from the first compared metric
+    /// whose reading has counts (the success rate's, else the latency histograms' totals). Each
+    /// side's rate is its count over the span its samples cover (counters scraped every 15s
+    /// count the step from its first scrape, not from its start); `None` until both sides'
+    /// rates are known, or with no traffic.
     fn observed_rate(&self) -> Option<(f64, f64)> {
-        let seconds = self.now.saturating_sub(self.s.step_since) as f64 / 1000.0;
-        let name = self
-            .spec
-            .metrics
-            .iter()
-            .find(|m| m.kind == MetricKind::RequestSuccessRate)?;
-        let (canary, primary) = self.s.evidence.error_rate.get(&name.name)?.step_counts();
+        let since = self.now.saturating_sub(self.s.step_since) as f64 / 1000.0;
+        let compared = || self.spec.metrics.iter().filter(|m| m.kind.is_builtin());
+        let counts = compared().find_map(|m| match self.obs.metrics.get(&m.name) {
+            Some(MetricReading::Counts {
+                canary,
+                primary,
+                covered,
+            }) => Some((*canary, *primary, covered.as_deref().copied())),
+            _ => None,
+        });
+        let histograms = || {
+            compared().find_map(|m| match self.obs.metrics.get(&m.name) {
+                Some(MetricReading::Histograms {
+                    canary,
+                    primary,
+                    covered,
+                }) => {
+                    let total = |h: &Histogram| Counts {
+                        requests: h.cumulative.last().copied().unwrap_or(0.0),
+                        failures: 0.0,
+                    };
+                    Some((total(canary), total(primary), covered.as_deref().copied()))
+                }
+                _ => None,
+            })
+        };
+        let (canary, primary, covered) = counts.or_else(histograms)?;
+        let spans = covered.map_or((Some(since), Some(since)), |c| (c.canary, c.primary));
+        let rate = |n: f64, span: Option<f64>| span.filter(|s| *s > 0.0).map(|s| n / s);
+        let (c, p) = (
+            rate(canary.requests, spans.0)?,
+            rate(primary.requests, spans.1)?,
+        );
+        // A mirrored canary serves copies of the primary's requests.
+        let rps = if self.s.mirror.is_some() { p } else { c + p };
         let requests = canary.requests + primary.requests;
         // A first look's few requests often hold no failure at all, and a forecast at 0% errors
         // would promise a rollout far shorter than the first failures make it: the error rate
         // is the mean under a Beta(0.5, 50) prior (mean 1%, as the judge's own bounds use), which
         // the look's counts move towards what they show.
         let failures = canary.failures + primary.failures;
-        (seconds > 0.0 && requests > 0.0)
-            .then(|| (requests / seconds, (failures + 0.5) / (requests + 50.5)))
+        (rps > 0.0 && rps.is_finite()).then(|| (rps, (failures + 0.5) / (requests + 50.5)))
     }
 
     /// The primary's latency histogram of this tick (the shape the forecast runs on), if a

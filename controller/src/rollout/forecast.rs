@@ -17,7 +17,7 @@ use serde::{Deserialize, Serialize};
 use super::plan::{agreeing_hooks, ideal_readings, initialised};
 use super::schedule::look_interval;
 use super::{Millis, Phase, RolloutState, advance, wants};
-use crate::analysis::{Counts, Histogram, MetricReading};
+use crate::analysis::{Counts, Histogram, ISTIO_DURATION_BOUNDS_MS, MetricReading};
 use crate::spec::{Duration, Judge, MetricKind, RolloutSpec};
 
 /// How far ahead a forecast looks: a rollout that is not decided in a day is "never" for
@@ -218,30 +218,6 @@ impl Shape {
     }
 }
 
-/// Istio's default bucket bounds of `istio_request_duration_milliseconds`.
-const ISTIO_BOUNDS_MS: [f64; 20] = [
-    0.5,
-    1.0,
-    5.0,
-    10.0,
-    25.0,
-    50.0,
-    100.0,
-    250.0,
-    500.0,
-    1000.0,
-    2500.0,
-    5000.0,
-    10000.0,
-    30000.0,
-    60000.0,
-    300000.0,
-    600000.0,
-    1800000.0,
-    3600000.0,
-    f64::INFINITY,
-];
-
 /// A log-normal latency with this median and p99 (milliseconds) in Istio's default buckets, as
 /// a histogram of one observation: a shape for [`forecast`]. `None` unless
 /// `0 < p50 <= p99`, both finite.
@@ -261,8 +237,8 @@ pub fn log_normal_latency(p50: f64, p99: f64) -> Option<Histogram> {
         }
     };
     Some(Histogram {
-        bounds: ISTIO_BOUNDS_MS.to_vec(),
-        cumulative: ISTIO_BOUNDS_MS.iter().map(|b| cdf(*b)).collect(),
+        bounds: ISTIO_DURATION_BOUNDS_MS.to_vec(),
+        cumulative: ISTIO_DURATION_BOUNDS_MS.iter().map(|b| cdf(*b)).collect(),
     })
 }
 
@@ -363,10 +339,15 @@ fn readings(
     let mut out = ideal_readings(spec);
     for m in &spec.metrics {
         let reading = match (&m.kind, &load.latency) {
-            (MetricKind::RequestSuccessRate, _) => MetricReading::Counts { canary, primary },
+            (MetricKind::RequestSuccessRate, _) => MetricReading::Counts {
+                canary,
+                primary,
+                covered: None,
+            },
             (MetricKind::RequestDuration, Some(shape)) => MetricReading::Histograms {
                 canary: shape.histogram(canary.requests),
                 primary: shape.histogram(primary.requests),
+                covered: None,
             },
             _ => continue,
         };

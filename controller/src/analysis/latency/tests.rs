@@ -2,26 +2,17 @@
 //! false-High rate (identical versions) and its power (a slower median, a slow tail).
 
 use super::*;
+use crate::analysis::ISTIO_DURATION_BOUNDS_MS as ISTIO;
 use crate::analysis::test_support::{WEIGHTS, binomial, each_look, weighted};
 use crate::rollout::log_normal_latency;
 use rand::{RngExt, SeedableRng};
 use rand_pcg::Pcg64Mcg;
 
-/// Istio's duration buckets from 5 ms to 10 s.
-const ISTIO: [f64; 12] = [
-    5.0,
-    10.0,
-    25.0,
-    50.0,
-    100.0,
-    250.0,
-    500.0,
-    1000.0,
-    2500.0,
-    5000.0,
-    10000.0,
-    f64::INFINITY,
-];
+/// The index of Istio's bucket with upper bound `le`.
+fn bucket_of(le: f64) -> usize {
+    ISTIO.iter().position(|b| *b == le).expect("an Istio bound")
+}
+
 /// Coarse buckets where nearly every observation of a 30 ms median shares the (25, 50] bucket.
 const COARSE: [f64; 4] = [25.0, 50.0, 1000.0, f64::INFINITY];
 
@@ -180,10 +171,9 @@ fn a_p99_far_below_the_bucket_bound_above_it_is_gated_at_the_bound_below() {
 fn too_few_primary_observations_hold_while_the_bound_is_chosen() {
     let mut e = LatencyEvidence::default();
     let c = config(0.99, 0.01);
-    let h = histogram(
-        &ISTIO,
-        &[0.0, 0.0, 500.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0],
-    );
+    let mut counts = [0.0; ISTIO.len()];
+    counts[bucket_of(25.0)] = 500.0;
+    let h = histogram(&ISTIO, &counts);
     let j = e.observe(&c, &h, &h);
     assert_eq!(j.decision, LatencyDecision::Undecided);
     assert_eq!(j.slow_above, None);
@@ -514,8 +504,9 @@ fn identical_versions_are_flagged_high_within_alpha_while_the_canarys_weight_cha
 fn the_canarys_window_quantile_reads_the_observations_since_the_last_step_check() {
     let c = config(0.99, 0.01);
     let mut e = LatencyEvidence::default();
-    let mut counts = [0.0; 12];
-    counts[2] = 10.0;
+    let mut counts = [0.0; ISTIO.len()];
+    let (le_25, le_100) = (bucket_of(25.0), bucket_of(100.0));
+    counts[le_25] = 10.0;
     let h = histogram(&ISTIO, &counts);
     // Ten primary observations: the slow bound (1,000 needed) is not fixed yet; the window
     // still holds the canary's.
@@ -526,14 +517,14 @@ fn the_canarys_window_quantile_reads_the_observations_since_the_last_step_check(
         .expect("ten canary observations");
     assert!(q > 10.0 && q <= 25.0, "{q}");
     // Cumulative readings: the next look adds only its increment (990 slower ones).
-    counts[4] = 990.0;
+    counts[le_100] = 990.0;
     e.observe(&c, &histogram(&ISTIO, &counts), &histogram(&ISTIO, &counts));
     let q = e.window_canary_quantile(0.5).unwrap();
     assert!(q > 50.0 && q <= 100.0, "{q}");
     // A step check closes the window: the earlier observations no longer count.
     e.begin_window();
     assert_eq!(e.window_canary_quantile(0.5), None);
-    counts[2] += 100.0;
+    counts[le_25] += 100.0;
     e.observe(&c, &histogram(&ISTIO, &counts), &histogram(&ISTIO, &counts));
     let q = e.window_canary_quantile(0.99).unwrap();
     assert!(q > 10.0 && q <= 25.0, "{q}");

@@ -189,7 +189,10 @@ pub(super) fn judge(p: &mut Problems, spec: &CanarySpec) -> Judge {
 /// `analysis.minStepDuration`: how soon a canary weight step may end once the statistical
 /// judge's evidence suffices. Only the statistical judge ends steps early, and only the canary
 /// strategy's weight steps (blue/green and A/B iterations are a count of intervals the user asked
-/// for); elsewhere the field is ignored and [`super::warnings`] says so.
+/// for), and only on the evidence of a compared metric (`request-success-rate`,
+/// `request-duration`): without one a step's analysis is scalar checks of a window that mostly
+/// holds the previous weight's traffic, so each step lasts `interval` as under Flagger's judge.
+/// Elsewhere the field is ignored and [`super::warnings`] says so.
 ///
 /// The default, 30s (or `interval` if shorter), from `fledge-sim compare` over 200 seeds of the
 /// benchmarks with floors of 15s, 30s and 1m: false rollbacks (A/A at 10, 100 and 1,000 rps),
@@ -204,6 +207,7 @@ pub(super) fn min_step(
     judge: &Judge,
     strategy: &Strategy,
     interval: Duration,
+    compared: bool,
 ) -> Option<Duration> {
     const PATH: &str = "spec.analysis.minStepDuration";
     let written = p.duration(PATH, a.min_step_duration.as_deref(), DEFAULT_MIN_STEP);
@@ -217,8 +221,9 @@ pub(super) fn min_step(
             );
         }
     }
-    let applies =
-        matches!(judge, Judge::Statistical { .. }) && matches!(strategy, Strategy::Canary { .. });
+    let applies = compared
+        && matches!(judge, Judge::Statistical { .. })
+        && matches!(strategy, Strategy::Canary { .. });
     applies.then(|| written.min(interval))
 }
 

@@ -257,10 +257,11 @@ pub fn validate(spec: &CanarySpec) -> Result<RolloutSpec, ValidationErrors> {
 
     let strategy = strategy::strategy(&mut p, spec, mirror);
     let judge = analysis::judge(&mut p, spec);
+    let metrics = analysis::metrics(&mut p, a, &judge);
+    let compared = metrics.iter().any(|m| m.kind.is_builtin());
     let min_step = strategy
         .as_ref()
-        .and_then(|s| analysis::min_step(&mut p, a, &judge, s, interval));
-    let metrics = analysis::metrics(&mut p, a, &judge);
+        .and_then(|s| analysis::min_step(&mut p, a, &judge, s, interval, compared));
     let webhooks = webhooks::webhooks(&mut p, &a.webhooks);
     alerts::alerts(&mut p, &a.alerts);
     let session_affinity = affinity::session_affinity(&mut p, spec);
@@ -454,9 +455,16 @@ pub fn warnings(spec: &CanarySpec) -> Vec<FieldError> {
         }
     }
     if a.min_step_duration.is_some() && rollout.min_step.is_none() {
+        let early = matches!(rollout.judge, Judge::Statistical { .. })
+            && matches!(rollout.strategy, Strategy::Canary { .. });
+        let why = if early {
+            "a step ends early only on the evidence of a compared metric (request-success-rate or request-duration), and this Canary has none"
+        } else {
+            "only the statistical judge ends canary weight steps early"
+        };
         warn(
             "spec.analysis.minStepDuration",
-            "not used: only the statistical judge ends canary weight steps early; every step lasts analysis.interval".into(),
+            format!("not used: {why}; every step lasts analysis.interval"),
         );
     }
     if let (Some(max), Some(&top)) = (a.max_weight, a.step_weights.iter().max())
