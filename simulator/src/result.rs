@@ -96,7 +96,8 @@ pub struct RunResult {
     /// (promotion then takes a tick or two more to reach `Succeeded`).
     pub judged_at_ms: Option<u64>,
     pub max_canary_weight: u8,
-    pub final_phase: Phase,
+    /// The Canary's phase at the end; none for the mesh alone (no Canary has a phase).
+    pub final_phase: Option<Phase>,
     pub final_message: String,
     /// Client requests, and those that failed after retries.
     pub requests: u64,
