@@ -1,7 +1,8 @@
 //! The outputs of `run` beside its result: the requests the client's proxy answers at once
 //! (no route, `NR`; no cluster, `NC`) are in the access log and the spans like any other, the
-//! spans of one request at the edge form one tree along the call graph, and a run of several
-//! variants writes one service graph that renders as one picture.
+//! spans of one request at the edge form one tree along the call graph, a client span answered
+//! 4xx is an error, only the proxies that exist log and trace, and a run of several variants
+//! writes one service graph that renders as one picture.
 
 mod support;
 
@@ -9,7 +10,8 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::path::PathBuf;
 use std::process::Command;
 
-use support::{path_str, sim};
+use serde_json::Value;
+use support::{path_str, sim, write};
 
 fn scenario(name: &str) -> String {
     format!("{}/../scenarios/{name}.yaml", env!("CARGO_MANIFEST_DIR"))
@@ -291,4 +293,85 @@ fn the_access_log_names_the_upstream_cluster_whose_subset_is_the_version_routed_
         .filter(|a| a.contains("productpage") && a.contains("details"))
         .count();
     assert!(whole > 0, "no request id shared along its calls");
+}
+
+/// OpenTelemetry's HTTP conventions: a CLIENT span answered 4xx (here the canary's `404 NR`
+/// calls) is an error, where a SERVER span would be left unset.
+#[test]
+fn a_client_span_answered_4xx_has_an_error_status() {
+    let spans = tmp("nr-spans.jsonl");
+    let out = sim(&[
+        "run",
+        &scenario("bookinfo-ratings-canary"),
+        "--traces",
+        path_str(&spans),
+        "--sample",
+        "1",
+    ]);
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    let text = std::fs::read_to_string(&spans).expect("the spans");
+    let client_4xx: Vec<Value> = text
+        .lines()
+        .map(|l| serde_json::from_str::<Value>(l).expect("a JSON line"))
+        .filter(|s| {
+            s["kind"] == "SPAN_KIND_CLIENT"
+                && s["attributes"]["http.status_code"]
+                    .as_u64()
+                    .is_some_and(|c| (400..500).contains(&c))
+        })
+        .collect();
+    assert!(
+        client_4xx.len() > 20,
+        "{} client spans 4xx",
+        client_4xx.len()
+    );
+    for s in &client_4xx {
+        assert_eq!(s["status"]["code"], "STATUS_CODE_ERROR", "{s}");
+    }
+}
+
+/// Only proxies that exist log and trace: a client without a sidecar has no Envoy, so its
+/// requests have no access-log line and no CLIENT span.
+#[test]
+fn a_client_without_a_sidecar_has_no_access_log_lines_or_client_spans() {
+    let file = write(
+        "no-sidecar-client.yaml",
+        r#"name: no-sidecar-client
+seed: 5
+duration: 1m
+services:
+  - name: back
+    versions:
+      v1: {pods: 2}
+traffic:
+  - {client: job, service: back, rate: 10, sidecar: false}
+expect:
+  clients:
+    job: {min_requests: 500}
+"#,
+    );
+    let (log, spans) = (tmp("no-sidecar.log"), tmp("no-sidecar.jsonl"));
+    let out = sim(&[
+        "run",
+        path_str(&file),
+        "--access-log",
+        path_str(&log),
+        "--traces",
+        path_str(&spans),
+        "--sample",
+        "1",
+    ]);
+    assert_eq!(out.code, 0, "{}{}", out.stdout, out.stderr);
+    let log = std::fs::read_to_string(&log).expect("the access log");
+    let client_spans = std::fs::read_to_string(&spans)
+        .expect("the spans")
+        .lines()
+        .filter(|l| l.contains("\"SPAN_KIND_CLIENT\"") && l.contains("\"service\":\"job\""))
+        .count();
+    assert!(
+        log.lines().count() == 0 && client_spans == 0,
+        "{} access-log lines (first: {}), {client_spans} client spans of `job`, which has no proxy",
+        log.lines().count(),
+        log.lines().next().unwrap_or("-")
+    );
 }
