@@ -330,27 +330,10 @@ fn a_client_span_answered_4xx_has_an_error_status() {
     }
 }
 
-/// Only proxies that exist log and trace: a client without a sidecar has no Envoy, so its
-/// requests have no access-log line and no CLIENT span.
-#[test]
-fn a_client_without_a_sidecar_has_no_access_log_lines_or_client_spans() {
-    let file = write(
-        "no-sidecar-client.yaml",
-        r#"name: no-sidecar-client
-seed: 5
-duration: 1m
-services:
-  - name: back
-    versions:
-      v1: {pods: 2}
-traffic:
-  - {client: job, service: back, rate: 10, sidecar: false}
-expect:
-  clients:
-    job: {min_requests: 500}
-"#,
-    );
-    let (log, spans) = (tmp("no-sidecar.log"), tmp("no-sidecar.jsonl"));
+/// The access log and the spans (with `--sample 1`) of a run of `yaml`.
+fn outputs(name: &str, yaml: &str) -> (String, Vec<Value>) {
+    let file = write(&format!("{name}.yaml"), yaml);
+    let (log, spans) = (tmp(&format!("{name}.log")), tmp(&format!("{name}.jsonl")));
     let out = sim(&[
         "run",
         path_str(&file),
@@ -362,16 +345,67 @@ expect:
         "1",
     ]);
     assert_eq!(out.code, 0, "{}{}", out.stdout, out.stderr);
-    let log = std::fs::read_to_string(&log).expect("the access log");
-    let client_spans = std::fs::read_to_string(&spans)
+    let spans = std::fs::read_to_string(&spans)
         .expect("the spans")
         .lines()
-        .filter(|l| l.contains("\"SPAN_KIND_CLIENT\"") && l.contains("\"service\":\"job\""))
-        .count();
+        .map(|l| serde_json::from_str(l).expect("a JSON line"))
+        .collect();
+    (
+        std::fs::read_to_string(&log).expect("the access log"),
+        spans,
+    )
+}
+
+/// `job` calls `back` (two pods), each with a sidecar unless `SIDECAR` says otherwise.
+const JOB_BACK: &str = r#"name: sidecars
+seed: 5
+duration: 1m
+services:
+  - name: back
+    versions:
+      v1: {pods: 2, sidecar: SERVER}
+traffic:
+  - {client: job, service: back, rate: 10, sidecar: CLIENT}
+expect:
+  clients:
+    job: {min_requests: 500}
+"#;
+
+fn kind_count(spans: &[Value], kind: &str) -> usize {
+    spans.iter().filter(|s| s["kind"] == kind).count()
+}
+
+/// Only proxies that exist log and trace: a client without a sidecar has no Envoy, so its
+/// requests have no access-log line and no CLIENT span; the server's sidecar still traces
+/// each attempt, a span without a parent (no client span to be the child of).
+#[test]
+fn a_client_without_a_sidecar_has_no_access_log_lines_or_client_spans() {
+    let yaml = JOB_BACK
+        .replace("SERVER", "true")
+        .replace("CLIENT", "false");
+    let (log, spans) = outputs("no-sidecar-client", &yaml);
     assert!(
-        log.lines().count() == 0 && client_spans == 0,
-        "{} access-log lines (first: {}), {client_spans} client spans of `job`, which has no proxy",
+        log.lines().count() == 0 && kind_count(&spans, "SPAN_KIND_CLIENT") == 0,
+        "{} access-log lines (first: {}), {} client spans of `job`, which has no proxy",
         log.lines().count(),
-        log.lines().next().unwrap_or("-")
+        log.lines().next().unwrap_or("-"),
+        kind_count(&spans, "SPAN_KIND_CLIENT")
     );
+    assert!(kind_count(&spans, "SPAN_KIND_SERVER") > 500);
+    for s in &spans {
+        assert_eq!(s["parentSpanId"], "", "{s}");
+    }
+}
+
+/// A pod without a sidecar has no proxy to trace its attempts: no SERVER span, while the
+/// client's sidecar logs and traces every request.
+#[test]
+fn a_server_without_a_sidecar_has_no_server_spans() {
+    let yaml = JOB_BACK
+        .replace("SERVER", "false")
+        .replace("CLIENT", "true");
+    let (log, spans) = outputs("no-sidecar-server", &yaml);
+    assert_eq!(kind_count(&spans, "SPAN_KIND_SERVER"), 0);
+    assert!(kind_count(&spans, "SPAN_KIND_CLIENT") > 500);
+    assert_eq!(log.lines().count(), kind_count(&spans, "SPAN_KIND_CLIENT"));
 }
