@@ -96,7 +96,8 @@ pub struct RunResult {
     /// (promotion then takes a tick or two more to reach `Succeeded`).
     pub judged_at_ms: Option<u64>,
     pub max_canary_weight: u8,
-    pub final_phase: Phase,
+    /// The Canary's phase at the end; none for the mesh alone (no Canary has a phase).
+    pub final_phase: Option<Phase>,
     pub final_message: String,
     /// Client requests, and those that failed after retries.
     pub requests: u64,
@@ -162,7 +163,13 @@ pub struct RuleView {
 /// the run, after retries, as its proxy reported them (`reporter="source"`).
 #[derive(Clone, Debug, Serialize)]
 pub struct GraphEdge {
+    /// The calling workload: a client, or the Deployment of the version making a call.
     pub source: String,
+    /// For a call: the service and version calling, whose node the graph's caller is.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub source_service: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub source_version: Option<String>,
     pub service: String,
     /// The version that answered, or `unknown` for the requests no pod answered (no route, no
     /// healthy upstream, an injected abort, a full pool), as Istio reports and Kiali draws them.
@@ -170,6 +177,9 @@ pub struct GraphEdge {
     pub requests: u64,
     /// Answered with a 5xx.
     pub failed: u64,
+    /// Answered with a 4xx (a `404 NR`, a `403` of an AuthorizationPolicy): an error on the
+    /// edge as Kiali counts it, though not a failure to Flagger's success rate.
+    pub client_errors: u64,
     /// Requests per second over the run.
     pub rps: f64,
     /// The 99th percentile of their durations as seen (to 0.4%, not read off Istio's

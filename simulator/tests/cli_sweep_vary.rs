@@ -280,3 +280,75 @@ fn a_destination_rule_the_controller_writes_is_refused_pointing_at_the_canary() 
         out.stderr
     );
 }
+
+/// Two documents of one kind and name (Istio's traffic-shifting task applies
+/// `virtual-service-all-v1.yaml`, then the 90/10 one): the later is the object, and `--vary`
+/// edits it, not the one it replaced.
+#[test]
+fn vary_edits_the_object_in_effect_not_a_superseded_one() {
+    let file = write(
+        "superseded-route.yaml",
+        r#"name: superseded
+seed: 5
+duration: 1m
+services:
+  - name: reviews
+    versions:
+      v1: {pods: 2}
+      v2: {pods: 2}
+traffic:
+  - {client: productpage, service: reviews, rate: 50}
+manifests: |
+  apiVersion: networking.istio.io/v1
+  kind: DestinationRule
+  metadata: {name: reviews}
+  spec:
+    host: reviews
+    subsets:
+    - {name: v1, labels: {version: v1}}
+    - {name: v2, labels: {version: v2}}
+  ---
+  apiVersion: networking.istio.io/v1
+  kind: VirtualService
+  metadata: {name: reviews}
+  spec:
+    hosts: [reviews]
+    http:
+    - route:
+      - destination: {host: reviews, subset: v1}
+  ---
+  apiVersion: networking.istio.io/v1
+  kind: VirtualService
+  metadata: {name: reviews}
+  spec:
+    hosts: [reviews]
+    http:
+    - route:
+      - destination: {host: reviews, subset: v1}
+        weight: 90
+      - destination: {host: reviews, subset: v2}
+        weight: 10
+expect:
+  services:
+    reviews:
+      versions:
+        v2: {share: 10, margin: 3}
+"#,
+    );
+    let run = sim(&["run", path_str(&file)]);
+    assert_eq!(
+        run.code, 0,
+        "the 90/10 document is the one in effect: {}",
+        run.stdout
+    );
+    let out = sim(&[
+        "sweep",
+        path_str(&file),
+        "--seeds",
+        "1",
+        "--vary",
+        "VirtualService/reviews:spec.http[0].route[1].weight=30",
+    ]);
+    assert_ne!(out.code, 2, "{}{}", out.stdout, out.stderr);
+    assert!(!out.stderr.contains("past the end"), "{}", out.stderr);
+}

@@ -1,7 +1,12 @@
 //! A scenario without a Canary: the mesh runs alone (no controller, no rollout), the timeline
 //! still changes it, and the expectations bound what each client, service and version saw.
 
+mod support;
+
 use std::path::Path;
+
+use serde_json::Value;
+use support::{path_str, sim, write};
 
 use fledge_simulator::result::{Outcome, RunResult, ServiceFigures};
 use fledge_simulator::scenario::Scenario;
@@ -470,5 +475,22 @@ fn a_destinationrule_applied_after_the_virtualservice_naming_its_subsets_routes_
     assert!(
         (0.08..0.12).contains(&share),
         "v2 took {share:.3} once routed"
+    );
+}
+
+/// No Canary, no phase: `--json` has `final_phase` null and the text no rollout table.
+#[test]
+fn a_run_of_the_mesh_alone_has_no_phase_and_no_rollout_table() {
+    let file = write("mesh-alone-text.yaml", MESH);
+    let out = sim(&["run", path_str(&file), "--json"]);
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    let runs: Value = serde_json::from_str(&out.stdout).expect("JSON");
+    assert_eq!(runs[0]["outcome"], "no-rollout");
+    let text = sim(&["run", path_str(&file)]);
+    assert!(
+        runs[0]["final_phase"].is_null() && !text.stdout.contains("phase             canary"),
+        "final_phase {}; text:\n{}",
+        runs[0]["final_phase"],
+        text.stdout
     );
 }

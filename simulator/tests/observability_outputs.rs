@@ -1,7 +1,8 @@
 //! The outputs of `run` beside its result: the requests the client's proxy answers at once
 //! (no route, `NR`; no cluster, `NC`) are in the access log and the spans like any other, the
-//! spans of one request at the edge form one tree along the call graph, and a run of several
-//! variants writes one service graph that renders as one picture.
+//! spans of one request at the edge form one tree along the call graph, a client span answered
+//! 4xx is an error, only the proxies that exist log and trace, and a run of several variants
+//! writes one service graph that renders as one picture.
 
 mod support;
 
@@ -9,7 +10,8 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::path::PathBuf;
 use std::process::Command;
 
-use support::{path_str, sim};
+use serde_json::Value;
+use support::{path_str, sim, write};
 
 fn scenario(name: &str) -> String {
     format!("{}/../scenarios/{name}.yaml", env!("CARGO_MANIFEST_DIR"))
@@ -291,4 +293,119 @@ fn the_access_log_names_the_upstream_cluster_whose_subset_is_the_version_routed_
         .filter(|a| a.contains("productpage") && a.contains("details"))
         .count();
     assert!(whole > 0, "no request id shared along its calls");
+}
+
+/// OpenTelemetry's HTTP conventions: a CLIENT span answered 4xx (here the canary's `404 NR`
+/// calls) is an error, where a SERVER span would be left unset.
+#[test]
+fn a_client_span_answered_4xx_has_an_error_status() {
+    let spans = tmp("nr-spans.jsonl");
+    let out = sim(&[
+        "run",
+        &scenario("bookinfo-ratings-canary"),
+        "--traces",
+        path_str(&spans),
+        "--sample",
+        "1",
+    ]);
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    let text = std::fs::read_to_string(&spans).expect("the spans");
+    let client_4xx: Vec<Value> = text
+        .lines()
+        .map(|l| serde_json::from_str::<Value>(l).expect("a JSON line"))
+        .filter(|s| {
+            s["kind"] == "SPAN_KIND_CLIENT"
+                && s["attributes"]["http.status_code"]
+                    .as_u64()
+                    .is_some_and(|c| (400..500).contains(&c))
+        })
+        .collect();
+    assert!(
+        client_4xx.len() > 20,
+        "{} client spans 4xx",
+        client_4xx.len()
+    );
+    for s in &client_4xx {
+        assert_eq!(s["status"]["code"], "STATUS_CODE_ERROR", "{s}");
+    }
+}
+
+/// The access log and the spans (with `--sample 1`) of a run of `yaml`.
+fn outputs(name: &str, yaml: &str) -> (String, Vec<Value>) {
+    let file = write(&format!("{name}.yaml"), yaml);
+    let (log, spans) = (tmp(&format!("{name}.log")), tmp(&format!("{name}.jsonl")));
+    let out = sim(&[
+        "run",
+        path_str(&file),
+        "--access-log",
+        path_str(&log),
+        "--traces",
+        path_str(&spans),
+        "--sample",
+        "1",
+    ]);
+    assert_eq!(out.code, 0, "{}{}", out.stdout, out.stderr);
+    let spans = std::fs::read_to_string(&spans)
+        .expect("the spans")
+        .lines()
+        .map(|l| serde_json::from_str(l).expect("a JSON line"))
+        .collect();
+    (
+        std::fs::read_to_string(&log).expect("the access log"),
+        spans,
+    )
+}
+
+/// `job` calls `back` (two pods), each with a sidecar unless `SIDECAR` says otherwise.
+const JOB_BACK: &str = r#"name: sidecars
+seed: 5
+duration: 1m
+services:
+  - name: back
+    versions:
+      v1: {pods: 2, sidecar: SERVER}
+traffic:
+  - {client: job, service: back, rate: 10, sidecar: CLIENT}
+expect:
+  clients:
+    job: {min_requests: 500}
+"#;
+
+fn kind_count(spans: &[Value], kind: &str) -> usize {
+    spans.iter().filter(|s| s["kind"] == kind).count()
+}
+
+/// Only proxies that exist log and trace: a client without a sidecar has no Envoy, so its
+/// requests have no access-log line and no CLIENT span; the server's sidecar still traces
+/// each attempt, a span without a parent (no client span to be the child of).
+#[test]
+fn a_client_without_a_sidecar_has_no_access_log_lines_or_client_spans() {
+    let yaml = JOB_BACK
+        .replace("SERVER", "true")
+        .replace("CLIENT", "false");
+    let (log, spans) = outputs("no-sidecar-client", &yaml);
+    assert!(
+        log.lines().count() == 0 && kind_count(&spans, "SPAN_KIND_CLIENT") == 0,
+        "{} access-log lines (first: {}), {} client spans of `job`, which has no proxy",
+        log.lines().count(),
+        log.lines().next().unwrap_or("-"),
+        kind_count(&spans, "SPAN_KIND_CLIENT")
+    );
+    assert!(kind_count(&spans, "SPAN_KIND_SERVER") > 500);
+    for s in &spans {
+        assert_eq!(s["parentSpanId"], "", "{s}");
+    }
+}
+
+/// A pod without a sidecar has no proxy to trace its attempts: no SERVER span, while the
+/// client's sidecar logs and traces every request.
+#[test]
+fn a_server_without_a_sidecar_has_no_server_spans() {
+    let yaml = JOB_BACK
+        .replace("SERVER", "false")
+        .replace("CLIENT", "true");
+    let (log, spans) = outputs("no-sidecar-server", &yaml);
+    assert_eq!(kind_count(&spans, "SPAN_KIND_SERVER"), 0);
+    assert!(kind_count(&spans, "SPAN_KIND_CLIENT") > 500);
+    assert_eq!(log.lines().count(), kind_count(&spans, "SPAN_KIND_CLIENT"));
 }

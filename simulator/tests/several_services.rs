@@ -314,3 +314,55 @@ fn service_and_services_together_are_an_error() {
         "give either `service:` or `services:`, not both",
     );
 }
+
+/// Names Kubernetes refuses are refused at their line: a service `Back_1` (a Service name is a
+/// DNS-1035 label), a version `v 1` (it names the Deployment and the `version` label), a label
+/// key `bad key!` and a label value `a b`.
+#[test]
+fn names_kubernetes_refuses_are_refused_at_their_line() {
+    let text = |from: &str, to: &str| {
+        assert!(FRONT_BACK.contains(from), "{from}");
+        FRONT_BACK.replacen(from, to, 1)
+    };
+    let back_1 = text("  - name: back\n", "  - name: Back_1\n").replacen(
+        "{service: back}",
+        "{service: Back_1}",
+        1,
+    );
+    let cases = [
+        (
+            back_1,
+            "name: Back_1",
+            "services[1].name",
+            "is not a Service name",
+        ),
+        (
+            text("      v1: {pods: 1}\n", "      'v 1': {pods: 1}\n"),
+            "'v 1'",
+            "services[1].versions.v 1",
+            "cannot name a version",
+        ),
+        (
+            text(
+                "      v1: {pods: 1}\n",
+                "      v1: {pods: 1, labels: {'bad key!': x}}\n",
+            ),
+            "bad key!",
+            "services[1].versions.v1.labels.bad key!",
+            "is not a label key",
+        ),
+        (
+            text(
+                "      v1: {pods: 1}\n",
+                "      v1: {pods: 1, labels: {tier: 'a b'}}\n",
+            ),
+            "'a b'",
+            "services[1].versions.v1.labels.tier",
+            "is not a label value",
+        ),
+    ];
+    for (i, (text, needle, field, message)) in cases.iter().enumerate() {
+        let line = line_of(text, needle);
+        assert_bad_input(&format!("k8s-name-{i}.yaml"), text, line, field, message);
+    }
+}

@@ -224,7 +224,7 @@ impl Harness<'_> {
             decided_at_ms: self.decided_at.map(|t| t / MILLIS),
             judged_at_ms: self.judged_at.map(|t| t / MILLIS),
             max_canary_weight: self.max_weight,
-            final_phase: self.state.phase,
+            final_phase: self.target.is_some().then_some(self.state.phase),
             final_message: self.state.message.clone(),
             requests,
             failed_requests: failed,

@@ -124,8 +124,16 @@ impl Harness<'_> {
         let sources = self.mesh.telemetry().sources();
         let mut edges = Vec::new();
         for c in self.mesh.call_clients() {
+            let caller = self.mesh.caller_version(c);
             for s in &self.scenario.services {
-                edges.extend(self.edges_to(c, &sources[c.0 as usize].workload, s, seconds));
+                edges.extend(
+                    self.edges_to(c, &sources[c.0 as usize].workload, s, seconds)
+                        .map(|mut e| {
+                            e.source_service = caller.map(|(s, _)| s.to_string());
+                            e.source_version = caller.map(|(_, v)| v.to_string());
+                            e
+                        }),
+                );
             }
         }
         edges
@@ -153,10 +161,13 @@ impl Harness<'_> {
             });
             GraphEdge {
                 source: source.to_string(),
+                source_service: None,
+                source_version: None,
                 service: service.name.clone(),
                 version: name.to_string(),
                 requests: t.requests,
                 failed: t.failures,
+                client_errors: t.client_errors,
                 rps: t.requests as f64 / seconds,
                 p99_ms: telemetry.seen(Some(id.0), Some(dest)).quantile_ms(0.99),
             }

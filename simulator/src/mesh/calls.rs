@@ -118,6 +118,12 @@ impl Mesh {
             .filter(|&c| self.clients[c].caller.is_some())
     }
 
+    /// The service and version whose sidecar call client `c` stands for.
+    pub(crate) fn caller_version(&self, c: ClientId) -> Option<(&str, &str)> {
+        let v = &self.versions[self.clients[c].caller?];
+        Some((&self.services[v.service].name, &v.name))
+    }
+
     /// Whether a request served by attempt `a` makes calls (a mirrored copy makes none).
     pub(super) fn makes_calls(&self, a: AttemptId) -> bool {
         let at = &self.atts[a];

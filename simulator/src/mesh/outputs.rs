@@ -44,6 +44,8 @@ impl Mesh {
                 method: self.header_sets.value(r.call.headers, METHOD),
                 path: self.header_sets.value(r.call.headers, PATH),
                 route: self.rules[r.rule].name.as_deref(),
+                client_proxy: self.clients[r.client].sidecar,
+                server_proxy: false,
             });
         }
         self.outputs = Some(o);
@@ -87,6 +89,8 @@ impl Mesh {
                 method: self.header_sets.value(headers, METHOD),
                 path: self.header_sets.value(headers, PATH),
                 route: rule.and_then(|r| self.rules[r].name.as_deref()),
+                client_proxy: self.clients[c].sidecar,
+                server_proxy: false,
             });
         }
         self.outputs = Some(o);
@@ -108,7 +112,7 @@ impl Mesh {
             o.attempt(Exchange {
                 number: at.number,
                 root: at.root,
-                caller: None,
+                caller: self.caller_span(r.call.parent),
                 try_no: at.try_no,
                 start: at.sent,
                 end: self.now(),
@@ -122,6 +126,8 @@ impl Mesh {
                 method: self.header_sets.value(at.headers, METHOD),
                 path: self.header_sets.value(at.headers, PATH),
                 route: self.rules[r.rule].name.as_deref(),
+                client_proxy: self.clients[client].sidecar,
+                server_proxy: self.versions[version].sidecar,
             });
         }
         self.outputs = Some(o);

@@ -60,6 +60,8 @@ mod tests {
             method: "POST",
             path: "/api/echo",
             route: Some("default"),
+            client_proxy: true,
+            server_proxy: true,
         };
         let ids = Ids::of(1, 7, 7);
         assert_eq!(

@@ -1,6 +1,7 @@
-//! The service graph as Graphviz DOT: a node per client workload and per service version, an
-//! edge per caller and callee with its request rate, error rate and p99 over the run (the
-//! callers' view, after retries). A run of several variants writes one `digraph` holding a
+//! The service graph as Graphviz DOT: a node per client workload and per service version (a
+//! version that calls others is the same node as caller and callee, so a request's path can be
+//! followed from the client), an edge per caller and callee with its request rate, error rate
+//! (4xx and 5xx) and p99 over the run (the callers' view, after retries). A run of several variants writes one `digraph` holding a
 //! cluster per variant, its nodes named after the variant, so that one file renders as one
 //! picture.
 
@@ -45,14 +46,16 @@ pub(crate) fn dot(runs: &[RunResult]) -> String {
 fn body(out: &mut String, run: &RunResult, prefix: &str, indent: &str) {
     let mut nodes: Vec<(String, String)> = Vec::new();
     for e in &run.graph {
-        for node in [
-            (format!("{prefix}{}", e.source), quoted(&e.source)),
-            (
-                format!("{prefix}{}", version_node(e)),
-                lines(&[&e.service, &e.version]),
-            ),
+        let source = match (&e.source_service, &e.source_version) {
+            (Some(s), Some(v)) => lines(&[s, v]),
+            _ => quoted(&e.source),
+        };
+        for (id, label) in [
+            (source_node(e), source),
+            (version_node(e), lines(&[&e.service, &e.version])),
         ] {
-            if !nodes.contains(&node) {
+            let node = (format!("{prefix}{id}"), label);
+            if !nodes.iter().any(|(id, _)| *id == node.0) {
                 nodes.push(node);
             }
         }
@@ -63,7 +66,7 @@ fn body(out: &mut String, run: &RunResult, prefix: &str, indent: &str) {
     for e in &run.graph {
         out.push_str(&format!(
             "{indent}{} -> {} [label={}];\n",
-            quoted(&format!("{prefix}{}", e.source)),
+            quoted(&format!("{prefix}{}", source_node(e))),
             quoted(&format!("{prefix}{}", version_node(e))),
             lines(&label(e).each_ref().map(String::as_str))
         ));
@@ -75,16 +78,26 @@ pub(crate) fn version_node(e: &GraphEdge) -> String {
     format!("{}/{}", e.service, e.version)
 }
 
-/// An edge's figures: request rate, error rate, p99.
+/// The caller's node: a calling version's own node (its workload and the version it runs are
+/// one node, as in Kiali's versioned-app graph), else the client's.
+pub(crate) fn source_node(e: &GraphEdge) -> String {
+    match (&e.source_service, &e.source_version) {
+        (Some(s), Some(v)) => format!("{s}/{v}"),
+        _ => e.source.clone(),
+    }
+}
+
+/// An edge's figures: request rate, error rate (4xx and 5xx, as Kiali counts an edge's
+/// errors), p99.
 pub(crate) fn label(e: &GraphEdge) -> [String; 3] {
     let errors = if e.requests == 0 {
         0.0
     } else {
-        100.0 * e.failed as f64 / e.requests as f64
+        100.0 * (e.failed + e.client_errors) as f64 / e.requests as f64
     };
     [
         format!("{:.1} rps", e.rps),
-        format!("{errors:.2}% 5xx"),
+        format!("{errors:.2}% errors"),
         e.p99_ms
             .map_or("p99 -".to_string(), |p| format!("p99 {p:.0} ms")),
     ]

@@ -34,7 +34,8 @@ pub(crate) struct Exchange<'a> {
     /// (whose trace and `x-request-id` a call carries on).
     pub(crate) root: u64,
     /// For a call: its caller's attempt (request number and try), whose server span is the
-    /// parent of the call's client span.
+    /// parent of the call's client span (of its attempts' server spans without a client
+    /// proxy).
     pub(crate) caller: Option<(u64, u32)>,
     /// The attempt, from 1; 0 for the request as a whole.
     pub(crate) try_no: u32,
@@ -56,6 +57,11 @@ pub(crate) struct Exchange<'a> {
     pub(crate) path: &'a str,
     /// The name of the route that took it, if it has one.
     pub(crate) route: Option<&'a str>,
+    /// Whether the client has a sidecar, which logs and traces its requests: without one no
+    /// proxy records the request (an attempt's span then has the caller's as its parent).
+    pub(crate) client_proxy: bool,
+    /// Whether the pod that answered an attempt has a sidecar, which traces it.
+    pub(crate) server_proxy: bool,
 }
 
 /// One output file, and the share of requests it keeps.
@@ -158,6 +164,9 @@ impl Outputs {
                 .filter(|(n, _)| *n == e.number)
                 .map(|(_, pod)| pod);
         }
+        if !e.client_proxy {
+            return;
+        }
         let ids = Ids::of(self.seed, e.root, e.number);
         let draw_own = draw(self.seed, e.number);
         if let Some(s) = self.access.as_mut().filter(|s| s.keeps(draw_own)) {
@@ -177,7 +186,11 @@ impl Outputs {
             self.last_upstream = Some((e.number, pod.clone()));
         }
         let draw = draw(self.seed, e.root);
-        if let Some(s) = self.spans.as_mut().filter(|s| s.keeps(draw)) {
+        if let Some(s) = self
+            .spans
+            .as_mut()
+            .filter(|s| e.server_proxy && s.keeps(draw))
+        {
             let line = spans::line(&e, &Ids::of(self.seed, e.root, e.number));
             write(s, &mut self.failed, line.as_bytes());
         }

@@ -6,8 +6,10 @@
 //! context (Envoy's sidecars each report their side).
 //! Ids are hex (32 digits for the trace, 16 for a span); times are nanoseconds from the run's
 //! start (the Unix epoch); `kind` and `status.code` are OTLP's enum names, the status
-//! `STATUS_CODE_ERROR` for a 5xx or no response (code 0), else unset (as OpenTelemetry's HTTP
-//! conventions leave a success).
+//! `STATUS_CODE_ERROR` for no response (code 0), a 5xx, and on a CLIENT span a 4xx, else unset,
+//! as OpenTelemetry's HTTP conventions set it. Only proxies that exist report: a client
+//! without a sidecar has no CLIENT spans, and the SERVER spans of its requests' attempts have
+//! the caller's span as parent (none at the edge); a pod without a sidecar has no SERVER spans.
 //! Every span names the service and the version that answered.
 
 use serde_json::json;
@@ -17,11 +19,13 @@ use crate::telemetry::flags;
 
 pub(super) fn line(e: &Exchange<'_>, ids: &Ids) -> String {
     let request = e.try_no == 0;
-    let error = e.code == 0 || e.code >= 500;
+    // OpenTelemetry's HTTP conventions: a client span is an error from 400, a server span
+    // from 500 (a 4xx is the client's mistake, not the server's).
+    let error = e.code == 0 || e.code >= if request { 400 } else { 500 };
     let span = json!({
         "traceId": format!("{:032x}", ids.trace),
         "spanId": format!("{:016x}", ids.span(e.try_no)),
-        "parentSpanId": match (request, e.caller) {
+        "parentSpanId": match (request || !e.client_proxy, e.caller) {
             (false, _) => format!("{:016x}", ids.span(0)),
             (true, Some(caller)) => format!("{:016x}", ids.span_of(caller)),
             (true, None) => String::new(),

@@ -449,7 +449,24 @@ fn tables(out: &mut String, run: &RunResult) {
             escape(&c.actual)
         );
     }
-    out.push_str("</table>\n<h3>Timeline</h3><table><tr><th>time</th><th>phase</th><th>canary</th><th>analysis</th><th>decision</th></tr>\n");
+    out.push_str("</table>\n");
+    if run.outcome == Outcome::NoRollout {
+        // No Canary: no phase, weight or analysis; only the scenario's own events.
+        if !run.decisions.is_empty() {
+            out.push_str("<h3>Events</h3><table><tr><th>time</th><th>event</th></tr>\n");
+            for d in &run.decisions {
+                let _ = writeln!(
+                    out,
+                    "<tr><td>{}</td><td>{}</td></tr>",
+                    fledge_controller::spec::Duration(d.at_ms),
+                    escape(&d.messages.join("; "))
+                );
+            }
+            out.push_str("</table>\n");
+        }
+        return;
+    }
+    out.push_str("<h3>Timeline</h3><table><tr><th>time</th><th>phase</th><th>canary</th><th>analysis</th><th>decision</th></tr>\n");
     for d in &run.decisions {
         let metrics: Vec<String> = d
             .metrics

@@ -31,6 +31,17 @@ pub(crate) fn timeline(run: &RunResult, description: &str) -> String {
     if !description.is_empty() {
         let _ = writeln!(out, "  {}", description.trim());
     }
+    if run.outcome == Outcome::NoRollout {
+        // No Canary: no phase, weight or analysis to table; only the scenario's own events.
+        if !run.decisions.is_empty() {
+            let _ = writeln!(out, "\n  {:<8}  event", "time");
+        }
+        for d in &run.decisions {
+            let _ = writeln!(out, "  {:<8}  {}", clock(d.at_ms), d.messages.join("; "));
+        }
+        let _ = writeln!(out, "\n{}", summary(run));
+        return out;
+    }
     let _ = writeln!(
         out,
         "\n  {:<8}  {:<16} {:>7}  {:<44}  decision",

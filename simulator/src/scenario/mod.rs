@@ -15,6 +15,7 @@ mod external;
 mod ingress;
 mod manifests;
 mod model;
+mod names;
 mod patch;
 mod raw;
 mod services;

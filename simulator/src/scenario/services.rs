@@ -8,7 +8,7 @@
 //! A version's pods carry its `labels` plus `app: <service>` and `version: <name>` unless set,
 //! as Istio's samples label them; DestinationRule subsets select versions by those labels.
 
-use super::{Context, ScenarioError, Version, raw};
+use super::{Context, ScenarioError, Version, names, raw};
 
 /// A service and its versions, in the order written.
 #[derive(Clone, Debug)]
@@ -77,6 +77,9 @@ impl Context {
     ) -> Result<Vec<ServiceModel>, ScenarioError> {
         let list = match written {
             Written::One(s) => {
+                if let Some(why) = names::dns1035_label(&s.name) {
+                    return Err(self.error("service.name", why));
+                }
                 self.check_labels("service.primary", &s.primary)?;
                 self.check_labels("service.canary", &s.canary)?;
                 let (primary, canary) = self.flagger_versions(
@@ -100,6 +103,9 @@ impl Context {
             if s.name.is_empty() {
                 return Err(self.error(&format!("{field}.name"), "must not be empty"));
             }
+            if let Some(why) = names::dns1035_label(&s.name) {
+                return Err(self.error(&format!("{field}.name"), why));
+            }
             if list[..i].iter().any(|o| o.name == s.name) {
                 return Err(self.error(
                     &format!("{field}.name"),
@@ -119,6 +125,9 @@ impl Context {
                         return Err(
                             self.error(&format!("{field}.versions"), "a version needs a name")
                         );
+                    }
+                    if let Some(why) = names::version(name) {
+                        return Err(self.error(&vfield(name), why));
                     }
                     versions.push((name.clone(), self.version(&vfield(name), rv, None, 0)?));
                 }
@@ -205,6 +214,9 @@ impl Context {
             }
             if val.is_empty() {
                 return Err(self.error(&format!("{field}.labels.{k}"), "a label needs a value"));
+            }
+            if let Some(why) = names::label_key(k).or_else(|| names::label_value(val)) {
+                return Err(self.error(&format!("{field}.labels.{k}"), why));
             }
         }
         Ok(())

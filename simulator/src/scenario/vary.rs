@@ -284,21 +284,37 @@ impl Scenario {
             proxy: self.proxy.clone(),
             warnings: Vec::new(),
         };
-        let mut all = Manifests::default();
+        let mut docs: Vec<Vec<Value>> = self
+            .manifest_sources
+            .iter()
+            .map(documents)
+            .collect::<Result<_, _>>()?;
+        let mut touched = vec![false; docs.len()];
         let mut found = vec![false; edits.len()];
-        for src in &self.manifest_sources {
-            let mut docs = documents(src)?;
-            let mut touched = false;
-            for (i, (edit, kind, name)) in edits.iter().enumerate() {
-                for doc in docs.iter_mut().filter(|d| is(d, kind, name)) {
-                    edit.apply(doc)?;
-                    found[i] = true;
-                    touched = true;
-                }
+        for (i, (edit, kind, name)) in edits.iter().enumerate() {
+            // The object in effect is the last document of its kind and name: applying a
+            // later one replaces an earlier (`kubectl apply`), so only the last is edited.
+            let last = docs
+                .iter()
+                .enumerate()
+                .flat_map(|(s, d)| {
+                    d.iter()
+                        .enumerate()
+                        .filter(|(_, doc)| is(doc, kind, name))
+                        .map(move |(j, _)| (s, j))
+                })
+                .last();
+            if let Some((s, j)) = last {
+                edit.apply(&mut docs[s][j])?;
+                found[i] = true;
+                touched[s] = true;
             }
-            let text = if touched {
+        }
+        let mut all = Manifests::default();
+        for (si, src) in self.manifest_sources.iter().enumerate() {
+            let text = if touched[si] {
                 let texts: Result<Vec<String>, _> =
-                    docs.iter().map(serde_norway::to_string).collect();
+                    docs[si].iter().map(serde_norway::to_string).collect();
                 texts
                     .map_err(|e| PatchError(format!("{}: cannot be written back: {e}", src.field)))?
                     .join("---\n")

@@ -251,6 +251,9 @@ pub struct WindowStats {
     pub requests: u64,
     /// Requests answered with a 5xx code.
     pub failures: u64,
+    /// Requests answered with a 4xx code (the client's error: Flagger's success rate counts
+    /// them as successes, Kiali's edges as errors).
+    pub client_errors: u64,
     /// Sum of durations in milliseconds.
     pub duration_sum_ms: f64,
     /// Non-cumulative bucket counts; the last is `+Inf`.
@@ -480,6 +483,8 @@ impl Telemetry {
             w.requests += n;
             if k.code >= 500 {
                 w.failures += n;
+            } else if k.code >= 400 {
+                w.client_errors += n;
             }
             w.duration_sum_ms += data[base + 1] as f64 / 1_000.0;
             for b in 0..NUM_BUCKETS {
@@ -537,6 +542,7 @@ impl Telemetry {
         let mut w = WindowStats {
             requests: end.requests.saturating_sub(start.requests),
             failures: end.failures.saturating_sub(start.failures),
+            client_errors: end.client_errors.saturating_sub(start.client_errors),
             duration_sum_ms: (end.duration_sum_ms - start.duration_sum_ms).max(0.0),
             buckets: [0; NUM_BUCKETS],
         };

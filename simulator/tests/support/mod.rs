@@ -63,6 +63,24 @@ expect:
   outcome: promoted
 "#;
 
+/// A mesh without a Canary: `front` calls `back`; the name tests each break one thing in it.
+pub const FRONT_BACK: &str = r#"name: mesh-alone
+seed: 5
+duration: 1m
+services:
+  - name: front
+    versions:
+      v1: {pods: 1, calls: [{service: back}]}
+  - name: back
+    versions:
+      v1: {pods: 1}
+traffic:
+  - {client: user, service: front, rate: 10}
+expect:
+  clients:
+    user: {min_success_rate: 99}
+"#;
+
 pub struct Output {
     pub code: i32,
     pub stdout: String,
