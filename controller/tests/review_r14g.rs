@@ -93,55 +93,6 @@ fn gateway_api_service_match_without_uri_reads_back_after_api_server_defaulting(
     }
 }
 
-mod cluster_support;
-
-use std::time::Duration;
-
-/// Reconciles the Flagger Canary `n` times, a fresh controller and an interval apart each time.
-async fn reconcile_times(c: &cluster_support::FakeCluster, n: usize) {
-    for _ in 0..n {
-        c.reconcile_flagger(&c.context()).await.expect("reconcile");
-        c.settle();
-        c.advance_clock(Duration::from_secs(60));
-    }
-}
-
-/// Finding 2. A Flagger Canary without `provider` (Flagger's `-mesh-provider`, Fledge's default
-/// `provider`, here Istio) whose `service.appProtocol` is `tcp`: Fledge refuses it (it routes
-/// HTTP only, Flagger routes it with a TCP route), but the take-over checks `validate` alone,
-/// which checks the routing fields against an explicit provider only. So the Canary is taken
-/// over first (Flagger's objects adopted, Flagger's field ownership removed, status and record
-/// written, Event `TakenOver`) and only then left `Stalled` `InvalidSpec`; README step 1 and
-/// "What works where" promise such a Canary is refused with nothing taken over, as the same
-/// Canary naming `provider: istio` is.
-#[tokio::test]
-#[ignore = "review r14g finding 2: a Flagger Canary on the default provider that Fledge refuses (appProtocol tcp on Istio) is taken over before it is refused"]
-async fn a_canary_refused_on_the_default_provider_is_not_taken_over() {
-    use cluster_support::*;
-    let c = flagger_cluster(
-        "Succeeded",
-        0,
-        flagger_owner("flagger.app/v1beta1", FLAGGER_UID),
-    );
-    let mut canary = c.get(FLAGGER_CANARY).unwrap();
-    canary["spec"].as_object_mut().unwrap().remove("provider");
-    canary["spec"]["service"]["appProtocol"] = json!("tcp");
-    c.put(FLAGGER_CANARY, canary);
-    let primary_fields = c.get(PRIMARY).unwrap()["metadata"]["managedFields"].clone();
-    reconcile_times(&c, 3).await;
-    let said = events(&c);
-    assert!(
-        !said.iter().any(|e| e.contains("TakenOver")),
-        "taken over before it is refused: {said:#?}"
-    );
-    assert!(said.iter().any(|e| e.contains("InvalidSpec")), "{said:#?}");
-    assert_eq!(
-        c.get(PRIMARY).unwrap()["metadata"]["managedFields"],
-        primary_fields,
-        "Flagger's primary adopted"
-    );
-}
-
 /// Finding 3. Flagger's Gateway API router turns `service.match` into HTTPRoute matches from
 /// its `uri`, `method`, `headers` and `queryParams` alone and drops the rest
 /// (pkg/router/gateway_api.go, `mapRouteMatches`): a Canary whose match also says
