@@ -142,10 +142,14 @@ pub fn read_routes(canary: &Canary, spec: &Value) -> Result<Routes, String> {
     };
     // Every rule carries `service.match`: only other matches are A/B ones.
     let service_matches = service_matches(canary).map_err(|e| e.to_string())?;
-    let general_matches = (!service_matches.is_empty()).then_some(Value::Array(service_matches));
+    // Compared as stored: the API server fills in the defaults Fledge and Flagger leave out.
+    let general_matches =
+        (!service_matches.is_empty()).then(|| as_stored(&Value::Array(service_matches)));
     let shape = RuleShape {
         ours: &ours,
-        matched: &|r: &Value| has_ab_match(r) && general_matches.as_ref() != Some(&r["matches"]),
+        matched: &|r: &Value| {
+            has_ab_match(r) && general_matches.as_ref() != Some(&as_stored(&r["matches"]))
+        },
         weights: &|r: &Value| weights(r, &names),
     };
     let (rule, (primary, canary_weight), matched) = general_rule(&rules, &shape, || {
@@ -287,6 +291,32 @@ fn has_ab_match(rule: &Value) -> bool {
     rule["matches"]
         .as_array()
         .is_some_and(|ms| ms.iter().any(|m| !matches_everything(m)))
+}
+
+/// `matches` as the API server stores them: the HTTPRoute CRD defaults a match's `path` to a
+/// `/` prefix (a path's `type` to `PathPrefix`, its `value` to `/`) and a header's or query
+/// parameter's `type` to `Exact`.
+fn as_stored(matches: &Value) -> Value {
+    let mut matches = matches.clone();
+    for m in matches.as_array_mut().into_iter().flatten() {
+        let Some(m) = m.as_object_mut() else { continue };
+        let path = m.entry("path").or_insert_with(|| json!({}));
+        if let Some(path) = path.as_object_mut() {
+            path.entry("type").or_insert_with(|| json!("PathPrefix"));
+            path.entry("value").or_insert_with(|| json!("/"));
+        }
+        for list in ["headers", "queryParams"] {
+            let conditions = m.get_mut(list).and_then(Value::as_array_mut);
+            for c in conditions
+                .into_iter()
+                .flatten()
+                .filter_map(Value::as_object_mut)
+            {
+                c.entry("type").or_insert_with(|| json!("Exact"));
+            }
+        }
+    }
+    matches
 }
 
 /// A match with no condition but (at most) a `/` path prefix: the one the API server defaults.
