@@ -427,3 +427,38 @@ fn gateway_api_service_match_without_uri_reads_back_after_api_server_defaulting(
         "{stored:#}"
     );
 }
+
+/// Flagger's Gateway API router builds HTTPRoute matches from `uri`, `method`, `headers` and
+/// `queryParams` alone (pkg/router/gateway_api.go, `mapRouteMatches`) and drops a
+/// `service.match`'s other conditions: such a Canary is routed, the condition said not to be
+/// used, where Fledge refused it (review r14g finding 3). A match left with no condition is
+/// dropped, as Flagger drops it.
+#[test]
+fn a_gateway_api_service_match_condition_flagger_drops_is_warned_not_refused() {
+    let canary = flagger_canary(json!({
+        "provider": "gatewayapi:v1",
+        "service": {"gatewayRefs": [{"name": "public", "namespace": "gw"}],
+                    "match": [{"uri": {"prefix": "/api"}, "ignoreUriCase": true},
+                              {"sourceLabels": {"app": "web"}}]}
+    }));
+    let refused = validate(&canary.spec).err().map(|e| e.to_string());
+    assert_eq!(refused, None, "Flagger routes this Canary");
+    let warned: Vec<String> = warnings(&canary.spec)
+        .iter()
+        .map(|w| w.path.clone())
+        .collect();
+    assert_eq!(
+        warned,
+        [
+            "spec.service.match[0].ignoreUriCase",
+            "spec.service.match[1].sourceLabels"
+        ]
+    );
+    let provider = Provider::GatewayApi(GatewayVersion::V1);
+    let route = provider.routing_object(&canary, &SPLIT).unwrap();
+    assert_eq!(
+        route["spec"]["rules"][0]["matches"],
+        json!([{"path": {"type": "PathPrefix", "value": "/api"}}])
+    );
+    assert_eq!(provider.read_routes(&canary, &route["spec"]), Ok(SPLIT));
+}

@@ -599,14 +599,39 @@ fn header_modifier(ops: &Value, field: &str) -> Result<Value, RouteError> {
     Ok(Value::Object(modifier))
 }
 
-/// The Canary's Istio-style `service.match` as HTTPRoute matches, carried by every rule.
+/// The Canary's Istio-style `service.match` as HTTPRoute matches, carried by every rule. As in
+/// Flagger, a match left with no condition is dropped.
 fn service_matches(canary: &Canary) -> Result<Vec<Value>, RouteError> {
-    let service = &canary.spec.service.match_;
-    service
-        .iter()
-        .enumerate()
-        .map(|(i, m)| convert_match(m, &format!("spec.service.match[{i}]")))
+    let mut matches = Vec::new();
+    for (i, m) in canary.spec.service.match_.iter().enumerate() {
+        let converted = convert_service_match(m, &format!("spec.service.match[{i}]"))?;
+        if converted.as_object().is_none_or(|o| !o.is_empty()) {
+            matches.push(converted);
+        }
+    }
+    Ok(matches)
+}
+
+/// The conditions of an Istio-style match that an HTTPRoute match has none of: Flagger's
+/// Gateway API router builds `service.match` from `uri`, `method`, `headers` and `queryParams`
+/// alone and drops these (`name` is a label, not a condition).
+pub(crate) fn dropped_conditions(m: &Value) -> Vec<&str> {
+    const ROUTED: [&str; 5] = ["uri", "method", "headers", "queryParams", "name"];
+    let keys = m.as_object().into_iter().flat_map(|o| o.keys());
+    keys.map(String::as_str)
+        .filter(|k| !ROUTED.contains(k))
         .collect()
+}
+
+/// One `service.match` entry as an HTTPRoute match, its [`dropped_conditions`] left out.
+pub(crate) fn convert_service_match(m: &Value, path: &str) -> Result<Value, RouteError> {
+    let mut kept = m.clone();
+    if let Some(o) = kept.as_object_mut() {
+        for k in dropped_conditions(m) {
+            o.remove(k);
+        }
+    }
+    convert_match(&kept, path)
 }
 
 /// The Canary's Istio-style `analysis.match` as HTTPRoute matches.
