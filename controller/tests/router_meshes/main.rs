@@ -6,6 +6,9 @@
 //! involved here: maps merge key by key, lists are replaced whole. It records every request.
 #![cfg(feature = "cluster")]
 
+#[path = "../support/gateway_api_defaults.rs"]
+mod gateway_api_defaults;
+
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -96,7 +99,7 @@ impl FakeApi {
                         prune_mirror_percent(&mut answer);
                     }
                     if path.contains("/httproutes/") {
-                        default_http_route_matches(&mut answer["spec"]);
+                        gateway_api_defaults::default_matches(&mut answer["spec"]);
                     }
                     // A dry run answers what would be stored and stores nothing.
                     if !is_dry_run(parts.uri.query().unwrap_or_default()) {
@@ -166,36 +169,6 @@ fn prune_mirror_percent(v: &mut Value) {
         }
         Value::Array(a) => a.iter_mut().for_each(prune_mirror_percent),
         _ => {}
-    }
-}
-
-/// What the HTTPRoute CRD's schema defaults in a stored route's matches: a rule without
-/// matches gets one `/` path prefix match, a match without `path` that one, a path without type
-/// `PathPrefix` (without value `/`), a header or query parameter without type `Exact`.
-fn default_http_route_matches(spec: &mut Value) {
-    for rule in spec["rules"].as_array_mut().into_iter().flatten() {
-        if rule.get("matches").is_none() {
-            rule["matches"] = json!([{}]);
-        }
-        for m in rule["matches"].as_array_mut().into_iter().flatten() {
-            if m.get("path").is_none() {
-                m["path"] = json!({});
-            }
-            if m["path"].get("type").is_none() {
-                m["path"]["type"] = json!("PathPrefix");
-            }
-            if m["path"].get("value").is_none() {
-                m["path"]["value"] = json!("/");
-            }
-            for list in ["headers", "queryParams"] {
-                let conditions = m.get_mut(list).and_then(Value::as_array_mut);
-                for c in conditions.into_iter().flatten() {
-                    if c.get("type").is_none() {
-                        c["type"] = json!("Exact");
-                    }
-                }
-            }
-        }
     }
 }
 
