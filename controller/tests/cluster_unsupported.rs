@@ -106,6 +106,41 @@ async fn a_flagger_canary_naming_an_ingress_without_a_provider_is_refused_at_tak
     );
 }
 
+/// Without `provider`, the Canary is routed by Fledge's default provider (Istio here), which
+/// validation cannot see: `appProtocol: tcp` (a TCP route in Flagger, Fledge routes HTTP) is
+/// refused at take-over as it is with `provider: istio`, before anything is adopted (review
+/// r14g finding 2: the Canary was taken over first, then refused).
+#[tokio::test]
+async fn a_flagger_canary_the_default_provider_cannot_route_is_refused_at_take_over() {
+    let c = flagger_canary_with(|canary| {
+        canary["spec"].as_object_mut().unwrap().remove("provider");
+        canary["spec"]["service"]["appProtocol"] = json!("tcp");
+    });
+    let primary_fields = c.get(PRIMARY).unwrap()["metadata"]["managedFields"].clone();
+    for _ in 0..3 {
+        c.reconcile_flagger(&c.context()).await.expect("reconcile");
+        c.settle();
+        c.advance_clock(std::time::Duration::from_secs(60));
+    }
+    only_the_canary_written(&c, FLAGGER_CANARY);
+    let (reason, message) = stalled(&c.flagger_status());
+    assert_eq!(reason, "InvalidSpec");
+    assert!(
+        message.contains("spec.service.appProtocol: `tcp`"),
+        "{message}"
+    );
+    let events = events(&c);
+    assert!(
+        !events.iter().any(|e| e.contains("TakenOver")),
+        "{events:#?}"
+    );
+    assert_eq!(
+        c.get(PRIMARY).unwrap()["metadata"]["managedFields"],
+        primary_fields,
+        "Flagger's primary adopted"
+    );
+}
+
 #[tokio::test]
 async fn a_flagger_canary_whose_metric_template_is_datadog_is_refused_at_take_over() {
     let c = flagger_canary_with(|canary| {

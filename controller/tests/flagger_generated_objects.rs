@@ -373,3 +373,92 @@ fn service_routing_fields_a_provider_cannot_carry_are_said_to_be_unused() {
         .collect();
     assert_eq!(said, ["spec.service.mirror"]);
 }
+
+/// What the API server stores of an HTTPRoute spec: the Gateway API CRD defaults every
+/// `HTTPRouteMatch.path` to `{type: PathPrefix, value: /}`.
+fn as_stored(spec: &Value) -> Value {
+    let mut spec = spec.clone();
+    for rule in spec["rules"].as_array_mut().unwrap() {
+        for m in rule["matches"].as_array_mut().into_iter().flatten() {
+            let m = m.as_object_mut().unwrap();
+            m.entry("path")
+                .or_insert_with(|| json!({"type": "PathPrefix", "value": "/"}));
+        }
+    }
+    spec
+}
+
+/// A `service.match` without `uri` (a tenant header on a shared gateway) on the Gateway API:
+/// written without a path, as Flagger writes it, and stored with the `/` prefix the CRD
+/// defaults, it still reads back as the general rule, not an A/B one (review r14g finding 1:
+/// the read-back check failed every write of such an HTTPRoute).
+#[test]
+fn gateway_api_service_match_without_uri_reads_back_after_api_server_defaulting() {
+    let canary = flagger_canary(json!({
+        "provider": "gatewayapi:v1",
+        "service": {"gatewayRefs": [{"name": "public", "namespace": "gw"}],
+                    "match": [{"headers": {"x-tenant": {"exact": "blue"}}}]},
+    }));
+    let provider = Provider::GatewayApi(GatewayVersion::V1);
+    for routes in [SPLIT, Routes::PRIMARY_ONLY] {
+        let written = provider.routing_object(&canary, &routes).unwrap();
+        assert_eq!(
+            written["spec"]["rules"][0]["matches"],
+            json!([{"headers": [{"type": "Exact", "name": "x-tenant", "value": "blue"}]}])
+        );
+        let stored = as_stored(&written["spec"]);
+        assert_eq!(
+            provider.check_stored(&canary, &routes, &stored),
+            Ok(()),
+            "{stored:#}"
+        );
+    }
+    let ab = flagger_canary(json!({
+        "provider": "gatewayapi:v1",
+        "service": {"gatewayRefs": [{"name": "public", "namespace": "gw"}],
+                    "match": [{"headers": {"x-tenant": {"exact": "blue"}}}]},
+        "analysis": {"match": [{"headers": {"x-canary": {"exact": "insider"}}}]},
+    }));
+    let written = provider.routing_object(&ab, &AB).unwrap();
+    let stored = as_stored(&written["spec"]);
+    assert_eq!(
+        provider.check_stored(&ab, &AB, &stored),
+        Ok(()),
+        "{stored:#}"
+    );
+}
+
+/// Flagger's Gateway API router builds HTTPRoute matches from `uri`, `method`, `headers` and
+/// `queryParams` alone (pkg/router/gateway_api.go, `mapRouteMatches`) and drops a
+/// `service.match`'s other conditions: such a Canary is routed, the condition said not to be
+/// used, where Fledge refused it (review r14g finding 3). A match left with no condition is
+/// dropped, as Flagger drops it.
+#[test]
+fn a_gateway_api_service_match_condition_flagger_drops_is_warned_not_refused() {
+    let canary = flagger_canary(json!({
+        "provider": "gatewayapi:v1",
+        "service": {"gatewayRefs": [{"name": "public", "namespace": "gw"}],
+                    "match": [{"uri": {"prefix": "/api"}, "ignoreUriCase": true},
+                              {"sourceLabels": {"app": "web"}}]}
+    }));
+    let refused = validate(&canary.spec).err().map(|e| e.to_string());
+    assert_eq!(refused, None, "Flagger routes this Canary");
+    let warned: Vec<String> = warnings(&canary.spec)
+        .iter()
+        .map(|w| w.path.clone())
+        .collect();
+    assert_eq!(
+        warned,
+        [
+            "spec.service.match[0].ignoreUriCase",
+            "spec.service.match[1].sourceLabels"
+        ]
+    );
+    let provider = Provider::GatewayApi(GatewayVersion::V1);
+    let route = provider.routing_object(&canary, &SPLIT).unwrap();
+    assert_eq!(
+        route["spec"]["rules"][0]["matches"],
+        json!([{"path": {"type": "PathPrefix", "value": "/api"}}])
+    );
+    assert_eq!(provider.read_routes(&canary, &route["spec"]), Ok(SPLIT));
+}

@@ -142,10 +142,14 @@ pub fn read_routes(canary: &Canary, spec: &Value) -> Result<Routes, String> {
     };
     // Every rule carries `service.match`: only other matches are A/B ones.
     let service_matches = service_matches(canary).map_err(|e| e.to_string())?;
-    let general_matches = (!service_matches.is_empty()).then_some(Value::Array(service_matches));
+    // Compared as stored: the API server fills in the defaults Fledge and Flagger leave out.
+    let general_matches =
+        (!service_matches.is_empty()).then(|| as_stored(&Value::Array(service_matches)));
     let shape = RuleShape {
         ours: &ours,
-        matched: &|r: &Value| has_ab_match(r) && general_matches.as_ref() != Some(&r["matches"]),
+        matched: &|r: &Value| {
+            has_ab_match(r) && general_matches.as_ref() != Some(&as_stored(&r["matches"]))
+        },
         weights: &|r: &Value| weights(r, &names),
     };
     let (rule, (primary, canary_weight), matched) = general_rule(&rules, &shape, || {
@@ -287,6 +291,32 @@ fn has_ab_match(rule: &Value) -> bool {
     rule["matches"]
         .as_array()
         .is_some_and(|ms| ms.iter().any(|m| !matches_everything(m)))
+}
+
+/// `matches` as the API server stores them: the HTTPRoute CRD defaults a match's `path` to a
+/// `/` prefix (a path's `type` to `PathPrefix`, its `value` to `/`) and a header's or query
+/// parameter's `type` to `Exact`.
+fn as_stored(matches: &Value) -> Value {
+    let mut matches = matches.clone();
+    for m in matches.as_array_mut().into_iter().flatten() {
+        let Some(m) = m.as_object_mut() else { continue };
+        let path = m.entry("path").or_insert_with(|| json!({}));
+        if let Some(path) = path.as_object_mut() {
+            path.entry("type").or_insert_with(|| json!("PathPrefix"));
+            path.entry("value").or_insert_with(|| json!("/"));
+        }
+        for list in ["headers", "queryParams"] {
+            let conditions = m.get_mut(list).and_then(Value::as_array_mut);
+            for c in conditions
+                .into_iter()
+                .flatten()
+                .filter_map(Value::as_object_mut)
+            {
+                c.entry("type").or_insert_with(|| json!("Exact"));
+            }
+        }
+    }
+    matches
 }
 
 /// A match with no condition but (at most) a `/` path prefix: the one the API server defaults.
@@ -569,14 +599,39 @@ fn header_modifier(ops: &Value, field: &str) -> Result<Value, RouteError> {
     Ok(Value::Object(modifier))
 }
 
-/// The Canary's Istio-style `service.match` as HTTPRoute matches, carried by every rule.
+/// The Canary's Istio-style `service.match` as HTTPRoute matches, carried by every rule. As in
+/// Flagger, a match left with no condition is dropped.
 fn service_matches(canary: &Canary) -> Result<Vec<Value>, RouteError> {
-    let service = &canary.spec.service.match_;
-    service
-        .iter()
-        .enumerate()
-        .map(|(i, m)| convert_match(m, &format!("spec.service.match[{i}]")))
+    let mut matches = Vec::new();
+    for (i, m) in canary.spec.service.match_.iter().enumerate() {
+        let converted = convert_service_match(m, &format!("spec.service.match[{i}]"))?;
+        if converted.as_object().is_none_or(|o| !o.is_empty()) {
+            matches.push(converted);
+        }
+    }
+    Ok(matches)
+}
+
+/// The conditions of an Istio-style match that an HTTPRoute match has none of: Flagger's
+/// Gateway API router builds `service.match` from `uri`, `method`, `headers` and `queryParams`
+/// alone and drops these (`name` is a label, not a condition).
+pub(crate) fn dropped_conditions(m: &Value) -> Vec<&str> {
+    const ROUTED: [&str; 5] = ["uri", "method", "headers", "queryParams", "name"];
+    let keys = m.as_object().into_iter().flat_map(|o| o.keys());
+    keys.map(String::as_str)
+        .filter(|k| !ROUTED.contains(k))
         .collect()
+}
+
+/// One `service.match` entry as an HTTPRoute match, its [`dropped_conditions`] left out.
+pub(crate) fn convert_service_match(m: &Value, path: &str) -> Result<Value, RouteError> {
+    let mut kept = m.clone();
+    if let Some(o) = kept.as_object_mut() {
+        for k in dropped_conditions(m) {
+            o.remove(k);
+        }
+    }
+    convert_match(&kept, path)
 }
 
 /// The Canary's Istio-style `analysis.match` as HTTPRoute matches.

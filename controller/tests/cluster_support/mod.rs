@@ -12,6 +12,8 @@ mod api_rules;
 mod fakes;
 mod fixtures;
 mod flagger;
+#[path = "../support/gateway_api_defaults.rs"]
+mod gateway_api_defaults;
 
 pub use api_rules::merge;
 use api_rules::{
@@ -393,6 +395,9 @@ impl FakeCluster {
                     merge(&mut obj, &body);
                     if let Some(ports) = ports {
                         obj["spec"]["ports"] = ports;
+                    }
+                    if object_path.contains("/httproutes/") {
+                        gateway_api_defaults::default_matches(&mut obj["spec"]);
                     }
                     // A Service's selector is an atomic map: an apply replaces it whole.
                     if object_path.contains("/services/") && !body["spec"]["selector"].is_null() {

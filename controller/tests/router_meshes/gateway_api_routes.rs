@@ -227,4 +227,29 @@ async fn gateway_api_reconcile_creates_the_route_and_set_routes_keeps_foreign_pa
     );
 }
 
+/// The API server stores a `service.match` without `uri` with the `/` path prefix its CRD
+/// defaults (and a header's type `Exact`): the router's read-back of its dry run and of its
+/// apply still finds the split it wrote, and `get_routes` reads it.
+#[tokio::test]
+async fn gateway_api_service_match_without_a_path_is_written_and_read_back_through_defaults() {
+    let c = canary(json!({ "service": {
+        "gatewayRefs": [{ "name": "public" }],
+        "match": [{ "headers": { "x-tenant": { "exact": "blue" } }, "method": { "exact": "get" } }],
+    } }));
+    let fake = FakeApi::default();
+    let Ok(router) = router("gatewayapi:v1", fake.client()) else {
+        panic!("gatewayapi:v1 is a provider")
+    };
+    bounded(router.reconcile(&c)).await.expect("reconcile");
+    let set = bounded(router.set_routes(&c, &weights(80, 20))).await;
+    assert!(set.is_ok(), "{set:?}");
+    let read = bounded(router.get_routes(&c)).await;
+    assert_eq!(read.as_ref().ok(), Some(&weights(80, 20)), "{read:?}");
+    assert_eq!(
+        fake.object(HR)["spec"]["rules"][0]["matches"],
+        json!([{ "path": { "type": "PathPrefix", "value": "/" }, "method": "GET",
+                 "headers": [{ "type": "Exact", "name": "x-tenant", "value": "blue" }] }])
+    );
+}
+
 // ---------------------------------------------------------------- properties

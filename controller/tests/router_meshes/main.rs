@@ -6,6 +6,9 @@
 //! involved here: maps merge key by key, lists are replaced whole. It records every request.
 #![cfg(feature = "cluster")]
 
+#[path = "../support/gateway_api_defaults.rs"]
+mod gateway_api_defaults;
+
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -94,6 +97,9 @@ impl FakeApi {
                     }
                     if self.prune_mirror_percent {
                         prune_mirror_percent(&mut answer);
+                    }
+                    if path.contains("/httproutes/") {
+                        gateway_api_defaults::default_matches(&mut answer["spec"]);
                     }
                     // A dry run answers what would be stored and stores nothing.
                     if !is_dry_run(parts.uri.query().unwrap_or_default()) {

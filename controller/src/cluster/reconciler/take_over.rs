@@ -29,7 +29,7 @@ use super::super::{Error, Result, flagger, status, workloads};
 use super::problems::Problem;
 use super::tick::Tick;
 use crate::rollout::{Millis, Phase, RolloutState, SessionCookies};
-use crate::spec::{CanaryStatus, unused_autoscaler, validate};
+use crate::spec::{CanaryStatus, unroutable_by, unused_autoscaler, validate};
 
 /// Flagger's phases in which a rollout is under way: traffic may be on the canary, or the
 /// primary half updated.
@@ -103,6 +103,14 @@ impl Tick<'_> {
         let Ok(spec) = validate(&self.canary.spec) else {
             return Ok(None);
         };
+        // Validation checks an explicit provider only: what the default one cannot route is
+        // refused by the reconcile too, before anything of Flagger's is adopted.
+        let Ok(provider) = self.provider() else {
+            return Ok(None);
+        };
+        if !unroutable_by(&self.canary.spec, &spec, provider).is_empty() {
+            return Ok(None);
+        }
         let ended = status
             .and_then(|s| s.last_transition_time.as_deref())
             .and_then(|t| chrono::DateTime::parse_from_rfc3339(t).ok())

@@ -4,7 +4,7 @@
 //! the provider has nothing to carry them in.
 
 use super::FieldError;
-use crate::routes::gateway_api::convert_match;
+use crate::routes::gateway_api::{convert_service_match, dropped_conditions};
 use crate::routes::{Provider, RouteError};
 use crate::spec::CanaryService;
 
@@ -45,7 +45,7 @@ pub(super) fn unroutable_by(service: &CanaryService, provider: Provider) -> Vec<
         Provider::GatewayApi(_) => {
             for (i, m) in service.match_.iter().enumerate() {
                 let path = format!("spec.service.match[{i}]");
-                if let Err(e) = convert_match(m, &path) {
+                if let Err(e) = convert_service_match(m, &path) {
                     errors.push(match e {
                         RouteError::InvalidSpec { field, reason } => error(&field, reason),
                         other => error(&path, other.to_string()),
@@ -115,5 +115,18 @@ pub(super) fn unused_by(service: &CanaryService, provider: Provider) -> Vec<Fiel
         "spec.service.corsPolicy.allowOrigins",
         "an HTTPRoute's CORS filter takes plain origins only (`allowOrigin`), as in Flagger",
     );
+    if matches!(provider, Provider::GatewayApi(_)) {
+        for (i, m) in service.match_.iter().enumerate() {
+            for key in dropped_conditions(m) {
+                out.push(error(
+                    &format!("spec.service.match[{i}].{key}"),
+                    format!(
+                        "not used: an HTTPRoute match has no `{key}`; the match is routed on \
+                         its uri, method, headers and queryParams alone, as Flagger routes it"
+                    ),
+                ));
+            }
+        }
+    }
     out
 }
