@@ -52,3 +52,92 @@ fn at_10_rps_the_first_looks_forecast_rarely_hands_the_rollout_to_thresholds() {
         "seeds handed to the thresholds at 10 requests/s: {handed:?} of 20"
     );
 }
+
+/// A benchmark's own Canary (a scenario holds it under `canary:`), as a file `plan` takes.
+fn canary_of(name: &str, metrics: Option<&str>) -> std::path::PathBuf {
+    let scenario = std::fs::read_to_string(format!(
+        "{}/../scenarios/benchmarks/{name}.yaml",
+        env!("CARGO_MANIFEST_DIR")
+    ))
+    .unwrap();
+    let start = scenario.find("canary:\n").expect("a canary") + "canary:\n".len();
+    let mut body: String = scenario[start..]
+        .lines()
+        .take_while(|l| l.starts_with("  ") || l.is_empty())
+        .map(|l| format!("{}\n", l.strip_prefix("  ").unwrap_or(l)))
+        .collect();
+    if let Some(metrics) = metrics {
+        let at = body.find("    metrics:\n").expect("metrics");
+        body.truncate(at);
+        body.push_str(metrics);
+    }
+    let path = std::env::temp_dir().join(format!(
+        "review-r19f-{name}-{}-{}.yaml",
+        if metrics.is_some() {
+            "metrics"
+        } else {
+            "as-is"
+        },
+        std::process::id()
+    ));
+    std::fs::write(&path, body).unwrap();
+    path
+}
+
+/// `fledge-sim plan FILE ARGS`: exit code, stdout and stderr.
+fn plan(file: &Path, args: &[&str]) -> (Option<i32>, String, String) {
+    let out = std::process::Command::new(support::sim_binary())
+        .arg("plan")
+        .arg(file)
+        .args(args)
+        .output()
+        .expect("fledge-sim runs");
+    (
+        out.status.code(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+/// Finding 2. `fledge-sim plan` on `aa-1rps`'s Canary at 1 requests/s says "from about 4
+/// requests/s a progress deadline of 30m or less lets it decide", and at 4 requests/s it
+/// recommends exactly 1800 s; the README repeats it ("the rate from which 30 minutes would
+/// do: about 4 requests/s"). Run at 4 requests/s with that deadline, the judge does not decide
+/// in about a third of the runs: seeds 1 and 3 reach "Progress deadline of 30m reached ... with
+/// no decision" and are judged by thresholds, seeds 2 and 9 are handed to thresholds at the
+/// first look (forecast at 4.33 and 3.47 requests/s). The recommendation is the average need
+/// with no allowance for the runs' spread, so "lets it decide" holds for about two in three.
+#[test]
+#[ignore = "review r19f finding 2: plan's 'from about 4 requests/s a progress deadline of 30m lets it decide' holds in ~2 of 3 runs at 4 rps with 1800s (deadline reached undecided or handed over at first look)"]
+fn at_4_rps_the_30_minutes_plan_recommends_let_the_judge_decide_nearly_always() {
+    let path = format!(
+        "{}/../scenarios/benchmarks/aa-1rps.yaml",
+        env!("CARGO_MANIFEST_DIR")
+    );
+    let text = std::fs::read_to_string(path)
+        .unwrap()
+        .replace("    rate: 1\n", "    rate: 4\n")
+        .replace("duration: 40m", "duration: 3h")
+        .replace(
+            "    analysis:\n",
+            "    progressDeadlineSeconds: 1800\n    analysis:\n",
+        );
+    let file =
+        std::env::temp_dir().join(format!("review-r19f-aa-4rps-{}.yaml", std::process::id()));
+    std::fs::write(&file, text).unwrap();
+    let scenario = Scenario::load(&file).expect("loads");
+    let not_by_the_judge: Vec<u64> = (1..=12)
+        .filter(|&seed| {
+            let r = harness::run_to_decision(&scenario, &scenario.variants[0], seed).expect("runs");
+            r.decisions.iter().any(|d| {
+                d.messages.iter().any(|m| {
+                    m.contains("is not expected to decide") || m.contains("Progress deadline")
+                })
+            })
+        })
+        .collect();
+    assert!(
+        not_by_the_judge.len() <= 1,
+        "seeds the judge did not decide at 4 requests/s with a 30m deadline: {not_by_the_judge:?} of 12"
+    );
+}
