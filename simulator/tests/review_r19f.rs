@@ -141,3 +141,22 @@ fn at_4_rps_the_30_minutes_plan_recommends_let_the_judge_decide_nearly_always() 
         "seeds the judge did not decide at 4 requests/s with a 30m deadline: {not_by_the_judge:?} of 12"
     );
 }
+
+/// Finding 3. A statistical Canary with no compared metric (no metrics at all here; the same
+/// with only an inline query): `plan --rps 1` forecasts a step a minute and then says "with
+/// the judge, a step below the top weight ends once it has its own minRequests and nothing
+/// leans worse, the top step once the rollout's canary requests show the canary no worse",
+/// a rule that does not apply (no metric is compared, each step lasts `interval`), under a
+/// header claiming "canary and primary both failing 0.5% of requests (margins: none)". It
+/// should say the judge compares nothing here, not describe evidence it will never gather.
+#[test]
+#[ignore = "review r19f finding 3: plan --rps on a statistical Canary without a compared metric describes the judge's minRequests/no-worse step rule that does not apply, and never says nothing is compared"]
+fn plan_on_a_statistical_canary_without_compared_metrics_does_not_describe_the_judges_evidence() {
+    let file = canary_of("aa-1rps", Some(""));
+    let (code, out, err) = plan(&file, &["--rps", "1"]);
+    assert_eq!(code, Some(0), "{err}");
+    assert!(
+        !out.contains("show the canary no worse") && !out.contains("its own minRequests"),
+        "{out}"
+    );
+}
