@@ -160,3 +160,19 @@ fn plan_on_a_statistical_canary_without_compared_metrics_does_not_describe_the_j
         "{out}"
     );
 }
+
+/// Finding 4. At very low rates `plan` states the evidence wrongly. At `--rps 0.001` (the
+/// smallest it accepts) the forecast never leaves the 10% step (9 canary requests in a day),
+/// yet it says "it needs more than a day for its evidence (9 canary requests, 9 of them at the
+/// top weight ...)": none is at the top weight, and 9 is what a day serves, not what the
+/// evidence needs (about 3,056, as at 1 requests/s). The warning then says "at 0 requests/s"
+/// (the rate rounded away).
+#[test]
+#[ignore = "review r19f finding 4: plan --rps 0.001 says '9 canary requests, 9 of them at the top weight' (none reach it; ~3,056 are needed) and warns 'at 0 requests/s'"]
+fn plan_at_a_tiny_rate_states_the_evidence_needed_and_the_rate_given() {
+    let file = canary_of("aa-1rps", None);
+    let (code, out, err) = plan(&file, &["--rps", "0.001", "--latency", "20,80"]);
+    assert_eq!(code, Some(0), "{err}");
+    assert!(!out.contains("9 of them at the top weight"), "{out}");
+    assert!(!err.contains("at 0 requests/s"), "{err}");
+}
