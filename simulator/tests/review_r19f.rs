@@ -193,3 +193,39 @@ fn the_timeline_names_the_quantile_a_median_gated_latency_metric_shows() {
     assert!(text.contains("Rolling back app"), "{text}");
     assert!(!text.contains("p99ms"), "{text}");
 }
+
+/// Finding 6. The benchmarks README says that at 10 requests/s the judge cannot decide in time
+/// "whenever the first look's rate estimate says so (about a third of the runs)". The committed
+/// results say 434 of the 1,000 A/A runs (43%) were handed to the thresholds (decided at 5m15s,
+/// the thresholds' pace; every other run took at least 6m30s), and the runs' Forecast warnings
+/// give rates above the README's own "about 8 requests/s" (10.2 at seed 5, 9.8 at seed 6): it
+/// is the first look's latency histogram, not the rate, that hands most of them over.
+#[test]
+#[ignore = "review r19f finding 6: benchmarks README says 'about a third' of 10 rps A/A runs are handed over 'whenever the first look's rate estimate says so'; results show 43%, and at rates above 8 rps"]
+fn the_benchmarks_readme_states_the_share_of_10_rps_runs_handed_to_thresholds() {
+    let dir = format!("{}/../scenarios/benchmarks", env!("CARGO_MANIFEST_DIR"));
+    let results: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(format!("{dir}/results/aa-10rps.json")).unwrap(),
+    )
+    .unwrap();
+    let runs = results["runs"][0]
+        .as_array()
+        .expect("the scenario policy's runs");
+    let handed = runs
+        .iter()
+        .filter(|r| r["decision_ms"].as_u64().is_some_and(|ms| ms <= 330_000))
+        .count() as f64
+        / runs.len() as f64;
+    let readme = std::fs::read_to_string(format!("{dir}/README.md")).unwrap();
+    let says_a_third = readme.contains("about a third of the runs");
+    assert!(
+        !says_a_third || (0.28..=0.38).contains(&handed),
+        "README: about a third; results: {:.1}% handed to thresholds",
+        handed * 100.0
+    );
+    assert!(
+        !readme.contains("whenever\nthe first look's rate estimate says so")
+            && !readme.contains("whenever the first look's rate estimate says so"),
+        "the README attributes the handover to the rate estimate"
+    );
+}
