@@ -265,3 +265,34 @@ fn the_readmes_canary_requests_for_no_worse_match_plan() {
         "README {said}, plan {total}: {out}"
     );
 }
+
+/// Finding 8. Issue 19 is done when "targets met and missed are stated". The README states two
+/// missed targets (the 10x blast radius at 10 rps, the judge at 1 rps within 30 minutes) and
+/// one met (that blast radius at 100 and 1,000 rps), but not the others against the table: A/A
+/// false rollbacks <= 1% at 10/100/1000 rps (0.5%, 0.7%, 0.0%, yet the 95% upper bounds are
+/// 1.2% and 1.4%, so 1,000 seeds do not show it), 10x errors rolled back >= 99.9% (1,000 of
+/// 1,000, whose lower bound is 99.6%: not shown either), 2x at 100 rps caught on evidence >= 90%
+/// (93.7%), healthy at 100 rps in at most half Flagger's time (2m45s against 6m), p99 +50%
+/// caught >= 90% (100%). A reader cannot tell which targets the table meets, nor that two are
+/// met only in point estimate.
+#[test]
+#[ignore = "review r19f finding 8: the README states only the missed targets (and the blast radius at 100/1000 rps); the A/A <=1%, 10x >=99.9% (not shown by 1,000 seeds), 2x >=90%, half-time and p99 targets are not stated met or missed"]
+fn the_readme_states_each_issue_19_target_met_or_missed() {
+    let readme = std::fs::read_to_string(format!("{}/../README.md", env!("CARGO_MANIFEST_DIR")))
+        .unwrap()
+        .replace('\n', " ");
+    let section = readme
+        .split("## Decision quality: the benchmarks")
+        .nth(1)
+        .and_then(|s| s.split("## Architecture").next())
+        .expect("the benchmarks section");
+    let stated = |words: &[&str]| words.iter().any(|w| section.contains(w));
+    assert!(
+        stated(&["targets met", "Targets met", "target met", "A target met"]),
+        "no target is stated met apart from the 10x blast radius at 100 and 1,000 rps"
+    );
+    assert!(
+        stated(&["99.9%"]) && stated(&["90%"]),
+        "the 10x (>= 99.9%) and 2x/p99 (>= 90%) targets are not named"
+    );
+}
