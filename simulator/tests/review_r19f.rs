@@ -201,7 +201,6 @@ fn the_timeline_names_the_quantile_a_median_gated_latency_metric_shows() {
 /// give rates above the README's own "about 8 requests/s" (10.2 at seed 5, 9.8 at seed 6): it
 /// is the first look's latency histogram, not the rate, that hands most of them over.
 #[test]
-#[ignore = "review r19f finding 6: benchmarks README says 'about a third' of 10 rps A/A runs are handed over 'whenever the first look's rate estimate says so'; results show 43%, and at rates above 8 rps"]
 fn the_benchmarks_readme_states_the_share_of_10_rps_runs_handed_to_thresholds() {
     let dir = format!("{}/../scenarios/benchmarks", env!("CARGO_MANIFEST_DIR"));
     let results: serde_json::Value = serde_json::from_str(
@@ -237,7 +236,6 @@ fn the_benchmarks_readme_states_the_share_of_10_rps_runs_handed_to_thresholds() 
 /// requests/s "2816 canary requests" for its evidence; 2,300 is the figure the sequential
 /// module's docs give for the old per-step test.
 #[test]
-#[ignore = "review r19f finding 7: README says 'no worse' at 0.5% and +1 point needs about 2,300 canary requests over the rollout; plan forecasts ~2,800"]
 fn the_readmes_canary_requests_for_no_worse_match_plan() {
     let metrics = "    metrics:\n      - name: request-success-rate\n        thresholdRange:\n          min: 99\n        interval: 1m\n";
     let file = canary_of("aa-10rps", Some(metrics));
@@ -276,7 +274,6 @@ fn the_readmes_canary_requests_for_no_worse_match_plan() {
 /// caught >= 90% (100%). A reader cannot tell which targets the table meets, nor that two are
 /// met only in point estimate.
 #[test]
-#[ignore = "review r19f finding 8: the README states only the missed targets (and the blast radius at 100/1000 rps); the A/A <=1%, 10x >=99.9% (not shown by 1,000 seeds), 2x >=90%, half-time and p99 targets are not stated met or missed"]
 fn the_readme_states_each_issue_19_target_met_or_missed() {
     let readme = std::fs::read_to_string(format!("{}/../README.md", env!("CARGO_MANIFEST_DIR")))
         .unwrap()
