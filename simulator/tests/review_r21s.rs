@@ -194,35 +194,6 @@ fn calls_out_share_the_sidecars_worker_threads() {
     );
 }
 
-/// Finding 5. Envoy starts a request's clock (its StreamInfo start time, from which
-/// `istio_request_duration_milliseconds` is measured) when a worker thread decodes the request
-/// and creates its stream (`ConnectionManagerImpl::ActiveStream`), not when its bytes reach the
-/// pod: a request waiting for a busy worker is not yet a stream. So the wait is latency the
-/// clients' sidecars report (`reporter="source"`) but not the destination's, which Flagger's
-/// Istio `request-duration` query reads. The model puts the wait in the destination's
-/// durations (README: "the wait is latency that the destination's own reports include"), so
-/// a saturated sidecar shows a p99 of seconds where Envoy would report the app's 10 ms;
-/// `sidecar-undersized` rolls back on it. (This contradicts `sidecar_cost.rs`'s
-/// `waiting_for_a_worker_thread_is_latency_the_destination_reports`, which asserts the model.)
-#[test]
-#[ignore = "review r21s finding 5: the wait for a sidecar worker thread is in the destination's request duration; Envoy's stream clock starts when a worker decodes the request"]
-fn the_wait_for_a_worker_is_seen_by_the_source_not_the_destination() {
-    let p = cost(0, 10 * MILLIS, 1, None);
-    let mut m = mesh(200.0, &[("frontend", true)], None, Some(p), true);
-    m.run_until(60 * SECONDS);
-    let v = m.version_id("podinfo", "primary").expect("declared");
-    let source = m.source_stats(v, 0, 60 * SECONDS).quantile_ms(0.99);
-    assert!(
-        source.expect("answered") > 10_000.0,
-        "source p99 {source:?}"
-    );
-    let destination = m.destination_stats(v, 0, 60 * SECONDS).quantile_ms(0.99);
-    assert!(
-        destination.expect("answered") < 1_000.0,
-        "destination p99 {destination:?} ms, source {source:?} ms"
-    );
-}
-
 /// A scenario whose one pod's sidecar (1 thread, 10 ms of CPU a request) passes 100
 /// requests/s of the 200 sent: half of what is sent is still waiting at the end.
 const SATURATED: &str = r#"name: saturated

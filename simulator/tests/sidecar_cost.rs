@@ -74,8 +74,11 @@ fn a_cpu_limit_below_the_threads_caps_the_sidecar_at_the_limit_over_the_cpu() {
     assert!((2_990..=3_002).contains(&served), "served {served}");
 }
 
+/// Envoy starts a request's stream, and the clock of `istio_request_duration_milliseconds`,
+/// when a worker thread decodes it: the wait for a worker is latency the client's proxy
+/// reports (`reporter="source"`), not the destination's.
 #[test]
-fn waiting_for_a_worker_thread_is_latency_the_destination_reports() {
+fn waiting_for_a_worker_thread_is_latency_the_source_reports_not_the_destination() {
     let (mut m, v) = mesh(400.0, None, Some(cost(10 * MILLIS, 2, None)));
     m.run_until(60 * SECONDS);
     let usage = m.sidecar_usage();
@@ -83,11 +86,14 @@ fn waiting_for_a_worker_thread_is_latency_the_destination_reports() {
     assert_eq!(name, "podinfo-primary");
     assert!(server.waited > 0 && server.wait > 0, "{server:?}");
     // The queue grows by 200 requests a second: late requests wait many seconds.
-    let p99 = m
-        .destination_stats(v, 0, 60 * SECONDS)
-        .quantile_ms(0.99)
-        .expect("requests");
-    assert!(p99 > 10_000.0, "destination p99 {p99} ms");
+    let source = m.source_stats(v, 0, 60 * SECONDS).quantile_ms(0.99);
+    assert!(source.expect("answered") > 10_000.0, "source p99 {source:?}");
+    // The destination times its sidecar's way in (0.25 ms) and the app's 10 us.
+    let destination = m.destination_stats(v, 0, 60 * SECONDS).quantile_ms(0.99);
+    assert!(
+        destination.expect("answered") < 1.0,
+        "destination p99 {destination:?} ms, source {source:?} ms"
+    );
 }
 
 #[test]

@@ -9,7 +9,9 @@
 //! `cpu_per_request`. The server's sidecar takes each arriving request on one of its pod's
 //! `concurrency` worker threads, which it holds for the request's CPU (longer when a CPU limit
 //! below `concurrency` cores shares the threads); requests that find every thread busy wait in
-//! order, and that wait is added latency the destination reports too. So a pod's sidecar
+//! order. That wait is latency the client's proxy reports (`reporter="source"`) but not the
+//! destination's: Envoy starts a request's stream, and the clock its duration is measured
+//! from, when a worker thread reads and decodes it. So a pod's sidecar
 //! serves at most `min(concurrency, limit) / cpu_per_request` requests per second.
 //!
 //! Off by default (no cost anywhere): every pass adds the fixed
@@ -257,9 +259,10 @@ impl Mesh {
                 return;
             };
             let at = &mut self.atts[a];
+            // Envoy's stream (and the destination's clock) starts when a worker decodes the
+            // request: the wait is latency only the client sees.
             let wait = now - at.at_pod;
             let there = at.inbound;
-            at.inbound += wait;
             let u = &mut self.sidecars.draws.usage[i];
             u.added += wait;
             if wait > 0 {
