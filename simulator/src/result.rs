@@ -223,6 +223,9 @@ pub struct SidecarFigures {
     /// milliseconds.
     pub waited: u64,
     pub mean_wait_ms: Option<f64>,
+    /// Requests still waiting for a worker thread at the end of the run (in none of the
+    /// figures above).
+    pub backlog: u64,
 }
 
 impl SidecarFigures {
@@ -243,6 +246,7 @@ impl SidecarFigures {
             added_latency_ms: ms(u.added),
             waited: u.waited,
             mean_wait_ms: ms(u.wait),
+            backlog: u.backlog,
         }
     }
 }

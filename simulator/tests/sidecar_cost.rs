@@ -74,6 +74,31 @@ fn a_cpu_limit_below_the_threads_caps_the_sidecar_at_the_limit_over_the_cpu() {
     assert!((2_990..=3_002).contains(&served), "served {served}");
 }
 
+/// A saturated sidecar counts a request's CPU and latency when a worker thread takes it: one
+/// thread spends at most a core, and requests still waiting at the end are its backlog, not
+/// requests it passed (nor zero waits that halve the mean).
+#[test]
+fn a_saturated_sidecar_counts_the_requests_its_threads_took_and_reports_its_backlog() {
+    // 1 thread, 10 ms a request: 100/s of the 200 offered; the app answers in 10 us.
+    let (mut m, v) = mesh(200.0, None, Some(cost(10 * MILLIS, 1, None)));
+    m.run_until(60 * SECONDS);
+    let served = m.queue_stats(v).arrivals;
+    assert!((5_990..=6_001).contains(&served), "served {served}");
+    let usage = m.sidecar_usage();
+    let (_, u) = usage.last().expect("the server's sidecar is modelled");
+    let request_cpu = u.cpu - u.handshakes * NetworkConfig::default().handshake_cpu;
+    assert!(
+        request_cpu <= 60 * SECONDS + 10 * MILLIS,
+        "{} s of request CPU on one thread in 60 s: {u:?}",
+        request_cpu as f64 / 1e9
+    );
+    assert!(u.requests <= served + 1, "{u:?}, served {served}");
+    // Waits grow from 0 to 30 s: about 15 s on average over the requests taken.
+    let mean_wait_s = u.wait as f64 / 1e9 / u.requests as f64;
+    assert!(mean_wait_s > 14.0, "mean wait {mean_wait_s} s: {u:?}");
+    assert!((5_990..=6_010).contains(&u.backlog), "{u:?}");
+}
+
 /// Envoy starts a request's stream, and the clock of `istio_request_duration_milliseconds`,
 /// when a worker thread decodes it: the wait for a worker is latency the client's proxy
 /// reports (`reporter="source"`), not the destination's.

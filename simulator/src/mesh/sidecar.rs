@@ -37,7 +37,8 @@ use crate::telemetry::flags;
 /// What one workload's sidecars did over a run.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct SidecarUsage {
-    /// Attempts through them (a request and its response count once).
+    /// Attempts through them (a request and its response count once); at a server's sidecar
+    /// whose threads are modelled, those a worker thread took.
     pub requests: u64,
     /// TLS handshakes they took part in, as client or server.
     pub handshakes: u64,
@@ -49,6 +50,8 @@ pub struct SidecarUsage {
     pub waited: u64,
     /// Time those requests waited, in nanoseconds.
     pub wait: SimTime,
+    /// Requests still waiting for a worker thread (not counted above).
+    pub backlog: u64,
 }
 
 impl ProxyCost {
@@ -207,16 +210,17 @@ impl Mesh {
             return;
         }
         let to = version_proxy(&self.versions[v], own + v.0 as usize);
+        if matches!(to, Proxy::Cost(cost, _) if cost.cpu_per_request > 0) {
+            // The server's sidecar draws and counts it when a worker thread takes it.
+            (self.atts[a].back, self.atts[a].inbound) = (out_back, 0);
+            self.q.schedule_in(there, Ev::AtSidecar { attempt: a, tag });
+            return;
+        }
         let (in_there, in_back) = sc.draws.pass(&to, fixed);
-        let threads = matches!(to, Proxy::Cost(cost, _) if cost.cpu_per_request > 0);
         let at = &mut self.atts[a];
         (at.back, at.inbound) = (out_back + in_back, in_there);
-        if threads {
-            self.q.schedule_in(there, Ev::AtSidecar { attempt: a, tag });
-        } else {
-            self.q
-                .schedule_in(there + in_there, Ev::AtPod { attempt: a, tag });
-        }
+        self.q
+            .schedule_in(there + in_there, Ev::AtPod { attempt: a, tag });
     }
 
     /// Attempt `a` reaches its pod's sidecar, which takes it on a worker thread when one is
@@ -248,9 +252,11 @@ impl Mesh {
         let now = self.now();
         let v = self.pods[p].version;
         let i = self.own_certs as usize + v.0 as usize;
+        let fixed = self.net.sidecar_latency;
+        let to = version_proxy(&self.versions[v], i);
         // A behaviour changed meanwhile to no modelled cost lets the queue through.
-        let (threads, hold) = match &self.versions[v].behaviour.proxy {
-            Some(cost) if cost.cpu_per_request > 0 => (cost.concurrency, cost.hold()),
+        let (threads, hold) = match to {
+            Proxy::Cost(cost, _) if cost.cpu_per_request > 0 => (cost.concurrency, cost.hold()),
             _ => (u32::MAX, 0),
         };
         let pod = &mut self.pods[p];
@@ -262,7 +268,9 @@ impl Mesh {
             // Envoy's stream (and the destination's clock) starts when a worker decodes the
             // request: the wait is latency only the client sees.
             let wait = now - at.at_pod;
-            let there = at.inbound;
+            // Its requests, CPU and latency count from here: a thread spends them.
+            let (there, back) = self.sidecars.draws.pass(&to, fixed);
+            (at.inbound, at.back) = (there, at.back + back);
             let u = &mut self.sidecars.draws.usage[i];
             u.added += wait;
             if wait > 0 {
@@ -301,6 +309,9 @@ impl Mesh {
         }
         let own = self.own_certs as usize;
         let mut usage = sc.draws.usage.clone();
+        for pod in &self.pods {
+            usage[own + pod.version.0 as usize].backlog += pod.proxy.queue.len() as u64;
+        }
         for c in (0..self.clients.len() as u32).map(ClientId) {
             let from = self.client_cert(c).0 as usize;
             for v in 0..self.versions.len() {

@@ -163,8 +163,12 @@ pub fn summary(run: &RunResult) -> String {
         .iter()
         .map(|s| {
             let ms = |v: Option<f64>| v.map_or("-".into(), |v| format!("{v:.2} ms"));
+            let backlog = match s.backlog {
+                0 => String::new(),
+                n => format!(", {n} still waiting for a worker at the end"),
+            };
             format!(
-                "{} {:.1} s CPU ({:.3} cores), +{} per request ({} waiting for a worker)",
+                "{} {:.1} s CPU ({:.3} cores), +{} per request ({} waiting for a worker){backlog}",
                 s.workload,
                 s.cpu_seconds,
                 s.mean_cores,
