@@ -59,33 +59,6 @@ fn usage(m: &Mesh, name: &str) -> Option<SidecarUsage> {
         .map(|(_, u)| u)
 }
 
-/// Finding 2. "Every sidecar adds a fixed 0.25 ms each time a request or response passes it":
-/// a client without a sidecar passes one proxy fewer than one with a sidecar, so it sees 0.5 ms
-/// less, whether no cost is modelled or only the server's is (`service.primary.proxy`). Today
-/// it pays the fixed 0.5 ms of the sidecar it does not have unless a top-level `proxy` exists.
-#[test]
-#[ignore = "review r21s finding 2: a client without a sidecar pays the fixed 0.5 ms of a proxy it does not have (no `proxy`, or a version's only)"]
-fn a_client_without_a_sidecar_pays_no_proxy_latency() {
-    let clients = [("frontend", true), ("bare", false)];
-    for (label, server) in [
-        ("no proxy cost", None),
-        ("the server's cost only", Some(cost(1, 0, 2, None))),
-        // What happens already with a top-level `proxy`: the bare client saves 1 ms.
-        ("both", Some(cost(1, 0, 2, None))),
-    ] {
-        let client = (label == "both").then(|| cost(1, 0, 2, None));
-        let saved_ms = if label == "both" { 1.0 } else { 0.5 };
-        let mut m = mesh(100.0, &clients, client, server, true);
-        m.run_until(60 * SECONDS);
-        let with = seen(&m, "frontend", None).mean_ms().expect("requests");
-        let without = seen(&m, "bare", None).mean_ms().expect("requests");
-        assert!(
-            (with - without - saved_ms).abs() < 0.01,
-            "{label}: with a sidecar {with} ms, without {without} ms: expected {saved_ms} ms less"
-        );
-    }
-}
-
 /// Finding 3. Envoy binds each accepted connection to one worker thread until it closes (its
 /// docs, arch_overview/intro/threading_model), so requests multiplexed on one HTTP/2
 /// connection share one thread, whatever

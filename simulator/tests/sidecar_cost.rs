@@ -3,8 +3,11 @@
 //! second), each proxy adds its latency distribution's draw, and CPU is counted per request
 //! and per TLS handshake. A cost equal to the fixed latency changes nothing.
 
+mod support;
+
 use fledge_simulator::engine::{MILLIS, SECONDS, SimTime};
 use fledge_simulator::mesh::*;
+use support::mesh::seen;
 
 const MICROS: SimTime = MILLIS / 1000;
 
@@ -112,7 +115,10 @@ fn waiting_for_a_worker_thread_is_latency_the_source_reports_not_the_destination
     assert!(server.waited > 0 && server.wait > 0, "{server:?}");
     // The queue grows by 200 requests a second: late requests wait many seconds.
     let source = m.source_stats(v, 0, 60 * SECONDS).quantile_ms(0.99);
-    assert!(source.expect("answered") > 10_000.0, "source p99 {source:?}");
+    assert!(
+        source.expect("answered") > 10_000.0,
+        "source p99 {source:?}"
+    );
     // The destination times its sidecar's way in (0.25 ms) and the app's 10 us.
     let destination = m.destination_stats(v, 0, 60 * SECONDS).quantile_ms(0.99);
     assert!(
@@ -232,4 +238,67 @@ fn a_sidecar_cost_without_threads_is_refused() {
     });
     let err = refused.err().expect("refused");
     assert!(err.to_string().contains("concurrency"), "{err}");
+}
+
+/// `clients` (name, sidecar) at `rps` each, evenly spaced, to one pod answering in 10 ms whose
+/// sidecar (if `server_sidecar`) costs `server`; the clients' proxies cost `client_proxy`.
+fn clients_mesh(
+    rps: f64,
+    clients: &[(&str, bool)],
+    client_proxy: Option<ProxyCost>,
+    server: Option<ProxyCost>,
+    server_sidecar: bool,
+) -> Mesh {
+    let behaviour = Behaviour {
+        workers: 100_000,
+        service_time: ServiceTime::Constant(10 * MILLIS),
+        proxy: server,
+        ..Behaviour::default()
+    };
+    let mut version = VersionConfig::new("primary", 1, behaviour);
+    version.sidecar = server_sidecar;
+    let cfg = MeshConfig {
+        seed: 5,
+        services: vec![ServiceConfig::new("podinfo", vec![version])],
+        clients: clients
+            .iter()
+            .map(|&(name, sidecar)| ClientConfig {
+                shape: ArrivalShape::Constant,
+                sidecar,
+                ..ClientConfig::new(name, "podinfo", rps)
+            })
+            .collect(),
+        proxy: client_proxy,
+        ..Default::default()
+    };
+    Mesh::new(cfg).expect("a valid mesh")
+}
+
+fn constant(latency_ms: SimTime) -> ProxyCost {
+    ProxyCost {
+        latency: ServiceTime::Constant(latency_ms * MILLIS),
+        cpu_per_request: 0,
+        ..ProxyCost::default()
+    }
+}
+
+/// A client without a sidecar passes one proxy fewer than one with a sidecar: it sees that
+/// proxy's latency less (the fixed 0.5 ms, or the modelled cost), whatever else is modelled.
+#[test]
+fn a_client_without_a_sidecar_pays_no_proxy_latency() {
+    let clients = [("frontend", true), ("bare", false)];
+    for (label, client, server, saved_ms) in [
+        ("no proxy cost", None, None, 0.5),
+        ("the server's cost only", None, Some(constant(1)), 0.5),
+        ("both", Some(constant(1)), Some(constant(1)), 1.0),
+    ] {
+        let mut m = clients_mesh(100.0, &clients, client, server, true);
+        m.run_until(60 * SECONDS);
+        let with = seen(&m, "frontend", None).mean_ms().expect("requests");
+        let without = seen(&m, "bare", None).mean_ms().expect("requests");
+        assert!(
+            (with - without - saved_ms).abs() < 0.01,
+            "{label}: with a sidecar {with} ms, without {without} ms: expected {saved_ms} ms less"
+        );
+    }
 }

@@ -89,7 +89,7 @@ impl ProxyCost {
 enum Proxy<'a> {
     /// Not modelled: the fixed latency per pass, nothing counted.
     Fixed,
-    /// The workload has no sidecar: nothing to pass.
+    /// The workload has no sidecar: nothing to pass, whether or not costs are modelled.
     Absent,
     /// Modelled; its usage is counted at this index.
     Cost(&'a ProxyCost, usize),
@@ -152,8 +152,8 @@ impl Sidecars {
 /// A version's sidecar, its usage at index `i`.
 fn version_proxy(v: &Version, i: usize) -> Proxy<'_> {
     match (&v.behaviour.proxy, v.sidecar) {
-        (None, _) => Proxy::Fixed,
-        (Some(_), false) => Proxy::Absent,
+        (_, false) => Proxy::Absent,
+        (None, true) => Proxy::Fixed,
         (Some(cost), true) => Proxy::Cost(cost, i),
     }
 }
@@ -179,14 +179,19 @@ impl Mesh {
             flags: flags::UC,
         };
         if !self.sidecars.active {
+            // A workload without a sidecar passes no proxy.
+            let at = self.atts[a];
+            let has = |yes: bool| if yes { fixed } else { 0 };
+            let from = has(self.clients[self.clusters[at.cluster].client].sidecar);
+            let to = has(self.versions[self.pods[at.pod].version].sidecar);
             let at = &mut self.atts[a];
-            (at.back, at.inbound) = (2 * fixed, fixed);
+            (at.back, at.inbound) = (from + to, to);
             let ev = if resets {
                 reset
             } else {
                 Ev::AtPod { attempt: a, tag }
             };
-            self.q.schedule_in(self.net.one_way + 2 * fixed, ev);
+            self.q.schedule_in(self.net.one_way + from + to, ev);
             return;
         }
         let at = self.atts[a];
@@ -197,8 +202,8 @@ impl Mesh {
         let from = match self.clients[client].caller {
             Some(cv) => version_proxy(&self.versions[cv], own + cv.0 as usize),
             None => match (&sc.clients, self.clients[client].sidecar) {
-                (None, _) => Proxy::Fixed,
-                (Some(_), false) => Proxy::Absent,
+                (_, false) => Proxy::Absent,
+                (None, true) => Proxy::Fixed,
                 (Some(cost), true) => Proxy::Cost(cost, client.0 as usize),
             },
         };
