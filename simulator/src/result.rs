@@ -103,6 +103,9 @@ pub struct RunResult {
     pub failed_requests: u64,
     /// Failed client requests answered by the canary (the blast radius).
     pub failed_requests_canary: u64,
+    /// Client requests sent but not answered by the end (in none of the figures above): in
+    /// flight, or waiting for a retry or a saturated sidecar's worker thread.
+    pub unanswered: u64,
     /// Percentage of client requests that succeeded; none without requests.
     pub success_rate: Option<f64>,
     /// The 99th percentile of the durations clients saw (after retries), in milliseconds, as

@@ -121,9 +121,19 @@ pub fn summary(run: &RunResult) -> String {
             run.max_canary_weight
         );
         let _ = writeln!(out, "  last decision: {}", run.final_message);
+        // A handful in flight at the end is every run's; a backlog (0.1% or more) changes
+        // what the counts mean.
+        let unanswered = if run.unanswered * 1000 >= run.requests.max(1) {
+            format!(
+                "; {} more sent and not answered by the end (not counted)",
+                run.unanswered
+            )
+        } else {
+            String::new()
+        };
         let _ = writeln!(
             out,
-            "requests: {} sent, {} failed ({}); {} failures served by the canary",
+            "requests: {} sent, {} failed ({}); {} failures served by the canary{unanswered}",
             run.requests,
             run.failed_requests,
             success(run.success_rate),
