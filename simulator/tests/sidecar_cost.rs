@@ -302,3 +302,74 @@ fn a_client_without_a_sidecar_pays_no_proxy_latency() {
         );
     }
 }
+
+/// Simplification (scenarios/README.md, "Sidecar cost"): a pod's worker threads take requests
+/// from one queue, whatever connection they came on. Envoy pins each connection to one thread,
+/// so one HTTP/2 connection would get one thread (100/s here); the model passes 150/s on 2.
+#[test]
+fn worker_threads_take_requests_whatever_connection_they_came_on() {
+    let p = cost(10 * MILLIS, 2, None);
+    let mut m = clients_mesh(150.0, &[("frontend", true)], None, Some(p), true);
+    let dr = "apiVersion: networking.istio.io/v1beta1
+kind: DestinationRule
+metadata: {name: podinfo}
+spec:
+  host: podinfo
+  trafficPolicy:
+    connectionPool:
+      tcp: {maxConnections: 1}
+      http: {h2UpgradePolicy: UPGRADE, http2MaxRequests: 100000, http1MaxPendingRequests: 100000}
+";
+    let manifests = fledge_simulator::manifest::parse(dr).expect("a DestinationRule");
+    m.apply_manifests(&manifests).expect("applies");
+    m.run_until(60 * SECONDS);
+    let v = m.version_id("podinfo", "primary").expect("declared");
+    let client = m.client_id("frontend").expect("declared");
+    assert_eq!(m.proxy_counters(client, v).handshakes, 1, "one connection");
+    let served = m.queue_stats(v).arrivals;
+    assert!((8_990..=9_000).contains(&served), "served {served}");
+}
+
+/// Simplification (scenarios/README.md, "Sidecar cost"): a version's calls out pass its
+/// sidecar, whose latency and CPU they add, but take none of its worker threads. `front` (1
+/// thread, 10 ms a request) takes 60 requests/s and calls `back` once for each: its sidecar
+/// counts 120 requests/s of CPU (1.2 cores) yet passes all 60 in.
+#[test]
+fn calls_out_count_cpu_at_the_callers_sidecar_but_take_no_worker_thread() {
+    let front = Behaviour {
+        workers: 100_000,
+        service_time: ServiceTime::Constant(MILLIS),
+        proxy: Some(cost(10 * MILLIS, 1, None)),
+        calls: vec![vec![support::mesh::call_of("back", false, None)]],
+        ..Behaviour::default()
+    };
+    let back = Behaviour {
+        workers: 100_000,
+        service_time: ServiceTime::Constant(MILLIS),
+        ..Behaviour::default()
+    };
+    let cfg = MeshConfig {
+        seed: 5,
+        services: vec![
+            ServiceConfig::new("front", vec![VersionConfig::new("v1", 1, front)]),
+            ServiceConfig::new("back", vec![VersionConfig::new("v1", 1, back)]),
+        ],
+        clients: vec![ClientConfig {
+            shape: ArrivalShape::Constant,
+            ..ClientConfig::new("frontend", "front", 60.0)
+        }],
+        ..Default::default()
+    };
+    let mut m = Mesh::new(cfg).expect("a valid mesh");
+    m.run_until(60 * SECONDS);
+    let front = m.version_id("front", "v1").expect("declared");
+    let served = m.queue_stats(front).arrivals;
+    assert!((3_590..=3_600).contains(&served), "served {served}");
+    let usage = m.sidecar_usage();
+    let (_, u) = usage
+        .iter()
+        .find(|(n, _)| n == "front-v1")
+        .expect("front's sidecar is modelled");
+    assert!((7_180..=7_200).contains(&u.requests), "in and out: {u:?}");
+    assert_eq!(u.waited, 0, "{u:?}");
+}

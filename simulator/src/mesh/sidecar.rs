@@ -18,7 +18,9 @@
 //! [`NetworkConfig::sidecar_latency`](super::NetworkConfig::sidecar_latency), nothing is
 //! counted and no event or draw is added, so a run is the same as without this module.
 //!
-//! Simplifications: the worker limit applies to the server side only (a workload's client
+//! Simplifications (scenarios/README.md says so too): a pod's threads take requests from one
+//! queue, where Envoy pins each connection to one thread; the worker limit applies to the
+//! server side only (a workload's client
 //! proxy is one for all its pods here, so its threads are not modelled, only its latency and
 //! CPU); a request's whole CPU at the server's sidecar is spent on its way in; handshake CPU is
 //! counted but takes no worker thread (its latency is the connection's setup); a CPU limit is
