@@ -157,16 +157,25 @@ fn a_cpu_limit_runs_its_cores_rounded_up_as_threads() {
 /// (pilot-agent): a mesh-wide `concurrency` of 4 stays under a version's 500m limit.
 #[test]
 fn a_versions_cpu_limit_keeps_the_mesh_wide_concurrency() {
-    let proxy = "{cpu_per_request: 10ms, concurrency: 4}";
-    let limit_only = json(
-        "sc-limit.yaml",
-        &with(proxy, ", proxy: {cpu_limit: 500m}", 40),
-    );
+    // Poisson arrivals, so that 4 threads sharing half a core wait otherwise than 1 would.
+    let text = |version: &str| {
+        with("{cpu_per_request: 10ms, concurrency: 4}", version, 40)
+            .replace(", arrivals: constant", "")
+    };
+    let limit_only = json("sc-limit.yaml", &text(", proxy: {cpu_limit: 500m}"));
     let both = json(
         "sc-limit-4.yaml",
-        &with(proxy, ", proxy: {cpu_limit: 500m, concurrency: 4}", 40),
+        &text(", proxy: {cpu_limit: 500m, concurrency: 4}"),
     );
     assert_eq!(limit_only["sidecars"], both["sidecars"]);
+    let one = json(
+        "sc-limit-1.yaml",
+        &text(", proxy: {cpu_limit: 500m, concurrency: 1}"),
+    );
+    assert_ne!(
+        limit_only["sidecars"], one["sidecars"],
+        "the test tells 1 thread from 4"
+    );
 }
 
 /// A version's `proxy` sets what it writes over the top level's and keeps the rest: 2
