@@ -104,6 +104,9 @@ pub struct RunResult {
     pub failed_requests: u64,
     /// Failed client requests answered by the canary (the blast radius).
     pub failed_requests_canary: u64,
+    /// Client requests sent but not answered by the end (in none of the figures above): in
+    /// flight, or waiting for a retry or a saturated sidecar's worker thread.
+    pub unanswered: u64,
     /// Percentage of client requests that succeeded; none without requests.
     pub success_rate: Option<f64>,
     /// The 99th percentile of the durations clients saw (after retries), in milliseconds, as
@@ -235,6 +238,9 @@ pub struct SidecarFigures {
     /// milliseconds.
     pub waited: u64,
     pub mean_wait_ms: Option<f64>,
+    /// Requests still waiting for a worker thread at the end of the run (in none of the
+    /// figures above).
+    pub backlog: u64,
 }
 
 impl SidecarFigures {
@@ -255,6 +261,7 @@ impl SidecarFigures {
             added_latency_ms: ms(u.added),
             waited: u.waited,
             mean_wait_ms: ms(u.wait),
+            backlog: u.backlog,
         }
     }
 }

@@ -3,8 +3,11 @@
 //! second), each proxy adds its latency distribution's draw, and CPU is counted per request
 //! and per TLS handshake. A cost equal to the fixed latency changes nothing.
 
+mod support;
+
 use fledge_simulator::engine::{MILLIS, SECONDS, SimTime};
 use fledge_simulator::mesh::*;
+use support::mesh::seen;
 
 const MICROS: SimTime = MILLIS / 1000;
 
@@ -74,8 +77,36 @@ fn a_cpu_limit_below_the_threads_caps_the_sidecar_at_the_limit_over_the_cpu() {
     assert!((2_990..=3_002).contains(&served), "served {served}");
 }
 
+/// A saturated sidecar counts a request's CPU and latency when a worker thread takes it: one
+/// thread spends at most a core, and requests still waiting at the end are its backlog, not
+/// requests it passed (nor zero waits that halve the mean).
 #[test]
-fn waiting_for_a_worker_thread_is_latency_the_destination_reports() {
+fn a_saturated_sidecar_counts_the_requests_its_threads_took_and_reports_its_backlog() {
+    // 1 thread, 10 ms a request: 100/s of the 200 offered; the app answers in 10 us.
+    let (mut m, v) = mesh(200.0, None, Some(cost(10 * MILLIS, 1, None)));
+    m.run_until(60 * SECONDS);
+    let served = m.queue_stats(v).arrivals;
+    assert!((5_990..=6_001).contains(&served), "served {served}");
+    let usage = m.sidecar_usage();
+    let (_, u) = usage.last().expect("the server's sidecar is modelled");
+    let request_cpu = u.cpu - u.handshakes * NetworkConfig::default().handshake_cpu;
+    assert!(
+        request_cpu <= 60 * SECONDS + 10 * MILLIS,
+        "{} s of request CPU on one thread in 60 s: {u:?}",
+        request_cpu as f64 / 1e9
+    );
+    assert!(u.requests <= served + 1, "{u:?}, served {served}");
+    // Waits grow from 0 to 30 s: about 15 s on average over the requests taken.
+    let mean_wait_s = u.wait as f64 / 1e9 / u.requests as f64;
+    assert!(mean_wait_s > 14.0, "mean wait {mean_wait_s} s: {u:?}");
+    assert!((5_990..=6_010).contains(&u.backlog), "{u:?}");
+}
+
+/// Envoy starts a request's stream, and the clock of `istio_request_duration_milliseconds`,
+/// when a worker thread decodes it: the wait for a worker is latency the client's proxy
+/// reports (`reporter="source"`), not the destination's.
+#[test]
+fn waiting_for_a_worker_thread_is_latency_the_source_reports_not_the_destination() {
     let (mut m, v) = mesh(400.0, None, Some(cost(10 * MILLIS, 2, None)));
     m.run_until(60 * SECONDS);
     let usage = m.sidecar_usage();
@@ -83,11 +114,17 @@ fn waiting_for_a_worker_thread_is_latency_the_destination_reports() {
     assert_eq!(name, "podinfo-primary");
     assert!(server.waited > 0 && server.wait > 0, "{server:?}");
     // The queue grows by 200 requests a second: late requests wait many seconds.
-    let p99 = m
-        .destination_stats(v, 0, 60 * SECONDS)
-        .quantile_ms(0.99)
-        .expect("requests");
-    assert!(p99 > 10_000.0, "destination p99 {p99} ms");
+    let source = m.source_stats(v, 0, 60 * SECONDS).quantile_ms(0.99);
+    assert!(
+        source.expect("answered") > 10_000.0,
+        "source p99 {source:?}"
+    );
+    // The destination times its sidecar's way in (0.25 ms) and the app's 10 us.
+    let destination = m.destination_stats(v, 0, 60 * SECONDS).quantile_ms(0.99);
+    assert!(
+        destination.expect("answered") < 1.0,
+        "destination p99 {destination:?} ms, source {source:?} ms"
+    );
 }
 
 #[test]
@@ -201,4 +238,138 @@ fn a_sidecar_cost_without_threads_is_refused() {
     });
     let err = refused.err().expect("refused");
     assert!(err.to_string().contains("concurrency"), "{err}");
+}
+
+/// `clients` (name, sidecar) at `rps` each, evenly spaced, to one pod answering in 10 ms whose
+/// sidecar (if `server_sidecar`) costs `server`; the clients' proxies cost `client_proxy`.
+fn clients_mesh(
+    rps: f64,
+    clients: &[(&str, bool)],
+    client_proxy: Option<ProxyCost>,
+    server: Option<ProxyCost>,
+    server_sidecar: bool,
+) -> Mesh {
+    let behaviour = Behaviour {
+        workers: 100_000,
+        service_time: ServiceTime::Constant(10 * MILLIS),
+        proxy: server,
+        ..Behaviour::default()
+    };
+    let mut version = VersionConfig::new("primary", 1, behaviour);
+    version.sidecar = server_sidecar;
+    let cfg = MeshConfig {
+        seed: 5,
+        services: vec![ServiceConfig::new("podinfo", vec![version])],
+        clients: clients
+            .iter()
+            .map(|&(name, sidecar)| ClientConfig {
+                shape: ArrivalShape::Constant,
+                sidecar,
+                ..ClientConfig::new(name, "podinfo", rps)
+            })
+            .collect(),
+        proxy: client_proxy,
+        ..Default::default()
+    };
+    Mesh::new(cfg).expect("a valid mesh")
+}
+
+fn constant(latency_ms: SimTime) -> ProxyCost {
+    ProxyCost {
+        latency: ServiceTime::Constant(latency_ms * MILLIS),
+        cpu_per_request: 0,
+        ..ProxyCost::default()
+    }
+}
+
+/// A client without a sidecar passes one proxy fewer than one with a sidecar: it sees that
+/// proxy's latency less (the fixed 0.5 ms, or the modelled cost), whatever else is modelled.
+#[test]
+fn a_client_without_a_sidecar_pays_no_proxy_latency() {
+    let clients = [("frontend", true), ("bare", false)];
+    for (label, client, server, saved_ms) in [
+        ("no proxy cost", None, None, 0.5),
+        ("the server's cost only", None, Some(constant(1)), 0.5),
+        ("both", Some(constant(1)), Some(constant(1)), 1.0),
+    ] {
+        let mut m = clients_mesh(100.0, &clients, client, server, true);
+        m.run_until(60 * SECONDS);
+        let with = seen(&m, "frontend", None).mean_ms().expect("requests");
+        let without = seen(&m, "bare", None).mean_ms().expect("requests");
+        assert!(
+            (with - without - saved_ms).abs() < 0.01,
+            "{label}: with a sidecar {with} ms, without {without} ms: expected {saved_ms} ms less"
+        );
+    }
+}
+
+/// Simplification (scenarios/README.md, "Sidecar cost"): a pod's worker threads take requests
+/// from one queue, whatever connection they came on. Envoy pins each connection to one thread,
+/// so one HTTP/2 connection would get one thread (100/s here); the model passes 150/s on 2.
+#[test]
+fn worker_threads_take_requests_whatever_connection_they_came_on() {
+    let p = cost(10 * MILLIS, 2, None);
+    let mut m = clients_mesh(150.0, &[("frontend", true)], None, Some(p), true);
+    let dr = "apiVersion: networking.istio.io/v1beta1
+kind: DestinationRule
+metadata: {name: podinfo}
+spec:
+  host: podinfo
+  trafficPolicy:
+    connectionPool:
+      tcp: {maxConnections: 1}
+      http: {h2UpgradePolicy: UPGRADE, http2MaxRequests: 100000, http1MaxPendingRequests: 100000}
+";
+    let manifests = fledge_simulator::manifest::parse(dr).expect("a DestinationRule");
+    m.apply_manifests(&manifests).expect("applies");
+    m.run_until(60 * SECONDS);
+    let v = m.version_id("podinfo", "primary").expect("declared");
+    let client = m.client_id("frontend").expect("declared");
+    assert_eq!(m.proxy_counters(client, v).handshakes, 1, "one connection");
+    let served = m.queue_stats(v).arrivals;
+    assert!((8_990..=9_000).contains(&served), "served {served}");
+}
+
+/// Simplification (scenarios/README.md, "Sidecar cost"): a version's calls out pass its
+/// sidecar, whose latency and CPU they add, but take none of its worker threads. `front` (1
+/// thread, 10 ms a request) takes 60 requests/s and calls `back` once for each: its sidecar
+/// counts 120 requests/s of CPU (1.2 cores) yet passes all 60 in.
+#[test]
+fn calls_out_count_cpu_at_the_callers_sidecar_but_take_no_worker_thread() {
+    let front = Behaviour {
+        workers: 100_000,
+        service_time: ServiceTime::Constant(MILLIS),
+        proxy: Some(cost(10 * MILLIS, 1, None)),
+        calls: vec![vec![support::mesh::call_of("back", false, None)]],
+        ..Behaviour::default()
+    };
+    let back = Behaviour {
+        workers: 100_000,
+        service_time: ServiceTime::Constant(MILLIS),
+        ..Behaviour::default()
+    };
+    let cfg = MeshConfig {
+        seed: 5,
+        services: vec![
+            ServiceConfig::new("front", vec![VersionConfig::new("v1", 1, front)]),
+            ServiceConfig::new("back", vec![VersionConfig::new("v1", 1, back)]),
+        ],
+        clients: vec![ClientConfig {
+            shape: ArrivalShape::Constant,
+            ..ClientConfig::new("frontend", "front", 60.0)
+        }],
+        ..Default::default()
+    };
+    let mut m = Mesh::new(cfg).expect("a valid mesh");
+    m.run_until(60 * SECONDS);
+    let front = m.version_id("front", "v1").expect("declared");
+    let served = m.queue_stats(front).arrivals;
+    assert!((3_590..=3_600).contains(&served), "served {served}");
+    let usage = m.sidecar_usage();
+    let (_, u) = usage
+        .iter()
+        .find(|(n, _)| n == "front-v1")
+        .expect("front's sidecar is modelled");
+    assert!((7_180..=7_200).contains(&u.requests), "in and out: {u:?}");
+    assert_eq!(u.waited, 0, "{u:?}");
 }

@@ -229,6 +229,7 @@ impl Harness<'_> {
             requests,
             failed_requests: failed,
             failed_requests_canary: failed_canary,
+            unanswered: self.mesh.unanswered(),
             success_rate: (requests > 0).then(|| 100.0 * (1.0 - failed as f64 / requests as f64)),
             p99_ms: crate::telemetry::histogram_quantile(0.99, &buckets),
             decisions: self.decisions,

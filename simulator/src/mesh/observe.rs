@@ -108,6 +108,13 @@ impl Mesh {
             .map_or_else(QueueStats::default, |x| x.queue_stats)
     }
 
+    /// Client requests sent and not yet answered (calls made at pods not counted): in flight,
+    /// waiting for a retry or for a sidecar's worker thread.
+    pub fn unanswered(&self) -> u64 {
+        let own = |r: &&super::request::Request| r.live && r.call.parent == super::calls::NO_PARENT;
+        self.reqs.iter().filter(own).count() as u64
+    }
+
     /// Run counters.
     pub fn stats(&self) -> RunStats {
         RunStats {

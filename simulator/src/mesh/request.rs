@@ -122,8 +122,9 @@ pub(super) struct Attempt {
     pub(super) headers: u32,
     /// What both sidecars add to the response on its way back (sidecar.rs).
     pub(super) back: SimTime,
-    /// Its time in the server's sidecar on the way in, waiting for a worker included: the
-    /// part of the destination's reported duration before the pod.
+    /// Its time in the server's sidecar on the way in, once a worker took it (the wait for
+    /// one is not the destination's to report): the part of its reported duration before
+    /// the pod.
     pub(super) inbound: SimTime,
 }
 

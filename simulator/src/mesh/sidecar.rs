@@ -9,14 +9,18 @@
 //! `cpu_per_request`. The server's sidecar takes each arriving request on one of its pod's
 //! `concurrency` worker threads, which it holds for the request's CPU (longer when a CPU limit
 //! below `concurrency` cores shares the threads); requests that find every thread busy wait in
-//! order, and that wait is added latency the destination reports too. So a pod's sidecar
+//! order. That wait is latency the client's proxy reports (`reporter="source"`) but not the
+//! destination's: Envoy starts a request's stream, and the clock its duration is measured
+//! from, when a worker thread reads and decodes it. So a pod's sidecar
 //! serves at most `min(concurrency, limit) / cpu_per_request` requests per second.
 //!
 //! Off by default (no cost anywhere): every pass adds the fixed
 //! [`NetworkConfig::sidecar_latency`](super::NetworkConfig::sidecar_latency), nothing is
 //! counted and no event or draw is added, so a run is the same as without this module.
 //!
-//! Simplifications: the worker limit applies to the server side only (a workload's client
+//! Simplifications (scenarios/README.md says so too): a pod's threads take requests from one
+//! queue, where Envoy pins each connection to one thread; the worker limit applies to the
+//! server side only (a workload's client
 //! proxy is one for all its pods here, so its threads are not modelled, only its latency and
 //! CPU); a request's whole CPU at the server's sidecar is spent on its way in; handshake CPU is
 //! counted but takes no worker thread (its latency is the connection's setup); a CPU limit is
@@ -35,7 +39,8 @@ use crate::telemetry::flags;
 /// What one workload's sidecars did over a run.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct SidecarUsage {
-    /// Attempts through them (a request and its response count once).
+    /// Attempts through them (a request and its response count once); at a server's sidecar
+    /// whose threads are modelled, those a worker thread took.
     pub requests: u64,
     /// TLS handshakes they took part in, as client or server.
     pub handshakes: u64,
@@ -47,6 +52,8 @@ pub struct SidecarUsage {
     pub waited: u64,
     /// Time those requests waited, in nanoseconds.
     pub wait: SimTime,
+    /// Requests still waiting for a worker thread (not counted above).
+    pub backlog: u64,
 }
 
 impl ProxyCost {
@@ -84,7 +91,7 @@ impl ProxyCost {
 enum Proxy<'a> {
     /// Not modelled: the fixed latency per pass, nothing counted.
     Fixed,
-    /// The workload has no sidecar: nothing to pass.
+    /// The workload has no sidecar: nothing to pass, whether or not costs are modelled.
     Absent,
     /// Modelled; its usage is counted at this index.
     Cost(&'a ProxyCost, usize),
@@ -147,8 +154,8 @@ impl Sidecars {
 /// A version's sidecar, its usage at index `i`.
 fn version_proxy(v: &Version, i: usize) -> Proxy<'_> {
     match (&v.behaviour.proxy, v.sidecar) {
-        (None, _) => Proxy::Fixed,
-        (Some(_), false) => Proxy::Absent,
+        (_, false) => Proxy::Absent,
+        (None, true) => Proxy::Fixed,
         (Some(cost), true) => Proxy::Cost(cost, i),
     }
 }
@@ -174,14 +181,19 @@ impl Mesh {
             flags: flags::UC,
         };
         if !self.sidecars.active {
+            // A workload without a sidecar passes no proxy.
+            let at = self.atts[a];
+            let has = |yes: bool| if yes { fixed } else { 0 };
+            let from = has(self.clients[self.clusters[at.cluster].client].sidecar);
+            let to = has(self.versions[self.pods[at.pod].version].sidecar);
             let at = &mut self.atts[a];
-            (at.back, at.inbound) = (2 * fixed, fixed);
+            (at.back, at.inbound) = (from + to, to);
             let ev = if resets {
                 reset
             } else {
                 Ev::AtPod { attempt: a, tag }
             };
-            self.q.schedule_in(self.net.one_way + 2 * fixed, ev);
+            self.q.schedule_in(self.net.one_way + from + to, ev);
             return;
         }
         let at = self.atts[a];
@@ -192,8 +204,8 @@ impl Mesh {
         let from = match self.clients[client].caller {
             Some(cv) => version_proxy(&self.versions[cv], own + cv.0 as usize),
             None => match (&sc.clients, self.clients[client].sidecar) {
-                (None, _) => Proxy::Fixed,
-                (Some(_), false) => Proxy::Absent,
+                (_, false) => Proxy::Absent,
+                (None, true) => Proxy::Fixed,
                 (Some(cost), true) => Proxy::Cost(cost, client.0 as usize),
             },
         };
@@ -205,16 +217,17 @@ impl Mesh {
             return;
         }
         let to = version_proxy(&self.versions[v], own + v.0 as usize);
+        if matches!(to, Proxy::Cost(cost, _) if cost.cpu_per_request > 0) {
+            // The server's sidecar draws and counts it when a worker thread takes it.
+            (self.atts[a].back, self.atts[a].inbound) = (out_back, 0);
+            self.q.schedule_in(there, Ev::AtSidecar { attempt: a, tag });
+            return;
+        }
         let (in_there, in_back) = sc.draws.pass(&to, fixed);
-        let threads = matches!(to, Proxy::Cost(cost, _) if cost.cpu_per_request > 0);
         let at = &mut self.atts[a];
         (at.back, at.inbound) = (out_back + in_back, in_there);
-        if threads {
-            self.q.schedule_in(there, Ev::AtSidecar { attempt: a, tag });
-        } else {
-            self.q
-                .schedule_in(there + in_there, Ev::AtPod { attempt: a, tag });
-        }
+        self.q
+            .schedule_in(there + in_there, Ev::AtPod { attempt: a, tag });
     }
 
     /// Attempt `a` reaches its pod's sidecar, which takes it on a worker thread when one is
@@ -246,9 +259,11 @@ impl Mesh {
         let now = self.now();
         let v = self.pods[p].version;
         let i = self.own_certs as usize + v.0 as usize;
+        let fixed = self.net.sidecar_latency;
+        let to = version_proxy(&self.versions[v], i);
         // A behaviour changed meanwhile to no modelled cost lets the queue through.
-        let (threads, hold) = match &self.versions[v].behaviour.proxy {
-            Some(cost) if cost.cpu_per_request > 0 => (cost.concurrency, cost.hold()),
+        let (threads, hold) = match to {
+            Proxy::Cost(cost, _) if cost.cpu_per_request > 0 => (cost.concurrency, cost.hold()),
             _ => (u32::MAX, 0),
         };
         let pod = &mut self.pods[p];
@@ -257,9 +272,12 @@ impl Mesh {
                 return;
             };
             let at = &mut self.atts[a];
+            // Envoy's stream (and the destination's clock) starts when a worker decodes the
+            // request: the wait is latency only the client sees.
             let wait = now - at.at_pod;
-            let there = at.inbound;
-            at.inbound += wait;
+            // Its requests, CPU and latency count from here: a thread spends them.
+            let (there, back) = self.sidecars.draws.pass(&to, fixed);
+            (at.inbound, at.back) = (there, at.back + back);
             let u = &mut self.sidecars.draws.usage[i];
             u.added += wait;
             if wait > 0 {
@@ -298,6 +316,9 @@ impl Mesh {
         }
         let own = self.own_certs as usize;
         let mut usage = sc.draws.usage.clone();
+        for pod in &self.pods {
+            usage[own + pod.version.0 as usize].backlog += pod.proxy.queue.len() as u64;
+        }
         for c in (0..self.clients.len() as u32).map(ClientId) {
             let from = self.client_cert(c).0 as usize;
             for v in 0..self.versions.len() {

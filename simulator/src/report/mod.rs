@@ -132,9 +132,19 @@ pub fn summary(run: &RunResult) -> String {
             run.max_canary_weight
         );
         let _ = writeln!(out, "  last decision: {}", run.final_message);
+        // A handful in flight at the end is every run's; a backlog (0.1% or more) changes
+        // what the counts mean.
+        let unanswered = if run.unanswered * 1000 >= run.requests.max(1) {
+            format!(
+                "; {} more sent and not answered by the end (not counted)",
+                run.unanswered
+            )
+        } else {
+            String::new()
+        };
         let _ = writeln!(
             out,
-            "requests: {} sent, {} failed ({}); {} failures served by the canary",
+            "requests: {} sent, {} failed ({}); {} failures served by the canary{unanswered}",
             run.requests,
             run.failed_requests,
             success(run.success_rate),
@@ -174,8 +184,12 @@ pub fn summary(run: &RunResult) -> String {
         .iter()
         .map(|s| {
             let ms = |v: Option<f64>| v.map_or("-".into(), |v| format!("{v:.2} ms"));
+            let backlog = match s.backlog {
+                0 => String::new(),
+                n => format!(", {n} still waiting for a worker at the end"),
+            };
             format!(
-                "{} {:.1} s CPU ({:.3} cores), +{} per request ({} waiting for a worker)",
+                "{} {:.1} s CPU ({:.3} cores), +{} per request ({} waiting for a worker){backlog}",
                 s.workload,
                 s.cpu_seconds,
                 s.mean_cores,

@@ -24,7 +24,7 @@ impl Context {
     /// The external hosts as services of one version each (their endpoints counted once the
     /// manifests are read: [`Context::resolve_externals`]).
     pub(super) fn externals(
-        &self,
+        &mut self,
         list: &[raw::External],
     ) -> Result<Vec<ServiceModel>, ScenarioError> {
         let mut out: Vec<ServiceModel> = Vec::with_capacity(list.len());

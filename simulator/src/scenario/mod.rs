@@ -153,6 +153,8 @@ impl Scenario {
             namespace: String::new(),
             data_plane: DataPlane::Istio,
             proxy: None,
+            proxy_threads: false,
+            proxy_written: None,
             warnings: Vec::new(),
         };
         let raw = raw::parse(text)
@@ -213,6 +215,10 @@ struct Context {
     data_plane: DataPlane,
     /// What every sidecar costs unless its version says otherwise (`proxy`).
     proxy: Option<crate::mesh::ProxyCost>,
+    /// Whether `proxy` sets `concurrency` (meshConfig's ProxyConfig), which a CPU limit keeps.
+    proxy_threads: bool,
+    /// The first `proxy` written (its field), for the warning under `mesh: linkerd`.
+    proxy_written: Option<String>,
     warnings: Vec<String>,
 }
 
@@ -323,6 +329,10 @@ impl Context {
         }
         let (proxy, handshake_cpu) = self.mesh_proxy(raw.proxy.as_ref())?;
         self.proxy = proxy.clone();
+        self.proxy_threads = raw.proxy.as_ref().is_some_and(|p| p.concurrency.is_some());
+        if raw.proxy.is_some() {
+            self.proxy_written = Some("proxy".into());
+        }
         let mut externals = self.externals(&raw.external)?;
         self.external_hosts = externals.iter().map(|s| s.name.clone()).collect();
         // The short form's versions are checked first, as they always were.
@@ -342,6 +352,14 @@ impl Context {
             }
         };
         let data_plane = self.data_plane;
+        if data_plane == DataPlane::Linkerd
+            && let Some(field) = self.proxy_written.take()
+        {
+            let line = self.line_note(&field);
+            self.warnings.push(format!(
+                "{field}{line}: under `mesh: linkerd` the sidecars are linkerd2-proxy, but `proxy` models Envoy's worker threads (`concurrency`, `cpu_limit` as Istio sets them) and Istio's published costs: read its figures as an Envoy sidecar's"
+            ));
+        }
         let (canary_resource, spec, metric_templates, rollout) = if rollout {
             let (canary, spec, templates) = self.canary(&raw)?;
             let name = self.rollout_service(&written, &spec.target)?;

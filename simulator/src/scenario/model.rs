@@ -17,9 +17,19 @@ pub struct Version {
     pub(crate) sidecar: bool,
     /// The pods' service account (`default` when absent; a canary inherits the primary's).
     pub(crate) service_account: Option<String>,
+    /// Whether its sidecar's `concurrency` was written (here, the primary's or the top
+    /// level's): a CPU limit then leaves the threads alone.
+    pub(crate) proxy_threads: bool,
 }
 
 impl Context {
+    /// ` (line N)` where `field` is written in the scenario file, if found.
+    pub(super) fn line_note(&self, field: &str) -> String {
+        self.outline
+            .line(0, field)
+            .map_or(String::new(), |l| format!(" (line {l})"))
+    }
+
     /// A `service_account` as written at `{field}.service_account`: a Kubernetes object name
     /// (DNS-1123 subdomain).
     pub(super) fn service_account(&self, field: &str, sa: &str) -> Result<String, ScenarioError> {
@@ -133,7 +143,7 @@ impl Context {
     }
 
     pub(super) fn version(
-        &self,
+        &mut self,
         field: &str,
         raw: &raw::Version,
         base: Option<&Version>,
@@ -148,6 +158,7 @@ impl Context {
             },
             sidecar: true,
             service_account: None,
+            proxy_threads: self.proxy_threads,
         });
         if let Some(p) = &raw.proxy {
             let field = format!("{field}.proxy");
@@ -158,12 +169,23 @@ impl Context {
                 ));
             }
             let base = v.behaviour.proxy.take().unwrap_or_default();
-            v.behaviour.proxy = Some(self.proxy_cost(&field, p, base)?);
+            v.behaviour.proxy = Some(self.proxy_cost(&field, p, base, v.proxy_threads)?);
+            v.proxy_threads |= p.concurrency.is_some();
         }
         // Labels name a version's own pods: the canary does not take the primary's.
         v.labels = raw.labels.clone().unwrap_or_default();
         if let Some(sidecar) = raw.sidecar {
             v.sidecar = sidecar;
+        }
+        if raw.proxy.is_some() {
+            let field = format!("{field}.proxy");
+            if !v.sidecar {
+                let line = self.line_note(&field);
+                self.warnings.push(format!(
+                    "{field}{line}: the version has no sidecar (`sidecar: false`), so its proxy cost is unused"
+                ));
+            }
+            self.proxy_written.get_or_insert(field);
         }
         if let Some(sa) = &raw.service_account {
             v.service_account = Some(self.service_account(field, sa)?);
@@ -221,17 +243,19 @@ impl Context {
             .as_deref()
             .map(|t| self.duration("proxy.cpu_per_handshake", t))
             .transpose()?;
-        let cost = self.proxy_cost("proxy", raw, ProxyCost::default())?;
+        let cost = self.proxy_cost("proxy", raw, ProxyCost::default(), false)?;
         Ok((Some(cost), handshake))
     }
 
-    /// A sidecar's cost: `base` with what `raw` sets. A CPU limit without a `concurrency`
-    /// sets the worker threads to its cores rounded up, as Istio's injector does.
+    /// A sidecar's cost: `base` with what `raw` sets. A CPU limit sets the worker threads to
+    /// its cores rounded up unless a `concurrency` was written here or (`threads_set`) for
+    /// `base`, as pilot-agent does only when the ProxyConfig has no concurrency.
     fn proxy_cost(
         &self,
         field: &str,
         raw: &raw::Proxy,
         base: ProxyCost,
+        threads_set: bool,
     ) -> Result<ProxyCost, ScenarioError> {
         let mut p = base;
         if let Some(l) = &raw.latency {
@@ -251,7 +275,9 @@ impl Context {
                     )
                 })?;
             p.cpu_limit_millis = Some(millis);
-            p.concurrency = millis.div_ceil(1000);
+            if !threads_set {
+                p.concurrency = millis.div_ceil(1000);
+            }
         }
         if let Some(c) = raw.concurrency {
             if !(1..=1024).contains(&c) {

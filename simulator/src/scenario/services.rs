@@ -71,7 +71,7 @@ impl Context {
 
     /// The services in one model, the rollout's (`rollout`) first, the others as written.
     pub(super) fn services(
-        &self,
+        &mut self,
         written: &Written<'_>,
         rollout: &str,
     ) -> Result<Vec<ServiceModel>, ScenarioError> {
@@ -156,7 +156,7 @@ impl Context {
     /// The Canary's service under `services:`: Flagger manages its versions, so they are
     /// `primary` and, optionally, `canary`.
     fn rollout_versions(
-        &self,
+        &mut self,
         field: &str,
         s: &raw::ServiceEntry,
     ) -> Result<Vec<(String, Version)>, ScenarioError> {
@@ -196,7 +196,7 @@ impl Context {
 
     /// The primary, and the canary taking what it does not set from the primary.
     fn flagger_versions(
-        &self,
+        &mut self,
         pfield: &str,
         primary: &raw::Version,
         cfield: &str,

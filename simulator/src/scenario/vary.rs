@@ -282,6 +282,9 @@ impl Scenario {
             namespace: self.namespace.clone(),
             data_plane: self.data_plane,
             proxy: self.proxy.clone(),
+            // Only manifests are read here, no version's proxy.
+            proxy_threads: false,
+            proxy_written: None,
             warnings: Vec::new(),
         };
         let mut docs: Vec<Vec<Value>> = self
