@@ -225,10 +225,6 @@ impl Mesh {
             self.start_attempt(req);
             return;
         }
-        if let Some(b) = self.clients[c].budget.as_mut() {
-            b.deposit(now);
-        }
-
         // Route: header profile -> rule (cached per route epoch) -> weighted version.
         let epoch = self.route_epoch(c);
         if self.clients[c].cache_epoch != Some(epoch) {

@@ -11,8 +11,10 @@ use crate::engine::{MILLIS, SECONDS, SimTime, Stream};
 use crate::manifest::{RetryOn, ServiceProfile};
 use crate::telemetry::flags;
 
-/// Linkerd's retry budget: retries may add `ratio` of the requests plus `min_per_sec` per second,
-/// counted over the last one to two `ttl` windows.
+/// Linkerd's retry budget: retries may add `ratio` of the results not retried plus `min_per_sec`
+/// per second, counted over the last one to two `ttl` windows. linkerd2-proxy deposits only a
+/// result it does not retry (`http/retry.rs`, over Tower's `TpsBudget`), so a failing service
+/// earns few retries.
 #[derive(Clone, Debug)]
 pub(super) struct RetryBudget {
     pub(super) ratio: f64,
@@ -103,6 +105,9 @@ impl Mesh {
         let rule = &self.rules[r.rule];
         // A client without a sidecar has no proxy to retry for it.
         let retriable = self.clients[client].sidecar && is_retriable(&rule.retry.on, code, f);
+        if !retriable && let Some(b) = self.clients[client].budget.as_mut() {
+            b.deposit(now);
+        }
         if retriable && r.retries_done < rule.retry.attempts {
             let cl = &mut self.clusters[ci];
             if cl.retries_active >= retry_limit(&cl.policy, cl.active_requests + cl.pending) {
