@@ -8,6 +8,8 @@ use support::mesh::{behaviour, mesh_with};
 use fledge_simulator::engine::SECONDS;
 use fledge_simulator::mesh::{Action, ClientConfig, MeshConfig, ServiceConfig, VersionConfig};
 
+const VS_NO_SUBSET: &str = "kind: VirtualService\nmetadata:\n  name: p\nspec:\n  hosts: [podinfo]\n  http:\n    - route:\n        - destination:\n            host: podinfo\n";
+
 fn one_version(seed: u64, pods: u32, rps: f64) -> MeshConfig {
     MeshConfig {
         seed,
@@ -51,4 +53,35 @@ fn linkerd_retry_budget_is_credited_by_results_not_by_arrivals() {
         per_sec < 5.0,
         "{per_sec:.1} retries/s; linkerd2-proxy's budget allows about 3"
     );
+}
+
+/// Istio's validation refuses a retry policy that sets `perTryTimeout`, `retryOn` or
+/// `retryRemoteLocalities` while `attempts` is 0 or absent ("http retry policy configured when
+/// attempts are set to 0 (disabled)": istio/istio `pkg/config/validation/agent/validation.go`,
+/// `ValidateHTTPRetry`); pushed anyway, `ConvertPolicy` would drop the whole policy, so a per-try
+/// timeout would never cut a try. Refused at the field, as bad input; `backoff` alone and a
+/// bare `attempts: 0` are accepted, as Istio accepts them.
+#[test]
+fn retry_settings_with_retries_disabled_are_refused_at_the_field() {
+    let cases = [
+        // (retries, the field refused)
+        ("{attempts: 0, perTryTimeout: 10ms}", Some("perTryTimeout")),
+        ("{retryOn: 5xx}", Some("retryOn")),
+        ("{attempts: 0, retryRemoteLocalities: true}", Some("retryRemoteLocalities")),
+        ("{attempts: 0}", None),
+        ("{attempts: 0, backoff: 1s}", None),
+        ("{attempts: 1, perTryTimeout: 10ms, retryOn: 5xx}", None),
+    ];
+    for (retries, refused) in cases {
+        let m = format!("{VS_NO_SUBSET}      retries: {retries}\n");
+        match (fledge_simulator::manifest::parse(&m), refused) {
+            (Ok(_), None) => {}
+            (Err(e), Some(field)) => {
+                let e = e.to_string();
+                assert!(e.contains(&format!("retries.{field}")), "{retries}: {e}");
+                assert!(e.contains("attempts"), "{retries}: {e}");
+            }
+            (r, _) => panic!("{retries}: {:?}", r.map(|p| p.warnings)),
+        }
+    }
 }

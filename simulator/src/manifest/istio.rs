@@ -452,6 +452,18 @@ pub(super) fn istio_http_route(
             .map(|a| doc.u32(a, &join(&rp, "attempts")))
             .transpose()?
             .unwrap_or(0);
+        // Istio's ValidateHTTPRetry refuses these with retries disabled ("http retry policy
+        // configured when attempts are set to 0 (disabled)"): ConvertPolicy would drop them.
+        if attempts == 0
+            && let Some(f) = ["perTryTimeout", "retryOn", "retryRemoteLocalities"]
+                .into_iter()
+                .find(|f| get(rm, f).is_some())
+        {
+            return Err(doc.wrong(
+                &join(&rp, f),
+                "no such setting while `attempts` is 0 or absent: Istio refuses a retry policy configured when attempts are set to 0 (disabled)",
+            ));
+        }
         let per_try_timeout = get(rm, "perTryTimeout")
             .map(|a| doc.istio_duration(a, &join(&rp, "perTryTimeout")))
             .transpose()?;
