@@ -95,6 +95,8 @@ pub(crate) struct Retries {
     pub(crate) per_try_timeout: Option<SimTime>,
     /// Conditions (absent: Istio's default set).
     pub(crate) retry_on: Option<RetryOn>,
+    /// Envoy's `retry_back_off.base_interval` (Istio 1.26 and later; absent: Envoy's 25 ms).
+    pub(crate) backoff: Option<SimTime>,
 }
 
 /// VirtualService `fault`.
@@ -467,10 +469,9 @@ pub(super) fn istio_http_route(
         let per_try_timeout = get(rm, "perTryTimeout")
             .map(|a| doc.istio_duration(a, &join(&rp, "perTryTimeout")))
             .transpose()?;
-        // Not simulated, but Istio's ValidateHTTPRetry checks it as it checks perTryTimeout.
-        if let Some(b) = get(rm, "backoff") {
-            doc.istio_duration(b, &join(&rp, "backoff"))?;
-        }
+        let backoff = get(rm, "backoff")
+            .map(|b| doc.istio_duration(b, &join(&rp, "backoff")))
+            .transpose()?;
         let retry_on = match get(rm, "retryOn") {
             Some(v) => {
                 let s = doc.str(v, &join(&rp, "retryOn"))?;
@@ -487,6 +488,7 @@ pub(super) fn istio_http_route(
             attempts,
             per_try_timeout,
             retry_on,
+            backoff,
         });
     }
     if let Some(f) = get(m, "fault") {

@@ -8,7 +8,7 @@ use super::event::Ev;
 use super::trace::trace;
 use super::{ClusterId, Mesh, RequestId};
 use crate::engine::{MILLIS, SECONDS, SimTime, Stream};
-use crate::manifest::{RetryOn, ServiceProfile};
+use crate::manifest::{Retries, RetryOn, ServiceProfile};
 use crate::telemetry::flags;
 
 /// Linkerd's retry budget: retries may add `ratio` of the results not retried plus `min_per_sec`
@@ -74,7 +74,12 @@ pub(super) struct RetryPolicy {
     pub(super) attempts: u32,
     pub(super) per_try_timeout: Option<SimTime>,
     pub(super) on: RetryOn,
+    /// The backoff's base interval in whole milliseconds (Envoy's default 25 ms).
+    pub(super) backoff_base_ms: u32,
 }
+
+/// Envoy's default retry backoff base (router filter docs, `x-envoy-retry-on`).
+pub(super) const DEFAULT_BACKOFF_BASE_MS: u32 = 25;
 
 impl RetryPolicy {
     pub(super) fn none() -> Self {
@@ -82,6 +87,23 @@ impl RetryPolicy {
             attempts: 0,
             per_try_timeout: None,
             on: RetryOn::default(),
+            backoff_base_ms: DEFAULT_BACKOFF_BASE_MS,
+        }
+    }
+    /// A VirtualService's `retries`, as Istio's `ConvertPolicy` turns it into Envoy's policy:
+    /// started from the default (`retryOn` included), `backoff` as the base interval (Istio
+    /// 1.26, istio/istio#55639).
+    pub(super) fn istio(rt: &Retries, retry_503: bool) -> Self {
+        Self {
+            attempts: rt.attempts,
+            per_try_timeout: rt.per_try_timeout,
+            on: rt
+                .retry_on
+                .clone()
+                .unwrap_or_else(|| RetryOn::istio_default(retry_503)),
+            backoff_base_ms: rt.backoff.map_or(DEFAULT_BACKOFF_BASE_MS, |b| {
+                u32::try_from(b / MILLIS).unwrap_or(u32::MAX)
+            }),
         }
     }
     pub(super) fn istio_default(retry_503: bool) -> Self {
@@ -89,6 +111,7 @@ impl RetryPolicy {
             attempts: 2,
             per_try_timeout: None,
             on: RetryOn::istio_default(retry_503),
+            backoff_base_ms: DEFAULT_BACKOFF_BASE_MS,
         }
     }
 }
@@ -131,7 +154,8 @@ impl Mesh {
             let rr = &mut self.reqs[req];
             rr.retries_done = n;
             rr.holds_retry = true;
-            let backoff = retry_backoff(n, &mut self.clients[client].retry);
+            let base = rule.retry.backoff_base_ms;
+            let backoff = retry_backoff(n, base, &mut self.clients[client].retry);
             trace!(self, "retry", "req" => r.number, "try" => n + 1,
                 "ms" => crate::trace::ms(backoff));
             self.telemetry.proxy_mut(client.0, version.0).retries += 1;
@@ -201,19 +225,20 @@ impl Mesh {
 
 /// Envoy's fully jittered exponential backoff as its code computes it (envoy
 /// `source/common/common/backoff_strategy.cc`, `JitteredExponentialBackOffStrategy`): retry n
-/// waits a whole number of milliseconds in [0, bound(n)), where bound(1) is the 25 ms base and
-/// each retry doubles it while it is below half the 250 ms cap, else takes the cap: 25, 50, 100,
-/// 200, 250, 250... (not the (2^n - 1) * 25 ms the router docs give).
-pub(super) fn retry_backoff(n: u32, rng: &mut Stream) -> SimTime {
-    SimTime::from(rng.below(backoff_bound_ms(n))) * MILLIS
+/// waits a whole number of milliseconds in [0, bound(n)), where bound(1) is the base (25 ms
+/// unless Istio's `retries.backoff` sets it) and each retry doubles it while it is below half the
+/// cap, ten times the base (the router's default `max_interval`), else takes the cap: 25, 50,
+/// 100, 200, 250, 250... (not the (2^n - 1) * 25 ms the router docs give).
+pub(super) fn retry_backoff(n: u32, base_ms: u32, rng: &mut Stream) -> SimTime {
+    SimTime::from(rng.below(backoff_bound_ms(n, base_ms))) * MILLIS
 }
 
-fn backoff_bound_ms(n: u32) -> u32 {
-    const BASE: u32 = 25;
-    const CAP: u32 = 250;
-    let mut bound = BASE;
+fn backoff_bound_ms(n: u32, base_ms: u32) -> u32 {
+    let base = base_ms.max(1);
+    let cap = base.saturating_mul(10);
+    let mut bound = base;
     for _ in 1..n.min(32) {
-        bound = if bound < CAP / 2 { bound * 2 } else { CAP };
+        bound = if bound < cap / 2 { bound * 2 } else { cap };
     }
     bound
 }
@@ -307,6 +332,7 @@ impl Mesh {
                     attempts: u32::MAX,
                     per_try_timeout: None,
                     on: failure_classes(&r.failure_ranges),
+                    backoff_base_ms: DEFAULT_BACKOFF_BASE_MS,
                 };
             }
             let ids = svc.rules.clone();
@@ -339,10 +365,10 @@ mod tests {
         ];
         let mut rng = Stream::new(1, "b");
         for (n, bound) in cases {
-            assert_eq!(backoff_bound_ms(n), bound, "retry {n}");
+            assert_eq!(backoff_bound_ms(n, 25), bound, "retry {n}");
             let mut max = 0;
             for _ in 0..2000 {
-                let w = retry_backoff(n, &mut rng);
+                let w = retry_backoff(n, 25, &mut rng);
                 assert_eq!(w % MILLIS, 0, "whole milliseconds");
                 max = max.max(w);
             }
