@@ -3,24 +3,10 @@
 
 mod support;
 
-use support::mesh::{behaviour, mesh_with};
+use support::mesh::{VS_PODINFO, mesh_with, podinfo};
 
 use fledge_simulator::engine::SECONDS;
-use fledge_simulator::mesh::{Action, ClientConfig, MeshConfig, ServiceConfig, VersionConfig};
-
-const VS_NO_SUBSET: &str = "kind: VirtualService\nmetadata:\n  name: p\nspec:\n  hosts: [podinfo]\n  http:\n    - route:\n        - destination:\n            host: podinfo\n";
-
-fn one_version(seed: u64, pods: u32, rps: f64) -> MeshConfig {
-    MeshConfig {
-        seed,
-        services: vec![ServiceConfig::new(
-            "podinfo",
-            vec![VersionConfig::new("primary", pods, behaviour(5, 8))],
-        )],
-        clients: vec![ClientConfig::new("client", "podinfo", rps)],
-        ..Default::default()
-    }
-}
+use fledge_simulator::mesh::Action;
 
 /// Linkerd's retry budget is fed by the results it did not retry, not by requests: linkerd2-proxy
 /// (`linkerd/app/outbound/src/http/retry.rs`, `RetryPolicy::retry`) calls `budget.deposit()`
@@ -34,7 +20,7 @@ fn one_version(seed: u64, pods: u32, rps: f64) -> MeshConfig {
 #[test]
 fn linkerd_retry_budget_is_credited_by_results_not_by_arrivals() {
     let sp = "apiVersion: linkerd.io/v1alpha2\nkind: ServiceProfile\nmetadata:\n  name: podinfo.default.svc.cluster.local\nspec:\n  retryBudget: {retryRatio: 0.2, minRetriesPerSecond: 1, ttl: 10s}\n  routes:\n    - name: all\n      condition:\n        pathRegex: /.*\n      isRetryable: true\n";
-    let mut cfg = one_version(7, 2, 100.0);
+    let mut cfg = podinfo(7, 2, 100.0);
     cfg.data_plane = fledge_simulator::mesh::DataPlane::Linkerd;
     let mut mesh = mesh_with(cfg, sp);
     let v = mesh.version_id("podinfo", "primary").unwrap();
@@ -76,7 +62,7 @@ fn retry_settings_with_retries_disabled_are_refused_at_the_field() {
         ("{attempts: 1, perTryTimeout: 10ms, retryOn: 5xx}", None),
     ];
     for (retries, refused) in cases {
-        let m = format!("{VS_NO_SUBSET}      retries: {retries}\n");
+        let m = format!("{VS_PODINFO}      retries: {retries}\n");
         match (fledge_simulator::manifest::parse(&m), refused) {
             (Ok(_), None) => {}
             (Err(e), Some(field)) => {
@@ -99,9 +85,9 @@ fn retry_settings_with_retries_disabled_are_refused_at_the_field() {
 #[test]
 fn a_retry_backoff_sets_envoys_base_interval() {
     let m = format!(
-        "{VS_NO_SUBSET}      timeout: 300ms\n      retries: {{attempts: 1, retryOn: 5xx, backoff: 1s}}\n"
+        "{VS_PODINFO}      timeout: 300ms\n      retries: {{attempts: 1, retryOn: 5xx, backoff: 1s}}\n"
     );
-    let mut mesh = mesh_with(one_version(9, 2, 20.0), &m);
+    let mut mesh = mesh_with(podinfo(9, 2, 20.0), &m);
     let v = mesh.version_id("podinfo", "primary").unwrap();
     mesh.apply(Action::SetErrorRate {
         version: v,

@@ -69,8 +69,15 @@ pub(super) fn distinct_pair(rng: &mut crate::engine::Stream, n: u32) -> (u32, u3
 impl Mesh {
     /// What the balancer learns from a response of host `h` of cluster `ci`: its latency
     /// (peak-EWMA), and its success or failure (Linkerd's failure accrual, Envoy's outlier
-    /// detection, which may eject it).
-    pub(super) fn record_response(&mut self, ci: ClusterId, h: u32, sent: SimTime, code: u16) {
+    /// detection, which may eject it); `local_failure` when no response came back.
+    pub(super) fn record_response(
+        &mut self,
+        ci: ClusterId,
+        h: u32,
+        sent: SimTime,
+        code: u16,
+        local_failure: bool,
+    ) {
         let now = self.now();
         let (client, version) = (self.clusters[ci].client, self.clusters[ci].version);
         let cl = &mut self.clusters[ci];
@@ -84,7 +91,7 @@ impl Mesh {
                 .on_result(code >= 500, now, &acc, rng);
         }
         let change = match cl.od.as_mut() {
-            Some(od) => od.on_response(h as usize, code, now),
+            Some(od) => od.on_result(h as usize, code, local_failure, now),
             None => Default::default(),
         };
         if change != Default::default() {

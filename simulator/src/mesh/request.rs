@@ -479,7 +479,9 @@ impl Mesh {
         let reset = local && f & flags::UT != 0;
         self.release_conn(a, reset || f & flags::UC != 0);
         let ci = at.cluster;
-        self.record_response(ci, at.host, at.sent, code);
+        // Envoy's local-origin errors: no connection, a reset, a timeout.
+        let local_failure = f & (flags::UF | flags::UC | flags::UT) != 0;
+        self.record_response(ci, at.host, at.sent, code, local_failure);
         if local && f & flags::UT != 0 {
             self.abandon(a);
         } else {

@@ -206,7 +206,7 @@ impl Mesh {
             self.release_conn(a, true);
             let cl = &mut self.clusters[at.cluster];
             let change = match cl.od.as_mut() {
-                Some(od) => od.on_response(at.host as usize, 504, self.q.now()),
+                Some(od) => od.on_result(at.host as usize, 504, true, self.q.now()),
                 None => Default::default(),
             };
             if change.membership_changed() {
