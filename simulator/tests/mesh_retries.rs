@@ -3,7 +3,7 @@
 
 mod support;
 
-use support::mesh::{VS_PODINFO, mesh_with, podinfo};
+use support::mesh::{VS_PODINFO, handshake_failures, mesh_with, podinfo};
 
 use fledge_simulator::engine::SECONDS;
 use fledge_simulator::mesh::Action;
@@ -104,4 +104,31 @@ fn a_retry_backoff_sets_envoys_base_interval() {
         "{} of {done} requests timed out; a 1 s backoff base makes most retries miss 300 ms",
         pc.timeouts
     );
+}
+
+/// `retryOn: reset-before-request` (Envoy's router: retry a reset or connect failure that
+/// happened before the request went upstream; envoy issue 10007, and istio/istio
+/// `pilot/pkg/networking/core/route/retry/retry.go`, where it is Istio's own inbound default)
+/// retries the connect failures it exists for, without a warning. Istio hands any `retryOn`
+/// word to Envoy unchanged (`parseRetryOn`).
+#[test]
+fn reset_before_request_retries_connect_failures() {
+    let m = handshake_failures(
+        "",
+        "      retries: {attempts: 2, retryOn: reset-before-request}\n",
+    );
+    let warnings = fledge_simulator::manifest::parse(&m)
+        .expect("parses")
+        .warnings;
+    assert!(
+        !warnings.iter().any(|w| w.contains("reset-before-request")),
+        "{warnings:?}"
+    );
+    let mut mesh = mesh_with(podinfo(5, 2, 20.0), &m);
+    let v = mesh.version_id("podinfo", "primary").unwrap();
+    mesh.run_until(5 * SECONDS);
+    let c = mesh.client_id("client").unwrap();
+    let pc = mesh.proxy_counters(c, v);
+    assert!(pc.connect_failures > 0, "no connect failure");
+    assert!(pc.retries > 0, "connect failures not retried: {pc:?}");
 }

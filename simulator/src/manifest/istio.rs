@@ -30,6 +30,8 @@ pub(crate) struct RetryOn {
     pub(crate) connect_failure: bool,
     /// `reset`.
     pub(crate) reset: bool,
+    /// `reset-before-request`: a reset or connect failure before the request went upstream.
+    pub(crate) reset_before_request: bool,
     /// `refused-stream`.
     pub(crate) refused_stream: bool,
     /// `retriable-status-codes` (uses `codes`).
@@ -48,6 +50,7 @@ impl RetryOn {
                 "gateway-error" => r.gateway_error = true,
                 "connect-failure" => r.connect_failure = true,
                 "reset" => r.reset = true,
+                "reset-before-request" => r.reset_before_request = true,
                 "refused-stream" => r.refused_stream = true,
                 "retriable-status-codes" => r.retriable_status_codes = true,
                 // Conditions that never arise in the model.

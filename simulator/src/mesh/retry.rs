@@ -275,8 +275,9 @@ pub(super) fn failure_classes(ranges: &[(u16, u16)]) -> RetryOn {
 /// Whether Envoy's router retries an attempt that ended with `code` and flags `f` (its retry
 /// state's reset and response checks): `connect-failure` only when no connection was made
 /// (refused, connect timeout, TLS handshake failure: `UF`); a reset after the request went out
-/// (`UC`) only under `reset`, `5xx` or `gateway-error`, and `reset` also covers connect failures.
-/// A local overflow (`UO`) is never retried.
+/// (`UC`) only under `reset`, `5xx` or `gateway-error`, and `reset` also covers connect failures,
+/// as does `reset-before-request` (the request never went upstream: envoy `retry_state_impl.cc`,
+/// `wouldRetryFromReset`). A local overflow (`UO`) is never retried.
 pub(super) fn is_retriable(on: &RetryOn, code: u16, f: u16) -> bool {
     if f & flags::UO != 0 {
         return false;
@@ -287,7 +288,7 @@ pub(super) fn is_retriable(on: &RetryOn, code: u16, f: u16) -> bool {
     let no_response = connect_failure || reset;
     (on.five_xx && code >= 500)
         || (on.gateway_error && (502..=504).contains(&code))
-        || (on.connect_failure && connect_failure)
+        || ((on.connect_failure || on.reset_before_request) && connect_failure)
         || ((on.reset || on.five_xx || on.gateway_error) && no_response)
         || (on.retriable_status_codes && f == 0 && on.codes.contains(&code))
         // A per-try timeout counts as "no response": retried under 5xx, gateway-error and reset.
@@ -384,7 +385,10 @@ mod tests {
     fn resets_and_connect_failures_are_retried_under_envoys_conditions() {
         let on = |s: &str| RetryOn::parse(s, &mut |w| panic!("{w}"));
         // (retryOn, code, flags, retried)
-        let cases: [(&str, u16, u16, bool); 16] = [
+        let cases: [(&str, u16, u16, bool); 19] = [
+            ("reset-before-request", 503, flags::UF, true),
+            ("reset-before-request", 503, flags::UC, false),
+            ("reset-before-request", 503, 0, false),
             ("connect-failure", 503, flags::UF, true),
             ("connect-failure", 503, flags::UC, false),
             ("connect-failure", 503, flags::UO, false),
