@@ -100,6 +100,8 @@ pub(crate) struct Retries {
     pub(crate) retry_on: Option<RetryOn>,
     /// Envoy's `retry_back_off.base_interval` (Istio 1.26 and later; absent: Envoy's 25 ms).
     pub(crate) backoff: Option<SimTime>,
+    /// `retryIgnorePreviousHosts` (absent: Istio's default, true).
+    pub(crate) ignore_previous_hosts: Option<bool>,
 }
 
 /// VirtualService `fault`.
@@ -472,6 +474,9 @@ pub(super) fn istio_http_route(
         let per_try_timeout = get(rm, "perTryTimeout")
             .map(|a| doc.istio_duration(a, &join(&rp, "perTryTimeout")))
             .transpose()?;
+        let ignore_previous_hosts = get(rm, "retryIgnorePreviousHosts")
+            .map(|v| doc.bool(v, &join(&rp, "retryIgnorePreviousHosts")))
+            .transpose()?;
         let backoff = get(rm, "backoff")
             .map(|b| doc.istio_duration(b, &join(&rp, "backoff")))
             .transpose()?;
@@ -492,6 +497,7 @@ pub(super) fn istio_http_route(
             per_try_timeout,
             retry_on,
             backoff,
+            ignore_previous_hosts,
         });
     }
     if let Some(f) = get(m, "fault") {

@@ -412,7 +412,8 @@ impl Mesh {
             self.complete(req, 503, flags::UH);
             return;
         };
-        let Some(h) = self.pick_host(ci, &r.tried, r.ntried) else {
+        let avoid = self.rules[r.rule].retry.avoid_tried;
+        let Some(h) = self.pick_host(ci, &r.tried, if avoid { r.ntried } else { 0 }) else {
             self.release_retry_hold(req);
             self.complete(req, 503, flags::UH);
             return;

@@ -76,6 +76,9 @@ pub(super) struct RetryPolicy {
     pub(super) on: RetryOn,
     /// The backoff's base interval in whole milliseconds (Envoy's default 25 ms).
     pub(super) backoff_base_ms: u32,
+    /// A retry avoids the hosts already tried (Envoy's `previous_hosts` predicate, which Istio
+    /// sets unless `retryIgnorePreviousHosts: false`).
+    pub(super) avoid_tried: bool,
 }
 
 /// Envoy's default retry backoff base (router filter docs, `x-envoy-retry-on`).
@@ -88,6 +91,7 @@ impl RetryPolicy {
             per_try_timeout: None,
             on: RetryOn::default(),
             backoff_base_ms: DEFAULT_BACKOFF_BASE_MS,
+            avoid_tried: true,
         }
     }
     /// A VirtualService's `retries`, as Istio's `ConvertPolicy` turns it into Envoy's policy:
@@ -104,6 +108,8 @@ impl RetryPolicy {
             backoff_base_ms: rt.backoff.map_or(DEFAULT_BACKOFF_BASE_MS, |b| {
                 u32::try_from(b / MILLIS).unwrap_or(u32::MAX)
             }),
+            // "User has specified RetryIgnorePreviousHosts, so honor it" (ConvertPolicy).
+            avoid_tried: rt.ignore_previous_hosts.unwrap_or(true),
         }
     }
     pub(super) fn istio_default(retry_503: bool) -> Self {
@@ -112,6 +118,7 @@ impl RetryPolicy {
             per_try_timeout: None,
             on: RetryOn::istio_default(retry_503),
             backoff_base_ms: DEFAULT_BACKOFF_BASE_MS,
+            avoid_tried: true,
         }
     }
 }
@@ -334,6 +341,7 @@ impl Mesh {
                     per_try_timeout: None,
                     on: failure_classes(&r.failure_ranges),
                     backoff_base_ms: DEFAULT_BACKOFF_BASE_MS,
+                    avoid_tried: true,
                 };
             }
             let ids = svc.rules.clone();
