@@ -4,6 +4,7 @@
 mod support;
 
 use support::mesh::{VS_PODINFO, handshake_failures, mesh_with, podinfo};
+use support::{path_str, sim};
 
 use fledge_simulator::engine::SECONDS;
 use fledge_simulator::mesh::Action;
@@ -161,5 +162,87 @@ fn retry_ignore_previous_hosts_false_lets_a_retry_go_back_to_the_same_pod() {
     assert!(
         (0.2..0.3).contains(&share),
         "{exhausted} of {done} requests ran out of retries ({share:.3}); expected about 0.25"
+    );
+}
+
+/// Istio's retry policy has Envoy avoid the hosts a request already tried
+/// (`previous_hosts` predicate, `host_selection_retry_max_attempts: 5`, istio/istio
+/// `pilot/pkg/networking/core/route/retry/retry.go`), and Envoy's balancer then picks up to
+/// `hostSelectionRetryCount() + 1` = 6 times on a retry (envoy
+/// `source/common/upstream/load_balancer_impl.cc`, `chooseHost`; the router's
+/// `hostSelectionRetryCount` returns the policy's 5 on a retry) before it keeps the last pick.
+/// With RANDOM over two pods the second try lands on the first try's pod with
+/// probability 2^-6 (1.6%) in Envoy (five picks would give 2^-5, 3.1%).
+#[test]
+fn a_retry_re_picks_a_tried_host_as_many_times_as_envoy() {
+    let text = r#"name: previous-hosts
+duration: 3m
+istio:
+  version: "1.23"
+service:
+  name: podinfo
+  primary: {pods: 2, workers: 64, latency: {mean: 5ms}, error_rate: 0.5, error_code: 503}
+traffic:
+  - {client: frontend, rate: 200}
+canary:
+  apiVersion: flagger.app/v1beta1
+  kind: Canary
+  metadata: {name: podinfo}
+  spec:
+    targetRef: {apiVersion: apps/v1, kind: Deployment, name: podinfo}
+    service:
+      port: 9898
+      trafficPolicy:
+        loadBalancer: {simple: RANDOM}
+    analysis: {interval: 1m, threshold: 2, maxWeight: 30, stepWeight: 10}
+timeline:
+  - {at: 2m59s, deploy: {}}
+expect:
+  outcome: undecided
+"#;
+    let file = support::write("previous-hosts.yaml", text);
+    let trace = file.with_file_name("previous-hosts.trace");
+    let out = sim(&[
+        "run",
+        path_str(&file),
+        "--seed",
+        "1",
+        "--trace",
+        path_str(&trace),
+        "--trace-filter",
+        "event=attempt-sent",
+    ]);
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    let text = std::fs::read_to_string(&trace).unwrap();
+    let field = |l: &str, k: &str| {
+        l.split_whitespace()
+            .find_map(|f| f.strip_prefix(k).map(str::to_string))
+    };
+    let mut first = std::collections::BTreeMap::new();
+    let (mut retries, mut same) = (0u32, 0u32);
+    for l in text.lines().filter(|l| !l.starts_with('#')) {
+        let (Some(req), Some(try_no), Some(pod)) =
+            (field(l, "req="), field(l, "try="), field(l, "pod="))
+        else {
+            continue;
+        };
+        match try_no.as_str() {
+            "1" => {
+                first.insert(req, pod);
+            }
+            "2" => {
+                retries += 1;
+                same += u32::from(first.get(&req) == Some(&pod));
+            }
+            _ => {}
+        }
+    }
+    assert!(retries > 10_000, "{retries} retries");
+    let p = f64::from(same) / f64::from(retries);
+    let envoy = 0.5f64.powi(6);
+    let se = (envoy * (1.0 - envoy) / f64::from(retries)).sqrt();
+    assert!(
+        (p - envoy).abs() < 4.0 * se,
+        "try 2 on try 1's pod {p:.4} ({same}/{retries}); Envoy's six picks give {envoy:.4}"
     );
 }

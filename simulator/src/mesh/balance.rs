@@ -2,8 +2,8 @@
 //! endpoints in the load-balancing set minus the hosts outlier detection has ejected, with Envoy's
 //! panic mode (balance over all hosts when too few are healthy); `ROUND_ROBIN`, `RANDOM`,
 //! `LEAST_REQUEST` (power of two choices on active requests) and Linkerd's peak-EWMA (two distinct
-//! choices on decayed latency times load); and a retry avoids hosts already tried, re-picking up to five times as Envoy's
-//! `previous_hosts` predicate does.
+//! choices on decayed latency times load); and a retry avoids hosts already tried, re-picking up
+//! to five times (six picks) as Envoy does under Istio's `previous_hosts` predicate.
 
 use super::cluster::Host;
 use super::{ClusterId, Mesh, PodId, VersionId};
@@ -202,8 +202,10 @@ impl Mesh {
             }
         };
         let mut choice = pick();
-        // Envoy's previous_hosts predicate re-picks up to 5 times to avoid a host already tried.
-        for _ in 1..5 {
+        // Envoy's balancer picks up to hostSelectionRetryCount() + 1 times while the
+        // previous_hosts predicate rejects the pick (Istio: host_selection_retry_max_attempts 5),
+        // then keeps the last one: 5 re-picks.
+        for _ in 0..5 {
             if ntried == 0 || n == 1 || !tried[..usize::from(ntried.min(4))].contains(&choice) {
                 break;
             }
