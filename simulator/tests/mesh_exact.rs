@@ -3,7 +3,7 @@
 
 mod support;
 
-use support::mesh::{behaviour, count_flags, mesh_with};
+use support::mesh::{VS_PODINFO, behaviour, count_flags, mesh_with, podinfo};
 
 use fledge_simulator::engine::SECONDS;
 use fledge_simulator::manifest;
@@ -321,6 +321,43 @@ fn destination_rule_retry_budget_bounds_retries_in_flight() {
         assert!(
             mesh.proxy_counters(c, v).retry_overflow > 0,
             "{policy}: the budget was reached"
+        );
+    }
+}
+
+/// A retry budget's floor is reached, not only respected (review r17 finding 4: the test above
+/// also passes with a budget that refuses every retry). Envoy's budget never goes below `min_retry_concurrency` (envoy
+/// `source/common/upstream/resource_manager_impl.h`, `RetryBudgetImpl::max`): under steady
+/// failures at low load the peak of retries in flight reaches the floor exactly.
+#[test]
+fn a_retry_budget_lets_exactly_its_floor_of_retries_through_at_low_load() {
+    let cases = [
+        // (retryBudget, the floor)
+        ("{}", 3),
+        ("{minRetryConcurrency: 1}", 1),
+        ("{percent: 0, minRetryConcurrency: 2}", 2),
+    ];
+    for (budget, floor) in cases {
+        let m = format!(
+            "kind: DestinationRule\nmetadata:\n  name: p\nspec:\n  host: podinfo\n  trafficPolicy:\n    retryBudget: {budget}\n---\n{VS_PODINFO}      retries: {{attempts: 5, retryOn: 5xx}}\n"
+        );
+        let mut mesh = mesh_with(podinfo(11, 2, 40.0), &m);
+        let v = mesh.version_id("podinfo", "primary").unwrap();
+        mesh.apply(Action::SetErrorRate {
+            version: v,
+            rate: 0.9,
+        })
+        .unwrap();
+        mesh.run_until(30 * SECONDS);
+        let c = mesh.client_id("client").unwrap();
+        assert_eq!(
+            mesh.peak_retries_in_flight(c, v),
+            floor,
+            "retryBudget {budget}"
+        );
+        assert!(
+            mesh.proxy_counters(c, v).retries > 0,
+            "retryBudget {budget}"
         );
     }
 }
