@@ -310,6 +310,26 @@ fn bad_filters_exit_2_naming_the_flag_and_what_is_expected() {
     assert_eq!(out.code, 2, "a filter without --trace: {}", out.stderr);
 }
 
+/// `--trace -` is refused (stdout carries the summary), not written to a file named `-`.
+#[test]
+fn a_trace_to_stdout_is_refused() {
+    let file = retrying_scenario();
+    let dir = file.parent().unwrap().join("trace-dash");
+    std::fs::create_dir_all(&dir).unwrap();
+    let out = std::process::Command::new(sim_binary())
+        .args(["run", path_str(&file), "--trace", "-"])
+        .current_dir(&dir)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2), "{out:?}");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("--trace -") && stderr.contains("stdout"),
+        "{stderr}"
+    );
+    assert!(!dir.join("-").exists(), "a file named `-` was written");
+}
+
 #[test]
 fn a_trace_path_that_cannot_be_written_exits_2_naming_it() {
     let file = retrying_scenario();
