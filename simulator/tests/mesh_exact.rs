@@ -119,6 +119,21 @@ fn scenario_istio_settings_choose_the_default_retry_policy() {
         let s = Scenario::parse(&text, std::path::Path::new("t.yaml"))
             .unwrap_or_else(|e| panic!("{section}: {e}"));
         assert_eq!(s.istio_retry_503, want, "{section}");
+        // Retry backoff came with Istio 1.26 (istio/istio#55639).
+        let minor = section
+            .split("version: '1.")
+            .nth(1)
+            .map(|r| {
+                r.chars()
+                    .take_while(char::is_ascii_digit)
+                    .collect::<String>()
+            })
+            .and_then(|m| m.parse::<u32>().ok());
+        assert_eq!(
+            s.istio_retry_backoff,
+            minor.is_none_or(|m| m >= 26),
+            "{section}"
+        );
         assert_eq!(
             s.warnings.iter().any(|w| w.starts_with("istio.")),
             warned,

@@ -82,29 +82,45 @@ fn retry_settings_with_retries_disabled_are_refused_at_the_field() {
 /// backoff then waits a random time below 1 s, 2 s, ... for retry 1, 2, ... (cap ten times the
 /// base; envoy `router_filter.rst`, x-envoy-retry-on backoff notes). With `backoff: 1s` and a
 /// 300 ms route timeout, a failed first try is retried in time only when its wait is under
-/// about 290 ms: about seven requests in ten end 504 `UT` (with the 25 ms default, none).
+/// about 290 ms: about seven requests in ten end 504 `UT` (with the 25 ms default, none). Istio
+/// before 1.26 has no `backoff` (the scenario's `istio.version`): ignored, with a warning.
 #[test]
 fn a_retry_backoff_sets_envoys_base_interval() {
     let m = format!(
         "{VS_PODINFO}      timeout: 300ms\n      retries: {{attempts: 1, retryOn: 5xx, backoff: 1s}}\n"
     );
-    let mut mesh = mesh_with(podinfo(9, 2, 20.0), &m);
-    let v = mesh.version_id("podinfo", "primary").unwrap();
-    mesh.apply(Action::SetErrorRate {
-        version: v,
-        rate: 1.0,
-    })
-    .unwrap();
-    mesh.run_until(20 * SECONDS);
-    let c = mesh.client_id("client").unwrap();
-    let pc = mesh.proxy_counters(c, v);
-    let done = mesh.stats().completed;
-    assert!(pc.retries > 100, "{pc:?}");
-    assert!(
-        2 * pc.timeouts > done,
-        "{} of {done} requests timed out; a 1 s backoff base makes most retries miss 300 ms",
-        pc.timeouts
-    );
+    // (Istio has retry backoff, i.e. 1.26 or later; most requests time out)
+    for (backoff, slow) in [(true, true), (false, false)] {
+        let mut cfg = podinfo(9, 2, 20.0);
+        cfg.istio_retry_backoff = backoff;
+        let mut mesh = fledge_simulator::mesh::Mesh::new(cfg).expect("mesh builds");
+        let parsed = fledge_simulator::manifest::parse(&m).expect("parses");
+        let warnings = mesh.apply_manifests(&parsed).expect("applies");
+        assert_eq!(
+            warnings
+                .iter()
+                .any(|w| w.contains("retries.backoff is ignored")),
+            !backoff,
+            "{warnings:?}"
+        );
+        let v = mesh.version_id("podinfo", "primary").unwrap();
+        mesh.apply(Action::SetErrorRate {
+            version: v,
+            rate: 1.0,
+        })
+        .unwrap();
+        mesh.run_until(20 * SECONDS);
+        let c = mesh.client_id("client").unwrap();
+        let pc = mesh.proxy_counters(c, v);
+        let done = mesh.stats().completed;
+        assert!(pc.retries > 100, "{pc:?}");
+        assert_eq!(
+            2 * pc.timeouts > done,
+            slow,
+            "backoff {backoff}: {} of {done} requests timed out; a 1 s backoff base makes most retries miss 300 ms",
+            pc.timeouts
+        );
+    }
 }
 
 /// `retryOn: reset-before-request` (Envoy's router: retry a reset or connect failure that

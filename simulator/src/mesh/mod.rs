@@ -283,6 +283,8 @@ pub struct Mesh {
     default_mtls: MtlsMode,
     /// Istio's default retry policy also retries 503 ([`MeshConfig::istio_retry_503`]).
     istio_retry_503: bool,
+    /// [`MeshConfig::istio_retry_backoff`].
+    istio_retry_backoff: bool,
     default_namespace: String,
     /// Clients holding a certificate of their own (the configured ones; a call uses its
     /// version's): certificates are theirs first, then the versions'.

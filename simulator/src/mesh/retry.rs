@@ -95,9 +95,9 @@ impl RetryPolicy {
         }
     }
     /// A VirtualService's `retries`, as Istio's `ConvertPolicy` turns it into Envoy's policy:
-    /// started from the default (`retryOn` included), `backoff` as the base interval (Istio
-    /// 1.26, istio/istio#55639).
-    pub(super) fn istio(rt: &Retries, retry_503: bool) -> Self {
+    /// started from the default (`retryOn` included), `backoff` as the base interval when
+    /// `backoff` (Istio 1.26 and later, istio/istio#55639).
+    pub(super) fn istio(rt: &Retries, retry_503: bool, backoff: bool) -> Self {
         Self {
             attempts: rt.attempts,
             per_try_timeout: rt.per_try_timeout,
@@ -105,9 +105,12 @@ impl RetryPolicy {
                 .retry_on
                 .clone()
                 .unwrap_or_else(|| RetryOn::istio_default(retry_503)),
-            backoff_base_ms: rt.backoff.map_or(DEFAULT_BACKOFF_BASE_MS, |b| {
-                u32::try_from(b / MILLIS).unwrap_or(u32::MAX)
-            }),
+            backoff_base_ms: rt
+                .backoff
+                .filter(|_| backoff)
+                .map_or(DEFAULT_BACKOFF_BASE_MS, |b| {
+                    u32::try_from(b / MILLIS).unwrap_or(u32::MAX)
+                }),
             // "User has specified RetryIgnorePreviousHosts, so honor it" (ConvertPolicy).
             avoid_tried: rt.ignore_previous_hosts.unwrap_or(true),
         }

@@ -415,7 +415,15 @@ impl Mesh {
             }
             let retry = match &r.retries {
                 None => self.default_retry(),
-                Some(rt) => RetryPolicy::istio(rt, self.istio_retry_503),
+                Some(rt) => {
+                    if rt.backoff.is_some() && !self.istio_retry_backoff {
+                        warnings.push(format!(
+                            "VirtualService {}: retries.backoff is ignored: this Istio has no retry backoff (added in 1.26); retries wait Envoy's 25 ms base",
+                            vs.name
+                        ));
+                    }
+                    RetryPolicy::istio(rt, self.istio_retry_503, self.istio_retry_backoff)
+                }
             };
             let ns = vs.namespace.as_deref();
             let mirror = match &r.mirror {
