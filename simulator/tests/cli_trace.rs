@@ -286,6 +286,7 @@ fn bad_filters_exit_2_naming_the_flag_and_what_is_expected() {
         ("colour=red", "unknown key `colour`"),
         ("pod", "is not KEY=VALUE"),
         ("pod=", "has no value"),
+        ("req=abc", "not a whole number"),
         // An event the legend does not have (a typo) would match nothing: an empty trace.
         ("event=atpod", "at-pod"),
     ] {
@@ -307,6 +308,26 @@ fn bad_filters_exit_2_naming_the_flag_and_what_is_expected() {
     }
     let out = sim(&["run", path_str(&file), "--trace-filter", "pod=x"]);
     assert_eq!(out.code, 2, "a filter without --trace: {}", out.stderr);
+}
+
+/// `--trace -` is refused (stdout carries the summary), not written to a file named `-`.
+#[test]
+fn a_trace_to_stdout_is_refused() {
+    let file = retrying_scenario();
+    let dir = file.parent().unwrap().join("trace-dash");
+    std::fs::create_dir_all(&dir).unwrap();
+    let out = std::process::Command::new(sim_binary())
+        .args(["run", path_str(&file), "--trace", "-"])
+        .current_dir(&dir)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2), "{out:?}");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("--trace -") && stderr.contains("stdout"),
+        "{stderr}"
+    );
+    assert!(!dir.join("-").exists(), "a file named `-` was written");
 }
 
 #[test]
@@ -385,4 +406,75 @@ fn a_request_no_pod_answered_is_traced_with_no_version() {
     for line in done {
         assert!(line.contains(" version=- "), "{line}");
     }
+}
+
+/// A scenario of the repository's scenarios/ directory.
+fn shipped_scenario(name: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../scenarios")
+        .join(name)
+}
+
+/// The trace's `refused` lines (a request the server's sidecar denied, 403) and `answered`
+/// lines (a direct response or redirect) are in the legend of `fledge-sim run --help`, and
+/// `--trace-filter event=refused` pulls the denied requests out of a large trace
+/// (`authz-new-service-account.yaml` denies about 90). Review r17 finding 1; the unit test
+/// `every_event_written_is_in_the_legend` in src/trace keeps every other event so.
+#[test]
+fn every_event_the_trace_writes_is_in_the_legend_and_can_be_filtered() {
+    let file = shipped_scenario("authz-new-service-account.yaml");
+    let dir = std::env::temp_dir().join(format!("fledge-trace-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let trace = dir.join("refused.trace");
+    let out = sim(&[
+        "run",
+        path_str(&file),
+        "--seed",
+        "1",
+        "--trace",
+        path_str(&trace),
+        "--trace-filter",
+        "event=refused",
+    ]);
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    let text = std::fs::read_to_string(&trace).unwrap_or_default();
+    assert!(
+        text.lines().any(|l| l.contains(" refused ")),
+        "no refused line kept:\n{text}"
+    );
+    let help = sim(&["run", "--help"]);
+    for event in ["refused", "answered"] {
+        assert!(
+            help.stdout
+                .lines()
+                .any(|l| l.trim_start().starts_with(event)),
+            "`{event}` is not in the legend of run --help"
+        );
+    }
+}
+
+/// The trace writes several flags joined by commas (`flags=UF,URX`, as scenarios/README.md's
+/// crash-at-30 example shows), and `--trace-filter flags=UF,URX` asks for that very value (a
+/// comma not followed by KEY= is part of it): the requests whose retries ran out after connect
+/// failures (41 lines in crash-at-30, seed 5). Review r17 finding 7.
+#[test]
+fn a_multi_flag_value_written_in_the_trace_can_be_filtered_on() {
+    let dir = std::env::temp_dir().join(format!("fledge-trace-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let trace = dir.join("flags.trace");
+    let out = sim(&[
+        "run",
+        path_str(&shipped_scenario("crash-at-30.yaml")),
+        "--seed",
+        "5",
+        "--trace",
+        path_str(&trace),
+        "--trace-filter",
+        "flags=UF,URX",
+    ]);
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    let text = std::fs::read_to_string(&trace).unwrap_or_default();
+    let kept: Vec<&str> = text.lines().filter(|l| !l.starts_with('#')).collect();
+    assert!(!kept.is_empty(), "no line kept");
+    assert!(kept.iter().all(|l| l.contains(" flags=UF,URX")), "{kept:?}");
 }

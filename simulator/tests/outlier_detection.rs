@@ -1,5 +1,9 @@
 //! Outlier detection and failure accrual reproduce Envoy's and Linkerd's documented behaviour.
 
+mod support;
+
+use support::mesh::{handshake_failures, mesh_with, podinfo};
+
 use fledge_simulator::engine::{SECONDS, Stream};
 use fledge_simulator::manifest::{self, OutlierDetectionSpec};
 use fledge_simulator::mesh::{
@@ -309,4 +313,42 @@ fn max_ejection_percent_counts_the_hosts_in_eds() {
         1,
         "3 hosts in EDS: a second ejection"
     );
+}
+
+/// `splitExternalLocalOriginErrors` with `consecutiveLocalOriginFailures`: Istio passes both to Envoy
+/// (istio/istio `pilot/pkg/networking/core/cluster_traffic_policy.go`, `applyOutlierDetection`:
+/// `SplitExternalLocalOriginErrors`, `ConsecutiveLocalOriginFailure` with enforcing 100), and
+/// with the split Envoy's `consecutive_5xx` sees only errors from the upstream's responses
+/// while connect failures, resets and timeouts count towards `consecutive_local_origin_failure`
+/// (envoy `docs/root/intro/arch_overview/upstream/outlier.rst`, "split_external_local_origin_errors";
+/// `outlier_detection_impl.cc`, `putResultWithLocalExternalSplit`). Here no response ever comes
+/// back and 1000 local failures are needed, so Envoy ejects nobody in 10 s; without the split
+/// (the control) both pods are ejected after two connect failures each.
+#[test]
+fn split_local_origin_errors_keep_connect_failures_out_of_consecutive_5xx() {
+    let cases = [
+        // (outlierDetection, whether pods are ejected)
+        (
+            "    outlierDetection: {consecutive5xxErrors: 2, maxEjectionPercent: 100, interval: 1s}\n",
+            true,
+        ),
+        (
+            "    outlierDetection: {consecutive5xxErrors: 2, maxEjectionPercent: 100, interval: 1s, splitExternalLocalOriginErrors: true, consecutiveLocalOriginFailures: 1000}\n",
+            false,
+        ),
+    ];
+    for (outlier, ejected) in cases {
+        let mut mesh = mesh_with(podinfo(3, 2, 20.0), &handshake_failures(outlier, ""));
+        let v = mesh.version_id("podinfo", "primary").unwrap();
+        mesh.run_until(10 * SECONDS);
+        let c = mesh.client_id("client").unwrap();
+        let pc = mesh.proxy_counters(c, v);
+        assert!(pc.connect_failures > 0, "{outlier}: no connect failure");
+        assert_eq!(
+            pc.ejections_enforced > 0,
+            ejected,
+            "{outlier}: {} ejections",
+            pc.ejections_enforced
+        );
+    }
 }

@@ -13,13 +13,19 @@ use proptest::prelude::*;
 /// it, with retries.
 fn manifests(max_conn: u32, pending: u32, max_retries: u32, attempts: u32, canary: u8) -> String {
     let primary = 100 - canary;
+    // Istio refuses the other retry settings with `attempts: 0`.
+    let tries = if attempts == 0 {
+        ""
+    } else {
+        "        perTryTimeout: 200ms\n        retryOn: 5xx,reset,connect-failure\n"
+    };
     let rule = |host: &str| {
         format!(
             "kind: DestinationRule\nmetadata:\n  name: {host}\nspec:\n  host: {host}\n  trafficPolicy:\n    connectionPool:\n      tcp:\n        maxConnections: {max_conn}\n      http:\n        http1MaxPendingRequests: {pending}\n        maxRetries: {max_retries}\n    outlierDetection:\n      consecutive5xxErrors: 5\n      maxEjectionPercent: 50\n---\n"
         )
     };
     format!(
-        "{}{}kind: VirtualService\nmetadata:\n  name: p\nspec:\n  hosts: [svc]\n  http:\n    - route:\n        - destination:\n            host: svc-primary\n          weight: {primary}\n        - destination:\n            host: svc-canary\n          weight: {canary}\n      mirror:\n        host: svc-canary\n      mirrorPercentage:\n        value: 10\n      retries:\n        attempts: {attempts}\n        perTryTimeout: 200ms\n        retryOn: 5xx,reset,connect-failure\n",
+        "{}{}kind: VirtualService\nmetadata:\n  name: p\nspec:\n  hosts: [svc]\n  http:\n    - route:\n        - destination:\n            host: svc-primary\n          weight: {primary}\n        - destination:\n            host: svc-canary\n          weight: {canary}\n      mirror:\n        host: svc-canary\n      mirrorPercentage:\n        value: 10\n      retries:\n        attempts: {attempts}\n{tries}",
         rule("svc-primary"),
         rule("svc-canary")
     )

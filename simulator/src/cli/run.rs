@@ -246,6 +246,13 @@ fn shared_path(scenario: &Path, outputs: &[(&str, Option<&Path>)]) -> Option<Str
 /// The `--trace` file, created before the run so that a path that cannot be written fails
 /// at once; the error names the path.
 fn open_trace(path: &Path, filter: trace::Filter) -> Result<Box<trace::Tracer>, String> {
+    // Not a file named `-`; and stdout carries the run's summary.
+    if path == Path::new("-") {
+        return Err(
+            "--trace -: the trace cannot go to stdout, which carries the run's summary: give it a file, e.g. --trace run.trace"
+                .into(),
+        );
+    }
     let file =
         std::fs::File::create(path).map_err(|e| format!("--trace {}: {e}", path.display()))?;
     let out = std::io::BufWriter::with_capacity(1 << 16, file);

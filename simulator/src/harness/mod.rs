@@ -253,6 +253,7 @@ impl<'a> Harness<'a> {
             clients,
             data_plane: scenario.data_plane,
             istio_retry_503: scenario.istio_retry_503,
+            istio_retry_backoff: scenario.istio_retry_backoff,
             propagation: scenario.propagation.clone(),
             proxy: scenario.proxy.clone(),
             network: NetworkConfig {

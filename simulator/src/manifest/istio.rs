@@ -30,6 +30,8 @@ pub(crate) struct RetryOn {
     pub(crate) connect_failure: bool,
     /// `reset`.
     pub(crate) reset: bool,
+    /// `reset-before-request`: a reset or connect failure before the request went upstream.
+    pub(crate) reset_before_request: bool,
     /// `refused-stream`.
     pub(crate) refused_stream: bool,
     /// `retriable-status-codes` (uses `codes`).
@@ -48,6 +50,7 @@ impl RetryOn {
                 "gateway-error" => r.gateway_error = true,
                 "connect-failure" => r.connect_failure = true,
                 "reset" => r.reset = true,
+                "reset-before-request" => r.reset_before_request = true,
                 "refused-stream" => r.refused_stream = true,
                 "retriable-status-codes" => r.retriable_status_codes = true,
                 // Conditions that never arise in the model.
@@ -95,6 +98,10 @@ pub(crate) struct Retries {
     pub(crate) per_try_timeout: Option<SimTime>,
     /// Conditions (absent: Istio's default set).
     pub(crate) retry_on: Option<RetryOn>,
+    /// Envoy's `retry_back_off.base_interval` (Istio 1.26 and later; absent: Envoy's 25 ms).
+    pub(crate) backoff: Option<SimTime>,
+    /// `retryIgnorePreviousHosts` (absent: Istio's default, true).
+    pub(crate) ignore_previous_hosts: Option<bool>,
 }
 
 /// VirtualService `fault`.
@@ -473,13 +480,27 @@ pub(super) fn istio_http_route(
             .map(|a| doc.u32(a, &join(&rp, "attempts")))
             .transpose()?
             .unwrap_or(0);
+        // Istio's ValidateHTTPRetry refuses these with retries disabled ("http retry policy
+        // configured when attempts are set to 0 (disabled)"): ConvertPolicy would drop them.
+        if attempts == 0
+            && let Some(f) = ["perTryTimeout", "retryOn", "retryRemoteLocalities"]
+                .into_iter()
+                .find(|f| get(rm, f).is_some())
+        {
+            return Err(doc.wrong(
+                &join(&rp, f),
+                "no such setting while `attempts` is 0 or absent: Istio refuses a retry policy configured when attempts are set to 0 (disabled)",
+            ));
+        }
         let per_try_timeout = get(rm, "perTryTimeout")
             .map(|a| doc.istio_duration(a, &join(&rp, "perTryTimeout")))
             .transpose()?;
-        // Not simulated, but Istio's ValidateHTTPRetry checks it as it checks perTryTimeout.
-        if let Some(b) = get(rm, "backoff") {
-            doc.istio_duration(b, &join(&rp, "backoff"))?;
-        }
+        let ignore_previous_hosts = get(rm, "retryIgnorePreviousHosts")
+            .map(|v| doc.bool(v, &join(&rp, "retryIgnorePreviousHosts")))
+            .transpose()?;
+        let backoff = get(rm, "backoff")
+            .map(|b| doc.istio_duration(b, &join(&rp, "backoff")))
+            .transpose()?;
         let retry_on = match get(rm, "retryOn") {
             Some(v) => {
                 let s = doc.str(v, &join(&rp, "retryOn"))?;
@@ -496,6 +517,8 @@ pub(super) fn istio_http_route(
             attempts,
             per_try_timeout,
             retry_on,
+            backoff,
+            ignore_previous_hosts,
         });
     }
     if let Some(f) = get(m, "fault") {

@@ -58,6 +58,10 @@ pub struct OutlierDetectionSpec {
     pub max_ejection_percent: Option<u32>,
     /// `minHealthPercent`.
     pub min_health_percent: Option<u32>,
+    /// `splitExternalLocalOriginErrors`.
+    pub split_external_local_origin_errors: bool,
+    /// `consecutiveLocalOriginFailures` (read only in split mode, as Istio does).
+    pub consecutive_local_origin_failures: Option<u32>,
 }
 
 /// Client-side TLS mode from a DestinationRule.
@@ -361,16 +365,11 @@ pub(super) fn traffic_policy(
                 "outlierDetectionHttpErrorCodes",
             ],
         )?;
-        // Read so that a user learns they are not simulated rather than silently dropped.
         let split = match get(om, "splitExternalLocalOriginErrors") {
             Some(v) => doc.bool(v, &join(&p, "splitExternalLocalOriginErrors"))?,
             None => false,
         };
-        if split {
-            doc.warn(format!(
-                "`{p}.splitExternalLocalOriginErrors` is not simulated: connect failures and resets count as 5xx (503) errors, as without the split"
-            ));
-        } else if get(om, "consecutiveLocalOriginFailures").is_some() {
+        if !split && get(om, "consecutiveLocalOriginFailures").is_some() {
             // Istio reads it only in split mode (cluster_traffic_policy.go, applyOutlierDetection).
             doc.warn(format!(
                 "`{p}.consecutiveLocalOriginFailures` has no effect without splitExternalLocalOriginErrors: true"
@@ -395,6 +394,8 @@ pub(super) fn traffic_policy(
             base_ejection_time: d(doc, "baseEjectionTime")?,
             max_ejection_percent: u(doc, "maxEjectionPercent")?,
             min_health_percent: u(doc, "minHealthPercent")?,
+            split_external_local_origin_errors: split,
+            consecutive_local_origin_failures: u(doc, "consecutiveLocalOriginFailures")?,
         };
         // The deprecated `consecutiveErrors` meant gateway errors (502/503/504) in Istio.
         if spec.consecutive_gateway_errors.is_none()

@@ -42,7 +42,7 @@ pub use request_authentication::RequestAuthentication;
 pub use service_entry::ServiceEntry;
 pub use smi::TrafficSplit;
 
-pub(crate) use istio::RetryOn;
+pub(crate) use istio::{Retries, RetryOn};
 pub(crate) use istio_policy::{LbPolicy, TlsMode, TrafficPolicy};
 pub(crate) use linkerd::RetryBudget;
 pub(crate) use reader::parse_quantity_milli;

@@ -2,8 +2,8 @@
 //! endpoints in the load-balancing set minus the hosts outlier detection has ejected, with Envoy's
 //! panic mode (balance over all hosts when too few are healthy); `ROUND_ROBIN`, `RANDOM`,
 //! `LEAST_REQUEST` (power of two choices on active requests) and Linkerd's peak-EWMA (two distinct
-//! choices on decayed latency times load); and a retry avoids hosts already tried, re-picking up to five times as Envoy's
-//! `previous_hosts` predicate does.
+//! choices on decayed latency times load); and a retry avoids hosts already tried, re-picking up
+//! to five times (six picks) as Envoy does under Istio's `previous_hosts` predicate.
 
 use super::cluster::Host;
 use super::{ClusterId, Mesh, PodId, VersionId};
@@ -69,8 +69,15 @@ pub(super) fn distinct_pair(rng: &mut crate::engine::Stream, n: u32) -> (u32, u3
 impl Mesh {
     /// What the balancer learns from a response of host `h` of cluster `ci`: its latency
     /// (peak-EWMA), and its success or failure (Linkerd's failure accrual, Envoy's outlier
-    /// detection, which may eject it).
-    pub(super) fn record_response(&mut self, ci: ClusterId, h: u32, sent: SimTime, code: u16) {
+    /// detection, which may eject it); `local_failure` when no response came back.
+    pub(super) fn record_response(
+        &mut self,
+        ci: ClusterId,
+        h: u32,
+        sent: SimTime,
+        code: u16,
+        local_failure: bool,
+    ) {
         let now = self.now();
         let (client, version) = (self.clusters[ci].client, self.clusters[ci].version);
         let cl = &mut self.clusters[ci];
@@ -84,7 +91,7 @@ impl Mesh {
                 .on_result(code >= 500, now, &acc, rng);
         }
         let change = match cl.od.as_mut() {
-            Some(od) => od.on_response(h as usize, code, now),
+            Some(od) => od.on_result(h as usize, code, local_failure, now),
             None => Default::default(),
         };
         if change != Default::default() {
@@ -195,8 +202,10 @@ impl Mesh {
             }
         };
         let mut choice = pick();
-        // Envoy's previous_hosts predicate re-picks up to 5 times to avoid a host already tried.
-        for _ in 1..5 {
+        // Envoy's balancer picks up to hostSelectionRetryCount() + 1 times while the
+        // previous_hosts predicate rejects the pick (Istio: host_selection_retry_max_attempts 5),
+        // then keeps the last one: 5 re-picks.
+        for _ in 0..5 {
             if ntried == 0 || n == 1 || !tried[..usize::from(ntried.min(4))].contains(&choice) {
                 break;
             }

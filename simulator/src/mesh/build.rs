@@ -329,6 +329,7 @@ impl Mesh {
             ejection_rule: cfg.ejection_rule,
             default_mtls: cfg.default_mtls,
             istio_retry_503: cfg.istio_retry_503,
+            istio_retry_backoff: cfg.istio_retry_backoff,
             default_namespace: cfg.namespace.clone(),
             own_certs,
             services,

@@ -334,6 +334,9 @@ pub struct MeshConfig {
     /// Istio's default retry policy also retries 503: Istio up to 1.23, or 1.24 to 1.26 with
     /// `EXCLUDE_UNSAFE_503_FROM_DEFAULT_RETRY=false`. Off by default (Istio 1.24 and later).
     pub istio_retry_503: bool,
+    /// A VirtualService's `retries.backoff` sets the retries' backoff base: Istio 1.26 and
+    /// later (istio/istio#55639); older versions ignore it. On by default.
+    pub istio_retry_backoff: bool,
     /// Telemetry scrape interval.
     pub scrape_interval: SimTime,
     /// How long snapshots are kept.
@@ -358,6 +361,7 @@ impl Default for MeshConfig {
             ejection_rule: EjectionRule::Current,
             default_mtls: MtlsMode::Permissive,
             istio_retry_503: false,
+            istio_retry_backoff: true,
             scrape_interval: 5 * SECONDS,
             retention: 3600 * SECONDS,
             propagation: Default::default(),

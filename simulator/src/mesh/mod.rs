@@ -82,7 +82,8 @@
 //! different service from a VirtualService is not simulated; requests the client's proxy answers
 //! before reaching a pod (`NR`, `FI`, `UH`) are reported against the service's `unknown`
 //! destination workload, as Istio's stats filter does; a Linkerd retry budget is shared by
-//! the client's requests to the service and counted over one to two `ttl` windows. A client
+//! the client's requests to the service, credited by the results it does not retry and counted
+//! over one to two `ttl` windows. A client
 //! without a sidecar sends through its kube-proxy cluster (a random ready pod per request, no
 //! route or DestinationRule) and only the run's figures see what it saw; a timeout that
 //! abandons an attempt at the pod is reported by the destination at once as code 0 `DC`.
@@ -282,6 +283,8 @@ pub struct Mesh {
     default_mtls: MtlsMode,
     /// Istio's default retry policy also retries 503 ([`MeshConfig::istio_retry_503`]).
     istio_retry_503: bool,
+    /// [`MeshConfig::istio_retry_backoff`].
+    istio_retry_backoff: bool,
     default_namespace: String,
     /// Clients holding a certificate of their own (the configured ones; a call uses its
     /// version's): certificates are theirs first, then the versions'.

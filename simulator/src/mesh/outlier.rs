@@ -93,6 +93,9 @@ pub struct OutlierConfig {
     pub failure_percentage: Option<FailurePercentageDetector>,
     /// Which max-ejection-percent rule.
     pub(crate) rule: EjectionRule,
+    /// `split_external_local_origin_errors`: the `consecutive_local_origin_failure` threshold
+    /// (enforced), local-origin errors then kept out of the 5xx and gateway counts.
+    pub(crate) consecutive_local_origin: Option<u32>,
 }
 
 impl OutlierConfig {
@@ -110,6 +113,12 @@ impl OutlierConfig {
             success_rate: None,
             failure_percentage: None,
             rule,
+            // Istio sets the threshold only when above 0; Envoy's default is 5, enforced 100%.
+            consecutive_local_origin: spec.split_external_local_origin_errors.then(|| {
+                spec.consecutive_local_origin_failures
+                    .filter(|n| *n > 0)
+                    .unwrap_or(5)
+            }),
         }
     }
 }
@@ -119,6 +128,7 @@ impl OutlierConfig {
 pub struct HostOutlier {
     consecutive_5xx: u32,
     consecutive_gateway: u32,
+    consecutive_local_origin: u32,
     /// Whether the host is ejected.
     pub(crate) ejected: bool,
     backoff: u32,
@@ -243,6 +253,35 @@ impl OutlierDetector {
         self.hosts.iter().filter(|h| h.active).count() as u32
     }
 
+    /// Records the end of an attempt at host `h`: `local_failure` when no response came back
+    /// (a connect failure, a reset, a timeout: Envoy's local-origin errors). Without the split
+    /// those count as their code (503, 504); with it (envoy `outlier_detection_impl.cc`,
+    /// `putResultWithLocalExternalSplit`) they count only towards the consecutive local-origin
+    /// failures, and any response resets that count before its code is counted.
+    pub fn on_result(
+        &mut self,
+        h: usize,
+        code: u16,
+        local_failure: bool,
+        now: SimTime,
+    ) -> OutlierChange {
+        let Some(threshold) = self.cfg.consecutive_local_origin else {
+            return self.on_response(h, code, now);
+        };
+        if !local_failure {
+            self.hosts[h].consecutive_local_origin = 0;
+            return self.on_response(h, code, now);
+        }
+        let mut change = OutlierChange::default();
+        let host = &mut self.hosts[h];
+        host.consecutive_local_origin += 1;
+        if host.consecutive_local_origin == threshold {
+            host.consecutive_local_origin = 0;
+            self.eject(h, now, 100, &mut change, None);
+        }
+        change
+    }
+
     /// Records a response (or a local-origin failure mapped to 503/504) from host `h`.
     pub fn on_response(&mut self, h: usize, code: u16, now: SimTime) -> OutlierChange {
         let mut change = OutlierChange::default();
@@ -340,6 +379,7 @@ impl OutlierDetector {
                     host.last_unejection = Some(now);
                     host.consecutive_5xx = 0;
                     host.consecutive_gateway = 0;
+                    host.consecutive_local_origin = 0;
                     self.ejected -= 1;
                     self.changes.push((h as u32, None));
                     change.unejected += 1;

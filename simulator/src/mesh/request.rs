@@ -232,10 +232,6 @@ impl Mesh {
             self.start_attempt(req);
             return;
         }
-        if let Some(b) = self.clients[c].budget.as_mut() {
-            b.deposit(now);
-        }
-
         // Route: header profile -> rule (cached per route epoch) -> weighted version.
         let epoch = self.route_epoch(c);
         if self.clients[c].cache_epoch != Some(epoch) {
@@ -429,7 +425,8 @@ impl Mesh {
             self.complete(req, 503, flags::UH);
             return;
         };
-        let Some(h) = self.pick_host(ci, &r.tried, r.ntried) else {
+        let avoid = self.rules[r.rule].retry.avoid_tried;
+        let Some(h) = self.pick_host(ci, &r.tried, if avoid { r.ntried } else { 0 }) else {
             self.release_retry_hold(req);
             self.complete(req, 503, flags::UH);
             return;
@@ -496,7 +493,9 @@ impl Mesh {
         let reset = local && f & flags::UT != 0;
         self.release_conn(a, reset || f & flags::UC != 0);
         let ci = at.cluster;
-        self.record_response(ci, at.host, at.sent, code);
+        // Envoy's local-origin errors: no connection, a reset, a timeout.
+        let local_failure = f & (flags::UF | flags::UC | flags::UT) != 0;
+        self.record_response(ci, at.host, at.sent, code, local_failure);
         if local && f & flags::UT != 0 {
             self.abandon(a);
         } else {

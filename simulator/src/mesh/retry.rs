@@ -8,11 +8,13 @@ use super::event::Ev;
 use super::trace::trace;
 use super::{ClusterId, Mesh, RequestId};
 use crate::engine::{MILLIS, SECONDS, SimTime, Stream};
-use crate::manifest::{RetryOn, ServiceProfile};
+use crate::manifest::{Retries, RetryOn, ServiceProfile};
 use crate::telemetry::flags;
 
-/// Linkerd's retry budget: retries may add `ratio` of the requests plus `min_per_sec` per second,
-/// counted over the last one to two `ttl` windows.
+/// Linkerd's retry budget: retries may add `ratio` of the results not retried plus `min_per_sec`
+/// per second, counted over the last one to two `ttl` windows. linkerd2-proxy deposits only a
+/// result it does not retry (`http/retry.rs`, over Tower's `TpsBudget`), so a failing service
+/// earns few retries.
 #[derive(Clone, Debug)]
 pub(super) struct RetryBudget {
     pub(super) ratio: f64,
@@ -72,7 +74,15 @@ pub(super) struct RetryPolicy {
     pub(super) attempts: u32,
     pub(super) per_try_timeout: Option<SimTime>,
     pub(super) on: RetryOn,
+    /// The backoff's base interval in whole milliseconds (Envoy's default 25 ms).
+    pub(super) backoff_base_ms: u32,
+    /// A retry avoids the hosts already tried (Envoy's `previous_hosts` predicate, which Istio
+    /// sets unless `retryIgnorePreviousHosts: false`).
+    pub(super) avoid_tried: bool,
 }
+
+/// Envoy's default retry backoff base (router filter docs, `x-envoy-retry-on`).
+pub(super) const DEFAULT_BACKOFF_BASE_MS: u32 = 25;
 
 impl RetryPolicy {
     pub(super) fn none() -> Self {
@@ -80,6 +90,29 @@ impl RetryPolicy {
             attempts: 0,
             per_try_timeout: None,
             on: RetryOn::default(),
+            backoff_base_ms: DEFAULT_BACKOFF_BASE_MS,
+            avoid_tried: true,
+        }
+    }
+    /// A VirtualService's `retries`, as Istio's `ConvertPolicy` turns it into Envoy's policy:
+    /// started from the default (`retryOn` included), `backoff` as the base interval when
+    /// `backoff` (Istio 1.26 and later, istio/istio#55639).
+    pub(super) fn istio(rt: &Retries, retry_503: bool, backoff: bool) -> Self {
+        Self {
+            attempts: rt.attempts,
+            per_try_timeout: rt.per_try_timeout,
+            on: rt
+                .retry_on
+                .clone()
+                .unwrap_or_else(|| RetryOn::istio_default(retry_503)),
+            backoff_base_ms: rt
+                .backoff
+                .filter(|_| backoff)
+                .map_or(DEFAULT_BACKOFF_BASE_MS, |b| {
+                    u32::try_from(b / MILLIS).unwrap_or(u32::MAX)
+                }),
+            // "User has specified RetryIgnorePreviousHosts, so honor it" (ConvertPolicy).
+            avoid_tried: rt.ignore_previous_hosts.unwrap_or(true),
         }
     }
     pub(super) fn istio_default(retry_503: bool) -> Self {
@@ -87,6 +120,8 @@ impl RetryPolicy {
             attempts: 2,
             per_try_timeout: None,
             on: RetryOn::istio_default(retry_503),
+            backoff_base_ms: DEFAULT_BACKOFF_BASE_MS,
+            avoid_tried: true,
         }
     }
 }
@@ -103,6 +138,9 @@ impl Mesh {
         let rule = &self.rules[r.rule];
         // A client without a sidecar has no proxy to retry for it.
         let retriable = self.clients[client].sidecar && is_retriable(&rule.retry.on, code, f);
+        if !retriable && let Some(b) = self.clients[client].budget.as_mut() {
+            b.deposit(now);
+        }
         if retriable && r.retries_done < rule.retry.attempts {
             let cl = &mut self.clusters[ci];
             if cl.retries_active >= retry_limit(&cl.policy, cl.active_requests + cl.pending) {
@@ -126,7 +164,8 @@ impl Mesh {
             let rr = &mut self.reqs[req];
             rr.retries_done = n;
             rr.holds_retry = true;
-            let backoff = retry_backoff(n, &mut self.clients[client].retry);
+            let base = rule.retry.backoff_base_ms;
+            let backoff = retry_backoff(n, base, &mut self.clients[client].retry);
             trace!(self, "retry", "req" => r.number, "try" => n + 1,
                 "ms" => crate::trace::ms(backoff));
             self.telemetry.proxy_mut(client.0, version.0).retries += 1;
@@ -177,7 +216,7 @@ impl Mesh {
             self.release_conn(a, true);
             let cl = &mut self.clusters[at.cluster];
             let change = match cl.od.as_mut() {
-                Some(od) => od.on_response(at.host as usize, 504, self.q.now()),
+                Some(od) => od.on_result(at.host as usize, 504, true, self.q.now()),
                 None => Default::default(),
             };
             if change.membership_changed() {
@@ -216,19 +255,20 @@ impl Mesh {
 
 /// Envoy's fully jittered exponential backoff as its code computes it (envoy
 /// `source/common/common/backoff_strategy.cc`, `JitteredExponentialBackOffStrategy`): retry n
-/// waits a whole number of milliseconds in [0, bound(n)), where bound(1) is the 25 ms base and
-/// each retry doubles it while it is below half the 250 ms cap, else takes the cap: 25, 50, 100,
-/// 200, 250, 250... (not the (2^n - 1) * 25 ms the router docs give).
-pub(super) fn retry_backoff(n: u32, rng: &mut Stream) -> SimTime {
-    SimTime::from(rng.below(backoff_bound_ms(n))) * MILLIS
+/// waits a whole number of milliseconds in [0, bound(n)), where bound(1) is the base (25 ms
+/// unless Istio's `retries.backoff` sets it) and each retry doubles it while it is below half the
+/// cap, ten times the base (the router's default `max_interval`), else takes the cap: 25, 50,
+/// 100, 200, 250, 250... (not the (2^n - 1) * 25 ms the router docs give).
+pub(super) fn retry_backoff(n: u32, base_ms: u32, rng: &mut Stream) -> SimTime {
+    SimTime::from(rng.below(backoff_bound_ms(n, base_ms))) * MILLIS
 }
 
-fn backoff_bound_ms(n: u32) -> u32 {
-    const BASE: u32 = 25;
-    const CAP: u32 = 250;
-    let mut bound = BASE;
+fn backoff_bound_ms(n: u32, base_ms: u32) -> u32 {
+    let base = base_ms.max(1);
+    let cap = base.saturating_mul(10);
+    let mut bound = base;
     for _ in 1..n.min(32) {
-        bound = if bound < CAP / 2 { bound * 2 } else { CAP };
+        bound = if bound < cap / 2 { bound * 2 } else { cap };
     }
     bound
 }
@@ -265,8 +305,9 @@ pub(super) fn failure_classes(ranges: &[(u16, u16)]) -> RetryOn {
 /// Whether Envoy's router retries an attempt that ended with `code` and flags `f` (its retry
 /// state's reset and response checks): `connect-failure` only when no connection was made
 /// (refused, connect timeout, TLS handshake failure: `UF`); a reset after the request went out
-/// (`UC`) only under `reset`, `5xx` or `gateway-error`, and `reset` also covers connect failures.
-/// A local overflow (`UO`) is never retried.
+/// (`UC`) only under `reset`, `5xx` or `gateway-error`, and `reset` also covers connect failures,
+/// as does `reset-before-request` (the request never went upstream: envoy `retry_state_impl.cc`,
+/// `wouldRetryFromReset`). A local overflow (`UO`) is never retried.
 pub(super) fn is_retriable(on: &RetryOn, code: u16, f: u16) -> bool {
     if f & flags::UO != 0 {
         return false;
@@ -277,7 +318,7 @@ pub(super) fn is_retriable(on: &RetryOn, code: u16, f: u16) -> bool {
     let no_response = connect_failure || reset;
     (on.five_xx && code >= 500)
         || (on.gateway_error && (502..=504).contains(&code))
-        || (on.connect_failure && connect_failure)
+        || ((on.connect_failure || on.reset_before_request) && connect_failure)
         || ((on.reset || on.five_xx || on.gateway_error) && no_response)
         || (on.retriable_status_codes && f == 0 && on.codes.contains(&code))
         // A per-try timeout counts as "no response": retried under 5xx, gateway-error and reset.
@@ -322,6 +363,8 @@ impl Mesh {
                     attempts: u32::MAX,
                     per_try_timeout: None,
                     on: failure_classes(&r.failure_ranges),
+                    backoff_base_ms: DEFAULT_BACKOFF_BASE_MS,
+                    avoid_tried: true,
                 };
             }
             let ids = svc.rules.clone();
@@ -354,10 +397,10 @@ mod tests {
         ];
         let mut rng = Stream::new(1, "b");
         for (n, bound) in cases {
-            assert_eq!(backoff_bound_ms(n), bound, "retry {n}");
+            assert_eq!(backoff_bound_ms(n, 25), bound, "retry {n}");
             let mut max = 0;
             for _ in 0..2000 {
-                let w = retry_backoff(n, &mut rng);
+                let w = retry_backoff(n, 25, &mut rng);
                 assert_eq!(w % MILLIS, 0, "whole milliseconds");
                 max = max.max(w);
             }
@@ -373,7 +416,10 @@ mod tests {
     fn resets_and_connect_failures_are_retried_under_envoys_conditions() {
         let on = |s: &str| RetryOn::parse(s, &mut |w| panic!("{w}"));
         // (retryOn, code, flags, retried)
-        let cases: [(&str, u16, u16, bool); 16] = [
+        let cases: [(&str, u16, u16, bool); 19] = [
+            ("reset-before-request", 503, flags::UF, true),
+            ("reset-before-request", 503, flags::UC, false),
+            ("reset-before-request", 503, 0, false),
             ("connect-failure", 503, flags::UF, true),
             ("connect-failure", 503, flags::UC, false),
             ("connect-failure", 503, flags::UO, false),

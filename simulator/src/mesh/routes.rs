@@ -11,7 +11,7 @@ use super::retry::RetryPolicy;
 use super::{ClientId, Mesh, MeshError, RuleId, ServiceId, VersionId};
 use crate::engine::SimTime;
 use crate::manifest::{
-    FaultInjection, GatewayHttpRoute, HeaderMatch, Manifest, Manifests, RetryOn, TrafficSplit,
+    FaultInjection, GatewayHttpRoute, HeaderMatch, Manifest, Manifests, TrafficSplit,
 };
 use crate::result::RuleView;
 use std::collections::{BTreeMap, BTreeSet};
@@ -416,15 +416,15 @@ impl Mesh {
             }
             let retry = match &r.retries {
                 None => self.default_retry(),
-                Some(rt) => RetryPolicy {
-                    attempts: rt.attempts,
-                    per_try_timeout: rt.per_try_timeout,
-                    // Istio starts a given policy from its default, `retryOn` included.
-                    on: rt
-                        .retry_on
-                        .clone()
-                        .unwrap_or_else(|| RetryOn::istio_default(self.istio_retry_503)),
-                },
+                Some(rt) => {
+                    if rt.backoff.is_some() && !self.istio_retry_backoff {
+                        warnings.push(format!(
+                            "VirtualService {}: retries.backoff is ignored: this Istio has no retry backoff (added in 1.26); retries wait Envoy's 25 ms base",
+                            vs.name
+                        ));
+                    }
+                    RetryPolicy::istio(rt, self.istio_retry_503, self.istio_retry_backoff)
+                }
             };
             let ns = vs.namespace.as_deref();
             let mirror = match &r.mirror {

@@ -86,6 +86,8 @@ pub struct Scenario {
     /// Istio's default retry policy also retries 503 (`istio.version` up to 1.23, or
     /// `istio.exclude_unsafe_503_from_default_retry: false`).
     pub istio_retry_503: bool,
+    /// `retries.backoff` takes effect (`istio.version` 1.26 or later, or none given).
+    pub istio_retry_backoff: bool,
     /// How route changes reach the proxies (`control_plane`).
     pub(crate) propagation: crate::mesh::Propagation,
     /// What the client workloads' sidecars cost (`proxy`; a version's is its behaviour's).
@@ -453,6 +455,13 @@ impl Context {
         }
         let certificates = self.certificates(raw.certificates.as_ref())?;
         let istio_retry_503 = self.istio_retry_503(raw.istio.as_ref())?;
+        // Istio added retry backoff in 1.26 (#55639); the version was checked just above.
+        let istio_retry_backoff = raw
+            .istio
+            .as_ref()
+            .and_then(|i| i.version.as_deref())
+            .and_then(model::parse_istio_minor)
+            .is_none_or(|m| m >= 26);
         let propagation = self.propagation(raw.control_plane.as_ref(), duration)?;
         let hooks = match &spec {
             Some(spec) => self.hooks(&raw, spec)?,
@@ -493,6 +502,7 @@ impl Context {
             variants,
             certificates,
             istio_retry_503,
+            istio_retry_backoff,
             propagation,
             proxy,
             handshake_cpu,

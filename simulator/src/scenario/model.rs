@@ -353,7 +353,7 @@ impl Context {
 }
 
 /// The minor number of an Istio version `1.MINOR` or `1.MINOR.PATCH`.
-fn parse_istio_minor(v: &str) -> Option<u32> {
+pub(super) fn parse_istio_minor(v: &str) -> Option<u32> {
     let mut parts = v.trim().trim_start_matches('v').split('.');
     if parts.next()? != "1" {
         return None;

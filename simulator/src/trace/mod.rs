@@ -22,8 +22,9 @@ pub(crate) const LEGEND: &str = "\
 Trace (--trace FILE): one line per event, in simulated-time order:
   <seconds>.<micros>s  <event>  key=value ...
 Mesh events (the client's proxy and the pods):
-  request        a client request arrives and is routed    req client version
-  unrouted       no route matches (404) or all weights 0   req client code flags
+  request        a client request arrives and is routed     req client version
+  unrouted       no route matches (404) or all weights 0    req client code flags
+  answered       the route answers itself (no pod)          req client code flags
   fault-abort    the route's fault aborts the request       req client code
   fault-delay    the route's fault delays the request       req client ms
   pool-wait      no ready connection: the attempt waits     req try pod pending
@@ -33,6 +34,7 @@ Mesh events (the client's proxy and the pods):
   attempt-sent   an attempt leaves on a ready connection    req try client pod version
   mirror-sent    a mirrored copy leaves for a pod           client pod version
   at-pod         an attempt reaches the pod                 req try pod queue
+  refused        the pod's sidecar denies the attempt       req try pod code
   dropped        a black-holed pod swallows the attempt     req try pod
   pod-done       the pod has served the attempt             req try pod code
   attempt-end    the client's proxy ends the attempt        req try pod code flags
@@ -74,13 +76,35 @@ Fields:
 A line starting with `#` heads each variant's run. Filters (--trace-filter KEY=VALUE,
 repeatable or comma-separated; all must hold) keep the lines whose field KEY equals VALUE; KEY
 is `event` or a field above but reason and text (`request` is an alias of `req`), e.g.
---trace-filter req=42 or --trace-filter pod=podinfo-canary-0,event=at-pod.";
+--trace-filter req=42 or --trace-filter pod=podinfo-canary-0,event=at-pod. A comma not
+followed by KEY= belongs to the value, as in flags=UF,URX.";
 
 /// The keys a filter may name: the legend's fields and `event`.
 const KEYS: &[&str] = &[
     "event", "req", "try", "client", "version", "pod", "code", "flags", "ms", "queue", "pending",
     "limit", "workload", "what", "phase", "weight", "mirror", "metric", "value", "verdict",
 ];
+
+/// The keys whose values the trace always writes as whole numbers.
+const NUMBERS: &[&str] = &["req", "try", "code", "queue", "pending"];
+
+/// A `--trace-filter` value cut into its `KEY=VALUE` terms at the commas followed by a `KEY=`:
+/// a comma followed by no `=` is part of the value, as in the flags the trace writes
+/// (`flags=UF,URX`).
+fn split_terms(spec: &str) -> Vec<&str> {
+    let mut terms = Vec::new();
+    let mut start = 0;
+    for (i, _) in spec.match_indices(',') {
+        let next = &spec[i + 1..];
+        let piece = next.split(',').next().unwrap_or_default();
+        if piece.contains('=') || !spec[start..i].contains('=') {
+            terms.push(&spec[start..i]);
+            start = i + 1;
+        }
+    }
+    terms.push(&spec[start..]);
+    terms
+}
 
 /// The event names of the [`LEGEND`]: the first word of each entry between its first section
 /// heading and `Fields:`.
@@ -106,7 +130,7 @@ impl Filter {
     pub(crate) fn parse(specs: &[String]) -> Result<Filter, String> {
         let mut terms = Vec::new();
         for spec in specs {
-            for term in spec.split(',') {
+            for term in split_terms(spec) {
                 let Some((key, value)) = term.split_once('=') else {
                     return Err(format!(
                         "`{term}` is not KEY=VALUE (e.g. pod=podinfo-canary-0)"
@@ -127,6 +151,11 @@ impl Filter {
                     return Err(format!(
                         "no event is named `{value}` in `{term}`: expected one of {}",
                         events().collect::<Vec<_>>().join(", ")
+                    ));
+                }
+                if NUMBERS.contains(&key) && !value.bytes().all(|b| b.is_ascii_digit()) {
+                    return Err(format!(
+                        "`{value}` in `{term}` is not a whole number, as every `{key}` the trace writes is"
                     ));
                 }
                 terms.push((key, value.to_string()));
@@ -313,5 +342,63 @@ mod tests {
         );
         let e = Filter::parse(&["pod".into()]).unwrap_err();
         assert!(e.contains("KEY=VALUE"), "{e}");
+        let e = Filter::parse(&["req=abc".into()]).unwrap_err();
+        assert!(e.contains("whole number"), "{e}");
+    }
+
+    /// A value the trace writes with commas (several flags) is one value; a comma followed by
+    /// `KEY=` starts another term.
+    #[test]
+    fn a_comma_not_followed_by_a_key_belongs_to_the_value() {
+        let cases: [(&str, &[&str]); 5] = [
+            ("flags=UF,URX", &["flags=UF,URX"]),
+            (
+                "flags=UF,URX,event=attempt-end",
+                &["flags=UF,URX", "event=attempt-end"],
+            ),
+            ("req=7,event=at-pod", &["req=7", "event=at-pod"]),
+            ("pod,req=7", &["pod", "req=7"]),
+            ("req=7", &["req=7"]),
+        ];
+        for (spec, want) in cases {
+            assert_eq!(split_terms(spec), want, "{spec}");
+        }
+        let f = Filter::parse(&["flags=UF,URX".into()]).unwrap();
+        let s = &mut String::new();
+        let line: [(&str, &dyn Display); 1] = [("flags", &"UF,URX")];
+        assert!(f.keeps("attempt-end", &line, s));
+        let line: [(&str, &dyn Display); 1] = [("flags", &"UF")];
+        assert!(!f.keeps("attempt-end", &line, s));
+    }
+
+    /// Every event the simulator writes (a `trace!` or an `emit` with a literal name anywhere
+    /// in src/) is in the legend, so `--trace-filter event=NAME` accepts it (cli_trace.rs checks
+    /// that scenarios/README.md repeats the legend).
+    #[test]
+    fn every_event_written_is_in_the_legend() {
+        let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+        let call = regex::Regex::new(r#"(?:trace!|\.emit)\(\s*[^,()]+,\s*"([a-z-]+)""#).unwrap();
+        let mut dirs = vec![root.join("src")];
+        let mut written = std::collections::BTreeSet::new();
+        while let Some(dir) = dirs.pop() {
+            for entry in std::fs::read_dir(&dir).unwrap() {
+                let path = entry.unwrap().path();
+                if path.is_dir() {
+                    dirs.push(path);
+                } else if path.extension().is_some_and(|e| e == "rs") {
+                    let text = std::fs::read_to_string(&path).unwrap();
+                    written.extend(call.captures_iter(&text).map(|c| c[1].to_string()));
+                }
+            }
+        }
+        written.remove("event"); // the trace! macro's own documentation
+        assert!(written.len() > 20, "{written:?}");
+        let legend: Vec<&str> = events().collect();
+        for e in &written {
+            assert!(
+                legend.contains(&e.as_str()),
+                "`{e}` is written but not in the legend"
+            );
+        }
     }
 }

@@ -202,3 +202,30 @@ pub fn total(mesh: &Mesh, reporter: Reporter) -> (u64, u64) {
 
 /// The mesh-wide PeerAuthentication that requires mutual TLS.
 pub const STRICT: &str = "kind: PeerAuthentication\nmetadata:\n  name: default\n  namespace: istio-system\nspec:\n  mtls:\n    mode: STRICT\n";
+
+/// One service `podinfo` with a `primary` version of `pods` pods (5 ms, 8 workers) and one
+/// client `client` sending `rps`.
+pub fn podinfo(seed: u64, pods: u32, rps: f64) -> MeshConfig {
+    MeshConfig {
+        seed,
+        services: vec![ServiceConfig::new(
+            "podinfo",
+            vec![VersionConfig::new("primary", pods, behaviour(5, 8))],
+        )],
+        clients: vec![ClientConfig::new("client", "podinfo", rps)],
+        ..Default::default()
+    }
+}
+
+/// A VirtualService routing `podinfo` to the whole service; a test appends to its route.
+pub const VS_PODINFO: &str = "kind: VirtualService\nmetadata:\n  name: p\nspec:\n  hosts: [podinfo]\n  http:\n    - route:\n        - destination:\n            host: podinfo\n";
+
+/// Every connection to `podinfo` fails its TLS handshake (the DestinationRule, whose
+/// `trafficPolicy` gets `outlier`, asks `ISTIO_MUTUAL` of servers whose sidecars have mTLS
+/// disabled): each attempt ends 503 `UF`, a local-origin error (Envoy `outlier.rst`). `retries`
+/// is appended to [`VS_PODINFO`]'s route.
+pub fn handshake_failures(outlier: &str, retries: &str) -> String {
+    format!(
+        "kind: DestinationRule\nmetadata:\n  name: p\nspec:\n  host: podinfo\n  trafficPolicy:\n    tls: {{mode: ISTIO_MUTUAL}}\n{outlier}---\nkind: PeerAuthentication\nmetadata:\n  name: default\n  namespace: istio-system\nspec:\n  mtls:\n    mode: DISABLE\n---\n{VS_PODINFO}{retries}"
+    )
+}
