@@ -40,6 +40,7 @@ Mesh events (the client's proxy and the pods):
   attempt-end    the client's proxy ends the attempt        req try pod code flags
   retry          a retry is scheduled after a backoff       req try ms
   route-timeout  the route's timeout ends the request       req
+  call-timeout   the calling app gives up on a call (DC)    req
   request-done   the request completes at the client        req client version code flags ms
   pod-crash      a pod crashes                              pod
   pod-restart    a crashed pod starts again                 pod
