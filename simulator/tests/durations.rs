@@ -1,5 +1,8 @@
-//! Review of issue 16 (the one duration grammar): durations that the real APIs refuse or read
-//! otherwise.
+//! Durations read as the real APIs read them: Go's `time.ParseDuration` for Istio's fields, the
+//! Gateway API's own grammar (GEP-2257) for its timeouts, and the bounds Envoy and Istio's
+//! validation put on each field (an outlier sweep interval above 0, a route timeout of at least
+//! 1ms under Istio, a zero timeout that disables it under the Gateway API), each refused at its
+//! line when out of them. (From reviews r16 and r16b of issue 16, the one duration grammar.)
 
 mod support;
 
