@@ -1,6 +1,9 @@
 //! A Canary's settings that a mesh's API or Flagger would read otherwise: a Gateway API request
-//! timeout outside GEP-2257 is bad input at its line, and a threshold below 1, which Flagger
-//! reads as 1, is read as 1 and warned about wherever a Canary is patched (`compare`, `sweep`).
+//! timeout outside GEP-2257 is bad input at its line; a `trafficPolicy` or `retries` value
+//! Istio refuses is bad input at the Canary's line, and a `trafficPolicy` under a provider
+//! without DestinationRules is warned unused; the Canary's own timeout is not warned about as
+//! replaced; and a threshold below 1, which Flagger reads as 1, is read as 1 and warned about
+//! wherever a Canary is patched (`compare`, `sweep`). (Durations: durations.rs.)
 
 mod support;
 
@@ -81,4 +84,104 @@ fn a_threshold_below_one_is_read_as_one_and_warned_about_in_compare_and_sweep() 
         "{}",
         out.stderr
     );
+}
+
+/// BASE with `extra` (indented under `service:`) added after the Canary's port.
+fn with_service(extra: &str) -> String {
+    base_with("      port: 9898\n", &format!("      port: 9898\n{extra}"))
+}
+
+/// Istio's CRD and validation refuse these settings (`tls.mode` is an enum; `trafficPolicy`,
+/// `outlierDetection` and a route's `retries` are objects; `maxConnections` must be
+/// non-negative, `validateConnectionPool`), and the simulator's own readers refuse them: the
+/// Canary loader reads the objects the router would write from it with those readers, so each
+/// is bad input at the Canary's line (it was a NODATA rollback and exit 1, once copied).
+#[test]
+fn a_bad_non_duration_value_in_the_canary_traffic_policy_is_bad_input_at_its_line() {
+    for (name, extra, needle, field) in [
+        (
+            "tls-mode.yaml",
+            "      trafficPolicy:\n        tls: {mode: BANANA}\n",
+            "tls: {mode",
+            "canary.spec.service.trafficPolicy.tls.mode",
+        ),
+        (
+            "policy-scalar.yaml",
+            "      trafficPolicy: 5\n",
+            "trafficPolicy: 5",
+            "canary.spec.service.trafficPolicy",
+        ),
+        (
+            "outlier-scalar.yaml",
+            "      trafficPolicy:\n        outlierDetection: soon\n",
+            "outlierDetection: soon",
+            "canary.spec.service.trafficPolicy.outlierDetection",
+        ),
+        (
+            "retries-scalar.yaml",
+            "      retries: 3\n",
+            "retries: 3",
+            "canary.spec.service.retries",
+        ),
+        (
+            "max-connections.yaml",
+            "      trafficPolicy:\n        connectionPool: {tcp: {maxConnections: -1}}\n",
+            "connectionPool:",
+            "canary.spec.service.trafficPolicy.connectionPool.tcp.maxConnections",
+        ),
+    ] {
+        let text = with_service(extra);
+        assert_bad_input(name, &text, line_of(&text, needle), field, "");
+    }
+}
+
+/// The harness warned that "the controller's routes replace its timeout; set the Canary's
+/// service.timeout instead" when the VirtualService replaced was the controller's own earlier
+/// apply, which carries the Canary's `service.timeout`: only a scenario's own is warned about.
+#[test]
+fn a_canary_service_timeout_is_not_warned_about_as_replaced() {
+    for extra in [
+        "      timeout: 2s\n",
+        "      retries: {attempts: 2, perTryTimeout: 1s}\n",
+    ] {
+        let file = write("canary-timeout.yaml", &with_service(extra));
+        let out = sim(&["run", path_str(&file)]);
+        assert_eq!(out.code, 0, "{}{}", out.stdout, out.stderr);
+        let all = format!("{}{}", out.stdout, out.stderr);
+        assert!(
+            !all.contains("the controller's routes replace its"),
+            "{extra}: {all}"
+        );
+    }
+}
+
+/// Only Istio's DestinationRules carry `service.trafficPolicy`: under another provider (named
+/// by the Canary, or the data plane's default) a value Istio would refuse is not checked, and
+/// the policy is reported unused.
+#[test]
+fn a_traffic_policy_under_a_provider_without_destination_rules_is_warned_unused() {
+    let policy = "      trafficPolicy:\n        outlierDetection: {interval: 0s}\n";
+    let gateway = base_with("    targetRef:", "    provider: gatewayapi\n    targetRef:").replacen(
+        "      port: 9898\n",
+        &format!("      port: 9898\n{policy}"),
+        1,
+    );
+    let linkerd = base_with("namespace: test\n", "namespace: test\nmesh: linkerd\n").replacen(
+        "      port: 9898\n",
+        &format!("      port: 9898\n{policy}"),
+        1,
+    );
+    for (name, text) in [
+        ("policy-gateway.yaml", gateway),
+        ("policy-linkerd.yaml", linkerd),
+    ] {
+        let file = write(name, &text);
+        let out = sim(&["validate", path_str(&file)]);
+        assert_eq!(out.code, 0, "{name}: {}{}", out.stdout, out.stderr);
+        let all = format!("{}{}", out.stdout, out.stderr);
+        assert!(
+            all.contains("spec.service.trafficPolicy: not used"),
+            "{name}: {all}"
+        );
+    }
 }

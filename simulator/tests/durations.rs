@@ -163,3 +163,59 @@ fn a_huge_base_ejection_time_is_refused_not_a_panic() {
     assert_eq!(out.code, 2, "{}{}", out.stdout, out.stderr);
     assert!(out.stderr.contains("baseEjectionTime"), "{}", out.stderr);
 }
+
+/// Istio's `ValidateHTTPRetry` checks `retries.backoff` with `ValidateDuration` (and the CRD
+/// asks `>= 1ms`), as it checks `perTryTimeout`; the Canary's `retries` is copied verbatim into
+/// the VirtualService, and a scenario's VirtualService reader checks it too (both once knew
+/// `backoff` without checking it).
+#[test]
+fn an_istio_retry_backoff_istio_refuses_is_bad_input_at_its_line() {
+    let text = base_with(
+        "      port: 9898\n",
+        "      port: 9898\n      retries: {attempts: 2, backoff: 0s}\n",
+    );
+    assert_bad_input(
+        "canary-backoff.yaml",
+        &text,
+        line_of(&text, "backoff: 0s"),
+        "canary.spec.service.retries.backoff",
+        "at least 1ms",
+    );
+
+    let vs = "  ---\n  apiVersion: networking.istio.io/v1beta1\n  kind: VirtualService\n  metadata:\n    name: other\n    namespace: test\n  spec:\n    hosts: [podinfo]\n    http:\n      - route:\n          - destination: {host: podinfo}\n        retries: {attempts: 2, backoff: banana}\n";
+    let text = base_with(
+        "    host: podinfo\ncanary:",
+        &format!("    host: podinfo\n{vs}canary:"),
+    );
+    let file = write("vs-backoff.yaml", &text);
+    let out = sim(&["validate", path_str(&file)]);
+    assert_eq!(out.code, 2, "{}{}", out.stdout, out.stderr);
+    assert!(out.stderr.contains("retries.backoff"), "{}", out.stderr);
+}
+
+/// A scenario's own DestinationRule is read with the rules the Canary's `trafficPolicy` is
+/// validated with (the controller's `TRAFFIC_POLICY_DURATIONS`): it was read with fewer
+/// (`tcp.idleTimeout` took any duration, and `maxConnectionDuration`, `tcpKeepalive`,
+/// `http2KeepAlive`, `warmupDurationSecs` and `warmup.duration` were neither read nor checked). Istio refuses each of these (`validateConnectionPool`,
+/// `validateLoadBalancer`, the CRD's `duration(self) >= duration('1ms')`), as the Canary does.
+#[test]
+fn a_scenario_destination_rule_duration_istio_refuses_is_bad_input_at_its_line() {
+    for policy in [
+        "connectionPool: {tcp: {idleTimeout: 1500us}}",
+        "connectionPool: {tcp: {maxConnectionDuration: banana}}",
+        "connectionPool: {tcp: {tcpKeepalive: {time: 0s}}}",
+        "connectionPool: {http: {http2KeepAlive: {interval: 0s, timeout: 1s}}}",
+        "loadBalancer: {simple: ROUND_ROBIN, warmupDurationSecs: 0s}",
+        "loadBalancer: {simple: LEAST_REQUEST, warmup: {duration: banana}}",
+    ] {
+        let text = base_with(
+            "    host: podinfo\ncanary:",
+            &format!("    host: podinfo\n    trafficPolicy:\n      {policy}\ncanary:"),
+        );
+        let file = write("dr-durations.yaml", &text);
+        let out = sim(&["validate", path_str(&file)]);
+        assert_eq!(out.code, 2, "{policy}: {}{}", out.stdout, out.stderr);
+        let prefix = format!("{}:{}: ", file.display(), line_of(&text, policy));
+        assert!(out.stderr.contains(&prefix), "{prefix} in {}", out.stderr);
+    }
+}
