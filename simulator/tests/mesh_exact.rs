@@ -149,6 +149,29 @@ fn scenario_istio_settings_choose_the_default_retry_policy() {
     }
 }
 
+/// The scenario's Istio version reaches the mesh through the harness: `istio: {version:
+/// '1.23'}` retries a 503 by default, the default version does not. (The test above checks only
+/// the parsed flag, and the mesh tests set `MeshConfig::istio_retry_503` by hand; review r17.)
+#[test]
+fn the_scenario_istio_version_reaches_the_default_retry_policy() {
+    use fledge_simulator::harness;
+    use fledge_simulator::scenario::Scenario;
+    for (section, retried) in [("", false), ("istio: {version: '1.23'}\n", true)] {
+        let text = support::BASE
+            .replace(
+                "    latency: {p50: 10ms, p99: 40ms}\n",
+                "    latency: {p50: 10ms, p99: 40ms}\n    error_rate: 0.05\n    error_code: 503\n",
+            )
+            .replace("duration: 8m\n", "duration: 1m\n");
+        let text = format!("{text}{section}");
+        let s = Scenario::parse(&text, std::path::Path::new("t.yaml"))
+            .unwrap_or_else(|e| panic!("{section}: {e}"));
+        let r = harness::run(&s, &s.variants[0], 1).expect("runs");
+        let retries = r.counters.get("retries").copied().unwrap_or(0);
+        assert_eq!(retries > 0, retried, "{section:?}: {retries} retries");
+    }
+}
+
 /// Fix 9: a retry the `maxRetries` circuit breaker refuses ends the request with flag UO, not
 /// URX; URX is for attempts run out (envoy `source/common/router/router.cc`: `NoOverflow` sets
 /// UpstreamOverflow, `NoRetryLimitExceeded` sets UpstreamRetryLimitExceeded).
@@ -338,6 +361,32 @@ fn destination_rule_retry_budget_bounds_retries_in_flight() {
             "{policy}: the budget was reached"
         );
     }
+}
+
+/// Retries in flight through a route without a subset are observed on the cluster over the
+/// whole service, where that route sends: bounded by `maxRetries`, and not 0 (they were read
+/// from the per-version subset cluster only, so the retry-budget test in `mesh_exact.rs` and
+/// any bound on retries through such a route could not fail; review r17).
+#[test]
+fn retries_in_flight_are_observed_on_the_cluster_over_the_whole_service() {
+    let m = format!(
+        "kind: DestinationRule\nmetadata:\n  name: p\nspec:\n  host: podinfo\n  trafficPolicy:\n    connectionPool: {{http: {{maxRetries: 3}}}}\n---\n{VS_PODINFO}      retries: {{attempts: 5, retryOn: 5xx}}\n"
+    );
+    let mut mesh = mesh_with(podinfo(3, 3, 1000.0), &m);
+    let v = mesh.version_id("podinfo", "primary").unwrap();
+    mesh.apply(Action::SetErrorRate {
+        version: v,
+        rate: 0.5,
+    })
+    .unwrap();
+    mesh.run_until(20 * SECONDS);
+    let c = mesh.client_id("client").unwrap();
+    assert!(
+        mesh.proxy_counters(c, v).retry_overflow > 0,
+        "the limit was reached"
+    );
+    let peak = mesh.peak_retries_in_flight(c, v);
+    assert!(peak > 0 && peak <= 3, "peak retries in flight {peak}");
 }
 
 /// A retry budget's floor is reached, not only respected (review r17 finding 4: the test above

@@ -315,6 +315,58 @@ fn max_ejection_percent_counts_the_hosts_in_eds() {
     );
 }
 
+/// The mesh keeps the outlier detector's hosts those in EDS: Envoy drops a removed host's
+/// monitor, so when the ejected pod crashes and its endpoint goes, its ejection slot is free and
+/// the other failing pod is ejected (5 hosts at 25%: one ejection fits, 100 <= 125, a second
+/// does not, 200 > 125; with the crashed pod gone, 4 hosts: 100 <= 100). Review r17 found only
+/// `OutlierDetector::set_in_eds` tested, never the mesh calling it.
+#[test]
+fn a_crashed_ejected_pod_frees_its_ejection_slot_in_the_mesh() {
+    let dr = format!(
+        "kind: DestinationRule\nmetadata:\n  name: p\nspec:\n  host: podinfo\n  trafficPolicy:\n    outlierDetection: {{consecutive5xxErrors: 5, interval: 1s, baseEjectionTime: 120s, maxEjectionPercent: 25}}\n"
+    );
+    let mut mesh = mesh_with(podinfo(5, 5, 200.0), &dr);
+    let v = mesh.version_id("podinfo", "primary").unwrap();
+    let c = mesh.client_id("client").unwrap();
+    for pod in [0, 1] {
+        mesh.apply(Action::SetPodErrorRate {
+            version: v,
+            pod,
+            rate: Some(1.0),
+        })
+        .unwrap();
+    }
+    mesh.run_until(10 * SECONDS);
+    assert_eq!(mesh.ejected_hosts(c, v), 1, "one ejection fits 25% of 5");
+    // The ejected pod is the failing one that stopped getting requests.
+    let before = mesh.pod_requests(v);
+    mesh.run_until(15 * SECONDS);
+    let after = mesh.pod_requests(v);
+    let ejected = (0..2u32)
+        .find(|&p| after[p as usize] == before[p as usize])
+        .expect("one failing pod gets no requests");
+    mesh.apply(Action::CrashPod {
+        version: v,
+        pod: ejected,
+        restart_after: None,
+    })
+    .unwrap();
+    mesh.run_until(30 * SECONDS);
+    assert_eq!(
+        mesh.ejected_hosts(c, v),
+        1,
+        "the other failing pod takes the freed slot"
+    );
+    let other = 1 - ejected as usize;
+    let before = mesh.pod_requests(v);
+    mesh.run_until(35 * SECONDS);
+    assert_eq!(
+        mesh.pod_requests(v)[other],
+        before[other],
+        "the other failing pod is ejected"
+    );
+}
+
 /// `splitExternalLocalOriginErrors` with `consecutiveLocalOriginFailures`: Istio passes both to Envoy
 /// (istio/istio `pilot/pkg/networking/core/cluster_traffic_policy.go`, `applyOutlierDetection`:
 /// `SplitExternalLocalOriginErrors`, `ConsecutiveLocalOriginFailure` with enforcing 100), and
