@@ -114,6 +114,11 @@ pub fn seen(mesh: &Mesh, client: &str, version: Option<(&str, &str)>) -> WindowS
     })
 }
 
+/// The mean latency of `stats`, which must have requests.
+pub fn mean_ms(stats: &WindowStats) -> f64 {
+    stats.mean_ms().expect("requests")
+}
+
 /// Requests the clients' sidecars reported so far whose response flags satisfy `pred`.
 pub fn count_flags(mesh: &Mesh, pred: impl Fn(u16) -> bool) -> u64 {
     let sel = Selector {
