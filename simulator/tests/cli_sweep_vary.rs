@@ -352,3 +352,27 @@ expect:
     assert_ne!(out.code, 2, "{}{}", out.stdout, out.stderr);
     assert!(!out.stderr.contains("past the end"), "{}", out.stderr);
 }
+
+/// An alternative `sweep --vary` makes is held to the scenario's expectations: a request-duration
+/// bound of 5 ms rolls the healthy canary back in every run, and the sweep counts those as false
+/// rollbacks and failed expectations (review r20c: the alternatives once had none, so each
+/// reported "expectations met in 100%" whatever its runs did).
+#[test]
+fn a_varied_alternative_is_held_to_the_scenarios_expectations() {
+    let file = scenario_file("healthy-canary.yaml");
+    let vary = "analysis.metrics[1].thresholdRange.max=5";
+    let all = sweep_json(&[&file, "--threads", "1", "--seeds", "2", "--vary", vary]);
+    let s = all
+        .iter()
+        .find(|s| s["variant"] == vary)
+        .unwrap_or_else(|| panic!("no variant {vary}: {all:?}"));
+    assert_eq!(s["rolled_back"], 2, "{s}");
+    assert_eq!(
+        s["false_rollbacks"], 2,
+        "a healthy canary (no_false_rollback: true) rolled back in both runs: {s}"
+    );
+    assert_eq!(
+        s["passed"], 0,
+        "the scenario expects `outcome: promoted`: {s}"
+    );
+}

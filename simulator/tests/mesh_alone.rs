@@ -6,6 +6,7 @@ mod support;
 use std::path::Path;
 
 use serde_json::Value;
+use support::scenario::{MeshScenario, refused};
 use support::{path_str, sim, write};
 
 use fledge_simulator::result::{Outcome, RunResult, ServiceFigures};
@@ -493,4 +494,40 @@ fn a_run_of_the_mesh_alone_has_no_phase_and_no_rollout_table() {
         runs[0]["final_phase"],
         text.stdout
     );
+}
+
+/// Without a Canary, `counters.requests_primary` and `counters.requests_canary` (the requests
+/// the rollout's primary and canary answered, 0 whatever happens without one) are refused at
+/// their line, as the rollout's other expectations are (review r20c, finding 9).
+#[test]
+fn the_rollouts_counters_are_refused_without_a_canary() {
+    let text = MeshScenario::new("rollout-counters")
+        .service("reviews", &[("v1", "{pods: 1, latency: {constant: 3ms}}")])
+        .client("browser", "reviews", 5)
+        .expect("counters:\n  requests_primary: {min: 1}")
+        .text();
+    let e = refused(
+        &text,
+        "requests_primary bounds a rollout's primary, and there is none",
+    );
+    assert!(e.contains("expect.counters.requests_primary"), "{e}");
+}
+
+/// `traffic[].service` defaults to the rollout's service; without a Canary there is none, and a
+/// client that leaves `service` out is refused at `traffic[N]` rather than sent to the first
+/// service listed, a guess among several (review r20c, finding 10).
+#[test]
+fn a_client_without_a_service_is_refused_when_there_is_no_rollout() {
+    let one = [("v1", "{pods: 1, latency: {constant: 3ms}}")];
+    let text = MeshScenario::new("default-service")
+        .service("ratings", &one)
+        .service("reviews", &one)
+        .client("browser", "ratings", 5)
+        .expect("clients:\n  browser: {min_requests: 1}")
+        .text()
+        // The client names no service.
+        .replacen("    service: ratings\n", "", 1);
+    assert!(!text.contains("service: ratings"), "{text}");
+    let e = refused(&text, "no rollout, so no default service for the client");
+    assert!(e.contains("traffic[0]"), "{e}");
 }

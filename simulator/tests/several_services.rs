@@ -1,6 +1,7 @@
 //! Several services: `services:` with versions by name and pod labels, clients calling any
 //! service, DestinationRule subsets selecting versions by labels as Istio's bookinfo samples
-//! write them, and `service:` read as the one entry of `services:`.
+//! write them, `service:` read as the one entry of `services:`, and the run's counters adding
+//! up the calling versions' sidecars too.
 
 mod support;
 
@@ -9,6 +10,7 @@ use std::path::Path;
 use fledge_simulator::harness;
 use fledge_simulator::result::{RunResult, ServiceFigures};
 use fledge_simulator::scenario::Scenario;
+use support::scenario::{MeshScenario, checked, destination_rule, version_requests};
 use support::*;
 
 const BOOKINFO: &str = include_str!("../../scenarios/bookinfo-reviews.yaml");
@@ -365,4 +367,91 @@ fn names_kubernetes_refuses_are_refused_at_their_line() {
         let line = line_of(text, needle);
         assert_bad_input(&format!("k8s-name-{i}.yaml"), text, line, field, message);
     }
+}
+
+/// `front` (two pods, 1 ms) calls `back` on every request, `rate` a second; `back`'s versions
+/// are `back`, its DestinationRule's `trafficPolicy` is `policy`, and `counter` must count.
+fn calls_to_back(
+    name: &str,
+    rate: u32,
+    back: &[(&str, &str)],
+    policy: &str,
+    counter: &str,
+) -> MeshScenario {
+    MeshScenario::new(name)
+        .seed(5)
+        .service(
+            "front",
+            &[(
+                "v1",
+                "{pods: 2, workers: 200, latency: {constant: 1ms}, calls: [{service: back}]}",
+            )],
+        )
+        .service("back", back)
+        .client("browser", "front", rate)
+        .manifest(&destination_rule(
+            "back",
+            &format!("trafficPolicy:\n{policy}"),
+        ))
+        .expect(&format!("counters:\n  {counter}: {{min: 1}}"))
+}
+
+/// `back` v1 (one pod) fails half its requests, v2 (three pods) none. No route: the calls go to
+/// the cluster over all four pods, whose outlier detection the caller's sidecar runs.
+fn calls_to_a_flaky_pod() -> String {
+    calls_to_back(
+        "ejections-on-calls",
+        100,
+        &[
+            ("v1", "{pods: 1, workers: 64, latency: {constant: 2ms}, error_rate: 0.5}"),
+            ("v2", "{pods: 3, workers: 64, latency: {constant: 2ms}}"),
+        ],
+        "  outlierDetection: {consecutive5xxErrors: 3, interval: 1s, baseEjectionTime: 30s, maxEjectionPercent: 100}",
+        "ejections_enforced",
+    )
+    .duration("3m")
+    .text()
+}
+
+/// `back`'s pool (one connection, one pending request) overflows.
+fn calls_overflow_a_pool() -> String {
+    calls_to_back(
+        "overflow-on-calls",
+        300,
+        &[("v1", "{pods: 1, workers: 4, latency: {constant: 20ms}}")],
+        "  connectionPool:\n    tcp: {maxConnections: 1}\n    http: {http1MaxPendingRequests: 1, http2MaxRequests: 2}",
+        "pending_overflow",
+    )
+    .text()
+}
+
+/// The run's counters (`expect.counters`, `--json` `counters`, the ejections and overflow
+/// columns of `sweep --vary`) add up the sidecars of calling versions too, through which every
+/// call goes, not only the `traffic` clients' proxies: the outlier detection and pool limits of
+/// a service reached by calls are counted (review r20c: they once showed 0).
+#[test]
+fn counters_count_the_calls_sidecars_too() {
+    let r = checked(&calls_to_a_flaky_pod());
+    // The flaky pod was ejected by `front`'s sidecar: it served a small part of the calls.
+    let (v1, v2) = (
+        version_requests(&r, "back", "v1"),
+        version_requests(&r, "back", "v2"),
+    );
+    assert!(v1 * 20 < v1 + v2, "v1 was not ejected: v1 {v1}, v2 {v2}");
+    assert!(
+        r.counters["ejections_enforced"] > 0,
+        "the ejections of front's sidecar are not counted: {:?}; checks {:?}",
+        r.counters,
+        r.checks
+    );
+
+    let r = checked(&calls_overflow_a_pool());
+    let back = r.services.iter().find(|s| s.name == "back").expect("back");
+    assert!(back.unanswered > 1000, "{back:?}");
+    assert!(
+        r.counters["pending_overflow"] > 0,
+        "{} calls overflowed back's pool, counted 0: {:?}",
+        back.unanswered,
+        r.counters
+    );
 }
