@@ -130,6 +130,23 @@ async fn a_deletion_with_an_invalid_spec_interrupted_at_any_write_resumes_to_the
     each_write_interrupted_ends_the_same(json!({}), true, invalid_spec).await;
 }
 
+/// The cleanup of a Canary whose spec stopped validating after onboarding scales the target
+/// (at zero since onboarding) up from the spec's target name before it gives the user's apex
+/// Service back: at no step does the apex select the target's zero pods, nor is the finalizer
+/// released with the apex on the primary (review r13, finding 3).
+#[tokio::test]
+async fn a_deletion_with_an_invalid_spec_scales_the_target_up_before_the_apex_goes_back() {
+    let c = deleted(json!({}), true, invalid_spec).await;
+    c.reconcile(&c.context()).await.unwrap();
+    let apex = c.get(APEX).unwrap()["spec"]["selector"]["app"].clone();
+    let target = c.get(TARGET).unwrap()["spec"]["replicas"].clone();
+    let released = released(&c);
+    assert!(
+        !((apex == "podinfo" && target == json!(0)) || (apex == "podinfo-primary" && released)),
+        "the apex selects {apex} with the target at {target} replicas (released: {released})"
+    );
+}
+
 /// The Stalled condition's reason, if the Canary has one.
 fn stalled_reason(c: &FakeCluster) -> Option<String> {
     let conditions = c.get(CANARY).unwrap()["status"]["conditions"].clone();

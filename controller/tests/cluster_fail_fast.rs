@@ -395,3 +395,54 @@ async fn a_canary_failing_readiness_past_its_probe_budget_is_rolled_back_naming_
         ),
     );
 }
+
+/// The readiness grace is the longer of the interval and the probe's own budget: with
+/// `interval: 15s`, an app whose readiness probe waits 30 s (`initialDelaySeconds`) is not
+/// rolled back 16 s after it started, before the kubelet has even probed it (review r13,
+/// finding 2b).
+#[tokio::test]
+async fn a_canary_warming_up_within_its_readiness_probe_delay_is_not_rolled_back() {
+    let spec = json!({"analysis": {"interval": "15s",
+        "metrics": [{"name": "request-success-rate", "thresholdRange": {"min": 99},
+                     "interval": "1m"}]}});
+    let c = cluster_with(canary(spec), Some(deployment("podinfo:1")));
+    let mut t = c.get(TARGET).unwrap();
+    t["spec"]["template"]["spec"]["containers"][0]["readinessProbe"] = json!({
+        "httpGet": {"path": "/readyz", "port": 9898}, "initialDelaySeconds": 30,
+        "periodSeconds": 10, "failureThreshold": 3});
+    c.put(TARGET, t);
+    c.settle();
+    let started = scaled_up(&c).await;
+    let name = format!("podinfo-{NEW}-warm1");
+    c.put(
+        &format!("{PODS}/{name}"),
+        pod(
+            &name,
+            json!({"name": "podinfo", "ready": false, "started": true, "restartCount": 0,
+                   "image": "podinfo:2", "imageID": "",
+                   "state": {"running": {"startedAt": started}}}),
+        ),
+    );
+    c.advance_clock(Duration::from_secs(16));
+    c.reconcile(&c.context()).await.unwrap();
+    assert_ne!(c.phase(), "Failed", "{:?}", events(&c));
+}
+
+/// `CreateContainerError` is also reported for container-runtime hiccups that pass on the next
+/// pod sync (containerd's "failed to reserve container name" after a slow create): it is given
+/// the grace of the transient reasons, as `CreateContainerConfigError` is (review r13, 2c).
+#[tokio::test]
+async fn a_transient_create_container_error_is_given_the_grace() {
+    let c = cluster_with(canary(json!({})), Some(deployment("podinfo:1")));
+    let created = scaled_up(&c).await;
+    let name = format!("podinfo-{NEW}-abcde");
+    let message =
+        "failed to reserve container name \"podinfo_podinfo-7f9c-abcde\": name is reserved";
+    c.put(
+        &format!("{PODS}/{name}"),
+        waiting_pod(&name, "CreateContainerError", message, &created),
+    );
+    c.advance_clock(Duration::from_secs(10));
+    c.reconcile(&c.context()).await.unwrap();
+    assert_ne!(c.phase(), "Failed", "{:?}", events(&c));
+}
