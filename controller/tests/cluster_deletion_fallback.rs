@@ -147,6 +147,30 @@ async fn a_deletion_with_an_invalid_spec_scales_the_target_up_before_the_apex_go
     );
 }
 
+/// A held finalizer with no status at all (a backup restored without it) is the unreadable
+/// case, not "never initialised": the cleanup runs from `spec.targetRef.name` and the finalizer
+/// goes only once the user's apex Service is given back with the target up (review r13b,
+/// finding 3).
+#[tokio::test]
+async fn a_deletion_with_a_lost_status_never_releases_before_the_apex_is_given_back() {
+    let lost_status = |canary: &mut Value| {
+        canary.as_object_mut().unwrap().remove("status");
+    };
+    let c = deleted(json!({}), true, lost_status).await;
+    for _ in 0..5 {
+        let _ = c.reconcile(&c.context()).await;
+        c.settle();
+        c.advance_clock(Duration::from_secs(60));
+    }
+    let apex = c.get(APEX).unwrap()["spec"]["selector"]["app"].clone();
+    let target = c.get(TARGET).unwrap()["spec"]["replicas"].clone();
+    assert!(
+        !released(&c) || (apex == "podinfo" && target != json!(0)),
+        "finalizer released with the apex selecting {apex} (the primary goes with the Canary) \
+         and the target at {target} replicas"
+    );
+}
+
 /// The Stalled condition's reason, if the Canary has one.
 fn stalled_reason(c: &FakeCluster) -> Option<String> {
     let conditions = c.get(CANARY).unwrap()["status"]["conditions"].clone();

@@ -446,3 +446,90 @@ async fn a_transient_create_container_error_is_given_the_grace() {
     c.reconcile(&c.context()).await.unwrap();
     assert_ne!(c.phase(), "Failed", "{:?}", events(&c));
 }
+
+/// A slow starter guarded by a startup probe (`failureThreshold: 30, periodSeconds: 10`, up to
+/// 300 s) that takes 90 s to start: the grace is the startup probe's budget plus the readiness
+/// probe's, so it is not rolled back in the seconds between its startup probe passing and its
+/// first readiness probe (review r13b, finding 1).
+#[tokio::test]
+async fn a_slow_starter_whose_startup_probe_just_passed_is_not_rolled_back() {
+    let c = cluster_with(canary(json!({})), Some(deployment("podinfo:1")));
+    let mut t = c.get(TARGET).unwrap();
+    t["spec"]["template"]["spec"]["containers"][0]["startupProbe"] = json!({
+        "httpGet": {"path": "/healthz", "port": 9898},
+        "failureThreshold": 30, "periodSeconds": 10});
+    t["spec"]["template"]["spec"]["containers"][0]["readinessProbe"] = json!({
+        "httpGet": {"path": "/readyz", "port": 9898}});
+    c.put(TARGET, t);
+    c.settle();
+    let started = scaled_up(&c).await;
+    let name = format!("podinfo-{NEW}-slow1");
+    let slow = |started_flag: bool| {
+        let mut p = pod(
+            &name,
+            json!({"name": "podinfo", "ready": false, "started": started_flag,
+                   "restartCount": 0, "image": "podinfo:2", "imageID": "",
+                   "state": {"running": {"startedAt": started}}}),
+        );
+        p["metadata"]["creationTimestamp"] = json!(started);
+        p
+    };
+    // Still starting (the startup probe has not passed yet): held, as it should be.
+    c.put(&format!("{PODS}/{name}"), slow(false));
+    c.advance_clock(Duration::from_secs(80));
+    c.reconcile(&c.context()).await.unwrap();
+    assert_eq!(c.phase(), "Progressing", "while the startup probe runs");
+    // 90 s in, the startup probe passed; the readiness probe has not run yet.
+    c.put(&format!("{PODS}/{name}"), slow(true));
+    c.advance_clock(Duration::from_secs(10));
+    c.reconcile(&c.context()).await.unwrap();
+    assert_eq!(
+        c.phase(),
+        "Progressing",
+        "rolled back seconds after its startup probe passed: {}",
+        c.get(CANARY).unwrap()["status"]["message"]
+    );
+}
+
+/// The probe budgets are read from the pod's own spec: a mesh injects its proxy at admission
+/// (istio-proxy, here with a slow readiness probe), so it is in the pod, not the Deployment's
+/// template, and its budget counts, not the interval's (review r13b, finding 1).
+#[tokio::test]
+async fn an_injected_sidecar_is_judged_by_its_own_probes_from_the_pod_spec() {
+    let c = cluster_with(canary(json!({})), Some(deployment("podinfo:1")));
+    let started = scaled_up(&c).await;
+    let status = |name: &str, ready: bool| {
+        json!({"name": name, "ready": ready, "started": true, "restartCount": 0,
+               "image": name, "imageID": "", "state": {"running": {"startedAt": started}}})
+    };
+    let name = format!("podinfo-{NEW}-mesh1");
+    let mut p = pod(&name, json!(null));
+    p["metadata"]["creationTimestamp"] = json!(started);
+    p["spec"] = json!({"containers": [
+        {"name": "podinfo", "image": "podinfo:2"},
+        // 30 + 4 x 15 = 90 s, longer than the 1m interval.
+        {"name": "istio-proxy", "image": "proxyv2",
+         "readinessProbe": {"httpGet": {"path": "/healthz/ready", "port": 15021},
+                            "initialDelaySeconds": 30, "failureThreshold": 4,
+                            "periodSeconds": 15}}]});
+    p["status"]["containerStatuses"] =
+        json!([status("podinfo", true), status("istio-proxy", false)]);
+    c.put(&format!("{PODS}/{name}"), p);
+    c.advance_clock(Duration::from_secs(75));
+    c.reconcile(&c.context()).await.unwrap();
+    assert_eq!(
+        c.phase(),
+        "Progressing",
+        "rolled back within the sidecar's probe budget: {}",
+        c.get(CANARY).unwrap()["status"]["message"]
+    );
+    c.advance_clock(Duration::from_secs(15));
+    c.reconcile(&c.context()).await.unwrap();
+    let message = c.get(CANARY).unwrap()["status"]["message"].clone();
+    assert!(
+        message
+            .as_str()
+            .is_some_and(|m| m.contains("container istio-proxy: not ready after running for 90s")),
+        "past the sidecar's probe budget: {message}"
+    );
+}

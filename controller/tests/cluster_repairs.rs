@@ -266,3 +266,31 @@ async fn the_template_recorded_at_promotion_survives_a_restart_and_recreates_the
     c.reconcile(&c.context()).await.unwrap();
     assert_eq!(primary_image(&c), Some(json!("podinfo:2")), "not podinfo:3");
 }
+
+/// A primary deleted after onboarding is recreated at the size it last had, as recorded in
+/// `status.primaryReplicas` (here scaled by hand to 6 after onboarding at 4), not at the
+/// canary's size (1 with the target at 0 and no HPA), though it serves all traffic (noticed in
+/// review r13b).
+#[tokio::test]
+async fn a_deleted_primary_is_recreated_at_the_size_it_last_had() {
+    let mut d = deployment("podinfo:1");
+    d["spec"]["replicas"] = json!(4);
+    let c = cluster_with(canary(json!({})), Some(d));
+    run_until(&c, "Initialized", 5).await;
+    for _ in 0..2 {
+        c.advance_clock(Duration::from_secs(60));
+        c.reconcile(&c.context()).await.unwrap();
+        c.settle();
+    }
+    assert_eq!(c.get(TARGET).unwrap()["spec"]["replicas"], 0);
+    let mut primary = c.get(PRIMARY).unwrap();
+    primary["spec"]["replicas"] = json!(6);
+    c.put(PRIMARY, primary);
+    c.settle();
+    c.advance_clock(Duration::from_secs(60));
+    c.reconcile(&c.context()).await.unwrap();
+    c.delete(PRIMARY);
+    c.advance_clock(Duration::from_secs(60));
+    let _ = c.reconcile(&c.context()).await;
+    assert_eq!(c.get(PRIMARY).unwrap()["spec"]["replicas"], 6);
+}
