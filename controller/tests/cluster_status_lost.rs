@@ -3,7 +3,7 @@
 //! the primary it has: the serving primary keeps its size and the revision it runs (Flagger's
 //! `createPrimaryDeployment` creates it only when missing), the target's unanalysed revision is
 //! never recorded as promoted nor put on the primary, and it is rolled out again as any other.
-//! (From review r13b, finding 2; a deletion with a lost status is in
+//! (From reviews r13b, finding 2, and r13c; a deletion with a lost status is in
 //! cluster_deletion_fallback.rs.)
 #![cfg(feature = "cluster")]
 
@@ -95,5 +95,46 @@ async fn a_status_lost_mid_rollout_rolls_the_target_out_again_after_onboarding()
     assert_eq!(
         primary["spec"]["template"]["spec"]["containers"][0]["image"],
         "podinfo:2"
+    );
+}
+
+/// What was promoted is what the primary runs: after re-onboarding onto the kept `podinfo:1`,
+/// neither `lastPromotedSpec` nor the state's promoted revision is the unanalysed target's
+/// (the core's `initialize` once set it to the target's, with `Promoted=True`).
+#[tokio::test]
+async fn a_status_lost_mid_rollout_never_records_the_unanalysed_revision_as_promoted() {
+    let c = cluster_with(canary(json!({})), Some(deployment("podinfo:1")));
+    let unanalysed = status_lost_mid_rollout(&c).await;
+    run_until(&c, "Initialized", 5).await;
+    let status = c.get(CANARY).unwrap()["status"].clone();
+    assert_ne!(
+        status["lastPromotedSpec"], unanalysed,
+        "the unanalysed target recorded as promoted while the primary runs podinfo:1: {status}"
+    );
+    assert_ne!(status["state"]["promoted_revision"], unanalysed, "{status}");
+}
+
+/// While the re-onboarding waits for the kept primary to be ready, a deleted primary is
+/// recreated from the template recorded for it (`podinfo:1`), not from the unanalysed target.
+#[tokio::test]
+async fn a_primary_deleted_while_re_onboarding_is_recreated_from_the_template_it_ran() {
+    let c = cluster_with(canary(json!({})), Some(deployment("podinfo:1")));
+    status_lost_mid_rollout(&c).await;
+    // The kept primary is rolling (not ready): onboarding waits for it.
+    let mut primary = c.get(PRIMARY).unwrap();
+    primary["status"]["readyReplicas"] = json!(0);
+    c.put(PRIMARY, primary);
+    c.advance_clock(Duration::from_secs(60));
+    c.reconcile(&c.context()).await.unwrap();
+    assert_eq!(c.phase(), "Initializing");
+    let recorded = c.get(CANARY).unwrap()["status"]["primaryTemplate"].clone();
+    assert_eq!(recorded["spec"]["containers"][0]["image"], "podinfo:1");
+    c.delete(PRIMARY);
+    c.advance_clock(Duration::from_secs(60));
+    let _ = c.reconcile(&c.context()).await;
+    let primary = c.get(PRIMARY).expect("primary recreated");
+    assert_eq!(
+        primary["spec"]["template"]["spec"]["containers"][0]["image"], "podinfo:1",
+        "the primary, which serves all traffic, recreated from the unanalysed target"
     );
 }
