@@ -9,6 +9,7 @@ mod support;
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::PathBuf;
 use std::process::Command;
+use std::sync::OnceLock;
 
 use serde_json::Value;
 use support::{path_str, sim, write};
@@ -23,23 +24,72 @@ fn tmp(name: &str) -> PathBuf {
     dir.join(name)
 }
 
-#[test]
-fn requests_no_route_takes_are_in_the_access_log_and_the_spans() {
-    // The canary of reviews calls ratings on a path no route of ratings takes: 404 NR.
-    let (log, spans) = (tmp("nr.log"), tmp("nr.jsonl"));
-    let out = sim(&[
+/// What a run of a repository scenario wrote: its access log, spans and report (those asked).
+struct Outputs {
+    log: String,
+    spans: String,
+    report: String,
+}
+
+/// `run` of scenarios/`name`.yaml writing the access log, the spans and (with `report`) the
+/// report, sampling `sample` of the requests, which must exit 0. Each scenario is run once for
+/// every test reading its outputs.
+fn run_scenario(name: &str, sample: &str, report: bool) -> Outputs {
+    let (log, spans, html) = (
+        tmp(&format!("{name}.log")),
+        tmp(&format!("{name}.jsonl")),
+        tmp(&format!("{name}.html")),
+    );
+    let file = scenario(name);
+    let mut args = vec![
         "run",
-        &scenario("bookinfo-ratings-canary"),
+        &file,
         "--access-log",
         path_str(&log),
         "--traces",
         path_str(&spans),
         "--sample",
-        "1",
-    ]);
-    assert_eq!(out.code, 0, "{}", out.stderr);
-    let log = std::fs::read_to_string(&log).expect("the access log");
-    let unrouted: Vec<&str> = log.lines().filter(|l| l.contains("\" 404 NR ")).collect();
+        sample,
+    ];
+    if report {
+        args.extend(["--report", path_str(&html)]);
+    }
+    let out = sim(&args);
+    assert_eq!(out.code, 0, "{name}: {}", out.stderr);
+    Outputs {
+        log: std::fs::read_to_string(&log).expect("the access log"),
+        spans: std::fs::read_to_string(&spans).expect("the spans"),
+        report: if report {
+            std::fs::read_to_string(&html).expect("the report")
+        } else {
+            String::new()
+        },
+    }
+}
+
+/// bookinfo-ratings-canary, every request written: its canary of reviews calls ratings on a
+/// path no route of ratings takes (404 `NR`).
+fn ratings_canary() -> &'static Outputs {
+    static RUN: OnceLock<Outputs> = OnceLock::new();
+    RUN.get_or_init(|| run_scenario("bookinfo-ratings-canary", "1", false))
+}
+
+/// bookinfo-mesh (30,000 requests at the edge), 2% of them written, and its report.
+fn bookinfo_mesh() -> &'static Outputs {
+    static RUN: OnceLock<Outputs> = OnceLock::new();
+    RUN.get_or_init(|| run_scenario("bookinfo-mesh", "0.02", true))
+}
+
+/// A request no route takes (`404 NR`, answered by the client's proxy) has its access-log
+/// line and its span like any other.
+#[test]
+fn requests_no_route_takes_are_in_the_access_log_and_the_spans() {
+    let run = ratings_canary();
+    let unrouted: Vec<&str> = run
+        .log
+        .lines()
+        .filter(|l| l.contains("\" 404 NR "))
+        .collect();
     assert!(unrouted.len() > 20, "{} NR lines", unrouted.len());
     for line in &unrouted {
         assert!(
@@ -47,14 +97,16 @@ fn requests_no_route_takes_are_in_the_access_log_and_the_spans() {
             "{line}"
         );
     }
-    let spans = std::fs::read_to_string(&spans).expect("the spans");
-    let nr_spans = spans
+    let nr_spans = run
+        .spans
         .lines()
         .filter(|l| l.contains("\"response_flags\":\"NR\""))
         .count();
     assert_eq!(nr_spans, unrouted.len());
 }
 
+/// A run of several variants writes one service graph, a cluster a variant, that renders as one
+/// picture.
 #[test]
 fn several_variants_write_one_digraph_with_a_cluster_each() {
     let dot = tmp("variants.dot");
@@ -100,19 +152,12 @@ fn field<'a>(span: &'a serde_json::Value, name: &str) -> &'a str {
     v.as_str().unwrap_or("")
 }
 
+/// The spans of one request at the edge form one tree along the call graph: one root (the
+/// client's), each server span under its attempt's client span, each call under the server span
+/// of the attempt that made it.
 #[test]
 fn the_spans_of_one_bookinfo_request_form_one_tree_along_the_call_graph() {
-    let spans = tmp("bookinfo.jsonl");
-    let out = sim(&[
-        "run",
-        &scenario("bookinfo-mesh"),
-        "--traces",
-        path_str(&spans),
-        "--sample",
-        "0.02",
-    ]);
-    assert_eq!(out.code, 0, "{}", out.stderr);
-    let text = std::fs::read_to_string(&spans).expect("the spans");
+    let text = &bookinfo_mesh().spans;
     let mut traces: BTreeMap<String, Vec<serde_json::Value>> = BTreeMap::new();
     for line in text.lines() {
         let span: serde_json::Value = serde_json::from_str(line).expect("a JSON line");
@@ -204,17 +249,10 @@ fn the_spans_of_one_bookinfo_request_form_one_tree_along_the_call_graph() {
     assert_eq!(edges, graph);
 }
 
+/// The report of a mesh without a Canary draws no rollout plots and has a row a version.
 #[test]
 fn the_report_of_a_mesh_without_a_canary_draws_no_rollout_plots_and_tables_each_version() {
-    let report = tmp("bookinfo.html");
-    let out = sim(&[
-        "run",
-        &scenario("bookinfo-mesh"),
-        "--report",
-        path_str(&report),
-    ]);
-    assert_eq!(out.code, 0, "{}", out.stderr);
-    let html = std::fs::read_to_string(&report).expect("the report");
+    let html = &bookinfo_mesh().report;
     // No weight, primary or canary to draw.
     assert!(!html.contains("Canary traffic weight"), "a rollout plot");
     assert!(!html.contains("p99 latency (ms), at the destination"));
@@ -233,19 +271,11 @@ fn the_report_of_a_mesh_without_a_canary_draws_no_rollout_plots_and_tables_each_
     }
 }
 
+/// The access log's upstream cluster is `outbound|port|subset|host`, its subset the version
+/// routed to, and a call's lines carry its caller's request id.
 #[test]
 fn the_access_log_names_the_upstream_cluster_whose_subset_is_the_version_routed_to() {
-    let log = tmp("bookinfo.log");
-    let out = sim(&[
-        "run",
-        &scenario("bookinfo-mesh"),
-        "--access-log",
-        path_str(&log),
-        "--sample",
-        "0.1",
-    ]);
-    assert_eq!(out.code, 0, "{}", out.stderr);
-    let text = std::fs::read_to_string(&log).expect("the access log");
+    let text = &bookinfo_mesh().log;
     let mut subsets: BTreeMap<String, u64> = BTreeMap::new();
     let mut ids: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
     for line in text.lines() {
@@ -299,18 +329,8 @@ fn the_access_log_names_the_upstream_cluster_whose_subset_is_the_version_routed_
 /// calls) is an error, where a SERVER span would be left unset.
 #[test]
 fn a_client_span_answered_4xx_has_an_error_status() {
-    let spans = tmp("nr-spans.jsonl");
-    let out = sim(&[
-        "run",
-        &scenario("bookinfo-ratings-canary"),
-        "--traces",
-        path_str(&spans),
-        "--sample",
-        "1",
-    ]);
-    assert_eq!(out.code, 0, "{}", out.stderr);
-    let text = std::fs::read_to_string(&spans).expect("the spans");
-    let client_4xx: Vec<Value> = text
+    let client_4xx: Vec<Value> = ratings_canary()
+        .spans
         .lines()
         .map(|l| serde_json::from_str::<Value>(l).expect("a JSON line"))
         .filter(|s| {
