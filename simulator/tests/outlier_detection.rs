@@ -322,10 +322,8 @@ fn max_ejection_percent_counts_the_hosts_in_eds() {
 /// `OutlierDetector::set_in_eds` tested, never the mesh calling it.
 #[test]
 fn a_crashed_ejected_pod_frees_its_ejection_slot_in_the_mesh() {
-    let dr = format!(
-        "kind: DestinationRule\nmetadata:\n  name: p\nspec:\n  host: podinfo\n  trafficPolicy:\n    outlierDetection: {{consecutive5xxErrors: 5, interval: 1s, baseEjectionTime: 120s, maxEjectionPercent: 25}}\n"
-    );
-    let mut mesh = mesh_with(podinfo(5, 5, 200.0), &dr);
+    let dr = "kind: DestinationRule\nmetadata:\n  name: p\nspec:\n  host: podinfo\n  trafficPolicy:\n    outlierDetection: {consecutive5xxErrors: 5, interval: 1s, baseEjectionTime: 120s, maxEjectionPercent: 25}\n";
+    let mut mesh = mesh_with(podinfo(5, 5, 200.0), dr);
     let v = mesh.version_id("podinfo", "primary").unwrap();
     let c = mesh.client_id("client").unwrap();
     for pod in [0, 1] {
