@@ -108,6 +108,14 @@ pub(super) fn run(
     for w in &loaded.warnings {
         sayln!("warning: {}: {w}", file.display());
     }
+    for (document, e) in &loaded.fledge_only {
+        sayln!(
+            "warning: {}: {}: {}",
+            at(document - 1, &e.path),
+            e.path,
+            e.message
+        );
+    }
     if loaded.canaries.is_empty() {
         sayln!(
             "error: {}: no Canary document (apiVersion fledge.dev/v1alpha1 or flagger.app/v1beta1)",
