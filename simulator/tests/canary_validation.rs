@@ -3,7 +3,8 @@
 //! Istio refuses is bad input at the Canary's line, and a `trafficPolicy` under a provider
 //! without DestinationRules is warned unused; the Canary's own timeout is not warned about as
 //! replaced; and a threshold below 1, which Flagger reads as 1, is read as 1 and warned about
-//! wherever a Canary is patched (`compare`, `sweep`). (Durations: durations.rs.)
+//! wherever a Canary is patched (`compare`, `sweep`). Fledge's own fields in a Flagger Canary, which
+//! Flagger's CRD prunes, are warned about. (Durations: durations.rs.)
 
 mod support;
 
@@ -184,4 +185,74 @@ fn a_traffic_policy_under_a_provider_without_destination_rules_is_warned_unused(
             "{name}: {all}"
         );
     }
+}
+
+/// A `flagger.app/v1beta1` Canary with Fledge's own fields (here the statistical judge and a
+/// metric's margin) rehearses what no cluster would run: Flagger's CRD prunes the fields.
+/// `validate`, `run` and `plan` warn at each field's line; as `fledge.dev/v1alpha1` it is quiet.
+#[test]
+fn fledge_only_fields_in_a_flagger_canary_are_warned_about_at_their_line() {
+    let flagger = base_with(
+        "      stepWeight: 10\n",
+        "      stepWeight: 10\n      judge: statistical\n",
+    )
+    .replacen(
+        "          interval: 1m\n",
+        "          interval: 1m\n          margin: \"1\"\n",
+        1,
+    );
+    let fledge = flagger.replacen(
+        "apiVersion: flagger.app/v1beta1",
+        "apiVersion: fledge.dev/v1alpha1",
+        1,
+    );
+    let judge = format!(
+        "canary.spec.analysis.judge (line {}): a Fledge-only field in a flagger.app/v1beta1 Canary",
+        line_of(&flagger, "judge: statistical")
+    );
+    let margin = format!(
+        "canary.spec.analysis.metrics[0].margin (line {})",
+        line_of(&flagger, "margin:")
+    );
+    let file = write("fledge-only-flagger.yaml", &flagger);
+    for command in ["validate", "run"] {
+        let out = sim(&[command, path_str(&file)]);
+        // The run's own outcome is not the point here: only that it is not bad input.
+        assert_ne!(out.code, 2, "{}{}", out.stdout, out.stderr);
+        assert!(out.stderr.contains(&judge), "{command}: {}", out.stderr);
+        assert!(out.stderr.contains(&margin), "{command}: {}", out.stderr);
+        assert!(
+            out.stderr.contains("use apiVersion fledge.dev/v1alpha1"),
+            "{}",
+            out.stderr
+        );
+    }
+    let file = write("fledge-only-fledge.yaml", &fledge);
+    let out = sim(&["validate", path_str(&file)]);
+    assert_eq!(out.code, 0, "{}{}", out.stdout, out.stderr);
+    assert!(!out.stderr.contains("Fledge-only"), "{}", out.stderr);
+
+    // `plan` on the Canary alone: `FILE:LINE: field`.
+    let canary = |scenario: &str| -> String {
+        let start = scenario.find("canary:\n").expect("a canary") + "canary:\n".len();
+        scenario[start..]
+            .lines()
+            .take_while(|l| l.starts_with("  "))
+            .map(|l| format!("{}\n", &l[2..]))
+            .collect()
+    };
+    let text = canary(&flagger);
+    let file = write("fledge-only-canary.yaml", &text);
+    let out = sim(&["plan", path_str(&file)]);
+    assert_eq!(out.code, 0, "{}{}", out.stdout, out.stderr);
+    let at = format!(
+        "{}:{}: spec.analysis.judge: a Fledge-only field",
+        path_str(&file),
+        line_of(&text, "judge: statistical")
+    );
+    assert!(out.stderr.contains(&at), "{}", out.stderr);
+    let file = write("fledge-only-canary-fledge.yaml", &canary(&fledge));
+    let out = sim(&["plan", path_str(&file)]);
+    assert_eq!(out.code, 0, "{}{}", out.stdout, out.stderr);
+    assert!(!out.stderr.contains("Fledge-only"), "{}", out.stderr);
 }

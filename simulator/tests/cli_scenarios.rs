@@ -483,3 +483,19 @@ fn a_sweep_of_the_mesh_alone_prints_the_clients_figures_and_no_rollout_rates() {
         "{v:?}"
     );
 }
+
+/// The timeline names a `request-duration` value by the quantile it is read at: a statistical
+/// metric with `quantile: 0.5` shows the canary's median (about 24ms for this case's canary,
+/// whose p99 is about 120ms), so its column is `p50ms`, not Flagger's `p99ms`.
+#[test]
+fn the_timeline_names_the_quantile_a_median_gated_latency_metric_shows() {
+    let path = format!(
+        "{}/../scenarios/benchmarks/latency-median-20pct-100rps.yaml",
+        env!("CARGO_MANIFEST_DIR")
+    );
+    let out = sim(&["run", &path]);
+    let text = &out.stdout;
+    assert!(text.contains("Rolling back app"), "{text}{}", out.stderr);
+    assert!(text.contains("p50ms "), "{text}");
+    assert!(!text.contains("p99ms"), "{text}");
+}

@@ -90,7 +90,7 @@ fn plan(rps: &str) -> (i32, String) {
 
 /// `fledge-sim plan FILE ARGS` with `metrics` appended to the Canary's metrics.
 fn plan_with(args: &[&str], metrics: &str) -> (i32, String) {
-    let canary = "apiVersion: flagger.app/v1beta1\nkind: Canary\nmetadata: {name: app}\nspec:\n  targetRef: {apiVersion: apps/v1, kind: Deployment, name: app}\n  service: {port: 80}\n  analysis:\n    judge: statistical\n    interval: 1m\n    stepWeight: 10\n    maxWeight: 50\n    metrics:\n      - name: request-success-rate\n        thresholdRange: {min: 99}\n";
+    let canary = "apiVersion: fledge.dev/v1alpha1\nkind: Canary\nmetadata: {name: app}\nspec:\n  targetRef: {apiVersion: apps/v1, kind: Deployment, name: app}\n  service: {port: 80}\n  analysis:\n    judge: statistical\n    interval: 1m\n    stepWeight: 10\n    maxWeight: 50\n    metrics:\n      - name: request-success-rate\n        thresholdRange: {min: 99}\n";
     let path = std::env::temp_dir().join(format!(
         "plan-forecast-{}-{}.yaml",
         std::process::id(),

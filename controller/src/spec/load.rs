@@ -5,8 +5,8 @@ use serde::de::DeserializeOwned;
 use serde_norway::Value;
 
 use super::{
-    Canary, FLAGGER_GROUP, FieldError, GROUP, MetricTemplate, ValidationErrors, metric_template,
-    validate, warnings,
+    Canary, CanarySpec, FLAGGER_GROUP, FieldError, GROUP, MetricTemplate, ValidationErrors,
+    metric_template, validate, warnings,
 };
 
 /// The Fledge and Flagger resources found in a (multi-document) YAML text.
@@ -22,6 +22,48 @@ pub struct LoadedManifests {
     /// Settings of a Canary that validate but are changed or unused, as Flagger does:
     /// `document N (Canary name): path: what happens instead`.
     pub warnings: Vec<String>,
+    /// Fledge's own fields written in a `flagger.app/v1beta1` Canary: `(document number,
+    /// field)`, the field's message saying what a cluster does with it.
+    pub fledge_only: Vec<(usize, FieldError)>,
+}
+
+/// Why a Fledge-only field does not belong in a Flagger Canary: a cluster applies that Canary
+/// under Flagger's CRD, and the rollout rehearsed from the file would run on neither controller.
+const FLEDGE_ONLY: &str = "a Fledge-only field in a flagger.app/v1beta1 Canary: Flagger's CRD \
+    has no such field and prunes it on apply (Flagger, and Fledge's --flagger-canaries, never \
+    see it), so a cluster would not run the rollout rehearsed here; use apiVersion \
+    fledge.dev/v1alpha1";
+
+/// The fields of `spec` that Fledge has and Flagger's Canary CRD does not: the statistical
+/// judge's settings.
+fn fledge_only(spec: &CanarySpec) -> Vec<FieldError> {
+    let a = &spec.analysis;
+    let mut paths: Vec<String> = [
+        ("judge", a.judge.is_some()),
+        ("statistical", a.statistical.is_some()),
+        ("minStepDuration", a.min_step_duration.is_some()),
+    ]
+    .into_iter()
+    .filter(|(_, written)| *written)
+    .map(|(field, _)| format!("spec.analysis.{field}"))
+    .collect();
+    for (i, m) in a.metrics.iter().enumerate() {
+        for (field, written) in [
+            ("margin", m.margin.is_some()),
+            ("quantile", m.quantile.is_some()),
+        ] {
+            if written {
+                paths.push(format!("spec.analysis.metrics[{i}].{field}"));
+            }
+        }
+    }
+    paths
+        .into_iter()
+        .map(|path| FieldError {
+            path,
+            message: FLEDGE_ONLY.into(),
+        })
+        .collect()
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -131,6 +173,10 @@ pub fn load_manifests(text: &str) -> Result<LoadedManifests, LoadError> {
                     .into_iter()
                     .map(|w| format!("document {document} (Canary {}): {w}", display_name(&name))),
             );
+            if group == FLAGGER_GROUP {
+                out.fledge_only
+                    .extend(fledge_only(&canary.spec).into_iter().map(|e| (document, e)));
+            }
             out.canaries.push(canary);
         } else {
             let (template, missing): (MetricTemplate, _) =

@@ -5,9 +5,7 @@ use std::path::Path;
 use std::process::ExitCode;
 
 use fledge_controller::analysis::Histogram;
-use fledge_controller::analysis::statistical::{
-    DEFAULT_ERROR_MARGIN_PP, DEFAULT_LATENCY_INCREASE, DEFAULT_LATENCY_QUANTILE,
-};
+use fledge_controller::analysis::statistical::{DEFAULT_ERROR_MARGIN_PP, DEFAULT_LATENCY_INCREASE};
 use fledge_controller::rollout::{
     Forecast, ForecastEnd, Millis, RolloutPlan, forecast, log_normal_latency, plan,
 };
@@ -109,6 +107,14 @@ pub(super) fn run(
     }
     for w in &loaded.warnings {
         sayln!("warning: {}: {w}", file.display());
+    }
+    for (document, e) in &loaded.fledge_only {
+        sayln!(
+            "warning: {}: {}: {}",
+            at(document - 1, &e.path),
+            e.path,
+            e.message
+        );
     }
     if loaded.canaries.is_empty() {
         sayln!(
@@ -296,18 +302,13 @@ fn strategy(spec: &RolloutSpec) -> String {
     }
 }
 
-/// The latency quantile a `request-duration` metric gates: the statistical judge compares the
-/// metric's `quantile` (p99 unless given); Flagger's threshold query reads the p99.
+/// The latency quantile a `request-duration` metric gates (as the timeline names its value).
 fn gated_quantile(m: &MetricCheck, judge: &Judge) -> String {
-    let q = match judge {
-        Judge::Statistical { .. } => m.quantile.unwrap_or(DEFAULT_LATENCY_QUANTILE),
-        Judge::Threshold => 0.99,
-    };
+    let q = crate::report::latency_quantile(m, judge);
     if q == 0.5 {
         "the median".to_string()
     } else {
-        let percent = format!("{:.3}", q * 100.0);
-        format!("p{}", percent.trim_end_matches('0').trim_end_matches('.'))
+        crate::report::quantile_name(q)
     }
 }
 

@@ -181,7 +181,15 @@ pub(super) fn run(
         for (r, wall) in runs.iter().zip(&walls) {
             emit(&format!(
                 "{}simulated {} ({} events) in {:.3} s of wall time\n\n",
-                report::timeline(r, &scenario.description),
+                report::timeline(
+                    r,
+                    &scenario.description,
+                    scenario
+                        .variants
+                        .iter()
+                        .find(|v| v.name == r.variant)
+                        .and_then(|v| v.spec.as_ref()),
+                ),
                 fledge_controller::spec::Duration(scenario.duration / crate::engine::MILLIS),
                 r.events_processed,
                 wall.as_secs_f64()

@@ -10,7 +10,8 @@ pub(crate) use html::html;
 use std::fmt::Write as _;
 
 use fledge_controller::analysis::Verdict;
-use fledge_controller::spec::Duration;
+use fledge_controller::analysis::statistical::DEFAULT_LATENCY_QUANTILE;
+use fledge_controller::spec::{Duration, Judge, MetricCheck, MetricKind, RolloutSpec};
 
 use crate::result::{Outcome, RunResult};
 
@@ -19,8 +20,9 @@ fn clock(ms: u64) -> String {
     format!("{:02}:{:02}:{:02}", s / 3600, s / 60 % 60, s % 60)
 }
 
-/// One line per decision, then the outcome and the checks.
-pub(crate) fn timeline(run: &RunResult, description: &str) -> String {
+/// One line per decision, then the outcome and the checks; `spec` (the Canary the run's variant
+/// ran) names the built-in metrics' columns.
+pub(crate) fn timeline(run: &RunResult, description: &str, spec: Option<&RolloutSpec>) -> String {
     let mut out = String::new();
     let variant = if run.variant.is_empty() {
         String::new()
@@ -67,7 +69,7 @@ pub(crate) fn timeline(run: &RunResult, description: &str) -> String {
                     Verdict::Undecided => "wait",
                     Verdict::NoData => "NODATA",
                 };
-                format!("{} {value} {verdict}", short(&m.name))
+                format!("{} {value} {verdict}", short(&m.name, spec))
             })
             .collect();
         let (phase, routing) = if d.scenario_event {
@@ -97,13 +99,33 @@ pub(crate) fn success(rate: Option<f64>) -> String {
     })
 }
 
-/// Metric names shortened for the timeline's column.
-fn short(name: &str) -> &str {
-    match name {
-        "request-success-rate" => "success%",
-        "request-duration" => "p99ms",
-        other => other,
+/// Metric names shortened for the timeline's column: the built-in ones by what their value is
+/// (a latency by the quantile it is read at), others as written.
+fn short(name: &str, spec: Option<&RolloutSpec>) -> String {
+    let check = spec.and_then(|s| Some((s.metrics.iter().find(|m| m.name == name)?, &s.judge)));
+    match check {
+        Some((m, _)) if m.kind == MetricKind::RequestSuccessRate => "success%".into(),
+        Some((m, judge)) if m.kind == MetricKind::RequestDuration => {
+            format!("{}ms", quantile_name(latency_quantile(m, judge)))
+        }
+        _ => name.into(),
     }
+}
+
+/// The latency quantile a `request-duration` metric's value is: the statistical judge reads
+/// the metric's `quantile` (also when it hands a step to the thresholds); Flagger's threshold
+/// query reads the p99.
+pub(crate) fn latency_quantile(m: &MetricCheck, judge: &Judge) -> f64 {
+    match judge {
+        Judge::Statistical { .. } => m.quantile.unwrap_or(DEFAULT_LATENCY_QUANTILE),
+        Judge::Threshold => 0.99,
+    }
+}
+
+/// `p50`, `p99`, `p99.9`: a quantile as a percentile's name.
+pub(crate) fn quantile_name(q: f64) -> String {
+    let percent = format!("{:.3}", q * 100.0);
+    format!("p{}", percent.trim_end_matches('0').trim_end_matches('.'))
 }
 
 pub fn summary(run: &RunResult) -> String {

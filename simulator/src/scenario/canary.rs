@@ -156,6 +156,21 @@ impl Context {
             let field = format!("spec.analysis.metrics[{}]", p.index);
             error(canary_doc, &field, None, p.message)
         })?;
+        // Fledge's own fields in a Flagger Canary, each at its line.
+        let fledge_only: Vec<String> = loaded
+            .fledge_only
+            .iter()
+            .map(|(document, e)| {
+                let at = error(document - 1, &e.path, None, String::new());
+                let line = at.line.map_or(String::new(), |l| format!(" (line {l})"));
+                if at.file == self.file {
+                    format!("{}{line}: {}", at.field, e.message)
+                } else {
+                    format!("{}{line}: {}: {}", at.file, at.field, e.message)
+                }
+            })
+            .collect();
+        self.warnings.extend(fledge_only);
         self.warnings.extend(
             loaded
                 .ignored
