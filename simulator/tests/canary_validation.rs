@@ -3,8 +3,8 @@
 //! Istio refuses is bad input at the Canary's line, and a `trafficPolicy` under a provider
 //! without DestinationRules is warned unused; the Canary's own timeout is not warned about as
 //! replaced; and a threshold below 1, which Flagger reads as 1, is read as 1 and warned about
-//! wherever a Canary is patched (`compare`, `sweep`). Fledge's own fields in a Flagger Canary, which
-//! Flagger's CRD prunes, are warned about. (Durations: durations.rs.)
+//! wherever a Canary is patched (`compare`, `sweep`). Fledge's own fields in a Flagger Canary,
+//! which Flagger's CRD prunes, are warned about. (Durations: durations.rs.)
 
 mod support;
 
