@@ -121,3 +121,25 @@ fn enough_traffic_gets_a_true_condition_with_each_steps_requests_and_no_warning(
         "{message}"
     );
 }
+
+#[test]
+fn a_statistical_canary_comparing_no_metric_has_no_forecast_to_wait_for() {
+    // Its steps last the interval whatever the traffic, and no look shows it a rate: a
+    // Forecast condition "Unknown until the first look" would never be resolved.
+    let text = "apiVersion: fledge.dev/v1alpha1\nkind: Canary\nmetadata: {name: app}\nspec:\n  targetRef: {kind: Deployment, name: app}\n  service: {port: 80}\n  analysis:\n    interval: 1m\n    stepWeight: 10\n    maxWeight: 50\n    judge: statistical\n";
+    let loaded = fledge_controller::spec::load_manifests(text).expect("loads");
+    let spec = fledge_controller::spec::validate(&loaded.canaries[0].spec).expect("valid");
+    let mut d = Driver::new(spec);
+    d.tick_ms = 15_000;
+    d.deploy("v2");
+    for _ in 0..8 {
+        d.tick();
+        assert_eq!(d.state.forecast, None, "{}", d.state.message);
+        let conditions = status_of(&d.state, "Deployment", None, None).conditions;
+        assert!(
+            !conditions.iter().any(|c| c.type_ == FORECAST),
+            "{conditions:?}"
+        );
+    }
+    assert_eq!(d.state.phase, Phase::Progressing, "{}", d.state.message);
+}

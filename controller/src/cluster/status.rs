@@ -121,8 +121,8 @@ pub fn forecast_condition(state: &RolloutState) -> Option<CanaryCondition> {
                 "True",
                 "WithinDeadline",
                 format!(
-                    "at {:.3} requests/s (primary errors {:.2}%): promotion expected after {after}; canary requests per step {}",
-                    forecast.rps,
+                    "at {} requests/s (primary errors {:.2}%): promotion expected after {after}; canary requests per step {}",
+                    crate::rollout::rate_text(forecast.rps),
                     100.0 * forecast.error_rate,
                     needed.join(", ")
                 ),

@@ -160,7 +160,7 @@ impl Tick<'_> {
             .map(|(rps, f)| match (f.end, f.deadline_needed) {
                 (ForecastEnd::Deadline { .. }, Some(needed)) => format!(
                     "; at the {} requests/s seen, spec.progressDeadlineSeconds of at least {} would let the statistical judge decide (`fledge-sim plan --rps`)",
-                    super::forecast::number(rps),
+                    super::forecast::rate_text(rps),
                     needed / 1000
                 ),
                 _ => String::new(),

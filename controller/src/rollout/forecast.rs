@@ -116,7 +116,7 @@ impl Forecast {
         };
         Some(format!(
             "at {} requests/s the statistical judge is not expected to decide{step} {within}: the rollout is judged by the metrics' thresholds over each interval's traffic, as Flagger judges (a regression the statistical judge shows still rolls back at once); for the judge to decide, {fix}",
-            number(self.rps),
+            rate_text(self.rps),
         ))
     }
 }
@@ -356,12 +356,22 @@ fn readings(
     out
 }
 
-/// Three significant figures at most, no trailing zeros.
-pub(crate) fn number(x: f64) -> String {
-    if x >= 100.0 {
-        format!("{x:.0}")
+/// A rate (requests per second) for people, no trailing zeros: whole from 100, two decimals
+/// from 1, and three significant figures below 1, so that a small rate is never rounded away
+/// (0.001 stays 0.001, not 0).
+pub fn rate_text(x: f64) -> String {
+    let decimals = if x >= 100.0 {
+        0
+    } else if x >= 1.0 || x <= 0.0 || !x.is_finite() {
+        2
     } else {
-        let s = format!("{x:.2}");
+        // Capped: a rate of one request in a few centuries is not one anyone serves.
+        (2 - x.log10().floor() as i64).clamp(2, 12) as usize
+    };
+    let s = format!("{x:.decimals$}");
+    if decimals == 0 {
+        s
+    } else {
         s.trim_end_matches('0').trim_end_matches('.').to_string()
     }
 }

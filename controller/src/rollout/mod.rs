@@ -39,7 +39,7 @@ mod steps;
 mod tick;
 
 pub use action::{Action, EventReason, Severity};
-pub use forecast::{Forecast, ForecastEnd, StepForecast, forecast, log_normal_latency};
+pub use forecast::{Forecast, ForecastEnd, StepForecast, forecast, log_normal_latency, rate_text};
 pub use judging::JUDGED_BY_THRESHOLDS;
 pub use observation::{Command, HookOutcome, Observation, PodState, Readiness, Wants};
 pub use plan::{PlanStep, RolloutPlan, plan};

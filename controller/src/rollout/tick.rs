@@ -169,8 +169,11 @@ impl Tick<'_> {
         self.s.analysis.clear();
         self.s.evidence = Evidence::default();
         self.s.threshold_fallback = false;
-        self.s.forecast =
-            matches!(self.spec.judge, Judge::Statistical { .. }).then_some(ForecastStatus::Unknown);
+        // Only a rollout whose judge compares a metric has a pace the traffic sets: one that
+        // compares none steps once per interval, and no look will show it a rate.
+        let compared = self.spec.metrics.iter().any(|m| m.kind.is_builtin());
+        self.s.forecast = (matches!(self.spec.judge, Judge::Statistical { .. }) && compared)
+            .then_some(ForecastStatus::Unknown);
         self.new_step();
         if restarting {
             self.set_routes(0, None, false);

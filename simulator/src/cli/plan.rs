@@ -7,7 +7,7 @@ use std::process::ExitCode;
 use fledge_controller::analysis::Histogram;
 use fledge_controller::analysis::statistical::{DEFAULT_ERROR_MARGIN_PP, DEFAULT_LATENCY_INCREASE};
 use fledge_controller::rollout::{
-    Forecast, ForecastEnd, Millis, RolloutPlan, forecast, log_normal_latency, plan,
+    Forecast, ForecastEnd, Millis, RolloutPlan, forecast, log_normal_latency, plan, rate_text,
 };
 use fledge_controller::spec::{
     Canary, Duration, Judge, LoadError, Margin, MetricCheck, MetricKind, RolloutSpec, Strategy,
@@ -342,6 +342,52 @@ fn metric(m: &MetricCheck, judge: &Judge) -> String {
     format!("{} {bounds} over {} ({what})", m.name, m.window)
 }
 
+/// Why the statistical judge's pace at `rps` is not the traffic's, when it is not: it compares
+/// no metric (only `request-success-rate` and `request-duration` are compared with primary; a
+/// query's or template's value is checked against its range), so each step lasts `interval`;
+/// or it compares only latency and no latency shape was given to forecast it from.
+fn not_paced_by_traffic(
+    spec: &RolloutSpec,
+    rps: f64,
+    latency: Option<&Histogram>,
+) -> Option<String> {
+    let Judge::Statistical { .. } = spec.judge else {
+        return None;
+    };
+    let rate = rate_text(rps);
+    let compared: Vec<&str> = (spec.metrics.iter())
+        .filter(|m| m.kind.is_builtin())
+        .map(|m| m.name.as_str())
+        .collect();
+    if !compared.is_empty() {
+        let latency_only = (spec.metrics.iter())
+            .filter(|m| m.kind.is_builtin())
+            .all(|m| m.kind == MetricKind::RequestDuration);
+        return (latency_only && latency.is_none()).then(|| {
+            format!(
+                "at {rate} requests/s: the statistical judge compares only latency here ({}), whose evidence depends on the latency's shape: give --latency P50,P99 for a forecast",
+                compared.join(", ")
+            )
+        });
+    }
+    let checked: Vec<&str> = spec.metrics.iter().map(|m| m.name.as_str()).collect();
+    let gate = if checked.is_empty() {
+        "no metric is checked".to_string()
+    } else {
+        format!(
+            "{} {} checked against {} range once per interval, a failed check counting towards the rollback after {}",
+            checked.join(", "),
+            if checked.len() == 1 { "is" } else { "are" },
+            if checked.len() == 1 { "its" } else { "their" },
+            spec.threshold
+        )
+    };
+    Some(format!(
+        "at {rate} requests/s: the statistical judge compares no metric with primary here (it compares request-success-rate and request-duration; {gate}), so the traffic does not set the pace: each step lasts the interval ({}), and the plan above is its pace",
+        spec.interval
+    ))
+}
+
 /// The rollout at `rps`: each step's canary traffic, the requests the judge needs in it and how
 /// long it lasts, the expected time to promotion, and a warning when the judge is not expected
 /// to decide within the progress deadline (the rollout is then judged by thresholds).
@@ -352,11 +398,16 @@ fn forecast_text(
     (rps, error_rate, latency): (f64, f64, Option<&Histogram>),
 ) -> String {
     let mut out = String::new();
+    if let Some(line) = not_paced_by_traffic(spec, rps, latency) {
+        let _ = writeln!(out, "  {line}\n");
+        return out;
+    }
     let Some(f) = forecast(spec, rps, error_rate / 100.0, latency) else {
         let _ = writeln!(
             out,
-            "  at {rps} requests/s: the threshold judge checks each metric once per interval, \
-             whatever the traffic; the plan above is its pace\n"
+            "  at {} requests/s: the threshold judge checks each metric once per interval, \
+             whatever the traffic; the plan above is its pace\n",
+            rate_text(rps)
         );
         return out;
     };
@@ -383,8 +434,9 @@ fn forecast_text(
         .collect();
     let _ = writeln!(
         out,
-        "  forecast at {rps} requests/s, canary and primary both failing {error_rate}% of requests \
+        "  forecast at {} requests/s, canary and primary both failing {error_rate}% of requests \
          (margins: {}):",
+        rate_text(rps),
         if margins.is_empty() {
             "none".to_string()
         } else {
@@ -408,19 +460,41 @@ fn forecast_text(
         };
         let _ = writeln!(
             out,
-            "  {:>8}  {weight:>6}  {:>10.2}  {:>15.0}  {lasts:>8}",
+            "  {:>8}  {weight:>6}  {:>10}  {:>15.0}  {lasts:>8}",
             Duration(s.started).to_string(),
-            s.canary_rps,
+            rate_text(s.canary_rps),
             s.canary_requests,
         );
     }
+    // What the thresholds that judge instead make of this traffic: a success rate outside its
+    // range fails each interval's check, and `threshold` of them roll the rollout back.
+    let outside: Vec<String> = (spec.metrics.iter())
+        .filter(|m| m.kind == MetricKind::RequestSuccessRate)
+        .filter(|m| {
+            let success = 100.0 - error_rate;
+            m.min.is_some_and(|lo| success < lo) || m.max.is_some_and(|hi| success > hi)
+        })
+        .map(|m| m.name.clone())
+        .collect();
+    let suffices = if outside.is_empty() {
+        format!(
+            "and the progress deadline of {} suffices",
+            spec.progress_deadline
+        )
+    } else {
+        format!(
+            "but a success rate of {}% is outside the threshold range of {}, whose checks are then expected to fail and roll back even a canary no worse than primary after {} of them",
+            rate_text(100.0 - error_rate),
+            outside.join(", "),
+            spec.threshold
+        )
+    };
     let end = match f.end {
         ForecastEnd::Promoted { after } => format!("expected promotion after {}", Duration(after)),
         ForecastEnd::Deadline { after } => format!(
-            "the judge would still hold a step at the progress deadline ({}) after {}, so the rollout is judged from its first look by the metrics' thresholds over each interval's traffic, a step per interval as Flagger judges, and the progress deadline of {} suffices{}",
+            "the judge would still hold a step at the progress deadline ({}) after {}, so the rollout is judged from its first look by the metrics' thresholds over each interval's traffic, a step per interval as Flagger judges, {suffices}{}",
             spec.progress_deadline,
             Duration(after),
-            spec.progress_deadline,
             f.unbounded
                 .map(|u| format!(
                     "; the judge would decide after {} with a longer one",
@@ -429,13 +503,18 @@ fn forecast_text(
                 .unwrap_or_default()
         ),
         ForecastEnd::Undecided => format!(
-            "the judge is not expected to decide within a day, so the rollout is judged from its first look by the metrics' thresholds over each interval's traffic, a step per interval as Flagger judges, and the progress deadline of {} suffices",
-            spec.progress_deadline
+            "the judge is not expected to decide within a day, so the rollout is judged from its first look by the metrics' thresholds over each interval's traffic, a step per interval as Flagger judges, {suffices}"
         ),
+    };
+    // The table's canary requests are the judge's evidence only where its steps ended.
+    let above = if f.unbounded.is_some() {
+        " (canary requests above)"
+    } else {
+        ""
     };
     let _ = writeln!(
         out,
-        "\n  {end}; with the judge, a step below the top weight ends once it has its own minRequests and nothing leans worse, the top step once the rollout's canary requests show the canary no worse (canary requests above), at a look"
+        "\n  {end}; with the judge, a step below the top weight ends once it has its own minRequests and nothing leans worse, the top step once the rollout's canary requests show the canary no worse{above}, at a look"
     );
     if !f.not_forecast.is_empty() {
         let _ = writeln!(
@@ -481,8 +560,7 @@ fn beyond_practical(
         ),
         None => "more than a day for its evidence".to_string(),
     };
-    let canary: f64 = f.steps.iter().map(|s| s.canary_requests).sum();
-    let top = f.steps.last().map_or(0.0, |s| s.canary_requests);
+    let evidence = evidence(spec, f, error_rate, latency);
     let decides = |rps: f64| {
         forecast(spec, rps, error_rate, latency).is_some_and(|f| within(f.deadline_needed))
     };
@@ -496,9 +574,50 @@ fn beyond_practical(
         ),
     };
     Some(format!(
-        "the statistical judge cannot decide within a progress deadline of {practical} at {} requests/s: it needs {needs} ({canary:.0} canary requests, {top:.0} of them at the top weight, at alpha {alpha} and the margins above); {from}; below that, the metrics' thresholds judge as said above",
-        f.rps
+        "the statistical judge cannot decide within a progress deadline of {practical} at {} requests/s: it needs {needs} at alpha {alpha} and the margins above ({evidence}); {from}; below that, the metrics' thresholds judge as said above",
+        rate_text(f.rps)
     ))
+}
+
+/// The canary requests the judge's evidence takes: the forecast's own when the judge decides
+/// in it; else those of a forecast at a higher rate where it does (the requests hardly depend
+/// on the rate, only the time they take), beside what `f`'s day serves.
+fn evidence(
+    spec: &RolloutSpec,
+    f: &Forecast,
+    error_rate: f64,
+    latency: Option<&Histogram>,
+) -> String {
+    let taken = |f: &Forecast| {
+        let canary: f64 = f.steps.iter().map(|s| s.canary_requests).sum();
+        let top = f.steps.last().map_or(0.0, |s| s.canary_requests);
+        format!("{canary:.0} canary requests, {top:.0} of them at the top weight")
+    };
+    if f.unbounded.is_some() {
+        return taken(f);
+    }
+    let served: f64 = f.steps.iter().map(|s| s.canary_requests).sum();
+    let day = format!(
+        "a day at {} requests/s serves {served:.0} canary requests",
+        rate_text(f.rps)
+    );
+    let mut rps = f.rps;
+    while rps <= *RPS_RANGE.end() {
+        rps *= 2.0;
+        if let Some(decided) =
+            forecast(spec, rps, error_rate, latency).filter(|d| d.unbounded.is_some())
+        {
+            return format!(
+                "about {}, as forecast at {} requests/s, where it decides within a day; {day}",
+                taken(&decided),
+                rate_text(rps)
+            );
+        }
+    }
+    format!(
+        "{day}, and at no rate up to {} requests/s does it decide within a day",
+        RPS_RANGE.end()
+    )
 }
 
 /// The lowest rate above `rps` at which `decides` (two significant figures, rounded up), found

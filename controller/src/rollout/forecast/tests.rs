@@ -128,3 +128,22 @@ fn the_plans_shortest_promotion_is_no_longer_than_a_forecast_with_plenty_of_traf
         "plan's shortest promotion {shortest} ms, forecast {after} ms"
     );
 }
+
+#[test]
+fn a_rate_prints_with_its_significant_figures_however_small() {
+    for (rate, text) in [
+        (0.001, "0.001"),
+        (0.00123456, "0.00123"),
+        (0.0101, "0.0101"),
+        (0.5, "0.5"),
+        (0.999, "0.999"),
+        (1.0, "1"),
+        (2.345, "2.35"),
+        (10.2, "10.2"),
+        (99.5, "99.5"),
+        (1234.6, "1235"),
+        (10_000_000.0, "10000000"),
+    ] {
+        assert_eq!(rate_text(rate), text, "{rate}");
+    }
+}
