@@ -24,15 +24,27 @@ pub(crate) use series::LabelledSeries;
 use std::collections::VecDeque;
 use std::fmt::Write as _;
 
+use fledge_controller::analysis::ISTIO_DURATION_BOUNDS_MS;
+
 use crate::engine::{MILLIS, SimTime};
 
-/// Istio's default buckets for `istio_request_duration_milliseconds`, in milliseconds.
-pub const DURATION_BUCKETS_MS: [f64; 19] = [
-    0.5, 1.0, 5.0, 10.0, 25.0, 50.0, 100.0, 250.0, 500.0, 1000.0, 2500.0, 5000.0, 10000.0, 30000.0,
-    60000.0, 300000.0, 600000.0, 1800000.0, 3600000.0,
-];
+/// Istio's default buckets for `istio_request_duration_milliseconds`, in milliseconds: the
+/// controller's bounds without their `+Inf`.
+pub const DURATION_BUCKETS_MS: [f64; NUM_BUCKETS - 1] = finite_bounds();
 /// Number of buckets including `+Inf`.
-pub const NUM_BUCKETS: usize = DURATION_BUCKETS_MS.len() + 1;
+pub const NUM_BUCKETS: usize = ISTIO_DURATION_BOUNDS_MS.len();
+
+/// The controller's bounds but the last, which must be `+Inf` (the store's overflow bucket).
+const fn finite_bounds() -> [f64; NUM_BUCKETS - 1] {
+    assert!(ISTIO_DURATION_BOUNDS_MS[NUM_BUCKETS - 1] == f64::INFINITY);
+    let mut b = [0.0; NUM_BUCKETS - 1];
+    let mut i = 0;
+    while i < b.len() {
+        b[i] = ISTIO_DURATION_BOUNDS_MS[i];
+        i += 1;
+    }
+    b
+}
 
 /// Envoy response flags, as a bit set.
 pub mod flags {
