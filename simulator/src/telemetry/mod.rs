@@ -11,186 +11,30 @@
 //! - [`Reporter::Source`]: one sample per client request after retries, with the code and flags the
 //!   client saw and the end-to-end duration, labelled with the version that produced the answer.
 
+mod buckets;
 mod counter_names;
 mod durations;
+mod exposition;
+pub mod flags;
+mod labels;
+mod proxy;
 mod series;
 
+pub use buckets::{DURATION_BUCKETS_MS, NUM_BUCKETS, WindowStats, histogram_quantile};
 pub use durations::Durations;
+pub use labels::Reporter;
+pub use proxy::ProxyCounters;
 pub use series::Naming;
 
 pub(crate) use counter_names::{PROXY_COUNTERS, ROLLOUT_COUNTERS, counter_names};
+pub(crate) use labels::{DestLabels, SourceLabels};
 pub(crate) use series::LabelledSeries;
 
 use std::collections::VecDeque;
-use std::fmt::Write as _;
 
-use crate::engine::{MILLIS, SimTime};
+use crate::engine::SimTime;
 
-/// Istio's default buckets for `istio_request_duration_milliseconds`, in milliseconds.
-pub const DURATION_BUCKETS_MS: [f64; 19] = [
-    0.5, 1.0, 5.0, 10.0, 25.0, 50.0, 100.0, 250.0, 500.0, 1000.0, 2500.0, 5000.0, 10000.0, 30000.0,
-    60000.0, 300000.0, 600000.0, 1800000.0, 3600000.0,
-];
-/// Number of buckets including `+Inf`.
-pub const NUM_BUCKETS: usize = DURATION_BUCKETS_MS.len() + 1;
-
-/// Envoy response flags, as a bit set.
-pub mod flags {
-    /// Upstream overflow (circuit breaker).
-    pub const UO: u16 = 1 << 0;
-    /// Upstream connection failure.
-    pub const UF: u16 = 1 << 1;
-    /// Upstream connection termination (reset).
-    pub const UC: u16 = 1 << 2;
-    /// No healthy upstream.
-    pub const UH: u16 = 1 << 3;
-    /// Upstream request timeout.
-    pub const UT: u16 = 1 << 4;
-    /// Retry limit exceeded (upstream retry overflow or attempts exhausted).
-    pub const URX: u16 = 1 << 5;
-    /// Delay injected by fault injection.
-    pub const DI: u16 = 1 << 6;
-    /// Abort injected by fault injection.
-    pub const FI: u16 = 1 << 7;
-    /// No route configured.
-    pub(crate) const NR: u16 = 1 << 8;
-    /// Upstream remote reset.
-    pub(crate) const UR: u16 = 1 << 9;
-    /// Downstream connection termination: the server sidecar saw its client reset the stream
-    /// before it answered (reported with response code 0).
-    pub const DC: u16 = 1 << 10;
-    /// No cluster: the route names a cluster Envoy does not have (a subset no DestinationRule
-    /// defines), with 503.
-    pub const NC: u16 = 1 << 11;
-    /// Names in Envoy's `%RESPONSE_FLAGS%` order: the order of its `CoreResponseFlag` bits
-    /// (envoy `envoy/stream_info/stream_info.h`, rendered by `source/common/stream_info/utility.cc`).
-    pub(crate) const NAMES: [(u16, &str); 12] = [
-        (UH, "UH"),
-        (UT, "UT"),
-        (UR, "UR"),
-        (UF, "UF"),
-        (UC, "UC"),
-        (UO, "UO"),
-        (NR, "NR"),
-        (DI, "DI"),
-        (FI, "FI"),
-        (DC, "DC"),
-        (URX, "URX"),
-        (NC, "NC"),
-    ];
-
-    /// Renders flags like Envoy's `%RESPONSE_FLAGS%` (`-` when empty).
-    pub(crate) fn render(f: u16) -> String {
-        if f == 0 {
-            return "-".to_string();
-        }
-        let mut out = String::new();
-        for (bit, name) in NAMES {
-            if f & bit != 0 {
-                if !out.is_empty() {
-                    out.push(',');
-                }
-                out.push_str(name);
-            }
-        }
-        out
-    }
-}
-
-/// Which proxy reported a sample.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
-pub enum Reporter {
-    /// The client-side sidecar: one sample per request after retries.
-    Source,
-    /// The server-side sidecar: one sample per attempt that reached the pod.
-    Destination,
-}
-
-impl Reporter {
-    fn label(self) -> &'static str {
-        match self {
-            Reporter::Source => "source",
-            Reporter::Destination => "destination",
-        }
-    }
-    fn index(self) -> usize {
-        self as usize
-    }
-}
-
-/// Labels of a source workload (a client).
-#[derive(Clone, Debug)]
-pub(crate) struct SourceLabels {
-    /// Workload (Deployment) name.
-    pub(crate) workload: String,
-    /// Namespace.
-    pub(crate) namespace: String,
-    /// Whether it has a sidecar: without one, what it saw is kept for the run's figures but no
-    /// proxy reports it, so no series of it is exposed.
-    pub(crate) sidecar: bool,
-}
-
-/// Labels of a destination workload (one version of a service).
-#[derive(Clone, Debug)]
-pub(crate) struct DestLabels {
-    /// Workload (Deployment) name, e.g. `podinfo-primary`.
-    pub(crate) workload: String,
-    /// Namespace.
-    pub(crate) namespace: String,
-    /// Service FQDN, e.g. `podinfo.test.svc.cluster.local`.
-    pub(crate) service: String,
-    /// Version / subset name.
-    pub(crate) version: String,
-    /// False for the `unknown` destination of a service: the requests no upstream pod
-    /// answered (no route, fault abort, no healthy upstream).
-    pub(crate) peer: bool,
-}
-
-impl DestLabels {
-    /// The destination Istio's stats filter reports when the request reached no upstream
-    /// peer: every workload label `unknown`, the service still named.
-    pub(crate) fn unknown(service: String) -> Self {
-        let unknown = || "unknown".to_string();
-        Self {
-            workload: unknown(),
-            namespace: unknown(),
-            service,
-            version: unknown(),
-            peer: false,
-        }
-    }
-}
-
-/// Per-(source, destination version) counters that are not request series.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub struct ProxyCounters {
-    /// Upstream connections opened (`upstream_cx_total`).
-    pub connections_opened: u64,
-    /// Upstream connections closed.
-    pub connections_closed: u64,
-    /// TLS handshakes completed successfully.
-    pub handshakes: u64,
-    /// TLS handshakes that failed (expired certificate, mode mismatch).
-    pub handshake_failures: u64,
-    /// Connection attempts that failed (refused, timed out, reset during handshake).
-    pub connect_failures: u64,
-    /// Outlier-detection ejections enforced.
-    pub ejections_enforced: u64,
-    /// Ejections refused by `maxEjectionPercent` (`ejections_overflow`).
-    pub ejections_overflow: u64,
-    /// Ejections detected (counted even when the enforcing percentage skips them).
-    pub ejections_detected: u64,
-    /// Requests rejected with `UO` because the pending queue or request limit was full.
-    pub pending_overflow: u64,
-    /// Retries suppressed by `maxRetries` (`upstream_rq_retry_overflow`).
-    pub retry_overflow: u64,
-    /// Retries started.
-    pub retries: u64,
-    /// Per-try or route timeouts.
-    pub timeouts: u64,
-    /// Mirrored (shadow) requests sent.
-    pub mirrored: u64,
-}
+use buckets::bucket_bounds_ns;
 
 #[derive(Clone, Copy, Debug)]
 struct SeriesKey {
@@ -201,9 +45,6 @@ struct SeriesKey {
     flags: u16,
 }
 
-/// A proxy counter's metric name and accessor.
-type ProxyMetric = (&'static str, fn(&ProxyCounters) -> u64);
-
 /// No series recorded yet in a slot ([`Telemetry::record`]'s last-series cache).
 const NO_SERIES: (u16, u16, u32) = (0, 0, u32::MAX);
 
@@ -213,15 +54,6 @@ const STRIDE: usize = 2 + NUM_BUCKETS;
 struct Snapshot {
     time: SimTime,
     data: Vec<u64>,
-}
-
-/// Bucket bounds in nanoseconds, for a branch-light bucket search.
-fn bucket_bounds_ns() -> [u64; DURATION_BUCKETS_MS.len()] {
-    let mut b = [0u64; DURATION_BUCKETS_MS.len()];
-    for (i, ms) in DURATION_BUCKETS_MS.iter().enumerate() {
-        b[i] = (ms * MILLIS as f64) as u64;
-    }
-    b
 }
 
 /// The telemetry store.
@@ -242,67 +74,6 @@ pub struct Telemetry {
     snapshots: VecDeque<Snapshot>,
     scrape_interval: SimTime,
     retention: SimTime,
-}
-
-/// Aggregated request metrics over a window (or since the start).
-#[derive(Clone, Debug, Default, PartialEq)]
-pub struct WindowStats {
-    /// Requests (`istio_requests_total` increase).
-    pub requests: u64,
-    /// Requests answered with a 5xx code.
-    pub failures: u64,
-    /// Requests answered with a 4xx code (the client's error: Flagger's success rate counts
-    /// them as successes, Kiali's edges as errors).
-    pub client_errors: u64,
-    /// Sum of durations in milliseconds.
-    pub duration_sum_ms: f64,
-    /// Non-cumulative bucket counts; the last is `+Inf`.
-    pub buckets: [u64; NUM_BUCKETS],
-}
-
-impl WindowStats {
-    /// Fraction of non-5xx responses, `None` without traffic.
-    pub fn success_rate(&self) -> Option<f64> {
-        (self.requests > 0).then(|| 1.0 - self.failures as f64 / self.requests as f64)
-    }
-
-    /// Quantile in milliseconds interpolated within buckets like Prometheus `histogram_quantile`.
-    pub fn quantile_ms(&self, q: f64) -> Option<f64> {
-        histogram_quantile(q, &self.buckets)
-    }
-
-    /// Mean duration in milliseconds.
-    pub fn mean_ms(&self) -> Option<f64> {
-        (self.requests > 0).then(|| self.duration_sum_ms / self.requests as f64)
-    }
-}
-
-/// Prometheus `histogram_quantile` on non-cumulative buckets with Istio's bounds.
-pub fn histogram_quantile(q: f64, buckets: &[u64; NUM_BUCKETS]) -> Option<f64> {
-    let total: u64 = buckets.iter().sum();
-    if total == 0 || !(0.0..=1.0).contains(&q) {
-        return None;
-    }
-    let rank = q * total as f64;
-    let mut cum = 0u64;
-    for (i, &n) in buckets.iter().enumerate() {
-        let prev = cum;
-        cum += n;
-        if cum as f64 >= rank && n > 0 {
-            if i == NUM_BUCKETS - 1 {
-                // Like Prometheus: a quantile in the +Inf bucket is the highest finite bound.
-                return Some(DURATION_BUCKETS_MS[NUM_BUCKETS - 2]);
-            }
-            let upper = DURATION_BUCKETS_MS[i];
-            let lower = if i == 0 {
-                0.0
-            } else {
-                DURATION_BUCKETS_MS[i - 1]
-            };
-            return Some(lower + (upper - lower) * (rank - prev as f64) / n as f64);
-        }
-    }
-    Some(DURATION_BUCKETS_MS[NUM_BUCKETS - 2])
 }
 
 /// Which series a query aggregates.
@@ -418,18 +189,6 @@ impl Telemetry {
         self.data.resize(self.data.len() + STRIDE, 0);
         self.slots[slot].push((code, flags, idx as u32));
         idx
-    }
-
-    /// Mutable proxy counters of (source, dest).
-    #[inline]
-    pub(crate) fn proxy_mut(&mut self, source: u32, dest: u32) -> &mut ProxyCounters {
-        let i = source as usize * self.dests.len() + dest as usize;
-        &mut self.proxy[i]
-    }
-
-    /// Proxy counters of (source, dest).
-    pub(crate) fn proxy(&self, source: u32, dest: u32) -> ProxyCounters {
-        self.proxy[source as usize * self.dests.len() + dest as usize]
     }
 
     /// Takes a scrape at `now` and drops snapshots older than the retention.
@@ -605,96 +364,12 @@ impl Telemetry {
         }
         h
     }
-
-    /// Writes the labelled view of the request series, named as `naming` names them, in the
-    /// Prometheus text exposition format (no timestamps: the scraper stamps each sample).
-    pub(crate) fn write_series(&self, naming: Naming, out: &mut String) {
-        let mut family = "";
-        for series in self.labelled_series(naming) {
-            if series.family.0 != family {
-                family = series.family.0;
-                let _ = writeln!(out, "# TYPE {family} {}", series.family.1);
-            }
-            let labels: Vec<String> = series
-                .labels
-                .iter()
-                .map(|(name, value)| format!("{name}=\"{}\"", escape_label(value)))
-                .collect();
-            let _ = writeln!(
-                out,
-                "{}{{{}}} {}",
-                series.name,
-                labels.join(","),
-                self.live_value(&series)
-            );
-        }
-    }
-
-    /// Renders the live counters in the Prometheus text exposition format: the labelled view
-    /// of the request series (Istio's names), then the proxies' own counters.
-    pub(crate) fn render_prometheus(&self) -> String {
-        let mut out = String::new();
-        self.write_series(Naming::Istio, &mut out);
-        let proxy_metrics: [ProxyMetric; 9] = [
-            ("envoy_cluster_upstream_cx_total", |p| p.connections_opened),
-            ("envoy_cluster_upstream_cx_destroy", |p| {
-                p.connections_closed
-            }),
-            ("envoy_cluster_upstream_cx_connect_fail", |p| {
-                p.connect_failures
-            }),
-            ("fledge_sim_tls_handshakes_total", |p| p.handshakes),
-            ("fledge_sim_tls_handshake_failures_total", |p| {
-                p.handshake_failures
-            }),
-            (
-                "envoy_cluster_outlier_detection_ejections_enforced_total",
-                |p| p.ejections_enforced,
-            ),
-            ("envoy_cluster_outlier_detection_ejections_overflow", |p| {
-                p.ejections_overflow
-            }),
-            ("envoy_cluster_upstream_rq_pending_overflow", |p| {
-                p.pending_overflow
-            }),
-            ("envoy_cluster_upstream_rq_retry", |p| p.retries),
-        ];
-        for (name, get) in proxy_metrics {
-            let _ = writeln!(out, "# TYPE {name} counter");
-            for (si, s) in self.sources.iter().enumerate().filter(|(_, s)| s.sidecar) {
-                for (di, d) in self.dests.iter().enumerate().filter(|(_, d)| d.peer) {
-                    let p = &self.proxy[si * self.dests.len() + di];
-                    let _ = writeln!(
-                        out,
-                        "{name}{{source_workload=\"{}\",cluster_name=\"outbound|80|{}|{}\"}} {}",
-                        s.workload,
-                        d.version,
-                        d.service,
-                        get(p)
-                    );
-                }
-            }
-        }
-        out
-    }
-}
-
-/// A label value as the text exposition format writes it.
-fn escape_label(value: &str) -> String {
-    value
-        .replace('\\', r"\\")
-        .replace('"', "\\\"")
-        .replace('\n', r"\n")
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn label_values_are_escaped_as_the_text_format_requires() {
-        assert_eq!(escape_label("a\"b\\c\nd"), r#"a\"b\\c\nd"#);
-    }
+    use crate::engine::MILLIS;
 
     fn store() -> Telemetry {
         Telemetry::new(
@@ -713,16 +388,6 @@ mod tests {
             5 * crate::engine::SECONDS,
             3600 * crate::engine::SECONDS,
         )
-    }
-
-    #[test]
-    fn quantile_interpolates_inside_the_bucket_like_prometheus() {
-        let mut b = [0u64; NUM_BUCKETS];
-        b[3] = 100; // (5, 10] ms
-        assert_eq!(histogram_quantile(0.5, &b), Some(7.5));
-        assert_eq!(histogram_quantile(1.0, &b), Some(10.0));
-        let empty = [0u64; NUM_BUCKETS];
-        assert_eq!(histogram_quantile(0.99, &empty), None);
     }
 
     #[test]
@@ -783,26 +448,5 @@ mod tests {
         assert!(codes(Naming::Istio).contains(&"istio_requests_total=0".to_string()));
         assert!(codes(Naming::Linkerd).iter().all(|c| c.ends_with("=200")));
         assert!(codes(Naming::Linkerd).contains(&"response_total=200".to_string()));
-    }
-
-    /// Envoy joins the flags with commas in the order of its `CoreResponseFlag` bits (envoy
-    /// `envoy/stream_info/stream_info.h`: UH, UT, UR, UF, UC, UO, NR, DI, FI, ..., DC, URX).
-    #[test]
-    fn flags_render_in_envoy_order() {
-        use flags::*;
-        let cases = [
-            (0, "-"),
-            (URX | UF, "UF,URX"),
-            (UT | UH, "UH,UT"),
-            (UC | UR, "UR,UC"),
-            (URX | UO | UC, "UC,UO,URX"),
-            (FI | DI, "DI,FI"),
-            (NR | UO, "UO,NR"),
-            (URX | FI | UT, "UT,FI,URX"),
-            (URX | DC | FI, "FI,DC,URX"),
-        ];
-        for (f, want) in cases {
-            assert_eq!(flags::render(f), want, "{f:#x}");
-        }
     }
 }
