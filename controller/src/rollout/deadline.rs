@@ -110,7 +110,9 @@ impl Tick<'_> {
             let hopeful_rps = rps * (1.0 + z / seen.requests.max(1.0).sqrt());
             let fewer = (seen.failures - z * seen.failures.sqrt()).max(0.0);
             let hopeful_errors = (fewer + 0.5) / (seen.requests + 50.5);
-            let hopeful_shape = shape.as_ref().map(|h| heavier_tail(h, self.slow_bound(), z));
+            let hopeful_shape = shape
+                .as_ref()
+                .map(|h| heavier_tail(h, self.slow_bound(), z));
             if let Some(f) = super::forecast::forecast(
                 self.spec,
                 hopeful_rps,
@@ -195,11 +197,10 @@ impl Tick<'_> {
         // is the mean under a Beta(0.5, 50) prior (mean 1%, as the judge's own bounds use), which
         // the look's counts move towards what they show.
         let failures = canary.failures + primary.failures;
-        (rps > 0.0 && rps.is_finite())
-            .then(|| {
-                let seen = Counts { requests, failures };
-                (rps, (failures + 0.5) / (requests + 50.5), seen)
-            })
+        (rps > 0.0 && rps.is_finite()).then(|| {
+            let seen = Counts { requests, failures };
+            (rps, (failures + 0.5) / (requests + 50.5), seen)
+        })
     }
 
     /// The primary's latency histogram the judge fixed its slow bound from (the shape the
