@@ -33,7 +33,7 @@ impl Rng {
     /// A Poisson count of this mean: exact below 30, a rounded normal above (close enough
     /// for a forecast's spread, and bounded in cost).
     pub(super) fn poisson(&mut self, mean: f64) -> f64 {
-        if !(mean > 0.0) {
+        if mean.is_nan() || mean <= 0.0 {
             return 0.0;
         }
         if mean < 30.0 {
