@@ -176,7 +176,8 @@ pub struct LatencyEvidence {
     /// judged at the buckets' resolution (see the module).
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     empty_tail: bool,
-    /// The primary's observations per bucket while the bound is being chosen.
+    /// The primary's observations per bucket while the bound is being chosen, and those it
+    /// was chosen from once fixed.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     primary_seen: Vec<f64>,
     /// Log likelihood ratios of [`REGRESSION_RATIOS`] (empty until the first evidence).
@@ -255,6 +256,26 @@ impl LatencyEvidence {
     /// The slow bound, once fixed.
     pub fn slow_above(&self) -> Option<f64> {
         self.slow_above
+    }
+
+    /// The primary's histogram the slow bound was chosen from (at least
+    /// [`LatencyTestConfig::bound_observations`]), once the bound is fixed: a tail shape from
+    /// fewer observations is noise in the buckets the test reads.
+    pub fn bound_histogram(&self) -> Option<Histogram> {
+        self.slow_above?;
+        let cumulative: Vec<f64> = self
+            .primary_seen
+            .iter()
+            .scan(0.0, |sum, c| {
+                *sum += c;
+                Some(*sum)
+            })
+            .collect();
+        let seen = cumulative.last().copied().unwrap_or(0.0);
+        (seen > 0.0 && cumulative.len() == self.bounds.len()).then(|| Histogram {
+            bounds: self.bounds.clone(),
+            cumulative,
+        })
     }
 
     /// Judges after a look, given histograms cumulative since the current step began.
@@ -365,7 +386,7 @@ impl LatencyEvidence {
             // Fewer than one: expected counts (a forecast's) are fractional.
             self.empty_tail =
                 Buckets::from_counts(&self.bounds, &self.primary_seen).count_above(t) < 1.0;
-            self.primary_seen.clear();
+            // Kept: the shape the bound was chosen from is the one a forecast may trust.
             out.slow_above = Some(t);
             out.reason = format!(
                 "holding: the slow bound is {}, the top of the bucket holding the primary's p{q} ({} observations); judging from the next look",

@@ -87,7 +87,8 @@ fn flaggers_message(phase: Phase, target_kind: &str) -> String {
 pub const FORECAST: &str = "Forecast";
 
 /// The `Forecast` condition of a rollout under the statistical judge: `Unknown` until its first
-/// look has seen the traffic rate, then `True` when a healthy canary is expected to be promoted
+/// look has seen the traffic rate (and, with a compared latency metric whose error rate alone
+/// lets the judge decide, until the judge's latency bound is fixed), then `True` when a healthy canary is expected to be promoted
 /// within the progress deadline and `False` (with the warning, naming the setting to change)
 /// when not. The forecast itself (each step's canary requests and length) is in `status.state`.
 pub fn forecast_condition(state: &RolloutState) -> Option<CanaryCondition> {
@@ -96,6 +97,14 @@ pub fn forecast_condition(state: &RolloutState) -> Option<CanaryCondition> {
             "Unknown",
             "RateUnknown",
             "the traffic rate is known at the rollout's first look".to_string(),
+        ),
+        ForecastStatus::Provisional { forecast } => (
+            "Unknown",
+            "LatencyShapeUnknown",
+            format!(
+                "at {} requests/s the error rate alone lets the statistical judge decide within the progress deadline; the latency forecast waits for the judge's slow bound (enough of the primary's observations)",
+                crate::rollout::rate_text(forecast.rps)
+            ),
         ),
         ForecastStatus::Known {
             warning: Some(w), ..

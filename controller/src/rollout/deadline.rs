@@ -29,6 +29,26 @@ use super::{EventReason, Severity};
 use crate::analysis::{Counts, Histogram, MetricReading};
 use crate::spec::MetricKind;
 
+/// How far towards the favourable end a handover's forecast reads a look's rate and the
+/// latency's tail: the upper end of a one-sided 95% interval.
+const FAVOURABLE_Z: f64 = 1.645;
+
+/// `h` with the share above `bound` at the upper end of its interval (`z` standard errors of
+/// a Poisson count over), taken from the bucket just below: the more requests fall above the
+/// judge's slow bound, the sooner it decides.
+fn heavier_tail(h: &Histogram, bound: Option<f64>, z: f64) -> Histogram {
+    let mut out = h.clone();
+    let total = h.cumulative.last().copied().unwrap_or(0.0);
+    let Some(at) = bound.and_then(|b| h.bounds.iter().position(|x| *x == b)) else {
+        return out;
+    };
+    let above = total - h.cumulative[at];
+    let below_bucket = h.cumulative[at] - if at == 0 { 0.0 } else { h.cumulative[at - 1] };
+    let more = (z * (above + 1.0).sqrt() + 1.0).min(below_bucket);
+    out.cumulative[at] -= more;
+    out
+}
+
 impl Tick<'_> {
     /// The compared metrics whose reading failed this tick (the metrics provider did not answer
     /// or answered with an error), with the reason.
@@ -49,21 +69,67 @@ impl Tick<'_> {
         (!failed.is_empty()).then(|| failed.join("; "))
     }
 
-    /// At the rollout's first look that shows the traffic's rate: the forecast at that rate, recorded for
-    /// the status, and a Warning Event naming the setting to change if the progress deadline is
-    /// expected to roll a healthy canary back.
+    /// The forecast at the traffic rate seen, recorded for the status, and a Warning Event
+    /// naming the setting to change if the judge is not expected to decide within the progress
+    /// deadline (the rollout is then handed to the metrics' thresholds). Made at the first look
+    /// that shows the rate; with a compared latency metric, the latency's shape is only trusted
+    /// from the primary observations the judge fixed its slow bound from, so the first look
+    /// forecasts the error rate alone (handing over if even that cannot decide in time) and
+    /// the full forecast is made at the look the bound is fixed.
     pub(super) fn forecast_once(&mut self) {
-        if self.s.forecast != Some(ForecastStatus::Unknown) || !self.s.phase.is_active() {
+        let provisional = match &self.s.forecast {
+            Some(ForecastStatus::Unknown) => false,
+            Some(ForecastStatus::Provisional { .. }) => true,
+            _ => return,
+        };
+        if !self.s.phase.is_active() {
             return;
         }
-        let Some((rps, errors)) = self.observed_rate() else {
+        let latency_compared = self
+            .spec
+            .metrics
+            .iter()
+            .any(|m| m.kind == MetricKind::RequestDuration);
+        let shape = self.bound_latency();
+        if latency_compared && shape.is_none() && provisional {
+            return;
+        }
+        let Some((rps, errors, seen)) = self.observed_rate() else {
             return;
         };
-        let Some(forecast) = forecast(self.spec, rps, errors, self.observed_latency()) else {
+        let Some(mut forecast) = forecast(self.spec, rps, errors, shape.as_ref()) else {
             return;
         };
-        let warning = forecast.warning(self.spec);
+        if !forecast.judge_decides() {
+            // A look's few requests leave the rate, the error rate and the latency's tail
+            // uncertain (at 10 requests/s a first look's 2 failures instead of 1 doubled the
+            // error rate forecast); a rollout not handed over still falls back to thresholds at
+            // its deadline, so it is handed over only when even the favourable end of what the
+            // look shows says so: more requests, fewer failures, more of them slow.
+            let z = FAVOURABLE_Z;
+            let hopeful_rps = rps * (1.0 + z / seen.requests.max(1.0).sqrt());
+            let fewer = (seen.failures - z * seen.failures.sqrt()).max(0.0);
+            let hopeful_errors = (fewer + 0.5) / (seen.requests + 50.5);
+            let hopeful_shape = shape
+                .as_ref()
+                .map(|h| heavier_tail(h, self.slow_bound(), z));
+            if let Some(f) = super::forecast::forecast(
+                self.spec,
+                hopeful_rps,
+                hopeful_errors,
+                hopeful_shape.as_ref().or(shape.as_ref()),
+            )
+            .filter(|f| f.judge_decides())
+            {
+                forecast = f;
+            }
+        }
         let undecidable = !forecast.judge_decides();
+        if latency_compared && shape.is_none() && !undecidable {
+            self.s.forecast = Some(ForecastStatus::Provisional { forecast });
+            return;
+        }
+        let warning = forecast.warning(self.spec);
         self.s.forecast = Some(ForecastStatus::Known {
             forecast,
             warning: warning.clone(),
@@ -83,12 +149,13 @@ impl Tick<'_> {
         }
     }
 
-    /// The service's request rate and error rate at this look, from the first compared metric
+    /// The service's request rate, error rate and the counts they were estimated from at this
+    /// look, from the first compared metric
     /// whose reading has counts (the success rate's, else the latency histograms' totals). Each
     /// side's rate is its count over the span its samples cover (counters scraped every 15s
     /// count the step from its first scrape, not from its start); `None` until both sides'
     /// rates are known (the primary's alone for a mirrored canary), or with no traffic.
-    fn observed_rate(&self) -> Option<(f64, f64)> {
+    fn observed_rate(&self) -> Option<(f64, f64, Counts)> {
         let since = self.now.saturating_sub(self.s.step_since) as f64 / 1000.0;
         let compared = || self.spec.metrics.iter().filter(|m| m.kind.is_builtin());
         let counts = compared().find_map(|m| match self.obs.metrics.get(&m.name) {
@@ -130,32 +197,37 @@ impl Tick<'_> {
         // is the mean under a Beta(0.5, 50) prior (mean 1%, as the judge's own bounds use), which
         // the look's counts move towards what they show.
         let failures = canary.failures + primary.failures;
-        (rps > 0.0 && rps.is_finite()).then(|| (rps, (failures + 0.5) / (requests + 50.5)))
+        (rps > 0.0 && rps.is_finite()).then(|| {
+            let seen = Counts { requests, failures };
+            (rps, (failures + 0.5) / (requests + 50.5), seen)
+        })
     }
 
-    /// The primary's latency histogram of this tick (the shape the forecast runs on), if a
-    /// latency metric read one with observations.
-    fn observed_latency(&self) -> Option<&Histogram> {
+    /// The primary's latency histogram the judge fixed its slow bound from (the shape the
+    /// forecast runs on), once a compared latency metric has one.
+    fn bound_latency(&self) -> Option<Histogram> {
         self.spec
             .metrics
             .iter()
             .filter(|m| m.kind == MetricKind::RequestDuration)
-            .find_map(|m| match self.obs.metrics.get(&m.name) {
-                Some(MetricReading::Histograms { primary, .. })
-                    if primary.cumulative.last().is_some_and(|n| *n > 0.0) =>
-                {
-                    Some(primary)
-                }
-                _ => None,
-            })
+            .find_map(|m| self.s.evidence.latency.get(&m.name)?.bound_histogram())
+    }
+
+    /// The judge's latency slow bound, once fixed (the first compared latency metric's).
+    fn slow_bound(&self) -> Option<f64> {
+        self.spec
+            .metrics
+            .iter()
+            .filter(|m| m.kind == MetricKind::RequestDuration)
+            .find_map(|m| self.s.evidence.latency.get(&m.name)?.slow_above())
     }
 
     /// "; at the N requests/s seen, spec.progressDeadlineSeconds of at least S would let it
     /// decide", when the forecast at the rate seen says so.
     fn deadline_advice(&self) -> String {
         self.observed_rate()
-            .and_then(|(rps, errors)| {
-                Some((rps, forecast(self.spec, rps, errors, self.observed_latency())?))
+            .and_then(|(rps, errors, _)| {
+                Some((rps, forecast(self.spec, rps, errors, self.bound_latency().as_ref())?))
             })
             .map(|(rps, f)| match (f.end, f.deadline_needed) {
                 (ForecastEnd::Deadline { .. }, Some(needed)) => format!(

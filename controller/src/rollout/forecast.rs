@@ -71,9 +71,9 @@ pub struct Forecast {
     /// The time the same rollout would take with no progress deadline (`None` if more than
     /// the horizon).
     pub unbounded: Option<Millis>,
-    /// The shortest progress deadline under which no step is expected to be rolled back for
-    /// lack of traffic, with a margin for chance: half as long again as the longest hold
-    /// forecast, in whole minutes.
+    /// The shortest progress deadline (in whole minutes) under which the judge decides every
+    /// step in 95% of runs: the longest hold of the same rollout on random counts (Poisson
+    /// arrivals, fixed seeds), not only on the expected ones, whose hold is a typical run's.
     pub deadline_needed: Option<Millis>,
     /// Latency metrics left out for want of a latency shape: the steps above may end sooner
     /// than their latency comparison lets them.
@@ -159,20 +159,27 @@ pub fn forecast(
         error_rate,
         latency: shape,
     };
-    let (steps, free_end) = run(&lifted, &load);
+    let (steps, free_end) = run(&lifted, &load, None);
     let unbounded = match free_end {
         ForecastEnd::Promoted { after } => Some(after),
         _ => None,
     };
     let end = deadline_end(spec, &steps).unwrap_or(free_end);
     let deadline_needed = unbounded.map(|_| {
-        let interval = spec.interval.millis();
-        let held = steps
-            .iter()
-            .map(|s| s.duration.saturating_sub(interval))
-            .max()
-            .unwrap_or(0);
-        (held * 3 / 2).div_ceil(60_000).max(1) * 60_000
+        // The expected counts' hold is the typical run's; the recommendation covers
+        // `draws::COVERED` of runs on random counts (a run not decided within the horizon
+        // needs more than any deadline).
+        let mut holds = vec![longest_hold(spec, &steps)];
+        for seed in 0..draws::DRAWS {
+            let mut draw = Draw::new(seed);
+            let (drawn, end) = run(&lifted, &load, Some(&mut draw));
+            holds.push(match end {
+                ForecastEnd::Undecided => HORIZON,
+                _ => longest_hold(spec, &drawn),
+            });
+        }
+        let held = draws::percentile(holds, draws::COVERED).unwrap_or(0);
+        held.div_ceil(60_000).max(1) * 60_000
     });
     Some(Forecast {
         rps,
@@ -258,8 +265,13 @@ fn deadline_end(spec: &RolloutSpec, steps: &[StepForecast]) -> Option<ForecastEn
         })
 }
 
-/// Runs the core from a new revision, ticking at every look, on expected counts.
-fn run(spec: &RolloutSpec, load: &Load) -> (Vec<StepForecast>, ForecastEnd) {
+/// Runs the core from a new revision, ticking at every look, on expected counts, or on random
+/// ones when given a `draw`.
+fn run(
+    spec: &RolloutSpec,
+    load: &Load,
+    mut draw: Option<&mut Draw>,
+) -> (Vec<StepForecast>, ForecastEnd) {
     let (rps, error_rate) = (load.rps, load.error_rate);
     let (spec, mut state, mut obs) = initialised(spec, "forecast");
     let tick = look_interval(&spec);
@@ -268,7 +280,7 @@ fn run(spec: &RolloutSpec, load: &Load) -> (Vec<StepForecast>, ForecastEnd) {
     while now <= HORIZON {
         let w = wants(&state, &spec, now);
         obs.metrics = if w.metrics {
-            readings(&spec, &state, load, now)
+            readings(&spec, &state, load, now, draw.as_deref_mut())
         } else {
             BTreeMap::new()
         };
@@ -334,19 +346,32 @@ fn readings(
     state: &RolloutState,
     load: &Load,
     now: Millis,
+    draw: Option<&mut Draw>,
 ) -> BTreeMap<String, MetricReading> {
-    let (canary, primary) = counts(state, load.rps, load.error_rate, now);
+    let (canary, primary, latency) = match draw {
+        None => {
+            let (canary, primary) = counts(state, load.rps, load.error_rate, now);
+            let latency = load.latency.as_ref().map(|shape| {
+                (
+                    shape.histogram(canary.requests),
+                    shape.histogram(primary.requests),
+                )
+            });
+            (canary, primary, latency)
+        }
+        Some(draw) => draw.look(state, load, now),
+    };
     let mut out = ideal_readings(spec);
     for m in &spec.metrics {
-        let reading = match (&m.kind, &load.latency) {
+        let reading = match (&m.kind, &latency) {
             (MetricKind::RequestSuccessRate, _) => MetricReading::Counts {
                 canary,
                 primary,
                 covered: None,
             },
-            (MetricKind::RequestDuration, Some(shape)) => MetricReading::Histograms {
-                canary: shape.histogram(canary.requests),
-                primary: shape.histogram(primary.requests),
+            (MetricKind::RequestDuration, Some((c, p))) => MetricReading::Histograms {
+                canary: c.clone(),
+                primary: p.clone(),
                 covered: None,
             },
             _ => continue,
@@ -354,6 +379,77 @@ fn readings(
         out.insert(m.name.clone(), reading);
     }
     out
+}
+
+/// The longest a step is held past its first interval.
+fn longest_hold(spec: &RolloutSpec, steps: &[StepForecast]) -> Millis {
+    let interval = spec.interval.millis();
+    steps
+        .iter()
+        .map(|s| s.duration.saturating_sub(interval))
+        .max()
+        .unwrap_or(0)
+}
+
+/// One run on random counts: each side's counts since its step began, drawn look by look.
+struct Draw {
+    rng: draws::Rng,
+    step_since: Option<Millis>,
+    last: Millis,
+    canary: draws::Side,
+    primary: draws::Side,
+}
+
+impl Draw {
+    fn new(seed: u64) -> Draw {
+        Draw {
+            rng: draws::Rng::new(seed),
+            step_since: None,
+            last: 0,
+            canary: draws::Side::default(),
+            primary: draws::Side::default(),
+        }
+    }
+
+    fn look(
+        &mut self,
+        state: &RolloutState,
+        load: &Load,
+        now: Millis,
+    ) -> (Counts, Counts, Option<(Histogram, Histogram)>) {
+        if self.step_since != Some(state.step_since) {
+            self.step_since = Some(state.step_since);
+            self.last = state.step_since;
+            self.canary = draws::Side::default();
+            self.primary = draws::Side::default();
+        }
+        let seconds = now.saturating_sub(self.last) as f64 / 1000.0;
+        self.last = self.last.max(now);
+        let shares: Vec<f64> = load.latency.as_ref().map_or(Vec::new(), |shape| {
+            let mut below = 0.0;
+            shape
+                .fractions
+                .iter()
+                .map(|f| {
+                    let share = (f - below).max(0.0);
+                    below = *f;
+                    share
+                })
+                .collect()
+        });
+        let canary = load.rps * canary_share(state) * seconds;
+        let primary = load.rps * (1.0 - f64::from(state.canary_weight) / 100.0) * seconds;
+        let rng = &mut self.rng;
+        self.canary.add(rng, canary, load.error_rate, &shares);
+        self.primary.add(rng, primary, load.error_rate, &shares);
+        let latency = load.latency.as_ref().map(|shape| {
+            (
+                self.canary.histogram(&shape.bounds),
+                self.primary.histogram(&shape.bounds),
+            )
+        });
+        (self.canary.counts, self.primary.counts, latency)
+    }
 }
 
 /// A rate (requests per second) for people, no trailing zeros: whole from 100, two decimals
@@ -375,6 +471,8 @@ pub fn rate_text(x: f64) -> String {
         s.trim_end_matches('0').trim_end_matches('.').to_string()
     }
 }
+
+mod draws;
 
 #[cfg(test)]
 mod tests;

@@ -121,7 +121,9 @@ pub struct RolloutState {
     #[serde(default, skip_serializing_if = "Evidence::is_empty")]
     pub evidence: Evidence,
     /// The statistical judge's forecast of this rollout: unknown from its start until its
-    /// first look has seen the traffic rate, then the forecast at that rate.
+    /// first look has seen the traffic rate; with a compared latency metric, provisional (the
+    /// error rate's alone) until the judge has fixed its latency bound from enough of the
+    /// primary's observations; then the forecast at the rate of that look.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub forecast: Option<ForecastStatus>,
     /// The pre-rollout hooks of this rollout have passed.
@@ -185,6 +187,11 @@ impl SessionCookies {
 pub enum ForecastStatus {
     /// The traffic rate is not known before the rollout's first look.
     Unknown,
+    /// The forecast at the first look's rate without the latency metrics: the judge expects
+    /// to decide on the error rate alone, and the latency's shape is not known until the judge
+    /// has fixed its slow bound (`LatencyTestConfig::bound_observations` primary observations;
+    /// a shape from fewer is noise in the tail the test reads). Forecast again then.
+    Provisional { forecast: Forecast },
     /// The forecast at the rate seen at the first look, and its warning when the progress
     /// deadline is expected to roll a healthy canary back.
     Known {

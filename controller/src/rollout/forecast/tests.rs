@@ -147,3 +147,46 @@ fn a_rate_prints_with_its_significant_figures_however_small() {
         assert_eq!(rate_text(rate), text, "{rate}");
     }
 }
+
+#[test]
+fn the_recommended_deadline_covers_nearly_every_run_on_random_counts() {
+    // The expected counts' hold is a typical run's; half the random runs need longer. The
+    // recommendation must cover about 95% of runs drawn with seeds it was not computed from.
+    let s = spec("");
+    let f = forecast(&s, 2.0, 0.005, None).unwrap();
+    let needed = f.deadline_needed.unwrap();
+    assert!(needed > longest_hold(&s, &f.steps), "{f:?}");
+    let mut lifted = s.clone();
+    lifted.progress_deadline = Duration(HORIZON + 1);
+    let load = Load {
+        rps: 2.0,
+        error_rate: 0.005,
+        latency: None,
+    };
+    let held_longer = (1_000..1_060)
+        .filter(|seed| {
+            let (steps, _) = run(&lifted, &load, Some(&mut Draw::new(*seed)));
+            longest_hold(&s, &steps) > needed
+        })
+        .count();
+    assert!(
+        held_longer <= 6,
+        "{held_longer} of 60 runs held past {needed} ms"
+    );
+}
+
+#[test]
+fn random_counts_are_poisson_with_the_mean_asked() {
+    let mut rng = draws::Rng::new(7);
+    for mean in [0.05, 3.0, 400.0] {
+        let n = 4_000;
+        let draws: Vec<f64> = (0..n).map(|_| rng.poisson(mean)).collect();
+        let avg = draws.iter().sum::<f64>() / n as f64;
+        let var = draws.iter().map(|d| (d - avg).powi(2)).sum::<f64>() / n as f64;
+        assert!(
+            (avg - mean).abs() < 4.0 * (mean / n as f64).sqrt(),
+            "{mean}: {avg}"
+        );
+        assert!((var / mean - 1.0).abs() < 0.15, "{mean}: {var}");
+    }
+}
