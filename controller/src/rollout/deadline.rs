@@ -26,6 +26,8 @@ use super::judging::Analysis;
 use super::state::ForecastStatus;
 use super::tick::Tick;
 use super::{EventReason, Severity};
+use crate::analysis::latency::BOUND_OBSERVATIONS;
+use crate::analysis::statistical::DEFAULT_LATENCY_QUANTILE;
 use crate::analysis::{Counts, Histogram, MetricReading};
 use crate::spec::MetricKind;
 
@@ -74,8 +76,9 @@ impl Tick<'_> {
     /// deadline (the rollout is then handed to the metrics' thresholds). Made at the first look
     /// that shows the rate; with a compared latency metric, the latency's shape is only trusted
     /// from the primary observations the judge fixed its slow bound from, so the first look
-    /// forecasts the error rate alone (handing over if even that cannot decide in time) and
-    /// the full forecast is made at the look the bound is fixed.
+    /// forecasts the error rate alone (handing over if even that cannot decide in time, or if
+    /// the primary cannot serve the bound's observations in time) and the full forecast is made
+    /// at the look the bound is fixed.
     pub(super) fn forecast_once(&mut self) {
         let provisional = match &self.s.forecast {
             Some(ForecastStatus::Unknown) => false,
@@ -100,6 +103,7 @@ impl Tick<'_> {
         let Some(mut forecast) = forecast(self.spec, rps, errors, shape.as_ref()) else {
             return;
         };
+        let hopeful_rps = rps * (1.0 + FAVOURABLE_Z / seen.requests.max(1.0).sqrt());
         if !forecast.judge_decides() {
             // A look's few requests leave the rate, the error rate and the latency's tail
             // uncertain (at 10 requests/s a first look's 2 failures instead of 1 doubled the
@@ -107,7 +111,6 @@ impl Tick<'_> {
             // its deadline, so it is handed over only when even the favourable end of what the
             // look shows says so: more requests, fewer failures, more of them slow.
             let z = FAVOURABLE_Z;
-            let hopeful_rps = rps * (1.0 + z / seen.requests.max(1.0).sqrt());
             let fewer = (seen.failures - z * seen.failures.sqrt()).max(0.0);
             let hopeful_errors = (fewer + 0.5) / (seen.requests + 50.5);
             let hopeful_shape = shape
@@ -124,11 +127,20 @@ impl Tick<'_> {
                 forecast = f;
             }
         }
-        let undecidable = !forecast.judge_decides();
-        if latency_compared && shape.is_none() && !undecidable {
-            self.s.forecast = Some(ForecastStatus::Provisional { forecast });
-            return;
+        if latency_compared && shape.is_none() && forecast.judge_decides() {
+            if self.slow_bound_in_time(hopeful_rps) {
+                self.s.forecast = Some(ForecastStatus::Provisional { forecast });
+                return;
+            }
+            // The judge cannot even fix its latency slow bound in time: this look's histogram,
+            // however few its observations, is shape enough for a forecast that says so.
+            if let Some(f) =
+                super::forecast::forecast(self.spec, rps, errors, self.primary_latency())
+            {
+                forecast = f;
+            }
         }
+        let undecidable = !forecast.judge_decides();
         let warning = forecast.warning(self.spec);
         self.s.forecast = Some(ForecastStatus::Known {
             forecast,
@@ -211,6 +223,45 @@ impl Tick<'_> {
             .iter()
             .filter(|m| m.kind == MetricKind::RequestDuration)
             .find_map(|m| self.s.evidence.latency.get(&m.name)?.bound_histogram())
+    }
+
+    /// Whether the primary, at `rps`, serves the observations every compared latency metric's
+    /// slow bound is fixed from (`BOUND_OBSERVATIONS / (1 - q)`) within the first step's
+    /// interval and the progress deadline: before its bound no latency evidence counts.
+    fn slow_bound_in_time(&self, rps: f64) -> bool {
+        let needed = self
+            .spec
+            .metrics
+            .iter()
+            .filter(|m| m.kind == MetricKind::RequestDuration)
+            .map(|m| {
+                let q = m.quantile.unwrap_or(DEFAULT_LATENCY_QUANTILE);
+                (BOUND_OBSERVATIONS / (1.0 - q)).ceil()
+            })
+            .fold(0.0, f64::max);
+        let primary_share = match self.s.mirror {
+            Some(_) => 1.0,
+            None => 1.0 - f64::from(self.s.canary_weight) / 100.0,
+        };
+        let within = (self.spec.interval.millis() + self.spec.progress_deadline.millis()) as f64;
+        needed / (rps * primary_share) * 1000.0 <= within
+    }
+
+    /// The primary's latency histogram of this look, if a compared latency metric read one
+    /// with observations.
+    fn primary_latency(&self) -> Option<&Histogram> {
+        self.spec
+            .metrics
+            .iter()
+            .filter(|m| m.kind == MetricKind::RequestDuration)
+            .find_map(|m| match self.obs.metrics.get(&m.name) {
+                Some(MetricReading::Histograms { primary, .. })
+                    if primary.cumulative.last().is_some_and(|n| *n > 0.0) =>
+                {
+                    Some(primary)
+                }
+                _ => None,
+            })
     }
 
     /// The judge's latency slow bound, once fixed (the first compared latency metric's).
