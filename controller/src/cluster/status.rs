@@ -102,7 +102,7 @@ pub fn forecast_condition(state: &RolloutState) -> Option<CanaryCondition> {
             "Unknown",
             "LatencyShapeUnknown",
             format!(
-                "at {} requests/s the error rate alone lets the statistical judge decide within the progress deadline; the latency forecast waits for the judge's slow bound (enough of the primary's observations)",
+                "at {} requests/s the error rate alone does not rule out a decision by the statistical judge within the progress deadline; the latency forecast waits for the judge's slow bound (enough of the primary's observations)",
                 crate::rollout::rate_text(forecast.rps)
             ),
         ),

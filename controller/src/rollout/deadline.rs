@@ -85,7 +85,9 @@ impl Tick<'_> {
             Some(ForecastStatus::Provisional { .. }) => true,
             _ => return,
         };
-        if !self.s.phase.is_active() {
+        // A look some compared metric could not read is no look to forecast from: the
+        // forecast waits for one whose metrics all read, and no data never hands over.
+        if !self.s.phase.is_active() || self.metrics_unavailable().is_some() {
             return;
         }
         let latency_compared = self
@@ -104,7 +106,10 @@ impl Tick<'_> {
             return;
         };
         let hopeful_rps = rps * (1.0 + FAVOURABLE_Z / seen.requests.max(1.0).sqrt());
-        if !forecast.judge_decides() {
+        // The forecast recorded is the one at the rate seen; whether the judge may still
+        // decide is asked of the favourable end too.
+        let mut decides = forecast.judge_decides();
+        if !decides {
             // A look's few requests leave the rate, the error rate and the latency's tail
             // uncertain (at 10 requests/s a first look's 2 failures instead of 1 doubled the
             // error rate forecast); a rollout not handed over still falls back to thresholds at
@@ -116,18 +121,15 @@ impl Tick<'_> {
             let hopeful_shape = shape
                 .as_ref()
                 .map(|h| heavier_tail(h, self.slow_bound(), z));
-            if let Some(f) = super::forecast::forecast(
+            decides = super::forecast::forecast(
                 self.spec,
                 hopeful_rps,
                 hopeful_errors,
                 hopeful_shape.as_ref().or(shape.as_ref()),
             )
-            .filter(|f| f.judge_decides())
-            {
-                forecast = f;
-            }
+            .is_some_and(|f| f.judge_decides());
         }
-        if latency_compared && shape.is_none() && forecast.judge_decides() {
+        if latency_compared && shape.is_none() && decides {
             if self.slow_bound_in_time(hopeful_rps) {
                 self.s.forecast = Some(ForecastStatus::Provisional { forecast });
                 return;
@@ -137,11 +139,16 @@ impl Tick<'_> {
             if let Some(f) =
                 super::forecast::forecast(self.spec, rps, errors, self.primary_latency())
             {
+                decides = f.judge_decides();
                 forecast = f;
             }
         }
-        let undecidable = !forecast.judge_decides();
-        let warning = forecast.warning(self.spec);
+        let undecidable = !decides;
+        let warning = if undecidable {
+            forecast.warning(self.spec)
+        } else {
+            forecast.let_decide_warning(self.spec, hopeful_rps)
+        };
         self.s.forecast = Some(ForecastStatus::Known {
             forecast,
             warning: warning.clone(),
@@ -156,7 +163,7 @@ impl Tick<'_> {
             // The rollout's own message stays what it was; the Event carries the warning.
             self.s.message = message;
         }
-        if undecidable && self.metrics_unavailable().is_none() {
+        if undecidable {
             self.s.threshold_fallback = true;
         }
     }

@@ -92,6 +92,26 @@ impl Forecast {
     /// A warning for a rollout the judge is not expected to decide within its progress
     /// deadline: what happens instead, and what to change for the judge to decide.
     pub fn warning(&self, spec: &RolloutSpec) -> Option<String> {
+        let (short, fix) = self.shortfall(spec)?;
+        Some(format!(
+            "{short}: the rollout is judged by the metrics' thresholds over each interval's traffic, as Flagger judges (a regression the statistical judge shows still rolls back at once); for the judge to decide, {fix}",
+        ))
+    }
+
+    /// The warning for a rollout this forecast does not expect the judge to decide in time,
+    /// though the favourable end of a look's few requests (`favourable_rps`) does: the judge
+    /// is let decide, and the deadline hands the rollout to the thresholds if it has not.
+    pub fn let_decide_warning(&self, spec: &RolloutSpec, favourable_rps: f64) -> Option<String> {
+        let (short, fix) = self.shortfall(spec)?;
+        Some(format!(
+            "{short}, though it would at the favourable end of the look's few requests ({} requests/s): it is let decide, and if it has not by the progress deadline the metrics' thresholds judge the rollout from then on, as Flagger judges; for the judge to decide surely, {fix}",
+            rate_text(favourable_rps),
+        ))
+    }
+
+    /// "at R requests/s the statistical judge is not expected to decide ..." and the setting
+    /// that would let it, when the judge is not expected to decide in time.
+    fn shortfall(&self, spec: &RolloutSpec) -> Option<(String, String)> {
         if self.judge_decides() {
             return None;
         }
@@ -114,9 +134,12 @@ impl Forecast {
             ForecastEnd::Undecided => "within a day".to_string(),
             _ => format!("within the progress deadline ({})", spec.progress_deadline),
         };
-        Some(format!(
-            "at {} requests/s the statistical judge is not expected to decide{step} {within}: the rollout is judged by the metrics' thresholds over each interval's traffic, as Flagger judges (a regression the statistical judge shows still rolls back at once); for the judge to decide, {fix}",
-            rate_text(self.rps),
+        Some((
+            format!(
+                "at {} requests/s the statistical judge is not expected to decide{step} {within}",
+                rate_text(self.rps),
+            ),
+            fix,
         ))
     }
 }
