@@ -28,14 +28,15 @@ fn scenario_from(text: &str, tag: &str) -> Scenario {
 }
 
 /// Seeds of `1..=n` the judge did not decide: handed to the thresholds by the forecast (the
-/// Warning says the judge "is not expected to decide"), or at the progress deadline.
+/// Warning says "the rollout is judged by the metrics' thresholds"; a rollout the judge is let
+/// decide is warned too, in other words), or at the progress deadline.
 fn not_by_the_judge(scenario: &Scenario, n: u64, deadline_too: bool) -> Vec<u64> {
     (1..=n)
         .filter(|&seed| {
             let r = harness::run_to_decision(scenario, &scenario.variants[0], seed).expect("runs");
             r.decisions.iter().any(|d| {
                 d.messages.iter().any(|m| {
-                    m.contains("is not expected to decide")
+                    m.contains("the rollout is judged by the metrics' thresholds")
                         || (deadline_too && m.contains("Progress deadline"))
                 })
             })
