@@ -620,26 +620,40 @@ fn evidence(
     )
 }
 
-/// The lowest rate above `rps` at which `decides` (two significant figures, rounded up), found
-/// by doubling then halving on a log scale; `None` past the rates a forecast takes.
+/// The lowest rate above `rps` from which `decides` holds up to half as much again, checked
+/// every 3% (two significant figures, rounded up), found by doubling then halving on a log
+/// scale; `None` past the rates a forecast takes. The check above it is needed: the deadline a
+/// forecast recommends comes from random runs, so it does not fall steadily as the rate rises,
+/// and "from about X" must hold above X too.
 fn lowest_rate(rps: f64, decides: impl Fn(f64) -> bool) -> Option<String> {
-    let mut hi = rps * 2.0;
-    while !decides(hi) {
-        hi *= 2.0;
-        if hi > *RPS_RANGE.end() {
-            return None;
+    let mut from = rps;
+    // Each round starts above a rate that failed, at least 3% higher: a few rounds suffice.
+    for _ in 0..20 {
+        let mut hi = from * 2.0;
+        while !decides(hi) {
+            hi *= 2.0;
+            if hi > *RPS_RANGE.end() {
+                return None;
+            }
+        }
+        let mut lo = (hi / 2.0).max(from);
+        for _ in 0..6 {
+            let mid = (lo * hi).sqrt();
+            if decides(mid) {
+                hi = mid;
+            } else {
+                lo = mid;
+            }
+        }
+        let scale = 10f64.powi(hi.log10().floor() as i32 - 1);
+        let rounded = (hi / scale).ceil() * scale;
+        match (0..=14)
+            .map(|k| rounded * 1.03f64.powi(k))
+            .find(|r| !decides(*r))
+        {
+            None => return Some(format!("{}", (rounded * 1e6).round() / 1e6)),
+            Some(failed) => from = failed,
         }
     }
-    let mut lo = hi / 2.0;
-    for _ in 0..6 {
-        let mid = (lo * hi).sqrt();
-        if decides(mid) {
-            hi = mid;
-        } else {
-            lo = mid;
-        }
-    }
-    let scale = 10f64.powi(hi.log10().floor() as i32 - 1);
-    let rounded = (hi / scale).ceil() * scale;
-    Some(format!("{}", (rounded * 1e6).round() / 1e6))
+    None
 }

@@ -1,4 +1,5 @@
-//! Review r19g: findings on issue 19's latest fixes (plan's forecast and its recommendations).
+//! `fledge-sim plan`'s "from about X requests/s a progress deadline of 30m lets it decide": true
+//! of the rates above X as well (review r19g finding 2).
 
 mod support;
 
@@ -55,7 +56,6 @@ fn number_after(text: &str, prefix: &str) -> Option<f64> {
 /// recommendation is within 30m (scan upwards, or make the draws' holds monotone in the rate,
 /// e.g. common random numbers with more draws), the same whatever --rps is asked about.
 #[test]
-#[ignore = "review r19g finding 2: plan's \"from about X requests/s\" 30m claim is false above X"]
 fn the_rate_from_which_30m_suffices_holds_for_the_rates_above_it() {
     let file = std::env::temp_dir().join(format!("review_r19g_aa_{}.yaml", std::process::id()));
     std::fs::write(&file, AA_CANARY).unwrap();
