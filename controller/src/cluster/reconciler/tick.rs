@@ -15,7 +15,9 @@ use super::super::workloads::{self, TargetKind, WorkloadProblem, Workloads};
 use super::super::{COMMAND_ANNOTATION, Error, Result, status};
 use super::Context;
 use super::problems::Problem;
-use crate::rollout::{Action, Command, Millis, Phase, RolloutState, advance, next_analysis};
+use crate::rollout::{
+    Action, Command, Millis, Observation, Phase, RolloutState, advance, next_analysis,
+};
 use crate::router::Routes;
 use crate::routes::{Provider, UnknownProvider};
 use crate::spec::{
@@ -170,7 +172,7 @@ impl<'a> Tick<'a> {
         let obs = self
             .observe(&state, &spec, &target, primary.as_ref(), command)
             .await?;
-        let (mut next, actions) = advance(&state, &spec, &obs, self.now);
+        let (mut next, actions) = decide(&state, &spec, &obs, self.now).await;
         let alerts = crate::alerts::decided(self.canary, &spec, &state, &next, &obs);
         let mut template = self.primary_template();
         let targets = target.spec.as_ref().map(|s| &s.template);
@@ -291,6 +293,23 @@ fn command_used(command: Command, before: &RolloutState, after: &RolloutState) -
         || before.mirror != after.mirror
         || before.iterations != after.iterations;
     command == Command::Abort || changed || !before.phase.is_active()
+}
+
+/// The core's decision, on a blocking thread: the forecast a rollout makes of itself at low
+/// traffic runs dozens of modelled rollouts (up to a second or more), which must not hold an
+/// async worker that other Canaries' reconciles and the lease renewal share. A panic in the
+/// core is carried on as it would be inline.
+async fn decide(
+    state: &RolloutState,
+    spec: &RolloutSpec,
+    obs: &Observation,
+    now: Millis,
+) -> (RolloutState, Vec<Action>) {
+    let (state, spec, obs) = (state.clone(), spec.clone(), obs.clone());
+    match tokio::task::spawn_blocking(move || advance(&state, &spec, &obs, now)).await {
+        Ok(decided) => decided,
+        Err(e) => std::panic::resume_unwind(e.into_panic()),
+    }
 }
 
 #[cfg(test)]
