@@ -135,13 +135,16 @@ impl Tick<'_> {
                 return;
             }
             // The judge cannot even fix its latency slow bound in time: this look's histogram,
-            // however few its observations, is shape enough for a forecast that says so.
-            if let Some(f) =
-                super::forecast::forecast(self.spec, rps, errors, self.primary_latency())
-            {
-                decides = f.judge_decides();
-                forecast = f;
-            }
+            // however few its observations, is shape enough for a forecast that says so. A look
+            // without one forecasts nothing: the next look's will.
+            let Some(f) = self
+                .primary_latency()
+                .and_then(|h| super::forecast::forecast(self.spec, rps, errors, Some(h)))
+            else {
+                return;
+            };
+            decides = f.judge_decides();
+            forecast = f;
         }
         let undecidable = !decides;
         let warning = if undecidable {

@@ -652,7 +652,7 @@ fn lowest_rate(rps: f64, decides: impl Fn(f64) -> bool) -> Option<String> {
             .find(|r| !decides(*r))
         {
             None => return Some(format!("{}", (rounded * 1e6).round() / 1e6)),
-            Some(failed) => from = failed,
+            Some(failed) => from = failed.max(from * 1.03),
         }
     }
     None

@@ -298,17 +298,21 @@ fn command_used(command: Command, before: &RolloutState, after: &RolloutState) -
 /// The core's decision, on a blocking thread: the forecast a rollout makes of itself at low
 /// traffic runs dozens of modelled rollouts (up to a second or more), which must not hold an
 /// async worker that other Canaries' reconciles and the lease renewal share. A panic in the
-/// core is carried on as it would be inline.
+/// core is carried on as it would be inline; a task the runtime cancelled (at shutdown) is
+/// decided inline.
 async fn decide(
     state: &RolloutState,
     spec: &RolloutSpec,
     obs: &Observation,
     now: Millis,
 ) -> (RolloutState, Vec<Action>) {
-    let (state, spec, obs) = (state.clone(), spec.clone(), obs.clone());
-    match tokio::task::spawn_blocking(move || advance(&state, &spec, &obs, now)).await {
+    let (s, sp, o) = (state.clone(), spec.clone(), obs.clone());
+    match tokio::task::spawn_blocking(move || advance(&s, &sp, &o, now)).await {
         Ok(decided) => decided,
-        Err(e) => std::panic::resume_unwind(e.into_panic()),
+        Err(e) => match e.try_into_panic() {
+            Ok(panic) => std::panic::resume_unwind(panic),
+            Err(_) => advance(state, spec, obs, now),
+        },
     }
 }
 
